@@ -1,0 +1,42 @@
+# Stele: the two commands a newcomer needs are `make run` and `make test`.
+# Both install missing Debian packages (scripts/deps.sh) and build first.
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+JOBS ?= $(shell nproc)
+
+.PHONY: all deps build run test test-unit test-asan test-valgrind bench clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+# Until the server lands (issue 3), `make run` runs the example program
+# against ./data: it appends and reads back a few events.
+run: build
+	./$(BUILD)/examples/stele_example ./data
+
+# Every test: the full suite, then the unit tests under ASan+UBSan, then
+# valgrind's leak check on the library's unit tests.
+test: build test-asan test-valgrind
+	cd $(BUILD) && ctest --output-on-failure -j 2
+	@echo "make test: all suites passed"
+
+test-asan: deps
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSTELE_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --output-on-failure -L unit -j 2
+
+test-valgrind: build
+	./scripts/valgrind.sh $(BUILD)
+
+bench: build
+	./bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

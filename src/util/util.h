@@ -1,0 +1,64 @@
+/*
+ * util.h - small helpers shared by every layer of libstele: CRC32C, UUIDs,
+ * UTF-8 name validation, clocks, the thread-local error message and a
+ * growable byte buffer. No I/O here (that is os/).
+ */
+#ifndef STELE_UTIL_H
+#define STELE_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- CRC32C (Castagnoli). Hardware (SSE4.2) when the CPU has it, else a
+ * table. crc32c(0, buf, len) starts a checksum; pass the previous result to
+ * continue it over more bytes. */
+uint32_t crc32c(uint32_t crc, const void *buf, size_t len);
+
+/* ---- UUIDs */
+/* A fresh RFC 9562 UUIDv7: 48-bit Unix ms, then a counter that keeps ids
+ * made by this process strictly increasing, then random bits. Thread-safe. */
+void uuid_v7(uint8_t out[16]);
+int uuid_is_nil(const uint8_t id[16]);
+
+/* ---- names: UTF-8 validation for stream names, event types and tags.
+ * Returns NULL if `s` (len bytes) is valid UTF-8 (no overlongs, no
+ * surrogates, nothing above U+10FFFF) with no control character (C0, DEL,
+ * C1); otherwise a static reason and *bad_at = the byte offset. */
+const char *utf8_check_name(const char *s, size_t len, size_t *bad_at);
+
+/* ---- clocks */
+int64_t time_now_us(void);   /* CLOCK_REALTIME, microseconds since epoch */
+uint64_t time_mono_ns(void); /* CLOCK_MONOTONIC, nanoseconds */
+
+/* ---- errors: set the calling thread's message (printf format) and return
+ * `code`, so a failing path reads `return err_set(STELE_EINVAL, "...")`.
+ * stele_errmsg() returns the message. */
+int err_set(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Clear the thread's message (start of a public call). */
+void err_clear(void);
+
+/* ---- buffers: a growable byte array. Zero-initialise, then use. */
+typedef struct buf {
+    uint8_t *p;
+    size_t len;
+    size_t cap;
+} buf;
+
+/* Ensure room for `extra` more bytes; 0 or STELE_ENOMEM. */
+int buf_reserve(buf *b, size_t extra);
+int buf_append(buf *b, const void *data, size_t n);
+void buf_free(buf *b);
+
+/* Little-endian loads/stores (the log format is little-endian). */
+static inline void st16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static inline void st32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static inline void st64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t ld32(const uint8_t *p) { uint32_t v = 0; for (int i = 3; i >= 0; i--) v = (v << 8) | p[i]; return v; }
+static inline uint64_t ld64(const uint8_t *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = (v << 8) | p[i]; return v; }
+/* Big-endian 64-bit, for index keys that must sort numerically. */
+static inline void stbe64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (56 - 8 * i)); }
+static inline uint64_t ldbe64(const uint8_t *p) { uint64_t v = 0; for (int i = 0; i < 8; i++) v = (v << 8) | p[i]; return v; }
+
+#endif
