@@ -1,0 +1,218 @@
+/*
+ * uuid.c - UUIDv7 generation (RFC 9562) and the text form of UUIDs.
+ *
+ * Layout of the 16 bytes made by uuid_v7 (big-endian fields):
+ *
+ *    0                   1                   2                   3
+ *    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+ *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ *   |             unix_ts_ms: 48-bit Unix time in milliseconds      |
+ *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ *   |     unix_ts_ms (cont.)        |  ver  |   counter (rand_a)    |
+ *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ *   |var|                   rand_b: 62 random bits                  |
+ *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ *   |                       rand_b (cont.)                          |
+ *   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ *
+ * ver = 0111, var = 10. The 12-bit rand_a field is RFC 9562's "fixed
+ * bit-length dedicated counter" (method 1 of section 6.2), which gives the
+ * invariant this file exists for: every id this process makes compares
+ * greater (memcmp) than every id it made before, whatever the threads and
+ * the clock do. Under one mutex we keep the last (ms, counter) pair:
+ *   - a later millisecond starts a new counter at a random value below
+ *     0x800 (the RFC's advice: random, so ids reveal less, with the top bit
+ *     clear so at least 2048 ids fit in the millisecond);
+ *   - the same or an earlier millisecond (the wall clock may step back)
+ *     increments the counter;
+ *   - a counter past 0xFFF moves the timestamp one millisecond ahead of
+ *     the clock and starts a new counter. The clock catches up later.
+ *
+ * Random bits come from getrandom(2) through a pool refilled 1 KiB at a
+ * time, not a syscall per id. After fork() the child drops the pool it
+ * inherited so parent and child never hand out the same random bits.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "stele.h"
+#include "util/util.h"
+
+#define UUID_POOL_SIZE 1024
+
+static pthread_mutex_t uuid_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t uuid_once = PTHREAD_ONCE_INIT;
+static uint64_t uuid_last_ms;
+static uint32_t uuid_counter;
+static uint8_t uuid_pool[UUID_POOL_SIZE];
+static size_t uuid_pool_pos = UUID_POOL_SIZE; /* empty: fill on first use */
+static uint64_t uuid_fallback_state;
+
+/* Fill `n` bytes from the kernel. getrandom without flags blocks only until
+ * the kernel's pool is first seeded, and may return short when a signal
+ * arrives, hence the loop. If the syscall is missing (ENOSYS on an ancient
+ * kernel or a strict seccomp filter) we fall back to splitmix64 seeded from
+ * the clock and pid: weaker, but ids stay unique within the process because
+ * of the counter, which is the property the store relies on. */
+static void rand_fill(uint8_t *p, size_t n)
+{
+    int saved_errno = errno;
+    while (n > 0) {
+        ssize_t r = getrandom(p, n, 0);
+        if (r > 0) {
+            p += r;
+            n -= (size_t)r;
+        } else if (r < 0 && errno == EINTR) {
+            continue;
+        } else {
+            break;
+        }
+    }
+    if (n > 0) {
+        uint64_t x = uuid_fallback_state ^ time_mono_ns() ^
+                     ((uint64_t)getpid() << 32) ^ (uint64_t)time_now_us();
+        while (n > 0) {
+            x += 0x9e3779b97f4a7c15ull;
+            uint64_t z = x;
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+            z ^= z >> 31;
+            size_t k = n < 8 ? n : 8;
+            memcpy(p, &z, k);
+            p += k;
+            n -= k;
+        }
+        uuid_fallback_state = x;
+    }
+    errno = saved_errno;
+}
+
+/* Take `n` random bytes from the pool. Caller holds uuid_lock. */
+static void pool_take(uint8_t *out, size_t n)
+{
+    if (UUID_POOL_SIZE - uuid_pool_pos < n) {
+        rand_fill(uuid_pool, UUID_POOL_SIZE);
+        uuid_pool_pos = 0;
+    }
+    memcpy(out, uuid_pool + uuid_pool_pos, n);
+    uuid_pool_pos += n;
+}
+
+static uint32_t counter_seed(void)
+{
+    uint8_t r[2];
+    pool_take(r, 2);
+    return ((uint32_t)r[0] << 8 | r[1]) & 0x7ff;
+}
+
+/* fork() copies the lock and the pool. Hold the lock across fork so the
+ * child never inherits it locked by a thread that does not exist there,
+ * and empty the child's pool so it draws fresh bytes of its own. */
+static void uuid_atfork_prepare(void) { pthread_mutex_lock(&uuid_lock); }
+static void uuid_atfork_parent(void) { pthread_mutex_unlock(&uuid_lock); }
+static void uuid_atfork_child(void)
+{
+    uuid_pool_pos = UUID_POOL_SIZE;
+    pthread_mutex_unlock(&uuid_lock);
+}
+
+static void uuid_init(void)
+{
+    pthread_atfork(uuid_atfork_prepare, uuid_atfork_parent, uuid_atfork_child);
+}
+
+void uuid_v7(uint8_t out[16])
+{
+    pthread_once(&uuid_once, uuid_init);
+    int64_t now_us = time_now_us();
+    uint64_t now_ms = now_us > 0 ? (uint64_t)now_us / 1000 : 0;
+
+    pthread_mutex_lock(&uuid_lock);
+    if (now_ms > uuid_last_ms) {
+        uuid_last_ms = now_ms;
+        uuid_counter = counter_seed();
+    } else if (++uuid_counter > 0xfff) {
+        uuid_last_ms++;
+        uuid_counter = counter_seed();
+    }
+    uint64_t ms = uuid_last_ms;
+    uint32_t counter = uuid_counter;
+    pool_take(out + 8, 8);
+    pthread_mutex_unlock(&uuid_lock);
+
+    for (int i = 0; i < 6; i++)
+        out[i] = (uint8_t)(ms >> (40 - 8 * i));
+    out[6] = (uint8_t)(0x70 | (counter >> 8));
+    out[7] = (uint8_t)counter;
+    out[8] = (uint8_t)(0x80 | (out[8] & 0x3f));
+}
+
+int uuid_is_nil(const uint8_t id[16])
+{
+    uint8_t acc = 0;
+    for (int i = 0; i < 16; i++)
+        acc |= id[i];
+    return acc == 0;
+}
+
+void stele_uuid_format(const uint8_t id[16], char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    char *o = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *o++ = '-';
+        *o++ = hex[id[i] >> 4];
+        *o++ = hex[id[i] & 0xf];
+    }
+    *o = '\0';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int stele_uuid_parse(const char *text, uint8_t id[16])
+{
+    if (!text || !id)
+        return err_set(STELE_EINVAL, "UUID: NULL argument");
+    /* Parse into a scratch copy so `id` is untouched on failure. The loop
+     * stops at a NUL, so a short string is never read past its end. */
+    uint8_t tmp[16];
+    int nib = 0;
+    for (int i = 0; i < 36; i++) {
+        char c = text[i];
+        if (c == '\0')
+            return err_set(STELE_EINVAL, "invalid UUID: %d characters, want 36", i);
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return err_set(STELE_EINVAL,
+                               "invalid UUID: expected '-' at character %d", i);
+            continue;
+        }
+        int v = hexval(c);
+        if (v < 0)
+            return err_set(STELE_EINVAL,
+                           "invalid UUID: character %d is not a hex digit", i);
+        if (nib % 2 == 0)
+            tmp[nib / 2] = (uint8_t)(v << 4);
+        else
+            tmp[nib / 2] |= (uint8_t)v;
+        nib++;
+    }
+    if (text[36] != '\0')
+        return err_set(STELE_EINVAL, "invalid UUID: longer than 36 characters");
+    memcpy(id, tmp, 16);
+    return 0;
+}
