@@ -1,0 +1,58 @@
+/*
+ * backend.h - the storage backend interface. Everything above it (the
+ * public API in src/store, and later subscriptions and projections) talks
+ * to a backend only through this table, so the local engine, PostgreSQL and
+ * DynamoDB are interchangeable. A backend enforces the store semantics that
+ * a shared database must enforce itself: expected revisions, idempotent
+ * retries, deletes.
+ *
+ * Arguments reach a backend already validated by src/store (names, sizes,
+ * limits); backends assert rather than re-check them.
+ */
+#ifndef STELE_BACKEND_H
+#define STELE_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stele.h"
+
+typedef struct backend backend;
+
+/* One append as the API edge prepared it. */
+typedef struct append_args {
+    const char *stream;
+    size_t stream_len;
+    int64_t expected;
+    const stele_event_in *events;
+    size_t n;
+    /* ids[i]: the client's id or one made by the store (made[i] = 1). */
+    const uint8_t (*ids)[16];
+    const uint8_t *made;
+    uint64_t bytes; /* encoded size of all events (local engine's records) */
+} append_args;
+
+typedef struct backend_ops {
+    const char *name;
+    int (*append)(backend *b, const append_args *a, stele_append_result *res);
+    /* Soft delete (tombstone = 0) or tombstone (1). */
+    int (*remove)(backend *b, const char *stream, size_t len, int64_t expected, int tombstone,
+                  uint64_t *current);
+    int (*read_stream)(backend *b, const char *stream, size_t len, uint64_t from, int backwards,
+                       size_t limit, stele_page **out);
+    int (*read_all)(backend *b, uint64_t from, int backwards, size_t limit, stele_page **out);
+    int (*head)(backend *b, const char *stream, size_t len, stele_stream_info *out);
+    int (*stats)(backend *b, stele_stats *out);
+    void (*close)(backend *b);
+} backend_ops;
+
+struct backend {
+    const backend_ops *ops;
+};
+
+/* The local engine (src/backend/local.c). */
+int local_open(const char *dir, const stele_options *opts, backend **out);
+/* Verify a closed local store (src/backend/local_check.c). */
+int local_check(const char *dir, char *report, size_t report_len);
+
+#endif

@@ -1,0 +1,1444 @@
+/*
+ * local.c - the local storage engine: a segmented log (src/log) plus LMDB
+ * indexes (src/index), with one writer thread doing group commit.
+ *
+ * Appends. A caller thread validates its append (src/store), puts a request
+ * on the queue and sleeps on a futex. The writer thread takes every queued
+ * request at once (a group), and in one LMDB write transaction:
+ *   1. plans each request in order: checks the tombstone, idempotency and
+ *      expected revision against the index (which already holds the effect
+ *      of the requests before it in the group), assigns revisions and
+ *      positions, records the new stream state and event ids;
+ *   2. encodes the accepted requests' records into one buffer (rolling to a
+ *      new segment first if they do not fit), records where each commit
+ *      landed and the checkpoint;
+ *   3. writes the buffer with one pwrite and one fdatasync;
+ *   4. commits the LMDB transaction (not fsynced: the log is the truth);
+ *   5. publishes the new end of the log (store-release) and wakes every
+ *      request of the group.
+ * Checks and writes are therefore serialised without locks, and one fsync
+ * covers the whole group.
+ *
+ * Faults are sticky: if a write, an fdatasync or an index commit fails, the
+ * group's requests fail, nothing of it is acknowledged, and every later
+ * append fails with STELE_EREADONLY until the store is reopened (and
+ * recovered). An fsync is never retried.
+ *
+ * Reads run in the caller's thread with an LMDB read transaction (MVCC: the
+ * writer never waits for them) and pread(2) of the segments; they ignore
+ * anything at or past the published position, so a reader never sees part
+ * of a group.
+ *
+ * Recovery (open). The file stele.lock is flocked while the store is open
+ * and says "open <boot id>" until a clean close writes "closed". LMDB
+ * transactions are not fsynced, so:
+ *   - clean close, or a crash of the process (same boot id): the index is
+ *     consistent with a prefix of the log; replay the log from its
+ *     checkpoint;
+ *   - the machine crashed while the store was open (other boot id): the
+ *     index may have lost writes in any order; rebuild it from the log.
+ * Replaying stops at the end of the written data. An incomplete commit
+ * there (a torn write) is cut off; a damaged record with valid records after
+ * it is damage and open fails with its segment and offset.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "backend/backend.h"
+#include "index/index.h"
+#include "log/log.h"
+#include "log/record.h"
+#include "os/os.h"
+#include "store/page.h"
+#include "util/util.h"
+
+#define GROUP_MAX_BYTES (32u << 20)
+#define RECOVERY_TXN_EVENTS 65536u
+
+enum { OP_APPEND, OP_DELETE, OP_TOMBSTONE };
+
+typedef struct wreq {
+    int op;
+    const append_args *a;  /* OP_APPEND */
+    const char *stream;    /* OP_DELETE / OP_TOMBSTONE */
+    size_t stream_len;
+    int64_t expected;
+    uint64_t bytes;        /* record bytes if accepted */
+
+    /* results */
+    int rc;
+    stele_append_result res;
+    uint64_t current;
+    char msg[512];
+
+    /* writer scratch */
+    int accepted;
+    idx_stream st;         /* stream state after this request */
+    int new_stream;
+
+    _Atomic uint32_t done;
+    struct wreq *next;
+} wreq;
+
+typedef struct local {
+    backend base;
+    char dir[4096];
+    stele_options opts;
+    logf *lg;
+    idx *ix;
+    int lockfd;
+
+    /* the queue */
+    pthread_mutex_t qmu;
+    pthread_cond_t qcv;
+    wreq *qhead, *qtail;
+    int stopping;
+    pthread_t writer;
+    int writer_started;
+
+    /* writer-owned state */
+    idx_ckpt ck;           /* what the next checkpoint will say */
+    int64_t last_created;
+    buf gbuf;
+
+    /* published to readers */
+    _Atomic uint64_t pub_next_pos;
+    _Atomic uint64_t pub_end;
+    _Atomic int fault;
+    char fault_msg[512];
+    _Atomic uint64_t n_appends, n_groups;
+} local;
+
+/* ------------------------------------------------------------ futexes */
+
+static void req_wait(wreq *r)
+{
+    while (!atomic_load_explicit(&r->done, memory_order_acquire))
+        syscall(SYS_futex, &r->done, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+}
+
+static void req_finish(wreq *r)
+{
+    if (r->rc && !r->msg[0])
+        snprintf(r->msg, sizeof r->msg, "%s", stele_errmsg());
+    atomic_store_explicit(&r->done, 1, memory_order_release);
+    syscall(SYS_futex, &r->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static int req_fail(wreq *r, int rc)
+{
+    r->rc = rc;
+    snprintf(r->msg, sizeof r->msg, "%s", stele_errmsg());
+    return rc;
+}
+
+/* ------------------------------------------------------------ stream state */
+
+static uint64_t visible_rev(const idx_stream *st, int found)
+{
+    if (!found || (st->flags & IDX_DELETED) || st->last_rev == UINT64_MAX)
+        return STELE_NONE;
+    return st->last_rev;
+}
+
+static int expected_ok(int64_t expected, uint64_t cur)
+{
+    switch (expected) {
+    case STELE_ANY: return 1;
+    case STELE_NO_STREAM: return cur == STELE_NONE;
+    case STELE_STREAM_EXISTS: return cur != STELE_NONE;
+    default: return cur != STELE_NONE && cur == (uint64_t)expected;
+    }
+}
+
+static const char *expected_text(int64_t expected, char *b, size_t n)
+{
+    if (expected == STELE_ANY) return "any";
+    if (expected == STELE_NO_STREAM) return "no_stream";
+    if (expected == STELE_STREAM_EXISTS) return "stream_exists";
+    snprintf(b, n, "%lld", (long long)expected);
+    return b;
+}
+
+static int wrong_rev(wreq *r, uint64_t cur)
+{
+    char eb[32];
+    r->current = cur;
+    r->res.current_revision = cur;
+    if (cur == STELE_NONE)
+        err_set(STELE_EWRONGREV, "stream '%.*s': expected revision %s, but the stream has no events",
+                (int)r->stream_len, r->stream, expected_text(r->expected, eb, sizeof eb));
+    else
+        err_set(STELE_EWRONGREV, "stream '%.*s': expected revision %s, but its revision is %llu",
+                (int)r->stream_len, r->stream, expected_text(r->expected, eb, sizeof eb),
+                (unsigned long long)cur);
+    return req_fail(r, STELE_EWRONGREV);
+}
+
+/* -------------------------------------------------------------- planning */
+
+/* Is this append a retry of one already written? Returns 1 (r filled with
+ * the original result), 0 (not a retry), or < 0 (error set in r). */
+static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
+{
+    const append_args *a = r->a;
+    char idt[37];
+    uint64_t sid, rev, pos;
+    if (a->made[0])
+        goto others;
+    int rc = idx_id_get(L->ix, txn, a->ids[0], &sid, &rev, &pos);
+    if (rc == STELE_ENOTFOUND)
+        goto others;
+    if (rc)
+        return req_fail(r, rc);
+    stele_uuid_format(a->ids[0], idt);
+    if (!found || sid != r->st.sid) {
+        err_set(STELE_EIDCONFLICT, "event id %s was already written to another stream", idt);
+        return req_fail(r, STELE_EIDCONFLICT);
+    }
+    uint64_t want = rev;
+    if (r->expected >= 0)
+        want = (uint64_t)r->expected + 1;
+    else if (r->expected == STELE_NO_STREAM)
+        want = r->st.truncate_before;
+    if (rev != want) {
+        err_set(STELE_EIDCONFLICT,
+                "event id %s was already written at revision %llu of '%.*s', not where this "
+                "append's expected revision puts it",
+                idt, (unsigned long long)rev, (int)r->stream_len, r->stream);
+        return req_fail(r, STELE_EIDCONFLICT);
+    }
+    uint64_t last_pos = pos;
+    for (size_t i = 1; i < a->n; i++) {
+        uint64_t s2, r2, p2;
+        int g = a->made[i] ? STELE_ENOTFOUND : idx_id_get(L->ix, txn, a->ids[i], &s2, &r2, &p2);
+        if (g && g != STELE_ENOTFOUND)
+            return req_fail(r, g);
+        if (g || s2 != sid || r2 != rev + i) {
+            err_set(STELE_EIDCONFLICT,
+                    "event id %s was already written at revision %llu of '%.*s', but event %zu "
+                    "of this append does not repeat that append",
+                    idt, (unsigned long long)rev, (int)r->stream_len, r->stream, i);
+            return req_fail(r, STELE_EIDCONFLICT);
+        }
+        last_pos = p2;
+    }
+    r->res.first_revision = rev;
+    r->res.last_revision = rev + a->n - 1;
+    r->res.first_position = pos;
+    r->res.last_position = last_pos;
+    r->res.idempotent = 1;
+    r->rc = 0;
+    return 1;
+others:
+    for (size_t i = a->made[0] ? 0 : 1; i < a->n; i++) {
+        if (a->made[i])
+            continue;
+        int g = idx_id_get(L->ix, txn, a->ids[i], &sid, &rev, &pos);
+        if (g == STELE_ENOTFOUND)
+            continue;
+        if (g)
+            return req_fail(r, g);
+        stele_uuid_format(a->ids[i], idt);
+        err_set(STELE_EIDCONFLICT, "event %zu: id %s was already written (position %llu)", i, idt,
+                (unsigned long long)pos);
+        return req_fail(r, STELE_EIDCONFLICT);
+    }
+    return 0;
+}
+
+/* Plan one request inside the group's transaction. On acceptance records
+ * the new stream state and ids and advances *next_pos. */
+static void plan(local *L, MDB_txn *txn, wreq *r)
+{
+    int rc = idx_stream_get(L->ix, txn, r->stream, r->stream_len, &r->st);
+    if (rc && rc != STELE_ENOTFOUND) {
+        req_fail(r, rc);
+        return;
+    }
+    int found = rc == 0;
+    rc = 0;
+    if (found && (r->st.flags & IDX_TOMBSTONED)) {
+        err_set(STELE_EDELETED, "stream '%.*s' is tombstoned", (int)r->stream_len, r->stream);
+        req_fail(r, STELE_EDELETED);
+        return;
+    }
+    uint64_t cur = visible_rev(&r->st, found);
+    if (!found) {
+        memset(&r->st, 0, sizeof r->st);
+        r->st.last_rev = r->st.last_pos = UINT64_MAX;
+    }
+    if (r->op == OP_APPEND) {
+        int retry = check_retry(L, txn, r, found);
+        if (retry)
+            return;
+        if (!expected_ok(r->expected, cur)) {
+            wrong_rev(r, cur);
+            return;
+        }
+        const append_args *a = r->a;
+        uint64_t first_rev = r->st.last_rev == UINT64_MAX ? 0 : r->st.last_rev + 1;
+        r->res.first_revision = first_rev;
+        r->res.last_revision = first_rev + a->n - 1;
+        r->res.first_position = L->ck.next_pos;
+        r->res.last_position = L->ck.next_pos + a->n - 1;
+        L->ck.next_pos += a->n;
+        r->st.last_rev = r->res.last_revision;
+        r->st.last_pos = r->res.last_position;
+        r->st.flags &= ~IDX_DELETED;
+    } else {
+        if (r->op == OP_DELETE && cur == STELE_NONE) {
+            err_set(STELE_ENOTFOUND, "stream '%.*s' %s", (int)r->stream_len, r->stream,
+                    found ? "is already deleted" : "does not exist");
+            req_fail(r, STELE_ENOTFOUND);
+            return;
+        }
+        if (!expected_ok(r->expected, cur)) {
+            wrong_rev(r, cur);
+            return;
+        }
+        if (r->op == OP_DELETE) {
+            r->st.truncate_before = r->st.last_rev + 1;
+            r->st.flags |= IDX_DELETED;
+        } else {
+            r->st.flags |= IDX_TOMBSTONED;
+        }
+        r->current = cur;
+    }
+    if (!found) {
+        r->st.sid = L->ck.next_sid++;
+        L->ck.streams++;
+        r->new_stream = 1;
+    }
+    if (r->op == OP_APPEND) {
+        /* Index the client-given ids (later requests of the group see them). */
+        const append_args *a = r->a;
+        for (size_t i = 0; i < a->n && rc == 0; i++)
+            if (!a->made[i])
+                rc = idx_id_put(L->ix, txn, a->ids[i], r->st.sid, r->res.first_revision + i,
+                                r->res.first_position + i);
+    }
+    if (rc == 0)
+        rc = idx_stream_put(L->ix, txn, r->stream, r->stream_len, &r->st);
+    if (rc) {
+        req_fail(r, rc);
+        return;
+    }
+    r->accepted = 1;
+}
+
+/* ------------------------------------------------------------ the writer */
+
+static void set_fault(local *L, int rc)
+{
+    if (atomic_load(&L->fault))
+        return;
+    snprintf(L->fault_msg, sizeof L->fault_msg, "%s", stele_errmsg());
+    atomic_store(&L->fault, rc ? rc : STELE_EIO);
+}
+
+static uint64_t seal_size(void) { return rec_marker_size(0); }
+
+/* Seal the current segment and start the next one, big enough for `need`
+ * bytes of records. */
+static int roll(local *L, uint64_t need)
+{
+    uint32_t seg = loc_seg(L->ck.loc);
+    log_seg *s = L->lg->segs[seg];
+    uint8_t seal[128];
+    size_t n = rec_encode_marker(seal, REC_SEAL, "", 0, L->ck.next_pos, UINT64_MAX,
+                                 L->last_created);
+    int rc = os_write_full(s->fd, seal, n, loc_off(L->ck.loc));
+    if (rc == 0)
+        rc = os_io->fdatasync(s->fd);
+    if (rc) {
+        char name[32];
+        log_seg_name(seg, name);
+        return err_set(rc == -ENOSPC ? STELE_ENOSPC : STELE_EIO, "seal segment %s: %s", name,
+                       strerror(-rc));
+    }
+    L->ck.log_bytes += n;
+    rc = log_add_segment(L->lg, seg + 1, SEG_HEADER_SIZE + need + seal_size());
+    if (rc)
+        return rc;
+    L->ck.loc = loc_make(seg + 1, 0);
+    return 0;
+}
+
+static void write_group(local *L, wreq *group)
+{
+    MDB_txn *txn;
+    int rc = idx_begin(L->ix, 0, &txn);
+    if (rc) {
+        set_fault(L, rc);
+        for (wreq *r = group; r; r = r->next)
+            req_fail(r, rc);
+        return;
+    }
+    idx_ckpt before = L->ck;
+    int64_t now = time_now_us();
+    if (now < L->last_created)
+        now = L->last_created;
+    uint64_t bytes = 0;
+    for (wreq *r = group; r; r = r->next) {
+        plan(L, txn, r);
+        if (r->accepted)
+            bytes += r->bytes;
+    }
+    if (bytes == 0) {
+        mdb_txn_abort(txn);
+        L->ck = before;
+        return;
+    }
+    /* Place the group: it must leave room for the seal record. */
+    log_seg *s = L->lg->segs[loc_seg(L->ck.loc)];
+    if (loc_off(L->ck.loc) + bytes + seal_size() > s->size) {
+        rc = roll(L, bytes);
+        if (rc)
+            goto fail;
+        s = L->lg->segs[loc_seg(L->ck.loc)];
+    }
+    uint32_t seg = loc_seg(L->ck.loc);
+    uint64_t write_off = loc_off(L->ck.loc);
+    L->gbuf.len = 0;
+    if (write_off == 0) {
+        if ((rc = buf_reserve(&L->gbuf, SEG_HEADER_SIZE + bytes)))
+            goto fail;
+        seg_header_encode(L->gbuf.p, seg, before.next_pos, now);
+        s->first_position = before.next_pos;
+        L->gbuf.len = SEG_HEADER_SIZE;
+    } else if ((rc = buf_reserve(&L->gbuf, bytes))) {
+        goto fail;
+    }
+    for (wreq *r = group; r && rc == 0; r = r->next) {
+        if (!r->accepted)
+            continue;
+        uint64_t start = write_off + L->gbuf.len;
+        uint8_t *p = L->gbuf.p + L->gbuf.len;
+        L->ck.last_commit = loc_make(seg, (uint32_t)start);
+        if (r->op == OP_APPEND) {
+            const append_args *a = r->a;
+            for (size_t i = 0; i < a->n && rc == 0; i++) {
+                uint64_t pos = r->res.first_position + i;
+                uint64_t loc = loc_make(seg, (uint32_t)(write_off + L->gbuf.len));
+                if (L->ck.last_pos_loc == UINT64_MAX || loc_seg(L->ck.last_pos_loc) != seg ||
+                    loc - L->ck.last_pos_loc >= IDX_POS_STRIDE) {
+                    rc = idx_pos_put(L->ix, txn, pos, loc);
+                    L->ck.last_pos_loc = loc;
+                }
+                L->gbuf.len += rec_encode_event(
+                    L->gbuf.p + L->gbuf.len, a->stream, a->stream_len, &a->events[i], a->ids[i],
+                    (uint8_t)((a->events[i].flags & (STELE_EVENT_JSON | STELE_META_JSON)) |
+                              (a->made[i] ? REC_ID_MADE : 0)),
+                    (uint32_t)a->n, (uint32_t)i, pos, r->res.first_revision + i, now);
+            }
+            idx_commit c = {r->st.sid, r->res.first_revision, loc_make(seg, (uint32_t)start),
+                            r->res.first_position, (uint32_t)a->n,
+                            (uint32_t)(write_off + L->gbuf.len - start)};
+            if (rc == 0)
+                rc = idx_commit_put(L->ix, txn, &c);
+        } else {
+            L->gbuf.len += rec_encode_marker(
+                p, r->op == OP_DELETE ? REC_DELETE : REC_TOMBSTONE, r->stream, r->stream_len,
+                r->st.truncate_before, r->current, now);
+        }
+    }
+    if (rc)
+        goto fail;
+    L->ck.log_bytes += L->gbuf.len - (write_off == 0 ? SEG_HEADER_SIZE : 0);
+    L->ck.loc = loc_make(seg, (uint32_t)(write_off + L->gbuf.len));
+    if ((rc = idx_ckpt_put(L->ix, txn, &L->ck)))
+        goto fail;
+    rc = os_write_full(s->fd, L->gbuf.p, L->gbuf.len, write_off);
+    if (rc == 0)
+        rc = os_io->fdatasync(s->fd);
+    if (rc) {
+        char name[32];
+        log_seg_name(seg, name);
+        rc = err_set(rc == -ENOSPC ? STELE_ENOSPC : STELE_EIO, "write to segment %s offset %llu: %s",
+                     name, (unsigned long long)write_off, strerror(-rc));
+        goto fail;
+    }
+    rc = idx_commit_txn(txn);
+    txn = NULL;
+    if (rc)
+        goto fail;
+    L->last_created = now;
+    atomic_store_explicit(&L->pub_end, L->ck.loc, memory_order_release);
+    atomic_store_explicit(&L->pub_next_pos, L->ck.next_pos, memory_order_release);
+    atomic_fetch_add(&L->n_groups, 1);
+    for (wreq *r = group; r; r = r->next)
+        if (r->accepted)
+            atomic_fetch_add(&L->n_appends, 1);
+    return;
+fail:
+    if (txn)
+        mdb_txn_abort(txn);
+    set_fault(L, rc);
+    for (wreq *r = group; r; r = r->next)
+        if (r->accepted) {
+            r->accepted = 0;
+            req_fail(r, rc);
+        }
+}
+
+static void *writer_main(void *arg)
+{
+    local *L = arg;
+    for (;;) {
+        pthread_mutex_lock(&L->qmu);
+        while (!L->qhead && !L->stopping)
+            pthread_cond_wait(&L->qcv, &L->qmu);
+        if (!L->qhead) {
+            pthread_mutex_unlock(&L->qmu);
+            break;
+        }
+        /* Take requests up to the group's byte budget (at least one). */
+        wreq *group = L->qhead, *last = group;
+        uint64_t bytes = group->bytes;
+        while (last->next && bytes + last->next->bytes <= GROUP_MAX_BYTES) {
+            last = last->next;
+            bytes += last->bytes;
+        }
+        L->qhead = last->next;
+        if (!L->qhead)
+            L->qtail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&L->qmu);
+
+        int fault = atomic_load(&L->fault);
+        if (fault) {
+            for (wreq *r = group; r; r = r->next) {
+                r->rc = STELE_EREADONLY;
+                snprintf(r->msg, sizeof r->msg,
+                         "store is read-only after a storage fault (%.160s); reopen it",
+                         L->fault_msg);
+            }
+        } else {
+            write_group(L, group);
+        }
+        for (wreq *r = group, *nx; r; r = nx) {
+            nx = r->next;
+            req_finish(r);
+        }
+    }
+    return NULL;
+}
+
+/* Queue a request and wait for the writer. */
+static int submit(local *L, wreq *r)
+{
+    if (atomic_load(&L->fault))
+        return err_set(STELE_EREADONLY, "store is read-only after a storage fault (%s); reopen it",
+                       L->fault_msg);
+    pthread_mutex_lock(&L->qmu);
+    if (L->stopping) {
+        pthread_mutex_unlock(&L->qmu);
+        return err_set(STELE_ECLOSED, "store is closing");
+    }
+    if (L->qtail)
+        L->qtail->next = r;
+    else
+        L->qhead = r;
+    L->qtail = r;
+    pthread_cond_signal(&L->qcv);
+    pthread_mutex_unlock(&L->qmu);
+    req_wait(r);
+    if (r->rc)
+        return err_set(r->rc, "%s", r->msg);
+    return 0;
+}
+
+static int local_append(backend *b, const append_args *a, stele_append_result *res)
+{
+    local *L = (local *)b;
+    wreq r;
+    memset(&r, 0, sizeof r);
+    r.op = OP_APPEND;
+    r.a = a;
+    r.stream = a->stream;
+    r.stream_len = a->stream_len;
+    r.expected = a->expected;
+    r.bytes = a->bytes;
+    int rc = submit(L, &r);
+    if (res)
+        *res = r.res;
+    if (rc == STELE_EWRONGREV && res)
+        res->current_revision = r.current;
+    return rc;
+}
+
+static int local_remove(backend *b, const char *stream, size_t len, int64_t expected,
+                        int tombstone, uint64_t *current)
+{
+    local *L = (local *)b;
+    wreq r;
+    memset(&r, 0, sizeof r);
+    r.op = tombstone ? OP_TOMBSTONE : OP_DELETE;
+    r.stream = stream;
+    r.stream_len = len;
+    r.expected = expected;
+    r.bytes = rec_marker_size(len);
+    int rc = submit(L, &r);
+    if (current)
+        *current = r.current;
+    return rc;
+}
+
+/* ----------------------------------------------------------------- reads */
+
+static int read_commit(local *L, const idx_commit *c, buf *b)
+{
+    b->len = 0;
+    int rc = buf_reserve(b, c->bytes);
+    if (rc == 0)
+        rc = log_read(L->lg, c->loc, b->p, c->bytes);
+    if (rc == 0)
+        b->len = c->bytes;
+    return rc;
+}
+
+/* Decode the record at p (within a commit read whole); damage is ECORRUPT
+ * naming where. */
+static int commit_rec(const idx_commit *c, const buf *b, size_t off, rec *r)
+{
+    const char *why = "record runs past its commit";
+    rec_status st = off < b->len ? rec_decode(b->p + off, b->len - off, r, &why) : REC_SHORT;
+    if (st == REC_OK && r->kind == REC_EVENT)
+        return 0;
+    if (st == REC_OK)
+        why = "unexpected record kind in a commit";
+    char name[32];
+    log_seg_name(loc_seg(c->loc), name);
+    return err_set(STELE_ECORRUPT, "segment %s offset %llu: %s", name,
+                   (unsigned long long)(loc_off(c->loc) + off), why);
+}
+
+static int stream_state(local *L, MDB_txn *txn, const char *stream, size_t len, idx_stream *st)
+{
+    int rc = idx_stream_get(L->ix, txn, stream, len, st);
+    if (rc == STELE_ENOTFOUND)
+        return err_set(STELE_ENOTFOUND, "stream '%.*s' not found", (int)len, stream);
+    if (rc)
+        return rc;
+    if (st->flags & IDX_TOMBSTONED)
+        return err_set(STELE_EDELETED, "stream '%.*s' is tombstoned", (int)len, stream);
+    if ((st->flags & IDX_DELETED) || st->last_rev == UINT64_MAX)
+        return err_set(STELE_ENOTFOUND, "stream '%.*s' not found (deleted)", (int)len, stream);
+    return 0;
+}
+
+static int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
+                             int backwards, size_t limit, stele_page **out)
+{
+    local *L = (local *)b;
+    uint64_t visible = atomic_load_explicit(&L->pub_next_pos, memory_order_acquire);
+    MDB_txn *txn;
+    int rc = idx_begin(L->ix, 1, &txn);
+    if (rc)
+        return rc;
+    idx_stream st;
+    stele_page *pg = NULL;
+    idx_rev_cursor cur = {0};
+    buf cb = {0};
+    if ((rc = stream_state(L, txn, stream, len, &st)) || (rc = page_new(&pg)))
+        goto done;
+    uint64_t lo = st.truncate_before, hi = st.last_rev;
+    if (!backwards && from < lo)
+        from = lo;
+    if (backwards && from > hi)
+        from = hi;
+    if (from < lo || from > hi || limit == 0)
+        goto done;
+    if ((rc = idx_rev_open(L->ix, txn, st.sid, &cur)))
+        goto done;
+    idx_commit c;
+    rc = idx_rev_seek(&cur, from, backwards, &c);
+    uint64_t last = 0;
+    int any = 0;
+    while (rc == 0 && !page_full(pg, limit)) {
+        if (c.first_pos >= visible)
+            break;
+        if ((rc = read_commit(L, &c, &cb)))
+            break;
+        /* Decode the commit's records; walk them in the read's direction. */
+        size_t off = 0;
+        if (!backwards) {
+            for (uint32_t i = 0; i < c.count && rc == 0 && !page_full(pg, limit); i++) {
+                rec r;
+                if ((rc = commit_rec(&c, &cb, off, &r)))
+                    break;
+                off += r.len;
+                if (r.revision < from)
+                    continue;
+                rc = page_add(pg, &r);
+                last = r.revision;
+                any = 1;
+            }
+        } else {
+            /* Records are variable-sized: find their offsets, then go back. */
+            size_t *offs = malloc(c.count * sizeof *offs);
+            if (!offs) {
+                rc = err_set(STELE_ENOMEM, "out of memory");
+                break;
+            }
+            for (uint32_t i = 0; i < c.count && rc == 0; i++) {
+                rec r;
+                offs[i] = off;
+                if ((rc = commit_rec(&c, &cb, off, &r)) == 0)
+                    off += r.len;
+            }
+            for (uint32_t i = c.count; i-- > 0 && rc == 0 && !page_full(pg, limit);) {
+                rec r;
+                if ((rc = commit_rec(&c, &cb, offs[i], &r)))
+                    break;
+                if (r.revision > from)
+                    continue;
+                if (r.revision < lo)
+                    break;
+                rc = page_add(pg, &r);
+                last = r.revision;
+                any = 1;
+            }
+            free(offs);
+        }
+        if (rc || page_full(pg, limit))
+            break;
+        if (backwards && c.first_rev <= lo)
+            break;
+        rc = idx_rev_step(&cur, backwards, &c);
+    }
+    if (rc == STELE_ENOTFOUND)
+        rc = 0;
+    if (rc == 0 && any) {
+        if (!backwards && last < hi && last + 1 < UINT64_MAX) {
+            pg->has_next = 1;
+            pg->next = last + 1;
+        } else if (backwards && last > lo) {
+            pg->has_next = 1;
+            pg->next = last - 1;
+        }
+    }
+done:
+    idx_rev_close(&cur);
+    mdb_txn_abort(txn);
+    buf_free(&cb);
+    if (rc) {
+        stele_page_free(pg);
+        return rc;
+    }
+    *out = pg;
+    return 0;
+}
+
+/* Scan $all forwards from the sparse entry at `loc` into pg: events with
+ * from <= position <= to, at most `limit` (and the page's byte budget). */
+static int scan_all(local *L, uint64_t loc, uint64_t end, uint64_t from, uint64_t to,
+                    size_t limit, stele_page *pg)
+{
+    log_iter it;
+    log_iter_init(&it, L->lg, loc, end);
+    int rc = 0;
+    for (;;) {
+        rec r;
+        uint64_t at;
+        int short_tail;
+        int st = log_iter_next(&it, &r, &at, &short_tail);
+        if (st < 0) {
+            rc = st;
+            break;
+        }
+        if (st == LOG_ITER_END)
+            break;
+        if (r.kind != REC_EVENT || r.position < from)
+            continue;
+        if (r.position > to || page_full(pg, limit))
+            break;
+        if ((rc = page_add(pg, &r)))
+            break;
+    }
+    log_iter_free(&it);
+    return rc;
+}
+
+static int local_read_all(backend *b, uint64_t from, int backwards, size_t limit,
+                          stele_page **out)
+{
+    local *L = (local *)b;
+    uint64_t visible = atomic_load_explicit(&L->pub_next_pos, memory_order_acquire);
+    uint64_t end = atomic_load_explicit(&L->pub_end, memory_order_acquire);
+    stele_page *pg;
+    int rc = page_new(&pg);
+    if (rc)
+        return rc;
+    if (visible == 0 || limit == 0 || (!backwards && from >= visible)) {
+        *out = pg;
+        return 0;
+    }
+    MDB_txn *txn;
+    if ((rc = idx_begin(L->ix, 1, &txn))) {
+        stele_page_free(pg);
+        return rc;
+    }
+    uint64_t found, loc;
+    if (!backwards) {
+        rc = idx_pos_floor(L->ix, txn, from, &found, &loc);
+        if (rc == 0)
+            rc = scan_all(L, loc, end, from, visible - 1, limit, pg);
+        if (rc == 0 && pg->count) {
+            uint64_t last = pg->ev[pg->count - 1].position;
+            if (last + 1 < visible) {
+                pg->has_next = 1;
+                pg->next = last + 1;
+            }
+        }
+    } else {
+        uint64_t target = from < visible ? from : visible - 1;
+        while (rc == 0 && !page_full(pg, limit)) {
+            rc = idx_pos_floor(L->ix, txn, target, &found, &loc);
+            stele_page *part = NULL;
+            if (rc == 0)
+                rc = page_new(&part);
+            if (rc == 0)
+                rc = scan_all(L, loc, end, found, target, SIZE_MAX, part);
+            if (rc == 0)
+                rc = page_take_reversed(pg, part, limit - pg->count);
+            else
+                stele_page_free(part);
+            if (rc || found == 0)
+                break;
+            target = found - 1;
+        }
+        if (rc == 0 && pg->count) {
+            uint64_t last = pg->ev[pg->count - 1].position;
+            if (last > 0) {
+                pg->has_next = 1;
+                pg->next = last - 1;
+            }
+        }
+    }
+    if (rc == STELE_ENOTFOUND)
+        rc = err_set(STELE_ECORRUPT, "index: no position entry at or before %llu",
+                     (unsigned long long)from);
+    mdb_txn_abort(txn);
+    if (rc) {
+        stele_page_free(pg);
+        return rc;
+    }
+    *out = pg;
+    return 0;
+}
+
+static int local_head(backend *b, const char *stream, size_t len, stele_stream_info *out)
+{
+    local *L = (local *)b;
+    MDB_txn *txn;
+    int rc = idx_begin(L->ix, 1, &txn);
+    if (rc)
+        return rc;
+    idx_stream st;
+    rc = idx_stream_get(L->ix, txn, stream, len, &st);
+    mdb_txn_abort(txn);
+    if (rc == STELE_ENOTFOUND)
+        return err_set(STELE_ENOTFOUND, "stream '%.*s' not found", (int)len, stream);
+    if (rc)
+        return rc;
+    out->last_revision = st.last_rev;
+    out->last_position = st.last_pos;
+    out->truncate_before = st.truncate_before;
+    out->deleted = (st.flags & IDX_DELETED) != 0;
+    out->tombstoned = (st.flags & IDX_TOMBSTONED) != 0;
+    return 0;
+}
+
+static int local_stats(backend *b, stele_stats *out)
+{
+    local *L = (local *)b;
+    MDB_txn *txn;
+    idx_ckpt ck = {0};
+    int rc = idx_begin(L->ix, 1, &txn);
+    if (rc)
+        return rc;
+    rc = idx_ckpt_get(L->ix, txn, &ck);
+    mdb_txn_abort(txn);
+    if (rc && rc != STELE_ENOTFOUND)
+        return rc;
+    memset(out, 0, sizeof *out);
+    out->events = atomic_load(&L->pub_next_pos);
+    out->streams = ck.streams;
+    out->log_bytes = ck.log_bytes;
+    out->segments = atomic_load(&L->lg->nsegs) - L->lg->first_seg;
+    out->appends = atomic_load(&L->n_appends);
+    out->groups = atomic_load(&L->n_groups);
+    out->readonly = atomic_load(&L->fault) != 0;
+    return 0;
+}
+
+/* -------------------------------------------------------------- recovery */
+
+/* The boot id tells a crash of this process (same boot) from a crash of
+ * the machine (another boot). */
+static void boot_id(char out[64])
+{
+    snprintf(out, 64, "unknown");
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f) {
+        if (fgets(out, 64, f))
+            out[strcspn(out, "\n")] = 0;
+        fclose(f);
+    }
+}
+
+static int write_marker(local *L, const char *text)
+{
+    size_t n = strlen(text);
+    int rc = os_io->ftruncate(L->lockfd, 0);
+    if (rc == 0)
+        rc = os_write_full(L->lockfd, text, n, 0);
+    if (rc == 0)
+        rc = os_io->fdatasync(L->lockfd);
+    return rc ? err_set(STELE_EIO, "write %s/stele.lock: %s", L->dir, strerror(-rc)) : 0;
+}
+
+/* Apply one complete event commit found by recovery to the index. */
+typedef struct rcommit {
+    uint64_t start;        /* loc of its first record */
+    uint32_t count, seen;
+    uint64_t first_rev, first_pos;
+    int64_t created;
+    char stream[256];
+    uint16_t stream_len;
+    uint8_t (*ids)[16];
+    uint8_t *made;
+    uint32_t cap;
+} rcommit;
+
+static int apply_event_commit(local *L, MDB_txn *txn, rcommit *c, uint64_t end)
+{
+    idx_stream st;
+    int rc = idx_stream_get(L->ix, txn, c->stream, c->stream_len, &st);
+    if (rc == STELE_ENOTFOUND) {
+        memset(&st, 0, sizeof st);
+        st.sid = L->ck.next_sid++;
+        L->ck.streams++;
+        rc = 0;
+    } else if (rc) {
+        return rc;
+    }
+    st.last_rev = c->first_rev + c->count - 1;
+    st.last_pos = c->first_pos + c->count - 1;
+    st.flags &= ~IDX_DELETED;
+    rc = idx_stream_put(L->ix, txn, c->stream, c->stream_len, &st);
+    for (uint32_t i = 0; i < c->count && rc == 0; i++)
+        if (!c->made[i])
+            rc = idx_id_put(L->ix, txn, c->ids[i], st.sid, c->first_rev + i, c->first_pos + i);
+    idx_commit ic = {st.sid, c->first_rev, c->start, c->first_pos, c->count,
+                     (uint32_t)(end - c->start)};
+    if (rc == 0)
+        rc = idx_commit_put(L->ix, txn, &ic);
+    return rc;
+}
+
+static int apply_marker(local *L, MDB_txn *txn, const rec *r)
+{
+    idx_stream st;
+    int rc = idx_stream_get(L->ix, txn, r->stream, r->stream_len, &st);
+    if (rc == STELE_ENOTFOUND) {
+        memset(&st, 0, sizeof st);
+        st.sid = L->ck.next_sid++;
+        st.last_rev = st.last_pos = UINT64_MAX;
+        L->ck.streams++;
+        rc = 0;
+    } else if (rc) {
+        return rc;
+    }
+    if (r->kind == REC_DELETE) {
+        st.truncate_before = r->position;
+        st.flags |= IDX_DELETED;
+    } else {
+        st.flags |= IDX_TOMBSTONED;
+    }
+    return idx_stream_put(L->ix, txn, r->stream, r->stream_len, &st);
+}
+
+/* After a bad record at `bad` in the last segment: is there a valid event
+ * record later in the segment (damage), or only the rest of a torn write
+ * (then the tail is cut)? Returns 1 if a later valid record exists. */
+static int valid_record_after(local *L, uint64_t bad, uint64_t next_pos)
+{
+    log_seg *s = L->lg->segs[loc_seg(bad)];
+    uint64_t off = loc_off(bad) + REC_ALIGN;
+    buf b = {0};
+    int found = 0;
+    const uint64_t CH = 4u << 20;
+    while (off + REC_HEADER_SIZE <= s->size && !found) {
+        uint64_t n = s->size - off < CH ? s->size - off : CH;
+        b.len = 0;
+        if (buf_reserve(&b, n) || os_read_full(s->fd, b.p, n, off))
+            break;
+        int nonzero = 0;
+        for (uint64_t i = 0; i + REC_HEADER_SIZE <= n; i += REC_ALIGN) {
+            uint32_t len = ld32(b.p + i);
+            if (len)
+                nonzero = 1;
+            if (len < REC_HEADER_SIZE || len % REC_ALIGN || b.p[i + 8] != REC_EVENT)
+                continue;
+            uint64_t pos = ld64(b.p + i + 24);
+            if (pos < next_pos || pos - next_pos > (1ull << 32))
+                continue;
+            uint8_t *rp = b.p + i;
+            uint8_t *big = NULL;
+            if (i + len > n) {
+                big = malloc(len);
+                if (!big || os_read_full(s->fd, big, len, off + i)) {
+                    free(big);
+                    continue;
+                }
+                rp = big;
+            }
+            rec r;
+            const char *why;
+            if (rec_decode(rp, len, &r, &why) == REC_OK)
+                found = 1;
+            free(big);
+            if (found)
+                break;
+        }
+        if (!nonzero)
+            break; /* a whole chunk of zeros: past any torn write */
+        off += n - REC_HEADER_SIZE + REC_ALIGN;
+    }
+    buf_free(&b);
+    return found;
+}
+
+/* Zero the log from `from` to the end of the segment's written data. */
+static int cut_tail(local *L, uint64_t from)
+{
+    log_seg *s = L->lg->segs[loc_seg(from)];
+    static const uint8_t zeros[1 << 16];
+    uint8_t probe[1 << 16];
+    uint64_t off = loc_off(from);
+    while (off < s->size) {
+        uint64_t n = s->size - off < sizeof zeros ? s->size - off : sizeof zeros;
+        if (os_read_full(s->fd, probe, n, off))
+            break;
+        if (memcmp(probe, zeros, n) == 0)
+            break;
+        int rc = os_write_full(s->fd, zeros, n, off);
+        if (rc)
+            return err_set(STELE_EIO, "cut torn tail: %s", strerror(-rc));
+        off += n;
+    }
+    int rc = os_io->fdatasync(s->fd);
+    return rc ? err_set(STELE_EIO, "cut torn tail: %s", strerror(-rc)) : 0;
+}
+
+/* Does the newest indexed commit still end exactly at the checkpoint? */
+static int last_commit_intact(local *L)
+{
+    if (L->ck.last_commit == UINT64_MAX)
+        return 1;
+    if (loc_seg(L->ck.loc) >= atomic_load(&L->lg->nsegs))
+        return 0;
+    log_iter it;
+    log_iter_init(&it, L->lg, L->ck.last_commit, UINT64_MAX);
+    rec r;
+    uint64_t at;
+    int short_tail, ok = 0;
+    uint32_t count = 0;
+    for (uint32_t i = 0;; i++) {
+        int st = log_iter_next(&it, &r, &at, &short_tail);
+        if (st != LOG_ITER_REC || r.kind == REC_SEAL || r.commit_index != i)
+            break;
+        count = r.commit_count;
+        if (i + 1 == count) {
+            ok = it.loc == L->ck.loc;
+            /* ... or a seal follows and the checkpoint is in the next
+             * segment, just past its header. */
+            if (!ok && log_iter_next(&it, &r, &at, &short_tail) == LOG_ITER_REC &&
+                r.kind == REC_SEAL)
+                ok = loc_seg(L->ck.loc) == loc_seg(it.loc) && loc_off(L->ck.loc) <= SEG_HEADER_SIZE;
+            break;
+        }
+    }
+    log_iter_free(&it);
+    err_clear();
+    return ok;
+}
+
+static int recover(local *L, int rebuild)
+{
+    logf *lg = L->lg;
+    MDB_txn *txn = NULL;
+    int rc = idx_begin(L->ix, 0, &txn);
+    if (rc)
+        return rc;
+    rc = rebuild ? STELE_ENOTFOUND : idx_ckpt_get(L->ix, txn, &L->ck);
+    if (rc == 0 && !last_commit_intact(L)) {
+        /* The log lost what the index says it holds (truncated or zeroed
+         * after it was indexed): the index cannot be trusted; rebuild. */
+        rc = idx_drop_all(L->ix, txn);
+        if (rc == 0)
+            rc = STELE_ENOTFOUND;
+    }
+    if (rc == STELE_ENOTFOUND) {
+        memset(&L->ck, 0, sizeof L->ck);
+        L->ck.loc = loc_make(lg->first_seg, 0);
+        L->ck.next_sid = 1;
+        L->ck.last_pos_loc = UINT64_MAX;
+        L->ck.last_commit = UINT64_MAX;
+        rc = 0;
+    }
+    uint32_t nsegs = atomic_load(&lg->nsegs);
+    /* A last segment whose header never made it to disk was torn at
+     * creation: drop it (its predecessor is sealed). */
+    if (rc == 0 && nsegs > lg->first_seg && lg->segs[nsegs - 1]->first_position == UINT64_MAX &&
+        nsegs - 1 > lg->first_seg && loc_seg(L->ck.loc) < nsegs - 1) {
+        rc = log_drop_last(lg);
+        nsegs = atomic_load(&lg->nsegs);
+    }
+    if (rc == 0 && nsegs == lg->first_seg) {
+        /* A new store: segment 0 with its header. */
+        rc = log_add_segment(lg, lg->first_seg, lg->seg_size);
+        if (rc == 0) {
+            uint8_t h[SEG_HEADER_SIZE];
+            seg_header_encode(h, lg->first_seg, 0, time_now_us());
+            log_seg *s = lg->segs[lg->first_seg];
+            rc = os_write_full(s->fd, h, sizeof h, 0);
+            if (rc == 0)
+                rc = os_io->fdatasync(s->fd);
+            if (rc)
+                rc = err_set(STELE_EIO, "write segment header: %s", strerror(-rc));
+            s->first_position = 0;
+        }
+        L->ck.loc = loc_make(lg->first_seg, SEG_HEADER_SIZE);
+    } else if (rc == 0 && lg->segs[nsegs - 1]->first_position == UINT64_MAX) {
+        /* The only segment past the checkpoint has no header: torn at
+         * creation of the store or of this segment. Rewrite it. */
+        uint8_t h[SEG_HEADER_SIZE];
+        seg_header_encode(h, nsegs - 1, L->ck.next_pos, time_now_us());
+        log_seg *s = lg->segs[nsegs - 1];
+        rc = os_write_full(s->fd, h, sizeof h, 0);
+        if (rc == 0)
+            rc = os_io->fdatasync(s->fd);
+        if (rc)
+            rc = err_set(STELE_EIO, "write segment header: %s", strerror(-rc));
+        s->first_position = L->ck.next_pos;
+    }
+    if (rc) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+
+    log_iter it;
+    log_iter_init(&it, lg, L->ck.loc, UINT64_MAX);
+    rcommit c = {0};
+    uint64_t in_txn = 0, last_seal_seg = UINT32_MAX, after = L->ck.loc;
+    for (;;) {
+        rec r;
+        uint64_t at = 0;
+        int short_tail = 0;
+        int st = log_iter_next(&it, &r, &at, &short_tail);
+        uint32_t last_seg = atomic_load(&lg->nsegs) - 1;
+        if (st == LOG_ITER_REC) {
+            /* Framing: a commit's records are consecutive. */
+            int ok = 1;
+            if (c.seen < c.count) {
+                ok = r.kind == REC_EVENT && r.commit_index == c.seen && r.commit_count == c.count &&
+                     r.position == c.first_pos + c.seen && r.revision == c.first_rev + c.seen &&
+                     r.stream_len == c.stream_len && !memcmp(r.stream, c.stream, c.stream_len);
+            } else if (r.kind == REC_EVENT) {
+                ok = r.commit_index == 0 && r.position == L->ck.next_pos;
+            }
+            if (!ok) {
+                char name[32];
+                log_seg_name(loc_seg(at), name);
+                rc = err_set(STELE_ECORRUPT, "segment %s offset %u: record out of sequence", name,
+                             loc_off(at));
+                st = rc;
+                short_tail = 0;
+            }
+        }
+        if (st < 0 || (st == LOG_ITER_END && c.seen < c.count)) {
+            /* Damage or a torn tail. Only the last segment may be torn. */
+            uint64_t bad = st < 0 ? at : it.loc;
+            int torn = loc_seg(bad) == last_seg &&
+                       (st == LOG_ITER_END ||
+                        (st == STELE_ECORRUPT && !valid_record_after(L, bad, L->ck.next_pos)));
+            if (!torn) {
+                if (st == LOG_ITER_END) {
+                    char name[32];
+                    log_seg_name(loc_seg(bad), name);
+                    st = err_set(STELE_ECORRUPT,
+                                 "segment %s offset %u: commit is incomplete in a sealed segment",
+                                 name, loc_off(bad));
+                }
+                rc = st;
+                break;
+            }
+            uint64_t cut = c.seen < c.count ? c.start : bad;
+            if ((rc = cut_tail(L, cut)))
+                break;
+            after = cut;
+            c.seen = c.count = 0;
+            break;
+        }
+        if (st == LOG_ITER_END) {
+            if (loc_seg(it.loc) < last_seg) {
+                char name[32];
+                log_seg_name(loc_seg(it.loc), name);
+                rc = err_set(STELE_ECORRUPT,
+                             "segment %s offset %u: data ends without a seal, but later segments "
+                             "exist",
+                             name, loc_off(it.loc));
+            }
+            break;
+        }
+        if (r.kind == REC_SEAL) {
+            last_seal_seg = loc_seg(at);
+            L->ck.log_bytes += r.len;
+            after = it.loc;
+            continue;
+        }
+        if (r.kind != REC_EVENT) {
+            rc = apply_marker(L, txn, &r);
+            L->ck.last_commit = at;
+            L->ck.log_bytes += r.len;
+            after = it.loc;
+        } else {
+            if (r.commit_index == 0) {
+                c.start = at;
+                c.count = r.commit_count;
+                c.seen = 0;
+                c.first_rev = r.revision;
+                c.first_pos = r.position;
+                c.stream_len = r.stream_len;
+                memcpy(c.stream, r.stream, r.stream_len);
+                if (c.cap < c.count) {
+                    free(c.ids);
+                    free(c.made);
+                    c.ids = malloc((size_t)c.count * 16);
+                    c.made = malloc(c.count);
+                    c.cap = c.ids && c.made ? c.count : 0;
+                    if (!c.cap) {
+                        rc = err_set(STELE_ENOMEM, "out of memory");
+                        break;
+                    }
+                }
+            }
+            memcpy(c.ids[c.seen], r.id, 16);
+            c.made[c.seen] = (r.flags & REC_ID_MADE) != 0;
+            if (L->ck.last_pos_loc == UINT64_MAX || loc_seg(L->ck.last_pos_loc) != loc_seg(at) ||
+                at - L->ck.last_pos_loc >= IDX_POS_STRIDE) {
+                rc = idx_pos_put(L->ix, txn, r.position, at);
+                L->ck.last_pos_loc = at;
+            }
+            L->ck.log_bytes += r.len;
+            if (++c.seen == c.count) {
+                if (rc == 0)
+                    rc = apply_event_commit(L, txn, &c, it.loc);
+                L->ck.last_commit = c.start;
+                L->ck.next_pos += c.count;
+                L->last_created = r.created_us;
+                after = it.loc;
+                in_txn += c.count;
+            }
+        }
+        if (rc)
+            break;
+        if (in_txn >= RECOVERY_TXN_EVENTS && c.seen == c.count) {
+            L->ck.loc = after;
+            if ((rc = idx_ckpt_put(L->ix, txn, &L->ck)) || (rc = idx_commit_txn(txn))) {
+                txn = NULL;
+                break;
+            }
+            if ((rc = idx_begin(L->ix, 0, &txn))) {
+                txn = NULL;
+                break;
+            }
+            in_txn = 0;
+        }
+    }
+    log_iter_free(&it);
+    free(c.ids);
+    free(c.made);
+    if (rc == 0) {
+        L->ck.loc = after;
+        /* The log ends in a sealed segment: start the next one. */
+        if (loc_seg(after) == last_seal_seg + 1 &&
+            loc_seg(after) >= atomic_load(&lg->nsegs)) {
+            rc = log_add_segment(lg, loc_seg(after), lg->seg_size);
+            if (rc == 0) {
+                uint8_t h[SEG_HEADER_SIZE];
+                seg_header_encode(h, loc_seg(after), L->ck.next_pos, time_now_us());
+                log_seg *s = lg->segs[loc_seg(after)];
+                rc = os_write_full(s->fd, h, sizeof h, 0);
+                if (rc == 0)
+                    rc = os_io->fdatasync(s->fd);
+                if (rc)
+                    rc = err_set(STELE_EIO, "write segment header: %s", strerror(-rc));
+                s->first_position = L->ck.next_pos;
+            }
+        }
+        if (loc_off(L->ck.loc) == 0)
+            L->ck.loc += SEG_HEADER_SIZE;
+    }
+    if (rc == 0)
+        rc = idx_ckpt_put(L->ix, txn, &L->ck);
+    if (rc == 0) {
+        rc = idx_commit_txn(txn);
+        txn = NULL;
+    }
+    if (txn)
+        mdb_txn_abort(txn);
+    if (rc == 0)
+        rc = idx_sync(L->ix);
+    return rc;
+}
+
+/* Verify every record of the log (STELE_OPEN_VERIFY). */
+static int verify_all(local *L)
+{
+    log_iter it;
+    log_iter_init(&it, L->lg, loc_make(L->lg->first_seg, 0), L->ck.loc);
+    int rc = 0;
+    for (;;) {
+        rec r;
+        uint64_t at;
+        int short_tail;
+        int st = log_iter_next(&it, &r, &at, &short_tail);
+        if (st <= 0) {
+            rc = st;
+            break;
+        }
+    }
+    log_iter_free(&it);
+    return rc;
+}
+
+/* ------------------------------------------------------------ open/close */
+
+static void local_close(backend *b)
+{
+    local *L = (local *)b;
+    if (!L)
+        return;
+    if (L->writer_started) {
+        pthread_mutex_lock(&L->qmu);
+        L->stopping = 1;
+        pthread_cond_signal(&L->qcv);
+        pthread_mutex_unlock(&L->qmu);
+        pthread_join(L->writer, NULL);
+    }
+    int clean = L->writer_started && L->ix && idx_sync(L->ix) == 0;
+    idx_close(L->ix);
+    log_close(L->lg);
+    if (L->lockfd >= 0) {
+        if (clean)
+            write_marker(L, "closed\n");
+        flock(L->lockfd, LOCK_UN);
+        os_io->close(L->lockfd);
+    }
+    buf_free(&L->gbuf);
+    pthread_mutex_destroy(&L->qmu);
+    pthread_cond_destroy(&L->qcv);
+    free(L);
+}
+
+static const backend_ops local_ops = {
+    .name = "local",
+    .append = local_append,
+    .remove = local_remove,
+    .read_stream = local_read_stream,
+    .read_all = local_read_all,
+    .head = local_head,
+    .stats = local_stats,
+    .close = local_close,
+};
+
+int local_open(const char *dir, const stele_options *opts, backend **out)
+{
+    local *L = calloc(1, sizeof *L);
+    if (!L)
+        return err_set(STELE_ENOMEM, "out of memory");
+    L->base.ops = &local_ops;
+    L->opts = *opts;
+    L->lockfd = -1;
+    pthread_mutex_init(&L->qmu, NULL);
+    pthread_cond_init(&L->qcv, NULL);
+    snprintf(L->dir, sizeof L->dir, "%s", dir);
+    int rc = 0;
+    int create = !(opts->flags & STELE_OPEN_NOCREATE);
+    struct stat sb;
+    if (stat(dir, &sb) != 0) {
+        if (errno != ENOENT || !create)
+            rc = err_set(errno == ENOENT ? STELE_ENOTFOUND : STELE_EIO, "store %s: %s", dir,
+                         strerror(errno));
+        else if (mkdir(dir, 0755) != 0)
+            rc = err_set(STELE_EIO, "create store directory %s: %s", dir, strerror(errno));
+    } else if (!S_ISDIR(sb.st_mode)) {
+        rc = err_set(STELE_EINVAL, "store %s: not a directory", dir);
+    }
+    char path[4200], marker[128] = "";
+    if (rc == 0) {
+        snprintf(path, sizeof path, "%s/stele.lock", dir);
+        L->lockfd = os_io->open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (L->lockfd < 0)
+            rc = err_set(STELE_EIO, "open %s: %s", path, strerror(-L->lockfd));
+        else if (flock(L->lockfd, LOCK_EX | LOCK_NB) != 0)
+            rc = err_set(STELE_ELOCKED, "store %s is open in another process", dir);
+        else {
+            ssize_t n = os_io->pread(L->lockfd, marker, sizeof marker - 1, 0);
+            marker[n > 0 ? n : 0] = 0;
+        }
+    }
+    if (rc == 0)
+        rc = log_open(dir, opts->segment_size, create, &L->lg);
+    /* A machine crash while the store was open: rebuild the index. */
+    char boot[64], text[128];
+    boot_id(boot);
+    int rebuild = 0;
+    if (strncmp(marker, "open ", 5) == 0) {
+        marker[strcspn(marker, "\n")] = 0;
+        rebuild = strcmp(marker + 5, boot) != 0;
+    }
+    snprintf(text, sizeof text, "open %s\n", boot);
+    if (rc == 0)
+        rc = write_marker(L, text);
+    if (rc == 0)
+        rc = idx_open(dir, rebuild, &L->ix);
+    if (rc == 0)
+        rc = recover(L, rebuild);
+    if (rc == 0 && (opts->flags & STELE_OPEN_VERIFY))
+        rc = verify_all(L);
+    if (rc == 0) {
+        atomic_store(&L->pub_next_pos, L->ck.next_pos);
+        atomic_store(&L->pub_end, L->ck.loc);
+        rc = log_start_prealloc(L->lg);
+    }
+    if (rc == 0) {
+        if (pthread_create(&L->writer, NULL, writer_main, L) != 0)
+            rc = err_set(STELE_EINTERNAL, "cannot start the writer thread");
+        else
+            L->writer_started = 1;
+    }
+    if (rc) {
+        int keep = L->writer_started;
+        L->writer_started = keep;
+        local_close(&L->base);
+        return rc;
+    }
+    *out = &L->base;
+    return 0;
+}

@@ -1,0 +1,416 @@
+/*
+ * index.c - the LMDB-backed indexes of the local engine (layout and
+ * durability rules in index.h). Values are fixed little-endian records so
+ * the file does not depend on struct padding.
+ */
+#include "index/index.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "stele.h"
+#include "util/util.h"
+
+#define MAP_SIZE (1ull << 40) /* address space only; the file grows as needed */
+
+int idx_err(int mdb_rc, const char *what)
+{
+    if (mdb_rc == 0)
+        return 0;
+    if (mdb_rc == MDB_NOTFOUND)
+        return STELE_ENOTFOUND;
+    int code = mdb_rc == ENOMEM ? STELE_ENOMEM
+             : mdb_rc == ENOSPC || mdb_rc == MDB_MAP_FULL ? STELE_ENOSPC
+             : mdb_rc == MDB_CORRUPTED || mdb_rc == MDB_PAGE_NOTFOUND || mdb_rc == MDB_INVALID
+                 ? STELE_ECORRUPT
+             : mdb_rc == EIO ? STELE_EIO
+                             : STELE_EINTERNAL;
+    return err_set(code, "index: %s: %s", what, mdb_strerror(mdb_rc));
+}
+
+int idx_open(const char *dir, int fresh, idx **out)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/index", dir);
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return err_set(STELE_EIO, "mkdir %s: %s", path, strerror(errno));
+    idx *ix = calloc(1, sizeof *ix);
+    if (!ix)
+        return err_set(STELE_ENOMEM, "out of memory");
+    int rc = mdb_env_create(&ix->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(ix->env, 8);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(ix->env, MAP_SIZE);
+    if (rc == 0)
+        rc = mdb_env_set_maxreaders(ix->env, 1024);
+    if (rc == 0)
+        rc = mdb_env_open(ix->env, path, MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD, 0644);
+    if (rc) {
+        int r = idx_err(rc, "open");
+        idx_close(ix);
+        return r;
+    }
+    MDB_txn *txn;
+    rc = mdb_txn_begin(ix->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "streams", MDB_CREATE, &ix->streams);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "revs", MDB_CREATE, &ix->revs);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "ids", MDB_CREATE, &ix->ids);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "pos", MDB_CREATE, &ix->pos);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &ix->meta);
+    if (rc == 0 && fresh) {
+        MDB_dbi all[] = {ix->streams, ix->revs, ix->ids, ix->pos, ix->meta};
+        for (int i = 0; i < 5 && rc == 0; i++)
+            rc = mdb_drop(txn, all[i], 0);
+    }
+    if (rc == 0)
+        rc = mdb_txn_commit(txn);
+    else
+        mdb_txn_abort(txn);
+    if (rc == 0 && fresh)
+        rc = mdb_env_sync(ix->env, 1);
+    if (rc) {
+        int r = idx_err(rc, "open tables");
+        idx_close(ix);
+        return r;
+    }
+    *out = ix;
+    return 0;
+}
+
+void idx_close(idx *ix)
+{
+    if (!ix)
+        return;
+    if (ix->env)
+        mdb_env_close(ix->env);
+    free(ix);
+}
+
+int idx_sync(idx *ix) { return idx_err(mdb_env_sync(ix->env, 1), "sync"); }
+
+int idx_begin(idx *ix, int rdonly, MDB_txn **txn)
+{
+    return idx_err(mdb_txn_begin(ix->env, NULL, rdonly ? MDB_RDONLY : 0, txn), "begin");
+}
+
+int idx_commit_txn(MDB_txn *txn) { return idx_err(mdb_txn_commit(txn), "commit"); }
+
+/* ---------------------------------------------------------------- streams */
+
+#define STREAM_VAL 40
+
+int idx_stream_get(idx *ix, MDB_txn *txn, const char *name, size_t len, idx_stream *out)
+{
+    MDB_val k = {len, (void *)name}, v;
+    int rc = mdb_get(txn, ix->streams, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return STELE_ENOTFOUND;
+    if (rc)
+        return idx_err(rc, "get stream");
+    if (v.mv_size != STREAM_VAL)
+        return err_set(STELE_ECORRUPT, "index: stream entry has %zu bytes", v.mv_size);
+    const uint8_t *p = v.mv_data;
+    out->sid = ld64(p);
+    out->last_rev = ld64(p + 8);
+    out->last_pos = ld64(p + 16);
+    out->truncate_before = ld64(p + 24);
+    out->flags = ld32(p + 32);
+    return 0;
+}
+
+int idx_stream_put(idx *ix, MDB_txn *txn, const char *name, size_t len, const idx_stream *st)
+{
+    uint8_t p[STREAM_VAL] = {0};
+    st64(p, st->sid);
+    st64(p + 8, st->last_rev);
+    st64(p + 16, st->last_pos);
+    st64(p + 24, st->truncate_before);
+    st32(p + 32, st->flags);
+    MDB_val k = {len, (void *)name}, v = {sizeof p, p};
+    return idx_err(mdb_put(txn, ix->streams, &k, &v, 0), "put stream");
+}
+
+/* -------------------------------------------------------------------- ids */
+
+int idx_id_get(idx *ix, MDB_txn *txn, const uint8_t id[16], uint64_t *sid, uint64_t *rev,
+               uint64_t *pos)
+{
+    MDB_val k = {16, (void *)id}, v;
+    int rc = mdb_get(txn, ix->ids, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return STELE_ENOTFOUND;
+    if (rc)
+        return idx_err(rc, "get id");
+    if (v.mv_size != 24)
+        return err_set(STELE_ECORRUPT, "index: id entry has %zu bytes", v.mv_size);
+    *sid = ld64(v.mv_data);
+    *rev = ld64((uint8_t *)v.mv_data + 8);
+    *pos = ld64((uint8_t *)v.mv_data + 16);
+    return 0;
+}
+
+int idx_id_put(idx *ix, MDB_txn *txn, const uint8_t id[16], uint64_t sid, uint64_t rev,
+               uint64_t pos)
+{
+    uint8_t p[24];
+    st64(p, sid);
+    st64(p + 8, rev);
+    st64(p + 16, pos);
+    MDB_val k = {16, (void *)id}, v = {sizeof p, p};
+    return idx_err(mdb_put(txn, ix->ids, &k, &v, 0), "put id");
+}
+
+/* ------------------------------------------------------------------- revs */
+
+#define COMMIT_VAL 24
+
+int idx_commit_put(idx *ix, MDB_txn *txn, const idx_commit *c)
+{
+    uint8_t key[16], val[COMMIT_VAL];
+    stbe64(key, c->sid);
+    stbe64(key + 8, c->first_rev);
+    st64(val, c->loc);
+    st64(val + 8, c->first_pos);
+    st32(val + 16, c->count);
+    st32(val + 20, c->bytes);
+    MDB_val k = {16, key}, v = {sizeof val, val};
+    /* Commits of one stream arrive in revision order; appending is cheaper
+     * but only valid at the end of the whole table, so use a plain put. */
+    return idx_err(mdb_put(txn, ix->revs, &k, &v, 0), "put commit");
+}
+
+int idx_rev_open(idx *ix, MDB_txn *txn, uint64_t sid, idx_rev_cursor *rc)
+{
+    rc->sid = sid;
+    return idx_err(mdb_cursor_open(txn, ix->revs, &rc->cur), "open cursor");
+}
+
+void idx_rev_close(idx_rev_cursor *rc)
+{
+    if (rc->cur)
+        mdb_cursor_close(rc->cur);
+    rc->cur = NULL;
+}
+
+/* Decode the cursor's entry; ENOTFOUND if it belongs to another stream. */
+static int rev_decode(idx_rev_cursor *rc, const MDB_val *k, const MDB_val *v, idx_commit *out)
+{
+    if (k->mv_size != 16 || v->mv_size != COMMIT_VAL)
+        return err_set(STELE_ECORRUPT, "index: malformed commit entry");
+    const uint8_t *kp = k->mv_data, *vp = v->mv_data;
+    out->sid = ldbe64(kp);
+    if (out->sid != rc->sid)
+        return STELE_ENOTFOUND;
+    out->first_rev = ldbe64(kp + 8);
+    out->loc = ld64(vp);
+    out->first_pos = ld64(vp + 8);
+    out->count = ld32(vp + 16);
+    out->bytes = ld32(vp + 20);
+    return 0;
+}
+
+static int rev_get(idx_rev_cursor *rc, MDB_cursor_op op, MDB_val *k, idx_commit *out)
+{
+    MDB_val v;
+    int r = mdb_cursor_get(rc->cur, k, &v, op);
+    if (r == MDB_NOTFOUND)
+        return STELE_ENOTFOUND;
+    if (r)
+        return idx_err(r, "cursor");
+    return rev_decode(rc, k, &v, out);
+}
+
+int idx_rev_seek(idx_rev_cursor *rc, uint64_t rev, int backwards, idx_commit *out)
+{
+    uint8_t key[16];
+    stbe64(key, rc->sid);
+    stbe64(key + 8, rev);
+    MDB_val k = {16, key}, v;
+    idx_commit at, prev;
+    int have_at = 0;
+    int g = mdb_cursor_get(rc->cur, &k, &v, MDB_SET_RANGE);
+    if (g == 0) {
+        int r = rev_decode(rc, &k, &v, &at);
+        if (r == 0 && at.first_rev == rev) {
+            *out = at;
+            return 0;
+        }
+        if (r != 0 && r != STELE_ENOTFOUND)
+            return r;
+        have_at = r == 0;
+        g = mdb_cursor_get(rc->cur, &k, &v, MDB_PREV);
+    } else if (g == MDB_NOTFOUND) {
+        g = mdb_cursor_get(rc->cur, &k, &v, MDB_LAST);
+    } else {
+        return idx_err(g, "cursor");
+    }
+    /* The commit holding `rev`, if any, starts before it: the previous. */
+    int pr = g == MDB_NOTFOUND ? STELE_ENOTFOUND : g ? idx_err(g, "cursor")
+                                                      : rev_decode(rc, &k, &v, &prev);
+    if (pr != 0 && pr != STELE_ENOTFOUND)
+        return pr;
+    if (pr == 0 && (rev - prev.first_rev < prev.count || backwards)) {
+        *out = prev; /* holds rev, or is the nearest before it */
+        return 0;
+    }
+    if (backwards || !have_at)
+        return STELE_ENOTFOUND;
+    /* Forwards: the nearest commit after rev; put the cursor back on it. */
+    k = (MDB_val){16, key};
+    return rev_get(rc, MDB_SET_RANGE, &k, out);
+}
+
+int idx_rev_step(idx_rev_cursor *rc, int backwards, idx_commit *out)
+{
+    MDB_val k;
+    return rev_get(rc, backwards ? MDB_PREV : MDB_NEXT, &k, out);
+}
+
+/* -------------------------------------------------------------------- pos */
+
+int idx_pos_put(idx *ix, MDB_txn *txn, uint64_t pos, uint64_t loc)
+{
+    uint8_t key[8], val[8];
+    stbe64(key, pos);
+    st64(val, loc);
+    MDB_val k = {8, key}, v = {8, val};
+    return idx_err(mdb_put(txn, ix->pos, &k, &v, MDB_APPEND), "put position");
+}
+
+int idx_pos_floor(idx *ix, MDB_txn *txn, uint64_t pos, uint64_t *found, uint64_t *loc)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, ix->pos, &cur);
+    if (rc)
+        return idx_err(rc, "open cursor");
+    uint8_t key[8];
+    stbe64(key, pos);
+    MDB_val k = {8, key}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == 0 && ldbe64(k.mv_data) != pos)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    else if (rc == MDB_NOTFOUND)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    int r = 0;
+    if (rc == MDB_NOTFOUND)
+        r = STELE_ENOTFOUND;
+    else if (rc)
+        r = idx_err(rc, "position cursor");
+    else if (k.mv_size != 8 || v.mv_size != 8)
+        r = err_set(STELE_ECORRUPT, "index: malformed position entry");
+    else {
+        *found = ldbe64(k.mv_data);
+        *loc = ld64(v.mv_data);
+    }
+    mdb_cursor_close(cur);
+    return r;
+}
+
+/* ------------------------------------------------------------------- meta */
+
+int idx_ckpt_get(idx *ix, MDB_txn *txn, idx_ckpt *out)
+{
+    MDB_val k = {4, "ckpt"}, v;
+    int rc = mdb_get(txn, ix->meta, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return STELE_ENOTFOUND;
+    if (rc)
+        return idx_err(rc, "get checkpoint");
+    if (v.mv_size != 56)
+        return err_set(STELE_ECORRUPT, "index: malformed checkpoint");
+    const uint8_t *p = v.mv_data;
+    out->loc = ld64(p);
+    out->next_pos = ld64(p + 8);
+    out->next_sid = ld64(p + 16);
+    out->last_pos_loc = ld64(p + 24);
+    out->streams = ld64(p + 32);
+    out->log_bytes = ld64(p + 40);
+    out->last_commit = ld64(p + 48);
+    return 0;
+}
+
+int idx_ckpt_put(idx *ix, MDB_txn *txn, const idx_ckpt *c)
+{
+    uint8_t p[56];
+    st64(p, c->loc);
+    st64(p + 8, c->next_pos);
+    st64(p + 16, c->next_sid);
+    st64(p + 24, c->last_pos_loc);
+    st64(p + 32, c->streams);
+    st64(p + 40, c->log_bytes);
+    st64(p + 48, c->last_commit);
+    MDB_val k = {4, "ckpt"}, v = {sizeof p, p};
+    return idx_err(mdb_put(txn, ix->meta, &k, &v, 0), "put checkpoint");
+}
+
+int idx_drop_all(idx *ix, MDB_txn *txn)
+{
+    MDB_dbi all[] = {ix->streams, ix->revs, ix->ids, ix->pos, ix->meta};
+    for (int i = 0; i < 5; i++) {
+        int rc = mdb_drop(txn, all[i], 0);
+        if (rc)
+            return idx_err(rc, "drop");
+    }
+    return 0;
+}
+
+int idx_open_readonly(const char *dir, idx **out)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/index", dir);
+    idx *ix = calloc(1, sizeof *ix);
+    if (!ix)
+        return err_set(STELE_ENOMEM, "out of memory");
+    MDB_txn *txn = NULL;
+    int rc = mdb_env_create(&ix->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(ix->env, 8);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(ix->env, MAP_SIZE);
+    if (rc == 0)
+        rc = mdb_env_open(ix->env, path, MDB_RDONLY | MDB_NOTLS, 0644);
+    if (rc == 0)
+        rc = mdb_txn_begin(ix->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "streams", 0, &ix->streams);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "revs", 0, &ix->revs);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "ids", 0, &ix->ids);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "pos", 0, &ix->pos);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "meta", 0, &ix->meta);
+    /* Handles opened in a transaction survive only if it commits. */
+    if (txn && rc == 0)
+        rc = mdb_txn_commit(txn);
+    else if (txn)
+        mdb_txn_abort(txn);
+    if (rc) {
+        int r = idx_err(rc, "open read-only");
+        idx_close(ix);
+        return r;
+    }
+    *out = ix;
+    return 0;
+}
+
+int idx_count(idx *ix, MDB_txn *txn, MDB_dbi dbi, uint64_t *n)
+{
+    MDB_stat st;
+    int rc = mdb_stat(txn, dbi, &st);
+    if (rc)
+        return idx_err(rc, "stat");
+    *n = st.ms_entries;
+    (void)ix;
+    return 0;
+}

@@ -1,0 +1,416 @@
+/*
+ * log.c - segment files of the local engine.
+ *
+ * The log is a directory of segment files 00000000.seg, 00000001.seg, ...
+ * numbered without gaps. Each is created at its full size filled with
+ * zeros, so that later writes followed by fdatasync only flush data blocks
+ * (no file-size metadata): measured here to double the fsync rate over
+ * fallocate. Creating 64 MiB of zeros takes tens of milliseconds, so a
+ * helper thread keeps one spare (log/spare.tmp) ready; rolling to a new
+ * segment is then a rename and a directory fsync.
+ *
+ * Only the writer thread adds segments; readers index `segs` below the
+ * acquire-loaded `nsegs`, and a log_seg never changes after publication.
+ */
+#include "log/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "os/os.h"
+
+#define ZERO_CHUNK (1u << 20)
+#define ITER_CHUNK (1u << 20)
+
+static int io_err(int neg_errno, const char *what, const char *path)
+{
+    int e = -neg_errno;
+    int code = e == ENOSPC ? STELE_ENOSPC : STELE_EIO;
+    return err_set(code, "%s %s: %s", what, path, strerror(e));
+}
+
+void log_seg_name(uint32_t segno, char out[32]) { snprintf(out, 32, "%08u.seg", segno); }
+
+static void seg_path(const logf *lg, uint32_t segno, char *out, size_t n)
+{
+    char name[32];
+    log_seg_name(segno, name);
+    snprintf(out, n, "%s/%s", lg->dir, name);
+}
+
+/* Write a file of `size` zero bytes at `path` and make it durable. */
+static int make_zero_file(const char *path, uint64_t size)
+{
+    int fd = os_io->open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return io_err(fd, "create", path);
+    static const uint8_t zeros[ZERO_CHUNK];
+    int rc = 0;
+    for (uint64_t off = 0; off < size && rc == 0; off += ZERO_CHUNK) {
+        uint64_t n = size - off < ZERO_CHUNK ? size - off : ZERO_CHUNK;
+        rc = os_write_full(fd, zeros, n, off);
+    }
+    if (rc == 0)
+        rc = os_io->fdatasync(fd);
+    os_io->close(fd);
+    return rc ? io_err(rc, "preallocate", path) : 0;
+}
+
+static int open_seg(logf *lg, uint32_t segno, log_seg **out)
+{
+    char path[4200];
+    seg_path(lg, segno, path, sizeof path);
+    int fd = os_io->open(path, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0)
+        return io_err(fd, "open", path);
+    int64_t size = os_file_size(fd);
+    if (size < 0) {
+        os_io->close(fd);
+        return io_err((int)size, "stat", path);
+    }
+    log_seg *s = calloc(1, sizeof *s);
+    if (!s) {
+        os_io->close(fd);
+        return err_set(STELE_ENOMEM, "out of memory");
+    }
+    s->fd = fd;
+    s->size = (uint64_t)size;
+    *out = s;
+    return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int log_open(const char *dir, uint64_t seg_size, int create, logf **out)
+{
+    logf *lg = calloc(1, sizeof *lg);
+    if (!lg)
+        return err_set(STELE_ENOMEM, "out of memory");
+    lg->seg_size = seg_size;
+    pthread_mutex_init(&lg->prealloc_mu, NULL);
+    pthread_cond_init(&lg->prealloc_cv, NULL);
+    snprintf(lg->dir, sizeof lg->dir, "%s/log", dir);
+    if (create && mkdir(lg->dir, 0755) != 0 && errno != EEXIST) {
+        int rc = err_set(STELE_EIO, "mkdir %s: %s", lg->dir, strerror(errno));
+        log_close(lg);
+        return rc;
+    }
+    DIR *d = opendir(lg->dir);
+    if (!d) {
+        int rc = err_set(errno == ENOENT ? STELE_ENOTFOUND : STELE_EIO, "open %s: %s", lg->dir,
+                         strerror(errno));
+        log_close(lg);
+        return rc;
+    }
+    uint32_t *nums = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    int rc = 0;
+    while ((de = readdir(d))) {
+        const char *name = de->d_name;
+        if (strcmp(name, "spare.tmp") == 0) {
+            char path[4200];
+            snprintf(path, sizeof path, "%s/%s", lg->dir, name);
+            os_io->unlink(path); /* a half-made spare from before a crash */
+            continue;
+        }
+        size_t len = strlen(name);
+        if (len != 12 || strcmp(name + 8, ".seg") != 0)
+            continue;
+        char *end;
+        unsigned long v = strtoul(name, &end, 10);
+        if (end != name + 8 || v >= LOG_MAX_SEGS)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            uint32_t *nn = realloc(nums, cap * sizeof *nums);
+            if (!nn) {
+                rc = err_set(STELE_ENOMEM, "out of memory");
+                break;
+            }
+            nums = nn;
+        }
+        nums[n++] = (uint32_t)v;
+    }
+    closedir(d);
+    if (rc == 0 && n) {
+        qsort(nums, n, sizeof *nums, cmp_u32);
+        for (size_t i = 1; i < n && rc == 0; i++)
+            if (nums[i] != nums[i - 1] + 1) {
+                char name[32];
+                log_seg_name(nums[i - 1] + 1, name);
+                rc = err_set(STELE_ECORRUPT, "log: segment %s is missing", name);
+            }
+        lg->first_seg = nums[0];
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            log_seg *s;
+            rc = open_seg(lg, nums[i], &s);
+            if (rc)
+                break;
+            lg->segs[nums[i]] = s;
+            atomic_store(&lg->nsegs, nums[i] + 1);
+            uint8_t hdr[SEG_HEADER_SIZE];
+            uint64_t segno = 0;
+            char name[32];
+            log_seg_name(nums[i], name);
+            if (s->size < SEG_HEADER_SIZE || log_read(lg, loc_make(nums[i], 0), hdr, sizeof hdr)) {
+                /* A last segment shorter than a header was torn at creation;
+                 * recovery decides. */
+                memset(hdr, 0, sizeof hdr);
+            }
+            const char *why = seg_header_decode(hdr, &segno, &s->first_position);
+            if (why && i + 1 < n)
+                rc = err_set(STELE_ECORRUPT, "segment %s offset 0: %s", name, why);
+            else if (!why && segno != nums[i])
+                rc = err_set(STELE_ECORRUPT, "segment %s offset 0: header names segment %llu",
+                             name, (unsigned long long)segno);
+            else if (why)
+                s->first_position = UINT64_MAX; /* last segment, header invalid */
+        }
+    }
+    free(nums);
+    if (rc) {
+        log_close(lg);
+        return rc;
+    }
+    *out = lg;
+    return 0;
+}
+
+static void *prealloc_main(void *arg)
+{
+    logf *lg = arg;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/spare.tmp", lg->dir);
+    pthread_mutex_lock(&lg->prealloc_mu);
+    for (;;) {
+        while (!lg->prealloc_stop && (lg->spare_ready || !lg->spare_wanted))
+            pthread_cond_wait(&lg->prealloc_cv, &lg->prealloc_mu);
+        if (lg->prealloc_stop)
+            break;
+        uint64_t size = lg->seg_size;
+        pthread_mutex_unlock(&lg->prealloc_mu);
+        int rc = make_zero_file(path, size);
+        pthread_mutex_lock(&lg->prealloc_mu);
+        if (rc == 0) {
+            lg->spare_ready = 1;
+            lg->spare_size = size;
+        } else {
+            /* No spare: the writer makes its segments itself (and meets
+             * the same error there, where it counts). */
+            lg->spare_wanted = 0;
+        }
+        pthread_cond_broadcast(&lg->prealloc_cv);
+    }
+    pthread_mutex_unlock(&lg->prealloc_mu);
+    return NULL;
+}
+
+int log_start_prealloc(logf *lg)
+{
+    lg->spare_wanted = 1;
+    if (pthread_create(&lg->prealloc_thread, NULL, prealloc_main, lg) != 0)
+        return err_set(STELE_EINTERNAL, "cannot start the preallocation thread");
+    lg->prealloc_started = 1;
+    return 0;
+}
+
+int log_add_segment(logf *lg, uint32_t segno, uint64_t min_size)
+{
+    if (segno >= LOG_MAX_SEGS)
+        return err_set(STELE_ENOSPC, "log: too many segments (%u)", segno);
+    char path[4200], spare[4200];
+    seg_path(lg, segno, path, sizeof path);
+    snprintf(spare, sizeof spare, "%s/spare.tmp", lg->dir);
+    uint64_t size = min_size > lg->seg_size ? min_size : lg->seg_size;
+    int used_spare = 0;
+    pthread_mutex_lock(&lg->prealloc_mu);
+    if (lg->prealloc_started && lg->spare_ready && lg->spare_size >= size) {
+        int rc = os_io->rename(spare, path);
+        if (rc == 0) {
+            used_spare = 1;
+            lg->spare_ready = 0;
+            lg->spare_wanted = 1;
+            pthread_cond_broadcast(&lg->prealloc_cv);
+        }
+    }
+    pthread_mutex_unlock(&lg->prealloc_mu);
+    int rc = used_spare ? 0 : make_zero_file(path, size);
+    if (rc == 0) {
+        rc = os_fsync_dir(lg->dir);
+        if (rc)
+            rc = io_err(rc, "fsync directory", lg->dir);
+    }
+    if (rc)
+        return rc;
+    log_seg *s;
+    rc = open_seg(lg, segno, &s);
+    if (rc)
+        return rc;
+    s->first_position = UINT64_MAX; /* set by the writer with the header */
+    lg->segs[segno] = s;
+    if (atomic_load(&lg->nsegs) == 0)
+        lg->first_seg = segno;
+    atomic_store_explicit(&lg->nsegs, segno + 1, memory_order_release);
+    return 0;
+}
+
+int log_drop_last(logf *lg)
+{
+    uint32_t n = atomic_load(&lg->nsegs);
+    if (n == 0 || n - 1 < lg->first_seg)
+        return 0;
+    log_seg *s = lg->segs[n - 1];
+    char path[4200];
+    seg_path(lg, n - 1, path, sizeof path);
+    os_io->close(s->fd);
+    free(s);
+    lg->segs[n - 1] = NULL;
+    atomic_store(&lg->nsegs, n - 1);
+    int rc = os_io->unlink(path);
+    if (rc == 0)
+        rc = os_fsync_dir(lg->dir);
+    return rc ? io_err(rc, "remove", path) : 0;
+}
+
+int log_read(logf *lg, uint64_t loc, void *b, size_t n)
+{
+    uint32_t segno = loc_seg(loc);
+    char name[32];
+    if (segno >= atomic_load_explicit(&lg->nsegs, memory_order_acquire) || segno < lg->first_seg ||
+        !lg->segs[segno]) {
+        log_seg_name(segno, name);
+        return err_set(STELE_ECORRUPT, "segment %s is missing", name);
+    }
+    int rc = os_read_full(lg->segs[segno]->fd, b, n, loc_off(loc));
+    if (rc) {
+        log_seg_name(segno, name);
+        if (rc == -ENODATA)
+            return err_set(STELE_ECORRUPT, "segment %s offset %u: read past the end of the file",
+                           name, loc_off(loc));
+        return err_set(STELE_EIO, "read segment %s offset %u: %s", name, loc_off(loc),
+                       strerror(-rc));
+    }
+    return 0;
+}
+
+void log_close(logf *lg)
+{
+    if (!lg)
+        return;
+    if (lg->prealloc_started) {
+        pthread_mutex_lock(&lg->prealloc_mu);
+        lg->prealloc_stop = 1;
+        pthread_cond_broadcast(&lg->prealloc_cv);
+        pthread_mutex_unlock(&lg->prealloc_mu);
+        pthread_join(lg->prealloc_thread, NULL);
+    }
+    uint32_t n = atomic_load(&lg->nsegs);
+    for (uint32_t i = lg->first_seg; i < n; i++)
+        if (lg->segs[i]) {
+            os_io->close(lg->segs[i]->fd);
+            free(lg->segs[i]);
+        }
+    pthread_mutex_destroy(&lg->prealloc_mu);
+    pthread_cond_destroy(&lg->prealloc_cv);
+    free(lg);
+}
+
+/* ------------------------------------------------------------ iterator */
+
+void log_iter_init(log_iter *it, logf *lg, uint64_t loc, uint64_t end)
+{
+    memset(it, 0, sizeof *it);
+    it->lg = lg;
+    it->loc = loc;
+    it->end = end;
+}
+
+void log_iter_free(log_iter *it) { buf_free(&it->chunk); }
+
+/* Make bytes [loc, loc+need) available in the chunk (as many as the
+ * segment has, up to a chunk). Returns available bytes at loc, or < 0. */
+static int64_t iter_fill(log_iter *it, uint64_t need)
+{
+    uint32_t segno = loc_seg(it->loc);
+    log_seg *s = it->lg->segs[segno];
+    uint64_t off = loc_off(it->loc);
+    if (off >= s->size)
+        return 0;
+    if (loc_seg(it->chunk_loc) == segno && it->loc >= it->chunk_loc &&
+        it->loc + need <= it->chunk_loc + it->chunk.len)
+        return (int64_t)(it->chunk_loc + it->chunk.len - it->loc);
+    uint64_t want = need > ITER_CHUNK ? need : ITER_CHUNK;
+    if (want > s->size - off)
+        want = s->size - off;
+    it->chunk.len = 0;
+    if (buf_reserve(&it->chunk, want))
+        return STELE_ENOMEM;
+    int rc = os_read_full(s->fd, it->chunk.p, want, off);
+    if (rc) {
+        char name[32];
+        log_seg_name(segno, name);
+        return err_set(STELE_EIO, "read segment %s offset %llu: %s", name,
+                       (unsigned long long)off, strerror(-rc));
+    }
+    it->chunk.len = want;
+    it->chunk_loc = it->loc;
+    return (int64_t)want;
+}
+
+int log_iter_next(log_iter *it, rec *r, uint64_t *at, int *short_tail)
+{
+    *short_tail = 0;
+    for (;;) {
+        if (it->loc >= it->end)
+            return LOG_ITER_END;
+        uint32_t segno = loc_seg(it->loc);
+        if (segno >= atomic_load_explicit(&it->lg->nsegs, memory_order_acquire))
+            return LOG_ITER_END;
+        if (loc_off(it->loc) == 0)
+            it->loc += SEG_HEADER_SIZE;
+        int64_t avail = iter_fill(it, REC_HEADER_SIZE);
+        if (avail < 0)
+            return (int)avail;
+        const uint8_t *p = it->chunk.p + (it->loc - it->chunk_loc);
+        if (avail >= 4) {
+            uint32_t len = ld32(p);
+            if (len > (uint64_t)avail) {
+                avail = iter_fill(it, len);
+                if (avail < 0)
+                    return (int)avail;
+                p = it->chunk.p + (it->loc - it->chunk_loc);
+            }
+        }
+        const char *why = NULL;
+        rec_status st = rec_decode(p, (uint64_t)avail, r, &why);
+        char name[32];
+        log_seg_name(segno, name);
+        *at = it->loc;
+        if (st == REC_ZERO)
+            return LOG_ITER_END;
+        if (st == REC_SHORT) {
+            *short_tail = 1;
+            return err_set(STELE_ECORRUPT, "segment %s offset %u: record runs past the end",
+                           name, loc_off(it->loc));
+        }
+        if (st == REC_BAD)
+            return err_set(STELE_ECORRUPT, "segment %s offset %u: %s", name, loc_off(it->loc),
+                           why);
+        if (r->kind == REC_SEAL)
+            it->loc = loc_make(segno + 1, 0);
+        else
+            it->loc += r->len;
+        return LOG_ITER_REC;
+    }
+}

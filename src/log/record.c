@@ -1,0 +1,194 @@
+/*
+ * record.c - encoding and decoding of log records and segment headers (the
+ * layout is drawn in record.h). Decoding is defensive: every length is
+ * checked against the record's own length before it is used, so a damaged
+ * or hostile file can make rec_decode() say REC_BAD but never read out of
+ * bounds.
+ */
+#include "log/record.h"
+
+#include <string.h>
+
+#include "util/util.h"
+
+static uint64_t pad8(uint64_t n) { return (n + (REC_ALIGN - 1)) & ~(uint64_t)(REC_ALIGN - 1); }
+
+uint64_t rec_event_size(size_t stream_len, size_t type_len, const char *const *tags,
+                        size_t ntags, size_t data_len, size_t meta_len)
+{
+    uint64_t n = REC_HEADER_SIZE + stream_len + 1 + type_len + 1;
+    for (size_t i = 0; i < ntags; i++)
+        n += 2 + strlen(tags[i]) + 1;
+    n += (uint64_t)data_len + meta_len;
+    return pad8(n);
+}
+
+static void put_header(uint8_t *out, uint32_t len, uint8_t kind, uint8_t flags,
+                       size_t stream_len, size_t type_len, size_t ntags, uint32_t count,
+                       uint32_t index, uint64_t position, uint64_t revision, int64_t created)
+{
+    st32(out + 0, len);
+    out[8] = kind;
+    out[9] = flags;
+    st16(out + 10, (uint16_t)stream_len);
+    st16(out + 12, (uint16_t)type_len);
+    st16(out + 14, (uint16_t)ntags);
+    st32(out + 16, count);
+    st32(out + 20, index);
+    st64(out + 24, position);
+    st64(out + 32, revision);
+    st64(out + 40, (uint64_t)created);
+}
+
+size_t rec_encode_event(uint8_t *out, const char *stream, size_t stream_len,
+                        const stele_event_in *ev, const uint8_t id[16], uint8_t flags,
+                        uint32_t commit_count, uint32_t commit_index, uint64_t position,
+                        uint64_t revision, int64_t created_us)
+{
+    size_t type_len = strlen(ev->type);
+    uint64_t len = rec_event_size(stream_len, type_len, ev->tags, ev->ntags, ev->data_len,
+                                  ev->metadata_len);
+    put_header(out, (uint32_t)len, REC_EVENT, flags, stream_len, type_len, ev->ntags,
+               commit_count, commit_index, position, revision, created_us);
+    memcpy(out + 48, id, 16);
+    st32(out + 64, (uint32_t)ev->data_len);
+    st32(out + 68, (uint32_t)ev->metadata_len);
+    uint8_t *p = out + REC_HEADER_SIZE;
+    memcpy(p, stream, stream_len);
+    p += stream_len;
+    *p++ = 0;
+    memcpy(p, ev->type, type_len);
+    p += type_len;
+    *p++ = 0;
+    for (size_t i = 0; i < ev->ntags; i++) {
+        size_t tl = strlen(ev->tags[i]);
+        st16(p, (uint16_t)tl);
+        memcpy(p + 2, ev->tags[i], tl);
+        p[2 + tl] = 0;
+        p += 3 + tl;
+    }
+    if (ev->data_len)
+        memcpy(p, ev->data, ev->data_len);
+    p += ev->data_len;
+    if (ev->metadata_len)
+        memcpy(p, ev->metadata, ev->metadata_len);
+    p += ev->metadata_len;
+    memset(p, 0, (size_t)(out + len - p));
+    st32(out + 4, crc32c(0, out + 8, len - 8));
+    return len;
+}
+
+uint64_t rec_marker_size(size_t stream_len)
+{
+    return pad8(REC_HEADER_SIZE + stream_len + 1 + 1);
+}
+
+size_t rec_encode_marker(uint8_t *out, uint8_t kind, const char *stream, size_t stream_len,
+                         uint64_t position, uint64_t revision, int64_t created_us)
+{
+    uint64_t len = rec_marker_size(stream_len);
+    memset(out, 0, len);
+    put_header(out, (uint32_t)len, kind, 0, stream_len, 0, 0, 1, 0, position, revision,
+               created_us);
+    if (stream_len)
+        memcpy(out + REC_HEADER_SIZE, stream, stream_len);
+    st32(out + 4, crc32c(0, out + 8, len - 8));
+    return len;
+}
+
+rec_status rec_decode(const uint8_t *p, uint64_t avail, rec *r, const char **why)
+{
+    if (avail < 4)
+        return avail == 0 ? REC_ZERO : REC_SHORT;
+    uint32_t len = ld32(p);
+    if (len == 0)
+        return REC_ZERO;
+    if (len < REC_HEADER_SIZE || len % REC_ALIGN) {
+        *why = "bad record length";
+        return REC_BAD;
+    }
+    if (len > avail)
+        return REC_SHORT;
+    if (crc32c(0, p + 8, len - 8) != ld32(p + 4)) {
+        *why = "checksum mismatch";
+        return REC_BAD;
+    }
+    r->len = len;
+    r->kind = p[8];
+    r->flags = p[9];
+    r->stream_len = ld16(p + 10);
+    r->type_len = ld16(p + 12);
+    r->ntags = ld16(p + 14);
+    r->commit_count = ld32(p + 16);
+    r->commit_index = ld32(p + 20);
+    r->position = ld64(p + 24);
+    r->revision = ld64(p + 32);
+    r->created_us = (int64_t)ld64(p + 40);
+    r->id = p + 48;
+    r->data_len = ld32(p + 64);
+    r->meta_len = ld32(p + 68);
+    if (r->kind < REC_EVENT || r->kind > REC_SEAL || (r->flags & ~REC_FLAGS_MASK) ||
+        r->commit_count == 0 || r->commit_index >= r->commit_count) {
+        *why = "malformed record header";
+        return REC_BAD;
+    }
+    /* Walk the body with bounds checks against len. */
+    const uint8_t *end = p + len, *q = p + REC_HEADER_SIZE;
+    if ((uint64_t)(end - q) < (uint64_t)r->stream_len + 1 || q[r->stream_len] != 0)
+        goto malformed;
+    r->stream = (const char *)q;
+    q += r->stream_len + 1;
+    if (r->kind != REC_EVENT) {
+        r->type = "";
+        r->tags = q;
+        r->data = r->meta = q;
+        return REC_OK;
+    }
+    if ((uint64_t)(end - q) < (uint64_t)r->type_len + 1 || q[r->type_len] != 0)
+        goto malformed;
+    r->type = (const char *)q;
+    q += r->type_len + 1;
+    r->tags = q;
+    for (unsigned i = 0; i < r->ntags; i++) {
+        if (end - q < 3)
+            goto malformed;
+        uint16_t tl = ld16(q);
+        if ((uint64_t)(end - q) < 3u + tl || q[2 + tl] != 0)
+            goto malformed;
+        q += 3 + tl;
+    }
+    if ((uint64_t)(end - q) < (uint64_t)r->data_len + r->meta_len)
+        goto malformed;
+    r->data = q;
+    r->meta = q + r->data_len;
+    return REC_OK;
+malformed:
+    *why = "malformed record body";
+    return REC_BAD;
+}
+
+void seg_header_encode(uint8_t out[SEG_HEADER_SIZE], uint64_t segno, uint64_t first_position,
+                       int64_t created_us)
+{
+    memset(out, 0, SEG_HEADER_SIZE);
+    memcpy(out, SEG_MAGIC, 8);
+    st32(out + 8, SEG_VERSION);
+    st64(out + 16, segno);
+    st64(out + 24, first_position);
+    st64(out + 32, (uint64_t)created_us);
+    st32(out + 12, crc32c(0, out + 16, SEG_HEADER_SIZE - 16));
+}
+
+const char *seg_header_decode(const uint8_t in[SEG_HEADER_SIZE], uint64_t *segno,
+                              uint64_t *first_position)
+{
+    if (memcmp(in, SEG_MAGIC, 8) != 0)
+        return "bad segment magic";
+    if (crc32c(0, in + 16, SEG_HEADER_SIZE - 16) != ld32(in + 12))
+        return "segment header checksum mismatch";
+    if (ld32(in + 8) != SEG_VERSION)
+        return "unsupported segment version";
+    *segno = ld64(in + 16);
+    *first_position = ld64(in + 24);
+    return NULL;
+}

@@ -1,0 +1,124 @@
+/*
+ * record.h - the on-disk format of the log: segment headers and records.
+ * docs/file-format.md mirrors this file; change both together.
+ *
+ * A segment file is a 64-byte header followed by records, then zeros up to
+ * the preallocated size:
+ *
+ *   segment header (64 bytes, little-endian)
+ *   +0  STELESEG             magic
+ *   +8  u32 version (1)
+ *   +12 u32 crc32c of bytes 16..63
+ *   +16 u64 segment number   (matches the file name NNNNNNNN.seg)
+ *   +24 u64 first position   (position of the first event in this segment)
+ *   +32 i64 created (µs)
+ *   +40 zeros
+ *
+ * Every record is a 72-byte header and a body, padded with zeros to a
+ * multiple of 8 bytes. The CRC covers everything after itself up to `len`:
+ *
+ *   +0  u32 len      whole record, padding included (multiple of 8, >= 72)
+ *   +4  u32 crc32c   of bytes 8..len-1
+ *   +8  u8  kind     1 event, 2 delete, 3 tombstone, 4 seal
+ *   +9  u8  flags    STELE_EVENT_JSON, STELE_META_JSON, REC_ID_MADE
+ *   +10 u16 stream_len
+ *   +12 u16 type_len
+ *   +14 u16 ntags
+ *   +16 u32 commit_count   events (records) in this commit
+ *   +20 u32 commit_index   0 .. commit_count-1
+ *   +24 u64 position       event; delete: truncate-before revision;
+ *                          seal: next position after this segment
+ *   +32 u64 revision       event; delete/tombstone: the stream's last
+ *                          revision when deleted (UINT64_MAX if none)
+ *   +40 i64 created (µs)
+ *   +48 u8[16] event id
+ *   +64 u32 data_len
+ *   +68 u32 metadata_len
+ *   +72 stream bytes, NUL; type bytes, NUL; per tag: u16 len, bytes, NUL;
+ *       data; metadata; zero padding
+ *
+ * A commit is the records of one append (or one delete/tombstone): they are
+ * contiguous in one segment, and it is complete only if all commit_count
+ * records are present with valid CRCs and consecutive indexes. Recovery cuts
+ * an incomplete commit at the tail; anything else invalid is damage.
+ */
+#ifndef STELE_RECORD_H
+#define STELE_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stele.h"
+
+#define SEG_MAGIC "STELESEG"
+#define SEG_VERSION 1u
+#define SEG_HEADER_SIZE 64u
+#define REC_HEADER_SIZE 72u
+#define REC_ALIGN 8u
+
+enum rec_kind { REC_EVENT = 1, REC_DELETE = 2, REC_TOMBSTONE = 3, REC_SEAL = 4 };
+
+/* flags bit: the id was made by the store (not given by the client), so it
+ * is not indexed for idempotent retries. */
+#define REC_ID_MADE 0x80u
+#define REC_FLAGS_MASK (STELE_EVENT_JSON | STELE_META_JSON | REC_ID_MADE)
+
+/* A decoded record: pointers into the buffer it was decoded from. */
+typedef struct rec {
+    uint32_t len;
+    uint8_t kind;
+    uint8_t flags;
+    uint32_t commit_count;
+    uint32_t commit_index;
+    uint64_t position;
+    uint64_t revision;
+    int64_t created_us;
+    const uint8_t *id;
+    const char *stream;
+    uint16_t stream_len;
+    const char *type;
+    uint16_t type_len;
+    uint16_t ntags;
+    const uint8_t *tags; /* ntags x (u16 len, bytes, NUL) */
+    const uint8_t *data;
+    uint32_t data_len;
+    const uint8_t *meta;
+    uint32_t meta_len;
+} rec;
+
+/* Size of an event record with these parts (padding included). */
+uint64_t rec_event_size(size_t stream_len, size_t type_len, const char *const *tags,
+                        size_t ntags, size_t data_len, size_t meta_len);
+
+/* Encode an event record into `out` (rec_event_size bytes, zeroed by the
+ * caller is not needed). Returns the bytes written. */
+size_t rec_encode_event(uint8_t *out, const char *stream, size_t stream_len,
+                        const stele_event_in *ev, const uint8_t id[16], uint8_t flags,
+                        uint32_t commit_count, uint32_t commit_index, uint64_t position,
+                        uint64_t revision, int64_t created_us);
+
+/* Encode a delete, tombstone or seal record (REC_HEADER_SIZE + name). */
+uint64_t rec_marker_size(size_t stream_len);
+size_t rec_encode_marker(uint8_t *out, uint8_t kind, const char *stream, size_t stream_len,
+                         uint64_t position, uint64_t revision, int64_t created_us);
+
+/* Outcome of decoding the bytes at some offset. */
+typedef enum rec_status {
+    REC_OK = 0,
+    REC_ZERO,      /* a zero length word: the end of written data */
+    REC_SHORT,     /* the record runs past the bytes available */
+    REC_BAD,       /* bad length, CRC mismatch or malformed body */
+} rec_status;
+
+/* Decode the record at `p` with `avail` bytes available. On REC_OK fills
+ * *r. On REC_BAD sets *why to a static reason. Verifies the CRC. */
+rec_status rec_decode(const uint8_t *p, uint64_t avail, rec *r, const char **why);
+
+/* Segment header. */
+void seg_header_encode(uint8_t out[SEG_HEADER_SIZE], uint64_t segno, uint64_t first_position,
+                       int64_t created_us);
+/* NULL if valid (fills segno and first_position), else a static reason. */
+const char *seg_header_decode(const uint8_t in[SEG_HEADER_SIZE], uint64_t *segno,
+                              uint64_t *first_position);
+
+#endif

@@ -1,0 +1,318 @@
+/*
+ * store.c - the public API (include/stele.h) at its edge: every argument is
+ * checked here, with a precise message, before a backend sees it; the
+ * backend then assumes valid input. Limits, name rules and ids are decided
+ * here, so every backend enforces the same ones.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "log/record.h"
+#include "stele.h"
+#include "util/util.h"
+
+#define DEFAULT_SEGMENT_SIZE (64ull << 20)
+#define MIN_SEGMENT_SIZE (64ull << 10)
+#define MAX_SEGMENT_SIZE (2ull << 30)
+#define DEFAULT_MAX_EVENT (16ull << 20)
+#define DEFAULT_MAX_APPEND (64ull << 20)
+#define MAX_NAME 255u
+#define MAX_TAGS 64u
+
+struct stele_db {
+    backend *be;
+    stele_options opts;
+};
+
+int stele_open(const char *dir, const stele_options *opts, stele_db **out)
+{
+    err_clear();
+    if (!dir || !*dir || !out)
+        return err_set(STELE_EINVAL, "stele_open: %s is NULL or empty", !out ? "out" : "dir");
+    stele_options o = {0};
+    if (opts)
+        o = *opts;
+    if (!o.segment_size)
+        o.segment_size = DEFAULT_SEGMENT_SIZE;
+    if (!o.max_event_size)
+        o.max_event_size = DEFAULT_MAX_EVENT;
+    if (!o.max_append_size)
+        o.max_append_size = DEFAULT_MAX_APPEND;
+    if (o.segment_size < MIN_SEGMENT_SIZE || o.segment_size > MAX_SEGMENT_SIZE)
+        return err_set(STELE_EINVAL, "segment_size must be between 64 KiB and 2 GiB");
+    if (o.max_event_size > (1ull << 30) || o.max_append_size > (1ull << 30))
+        return err_set(STELE_EINVAL, "max_event_size and max_append_size must be at most 1 GiB");
+    if (o.flags & ~(STELE_OPEN_VERIFY | STELE_OPEN_NOCREATE))
+        return err_set(STELE_EINVAL, "unknown open flags 0x%x", o.flags);
+    stele_db *db = calloc(1, sizeof *db);
+    if (!db)
+        return err_set(STELE_ENOMEM, "out of memory");
+    db->opts = o;
+    int rc = local_open(dir, &o, &db->be);
+    if (rc) {
+        free(db);
+        return rc;
+    }
+    *out = db;
+    return 0;
+}
+
+void stele_close(stele_db *db)
+{
+    if (!db)
+        return;
+    db->be->ops->close(db->be);
+    free(db);
+}
+
+/* Check a stream name; 0 or EINVAL with the reason. */
+static int check_stream(const char *stream, size_t *len)
+{
+    if (!stream)
+        return err_set(STELE_EINVAL, "stream name is NULL");
+    size_t n = strnlen(stream, MAX_NAME + 1);
+    if (n == 0)
+        return err_set(STELE_EINVAL, "stream name is empty");
+    if (n > MAX_NAME)
+        return err_set(STELE_EINVAL, "stream name is longer than %u bytes", MAX_NAME);
+    size_t at;
+    const char *why = utf8_check_name(stream, n, &at);
+    if (why)
+        return err_set(STELE_EINVAL, "stream name: %s at byte %zu", why, at);
+    if (stream[0] == '$')
+        return err_set(STELE_EINVAL, "stream name '%s': names starting with '$' are reserved",
+                       stream);
+    *len = n;
+    return 0;
+}
+
+static int check_name(const char *what, size_t i, const char *s)
+{
+    if (!s)
+        return err_set(STELE_EINVAL, "event %zu: %s is NULL", i, what);
+    size_t n = strnlen(s, MAX_NAME + 1);
+    if (n == 0)
+        return err_set(STELE_EINVAL, "event %zu: %s is empty", i, what);
+    if (n > MAX_NAME)
+        return err_set(STELE_EINVAL, "event %zu: %s is longer than %u bytes", i, what, MAX_NAME);
+    size_t at;
+    const char *why = utf8_check_name(s, n, &at);
+    if (why)
+        return err_set(STELE_EINVAL, "event %zu: %s: %s at byte %zu", i, what, why, at);
+    return 0;
+}
+
+static int check_expected(int64_t expected)
+{
+    if (expected >= 0 || expected == STELE_ANY || expected == STELE_NO_STREAM ||
+        expected == STELE_STREAM_EXISTS)
+        return 0;
+    return err_set(STELE_EINVAL,
+                   "expected revision %lld is not a revision, STELE_ANY, STELE_NO_STREAM or "
+                   "STELE_STREAM_EXISTS",
+                   (long long)expected);
+}
+
+static int cmp_id(const void *a, const void *b) { return memcmp(a, b, 16); }
+
+int stele_append(stele_db *db, const char *stream, int64_t expected,
+                 const stele_event_in *events, size_t n, stele_append_result *res)
+{
+    err_clear();
+    if (res)
+        memset(res, 0, sizeof *res);
+    size_t slen;
+    int rc;
+    if (!db)
+        return err_set(STELE_EINVAL, "db is NULL");
+    if ((rc = check_stream(stream, &slen)) || (rc = check_expected(expected)))
+        return rc;
+    if (n == 0 || !events)
+        return err_set(STELE_EINVAL, "an append needs at least one event");
+    if (n > db->opts.max_append_size / REC_HEADER_SIZE)
+        return err_set(STELE_ETOOBIG, "append of %zu events is larger than the %llu-byte limit", n,
+                       (unsigned long long)db->opts.max_append_size);
+    uint8_t(*ids)[16] = malloc(n * 16);
+    uint8_t *made = malloc(n);
+    uint8_t(*sorted)[16] = NULL;
+    if (!ids || !made) {
+        rc = err_set(STELE_ENOMEM, "out of memory");
+        goto out;
+    }
+    uint64_t total = 0;
+    size_t nclient = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const stele_event_in *e = &events[i];
+        if ((rc = check_name("type", i, e->type)))
+            break;
+        if (e->ntags > MAX_TAGS) {
+            rc = err_set(STELE_EINVAL, "event %zu: %zu tags, more than %u", i, e->ntags, MAX_TAGS);
+            break;
+        }
+        if (e->ntags && !e->tags) {
+            rc = err_set(STELE_EINVAL, "event %zu: tags is NULL", i);
+            break;
+        }
+        for (size_t t = 0; t < e->ntags && rc == 0; t++)
+            rc = check_name("tag", i, e->tags[t]);
+        if (rc)
+            break;
+        if ((e->data_len && !e->data) || (e->metadata_len && !e->metadata)) {
+            rc = err_set(STELE_EINVAL, "event %zu: %s is NULL with a non-zero length", i,
+                         e->data_len && !e->data ? "data" : "metadata");
+            break;
+        }
+        if (e->flags & ~(uint32_t)(STELE_EVENT_JSON | STELE_META_JSON)) {
+            rc = err_set(STELE_EINVAL, "event %zu: unknown flags 0x%x", i, e->flags);
+            break;
+        }
+        uint64_t payload = strlen(e->type) + (uint64_t)e->data_len + e->metadata_len;
+        for (size_t t = 0; t < e->ntags; t++)
+            payload += strlen(e->tags[t]);
+        if (e->data_len > db->opts.max_event_size || e->metadata_len > db->opts.max_event_size ||
+            payload > db->opts.max_event_size) {
+            rc = err_set(STELE_ETOOBIG, "event %zu: %llu bytes, more than the %llu-byte event limit",
+                         i, (unsigned long long)payload,
+                         (unsigned long long)db->opts.max_event_size);
+            break;
+        }
+        total += rec_event_size(slen, strlen(e->type), e->tags, e->ntags, e->data_len,
+                                e->metadata_len);
+        if (total > db->opts.max_append_size) {
+            rc = err_set(STELE_ETOOBIG, "append is larger than the %llu-byte append limit",
+                         (unsigned long long)db->opts.max_append_size);
+            break;
+        }
+        if (e->id) {
+            if (uuid_is_nil(e->id)) {
+                rc = err_set(STELE_EINVAL, "event %zu: the nil UUID is not an event id", i);
+                break;
+            }
+            memcpy(ids[i], e->id, 16);
+            made[i] = 0;
+            nclient++;
+        } else {
+            uuid_v7(ids[i]);
+            made[i] = 1;
+        }
+    }
+    if (rc == 0 && nclient > 1) {
+        /* A retry must be recognisable: ids within one append are unique. */
+        sorted = malloc(nclient * 16);
+        if (!sorted) {
+            rc = err_set(STELE_ENOMEM, "out of memory");
+            goto out;
+        }
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!made[i])
+                memcpy(sorted[k++], ids[i], 16);
+        qsort(sorted, nclient, 16, cmp_id);
+        for (size_t i = 1; i < nclient; i++)
+            if (!memcmp(sorted[i - 1], sorted[i], 16)) {
+                char t[37];
+                stele_uuid_format(sorted[i], t);
+                rc = err_set(STELE_EINVAL, "event id %s appears twice in the append", t);
+                break;
+            }
+    }
+    if (rc == 0) {
+        append_args a = {stream, slen, expected, events, n, (const uint8_t(*)[16])ids, made, total};
+        rc = db->be->ops->append(db->be, &a, res);
+    }
+out:
+    free(ids);
+    free(made);
+    free(sorted);
+    return rc;
+}
+
+static int check_read(stele_db *db, int direction, stele_page **out)
+{
+    if (!db || !out)
+        return err_set(STELE_EINVAL, "%s is NULL", !db ? "db" : "out");
+    *out = NULL;
+    if (direction != STELE_FORWARDS && direction != STELE_BACKWARDS)
+        return err_set(STELE_EINVAL, "direction %d is neither STELE_FORWARDS nor STELE_BACKWARDS",
+                       direction);
+    return 0;
+}
+
+int stele_read_stream(stele_db *db, const char *stream, uint64_t from, int direction,
+                      size_t limit, stele_page **out)
+{
+    err_clear();
+    size_t slen;
+    int rc = check_read(db, direction, out);
+    if (rc == 0)
+        rc = check_stream(stream, &slen);
+    if (rc)
+        return rc;
+    return db->be->ops->read_stream(db->be, stream, slen, from, direction == STELE_BACKWARDS,
+                                    limit, out);
+}
+
+int stele_read_all(stele_db *db, uint64_t from, int direction, size_t limit, stele_page **out)
+{
+    err_clear();
+    int rc = check_read(db, direction, out);
+    if (rc)
+        return rc;
+    return db->be->ops->read_all(db->be, from, direction == STELE_BACKWARDS, limit, out);
+}
+
+int stele_stream_head(stele_db *db, const char *stream, stele_stream_info *info)
+{
+    err_clear();
+    size_t slen;
+    if (!db || !info)
+        return err_set(STELE_EINVAL, "%s is NULL", !db ? "db" : "info");
+    int rc = check_stream(stream, &slen);
+    if (rc)
+        return rc;
+    return db->be->ops->head(db->be, stream, slen, info);
+}
+
+static int remove_stream(stele_db *db, const char *stream, int64_t expected, int tombstone,
+                         uint64_t *current)
+{
+    err_clear();
+    size_t slen;
+    if (current)
+        *current = STELE_NONE;
+    if (!db)
+        return err_set(STELE_EINVAL, "db is NULL");
+    int rc = check_stream(stream, &slen);
+    if (rc == 0)
+        rc = check_expected(expected);
+    if (rc)
+        return rc;
+    return db->be->ops->remove(db->be, stream, slen, expected, tombstone, current);
+}
+
+int stele_delete_stream(stele_db *db, const char *stream, int64_t expected, uint64_t *current)
+{
+    return remove_stream(db, stream, expected, 0, current);
+}
+
+int stele_tombstone_stream(stele_db *db, const char *stream, int64_t expected, uint64_t *current)
+{
+    return remove_stream(db, stream, expected, 1, current);
+}
+
+int stele_get_stats(stele_db *db, stele_stats *out)
+{
+    err_clear();
+    if (!db || !out)
+        return err_set(STELE_EINVAL, "%s is NULL", !db ? "db" : "out");
+    return db->be->ops->stats(db->be, out);
+}
+
+int stele_check(const char *dir, char *report, size_t report_len)
+{
+    err_clear();
+    if (!dir || !*dir)
+        return err_set(STELE_EINVAL, "dir is NULL or empty");
+    return local_check(dir, report, report_len);
+}
