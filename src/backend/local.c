@@ -206,15 +206,30 @@ static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
         err_set(STELE_EIDCONFLICT, "event id %s was already written to another stream", idt);
         return req_fail(r, STELE_EIDCONFLICT);
     }
-    uint64_t want = rev;
-    if (r->expected >= 0)
-        want = (uint64_t)r->expected + 1;
-    else if (r->expected == STELE_NO_STREAM)
-        want = r->st.truncate_before;
+    /* Only an exact expected revision pins where the retry must sit; for
+     * any / no_stream / stream_exists the original may be anywhere in the
+     * stream (it was written under the same condition, now no longer true). */
+    uint64_t want = r->expected >= 0 ? (uint64_t)r->expected + 1 : rev;
     if (rev != want) {
         err_set(STELE_EIDCONFLICT,
                 "event id %s was already written at revision %llu of '%.*s', not where this "
                 "append's expected revision puts it",
+                idt, (unsigned long long)rev, (int)r->stream_len, r->stream);
+        return req_fail(r, STELE_EIDCONFLICT);
+    }
+    /* The original append must have been exactly these events. */
+    idx_rev_cursor cur = {0};
+    idx_commit orig;
+    int g0 = idx_rev_open(L->ix, txn, sid, &cur);
+    if (g0 == 0)
+        g0 = idx_rev_seek(&cur, rev, 0, &orig);
+    idx_rev_close(&cur);
+    if (g0 && g0 != STELE_ENOTFOUND)
+        return req_fail(r, g0);
+    if (g0 || orig.first_rev != rev || orig.count != a->n) {
+        err_set(STELE_EIDCONFLICT,
+                "event id %s was already written at revision %llu of '%.*s' by an append that "
+                "this one does not repeat exactly",
                 idt, (unsigned long long)rev, (int)r->stream_len, r->stream);
         return req_fail(r, STELE_EIDCONFLICT);
     }
@@ -282,7 +297,11 @@ static void plan(local *L, MDB_txn *txn, wreq *r)
         int retry = check_retry(L, txn, r, found);
         if (retry)
             return;
-        if (!expected_ok(r->expected, cur)) {
+        /* Recreating a soft-deleted stream also accepts its last revision
+         * as the exact expected one (KurrentDB's rule). */
+        int recreate = found && (r->st.flags & IDX_DELETED) && r->expected >= 0 &&
+                       r->st.last_rev != UINT64_MAX && (uint64_t)r->expected == r->st.last_rev;
+        if (!recreate && !expected_ok(r->expected, cur)) {
             wrong_rev(r, cur);
             return;
         }
@@ -303,7 +322,9 @@ static void plan(local *L, MDB_txn *txn, wreq *r)
             req_fail(r, STELE_ENOTFOUND);
             return;
         }
-        if (!expected_ok(r->expected, cur)) {
+        int was_last = found && (r->st.flags & IDX_DELETED) && r->expected >= 0 &&
+                       r->st.last_rev != UINT64_MAX && (uint64_t)r->expected == r->st.last_rev;
+        if (!was_last && !expected_ok(r->expected, cur)) {
             wrong_rev(r, cur);
             return;
         }
@@ -351,12 +372,12 @@ static uint64_t seal_size(void) { return rec_marker_size(0); }
 
 /* Seal the current segment and start the next one, big enough for `need`
  * bytes of records. */
-static int roll(local *L, uint64_t need)
+static int roll(local *L, uint64_t need, uint64_t seal_pos)
 {
     uint32_t seg = loc_seg(L->ck.loc);
     log_seg *s = L->lg->segs[seg];
     uint8_t seal[128];
-    size_t n = rec_encode_marker(seal, REC_SEAL, "", 0, L->ck.next_pos, UINT64_MAX,
+    size_t n = rec_encode_marker(seal, REC_SEAL, "", 0, seal_pos, UINT64_MAX,
                                  L->last_created);
     int rc = os_write_full(s->fd, seal, n, loc_off(L->ck.loc));
     if (rc == 0)
@@ -403,7 +424,7 @@ static void write_group(local *L, wreq *group)
     /* Place the group: it must leave room for the seal record. */
     log_seg *s = L->lg->segs[loc_seg(L->ck.loc)];
     if (loc_off(L->ck.loc) + bytes + seal_size() > s->size) {
-        rc = roll(L, bytes);
+        rc = roll(L, bytes, before.next_pos);
         if (rc)
             goto fail;
         s = L->lg->segs[loc_seg(L->ck.loc)];
