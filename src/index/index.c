@@ -14,7 +14,10 @@
 #include "stele.h"
 #include "util/util.h"
 
-#define MAP_SIZE (1ull << 40) /* address space only; the file grows as needed */
+/* Address space reserved for the index (the file grows only as needed).
+ * 32 GiB holds the index of hundreds of millions of events (valgrind cannot
+ * map much more); a full map is STELE_ENOSPC ("index: ... MDB_MAP_FULL"). */
+#define MAP_SIZE (32ull << 30)
 
 int idx_err(int mdb_rc, const char *what)
 {
