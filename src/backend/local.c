@@ -116,6 +116,7 @@ typedef struct local {
     _Atomic uint64_t pub_end;
     _Atomic int fault;
     char fault_msg[512];
+    pool *pl;              /* read buffers, shared with live pages */
     _Atomic uint64_t n_appends, n_groups;
 } local;
 
@@ -351,6 +352,13 @@ static void plan(local *L, MDB_txn *txn, wreq *r)
     }
     if (rc == 0)
         rc = idx_stream_put(L->ix, txn, r->stream, r->stream_len, &r->st);
+    if (rc == 0 && r->op == OP_APPEND) {
+        /* The commit's entry, so a retry later in this same group is
+         * recognised; write_group() fills in where it lands. */
+        idx_commit c = {r->st.sid, r->res.first_revision, 0, r->res.first_position,
+                        (uint32_t)r->a->n, 0};
+        rc = idx_commit_put(L->ix, txn, &c);
+    }
     if (rc) {
         req_fail(r, rc);
         return;
@@ -618,6 +626,23 @@ static int local_remove(backend *b, const char *stream, size_t len, int64_t expe
 
 /* ----------------------------------------------------------------- reads */
 
+/* A scratch buffer seeded with a pool block (already mapped memory). */
+static void scratch_init(local *L, buf *b)
+{
+    memset(b, 0, sizeof *b);
+    b->p = pool_get(L->pl);
+    b->cap = b->p ? POOL_BLOCK : 0;
+}
+
+static void scratch_free(local *L, buf *b)
+{
+    if (b->cap == POOL_BLOCK)
+        pool_put(L->pl, b->p);
+    else
+        free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
 static int read_commit(local *L, const idx_commit *c, buf *b)
 {
     b->len = 0;
@@ -645,6 +670,28 @@ static int commit_rec(const idx_commit *c, const buf *b, size_t off, rec *r)
                    (unsigned long long)(loc_off(c->loc) + off), why);
 }
 
+/*
+ * A reader's snapshot: an LMDB read transaction and the checkpoint inside
+ * it. The index is committed only after the log is fsynced, so everything
+ * the snapshot describes is durable and complete, and a stream's head, its
+ * events and $all agree with each other within one read.
+ */
+static int snapshot(local *L, MDB_txn **txn, uint64_t *visible, uint64_t *end)
+{
+    int rc = idx_begin(L->ix, 1, txn);
+    if (rc)
+        return rc;
+    idx_ckpt ck;
+    rc = idx_ckpt_get(L->ix, *txn, &ck);
+    if (rc) {
+        mdb_txn_abort(*txn);
+        return rc == STELE_ENOTFOUND ? err_set(STELE_ECORRUPT, "index: no checkpoint") : rc;
+    }
+    *visible = ck.next_pos;
+    *end = ck.loc;
+    return 0;
+}
+
 static int stream_state(local *L, MDB_txn *txn, const char *stream, size_t len, idx_stream *st)
 {
     int rc = idx_stream_get(L->ix, txn, stream, len, st);
@@ -663,16 +710,17 @@ static int local_read_stream(backend *b, const char *stream, size_t len, uint64_
                              int backwards, size_t limit, stele_page **out)
 {
     local *L = (local *)b;
-    uint64_t visible = atomic_load_explicit(&L->pub_next_pos, memory_order_acquire);
     MDB_txn *txn;
-    int rc = idx_begin(L->ix, 1, &txn);
+    uint64_t visible, end;
+    int rc = snapshot(L, &txn, &visible, &end);
     if (rc)
         return rc;
     idx_stream st;
     stele_page *pg = NULL;
     idx_rev_cursor cur = {0};
-    buf cb = {0};
-    if ((rc = stream_state(L, txn, stream, len, &st)) || (rc = page_new(&pg)))
+    buf cb;
+    scratch_init(L, &cb);
+    if ((rc = stream_state(L, txn, stream, len, &st)) || (rc = page_new(L->pl, &pg)))
         goto done;
     uint64_t lo = st.truncate_before, hi = st.last_rev;
     if (!backwards && from < lo)
@@ -753,7 +801,7 @@ static int local_read_stream(backend *b, const char *stream, size_t len, uint64_
 done:
     idx_rev_close(&cur);
     mdb_txn_abort(txn);
-    buf_free(&cb);
+    scratch_free(L, &cb);
     if (rc) {
         stele_page_free(pg);
         return rc;
@@ -769,6 +817,7 @@ static int scan_all(local *L, uint64_t loc, uint64_t end, uint64_t from, uint64_
 {
     log_iter it;
     log_iter_init(&it, L->lg, loc, end);
+    scratch_init(L, &it.chunk);
     int rc = 0;
     for (;;) {
         rec r;
@@ -788,7 +837,7 @@ static int scan_all(local *L, uint64_t loc, uint64_t end, uint64_t from, uint64_
         if ((rc = page_add(pg, &r)))
             break;
     }
-    log_iter_free(&it);
+    scratch_free(L, &it.chunk);
     return rc;
 }
 
@@ -796,20 +845,20 @@ static int local_read_all(backend *b, uint64_t from, int backwards, size_t limit
                           stele_page **out)
 {
     local *L = (local *)b;
-    uint64_t visible = atomic_load_explicit(&L->pub_next_pos, memory_order_acquire);
-    uint64_t end = atomic_load_explicit(&L->pub_end, memory_order_acquire);
-    stele_page *pg;
-    int rc = page_new(&pg);
+    MDB_txn *txn;
+    uint64_t visible, end;
+    int rc = snapshot(L, &txn, &visible, &end);
     if (rc)
         return rc;
+    stele_page *pg;
+    if ((rc = page_new(L->pl, &pg))) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
     if (visible == 0 || limit == 0 || (!backwards && from >= visible)) {
+        mdb_txn_abort(txn);
         *out = pg;
         return 0;
-    }
-    MDB_txn *txn;
-    if ((rc = idx_begin(L->ix, 1, &txn))) {
-        stele_page_free(pg);
-        return rc;
     }
     uint64_t found, loc;
     if (!backwards) {
@@ -817,7 +866,7 @@ static int local_read_all(backend *b, uint64_t from, int backwards, size_t limit
         if (rc == 0)
             rc = scan_all(L, loc, end, from, visible - 1, limit, pg);
         if (rc == 0 && pg->count) {
-            uint64_t last = pg->ev[pg->count - 1].position;
+            uint64_t last = page_ev(pg, pg->count - 1)->position;
             if (last + 1 < visible) {
                 pg->has_next = 1;
                 pg->next = last + 1;
@@ -829,7 +878,7 @@ static int local_read_all(backend *b, uint64_t from, int backwards, size_t limit
             rc = idx_pos_floor(L->ix, txn, target, &found, &loc);
             stele_page *part = NULL;
             if (rc == 0)
-                rc = page_new(&part);
+                rc = page_new(L->pl, &part);
             if (rc == 0)
                 rc = scan_all(L, loc, end, found, target, SIZE_MAX, part);
             if (rc == 0)
@@ -841,7 +890,7 @@ static int local_read_all(backend *b, uint64_t from, int backwards, size_t limit
             target = found - 1;
         }
         if (rc == 0 && pg->count) {
-            uint64_t last = pg->ev[pg->count - 1].position;
+            uint64_t last = page_ev(pg, pg->count - 1)->position;
             if (last > 0) {
                 pg->has_next = 1;
                 pg->next = last - 1;
@@ -1372,6 +1421,7 @@ static void local_close(backend *b)
         os_io->close(L->lockfd);
     }
     buf_free(&L->gbuf);
+    pool_unref(L->pl);
     pthread_mutex_destroy(&L->qmu);
     pthread_cond_destroy(&L->qcv);
     free(L);
@@ -1395,6 +1445,11 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
         return err_set(STELE_ENOMEM, "out of memory");
     L->base.ops = &local_ops;
     L->opts = *opts;
+    L->pl = pool_new();
+    if (!L->pl) {
+        free(L);
+        return err_set(STELE_ENOMEM, "out of memory");
+    }
     L->lockfd = -1;
     pthread_mutex_init(&L->qmu, NULL);
     pthread_cond_init(&L->qcv, NULL);

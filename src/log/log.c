@@ -6,8 +6,10 @@
  * zeros, so that later writes followed by fdatasync only flush data blocks
  * (no file-size metadata): measured here to double the fsync rate over
  * fallocate. Creating 64 MiB of zeros takes tens of milliseconds, so a
- * helper thread keeps one spare (log/spare.tmp) ready; rolling to a new
- * segment is then a rename and a directory fsync.
+ * helper thread keeps one spare ready (log/spare.tmp, renamed to
+ * log/spare.zero once zero-filled and synced, so a spare found at open is
+ * known good); rolling to a new segment is then a rename and a directory
+ * fsync.
  *
  * Only the writer thread adds segments; readers index `segs` below the
  * acquire-loaded `nsegs`, and a log_seg never changes after publication.
@@ -124,6 +126,19 @@ int log_open(const char *dir, uint64_t seg_size, int create, logf **out)
             os_io->unlink(path); /* a half-made spare from before a crash */
             continue;
         }
+        if (strcmp(name, "spare.zero") == 0) {
+            /* A finished spare (renamed only once zero-filled and synced). */
+            char path[4200];
+            struct stat sb;
+            snprintf(path, sizeof path, "%s/%s", lg->dir, name);
+            if (stat(path, &sb) == 0 && (uint64_t)sb.st_size == seg_size) {
+                lg->spare_ready = 1;
+                lg->spare_size = seg_size;
+            } else {
+                os_io->unlink(path);
+            }
+            continue;
+        }
         size_t len = strlen(name);
         if (len != 12 || strcmp(name + 8, ".seg") != 0)
             continue;
@@ -190,8 +205,9 @@ int log_open(const char *dir, uint64_t seg_size, int create, logf **out)
 static void *prealloc_main(void *arg)
 {
     logf *lg = arg;
-    char path[4200];
+    char path[4200], ready[4200];
     snprintf(path, sizeof path, "%s/spare.tmp", lg->dir);
+    snprintf(ready, sizeof ready, "%s/spare.zero", lg->dir);
     pthread_mutex_lock(&lg->prealloc_mu);
     for (;;) {
         while (!lg->prealloc_stop && (lg->spare_ready || !lg->spare_wanted))
@@ -201,6 +217,8 @@ static void *prealloc_main(void *arg)
         uint64_t size = lg->seg_size;
         pthread_mutex_unlock(&lg->prealloc_mu);
         int rc = make_zero_file(path, size);
+        if (rc == 0)
+            rc = os_io->rename(path, ready);
         pthread_mutex_lock(&lg->prealloc_mu);
         if (rc == 0) {
             lg->spare_ready = 1;
@@ -231,7 +249,7 @@ int log_add_segment(logf *lg, uint32_t segno, uint64_t min_size)
         return err_set(STELE_ENOSPC, "log: too many segments (%u)", segno);
     char path[4200], spare[4200];
     seg_path(lg, segno, path, sizeof path);
-    snprintf(spare, sizeof spare, "%s/spare.tmp", lg->dir);
+    snprintf(spare, sizeof spare, "%s/spare.zero", lg->dir);
     uint64_t size = min_size > lg->seg_size ? min_size : lg->seg_size;
     int used_spare = 0;
     pthread_mutex_lock(&lg->prealloc_mu);
@@ -394,11 +412,12 @@ int log_iter_next(log_iter *it, rec *r, uint64_t *at, int *short_tail)
         }
         const char *why = NULL;
         rec_status st = rec_decode(p, (uint64_t)avail, r, &why);
-        char name[32];
-        log_seg_name(segno, name);
         *at = it->loc;
         if (st == REC_ZERO)
             return LOG_ITER_END;
+        char name[32];
+        if (st != REC_OK)
+            log_seg_name(segno, name);
         if (st == REC_SHORT) {
             *short_tail = 1;
             return err_set(STELE_ECORRUPT, "segment %s offset %u: record runs past the end",

@@ -1,8 +1,9 @@
 /*
- * page.c - stele_page: an array of stele_event plus an arena holding the
- * record bodies they point into. Bodies are copied whole (stream, type,
- * tags, data and metadata are contiguous in a record), so adding an event is
- * one memcpy and a few pointer fix-ups.
+ * page.c - stele_page: events in fixed segments plus an arena holding the
+ * record bodies they point into, all in blocks recycled through the store's
+ * pool. Bodies are copied whole (stream, type, tags, data and metadata are
+ * contiguous in a record), so adding an event is one memcpy and a few
+ * pointer fix-ups.
  */
 #include "store/page.h"
 
@@ -11,70 +12,144 @@
 
 #include "util/util.h"
 
-#define BLOCK_SIZE (256u << 10)
+/* ------------------------------------------------------------------ pool */
 
-int page_new(stele_page **out)
+pool *pool_new(void)
+{
+    pool *pl = calloc(1, sizeof *pl);
+    if (!pl)
+        return NULL;
+    pthread_mutex_init(&pl->mu, NULL);
+    atomic_store(&pl->refs, 1);
+    return pl;
+}
+
+void pool_ref(pool *pl) { atomic_fetch_add(&pl->refs, 1); }
+
+void pool_unref(pool *pl)
+{
+    if (!pl || atomic_fetch_sub(&pl->refs, 1) != 1)
+        return;
+    for (unsigned i = 0; i < pl->nfree; i++)
+        free(pl->free[i]);
+    pthread_mutex_destroy(&pl->mu);
+    free(pl);
+}
+
+void *pool_get(pool *pl)
+{
+    void *b = NULL;
+    pthread_mutex_lock(&pl->mu);
+    if (pl->nfree)
+        b = pl->free[--pl->nfree];
+    pthread_mutex_unlock(&pl->mu);
+    return b ? b : malloc(POOL_BLOCK);
+}
+
+void pool_put(pool *pl, void *block)
+{
+    if (!block)
+        return;
+    pthread_mutex_lock(&pl->mu);
+    if (pl->nfree < POOL_KEEP) {
+        pl->free[pl->nfree++] = block;
+        block = NULL;
+    }
+    pthread_mutex_unlock(&pl->mu);
+    free(block);
+}
+
+/* ------------------------------------------------------------------ page */
+
+int page_new(pool *pl, stele_page **out)
 {
     stele_page *pg = calloc(1, sizeof *pg);
     if (!pg)
         return err_set(STELE_ENOMEM, "out of memory");
+    pg->pl = pl;
+    pool_ref(pl);
     *out = pg;
+    return 0;
+}
+
+static int track_block(stele_page *pg, void *b, int big)
+{
+    if (pg->nblocks == pg->blockcap) {
+        size_t cap = pg->blockcap ? pg->blockcap * 2 : 16;
+        void **nb = realloc(pg->blocks, cap * sizeof *nb);
+        unsigned char *ng = nb ? realloc(pg->big, cap) : NULL;
+        if (nb)
+            pg->blocks = nb;
+        if (!ng)
+            return -1;
+        pg->big = ng;
+        pg->blockcap = cap;
+    }
+    pg->blocks[pg->nblocks] = b;
+    pg->big[pg->nblocks] = (unsigned char)big;
+    pg->nblocks++;
     return 0;
 }
 
 static void *arena_alloc(stele_page *pg, size_t n)
 {
     n = (n + 7) & ~(size_t)7;
-    if (pg->nblocks == 0 || pg->block_size - pg->block_used < n) {
-        if (pg->nblocks == pg->blockcap) {
-            size_t cap = pg->blockcap ? pg->blockcap * 2 : 8;
-            uint8_t **nb = realloc(pg->blocks, cap * sizeof *nb);
-            if (!nb)
-                return NULL;
-            pg->blocks = nb;
-            pg->blockcap = cap;
-        }
-        size_t size = n > BLOCK_SIZE ? n : BLOCK_SIZE;
-        uint8_t *b = malloc(size);
-        if (!b)
+    if (n > POOL_BLOCK / 4) {
+        /* A large record gets a block of its own. */
+        void *b = malloc(n);
+        if (!b || track_block(pg, b, 1)) {
+            free(b);
             return NULL;
-        /* A block bigger than the standard holds one record; keep filling
-         * the previous standard block after it by swapping them. */
-        pg->blocks[pg->nblocks++] = b;
-        if (size > BLOCK_SIZE && pg->nblocks > 1) {
-            uint8_t *t = pg->blocks[pg->nblocks - 2];
-            pg->blocks[pg->nblocks - 2] = b;
-            pg->blocks[pg->nblocks - 1] = t;
-            return b;
         }
-        pg->block_size = size;
+        return b;
+    }
+    if (!pg->cur || POOL_BLOCK - pg->block_used < n) {
+        void *b = pool_get(pg->pl);
+        if (!b || track_block(pg, b, 0)) {
+            pool_put(pg->pl, b);
+            return NULL;
+        }
+        pg->cur = b;
         pg->block_used = 0;
     }
-    void *p = pg->blocks[pg->nblocks - 1] + pg->block_used;
+    void *p = (char *)pg->cur + pg->block_used;
     pg->block_used += n;
     return p;
 }
 
+/* Room for one more event; NULL if out of memory. */
+static stele_event *next_ev(stele_page *pg)
+{
+    size_t seg = pg->count / PAGE_EV_PER_SEG;
+    if (seg == pg->nevseg) {
+        if (pg->nevseg == pg->evsegcap) {
+            size_t cap = pg->evsegcap ? pg->evsegcap * 2 : 4;
+            stele_event **ns = realloc(pg->evseg, cap * sizeof *ns);
+            if (!ns)
+                return NULL;
+            pg->evseg = ns;
+            pg->evsegcap = cap;
+        }
+        stele_event *b = pool_get(pg->pl);
+        if (!b)
+            return NULL;
+        pg->evseg[pg->nevseg++] = b;
+    }
+    return &pg->evseg[seg][pg->count % PAGE_EV_PER_SEG];
+}
+
 int page_add(stele_page *pg, const rec *r)
 {
-    if (pg->count == pg->cap) {
-        size_t cap = pg->cap ? pg->cap * 2 : 64;
-        stele_event *ne = realloc(pg->ev, cap * sizeof *ne);
-        if (!ne)
-            return err_set(STELE_ENOMEM, "out of memory");
-        pg->ev = ne;
-        pg->cap = cap;
-    }
+    stele_event *e = next_ev(pg);
     const uint8_t *body = (const uint8_t *)r->stream;
     size_t body_len = (size_t)(r->meta + r->meta_len - body);
     size_t tags_sz = r->ntags * sizeof(char *);
-    uint8_t *mem = arena_alloc(pg, tags_sz + body_len);
+    uint8_t *mem = e ? arena_alloc(pg, tags_sz + body_len) : NULL;
     if (!mem)
         return err_set(STELE_ENOMEM, "out of memory");
     const char **tags = (const char **)(void *)mem;
     uint8_t *copy = mem + tags_sz;
     memcpy(copy, body, body_len);
-    stele_event *e = &pg->ev[pg->count++];
     memcpy(e->id, r->id, 16);
     e->stream = (const char *)copy;
     e->stream_len = r->stream_len;
@@ -96,6 +171,7 @@ int page_add(stele_page *pg, const rec *r)
     e->created_us = r->created_us;
     e->revision = r->revision;
     e->position = r->position;
+    pg->count++;
     pg->bytes += r->len;
     return 0;
 }
@@ -104,44 +180,23 @@ int page_take_reversed(stele_page *dst, stele_page *src, size_t max)
 {
     int rc = 0;
     size_t take = src->count < max ? src->count : max;
-    if (dst->cap - dst->count < take) {
-        size_t cap = dst->count + take + 64;
-        stele_event *ne = realloc(dst->ev, cap * sizeof *ne);
-        if (!ne)
+    for (size_t i = 0; i < take && rc == 0; i++) {
+        stele_event *e = next_ev(dst);
+        if (!e) {
             rc = err_set(STELE_ENOMEM, "out of memory");
-        else {
-            dst->ev = ne;
-            dst->cap = cap;
+            break;
         }
+        *e = *page_ev(src, src->count - 1 - i);
+        dst->count++;
     }
-    if (rc == 0 && dst->blockcap - dst->nblocks < src->nblocks) {
-        size_t cap = dst->nblocks + src->nblocks + 8;
-        uint8_t **nb = realloc(dst->blocks, cap * sizeof *nb);
-        if (!nb)
+    /* The events point into src's arena: hand its blocks over (before
+     * dst's current block, which stays the one being filled). */
+    for (size_t i = 0; i < src->nblocks && rc == 0; i++) {
+        if (track_block(dst, src->blocks[i], src->big[i]))
             rc = err_set(STELE_ENOMEM, "out of memory");
-        else {
-            dst->blocks = nb;
-            dst->blockcap = cap;
-        }
     }
     if (rc == 0) {
-        for (size_t i = 0; i < take; i++)
-            dst->ev[dst->count++] = src->ev[src->count - 1 - i];
         dst->bytes += src->bytes;
-        /* src's blocks go before dst's current block, which stays last so
-         * dst keeps filling it. */
-        if (dst->nblocks) {
-            uint8_t *cur = dst->blocks[dst->nblocks - 1];
-            for (size_t i = 0; i < src->nblocks; i++)
-                dst->blocks[dst->nblocks - 1 + i] = src->blocks[i];
-            dst->nblocks += src->nblocks;
-            dst->blocks[dst->nblocks - 1] = cur;
-        } else if (src->nblocks) {
-            for (size_t i = 0; i < src->nblocks; i++)
-                dst->blocks[i] = src->blocks[i];
-            dst->nblocks = src->nblocks;
-            dst->block_size = dst->block_used = 0; /* full: next add starts a block */
-        }
         src->nblocks = 0;
     }
     stele_page_free(src);
@@ -152,7 +207,7 @@ size_t stele_page_count(const stele_page *pg) { return pg ? pg->count : 0; }
 
 const stele_event *stele_page_event(const stele_page *pg, size_t i)
 {
-    return pg && i < pg->count ? &pg->ev[i] : NULL;
+    return pg && i < pg->count ? page_ev(pg, i) : NULL;
 }
 
 int stele_page_next(const stele_page *pg, uint64_t *next)
@@ -168,9 +223,17 @@ void stele_page_free(stele_page *pg)
 {
     if (!pg)
         return;
-    for (size_t i = 0; i < pg->nblocks; i++)
-        free(pg->blocks[i]);
+    for (size_t i = 0; i < pg->nblocks; i++) {
+        if (pg->big[i])
+            free(pg->blocks[i]);
+        else
+            pool_put(pg->pl, pg->blocks[i]);
+    }
+    for (size_t i = 0; i < pg->nevseg; i++)
+        pool_put(pg->pl, pg->evseg[i]);
     free(pg->blocks);
-    free(pg->ev);
+    free(pg->big);
+    free(pg->evseg);
+    pool_unref(pg->pl);
     free(pg);
 }

@@ -1,21 +1,53 @@
 /*
- * page.h - building the stele_page a read returns. A page owns copies of
- * the record bodies it holds (in an arena of large blocks), so events stay
- * valid after the log moves on, until stele_page_free().
+ * page.h - building the stele_page a read returns, and the block pool that
+ * feeds it.
+ *
+ * A page owns copies of the record bodies it holds, so its events stay valid
+ * after the log moves on, until stele_page_free(). Its memory comes in 1 MiB
+ * blocks from a pool owned by the store: reads that allocate fresh memory pay
+ * a page fault per 4 KiB (expensive on these VMs), while recycled blocks are
+ * already mapped. The pool is reference-counted by the store and by every
+ * live page, so a page freed after stele_close() is still safe.
  */
 #ifndef STELE_PAGE_H
 #define STELE_PAGE_H
 
+#include <pthread.h>
+#include <stdatomic.h>
+
 #include "log/record.h"
 #include "stele.h"
 
+#define POOL_BLOCK (1u << 20)
+#define POOL_KEEP 64u /* free blocks kept for reuse (64 MiB) */
+
+typedef struct pool {
+    pthread_mutex_t mu;
+    void *free[POOL_KEEP];
+    unsigned nfree;
+    _Atomic int refs;
+} pool;
+
+pool *pool_new(void);
+void pool_ref(pool *pl);
+void pool_unref(pool *pl);
+/* A POOL_BLOCK-sized block, or NULL. */
+void *pool_get(pool *pl);
+void pool_put(pool *pl, void *block);
+
+#define PAGE_EV_PER_SEG (POOL_BLOCK / sizeof(stele_event))
+
 struct stele_page {
-    stele_event *ev;
-    size_t count, cap;
-    uint8_t **blocks; /* arena blocks */
+    pool *pl;
+    stele_event **evseg; /* events in segments of PAGE_EV_PER_SEG */
+    size_t nevseg, evsegcap;
+    size_t count;
+    void **blocks;       /* arena blocks; pool blocks unless in big[] */
+    unsigned char *big;  /* big[i] = 1: blocks[i] was malloc'd (oversized) */
     size_t nblocks, blockcap;
-    size_t block_used, block_size; /* of blocks[nblocks-1] */
-    uint64_t bytes;   /* record bytes held */
+    size_t block_used;   /* in the current (last pool) block */
+    void *cur;           /* the block being filled, or NULL */
+    uint64_t bytes;      /* record bytes held */
     int has_next;
     uint64_t next;
 };
@@ -24,10 +56,15 @@ struct stele_page {
  * at least one event). */
 #define PAGE_MAX_BYTES (32u << 20)
 
-int page_new(stele_page **out);
+int page_new(pool *pl, stele_page **out);
 /* Copy the event record `r` into the page. 0 or STELE_ENOMEM. */
 int page_add(stele_page *pg, const rec *r);
-/* Move src's events into dst in reverse order, at most `max` of them, then
+/* Event i of the page. */
+static inline stele_event *page_ev(const stele_page *pg, size_t i)
+{
+    return &pg->evseg[i / PAGE_EV_PER_SEG][i % PAGE_EV_PER_SEG];
+}
+/* Copy src's events into dst in reverse order, at most `max` of them, then
  * free src. */
 int page_take_reversed(stele_page *dst, stele_page *src, size_t max);
 /* 1 when the page is full by count or bytes. */
