@@ -407,7 +407,9 @@ static int roll(local *L, uint64_t need, uint64_t seal_pos)
 static void write_group(local *L, wreq *group)
 {
     MDB_txn *txn;
-    int rc = idx_begin(L->ix, 0, &txn);
+    int rc = idx_reserve(L->ix);
+    if (rc == 0)
+        rc = idx_begin(L->ix, 0, &txn);
     if (rc) {
         set_fault(L, rc);
         for (wreq *r = group; r; r = r->next)
@@ -1151,7 +1153,9 @@ static int recover(local *L, int rebuild)
 {
     logf *lg = L->lg;
     MDB_txn *txn = NULL;
-    int rc = idx_begin(L->ix, 0, &txn);
+    int rc = idx_reserve(L->ix);
+    if (rc == 0)
+        rc = idx_begin(L->ix, 0, &txn);
     if (rc)
         return rc;
     rc = rebuild ? STELE_ENOTFOUND : idx_ckpt_get(L->ix, txn, &L->ck);
@@ -1333,7 +1337,7 @@ static int recover(local *L, int rebuild)
                 txn = NULL;
                 break;
             }
-            if ((rc = idx_begin(L->ix, 0, &txn))) {
+            if ((rc = idx_reserve(L->ix)) || (rc = idx_begin(L->ix, 0, &txn))) {
                 txn = NULL;
                 break;
             }

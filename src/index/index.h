@@ -61,6 +61,7 @@ typedef struct idx_ckpt {
 typedef struct idx {
     MDB_env *env;
     MDB_dbi streams, revs, ids, pos, meta;
+    uint64_t reserved; /* bytes of data.mdb allocated on disk */
 } idx;
 
 /* Open (creating) the index in `dir`/index. `fresh` drops everything first
@@ -70,6 +71,11 @@ void idx_close(idx *ix);
 int idx_sync(idx *ix);
 
 int idx_begin(idx *ix, int rdonly, MDB_txn **txn);
+/* Before a write transaction: make sure the disk blocks under the next
+ * bytes of the map (up to IDX_HEADROOM) are allocated (see index.c). 0 or
+ * STELE_ENOSPC / STELE_EIO. */
+int idx_reserve(idx *ix);
+#define IDX_HEADROOM (64ull << 20)
 /* Commit; on failure the txn is gone. 0 or a STELE_E* code. */
 int idx_commit_txn(MDB_txn *txn);
 
