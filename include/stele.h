@@ -209,6 +209,29 @@ int stele_append(stele_db *db, const char *stream, int64_t expected,
                  const stele_event_in *events, size_t n,
                  stele_append_result *res);
 
+/**
+ * Completion of stele_append_async(): `rc` and `res` as stele_append would
+ * return them; `errmsg` is the message ("" on success), valid during the
+ * call only. Runs on the store's writer thread: it must be quick, must not
+ * block, and must not call into libstele (hand the result to your own
+ * thread, e.g. through a pipe or eventfd).
+ */
+typedef void (*stele_append_cb)(void *ctx, int rc, const stele_append_result *res,
+                                const char *errmsg);
+
+/**
+ * Queue an append without waiting for it (for event loops). Validates
+ * everything stele_append validates first: on a bad argument it returns the
+ * error at once and never calls `cb`. Otherwise returns 0 and calls `cb`
+ * exactly once, after the events are durable or the append failed. The
+ * store copies what it needs: `stream` and `events` may be freed as soon as
+ * this returns. Close the store only after every callback has run (close
+ * waits for queued appends, which then complete normally).
+ */
+int stele_append_async(stele_db *db, const char *stream, int64_t expected,
+                       const stele_event_in *events, size_t n, stele_append_cb cb,
+                       void *ctx);
+
 /* ----------------------------------------------------------------- reads */
 
 /** A page of events returned by a read. Opaque; free with stele_page_free. */

@@ -32,9 +32,16 @@ typedef struct append_args {
     uint64_t bytes; /* encoded size of all events (local engine's records) */
 } append_args;
 
+typedef void (*append_done_fn)(void *ctx, int rc, const stele_append_result *res,
+                               const char *msg);
+
 typedef struct backend_ops {
     const char *name;
     int (*append)(backend *b, const append_args *a, stele_append_result *res);
+    /* Queue an append; `done` runs exactly once (on a backend thread) after
+     * it is durable or failed, and `a` must stay valid until then. Returns 0,
+     * or an error without calling `done`. */
+    int (*append_async)(backend *b, const append_args *a, append_done_fn done, void *ctx);
     /* Soft delete (tombstone = 0) or tombstone (1). */
     int (*remove)(backend *b, const char *stream, size_t len, int64_t expected, int tombstone,
                   uint64_t *current);

@@ -87,6 +87,8 @@ typedef struct wreq {
     int new_stream;
 
     _Atomic uint32_t done;
+    append_done_fn done_fn; /* async: called instead of the futex wake */
+    void *done_ctx;
     struct wreq *next;
 } wreq;
 
@@ -132,6 +134,13 @@ static void req_finish(wreq *r)
 {
     if (r->rc && !r->msg[0])
         snprintf(r->msg, sizeof r->msg, "%s", stele_errmsg());
+    if (r->done_fn) {
+        if (r->rc == STELE_EWRONGREV)
+            r->res.current_revision = r->current;
+        r->done_fn(r->done_ctx, r->rc, &r->res, r->rc ? r->msg : "");
+        free(r);
+        return;
+    }
     atomic_store_explicit(&r->done, 1, memory_order_release);
     syscall(SYS_futex, &r->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
@@ -566,8 +575,8 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-/* Queue a request and wait for the writer. */
-static int submit(local *L, wreq *r)
+/* Queue a request; 0 or an error (then it was not queued). */
+static int enqueue(local *L, wreq *r)
 {
     if (atomic_load(&L->fault))
         return err_set(STELE_EREADONLY, "store is read-only after a storage fault (%s); reopen it",
@@ -584,6 +593,15 @@ static int submit(local *L, wreq *r)
     L->qtail = r;
     pthread_cond_signal(&L->qcv);
     pthread_mutex_unlock(&L->qmu);
+    return 0;
+}
+
+/* Queue a request and wait for the writer. */
+static int submit(local *L, wreq *r)
+{
+    int rc = enqueue(L, r);
+    if (rc)
+        return rc;
     req_wait(r);
     if (r->rc)
         return err_set(r->rc, "%s", r->msg);
@@ -606,6 +624,26 @@ static int local_append(backend *b, const append_args *a, stele_append_result *r
         *res = r.res;
     if (rc == STELE_EWRONGREV && res)
         res->current_revision = r.current;
+    return rc;
+}
+
+static int local_append_async(backend *b, const append_args *a, append_done_fn done, void *ctx)
+{
+    local *L = (local *)b;
+    wreq *r = calloc(1, sizeof *r);
+    if (!r)
+        return err_set(STELE_ENOMEM, "out of memory");
+    r->op = OP_APPEND;
+    r->a = a;
+    r->stream = a->stream;
+    r->stream_len = a->stream_len;
+    r->expected = a->expected;
+    r->bytes = a->bytes;
+    r->done_fn = done;
+    r->done_ctx = ctx;
+    int rc = enqueue(L, r);
+    if (rc)
+        free(r);
     return rc;
 }
 
@@ -1434,6 +1472,7 @@ static void local_close(backend *b)
 static const backend_ops local_ops = {
     .name = "local",
     .append = local_append,
+    .append_async = local_append_async,
     .remove = local_remove,
     .read_stream = local_read_stream,
     .read_all = local_read_all,

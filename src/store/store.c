@@ -116,12 +116,28 @@ static int check_expected(int64_t expected)
 
 static int cmp_id(const void *a, const void *b) { return memcmp(a, b, 16); }
 
-int stele_append(stele_db *db, const char *stream, int64_t expected,
-                 const stele_event_in *events, size_t n, stele_append_result *res)
+/* An append checked and ready for a backend: the ids (client-given or
+ * made here) and the encoded size. */
+typedef struct prepared {
+    append_args a;
+    uint8_t (*ids)[16];
+    uint8_t *made;
+} prepared;
+
+static void prepared_free(prepared *p)
 {
-    err_clear();
-    if (res)
-        memset(res, 0, sizeof *res);
+    free(p->ids);
+    free(p->made);
+    p->ids = NULL;
+    p->made = NULL;
+}
+
+/* Check every argument of an append and fill *p (free with prepared_free,
+ * also on failure). */
+static int prepare(stele_db *db, const char *stream, int64_t expected,
+                   const stele_event_in *events, size_t n, prepared *p)
+{
+    memset(p, 0, sizeof *p);
     size_t slen;
     int rc;
     if (!db)
@@ -133,98 +149,193 @@ int stele_append(stele_db *db, const char *stream, int64_t expected,
     if (n > db->opts.max_append_size / REC_HEADER_SIZE)
         return err_set(STELE_ETOOBIG, "append of %zu events is larger than the %llu-byte limit", n,
                        (unsigned long long)db->opts.max_append_size);
-    uint8_t(*ids)[16] = malloc(n * 16);
-    uint8_t *made = malloc(n);
-    uint8_t(*sorted)[16] = NULL;
-    if (!ids || !made) {
-        rc = err_set(STELE_ENOMEM, "out of memory");
-        goto out;
-    }
+    p->ids = malloc(n * 16);
+    p->made = malloc(n);
+    if (!p->ids || !p->made)
+        return err_set(STELE_ENOMEM, "out of memory");
     uint64_t total = 0;
     size_t nclient = 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
+    for (size_t i = 0; i < n; i++) {
         const stele_event_in *e = &events[i];
         if ((rc = check_name("type", i, e->type)))
-            break;
-        if (e->ntags > MAX_TAGS) {
-            rc = err_set(STELE_EINVAL, "event %zu: %zu tags, more than %u", i, e->ntags, MAX_TAGS);
-            break;
-        }
-        if (e->ntags && !e->tags) {
-            rc = err_set(STELE_EINVAL, "event %zu: tags is NULL", i);
-            break;
-        }
-        for (size_t t = 0; t < e->ntags && rc == 0; t++)
-            rc = check_name("tag", i, e->tags[t]);
-        if (rc)
-            break;
-        if ((e->data_len && !e->data) || (e->metadata_len && !e->metadata)) {
-            rc = err_set(STELE_EINVAL, "event %zu: %s is NULL with a non-zero length", i,
-                         e->data_len && !e->data ? "data" : "metadata");
-            break;
-        }
-        if (e->flags & ~(uint32_t)(STELE_EVENT_JSON | STELE_META_JSON)) {
-            rc = err_set(STELE_EINVAL, "event %zu: unknown flags 0x%x", i, e->flags);
-            break;
-        }
+            return rc;
+        if (e->ntags > MAX_TAGS)
+            return err_set(STELE_EINVAL, "event %zu: %zu tags, more than %u", i, e->ntags,
+                           MAX_TAGS);
+        if (e->ntags && !e->tags)
+            return err_set(STELE_EINVAL, "event %zu: tags is NULL", i);
+        for (size_t t = 0; t < e->ntags; t++)
+            if ((rc = check_name("tag", i, e->tags[t])))
+                return rc;
+        if ((e->data_len && !e->data) || (e->metadata_len && !e->metadata))
+            return err_set(STELE_EINVAL, "event %zu: %s is NULL with a non-zero length", i,
+                           e->data_len && !e->data ? "data" : "metadata");
+        if (e->flags & ~(uint32_t)(STELE_EVENT_JSON | STELE_META_JSON))
+            return err_set(STELE_EINVAL, "event %zu: unknown flags 0x%x", i, e->flags);
         uint64_t payload = strlen(e->type) + (uint64_t)e->data_len + e->metadata_len;
         for (size_t t = 0; t < e->ntags; t++)
             payload += strlen(e->tags[t]);
         if (e->data_len > db->opts.max_event_size || e->metadata_len > db->opts.max_event_size ||
-            payload > db->opts.max_event_size) {
-            rc = err_set(STELE_ETOOBIG, "event %zu: %llu bytes, more than the %llu-byte event limit",
-                         i, (unsigned long long)payload,
-                         (unsigned long long)db->opts.max_event_size);
-            break;
-        }
+            payload > db->opts.max_event_size)
+            return err_set(STELE_ETOOBIG,
+                           "event %zu: %llu bytes, more than the %llu-byte event limit", i,
+                           (unsigned long long)payload,
+                           (unsigned long long)db->opts.max_event_size);
         total += rec_event_size(slen, strlen(e->type), e->tags, e->ntags, e->data_len,
                                 e->metadata_len);
-        if (total > db->opts.max_append_size) {
-            rc = err_set(STELE_ETOOBIG, "append is larger than the %llu-byte append limit",
-                         (unsigned long long)db->opts.max_append_size);
-            break;
-        }
+        if (total > db->opts.max_append_size)
+            return err_set(STELE_ETOOBIG, "append is larger than the %llu-byte append limit",
+                           (unsigned long long)db->opts.max_append_size);
         if (e->id) {
-            if (uuid_is_nil(e->id)) {
-                rc = err_set(STELE_EINVAL, "event %zu: the nil UUID is not an event id", i);
-                break;
-            }
-            memcpy(ids[i], e->id, 16);
-            made[i] = 0;
+            if (uuid_is_nil(e->id))
+                return err_set(STELE_EINVAL, "event %zu: the nil UUID is not an event id", i);
+            memcpy(p->ids[i], e->id, 16);
+            p->made[i] = 0;
             nclient++;
         } else {
-            uuid_v7(ids[i]);
-            made[i] = 1;
+            uuid_v7(p->ids[i]);
+            p->made[i] = 1;
         }
     }
-    if (rc == 0 && nclient > 1) {
+    if (nclient > 1) {
         /* A retry must be recognisable: ids within one append are unique. */
-        sorted = malloc(nclient * 16);
-        if (!sorted) {
-            rc = err_set(STELE_ENOMEM, "out of memory");
-            goto out;
-        }
+        uint8_t(*sorted)[16] = malloc(nclient * 16);
+        if (!sorted)
+            return err_set(STELE_ENOMEM, "out of memory");
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
-            if (!made[i])
-                memcpy(sorted[k++], ids[i], 16);
+            if (!p->made[i])
+                memcpy(sorted[k++], p->ids[i], 16);
         qsort(sorted, nclient, 16, cmp_id);
-        for (size_t i = 1; i < nclient; i++)
+        for (size_t i = 1; i < nclient && rc == 0; i++)
             if (!memcmp(sorted[i - 1], sorted[i], 16)) {
                 char t[37];
                 stele_uuid_format(sorted[i], t);
                 rc = err_set(STELE_EINVAL, "event id %s appears twice in the append", t);
-                break;
             }
+        free(sorted);
+        if (rc)
+            return rc;
     }
+    p->a = (append_args){stream, slen, expected, events, n, (const uint8_t(*)[16])p->ids,
+                         p->made, total};
+    return 0;
+}
+
+int stele_append(stele_db *db, const char *stream, int64_t expected,
+                 const stele_event_in *events, size_t n, stele_append_result *res)
+{
+    err_clear();
+    if (res)
+        memset(res, 0, sizeof *res);
+    prepared p;
+    int rc = prepare(db, stream, expected, events, n, &p);
+    if (rc == 0)
+        rc = db->be->ops->append(db->be, &p.a, res);
+    prepared_free(&p);
+    return rc;
+}
+
+/*
+ * An async append owns a deep copy of its stream name and events in one
+ * allocation, so the caller may free its own as soon as the call returns.
+ */
+typedef struct async_append {
+    prepared p;
+    stele_append_cb cb;
+    void *ctx;
+    stele_event_in *ev;
+    char *mem; /* stream, then per event: type, tags, data, metadata */
+} async_append;
+
+static void async_done(void *ctx, int rc, const stele_append_result *res, const char *msg)
+{
+    async_append *aa = ctx;
+    aa->cb(aa->ctx, rc, res, msg);
+    prepared_free(&aa->p);
+    free(aa->ev);
+    free(aa->mem);
+    free(aa);
+}
+
+static int async_copy(async_append *aa, const char *stream, const stele_event_in *events,
+                      size_t n)
+{
+    size_t need = strlen(stream) + 1;
+    for (size_t i = 0; i < n; i++) {
+        need += strlen(events[i].type) + 1 + events[i].data_len + events[i].metadata_len + 16;
+        need += events[i].ntags * sizeof(char *) + 8;
+        for (size_t t = 0; t < events[i].ntags; t++)
+            need += strlen(events[i].tags[t]) + 1;
+    }
+    aa->ev = malloc(n * sizeof *aa->ev);
+    aa->mem = malloc(need);
+    if (!aa->ev || !aa->mem)
+        return err_set(STELE_ENOMEM, "out of memory");
+    char *p = aa->mem;
+    size_t sl = strlen(stream) + 1;
+    memcpy(p, stream, sl);
+    aa->p.a.stream = p;
+    p += sl;
+    for (size_t i = 0; i < n; i++) {
+        const stele_event_in *e = &events[i];
+        stele_event_in *c = &aa->ev[i];
+        *c = *e;
+        if (e->id) {
+            memcpy(p, e->id, 16);
+            c->id = (const uint8_t *)p;
+            p += 16;
+        }
+        size_t tl = strlen(e->type) + 1;
+        memcpy(p, e->type, tl);
+        c->type = p;
+        p += tl;
+        p += (8 - ((uintptr_t)p & 7)) & 7;
+        const char **tags = (const char **)(void *)p;
+        p += e->ntags * sizeof(char *);
+        for (size_t t = 0; t < e->ntags; t++) {
+            size_t l = strlen(e->tags[t]) + 1;
+            memcpy(p, e->tags[t], l);
+            tags[t] = p;
+            p += l;
+        }
+        c->tags = tags;
+        if (e->data_len)
+            memcpy(p, e->data, e->data_len);
+        c->data = p;
+        p += e->data_len;
+        if (e->metadata_len)
+            memcpy(p, e->metadata, e->metadata_len);
+        c->metadata = p;
+        p += e->metadata_len;
+    }
+    aa->p.a.events = aa->ev;
+    return 0;
+}
+
+int stele_append_async(stele_db *db, const char *stream, int64_t expected,
+                       const stele_event_in *events, size_t n, stele_append_cb cb, void *ctx)
+{
+    err_clear();
+    if (!cb)
+        return err_set(STELE_EINVAL, "callback is NULL");
+    async_append *aa = calloc(1, sizeof *aa);
+    if (!aa)
+        return err_set(STELE_ENOMEM, "out of memory");
+    int rc = prepare(db, stream, expected, events, n, &aa->p);
+    if (rc == 0)
+        rc = async_copy(aa, stream, events, n);
     if (rc == 0) {
-        append_args a = {stream, slen, expected, events, n, (const uint8_t(*)[16])ids, made, total};
-        rc = db->be->ops->append(db->be, &a, res);
+        aa->cb = cb;
+        aa->ctx = ctx;
+        rc = db->be->ops->append_async(db->be, &aa->p.a, async_done, aa);
     }
-out:
-    free(ids);
-    free(made);
-    free(sorted);
+    if (rc) {
+        prepared_free(&aa->p);
+        free(aa->ev);
+        free(aa->mem);
+        free(aa);
+    }
     return rc;
 }
 
