@@ -1,0 +1,1222 @@
+/*
+ * json.c - append bodies in, events and errors out (see json.h).
+ *
+ * Parsing an append body takes two passes:
+ *
+ *  1. Validation: a recursive descent over the whole body checks it
+ *     against RFC 8259 (structure, string escapes including surrogate pairs,
+ *     UTF-8 per Unicode table 3-7, the number grammar, the three literals,
+ *     nesting depth, nothing but whitespace after the value) and counts its
+ *     values. The tokenizer below is lenient about all of this on purpose
+ *     (it is a tokenizer, not a validator), so nothing reaches it unchecked;
+ *     the first error is reported with its byte offset.
+ *  2. Tokenizing: jsmn (strict mode, parent links) turns the now-valid body
+ *     into exactly that many tokens, each a type and a byte span. The
+ *     envelope walk reads the spans: `data` / `metadata` values become
+ *     spans of the body (byte-exact, never re-serialised), strings the store
+ *     needs NUL-terminated (type, tags) are unescaped into an arena, base64
+ *     is decoded into the arena.
+ *
+ * jsmn token layout, relied on below: tokens are in document order; a
+ * string token's span excludes its quotes; an object's `size` is its
+ * number of keys and each key token is followed by its value's tokens; a
+ * token's subtree is every following token that starts before it ends.
+ *
+ * Memory: the tokens (20 bytes per JSON value, at most JSON_MAX_VALUES) live
+ * only during the parse; what the events point to (arena) lives until
+ * json_append_free.
+ */
+#include "json.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* jsmn is private to this file: static functions (JSMN_STATIC; no other
+ * file includes jsmn.h, they use json.h), structure checks on (JSMN_STRICT)
+ * and parent links, which make closing a container O(depth) instead of a
+ * backwards scan over all tokens. */
+#define JSMN_STATIC
+#define JSMN_STRICT
+#define JSMN_PARENT_LINKS
+#include <jsmn.h>
+
+/* ------------------------------------------------------------------ arena */
+
+/* A chain of blocks; allocations are aligned for any type and freed all at
+ * once. A large allocation gets a block of its own, linked behind the
+ * current one so the current block's free space is not wasted. */
+struct json_arena {
+    json_arena *next;
+    size_t used, cap;
+};
+
+#define ARENA_ALIGN _Alignof(max_align_t)
+#define ARENA_HDR ((sizeof(json_arena) + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1))
+#define ARENA_BLOCK 8192
+
+static void *arena_alloc(json_append *a, size_t n)
+{
+    if (n > SIZE_MAX - ARENA_HDR - ARENA_ALIGN)
+        return NULL;
+    n = (n + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
+    json_arena *h = a->arena;
+    if (h && h->cap - h->used >= n) {
+        void *p = (char *)h + ARENA_HDR + h->used;
+        h->used += n;
+        return p;
+    }
+    size_t cap = n > ARENA_BLOCK / 4 ? n : ARENA_BLOCK;
+    json_arena *blk = malloc(ARENA_HDR + cap);
+    if (!blk)
+        return NULL;
+    blk->used = n;
+    blk->cap = cap;
+    if (h && cap == n) {
+        blk->next = h->next;
+        h->next = blk;
+    } else {
+        blk->next = h;
+        a->arena = blk;
+    }
+    return (char *)blk + ARENA_HDR;
+}
+
+void json_append_free(json_append *a)
+{
+    if (!a)
+        return;
+    json_arena *b = a->arena;
+    while (b) {
+        json_arena *next = b->next;
+        free(b);
+        b = next;
+    }
+    memset(a, 0, sizeof *a);
+}
+
+/* ------------------------------------------------------------- validation */
+
+#define JSON_STR_(x) #x
+#define JSON_STR(x) JSON_STR_(x)
+
+/* Byte classes for the string scanner: 0 plain ASCII, 1 needs a look
+ * ('"', '\\', control characters), 2 non-ASCII (a UTF-8 sequence). */
+static const uint8_t str_class[256] = {
+    /* 0x00..0x1f: control characters */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1 /* " */, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 /* \ */, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+};
+
+/* Length of the well-formed UTF-8 sequence at s[0..n) (Unicode table 3-7:
+ * shortest form, no surrogates, at most U+10FFFF), or 0 if it is not one.
+ * s[0] >= 0x80. */
+static size_t utf8_seq(const uint8_t *s, size_t n)
+{
+    uint8_t c = s[0], lo = 0x80, hi = 0xbf;
+    size_t len;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else
+        return 0;
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t k = 2; k < len; k++)
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+    return len;
+}
+
+static int hexval(uint8_t c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* The 4 hex digits at s (already known to be there), as a number; -1 if
+ * one is not a hex digit. */
+static long hex4(const uint8_t *s)
+{
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval(s[i]);
+        if (h < 0)
+            return -1;
+        v = v << 4 | h;
+    }
+    return v;
+}
+
+typedef struct vstate {
+    const uint8_t *s;
+    size_t len, pos;
+    int depth;
+    size_t nvalues;
+    size_t err_at;
+    const char *why;
+    bool show_char; /* the error is about the character at err_at */
+} vstate;
+
+static int v_fail(vstate *v, size_t at, const char *why, bool show_char)
+{
+    v->err_at = at;
+    v->why = why;
+    v->show_char = show_char;
+    return -1;
+}
+
+static int v_eof(vstate *v) { return v_fail(v, v->len, "unexpected end of input", false); }
+
+static void v_ws(vstate *v)
+{
+    while (v->pos < v->len) {
+        uint8_t c = v->s[v->pos];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+            return;
+        v->pos++;
+    }
+}
+
+static int v_string(vstate *v)
+{
+    const uint8_t *s = v->s;
+    size_t i = v->pos + 1; /* past the opening quote */
+    for (;;) {
+        while (i < v->len && str_class[s[i]] == 0)
+            i++;
+        if (i >= v->len)
+            return v_eof(v);
+        uint8_t c = s[i];
+        if (c == '"') {
+            v->pos = i + 1;
+            v->nvalues++;
+            return 0;
+        }
+        if (c >= 0x80) {
+            size_t n = utf8_seq(s + i, v->len - i);
+            if (!n)
+                return v_fail(v, i, "invalid UTF-8 in string", false);
+            i += n;
+            continue;
+        }
+        if (c < 0x20)
+            return v_fail(v, i, "unescaped control character in string", false);
+        /* A backslash. */
+        if (i + 1 >= v->len)
+            return v_eof(v);
+        switch (s[i + 1]) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            i += 2;
+            continue;
+        case 'u':
+            break;
+        default:
+            return v_fail(v, i, "invalid escape in string", false);
+        }
+        if (i + 6 > v->len)
+            return v_eof(v);
+        long cp = hex4(s + i + 2);
+        if (cp < 0)
+            return v_fail(v, i, "invalid \\u escape", false);
+        if (cp >= 0xdc00 && cp <= 0xdfff)
+            return v_fail(v, i, "lone surrogate in \\u escape", false);
+        if (cp >= 0xd800 && cp <= 0xdbff) {
+            /* A high surrogate must be followed by an escaped low one. */
+            long lo = -1;
+            if (i + 12 <= v->len && s[i + 6] == '\\' && s[i + 7] == 'u')
+                lo = hex4(s + i + 8);
+            if (lo < 0xdc00 || lo > 0xdfff)
+                return v_fail(v, i, "lone surrogate in \\u escape", false);
+            i += 6;
+        }
+        i += 6;
+    }
+}
+
+static int v_digits(vstate *v)
+{
+    if (v->pos >= v->len)
+        return v_eof(v);
+    if (v->s[v->pos] < '0' || v->s[v->pos] > '9')
+        return v_fail(v, v->pos, "digit expected in number", false);
+    while (v->pos < v->len && v->s[v->pos] >= '0' && v->s[v->pos] <= '9')
+        v->pos++;
+    return 0;
+}
+
+static int v_number(vstate *v)
+{
+    const uint8_t *s = v->s;
+    if (s[v->pos] == '-')
+        v->pos++;
+    if (v->pos < v->len && s[v->pos] == '0') {
+        v->pos++;
+        if (v->pos < v->len && s[v->pos] >= '0' && s[v->pos] <= '9')
+            return v_fail(v, v->pos - 1, "leading zero in number", false);
+    } else if (v_digits(v)) {
+        return -1;
+    }
+    if (v->pos < v->len && s[v->pos] == '.') {
+        v->pos++;
+        if (v_digits(v))
+            return -1;
+    }
+    if (v->pos < v->len && (s[v->pos] == 'e' || s[v->pos] == 'E')) {
+        v->pos++;
+        if (v->pos < v->len && (s[v->pos] == '+' || s[v->pos] == '-'))
+            v->pos++;
+        if (v_digits(v))
+            return -1;
+    }
+    v->nvalues++;
+    return 0;
+}
+
+static int v_literal(vstate *v, const char *word, size_t n)
+{
+    if (v->len - v->pos < n) {
+        if (memcmp(v->s + v->pos, word, v->len - v->pos) == 0)
+            return v_eof(v);
+        return v_fail(v, v->pos, "invalid literal", false);
+    }
+    if (memcmp(v->s + v->pos, word, n) != 0)
+        return v_fail(v, v->pos, "invalid literal", false);
+    v->pos += n;
+    v->nvalues++;
+    return 0;
+}
+
+static int v_value(vstate *v);
+
+/* An array or object; v->pos is at its opening bracket. */
+static int v_container(vstate *v)
+{
+    bool object = v->s[v->pos] == '{';
+    uint8_t close = object ? '}' : ']';
+    if (++v->depth > JSON_MAX_DEPTH)
+        return v_fail(v, v->pos, "nesting deeper than " JSON_STR(JSON_MAX_DEPTH), false);
+    v->nvalues++;
+    v->pos++;
+    v_ws(v);
+    if (v->pos >= v->len)
+        return v_eof(v);
+    if (v->s[v->pos] == close) {
+        v->pos++;
+        v->depth--;
+        return 0;
+    }
+    for (;;) {
+        if (object) {
+            if (v->s[v->pos] != '"')
+                return v_fail(v, v->pos, "expected a string key", true);
+            if (v_string(v))
+                return -1;
+            v_ws(v);
+            if (v->pos >= v->len)
+                return v_eof(v);
+            if (v->s[v->pos] != ':')
+                return v_fail(v, v->pos, "expected ':'", true);
+            v->pos++;
+        }
+        if (v_value(v))
+            return -1;
+        v_ws(v);
+        if (v->pos >= v->len)
+            return v_eof(v);
+        uint8_t c = v->s[v->pos];
+        if (c == close) {
+            v->pos++;
+            v->depth--;
+            return 0;
+        }
+        if (c != ',')
+            return v_fail(v, v->pos, object ? "expected ',' or '}'" : "expected ',' or ']'",
+                          true);
+        v->pos++;
+        v_ws(v);
+        if (v->pos >= v->len)
+            return v_eof(v);
+        if (v->s[v->pos] == close)
+            return v_fail(v, v->pos - 1, "trailing comma", false);
+    }
+}
+
+/* A value after optional whitespace. */
+static int v_value(vstate *v)
+{
+    v_ws(v);
+    if (v->pos >= v->len)
+        return v_eof(v);
+    switch (v->s[v->pos]) {
+    case '{': case '[':
+        return v_container(v);
+    case '"':
+        return v_string(v);
+    case '-': case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+        return v_number(v);
+    case 't':
+        return v_literal(v, "true", 4);
+    case 'f':
+        return v_literal(v, "false", 5);
+    case 'n':
+        return v_literal(v, "null", 4);
+    default:
+        return v_fail(v, v->pos, "unexpected character", true);
+    }
+}
+
+/* The whole text: one value and whitespace around it. */
+static int v_text(vstate *v, const char *s, size_t len)
+{
+    memset(v, 0, sizeof *v);
+    v->s = (const uint8_t *)s;
+    v->len = len;
+    if (v_value(v))
+        return -1;
+    v_ws(v);
+    if (v->pos < v->len)
+        return v_fail(v, v->pos, "data after the JSON value", true);
+    return 0;
+}
+
+int json_validate(const char *s, size_t len, size_t *err_at, const char **why)
+{
+    vstate v;
+    if (v_text(&v, s, len) == 0)
+        return 0;
+    if (err_at)
+        *err_at = v.err_at;
+    if (why)
+        *why = v.why;
+    return STELE_EINVAL;
+}
+
+/* ----------------------------------------------------------------- base64 */
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* A base64 character's 6-bit value, 64 for '=', -1 for anything else. */
+static int b64_val(uint8_t c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return c == '=' ? 64 : -1;
+}
+
+int json_b64_decode(const char *in, size_t n, uint8_t *out, size_t *outn, size_t *bad_at,
+                    const char **why)
+{
+    const uint8_t *s = (const uint8_t *)in;
+    size_t o = 0;
+    if (n % 4) {
+        *bad_at = n;
+        *why = "length is not a multiple of 4";
+        return STELE_EINVAL;
+    }
+    for (size_t i = 0; i < n; i += 4) {
+        int v[4];
+        for (int k = 0; k < 4; k++) {
+            v[k] = b64_val(s[i + k]);
+            if (v[k] < 0) {
+                *bad_at = i + k;
+                *why = "invalid character";
+                return STELE_EINVAL;
+            }
+        }
+        /* '=' only in the last group: "xx==" or "xxx=". */
+        int pad = 0;
+        if (v[0] == 64 || v[1] == 64)
+            pad = -1;
+        else if (v[2] == 64)
+            pad = v[3] == 64 ? 2 : -1;
+        else if (v[3] == 64)
+            pad = 1;
+        if (pad < 0 || (pad > 0 && i + 4 != n)) {
+            size_t k = 0;
+            while (v[k] != 64)
+                k++;
+            *bad_at = i + k;
+            *why = "misplaced '='";
+            return STELE_EINVAL;
+        }
+        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12;
+        if (pad < 2)
+            w |= (uint32_t)v[2] << 6;
+        if (pad < 1)
+            w |= (uint32_t)v[3];
+        if ((pad == 2 && (v[1] & 0xf)) || (pad == 1 && (v[2] & 0x3))) {
+            *bad_at = i + 3 - (size_t)pad;
+            *why = "non-zero bits before the padding";
+            return STELE_EINVAL;
+        }
+        out[o++] = (uint8_t)(w >> 16);
+        if (pad < 2)
+            out[o++] = (uint8_t)(w >> 8);
+        if (pad < 1)
+            out[o++] = (uint8_t)w;
+    }
+    *outn = o;
+    return 0;
+}
+
+/* ---------------------------------------------------------- envelope walk */
+
+typedef struct pctx {
+    const char *body;
+    const jsmntok_t *t;
+    int nt;
+    json_append *out;
+    char *err;
+    size_t errlen;
+} pctx;
+
+static int fail(pctx *p, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(pctx *p, int code, const char *fmt, ...)
+{
+    if (p->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(p->err, p->errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* The index of the token after token i and all its descendants. */
+static int tok_skip(const pctx *p, int i)
+{
+    int end = p->t[i].end, j = i + 1;
+    while (j < p->nt && p->t[j].start < end)
+        j++;
+    return j;
+}
+
+/* What a token is, for messages: "must be a string, not a number". */
+static const char *tok_kind(const pctx *p, int i)
+{
+    switch (p->t[i].type) {
+    case JSMN_OBJECT:
+        return "an object";
+    case JSMN_ARRAY:
+        return "an array";
+    case JSMN_STRING:
+        return "a string";
+    default:
+        switch (p->body[p->t[i].start]) {
+        case 't': case 'f':
+            return "a boolean";
+        case 'n':
+            return "null";
+        default:
+            return "a number";
+        }
+    }
+}
+
+/* Unescape a (validated) JSON string's content raw[0..n) into out, which
+ * has room for n bytes: escapes only ever shrink. Returns the length. */
+static size_t str_unescape(const char *raw, size_t n, char *out)
+{
+    size_t o = 0, i = 0;
+    while (i < n) {
+        const char *bs = memchr(raw + i, '\\', n - i);
+        size_t run = bs ? (size_t)(bs - (raw + i)) : n - i;
+        memcpy(out + o, raw + i, run);
+        o += run;
+        i += run;
+        if (i >= n)
+            break;
+        char e = raw[i + 1];
+        i += 2;
+        switch (e) {
+        case 'b': out[o++] = '\b'; continue;
+        case 'f': out[o++] = '\f'; continue;
+        case 'n': out[o++] = '\n'; continue;
+        case 'r': out[o++] = '\r'; continue;
+        case 't': out[o++] = '\t'; continue;
+        case 'u': break;
+        default: out[o++] = e; continue; /* " \ / */
+        }
+        uint32_t cp = (uint32_t)hex4((const uint8_t *)raw + i);
+        i += 4;
+        if (cp >= 0xd800 && cp <= 0xdbff) {
+            uint32_t lo = (uint32_t)hex4((const uint8_t *)raw + i + 2);
+            i += 6;
+            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+        }
+        if (cp < 0x80) {
+            out[o++] = (char)cp;
+        } else if (cp < 0x800) {
+            out[o++] = (char)(0xc0 | cp >> 6);
+            out[o++] = (char)(0x80 | (cp & 0x3f));
+        } else if (cp < 0x10000) {
+            out[o++] = (char)(0xe0 | cp >> 12);
+            out[o++] = (char)(0x80 | (cp >> 6 & 0x3f));
+            out[o++] = (char)(0x80 | (cp & 0x3f));
+        } else {
+            out[o++] = (char)(0xf0 | cp >> 18);
+            out[o++] = (char)(0x80 | (cp >> 12 & 0x3f));
+            out[o++] = (char)(0x80 | (cp >> 6 & 0x3f));
+            out[o++] = (char)(0x80 | (cp & 0x3f));
+        }
+    }
+    return o;
+}
+
+static const char *tok_raw(const pctx *p, int i, size_t *n)
+{
+    *n = (size_t)(p->t[i].end - p->t[i].start);
+    return p->body + p->t[i].start;
+}
+
+/* Unescape string token i into the arena, NUL-terminated. NULL on ENOMEM. */
+static char *tok_strdup(pctx *p, int i, size_t *outn)
+{
+    size_t n;
+    const char *raw = tok_raw(p, i, &n);
+    char *s = arena_alloc(p->out, n + 1);
+    if (!s)
+        return NULL;
+    size_t len = str_unescape(raw, n, s);
+    s[len] = '\0';
+    *outn = len;
+    return s;
+}
+
+/* Unescape a short string token into out (cap bytes, NUL-terminated).
+ * Returns the length, or -1 if the raw text is cap bytes or longer
+ * (unescaping never lengthens a string, so anything shorter fits). */
+static long tok_short(const pctx *p, int i, char *out, size_t cap)
+{
+    size_t n;
+    const char *raw = tok_raw(p, i, &n);
+    if (n >= cap)
+        return -1;
+    size_t len = str_unescape(raw, n, out);
+    out[len] = '\0';
+    return (long)len;
+}
+
+/* A token's text for a message: at most 64 bytes of its raw JSON, cut at a
+ * UTF-8 character boundary, with "..." when cut. */
+static const char *tok_quote(const pctx *p, int i, char out[72])
+{
+    size_t n;
+    const char *raw = tok_raw(p, i, &n);
+    if (n <= 64) {
+        memcpy(out, raw, n);
+        out[n] = '\0';
+        return out;
+    }
+    n = 64;
+    while (n > 0 && ((uint8_t)raw[n] & 0xc0) == 0x80)
+        n--;
+    memcpy(out, raw, n);
+    memcpy(out + n, "...", 4);
+    return out;
+}
+
+/* Which of names[0..count) key token i spells (after unescaping), or -1. */
+static int field_index(const pctx *p, int i, const char *const *names, int count)
+{
+    char key[256];
+    long n = tok_short(p, i, key, sizeof key);
+    if (n < 0)
+        return -1;
+    for (int f = 0; f < count; f++)
+        if (strlen(names[f]) == (size_t)n && memcmp(names[f], key, (size_t)n) == 0)
+            return f;
+    return -1;
+}
+
+enum { F_ID, F_TYPE, F_DATA, F_DATA64, F_META, F_META64, F_TAGS, F_CTYPE, F_COUNT };
+static const char *const event_fields[F_COUNT] = {
+    "id", "type", "data", "dataBase64", "metadata", "metadataBase64", "tags", "contentType",
+};
+
+static int oom(pctx *p) { return fail(p, STELE_ENOMEM, "out of memory parsing the body"); }
+
+/* A string token that must be base64: decode into the arena. */
+static int event_base64(pctx *p, size_t ei, int v, const char *name, const void **data,
+                        size_t *len)
+{
+    if (p->t[v].type != JSMN_STRING)
+        return fail(p, STELE_EINVAL, "event %zu: \"%s\" must be a string, not %s", ei, name,
+                    tok_kind(p, v));
+    size_t n;
+    const char *text = tok_raw(p, v, &n);
+    if (memchr(text, '\\', n)) { /* e.g. "\/" from encoders that escape '/' */
+        char *u = tok_strdup(p, v, &n);
+        if (!u)
+            return oom(p);
+        text = u;
+    }
+    uint8_t *out = arena_alloc(p->out, json_b64_decoded_max(n) + 1);
+    if (!out)
+        return oom(p);
+    size_t at;
+    const char *why;
+    if (json_b64_decode(text, n, out, len, &at, &why))
+        return fail(p, STELE_EINVAL, "event %zu: \"%s\" is not valid base64: %s at character %zu",
+                    ei, name, why, at);
+    *data = *len ? out : NULL;
+    return 0;
+}
+
+static int event_tags(pctx *p, size_t ei, int v, stele_event_in *ev)
+{
+    const jsmntok_t *a = &p->t[v];
+    if (a->type != JSMN_ARRAY)
+        return fail(p, STELE_EINVAL, "event %zu: \"tags\" must be an array of strings, not %s",
+                    ei, tok_kind(p, v));
+    if (a->size > JSON_MAX_TAGS)
+        return fail(p, STELE_EINVAL, "event %zu: %d tags, more than %d", ei, a->size,
+                    JSON_MAX_TAGS);
+    if (a->size == 0)
+        return 0;
+    const char **tags = arena_alloc(p->out, (size_t)a->size * sizeof *tags);
+    if (!tags)
+        return oom(p);
+    int j = v + 1;
+    for (int k = 0; k < a->size; k++) {
+        if (p->t[j].type != JSMN_STRING)
+            return fail(p, STELE_EINVAL, "event %zu: tag %d must be a string, not %s", ei, k,
+                        tok_kind(p, j));
+        size_t n;
+        char *s = tok_strdup(p, j, &n);
+        if (!s)
+            return oom(p);
+        if (strlen(s) != n)
+            return fail(p, STELE_EINVAL, "event %zu: tag %d contains U+0000", ei, k);
+        tags[k] = s;
+        j++; /* a string has no subtree */
+    }
+    ev->tags = tags;
+    ev->ntags = (size_t)a->size;
+    return 0;
+}
+
+/* Event object at token i (event index ei) into *ev. */
+static int parse_event(pctx *p, int i, size_t ei, stele_event_in *ev)
+{
+    if (p->t[i].type != JSMN_OBJECT)
+        return fail(p, STELE_EINVAL, "event %zu: must be an object, not %s", ei, tok_kind(p, i));
+    unsigned seen = 0;
+    int j = i + 1;
+    char q[72];
+    for (int k = 0; k < p->t[i].size; k++) {
+        int key = j, v = j + 1;
+        int f = field_index(p, key, event_fields, F_COUNT);
+        if (f < 0)
+            return fail(p, STELE_EINVAL, "event %zu: unknown field \"%s\"", ei,
+                        tok_quote(p, key, q));
+        if (seen & (1u << f))
+            return fail(p, STELE_EINVAL, "event %zu: duplicate field \"%s\"", ei, event_fields[f]);
+        seen |= 1u << f;
+        const jsmntok_t *t = &p->t[v];
+        int rc = 0;
+        switch (f) {
+        case F_ID: {
+            if (t->type != JSMN_STRING)
+                return fail(p, STELE_EINVAL, "event %zu: \"id\" must be a string, not %s", ei,
+                            tok_kind(p, v));
+            char text[64];
+            long n = tok_short(p, v, text, sizeof text);
+            uint8_t *id = arena_alloc(p->out, 16);
+            if (!id)
+                return oom(p);
+            if (n != 36 || strlen(text) != 36 || stele_uuid_parse(text, id) != 0)
+                return fail(p, STELE_EINVAL, "event %zu: \"id\" is not a UUID: \"%s\"", ei,
+                            tok_quote(p, v, q));
+            ev->id = id;
+            break;
+        }
+        case F_TYPE: {
+            if (t->type != JSMN_STRING)
+                return fail(p, STELE_EINVAL, "event %zu: \"type\" must be a string, not %s", ei,
+                            tok_kind(p, v));
+            size_t n;
+            char *s = tok_strdup(p, v, &n);
+            if (!s)
+                return oom(p);
+            if (strlen(s) != n)
+                return fail(p, STELE_EINVAL, "event %zu: \"type\" contains U+0000", ei);
+            ev->type = s;
+            break;
+        }
+        case F_DATA:
+        case F_META: {
+            /* The value's exact bytes; a string token's span excludes its
+             * quotes. */
+            int quote = t->type == JSMN_STRING;
+            const char *span = p->body + t->start - quote;
+            size_t n = (size_t)(t->end - t->start) + 2 * (size_t)quote;
+            if (f == F_DATA) {
+                ev->data = span;
+                ev->data_len = n;
+                ev->flags |= STELE_EVENT_JSON;
+            } else {
+                ev->metadata = span;
+                ev->metadata_len = n;
+                ev->flags |= STELE_META_JSON;
+            }
+            break;
+        }
+        case F_DATA64:
+            rc = event_base64(p, ei, v, "dataBase64", &ev->data, &ev->data_len);
+            break;
+        case F_META64:
+            rc = event_base64(p, ei, v, "metadataBase64", &ev->metadata, &ev->metadata_len);
+            break;
+        case F_TAGS:
+            rc = event_tags(p, ei, v, ev);
+            break;
+        case F_CTYPE:
+            if (t->type != JSMN_STRING)
+                return fail(p, STELE_EINVAL, "event %zu: \"contentType\" must be a string, not %s",
+                            ei, tok_kind(p, v));
+            break;
+        }
+        if (rc)
+            return rc;
+        if ((f == F_DATA || f == F_DATA64) && (seen & (1u << F_DATA)) && (seen & (1u << F_DATA64)))
+            return fail(p, STELE_EINVAL, "event %zu: both \"data\" and \"dataBase64\"", ei);
+        if ((f == F_META || f == F_META64) && (seen & (1u << F_META)) &&
+            (seen & (1u << F_META64)))
+            return fail(p, STELE_EINVAL, "event %zu: both \"metadata\" and \"metadataBase64\"", ei);
+        j = tok_skip(p, v);
+    }
+    if (!(seen & (1u << F_TYPE)))
+        return fail(p, STELE_EINVAL, "event %zu: missing \"type\"", ei);
+    return 0;
+}
+
+#define EXPECTED_MSG                                                                       \
+    "\"expectedRevision\" must be \"any\", \"no_stream\", \"stream_exists\" or a revision "  \
+    "number >= 0"
+
+static int parse_expected(pctx *p, int v)
+{
+    const jsmntok_t *t = &p->t[v];
+    char q[72];
+    if (t->type == JSMN_STRING) {
+        static const char *const names[] = {"any", "no_stream", "stream_exists"};
+        static const int64_t values[] = {STELE_ANY, STELE_NO_STREAM, STELE_STREAM_EXISTS};
+        int f = field_index(p, v, names, 3);
+        if (f >= 0)
+            p->out->expected = values[f];
+        else
+            return fail(p, STELE_EINVAL, EXPECTED_MSG ", not \"%s\"", tok_quote(p, v, q));
+        return 0;
+    }
+    if (t->type != JSMN_PRIMITIVE)
+        return fail(p, STELE_EINVAL, EXPECTED_MSG ", not %s", tok_kind(p, v));
+    /* A number that is a plain non-negative integer (no sign, fraction or
+     * exponent) within int64_t. */
+    size_t n;
+    const char *raw = tok_raw(p, v, &n);
+    uint64_t r = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (raw[k] < '0' || raw[k] > '9')
+            return fail(p, STELE_EINVAL, EXPECTED_MSG ", not %s", tok_quote(p, v, q));
+        unsigned d = (unsigned)(raw[k] - '0');
+        if (r > ((uint64_t)INT64_MAX - d) / 10)
+            return fail(p, STELE_EINVAL, "\"expectedRevision\" %s is too large",
+                        tok_quote(p, v, q));
+        r = r * 10 + d;
+    }
+    p->out->expected = (int64_t)r;
+    return 0;
+}
+
+/* The body's root token is 0; find the events array and the expected
+ * revision, then parse each event. */
+static int parse_root(pctx *p)
+{
+    int events = -1;
+    char q[72];
+    if (p->t[0].type == JSMN_OBJECT) {
+        static const char *const root_fields[] = {"expectedRevision", "events"};
+        unsigned seen = 0;
+        int j = 1;
+        for (int k = 0; k < p->t[0].size; k++) {
+            int key = j, v = j + 1;
+            int f = field_index(p, key, root_fields, 2);
+            if (f < 0)
+                return fail(p, STELE_EINVAL, "unknown field \"%s\" (expected \"events\" and "
+                            "\"expectedRevision\")", tok_quote(p, key, q));
+            if (seen & (1u << f))
+                return fail(p, STELE_EINVAL, "duplicate field \"%s\"", root_fields[f]);
+            seen |= 1u << f;
+            if (f == 0) {
+                int rc = parse_expected(p, v);
+                if (rc)
+                    return rc;
+                p->out->has_expected = 1;
+            } else {
+                events = v;
+            }
+            j = tok_skip(p, v);
+        }
+        if (events < 0)
+            return fail(p, STELE_EINVAL, "missing \"events\"");
+        if (p->t[events].type != JSMN_ARRAY)
+            return fail(p, STELE_EINVAL, "\"events\" must be an array, not %s",
+                        tok_kind(p, events));
+    } else {
+        events = 0; /* an array: json_parse_append checked */
+    }
+
+    int n = p->t[events].size;
+    if (n == 0)
+        return fail(p, STELE_EINVAL, "no events");
+    if (n > JSON_MAX_EVENTS)
+        return fail(p, STELE_ETOOBIG, "%d events, more than %d in one append", n,
+                    JSON_MAX_EVENTS);
+    stele_event_in *ev = arena_alloc(p->out, (size_t)n * sizeof *ev);
+    if (!ev)
+        return oom(p);
+    memset(ev, 0, (size_t)n * sizeof *ev);
+    int j = events + 1;
+    for (int k = 0; k < n; k++) {
+        int rc = parse_event(p, j, (size_t)k, &ev[k]);
+        if (rc)
+            return rc;
+        j = tok_skip(p, j);
+    }
+    p->out->events = ev;
+    p->out->n = (size_t)n;
+    return 0;
+}
+
+int json_parse_append(const char *body, size_t len, json_append *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    out->expected = STELE_ANY;
+    pctx p = {.body = body, .out = out, .err = err, .errlen = errlen};
+    if (errlen)
+        err[0] = '\0';
+    if (len > (size_t)INT32_MAX - 1)
+        return fail(&p, STELE_ETOOBIG, "body of %zu bytes is too large to parse", len);
+    if (!body)
+        len = 0;
+
+    vstate v;
+    if (v_text(&v, body, len)) {
+        out->bad_json = 1;
+        uint8_t c = v.err_at < len ? (uint8_t)body[v.err_at] : 0;
+        if (v.err_at >= len && len == 0)
+            return fail(&p, STELE_EINVAL, "invalid JSON: the body is empty");
+        if (v.show_char && c >= 0x20 && c < 0x7f)
+            return fail(&p, STELE_EINVAL, "invalid JSON at byte %zu: %s ('%c')", v.err_at, v.why,
+                        c);
+        if (v.show_char)
+            return fail(&p, STELE_EINVAL, "invalid JSON at byte %zu: %s (byte 0x%02X)", v.err_at,
+                        v.why, c);
+        return fail(&p, STELE_EINVAL, "invalid JSON at byte %zu: %s", v.err_at, v.why);
+    }
+    if (v.nvalues > JSON_MAX_VALUES)
+        return fail(&p, STELE_ETOOBIG, "the body has %zu JSON values, more than %u", v.nvalues,
+                    JSON_MAX_VALUES);
+
+    /* The envelope is an array or an object (jsmn's strict mode would also
+     * refuse a bare number at the end of the input). */
+    size_t first = 0;
+    while (body[first] == ' ' || body[first] == '\t' || body[first] == '\n' ||
+           body[first] == '\r')
+        first++;
+    if (body[first] != '[' && body[first] != '{')
+        return fail(&p, STELE_EINVAL, "the body must be an array of events or an object with "
+                    "\"events\", not %s", body[first] == '"' ? "a string"
+                    : body[first] == 't' || body[first] == 'f' ? "a boolean"
+                    : body[first] == 'n' ? "null" : "a number");
+
+    jsmntok_t *toks = malloc(v.nvalues * sizeof *toks);
+    if (!toks)
+        return oom(&p);
+    jsmn_parser jp;
+    jsmn_init(&jp);
+    int nt = jsmn_parse(&jp, body, len, toks, (unsigned)v.nvalues);
+    int rc;
+    if (nt != (int)v.nvalues) {
+        /* Cannot happen: the body was validated and the count is exact. */
+        rc = fail(&p, STELE_EINTERNAL, "JSON tokenizer disagrees with the validator (%d)", nt);
+    } else {
+        p.t = toks;
+        p.nt = nt;
+        rc = parse_root(&p);
+    }
+    free(toks);
+    if (rc) {
+        int bad = out->bad_json;
+        json_append_free(out);
+        out->bad_json = bad;
+        out->expected = STELE_ANY;
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- writers */
+
+int json_w_raw(buf *b, const void *p, size_t len) { return buf_append(b, p, len); }
+
+#define W(b, lit) buf_append((b), (lit), sizeof(lit) - 1)
+
+int json_w_str(buf *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const uint8_t *u = (const uint8_t *)s;
+    int rc = buf_reserve(b, len + 2);
+    if (rc)
+        return rc;
+    b->p[b->len++] = '"';
+    size_t i = 0;
+    while (i < len) {
+        size_t run = i;
+        for (;;) {
+            while (run < len && str_class[u[run]] == 0)
+                run++;
+            if (run < len && u[run] >= 0x80) {
+                size_t n = utf8_seq(u + run, len - run);
+                if (n) {
+                    run += n;
+                    continue;
+                }
+            }
+            break;
+        }
+        if ((rc = buf_append(b, u + i, run - i)))
+            return rc;
+        i = run;
+        if (i >= len)
+            break;
+        uint8_t c = u[i++];
+        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t n = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            /* Another control character, or a byte of invalid UTF-8. */
+            if (c >= 0x80) {
+                memcpy(esc, "\\ufffd", 6);
+            } else {
+                memcpy(esc, "\\u00", 4);
+                esc[4] = hex[c >> 4];
+                esc[5] = hex[c & 0xf];
+            }
+            n = 6;
+        }
+        if ((rc = buf_append(b, esc, n)))
+            return rc;
+    }
+    return buf_append(b, "\"", 1);
+}
+
+int json_w_u64(buf *b, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+int json_w_base64(buf *b, const void *p, size_t len)
+{
+    const uint8_t *s = p;
+    if (len > (SIZE_MAX - 2) / 4 * 3 - 3)
+        return err_set(STELE_ENOMEM, "base64 of %zu bytes is too large", len);
+    size_t need = (len + 2) / 3 * 4 + 2;
+    int rc = buf_reserve(b, need);
+    if (rc)
+        return rc;
+    char *o = (char *)b->p + b->len;
+    *o++ = '"';
+    size_t i = 0;
+    for (; i + 3 <= len; i += 3) {
+        uint32_t w = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
+        *o++ = b64_alphabet[w >> 18];
+        *o++ = b64_alphabet[w >> 12 & 63];
+        *o++ = b64_alphabet[w >> 6 & 63];
+        *o++ = b64_alphabet[w & 63];
+    }
+    if (i < len) {
+        uint32_t w = (uint32_t)s[i] << 16;
+        if (i + 1 < len)
+            w |= (uint32_t)s[i + 1] << 8;
+        *o++ = b64_alphabet[w >> 18];
+        *o++ = b64_alphabet[w >> 12 & 63];
+        *o++ = i + 1 < len ? b64_alphabet[w >> 6 & 63] : '=';
+        *o++ = '=';
+    }
+    *o++ = '"';
+    b->len += need;
+    return 0;
+}
+
+/* Civil date from days since 1970-01-01 (Howard Hinnant's algorithm,
+ * proleptic Gregorian, exact for every int64 day count used here). */
+static void civil_from_days(int64_t z, int *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t year = (int64_t)yoe + era * 400;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int)(year + (*m <= 2));
+}
+
+int json_w_time_rfc3339(buf *b, int64_t us)
+{
+    /* 0000-01-01T00:00:00.000000Z .. 9999-12-31T23:59:59.999999Z */
+    const int64_t min_us = -62167219200LL * 1000000;
+    const int64_t max_us = 253402300799LL * 1000000 + 999999;
+    if (us < min_us)
+        us = min_us;
+    if (us > max_us)
+        us = max_us;
+    int64_t secs = us / 1000000, frac = us % 1000000;
+    if (frac < 0) {
+        frac += 1000000;
+        secs--;
+    }
+    int64_t days = secs / 86400, sod = secs % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days--;
+    }
+    int y;
+    unsigned m, d;
+    civil_from_days(days, &y, &m, &d);
+    char tmp[40];
+    int n = snprintf(tmp, sizeof tmp, "\"%04d-%02u-%02uT%02d:%02d:%02d.%06dZ\"", y, m, d,
+                     (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60), (int)frac);
+    return buf_append(b, tmp, (size_t)n);
+}
+
+int json_w_uuid(buf *b, const uint8_t id[16])
+{
+    char text[40];
+    text[0] = '"';
+    stele_uuid_format(id, text + 1);
+    text[37] = '"';
+    return buf_append(b, text, 38);
+}
+
+int json_w_event(buf *b, const stele_event *e)
+{
+    int rc;
+    if ((rc = W(b, "{\"id\":")) || (rc = json_w_uuid(b, e->id)) ||
+        (rc = W(b, ",\"stream\":")) || (rc = json_w_str(b, e->stream, e->stream_len)) ||
+        (rc = W(b, ",\"type\":")) || (rc = json_w_str(b, e->type, e->type_len)) ||
+        (rc = W(b, ",\"revision\":")) || (rc = json_w_u64(b, e->revision)) ||
+        (rc = W(b, ",\"position\":")) || (rc = json_w_u64(b, e->position)) ||
+        (rc = W(b, ",\"created\":")) || (rc = json_w_time_rfc3339(b, e->created_us)))
+        return rc;
+    if (e->data_len) {
+        if (e->flags & STELE_EVENT_JSON)
+            rc = W(b, ",\"data\":") || json_w_raw(b, e->data, e->data_len);
+        else
+            rc = W(b, ",\"dataBase64\":") || json_w_base64(b, e->data, e->data_len);
+        if (rc)
+            return STELE_ENOMEM;
+    }
+    if (e->metadata_len) {
+        if (e->flags & STELE_META_JSON)
+            rc = W(b, ",\"metadata\":") || json_w_raw(b, e->metadata, e->metadata_len);
+        else
+            rc = W(b, ",\"metadataBase64\":") || json_w_base64(b, e->metadata, e->metadata_len);
+        if (rc)
+            return STELE_ENOMEM;
+    }
+    if (e->ntags) {
+        if ((rc = W(b, ",\"tags\":[")))
+            return rc;
+        for (size_t i = 0; i < e->ntags; i++)
+            if ((i && (rc = W(b, ","))) || (rc = json_w_str(b, e->tags[i], strlen(e->tags[i]))))
+                return rc;
+        if ((rc = W(b, "]")))
+            return rc;
+    }
+    return W(b, "}");
+}
+
+static int w_error_head(buf *b, const char *code, const char *message)
+{
+    int rc;
+    if ((rc = W(b, "{\"error\":{\"code\":")) || (rc = json_w_str(b, code, strlen(code))) ||
+        (rc = W(b, ",\"message\":")) || (rc = json_w_str(b, message, strlen(message))))
+        return rc;
+    return 0;
+}
+
+int json_w_error(buf *b, const char *code, const char *message)
+{
+    int rc = w_error_head(b, code, message);
+    return rc ? rc : W(b, "}}");
+}
+
+int json_w_error_rev(buf *b, const char *code, const char *message, uint64_t current)
+{
+    int rc;
+    if ((rc = w_error_head(b, code, message)) || (rc = W(b, ",\"currentRevision\":")))
+        return rc;
+    rc = current == STELE_NONE ? W(b, "null") : json_w_u64(b, current);
+    return rc ? rc : W(b, "}}");
+}

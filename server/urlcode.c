@@ -1,0 +1,92 @@
+/*
+ * urlcode.c - percent-decoding of path segments and query parameters (see
+ * urlcode.h). The only difference between the two is '+': a literal plus
+ * in a path, a space in a query (HTML forms and `curl --data-urlencode`
+ * encode spaces that way).
+ */
+#include "urlcode.h"
+
+#include <string.h>
+
+#include "stele.h"
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static int pct_decode(const char *in, size_t len, int plus_is_space, char *out, size_t outlen,
+                  size_t *out_len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = in[i];
+        if (c == '%') {
+            int hi = i + 2 < len ? hex_digit(in[i + 1]) : -1;
+            int lo = hi >= 0 ? hex_digit(in[i + 2]) : -1;
+            if (lo < 0 || (hi == 0 && lo == 0))
+                return STELE_EINVAL;
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        } else if (c == '+' && plus_is_space) {
+            c = ' ';
+        } else if (c == '\0') {
+            return STELE_EINVAL;
+        }
+        if (o + 1 >= outlen)
+            return STELE_ETOOBIG;
+        out[o++] = c;
+    }
+    if (o >= outlen)
+        return STELE_ETOOBIG;
+    out[o] = '\0';
+    if (out_len)
+        *out_len = o;
+    return 0;
+}
+
+int url_decode(const char *in, size_t len, char *out, size_t outlen, size_t *out_len)
+{
+    return pct_decode(in, len, 0, out, outlen, out_len);
+}
+
+/* Whether the encoded key k[0..n) decodes to `name`. */
+static int query_key_is(const char *k, size_t n, const char *name)
+{
+    char tmp[128];
+    size_t tn;
+    if (pct_decode(k, n, 1, tmp, sizeof tmp, &tn) != 0)
+        return 0;
+    return tn == strlen(name) && memcmp(tmp, name, tn) == 0;
+}
+
+int query_get(const char *query, size_t len, const char *name, char *out, size_t outlen)
+{
+    if (outlen)
+        out[0] = '\0';
+    size_t i = 0;
+    while (i < len) {
+        const char *amp = memchr(query + i, '&', len - i);
+        size_t end = amp ? (size_t)(amp - query) : len;
+        const char *eq = memchr(query + i, '=', end - i);
+        size_t kend = eq ? (size_t)(eq - query) : end;
+        if (end > i && query_key_is(query + i, kend - i, name)) {
+            size_t v = eq ? kend + 1 : end;
+            int rc = pct_decode(query + v, end - v, 1, out, outlen, NULL);
+            if (rc) {
+                if (outlen)
+                    out[0] = '\0';
+                return rc;
+            }
+            return 1;
+        }
+        i = end + 1;
+    }
+    return 0;
+}
