@@ -1,21 +1,21 @@
 /*
  * main.c - the `stele` command. Uses only include/stele.h.
  *
+ *   stele serve [...]    run the server (cli/serve.c)
  *   stele check DIR      verify a store (checksums, framing, index)
  *   stele version
- *
- * The server (`stele serve`) and the client commands arrive with the
- * server (issue 3).
  */
 #include <stdio.h>
 #include <string.h>
 
+#include "cli.h"
 #include "stele.h"
 
 static int usage(FILE *f)
 {
     fprintf(f, "usage: stele <command> [args]\n\n"
                "commands:\n"
+               "  serve         run the server (stele serve --help)\n"
                "  check DIR     verify every checksum and index entry of the store in DIR;\n"
                "                prints the first damage with its segment and offset\n"
                "  version       print the version\n");
@@ -40,6 +40,8 @@ int main(int argc, char **argv)
 {
     if (argc < 2)
         return usage(stderr);
+    if (!strcmp(argv[1], "serve"))
+        return cmd_serve(argc, argv);
     if (!strcmp(argv[1], "check"))
         return cmd_check(argc, argv);
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {

@@ -90,3 +90,28 @@ int query_get(const char *query, size_t len, const char *name, char *out, size_t
     }
     return 0;
 }
+
+size_t url_encode(const char *in, size_t len, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    if (!outlen)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        int keep = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                   (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~';
+        size_t need = keep ? 1 : 3;
+        if (o + need >= outlen)
+            break;
+        if (keep) {
+            out[o++] = (char)ch;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        }
+    }
+    out[o] = 0;
+    return o;
+}

@@ -36,4 +36,12 @@ int url_decode(const char *in, size_t len, char *out, size_t outlen, size_t *out
  */
 int query_get(const char *query, size_t len, const char *name, char *out, size_t outlen);
 
+/**
+ * Percent-encode in[0..len) as one path segment: unreserved characters
+ * (A-Z a-z 0-9 - . _ ~) stay, every other byte becomes %XX. Writes a
+ * NUL-terminated result (truncated at a whole escape if outlen is too
+ * small) and returns its length.
+ */
+size_t url_encode(const char *in, size_t len, char *out, size_t outlen);
+
 #endif

@@ -122,7 +122,7 @@ int log_open(const char *dir, uint64_t seg_size, int create, logf **out)
         const char *name = de->d_name;
         if (strcmp(name, "spare.tmp") == 0) {
             char path[4200];
-            snprintf(path, sizeof path, "%s/%s", lg->dir, name);
+            snprintf(path, sizeof path, "%s/spare.tmp", lg->dir);
             os_io->unlink(path); /* a half-made spare from before a crash */
             continue;
         }
@@ -130,7 +130,7 @@ int log_open(const char *dir, uint64_t seg_size, int create, logf **out)
             /* A finished spare (renamed only once zero-filled and synced). */
             char path[4200];
             struct stat sb;
-            snprintf(path, sizeof path, "%s/%s", lg->dir, name);
+            snprintf(path, sizeof path, "%s/spare.zero", lg->dir);
             if (stat(path, &sb) == 0 && (uint64_t)sb.st_size == seg_size) {
                 lg->spare_ready = 1;
                 lg->spare_size = seg_size;

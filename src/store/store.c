@@ -30,6 +30,8 @@ int stele_open(const char *dir, const stele_options *opts, stele_db **out)
     err_clear();
     if (!dir || !*dir || !out)
         return err_set(STELE_EINVAL, "stele_open: %s is NULL or empty", !out ? "out" : "dir");
+    if (strlen(dir) > 3000)
+        return err_set(STELE_EINVAL, "stele_open: directory path is longer than 3000 bytes");
     stele_options o = {0};
     if (opts)
         o = *opts;

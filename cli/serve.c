@@ -1,0 +1,216 @@
+/*
+ * serve.c - `stele serve`: settings from flags, STELE_* environment
+ * variables and an optional config file, in that order of precedence, then
+ * server_run().
+ *
+ * The config file has one `name = value` per line (the flag names without
+ * dashes: port, data, host, log-level, ...); `#` starts a comment.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "server.h"
+
+typedef struct setting {
+    const char *name; /* flag name without "--"; env is STELE_ + upper, '-' -> '_' */
+    const char *help;
+    const char *value;
+} setting;
+
+static setting settings[] = {
+    {"port", "TCP port to listen on (default 2113)", NULL},
+    {"host", "IPv4 address to listen on (default 127.0.0.1; 0.0.0.0 for all)", NULL},
+    {"data", "store directory (default ./data)", NULL},
+    {"log-level", "error, info (default) or debug (one line per request)", NULL},
+    {"max-connections", "connections served at once (default 10000)", NULL},
+    {"max-body", "largest request body in bytes (default 67108864)", NULL},
+    {"idle-timeout", "seconds an idle keep-alive connection stays open (default 60)", NULL},
+    {"request-timeout", "seconds a request may take to arrive (default 30)", NULL},
+    {"segment-size", "log segment size in bytes for a new store (default 67108864)", NULL},
+    {"max-event-size", "largest event in bytes (default 16777216)", NULL},
+    {"max-append-size", "largest append in bytes (default 67108864)", NULL},
+};
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+
+static int serve_usage(FILE *f)
+{
+    fprintf(f, "usage: stele serve [--name value ...] [--config FILE]\n\n"
+               "Runs the Stele server (HTTP/1.1 JSON API) on the store in --data.\n"
+               "Each setting comes from its flag, else the environment variable shown,\n"
+               "else the config file (--config or STELE_CONFIG), else its default.\n\n");
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        char env[64];
+        snprintf(env, sizeof env, "STELE_%s", settings[i].name);
+        for (char *p = env; *p; p++)
+            *p = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+        fprintf(f, "  --%-17s %-24s %s\n", settings[i].name, env, settings[i].help);
+    }
+    fprintf(f, "\nSIGTERM or SIGINT stops it gracefully: in-flight appends finish, the store\n"
+               "closes cleanly.\n");
+    return f == stderr ? 2 : 0;
+}
+
+static setting *find(const char *name)
+{
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (!strcmp(settings[i].name, name))
+            return &settings[i];
+    return NULL;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
+        s[--n] = 0;
+    return s;
+}
+
+/* Fill settings not given by flag or environment from the file. */
+static int read_config(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "stele serve: config file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[1024];
+    int lineno = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = 0;
+        char *s = trim(line);
+        if (!*s)
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            fprintf(stderr, "stele serve: %s:%d: expected 'name = value'\n", path, lineno);
+            fclose(f);
+            return -1;
+        }
+        *eq = 0;
+        char *name = trim(s), *value = trim(eq + 1);
+        setting *st = find(name);
+        if (!st) {
+            fprintf(stderr, "stele serve: %s:%d: unknown setting '%s'\n", path, lineno, name);
+            fclose(f);
+            return -1;
+        }
+        if (!st->value)
+            st->value = strdup(value);
+    }
+    fclose(f);
+    return 0;
+}
+
+static int num(const char *name, const char *v, long long min, long long max, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || errno || x < min || x > max) {
+        fprintf(stderr, "stele serve: %s must be a number from %lld to %lld (got '%s')\n", name,
+                min, max, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    const char *config = getenv("STELE_CONFIG");
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+            return serve_usage(stdout);
+        if (strncmp(a, "--", 2) != 0 || i + 1 >= argc) {
+            fprintf(stderr, "stele serve: expected --name value, got '%s'\n", a);
+            return serve_usage(stderr);
+        }
+        if (!strcmp(a + 2, "config")) {
+            config = argv[++i];
+            continue;
+        }
+        setting *st = find(a + 2);
+        if (!st) {
+            fprintf(stderr, "stele serve: unknown option '%s'\n", a);
+            return serve_usage(stderr);
+        }
+        st->value = argv[++i];
+    }
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        if (settings[i].value)
+            continue;
+        char env[64];
+        snprintf(env, sizeof env, "STELE_%s", settings[i].name);
+        for (char *p = env; *p; p++)
+            *p = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+        settings[i].value = getenv(env);
+    }
+    if (config && read_config(config))
+        return 2;
+
+    server_config cfg;
+    server_config_init(&cfg);
+    long long v;
+    setting *st;
+    if ((st = find("port"))->value) {
+        if (num("port", st->value, 0, 65535, &v))
+            return 2;
+        cfg.port = (int)v;
+    }
+    if ((st = find("host"))->value)
+        cfg.host = st->value;
+    if ((st = find("data"))->value)
+        cfg.data_dir = st->value;
+    if ((st = find("log-level"))->value) {
+        if (!strcmp(st->value, "error"))
+            cfg.log_level = 0;
+        else if (!strcmp(st->value, "info"))
+            cfg.log_level = 1;
+        else if (!strcmp(st->value, "debug"))
+            cfg.log_level = 2;
+        else {
+            fprintf(stderr, "stele serve: log-level must be error, info or debug\n");
+            return 2;
+        }
+    }
+    struct {
+        const char *name;
+        long long min, max;
+        void *dst;
+        int kind; /* 0 size_t, 1 int ms from seconds, 2 uint64 */
+    } nums[] = {
+        {"max-connections", 1, 1000000, &cfg.max_connections, 0},
+        {"max-body", 1024, 1LL << 30, &cfg.max_body_bytes, 0},
+        {"idle-timeout", 1, 86400, &cfg.idle_timeout_ms, 1},
+        {"request-timeout", 1, 86400, &cfg.request_timeout_ms, 1},
+        {"segment-size", 65536, 2LL << 30, &cfg.store.segment_size, 2},
+        {"max-event-size", 1, 1LL << 30, &cfg.store.max_event_size, 2},
+        {"max-append-size", 1, 1LL << 30, &cfg.store.max_append_size, 2},
+    };
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        if (!(st = find(nums[i].name))->value)
+            continue;
+        if (num(nums[i].name, st->value, nums[i].min, nums[i].max, &v))
+            return 2;
+        if (nums[i].kind == 0)
+            *(size_t *)nums[i].dst = (size_t)v;
+        else if (nums[i].kind == 1)
+            *(int *)nums[i].dst = (int)v * 1000;
+        else
+            *(uint64_t *)nums[i].dst = (uint64_t)v;
+    }
+    const char *ready = getenv("STELE_READY_FD");
+    if (ready)
+        cfg.ready_fd = atoi(ready);
+    return server_run(&cfg);
+}

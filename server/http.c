@@ -1,0 +1,317 @@
+/*
+ * http.c - HTTP/1.1 on a connection: request parsing with Debian's
+ * http-parser, the limits on headers and bodies, and writing responses.
+ *
+ * The parser is paused at the end of every message, so one request is
+ * served at a time and pipelined requests wait in the input buffer until the
+ * response before them is queued; responses therefore leave in request
+ * order even when an append completes asynchronously.
+ *
+ * Limits: the request line plus headers may not exceed max_header_bytes
+ * (431); a body larger than max_body_bytes is refused from its
+ * Content-Length before it is read, or as soon as a chunked body passes the
+ * limit (413). Both close the connection, since the rest of the request
+ * cannot be skipped reliably.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "json.h"
+#include "server_int.h"
+
+enum { HDR_OTHER, HDR_EXPECTED, HDR_ACCEPT, HDR_CONTENT_TYPE };
+
+static http_parser_settings settings;
+
+static conn *conn_of(http_parser *p) { return (conn *)p->data; }
+
+static int add_header_bytes(conn *c, size_t n)
+{
+    c->req.header_bytes += n;
+    if (c->req.header_bytes > c->srv->cfg.max_header_bytes) {
+        c->req.headers_too_large = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    conn *c = conn_of(p);
+    request_reset(&c->req);
+    if (!c->request_start_ms)
+        c->request_start_ms = now_ms();
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    conn *c = conn_of(p);
+    if (add_header_bytes(c, len))
+        return -1;
+    return buf_append(&c->req.url, at, len) ? -1 : 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    conn *c = conn_of(p);
+    if (add_header_bytes(c, len))
+        return -1;
+    request *r = &c->req;
+    if (r->in_header_value) {
+        r->in_header_value = 0;
+        r->hdr_name_len = 0;
+    }
+    size_t room = sizeof r->hdr_name - 1 - r->hdr_name_len;
+    size_t n = len < room ? len : room;
+    memcpy(r->hdr_name + r->hdr_name_len, at, n);
+    r->hdr_name_len += n;
+    r->hdr_name[r->hdr_name_len] = 0;
+    return 0;
+}
+
+static void append_value(char *dst, size_t cap, const char *at, size_t len)
+{
+    size_t have = strlen(dst);
+    size_t n = len < cap - 1 - have ? len : cap - 1 - have;
+    memcpy(dst + have, at, n);
+    dst[have + n] = 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    conn *c = conn_of(p);
+    if (add_header_bytes(c, len))
+        return -1;
+    request *r = &c->req;
+    if (!r->in_header_value) {
+        r->in_header_value = 1;
+        if (!strcasecmp(r->hdr_name, "Stele-Expected-Revision")) {
+            r->header_id = HDR_EXPECTED;
+            r->has_expected = 1;
+            r->expected[0] = 0;
+        } else if (!strcasecmp(r->hdr_name, "Accept")) {
+            r->header_id = HDR_ACCEPT;
+        } else if (!strcasecmp(r->hdr_name, "Content-Type")) {
+            r->header_id = HDR_CONTENT_TYPE;
+            r->content_type_json = 0;
+        } else {
+            r->header_id = HDR_OTHER;
+        }
+    }
+    if (r->header_id == HDR_EXPECTED) {
+        append_value(r->expected, sizeof r->expected, at, len);
+    } else if (r->header_id == HDR_ACCEPT) {
+        if (memmem(at, len, "application/x-ndjson", 20))
+            r->accept_ndjson = 1;
+    } else if (r->header_id == HDR_CONTENT_TYPE) {
+        if (memmem(at, len, "json", 4))
+            r->content_type_json = 1;
+    }
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    conn *c = conn_of(p);
+    if (p->content_length != ULLONG_MAX && p->content_length > c->srv->cfg.max_body_bytes) {
+        c->req.too_large = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    conn *c = conn_of(p);
+    if (c->req.body.len + len > c->srv->cfg.max_body_bytes) {
+        c->req.too_large = 1;
+        return -1;
+    }
+    return buf_append(&c->req.body, at, len) ? -1 : 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    conn *c = conn_of(p);
+    c->req.complete = 1;
+    c->req.method = p->method;
+    c->keep_alive = http_should_keep_alive(p);
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+void http_conn_init(conn *c)
+{
+    if (!settings.on_message_complete) {
+        settings.on_message_begin = on_message_begin;
+        settings.on_url = on_url;
+        settings.on_header_field = on_header_field;
+        settings.on_header_value = on_header_value;
+        settings.on_headers_complete = on_headers_complete;
+        settings.on_body = on_body;
+        settings.on_message_complete = on_message_complete;
+    }
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->state = CS_READING;
+    request_reset(&c->req);
+}
+
+void request_reset(request *r)
+{
+    buf url = r->url, body = r->body;
+    url.len = body.len = 0;
+    /* Give back big bodies instead of keeping them per connection. */
+    if (body.cap > (1u << 20)) {
+        buf_free(&body);
+    }
+    memset(r, 0, sizeof *r);
+    r->url = url;
+    r->body = body;
+    r->content_type_json = 1;
+}
+
+void http_conn_process(conn *c)
+{
+    while (c->fd >= 0 && c->state == CS_READING && c->in_off < c->in.len) {
+        if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
+            http_parser_pause(&c->parser, 0);
+        size_t avail = c->in.len - c->in_off;
+        size_t n = http_parser_execute(&c->parser, &settings, (const char *)c->in.p + c->in_off,
+                                       avail);
+        c->in_off += n;
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (e != HPE_OK && e != HPE_PAUSED) {
+            c->keep_alive = 0;
+            if (c->req.headers_too_large)
+                http_error(c, 431, "HEADERS_TOO_LARGE", "request line and headers are too large");
+            else if (c->req.too_large)
+                http_error(c, 413, "TOO_LARGE", "request body is larger than the server's limit");
+            else {
+                char msg[256];
+                snprintf(msg, sizeof msg, "malformed HTTP request: %s", http_errno_description(e));
+                http_error(c, 400, "BAD_REQUEST", msg);
+            }
+            c->state = CS_CLOSING;
+            conn_flush(c);
+            return;
+        }
+        if (!c->req.complete)
+            return; /* need more bytes */
+        c->t_start_ns = time_mono_ns();
+        c->srv->m.requests++;
+        route_request(c);
+        /* route_request queued a response (then conn_request_done ran) or
+         * moved the connection to BUSY/STREAMING; the loop ends there. */
+    }
+}
+
+/* ------------------------------------------------------------ responses */
+
+const char *http_status_text(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 413: return "Payload Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+static void put_head(conn *c, int status, const char *content_type, const char *extra)
+{
+    char head[512];
+    int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nServer: stele/%s\r\n%s%s%s%s",
+                     status, http_status_text(status), STELE_VERSION,
+                     content_type ? "Content-Type: " : "", content_type ? content_type : "",
+                     content_type ? "\r\n" : "", c->keep_alive ? "" : "Connection: close\r\n");
+    buf_append(&c->out, head, (size_t)n);
+    if (extra)
+        buf_append(&c->out, extra, strlen(extra));
+}
+
+void http_respond(conn *c, int status, const char *content_type, const void *body, size_t len,
+                  const char *extra_headers)
+{
+    put_head(c, status, content_type, extra_headers);
+    char cl[64];
+    int n = snprintf(cl, sizeof cl, "Content-Length: %zu\r\n\r\n", len);
+    buf_append(&c->out, cl, (size_t)n);
+    if (len)
+        buf_append(&c->out, body, len);
+}
+
+void http_error(conn *c, int status, const char *code, const char *message)
+{
+    buf b = {0};
+    json_w_error(&b, code, message);
+    buf_append(&b, "\n", 1);
+    http_respond(c, status, "application/json", b.p, b.len, NULL);
+    buf_free(&b);
+    metrics_error(&c->srv->m, status, 0);
+    server_log(c->srv, status >= 500 ? 0 : 2, "msg=\"request failed\" status=%d code=%s", status,
+               code);
+}
+
+void http_stele_error(conn *c, int rc, const char *message, const stele_append_result *res)
+{
+    int status;
+    const char *code;
+    switch (rc) {
+    case STELE_EINVAL: status = 400; code = "INVALID_ARGUMENT"; break;
+    case STELE_ENOTFOUND: status = 404; code = "STREAM_NOT_FOUND"; break;
+    case STELE_EWRONGREV: status = 409; code = "WRONG_EXPECTED_REVISION"; break;
+    case STELE_EIDCONFLICT: status = 409; code = "ID_CONFLICT"; break;
+    case STELE_EDELETED: status = 410; code = "STREAM_DELETED"; break;
+    case STELE_ETOOBIG: status = 413; code = "TOO_LARGE"; break;
+    case STELE_EREADONLY: status = 503; code = "READ_ONLY"; break;
+    case STELE_ECLOSED: status = 503; code = "UNAVAILABLE"; break;
+    case STELE_EIO: status = 503; code = "IO_ERROR"; break;
+    case STELE_ENOSPC: status = 503; code = "NO_SPACE"; break;
+    case STELE_ECORRUPT: status = 500; code = "CORRUPT"; break;
+    default: status = 500; code = "INTERNAL"; break;
+    }
+    buf b = {0};
+    if (rc == STELE_EWRONGREV && res)
+        json_w_error_rev(&b, code, message, res->current_revision);
+    else
+        json_w_error(&b, code, message);
+    buf_append(&b, "\n", 1);
+    http_respond(c, status, "application/json", b.p, b.len, NULL);
+    buf_free(&b);
+    metrics_error(&c->srv->m, status, rc);
+    server_log(c->srv, status >= 500 ? 0 : 2, "msg=\"request failed\" status=%d code=%s error=\"%s\"",
+               status, code, message);
+}
+
+void http_chunked_start(conn *c, int status, const char *content_type)
+{
+    put_head(c, status, content_type, "Transfer-Encoding: chunked\r\n\r\n");
+}
+
+void http_chunk(conn *c, const void *data, size_t len)
+{
+    if (!len)
+        return;
+    char h[32];
+    int n = snprintf(h, sizeof h, "%zx\r\n", len);
+    buf_append(&c->out, h, (size_t)n);
+    buf_append(&c->out, data, len);
+    buf_append(&c->out, "\r\n", 2);
+}
+
+void http_chunked_end(conn *c) { buf_append(&c->out, "0\r\n\r\n", 5); }

@@ -1,0 +1,108 @@
+/*
+ * metrics.c - counters and latency histograms, rendered in Prometheus text
+ * format for GET /metrics. Only the loop thread updates them, so they need
+ * no atomics.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "server_int.h"
+
+/* Upper bounds of the latency buckets, seconds. */
+static const double bounds[LAT_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                           0.025,  0.05,    0.1,    0.25,  0.5,    1,    2.5};
+
+void metrics_observe(metrics *m, int is_append, double seconds)
+{
+    uint64_t *h = is_append ? m->lat_append : m->lat_read;
+    int i = 0;
+    while (i < LAT_BUCKETS && seconds > bounds[i])
+        i++;
+    h[i]++;
+    if (is_append)
+        m->lat_append_sum += seconds;
+    else
+        m->lat_read_sum += seconds;
+}
+
+void metrics_error(metrics *m, int status, int stele_rc)
+{
+    int i = status == 400 ? 0 : status == 404 ? 1 : status == 409 ? 2 : status == 410 ? 3
+          : status == 413 ? 4 : status >= 500 ? 5 : -1;
+    if (i >= 0)
+        m->errors_by_status[i]++;
+    if (stele_rc < 0 && -stele_rc < 24)
+        m->errors_by_code[-stele_rc]++;
+}
+
+static void line(buf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void line(buf *out, const char *fmt, ...)
+{
+    char b[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b, sizeof b, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        buf_append(out, b, (size_t)n < sizeof b ? (size_t)n : sizeof b - 1);
+}
+
+static void histogram(buf *out, const char *name, const char *help, const uint64_t *h, double sum)
+{
+    line(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (int i = 0; i < LAT_BUCKETS; i++) {
+        cum += h[i];
+        line(out, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)cum);
+    }
+    cum += h[LAT_BUCKETS];
+    line(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
+         (unsigned long long)cum, name, sum, name, (unsigned long long)cum);
+}
+
+void metrics_render(server *s, buf *out)
+{
+    metrics *m = &s->m;
+    stele_stats st;
+    memset(&st, 0, sizeof st);
+    stele_get_stats(s->db, &st);
+#define COUNTER(name, help, v)                                                           \
+    line(out, "# HELP " name " " help "\n# TYPE " name " counter\n" name " %llu\n",     \
+         (unsigned long long)(v))
+#define GAUGE(name, help, v)                                                             \
+    line(out, "# HELP " name " " help "\n# TYPE " name " gauge\n" name " %llu\n",       \
+         (unsigned long long)(v))
+    COUNTER("stele_http_requests_total", "HTTP requests served.", m->requests);
+    COUNTER("stele_appends_total", "Append requests completed (any outcome).", m->appends);
+    COUNTER("stele_append_events_total", "Events received in append requests.", m->append_events);
+    COUNTER("stele_append_bytes_total", "Bytes of append request bodies.", m->append_bytes);
+    COUNTER("stele_reads_total", "Read requests.", m->reads);
+    COUNTER("stele_read_events_total", "Events returned by reads.", m->read_events);
+    COUNTER("stele_connections_total", "Connections accepted.", m->connections_total);
+    GAUGE("stele_connections_open", "Open connections.", s->nconns);
+    GAUGE("stele_store_events", "Events in the store.", st.events);
+    GAUGE("stele_store_streams", "Streams in the store.", st.streams);
+    GAUGE("stele_store_log_bytes", "Bytes of log records.", st.log_bytes);
+    GAUGE("stele_store_group_commits", "Group commits (fdatasyncs) since start.", st.groups);
+    GAUGE("stele_store_readonly", "1 after a storage fault.", st.readonly);
+#undef COUNTER
+#undef GAUGE
+    static const int statuses[] = {400, 404, 409, 410, 413, 500};
+    line(out, "# HELP stele_http_errors_total Error responses by status.\n"
+              "# TYPE stele_http_errors_total counter\n");
+    for (int i = 0; i < 6; i++)
+        line(out, "stele_http_errors_total{status=\"%d%s\"} %llu\n", statuses[i] == 500 ? 5 : statuses[i],
+             statuses[i] == 500 ? "xx" : "", (unsigned long long)m->errors_by_status[i]);
+    line(out, "# HELP stele_errors_total Store errors by code.\n# TYPE stele_errors_total counter\n");
+    for (int i = 1; i < 24; i++) {
+        const char *name = stele_errname(-i);
+        if (strcmp(name, "UNKNOWN"))
+            line(out, "stele_errors_total{code=\"%s\"} %llu\n", name,
+                 (unsigned long long)m->errors_by_code[i]);
+    }
+    histogram(out, "stele_append_latency_seconds", "Append request latency (parse to response).",
+              m->lat_append, m->lat_append_sum);
+    histogram(out, "stele_read_latency_seconds", "Read request latency (first page).", m->lat_read,
+              m->lat_read_sum);
+}

@@ -1,0 +1,453 @@
+/*
+ * net.c - the event loop: the listening socket, connections, timeouts,
+ * append completions and graceful shutdown, all on one thread with epoll.
+ *
+ * Connections are edge-triggered: on readable we read until EAGAIN, then let
+ * http.c parse; on writable we flush `out`. A connection whose response
+ * cannot be written (the client stopped reading) holds at most one page of
+ * output: NDJSON reads produce the next page only once `out` drains.
+ *
+ * The store's writer thread completes appends by pushing a completion on a
+ * mutex-protected list and writing the eventfd; the loop drains the list.
+ * A connection closed while its append is in flight is only marked dead and
+ * freed when the completion arrives, so the callback never sees freed
+ * memory.
+ *
+ * Timeouts (checked once a second): an idle keep-alive connection closes
+ * after idle_timeout_ms; a request that started arriving must be complete
+ * within request_timeout_ms (slowloris) or gets 408; a response that has not
+ * drained for request_timeout_ms closes the connection.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server_int.h"
+
+#define READ_CHUNK (64u << 10)
+#define STOP_GRACE_MS 10000
+
+int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void server_log(server *s, int level, const char *fmt, ...)
+{
+    if (level > s->cfg.log_level)
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    static const char *names[] = {"error", "info", "debug"};
+    fprintf(stderr, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s %s\n", tm.tm_year + 1900,
+            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+            names[level < 0 ? 0 : level > 2 ? 2 : level], line);
+}
+
+void server_config_init(server_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->data_dir = "./data";
+    cfg->host = "127.0.0.1";
+    cfg->port = 2113;
+    cfg->max_connections = 10000;
+    cfg->max_header_bytes = 16u << 10;
+    cfg->max_body_bytes = 64u << 20;
+    cfg->idle_timeout_ms = 60000;
+    cfg->request_timeout_ms = 30000;
+    cfg->log_level = 1;
+    cfg->ready_fd = -1;
+}
+
+/* ------------------------------------------------------------ connections */
+
+static void conn_free(conn *c)
+{
+    request_reset(&c->req);
+    buf_free(&c->req.url);
+    buf_free(&c->req.body);
+    buf_free(&c->in);
+    buf_free(&c->out);
+    free(c);
+}
+
+void conn_close(conn *c)
+{
+    if (c->fd < 0)
+        return;
+    server *s = c->srv;
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    if (c->async_pending)
+        c->dead = 1; /* freed when the completion arrives */
+    else
+        conn_free(c);
+}
+
+/* Write what `out` holds; keeps EPOLLOUT armed only while output is stuck. */
+void conn_flush(conn *c)
+{
+    while (c->fd >= 0 && c->out_off < c->out.len) {
+        ssize_t n = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            c->stalled_since_ms = 0;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!c->stalled_since_ms)
+                c->stalled_since_ms = now_ms();
+            return; /* EPOLLOUT (edge-triggered, always armed) resumes us */
+        }
+        conn_close(c);
+        return;
+    }
+    if (c->fd < 0)
+        return;
+    c->out.len = c->out_off = 0;
+    if (c->state == CS_STREAMING) {
+        route_stream_more(c);
+        if (c->fd >= 0 && c->out.len)
+            conn_flush(c);
+    } else if (c->state == CS_CLOSING) {
+        conn_close(c);
+    }
+}
+
+void conn_request_done(conn *c)
+{
+    if (c->fd < 0)
+        return;
+    c->state = c->keep_alive && !c->srv->stopping ? CS_READING : CS_CLOSING;
+    request_reset(&c->req);
+    c->request_start_ms = 0;
+    conn_flush(c);
+    if (c->fd >= 0 && c->state == CS_READING && c->in_off < c->in.len)
+        http_conn_process(c); /* pipelined requests already buffered */
+}
+
+static void conn_read(conn *c)
+{
+    for (;;) {
+        if (c->in_off == c->in.len)
+            c->in.len = c->in_off = 0;
+        else if (c->in_off > (1u << 20)) {
+            memmove(c->in.p, c->in.p + c->in_off, c->in.len - c->in_off);
+            c->in.len -= c->in_off;
+            c->in_off = 0;
+        }
+        /* Don't read without bound while a request is being served. */
+        if (c->state != CS_READING && c->in.len - c->in_off > (4u << 20))
+            break;
+        if (buf_reserve(&c->in, READ_CHUNK)) {
+            conn_close(c);
+            return;
+        }
+        ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
+        if (n > 0) {
+            c->in.len += (size_t)n;
+            c->last_activity_ms = now_ms();
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        /* EOF or error: a half-sent request is dropped; in-flight work is
+         * finished by its owner (completion or stream) and then closed. */
+        if (c->state == CS_READING)
+            conn_close(c);
+        else
+            c->keep_alive = 0;
+        return;
+    }
+    if (c->state == CS_READING)
+        http_conn_process(c);
+}
+
+static void accept_all(server *s)
+{
+    for (;;) {
+        int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE)
+                server_log(s, 0, "msg=\"accept: out of file descriptors\"");
+            return;
+        }
+        if (s->stopping || s->nconns >= s->cfg.max_connections) {
+            static const char busy[] =
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                "Content-Length: 83\r\nConnection: close\r\n\r\n"
+                "{\"error\":{\"code\":\"UNAVAILABLE\",\"message\":\"too many connections, or stopping\"}}\n";
+            ssize_t w = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)w;
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->srv = s;
+        c->fd = fd;
+        c->last_activity_ms = now_ms();
+        http_conn_init(c);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
+        if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            close(fd);
+            conn_free(c);
+            continue;
+        }
+        c->next = s->conns;
+        if (s->conns)
+            s->conns->prev = c;
+        s->conns = c;
+        s->nconns++;
+        s->m.connections_total++;
+    }
+}
+
+/* ------------------------------------------------------------ completions */
+
+static void drain_completions(server *s)
+{
+    uint64_t v;
+    ssize_t r = read(s->evfd, &v, sizeof v);
+    (void)r;
+    pthread_mutex_lock(&s->cq_mu);
+    completion *list = s->cq_head;
+    s->cq_head = s->cq_tail = NULL;
+    pthread_mutex_unlock(&s->cq_mu);
+    while (list) {
+        completion *next = list->next;
+        conn *c = list->c;
+        c->async_pending = 0;
+        if (c->dead)
+            conn_free(c);
+        else
+            route_append_done(c, list);
+        free(list);
+        list = next;
+    }
+}
+
+/* ------------------------------------------------------------ timeouts */
+
+static void check_timeouts(server *s)
+{
+    int64_t now = now_ms();
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == CS_READING && c->request_start_ms &&
+            now - c->request_start_ms > s->cfg.request_timeout_ms) {
+            server_log(s, 2, "msg=\"request timeout\" fd=%d", c->fd);
+            c->keep_alive = 0;
+            http_error(c, 408, "REQUEST_TIMEOUT", "the request did not arrive in time");
+            c->state = CS_CLOSING;
+            conn_flush(c);
+        } else if (c->state == CS_READING && !c->request_start_ms && c->out.len == 0 &&
+                   now - c->last_activity_ms > s->cfg.idle_timeout_ms) {
+            conn_close(c);
+        } else if (c->stalled_since_ms && now - c->stalled_since_ms > s->cfg.request_timeout_ms) {
+            server_log(s, 2, "msg=\"client stopped reading\" fd=%d", c->fd);
+            if (!c->async_pending || c->state != CS_BUSY)
+                conn_close(c);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ the loop */
+
+static int listen_on(server *s)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->cfg.port)};
+    if (inet_pton(AF_INET, s->cfg.host, &sa.sin_addr) != 1) {
+        fprintf(stderr, "stele serve: bad listen address '%s' (an IPv4 address)\n", s->cfg.host);
+        return -1;
+    }
+    s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(s->lfd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(s->lfd, 4096) != 0) {
+        fprintf(stderr, "stele serve: cannot listen on %s:%d: %s\n", s->cfg.host, s->cfg.port,
+                strerror(errno));
+        return -1;
+    }
+    socklen_t len = sizeof sa;
+    getsockname(s->lfd, (struct sockaddr *)&sa, &len);
+    s->port = ntohs(sa.sin_port);
+    return 0;
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int server_run(const server_config *cfg)
+{
+    server *s = calloc(1, sizeof *s);
+    if (!s)
+        return 1;
+    s->cfg = *cfg;
+    s->lfd = s->epfd = s->evfd = s->sigfd = -1;
+    pthread_mutex_init(&s->cq_mu, NULL);
+    raise_fd_limit();
+    int rc = 1;
+
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int src = stele_open(cfg->data_dir, &cfg->store, &s->db);
+    if (src) {
+        fprintf(stderr, "stele serve: cannot open the store in %s: %s\n", cfg->data_dir,
+                stele_errmsg());
+        goto out;
+    }
+    if (listen_on(s) != 0)
+        goto out;
+    s->epfd = epoll_create1(EPOLL_CLOEXEC);
+    s->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    s->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->lfd};
+    epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->lfd, &ev);
+    ev.data.ptr = &s->evfd;
+    epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->evfd, &ev);
+    ev.data.ptr = &s->sigfd;
+    epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->sigfd, &ev);
+    server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s", cfg->host, s->port,
+               cfg->data_dir, STELE_VERSION);
+    if (cfg->ready_fd >= 0) {
+        char line[32];
+        int n = snprintf(line, sizeof line, "ready %d\n", s->port);
+        ssize_t w = write(cfg->ready_fd, line, (size_t)n);
+        (void)w;
+    }
+
+    int64_t last_tick = now_ms(), stop_at = 0;
+    struct epoll_event evs[256];
+    for (;;) {
+        int n = epoll_wait(s->epfd, evs, 256, 250);
+        for (int i = 0; i < n; i++) {
+            void *p = evs[i].data.ptr;
+            if (p == &s->lfd) {
+                accept_all(s);
+            } else if (p == &s->evfd) {
+                drain_completions(s);
+            } else if (p == &s->sigfd) {
+                struct signalfd_siginfo si;
+                while (read(s->sigfd, &si, sizeof si) == sizeof si) {
+                    if (!s->stopping)
+                        server_log(s, 1, "msg=\"stopping\" signal=%u", si.ssi_signo);
+                    s->stopping = 1;
+                }
+            } else {
+                conn *c = p;
+                if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                    conn_read(c);
+                if (c->fd >= 0 && (evs[i].events & EPOLLOUT))
+                    conn_flush(c);
+            }
+        }
+        int64_t now = now_ms();
+        if (now - last_tick >= 1000) {
+            check_timeouts(s);
+            last_tick = now;
+        }
+        if (s->stopping) {
+            if (!stop_at) {
+                stop_at = now + STOP_GRACE_MS;
+                epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->lfd, NULL);
+                close(s->lfd);
+                s->lfd = -1;
+            }
+            /* Close idle connections; wait for busy ones. */
+            int busy = 0;
+            for (conn *c = s->conns, *next; c; c = next) {
+                next = c->next;
+                if (c->state == CS_READING && !c->request_start_ms && c->out.len == 0)
+                    conn_close(c);
+                else
+                    busy++;
+            }
+            if (!busy || now > stop_at)
+                break;
+        }
+    }
+    while (s->conns)
+        conn_close(s->conns);
+    rc = 0;
+out:
+    if (s->db) {
+        stele_close(s->db); /* waits for queued appends; their callbacks post
+                               completions that nobody reads any more */
+        s->db = NULL;
+        pthread_mutex_lock(&s->cq_mu);
+        for (completion *cp = s->cq_head, *nx; cp; cp = nx) {
+            nx = cp->next;
+            if (cp->c->dead)
+                conn_free(cp->c);
+            free(cp);
+        }
+        s->cq_head = NULL;
+        pthread_mutex_unlock(&s->cq_mu);
+        server_log(s, 1, "msg=\"stopped\"");
+    }
+    if (s->lfd >= 0)
+        close(s->lfd);
+    if (s->epfd >= 0)
+        close(s->epfd);
+    if (s->evfd >= 0)
+        close(s->evfd);
+    if (s->sigfd >= 0)
+        close(s->sigfd);
+    pthread_mutex_destroy(&s->cq_mu);
+    free(s);
+    return rc;
+}

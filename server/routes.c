@@ -1,0 +1,563 @@
+/*
+ * routes.c - the REST API (docs/http-api.md): routing a complete request to
+ * its handler, and the handlers for streams, $all, health, info and
+ * metrics. Handlers validate the URL and query here and leave everything
+ * about events to libstele, whose precise messages become the error bodies.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "server_int.h"
+#include "urlcode.h"
+
+#define DEFAULT_LIMIT 100
+#define MAX_LIMIT 10000
+#define NDJSON_PAGE 1000
+
+/* ------------------------------------------------------------ helpers */
+
+static void respond_json(conn *c, int status, buf *b)
+{
+    buf_append(b, "\n", 1);
+    http_respond(c, status, "application/json", b->p, b->len, NULL);
+}
+
+static void finish(conn *c, int is_append)
+{
+    metrics_observe(&c->srv->m, is_append, (double)(time_mono_ns() - c->t_start_ns) / 1e9);
+    conn_request_done(c);
+}
+
+static void fail(conn *c, int status, const char *code, const char *msg)
+{
+    http_error(c, status, code, msg);
+    conn_request_done(c);
+}
+
+/* Parse an expected revision: any, no_stream, stream_exists or a number. */
+static int parse_expected(const char *s, int64_t *out)
+{
+    if (!strcmp(s, "any"))
+        *out = STELE_ANY;
+    else if (!strcmp(s, "no_stream"))
+        *out = STELE_NO_STREAM;
+    else if (!strcmp(s, "stream_exists"))
+        *out = STELE_STREAM_EXISTS;
+    else {
+        char *end;
+        if (!*s || *s < '0' || *s > '9')
+            return -1;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (*end || v > INT64_MAX)
+            return -1;
+        *out = (int64_t)v;
+    }
+    return 0;
+}
+
+/* A position/revision query value: a number, "start" or "end". */
+static int parse_from(const char *s, int backwards, uint64_t *out)
+{
+    if (!*s) {
+        *out = backwards ? STELE_END : 0;
+        return 0;
+    }
+    if (!strcmp(s, "start")) {
+        *out = 0;
+        return 0;
+    }
+    if (!strcmp(s, "end")) {
+        *out = STELE_END;
+        return 0;
+    }
+    char *end;
+    if (*s < '0' || *s > '9')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || v == UINT64_MAX)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+typedef struct read_args {
+    uint64_t from;
+    int backwards;
+    uint64_t limit;
+    int limit_given;
+} read_args;
+
+static int parse_read_args(conn *c, const char *q, size_t qlen, read_args *ra)
+{
+    char v[64];
+    int r;
+    memset(ra, 0, sizeof *ra);
+    if ((r = query_get(q, qlen, "direction", v, sizeof v)) < 0)
+        goto bad;
+    if (r > 0) {
+        if (!strcmp(v, "backwards"))
+            ra->backwards = 1;
+        else if (strcmp(v, "forwards")) {
+            fail(c, 400, "INVALID_ARGUMENT", "direction must be 'forwards' or 'backwards'");
+            return -1;
+        }
+    }
+    if ((r = query_get(q, qlen, "from", v, sizeof v)) < 0)
+        goto bad;
+    if (parse_from(r > 0 ? v : "", ra->backwards, &ra->from)) {
+        fail(c, 400, "INVALID_ARGUMENT", "from must be a non-negative number, 'start' or 'end'");
+        return -1;
+    }
+    if ((r = query_get(q, qlen, "limit", v, sizeof v)) < 0)
+        goto bad;
+    ra->limit = DEFAULT_LIMIT;
+    if (r > 0) {
+        char *end;
+        unsigned long long l = strtoull(v, &end, 10);
+        if (!*v || *end || v[0] < '0' || v[0] > '9' || l == 0 ||
+            (!c->req.accept_ndjson && l > MAX_LIMIT)) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "limit must be a number from 1 to %d", MAX_LIMIT);
+            fail(c, 400, "INVALID_ARGUMENT", msg);
+            return -1;
+        }
+        ra->limit = l;
+        ra->limit_given = 1;
+    } else if (c->req.accept_ndjson) {
+        ra->limit = UINT64_MAX; /* NDJSON streams the whole read by default */
+    }
+    return 0;
+bad:
+    fail(c, 400, "INVALID_ARGUMENT", "malformed query string");
+    return -1;
+}
+
+/* ------------------------------------------------------------ append */
+
+static void append_cb(void *ctx, int rc, const stele_append_result *res, const char *msg)
+{
+    conn *c = ctx;
+    server *s = c->srv;
+    completion *cp = calloc(1, sizeof *cp);
+    if (!cp)
+        abort(); /* cannot report the outcome: no way to keep order */
+    cp->c = c;
+    cp->rc = rc;
+    cp->res = *res;
+    snprintf(cp->msg, sizeof cp->msg, "%s", msg);
+    pthread_mutex_lock(&s->cq_mu);
+    if (s->cq_tail)
+        s->cq_tail->next = cp;
+    else
+        s->cq_head = cp;
+    s->cq_tail = cp;
+    pthread_mutex_unlock(&s->cq_mu);
+    uint64_t one = 1;
+    ssize_t w = write(s->evfd, &one, sizeof one);
+    (void)w;
+}
+
+static void handle_append(conn *c, const char *stream)
+{
+    /* The body must be JSON whatever its Content-Type says (curl -d sends
+     * application/x-www-form-urlencoded). */
+    request *r = &c->req;
+    json_append ja;
+    char err[512];
+    int rc = json_parse_append((const char *)r->body.p, r->body.len, &ja, err, sizeof err);
+    if (rc) {
+        if (rc == STELE_EINVAL && ja.bad_json)
+            fail(c, 400, "INVALID_JSON", err);
+        else {
+            http_stele_error(c, rc, err, NULL);
+            conn_request_done(c);
+        }
+        return;
+    }
+    int64_t expected = STELE_ANY;
+    if (r->has_expected) {
+        if (parse_expected(r->expected, &expected)) {
+            json_append_free(&ja);
+            fail(c, 400, "INVALID_ARGUMENT",
+                 "Stele-Expected-Revision must be any, no_stream, stream_exists or a revision");
+            return;
+        }
+        if (ja.has_expected && ja.expected != expected) {
+            json_append_free(&ja);
+            fail(c, 400, "INVALID_ARGUMENT",
+                 "the Stele-Expected-Revision header and the body's expectedRevision disagree");
+            return;
+        }
+    } else if (ja.has_expected) {
+        expected = ja.expected;
+    }
+    c->srv->m.append_bytes += r->body.len;
+    c->srv->m.append_events += ja.n;
+    c->async_pending = 1;
+    c->state = CS_BUSY;
+    rc = stele_append_async(c->srv->db, stream, expected, ja.events, ja.n, append_cb, c);
+    json_append_free(&ja);
+    if (rc) {
+        c->async_pending = 0;
+        c->state = CS_READING;
+        http_stele_error(c, rc, stele_errmsg(), NULL);
+        conn_request_done(c);
+    }
+}
+
+void route_append_done(conn *c, const completion *cp)
+{
+    c->srv->m.appends++;
+    if (cp->rc) {
+        http_stele_error(c, cp->rc, cp->msg, &cp->res);
+    } else {
+        char body[256];
+        int n = snprintf(body, sizeof body,
+                         "{\"firstRevision\":%llu,\"lastRevision\":%llu,\"firstPosition\":%llu,"
+                         "\"lastPosition\":%llu,\"idempotent\":%s}\n",
+                         (unsigned long long)cp->res.first_revision,
+                         (unsigned long long)cp->res.last_revision,
+                         (unsigned long long)cp->res.first_position,
+                         (unsigned long long)cp->res.last_position,
+                         cp->res.idempotent ? "true" : "false");
+        http_respond(c, cp->res.idempotent ? 200 : 201, "application/json", body, (size_t)n,
+                     NULL);
+    }
+    c->state = CS_READING;
+    server_log(c->srv, 2, "msg=request method=POST path=/streams rc=%d", cp->rc);
+    finish(c, 1);
+}
+
+/* ------------------------------------------------------------ reads */
+
+static int read_page(conn *c, const read_job *j, size_t limit, stele_page **pg)
+{
+    int dir = j->backwards ? STELE_BACKWARDS : STELE_FORWARDS;
+    return j->all ? stele_read_all(c->srv->db, j->next, dir, limit, pg)
+                  : stele_read_stream(c->srv->db, j->stream, j->next, dir, limit, pg);
+}
+
+static void handle_read(conn *c, const char *stream, const char *q, size_t qlen)
+{
+    read_args ra;
+    if (parse_read_args(c, q, qlen, &ra))
+        return;
+    read_job *j = &c->job;
+    memset(j, 0, sizeof *j);
+    j->all = stream == NULL;
+    if (stream)
+        snprintf(j->stream, sizeof j->stream, "%s", stream);
+    j->next = ra.from;
+    j->backwards = ra.backwards;
+    j->remaining = ra.limit;
+    c->srv->m.reads++;
+
+    if (c->req.accept_ndjson) {
+        /* Check the stream exists before committing to a 200. */
+        stele_page *pg;
+        size_t first = j->remaining < NDJSON_PAGE ? (size_t)j->remaining : NDJSON_PAGE;
+        int rc = read_page(c, j, first, &pg);
+        if (rc) {
+            http_stele_error(c, rc, stele_errmsg(), NULL);
+            conn_request_done(c);
+            return;
+        }
+        http_chunked_start(c, 200, "application/x-ndjson");
+        buf b = {0};
+        for (size_t i = 0; i < stele_page_count(pg); i++) {
+            json_w_event(&b, stele_page_event(pg, i));
+            buf_append(&b, "\n", 1);
+        }
+        http_chunk(c, b.p, b.len);
+        buf_free(&b);
+        c->srv->m.read_events += stele_page_count(pg);
+        j->remaining -= stele_page_count(pg);
+        j->done = !stele_page_next(pg, &j->next) || j->remaining == 0;
+        stele_page_free(pg);
+        c->state = CS_STREAMING;
+        conn_flush(c); /* continues in route_stream_more as output drains */
+        return;
+    }
+
+    stele_page *pg;
+    int rc = read_page(c, j, (size_t)j->remaining, &pg);
+    if (rc) {
+        http_stele_error(c, rc, stele_errmsg(), NULL);
+        conn_request_done(c);
+        return;
+    }
+    buf b = {0};
+    buf_append(&b, "{\"events\":[", 11);
+    for (size_t i = 0; i < stele_page_count(pg); i++) {
+        if (i)
+            buf_append(&b, ",", 1);
+        json_w_event(&b, stele_page_event(pg, i));
+    }
+    buf_append(&b, "]", 1);
+    uint64_t next;
+    if (stele_page_next(pg, &next)) {
+        char link[512];
+        int n;
+        if (stream) {
+            char enc[800];
+            url_encode(stream, strlen(stream), enc, sizeof enc);
+            n = snprintf(link, sizeof link, ",\"next\":\"/streams/%s?from=%llu&direction=%s&limit=%llu\"",
+                         enc, (unsigned long long)next, ra.backwards ? "backwards" : "forwards",
+                         (unsigned long long)ra.limit);
+        } else {
+            n = snprintf(link, sizeof link, ",\"next\":\"/all?from=%llu&direction=%s&limit=%llu\"",
+                         (unsigned long long)next, ra.backwards ? "backwards" : "forwards",
+                         (unsigned long long)ra.limit);
+        }
+        buf_append(&b, link, (size_t)n);
+    }
+    buf_append(&b, "}", 1);
+    c->srv->m.read_events += stele_page_count(pg);
+    stele_page_free(pg);
+    respond_json(c, 200, &b);
+    buf_free(&b);
+    finish(c, 0);
+}
+
+void route_stream_more(conn *c)
+{
+    read_job *j = &c->job;
+    if (j->done) {
+        http_chunked_end(c);
+        c->state = CS_READING;
+        finish(c, 0);
+        return;
+    }
+    stele_page *pg;
+    size_t n = j->remaining < NDJSON_PAGE ? (size_t)j->remaining : NDJSON_PAGE;
+    int rc = read_page(c, j, n, &pg);
+    if (rc) {
+        /* Headers are gone: end the stream abruptly so the client sees a
+         * truncated (invalid) chunked body rather than a clean end. */
+        server_log(c->srv, 0, "msg=\"ndjson read failed\" error=\"%s\"", stele_errmsg());
+        c->keep_alive = 0;
+        c->state = CS_CLOSING;
+        conn_close(c);
+        return;
+    }
+    buf b = {0};
+    for (size_t i = 0; i < stele_page_count(pg); i++) {
+        json_w_event(&b, stele_page_event(pg, i));
+        buf_append(&b, "\n", 1);
+    }
+    http_chunk(c, b.p, b.len);
+    buf_free(&b);
+    c->srv->m.read_events += stele_page_count(pg);
+    j->remaining -= stele_page_count(pg);
+    j->done = !stele_page_next(pg, &j->next) || j->remaining == 0 || stele_page_count(pg) == 0;
+    stele_page_free(pg);
+}
+
+/* ------------------------------------------------------------ others */
+
+static void handle_head(conn *c, const char *stream)
+{
+    stele_stream_info info;
+    int rc = stele_stream_head(c->srv->db, stream, &info);
+    if (rc) {
+        http_stele_error(c, rc, stele_errmsg(), NULL);
+        conn_request_done(c);
+        return;
+    }
+    buf b = {0};
+    buf_append(&b, "{\"stream\":", 10);
+    json_w_str(&b, stream, strlen(stream));
+    char tail[256];
+    int n = snprintf(tail, sizeof tail, ",\"lastRevision\":");
+    buf_append(&b, tail, (size_t)n);
+#define NUM_OR_NULL(v)                                                                 \
+    do {                                                                               \
+        if ((v) == STELE_NONE)                                                         \
+            buf_append(&b, "null", 4);                                                 \
+        else {                                                                         \
+            n = snprintf(tail, sizeof tail, "%llu", (unsigned long long)(v));          \
+            buf_append(&b, tail, (size_t)n);                                           \
+        }                                                                              \
+    } while (0)
+    NUM_OR_NULL(info.last_revision);
+    buf_append(&b, ",\"lastPosition\":", 16);
+    NUM_OR_NULL(info.last_position);
+#undef NUM_OR_NULL
+    n = snprintf(tail, sizeof tail, ",\"truncateBefore\":%llu,\"deleted\":%s,\"tombstoned\":%s}",
+                 (unsigned long long)info.truncate_before, info.deleted ? "true" : "false",
+                 info.tombstoned ? "true" : "false");
+    buf_append(&b, tail, (size_t)n);
+    respond_json(c, 200, &b);
+    buf_free(&b);
+    finish(c, 0);
+}
+
+static void handle_delete(conn *c, const char *stream, const char *q, size_t qlen)
+{
+    char v[16];
+    int tomb = 0;
+    int r = query_get(q, qlen, "tombstone", v, sizeof v);
+    if (r < 0 || (r > 0 && strcmp(v, "true") && strcmp(v, "false"))) {
+        fail(c, 400, "INVALID_ARGUMENT", "tombstone must be true or false");
+        return;
+    }
+    tomb = r > 0 && !strcmp(v, "true");
+    int64_t expected = STELE_ANY;
+    if (c->req.has_expected && parse_expected(c->req.expected, &expected)) {
+        fail(c, 400, "INVALID_ARGUMENT",
+             "Stele-Expected-Revision must be any, no_stream, stream_exists or a revision");
+        return;
+    }
+    /* Deletes are rare: done synchronously (one fsync) on the loop. */
+    uint64_t current;
+    int rc = tomb ? stele_tombstone_stream(c->srv->db, stream, expected, &current)
+                  : stele_delete_stream(c->srv->db, stream, expected, &current);
+    if (rc) {
+        stele_append_result res = {.current_revision = current};
+        http_stele_error(c, rc, stele_errmsg(), &res);
+        conn_request_done(c);
+        return;
+    }
+    http_respond(c, 204, NULL, NULL, 0, NULL);
+    finish(c, 0);
+}
+
+static void handle_info(conn *c)
+{
+    stele_stats st;
+    int rc = stele_get_stats(c->srv->db, &st);
+    if (rc) {
+        http_stele_error(c, rc, stele_errmsg(), NULL);
+        conn_request_done(c);
+        return;
+    }
+    char body[512];
+    int n = snprintf(body, sizeof body,
+                     "{\"version\":\"%s\",\"store\":{\"events\":%llu,\"streams\":%llu,"
+                     "\"logBytes\":%llu,\"segments\":%llu,\"readOnly\":%s},"
+                     "\"connections\":%zu}\n",
+                     STELE_VERSION, (unsigned long long)st.events, (unsigned long long)st.streams,
+                     (unsigned long long)st.log_bytes, (unsigned long long)st.segments,
+                     st.readonly ? "true" : "false", c->srv->nconns);
+    http_respond(c, 200, "application/json", body, (size_t)n, NULL);
+    finish(c, 0);
+}
+
+/* ------------------------------------------------------------ routing */
+
+void route_request(conn *c)
+{
+    request *r = &c->req;
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    const char *url = (const char *)r->url.p;
+    if (http_parser_parse_url(url, r->url.len, 0, &u) || !(u.field_set & (1 << UF_PATH))) {
+        fail(c, 400, "BAD_REQUEST", "malformed request target");
+        return;
+    }
+    const char *path = url + u.field_data[UF_PATH].off;
+    size_t plen = u.field_data[UF_PATH].len;
+    const char *q = (u.field_set & (1 << UF_QUERY)) ? url + u.field_data[UF_QUERY].off : "";
+    size_t qlen = (u.field_set & (1 << UF_QUERY)) ? u.field_data[UF_QUERY].len : 0;
+    int m = r->method;
+    server_log(c->srv, 2, "msg=request method=%s path=\"%.*s\"", http_method_str(m), (int)plen,
+               path);
+
+#define PATH_IS(lit) (plen == sizeof(lit) - 1 && !memcmp(path, lit, plen))
+    if (PATH_IS("/health/live")) {
+        if (m != HTTP_GET)
+            goto method;
+        static const char b[] = "{\"status\":\"live\"}\n";
+        http_respond(c, 200, "application/json", b, sizeof b - 1, NULL);
+        finish(c, 0);
+        return;
+    }
+    if (PATH_IS("/health/ready")) {
+        if (m != HTTP_GET)
+            goto method;
+        stele_stats st;
+        if (stele_get_stats(c->srv->db, &st) || st.readonly || c->srv->stopping) {
+            fail(c, 503, "UNAVAILABLE",
+                 c->srv->stopping ? "shutting down" : "store is read-only after a storage fault");
+            return;
+        }
+        static const char b[] = "{\"status\":\"ready\"}\n";
+        http_respond(c, 200, "application/json", b, sizeof b - 1, NULL);
+        finish(c, 0);
+        return;
+    }
+    if (PATH_IS("/info")) {
+        if (m != HTTP_GET)
+            goto method;
+        handle_info(c);
+        return;
+    }
+    if (PATH_IS("/metrics")) {
+        if (m != HTTP_GET)
+            goto method;
+        buf b = {0};
+        metrics_render(c->srv, &b);
+        http_respond(c, 200, "text/plain; version=0.0.4", b.p, b.len, NULL);
+        buf_free(&b);
+        finish(c, 0);
+        return;
+    }
+    if (PATH_IS("/all")) {
+        if (m != HTTP_GET)
+            goto method;
+        handle_read(c, NULL, q, qlen);
+        return;
+    }
+    if (plen > 9 && !memcmp(path, "/streams/", 9)) {
+        const char *seg = path + 9;
+        size_t slen = plen - 9;
+        const char *slash = memchr(seg, '/', slen);
+        size_t name_len = slash ? (size_t)(slash - seg) : slen;
+        const char *rest = slash ? slash : "";
+        size_t rest_len = slash ? slen - name_len : 0;
+        char name[1024];
+        size_t nlen;
+        if (name_len == 0 || url_decode(seg, name_len, name, sizeof name, &nlen) != 0) {
+            fail(c, 400, "INVALID_ARGUMENT", "malformed stream name in the path");
+            return;
+        }
+        if (memchr(name, 0, nlen)) {
+            fail(c, 400, "INVALID_ARGUMENT", "stream name contains a NUL byte");
+            return;
+        }
+        if (rest_len == 0) {
+            if (m == HTTP_POST)
+                handle_append(c, name);
+            else if (m == HTTP_GET)
+                handle_read(c, name, q, qlen);
+            else if (m == HTTP_DELETE)
+                handle_delete(c, name, q, qlen);
+            else
+                goto method;
+            return;
+        }
+        if (rest_len == 5 && !memcmp(rest, "/head", 5)) {
+            if (m != HTTP_GET)
+                goto method;
+            handle_head(c, name);
+            return;
+        }
+    }
+#undef PATH_IS
+    {
+        char msg[256];
+        snprintf(msg, sizeof msg, "no route for %s %.*s", http_method_str(m),
+                 (int)(plen > 200 ? 200 : plen), path);
+        fail(c, 404, "NOT_FOUND", msg);
+        return;
+    }
+method : {
+    char msg[256];
+    snprintf(msg, sizeof msg, "method %s is not allowed on %.*s", http_method_str(m),
+             (int)(plen > 200 ? 200 : plen), path);
+    fail(c, 405, "METHOD_NOT_ALLOWED", msg);
+}
+}

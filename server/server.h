@@ -1,0 +1,41 @@
+/*
+ * server.h - `stele serve`: the network server in front of libstele.
+ *
+ * One event-loop thread (epoll) owns every connection: it parses HTTP/1.1
+ * requests (Debian's http-parser), runs reads inline (they never wait for
+ * the writer), and hands appends to the store with stele_append_async(); the
+ * store's writer thread completes them through an eventfd back into the
+ * loop. The server uses only include/stele.h.
+ */
+#ifndef STELE_SERVER_H
+#define STELE_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stele.h"
+
+typedef struct server_config {
+    const char *data_dir;     /* store directory (default ./data) */
+    const char *host;         /* listen address (default 127.0.0.1) */
+    int port;                 /* default 2113 */
+    size_t max_connections;   /* default 10000 */
+    size_t max_header_bytes;  /* request line + headers, default 16 KiB */
+    size_t max_body_bytes;    /* default 64 MiB */
+    int idle_timeout_ms;      /* keep-alive connection with no request, default 60 s */
+    int request_timeout_ms;   /* a started request must arrive whole, default 30 s */
+    int log_level;            /* 0 error, 1 info, 2 debug (a line per request) */
+    stele_options store;      /* passed to stele_open */
+    int ready_fd;             /* if >= 0, write "ready <port>\n" here once listening */
+} server_config;
+
+/* Defaults for every field. */
+void server_config_init(server_config *cfg);
+
+/* Open the store, listen, serve until SIGTERM/SIGINT, then stop gracefully:
+ * stop accepting, finish in-flight appends and responses (10 s at most),
+ * close the store. Returns 0 after a clean stop, else an exit code with a
+ * message on stderr. */
+int server_run(const server_config *cfg);
+
+#endif
