@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run test test-unit test-asan test-valgrind bench clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench clean
 
 all: build
 
@@ -15,10 +15,14 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# Until the server lands (issue 3), `make run` runs the example program
-# against ./data: it appends and reads back a few events.
+# The server on its embedded default store in ./data, port 2113
+# (stele serve --help lists the settings; STELE_* variables work too).
 run: build
-	./$(BUILD)/examples/stele_example ./data
+	./$(BUILD)/stele serve --data ./data
+
+# The smallest embedding of the library, against ./data-example.
+example: build
+	./$(BUILD)/examples/stele_example ./data-example
 
 # Every test: the full suite, then the unit tests under ASan+UBSan, then
 # valgrind's leak check on the library's unit tests.
