@@ -199,8 +199,10 @@ typedef struct stele_append_result {
  * append), ETOOBIG (event or append over the limits), EWRONGREV (with
  * res->current_revision), EDELETED (tombstoned stream), EIDCONFLICT,
  * EREADONLY (a storage fault happened earlier; reopen the store), EIO /
- * ENOSPC (this append failed on disk and was not acknowledged; the store is
- * now read-only), ECLOSED. `res` may be NULL.
+ * ENOSPC (writing or syncing this append's group failed: it was not
+ * acknowledged, and after reopening it may be wholly present or wholly
+ * absent, never in part; retry it with the same event ids to make the retry
+ * idempotent; the store is now read-only), ECLOSED. `res` may be NULL.
  *
  * Stream names: 1..255 bytes of UTF-8 without control characters, not
  * starting with '$' (reserved for system streams).

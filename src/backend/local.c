@@ -1031,6 +1031,12 @@ typedef struct rcommit {
     uint8_t (*ids)[16];
     uint8_t *made;
     uint32_t cap;
+    /* Sparse position entries and bytes of this commit, applied only once
+     * it is complete (a torn commit must leave no trace in the index). */
+    uint64_t (*pos)[2];
+    size_t npos, poscap;
+    uint64_t last_pos_loc;
+    uint64_t bytes;
 } rcommit;
 
 static int apply_event_commit(local *L, MDB_txn *txn, rcommit *c, uint64_t end)
@@ -1079,57 +1085,6 @@ static int apply_marker(local *L, MDB_txn *txn, const rec *r)
         st.flags |= IDX_TOMBSTONED;
     }
     return idx_stream_put(L->ix, txn, r->stream, r->stream_len, &st);
-}
-
-/* After a bad record at `bad` in the last segment: is there a valid event
- * record later in the segment (damage), or only the rest of a torn write
- * (then the tail is cut)? Returns 1 if a later valid record exists. */
-static int valid_record_after(local *L, uint64_t bad, uint64_t next_pos)
-{
-    log_seg *s = L->lg->segs[loc_seg(bad)];
-    uint64_t off = loc_off(bad) + REC_ALIGN;
-    buf b = {0};
-    int found = 0;
-    const uint64_t CH = 4u << 20;
-    while (off + REC_HEADER_SIZE <= s->size && !found) {
-        uint64_t n = s->size - off < CH ? s->size - off : CH;
-        b.len = 0;
-        if (buf_reserve(&b, n) || os_read_full(s->fd, b.p, n, off))
-            break;
-        int nonzero = 0;
-        for (uint64_t i = 0; i + REC_HEADER_SIZE <= n; i += REC_ALIGN) {
-            uint32_t len = ld32(b.p + i);
-            if (len)
-                nonzero = 1;
-            if (len < REC_HEADER_SIZE || len % REC_ALIGN || b.p[i + 8] != REC_EVENT)
-                continue;
-            uint64_t pos = ld64(b.p + i + 24);
-            if (pos < next_pos || pos - next_pos > (1ull << 32))
-                continue;
-            uint8_t *rp = b.p + i;
-            uint8_t *big = NULL;
-            if (i + len > n) {
-                big = malloc(len);
-                if (!big || os_read_full(s->fd, big, len, off + i)) {
-                    free(big);
-                    continue;
-                }
-                rp = big;
-            }
-            rec r;
-            const char *why;
-            if (rec_decode(rp, len, &r, &why) == REC_OK)
-                found = 1;
-            free(big);
-            if (found)
-                break;
-        }
-        if (!nonzero)
-            break; /* a whole chunk of zeros: past any torn write */
-        off += n - REC_HEADER_SIZE + REC_ALIGN;
-    }
-    buf_free(&b);
-    return found;
 }
 
 /* Zero the log from `from` to the end of the segment's written data. */
@@ -1187,6 +1142,19 @@ static int last_commit_intact(local *L)
     return ok;
 }
 
+/* Does the segment hold anything after its header? */
+static int seg_has_records(logf *lg, uint32_t segno)
+{
+    uint8_t w[8] = {0};
+    log_seg *s = lg->segs[segno];
+    if (s->size < SEG_HEADER_SIZE + sizeof w)
+        return 0;
+    if (os_read_full(s->fd, w, sizeof w, SEG_HEADER_SIZE))
+        return 1; /* unreadable: treat as damage, never as empty */
+    static const uint8_t zero[8];
+    return memcmp(w, zero, sizeof w) != 0;
+}
+
 static int recover(local *L, int rebuild)
 {
     logf *lg = L->lg;
@@ -1213,8 +1181,16 @@ static int recover(local *L, int rebuild)
         rc = 0;
     }
     uint32_t nsegs = atomic_load(&lg->nsegs);
-    /* A last segment whose header never made it to disk was torn at
-     * creation: drop it (its predecessor is sealed). */
+    /* A last segment without a valid header: the header is written in the
+     * same write as the segment's first records, so a torn creation leaves
+     * no records behind it. Records there mean the header is damaged. */
+    if (rc == 0 && nsegs > lg->first_seg && lg->segs[nsegs - 1]->first_position == UINT64_MAX &&
+        seg_has_records(lg, nsegs - 1)) {
+        char name[32];
+        log_seg_name(nsegs - 1, name);
+        rc = err_set(STELE_ECORRUPT, "segment %s offset 0: segment header is damaged", name);
+    }
+    /* Torn at creation: drop it (its predecessor is sealed). */
     if (rc == 0 && nsegs > lg->first_seg && lg->segs[nsegs - 1]->first_position == UINT64_MAX &&
         nsegs - 1 > lg->first_seg && loc_seg(L->ck.loc) < nsegs - 1) {
         rc = log_drop_last(lg);
@@ -1287,7 +1263,7 @@ static int recover(local *L, int rebuild)
             uint64_t bad = st < 0 ? at : it.loc;
             int torn = loc_seg(bad) == last_seg &&
                        (st == LOG_ITER_END ||
-                        (st == STELE_ECORRUPT && !valid_record_after(L, bad, L->ck.next_pos)));
+                        (st == STELE_ECORRUPT && !log_valid_record_after(L->lg, bad, L->ck.next_pos)));
             if (!torn) {
                 if (st == LOG_ITER_END) {
                     char name[32];
@@ -1351,13 +1327,34 @@ static int recover(local *L, int rebuild)
             }
             memcpy(c.ids[c.seen], r.id, 16);
             c.made[c.seen] = (r.flags & REC_ID_MADE) != 0;
-            if (L->ck.last_pos_loc == UINT64_MAX || loc_seg(L->ck.last_pos_loc) != loc_seg(at) ||
-                at - L->ck.last_pos_loc >= IDX_POS_STRIDE) {
-                rc = idx_pos_put(L->ix, txn, r.position, at);
-                L->ck.last_pos_loc = at;
+            if (c.seen == 0) {
+                c.npos = 0;
+                c.bytes = 0;
+                c.last_pos_loc = L->ck.last_pos_loc;
             }
-            L->ck.log_bytes += r.len;
+            if (c.last_pos_loc == UINT64_MAX || loc_seg(c.last_pos_loc) != loc_seg(at) ||
+                at - c.last_pos_loc >= IDX_POS_STRIDE) {
+                if (c.npos == c.poscap) {
+                    size_t cap = c.poscap ? c.poscap * 2 : 16;
+                    uint64_t(*np)[2] = realloc(c.pos, cap * sizeof *np);
+                    if (!np) {
+                        rc = err_set(STELE_ENOMEM, "out of memory");
+                        break;
+                    }
+                    c.pos = np;
+                    c.poscap = cap;
+                }
+                c.pos[c.npos][0] = r.position;
+                c.pos[c.npos][1] = at;
+                c.npos++;
+                c.last_pos_loc = at;
+            }
+            c.bytes += r.len;
             if (++c.seen == c.count) {
+                for (size_t i = 0; i < c.npos && rc == 0; i++)
+                    rc = idx_pos_put(L->ix, txn, c.pos[i][0], c.pos[i][1]);
+                L->ck.last_pos_loc = c.last_pos_loc;
+                L->ck.log_bytes += c.bytes;
                 if (rc == 0)
                     rc = apply_event_commit(L, txn, &c, it.loc);
                 L->ck.last_commit = c.start;
@@ -1385,6 +1382,7 @@ static int recover(local *L, int rebuild)
     log_iter_free(&it);
     free(c.ids);
     free(c.made);
+    free(c.pos);
     if (rc == 0) {
         L->ck.loc = after;
         /* The log ends in a sealed segment: start the next one. */

@@ -182,7 +182,9 @@ static int check_log(checker *k, char *summary, size_t summary_len)
             uint64_t cstart = seen < count ? commit_start : bad;
             /* Past the checkpoint in the last segment: a torn write that the
              * next open cuts. Anywhere else: damage. */
-            if (loc_seg(bad) == nsegs - 1 && (!k->have_index || cstart >= k->ck.loc)) {
+            uint64_t from_pos = seen < count ? first.position : next_pos;
+            if (loc_seg(bad) == nsegs - 1 && (!k->have_index || cstart >= k->ck.loc) &&
+                !(st < 0 && log_valid_record_after(lg, bad, from_pos))) {
                 tail_note = cstart;
                 rc = 0;
                 err_clear();
@@ -373,10 +375,31 @@ int local_check(const char *dir, char *report, size_t report_len)
     checker k;
     memset(&k, 0, sizeof k);
     int rc = log_open(dir, 64u << 20, 0, &k.lg);
-    if (rc == 0 && idx_open_readonly(dir, &k.ix) == 0 &&
-        idx_begin(k.ix, 1, &k.txn) == 0 && idx_ckpt_get(k.ix, k.txn, &k.ck) == 0)
-        k.have_index = 1;
-    err_clear();
+    if (rc == 0) {
+        if (idx_open_readonly(dir, &k.ix) == 0 && idx_begin(k.ix, 1, &k.txn) == 0 &&
+            idx_ckpt_get(k.ix, k.txn, &k.ck) == 0)
+            k.have_index = 1;
+        err_clear(); /* no index is not damage: it is rebuilt at open */
+    }
+    /* A last segment without a valid header is a torn creation if nothing
+     * follows the header (the next open drops it), else damage. */
+    uint32_t last = rc == 0 ? atomic_load(&k.lg->nsegs) : 0;
+    if (rc == 0 && last > k.lg->first_seg && k.lg->segs[last - 1]->first_position == UINT64_MAX) {
+        uint8_t w[8] = {0};
+        static const uint8_t zero[8];
+        char name[32];
+        log_seg_name(last - 1, name);
+        if (k.lg->segs[last - 1]->size >= SEG_HEADER_SIZE + 8 &&
+            (log_read(k.lg, loc_make(last - 1, SEG_HEADER_SIZE), w, 8) || memcmp(w, zero, 8))) {
+            err_clear();
+            rc = err_set(STELE_ECORRUPT, "segment %s offset 0: segment header is damaged", name);
+        } else {
+            snprintf(note, sizeof note,
+                     "note: segment %s was torn at creation (empty); the next open removes it\n",
+                     name);
+            atomic_store(&k.lg->nsegs, last - 1);
+        }
+    }
     if (rc == 0)
         rc = check_log(&k, note, sizeof note);
     if (rc == 0 && k.have_index)

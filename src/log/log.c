@@ -433,3 +433,54 @@ int log_iter_next(log_iter *it, rec *r, uint64_t *at, int *short_tail)
         return LOG_ITER_REC;
     }
 }
+
+/* After a bad record at `bad` in the last segment: is there a valid event
+ * record later in the segment (damage), or only the rest of a torn write
+ * (then the tail is cut)? Returns 1 if a later valid record exists. */
+int log_valid_record_after(logf *lg, uint64_t bad, uint64_t next_pos)
+{
+    log_seg *s = lg->segs[loc_seg(bad)];
+    uint64_t off = loc_off(bad) + REC_ALIGN;
+    buf b = {0};
+    int found = 0;
+    const uint64_t CH = 4u << 20;
+    while (off + REC_HEADER_SIZE <= s->size && !found) {
+        uint64_t n = s->size - off < CH ? s->size - off : CH;
+        b.len = 0;
+        if (buf_reserve(&b, n) || os_read_full(s->fd, b.p, n, off))
+            break;
+        int nonzero = 0;
+        for (uint64_t i = 0; i + REC_HEADER_SIZE <= n; i += REC_ALIGN) {
+            uint32_t len = ld32(b.p + i);
+            if (len)
+                nonzero = 1;
+            if (len < REC_HEADER_SIZE || len % REC_ALIGN || b.p[i + 8] != REC_EVENT)
+                continue;
+            uint64_t pos = ld64(b.p + i + 24);
+            if (pos < next_pos || pos - next_pos > (1ull << 32))
+                continue;
+            uint8_t *rp = b.p + i;
+            uint8_t *big = NULL;
+            if (i + len > n) {
+                big = malloc(len);
+                if (!big || os_read_full(s->fd, big, len, off + i)) {
+                    free(big);
+                    continue;
+                }
+                rp = big;
+            }
+            rec r;
+            const char *why;
+            if (rec_decode(rp, len, &r, &why) == REC_OK)
+                found = 1;
+            free(big);
+            if (found)
+                break;
+        }
+        if (!nonzero)
+            break; /* a whole chunk of zeros: past any torn write */
+        off += n - REC_HEADER_SIZE + REC_ALIGN;
+    }
+    buf_free(&b);
+    return found;
+}

@@ -94,4 +94,10 @@ void log_iter_init(log_iter *it, logf *lg, uint64_t loc, uint64_t end);
 int log_iter_next(log_iter *it, rec *r, uint64_t *at, int *short_tail);
 void log_iter_free(log_iter *it);
 
+/* After a bad or short record at `bad` in the last segment: 1 if a valid
+ * event record (position >= next_pos) follows it in the segment (damage),
+ * 0 if only the rest of a torn write does (recovery cuts it). Recovery and
+ * `stele check` decide with the same rule. */
+int log_valid_record_after(logf *lg, uint64_t bad, uint64_t next_pos);
+
 #endif
