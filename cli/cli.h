@@ -1,9 +1,180 @@
 /*
- * cli.h - the subcommands of the `stele` command (cli/main.c dispatches).
+ * cli.h - the subcommands of the `stele` command (cli/main.c dispatches)
+ * and what the client commands share (cli/client.c): HTTP requests to a
+ * Stele server over libcurl, option parsing, output mode, and a small
+ * JSON reader for server responses.
+ *
+ * The client commands use only include/stele.h and this header; they talk
+ * to the server over its HTTP API (docs/http-api.md), never to src/ or
+ * server/.
  */
 #ifndef STELE_CLI_H
 #define STELE_CLI_H
 
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
 int cmd_serve(int argc, char **argv);
+int cmd_append(int argc, char **argv);
+int cmd_read(int argc, char **argv);
+int cmd_head(int argc, char **argv);
+int cmd_delete(int argc, char **argv);
+
+/* Exit codes of the client commands. */
+enum {
+    CLI_OK = 0,       /* done */
+    CLI_ESERVER = 1,  /* the server answered with an error (or output failed) */
+    CLI_EUSAGE = 2,   /* bad arguments or input; nothing was sent */
+    CLI_ECONNECT = 3, /* cannot reach the server, or the connection failed */
+};
+
+#define CLI_DEFAULT_SERVER "http://127.0.0.1:2113"
+
+/* ------------------------------------------------------------ options */
+
+/* The options every client command takes. */
+typedef struct cli_common {
+    const char *server; /* --server URL; NULL: STELE_SERVER, else the default */
+    int json;           /* --json: JSON output even on a terminal */
+} cli_common;
+
+/*
+ * If argv[*i] is the option `name` ("--name value" or "--name=value"),
+ * store its value in *value, move *i past it and return 1. Return 0 when
+ * argv[*i] is another option, -1 (after a message naming `cmd`) when the
+ * value is missing.
+ */
+int cli_opt(const char *cmd, int argc, char **argv, int *i, const char *name, const char **value);
+
+/* --server URL and --json: 1 taken, 0 not one of them, -1 missing value. */
+int cli_common_opt(cli_common *co, const char *cmd, int argc, char **argv, int *i);
+
+/*
+ * Print "stele CMD: <message>", the synopsis and a pointer to --help on
+ * stderr; returns CLI_EUSAGE.
+ */
+int cli_usage_error(const char *cmd, const char *synopsis, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Whether output is for people: stdout is a terminal and --json not given. */
+int cli_human(const cli_common *co);
+
+/* Columns of the terminal on stdout (COLUMNS, else the tty, else 80). */
+int cli_term_width(void);
+
+/*
+ * Flush stdout at the end of command `cmd`: a write error (other than a
+ * reader that went away) turns a CLI_OK `rc` into CLI_ESERVER after a
+ * message. Returns the exit code.
+ */
+int cli_finish_output(const char *cmd, int rc);
+
+/* An expected revision argument: any, no_stream, stream_exists or a number. */
+int cli_valid_expected(const char *s);
+
+/* ------------------------------------------------------------ buffers */
+
+typedef struct cli_buf {
+    char *p; /* NUL-terminated when non-NULL */
+    size_t len, cap;
+} cli_buf;
+
+/* Append bytes; exits the process with a message when memory runs out. */
+void cli_buf_add(cli_buf *b, const void *p, size_t n);
+void cli_buf_adds(cli_buf *b, const char *s);
+/* Append s as a JSON string (quotes, escapes of '"', '\\' and controls). */
+void cli_buf_add_jstr(cli_buf *b, const char *s);
+void cli_buf_free(cli_buf *b);
+
+/* ------------------------------------------------------------ HTTP */
+
+typedef struct cli_client cli_client;
+
+typedef struct cli_response {
+    long status;   /* HTTP status; 0 before a response */
+    cli_buf body;  /* the body, unless it went to the sink */
+    int sink_done; /* the sink's reader went away (EPIPE): stop quietly */
+} cli_response;
+
+/*
+ * A client of the server at `server` (NULL: env STELE_SERVER, else
+ * CLI_DEFAULT_SERVER). Returns NULL after a message if libcurl cannot
+ * start. Close with cli_client_close.
+ */
+cli_client *cli_client_open(const char *server);
+void cli_client_close(cli_client *c);
+
+/* The server's base URL, without a trailing '/'. */
+const char *cli_client_url(const cli_client *c);
+
+/*
+ * "/streams/<stream percent-encoded><suffix>"; caller frees with free().
+ */
+char *cli_stream_path(cli_client *c, const char *stream, const char *suffix);
+
+/*
+ * One request: `method` on base URL + `path` (which may carry a query),
+ * with extra `headers` (NULL-terminated list of "Name: value", may be
+ * NULL) and an optional body. On a 2xx status with `sink` non-NULL the body
+ * is written to `sink` as it arrives (NDJSON records kept one per line, see
+ * client.c) instead of being kept in resp->body. The same client reuses
+ * its connection across calls.
+ *
+ * Returns CLI_OK when a response arrived, whatever its status (the caller
+ * checks resp->status); otherwise an exit code after printing why
+ * (CLI_ECONNECT: cannot reach the server or the connection failed;
+ * CLI_EUSAGE: the server URL is malformed; CLI_ESERVER: writing to the sink
+ * failed). The caller frees resp->body
+ * with cli_buf_free in every case.
+ */
+int cli_request(cli_client *c, const char *method, const char *path, const char *const *headers,
+                const char *body, size_t body_len, FILE *sink, cli_response *resp);
+
+/*
+ * Report a response whose status is not 2xx: "stele: CODE: message" from
+ * its error body ({"error":{"code":...,"message":...}}), or
+ * "stele: HTTP <status>: <start of the body>" when it has none. Returns
+ * CLI_ESERVER.
+ */
+int cli_report_error(const cli_response *r);
+
+/* ------------------------------------------------------------ JSON */
+
+/* A span of JSON text (not NUL-terminated). */
+typedef struct cli_span {
+    const char *p;
+    size_t n;
+} cli_span;
+
+/*
+ * Check that p[0..n) is exactly one JSON value (RFC 8259 grammar; UTF-8 is
+ * left to the server), with optional whitespace around it. Returns the
+ * value's first character ('{', '[', '"', 't', 'f', 'n', '-' or a digit),
+ * or 0 when it is not valid, with *err_at the byte offset of the problem.
+ */
+int cli_json_check(const char *p, size_t n, size_t *err_at);
+
+/* The value of member `key` of the object `obj` (top level only): 1 found. */
+int cli_json_get(cli_span obj, const char *key, cli_span *value);
+
+/*
+ * Iterate the elements of the array `arr`: start with *pos = 0; each call
+ * stores the next element and returns 1, or returns 0 at the end.
+ */
+int cli_json_next(cli_span arr, size_t *pos, cli_span *elem);
+
+/*
+ * The text of a JSON string value, decoded (escapes, \u surrogate pairs),
+ * with control characters and NUL shown as '?'; caller frees. NULL when the
+ * value is not a string.
+ */
+char *cli_json_str(cli_span v);
+
+/* A non-negative integer value: 0 ok, -1 when null or not such a number. */
+int cli_json_u64(cli_span v, uint64_t *out);
+
+/* Whether the value is the literal true. */
+int cli_json_true(cli_span v);
 
 #endif

@@ -1,8 +1,12 @@
 /*
  * main.c - the `stele` command. Uses only include/stele.h.
  *
- *   stele serve [...]    run the server (cli/serve.c)
- *   stele check DIR      verify a store (checksums, framing, index)
+ *   stele serve [...]        run the server (cli/serve.c)
+ *   stele append STREAM ...  client commands: talk to a running server over
+ *   stele read STREAM ...    HTTP (cli/client.c, cli/cmd_*.c)
+ *   stele head STREAM
+ *   stele delete STREAM
+ *   stele check DIR          verify a store (checksums, framing, index)
  *   stele version
  */
 #include <stdio.h>
@@ -11,19 +15,50 @@
 #include "cli.h"
 #include "stele.h"
 
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} command;
+
+static int cmd_check(int argc, char **argv);
+
+static const command commands[] = {
+    {"serve", cmd_serve},   {"append", cmd_append}, {"read", cmd_read},
+    {"head", cmd_head},     {"delete", cmd_delete}, {"check", cmd_check},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
 static int usage(FILE *f)
 {
     fprintf(f, "usage: stele <command> [args]\n\n"
-               "commands:\n"
-               "  serve         run the server (stele serve --help)\n"
-               "  check DIR     verify every checksum and index entry of the store in DIR;\n"
-               "                prints the first damage with its segment and offset\n"
-               "  version       print the version\n");
+               "Server:\n"
+               "  serve           run the server (stele serve --help)\n"
+               "  check DIR       verify every checksum and index entry of the store in DIR;\n"
+               "                  prints the first damage with its segment and offset\n\n"
+               "Client (of a running server: --server URL, else $STELE_SERVER,\n"
+               "else " CLI_DEFAULT_SERVER "):\n"
+               "  append STREAM   append events from arguments, a JSON file or NDJSON on stdin\n"
+               "  read STREAM     read a stream's events; read --all reads every stream\n"
+               "  head STREAM     show a stream's last revision and position\n"
+               "  delete STREAM   delete a stream (--tombstone: for good)\n\n"
+               "  version         print the version\n"
+               "  help [COMMAND]  this text, or a command's (the same as stele COMMAND --help)\n\n"
+               "Client commands print a table on a terminal and JSON (one object per line)\n"
+               "otherwise or with --json. Exit status: 0 ok, 1 the server answered with an\n"
+               "error (shown as 'stele: CODE: message'), 2 usage error, 3 server unreachable.\n");
     return f == stderr ? 2 : 0;
 }
 
 static int cmd_check(int argc, char **argv)
 {
+    if (argc == 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+        printf("usage: stele check DIR\n\n"
+               "Verifies every checksum, commit and index entry of the store in DIR (which\n"
+               "no server may have open) and prints a report; the first damage is named\n"
+               "with its segment and offset. Exit status: 0 sound, 1 damaged, 2 cannot\n"
+               "check.\n");
+        return 0;
+    }
     if (argc != 3)
         return usage(stderr);
     char report[1024] = "";
@@ -36,20 +71,38 @@ static int cmd_check(int argc, char **argv)
     return 0;
 }
 
+static const command *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(commands[i].name, name))
+            return &commands[i];
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
         return usage(stderr);
-    if (!strcmp(argv[1], "serve"))
-        return cmd_serve(argc, argv);
-    if (!strcmp(argv[1], "check"))
-        return cmd_check(argc, argv);
-    if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+    const char *name = argv[1];
+    if (!strcmp(name, "version") || !strcmp(name, "--version")) {
         printf("stele %s\n", STELE_VERSION);
         return 0;
     }
-    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
-        return usage(stdout);
-    fprintf(stderr, "stele: unknown command '%s'\n", argv[1]);
+    if (!strcmp(name, "help") || !strcmp(name, "--help") || !strcmp(name, "-h")) {
+        if (argc < 3 || !strcmp(name, "--help") || !strcmp(name, "-h"))
+            return usage(stdout);
+        const command *cmd = find_command(argv[2]);
+        if (!cmd) {
+            fprintf(stderr, "stele: unknown command '%s'\n", argv[2]);
+            return usage(stderr);
+        }
+        static char help_flag[] = "--help";
+        char *help_argv[] = {argv[0], argv[2], help_flag, NULL};
+        return cmd->run(3, help_argv);
+    }
+    const command *cmd = find_command(name);
+    if (cmd)
+        return cmd->run(argc, argv);
+    fprintf(stderr, "stele: unknown command '%s'\n", name);
     return usage(stderr);
 }
