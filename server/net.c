@@ -109,10 +109,23 @@ void conn_close(conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
-    if (c->async_pending)
-        c->dead = 1; /* freed when the completion arrives */
-    else
+    /* Never free here: the caller (or a later event of the same epoll batch)
+     * may still hold the pointer. An append in flight frees it on arrival;
+     * otherwise it is freed once the batch is handled. */
+    c->dead = 1;
+    if (!c->async_pending) {
+        c->next = s->graveyard;
+        s->graveyard = c;
+    }
+}
+
+static void bury(server *s)
+{
+    while (s->graveyard) {
+        conn *c = s->graveyard;
+        s->graveyard = c->next;
         conn_free(c);
+    }
 }
 
 /* Write what `out` holds; keeps EPOLLOUT armed only while output is stuck. */
@@ -261,7 +274,7 @@ static void drain_completions(server *s)
         conn *c = list->c;
         c->async_pending = 0;
         if (c->dead)
-            conn_free(c);
+            conn_free(c); /* closed while the append was in flight */
         else
             route_append_done(c, list);
         free(list);
@@ -395,6 +408,7 @@ int server_run(const server_config *cfg)
                     conn_flush(c);
             }
         }
+        bury(s);
         int64_t now = now_ms();
         if (now - last_tick >= 1000) {
             check_timeouts(s);
@@ -422,6 +436,7 @@ int server_run(const server_config *cfg)
     }
     while (s->conns)
         conn_close(s->conns);
+    bury(s);
     rc = 0;
 out:
     if (s->db) {

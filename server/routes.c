@@ -233,6 +233,20 @@ void route_append_done(conn *c, const completion *cp)
 
 /* ------------------------------------------------------------ reads */
 
+/* One event as an NDJSON line. Stored JSON data may contain line breaks as
+ * whitespace between tokens (they cannot occur unescaped inside JSON
+ * strings, and every other string is escaped by json_w_str), so turning
+ * them into spaces keeps the same JSON value on one line. */
+static void ndjson_event(buf *b, const stele_event *e)
+{
+    size_t start = b->len;
+    json_w_event(b, e);
+    for (size_t i = start; i < b->len; i++)
+        if (b->p[i] == '\n' || b->p[i] == '\r')
+            b->p[i] = ' ';
+    buf_append(b, "\n", 1);
+}
+
 static int read_page(conn *c, const read_job *j, size_t limit, stele_page **pg)
 {
     int dir = j->backwards ? STELE_BACKWARDS : STELE_FORWARDS;
@@ -268,8 +282,7 @@ static void handle_read(conn *c, const char *stream, const char *q, size_t qlen)
         http_chunked_start(c, 200, "application/x-ndjson");
         buf b = {0};
         for (size_t i = 0; i < stele_page_count(pg); i++) {
-            json_w_event(&b, stele_page_event(pg, i));
-            buf_append(&b, "\n", 1);
+            ndjson_event(&b, stele_page_event(pg, i));
         }
         http_chunk(c, b.p, b.len);
         buf_free(&b);
@@ -345,8 +358,7 @@ void route_stream_more(conn *c)
     }
     buf b = {0};
     for (size_t i = 0; i < stele_page_count(pg); i++) {
-        json_w_event(&b, stele_page_event(pg, i));
-        buf_append(&b, "\n", 1);
+        ndjson_event(&b, stele_page_event(pg, i));
     }
     http_chunk(c, b.p, b.len);
     buf_free(&b);

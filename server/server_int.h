@@ -103,6 +103,7 @@ typedef struct server {
     int port;
     conn *conns;
     size_t nconns;
+    conn *graveyard; /* closed this loop turn; freed after the event batch */
     pthread_mutex_t cq_mu;
     completion *cq_head, *cq_tail;
     int stopping;
