@@ -199,6 +199,9 @@ static int wrong_rev(wreq *r, uint64_t cur)
 
 /* Is this append a retry of one already written? Returns 1 (r filled with
  * the original result), 0 (not a retry), or < 0 (error set in r). */
+/* Is this append a retry of one already written? Returns 1 when it is
+ * settled (r holds the original result, or an id conflict), 0 when it is
+ * not a retry, or a negative code when the index itself failed. */
 static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
 {
     const append_args *a = r->a;
@@ -210,11 +213,12 @@ static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
     if (rc == STELE_ENOTFOUND)
         goto others;
     if (rc)
-        return req_fail(r, rc);
+        return rc; /* the index failed: a storage fault */
     stele_uuid_format(a->ids[0], idt);
     if (!found || sid != r->st.sid) {
         err_set(STELE_EIDCONFLICT, "event id %s was already written to another stream", idt);
-        return req_fail(r, STELE_EIDCONFLICT);
+        req_fail(r, STELE_EIDCONFLICT);
+        return 1;
     }
     /* Only an exact expected revision pins where the retry must sit; for
      * any / no_stream / stream_exists the original may be anywhere in the
@@ -225,7 +229,8 @@ static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
                 "event id %s was already written at revision %llu of '%.*s', not where this "
                 "append's expected revision puts it",
                 idt, (unsigned long long)rev, (int)r->stream_len, r->stream);
-        return req_fail(r, STELE_EIDCONFLICT);
+        req_fail(r, STELE_EIDCONFLICT);
+        return 1;
     }
     /* The original append must have been exactly these events. */
     idx_rev_cursor cur = {0};
@@ -235,26 +240,28 @@ static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
         g0 = idx_rev_seek(&cur, rev, 0, &orig);
     idx_rev_close(&cur);
     if (g0 && g0 != STELE_ENOTFOUND)
-        return req_fail(r, g0);
+        return g0;
     if (g0 || orig.first_rev != rev || orig.count != a->n) {
         err_set(STELE_EIDCONFLICT,
                 "event id %s was already written at revision %llu of '%.*s' by an append that "
                 "this one does not repeat exactly",
                 idt, (unsigned long long)rev, (int)r->stream_len, r->stream);
-        return req_fail(r, STELE_EIDCONFLICT);
+        req_fail(r, STELE_EIDCONFLICT);
+        return 1;
     }
     uint64_t last_pos = pos;
     for (size_t i = 1; i < a->n; i++) {
         uint64_t s2, r2, p2;
         int g = a->made[i] ? STELE_ENOTFOUND : idx_id_get(L->ix, txn, a->ids[i], &s2, &r2, &p2);
         if (g && g != STELE_ENOTFOUND)
-            return req_fail(r, g);
+            return g;
         if (g || s2 != sid || r2 != rev + i) {
             err_set(STELE_EIDCONFLICT,
                     "event id %s was already written at revision %llu of '%.*s', but event %zu "
                     "of this append does not repeat that append",
                     idt, (unsigned long long)rev, (int)r->stream_len, r->stream, i);
-            return req_fail(r, STELE_EIDCONFLICT);
+            req_fail(r, STELE_EIDCONFLICT);
+        return 1;
         }
         last_pos = p2;
     }
@@ -273,30 +280,33 @@ others:
         if (g == STELE_ENOTFOUND)
             continue;
         if (g)
-            return req_fail(r, g);
+            return g;
         stele_uuid_format(a->ids[i], idt);
         err_set(STELE_EIDCONFLICT, "event %zu: id %s was already written (position %llu)", i, idt,
                 (unsigned long long)pos);
-        return req_fail(r, STELE_EIDCONFLICT);
+        req_fail(r, STELE_EIDCONFLICT);
+        return 1;
     }
     return 0;
 }
 
-/* Plan one request inside the group's transaction. On acceptance records
- * the new stream state and ids and advances *next_pos. */
-static void plan(local *L, MDB_txn *txn, wreq *r)
+/* Plan one request inside the group's transaction. A request that fails
+ * its checks gets its error and 0 is returned; on acceptance it records the
+ * new stream state, ids and commit and advances the next position. A
+ * negative return is a failure of the index itself: the group's
+ * transaction is then unusable and the whole group fails (a storage
+ * fault), so no position is ever skipped. */
+static int plan(local *L, MDB_txn *txn, wreq *r)
 {
     int rc = idx_stream_get(L->ix, txn, r->stream, r->stream_len, &r->st);
-    if (rc && rc != STELE_ENOTFOUND) {
-        req_fail(r, rc);
-        return;
-    }
+    if (rc && rc != STELE_ENOTFOUND)
+        return rc;
     int found = rc == 0;
     rc = 0;
     if (found && (r->st.flags & IDX_TOMBSTONED)) {
         err_set(STELE_EDELETED, "stream '%.*s' is tombstoned", (int)r->stream_len, r->stream);
         req_fail(r, STELE_EDELETED);
-        return;
+        return 0;
     }
     uint64_t cur = visible_rev(&r->st, found);
     if (!found) {
@@ -306,14 +316,14 @@ static void plan(local *L, MDB_txn *txn, wreq *r)
     if (r->op == OP_APPEND) {
         int retry = check_retry(L, txn, r, found);
         if (retry)
-            return;
+            return retry < 0 ? retry : 0;
         /* Recreating a soft-deleted stream also accepts its last revision
          * as the exact expected one (KurrentDB's rule). */
         int recreate = found && (r->st.flags & IDX_DELETED) && r->expected >= 0 &&
                        r->st.last_rev != UINT64_MAX && (uint64_t)r->expected == r->st.last_rev;
         if (!recreate && !expected_ok(r->expected, cur)) {
             wrong_rev(r, cur);
-            return;
+            return 0;
         }
         const append_args *a = r->a;
         uint64_t first_rev = r->st.last_rev == UINT64_MAX ? 0 : r->st.last_rev + 1;
@@ -330,13 +340,13 @@ static void plan(local *L, MDB_txn *txn, wreq *r)
             err_set(STELE_ENOTFOUND, "stream '%.*s' %s", (int)r->stream_len, r->stream,
                     found ? "is already deleted" : "does not exist");
             req_fail(r, STELE_ENOTFOUND);
-            return;
+            return 0;
         }
         int was_last = found && (r->st.flags & IDX_DELETED) && r->expected >= 0 &&
                        r->st.last_rev != UINT64_MAX && (uint64_t)r->expected == r->st.last_rev;
         if (!was_last && !expected_ok(r->expected, cur)) {
             wrong_rev(r, cur);
-            return;
+            return 0;
         }
         if (r->op == OP_DELETE) {
             r->st.truncate_before = r->st.last_rev + 1;
@@ -368,11 +378,10 @@ static void plan(local *L, MDB_txn *txn, wreq *r)
                         (uint32_t)r->a->n, 0};
         rc = idx_commit_put(L->ix, txn, &c);
     }
-    if (rc) {
-        req_fail(r, rc);
-        return;
-    }
+    if (rc)
+        return rc;
     r->accepted = 1;
+    return 0;
 }
 
 /* ------------------------------------------------------------ the writer */
@@ -430,10 +439,24 @@ static void write_group(local *L, wreq *group)
     if (now < L->last_created)
         now = L->last_created;
     uint64_t bytes = 0;
-    for (wreq *r = group; r; r = r->next) {
-        plan(L, txn, r);
+    for (wreq *r = group; r && rc == 0; r = r->next) {
+        rc = plan(L, txn, r);
         if (r->accepted)
             bytes += r->bytes;
+    }
+    if (rc) {
+        /* Fail every request of the group, decided or not: nothing of it
+         * is written. */
+        mdb_txn_abort(txn);
+        L->ck = before;
+        set_fault(L, rc);
+        for (wreq *r = group; r; r = r->next) {
+            r->accepted = 0;
+            r->res.idempotent = 0;
+            r->msg[0] = 0;
+            req_fail(r, rc);
+        }
+        return;
     }
     if (bytes == 0) {
         mdb_txn_abort(txn);
