@@ -31,6 +31,16 @@ HOST = "127.0.0.1"
 
 # --------------------------------------------------------------- the server
 
+def _die_with_parent():
+    """In the child: SIGKILL when the test process dies (a test killed by
+    CTest's timeout must not leave servers behind)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def check_servers(suite, servers, on_restart=None):
     """For Suite.run(after=...): a server that died during a case fails the
     case (with its exit code and log) and is restarted on its data so the
@@ -95,7 +105,8 @@ class Server:
         log.flush()
         cmd = [STELE_BIN, "serve", "--port", "0", "--data", self.data_dir] + self.args
         self.proc = subprocess.Popen(cmd, pass_fds=(w,), stdin=subprocess.DEVNULL,
-                                     stdout=log, stderr=log, env=env)
+                                     stdout=log, stderr=log, env=env,
+                                     preexec_fn=_die_with_parent)
         os.close(w)
         log.close()
         got = b""

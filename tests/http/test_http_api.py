@@ -102,13 +102,15 @@ def after_case():
 def teardown():
     if C:
         C.close()
+    codes = []
     for srv in (S, SMALL):
         if srv:
-            code = srv.stop()
-            srv.cleanup()
-            if code != 0:
-                print("server exit code %r" % code)
-                raise RuntimeError("server did not exit 0 on SIGTERM: %r" % code)
+            try:
+                codes.append(srv.stop())
+            finally:
+                srv.cleanup()
+    if any(c != 0 for c in codes):
+        raise RuntimeError("servers did not exit 0 on SIGTERM: %r" % codes)
 
 
 # ====================================================================== cases

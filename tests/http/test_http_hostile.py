@@ -56,8 +56,10 @@ def teardown():
     codes = []
     for srv in (H, D, M):
         if srv:
-            codes.append(srv.stop())
-            srv.cleanup()
+            try:
+                codes.append(srv.stop())
+            finally:
+                srv.cleanup()
     if any(c != 0 for c in codes):
         raise RuntimeError("servers did not exit 0 on SIGTERM: %r" % codes)
 

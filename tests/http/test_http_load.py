@@ -38,8 +38,10 @@ def setup():
 
 def teardown():
     if S:
-        code = S.stop()
-        S.cleanup()
+        try:
+            code = S.stop()
+        finally:
+            S.cleanup()
         if code != 0:
             raise RuntimeError("server did not exit 0 on SIGTERM: %r" % code)
 
