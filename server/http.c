@@ -55,11 +55,22 @@ static int on_url(http_parser *p, const char *at, size_t len)
     return buf_append(&c->req.url, at, len) ? -1 : 0;
 }
 
+/* RFC 9110 token characters: a header name with anything else (a space
+ * before the colon, say) is a 400, never a guess (request smuggling). */
+static int is_tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     conn *c = conn_of(p);
     if (add_header_bytes(c, len))
         return -1;
+    for (size_t i = 0; i < len; i++)
+        if (!is_tchar((unsigned char)at[i]))
+            return -1;
     request *r = &c->req;
     if (r->in_header_value) {
         r->in_header_value = 0;
@@ -187,7 +198,7 @@ void http_conn_process(conn *c)
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e != HPE_OK && e != HPE_PAUSED) {
             c->keep_alive = 0;
-            if (c->req.headers_too_large)
+            if (c->req.headers_too_large || e == HPE_HEADER_OVERFLOW)
                 http_error(c, 431, "HEADERS_TOO_LARGE", "request line and headers are too large");
             else if (c->req.too_large)
                 http_error(c, 413, "TOO_LARGE", "request body is larger than the server's limit");
@@ -251,7 +262,7 @@ void http_respond(conn *c, int status, const char *content_type, const void *bod
     char cl[64];
     int n = snprintf(cl, sizeof cl, "Content-Length: %zu\r\n\r\n", len);
     buf_append(&c->out, cl, (size_t)n);
-    if (len)
+    if (len && c->req.method != HTTP_HEAD)
         buf_append(&c->out, body, len);
 }
 

@@ -193,6 +193,11 @@ static void conn_read(conn *c)
         if (n > 0) {
             c->in.len += (size_t)n;
             c->last_activity_ms = now_ms();
+            if (c->state == CS_READING) {
+                http_conn_process(c); /* enforce limits as bytes arrive */
+                if (c->fd < 0)
+                    return;
+            }
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -225,7 +230,7 @@ static void accept_all(server *s)
         if (s->stopping || s->nconns >= s->cfg.max_connections) {
             static const char busy[] =
                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                "Content-Length: 83\r\nConnection: close\r\n\r\n"
+                "Content-Length: 79\r\nConnection: close\r\n\r\n"
                 "{\"error\":{\"code\":\"UNAVAILABLE\",\"message\":\"too many connections, or stopping\"}}\n";
             ssize_t w = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
             (void)w;

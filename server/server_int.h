@@ -44,7 +44,7 @@ typedef struct request {
 /* An NDJSON read in progress. */
 typedef struct read_job {
     int all;
-    char stream[256];
+    char stream[1024];
     uint64_t next;
     int backwards;
     uint64_t remaining;

@@ -524,6 +524,22 @@ def stream_names():
 
 
 @T.case
+def overlong_stream_name_is_rejected_not_truncated():
+    # "a"*255 exists (stream_names); "a"*256 is an invalid name for every route
+    # and must not be read as the 255-byte stream.
+    append("a" * 255 + "-", [Ev("Other")], status=400, code="INVALID_ARGUMENT")
+    for name in ("a" * 256, "a" * 300):
+        r = C.post(sp(name), '[{"type":"A"}]')
+        T.expect(r, 400, "INVALID_ARGUMENT", "append to a %d-byte name" % len(name))
+        r = C.get(sp(name) + "/head")
+        T.expect(r, 400, "INVALID_ARGUMENT", "head of a %d-byte name" % len(name))
+        r = C.get(sp(name))
+        T.expect(r, 400, "INVALID_ARGUMENT", "read of a %d-byte name" % len(name))
+        r = C.get(sp(name), {"Accept": "application/x-ndjson"})
+        T.expect(r, 400, "INVALID_ARGUMENT", "NDJSON read of a %d-byte name" % len(name))
+
+
+@T.case
 def ndjson_framing_with_newlines_in_data():
     # Stored JSON may contain raw CR/LF as whitespace (it is kept byte for
     # byte); an NDJSON read must still be one event per line. Uses the small
@@ -1015,6 +1031,27 @@ def keep_alive_and_connection_close():
     resps, how, got = raw_request(S.port, b"GET /health/live HTTP/1.0\r\n\r\n")
     T.check(len(resps) == 1 and resps[0].status == 200 and how == "eof", "HTTP/1.0 closes",
             None, "200 and close", got)
+
+
+@T.case
+def head_request_has_no_body():
+    # RFC 9110 9.3.2: a response to HEAD has no content. The 405 for HEAD must
+    # not carry a body, or a keep-alive client reads it as the next response.
+    s = connect(S.port)
+    try:
+        s.sendall(b"HEAD /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got, how = recv_all(s)
+    finally:
+        s.close()
+    end = got.find(b"\r\n\r\n")
+    T.check(end > 0 and got.startswith(b"HTTP/1.1 405 "), "405 for HEAD",
+            "HEAD /health/live", "405", got)
+    rest = got[end + 4:]
+    T.check(rest.startswith(b"HTTP/1.1 200 "),
+            "the response to HEAD carries a body (the next response must follow the head)",
+            "HEAD /health/live then GET /health/live on one connection",
+            "405 head only, then 'HTTP/1.1 200 ...'", got)
 
 
 @T.case

@@ -342,6 +342,54 @@ def thousand_idle_connections_while_others_are_served():
         c.close()
 
 
+@T.case
+def connections_over_max_connections_get_503():
+    held = []
+    statuses = []
+    try:
+        for k in range(MAX_CONNECTIONS):
+            s = connect(M.port)
+            s.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            resps, got, how = read_until_response_or_close(s, 10)
+            T.check(resps and resps[0].status == 200, "connection %d is served" % k, None, 200, got)
+            held.append(s)
+        for k in range(5):
+            s = connect(M.port)
+            try:
+                got, how = recv_all(s, 10)
+            finally:
+                s.close()
+            statuses.append(got)
+        for raw in statuses:
+            r = parse_responses(raw, allow_partial=True)
+            T.check(len(r) == 1 and r[0].status == 503 and r[0].code() == "UNAVAILABLE" and
+                    raw.endswith(b"}\n"),
+                    "a connection over --max-connections gets a well-formed 503 UNAVAILABLE",
+                    "connect while %d connections are open (--max-connections %d)"
+                    % (MAX_CONNECTIONS, MAX_CONNECTIONS),
+                    "one complete 503 response (Content-Length matching the body), then close", raw)
+        # the connections held are unaffected
+        for s in held[:3]:
+            s.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            resps, got, how = read_until_response_or_close(s, 10)
+            T.check(resps and resps[0].status == 200, "a held connection still works", None, 200,
+                    got)
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 30
+    while True:  # closed connections are released: a new one is served
+        try:
+            r = request(M.port, "GET", "/health/live", timeout=10)
+            if r.status == 200 or time.monotonic() > deadline:
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+    T.expect(r, 200, what="after the held connections closed")
+
+
 GARBAGE = [
     ("random binary", random.Random(1234).randbytes(4096)),
     ("random binary 2", random.Random(99).randbytes(64) + b"\r\n\r\n"),
@@ -411,6 +459,62 @@ def garbage_bytes():
 
 
 @T.case
+def whitespace_before_colon_is_rejected():
+    # RFC 9112 5.1: a server MUST reject a request with whitespace between a
+    # field name and the colon with 400 (it is a request-smuggling vector:
+    # "Content-Length : 14" is not a Content-Length to every intermediary).
+    ev = Ev("Smuggled", id_=new_id())
+    body = body_of([ev]).encode()
+    L.attempt("ws-colon", [ev])
+    for req in (b"GET /health/live HTTP/1.1\r\nHost : x\r\n\r\n",
+                b"POST /streams/ws-colon HTTP/1.1\r\nHost: x\r\nContent-Length : %d\r\n\r\n%s"
+                % (len(body), body)):
+        s = connect(H.port)
+        try:
+            send_quietly(s, req)
+            resps, got, how = read_until_response_or_close(s, 15)
+        finally:
+            s.close()
+        T.check(resps and resps[0].status == 400 and resps[0].code() == "BAD_REQUEST",
+                "whitespace between a header name and its colon is 400", req[:120],
+                "400 BAD_REQUEST", got[:300])
+    r = request(H.port, "GET", "/streams/ws-colon")
+    if r.status == 200:  # it was written: keep the ledger true for the later checks
+        e = r.body["events"][0]
+        L.record("ws-colon", [ev], {"firstPosition": e["position"], "lastPosition": e["position"],
+                                    "firstRevision": 0, "lastRevision": 0, "idempotent": False})
+    T.expect(r, 404, "STREAM_NOT_FOUND", "the request with 'Content-Length :' wrote nothing")
+
+
+@T.case
+def half_closed_client_gets_its_response():
+    # A client may send its request and shut down its sending side
+    # (`printf ... | nc -N`); the request is complete and must be answered.
+    ev = Ev("HalfClose", data='{"x":1}', id_=new_id())
+    body = body_of([ev]).encode()
+    L.attempt("half", [ev])
+    for req in (b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"POST /streams/half HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body)):
+        s = connect(H.port)
+        try:
+            # corked: the request and the FIN leave together, so the server
+            # sees both in one read (the case a fast client produces)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            s.sendall(req)
+            s.shutdown(socket.SHUT_WR)
+            got, how = recv_all(s, 15)
+        finally:
+            s.close()
+        resps = parse_responses(got, allow_partial=True)
+        T.check(len(resps) == 1 and resps[0].status in (200, 201),
+                "a complete request from a half-closed client is answered", req[:120],
+                "one 2xx response", (how, got))
+        if resps[0].status == 201:
+            T.problems(L.record("half", [ev], json.loads(resps[0].raw)), "ledger")
+
+
+@T.case
 def body_larger_than_the_limit():
     # the whole oversized body is sent anyway
     big = b'[{"type":"Big","data":"' + b"x" * (4 << 20) + b'"}]'
@@ -435,6 +539,39 @@ def body_larger_than_the_limit():
     r = request(H.port, "POST", "/streams/big-body", body)
     T.expect(r, 201)
     T.problems(L.record("big-body", evs, r.body), "ledger")
+
+
+@T.case
+def endless_chunked_body_is_cut_near_the_limit():
+    # an endless chunked body: the server stops it near the limit, without
+    # buffering what the client sends (six tries with different chunk sizes:
+    # how much a wrong server swallows depends on who is faster). A server
+    # that parses as it reads cuts it after the limit plus what the socket
+    # buffers hold (a few MiB).
+    for csize in (8192, 65536, 1 << 20) * 2:
+        s = connect(H.port)
+        sent = 0
+        try:
+            s.settimeout(30)
+            send_quietly(s, b"POST /streams/big-body HTTP/1.1\r\nHost: x\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n")
+            chunk = b"%x\r\n%s\r\n" % (csize, b"y" * csize)
+            while sent < CUT_LIMIT:
+                if not send_quietly(s, chunk):
+                    break
+                sent += len(chunk)
+            rss = H.rss_kb()
+            print("     chunked body, %d-byte chunks: %.1f MiB sent before the cut (server RSS %d MiB)"
+                  % (csize, sent / 1048576.0, rss >> 10))
+            resps, got, how = read_until_response_or_close(s, 15)
+            T.check(sent < CUT_LIMIT, "the server stops an endless chunked body near --max-body",
+                    "POST chunked, %d-byte chunks without end (--max-body 65536)" % csize,
+                    "the connection cut before %d MiB were sent" % (CUT_LIMIT >> 20),
+                    "%d MiB accepted; server RSS %d MiB" % (sent >> 20, rss >> 10))
+            T.check(not resps or resps[0].status == 413, "413 for an endless chunked body", None,
+                    413, got[:300])
+        finally:
+            s.close()
 
 
 @T.case
@@ -507,6 +644,13 @@ def url_gets_431(n):
 @T.case
 def url_over_16k_gets_431():
     url_gets_431(16 * 1024 + 100)
+
+
+@T.case
+def very_long_urls_get_431():
+    # past http-parser's own limit (80 KiB of head): still 431, not 400
+    url_gets_431(100000)
+    url_gets_431(1 << 20)
 
 
 @T.case
