@@ -11,7 +11,7 @@ for t in test_util test_os_fault test_json test_async test_limits test_property;
   bin="$BUILD/tests/$t"
   [ -x "$bin" ] || continue
   echo "valgrind: $t"
-  if ! TEST_QUICK=1 valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
+  if ! TEST_QUICK=1 STELE_INDEX_MAP_MB=256 valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
         --errors-for-leak-kinds=definite,indirect --error-exitcode=3 \
         --suppressions="$SUPP" "$bin" >"$BUILD/valgrind-$t.log" 2>&1; then
     cat "$BUILD/valgrind-$t.log"
