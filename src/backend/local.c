@@ -43,6 +43,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -120,16 +121,31 @@ typedef struct local {
     char fault_msg[512];
     pool *pl;              /* read buffers, shared with live pages */
     _Atomic uint64_t n_appends, n_groups;
+    _Atomic uint32_t done_gen; /* bumped once per finished group (futex word) */
 } local;
 
 /* ------------------------------------------------------------ futexes */
 
-static void req_wait(wreq *r)
+/*
+ * Waiting callers sleep on one shared word, done_gen, which the writer bumps
+ * once per finished group: a single FUTEX_WAKE wakes the whole group,
+ * instead of one system call per request (a quarter of the writer's time
+ * with 64 appending threads). A caller re-checks its own `done` flag, so a
+ * wake for another group only costs it one more turn of the loop; reading
+ * the generation before the flag means a wake cannot be missed.
+ */
+static void req_wait(local *L, wreq *r)
 {
-    while (!atomic_load_explicit(&r->done, memory_order_acquire))
-        syscall(SYS_futex, &r->done, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+    for (;;) {
+        uint32_t gen = atomic_load_explicit(&L->done_gen, memory_order_acquire);
+        if (atomic_load_explicit(&r->done, memory_order_acquire))
+            return;
+        syscall(SYS_futex, &L->done_gen, FUTEX_WAIT_PRIVATE, gen, NULL, NULL, 0);
+    }
 }
 
+/* Complete a request: call an async request's callback, or mark a waiting
+ * caller's request done (the caller is woken with its group). */
 static void req_finish(wreq *r)
 {
     if (r->rc && !r->msg[0])
@@ -142,7 +158,6 @@ static void req_finish(wreq *r)
         return;
     }
     atomic_store_explicit(&r->done, 1, memory_order_release);
-    syscall(SYS_futex, &r->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 static int req_fail(wreq *r, int rc)
@@ -590,10 +605,15 @@ static void *writer_main(void *arg)
         } else {
             write_group(L, group);
         }
+        int waiters = 0;
         for (wreq *r = group, *nx; r; r = nx) {
             nx = r->next;
-            req_finish(r);
+            waiters |= r->done_fn == NULL;
+            req_finish(r); /* r may be gone after this */
         }
+        atomic_fetch_add_explicit(&L->done_gen, 1, memory_order_release);
+        if (waiters)
+            syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
     }
     return NULL;
 }
@@ -625,7 +645,7 @@ static int submit(local *L, wreq *r)
     int rc = enqueue(L, r);
     if (rc)
         return rc;
-    req_wait(r);
+    req_wait(L, r);
     if (r->rc)
         return err_set(r->rc, "%s", r->msg);
     return 0;
