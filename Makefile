@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http clean
 
 all: build
 
@@ -41,6 +41,11 @@ test-valgrind: build
 
 bench: build
 	./bench/run.sh $(BUILD)
+
+# HTTP benchmark: Stele vs PostgreSQL vs Redis in one run (installs and
+# starts both peers itself; docs/benchmarks-http.md).
+bench-http: build
+	./bench/run_http.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
