@@ -247,6 +247,21 @@ static void ndjson_event(buf *b, const stele_event *e)
     buf_append(b, "\n", 1);
 }
 
+/* Queue a page as one chunk of NDJSON, advance the job and free the page. */
+static void ndjson_chunk(conn *c, stele_page *pg)
+{
+    read_job *j = &c->job;
+    buf b = {0};
+    for (size_t i = 0; i < stele_page_count(pg); i++)
+        ndjson_event(&b, stele_page_event(pg, i));
+    http_chunk(c, b.p, b.len);
+    buf_free(&b);
+    c->srv->m.read_events += stele_page_count(pg);
+    j->remaining -= stele_page_count(pg);
+    j->done = !stele_page_next(pg, &j->next) || j->remaining == 0 || stele_page_count(pg) == 0;
+    stele_page_free(pg);
+}
+
 static int read_page(conn *c, const read_job *j, size_t limit, stele_page **pg)
 {
     int dir = j->backwards ? STELE_BACKWARDS : STELE_FORWARDS;
@@ -280,16 +295,7 @@ static void handle_read(conn *c, const char *stream, const char *q, size_t qlen)
             return;
         }
         http_chunked_start(c, 200, "application/x-ndjson");
-        buf b = {0};
-        for (size_t i = 0; i < stele_page_count(pg); i++) {
-            ndjson_event(&b, stele_page_event(pg, i));
-        }
-        http_chunk(c, b.p, b.len);
-        buf_free(&b);
-        c->srv->m.read_events += stele_page_count(pg);
-        j->remaining -= stele_page_count(pg);
-        j->done = !stele_page_next(pg, &j->next) || j->remaining == 0;
-        stele_page_free(pg);
+        ndjson_chunk(c, pg);
         c->state = CS_STREAMING;
         conn_flush(c); /* continues in route_stream_more as output drains */
         return;
@@ -356,16 +362,7 @@ void route_stream_more(conn *c)
         conn_close(c);
         return;
     }
-    buf b = {0};
-    for (size_t i = 0; i < stele_page_count(pg); i++) {
-        ndjson_event(&b, stele_page_event(pg, i));
-    }
-    http_chunk(c, b.p, b.len);
-    buf_free(&b);
-    c->srv->m.read_events += stele_page_count(pg);
-    j->remaining -= stele_page_count(pg);
-    j->done = !stele_page_next(pg, &j->next) || j->remaining == 0 || stele_page_count(pg) == 0;
-    stele_page_free(pg);
+    ndjson_chunk(c, pg);
 }
 
 /* ------------------------------------------------------------ others */
