@@ -40,7 +40,9 @@
  *
  * Redis: EVALSHA of a Lua script that compares XLEN of the stream with the
  * expected version and XADDs the K events (fields type, data) atomically;
- * run with appendonly yes, appendfsync always. Read: the streams with the
+ * run with appendonly yes, appendfsync always (other settings at Redis's
+ * defaults, so the AOF is rewritten in a forked child as it grows: that
+ * child's CPU shows in other_cpu, not server_cpu). Read: the streams with the
  * prefix (SCAN), each read with XRANGE ... COUNT page from the last id
  * seen: Redis has no global order across streams, so this is a read of
  * every stream, not of an ordered $all.
