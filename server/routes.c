@@ -149,15 +149,21 @@ static void append_cb(void *ctx, int rc, const stele_append_result *res, const c
     cp->res = *res;
     snprintf(cp->msg, sizeof cp->msg, "%s", msg);
     pthread_mutex_lock(&s->cq_mu);
+    int was_empty = s->cq_head == NULL;
     if (s->cq_tail)
         s->cq_tail->next = cp;
     else
         s->cq_head = cp;
     s->cq_tail = cp;
     pthread_mutex_unlock(&s->cq_mu);
-    uint64_t one = 1;
-    ssize_t w = write(s->evfd, &one, sizeof one);
-    (void)w;
+    /* One wake-up per batch: the loop drains the whole list, so only the
+     * completion that finds it empty needs to signal (one per group commit
+     * instead of one per append). */
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t w = write(s->evfd, &one, sizeof one);
+        (void)w;
+    }
 }
 
 static void handle_append(conn *c, const char *stream)
@@ -241,7 +247,15 @@ static void ndjson_event(buf *b, const stele_event *e)
 {
     size_t start = b->len;
     json_w_event(b, e);
-    for (size_t i = start; i < b->len; i++)
+    /* Only stored JSON data/metadata can hold raw line breaks: look there
+     * (memchr is fast) before touching the line. */
+    int breaks = 0;
+    if (e->flags & STELE_EVENT_JSON)
+        breaks |= memchr(e->data, '\n', e->data_len) || memchr(e->data, '\r', e->data_len);
+    if (e->flags & STELE_META_JSON)
+        breaks |= memchr(e->metadata, '\n', e->metadata_len) ||
+                  memchr(e->metadata, '\r', e->metadata_len);
+    for (size_t i = start; breaks && i < b->len; i++)
         if (b->p[i] == '\n' || b->p[i] == '\r')
             b->p[i] = ' ';
     buf_append(b, "\n", 1);

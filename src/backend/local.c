@@ -114,9 +114,9 @@ typedef struct local {
     int64_t last_created;
     buf gbuf;
 
-    /* published to readers */
+    /* Readers take visibility from their LMDB snapshot (snapshot()); this
+     * is only the event count for stats. */
     _Atomic uint64_t pub_next_pos;
-    _Atomic uint64_t pub_end;
     _Atomic int fault;
     char fault_msg[512];
     pool *pl;              /* read buffers, shared with live pages */
@@ -552,7 +552,6 @@ static void write_group(local *L, wreq *group)
     if (rc)
         goto fail;
     L->last_created = now;
-    atomic_store_explicit(&L->pub_end, L->ck.loc, memory_order_release);
     atomic_store_explicit(&L->pub_next_pos, L->ck.next_pos, memory_order_release);
     atomic_fetch_add(&L->n_groups, 1);
     for (wreq *r = group; r; r = r->next)
@@ -1584,7 +1583,6 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
         rc = verify_all(L);
     if (rc == 0) {
         atomic_store(&L->pub_next_pos, L->ck.next_pos);
-        atomic_store(&L->pub_end, L->ck.loc);
         rc = log_start_prealloc(L->lg);
     }
     if (rc == 0) {
