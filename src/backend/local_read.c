@@ -1,0 +1,349 @@
+/*
+ * local_read.c - reads of the local engine: a stream (through its commits
+ * in the revs index), $all (from the sparse position index, scanning the
+ * log), a stream's head and the store's stats. Readers take an LMDB read
+ * transaction (snapshot()) and never wait for the writer.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend/local_int.h"
+#include "log/record.h"
+#include "os/os.h"
+
+/* ----------------------------------------------------------------- reads */
+
+/* A scratch buffer seeded with a pool block (already mapped memory). */
+void scratch_init(local *L, buf *b)
+{
+    memset(b, 0, sizeof *b);
+    b->p = pool_get(L->pl);
+    b->cap = b->p ? POOL_BLOCK : 0;
+}
+
+void scratch_free(local *L, buf *b)
+{
+    if (b->cap == POOL_BLOCK)
+        pool_put(L->pl, b->p);
+    else
+        free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+int read_commit(local *L, const idx_commit *c, buf *b)
+{
+    b->len = 0;
+    int rc = buf_reserve(b, c->bytes);
+    if (rc == 0)
+        rc = log_read(L->lg, c->loc, b->p, c->bytes);
+    if (rc == 0)
+        b->len = c->bytes;
+    return rc;
+}
+
+/* Decode the record at p (within a commit read whole); damage is ECORRUPT
+ * naming where. */
+int commit_rec(const idx_commit *c, const buf *b, size_t off, rec *r)
+{
+    const char *why = "record runs past its commit";
+    rec_status st = off < b->len ? rec_decode(b->p + off, b->len - off, r, &why) : REC_SHORT;
+    if (st == REC_OK && r->kind == REC_EVENT)
+        return 0;
+    if (st == REC_OK)
+        why = "unexpected record kind in a commit";
+    char name[32];
+    log_seg_name(loc_seg(c->loc), name);
+    return err_set(STELE_ECORRUPT, "segment %s offset %llu: %s", name,
+                   (unsigned long long)(loc_off(c->loc) + off), why);
+}
+
+/*
+ * A reader's snapshot: an LMDB read transaction and the checkpoint inside
+ * it. The index is committed only after the log is fsynced, so everything
+ * the snapshot describes is durable and complete, and a stream's head, its
+ * events and $all agree with each other within one read.
+ */
+int snapshot(local *L, MDB_txn **txn, uint64_t *visible, uint64_t *end)
+{
+    int rc = idx_begin(L->ix, 1, txn);
+    if (rc)
+        return rc;
+    idx_ckpt ck;
+    rc = idx_ckpt_get(L->ix, *txn, &ck);
+    if (rc) {
+        mdb_txn_abort(*txn);
+        return rc == STELE_ENOTFOUND ? err_set(STELE_ECORRUPT, "index: no checkpoint") : rc;
+    }
+    *visible = ck.next_pos;
+    *end = ck.loc;
+    return 0;
+}
+
+int stream_state(local *L, MDB_txn *txn, const char *stream, size_t len, idx_stream *st)
+{
+    int rc = idx_stream_get(L->ix, txn, stream, len, st);
+    if (rc == STELE_ENOTFOUND)
+        return err_set(STELE_ENOTFOUND, "stream '%.*s' not found", (int)len, stream);
+    if (rc)
+        return rc;
+    if (st->flags & IDX_TOMBSTONED)
+        return err_set(STELE_EDELETED, "stream '%.*s' is tombstoned", (int)len, stream);
+    if ((st->flags & IDX_DELETED) || st->last_rev == UINT64_MAX)
+        return err_set(STELE_ENOTFOUND, "stream '%.*s' not found (deleted)", (int)len, stream);
+    return 0;
+}
+
+int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
+                             int backwards, size_t limit, stele_page **out)
+{
+    local *L = (local *)b;
+    MDB_txn *txn;
+    uint64_t visible, end;
+    int rc = snapshot(L, &txn, &visible, &end);
+    if (rc)
+        return rc;
+    idx_stream st;
+    stele_page *pg = NULL;
+    idx_rev_cursor cur = {0};
+    buf cb;
+    scratch_init(L, &cb);
+    if ((rc = stream_state(L, txn, stream, len, &st)) || (rc = page_new(L->pl, &pg)))
+        goto done;
+    uint64_t lo = st.truncate_before, hi = st.last_rev;
+    if (!backwards && from < lo)
+        from = lo;
+    if (backwards && from > hi)
+        from = hi;
+    if (from < lo || from > hi || limit == 0)
+        goto done;
+    if ((rc = idx_rev_open(L->ix, txn, st.sid, &cur)))
+        goto done;
+    idx_commit c;
+    rc = idx_rev_seek(&cur, from, backwards, &c);
+    uint64_t last = 0;
+    int any = 0;
+    while (rc == 0 && !page_full(pg, limit)) {
+        if (c.first_pos >= visible)
+            break;
+        if ((rc = read_commit(L, &c, &cb)))
+            break;
+        /* Decode the commit's records; walk them in the read's direction. */
+        size_t off = 0;
+        if (!backwards) {
+            for (uint32_t i = 0; i < c.count && rc == 0 && !page_full(pg, limit); i++) {
+                rec r;
+                if ((rc = commit_rec(&c, &cb, off, &r)))
+                    break;
+                off += r.len;
+                if (r.revision < from)
+                    continue;
+                rc = page_add(pg, &r);
+                last = r.revision;
+                any = 1;
+            }
+        } else {
+            /* Records are variable-sized: find their offsets, then go back. */
+            size_t *offs = malloc(c.count * sizeof *offs);
+            if (!offs) {
+                rc = err_set(STELE_ENOMEM, "out of memory");
+                break;
+            }
+            for (uint32_t i = 0; i < c.count && rc == 0; i++) {
+                rec r;
+                offs[i] = off;
+                if ((rc = commit_rec(&c, &cb, off, &r)) == 0)
+                    off += r.len;
+            }
+            for (uint32_t i = c.count; i-- > 0 && rc == 0 && !page_full(pg, limit);) {
+                rec r;
+                if ((rc = commit_rec(&c, &cb, offs[i], &r)))
+                    break;
+                if (r.revision > from)
+                    continue;
+                if (r.revision < lo)
+                    break;
+                rc = page_add(pg, &r);
+                last = r.revision;
+                any = 1;
+            }
+            free(offs);
+        }
+        if (rc || page_full(pg, limit))
+            break;
+        if (backwards && c.first_rev <= lo)
+            break;
+        rc = idx_rev_step(&cur, backwards, &c);
+    }
+    if (rc == STELE_ENOTFOUND)
+        rc = 0;
+    if (rc == 0 && any) {
+        if (!backwards && last < hi && last + 1 < UINT64_MAX) {
+            pg->has_next = 1;
+            pg->next = last + 1;
+        } else if (backwards && last > lo) {
+            pg->has_next = 1;
+            pg->next = last - 1;
+        }
+    }
+done:
+    idx_rev_close(&cur);
+    mdb_txn_abort(txn);
+    scratch_free(L, &cb);
+    if (rc) {
+        stele_page_free(pg);
+        return rc;
+    }
+    *out = pg;
+    return 0;
+}
+
+/* Scan $all forwards from the sparse entry at `loc` into pg: events with
+ * from <= position <= to, at most `limit` (and the page's byte budget). */
+int scan_all(local *L, uint64_t loc, uint64_t end, uint64_t from, uint64_t to,
+                    size_t limit, stele_page *pg)
+{
+    log_iter it;
+    log_iter_init(&it, L->lg, loc, end);
+    scratch_init(L, &it.chunk);
+    int rc = 0;
+    for (;;) {
+        rec r;
+        uint64_t at;
+        int short_tail;
+        int st = log_iter_next(&it, &r, &at, &short_tail);
+        if (st < 0) {
+            rc = st;
+            break;
+        }
+        if (st == LOG_ITER_END)
+            break;
+        if (r.kind != REC_EVENT || r.position < from)
+            continue;
+        if (r.position > to || page_full(pg, limit))
+            break;
+        if ((rc = page_add(pg, &r)))
+            break;
+    }
+    scratch_free(L, &it.chunk);
+    return rc;
+}
+
+int local_read_all(backend *b, uint64_t from, int backwards, size_t limit,
+                          stele_page **out)
+{
+    local *L = (local *)b;
+    MDB_txn *txn;
+    uint64_t visible, end;
+    int rc = snapshot(L, &txn, &visible, &end);
+    if (rc)
+        return rc;
+    stele_page *pg;
+    if ((rc = page_new(L->pl, &pg))) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    if (visible == 0 || limit == 0 || (!backwards && from >= visible)) {
+        mdb_txn_abort(txn);
+        *out = pg;
+        return 0;
+    }
+    uint64_t found, loc;
+    if (!backwards) {
+        rc = idx_pos_floor(L->ix, txn, from, &found, &loc);
+        if (rc == 0)
+            rc = scan_all(L, loc, end, from, visible - 1, limit, pg);
+        if (rc == 0 && pg->count) {
+            uint64_t last = page_ev(pg, pg->count - 1)->position;
+            if (last + 1 < visible) {
+                pg->has_next = 1;
+                pg->next = last + 1;
+            }
+        }
+    } else {
+        uint64_t target = from < visible ? from : visible - 1;
+        while (rc == 0 && !page_full(pg, limit)) {
+            rc = idx_pos_floor(L->ix, txn, target, &found, &loc);
+            stele_page *part = NULL;
+            if (rc == 0)
+                rc = page_new(L->pl, &part);
+            if (rc == 0)
+                rc = scan_all(L, loc, end, found, target, SIZE_MAX, part);
+            if (rc == 0)
+                rc = page_take_reversed(pg, part, limit - pg->count);
+            else
+                stele_page_free(part);
+            if (rc || found == 0)
+                break;
+            target = found - 1;
+        }
+        if (rc == 0 && pg->count) {
+            uint64_t last = page_ev(pg, pg->count - 1)->position;
+            if (last > 0) {
+                pg->has_next = 1;
+                pg->next = last - 1;
+            }
+        }
+    }
+    if (rc == STELE_ENOTFOUND)
+        rc = err_set(STELE_ECORRUPT, "index: no position entry at or before %llu",
+                     (unsigned long long)from);
+    mdb_txn_abort(txn);
+    if (rc) {
+        stele_page_free(pg);
+        return rc;
+    }
+    *out = pg;
+    return 0;
+}
+
+int local_head(backend *b, const char *stream, size_t len, stele_stream_info *out)
+{
+    local *L = (local *)b;
+    MDB_txn *txn;
+    int rc = idx_begin(L->ix, 1, &txn);
+    if (rc)
+        return rc;
+    idx_stream st;
+    rc = idx_stream_get(L->ix, txn, stream, len, &st);
+    mdb_txn_abort(txn);
+    if (rc == STELE_ENOTFOUND)
+        return err_set(STELE_ENOTFOUND, "stream '%.*s' not found", (int)len, stream);
+    if (rc)
+        return rc;
+    out->last_revision = st.last_rev;
+    out->last_position = st.last_pos;
+    out->truncate_before = st.truncate_before;
+    out->deleted = (st.flags & IDX_DELETED) != 0;
+    out->tombstoned = (st.flags & IDX_TOMBSTONED) != 0;
+    return 0;
+}
+
+int local_stats(backend *b, stele_stats *out)
+{
+    local *L = (local *)b;
+    MDB_txn *txn;
+    idx_ckpt ck = {0};
+    int rc = idx_begin(L->ix, 1, &txn);
+    if (rc)
+        return rc;
+    rc = idx_ckpt_get(L->ix, txn, &ck);
+    mdb_txn_abort(txn);
+    if (rc && rc != STELE_ENOTFOUND)
+        return rc;
+    memset(out, 0, sizeof *out);
+    out->events = atomic_load(&L->pub_next_pos);
+    out->streams = ck.streams;
+    out->log_bytes = ck.log_bytes;
+    out->segments = atomic_load(&L->lg->nsegs) - L->lg->first_seg;
+    out->appends = atomic_load(&L->n_appends);
+    out->groups = atomic_load(&L->n_groups);
+    out->readonly = atomic_load(&L->fault) != 0;
+    return 0;
+}
