@@ -85,6 +85,16 @@ typedef struct local {
 } local;
 
 /* local_read.c */
+
+/*
+ * Whether the event at `revision` of a stream in state `st`, committed at
+ * `created_us`, is visible to stream-shaped reads (stream reads, queries,
+ * snapshot loads) at time `now_us`: not hidden by a tombstone, a soft
+ * delete or the stream's retention. $all shows every event until it is
+ * scavenged; this rule is also what the scavenger removes. One function, so
+ * reads, queries and scavenging can never disagree.
+ */
+int event_visible(const idx_stream *st, uint64_t revision, int64_t created_us, int64_t now_us);
 void scratch_init(local *L, buf *b);
 void scratch_free(local *L, buf *b);
 int read_commit(local *L, const idx_commit *c, buf *b);

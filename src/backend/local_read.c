@@ -20,6 +20,17 @@
 
 /* ----------------------------------------------------------------- reads */
 
+int event_visible(const idx_stream *st, uint64_t revision, int64_t created_us, int64_t now_us)
+{
+    (void)created_us;
+    (void)now_us;
+    if (st->flags & IDX_TOMBSTONED)
+        return 0;
+    if (st->last_rev == UINT64_MAX || revision > st->last_rev)
+        return 0;
+    return revision >= st->truncate_before;
+}
+
 /* A scratch buffer seeded with a pool block (already mapped memory). */
 void scratch_init(local *L, buf *b)
 {
