@@ -50,6 +50,14 @@ typedef struct backend_ops {
     int (*read_all)(backend *b, uint64_t from, int backwards, size_t limit, stele_page **out);
     int (*head)(backend *b, const char *stream, size_t len, stele_stream_info *out);
     int (*stats)(backend *b, stele_stats *out);
+    /* Commit notification, for subscriptions. commit_gen() changes after
+     * every commit that is visible to reads; wait_commit() sleeps until it
+     * differs from `gen` or `timeout_ms` passes (-1: no limit). watch()
+     * makes an eventfd readable after every commit. */
+    uint32_t (*commit_gen)(backend *b);
+    void (*wait_commit)(backend *b, uint32_t gen, int timeout_ms);
+    int (*watch)(backend *b, int *fd);
+    void (*unwatch)(backend *b, int fd);
     void (*close)(backend *b);
 } backend_ops;
 

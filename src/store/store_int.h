@@ -1,0 +1,30 @@
+/*
+ * store_int.h - what the library's own modules above the backend (src/sub,
+ * later src/proj) share with src/store: the store handle and the internal
+ * calls that bypass the public API's rules for users, such as writing
+ * system streams.
+ */
+#ifndef STELE_STORE_INT_H
+#define STELE_STORE_INT_H
+
+#include "backend/backend.h"
+#include "stele.h"
+
+struct sub_groups;
+
+struct stele_db {
+    backend *be;
+    stele_options opts;
+    /* Persistent subscriptions (src/sub/groups.c); NULL until used. */
+    struct sub_groups *groups;
+};
+
+/* Append to any stream, system streams ('$...') included; otherwise the
+ * same checks and results as stele_append(). */
+int store_append_system(stele_db *db, const char *stream, int64_t expected,
+                        const stele_event_in *events, size_t n, stele_append_result *res);
+
+/* Check a stream name for reading: system names allowed. 0 or EINVAL. */
+int store_check_read_stream(const char *stream, size_t *len);
+
+#endif
