@@ -86,6 +86,8 @@ void server_config_init(server_config *cfg)
 
 static void conn_free(conn *c)
 {
+    if (c->h2)
+        h2_free(c);
     request_reset(&c->req);
     buf_free(&c->req.url);
     buf_free(&c->req.body);
@@ -151,6 +153,10 @@ void conn_flush(conn *c)
     if (c->fd < 0)
         return;
     c->out.len = c->out_off = 0;
+    if (c->h2) {
+        h2_writable(c);
+        return;
+    }
     if (c->state == CS_STREAMING) {
         route_stream_more(c);
         if (c->fd >= 0 && c->out.len)
@@ -170,6 +176,22 @@ void conn_request_done(conn *c)
     conn_flush(c);
     if (c->fd >= 0 && c->state == CS_READING && c->in_off < c->in.len)
         http_conn_process(c); /* pipelined requests already buffered */
+}
+
+/* Parse what arrived: HTTP/1.1 or, from a connection that opened with the
+ * HTTP/2 preface, HTTP/2 (gRPC). */
+static void conn_process(conn *c)
+{
+    if (!c->proto_known) {
+        int r = h2_detect(c);
+        if (r < 0)
+            return; /* too few bytes to tell */
+        c->proto_known = 1;
+    }
+    if (c->h2)
+        h2_conn_process(c);
+    else
+        http_conn_process(c);
 }
 
 static void conn_read(conn *c)
@@ -194,7 +216,7 @@ static void conn_read(conn *c)
             c->in.len += (size_t)n;
             c->last_activity_ms = now_ms();
             if (c->state == CS_READING) {
-                http_conn_process(c); /* enforce limits as bytes arrive */
+                conn_process(c); /* enforce limits as bytes arrive */
                 if (c->fd < 0)
                     return;
             }
@@ -213,7 +235,7 @@ static void conn_read(conn *c)
         return;
     }
     if (c->state == CS_READING)
-        http_conn_process(c);
+        conn_process(c);
 }
 
 static void accept_all(server *s)
@@ -265,6 +287,23 @@ static void accept_all(server *s)
 
 /* ------------------------------------------------------------ completions */
 
+void completion_post(server *s, completion *cp)
+{
+    pthread_mutex_lock(&s->cq_mu);
+    int was_empty = s->cq_head == NULL;
+    if (s->cq_tail)
+        s->cq_tail->next = cp;
+    else
+        s->cq_head = cp;
+    s->cq_tail = cp;
+    pthread_mutex_unlock(&s->cq_mu);
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t w = write(s->evfd, &one, sizeof one);
+        (void)w;
+    }
+}
+
 static void drain_completions(server *s)
 {
     uint64_t v;
@@ -277,11 +316,13 @@ static void drain_completions(server *s)
     while (list) {
         completion *next = list->next;
         conn *c = list->c;
-        c->async_pending = 0;
-        if (c->dead)
-            conn_free(c); /* closed while the append was in flight */
-        else
+        c->async_pending--;
+        if (list->op)
+            grpc_completion(c, list); /* frees its operation, dead or not */
+        else if (!c->dead)
             route_append_done(c, list);
+        if (c->dead && !c->async_pending)
+            conn_free(c); /* closed while appends were in flight */
         free(list);
         list = next;
     }
@@ -294,6 +335,10 @@ static void check_timeouts(server *s)
     int64_t now = now_ms();
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
+        if (c->h2) {
+            h2_tick(c, now);
+            continue;
+        }
         if (c->state == CS_READING && c->request_start_ms &&
             now - c->request_start_ms > s->cfg.request_timeout_ms) {
             server_log(s, 2, "msg=\"request timeout\" fd=%d", c->fd);
@@ -370,6 +415,10 @@ int server_run(const server_config *cfg)
     }
     if (listen_on(s) != 0)
         goto out;
+    if (grpc_server_init(s) != 0) {
+        fprintf(stderr, "stele serve: cannot set up gRPC: %s\n", stele_errmsg());
+        goto out;
+    }
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     s->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     s->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -379,6 +428,11 @@ int server_run(const server_config *cfg)
     epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->evfd, &ev);
     ev.data.ptr = &s->sigfd;
     epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->sigfd, &ev);
+    int watch_fd = grpc_watch_fd(s);
+    if (watch_fd >= 0) {
+        ev.data.ptr = s->grpc;
+        epoll_ctl(s->epfd, EPOLL_CTL_ADD, watch_fd, &ev);
+    }
     server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s", cfg->host, s->port,
                cfg->data_dir, STELE_VERSION);
     if (cfg->ready_fd >= 0) {
@@ -398,6 +452,8 @@ int server_run(const server_config *cfg)
                 accept_all(s);
             } else if (p == &s->evfd) {
                 drain_completions(s);
+            } else if (p == s->grpc) {
+                grpc_on_commit(s);
             } else if (p == &s->sigfd) {
                 struct signalfd_siginfo si;
                 while (read(s->sigfd, &si, sizeof si) == sizeof si) {
@@ -430,7 +486,8 @@ int server_run(const server_config *cfg)
             int busy = 0;
             for (conn *c = s->conns, *next; c; c = next) {
                 next = c->next;
-                if (c->state == CS_READING && !c->request_start_ms && c->out.len == 0)
+                if (c->h2 ? h2_stop(c)
+                          : c->state == CS_READING && !c->request_start_ms && c->out.len == 0)
                     conn_close(c);
                 else
                     busy++;
@@ -444,6 +501,7 @@ int server_run(const server_config *cfg)
     bury(s);
     rc = 0;
 out:
+    grpc_server_free(s); /* before stele_close: releases the commit watch */
     if (s->db) {
         stele_close(s->db); /* waits for queued appends; their callbacks post
                                completions that nobody reads any more */
@@ -451,7 +509,9 @@ out:
         pthread_mutex_lock(&s->cq_mu);
         for (completion *cp = s->cq_head, *nx; cp; cp = nx) {
             nx = cp->next;
-            if (cp->c->dead)
+            if (cp->op)
+                grpc_completion_discard(cp);
+            if (--cp->c->async_pending == 0 && cp->c->dead)
                 conn_free(cp->c);
             free(cp);
         }

@@ -69,14 +69,17 @@ typedef struct conn {
     int64_t stalled_since_ms; /* output not draining */
     uint64_t t_start_ns;      /* when the current request was routed */
     read_job job;
-    int async_pending;        /* an append callback will still arrive */
+    int async_pending;        /* append callbacks that will still arrive */
     int dead;                 /* closed while async_pending: free on arrival */
+    int proto_known;          /* HTTP/1.1 or HTTP/2 decided from the first bytes */
+    struct h2_session *h2;    /* HTTP/2 (gRPC) connection: h2.c */
     struct conn *prev, *next;
 } conn;
 
 /* An append completion, from the store's writer thread to the loop. */
 typedef struct completion {
     conn *c;
+    void *op;   /* a gRPC operation (grpc_streams.c); NULL for HTTP/1.1 */
     int rc;
     stele_append_result res;
     char msg[512];
@@ -108,6 +111,7 @@ typedef struct server {
     completion *cq_head, *cq_tail;
     int stopping;
     metrics m;
+    struct grpc_server *grpc; /* gRPC state shared by connections (grpc.c) */
 } server;
 
 /* net.c */
@@ -117,6 +121,33 @@ void conn_close(conn *c);
 void conn_request_done(conn *c);
 int64_t now_ms(void);
 void server_log(server *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Hand a completion to the loop (from any thread; wakes it). */
+void completion_post(server *s, completion *cp);
+
+/* h2.c: HTTP/2 connections (gRPC). h2_detect looks at the first bytes of a
+ * connection: 1 = the HTTP/2 preface (the session is set up), 0 = HTTP/1.1,
+ * -1 = too few bytes to tell yet. */
+int h2_detect(conn *c);
+void h2_conn_process(conn *c);
+/* `out` drained: produce more frames. */
+void h2_writable(conn *c);
+/* Once a second: deadlines and keepalive pings. */
+void h2_tick(conn *c, int64_t now);
+/* The server is stopping: GOAWAY, end subscriptions; 1 when nothing is
+ * left in flight and the connection may close. */
+int h2_stop(conn *c);
+void h2_free(conn *c);
+
+/* grpc.c: process-wide gRPC state; completions of gRPC appends. */
+int grpc_server_init(server *s);
+void grpc_server_free(server *s);
+/* The fd the loop watches for commits (subscriptions), or -1. */
+int grpc_watch_fd(server *s);
+void grpc_on_commit(server *s);
+void grpc_completion(conn *c, completion *cp);
+/* Free a completion's operation without delivering it (shutdown). */
+void grpc_completion_discard(completion *cp);
 
 /* http.c */
 void http_conn_init(conn *c);

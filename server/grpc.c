@@ -1,0 +1,356 @@
+/*
+ * grpc.c - the gRPC method table and the small services: ServerFeatures
+ * (which methods this server implements), Gossip (a one-node cluster:
+ * this node, alive, leader) and Operations.Shutdown. Also what every
+ * service shares: the status a libstele error becomes (with KurrentDB's
+ * `exception` trailers, which the official clients turn into typed errors),
+ * appends handed to the store for a call, and the list of subscriptions
+ * woken by commits (one stele_watch eventfd on the loop for them all).
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gossip.pb-c.h"
+#include "grpc.h"
+#include "operations.pb-c.h"
+#include "serverfeatures.pb-c.h"
+#include "shared.pb-c.h"
+
+typedef struct grpc_server {
+    server *s;
+    int watch_fd;
+    gcall *subs;
+    uint8_t instance_id[16]; /* this node, for Gossip */
+} grpc_server;
+
+/* ------------------------------------------------------------ errors */
+
+uint64_t grpc_max_append_size(const server *s)
+{
+    return s->cfg.store.max_append_size ? s->cfg.store.max_append_size : (64u << 20);
+}
+
+void grpc_fail_stele(gcall *call, int rc, const char *message, const char *stream)
+{
+    int status;
+    const char *exception = NULL;
+    switch (rc) {
+    case STELE_EINVAL: status = GRPC_INVALID_ARGUMENT; break;
+    case STELE_ENOTFOUND: status = GRPC_NOT_FOUND; exception = "stream-not-found"; break;
+    case STELE_EWRONGREV:
+        status = GRPC_FAILED_PRECONDITION;
+        exception = "wrong-expected-version";
+        break;
+    case STELE_EDELETED:
+        status = GRPC_FAILED_PRECONDITION;
+        exception = "stream-deleted";
+        break;
+    case STELE_ETOOBIG:
+        status = GRPC_INVALID_ARGUMENT;
+        exception = "maximum-append-size-exceeded";
+        break;
+    case STELE_EIDCONFLICT: status = GRPC_ALREADY_EXISTS; break;
+    case STELE_EREADONLY:
+    case STELE_ECLOSED:
+    case STELE_EIO:
+    case STELE_ENOSPC: status = GRPC_UNAVAILABLE; break;
+    case STELE_ECORRUPT: status = GRPC_DATA_LOSS; break;
+    case STELE_ENOMEM: status = GRPC_RESOURCE_EXHAUSTED; break;
+    default: status = GRPC_INTERNAL; break;
+    }
+    if (exception) {
+        grpc_trailer(call, "exception", exception);
+        if (stream)
+            grpc_trailer(call, "stream-name", stream);
+        if (rc == STELE_ETOOBIG) {
+            char n[32];
+            snprintf(n, sizeof n, "%llu",
+                     (unsigned long long)grpc_max_append_size(call->c->srv));
+            grpc_trailer(call, "maximum-append-size", n);
+        }
+    }
+    char text[600];
+    snprintf(text, sizeof text, "%s: %s", stele_errname(rc),
+             message && *message ? message : stele_strerror(rc));
+    metrics_error(&call->c->srv->m, rc == STELE_ENOTFOUND ? 404 : rc == STELE_EDELETED ? 410 : 400,
+                  rc);
+    grpc_finish(call, status, text);
+}
+
+/* ------------------------------------------------------------ appends */
+
+static void append_cb(void *ctx, int rc, const stele_append_result *res, const char *msg)
+{
+    grpc_op *op = ctx;
+    completion *cp = calloc(1, sizeof *cp);
+    if (!cp)
+        abort(); /* cannot report the outcome */
+    cp->c = op->call->c;
+    cp->op = op;
+    cp->rc = rc;
+    cp->res = *res;
+    snprintf(cp->msg, sizeof cp->msg, "%s", msg);
+    completion_post(cp->c->srv, cp);
+}
+
+int grpc_append(gcall *call, grpc_op *op, const char *stream, int64_t expected,
+                const stele_event_in *events, size_t n)
+{
+    op->call = call;
+    call->pending++;
+    call->c->async_pending++;
+    int rc = stele_append_async(call->c->srv->db, stream, expected, events, n, append_cb, op);
+    if (rc) {
+        call->pending--;
+        call->c->async_pending--;
+        free(op);
+    }
+    return rc;
+}
+
+void grpc_completion(conn *c, completion *cp)
+{
+    grpc_op *op = cp->op;
+    if (c->dead) {
+        free(op); /* the connection is gone, and its calls with it */
+        return;
+    }
+    gcall *call = op->call;
+    if (!call->done && !call->closed)
+        op->done(call, op, cp);
+    free(op);
+    grpc_call_release(call);
+    h2_pump(c);
+}
+
+void grpc_completion_discard(completion *cp) { free(cp->op); }
+
+/* ------------------------------------------------------------ subscriptions */
+
+void grpc_sub_register(gcall *call)
+{
+    grpc_server *g = call->c->srv->grpc;
+    if (call->sub_registered)
+        return;
+    call->sub_registered = 1;
+    call->sub_prev = NULL;
+    call->sub_next = g->subs;
+    if (g->subs)
+        g->subs->sub_prev = call;
+    g->subs = call;
+}
+
+void grpc_sub_unregister(gcall *call)
+{
+    grpc_server *g = call->c->srv->grpc;
+    if (!call->sub_registered)
+        return;
+    call->sub_registered = 0;
+    if (call->sub_prev)
+        call->sub_prev->sub_next = call->sub_next;
+    else
+        g->subs = call->sub_next;
+    if (call->sub_next)
+        call->sub_next->sub_prev = call->sub_prev;
+    call->sub_prev = call->sub_next = NULL;
+}
+
+int grpc_watch_fd(server *s) { return s->grpc ? s->grpc->watch_fd : -1; }
+
+void grpc_on_commit(server *s)
+{
+    grpc_server *g = s->grpc;
+    uint64_t v;
+    ssize_t r = read(g->watch_fd, &v, sizeof v);
+    (void)r;
+    /* Wake every subscription, then send for each connection once. */
+    for (gcall *call = g->subs; call; call = call->sub_next)
+        grpc_want_more(call);
+    for (gcall *call = g->subs; call; call = call->sub_next)
+        h2_pump(call->c);
+}
+
+/* ------------------------------------------------------------ ServerFeatures */
+
+static const grpc_method grpc_misc_methods[];
+static const size_t grpc_misc_nmethods;
+
+static void lower(char *s)
+{
+    for (; *s; s++)
+        if (*s >= 'A' && *s <= 'Z')
+            *s = (char)(*s - 'A' + 'a');
+}
+
+static int features_get(gcall *call, ProtobufCMessage *msg)
+{
+    (void)msg;
+    const grpc_method *tables[] = {grpc_streams_methods, grpc_misc_methods};
+    const size_t counts[] = {grpc_streams_nmethods, grpc_misc_nmethods};
+    EventStore__Client__ServerFeatures__SupportedMethod items[64];
+    EventStore__Client__ServerFeatures__SupportedMethod *ptrs[64];
+    char names[64][2][128];
+    size_t n = 0;
+    for (size_t t = 0; t < 2; t++) {
+        for (size_t i = 0; i < counts[t] && n < 64; i++) {
+            const grpc_method *m = &tables[t][i];
+            if (m->unlisted)
+                continue;
+            /* "/pkg.Service/Method" -> service "pkg.service", method "method" */
+            const char *slash = strrchr(m->path, '/');
+            snprintf(names[n][0], sizeof names[n][0], "%.*s", (int)(slash - m->path - 1),
+                     m->path + 1);
+            snprintf(names[n][1], sizeof names[n][1], "%s", slash + 1);
+            lower(names[n][0]);
+            lower(names[n][1]);
+            EventStore__Client__ServerFeatures__SupportedMethod init =
+                EVENT_STORE__CLIENT__SERVER_FEATURES__SUPPORTED_METHOD__INIT;
+            items[n] = init;
+            items[n].service_name = names[n][0];
+            items[n].method_name = names[n][1];
+            size_t nf = 0;
+            while (m->features && m->features[nf])
+                nf++;
+            items[n].n_features = nf;
+            items[n].features = (char **)m->features;
+            ptrs[n] = &items[n];
+            n++;
+        }
+    }
+    EventStore__Client__ServerFeatures__SupportedMethods resp =
+        EVENT_STORE__CLIENT__SERVER_FEATURES__SUPPORTED_METHODS__INIT;
+    resp.n_methods = n;
+    resp.methods = ptrs;
+    resp.event_store_server_version = (char *)STELE_VERSION;
+    grpc_send(call, &resp.base);
+    grpc_finish(call, GRPC_OK, NULL);
+    return 0;
+}
+
+/* ------------------------------------------------------------ Gossip */
+
+static int gossip_read(gcall *call, ProtobufCMessage *msg)
+{
+    (void)msg;
+    server *s = call->c->srv;
+    /* The address this client reached us on: what it can connect to. */
+    char addr[INET_ADDRSTRLEN] = "127.0.0.1";
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    if (getsockname(call->c->fd, (struct sockaddr *)&sa, &len) == 0 && sa.sin_family == AF_INET)
+        inet_ntop(AF_INET, &sa.sin_addr, addr, sizeof addr);
+    char id[37];
+    stele_uuid_format(s->grpc->instance_id, id);
+    EventStore__Client__UUID uuid = EVENT_STORE__CLIENT__UUID__INIT;
+    uuid.value_case = EVENT_STORE__CLIENT__UUID__VALUE_STRING;
+    uuid.string = id;
+    EventStore__Client__Gossip__EndPoint ep = EVENT_STORE__CLIENT__GOSSIP__END_POINT__INIT;
+    ep.address = addr;
+    ep.port = (uint32_t)s->port;
+    EventStore__Client__Gossip__MemberInfo me = EVENT_STORE__CLIENT__GOSSIP__MEMBER_INFO__INIT;
+    me.instance_id = &uuid;
+    me.time_stamp = grpc_ticks(time_now_us());
+    me.state = EVENT_STORE__CLIENT__GOSSIP__MEMBER_INFO__VNODE_STATE__Leader;
+    me.is_alive = 1;
+    me.http_end_point = &ep;
+    EventStore__Client__Gossip__MemberInfo *members[] = {&me};
+    EventStore__Client__Gossip__ClusterInfo resp = EVENT_STORE__CLIENT__GOSSIP__CLUSTER_INFO__INIT;
+    resp.n_members = 1;
+    resp.members = members;
+    grpc_send(call, &resp.base);
+    grpc_finish(call, GRPC_OK, NULL);
+    return 0;
+}
+
+/* ------------------------------------------------------------ Operations */
+
+static int operations_shutdown(gcall *call, ProtobufCMessage *msg)
+{
+    (void)msg;
+    server *s = call->c->srv;
+    server_log(s, 1, "msg=\"stopping\" reason=\"Operations.Shutdown over gRPC\"");
+    EventStore__Client__Empty resp = EVENT_STORE__CLIENT__EMPTY__INIT;
+    grpc_send(call, &resp.base);
+    grpc_finish(call, GRPC_OK, NULL);
+    s->stopping = 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------ the table */
+
+static const grpc_method grpc_misc_methods[] = {
+    {.path = "/event_store.client.server_features.ServerFeatures/GetSupportedMethods",
+     .req = &event_store__client__empty__descriptor,
+     .on_msg = features_get},
+    {.path = "/event_store.client.gossip.Gossip/Read",
+     .req = &event_store__client__empty__descriptor,
+     .on_msg = gossip_read},
+    {.path = "/event_store.client.operations.Operations/Shutdown",
+     .req = &event_store__client__empty__descriptor,
+     .on_msg = operations_shutdown},
+};
+static const size_t grpc_misc_nmethods = sizeof grpc_misc_methods / sizeof grpc_misc_methods[0];
+
+const grpc_method *grpc_find_method(const char *path, size_t len)
+{
+    if (!path)
+        return NULL;
+    const grpc_method *tables[] = {grpc_streams_methods, grpc_misc_methods};
+    const size_t counts[] = {grpc_streams_nmethods, grpc_misc_nmethods};
+    for (size_t t = 0; t < 2; t++)
+        for (size_t i = 0; i < counts[t]; i++)
+            if (strlen(tables[t][i].path) == len && !memcmp(tables[t][i].path, path, len))
+                return &tables[t][i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------ setup */
+
+int grpc_server_init(server *s)
+{
+    grpc_server *g = calloc(1, sizeof *g);
+    if (!g)
+        return STELE_ENOMEM;
+    g->s = s;
+    g->watch_fd = -1;
+    int rc = stele_watch(s->db, &g->watch_fd);
+    if (rc) {
+        free(g);
+        return rc;
+    }
+    /* A random (version 4) instance id for this run of the server. */
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (!f || fread(g->instance_id, 1, 16, f) != 16)
+        memset(g->instance_id, 0x5a, 16);
+    if (f)
+        fclose(f);
+    g->instance_id[6] = (uint8_t)((g->instance_id[6] & 0x0f) | 0x40);
+    g->instance_id[8] = (uint8_t)((g->instance_id[8] & 0x3f) | 0x80);
+    s->grpc = g;
+    return 0;
+}
+
+void grpc_server_free(server *s)
+{
+    grpc_server *g = s->grpc;
+    if (!g)
+        return;
+    /* Subscriptions still open (on connections that wait for appends)
+     * release their libstele handles now, before the store closes. */
+    while (g->subs) {
+        gcall *call = g->subs;
+        grpc_sub_unregister(call);
+        if (call->m && call->m->on_close)
+            call->m->on_close(call);
+        call->st = NULL;
+    }
+    if (g->watch_fd >= 0 && s->db)
+        stele_unwatch(s->db, g->watch_fd);
+    free(g);
+    s->grpc = NULL;
+}

@@ -1,0 +1,540 @@
+/*
+ * grpc_read.c - event_store.client.streams.Streams/Read: reads of a stream
+ * or of $all (both directions, a count, filters on $all), and
+ * subscriptions (the same request with `subscription` instead of `count`):
+ * catch-up from a revision or position, then live.
+ *
+ * A read is produced a page at a time, and only while the call's queued
+ * output is short (grpc.h: on_more), so reading a large stream or $all
+ * never holds more than one page plus GRPC_OUT_HIGH bytes for a client,
+ * however slowly it reads. A page is kept and sent an event at a time.
+ *
+ * Reads: a stream that does not exist (or is soft-deleted) is answered
+ * with a `stream_not_found` message and status OK, as KurrentDB does; a
+ * tombstoned one with FAILED_PRECONDITION and exception=stream-deleted.
+ * Filters on $all reads (stream name or event type, by prefixes or a POSIX
+ * extended regular expression) are applied here to each page, and `count`
+ * counts the events sent. Backwards from an explicit $all position returns
+ * the events before it (a KurrentDB position points before its event).
+ *
+ * Subscriptions use libstele's (stele_subscribe_all/stream with the same
+ * filter), woken by grpc_on_commit() through one stele_watch eventfd for
+ * the whole server. The first message is the confirmation; then events,
+ * and `caught_up` when the subscription reaches the end of the log
+ * (`fell_behind` if it later drops behind). Filtered $all subscriptions
+ * send a `checkpoint` each time (window max, default 32) x
+ * checkpointIntervalMultiplier positions have been scanned: its position is
+ * the last one scanned, so resuming from it (subscriptions start after the
+ * given position) misses nothing and repeats nothing. Subscription start
+ * points are exclusive, as in KurrentDB: from revision r means r+1.
+ */
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grpc.h"
+#include "streams.pb-c.h"
+
+typedef EventStore__Client__Streams__ReadReq ReadReq;
+typedef EventStore__Client__Streams__ReadReq__Options ReadOptions;
+typedef EventStore__Client__Streams__ReadReq__Options__FilterOptions FilterOptions;
+typedef EventStore__Client__Streams__ReadResp ReadResp;
+typedef EventStore__Client__Streams__ReadResp__ReadEvent ReadEvent;
+typedef EventStore__Client__Streams__ReadResp__ReadEvent__RecordedEvent RecordedEvent;
+typedef EventStore__Client__Streams__ReadResp__ReadEvent__RecordedEvent__MetadataEntry MetaEntry;
+
+#define PAGE_EVENTS 128
+#define DEFAULT_WINDOW 32
+
+typedef struct read_st {
+    int all, backwards, uuid_string;
+    char stream[1024];
+    uint64_t next;      /* reads: where the next page starts */
+    uint64_t remaining; /* reads: events still to send */
+    int end;            /* reads: no page after the current one */
+    int fetched;        /* reads: a page was read (stream_not_found only before) */
+    stele_page *page;
+    size_t idx;
+    /* Filter of a $all read (server side). */
+    int filter_on_type; /* 0 none, 1 stream name, 2 event type */
+    char **prefixes;
+    size_t nprefixes;
+    regex_t re;
+    int has_re;
+    /* Subscription. */
+    stele_sub *sub;
+    int caught_up;      /* as last reported to the client */
+    int page_caught_up; /* stele_sub_caught_up() after the current page */
+    int filtered;
+    uint64_t last_cp, cp_interval;
+} read_st;
+
+/* ------------------------------------------------------------ messages */
+
+static void send_event(gcall *call, const stele_event *e, int uuid_string)
+{
+    char idtext[37];
+    EventStore__Client__UUID uuid = EVENT_STORE__CLIENT__UUID__INIT;
+    EventStore__Client__UUID__Structured su = EVENT_STORE__CLIENT__UUID__STRUCTURED__INIT;
+    if (uuid_string) {
+        stele_uuid_format(e->id, idtext);
+        uuid.value_case = EVENT_STORE__CLIENT__UUID__VALUE_STRING;
+        uuid.string = idtext;
+    } else {
+        su.most_significant_bits = (int64_t)ldbe64(e->id);
+        su.least_significant_bits = (int64_t)ldbe64(e->id + 8);
+        uuid.value_case = EVENT_STORE__CLIENT__UUID__VALUE_STRUCTURED;
+        uuid.structured = &su;
+    }
+    EventStore__Client__StreamIdentifier sid = EVENT_STORE__CLIENT__STREAM_IDENTIFIER__INIT;
+    sid.stream_name.data = (uint8_t *)e->stream;
+    sid.stream_name.len = e->stream_len;
+    char created[24];
+    snprintf(created, sizeof created, "%lld", (long long)grpc_ticks(e->created_us));
+    MetaEntry m_type = EVENT_STORE__CLIENT__STREAMS__READ_RESP__READ_EVENT__RECORDED_EVENT__METADATA_ENTRY__INIT;
+    MetaEntry m_ct = m_type, m_created = m_type;
+    m_type.key = "type";
+    m_type.value = (char *)e->type;
+    m_ct.key = "content-type";
+    m_ct.value = (e->flags & STELE_EVENT_JSON) ? "application/json" : "application/octet-stream";
+    m_created.key = "created";
+    m_created.value = created;
+    MetaEntry *meta[] = {&m_type, &m_ct, &m_created};
+    RecordedEvent rec = EVENT_STORE__CLIENT__STREAMS__READ_RESP__READ_EVENT__RECORDED_EVENT__INIT;
+    rec.id = &uuid;
+    rec.stream_identifier = &sid;
+    rec.stream_revision = e->revision;
+    rec.prepare_position = rec.commit_position = e->position;
+    rec.n_metadata = 3;
+    rec.metadata = meta;
+    rec.custom_metadata.data = (uint8_t *)e->metadata;
+    rec.custom_metadata.len = e->metadata_len;
+    rec.data.data = (uint8_t *)e->data;
+    rec.data.len = e->data_len;
+    ReadEvent re = EVENT_STORE__CLIENT__STREAMS__READ_RESP__READ_EVENT__INIT;
+    re.event = &rec;
+    re.position_case = EVENT_STORE__CLIENT__STREAMS__READ_RESP__READ_EVENT__POSITION_COMMIT_POSITION;
+    re.commit_position = e->position;
+    ReadResp r = EVENT_STORE__CLIENT__STREAMS__READ_RESP__INIT;
+    r.content_case = EVENT_STORE__CLIENT__STREAMS__READ_RESP__CONTENT_EVENT;
+    r.event = &re;
+    grpc_send(call, &r.base);
+}
+
+static void send_stream_not_found(gcall *call, const char *stream)
+{
+    EventStore__Client__StreamIdentifier sid = EVENT_STORE__CLIENT__STREAM_IDENTIFIER__INIT;
+    sid.stream_name.data = (uint8_t *)stream;
+    sid.stream_name.len = strlen(stream);
+    EventStore__Client__Streams__ReadResp__StreamNotFound nf =
+        EVENT_STORE__CLIENT__STREAMS__READ_RESP__STREAM_NOT_FOUND__INIT;
+    nf.stream_identifier = &sid;
+    ReadResp r = EVENT_STORE__CLIENT__STREAMS__READ_RESP__INIT;
+    r.content_case = EVENT_STORE__CLIENT__STREAMS__READ_RESP__CONTENT_STREAM_NOT_FOUND;
+    r.stream_not_found = &nf;
+    grpc_send(call, &r.base);
+}
+
+static void now_timestamp(Google__Protobuf__Timestamp *ts)
+{
+    int64_t us = time_now_us();
+    ts->seconds = us / 1000000;
+    ts->nanos = (int32_t)(us % 1000000) * 1000;
+}
+
+/* caught_up (live = 1) or fell_behind (0), with where the subscription is. */
+static void send_liveness(gcall *call, read_st *st, int live)
+{
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    now_timestamp(&ts);
+    EventStore__Client__Streams__ReadResp__Position pos =
+        EVENT_STORE__CLIENT__STREAMS__READ_RESP__POSITION__INIT;
+    uint64_t at = stele_sub_position(st->sub);
+    ReadResp r = EVENT_STORE__CLIENT__STREAMS__READ_RESP__INIT;
+    EventStore__Client__Streams__ReadResp__CaughtUp cu =
+        EVENT_STORE__CLIENT__STREAMS__READ_RESP__CAUGHT_UP__INIT;
+    EventStore__Client__Streams__ReadResp__FellBehind fb =
+        EVENT_STORE__CLIENT__STREAMS__READ_RESP__FELL_BEHIND__INIT;
+    /* The last revision / position passed, when there is one. */
+    int have = at > 0 && at != STELE_END;
+    if (live) {
+        cu.timestamp = &ts;
+        if (st->all && have) {
+            pos.commit_position = pos.prepare_position = at - 1;
+            cu.position = &pos;
+        } else if (!st->all && have) {
+            cu.stream_revision_option_case =
+                EVENT_STORE__CLIENT__STREAMS__READ_RESP__CAUGHT_UP__STREAM_REVISION_OPTION_STREAM_REVISION;
+            cu.stream_revision = (int64_t)(at - 1);
+        }
+        r.content_case = EVENT_STORE__CLIENT__STREAMS__READ_RESP__CONTENT_CAUGHT_UP;
+        r.caught_up = &cu;
+    } else {
+        fb.timestamp = &ts;
+        if (st->all && have) {
+            pos.commit_position = pos.prepare_position = at - 1;
+            fb.position = &pos;
+        } else if (!st->all && have) {
+            fb.stream_revision_option_case =
+                EVENT_STORE__CLIENT__STREAMS__READ_RESP__FELL_BEHIND__STREAM_REVISION_OPTION_STREAM_REVISION;
+            fb.stream_revision = (int64_t)(at - 1);
+        }
+        r.content_case = EVENT_STORE__CLIENT__STREAMS__READ_RESP__CONTENT_FELL_BEHIND;
+        r.fell_behind = &fb;
+    }
+    grpc_send(call, &r.base);
+}
+
+static void send_checkpoint(gcall *call, uint64_t position)
+{
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    now_timestamp(&ts);
+    EventStore__Client__Streams__ReadResp__Checkpoint cp =
+        EVENT_STORE__CLIENT__STREAMS__READ_RESP__CHECKPOINT__INIT;
+    cp.commit_position = cp.prepare_position = position;
+    cp.timestamp = &ts;
+    ReadResp r = EVENT_STORE__CLIENT__STREAMS__READ_RESP__INIT;
+    r.content_case = EVENT_STORE__CLIENT__STREAMS__READ_RESP__CONTENT_CHECKPOINT;
+    r.checkpoint = &cp;
+    grpc_send(call, &r.base);
+}
+
+/* ------------------------------------------------------------ filters */
+
+static int has_prefix(const char *s, size_t len, char **prefixes, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t pl = strlen(prefixes[i]);
+        if (pl <= len && !memcmp(s, prefixes[i], pl))
+            return 1;
+    }
+    return 0;
+}
+
+static int matches(const read_st *st, const stele_event *e)
+{
+    if (!st->filter_on_type)
+        return 1;
+    const char *s = st->filter_on_type == 1 ? e->stream : e->type;
+    size_t len = st->filter_on_type == 1 ? e->stream_len : e->type_len;
+    if (st->nprefixes)
+        return has_prefix(s, len, st->prefixes, st->nprefixes);
+    return !st->has_re || regexec(&st->re, s, 0, NULL, 0) == 0;
+}
+
+/* The request's filter, as libstele's (subscriptions) and as our own
+ * matcher (reads). 0, or -1 with a status sent. */
+static int take_filter(gcall *call, read_st *st, const FilterOptions *f, stele_filter *sf)
+{
+    memset(sf, 0, sizeof *sf);
+    const EventStore__Client__Streams__ReadReq__Options__FilterOptions__Expression *x = NULL;
+    if (f->filter_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__FILTER_OPTIONS__FILTER_STREAM_IDENTIFIER) {
+        st->filter_on_type = 1;
+        x = f->stream_identifier;
+    } else if (f->filter_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__FILTER_OPTIONS__FILTER_EVENT_TYPE) {
+        st->filter_on_type = 2;
+        x = f->event_type;
+    }
+    if (!x) {
+        grpc_finish(call, GRPC_INVALID_ARGUMENT, "a filter needs a stream name or event type expression");
+        return -1;
+    }
+    if (x->n_prefix) {
+        st->prefixes = calloc(x->n_prefix, sizeof *st->prefixes);
+        if (!st->prefixes) {
+            grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+            return -1;
+        }
+        for (size_t i = 0; i < x->n_prefix; i++) {
+            st->prefixes[i] = strdup(x->prefix[i] ? x->prefix[i] : "");
+            if (!st->prefixes[i]) {
+                grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+                return -1;
+            }
+            st->nprefixes++;
+        }
+        if (st->filter_on_type == 1) {
+            sf->stream_prefixes = (const char *const *)st->prefixes;
+            sf->n_stream_prefixes = st->nprefixes;
+        } else {
+            sf->type_prefixes = (const char *const *)st->prefixes;
+            sf->n_type_prefixes = st->nprefixes;
+        }
+    } else if (x->regex && *x->regex) {
+        int rc = regcomp(&st->re, x->regex, REG_EXTENDED | REG_NOSUB);
+        if (rc) {
+            char why[128], msg[300];
+            regerror(rc, &st->re, why, sizeof why);
+            snprintf(msg, sizeof msg, "invalid filter regex (POSIX extended): %s", why);
+            grpc_finish(call, GRPC_INVALID_ARGUMENT, msg);
+            return -1;
+        }
+        st->has_re = 1;
+        if (st->filter_on_type == 1)
+            sf->stream_regex = x->regex;
+        else
+            sf->type_regex = x->regex;
+    } else {
+        st->filter_on_type = 0; /* an empty expression matches everything */
+    }
+    uint64_t window = f->window_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__FILTER_OPTIONS__WINDOW_MAX && f->max
+                          ? f->max
+                          : DEFAULT_WINDOW;
+    st->cp_interval = window * (f->checkpointintervalmultiplier ? f->checkpointintervalmultiplier : 1);
+    st->filtered = 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------ production */
+
+static int read_page(server *s, read_st *st, size_t limit, stele_page **pg)
+{
+    int dir = st->backwards ? STELE_BACKWARDS : STELE_FORWARDS;
+    return st->all ? stele_read_all(s->db, st->next, dir, limit, pg)
+                   : stele_read_stream(s->db, st->stream, st->next, dir, limit, pg);
+}
+
+/* Reads: send events while the queue is short; fetch pages as needed. */
+static void produce_read(gcall *call, read_st *st)
+{
+    server *s = call->c->srv;
+    while (!call->done && grpc_out_pending(call) < GRPC_OUT_HIGH) {
+        if (st->remaining == 0) {
+            grpc_finish(call, GRPC_OK, NULL);
+            return;
+        }
+        if (st->page && st->idx < stele_page_count(st->page)) {
+            const stele_event *e = stele_page_event(st->page, st->idx++);
+            if (matches(st, e)) {
+                send_event(call, e, st->uuid_string);
+                st->remaining--;
+                s->m.read_events++;
+            }
+            continue;
+        }
+        stele_page_free(st->page);
+        st->page = NULL;
+        if (st->end) {
+            grpc_finish(call, GRPC_OK, NULL);
+            return;
+        }
+        size_t limit = st->filter_on_type || st->remaining > PAGE_EVENTS ? PAGE_EVENTS
+                                                                         : (size_t)st->remaining;
+        int rc = read_page(s, st, limit, &st->page);
+        if (rc) {
+            if (rc == STELE_ENOTFOUND && !st->all && !st->fetched) {
+                send_stream_not_found(call, st->stream);
+                grpc_finish(call, GRPC_OK, NULL);
+            } else if (rc == STELE_ENOTFOUND) {
+                grpc_finish(call, GRPC_OK, NULL); /* deleted while being read */
+            } else {
+                grpc_fail_stele(call, rc, stele_errmsg(), st->all ? NULL : st->stream);
+            }
+            return;
+        }
+        st->idx = 0;
+        st->fetched = 1;
+        st->end = !stele_page_next(st->page, &st->next) || stele_page_count(st->page) == 0;
+    }
+}
+
+/* Subscriptions: events, then caught-up / fell-behind and checkpoints;
+ * stops when nothing is new (grpc_on_commit wakes it). */
+static void produce_sub(gcall *call, read_st *st)
+{
+    server *s = call->c->srv;
+    while (!call->done && grpc_out_pending(call) < GRPC_OUT_HIGH) {
+        if (st->page && st->idx < stele_page_count(st->page)) {
+            send_event(call, stele_page_event(st->page, st->idx++), st->uuid_string);
+            s->m.read_events++;
+            continue;
+        }
+        if (st->page) {
+            /* The page is out: now the news that came with it. */
+            stele_page_free(st->page);
+            st->page = NULL;
+            uint64_t at = stele_sub_position(st->sub);
+            if (st->filtered && st->all && at != STELE_END && at > st->last_cp &&
+                (at - st->last_cp >= st->cp_interval || (st->page_caught_up && !st->caught_up))) {
+                send_checkpoint(call, at - 1);
+                st->last_cp = at;
+            }
+            if (st->page_caught_up != st->caught_up) {
+                st->caught_up = st->page_caught_up;
+                send_liveness(call, st, st->caught_up);
+            }
+            continue;
+        }
+        int rc = stele_sub_next(st->sub, PAGE_EVENTS, 0, &st->page);
+        if (rc) {
+            st->page = NULL;
+            grpc_fail_stele(call, rc, stele_errmsg(), st->all ? NULL : st->stream);
+            return;
+        }
+        st->idx = 0;
+        st->page_caught_up = stele_sub_caught_up(st->sub);
+        if (stele_page_count(st->page) == 0 && st->page_caught_up && st->caught_up) {
+            stele_page_free(st->page);
+            st->page = NULL;
+            return; /* live and nothing new: wait for a commit */
+        }
+    }
+}
+
+void grpc_read_more(gcall *call)
+{
+    read_st *st = call->st;
+    if (!st)
+        return;
+    if (st->sub)
+        produce_sub(call, st);
+    else
+        produce_read(call, st);
+}
+
+void grpc_read_close(gcall *call)
+{
+    read_st *st = call->st;
+    if (!st)
+        return;
+    grpc_sub_unregister(call);
+    stele_page_free(st->page);
+    stele_sub_close(st->sub);
+    for (size_t i = 0; i < st->nprefixes; i++)
+        free(st->prefixes[i]);
+    free(st->prefixes);
+    if (st->has_re)
+        regfree(&st->re);
+    free(st);
+    call->st = NULL;
+}
+
+/* ------------------------------------------------------------ the request */
+
+int grpc_read_msg(gcall *call, ProtobufCMessage *msg)
+{
+    ReadReq *req = (ReadReq *)msg;
+    ReadOptions *o = req->options;
+    server *s = call->c->srv;
+    if (!o) {
+        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: options are required");
+        return 0;
+    }
+    read_st *st = calloc(1, sizeof *st);
+    if (!st) {
+        grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return 0;
+    }
+    call->st = st;
+    s->m.reads++;
+    st->backwards = o->read_direction == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__READ_DIRECTION__Backwards;
+    st->uuid_string = !(o->uuid_option && o->uuid_option->content_case ==
+                                              EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__UUIDOPTION__CONTENT_STRUCTURED);
+    int subscribe = o->count_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__COUNT_OPTION_SUBSCRIPTION;
+    if (!subscribe && o->count_option_case != EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__COUNT_OPTION_COUNT) {
+        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: either count or subscription is required");
+        return 0;
+    }
+    st->remaining = subscribe ? UINT64_MAX : o->count;
+    uint64_t from;
+    int from_end = 0, from_start = 0;
+    if (o->stream_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_STREAM) {
+        if (grpc_stream_name(call, o->stream->stream_identifier, st->stream, sizeof st->stream))
+            return 0;
+        switch (o->stream->revision_option_case) {
+        case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTIONS__REVISION_OPTION_REVISION:
+            from = o->stream->revision;
+            break;
+        case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTIONS__REVISION_OPTION_END:
+            from_end = 1;
+            from = STELE_END;
+            break;
+        default:
+            from_start = 1;
+            from = 0;
+            break;
+        }
+    } else if (o->stream_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_ALL) {
+        st->all = 1;
+        switch (o->all->all_option_case) {
+        case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__ALL_OPTIONS__ALL_OPTION_POSITION:
+            from = o->all->position ? o->all->position->commit_position : 0;
+            break;
+        case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__ALL_OPTIONS__ALL_OPTION_END:
+            from_end = 1;
+            from = STELE_END;
+            break;
+        default:
+            from_start = 1;
+            from = 0;
+            break;
+        }
+    } else {
+        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: a stream or $all is required");
+        return 0;
+    }
+    stele_filter sf, *filter = NULL;
+    if (o->filter_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__FILTER_OPTION_FILTER) {
+        if (!st->all) {
+            grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: filters apply to $all only");
+            return 0;
+        }
+        if (take_filter(call, st, o->filter, &sf))
+            return 0;
+        filter = &sf;
+    }
+
+    if (subscribe) {
+        /* Subscriptions start after the given revision or position. */
+        uint64_t start = from_start ? 0 : from_end || from == STELE_END ? STELE_END : from + 1;
+        int rc = st->all ? stele_subscribe_all(s->db, start, filter, &st->sub)
+                         : stele_subscribe_stream(s->db, st->stream, start, &st->sub);
+        if (rc) {
+            grpc_fail_stele(call, rc, stele_errmsg(), st->all ? NULL : st->stream);
+            return 0;
+        }
+        st->last_cp = start == STELE_END ? stele_sub_position(st->sub) : start;
+        char id[37];
+        uint8_t raw[16];
+        FILE *f = fopen("/dev/urandom", "rb");
+        if (!f || fread(raw, 1, 16, f) != 16)
+            memset(raw, 0x33, 16);
+        if (f)
+            fclose(f);
+        raw[6] = (uint8_t)((raw[6] & 0x0f) | 0x40);
+        raw[8] = (uint8_t)((raw[8] & 0x3f) | 0x80);
+        stele_uuid_format(raw, id);
+        EventStore__Client__Streams__ReadResp__SubscriptionConfirmation conf =
+            EVENT_STORE__CLIENT__STREAMS__READ_RESP__SUBSCRIPTION_CONFIRMATION__INIT;
+        conf.subscription_id = id;
+        ReadResp r = EVENT_STORE__CLIENT__STREAMS__READ_RESP__INIT;
+        r.content_case = EVENT_STORE__CLIENT__STREAMS__READ_RESP__CONTENT_CONFIRMATION;
+        r.confirmation = &conf;
+        grpc_send(call, &r.base);
+        grpc_sub_register(call);
+        produce_sub(call, st);
+        return 0;
+    }
+
+    /* A read. Backwards from an explicit $all position: the events before
+     * it. */
+    if (st->all && st->backwards && !from_end && !from_start) {
+        if (from == 0) {
+            grpc_finish(call, GRPC_OK, NULL);
+            return 0;
+        }
+        from--;
+    }
+    if (!st->backwards && from_end) {
+        grpc_finish(call, GRPC_OK, NULL); /* nothing lies after the end */
+        return 0;
+    }
+    st->next = from;
+    if (st->remaining == 0) {
+        grpc_finish(call, GRPC_OK, NULL);
+        return 0;
+    }
+    produce_read(call, st);
+    return 0;
+}
