@@ -339,8 +339,26 @@ static void produce_read(gcall *call, read_st *st)
     }
 }
 
-/* Subscriptions: events, then caught-up / fell-behind and checkpoints;
- * stops when nothing is new (grpc_on_commit wakes it). */
+/* After each page of a subscription (empty or not, once its events are
+ * queued): a checkpoint if a filter has scanned a window's worth since the
+ * last one (or the subscription just caught up), and caught-up /
+ * fell-behind when that changed. */
+static void sub_news(gcall *call, read_st *st)
+{
+    uint64_t at = stele_sub_position(st->sub);
+    if (st->filtered && st->all && at != STELE_END && at > st->last_cp &&
+        (at - st->last_cp >= st->cp_interval || (st->page_caught_up && !st->caught_up))) {
+        send_checkpoint(call, at - 1);
+        st->last_cp = at;
+    }
+    if (st->page_caught_up != st->caught_up) {
+        st->caught_up = st->page_caught_up;
+        send_liveness(call, st, st->caught_up);
+    }
+}
+
+/* Subscriptions: events and news; stops when nothing is new (a commit
+ * wakes it through grpc_on_commit). */
 static void produce_sub(gcall *call, read_st *st)
 {
     server *s = call->c->srv;
@@ -351,19 +369,9 @@ static void produce_sub(gcall *call, read_st *st)
             continue;
         }
         if (st->page) {
-            /* The page is out: now the news that came with it. */
             stele_page_free(st->page);
             st->page = NULL;
-            uint64_t at = stele_sub_position(st->sub);
-            if (st->filtered && st->all && at != STELE_END && at > st->last_cp &&
-                (at - st->last_cp >= st->cp_interval || (st->page_caught_up && !st->caught_up))) {
-                send_checkpoint(call, at - 1);
-                st->last_cp = at;
-            }
-            if (st->page_caught_up != st->caught_up) {
-                st->caught_up = st->page_caught_up;
-                send_liveness(call, st, st->caught_up);
-            }
+            sub_news(call, st);
             continue;
         }
         int rc = stele_sub_next(st->sub, PAGE_EVENTS, 0, &st->page);
@@ -374,10 +382,12 @@ static void produce_sub(gcall *call, read_st *st)
         }
         st->idx = 0;
         st->page_caught_up = stele_sub_caught_up(st->sub);
-        if (stele_page_count(st->page) == 0 && st->page_caught_up && st->caught_up) {
+        if (stele_page_count(st->page) == 0) {
             stele_page_free(st->page);
             st->page = NULL;
-            return; /* live and nothing new: wait for a commit */
+            sub_news(call, st);
+            if (st->page_caught_up)
+                return; /* live and nothing new: wait for a commit */
         }
     }
 }

@@ -45,7 +45,7 @@
 #define MAX_STREAMS 1024
 #define STREAM_WINDOW (1u << 20)
 #define CONN_WINDOW (16u << 20)
-#define PING_TIMEOUT_MS 20000
+#define PING_TIMEOUT_MS 20000 /* at most; never more than the idle timeout */
 
 typedef struct h2_session {
     nghttp2_session *ng;
@@ -753,7 +753,8 @@ void h2_tick(conn *c, int64_t now)
         if (!call->done && call->deadline_ms && now >= call->deadline_ms)
             grpc_finish(call, GRPC_DEADLINE_EXCEEDED, "the call's deadline (grpc-timeout) passed");
     if (h->ping_sent_ms) {
-        if (now - h->ping_sent_ms > PING_TIMEOUT_MS) {
+        int64_t limit = s->cfg.idle_timeout_ms < PING_TIMEOUT_MS ? s->cfg.idle_timeout_ms : PING_TIMEOUT_MS;
+        if (now - h->ping_sent_ms > limit) {
             server_log(s, 2, "msg=\"keepalive ping not answered\" fd=%d", c->fd);
             conn_close(c);
             return;

@@ -316,12 +316,13 @@ static void drain_completions(server *s)
     while (list) {
         completion *next = list->next;
         conn *c = list->c;
+        int was_dead = c->dead; /* a close from here on buries it itself */
         c->async_pending--;
         if (list->op)
             grpc_completion(c, list); /* frees its operation, dead or not */
-        else if (!c->dead)
+        else if (!was_dead)
             route_append_done(c, list);
-        if (c->dead && !c->async_pending)
+        if (was_dead && !c->async_pending)
             conn_free(c); /* closed while appends were in flight */
         free(list);
         list = next;

@@ -1,0 +1,3 @@
+// @kurrent/kurrentdb-client against stele serve (the suite is in clients_suite.js).
+"use strict";
+require("./clients_suite")("kurrent");

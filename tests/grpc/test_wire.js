@@ -1,0 +1,222 @@
+// The gRPC wire below the clients, with @grpc/grpc-js and raw bytes:
+// ServerFeatures (a semantic version and the exact method list), Gossip,
+// status codes for bad input (unknown method, malformed protobuf, a message
+// over the limit, compression, missing metadata, bad JSON), KurrentDB's
+// maximum-append-size-exceeded, HTTP/1.1 and gRPC side by side on one
+// port, and Operations.Shutdown. After every bad request the server must
+// still serve.
+"use strict";
+
+const { describe, it, before, after } = require("node:test");
+const assert = require("node:assert/strict");
+const { randomUUID } = require("node:crypto");
+const grpc = require("@grpc/grpc-js");
+const kurrent = require("@kurrent/kurrentdb-client");
+const { SteleServer, protocol, collect } = require("./stele_server");
+
+const P = protocol("kurrent");
+const MAX_BODY = 1 << 20;
+const MAX_APPEND = 200000;
+
+let srv, client;
+before(async () => {
+  srv = await new SteleServer(["--max-body", String(MAX_BODY), "--max-append-size", String(MAX_APPEND)]).start();
+  client = kurrent.KurrentDBClient.connectionString(srv.conn);
+});
+after(async () => {
+  await client.dispose();
+  await srv.stop();
+  srv.cleanup();
+});
+
+// A unary call with raw request bytes; resolves { err, bytes }.
+function rawUnary(path, bytes, options = {}, channelOptions = {}) {
+  const c = new grpc.Client(`127.0.0.1:${srv.port}`, grpc.credentials.createInsecure(), channelOptions);
+  return new Promise((resolve) => {
+    c.makeUnaryRequest(
+      path,
+      (b) => b,
+      (b) => b,
+      bytes,
+      new grpc.Metadata(),
+      options,
+      (err, resp) => {
+        c.close();
+        resolve({ err, bytes: resp });
+      },
+    );
+  });
+}
+
+// The server still answers: a feature query and an append/read.
+async function stillServes() {
+  const { err } = await rawUnary("/event_store.client.server_features.ServerFeatures/GetSupportedMethods", Buffer.alloc(0));
+  assert.equal(err, null);
+  const s = `alive-${randomUUID()}`;
+  await client.appendToStream(s, kurrent.jsonEvent({ type: "A", data: {} }));
+  assert.equal((await collect(client.readStream(s))).length, 1);
+}
+
+describe("gRPC wire", () => {
+  it("ServerFeatures lists exactly the implemented methods with a semantic version", async () => {
+    const { err, bytes } = await rawUnary(
+      "/event_store.client.server_features.ServerFeatures/GetSupportedMethods",
+      Buffer.from(new P.shared.Empty().serializeBinary()),
+    );
+    assert.equal(err, null);
+    const m = P.features.SupportedMethods.deserializeBinary(bytes);
+    assert.match(m.getEventStoreServerVersion(), /^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$/);
+    const got = m.getMethodsList().map((x) => `${x.getServiceName()}/${x.getMethodName()}`).sort();
+    assert.deepEqual(
+      got,
+      [
+        "event_store.client.gossip.gossip/read",
+        "event_store.client.operations.operations/shutdown",
+        "event_store.client.server_features.serverfeatures/getsupportedmethods",
+        "event_store.client.streams.streams/append",
+        "event_store.client.streams.streams/batchappend",
+        "event_store.client.streams.streams/delete",
+        "event_store.client.streams.streams/read",
+        "event_store.client.streams.streams/tombstone",
+      ].sort(),
+    );
+    // Every listed method answers something other than UNIMPLEMENTED.
+    for (const x of m.getMethodsList()) {
+      if (x.getMethodName() === "shutdown") continue;
+      const svc = x.getServiceName();
+      // Find the real (cased) path from the generated stubs.
+      const stubs = [P.streamsGrpc.StreamsService, P.featuresGrpc.ServerFeaturesService, P.gossipGrpc.GossipService].flatMap(
+        (s) => Object.values(s),
+      );
+      const def = stubs.find((d) => d.path.toLowerCase() === `/${svc}/${x.getMethodName()}`);
+      assert.ok(def, `${svc}/${x.getMethodName()} is a method of the protocol`);
+    }
+  });
+
+  it("Gossip.Read: this node, alive, leader, on this port", async () => {
+    const { err, bytes } = await rawUnary("/event_store.client.gossip.Gossip/Read", Buffer.alloc(0));
+    assert.equal(err, null);
+    const info = P.gossip.ClusterInfo.deserializeBinary(bytes);
+    const members = info.getMembersList();
+    assert.equal(members.length, 1);
+    assert.equal(members[0].getIsAlive(), true);
+    assert.equal(members[0].getState(), P.gossip.MemberInfo.VNodeState.LEADER);
+    assert.equal(members[0].getHttpEndPoint().getPort(), srv.port);
+    assert.equal(members[0].getHttpEndPoint().getAddress(), "127.0.0.1");
+    assert.match(members[0].getInstanceId().getString(), /^[0-9a-f-]{36}$/);
+  });
+
+  it("an unknown method is UNIMPLEMENTED", async () => {
+    const { err } = await rawUnary("/event_store.client.streams.Streams/NoSuchThing", Buffer.alloc(0));
+    assert.equal(err.code, grpc.status.UNIMPLEMENTED);
+    assert.match(err.details, /unknown method/);
+    const { err: e2 } = await rawUnary("/event_store.client.projections.Projections/Create", Buffer.alloc(0));
+    assert.equal(e2.code, grpc.status.UNIMPLEMENTED);
+    await stillServes();
+  });
+
+  it("a malformed protobuf is INTERNAL (the gRPC spec's status for an unparsable request)", async () => {
+    // Field 1 (options) as a length-delimited field claiming 100 bytes.
+    const { err } = await rawUnary("/event_store.client.streams.Streams/Delete", Buffer.from([0x0a, 100, 1, 2]));
+    assert.equal(err.code, grpc.status.INTERNAL);
+    assert.match(err.details, /malformed protobuf/);
+    const { err: e2 } = await rawUnary("/event_store.client.streams.Streams/Delete", Buffer.from([0xff, 0xff, 0xff]));
+    assert.equal(e2.code, grpc.status.INTERNAL);
+    await stillServes();
+  });
+
+  it("a request message over the limit is RESOURCE_EXHAUSTED", async () => {
+    const big = Buffer.alloc(MAX_BODY + 100, 0);
+    const { err } = await rawUnary("/event_store.client.streams.Streams/Delete", big, {}, {
+      "grpc.max_send_message_length": -1,
+    });
+    assert.equal(err.code, grpc.status.RESOURCE_EXHAUSTED);
+    assert.match(err.details, /larger than the server's limit/);
+    await stillServes();
+  });
+
+  it("a compressed request is UNIMPLEMENTED (identity only)", async () => {
+    const req = new P.streams.DeleteReq();
+    const { err } = await rawUnary(
+      "/event_store.client.streams.Streams/Delete",
+      Buffer.from(req.serializeBinary()),
+      {},
+      { "grpc.default_compression_algorithm": 2, "grpc.default_compression_level": 2 },
+    );
+    assert.equal(err.code, grpc.status.UNIMPLEMENTED);
+    await stillServes();
+  });
+
+  it("an append over max-append-size is MaxAppendSizeExceededError, and nothing is written", async () => {
+    const s = `big-${randomUUID()}`;
+    const events = Array.from({ length: 8 }, () =>
+      kurrent.binaryEvent({ type: "Big", data: Buffer.alloc(40000, 7) }),
+    );
+    for (const extra of [{}, { credentials: { username: "a", password: "b" } }]) {
+      await assert.rejects(client.appendToStream(s, events, extra), (e) => {
+        assert.equal(e.constructor.name, "MaxAppendSizeExceededError");
+        assert.equal(e.maxAppendSize, MAX_APPEND);
+        return true;
+      });
+    }
+    await assert.rejects(collect(client.readStream(s)), (e) => e.constructor.name === "StreamNotFoundError");
+  });
+
+  it("an event without type metadata is RequiredMetadataPropertyMissingError; bad JSON data is INVALID_ARGUMENT", async () => {
+    const stream = `meta-${randomUUID()}`;
+    const opts = new P.streams.AppendReq();
+    const o = new P.streams.AppendReq.Options();
+    const id = new P.shared.StreamIdentifier();
+    id.setStreamName(Buffer.from(stream));
+    o.setStreamIdentifier(id);
+    o.setAny(new P.shared.Empty());
+    opts.setOptions(o);
+    const append = (meta, data) =>
+      new Promise((resolve) => {
+        const c = new P.streamsGrpc.StreamsClient(`127.0.0.1:${srv.port}`, grpc.credentials.createInsecure());
+        const call = c.append((err, resp) => {
+          c.close();
+          resolve({ err, resp });
+        });
+        call.write(opts);
+        const m = new P.streams.AppendReq.ProposedMessage();
+        const uuid = new P.shared.UUID();
+        uuid.setString(randomUUID());
+        m.setId(uuid);
+        for (const [k, v] of Object.entries(meta)) m.getMetadataMap().set(k, v);
+        m.setData(data);
+        const r = new P.streams.AppendReq();
+        r.setProposedMessage(m);
+        call.write(r);
+        call.end();
+      });
+    let { err } = await append({ "content-type": "application/json" }, Buffer.from("{}"));
+    assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(err.metadata.get("exception")[0], "missing-required-metadata-property");
+    assert.equal(err.metadata.get("required-metadata-properties")[0], "type");
+    ({ err } = await append({ type: "T", "content-type": "application/json" }, Buffer.from("{not json")));
+    assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(err.details, /not JSON/);
+    const ok = await append({ type: "T", "content-type": "application/json" }, Buffer.from('{"ok":true}'));
+    assert.equal(ok.err, null);
+    assert.equal(ok.resp.getSuccess().getCurrentRevision(), "0");
+  });
+
+  it("HTTP/1.1 and gRPC share the port", async () => {
+    const s = `both-${randomUUID()}`;
+    await client.appendToStream(s, kurrent.jsonEvent({ type: "G", data: { via: "grpc" } }));
+    const r = await srv.request("POST", `/streams/${s}`, { body: '[{"type":"H","data":{"via":"http"}}]' });
+    assert.equal(r.status, 201);
+    const h = await srv.request("GET", `/streams/${s}`);
+    assert.deepEqual(h.json.events.map((e) => e.type), ["G", "H"]);
+    const g = await collect(client.readStream(s));
+    assert.deepEqual(g.map((e) => e.event.type), ["G", "H"]);
+  });
+
+  it("Operations.Shutdown stops the server cleanly", async () => {
+    const { err } = await rawUnary("/event_store.client.operations.Operations/Shutdown", Buffer.alloc(0));
+    assert.equal(err, null);
+    const { code } = await srv.exited;
+    assert.equal(code, 0);
+  });
+});
