@@ -187,7 +187,7 @@ static void lower(char *s)
             *s = (char)(*s - 'A' + 'a');
 }
 
-static int features_get(gcall *call, ProtobufCMessage *msg)
+static void features_get(gcall *call, ProtobufCMessage *msg)
 {
     (void)msg;
     const grpc_method *tables[] = {grpc_streams_methods, grpc_misc_methods};
@@ -229,12 +229,11 @@ static int features_get(gcall *call, ProtobufCMessage *msg)
     resp.event_store_server_version = (char *)STELE_VERSION;
     grpc_send(call, &resp.base);
     grpc_finish(call, GRPC_OK, NULL);
-    return 0;
 }
 
 /* ------------------------------------------------------------ Gossip */
 
-static int gossip_read(gcall *call, ProtobufCMessage *msg)
+static void gossip_read(gcall *call, ProtobufCMessage *msg)
 {
     (void)msg;
     server *s = call->c->srv;
@@ -264,12 +263,11 @@ static int gossip_read(gcall *call, ProtobufCMessage *msg)
     resp.members = members;
     grpc_send(call, &resp.base);
     grpc_finish(call, GRPC_OK, NULL);
-    return 0;
 }
 
 /* ------------------------------------------------------------ Operations */
 
-static int operations_shutdown(gcall *call, ProtobufCMessage *msg)
+static void operations_shutdown(gcall *call, ProtobufCMessage *msg)
 {
     (void)msg;
     server *s = call->c->srv;
@@ -278,7 +276,6 @@ static int operations_shutdown(gcall *call, ProtobufCMessage *msg)
     grpc_send(call, &resp.base);
     grpc_finish(call, GRPC_OK, NULL);
     s->stopping = 1;
-    return 0;
 }
 
 /* ------------------------------------------------------------ the table */

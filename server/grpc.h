@@ -68,9 +68,9 @@ typedef struct grpc_method {
      * (NULL-terminated), unless `unlisted`. */
     const char *const *features;
     int unlisted;
-    /* A request message. Return 1 to keep it (the method frees it with
-     * protobuf_c_message_free_unpacked), 0 to let h2.c free it. */
-    int (*on_msg)(gcall *call, ProtobufCMessage *msg);
+    /* A request message, valid until on_msg returns, unless the method
+     * calls grpc_keep() during on_msg. */
+    void (*on_msg)(gcall *call, ProtobufCMessage *msg);
     /* The client sent its last message (optional). */
     void (*on_end)(gcall *call);
     /* Output drained below GRPC_OUT_LOW: produce more (optional). */
@@ -99,6 +99,7 @@ struct gcall {
     unsigned bad_encoding : 1;  /* grpc-encoding other than identity */
     unsigned bad_content_type : 1;
     unsigned not_post : 1;
+    unsigned kept : 1;          /* the method kept the message being delivered */
     buf path;                   /* :path */
     buf in;                     /* request bytes not yet decoded */
     size_t in_off;
@@ -114,6 +115,11 @@ struct gcall {
 };
 
 /* h2.c: what methods use. */
+/* Keep the message being delivered to on_msg beyond the call: returns the
+ * handle of the memory it lives in (an arena: one decode, one block or a
+ * few), for grpc_msg_free() once done with it. */
+void *grpc_keep(gcall *call);
+void grpc_msg_free(void *handle);
 /* Queue one response message. */
 void grpc_send(gcall *call, const ProtobufCMessage *msg);
 /* Add a trailer (before grpc_finish): exception=stream-deleted ... */
@@ -168,7 +174,7 @@ int grpc_uuid_in(const struct EventStore__Client__UUID *u, uint8_t out[16]);
 extern const grpc_method grpc_streams_methods[];
 extern const size_t grpc_streams_nmethods;
 /* grpc_read.c: Streams.Read, as a read or a subscription. */
-int grpc_read_msg(gcall *call, ProtobufCMessage *msg);
+void grpc_read_msg(gcall *call, ProtobufCMessage *msg);
 void grpc_read_more(gcall *call);
 void grpc_read_close(gcall *call);
 

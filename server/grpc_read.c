@@ -422,19 +422,19 @@ void grpc_read_close(gcall *call)
 
 /* ------------------------------------------------------------ the request */
 
-int grpc_read_msg(gcall *call, ProtobufCMessage *msg)
+void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
 {
     ReadReq *req = (ReadReq *)msg;
     ReadOptions *o = req->options;
     server *s = call->c->srv;
     if (!o) {
         grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: options are required");
-        return 0;
+        return;
     }
     read_st *st = calloc(1, sizeof *st);
     if (!st) {
         grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-        return 0;
+        return;
     }
     call->st = st;
     s->m.reads++;
@@ -444,14 +444,14 @@ int grpc_read_msg(gcall *call, ProtobufCMessage *msg)
     int subscribe = o->count_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__COUNT_OPTION_SUBSCRIPTION;
     if (!subscribe && o->count_option_case != EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__COUNT_OPTION_COUNT) {
         grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: either count or subscription is required");
-        return 0;
+        return;
     }
     st->remaining = subscribe ? UINT64_MAX : o->count;
     uint64_t from;
     int from_end = 0, from_start = 0;
     if (o->stream_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_STREAM) {
         if (grpc_stream_name(call, o->stream->stream_identifier, st->stream, sizeof st->stream))
-            return 0;
+            return;
         switch (o->stream->revision_option_case) {
         case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTIONS__REVISION_OPTION_REVISION:
             from = o->stream->revision;
@@ -482,16 +482,16 @@ int grpc_read_msg(gcall *call, ProtobufCMessage *msg)
         }
     } else {
         grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: a stream or $all is required");
-        return 0;
+        return;
     }
     stele_filter sf, *filter = NULL;
     if (o->filter_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__FILTER_OPTION_FILTER) {
         if (!st->all) {
             grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: filters apply to $all only");
-            return 0;
+            return;
         }
         if (take_filter(call, st, o->filter, &sf))
-            return 0;
+            return;
         filter = &sf;
     }
 
@@ -502,7 +502,7 @@ int grpc_read_msg(gcall *call, ProtobufCMessage *msg)
                          : stele_subscribe_stream(s->db, st->stream, start, &st->sub);
         if (rc) {
             grpc_fail_stele(call, rc, stele_errmsg(), st->all ? NULL : st->stream);
-            return 0;
+            return;
         }
         st->last_cp = start == STELE_END ? stele_sub_position(st->sub) : start;
         char id[37];
@@ -524,7 +524,7 @@ int grpc_read_msg(gcall *call, ProtobufCMessage *msg)
         grpc_send(call, &r.base);
         grpc_sub_register(call);
         produce_sub(call, st);
-        return 0;
+        return;
     }
 
     /* A read. Backwards from an explicit $all position: the events before
@@ -532,19 +532,18 @@ int grpc_read_msg(gcall *call, ProtobufCMessage *msg)
     if (st->all && st->backwards && !from_end && !from_start) {
         if (from == 0) {
             grpc_finish(call, GRPC_OK, NULL);
-            return 0;
+            return;
         }
         from--;
     }
     if (!st->backwards && from_end) {
         grpc_finish(call, GRPC_OK, NULL); /* nothing lies after the end */
-        return 0;
+        return;
     }
     st->next = from;
     if (st->remaining == 0) {
         grpc_finish(call, GRPC_OK, NULL);
-        return 0;
+        return;
     }
     produce_read(call, st);
-    return 0;
 }

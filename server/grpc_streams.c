@@ -170,6 +170,7 @@ typedef struct append_st {
     int64_t expected;
     uint64_t expected_rev;
     AppendReq **msgs; /* the proposed messages, kept decoded */
+    void **arenas;    /* where each lives (grpc_keep) */
     size_t n, cap;
     uint64_t bytes;
 } append_st;
@@ -184,9 +185,11 @@ typedef struct append_op {
 static void append_free_msgs(append_st *st)
 {
     for (size_t i = 0; i < st->n; i++)
-        protobuf_c_message_free_unpacked(&st->msgs[i]->base, NULL);
+        grpc_msg_free(st->arenas[i]);
     free(st->msgs);
+    free(st->arenas);
     st->msgs = NULL;
+    st->arenas = NULL;
     st->n = st->cap = 0;
 }
 
@@ -304,7 +307,7 @@ static void append_done(gcall *call, grpc_op *base, const completion *cp)
         grpc_fail_stele(call, cp->rc, cp->msg, op->stream);
 }
 
-static int append_msg(gcall *call, ProtobufCMessage *msg)
+static void append_msg(gcall *call, ProtobufCMessage *msg)
 {
     AppendReq *req = (AppendReq *)msg;
     append_st *st = call->st;
@@ -312,34 +315,34 @@ static int append_msg(gcall *call, ProtobufCMessage *msg)
         st = call->st = calloc(1, sizeof *st);
         if (!st) {
             grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-            return 0;
+            return;
         }
     }
     if (req->content_case == EVENT_STORE__CLIENT__STREAMS__APPEND_REQ__CONTENT_OPTIONS) {
         if (st->have_opts) {
             grpc_finish(call, GRPC_INVALID_ARGUMENT, "Append: options sent twice");
-            return 0;
+            return;
         }
         if (grpc_stream_name(call, req->options->stream_identifier, st->stream,
                              sizeof st->stream))
-            return 0;
+            return;
         st->have_opts = 1;
         st->expected_case = (int)req->options->expected_stream_revision_case;
         st->expected_rev = req->options->revision;
         st->expected = expected_of(st->expected_case, st->expected_rev);
         if (st->expected == -100) {
             grpc_finish(call, GRPC_INVALID_ARGUMENT, "expected revision is out of range");
-            return 0;
+            return;
         }
-        return 0;
+        return;
     }
     if (req->content_case != EVENT_STORE__CLIENT__STREAMS__APPEND_REQ__CONTENT_PROPOSED_MESSAGE) {
         grpc_finish(call, GRPC_INVALID_ARGUMENT, "Append: a message with neither options nor an event");
-        return 0;
+        return;
     }
     if (!st->have_opts) {
         grpc_finish(call, GRPC_INVALID_ARGUMENT, "Append: the first message must be the options");
-        return 0;
+        return;
     }
     ProposedMessage *pm = req->proposed_message;
     const char *type = map_get(pm->metadata, pm->n_metadata, "type");
@@ -347,20 +350,23 @@ static int append_msg(gcall *call, ProtobufCMessage *msg)
     if (st->bytes > grpc_max_append_size(call->c->srv)) {
         fail_too_big(call, st->stream);
         append_free_msgs(st);
-        return 0;
+        return;
     }
     if (st->n == st->cap) {
         size_t cap = st->cap ? st->cap * 2 : 16;
         AppendReq **p = realloc(st->msgs, cap * sizeof *p);
-        if (!p) {
+        if (p)
+            st->msgs = p;
+        void **a = p ? realloc(st->arenas, cap * sizeof *a) : NULL;
+        if (!a) {
             grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-            return 0;
+            return;
         }
-        st->msgs = p;
+        st->arenas = a;
         st->cap = cap;
     }
-    st->msgs[st->n++] = req;
-    return 1;
+    st->msgs[st->n] = req;
+    st->arenas[st->n++] = grpc_keep(call);
 }
 
 static void append_end(gcall *call)
@@ -446,6 +452,7 @@ typedef struct batch {
     int64_t expected;
     int64_t deadline_us; /* wall clock, 0 = none */
     BatchAppendReq **msgs;
+    void **arenas;
     size_t nmsgs, cap;
     size_t nevents;
     uint64_t bytes;
@@ -471,8 +478,9 @@ typedef struct batch_op {
 static void batch_free(batch *b)
 {
     for (size_t i = 0; i < b->nmsgs; i++)
-        protobuf_c_message_free_unpacked(&b->msgs[i]->base, NULL);
+        grpc_msg_free(b->arenas[i]);
     free(b->msgs);
+    free(b->arenas);
     free(b);
 }
 
@@ -742,7 +750,7 @@ static void batch_submit(gcall *call, batch *b)
                    b->expected_rev, rc, stele_errmsg(), 0);
 }
 
-static int batch_msg(gcall *call, ProtobufCMessage *msg)
+static void batch_msg(gcall *call, ProtobufCMessage *msg)
 {
     BatchAppendReq *req = (BatchAppendReq *)msg;
     batch_st *st = call->st;
@@ -750,13 +758,13 @@ static int batch_msg(gcall *call, ProtobufCMessage *msg)
         st = call->st = calloc(1, sizeof *st);
         if (!st) {
             grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-            return 0;
+            return;
         }
     }
     uint8_t corr[16];
     if (grpc_uuid_in(req->correlation_id, corr) != 0) {
         grpc_finish(call, GRPC_INVALID_ARGUMENT, "BatchAppend: every request needs a correlation id");
-        return 0;
+        return;
     }
     batch **pp = &st->open;
     while (*pp && memcmp((*pp)->corr, corr, 16))
@@ -766,23 +774,23 @@ static int batch_msg(gcall *call, ProtobufCMessage *msg)
         if (!req->options) {
             grpc_finish(call, GRPC_INVALID_ARGUMENT,
                         "BatchAppend: the first request of a batch must carry its options");
-            return 0;
+            return;
         }
         if (st->nopen >= MAX_OPEN_BATCHES) {
             grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "BatchAppend: too many unfinished batches");
-            return 0;
+            return;
         }
         b = calloc(1, sizeof *b);
         if (!b) {
             grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-            return 0;
+            return;
         }
         memcpy(b->corr, corr, 16);
         b->corr_structured =
             req->correlation_id->value_case == EVENT_STORE__CLIENT__UUID__VALUE_STRUCTURED;
         if (grpc_stream_name(call, req->options->stream_identifier, b->stream, sizeof b->stream)) {
             free(b);
-            return 0;
+            return;
         }
         b->expected_case = (int)req->options->expected_stream_position_case;
         b->expected_rev = req->options->stream_position;
@@ -808,7 +816,6 @@ static int batch_msg(gcall *call, ProtobufCMessage *msg)
         b->bytes += event_size(type, &pm->data, &pm->custom_metadata);
     }
     b->nevents += req->n_proposed_messages;
-    int keep = 0;
     if (b->bytes > grpc_max_append_size(call->c->srv)) {
         *pp = b->next;
         st->nopen--;
@@ -818,31 +825,31 @@ static int batch_msg(gcall *call, ProtobufCMessage *msg)
         batch_fail(call, b->corr, b->corr_structured, b->stream, b->expected_case,
                    b->expected_rev, STELE_ETOOBIG, m, 0);
         batch_free(b);
-        return 0;
+        return;
     }
     if (req->n_proposed_messages) {
         if (b->nmsgs == b->cap) {
             size_t cap = b->cap ? b->cap * 2 : 4;
             BatchAppendReq **p = realloc(b->msgs, cap * sizeof *p);
-            if (!p) {
+            if (p)
+                b->msgs = p;
+            void **a = p ? realloc(b->arenas, cap * sizeof *a) : NULL;
+            if (!a) {
                 grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-                return 0;
+                return;
             }
-            b->msgs = p;
+            b->arenas = a;
             b->cap = cap;
         }
-        b->msgs[b->nmsgs++] = req;
-        keep = 1;
+        b->msgs[b->nmsgs] = req;
+        b->arenas[b->nmsgs++] = grpc_keep(call);
     }
     if (req->is_final) {
         *pp = b->next;
         st->nopen--;
         batch_submit(call, b);
-        batch_free(b);
-        if (keep)
-            return 1; /* freed with the batch */
+        batch_free(b); /* with the messages it kept */
     }
-    return keep;
 }
 
 static void batch_end(gcall *call)
@@ -912,28 +919,26 @@ static void delete_common(gcall *call, int tomb, const StreamIdentifier *sid, in
     grpc_finish(call, GRPC_OK, NULL);
 }
 
-static int delete_msg(gcall *call, ProtobufCMessage *msg)
+static void delete_msg(gcall *call, ProtobufCMessage *msg)
 {
     EventStore__Client__Streams__DeleteReq *req = (void *)msg;
     if (!req->options) {
         grpc_finish(call, GRPC_INVALID_ARGUMENT, "Delete: options are required");
-        return 0;
+        return;
     }
     delete_common(call, 0, req->options->stream_identifier,
                   (int)req->options->expected_stream_revision_case, req->options->revision);
-    return 0;
 }
 
-static int tombstone_msg(gcall *call, ProtobufCMessage *msg)
+static void tombstone_msg(gcall *call, ProtobufCMessage *msg)
 {
     EventStore__Client__Streams__TombstoneReq *req = (void *)msg;
     if (!req->options) {
         grpc_finish(call, GRPC_INVALID_ARGUMENT, "Tombstone: options are required");
-        return 0;
+        return;
     }
     delete_common(call, 1, req->options->stream_identifier,
                   (int)req->options->expected_stream_revision_case, req->options->revision);
-    return 0;
 }
 
 /* ------------------------------------------------------------ the table */

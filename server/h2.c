@@ -34,6 +34,7 @@
  */
 #include <errno.h>
 #include <nghttp2/nghttp2.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,6 +358,87 @@ static void respond_http(gcall *call, const char *status)
     nghttp2_submit_response(call->h->ng, call->id, hdrs, 1, NULL);
 }
 
+/* ------------------------------------------------------------ message memory */
+
+/* Each request message is decoded into an arena: protobuf-c's many small
+ * allocations (every event, map entry and string of an append) come from
+ * one block sized for the message, and are all freed at once. */
+typedef struct arena_block {
+    struct arena_block *next;
+    size_t cap, used;
+    max_align_t data[];
+} arena_block;
+
+typedef struct arena {
+    ProtobufCAllocator a;
+    arena_block *head;
+} arena;
+
+static void *arena_alloc(void *ud, size_t n)
+{
+    arena *ar = ud;
+    n = (n + 15) & ~(size_t)15;
+    arena_block *b = ar->head;
+    if (!b || b->cap - b->used < n) {
+        size_t cap = n > (64u << 10) ? n : (64u << 10);
+        b = malloc(sizeof *b + cap);
+        if (!b)
+            return NULL;
+        b->cap = cap;
+        b->used = 0;
+        b->next = ar->head;
+        ar->head = b;
+    }
+    void *p = (char *)b->data + b->used;
+    b->used += n;
+    return p;
+}
+
+static void arena_nofree(void *ud, void *p)
+{
+    (void)ud;
+    (void)p;
+}
+
+/* An arena whose first block has room for about `hint` bytes. */
+static arena *arena_new(size_t hint)
+{
+    size_t cap = (hint + 15) & ~(size_t)15;
+    arena_block *b = malloc(sizeof *b + sizeof(arena) + cap);
+    if (!b)
+        return NULL;
+    b->next = NULL;
+    b->cap = sizeof(arena) + cap;
+    b->used = sizeof(arena);
+    arena *ar = (arena *)b->data;
+    ar->a.alloc = arena_alloc;
+    ar->a.free = arena_nofree;
+    ar->a.allocator_data = ar;
+    ar->head = b;
+    return ar;
+}
+
+void grpc_msg_free(void *handle)
+{
+    arena *ar = handle;
+    if (!ar)
+        return;
+    arena_block *b = ar->head;
+    while (b) {
+        arena_block *next = b->next;
+        free(b); /* the arena itself lives in the first (last freed) block */
+        b = next;
+    }
+}
+
+static arena *g_delivering; /* the arena of the message in on_msg */
+
+void *grpc_keep(gcall *call)
+{
+    call->kept = 1;
+    return g_delivering;
+}
+
 /* ------------------------------------------------------------ requests */
 
 static void start_call(gcall *call)
@@ -422,12 +504,21 @@ static void deframe(gcall *call)
             grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, msg);
             break;
         }
-        if (avail < 5 + (size_t)len)
+        if (avail < 5 + (size_t)len) {
+            /* Room for the whole message at once (no growing copies). */
+            if (buf_reserve(&call->in, 5 + (size_t)len - avail)) {
+                grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory for the request");
+                break;
+            }
             break;
-        ProtobufCMessage *msg = protobuf_c_message_unpack(call->m->req, NULL, len, p + 5);
+        }
+        arena *ar = arena_new(2 * (size_t)len + 512);
+        ProtobufCMessage *msg =
+            ar ? protobuf_c_message_unpack(call->m->req, &ar->a, len, p + 5) : NULL;
         call->in_off += 5 + len;
         h->in_buffered -= 5 + len;
         if (!msg) {
+            grpc_msg_free(ar);
             char text[300];
             snprintf(text, sizeof text, "malformed protobuf: cannot decode %s from %u bytes",
                      call->m->req->name, len);
@@ -435,14 +526,18 @@ static void deframe(gcall *call)
             break;
         }
         if (!call->m->client_streaming && call->nmsgs_in) {
-            protobuf_c_message_free_unpacked(msg, NULL);
+            grpc_msg_free(ar);
             grpc_finish(call, GRPC_INTERNAL, "more than one request message for a unary method");
             break;
         }
         if (call->nmsgs_in < 3)
             call->nmsgs_in++;
-        if (!call->m->on_msg(call, msg))
-            protobuf_c_message_free_unpacked(msg, NULL);
+        call->kept = 0;
+        g_delivering = ar;
+        call->m->on_msg(call, msg);
+        g_delivering = NULL;
+        if (!call->kept)
+            grpc_msg_free(ar);
     }
     if (call->in_off == call->in.len) {
         call->in.len = call->in_off = 0;
