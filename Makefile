@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc clean
 
 all: build
 
@@ -46,6 +46,12 @@ bench: build
 # starts both peers itself; docs/benchmarks-http.md).
 bench-http: build
 	./bench/run_http.sh $(BUILD)
+
+# gRPC benchmark: appends over the KurrentDB client protocol (Append and
+# BatchAppend) beside the same appends over the HTTP/JSON API, one server,
+# one run (docs/benchmarks.md).
+bench-grpc: build
+	./bench/run_grpc.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
