@@ -765,6 +765,21 @@ int main(void)
         test_not_grpc();
 #undef PART
     CHECK(server_alive());
+    /* A graceful stop with a live subscription: the subscription ends with
+     * UNAVAILABLE and the server exits cleanly. */
+    h2c *c = h2c_open();
+    size_t len;
+    uint8_t *body = read_req("quiet-stream", 0, &len);
+    stream_rec *sub = h2c_call(c, "/event_store.client.streams.Streams/Read", body, len, NULL, NULL, NULL);
+    h2c_run(c, 500, NULL, NULL);
+    CHECK(!sub->closed);
+    kill(server_pid, SIGTERM);
+    h2c_run(c, 10000, rec_closed, sub);
+    printf("shutdown: the live subscription ended with grpc-status %d\n", sub->grpc_status);
+    CHECK(sub->closed);
+    CHECK(sub->grpc_status == 14);
+    h2c_close(c);
+    free(body);
     CHECK(stop_server() == 0);
     t_rmdir(dir);
     return t_done("test_grpc_h2", 1);
