@@ -296,7 +296,10 @@ typedef struct stele_stream_info {
 
 /**
  * The head of a stream. Returns 0 for any stream that was ever written,
- * deleted or not (check info->deleted / tombstoned); ENOTFOUND if never.
+ * deleted or not (check info->deleted / tombstoned), or given metadata
+ * (then last_revision is STELE_NONE); ENOTFOUND if never. The head is the
+ * last revision written even when stream metadata (maxAge, maxCount,
+ * truncateBefore) hides it from reads: appends go on from there.
  */
 int stele_stream_head(stele_db *db, const char *stream, stele_stream_info *info);
 
@@ -317,6 +320,143 @@ int stele_delete_stream(stele_db *db, const char *stream, int64_t expected,
  */
 int stele_tombstone_stream(stele_db *db, const char *stream, int64_t expected,
                            uint64_t *current);
+
+/* ------------------------------------------- stream metadata and snapshots */
+
+/*
+ * Stream metadata (docs/streams.md): retention rules that stream reads
+ * enforce at once, plus free-form custom fields. Setting metadata replaces
+ * the stream's whole metadata (a field left at 0 / NULL is unset) and
+ * bumps its version (0 for the first). It is written to the log like an
+ * append: durable before the call returns, kept across crashes and index
+ * rebuilds. Events hidden by retention stay in $all until scavenged.
+ */
+
+/** maxSnapshots when the metadata does not set one. */
+#define STELE_DEFAULT_MAX_SNAPSHOTS 5u
+/** Largest maxSnapshots. */
+#define STELE_MAX_SNAPSHOTS_LIMIT 1000u
+/** Largest custom metadata (the JSON object's text), in bytes. */
+#define STELE_MAX_CUSTOM_METADATA (64u << 10)
+/** Most members in the custom metadata object. */
+#define STELE_MAX_CUSTOM_FIELDS 1000u
+
+typedef struct stele_stream_metadata {
+    /** Hide events older than this many microseconds (by `created`);
+     *  0: none, else 1 .. INT64_MAX. */
+    uint64_t max_age_us;
+    /** Show only the last `max_count` events; 0: none, else 1 .. INT64_MAX. */
+    uint64_t max_count;
+    /** Hide revisions below this one; 0: none, else <= INT64_MAX. */
+    uint64_t truncate_before;
+    /** Snapshots kept for the stream; 0: STELE_DEFAULT_MAX_SNAPSHOTS, else
+     *  1 .. STELE_MAX_SNAPSHOTS_LIMIT. */
+    uint32_t max_snapshots;
+    /** Custom fields: the text of one JSON object (RFC 8259, UTF-8), stored
+     *  byte for byte, or NULL / custom_len 0 for none. Its member names
+     *  must not be maxAge, maxCount, truncateBefore, maxSnapshots or start
+     *  with '$' (reserved); at most STELE_MAX_CUSTOM_FIELDS members and
+     *  STELE_MAX_CUSTOM_METADATA bytes. In stele_set_stream_metadata it is
+     *  borrowed for the call; from stele_get_stream_metadata it points into
+     *  the same allocation as the struct. */
+    const char *custom;
+    size_t custom_len;
+    /** Set by stele_get_stream_metadata: the metadata's version (0-based),
+     *  STELE_NONE if the stream never had metadata. Ignored when setting. */
+    uint64_t version;
+} stele_stream_metadata;
+
+/**
+ * Replace the metadata of `stream`. `expected_version` is STELE_ANY,
+ * STELE_NO_STREAM (the stream must have no metadata yet),
+ * STELE_STREAM_EXISTS (it must have some) or the exact current version.
+ * Allowed on a stream that has no events yet (its metadata is ready when
+ * the first append comes) and on a soft-deleted one (metadata outlives the
+ * delete). On success *version (if not NULL) is the new version; on
+ * EWRONGREV it is the current one (STELE_NONE: none). Durable on return.
+ * Errors: EINVAL (name, values, custom JSON, with the reason), ETOOBIG
+ * (custom over STELE_MAX_CUSTOM_METADATA), EDELETED (tombstoned),
+ * EWRONGREV, EREADONLY, EIO, ENOSPC, ECLOSED.
+ */
+int stele_set_stream_metadata(stele_db *db, const char *stream, const stele_stream_metadata *md,
+                              int64_t expected_version, uint64_t *version);
+
+/**
+ * The metadata of `stream`. On success *out is one allocation (the struct
+ * and the custom text) that the caller frees with stele_free(). A stream
+ * that exists (events, a delete, or metadata) but has no metadata gives all
+ * zero fields and version STELE_NONE. Errors: ENOTFOUND (no such stream),
+ * EDELETED (tombstoned), EINVAL, ECORRUPT.
+ */
+int stele_get_stream_metadata(stele_db *db, const char *stream, stele_stream_metadata **out);
+
+/** A snapshot to save. Pointers are borrowed for the call only. */
+typedef struct stele_snapshot_in {
+    /** The revision the state was folded up to (inclusive). */
+    uint64_t revision;
+    /** The application's schema version of `state`. */
+    uint32_t schema_version;
+    /** STELE_EVENT_JSON if `state` is JSON, else 0 (bytes). */
+    uint32_t flags;
+    const void *state;
+    /** At most max_event_size bytes. */
+    size_t state_len;
+} stele_snapshot_in;
+
+/** A stored snapshot: one allocation, freed with stele_free(). `stream`
+ *  is NUL-terminated; `state` points into the same allocation. */
+typedef struct stele_snapshot {
+    const char *stream;
+    size_t stream_len;
+    uint64_t revision;
+    uint32_t schema_version;
+    uint32_t flags;
+    /** When it was saved, microseconds since the Unix epoch. */
+    int64_t created_us;
+    const void *state;
+    size_t state_len;
+} stele_snapshot;
+
+/**
+ * Save a snapshot of `stream` at snap->revision. Snapshots are not events:
+ * they take no position and never appear in $all. The stream keeps its
+ * latest max_snapshots of them (by revision; see stele_stream_metadata); a
+ * snapshot at a revision that already has one replaces it. Durable on
+ * return.
+ * Errors: EINVAL (revision beyond the stream's last revision, below its
+ * start after a soft delete, or older than every kept snapshot when the
+ * stream already keeps max_snapshots; bad flags), ETOOBIG (state over
+ * max_event_size), ENOTFOUND (no events: never written or soft-deleted),
+ * EDELETED (tombstoned), EREADONLY, EIO, ENOSPC, ECLOSED.
+ */
+int stele_put_snapshot(stele_db *db, const char *stream, const stele_snapshot_in *snap);
+
+/**
+ * The latest snapshot of `stream` at or before revision `at_or_before`
+ * (STELE_END: the latest). *out is NULL (and 0 returned) when there is
+ * none; else free it with stele_free(). Snapshots taken before a soft
+ * delete are gone with the deleted events. Errors: ENOTFOUND (no such
+ * stream, or soft-deleted), EDELETED, EINVAL, ECORRUPT.
+ */
+int stele_get_snapshot(stele_db *db, const char *stream, uint64_t at_or_before,
+                       stele_snapshot **out);
+
+/**
+ * Load a stream for folding, in one consistent read: its latest snapshot
+ * (*snap, NULL if none) and up to `limit` of the visible events after it
+ * (*events; from the first visible event when there is no snapshot). The
+ * events obey the same rules as stele_read_stream (soft delete, maxAge,
+ * maxCount, truncateBefore): if retention hid some right after the
+ * snapshot, the first event's revision is above snapshot revision + 1.
+ * stele_page_next() on *events tells where stele_read_stream continues.
+ * Free *snap with stele_free() and *events with stele_page_free().
+ * Errors: those of stele_read_stream.
+ */
+int stele_load_stream(stele_db *db, const char *stream, size_t limit, stele_snapshot **snap,
+                      stele_page **events);
+
+/** Free memory that libstele handed over (metadata, snapshots). NULL is a no-op. */
+void stele_free(void *p);
 
 /* ----------------------------------------------------------------- stats */
 

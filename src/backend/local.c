@@ -248,6 +248,8 @@ others:
  * fault), so no position is ever skipped. */
 static int plan(local *L, MDB_txn *txn, wreq *r)
 {
+    if (r->op == OP_METADATA || r->op == OP_SNAPSHOT)
+        return sm_plan(L, txn, r); /* local_streams.c */
     int rc = idx_stream_get(L->ix, txn, r->stream, r->stream_len, &r->st);
     if (rc && rc != STELE_ENOTFOUND)
         return rc;
@@ -321,6 +323,8 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
     }
     if (rc == 0)
         rc = idx_stream_put(L->ix, txn, r->stream, r->stream_len, &r->st);
+    if (rc == 0 && r->op != OP_APPEND)
+        rc = sm_on_remove(L, txn, &r->st); /* the snapshots it hides */
     if (rc == 0 && r->op == OP_APPEND) {
         /* The commit's entry, so a retry later in this same group is
          * recognised; write_group() fills in where it lands. */
@@ -460,6 +464,9 @@ static void write_group(local *L, wreq *group)
                             (uint32_t)(write_off + L->gbuf.len - start)};
             if (rc == 0)
                 rc = idx_commit_put(L->ix, txn, &c);
+        } else if (r->op == OP_METADATA || r->op == OP_SNAPSHOT) {
+            rc = sm_encode(L, txn, r, p, loc_make(seg, (uint32_t)start), now);
+            L->gbuf.len += r->bytes;
         } else {
             L->gbuf.len += rec_encode_marker(
                 p, r->op == OP_DELETE ? REC_DELETE : REC_TOMBSTONE, r->stream, r->stream_len,
@@ -585,6 +592,8 @@ static int submit(local *L, wreq *r)
     return 0;
 }
 
+int local_submit(local *L, wreq *r) { return submit(L, r); }
+
 static int local_append(backend *b, const append_args *a, stele_append_result *res)
 {
     local *L = (local *)b;
@@ -680,6 +689,11 @@ static const backend_ops local_ops = {
     .read_all = local_read_all,
     .head = local_head,
     .stats = local_stats,
+    .set_metadata = local_set_metadata,
+    .get_metadata = local_get_metadata,
+    .put_snapshot = local_put_snapshot,
+    .get_snapshot = local_get_snapshot,
+    .load = local_load,
     .close = local_close,
 };
 

@@ -12,6 +12,8 @@
 #include "stele.h"
 #include "util/util.h"
 
+#include "store/store_int.h"
+
 #define DEFAULT_SEGMENT_SIZE (64ull << 20)
 #define MIN_SEGMENT_SIZE (64ull << 10)
 #define MAX_SEGMENT_SIZE (2ull << 30)
@@ -19,11 +21,6 @@
 #define DEFAULT_MAX_APPEND (64ull << 20)
 #define MAX_NAME 255u
 #define MAX_TAGS 64u
-
-struct stele_db {
-    backend *be;
-    stele_options opts;
-};
 
 int stele_open(const char *dir, const stele_options *opts, stele_db **out)
 {
@@ -69,7 +66,7 @@ void stele_close(stele_db *db)
 }
 
 /* Check a stream name; 0 or EINVAL with the reason. */
-static int check_stream(const char *stream, size_t *len)
+int check_stream(const char *stream, size_t *len)
 {
     if (!stream)
         return err_set(STELE_EINVAL, "stream name is NULL");
@@ -105,7 +102,7 @@ static int check_name(const char *what, size_t i, const char *s)
     return 0;
 }
 
-static int check_expected(int64_t expected)
+int check_expected(int64_t expected)
 {
     if (expected >= 0 || expected == STELE_ANY || expected == STELE_NO_STREAM ||
         expected == STELE_STREAM_EXISTS)
