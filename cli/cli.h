@@ -20,6 +20,8 @@ int cmd_append(int argc, char **argv);
 int cmd_read(int argc, char **argv);
 int cmd_head(int argc, char **argv);
 int cmd_delete(int argc, char **argv);
+int cmd_metadata(int argc, char **argv); /* cmd_streams.c */
+int cmd_snapshot(int argc, char **argv); /* cmd_streams.c */
 
 /* Exit codes of the client commands. */
 enum {

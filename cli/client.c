@@ -345,11 +345,12 @@ int cli_request(cli_client *c, const char *method, const char *path, const char 
 #endif
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
-    if (!strcmp(method, "POST")) {
-        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, NULL);
+    if (body || !strcmp(method, "POST")) {
+        /* A body goes out the POST way; PUT etc. only rename the method. */
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? body_len : 0));
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") ? method : NULL);
     } else {
         curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(method, "GET") ? method : NULL);

@@ -568,6 +568,9 @@ void route_request(conn *c)
             handle_head(c, name);
             return;
         }
+        /* metadata, snapshots, load (routes_streams.c) */
+        if (route_streams(c, m, name, rest, rest_len, q, qlen))
+            return;
     }
 #undef PATH_IS
     {

@@ -143,6 +143,11 @@ void route_stream_more(conn *c);
 /* An append completed. */
 void route_append_done(conn *c, const completion *cp);
 
+/* routes_streams.c: /streams/{stream}/metadata, /snapshots, /load. Returns
+ * 1 when `rest` is one of them (the request is answered), else 0. */
+int route_streams(conn *c, int method, const char *stream, const char *rest, size_t rest_len,
+                  const char *q, size_t qlen);
+
 /* metrics.c */
 void metrics_observe(metrics *m, int is_append, double seconds);
 void metrics_error(metrics *m, int status, int stele_rc);

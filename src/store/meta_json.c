@@ -347,11 +347,11 @@ int meta_json_check_custom(const char *s, size_t len, size_t max_fields)
             }
             if (is_reserved(names.p + off, names.len - off)) {
                 rc = err_set(STELE_EINVAL,
-                             "custom metadata: member name '%.*s' at byte %zu is reserved "
-                             "(maxAge, maxCount, truncateBefore, maxSnapshots and names "
-                             "starting with '$')",
+                             "custom metadata: member name '%.*s' is reserved (maxAge, "
+                             "maxCount, truncateBefore, maxSnapshots and names starting with "
+                             "'$')",
                              (int)(names.len - off > 64 ? 64 : names.len - off),
-                             (const char *)names.p + off, at);
+                             (const char *)names.p + off);
                 break;
             }
             if (nm == cap) {
@@ -401,9 +401,9 @@ int meta_json_check_custom(const char *s, size_t len, size_t max_fields)
             if (ms[k].len == ms[k - 1].len &&
                 !memcmp(names.p + ms[k].off, names.p + ms[k - 1].off, ms[k].len)) {
                 rc = err_set(STELE_EINVAL,
-                             "custom metadata: member name '%.*s' appears twice (bytes %zu and %zu)",
+                             "custom metadata: member name '%.*s' appears twice",
                              (int)(ms[k].len > 64 ? 64 : ms[k].len),
-                             (const char *)names.p + ms[k].off, ms[k - 1].at, ms[k].at);
+                             (const char *)names.p + ms[k].off);
                 break;
             }
     }
