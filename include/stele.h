@@ -462,7 +462,7 @@ void stele_free(void *p);
 
 typedef struct stele_stats {
     uint64_t events;        /* events in the log (= next position) */
-    uint64_t streams;       /* streams ever written or tombstoned */
+    uint64_t streams;       /* streams ever written, tombstoned or given metadata */
     uint64_t log_bytes;     /* bytes of log records */
     uint64_t segments;      /* segment files */
     uint64_t appends;       /* appends committed since open */
