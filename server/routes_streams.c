@@ -373,7 +373,7 @@ static void put_metadata(conn *c, const char *stream, const char *q, size_t qlen
         }
         if (val_is_null(m))
             continue; /* null: unset */
-        uint64_t x;
+        uint64_t x = 0;
         switch (k) {
         case 0:
             if (val_seconds_us(m, &md.max_age_us))
@@ -475,7 +475,7 @@ static void put_snapshot(conn *c, const char *stream)
     const char *err = NULL;
     for (size_t i = 0; i < n && !err; i++) {
         member *m = &ms[i];
-        uint64_t x;
+        uint64_t x = 0;
         if (key_is(m, "revision")) {
             if (have_rev++)
                 err = "revision is given twice";
