@@ -458,6 +458,98 @@ int stele_load_stream(stele_db *db, const char *stream, size_t limit, stele_snap
 /** Free memory that libstele handed over (metadata, snapshots). NULL is a no-op. */
 void stele_free(void *p);
 
+/* --------------------------------------------------------- subscriptions */
+
+/**
+ * A filter on events of $all. Every criterion that is given (a non-empty
+ * list or a non-NULL regex) must match; inside a list any entry may match.
+ * All pointers are borrowed for the call that takes the filter (it copies
+ * and compiles what it needs). Lists hold at most 64 entries of 1..255
+ * bytes; regular expressions are POSIX extended, at most 1,024 bytes.
+ */
+typedef struct stele_filter {
+    /** The stream name starts with one of these. */
+    const char *const *stream_prefixes;
+    size_t n_stream_prefixes;
+    /** The stream's category (the part before the first '-') is one of
+     *  these. A stream without '-' has no category. */
+    const char *const *categories;
+    size_t n_categories;
+    /** The event type is exactly one of these. */
+    const char *const *types;
+    size_t n_types;
+    /** The event type starts with one of these. */
+    const char *const *type_prefixes;
+    size_t n_type_prefixes;
+    /** The stream name / event type matches this regex (unanchored: use ^$). */
+    const char *stream_regex;
+    const char *type_regex;
+    /** The event has at least one of these tags. */
+    const char *const *tags;
+    size_t n_tags;
+    /** 1: skip events of system streams (names starting with '$'). */
+    int exclude_system;
+} stele_filter;
+
+/** A subscription: reads history, then follows new events. Opaque. */
+typedef struct stele_sub stele_sub;
+
+/**
+ * Subscribe to $all from position `from` (inclusive; STELE_END = only
+ * events committed after this call), optionally filtered (`filter` may be
+ * NULL). Events arrive in position order, each exactly once: history and
+ * live events come from the same log, so there is no gap and no duplicate
+ * at the switch. Errors: EINVAL (bad filter, with the reason).
+ * On success *out is a subscription closed with stele_sub_close().
+ */
+int stele_subscribe_all(stele_db *db, uint64_t from, const stele_filter *filter,
+                        stele_sub **out);
+
+/**
+ * Subscribe to one stream from revision `from` (inclusive; STELE_END = only
+ * events appended after this call). The stream need not exist yet. Reading
+ * follows the stream's visibility rules (a soft delete hides what it hid).
+ */
+int stele_subscribe_stream(stele_db *db, const char *stream, uint64_t from, stele_sub **out);
+
+/**
+ * The next events, at most `limit` (>= 1). If none are available it waits
+ * up to `timeout_ms` for new commits (0: do not wait; -1: wait for ever)
+ * and may then return an empty page: also when a filter skipped a long run
+ * of events, so the caller can save stele_sub_position() as a checkpoint.
+ * A page costs disk reads, not memory held for the subscriber: a slow
+ * consumer simply reads further behind the tail. On success *out is a page
+ * for stele_page_free(). Errors: EDELETED (the stream was tombstoned; the
+ * subscription is over), ECORRUPT, EIO.
+ */
+int stele_sub_next(stele_sub *sub, size_t limit, int timeout_ms, stele_page **out);
+
+/**
+ * Where the subscription will continue: for $all the next position to scan
+ * (every event before it was delivered or filtered out: a checkpoint to
+ * resume from), for a stream the next revision.
+ */
+uint64_t stele_sub_position(const stele_sub *sub);
+
+/**
+ * 1 if the last stele_sub_next() reached the end of the log (the
+ * subscription is live), 0 while it is reading history or has fallen
+ * behind the tail again.
+ */
+int stele_sub_caught_up(const stele_sub *sub);
+
+/** Close a subscription. NULL is a no-op. */
+void stele_sub_close(stele_sub *sub);
+
+/**
+ * For event loops: a new non-blocking eventfd that becomes readable after
+ * every commit (read it to reset it, then call stele_sub_next() with
+ * timeout 0). Release it with stele_unwatch() before stele_close().
+ * At most 64 watches per store.
+ */
+int stele_watch(stele_db *db, int *fd);
+void stele_unwatch(stele_db *db, int fd);
+
 /* ----------------------------------------------------------------- stats */
 
 typedef struct stele_stats {

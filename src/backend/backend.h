@@ -60,6 +60,14 @@ typedef struct backend_ops {
                         stele_snapshot **out);
     int (*load)(backend *b, const char *stream, size_t len, size_t limit, stele_snapshot **snap,
                 stele_page **events);
+    /* Commit notification, for subscriptions. commit_gen() changes after
+     * every commit that is visible to reads; wait_commit() sleeps until it
+     * differs from `gen` or `timeout_ms` passes (-1: no limit). watch()
+     * makes an eventfd readable after every commit. */
+    uint32_t (*commit_gen)(backend *b);
+    void (*wait_commit)(backend *b, uint32_t gen, int timeout_ms);
+    int (*watch)(backend *b, int *fd);
+    void (*unwatch)(backend *b, int fd);
     void (*close)(backend *b);
 } backend_ops;
 

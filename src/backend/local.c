@@ -50,9 +50,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backend/local_int.h"
@@ -376,6 +378,86 @@ static int roll(local *L, uint64_t need, uint64_t seal_pos)
     return 0;
 }
 
+/* ------------------------------------------------------- notification */
+
+/* After a group's index transaction committed (its events are readable):
+ * wake subscribers sleeping in wait_commit() and signal every watch fd. */
+static void notify_commit(local *L)
+{
+    atomic_fetch_add(&L->commit_gen, 1);
+    if (atomic_load(&L->commit_sleepers))
+        syscall(SYS_futex, &L->commit_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    pthread_mutex_lock(&L->watch_mu);
+    for (unsigned i = 0; i < L->nwatch; i++) {
+        uint64_t one = 1;
+        /* EAGAIN means the counter is already pending: nothing to add. */
+        ssize_t n = write(L->watch_fds[i], &one, sizeof one);
+        (void)n;
+    }
+    pthread_mutex_unlock(&L->watch_mu);
+}
+
+static uint32_t local_commit_gen(backend *b)
+{
+    return atomic_load(&((local *)b)->commit_gen);
+}
+
+static void local_wait_commit(backend *b, uint32_t gen, int timeout_ms)
+{
+    local *L = (local *)b;
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ms >= 0) {
+        ts.tv_sec = timeout_ms / 1000;
+        ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+        tsp = &ts;
+    }
+    /* The writer bumps the word before it looks for sleepers, and
+     * FUTEX_WAIT returns at once if the word already moved on: no lost
+     * wake-up. */
+    atomic_fetch_add(&L->commit_sleepers, 1);
+    if (atomic_load(&L->commit_gen) == gen)
+        syscall(SYS_futex, &L->commit_gen, FUTEX_WAIT_PRIVATE, gen, tsp, NULL, 0);
+    atomic_fetch_sub(&L->commit_sleepers, 1);
+}
+
+static int local_watch(backend *b, int *fd)
+{
+    local *L = (local *)b;
+    int e = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (e < 0)
+        return err_set(STELE_EIO, "eventfd: %s", strerror(errno));
+    pthread_mutex_lock(&L->watch_mu);
+    int full = L->nwatch == sizeof L->watch_fds / sizeof L->watch_fds[0];
+    if (!full)
+        L->watch_fds[L->nwatch++] = e;
+    pthread_mutex_unlock(&L->watch_mu);
+    if (full) {
+        close(e);
+        return err_set(STELE_EINVAL, "too many watches (at most %zu per store)",
+                       sizeof L->watch_fds / sizeof L->watch_fds[0]);
+    }
+    *fd = e;
+    return 0;
+}
+
+static void local_unwatch(backend *b, int fd)
+{
+    local *L = (local *)b;
+    int found = 0;
+    pthread_mutex_lock(&L->watch_mu);
+    for (unsigned i = 0; i < L->nwatch; i++)
+        if (L->watch_fds[i] == fd) {
+            L->watch_fds[i] = L->watch_fds[--L->nwatch];
+            found = 1;
+            break;
+        }
+    pthread_mutex_unlock(&L->watch_mu);
+    if (found)
+        close(fd);
+}
+
+/* ------------------------------------------------------------ group commit */
+
 static void write_group(local *L, wreq *group)
 {
     MDB_txn *txn;
@@ -495,6 +577,7 @@ static void write_group(local *L, wreq *group)
         goto fail;
     L->last_created = now;
     atomic_store_explicit(&L->pub_next_pos, L->ck.next_pos, memory_order_release);
+    notify_commit(L);
     atomic_fetch_add(&L->n_groups, 1);
     for (wreq *r = group; r; r = r->next)
         if (r->accepted)
@@ -677,6 +760,9 @@ static void local_close(backend *b)
     pool_unref(L->pl);
     pthread_mutex_destroy(&L->qmu);
     pthread_cond_destroy(&L->qcv);
+    for (unsigned i = 0; i < L->nwatch; i++)
+        close(L->watch_fds[i]);
+    pthread_mutex_destroy(&L->watch_mu);
     free(L);
 }
 
@@ -694,6 +780,10 @@ static const backend_ops local_ops = {
     .put_snapshot = local_put_snapshot,
     .get_snapshot = local_get_snapshot,
     .load = local_load,
+    .commit_gen = local_commit_gen,
+    .wait_commit = local_wait_commit,
+    .watch = local_watch,
+    .unwatch = local_unwatch,
     .close = local_close,
 };
 
@@ -712,6 +802,7 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     L->lockfd = -1;
     pthread_mutex_init(&L->qmu, NULL);
     pthread_cond_init(&L->qcv, NULL);
+    pthread_mutex_init(&L->watch_mu, NULL);
     snprintf(L->dir, sizeof L->dir, "%s", dir);
     int rc = 0;
     int create = !(opts->flags & STELE_OPEN_NOCREATE);

@@ -84,6 +84,15 @@ typedef struct local {
     pool *pl;              /* read buffers, shared with live pages */
     _Atomic uint64_t n_appends, n_groups;
     _Atomic uint32_t done_gen; /* bumped once per finished group (futex word) */
+
+    /* Commit notification (subscriptions): commit_gen is bumped after each
+     * group that committed something, then sleepers are woken (futex) and
+     * every watch eventfd is written. */
+    _Atomic uint32_t commit_gen;
+    _Atomic uint32_t commit_sleepers;
+    pthread_mutex_t watch_mu;
+    int watch_fds[64];
+    unsigned nwatch;
 } local;
 
 /* local_read.c */

@@ -24,7 +24,11 @@ pool *pool_new(void)
     return pl;
 }
 
-void pool_ref(pool *pl) { atomic_fetch_add(&pl->refs, 1); }
+void pool_ref(pool *pl)
+{
+    if (pl) /* NULL: an empty page made without a store's pool */
+        atomic_fetch_add(&pl->refs, 1);
+}
 
 void pool_unref(pool *pl)
 {
@@ -236,4 +240,19 @@ void stele_page_free(stele_page *pg)
     free(pg->evseg);
     pool_unref(pg->pl);
     free(pg);
+}
+
+void page_filter(stele_page *pg, int (*keep)(const void *ctx, const stele_event *e),
+                 const void *ctx, size_t max)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < pg->count && w < max; i++) {
+        stele_event *e = page_ev(pg, i);
+        if (keep && !keep(ctx, e))
+            continue;
+        if (w != i)
+            *page_ev(pg, w) = *e;
+        w++;
+    }
+    pg->count = w;
 }

@@ -67,6 +67,10 @@ static inline stele_event *page_ev(const stele_page *pg, size_t i)
 /* Copy src's events into dst in reverse order, at most `max` of them, then
  * free src. */
 int page_take_reversed(stele_page *dst, stele_page *src, size_t max);
+/* Keep only the events for which keep() returns 1, in order, and at most
+ * `max` of them (their memory stays with the page until it is freed). */
+void page_filter(stele_page *pg, int (*keep)(const void *ctx, const stele_event *e),
+                 const void *ctx, size_t max);
 /* 1 when the page is full by count or bytes. */
 static inline int page_full(const stele_page *pg, size_t limit)
 {

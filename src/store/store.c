@@ -8,11 +8,10 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "store/store_int.h"
 #include "log/record.h"
 #include "stele.h"
 #include "util/util.h"
-
-#include "store/store_int.h"
 
 #define DEFAULT_SEGMENT_SIZE (64ull << 20)
 #define MIN_SEGMENT_SIZE (64ull << 10)
@@ -21,6 +20,7 @@
 #define DEFAULT_MAX_APPEND (64ull << 20)
 #define MAX_NAME 255u
 #define MAX_TAGS 64u
+
 
 int stele_open(const char *dir, const stele_options *opts, stele_db **out)
 {
@@ -65,8 +65,10 @@ void stele_close(stele_db *db)
     free(db);
 }
 
-/* Check a stream name; 0 or EINVAL with the reason. */
-int check_stream(const char *stream, size_t *len)
+/* Check a stream name; 0 or EINVAL with the reason. Names starting with
+ * '$' are system streams: readable by anyone, written only by the store
+ * itself (`system` = 1). */
+static int check_name_of(const char *stream, size_t *len, int system)
 {
     if (!stream)
         return err_set(STELE_EINVAL, "stream name is NULL");
@@ -79,11 +81,23 @@ int check_stream(const char *stream, size_t *len)
     const char *why = utf8_check_name(stream, n, &at);
     if (why)
         return err_set(STELE_EINVAL, "stream name: %s at byte %zu", why, at);
-    if (stream[0] == '$')
+    if (stream[0] == '$' && !system)
         return err_set(STELE_EINVAL, "stream name '%s': names starting with '$' are reserved",
                        stream);
     *len = n;
     return 0;
+}
+
+/* A stream to write: no system names. */
+int check_stream(const char *stream, size_t *len)
+{
+    return check_name_of(stream, len, 0);
+}
+
+/* A stream to read: system streams too. */
+int store_check_read_stream(const char *stream, size_t *len)
+{
+    return check_name_of(stream, len, 1);
 }
 
 static int check_name(const char *what, size_t i, const char *s)
@@ -134,14 +148,14 @@ static void prepared_free(prepared *p)
 /* Check every argument of an append and fill *p (free with prepared_free,
  * also on failure). */
 static int prepare(stele_db *db, const char *stream, int64_t expected,
-                   const stele_event_in *events, size_t n, prepared *p)
+                   const stele_event_in *events, size_t n, int system, prepared *p)
 {
     memset(p, 0, sizeof *p);
     size_t slen;
     int rc;
     if (!db)
         return err_set(STELE_EINVAL, "db is NULL");
-    if ((rc = check_stream(stream, &slen)) || (rc = check_expected(expected)))
+    if ((rc = check_name_of(stream, &slen, system)) || (rc = check_expected(expected)))
         return rc;
     if (n == 0 || !events)
         return err_set(STELE_EINVAL, "an append needs at least one event");
@@ -221,18 +235,31 @@ static int prepare(stele_db *db, const char *stream, int64_t expected,
     return 0;
 }
 
-int stele_append(stele_db *db, const char *stream, int64_t expected,
-                 const stele_event_in *events, size_t n, stele_append_result *res)
+static int append_sync(stele_db *db, const char *stream, int64_t expected,
+                       const stele_event_in *events, size_t n, int system,
+                       stele_append_result *res)
 {
     err_clear();
     if (res)
         memset(res, 0, sizeof *res);
     prepared p;
-    int rc = prepare(db, stream, expected, events, n, &p);
+    int rc = prepare(db, stream, expected, events, n, system, &p);
     if (rc == 0)
         rc = db->be->ops->append(db->be, &p.a, res);
     prepared_free(&p);
     return rc;
+}
+
+int stele_append(stele_db *db, const char *stream, int64_t expected,
+                 const stele_event_in *events, size_t n, stele_append_result *res)
+{
+    return append_sync(db, stream, expected, events, n, 0, res);
+}
+
+int store_append_system(stele_db *db, const char *stream, int64_t expected,
+                        const stele_event_in *events, size_t n, stele_append_result *res)
+{
+    return append_sync(db, stream, expected, events, n, 1, res);
 }
 
 /*
@@ -321,7 +348,7 @@ int stele_append_async(stele_db *db, const char *stream, int64_t expected,
     async_append *aa = calloc(1, sizeof *aa);
     if (!aa)
         return err_set(STELE_ENOMEM, "out of memory");
-    int rc = prepare(db, stream, expected, events, n, &aa->p);
+    int rc = prepare(db, stream, expected, events, n, 0, &aa->p);
     if (rc == 0)
         rc = async_copy(aa, stream, events, n);
     if (rc == 0) {
@@ -356,7 +383,7 @@ int stele_read_stream(stele_db *db, const char *stream, uint64_t from, int direc
     size_t slen;
     int rc = check_read(db, direction, out);
     if (rc == 0)
-        rc = check_stream(stream, &slen);
+        rc = store_check_read_stream(stream, &slen);
     if (rc)
         return rc;
     return db->be->ops->read_stream(db->be, stream, slen, from, direction == STELE_BACKWARDS,
@@ -378,7 +405,7 @@ int stele_stream_head(stele_db *db, const char *stream, stele_stream_info *info)
     size_t slen;
     if (!db || !info)
         return err_set(STELE_EINVAL, "%s is NULL", !db ? "db" : "info");
-    int rc = check_stream(stream, &slen);
+    int rc = store_check_read_stream(stream, &slen);
     if (rc)
         return rc;
     return db->be->ops->head(db->be, stream, slen, info);

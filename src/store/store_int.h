@@ -1,6 +1,8 @@
 /*
- * store_int.h - what the files of the API edge (src/store) share: the
- * store handle and the argument checks every public call uses.
+ * store_int.h - what the library's own modules above the backend (src/sub,
+ * later src/proj) share with src/store: the store handle and the internal
+ * calls that bypass the public API's rules for users, such as writing
+ * system streams; and the argument checks the files of src/store share.
  */
 #ifndef STELE_STORE_INT_H
 #define STELE_STORE_INT_H
@@ -11,21 +13,32 @@
 #include "backend/backend.h"
 #include "stele.h"
 
+struct sub_groups;
+
 struct stele_db {
     backend *be;
     stele_options opts;
+    /* Persistent subscriptions (src/sub/groups.c); NULL until used. */
+    struct sub_groups *groups;
 };
 
-/* store.c: a stream name (sets *len), an expected revision; 0 or EINVAL
- * with the reason. */
+/* Append to any stream, system streams ('$...') included; otherwise the
+ * same checks and results as stele_append(). */
+int store_append_system(stele_db *db, const char *stream, int64_t expected,
+                        const stele_event_in *events, size_t n, stele_append_result *res);
+
+/* Check a stream name for reading: system names allowed. 0 or EINVAL. */
+int store_check_read_stream(const char *stream, size_t *len);
+
+/* store.c: a stream name to write (no system names; sets *len), an
+ * expected revision; 0 or EINVAL with the reason. */
 int check_stream(const char *stream, size_t *len);
 int check_expected(int64_t expected);
 
 /* meta_json.c: check that s[0..len) is one JSON object (RFC 8259) usable
  * as custom stream metadata: at most `max_fields` members, no duplicate
  * member names, none reserved (maxAge, maxCount, truncateBefore,
- * maxSnapshots, or starting with '$'). 0 or EINVAL with the reason and
- * byte offset. */
+ * maxSnapshots, or starting with '$'). 0 or EINVAL with the reason. */
 int meta_json_check_custom(const char *s, size_t len, size_t max_fields);
 
 #endif

@@ -509,7 +509,7 @@ def stream_names():
         r = C.get(sp(name) + "/head")
         T.check(T.expect(r, 200)["stream"] == name, "head stream name", r.req, name, r)
     bad = ["%FF", "api%FFname", "%C0%AF", "%ED%A0%80", "%F4%90%80%80", "api%E2%82",
-           "%24all", "%24ce-Order", "$reserved", "a%00b", "a%01b", "a%7Fb", "a%C2%85b",
+           "a%00b", "a%01b", "a%7Fb", "a%C2%85b",
            "%ZZ", "a%2", "a%", "%0A", "%C3%A9" * 128]
     for name in bad:
         path = "/streams/" + name
@@ -518,6 +518,15 @@ def stream_names():
             T.expect(r, 400, "INVALID_ARGUMENT", "bad stream name %r" % name)
         r = C.get(path + "/head")
         T.expect(r, 400, "INVALID_ARGUMENT", "bad stream name %r" % name)
+    # System streams ('$...') are written only by the store: writes are 400,
+    # reads are allowed (404 while the stream does not exist).
+    for name in ("%24all", "%24ce-Order", "$reserved"):
+        path = "/streams/" + name
+        for method, body in (("POST", '[{"type":"A"}]'), ("DELETE", None)):
+            r = C.request(method, path, body)
+            T.expect(r, 400, "INVALID_ARGUMENT", "write to system stream %r" % name)
+        T.expect(C.get(path), 404, "STREAM_NOT_FOUND", "read of system stream %r" % name)
+        T.expect(C.get(path + "/head"), 404, "STREAM_NOT_FOUND", "head of system stream %r" % name)
     # a name too long for the server's buffer is still a 400, not a crash
     r = C.get("/streams/" + "b" * 2000)
     T.expect(r, 400, "INVALID_ARGUMENT")

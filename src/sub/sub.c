@@ -1,0 +1,242 @@
+/*
+ * sub.c - catch-up subscriptions: read history from the log, then follow
+ * new commits.
+ *
+ * A subscription is only a cursor (the next position of $all, or the next
+ * revision of a stream) and a filter. Every call reads from the store at
+ * the cursor, whether the events are old or were committed a microsecond
+ * ago, so history and live events come from one source in one order: there
+ * is nothing to switch between, hence no gap and no duplicate at the
+ * switch. Waiting for new events sleeps on the backend's commit
+ * generation. A slow consumer costs disk reads, never a buffer that grows
+ * in memory, and never slows the writer.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store/page.h"
+#include "store/store_int.h"
+#include "sub/sub_int.h"
+#include "util/util.h"
+
+/* A filtered read scans at most this many events per page... */
+#define SCAN_PAGE 4096u
+/* ...and returns (possibly empty, for a checkpoint) after this many. */
+#define SCAN_BUDGET 65536u
+
+struct stele_sub {
+    stele_db *db;
+    int on_stream;
+    char stream[256];
+    size_t stream_len;
+    uint64_t next; /* position ($all) or revision (stream) */
+    sub_filter *filter;
+    int caught_up;
+};
+
+static int new_sub(stele_db *db, stele_sub **out, stele_sub **s)
+{
+    if (!db || !out)
+        return err_set(STELE_EINVAL, "%s is NULL", !db ? "db" : "out");
+    *out = NULL;
+    *s = calloc(1, sizeof **s);
+    if (!*s)
+        return err_set(STELE_ENOMEM, "out of memory");
+    (*s)->db = db;
+    return 0;
+}
+
+int stele_subscribe_all(stele_db *db, uint64_t from, const stele_filter *filter,
+                        stele_sub **out)
+{
+    err_clear();
+    stele_sub *s;
+    int rc = new_sub(db, out, &s);
+    if (rc)
+        return rc;
+    if ((rc = sub_filter_new(filter, &s->filter))) {
+        free(s);
+        return rc;
+    }
+    if (from == STELE_END) {
+        stele_stats st;
+        if ((rc = db->be->ops->stats(db->be, &st))) {
+            stele_sub_close(s);
+            return rc;
+        }
+        from = st.events;
+    }
+    s->next = from;
+    *out = s;
+    return 0;
+}
+
+int stele_subscribe_stream(stele_db *db, const char *stream, uint64_t from, stele_sub **out)
+{
+    err_clear();
+    size_t len;
+    stele_sub *s;
+    int rc = store_check_read_stream(stream, &len);
+    if (rc)
+        return rc;
+    if ((rc = new_sub(db, out, &s)))
+        return rc;
+    s->on_stream = 1;
+    memcpy(s->stream, stream, len);
+    s->stream_len = len;
+    if (from == STELE_END) {
+        stele_stream_info info;
+        rc = db->be->ops->head(db->be, stream, len, &info);
+        if (rc == STELE_ENOTFOUND) {
+            from = 0;
+            rc = 0;
+        } else if (rc == 0 && info.tombstoned) {
+            rc = err_set(STELE_EDELETED, "stream '%s' is tombstoned", s->stream);
+        } else if (rc == 0) {
+            from = info.last_revision == STELE_NONE ? 0 : info.last_revision + 1;
+        }
+        if (rc) {
+            free(s);
+            return rc;
+        }
+    }
+    s->next = from;
+    *out = s;
+    return 0;
+}
+
+static int keep_event(const void *ctx, const stele_event *e)
+{
+    return sub_filter_match(ctx, e);
+}
+
+/*
+ * One read at the cursor. Sets *end when it reached the end of what is
+ * committed, and *scanned to the number of events it moved past.
+ */
+static int read_once(stele_sub *s, size_t limit, stele_page **out, int *end, uint64_t *scanned)
+{
+    backend *be = s->db->be;
+    stele_page *pg = NULL;
+    int rc;
+    *end = 0;
+    *scanned = 0;
+    if (s->on_stream) {
+        rc = be->ops->read_stream(be, s->stream, s->stream_len, s->next, 0, limit, &pg);
+        if (rc == STELE_ENOTFOUND) {
+            /* Not written yet, or soft-deleted: wait for it. */
+            err_clear();
+            *end = 1;
+            return page_new(NULL, out);
+        }
+        if (rc)
+            return rc;
+    } else {
+        size_t want = s->filter ? (limit > SCAN_PAGE ? limit : SCAN_PAGE) : limit;
+        if ((rc = be->ops->read_all(be, s->next, 0, want, &pg)))
+            return rc;
+    }
+    size_t n = stele_page_count(pg);
+    uint64_t next;
+    int more = stele_page_next(pg, &next);
+    if (n) {
+        const stele_event *last = stele_page_event(pg, n - 1);
+        next = (s->on_stream ? last->revision : last->position) + 1;
+        *scanned = next - s->next;
+    }
+    *end = !more;
+    if (s->filter) {
+        page_filter(pg, keep_event, s->filter, limit);
+        size_t kept = stele_page_count(pg);
+        if (kept == limit && kept < n) {
+            /* More matches may follow the last one kept: resume after it. */
+            next = stele_page_event(pg, kept - 1)->position + 1;
+            *end = 0;
+        }
+    }
+    if (n)
+        s->next = next;
+    *out = pg;
+    return 0;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int stele_sub_next(stele_sub *sub, size_t limit, int timeout_ms, stele_page **out)
+{
+    err_clear();
+    if (!sub || !out)
+        return err_set(STELE_EINVAL, "%s is NULL", !sub ? "sub" : "out");
+    *out = NULL;
+    if (limit == 0)
+        return err_set(STELE_EINVAL, "limit must be at least 1");
+    if (timeout_ms < -1)
+        return err_set(STELE_EINVAL, "timeout_ms %d (>= 0, or -1 for no limit)", timeout_ms);
+    backend *be = sub->db->be;
+    int64_t deadline = timeout_ms >= 0 ? now_ms() + timeout_ms : 0;
+    uint64_t budget = 0;
+    for (;;) {
+        /* Take the generation before reading: a commit after the read
+         * changes it, so the wait below cannot miss it. */
+        uint32_t gen = be->ops->commit_gen(be);
+        stele_page *pg;
+        int end;
+        uint64_t scanned;
+        int rc = read_once(sub, limit, &pg, &end, &scanned);
+        if (rc)
+            return rc;
+        sub->caught_up = end;
+        budget += scanned;
+        if (stele_page_count(pg) || budget >= SCAN_BUDGET) {
+            *out = pg;
+            return 0;
+        }
+        if (!end) {
+            stele_page_free(pg);
+            continue;
+        }
+        int wait_ms = -1;
+        if (timeout_ms >= 0) {
+            int64_t left = deadline - now_ms();
+            if (left <= 0) {
+                *out = pg;
+                return 0;
+            }
+            wait_ms = left > 1000000 ? 1000000 : (int)left;
+        }
+        stele_page_free(pg);
+        be->ops->wait_commit(be, gen, wait_ms);
+    }
+}
+
+uint64_t stele_sub_position(const stele_sub *sub) { return sub ? sub->next : 0; }
+
+int stele_sub_caught_up(const stele_sub *sub) { return sub ? sub->caught_up : 0; }
+
+void stele_sub_close(stele_sub *sub)
+{
+    if (!sub)
+        return;
+    sub_filter_free(sub->filter);
+    free(sub);
+}
+
+int stele_watch(stele_db *db, int *fd)
+{
+    err_clear();
+    if (!db || !fd)
+        return err_set(STELE_EINVAL, "%s is NULL", !db ? "db" : "fd");
+    return db->be->ops->watch(db->be, fd);
+}
+
+void stele_unwatch(stele_db *db, int fd)
+{
+    if (db)
+        db->be->ops->unwatch(db->be, fd);
+}
