@@ -355,8 +355,11 @@ static int parse_query(conn *c, const char *q, size_t qlen, sub_query *sq)
                 fail(c, 400, "INVALID_ARGUMENT", "%s given more than once", key);
                 return -1;
             }
-            if (!val[0]) {
-                fail(c, 400, "INVALID_ARGUMENT", "%s is empty", key);
+            if (!val[0] || strlen(val) > MAX_REGEX) {
+                if (val[0])
+                    fail(c, 400, "INVALID_ARGUMENT", "%s is longer than %d bytes", key, MAX_REGEX);
+                else
+                    fail(c, 400, "INVALID_ARGUMENT", "%s is empty", key);
                 return -1;
             }
             if (!(*slot = strdup(val))) {
