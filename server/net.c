@@ -116,6 +116,8 @@ void conn_close(conn *c)
     server *s = c->srv;
     if (c->sse)
         sse_detach(c);
+    if (c->gwait)
+        groups_conn_gone(c);
     epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
@@ -375,7 +377,7 @@ int server_run(const server_config *cfg)
     if (!s)
         return 1;
     s->cfg = *cfg;
-    s->lfd = s->epfd = s->evfd = s->sigfd = s->watch_fd = -1;
+    s->lfd = s->epfd = s->evfd = s->sigfd = s->watch_fd = s->group_fd = -1;
     pthread_mutex_init(&s->cq_mu, NULL);
     raise_fd_limit();
     int rc = 1;
@@ -404,7 +406,7 @@ int server_run(const server_config *cfg)
     epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->evfd, &ev);
     ev.data.ptr = &s->sigfd;
     epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->sigfd, &ev);
-    if (sse_hub_open(s) != 0)
+    if (sse_hub_open(s) != 0 || groups_srv_open(s) != 0)
         goto out;
     server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s", cfg->host, s->port,
                cfg->data_dir, STELE_VERSION);
@@ -428,6 +430,8 @@ int server_run(const server_config *cfg)
                 drain_completions(s);
             } else if (p == &s->watch_fd) {
                 sse_on_commit(s);
+            } else if (p == &s->group_fd) {
+                groups_on_watch(s);
             } else if (p == &s->sigfd) {
                 struct signalfd_siginfo si;
                 while (read(s->sigfd, &si, sizeof si) == sizeof si) {
@@ -445,6 +449,7 @@ int server_run(const server_config *cfg)
         }
         sse_busy = sse_run(s);
         int64_t now = now_ms();
+        groups_tick(s, now); /* long-poll deadlines: every turn (<= 250 ms) */
         if (now - last_tick >= 1000) {
             check_timeouts(s);
             sse_tick(s, now);
@@ -477,6 +482,7 @@ int server_run(const server_config *cfg)
     bury(s);
     rc = 0;
 out:
+    groups_srv_close(s);
     sse_hub_close(s);
     if (s->db) {
         stele_close(s->db); /* waits for queued appends; their callbacks post

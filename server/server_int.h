@@ -78,6 +78,7 @@ typedef struct conn {
     int async_pending;        /* an append callback will still arrive */
     int dead;                 /* closed while async_pending: free on arrival */
     struct sse_conn *sse;     /* SSE: the event stream (sse.c) */
+    void *gwait;              /* a consumer-group pull waiting (routes_groups.c) */
     struct conn *prev, *next;
 } conn;
 
@@ -123,6 +124,8 @@ typedef struct server {
     metrics m;
     int watch_fd;          /* stele_watch(): readable after each commit */
     struct sse_hub *sse;   /* every SSE connection (sse.c) */
+    int group_fd;          /* stele_group_watch(): consumer groups may have work */
+    struct groups_srv *groups; /* pull consumers, waiting pulls (routes_groups.c) */
 } server;
 
 /* net.c */
@@ -166,6 +169,15 @@ void route_event_json(buf *b, const stele_event *e);
 /* subscribe.c: GET /subscribe/all and /subscribe/streams/{stream}. Returns
  * 1 if `path` is one of its routes (the request is then answered). */
 int route_subscribe(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+
+/* routes_groups.c: /subscriptions (consumer groups). Returns 1 if `path`
+ * is one of its routes (the request is then answered or waiting). */
+int route_groups(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+int groups_srv_open(server *s);      /* -1 on failure, with a message */
+void groups_srv_close(server *s);
+void groups_on_watch(server *s);     /* the group watch fd is readable */
+void groups_tick(server *s, int64_t now);
+void groups_conn_gone(conn *c);      /* conn_close of a waiting pull */
 
 /* metrics.c */
 void metrics_observe(metrics *m, int is_append, double seconds);
