@@ -345,8 +345,9 @@ int cli_request(cli_client *c, const char *method, const char *path, const char 
 #endif
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
-    if (!strcmp(method, "POST")) {
-        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, NULL);
+    if (!strcmp(method, "POST") || body) {
+        /* A body goes with POST, or with PUT (consumer groups). */
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") ? method : NULL);
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? body_len : 0));

@@ -25,6 +25,7 @@ static int cmd_check(int argc, char **argv);
 static const command commands[] = {
     {"serve", cmd_serve},   {"append", cmd_append}, {"read", cmd_read},
     {"head", cmd_head},     {"delete", cmd_delete}, {"check", cmd_check},
+    {"groups", cmd_groups},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -40,7 +41,9 @@ static int usage(FILE *f)
                "  append STREAM   append events from arguments, a JSON file or NDJSON on stdin\n"
                "  read STREAM     read a stream's events; read --all reads every stream\n"
                "  head STREAM     show a stream's last revision and position\n"
-               "  delete STREAM   delete a stream (--tombstone: for good)\n\n"
+               "  delete STREAM   delete a stream (--tombstone: for good)\n"
+               "  groups ...      consumer groups: list, info, create, update, delete,\n"
+               "                  parked, replay-parked, truncate-parked\n\n"
                "  version         print the version\n"
                "  help [COMMAND]  this text, or a command's (the same as stele COMMAND --help)\n\n"
                "Client commands print a table on a terminal and JSON (one object per line)\n"
