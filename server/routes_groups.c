@@ -88,6 +88,7 @@ typedef struct groups_srv {
     pull_wait *waiting;
     push_feed *feeds;
     unsigned long long feed_seq;
+    int64_t last_sweep_ms;
 } groups_srv;
 
 /* ------------------------------------------------------------ responses */
@@ -612,6 +613,7 @@ static int pull_get(server *s, const target *t, const char *name, pull_consumer 
     }
     pc->c = c;
     pc->idle_ms = idle;
+    pc->last_used_ms = now_ms();
     pc->next = g->pulls;
     g->pulls = pc;
     g->npulls++;
@@ -1304,6 +1306,9 @@ void groups_tick(server *s, int64_t now)
         return;
     if (g->waiting)
         retry_waiting(s, 1);
+    if (now - g->last_sweep_ms < 1000)
+        return;
+    g->last_sweep_ms = now;
     /* Pull consumers that went quiet: their events go to others. */
     for (pull_consumer *pc = g->pulls, *nx; pc; pc = nx) {
         nx = pc->next;

@@ -321,6 +321,11 @@ static void park_done(void *ctx, int rc, const stele_append_result *res, const c
 static void park(group *g, gmsg *m, int replay, const char *reason)
 {
     unassign(g, m);
+    if (g->deleted) {
+        /* Its parked stream is gone with it: nothing to write. */
+        m->state = M_DONE;
+        return;
+    }
     m->state = M_PARKING;
     char data[300];
     const stele_event *e = &m->ev->e;
@@ -424,14 +429,20 @@ static void save_done(void *ctx, int rc, const stele_append_result *res, const c
 }
 
 /*
- * The rules (KurrentDB's): a checkpoint is written only when it moved, at
- * once after checkpoint_max_count completed messages, or once
+ * The rules (KurrentDB's, plus one): a checkpoint is written only when it
+ * moved, at once after checkpoint_max_count completed messages, or once
  * checkpoint_after_ms passed since the last one and either
- * checkpoint_min_count messages completed or nothing is outstanding (so a
- * filter that matches little still moves the checkpoint). One write at a
- * time. When stream metadata lands, the checkpoint stream should get
- * $maxCount = 1 at group creation (only its last event matters).
+ * checkpoint_min_count messages completed, or nothing is outstanding and
+ * something completed, or the read position passed SKIP_SAVE_MIN events
+ * that the filter did not select (so a filter that matches little still
+ * moves the checkpoint). The last rule keeps an idle group on $all from
+ * writing checkpoints for ever: its own checkpoint events (and other
+ * groups') move its read position, and each move must not call for
+ * another checkpoint. One write at a time. When stream metadata lands, the
+ * checkpoint stream should get $maxCount = 1 at group creation (only its
+ * last event matters).
  */
+#define SKIP_SAVE_MIN 1000
 void group_maybe_save(group *g, int64_t now, int force)
 {
     if (g->saving || g->deleted)
@@ -441,9 +452,13 @@ void group_maybe_save(group *g, int64_t now, int force)
         return;
     const stele_group_settings *s = &g->def.set;
     int idle = g->main.n == 0 && g->replay.n == 0;
+    uint64_t from = g->ckpt_saved == STELE_NONE ? s->start : g->ckpt_saved;
+    uint64_t moved = ck > from ? ck - from : 0;
+    int worth = (g->done_since_save && g->done_since_save >= s->checkpoint_min_count) ||
+                (idle && g->done_since_save) || moved - g->done_since_save >= SKIP_SAVE_MIN ||
+                g->parked_trunc != g->trunc_saved;
     int due = force || g->done_since_save >= s->checkpoint_max_count ||
-              (now - g->last_save_ms >= (int64_t)s->checkpoint_after_ms &&
-               (g->done_since_save >= s->checkpoint_min_count || idle));
+              (now - g->last_save_ms >= (int64_t)s->checkpoint_after_ms && worth);
     if (!due)
         return;
     buf b = {0};
