@@ -613,10 +613,10 @@ int group_start_replay(group *g, uint64_t max, uint64_t *count)
     if (g->replay_stop > from)
         from = g->replay_stop; /* a replay is under way: extend it */
     uint64_t stop = g->parked_next;
-    if (max && stop - from > max)
-        stop = from + max;
     if (stop < from)
         stop = from;
+    else if (max && stop - from > max)
+        stop = from + max;
     if (g->replay_next < g->parked_trunc)
         g->replay_next = g->parked_trunc;
     if (stop > g->replay_stop)
