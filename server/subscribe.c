@@ -324,7 +324,7 @@ static int parse_query(conn *c, const char *q, size_t qlen, sub_query *sq)
                                                           : "from is too long");
                 return -1;
             }
-            snprintf(sq->from_buf, sizeof sq->from_buf, "%s", val);
+            memcpy(sq->from_buf, val, strlen(val) + 1);
             sq->from = sq->from_buf;
             continue;
         }
@@ -334,7 +334,7 @@ static int parse_query(conn *c, const char *q, size_t qlen, sub_query *sq)
                                                              : "lastEventId is too long");
                 return -1;
             }
-            snprintf(sq->last_id_buf, sizeof sq->last_id_buf, "%s", val);
+            memcpy(sq->last_id_buf, val, strlen(val) + 1);
             sq->last_id = sq->last_id_buf;
             continue;
         }
