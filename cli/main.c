@@ -6,6 +6,7 @@
  *   stele read STREAM ...    HTTP (cli/client.c, cli/cmd_*.c)
  *   stele head STREAM
  *   stele delete STREAM
+ *   stele tail STREAM        follow new events (Server-Sent Events)
  *   stele check DIR          verify a store (checksums, framing, index)
  *   stele version
  */
@@ -25,6 +26,7 @@ static int cmd_check(int argc, char **argv);
 static const command commands[] = {
     {"serve", cmd_serve},   {"append", cmd_append}, {"read", cmd_read},
     {"head", cmd_head},     {"delete", cmd_delete}, {"check", cmd_check},
+    {"tail", cmd_tail},
     {"groups", cmd_groups},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
@@ -42,6 +44,8 @@ static int usage(FILE *f)
                "  read STREAM     read a stream's events; read --all reads every stream\n"
                "  head STREAM     show a stream's last revision and position\n"
                "  delete STREAM   delete a stream (--tombstone: for good)\n"
+               "  tail STREAM     follow new events as they are appended; tail --all follows\n"
+               "                  every stream, with --filter-... options\n"
                "  groups ...      consumer groups: list, info, create, update, delete,\n"
                "                  parked, replay-parked, truncate-parked\n\n"
                "  version         print the version\n"

@@ -399,6 +399,15 @@ uint64_t stele_sub_position(const stele_sub *sub);
  */
 int stele_sub_caught_up(const stele_sub *sub);
 
+/**
+ * Move the cursor to `next` (a position for $all, a revision for a stream)
+ * as if every event before it had been delivered: for a caller that got
+ * those events another way, e.g. a server that reads the newest events
+ * once and hands the same bytes to many subscribers. The next
+ * stele_sub_next() reads from there. NULL is a no-op.
+ */
+void stele_sub_seek(stele_sub *sub, uint64_t next);
+
 /** Close a subscription. NULL is a no-op. */
 void stele_sub_close(stele_sub *sub);
 

@@ -124,6 +124,7 @@ typedef struct server {
     metrics m;
     int watch_fd;          /* stele_watch(): readable after each commit */
     struct sse_hub *sse;   /* every SSE connection (sse.c) */
+    struct sub_cache *sub_cache; /* the newest events as SSE (subscribe.c) */
     int group_fd;          /* stele_group_watch(): consumer groups may have work */
     struct groups_srv *groups; /* pull consumers, waiting pulls (routes_groups.c) */
 } server;
@@ -169,6 +170,8 @@ void route_event_json(buf *b, const stele_event *e);
 /* subscribe.c: GET /subscribe/all and /subscribe/streams/{stream}. Returns
  * 1 if `path` is one of its routes (the request is then answered). */
 int route_subscribe(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+/* Free what subscriptions share (at server exit). */
+void subscribe_free_shared(server *s);
 
 /* routes_groups.c: /subscriptions (consumer groups). Returns 1 if `path`
  * is one of its routes (the request is then answered or waiting). */
@@ -246,6 +249,10 @@ void sse_event(conn *c, const char *event, const char *id, const void *data, siz
 
 /* Queue a comment line (": text"), which clients ignore. */
 void sse_comment(conn *c, const char *text);
+
+/* Queue bytes already in the SSE format (whole events), e.g. ones rendered
+ * once and shared by many feeds. Like sse_event, joins the pump's chunk. */
+void sse_raw(conn *c, const void *p, size_t len);
 
 /* Pump this connection again soon even without a commit (if it waits). */
 void sse_wake(conn *c);

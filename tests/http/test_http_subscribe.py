@@ -393,8 +393,9 @@ def slow_consumer_is_served_from_disk():
     T.check(code == 0, "exit code after SIGTERM", None, 0, code)
     S.start()
     T.expect(request(S.port, "GET", "/health/ready"), 200)
+    # ~40 MiB of events either way (fewer, bigger ones under TEST_QUICK)
     n = 6000 if QUICK else 20000
-    data_len = 2000
+    data_len = 6000 if QUICK else 2000
     slow = subscribe("/subscribe/all?from=end", rcvbuf=4096)
     read_until(slow, lambda m: m["event"] == "caught-up", "start")
     base_rss = S.rss_kb()
