@@ -6,12 +6,13 @@
  * The registry is made on the first group call of a store handle: it
  * folds $persistent-config into the live groups and reads each group's
  * last checkpoint (group_store.c), then starts one thread. The thread
- * sleeps in poll() on the store's commit eventfd and its own wake-up
- * eventfd, at most 100 ms (less when a message deadline is nearer), and on
- * each wake-up, for every group: expires timed-out messages, saves a
- * checkpoint when the rules say so, wakes consumers waiting in
- * stele_consumer_read() after a commit, and signals the event-loop watch
- * fds. Calls into a group do the same work for that group on the way, so
+ * sleeps in poll() on its own wake-up eventfd and, while any consumer is
+ * connected, on the store's commit eventfd, at most 100 ms (less when a
+ * message deadline is nearer), and on each wake-up, for every group:
+ * expires timed-out messages, saves a checkpoint when the rules say so,
+ * wakes consumers waiting in stele_consumer_read() after a commit, and
+ * signals the event-loop watch fds. With no consumer connected a commit
+ * costs the thread nothing. Calls into a group do the same work for that group on the way, so
  * the thread only matters for groups nobody is calling.
  *
  * Administrative calls (create, update, delete, truncate parked) are
@@ -160,28 +161,33 @@ static void *thread_main(void *arg)
     sub_groups *gs = arg;
     for (;;) {
         int64_t now = mono_ms(), wait = TICK_MS;
+        size_t listeners = 0;
         pthread_mutex_lock(&gs->mu);
         for (group *g = gs->list; g; g = g->next) {
             pthread_mutex_lock(&g->mu);
             if (g->next_deadline_ms - now < wait)
                 wait = g->next_deadline_ms - now;
+            listeners += g->n_consumers;
             pthread_mutex_unlock(&g->mu);
         }
         pthread_mutex_unlock(&gs->mu);
-        struct pollfd pf[2] = {{.fd = gs->watch_fd, .events = POLLIN},
-                               {.fd = gs->wake_fd, .events = POLLIN}};
-        int n = poll(pf, 2, wait < 0 ? 0 : (int)wait);
+        /* Commits matter only while consumers are connected: without
+         * them the thread just ticks (a connect kicks it). */
+        struct pollfd pf[2] = {{.fd = gs->wake_fd, .events = POLLIN},
+                               {.fd = gs->watch_fd, .events = POLLIN}};
+        int n = poll(pf, listeners ? 2 : 1, wait < 0 ? 0 : (int)wait);
         if (atomic_load(&gs->stopping))
             break;
         uint64_t v;
         int commit = 0;
-        if (n > 0 && (pf[0].revents & POLLIN))
+        if (n > 0 && listeners && (pf[1].revents & POLLIN))
             commit = read(gs->watch_fd, &v, sizeof v) == sizeof v;
-        if (n > 0 && (pf[1].revents & POLLIN)) {
+        if (n > 0 && (pf[0].revents & POLLIN)) {
             ssize_t r = read(gs->wake_fd, &v, sizeof v);
             (void)r;
         }
         now = mono_ms();
+        size_t consumers = 0;
         pthread_mutex_lock(&gs->mu);
         for (group *g = gs->list; g; g = g->next) {
             pthread_mutex_lock(&g->mu);
@@ -190,11 +196,13 @@ static void *thread_main(void *arg)
                 group_maybe_save(g, now, 0);
                 if (commit && g->waiters)
                     pthread_cond_broadcast(&g->cv);
+                consumers += g->n_consumers;
             }
             pthread_mutex_unlock(&g->mu);
         }
         pthread_mutex_unlock(&gs->mu);
-        if (commit)
+        /* Event loops only care when someone could read what came. */
+        if (commit && consumers)
             groups_notify(gs);
     }
     return NULL;
@@ -813,6 +821,11 @@ int stele_group_connect(stele_db *db, const char *stream, const char *group_name
         g->n_consumers++;
     }
     pthread_mutex_unlock(&g->mu);
+    if (rc == 0) {
+        uint64_t one = 1; /* the thread watches commits from now on */
+        ssize_t w = write(gs->wake_fd, &one, sizeof one);
+        (void)w;
+    }
     if (rc) {
         free(c);
         group_unref(g);
