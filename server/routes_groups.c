@@ -803,12 +803,47 @@ static void retry_waiting(server *s, int only_expired)
 
 /* ------------------------------------------------------------ ack / nack */
 
-/* Event ids from the path (one) or the body: ["id", ...] or {"ids": [...]}. */
-static int parse_ids(conn *c, const char *path_id, uint8_t (**ids)[16], size_t *n)
+#define QUERY_IDS_MAX 1000
+
+/* Event ids from the path (one), the query (?ids=a,b: KurrentDB's form) or
+ * the body: ["id", ...] or {"ids": [...]}. */
+static int parse_ids(conn *c, const char *path_id, const char *q, size_t qlen,
+                     uint8_t (**ids)[16], size_t *n)
 {
     *ids = NULL;
     *n = 0;
     char err[300];
+    static char list[QUERY_IDS_MAX * 37 + 1];
+    int r = path_id ? 0 : query_get(q, qlen, "ids", list, sizeof list);
+    if (r < 0) {
+        snprintf(err, sizeof err, "ids must be at most %d comma-separated event ids",
+                 QUERY_IDS_MAX);
+        fail(c, 400, "INVALID_ARGUMENT", err);
+        return -1;
+    }
+    if (r > 0) {
+        size_t cnt = 1;
+        for (const char *p = list; *p; p++)
+            cnt += *p == ',';
+        *ids = malloc(cnt * 16);
+        char *save = NULL, *tok = strtok_r(list, ",", &save);
+        size_t k = 0;
+        while (*ids && tok && k < cnt) {
+            if (stele_uuid_parse(tok, (*ids)[k])) {
+                snprintf(err, sizeof err, "ids: '%.64s' is not an event id (a UUID)", tok);
+                fail(c, 400, "INVALID_ARGUMENT", err);
+                return -1;
+            }
+            k++;
+            tok = strtok_r(NULL, ",", &save);
+        }
+        if (!*ids || k != cnt) {
+            fail(c, 400, "INVALID_ARGUMENT", "ids: an empty id in the list");
+            return -1;
+        }
+        *n = cnt;
+        return 0;
+    }
     if (path_id) {
         *ids = malloc(16);
         if (!*ids || stele_uuid_parse(path_id, (*ids)[0])) {
@@ -890,8 +925,10 @@ static void handle_settle(conn *c, const target *t, const char *path_id, const c
     }
     uint8_t(*ids)[16];
     size_t n;
-    if (parse_ids(c, path_id, &ids, &n))
+    if (parse_ids(c, path_id, q, qlen, &ids, &n)) {
+        free(ids);
         return;
+    }
     int rc;
     stele_consumer *cons = NULL;
     if (r > 0) {

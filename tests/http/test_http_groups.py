@@ -226,6 +226,14 @@ def crud_and_bad_input():
             "a recreated group starts afresh", None, None, body)
     msgs = pull(c, "Crud-1", "g", "solo", count=10)
     T.check(len(msgs) == 3, "all three again", None, 3, len(msgs))
+    # KurrentDB's form: ids in the query.
+    T.expect(c.post(gpath("Crud-1", "g", "/ack?ids=%s,nope" % msgs[0]["event"]["id"]), None),
+             400, "INVALID_ARGUMENT")
+    T.expect(c.post(gpath("Crud-1", "g", "/ack?ids=%s," % msgs[0]["event"]["id"]), None),
+             400, "INVALID_ARGUMENT")
+    ids = ",".join(m["event"]["id"] for m in msgs)
+    T.expect(c.post(gpath("Crud-1", "g", "/ack?consumer=solo&ids=" + ids), None), 204)
+    T.check(info("Crud-1", "g")["acked"] == 3, "acked through ?ids=")
     c.close()
 
 
