@@ -601,14 +601,30 @@ typedef struct info_block {
     size_t n;
     void **allocs;
     stele_filter **filters;
-    size_t nallocs, nfilters;
+    size_t nallocs, capallocs, nfilters;
+    int oom;
     stele_group_info infos[];
 } info_block;
 
+/* Keep p (malloc'd) to free with the block; NULL and oom if p is NULL or
+ * cannot be kept. */
 static void *keep(info_block *ib, void *p)
 {
-    if (!p)
+    if (p && ib->nallocs == ib->capallocs) {
+        size_t cap = ib->capallocs ? ib->capallocs * 2 : 32;
+        void **v = realloc(ib->allocs, cap * sizeof *v);
+        if (!v) {
+            free(p);
+            p = NULL;
+        } else {
+            ib->allocs = v;
+            ib->capallocs = cap;
+        }
+    }
+    if (!p) {
+        ib->oom = 1;
         return NULL;
+    }
     ib->allocs[ib->nallocs++] = p;
     return p;
 }
@@ -628,7 +644,7 @@ void stele_group_info_free(stele_group_info *infos)
 }
 
 /* Fill one info from g (g->mu held). */
-static int fill_info(info_block *ib, stele_group_info *in, group *g)
+static void fill_info(info_block *ib, stele_group_info *in, group *g)
 {
     in->stream = keep(ib, strdup(g->def.stream ? g->def.stream : "$all"));
     in->group = keep(ib, strdup(g->def.name));
@@ -640,6 +656,8 @@ static int fill_info(info_block *ib, stele_group_info *in, group *g)
         if (filter_from_json(g->def.filter_json, &f) == 0 && f) {
             ib->filters[ib->nfilters++] = f;
             in->settings.filter = f;
+        } else {
+            ib->oom = 1;
         }
     }
     in->checkpoint_saved = g->ckpt_saved;
@@ -664,7 +682,6 @@ static int fill_info(info_block *ib, stele_group_info *in, group *g)
     in->nacked = g->nacked;
     in->timed_out = g->timed_out;
     in->parked_total = g->parked_total;
-    in->n_consumers = g->n_consumers;
     stele_consumer_info *ci = keep(ib, calloc(g->n_consumers ? g->n_consumers : 1, sizeof *ci));
     in->consumers = ci;
     size_t k = 0;
@@ -672,45 +689,28 @@ static int fill_info(info_block *ib, stele_group_info *in, group *g)
         ci[k].name = keep(ib, strdup(c->name));
         ci[k].in_flight = c->in_flight;
         ci[k].delivered = c->delivered;
-        if (!ci[k].name)
-            return err_set(STELE_ENOMEM, "out of memory");
     }
-    if (!in->stream || !in->group || !in->last_error || !ci)
-        return err_set(STELE_ENOMEM, "out of memory");
-    return 0;
+    in->n_consumers = ci ? k : 0;
 }
 
 static int build_infos(group **gv, size_t n, stele_group_info **out)
 {
     info_block *ib = calloc(1, sizeof *ib + (n ? n : 1) * sizeof(stele_group_info));
-    size_t nallocs = 0;
-    for (size_t i = 0; i < n; i++)
-        nallocs += 4 + gv[i]->n_consumers + 16; /* consumers may come meanwhile */
-    if (ib) {
-        ib->allocs = calloc(nallocs + 1, sizeof *ib->allocs);
+    if (ib)
         ib->filters = calloc(n + 1, sizeof *ib->filters);
-    }
-    if (!ib || !ib->allocs || !ib->filters) {
-        if (ib) {
-            free(ib->allocs);
-            free(ib->filters);
-        }
+    if (!ib || !ib->filters) {
         free(ib);
         return err_set(STELE_ENOMEM, "out of memory");
     }
     ib->n = n;
-    int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
+    for (size_t i = 0; i < n; i++) {
         pthread_mutex_lock(&gv[i]->mu);
-        if (4 + gv[i]->n_consumers + ib->nallocs > nallocs)
-            rc = err_set(STELE_EINTERNAL, "consumers connected while listing; try again");
-        else
-            rc = fill_info(ib, &ib->infos[i], gv[i]);
+        fill_info(ib, &ib->infos[i], gv[i]);
         pthread_mutex_unlock(&gv[i]->mu);
     }
-    if (rc) {
+    if (ib->oom) {
         stele_group_info_free(ib->infos);
-        return rc;
+        return err_set(STELE_ENOMEM, "out of memory");
     }
     *out = ib->infos;
     return 0;
