@@ -23,6 +23,8 @@ Python 3 standard library only. TEST_QUICK=1 runs smaller sizes.
 """
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
 import threading
@@ -528,13 +530,31 @@ def kill9_resumes_from_checkpoint():
 
 
 def stele(*args, tty=False):
+    """Run `stele groups ARGS`: (rc, stdout, stderr); with tty, stdout is a
+    pseudo-terminal (the human format)."""
     env = dict(os.environ, STELE_SERVER="http://127.0.0.1:%d" % S.port, COLUMNS="120")
     cmd = [STELE_BIN, "groups"] + list(args)
-    if tty:
-        cmd = ["script", "-qec", " ".join("'%s'" % a.replace("'", "'\\''") for a in cmd),
-               "/dev/null"]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
-    return p.returncode, p.stdout, p.stderr
+    if not tty:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+        return p.returncode, p.stdout, p.stderr
+    master, slave = pty.openpty()
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE,
+                         env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            r, _, _ = select.select([master], [], [], 60)
+            chunk = os.read(master, 65536) if r else b""
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    return p.wait(timeout=60), out.decode().replace("\r\n", "\n"), err
 
 
 @T.case
