@@ -219,20 +219,20 @@ void group_wake(group *g);
 /* group_store.c: the system streams. */
 /* Fold $persistent-config into the live definitions: *defs (n of them),
  * freed with group_def_free on each and free(). */
-int store_load_defs(stele_db *db, group_def **defs, size_t *n);
+int gstore_load_defs(stele_db *db, group_def **defs, size_t *n);
 void group_def_free(group_def *d);
-int store_write_def(stele_db *db, const char *type, const group_def *d);
+int gstore_write_def(stele_db *db, const char *type, const group_def *d);
 /* Read the last checkpoint of a group: ckpt (STELE_NONE if none), trunc. */
-int store_read_checkpoint(stele_db *db, const group *g, uint64_t *ckpt, uint64_t *trunc);
+int gstore_read_checkpoint(stele_db *db, const group *g, uint64_t *ckpt, uint64_t *trunc);
 /* JSON bodies of a checkpoint and of a parked link's metadata. */
-int store_checkpoint_json(buf *b, uint64_t ckpt, uint64_t trunc);
-int store_link_meta_json(buf *b, const stele_event *e, const char *reason, uint32_t retries);
+int gstore_checkpoint_json(buf *b, uint64_t ckpt, uint64_t trunc);
+int gstore_link_meta_json(buf *b, const stele_event *e, const char *reason, uint32_t retries);
 /* Resolve a parked link to its event. 0 with *out (NULL if it is gone). */
-int store_resolve_link(stele_db *db, const stele_event *link, ev_blob **out);
+int gstore_resolve_link(stele_db *db, const stele_event *link, ev_blob **out);
 /* Filter <-> canonical JSON. */
-int filter_to_json(const stele_filter *f, char **out);
-int filter_from_json(const char *json, stele_filter **out);
-void filter_free(stele_filter *f);
+int gstore_filter_to_json(const stele_filter *f, char **out);
+int gstore_filter_from_json(const char *json, stele_filter **out);
+void gstore_filter_free(stele_filter *f);
 /* System stream names of a group; EINVAL if they do not fit. */
 int group_sys_names(const char *stream, const char *name, char ckpt[256], char parked[256]);
 

@@ -332,7 +332,7 @@ static void park(group *g, gmsg *m, int replay, const char *reason)
     int dn = snprintf(data, sizeof data, "%llu@%s", (unsigned long long)e->revision, e->stream);
     buf meta = {0};
     park_ctx *pc = malloc(sizeof *pc);
-    int rc = store_link_meta_json(&meta, e, reason, m->retries);
+    int rc = gstore_link_meta_json(&meta, e, reason, m->retries);
     if (!pc || rc) {
         rc = err_set(STELE_ENOMEM, "out of memory");
     } else {
@@ -463,7 +463,7 @@ void group_maybe_save(group *g, int64_t now, int force)
         return;
     buf b = {0};
     save_ctx *sc = malloc(sizeof *sc);
-    int rc = store_checkpoint_json(&b, ck, g->parked_trunc);
+    int rc = gstore_checkpoint_json(&b, ck, g->parked_trunc);
     if (!sc || rc) {
         rc = err_set(STELE_ENOMEM, "out of memory");
     } else {
@@ -579,7 +579,7 @@ static int load_replay(group *g)
             if (link->revision >= g->replay_stop)
                 break;
             ev_blob *b = NULL;
-            if ((rc = store_resolve_link(g->gs->db, link, &b))) {
+            if ((rc = gstore_resolve_link(g->gs->db, link, &b))) {
                 set_error(g, rc);
                 break;
             }

@@ -161,7 +161,7 @@ static int w_list(buf *b, int *first, const char *key, const char *const *v, siz
     return rc | w(b, "]");
 }
 
-int filter_to_json(const stele_filter *f, char **out)
+int gstore_filter_to_json(const stele_filter *f, char **out)
 {
     *out = NULL;
     if (!f)
@@ -227,7 +227,7 @@ static int w_settings(buf *b, const stele_group_settings *s, const char *filter_
     return rc | w(b, "}");
 }
 
-int store_write_def(stele_db *db, const char *type, const group_def *d)
+int gstore_write_def(stele_db *db, const char *type, const group_def *d)
 {
     buf b = {0};
     int rc = w(&b, "{\"stream\":");
@@ -255,7 +255,7 @@ int store_write_def(stele_db *db, const char *type, const group_def *d)
     return rc;
 }
 
-int store_checkpoint_json(buf *b, uint64_t ckpt, uint64_t trunc)
+int gstore_checkpoint_json(buf *b, uint64_t ckpt, uint64_t trunc)
 {
     int rc = w(b, "{\"checkpoint\":");
     rc |= w_u64(b, ckpt);
@@ -264,7 +264,7 @@ int store_checkpoint_json(buf *b, uint64_t ckpt, uint64_t trunc)
     return rc | w(b, "}");
 }
 
-int store_link_meta_json(buf *b, const stele_event *e, const char *reason, uint32_t retries)
+int gstore_link_meta_json(buf *b, const stele_event *e, const char *reason, uint32_t retries)
 {
     char id[37];
     stele_uuid_format(e->id, id);
@@ -448,7 +448,7 @@ bad:
 
 /* ------------------------------------------------------------ filters */
 
-void filter_free(stele_filter *f)
+void gstore_filter_free(stele_filter *f)
 {
     if (!f)
         return;
@@ -511,14 +511,14 @@ static int filter_from_doc(const jdoc *d, int obj, stele_filter **out)
     if (!bad && i >= 0)
         f->exclude_system = d->t[i].end - d->t[i].start == 4 && !memcmp(d->s + d->t[i].start, "true", 4);
     if (bad) {
-        filter_free(f);
+        gstore_filter_free(f);
         return -1;
     }
     *out = f;
     return 0;
 }
 
-int filter_from_json(const char *json, stele_filter **out)
+int gstore_filter_from_json(const char *json, stele_filter **out)
 {
     *out = NULL;
     if (!json)
@@ -656,7 +656,7 @@ out:
     return rc;
 }
 
-int store_load_defs(stele_db *db, group_def **defs, size_t *n)
+int gstore_load_defs(stele_db *db, group_def **defs, size_t *n)
 {
     *defs = NULL;
     *n = 0;
@@ -697,7 +697,7 @@ int store_load_defs(stele_db *db, group_def **defs, size_t *n)
     }
 }
 
-int store_read_checkpoint(stele_db *db, const group *g, uint64_t *ckpt, uint64_t *trunc)
+int gstore_read_checkpoint(stele_db *db, const group *g, uint64_t *ckpt, uint64_t *trunc)
 {
     *ckpt = STELE_NONE;
     *trunc = 0;
@@ -753,7 +753,7 @@ static int read_at(stele_db *db, int by_pos, uint64_t at, const char *stream,
     return rc;
 }
 
-int store_resolve_link(stele_db *db, const stele_event *link, ev_blob **out)
+int gstore_resolve_link(stele_db *db, const stele_event *link, ev_blob **out)
 {
     *out = NULL;
     jdoc d;

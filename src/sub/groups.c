@@ -57,7 +57,7 @@ void group_unref(group *g)
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
     group_runtime_free(g);
-    filter_free(g->filter_in);
+    gstore_filter_free(g->filter_in);
     group_def_free(&g->def);
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
@@ -102,12 +102,12 @@ static int group_new(sub_groups *gs, group_def *def, int fresh, group **out)
     g->ckpt_saved = STELE_NONE;
     int rc = group_sys_names(g->def.stream, g->def.name, g->ckpt_stream, g->parked_stream);
     if (rc == 0)
-        rc = filter_from_json(g->def.filter_json, &g->filter_in);
+        rc = gstore_filter_from_json(g->def.filter_json, &g->filter_in);
     if (rc == 0)
         rc = group_runtime_init(g);
     uint64_t ck = STELE_NONE, trunc = 0;
     if (rc == 0 && !fresh)
-        rc = store_read_checkpoint(gs->db, g, &ck, &trunc);
+        rc = gstore_read_checkpoint(gs->db, g, &ck, &trunc);
     if (rc == 0 && !fresh)
         rc = next_revision(gs->db, g->parked_stream, &g->parked_next);
     if (rc) {
@@ -241,7 +241,7 @@ static int registry_open(stele_db *db, sub_groups **out)
     pthread_mutex_init(&gs->watch_mu, NULL);
     group_def *defs;
     size_t n;
-    int rc = store_load_defs(db, &defs, &n);
+    int rc = gstore_load_defs(db, &defs, &n);
     if (rc) {
         registry_free(gs);
         return rc;
@@ -462,7 +462,7 @@ int stele_group_create(stele_db *db, const char *stream, const char *group_name,
     if (!(def.name = strdup(group_name)) || (st && !(def.stream = strdup(st))))
         rc = err_set(STELE_ENOMEM, "out of memory");
     if (rc == 0)
-        rc = filter_to_json(settings->filter, &def.filter_json);
+        rc = gstore_filter_to_json(settings->filter, &def.filter_json);
     if (rc == 0)
         rc = resolve_start(db, st, &def.set);
     if (rc == 0)
@@ -472,7 +472,7 @@ int stele_group_create(stele_db *db, const char *stream, const char *group_name,
     if (rc == 0)
         rc = next_revision(db, pk, &def.parked_base);
     if (rc == 0)
-        rc = store_write_def(db, EV_CREATED, &def);
+        rc = gstore_write_def(db, EV_CREATED, &def);
     if (rc) {
         group_def_free(&def);
         pthread_mutex_unlock(&gs->admin);
@@ -520,7 +520,7 @@ int stele_group_update(stele_db *db, const char *stream, const char *group_name,
     char *fj = NULL;
     def.set = *settings;
     def.set.filter = NULL;
-    rc = filter_to_json(settings->filter, &fj);
+    rc = gstore_filter_to_json(settings->filter, &fj);
     if (rc == 0 && !same_filter(fj, g->def.filter_json))
         rc = err_set(STELE_EINVAL,
                      "settings: the filter of a group cannot change (delete the group and "
@@ -528,7 +528,7 @@ int stele_group_update(stele_db *db, const char *stream, const char *group_name,
     if (rc == 0)
         rc = resolve_start(db, st, &def.set);
     if (rc == 0)
-        rc = store_write_def(db, EV_UPDATED, &def);
+        rc = gstore_write_def(db, EV_UPDATED, &def);
     free(fj);
     if (rc == 0) {
         pthread_mutex_lock(&g->mu);
@@ -571,7 +571,7 @@ int stele_group_delete(stele_db *db, const char *stream, const char *group_name)
             rc = 0;
     }
     if (rc == 0)
-        rc = store_write_def(db, EV_DELETED, &g->def);
+        rc = gstore_write_def(db, EV_DELETED, &g->def);
     pthread_mutex_lock(&g->mu);
     if (rc) {
         g->deleted = 0; /* still there: it goes on */
@@ -637,7 +637,7 @@ void stele_group_info_free(stele_group_info *infos)
     for (size_t i = 0; i < ib->nallocs; i++)
         free(ib->allocs[i]);
     for (size_t i = 0; i < ib->nfilters; i++)
-        filter_free(ib->filters[i]);
+        gstore_filter_free(ib->filters[i]);
     free(ib->allocs);
     free(ib->filters);
     free(ib);
@@ -653,7 +653,7 @@ static void fill_info(info_block *ib, stele_group_info *in, group *g)
     in->settings.filter = NULL;
     if (g->def.filter_json) {
         stele_filter *f;
-        if (filter_from_json(g->def.filter_json, &f) == 0 && f) {
+        if (gstore_filter_from_json(g->def.filter_json, &f) == 0 && f) {
             ib->filters[ib->nfilters++] = f;
             in->settings.filter = f;
         } else {
