@@ -8,6 +8,7 @@
  *   stele delete STREAM
  *   stele metadata STREAM    stream metadata; snapshots (cli/cmd_streams.c)
  *   stele snapshot put|get|load STREAM
+ *   stele tail STREAM        follow new events (Server-Sent Events)
  *   stele check DIR          verify a store (checksums, framing, index)
  *   stele version
  */
@@ -28,6 +29,8 @@ static const command commands[] = {
     {"serve", cmd_serve},   {"append", cmd_append}, {"read", cmd_read},
     {"head", cmd_head},     {"delete", cmd_delete}, {"check", cmd_check},
     {"metadata", cmd_metadata}, {"snapshot", cmd_snapshot},
+    {"tail", cmd_tail},
+    {"groups", cmd_groups},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -47,6 +50,10 @@ static int usage(FILE *f)
                "  metadata STREAM show or --set a stream's metadata (retention, custom fields)\n"
                "  snapshot put|get|load STREAM\n"
                "                  save, fetch a stream's snapshots; load one with later events\n\n"
+               "  tail STREAM     follow new events as they are appended; tail --all follows\n"
+               "                  every stream, with --filter-... options\n"
+               "  groups ...      consumer groups: list, info, create, update, delete,\n"
+               "                  parked, replay-parked, truncate-parked\n\n"
                "  version         print the version\n"
                "  help [COMMAND]  this text, or a command's (the same as stele COMMAND --help)\n\n"
                "Client commands print a table on a terminal and JSON (one object per line)\n"

@@ -378,6 +378,47 @@ static int roll(local *L, uint64_t need, uint64_t seal_pos)
     return 0;
 }
 
+/* ------------------------------------------------------- tail ring */
+
+/* Note where a committed group starts (see local_int.h). A group in a new
+ * segment empties the ring first, so every entry points into the segment
+ * being written (never into one a scavenger may rewrite). */
+static void tail_push(local *L, uint64_t position, uint64_t loc)
+{
+    pthread_mutex_lock(&L->tail_mu);
+    if (L->tail_n && loc_seg(L->tail[(L->tail_first + L->tail_n - 1) % TAIL_GROUPS].loc) !=
+                         loc_seg(loc))
+        L->tail_n = 0;
+    if (L->tail_n == TAIL_GROUPS) {
+        L->tail_first = (L->tail_first + 1) % TAIL_GROUPS;
+        L->tail_n--;
+    }
+    L->tail[(L->tail_first + L->tail_n) % TAIL_GROUPS] = (struct tail_group){position, loc};
+    L->tail_n++;
+    pthread_mutex_unlock(&L->tail_mu);
+}
+
+int tail_hint(local *L, uint64_t from, uint64_t *loc)
+{
+    int found = 0;
+    pthread_mutex_lock(&L->tail_mu);
+    if (L->tail_n && L->tail[L->tail_first].position <= from) {
+        /* The last entry at or before `from` (positions increase). */
+        unsigned lo = 0, hi = L->tail_n - 1;
+        while (lo < hi) {
+            unsigned mid = (lo + hi + 1) / 2;
+            if (L->tail[(L->tail_first + mid) % TAIL_GROUPS].position <= from)
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        *loc = L->tail[(L->tail_first + lo) % TAIL_GROUPS].loc;
+        found = 1;
+    }
+    pthread_mutex_unlock(&L->tail_mu);
+    return found;
+}
+
 /* ------------------------------------------------------- notification */
 
 /* After a group's index transaction committed (its events are readable):
@@ -577,6 +618,8 @@ static void write_group(local *L, wreq *group)
         goto fail;
     L->last_created = now;
     atomic_store_explicit(&L->pub_next_pos, L->ck.next_pos, memory_order_release);
+    if (L->ck.next_pos > before.next_pos)
+        tail_push(L, before.next_pos, loc_make(seg, (uint32_t)write_off));
     notify_commit(L);
     atomic_fetch_add(&L->n_groups, 1);
     for (wreq *r = group; r; r = r->next)
@@ -763,6 +806,7 @@ static void local_close(backend *b)
     for (unsigned i = 0; i < L->nwatch; i++)
         close(L->watch_fds[i]);
     pthread_mutex_destroy(&L->watch_mu);
+    pthread_mutex_destroy(&L->tail_mu);
     free(L);
 }
 
@@ -803,6 +847,7 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     pthread_mutex_init(&L->qmu, NULL);
     pthread_cond_init(&L->qcv, NULL);
     pthread_mutex_init(&L->watch_mu, NULL);
+    pthread_mutex_init(&L->tail_mu, NULL);
     snprintf(L->dir, sizeof L->dir, "%s", dir);
     int rc = 0;
     int create = !(opts->flags & STELE_OPEN_NOCREATE);

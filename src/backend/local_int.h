@@ -55,6 +55,8 @@ typedef struct wreq {
     struct wreq *next;
 } wreq;
 
+#define TAIL_GROUPS 256
+
 typedef struct local {
     backend base;
     char dir[4096];
@@ -93,7 +95,23 @@ typedef struct local {
     pthread_mutex_t watch_mu;
     int watch_fds[64];
     unsigned nwatch;
+
+    /* Where the latest groups start: (first position, location) of each,
+     * oldest first, all in the segment being written (emptied when a new
+     * one starts). A forward read of $all from a recent position starts
+     * its scan there instead of at the sparse position index's entry (up
+     * to IDX_POS_STRIDE bytes earlier): live subscribers read only what is
+     * new. */
+    pthread_mutex_t tail_mu;
+    struct tail_group {
+        uint64_t position, loc;
+    } tail[TAIL_GROUPS];
+    unsigned tail_n, tail_first; /* entries, index of the oldest */
 } local;
+
+/* Find the start of the latest group at or before `from` in the tail
+ * ring: 1 and *loc set, or 0. */
+int tail_hint(local *L, uint64_t from, uint64_t *loc);
 
 /* local_read.c */
 

@@ -293,6 +293,12 @@ int local_read_all(backend *b, uint64_t from, int backwards, size_t limit,
     uint64_t found, loc;
     if (!backwards) {
         rc = idx_pos_floor(L->ix, txn, from, &found, &loc);
+        uint64_t near;
+        /* A recent group's start is nearer than the sparse entry, if it is
+         * after it; both are at or before `from`'s record, which is in
+         * this snapshot (from < visible). */
+        if (rc == 0 && tail_hint(L, from, &near) && near > loc && near < end)
+            loc = near;
         if (rc == 0)
             rc = scan_all(L, loc, end, from, visible - 1, limit, pg);
         if (rc == 0 && pg->count) {

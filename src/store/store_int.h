@@ -27,6 +27,15 @@ struct stele_db {
 int store_append_system(stele_db *db, const char *stream, int64_t expected,
                         const stele_event_in *events, size_t n, stele_append_result *res);
 
+/* The same, queued: stele_append_async() for system streams. */
+int store_append_system_async(stele_db *db, const char *stream, int64_t expected,
+                              const stele_event_in *events, size_t n, stele_append_cb cb,
+                              void *ctx);
+
+/* Stop the consumer groups (src/sub/groups.c): save their checkpoints and
+ * free them. Called by stele_close before the backend closes. */
+void sub_groups_close(stele_db *db);
+
 /* Check a stream name for reading: system names allowed. 0 or EINVAL. */
 int store_check_read_stream(const char *stream, size_t *len);
 
