@@ -20,6 +20,10 @@ int cmd_append(int argc, char **argv);
 int cmd_read(int argc, char **argv);
 int cmd_head(int argc, char **argv);
 int cmd_delete(int argc, char **argv);
+int cmd_metadata(int argc, char **argv); /* cmd_streams.c */
+int cmd_snapshot(int argc, char **argv); /* cmd_streams.c */
+int cmd_tail(int argc, char **argv);
+int cmd_groups(int argc, char **argv);
 
 /* Exit codes of the client commands. */
 enum {
@@ -113,6 +117,9 @@ const char *cli_client_url(const cli_client *c);
  */
 char *cli_stream_path(cli_client *c, const char *stream, const char *suffix);
 
+/* s percent-encoded for a URL path segment or query value; caller frees. */
+char *cli_escape(cli_client *c, const char *s);
+
 /*
  * One request: `method` on base URL + `path` (which may carry a query),
  * with extra `headers` (NULL-terminated list of "Name: value", may be
@@ -130,6 +137,26 @@ char *cli_stream_path(cli_client *c, const char *stream, const char *suffix);
  */
 int cli_request(cli_client *c, const char *method, const char *path, const char *const *headers,
                 const char *body, size_t body_len, FILE *sink, cli_response *resp);
+
+/* Receives a streamed body: return 0 to go on, non-zero to stop. */
+typedef int (*cli_body_fn)(void *ctx, const char *p, size_t n);
+
+/*
+ * A long GET (an event stream): a 2xx body goes to `fn` as it arrives;
+ * any other body is kept in resp->body. `stop` (may be NULL) is polled
+ * about once a second; when it returns non-zero, or `fn` does, the
+ * transfer stops and resp->sink_done is set. A connection that carries no
+ * byte for `idle_s` seconds counts as broken. Nothing is printed.
+ *
+ * Returns CLI_OK when a response arrived and its transfer ended (the
+ * server ended it, or it was stopped); CLI_ECONNECT when the server could
+ * not be reached or the connection broke (after a status, resp->status is
+ * set), with the reason in err; CLI_EUSAGE for a malformed server URL.
+ * The caller frees resp->body.
+ */
+int cli_stream(cli_client *c, const char *path, const char *const *headers, cli_body_fn fn,
+               void *ctx, int (*stop)(void), int idle_s, cli_response *resp, char *err,
+               size_t errlen);
 
 /*
  * Report a response whose status is not 2xx: "stele: CODE: message" from
@@ -176,5 +203,15 @@ int cli_json_u64(cli_span v, uint64_t *out);
 
 /* Whether the value is the literal true. */
 int cli_json_true(cli_span v);
+
+/* ------------------------------------------------------------ tables */
+
+/*
+ * One event (a JSON object as the server renders it) as a row of the
+ * table `stele read` prints, with fixed column widths for output that
+ * arrives one event at a time (stele tail); `header` first prints the
+ * column names. `width` is the terminal's.
+ */
+void cli_event_row(cli_span ev, int width, int header);
 
 #endif

@@ -238,12 +238,27 @@ char *cli_stream_path(cli_client *c, const char *stream, const char *suffix)
     return b.p;
 }
 
+char *cli_escape(cli_client *c, const char *s)
+{
+    char *enc = curl_easy_escape(c->curl, s, (int)strlen(s));
+    char *out = enc ? strdup(enc) : NULL;
+    curl_free(enc);
+    if (!out) {
+        fprintf(stderr, "stele: out of memory\n");
+        exit(CLI_ESERVER);
+    }
+    return out;
+}
+
 /* One transfer: where the body goes and the NDJSON filter's state. */
 typedef struct xfer {
     cli_client *c;
     cli_response *resp;
     FILE *sink;
-    int mode;      /* 0 undecided, 1 keep in resp->body, 2 stream to sink */
+    cli_body_fn fn; /* cli_stream: where a 2xx body goes */
+    void *fn_ctx;
+    int (*stop)(void);
+    int mode;      /* 0 undecided, 1 keep in resp->body, 2 stream to sink, 3 to fn */
     int sink_errno;
     int depth, in_str, esc; /* NDJSON filter: position inside the current record */
     char tmp[16384];
@@ -256,10 +271,18 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
     if (x->mode == 0) {
         long st = 0;
         curl_easy_getinfo(x->c->curl, CURLINFO_RESPONSE_CODE, &st);
-        x->mode = x->sink && st >= 200 && st < 300 ? 2 : 1;
+        int ok = st >= 200 && st < 300;
+        x->mode = ok && x->fn ? 3 : ok && x->sink ? 2 : 1;
     }
     if (x->mode == 1) {
         cli_buf_add(&x->resp->body, data, n);
+        return n;
+    }
+    if (x->mode == 3) {
+        if (x->fn(x->fn_ctx, data, n) != 0) {
+            x->resp->sink_done = 1;
+            return 0;
+        }
         return n;
     }
     for (size_t off = 0; off < n;) {
@@ -345,11 +368,12 @@ int cli_request(cli_client *c, const char *method, const char *path, const char 
 #endif
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
-    if (!strcmp(method, "POST")) {
-        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, NULL);
+    if (body || !strcmp(method, "POST")) {
+        /* A body goes out the POST way; PUT etc. only rename the method. */
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? body_len : 0));
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") ? method : NULL);
     } else {
         curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(method, "GET") ? method : NULL);
@@ -395,6 +419,100 @@ nomem:
     cli_buf_free(&url);
     fprintf(stderr, "stele: out of memory\n");
     return CLI_ESERVER;
+}
+
+/* cli_stream: stop the transfer when asked (polled about once a second
+ * while idle, more often while data flows). */
+static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt, (void)dn, (void)ut, (void)un;
+    xfer *x = ud;
+    if (x->stop && x->stop()) {
+        x->resp->sink_done = 1;
+        return 1;
+    }
+    return 0;
+}
+
+int cli_stream(cli_client *c, const char *path, const char *const *headers, cli_body_fn fn,
+               void *ctx, int (*stop)(void), int idle_s, cli_response *resp, char *err,
+               size_t errlen)
+{
+    memset(resp, 0, sizeof *resp);
+    err[0] = '\0';
+    cli_buf url = {0};
+    cli_buf_adds(&url, c->base);
+    cli_buf_adds(&url, path);
+    struct curl_slist *hl = NULL, *t;
+    for (size_t i = 0; headers && headers[i]; i++) {
+        if (!(t = curl_slist_append(hl, headers[i]))) {
+            curl_slist_free_all(hl);
+            cli_buf_free(&url);
+            snprintf(err, errlen, "out of memory");
+            return CLI_ESERVER;
+        }
+        hl = t;
+    }
+    xfer *x = calloc(1, sizeof *x);
+    if (!x) {
+        curl_slist_free_all(hl);
+        cli_buf_free(&url);
+        snprintf(err, errlen, "out of memory");
+        return CLI_ESERVER;
+    }
+    x->c = c;
+    x->resp = resp;
+    x->fn = fn;
+    x->fn_ctx = ctx;
+    x->stop = stop;
+    CURL *h = c->curl;
+    c->errbuf[0] = '\0';
+    curl_easy_setopt(h, CURLOPT_URL, url.p);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "stele/" STELE_VERSION);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, NULL);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    /* A connection that carries nothing (not even the server's keep-alive
+     * comments) for idle_s seconds is dead. */
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)idle_s);
+
+    CURLcode rc = curl_easy_perform(h);
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
+    int ret = CLI_OK;
+    if (rc != CURLE_OK && !resp->sink_done) {
+        long oserr = 0;
+        curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &oserr);
+        const char *why = c->errbuf[0] ? c->errbuf
+                          : oserr      ? strerror((int)oserr)
+                                       : curl_easy_strerror(rc);
+        snprintf(err, errlen, "%s", why);
+        ret = rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_URL_MALFORMAT ? CLI_EUSAGE
+                                                                            : CLI_ECONNECT;
+    }
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 1L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, NULL);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 0L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 0L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, NULL);
+    free(x);
+    curl_slist_free_all(hl);
+    cli_buf_free(&url);
+    return ret;
 }
 
 int cli_report_error(const cli_response *r)

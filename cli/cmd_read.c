@@ -433,3 +433,35 @@ int cmd_read(int argc, char **argv)
     cli_client_close(c);
     return rc;
 }
+
+/* ------------------------------------------------------------ one row */
+
+void cli_event_row(cli_span ev, int width, int header)
+{
+    /* Widths fixed in advance: positions up to 10 digits, names cut. */
+    enum { POS_W = 10, REV_W = 8, STREAM_W = 24, TYPE_W = 20 };
+    int data_w = width - (POS_W + REV_W + STREAM_W + TYPE_W + CREATED_COLS + 10);
+    if (data_w < 10)
+        data_w = 10;
+    if (header) {
+        printf("%*s  %*s  ", POS_W, "POSITION", REV_W, "REVISION");
+        put_cell("STREAM", STREAM_W, 1);
+        printf("  ");
+        put_cell("TYPE", TYPE_W, 1);
+        printf("  %-*s  DATA\n", CREATED_COLS, "CREATED");
+    }
+    row r;
+    row_parse(ev, &r);
+    printf("%*s  %*s  ", POS_W, r.pos, REV_W, r.rev);
+    put_cell(r.stream, STREAM_W, 1);
+    printf("  ");
+    put_cell(r.type, TYPE_W, 1);
+    printf("  ");
+    put_cell(r.created, CREATED_COLS, r.data[0] != '\0');
+    if (r.data[0]) {
+        printf("  ");
+        put_cell(r.data, data_w, 0);
+    }
+    printf("\n");
+    row_free(&r);
+}

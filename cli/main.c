@@ -6,6 +6,9 @@
  *   stele read STREAM ...    HTTP (cli/client.c, cli/cmd_*.c)
  *   stele head STREAM
  *   stele delete STREAM
+ *   stele metadata STREAM    stream metadata; snapshots (cli/cmd_streams.c)
+ *   stele snapshot put|get|load STREAM
+ *   stele tail STREAM        follow new events (Server-Sent Events)
  *   stele check DIR          verify a store (checksums, framing, index)
  *   stele version
  */
@@ -25,6 +28,9 @@ static int cmd_check(int argc, char **argv);
 static const command commands[] = {
     {"serve", cmd_serve},   {"append", cmd_append}, {"read", cmd_read},
     {"head", cmd_head},     {"delete", cmd_delete}, {"check", cmd_check},
+    {"metadata", cmd_metadata}, {"snapshot", cmd_snapshot},
+    {"tail", cmd_tail},
+    {"groups", cmd_groups},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -40,7 +46,14 @@ static int usage(FILE *f)
                "  append STREAM   append events from arguments, a JSON file or NDJSON on stdin\n"
                "  read STREAM     read a stream's events; read --all reads every stream\n"
                "  head STREAM     show a stream's last revision and position\n"
-               "  delete STREAM   delete a stream (--tombstone: for good)\n\n"
+               "  delete STREAM   delete a stream (--tombstone: for good)\n"
+               "  metadata STREAM show or --set a stream's metadata (retention, custom fields)\n"
+               "  snapshot put|get|load STREAM\n"
+               "                  save, fetch a stream's snapshots; load one with later events\n\n"
+               "  tail STREAM     follow new events as they are appended; tail --all follows\n"
+               "                  every stream, with --filter-... options\n"
+               "  groups ...      consumer groups: list, info, create, update, delete,\n"
+               "                  parked, replay-parked, truncate-parked\n\n"
                "  version         print the version\n"
                "  help [COMMAND]  this text, or a command's (the same as stele COMMAND --help)\n\n"
                "Client commands print a table on a terminal and JSON (one object per line)\n"

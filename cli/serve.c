@@ -32,6 +32,15 @@ static setting settings[] = {
     {"segment-size", "log segment size in bytes for a new store (default 67108864)", NULL},
     {"max-event-size", "largest event in bytes (default 16777216)", NULL},
     {"max-append-size", "largest append in bytes (default 67108864)", NULL},
+    {"sse-keepalive", "seconds before a keep-alive comment on a silent event stream (default 15)",
+     NULL},
+    {"sse-stall-timeout", "seconds an event stream may not drain before it is closed (default 60)",
+     NULL},
+    {"sub-behind-events", "a live subscriber this far behind has fallen behind (default 10000)",
+     NULL},
+    {"sub-behind-seconds", "... or one not caught up for this many seconds (default 5)", NULL},
+    {"sub-checkpoint-events", "a checkpoint after this many filtered-out events (default 1000)",
+     NULL},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -196,6 +205,11 @@ int cmd_serve(int argc, char **argv)
         {"segment-size", 65536, 2LL << 30, &cfg.store.segment_size, 2},
         {"max-event-size", 1, 1LL << 30, &cfg.store.max_event_size, 2},
         {"max-append-size", 1, 1LL << 30, &cfg.store.max_append_size, 2},
+        {"sse-keepalive", 1, 3600, &cfg.sse_keepalive_ms, 1},
+        {"sse-stall-timeout", 1, 86400, &cfg.sse_stall_timeout_ms, 1},
+        {"sub-behind-events", 1, 1LL << 40, &cfg.sub_behind_events, 2},
+        {"sub-behind-seconds", 1, 86400, &cfg.sub_behind_ms, 1},
+        {"sub-checkpoint-events", 1, 1LL << 40, &cfg.sub_checkpoint_events, 2},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (!(st = find(nums[i].name))->value)

@@ -52,7 +52,8 @@ extern "C" {
     X(ELOCKED, -12, "store is in use by another process")                        \
     X(ECLOSED, -13, "store is closing")                                          \
     X(EVERSION, -14, "unsupported store format version")                         \
-    X(EINTERNAL, -15, "internal error")
+    X(EINTERNAL, -15, "internal error")                                          \
+    X(EEXISTS, -16, "already exists")
 
 enum {
 #define STELE_ERRENUM_(name, code, text) STELE_##name = (code),
@@ -296,7 +297,10 @@ typedef struct stele_stream_info {
 
 /**
  * The head of a stream. Returns 0 for any stream that was ever written,
- * deleted or not (check info->deleted / tombstoned); ENOTFOUND if never.
+ * deleted or not (check info->deleted / tombstoned), or given metadata
+ * (then last_revision is STELE_NONE); ENOTFOUND if never. The head is the
+ * last revision written even when stream metadata (maxAge, maxCount,
+ * truncateBefore) hides it from reads: appends go on from there.
  */
 int stele_stream_head(stele_db *db, const char *stream, stele_stream_info *info);
 
@@ -317,6 +321,143 @@ int stele_delete_stream(stele_db *db, const char *stream, int64_t expected,
  */
 int stele_tombstone_stream(stele_db *db, const char *stream, int64_t expected,
                            uint64_t *current);
+
+/* ------------------------------------------- stream metadata and snapshots */
+
+/*
+ * Stream metadata (docs/streams.md): retention rules that stream reads
+ * enforce at once, plus free-form custom fields. Setting metadata replaces
+ * the stream's whole metadata (a field left at 0 / NULL is unset) and
+ * bumps its version (0 for the first). It is written to the log like an
+ * append: durable before the call returns, kept across crashes and index
+ * rebuilds. Events hidden by retention stay in $all until scavenged.
+ */
+
+/** maxSnapshots when the metadata does not set one. */
+#define STELE_DEFAULT_MAX_SNAPSHOTS 5u
+/** Largest maxSnapshots. */
+#define STELE_MAX_SNAPSHOTS_LIMIT 1000u
+/** Largest custom metadata (the JSON object's text), in bytes. */
+#define STELE_MAX_CUSTOM_METADATA (64u << 10)
+/** Most members in the custom metadata object. */
+#define STELE_MAX_CUSTOM_FIELDS 1000u
+
+typedef struct stele_stream_metadata {
+    /** Hide events older than this many microseconds (by `created`);
+     *  0: none, else 1 .. INT64_MAX. */
+    uint64_t max_age_us;
+    /** Show only the last `max_count` events; 0: none, else 1 .. INT64_MAX. */
+    uint64_t max_count;
+    /** Hide revisions below this one; 0: none, else <= INT64_MAX. */
+    uint64_t truncate_before;
+    /** Snapshots kept for the stream; 0: STELE_DEFAULT_MAX_SNAPSHOTS, else
+     *  1 .. STELE_MAX_SNAPSHOTS_LIMIT. */
+    uint32_t max_snapshots;
+    /** Custom fields: the text of one JSON object (RFC 8259, UTF-8), stored
+     *  byte for byte, or NULL / custom_len 0 for none. Its member names
+     *  must not be maxAge, maxCount, truncateBefore, maxSnapshots or start
+     *  with '$' (reserved); at most STELE_MAX_CUSTOM_FIELDS members and
+     *  STELE_MAX_CUSTOM_METADATA bytes. In stele_set_stream_metadata it is
+     *  borrowed for the call; from stele_get_stream_metadata it points into
+     *  the same allocation as the struct. */
+    const char *custom;
+    size_t custom_len;
+    /** Set by stele_get_stream_metadata: the metadata's version (0-based),
+     *  STELE_NONE if the stream never had metadata. Ignored when setting. */
+    uint64_t version;
+} stele_stream_metadata;
+
+/**
+ * Replace the metadata of `stream`. `expected_version` is STELE_ANY,
+ * STELE_NO_STREAM (the stream must have no metadata yet),
+ * STELE_STREAM_EXISTS (it must have some) or the exact current version.
+ * Allowed on a stream that has no events yet (its metadata is ready when
+ * the first append comes) and on a soft-deleted one (metadata outlives the
+ * delete). On success *version (if not NULL) is the new version; on
+ * EWRONGREV it is the current one (STELE_NONE: none). Durable on return.
+ * Errors: EINVAL (name, values, custom JSON, with the reason), ETOOBIG
+ * (custom over STELE_MAX_CUSTOM_METADATA), EDELETED (tombstoned),
+ * EWRONGREV, EREADONLY, EIO, ENOSPC, ECLOSED.
+ */
+int stele_set_stream_metadata(stele_db *db, const char *stream, const stele_stream_metadata *md,
+                              int64_t expected_version, uint64_t *version);
+
+/**
+ * The metadata of `stream`. On success *out is one allocation (the struct
+ * and the custom text) that the caller frees with stele_free(). A stream
+ * that exists (events, a delete, or metadata) but has no metadata gives all
+ * zero fields and version STELE_NONE. Errors: ENOTFOUND (no such stream),
+ * EDELETED (tombstoned), EINVAL, ECORRUPT.
+ */
+int stele_get_stream_metadata(stele_db *db, const char *stream, stele_stream_metadata **out);
+
+/** A snapshot to save. Pointers are borrowed for the call only. */
+typedef struct stele_snapshot_in {
+    /** The revision the state was folded up to (inclusive). */
+    uint64_t revision;
+    /** The application's schema version of `state`. */
+    uint32_t schema_version;
+    /** STELE_EVENT_JSON if `state` is JSON, else 0 (bytes). */
+    uint32_t flags;
+    const void *state;
+    /** At most max_event_size bytes. */
+    size_t state_len;
+} stele_snapshot_in;
+
+/** A stored snapshot: one allocation, freed with stele_free(). `stream`
+ *  is NUL-terminated; `state` points into the same allocation. */
+typedef struct stele_snapshot {
+    const char *stream;
+    size_t stream_len;
+    uint64_t revision;
+    uint32_t schema_version;
+    uint32_t flags;
+    /** When it was saved, microseconds since the Unix epoch. */
+    int64_t created_us;
+    const void *state;
+    size_t state_len;
+} stele_snapshot;
+
+/**
+ * Save a snapshot of `stream` at snap->revision. Snapshots are not events:
+ * they take no position and never appear in $all. The stream keeps its
+ * latest max_snapshots of them (by revision; see stele_stream_metadata); a
+ * snapshot at a revision that already has one replaces it. Durable on
+ * return.
+ * Errors: EINVAL (revision beyond the stream's last revision, below its
+ * start after a soft delete, or older than every kept snapshot when the
+ * stream already keeps max_snapshots; bad flags), ETOOBIG (state over
+ * max_event_size), ENOTFOUND (no events: never written or soft-deleted),
+ * EDELETED (tombstoned), EREADONLY, EIO, ENOSPC, ECLOSED.
+ */
+int stele_put_snapshot(stele_db *db, const char *stream, const stele_snapshot_in *snap);
+
+/**
+ * The latest snapshot of `stream` at or before revision `at_or_before`
+ * (STELE_END: the latest). *out is NULL (and 0 returned) when there is
+ * none; else free it with stele_free(). Snapshots taken before a soft
+ * delete are gone with the deleted events. Errors: ENOTFOUND (no such
+ * stream, or soft-deleted), EDELETED, EINVAL, ECORRUPT.
+ */
+int stele_get_snapshot(stele_db *db, const char *stream, uint64_t at_or_before,
+                       stele_snapshot **out);
+
+/**
+ * Load a stream for folding, in one consistent read: its latest snapshot
+ * (*snap, NULL if none) and up to `limit` of the visible events after it
+ * (*events; from the first visible event when there is no snapshot). The
+ * events obey the same rules as stele_read_stream (soft delete, maxAge,
+ * maxCount, truncateBefore): if retention hid some right after the
+ * snapshot, the first event's revision is above snapshot revision + 1.
+ * stele_page_next() on *events tells where stele_read_stream continues.
+ * Free *snap with stele_free() and *events with stele_page_free().
+ * Errors: those of stele_read_stream.
+ */
+int stele_load_stream(stele_db *db, const char *stream, size_t limit, stele_snapshot **snap,
+                      stele_page **events);
+
+/** Free memory that libstele handed over (metadata, snapshots). NULL is a no-op. */
+void stele_free(void *p);
 
 /* --------------------------------------------------------- subscriptions */
 
@@ -398,6 +539,15 @@ uint64_t stele_sub_position(const stele_sub *sub);
  */
 int stele_sub_caught_up(const stele_sub *sub);
 
+/**
+ * Move the cursor to `next` (a position for $all, a revision for a stream)
+ * as if every event before it had been delivered: for a caller that got
+ * those events another way, e.g. a server that reads the newest events
+ * once and hands the same bytes to many subscribers. The next
+ * stele_sub_next() reads from there. NULL is a no-op.
+ */
+void stele_sub_seek(stele_sub *sub, uint64_t next);
+
 /** Close a subscription. NULL is a no-op. */
 void stele_sub_close(stele_sub *sub);
 
@@ -410,11 +560,263 @@ void stele_sub_close(stele_sub *sub);
 int stele_watch(stele_db *db, int *fd);
 void stele_unwatch(stele_db *db, int fd);
 
+/* ------------------------------------------------------- consumer groups */
+
+/*
+ * Persistent subscriptions (consumer groups; docs/consumer-groups.md). A
+ * group is named by (stream, group): `stream` is a stream name, or NULL or
+ * "$all" for a group on $all. Several consumers connect to a group and
+ * share its events: each event goes to one consumer at a time, which acks
+ * it (done) or nacks it (retry, skip or park). An event that is not acked
+ * within the message timeout, or whose consumer goes away, is delivered
+ * again; after `max_retries` redeliveries it is parked: a link to it is
+ * appended to the group's parked stream (the dead-letter queue)
+ * "$persistentsubscription-{stream}::{group}-parked", from where it can be
+ * read, replayed into the group and truncated.
+ *
+ * The group's definition, checkpoints and parked messages are events in
+ * system streams of the store itself, so they survive restarts and crashes
+ * on every backend. The checkpoint is the point below which every event was
+ * acked, skipped or parked; after a restart the group resumes there, so
+ * events after it may be delivered again: delivery is at least once.
+ *
+ * Threads: every call may be made from any thread. A consumer handle may be
+ * used by one thread at a time. Close every consumer before stele_close().
+ * Time-based work (message timeouts, timed checkpoints, waking waiting
+ * consumers) runs on a small library thread started with the first use of
+ * a group.
+ */
+
+/** Strategies: how a group shares events among its consumers. */
+#define STELE_ROUND_ROBIN 0 /* any consumer with room gets the next event */
+#define STELE_PINNED 1      /* a stream's events go to one consumer at a time */
+
+typedef struct stele_group_settings {
+    /** $all groups only: which events the group receives (NULL: all).
+     *  Borrowed for the call; it cannot change on update. Events of the
+     *  groups' own system streams ($persistent-config,
+     *  $persistentsubscription-...) are never delivered. */
+    const stele_filter *filter;
+    /** The first position ($all) or revision (stream) the group delivers;
+     *  STELE_END: only events written after the group is created (resolved
+     *  to a number at creation). Used until the first checkpoint. */
+    uint64_t start;
+    /** STELE_ROUND_ROBIN or STELE_PINNED. */
+    int strategy;
+    /** Events in flight to one consumer at most: 1..10000 (default 10). */
+    uint32_t max_in_flight;
+    /** Time a consumer has to ack an event before it is delivered again:
+     *  100..86400000 ms (default 30000). */
+    uint32_t message_timeout_ms;
+    /** Redeliveries before an event is parked: 0..1000 (default 10; 0
+     *  parks an event at its first failure). */
+    uint32_t max_retries;
+    /** Events held in memory by the group (in flight, waiting or done but
+     *  above the checkpoint): 1..100000 (default 500). Reading stops when
+     *  it is full, so memory stays bounded whatever consumers do. */
+    uint32_t buffer_size;
+    /** Timed checkpoint: after this long, 0..3600000 ms (default 2000)... */
+    uint32_t checkpoint_after_ms;
+    /** ...if at least this many events were completed (or none is
+     *  outstanding), 0..100000 (default 10)... */
+    uint32_t checkpoint_min_count;
+    /** ...and at once after this many completed events, 1..1000000
+     *  (default 1000; at least checkpoint_min_count). */
+    uint32_t checkpoint_max_count;
+} stele_group_settings;
+
+/** Fill `s` with the defaults (start 0, round robin, the values above). */
+void stele_group_settings_init(stele_group_settings *s);
+
+/**
+ * Create group `group` on `stream` (NULL or "$all": on $all). Durable
+ * before it returns. Group names: 1..128 bytes of UTF-8, no control
+ * characters, no ':'. The stream and group names together may take at most
+ * 210 bytes (they name the group's system streams). A filter needs a group
+ * on $all. Errors: EINVAL (bad name or setting, with the reason), EEXISTS
+ * (the group exists), EREADONLY, EIO, ECLOSED.
+ */
+int stele_group_create(stele_db *db, const char *stream, const char *group,
+                       const stele_group_settings *settings);
+
+/**
+ * Change a group's settings (all but the filter, which must be the same;
+ * `start` matters only while the group has no checkpoint). Connected
+ * consumers stay connected and work under the new settings at once.
+ * Errors: ENOTFOUND (no such group), EINVAL, and as for create.
+ */
+int stele_group_update(stele_db *db, const char *stream, const char *group,
+                       const stele_group_settings *settings);
+
+/**
+ * Delete a group: its consumers get ENOTFOUND from their next call (close
+ * them as usual), its checkpoint and parked streams are deleted. Durable
+ * before it returns. Errors: ENOTFOUND.
+ */
+int stele_group_delete(stele_db *db, const char *stream, const char *group);
+
+/** A connected consumer, in stele_group_info. */
+typedef struct stele_consumer_info {
+    const char *name;
+    uint32_t in_flight;
+    uint64_t delivered; /* events delivered to it since it connected */
+} stele_consumer_info;
+
+/** What a group is doing. All pointers point into the memory returned by
+ *  stele_group_list / stele_group_get and stay valid until
+ *  stele_group_info_free(). */
+typedef struct stele_group_info {
+    const char *stream; /* "$all" for a group on $all */
+    const char *group;
+    /** The settings (settings.filter is NULL or points into this info). */
+    stele_group_settings settings;
+    /** The last checkpoint written to the store (STELE_NONE: none yet) and
+     *  the current one (not saved yet): the position ($all) or revision
+     *  (stream) below which every event is done. */
+    uint64_t checkpoint_saved;
+    uint64_t checkpoint;
+    /** Where the group reads next: events before it were read (or filtered
+     *  out). */
+    uint64_t read_position;
+    /** Events in memory: in flight to consumers, waiting for a consumer
+     *  (new, or to be retried). */
+    uint64_t in_flight;
+    uint64_t waiting;
+    /** Parked events (in the parked stream, not truncated), and those of
+     *  them being replayed. */
+    uint64_t parked;
+    uint64_t replaying;
+    /** Counters since the store was opened. */
+    uint64_t delivered, acked, nacked, timed_out, parked_total;
+    /** The last error of the group's own work (reading, writing a
+     *  checkpoint or a parked link), "" if none. */
+    const char *last_error;
+    size_t n_consumers;
+    const stele_consumer_info *consumers;
+} stele_group_info;
+
+/** Every group: *out is an array of *n infos (NULL and 0 when there are
+ *  none), freed with stele_group_info_free(*out). */
+int stele_group_list(stele_db *db, stele_group_info **out, size_t *n);
+
+/** One group: *out is one info, freed with stele_group_info_free().
+ *  Errors: ENOTFOUND, EINVAL. */
+int stele_group_get(stele_db *db, const char *stream, const char *group,
+                    stele_group_info **out);
+
+/** Free what stele_group_list / stele_group_get returned. NULL is a no-op. */
+void stele_group_info_free(stele_group_info *infos);
+
+/** A consumer connected to a group. Opaque. */
+typedef struct stele_consumer stele_consumer;
+
+/**
+ * Connect consumer `name` (1..128 bytes of UTF-8, no control characters)
+ * to a group. Errors: ENOTFOUND (no such group), EEXISTS (a consumer of
+ * that name is connected), EINVAL. Close it with stele_consumer_close().
+ */
+int stele_group_connect(stele_db *db, const char *stream, const char *group,
+                        const char *name, stele_consumer **out);
+
+/** Events delivered by stele_consumer_read(). Opaque. */
+typedef struct stele_batch stele_batch;
+
+/**
+ * Take up to `max` (>= 1) events for this consumer, no more than its free
+ * in-flight slots. If none is available, waits up to `timeout_ms` (0: do
+ * not wait, -1: no limit) and may return an empty batch. Each event is in
+ * flight to this consumer until it is acked or nacked, its message timeout
+ * passes, or the consumer closes. Events of a stream come in revision
+ * order; events of $all in position order, except redeliveries, which come
+ * first. On success *out is a batch freed with stele_batch_free().
+ * Errors: ENOTFOUND (the group was deleted), EDELETED (the group's stream
+ * was tombstoned and every event before was delivered), ECORRUPT, EIO.
+ */
+int stele_consumer_read(stele_consumer *c, size_t max, int timeout_ms, stele_batch **out);
+
+size_t stele_batch_count(const stele_batch *b);
+/** Event i; valid until stele_batch_free(b). */
+const stele_event *stele_batch_event(const stele_batch *b, size_t i);
+/** How many times event i was delivered before (0 the first time). */
+uint32_t stele_batch_retry_count(const stele_batch *b, size_t i);
+void stele_batch_free(stele_batch *b);
+
+/**
+ * Ack events by id: done. Every id must be in flight to this consumer, or
+ * nothing is acked and the call fails with ENOTFOUND naming the first one
+ * that is not (it may have timed out and gone to another consumer).
+ */
+int stele_consumer_ack(stele_consumer *c, const uint8_t (*ids)[16], size_t n);
+
+/** What a nack asks for. */
+#define STELE_NACK_RETRY 0 /* deliver again (counts as a retry) */
+#define STELE_NACK_SKIP 1  /* drop it: done, not parked */
+#define STELE_NACK_PARK 2  /* park it now */
+
+/**
+ * Nack events by id with `action` and an optional `reason` (<= 1024 bytes,
+ * kept in the parked link's metadata). The same rule as ack for the ids.
+ */
+int stele_consumer_nack(stele_consumer *c, const uint8_t (*ids)[16], size_t n, int action,
+                        const char *reason);
+
+/** Ack / nack events of a group by id whichever consumer has them in
+ *  flight (for clients that do not name a consumer, e.g. over HTTP). */
+int stele_group_ack(stele_db *db, const char *stream, const char *group,
+                    const uint8_t (*ids)[16], size_t n);
+int stele_group_nack(stele_db *db, const char *stream, const char *group,
+                     const uint8_t (*ids)[16], size_t n, int action, const char *reason);
+
+/**
+ * Disconnect: the consumer's in-flight events go back to the group at once
+ * (each counts as a retry) for another consumer. NULL is a no-op.
+ */
+void stele_consumer_close(stele_consumer *c);
+
+/**
+ * Replay parked events into the group: the oldest `max` of them (0: all
+ * parked now) are delivered again, before new events, each with a fresh
+ * retry count. A replayed event leaves the parked stream once it is done
+ * (if it fails again it is parked again, as a new parked message).
+ * *count (may be NULL) gets the number of events queued for replay.
+ */
+int stele_group_replay_parked(stele_db *db, const char *stream, const char *group,
+                              uint64_t max, uint64_t *count);
+
+/**
+ * Read the group's parked messages from parked revision `from` (0 or any
+ * revision below the truncation point: the oldest), up to `limit`: link
+ * events of type "$>" whose data is "{revision}@{stream}" and whose JSON
+ * metadata holds the original event's position, revision, stream, id and
+ * type, the reason and the retry count. *out is a page for
+ * stele_page_free(); the links' revisions are the `from` of later reads.
+ */
+int stele_group_read_parked(stele_db *db, const char *stream, const char *group,
+                            uint64_t from, size_t limit, stele_page **out);
+
+/**
+ * Drop the parked messages below parked revision `before` (STELE_END: all
+ * of them). They are hidden from reads and replays. Durable before it
+ * returns.
+ */
+int stele_group_truncate_parked(stele_db *db, const char *stream, const char *group,
+                                uint64_t before);
+
+/**
+ * For event loops: a new non-blocking eventfd that becomes readable when a
+ * consumer may find something new to read (a commit, an event to retry, a
+ * consumer closed). Read it to reset it, then call stele_consumer_read()
+ * with timeout 0. Release it with stele_group_unwatch() before
+ * stele_close(). At most 16 per store.
+ */
+int stele_group_watch(stele_db *db, int *fd);
+void stele_group_unwatch(stele_db *db, int fd);
+
 /* ----------------------------------------------------------------- stats */
 
 typedef struct stele_stats {
     uint64_t events;        /* events in the log (= next position) */
-    uint64_t streams;       /* streams ever written or tombstoned */
+    uint64_t streams;       /* streams ever written, tombstoned or given metadata */
     uint64_t log_bytes;     /* bytes of log records */
     uint64_t segments;      /* segment files */
     uint64_t appends;       /* appends committed since open */

@@ -22,7 +22,7 @@
 #include "json.h"
 #include "server_int.h"
 
-enum { HDR_OTHER, HDR_EXPECTED, HDR_ACCEPT, HDR_CONTENT_TYPE };
+enum { HDR_OTHER, HDR_EXPECTED, HDR_ACCEPT, HDR_CONTENT_TYPE, HDR_LAST_EVENT_ID };
 
 static http_parser_settings settings;
 
@@ -109,12 +109,18 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         } else if (!strcasecmp(r->hdr_name, "Content-Type")) {
             r->header_id = HDR_CONTENT_TYPE;
             r->content_type_json = 0;
+        } else if (!strcasecmp(r->hdr_name, "Last-Event-ID")) {
+            r->header_id = HDR_LAST_EVENT_ID;
+            r->has_last_event_id = 1;
+            r->last_event_id[0] = 0;
         } else {
             r->header_id = HDR_OTHER;
         }
     }
     if (r->header_id == HDR_EXPECTED) {
         append_value(r->expected, sizeof r->expected, at, len);
+    } else if (r->header_id == HDR_LAST_EVENT_ID) {
+        append_value(r->last_event_id, sizeof r->last_event_id, at, len);
     } else if (r->header_id == HDR_ACCEPT) {
         if (memmem(at, len, "application/x-ndjson", 20))
             r->accept_ndjson = 1;
@@ -312,6 +318,12 @@ void http_stele_error(conn *c, int rc, const char *message, const stele_append_r
 void http_chunked_start(conn *c, int status, const char *content_type)
 {
     put_head(c, status, content_type, "Transfer-Encoding: chunked\r\n\r\n");
+}
+
+void http_chunked_start_ex(conn *c, int status, const char *content_type, const char *extra)
+{
+    put_head(c, status, content_type, extra);
+    buf_append(&c->out, "Transfer-Encoding: chunked\r\n\r\n", 30);
 }
 
 void http_chunk(conn *c, const void *data, size_t len)

@@ -86,6 +86,13 @@ void metrics_render(server *s, buf *out)
     GAUGE("stele_store_log_bytes", "Bytes of log records.", st.log_bytes);
     GAUGE("stele_store_group_commits", "Group commits (fdatasyncs) since start.", st.groups);
     GAUGE("stele_store_readonly", "1 after a storage fault.", st.readonly);
+    GAUGE("stele_subscribers", "Event streams (SSE) open.", sse_count(s));
+    COUNTER("stele_subscriptions_total", "Event streams (SSE) started.", m->subscriptions_total);
+    COUNTER("stele_subscription_events_total", "Events sent to subscribers.", m->sse_events);
+    COUNTER("stele_subscription_checkpoints_total", "Checkpoint markers sent.", m->sse_checkpoints);
+    COUNTER("stele_subscription_caught_up_total", "Caught-up markers sent.", m->sse_caught_up);
+    COUNTER("stele_subscription_fell_behind_total", "Fell-behind markers sent.",
+            m->sse_fell_behind);
 #undef COUNTER
 #undef GAUGE
     static const int statuses[] = {400, 404, 409, 410, 413, 500};

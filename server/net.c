@@ -16,7 +16,17 @@
  * Timeouts (checked once a second): an idle keep-alive connection closes
  * after idle_timeout_ms; a request that started arriving must be complete
  * within request_timeout_ms (slowloris) or gets 408; a response that has not
- * drained for request_timeout_ms closes the connection.
+ * drained for request_timeout_ms closes the connection. An event stream
+ * (SSE, sse.c) never ends by itself, so it has its own rule: it is closed
+ * when its output has not moved at all for sse_stall_timeout_ms (the
+ * client stopped reading, or vanished without a FIN); a client that reads,
+ * however slowly, keeps it. Keep-alive comments make a vanished client show
+ * up as a send error or a stall.
+ *
+ * Subscriptions: the store's watch eventfd wakes sse.c after commits, and
+ * after every batch of epoll events sse_run() pumps the feeds that are
+ * ready; if some are left (its per-turn budget ran out) the next epoll_wait
+ * does not sleep.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -79,6 +89,11 @@ void server_config_init(server_config *cfg)
     cfg->idle_timeout_ms = 60000;
     cfg->request_timeout_ms = 30000;
     cfg->log_level = 1;
+    cfg->sse_keepalive_ms = 15000;
+    cfg->sse_stall_timeout_ms = 60000;
+    cfg->sub_behind_events = 10000;
+    cfg->sub_behind_ms = 5000;
+    cfg->sub_checkpoint_events = 1000;
     cfg->ready_fd = -1;
 }
 
@@ -101,6 +116,10 @@ void conn_close(conn *c)
     if (c->fd < 0)
         return;
     server *s = c->srv;
+    if (c->sse)
+        sse_detach(c);
+    if (c->gwait)
+        groups_conn_gone(c);
     epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
@@ -163,6 +182,8 @@ void conn_flush(conn *c)
             conn_flush(c);
     } else if (c->state == CS_CLOSING) {
         conn_close(c);
+    } else if (c->state == CS_SSE) {
+        sse_drained(c);
     }
 }
 
@@ -204,6 +225,9 @@ static void conn_read(conn *c)
             c->in.len -= c->in_off;
             c->in_off = 0;
         }
+        /* An event stream takes no more requests: drop what arrives. */
+        if (c->state == CS_SSE)
+            c->in.len = c->in_off = 0;
         /* Don't read without bound while a request is being served. */
         if (c->state != CS_READING && c->in.len - c->in_off > (4u << 20))
             break;
@@ -227,8 +251,9 @@ static void conn_read(conn *c)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
         /* EOF or error: a half-sent request is dropped; in-flight work is
-         * finished by its owner (completion or stream) and then closed. */
-        if (c->state == CS_READING)
+         * finished by its owner (completion or stream) and then closed. An
+         * event stream's client is gone. */
+        if (c->state == CS_READING || c->state == CS_SSE)
             conn_close(c);
         else
             c->keep_alive = 0;
@@ -350,7 +375,9 @@ static void check_timeouts(server *s)
         } else if (c->state == CS_READING && !c->request_start_ms && c->out.len == 0 &&
                    now - c->last_activity_ms > s->cfg.idle_timeout_ms) {
             conn_close(c);
-        } else if (c->stalled_since_ms && now - c->stalled_since_ms > s->cfg.request_timeout_ms) {
+        } else if (c->stalled_since_ms &&
+                   now - c->stalled_since_ms > (c->state == CS_SSE ? s->cfg.sse_stall_timeout_ms
+                                                                   : s->cfg.request_timeout_ms)) {
             server_log(s, 2, "msg=\"client stopped reading\" fd=%d", c->fd);
             if (!c->async_pending || c->state != CS_BUSY)
                 conn_close(c);
@@ -396,7 +423,7 @@ int server_run(const server_config *cfg)
     if (!s)
         return 1;
     s->cfg = *cfg;
-    s->lfd = s->epfd = s->evfd = s->sigfd = -1;
+    s->lfd = s->epfd = s->evfd = s->sigfd = s->watch_fd = s->group_fd = -1;
     pthread_mutex_init(&s->cq_mu, NULL);
     raise_fd_limit();
     int rc = 1;
@@ -429,6 +456,8 @@ int server_run(const server_config *cfg)
     epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->evfd, &ev);
     ev.data.ptr = &s->sigfd;
     epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->sigfd, &ev);
+    if (sse_hub_open(s) != 0 || groups_srv_open(s) != 0)
+        goto out;
     int watch_fd = grpc_watch_fd(s);
     if (watch_fd >= 0) {
         ev.data.ptr = s->grpc;
@@ -445,14 +474,19 @@ int server_run(const server_config *cfg)
 
     int64_t last_tick = now_ms(), stop_at = 0;
     struct epoll_event evs[256];
+    int sse_busy = 0;
     for (;;) {
-        int n = epoll_wait(s->epfd, evs, 256, 250);
+        int n = epoll_wait(s->epfd, evs, 256, sse_busy ? 0 : 250);
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == &s->lfd) {
                 accept_all(s);
             } else if (p == &s->evfd) {
                 drain_completions(s);
+            } else if (p == &s->watch_fd) {
+                sse_on_commit(s);
+            } else if (p == &s->group_fd) {
+                groups_on_watch(s);
             } else if (p == s->grpc) {
                 grpc_on_commit(s);
             } else if (p == &s->sigfd) {
@@ -470,14 +504,18 @@ int server_run(const server_config *cfg)
                     conn_flush(c);
             }
         }
-        bury(s);
+        sse_busy = sse_run(s);
         int64_t now = now_ms();
+        groups_tick(s, now); /* long-poll deadlines: every turn (<= 250 ms) */
         if (now - last_tick >= 1000) {
             check_timeouts(s);
+            sse_tick(s, now);
             last_tick = now;
         }
+        bury(s);
         if (s->stopping) {
             if (!stop_at) {
+                sse_stop(s); /* end every event stream cleanly */
                 stop_at = now + STOP_GRACE_MS;
                 epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->lfd, NULL);
                 close(s->lfd);
@@ -503,6 +541,8 @@ int server_run(const server_config *cfg)
     rc = 0;
 out:
     grpc_server_free(s); /* before stele_close: releases the commit watch */
+    groups_srv_close(s);
+    sse_hub_close(s);
     if (s->db) {
         stele_close(s->db); /* waits for queued appends; their callbacks post
                                completions that nobody reads any more */

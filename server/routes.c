@@ -239,11 +239,11 @@ void route_append_done(conn *c, const completion *cp)
 
 /* ------------------------------------------------------------ reads */
 
-/* One event as an NDJSON line. Stored JSON data may contain line breaks as
- * whitespace between tokens (they cannot occur unescaped inside JSON
+/* One event as JSON on one line. Stored JSON data may contain line breaks
+ * as whitespace between tokens (they cannot occur unescaped inside JSON
  * strings, and every other string is escaped by json_w_str), so turning
  * them into spaces keeps the same JSON value on one line. */
-static void ndjson_event(buf *b, const stele_event *e)
+void route_event_json(buf *b, const stele_event *e)
 {
     size_t start = b->len;
     json_w_event(b, e);
@@ -258,6 +258,12 @@ static void ndjson_event(buf *b, const stele_event *e)
     for (size_t i = start; breaks && i < b->len; i++)
         if (b->p[i] == '\n' || b->p[i] == '\r')
             b->p[i] = ' ';
+}
+
+/* One event as an NDJSON line. */
+static void ndjson_event(buf *b, const stele_event *e)
+{
+    route_event_json(b, e);
     buf_append(b, "\n", 1);
 }
 
@@ -534,6 +540,10 @@ void route_request(conn *c)
         handle_read(c, NULL, q, qlen);
         return;
     }
+    if (route_subscribe(c, path, plen, q, qlen))
+        return;
+    if (route_groups(c, path, plen, q, qlen))
+        return;
     if (plen > 9 && !memcmp(path, "/streams/", 9)) {
         const char *seg = path + 9;
         size_t slen = plen - 9;
@@ -568,6 +578,9 @@ void route_request(conn *c)
             handle_head(c, name);
             return;
         }
+        /* metadata, snapshots, load (routes_streams.c) */
+        if (route_streams(c, m, name, rest, rest_len, q, qlen))
+            return;
     }
 #undef PATH_IS
     {

@@ -25,6 +25,15 @@ typedef struct server_config {
     int idle_timeout_ms;      /* keep-alive connection with no request, default 60 s */
     int request_timeout_ms;   /* a started request must arrive whole, default 30 s */
     int log_level;            /* 0 error, 1 info, 2 debug (a line per request) */
+    /* Subscriptions (docs/subscriptions.md). */
+    int sse_keepalive_ms;     /* comment on a silent event stream, default 15 s */
+    int sse_stall_timeout_ms; /* close a stream whose output has not moved, default 60 s */
+    uint64_t sub_behind_events; /* a live subscriber this many events behind the head
+                                   has fallen behind, default 10000 */
+    int sub_behind_ms;        /* ... or one not caught up for this long, default 5 s */
+    uint64_t sub_checkpoint_events; /* filtered $all: a checkpoint after this many
+                                       events passed unsent, default 1000 (and at
+                                       least every second while any pass) */
     stele_options store;      /* passed to stele_open */
     int ready_fd;             /* if >= 0, write "ready <port>\n" here once listening */
 } server_config;

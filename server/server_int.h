@@ -2,13 +2,16 @@
  * server_int.h - what the parts of server/ share: the server, its
  * connections and the request being served. Not for use outside server/.
  *
- * A connection is in one of four states:
+ * A connection is in one of five states:
  *
  *   READING    parsing requests from `in`; a complete request is routed
  *   BUSY       an append was handed to the store; parsing is paused until
  *              its completion arrives (responses stay in request order)
  *   STREAMING  an NDJSON read is being produced, a page at a time, each time
  *              `out` drains (so a big read never sits in memory)
+ *   SSE        a text/event-stream response that lasts until the client
+ *              goes away (subscriptions): sse.c produces it as the store
+ *              commits and as `out` drains; input is discarded
  *   CLOSING    flushing `out`, then close
  */
 #ifndef STELE_SERVER_INT_H
@@ -21,7 +24,7 @@
 #include "server.h"
 #include "util/util.h"
 
-enum conn_state { CS_READING, CS_BUSY, CS_STREAMING, CS_CLOSING };
+enum conn_state { CS_READING, CS_BUSY, CS_STREAMING, CS_CLOSING, CS_SSE };
 
 typedef struct request {
     int method;
@@ -33,6 +36,8 @@ typedef struct request {
     size_t hdr_name_len;
     char expected[40];     /* Stele-Expected-Revision */
     int has_expected;
+    char last_event_id[40]; /* Last-Event-ID (SSE resume) */
+    int has_last_event_id;
     int accept_ndjson;
     int content_type_json; /* Content-Type absent or application/json */
     size_t header_bytes;
@@ -52,6 +57,7 @@ typedef struct read_job {
 } read_job;
 
 struct server;
+struct sse_conn;
 
 typedef struct conn {
     struct server *srv;
@@ -73,6 +79,8 @@ typedef struct conn {
     int dead;                 /* closed while async_pending: free on arrival */
     int proto_known;          /* HTTP/1.1 or HTTP/2 decided from the first bytes */
     struct h2_session *h2;    /* HTTP/2 (gRPC) connection: h2.c */
+    struct sse_conn *sse;     /* SSE: the event stream (sse.c) */
+    void *gwait;              /* a consumer-group pull waiting (routes_groups.c) */
     struct conn *prev, *next;
 } conn;
 
@@ -97,6 +105,12 @@ typedef struct metrics {
     uint64_t connections_total;
     uint64_t lat_append[LAT_BUCKETS + 1], lat_read[LAT_BUCKETS + 1];
     double lat_append_sum, lat_read_sum;
+    /* Subscriptions over SSE (sse.c, subscribe.c). */
+    uint64_t subscriptions_total;  /* SSE responses started */
+    uint64_t sse_events;           /* events sent to subscribers */
+    uint64_t sse_checkpoints;      /* checkpoint markers sent */
+    uint64_t sse_caught_up;        /* caught-up markers sent */
+    uint64_t sse_fell_behind;      /* fell-behind markers sent */
 } metrics;
 
 typedef struct server {
@@ -112,6 +126,11 @@ typedef struct server {
     int stopping;
     metrics m;
     struct grpc_server *grpc; /* gRPC state shared by connections (grpc.c) */
+    int watch_fd;          /* stele_watch(): readable after each commit */
+    struct sse_hub *sse;   /* every SSE connection (sse.c) */
+    struct sub_cache *sub_cache; /* the newest events as SSE (subscribe.c) */
+    int group_fd;          /* stele_group_watch(): consumer groups may have work */
+    struct groups_srv *groups; /* pull consumers, waiting pulls (routes_groups.c) */
 } server;
 
 /* net.c */
@@ -163,6 +182,8 @@ void http_error(conn *c, int status, const char *code, const char *message);
 void http_stele_error(conn *c, int rc, const char *message, const stele_append_result *res);
 /* Start a chunked response / queue a chunk / end it. */
 void http_chunked_start(conn *c, int status, const char *content_type);
+/* The same with extra header lines ("Name: value\r\n" each, may be NULL). */
+void http_chunked_start_ex(conn *c, int status, const char *content_type, const char *extra);
 void http_chunk(conn *c, const void *data, size_t len);
 void http_chunked_end(conn *c);
 const char *http_status_text(int status);
@@ -173,10 +194,119 @@ void route_request(conn *c);
 void route_stream_more(conn *c);
 /* An append completed. */
 void route_append_done(conn *c, const completion *cp);
+/* One event as JSON on one line (no trailing newline), exactly as reads
+ * render it: the form SSE data and NDJSON lines share. */
+void route_event_json(buf *b, const stele_event *e);
+
+/* subscribe.c: GET /subscribe/all and /subscribe/streams/{stream}. Returns
+ * 1 if `path` is one of its routes (the request is then answered). */
+int route_subscribe(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+/* Free what subscriptions share (at server exit). */
+void subscribe_free_shared(server *s);
+
+/* routes_groups.c: /subscriptions (consumer groups). Returns 1 if `path`
+ * is one of its routes (the request is then answered or waiting). */
+int route_groups(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+int groups_srv_open(server *s);      /* -1 on failure, with a message */
+void groups_srv_close(server *s);
+void groups_on_watch(server *s);     /* the group watch fd is readable */
+void groups_tick(server *s, int64_t now);
+void groups_conn_gone(conn *c);      /* conn_close of a waiting pull */
+
+/* routes_streams.c: /streams/{stream}/metadata, /snapshots, /load. Returns
+ * 1 when `rest` is one of them (the request is answered), else 0. */
+int route_streams(conn *c, int method, const char *stream, const char *rest, size_t rest_len,
+                  const char *q, size_t qlen);
 
 /* metrics.c */
 void metrics_observe(metrics *m, int is_append, double seconds);
 void metrics_error(metrics *m, int status, int stele_rc);
 void metrics_render(server *s, buf *out);
+
+/* ------------------------------------------------------------ sse.c
+ *
+ * Server-Sent Events responses (text/event-stream, chunked), for catch-up
+ * subscriptions (subscribe.c) and any other push feed (consumer groups).
+ * A feed is a `sse_source`: the hub calls its pump() to produce events
+ * only while the connection's unsent output is below a high-water mark,
+ * so a slow client never makes the server buffer more than about that
+ * much; the rest of the feed stays in the store until the client reads.
+ *
+ * A connection is in one of three queues:
+ *   ready    pump() it on this loop turn (round robin, a bounded number of
+ *            pumps per turn so one feed cannot starve the others)
+ *   waiting  pump() said SSE_WAIT: moved to ready after the next commit
+ *            of the store (one stele_watch eventfd for the whole server)
+ *            or an explicit sse_wake()
+ *   blocked  its output is above the high-water mark: moved to ready when
+ *            the socket has drained it
+ *
+ * Keep-alive comments go out when a stream has been silent for
+ * cfg.sse_keepalive_ms. A stream whose output has not moved for
+ * cfg.sse_stall_timeout_ms (the client stopped reading or is gone) is
+ * closed; one that reads at all, however slowly, is kept.
+ */
+
+/* What pump() reports. */
+enum {
+    SSE_MORE,  /* more can be produced now: pump again (after others) */
+    SSE_WAIT,  /* nothing to send until the next commit or sse_wake() */
+    SSE_END,   /* the feed is over: end the response cleanly and close */
+    SSE_CLOSE, /* cut the connection at once */
+};
+
+typedef struct sse_source {
+    const char *name; /* for logs: "subscribe/all" */
+    /* Produce at most `max_events` events with sse_event(); everything
+     * written during one pump goes out as one chunk. */
+    int (*pump)(conn *c, void *ctx, size_t max_events);
+    /* Once a second (may be NULL): timers of the feed (may call
+     * sse_event; may return SSE_END / SSE_CLOSE like pump, else SSE_MORE). */
+    int (*tick)(conn *c, void *ctx, int64_t now_ms);
+    /* The connection is gone (closed or ended): free ctx. */
+    void (*free)(void *ctx);
+} sse_source;
+
+/*
+ * Answer the current request with 200 text/event-stream and make the
+ * connection a feed of `src`; the first pump runs on this loop turn.
+ * `ctx` belongs to the hub from now on (src->free frees it), even when
+ * this fails (-1: out of memory; the connection is then closed).
+ */
+int sse_begin(conn *c, const sse_source *src, void *ctx);
+
+/*
+ * Queue one SSE event: "event: NAME" (if `event` is not NULL), "id: ID"
+ * (if `id` is not NULL), the data as "data:" lines (a line break in it
+ * starts a new data line, as the SSE format requires), then a blank line.
+ * Inside pump() it joins the pump's chunk; elsewhere it is sent at once.
+ */
+void sse_event(conn *c, const char *event, const char *id, const void *data, size_t len);
+
+/* Queue a comment line (": text"), which clients ignore. */
+void sse_comment(conn *c, const char *text);
+
+/* Queue bytes already in the SSE format (whole events), e.g. ones rendered
+ * once and shared by many feeds. Like sse_event, joins the pump's chunk. */
+void sse_raw(conn *c, const void *p, size_t len);
+
+/* Pump this connection again soon even without a commit (if it waits). */
+void sse_wake(conn *c);
+
+/* The next position of $all as of the latest commit the hub saw. */
+uint64_t sse_head(const server *s);
+
+/* Number of SSE connections open. */
+size_t sse_count(const server *s);
+
+/* For net.c. */
+int sse_hub_open(server *s);         /* -1 on failure, with a message */
+void sse_hub_close(server *s);
+void sse_on_commit(server *s);       /* the watch fd is readable */
+int sse_run(server *s);              /* pump ready feeds; 1 if more wait */
+void sse_tick(server *s, int64_t now);
+void sse_drained(conn *c);           /* conn_flush emptied `out` */
+void sse_detach(conn *c);            /* conn_close: forget the feed */
+void sse_stop(server *s);            /* shutting down: end every feed */
 
 #endif

@@ -91,6 +91,41 @@ int query_get(const char *query, size_t len, const char *name, char *out, size_t
     return 0;
 }
 
+int query_next(const char *query, size_t len, size_t *off, char *key, size_t keylen, char *val,
+               size_t vallen)
+{
+    size_t i = *off;
+    if (keylen)
+        key[0] = '\0';
+    if (vallen)
+        val[0] = '\0';
+    while (i < len && query[i] == '&')
+        i++;
+    if (i >= len) {
+        *off = len;
+        return 0;
+    }
+    const char *amp = memchr(query + i, '&', len - i);
+    size_t end = amp ? (size_t)(amp - query) : len;
+    const char *eq = memchr(query + i, '=', end - i);
+    size_t kend = eq ? (size_t)(eq - query) : end;
+    *off = end;
+    int rc = pct_decode(query + i, kend - i, 1, key, keylen, NULL);
+    if (rc) {
+        if (keylen)
+            key[0] = '\0';
+        return rc;
+    }
+    size_t v = eq ? kend + 1 : end;
+    rc = pct_decode(query + v, end - v, 1, val, vallen, NULL);
+    if (rc) {
+        if (vallen)
+            val[0] = '\0';
+        return rc;
+    }
+    return 1;
+}
+
 size_t url_encode(const char *in, size_t len, char *out, size_t outlen)
 {
     static const char hex[] = "0123456789ABCDEF";

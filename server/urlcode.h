@@ -37,6 +37,18 @@ int url_decode(const char *in, size_t len, char *out, size_t outlen, size_t *out
 int query_get(const char *query, size_t len, const char *name, char *out, size_t outlen);
 
 /**
+ * Iterate the parameters of a query string in order (for repeated names,
+ * "?type=A&type=B"). Start with *off = 0. Each call decodes the next
+ * non-empty parameter's key and value (NUL-terminated, keylen / vallen
+ * bytes) and returns 1; 0 at the end; STELE_EINVAL for an invalid escape
+ * or %00 in that parameter, STELE_ETOOBIG if its key or value does not
+ * fit (then `key` holds as much of the key as could be decoded, or "").
+ * After an error the iteration can go on with the next parameter.
+ */
+int query_next(const char *query, size_t len, size_t *off, char *key, size_t keylen, char *val,
+               size_t vallen);
+
+/**
  * Percent-encode in[0..len) as one path segment: unreserved characters
  * (A-Z a-z 0-9 - . _ ~) stay, every other byte becomes %XX. Writes a
  * NUL-terminated result (truncated at a whole escape if outlen is too

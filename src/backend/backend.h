@@ -50,6 +50,16 @@ typedef struct backend_ops {
     int (*read_all)(backend *b, uint64_t from, int backwards, size_t limit, stele_page **out);
     int (*head)(backend *b, const char *stream, size_t len, stele_stream_info *out);
     int (*stats)(backend *b, stele_stats *out);
+    /* Stream metadata and snapshots (docs/streams.md). `md->custom` was
+     * validated by src/store. */
+    int (*set_metadata)(backend *b, const char *stream, size_t len, const stele_stream_metadata *md,
+                        int64_t expected, uint64_t *version);
+    int (*get_metadata)(backend *b, const char *stream, size_t len, stele_stream_metadata **out);
+    int (*put_snapshot)(backend *b, const char *stream, size_t len, const stele_snapshot_in *s);
+    int (*get_snapshot)(backend *b, const char *stream, size_t len, uint64_t at_or_before,
+                        stele_snapshot **out);
+    int (*load)(backend *b, const char *stream, size_t len, size_t limit, stele_snapshot **snap,
+                stele_page **events);
     /* Commit notification, for subscriptions. commit_gen() changes after
      * every commit that is visible to reads; wait_commit() sleeps until it
      * differs from `gen` or `timeout_ms` passes (-1: no limit). watch()

@@ -250,6 +250,8 @@ others:
  * fault), so no position is ever skipped. */
 static int plan(local *L, MDB_txn *txn, wreq *r)
 {
+    if (r->op == OP_METADATA || r->op == OP_SNAPSHOT)
+        return sm_plan(L, txn, r); /* local_streams.c */
     int rc = idx_stream_get(L->ix, txn, r->stream, r->stream_len, &r->st);
     if (rc && rc != STELE_ENOTFOUND)
         return rc;
@@ -323,6 +325,8 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
     }
     if (rc == 0)
         rc = idx_stream_put(L->ix, txn, r->stream, r->stream_len, &r->st);
+    if (rc == 0 && r->op != OP_APPEND)
+        rc = sm_on_remove(L, txn, &r->st); /* the snapshots it hides */
     if (rc == 0 && r->op == OP_APPEND) {
         /* The commit's entry, so a retry later in this same group is
          * recognised; write_group() fills in where it lands. */
@@ -372,6 +376,47 @@ static int roll(local *L, uint64_t need, uint64_t seal_pos)
         return rc;
     L->ck.loc = loc_make(seg + 1, 0);
     return 0;
+}
+
+/* ------------------------------------------------------- tail ring */
+
+/* Note where a committed group starts (see local_int.h). A group in a new
+ * segment empties the ring first, so every entry points into the segment
+ * being written (never into one a scavenger may rewrite). */
+static void tail_push(local *L, uint64_t position, uint64_t loc)
+{
+    pthread_mutex_lock(&L->tail_mu);
+    if (L->tail_n && loc_seg(L->tail[(L->tail_first + L->tail_n - 1) % TAIL_GROUPS].loc) !=
+                         loc_seg(loc))
+        L->tail_n = 0;
+    if (L->tail_n == TAIL_GROUPS) {
+        L->tail_first = (L->tail_first + 1) % TAIL_GROUPS;
+        L->tail_n--;
+    }
+    L->tail[(L->tail_first + L->tail_n) % TAIL_GROUPS] = (struct tail_group){position, loc};
+    L->tail_n++;
+    pthread_mutex_unlock(&L->tail_mu);
+}
+
+int tail_hint(local *L, uint64_t from, uint64_t *loc)
+{
+    int found = 0;
+    pthread_mutex_lock(&L->tail_mu);
+    if (L->tail_n && L->tail[L->tail_first].position <= from) {
+        /* The last entry at or before `from` (positions increase). */
+        unsigned lo = 0, hi = L->tail_n - 1;
+        while (lo < hi) {
+            unsigned mid = (lo + hi + 1) / 2;
+            if (L->tail[(L->tail_first + mid) % TAIL_GROUPS].position <= from)
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        *loc = L->tail[(L->tail_first + lo) % TAIL_GROUPS].loc;
+        found = 1;
+    }
+    pthread_mutex_unlock(&L->tail_mu);
+    return found;
 }
 
 /* ------------------------------------------------------- notification */
@@ -542,6 +587,9 @@ static void write_group(local *L, wreq *group)
                             (uint32_t)(write_off + L->gbuf.len - start)};
             if (rc == 0)
                 rc = idx_commit_put(L->ix, txn, &c);
+        } else if (r->op == OP_METADATA || r->op == OP_SNAPSHOT) {
+            rc = sm_encode(L, txn, r, p, loc_make(seg, (uint32_t)start), now);
+            L->gbuf.len += r->bytes;
         } else {
             L->gbuf.len += rec_encode_marker(
                 p, r->op == OP_DELETE ? REC_DELETE : REC_TOMBSTONE, r->stream, r->stream_len,
@@ -570,6 +618,8 @@ static void write_group(local *L, wreq *group)
         goto fail;
     L->last_created = now;
     atomic_store_explicit(&L->pub_next_pos, L->ck.next_pos, memory_order_release);
+    if (L->ck.next_pos > before.next_pos)
+        tail_push(L, before.next_pos, loc_make(seg, (uint32_t)write_off));
     notify_commit(L);
     atomic_fetch_add(&L->n_groups, 1);
     for (wreq *r = group; r; r = r->next)
@@ -668,6 +718,8 @@ static int submit(local *L, wreq *r)
     return 0;
 }
 
+int local_submit(local *L, wreq *r) { return submit(L, r); }
+
 static int local_append(backend *b, const append_args *a, stele_append_result *res)
 {
     local *L = (local *)b;
@@ -754,6 +806,7 @@ static void local_close(backend *b)
     for (unsigned i = 0; i < L->nwatch; i++)
         close(L->watch_fds[i]);
     pthread_mutex_destroy(&L->watch_mu);
+    pthread_mutex_destroy(&L->tail_mu);
     free(L);
 }
 
@@ -766,6 +819,11 @@ static const backend_ops local_ops = {
     .read_all = local_read_all,
     .head = local_head,
     .stats = local_stats,
+    .set_metadata = local_set_metadata,
+    .get_metadata = local_get_metadata,
+    .put_snapshot = local_put_snapshot,
+    .get_snapshot = local_get_snapshot,
+    .load = local_load,
     .commit_gen = local_commit_gen,
     .wait_commit = local_wait_commit,
     .watch = local_watch,
@@ -789,6 +847,7 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     pthread_mutex_init(&L->qmu, NULL);
     pthread_cond_init(&L->qcv, NULL);
     pthread_mutex_init(&L->watch_mu, NULL);
+    pthread_mutex_init(&L->tail_mu, NULL);
     snprintf(L->dir, sizeof L->dir, "%s", dir);
     int rc = 0;
     int create = !(opts->flags & STELE_OPEN_NOCREATE);

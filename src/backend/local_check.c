@@ -31,6 +31,7 @@ typedef struct sslot {
     uint64_t last_pos;
     uint64_t truncate_before;
     uint32_t flags;
+    uint64_t meta_seq, meta_loc; /* metadata records seen, the latest's loc */
 } sslot;
 
 typedef struct stable {
@@ -104,6 +105,7 @@ typedef struct checker {
     int have_index;
     stable streams;
     uint64_t commits, client_ids, events, markers, pos_entries;
+    uint64_t metas, snaps, snap_entries; /* stream metadata and snapshots */
     int unindexed; /* records past the checkpoint (replayed at next open) */
 } checker;
 
@@ -145,6 +147,27 @@ static int check_commit(checker *k, uint64_t start, uint64_t end, const rec *fir
         k->client_ids++;
     }
     k->commits++;
+    return 0;
+}
+
+/* A stream metadata or snapshot record in the log walk: metadata versions
+ * count up from 0; a snapshot is of a revision its stream has. */
+static int check_streammeta(checker *k, const rec *r, uint64_t at)
+{
+    sslot *s = st_get(&k->streams, r->stream, r->stream_len);
+    if (!s)
+        return err_set(STELE_ECORRUPT, "out of memory");
+    if (r->kind == REC_METADATA) {
+        if (r->position != s->meta_seq)
+            return damage(at, "stream metadata version out of sequence", NULL);
+        s->meta_seq++;
+        s->meta_loc = at;
+        k->metas++;
+        return 0;
+    }
+    if ((s->flags & IDX_TOMBSTONED) || r->revision >= s->next_rev)
+        return damage(at, "snapshot of a revision its stream does not have", NULL);
+    k->snaps++;
     return 0;
 }
 
@@ -255,6 +278,10 @@ static int check_log(checker *k, char *summary, size_t summary_len)
                 rc = damage(at, "stream revisions are not contiguous", what);
                 break;
             }
+        } else if (r.kind == REC_METADATA || r.kind == REC_SNAPSHOT) {
+            if ((rc = check_streammeta(k, &r, at)))
+                break;
+            continue;
         } else {
             /* delete / tombstone */
             sslot *s = st_get(&k->streams, r.stream, r.stream_len);
@@ -302,6 +329,41 @@ static int check_log(checker *k, char *summary, size_t summary_len)
     return 0;
 }
 
+/* Every snapshot entry points at a snapshot record of its stream and
+ * revision (retention decides which records have one). */
+static int snap_entry(void *ctx, uint64_t sid, const idx_snap *e)
+{
+    checker *k = ctx;
+    buf b = {0};
+    rec r;
+    const char *why = "unreadable";
+    int ok = e->bytes >= REC_HEADER_SIZE && e->bytes <= (1u << 31) &&
+             buf_reserve(&b, e->bytes) == 0 && log_read(k->lg, e->loc, b.p, e->bytes) == 0 &&
+             rec_decode(b.p, e->bytes, &r, &why) == REC_OK && r.kind == REC_SNAPSHOT &&
+             r.revision == e->revision && r.len == e->bytes;
+    idx_stream st;
+    if (ok)
+        ok = idx_stream_get(k->ix, k->txn, r.stream, r.stream_len, &st) == 0 && st.sid == sid;
+    buf_free(&b);
+    err_clear();
+    k->snap_entries++;
+    if (!ok)
+        return err_set(STELE_ECORRUPT,
+                       "index: snapshot entry of revision %llu (stream number %llu) points to the "
+                       "wrong place",
+                       (unsigned long long)e->revision, (unsigned long long)sid);
+    return 0;
+}
+
+static int check_snap_entries(checker *k)
+{
+    int rc = idx_snap_each(k->ix, k->txn, 0, 1, snap_entry, k);
+    if (rc == 0 && k->snap_entries > k->snaps)
+        rc = err_set(STELE_ECORRUPT, "index: %llu snapshot entries, but the log has %llu snapshots",
+                     (unsigned long long)k->snap_entries, (unsigned long long)k->snaps);
+    return rc;
+}
+
 /* The index's own tables against what the log walk counted. */
 static int check_index(checker *k)
 {
@@ -330,12 +392,15 @@ static int check_index(checker *k)
         rc = idx_stream_get(k->ix, k->txn, s->name, s->len, &st);
         uint64_t last = s->next_rev ? s->next_rev - 1 : UINT64_MAX;
         if (rc == 0 && (st.last_rev != last || st.flags != s->flags ||
-                        st.truncate_before != s->truncate_before || st.last_pos != s->last_pos))
+                        st.truncate_before != s->truncate_before || st.last_pos != s->last_pos ||
+                        st.meta_seq != s->meta_seq || (s->meta_seq && st.meta_loc != s->meta_loc)))
             rc = err_set(STELE_ECORRUPT, "index: state of stream '%s' does not match the log",
                          s->name);
         else if (rc)
             rc = err_set(STELE_ECORRUPT, "index: stream '%s' is missing", s->name);
     }
+    if (rc == 0)
+        rc = check_snap_entries(k);
     if (rc == 0 && k->ck.next_pos != k->events)
         rc = err_set(STELE_ECORRUPT, "index: checkpoint says %llu events, the log has %llu",
                      (unsigned long long)k->ck.next_pos, (unsigned long long)k->events);
@@ -407,10 +472,12 @@ int local_check(const char *dir, char *report, size_t report_len)
     if (rc == 0 && report) {
         snprintf(report, report_len,
                  "%s%u segments, %llu events, %zu streams, %llu commits indexed, %llu deletes, "
-                 "%llu position entries: %s\n",
+                 "%llu position entries, %llu metadata records, %llu snapshots (%llu kept): %s\n",
                  note, atomic_load(&k.lg->nsegs) - k.lg->first_seg,
                  (unsigned long long)k.events, k.streams.n, (unsigned long long)k.commits,
                  (unsigned long long)k.markers, (unsigned long long)k.pos_entries,
+                 (unsigned long long)k.metas, (unsigned long long)k.snaps,
+                 (unsigned long long)k.snap_entries,
                  k.have_index ? "ok" : "ok (no index: rebuilt at the next open)");
     }
     if (k.txn)

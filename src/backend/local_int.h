@@ -26,7 +26,7 @@
 #define GROUP_MAX_BYTES (32u << 20)
 #define RECOVERY_TXN_EVENTS 65536u
 
-enum { OP_APPEND, OP_DELETE, OP_TOMBSTONE };
+enum { OP_APPEND, OP_DELETE, OP_TOMBSTONE, OP_METADATA, OP_SNAPSHOT };
 
 typedef struct wreq {
     int op;
@@ -35,6 +35,8 @@ typedef struct wreq {
     size_t stream_len;
     int64_t expected;
     uint64_t bytes;        /* record bytes if accepted */
+    const stele_stream_metadata *md; /* OP_METADATA (expected version in `expected`) */
+    const stele_snapshot_in *snap;   /* OP_SNAPSHOT */
 
     /* results */
     int rc;
@@ -52,6 +54,8 @@ typedef struct wreq {
     void *done_ctx;
     struct wreq *next;
 } wreq;
+
+#define TAIL_GROUPS 256
 
 typedef struct local {
     backend base;
@@ -91,7 +95,23 @@ typedef struct local {
     pthread_mutex_t watch_mu;
     int watch_fds[64];
     unsigned nwatch;
+
+    /* Where the latest groups start: (first position, location) of each,
+     * oldest first, all in the segment being written (emptied when a new
+     * one starts). A forward read of $all from a recent position starts
+     * its scan there instead of at the sparse position index's entry (up
+     * to IDX_POS_STRIDE bytes earlier): live subscribers read only what is
+     * new. */
+    pthread_mutex_t tail_mu;
+    struct tail_group {
+        uint64_t position, loc;
+    } tail[TAIL_GROUPS];
+    unsigned tail_n, tail_first; /* entries, index of the oldest */
 } local;
+
+/* Find the start of the latest group at or before `from` in the tail
+ * ring: 1 and *loc set, or 0. */
+int tail_hint(local *L, uint64_t from, uint64_t *loc);
 
 /* local_read.c */
 
@@ -104,6 +124,10 @@ typedef struct local {
  * reads, queries and scavenging can never disagree.
  */
 int event_visible(const idx_stream *st, uint64_t revision, int64_t created_us, int64_t now_us);
+/* The lowest revision event_visible() can accept, maxAge aside: the soft
+ * delete's truncate-before, the metadata's truncateBefore and maxCount
+ * counted back from the last revision. */
+uint64_t stream_start(const idx_stream *st);
 void scratch_init(local *L, buf *b);
 void scratch_free(local *L, buf *b);
 int read_commit(local *L, const idx_commit *c, buf *b);
@@ -117,6 +141,48 @@ int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
 int local_read_all(backend *b, uint64_t from, int backwards, size_t limit, stele_page **out);
 int local_head(backend *b, const char *stream, size_t len, stele_stream_info *out);
 int local_stats(backend *b, stele_stats *out);
+
+/* local_streams.c: stream metadata and snapshot records (docs/streams.md) */
+
+/* Plan an OP_METADATA / OP_SNAPSHOT request in the group's transaction
+ * (like plan() in local.c: 0 with r->rc set or r->accepted = 1; < 0 when
+ * the index failed). */
+int sm_plan(local *L, MDB_txn *txn, wreq *r);
+/* Encode an accepted request's record at `out` (r->bytes long), which will
+ * be at `loc`, and point the index at it. 0 or an index error. */
+int sm_encode(local *L, MDB_txn *txn, wreq *r, uint8_t *out, uint64_t loc, int64_t now);
+/* Recovery: apply a REC_METADATA / REC_SNAPSHOT record found at `loc`. */
+int sm_apply(local *L, MDB_txn *txn, const rec *r, uint64_t loc);
+/* A soft delete or tombstone was applied to `st` (writer and recovery):
+ * drop the snapshots it hides (all of them for a tombstone, those below
+ * the new truncate-before for a delete). */
+int sm_on_remove(local *L, MDB_txn *txn, const idx_stream *st);
+
+/*
+ * For the scavenger: is the REC_METADATA or REC_SNAPSHOT record `r`, found
+ * at `loc`, still referenced by the index in `txn`? A metadata record is
+ * live while it is its stream's current one (idx_stream.meta_loc); a
+ * snapshot record while the snapshot index entry of its stream and revision
+ * points at it (retention, a replacing snapshot, a soft delete or a
+ * tombstone remove entries). Returns 1 live, 0 not (the record may be
+ * dropped), or a negative STELE_E* code.
+ */
+int sm_record_live(local *L, MDB_txn *txn, const rec *r, uint64_t loc);
+/* For the scavenger: the live record `r` moved from `old_loc` to
+ * `new_loc`; repoint the index entry (0, STELE_ENOTFOUND if it is not
+ * live, or an index error). */
+int sm_record_moved(local *L, MDB_txn *txn, const rec *r, uint64_t old_loc, uint64_t new_loc);
+
+int local_set_metadata(backend *b, const char *stream, size_t len,
+                       const stele_stream_metadata *md, int64_t expected, uint64_t *version);
+int local_get_metadata(backend *b, const char *stream, size_t len, stele_stream_metadata **out);
+int local_put_snapshot(backend *b, const char *stream, size_t len, const stele_snapshot_in *s);
+int local_get_snapshot(backend *b, const char *stream, size_t len, uint64_t at_or_before,
+                       stele_snapshot **out);
+int local_load(backend *b, const char *stream, size_t len, size_t limit, stele_snapshot **snap,
+               stele_page **events);
+/* Queue a request and wait for the writer (local.c). */
+int local_submit(local *L, wreq *r);
 
 /* local_recover.c */
 void boot_id(char out[64]);

@@ -20,15 +20,31 @@
 
 /* ----------------------------------------------------------------- reads */
 
+uint64_t stream_start(const idx_stream *st)
+{
+    uint64_t lo = st->truncate_before > st->meta_tb ? st->truncate_before : st->meta_tb;
+    if (st->max_count && st->last_rev != UINT64_MAX && st->last_rev + 1 > st->max_count &&
+        st->last_rev + 1 - st->max_count > lo)
+        lo = st->last_rev + 1 - st->max_count;
+    return lo;
+}
+
+/* The rule (docs/streams.md): a tombstone hides everything; below the
+ * start (soft delete, truncateBefore, maxCount counted back from the last
+ * revision) nothing is visible; maxAge hides events created more than
+ * max_age_us before `now_us`. */
 int event_visible(const idx_stream *st, uint64_t revision, int64_t created_us, int64_t now_us)
 {
-    (void)created_us;
-    (void)now_us;
     if (st->flags & IDX_TOMBSTONED)
         return 0;
     if (st->last_rev == UINT64_MAX || revision > st->last_rev)
         return 0;
-    return revision >= st->truncate_before;
+    if (revision < stream_start(st))
+        return 0;
+    if (st->max_age_us && st->max_age_us <= INT64_MAX &&
+        created_us < now_us - (int64_t)st->max_age_us)
+        return 0;
+    return 1;
 }
 
 /* A scratch buffer seeded with a pool block (already mapped memory). */
@@ -127,7 +143,9 @@ int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
     scratch_init(L, &cb);
     if ((rc = stream_state(L, txn, stream, len, &st)) || (rc = page_new(L->pl, &pg)))
         goto done;
-    uint64_t lo = st.truncate_before, hi = st.last_rev;
+    /* Retention moves the start up; maxAge is checked per event below. */
+    uint64_t lo = stream_start(&st), hi = st.last_rev;
+    int64_t now = time_now_us();
     if (!backwards && from < lo)
         from = lo;
     if (backwards && from > hi)
@@ -139,7 +157,7 @@ int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
     idx_commit c;
     rc = idx_rev_seek(&cur, from, backwards, &c);
     uint64_t last = 0;
-    int any = 0;
+    int any = 0, aged = 0;
     while (rc == 0 && !page_full(pg, limit)) {
         if (c.first_pos >= visible)
             break;
@@ -153,7 +171,8 @@ int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
                 if ((rc = commit_rec(&c, &cb, off, &r)))
                     break;
                 off += r.len;
-                if (r.revision < from)
+                if (r.revision < from ||
+                    !event_visible(&st, r.revision, r.created_us, now))
                     continue;
                 rc = page_add(pg, &r);
                 last = r.revision;
@@ -180,6 +199,12 @@ int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
                     continue;
                 if (r.revision < lo)
                     break;
+                /* Created times never decrease along a stream, so what
+                 * maxAge hides is a prefix: nothing older is visible. */
+                if (!event_visible(&st, r.revision, r.created_us, now)) {
+                    aged = 1;
+                    break;
+                }
                 rc = page_add(pg, &r);
                 last = r.revision;
                 any = 1;
@@ -188,7 +213,7 @@ int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
         }
         if (rc || page_full(pg, limit))
             break;
-        if (backwards && c.first_rev <= lo)
+        if (backwards && (c.first_rev <= lo || aged))
             break;
         rc = idx_rev_step(&cur, backwards, &c);
     }
@@ -198,7 +223,7 @@ int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
         if (!backwards && last < hi && last + 1 < UINT64_MAX) {
             pg->has_next = 1;
             pg->next = last + 1;
-        } else if (backwards && last > lo) {
+        } else if (backwards && last > lo && !aged) {
             pg->has_next = 1;
             pg->next = last - 1;
         }
@@ -268,6 +293,12 @@ int local_read_all(backend *b, uint64_t from, int backwards, size_t limit,
     uint64_t found, loc;
     if (!backwards) {
         rc = idx_pos_floor(L->ix, txn, from, &found, &loc);
+        uint64_t near;
+        /* A recent group's start is nearer than the sparse entry, if it is
+         * after it; both are at or before `from`'s record, which is in
+         * this snapshot (from < visible). */
+        if (rc == 0 && tail_hint(L, from, &near) && near > loc && near < end)
+            loc = near;
         if (rc == 0)
             rc = scan_all(L, loc, end, from, visible - 1, limit, pg);
         if (rc == 0 && pg->count) {

@@ -108,7 +108,8 @@ static int apply_marker(local *L, MDB_txn *txn, const rec *r)
     } else {
         st.flags |= IDX_TOMBSTONED;
     }
-    return idx_stream_put(L->ix, txn, r->stream, r->stream_len, &st);
+    rc = idx_stream_put(L->ix, txn, r->stream, r->stream_len, &st);
+    return rc ? rc : sm_on_remove(L, txn, &st); /* the snapshots it hides */
 }
 
 /* Zero the log from `from` to the end of the segment's written data. */
@@ -324,7 +325,8 @@ int recover(local *L, int rebuild)
             continue;
         }
         if (r.kind != REC_EVENT) {
-            rc = apply_marker(L, txn, &r);
+            rc = r.kind == REC_METADATA || r.kind == REC_SNAPSHOT ? sm_apply(L, txn, &r, at)
+                                                                 : apply_marker(L, txn, &r);
             L->ck.last_commit = at;
             L->ck.log_bytes += r.len;
             after = it.loc;

@@ -84,9 +84,12 @@ int idx_open(const char *dir, int fresh, idx **out)
         rc = mdb_dbi_open(txn, "pos", MDB_CREATE, &ix->pos);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &ix->meta);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "snaps", MDB_CREATE, &ix->snaps);
+    ix->has_snaps = rc == 0;
     if (rc == 0 && fresh) {
-        MDB_dbi all[] = {ix->streams, ix->revs, ix->ids, ix->pos, ix->meta};
-        for (int i = 0; i < 5 && rc == 0; i++)
+        MDB_dbi all[] = {ix->streams, ix->revs, ix->ids, ix->pos, ix->meta, ix->snaps};
+        for (int i = 0; i < 6 && rc == 0; i++)
             rc = mdb_drop(txn, all[i], 0);
     }
     if (rc == 0)
@@ -164,6 +167,7 @@ int idx_commit_txn(MDB_txn *txn) { return idx_err(mdb_txn_commit(txn), "commit")
 /* ---------------------------------------------------------------- streams */
 
 #define STREAM_VAL 40
+#define STREAM_VAL_META 88
 
 int idx_stream_get(idx *ix, MDB_txn *txn, const char *name, size_t len, idx_stream *out)
 {
@@ -173,26 +177,46 @@ int idx_stream_get(idx *ix, MDB_txn *txn, const char *name, size_t len, idx_stre
         return STELE_ENOTFOUND;
     if (rc)
         return idx_err(rc, "get stream");
-    if (v.mv_size != STREAM_VAL)
+    if (v.mv_size != STREAM_VAL && v.mv_size != STREAM_VAL_META)
         return err_set(STELE_ECORRUPT, "index: stream entry has %zu bytes", v.mv_size);
     const uint8_t *p = v.mv_data;
+    memset(out, 0, sizeof *out);
     out->sid = ld64(p);
     out->last_rev = ld64(p + 8);
     out->last_pos = ld64(p + 16);
     out->truncate_before = ld64(p + 24);
     out->flags = ld32(p + 32);
+    if (v.mv_size == STREAM_VAL_META) {
+        out->max_snapshots = ld32(p + 36);
+        out->max_age_us = ld64(p + 40);
+        out->max_count = ld64(p + 48);
+        out->meta_tb = ld64(p + 56);
+        out->meta_seq = ld64(p + 64);
+        out->meta_loc = ld64(p + 72);
+    }
     return 0;
 }
 
 int idx_stream_put(idx *ix, MDB_txn *txn, const char *name, size_t len, const idx_stream *st)
 {
-    uint8_t p[STREAM_VAL] = {0};
+    /* A stream that never had metadata keeps the short entry. */
+    uint8_t p[STREAM_VAL_META] = {0};
     st64(p, st->sid);
     st64(p + 8, st->last_rev);
     st64(p + 16, st->last_pos);
     st64(p + 24, st->truncate_before);
     st32(p + 32, st->flags);
-    MDB_val k = {len, (void *)name}, v = {sizeof p, p};
+    size_t n = STREAM_VAL;
+    if (st->meta_seq) {
+        st32(p + 36, st->max_snapshots);
+        st64(p + 40, st->max_age_us);
+        st64(p + 48, st->max_count);
+        st64(p + 56, st->meta_tb);
+        st64(p + 64, st->meta_seq);
+        st64(p + 72, st->meta_loc);
+        n = STREAM_VAL_META;
+    }
+    MDB_val k = {len, (void *)name}, v = {n, p};
     return idx_err(mdb_put(txn, ix->streams, &k, &v, 0), "put stream");
 }
 
@@ -411,8 +435,8 @@ int idx_ckpt_put(idx *ix, MDB_txn *txn, const idx_ckpt *c)
 
 int idx_drop_all(idx *ix, MDB_txn *txn)
 {
-    MDB_dbi all[] = {ix->streams, ix->revs, ix->ids, ix->pos, ix->meta};
-    for (int i = 0; i < 5; i++) {
+    MDB_dbi all[] = {ix->streams, ix->revs, ix->ids, ix->pos, ix->meta, ix->snaps};
+    for (int i = 0; i < 6; i++) {
         int rc = mdb_drop(txn, all[i], 0);
         if (rc)
             return idx_err(rc, "drop");
@@ -447,6 +471,13 @@ int idx_open_readonly(const char *dir, idx **out)
         rc = mdb_dbi_open(txn, "pos", 0, &ix->pos);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "meta", 0, &ix->meta);
+    /* An index written before snapshots existed has no such table. */
+    if (rc == 0) {
+        int g = mdb_dbi_open(txn, "snaps", 0, &ix->snaps);
+        ix->has_snaps = g == 0;
+        if (g != MDB_NOTFOUND)
+            rc = g;
+    }
     /* Handles opened in a transaction survive only if it commits. */
     if (txn && rc == 0)
         rc = mdb_txn_commit(txn);

@@ -10,6 +10,8 @@
  *                                       the first event of every segment and
  *                                       then one every IDX_POS_STRIDE bytes
  *   meta     "ckpt"                 -> how far the log has been indexed
+ *   snaps    sid:be64 revision:be64 -> a retained snapshot of that stream:
+ *                                       where its record is (index_snap.c)
  *
  * The log is the truth and the index is derived from it: every group commit
  * updates the index in one LMDB write transaction together with the
@@ -31,12 +33,24 @@
 #define IDX_DELETED 0x1u
 #define IDX_TOMBSTONED 0x2u
 
+/*
+ * A stream's state. The fields after `flags` come from the stream's latest
+ * metadata record (docs/streams.md); all zero means "no metadata ever", and
+ * such a stream's entry keeps the shorter 40-byte layout.
+ */
 typedef struct idx_stream {
     uint64_t sid;             /* internal stream number */
     uint64_t last_rev;        /* UINT64_MAX if no event ever */
     uint64_t last_pos;        /* UINT64_MAX if no event ever */
-    uint64_t truncate_before; /* revisions below are hidden */
+    uint64_t truncate_before; /* soft delete: revisions below are hidden */
     uint32_t flags;
+    /* stream metadata */
+    uint64_t max_age_us;      /* 0: none */
+    uint64_t max_count;       /* 0: none */
+    uint64_t meta_tb;         /* metadata truncate-before, 0: none */
+    uint32_t max_snapshots;   /* 0: the default */
+    uint64_t meta_seq;        /* metadata records written (version + 1), 0: none */
+    uint64_t meta_loc;        /* loc of the latest metadata record, 0: none */
 } idx_stream;
 
 typedef struct idx_commit {
@@ -60,7 +74,8 @@ typedef struct idx_ckpt {
 
 typedef struct idx {
     MDB_env *env;
-    MDB_dbi streams, revs, ids, pos, meta;
+    MDB_dbi streams, revs, ids, pos, meta, snaps;
+    int has_snaps; /* 0 only in a read-only open of an index made before snapshots */
     uint64_t reserved; /* bytes of data.mdb allocated on disk */
 } idx;
 
@@ -110,6 +125,27 @@ int idx_pos_floor(idx *ix, MDB_txn *txn, uint64_t pos, uint64_t *found, uint64_t
 
 int idx_ckpt_get(idx *ix, MDB_txn *txn, idx_ckpt *out);
 int idx_ckpt_put(idx *ix, MDB_txn *txn, const idx_ckpt *c);
+
+/* Snapshots (index_snap.c): one entry per retained snapshot. */
+typedef struct idx_snap {
+    uint64_t revision;
+    uint64_t loc;             /* its REC_SNAPSHOT record */
+    uint32_t bytes;           /* the record's length */
+    uint32_t schema;          /* schema version */
+} idx_snap;
+
+int idx_snap_put(idx *ix, MDB_txn *txn, uint64_t sid, const idx_snap *s);
+int idx_snap_del(idx *ix, MDB_txn *txn, uint64_t sid, uint64_t revision);
+/* The entry at revision `rev` exactly. 0 or STELE_ENOTFOUND. */
+int idx_snap_get(idx *ix, MDB_txn *txn, uint64_t sid, uint64_t rev, idx_snap *out);
+/* The entry with the greatest revision <= rev. 0 or STELE_ENOTFOUND. */
+int idx_snap_floor(idx *ix, MDB_txn *txn, uint64_t sid, uint64_t rev, idx_snap *out);
+/* How many entries the stream has, and the lowest one (if any). */
+int idx_snap_count(idx *ix, MDB_txn *txn, uint64_t sid, uint64_t *n, idx_snap *lowest);
+/* Visit every entry of the stream (all streams if `all`), in key order;
+ * stops at the first non-zero return of `fn` and returns it. */
+typedef int (*idx_snap_fn)(void *ctx, uint64_t sid, const idx_snap *s);
+int idx_snap_each(idx *ix, MDB_txn *txn, uint64_t sid, int all, idx_snap_fn fn, void *ctx);
 
 /* Open an existing index read-only (stele check). */
 int idx_open_readonly(const char *dir, idx **out);

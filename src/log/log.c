@@ -369,6 +369,14 @@ static int64_t iter_fill(log_iter *it, uint64_t need)
         it->loc + need <= it->chunk_loc + it->chunk.len)
         return (int64_t)(it->chunk_loc + it->chunk.len - it->loc);
     uint64_t want = need > ITER_CHUNK ? need : ITER_CHUNK;
+    /* Nothing past `end` is read: a read near the tail of a preallocated
+     * segment would otherwise copy up to a chunk of zeros for a few bytes
+     * of records (every live subscriber's read). */
+    if (loc_seg(it->end) == segno && loc_off(it->end) > off) {
+        uint64_t left = loc_off(it->end) - off;
+        if (want > left)
+            want = left > need ? left : need;
+    }
     if (want > s->size - off)
         want = s->size - off;
     it->chunk.len = 0;

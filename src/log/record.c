@@ -96,6 +96,33 @@ size_t rec_encode_marker(uint8_t *out, uint8_t kind, const char *stream, size_t 
     return len;
 }
 
+uint64_t rec_body_size(size_t stream_len, size_t data_len, size_t meta_len)
+{
+    return pad8(REC_HEADER_SIZE + stream_len + 1 + 1 + (uint64_t)data_len + meta_len);
+}
+
+size_t rec_encode_body(uint8_t *out, uint8_t kind, uint8_t flags, const char *stream,
+                       size_t stream_len, const void *data, size_t data_len, const void *meta,
+                       size_t meta_len, uint64_t position, uint64_t revision, int64_t created_us)
+{
+    uint64_t len = rec_body_size(stream_len, data_len, meta_len);
+    memset(out, 0, len);
+    put_header(out, (uint32_t)len, kind, flags, stream_len, 0, 0, 1, 0, position, revision,
+               created_us);
+    st32(out + 64, (uint32_t)data_len);
+    st32(out + 68, (uint32_t)meta_len);
+    uint8_t *p = out + REC_HEADER_SIZE;
+    memcpy(p, stream, stream_len);
+    p += stream_len + 2; /* stream NUL, empty type NUL */
+    if (data_len)
+        memcpy(p, data, data_len);
+    p += data_len;
+    if (meta_len)
+        memcpy(p, meta, meta_len);
+    st32(out + 4, crc32c(0, out + 8, len - 8));
+    return len;
+}
+
 rec_status rec_decode(const uint8_t *p, uint64_t avail, rec *r, const char **why)
 {
     if (avail < 4)
@@ -127,9 +154,15 @@ rec_status rec_decode(const uint8_t *p, uint64_t avail, rec *r, const char **why
     r->id = p + 48;
     r->data_len = ld32(p + 64);
     r->meta_len = ld32(p + 68);
-    if (r->kind < REC_EVENT || r->kind > REC_SEAL || (r->flags & ~REC_FLAGS_MASK) ||
+    if (r->kind < REC_EVENT || r->kind > REC_SNAPSHOT || (r->flags & ~REC_FLAGS_MASK) ||
         r->commit_count == 0 || r->commit_index >= r->commit_count) {
         *why = "malformed record header";
+        return REC_BAD;
+    }
+    if ((r->kind == REC_METADATA || r->kind == REC_SNAPSHOT) &&
+        (r->commit_count != 1 || r->type_len || r->ntags ||
+         (r->kind == REC_METADATA && r->data_len != REC_META_DATA_SIZE))) {
+        *why = "malformed metadata or snapshot record";
         return REC_BAD;
     }
     /* Walk the body with bounds checks against len. */
@@ -138,7 +171,7 @@ rec_status rec_decode(const uint8_t *p, uint64_t avail, rec *r, const char **why
         goto malformed;
     r->stream = (const char *)q;
     q += r->stream_len + 1;
-    if (r->kind != REC_EVENT) {
+    if (r->kind == REC_DELETE || r->kind == REC_TOMBSTONE || r->kind == REC_SEAL) {
         r->type = "";
         r->tags = q;
         r->data = r->meta = q;

@@ -19,7 +19,8 @@
  *
  *   +0  u32 len      whole record, padding included (multiple of 8, >= 72)
  *   +4  u32 crc32c   of bytes 8..len-1
- *   +8  u8  kind     1 event, 2 delete, 3 tombstone, 4 seal
+ *   +8  u8  kind     1 event, 2 delete, 3 tombstone, 4 seal, 5 stream
+ *                    metadata, 6 snapshot
  *   +9  u8  flags    STELE_EVENT_JSON, STELE_META_JSON, REC_ID_MADE
  *   +10 u16 stream_len
  *   +12 u16 type_len
@@ -27,9 +28,11 @@
  *   +16 u32 commit_count   events (records) in this commit
  *   +20 u32 commit_index   0 .. commit_count-1
  *   +24 u64 position       event; delete: truncate-before revision;
- *                          seal: next position after this segment
- *   +32 u64 revision       event; delete/tombstone: the stream's last
- *                          revision when deleted (UINT64_MAX if none)
+ *                          seal: next position after this segment;
+ *                          metadata: its version; snapshot: schema version
+ *   +32 u64 revision       event; delete/tombstone/metadata: the stream's
+ *                          last revision then (UINT64_MAX if none);
+ *                          snapshot: the revision it was taken at
  *   +40 i64 created (µs)
  *   +48 u8[16] event id
  *   +64 u32 data_len
@@ -37,7 +40,21 @@
  *   +72 stream bytes, NUL; type bytes, NUL; per tag: u16 len, bytes, NUL;
  *       data; metadata; zero padding
  *
- * A commit is the records of one append (or one delete/tombstone): they are
+ * Stream metadata and snapshot records have the body layout of an event
+ * (type empty, no tags): a metadata record's data is the fixed
+ * REC_META_DATA_SIZE-byte block below and its metadata the custom fields (a
+ * JSON object, STELE_META_JSON) or nothing; a snapshot record's data is the
+ * state (STELE_EVENT_JSON if JSON). Neither takes a position.
+ *
+ *   metadata data block (little-endian)
+ *   +0  u64 max age, µs (0: none)
+ *   +8  u64 max count (0: none)
+ *   +16 u64 truncate-before revision (0: none)
+ *   +24 u32 max snapshots (0: the default)
+ *   +28 u32 zero
+ *
+ * A commit is the records of one append (or one delete/tombstone/metadata/
+ * snapshot record): they are
  * contiguous in one segment, and it is complete only if all commit_count
  * records are present with valid CRCs and consecutive indexes. Recovery cuts
  * an incomplete commit at the tail; anything else invalid is damage.
@@ -56,7 +73,17 @@
 #define REC_HEADER_SIZE 72u
 #define REC_ALIGN 8u
 
-enum rec_kind { REC_EVENT = 1, REC_DELETE = 2, REC_TOMBSTONE = 3, REC_SEAL = 4 };
+enum rec_kind {
+    REC_EVENT = 1,
+    REC_DELETE = 2,
+    REC_TOMBSTONE = 3,
+    REC_SEAL = 4,
+    REC_METADATA = 5,
+    REC_SNAPSHOT = 6,
+};
+
+/* The fixed data block of a REC_METADATA record (layout above). */
+#define REC_META_DATA_SIZE 32u
 
 /* flags bit: the id was made by the store (not given by the client), so it
  * is not indexed for idempotent retries. */
@@ -101,6 +128,13 @@ size_t rec_encode_event(uint8_t *out, const char *stream, size_t stream_len,
 uint64_t rec_marker_size(size_t stream_len);
 size_t rec_encode_marker(uint8_t *out, uint8_t kind, const char *stream, size_t stream_len,
                          uint64_t position, uint64_t revision, int64_t created_us);
+
+/* A stream metadata or snapshot record: the body of an event without type,
+ * tags or id (see the layout above). */
+uint64_t rec_body_size(size_t stream_len, size_t data_len, size_t meta_len);
+size_t rec_encode_body(uint8_t *out, uint8_t kind, uint8_t flags, const char *stream,
+                       size_t stream_len, const void *data, size_t data_len, const void *meta,
+                       size_t meta_len, uint64_t position, uint64_t revision, int64_t created_us);
 
 /* Outcome of decoding the bytes at some offset. */
 typedef enum rec_status {

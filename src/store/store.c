@@ -61,6 +61,7 @@ void stele_close(stele_db *db)
 {
     if (!db)
         return;
+    sub_groups_close(db);
     db->be->ops->close(db->be);
     free(db);
 }
@@ -89,7 +90,7 @@ static int check_name_of(const char *stream, size_t *len, int system)
 }
 
 /* A stream to write: no system names. */
-static int check_stream(const char *stream, size_t *len)
+int check_stream(const char *stream, size_t *len)
 {
     return check_name_of(stream, len, 0);
 }
@@ -116,7 +117,7 @@ static int check_name(const char *what, size_t i, const char *s)
     return 0;
 }
 
-static int check_expected(int64_t expected)
+int check_expected(int64_t expected)
 {
     if (expected >= 0 || expected == STELE_ANY || expected == STELE_NO_STREAM ||
         expected == STELE_STREAM_EXISTS)
@@ -339,8 +340,9 @@ static int async_copy(async_append *aa, const char *stream, const stele_event_in
     return 0;
 }
 
-int stele_append_async(stele_db *db, const char *stream, int64_t expected,
-                       const stele_event_in *events, size_t n, stele_append_cb cb, void *ctx)
+static int append_async(stele_db *db, const char *stream, int64_t expected,
+                        const stele_event_in *events, size_t n, int system, stele_append_cb cb,
+                        void *ctx)
 {
     err_clear();
     if (!cb)
@@ -348,7 +350,7 @@ int stele_append_async(stele_db *db, const char *stream, int64_t expected,
     async_append *aa = calloc(1, sizeof *aa);
     if (!aa)
         return err_set(STELE_ENOMEM, "out of memory");
-    int rc = prepare(db, stream, expected, events, n, 0, &aa->p);
+    int rc = prepare(db, stream, expected, events, n, system, &aa->p);
     if (rc == 0)
         rc = async_copy(aa, stream, events, n);
     if (rc == 0) {
@@ -363,6 +365,19 @@ int stele_append_async(stele_db *db, const char *stream, int64_t expected,
         free(aa);
     }
     return rc;
+}
+
+int stele_append_async(stele_db *db, const char *stream, int64_t expected,
+                       const stele_event_in *events, size_t n, stele_append_cb cb, void *ctx)
+{
+    return append_async(db, stream, expected, events, n, 0, cb, ctx);
+}
+
+int store_append_system_async(stele_db *db, const char *stream, int64_t expected,
+                              const stele_event_in *events, size_t n, stele_append_cb cb,
+                              void *ctx)
+{
+    return append_async(db, stream, expected, events, n, 1, cb, ctx);
 }
 
 static int check_read(stele_db *db, int direction, stele_page **out)

@@ -2,10 +2,13 @@
  * store_int.h - what the library's own modules above the backend (src/sub,
  * later src/proj) share with src/store: the store handle and the internal
  * calls that bypass the public API's rules for users, such as writing
- * system streams.
+ * system streams; and the argument checks the files of src/store share.
  */
 #ifndef STELE_STORE_INT_H
 #define STELE_STORE_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
 
 #include "backend/backend.h"
 #include "stele.h"
@@ -24,7 +27,27 @@ struct stele_db {
 int store_append_system(stele_db *db, const char *stream, int64_t expected,
                         const stele_event_in *events, size_t n, stele_append_result *res);
 
+/* The same, queued: stele_append_async() for system streams. */
+int store_append_system_async(stele_db *db, const char *stream, int64_t expected,
+                              const stele_event_in *events, size_t n, stele_append_cb cb,
+                              void *ctx);
+
+/* Stop the consumer groups (src/sub/groups.c): save their checkpoints and
+ * free them. Called by stele_close before the backend closes. */
+void sub_groups_close(stele_db *db);
+
 /* Check a stream name for reading: system names allowed. 0 or EINVAL. */
 int store_check_read_stream(const char *stream, size_t *len);
+
+/* store.c: a stream name to write (no system names; sets *len), an
+ * expected revision; 0 or EINVAL with the reason. */
+int check_stream(const char *stream, size_t *len);
+int check_expected(int64_t expected);
+
+/* meta_json.c: check that s[0..len) is one JSON object (RFC 8259) usable
+ * as custom stream metadata: at most `max_fields` members, no duplicate
+ * member names, none reserved (maxAge, maxCount, truncateBefore,
+ * maxSnapshots, or starting with '$'). 0 or EINVAL with the reason. */
+int meta_json_check_custom(const char *s, size_t len, size_t max_fields);
 
 #endif

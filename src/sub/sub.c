@@ -219,6 +219,14 @@ uint64_t stele_sub_position(const stele_sub *sub) { return sub ? sub->next : 0; 
 
 int stele_sub_caught_up(const stele_sub *sub) { return sub ? sub->caught_up : 0; }
 
+void stele_sub_seek(stele_sub *sub, uint64_t next)
+{
+    if (!sub)
+        return;
+    sub->next = next;
+    sub->caught_up = 0;
+}
+
 void stele_sub_close(stele_sub *sub)
 {
     if (!sub)

@@ -16,6 +16,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -363,6 +364,155 @@ def parse_responses(data, allow_partial=False):
         out.append(Response(status, headers, body, ""))
         i = j
     return out
+
+
+# --------------------------------------------------------------- SSE
+
+class SSE:
+    """A Server-Sent Events client on a raw socket (so tests control the
+    receive buffer and can vanish abruptly): GET `path`, then next() returns
+    each message as a dict {"event", "id", "data"} ("event" is "message"
+    for plain events; comments come as {"event": ":", "data": text}), or
+    None once the server ended the response or closed the connection.
+
+    SSE(port, "/subscribe/all?from=0", headers={"Last-Event-ID": "41"},
+        rcvbuf=4096). A response that is not 200 leaves .status and .body
+    (parsed JSON) and no messages.
+    """
+
+    def __init__(self, port, path, headers=None, rcvbuf=None, timeout=30):
+        self.path = path
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect((HOST, port))
+        hdrs = "".join("%s: %s\r\n" % kv for kv in (headers or {}).items())
+        self.sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s\r\n"
+                           % (path, HOST, hdrs)).encode())
+        self.raw = bytearray()   # received, not yet de-chunked
+        self.text = bytearray()  # de-chunked body, not yet parsed
+        self.chunk_left = 0      # bytes left in the current chunk (+2 for its CRLF)
+        self.ended = False       # the last chunk arrived
+        self.eof = False
+        self.status = None
+        self.headers = {}
+        self.body = None
+        self.bytes = 0
+        self._head()
+
+    def _recv(self, n=65536):
+        try:
+            b = self.sock.recv(n)
+        except (ConnectionResetError, BrokenPipeError):
+            b = b""
+        if not b:
+            self.eof = True
+        self.bytes += len(b)
+        self.raw += b
+        return bool(b)
+
+    def _head(self):
+        while b"\r\n\r\n" not in self.raw:
+            if not self._recv():
+                raise ParseError("connection closed before the response head: %r" % bytes(self.raw))
+        end = self.raw.index(b"\r\n\r\n")
+        lines = self.raw[:end].decode("latin-1").split("\r\n")
+        del self.raw[:end + 4]
+        self.status = int(lines[0].split(" ")[1])
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+        if self.headers.get("transfer-encoding", "").lower() != "chunked":
+            n = int(self.headers.get("content-length", "0"))
+            while len(self.raw) < n and self._recv():
+                pass
+            body = bytes(self.raw[:n])
+            try:
+                self.body = json.loads(body)
+            except ValueError:
+                self.body = body
+            self.ended = True
+        else:
+            self._dechunk()
+
+    def _fill(self):
+        """Receive more and de-chunk it. False at the end of the response."""
+        if self.ended or self.eof:
+            return False
+        if not self._recv():
+            return False
+        self._dechunk()
+        return True
+
+    def _dechunk(self):
+        raw = self.raw
+        i = 0
+        n = len(raw)
+        while not self.ended and i < n:
+            if self.chunk_left > 2:
+                take = min(self.chunk_left - 2, n - i)
+                self.text += raw[i:i + take]
+                self.chunk_left -= take
+                i += take
+                continue
+            if self.chunk_left:
+                take = min(self.chunk_left, n - i)
+                self.chunk_left -= take
+                i += take
+                continue
+            le = raw.find(b"\r\n", i)
+            if le < 0:
+                break
+            size = int(bytes(raw[i:le]).split(b";")[0], 16)
+            i = le + 2
+            if size == 0:
+                self.ended = True
+                break
+            self.chunk_left = size + 2
+        del raw[:i]
+
+    def next(self):
+        """The next message, or None at the end. socket.timeout if none
+        arrives within the timeout."""
+        while True:
+            end = self.text.find(b"\n\n")
+            if end >= 0:
+                block = bytes(self.text[:end])
+                del self.text[:end + 2]
+                msg = {"event": "message", "id": None, "data": None}
+                data = []
+                for line in block.split(b"\n"):
+                    if line.startswith(b":"):
+                        msg = {"event": ":", "id": None, "data": line[1:].strip().decode()}
+                        break
+                    k, _, v = line.partition(b":")
+                    v = v[1:] if v.startswith(b" ") else v
+                    if k == b"data":
+                        data.append(v)
+                    elif k == b"event":
+                        msg["event"] = v.decode()
+                    elif k == b"id":
+                        msg["id"] = v.decode()
+                if msg["event"] != ":":
+                    msg["data"] = b"\n".join(data)
+                return msg
+            if not self._fill():
+                return None
+
+    def settimeout(self, t):
+        self.sock.settimeout(t)
+
+    def close(self):
+        self.sock.close()
+
+    def abort(self):
+        """Vanish with a reset (SO_LINGER 0), as a killed client would."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.sock.close()
 
 
 # --------------------------------------------------------------- JSON spans

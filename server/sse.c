@@ -1,0 +1,427 @@
+/*
+ * sse.c - Server-Sent Events responses: the hub that drives every
+ * text/event-stream connection of the server (see server_int.h for the
+ * interface a feed implements).
+ *
+ * Backpressure. A feed is pumped only while its connection's unsent output
+ * (`out` minus what was sent) is below SSE_HIGH_WATER. Above it the
+ * connection is parked in the `blocked` queue and the loop's edge-triggered
+ * EPOLLOUT resumes it once the socket took everything (conn_flush calls
+ * sse_drained). A feed therefore never holds more than about
+ * SSE_HIGH_WATER plus one pump of output in memory, however slowly its
+ * client reads; a subscription's events wait in the store, not here.
+ *
+ * Fairness. The ready queue is served round robin, SSE_PUMP_EVENTS events
+ * per pump and SSE_TURN_PUMPS pumps per loop turn; if feeds are still
+ * ready after that, the loop polls without sleeping and comes back after
+ * serving its other connections (appends, reads) in between.
+ *
+ * Commits. The server holds one stele_watch eventfd. When it is readable,
+ * every waiting feed moves to the ready queue: one wake-up per batch of
+ * commits for all subscribers, however many there are.
+ *
+ * Framing. Each pump's events go out as one HTTP chunk, so the client sees
+ * whole SSE events per chunk; an event is "event:" / "id:" / "data:" lines
+ * and a blank line (the WHATWG HTML "server-sent events" format).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "server_int.h"
+
+/* Unsent output above which a feed is not pumped. */
+#define SSE_HIGH_WATER (256u << 10)
+/* Events per pump, pumps per loop turn. */
+#define SSE_PUMP_EVENTS 512u
+#define SSE_TURN_PUMPS 64u
+/* Compact `out` (move the unsent bytes to the front) past this offset. */
+#define SSE_COMPACT_AT (64u << 10)
+
+enum { Q_READY, Q_WAIT, Q_BLOCKED, Q_NONE };
+
+typedef struct sse_conn {
+    conn *c;
+    const sse_source *src;
+    void *ctx;
+    int q;
+    struct sse_conn *prev, *next;
+    int64_t last_write_ms; /* for keep-alive comments */
+} sse_conn;
+
+typedef struct sse_list {
+    sse_conn *head, *tail;
+} sse_list;
+
+typedef struct sse_hub {
+    sse_list q[3];
+    size_t n;
+    uint64_t head;   /* next position of $all at the last commit seen */
+    conn *pumping;   /* the connection whose pump is running */
+    buf stage;       /* that pump's output, sent as one chunk */
+} sse_hub;
+
+/* ------------------------------------------------------------ queues */
+
+static void q_remove(sse_hub *h, sse_conn *sc)
+{
+    if (sc->q == Q_NONE)
+        return;
+    sse_list *l = &h->q[sc->q];
+    if (sc->prev)
+        sc->prev->next = sc->next;
+    else
+        l->head = sc->next;
+    if (sc->next)
+        sc->next->prev = sc->prev;
+    else
+        l->tail = sc->prev;
+    sc->prev = sc->next = NULL;
+    sc->q = Q_NONE;
+}
+
+static void q_push(sse_hub *h, sse_conn *sc, int q)
+{
+    q_remove(h, sc);
+    sse_list *l = &h->q[q];
+    sc->prev = l->tail;
+    sc->next = NULL;
+    if (l->tail)
+        l->tail->next = sc;
+    else
+        l->head = sc;
+    l->tail = sc;
+    sc->q = q;
+}
+
+static size_t unsent(const conn *c)
+{
+    return c->out.len - c->out_off;
+}
+
+/* ------------------------------------------------------------ output */
+
+/* Keep `out` from growing while a slow client drains it from the front. */
+static void out_compact(conn *c)
+{
+    if (c->out_off >= SSE_COMPACT_AT) {
+        memmove(c->out.p, c->out.p + c->out_off, c->out.len - c->out_off);
+        c->out.len -= c->out_off;
+        c->out_off = 0;
+    }
+}
+
+/* Send what the hub staged for `c` as one chunk. */
+static void stage_flush(sse_hub *h, conn *c)
+{
+    if (!h->stage.len)
+        return;
+    if (c->fd >= 0) {
+        out_compact(c);
+        http_chunk(c, h->stage.p, h->stage.len);
+        if (c->sse)
+            c->sse->last_write_ms = now_ms();
+    }
+    h->stage.len = 0;
+}
+
+static void stage_put(sse_hub *h, const char *s, size_t n)
+{
+    if (buf_append(&h->stage, s, n))
+        abort(); /* cannot keep the stream consistent without memory */
+}
+
+void sse_event(conn *c, const char *event, const char *id, const void *data, size_t len)
+{
+    sse_hub *h = c->srv->sse;
+    if (event) {
+        stage_put(h, "event: ", 7);
+        stage_put(h, event, strlen(event));
+        stage_put(h, "\n", 1);
+    }
+    if (id) {
+        stage_put(h, "id: ", 4);
+        stage_put(h, id, strlen(id));
+        stage_put(h, "\n", 1);
+    }
+    /* Each line of the data is a "data:" line; CR, LF and CRLF all end a
+     * line in SSE, so they all split here. Event JSON has none (memchr
+     * finds that fast). */
+    const char *p = data, *end = p + len;
+    if (!memchr(p, '\n', len) && !memchr(p, '\r', len)) {
+        if (buf_reserve(&h->stage, len + 8))
+            abort();
+        memcpy(h->stage.p + h->stage.len, "data: ", 6);
+        memcpy(h->stage.p + h->stage.len + 6, p, len);
+        memcpy(h->stage.p + h->stage.len + 6 + len, "\n\n", 2);
+        h->stage.len += len + 8;
+    } else {
+        do {
+            const char *nl = p;
+            while (nl < end && *nl != '\n' && *nl != '\r')
+                nl++;
+            stage_put(h, "data: ", 6);
+            stage_put(h, p, (size_t)(nl - p));
+            stage_put(h, "\n", 1);
+            if (nl < end && *nl == '\r' && nl + 1 < end && nl[1] == '\n')
+                nl++;
+            p = nl + 1;
+        } while (p < end);
+        stage_put(h, "\n", 1);
+    }
+    if (h->pumping != c) {
+        stage_flush(h, c);
+        conn_flush(c);
+    }
+}
+
+void sse_raw(conn *c, const void *p, size_t len)
+{
+    sse_hub *h = c->srv->sse;
+    stage_put(h, p, len);
+    if (h->pumping != c) {
+        stage_flush(h, c);
+        conn_flush(c);
+    }
+}
+
+void sse_comment(conn *c, const char *text)
+{
+    sse_hub *h = c->srv->sse;
+    stage_put(h, ": ", 2);
+    stage_put(h, text, strlen(text));
+    stage_put(h, "\n\n", 2);
+    if (h->pumping != c) {
+        stage_flush(h, c);
+        conn_flush(c);
+    }
+}
+
+/* ------------------------------------------------------------ feeds */
+
+int sse_begin(conn *c, const sse_source *src, void *ctx)
+{
+    server *s = c->srv;
+    sse_hub *h = s->sse;
+    sse_conn *sc = calloc(1, sizeof *sc);
+    if (!sc) {
+        src->free(ctx);
+        conn_close(c);
+        return -1;
+    }
+    sc->c = c;
+    sc->src = src;
+    sc->ctx = ctx;
+    sc->q = Q_NONE;
+    sc->last_write_ms = now_ms();
+    c->sse = sc;
+    c->state = CS_SSE;
+    c->request_start_ms = 0;
+    h->n++;
+    s->m.subscriptions_total++;
+    /* No caching or buffering by proxies (nginx honours X-Accel-Buffering). */
+    http_chunked_start_ex(c, 200, "text/event-stream",
+                          "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+    q_push(h, sc, Q_READY);
+    server_log(s, 2, "msg=\"sse start\" feed=%s fd=%d", src->name, c->fd);
+    return 0;
+}
+
+/* Forget the feed of `c` (the connection stays as it is). */
+static void forget(conn *c)
+{
+    sse_conn *sc = c->sse;
+    if (!sc)
+        return;
+    sse_hub *h = c->srv->sse;
+    q_remove(h, sc);
+    c->sse = NULL;
+    h->n--;
+    sc->src->free(sc->ctx);
+    free(sc);
+}
+
+void sse_detach(conn *c)
+{
+    forget(c);
+}
+
+/* End the response cleanly (the last chunk) and close once it is sent. */
+static void end_feed(conn *c)
+{
+    sse_hub *h = c->srv->sse;
+    stage_flush(h, c);
+    forget(c);
+    if (c->fd < 0)
+        return;
+    http_chunked_end(c);
+    c->keep_alive = 0;
+    c->state = CS_CLOSING;
+    conn_flush(c);
+}
+
+/* After a pump or tick returned `r`: end, close, or requeue. */
+static void settle(sse_hub *h, conn *c, int r)
+{
+    if (c->fd < 0 || !c->sse)
+        return;
+    if (r == SSE_END) {
+        end_feed(c);
+        return;
+    }
+    if (r == SSE_CLOSE) {
+        stage_flush(h, c);
+        conn_close(c);
+        return;
+    }
+    conn_flush(c); /* may close it (the client went away) */
+    if (c->fd < 0 || !c->sse)
+        return;
+    sse_conn *sc = c->sse;
+    if (r == SSE_WAIT)
+        q_push(h, sc, Q_WAIT);
+    else if (unsent(c) >= SSE_HIGH_WATER)
+        q_push(h, sc, Q_BLOCKED);
+    else
+        q_push(h, sc, Q_READY);
+}
+
+int sse_run(server *s)
+{
+    sse_hub *h = s->sse;
+    for (unsigned k = 0; k < SSE_TURN_PUMPS && h->q[Q_READY].head; k++) {
+        sse_conn *sc = h->q[Q_READY].head;
+        conn *c = sc->c;
+        q_remove(h, sc);
+        if (unsent(c) >= SSE_HIGH_WATER) {
+            q_push(h, sc, Q_BLOCKED);
+            continue;
+        }
+        h->pumping = c;
+        int r = sc->src->pump(c, sc->ctx, SSE_PUMP_EVENTS);
+        h->pumping = NULL;
+        stage_flush(h, c);
+        settle(h, c, r);
+    }
+    return h->q[Q_READY].head != NULL;
+}
+
+void sse_wake(conn *c)
+{
+    if (c->sse && c->sse->q == Q_WAIT)
+        q_push(c->srv->sse, c->sse, Q_READY);
+}
+
+void sse_drained(conn *c)
+{
+    if (c->sse && c->sse->q == Q_BLOCKED)
+        q_push(c->srv->sse, c->sse, Q_READY);
+}
+
+void sse_on_commit(server *s)
+{
+    sse_hub *h = s->sse;
+    uint64_t v;
+    ssize_t r = read(s->watch_fd, &v, sizeof v);
+    (void)r;
+    stele_stats st;
+    if (stele_get_stats(s->db, &st) == 0)
+        h->head = st.events;
+    while (h->q[Q_WAIT].head)
+        q_push(h, h->q[Q_WAIT].head, Q_READY);
+}
+
+void sse_tick(server *s, int64_t now)
+{
+    sse_hub *h = s->sse;
+    /* Walk a snapshot: a tick may move or end the connection it serves
+     * (never another one), so take the next one first. */
+    for (int q = 0; q < 3; q++) {
+        sse_conn *last = h->q[q].tail;
+        for (sse_conn *sc = h->q[q].head, *next; sc; sc = next) {
+            int at_end = sc == last;
+            next = sc->next;
+            conn *c = sc->c;
+            int r = SSE_MORE;
+            if (sc->src->tick) {
+                h->pumping = c;
+                r = sc->src->tick(c, sc->ctx, now);
+                h->pumping = NULL;
+                stage_flush(h, c);
+            }
+            if (r == SSE_END || r == SSE_CLOSE) {
+                settle(h, c, r);
+            } else if (c->sse) {
+                if (now - c->sse->last_write_ms >= s->cfg.sse_keepalive_ms && unsent(c) == 0)
+                    sse_comment(c, "keep-alive");
+                else
+                    conn_flush(c);
+            }
+            if (at_end)
+                break;
+        }
+    }
+}
+
+void sse_stop(server *s)
+{
+    sse_hub *h = s->sse;
+    for (int q = 0; q < 3; q++)
+        while (h->q[q].head)
+            end_feed(h->q[q].head->c);
+}
+
+uint64_t sse_head(const server *s)
+{
+    return s->sse->head;
+}
+
+size_t sse_count(const server *s)
+{
+    return s->sse ? s->sse->n : 0;
+}
+
+/* ------------------------------------------------------------ hub */
+
+int sse_hub_open(server *s)
+{
+    s->watch_fd = -1;
+    s->sse = calloc(1, sizeof *s->sse);
+    if (!s->sse) {
+        fprintf(stderr, "stele serve: out of memory\n");
+        return -1;
+    }
+    for (int q = 0; q < 3; q++)
+        s->sse->q[q].head = s->sse->q[q].tail = NULL;
+    if (stele_watch(s->db, &s->watch_fd)) {
+        fprintf(stderr, "stele serve: cannot watch the store for commits: %s\n", stele_errmsg());
+        return -1;
+    }
+    stele_stats st;
+    if (stele_get_stats(s->db, &st) == 0)
+        s->sse->head = st.events;
+    /* Level-triggered: readable until sse_on_commit reads the counter, so a
+     * commit that lands while feeds are being pumped is never missed. */
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->watch_fd};
+    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->watch_fd, &ev) != 0) {
+        fprintf(stderr, "stele serve: epoll_ctl: %s\n", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void sse_hub_close(server *s)
+{
+    subscribe_free_shared(s);
+    if (s->db && s->watch_fd >= 0)
+        stele_unwatch(s->db, s->watch_fd);
+    s->watch_fd = -1;
+    if (s->sse) {
+        buf_free(&s->sse->stage);
+        free(s->sse);
+        s->sse = NULL;
+    }
+}
