@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,7 +24,8 @@
 
 typedef struct grpc_server {
     server *s;
-    int watch_fd;
+    int watch_fd;    /* stele_watch: after each commit */
+    int group_fd;    /* stele_group_watch: consumer groups may have work */
     gcall *subs;
     uint8_t instance_id[16]; /* this node, for Gossip */
 } grpc_server;
@@ -160,13 +162,20 @@ void grpc_sub_unregister(gcall *call)
     call->sub_prev = call->sub_next = NULL;
 }
 
-int grpc_watch_fd(server *s) { return s->grpc ? s->grpc->watch_fd : -1; }
+void grpc_add_fds(server *s)
+{
+    grpc_server *g = s->grpc;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = g};
+    epoll_ctl(s->epfd, EPOLL_CTL_ADD, g->watch_fd, &ev);
+    epoll_ctl(s->epfd, EPOLL_CTL_ADD, g->group_fd, &ev);
+}
 
 void grpc_on_commit(server *s)
 {
     grpc_server *g = s->grpc;
     uint64_t v;
-    ssize_t r = read(g->watch_fd, &v, sizeof v);
+    ssize_t r = read(g->watch_fd, &v, sizeof v); /* non-blocking: either may be empty */
+    r = read(g->group_fd, &v, sizeof v);
     (void)r;
     /* Wake every subscription, then send for each connection once. */
     for (gcall *call = g->subs; call; call = call->sub_next)
@@ -190,13 +199,13 @@ static void lower(char *s)
 static void features_get(gcall *call, ProtobufCMessage *msg)
 {
     (void)msg;
-    const grpc_method *tables[] = {grpc_streams_methods, grpc_misc_methods};
-    const size_t counts[] = {grpc_streams_nmethods, grpc_misc_nmethods};
+    const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods, grpc_misc_methods};
+    const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods, grpc_misc_nmethods};
     EventStore__Client__ServerFeatures__SupportedMethod items[64];
     EventStore__Client__ServerFeatures__SupportedMethod *ptrs[64];
     char names[64][2][128];
     size_t n = 0;
-    for (size_t t = 0; t < 2; t++) {
+    for (size_t t = 0; t < 3; t++) {
         for (size_t i = 0; i < counts[t] && n < 64; i++) {
             const grpc_method *m = &tables[t][i];
             if (m->unlisted)
@@ -297,9 +306,9 @@ const grpc_method *grpc_find_method(const char *path, size_t len)
 {
     if (!path)
         return NULL;
-    const grpc_method *tables[] = {grpc_streams_methods, grpc_misc_methods};
-    const size_t counts[] = {grpc_streams_nmethods, grpc_misc_nmethods};
-    for (size_t t = 0; t < 2; t++)
+    const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods, grpc_misc_methods};
+    const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods, grpc_misc_nmethods};
+    for (size_t t = 0; t < 3; t++)
         for (size_t i = 0; i < counts[t]; i++)
             if (strlen(tables[t][i].path) == len && !memcmp(tables[t][i].path, path, len))
                 return &tables[t][i];
@@ -314,8 +323,13 @@ int grpc_server_init(server *s)
     if (!g)
         return STELE_ENOMEM;
     g->s = s;
-    g->watch_fd = -1;
+    g->watch_fd = g->group_fd = -1;
     int rc = stele_watch(s->db, &g->watch_fd);
+    if (!rc) {
+        rc = stele_group_watch(s->db, &g->group_fd);
+        if (rc)
+            stele_unwatch(s->db, g->watch_fd);
+    }
     if (rc) {
         free(g);
         return rc;
@@ -348,6 +362,8 @@ void grpc_server_free(server *s)
     }
     if (g->watch_fd >= 0 && s->db)
         stele_unwatch(s->db, g->watch_fd);
+    if (g->group_fd >= 0 && s->db)
+        stele_group_unwatch(s->db, g->group_fd);
     free(g);
     s->grpc = NULL;
 }

@@ -9,7 +9,6 @@
  *                   ServerFeatures, Gossip, Operations.
  *   grpc_streams.c  event_store.client.streams.Streams: Append,
  *                   BatchAppend, Read, Delete, Tombstone.
- *   grpc_subs.c     Streams.Read as a subscription (catch-up, then live).
  *
  * A call's life: h2.c creates it when a request's headers arrive, finds its
  * method, and hands each complete request message (decoded with
@@ -173,6 +172,10 @@ int grpc_stream_name(gcall *call, const struct EventStore__Client__StreamIdentif
 int grpc_uuid_in(const struct EventStore__Client__UUID *u, uint8_t out[16]);
 extern const grpc_method grpc_streams_methods[];
 extern const size_t grpc_streams_nmethods;
+/* grpc_persistent.c: PersistentSubscriptions. */
+extern const grpc_method grpc_persistent_methods[];
+extern const size_t grpc_persistent_nmethods;
+
 /* grpc_read.c: Streams.Read, as a read or a subscription. */
 void grpc_read_msg(gcall *call, ProtobufCMessage *msg);
 void grpc_read_more(gcall *call);

@@ -458,11 +458,7 @@ int server_run(const server_config *cfg)
     epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->sigfd, &ev);
     if (sse_hub_open(s) != 0 || groups_srv_open(s) != 0)
         goto out;
-    int watch_fd = grpc_watch_fd(s);
-    if (watch_fd >= 0) {
-        ev.data.ptr = s->grpc;
-        epoll_ctl(s->epfd, EPOLL_CTL_ADD, watch_fd, &ev);
-    }
+    grpc_add_fds(s);
     server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s", cfg->host, s->port,
                cfg->data_dir, STELE_VERSION);
     if (cfg->ready_fd >= 0) {

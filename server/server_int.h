@@ -161,8 +161,10 @@ void h2_free(conn *c);
 /* grpc.c: process-wide gRPC state; completions of gRPC appends. */
 int grpc_server_init(server *s);
 void grpc_server_free(server *s);
-/* The fd the loop watches for commits (subscriptions), or -1. */
-int grpc_watch_fd(server *s);
+/* Add the eventfds gRPC waits on (commits for subscriptions, consumer
+ * group news) to the loop, with data.ptr = s->grpc; grpc_on_commit() when
+ * one is readable. */
+void grpc_add_fds(server *s);
 void grpc_on_commit(server *s);
 void grpc_completion(conn *c, completion *cp);
 /* Free a completion's operation without delivering it (shutdown). */

@@ -394,6 +394,110 @@ for (const C of CLIENTS) {
       assert.deepEqual(seen, [`live${tag}-1`, `live${tag}-2`]);
       assert.ok(checkpoints >= 1, "a checkpoint was sent while the filter skipped events");
     });
+
+    // ---------------------------------------------------------------- persistent subscriptions
+
+    it("persistent subscription to a stream: create, subscribe, ack, nack (park, retry), info, list, replay parked, delete", async () => {
+      const { PARK, RETRY, persistentSubscriptionToStreamSettingsFromDefaults } = C.lib;
+      const s = uniq("ps");
+      const g = "workers";
+      await client.appendToStream(s, [0, 1, 2, 3, 4].map((i) => jsonEvent({ type: `e${i}`, data: { i } })));
+      await client.createPersistentSubscriptionToStream(s, g, persistentSubscriptionToStreamSettingsFromDefaults({ startFrom: START }));
+      await assert.rejects(
+        client.createPersistentSubscriptionToStream(s, g, persistentSubscriptionToStreamSettingsFromDefaults()),
+        (e) => e.constructor.name === "PersistentSubscriptionExistsError",
+      );
+      const deliveries = [];
+      const done = new Set();
+      let sub = client.subscribeToPersistentSubscriptionToStream(s, g);
+      for await (const ev of sub) {
+        const t = ev.event.type;
+        deliveries.push(`${t}/${ev.retryCount}`);
+        if (t === "e1") await sub.nack(PARK, "cannot handle e1", ev);
+        else if (t === "e2" && ev.retryCount === 0) await sub.nack(RETRY, "try again", ev);
+        else {
+          await sub.ack(ev);
+          done.add(t);
+        }
+        if (done.size === 4) break;
+      }
+      await sub.unsubscribe();
+      assert.deepEqual([...done].sort(), ["e0", "e2", "e3", "e4"]);
+      assert.ok(deliveries.includes("e2/0") && deliveries.includes("e2/1"), deliveries.join(" "));
+      assert.ok(deliveries.includes("e1/0"), deliveries.join(" "));
+
+      const info = await waitFor(async () => {
+        const i = await client.getPersistentSubscriptionToStreamInfo(s, g);
+        return i.stats.parkedMessageCount === 1n ? i : null;
+      }, 10000, "the parked event");
+      assert.equal(info.eventSource, s);
+      assert.equal(info.groupName, g);
+      assert.equal(info.settings.maxRetryCount, 10);
+      assert.equal(info.settings.messageTimeout, 30000);
+      assert.equal(info.settings.startFrom, START);
+      const listed = await client.listPersistentSubscriptionsToStream(s);
+      assert.deepEqual(listed.map((x) => x.groupName), [g]);
+      const everything = await client.listAllPersistentSubscriptions();
+      assert.ok(everything.some((x) => x.eventSource === s && x.groupName === g));
+
+      // The parked event comes back after a replay, and is acked this time.
+      await client.replayParkedMessagesToStream(s, g);
+      sub = client.subscribeToPersistentSubscriptionToStream(s, g);
+      for await (const ev of sub) {
+        assert.equal(ev.event.type, "e1");
+        await sub.ack(ev);
+        break;
+      }
+      await sub.unsubscribe();
+      await waitFor(async () => (await client.getPersistentSubscriptionToStreamInfo(s, g)).stats.parkedMessageCount === 0n,
+        10000, "the replayed event leaving the parked stream");
+
+      // New events reach a live consumer.
+      sub = client.subscribeToPersistentSubscriptionToStream(s, g);
+      const live = (async () => {
+        for await (const ev of sub) {
+          await sub.ack(ev);
+          if (ev.event.type === "late") return ev.event.revision;
+        }
+      })();
+      await client.appendToStream(s, jsonEvent({ type: "late", data: {} }));
+      assert.equal(await live, 5n);
+      await sub.unsubscribe();
+
+      await client.deletePersistentSubscriptionToStream(s, g);
+      await assert.rejects(client.getPersistentSubscriptionToStreamInfo(s, g),
+        (e) => e.constructor.name === "PersistentSubscriptionDoesNotExistError");
+      await assert.rejects(client.deletePersistentSubscriptionToStream(s, g),
+        (e) => e.constructor.name === "PersistentSubscriptionDoesNotExistError");
+    });
+
+    it("persistent subscription to $all with a filter", async () => {
+      const { persistentSubscriptionToAllSettingsFromDefaults, streamNameFilter } = C.lib;
+      const tag = randomUUID().slice(0, 8);
+      const g = `all-${tag}`;
+      await client.createPersistentSubscriptionToAll(g, persistentSubscriptionToAllSettingsFromDefaults({ startFrom: END }), {
+        filter: streamNameFilter({ prefixes: [`pa${tag}`] }),
+      });
+      await client.appendToStream(`other${tag}`, jsonEvent({ type: "N", data: {} }));
+      await client.appendToStream(`pa${tag}-1`, [jsonEvent({ type: "Y1", data: {} }), jsonEvent({ type: "Y2", data: {} })]);
+      await client.appendToStream(`other${tag}`, jsonEvent({ type: "N", data: {} }));
+      await client.appendToStream(`pa${tag}-2`, jsonEvent({ type: "Y3", data: {} }));
+      const sub = client.subscribeToPersistentSubscriptionToAll(g);
+      const got = [];
+      for await (const ev of sub) {
+        got.push(ev.event.type);
+        await sub.ack(ev);
+        if (got.length === 3) break;
+      }
+      await sub.unsubscribe();
+      assert.deepEqual(got, ["Y1", "Y2", "Y3"]);
+      const info = await client.getPersistentSubscriptionToAllInfo(g);
+      assert.equal(info.eventSource, "$all");
+      assert.ok(info.stats.totalItems >= 3n);
+      await client.deletePersistentSubscriptionToAll(g);
+      await assert.rejects(client.getPersistentSubscriptionToAllInfo(g),
+        (e) => e.constructor.name === "PersistentSubscriptionDoesNotExistError");
+    });
   });
 }
 

@@ -141,6 +141,7 @@ function protocol(which = "kurrent") {
     gossip: f("gossip_pb", "gossip_pb"),
     gossipGrpc: f("gossip_grpc_pb", "gossip_grpc_pb"),
     operationsGrpc: f("operations_grpc_pb", "operations_grpc_pb"),
+    persistentGrpc: f("persistentsubscriptions_grpc_pb", "persistent_grpc_pb"),
   };
 }
 

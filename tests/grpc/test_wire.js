@@ -78,14 +78,30 @@ describe("gRPC wire", () => {
         "event_store.client.streams.streams/delete",
         "event_store.client.streams.streams/read",
         "event_store.client.streams.streams/tombstone",
+        "event_store.client.persistent_subscriptions.persistentsubscriptions/create",
+        "event_store.client.persistent_subscriptions.persistentsubscriptions/update",
+        "event_store.client.persistent_subscriptions.persistentsubscriptions/delete",
+        "event_store.client.persistent_subscriptions.persistentsubscriptions/read",
+        "event_store.client.persistent_subscriptions.persistentsubscriptions/getinfo",
+        "event_store.client.persistent_subscriptions.persistentsubscriptions/replayparked",
+        "event_store.client.persistent_subscriptions.persistentsubscriptions/list",
+        "event_store.client.persistent_subscriptions.persistentsubscriptions/restartsubsystem",
       ].sort(),
     );
-    // Every listed method answers something other than UNIMPLEMENTED.
+    // Every listed method is a method of the protocol, and the persistent
+    // subscription methods list the "stream" and "all" features the
+    // clients check.
     for (const x of m.getMethodsList()) {
-      if (x.getMethodName() === "shutdown") continue;
       const svc = x.getServiceName();
-      // Find the real (cased) path from the generated stubs.
-      const stubs = [P.streamsGrpc.StreamsService, P.featuresGrpc.ServerFeaturesService, P.gossipGrpc.GossipService].flatMap(
+      if (svc.includes("persistent") && x.getMethodName() !== "restartsubsystem")
+        assert.deepEqual(x.getFeaturesList(), ["stream", "all"]);
+      const stubs = [
+        P.streamsGrpc.StreamsService,
+        P.featuresGrpc.ServerFeaturesService,
+        P.gossipGrpc.GossipService,
+        P.persistentGrpc.PersistentSubscriptionsService,
+        P.operationsGrpc.OperationsService,
+      ].flatMap(
         (s) => Object.values(s),
       );
       const def = stubs.find((d) => d.path.toLowerCase() === `/${svc}/${x.getMethodName()}`);
