@@ -177,11 +177,25 @@ void grpc_on_commit(server *s)
     ssize_t r = read(g->watch_fd, &v, sizeof v); /* non-blocking: either may be empty */
     r = read(g->group_fd, &v, sizeof v);
     (void)r;
-    /* Wake every subscription, then send for each connection once. */
-    for (gcall *call = g->subs; call; call = call->sub_next)
+    /* Wake every subscription, then send on their connections. Pumping
+     * may end calls (and unlink them from g->subs), so the connections are
+     * collected first; a connection stays allocated until the end of the
+     * loop's batch even if it closes, and pumping one twice is harmless. */
+    size_t n = 0;
+    for (gcall *call = g->subs; call; call = call->sub_next) {
         grpc_want_more(call);
+        n++;
+    }
+    conn **cs = n ? malloc(n * sizeof *cs) : NULL;
+    if (!cs)
+        return; /* n == 0, or out of memory: the next commit retries */
+    size_t k = 0;
     for (gcall *call = g->subs; call; call = call->sub_next)
-        h2_pump(call->c);
+        if (k == 0 || cs[k - 1] != call->c)
+            cs[k++] = call->c;
+    for (size_t i = 0; i < k; i++)
+        h2_pump(cs[i]);
+    free(cs);
 }
 
 /* ------------------------------------------------------------ ServerFeatures */

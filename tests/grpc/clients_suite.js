@@ -359,6 +359,24 @@ for (const C of CLIENTS) {
       assert.deepEqual(seen, [2]);
     });
 
+    it("a stream subscription ends with StreamDeletedError when the stream is tombstoned", async () => {
+      const s = uniq("subt");
+      await client.appendToStream(s, jsonEvent({ type: "A", data: {} }));
+      // Several subscriptions, so that one commit ends many calls at once.
+      const subs = [0, 1, 2].map(() => client.subscribeToStream(s, { fromRevision: START }));
+      const ends = subs.map(async (sub) => {
+        try {
+          for await (const x of sub) void x;
+          return "ended";
+        } catch (e) {
+          return e.constructor.name;
+        }
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      await client.tombstoneStream(s);
+      assert.deepEqual(await Promise.all(ends), ["StreamDeletedError", "StreamDeletedError", "StreamDeletedError"]);
+    });
+
     it("subscribeToAll with a filter receives live events and checkpoints", async () => {
       const tag = randomUUID().slice(0, 8);
       let checkpoints = 0;

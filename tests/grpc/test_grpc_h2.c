@@ -708,6 +708,51 @@ static void test_reset_and_many(void)
     free(small);
 }
 
+/* One commit that ends several subscriptions at once (a tombstone): each
+ * ends with FAILED_PRECONDITION (stream-deleted), and the server, which
+ * wakes them all from one list, survives them leaving it. */
+static void test_tombstone_ends_subscriptions(void)
+{
+    h2c *c = h2c_open();
+    size_t len, alen, tlen;
+    uint8_t *abody = append_req("tomb-h2", 1, 10, &alen);
+    stream_rec *a = h2c_call(c, "/event_store.client.streams.Streams/Append", abody, alen, NULL, NULL, NULL);
+    h2c_run(c, 10000, rec_closed, a);
+    CHECK(a->grpc_status == 0);
+    uint8_t *body = read_req("tomb-h2", 0, &len);
+    stream_rec *subs[3];
+    for (int i = 0; i < 3; i++)
+        subs[i] = h2c_call(c, "/event_store.client.streams.Streams/Read", body, len, NULL, NULL, NULL);
+    h2c_run(c, 300, NULL, NULL);
+    EventStore__Client__Empty e = EVENT_STORE__CLIENT__EMPTY__INIT;
+    EventStore__Client__StreamIdentifier sid = EVENT_STORE__CLIENT__STREAM_IDENTIFIER__INIT;
+    sid.stream_name.data = (uint8_t *)"tomb-h2";
+    sid.stream_name.len = 7;
+    EventStore__Client__Streams__TombstoneReq__Options o = EVENT_STORE__CLIENT__STREAMS__TOMBSTONE_REQ__OPTIONS__INIT;
+    o.stream_identifier = &sid;
+    o.expected_stream_revision_case = EVENT_STORE__CLIENT__STREAMS__TOMBSTONE_REQ__OPTIONS__EXPECTED_STREAM_REVISION_ANY;
+    o.any = &e;
+    EventStore__Client__Streams__TombstoneReq t = EVENT_STORE__CLIENT__STREAMS__TOMBSTONE_REQ__INIT;
+    t.options = &o;
+    uint8_t *tbody = frame(&t.base, &tlen);
+    h2c *c2 = h2c_open();
+    stream_rec *tr = h2c_call(c2, "/event_store.client.streams.Streams/Tombstone", tbody, tlen, NULL, NULL, NULL);
+    h2c_run(c2, 10000, rec_closed, tr);
+    CHECK(tr->grpc_status == 0);
+    h2c_run(c, 5000, all_closed, NULL);
+    int ended = 0;
+    for (int i = 0; i < 3; i++)
+        ended += subs[i]->closed && subs[i]->grpc_status == 9;
+    printf("tombstone: %d of 3 subscriptions ended with FAILED_PRECONDITION\n", ended);
+    CHECK(ended == 3);
+    CHECK(server_alive());
+    h2c_close(c);
+    h2c_close(c2);
+    free(abody);
+    free(body);
+    free(tbody);
+}
+
 static void test_not_grpc(void)
 {
     static const uint8_t empty[5] = {0};
@@ -763,6 +808,8 @@ int main(void)
         test_reset_and_many();
     if (PART("notgrpc"))
         test_not_grpc();
+    if (PART("tombstone"))
+        test_tombstone_ends_subscriptions();
 #undef PART
     CHECK(server_alive());
     /* A graceful stop with a live subscription: the subscription ends with
