@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-subs clean
 
 all: build
 
@@ -46,6 +46,11 @@ bench: build
 # starts both peers itself; docs/benchmarks-http.md).
 bench-http: build
 	./bench/run_http.sh $(BUILD)
+
+# Subscriptions over SSE: catch-up of 10M events, live latency, 100
+# subscribers vs none; PostgreSQL LISTEN/NOTIFY as the peer (docs/benchmarks.md).
+bench-subs: build
+	./bench/run_subs.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -427,7 +427,10 @@ int server_run(const server_config *cfg)
             } else if (p == &s->evfd) {
                 drain_completions(s);
             } else if (p == &s->watch_fd) {
+                /* Live subscribers first: their events go out before this
+                 * batch's other work (new requests, acknowledgements). */
                 sse_on_commit(s);
+                sse_run(s);
             } else if (p == &s->sigfd) {
                 struct signalfd_siginfo si;
                 while (read(s->sigfd, &si, sizeof si) == sizeof si) {
