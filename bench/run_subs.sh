@@ -19,7 +19,8 @@
 #                                    bench/results/subs-<UTC date-time>.txt
 #   QUICK=1 bench/run_subs.sh build  short smoke run (1M events, 1 round, short
 #                                    durations; not saved)
-#   ROUNDS=5 ...                     rounds per measurement (default 3)
+#   ROUNDS=5 ...                     rounds per measurement (default 3; the
+#                                    fan-out pair FAN_ROUNDS, default 5)
 #   BENCH_DIR=/mnt/disk ...          where the stores go (default $TMPDIR or /tmp)
 #
 # Every round's line is printed; then per measurement the median round (by
@@ -34,9 +35,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 case "$BUILD" in /*) ;; *) BUILD="$PWD/$BUILD" ;; esac
 
 if [ "${QUICK:-0}" = 1 ]; then
-    N=1000000 WARM=1 DUR=3 ROUNDS=${ROUNDS:-1} PGFILL=3
+    N=1000000 WARM=1 DUR=3 ROUNDS=${ROUNDS:-1} FAN_ROUNDS=${FAN_ROUNDS:-1} PGFILL=3
 else
-    N=10000000 WARM=2 DUR=10 ROUNDS=${ROUNDS:-3} PGFILL=15
+    N=10000000 WARM=2 DUR=10 ROUNDS=${ROUNDS:-3} FAN_ROUNDS=${FAN_ROUNDS:-5} PGFILL=15
 fi
 
 SUDO=""
@@ -158,22 +159,23 @@ rounds "latency-1000/s" event_p99_ms "$BS" latency --port "$STELE_PORT" --rate 1
     --warmup "$WARM" --duration "$DUR" --server-pid "$STELE_PID"
 load
 # fan-out: the rounds alternate between no subscriber and 100 subscribers
+# (more of them: this figure is a ratio of two noisy throughputs)
 : >"$WORK/fan0"
 : >"$WORK/fan100"
-for r in $(seq 1 "$ROUNDS"); do
+for r in $(seq 1 "$FAN_ROUNDS"); do
     for subs in 0 100; do
         sync
         sleep 0.5
         line=$("$BS" fanout --port "$STELE_PORT" --subs "$subs" --clients 64 --warmup "$WARM" \
             --duration "$DUR" --server-pid "$STELE_PID")
-        say "round $r/$ROUNDS fanout-$subs: $line"
+        say "round $r/$FAN_ROUNDS fanout-$subs: $line"
         echo "$line" >>"$WORK/fan$subs"
     done
 done
 for subs in 0 100; do
     all=$(while read -r l; do echo "$l" | field events_per_s; done <"$WORK/fan$subs" | paste -sd, -)
     med=$(while read -r l; do echo "$(echo "$l" | field events_per_s) $l"; done <"$WORK/fan$subs" |
-        sort -g | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2) {sub(/^[^ ]* /, ""); print}')
+        sort -g | awk -v n="$FAN_ROUNDS" 'NR == int((n + 1) / 2) {sub(/^[^ ]* /, ""); print}')
     say "median fanout-$subs: $med rounds_events_per_s=$all"
 done
 stop_stele

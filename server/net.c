@@ -420,6 +420,13 @@ int server_run(const server_config *cfg)
     int sse_busy = 0;
     for (;;) {
         int n = epoll_wait(s->epfd, evs, 256, sse_busy ? 0 : 250);
+        /* A commit first: live subscribers get their events before this
+         * batch's other work (acknowledgements, new requests) is done. */
+        for (int i = 0; i < n; i++)
+            if (evs[i].data.ptr == &s->watch_fd) {
+                sse_on_commit(s);
+                sse_run(s);
+            }
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == &s->lfd) {
@@ -427,10 +434,7 @@ int server_run(const server_config *cfg)
             } else if (p == &s->evfd) {
                 drain_completions(s);
             } else if (p == &s->watch_fd) {
-                /* Live subscribers first: their events go out before this
-                 * batch's other work (new requests, acknowledgements). */
-                sse_on_commit(s);
-                sse_run(s);
+                /* done above */
             } else if (p == &s->sigfd) {
                 struct signalfd_siginfo si;
                 while (read(s->sigfd, &si, sizeof si) == sizeof si) {

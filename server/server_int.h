@@ -242,6 +242,10 @@ void sse_comment(conn *c, const char *text);
  * once and shared by many feeds. Like sse_event, joins the pump's chunk. */
 void sse_raw(conn *c, const void *p, size_t len);
 
+/* Inside pump() only: the buffer of this pump's output, for a feed that
+ * writes whole SSE events straight into it (no line breaks in data). */
+buf *sse_stage(conn *c);
+
 /* Pump this connection again soon even without a commit (if it waits). */
 void sse_wake(conn *c);
 

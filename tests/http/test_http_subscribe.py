@@ -481,6 +481,31 @@ def a_client_that_stops_reading_is_cut_after_the_stall_timeout():
     T.expect(request(S.port, "GET", "/health/live"), 200)
 
 
+@T.case
+def sigterm_ends_event_streams_cleanly():
+    sub = subscribe("/subscribe/all?from=end")
+    read_until(sub, lambda m: m["event"] == "caught-up", "caught-up")
+    c = Client(S.port)
+    first = append(c, "term%s-1" % RUN, [Ev("BeforeStop")])["firstPosition"]
+    c.close()
+    msgs = read_until(sub, lambda m: m["event"] == "message", "the event")
+    T.check(msgs[-1]["id"] == str(first), "the event before the stop", None, first, msgs)
+    code = S.stop()
+    T.check(code == 0, "exit code after SIGTERM with an open event stream", None, 0, code)
+    T.check(sub.next() is None and sub.ended, "the stream ended with its last chunk", None,
+            "a clean end", "eof=%s ended=%s" % (sub.eof, sub.ended))
+    sub.close()
+    S.start()
+    c = Client(S.port)
+    second = append(c, "term%s-1" % RUN, [Ev("AfterStart")])["firstPosition"]
+    c.close()
+    sub = subscribe("/subscribe/all", headers={"Last-Event-ID": str(first)})
+    msgs = read_until(sub, lambda m: m["event"] == "message", "resumed")
+    T.check(msgs[-1]["id"] == str(second) and second == first + 1,
+            "resumed after the restart with the next event", None, second, msgs)
+    sub.close()
+
+
 def py_match(ev, f):
     """The filter semantics of docs/subscriptions.md, in Python."""
     s, t = ev["stream"], ev["type"]
