@@ -557,13 +557,19 @@ static void poll_once(int timeout_ms)
     int n = epoll_wait(g_ep, evs, 256, timeout_ms);
     if (n < 0 && errno != EINTR)
         die("epoll_wait");
-    for (int i = 0; i < n; i++) {
-        conn *c = evs[i].data.ptr;
-        if (evs[i].events & EPOLLOUT)
-            conn_write(c);
-        if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-            conn_read(c);
-    }
+    /* Subscribers first, then appenders: an event and an acknowledgement
+     * that arrived together are timed in the order they arrived, not in
+     * the order epoll happened to list them (one thread times both). */
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n; i++) {
+            conn *c = evs[i].data.ptr;
+            if ((c->kind == K_SUB) != (pass == 0))
+                continue;
+            if (evs[i].events & EPOLLOUT)
+                conn_write(c);
+            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                conn_read(c);
+        }
 }
 
 /* GET a small JSON document: the next position of $all. */

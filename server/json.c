@@ -1146,7 +1146,7 @@ int json_w_time_rfc3339(buf *b, int64_t us)
     civil_from_days(days, &y, &m, &d);
     /* By hand: snprintf here was a fifth of the CPU of a catch-up
      * subscription (a million events a second). */
-    char tmp[28];
+    char tmp[32]; /* "YYYY-MM-DDTHH:MM:SS.ffffffZ" and quotes: 29 */
     unsigned fields[7] = {(unsigned)y, m, d, (unsigned)(sod / 3600), (unsigned)(sod / 60 % 60),
                           (unsigned)(sod % 60), (unsigned)frac};
     static const int widths[7] = {4, 2, 2, 2, 2, 2, 6};

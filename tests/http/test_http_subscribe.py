@@ -263,8 +263,10 @@ def no_gap_no_duplicate_while_8_writers_append():
     rnd = random.Random(7)
     # subscribers join at random moments while the writers run: some from a
     # random position of what exists, some from `end`
+    during = 0
     for k in range(8):
-        time.sleep(rnd.uniform(0.05, 0.3))
+        time.sleep(rnd.uniform(0.01, 0.06) if QUICK else rnd.uniform(0.05, 0.3))
+        during += wr.alive()
         h = head()
         if k % 4 == 3:
             rd = Reader("/subscribe/all?from=end")
@@ -275,8 +277,8 @@ def no_gap_no_duplicate_while_8_writers_append():
             rd = Reader("/subscribe/all?from=%d" % rnd.randint(0, h))
             rd.start()
         readers.append(rd)
-    T.check(wr.alive(), "the writers were still writing when the subscribers had started "
-            "(the sizes are too small to test the switch to live)")
+    T.check(during >= 4, "most subscribers started while the writers were writing (else the "
+            "sizes are too small to test the switch to live)", None, ">= 4 of 8", during)
     wr.join()
     last = head() - 1
     for rd in readers:
