@@ -290,6 +290,11 @@ static void accept_all(server *s)
 
 static void drain_completions(server *s)
 {
+    /* Appends complete after their commit is announced on the watch fd:
+     * if that announcement is still unread, serve the subscribers first,
+     * so an event never waits behind the acknowledgements of its commit. */
+    if (sse_on_commit(s))
+        sse_run(s);
     uint64_t v;
     ssize_t r = read(s->evfd, &v, sizeof v);
     (void)r;
@@ -423,10 +428,8 @@ int server_run(const server_config *cfg)
         /* A commit first: live subscribers get their events before this
          * batch's other work (acknowledgements, new requests) is done. */
         for (int i = 0; i < n; i++)
-            if (evs[i].data.ptr == &s->watch_fd) {
-                sse_on_commit(s);
+            if (evs[i].data.ptr == &s->watch_fd && sse_on_commit(s))
                 sse_run(s);
-            }
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == &s->lfd) {

@@ -258,7 +258,8 @@ size_t sse_count(const server *s);
 /* For net.c. */
 int sse_hub_open(server *s);         /* -1 on failure, with a message */
 void sse_hub_close(server *s);
-void sse_on_commit(server *s);       /* the watch fd is readable */
+int sse_on_commit(server *s);        /* a commit happened: 1 (feeds made
+                                        ready), 0 if none since last time */
 int sse_run(server *s);              /* pump ready feeds; 1 if more wait */
 void sse_tick(server *s, int64_t now);
 void sse_drained(conn *c);           /* conn_flush emptied `out` */

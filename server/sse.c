@@ -333,17 +333,18 @@ void sse_drained(conn *c)
         q_push(c->srv->sse, c->sse, Q_READY);
 }
 
-void sse_on_commit(server *s)
+int sse_on_commit(server *s)
 {
     sse_hub *h = s->sse;
     uint64_t v;
-    ssize_t r = read(s->watch_fd, &v, sizeof v);
-    (void)r;
+    if (read(s->watch_fd, &v, sizeof v) != (ssize_t)sizeof v)
+        return 0; /* nothing new since the last call */
     stele_stats st;
     if (stele_get_stats(s->db, &st) == 0)
         h->head = st.events;
     while (h->q[Q_WAIT].head)
         q_push(h, h->q[Q_WAIT].head, Q_READY);
+    return 1;
 }
 
 void sse_tick(server *s, int64_t now)
