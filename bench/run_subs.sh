@@ -22,6 +22,8 @@
 #   ROUNDS=5 ...                     rounds per measurement (default 3; the
 #                                    fan-out pair FAN_ROUNDS, default 5)
 #   BENCH_DIR=/mnt/disk ...          where the stores go (default $TMPDIR or /tmp)
+#   PARTS="fanout" ...               only some parts: catchup, latency, fanout,
+#                                    postgres (default all four)
 #
 # Every round's line is printed; then per measurement the median round (by
 # the key figure named in the script) with the key figure of every round.
@@ -39,6 +41,9 @@ if [ "${QUICK:-0}" = 1 ]; then
 else
     N=10000000 WARM=2 DUR=10 ROUNDS=${ROUNDS:-3} FAN_ROUNDS=${FAN_ROUNDS:-5} PGFILL=15
 fi
+
+PARTS=${PARTS:-catchup latency fanout postgres}
+part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -140,26 +145,32 @@ say "# commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unkno
 say "# machine: $(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(
     grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(uname -sr)"
 say "# disk: $(df -T "$WORK" | awk 'NR==2 {print $1, $2}') ($WORK)"
+say "# parts: $PARTS"
 say "# sizes: ${QUICK:+QUICK=$QUICK }catch-up events=$N (200-byte data) rounds=$ROUNDS warmup=${WARM}s duration=${DUR}s; live events carry 100 bytes of JSON data"
 load
 
 # ------------------------------------------------------------ catch-up
+if part catchup; then
 say "$("$BS" build --dir "$WORK/catchup" --events "$N" --batch 10000 --data-bytes 200)"
 start_stele "$WORK/catchup"
 rounds catchup events_per_s "$BS" catchup --port "$STELE_PORT" --events "$N" --server-pid "$STELE_PID"
 stop_stele
 rm -rf "$WORK/catchup"
 load
+fi
 
 # ------------------------------------------------------------ live: latency, fan-out
 start_stele "$WORK/live"
+if part latency; then
 rounds "latency-10000/s" event_p99_ms "$BS" latency --port "$STELE_PORT" --rate 10000 --clients 256 \
     --warmup "$WARM" --duration "$DUR" --server-pid "$STELE_PID"
 rounds "latency-1000/s" event_p99_ms "$BS" latency --port "$STELE_PORT" --rate 1000 --clients 16 \
     --warmup "$WARM" --duration "$DUR" --server-pid "$STELE_PID"
 load
+fi
 # fan-out: the rounds alternate between no subscriber and 100 subscribers
 # (more of them: this figure is a ratio of two noisy throughputs)
+if part fanout; then
 : >"$WORK/fan0"
 : >"$WORK/fan100"
 for r in $(seq 1 "$FAN_ROUNDS"); do
@@ -178,10 +189,12 @@ for subs in 0 100; do
         sort -g | awk -v n="$FAN_ROUNDS" 'NR == int((n + 1) / 2) {sub(/^[^ ]* /, ""); print}')
     say "median fanout-$subs: $med rounds_events_per_s=$all"
 done
-stop_stele
 load
+fi
+stop_stele
 
 # ------------------------------------------------------------ PostgreSQL
+if part postgres; then
 # A fresh cluster, fsync and synchronous_commit on (the defaults, stated
 # anyway), the settings of bench/run_http.sh.
 PG_PORT=$(for _ in $(seq 1 100); do p=$((20000 + RANDOM % 40000)); ss -Htln "sport = :$p" | grep -q . || { echo "$p"; break; }; done)
@@ -222,6 +235,7 @@ say "# postgres rows for the catch-up read: $ROWS"
 rounds "postgres-catchup" events_per_s "$BP" postgres --conninfo "$PGC" --mode read --clients 1 \
     --page 1000 --range "$ROWS" --warmup 1 --duration 5 --workload catchup --server-pid "$PG_PID"
 load
+fi
 
 if [ "${QUICK:-0}" != 1 ]; then
     mkdir -p "$ROOT/bench/results"
