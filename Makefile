@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs clean
 
 all: build
 
@@ -52,6 +52,11 @@ bench-http: build
 # one run (docs/benchmarks.md).
 bench-grpc: build
 	./bench/run_grpc.sh $(BUILD)
+
+# Subscriptions over SSE: catch-up of 10M events, live latency, 100
+# subscribers vs none; PostgreSQL LISTEN/NOTIFY as the peer (docs/benchmarks.md).
+bench-subs: build
+	./bench/run_subs.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1144,10 +1144,26 @@ int json_w_time_rfc3339(buf *b, int64_t us)
     int y;
     unsigned m, d;
     civil_from_days(days, &y, &m, &d);
-    char tmp[40];
-    int n = snprintf(tmp, sizeof tmp, "\"%04d-%02u-%02uT%02d:%02d:%02d.%06dZ\"", y, m, d,
-                     (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60), (int)frac);
-    return buf_append(b, tmp, (size_t)n);
+    /* By hand: snprintf here was a fifth of the CPU of a catch-up
+     * subscription (a million events a second). */
+    char tmp[32]; /* "YYYY-MM-DDTHH:MM:SS.ffffffZ" and quotes: 29 */
+    unsigned fields[7] = {(unsigned)y, m, d, (unsigned)(sod / 3600), (unsigned)(sod / 60 % 60),
+                          (unsigned)(sod % 60), (unsigned)frac};
+    static const int widths[7] = {4, 2, 2, 2, 2, 2, 6};
+    static const char seps[7] = {'-', '-', 'T', ':', ':', '.', 'Z'};
+    char *o = tmp;
+    *o++ = '"';
+    for (int i = 0; i < 7; i++) {
+        unsigned v = fields[i];
+        for (int k = widths[i] - 1; k >= 0; k--) {
+            o[k] = (char)('0' + v % 10);
+            v /= 10;
+        }
+        o += widths[i];
+        *o++ = seps[i];
+    }
+    *o++ = '"';
+    return buf_append(b, tmp, (size_t)(o - tmp));
 }
 
 int json_w_uuid(buf *b, const uint8_t id[16])

@@ -331,6 +331,11 @@ void completion_post(server *s, completion *cp)
 
 static void drain_completions(server *s)
 {
+    /* Appends complete after their commit is announced on the watch fd:
+     * if that announcement is still unread, serve the subscribers first,
+     * so an event never waits behind the acknowledgements of its commit. */
+    if (sse_on_commit(s))
+        sse_run(s);
     uint64_t v;
     ssize_t r = read(s->evfd, &v, sizeof v);
     (void)r;
@@ -473,6 +478,11 @@ int server_run(const server_config *cfg)
     int sse_busy = 0;
     for (;;) {
         int n = epoll_wait(s->epfd, evs, 256, sse_busy ? 0 : 250);
+        /* A commit first: live subscribers get their events before this
+         * batch's other work (acknowledgements, new requests) is done. */
+        for (int i = 0; i < n; i++)
+            if (evs[i].data.ptr == &s->watch_fd && sse_on_commit(s))
+                sse_run(s);
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == &s->lfd) {
@@ -480,7 +490,7 @@ int server_run(const server_config *cfg)
             } else if (p == &s->evfd) {
                 drain_completions(s);
             } else if (p == &s->watch_fd) {
-                sse_on_commit(s);
+                /* done above */
             } else if (p == &s->group_fd) {
                 groups_on_watch(s);
             } else if (p == s->grpc) {

@@ -292,6 +292,10 @@ void sse_comment(conn *c, const char *text);
  * once and shared by many feeds. Like sse_event, joins the pump's chunk. */
 void sse_raw(conn *c, const void *p, size_t len);
 
+/* Inside pump() only: the buffer of this pump's output, for a feed that
+ * writes whole SSE events straight into it (no line breaks in data). */
+buf *sse_stage(conn *c);
+
 /* Pump this connection again soon even without a commit (if it waits). */
 void sse_wake(conn *c);
 
@@ -304,7 +308,8 @@ size_t sse_count(const server *s);
 /* For net.c. */
 int sse_hub_open(server *s);         /* -1 on failure, with a message */
 void sse_hub_close(server *s);
-void sse_on_commit(server *s);       /* the watch fd is readable */
+int sse_on_commit(server *s);        /* a commit happened: 1 (feeds made
+                                        ready), 0 if none since last time */
 int sse_run(server *s);              /* pump ready feeds; 1 if more wait */
 void sse_tick(server *s, int64_t now);
 void sse_drained(conn *c);           /* conn_flush emptied `out` */

@@ -12,7 +12,7 @@
  * client reads; a subscription's events wait in the store, not here.
  *
  * Fairness. The ready queue is served round robin, SSE_PUMP_EVENTS events
- * per pump and SSE_TURN_PUMPS pumps per loop turn; if feeds are still
+ * per pump and SSE_TURN_PUMPS pumps or SSE_TURN_NS per loop turn; if feeds are still
  * ready after that, the loop polls without sleeping and comes back after
  * serving its other connections (appends, reads) in between.
  *
@@ -24,6 +24,7 @@
  * whole SSE events per chunk; an event is "event:" / "id:" / "data:" lines
  * and a blank line (the WHATWG HTML "server-sent events" format).
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,9 +36,11 @@
 
 /* Unsent output above which a feed is not pumped. */
 #define SSE_HIGH_WATER (256u << 10)
-/* Events per pump, pumps per loop turn. */
+/* Events per pump; pumps and time per loop turn (a filtered pump may scan
+ * tens of thousands of events to find few). */
 #define SSE_PUMP_EVENTS 512u
 #define SSE_TURN_PUMPS 64u
+#define SSE_TURN_NS 5000000u
 /* Compact `out` (move the unsent bytes to the front) past this offset. */
 #define SSE_COMPACT_AT (64u << 10)
 
@@ -188,6 +191,13 @@ void sse_raw(conn *c, const void *p, size_t len)
     }
 }
 
+buf *sse_stage(conn *c)
+{
+    sse_hub *h = c->srv->sse;
+    assert(h->pumping == c);
+    return &h->stage;
+}
+
 void sse_comment(conn *c, const char *text)
 {
     sse_hub *h = c->srv->sse;
@@ -292,7 +302,9 @@ static void settle(sse_hub *h, conn *c, int r)
 int sse_run(server *s)
 {
     sse_hub *h = s->sse;
-    for (unsigned k = 0; k < SSE_TURN_PUMPS && h->q[Q_READY].head; k++) {
+    uint64_t until = time_mono_ns() + SSE_TURN_NS;
+    for (unsigned k = 0; k < SSE_TURN_PUMPS && h->q[Q_READY].head && time_mono_ns() < until;
+         k++) {
         sse_conn *sc = h->q[Q_READY].head;
         conn *c = sc->c;
         q_remove(h, sc);
@@ -321,17 +333,18 @@ void sse_drained(conn *c)
         q_push(c->srv->sse, c->sse, Q_READY);
 }
 
-void sse_on_commit(server *s)
+int sse_on_commit(server *s)
 {
     sse_hub *h = s->sse;
     uint64_t v;
-    ssize_t r = read(s->watch_fd, &v, sizeof v);
-    (void)r;
+    if (read(s->watch_fd, &v, sizeof v) != (ssize_t)sizeof v)
+        return 0; /* nothing new since the last call */
     stele_stats st;
     if (stele_get_stats(s->db, &st) == 0)
         h->head = st.events;
     while (h->q[Q_WAIT].head)
         q_push(h, h->q[Q_WAIT].head, Q_READY);
+    return 1;
 }
 
 void sse_tick(server *s, int64_t now)

@@ -152,16 +152,12 @@ typedef struct subscription {
     int64_t ckpt_ms;     /* and when */
     int64_t behind_since_ms; /* live but not at the end since (0: at the end) */
     int filtered;        /* $all with a filter: never uses the cache */
-    buf json;            /* scratch for one event */
-    buf text;            /* scratch: one event as SSE */
 } subscription;
 
 static void sub_free(void *ctx)
 {
     subscription *u = ctx;
     stele_sub_close(u->sub);
-    buf_free(&u->json);
-    buf_free(&u->text);
     free(u);
 }
 
@@ -298,26 +294,26 @@ static int from_store(conn *c, subscription *u, size_t max_events, size_t *n, in
     if (rc)
         return rc;
     *n = stele_page_count(pg);
+    /* Each event is rendered once, straight into the pump's output (event
+     * JSON has no line breaks: route_event_json keeps it on one line), and
+     * copied into the cache when it extends it. */
+    buf *out = sse_stage(c);
     for (size_t i = 0; i < *n; i++) {
         const stele_event *e = stele_page_event(pg, i);
         char id[24];
         uint64_t v = u->all ? e->position : e->revision;
         u64_text(v, id);
-        u->json.len = 0;
-        route_event_json(&u->json, e);
-        if (k && v == k->hi) {
-            u->text.len = 0;
-            buf_append(&u->text, "id: ", 4);
-            buf_append(&u->text, id, strlen(id));
-            buf_append(&u->text, "\ndata: ", 7);
-            buf_append(&u->text, u->json.p, u->json.len);
-            buf_append(&u->text, "\n\n", 2);
-            cache_add(k, u->text.p, u->text.len);
-            sse_raw(c, u->text.p, u->text.len);
-        } else {
+        size_t start = out->len;
+        if (buf_append(out, "id: ", 4) || buf_append(out, id, strlen(id)) ||
+            buf_append(out, "\ndata: ", 7))
+            abort(); /* as sse.c: no memory, no consistent stream */
+        route_event_json(out, e);
+        if (buf_append(out, "\n\n", 2))
+            abort();
+        if (k && v == k->hi)
+            cache_add(k, out->p + start, out->len - start);
+        else
             k = NULL;
-            sse_event(c, NULL, id, u->json.p, u->json.len);
-        }
         u->has_id = 1;
         u->id = v;
     }
