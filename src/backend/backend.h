@@ -50,6 +50,9 @@ typedef struct backend_ops {
     int (*read_all)(backend *b, uint64_t from, int backwards, size_t limit, stele_page **out);
     int (*head)(backend *b, const char *stream, size_t len, stele_stream_info *out);
     int (*stats)(backend *b, stele_stats *out);
+    /* Reclaim the space of hidden events (stele_scavenge). NULL: the
+     * backend has nothing to reclaim. */
+    int (*scavenge)(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);
     void (*close)(backend *b);
 } backend_ops;
 

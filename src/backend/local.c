@@ -470,6 +470,7 @@ static void write_group(local *L, wreq *group)
         goto fail;
     L->ck.log_bytes += L->gbuf.len - (write_off == 0 ? SEG_HEADER_SIZE : 0);
     L->ck.loc = loc_make(seg, (uint32_t)(write_off + L->gbuf.len));
+    L->ck.log_bytes -= atomic_exchange(&L->scav_unaccounted, 0); /* scavenged away */
     if ((rc = idx_ckpt_put(L->ix, txn, &L->ck)))
         goto fail;
     rc = os_write_full(s->fd, L->gbuf.p, L->gbuf.len, write_off);
@@ -668,6 +669,7 @@ static void local_close(backend *b)
     pool_unref(L->pl);
     pthread_mutex_destroy(&L->qmu);
     pthread_cond_destroy(&L->qcv);
+    pthread_mutex_destroy(&L->scav_mu);
     free(L);
 }
 
@@ -680,6 +682,7 @@ static const backend_ops local_ops = {
     .read_all = local_read_all,
     .head = local_head,
     .stats = local_stats,
+    .scavenge = local_scavenge,
     .close = local_close,
 };
 
@@ -698,6 +701,7 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     L->lockfd = -1;
     pthread_mutex_init(&L->qmu, NULL);
     pthread_cond_init(&L->qcv, NULL);
+    pthread_mutex_init(&L->scav_mu, NULL);
     snprintf(L->dir, sizeof L->dir, "%s", dir);
     int rc = 0;
     int create = !(opts->flags & STELE_OPEN_NOCREATE);

@@ -8,6 +8,8 @@
  *   local_read.c     reads: streams, $all, heads, stats
  *   local_recover.c  recovery at open, the lock-file marker, verification
  *   local_check.c    `stele check` (a closed store)
+ *   local_scavenge.c scavenging: rewriting sealed segments without the
+ *                    events no read can return
  */
 #ifndef STELE_LOCAL_INT_H
 #define STELE_LOCAL_INT_H
@@ -82,6 +84,12 @@ typedef struct local {
     pool *pl;              /* read buffers, shared with live pages */
     _Atomic uint64_t n_appends, n_groups;
     _Atomic uint32_t done_gen; /* bumped once per finished group (futex word) */
+
+    /* scavenging (local_scavenge.c) */
+    pthread_mutex_t scav_mu;   /* one scavenge at a time */
+    /* Record bytes scavenging removed that the checkpoint's log_bytes
+     * still counts; the writer subtracts them at its next commit. */
+    _Atomic uint64_t scav_unaccounted;
 } local;
 
 /* local_read.c */
@@ -108,6 +116,9 @@ int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
 int local_read_all(backend *b, uint64_t from, int backwards, size_t limit, stele_page **out);
 int local_head(backend *b, const char *stream, size_t len, stele_stream_info *out);
 int local_stats(backend *b, stele_stats *out);
+
+/* local_scavenge.c */
+int local_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);
 
 /* local_recover.c */
 void boot_id(char out[64]);

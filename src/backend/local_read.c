@@ -143,7 +143,15 @@ int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
     while (rc == 0 && !page_full(pg, limit)) {
         if (c.first_pos >= visible)
             break;
-        if ((rc = read_commit(L, &c, &cb)))
+        if ((rc = read_commit(L, &c, &cb)) == LOG_REMOVED) {
+            /* Scavenged away: its events are hidden for good (its stream's
+             * retention was loosened after the scavenge). */
+            if (backwards && c.first_rev <= lo)
+                break;
+            rc = idx_rev_step(&cur, backwards, &c);
+            continue;
+        }
+        if (rc)
             break;
         /* Decode the commit's records; walk them in the read's direction. */
         size_t off = 0;
@@ -242,7 +250,22 @@ int scan_all(local *L, uint64_t loc, uint64_t end, uint64_t from, uint64_t to,
         if ((rc = page_add(pg, &r)))
             break;
     }
+    log_iter_done(&it);
     scratch_free(L, &it.chunk);
+    return rc;
+}
+
+/* The sparse entry at or before `pos`; without one (the first events of
+ * the log were scavenged and the index rebuilt since), the log's start. */
+static int pos_floor(local *L, MDB_txn *txn, uint64_t pos, uint64_t *found, uint64_t *loc)
+{
+    int rc = idx_pos_floor(L->ix, txn, pos, found, loc);
+    if (rc == STELE_ENOTFOUND) {
+        err_clear();
+        *found = 0;
+        *loc = loc_make(L->lg->first_seg, 0);
+        rc = 0;
+    }
     return rc;
 }
 
@@ -267,7 +290,7 @@ int local_read_all(backend *b, uint64_t from, int backwards, size_t limit,
     }
     uint64_t found, loc;
     if (!backwards) {
-        rc = idx_pos_floor(L->ix, txn, from, &found, &loc);
+        rc = pos_floor(L, txn, from, &found, &loc);
         if (rc == 0)
             rc = scan_all(L, loc, end, from, visible - 1, limit, pg);
         if (rc == 0 && pg->count) {
@@ -280,7 +303,7 @@ int local_read_all(backend *b, uint64_t from, int backwards, size_t limit,
     } else {
         uint64_t target = from < visible ? from : visible - 1;
         while (rc == 0 && !page_full(pg, limit)) {
-            rc = idx_pos_floor(L->ix, txn, target, &found, &loc);
+            rc = pos_floor(L, txn, target, &found, &loc);
             stele_page *part = NULL;
             if (rc == 0)
                 rc = page_new(L->pl, &part);
@@ -302,9 +325,6 @@ int local_read_all(backend *b, uint64_t from, int backwards, size_t limit,
             }
         }
     }
-    if (rc == STELE_ENOTFOUND)
-        rc = err_set(STELE_ECORRUPT, "index: no position entry at or before %llu",
-                     (unsigned long long)from);
     mdb_txn_abort(txn);
     if (rc) {
         stele_page_free(pg);
@@ -351,7 +371,8 @@ int local_stats(backend *b, stele_stats *out)
     memset(out, 0, sizeof *out);
     out->events = atomic_load(&L->pub_next_pos);
     out->streams = ck.streams;
-    out->log_bytes = ck.log_bytes;
+    uint64_t gone = atomic_load(&L->scav_unaccounted);
+    out->log_bytes = ck.log_bytes > gone ? ck.log_bytes - gone : 0;
     out->segments = atomic_load(&L->lg->nsegs) - L->lg->first_seg;
     out->appends = atomic_load(&L->n_appends);
     out->groups = atomic_load(&L->n_groups);
