@@ -20,6 +20,7 @@ int cmd_append(int argc, char **argv);
 int cmd_read(int argc, char **argv);
 int cmd_head(int argc, char **argv);
 int cmd_delete(int argc, char **argv);
+int cmd_scavenge(int argc, char **argv);
 
 /* Exit codes of the client commands. */
 enum {

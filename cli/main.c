@@ -6,6 +6,7 @@
  *   stele read STREAM ...    HTTP (cli/client.c, cli/cmd_*.c)
  *   stele head STREAM
  *   stele delete STREAM
+ *   stele scavenge           reclaim deleted events' space (cli/cmd_scavenge.c)
  *   stele check DIR          verify a store (checksums, framing, index)
  *   stele version
  */
@@ -25,6 +26,7 @@ static int cmd_check(int argc, char **argv);
 static const command commands[] = {
     {"serve", cmd_serve},   {"append", cmd_append}, {"read", cmd_read},
     {"head", cmd_head},     {"delete", cmd_delete}, {"check", cmd_check},
+    {"scavenge", cmd_scavenge},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -40,7 +42,8 @@ static int usage(FILE *f)
                "  append STREAM   append events from arguments, a JSON file or NDJSON on stdin\n"
                "  read STREAM     read a stream's events; read --all reads every stream\n"
                "  head STREAM     show a stream's last revision and position\n"
-               "  delete STREAM   delete a stream (--tombstone: for good)\n\n"
+               "  delete STREAM   delete a stream (--tombstone: for good)\n"
+               "  scavenge        give back the space of deleted events (--dir DIR: offline)\n\n"
                "  version         print the version\n"
                "  help [COMMAND]  this text, or a command's (the same as stele COMMAND --help)\n\n"
                "Client commands print a table on a terminal and JSON (one object per line)\n"

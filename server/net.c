@@ -444,6 +444,7 @@ int server_run(const server_config *cfg)
     bury(s);
     rc = 0;
 out:
+    admin_shutdown(s); /* a running scavenge stops after its segment */
     if (s->db) {
         stele_close(s->db); /* waits for queued appends; their callbacks post
                                completions that nobody reads any more */

@@ -108,6 +108,7 @@ typedef struct server {
     completion *cq_head, *cq_tail;
     int stopping;
     metrics m;
+    struct admin *admin; /* routes_admin.c: the scavenge thread; NULL until used */
 } server;
 
 /* net.c */
@@ -142,6 +143,12 @@ void route_request(conn *c);
 void route_stream_more(conn *c);
 /* An append completed. */
 void route_append_done(conn *c, const completion *cp);
+
+/* routes_admin.c */
+/* A request under /admin/. */
+void route_admin(conn *c, const char *path, size_t plen);
+/* Stop a running scavenge and join its thread (before the store closes). */
+void admin_shutdown(server *s);
 
 /* metrics.c */
 void metrics_observe(metrics *m, int is_append, double seconds);

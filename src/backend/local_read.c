@@ -111,10 +111,32 @@ int stream_state(local *L, MDB_txn *txn, const char *stream, size_t len, idx_str
     return 0;
 }
 
+/*
+ * A commit scavenging removed is normally outside every read: its events
+ * were hidden when the scavenger decided, and stay hidden. A read whose
+ * snapshot is older than that decision (a delete landed and was scavenged
+ * while the read ran) can still reach one; it then starts again once with
+ * a fresh snapshot (attempt 1), which sees the delete. Commits removed
+ * after a stream's retention was loosened are skipped.
+ */
+#define READ_STALE 1
+
+static int read_stream_try(local *L, const char *stream, size_t len, uint64_t from,
+                           int backwards, size_t limit, int attempt, stele_page **out);
+
 int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
                              int backwards, size_t limit, stele_page **out)
 {
     local *L = (local *)b;
+    int rc = read_stream_try(L, stream, len, from, backwards, limit, 0, out);
+    if (rc == READ_STALE)
+        rc = read_stream_try(L, stream, len, from, backwards, limit, 1, out);
+    return rc;
+}
+
+static int read_stream_try(local *L, const char *stream, size_t len, uint64_t from,
+                           int backwards, size_t limit, int attempt, stele_page **out)
+{
     MDB_txn *txn;
     uint64_t visible, end;
     int rc = snapshot(L, &txn, &visible, &end);
@@ -144,8 +166,10 @@ int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
         if (c.first_pos >= visible)
             break;
         if ((rc = read_commit(L, &c, &cb)) == LOG_REMOVED) {
-            /* Scavenged away: its events are hidden for good (its stream's
-             * retention was loosened after the scavenge). */
+            if (attempt == 0) {
+                rc = READ_STALE;
+                break;
+            }
             if (backwards && c.first_rev <= lo)
                 break;
             rc = idx_rev_step(&cur, backwards, &c);
