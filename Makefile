@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-scavenge clean
 
 all: build
 
@@ -46,6 +46,11 @@ bench: build
 # starts both peers itself; docs/benchmarks-http.md).
 bench-http: build
 	./bench/run_http.sh $(BUILD)
+
+# Scavenging benchmark: Stele's scavenge vs PostgreSQL's VACUUM on half-deleted
+# stores, and append latency while each runs (docs/benchmarks.md).
+bench-scavenge: build
+	./bench/run_scavenge.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -11,7 +11,9 @@
  *   stream    a named, ordered sequence of events ("Order-123").
  *   revision  an event's 0-based number inside its stream.
  *   position  an event's number in the global log ($all): starts at 0,
- *             gapless and in commit order.
+ *             gapless and in commit order. Scavenging (stele_scavenge)
+ *             removes deleted events for good; $all then skips their
+ *             positions, and no other position ever changes.
  *   append    one atomic, durable write of 1..N events to one stream. When
  *             stele_append() returns 0 the events are on disk (fdatasync).
  *
@@ -405,8 +407,8 @@ int stele_scavenge(stele_db *db, const stele_scavenge_options *opts,
 /**
  * Verify a closed store in `dir` without changing it: every record's
  * checksum and framing, commit completeness, gapless positions (gaps only
- * inside scavenged segments, where each one must be accounted for by
- * events scavenging removed), and every index entry against the log. Returns 0 if sound; ECORRUPT with the first
+ * inside scavenged segments, each accounted for by removed events), and
+ * every index entry against the log. Returns 0 if sound; ECORRUPT with the first
  * damage in stele_errmsg() ("segment 00000003.seg offset 81920: checksum
  * mismatch"); ELOCKED if a process has the store open. If `report` is not
  * NULL it receives a NUL-terminated summary (at most `report_len` bytes).
