@@ -21,6 +21,14 @@
  *   scavenge_with_appends on a copy of the same store: the appender runs
  *                         while stele_scavenge does; latency of the appends
  *                         made during the scavenge, and its MB/s
+ *   scavenge_interleaved  on another copy: the scavenge pauses after every
+ *                         segment as long as the segment took, so appends
+ *                         alternate between "busy" windows (scavenge
+ *                         running) and "idle" ones, under the same
+ *                         background load: busy_* and idle_* latencies
+ *                         compare the two within one run (this machine is
+ *                         shared, and separate runs differ more than the
+ *                         effect); MB/s over the busy time
  * PostgreSQL (seeds/001 schema, fsync on, rows deleted with DELETE):
  *   append_idle           one connection, 1-row INSERTs with the seeds'
  *                         expected-version check, for T s
@@ -100,23 +108,90 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* " appends=N p50_us=.. p99_us=.. max_us=.." of the samples started in
- * [from, to). */
-static void lat_print(const lat *l, uint64_t from, uint64_t to)
+/* Time windows [w[i][0], w[i][1]). */
+typedef struct windows {
+    uint64_t (*w)[2];
+    size_t n, cap;
+} windows;
+
+static void win_add(windows *ws, uint64_t from, uint64_t to)
+{
+    if (ws->n == ws->cap) {
+        ws->cap = ws->cap ? ws->cap * 2 : 64;
+        ws->w = realloc(ws->w, ws->cap * sizeof *ws->w);
+        if (!ws->w)
+            die("memory", "out of memory");
+    }
+    ws->w[ws->n][0] = from;
+    ws->w[ws->n][1] = to;
+    ws->n++;
+}
+
+static int in_windows(const windows *ws, uint64_t t)
+{
+    for (size_t i = 0; i < ws->n; i++)
+        if (t >= ws->w[i][0] && t < ws->w[i][1])
+            return 1;
+    return 0;
+}
+
+static uint64_t win_total(const windows *ws)
+{
+    uint64_t t = 0;
+    for (size_t i = 0; i < ws->n; i++)
+        t += ws->w[i][1] - ws->w[i][0];
+    return t;
+}
+
+/* " PREFIXappends=N ... p50_us=.. p99_us=.. max_us=.." of the samples
+ * started inside the windows (or in [from, to) when ws is NULL). */
+static void lat_print_in(const lat *l, const char *prefix, const windows *ws, uint64_t from,
+                         uint64_t to)
 {
     uint64_t *s = malloc((l->n + 1) * sizeof *s);
     size_t n = 0;
     for (size_t i = 0; i < l->n; i++)
-        if (l->at[i] >= from && l->at[i] < to)
+        if (ws ? in_windows(ws, l->at[i]) : l->at[i] >= from && l->at[i] < to)
             s[n++] = l->v[i];
     qsort(s, n, sizeof *s, cmp_u64);
+    uint64_t span = ws ? win_total(ws) : to - from;
 #define PCT(p) (n ? s[(size_t)((double)(n - 1) * (p) + 0.5)] / 1000 : 0)
-    printf(" appends=%zu appends_per_s=%.0f p50_us=%llu p99_us=%llu max_us=%llu", n,
-           to > from ? (double)n / ((double)(to - from) / 1e9) : 0.0,
-           (unsigned long long)PCT(0.50), (unsigned long long)PCT(0.99),
+    printf(" %sappends=%zu %sappends_per_s=%.0f %sp50_us=%llu %sp99_us=%llu %smax_us=%llu", prefix,
+           n, prefix, span ? (double)n / ((double)span / 1e9) : 0.0, prefix,
+           (unsigned long long)PCT(0.50), prefix, (unsigned long long)PCT(0.99), prefix,
            (unsigned long long)(n ? s[n - 1] / 1000 : 0));
 #undef PCT
     free(s);
+}
+
+static void lat_print(const lat *l, uint64_t from, uint64_t to)
+{
+    lat_print_in(l, "", NULL, from, to);
+}
+
+/* Interleaving: after each segment the scavenge pauses as long as the
+ * segment took (at least PAUSE_MIN_NS), so appends run alternately with
+ * and without a scavenge beside them, under the same background load of
+ * this shared machine. */
+#define PAUSE_MIN_NS 300000000ull
+
+typedef struct interleave {
+    windows busy, idle;
+    uint64_t busy_from;
+} interleave;
+
+static int interleave_cb(void *ctx, const stele_scavenge_result *so_far)
+{
+    (void)so_far;
+    interleave *iv = ctx;
+    uint64_t t = now_ns(), d = t - iv->busy_from;
+    win_add(&iv->busy, iv->busy_from, t);
+    uint64_t pause = d > PAUSE_MIN_NS ? d : PAUSE_MIN_NS;
+    struct timespec ts = {(time_t)(pause / 1000000000ull), (long)(pause % 1000000000ull)};
+    nanosleep(&ts, NULL);
+    iv->busy_from = now_ns();
+    win_add(&iv->idle, t, iv->busy_from);
+    return 0;
 }
 
 /* ------------------------------------------------------------ payload */
@@ -218,11 +293,50 @@ static void print_scavenge(const char *name, const stele_scavenge_result *r)
            secs > 0 ? (double)r->bytes_scanned / 1e6 / secs : 0.0);
 }
 
+/* Scavenge the store at `path` while one thread appends; `paced`: pause
+ * after each segment (interleave_cb). */
+static void run_with_appends(const char *path, int paced)
+{
+    stele_db *db = open_store(path);
+    appender ap = {.db = db};
+    pthread_t at;
+    pthread_create(&at, NULL, stele_append_main, &ap);
+    usleep(1000 * 1000);
+    interleave iv = {0};
+    stele_scavenge_options so = {interleave_cb, &iv};
+    stele_scavenge_result r;
+    uint64_t s0 = now_ns();
+    iv.busy_from = s0;
+    stele_must(stele_scavenge(db, paced ? &so : NULL, &r), "scavenge");
+    uint64_t s1 = now_ns();
+    if (paced)
+        win_add(&iv.busy, iv.busy_from, s1);
+    atomic_store(&ap.stop, 1);
+    pthread_join(at, NULL);
+    if (!paced) {
+        print_scavenge("scavenge_with_appends", &r);
+        lat_print(&ap.l, s0, s1);
+    } else {
+        /* MB/s over the time spent scavenging, not the pauses. */
+        r.duration_us = win_total(&iv.busy) / 1000;
+        print_scavenge("scavenge_interleaved", &r);
+        lat_print_in(&ap.l, "busy_", &iv.busy, 0, 0);
+        lat_print_in(&ap.l, "idle_", &iv.idle, 0, 0);
+    }
+    printf("\n");
+    fflush(stdout);
+    stele_close(db);
+    free(ap.l.v);
+    free(ap.l.at);
+    free(iv.busy.w);
+    free(iv.idle.w);
+}
+
 static int bench_stele(void)
 {
-    char a[4200], b[4200], cmd[9000];
-    snprintf(a, sizeof a, "%s/scav-a", o.dir);
-    snprintf(b, sizeof b, "%s/scav-b", o.dir);
+    char a[1100], b[1100], cmd[6000];
+    snprintf(a, sizeof a, "%.1000s/scav-a", o.dir);
+    snprintf(b, sizeof b, "%.1000s/scav-b", o.dir);
     snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", a, b);
     run_cmd(cmd);
 
@@ -249,7 +363,7 @@ static int bench_stele(void)
     fprintf(stderr, "bench_scavenge: built %llu events (%.0f MB of log) in %.1f s\n",
             (unsigned long long)st.events, (double)st.log_bytes / 1e6,
             (double)(now_ns() - t0) / 1e9);
-    snprintf(cmd, sizeof cmd, "cp -a '%s' '%s' && sync", a, b);
+    snprintf(cmd, sizeof cmd, "cp -a '%s' '%s' && cp -a '%s' '%s.orig' && sync", a, b, a, b);
     run_cmd(cmd);
 
     /* Baseline appends, then the scavenge alone. */
@@ -272,26 +386,16 @@ static int bench_stele(void)
     fflush(stdout);
     stele_close(db);
 
-    /* The same scavenge on the copy, with the appender running. */
-    db = open_store(b);
-    appender ap2 = {.db = db};
-    pthread_create(&at, NULL, stele_append_main, &ap2);
-    usleep(1000 * 1000);
-    s0 = now_ns();
-    stele_must(stele_scavenge(db, NULL, &r), "scavenge");
-    s1 = now_ns();
-    atomic_store(&ap2.stop, 1);
-    pthread_join(at, NULL);
-    print_scavenge("scavenge_with_appends", &r);
-    lat_print(&ap2.l, s0, s1);
-    printf("\n");
-    stele_close(db);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", a, b);
+    /* The same scavenge on a copy, with the appender running: once at
+     * full speed, once pausing after every segment (interleaved). */
+    run_with_appends(b, 0);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -a '%s.orig' '%s' && sync", b, b, b);
+    run_cmd(cmd);
+    run_with_appends(b, 1);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s.orig'", a, b, b);
     run_cmd(cmd);
     free(ap.l.v);
     free(ap.l.at);
-    free(ap2.l.v);
-    free(ap2.l.at);
     return 0;
 }
 
@@ -495,7 +599,7 @@ int main(int argc, char **argv)
         die("sizes", "--events must be at least --streams x --batch");
     make_data();
     if (!strcmp(argv[1], "stele")) {
-        if (!o.dir)
+        if (!o.dir || strlen(o.dir) > 1000)
             usage();
         return bench_stele();
     }

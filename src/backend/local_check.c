@@ -204,6 +204,8 @@ static int check_log(checker *k, char *summary, size_t summary_len)
     uint64_t next_pos = lg->segs[lg->first_seg]->first_position;
     uint64_t commit_start = 0, tail_note = 0;
     uint32_t count = 0, seen = 0, cap = 0, seg_checked = lg->first_seg;
+    uint32_t scav_seg = UINT32_MAX; /* the segment `scavenged` describes */
+    int scavenged = 0;
     uint8_t(*ids)[16] = NULL;
     uint8_t *made = NULL;
     rec first = {0};
@@ -247,7 +249,10 @@ static int check_log(checker *k, char *summary, size_t summary_len)
         }
         if (k->have_index && seen == count && r.kind != REC_SEAL && at >= k->ck.loc)
             k->unindexed = 1;
-        int scavenged = log_seg_scavenged(lg, loc_seg(at));
+        if (loc_seg(at) != scav_seg) {
+            scav_seg = loc_seg(at);
+            scavenged = log_seg_scavenged(lg, scav_seg);
+        }
         if (r.kind == REC_SEAL) {
             if (seen < count || r.position < next_pos || (r.position > next_pos && !scavenged)) {
                 rc = damage(at, "seal record does not match the segment's events", NULL);
@@ -378,7 +383,10 @@ static int count_removed(checker *k)
          g = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
         uint64_t loc = ld64(val.mv_data), first_pos = ld64((uint8_t *)val.mv_data + 8);
         uint32_t count = ld32((uint8_t *)val.mv_data + 16);
-        log_seg *s = log_seg_get(k->lg, loc_seg(loc));
+        uint32_t sn = loc_seg(loc);
+        log_seg *s = sn >= k->lg->first_seg && sn < atomic_load(&k->lg->nsegs)
+                         ? log_seg_get(k->lg, sn)
+                         : NULL;
         int gone = s && s->nruns && log_seg_phys(s, loc_off(loc), 0) < 0;
         if (s)
             log_seg_put(s);
