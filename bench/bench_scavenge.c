@@ -11,7 +11,7 @@
  * (200 bytes of JSON data per event, as bench_engine), streams visited
  * round-robin so every segment (every table page) holds all of them; then
  * every other stream is deleted. Stele keeps each stream's last append, so
- * (1 - B*S/N) / 2 of the events can go (47.5% with the defaults).
+ * (1 - B*S/N) / 2 of the events can go (48.75% with the defaults).
  *
  * Stele (one result line each):
  *   scavenge_alone        stele_scavenge with nothing else running: bytes
