@@ -505,6 +505,7 @@ int local_check(const char *dir, char *report, size_t report_len)
     /* A last segment without a valid header is a torn creation if nothing
      * follows the header (the next open drops it), else damage. */
     uint32_t last = rc == 0 ? atomic_load(&k.lg->nsegs) : 0;
+    int hidden = 0;
     if (rc == 0 && last > k.lg->first_seg && k.lg->segs[last - 1]->first_position == UINT64_MAX) {
         uint8_t w[8] = {0};
         static const uint8_t zero[8];
@@ -519,6 +520,7 @@ int local_check(const char *dir, char *report, size_t report_len)
                      "note: segment %s was torn at creation (empty); the next open removes it\n",
                      name);
             atomic_store(&k.lg->nsegs, last - 1);
+            hidden = 1; /* restored before log_close, which frees segments below nsegs */
         }
     }
     if (rc == 0)
@@ -544,6 +546,8 @@ int local_check(const char *dir, char *report, size_t report_len)
     if (k.txn)
         mdb_txn_abort(k.txn);
     idx_close(k.ix);
+    if (hidden)
+        atomic_store(&k.lg->nsegs, last);
     log_close(k.lg);
     st_free(&k.streams);
     free(k.gaps);
