@@ -37,7 +37,7 @@ struct admin {
     int rc;
     char msg[512];
     _Atomic int stop;      /* DELETE or server shutdown */
-    stele_db *db;
+    server *srv;           /* for its db and its log (server_log is thread-safe) */
 };
 
 static const char *state_name(int st)
@@ -72,7 +72,19 @@ static void *scavenge_main(void *arg)
     struct admin *a = arg;
     stele_scavenge_options o = {progress, a};
     stele_scavenge_result res;
-    int rc = stele_scavenge(a->db, &o, &res);
+    int rc = stele_scavenge(a->srv->db, &o, &res);
+    if (rc)
+        server_log(a->srv, 0, "msg=\"scavenge failed\" id=%llu error=\"%s\"",
+                   (unsigned long long)a->id, stele_errmsg());
+    else
+        server_log(a->srv, 1,
+                   "msg=\"scavenge %s\" id=%llu segments_rewritten=%llu events_removed=%llu "
+                   "bytes_reclaimed=%llu ms=%llu",
+                   res.stopped ? "stopped" : "done", (unsigned long long)a->id,
+                   (unsigned long long)res.segments_rewritten,
+                   (unsigned long long)res.events_removed,
+                   (unsigned long long)res.bytes_reclaimed,
+                   (unsigned long long)(res.duration_us / 1000));
     pthread_mutex_lock(&a->mu);
     a->res = res;
     a->rc = rc;
@@ -135,7 +147,7 @@ static struct admin *admin_get(server *s)
         if (!a)
             return NULL;
         pthread_mutex_init(&a->mu, NULL);
-        a->db = s->db;
+        a->srv = s;
         s->admin = a;
     }
     return s->admin;
