@@ -13,6 +13,8 @@
  *              after an index rebuild from the scavenged log, after more
  *              deletes and a scavenge of already scavenged segments, and
  *              appends continue at the right positions;
+ *   progress   a callback that stops after one segment (stopped = 1),
+ *              a full scavenge later removes the rest; bad arguments;
  *   online     two appender threads and two reader threads run while the
  *              main thread deletes streams and scavenges; every read is
  *              consistent, every acknowledged live event is there after;
@@ -566,7 +568,6 @@ static void *online_reader(void *arg)
         online_name(name, w, s);
         /* A stream read: contiguous revisions, each event's own data. */
         stele_page *pg;
-        uint64_t known = atomic_load(&o->next_rev[w][s]);
         int rc = stele_read_stream(o->db, name, 0, STELE_FORWARDS, 500, &pg);
         if (rc == 0) {
             uint64_t prev = UINT64_MAX;
@@ -580,7 +581,6 @@ static void *online_reader(void *arg)
         } else {
             CHECK(rc == STELE_ENOTFOUND); /* deleted, or not written yet */
         }
-        (void)known;
         /* A page of $all from a random place: increasing positions. */
         stele_stats st;
         CHECK_OK(stele_get_stats(o->db, &st));
