@@ -112,12 +112,15 @@ int stream_state(local *L, MDB_txn *txn, const char *stream, size_t len, idx_str
 }
 
 /*
- * A commit scavenging removed is normally outside every read: its events
- * were hidden when the scavenger decided, and stay hidden. A read whose
- * snapshot is older than that decision (a delete landed and was scavenged
- * while the read ran) can still reach one; it then starts again once with
- * a fresh snapshot (attempt 1), which sees the delete. Commits removed
- * after a stream's retention was loosened are skipped.
+ * A commit scavenging removed was hidden when the scavenger decided, and
+ * stays hidden. A read meets one when its own snapshot hides it too (then
+ * it is skipped; its time is not in the index, so for a stream with maxAge
+ * it counts as aged), when the stream's retention was loosened after the
+ * scavenge (skipped: removed events do not come back), or when the read's
+ * snapshot is older than the scavenger's decision (a delete landed and was
+ * scavenged while the read ran): then the read starts again once with a
+ * fresh snapshot (attempt 1), which sees the delete, so a stream read never
+ * returns a hole it should not have.
  */
 #define READ_STALE 1
 
@@ -166,7 +169,8 @@ static int read_stream_try(local *L, const char *stream, size_t len, uint64_t fr
         if (c.first_pos >= visible)
             break;
         if ((rc = read_commit(L, &c, &cb)) == LOG_REMOVED) {
-            if (attempt == 0) {
+            if (attempt == 0 &&
+                event_visible(&st, c.first_rev + c.count - 1, INT64_MIN, time_now_us())) {
                 rc = READ_STALE;
                 break;
             }
