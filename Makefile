@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge clean
 
 all: build
 
@@ -57,6 +57,11 @@ bench-grpc: build
 # subscribers vs none; PostgreSQL LISTEN/NOTIFY as the peer (docs/benchmarks.md).
 bench-subs: build
 	./bench/run_subs.sh $(BUILD)
+
+# Scavenging benchmark: Stele's scavenge vs PostgreSQL's VACUUM on half-deleted
+# stores, and append latency while each runs (docs/benchmarks.md).
+bench-scavenge: build
+	./bench/run_scavenge.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

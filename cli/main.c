@@ -9,6 +9,7 @@
  *   stele metadata STREAM    stream metadata; snapshots (cli/cmd_streams.c)
  *   stele snapshot put|get|load STREAM
  *   stele tail STREAM        follow new events (Server-Sent Events)
+ *   stele scavenge           reclaim deleted events' space (cli/cmd_scavenge.c)
  *   stele check DIR          verify a store (checksums, framing, index)
  *   stele version
  */
@@ -31,6 +32,7 @@ static const command commands[] = {
     {"metadata", cmd_metadata}, {"snapshot", cmd_snapshot},
     {"tail", cmd_tail},
     {"groups", cmd_groups},
+    {"scavenge", cmd_scavenge},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -49,11 +51,12 @@ static int usage(FILE *f)
                "  delete STREAM   delete a stream (--tombstone: for good)\n"
                "  metadata STREAM show or --set a stream's metadata (retention, custom fields)\n"
                "  snapshot put|get|load STREAM\n"
-               "                  save, fetch a stream's snapshots; load one with later events\n\n"
+               "                  save, fetch a stream's snapshots; load one with later events\n"
                "  tail STREAM     follow new events as they are appended; tail --all follows\n"
                "                  every stream, with --filter-... options\n"
                "  groups ...      consumer groups: list, info, create, update, delete,\n"
-               "                  parked, replay-parked, truncate-parked\n\n"
+               "                  parked, replay-parked, truncate-parked\n"
+               "  scavenge        give back the space of deleted events (--dir DIR: offline)\n\n"
                "  version         print the version\n"
                "  help [COMMAND]  this text, or a command's (the same as stele COMMAND --help)\n\n"
                "Client commands print a table on a terminal and JSON (one object per line)\n"

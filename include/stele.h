@@ -11,7 +11,9 @@
  *   stream    a named, ordered sequence of events ("Order-123").
  *   revision  an event's 0-based number inside its stream.
  *   position  an event's number in the global log ($all): starts at 0,
- *             gapless and in commit order.
+ *             gapless and in commit order. Scavenging (stele_scavenge)
+ *             removes deleted events for good; $all then skips their
+ *             positions, and no other position ever changes.
  *   append    one atomic, durable write of 1..N events to one stream. When
  *             stele_append() returns 0 the events are on disk (fdatasync).
  *
@@ -826,12 +828,81 @@ typedef struct stele_stats {
 
 int stele_get_stats(stele_db *db, stele_stats *out);
 
+/* ------------------------------------------------------------ scavenging */
+
+/** What a scavenge did (stele_scavenge). Sizes in bytes. */
+typedef struct stele_scavenge_result {
+    /** Sealed segments examined (every segment but the one being written). */
+    uint64_t segments_scanned;
+    /** Segments rewritten without removed records. */
+    uint64_t segments_rewritten;
+    /** Events removed (hidden by a delete, tombstone or retention). */
+    uint64_t events_removed;
+    /** Bytes of the removed records. */
+    uint64_t bytes_removed;
+    /** Disk space given back: the size of the rewritten segment files
+     *  before, minus after (a rewritten file is also compacted: the zero
+     *  padding after the seal of a full segment goes too). */
+    uint64_t bytes_reclaimed;
+    /** Bytes of segment files read while scavenging. */
+    uint64_t bytes_scanned;
+    /** Wall-clock time of the scavenge, microseconds. */
+    uint64_t duration_us;
+    /** 1 if the progress callback stopped the scavenge early. */
+    int stopped;
+} stele_scavenge_result;
+
+/**
+ * Called after each segment with the totals so far. Return 0 to go on, non
+ * zero to stop after this segment (what was rewritten stays rewritten). Runs
+ * in the thread that called stele_scavenge(); it may call into libstele.
+ */
+typedef int (*stele_scavenge_progress)(void *ctx, const stele_scavenge_result *so_far);
+
+/** Options of stele_scavenge(); NULL means none. */
+typedef struct stele_scavenge_options {
+    stele_scavenge_progress progress; /* may be NULL */
+    void *ctx;                        /* passed to progress */
+} stele_scavenge_options;
+
+/**
+ * Reclaim the space of events that no read can return any more: events
+ * before a soft delete's truncate-before revision, events of tombstoned
+ * streams, and (later) events past their stream's retention. Every sealed
+ * segment (not the one being appended to) that holds such events is
+ * rewritten without them. Positions and revisions of the remaining events
+ * never change; stream reads return exactly what they returned before, and
+ * $all no longer returns the removed events (it skips their positions).
+ *
+ * Kept always: an append's events stay together (an append is removed only
+ * if every one of its events is hidden), the last append of every stream
+ * (so the stream's last revision survives an index rebuild), and every
+ * delete and tombstone record.
+ *
+ * Online: runs in the calling thread while other threads append and read;
+ * it never holds up the writer. One scavenge runs at a time (a second call
+ * waits for the first). Crash-safe: a segment is written under a temporary
+ * name, synced, and renamed over the original, so after a crash at any
+ * moment each segment is either the old or the new file, both complete.
+ * Removed events are gone for good: loosening retention later does not
+ * bring them back.
+ *
+ * `res` (may be NULL) receives what was done, also on failure (then up to
+ * the failure). Errors: EREADONLY (after a storage fault), ECORRUPT (a
+ * record failed its checksum; the message names segment and offset; nothing
+ * of that segment was changed), EIO / ENOSPC (writing the new segment
+ * failed; the original stays, the store is unaffected).
+ */
+int stele_scavenge(stele_db *db, const stele_scavenge_options *opts,
+                   stele_scavenge_result *res);
+
 /* ----------------------------------------------------------------- check */
 
 /**
  * Verify a closed store in `dir` without changing it: every record's
- * checksum and framing, commit completeness, gapless positions, and every
- * index entry against the log. Returns 0 if sound; ECORRUPT with the first
+ * checksum and framing, commit completeness, gapless positions (gaps only
+ * inside scavenged segments, each accounted for by removed events), and
+ * every index entry against the log. Returns 0 if sound; ECORRUPT with the first
  * damage in stele_errmsg() ("segment 00000003.seg offset 81920: checksum
  * mismatch"); ELOCKED if a process has the store open. If `report` is not
  * NULL it receives a NUL-terminated summary (at most `report_len` bytes).

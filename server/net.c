@@ -546,6 +546,7 @@ int server_run(const server_config *cfg)
     bury(s);
     rc = 0;
 out:
+    admin_shutdown(s); /* a running scavenge stops after its segment */
     grpc_server_free(s); /* before stele_close: releases the commit watch */
     groups_srv_close(s);
     sse_hub_close(s);

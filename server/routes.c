@@ -534,6 +534,10 @@ void route_request(conn *c)
         finish(c, 0);
         return;
     }
+    if (plen >= 7 && !memcmp(path, "/admin/", 7)) {
+        route_admin(c, path, plen);
+        return;
+    }
     if (PATH_IS("/all")) {
         if (m != HTTP_GET)
             goto method;

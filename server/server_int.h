@@ -131,6 +131,7 @@ typedef struct server {
     struct sub_cache *sub_cache; /* the newest events as SSE (subscribe.c) */
     int group_fd;          /* stele_group_watch(): consumer groups may have work */
     struct groups_srv *groups; /* pull consumers, waiting pulls (routes_groups.c) */
+    struct admin *admin; /* routes_admin.c: the scavenge thread; NULL until used */
 } server;
 
 /* net.c */
@@ -219,6 +220,12 @@ void groups_conn_gone(conn *c);      /* conn_close of a waiting pull */
  * 1 when `rest` is one of them (the request is answered), else 0. */
 int route_streams(conn *c, int method, const char *stream, const char *rest, size_t rest_len,
                   const char *q, size_t qlen);
+
+/* routes_admin.c */
+/* A request under /admin/. */
+void route_admin(conn *c, const char *path, size_t plen);
+/* Stop a running scavenge and join its thread (before the store closes). */
+void admin_shutdown(server *s);
 
 /* metrics.c */
 void metrics_observe(metrics *m, int is_append, double seconds);

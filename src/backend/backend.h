@@ -68,6 +68,9 @@ typedef struct backend_ops {
     void (*wait_commit)(backend *b, uint32_t gen, int timeout_ms);
     int (*watch)(backend *b, int *fd);
     void (*unwatch)(backend *b, int fd);
+    /* Reclaim the space of hidden events (stele_scavenge). NULL: the
+     * backend has nothing to reclaim. */
+    int (*scavenge)(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);
     void (*close)(backend *b);
 } backend_ops;
 

@@ -600,6 +600,7 @@ static void write_group(local *L, wreq *group)
         goto fail;
     L->ck.log_bytes += L->gbuf.len - (write_off == 0 ? SEG_HEADER_SIZE : 0);
     L->ck.loc = loc_make(seg, (uint32_t)(write_off + L->gbuf.len));
+    L->ck.log_bytes -= atomic_exchange(&L->scav_unaccounted, 0); /* scavenged away */
     if ((rc = idx_ckpt_put(L->ix, txn, &L->ck)))
         goto fail;
     rc = os_write_full(s->fd, L->gbuf.p, L->gbuf.len, write_off);
@@ -807,6 +808,7 @@ static void local_close(backend *b)
         close(L->watch_fds[i]);
     pthread_mutex_destroy(&L->watch_mu);
     pthread_mutex_destroy(&L->tail_mu);
+    pthread_mutex_destroy(&L->scav_mu);
     free(L);
 }
 
@@ -828,6 +830,7 @@ static const backend_ops local_ops = {
     .wait_commit = local_wait_commit,
     .watch = local_watch,
     .unwatch = local_unwatch,
+    .scavenge = local_scavenge,
     .close = local_close,
 };
 
@@ -848,6 +851,7 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     pthread_cond_init(&L->qcv, NULL);
     pthread_mutex_init(&L->watch_mu, NULL);
     pthread_mutex_init(&L->tail_mu, NULL);
+    pthread_mutex_init(&L->scav_mu, NULL);
     snprintf(L->dir, sizeof L->dir, "%s", dir);
     int rc = 0;
     int create = !(opts->flags & STELE_OPEN_NOCREATE);

@@ -10,6 +10,12 @@
  *
  * Records after the index checkpoint are not damage: they are replayed at
  * the next open (an incomplete commit there, a torn write, is cut then).
+ *
+ * Scavenged segments may skip positions (and a stream's revisions) where
+ * events were removed; nowhere else. Each gap is remembered, so that a
+ * revision gap must be covered by removed positions, and index entries of
+ * removed events (commits, ids, sparse positions: scavenging leaves the
+ * index alone) must fall inside gaps.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -32,6 +38,7 @@ typedef struct sslot {
     uint64_t truncate_before;
     uint32_t flags;
     uint64_t meta_seq, meta_loc; /* metadata records seen, the latest's loc */
+    uint64_t removed_at; /* removed positions before this stream's last commit */
 } sslot;
 
 typedef struct stable {
@@ -107,7 +114,45 @@ typedef struct checker {
     uint64_t commits, client_ids, events, markers, pos_entries;
     uint64_t metas, snaps, snap_entries; /* stream metadata and snapshots */
     int unindexed; /* records past the checkpoint (replayed at next open) */
+    /* positions removed by scavenging: sorted [start, end) ranges */
+    uint64_t (*gaps)[2];
+    size_t ngaps, gapcap;
+    uint64_t removed;  /* positions in gaps */
+    uint64_t next_pos; /* after the walk: the next position of the log */
+    uint64_t removed_commits, removed_ids;
 } checker;
+
+/* Positions [from, to) were removed by scavenging. */
+static int add_gap(checker *k, uint64_t from, uint64_t to)
+{
+    if (k->ngaps == k->gapcap) {
+        size_t cap = k->gapcap ? k->gapcap * 2 : 64;
+        uint64_t(*ng)[2] = realloc(k->gaps, cap * sizeof *ng);
+        if (!ng)
+            return err_set(STELE_ENOMEM, "out of memory");
+        k->gaps = ng;
+        k->gapcap = cap;
+    }
+    k->gaps[k->ngaps][0] = from;
+    k->gaps[k->ngaps][1] = to;
+    k->ngaps++;
+    k->removed += to - from;
+    return 0;
+}
+
+/* Whether positions [from, to) all lie in one gap. */
+static int in_gap(const checker *k, uint64_t from, uint64_t to)
+{
+    size_t lo = 0, hi = k->ngaps;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (k->gaps[mid][0] <= from)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo > 0 && to <= k->gaps[lo - 1][1] && from < k->gaps[lo - 1][1];
+}
 
 /* Check one complete event commit against the index. */
 static int check_commit(checker *k, uint64_t start, uint64_t end, const rec *first,
@@ -182,6 +227,8 @@ static int check_log(checker *k, char *summary, size_t summary_len)
     uint64_t next_pos = lg->segs[lg->first_seg]->first_position;
     uint64_t commit_start = 0, tail_note = 0;
     uint32_t count = 0, seen = 0, cap = 0, seg_checked = lg->first_seg;
+    uint32_t scav_seg = UINT32_MAX; /* the segment `scavenged` describes */
+    int scavenged = 0;
     uint8_t(*ids)[16] = NULL;
     uint8_t *made = NULL;
     rec first = {0};
@@ -206,7 +253,8 @@ static int check_log(checker *k, char *summary, size_t summary_len)
             /* Past the checkpoint in the last segment: a torn write that the
              * next open cuts. Anywhere else: damage. */
             uint64_t from_pos = seen < count ? first.position : next_pos;
-            if (loc_seg(bad) == nsegs - 1 && (!k->have_index || cstart >= k->ck.loc) &&
+            if (loc_seg(bad) == nsegs - 1 && !log_seg_scavenged(lg, loc_seg(bad)) &&
+                (!k->have_index || cstart >= k->ck.loc) &&
                 !(st < 0 && log_valid_record_after(lg, bad, from_pos))) {
                 tail_note = cstart;
                 rc = 0;
@@ -224,11 +272,18 @@ static int check_log(checker *k, char *summary, size_t summary_len)
         }
         if (k->have_index && seen == count && r.kind != REC_SEAL && at >= k->ck.loc)
             k->unindexed = 1;
+        if (loc_seg(at) != scav_seg) {
+            scav_seg = loc_seg(at);
+            scavenged = log_seg_scavenged(lg, scav_seg);
+        }
         if (r.kind == REC_SEAL) {
-            if (seen < count || r.position != next_pos) {
+            if (seen < count || r.position < next_pos || (r.position > next_pos && !scavenged)) {
                 rc = damage(at, "seal record does not match the segment's events", NULL);
                 break;
             }
+            if (r.position > next_pos && (rc = add_gap(k, next_pos, r.position)))
+                break;
+            next_pos = r.position;
             continue;
         }
         if (seen < count) {
@@ -239,11 +294,17 @@ static int check_log(checker *k, char *summary, size_t summary_len)
                 break;
             }
         } else if (r.kind == REC_EVENT) {
-            if (r.commit_index != 0 || r.position != next_pos) {
+            int gap_ok = scavenged && r.position > next_pos;
+            if (r.commit_index != 0 || (r.position != next_pos && !gap_ok)) {
                 rc = damage(at, r.position != next_pos ? "position is not the next one (gap)"
                                                        : "commit does not start at index 0",
                             NULL);
                 break;
+            }
+            if (gap_ok) {
+                if ((rc = add_gap(k, next_pos, r.position)))
+                    break;
+                next_pos = r.position;
             }
             commit_start = at;
             count = r.commit_count;
@@ -271,7 +332,10 @@ static int check_log(checker *k, char *summary, size_t summary_len)
                 rc = damage(at, "event in a tombstoned stream", NULL);
                 break;
             }
-            if (r.revision != s->next_rev) {
+            /* Revisions skip only over events scavenging removed since the
+             * stream's previous commit. */
+            if (r.revision != s->next_rev &&
+                !(r.revision > s->next_rev && r.revision - s->next_rev <= k->removed - s->removed_at)) {
                 char what[64];
                 snprintf(what, sizeof what, " (revision %llu, expected %llu)",
                          (unsigned long long)r.revision, (unsigned long long)s->next_rev);
@@ -307,6 +371,7 @@ static int check_log(checker *k, char *summary, size_t summary_len)
             s->next_rev = first.revision + count;
             s->last_pos = r.position;
             s->flags &= ~IDX_DELETED;
+            s->removed_at = k->removed;
             if (k->have_index && commit_start < k->ck.loc &&
                 (rc = check_commit(k, commit_start, it.loc, &first, count,
                                    (const uint8_t(*)[16])ids, made)))
@@ -316,6 +381,7 @@ static int check_log(checker *k, char *summary, size_t summary_len)
     log_iter_free(&it);
     free(ids);
     free(made);
+    k->next_pos = next_pos;
     if (rc)
         return rc;
     if (tail_note) {
@@ -365,18 +431,69 @@ static int check_snap_entries(checker *k)
 }
 
 /* The index's own tables against what the log walk counted. */
+/*
+ * Index entries of events that scavenging removed: commits whose location
+ * is gone and whose positions all lie in gaps, ids of positions in gaps.
+ * Any other entry that points at nothing is damage.
+ */
+static int count_removed(checker *k)
+{
+    MDB_cursor *cur;
+    MDB_val key, val;
+    int rc = idx_err(mdb_cursor_open(k->txn, k->ix->revs, &cur), "cursor");
+    for (int g = rc ? -1 : mdb_cursor_get(cur, &key, &val, MDB_FIRST); g == 0 && rc == 0;
+         g = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        uint64_t loc = ld64(val.mv_data), first_pos = ld64((uint8_t *)val.mv_data + 8);
+        uint32_t count = ld32((uint8_t *)val.mv_data + 16);
+        uint32_t sn = loc_seg(loc);
+        log_seg *s = sn >= k->lg->first_seg && sn < atomic_load(&k->lg->nsegs)
+                         ? log_seg_get(k->lg, sn)
+                         : NULL;
+        int gone = s && s->nruns && log_seg_phys(s, loc_off(loc), 0) < 0;
+        if (s)
+            log_seg_put(s);
+        if (!gone)
+            continue; /* a kept commit: check_commit matched it from the log */
+        if (!in_gap(k, first_pos, first_pos + count))
+            rc = damage(loc, "index: ", "a commit entry points at a removed record, but its "
+                                        "positions were not removed");
+        k->removed_commits++;
+    }
+    if (rc == 0)
+        mdb_cursor_close(cur);
+    if (rc || k->ngaps == 0)
+        return rc;
+    if ((rc = idx_err(mdb_cursor_open(k->txn, k->ix->ids, &cur), "cursor")))
+        return rc;
+    for (int g = mdb_cursor_get(cur, &key, &val, MDB_FIRST); g == 0;
+         g = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        uint64_t pos = ld64((uint8_t *)val.mv_data + 16);
+        k->removed_ids += in_gap(k, pos, pos + 1);
+    }
+    mdb_cursor_close(cur);
+    return 0;
+}
+
 static int check_index(checker *k)
 {
     uint64_t n;
-    int rc = idx_count(k->ix, k->txn, k->ix->revs, &n);
-    if (rc == 0 && n != k->commits)
-        rc = err_set(STELE_ECORRUPT, "index: %llu commit entries, but the log has %llu commits",
-                     (unsigned long long)n, (unsigned long long)k->commits);
+    int rc = count_removed(k);
+    if (rc == 0)
+        rc = idx_count(k->ix, k->txn, k->ix->revs, &n);
+    if (rc == 0 && n != k->commits + k->removed_commits)
+        rc = err_set(STELE_ECORRUPT,
+                     "index: %llu commit entries, but the log has %llu commits (and %llu were "
+                     "scavenged)",
+                     (unsigned long long)n, (unsigned long long)k->commits,
+                     (unsigned long long)k->removed_commits);
     if (rc == 0)
         rc = idx_count(k->ix, k->txn, k->ix->ids, &n);
-    if (rc == 0 && n != k->client_ids)
-        rc = err_set(STELE_ECORRUPT, "index: %llu id entries, but the log has %llu client ids",
-                     (unsigned long long)n, (unsigned long long)k->client_ids);
+    if (rc == 0 && n != k->client_ids + k->removed_ids)
+        rc = err_set(STELE_ECORRUPT,
+                     "index: %llu id entries, but the log has %llu client ids (and %llu were "
+                     "scavenged)",
+                     (unsigned long long)n, (unsigned long long)k->client_ids,
+                     (unsigned long long)k->removed_ids);
     if (k->unindexed)
         return rc; /* stream states include commits the index has not seen yet */
     if (rc == 0)
@@ -401,9 +518,11 @@ static int check_index(checker *k)
     }
     if (rc == 0)
         rc = check_snap_entries(k);
-    if (rc == 0 && k->ck.next_pos != k->events)
-        rc = err_set(STELE_ECORRUPT, "index: checkpoint says %llu events, the log has %llu",
-                     (unsigned long long)k->ck.next_pos, (unsigned long long)k->events);
+    if (rc == 0 && k->ck.next_pos != k->next_pos)
+        rc = err_set(STELE_ECORRUPT,
+                     "index: checkpoint says %llu events, the log has %llu (%llu scavenged)",
+                     (unsigned long long)k->ck.next_pos, (unsigned long long)k->next_pos,
+                     (unsigned long long)k->removed);
     /* Every sparse position entry points at its event. */
     MDB_cursor *cur;
     if (rc == 0 && (rc = idx_err(mdb_cursor_open(k->txn, k->ix->pos, &cur), "cursor")) == 0) {
@@ -412,8 +531,10 @@ static int check_index(checker *k)
         uint8_t hdr[REC_HEADER_SIZE];
         while (g == 0 && rc == 0) {
             uint64_t pos = ldbe64(key.mv_data), loc = ld64(val.mv_data);
-            if (log_read(k->lg, loc, hdr, sizeof hdr) || hdr[8] != REC_EVENT ||
-                ld64(hdr + 24) != pos) {
+            int r = log_read(k->lg, loc, hdr, sizeof hdr);
+            if (r == LOG_REMOVED && in_gap(k, pos, pos + 1)) {
+                err_clear(); /* the entry of a scavenged event: reads start after it */
+            } else if (r || hdr[8] != REC_EVENT || ld64(hdr + 24) != pos) {
                 err_clear();
                 rc = err_set(STELE_ECORRUPT, "index: position entry %llu points to the wrong place",
                              (unsigned long long)pos);
@@ -449,6 +570,7 @@ int local_check(const char *dir, char *report, size_t report_len)
     /* A last segment without a valid header is a torn creation if nothing
      * follows the header (the next open drops it), else damage. */
     uint32_t last = rc == 0 ? atomic_load(&k.lg->nsegs) : 0;
+    int hidden = 0;
     if (rc == 0 && last > k.lg->first_seg && k.lg->segs[last - 1]->first_position == UINT64_MAX) {
         uint8_t w[8] = {0};
         static const uint8_t zero[8];
@@ -463,6 +585,7 @@ int local_check(const char *dir, char *report, size_t report_len)
                      "note: segment %s was torn at creation (empty); the next open removes it\n",
                      name);
             atomic_store(&k.lg->nsegs, last - 1);
+            hidden = 1; /* restored before log_close, which frees segments below nsegs */
         }
     }
     if (rc == 0)
@@ -470,11 +593,18 @@ int local_check(const char *dir, char *report, size_t report_len)
     if (rc == 0 && k.have_index)
         rc = check_index(&k);
     if (rc == 0 && report) {
+        char scav[96] = "";
+        uint32_t nscav = 0;
+        for (uint32_t i = k.lg->first_seg; i < atomic_load(&k.lg->nsegs); i++)
+            nscav += log_seg_scavenged(k.lg, i);
+        if (nscav)
+            snprintf(scav, sizeof scav, " (%llu removed by scavenging %u segments)",
+                     (unsigned long long)k.removed, nscav);
         snprintf(report, report_len,
-                 "%s%u segments, %llu events, %zu streams, %llu commits indexed, %llu deletes, "
+                 "%s%u segments, %llu events%s, %zu streams, %llu commits indexed, %llu deletes, "
                  "%llu position entries, %llu metadata records, %llu snapshots (%llu kept): %s\n",
                  note, atomic_load(&k.lg->nsegs) - k.lg->first_seg,
-                 (unsigned long long)k.events, k.streams.n, (unsigned long long)k.commits,
+                 (unsigned long long)k.events, scav, k.streams.n, (unsigned long long)k.commits,
                  (unsigned long long)k.markers, (unsigned long long)k.pos_entries,
                  (unsigned long long)k.metas, (unsigned long long)k.snaps,
                  (unsigned long long)k.snap_entries,
@@ -483,8 +613,11 @@ int local_check(const char *dir, char *report, size_t report_len)
     if (k.txn)
         mdb_txn_abort(k.txn);
     idx_close(k.ix);
+    if (hidden)
+        atomic_store(&k.lg->nsegs, last);
     log_close(k.lg);
     st_free(&k.streams);
+    free(k.gaps);
     flock(lockfd, LOCK_UN);
     close(lockfd);
     return rc;

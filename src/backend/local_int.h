@@ -8,6 +8,8 @@
  *   local_read.c     reads: streams, $all, heads, stats
  *   local_recover.c  recovery at open, the lock-file marker, verification
  *   local_check.c    `stele check` (a closed store)
+ *   local_scavenge.c scavenging: rewriting sealed segments without the
+ *                    events no read can return
  */
 #ifndef STELE_LOCAL_INT_H
 #define STELE_LOCAL_INT_H
@@ -107,6 +109,12 @@ typedef struct local {
         uint64_t position, loc;
     } tail[TAIL_GROUPS];
     unsigned tail_n, tail_first; /* entries, index of the oldest */
+
+    /* scavenging (local_scavenge.c) */
+    pthread_mutex_t scav_mu;   /* one scavenge at a time */
+    /* Record bytes scavenging removed that the checkpoint's log_bytes
+     * still counts; the writer subtracts them at its next commit. */
+    _Atomic uint64_t scav_unaccounted;
 } local;
 
 /* Find the start of the latest group at or before `from` in the tail
@@ -183,6 +191,9 @@ int local_load(backend *b, const char *stream, size_t len, size_t limit, stele_s
                stele_page **events);
 /* Queue a request and wait for the writer (local.c). */
 int local_submit(local *L, wreq *r);
+
+/* local_scavenge.c */
+int local_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);
 
 /* local_recover.c */
 void boot_id(char out[64]);

@@ -127,10 +127,35 @@ int stream_state(local *L, MDB_txn *txn, const char *stream, size_t len, idx_str
     return 0;
 }
 
+/*
+ * A commit scavenging removed was hidden when the scavenger decided, and
+ * stays hidden. A read meets one when its own snapshot hides it too (then
+ * it is skipped; its time is not in the index, so for a stream with maxAge
+ * it counts as aged), when the stream's retention was loosened after the
+ * scavenge (skipped: removed events do not come back), or when the read's
+ * snapshot is older than the scavenger's decision (a delete landed and was
+ * scavenged while the read ran): then the read starts again once with a
+ * fresh snapshot (attempt 1), which sees the delete, so a stream read never
+ * returns a hole it should not have.
+ */
+#define READ_STALE 1
+
+static int read_stream_try(local *L, const char *stream, size_t len, uint64_t from,
+                           int backwards, size_t limit, int attempt, stele_page **out);
+
 int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
                              int backwards, size_t limit, stele_page **out)
 {
     local *L = (local *)b;
+    int rc = read_stream_try(L, stream, len, from, backwards, limit, 0, out);
+    if (rc == READ_STALE)
+        rc = read_stream_try(L, stream, len, from, backwards, limit, 1, out);
+    return rc;
+}
+
+static int read_stream_try(local *L, const char *stream, size_t len, uint64_t from,
+                           int backwards, size_t limit, int attempt, stele_page **out)
+{
     MDB_txn *txn;
     uint64_t visible, end;
     int rc = snapshot(L, &txn, &visible, &end);
@@ -161,7 +186,18 @@ int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
     while (rc == 0 && !page_full(pg, limit)) {
         if (c.first_pos >= visible)
             break;
-        if ((rc = read_commit(L, &c, &cb)))
+        if ((rc = read_commit(L, &c, &cb)) == LOG_REMOVED) {
+            if (attempt == 0 &&
+                event_visible(&st, c.first_rev + c.count - 1, INT64_MIN, time_now_us())) {
+                rc = READ_STALE;
+                break;
+            }
+            if (backwards && c.first_rev <= lo)
+                break;
+            rc = idx_rev_step(&cur, backwards, &c);
+            continue;
+        }
+        if (rc)
             break;
         /* Decode the commit's records; walk them in the read's direction. */
         size_t off = 0;
@@ -267,7 +303,22 @@ int scan_all(local *L, uint64_t loc, uint64_t end, uint64_t from, uint64_t to,
         if ((rc = page_add(pg, &r)))
             break;
     }
+    log_iter_done(&it);
     scratch_free(L, &it.chunk);
+    return rc;
+}
+
+/* The sparse entry at or before `pos`; without one (the first events of
+ * the log were scavenged and the index rebuilt since), the log's start. */
+static int pos_floor(local *L, MDB_txn *txn, uint64_t pos, uint64_t *found, uint64_t *loc)
+{
+    int rc = idx_pos_floor(L->ix, txn, pos, found, loc);
+    if (rc == STELE_ENOTFOUND) {
+        err_clear();
+        *found = 0;
+        *loc = loc_make(L->lg->first_seg, 0);
+        rc = 0;
+    }
     return rc;
 }
 
@@ -292,7 +343,7 @@ int local_read_all(backend *b, uint64_t from, int backwards, size_t limit,
     }
     uint64_t found, loc;
     if (!backwards) {
-        rc = idx_pos_floor(L->ix, txn, from, &found, &loc);
+        rc = pos_floor(L, txn, from, &found, &loc);
         uint64_t near;
         /* A recent group's start is nearer than the sparse entry, if it is
          * after it; both are at or before `from`'s record, which is in
@@ -311,7 +362,7 @@ int local_read_all(backend *b, uint64_t from, int backwards, size_t limit,
     } else {
         uint64_t target = from < visible ? from : visible - 1;
         while (rc == 0 && !page_full(pg, limit)) {
-            rc = idx_pos_floor(L->ix, txn, target, &found, &loc);
+            rc = pos_floor(L, txn, target, &found, &loc);
             stele_page *part = NULL;
             if (rc == 0)
                 rc = page_new(L->pl, &part);
@@ -333,9 +384,6 @@ int local_read_all(backend *b, uint64_t from, int backwards, size_t limit,
             }
         }
     }
-    if (rc == STELE_ENOTFOUND)
-        rc = err_set(STELE_ECORRUPT, "index: no position entry at or before %llu",
-                     (unsigned long long)from);
     mdb_txn_abort(txn);
     if (rc) {
         stele_page_free(pg);
@@ -382,7 +430,8 @@ int local_stats(backend *b, stele_stats *out)
     memset(out, 0, sizeof *out);
     out->events = atomic_load(&L->pub_next_pos);
     out->streams = ck.streams;
-    out->log_bytes = ck.log_bytes;
+    uint64_t gone = atomic_load(&L->scav_unaccounted);
+    out->log_bytes = ck.log_bytes > gone ? ck.log_bytes - gone : 0;
     out->segments = atomic_load(&L->lg->nsegs) - L->lg->first_seg;
     out->appends = atomic_load(&L->n_appends);
     out->groups = atomic_load(&L->n_groups);

@@ -272,7 +272,10 @@ int recover(local *L, int rebuild)
                      r.position == c.first_pos + c.seen && r.revision == c.first_rev + c.seen &&
                      r.stream_len == c.stream_len && !memcmp(r.stream, c.stream, c.stream_len);
             } else if (r.kind == REC_EVENT) {
-                ok = r.commit_index == 0 && r.position == L->ck.next_pos;
+                /* Gapless, except where scavenging removed events. */
+                ok = r.commit_index == 0 &&
+                     (r.position == L->ck.next_pos ||
+                      (r.position > L->ck.next_pos && log_seg_scavenged(lg, loc_seg(at))));
             }
             if (!ok) {
                 char name[32];
@@ -286,7 +289,7 @@ int recover(local *L, int rebuild)
         if (st < 0 || (st == LOG_ITER_END && c.seen < c.count)) {
             /* Damage or a torn tail. Only the last segment may be torn. */
             uint64_t bad = st < 0 ? at : it.loc;
-            int torn = loc_seg(bad) == last_seg &&
+            int torn = loc_seg(bad) == last_seg && !log_seg_scavenged(lg, loc_seg(bad)) &&
                        (st == LOG_ITER_END ||
                         (st == STELE_ECORRUPT && !log_valid_record_after(L->lg, bad, L->ck.next_pos)));
             if (!torn) {
@@ -319,6 +322,10 @@ int recover(local *L, int rebuild)
             break;
         }
         if (r.kind == REC_SEAL) {
+            /* Events removed from the end of a scavenged segment: the seal
+             * still names the next position. */
+            if (r.position > L->ck.next_pos && log_seg_scavenged(lg, loc_seg(at)))
+                L->ck.next_pos = r.position;
             last_seal_seg = loc_seg(at);
             L->ck.log_bytes += r.len;
             after = it.loc;
@@ -384,7 +391,7 @@ int recover(local *L, int rebuild)
                 if (rc == 0)
                     rc = apply_event_commit(L, txn, &c, it.loc);
                 L->ck.last_commit = c.start;
-                L->ck.next_pos += c.count;
+                L->ck.next_pos = c.first_pos + c.count;
                 L->last_created = r.created_us;
                 after = it.loc;
                 in_txn += c.count;

@@ -13,6 +13,25 @@
  *
  * Only the writer thread adds segments; readers index `segs` below the
  * acquire-loaded `nsegs`, and a log_seg never changes after publication.
+ *
+ * Scavenged segments. Scavenging (log_rewrite.c) replaces a sealed segment
+ * by a compact file without some records, whose relocation table maps the
+ * original offsets (which the index keeps using) to offsets in the new
+ * file. This file translates: log_read() exactly (a removed record is
+ * LOG_REMOVED), the iterator from the first kept record at or after where
+ * it starts, reporting each record at its original location.
+ *
+ * Swapping a segment. segs[i] of a sealed segment may be replaced while
+ * readers use it. A reader pins the segment it reads (log_seg_get: bump
+ * `refs`, then re-load segs[i] and retry if it changed) and unpins it when
+ * done (log_seg_put). log_seg_replace() stores the new pointer, marks the
+ * old one retired, and closes its fd if nobody holds a pin; otherwise the
+ * last log_seg_put() does. Both sides use sequentially consistent atomics
+ * (store the pointer, then read refs / bump refs, then re-read the
+ * pointer), so either the replacer sees the pin or the reader sees the new
+ * pointer. A retired log_seg stays allocated until log_close (a reader may
+ * still bump and drop its count after the fd is closed; it never uses the
+ * fd then).
  */
 #include "log/log.h"
 
@@ -64,6 +83,14 @@ static int make_zero_file(const char *path, uint64_t size)
     return rc ? io_err(rc, "preallocate", path) : 0;
 }
 
+static void seg_free_all(log_seg *s)
+{
+    if (!atomic_load(&s->closed))
+        os_io->close(s->fd);
+    free(s->runs);
+    free(s);
+}
+
 static int open_seg(logf *lg, uint32_t segno, log_seg **out)
 {
     char path[4200];
@@ -100,6 +127,7 @@ int log_open(const char *dir, uint64_t seg_size, int create, logf **out)
         return err_set(STELE_ENOMEM, "out of memory");
     lg->seg_size = seg_size;
     pthread_mutex_init(&lg->prealloc_mu, NULL);
+    pthread_mutex_init(&lg->retire_mu, NULL);
     pthread_cond_init(&lg->prealloc_cv, NULL);
     snprintf(lg->dir, sizeof lg->dir, "%s/log", dir);
     if (create && mkdir(lg->dir, 0755) != 0 && errno != EEXIST) {
@@ -140,6 +168,14 @@ int log_open(const char *dir, uint64_t seg_size, int create, logf **out)
             continue;
         }
         size_t len = strlen(name);
+        if (len == 17 && strcmp(name + 8, ".seg.scav") == 0) {
+            /* A scavenged segment that was not renamed into place before a
+             * crash: the original is still there. */
+            char path[4200];
+            snprintf(path, sizeof path, "%s/%.17s", lg->dir, name);
+            os_io->unlink(path);
+            continue;
+        }
         if (len != 12 || strcmp(name + 8, ".seg") != 0)
             continue;
         char *end;
@@ -175,22 +211,25 @@ int log_open(const char *dir, uint64_t seg_size, int create, logf **out)
             lg->segs[nums[i]] = s;
             atomic_store(&lg->nsegs, nums[i] + 1);
             uint8_t hdr[SEG_HEADER_SIZE];
-            uint64_t segno = 0;
             char name[32];
             log_seg_name(nums[i], name);
-            if (s->size < SEG_HEADER_SIZE || log_read(lg, loc_make(nums[i], 0), hdr, sizeof hdr)) {
+            if (s->size < SEG_HEADER_SIZE || os_read_full(s->fd, hdr, sizeof hdr, 0)) {
                 /* A last segment shorter than a header was torn at creation;
                  * recovery decides. */
                 memset(hdr, 0, sizeof hdr);
             }
-            const char *why = seg_header_decode(hdr, &segno, &s->first_position);
+            seg_info si;
+            const char *why = seg_header_read(hdr, &si);
+            s->first_position = si.first_position;
             if (why && i + 1 < n)
                 rc = err_set(STELE_ECORRUPT, "segment %s offset 0: %s", name, why);
-            else if (!why && segno != nums[i])
+            else if (!why && si.segno != nums[i])
                 rc = err_set(STELE_ECORRUPT, "segment %s offset 0: header names segment %llu",
-                             name, (unsigned long long)segno);
+                             name, (unsigned long long)si.segno);
             else if (why)
                 s->first_position = UINT64_MAX; /* last segment, header invalid */
+            else if (si.version == SEG_VERSION_SCAVENGED)
+                rc = log_seg_load_table(s, nums[i], &si);
         }
     }
     free(nums);
@@ -291,8 +330,7 @@ int log_drop_last(logf *lg)
     log_seg *s = lg->segs[n - 1];
     char path[4200];
     seg_path(lg, n - 1, path, sizeof path);
-    os_io->close(s->fd);
-    free(s);
+    seg_free_all(s);
     lg->segs[n - 1] = NULL;
     atomic_store(&lg->nsegs, n - 1);
     int rc = os_io->unlink(path);
@@ -305,20 +343,199 @@ int log_read(logf *lg, uint64_t loc, void *b, size_t n)
 {
     uint32_t segno = loc_seg(loc);
     char name[32];
+    log_seg *s = NULL;
     if (segno >= atomic_load_explicit(&lg->nsegs, memory_order_acquire) || segno < lg->first_seg ||
-        !lg->segs[segno]) {
+        !(s = log_seg_get(lg, segno))) {
         log_seg_name(segno, name);
         return err_set(STELE_ECORRUPT, "segment %s is missing", name);
     }
-    int rc = os_read_full(lg->segs[segno]->fd, b, n, loc_off(loc));
-    if (rc) {
+    int64_t phys = log_seg_phys(s, loc_off(loc), 0);
+    int rc = 0;
+    if (phys < 0) {
+        log_seg_name(segno, name);
+        rc = err_set(LOG_REMOVED, "segment %s offset %u: the record was removed by scavenging",
+                     name, loc_off(loc));
+    } else if (s->nruns && phys >= SEG_HEADER_SIZE && (uint64_t)phys + n > log_seg_run_end(s, (uint64_t)phys)) {
+        log_seg_name(segno, name);
+        rc = err_set(STELE_ECORRUPT,
+                     "segment %s offset %u: a read of %zu bytes runs past the records scavenging "
+                     "kept there",
+                     name, loc_off(loc), n);
+    } else if ((rc = os_read_full(s->fd, b, n, (uint64_t)phys)) != 0) {
         log_seg_name(segno, name);
         if (rc == -ENODATA)
-            return err_set(STELE_ECORRUPT, "segment %s offset %u: read past the end of the file",
-                           name, loc_off(loc));
-        return err_set(STELE_EIO, "read segment %s offset %u: %s", name, loc_off(loc),
-                       strerror(-rc));
+            rc = err_set(STELE_ECORRUPT, "segment %s offset %u: read past the end of the file",
+                         name, loc_off(loc));
+        else
+            rc = err_set(STELE_EIO, "read segment %s offset %u: %s", name, loc_off(loc),
+                         strerror(-rc));
     }
+    log_seg_put(s);
+    return rc;
+}
+
+/* ------------------------------------------------- scavenged segments */
+
+log_seg *log_seg_get(logf *lg, uint32_t segno)
+{
+    for (;;) {
+        log_seg *s = atomic_load(&lg->segs[segno]);
+        if (!s)
+            return NULL;
+        atomic_fetch_add(&s->refs, 1);
+        if (atomic_load(&lg->segs[segno]) == s)
+            return s;
+        log_seg_put(s); /* replaced meanwhile: take the new one */
+    }
+}
+
+static void seg_close_once(log_seg *s)
+{
+    if (!atomic_exchange(&s->closed, 1))
+        os_io->close(s->fd);
+}
+
+void log_seg_put(log_seg *s)
+{
+    if (atomic_fetch_sub(&s->refs, 1) == 1 && atomic_load(&s->retired))
+        seg_close_once(s);
+}
+
+void log_seg_replace(logf *lg, uint32_t segno, log_seg *fresh)
+{
+    log_seg *old = atomic_exchange(&lg->segs[segno], fresh);
+    pthread_mutex_lock(&lg->retire_mu);
+    old->retired_next = lg->retired;
+    lg->retired = old;
+    pthread_mutex_unlock(&lg->retire_mu);
+    atomic_store(&old->retired, 1);
+    if (atomic_load(&old->refs) == 0)
+        seg_close_once(old);
+}
+
+int log_seg_scavenged(logf *lg, uint32_t segno)
+{
+    if (segno < lg->first_seg || segno >= atomic_load(&lg->nsegs))
+        return 0;
+    log_seg *s = log_seg_get(lg, segno);
+    int yes = s && s->nruns > 0;
+    if (s)
+        log_seg_put(s);
+    return yes;
+}
+
+/* File bytes of run i. */
+static uint64_t run_len(const log_seg *s, uint32_t i)
+{
+    uint64_t end = i + 1 < s->nruns ? s->runs[i + 1].new_off : s->rec_end;
+    return end - s->runs[i].new_off;
+}
+
+int64_t log_seg_phys(const log_seg *s, uint64_t off, int at_or_after)
+{
+    if (!s->nruns)
+        return (int64_t)off;
+    if (off < SEG_HEADER_SIZE)
+        return at_or_after ? (int64_t)s->runs[0].new_off : (int64_t)off;
+    /* The last run starting at or before `off`. */
+    uint32_t lo = 0, hi = s->nruns;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (s->runs[mid].old_off <= off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == 0)
+        return at_or_after ? (int64_t)s->runs[0].new_off : -1;
+    uint32_t i = lo - 1;
+    uint64_t d = off - s->runs[i].old_off;
+    if (d < run_len(s, i))
+        return (int64_t)(s->runs[i].new_off + d);
+    if (!at_or_after)
+        return -1;
+    return (int64_t)(i + 1 < s->nruns ? s->runs[i + 1].new_off : s->rec_end);
+}
+
+/* The run holding file offset `phys` (>= the header). */
+static uint32_t run_of_phys(const log_seg *s, uint64_t phys)
+{
+    uint32_t lo = 0, hi = s->nruns;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (s->runs[mid].new_off <= phys)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo ? lo - 1 : 0;
+}
+
+uint64_t log_seg_orig(const log_seg *s, uint64_t phys)
+{
+    if (!s->nruns || phys < SEG_HEADER_SIZE)
+        return phys;
+    uint32_t i = run_of_phys(s, phys);
+    return s->runs[i].old_off + (phys - s->runs[i].new_off);
+}
+
+uint64_t log_seg_run_end(const log_seg *s, uint64_t phys)
+{
+    if (!s->nruns)
+        return s->size;
+    uint32_t i = run_of_phys(s, phys);
+    return i + 1 < s->nruns ? s->runs[i + 1].new_off : s->rec_end;
+}
+
+int log_seg_load_table(log_seg *s, uint32_t segno, const seg_info *si)
+{
+    char name[32];
+    log_seg_name(segno, name);
+    uint64_t bytes = (uint64_t)si->nruns * SEG_RUN_SIZE;
+    if (si->table_off + bytes > s->size)
+        return err_set(STELE_ECORRUPT, "segment %s offset %llu: relocation table runs past the end "
+                       "of the file", name, (unsigned long long)si->table_off);
+    uint8_t *raw = malloc(bytes);
+    log_run *runs = calloc(si->nruns, sizeof *runs);
+    if (!raw || !runs) {
+        free(raw);
+        free(runs);
+        return err_set(STELE_ENOMEM, "out of memory");
+    }
+    int rc = os_read_full(s->fd, raw, bytes, si->table_off);
+    if (rc) {
+        rc = err_set(STELE_EIO, "read segment %s offset %llu: %s", name,
+                     (unsigned long long)si->table_off, strerror(-rc));
+    } else if (crc32c(0, raw, bytes) != si->table_crc) {
+        rc = err_set(STELE_ECORRUPT, "segment %s offset %llu: relocation table checksum mismatch",
+                     name, (unsigned long long)si->table_off);
+    }
+    /* Runs are sorted both ways, do not overlap in the original file, and
+     * pack the new file's records from the header to the table. */
+    for (uint32_t i = 0; i < si->nruns && rc == 0; i++) {
+        runs[i].old_off = ld32(raw + i * SEG_RUN_SIZE);
+        runs[i].new_off = ld32(raw + i * SEG_RUN_SIZE + 4);
+        uint64_t next_new = i + 1 < si->nruns ? ld32(raw + (i + 1) * SEG_RUN_SIZE + 4)
+                                              : si->table_off;
+        int ok = runs[i].old_off >= SEG_HEADER_SIZE && runs[i].old_off % REC_ALIGN == 0 &&
+                 runs[i].new_off % REC_ALIGN == 0 && next_new > runs[i].new_off &&
+                 (i > 0 || runs[i].new_off == SEG_HEADER_SIZE) &&
+                 (uint64_t)runs[i].old_off + (next_new - runs[i].new_off) <= UINT32_MAX;
+        if (ok && i > 0)
+            ok = runs[i].old_off >= (uint64_t)runs[i - 1].old_off +
+                                        (runs[i].new_off - runs[i - 1].new_off);
+        if (!ok)
+            rc = err_set(STELE_ECORRUPT, "segment %s offset %llu: relocation table entry %u is "
+                         "malformed", name, (unsigned long long)si->table_off, i);
+    }
+    free(raw);
+    if (rc) {
+        free(runs);
+        return rc;
+    }
+    s->runs = runs;
+    s->nruns = si->nruns;
+    s->rec_end = si->table_off;
     return 0;
 }
 
@@ -335,10 +552,13 @@ void log_close(logf *lg)
     }
     uint32_t n = atomic_load(&lg->nsegs);
     for (uint32_t i = lg->first_seg; i < n; i++)
-        if (lg->segs[i]) {
-            os_io->close(lg->segs[i]->fd);
-            free(lg->segs[i]);
-        }
+        if (lg->segs[i])
+            seg_free_all(lg->segs[i]);
+    for (log_seg *s = lg->retired, *nx; s; s = nx) {
+        nx = s->retired_next;
+        seg_free_all(s);
+    }
+    pthread_mutex_destroy(&lg->retire_mu);
     pthread_mutex_destroy(&lg->prealloc_mu);
     pthread_cond_destroy(&lg->prealloc_cv);
     free(lg);
@@ -354,92 +574,129 @@ void log_iter_init(log_iter *it, logf *lg, uint64_t loc, uint64_t end)
     it->end = end;
 }
 
-void log_iter_free(log_iter *it) { buf_free(&it->chunk); }
+void log_iter_done(log_iter *it)
+{
+    if (it->seg)
+        log_seg_put(it->seg);
+    it->seg = NULL;
+}
 
-/* Make bytes [loc, loc+need) available in the chunk (as many as the
- * segment has, up to a chunk). Returns available bytes at loc, or < 0. */
+void log_iter_free(log_iter *it)
+{
+    log_iter_done(it);
+    buf_free(&it->chunk);
+}
+
+/* Make file bytes [ploc, ploc+need) of the pinned segment available in the
+ * chunk (as many as the segment has, up to a chunk). Returns available
+ * bytes at ploc, or < 0. */
 static int64_t iter_fill(log_iter *it, uint64_t need)
 {
-    uint32_t segno = loc_seg(it->loc);
-    log_seg *s = it->lg->segs[segno];
-    uint64_t off = loc_off(it->loc);
-    if (off >= s->size)
+    log_seg *s = it->seg;
+    uint64_t limit = s->nruns ? s->rec_end : s->size;
+    uint64_t off = it->ploc;
+    if (off >= limit)
         return 0;
-    if (loc_seg(it->chunk_loc) == segno && it->loc >= it->chunk_loc &&
-        it->loc + need <= it->chunk_loc + it->chunk.len)
-        return (int64_t)(it->chunk_loc + it->chunk.len - it->loc);
+    uint64_t at = loc_make(it->segno, (uint32_t)off);
+    if (it->chunk.len && loc_seg(it->chunk_loc) == it->segno && at >= it->chunk_loc &&
+        at + need <= it->chunk_loc + it->chunk.len)
+        return (int64_t)(it->chunk_loc + it->chunk.len - at);
     uint64_t want = need > ITER_CHUNK ? need : ITER_CHUNK;
     /* Nothing past `end` is read: a read near the tail of a preallocated
      * segment would otherwise copy up to a chunk of zeros for a few bytes
      * of records (every live subscriber's read). */
-    if (loc_seg(it->end) == segno && loc_off(it->end) > off) {
+    if (loc_seg(it->end) == it->segno && loc_off(it->end) > off) {
         uint64_t left = loc_off(it->end) - off;
         if (want > left)
             want = left > need ? left : need;
     }
-    if (want > s->size - off)
-        want = s->size - off;
+    if (want > limit - off)
+        want = limit - off;
     it->chunk.len = 0;
     if (buf_reserve(&it->chunk, want))
         return STELE_ENOMEM;
     int rc = os_read_full(s->fd, it->chunk.p, want, off);
     if (rc) {
         char name[32];
-        log_seg_name(segno, name);
+        log_seg_name(it->segno, name);
         return err_set(STELE_EIO, "read segment %s offset %llu: %s", name,
                        (unsigned long long)off, strerror(-rc));
     }
     it->chunk.len = want;
-    it->chunk_loc = it->loc;
+    it->chunk_loc = at;
     return (int64_t)want;
 }
 
 int log_iter_next(log_iter *it, rec *r, uint64_t *at, int *short_tail)
 {
     *short_tail = 0;
-    for (;;) {
-        if (it->loc >= it->end)
+    it->raw = NULL;
+    if (it->loc >= it->end)
+        return LOG_ITER_END;
+    uint32_t segno = loc_seg(it->loc);
+    if (segno >= atomic_load_explicit(&it->lg->nsegs, memory_order_acquire))
+        return LOG_ITER_END;
+    if (!it->seg || it->segno != segno) {
+        /* Entering a segment: pin it and find where to start in its file. */
+        log_iter_done(it);
+        if (!(it->seg = log_seg_get(it->lg, segno)))
             return LOG_ITER_END;
-        uint32_t segno = loc_seg(it->loc);
-        if (segno >= atomic_load_explicit(&it->lg->nsegs, memory_order_acquire))
-            return LOG_ITER_END;
-        if (loc_off(it->loc) == 0)
-            it->loc += SEG_HEADER_SIZE;
-        int64_t avail = iter_fill(it, REC_HEADER_SIZE);
-        if (avail < 0)
-            return (int)avail;
-        const uint8_t *p = it->chunk.p + (it->loc - it->chunk_loc);
-        if (avail >= 4) {
-            uint32_t len = ld32(p);
-            if (len > (uint64_t)avail) {
-                avail = iter_fill(it, len);
-                if (avail < 0)
-                    return (int)avail;
-                p = it->chunk.p + (it->loc - it->chunk_loc);
-            }
-        }
-        const char *why = NULL;
-        rec_status st = rec_decode(p, (uint64_t)avail, r, &why);
-        *at = it->loc;
-        if (st == REC_ZERO)
-            return LOG_ITER_END;
-        char name[32];
-        if (st != REC_OK)
-            log_seg_name(segno, name);
-        if (st == REC_SHORT) {
-            *short_tail = 1;
-            return err_set(STELE_ECORRUPT, "segment %s offset %u: record runs past the end",
-                           name, loc_off(it->loc));
-        }
-        if (st == REC_BAD)
-            return err_set(STELE_ECORRUPT, "segment %s offset %u: %s", name, loc_off(it->loc),
-                           why);
-        if (r->kind == REC_SEAL)
-            it->loc = loc_make(segno + 1, 0);
-        else
-            it->loc += r->len;
-        return LOG_ITER_REC;
+        it->segno = segno;
+        it->chunk.len = 0;
+        it->ploc = (uint64_t)log_seg_phys(it->seg, loc_off(it->loc), 1);
     }
+    if (loc_off(it->loc) == 0)
+        it->loc += SEG_HEADER_SIZE;
+    if (it->ploc < SEG_HEADER_SIZE)
+        it->ploc = SEG_HEADER_SIZE;
+    log_seg *s = it->seg;
+    /* The original location of the next record: past `end`, stop. */
+    uint64_t vat = loc_make(segno, (uint32_t)log_seg_orig(s, it->ploc));
+    *at = vat;
+    if (vat >= it->end || (s->nruns && it->ploc >= s->rec_end))
+        return LOG_ITER_END;
+    int64_t avail = iter_fill(it, REC_HEADER_SIZE);
+    if (avail < 0)
+        return (int)avail;
+    uint64_t pat = loc_make(segno, (uint32_t)it->ploc);
+    const uint8_t *p = it->chunk.p + (pat - it->chunk_loc);
+    if (avail >= 4) {
+        uint32_t len = ld32(p);
+        if (len > (uint64_t)avail) {
+            avail = iter_fill(it, len);
+            if (avail < 0)
+                return (int)avail;
+            p = it->chunk.p + (pat - it->chunk_loc);
+        }
+    }
+    const char *why = NULL;
+    rec_status st = rec_decode(p, (uint64_t)avail, r, &why);
+    if (st == REC_ZERO)
+        return LOG_ITER_END;
+    /* Messages name the offset in the file (for a scavenged segment, also
+     * the original one the index uses). */
+    char name[48];
+    if (st != REC_OK) {
+        log_seg_name(segno, name);
+        if (s->nruns)
+            snprintf(name + strlen(name), sizeof name - strlen(name), " (scavenged)");
+    }
+    if (st == REC_SHORT) {
+        *short_tail = 1;
+        return err_set(STELE_ECORRUPT, "segment %s offset %llu: record runs past the end", name,
+                       (unsigned long long)it->ploc);
+    }
+    if (st == REC_BAD)
+        return err_set(STELE_ECORRUPT, "segment %s offset %llu: %s", name,
+                       (unsigned long long)it->ploc, why);
+    it->raw = p;
+    if (r->kind == REC_SEAL) {
+        it->loc = loc_make(segno + 1, 0);
+    } else {
+        it->loc = vat + r->len;
+        it->ploc += r->len;
+    }
+    return LOG_ITER_REC;
 }
 
 /* After a bad record at `bad` in the last segment: is there a valid event

@@ -6,6 +6,14 @@
  * A location ("loc") names a byte in the log: segment number in the high 32
  * bits, offset inside the segment file in the low 32 bits. Segment files
  * are at most 4 GiB.
+ *
+ * Locations are those of the segment as it was written. Scavenging
+ * (log_rewrite.c) rewrites a sealed segment without some of its records;
+ * the rewritten file carries a relocation table, and this layer translates
+ * every location through it, so the index never changes: log_read of a
+ * location whose record was removed is STELE_ENOTFOUND (LOG_REMOVED), an
+ * iterator started anywhere gives the first kept record at or after it, and
+ * the iterator reports records at their original locations.
  */
 #ifndef STELE_LOG_H
 #define STELE_LOG_H
@@ -23,19 +31,42 @@ static inline uint64_t loc_make(uint32_t seg, uint32_t off) { return ((uint64_t)
 static inline uint32_t loc_seg(uint64_t loc) { return (uint32_t)(loc >> 32); }
 static inline uint32_t loc_off(uint64_t loc) { return (uint32_t)loc; }
 
+/* One run of a scavenged segment's relocation table: records that were
+ * contiguous at old_off in the original file are at new_off in this one. */
+typedef struct log_run {
+    uint32_t old_off;
+    uint32_t new_off;
+} log_run;
+
 typedef struct log_seg {
     int fd;
     uint64_t size;           /* file size (preallocated) */
     uint64_t first_position; /* from the header */
+    /* A scavenged segment (nruns > 0): records end at rec_end (where the
+     * relocation table starts) and offsets are translated through runs. */
+    uint32_t nruns;
+    log_run *runs;
+    uint64_t rec_end;
+    /* Lifetime: readers pin the segment they read (log_seg_get/put); a
+     * segment replaced by scavenging is retired and its fd closed by
+     * whoever drops the last pin. See "Swapping a segment" in log.c. */
+    _Atomic uint32_t refs;
+    _Atomic int retired;
+    _Atomic int closed;
+    struct log_seg *retired_next;
 } log_seg;
 
 typedef struct logf {
     char dir[4096];          /* .../log */
     uint64_t seg_size;
-    /* segs[i] for first_seg <= i < nsegs; readers load nsegs (acquire). */
-    log_seg *segs[LOG_MAX_SEGS];
+    /* segs[i] for first_seg <= i < nsegs; readers load nsegs (acquire).
+     * A sealed segment's pointer is replaced (atomically) by scavenging. */
+    log_seg *_Atomic segs[LOG_MAX_SEGS];
     uint32_t first_seg;
     _Atomic uint32_t nsegs;
+    /* Segments replaced by scavenging, freed at log_close. */
+    pthread_mutex_t retire_mu;
+    log_seg *retired;
 
     /* The helper thread that keeps one zero-filled spare segment ready. */
     pthread_t prealloc_thread;
@@ -62,8 +93,32 @@ int log_add_segment(logf *lg, uint32_t segno, uint64_t min_size);
 /* Drop the last segment file (an empty segment torn at creation). */
 int log_drop_last(logf *lg);
 
-/* Read `n` bytes at `loc`. 0 or a STELE_E* code (message set). */
+/* Read `n` bytes at `loc`. 0 or a STELE_E* code (message set); LOG_REMOVED
+ * if scavenging removed the record at `loc`. */
 int log_read(logf *lg, uint64_t loc, void *buf, size_t n);
+#define LOG_REMOVED STELE_ENOTFOUND
+
+/* Pin segment `segno` (NULL if there is none) so that it stays usable
+ * while scavenging replaces it; unpin with log_seg_put. */
+log_seg *log_seg_get(logf *lg, uint32_t segno);
+void log_seg_put(log_seg *s);
+/* Whether segment `segno` has been rewritten by scavenging. */
+int log_seg_scavenged(logf *lg, uint32_t segno);
+/* Offset translation in a pinned segment (identity for a plain one). The
+ * file offset of the record at original offset `off`, or -1 if it was
+ * removed; with `at_or_after`, of the first kept record at or after it
+ * (rec_end if none). */
+int64_t log_seg_phys(const log_seg *s, uint64_t off, int at_or_after);
+/* The original offset of the record at file offset `phys`. */
+uint64_t log_seg_orig(const log_seg *s, uint64_t phys);
+/* The file offset where the run holding file offset `phys` ends. */
+uint64_t log_seg_run_end(const log_seg *s, uint64_t phys);
+/* Install `fresh` as segment `segno` (scavenging; log_rewrite.c) and
+ * retire the one it replaces. */
+void log_seg_replace(logf *lg, uint32_t segno, log_seg *fresh);
+/* Load the relocation table of a version 2 segment into s (log_open and
+ * log_rewrite.c). 0 or ECORRUPT naming the segment. */
+int log_seg_load_table(log_seg *s, uint32_t segno, const seg_info *si);
 
 /* Segment file name for messages: "00000003.seg". */
 void log_seg_name(uint32_t segno, char out[32]);
@@ -75,10 +130,14 @@ void log_seg_name(uint32_t segno, char out[32]);
  */
 typedef struct log_iter {
     logf *lg;
-    uint64_t loc;   /* next record */
+    uint64_t loc;   /* original location just past the last record returned */
     uint64_t end;
-    buf chunk;      /* bytes of the current segment from chunk_loc */
+    buf chunk;      /* bytes of the current segment file from chunk_loc */
     uint64_t chunk_loc;
+    log_seg *seg;   /* the pinned segment being read (NULL before the first) */
+    uint32_t segno;
+    uint64_t ploc;  /* file offset of the next record in seg */
+    const uint8_t *raw; /* the last record's bytes (valid until the next call) */
 } log_iter;
 
 typedef enum log_iter_status {
@@ -92,7 +151,10 @@ void log_iter_init(log_iter *it, logf *lg, uint64_t loc, uint64_t end);
  * the end of data is reported as ECORRUPT with status in *short_tail = 1 so
  * recovery can tell a torn tail from damage. */
 int log_iter_next(log_iter *it, rec *r, uint64_t *at, int *short_tail);
+/* Unpin the segment and free the chunk; log_iter_done only unpins (for a
+ * caller that owns the chunk buffer). */
 void log_iter_free(log_iter *it);
+void log_iter_done(log_iter *it);
 
 /* After a bad or short record at `bad` in the last segment: 1 if a valid
  * event record (position >= next_pos) follows it in the segment (damage),

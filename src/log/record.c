@@ -215,13 +215,53 @@ void seg_header_encode(uint8_t out[SEG_HEADER_SIZE], uint64_t segno, uint64_t fi
 const char *seg_header_decode(const uint8_t in[SEG_HEADER_SIZE], uint64_t *segno,
                               uint64_t *first_position)
 {
+    seg_info si;
+    const char *why = seg_header_read(in, &si);
+    if (why)
+        return why;
+    if (si.version != SEG_VERSION)
+        return "unsupported segment version";
+    *segno = si.segno;
+    *first_position = si.first_position;
+    return NULL;
+}
+
+const char *seg_header_read(const uint8_t in[SEG_HEADER_SIZE], seg_info *out)
+{
+    memset(out, 0, sizeof *out);
     if (memcmp(in, SEG_MAGIC, 8) != 0)
         return "bad segment magic";
     if (crc32c(0, in + 16, SEG_HEADER_SIZE - 16) != ld32(in + 12))
         return "segment header checksum mismatch";
-    if (ld32(in + 8) != SEG_VERSION)
+    out->version = ld32(in + 8);
+    if (out->version != SEG_VERSION && out->version != SEG_VERSION_SCAVENGED)
         return "unsupported segment version";
-    *segno = ld64(in + 16);
-    *first_position = ld64(in + 24);
+    out->segno = ld64(in + 16);
+    out->first_position = ld64(in + 24);
+    out->created_us = (int64_t)ld64(in + 32);
+    if (out->version == SEG_VERSION_SCAVENGED) {
+        out->table_off = ld64(in + 40);
+        out->nruns = ld32(in + 48);
+        out->table_crc = ld32(in + 52);
+        out->scavenged_us = (int64_t)ld64(in + 56);
+        if (out->nruns == 0 || out->table_off < SEG_HEADER_SIZE || out->table_off % REC_ALIGN ||
+            out->table_off > UINT32_MAX)
+            return "malformed scavenged segment header";
+    }
     return NULL;
+}
+
+void seg_header_encode_scavenged(uint8_t out[SEG_HEADER_SIZE], const seg_info *si)
+{
+    memset(out, 0, SEG_HEADER_SIZE);
+    memcpy(out, SEG_MAGIC, 8);
+    st32(out + 8, SEG_VERSION_SCAVENGED);
+    st64(out + 16, si->segno);
+    st64(out + 24, si->first_position);
+    st64(out + 32, (uint64_t)si->created_us);
+    st64(out + 40, si->table_off);
+    st32(out + 48, si->nruns);
+    st32(out + 52, si->table_crc);
+    st64(out + 56, (uint64_t)si->scavenged_us);
+    st32(out + 12, crc32c(0, out + 16, SEG_HEADER_SIZE - 16));
 }

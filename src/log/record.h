@@ -14,6 +14,21 @@
  *   +32 i64 created (µs)
  *   +40 zeros
  *
+ * A segment rewritten by scavenging (version 2, see log_rewrite.c) has the
+ * same first 40 bytes and then:
+ *   +40 u64 table offset     end of its records, start of the relocation
+ *                            table (a multiple of 8)
+ *   +48 u32 runs             entries in the table (>= 1)
+ *   +52 u32 crc32c of the table
+ *   +56 i64 scavenged (µs)
+ * Its records are the kept records of the original segment, in order and
+ * unchanged, packed from offset 64; the table follows them and the file
+ * ends with the table (no zero padding). Each table entry is one run of
+ * records that were contiguous in the original file:
+ *   +0 u32 original offset (the offset locations in the index use)
+ *   +4 u32 offset in this file
+ * sorted by both. A version 1 reader refuses the segment.
+ *
  * Every record is a 72-byte header and a body, padded with zeros to a
  * multiple of 8 bytes. The CRC covers everything after itself up to `len`:
  *
@@ -69,6 +84,8 @@
 
 #define SEG_MAGIC "STELESEG"
 #define SEG_VERSION 1u
+#define SEG_VERSION_SCAVENGED 2u
+#define SEG_RUN_SIZE 8u
 #define SEG_HEADER_SIZE 64u
 #define REC_HEADER_SIZE 72u
 #define REC_ALIGN 8u
@@ -154,5 +171,23 @@ void seg_header_encode(uint8_t out[SEG_HEADER_SIZE], uint64_t segno, uint64_t fi
 /* NULL if valid (fills segno and first_position), else a static reason. */
 const char *seg_header_decode(const uint8_t in[SEG_HEADER_SIZE], uint64_t *segno,
                               uint64_t *first_position);
+
+/* Every field of a segment header, either version. */
+typedef struct seg_info {
+    uint32_t version;        /* SEG_VERSION or SEG_VERSION_SCAVENGED */
+    uint64_t segno;
+    uint64_t first_position;
+    int64_t created_us;
+    /* version 2 only (zero otherwise) */
+    uint64_t table_off;
+    uint32_t nruns;
+    uint32_t table_crc;
+    int64_t scavenged_us;
+} seg_info;
+
+/* Decode a header of either version: NULL if valid, else a static reason. */
+const char *seg_header_read(const uint8_t in[SEG_HEADER_SIZE], seg_info *out);
+/* Encode a version 2 (scavenged) header from every field of *si. */
+void seg_header_encode_scavenged(uint8_t out[SEG_HEADER_SIZE], const seg_info *si);
 
 #endif

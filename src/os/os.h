@@ -57,6 +57,11 @@ typedef enum os_fault_kind {
     OS_FAULT_EIO_SYNC,    /* fdatasync/fsync -EIO (data was written) */
     OS_FAULT_TORN_EXIT,   /* pwrite writes a prefix of `torn_bytes` bytes,
                              then the process _exit(99)s: a crash mid-write */
+    OS_FAULT_EIO_RENAME,  /* rename (from or to a matching path) renames
+                             nothing, -EIO */
+    OS_FAULT_CRASH,       /* the process _exit(99)s just before the call:
+                             counts pwrite, fdatasync, fsync (matching fd)
+                             and rename, unlink (matching path) */
 } os_fault_kind;
 
 void os_fault_arm(os_fault_kind kind, const char *path_part, unsigned after,

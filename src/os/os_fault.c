@@ -19,7 +19,10 @@
  *
  * Which calls count. A write fault (SHORT_WRITE, EIO_WRITE, ENOSPC,
  * TORN_EXIT) counts only pwrite calls on matching descriptors; EIO_SYNC
- * counts only fdatasync/fsync calls on them. Calls numbered 0 .. after-1 go
+ * counts only fdatasync/fsync calls on them; EIO_RENAME counts renames
+ * whose source or target path matches; CRASH counts all of these (and
+ * unlinks of matching paths) and exits the process before the call it
+ * fires on, so a test can crash at each step of a sequence in turn. Calls numbered 0 .. after-1 go
  * through untouched, call number `after` fires the fault, and every later
  * counted call fails the same way until the next arm or reset. A NULL or
  * empty path_part matches every recorded descriptor.
@@ -136,8 +139,28 @@ static int fault_open(const char *path, int flags, int mode)
     return fd;
 }
 
+/* Caller holds fault_lock. */
+static int path_matches(const char *path)
+{
+    return !fault_part || strstr(path, fault_part) != NULL;
+}
+
+/* OS_FAULT_CRASH: exit before this call if it is the one. */
+static void crash_point(int fd, const char *path1, const char *path2)
+{
+    pthread_mutex_lock(&fault_lock);
+    int fire = 0;
+    if (fault_kind == OS_FAULT_CRASH &&
+        (path1 ? path_matches(path1) || (path2 && path_matches(path2)) : fd_matches(fd)))
+        fire = charge();
+    pthread_mutex_unlock(&fault_lock);
+    if (fire)
+        _exit(99);
+}
+
 static ssize_t fault_pwrite(int fd, const void *buf, size_t n, uint64_t off)
 {
+    crash_point(fd, NULL, NULL);
     pthread_mutex_lock(&fault_lock);
     os_fault_kind kind = fault_kind;
     int fire = is_write_fault(kind) && fd_matches(fd) ? charge() : 0;
@@ -166,6 +189,7 @@ static ssize_t fault_pwrite(int fd, const void *buf, size_t n, uint64_t off)
 
 static int sync_fault(int fd)
 {
+    crash_point(fd, NULL, NULL);
     pthread_mutex_lock(&fault_lock);
     int fire = fault_kind == OS_FAULT_EIO_SYNC && fd_matches(fd) ? charge() : 0;
     pthread_mutex_unlock(&fault_lock);
@@ -194,6 +218,14 @@ static int fault_close(int fd)
 
 static int fault_rename(const char *from, const char *to)
 {
+    crash_point(-1, from, to);
+    pthread_mutex_lock(&fault_lock);
+    int fire = fault_kind == OS_FAULT_EIO_RENAME && (path_matches(from) || path_matches(to))
+                   ? charge()
+                   : 0;
+    pthread_mutex_unlock(&fault_lock);
+    if (fire)
+        return -EIO;
     int rc = os_posix.rename(from, to);
     if (rc < 0)
         return rc;
@@ -219,7 +251,11 @@ static ssize_t fault_pread(int fd, void *buf, size_t n, uint64_t off)
 }
 
 static int fault_ftruncate(int fd, uint64_t len) { return os_posix.ftruncate(fd, len); }
-static int fault_unlink(const char *path) { return os_posix.unlink(path); }
+static int fault_unlink(const char *path)
+{
+    crash_point(-1, path, NULL);
+    return os_posix.unlink(path);
+}
 
 static const os_ops os_faulty = {
     .open = fault_open,

@@ -461,6 +461,19 @@ int stele_get_stats(stele_db *db, stele_stats *out)
     return db->be->ops->stats(db->be, out);
 }
 
+int stele_scavenge(stele_db *db, const stele_scavenge_options *opts, stele_scavenge_result *res)
+{
+    err_clear();
+    if (res)
+        memset(res, 0, sizeof *res);
+    if (!db)
+        return err_set(STELE_EINVAL, "db is NULL");
+    if (!db->be->ops->scavenge)
+        return 0;
+    stele_scavenge_result tmp;
+    return db->be->ops->scavenge(db->be, opts, res ? res : &tmp);
+}
+
 int stele_check(const char *dir, char *report, size_t report_len)
 {
     err_clear();
