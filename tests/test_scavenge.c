@@ -510,6 +510,91 @@ static void test_progress_and_args(void)
     passed++;
 }
 
+/* ======================================================= stream metadata */
+
+/*
+ * Retention by stream metadata (maxCount), metadata versions and snapshots:
+ * the scavenge removes the events maxCount hides (not the last append), the
+ * metadata versions that are no longer current and the snapshots the index
+ * no longer points at (a tombstoned stream's); after it, and after an index
+ * rebuild from the scavenged log, reads, the current metadata (with its
+ * version), the snapshots and loads are what they were, and check passes.
+ */
+static void sm_expect(stele_db *db, const char *name, uint64_t version, uint64_t snap_rev,
+                      uint64_t first, uint64_t last)
+{
+    stele_stream_metadata *md = NULL;
+    CHECK_OK(stele_get_stream_metadata(db, name, &md));
+    CHECK(md && md->version == version && md->max_count == 5);
+    stele_free(md);
+    stele_snapshot *sn = NULL;
+    stele_page *pg = NULL;
+    CHECK_OK(stele_get_snapshot(db, name, STELE_END, &sn));
+    CHECK(sn && sn->revision == snap_rev);
+    stele_free(sn);
+    CHECK_OK(stele_get_snapshot(db, name, 20, &sn));
+    CHECK(sn && sn->revision == 20);
+    stele_free(sn);
+    CHECK_OK(stele_read_stream(db, name, 0, STELE_FORWARDS, 100, &pg));
+    CHECK(stele_page_count(pg) == last - first + 1);
+    for (size_t i = 0; i < stele_page_count(pg); i++)
+        CHECK(stele_page_event(pg, i)->revision == first + i && ev_ok(stele_page_event(pg, i)));
+    stele_page_free(pg);
+    CHECK_OK(stele_load_stream(db, name, 100, &sn, &pg));
+    CHECK(sn && sn->revision == snap_rev && stele_page_count(pg) == last - snap_rev);
+    stele_free(sn);
+    stele_page_free(pg);
+}
+
+static void test_streammeta(void)
+{
+    const char *dir = t_tmpdir("scav-meta");
+    stele_db *db = open_db(dir);
+    const char *name = "meta-1", *gone = "meta-2";
+    for (uint64_t rev = 0; rev < 30; rev++) {
+        CHECK_OK(append_n(db, name, rev, 1, NULL));
+        CHECK_OK(append_n(db, gone, rev, 1, NULL));
+    }
+    stele_stream_metadata md = {.max_count = 5};
+    for (int v = 0; v < 3; v++) /* versions 0, 1, 2 */
+        CHECK_OK(stele_set_stream_metadata(db, name, &md, STELE_ANY, NULL));
+    const char state[] = "{\"total\":1}";
+    for (uint64_t rev = 10; rev <= 25; rev += 5) {
+        stele_snapshot_in si = {rev, 1, STELE_EVENT_JSON, state, sizeof state - 1};
+        CHECK_OK(stele_put_snapshot(db, name, &si));
+        CHECK_OK(stele_put_snapshot(db, gone, &si));
+    }
+    CHECK_OK(stele_tombstone_stream(db, gone, STELE_ANY, NULL));
+    for (uint64_t rev = 0; rev < 200; rev++)
+        CHECK_OK(append_n(db, "meta-filler", rev, 4, NULL));
+    sm_expect(db, name, 2, 25, 25, 29);
+
+    stele_scavenge_result res;
+    CHECK_OK(stele_scavenge(db, NULL, &res));
+    /* meta-1: revisions 0..24 (maxCount 5); meta-2: 0..28 (tombstoned,
+     * its last append stays). */
+    CHECK(res.events_removed == 25 + 29);
+    sm_expect(db, name, 2, 25, 25, 29);
+    stele_close(db);
+    check_store(dir);
+
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/index'", dir);
+    CHECK(system(cmd) == 0);
+    db = open_db(dir);
+    sm_expect(db, name, 2, 25, 25, 29);
+    /* The version goes on from the current one. */
+    uint64_t v = 0;
+    CHECK_OK(stele_set_stream_metadata(db, name, &md, 2, &v));
+    CHECK(v == 3);
+    stele_snapshot *sn = (stele_snapshot *)1;
+    CHECK_RC(stele_get_snapshot(db, gone, STELE_END, &sn), STELE_EDELETED);
+    stele_close(db);
+    check_store(dir);
+    t_rmdir(dir);
+    passed++;
+}
+
 /* ============================================================ online */
 
 #define ONLINE_WRITERS 2
@@ -1210,6 +1295,7 @@ int main(void)
     } while (0)
     RUN("model", test_model());
     RUN("progress", test_progress_and_args());
+    RUN("streammeta", test_streammeta());
     RUN("online", test_online());
     fault_base();
     RUN("faults", test_faults());

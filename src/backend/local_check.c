@@ -37,8 +37,8 @@ typedef struct sslot {
     uint64_t last_pos;
     uint64_t truncate_before;
     uint32_t flags;
-    uint64_t meta_seq, meta_loc; /* metadata records seen, the latest's loc */
     uint64_t removed_at; /* removed positions before this stream's last commit */
+    uint64_t meta_seq, meta_loc; /* metadata records seen, the latest's loc */
 } sslot;
 
 typedef struct stable {
@@ -202,15 +202,18 @@ static int check_streammeta(checker *k, const rec *r, uint64_t at)
     sslot *s = st_get(&k->streams, r->stream, r->stream_len);
     if (!s)
         return err_set(STELE_ECORRUPT, "out of memory");
+    /* After scavenging, older metadata versions and the events under a
+     * snapshot may be gone from before this record. */
+    int gaps = log_scavenged_upto(k->lg, loc_seg(at));
     if (r->kind == REC_METADATA) {
-        if (r->position != s->meta_seq)
+        if (r->position != s->meta_seq && !(gaps && r->position > s->meta_seq))
             return damage(at, "stream metadata version out of sequence", NULL);
-        s->meta_seq++;
+        s->meta_seq = r->position + 1;
         s->meta_loc = at;
         k->metas++;
         return 0;
     }
-    if ((s->flags & IDX_TOMBSTONED) || r->revision >= s->next_rev)
+    if ((s->flags & IDX_TOMBSTONED) || (r->revision >= s->next_rev && !gaps))
         return damage(at, "snapshot of a revision its stream does not have", NULL);
     k->snaps++;
     return 0;

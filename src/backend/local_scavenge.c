@@ -16,9 +16,9 @@
  *     a stream's last event for the same reason).
  *   - Seals, deletes and tombstones: the rebuild replays them to restore
  *     truncate-before and the tombstone flag.
- *   - Stream metadata records (recovery checks their versions follow each
- *     other) and any kind this file does not know (record_live()).
- *   Snapshot records go once the index no longer points at them.
+ *   - Stream metadata while it is its stream's current one, a snapshot
+ *     while the snapshot index points at it, any other kind of record
+ *     always (record_live()).
  *   - The segment being appended to (only sealed ones are rewritten), and
  *     anything the index has not reached yet.
  *
@@ -51,22 +51,17 @@
 #include "log/record.h"
 
 /*
- * Whether a record that is not an event must survive scavenging. Seals,
- * deletes and tombstones always do. This is the hook for the record kinds
- * of stream metadata and snapshots: "is this the stream's current
- * metadata", "is this snapshot still referenced / within the stream's
- * snapshot retention". Until that rule is plugged in, every such record is
- * kept.
+ * Whether a record that is not an event, a seal, a delete or a tombstone
+ * must survive scavenging (1), may go (0), or a negative error. Stream
+ * metadata stays while it is its stream's current one, a snapshot while
+ * the snapshot index still points at it (local_streams.c decides); any
+ * other kind is kept.
  */
-static int record_live(local *L, MDB_txn *txn, const rec *r, uint64_t at)
+static int record_live(local *L, MDB_txn *txn, const rec *r, uint64_t loc)
 {
-    /* A snapshot goes once the index no longer points at it (retention, a
-     * replacing snapshot, a delete). Metadata records all stay: recovery
-     * checks that a stream's metadata versions follow each other, and they
-     * are small. */
-    if (r->kind == REC_SNAPSHOT)
-        return sm_record_live(L, txn, r, at);
-    return 1; /* metadata, and kinds this scavenger does not know */
+    if (r->kind == REC_METADATA || r->kind == REC_SNAPSHOT)
+        return sm_record_live(L, txn, r, loc);
+    return 1;
 }
 
 /* Decide the commit that starts with event record r: 1 remove, 0 keep, or

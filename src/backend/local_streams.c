@@ -302,10 +302,13 @@ int sm_apply(local *L, MDB_txn *txn, const rec *r, uint64_t loc)
         return rc;
     char name[32];
     log_seg_name(loc_seg(loc), name);
+    /* After scavenging, older metadata versions and the events under a
+     * snapshot may be gone from the log before this record. */
+    int gaps = log_scavenged_upto(L->lg, loc_seg(loc));
     if (r->kind == REC_METADATA) {
         if (!found)
             new_stream(L, &st);
-        if (r->position != st.meta_seq)
+        if (r->position != st.meta_seq && !(gaps && r->position > st.meta_seq))
             return err_set(STELE_ECORRUPT,
                            "segment %s offset %u: metadata version %llu of stream '%.*s' is out "
                            "of sequence (expected %llu)",
@@ -319,7 +322,13 @@ int sm_apply(local *L, MDB_txn *txn, const rec *r, uint64_t loc)
             rc = trim_snaps(L, txn, &st);
         return rc;
     }
-    if (!found || st.last_rev == UINT64_MAX || r->revision > st.last_rev)
+    if (gaps && !found) {
+        new_stream(L, &st); /* its events come later, or were all removed */
+        if ((rc = idx_stream_put(L->ix, txn, r->stream, r->stream_len, &st)))
+            return rc;
+        found = 1;
+    }
+    if (!found || ((st.last_rev == UINT64_MAX || r->revision > st.last_rev) && !gaps))
         return err_set(STELE_ECORRUPT,
                        "segment %s offset %u: snapshot of stream '%.*s' at revision %llu, which "
                        "the stream does not have",

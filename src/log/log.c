@@ -128,6 +128,7 @@ int log_open(const char *dir, uint64_t seg_size, int create, logf **out)
     lg->seg_size = seg_size;
     pthread_mutex_init(&lg->prealloc_mu, NULL);
     pthread_mutex_init(&lg->retire_mu, NULL);
+    atomic_store(&lg->first_scavenged, UINT32_MAX);
     pthread_cond_init(&lg->prealloc_cv, NULL);
     snprintf(lg->dir, sizeof lg->dir, "%s/log", dir);
     if (create && mkdir(lg->dir, 0755) != 0 && errno != EEXIST) {
@@ -228,8 +229,10 @@ int log_open(const char *dir, uint64_t seg_size, int create, logf **out)
                              name, (unsigned long long)si.segno);
             else if (why)
                 s->first_position = UINT64_MAX; /* last segment, header invalid */
-            else if (si.version == SEG_VERSION_SCAVENGED)
-                rc = log_seg_load_table(s, nums[i], &si);
+            else if (si.version == SEG_VERSION_SCAVENGED &&
+                     (rc = log_seg_load_table(s, nums[i], &si)) == 0 &&
+                     atomic_load(&lg->first_scavenged) == UINT32_MAX)
+                atomic_store(&lg->first_scavenged, nums[i]);
         }
     }
     free(nums);
@@ -403,6 +406,8 @@ void log_seg_put(log_seg *s)
 
 void log_seg_replace(logf *lg, uint32_t segno, log_seg *fresh)
 {
+    if (segno < atomic_load(&lg->first_scavenged))
+        atomic_store(&lg->first_scavenged, segno); /* one scavenger at a time */
     log_seg *old = atomic_exchange(&lg->segs[segno], fresh);
     pthread_mutex_lock(&lg->retire_mu);
     old->retired_next = lg->retired;
@@ -604,8 +609,10 @@ static int64_t iter_fill(log_iter *it, uint64_t need)
     uint64_t want = need > ITER_CHUNK ? need : ITER_CHUNK;
     /* Nothing past `end` is read: a read near the tail of a preallocated
      * segment would otherwise copy up to a chunk of zeros for a few bytes
-     * of records (every live subscriber's read). */
-    if (loc_seg(it->end) == it->segno && loc_off(it->end) > off) {
+     * of records (every live subscriber's read). `end` is a location and
+     * `off` a file offset: the same in a segment never scavenged, the only
+     * kind `end` can fall inside (the tail). */
+    if (!s->nruns && loc_seg(it->end) == it->segno && loc_off(it->end) > off) {
         uint64_t left = loc_off(it->end) - off;
         if (want > left)
             want = left > need ? left : need;

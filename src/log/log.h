@@ -67,6 +67,9 @@ typedef struct logf {
     /* Segments replaced by scavenging, freed at log_close. */
     pthread_mutex_t retire_mu;
     log_seg *retired;
+    /* The lowest scavenged segment, UINT32_MAX if none: records after it
+     * may miss earlier ones that scavenging removed (log_scavenged_upto). */
+    _Atomic uint32_t first_scavenged;
 
     /* The helper thread that keeps one zero-filled spare segment ready. */
     pthread_t prealloc_thread;
@@ -104,6 +107,13 @@ log_seg *log_seg_get(logf *lg, uint32_t segno);
 void log_seg_put(log_seg *s);
 /* Whether segment `segno` has been rewritten by scavenging. */
 int log_seg_scavenged(logf *lg, uint32_t segno);
+/* Whether any segment up to `segno` (included) has been: then records in
+ * it and after it may follow records that scavenging removed (a metadata
+ * version or a snapshot's events may be missing before them). */
+static inline int log_scavenged_upto(logf *lg, uint32_t segno)
+{
+    return atomic_load(&lg->first_scavenged) <= segno;
+}
 /* Offset translation in a pinned segment (identity for a plain one). The
  * file offset of the record at original offset `off`, or -1 if it was
  * removed; with `at_or_after`, of the first kept record at or after it
