@@ -460,6 +460,8 @@ static void write_group(local *L, wreq *group)
                             (uint32_t)(write_off + L->gbuf.len - start)};
             if (rc == 0)
                 rc = idx_commit_put(L->ix, txn, &c);
+            if (rc == 0)
+                rc = idx_sec_commit(L->ix, txn, p, c.bytes, c.loc);
         } else {
             L->gbuf.len += rec_encode_marker(
                 p, r->op == OP_DELETE ? REC_DELETE : REC_TOMBSTONE, r->stream, r->stream_len,
@@ -679,6 +681,8 @@ static const backend_ops local_ops = {
     .read_stream = local_read_stream,
     .read_all = local_read_all,
     .head = local_head,
+    .query = local_query,
+    .read_stream_to = local_read_stream_to,
     .stats = local_stats,
     .close = local_close,
 };
@@ -738,7 +742,7 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     if (rc == 0)
         rc = write_marker(L, text);
     if (rc == 0)
-        rc = idx_open(dir, rebuild, &L->ix);
+        rc = idx_open(dir, rebuild, !(opts->flags & STELE_OPEN_NO_INDEXES), &L->ix);
     if (rc == 0)
         rc = recover(L, rebuild);
     if (rc == 0 && (opts->flags & STELE_OPEN_VERIFY))

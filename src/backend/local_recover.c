@@ -86,6 +86,8 @@ static int apply_event_commit(local *L, MDB_txn *txn, rcommit *c, uint64_t end)
                      (uint32_t)(end - c->start)};
     if (rc == 0)
         rc = idx_commit_put(L->ix, txn, &ic);
+    if (rc == 0)
+        rc = sec_recover_commit(L, txn, c->start, end);
     return rc;
 }
 

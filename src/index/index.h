@@ -10,6 +10,14 @@
  *                                       the first event of every segment and
  *                                       then one every IDX_POS_STRIDE bytes
  *   meta     "ckpt"                 -> how far the log has been indexed
+ *            "format"               -> IDX_FORMAT and the IDX_F_* flags the
+ *                                       index was built with
+ *   sec      kind:u8 name           -> sorted duplicates position:be64 loc:be64,
+ *                                       one per event under each of its
+ *                                       category, type, tags, correlation id
+ *                                       and actor (index_sec.c)
+ *   time     created:be64 position:be64 -> nothing; the first position of
+ *                                       every distinct commit time
  *
  * The log is the truth and the index is derived from it: every group commit
  * updates the index in one LMDB write transaction together with the
@@ -26,6 +34,14 @@
 #include <stdint.h>
 
 #define IDX_POS_STRIDE (64u * 1024u)
+
+/* The index's format. An index of another format, or without one, is
+ * dropped at open and rebuilt from the log (the log is the truth).
+ *   1  streams, revs, ids, pos, meta (no "format" entry)
+ *   2  + sec and time (secondary indexes), and the "format" entry */
+#define IDX_FORMAT 2u
+/* format flags: the secondary indexes (sec, time) are maintained. */
+#define IDX_F_SEC 0x1u
 
 /* stream flags */
 #define IDX_DELETED 0x1u
@@ -61,12 +77,17 @@ typedef struct idx_ckpt {
 typedef struct idx {
     MDB_env *env;
     MDB_dbi streams, revs, ids, pos, meta;
+    MDB_dbi sec, time;  /* secondary indexes (index_sec.c) */
+    int sec_on;         /* sec and time are maintained (IDX_F_SEC) */
     uint64_t reserved; /* bytes of data.mdb allocated on disk */
 } idx;
 
 /* Open (creating) the index in `dir`/index. `fresh` drops everything first
- * (a rebuild). */
-int idx_open(const char *dir, int fresh, idx **out);
+ * (a rebuild). `sec_on`: maintain the secondary indexes. Everything is
+ * dropped too (and so rebuilt by recovery) when the index has another
+ * format, or was kept without secondary indexes and `sec_on` asks for
+ * them; with `sec_on` = 0 the secondary tables are emptied. */
+int idx_open(const char *dir, int fresh, int sec_on, idx **out);
 void idx_close(idx *ix);
 int idx_sync(idx *ix);
 
@@ -116,8 +137,59 @@ int idx_open_readonly(const char *dir, idx **out);
 /* Entries in one table. */
 int idx_count(idx *ix, MDB_txn *txn, MDB_dbi dbi, uint64_t *n);
 
-/* Empty every table (before a rebuild). */
+/* Empty every table (before a rebuild); the format entry is kept. */
 int idx_drop_all(idx *ix, MDB_txn *txn);
+
+/* ------------------------------------------------ secondary (index_sec.c) */
+
+/* Kinds of secondary index entries (the first byte of a sec key). */
+enum {
+    SEC_CATEGORY = 'c',
+    SEC_TYPE = 't',
+    SEC_TAG = 'g',
+    SEC_CORRELATION = 'r',
+    SEC_ACTOR = 'a',
+};
+
+/* The category of a stream name: the bytes before its first '-', or the
+ * whole name when it has none or starts with '-'. Returns its length. */
+size_t sec_category_len(const char *stream, size_t len);
+
+/*
+ * Index one commit's events: `recs` holds the commit's encoded records
+ * (len bytes, the first at log location `loc`). Adds each event's sec
+ * entries and, for the commit's creation time, a time entry if it is new.
+ * The writer (for the records it is about to write) and recovery (for the
+ * records it replays) both call this, so they cannot index differently.
+ * No-op when the secondary indexes are off.
+ */
+int idx_sec_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64_t loc);
+/* The inverse, for scavenging: delete the commit's sec entries (records
+ * at `loc` as they were indexed). Time entries stay (they remain valid
+ * bounds when events disappear). */
+int idx_sec_uncommit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64_t loc);
+
+/* The first position whose event was created at or after `t_us`:
+ * 0, or STELE_ENOTFOUND when every event is older. */
+int idx_time_first(idx *ix, MDB_txn *txn, int64_t t_us, uint64_t *pos);
+
+/* A cursor over the positions indexed under one key. */
+typedef struct idx_sec_cursor {
+    MDB_cursor *cur;
+    uint8_t key[1 + 255];
+    size_t klen;
+} idx_sec_cursor;
+
+int idx_sec_open(idx *ix, MDB_txn *txn, int kind, const char *name, size_t len,
+                 idx_sec_cursor *sc);
+void idx_sec_close(idx_sec_cursor *sc);
+/* The first entry at or after `pos` (forwards) or the last at or before it
+ * (backwards): 0 with *at and *loc, STELE_ENOTFOUND if none. */
+int idx_sec_seek(idx_sec_cursor *sc, uint64_t pos, int backwards, uint64_t *at, uint64_t *loc);
+/* The next (previous) entry after the cursor's. */
+int idx_sec_step(idx_sec_cursor *sc, int backwards, uint64_t *at, uint64_t *loc);
+/* Number of entries under the cursor's key (0 if none). */
+int idx_sec_count(idx_sec_cursor *sc, uint64_t *n);
 
 /* Map an LMDB return code to a STELE_E* code, setting the message. */
 int idx_err(int mdb_rc, const char *what);
