@@ -4,6 +4,7 @@
  *   stele serve [...]        run the server (cli/serve.c)
  *   stele append STREAM ...  client commands: talk to a running server over
  *   stele read STREAM ...    HTTP (cli/client.c, cli/cmd_*.c)
+ *   stele query KIND KEY
  *   stele head STREAM
  *   stele delete STREAM
  *   stele check DIR          verify a store (checksums, framing, index)
@@ -25,6 +26,7 @@ static int cmd_check(int argc, char **argv);
 static const command commands[] = {
     {"serve", cmd_serve},   {"append", cmd_append}, {"read", cmd_read},
     {"head", cmd_head},     {"delete", cmd_delete}, {"check", cmd_check},
+    {"query", cmd_query},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -39,6 +41,7 @@ static int usage(FILE *f)
                "else " CLI_DEFAULT_SERVER "):\n"
                "  append STREAM   append events from arguments, a JSON file or NDJSON on stdin\n"
                "  read STREAM     read a stream's events; read --all reads every stream\n"
+               "  query KIND KEY  events by category, type, tag, correlation id or actor\n"
                "  head STREAM     show a stream's last revision and position\n"
                "  delete STREAM   delete a stream (--tombstone: for good)\n\n"
                "  version         print the version\n"

@@ -444,6 +444,19 @@ void stele_uuid_format(const uint8_t id[16], char out[37]);
 /** Parse "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (any case). 0 or EINVAL. */
 int stele_uuid_parse(const char *text, uint8_t id[16]);
 
+/**
+ * Parse an RFC 3339 date-time ("2026-11-23T16:30:00.5Z",
+ * "2026-11-23T18:30:00+02:00") into microseconds since the Unix epoch.
+ * Digits below a microsecond round down, or up with `round_up` (a lower
+ * bound "created >= t" or an exclusive upper bound "created < t" then
+ * stays exact). 0, or EINVAL with the reason in stele_errmsg().
+ */
+int stele_time_parse(const char *text, int round_up, int64_t *us);
+
+/** Format microseconds since the epoch as RFC 3339 in UTC with six
+ *  fractional digits: "2026-11-23T16:30:00.000000Z" (27 chars + NUL). */
+void stele_time_format(int64_t us, char out[32]);
+
 #ifdef __cplusplus
 }
 #endif

@@ -12,118 +12,21 @@
  *
  * each with ?after=&before= (RFC 3339) where it applies and the usual
  * ?from=&direction=&limit=, answered exactly like stream reads (a JSON page
- * with a next link, or NDJSON) by routes.c. Times are RFC 3339 date-times:
- * "2026-11-23T16:30:00Z", fractional seconds to nanoseconds, "Z" or an
- * offset "+02:00" / "-05:30" (in a query string '+' must be sent as %2B; a
- * space where the offset's sign belongs is taken as the '+' it was).
- * Every malformed value is a 400 naming the parameter and what is wrong.
+ * with a next link, or NDJSON) by routes.c. Times are RFC 3339 date-times
+ * (stele_time_parse: "2026-11-23T16:30:00Z", fractional seconds to
+ * nanoseconds, "Z" or an offset "+02:00"; in a query string '+' must be
+ * sent as %2B, and a space where the offset's sign belongs is taken as the
+ * '+' it was). Every malformed value is a 400 naming the parameter and
+ * what is wrong.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
 #include "server_int.h"
 #include "urlcode.h"
 
 /* ---------------------------------------------------------------- times */
-
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    unsigned yoe = (unsigned)(y - era * 400);
-    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (int64_t)doe - 719468;
-}
-
-static int digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-/*
- * Parse an RFC 3339 date-time into seconds since the Unix epoch and
- * nanoseconds (0..999999999). 0, or -1 with the reason in err.
- */
-static int parse_rfc3339(const char *s, int64_t *secs, int32_t *nanos, char *err, size_t errlen)
-{
-    int y, mo, d, h, mi, se;
-    size_t n = strlen(s);
-    if (n < 20 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
-        digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
-        digits(s + 11, 2, &h) || s[13] != ':' || digits(s + 14, 2, &mi) || s[16] != ':' ||
-        digits(s + 17, 2, &se)) {
-        snprintf(err, errlen, "expected YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)");
-        return -1;
-    }
-    static const unsigned mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (mo < 1 || mo > 12) {
-        snprintf(err, errlen, "month %02d is out of range", mo);
-        return -1;
-    }
-    if (d < 1 || (unsigned)d > mdays[mo - 1] + (mo == 2 && leap)) {
-        snprintf(err, errlen, "day %02d is out of range for %04d-%02d", d, y, mo);
-        return -1;
-    }
-    if (h > 23 || mi > 59 || se > 59) {
-        snprintf(err, errlen, "%s %02d is out of range%s",
-                 h > 23 ? "hour" : mi > 59 ? "minute" : "second", h > 23 ? h : mi > 59 ? mi : se,
-                 se == 60 ? " (leap seconds are not supported)" : "");
-        return -1;
-    }
-    const char *p = s + 19;
-    int32_t ns = 0;
-    if (*p == '.') {
-        p++;
-        int k = 0;
-        for (; p[k] >= '0' && p[k] <= '9'; k++)
-            if (k < 9)
-                ns = ns * 10 + (p[k] - '0');
-        if (k == 0) {
-            snprintf(err, errlen, "a '.' must be followed by digits");
-            return -1;
-        }
-        if (k > 9) {
-            snprintf(err, errlen, "more than 9 fractional digits");
-            return -1;
-        }
-        for (int i = k; i < 9; i++)
-            ns *= 10;
-        p += k;
-    }
-    int off = 0;
-    if ((p[0] == 'Z' || p[0] == 'z') && p[1] == 0) {
-        off = 0;
-    } else if ((p[0] == '+' || p[0] == '-' || p[0] == ' ') && strlen(p) == 6 && p[3] == ':') {
-        int oh, om;
-        if (digits(p + 1, 2, &oh) || digits(p + 4, 2, &om)) {
-            snprintf(err, errlen, "malformed UTC offset '%s'", p);
-            return -1;
-        }
-        if (oh > 23 || om > 59) {
-            snprintf(err, errlen, "UTC offset '%s' is out of range", p);
-            return -1;
-        }
-        off = (oh * 60 + om) * 60 * (p[0] == '-' ? -1 : 1);
-    } else {
-        snprintf(err, errlen, "expected 'Z' or a UTC offset (+HH:MM, -HH:MM) after the time%s",
-                 *p ? "" : ", got nothing");
-        return -1;
-    }
-    *secs = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se - off;
-    *nanos = ns;
-    return 0;
-}
 
 /*
  * A time parameter as microseconds: `ceil` rounds a sub-microsecond time
@@ -133,21 +36,18 @@ static int parse_rfc3339(const char *s, int64_t *secs, int32_t *nanos, char *err
 static int time_param(conn *c, const char *q, size_t qlen, const char *name, int ceil,
                       int64_t *us)
 {
-    char v[128], err[160], msg[400];
+    char v[128], msg[400];
     int r = query_get(q, qlen, name, v, sizeof v);
     if (r == 0)
         return 0;
-    int64_t secs;
-    int32_t ns;
     if (r < 0)
         snprintf(msg, sizeof msg, "%s: malformed or too long", name);
     else if (!*v)
         snprintf(msg, sizeof msg, "%s is empty: give an RFC 3339 time", name);
-    else if (parse_rfc3339(v, &secs, &ns, err, sizeof err) == 0) {
-        *us = secs * 1000000 + ns / 1000 + (ceil && ns % 1000 ? 1 : 0);
+    else if (stele_time_parse(v, ceil, us) == 0)
         return 1;
-    } else
-        snprintf(msg, sizeof msg, "%s: '%.100s' is not an RFC 3339 time: %s", name, v, err);
+    else
+        snprintf(msg, sizeof msg, "%s: %s", name, stele_errmsg());
     http_error(c, 400, "INVALID_ARGUMENT", msg);
     conn_request_done(c);
     return -1;
@@ -156,12 +56,10 @@ static int time_param(conn *c, const char *q, size_t qlen, const char *name, int
 /* Append "name=<RFC 3339 of us>&" to a link. */
 static void link_time(char *link, size_t cap, const char *name, int64_t us)
 {
-    buf b = {0};
-    json_w_time_rfc3339(&b, us);
+    char t[32];
+    stele_time_format(us, t);
     size_t n = strlen(link);
-    if (b.len >= 2)
-        snprintf(link + n, cap - n, "%s=%.*s&", name, (int)(b.len - 2), (const char *)b.p + 1);
-    buf_free(&b);
+    snprintf(link + n, cap - n, "%s=%s&", name, t);
 }
 
 static void link_param(char *link, size_t cap, const char *name, const char *value)
