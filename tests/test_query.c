@@ -707,6 +707,61 @@ static void check_bad_input(stele_db *db)
     g_passed++;
 }
 
+/* ------------------------------------------------------------ RFC 3339 */
+
+static void check_times(void)
+{
+    int64_t us;
+    CHECK_OK(stele_time_parse("1970-01-01T00:00:00Z", 0, &us));
+    CHECK(us == 0);
+    CHECK_OK(stele_time_parse("2024-02-29t12:34:56.789z", 0, &us));
+    CHECK(us == 1709210096789000LL);
+    CHECK_OK(stele_time_parse("2024-02-29 14:34:56.789+02:00", 0, &us));
+    CHECK(us == 1709210096789000LL);
+    CHECK_OK(stele_time_parse("2024-02-29T07:04:56.789-05:30", 0, &us));
+    CHECK(us == 1709210096789000LL);
+    CHECK_OK(stele_time_parse("2024-02-29T14:34:56.789 02:00", 0, &us)); /* '+' as a space */
+    CHECK(us == 1709210096789000LL);
+    CHECK_OK(stele_time_parse("1969-12-31T23:59:59.999999Z", 0, &us));
+    CHECK(us == -1);
+    CHECK_OK(stele_time_parse("2000-01-01T00:00:00.000000001Z", 0, &us));
+    CHECK(us == 946684800000000LL);
+    CHECK_OK(stele_time_parse("2000-01-01T00:00:00.000000001Z", 1, &us));
+    CHECK(us == 946684800000001LL);
+    CHECK_OK(stele_time_parse("2000-01-01T00:00:00.000001Z", 1, &us));
+    CHECK(us == 946684800000001LL);
+    char t[32];
+    stele_time_format(1709210096789000LL, t);
+    CHECK(!strcmp(t, "2024-02-29T12:34:56.789000Z"));
+    stele_time_format(-1, t);
+    CHECK(!strcmp(t, "1969-12-31T23:59:59.999999Z"));
+    static const struct {
+        const char *in, *why;
+    } bad[] = {
+        {"", "expected YYYY-MM-DD"},
+        {"2023-02-29T00:00:00Z", "day 29 is out of range for 2023-02"},
+        {"2100-02-29T00:00:00Z", "day 29 is out of range for 2100-02"},
+        {"2024-00-10T00:00:00Z", "month 00 is out of range"},
+        {"2024-01-10T00:61:00Z", "minute 61 is out of range"},
+        {"2024-01-10T00:00:60Z", "leap seconds are not supported"},
+        {"2024-01-10T00:00:00", "got nothing"},
+        {"2024-01-10T00:00:00+0100", "expected 'Z' or a UTC offset"},
+        {"2024-01-10T00:00:00+01:60", "UTC offset '+01:60' is out of range"},
+        {"2024-01-10T00:00:00.Z", "followed by digits"},
+        {"2024-01-10T00:00:00Zjunk", "expected 'Z' or a UTC offset"},
+        {"2024-1-10T00:00:00Z", "expected YYYY-MM-DD"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_RC(stele_time_parse(bad[i].in, 0, &us), STELE_EINVAL);
+        if (!strstr(stele_errmsg(), bad[i].why))
+            fprintf(stderr, "'%s': message '%s' lacks '%s'\n", bad[i].in, stele_errmsg(),
+                    bad[i].why);
+        CHECK(strstr(stele_errmsg(), bad[i].why) != NULL);
+    }
+    CHECK_RC(stele_time_parse(NULL, 0, &us), STELE_EINVAL);
+    g_passed++;
+}
+
 /* ------------------------------------------------------------ reopening */
 
 static stele_db *open_db(const char *dir, uint32_t flags)
@@ -928,6 +983,7 @@ int main(void)
 {
     quick = getenv("TEST_QUICK") != NULL;
     t_seed();
+    check_times();
     const char *dir = t_tmpdir("query");
     stele_db *db = open_db(dir, 0);
     int appends = quick ? 250 : 1200;
