@@ -99,6 +99,7 @@ typedef struct mev {
     uint64_t rev, pos;
     int64_t created; /* INT64_MIN until synced from $all */
     char data[48];
+    uint32_t pad; /* data is `data` with a "p" member of pad 'x's added */
 } mev;
 
 typedef struct mstream {
@@ -145,6 +146,29 @@ static const char *category_of(const char *name, char *out)
     memcpy(out, name, n);
     out[n] = 0;
     return out;
+}
+
+/* An event's data (caller frees). */
+static char *data_of(const mev *e, size_t *len)
+{
+    size_t base = strlen(e->data);
+    char *d = malloc(base + e->pad + 16);
+    if (!d)
+        abort();
+    if (!e->pad) {
+        memcpy(d, e->data, base);
+        *len = base;
+        return d;
+    }
+    memcpy(d, e->data, base - 1);
+    size_t n = base - 1;
+    memcpy(d + n, ",\"p\":\"", 6);
+    n += 6;
+    memset(d + n, 'x', e->pad);
+    n += e->pad;
+    memcpy(d + n, "\"}", 2);
+    *len = n + 2;
+    return d;
 }
 
 /* Fill `created` of every event from $all. */
@@ -280,14 +304,21 @@ static void random_append(stele_db *db, int ryw)
     do
         s = (int)t_rand_below(NSTREAMS);
     while (ms[s].tombstoned);
-    int n = 1 + (int)t_rand_below(4);
-    stele_event_in in[4];
-    const char *tagp[4][4];
-    char meta[4][1024], data[4][48];
+    /* Mostly 1-4 events; now and then a big append of one type (long runs
+     * in the indexes), sometimes of big events (runs cut at 1 MiB). */
+    int big = t_rand_below(60) == 0, n = big ? 50 + (int)t_rand_below(400) : 1 + (int)t_rand_below(4);
+    uint32_t pad = big && t_rand_below(3) == 0 ? 20000 + (uint32_t)t_rand_below(20000) : 0;
+    int big_type = (int)t_rand_below(NTYPES);
+    stele_event_in *in = calloc((size_t)n, sizeof *in);
+    const char *(*tagp)[4] = calloc((size_t)n, sizeof *tagp);
+    char (*meta)[1024] = calloc((size_t)n, sizeof *meta);
+    char **data = calloc((size_t)n, sizeof *data);
+    if (!in || !tagp || !meta || !data)
+        abort();
     size_t first = nev;
     /* Reserve first: the model's array must not move under in[]. */
-    if (evcap < nev + 4) {
-        evcap = (nev + 4) * 2;
+    if (evcap < nev + (size_t)n) {
+        evcap = (nev + (size_t)n) * 2;
         evs = realloc(evs, evcap * sizeof *evs);
         if (!evs)
             abort();
@@ -296,26 +327,34 @@ static void random_append(stele_db *db, int ryw)
         mev *e = ev_add();
         e->stream = s;
         snprintf(e->sname, sizeof e->sname, "%s", stream_names[s]);
-        e->type = (int)t_rand_below(NTYPES);
-        e->ntags = (int)t_rand_below(4);
+        e->type = big && t_rand_below(10) ? big_type : (int)t_rand_below(NTYPES);
+        e->ntags = big ? 1 : (int)t_rand_below(4);
         for (int k = 0; k < e->ntags; k++) {
-            e->tags[k] = (int)t_rand_below(NTAGS);
+            e->tags[k] = big ? 0 : (int)t_rand_below(NTAGS);
             tagp[i][k] = tags[e->tags[k]];
         }
         e->rev = ms[s].next_rev + (uint64_t)i;
         snprintf(e->data, sizeof e->data, "{\"n\":%zu}", nev);
+        e->pad = pad;
         size_t mlen;
         uint32_t mflags;
         const char *m = make_meta(e, &mlen, &mflags);
         memcpy(meta[i], m, mlen);
-        memcpy(data[i], e->data, sizeof data[i]);
+        size_t dlen;
+        data[i] = data_of(e, &dlen);
         in[i] = (stele_event_in){.type = types[e->type], .data = data[i],
-                                 .data_len = strlen(e->data), .metadata = meta[i],
+                                 .data_len = dlen, .metadata = meta[i],
                                  .metadata_len = mlen, .tags = tagp[i],
                                  .ntags = (size_t)e->ntags, .flags = STELE_EVENT_JSON | mflags};
     }
     stele_append_result res;
     CHECK_OK(stele_append(db, stream_names[s], STELE_ANY, in, (size_t)n, &res));
+    for (int i = 0; i < n; i++)
+        free(data[i]);
+    free(in);
+    free(tagp);
+    free(meta);
+    free(data);
     CHECK(res.first_revision == ms[s].next_rev);
     ms[s].next_rev += (uint64_t)n;
     for (int i = 0; i < n; i++)
@@ -391,7 +430,10 @@ static void check_event(const stele_event *got, const mev *want)
     CHECK(got->revision == want->rev);
     CHECK(got->created_us == want->created);
     CHECK(got->stream_len == strlen(want->sname) && !strcmp(got->stream, want->sname));
-    CHECK(got->data_len == strlen(want->data) && !memcmp(got->data, want->data, got->data_len));
+    size_t dlen;
+    char *d = data_of(want, &dlen);
+    CHECK(got->data_len == dlen && !memcmp(got->data, d, dlen));
+    free(d);
     if (want->type >= 0) {
         CHECK(!strcmp(got->type, types[want->type]));
         CHECK(got->ntags == (size_t)want->ntags);

@@ -33,10 +33,9 @@
 #include "backend/local_int.h"
 #include "log/record.h"
 
-#define BATCH 256          /* candidates fetched at once */
-#define RUN_GAP (16u << 10) /* records closer than this are read together */
-#define RUN_MAX (1u << 20)  /* at most this many bytes in one read */
-#define RUN_TAIL 2048u      /* bytes read past the last record's start */
+#define BATCH 256           /* stretches fetched at once */
+#define RUN_GAP (16u << 10) /* runs closer than this are read together */
+#define RUN_MAX (2u << 20)  /* bytes in one read at most (a bigger run alone) */
 
 static int no_indexes(void)
 {
@@ -85,54 +84,100 @@ static int time_range(local *L, MDB_txn *txn, const query_args *q, uint64_t visi
 
 /* ----------------------------------------------------------- candidates */
 
-/* The positions matching the query, one after another in its direction. */
+/* A stretch of a run to return: positions [lo, hi) of `run`. */
 typedef struct cand {
-    idx_sec_cursor a, b; /* the key; the type restriction (b.cur NULL: none) */
-    uint64_t lo, hi;     /* position range [lo, hi) */
-    uint64_t start;
-    int backwards, started, ended;
+    idx_run run;
+    uint64_t lo, hi;
 } cand;
 
-static int in_range(const cand *cs, uint64_t pos)
+/* The runs matching the query, stretch by stretch in its direction. */
+typedef struct cands {
+    idx_sec_cursor a, b; /* the key; the type restriction (b.cur NULL: none) */
+    uint64_t lo, hi;     /* the query's position range [lo, hi) */
+    uint64_t p;          /* forwards: next position >= p; backwards: <= p */
+    int backwards, ended;
+    idx_run cur;         /* a's current run, if have_cur */
+    int have_cur;
+} cands;
+
+static uint64_t run_end(const idx_run *r) { return r->start + r->count; }
+
+/* a's run holding p or the next one in the direction: by stepping when
+ * the previous run was used up exactly, else by seeking. */
+static int run_at(cands *cs, idx_run *out)
 {
-    return pos >= cs->lo && pos < cs->hi;
+    int rc;
+    if (cs->have_cur && !cs->backwards && cs->p == run_end(&cs->cur))
+        rc = idx_sec_step(&cs->a, 0, out);
+    else if (cs->have_cur && cs->backwards && cs->p + 1 == cs->cur.start)
+        rc = idx_sec_step(&cs->a, 1, out);
+    else if (cs->have_cur && cs->p >= cs->cur.start && cs->p < run_end(&cs->cur))
+        return *out = cs->cur, 0;
+    else
+        rc = idx_sec_seek(&cs->a, cs->p, cs->backwards, out);
+    cs->have_cur = rc == 0;
+    if (rc == 0)
+        cs->cur = *out;
+    return rc;
 }
 
-/* The next candidate: 1 (with *pos, *loc), 0 at the end, or an error. */
-static int cand_next(cand *cs, uint64_t *pos, uint64_t *loc)
+/* The next stretch: 1 (with *c), 0 at the end, or an error. */
+static int cand_next(cands *cs, cand *c)
 {
-    if (cs->ended)
-        return 0;
-    uint64_t a, aloc, b, bloc;
-    int rc = cs->started ? idx_sec_step(&cs->a, cs->backwards, &a, &aloc)
-                         : idx_sec_seek(&cs->a, cs->start, cs->backwards, &a, &aloc);
-    cs->started = 1;
-    for (;;) {
-        if (rc == 0 && !in_range(cs, a))
-            rc = STELE_ENOTFOUND;
+    int fw = !cs->backwards;
+    while (!cs->ended) {
+        if (fw ? cs->p >= cs->hi : cs->p < cs->lo)
+            break;
+        idx_run a;
+        int rc = run_at(cs, &a);
         if (rc)
-            break;
-        if (!cs->b.cur) {
-            *pos = a;
-            *loc = aloc;
-            return 1;
+            return rc == STELE_ENOTFOUND ? (cs->ended = 1, 0) : rc;
+        /* The part of a still to go, within the query's range. */
+        uint64_t a0 = a.start, a1 = run_end(&a);
+        if (fw && a0 < cs->p)
+            a0 = cs->p;
+        if (!fw && a1 > cs->p + 1)
+            a1 = cs->p + 1;
+        if (a0 < cs->lo)
+            a0 = cs->lo;
+        if (a1 > cs->hi)
+            a1 = cs->hi;
+        if (a0 >= a1)
+            break; /* the run lies outside the range: nothing further */
+        if (cs->b.cur) {
+            /* Leapfrog: the type's run at (or next to) a's part. */
+            idx_run b;
+            rc = idx_sec_seek(&cs->b, fw ? a0 : a1 - 1, cs->backwards, &b);
+            if (rc)
+                return rc == STELE_ENOTFOUND ? (cs->ended = 1, 0) : rc;
+            uint64_t o0 = a0 > b.start ? a0 : b.start;
+            uint64_t o1 = a1 < run_end(&b) ? a1 : run_end(&b);
+            if (o0 >= o1) {
+                /* No overlap: go on from where b is. */
+                if (fw)
+                    cs->p = b.start;
+                else if (run_end(&b) == 0)
+                    break;
+                else
+                    cs->p = run_end(&b) - 1;
+                continue;
+            }
+            a0 = o0;
+            a1 = o1;
         }
-        rc = idx_sec_seek(&cs->b, a, cs->backwards, &b, &bloc);
-        if (rc)
-            break;
-        if (b == a) {
-            *pos = a;
-            *loc = aloc;
-            return 1;
-        }
-        if (!in_range(cs, b)) {
-            rc = STELE_ENOTFOUND;
-            break;
-        }
-        rc = idx_sec_seek(&cs->a, b, cs->backwards, &a, &aloc);
+        c->run = a;
+        c->lo = a0;
+        c->hi = a1;
+        if (fw)
+            cs->p = a1;
+        else if (a0 == 0)
+            cs->ended = 1;
+        else
+            cs->p = a0 - 1;
+        return 1;
     }
     cs->ended = 1;
-    return rc == STELE_ENOTFOUND ? 0 : rc;
+    return 0;
 }
 
 /* -------------------------------------------------------------- fetching */
@@ -174,74 +219,97 @@ static int bad_entry(uint64_t pos, uint64_t loc, const char *why)
                    name, loc_off(loc), (unsigned long long)pos, why);
 }
 
-/*
- * Decode the record of candidate (pos, loc) from `chunk` (the log from
- * chunk_loc, chunk->len bytes), reading it on its own into `big` when it
- * runs past the chunk.
- */
-static int cand_record(local *L, const buf *chunk, uint64_t chunk_loc, buf *big, uint64_t pos,
-                       uint64_t loc, rec *r)
-{
-    size_t off = (size_t)(loc - chunk_loc);
-    const uint8_t *p = chunk->p + off;
-    uint64_t avail = chunk->len - off;
-    if (avail < REC_HEADER_SIZE || ld32(p) > avail) {
-        uint8_t hdr[8];
-        int rc = avail >= 8 ? (memcpy(hdr, p, 8), 0) : log_read(L->lg, loc, hdr, 8);
-        if (rc)
-            return rc;
-        uint32_t len = ld32(hdr);
-        log_seg *s = L->lg->segs[loc_seg(loc)];
-        if (len < REC_HEADER_SIZE || len % REC_ALIGN || loc_off(loc) + (uint64_t)len > s->size)
-            return bad_entry(pos, loc, "no record of a valid length starts there");
-        big->len = 0;
-        if ((rc = buf_reserve(big, len)) || (rc = log_read(L->lg, loc, big->p, len)))
-            return rc;
-        big->len = len;
-        p = big->p;
-        avail = len;
-    }
-    const char *why = "the record is cut short";
-    rec_status st = rec_decode(p, avail, r, &why);
-    if (st != REC_OK)
-        return bad_entry(pos, loc, why);
-    if (r->kind != REC_EVENT || r->position != pos)
-        return bad_entry(pos, loc, "the record there is another event");
-    return 0;
-}
-
 /* One query's page being filled. */
 typedef struct filler {
     local *L;
     MDB_txn *txn;
     stele_page *pg;
     size_t limit;
+    int backwards;
     int64_t now_us;
     st_cache sc;
-    buf chunk, big;
+    buf chunk;
+    size_t *offs; /* backwards: record offsets of one stretch */
+    size_t offcap;
 } filler;
 
+static int add_visible(filler *f, const rec *r)
+{
+    int rc = stream_of(f->L, f->txn, &f->sc, r);
+    if (rc == 0 && event_visible(&f->sc.st, r->revision, r->created_us, f->now_us))
+        rc = page_add(f->pg, r);
+    return rc;
+}
+
 /*
- * Fetch the candidates pos[0..n) / loc[0..n) and add the visible ones to
- * the page until it is full. Returns 0 with *used = how many candidates
- * were consumed (all n unless the page filled up), or an error.
+ * Add the events of stretch c, whose run's records are in f->chunk from
+ * byte `base` (the run's `bytes`, checked), in the query's direction.
  */
-static int fetch(filler *f, const uint64_t *pos, const uint64_t *loc, size_t n, size_t *used)
+static int add_stretch(filler *f, const cand *c, size_t base)
+{
+    const idx_run *run = &c->run;
+    size_t off = base;
+    size_t need = (size_t)(c->hi - run->start); /* records to walk */
+    if (f->backwards && f->offcap < need) {
+        size_t *no = realloc(f->offs, need * sizeof *no);
+        if (!no)
+            return err_set(STELE_ENOMEM, "out of memory");
+        f->offs = no;
+        f->offcap = need;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < need && rc == 0; i++) {
+        rec r;
+        uint64_t pos = run->start + i, loc = run->loc + (off - base);
+        const char *why = "the record runs past the indexed run";
+        size_t avail = base + run->bytes - off;
+        rec_status st = rec_decode(f->chunk.p + off, avail, &r, &why);
+        if (st != REC_OK)
+            return bad_entry(pos, loc, st == REC_ZERO ? "there is no record" : why);
+        if (r.kind != REC_EVENT || r.position != pos)
+            return bad_entry(pos, loc, "the record there is another event");
+        if (pos >= c->lo) {
+            if (!f->backwards) {
+                if (page_full(f->pg, f->limit))
+                    break;
+                rc = add_visible(f, &r);
+            } else {
+                f->offs[i] = off;
+            }
+        }
+        off += r.len;
+    }
+    for (size_t i = need; f->backwards && rc == 0 && i-- > (size_t)(c->lo - run->start);) {
+        if (page_full(f->pg, f->limit))
+            break;
+        rec r;
+        const char *why;
+        rec_decode(f->chunk.p + f->offs[i], base + run->bytes - f->offs[i], &r, &why);
+        rc = add_visible(f, &r);
+    }
+    return rc;
+}
+
+/*
+ * Fetch stretches c[0..n) and add their visible events to the page until
+ * it is full. Nearby runs of one segment are read with one pread. Returns
+ * 0 with *used = the stretches consumed whole, or an error; when the page
+ * filled up inside a stretch, *stop_at is the first position left out.
+ */
+static int fetch(filler *f, const cand *c, size_t n, size_t *used, uint64_t *stop_at,
+                 int *stopped)
 {
     local *L = f->L;
     size_t i = 0;
     int rc = 0;
+    *stopped = 0;
     while (i < n && rc == 0 && !page_full(f->pg, f->limit)) {
-        /* A run: records in one segment, each near the previous one, read
-         * with one pread. Positions only grow with locations, in both
-         * directions the run is a contiguous range of the log. */
         size_t j = i;
-        uint64_t first = loc[i], last = loc[i];
-        while (j + 1 < n && loc_seg(loc[j + 1]) == loc_seg(loc[i])) {
-            uint64_t nx = loc[j + 1];
-            uint64_t lo2 = nx < first ? nx : first, hi2 = nx > last ? nx : last;
-            uint64_t prev = loc[j];
-            uint64_t gap = nx > prev ? nx - prev : prev - nx;
+        uint64_t first = c[i].run.loc, last = c[i].run.loc + c[i].run.bytes;
+        while (j + 1 < n && loc_seg(c[j + 1].run.loc) == loc_seg(c[i].run.loc)) {
+            uint64_t s = c[j + 1].run.loc, e = s + c[j + 1].run.bytes;
+            uint64_t lo2 = s < first ? s : first, hi2 = e > last ? e : last;
+            uint64_t gap = s >= last ? s - last : first >= e ? first - e : 0;
             if (gap > RUN_GAP || hi2 - lo2 > RUN_MAX)
                 break;
             first = lo2;
@@ -249,24 +317,31 @@ static int fetch(filler *f, const uint64_t *pos, const uint64_t *loc, size_t n, 
             j++;
         }
         log_seg *s = L->lg->segs[loc_seg(first)];
-        uint64_t want = last - first + RUN_TAIL;
-        if (loc_off(first) + want > s->size)
-            want = s->size - loc_off(first);
+        if (loc_off(last) > s->size || last < first)
+            return bad_entry(c[i].run.start, c[i].run.loc, "the run runs past its segment");
         f->chunk.len = 0;
-        if ((rc = buf_reserve(&f->chunk, want)) ||
-            (rc = log_read(L->lg, first, f->chunk.p, (size_t)want)))
+        if ((rc = buf_reserve(&f->chunk, (size_t)(last - first))) ||
+            (rc = log_read(L->lg, first, f->chunk.p, (size_t)(last - first))))
             break;
-        f->chunk.len = (size_t)want;
-        for (; i <= j && rc == 0 && !page_full(f->pg, f->limit); i++) {
-            rec r;
-            if ((rc = cand_record(L, &f->chunk, first, &f->big, pos[i], loc[i], &r)))
+        f->chunk.len = (size_t)(last - first);
+        for (; i <= j && rc == 0; i++) {
+            size_t before = f->pg->count;
+            rc = add_stretch(f, &c[i], (size_t)(c[i].run.loc - first));
+            if (rc == 0 && page_full(f->pg, f->limit)) {
+                /* Did the page fill before the end of this stretch? */
+                size_t added = f->pg->count - before;
+                uint64_t last_pos = added ? page_ev(f->pg, f->pg->count - 1)->position : 0;
+                uint64_t rest = !f->backwards ? last_pos + 1 : last_pos - 1;
+                if (added && (!f->backwards ? rest < c[i].hi : last_pos > c[i].lo)) {
+                    *stop_at = rest;
+                    *stopped = 1;
+                }
+                if (!*stopped)
+                    i++;
                 break;
-            if ((rc = stream_of(L, f->txn, &f->sc, &r)))
-                break;
-            if (event_visible(&f->sc.st, r.revision, r.created_us, f->now_us))
-                rc = page_add(f->pg, &r);
+            }
         }
-        if (rc)
+        if (rc || page_full(f->pg, f->limit))
             break;
     }
     *used = i;
@@ -281,7 +356,7 @@ static int query_sec(local *L, MDB_txn *txn, const query_args *q, uint64_t lo, u
         [STELE_QUERY_TAG] = SEC_TAG, [STELE_QUERY_CORRELATION] = SEC_CORRELATION,
         [STELE_QUERY_ACTOR] = SEC_ACTOR,
     };
-    cand cs;
+    cands cs;
     memset(&cs, 0, sizeof cs);
     cs.lo = lo;
     cs.hi = hi;
@@ -289,7 +364,7 @@ static int query_sec(local *L, MDB_txn *txn, const query_args *q, uint64_t lo, u
     if (lo >= hi || q->limit == 0 || (!q->backwards && q->from >= hi) ||
         (q->backwards && q->from < lo))
         return 0;
-    cs.start = q->backwards ? (q->from < hi - 1 ? q->from : hi - 1) : (q->from > lo ? q->from : lo);
+    cs.p = q->backwards ? (q->from < hi - 1 ? q->from : hi - 1) : (q->from > lo ? q->from : lo);
     int rc = idx_sec_open(L->ix, txn, sec_kind[q->kind], q->key, q->key_len, &cs.a);
     if (rc == 0 && q->type)
         rc = idx_sec_open(L->ix, txn, SEC_TYPE, q->type, q->type_len, &cs.b);
@@ -299,33 +374,41 @@ static int query_sec(local *L, MDB_txn *txn, const query_args *q, uint64_t lo, u
     f.txn = txn;
     f.pg = pg;
     f.limit = q->limit;
+    f.backwards = q->backwards;
     f.now_us = time_now_us();
     scratch_init(L, &f.chunk);
-    uint64_t *pos = malloc(BATCH * sizeof *pos), *loc = malloc(BATCH * sizeof *loc);
-    if (rc == 0 && (!pos || !loc))
+    cand *c = malloc(BATCH * sizeof *c);
+    if (rc == 0 && !c)
         rc = err_set(STELE_ENOMEM, "out of memory");
     while (rc == 0) {
-        /* One more candidate than the page can still take, to know where
-         * the next page starts. */
+        /* Stretches covering a little more than the page can still take,
+         * to know where the next page starts. */
         size_t room = q->limit - pg->count, n = 0, used = 0;
-        size_t want = room < BATCH - 1 ? room + 1 : BATCH;
+        uint64_t want_events = room + 1, have = 0;
         int got = 1;
-        while (n < want && (got = cand_next(&cs, &pos[n], &loc[n])) == 1)
+        while (n < BATCH && have < want_events && (got = cand_next(&cs, &c[n])) == 1) {
+            have += c[n].hi - c[n].lo;
             n++;
+        }
         if (got < 0) {
             rc = got;
             break;
         }
-        if (n && (rc = fetch(&f, pos, loc, n, &used)))
+        uint64_t stop_at = 0;
+        int stopped = 0;
+        if (n && (rc = fetch(&f, c, n, &used, &stop_at, &stopped)))
             break;
         if (page_full(pg, q->limit)) {
-            uint64_t p, l;
-            if (used < n) {
+            cand nx;
+            if (stopped) {
                 pg->has_next = 1;
-                pg->next = pos[used];
-            } else if ((got = cand_next(&cs, &p, &l)) == 1) {
+                pg->next = stop_at;
+            } else if (used < n) {
                 pg->has_next = 1;
-                pg->next = p;
+                pg->next = q->backwards ? c[used].hi - 1 : c[used].lo;
+            } else if ((got = cand_next(&cs, &nx)) == 1) {
+                pg->has_next = 1;
+                pg->next = q->backwards ? nx.hi - 1 : nx.lo;
             } else {
                 rc = got;
             }
@@ -334,10 +417,9 @@ static int query_sec(local *L, MDB_txn *txn, const query_args *q, uint64_t lo, u
         if (cs.ended)
             break;
     }
-    free(pos);
-    free(loc);
+    free(c);
+    free(f.offs);
     scratch_free(L, &f.chunk);
-    buf_free(&f.big);
     idx_sec_close(&cs.a);
     idx_sec_close(&cs.b);
     return rc;

@@ -12,10 +12,10 @@
  *   meta     "ckpt"                 -> how far the log has been indexed
  *            "format"               -> IDX_FORMAT and the IDX_F_* flags the
  *                                       index was built with
- *   sec      kind:u8 name           -> sorted duplicates position:be64 loc:be64,
- *                                       one per event under each of its
- *                                       category, type, tags, correlation id
- *                                       and actor (index_sec.c)
+ *   sec      kind:u8 name           -> sorted runs of events (position, loc,
+ *                                       count, bytes) under each category,
+ *                                       type, tag, correlation id and actor
+ *                                       (index_sec.c)
  *   time     created:be64 position:be64 -> nothing; the first position of
  *                                       every distinct commit time
  *
@@ -161,7 +161,9 @@ size_t sec_category_len(const char *stream, size_t len);
  * entries and, for the commit's creation time, a time entry if it is new.
  * The writer (for the records it is about to write) and recovery (for the
  * records it replays) both call this, so they cannot index differently.
- * No-op when the secondary indexes are off.
+ * The records' checksums are not checked again (rec_decode_trusted): pass
+ * only bytes this process encoded or verified. No-op when the secondary
+ * indexes are off.
  */
 int idx_sec_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64_t loc);
 /* The inverse, for scavenging: delete the commit's sec entries (records
@@ -173,7 +175,21 @@ int idx_sec_uncommit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uin
  * 0, or STELE_ENOTFOUND when every event is older. */
 int idx_time_first(idx *ix, MDB_txn *txn, int64_t t_us, uint64_t *pos);
 
-/* A cursor over the positions indexed under one key. */
+/* A run of events under one key: positions start .. start+count-1, whose
+ * records are adjacent in the log from `loc`, `bytes` long in all. */
+typedef struct idx_run {
+    uint64_t start;
+    uint64_t loc;
+    uint32_t count;
+    uint32_t bytes;
+} idx_run;
+
+#define SEC_ITEM 20               /* bytes of one run item */
+#define SEC_RUN_MAX 4096u         /* events in one run at most */
+#define SEC_RUN_BYTES (1u << 20)  /* bytes of records in one run at most
+                                     (a run of one record may be larger) */
+
+/* A cursor over the runs indexed under one key. */
 typedef struct idx_sec_cursor {
     MDB_cursor *cur;
     uint8_t key[1 + 255];
@@ -183,13 +199,12 @@ typedef struct idx_sec_cursor {
 int idx_sec_open(idx *ix, MDB_txn *txn, int kind, const char *name, size_t len,
                  idx_sec_cursor *sc);
 void idx_sec_close(idx_sec_cursor *sc);
-/* The first entry at or after `pos` (forwards) or the last at or before it
- * (backwards): 0 with *at and *loc, STELE_ENOTFOUND if none. */
-int idx_sec_seek(idx_sec_cursor *sc, uint64_t pos, int backwards, uint64_t *at, uint64_t *loc);
-/* The next (previous) entry after the cursor's. */
-int idx_sec_step(idx_sec_cursor *sc, int backwards, uint64_t *at, uint64_t *loc);
-/* Number of entries under the cursor's key (0 if none). */
-int idx_sec_count(idx_sec_cursor *sc, uint64_t *n);
+/* Forwards: the run holding `pos`, or else the first after it; backwards:
+ * the run holding `pos`, or else the last before it. 0 with *out, or
+ * STELE_ENOTFOUND. */
+int idx_sec_seek(idx_sec_cursor *sc, uint64_t pos, int backwards, idx_run *out);
+/* The next (previous) run after the cursor's. */
+int idx_sec_step(idx_sec_cursor *sc, int backwards, idx_run *out);
 
 /* Map an LMDB return code to a STELE_E* code, setting the message. */
 int idx_err(int mdb_rc, const char *what);

@@ -5,23 +5,33 @@
  * (src/backend/local_query.c) read them; layout:
  *
  *   sec   key  kind:u8 | name bytes                (1 + 1..255 bytes)
- *         data position:be64 | loc:be64            (sorted duplicates,
- *                                                   MDB_DUPSORT|MDB_DUPFIXED)
+ *         data one run of events per item, 20 bytes, sorted duplicates
+ *              (MDB_DUPSORT | MDB_DUPFIXED):
+ *                position:be64   the run's first event
+ *                loc:be48        where its first record starts in the log
+ *                count:be16      events in the run (1..SEC_RUN_MAX)
+ *                bytes:be32      bytes of its records (the first record's
+ *                                start to the last one's end)
  *   time  key  created:be64 (sign bit flipped) | position:be64
  *         data (none)
  *
  * kind is one of SEC_* (index.h): 'c' category (the stream name before its
  * first '-', sec_category_len), 't' event type, 'g' each tag, 'r'
  * correlation id, 'a' actor (both from JSON metadata, src/util/meta.c).
- * Names are validated names (no NUL, no control characters), so one key
- * never is a prefix-confusion of another kind's. Every event has exactly
- * one category and one type entry; tags, correlation id and actor add one
- * each when present.
+ * Names are validated names (no NUL, no control characters). Every event
+ * is under exactly one category and one type; tags, correlation id and
+ * actor add one key each when present.
  *
- * Duplicates of one key are 16-byte items sorted by position: positions
- * only grow, so each new item is appended (MDB_APPENDDUP fills the pages of
- * a key's sub-tree completely). `loc` names the event's record in the log,
- * so fetching an event is one read.
+ * A run is a stretch of one commit's events with the same key, at
+ * consecutive positions and in adjacent records: an append to one stream
+ * is one run in its category, and one run per stretch of equal types. So a
+ * 1,000-event append usually adds two items, and a query reads a run with
+ * one pread of `bytes`. Runs are cut at SEC_RUN_MAX events or
+ * SEC_RUN_BYTES bytes, so reading one stays bounded. Items of one key are
+ * sorted by position; positions only grow, so new items are appended
+ * (MDB_APPENDDUP fills the key's pages completely). Runs never span
+ * commits: the writer and recovery (which replays commit by commit) make
+ * the same items, and idx_sec_uncommit removes exactly a commit's items.
  *
  * The time table has one entry per distinct commit time: the first
  * position created at that microsecond. Commit times never go backwards
@@ -35,6 +45,7 @@
  * acknowledged append is therefore always indexed, and a rebuilt index is
  * identical to one built by the writer.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "index/index.h"
@@ -56,27 +67,183 @@ static void key_make(uint8_t *key, size_t *klen, int kind, const char *name, siz
     *klen = 1 + len;
 }
 
-/* Add (or with `del`, remove) one entry. */
-static int sec_one(idx *ix, MDB_txn *txn, MDB_cursor *cur, int del, int kind, const char *name,
-                   size_t len, uint64_t pos, uint64_t loc)
+/* One event under one key, before runs are formed and written. */
+typedef struct sec_ent {
+    const char *name;
+    uint16_t len;
+    uint8_t kind;
+    uint32_t seq;   /* order of appearance: positions ascend with it */
+    uint64_t pos, loc;
+    uint32_t bytes; /* the record's length */
+} sec_ent;
+
+/* A commit's entries of one kind, in order of appearance. */
+typedef struct sec_list {
+    sec_ent *e;
+    size_t n, cap;
+} sec_list;
+
+#define NKINDS 5
+
+typedef struct sec_batch {
+    sec_list k[NKINDS]; /* category, type, tag, correlation, actor */
+    uint8_t *vals;      /* one key's items */
+    size_t vcap;
+    meta_ids *metas;    /* one per event with JSON metadata */
+    size_t nmetas;
+} sec_batch;
+
+static int kind_slot(int kind)
 {
-    uint8_t key[1 + 255], val[16];
-    size_t klen;
+    switch (kind) {
+    case SEC_CATEGORY: return 0;
+    case SEC_TYPE: return 1;
+    case SEC_TAG: return 2;
+    case SEC_CORRELATION: return 3;
+    default: return 4;
+    }
+}
+
+static int batch_add(sec_batch *bt, int kind, const char *name, size_t len, uint64_t pos,
+                     uint64_t loc, uint32_t bytes)
+{
     if (len == 0 || len > 255)
         return 0; /* never a valid name: cannot be queried */
-    key_make(key, &klen, kind, name, len);
-    stbe64(val, pos);
-    stbe64(val + 8, loc);
-    MDB_val k = {klen, key}, v = {16, val};
-    int rc;
-    if (del) {
-        rc = mdb_del(txn, ix->sec, &k, &v);
-        return rc == MDB_NOTFOUND ? 0 : idx_err(rc, "delete secondary index entry");
+    sec_list *b = &bt->k[kind_slot(kind)];
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        sec_ent *ne = realloc(b->e, cap * sizeof *ne);
+        if (!ne)
+            return err_set(STELE_ENOMEM, "out of memory");
+        b->e = ne;
+        b->cap = cap;
     }
-    rc = mdb_cursor_put(cur, &k, &v, MDB_APPENDDUP);
-    if (rc == MDB_KEYEXIST) /* the same tag twice on one event */
-        rc = mdb_cursor_put(cur, &k, &v, 0);
-    return idx_err(rc, "put secondary index entry");
+    sec_ent *e = &b->e[b->n];
+    e->name = name;
+    e->len = (uint16_t)len;
+    e->kind = (uint8_t)kind;
+    e->seq = (uint32_t)b->n;
+    e->pos = pos;
+    e->loc = loc;
+    e->bytes = bytes;
+    b->n++;
+    return 0;
+}
+
+static int ent_cmp(const void *pa, const void *pb)
+{
+    const sec_ent *a = pa, *b = pb;
+    if (a->kind != b->kind)
+        return a->kind < b->kind ? -1 : 1;
+    size_t n = a->len < b->len ? a->len : b->len;
+    int c = memcmp(a->name, b->name, n);
+    if (c)
+        return c;
+    if (a->len != b->len)
+        return a->len < b->len ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+static int same_key(const sec_ent *a, const sec_ent *b)
+{
+    return a->kind == b->kind && a->len == b->len && !memcmp(a->name, b->name, a->len);
+}
+
+static void item_put(uint8_t *p, const idx_run *r)
+{
+    stbe64(p, r->start);
+    for (int i = 0; i < 6; i++)
+        p[8 + i] = (uint8_t)(r->loc >> (40 - 8 * i));
+    p[14] = (uint8_t)(r->count >> 8);
+    p[15] = (uint8_t)r->count;
+    p[16] = (uint8_t)(r->bytes >> 24);
+    p[17] = (uint8_t)(r->bytes >> 16);
+    p[18] = (uint8_t)(r->bytes >> 8);
+    p[19] = (uint8_t)r->bytes;
+}
+
+static void item_get(const uint8_t *p, idx_run *r)
+{
+    r->start = ldbe64(p);
+    r->loc = 0;
+    for (int i = 0; i < 6; i++)
+        r->loc = (r->loc << 8) | p[8 + i];
+    r->count = (uint32_t)p[14] << 8 | p[15];
+    r->bytes = (uint32_t)p[16] << 24 | (uint32_t)p[17] << 16 | (uint32_t)p[18] << 8 | p[19];
+}
+
+/*
+ * The runs of one key's entries e[0..n) (in position order) into vals
+ * (SEC_ITEM bytes each); returns how many. A repeated event (the same tag
+ * twice) is skipped.
+ */
+static size_t make_runs(const sec_ent *e, size_t n, uint8_t *vals)
+{
+    size_t items = 0;
+    idx_run r = {e[0].pos, e[0].loc, 1, e[0].bytes};
+    for (size_t i = 1; i <= n; i++) {
+        if (i < n && e[i].pos == r.start + r.count - 1)
+            continue; /* the same event again */
+        if (i < n && e[i].pos == r.start + r.count && e[i].loc == r.loc + r.bytes &&
+            r.count < SEC_RUN_MAX && (uint64_t)r.bytes + e[i].bytes <= SEC_RUN_BYTES) {
+            r.count++;
+            r.bytes += e[i].bytes;
+            continue;
+        }
+        item_put(vals + items++ * SEC_ITEM, &r);
+        if (i < n)
+            r = (idx_run){e[i].pos, e[i].loc, 1, e[i].bytes};
+    }
+    return items;
+}
+
+/* Write (or delete) one kind's entries: each key's runs with one put. A
+ * commit's entries mostly share their keys (one stream, so one category;
+ * often one type), so the sort is skipped when they are in order. */
+static int list_apply(idx *ix, MDB_txn *txn, MDB_cursor *cur, sec_list *b, sec_batch *bt,
+                      int del)
+{
+    for (size_t i = 1; i < b->n; i++)
+        if (ent_cmp(&b->e[i - 1], &b->e[i]) > 0) {
+            qsort(b->e, b->n, sizeof *b->e, ent_cmp);
+            break;
+        }
+    int rc = 0;
+    for (size_t i = 0; i < b->n && rc == 0;) {
+        size_t j = i + 1;
+        while (j < b->n && same_key(&b->e[i], &b->e[j]))
+            j++;
+        if (bt->vcap < (j - i) * SEC_ITEM) {
+            uint8_t *nv = realloc(bt->vals, (j - i) * SEC_ITEM);
+            if (!nv)
+                return err_set(STELE_ENOMEM, "out of memory");
+            bt->vals = nv;
+            bt->vcap = (j - i) * SEC_ITEM;
+        }
+        size_t items = make_runs(b->e + i, j - i, bt->vals);
+        uint8_t key[1 + 255];
+        size_t klen;
+        key_make(key, &klen, b->e[i].kind, b->e[i].name, b->e[i].len);
+        MDB_val k = {klen, key};
+        if (del) {
+            for (size_t x = 0; x < items && rc == 0; x++) {
+                MDB_val v = {SEC_ITEM, bt->vals + x * SEC_ITEM};
+                rc = mdb_del(txn, ix->sec, &k, &v);
+                if (rc == MDB_NOTFOUND)
+                    rc = 0;
+            }
+            rc = idx_err(rc, "delete secondary index entry");
+        } else if (items == 1) {
+            MDB_val v = {SEC_ITEM, bt->vals};
+            rc = idx_err(mdb_cursor_put(cur, &k, &v, MDB_APPENDDUP), "put secondary index entry");
+        } else {
+            MDB_val v[2] = {{SEC_ITEM, bt->vals}, {items, NULL}};
+            rc = idx_err(mdb_cursor_put(cur, &k, v, MDB_MULTIPLE | MDB_APPENDDUP),
+                         "put secondary index entries");
+        }
+        i = j;
+    }
+    return rc;
 }
 
 static uint64_t time_key_u(int64_t t) { return (uint64_t)t ^ (1ull << 63); }
@@ -112,14 +279,26 @@ static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, u
 {
     if (!ix->sec_on)
         return 0;
-    MDB_cursor *cur;
-    int rc = idx_err(mdb_cursor_open(txn, ix->sec, &cur), "open cursor");
+    sec_batch b;
+    memset(&b, 0, sizeof b);
+    int rc = 0;
+    int64_t created = 0;
+    uint64_t first_pos = 0;
+    /* Metadata names need storage until the batch is written: count the
+     * events first (records are self-describing; one pass to count). */
+    size_t nev = 0;
+    for (size_t off = 0; off + 4 <= len && ld32(recs + off) >= REC_HEADER_SIZE;
+         off += ld32(recs + off))
+        nev++;
+    b.metas = malloc((nev ? nev : 1) * sizeof *b.metas);
+    if (!b.metas)
+        return err_set(STELE_ENOMEM, "out of memory");
     size_t off = 0;
-    for (int first = 1; rc == 0 && off < len; first = 0) {
+    for (size_t i = 0; rc == 0 && off < len; i++) {
         rec r;
         const char *why = "not an event record";
-        rec_status st = rec_decode(recs + off, len - off, &r, &why);
-        if (st != REC_OK || r.kind != REC_EVENT) {
+        rec_status st = rec_decode_trusted(recs + off, len - off, &r, &why);
+        if (st != REC_OK || r.kind != REC_EVENT || i >= nev) {
             char name[32];
             log_seg_name(loc_seg(loc), name);
             rc = err_set(STELE_ECORRUPT, "segment %s offset %llu: indexing a commit: %s", name,
@@ -128,30 +307,44 @@ static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, u
             break;
         }
         uint64_t at = loc + off, pos = r.position;
-        rc = sec_one(ix, txn, cur, del, SEC_CATEGORY, r.stream,
-                     sec_category_len(r.stream, r.stream_len), pos, at);
+        if (i == 0) {
+            created = r.created_us;
+            first_pos = pos;
+        }
+        rc = batch_add(&b, SEC_CATEGORY, r.stream, sec_category_len(r.stream, r.stream_len), pos,
+                       at, r.len);
         if (rc == 0)
-            rc = sec_one(ix, txn, cur, del, SEC_TYPE, r.type, r.type_len, pos, at);
+            rc = batch_add(&b, SEC_TYPE, r.type, r.type_len, pos, at, r.len);
         const uint8_t *t = r.tags;
-        for (unsigned i = 0; i < r.ntags && rc == 0; i++) {
+        for (unsigned k = 0; k < r.ntags && rc == 0; k++) {
             uint16_t tl = ld16(t);
-            rc = sec_one(ix, txn, cur, del, SEC_TAG, (const char *)t + 2, tl, pos, at);
+            rc = batch_add(&b, SEC_TAG, (const char *)t + 2, tl, pos, at, r.len);
             t += 3 + tl;
         }
         if (rc == 0 && (r.flags & STELE_META_JSON) && r.meta_len) {
-            meta_ids m;
-            rc = meta_ids_extract(r.meta, r.meta_len, &m);
+            meta_ids *m = &b.metas[b.nmetas++];
+            rc = meta_ids_extract(r.meta, r.meta_len, m);
             if (rc == 0)
-                rc = sec_one(ix, txn, cur, del, SEC_CORRELATION, m.correlation,
-                             m.correlation_len, pos, at);
+                rc = batch_add(&b, SEC_CORRELATION, m->correlation, m->correlation_len, pos, at,
+                               r.len);
             if (rc == 0)
-                rc = sec_one(ix, txn, cur, del, SEC_ACTOR, m.actor, m.actor_len, pos, at);
+                rc = batch_add(&b, SEC_ACTOR, m->actor, m->actor_len, pos, at, r.len);
         }
-        if (rc == 0 && first && !del)
-            rc = time_add(ix, txn, r.created_us, pos);
         off += r.len;
     }
-    mdb_cursor_close(cur);
+    MDB_cursor *cur = NULL;
+    if (rc == 0)
+        rc = idx_err(mdb_cursor_open(txn, ix->sec, &cur), "open cursor");
+    for (int k = 0; k < NKINDS && rc == 0; k++)
+        rc = list_apply(ix, txn, cur, &b.k[k], &b, del);
+    if (cur)
+        mdb_cursor_close(cur);
+    if (rc == 0 && !del && len)
+        rc = time_add(ix, txn, created, first_pos);
+    for (int k = 0; k < NKINDS; k++)
+        free(b.k[k].e);
+    free(b.vals);
+    free(b.metas);
     return rc;
 }
 
@@ -206,63 +399,72 @@ void idx_sec_close(idx_sec_cursor *sc)
     sc->cur = NULL;
 }
 
-static int sec_decode(int rc, const MDB_val *v, uint64_t *at, uint64_t *loc)
+static int sec_decode(int rc, const MDB_val *v, idx_run *out)
 {
     if (rc == MDB_NOTFOUND)
         return STELE_ENOTFOUND;
     if (rc)
         return idx_err(rc, "secondary index cursor");
-    if (v->mv_size != 16)
+    if (v->mv_size != SEC_ITEM)
         return err_set(STELE_ECORRUPT, "index: malformed secondary index entry");
-    *at = ldbe64(v->mv_data);
-    *loc = ldbe64((const uint8_t *)v->mv_data + 8);
+    item_get(v->mv_data, out);
+    if (out->count == 0)
+        return err_set(STELE_ECORRUPT, "index: empty run in the secondary index");
     return 0;
 }
 
-int idx_sec_seek(idx_sec_cursor *sc, uint64_t pos, int backwards, uint64_t *at, uint64_t *loc)
+int idx_sec_seek(idx_sec_cursor *sc, uint64_t pos, int backwards, idx_run *out)
 {
-    uint8_t val[16];
+    /* The first item starting after pos: the one before it starts at or
+     * before pos and holds it if it is long enough. */
+    uint8_t val[SEC_ITEM];
+    memset(val, 0xff, sizeof val);
     stbe64(val, pos);
-    memset(val + 8, backwards ? 0xff : 0, 8);
-    MDB_val k = {sc->klen, sc->key}, v = {16, val};
+    MDB_val k = {sc->klen, sc->key}, v = {SEC_ITEM, val};
     int rc = mdb_cursor_get(sc->cur, &k, &v, MDB_GET_BOTH_RANGE);
-    if (!backwards)
-        return sec_decode(rc, &v, at, loc);
-    if (rc == 0) {
-        /* The first item after pos|ff..: the one before it is ours. */
-        int r = sec_decode(rc, &v, at, loc);
-        if (r || *at <= pos)
-            return r;
-        return sec_decode(mdb_cursor_get(sc->cur, &k, &v, MDB_PREV_DUP), &v, at, loc);
+    if (rc == MDB_NOTFOUND) {
+        /* Every item starts at or before pos (or the key is absent). */
+        k = (MDB_val){sc->klen, sc->key};
+        rc = mdb_cursor_get(sc->cur, &k, &v, MDB_SET);
+        if (rc == 0)
+            rc = mdb_cursor_get(sc->cur, &k, &v, MDB_LAST_DUP);
+        if (rc)
+            return sec_decode(rc, &v, out);
+        rc = sec_decode(0, &v, out);
+        if (rc || backwards || out->start + out->count > pos)
+            return rc;
+        return STELE_ENOTFOUND; /* forwards: nothing holds pos or follows it */
     }
-    if (rc != MDB_NOTFOUND)
-        return sec_decode(rc, &v, at, loc);
-    /* Every item is before pos (or the key is absent): take the last. */
-    k = (MDB_val){sc->klen, sc->key};
-    rc = mdb_cursor_get(sc->cur, &k, &v, MDB_SET);
-    if (rc == 0)
-        rc = mdb_cursor_get(sc->cur, &k, &v, MDB_LAST_DUP);
-    return sec_decode(rc, &v, at, loc);
+    if (rc)
+        return sec_decode(rc, &v, out);
+    idx_run after;
+    if ((rc = sec_decode(0, &v, &after)))
+        return rc;
+    /* Now on the first item starting after pos; look at the one before. */
+    rc = mdb_cursor_get(sc->cur, &k, &v, MDB_PREV_DUP);
+    if (rc == MDB_NOTFOUND) {
+        if (backwards)
+            return STELE_ENOTFOUND;
+        /* Put the cursor back on `after`. */
+        k = (MDB_val){sc->klen, sc->key};
+        v = (MDB_val){SEC_ITEM, val};
+        rc = mdb_cursor_get(sc->cur, &k, &v, MDB_GET_BOTH_RANGE);
+        if (rc == 0)
+            *out = after;
+        return rc ? sec_decode(rc, &v, out) : 0;
+    }
+    if ((rc = sec_decode(rc, &v, out)))
+        return rc;
+    if (backwards || out->start + out->count > pos)
+        return 0;
+    /* Forwards and the one before ends before pos: `after` it is. */
+    rc = mdb_cursor_get(sc->cur, &k, &v, MDB_NEXT_DUP);
+    return sec_decode(rc, &v, out);
 }
 
-int idx_sec_step(idx_sec_cursor *sc, int backwards, uint64_t *at, uint64_t *loc)
+int idx_sec_step(idx_sec_cursor *sc, int backwards, idx_run *out)
 {
     MDB_val k, v;
     int rc = mdb_cursor_get(sc->cur, &k, &v, backwards ? MDB_PREV_DUP : MDB_NEXT_DUP);
-    return sec_decode(rc, &v, at, loc);
-}
-
-int idx_sec_count(idx_sec_cursor *sc, uint64_t *n)
-{
-    MDB_val k = {sc->klen, sc->key}, v;
-    int rc = mdb_cursor_get(sc->cur, &k, &v, MDB_SET);
-    if (rc == MDB_NOTFOUND) {
-        *n = 0;
-        return 0;
-    }
-    size_t c = 0;
-    if (rc == 0)
-        rc = mdb_cursor_count(sc->cur, &c);
-    *n = c;
-    return idx_err(rc, "count");
+    return sec_decode(rc, &v, out);
 }
