@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-query clean
 
 all: build
 
@@ -46,6 +46,12 @@ bench: build
 # starts both peers itself; docs/benchmarks-http.md).
 bench-http: build
 	./bench/run_http.sh $(BUILD)
+
+# Query benchmark: secondary indexes on/off, then category and type-over-time
+# reads of a 10M-event store against PostgreSQL with the seeds' indexes
+# (installs and starts PostgreSQL itself; docs/benchmarks.md).
+bench-query: build
+	./bench/run_query.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -6,9 +6,10 @@
  *            (STELE_OPEN_NO_INDEXES), in alternating rounds so both modes see
  *            the same background load; bench_engine's workloads (T threads x
  *            B events per append) and its event (type "OrderPlaced", 200
- *            bytes of JSON, no metadata: 2 index entries per event), or with
- *            --shape full: 10 types, 2 tags, JSON metadata with
- *            $correlationId and $actor (6 entries per event)
+ *            bytes of JSON, no metadata: 2 index keys per event), or with
+ *            --shape full (6 keys per event): per event one of 10 types and a
+ *            "region:N" tag of 8; per append (one request) a new
+ *            $correlationId, an $actor of 1,000 and a "tenant:N" tag of 50
  *   build    the query store: N events in S streams, C categories
  *            ("cat042-001234"), 1,000 types of which "type0000" takes 10% of
  *            the events and the rest share the remainder uniformly, appended
@@ -288,20 +289,15 @@ static void *append_main(void *arg)
         ev[i] = (stele_event_in){.type = "OrderPlaced", .data = data + (size_t)i * DATA_LEN,
                                  .data_len = DATA_LEN, .flags = STELE_EVENT_JSON};
         if (w->full) {
+            /* Per event: one of 10 types and a region tag of 8. */
             uint64_t r = rng_next(&rng);
             ev[i].type = full_types[r % 10];
-            snprintf(tagtext[i][0], 32, "tenant:%llu", (unsigned long long)(r >> 8) % 50);
             snprintf(tagtext[i][1], 32, "region:%llu", (unsigned long long)(r >> 16) % 8);
             tags[i][0] = tagtext[i][0];
             tags[i][1] = tagtext[i][1];
             ev[i].tags = tags[i];
             ev[i].ntags = 2;
-            int n = snprintf(meta[i], 128,
-                             "{\"$correlationId\":\"req-%llu\",\"$actor\":\"user-%llu\"}",
-                             (unsigned long long)(r >> 24) % 100000,
-                             (unsigned long long)(r >> 40) % 1000);
             ev[i].metadata = meta[i];
-            ev[i].metadata_len = (size_t)n;
             ev[i].flags |= STELE_META_JSON;
         }
     }
@@ -309,8 +305,20 @@ static void *append_main(void *arg)
     snprintf(stream, sizeof stream, "bench-%d", w->tid);
     pthread_barrier_wait(w->start);
     for (uint64_t k = 0; k < w->nappends; k++) {
-        uint64_t t0 = now_ns();
-        int rc = stele_append(w->db, stream, STELE_ANY, ev, (size_t)b, NULL);
+        if (w->full) {
+            /* One request per append: a new correlation id, a user of
+             * 1,000 and a tenant of 50 for all its events. */
+            uint64_t r = rng_next(&rng);
+            for (int i = 0; i < b; i++) {
+                int n = snprintf(meta[i], 128,
+                                 "{\"$correlationId\":\"req-%d-%llu\",\"$actor\":\"user-%llu\"}",
+                                 w->tid, (unsigned long long)k,
+                                 (unsigned long long)(r % 1000));
+                ev[i].metadata_len = (size_t)n;
+                snprintf(tagtext[i][0], 32, "tenant:%llu", (unsigned long long)(r >> 16) % 50);
+            }
+        }
+        uint64_t t0 = now_ns();        int rc = stele_append(w->db, stream, STELE_ANY, ev, (size_t)b, NULL);
         w->lat[k] = now_ns() - t0;
         if (rc)
             die("append", rc);

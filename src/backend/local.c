@@ -460,14 +460,17 @@ static void write_group(local *L, wreq *group)
                             (uint32_t)(write_off + L->gbuf.len - start)};
             if (rc == 0)
                 rc = idx_commit_put(L->ix, txn, &c);
-            if (rc == 0)
-                rc = idx_sec_commit(L->ix, txn, p, c.bytes, c.loc);
         } else {
             L->gbuf.len += rec_encode_marker(
                 p, r->op == OP_DELETE ? REC_DELETE : REC_TOMBSTONE, r->stream, r->stream_len,
                 r->st.truncate_before, r->current, now);
         }
     }
+    /* The secondary indexes of the whole group (after the segment header). */
+    size_t hdr = write_off == 0 ? SEG_HEADER_SIZE : 0;
+    if (rc == 0)
+        rc = idx_sec_commit(L->ix, txn, L->gbuf.p + hdr, L->gbuf.len - hdr,
+                            loc_make(seg, (uint32_t)(write_off + hdr)));
     if (rc)
         goto fail;
     L->ck.log_bytes += L->gbuf.len - (write_off == 0 ? SEG_HEADER_SIZE : 0);

@@ -156,9 +156,11 @@ enum {
 size_t sec_category_len(const char *stream, size_t len);
 
 /*
- * Index one commit's events: `recs` holds the commit's encoded records
- * (len bytes, the first at log location `loc`). Adds each event's sec
- * entries and, for the commit's creation time, a time entry if it is new.
+ * Index the events of one or more whole commits: `recs` holds their
+ * encoded records (len bytes, the first at log location `loc`; delete and
+ * tombstone records are skipped). Adds each event's sec items (runs made
+ * per commit) and, for the first event's creation time, a time entry if it
+ * is new.
  * The writer (for the records it is about to write) and recovery (for the
  * records it replays) both call this, so they cannot index differently.
  * The records' checksums are not checked again (rec_decode_trusted): pass
@@ -166,9 +168,10 @@ size_t sec_category_len(const char *stream, size_t len);
  * indexes are off.
  */
 int idx_sec_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64_t loc);
-/* The inverse, for scavenging: delete the commit's sec entries (records
- * at `loc` as they were indexed). Time entries stay (they remain valid
- * bounds when events disappear). */
+/* The inverse, for scavenging: delete the sec items of the commits in
+ * `recs` (as they were indexed, at `loc`). To move or thin out a commit,
+ * uncommit its old records, then commit what remains at its new place.
+ * Time entries stay (they remain valid bounds when events disappear). */
 int idx_sec_uncommit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64_t loc);
 
 /* The first position whose event was created at or after `t_us`:

@@ -39,11 +39,14 @@
  * T names the first position created at or after T, and the events created
  * in [A, B) are exactly the positions [first(A), first(B)).
  *
- * Consistency: the writer calls idx_sec_commit for each commit inside the
- * group's LMDB write transaction (with the checkpoint), and recovery calls
- * it for each complete commit it replays, with the same record bytes; an
- * acknowledged append is therefore always indexed, and a rebuilt index is
- * identical to one built by the writer.
+ * Consistency: the writer calls idx_sec_commit with the records of its
+ * whole group inside the group's LMDB write transaction (with the
+ * checkpoint), and recovery calls it for each complete commit it replays,
+ * with the same record bytes. Items are made per commit either way (runs
+ * never span commits; the time table keeps one entry per time), so a
+ * rebuilt index holds exactly what the writer wrote, and an acknowledged
+ * append is always indexed. Passing the whole group lets one put carry a
+ * key's items of every commit in it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +76,7 @@ typedef struct sec_ent {
     uint16_t len;
     uint8_t kind;
     uint32_t seq;   /* order of appearance: positions ascend with it */
+    uint32_t commit; /* which commit of the buffer: runs never span two */
     uint64_t pos, loc;
     uint32_t bytes; /* the record's length */
 } sec_ent;
@@ -104,8 +108,8 @@ static int kind_slot(int kind)
     }
 }
 
-static int batch_add(sec_batch *bt, int kind, const char *name, size_t len, uint64_t pos,
-                     uint64_t loc, uint32_t bytes)
+static int batch_add(sec_batch *bt, int kind, const char *name, size_t len, uint32_t commit,
+                     uint64_t pos, uint64_t loc, uint32_t bytes)
 {
     if (len == 0 || len > 255)
         return 0; /* never a valid name: cannot be queried */
@@ -123,6 +127,7 @@ static int batch_add(sec_batch *bt, int kind, const char *name, size_t len, uint
     e->len = (uint16_t)len;
     e->kind = (uint8_t)kind;
     e->seq = (uint32_t)b->n;
+    e->commit = commit;
     e->pos = pos;
     e->loc = loc;
     e->bytes = bytes;
@@ -184,8 +189,9 @@ static size_t make_runs(const sec_ent *e, size_t n, uint8_t *vals)
     for (size_t i = 1; i <= n; i++) {
         if (i < n && e[i].pos == r.start + r.count - 1)
             continue; /* the same event again */
-        if (i < n && e[i].pos == r.start + r.count && e[i].loc == r.loc + r.bytes &&
-            r.count < SEC_RUN_MAX && (uint64_t)r.bytes + e[i].bytes <= SEC_RUN_BYTES) {
+        if (i < n && e[i].commit == e[i - 1].commit && e[i].pos == r.start + r.count &&
+            e[i].loc == r.loc + r.bytes && r.count < SEC_RUN_MAX &&
+            (uint64_t)r.bytes + e[i].bytes <= SEC_RUN_BYTES) {
             r.count++;
             r.bytes += e[i].bytes;
             continue;
@@ -281,24 +287,26 @@ static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, u
         return 0;
     sec_batch b;
     memset(&b, 0, sizeof b);
-    int rc = 0;
+    int rc = 0, have_event = 0;
     int64_t created = 0;
     uint64_t first_pos = 0;
     /* Metadata names need storage until the batch is written: count the
-     * events first (records are self-describing; one pass to count). */
-    size_t nev = 0;
+     * records first (they are self-describing). */
+    size_t nrec = 0;
     for (size_t off = 0; off + 4 <= len && ld32(recs + off) >= REC_HEADER_SIZE;
          off += ld32(recs + off))
-        nev++;
-    b.metas = malloc((nev ? nev : 1) * sizeof *b.metas);
+        nrec++;
+    b.metas = malloc((nrec ? nrec : 1) * sizeof *b.metas);
     if (!b.metas)
         return err_set(STELE_ENOMEM, "out of memory");
     size_t off = 0;
+    uint32_t commit = 0;
     for (size_t i = 0; rc == 0 && off < len; i++) {
         rec r;
         const char *why = "not an event record";
         rec_status st = rec_decode_trusted(recs + off, len - off, &r, &why);
-        if (st != REC_OK || r.kind != REC_EVENT || i >= nev) {
+        int marker = st == REC_OK && (r.kind == REC_DELETE || r.kind == REC_TOMBSTONE);
+        if (st != REC_OK || (r.kind != REC_EVENT && !marker) || i >= nrec) {
             char name[32];
             log_seg_name(loc_seg(loc), name);
             rc = err_set(STELE_ECORRUPT, "segment %s offset %llu: indexing a commit: %s", name,
@@ -306,29 +314,36 @@ static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, u
                          st == REC_OK ? "not an event record" : why);
             break;
         }
+        if (r.commit_index == 0)
+            commit++;
+        if (marker) { /* a delete or tombstone: nothing to index */
+            off += r.len;
+            continue;
+        }
         uint64_t at = loc + off, pos = r.position;
-        if (i == 0) {
+        if (!have_event) {
+            have_event = 1;
             created = r.created_us;
             first_pos = pos;
         }
-        rc = batch_add(&b, SEC_CATEGORY, r.stream, sec_category_len(r.stream, r.stream_len), pos,
-                       at, r.len);
+        rc = batch_add(&b, SEC_CATEGORY, r.stream, sec_category_len(r.stream, r.stream_len),
+                       commit, pos, at, r.len);
         if (rc == 0)
-            rc = batch_add(&b, SEC_TYPE, r.type, r.type_len, pos, at, r.len);
+            rc = batch_add(&b, SEC_TYPE, r.type, r.type_len, commit, pos, at, r.len);
         const uint8_t *t = r.tags;
         for (unsigned k = 0; k < r.ntags && rc == 0; k++) {
             uint16_t tl = ld16(t);
-            rc = batch_add(&b, SEC_TAG, (const char *)t + 2, tl, pos, at, r.len);
+            rc = batch_add(&b, SEC_TAG, (const char *)t + 2, tl, commit, pos, at, r.len);
             t += 3 + tl;
         }
         if (rc == 0 && (r.flags & STELE_META_JSON) && r.meta_len) {
             meta_ids *m = &b.metas[b.nmetas++];
             rc = meta_ids_extract(r.meta, r.meta_len, m);
             if (rc == 0)
-                rc = batch_add(&b, SEC_CORRELATION, m->correlation, m->correlation_len, pos, at,
-                               r.len);
+                rc = batch_add(&b, SEC_CORRELATION, m->correlation, m->correlation_len, commit,
+                               pos, at, r.len);
             if (rc == 0)
-                rc = batch_add(&b, SEC_ACTOR, m->actor, m->actor_len, pos, at, r.len);
+                rc = batch_add(&b, SEC_ACTOR, m->actor, m->actor_len, commit, pos, at, r.len);
         }
         off += r.len;
     }
@@ -339,7 +354,10 @@ static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, u
         rc = list_apply(ix, txn, cur, &b.k[k], &b, del);
     if (cur)
         mdb_cursor_close(cur);
-    if (rc == 0 && !del && len)
+    /* One time entry per distinct time: the writer passes a whole group
+     * (one time), recovery one commit at a time (time_add skips a time it
+     * already has), so both make the same entries. */
+    if (rc == 0 && !del && have_event)
         rc = time_add(ix, txn, created, first_pos);
     for (int k = 0; k < NKINDS; k++)
         free(b.k[k].e);
