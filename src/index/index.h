@@ -174,6 +174,13 @@ int idx_sec_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint6
  * Time entries stay (they remain valid bounds when events disappear). */
 int idx_sec_uncommit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64_t loc);
 
+/* `stele check`: are the sec items of the commits in `recs` (as
+ * idx_sec_commit makes them) in the index, and, if `first_time` (the
+ * first commit created at its time), its time entry? Adds the items found
+ * to *items. 0, or ECORRUPT naming what is missing. */
+int idx_sec_check(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64_t loc,
+                  int first_time, uint64_t *items);
+
 /* The first position whose event was created at or after `t_us`:
  * 0, or STELE_ENOTFOUND when every event is older. */
 int idx_time_first(idx *ix, MDB_txn *txn, int64_t t_us, uint64_t *pos);

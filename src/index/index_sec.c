@@ -95,7 +95,24 @@ typedef struct sec_batch {
     size_t vcap;
     meta_ids *metas;    /* one per event with JSON metadata */
     size_t nmetas;
+    uint64_t checked;   /* WALK_CHECK: items found */
 } sec_batch;
+
+/* walk_commit's modes */
+#define WALK_ADD 0
+#define WALK_DEL 1
+#define WALK_CHECK 2
+
+static const char *kind_text(int kind)
+{
+    switch (kind) {
+    case SEC_CATEGORY: return "category";
+    case SEC_TYPE: return "type";
+    case SEC_TAG: return "tag";
+    case SEC_CORRELATION: return "correlation id";
+    default: return "actor";
+    }
+}
 
 static int kind_slot(int kind)
 {
@@ -231,7 +248,23 @@ static int list_apply(idx *ix, MDB_txn *txn, MDB_cursor *cur, sec_list *b, sec_b
         size_t klen;
         key_make(key, &klen, b->e[i].kind, b->e[i].name, b->e[i].len);
         MDB_val k = {klen, key};
-        if (del) {
+        if (del == WALK_CHECK) {
+            for (size_t x = 0; x < items && rc == 0; x++) {
+                MDB_val kk = k, v = {SEC_ITEM, bt->vals + x * SEC_ITEM};
+                rc = mdb_cursor_get(cur, &kk, &v, MDB_GET_BOTH);
+                if (rc == MDB_NOTFOUND) {
+                    idx_run r;
+                    item_get(bt->vals + x * SEC_ITEM, &r);
+                    rc = err_set(STELE_ECORRUPT,
+                                 "index: the %s '%.*s' lacks the run of %u events at position %llu",
+                                 kind_text(b->e[i].kind), (int)b->e[i].len, b->e[i].name, r.count,
+                                 (unsigned long long)r.start);
+                } else {
+                    rc = idx_err(rc, "check secondary index entry");
+                }
+            }
+            bt->checked += items;
+        } else if (del) {
             for (size_t x = 0; x < items && rc == 0; x++) {
                 MDB_val v = {SEC_ITEM, bt->vals + x * SEC_ITEM};
                 rc = mdb_del(txn, ix->sec, &k, &v);
@@ -281,7 +314,7 @@ static int time_add(idx *ix, MDB_txn *txn, int64_t created, uint64_t pos)
 }
 
 static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64_t loc,
-                       int del)
+                       int del, int first_time, uint64_t *items)
 {
     if (!ix->sec_on)
         return 0;
@@ -357,8 +390,22 @@ static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, u
     /* One time entry per distinct time: the writer passes a whole group
      * (one time), recovery one commit at a time (time_add skips a time it
      * already has), so both make the same entries. */
-    if (rc == 0 && !del && have_event)
+    if (rc == 0 && del == WALK_ADD && have_event)
         rc = time_add(ix, txn, created, first_pos);
+    if (items)
+        *items += b.checked;
+    if (rc == 0 && del == WALK_CHECK && have_event && first_time) {
+        uint64_t p;
+        int r = idx_time_first(ix, txn, created, &p);
+        if (r == 0 && p != first_pos)
+            r = STELE_ENOTFOUND;
+        if (r)
+            rc = r == STELE_ENOTFOUND
+                     ? err_set(STELE_ECORRUPT,
+                               "index: no time entry for position %llu (created %lld us)",
+                               (unsigned long long)first_pos, (long long)created)
+                     : r;
+    }
     for (int k = 0; k < NKINDS; k++)
         free(b.k[k].e);
     free(b.vals);
@@ -368,12 +415,18 @@ static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, u
 
 int idx_sec_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64_t loc)
 {
-    return walk_commit(ix, txn, recs, len, loc, 0);
+    return walk_commit(ix, txn, recs, len, loc, WALK_ADD, 0, NULL);
 }
 
 int idx_sec_uncommit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64_t loc)
 {
-    return walk_commit(ix, txn, recs, len, loc, 1);
+    return walk_commit(ix, txn, recs, len, loc, WALK_DEL, 0, NULL);
+}
+
+int idx_sec_check(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64_t loc,
+                  int first_time, uint64_t *items)
+{
+    return walk_commit(ix, txn, recs, len, loc, WALK_CHECK, first_time, items);
 }
 
 int idx_time_first(idx *ix, MDB_txn *txn, int64_t t_us, uint64_t *pos)
