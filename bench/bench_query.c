@@ -15,6 +15,9 @@
  *            the events and the rest share the remainder uniformly, appended
  *            B events per append by T threads (each stream one append when
  *            N = S x B)
+ *   open     time stele_open of the store after a clean close, or with
+ *            --no-indexes after removing its index (a full rebuild from the
+ *            log, secondary indexes included)
  *   params   the queries to time, written to a file that every target reads:
  *              category CAT FROM_POS FROM_US   the next COUNT events of
  *                                             category CAT from a position
@@ -83,6 +86,8 @@ static void usage(void)
             "  append  --dir D --threads T --batch B --events N --rounds R [--shape engine|full]\n"
             "  build   --dir D --events N --streams S --types 1000 --categories 100\n"
             "          --batch B --threads T [--no-indexes]          makes D/store\n"
+            "  open    --dir D [--no-indexes]     time opening D/store (--no-indexes: remove\n"
+            "          its index first, so that it is rebuilt from the log)\n"
             "  params  --dir D --params FILE --reps R --count 10000   queries on D/store\n"
             "  query   --dir D --params FILE --reps R                 in process\n"
             "  http    --port P --params FILE --reps R                over HTTP\n"
@@ -522,6 +527,34 @@ static void cmd_build(void)
     free(order);
     free(w);
     free(th);
+}
+
+/* ------------------------------------------------------------ open */
+
+/* Time stele_open of D/store: after a clean close, or (--rebuild) with the
+ * index removed, so that every index, the secondary ones included, is
+ * rebuilt from the log. */
+static void cmd_open(void)
+{
+    char path[4200], cmd[4400];
+    snprintf(path, sizeof path, "%s/store", opt.dir);
+    if (opt.no_indexes) { /* --no-indexes here means: rebuild */
+        snprintf(cmd, sizeof cmd, "%s/index", path);
+        rm_rf(cmd);
+    }
+    uint64_t t0 = now_ns();
+    double c0 = cpu_secs();
+    stele_db *db = open_store(path, 0);
+    double secs = (double)(now_ns() - t0) / 1e9, cpu = cpu_secs() - c0;
+    stele_stats st;
+    int rc = stele_get_stats(db, &st);
+    if (rc)
+        die("stats", rc);
+    stele_close(db);
+    printf("open_store mode=%s events=%llu secs=%.2f events_per_s=%.0f cpu_pct=%.0f\n",
+           opt.no_indexes ? "rebuild" : "clean", (unsigned long long)st.events, secs,
+           secs > 0 ? (double)st.events / secs : 0.0, 100 * cpu / secs);
+    fflush(stdout);
 }
 
 /* ------------------------------------------------------------ params */
@@ -1064,6 +1097,8 @@ int main(int argc, char **argv)
         cmd_append();
     else if (!strcmp(opt.cmd, "build") && opt.dir)
         cmd_build();
+    else if (!strcmp(opt.cmd, "open") && opt.dir)
+        cmd_open();
     else if (!strcmp(opt.cmd, "params") && opt.dir && opt.params)
         cmd_params();
     else if (!strcmp(opt.cmd, "query") && opt.dir && opt.params)

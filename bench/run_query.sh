@@ -17,7 +17,8 @@
 #     (types, 2 tags, $correlationId and $actor: 6 keys per event);
 #  2. the query store: EVENTS events in 100,000 streams of 100 categories,
 #     1,000 event types ("type0000" takes 10%), 100-event appends by 8
-#     threads;
+#     threads; then its open after a clean close and with the index removed
+#     (a rebuild from the log);
 #  3. the queries: 20 category reads of 10,000 events from a random
 #     position, and 20 reads of the 10,000 "type0000" events of a time window,
 #     each timed REPS times: in process (libstele), over HTTP (stele serve,
@@ -133,6 +134,8 @@ load
 # 2. The query store.
 run build --dir "$WORK" --events "$EVENTS" --streams "$STREAMS" --categories 100 --types 1000 \
     --batch 100 --threads 8
+run open --dir "$WORK"
+run open --dir "$WORK" --no-indexes
 run params --dir "$WORK" --params "$WORK/params.txt" --reps "$NQ" --count 10000
 load
 
