@@ -256,7 +256,7 @@ int route_query_request(conn *c, const char *path, size_t plen, const char *q, s
         return 1;
     }
     if (r > 0)
-        snprintf(j->qtype, sizeof j->qtype, "%s", t);
+        memcpy(j->qtype, t, strlen(t) + 1); /* fits: checked above */
     char link[1400];
     snprintf(link, sizeof link, "%.*s", (int)pl, path);
     url_encode(j->qkey, klen, link + pl, sizeof link - pl - 2);
