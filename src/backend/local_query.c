@@ -2,17 +2,20 @@
  * local_query.c - queries of the local engine through the secondary
  * indexes (src/index/index_sec.c), and temporal stream reads.
  *
- * A query by category, type, tag, correlation id or actor walks the sorted
- * positions indexed under its key, from `from` in its direction, inside the
+ * A query by category, type, tag, correlation id or actor walks the runs
+ * indexed under its key (stretches of one commit's events at consecutive
+ * positions, in adjacent records), from `from` in its direction, inside the
  * position range its time bounds map to (the time table turns [after,
- * before) into [first(after), first(before))). A type restriction
- * intersects two keys' position lists by leapfrogging: each cursor seeks
- * the other's position, so the work follows the smaller list. Candidates
- * are fetched in batches: their records are read with one pread per run of
- * nearby records (`loc` in each entry), checked (the record at loc must be
- * the event at that position, with a valid checksum), filtered by
- * event_visible() against the stream's current state (deletes, retention),
- * and copied into the page.
+ * before) into [first(after), first(before))). What it yields are
+ * *stretches*: a run cut to the positions still wanted. A type restriction
+ * intersects two keys' runs by leapfrogging: each cursor seeks the other's
+ * position, so the work follows the shorter list. Stretches are fetched in
+ * batches: runs close to each other in one segment are read with one pread
+ * (each run knows its bytes), every record is checked (it must be the event
+ * the index names, with a valid checksum, else ECORRUPT naming the place),
+ * filtered by event_visible() against its stream's current state (deletes,
+ * retention) and copied into the page; backwards, a stretch's records are
+ * walked forwards and added in reverse.
  *
  * A query over $all by time (STELE_QUERY_ALL) is a $all read limited to the
  * position range: the sparse position index and a forward log scan, as
