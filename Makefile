@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query clean
 
 all: build
 
@@ -62,6 +62,12 @@ bench-subs: build
 # stores, and append latency while each runs (docs/benchmarks.md).
 bench-scavenge: build
 	./bench/run_scavenge.sh $(BUILD)
+
+# Query benchmark: secondary indexes on/off, then category and type-over-time
+# reads of a 10M-event store against PostgreSQL with the seeds' indexes
+# (installs and starts PostgreSQL itself; docs/benchmarks.md).
+bench-query: build
+	./bench/run_query.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -25,6 +25,7 @@ int cmd_snapshot(int argc, char **argv); /* cmd_streams.c */
 int cmd_tail(int argc, char **argv);
 int cmd_groups(int argc, char **argv);
 int cmd_scavenge(int argc, char **argv);
+int cmd_query(int argc, char **argv);
 
 /* Exit codes of the client commands. */
 enum {
@@ -78,6 +79,28 @@ int cli_finish_output(const char *cmd, int rc);
 /* An expected revision argument: any, no_stream, stream_exists or a number. */
 int cli_valid_expected(const char *s);
 
+/* ------------------------------------------------------------ reads */
+
+typedef struct cli_client cli_client;
+
+/* A read of events page by page (cmd_read.c; also used by cmd_query.c). */
+typedef struct cli_read_opts {
+    const char *stream; /* NULL: $all (unless base is set) */
+    const char *base;   /* a path to read instead ("/categories/Order"), or NULL */
+    const char *params; /* extra query parameters "a=1&b=2" (encoded), or NULL */
+    const char *from;   /* NULL: the server's default */
+    int backwards;
+    int follow;
+    uint64_t limit; /* 0: not given */
+} cli_read_opts;
+
+/* Print the events: a table when `human`, else NDJSON. An exit code. */
+int cli_read_events(cli_client *c, const cli_read_opts *o, int human);
+/* --limit N: CLI_OK with *out, or CLI_EUSAGE after a message. */
+int cli_parse_limit(const char *cmd, const char *synopsis, const char *limit, uint64_t *out);
+/* --from: a number, 'start' or 'end'. */
+int cli_valid_from(const char *s);
+
 /* ------------------------------------------------------------ buffers */
 
 typedef struct cli_buf {
@@ -93,8 +116,6 @@ void cli_buf_add_jstr(cli_buf *b, const char *s);
 void cli_buf_free(cli_buf *b);
 
 /* ------------------------------------------------------------ HTTP */
-
-typedef struct cli_client cli_client;
 
 typedef struct cli_response {
     long status;   /* HTTP status; 0 before a response */

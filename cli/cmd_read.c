@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "stele.h"
 
 #define DEFAULT_LIMIT 100
 #define FOLLOW_PAGE 1000
@@ -32,7 +33,7 @@
 
 static const char synopsis[] =
     "stele read (STREAM | --all) [--from N] [--backwards] [--limit N] [--follow-next]\n"
-    "                  [--json] [--server URL]";
+    "                  [--to REV | --as-of TIME] [--json] [--server URL]";
 
 static int usage(void)
 {
@@ -48,6 +49,9 @@ static int usage(void)
            "  --follow-next     read on to the end: the table follows each page's `next`\n"
            "                    link (--limit then sets the page size); NDJSON output is\n"
            "                    streamed in one response\n"
+           "  --to REV          the stream as it was at revision REV: its events up to REV\n"
+           "  --as-of TIME      the stream as it was at TIME (RFC 3339, e.g.\n"
+           "                    2026-11-23T16:30:00Z): its events committed by then\n"
            "  --json            NDJSON output even on a terminal\n"
            "  --server URL      the server (default: $STELE_SERVER, else %s)\n\n"
            "On a terminal the events are shown as a table (position, revision, stream,\n"
@@ -59,19 +63,15 @@ static int usage(void)
     return CLI_OK;
 }
 
-typedef struct read_opts {
-    const char *stream; /* NULL: $all */
-    const char *from;   /* NULL: the server's default */
-    int backwards;
-    int follow;
-    uint64_t limit; /* 0: not given */
-} read_opts;
+typedef cli_read_opts read_opts;
 
 /* "/streams/x?direction=..&from=..&limit=.." (limit 0: none). */
 static char *read_path(cli_client *c, const read_opts *o, const char *from, uint64_t limit)
 {
     cli_buf b = {0};
-    if (o->stream) {
+    if (o->base) {
+        cli_buf_adds(&b, o->base);
+    } else if (o->stream) {
         char *p = cli_stream_path(c, o->stream, NULL);
         cli_buf_adds(&b, p);
         free(p);
@@ -79,6 +79,10 @@ static char *read_path(cli_client *c, const read_opts *o, const char *from, uint
         cli_buf_adds(&b, "/all");
     }
     cli_buf_adds(&b, o->backwards ? "?direction=backwards" : "?direction=forwards");
+    if (o->params) {
+        cli_buf_adds(&b, "&");
+        cli_buf_adds(&b, o->params);
+    }
     if (from) {
         cli_buf_adds(&b, "&from=");
         cli_buf_adds(&b, from);
@@ -375,11 +379,32 @@ static int valid_from(const char *s)
     return 1;
 }
 
+int cli_read_events(cli_client *c, const cli_read_opts *o, int human)
+{
+    return human ? read_table(c, o) : read_ndjson(c, o);
+}
+
+int cli_parse_limit(const char *cmd, const char *synopsis_, const char *limit, uint64_t *out)
+{
+    char *end;
+    unsigned long long v = strtoull(limit, &end, 10);
+    if (*limit < '0' || *limit > '9' || *end || v == 0 || strlen(limit) > 19)
+        return cli_usage_error(cmd, synopsis_, "--limit must be a positive number (got '%s')",
+                               limit);
+    *out = v;
+    return CLI_OK;
+}
+
+int cli_valid_from(const char *s)
+{
+    return valid_from(s);
+}
+
 int cmd_read(int argc, char **argv)
 {
     cli_common co = {0};
     read_opts o = {0};
-    const char *limit = NULL, *stream = NULL;
+    const char *limit = NULL, *stream = NULL, *to = NULL, *as_of = NULL;
     int all = 0, opts_done = 0, r;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -401,7 +426,9 @@ int cmd_read(int argc, char **argv)
             o.follow = 1;
         } else if ((r = cli_common_opt(&co, "read", argc, argv, &i)) ||
                    (r = cli_opt("read", argc, argv, &i, "--from", &o.from)) ||
-                   (r = cli_opt("read", argc, argv, &i, "--limit", &limit))) {
+                   (r = cli_opt("read", argc, argv, &i, "--limit", &limit)) ||
+                   (r = cli_opt("read", argc, argv, &i, "--to", &to)) ||
+                   (r = cli_opt("read", argc, argv, &i, "--as-of", &as_of))) {
             if (r < 0)
                 return CLI_EUSAGE;
         } else {
@@ -415,20 +442,36 @@ int cmd_read(int argc, char **argv)
     if (o.from && !valid_from(o.from))
         return cli_usage_error("read", synopsis,
                                "--from must be a number, 'start' or 'end' (got '%s')", o.from);
-    if (limit) {
-        char *end;
-        unsigned long long v = strtoull(limit, &end, 10);
-        if (*limit < '0' || *limit > '9' || *end || v == 0 || strlen(limit) > 19)
-            return cli_usage_error("read", synopsis,
-                                   "--limit must be a positive number (got '%s')", limit);
-        o.limit = v;
-    }
+    if (limit && cli_parse_limit("read", synopsis, limit, &o.limit))
+        return CLI_EUSAGE;
     o.stream = all ? NULL : stream;
+    char params[128];
+    if ((to || as_of) && all)
+        return cli_usage_error("read", synopsis,
+                               "--to and --as-of read one stream as it was, not --all (for $all "
+                               "by time: stele query all --after/--before)");
+    if (to && as_of)
+        return cli_usage_error("read", synopsis, "give --to or --as-of, not both");
+    if (to) {
+        if (!*to || strlen(to) > 19 || strspn(to, "0123456789") != strlen(to))
+            return cli_usage_error("read", synopsis, "--to must be a revision (got '%s')", to);
+        snprintf(params, sizeof params, "to=%s", to);
+        o.params = params;
+    }
+    if (as_of) {
+        int64_t us;
+        if (stele_time_parse(as_of, 0, &us))
+            return cli_usage_error("read", synopsis, "--as-of: %s", stele_errmsg());
+        char t[32];
+        stele_time_format(us, t);
+        snprintf(params, sizeof params, "asOf=%s", t);
+        o.params = params;
+    }
 
     cli_client *c = cli_client_open(co.server);
     if (!c)
         return CLI_ECONNECT;
-    int rc = cli_human(&co) ? read_table(c, &o) : read_ndjson(c, &o);
+    int rc = cli_read_events(c, &o, cli_human(&co));
     rc = cli_finish_output("read", rc);
     cli_client_close(c);
     return rc;

@@ -4,6 +4,7 @@
  *   stele serve [...]        run the server (cli/serve.c)
  *   stele append STREAM ...  client commands: talk to a running server over
  *   stele read STREAM ...    HTTP (cli/client.c, cli/cmd_*.c)
+ *   stele query KIND KEY
  *   stele head STREAM
  *   stele delete STREAM
  *   stele metadata STREAM    stream metadata; snapshots (cli/cmd_streams.c)
@@ -33,6 +34,7 @@ static const command commands[] = {
     {"tail", cmd_tail},
     {"groups", cmd_groups},
     {"scavenge", cmd_scavenge},
+    {"query", cmd_query},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -47,6 +49,7 @@ static int usage(FILE *f)
                "else " CLI_DEFAULT_SERVER "):\n"
                "  append STREAM   append events from arguments, a JSON file or NDJSON on stdin\n"
                "  read STREAM     read a stream's events; read --all reads every stream\n"
+               "  query KIND KEY  events by category, type, tag, correlation id or actor\n"
                "  head STREAM     show a stream's last revision and position\n"
                "  delete STREAM   delete a stream (--tombstone: for good)\n"
                "  metadata STREAM show or --set a stream's metadata (retention, custom fields)\n"

@@ -96,6 +96,13 @@ typedef struct stele_options {
 #define STELE_OPEN_VERIFY 0x1u
 /** Do not create the directory or a new store: fail with ENOTFOUND. */
 #define STELE_OPEN_NOCREATE 0x2u
+/**
+ * Do not maintain the secondary indexes (category, event type, tag,
+ * correlation id, actor, time): appends write less, and stele_read_query()
+ * and stele_read_stream_as_of() fail with EINVAL. Opening the store later
+ * without this flag rebuilds every index from the log once.
+ */
+#define STELE_OPEN_NO_INDEXES 0x4u
 
 /**
  * Open (creating if needed) the store in directory `dir`.
@@ -281,6 +288,91 @@ int stele_page_next(const stele_page *page, uint64_t *next);
 
 /** Free a page and every event in it. NULL is a no-op. */
 void stele_page_free(stele_page *page);
+
+/* --------------------------------------------------------------- queries */
+
+/*
+ * Queries read events across streams through the secondary indexes, which
+ * the store updates in the same transaction as every append: an event is
+ * in every index as soon as its append returns. Results are in position
+ * order (forwards or backwards) and paged by position like $all reads:
+ * stele_page_next() gives the position to pass as `from` for the next page.
+ * Events hidden from stream reads (soft delete, tombstone, retention) are
+ * hidden from queries too, except for STELE_QUERY_ALL, which is $all.
+ * docs/queries.md describes every kind.
+ */
+
+/** Kinds of query (stele_query.kind). */
+#define STELE_QUERY_CATEGORY 1    /* streams "<key>-..." (KurrentDB's $ce-<key>) */
+#define STELE_QUERY_TYPE 2        /* events of type <key> */
+#define STELE_QUERY_TAG 3         /* events tagged <key> */
+#define STELE_QUERY_CORRELATION 4 /* metadata $correlationId / correlationId = <key> */
+#define STELE_QUERY_ACTOR 5       /* metadata $actor / userId / actorId = <key> */
+#define STELE_QUERY_ALL 6         /* $all (no key), usually with a time range */
+
+/**
+ * A query. Zero-initialise, then set what you need. All pointers are
+ * borrowed for the call only.
+ *
+ * The category of a stream is its name up to the first '-' ("Order" for
+ * "Order-1", "Order" for "Order-1-2"), or the whole name when it has no
+ * '-' or starts with one. The correlation id and the actor are read from
+ * JSON metadata (STELE_META_JSON): the first usable top-level string of
+ * "$correlationId", "correlationId", and of "$actor", "userId", "actorId".
+ */
+typedef struct stele_query {
+    /** STELE_QUERY_*. */
+    int kind;
+    /** The category, type, tag, correlation id or actor: NUL-terminated
+     *  UTF-8, 1..255 bytes, no control characters. NULL for ALL. */
+    const char *key;
+    /** Optional (NULL: none): only events of this type. Not with TYPE or
+     *  ALL. With CATEGORY this is seed 003's "aggregate type" index. */
+    const char *type;
+    /** Time range on the events' created time (microseconds since the Unix
+     *  epoch): created >= after_us if has_after, created < before_us if
+     *  has_before. after_us > before_us is EINVAL; equal is empty. */
+    int has_after, has_before;
+    int64_t after_us, before_us;
+    /** Position to start at, inclusive. Backwards, STELE_END starts at the
+     *  newest event. */
+    uint64_t from;
+    /** STELE_FORWARDS or STELE_BACKWARDS. */
+    int direction;
+    /** At most this many events in the page (it also stops at ~32 MiB). */
+    size_t limit;
+} stele_query;
+
+/**
+ * Run a query: one page of matching events in position order.
+ * Errors: EINVAL (unknown kind, empty or invalid key or type, a category
+ * key containing '-', a type restriction on TYPE or ALL, after > before,
+ * bad direction, or a store opened with STELE_OPEN_NO_INDEXES), ECORRUPT.
+ * On success *out is a page the caller frees with stele_page_free();
+ * stele_page_next() gives the next `from` (a position). A page may end
+ * with a next position even when every later match turns out hidden; the
+ * next page is then empty and has no next.
+ */
+int stele_read_query(stele_db *db, const stele_query *q, stele_page **out);
+
+/**
+ * Temporal stream read: stele_read_stream() limited to the stream's prefix
+ * up to revision `to` (inclusive), "the stream as it was at revision to".
+ * Forwards it stops after `to`; backwards it starts at min(from, to).
+ * Errors as stele_read_stream().
+ */
+int stele_read_stream_to(stele_db *db, const char *stream, uint64_t from, int direction,
+                         size_t limit, uint64_t to, stele_page **out);
+
+/**
+ * Temporal stream read by time: the prefix of the stream committed at or
+ * before `as_of_us` (microseconds since the Unix epoch), "the stream as it
+ * was at that moment". An empty page if it had no events then (the stream
+ * must exist now: errors as stele_read_stream()). EINVAL on a store opened
+ * with STELE_OPEN_NO_INDEXES (it needs the time index).
+ */
+int stele_read_stream_as_of(stele_db *db, const char *stream, int64_t as_of_us, uint64_t from,
+                            int direction, size_t limit, stele_page **out);
 
 /* -------------------------------------------------------------- streams */
 
@@ -916,6 +1008,19 @@ void stele_uuid_format(const uint8_t id[16], char out[37]);
 
 /** Parse "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (any case). 0 or EINVAL. */
 int stele_uuid_parse(const char *text, uint8_t id[16]);
+
+/**
+ * Parse an RFC 3339 date-time ("2026-11-23T16:30:00.5Z",
+ * "2026-11-23T18:30:00+02:00") into microseconds since the Unix epoch.
+ * Digits below a microsecond round down, or up with `round_up` (a lower
+ * bound "created >= t" or an exclusive upper bound "created < t" then
+ * stays exact). 0, or EINVAL with the reason in stele_errmsg().
+ */
+int stele_time_parse(const char *text, int round_up, int64_t *us);
+
+/** Format microseconds since the epoch as RFC 3339 in UTC with six
+ *  fractional digits: "2026-11-23T16:30:00.000000Z" (27 chars + NUL). */
+void stele_time_format(int64_t us, char out[32]);
 
 #ifdef __cplusplus
 }

@@ -83,14 +83,7 @@ static int parse_from(const char *s, int backwards, uint64_t *out)
     return 0;
 }
 
-typedef struct read_args {
-    uint64_t from;
-    int backwards;
-    uint64_t limit;
-    int limit_given;
-} read_args;
-
-static int parse_read_args(conn *c, const char *q, size_t qlen, read_args *ra)
+int route_parse_read_args(conn *c, const char *q, size_t qlen, read_args *ra)
 {
     char v[64];
     int r;
@@ -284,24 +277,19 @@ static void ndjson_chunk(conn *c, stele_page *pg)
 
 static int read_page(conn *c, const read_job *j, size_t limit, stele_page **pg)
 {
+    if (j->query)
+        return route_query_page(c, j, limit, pg);
     int dir = j->backwards ? STELE_BACKWARDS : STELE_FORWARDS;
     return j->all ? stele_read_all(c->srv->db, j->next, dir, limit, pg)
                   : stele_read_stream(c->srv->db, j->stream, j->next, dir, limit, pg);
 }
 
-static void handle_read(conn *c, const char *stream, const char *q, size_t qlen)
+void route_serve_read(conn *c, const read_args *ra, const char *link)
 {
-    read_args ra;
-    if (parse_read_args(c, q, qlen, &ra))
-        return;
     read_job *j = &c->job;
-    memset(j, 0, sizeof *j);
-    j->all = stream == NULL;
-    if (stream)
-        snprintf(j->stream, sizeof j->stream, "%s", stream);
-    j->next = ra.from;
-    j->backwards = ra.backwards;
-    j->remaining = ra.limit;
+    j->next = ra->from;
+    j->backwards = ra->backwards;
+    j->remaining = ra->limit;
     c->srv->m.reads++;
 
     if (c->req.accept_ndjson) {
@@ -338,20 +326,13 @@ static void handle_read(conn *c, const char *stream, const char *q, size_t qlen)
     buf_append(&b, "]", 1);
     uint64_t next;
     if (stele_page_next(pg, &next)) {
-        char link[512];
-        int n;
-        if (stream) {
-            char enc[800];
-            url_encode(stream, strlen(stream), enc, sizeof enc);
-            n = snprintf(link, sizeof link, ",\"next\":\"/streams/%s?from=%llu&direction=%s&limit=%llu\"",
-                         enc, (unsigned long long)next, ra.backwards ? "backwards" : "forwards",
-                         (unsigned long long)ra.limit);
-        } else {
-            n = snprintf(link, sizeof link, ",\"next\":\"/all?from=%llu&direction=%s&limit=%llu\"",
-                         (unsigned long long)next, ra.backwards ? "backwards" : "forwards",
-                         (unsigned long long)ra.limit);
-        }
-        buf_append(&b, link, (size_t)n);
+        char tail[128];
+        buf_append(&b, ",\"next\":\"", 9);
+        buf_append(&b, link, strlen(link));
+        int n = snprintf(tail, sizeof tail, "from=%llu&direction=%s&limit=%llu\"",
+                         (unsigned long long)next, ra->backwards ? "backwards" : "forwards",
+                         (unsigned long long)ra->limit);
+        buf_append(&b, tail, (size_t)n);
     }
     buf_append(&b, "}", 1);
     c->srv->m.read_events += stele_page_count(pg);
@@ -359,6 +340,29 @@ static void handle_read(conn *c, const char *stream, const char *q, size_t qlen)
     respond_json(c, 200, &b);
     buf_free(&b);
     finish(c, 0);
+}
+
+static void handle_read(conn *c, const char *stream, const char *q, size_t qlen)
+{
+    /* ?after=/?before= on $all and ?to=/?asOf= on a stream: routes_query.c */
+    if (route_query_read(c, stream, q, qlen))
+        return;
+    read_args ra;
+    if (route_parse_read_args(c, q, qlen, &ra))
+        return;
+    read_job *j = &c->job;
+    memset(j, 0, sizeof *j);
+    j->all = stream == NULL;
+    char link[900];
+    if (stream) {
+        snprintf(j->stream, sizeof j->stream, "%s", stream);
+        char enc[800];
+        url_encode(stream, strlen(stream), enc, sizeof enc);
+        snprintf(link, sizeof link, "/streams/%s?", enc);
+    } else {
+        snprintf(link, sizeof link, "/all?");
+    }
+    route_serve_read(c, &ra, link);
 }
 
 void route_stream_more(conn *c)
@@ -587,6 +591,9 @@ void route_request(conn *c)
             return;
     }
 #undef PATH_IS
+    /* /categories/, /types/, /tags/, /correlations/, /actors/ */
+    if (route_query_request(c, path, plen, q, qlen))
+        return;
     {
         char msg[256];
         snprintf(msg, sizeof msg, "no route for %s %.*s", http_method_str(m),

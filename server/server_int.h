@@ -54,7 +54,23 @@ typedef struct read_job {
     int backwards;
     uint64_t remaining;
     int done;
+    /* Queries and temporal reads (routes_query.c); 0 for a plain read. */
+    int query;             /* QJ_* */
+    stele_query q;         /* key and type point into qkey and qtype */
+    char qkey[256], qtype[256];
+    uint64_t to;           /* QJ_STREAM_TO */
+    int64_t as_of_us;      /* QJ_STREAM_AS_OF */
 } read_job;
+
+enum { QJ_NONE, QJ_QUERY, QJ_STREAM_TO, QJ_STREAM_AS_OF };
+
+/* A read's from / direction / limit query parameters. */
+typedef struct read_args {
+    uint64_t from;
+    int backwards;
+    uint64_t limit;
+    int limit_given;
+} read_args;
 
 struct server;
 struct sse_conn;
@@ -193,6 +209,22 @@ const char *http_status_text(int status);
 
 /* routes.c */
 void route_request(conn *c);
+/* Parse ?from=&direction=&limit=; on failure responds 400 and returns -1. */
+int route_parse_read_args(conn *c, const char *q, size_t qlen, read_args *ra);
+/* Serve the read described by c->job (JSON page or NDJSON by the Accept
+ * header); a JSON page's next link is `link` (path and fixed parameters,
+ * ending in '?' or '&') followed by from, direction and limit. */
+void route_serve_read(conn *c, const read_args *ra, const char *link);
+
+/* routes_query.c */
+/* GET /categories/{c}, /types/{t}, /tags/{t}, /correlations/{id},
+ * /actors/{a}: 1 if the path is one of them (a response is on its way). */
+int route_query_request(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+/* A read of $all with ?after=/?before=, or of a stream with ?to=/?asOf=:
+ * 1 if so (handled), 0 for a plain read. */
+int route_query_read(conn *c, const char *stream, const char *q, size_t qlen);
+/* One page of the query or temporal read in `j`. */
+int route_query_page(conn *c, const read_job *j, size_t limit, stele_page **pg);
 /* Produce the next part of an NDJSON read (STREAMING). */
 void route_stream_more(conn *c);
 /* An append completed. */

@@ -1253,7 +1253,7 @@ static void test_other_boot(const store *s)
 {
     const char *dir = copy_store(s->dir, "recovery-boot");
     idx *ix;
-    CHECK_OK(idx_open(dir, 0, &ix));
+    CHECK_OK(idx_open(dir, 0, 1, &ix));
     MDB_txn *txn;
     CHECK_OK(idx_begin(ix, 0, &txn));
     CHECK(mdb_drop(txn, ix->ids, 0) == 0);

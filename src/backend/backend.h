@@ -32,6 +32,20 @@ typedef struct append_args {
     uint64_t bytes; /* encoded size of all events (local engine's records) */
 } append_args;
 
+/* A query as the API edge validated it (src/store/query.c). */
+typedef struct query_args {
+    int kind;              /* STELE_QUERY_* */
+    const char *key;       /* NULL for STELE_QUERY_ALL */
+    size_t key_len;
+    const char *type;      /* NULL: no type restriction */
+    size_t type_len;
+    int has_after, has_before;
+    int64_t after_us, before_us; /* after_us <= before_us when both */
+    uint64_t from;
+    int backwards;
+    size_t limit;
+} query_args;
+
 typedef void (*append_done_fn)(void *ctx, int rc, const stele_append_result *res,
                                const char *msg);
 
@@ -49,6 +63,13 @@ typedef struct backend_ops {
                        size_t limit, stele_page **out);
     int (*read_all)(backend *b, uint64_t from, int backwards, size_t limit, stele_page **out);
     int (*head)(backend *b, const char *stream, size_t len, stele_stream_info *out);
+    /* Queries through the secondary indexes. */
+    int (*query)(backend *b, const query_args *q, stele_page **out);
+    /* A stream read limited to revisions <= to, or with has_as_of to the
+     * events created at or before as_of_us (then `to` is ignored). */
+    int (*read_stream_to)(backend *b, const char *stream, size_t len, uint64_t from,
+                          int backwards, size_t limit, uint64_t to, int has_as_of,
+                          int64_t as_of_us, stele_page **out);
     int (*stats)(backend *b, stele_stats *out);
     /* Stream metadata and snapshots (docs/streams.md). `md->custom` was
      * validated by src/store. */

@@ -596,6 +596,11 @@ static void write_group(local *L, wreq *group)
                 r->st.truncate_before, r->current, now);
         }
     }
+    /* The secondary indexes of the whole group (after the segment header). */
+    size_t hdr = write_off == 0 ? SEG_HEADER_SIZE : 0;
+    if (rc == 0)
+        rc = idx_sec_commit(L->ix, txn, L->gbuf.p + hdr, L->gbuf.len - hdr,
+                            loc_make(seg, (uint32_t)(write_off + hdr)));
     if (rc)
         goto fail;
     L->ck.log_bytes += L->gbuf.len - (write_off == 0 ? SEG_HEADER_SIZE : 0);
@@ -820,6 +825,8 @@ static const backend_ops local_ops = {
     .read_stream = local_read_stream,
     .read_all = local_read_all,
     .head = local_head,
+    .query = local_query,
+    .read_stream_to = local_read_stream_to,
     .stats = local_stats,
     .set_metadata = local_set_metadata,
     .get_metadata = local_get_metadata,
@@ -892,7 +899,7 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     if (rc == 0)
         rc = write_marker(L, text);
     if (rc == 0)
-        rc = idx_open(dir, rebuild, &L->ix);
+        rc = idx_open(dir, rebuild, !(opts->flags & STELE_OPEN_NO_INDEXES), &L->ix);
     if (rc == 0)
         rc = recover(L, rebuild);
     if (rc == 0 && (opts->flags & STELE_OPEN_VERIFY))

@@ -5,7 +5,9 @@
  * headers and seals, and each stream's revisions; and it checks the index
  * against the log in both directions: every indexed commit, id and sparse
  * position entry points at the right record, and every commit, client id
- * and stream of the log is indexed. The first damage found is reported
+ * and stream of the log is indexed; with secondary indexes, every item a
+ * commit makes (idx_sec_check) and its time entry are there, and there are
+ * no others. The first damage found is reported
  * with its segment and offset.
  *
  * Records after the index checkpoint are not damage: they are replayed at
@@ -120,6 +122,11 @@ typedef struct checker {
     uint64_t removed;  /* positions in gaps */
     uint64_t next_pos; /* after the walk: the next position of the log */
     uint64_t removed_commits, removed_ids;
+    /* secondary indexes: items and time entries the indexed commits need */
+    uint64_t sec_items, time_entries;
+    int64_t last_created;
+    int have_created;
+    buf cbuf;
 } checker;
 
 /* Positions [from, to) were removed by scavenging. */
@@ -192,6 +199,29 @@ static int check_commit(checker *k, uint64_t start, uint64_t end, const rec *fir
         k->client_ids++;
     }
     k->commits++;
+    if (k->ix->sec_on) {
+        /* The secondary index items and time entry of this commit. */
+        int first_time = !k->have_created || first->created_us != k->last_created;
+        if (first_time && k->removed)
+            first_time = 2; /* see idx_sec_check */
+        k->cbuf.len = 0;
+        rc = buf_reserve(&k->cbuf, (size_t)(end - start));
+        if (rc == 0)
+            rc = log_read(k->lg, start, k->cbuf.p, (size_t)(end - start));
+        if (rc == 0)
+            rc = idx_sec_check(k->ix, k->txn, k->cbuf.p, (size_t)(end - start), start, first_time,
+                               &k->sec_items);
+        if (rc == STELE_ECORRUPT) {
+            char why[400];
+            snprintf(why, sizeof why, "%s", stele_errmsg());
+            return damage(start, "", why);
+        }
+        if (rc)
+            return rc;
+        k->time_entries += first_time != 0;
+        k->last_created = first->created_us;
+        k->have_created = 1;
+    }
     return 0;
 }
 
@@ -497,6 +527,22 @@ static int check_index(checker *k)
                      "scavenged)",
                      (unsigned long long)n, (unsigned long long)k->client_ids,
                      (unsigned long long)k->removed_ids);
+    if (rc == 0 && k->ix->sec_on) {
+        rc = idx_count(k->ix, k->txn, k->ix->sec, &n);
+        /* Scavenging leaves the items of removed commits in the index
+         * (nothing reads them: their locations read as removed), so
+         * after it the index may hold more than the log makes. */
+        if (rc == 0 && (k->removed ? n < k->sec_items : n != k->sec_items))
+            rc = err_set(STELE_ECORRUPT,
+                         "index: %llu secondary index items, but the log's events make %llu",
+                         (unsigned long long)n, (unsigned long long)k->sec_items);
+        if (rc == 0)
+            rc = idx_count(k->ix, k->txn, k->ix->time, &n);
+        if (rc == 0 && (k->removed ? n < k->time_entries : n != k->time_entries))
+            rc = err_set(STELE_ECORRUPT,
+                         "index: %llu time entries, but the log's commits make %llu",
+                         (unsigned long long)n, (unsigned long long)k->time_entries);
+    }
     if (k->unindexed)
         return rc; /* stream states include commits the index has not seen yet */
     if (rc == 0)
@@ -621,6 +667,7 @@ int local_check(const char *dir, char *report, size_t report_len)
     log_close(k.lg);
     st_free(&k.streams);
     free(k.gaps);
+    buf_free(&k.cbuf);
     flock(lockfd, LOCK_UN);
     close(lockfd);
     return rc;

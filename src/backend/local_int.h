@@ -10,6 +10,8 @@
  *   local_check.c    `stele check` (a closed store)
  *   local_scavenge.c scavenging: rewriting sealed segments without the
  *                    events no read can return
+ *   local_query.c    queries through the secondary indexes, temporal
+ *                    stream reads
  */
 #ifndef STELE_LOCAL_INT_H
 #define STELE_LOCAL_INT_H
@@ -194,6 +196,15 @@ int local_submit(local *L, wreq *r);
 
 /* local_scavenge.c */
 int local_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);
+
+/* local_query.c */
+/* Recovery's hook: index the secondary entries of the complete commit
+ * [start, end) it has just applied (idx_sec_commit on the log's bytes). */
+int sec_recover_commit(local *L, MDB_txn *txn, uint64_t start, uint64_t end);
+int local_query(backend *b, const query_args *q, stele_page **out);
+int local_read_stream_to(backend *b, const char *stream, size_t len, uint64_t from,
+                         int backwards, size_t limit, uint64_t to, int has_as_of,
+                         int64_t as_of_us, stele_page **out);
 
 /* local_recover.c */
 void boot_id(char out[64]);

@@ -63,7 +63,7 @@ typedef struct rcommit {
     uint64_t bytes;
 } rcommit;
 
-static int apply_event_commit(local *L, MDB_txn *txn, rcommit *c, uint64_t end)
+static int apply_event_commit(local *L, MDB_txn *txn, rcommit *c)
 {
     idx_stream st;
     int rc = idx_stream_get(L->ix, txn, c->stream, c->stream_len, &st);
@@ -82,10 +82,14 @@ static int apply_event_commit(local *L, MDB_txn *txn, rcommit *c, uint64_t end)
     for (uint32_t i = 0; i < c->count && rc == 0; i++)
         if (!c->made[i])
             rc = idx_id_put(L->ix, txn, c->ids[i], st.sid, c->first_rev + i, c->first_pos + i);
+    /* The commit's own bytes (not "up to the next record": in a scavenged
+     * segment that may lie beyond a removed stretch). */
     idx_commit ic = {st.sid, c->first_rev, c->start, c->first_pos, c->count,
-                     (uint32_t)(end - c->start)};
+                     (uint32_t)c->bytes};
     if (rc == 0)
         rc = idx_commit_put(L->ix, txn, &ic);
+    if (rc == 0)
+        rc = sec_recover_commit(L, txn, c->start, c->start + c->bytes);
     return rc;
 }
 
@@ -389,7 +393,7 @@ int recover(local *L, int rebuild)
                 L->ck.last_pos_loc = c.last_pos_loc;
                 L->ck.log_bytes += c.bytes;
                 if (rc == 0)
-                    rc = apply_event_commit(L, txn, &c, it.loc);
+                    rc = apply_event_commit(L, txn, &c);
                 L->ck.last_commit = c.start;
                 L->ck.next_pos = c.first_pos + c.count;
                 L->last_created = r.created_us;

@@ -49,7 +49,70 @@ int idx_err(int mdb_rc, const char *what)
     return err_set(code, "index: %s: %s", what, mdb_strerror(mdb_rc));
 }
 
-int idx_open(const char *dir, int fresh, idx **out)
+/* The tables every index has, in the order idx_drop_all empties them. */
+#define IDX_TABLES 8
+
+static void all_tables(const idx *ix, MDB_dbi out[IDX_TABLES])
+{
+    MDB_dbi t[IDX_TABLES] = {ix->streams, ix->revs, ix->ids,  ix->pos,
+                             ix->meta,    ix->snaps, ix->sec, ix->time};
+    memcpy(out, t, sizeof t);
+}
+
+static int format_get(idx *ix, MDB_txn *txn, uint32_t *version, uint32_t *flags)
+{
+    MDB_val k = {6, "format"}, v;
+    int rc = mdb_get(txn, ix->meta, &k, &v);
+    if (rc == 0 && v.mv_size == 8) {
+        *version = ld32(v.mv_data);
+        *flags = ld32((uint8_t *)v.mv_data + 4);
+    }
+    return rc == 0 && v.mv_size != 8 ? MDB_INVALID : rc;
+}
+
+static int format_put(idx *ix, MDB_txn *txn)
+{
+    uint8_t p[8];
+    st32(p, IDX_FORMAT);
+    st32(p + 4, ix->sec_on ? IDX_F_SEC : 0);
+    MDB_val k = {6, "format"}, v = {sizeof p, p};
+    return mdb_put(txn, ix->meta, &k, &v, 0);
+}
+
+/*
+ * Settle the index's format inside the opening transaction (LMDB codes):
+ * an index of another format, or one kept without the secondary indexes
+ * when they are wanted now, is emptied, and recovery then rebuilds it from
+ * the log (it finds no checkpoint). An index with secondary indexes opened
+ * without them has those emptied: when they are wanted again, the flag
+ * says they are incomplete and everything is rebuilt.
+ */
+static int format_settle(idx *ix, MDB_txn *txn, int fresh)
+{
+    MDB_dbi t[IDX_TABLES];
+    all_tables(ix, t);
+    uint32_t version = 0, flags = 0;
+    int rc = format_get(ix, txn, &version, &flags);
+    if (rc && rc != MDB_NOTFOUND && rc != MDB_INVALID)
+        return rc;
+    int have = rc == 0;
+    int drop_all = fresh || !have || version != IDX_FORMAT ||
+                   (ix->sec_on && !(flags & IDX_F_SEC));
+    rc = 0;
+    if (drop_all) {
+        for (int i = 0; i < IDX_TABLES && rc == 0; i++)
+            rc = mdb_drop(txn, t[i], 0);
+    } else if (!ix->sec_on && (flags & IDX_F_SEC)) {
+        rc = mdb_drop(txn, ix->sec, 0);
+        if (rc == 0)
+            rc = mdb_drop(txn, ix->time, 0);
+    }
+    if (rc == 0 && (drop_all || (flags & IDX_F_SEC) != (ix->sec_on ? IDX_F_SEC : 0u)))
+        rc = format_put(ix, txn);
+    return rc;
+}
+
+int idx_open(const char *dir, int fresh, int sec_on, idx **out)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/index", dir);
@@ -58,9 +121,10 @@ int idx_open(const char *dir, int fresh, idx **out)
     idx *ix = calloc(1, sizeof *ix);
     if (!ix)
         return err_set(STELE_ENOMEM, "out of memory");
+    ix->sec_on = sec_on != 0;
     int rc = mdb_env_create(&ix->env);
     if (rc == 0)
-        rc = mdb_env_set_maxdbs(ix->env, 8);
+        rc = mdb_env_set_maxdbs(ix->env, 16);
     if (rc == 0)
         rc = mdb_env_set_mapsize(ix->env, map_size());
     if (rc == 0)
@@ -87,11 +151,12 @@ int idx_open(const char *dir, int fresh, idx **out)
     if (rc == 0)
         rc = mdb_dbi_open(txn, "snaps", MDB_CREATE, &ix->snaps);
     ix->has_snaps = rc == 0;
-    if (rc == 0 && fresh) {
-        MDB_dbi all[] = {ix->streams, ix->revs, ix->ids, ix->pos, ix->meta, ix->snaps};
-        for (int i = 0; i < 6 && rc == 0; i++)
-            rc = mdb_drop(txn, all[i], 0);
-    }
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "sec", MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED, &ix->sec);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "time", MDB_CREATE, &ix->time);
+    if (rc == 0)
+        rc = format_settle(ix, txn, fresh);
     if (rc == 0)
         rc = mdb_txn_commit(txn);
     else
@@ -435,13 +500,14 @@ int idx_ckpt_put(idx *ix, MDB_txn *txn, const idx_ckpt *c)
 
 int idx_drop_all(idx *ix, MDB_txn *txn)
 {
-    MDB_dbi all[] = {ix->streams, ix->revs, ix->ids, ix->pos, ix->meta, ix->snaps};
-    for (int i = 0; i < 6; i++) {
+    MDB_dbi all[IDX_TABLES];
+    all_tables(ix, all);
+    for (int i = 0; i < IDX_TABLES; i++) {
         int rc = mdb_drop(txn, all[i], 0);
         if (rc)
             return idx_err(rc, "drop");
     }
-    return 0;
+    return idx_err(format_put(ix, txn), "put format");
 }
 
 int idx_open_readonly(const char *dir, idx **out)
@@ -454,7 +520,7 @@ int idx_open_readonly(const char *dir, idx **out)
     MDB_txn *txn = NULL;
     int rc = mdb_env_create(&ix->env);
     if (rc == 0)
-        rc = mdb_env_set_maxdbs(ix->env, 8);
+        rc = mdb_env_set_maxdbs(ix->env, 16);
     if (rc == 0)
         rc = mdb_env_set_mapsize(ix->env, map_size());
     if (rc == 0)
@@ -471,13 +537,26 @@ int idx_open_readonly(const char *dir, idx **out)
         rc = mdb_dbi_open(txn, "pos", 0, &ix->pos);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "meta", 0, &ix->meta);
-    /* An index written before snapshots existed has no such table. */
-    if (rc == 0) {
-        int g = mdb_dbi_open(txn, "snaps", 0, &ix->snaps);
-        ix->has_snaps = g == 0;
-        if (g != MDB_NOTFOUND)
-            rc = g;
+    /* An index of an older format is rebuilt when the store is next
+     * opened; until then it cannot be checked. */
+    uint32_t version = 0, flags = 0;
+    int fr = rc == 0 ? format_get(ix, txn, &version, &flags) : 0;
+    if (rc == 0 && (fr || version != IDX_FORMAT)) {
+        mdb_txn_abort(txn);
+        idx_close(ix);
+        return err_set(STELE_EVERSION,
+                       "index: format %u, this version of stele writes %u; open the store once "
+                       "to rebuild its index from the log",
+                       fr ? 1u : version, IDX_FORMAT);
     }
+    ix->sec_on = (flags & IDX_F_SEC) != 0;
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "snaps", 0, &ix->snaps);
+    ix->has_snaps = rc == 0;
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "sec", MDB_DUPSORT | MDB_DUPFIXED, &ix->sec);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "time", 0, &ix->time);
     /* Handles opened in a transaction survive only if it commits. */
     if (txn && rc == 0)
         rc = mdb_txn_commit(txn);

@@ -12,6 +12,14 @@
  *   meta     "ckpt"                 -> how far the log has been indexed
  *   snaps    sid:be64 revision:be64 -> a retained snapshot of that stream:
  *                                       where its record is (index_snap.c)
+ *            "format"               -> IDX_FORMAT and the IDX_F_* flags the
+ *                                       index was built with
+ *   sec      kind:u8 name           -> sorted runs of events (position, loc,
+ *                                       count, bytes) under each category,
+ *                                       type, tag, correlation id and actor
+ *                                       (index_sec.c)
+ *   time     created:be64 position:be64 -> nothing; the first position of
+ *                                       every distinct commit time
  *
  * The log is the truth and the index is derived from it: every group commit
  * updates the index in one LMDB write transaction together with the
@@ -28,6 +36,14 @@
 #include <stdint.h>
 
 #define IDX_POS_STRIDE (64u * 1024u)
+
+/* The index's format. An index of another format, or without one, is
+ * dropped at open and rebuilt from the log (the log is the truth).
+ *   1  streams, revs, ids, pos, meta (no "format" entry)
+ *   2  + sec and time (secondary indexes), and the "format" entry */
+#define IDX_FORMAT 2u
+/* format flags: the secondary indexes (sec, time) are maintained. */
+#define IDX_F_SEC 0x1u
 
 /* stream flags */
 #define IDX_DELETED 0x1u
@@ -75,13 +91,18 @@ typedef struct idx_ckpt {
 typedef struct idx {
     MDB_env *env;
     MDB_dbi streams, revs, ids, pos, meta, snaps;
-    int has_snaps; /* 0 only in a read-only open of an index made before snapshots */
+    int has_snaps;      /* snaps is open (always, in an index of this format) */
+    MDB_dbi sec, time;  /* secondary indexes (index_sec.c) */
+    int sec_on;         /* sec and time are maintained (IDX_F_SEC) */
     uint64_t reserved; /* bytes of data.mdb allocated on disk */
 } idx;
 
 /* Open (creating) the index in `dir`/index. `fresh` drops everything first
- * (a rebuild). */
-int idx_open(const char *dir, int fresh, idx **out);
+ * (a rebuild). `sec_on`: maintain the secondary indexes. Everything is
+ * dropped too (and so rebuilt by recovery) when the index has another
+ * format, or was kept without secondary indexes and `sec_on` asks for
+ * them; with `sec_on` = 0 the secondary tables are emptied. */
+int idx_open(const char *dir, int fresh, int sec_on, idx **out);
 void idx_close(idx *ix);
 int idx_sync(idx *ix);
 
@@ -152,8 +173,84 @@ int idx_open_readonly(const char *dir, idx **out);
 /* Entries in one table. */
 int idx_count(idx *ix, MDB_txn *txn, MDB_dbi dbi, uint64_t *n);
 
-/* Empty every table (before a rebuild). */
+/* Empty every table (before a rebuild); the format entry is kept. */
 int idx_drop_all(idx *ix, MDB_txn *txn);
+
+/* ------------------------------------------------ secondary (index_sec.c) */
+
+/* Kinds of secondary index entries (the first byte of a sec key). */
+enum {
+    SEC_CATEGORY = 'c',
+    SEC_TYPE = 't',
+    SEC_TAG = 'g',
+    SEC_CORRELATION = 'r',
+    SEC_ACTOR = 'a',
+};
+
+/* The category of a stream name: the bytes before its first '-', or the
+ * whole name when it has none or starts with '-'. Returns its length. */
+size_t sec_category_len(const char *stream, size_t len);
+
+/*
+ * Index the events of one or more whole commits: `recs` holds their
+ * encoded records (len bytes, the first at log location `loc`; delete and
+ * tombstone records are skipped). Adds each event's sec items (runs made
+ * per commit) and, for the first event's creation time, a time entry if it
+ * is new.
+ * The writer (for the records it is about to write) and recovery (for the
+ * records it replays) both call this, so they cannot index differently.
+ * The records' checksums are not checked again (rec_decode_trusted): pass
+ * only bytes this process encoded or verified. No-op when the secondary
+ * indexes are off.
+ */
+int idx_sec_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64_t loc);
+/* The inverse, for scavenging: delete the sec items of the commits in
+ * `recs` (as they were indexed, at `loc`). To move or thin out a commit,
+ * uncommit its old records, then commit what remains at its new place.
+ * Time entries stay (they remain valid bounds when events disappear). */
+int idx_sec_uncommit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64_t loc);
+
+/* `stele check`: are the sec items of the commits in `recs` (as
+ * idx_sec_commit makes them) in the index, and, if `first_time` (the
+ * first commit created at its time), its time entry? Adds the items found
+ * to *items. 0, or ECORRUPT naming what is missing. */
+int idx_sec_check(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64_t loc,
+                  int first_time, uint64_t *items);
+
+/* The first position whose event was created at or after `t_us`:
+ * 0, or STELE_ENOTFOUND when every event is older. */
+int idx_time_first(idx *ix, MDB_txn *txn, int64_t t_us, uint64_t *pos);
+
+/* A run of events under one key: positions start .. start+count-1, whose
+ * records are adjacent in the log from `loc`, `bytes` long in all. */
+typedef struct idx_run {
+    uint64_t start;
+    uint64_t loc;
+    uint32_t count;
+    uint32_t bytes;
+} idx_run;
+
+#define SEC_ITEM 20               /* bytes of one run item */
+#define SEC_RUN_MAX 4096u         /* events in one run at most */
+#define SEC_RUN_BYTES (1u << 20)  /* bytes of records in one run at most
+                                     (a run of one record may be larger) */
+
+/* A cursor over the runs indexed under one key. */
+typedef struct idx_sec_cursor {
+    MDB_cursor *cur;
+    uint8_t key[1 + 255];
+    size_t klen;
+} idx_sec_cursor;
+
+int idx_sec_open(idx *ix, MDB_txn *txn, int kind, const char *name, size_t len,
+                 idx_sec_cursor *sc);
+void idx_sec_close(idx_sec_cursor *sc);
+/* Forwards: the run holding `pos`, or else the first after it; backwards:
+ * the run holding `pos`, or else the last before it. 0 with *out, or
+ * STELE_ENOTFOUND. */
+int idx_sec_seek(idx_sec_cursor *sc, uint64_t pos, int backwards, idx_run *out);
+/* The next (previous) run after the cursor's. */
+int idx_sec_step(idx_sec_cursor *sc, int backwards, idx_run *out);
 
 /* Map an LMDB return code to a STELE_E* code, setting the message. */
 int idx_err(int mdb_rc, const char *what);

@@ -164,6 +164,10 @@ typedef enum rec_status {
 /* Decode the record at `p` with `avail` bytes available. On REC_OK fills
  * *r. On REC_BAD sets *why to a static reason. Verifies the CRC. */
 rec_status rec_decode(const uint8_t *p, uint64_t avail, rec *r, const char **why);
+/* The same without the CRC check, for bytes this process has just encoded
+ * or already verified (the writer's own group; recovery's replayed
+ * commits): every other check stays. */
+rec_status rec_decode_trusted(const uint8_t *p, uint64_t avail, rec *r, const char **why);
 
 /* Segment header. */
 void seg_header_encode(uint8_t out[SEG_HEADER_SIZE], uint64_t segno, uint64_t first_position,

@@ -1,6 +1,6 @@
 /*
  * store_int.h - what the library's own modules above the backend (src/sub,
- * later src/proj) share with src/store: the store handle and the internal
+ * later src/proj) share with src/store (store.c, query.c, streams.c): the store handle and the internal
  * calls that bypass the public API's rules for users, such as writing
  * system streams; and the argument checks the files of src/store share.
  */

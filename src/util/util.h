@@ -27,6 +27,21 @@ int uuid_is_nil(const uint8_t id[16]);
  * C1); otherwise a static reason and *bad_at = the byte offset. */
 const char *utf8_check_name(const char *s, size_t len, size_t *bad_at);
 
+/* ---- event metadata (meta.c): the correlation id and the actor of an
+ * event, from top-level string members of its JSON metadata, for the
+ * secondary indexes. Field names and precedence are documented in meta.c
+ * and docs/queries.md. A value is used only if it is a valid name (1..255
+ * bytes of UTF-8, no control characters); *_len = 0 when there is none. */
+#define META_NAME_MAX 255
+typedef struct meta_ids {
+    char correlation[META_NAME_MAX + 1];
+    size_t correlation_len;
+    char actor[META_NAME_MAX + 1];
+    size_t actor_len;
+} meta_ids;
+/* 0, or STELE_ENOMEM. Metadata that is not a JSON object yields nothing. */
+int meta_ids_extract(const void *json, size_t len, meta_ids *out);
+
 /* ---- clocks */
 int64_t time_now_us(void);   /* CLOCK_REALTIME, microseconds since epoch */
 uint64_t time_mono_ns(void); /* CLOCK_MONOTONIC, nanoseconds */

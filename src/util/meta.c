@@ -1,0 +1,212 @@
+/*
+ * meta.c - the correlation id and the actor of an event, taken from its
+ * JSON metadata for the secondary indexes (src/index/index_sec.c).
+ *
+ * Only top-level members of a metadata object count, and only string
+ * values. Field names, first match wins in this order:
+ *
+ *   correlation id   "$correlationId", then "correlationId"
+ *   actor            "$actor", then "userId", then "actorId"
+ *
+ * "First match" means the first of these names (in that order) whose value
+ * is a usable string: a JSON string that, once its escapes are decoded, is
+ * a valid name (1..255 bytes of UTF-8 without control characters, the rule
+ * for event types and tags). A field that is present but not usable (a
+ * number, an empty or overlong string) is skipped and the next name is
+ * tried. If a name occurs twice in the object, its first usable occurrence
+ * counts.
+ *
+ * The writer and recovery both index through this function, so its result
+ * must depend on the bytes alone: a metadata value that is not a JSON
+ * object (or not JSON at all, although flagged as JSON) yields nothing,
+ * never an error. The only error is running out of memory for the tokens,
+ * which the caller treats as a storage fault rather than index the event
+ * differently from a later rebuild.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "stele.h"
+#include "util/util.h"
+
+#define JSMN_STATIC
+#define JSMN_STRICT
+#define JSMN_PARENT_LINKS
+#include <jsmn.h>
+
+#define STACK_TOKENS 64
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static int hex4(const char *p, uint32_t *out)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval(p[i]);
+        if (h < 0)
+            return -1;
+        v = (v << 4) | (uint32_t)h;
+    }
+    *out = v;
+    return 0;
+}
+
+/*
+ * Decode the body of a JSON string (between its quotes) into out (cap
+ * bytes). Returns the decoded length, or -1 if it is malformed or does not
+ * fit. The result is not checked for UTF-8 here (the caller does).
+ */
+static long unescape(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        char ch = s[i];
+        if (ch != '\\') {
+            if (o == cap)
+                return -1;
+            out[o++] = ch;
+            i++;
+            continue;
+        }
+        if (i + 1 >= n)
+            return -1;
+        char e = s[i + 1];
+        i += 2;
+        const char *simple = strchr("\"\\/bfnrt", e);
+        if (simple && e) {
+            static const char map[] = "\"\\/\b\f\n\r\t";
+            if (o == cap)
+                return -1;
+            out[o++] = map[simple - "\"\\/bfnrt"];
+            continue;
+        }
+        if (e != 'u' || i + 4 > n)
+            return -1;
+        uint32_t cp;
+        if (hex4(s + i, &cp))
+            return -1;
+        i += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            uint32_t lo;
+            if (i + 6 > n || s[i] != '\\' || s[i + 1] != 'u' || hex4(s + i + 2, &lo) ||
+                lo < 0xDC00 || lo > 0xDFFF)
+                return -1;
+            i += 6;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            return -1;
+        }
+        uint8_t u[4];
+        size_t k;
+        if (cp < 0x80) {
+            u[0] = (uint8_t)cp;
+            k = 1;
+        } else if (cp < 0x800) {
+            u[0] = (uint8_t)(0xC0 | (cp >> 6));
+            u[1] = (uint8_t)(0x80 | (cp & 0x3F));
+            k = 2;
+        } else if (cp < 0x10000) {
+            u[0] = (uint8_t)(0xE0 | (cp >> 12));
+            u[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
+            u[2] = (uint8_t)(0x80 | (cp & 0x3F));
+            k = 3;
+        } else {
+            u[0] = (uint8_t)(0xF0 | (cp >> 18));
+            u[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3F));
+            u[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
+            u[3] = (uint8_t)(0x80 | (cp & 0x3F));
+            k = 4;
+        }
+        if (cap - o < k)
+            return -1;
+        memcpy(out + o, u, k);
+        o += k;
+    }
+    return (long)o;
+}
+
+/* Field names in order of precedence: rank 0 is the best. */
+static const char *const corr_names[] = {"$correlationId", "correlationId"};
+static const char *const actor_names[] = {"$actor", "userId", "actorId"};
+
+static int rank_of(const char *key, size_t n, const char *const *names, int count)
+{
+    for (int i = 0; i < count; i++)
+        if (strlen(names[i]) == n && !memcmp(names[i], key, n))
+            return i;
+    return -1;
+}
+
+int meta_ids_extract(const void *json, size_t len, meta_ids *out)
+{
+    out->correlation_len = 0;
+    out->actor_len = 0;
+    const char *js = json;
+    size_t i0 = 0;
+    while (i0 < len && (js[i0] == ' ' || js[i0] == '\t' || js[i0] == '\n' || js[i0] == '\r'))
+        i0++;
+    if (i0 == len || js[i0] != '{')
+        return 0;
+    jsmntok_t stack_toks[STACK_TOKENS], *toks = stack_toks;
+    jsmn_parser p;
+    jsmn_init(&p);
+    int n = jsmn_parse(&p, js, len, toks, STACK_TOKENS);
+    if (n == JSMN_ERROR_NOMEM) {
+        jsmn_init(&p);
+        int need = jsmn_parse(&p, js, len, NULL, 0);
+        if (need <= 0)
+            return 0;
+        toks = malloc((size_t)need * sizeof *toks);
+        if (!toks)
+            return err_set(STELE_ENOMEM, "out of memory indexing event metadata");
+        jsmn_init(&p);
+        n = jsmn_parse(&p, js, len, toks, (unsigned)need);
+    }
+    int best_corr = 99, best_actor = 99;
+    if (n > 0 && toks[0].type == JSMN_OBJECT) {
+        for (int j = 1; j + 1 < n; j++) {
+            if (toks[j].parent != 0 || toks[j].type != JSMN_STRING)
+                continue;
+            /* A key: decode it (the names we look for are short). */
+            char key[32];
+            long kl = unescape(js + toks[j].start, (size_t)(toks[j].end - toks[j].start), key,
+                               sizeof key);
+            const jsmntok_t *v = &toks[j + 1];
+            if (kl < 0 || v->type != JSMN_STRING)
+                continue;
+            int rc_ = rank_of(key, (size_t)kl, corr_names, 2);
+            int ra = rank_of(key, (size_t)kl, actor_names, 3);
+            char *dst = NULL;
+            size_t *dlen = NULL;
+            int *best = NULL, rank = -1;
+            if (rc_ >= 0 && rc_ < best_corr) {
+                dst = out->correlation, dlen = &out->correlation_len, best = &best_corr, rank = rc_;
+            } else if (ra >= 0 && ra < best_actor) {
+                dst = out->actor, dlen = &out->actor_len, best = &best_actor, rank = ra;
+            }
+            if (!dst)
+                continue;
+            char val[META_NAME_MAX];
+            long vl = unescape(js + v->start, (size_t)(v->end - v->start), val, sizeof val);
+            size_t bad;
+            if (vl <= 0 || utf8_check_name(val, (size_t)vl, &bad))
+                continue;
+            memcpy(dst, val, (size_t)vl);
+            dst[vl] = 0;
+            *dlen = (size_t)vl;
+            *best = rank;
+        }
+    }
+    if (toks != stack_toks)
+        free(toks);
+    return 0;
+}
