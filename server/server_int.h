@@ -226,6 +226,15 @@ int route_streams(conn *c, int method, const char *stream, const char *rest, siz
 void route_admin(conn *c, const char *path, size_t plen);
 /* Stop a running scavenge and join its thread (before the store closes). */
 void admin_shutdown(server *s);
+/* The scavenge thread for other front ends (gRPC Operations). Start one:
+ * 0 with *id the new scavenge's, or the running one's with *running = 1;
+ * else ADMIN_NOMEM, ADMIN_STOPPING (server shutting down) or ADMIN_FAILED
+ * (the thread could not start). Stop the running one if `want` is 0 or its
+ * id: 0 (asked to stop after its segment; *id its id) or ADMIN_NONE (none
+ * runs, or another; *id the last one's, 0 if none). Loop thread only. */
+enum { ADMIN_NOMEM = 1, ADMIN_STOPPING, ADMIN_FAILED, ADMIN_NONE };
+int admin_scavenge_start(server *s, uint64_t *id, int *running);
+int admin_scavenge_stop(server *s, uint64_t want, uint64_t *id);
 
 /* metrics.c */
 void metrics_observe(metrics *m, int is_append, double seconds);
