@@ -1,7 +1,7 @@
 /*
  * grpc.c - the gRPC method table and the small services: ServerFeatures
  * (which methods this server implements), Gossip (a one-node cluster:
- * this node, alive, leader) and Operations.Shutdown. Also what every
+ * this node, alive, leader) and Operations (Shutdown, Start/StopScavenge). Also what every
  * service shares: the status a libstele error becomes (with KurrentDB's
  * `exception` trailers, which the official clients turn into typed errors),
  * appends handed to the store for a call, and the list of subscriptions
@@ -301,6 +301,61 @@ static void operations_shutdown(gcall *call, ProtobufCMessage *msg)
     s->stopping = 1;
 }
 
+/* Scavenges run on routes_admin.c's thread, the one POST /admin/scavenge
+ * starts; the scavenge id is its number there ("1", "2", ...), so the HTTP
+ * GET /admin/scavenge shows the progress of one started over gRPC. */
+static void scavenge_reply(gcall *call, uint64_t id, int result)
+{
+    char sid[24];
+    snprintf(sid, sizeof sid, "%llu", (unsigned long long)id);
+    EventStore__Client__Operations__ScavengeResp resp =
+        EVENT_STORE__CLIENT__OPERATIONS__SCAVENGE_RESP__INIT;
+    resp.scavenge_id = sid;
+    resp.scavenge_result = result;
+    grpc_send(call, &resp.base);
+    grpc_finish(call, GRPC_OK, NULL);
+}
+
+static void operations_start_scavenge(gcall *call, ProtobufCMessage *msg)
+{
+    (void)msg; /* thread_count and start_from_chunk do not apply: one thread, every segment */
+    uint64_t id;
+    int running;
+    int rc = admin_scavenge_start(call->c->srv, &id, &running);
+    if (rc == ADMIN_NOMEM || rc == ADMIN_STOPPING)
+        grpc_finish(call, GRPC_UNAVAILABLE, rc == ADMIN_NOMEM ? "out of memory" : "shutting down");
+    else if (rc)
+        grpc_finish(call, GRPC_INTERNAL, "cannot start the scavenge thread");
+    else
+        scavenge_reply(call, id,
+                       running ? EVENT_STORE__CLIENT__OPERATIONS__SCAVENGE_RESP__SCAVENGE_RESULT__InProgress
+                               : EVENT_STORE__CLIENT__OPERATIONS__SCAVENGE_RESP__SCAVENGE_RESULT__Started);
+}
+
+static void operations_stop_scavenge(gcall *call, ProtobufCMessage *msg)
+{
+    EventStore__Client__Operations__StopScavengeReq *req = (void *)msg;
+    const char *given = req->options && req->options->scavenge_id ? req->options->scavenge_id : "";
+    /* The running scavenge's id, or "" / "current" for whichever runs. */
+    uint64_t want = 0;
+    int bad = 0;
+    if (*given && strcmp(given, "current")) {
+        char *end;
+        want = strtoull(given, &end, 10);
+        bad = *end || want == 0 || given[0] < '0' || given[0] > '9';
+    }
+    uint64_t id;
+    if (bad || admin_scavenge_stop(call->c->srv, want, &id)) {
+        grpc_trailer(call, "exception", "scavenge-not-found");
+        grpc_trailer(call, "scavenge-id", given);
+        char text[160];
+        snprintf(text, sizeof text, "ENOTFOUND: no running scavenge has id \"%.100s\"", given);
+        grpc_finish(call, GRPC_NOT_FOUND, text);
+        return;
+    }
+    scavenge_reply(call, id, EVENT_STORE__CLIENT__OPERATIONS__SCAVENGE_RESP__SCAVENGE_RESULT__Stopped);
+}
+
 /* ------------------------------------------------------------ the table */
 
 static const grpc_method grpc_misc_methods[] = {
@@ -313,6 +368,12 @@ static const grpc_method grpc_misc_methods[] = {
     {.path = "/event_store.client.operations.Operations/Shutdown",
      .req = &event_store__client__empty__descriptor,
      .on_msg = operations_shutdown},
+    {.path = "/event_store.client.operations.Operations/StartScavenge",
+     .req = &event_store__client__operations__start_scavenge_req__descriptor,
+     .on_msg = operations_start_scavenge},
+    {.path = "/event_store.client.operations.Operations/StopScavenge",
+     .req = &event_store__client__operations__stop_scavenge_req__descriptor,
+     .on_msg = operations_stop_scavenge},
 };
 static const size_t grpc_misc_nmethods = sizeof grpc_misc_methods / sizeof grpc_misc_methods[0];
 

@@ -105,7 +105,7 @@ static void send_event(gcall *call, const stele_event *e, int uuid_string)
     rec.id = &uuid;
     rec.stream_identifier = &sid;
     rec.stream_revision = e->revision;
-    rec.prepare_position = rec.commit_position = e->position;
+    rec.prepare_position = rec.commit_position = e->position == STELE_NONE ? 0 : e->position;
     rec.n_metadata = 3;
     rec.metadata = meta;
     rec.custom_metadata.data = (uint8_t *)e->metadata;
@@ -114,8 +114,14 @@ static void send_event(gcall *call, const stele_event *e, int uuid_string)
     rec.data.len = e->data_len;
     ReadEvent re = EVENT_STORE__CLIENT__STREAMS__READ_RESP__READ_EVENT__INIT;
     re.event = &rec;
-    re.position_case = EVENT_STORE__CLIENT__STREAMS__READ_RESP__READ_EVENT__POSITION_COMMIT_POSITION;
-    re.commit_position = e->position;
+    EventStore__Client__Empty none = EVENT_STORE__CLIENT__EMPTY__INIT;
+    if (e->position == STELE_NONE) { /* not in $all (a metastream's event) */
+        re.position_case = EVENT_STORE__CLIENT__STREAMS__READ_RESP__READ_EVENT__POSITION_NO_POSITION;
+        re.no_position = &none;
+    } else {
+        re.position_case = EVENT_STORE__CLIENT__STREAMS__READ_RESP__READ_EVENT__POSITION_COMMIT_POSITION;
+        re.commit_position = e->position;
+    }
     ReadResp r = EVENT_STORE__CLIENT__STREAMS__READ_RESP__INIT;
     r.content_case = EVENT_STORE__CLIENT__STREAMS__READ_RESP__CONTENT_EVENT;
     r.event = &re;
@@ -293,6 +299,56 @@ static int read_page(server *s, read_st *st, size_t limit, stele_page **pg)
     int dir = st->backwards ? STELE_BACKWARDS : STELE_FORWARDS;
     return st->all ? stele_read_all(s->db, st->next, dir, limit, pg)
                    : stele_read_stream(s->db, st->stream, st->next, dir, limit, pg);
+}
+
+/* A read of KurrentDB's metastream `$$S`: S's stream metadata as its one
+ * event, type `$metadata`, JSON with KurrentDB's names, revision = the
+ * metadata's version (earlier versions are not kept; KurrentDB's
+ * metastreams keep one event by default too). Not in $all: no position. */
+static void read_metastream(gcall *call, read_st *st, uint64_t from, int from_end)
+{
+    stele_stream_metadata *md;
+    int rc = stele_get_stream_metadata(call->c->srv->db, st->stream + 2, &md);
+    if (rc == STELE_ENOTFOUND || (!rc && md->version == STELE_NONE)) {
+        if (!rc)
+            stele_free(md);
+        send_stream_not_found(call, st->stream);
+        grpc_finish(call, GRPC_OK, NULL);
+        return;
+    }
+    if (rc) {
+        grpc_fail_stele(call, rc, stele_errmsg(), st->stream);
+        return;
+    }
+    uint64_t v = md->version;
+    if (st->backwards ? from_end || from >= v : from <= v) {
+        buf data = {0};
+        stream_metadata_write(&data, md, 1);
+        stele_event e = {0};
+        /* A stable id per (stream, version): FNV-1a of the name, then the version. */
+        uint64_t h = 1469598103934665603ull;
+        for (const char *p = st->stream; *p; p++)
+            h = (h ^ (uint8_t)*p) * 1099511628211ull;
+        stbe64(e.id, h);
+        stbe64(e.id + 8, v);
+        e.id[6] = (uint8_t)((e.id[6] & 0x0f) | 0x40);
+        e.id[8] = (uint8_t)((e.id[8] & 0x3f) | 0x80);
+        e.stream = st->stream;
+        e.stream_len = strlen(st->stream);
+        e.type = "$metadata";
+        e.type_len = 9;
+        e.data = data.p;
+        e.data_len = data.len;
+        e.flags = STELE_EVENT_JSON;
+        e.created_us = time_now_us();
+        e.revision = v;
+        e.position = STELE_NONE;
+        send_event(call, &e, st->uuid_string);
+        buf_free(&data);
+        call->c->srv->m.read_events++;
+    }
+    stele_free(md);
+    grpc_finish(call, GRPC_OK, NULL);
 }
 
 /* Reads: send events while the queue is short; fetch pages as needed. */
@@ -543,6 +599,10 @@ void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
     st->next = from;
     if (st->remaining == 0) {
         grpc_finish(call, GRPC_OK, NULL);
+        return;
+    }
+    if (!st->all && !strncmp(st->stream, "$$", 2)) {
+        read_metastream(call, st, from, from_end);
         return;
     }
     produce_read(call, st);

@@ -161,6 +161,39 @@ static void fail_too_big(gcall *call, const char *stream)
     grpc_fail_stele(call, STELE_ETOOBIG, msg, stream);
 }
 
+/* ------------------------------------------------------------ metastreams */
+
+/* KurrentDB's metastream `$$S`: an append of one `$metadata` event (JSON
+ * with $maxAge, $maxCount, $tb, custom fields) sets S's stream metadata;
+ * the expected revision is the metadata's version. 0 with *version the new
+ * version, or a libstele error with `why` (EWRONGREV: *version the current
+ * one, STELE_NONE if none). */
+static int is_metastream(const char *stream) { return !strncmp(stream, "$$", 2); }
+
+static int meta_append(server *s, const char *metastream, int64_t expected,
+                       const stele_event_in *evs, size_t n, uint64_t *version, char *why,
+                       size_t whylen)
+{
+    *version = STELE_NONE;
+    if (n != 1 || strcmp(evs[0].type, "$metadata") || !(evs[0].flags & STELE_EVENT_JSON)) {
+        snprintf(why, whylen,
+                 "a metastream ($$stream) takes one event of type $metadata with JSON data");
+        return STELE_EINVAL;
+    }
+    stele_stream_metadata md;
+    buf custom = {0};
+    const char *code;
+    if (stream_metadata_parse(evs[0].data, evs[0].data_len, 1, &md, &custom, &code, why, whylen)) {
+        buf_free(&custom);
+        return strcmp(code, "INTERNAL") ? STELE_EINVAL : STELE_ENOMEM;
+    }
+    int rc = stele_set_stream_metadata(s->db, metastream + 2, &md, expected, version);
+    if (rc)
+        snprintf(why, whylen, "%s", stele_errmsg());
+    buf_free(&custom);
+    return rc;
+}
+
 /* ------------------------------------------------------------ Append */
 
 typedef struct append_st {
@@ -427,6 +460,22 @@ static void append_end(gcall *call)
             return;
         }
     }
+    if (is_metastream(st->stream)) {
+        char why[512];
+        uint64_t version;
+        int rc = meta_append(s, st->stream, st->expected, evs, st->n, &version, why, sizeof why);
+        free(evs);
+        free(ids);
+        free(op);
+        append_free_msgs(st);
+        if (rc == 0)
+            send_append_success(call, version, STELE_NONE);
+        else if (rc == STELE_EWRONGREV)
+            send_wrong_expected(call, st->expected_case, st->expected_rev, version);
+        else
+            grpc_fail_stele(call, rc, why, st->stream);
+        return;
+    }
     op->base.done = append_done;
     snprintf(op->stream, sizeof op->stream, "%s", st->stream);
     op->expected_case = st->expected_case;
@@ -555,10 +604,16 @@ static void batch_respond(gcall *call, const uint8_t corr[16], int corr_structur
         ok.current_revision_option_case =
             EVENT_STORE__CLIENT__STREAMS__BATCH_APPEND_RESP__SUCCESS__CURRENT_REVISION_OPTION_CURRENT_REVISION;
         ok.current_revision = res->last_revision;
-        pos.commit_position = pos.prepare_position = res->last_position;
-        ok.position_option_case =
-            EVENT_STORE__CLIENT__STREAMS__BATCH_APPEND_RESP__SUCCESS__POSITION_OPTION_POSITION;
-        ok.position = &pos;
+        if (res->last_position == STELE_NONE) { /* a metastream's: not in $all */
+            ok.position_option_case =
+                EVENT_STORE__CLIENT__STREAMS__BATCH_APPEND_RESP__SUCCESS__POSITION_OPTION_NO_POSITION;
+            ok.no_position = &e;
+        } else {
+            pos.commit_position = pos.prepare_position = res->last_position;
+            ok.position_option_case =
+                EVENT_STORE__CLIENT__STREAMS__BATCH_APPEND_RESP__SUCCESS__POSITION_OPTION_POSITION;
+            ok.position = &pos;
+        }
         r.result_case = EVENT_STORE__CLIENT__STREAMS__BATCH_APPEND_RESP__RESULT_SUCCESS;
         r.success = &ok;
     }
@@ -733,6 +788,23 @@ static void batch_submit(gcall *call, batch *b)
                 return;
             }
         }
+    }
+    if (is_metastream(b->stream)) {
+        char why[512];
+        uint64_t version;
+        int rc = meta_append(s, b->stream, b->expected, evs, b->nevents, &version, why, sizeof why);
+        free(evs);
+        free(ids);
+        free(op);
+        if (rc == 0) {
+            stele_append_result res = {.last_revision = version, .last_position = STELE_NONE};
+            batch_respond(call, b->corr, b->corr_structured, b->stream, b->expected_case,
+                          b->expected_rev, &res, NULL);
+        } else {
+            batch_fail(call, b->corr, b->corr_structured, b->stream, b->expected_case,
+                       b->expected_rev, rc, why, version);
+        }
+        return;
     }
     op->base.done = batch_done;
     memcpy(op->corr, b->corr, 16);

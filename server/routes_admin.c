@@ -159,22 +159,20 @@ static void fail(conn *c, int status, const char *code, const char *msg)
     conn_request_done(c);
 }
 
-static void scavenge_start(conn *c)
+int admin_scavenge_start(server *s, uint64_t *id, int *running)
 {
-    struct admin *a = admin_get(c->srv);
-    if (!a) {
-        fail(c, 503, "UNAVAILABLE", "out of memory");
-        return;
-    }
-    if (c->srv->stopping) {
-        fail(c, 503, "UNAVAILABLE", "shutting down");
-        return;
-    }
+    *running = 0;
+    struct admin *a = admin_get(s);
+    if (!a)
+        return ADMIN_NOMEM;
+    if (s->stopping)
+        return ADMIN_STOPPING;
     pthread_mutex_lock(&a->mu);
     if (a->state == SCAV_RUNNING) {
+        *id = a->id;
+        *running = 1;
         pthread_mutex_unlock(&a->mu);
-        respond_status(c, 200);
-        return;
+        return 0;
     }
     if (a->joinable) {
         pthread_join(a->thread, NULL); /* finished: it only set its state */
@@ -197,10 +195,41 @@ static void scavenge_start(conn *c)
         a->joinable = 1;
     }
     int failed = a->state == SCAV_FAILED;
+    *id = a->id;
     pthread_mutex_unlock(&a->mu);
-    server_log(c->srv, 1, "msg=\"scavenge %s\" id=%llu", failed ? "failed to start" : "started",
-               (unsigned long long)a->id);
-    respond_status(c, failed ? 500 : 202);
+    server_log(s, 1, "msg=\"scavenge %s\" id=%llu", failed ? "failed to start" : "started",
+               (unsigned long long)*id);
+    return failed ? ADMIN_FAILED : 0;
+}
+
+int admin_scavenge_stop(server *s, uint64_t want, uint64_t *id)
+{
+    struct admin *a = s->admin;
+    *id = 0;
+    if (!a)
+        return ADMIN_NONE;
+    pthread_mutex_lock(&a->mu);
+    int state = a->state;
+    *id = a->id;
+    pthread_mutex_unlock(&a->mu);
+    if (state != SCAV_RUNNING || (want && want != *id))
+        return ADMIN_NONE;
+    atomic_store(&a->stop, 1);
+    server_log(s, 1, "msg=\"scavenge stop requested\" id=%llu", (unsigned long long)*id);
+    return 0;
+}
+
+static void scavenge_start(conn *c)
+{
+    uint64_t id;
+    int running;
+    int rc = admin_scavenge_start(c->srv, &id, &running);
+    if (rc == ADMIN_NOMEM)
+        fail(c, 503, "UNAVAILABLE", "out of memory");
+    else if (rc == ADMIN_STOPPING)
+        fail(c, 503, "UNAVAILABLE", "shutting down");
+    else
+        respond_status(c, rc ? 500 : running ? 200 : 202);
 }
 
 void route_admin(conn *c, const char *path, size_t plen)
@@ -238,12 +267,11 @@ void route_admin(conn *c, const char *path, size_t plen)
             respond_status(c, 200);
         return;
     }
-    if (state != SCAV_RUNNING) {
+    uint64_t id;
+    if (admin_scavenge_stop(c->srv, 0, &id)) {
         fail(c, 404, "NOT_FOUND", "no scavenge is running");
         return;
     }
-    atomic_store(&a->stop, 1);
-    server_log(c->srv, 1, "msg=\"scavenge stop requested\" id=%llu", (unsigned long long)a->id);
     respond_status(c, 202);
 }
 

@@ -104,21 +104,24 @@ static size_t skip_value(const char *s, size_t len, size_t i)
  * Returns 0, or -1 after answering 400 (INVALID_JSON with the byte offset,
  * or INVALID_ARGUMENT when it is JSON but not an object / too many members).
  */
-static int parse_object(conn *c, const char *body, size_t len, member **out, size_t *n)
+/* The top-level members of the JSON object `body`: 0, or -1 with the
+ * error code (INVALID_JSON, INVALID_ARGUMENT, INTERNAL) and message. */
+static int parse_members(const char *body, size_t len, member **out, size_t *n,
+                         const char **code, char *msg, size_t msglen)
 {
     size_t at;
     const char *why;
-    char msg[256];
     *out = NULL;
     *n = 0;
     if (json_validate(body, len, &at, &why)) {
-        snprintf(msg, sizeof msg, "invalid JSON at byte %zu: %s", at, why);
-        bad(c, "INVALID_JSON", msg);
+        snprintf(msg, msglen, "invalid JSON at byte %zu: %s", at, why);
+        *code = "INVALID_JSON";
         return -1;
     }
     size_t i = skip_ws(body, len, 0);
     if (body[i] != '{') {
-        bad(c, "INVALID_ARGUMENT", "the body must be a JSON object");
+        *code = "INVALID_ARGUMENT";
+        snprintf(msg, msglen, "the body must be a JSON object");
         return -1;
     }
     member *ms = NULL;
@@ -127,16 +130,16 @@ static int parse_object(conn *c, const char *body, size_t len, member **out, siz
     while (i < len && body[i] == '"') {
         if (cnt == MAX_MEMBERS) {
             free(ms);
-            snprintf(msg, sizeof msg, "the body has more than %d members", MAX_MEMBERS);
-            bad(c, "INVALID_ARGUMENT", msg);
+            snprintf(msg, msglen, "the body has more than %d members", MAX_MEMBERS);
+            *code = "INVALID_ARGUMENT";
             return -1;
         }
         if (cnt % 64 == 0) {
             member *nm = realloc(ms, (cnt + 64) * sizeof *nm);
             if (!nm) {
                 free(ms);
-                http_error(c, 500, "INTERNAL", "out of memory");
-                conn_request_done(c);
+                snprintf(msg, msglen, "out of memory");
+                *code = "INTERNAL";
                 return -1;
             }
             ms = nm;
@@ -157,6 +160,21 @@ static int parse_object(conn *c, const char *body, size_t len, member **out, siz
     *out = ms;
     *n = cnt;
     return 0;
+}
+
+static int parse_object(conn *c, const char *body, size_t len, member **out, size_t *n)
+{
+    const char *code;
+    char msg[256];
+    if (!parse_members(body, len, out, n, &code, msg, sizeof msg))
+        return 0;
+    if (!strcmp(code, "INTERNAL")) {
+        http_error(c, 500, code, msg);
+        conn_request_done(c);
+    } else {
+        bad(c, code, msg);
+    }
+    return -1;
 }
 
 static int key_is(const member *m, const char *name)
@@ -230,25 +248,23 @@ static void w_num_or_null(buf *b, uint64_t v)
 
 /* ------------------------------------------------------------ metadata */
 
-/* {"stream":..,"version":..,"metadata":{reserved fields, custom members}} */
-static void w_metadata(buf *b, const char *stream, const stele_stream_metadata *md)
+void stream_metadata_write(buf *b, const stele_stream_metadata *md, int kurrent)
 {
     char t[64];
     int first = 1;
-    buf_append(b, "{\"stream\":", 10);
-    json_w_str(b, stream, strlen(stream));
-    buf_append(b, ",\"version\":", 11);
-    w_num_or_null(b, md->version);
-    buf_append(b, ",\"metadata\":{", 13);
-#define FIELD(name)                                                                    \
+    buf_append(b, "{", 1);
+#define FIELD(name, kname)                                                             \
     do {                                                                               \
         if (!first)                                                                    \
             buf_append(b, ",", 1);                                                     \
         first = 0;                                                                     \
-        buf_append(b, "\"" name "\":", sizeof(name) + 2);                               \
+        if (kurrent)                                                                   \
+            buf_append(b, "\"" kname "\":", sizeof(kname) + 2);                         \
+        else                                                                           \
+            buf_append(b, "\"" name "\":", sizeof(name) + 2);                           \
     } while (0)
     if (md->max_age_us) {
-        FIELD("maxAge");
+        FIELD("maxAge", "$maxAge");
         int n = md->max_age_us % 1000000
                     ? snprintf(t, sizeof t, "%llu.%06llu",
                                (unsigned long long)(md->max_age_us / 1000000),
@@ -259,15 +275,15 @@ static void w_metadata(buf *b, const char *stream, const stele_stream_metadata *
         buf_append(b, t, (size_t)n);
     }
     if (md->max_count) {
-        FIELD("maxCount");
+        FIELD("maxCount", "$maxCount");
         json_w_u64(b, md->max_count);
     }
     if (md->truncate_before) {
-        FIELD("truncateBefore");
+        FIELD("truncateBefore", "$tb");
         json_w_u64(b, md->truncate_before);
     }
     if (md->max_snapshots) {
-        FIELD("maxSnapshots");
+        FIELD("maxSnapshots", "maxSnapshots");
         json_w_u64(b, md->max_snapshots);
     }
 #undef FIELD
@@ -293,7 +309,19 @@ static void w_metadata(buf *b, const char *stream, const stele_stream_metadata *
             }
         }
     }
-    buf_append(b, "}}", 2);
+    buf_append(b, "}", 1);
+}
+
+/* {"stream":..,"version":..,"metadata":{reserved fields, custom members}} */
+static void w_metadata(buf *b, const char *stream, const stele_stream_metadata *md)
+{
+    buf_append(b, "{\"stream\":", 10);
+    json_w_str(b, stream, strlen(stream));
+    buf_append(b, ",\"version\":", 11);
+    w_num_or_null(b, md->version);
+    buf_append(b, ",\"metadata\":", 12);
+    stream_metadata_write(b, md, 0);
+    buf_append(b, "}", 1);
 }
 
 static void get_metadata(conn *c, const char *stream)
@@ -329,22 +357,14 @@ static int parse_version(const char *s, int64_t *out)
     return 0;
 }
 
-static void put_metadata(conn *c, const char *stream, const char *q, size_t qlen)
+int stream_metadata_parse(const char *json, size_t len, int kurrent, stele_stream_metadata *md,
+                          buf *custom, const char **code, char *msg, size_t msglen)
 {
-    char v[64], msg[512];
-    int64_t expected = STELE_ANY;
-    int r = query_get(q, qlen, "expectedVersion", v, sizeof v);
-    if (r < 0 || (r > 0 && parse_version(v, &expected))) {
-        bad(c, "INVALID_ARGUMENT", "expectedVersion must be any, none, exists or a version number");
-        return;
-    }
-    request *rq = &c->req;
     member *ms;
     size_t n;
-    if (parse_object(c, (const char *)rq->body.p, rq->body.len, &ms, &n))
-        return;
-    stele_stream_metadata md = {0};
-    buf custom = {0};
+    memset(md, 0, sizeof *md);
+    if (parse_members(json, len, &ms, &n, code, msg, msglen))
+        return -1;
     static const struct {
         const char *name, *alias;
     } reserved[] = {{"maxAge", "$maxAge"},
@@ -359,15 +379,17 @@ static void put_metadata(conn *c, const char *stream, const char *q, size_t qlen
         for (int j = 0; j < 4; j++)
             if (key_is(m, reserved[j].name) || (reserved[j].alias && key_is(m, reserved[j].alias)))
                 k = j;
+        if (k < 0 && kurrent && (key_is(m, "$acl") || key_is(m, "$cacheControl")))
+            continue; /* no ACLs, no HTTP caching: dropped (docs/kurrentdb-compatibility.md) */
         if (k < 0) {
-            buf_append(&custom, custom.len ? "," : "{", 1);
-            buf_append(&custom, m->key - 1, m->key_len + 2);
-            buf_append(&custom, ":", 1);
-            buf_append(&custom, m->val, m->val_len);
+            buf_append(custom, custom->len ? "," : "{", 1);
+            buf_append(custom, m->key - 1, m->key_len + 2);
+            buf_append(custom, ":", 1);
+            buf_append(custom, m->val, m->val_len);
             continue;
         }
         if (seen[k]++) {
-            snprintf(msg, sizeof msg, "%s is given twice", reserved[k].name);
+            snprintf(msg, msglen, "%s is given twice", reserved[k].name);
             err = msg;
             break;
         }
@@ -376,38 +398,66 @@ static void put_metadata(conn *c, const char *stream, const char *q, size_t qlen
         uint64_t x = 0;
         switch (k) {
         case 0:
-            if (val_seconds_us(m, &md.max_age_us))
+            if (val_seconds_us(m, &md->max_age_us))
                 err = "maxAge must be a number of seconds above 0 (at most 6 decimals), or null";
             break;
         case 1:
-            if (val_u64(m, INT64_MAX, &md.max_count) || !md.max_count)
+            if (val_u64(m, INT64_MAX, &md->max_count) || !md->max_count)
                 err = "maxCount must be an integer from 1 to 9223372036854775807, or null";
             break;
         case 2:
-            if (val_u64(m, INT64_MAX, &md.truncate_before))
+            if (val_u64(m, INT64_MAX, &md->truncate_before))
                 err = "truncateBefore must be a revision (an integer from 0 to "
                       "9223372036854775807), or null";
             break;
         default:
             if (val_u64(m, STELE_MAX_SNAPSHOTS_LIMIT, &x) || !x) {
-                snprintf(msg, sizeof msg, "maxSnapshots must be an integer from 1 to %u, or null",
+                snprintf(msg, msglen, "maxSnapshots must be an integer from 1 to %u, or null",
                          STELE_MAX_SNAPSHOTS_LIMIT);
                 err = msg;
             }
-            md.max_snapshots = (uint32_t)x;
+            md->max_snapshots = (uint32_t)x;
             break;
         }
     }
     free(ms);
     if (err) {
-        buf_free(&custom);
-        bad(c, "INVALID_ARGUMENT", err);
+        if (err != msg)
+            snprintf(msg, msglen, "%s", err);
+        *code = "INVALID_ARGUMENT";
+        return -1;
+    }
+    if (custom->len) {
+        buf_append(custom, "}", 1);
+        md->custom = (const char *)custom->p;
+        md->custom_len = custom->len;
+    }
+    return 0;
+}
+
+static void put_metadata(conn *c, const char *stream, const char *q, size_t qlen)
+{
+    char v[64], msg[512];
+    int64_t expected = STELE_ANY;
+    int r = query_get(q, qlen, "expectedVersion", v, sizeof v);
+    if (r < 0 || (r > 0 && parse_version(v, &expected))) {
+        bad(c, "INVALID_ARGUMENT", "expectedVersion must be any, none, exists or a version number");
         return;
     }
-    if (custom.len) {
-        buf_append(&custom, "}", 1);
-        md.custom = (const char *)custom.p;
-        md.custom_len = custom.len;
+    request *rq = &c->req;
+    stele_stream_metadata md;
+    buf custom = {0};
+    const char *code;
+    if (stream_metadata_parse((const char *)rq->body.p, rq->body.len, 0, &md, &custom, &code, msg,
+                              sizeof msg)) {
+        buf_free(&custom);
+        if (!strcmp(code, "INTERNAL")) {
+            http_error(c, 500, code, msg);
+            conn_request_done(c);
+        } else {
+            bad(c, code, msg);
+        }
+        return;
     }
     uint64_t version;
     int rc = stele_set_stream_metadata(c->srv->db, stream, &md, expected, &version);

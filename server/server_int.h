@@ -253,11 +253,33 @@ void groups_conn_gone(conn *c);      /* conn_close of a waiting pull */
 int route_streams(conn *c, int method, const char *stream, const char *rest, size_t rest_len,
                   const char *q, size_t qlen);
 
+/* Stream metadata as JSON, shared by PUT/GET /streams/{s}/metadata and
+ * KurrentDB's `$$stream` metastreams over gRPC. Parse the object `json`
+ * (maxAge, maxCount, truncateBefore, maxSnapshots or KurrentDB's $maxAge,
+ * $maxCount, $tb; other members are custom fields, gathered in *custom,
+ * which md->custom points into: buf_free it after use). `kurrent`: drop
+ * KurrentDB's $acl and $cacheControl. 0, or -1 with the error code
+ * (INVALID_JSON, INVALID_ARGUMENT, INTERNAL) and message. */
+int stream_metadata_parse(const char *json, size_t len, int kurrent, stele_stream_metadata *md,
+                          buf *custom, const char **code, char *msg, size_t msglen);
+/* Write md's fields and custom members as one JSON object; `kurrent`: with
+ * KurrentDB's names ($maxAge, $maxCount, $tb). */
+void stream_metadata_write(buf *b, const stele_stream_metadata *md, int kurrent);
+
 /* routes_admin.c */
 /* A request under /admin/. */
 void route_admin(conn *c, const char *path, size_t plen);
 /* Stop a running scavenge and join its thread (before the store closes). */
 void admin_shutdown(server *s);
+/* The scavenge thread for other front ends (gRPC Operations). Start one:
+ * 0 with *id the new scavenge's, or the running one's with *running = 1;
+ * else ADMIN_NOMEM, ADMIN_STOPPING (server shutting down) or ADMIN_FAILED
+ * (the thread could not start). Stop the running one if `want` is 0 or its
+ * id: 0 (asked to stop after its segment; *id its id) or ADMIN_NONE (none
+ * runs, or another; *id the last one's, 0 if none). Loop thread only. */
+enum { ADMIN_NOMEM = 1, ADMIN_STOPPING, ADMIN_FAILED, ADMIN_NONE };
+int admin_scavenge_start(server *s, uint64_t *id, int *running);
+int admin_scavenge_stop(server *s, uint64_t want, uint64_t *id);
 
 /* metrics.c */
 void metrics_observe(metrics *m, int is_append, double seconds);

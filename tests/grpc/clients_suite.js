@@ -189,6 +189,53 @@ for (const C of CLIENTS) {
       assert.ok(first.created instanceof Date && Math.abs(first.created - Date.now()) < 60000);
     });
 
+    // ------------------------------------------------------ stream metadata
+
+    for (const mode of ["BatchAppend", "Append"]) {
+      const extra = mode === "Append" ? { credentials: { username: "admin", password: "changeit" } } : {};
+      it(`${mode}: setStreamMetadata / getStreamMetadata through $$stream; maxCount applies to readStream`, async () => {
+        const s = uniq("md");
+        // No metadata yet: the client reports none.
+        const none = await client.getStreamMetadata(s, extra);
+        assert.equal(none.metadata, undefined);
+        await client.appendToStream(s, Array.from({ length: 5 }, (_, i) => jsonEvent({ type: "E", data: { i } })), extra);
+        // Version 0; acl and cacheControl are accepted and dropped, custom fields kept.
+        const r1 = await client.setStreamMetadata(
+          s,
+          { maxCount: 2, maxAge: 3600, acl: { readRoles: ["$all"] }, cacheControl: 5, owner: "team-a", n: [1, 2] },
+          { ...extra, ...C.expectOpt(NO_STREAM) },
+        );
+        assert.equal(r1.success, true);
+        assert.equal(r1.nextExpectedRevision, 0n);
+        const g1 = await client.getStreamMetadata(s, extra);
+        assert.deepEqual(g1.metadata, { maxAge: 3600, maxCount: 2, owner: "team-a", n: [1, 2] });
+        const revs = async (opts) => (await collect(client.readStream(s, { ...extra, ...opts }))).map((x) => Number(x.event.revision));
+        assert.deepEqual(await revs({}), [3, 4]);
+        assert.deepEqual(await revs({ direction: BACKWARDS, fromRevision: END }), [4, 3]);
+        // The metastream read by hand: one $metadata event at revision = version.
+        const ev = (await collect(client.readStream(`$$${s}`, { ...extra, direction: BACKWARDS, fromRevision: END, maxCount: 1 })))[0].event;
+        assert.equal(ev.type, "$metadata");
+        assert.equal(ev.revision, 0n);
+        assert.equal(ev.streamId, `$$${s}`);
+        assert.deepEqual(ev.data, { $maxAge: 3600, $maxCount: 2, owner: "team-a", n: [1, 2] });
+        // The expected revision is the metadata's version.
+        await assert.rejects(client.setStreamMetadata(s, { maxCount: 1 }, { ...extra, ...C.expectOpt(NO_STREAM) }), (e) => {
+          assert.equal(e.constructor.name, "WrongExpectedVersionError");
+          assert.equal(C.wev(e).actual, 0n);
+          return true;
+        });
+        const r2 = await client.setStreamMetadata(s, { truncateBefore: 1 }, { ...extra, ...C.expectOpt(0n) });
+        assert.equal(r2.nextExpectedRevision, 1n);
+        assert.deepEqual((await client.getStreamMetadata(s, extra)).metadata, { truncateBefore: 1 });
+        assert.deepEqual(await revs({}), [1, 2, 3, 4]);
+        // Bad metadata is refused and changes nothing.
+        await assert.rejects(client.setStreamMetadata(s, { maxCount: -1 }, extra));
+        await assert.rejects(client.appendToStream(`$$${s}`, jsonEvent({ type: "other", data: {} }), extra));
+        assert.deepEqual((await client.getStreamMetadata(s, extra)).metadata, { truncateBefore: 1 });
+        assert.deepEqual(await revs({}), [1, 2, 3, 4]);
+      });
+    }
+
     it("a missing stream is StreamNotFoundError", async () => {
       const s = uniq("missing");
       await assert.rejects(collect(client.readStream(s)), (e) => {

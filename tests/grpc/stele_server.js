@@ -140,6 +140,7 @@ function protocol(which = "kurrent") {
     featuresGrpc: f("serverfeatures_grpc_pb", "serverfeatures_grpc_pb"),
     gossip: f("gossip_pb", "gossip_pb"),
     gossipGrpc: f("gossip_grpc_pb", "gossip_grpc_pb"),
+    operations: f("operations_pb", "operations_pb"),
     operationsGrpc: f("operations_grpc_pb", "operations_grpc_pb"),
     persistentGrpc: f("persistentsubscriptions_grpc_pb", "persistent_grpc_pb"),
   };

@@ -72,6 +72,8 @@ describe("gRPC wire", () => {
       [
         "event_store.client.gossip.gossip/read",
         "event_store.client.operations.operations/shutdown",
+        "event_store.client.operations.operations/startscavenge",
+        "event_store.client.operations.operations/stopscavenge",
         "event_store.client.server_features.serverfeatures/getsupportedmethods",
         "event_store.client.streams.streams/append",
         "event_store.client.streams.streams/batchappend",
@@ -227,6 +229,80 @@ describe("gRPC wire", () => {
     assert.deepEqual(h.json.events.map((e) => e.type), ["G", "H"]);
     const g = await collect(client.readStream(s));
     assert.deepEqual(g.map((e) => e.event.type), ["G", "H"]);
+  });
+
+  it("Operations.StartScavenge / StopScavenge run the server's scavenge (the one /admin/scavenge shows)", async () => {
+    const O = P.operations;
+    const start = async () => {
+      const req = new O.StartScavengeReq();
+      req.setOptions(new O.StartScavengeReq.Options());
+      const { err, bytes } = await rawUnary("/event_store.client.operations.Operations/StartScavenge", Buffer.from(req.serializeBinary()));
+      assert.equal(err, null);
+      return O.ScavengeResp.deserializeBinary(bytes);
+    };
+    const stop = async (id) => {
+      const req = new O.StopScavengeReq();
+      const opts = new O.StopScavengeReq.Options();
+      opts.setScavengeId(id);
+      req.setOptions(opts);
+      const r = await rawUnary("/event_store.client.operations.Operations/StopScavenge", Buffer.from(req.serializeBinary()));
+      return { err: r.err, resp: r.bytes && O.ScavengeResp.deserializeBinary(r.bytes) };
+    };
+    const status = async () => {
+      const r = await srv.request("GET", "/admin/scavenge");
+      assert.equal(r.status, 200);
+      return r.json.scavenge;
+    };
+    const finished = async () => {
+      for (;;) {
+        const st = await status();
+        if (st.status !== "running") return st;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    // Something to scavenge: a deleted stream.
+    const s = `scav-${randomUUID()}`;
+    await client.appendToStream(s, kurrent.jsonEvent({ type: "A", data: { x: 1 } }));
+    await client.deleteStream(s);
+
+    const first = await start();
+    assert.equal(first.getScavengeResult(), O.ScavengeResp.ScavengeResult.STARTED);
+    const id = first.getScavengeId();
+    assert.match(id, /^[1-9][0-9]*$/);
+    // A second start while it runs reports that one; once it is done, a new one.
+    const again = await start();
+    if (again.getScavengeResult() === O.ScavengeResp.ScavengeResult.INPROGRESS) assert.equal(again.getScavengeId(), id);
+    else {
+      assert.equal(again.getScavengeResult(), O.ScavengeResp.ScavengeResult.STARTED);
+      assert.equal(again.getScavengeId(), String(Number(id) + 1));
+    }
+    const done = await finished();
+    assert.equal(String(done.id), again.getScavengeId());
+    assert.equal(done.status, "done");
+
+    // Stopping a scavenge that is not running: KurrentDB's scavenge-not-found.
+    for (const bad of [again.getScavengeId(), "nope", "", "0", "999"]) {
+      const { err } = await stop(bad);
+      assert.ok(err, `stop ${JSON.stringify(bad)} fails`);
+      assert.equal(err.code, grpc.status.NOT_FOUND);
+      assert.equal(err.metadata.get("exception")[0], "scavenge-not-found");
+      assert.equal(err.metadata.get("scavenge-id")[0] ?? "", bad);
+    }
+    // Start and stop at once: Stopped (or not found if it already finished).
+    const third = await start();
+    assert.equal(third.getScavengeResult(), O.ScavengeResp.ScavengeResult.STARTED);
+    const { err, resp } = await stop(third.getScavengeId());
+    const end = await finished();
+    assert.equal(String(end.id), third.getScavengeId());
+    if (err) {
+      assert.equal(err.code, grpc.status.NOT_FOUND);
+      assert.equal(end.status, "done");
+    } else {
+      assert.equal(resp.getScavengeResult(), O.ScavengeResp.ScavengeResult.STOPPED);
+      assert.equal(resp.getScavengeId(), third.getScavengeId());
+      assert.ok(end.status === "stopped" || end.status === "done", end.status);
+    }
+    await stillServes();
   });
 
   it("Operations.Shutdown stops the server cleanly", async () => {
