@@ -13,7 +13,11 @@
  *  - restart (close/open, and SIGKILL of a child) resumes from the last
  *    checkpoint: nothing is missed;
  *  - a filter that matches little still moves the checkpoint;
- *  - bad inputs fail with precise errors and write nothing.
+ *  - bad inputs fail with precise errors and write nothing;
+ *  - stream metadata: the checkpoint stream reads as its last event only
+ *    (maxCount 1); truncating parked messages (and finishing a replay)
+ *    hides them from plain reads of the parked stream (truncateBefore); a
+ *    scavenge then reclaims them and the group works on after a reopen.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -968,6 +972,164 @@ static void section(const char *name)
     t0 = now;
 }
 
+/* Events a plain stream read returns from revision 0 (0 if none). */
+static size_t plain_count(stele_db *db, const char *stream, uint64_t *first)
+{
+    stele_page *pg = NULL;
+    int rc = stele_read_stream(db, stream, 0, STELE_FORWARDS, 1000, &pg);
+    if (rc == STELE_ENOTFOUND)
+        return 0;
+    CHECK_OK(rc);
+    size_t n = pg ? stele_page_count(pg) : 0;
+    if (n && first)
+        *first = stele_page_event(pg, 0)->revision;
+    stele_page_free(pg);
+    return n;
+}
+
+static uint64_t last_revision(stele_db *db, const char *stream)
+{
+    stele_page *pg = NULL;
+    CHECK_OK(stele_read_stream(db, stream, STELE_END, STELE_BACKWARDS, 1, &pg));
+    uint64_t r = pg && stele_page_count(pg) ? stele_page_event(pg, 0)->revision : STELE_NONE;
+    stele_page_free(pg);
+    return r;
+}
+
+static void test_metadata(void)
+{
+    const char *dir = t_tmpdir("groups-meta");
+    stele_options o = {.segment_size = 64 << 10};
+    stele_db *db;
+    CHECK_OK(stele_open(dir, &o, &db));
+    const char *ck = "$persistentsubscription-Meta-1::m-checkpoint";
+    const char *pk = "$persistentsubscription-Meta-1::m-parked";
+    append_n(db, "Meta-1", 40, "Happened");
+    stele_group_settings gs;
+    stele_group_settings_init(&gs);
+    gs.checkpoint_max_count = 1;
+    gs.checkpoint_min_count = 1;
+    gs.checkpoint_after_ms = 0;
+    CHECK_OK(stele_group_create(db, "Meta-1", "m", &gs));
+    stele_consumer *c;
+    CHECK_OK(stele_group_connect(db, "Meta-1", "m", "w", &c));
+    /* Ack one at a time, waiting for each checkpoint: many checkpoint
+     * events; park 5 of them. */
+    int parked = 0;
+    for (int got = 0, rounds = 0; got < 40 && rounds < 400; rounds++) {
+        stele_batch *b;
+        CHECK_OK(stele_consumer_read(c, 1, 1000, &b));
+        if (stele_batch_count(b) == 1) {
+            const stele_event *e = stele_batch_event(b, 0);
+            const uint8_t(*id)[16] = (const uint8_t(*)[16])e->id;
+            if (e->revision % 8 == 3) {
+                CHECK_OK(stele_consumer_nack(c, id, 1, STELE_NACK_PARK, "bad"));
+                parked++;
+            } else {
+                CHECK_OK(stele_consumer_ack(c, id, 1));
+            }
+            got++;
+            for (int w = 0; w < 500; w++) {
+                stele_group_info *in = info_of(db, "Meta-1", "m");
+                int saved = in && in->checkpoint_saved == e->revision + 1;
+                stele_group_info_free(in);
+                if (saved)
+                    break;
+                usleep(2000);
+            }
+        }
+        stele_batch_free(b);
+    }
+    CHECK(parked == 5);
+    uint64_t first = 99;
+    CHECK(last_revision(db, ck) >= 10);   /* many checkpoints written... */
+    CHECK(plain_count(db, ck, &first) == 1); /* ...one visible */
+    CHECK(first == last_revision(db, ck));
+    CHECK(plain_count(db, pk, &first) == 5 && first == 0);
+
+    /* Truncate below parked revision 2: hidden in a plain read too. */
+    CHECK_OK(stele_group_truncate_parked(db, "Meta-1", "m", 2));
+    CHECK(plain_count(db, pk, &first) == 3 && first == 2);
+    /* A finished replay moves the truncation (the group thread carries it
+     * to the stream's metadata after the checkpoint). */
+    uint64_t queued;
+    CHECK_OK(stele_group_replay_parked(db, "Meta-1", "m", 1, &queued));
+    CHECK(queued == 1);
+    stele_batch *b;
+    CHECK_OK(stele_consumer_read(c, 10, 1000, &b));
+    CHECK(stele_batch_count(b) == 1);
+    CHECK(stele_batch_count(b) == 1 && stele_batch_event(b, 0)->revision == 19);
+    ack_batch(c, b);
+    stele_batch_free(b);
+    size_t left = 0;
+    for (int w = 0; w < 2500; w++) {
+        if ((left = plain_count(db, pk, &first)) == 2)
+            break;
+        usleep(2000);
+    }
+    CHECK(left == 2 && first == 3);
+    stele_page *pg;
+    CHECK_OK(stele_group_read_parked(db, "Meta-1", "m", 0, 100, &pg));
+    CHECK(stele_page_count(pg) == 2);
+    stele_page_free(pg);
+    /* Truncate all. */
+    CHECK_OK(stele_group_truncate_parked(db, "Meta-1", "m", STELE_END));
+    CHECK(plain_count(db, pk, NULL) == 0);
+    stele_consumer_close(c);
+
+    /* Seal the segment, scavenge: the hidden checkpoints and parked links
+     * go; the group goes on after a reopen. */
+    static char fill[1000];
+    stele_event_in fe = {.type = "Fill", .data = fill, .data_len = sizeof fill};
+    for (int i = 0; i < 140; i++)
+        CHECK_OK(stele_append(db, "Fill-1", STELE_ANY, &fe, 1, NULL));
+    stele_scavenge_result sr;
+    CHECK_OK(stele_scavenge(db, NULL, &sr));
+    CHECK(sr.events_removed >= 10);
+    stele_close(db);
+    CHECK_OK(stele_open(dir, &o, &db));
+    stele_group_info *in = info_of(db, "Meta-1", "m");
+    if (in) {
+        CHECK(in->checkpoint_saved == 40);
+        CHECK(in->parked == 0);
+        stele_group_info_free(in);
+    }
+    CHECK(plain_count(db, ck, NULL) == 1);
+    CHECK(plain_count(db, pk, NULL) == 0);
+    CHECK_OK(stele_group_read_parked(db, "Meta-1", "m", 0, 100, &pg));
+    CHECK(stele_page_count(pg) == 0);
+    stele_page_free(pg);
+    append_n(db, "Meta-1", 3, "Happened");
+    CHECK_OK(stele_group_connect(db, "Meta-1", "m", "w", &c));
+    CHECK_OK(stele_consumer_read(c, 10, 1000, &b));
+    CHECK(stele_batch_count(b) == 3);
+    CHECK(stele_batch_count(b) >= 1 && stele_batch_event(b, 0)->revision == 40);
+    ack_batch(c, b);
+    stele_batch_free(b);
+    /* A new park after the truncation is visible. */
+    append_n(db, "Meta-1", 1, "Happened");
+    CHECK_OK(stele_consumer_read(c, 10, 1000, &b));
+    CHECK(stele_batch_count(b) == 1);
+    if (stele_batch_count(b) == 1)
+        CHECK_OK(stele_consumer_nack(c, (const uint8_t(*)[16])stele_batch_event(b, 0)->id, 1,
+                                     STELE_NACK_PARK, "again"));
+    stele_batch_free(b);
+    size_t np = 0;
+    for (int w = 0; w < 2500 && np == 0; w++) {
+        stele_group_info *i2 = info_of(db, "Meta-1", "m");
+        np = i2 ? (size_t)i2->parked : 0;
+        stele_group_info_free(i2);
+        if (!np)
+            usleep(2000);
+    }
+    CHECK(np == 1);
+    CHECK(plain_count(db, pk, &first) == 1 && first == 5);
+    stele_consumer_close(c);
+    stele_close(db);
+    CHECK_OK(stele_check(dir, NULL, 0));
+    t_rmdir(dir);
+}
+
 int main(void)
 {
     t_seed();
@@ -1007,6 +1169,9 @@ int main(void)
     passed++;
     section("kill");
     test_kill(dir, &db);
+    passed++;
+    section("metadata");
+    test_metadata();
     passed++;
 
     section(NULL);

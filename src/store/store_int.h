@@ -32,6 +32,13 @@ int store_append_system_async(stele_db *db, const char *stream, int64_t expected
                               const stele_event_in *events, size_t n, stele_append_cb cb,
                               void *ctx);
 
+/* stele_set_stream_metadata() / stele_get_stream_metadata() for any
+ * stream, system streams ('$...') included (streams.c); the same checks
+ * and results otherwise. */
+int store_set_metadata_system(stele_db *db, const char *stream, const stele_stream_metadata *md,
+                              int64_t expected_version, uint64_t *version);
+int store_get_metadata_system(stele_db *db, const char *stream, stele_stream_metadata **out);
+
 /* Stop the consumer groups (src/sub/groups.c): save their checkpoints and
  * free them. Called by stele_close before the backend closes. */
 void sub_groups_close(stele_db *db);

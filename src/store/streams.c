@@ -23,8 +23,8 @@ static int check_version(int64_t expected)
                    (long long)expected);
 }
 
-int stele_set_stream_metadata(stele_db *db, const char *stream, const stele_stream_metadata *md,
-                              int64_t expected_version, uint64_t *version)
+static int set_metadata(stele_db *db, const char *stream, const stele_stream_metadata *md,
+                        int64_t expected_version, uint64_t *version, int sys)
 {
     err_clear();
     size_t slen;
@@ -32,7 +32,7 @@ int stele_set_stream_metadata(stele_db *db, const char *stream, const stele_stre
         *version = STELE_NONE;
     if (!db || !md)
         return err_set(STELE_EINVAL, "%s is NULL", !db ? "db" : "md");
-    int rc = check_stream(stream, &slen);
+    int rc = sys ? store_check_read_stream(stream, &slen) : check_stream(stream, &slen);
     if (rc == 0)
         rc = check_version(expected_version);
     if (rc)
@@ -60,17 +60,39 @@ int stele_set_stream_metadata(stele_db *db, const char *stream, const stele_stre
     return db->be->ops->set_metadata(db->be, stream, slen, md, expected_version, version);
 }
 
-int stele_get_stream_metadata(stele_db *db, const char *stream, stele_stream_metadata **out)
+int stele_set_stream_metadata(stele_db *db, const char *stream, const stele_stream_metadata *md,
+                              int64_t expected_version, uint64_t *version)
+{
+    return set_metadata(db, stream, md, expected_version, version, 0);
+}
+
+int store_set_metadata_system(stele_db *db, const char *stream, const stele_stream_metadata *md,
+                              int64_t expected_version, uint64_t *version)
+{
+    return set_metadata(db, stream, md, expected_version, version, 1);
+}
+
+static int get_metadata(stele_db *db, const char *stream, stele_stream_metadata **out, int sys)
 {
     err_clear();
     size_t slen;
     if (!db || !out)
         return err_set(STELE_EINVAL, "%s is NULL", !db ? "db" : "out");
     *out = NULL;
-    int rc = check_stream(stream, &slen);
+    int rc = sys ? store_check_read_stream(stream, &slen) : check_stream(stream, &slen);
     if (rc)
         return rc;
     return db->be->ops->get_metadata(db->be, stream, slen, out);
+}
+
+int stele_get_stream_metadata(stele_db *db, const char *stream, stele_stream_metadata **out)
+{
+    return get_metadata(db, stream, out, 0);
+}
+
+int store_get_metadata_system(stele_db *db, const char *stream, stele_stream_metadata **out)
+{
+    return get_metadata(db, stream, out, 1);
 }
 
 int stele_put_snapshot(stele_db *db, const char *stream, const stele_snapshot_in *snap)

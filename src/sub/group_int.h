@@ -150,6 +150,8 @@ struct group {
     uint64_t replay_next, replay_stop; /* parked revisions still to load */
     uint64_t parked_next;              /* next revision of the parked stream */
     uint64_t parked_trunc;             /* parked revisions below are gone */
+    uint64_t meta_trunc;               /* the parked stream's truncateBefore */
+    int meta_failed;                   /* setting it failed this tick */
 
     /* Checkpoints. */
     uint64_t ckpt_saved;       /* STELE_NONE: never saved */

@@ -438,9 +438,9 @@ static void save_done(void *ctx, int rc, const stele_append_result *res, const c
  * moves the checkpoint). The last rule keeps an idle group on $all from
  * writing checkpoints for ever: its own checkpoint events (and other
  * groups') move its read position, and each move must not call for
- * another checkpoint. One write at a time. When stream metadata lands, the
- * checkpoint stream should get $maxCount = 1 at group creation (only its
- * last event matters).
+ * another checkpoint. One write at a time. The checkpoint stream has
+ * maxCount = 1 (groups.c: set at creation, or at load for older groups),
+ * so only the last checkpoint is visible and scavenging reclaims the rest.
  */
 #define SKIP_SAVE_MIN 1000
 void group_maybe_save(group *g, int64_t now, int force)

@@ -80,6 +80,98 @@ static int next_revision(stele_db *db, const char *stream, uint64_t *out)
     return 0;
 }
 
+/* Give a group's checkpoint stream maxCount = 1 (only its last event
+ * matters), so reads see one event and scavenging reclaims the others. */
+static int ckpt_meta_set(stele_db *db, const char *ckpt_stream)
+{
+    stele_stream_metadata md = {.max_count = 1};
+    return store_set_metadata_system(db, ckpt_stream, &md, STELE_ANY, NULL);
+}
+
+/* Groups made before stream metadata existed: give the checkpoint stream
+ * its maxCount if it has none, and return the parked stream's
+ * truncateBefore (0 if none). Best effort: a read-only store, say, keeps
+ * working without them. */
+static uint64_t meta_on_load(stele_db *db, const group *g)
+{
+    stele_stream_metadata *md = NULL;
+    int rc = store_get_metadata_system(db, g->ckpt_stream, &md);
+    if (rc == STELE_ENOTFOUND || (rc == 0 && md->max_count == 0))
+        ckpt_meta_set(db, g->ckpt_stream);
+    stele_free(md);
+    md = NULL;
+    uint64_t tb = 0;
+    if (store_get_metadata_system(db, g->parked_stream, &md) == 0)
+        tb = md->truncate_before;
+    stele_free(md);
+    err_clear();
+    return tb;
+}
+
+/* Hide the parked revisions below `t` in the parked stream itself (its
+ * truncateBefore), for plain reads and the scavenger. Called without
+ * g->mu: the write waits for the writer, whose callbacks take g->mu. */
+static int parked_meta_set(group *g, uint64_t t)
+{
+    pthread_mutex_lock(&g->mu);
+    int skip = t <= g->meta_trunc;
+    pthread_mutex_unlock(&g->mu);
+    if (skip)
+        return 0;
+    stele_stream_metadata md = {.truncate_before = t};
+    int rc = store_set_metadata_system(g->gs->db, g->parked_stream, &md, STELE_ANY, NULL);
+    if (rc == 0) {
+        pthread_mutex_lock(&g->mu);
+        if (t > g->meta_trunc)
+            g->meta_trunc = t;
+        pthread_mutex_unlock(&g->mu);
+    }
+    return rc;
+}
+
+/* The consumer group thread: carry the parked streams' truncateBefore up to
+ * the truncation the groups saved (finished replays move it). Skipped
+ * while an administrative call runs; retried at the next tick on error. */
+static void sync_parked_meta(sub_groups *gs)
+{
+    if (pthread_mutex_trylock(&gs->admin) != 0)
+        return;
+    for (;;) {
+        group *g = NULL;
+        uint64_t t = 0;
+        pthread_mutex_lock(&gs->mu);
+        for (group *x = gs->list; x && !g; x = x->next) {
+            pthread_mutex_lock(&x->mu);
+            if (!x->deleted && x->trunc_saved > x->meta_trunc && !x->meta_failed) {
+                g = x;
+                t = x->trunc_saved;
+                atomic_fetch_add(&g->refs, 1);
+            }
+            pthread_mutex_unlock(&x->mu);
+        }
+        pthread_mutex_unlock(&gs->mu);
+        if (!g)
+            break;
+        int rc = parked_meta_set(g, t);
+        if (rc) {
+            pthread_mutex_lock(&g->mu);
+            g->meta_failed = 1;
+            pthread_mutex_unlock(&g->mu);
+        }
+        group_unref(g);
+    }
+    /* Failures are retried at the next tick. */
+    pthread_mutex_lock(&gs->mu);
+    for (group *x = gs->list; x; x = x->next) {
+        pthread_mutex_lock(&x->mu);
+        x->meta_failed = 0;
+        pthread_mutex_unlock(&x->mu);
+    }
+    pthread_mutex_unlock(&gs->mu);
+    err_clear();
+    pthread_mutex_unlock(&gs->admin);
+}
+
 /* A group from its definition (moved into the group). `fresh`: just
  * created, nothing to read back. */
 static int group_new(sub_groups *gs, group_def *def, int fresh, group **out)
@@ -114,10 +206,14 @@ static int group_new(sub_groups *gs, group_def *def, int fresh, group **out)
         group_unref(g);
         return rc;
     }
+    uint64_t tb = fresh ? 0 : meta_on_load(gs->db, g);
+    g->meta_trunc = tb;
     g->ckpt_saved = ck;
     g->trunc_saved = trunc;
     g->read_pos = ck != STELE_NONE ? ck : g->def.set.start;
     g->parked_trunc = trunc > g->def.parked_base ? trunc : g->def.parked_base;
+    if (g->parked_trunc < tb)
+        g->parked_trunc = tb;
     if (g->parked_next < g->parked_trunc)
         g->parked_next = g->parked_trunc;
     g->replay_next = g->replay_stop = g->parked_trunc;
@@ -201,6 +297,7 @@ static void *thread_main(void *arg)
             pthread_mutex_unlock(&g->mu);
         }
         pthread_mutex_unlock(&gs->mu);
+        sync_parked_meta(gs);
         /* Event loops only care when someone could read what came. */
         if (commit && consumers)
             groups_notify(gs);
@@ -471,6 +568,8 @@ int stele_group_create(stele_db *db, const char *stream, const char *group_name,
         rc = next_revision(db, ck, &def.ckpt_base);
     if (rc == 0)
         rc = next_revision(db, pk, &def.parked_base);
+    if (rc == 0)
+        rc = ckpt_meta_set(db, ck);
     if (rc == 0)
         rc = gstore_write_def(db, EV_CREATED, &def);
     if (rc) {
@@ -1119,7 +1218,11 @@ int stele_group_truncate_parked(stele_db *db, const char *stream, const char *gr
         if (g->trunc_saved < g->parked_trunc && g->save_rc)
             rc = err_set(g->save_rc, "%s", g->last_error);
     }
+    uint64_t t = g->parked_trunc;
     pthread_mutex_unlock(&g->mu);
+    /* Then the parked stream itself hides them (plain reads, scavenging). */
+    if (rc == 0)
+        rc = parked_meta_set(g, t);
     pthread_mutex_unlock(&gs->admin);
     group_unref(g);
     return rc;

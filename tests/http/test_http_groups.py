@@ -11,7 +11,8 @@ against a real `stele serve` (docs/consumer-groups.md, docs/http-api.md):
   server gives; closing a push connection hands its in-flight events to
   another consumer at once (retryCount 1)
 - nack retry until parked, the parked stream with its reasons, replay,
-  truncate
+  truncate (also hidden from GET /streams/{parked stream}); the checkpoint
+  stream reads as one event
 - pinned: a stream held by one consumer is not given to another
 - long poll: answered when an event arrives, or empty at the deadline
 - kill -9 of the server and a restart: the group resumes from its saved
@@ -437,6 +438,12 @@ def retry_park_replay_truncate():
     T.expect(c.delete(gpath("Park-1", "g", "/parked")), 204)
     T.check(T.expect(c.get(gpath("Park-1", "g", "/parked")), 200)["messages"] == [],
             "truncated")
+    # The parked stream itself hides them too (its truncateBefore metadata).
+    plain = T.expect(c.get("/streams/" + q("$persistentsubscription-Park-1::g-parked")), 200)
+    T.check(plain["events"] == [], "truncated in a plain read", None, [], plain)
+    # Its checkpoint stream shows only the last checkpoint (maxCount 1).
+    ck = T.expect(c.get("/streams/" + q("$persistentsubscription-Park-1::g-checkpoint")), 200)
+    T.check(len(ck["events"]) == 1, "one checkpoint visible", None, 1, ck)
     r = c.post(gpath("Park-1", "g", "/parked/replay"), None)
     T.check(T.expect(r, 200)["replaying"] == 0, "nothing to replay", r.req, 0, r.body)
     c.close()
