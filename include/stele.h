@@ -566,8 +566,9 @@ typedef struct stele_filter {
     /** The stream name starts with one of these. */
     const char *const *stream_prefixes;
     size_t n_stream_prefixes;
-    /** The stream's category (the part before the first '-') is one of
-     *  these. A stream without '-' has no category. */
+    /** The stream's category is one of these: the part of its name before
+     *  the first '-'; a name without '-' (or starting with it) is its own
+     *  category, as in queries. */
     const char *const *categories;
     size_t n_categories;
     /** The event type is exactly one of these. */

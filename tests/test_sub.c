@@ -231,6 +231,29 @@ int main(void)
         passed++;
     }
 
+    /* A stream name without '-' is its own category (as in queries). */
+    {
+        stele_event_in e = {.type = "Solo"};
+        CHECK_OK(stele_append(db, "Solo", STELE_ANY, &e, 1, NULL));
+        CHECK_OK(stele_append(db, "Solo-1", STELE_ANY, &e, 1, NULL));
+        const char *cats[] = {"Solo"};
+        stele_filter f = {.categories = cats, .n_categories = 1};
+        stele_sub *s;
+        CHECK_OK(stele_subscribe_all(db, 0, &f, &s));
+        size_t got = 0;
+        for (int i = 0; i < 100 && !stele_sub_caught_up(s); i++) {
+            stele_page *pg;
+            CHECK_OK(stele_sub_next(s, 100, 0, &pg));
+            for (size_t k = 0; k < stele_page_count(pg); k++)
+                CHECK(strcmp(stele_page_event(pg, k)->type, "Solo") == 0);
+            got += stele_page_count(pg);
+            stele_page_free(pg);
+        }
+        CHECK(got == 2);
+        stele_sub_close(s);
+        passed++;
+    }
+
     /* Bad filters and arguments. */
     {
         stele_sub *s;

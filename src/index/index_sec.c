@@ -59,8 +59,7 @@
 
 size_t sec_category_len(const char *stream, size_t len)
 {
-    const char *dash = memchr(stream, '-', len);
-    return dash && dash != stream ? (size_t)(dash - stream) : len;
+    return stream_category_len(stream, len);
 }
 
 static void key_make(uint8_t *key, size_t *klen, int kind, const char *name, size_t len)

@@ -10,12 +10,6 @@
 #include "sub/sub_int.h"
 #include "util/util.h"
 
-size_t stream_category_len(const char *stream, size_t len)
-{
-    const char *dash = memchr(stream, '-', len);
-    return dash ? (size_t)(dash - stream) : 0;
-}
-
 static int copy_list(const char *what, const char *const *in, size_t n, str_list *out)
 {
     if (n == 0)
@@ -155,7 +149,7 @@ int sub_filter_match(const sub_filter *f, const stele_event *e)
         return 0;
     if (f->categories.n) {
         size_t clen = stream_category_len(e->stream, e->stream_len);
-        if (!clen || !any_equal(&f->categories, e->stream, clen))
+        if (!any_equal(&f->categories, e->stream, clen))
             return 0;
     }
     if (f->types.n && !any_equal(&f->types, e->type, e->type_len))

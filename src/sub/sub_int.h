@@ -32,8 +32,4 @@ int sub_filter_new(const stele_filter *in, sub_filter **out);
 int sub_filter_match(const sub_filter *f, const stele_event *e);
 void sub_filter_free(sub_filter *f);
 
-/* The category of a stream name: the bytes before the first '-'. 0 if
- * the name has no '-' (no category). */
-size_t stream_category_len(const char *stream, size_t len);
-
 #endif

@@ -15,6 +15,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "util/util.h"
 
@@ -88,4 +89,10 @@ const char *utf8_check_name(const char *s, size_t len, size_t *bad_at)
         i = start + 1 + ncont;
     }
     return NULL;
+}
+
+size_t stream_category_len(const char *stream, size_t len)
+{
+    const char *dash = memchr(stream, '-', len);
+    return dash && dash != stream ? (size_t)(dash - stream) : len;
 }

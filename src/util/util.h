@@ -26,6 +26,11 @@ int uuid_is_nil(const uint8_t id[16]);
  * surrogates, nothing above U+10FFFF) with no control character (C0, DEL,
  * C1); otherwise a static reason and *bad_at = the byte offset. */
 const char *utf8_check_name(const char *s, size_t len, size_t *bad_at);
+/* The category of a stream name: the bytes before the first '-'; a name
+ * without '-', or starting with one, is its own category (Message DB's
+ * rule), so categories partition $all. Used by the secondary index and by
+ * subscription filters alike. */
+size_t stream_category_len(const char *stream, size_t len);
 
 /* ---- event metadata (meta.c): the correlation id and the actor of an
  * event, from top-level string members of its JSON metadata, for the

@@ -515,7 +515,8 @@ def py_match(ev, f):
         return False
     if "streamPrefix" in f and not any(s.startswith(p) for p in f["streamPrefix"]):
         return False
-    if "category" in f and ("-" not in s or s.split("-", 1)[0] not in f["category"]):
+    cat = s.split("-", 1)[0] if "-" in s[1:] and not s.startswith("-") else s
+    if "category" in f and cat not in f["category"]:
         return False
     if "type" in f and t not in f["type"]:
         return False
