@@ -429,9 +429,22 @@ def slow_consumer_is_served_from_disk():
         time.sleep(0.02)
     wr.join()
     slow_during = len(got)
-    last = head() - 1
     stop_sampling.set()
     sampler.join()
+    # Keep reading slowly until the server says it fell behind: the rule
+    # (10,000 events, or 5 s off the head) may not have fired while the
+    # writers ran if they were quick; a reader this slow stays behind.
+    deadline = time.time() + 20
+    while not any(m["event"] == "fell-behind" for m in markers) and time.time() < deadline:
+        m = slow.next()
+        if m is None:
+            break
+        if m["event"] == "message":
+            got.append((m["id"], m["data"]))
+        elif m["event"] != ":":
+            markers.append(m)
+        time.sleep(0.02)
+    last = head() - 1
     # now it reads at full speed and must get everything, in order
     slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     msgs = read_until(slow, lambda m: m["event"] == "message" and int(m["id"]) >= last,
