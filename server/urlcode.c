@@ -9,17 +9,7 @@
 #include <string.h>
 
 #include "stele.h"
-
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+#include "util/util.h" /* hex_digit */
 
 static int pct_decode(const char *in, size_t len, int plus_is_space, char *out, size_t outlen,
                   size_t *out_len)

@@ -44,24 +44,13 @@ static void ws(jv *v)
         v->i++;
 }
 
-static int hex(uint8_t c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static long hex4(jv *v, size_t at)
 {
     if (at + 4 > v->len)
         return -1;
     long x = 0;
     for (int k = 0; k < 4; k++) {
-        int h = hex(v->s[at + k]);
+        int h = hex_digit(v->s[at + k]);
         if (h < 0)
             return -1;
         x = x * 16 + h;
@@ -97,26 +86,7 @@ static size_t utf8_len(const uint8_t *s, size_t n)
 static void put_utf8(buf *out, uint32_t c)
 {
     uint8_t b[4];
-    size_t n;
-    if (c < 0x80) {
-        b[0] = (uint8_t)c;
-        n = 1;
-    } else if (c < 0x800) {
-        b[0] = (uint8_t)(0xc0 | (c >> 6));
-        b[1] = (uint8_t)(0x80 | (c & 0x3f));
-        n = 2;
-    } else if (c < 0x10000) {
-        b[0] = (uint8_t)(0xe0 | (c >> 12));
-        b[1] = (uint8_t)(0x80 | ((c >> 6) & 0x3f));
-        b[2] = (uint8_t)(0x80 | (c & 0x3f));
-        n = 3;
-    } else {
-        b[0] = (uint8_t)(0xf0 | (c >> 18));
-        b[1] = (uint8_t)(0x80 | ((c >> 12) & 0x3f));
-        b[2] = (uint8_t)(0x80 | ((c >> 6) & 0x3f));
-        b[3] = (uint8_t)(0x80 | (c & 0x3f));
-        n = 4;
-    }
+    size_t n = utf8_encode(c, b);
     buf_append(out, b, n);
 }
 

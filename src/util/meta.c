@@ -36,22 +36,11 @@
 
 #define STACK_TOKENS 64
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int hex4(const char *p, uint32_t *out)
 {
     uint32_t v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hexval(p[i]);
+        int h = hex_digit(p[i]);
         if (h < 0)
             return -1;
         v = (v << 4) | (uint32_t)h;
@@ -106,26 +95,7 @@ static long unescape(const char *s, size_t n, char *out, size_t cap)
             return -1;
         }
         uint8_t u[4];
-        size_t k;
-        if (cp < 0x80) {
-            u[0] = (uint8_t)cp;
-            k = 1;
-        } else if (cp < 0x800) {
-            u[0] = (uint8_t)(0xC0 | (cp >> 6));
-            u[1] = (uint8_t)(0x80 | (cp & 0x3F));
-            k = 2;
-        } else if (cp < 0x10000) {
-            u[0] = (uint8_t)(0xE0 | (cp >> 12));
-            u[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
-            u[2] = (uint8_t)(0x80 | (cp & 0x3F));
-            k = 3;
-        } else {
-            u[0] = (uint8_t)(0xF0 | (cp >> 18));
-            u[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3F));
-            u[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
-            u[3] = (uint8_t)(0x80 | (cp & 0x3F));
-            k = 4;
-        }
+        size_t k = utf8_encode(cp, u);
         if (cap - o < k)
             return -1;
         memcpy(out + o, u, k);

@@ -172,17 +172,6 @@ void stele_uuid_format(const uint8_t id[16], char out[37])
     *o = '\0';
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int stele_uuid_parse(const char *text, uint8_t id[16])
 {
     if (!text || !id)
@@ -201,7 +190,7 @@ int stele_uuid_parse(const char *text, uint8_t id[16])
                                "invalid UUID: expected '-' at character %d", i);
             continue;
         }
-        int v = hexval(c);
+        int v = hex_digit(c);
         if (v < 0)
             return err_set(STELE_EINVAL,
                            "invalid UUID: character %d is not a hex digit", i);
