@@ -55,7 +55,9 @@ extern "C" {
     X(ECLOSED, -13, "store is closing")                                          \
     X(EVERSION, -14, "unsupported store format version")                         \
     X(EINTERNAL, -15, "internal error")                                          \
-    X(EEXISTS, -16, "already exists")
+    X(EEXISTS, -16, "already exists")                                           \
+    X(ECONDITION, -17, "append condition failed: a matching event exists")      \
+    X(EBUSY, -18, "server or store is at a resource limit, retry later")
 
 enum {
 #define STELE_ERRENUM_(name, code, text) STELE_##name = (code),
@@ -288,6 +290,119 @@ int stele_page_next(const stele_page *page, uint64_t *next);
 
 /** Free a page and every event in it. NULL is a no-op. */
 void stele_page_free(stele_page *page);
+
+/* ------------------------------------------------- multi-stream appends */
+
+/*
+ * One commit may hold events of several streams (docs/consistency.md):
+ * all of them are written, in one durable commit with gapless positions in
+ * the order the request lists its events, or none is. Each stream named in
+ * the request carries its own expected revision; a stream may be named
+ * with no events, as a check only. An append may also carry a condition
+ * in the style of Dynamic Consistency Boundaries: "fail if any event
+ * matching this query was committed after position `after`". Checks and
+ * writes are serialised by the writer, so two racing appends whose
+ * conditions overlap cannot both succeed.
+ */
+
+/** Expected revision: the stream must be soft-deleted (deleted and not
+ *  written since), as KurrentDB's v2 protocol defines it. */
+#define STELE_DELETED (-5)
+
+/** At most this many streams in one multi-stream append. */
+#define STELE_MAX_APPEND_STREAMS 1000u
+/** At most this many items in a condition query; each item holds at most
+ *  64 types and 64 tags. */
+#define STELE_MAX_CONDITION_ITEMS 64u
+
+/**
+ * One stream of a multi-stream append. Pointers are borrowed for the call.
+ * `state`, if not NULL, is the stream's new folded state: it is saved as a
+ * snapshot at the stream's new last revision in the same commit (its
+ * `revision` field is ignored); a failed append saves nothing.
+ */
+typedef struct stele_append_stream {
+    const char *stream;
+    /** STELE_ANY, STELE_NO_STREAM, STELE_STREAM_EXISTS, STELE_DELETED or an
+     *  exact last revision. */
+    int64_t expected;
+    const struct stele_snapshot_in *state;
+} stele_append_stream;
+
+/** One event of a multi-stream append: `stream` indexes the request's
+ *  stele_append_stream array. */
+typedef struct stele_append_record {
+    size_t stream;
+    stele_event_in event;
+} stele_append_record;
+
+/**
+ * A query over event types and tags (a DCB query). An event matches an
+ * item when its type is one of the item's types (any type if ntypes is 0)
+ * and it carries every one of the item's tags; it matches the query when
+ * it matches any item. An item must give at least one type or tag.
+ */
+typedef struct stele_query_item {
+    const char *const *types;
+    size_t ntypes;
+    const char *const *tags;
+    size_t ntags;
+} stele_query_item;
+
+typedef struct stele_condition {
+    const stele_query_item *items;
+    size_t nitems; /* >= 1 */
+    /** Only events at positions > after count; STELE_NONE: every event. */
+    uint64_t after;
+} stele_condition;
+
+/** What a multi-stream append did, or why it failed. */
+typedef struct stele_multi_result {
+    /** Positions of the commit's first and last event (success). */
+    uint64_t first_position, last_position;
+    /** 1 if the request was a retry of one already written (same event ids,
+     *  same streams): nothing new was written, the fields describe it. */
+    int idempotent;
+    /** On EWRONGREV / EDELETED: the index of the first stream whose check
+     *  failed, and its current last revision (STELE_NONE: no events). */
+    size_t failed_stream;
+    uint64_t current_revision;
+    /** On ECONDITION: the position of the first matching event after
+     *  condition->after. */
+    uint64_t condition_position;
+} stele_multi_result;
+
+/**
+ * Append `nrecords` events across `nstreams` streams in one atomic,
+ * durable commit. Every stream written must be named exactly once in
+ * `streams`; `cond` may be NULL. `per_stream` (may be NULL) is an array of
+ * `nstreams` results that receives each stream's first/last revision and
+ * positions (STELE_NONE for a check-only stream). `res` may be NULL.
+ * Idempotent retries apply to the whole request: when every event id was
+ * already written by the same request, the call returns 0 with
+ * res->idempotent = 1.
+ * Errors: EINVAL (empty request, a stream named twice, a record naming no
+ * stream, bad names or events, an empty condition or item, with the
+ * reason), ETOOBIG, EWRONGREV / EDELETED (res->failed_stream,
+ * res->current_revision), ECONDITION (res->condition_position),
+ * EIDCONFLICT, EREADONLY, EIO, ENOSPC, ECLOSED. On any error nothing was
+ * written.
+ */
+int stele_append_multi(stele_db *db, const stele_append_stream *streams, size_t nstreams,
+                       const stele_append_record *records, size_t nrecords,
+                       const stele_condition *cond, stele_append_result *per_stream,
+                       stele_multi_result *res);
+
+/**
+ * Read the events matching a DCB query (`cond->items`), from position
+ * `from` (inclusive; backwards STELE_END starts at the newest) in
+ * `direction`, up to `limit`. `cond->after` is ignored. The page's
+ * stele_page_next() gives the next `from`; the position of the last event
+ * a decision was based on is the `after` of the condition to append with.
+ * Errors: EINVAL (as for conditions), ECORRUPT.
+ */
+int stele_read_matching(stele_db *db, const stele_condition *cond, uint64_t from, int direction,
+                        size_t limit, stele_page **out);
 
 /* --------------------------------------------------------------- queries */
 
