@@ -463,6 +463,8 @@ int server_run(const server_config *cfg)
     epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->sigfd, &ev);
     if (sse_hub_open(s) != 0 || groups_srv_open(s) != 0)
         goto out;
+    if (stele_rules_start(s->db))
+        server_log(s, 0, "msg=\"rules not started\" error=\"%s\"", stele_errmsg());
     grpc_add_fds(s);
     server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s", cfg->host, s->port,
                cfg->data_dir, STELE_VERSION);

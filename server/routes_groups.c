@@ -1286,6 +1286,12 @@ int route_groups(conn *c, const char *path, size_t plen, const char *q, size_t q
             goto method;
         return 1;
     }
+    if (nseg == 3 && SEG_IS(2, "rewind")) {
+        if (m != HTTP_POST)
+            goto method;
+        route_group_rewind(c, t.stream, t.gname, q, qlen);
+        return 1;
+    }
     if (nseg == 4 && SEG_IS(2, "parked") && SEG_IS(3, "replay")) {
         if (m != HTTP_POST)
             goto method;

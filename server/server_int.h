@@ -242,6 +242,10 @@ void subscribe_free_shared(server *s);
 /* routes_groups.c: /subscriptions (consumer groups). Returns 1 if `path`
  * is one of its routes (the request is then answered or waiting). */
 int route_groups(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+/* routes_rules.c: /rules (1 if the path was theirs), and a group's rewind. */
+int route_rules(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+void route_group_rewind(conn *c, const char *stream, const char *group, const char *q,
+                        size_t qlen);
 int groups_srv_open(server *s);      /* -1 on failure, with a message */
 void groups_srv_close(server *s);
 void groups_on_watch(server *s);     /* the group watch fd is readable */

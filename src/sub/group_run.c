@@ -772,3 +772,40 @@ void group_release_consumer(group *g, gconsumer *c)
     pop_done(g);
     group_wake(g);
 }
+
+/* ------------------------------------------------------------ rewind */
+
+/* Drop the main queue and read again from `key`. Waits first for appends
+ * in flight (a parking link must land before its message goes), then
+ * forces a checkpoint and waits until it is durable, so a rewind survives
+ * a crash. In-flight messages simply vanish: their acks find nothing. */
+int group_rewind(group *g, uint64_t key, int64_t now)
+{
+    group_wait_pending(g);
+    for (size_t i = 0; i < g->main.n; i++) {
+        gmsg *m = mq_at(&g->main, i);
+        unassign(g, m);
+        ev_blob_unref(m->ev);
+    }
+    g->main.n = 0;
+    g->main.head = 0;
+    g->main_avail = 0;
+    stele_sub_close(g->sub);
+    g->sub = NULL;
+    g->read_pos = key;
+    g->read_err = 0;
+    g->done_since_save = 1;
+    if (key == g->ckpt_saved && g->parked_trunc == g->trunc_saved) {
+        group_wake(g);
+        return 0;
+    }
+    uint64_t seq = g->save_seq;
+    group_maybe_save(g, now, 1);
+    if (g->save_seq == seq)
+        return err_set(STELE_EIO, "rewind: could not write the checkpoint: %s", g->last_error);
+    group_wait_pending(g);
+    if (g->save_rc)
+        return err_set(g->save_rc, "rewind: writing the checkpoint failed: %s", g->last_error);
+    group_wake(g);
+    return 0;
+}

@@ -1273,3 +1273,67 @@ void stele_group_unwatch(stele_db *db, int fd)
     if (found)
         close(fd);
 }
+
+/* ------------------------------------------------------------ rewind */
+
+int stele_group_rewind(stele_db *db, const char *stream, const char *group_name, uint64_t to)
+{
+    err_clear();
+    group *g;
+    int rc = lookup(db, stream, group_name, &g);
+    if (rc)
+        return rc;
+    if (to == STELE_END) {
+        if (g->def.stream) {
+            rc = next_revision(db, g->def.stream, &to);
+        } else {
+            stele_stats st;
+            rc = stele_get_stats(db, &st);
+            to = st.events;
+        }
+    }
+    if (rc == 0) {
+        pthread_mutex_lock(&g->gs->admin);
+        pthread_mutex_lock(&g->mu);
+        rc = g->deleted ? not_found(g->def.stream, group_name) : group_rewind(g, to, mono_ms());
+        pthread_mutex_unlock(&g->mu);
+        pthread_mutex_unlock(&g->gs->admin);
+    }
+    group_unref(g);
+    return rc;
+}
+
+int stele_group_rewind_time(stele_db *db, const char *stream, const char *group_name, int64_t us,
+                            uint64_t *to)
+{
+    err_clear();
+    group *g;
+    int rc = lookup(db, stream, group_name, &g);
+    if (rc)
+        return rc;
+    uint64_t target = STELE_END;
+    stele_page *pg = NULL;
+    if (g->def.stream) {
+        /* The stream as it was just before `us`: its next revision then. */
+        rc = stele_read_stream_as_of(db, g->def.stream, us - 1, STELE_END, STELE_BACKWARDS, 1,
+                                     &pg);
+        if (rc == 0)
+            target = stele_page_count(pg) ? stele_page_event(pg, 0)->revision + 1 : 0;
+        else if (rc == STELE_ENOTFOUND)
+            rc = 0, target = 0;
+    } else {
+        stele_query q = {.kind = STELE_QUERY_ALL, .has_after = 1, .after_us = us,
+                         .direction = STELE_FORWARDS, .limit = 1};
+        rc = stele_read_query(db, &q, &pg);
+        if (rc == 0 && stele_page_count(pg))
+            target = stele_page_event(pg, 0)->position;
+    }
+    stele_page_free(pg);
+    group_unref(g);
+    if (rc)
+        return rc;
+    rc = stele_group_rewind(db, stream, group_name, target);
+    if (rc == 0 && to)
+        *to = target;
+    return rc;
+}
