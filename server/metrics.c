@@ -112,4 +112,5 @@ void metrics_render(server *s, buf *out)
               m->lat_append, m->lat_append_sum);
     histogram(out, "stele_read_latency_seconds", "Read request latency (first page).", m->lat_read,
               m->lat_read_sum);
+    metrics_render_rules(s, out);
 }

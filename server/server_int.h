@@ -244,6 +244,8 @@ void subscribe_free_shared(server *s);
 int route_groups(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
 /* routes_rules.c: /rules (1 if the path was theirs), and a group's rewind. */
 int route_rules(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+/* metrics_rules.c: the rule and consumer group series of /metrics. */
+void metrics_render_rules(server *s, buf *b);
 void route_group_rewind(conn *c, const char *stream, const char *group, const char *q,
                         size_t qlen);
 int groups_srv_open(server *s);      /* -1 on failure, with a message */
