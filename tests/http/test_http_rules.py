@@ -382,5 +382,40 @@ def rules_survive_restart():
     T.expect(request(port(), "GET", "/rules/keep"), 404, "RULE_NOT_FOUND")
 
 
+@T.case
+def cli_rules():
+    import subprocess
+    from stele_server import STELE_BIN
+
+    def stele(*args, stdin=None):
+        env = dict(os.environ, STELE_SERVER="http://127.0.0.1:%d" % port())
+        p = subprocess.run([STELE_BIN, "rules"] + list(args), capture_output=True, text=True,
+                           env=env, input=stdin)
+        return p.returncode, p.stdout, p.stderr
+    d = json.dumps({"pattern": {"type": ["C"]}, "target": webhook()})
+    rc, out, err = stele("put", "cli1", d)
+    T.check(rc == 0 and json.loads(out)["name"] == "cli1", "put from the argument", None, 0, (rc, out, err))
+    rc, out, err = stele("put", "cli2", "-", stdin=d)
+    T.check(rc == 0, "put from stdin", None, 0, (rc, err))
+    rc, out, err = stele("list")
+    names = [r["name"] for r in json.loads(out)["rules"]]
+    T.check(rc == 0 and names == ["cli1", "cli2"], "list", None, ["cli1", "cli2"], (rc, out))
+    rc, out, err = stele("pause", "cli1")
+    T.check(rc == 0 and json.loads(out)["enabled"] is False, "pause", None, 0, (rc, out, err))
+    rc, out, err = stele("replay", "cli2", "--from", "0")
+    T.check(rc == 0 and "id" in json.loads(out), "replay", None, 0, (rc, out, err))
+    rc, out, err = stele("put", "bad", '{"pattern": {"type": [{"x": 1}]}, "target": {"type": "webhook", "url": "http://a"}}')
+    T.check(rc == 1 and "INVALID_ARGUMENT" in err, "refused definition: exit 1", None, 1, (rc, err))
+    rc, out, err = stele("get", "nope")
+    T.check(rc == 1 and "RULE_NOT_FOUND" in err, "unknown rule: exit 1", None, 1, (rc, err))
+    rc, out, err = stele("replay", "cli2")
+    T.check(rc == 2, "replay without --from: exit 2", None, 2, (rc, err))
+    rc, out, err = stele("frobnicate")
+    T.check(rc == 2, "unknown subcommand: exit 2", None, 2, (rc, err))
+    for n in ("cli1", "cli2"):
+        rc, out, err = stele("delete", n)
+        T.check(rc == 0, "delete", None, 0, (rc, err))
+
+
 if __name__ == "__main__":
     T.run(setup, teardown, after_case)
