@@ -6,8 +6,9 @@ bench/run_rules.sh.
 
   throughput  N events (1 KiB-ish JSON, batches of 50 over 16 streams from 8
               client threads) appended while only one side runs; events/s =
-              N / (time from the first append to the N-th delivery). First the
-              rule, then the worker (the rule paused).
+              N / (time from the first append to the N-th delivery). Rounds
+              alternate rule, worker, rule, worker ... (ROUNDS each; the
+              machine is shared, so the median round is reported with all).
   latency     R appends/s of 1 event each for D seconds with both sides
               running; per event: sink arrival time - the event's commit time
               (`created`), p50 / p99 / max.
@@ -30,6 +31,7 @@ QUICK = bool(os.environ.get("QUICK"))
 N = int(os.environ.get("N", 5000 if QUICK else 20000))
 RATE = int(os.environ.get("RATE", 300))
 DURATION = float(os.environ.get("DURATION", 3 if QUICK else 8))
+ROUNDS = int(os.environ.get("ROUNDS", 1 if QUICK else 3))
 BUILD = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(HERE), "build")
 PAD = "x" * 900
 
@@ -58,14 +60,14 @@ def wait_count(port, n, timeout=300):
     raise RuntimeError("only %d of %d events arrived" % (sink_get(port, "/count"), n))
 
 
-def append_bulk(srv_port, n, tag):
+def append_bulk(srv_port, n, tag, etype="BenchEvent"):
     """n events in batches of 50 over 16 streams from 8 threads."""
     per = n // 8
 
     def writer(w):
         c = http.client.HTTPConnection("127.0.0.1", srv_port, timeout=60)
         for b in range(0, per, 50):
-            evs = [{"type": "BenchEvent", "data": {"w": w, "i": b + k, "pad": PAD}}
+            evs = [{"type": etype, "data": {"w": w, "i": b + k, "pad": PAD}}
                    for k in range(min(50, per - b))]
             c.request("POST", "/streams/Bench%s-%d" % (tag, (w * 2 + b // 50) % 16),
                       json.dumps(evs), {"Content-Type": "application/json"})
@@ -132,34 +134,44 @@ def main():
                 "target": {"type": "webhook", "url": "http://127.0.0.1:%d/hook" % port_a,
                            "secret": "bench"},
                 "maxInFlight": 16, "maxBuffered": 2000}
-        r = request(srv.port, "PUT", "/rules/bench", json.dumps(rule))
-        assert r.status == 201, r
-        # Throughput: the rule.
-        t0 = time.monotonic()
-        n = append_bulk(srv.port, N, "R")
-        t_app = time.monotonic() - t0
-        t_end = wait_count(port_a, n)
-        say("throughput  rule    %7.0f events/s  (%d events; appends took %.2fs)" % (
-            n / (t_end - t0), n, t_app))
-        sink_get(port_a, "/dump")
-        request(srv.port, "POST", "/rules/bench/pause", "")
-        # Throughput: the hand-written worker.
+        worker = subprocess.Popen([os.path.join(BUILD, "bench", "bench_rules_worker"),
+                                   "http://127.0.0.1:%d" % srv.port, "WorkerEvent",
+                                   "http://127.0.0.1:%d/hook" % port_b],
+                                  stdout=subprocess.PIPE, text=True)
+        worker.stdout.readline()
+        time.sleep(1.0)  # its subscription is live (from=end)
+        res = {"rule": [], "worker": []}
+        for rnd in range(ROUNDS):
+            # The rule: a fresh one from the end of the log; the worker's
+            # events go to a type it does not follow.
+            r = request(srv.port, "PUT", "/rules/bench%d" % rnd, json.dumps(rule))
+            assert r.status == 201, r
+            base = sink_get(port_a, "/count")
+            t0 = time.monotonic()
+            n = append_bulk(srv.port, N, "R%d" % rnd)
+            t_end = wait_count(port_a, base + n)
+            res["rule"].append(n / (t_end - t0))
+            request(srv.port, "DELETE", "/rules/bench%d" % rnd)
+            sink_get(port_a, "/dump")
+            base = sink_get(port_b, "/count")
+            t0 = time.monotonic()
+            n = append_bulk(srv.port, N, "W%d" % rnd, "WorkerEvent")
+            t_end = wait_count(port_b, base + n)
+            res["worker"].append(n / (t_end - t0))
+            sink_get(port_b, "/dump")
+        for side in ("rule", "worker"):
+            v = sorted(res[side])
+            say("throughput  %-6s  %7.0f events/s  median of %d rounds (%s)" % (
+                side, v[len(v) // 2], len(v), ", ".join("%.0f" % x for x in res[side])))
+        # Latency: both at once on the same paced appends (the worker now
+        # follows BenchEvent, like the rule).
+        worker.terminate()
+        worker.wait()
         worker = subprocess.Popen([os.path.join(BUILD, "bench", "bench_rules_worker"),
                                    "http://127.0.0.1:%d" % srv.port, "BenchEvent",
                                    "http://127.0.0.1:%d/hook" % port_b],
                                   stdout=subprocess.PIPE, text=True)
         worker.stdout.readline()
-        time.sleep(1.0)  # its subscription is live (from=end)
-        t0 = time.monotonic()
-        n = append_bulk(srv.port, N, "W")
-        t_app = time.monotonic() - t0
-        t_end = wait_count(port_b, n)
-        say("throughput  worker  %7.0f events/s  (%d events; appends took %.2fs)" % (
-            n / (t_end - t0), n, t_app))
-        sink_get(port_b, "/dump")
-        # Latency: both at once on the same paced appends; a fresh rule from
-        # the end (the paused one has the worker's events queued).
-        request(srv.port, "DELETE", "/rules/bench")
         r = request(srv.port, "PUT", "/rules/bench2", json.dumps(rule))
         assert r.status == 201, r
         time.sleep(0.5)

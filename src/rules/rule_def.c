@@ -103,8 +103,8 @@ static int get_uint(json_t *obj, const char *path, const char *key, uint64_t lo,
         return 0;
     if (!json_is_integer(v) || json_integer_value(v) < 0 ||
         (uint64_t)json_integer_value(v) < lo || (uint64_t)json_integer_value(v) > hi)
-        return err_set(STELE_EINVAL, "%s.%s: must be an integer from %llu to %llu", path, key,
-                       (unsigned long long)lo, (unsigned long long)hi);
+        return err_set(STELE_EINVAL, "%s%s%s: must be an integer from %llu to %llu", path,
+                       *path ? "." : "", key, (unsigned long long)lo, (unsigned long long)hi);
     *out = (uint64_t)json_integer_value(v);
     return 0;
 }
@@ -387,7 +387,7 @@ static int parse_doc(json_t *doc, rule_def *d)
     uint64_t mif = 16, mbuf = 1000;
     if ((rc = get_uint(doc, "", "maxInFlight", 1, 1000, &mif)) ||
         (rc = get_uint(doc, "", "maxBuffered", 1, 10000, &mbuf)))
-        return err_set(rc, "%s", stele_errmsg() + 1); /* drop the leading '.' */
+        return rc;
     if (mbuf < mif)
         return err_set(STELE_EINVAL, "maxBuffered: below maxInFlight");
     d->max_in_flight = (uint32_t)mif;

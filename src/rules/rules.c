@@ -283,7 +283,10 @@ static int ensure_group(stele_db *db, const char *gname, const rule_def *d)
     s.filter = &f;
     s.start = d->start;
     s.max_in_flight = d->max_buffered;
-    s.buffer_size = d->max_buffered < 500 ? 500 : d->max_buffered;
+    /* Twice what the rule holds: the group then reads the log in pages of
+     * at least maxBuffered events, not in dribbles as slots free up (each
+     * read of $all starts at an index point, so small reads cost more). */
+    s.buffer_size = d->max_buffered < 250 ? 500 : 2 * d->max_buffered;
     s.message_timeout_ms = 86400000; /* above any maxAgeSeconds: never taken back */
     s.max_retries = 1000;            /* only the worker parks */
     s.checkpoint_after_ms = 1000;

@@ -119,7 +119,10 @@ void *rule_worker_main(void *arg)
         rule_def_unref(nd);
         size_t held = dlv_held(d), room = def->max_buffered > held ? def->max_buffered - held : 0;
         size_t got = 0;
-        if (room) {
+        /* Take events in batches (a quarter of the buffer, or READ_MAX), not
+         * one by one as deliveries finish. */
+        size_t batch = def->max_buffered / 4 < READ_MAX ? def->max_buffered / 4 : READ_MAX;
+        if (room && (held == 0 || room >= (batch ? batch : 1))) {
             stele_batch *b = NULL;
             int idle = held == 0;
             int rc = stele_consumer_read(w.c, room < READ_MAX ? room : READ_MAX, idle ? 200 : 0, &b);
@@ -149,7 +152,7 @@ void *rule_worker_main(void *arg)
             if (idle && got == 0)
                 continue;
         }
-        dlv_step(d, got ? 0 : (room ? 50 : 200), wfd);
+        dlv_step(d, got ? 0 : 50, wfd);
         flush_acks(&w);
     }
 out:
