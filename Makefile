@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-rules clean
 
 all: build
 
@@ -57,6 +57,11 @@ bench-grpc: build
 # subscribers vs none; PostgreSQL LISTEN/NOTIFY as the peer (docs/benchmarks.md).
 bench-subs: build
 	./bench/run_subs.sh $(BUILD)
+
+# Rules: delivery to a local webhook (events/s, append-to-delivery latency)
+# beside a hand-written SSE-to-POST worker (docs/benchmarks.md).
+bench-rules: build
+	./bench/run_rules.sh $(BUILD)
 
 # Scavenging benchmark: Stele's scavenge vs PostgreSQL's VACUUM on half-deleted
 # stores, and append latency while each runs (docs/benchmarks.md).

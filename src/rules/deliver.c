@@ -389,10 +389,12 @@ static void attempt_stream(dlv *v, item *it)
     failed(v, it, STELE_FAIL_OTHER, retryable, -1, err);
 }
 
-void dlv_step(dlv *v, int wait_ms, int extra_fd)
+/* Start every due partition head, up to max_in_flight on the wire. Sets
+ * *next_due to the earliest head still backing off. Returns how many
+ * attempts started. */
+static int start_due(dlv *v, int64_t now, int64_t *next_due)
 {
     const rule_def *d = v->def;
-    int64_t now = now_ms(), next_due = INT64_MAX;
     int started = 0;
     for (part *p = v->parts, *pn; p; p = pn) {
         pn = p->next; /* attempt_stream may free p */
@@ -400,8 +402,8 @@ void dlv_step(dlv *v, int wait_ms, int extra_fd)
         if (it->on_wire)
             continue;
         if (it->due_ms > now) {
-            if (it->due_ms < next_due)
-                next_due = it->due_ms;
+            if (it->due_ms < *next_due)
+                *next_due = it->due_ms;
             continue;
         }
         if (v->on_wire >= d->max_in_flight)
@@ -420,12 +422,28 @@ void dlv_step(dlv *v, int wait_ms, int extra_fd)
         it->on_wire = 1;
         v->on_wire++;
     }
+    return started;
+}
+
+void dlv_step(dlv *v, int wait_ms, int extra_fd)
+{
+    const rule_def *d = v->def;
+    int64_t now = now_ms(), next_due = INT64_MAX;
+    int started = start_due(v, now, &next_due);
     if (next_due != INT64_MAX && next_due - now < wait_ms)
         wait_ms = (int)(next_due - now < 0 ? 0 : next_due - now);
     if (started && d->target == TARGET_STREAM)
         wait_ms = 0;
     if (v->on_wire || d->target == TARGET_WEBHOOK) {
+        size_t before = v->held;
         wh_poll(v->wh, wait_ms, extra_fd, wh_done, v);
+        /* Finished heads free their partitions: start the next events now
+         * and send them with this step's transfers, not a loop later. */
+        if (v->held != before) {
+            int64_t nd = INT64_MAX;
+            if (start_due(v, now_ms(), &nd))
+                wh_poll(v->wh, 0, -1, wh_done, v);
+        }
     } else if (wait_ms > 0) {
         struct pollfd pf = {.fd = extra_fd, .events = POLLIN};
         if (poll(&pf, extra_fd >= 0 ? 1 : 0, wait_ms) > 0 && (pf.revents & POLLIN)) {

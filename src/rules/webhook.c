@@ -46,6 +46,8 @@ struct wh {
     CURLM *multi;
     size_t running;
     wh_req *reqs; /* in flight */
+    CURL *idle[64]; /* finished easy handles, reused (curl_easy_reset) */
+    size_t nidle;
 };
 
 static void unlink_req(wh *w, wh_req *r)
@@ -74,16 +76,20 @@ int wh_new(wh **out)
     return 0;
 }
 
-static void req_free(wh_req *r)
+static void req_free_to(wh *w, wh_req *r)
 {
     if (!r)
         return;
-    if (r->easy)
+    if (r->easy && w && w->nidle < sizeof w->idle / sizeof w->idle[0])
+        w->idle[w->nidle++] = r->easy;
+    else if (r->easy)
         curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->headers);
     buf_free(&r->body);
     free(r);
 }
+
+static void req_free(wh_req *r) { req_free_to(NULL, r); }
 
 void wh_free(wh *w)
 {
@@ -95,32 +101,38 @@ void wh_free(wh *w)
         curl_multi_remove_handle(w->multi, r->easy);
         req_free(r);
     }
+    while (w->nidle)
+        curl_easy_cleanup(w->idle[--w->nidle]);
     curl_multi_cleanup(w->multi);
     free(w);
 }
 
 size_t wh_running(const wh *w) { return w->running; }
 
+/* libcrypto's HMAC implementation, fetched once (a fetch looks providers
+ * up: too slow to do per request). */
+static EVP_MAC *hmac_impl;
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+static void hmac_fetch(void) { hmac_impl = EVP_MAC_fetch(NULL, "HMAC", NULL); }
+
 void wh_sign(const char *secret, int64_t t, const void *body, size_t len, char out[96])
 {
     char ts[24];
     int tn = snprintf(ts, sizeof ts, "%lld.", (long long)t);
     unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int maclen = 0;
-    EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *c = m ? EVP_MAC_CTX_new(m) : NULL;
+    size_t maclen = 0;
+    pthread_once(&hmac_once, hmac_fetch);
+    EVP_MAC_CTX *c = hmac_impl ? EVP_MAC_CTX_new(hmac_impl) : NULL;
     OSSL_PARAM params[2] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
                             OSSL_PARAM_construct_end()};
-    size_t outl = 0;
-    if (c && EVP_MAC_init(c, (const unsigned char *)secret, strlen(secret), params) &&
-        EVP_MAC_update(c, (const unsigned char *)ts, (size_t)tn) &&
-        EVP_MAC_update(c, body, len) && EVP_MAC_final(c, mac, &outl, sizeof mac))
-        maclen = (unsigned int)outl;
+    if (!(c && EVP_MAC_init(c, (const unsigned char *)secret, strlen(secret), params) &&
+          EVP_MAC_update(c, (const unsigned char *)ts, (size_t)tn) &&
+          EVP_MAC_update(c, body, len) && EVP_MAC_final(c, mac, &maclen, sizeof mac)))
+        maclen = 0; /* an empty v1: the receiver refuses it */
     EVP_MAC_CTX_free(c);
-    EVP_MAC_free(m);
     static const char hex[] = "0123456789abcdef";
     int n = snprintf(out, 96, "t=%lld,v1=", (long long)t);
-    for (unsigned i = 0; i < maclen && n + 2 < 96; i++) {
+    for (size_t i = 0; i < maclen && n + 2 < 96; i++) {
         out[n++] = hex[mac[i] >> 4];
         out[n++] = hex[mac[i] & 15];
     }
@@ -177,7 +189,11 @@ int wh_post(wh *w, const rule_def *d, const stele_event *e, uint32_t attempt, ui
     json_t *v;
     if (d->headers)
         json_object_foreach(d->headers, k, v) bad |= add_header(r, "%s: %s", k, json_string_value(v));
-    if (bad || !(r->easy = curl_easy_init())) {
+    if (!bad && w->nidle) {
+        r->easy = w->idle[--w->nidle];
+        curl_easy_reset(r->easy);
+    }
+    if (bad || (!r->easy && !(r->easy = curl_easy_init()))) {
         req_free(r);
         return err_set(STELE_ENOMEM, "out of memory (curl)");
     }
@@ -285,7 +301,7 @@ int wh_poll(wh *w, int timeout_ms, int extra_fd, wh_done_fn done, void *ctx)
         unlink_req(w, r);
         w->running--;
         void *tag = r->tag;
-        req_free(r);
+        req_free_to(w, r);
         done(ctx, tag, &res);
     }
     return 0;
