@@ -128,8 +128,9 @@ def main():
     sink_b, port_b = start_sink()
     worker = None
     try:
-        say("bench_rules: N=%d throughput events, latency %d appends/s for %.0fs; %s" % (
-            N, RATE, DURATION, time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())))
+        say("bench_rules: N=%d throughput events, latency %d appends/s for %.0fs; %s; load %s" % (
+            N, RATE, DURATION, time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            open("/proc/loadavg").read().split()[0]))
         rule = {"pattern": {"type": ["BenchEvent"]},
                 "target": {"type": "webhook", "url": "http://127.0.0.1:%d/hook" % port_a,
                            "secret": "bench"},
@@ -184,6 +185,7 @@ def main():
                 name, p50, p99, mx, cnt, RATE))
         info = request(srv.port, "GET", "/rules/bench2").body
         say("rule counters: %s" % json.dumps(info["stats"]))
+        say("load average at the end: %s" % open("/proc/loadavg").read().split()[0])
     finally:
         if worker:
             worker.terminate()
