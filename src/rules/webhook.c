@@ -5,7 +5,6 @@
  *
  * Each request carries:
  *   Content-Type        the rule's contentType (application/json)
- *   Stele-Rule          the rule's name is not known here: the event id
  *   Stele-Event-Id      the event's id (receivers deduplicate on it)
  *   Stele-Attempt       1 for the first attempt, 2 for the first retry...
  *   Stele-Replay        the replay's number, only on replayed deliveries

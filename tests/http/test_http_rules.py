@@ -383,6 +383,74 @@ def rules_survive_restart():
 
 
 @T.case
+def template_and_retry_after():
+    rcv = S["rcv"]
+    rcv.clear()
+    seen = {"n": 0}
+
+    def behave(body, headers):
+        seen["n"] += 1
+        if seen["n"] == 1:
+            return (429, {"Retry-After": "2"}, 0)
+        return (200, {}, 0)
+    rcv.behave = behave
+    put_rule("tpl", {"pattern": {"type": ["T"]}, "retry": {"backoffMs": 1, "maxBackoffMs": 5},
+                     "target": webhook(template='{"kind":{{type}},"at":{{stream}},"n":{{data}},"r":{{replay}}}',
+                                       headers={"X-Team": "billing"})})
+    append("Tpl-1", [("T", {"v": 7})])
+    wait_for(lambda: rcv.delivered(), "a delivery")
+    got = rcv.delivered()[0]
+    T.check(got[3] == {"kind": "T", "at": "Tpl-1", "n": {"v": 7}, "r": False}, "template body",
+            None, "the template filled in", got[3])
+    T.check(got[1].get("x-team") == "billing", "custom header", None, "billing", got[1])
+    times = [g for g in rcv.got]
+    T.check(len(times) == 2 and times[1][1]["stele-attempt"] == "2", "retried after the 429")
+    T.expect(request(port(), "DELETE", "/rules/tpl"), 204)
+    rcv.behave = lambda b, h: (200, {}, 0)
+
+
+@T.case
+def retry_after_is_respected():
+    """A lower bound only: a loaded machine can make the retry later, never
+    earlier than the target asked."""
+    rcv = S["rcv"]
+    rcv.clear()
+    stamps = []
+
+    def behave(body, headers):
+        stamps.append(time.monotonic())
+        return (503, {"Retry-After": "2"}, 0) if len(stamps) == 1 else (200, {}, 0)
+    rcv.behave = behave
+    put_rule("ra", {"pattern": {"type": ["RA"]}, "retry": {"backoffMs": 1, "maxBackoffMs": 5},
+                    "target": webhook()})
+    append("Ra-1", [("RA", {})])
+    wait_for(lambda: rcv.delivered(), "the retry")
+    T.check(len(stamps) == 2 and stamps[1] - stamps[0] >= 1.9, "the retry waited for Retry-After",
+            None, ">= 1.9 s", [round(b - stamps[0], 3) for b in stamps])
+    T.expect(request(port(), "DELETE", "/rules/ra"), 204)
+    rcv.behave = lambda b, h: (200, {}, 0)
+
+
+@T.case
+def cancel_running_replay():
+    hang = Receiver()
+    hang.hang = True
+    try:
+        put_rule("cx", {"pattern": {"type": ["Cx"]}, "start": "end",
+                        "target": {"type": "webhook", "url": hang.url, "timeoutMs": 60000}})
+        append("Cx-1", [("Cx", {})] * 3)
+        r = T.expect(request(port(), "POST", "/rules/cx/replays", json.dumps({"from": 0})), 202)
+        p = T.expect(request(port(), "GET", "/rules/cx/replays/%d" % r["id"]), 200)
+        T.check(p["state"] == "running", "running while the target hangs", None, "running", p)
+        T.expect(request(port(), "DELETE", "/rules/cx/replays/%d" % r["id"]), 204)
+        wait_for(lambda: T.expect(request(port(), "GET", "/rules/cx/replays/%d" % r["id"]), 200)["state"]
+                 == "cancelled", "cancelled")
+        T.expect(request(port(), "DELETE", "/rules/cx"), 204)
+    finally:
+        hang.close()
+
+
+@T.case
 def cli_rules():
     import subprocess
     from stele_server import STELE_BIN
