@@ -114,7 +114,12 @@ static void *replay_main(void *arg)
                 }
                 atomic_fetch_add(&p->scanned, 1);
                 atomic_store(&p->next_position, e->position + 1);
-                if (rule_def_matches(def, e, &pinput) == 1) {
+                int m = rule_def_matches(def, e, &pinput);
+                if (m < 0) {
+                    set_error(p, "out of memory matching events");
+                    state = "failed";
+                    eof = 2;
+                } else if (m == 1) {
                     atomic_fetch_add(&p->st.matched, 1);
                     if (dlv_add(d, e)) {
                         set_error(p, "out of memory");

@@ -138,6 +138,10 @@ void *rule_worker_main(void *arg)
             for (size_t i = 0; i < got; i++) {
                 const stele_event *e = stele_batch_event(b, i);
                 int m = rule_def_matches(def, e, &pinput);
+                if (m < 0) {
+                    rule_set_error(r, "out of memory matching: event left to the group");
+                    continue; /* not acked: redelivered after a restart */
+                }
                 if (m == 1) {
                     atomic_fetch_add(&r->st.matched, 1);
                     if (dlv_add(d, e) == 0)
