@@ -47,15 +47,22 @@ typedef struct pat_val {
     const char *low; /* PV_STR: the string in lower case (equals-ignore-case) */
     size_t lown;
     int32_t next;
+    int32_t ctx; /* the array elements it sits in (pat_ctx_compatible); 0: none */
 } pat_val;
 
 /* Parse a number value on first use; 1 if it is a number. */
 int pat_val_num(pattern_input *in, pat_val *v);
 /* The lower-case form of a string value, made on first use; 0 or ENOMEM. */
 int pat_val_lower(pattern_input *in, pat_val *v);
-/* The values at `root` + keys[0..nkeys): *base and the first index (-1: none). */
+/* The values at `root` + keys[0..nkeys): *base and the first index (-1:
+ * none); *doc is 1 for data, 2 for metadata, 0 for the event's own fields. */
 void pat_input_values(pattern_input *in, int root, char *const *keys, const size_t *klens,
-                      const uint64_t *khash, size_t nkeys, pat_val **base, int32_t *first);
+                      const uint64_t *khash, size_t nkeys, pat_val **base, int32_t *first,
+                      int *doc);
+/* Whether two values of the same document (doc 1 or 2) with array
+ * contexts a and b may match together: not when they sit in different
+ * elements of the same array (EventBridge's array-consistent matching). */
+int pat_ctx_compatible(const pattern_input *in, int doc, int32_t a, int32_t b);
 
 /* ----------------------------------------------------------- shared helpers */
 
