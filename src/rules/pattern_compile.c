@@ -528,7 +528,7 @@ static int pc_wildcards(pc_ctx *c, const char *what, pat_matcher *m)
     return 0;
 }
 
-static int pc_number(pc_ctx *c, int j, long double *out)
+static int pc_number(pc_ctx *c, int j, pat_num *out)
 {
     const char *s = c->js + c->t[j].start;
     size_t n = (size_t)(c->t[j].end - c->t[j].start);
@@ -626,7 +626,7 @@ static int pc_numeric(pc_ctx *c, int v, pat_matcher *m)
         if (!pc_is_num_tok(c, num))
             return pc_fail(c, "numeric: expected a number after \"%.*s\"",
                            c->t[op].end - c->t[op].start, c->js + c->t[op].start);
-        long double x;
+        pat_num x;
         int rc = pc_number(c, num, &x);
         if (rc)
             return rc;
@@ -646,7 +646,8 @@ static int pc_numeric(pc_ctx *c, int v, pat_matcher *m)
             m->has_hi = 1, m->hi_incl = (uint8_t)le, m->hi = x;
         }
     }
-    if (m->has_lo && m->has_hi && (m->lo > m->hi || (m->lo == m->hi && !(m->lo_incl && m->hi_incl))))
+    int order = m->has_lo && m->has_hi ? pat_num_cmp(&m->lo, &m->hi) : -1;
+    if (order > 0 || (order == 0 && !(m->lo_incl && m->hi_incl)))
         return pc_fail(c, "numeric: the range is empty (the lower bound must be below the upper "
                           "bound)");
     return 0;

@@ -33,6 +33,7 @@
  * allocates nothing once warm.
  */
 #include <arpa/inet.h>
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -533,7 +534,9 @@ static void pi_num(pat_val *v, uint64_t x)
     memset(v, 0, sizeof *v);
     v->kind = PV_NUM;
     v->num_state = 1;
-    v->num = (long double)x;
+    v->num.v = (long double)x;
+    v->num.is_int = 1;
+    v->num.i = (__int128)x;
     v->next = -1;
 }
 
@@ -685,7 +688,14 @@ void pattern_input_free(pattern_input *in)
 
 /* ------------------------------------------------------------ shared helpers */
 
-int pat_parse_num(const char *s, size_t n, long double *out)
+int pat_num_cmp(const pat_num *a, const pat_num *b)
+{
+    if (a->is_int && b->is_int)
+        return a->i < b->i ? -1 : a->i > b->i;
+    return a->v < b->v ? -1 : a->v > b->v;
+}
+
+int pat_parse_num(const char *s, size_t n, pat_num *out)
 {
     char small[64], *text = small;
     if (n == 0)
@@ -699,13 +709,26 @@ int pat_parse_num(const char *s, size_t n, long double *out)
     text[n] = 0;
     char *end;
     long double x = strtold(text, &end);
+    /* The range of a double, as EventBridge's (IEEE 754 binary64). */
+    double d = strtod(text, NULL);
     int ok = end == text + n && n > 0 && (text[0] == '-' || (text[0] >= '0' && text[0] <= '9')) &&
-             x == x && x != (long double)__builtin_infl() && x != -(long double)__builtin_infl();
+             d == d && d <= DBL_MAX && d >= -DBL_MAX;
     if (text != small)
         free(text);
     if (!ok)
         return -1;
-    *out = x == 0 ? 0.0L : x; /* -0 equals 0 */
+    out->v = x == 0 ? 0.0L : x; /* -0 equals 0 */
+    /* Plain integers also exactly. */
+    size_t k = s[0] == '-';
+    out->is_int = n - k >= 1 && n - k <= 38;
+    __int128 i = 0;
+    for (size_t q = k; q < n && out->is_int; q++) {
+        if (s[q] < '0' || s[q] > '9')
+            out->is_int = 0;
+        else
+            i = i * 10 + (s[q] - '0');
+    }
+    out->i = k ? -i : i;
     return 0;
 }
 

@@ -11,6 +11,21 @@
 
 #include "rules/pattern.h"
 
+/*
+ * A number: its value as a long double, and for an integer written without
+ * fraction or exponent (up to 38 digits) the exact integer as well, so that
+ * two such integers compare exactly (64-bit revisions, positions and ids)
+ * wherever long double is only a double (valgrind, some platforms).
+ */
+typedef struct pat_num {
+    long double v;
+    int is_int;
+    __int128 i;
+} pat_num;
+
+/* -1, 0 or 1 as a < b, a == b, a > b. */
+int pat_num_cmp(const pat_num *a, const pat_num *b);
+
 /* ------------------------------------------------------------ the event side */
 
 /* The fields of an event as reads render it: where a pattern path starts. */
@@ -43,7 +58,7 @@ typedef struct pat_val {
     uint8_t low_state; /* 0 not lowered yet, 1 `low` is valid */
     const char *s;     /* PV_STR: bytes; PV_NUM: the number's text */
     size_t n;
-    long double num;
+    pat_num num;
     const char *low; /* PV_STR: the string in lower case (equals-ignore-case) */
     size_t lown;
     int32_t next;
@@ -73,8 +88,9 @@ uint64_t pat_key_hash(const char *k, size_t n);
  * code point's encoding under lower-casing is 2 -> 3 bytes) into out and
  * returns the length. */
 size_t pat_lower(const char *s, size_t n, char *out);
-/* A JSON number's text (not NUL-terminated) as a long double; 0 or -1. */
-int pat_parse_num(const char *s, size_t n, long double *out);
+/* A JSON number's text (not NUL-terminated); 0, or -1 if it is not a
+ * finite number. */
+int pat_parse_num(const char *s, size_t n, pat_num *out);
 /* An IPv4 or IPv6 address (not NUL-terminated): 4 or 16 bytes into ip,
  * returns 4 or 16, or 0 if `s` is neither. */
 int pat_parse_ip(const char *s, size_t n, uint8_t ip[16]);
@@ -118,7 +134,7 @@ typedef struct pat_matcher {
     uint8_t op;
     /* PM_NUMERIC */
     uint8_t has_lo, lo_incl, has_hi, hi_incl;
-    long double lo, hi;
+    pat_num lo, hi;
     /* PM_CIDR */
     uint8_t ip[16];
     int iplen, bits;
@@ -126,7 +142,7 @@ typedef struct pat_matcher {
      * plain forms, a list for anything-but */
     char **str;
     size_t *strn;
-    long double *num;
+    pat_num *num;
     pat_wild *wild;
     size_t count;
 } pat_matcher;

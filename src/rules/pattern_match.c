@@ -20,8 +20,8 @@
  *   every other operator      some value it accepts
  *
  * Exact strings and the string tests work on strings only, exact numbers
- * and numeric ranges on numbers only, compared as long doubles (exact for
- * every 64-bit integer, so revisions and positions compare exactly), and
+ * and numeric ranges on numbers only, compared as long doubles, or exactly
+ * when both sides are integers written as such (pat_num_cmp), and
  * cidr on strings that are IPv4 or IPv6 addresses of the block's family.
  * Case-insensitive tests compare lower-cased text: each code point mapped
  * by towlower in the C.UTF-8 locale (simple case mapping, no expansions
@@ -141,12 +141,18 @@ static int pm_wild(const pat_wild *w, const char *s, size_t n)
     return 1;
 }
 
-static int pm_in_range(const pat_matcher *m, long double x)
+static int pm_in_range(const pat_matcher *m, const pat_num *x)
 {
-    if (m->has_lo && (m->lo_incl ? x < m->lo : x <= m->lo))
-        return 0;
-    if (m->has_hi && (m->hi_incl ? x > m->hi : x >= m->hi))
-        return 0;
+    if (m->has_lo) {
+        int c = pat_num_cmp(x, &m->lo);
+        if (c < 0 || (c == 0 && !m->lo_incl))
+            return 0;
+    }
+    if (m->has_hi) {
+        int c = pat_num_cmp(x, &m->hi);
+        if (c > 0 || (c == 0 && !m->hi_incl))
+            return 0;
+    }
     return 1;
 }
 
@@ -187,7 +193,7 @@ static int pm_leaf(const pat_matcher *m, pattern_input *in, pat_val *v)
     case PM_STR:
         return is_str && pm_any_str(m, v->s, v->n, 0);
     case PM_NUM:
-        return pat_val_num(in, v) && v->num == m->num[0];
+        return pat_val_num(in, v) && !pat_num_cmp(&v->num, &m->num[0]);
     case PM_TRUE:
         return v->kind == PV_TRUE;
     case PM_FALSE:
@@ -207,7 +213,7 @@ static int pm_leaf(const pat_matcher *m, pattern_input *in, pat_val *v)
     case PM_WILDCARD:
         return is_str && pm_any_str(m, v->s, v->n, 3);
     case PM_NUMERIC:
-        return pat_val_num(in, v) && pm_in_range(m, v->num);
+        return pat_val_num(in, v) && pm_in_range(m, &v->num);
     case PM_CIDR:
         return is_str && pm_cidr(m, v);
     case PM_BUT_STR:
@@ -216,7 +222,7 @@ static int pm_leaf(const pat_matcher *m, pattern_input *in, pat_val *v)
         if (!pat_val_num(in, v))
             return 1;
         for (size_t k = 0; k < m->count; k++)
-            if (v->num == m->num[k])
+            if (!pat_num_cmp(&v->num, &m->num[k]))
                 return 0;
         return 1;
     case PM_BUT_PREFIX:
