@@ -14,7 +14,13 @@
  *                (interned: "a.b" inside two array elements is one node),
  *                found by (parent node, key) in an open-addressing table;
  *   values       one per leaf (string, number, true, false, null), chained
- *                per path node in document order.
+ *                per path node in document order;
+ *   contexts     one per element of an array that is an object or an array:
+ *                (enclosing context, array, depth). Each value records the
+ *                innermost one it sits in, so the matcher can tell whether
+ *                two values lie in different elements of the same array
+ *                (pat_ctx_compatible), which EventBridge's array-consistent
+ *                matching forbids for the fields of one match.
  *
  * Arrays add no path step: each element's values join the path of the
  * array itself, so a pattern on "tags" or "data.items.sku" sees every
