@@ -524,6 +524,18 @@ static void test_limits(void)
             CHECK(!strncmp(err, "data.k.k.k.", 11));
         }
     }
+    /* Deep JSON of any kind is refused before it is walked. */
+    {
+        size_t o = 0;
+        o += (size_t)sprintf(s + o, "{\"data\": {\"x\": ");
+        for (int k = 0; k < 1000; k++)
+            s[o++] = '[';
+        for (int k = 0; k < 1000; k++)
+            s[o++] = ']';
+        o += (size_t)sprintf(s + o, "}}");
+        CHECK(pattern_compile(s, o, &p, err, sizeof err) == STELE_EINVAL);
+        CHECK(!strcmp(err, "pattern: nested more than 32 levels deep"));
+    }
     /* $or combinations: 10 x 10 x 10 = 1000 is allowed, 6^4 = 1296 is not. */
     for (int over = 0; over <= 1; over++) {
         int nor = over ? 4 : 3, nalt = over ? 6 : 10;

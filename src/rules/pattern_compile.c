@@ -301,9 +301,11 @@ static int pc_is_number(const char *s, size_t n)
  * gaps between tokens hold exactly the punctuation JSON requires, strings
  * and primitives are well-formed. *next = the token after it.
  */
-static int pc_check(pc_ctx *c, int i, int *next)
+static int pc_check(pc_ctx *c, int i, int *next, int depth)
 {
     const jsmntok_t *t = &c->t[i];
+    if (depth > PATTERN_MAX_DEPTH * 2)
+        return pc_fail(c, "nested more than %d levels deep", PATTERN_MAX_DEPTH);
     if (t->type == JSMN_PRIMITIVE) {
         const char *s = c->js + t->start;
         size_t n = (size_t)(t->end - t->start);
@@ -339,7 +341,7 @@ static int pc_check(pc_ctx *c, int i, int *next)
         if (is_obj) {
             if (c->t[j].type != JSMN_STRING)
                 return pc_fail(c, "invalid JSON: expected a key at byte %zu", p);
-            if ((rc = pc_check(c, j, &j)))
+            if ((rc = pc_check(c, j, &j, depth + 1)))
                 return rc;
             p = pc_ws(c, pc_tok_end(c, j - 1));
             if (p >= c->len || c->js[p] != ':')
@@ -349,7 +351,7 @@ static int pc_check(pc_ctx *c, int i, int *next)
                 return pc_fail(c, "invalid JSON: unexpected text at byte %zu", p);
         }
         int v = j;
-        if ((rc = pc_check(c, v, &j)))
+        if ((rc = pc_check(c, v, &j, depth + 1)))
             return rc;
         p = pc_tok_end(c, v);
     }
@@ -980,7 +982,7 @@ int pattern_compile(const char *json, size_t len, pattern **out, char *err, size
         goto done;
     }
     int next;
-    if ((rc = pc_check(&c, 0, &next)))
+    if ((rc = pc_check(&c, 0, &next, 1)))
         goto done;
     if (next != n || pc_ws(&c, (size_t)c.t[0].end) != len) {
         rc = pc_fail(&c, "invalid JSON: text after the object at byte %d", c.t[0].end);
