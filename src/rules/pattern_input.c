@@ -181,7 +181,7 @@ static int32_t pi_find(const pi_doc *d, int32_t parent, const char *k, size_t kn
         if (!s)
             return -1;
         const pi_pnode *nd = &d->node[s - 1];
-        if (nd->h == h && nd->parent == parent && nd->kn == kn && !memcmp(nd->k, k, kn))
+        if (nd->h == h && nd->parent == parent && nd->kn == kn && pat_same(nd->k, k, kn))
             return s - 1;
     }
 }

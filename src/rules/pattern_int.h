@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "rules/pattern.h"
 
@@ -80,6 +81,23 @@ void pat_input_values(pattern_input *in, int root, char *const *keys, const size
 int pat_ctx_compatible(const pattern_input *in, int doc, int32_t a, int32_t b);
 
 /* ----------------------------------------------------------- shared helpers */
+
+/* Equal bytes? Inline, for the short keys and values compared on every
+ * match, where a call to memcmp costs more than the comparison. */
+static inline int pat_same(const char *a, const char *b, size_t n)
+{
+    for (; n >= 8; a += 8, b += 8, n -= 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y)
+            return 0;
+    }
+    for (; n; n--)
+        if (*a++ != *b++)
+            return 0;
+    return 1;
+}
 
 /* The hash of an object key, the same on both sides. */
 uint64_t pat_key_hash(const char *k, size_t n);

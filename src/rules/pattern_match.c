@@ -90,12 +90,12 @@ size_t pat_lower(const char *s, size_t n, char *out)
 
 static int pm_prefix(const char *s, size_t n, const char *x, size_t xn)
 {
-    return n >= xn && !memcmp(s, x, xn);
+    return n >= xn && pat_same(s, x, xn);
 }
 
 static int pm_suffix(const char *s, size_t n, const char *x, size_t xn)
 {
-    return n >= xn && !memcmp(s + n - xn, x, xn);
+    return n >= xn && pat_same(s + n - xn, x, xn);
 }
 
 /* Find x in s[from..n); the index or -1. */
@@ -175,7 +175,7 @@ static int pm_any_str(const pat_matcher *m, const char *s, size_t n, int how)
     for (size_t k = 0; k < m->count; k++) {
         const char *x = m->str[k];
         size_t xn = m->strn[k];
-        int hit = how == 0   ? n == xn && !memcmp(s, x, xn)
+        int hit = how == 0   ? n == xn && pat_same(s, x, xn)
                   : how == 1 ? pm_prefix(s, n, x, xn)
                   : how == 2 ? pm_suffix(s, n, x, xn)
                              : pm_wild(&m->wild[k], s, n);
