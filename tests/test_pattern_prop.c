@@ -870,6 +870,89 @@ static void gen_event_make(gen_event *g)
     sb_add(&g->render, "}");
 }
 
+/*
+ * Robustness: generated patterns and event data with random bytes changed,
+ * cut or inserted. A pattern must compile or be refused with a message of
+ * the form "path: reason"; matching mangled data must not fail (it is
+ * absent or partly readable). ASan and valgrind watch the memory.
+ */
+static int test_mangled(int rounds)
+{
+    static const char noise[] = "{}[]\",:*\\ 0123456789-.eEtrufalsn$/\x01\xc3\xa9\xff";
+    sb pat = {0}, data = {0};
+    gen_event g;
+    memset(&g, 0, sizeof g);
+    pattern_input *in = NULL;
+    int refused = 0, compiled = 0;
+    for (int r = 0; r < rounds; r++) {
+        pat.n = 0;
+        gen_pobject(&pat, 0, 0);
+        int edits = 1 + pick(4);
+        for (int k = 0; k < edits && pat.n; k++) {
+            size_t at = (size_t)pick((int)pat.n);
+            int how = pick(3);
+            if (how == 0) {
+                pat.p[at] = noise[pick((int)sizeof noise - 1)];
+            } else if (how == 1) {
+                memmove(pat.p + at, pat.p + at + 1, pat.n - at);
+                pat.n--;
+            } else {
+                sb_add(&pat, " ");
+                memmove(pat.p + at + 1, pat.p + at, pat.n - at - 1);
+                pat.p[at] = noise[pick((int)sizeof noise - 1)];
+            }
+        }
+        char err[512];
+        err[0] = 0;
+        pattern *p = NULL;
+        int rc = pattern_compile(pat.p, pat.n, &p, err, sizeof err);
+        if (rc == 0) {
+            compiled++;
+        } else {
+            refused++;
+            if ((rc != STELE_EINVAL && rc != STELE_ETOOBIG) || p || !strstr(err, ": ")) {
+                fprintf(stderr, "mangled pattern: rc %d, message \"%s\"\n  %.*s\n", rc, err,
+                        (int)pat.n, pat.p);
+                CHECK(0);
+            }
+        }
+        /* An event whose data is mangled JSON, flagged as JSON. */
+        gen_event_make(&g);
+        data.n = 0;
+        sb_add(&data, "%.*s", (int)g.data.n, g.data.p ? g.data.p : "");
+        for (int k = 0; k < 3 && data.n; k++)
+            data.p[pick((int)data.n)] = noise[pick((int)sizeof noise - 1)];
+        if (data.n && chance(50))
+            data.n = (size_t)pick((int)data.n);
+        g.e.data = data.p;
+        g.e.data_len = data.n;
+        g.e.flags |= STELE_EVENT_JSON;
+        if (!in)
+            CHECK_OK(pattern_input_new(&g.e, &in));
+        else
+            pattern_input_reset(in, &g.e);
+        if (p) {
+            int m = pattern_match(p, in);
+            CHECK(m == 0 || m == 1);
+            pattern_free(p);
+        }
+        const char *probe = "{\"data\": {\"a\": [{\"exists\": true}], \"b\": [{\"anything-but\": 1}]}}";
+        CHECK_OK(pattern_compile(probe, strlen(probe), &p, err, sizeof err));
+        int m = pattern_match(p, in);
+        CHECK(m == 0 || m == 1);
+        pattern_free(p);
+    }
+    printf("test_pattern_prop: mangled patterns: %d refused, %d still valid\n", refused, compiled);
+    CHECK(refused > rounds / 2);
+    pattern_input_free(in);
+    free(pat.p);
+    free(data.p);
+    free(g.data.p);
+    free(g.meta.p);
+    free(g.render.p);
+    return rounds;
+}
+
 int main(void)
 {
     t_seed();
@@ -913,6 +996,7 @@ int main(void)
             pattern_free(p);
         }
     }
+    passed += test_mangled(quick ? 2000 : 20000);
     printf("test_pattern_prop: %d of %d pairs matched (structured: %d of %d)\n", matched, total,
            smatched, stotal);
     CHECK(matched * 10 >= total && matched * 10 <= total * 9);
