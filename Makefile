@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-rules clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-patterns bench-rules clean
 
 all: build
 
@@ -73,6 +73,11 @@ bench-scavenge: build
 # (installs and starts PostgreSQL itself; docs/benchmarks.md).
 bench-query: build
 	./bench/run_query.sh $(BUILD)
+
+# Event pattern matching (rules): 100 rules of mixed operators over 1M
+# events, one thread, no store involved (docs/benchmarks.md).
+bench-patterns: build
+	./$(BUILD)/bench/bench_patterns 1000000 100
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

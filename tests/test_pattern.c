@@ -24,6 +24,9 @@ static const char *const EV_DATA =
     " \"empty\": [], \"obj\": {\"c1\": 100}, \"big\": 18446744073709551615,"
     " \"escaped\": \"a\\\"b\\u00e9\", \"star\": \"a*b\", \"rep\": \"abcabc\","
     " \"k\\u00e9y\": 1, \"a.b\": 1, \"nested\": [[1, [2]], {\"deep\": [\"x\"]}]}";
+#define EV_ORDERS                                                                          \
+    "{\"o\": [{\"l\": [{\"s\": \"x\", \"q\": 3}, {\"s\": \"z\", \"q\": 4}], \"t\": [\"t1\"]},"           \
+    " {\"l\": [{\"s\": \"y\"}], \"t\": [\"t2\"]}]}"
 static const char *const EV_META = "{\"correlationId\": \"c-1\", \"actor\": \"bob\"}";
 
 enum { F_NOTAGS = 1, F_RAWDATA = 2, F_NOMETA = 4 };
@@ -86,6 +89,30 @@ static const golden G[] = {
     {"{\"data\": {\"labels\": [\"old\"]}}", 0, NULL, 0},
     {"{\"data\": {\"nested\": [2]}}", 1, NULL, 0},
     {"{\"data\": {\"nested\": {\"deep\": [\"x\"]}}}", 1, NULL, 0},
+    /* array-consistent matching: fields inside objects of different
+     * elements of one array do not match together */
+    {"{\"data\": {\"items\": {\"sku\": [\"A-1\"], \"qty\": [2]}}}", 1, NULL, 0},
+    {"{\"data\": {\"items\": {\"sku\": [\"A-1\"], \"qty\": [1]}}}", 0, NULL, 0},
+    {"{\"data\": {\"items\": {\"sku\": [\"B-2\"], \"qty\": [{\"numeric\": [\"<\", 2]}]}}}", 1,
+     NULL, 0},
+    {"{\"data\": {\"items\": {\"sku\": [\"A-1\"], \"qty\": [{\"exists\": true}]}}}", 1, NULL, 0},
+    {"{\"data\": {\"items\": {\"sku\": [\"A-1\"], \"$or\": [{\"qty\": [1]}, {\"qty\": [5]}]}}}",
+     0, NULL, 0},
+    {"{\"data\": {\"items\": {\"sku\": [\"A-1\"], \"$or\": [{\"qty\": [1]}, {\"qty\": [2]}]}}}",
+     1, NULL, 0},
+    {"{\"data\": {\"items\": {\"sku\": [{\"anything-but\": \"A-1\"}], \"qty\": [2]}}}", 0, NULL,
+     0},
+    {"{\"data\": {\"labels\": [\"new\"], \"items\": {\"sku\": [\"B-2\"]}}}", 1, NULL, 0},
+    {"{\"data\": {\"labels\": [\"new\"], \"$or\": [{\"labels\": [\"promo\"]}, {\"count\": [9]}]}}",
+     1, NULL, 0},
+    {"{\"data\": {\"o\": {\"l\": {\"s\": [\"x\"]}, \"t\": [\"t1\"]}}}", 1, EV_ORDERS, 0},
+    {"{\"data\": {\"o\": {\"l\": {\"s\": [\"x\"]}, \"t\": [\"t2\"]}}}", 0, EV_ORDERS, 0},
+    {"{\"data\": {\"o\": {\"l\": {\"s\": [\"y\"]}, \"t\": [\"t2\"]}}}", 1, EV_ORDERS, 0},
+    {"{\"data\": {\"o\": {\"l\": {\"s\": [\"x\"], \"q\": [3]}}}}", 1, EV_ORDERS, 0},
+    {"{\"data\": {\"o\": {\"l\": {\"s\": [\"x\"], \"q\": [4]}}}}", 0, EV_ORDERS, 0},
+    {"{\"data\": {\"m\": {\"a\": [1], \"b\": [2]}}}", 0, "{\"m\": [[{\"a\": 1}], [{\"b\": 2}]]}", 0},
+    {"{\"data\": {\"m\": {\"a\": [1], \"b\": [2]}}}", 0, "{\"m\": [[{\"a\": 1}, {\"b\": 2}]]}", 0},
+    {"{\"data\": {\"m\": {\"a\": [1], \"b\": [2]}}}", 1, "{\"m\": [[{\"a\": 1, \"b\": 2}]]}", 0},
     /* an object is not a value */
     {"{\"data\": {\"customer\": [\"x\"]}}", 0, NULL, 0},
     {"{\"data\": {\"customer\": {\"country\": [\"FR\"], \"vip\": [true]}}}", 1, NULL, 0},
@@ -496,6 +523,18 @@ static void test_limits(void)
             CHECK(strstr(err, ": nested more than 32 levels deep") != NULL);
             CHECK(!strncmp(err, "data.k.k.k.", 11));
         }
+    }
+    /* Deep JSON of any kind is refused before it is walked. */
+    {
+        size_t o = 0;
+        o += (size_t)sprintf(s + o, "{\"data\": {\"x\": ");
+        for (int k = 0; k < 1000; k++)
+            s[o++] = '[';
+        for (int k = 0; k < 1000; k++)
+            s[o++] = ']';
+        o += (size_t)sprintf(s + o, "}}");
+        CHECK(pattern_compile(s, o, &p, err, sizeof err) == STELE_EINVAL);
+        CHECK(!strcmp(err, "pattern: nested more than 32 levels deep"));
     }
     /* $or combinations: 10 x 10 x 10 = 1000 is allowed, 6^4 = 1296 is not. */
     for (int over = 0; over <= 1; over++) {

@@ -301,9 +301,11 @@ static int pc_is_number(const char *s, size_t n)
  * gaps between tokens hold exactly the punctuation JSON requires, strings
  * and primitives are well-formed. *next = the token after it.
  */
-static int pc_check(pc_ctx *c, int i, int *next)
+static int pc_check(pc_ctx *c, int i, int *next, int depth)
 {
     const jsmntok_t *t = &c->t[i];
+    if (depth > PATTERN_MAX_DEPTH * 2)
+        return pc_fail(c, "nested more than %d levels deep", PATTERN_MAX_DEPTH);
     if (t->type == JSMN_PRIMITIVE) {
         const char *s = c->js + t->start;
         size_t n = (size_t)(t->end - t->start);
@@ -339,7 +341,7 @@ static int pc_check(pc_ctx *c, int i, int *next)
         if (is_obj) {
             if (c->t[j].type != JSMN_STRING)
                 return pc_fail(c, "invalid JSON: expected a key at byte %zu", p);
-            if ((rc = pc_check(c, j, &j)))
+            if ((rc = pc_check(c, j, &j, depth + 1)))
                 return rc;
             p = pc_ws(c, pc_tok_end(c, j - 1));
             if (p >= c->len || c->js[p] != ':')
@@ -349,7 +351,7 @@ static int pc_check(pc_ctx *c, int i, int *next)
                 return pc_fail(c, "invalid JSON: unexpected text at byte %zu", p);
         }
         int v = j;
-        if ((rc = pc_check(c, v, &j)))
+        if ((rc = pc_check(c, v, &j, depth + 1)))
             return rc;
         p = pc_tok_end(c, v);
     }
@@ -528,7 +530,7 @@ static int pc_wildcards(pc_ctx *c, const char *what, pat_matcher *m)
     return 0;
 }
 
-static int pc_number(pc_ctx *c, int j, long double *out)
+static int pc_number(pc_ctx *c, int j, pat_num *out)
 {
     const char *s = c->js + c->t[j].start;
     size_t n = (size_t)(c->t[j].end - c->t[j].start);
@@ -626,7 +628,7 @@ static int pc_numeric(pc_ctx *c, int v, pat_matcher *m)
         if (!pc_is_num_tok(c, num))
             return pc_fail(c, "numeric: expected a number after \"%.*s\"",
                            c->t[op].end - c->t[op].start, c->js + c->t[op].start);
-        long double x;
+        pat_num x;
         int rc = pc_number(c, num, &x);
         if (rc)
             return rc;
@@ -646,7 +648,8 @@ static int pc_numeric(pc_ctx *c, int v, pat_matcher *m)
             m->has_hi = 1, m->hi_incl = (uint8_t)le, m->hi = x;
         }
     }
-    if (m->has_lo && m->has_hi && (m->lo > m->hi || (m->lo == m->hi && !(m->lo_incl && m->hi_incl))))
+    int order = m->has_lo && m->has_hi ? pat_num_cmp(&m->lo, &m->hi) : -1;
+    if (order > 0 || (order == 0 && !(m->lo_incl && m->hi_incl)))
         return pc_fail(c, "numeric: the range is empty (the lower bound must be below the upper "
                           "bound)");
     return 0;
@@ -979,7 +982,7 @@ int pattern_compile(const char *json, size_t len, pattern **out, char *err, size
         goto done;
     }
     int next;
-    if ((rc = pc_check(&c, 0, &next)))
+    if ((rc = pc_check(&c, 0, &next, 1)))
         goto done;
     if (next != n || pc_ws(&c, (size_t)c.t[0].end) != len) {
         rc = pc_fail(&c, "invalid JSON: text after the object at byte %d", c.t[0].end);

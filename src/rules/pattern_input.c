@@ -14,7 +14,13 @@
  *                (interned: "a.b" inside two array elements is one node),
  *                found by (parent node, key) in an open-addressing table;
  *   values       one per leaf (string, number, true, false, null), chained
- *                per path node in document order.
+ *                per path node in document order;
+ *   contexts     one per element of an array that is an object or an array:
+ *                (enclosing context, array, depth). Each value records the
+ *                innermost one it sits in, so the matcher can tell whether
+ *                two values lie in different elements of the same array
+ *                (pat_ctx_compatible), which EventBridge's array-consistent
+ *                matching forbids for the fields of one match.
  *
  * Arrays add no path step: each element's values join the path of the
  * array itself, so a pattern on "tags" or "data.items.sku" sees every
@@ -33,6 +39,7 @@
  * allocates nothing once warm.
  */
 #include <arpa/inet.h>
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,8 +115,18 @@ typedef struct pi_pnode {
     int32_t first, last; /* values at this path */
 } pi_pnode;
 
+/* An element of an array: its enclosing context, the array (its token)
+ * and how many contexts lie above it. Context 0 is "in no array". */
+typedef struct pi_ctx {
+    int32_t parent;
+    int32_t array;
+    int32_t depth;
+} pi_ctx;
+
 typedef struct pi_doc {
     int state; /* 0 not parsed, 1 parsed, 2 absent */
+    pi_ctx *ctx;
+    int32_t nctx, ctxcap;
     jsmntok_t *t;
     unsigned tcap;
     int nt;
@@ -164,7 +181,7 @@ static int32_t pi_find(const pi_doc *d, int32_t parent, const char *k, size_t kn
         if (!s)
             return -1;
         const pi_pnode *nd = &d->node[s - 1];
-        if (nd->h == h && nd->parent == parent && nd->kn == kn && !memcmp(nd->k, k, kn))
+        if (nd->h == h && nd->parent == parent && nd->kn == kn && pat_same(nd->k, k, kn))
             return s - 1;
     }
 }
@@ -191,6 +208,7 @@ static void pi_doc_clear(pi_doc *d)
     d->state = 0;
     d->nv = 0;
     d->nnode = 0;
+    d->nctx = 0;
     if (d->nslot)
         memset(d->slot, 0, d->nslot * sizeof *d->slot);
 }
@@ -201,6 +219,7 @@ static void pi_doc_free(pi_doc *d)
     free(d->v);
     free(d->node);
     free(d->slot);
+    free(d->ctx);
     memset(d, 0, sizeof *d);
 }
 
@@ -334,8 +353,46 @@ static int pi_skip(const pi_doc *d, int i)
     return j;
 }
 
-/* Flatten token i (at path node `node`); returns the next token or -1. */
-static int pi_walk(pattern_input *in, pi_doc *d, const char *js, int i, int32_t node, int depth)
+/* A new context: element of array token `array` inside context `parent`. */
+static int32_t pi_new_ctx(pi_doc *d, int32_t parent, int32_t array)
+{
+    if (d->nctx == d->ctxcap) {
+        int32_t cap = d->ctxcap ? d->ctxcap * 2 : 64;
+        pi_ctx *nc = realloc(d->ctx, (size_t)cap * sizeof *nc);
+        if (!nc)
+            return -1;
+        d->ctx = nc;
+        d->ctxcap = cap;
+    }
+    int32_t id = d->nctx++;
+    d->ctx[id] = (pi_ctx){parent, array, id ? d->ctx[parent].depth + 1 : 0};
+    return id;
+}
+
+int pat_ctx_compatible(const pattern_input *in, int doc, int32_t a, int32_t b)
+{
+    if (a == b || !a || !b || doc < 1)
+        return 1;
+    const pi_ctx *c = in->doc[doc - 1].ctx;
+    /* Climb to the common ancestor, remembering the last step of each. */
+    int32_t pa = -1, pb = -1;
+    while (c[a].depth > c[b].depth)
+        pa = a, a = c[a].parent;
+    while (c[b].depth > c[a].depth)
+        pb = b, b = c[b].parent;
+    while (a != b) {
+        pa = a, a = c[a].parent;
+        pb = b, b = c[b].parent;
+    }
+    /* One lies inside the other's element, or they went into different
+     * arrays of the same element: fine. Two elements of one array: not. */
+    return pa < 0 || pb < 0 || c[pa].array != c[pb].array;
+}
+
+/* Flatten token i (at path node `node`, array context `ctx`); returns the
+ * next token or -1. */
+static int pi_walk(pattern_input *in, pi_doc *d, const char *js, int i, int32_t node, int32_t ctx,
+                   int depth)
 {
     const jsmntok_t *t = &d->t[i];
     if (t->type == JSMN_OBJECT || t->type == JSMN_ARRAY) {
@@ -345,7 +402,14 @@ static int pi_walk(pattern_input *in, pi_doc *d, const char *js, int i, int32_t 
         for (int k = 0; k < t->size; k++) {
             if (j >= d->nt)
                 return -1;
-            int32_t child = node;
+            int32_t child = node, cctx = ctx;
+            /* Only elements that are objects or arrays make a context: the
+             * rule is about fields inside different elements, and a
+             * scalar element holds no fields. */
+            if (t->type == JSMN_ARRAY &&
+                (d->t[j].type == JSMN_OBJECT || d->t[j].type == JSMN_ARRAY) &&
+                (cctx = pi_new_ctx(d, ctx, i)) < 0)
+                return -1;
             if (t->type == JSMN_OBJECT) {
                 size_t kn;
                 const char *ks = pi_tok_str(in, js, &d->t[j], &kn);
@@ -355,7 +419,7 @@ static int pi_walk(pattern_input *in, pi_doc *d, const char *js, int i, int32_t 
                 if (j >= d->nt)
                     return -1;
             }
-            j = pi_walk(in, d, js, j, child, depth + 1);
+            j = pi_walk(in, d, js, j, child, cctx, depth + 1);
             if (j < 0)
                 return -1;
         }
@@ -363,6 +427,7 @@ static int pi_walk(pattern_input *in, pi_doc *d, const char *js, int i, int32_t 
     }
     pat_val v;
     memset(&v, 0, sizeof v);
+    v.ctx = ctx;
     if (t->type == JSMN_STRING) {
         v.kind = PV_STR;
         v.s = pi_tok_str(in, js, t, &v.n);
@@ -445,8 +510,11 @@ static void pi_doc_load(pattern_input *in, int which)
     }
     d->nnode = 1;
     d->node[0] = (pi_pnode){0, -1, 0, "", -1, -1};
+    d->nctx = 0;
+    if (pi_new_ctx(d, 0, -1) < 0)
+        return;
     /* One JSON value, nothing after it (jsmn accepts several roots). */
-    int next = pi_walk(in, d, js, 0, 0, 0);
+    int next = pi_walk(in, d, js, 0, 0, 0, 0);
     if (next != d->nt) {
         d->nv = 0;
         d->nnode = 1;
@@ -472,18 +540,23 @@ static void pi_num(pat_val *v, uint64_t x)
     memset(v, 0, sizeof *v);
     v->kind = PV_NUM;
     v->num_state = 1;
-    v->num = (long double)x;
+    v->num.v = (long double)x;
+    v->num.is_int = 1;
+    v->num.i = (__int128)x;
     v->next = -1;
 }
 
 void pat_input_values(pattern_input *in, int root, char *const *keys, const size_t *klens,
-                      const uint64_t *khash, size_t nkeys, pat_val **base, int32_t *first)
+                      const uint64_t *khash, size_t nkeys, pat_val **base, int32_t *first,
+                      int *doc)
 {
     const stele_event *ev = in->ev;
     *base = NULL;
     *first = -1;
+    *doc = 0;
     if (root == PAT_ROOT_DATA || root == PAT_ROOT_METADATA) {
         int which = root == PAT_ROOT_METADATA;
+        *doc = which + 1;
         pi_doc *d = &in->doc[which];
         if (d->state == 0)
             pi_doc_load(in, which);
@@ -621,7 +694,14 @@ void pattern_input_free(pattern_input *in)
 
 /* ------------------------------------------------------------ shared helpers */
 
-int pat_parse_num(const char *s, size_t n, long double *out)
+int pat_num_cmp(const pat_num *a, const pat_num *b)
+{
+    if (a->is_int && b->is_int)
+        return a->i < b->i ? -1 : a->i > b->i;
+    return a->v < b->v ? -1 : a->v > b->v;
+}
+
+int pat_parse_num(const char *s, size_t n, pat_num *out)
 {
     char small[64], *text = small;
     if (n == 0)
@@ -635,13 +715,26 @@ int pat_parse_num(const char *s, size_t n, long double *out)
     text[n] = 0;
     char *end;
     long double x = strtold(text, &end);
+    /* The range of a double, as EventBridge's (IEEE 754 binary64). */
+    double d = strtod(text, NULL);
     int ok = end == text + n && n > 0 && (text[0] == '-' || (text[0] >= '0' && text[0] <= '9')) &&
-             x == x && x != (long double)__builtin_infl() && x != -(long double)__builtin_infl();
+             d == d && d <= DBL_MAX && d >= -DBL_MAX;
     if (text != small)
         free(text);
     if (!ok)
         return -1;
-    *out = x == 0 ? 0.0L : x; /* -0 equals 0 */
+    out->v = x == 0 ? 0.0L : x; /* -0 equals 0 */
+    /* Plain integers also exactly. */
+    size_t k = s[0] == '-';
+    out->is_int = n - k >= 1 && n - k <= 38;
+    __int128 i = 0;
+    for (size_t q = k; q < n && out->is_int; q++) {
+        if (s[q] < '0' || s[q] > '9')
+            out->is_int = 0;
+        else
+            i = i * 10 + (s[q] - '0');
+    }
+    out->i = k ? -i : i;
     return 0;
 }
 

@@ -8,8 +8,24 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "rules/pattern.h"
+
+/*
+ * A number: its value as a long double, and for an integer written without
+ * fraction or exponent (up to 38 digits) the exact integer as well, so that
+ * two such integers compare exactly (64-bit revisions, positions and ids)
+ * wherever long double is only a double (valgrind, some platforms).
+ */
+typedef struct pat_num {
+    long double v;
+    int is_int;
+    __int128 i;
+} pat_num;
+
+/* -1, 0 or 1 as a < b, a == b, a > b. */
+int pat_num_cmp(const pat_num *a, const pat_num *b);
 
 /* ------------------------------------------------------------ the event side */
 
@@ -43,21 +59,45 @@ typedef struct pat_val {
     uint8_t low_state; /* 0 not lowered yet, 1 `low` is valid */
     const char *s;     /* PV_STR: bytes; PV_NUM: the number's text */
     size_t n;
-    long double num;
+    pat_num num;
     const char *low; /* PV_STR: the string in lower case (equals-ignore-case) */
     size_t lown;
     int32_t next;
+    int32_t ctx; /* the array elements it sits in (pat_ctx_compatible); 0: none */
 } pat_val;
 
 /* Parse a number value on first use; 1 if it is a number. */
 int pat_val_num(pattern_input *in, pat_val *v);
 /* The lower-case form of a string value, made on first use; 0 or ENOMEM. */
 int pat_val_lower(pattern_input *in, pat_val *v);
-/* The values at `root` + keys[0..nkeys): *base and the first index (-1: none). */
+/* The values at `root` + keys[0..nkeys): *base and the first index (-1:
+ * none); *doc is 1 for data, 2 for metadata, 0 for the event's own fields. */
 void pat_input_values(pattern_input *in, int root, char *const *keys, const size_t *klens,
-                      const uint64_t *khash, size_t nkeys, pat_val **base, int32_t *first);
+                      const uint64_t *khash, size_t nkeys, pat_val **base, int32_t *first,
+                      int *doc);
+/* Whether two values of the same document (doc 1 or 2) with array
+ * contexts a and b may match together: not when they sit in different
+ * elements of the same array (EventBridge's array-consistent matching). */
+int pat_ctx_compatible(const pattern_input *in, int doc, int32_t a, int32_t b);
 
 /* ----------------------------------------------------------- shared helpers */
+
+/* Equal bytes? Inline, for the short keys and values compared on every
+ * match, where a call to memcmp costs more than the comparison. */
+static inline int pat_same(const char *a, const char *b, size_t n)
+{
+    for (; n >= 8; a += 8, b += 8, n -= 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y)
+            return 0;
+    }
+    for (; n; n--)
+        if (*a++ != *b++)
+            return 0;
+    return 1;
+}
 
 /* The hash of an object key, the same on both sides. */
 uint64_t pat_key_hash(const char *k, size_t n);
@@ -66,8 +106,9 @@ uint64_t pat_key_hash(const char *k, size_t n);
  * code point's encoding under lower-casing is 2 -> 3 bytes) into out and
  * returns the length. */
 size_t pat_lower(const char *s, size_t n, char *out);
-/* A JSON number's text (not NUL-terminated) as a long double; 0 or -1. */
-int pat_parse_num(const char *s, size_t n, long double *out);
+/* A JSON number's text (not NUL-terminated); 0, or -1 if it is not a
+ * finite number. */
+int pat_parse_num(const char *s, size_t n, pat_num *out);
 /* An IPv4 or IPv6 address (not NUL-terminated): 4 or 16 bytes into ip,
  * returns 4 or 16, or 0 if `s` is neither. */
 int pat_parse_ip(const char *s, size_t n, uint8_t ip[16]);
@@ -111,7 +152,7 @@ typedef struct pat_matcher {
     uint8_t op;
     /* PM_NUMERIC */
     uint8_t has_lo, lo_incl, has_hi, hi_incl;
-    long double lo, hi;
+    pat_num lo, hi;
     /* PM_CIDR */
     uint8_t ip[16];
     int iplen, bits;
@@ -119,7 +160,7 @@ typedef struct pat_matcher {
      * plain forms, a list for anything-but */
     char **str;
     size_t *strn;
-    long double *num;
+    pat_num *num;
     pat_wild *wild;
     size_t count;
 } pat_matcher;

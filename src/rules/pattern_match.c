@@ -20,8 +20,8 @@
  *   every other operator      some value it accepts
  *
  * Exact strings and the string tests work on strings only, exact numbers
- * and numeric ranges on numbers only, compared as long doubles (exact for
- * every 64-bit integer, so revisions and positions compare exactly), and
+ * and numeric ranges on numbers only, compared as long doubles, or exactly
+ * when both sides are integers written as such (pat_num_cmp), and
  * cidr on strings that are IPv4 or IPv6 addresses of the block's family.
  * Case-insensitive tests compare lower-cased text: each code point mapped
  * by towlower in the C.UTF-8 locale (simple case mapping, no expansions
@@ -90,12 +90,12 @@ size_t pat_lower(const char *s, size_t n, char *out)
 
 static int pm_prefix(const char *s, size_t n, const char *x, size_t xn)
 {
-    return n >= xn && !memcmp(s, x, xn);
+    return n >= xn && pat_same(s, x, xn);
 }
 
 static int pm_suffix(const char *s, size_t n, const char *x, size_t xn)
 {
-    return n >= xn && !memcmp(s + n - xn, x, xn);
+    return n >= xn && pat_same(s + n - xn, x, xn);
 }
 
 /* Find x in s[from..n); the index or -1. */
@@ -141,12 +141,18 @@ static int pm_wild(const pat_wild *w, const char *s, size_t n)
     return 1;
 }
 
-static int pm_in_range(const pat_matcher *m, long double x)
+static int pm_in_range(const pat_matcher *m, const pat_num *x)
 {
-    if (m->has_lo && (m->lo_incl ? x < m->lo : x <= m->lo))
-        return 0;
-    if (m->has_hi && (m->hi_incl ? x > m->hi : x >= m->hi))
-        return 0;
+    if (m->has_lo) {
+        int c = pat_num_cmp(x, &m->lo);
+        if (c < 0 || (c == 0 && !m->lo_incl))
+            return 0;
+    }
+    if (m->has_hi) {
+        int c = pat_num_cmp(x, &m->hi);
+        if (c > 0 || (c == 0 && !m->hi_incl))
+            return 0;
+    }
     return 1;
 }
 
@@ -169,7 +175,7 @@ static int pm_any_str(const pat_matcher *m, const char *s, size_t n, int how)
     for (size_t k = 0; k < m->count; k++) {
         const char *x = m->str[k];
         size_t xn = m->strn[k];
-        int hit = how == 0   ? n == xn && !memcmp(s, x, xn)
+        int hit = how == 0   ? n == xn && pat_same(s, x, xn)
                   : how == 1 ? pm_prefix(s, n, x, xn)
                   : how == 2 ? pm_suffix(s, n, x, xn)
                              : pm_wild(&m->wild[k], s, n);
@@ -187,7 +193,7 @@ static int pm_leaf(const pat_matcher *m, pattern_input *in, pat_val *v)
     case PM_STR:
         return is_str && pm_any_str(m, v->s, v->n, 0);
     case PM_NUM:
-        return pat_val_num(in, v) && v->num == m->num[0];
+        return pat_val_num(in, v) && !pat_num_cmp(&v->num, &m->num[0]);
     case PM_TRUE:
         return v->kind == PV_TRUE;
     case PM_FALSE:
@@ -207,7 +213,7 @@ static int pm_leaf(const pat_matcher *m, pattern_input *in, pat_val *v)
     case PM_WILDCARD:
         return is_str && pm_any_str(m, v->s, v->n, 3);
     case PM_NUMERIC:
-        return pat_val_num(in, v) && pm_in_range(m, v->num);
+        return pat_val_num(in, v) && pm_in_range(m, &v->num);
     case PM_CIDR:
         return is_str && pm_cidr(m, v);
     case PM_BUT_STR:
@@ -216,7 +222,7 @@ static int pm_leaf(const pat_matcher *m, pattern_input *in, pat_val *v)
         if (!pat_val_num(in, v))
             return 1;
         for (size_t k = 0; k < m->count; k++)
-            if (v->num == m->num[k])
+            if (!pat_num_cmp(&v->num, &m->num[k]))
                 return 0;
         return 1;
     case PM_BUT_PREFIX:
@@ -235,49 +241,131 @@ static int pm_leaf(const pat_matcher *m, pattern_input *in, pat_val *v)
     return 0;
 }
 
-static int pm_field(const pat_field *f, pattern_input *in)
+/*
+ * The search. Without arrays a pattern is a plain boolean formula; with
+ * them EventBridge adds one rule: two fields cannot match through values
+ * that sit in different elements of the same array ({"sku": "A", "qty": 1}
+ * and {"sku": "B", "qty": 5} do not together satisfy sku = A and qty > 3).
+ * So each field picks one of its accepted values, and the picks must be
+ * pairwise compatible (pat_ctx_compatible). The search tries fields in
+ * order, backtracking over a field's accepted values and over $or
+ * alternatives; goals are (conjunction, next field, next $or) frames, the
+ * innermost on top. A value outside any array constrains nothing, so once
+ * a field is satisfied by one, its other values are never tried: an event
+ * without arrays costs one pass, as a plain evaluation would.
+ */
+#define PM_MAX_GOALS (PATTERN_MAX_DEPTH + 2)
+#define PM_MAX_PICKS (PATTERN_MAX_BYTES / 4)
+
+typedef struct pm_goal {
+    const pat_node *n;
+    size_t fi, oi;
+} pm_goal;
+
+typedef struct pm_pick {
+    int doc;
+    int32_t ctx;
+} pm_pick;
+
+typedef struct pm_state {
+    pattern_input *in;
+    pm_goal goal[PM_MAX_GOALS];
+    int ngoal;
+    pm_pick pick[PM_MAX_PICKS];
+    int npick;
+} pm_state;
+
+static int pm_solve(pm_state *st);
+
+/* Does some matcher of f (other than exists: false) accept v? */
+static int pm_accepts(const pat_field *f, pattern_input *in, pat_val *v)
 {
-    pat_val *base;
-    int32_t first;
-    pat_input_values(in, f->root, f->keys, f->klens, f->khash, f->nkeys, &base, &first);
     for (size_t k = 0; k < f->nm; k++) {
         const pat_matcher *m = &f->m[k];
-        if (m->op == PM_EXISTS) {
-            if (first >= 0)
-                return 1;
-            continue;
-        }
-        if (m->op == PM_NOT_EXISTS) {
-            if (first < 0)
-                return 1;
-            continue;
-        }
-        for (int32_t i = first; i >= 0; i = base[i].next)
-            if (pm_leaf(m, in, &base[i]))
-                return 1;
+        if (m->op == PM_EXISTS)
+            return 1;
+        if (m->op != PM_NOT_EXISTS && pm_leaf(m, in, v))
+            return 1;
     }
     return 0;
 }
 
-static int pm_node(const pat_node *n, pattern_input *in)
+static int pm_compatible(const pm_state *st, int doc, int32_t ctx)
 {
-    for (size_t k = 0; k < n->nf; k++)
-        if (!pm_field(&n->f[k], in))
+    for (int k = 0; k < st->npick; k++)
+        if (st->pick[k].doc == doc && !pat_ctx_compatible(st->in, doc, st->pick[k].ctx, ctx))
             return 0;
-    for (size_t k = 0; k < n->no; k++) {
-        const pat_or *o = &n->o[k];
-        size_t a = 0;
-        while (a < o->nalt && !pm_node(&o->alt[a], in))
-            a++;
-        if (a == o->nalt)
-            return 0;
-    }
     return 1;
+}
+
+static int pm_field(pm_state *st, const pat_field *f)
+{
+    pat_val *base;
+    int32_t first;
+    int doc;
+    pat_input_values(st->in, f->root, f->keys, f->klens, f->khash, f->nkeys, &base, &first, &doc);
+    if (first < 0) {
+        /* Absent: only exists: false matches, and it picks no value. */
+        for (size_t k = 0; k < f->nm; k++)
+            if (f->m[k].op == PM_NOT_EXISTS)
+                return pm_solve(st);
+        return 0;
+    }
+    for (int32_t i = first; i >= 0; i = base[i].next) {
+        pat_val *v = &base[i];
+        if (!pm_accepts(f, st->in, v))
+            continue;
+        if (!doc || !v->ctx)
+            return pm_solve(st); /* constrains nothing: no other value can do better */
+        if (!pm_compatible(st, doc, v->ctx) || st->npick == PM_MAX_PICKS)
+            continue;
+        st->pick[st->npick++] = (pm_pick){doc, v->ctx};
+        int r = pm_solve(st);
+        st->npick--;
+        if (r)
+            return 1;
+    }
+    return 0;
+}
+
+static int pm_solve(pm_state *st)
+{
+    if (st->ngoal == 0)
+        return 1;
+    pm_goal *g = &st->goal[st->ngoal - 1];
+    int r = 0;
+    if (g->fi < g->n->nf) {
+        const pat_field *f = &g->n->f[g->fi++];
+        r = pm_field(st, f);
+        g->fi--;
+        return r;
+    }
+    if (g->oi < g->n->no) {
+        const pat_or *o = &g->n->o[g->oi++];
+        for (size_t a = 0; a < o->nalt && !r && st->ngoal < PM_MAX_GOALS; a++) {
+            st->goal[st->ngoal++] = (pm_goal){&o->alt[a], 0, 0};
+            r = pm_solve(st);
+            st->ngoal--;
+        }
+        g->oi--;
+        return r;
+    }
+    /* This conjunction is done: carry on with the one around it. */
+    pm_goal done = *g;
+    st->ngoal--;
+    r = pm_solve(st);
+    st->goal[st->ngoal++] = done;
+    return r;
 }
 
 int pattern_match(const pattern *p, pattern_input *in)
 {
     if (!p || !in)
         return 0;
-    return pm_node(&p->root, in);
+    pm_state st; /* not zeroed: only the counts need a value */
+    st.in = in;
+    st.npick = 0;
+    st.goal[0] = (pm_goal){&p->root, 0, 0};
+    st.ngoal = 1;
+    return pm_solve(&st);
 }
