@@ -148,6 +148,9 @@ typedef struct server {
     int group_fd;          /* stele_group_watch(): consumer groups may have work */
     struct groups_srv *groups; /* pull consumers, waiting pulls (routes_groups.c) */
     struct admin *admin; /* routes_admin.c: the scavenge thread; NULL until used */
+    /* net.c: accepting paused after EMFILE/ENFILE (0: not paused) */
+    int64_t accept_paused_until, accept_logged_ms;
+    uint64_t accept_pauses; /* since the last log line about it */
 } server;
 
 /* net.c */
