@@ -488,7 +488,7 @@ int server_run(const server_config *cfg)
                 stele_errmsg());
         goto out;
     }
-    if (listen_on(s) != 0)
+    if (listen_on(s) != 0 || guard_init(s) != 0)
         goto out;
     if (grpc_server_init(s) != 0) {
         fprintf(stderr, "stele serve: cannot set up gRPC: %s\n", stele_errmsg());
@@ -619,6 +619,7 @@ out:
         close(s->evfd);
     if (s->sigfd >= 0)
         close(s->sigfd);
+    guard_free(s);
     pthread_mutex_destroy(&s->cq_mu);
     free(s);
     return rc;

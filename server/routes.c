@@ -498,6 +498,8 @@ void route_request(conn *c)
     int m = r->method;
     server_log(c->srv, 2, "msg=request method=%s path=\"%.*s\"", http_method_str(m), (int)plen,
                path);
+    if (guard_http_request(c)) /* Host, Origin, Content-Type; OPTIONS (guard.c) */
+        return;
 
 #define PATH_IS(lit) (plen == sizeof(lit) - 1 && !memcmp(path, lit, plen))
     if (PATH_IS("/health/live")) {
