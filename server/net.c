@@ -508,6 +508,7 @@ int server_run(const server_config *cfg)
     grpc_add_fds(s);
     server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s", cfg->host, s->port,
                cfg->data_dir, STELE_VERSION);
+    route_health_tick(s); /* says so now if the store opened read-only */
     if (cfg->ready_fd >= 0) {
         char line[32];
         int n = snprintf(line, sizeof line, "ready %d\n", s->port);
@@ -558,6 +559,7 @@ int server_run(const server_config *cfg)
         groups_tick(s, now); /* long-poll deadlines: every turn (<= 250 ms) */
         if (now - last_tick >= 1000) {
             check_timeouts(s);
+            route_health_tick(s);
             sse_tick(s, now);
             last_tick = now;
         }

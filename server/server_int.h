@@ -159,6 +159,7 @@ typedef struct server {
     struct groups_srv *groups; /* pull consumers, waiting pulls (routes_groups.c) */
     struct admin *admin; /* routes_admin.c: the scavenge thread; NULL until used */
     struct guard *guard; /* guard.c: allowed hosts and origins */
+    int store_readonly;  /* as last logged (route_health_tick) */
     /* net.c: accepting paused after EMFILE/ENFILE (0: not paused) */
     int64_t accept_paused_until, accept_logged_ms;
     uint64_t accept_pauses; /* since the last log line about it */
@@ -223,6 +224,8 @@ const char *http_status_text(int status);
 
 /* routes.c */
 void route_request(conn *c);
+/* Once a second: log changes of the store's read-only state. */
+void route_health_tick(server *s);
 /* Parse ?from=&direction=&limit=; on failure responds 400 and returns -1. */
 int route_parse_read_args(conn *c, const char *q, size_t qlen, read_args *ra);
 /* Serve the read described by c->job (JSON page or NDJSON by the Accept
