@@ -175,19 +175,29 @@ void guard_free(server *s)
  * brackets or a final dot. 0, or -1 if malformed. */
 static int host_part(const char *v, char *out, size_t cap)
 {
-    const char *end;
+    const char *end, *port;
     if (*v == '[') {
         v++;
         end = strchr(v, ']');
-        if (!end || (end[1] && end[1] != ':'))
-            return -1;
-    } else {
-        end = strchr(v, ':');
-        if (end && strchr(end + 1, ':'))
-            return -1;
         if (!end)
-            end = v + strlen(v);
+            return -1;
+        port = end + 1;
+    } else {
+        end = v + strcspn(v, ":");
+        port = end;
+        /* A DNS name or an IPv4 address: anything else (a second Host
+         * header joined with ',', spaces) is malformed. */
+        for (const char *p = v; p < end; p++)
+            if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.' && *p != '_')
+                return -1;
     }
+    if (*port == ':')
+        port++;
+    else if (*port)
+        return -1;
+    for (; *port; port++)
+        if (*port < '0' || *port > '9')
+            return -1;
     size_t n = (size_t)(end - v);
     if (n == 0 || n >= cap)
         return -1;

@@ -191,7 +191,8 @@ def rebinding_host_is_refused_for_reads():
                % O.port)
     T.expect(r, 200, what="a name in --allowed-hosts")
     # Two Host headers, or a malformed one: refused.
-    for hdrs in ("Host: localhost\nHost: evil.example\n", "Host: [::1\n", "Host: a:b:c\n"):
+    for hdrs in ("Host: localhost\nHost: evil.example\n", "Host: localhost\nHost: x\n",
+                 "Host: [::1\n", "Host: a:b:c\n", "Host: localhost:80x\n", "Host: a b\n"):
         r = raw(S, "GET /health/live HTTP/1.1\n%sConnection: close\n" % hdrs)
         T.expect(r, (400, 403), what=hdrs)
 
