@@ -316,7 +316,8 @@ int guard_http_request(conn *c)
     }
     if (r->body.len && r->has_content_type && !json_media_type(r->content_type)) {
         snprintf(msg, sizeof msg,
-                 "request bodies are JSON: send Content-Type: application/json (got '%.200s')",
+                 "request bodies are JSON: send Content-Type: application/json (got '%.200s'; "
+                 "with curl, use --json instead of -d)",
                  r->content_type);
         refuse(c, 415, "UNSUPPORTED_MEDIA_TYPE", msg);
         return -1;
