@@ -295,12 +295,39 @@ def non_loopback_ipv4():
     return None
 
 
+EXTRA_ADDR = "198.51.100.77"  # TEST-NET-2: never a real peer
+
+
+def add_extra_address():
+    """Give this machine a non-loopback address (on lo: still local, but not
+    in 127.0.0.0/8, which is what the rule looks at); needs CAP_NET_ADMIN.
+    The address, or None."""
+    try:
+        r = subprocess.run(["ip", "addr", "add", EXTRA_ADDR + "/32", "dev", "lo"],
+                           capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return EXTRA_ADDR if r.returncode == 0 else None
+
+
+def del_extra_address():
+    subprocess.run(["ip", "addr", "del", EXTRA_ADDR + "/32", "dev", "lo"], capture_output=True)
+
+
 @T.case
 def admin_refused_from_non_loopback():
-    addr = non_loopback_ipv4()
+    # Connecting to one of this machine's own non-loopback addresses makes
+    # the kernel use that address as the source: the server sees a
+    # non-loopback peer. Without one (STELE_TEST_EXTRA_ADDR=1 forces it),
+    # the test adds one.
+    addr = None if os.environ.get("STELE_TEST_EXTRA_ADDR") else non_loopback_ipv4()
+    extra = False
+    if addr is None:
+        addr = add_extra_address()
+        extra = addr is not None
     if addr is None:
         print("  SKIP admin_refused_from_non_loopback: this machine has no non-loopback "
-              "IPv4 address to connect from")
+              "IPv4 address and cannot add one (no CAP_NET_ADMIN)")
         return
     srv = Server(["--host", "0.0.0.0"], name="all-addresses").start()
     try:
@@ -336,6 +363,8 @@ def admin_refused_from_non_loopback():
     finally:
         srv.stop()
         srv.cleanup()
+        if extra:
+            del_extra_address()
 
 
 if __name__ == "__main__":
