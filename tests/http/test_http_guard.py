@@ -44,10 +44,15 @@ def setup():
 
 
 def teardown():
+    codes = []
     for srv in (S, O):
         if srv:
-            srv.stop()
-            srv.cleanup()
+            try:
+                codes.append(srv.stop())
+            finally:
+                srv.cleanup()
+    if any(c != 0 for c in codes):
+        raise RuntimeError("servers did not exit 0 on SIGTERM: %r" % codes)
 
 
 def events_in(srv, stream):
@@ -109,8 +114,9 @@ def emfile_flood_keeps_cpu_and_log_small():
     finally:
         for s in socks:
             s.close()
-        srv.stop()
+        code = srv.stop()
         srv.cleanup()
+    T.check(code == 0, "the flooded server exits 0 on SIGTERM", None, 0, code)
 
 
 # ------------------------------------------------------------ browsers
@@ -360,6 +366,7 @@ def admin_refused_from_non_loopback():
         T.check(parse_responses(out)[0].status == 200, "a read from " + addr, None, 200, out)
         r = request(srv.port, "POST", "/admin/scavenge")
         T.expect(r, 202, what="from loopback")
+        T.check(srv.stop() == 0, "the server exits 0 on SIGTERM")
     finally:
         srv.stop()
         srv.cleanup()
