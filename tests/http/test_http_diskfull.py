@@ -185,5 +185,21 @@ def disk_full_read_only_then_resume():
         umount()
 
 
+def private_mount_namespace():
+    """Run this script again in a private mount namespace when that is
+    possible, so the tmpfs goes away with the process even if it is killed
+    (CTest's timeout) before it could unmount."""
+    if os.environ.get("STELE_DISKFULL_NS") or not shutil.which("unshare"):
+        return
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        return
+    env = dict(os.environ, STELE_DISKFULL_NS="1")
+    os.execvpe("unshare", ["unshare", "-m", "--propagation", "private", sys.executable,
+                           os.path.abspath(__file__)], env)
+
+
 if __name__ == "__main__":
+    private_mount_namespace()
     T.run()
