@@ -46,6 +46,14 @@ mount -t sysfs sys "$ROOT/sys" && mounted+=("$ROOT/sys")
 mount --bind /dev "$ROOT/dev" && mounted+=("$ROOT/dev")
 mount -t devpts devpts "$ROOT/dev/pts" && mounted+=("$ROOT/dev/pts")
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# A host whose network intercepts TLS (a corporate proxy, this project's
+# sandbox) trusts an extra CA that a fresh root cannot know: hand it over,
+# like resolv.conf, so npm reaches its registry. Nothing else is copied.
+EXTRA_CA=
+if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+  cat /usr/local/share/ca-certificates/*.crt >"$ROOT/etc/host-extra-ca.pem"
+  EXTRA_CA=/etc/host-extra-ca.pem
+fi
 chroot "$ROOT" dpkg-query -W -f '${Package}\n' | sort >"$LOG/packages-before"
 
 stamp "apt-get install make (the only package the README asks for)"
@@ -63,7 +71,7 @@ if [ "${SKIP_TEST:-0}" != 1 ]; then
   stamp "make test (inside the root)"
   ts=$(date +%s)
   if ! chroot "$ROOT" env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-      TERM=dumb sh -c 'cd /root/stele && make test' >"$LOG/make-test.log" 2>&1; then
+      ${EXTRA_CA:+NODE_EXTRA_CA_CERTS=$EXTRA_CA} TERM=dumb sh -c 'cd /root/stele && make test' >"$LOG/make-test.log" 2>&1; then
     tail -60 "$LOG/make-test.log"
     echo "fresh-debian: FAIL: make test failed in the fresh root (log: $LOG/make-test.log)" >&2
     exit 1

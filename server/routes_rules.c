@@ -15,7 +15,9 @@
  *   DELETE /rules/{name}/replays/{id}          cancel
  *   POST   /subscriptions/{stream}/{group}/rewind?to=P | ?time=T
  *
- * T is an RFC 3339 time, P a position (a JSON number or digits). Every
+ * Changes (every method but GET) are accepted from loopback peers only,
+ * until the server has authentication: a rule makes the server POST to
+ * any URL. T is an RFC 3339 time, P a position (a JSON number or digits). Every
  * call answers on the loop thread; changes wait for their durable write,
  * like the consumer groups' administrative calls.
  */
@@ -433,6 +435,18 @@ int route_rules(conn *c, const char *path, size_t plen, const char *q, size_t ql
         url_decode(seg[0], len[0], name, sizeof name, &nl) || memchr(name, 0, nl)) {
         fail(c, 404, "NOT_FOUND", "no such rules route (rule names are 1..100 of A-Z a-z 0-9 . _ -)");
         return 1;
+    }
+    /* A rule makes the server send requests to any URL it names: until the
+     * server has authentication, changing rules (anything but GET) is
+     * accepted only from a loopback peer, like the other operations that
+     * reconfigure the server (guard.c). */
+    if (m != HTTP_GET) {
+        char addr[64], msg[512];
+        if (!guard_peer_is_loopback(c, addr, sizeof addr)) {
+            guard_loopback_message("changing rules", addr, msg, sizeof msg);
+            fail(c, 403, "PERMISSION_DENIED", msg);
+            return 1;
+        }
     }
 #define SEG_IS(i, lit) (len[i] == sizeof(lit) - 1 && !memcmp(seg[i], lit, len[i]))
     if (nseg == 1) {

@@ -87,6 +87,12 @@ typedef struct local {
     _Atomic uint64_t pub_next_pos;
     _Atomic int fault;
     char fault_msg[512];
+    /* Read-only for lack of space (local.c "Running out of space"): not
+     * sticky; the message under nospace_mu; nospace_tried_ms is writer's. */
+    _Atomic int nospace;
+    char nospace_msg[512];
+    pthread_mutex_t nospace_mu;
+    int64_t nospace_tried_ms;
     pool *pl;              /* read buffers, shared with live pages */
     _Atomic uint64_t n_appends, n_groups;
     _Atomic uint32_t done_gen; /* bumped once per finished group (futex word) */
@@ -191,6 +197,9 @@ int local_get_snapshot(backend *b, const char *stream, size_t len, uint64_t at_o
                        stele_snapshot **out);
 int local_load(backend *b, const char *stream, size_t len, size_t limit, stele_snapshot **snap,
                stele_page **events);
+/* Mark the store read-only for lack of space, `why` in the message
+ * (local.c; recovery when the next segment cannot be made). */
+void local_set_nospace(local *L, const char *why);
 /* Queue a request and wait for the writer (local.c). */
 int local_submit(local *L, wreq *r);
 

@@ -357,6 +357,8 @@ static int parse_doc(json_t *doc, rule_def *d)
     char perr[512] = "";
     rc = pattern_compile(ptext, strlen(ptext), &d->pat, perr, sizeof perr);
     free(ptext);
+    if (rc && !strncmp(perr, "pattern", 7) && (perr[7] == ':' || perr[7] == '.' || perr[7] == '['))
+        return err_set(rc, "%s", perr); /* the compiler named the root itself */
     if (rc)
         return err_set(rc, "pattern%s%s", perr[0] && perr[0] != '[' ? "." : "",
                        perr[0] ? perr : ": invalid");
