@@ -529,6 +529,16 @@ static void fill_info(stele_db *db, info_hdr *h, stele_rule_info *in, rule *r, u
         in->checkpoint = gi->checkpoint;
         in->dead_letters = gi->parked;
         in->lag_events = head > gi->checkpoint ? head - gi->checkpoint : 0;
+        /* A paused or stuck rule holds nothing, yet is behind: the age of
+         * the first event after its checkpoint counts too. */
+        stele_page *pg = NULL;
+        if (in->lag_events && stele_read_all(db, gi->checkpoint, STELE_FORWARDS, 1, &pg) == 0 &&
+            stele_page_count(pg)) {
+            double age = (double)(time_now_us() - stele_page_event(pg, 0)->created_us) / 1e6;
+            if (age > in->lag_seconds)
+                in->lag_seconds = age;
+        }
+        stele_page_free(pg);
     }
     stele_group_info_free(gi);
     err_clear();

@@ -305,6 +305,9 @@ def stream_target_and_pause():
     append("Order-2", [("OrderPlaced", {"a": 3})])
     wait_for(lambda: len(read("Links")) == 2, "the other rule goes on")
     T.check(len(read("Audit")) == 2, "a paused rule delivers nothing")
+    st = rule_info("copy")["stats"]
+    T.check(st["lagEvents"] >= 1 and st["lagSeconds"] > 0, "a paused rule is behind", None,
+            "lag > 0", st)
     T.expect(request(port(), "POST", "/rules/copy/resume", ""), 200)
     wait_for(lambda: len(read("Audit")) == 3, "delivered after resume")
     for n in ("copy", "link"):
