@@ -54,6 +54,7 @@ typedef struct part {
 
 struct dlv {
     stele_db *db;
+    char rule[STELE_RULE_NAME_MAX + 1];
     rule_def *def;
     uint64_t replay_id;
     rule_stats *st;
@@ -78,13 +79,14 @@ static uint32_t hash_bytes(const char *s, size_t n)
     return h;
 }
 
-int dlv_new(stele_db *db, rule_def *d, uint64_t replay_id, rule_stats *st, dlv_done_fn done,
-            void *ctx, dlv **out)
+int dlv_new(stele_db *db, const char *rule_name, rule_def *d, uint64_t replay_id, rule_stats *st,
+            dlv_done_fn done, void *ctx, dlv **out)
 {
     dlv *v = calloc(1, sizeof *v);
     if (!v)
         return err_set(STELE_ENOMEM, "out of memory");
     v->db = db;
+    snprintf(v->rule, sizeof v->rule, "%s", rule_name);
     v->def = rule_def_ref(d);
     v->replay_id = replay_id;
     v->st = st;
@@ -414,7 +416,7 @@ static int start_due(dlv *v, int64_t now, int64_t *next_due)
             attempt_stream(v, it);
             continue;
         }
-        if (wh_post(v->wh, d, &it->ev->e, it->attempts, v->replay_id, it)) {
+        if (wh_post(v->wh, d, v->rule, &it->ev->e, it->attempts, v->replay_id, it)) {
             it->attempts--;
             it->due_ms = now + 100;
             continue;

@@ -86,7 +86,7 @@ static void *replay_main(void *arg)
     rule_def *def = rule_current_def(r, &gen);
     dlv *d = NULL;
     pattern_input *pinput = NULL;
-    if (!def || dlv_new(db, def, p->id, &p->st, on_done, p, &d)) {
+    if (!def || dlv_new(db, r->name, def, p->id, &p->st, on_done, p, &d)) {
         set_error(p, "could not start: %s", def ? stele_errmsg() : "the rule has no definition");
         finish_state(p, "failed");
         rule_def_unref(def);

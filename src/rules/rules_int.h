@@ -114,8 +114,8 @@ int wh_new(wh **out);
 void wh_free(wh *w);
 /* Start a POST of event e under definition d; `tag` comes back in the
  * result. Everything needed is copied. */
-int wh_post(wh *w, const rule_def *d, const stele_event *e, uint32_t attempt, uint64_t replay_id,
-            void *tag);
+int wh_post(wh *w, const rule_def *d, const char *rule_name, const stele_event *e, uint32_t attempt,
+            uint64_t replay_id, void *tag);
 /* Wait up to timeout_ms for transfers or `extra_fd` (-1: none), then call
  * done for every finished transfer. */
 int wh_poll(wh *w, int timeout_ms, int extra_fd, wh_done_fn done, void *ctx);
@@ -132,8 +132,8 @@ enum { DLV_DELIVERED, DLV_DEAD };
 typedef void (*dlv_done_fn)(void *ctx, const stele_event *e, int outcome, const char *reason);
 
 /* replay_id 0: live delivery. `st` receives the counters. */
-int dlv_new(stele_db *db, rule_def *d, uint64_t replay_id, rule_stats *st, dlv_done_fn done,
-            void *ctx, dlv **out);
+int dlv_new(stele_db *db, const char *rule_name, rule_def *d, uint64_t replay_id, rule_stats *st,
+            dlv_done_fn done, void *ctx, dlv **out);
 void dlv_free(dlv *d);
 /* Use definition d for attempts from now on (takes a reference). */
 void dlv_set_def(dlv *d, rule_def *def);

@@ -5,6 +5,7 @@
  *
  * Each request carries:
  *   Content-Type        the rule's contentType (application/json)
+ *   Stele-Rule          the rule's name
  *   Stele-Event-Id      the event's id (receivers deduplicate on it)
  *   Stele-Attempt       1 for the first attempt, 2 for the first retry...
  *   Stele-Replay        the replay's number, only on replayed deliveries
@@ -160,8 +161,8 @@ static size_t discard(char *p, size_t size, size_t n, void *ctx)
     return size * n;
 }
 
-int wh_post(wh *w, const rule_def *d, const stele_event *e, uint32_t attempt, uint64_t replay_id,
-            void *tag)
+int wh_post(wh *w, const rule_def *d, const char *rule_name, const stele_event *e, uint32_t attempt,
+            uint64_t replay_id, void *tag)
 {
     wh_req *r = calloc(1, sizeof *r);
     if (!r)
@@ -175,7 +176,7 @@ int wh_post(wh *w, const rule_def *d, const stele_event *e, uint32_t attempt, ui
     char id[37];
     stele_uuid_format(e->id, id);
     int bad = add_header(r, "Content-Type: %s", d->content_type) ||
-              add_header(r, "Stele-Event-Id: %s", id) ||
+              add_header(r, "Stele-Rule: %s", rule_name) || add_header(r, "Stele-Event-Id: %s", id) ||
               add_header(r, "Stele-Attempt: %u", attempt) || add_header(r, "Expect:");
     if (replay_id)
         bad |= add_header(r, "Stele-Replay: %llu", (unsigned long long)replay_id);

@@ -93,7 +93,7 @@ void *rule_worker_main(void *arg)
     dlv *d = NULL;
     pattern_input *pinput = NULL;
     int wfd = -1;
-    if (!w.acks || !def || dlv_new(db, def, 0, &r->st, on_done, &w, &d))
+    if (!w.acks || !def || dlv_new(db, r->name, def, 0, &r->st, on_done, &w, &d))
         goto out;
     while (!stopping(r)) {
         int rc = stele_group_connect(db, "$all", r->group, RULE_CONSUMER, &w.c);

@@ -163,6 +163,7 @@ def delivery_and_signatures():
         T.check(not verify_signature("other", h.get("stele-signature", ""), g[2]),
                 "signature fails with another secret")
         T.check(h.get("stele-event-id") == g[3]["id"], "event id header", None, g[3]["id"], h)
+        T.check(h.get("stele-rule") == "sig", "rule header", None, "sig", h)
         T.check("replay" not in g[3] and "stele-replay" not in h, "live is not marked as a replay")
     info = wait_for(lambda: (lambda i: i["stats"]["delivered"] == 2 and i)(rule_info("sig")), "counters")
     T.check(info["stats"]["matched"] == 2, "matched counter", None, 2, info["stats"])
