@@ -9,6 +9,8 @@ bench/run_rules.sh.
               N / (time from the first append to the N-th delivery). Rounds
               alternate rule, worker, rule, worker ... (ROUNDS each; the
               machine is shared, so the median round is reported with all).
+  slow target the same with a sink that answers each POST SLOW_MS (5) later:
+              N_SLOW (2,000) events, one round each.
   latency     R appends/s of 1 event each for D seconds with both sides
               running; per event: sink arrival time - the event's commit time
               (`created`), p50 / p99 / max.
@@ -32,12 +34,14 @@ N = int(os.environ.get("N", 5000 if QUICK else 20000))
 RATE = int(os.environ.get("RATE", 300))
 DURATION = float(os.environ.get("DURATION", 3 if QUICK else 8))
 ROUNDS = int(os.environ.get("ROUNDS", 1 if QUICK else 3))
+N_SLOW = int(os.environ.get("N_SLOW", 500 if QUICK else 2000))
+SLOW_MS = int(os.environ.get("SLOW_MS", 5))
 BUILD = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(HERE), "build")
 PAD = "x" * 900
 
 
-def start_sink():
-    p = subprocess.Popen([sys.executable, os.path.join(HERE, "rules_sink.py")],
+def start_sink(delay_ms=0):
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "rules_sink.py"), str(delay_ms)],
                          stdout=subprocess.PIPE, text=True)
     port = int(p.stdout.readline().split()[1])
     return p, port
@@ -164,6 +168,36 @@ def main():
             v = sorted(res[side])
             say("throughput  %-6s  %7.0f events/s  median of %d rounds (%s)" % (
                 side, v[len(v) // 2], len(v), ", ".join("%.0f" % x for x in res[side])))
+        # A slow target: the same sink, answering each POST 5 ms later.
+        slow_a, sport_a = start_sink(SLOW_MS)
+        slow_b, sport_b = start_sink(SLOW_MS)
+        try:
+            srule = dict(rule, target=dict(rule["target"], url="http://127.0.0.1:%d/hook" % sport_a))
+            r = request(srv.port, "PUT", "/rules/slow", json.dumps(srule))
+            assert r.status == 201, r
+            t0 = time.monotonic()
+            n = append_bulk(srv.port, N_SLOW, "SR")
+            t_end = wait_count(sport_a, n)
+            say("slow target rule    %7.0f events/s  (%d events, %d ms per response)" % (
+                n / (t_end - t0), n, SLOW_MS))
+            request(srv.port, "DELETE", "/rules/slow")
+            sw = subprocess.Popen([os.path.join(BUILD, "bench", "bench_rules_worker"),
+                                   "http://127.0.0.1:%d" % srv.port, "SlowEvent",
+                                   "http://127.0.0.1:%d/hook" % sport_b],
+                                  stdout=subprocess.PIPE, text=True)
+            sw.stdout.readline()
+            time.sleep(1.0)
+            t0 = time.monotonic()
+            n = append_bulk(srv.port, N_SLOW, "SW", "SlowEvent")
+            t_end = wait_count(sport_b, n, timeout=600)
+            say("slow target worker  %7.0f events/s  (%d events, %d ms per response)" % (
+                n / (t_end - t0), n, SLOW_MS))
+            sw.terminate()
+            sw.wait()
+        finally:
+            for p in (slow_a, slow_b):
+                p.terminate()
+                p.wait()
         # Latency: both at once on the same paced appends (the worker now
         # follows BenchEvent, like the rule).
         worker.terminate()

@@ -6,7 +6,10 @@ event's "created" field (found with a regex, not a JSON parse, to stay
 cheap). GET /count returns how many arrived; GET /dump returns
 [[arrival_unix_seconds, created_text], ...] and clears the record.
 
-    python3 rules_sink.py      prints "port N" and serves until killed
+    python3 rules_sink.py [DELAY_MS]   prints "port N" and serves until killed;
+                                       with DELAY_MS each POST is answered
+                                       that much later (a slow target; other
+                                       connections are served meanwhile)
 """
 import asyncio
 import json
@@ -15,6 +18,7 @@ import sys
 import time
 
 CREATED = re.compile(rb'"created":"([^"]+)"')
+DELAY = float(sys.argv[1]) / 1000 if len(sys.argv) > 1 else 0
 records = []
 
 
@@ -33,6 +37,8 @@ async def handle(reader, writer):
             if method == b"POST":
                 m = CREATED.search(body)
                 records.append((time.time(), m.group(1).decode() if m else None))
+                if DELAY:
+                    await asyncio.sleep(DELAY)
             elif path == b"/count":
                 out = str(len(records)).encode()
             elif path == b"/dump":
