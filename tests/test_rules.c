@@ -155,6 +155,46 @@ static void test_stream_targets(stele_db *db)
     CHECK(done);
     CHECK(stream_count(db, "Audit") == 33);
     CHECK_RC(stele_rule_replay_cancel(db, "copy", 999), STELE_ENOTFOUND);
+    /* Several replays at once, beside live delivery: each sees its own
+     * window. */
+    /* What [0, 10) holds that the rule matches (system events are there too). */
+    uint64_t want10 = 0;
+    CHECK_OK(stele_read_all(db, 0, STELE_FORWARDS, 10, &pg));
+    for (size_t i = 0; i < stele_page_count(pg); i++) {
+        const stele_event *e = stele_page_event(pg, i);
+        want10 += e->stream[0] != '$' && strcmp(e->stream, "Audit") && !strncmp(e->type, "Order", 5);
+    }
+    stele_page_free(pg);
+    CHECK(want10 > 0);
+    uint64_t ids[3];
+    stele_replay_window ws[3] = {{.from_pos = 0}, {.from_pos = 0, .to_pos = 10, .has_to = 1},
+                                 {.from_pos = 5, .to_pos = 5, .has_to = 1}};
+    for (int k = 0; k < 3; k++)
+        CHECK_OK(stele_rule_replay_start(db, "copy", &ws[k], &ids[k]));
+    append_n(db, "Order-4", 2, "OrderPlaced", 0);
+    done = 0;
+    for (int k = 0; k < 6000 && !done; k++) {
+        CHECK_OK(stele_rule_replays(db, "copy", &ri, &n));
+        done = 1;
+        for (size_t i = 0; i < n; i++)
+            done &= strcmp(ri[i].state, "running") != 0;
+        if (done) {
+            CHECK(n == 4);
+            for (size_t i = 0; i < n; i++) {
+                if (ri[i].id == ids[0])
+                    CHECK(ri[i].matched == 33); /* up to the head when it started */
+                if (ri[i].id == ids[1])
+                    CHECK(ri[i].matched == want10 && ri[i].scanned == 10);
+                if (ri[i].id == ids[2])
+                    CHECK(ri[i].matched == 0 && !strcmp(ri[i].state, "done"));
+            }
+        }
+        stele_replay_info_free(ri);
+        if (!done)
+            usleep(10000);
+    }
+    CHECK(done);
+    WAIT_FOR(stream_count(db, "Audit") == 35);
 }
 
 static void test_dead_letters(stele_db *db)
@@ -260,9 +300,9 @@ int main(void)
     CHECK(n == 2 && !strcmp(v[0].name, "copy") && !strcmp(v[1].name, "link"));
     stele_rule_info_free(v);
     append_n(db, "Order-9", 2, "OrderPlaced", 0);
-    WAIT_FOR(stream_count(db, "Audit") == 35);
+    WAIT_FOR(stream_count(db, "Audit") == 37);
     usleep(200000);
-    CHECK(stream_count(db, "Audit") == 35);
+    CHECK(stream_count(db, "Audit") == 37);
     CHECK_OK(stele_rule_delete(db, "copy"));
     CHECK_OK(stele_rule_delete(db, "link"));
     stele_close(db);
