@@ -28,6 +28,7 @@ typedef struct grpc_server {
     int group_fd;    /* stele_group_watch: consumer groups may have work */
     gcall *subs;
     uint8_t instance_id[16]; /* this node, for Gossip */
+    struct v2_pool *v2;      /* grpc_v2.c's append workers, NULL until used */
 } grpc_server;
 
 /* ------------------------------------------------------------ errors */
@@ -119,18 +120,30 @@ void grpc_completion(conn *c, completion *cp)
 {
     grpc_op *op = cp->op;
     if (c->dead) {
+        if (op->cleanup)
+            op->cleanup(op);
         free(op); /* the connection is gone, and its calls with it */
         return;
     }
     gcall *call = op->call;
     if (!call->done && !call->closed)
         op->done(call, op, cp);
+    if (op->cleanup)
+        op->cleanup(op);
     free(op);
     grpc_call_release(call);
     h2_pump(c);
 }
 
-void grpc_completion_discard(completion *cp) { free(cp->op); }
+void grpc_completion_discard(completion *cp)
+{
+    grpc_op *op = cp->op;
+    if (op->cleanup)
+        op->cleanup(op);
+    free(op);
+}
+
+struct v2_pool **grpc_v2_pool_slot(server *s) { return &s->grpc->v2; }
 
 /* ------------------------------------------------------------ subscriptions */
 
@@ -213,13 +226,15 @@ static void lower(char *s)
 static void features_get(gcall *call, ProtobufCMessage *msg)
 {
     (void)msg;
-    const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods, grpc_misc_methods};
-    const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods, grpc_misc_nmethods};
+    const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods, grpc_misc_methods,
+                                   grpc_v2_methods};
+    const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods, grpc_misc_nmethods,
+                             grpc_v2_nmethods};
     EventStore__Client__ServerFeatures__SupportedMethod items[64];
     EventStore__Client__ServerFeatures__SupportedMethod *ptrs[64];
     char names[64][2][128];
     size_t n = 0;
-    for (size_t t = 0; t < 3; t++) {
+    for (size_t t = 0; t < 4; t++) {
         for (size_t i = 0; i < counts[t] && n < 64; i++) {
             const grpc_method *m = &tables[t][i];
             if (m->unlisted)
@@ -381,9 +396,11 @@ const grpc_method *grpc_find_method(const char *path, size_t len)
 {
     if (!path)
         return NULL;
-    const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods, grpc_misc_methods};
-    const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods, grpc_misc_nmethods};
-    for (size_t t = 0; t < 3; t++)
+    const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods, grpc_misc_methods,
+                                   grpc_v2_methods};
+    const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods, grpc_misc_nmethods,
+                             grpc_v2_nmethods};
+    for (size_t t = 0; t < 4; t++)
         for (size_t i = 0; i < counts[t]; i++)
             if (strlen(tables[t][i].path) == len && !memcmp(tables[t][i].path, path, len))
                 return &tables[t][i];
@@ -435,6 +452,7 @@ void grpc_server_free(server *s)
             call->m->on_close(call);
         call->st = NULL;
     }
+    grpc_v2_pool_free(g->v2); /* before the store closes: queued appends run */
     if (g->watch_fd >= 0 && s->db)
         stele_unwatch(s->db, g->watch_fd);
     if (g->group_fd >= 0 && s->db)
