@@ -88,6 +88,8 @@ describe("gRPC wire", () => {
         "event_store.client.persistent_subscriptions.persistentsubscriptions/replayparked",
         "event_store.client.persistent_subscriptions.persistentsubscriptions/list",
         "event_store.client.persistent_subscriptions.persistentsubscriptions/restartsubsystem",
+        "kurrentdb.protocol.v2.streams.streamsservice/appendsession",
+        "kurrentdb.protocol.v2.streams.streamsservice/appendrecords",
       ].sort(),
     );
     // Every listed method is a method of the protocol, and the persistent
@@ -103,6 +105,7 @@ describe("gRPC wire", () => {
         P.gossipGrpc.GossipService,
         P.persistentGrpc.PersistentSubscriptionsService,
         P.operationsGrpc.OperationsService,
+        P.v2streamsGrpc.StreamsServiceService,
       ].flatMap(
         (s) => Object.values(s),
       );
