@@ -69,7 +69,7 @@ function record({ stream, type = "T", data = '{"a":1}', format = V2.SchemaFormat
   const r = new V2.AppendRecord();
   if (stream !== undefined) r.setStream(stream);
   if (id !== undefined) r.setRecordId(id);
-  if (type !== undefined) {
+  if (type !== null) {
     const s = new V2.SchemaInfo();
     s.setName(type);
     s.setFormat(format);
@@ -181,14 +181,18 @@ describe("v2 streams service on the wire", () => {
     const good = record({ stream: b });
     const cases = [
       [[good, record({})], /record 1 names no stream/],
-      [[good, record({ stream: a, type: undefined })], /record 1: schema.name .* is required/],
+      [[good, record({ stream: a, type: null })], /record 1: schema.name .* is required/],
       [[good, record({ stream: a, type: "" })], /record 1: schema.name/],
       [[good, record({ stream: a, format: V2.SchemaFormat.SCHEMA_FORMAT_UNSPECIFIED })], /record 1: schema.format must be/],
       [[good, record({ stream: a, data: "{not json" })], /record 1: the schema format is JSON but the data is not JSON/],
       [[good, record({ stream: a, id: "not-a-uuid" })], /record 1: record_id "not-a-uuid" is not a UUID/],
       [[good, record({ stream: a, props: { x: require("google-protobuf/google/protobuf/struct_pb").Value.fromJavaScript(NaN) } })], /not finite/],
     ];
-    for (const [recs, re] of cases) await failsWith(unary(RECORDS, recordsReq(recs)), grpc.status.INVALID_ARGUMENT, re, [a, b]);
+    for (const [recs, re] of cases) {
+      const r = await unary(RECORDS, recordsReq(recs));
+      assert.ok(r.err, `${re} fails`);
+      await failsWith(Promise.resolve(r), grpc.status.INVALID_ARGUMENT, re, [a, b]);
+    }
   });
 
   it("invalid checks: INVALID_ARGUMENT with the reason", async () => {
