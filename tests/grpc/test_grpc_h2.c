@@ -14,7 +14,10 @@
  *     nothing is disconnected;
  *   - a client that resets a stream mid-read; 300 concurrent streams on one
  *     connection; non-POST (405) and non-gRPC content types (415);
- *     garbage after the preface (the connection is closed).
+ *     garbage after the preface (the connection is closed);
+ *   - v2 multi-stream appends (AppendRecords, AppendSession) abandoned in
+ *     flight: the client goes away while the worker threads commit them;
+ *     each commit is whole or absent, and the server stops cleanly.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +38,7 @@
 
 #include "streams.pb-c.h"
 #include "testutil.h"
+#include "v2_streams.pb-c.h"
 
 static int quick;
 static pid_t server_pid = -1;
@@ -753,6 +757,108 @@ static void test_tombstone_ends_subscriptions(void)
     free(tbody);
 }
 
+/* A v2 AppendRecords: one record to <base>-a and one to <base>-b, with
+ * fixed record ids (so a retry is idempotent). */
+static uint8_t *v2_transfer_req(const char *base, int i, size_t *len)
+{
+    char a[64], b[64], ida[40], idb[40];
+    snprintf(a, sizeof a, "%s-%d-a", base, i);
+    snprintf(b, sizeof b, "%s-%d-b", base, i);
+    snprintf(ida, sizeof ida, "00000000-0000-4000-8000-%012d", 2 * i + 1);
+    snprintf(idb, sizeof idb, "00000000-0000-4000-8000-%012d", 2 * i + 2);
+    Kurrentdb__Protocol__V2__Streams__SchemaInfo si = KURRENTDB__PROTOCOL__V2__STREAMS__SCHEMA_INFO__INIT;
+    si.format = KURRENTDB__PROTOCOL__V2__STREAMS__SCHEMA_FORMAT__SCHEMA_FORMAT_JSON;
+    si.name = "Moved";
+    Kurrentdb__Protocol__V2__Streams__AppendRecord r[2] = {KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORD__INIT,
+                                                           KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORD__INIT};
+    Kurrentdb__Protocol__V2__Streams__AppendRecord *rp[2] = {&r[0], &r[1]};
+    for (int k = 0; k < 2; k++) {
+        r[k].schema = &si;
+        r[k].data.data = (uint8_t *)"{\"amount\":1}";
+        r[k].data.len = 12;
+        r[k].stream_option_case = KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORD__STREAM_OPTION_STREAM;
+        r[k].stream = k ? b : a;
+        r[k].record_id_option_case = KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORD__RECORD_ID_OPTION_RECORD_ID;
+        r[k].record_id = k ? idb : ida;
+    }
+    Kurrentdb__Protocol__V2__Streams__AppendRecordsRequest q =
+        KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORDS_REQUEST__INIT;
+    q.n_records = 2;
+    q.records = rp;
+    return frame(&q.base, len);
+}
+
+static int stream_events(h2c *c, const char *stream)
+{
+    size_t len;
+    uint8_t *body = read_req(stream, 10, &len);
+    stream_rec *r = h2c_call(c, "/event_store.client.streams.Streams/Read", body, len, NULL, NULL, NULL);
+    r->keep_data = 1;
+    h2c_run(c, 10000, rec_closed, r);
+    int caught, in_order;
+    int n = r->grpc_status == 0 ? count_events(r->data, r->data_len, &caught, &in_order) : -1;
+    free(body);
+    return n;
+}
+
+static void test_v2_abandoned(void)
+{
+    enum { N = 60 };
+    uint8_t *bodies[N];
+    size_t lens[N];
+    h2c *c = h2c_open();
+    for (int i = 0; i < N; i++) {
+        bodies[i] = v2_transfer_req("v2h2", i, &lens[i]);
+        h2c_call(c, "/kurrentdb.protocol.v2.streams.StreamsService/AppendRecords", bodies[i], lens[i],
+                 NULL, NULL, NULL);
+    }
+    /* An append session that ends without its last request: the client
+     * resets it after the first. */
+    Kurrentdb__Protocol__V2__Streams__AppendRequest ar = KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_REQUEST__INIT;
+    ar.stream = "v2h2-session";
+    size_t slen;
+    uint8_t *sbody = frame(&ar.base, &slen);
+    stream_rec *sr = h2c_call(c, "/kurrentdb.protocol.v2.streams.StreamsService/AppendSession", sbody,
+                              slen, NULL, NULL, NULL);
+    if (nghttp2_session_send(c->ng) == 0)
+        nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, sr->id, NGHTTP2_CANCEL);
+    nghttp2_session_send(c->ng);
+    h2c_close(c); /* gone before the answers */
+    CHECK(server_alive());
+
+    /* Each transfer is whole or absent; a retry (same ids) completes the
+     * missing ones and is a no-op for the others. */
+    h2c *d = h2c_open();
+    int whole = 0, absent = 0;
+    for (int i = 0; i < N; i++) {
+        char a[64], b[64];
+        snprintf(a, sizeof a, "v2h2-%d-a", i);
+        snprintf(b, sizeof b, "v2h2-%d-b", i);
+        int na = stream_events(d, a), nb = stream_events(d, b);
+        CHECK(na == nb);
+        whole += na == 1;
+        absent += na == 0;
+        stream_rec *r = h2c_call(d, "/kurrentdb.protocol.v2.streams.StreamsService/AppendRecords",
+                                 bodies[i], lens[i], NULL, NULL, NULL);
+        h2c_run(d, 10000, rec_closed, r);
+        CHECK(r->grpc_status == 0);
+        CHECK(stream_events(d, a) == 1 && stream_events(d, b) == 1);
+        for (int k = 0; k < d->n; k++) {
+            free(d->st[k].data);
+            d->st[k].data = NULL;
+        }
+        d->n = 0; /* reuse the slots */
+    }
+    printf("v2 abandoned: %d of %d transfers committed before the retry, %d absent, none torn\n",
+           whole, N, absent);
+    CHECK(whole + absent == N);
+    h2c_close(d);
+    for (int i = 0; i < N; i++)
+        free(bodies[i]);
+    free(sbody);
+    CHECK(features_status() == 0);
+}
+
 static void test_not_grpc(void)
 {
     static const uint8_t empty[5] = {0};
@@ -810,6 +916,8 @@ int main(void)
         test_not_grpc();
     if (PART("tombstone"))
         test_tombstone_ends_subscriptions();
+    if (PART("v2"))
+        test_v2_abandoned();
 #undef PART
     CHECK(server_alive());
     /* A graceful stop with a live subscription: the subscription ends with
