@@ -540,42 +540,68 @@ static void op_free(v2_op *op)
 }
 
 /* The state of `stream` as the v2 wire reports it: a revision, or
- * V2_NO_STREAM, V2_SOFT_DELETED, V2_TOMBSTONED. */
-static int64_t wire_state(server *s, const char *stream)
+ * V2_NO_STREAM, V2_SOFT_DELETED, V2_TOMBSTONED; *last (if not NULL) its
+ * last revision ever written (-1: none), which a soft-deleted stream keeps. */
+static int64_t head_state(server *s, const char *stream, int64_t *last)
 {
     stele_stream_info info;
     int rc = stele_stream_head(s->db, stream, &info);
+    int64_t lr = rc || info.last_revision == STELE_NONE ? V2_NO_STREAM : (int64_t)info.last_revision;
+    if (last)
+        *last = lr;
     if (rc)
         return V2_NO_STREAM;
     if (info.tombstoned)
         return V2_TOMBSTONED;
     if (info.deleted)
         return V2_SOFT_DELETED;
-    return info.last_revision == STELE_NONE ? V2_NO_STREAM : (int64_t)info.last_revision;
+    return lr;
 }
 
-/* Whether a stream in wire state `actual` passes the expectation `wire`
- * (the store's rules: a soft-deleted stream has no events but accepts its
- * last revision; a tombstoned one fails everything). */
-static int state_ok(server *s, const char *stream, int64_t wire, int64_t actual)
+/* Whether `stream` passes the expectation `wire` now, by the store's rules
+ * (a soft-deleted stream has no events but accepts its last revision; it
+ * fails stream_exists), except that a tombstoned stream fails every
+ * expectation, even as a check only (the store lets such a check pass
+ * any and no_stream; KurrentDB's v2 service reports it, and so does
+ * Stele). On failure *actual is the state to report: the last revision
+ * (for an exact expectation on a soft-deleted stream, the one it kept),
+ * -1, -10 (soft-deleted) or -100 (tombstoned). */
+static int check_head(server *s, const char *stream, int64_t wire, int64_t *actual)
 {
-    if (actual == V2_TOMBSTONED)
+    int64_t last;
+    int64_t st = head_state(s, stream, &last);
+    int ok;
+    *actual = st;
+    if (st == V2_TOMBSTONED)
         return 0;
     switch (wire) {
     case V2_ANY: return 1;
-    case V2_NO_STREAM: return actual == V2_NO_STREAM || actual == V2_SOFT_DELETED;
-    case V2_EXISTS: return actual >= 0;
-    case V2_DELETED: return actual == V2_SOFT_DELETED;
+    case V2_NO_STREAM: return st < 0;
+    case V2_EXISTS: return st >= 0;
+    case V2_DELETED: return st == V2_SOFT_DELETED;
     default:
-        if (actual >= 0)
-            return actual == wire;
-        if (actual == V2_SOFT_DELETED) {
-            stele_stream_info info;
-            return stele_stream_head(s->db, stream, &info) == 0 &&
-                   info.last_revision == (uint64_t)wire;
-        }
-        return 0;
+        ok = (st >= 0 || st == V2_SOFT_DELETED) && last == wire;
+        if (!ok && st == V2_SOFT_DELETED)
+            *actual = last;
+        return ok;
     }
+}
+
+/* Check-only streams that are tombstoned fail before the commit (see
+ * check_head; a tombstone is permanent, so one seen here is still there at
+ * commit time). Returns 1 with op->rc = EDELETED and op->res.failed_stream
+ * set, else 0. */
+static int tombstoned_checks(server *s, v2_op *op)
+{
+    for (size_t i = 0; i < op->nstreams; i++)
+        if (!op->writes[i] && (op->wire_expected[i] == V2_ANY || op->wire_expected[i] == V2_NO_STREAM) &&
+            head_state(s, op->streams[i].stream, NULL) == V2_TOMBSTONED) {
+            op->rc = STELE_EDELETED;
+            op->res.failed_stream = i;
+            snprintf(op->msg, sizeof op->msg, "stream '%.400s' is tombstoned", op->streams[i].stream);
+            return 1;
+        }
+    return 0;
 }
 
 /* ------------------------------------------------------------ AppendSession */
@@ -733,6 +759,11 @@ static void session_end(gcall *call)
     st->reqs = NULL;
     st->n = st->cap = 0;
     op->base.done = session_done;
+    if (tombstoned_checks(call->c->srv, op)) {
+        session_done(call, &op->base, NULL);
+        op_free(op);
+        return;
+    }
     if (v2_submit(call, op)) {
         op_free(op);
         grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory (append workers)");
@@ -768,7 +799,7 @@ static void session_done(gcall *call, grpc_op *base, const completion *cp)
     if (op->rc == STELE_EWRONGREV || op->rc == STELE_EDELETED) {
         size_t i = op->res.failed_stream < op->nstreams ? op->res.failed_stream : 0;
         const char *stream = op->streams[i].stream;
-        if (op->rc == STELE_EDELETED || wire_state(s, stream) == V2_TOMBSTONED) {
+        if (head_state(s, stream, NULL) == V2_TOMBSTONED) {
             Kurrentdb__Protocol__V2__Streams__Errors__StreamTombstonedErrorDetails d =
                 KURRENTDB__PROTOCOL__V2__STREAMS__ERRORS__STREAM_TOMBSTONED_ERROR_DETAILS__INIT;
             d.stream = (char *)stream;
@@ -781,7 +812,10 @@ static void session_done(gcall *call, grpc_op *base, const completion *cp)
             KURRENTDB__PROTOCOL__V2__STREAMS__ERRORS__STREAM_REVISION_CONFLICT_ERROR_DETAILS__INIT;
         d.stream = (char *)stream;
         d.expected_revision = op->wire_expected[i];
-        d.actual_revision = op->res.current_revision == STELE_NONE
+        /* EDELETED without a tombstone: stream_exists on a soft-deleted
+         * stream (reported as -10, KurrentDB's actual state for it). */
+        d.actual_revision = op->rc == STELE_EDELETED ? V2_SOFT_DELETED
+                            : op->res.current_revision == STELE_NONE
                                 ? V2_NO_STREAM
                                 : (int64_t)op->res.current_revision;
         char text[700];
@@ -818,7 +852,7 @@ static void session_done(gcall *call, grpc_op *base, const completion *cp)
             items[i].position = (int64_t)r->last_position;
         } else {
             /* A stream named without records: its current state. */
-            items[i].stream_revision = wire_state(s, op->streams[i].stream);
+            items[i].stream_revision = head_state(s, op->streams[i].stream, NULL);
         }
         ptrs[i] = &items[i];
     }
@@ -947,6 +981,11 @@ static void records_msg(gcall *call, ProtobufCMessage *msg)
     op->arenas[0] = grpc_keep(call);
     op->narenas = 1;
     op->base.done = records_done;
+    if (tombstoned_checks(call->c->srv, op)) {
+        records_done(call, &op->base, NULL);
+        op_free(op); /* frees the kept message too */
+        return;
+    }
     if (v2_submit(call, op)) {
         op_free(op); /* frees the kept message too */
         grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory (append workers)");
@@ -981,19 +1020,21 @@ static void records_violations(gcall *call, v2_op *op)
             if ((pass == 0) != (i == first))
                 continue;
             const char *stream = op->streams[i].stream;
-            int64_t actual = wire_state(s, stream);
+            int64_t actual;
+            int ok = check_head(s, stream, op->wire_expected[i], &actual);
             if (pass == 0) {
-                /* The store's verdict stands even if the stream has moved since. */
-                if (op->rc == STELE_EDELETED)
-                    actual = V2_TOMBSTONED;
-                else if (actual != V2_SOFT_DELETED && actual != V2_TOMBSTONED)
-                    actual = op->res.current_revision == STELE_NONE
+                /* The store's verdict stands even if the stream has moved
+                 * since: EDELETED is a tombstone (permanent) or, failing
+                 * that, stream_exists on a soft-deleted stream. */
+                if (actual != V2_TOMBSTONED)
+                    actual = op->rc == STELE_EDELETED ? V2_SOFT_DELETED
+                             : op->res.current_revision == STELE_NONE
                                  ? V2_NO_STREAM
                                  : (int64_t)op->res.current_revision;
                 snprintf(text, sizeof text,
                          "stream '%.400s' is not in the expected state %lld (actual state %lld)",
                          stream, (long long)op->wire_expected[i], (long long)actual);
-            } else if (state_ok(s, stream, op->wire_expected[i], actual)) {
+            } else if (ok) {
                 continue;
             }
             Kurrentdb__Protocol__V2__Streams__Errors__ConsistencyViolation__StreamStateViolation

@@ -163,6 +163,38 @@ describe("multiStreamAppend (AppendSession)", () => {
     assert.equal((await readAll(b)).length, 0);
   });
 
+  it("soft-deleted streams: -5 (deleted) and no_stream pass, stream_exists fails with -10", async () => {
+    const soft = uniq("Soft"), other = uniq("Other");
+    await client.appendToStream(soft, [ev("Opened", {}), ev("Closed", {})]);
+    await client.deleteStream(soft);
+    const e = await rejects(
+      client.multiStreamAppend([
+        { streamName: other, expectedState: NO_STREAM, events: [ev("X", {})] },
+        { streamName: soft, expectedState: STREAM_EXISTS, events: [ev("Again", {})] },
+      ]),
+      WrongExpectedVersionError,
+    );
+    assert.deepEqual([e.streamName, e.expectedState, e.actualState], [soft, "stream_exists", -10n]);
+    const e2 = await rejects(
+      client.multiStreamAppend([{ streamName: soft, expectedState: 0n, events: [ev("Again", {})] }]),
+      WrongExpectedVersionError,
+    );
+    assert.deepEqual([e2.expectedState, e2.actualState], [0n, 1n], "an exact mismatch reports the revision it kept");
+    assert.equal((await readAll(other)).length, 0);
+    const res = await client.multiStreamAppend([
+      { streamName: soft, expectedState: -5n, events: [ev("Reopened", {})] },
+      { streamName: other, expectedState: NO_STREAM, events: [ev("X", {})] },
+    ]);
+    assert.deepEqual(res.responses.map((r) => r.revision), [2n, 0n]);
+    assert.deepEqual((await readAll(soft)).map((x) => [x.type, x.revision]), [["Reopened", 2n]]);
+    // Now it is not deleted any more: -5 fails.
+    const e3 = await rejects(
+      client.multiStreamAppend([{ streamName: soft, expectedState: -5n, events: [ev("Again", {})] }]),
+      WrongExpectedVersionError,
+    );
+    assert.equal(e3.actualState, 2n);
+  });
+
   it("bad input: no requests, a stream twice; clear errors and nothing written", async () => {
     const e = await rejects(client.multiStreamAppend([]));
     assert.match(e.message, /FAILED_PRECONDITION.*without any append request/);
@@ -262,6 +294,10 @@ describe("appendRecords (AppendRecords) with consistency checks", () => {
     assert.equal((await readAll(w)).length, 0);
     const ok = await client.appendRecords([rec(w, "X")], [check(soft, NO_STREAM)]);
     assert.deepEqual(ok.responses.map((r) => r.revision), [0n]);
+    const e4 = await rejects(client.appendRecords([rec(w, "X")], [check(soft, 0n)]), AppendConsistencyViolationError);
+    assert.deepEqual(e4.violations.map((v) => [v.streamName, v.expectedState, v.actualState]), [[soft, 0n, 1n]]);
+    const ok5 = await client.appendRecords([rec(w, "Y")], [check(soft, -5n)]);
+    assert.deepEqual(ok5.responses.map((r) => r.revision), [1n]);
     // Recreating it: its last revision is accepted as the expected one.
     const re = await client.appendRecords([rec(soft, "Reopened")], [check(soft, 1n)]);
     assert.deepEqual(re.responses.map((r) => [r.streamName, r.revision]), [[soft, 2n]]);
