@@ -25,7 +25,8 @@ before(async () => {
   srv = await new SteleServer(["--max-event-size", String(MAX_EVENT), "--max-append-size", String(MAX_APPEND)]).start();
 });
 after(async () => {
-  await srv.stop();
+  const code = await srv.stop();
+  assert.equal(code, 0, "the server stops cleanly");
   srv.cleanup();
 });
 
