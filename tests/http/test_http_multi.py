@@ -234,5 +234,30 @@ def concurrent_transfers_keep_the_total():
     T.check(total == 1000, "total balance after SIGKILL", None, 1000, total)
 
 
+@T.case
+def cli_append_multi():
+    import subprocess
+    from stele_server import STELE_BIN
+    body = json.dumps({"streams": [{"stream": "Cli-M1", "expectedRevision": "no_stream",
+                                    "events": [{"type": "X"}]},
+                                   {"stream": "Cli-M2", "events": [{"type": "Y"}]}]})
+    srv = "http://127.0.0.1:%d" % S.port
+
+    def run(*args, stdin=b""):
+        p = subprocess.run([STELE_BIN, "append", *args, "--server", srv], input=stdin,
+                           capture_output=True, timeout=60)
+        return p.returncode, p.stdout, p.stderr
+    rc, out, err = run("--multi", "-", stdin=body.encode())
+    T.check(rc == 0 and json.loads(out)["lastPosition"] == json.loads(out)["firstPosition"] + 1,
+            "--multi appends", None, 0, (rc, out, err))
+    rc, out, err = run("--multi", "-", stdin=body.encode())
+    T.check(rc == 1 and b"WRONG_EXPECTED_REVISION" in err, "refused: exit 1", None, 1,
+            (rc, out, err))
+    rc, out, err = run("--multi", "-", stdin=b'{"events": []}')
+    T.check(rc == 2, "not a multi body: exit 2", None, 2, (rc, out, err))
+    rc, out, err = run("Cli-M1", "--multi", "-", stdin=body.encode())
+    T.check(rc == 2, "--multi with a STREAM: exit 2", None, 2, (rc, out, err))
+
+
 if __name__ == "__main__":
     T.run(setup, teardown, after_case)
