@@ -394,6 +394,27 @@ int stele_append_multi(stele_db *db, const stele_append_stream *streams, size_t 
                        stele_multi_result *res);
 
 /**
+ * Completion of stele_append_multi_async(): `rc`, `per_stream` (nstreams
+ * results) and `res` as stele_append_multi would return them; `errmsg` is
+ * the message ("" on success). All are valid during the call only. Runs on
+ * the store's writer thread, with the same rules as stele_append_cb.
+ */
+typedef void (*stele_append_multi_cb)(void *ctx, int rc, const stele_append_result *per_stream,
+                                      size_t nstreams, const stele_multi_result *res,
+                                      const char *errmsg);
+
+/**
+ * Queue a multi-stream append without waiting for it (for event loops).
+ * Validates everything stele_append_multi validates first: on a bad
+ * argument it returns the error at once and never calls `cb`. Otherwise
+ * returns 0 and calls `cb` exactly once, after the commit is durable or
+ * failed. The store copies the request: the caller may free it at once.
+ */
+int stele_append_multi_async(stele_db *db, const stele_append_stream *streams, size_t nstreams,
+                             const stele_append_record *records, size_t nrecords,
+                             const stele_condition *cond, stele_append_multi_cb cb, void *ctx);
+
+/**
  * Read the events matching a DCB query (`cond->items`), from position
  * `from` (inclusive; backwards STELE_END starts at the newest) in
  * `direction`, up to `limit`. `cond->after` is ignored. The page's

@@ -221,6 +221,73 @@ static void test_expect(void)
     passed++;
 }
 
+/* ------------------------------------------------------------------ async */
+
+static _Atomic int async_done_n;
+static int async_rc;
+static uint64_t async_pos, async_rev1;
+
+static void async_cb(void *ctx, int rc, const stele_append_result *ps, size_t n,
+                     const stele_multi_result *res, const char *msg)
+{
+    (void)ctx;
+    (void)msg;
+    async_rc = rc;
+    async_pos = res->first_position;
+    async_rev1 = n == 2 ? ps[1].last_revision : 99;
+    async_done_n++;
+}
+
+static void test_async(void)
+{
+    const char *dir = t_tmpdir("multi-async");
+    stele_db *db;
+    CHECK_OK(stele_open(dir, NULL, &db));
+    /* the request lives in heap memory freed (and scribbled) at once */
+    stele_append_stream *s = calloc(2, sizeof *s);
+    char *n0 = strdup("as-0"), *n1 = strdup("as-1"), *ty = strdup("T"), *tg = strdup("tag:x");
+    const char **tags = calloc(1, sizeof *tags);
+    tags[0] = tg;
+    s[0] = (stele_append_stream){n0, STELE_NO_STREAM, NULL};
+    s[1] = (stele_append_stream){n1, STELE_NO_STREAM, NULL};
+    stele_append_record *r = calloc(3, sizeof *r);
+    for (int i = 0; i < 3; i++)
+        r[i] = (stele_append_record){(size_t)(i % 2), ev(ty, "{}", tags, 1)};
+    stele_query_item *it = calloc(1, sizeof *it);
+    it->tags = tags;
+    it->ntags = 1;
+    stele_condition c = {it, 1, STELE_NONE};
+    CHECK_OK(stele_append_multi_async(db, s, 2, r, 3, &c, async_cb, NULL));
+    memset(n0, 'z', 4);
+    memset(ty, 'z', 1);
+    memset(tg, 'z', 5);
+    free(s);
+    free(r);
+    free(it);
+    for (int i = 0; i < 2000 && !async_done_n; i++)
+        usleep(5000);
+    CHECK(async_done_n == 1 && async_rc == 0 && async_pos == 0 && async_rev1 == 0);
+    stele_page *pg;
+    CHECK_OK(stele_read_stream(db, "as-0", 0, STELE_FORWARDS, 10, &pg));
+    CHECK(stele_page_count(pg) == 2 && !strcmp(stele_page_event(pg, 0)->type, "T"));
+    CHECK(stele_page_event(pg, 0)->ntags == 1 &&
+          !strcmp(stele_page_event(pg, 0)->tags[0], "tag:x"));
+    stele_page_free(pg);
+    /* bad arguments fail at once, without a callback */
+    stele_append_stream bad = {"as-0", -9, NULL};
+    stele_append_record rr = recd(0, "T", "{}");
+    CHECK_RC(stele_append_multi_async(db, &bad, 1, &rr, 1, NULL, async_cb, NULL), STELE_EINVAL);
+    stele_close(db);
+    CHECK(async_done_n == 1);
+    free(n0);
+    free(n1);
+    free(ty);
+    free(tg);
+    free(tags);
+    t_rmdir(dir);
+    passed++;
+}
+
 /* ------------------------------------------------------------------ state */
 
 static void test_state(void)
@@ -834,6 +901,7 @@ int main(void)
 {
     t_seed();
     test_basics();
+    test_async();
     test_expect();
     test_state();
     test_retry();
