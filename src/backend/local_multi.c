@@ -13,7 +13,8 @@
  * local.c), in this order:
  *   1. each stream's state from the index (which already holds the effect
  *      of the requests before it in the group);
- *   2. idempotency: if the first client-given id is already written, the
+ *   2. idempotency (after refusing to write a tombstoned stream, as single
+ *      appends do): if the first client-given id is already written, the
  *      request is a retry only if every event carries its id, each id sits
  *      at the position and stream this request would give it (the same
  *      relative order), and the commit there holds exactly these events;
@@ -461,6 +462,12 @@ int multi_plan(local *L, MDB_txn *txn, wreq *r)
         }
     }
     err_clear();
+    /* A tombstoned stream is never written, not even by a retry (as for
+     * single appends). */
+    for (size_t i = 0; i < m->nstreams; i++)
+        if (m->streams[i].nevents && ms[i].found && (ms[i].st.flags & IDX_TOMBSTONED) &&
+            expectation(r, i))
+            return 0;
     if ((rc = multi_retry(L, txn, r)))
         return rc < 0 ? rc : 0;
     for (size_t i = 0; i < m->nstreams; i++)
