@@ -14,11 +14,26 @@
  *               tag after the last one I wrote" (the DCB decision pattern
  *               with non-overlapping boundaries).
  *
- * Usage: bench_multi DIR [seconds per phase (default 5)] [threads (64)]
+ * Over HTTP (--http PORT, a running `stele serve`): the same two workloads,
+ * each of N threads with one keep-alive connection and one request in
+ * flight: POST /streams with the transfer (exact expectations taken from
+ * the previous response) against POST /streams/{s} with the same two
+ * events (exact Stele-Expected-Revision).
+ *
+ * Phases alternate (single, transfer, single, transfer, ...) for `rounds`
+ * rounds, so both see the same machine load; the ratio is over the sums.
+ *
+ * Usage: bench_multi DIR [seconds per phase (5)] [threads (64)] [rounds (2)]
+ *        bench_multi --http PORT [seconds] [threads] [rounds]
  * Prints one line per phase: operations/s and events/s.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,14 +136,144 @@ static void *dcb_thread(void *arg)
     return NULL;
 }
 
+/* ---------------------------------------------------------------- HTTP */
+
+static int http_port;
+
+typedef struct hconn {
+    int fd;
+    char buf[65536];
+    size_t have;
+} hconn;
+
+static int hconnect(hconn *h)
+{
+    h->have = 0;
+    h->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)http_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int one = 1;
+    setsockopt(h->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return connect(h->fd, (struct sockaddr *)&a, sizeof a);
+}
+
+/* One request; returns the status and the body (NUL-terminated) in *body. */
+static int hpost(hconn *h, const char *path, const char *extra, const char *body, char **out)
+{
+    char req[8192];
+    int n = snprintf(req, sizeof req,
+                     "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     path, extra, strlen(body), body);
+    if (write(h->fd, req, (size_t)n) != n)
+        return -1;
+    h->have = 0;
+    for (;;) {
+        ssize_t k = read(h->fd, h->buf + h->have, sizeof h->buf - 1 - h->have);
+        if (k <= 0)
+            return -1;
+        h->have += (size_t)k;
+        h->buf[h->have] = 0;
+        char *end = strstr(h->buf, "\r\n\r\n");
+        if (!end)
+            continue;
+        char *cl = strcasestr(h->buf, "Content-Length:");
+        size_t len = cl ? strtoul(cl + 15, NULL, 10) : 0;
+        if (h->have < (size_t)(end + 4 - h->buf) + len)
+            continue;
+        *out = end + 4;
+        return atoi(h->buf + 9);
+    }
+}
+
+/* The n-th "lastRevision": value in a response body. */
+static long long nth_rev(const char *b, int n)
+{
+    const char *p = b;
+    for (int i = 0; i <= n; i++) {
+        p = strstr(p, "\"lastRevision\":");
+        if (!p)
+            return -1;
+        p += 15;
+    }
+    return atoll(p);
+}
+
+static void *http_transfer_thread(void *arg)
+{
+    int me = (int)(intptr_t)arg;
+    hconn *h = malloc(sizeof *h);
+    if (hconnect(h)) {
+        failures++;
+        free(h);
+        return NULL;
+    }
+    char ra[32] = "\"no_stream\"", rb[32] = "\"no_stream\"", body[1024];
+    while (!stop) {
+        snprintf(body, sizeof body,
+                 "{\"streams\":[{\"stream\":\"hacct-%d-a\",\"expectedRevision\":%s,\"events\":"
+                 "[{\"type\":\"Debited\",\"data\":%s}]},{\"stream\":\"hacct-%d-b\","
+                 "\"expectedRevision\":%s,\"events\":[{\"type\":\"Credited\",\"data\":%s}]}]}",
+                 me, ra, data, me, rb, data);
+        char *out;
+        int st = hpost(h, "/streams", "", body, &out);
+        if (st != 201) {
+            fprintf(stderr, "http transfer: %d %s\n", st, st > 0 ? out : "");
+            failures++;
+            break;
+        }
+        snprintf(ra, sizeof ra, "%lld", nth_rev(out, 0));
+        snprintf(rb, sizeof rb, "%lld", nth_rev(out, 1));
+        ops++;
+    }
+    close(h->fd);
+    free(h);
+    return NULL;
+}
+
+static void *http_single_thread(void *arg)
+{
+    int me = (int)(intptr_t)arg;
+    hconn *h = malloc(sizeof *h);
+    if (hconnect(h)) {
+        failures++;
+        free(h);
+        return NULL;
+    }
+    char path[64], hdr[96], body[512];
+    snprintf(path, sizeof path, "/streams/hsingle-%d", me);
+    snprintf(hdr, sizeof hdr, "Stele-Expected-Revision: no_stream\r\n");
+    snprintf(body, sizeof body, "[{\"type\":\"Debited\",\"data\":%s},{\"type\":\"Credited\","
+             "\"data\":%s}]", data, data);
+    while (!stop) {
+        char *out;
+        int st = hpost(h, path, hdr, body, &out);
+        if (st != 201) {
+            fprintf(stderr, "http single: %d %s\n", st, st > 0 ? out : "");
+            failures++;
+            break;
+        }
+        snprintf(hdr, sizeof hdr, "Stele-Expected-Revision: %lld\r\n", nth_rev(out, 0));
+        ops++;
+    }
+    close(h->fd);
+    free(h);
+    return NULL;
+}
+
+static int phase_no;
+
 static double phase(const char *name, void *(*fn)(void *), int threads, int events_per_op)
 {
     pthread_t *th = calloc((size_t)threads, sizeof *th);
+    phase_no++;
     stop = 0;
     ops = 0;
     double t0 = now();
     for (int i = 0; i < threads; i++)
-        pthread_create(&th[i], NULL, fn, (void *)(intptr_t)(i + threads * 1000));
+        pthread_create(&th[i], NULL, fn, (void *)(intptr_t)(i + phase_no * 100000));
     while (now() - t0 < secs && !failures) {
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
@@ -147,21 +292,43 @@ static double phase(const char *name, void *(*fn)(void *), int threads, int even
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_multi DIR [seconds per phase] [threads]\n");
+        fprintf(stderr, "usage: bench_multi DIR [seconds] [threads] [rounds]\n"
+                        "       bench_multi --http PORT [seconds] [threads] [rounds]\n");
         return 2;
     }
-    if (argc > 2)
-        secs = atof(argv[2]);
-    int threads = argc > 3 ? atoi(argv[3]) : 64;
-    if (stele_open(argv[1], NULL, &db)) {
+    int a = 1;
+    if (!strcmp(argv[1], "--http")) {
+        if (argc < 3)
+            return 2;
+        http_port = atoi(argv[2]);
+        a = 2;
+    }
+    if (argc > a + 1)
+        secs = atof(argv[a + 1]);
+    int threads = argc > a + 2 ? atoi(argv[a + 2]) : 64;
+    int rounds = argc > a + 3 ? atoi(argv[a + 3]) : 2;
+    if (!http_port && stele_open(argv[1], NULL, &db)) {
         fprintf(stderr, "open: %s\n", stele_errmsg());
         return 1;
     }
-    double single = phase("single", single_thread, threads, 2);
-    double multi = phase("transfer", transfer_thread, threads, 2);
-    printf("transfer/single ratio: %.2f\n", single > 0 ? multi / single : 0);
-    phase("dcb", dcb_thread, 1, 1);
-    phase("dcb", dcb_thread, threads, 1);
-    stele_close(db);
+    double single = 0, multi = 0;
+    for (int r = 0; r < rounds && !failures; r++) {
+        /* new streams each round (thread ids differ by round) */
+        if (http_port) {
+            single += phase("http-single", http_single_thread, threads, 2);
+            multi += phase("http-transfer", http_transfer_thread, threads, 2);
+        } else {
+            single += phase("single", single_thread, threads, 2);
+            multi += phase("transfer", transfer_thread, threads, 2);
+        }
+    }
+    printf("%stransfer/single ratio: %.2f (%d alternating rounds)\n", http_port ? "http " : "",
+           single > 0 ? multi / single : 0, rounds);
+    if (!http_port) {
+        phase("dcb", dcb_thread, 1, 1);
+        phase("single", single_thread, 1, 2);
+        phase("dcb", dcb_thread, threads, 1);
+        stele_close(db);
+    }
     return failures ? 1 : 0;
 }
