@@ -34,6 +34,7 @@
 #include "util/util.h"
 
 static int passed;
+static int quick; /* TEST_QUICK=1 (ASan, valgrind): smaller races */
 
 static stele_event_in ev(const char *type, const char *data, const char *const *tags,
                          size_t ntags)
@@ -705,7 +706,7 @@ static void test_scavenge(void)
 
 #define ACCOUNTS 50
 #define THREADS 8
-#define TRANSFERS 150
+#define TRANSFERS (quick ? 15 : 150)
 
 static stele_db *tdb;
 
@@ -808,6 +809,7 @@ static void test_transfers(void)
 /* -------------------------------------------------------------- dcb races */
 
 #define CLAIMERS 8
+#define NAMES (quick ? 4 : 20)
 #define COURSE_CAP 5
 
 static _Atomic int claims_ok, subs_ok, free_fail;
@@ -818,7 +820,7 @@ static _Atomic int claims_ok, subs_ok, free_fail;
 static void *claim_thread(void *arg)
 {
     int me = (int)(uintptr_t)arg;
-    for (int n = 0; n < 20; n++) {
+    for (int n = 0; n < NAMES; n++) {
         char tag[32], stream[32];
         snprintf(tag, sizeof tag, "username:u%d", n);
         snprintf(stream, sizeof stream, "user-%d-%d", me, n);
@@ -904,11 +906,11 @@ static void test_dcb_races(void)
     }
     for (int i = 0; i < CLAIMERS * 2; i++)
         pthread_join(th[i], NULL);
-    CHECK(claims_ok == 20);
+    CHECK(claims_ok == NAMES);
     CHECK(subs_ok == COURSE_CAP);
     CHECK(free_fail == 0);
     /* and the log agrees: one registration per name, COURSE_CAP subscriptions */
-    for (int n = 0; n < 20; n++) {
+    for (int n = 0; n < NAMES; n++) {
         char tag[32];
         snprintf(tag, sizeof tag, "username:u%d", n);
         const char *tags[] = {tag};
@@ -928,6 +930,7 @@ static void test_dcb_races(void)
 int main(void)
 {
     t_seed();
+    quick = getenv("TEST_QUICK") != NULL && atoi(getenv("TEST_QUICK")) != 0;
     test_basics();
     test_async();
     test_expect();
