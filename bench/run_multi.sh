@@ -130,3 +130,8 @@ as_postgres "$PGBIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
 say "# $("$PGBIN/postgres" --version); fsync=on synchronous_commit=on"
 run "$BP" "host=127.0.0.1 port=$PG_PORT dbname=bench user=postgres" "$SECS" "$THREADS" "$ROUNDS"
 load
+
+mkdir -p "$ROOT/bench/results"
+DEST="$ROOT/bench/results/multi-$(date -u +%Y%m%dT%H%M%SZ).txt"
+cp "$OUT" "$DEST"
+echo "run_multi: saved $DEST" >&2
