@@ -695,16 +695,10 @@ int route_multi(conn *c, const char *path, size_t plen)
 {
     int is_streams = plen == 8 && !memcmp(path, "/streams", 8);
     int is_query = plen == 6 && !memcmp(path, "/query", 6);
-    if (!is_streams && !is_query)
+    /* Only POST: other methods on these paths are left to the other
+     * routes (a GET /streams listing may live elsewhere). */
+    if ((!is_streams && !is_query) || c->req.method != HTTP_POST)
         return 0;
-    if (c->req.method != HTTP_POST) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "method %s is not allowed on %s (use POST)",
-                 http_method_str(c->req.method), is_streams ? "/streams" : "/query");
-        http_error(c, 405, "METHOD_NOT_ALLOWED", msg);
-        conn_request_done(c);
-        return 1;
-    }
     if (is_streams)
         handle_multi(c);
     else
