@@ -107,6 +107,12 @@ typedef struct completion {
     int rc;
     stele_append_result res;
     char msg[512];
+    /* Another kind of HTTP/1.1 completion (multi-stream appends): `done`
+     * answers it instead of route_append_done; `extra` is its data, freed
+     * with extra_free once delivered or discarded. */
+    void (*done)(conn *c, struct completion *cp);
+    void *extra;
+    void (*extra_free)(void *extra);
     struct completion *next;
 } completion;
 
