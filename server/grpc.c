@@ -28,7 +28,6 @@ typedef struct grpc_server {
     int group_fd;    /* stele_group_watch: consumer groups may have work */
     gcall *subs;
     uint8_t instance_id[16]; /* this node, for Gossip */
-    struct v2_pool *v2;      /* grpc_v2.c's append workers, NULL until used */
 } grpc_server;
 
 /* ------------------------------------------------------------ errors */
@@ -142,8 +141,6 @@ void grpc_completion_discard(completion *cp)
         op->cleanup(op);
     free(op);
 }
-
-struct v2_pool **grpc_v2_pool_slot(server *s) { return &s->grpc->v2; }
 
 /* ------------------------------------------------------------ subscriptions */
 
@@ -452,7 +449,6 @@ void grpc_server_free(server *s)
             call->m->on_close(call);
         call->st = NULL;
     }
-    grpc_v2_pool_free(g->v2); /* before the store closes: queued appends run */
     if (g->watch_fd >= 0 && s->db)
         stele_unwatch(s->db, g->watch_fd);
     if (g->group_fd >= 0 && s->db)

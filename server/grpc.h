@@ -182,14 +182,9 @@ extern const grpc_method grpc_persistent_methods[];
 extern const size_t grpc_persistent_nmethods;
 
 /* grpc_v2.c: kurrentdb.protocol.v2.streams.StreamsService (AppendSession,
- * AppendRecords), whose multi-stream appends run on a pool of worker
- * threads; grpc.c keeps the pool's pointer and frees it on shutdown. */
+ * AppendRecords): multi-stream appends. */
 extern const grpc_method grpc_v2_methods[];
 extern const size_t grpc_v2_nmethods;
-struct v2_pool;
-struct v2_pool **grpc_v2_pool_slot(server *s);
-/* Joins the workers after they have run every queued append. */
-void grpc_v2_pool_free(struct v2_pool *p);
 
 /* grpc_read.c: Streams.Read, as a read or a subscription. */
 void grpc_read_msg(gcall *call, ProtobufCMessage *msg);

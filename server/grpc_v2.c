@@ -14,12 +14,13 @@
  * positions in $all are that order, gapless.
  *
  * Request messages are kept as decoded (grpc_keep): the events point into
- * them, no copy. stele_append_multi() waits for the durable commit, so it
- * runs on a small pool of worker threads (started with the first v2 call,
- * joined when the server stops); each job is a v2_op that owns everything
- * the append reads, and comes back to the loop as a completion. The loop
- * then answers from the op (v2_session_done, v2_records_done), and the op's
- * cleanup frees it whether or not the call is still there.
+ * them, no copy, until the store has taken the append
+ * (stele_append_multi_async copies it) and the answer, which names the
+ * streams, is sent. A v2_op owns them and the arrays built over them; the
+ * store's callback fills in the outcome on its writer thread and posts the
+ * op to the loop as a completion, where session_done / records_done
+ * answer, and the op's cleanup frees it whether or not the call is still
+ * there.
  *
  * Errors are KurrentDB's v2 error details: a google.rpc.Status in the
  * `grpc-status-details-bin` trailer whose Any holds
@@ -31,7 +32,6 @@
  * always the store's own verdict).
  */
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,28 +59,17 @@ typedef Kurrentdb__Protocol__V2__Streams__Errors__ConsistencyViolation__StreamSt
 #define V2_SOFT_DELETED (-10)
 #define V2_TOMBSTONED (-100)
 
-#define V2_WORKERS 16
 #define V2_MAX_JSON_DEPTH 32
 
-/* ------------------------------------------------------------ the worker pool */
+/* ------------------------------------------------------------ the op */
 
 typedef struct v2_op v2_op;
 
-typedef struct v2_pool {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    v2_op *head, *tail;
-    int stopping;
-    size_t nthreads;
-    pthread_t threads[V2_WORKERS];
-} v2_pool;
-
 /* One multi-stream append of a call: what the store reads (pointing into
- * the kept request messages) and what it answered. */
+ * the kept request messages, which also name the streams in the answer)
+ * and what it answered. */
 struct v2_op {
     grpc_op base;
-    stele_db *db;
-    server *srv;
     void **arenas; /* kept request messages */
     size_t narenas;
     stele_append_stream *streams;
@@ -91,14 +80,13 @@ struct v2_op {
     stele_append_record *records;
     size_t nrecords;
     uint8_t (*ids)[16];
-    char *meta;       /* every record's metadata (properties as JSON) */
+    char *meta; /* every record's metadata (properties as JSON) */
     uint64_t bytes;
-    /* The outcome (set by the worker). */
+    /* The outcome (set on the writer thread, read on the loop). */
     int rc;
     char msg[512];
     stele_append_result *per_stream;
     stele_multi_result res;
-    v2_op *qnext;
 };
 
 static void v2_op_cleanup(grpc_op *base)
@@ -117,94 +105,47 @@ static void v2_op_cleanup(grpc_op *base)
     free(op->per_stream);
 }
 
-static void *v2_worker(void *arg)
+/* The store's answer (on its writer thread): keep it in the op, hand the
+ * op to the loop. */
+static void v2_multi_cb(void *ctx, int rc, const stele_append_result *per_stream, size_t nstreams,
+                        const stele_multi_result *res, const char *errmsg)
 {
-    v2_pool *p = arg;
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        while (!p->head && !p->stopping)
-            pthread_cond_wait(&p->cv, &p->mu);
-        v2_op *op = p->head;
-        if (!op)
-            break; /* stopping, and the queue is empty */
-        p->head = op->qnext;
-        if (!p->head)
-            p->tail = NULL;
-        pthread_mutex_unlock(&p->mu);
-        op->rc = stele_append_multi(op->db, op->streams, op->nstreams, op->records,
-                                    op->nrecords, NULL, op->per_stream, &op->res);
-        snprintf(op->msg, sizeof op->msg, "%s", op->rc ? stele_errmsg() : "");
-        completion *cp = calloc(1, sizeof *cp);
-        if (!cp)
-            abort(); /* cannot report the outcome */
-        cp->c = op->base.call->c;
-        cp->op = op;
-        cp->rc = op->rc;
-        completion_post(op->srv, cp);
-        pthread_mutex_lock(&p->mu);
-    }
-    pthread_mutex_unlock(&p->mu);
-    return NULL;
+    v2_op *op = ctx;
+    op->rc = rc;
+    snprintf(op->msg, sizeof op->msg, "%s", errmsg ? errmsg : "");
+    if (per_stream && nstreams == op->nstreams)
+        memcpy(op->per_stream, per_stream, nstreams * sizeof *per_stream);
+    if (res)
+        op->res = *res;
+    completion *cp = calloc(1, sizeof *cp);
+    if (!cp)
+        abort(); /* cannot report the outcome */
+    cp->c = op->base.call->c;
+    cp->op = op;
+    cp->rc = rc;
+    completion_post(cp->c->srv, cp);
 }
 
-/* Queue `op` for a worker (starting the pool on first use). 0, or
- * STELE_ENOMEM (nothing queued). */
-static int v2_submit(gcall *call, v2_op *op)
+/* Hand `op` to the store (stele_append_multi_async: the writer thread
+ * commits it and v2_multi_cb brings the answer back). A request the store
+ * refuses at once is answered now, through op->base.done. Either way the
+ * op is taken care of. */
+static void v2_submit(gcall *call, v2_op *op)
 {
-    struct v2_pool **slot = grpc_v2_pool_slot(call->c->srv);
-    v2_pool *p = *slot;
-    if (!p) {
-        p = calloc(1, sizeof *p);
-        if (!p)
-            return STELE_ENOMEM;
-        pthread_mutex_init(&p->mu, NULL);
-        pthread_cond_init(&p->cv, NULL);
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setstacksize(&attr, 256u << 10);
-        for (size_t i = 0; i < V2_WORKERS; i++)
-            if (pthread_create(&p->threads[p->nthreads], &attr, v2_worker, p) == 0)
-                p->nthreads++;
-        pthread_attr_destroy(&attr);
-        if (!p->nthreads) {
-            pthread_cond_destroy(&p->cv);
-            pthread_mutex_destroy(&p->mu);
-            free(p);
-            return STELE_ENOMEM;
-        }
-        *slot = p;
-    }
     op->base.call = call;
-    op->db = call->c->srv->db;
-    op->srv = call->c->srv;
     call->pending++;
     call->c->async_pending++;
-    pthread_mutex_lock(&p->mu);
-    if (p->tail)
-        p->tail->qnext = op;
-    else
-        p->head = op;
-    p->tail = op;
-    pthread_cond_signal(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-    return 0;
-}
-
-void grpc_v2_pool_free(struct v2_pool *p)
-{
-    if (!p)
-        return;
-    /* Queued appends still run (the store is open until after this), and
-     * their completions are discarded with the rest. */
-    pthread_mutex_lock(&p->mu);
-    p->stopping = 1;
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-    for (size_t i = 0; i < p->nthreads; i++)
-        pthread_join(p->threads[i], NULL);
-    pthread_cond_destroy(&p->cv);
-    pthread_mutex_destroy(&p->mu);
-    free(p);
+    int rc = stele_append_multi_async(call->c->srv->db, op->streams, op->nstreams, op->records,
+                                      op->nrecords, NULL, v2_multi_cb, op);
+    if (rc) {
+        call->pending--;
+        call->c->async_pending--;
+        op->rc = rc;
+        snprintf(op->msg, sizeof op->msg, "%s", stele_errmsg());
+        op->base.done(call, &op->base, NULL);
+        v2_op_cleanup(&op->base);
+        free(op);
+    }
 }
 
 /* ------------------------------------------------------------ errors */
@@ -764,10 +705,7 @@ static void session_end(gcall *call)
         op_free(op);
         return;
     }
-    if (v2_submit(call, op)) {
-        op_free(op);
-        grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory (append workers)");
-    }
+    v2_submit(call, op);
     return;
 fail:
     buf_free(&meta);
@@ -986,10 +924,7 @@ static void records_msg(gcall *call, ProtobufCMessage *msg)
         op_free(op); /* frees the kept message too */
         return;
     }
-    if (v2_submit(call, op)) {
-        op_free(op); /* frees the kept message too */
-        grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory (append workers)");
-    }
+    v2_submit(call, op);
     return;
 fail:
     buf_free(&meta);
