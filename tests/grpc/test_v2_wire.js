@@ -204,6 +204,10 @@ describe("v2 streams service on the wire", () => {
     await failsWith(unary(RECORDS, recordsReq(recs, [[a, -3]])), grpc.status.INVALID_ARGUMENT, /expected state -3 is not/, [a]);
     await failsWith(unary(RECORDS, recordsReq(recs, [[a, -2], ["x", 1], [a, 0]])), grpc.status.INVALID_ARGUMENT, /checks 0 and 2 both check stream/, [a]);
     await failsWith(unary(RECORDS, recordsReq([])), grpc.status.INVALID_ARGUMENT, /at least one record/, []);
+    // More streams than one commit may name (1,000).
+    const many = [];
+    for (let i = 0; i < 1001; i++) many.push(record({ stream: `${a}-${i}`, data: "{}" }));
+    await failsWith(unary(RECORDS, recordsReq(many)), grpc.status.INVALID_ARGUMENT, /names 1001 streams; at most 1000/, [`${a}-0`, `${a}-1000`]);
   });
 
   it("sessions: no requests, a stream twice, no records, bad expected revision", async () => {
