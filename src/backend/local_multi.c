@@ -229,8 +229,6 @@ static int condition_check(local *L, MDB_txn *txn, wreq *r, uint64_t *at)
 {
     const stele_condition *c = r->m->cond;
     uint64_t from = c->after == STELE_NONE ? 0 : c->after + 1;
-    if (c->after != STELE_NONE && c->after + 1 == 0)
-        return 0;
     dcb d;
     idx_run run;
     int rc = dcb_open(L, txn, c, &d);
