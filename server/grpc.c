@@ -60,7 +60,8 @@ void grpc_fail_stele(gcall *call, int rc, const char *message, const char *strea
     case STELE_EREADONLY:
     case STELE_ECLOSED:
     case STELE_EIO:
-    case STELE_ENOSPC: status = GRPC_UNAVAILABLE; break;
+    case STELE_ENOSPC:
+    case STELE_EBUSY: status = GRPC_UNAVAILABLE; break;
     case STELE_ECORRUPT: status = GRPC_DATA_LOSS; break;
     case STELE_ENOMEM: status = GRPC_RESOURCE_EXHAUSTED; break;
     default: status = GRPC_INTERNAL; break;
