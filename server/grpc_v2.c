@@ -810,14 +810,33 @@ static void session_done(gcall *call, grpc_op *base, const completion *cp)
 static void records_done(gcall *call, grpc_op *base, const completion *cp);
 
 /* The index of `stream` in op->streams[0..*n), added if absent. */
-static size_t stream_index(v2_op *op, size_t *n, const char *stream)
+/* The streams of an AppendRecords request, by name: a hash table of
+ * indexes into op->streams (open addressing, 0 = empty), so a request of
+ * many records costs O(1) per record whatever its streams. */
+#define V2_HASH_SLOTS 2048u /* a power of two, over twice STELE_MAX_APPEND_STREAMS */
+
+static uint32_t name_hash(const char *s)
 {
-    for (size_t i = 0; i < *n; i++)
-        if (!strcmp(op->streams[i].stream, stream))
-            return i;
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+/* The index of `stream` in op->streams[0..*n), added if absent; SIZE_MAX
+ * if that would make more than STELE_MAX_APPEND_STREAMS. */
+static size_t stream_index(v2_op *op, uint16_t *slots, size_t *n, const char *stream)
+{
+    uint32_t i = name_hash(stream) & (V2_HASH_SLOTS - 1);
+    for (; slots[i]; i = (i + 1) & (V2_HASH_SLOTS - 1))
+        if (!strcmp(op->streams[slots[i] - 1].stream, stream))
+            return slots[i] - 1u;
+    if (*n >= STELE_MAX_APPEND_STREAMS)
+        return SIZE_MAX;
     op->streams[*n].stream = stream;
     op->streams[*n].expected = STELE_ANY;
     op->wire_expected[*n] = V2_ANY;
+    slots[i] = (uint16_t)(*n + 1);
     return (*n)++;
 }
 
@@ -836,6 +855,12 @@ static void records_msg(gcall *call, ProtobufCMessage *msg)
             v2_fail_text(call, GRPC_INVALID_ARGUMENT, "EINVAL: record %zu names no stream", i);
             return;
         }
+    }
+    if (req->n_checks > STELE_MAX_APPEND_STREAMS) {
+        v2_fail_text(call, GRPC_INVALID_ARGUMENT,
+                     "EINVAL: AppendRecords names more than %u streams (%zu checks)",
+                     STELE_MAX_APPEND_STREAMS, req->n_checks);
+        return;
     }
     for (size_t i = 0; i < req->n_checks; i++) {
         const V2Check *c = req->checks[i];
@@ -872,12 +897,16 @@ static void records_msg(gcall *call, ProtobufCMessage *msg)
             }
     }
     size_t maxstreams = req->n_checks + req->n_records;
+    if (maxstreams > STELE_MAX_APPEND_STREAMS)
+        maxstreams = STELE_MAX_APPEND_STREAMS;
     v2_op *op = op_new();
     buf meta = {0};
     size_t *off = calloc(req->n_records, sizeof *off), *len = calloc(req->n_records, sizeof *len);
-    if (!op || !off || !len) {
+    uint16_t *slots = calloc(V2_HASH_SLOTS, sizeof *slots);
+    if (!op || !off || !len || !slots) {
         free(off);
         free(len);
+        free(slots);
         free(op);
         grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
         return;
@@ -887,29 +916,31 @@ static void records_msg(gcall *call, ProtobufCMessage *msg)
     size_t n = 0;
     for (size_t i = 0; i < req->n_checks; i++) {
         const V2Check *c = req->checks[i];
-        size_t x = stream_index(op, &n, c->stream_state->stream);
+        size_t x = stream_index(op, slots, &n, c->stream_state->stream);
         op->wire_expected[x] = c->stream_state->expected_state;
         expected_in(op->wire_expected[x], &op->streams[x].expected);
         op->check_index[x] = (int32_t)i;
     }
     for (size_t k = 0; k < req->n_records; k++) {
         const V2Record *r = req->records[k];
-        size_t x = stream_index(op, &n, r->stream);
+        size_t x = stream_index(op, slots, &n, r->stream);
+        if (x == SIZE_MAX) {
+            v2_fail_text(call, GRPC_INVALID_ARGUMENT,
+                         "EINVAL: AppendRecords names more than %u streams (record %zu names "
+                         "stream number %u)",
+                         STELE_MAX_APPEND_STREAMS, k, STELE_MAX_APPEND_STREAMS + 1);
+            goto fail;
+        }
         op->writes[x] = 1;
         op->records[k].stream = x;
         if (record_in(call, op, k, r, r->stream, &meta, &off[k], &len[k]))
             goto fail;
     }
-    if (n > STELE_MAX_APPEND_STREAMS) {
-        v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                     "EINVAL: AppendRecords names %zu streams; at most %u are allowed", n,
-                     STELE_MAX_APPEND_STREAMS);
-        goto fail;
-    }
     op->nstreams = n;
     op_set_meta(op, &meta, off, len);
     free(off);
     free(len);
+    free(slots);
     op->arenas = malloc(sizeof *op->arenas);
     if (!op->arenas) {
         op_free(op);
@@ -930,6 +961,7 @@ fail:
     buf_free(&meta);
     free(off);
     free(len);
+    free(slots);
     op_free(op);
 }
 
