@@ -12,6 +12,8 @@
  *                    events no read can return
  *   local_query.c    queries through the secondary indexes, temporal
  *                    stream reads
+ *   local_multi.c    multi-stream commits (planning, encoding, recovery,
+ *                    scavenging decisions), DCB conditions and reads
  */
 #ifndef STELE_LOCAL_INT_H
 #define STELE_LOCAL_INT_H
