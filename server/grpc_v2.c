@@ -26,10 +26,8 @@
  * `grpc-status-details-bin` trailer whose Any holds
  * kurrentdb.protocol.v2.streams.errors.<Name>ErrorDetails. Which status and
  * which details for which failure is the table in the compatibility page.
- * AppendRecords reports every failing check (AppendConsistencyViolation):
- * the store stops at the first; the others are evaluated from the streams'
- * heads right after, with the same rules as the store's (the first one is
- * always the store's own verdict).
+ * AppendRecords reports every failing check (AppendConsistencyViolation),
+ * as the store marks them (stele_append_result.failed per stream).
  */
 #include <math.h>
 #include <stdarg.h>
@@ -499,50 +497,19 @@ static int64_t head_state(server *s, const char *stream, int64_t *last)
     return lr;
 }
 
-/* Whether `stream` passes the expectation `wire` now, by the store's rules
- * (a soft-deleted stream has no events but accepts its last revision; it
- * fails stream_exists), except that a tombstoned stream fails every
- * expectation, even as a check only (the store lets such a check pass
- * any and no_stream; KurrentDB's v2 service reports it, and so does
- * Stele). On failure *actual is the state to report: the last revision
- * (for an exact expectation on a soft-deleted stream, the one it kept),
- * -1, -10 (soft-deleted) or -100 (tombstoned). */
-static int check_head(server *s, const char *stream, int64_t wire, int64_t *actual)
-{
-    int64_t last;
-    int64_t st = head_state(s, stream, &last);
-    int ok;
-    *actual = st;
-    if (st == V2_TOMBSTONED)
-        return 0;
-    switch (wire) {
-    case V2_ANY: return 1;
-    case V2_NO_STREAM: return st < 0;
-    case V2_EXISTS: return st >= 0;
-    case V2_DELETED: return st == V2_SOFT_DELETED;
-    default:
-        ok = (st >= 0 || st == V2_SOFT_DELETED) && last == wire;
-        if (!ok && st == V2_SOFT_DELETED)
-            *actual = last;
-        return ok;
-    }
-}
-
-/* Check-only streams that are tombstoned fail before the commit (see
- * check_head; a tombstone is permanent, so one seen here is still there at
- * commit time). Returns 1 with op->rc = EDELETED and op->res.failed_stream
- * set, else 0. */
-static int tombstoned_checks(server *s, v2_op *op)
+/* A tombstoned stream fails every expectation here, even as a check only:
+ * the store lets such a check pass any and no_stream (KurrentDB's core
+ * rule); KurrentDB's v2 service reports it as a failure, and so does
+ * Stele. A check-only stream found tombstoned now (a tombstone is
+ * permanent, so it still is at commit time) is handed to the store as
+ * stream_exists, which a tombstoned stream fails (EDELETED): the store
+ * then reports it with every other failing check of the same attempt. */
+static void tombstoned_check_only(server *s, v2_op *op)
 {
     for (size_t i = 0; i < op->nstreams; i++)
         if (!op->writes[i] && (op->wire_expected[i] == V2_ANY || op->wire_expected[i] == V2_NO_STREAM) &&
-            head_state(s, op->streams[i].stream, NULL) == V2_TOMBSTONED) {
-            op->rc = STELE_EDELETED;
-            op->res.failed_stream = i;
-            snprintf(op->msg, sizeof op->msg, "stream '%.400s' is tombstoned", op->streams[i].stream);
-            return 1;
-        }
-    return 0;
+            head_state(s, op->streams[i].stream, NULL) == V2_TOMBSTONED)
+            op->streams[i].expected = STELE_STREAM_EXISTS;
 }
 
 /* ------------------------------------------------------------ AppendSession */
@@ -700,11 +667,7 @@ static void session_end(gcall *call)
     st->reqs = NULL;
     st->n = st->cap = 0;
     op->base.done = session_done;
-    if (tombstoned_checks(call->c->srv, op)) {
-        session_done(call, &op->base, NULL);
-        op_free(op);
-        return;
-    }
+    tombstoned_check_only(call->c->srv, op);
     v2_submit(call, op);
     return;
 fail:
@@ -950,11 +913,7 @@ static void records_msg(gcall *call, ProtobufCMessage *msg)
     op->arenas[0] = grpc_keep(call);
     op->narenas = 1;
     op->base.done = records_done;
-    if (tombstoned_checks(call->c->srv, op)) {
-        records_done(call, &op->base, NULL);
-        op_free(op); /* frees the kept message too */
-        return;
-    }
+    tombstoned_check_only(call->c->srv, op);
     v2_submit(call, op);
     return;
 fail:
@@ -965,7 +924,20 @@ fail:
     op_free(op);
 }
 
-/* AppendRecords failed a check: every failing one, the store's first. */
+/* Stream i failed its check with `failed` (EWRONGREV / EDELETED) and the
+ * store saw `current` as its last revision: the actual state to report. */
+static int64_t actual_state(server *s, const char *stream, int failed, uint64_t current)
+{
+    if (failed == STELE_EDELETED)
+        /* A tombstone (permanent, so still there now) or stream_exists on
+         * a soft-deleted stream. */
+        return head_state(s, stream, NULL) == V2_TOMBSTONED ? V2_TOMBSTONED : V2_SOFT_DELETED;
+    return current == STELE_NONE ? V2_NO_STREAM : (int64_t)current;
+}
+
+/* AppendRecords failed a check: every failing one, as the store marked
+ * them in the same commit attempt (per_stream[i].failed), the first one
+ * first. */
 static void records_violations(gcall *call, v2_op *op)
 {
     server *s = call->c->srv;
@@ -981,29 +953,25 @@ static void records_violations(gcall *call, v2_op *op)
     }
     size_t first = op->res.failed_stream < op->nstreams ? op->res.failed_stream : 0;
     size_t n = 0;
-    char text[700];
+    char text[700] = "";
     for (size_t pass = 0; pass < 2; pass++)
         for (size_t i = 0; i < op->nstreams; i++) {
             if ((pass == 0) != (i == first))
                 continue;
+            int failed = op->per_stream[i].failed;
+            uint64_t current = op->per_stream[i].current_revision;
+            if (pass == 0 && !failed) { /* older stores mark only the first */
+                failed = op->rc;
+                current = op->res.current_revision;
+            }
+            if (!failed)
+                continue;
             const char *stream = op->streams[i].stream;
-            int64_t actual;
-            int ok = check_head(s, stream, op->wire_expected[i], &actual);
-            if (pass == 0) {
-                /* The store's verdict stands even if the stream has moved
-                 * since: EDELETED is a tombstone (permanent) or, failing
-                 * that, stream_exists on a soft-deleted stream. */
-                if (actual != V2_TOMBSTONED)
-                    actual = op->rc == STELE_EDELETED ? V2_SOFT_DELETED
-                             : op->res.current_revision == STELE_NONE
-                                 ? V2_NO_STREAM
-                                 : (int64_t)op->res.current_revision;
+            int64_t actual = actual_state(s, stream, failed, current);
+            if (pass == 0)
                 snprintf(text, sizeof text,
                          "stream '%.400s' is not in the expected state %lld (actual state %lld)",
                          stream, (long long)op->wire_expected[i], (long long)actual);
-            } else if (ok) {
-                continue;
-            }
             Kurrentdb__Protocol__V2__Streams__Errors__ConsistencyViolation__StreamStateViolation
                 sinit = KURRENTDB__PROTOCOL__V2__STREAMS__ERRORS__CONSISTENCY_VIOLATION__STREAM_STATE_VIOLATION__INIT;
             V2Violation vinit = KURRENTDB__PROTOCOL__V2__STREAMS__ERRORS__CONSISTENCY_VIOLATION__INIT;
