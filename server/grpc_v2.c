@@ -6,7 +6,8 @@
  * AppendSession is client-streaming: one AppendRequest per stream (its
  * records and an optional expected revision), then half-close; the
  * requests become one multi-stream append, stream i being the i-th
- * request. AppendRecords is unary: records name their own streams, in any
+ * request. Append is the same with one request, unary, answered with that
+ * stream's AppendResponse. AppendRecords is unary: records name their own streams, in any
  * order, and consistency checks name any streams, written or not; the
  * request's streams are the checked ones first, then the written ones, in
  * order of first appearance, each with the check's expected state (any if
@@ -80,6 +81,7 @@ struct v2_op {
     uint8_t (*ids)[16];
     char *meta; /* every record's metadata (properties as JSON) */
     uint64_t bytes;
+    int unary; /* Append (one stream): answer with an AppendResponse */
     /* The outcome (set on the writer thread, read on the loop). */
     int rc;
     char msg[512];
@@ -627,8 +629,8 @@ static void session_end(gcall *call)
         return;
     }
     if (st->nrecords == 0) {
-        v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                     "EINVAL: the append session has no records to append");
+        v2_fail_text(call, GRPC_INVALID_ARGUMENT, "EINVAL: the %s has no records to append",
+                     call->m->client_streaming ? "append session" : "append");
         return;
     }
     v2_op *op = op_new();
@@ -667,6 +669,7 @@ static void session_end(gcall *call)
     st->reqs = NULL;
     st->n = st->cap = 0;
     op->base.done = session_done;
+    op->unary = !call->m->client_streaming;
     tombstoned_check_only(call->c->srv, op);
     v2_submit(call, op);
     return;
@@ -757,12 +760,16 @@ static void session_done(gcall *call, grpc_op *base, const completion *cp)
         }
         ptrs[i] = &items[i];
     }
-    Kurrentdb__Protocol__V2__Streams__AppendSessionResponse resp =
-        KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_SESSION_RESPONSE__INIT;
-    resp.n_output = op->nstreams;
-    resp.output = ptrs;
-    resp.position = (int64_t)op->res.last_position;
-    grpc_send(call, &resp.base);
+    if (op->unary) {
+        grpc_send(call, &items[0].base); /* Append: its one stream */
+    } else {
+        Kurrentdb__Protocol__V2__Streams__AppendSessionResponse resp =
+            KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_SESSION_RESPONSE__INIT;
+        resp.n_output = op->nstreams;
+        resp.output = ptrs;
+        resp.position = (int64_t)op->res.last_position;
+        grpc_send(call, &resp.base);
+    }
     grpc_finish(call, GRPC_OK, NULL);
     free(items);
     free(ptrs);
@@ -1052,6 +1059,14 @@ const grpc_method grpc_v2_methods[] = {
     {.path = "/kurrentdb.protocol.v2.streams.StreamsService/AppendSession",
      .req = &kurrentdb__protocol__v2__streams__append_request__descriptor,
      .client_streaming = 1,
+     .on_msg = session_msg,
+     .on_end = session_end,
+     .on_close = session_close},
+    /* Unary, one stream (KurrentDB 26.x servers; no client release calls
+     * it yet): an AppendSession of one request, answered with its one
+     * AppendResponse. */
+    {.path = "/kurrentdb.protocol.v2.streams.StreamsService/Append",
+     .req = &kurrentdb__protocol__v2__streams__append_request__descriptor,
      .on_msg = session_msg,
      .on_end = session_end,
      .on_close = session_close},

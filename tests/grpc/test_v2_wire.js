@@ -127,7 +127,7 @@ async function failsWith(p, code, re, streams) {
 }
 
 describe("v2 streams service on the wire", () => {
-  it("ServerFeatures lists AppendSession and AppendRecords", async () => {
+  it("ServerFeatures lists AppendSession, AppendRecords and Append", async () => {
     const { err, bytes } = await unary(
       "/event_store.client.server_features.ServerFeatures/GetSupportedMethods",
       new P.shared.Empty().serializeBinary(),
@@ -137,6 +137,7 @@ describe("v2 streams service on the wire", () => {
     const got = m.getMethodsList().map((x) => `${x.getServiceName()}/${x.getMethodName()}`);
     assert.ok(got.includes("kurrentdb.protocol.v2.streams.streamsservice/appendsession"), got.join(" "));
     assert.ok(got.includes("kurrentdb.protocol.v2.streams.streamsservice/appendrecords"), got.join(" "));
+    assert.ok(got.includes("kurrentdb.protocol.v2.streams.streamsservice/append"), got.join(" "));
   });
 
   it("a success answer: positions and revisions; properties are the events' JSON metadata", async () => {
@@ -170,6 +171,21 @@ describe("v2 streams service on the wire", () => {
     assert.deepEqual(sr.getOutputList().map((o) => [o.getStream(), o.getStreamRevision()]).slice(0, 1), [[a, "2"]]);
     assert.equal(sr.getOutputList()[1].getStreamRevision(), "1");
     assert.equal(sr.getPosition(), sr.getOutputList()[1].getPosition());
+  });
+
+  it("Append (unary, one stream): an AppendResponse, and the session's errors", async () => {
+    const a = uniq("U");
+    const APPEND = "/kurrentdb.protocol.v2.streams.StreamsService/Append";
+    let r = await unary(APPEND, appendReq(a, [record({}), record({})], -1));
+    assert.equal(r.err, null);
+    const resp = V2.AppendResponse.deserializeBinary(r.bytes);
+    assert.deepEqual([resp.getStream(), resp.getStreamRevision()], [a, "1"]);
+    const ev = await eventsOf(a);
+    assert.equal(resp.getPosition(), String(ev[1].position));
+    const err = await failsWith(unary(APPEND, appendReq(a, [record({})], 0)), grpc.status.FAILED_PRECONDITION, /expected revision 0, current revision 1/, []);
+    assert.deepEqual(details(err), ["StreamRevisionConflictErrorDetails", { stream: a, expectedRevision: "0", actualRevision: "1" }]);
+    await failsWith(unary(APPEND, appendReq(a, [])), grpc.status.INVALID_ARGUMENT, /the append has no records/, []);
+    assert.equal((await eventsOf(a)).length, 2);
   });
 
   it("malformed protobuf: INTERNAL, for both methods", async () => {

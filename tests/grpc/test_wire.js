@@ -89,6 +89,7 @@ describe("gRPC wire", () => {
         "event_store.client.persistent_subscriptions.persistentsubscriptions/list",
         "event_store.client.persistent_subscriptions.persistentsubscriptions/restartsubsystem",
         "kurrentdb.protocol.v2.streams.streamsservice/appendsession",
+        "kurrentdb.protocol.v2.streams.streamsservice/append",
         "kurrentdb.protocol.v2.streams.streamsservice/appendrecords",
       ].sort(),
     );
@@ -106,6 +107,8 @@ describe("gRPC wire", () => {
         P.persistentGrpc.PersistentSubscriptionsService,
         P.operationsGrpc.OperationsService,
         P.v2streamsGrpc.StreamsServiceService,
+        // Newer than the client's stubs: the v2 unary Append (KurrentDB 26.x).
+        { append: { path: "/kurrentdb.protocol.v2.streams.StreamsService/Append" } },
       ].flatMap(
         (s) => Object.values(s),
       );
