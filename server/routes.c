@@ -575,6 +575,8 @@ void route_request(conn *c)
         return;
     if (route_groups(c, path, plen, q, qlen))
         return;
+    if (route_multi(c, path, plen))
+        return;
     if (route_rules(c, path, plen, q, qlen))
         return;
     if (plen > 9 && !memcmp(path, "/streams/", 9)) {
