@@ -827,6 +827,7 @@ static const backend_ops local_ops = {
     .head = local_head,
     .query = local_query,
     .read_stream_to = local_read_stream_to,
+    .read_view = local_read_view,
     .stats = local_stats,
     .set_metadata = local_set_metadata,
     .get_metadata = local_get_metadata,

@@ -401,6 +401,11 @@ int stele_read_stream(stele_db *db, const char *stream, uint64_t from, int direc
         rc = store_check_read_stream(stream, &slen);
     if (rc)
         return rc;
+    int kind;
+    const char *key;
+    size_t klen;
+    if (store_view_parse(stream, slen, &kind, &key, &klen))
+        return store_read_view(db, stream, slen, from, direction == STELE_BACKWARDS, limit, out);
     return db->be->ops->read_stream(db->be, stream, slen, from, direction == STELE_BACKWARDS,
                                     limit, out);
 }
