@@ -304,7 +304,8 @@ int stele_page_next(const stele_page *page, uint64_t *next);
  * never changes while the store's index lives; events hidden by deletes
  * or retention are skipped, leaving gaps. A view with no event yet is
  * ENOTFOUND; a store opened with STELE_OPEN_NO_INDEXES gives EINVAL
- * (except for $streams).
+ * (except for $streams). stele_stream_head() of a view gives the view
+ * revision and position of its newest visible event.
  */
 
 /**

@@ -253,10 +253,30 @@ void route_event_json(buf *b, const stele_event *e)
             b->p[i] = ' ';
 }
 
-/* One event as an NDJSON line. */
-static void ndjson_event(buf *b, const stele_event *e)
+void route_link_json(buf *b, const stele_page *pg, size_t i)
 {
-    route_event_json(b, e);
+    const char *view;
+    uint64_t rev;
+    if (!stele_page_link(pg, i, &view, &rev) || !b->len || b->p[b->len - 1] != '}')
+        return;
+    b->len--;
+    buf_append(b, ",\"link\":{\"stream\":", 18);
+    json_w_str(b, view, strlen(view));
+    buf_append(b, ",\"revision\":", 12);
+    json_w_u64(b, rev);
+    buf_append(b, "}}", 2);
+}
+
+void route_page_event_json(buf *b, const stele_page *pg, size_t i)
+{
+    route_event_json(b, stele_page_event(pg, i));
+    route_link_json(b, pg, i);
+}
+
+/* Event i of a page as an NDJSON line. */
+static void ndjson_event(buf *b, const stele_page *pg, size_t i)
+{
+    route_page_event_json(b, pg, i);
     buf_append(b, "\n", 1);
 }
 
@@ -266,7 +286,7 @@ static void ndjson_chunk(conn *c, stele_page *pg)
     read_job *j = &c->job;
     buf b = {0};
     for (size_t i = 0; i < stele_page_count(pg); i++)
-        ndjson_event(&b, stele_page_event(pg, i));
+        ndjson_event(&b, pg, i);
     http_chunk(c, b.p, b.len);
     buf_free(&b);
     c->srv->m.read_events += stele_page_count(pg);
@@ -322,6 +342,7 @@ void route_serve_read(conn *c, const read_args *ra, const char *link)
         if (i)
             buf_append(&b, ",", 1);
         json_w_event(&b, stele_page_event(pg, i));
+        route_link_json(&b, pg, i);
     }
     buf_append(&b, "]", 1);
     uint64_t next;

@@ -13,8 +13,9 @@
  *                      every run of the index carries: the n-th event ever
  *                      indexed under "Order" is revision n - 1 of $ce-Order.
  *   $streams           the commits table: a view revision is the stream's
- *                      internal number (sid, given in order of creation),
- *                      and its event is the stream's first visible event.
+ *                      internal number (sid, given in order of creation,
+ *                      from 1) minus 1, and its event is the stream's first
+ *                      visible event.
  *
  * A read at view revision r finds the run holding ordinal r (a bisection
  * over positions, idx_sec_seek_ord), turns it into a position and runs the
@@ -144,12 +145,13 @@ static int read_streams_view(local *L, MDB_txn *txn, uint64_t visible, uint64_t 
         return rc;
     buf b;
     scratch_init(L, &b);
-    uint64_t sid = from;
+    /* Stream numbers start at 1; view revisions at 0. */
+    uint64_t sid = from == UINT64_MAX ? UINT64_MAX : from + 1;
     int more = 1;
     while (rc == 0 && more) {
         if (page_full(pg, limit)) {
             pg->has_next = 1;
-            pg->next = sid;
+            pg->next = sid - 1;
             break;
         }
         rc = idx_rev_stream_at(L->ix, txn, sid, backwards, &c);
@@ -160,7 +162,7 @@ static int read_streams_view(local *L, MDB_txn *txn, uint64_t visible, uint64_t 
         }
         if (rc)
             break;
-        more = backwards ? c.sid > 0 : c.sid < UINT64_MAX;
+        more = backwards ? c.sid > 1 : c.sid < UINT64_MAX;
         sid = backwards ? c.sid - 1 : c.sid + 1;
         char name[256];
         size_t len = 0;
@@ -186,7 +188,7 @@ static int read_streams_view(local *L, MDB_txn *txn, uint64_t visible, uint64_t 
         }
         size_t at = pg->count;
         if ((rc = page_take_reversed(pg, one, 1)) == 0)
-            rc = page_set_link(pg, at, c.sid);
+            rc = page_set_link(pg, at, c.sid - 1);
     }
     scratch_free(L, &b);
     return rc;

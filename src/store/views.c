@@ -46,10 +46,10 @@ int store_view_check(const char *stream, size_t len, int *kind, const char **key
     if (!store_view_parse(stream, len, kind, key, klen))
         return err_set(STELE_EINVAL, "'%s' is not a view stream", stream);
     if (*kind != VIEW_STREAMS && *klen == 0)
-        return err_set(STELE_EINVAL, "view stream '%s' needs a %s after the '-'", stream,
-                       *kind == STELE_QUERY_CATEGORY ? "category"
-                       : *kind == STELE_QUERY_TYPE   ? "event type"
-                                                    : "correlation id");
+        return err_set(STELE_EINVAL, "view stream '%s' needs %s after the '-'", stream,
+                       *kind == STELE_QUERY_CATEGORY ? "a category"
+                       : *kind == STELE_QUERY_TYPE   ? "an event type"
+                                                    : "a correlation id");
     return 0;
 }
 
