@@ -159,6 +159,63 @@ static void append_cb(void *ctx, int rc, const stele_append_result *res, const c
     }
 }
 
+/*
+ * An append that carries the stream's new state (docs/streams.md): one
+ * stele_append_multi of this one stream, so the events and the state (a
+ * snapshot at the new last revision) are one commit, and a failed check
+ * writes neither. It runs on the loop thread, like deletes and multi-stream
+ * appends, waiting for its group commit.
+ */
+static void append_with_state(conn *c, const char *stream, int64_t expected,
+                              const json_append *ja)
+{
+    stele_snapshot_in st = {0, ja->state_schema, ja->state_flags, ja->state, ja->state_len};
+    stele_append_stream as = {stream, expected, &st};
+    stele_append_record *recs = malloc(ja->n * sizeof *recs);
+    completion cp;
+    memset(&cp, 0, sizeof cp);
+    cp.c = c;
+    if (!recs) {
+        cp.rc = STELE_ENOMEM;
+        snprintf(cp.msg, sizeof cp.msg, "out of memory");
+    } else {
+        for (size_t i = 0; i < ja->n; i++) {
+            recs[i].stream = 0;
+            recs[i].event = ja->events[i];
+        }
+        stele_append_result per;
+        stele_multi_result mr;
+        memset(&per, 0, sizeof per);
+        memset(&mr, 0, sizeof mr);
+        cp.rc = stele_append_multi(c->srv->db, &as, 1, recs, ja->n, NULL, &per, &mr);
+        free(recs);
+        if (cp.rc == 0) {
+            cp.res = per;
+            cp.res.idempotent = mr.idempotent;
+        } else if (cp.rc == STELE_EWRONGREV) {
+            /* The words of a plain append (the engine's names stream 0). */
+            char eb[32];
+            const char *et = expected == STELE_ANY             ? "any"
+                             : expected == STELE_NO_STREAM     ? "no_stream"
+                             : expected == STELE_STREAM_EXISTS ? "stream_exists"
+                                                               : eb;
+            snprintf(eb, sizeof eb, "%lld", (long long)expected);
+            cp.res.current_revision = mr.current_revision;
+            if (mr.current_revision == STELE_NONE)
+                snprintf(cp.msg, sizeof cp.msg, "stream '%s': expected revision %s, but the "
+                         "stream has no events; nothing was written", stream, et);
+            else
+                snprintf(cp.msg, sizeof cp.msg, "stream '%s': expected revision %s, but its "
+                         "revision is %llu; nothing was written (neither events nor state)",
+                         stream, et, (unsigned long long)mr.current_revision);
+        } else {
+            cp.res.current_revision = mr.current_revision;
+            snprintf(cp.msg, sizeof cp.msg, "%s", stele_errmsg());
+        }
+    }
+    route_append_done(c, &cp);
+}
+
 static void handle_append(conn *c, const char *stream)
 {
     /* The body must be JSON whatever its Content-Type says (curl -d sends
@@ -195,6 +252,11 @@ static void handle_append(conn *c, const char *stream)
     }
     c->srv->m.append_bytes += r->body.len;
     c->srv->m.append_events += ja.n;
+    if (ja.has_state) {
+        append_with_state(c, stream, expected, &ja);
+        json_append_free(&ja);
+        return;
+    }
     c->async_pending = 1;
     c->state = CS_BUSY;
     rc = stele_append_async(c->srv->db, stream, expected, ja.events, ja.n, append_cb, c);
