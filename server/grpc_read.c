@@ -17,6 +17,12 @@
  * counts the events sent. Backwards from an explicit $all position returns
  * the events before it (a KurrentDB position points before its event).
  *
+ * The view streams ($ce-, $et-, $bc-, $streams) are read and subscribed
+ * like any stream through libstele; their events carry a link
+ * (stele_page_link), sent as KurrentDB sends links: with resolve_links the
+ * original as `event` and a synthetic `$>` link event as `link`, without
+ * it the link event alone (docs/kurrentdb-compatibility.md).
+ *
  * Subscriptions use libstele's (stele_subscribe_all/stream with the same
  * filter), woken by grpc_on_commit() through one stele_watch eventfd for
  * the whole server. The first message is the confirmation; then events,
