@@ -45,6 +45,22 @@ static int view_name_err(int kind, const char *key, size_t len)
 static int ord_of(idx_sec_cursor *sc, idx_run *r, int *have, uint64_t pos, int backwards,
                   uint64_t *ord)
 {
+    /* The page's events follow each other under the key: the next run
+     * (in the page's direction) usually holds the next one. The cursor
+     * stays on *r. */
+    for (int step = 0; *have && step < 4; step++) {
+        if (pos >= r->start && pos < r->start + r->count)
+            break;
+        if (backwards ? pos >= r->start : pos < r->start + r->count)
+            break; /* between runs or behind: seek */
+        idx_run nx;
+        if (idx_sec_step(sc, backwards, &nx)) {
+            *have = 0;
+            err_clear();
+            break;
+        }
+        *r = nx;
+    }
     if (!*have || pos < r->start || pos >= r->start + r->count) {
         int rc = idx_sec_seek(sc, pos, backwards, r);
         if (rc)
