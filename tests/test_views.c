@@ -93,7 +93,30 @@ static void random_append(stele_db *db)
             ev[i].flags |= STELE_META_JSON;
         }
     }
-    CHECK_OK(stele_append(db, stream, STELE_ANY, ev, n, NULL));
+    if (t_rand_below(5)) {
+        CHECK_OK(stele_append(db, stream, STELE_ANY, ev, n, NULL));
+        return;
+    }
+    /* One commit over two streams (of two categories), with a state. */
+    char other[64];
+    int o = (int)t_rand_below(12);
+    snprintf(other, sizeof other, "%s-%d", cats[o % 3], o);
+    if (o >= nstreams)
+        nstreams = o + 1;
+    if (!strcmp(other, stream)) {
+        CHECK_OK(stele_append(db, stream, STELE_ANY, ev, n, NULL));
+        return;
+    }
+    stele_snapshot_in st = {0, 0, STELE_EVENT_JSON, "{}", 2};
+    stele_append_stream as[2] = {{stream, STELE_ANY, &st}, {other, STELE_ANY, NULL}};
+    stele_append_record rec[4];
+    for (size_t i = 0; i < n; i++) {
+        rec[i].stream = i % 2;
+        rec[i].event = ev[i];
+    }
+    rec[0].stream = 0; /* the state needs an event of its stream */
+    /* (With one event the other stream is a check-only one.) */
+    CHECK_OK(stele_append_multi(db, as, 2, rec, n, NULL, NULL, NULL));
 }
 
 /* The view read whole, forwards with random page sizes. */
