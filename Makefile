@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi clean
 
 all: build
 
@@ -68,6 +68,12 @@ bench-scavenge: build
 # (installs and starts PostgreSQL itself; docs/benchmarks.md).
 bench-query: build
 	./bench/run_query.sh $(BUILD)
+
+# Multi-stream appends and DCB conditions: transfers vs single appends in
+# process, over HTTP and on PostgreSQL; DCB conditional appends with 1 and 64
+# clients (docs/benchmarks.md). A minute or two.
+bench-multi: build
+	./bench/run_multi.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

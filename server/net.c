@@ -350,8 +350,12 @@ static void drain_completions(server *s)
         c->async_pending--;
         if (list->op)
             grpc_completion(c, list); /* frees its operation, dead or not */
+        else if (!was_dead && list->done)
+            list->done(c, list);
         else if (!was_dead)
             route_append_done(c, list);
+        if (list->extra_free)
+            list->extra_free(list->extra);
         if (was_dead && !c->async_pending)
             conn_free(c); /* closed while appends were in flight */
         free(list);
@@ -559,6 +563,8 @@ out:
             nx = cp->next;
             if (cp->op)
                 grpc_completion_discard(cp);
+            if (cp->extra_free)
+                cp->extra_free(cp->extra);
             if (--cp->c->async_pending == 0 && cp->c->dead)
                 conn_free(cp->c);
             free(cp);

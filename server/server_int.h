@@ -107,6 +107,12 @@ typedef struct completion {
     int rc;
     stele_append_result res;
     char msg[512];
+    /* Another kind of HTTP/1.1 completion (multi-stream appends): `done`
+     * answers it instead of route_append_done; `extra` is its data, freed
+     * with extra_free once delivered or discarded. */
+    void (*done)(conn *c, struct completion *cp);
+    void *extra;
+    void (*extra_free)(void *extra);
     struct completion *next;
 } completion;
 
@@ -254,6 +260,10 @@ void groups_srv_close(server *s);
 void groups_on_watch(server *s);     /* the group watch fd is readable */
 void groups_tick(server *s, int64_t now);
 void groups_conn_gone(conn *c);      /* conn_close of a waiting pull */
+
+/* routes_multi.c: POST /streams (multi-stream append) and POST /query (DCB
+ * query). Returns 1 if `path` is one of them (the request is answered). */
+int route_multi(conn *c, const char *path, size_t plen);
 
 /* routes_streams.c: /streams/{stream}/metadata, /snapshots, /load. Returns
  * 1 when `rest` is one of them (the request is answered), else 0. */

@@ -111,6 +111,11 @@ typedef struct backend_ops {
      * and a read by a DCB query (cond->after ignored). */
     int (*append_multi)(backend *b, const multi_args *m, stele_append_result *per_stream,
                         stele_multi_result *res);
+    /* Queue one; `done` runs exactly once on a backend thread, and `m`
+     * and `per_stream` must stay valid until then. */
+    int (*append_multi_async)(backend *b, const multi_args *m, stele_append_result *per_stream,
+                              const stele_multi_result *init, stele_append_multi_cb done,
+                              void *ctx, size_t nstreams);
     int (*read_matching)(backend *b, const stele_condition *cond, uint64_t from, int backwards,
                          size_t limit, stele_page **out);
     /* Stream metadata and snapshots (docs/streams.md). `md->custom` was

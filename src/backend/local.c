@@ -87,6 +87,10 @@ static void req_finish(wreq *r)
 {
     if (r->rc && !r->msg[0])
         snprintf(r->msg, sizeof r->msg, "%s", stele_errmsg());
+    if (r->mdone_fn) {
+        multi_finish_async(r); /* local_multi.c */
+        return;
+    }
     if (r->done_fn) {
         if (r->rc == STELE_EWRONGREV)
             r->res.current_revision = r->current;
@@ -733,6 +737,8 @@ static int submit(local *L, wreq *r)
 
 int local_submit(local *L, wreq *r) { return submit(L, r); }
 
+int local_enqueue(local *L, wreq *r) { return enqueue(L, r); }
+
 static int local_append(backend *b, const append_args *a, stele_append_result *res)
 {
     local *L = (local *)b;
@@ -837,6 +843,7 @@ static const backend_ops local_ops = {
     .read_view = local_read_view,
     .stats = local_stats,
     .append_multi = local_append_multi,
+    .append_multi_async = local_append_multi_async,
     .read_matching = local_read_matching,
     .set_metadata = local_set_metadata,
     .get_metadata = local_get_metadata,

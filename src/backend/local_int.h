@@ -48,6 +48,7 @@ typedef struct wreq {
     stele_multi_result mres;         /* OP_MULTI: the request's result */
     struct mstream *ms;              /* OP_MULTI: writer scratch per stream */
     struct wreq *group;              /* the first request of its group */
+    stele_append_multi_cb mdone_fn;  /* OP_MULTI async: called when done */
 
     /* results */
     int rc;
@@ -207,6 +208,8 @@ int sm_encode_state(local *L, MDB_txn *txn, uint64_t sid, uint64_t revision, uin
                     uint64_t loc);
 /* Queue a request and wait for the writer (local.c). */
 int local_submit(local *L, wreq *r);
+/* Queue a request without waiting (its done_fn / mdone_fn completes it). */
+int local_enqueue(local *L, wreq *r);
 
 /* local_scavenge.c */
 int local_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);
@@ -243,6 +246,11 @@ int multi_recover_commit(local *L, MDB_txn *txn, uint64_t start, uint64_t bytes)
 int multi_removable(local *L, MDB_txn *txn, uint64_t at, int64_t now);
 int local_append_multi(backend *b, const multi_args *m, stele_append_result *per_stream,
                        stele_multi_result *res);
+int local_append_multi_async(backend *b, const multi_args *m, stele_append_result *per_stream,
+                             const stele_multi_result *init, stele_append_multi_cb done,
+                             void *ctx, size_t nstreams);
+/* Complete an async OP_MULTI request (req_finish in local.c); frees r. */
+void multi_finish_async(wreq *r);
 int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, int backwards,
                         size_t limit, stele_page **out);
 

@@ -13,7 +13,8 @@
  * local.c), in this order:
  *   1. each stream's state from the index (which already holds the effect
  *      of the requests before it in the group);
- *   2. idempotency: if the first client-given id is already written, the
+ *   2. idempotency (after refusing to write a tombstoned stream, as single
+ *      appends do): if the first client-given id is already written, the
  *      request is a retry only if every event carries its id, each id sits
  *      at the position and stream this request would give it (the same
  *      relative order), and the commit there holds exactly these events;
@@ -461,6 +462,12 @@ int multi_plan(local *L, MDB_txn *txn, wreq *r)
         }
     }
     err_clear();
+    /* A tombstoned stream is never written, not even by a retry (as for
+     * single appends). */
+    for (size_t i = 0; i < m->nstreams; i++)
+        if (m->streams[i].nevents && ms[i].found && (ms[i].st.flags & IDX_TOMBSTONED) &&
+            expectation(r, i))
+            return 0;
     if ((rc = multi_retry(L, txn, r)))
         return rc < 0 ? rc : 0;
     for (size_t i = 0; i < m->nstreams; i++)
@@ -789,6 +796,8 @@ int multi_removable(local *L, MDB_txn *txn, uint64_t at, int64_t now)
 
 /* --------------------------------------------------------------- requests */
 
+static void reset_failed(wreq *r);
+
 int local_append_multi(backend *b, const multi_args *m, stele_append_result *per_stream,
                        stele_multi_result *res)
 {
@@ -809,16 +818,64 @@ int local_append_multi(backend *b, const multi_args *m, stele_append_result *per
     if (!r.ms)
         return err_set(STELE_ENOMEM, "out of memory");
     int rc = local_submit(L, &r);
+    if (rc && !r.rc)
+        r.rc = rc; /* not queued */
+    reset_failed(&r);
     *res = r.mres;
-    if (rc && rc != STELE_EWRONGREV && rc != STELE_EDELETED && rc != STELE_ENOTFOUND)
-        res->failed_stream = SIZE_MAX;
-    if (rc)
-        for (size_t i = 0; i < m->nstreams; i++)
-            per_stream[i] = (stele_append_result){STELE_NONE, STELE_NONE, STELE_NONE, STELE_NONE,
-                                                  0, STELE_NONE};
-    if (rc)
-        res->first_position = res->last_position = STELE_NONE;
     free(r.ms);
+    return rc;
+}
+
+static void reset_failed(wreq *r)
+{
+    const multi_args *m = r->m;
+    if (r->rc && r->rc != STELE_EWRONGREV && r->rc != STELE_EDELETED &&
+        r->rc != STELE_ENOTFOUND)
+        r->mres.failed_stream = SIZE_MAX;
+    if (r->rc) {
+        for (size_t i = 0; i < m->nstreams; i++)
+            r->ps[i] = (stele_append_result){STELE_NONE, STELE_NONE, STELE_NONE, STELE_NONE, 0,
+                                             STELE_NONE};
+        r->mres.first_position = r->mres.last_position = STELE_NONE;
+        r->mres.idempotent = 0;
+    }
+}
+
+void multi_finish_async(wreq *r)
+{
+    reset_failed(r);
+    r->mdone_fn(r->done_ctx, r->rc, r->ps, r->m->nstreams, &r->mres, r->rc ? r->msg : "");
+    free(r->ms);
+    free(r);
+}
+
+int local_append_multi_async(backend *b, const multi_args *m, stele_append_result *per_stream,
+                             const stele_multi_result *init, stele_append_multi_cb done,
+                             void *ctx, size_t nstreams)
+{
+    local *L = (local *)b;
+    (void)nstreams;
+    if (m->cond && !L->ix->sec_on)
+        return err_set(STELE_EINVAL, "the store was opened with STELE_OPEN_NO_INDEXES: append "
+                                     "conditions need its secondary indexes");
+    wreq *r = calloc(1, sizeof *r);
+    if (!r)
+        return err_set(STELE_ENOMEM, "out of memory");
+    r->op = OP_MULTI;
+    r->m = m;
+    r->ps = per_stream;
+    r->mres = *init;
+    r->stream = m->streams[0].stream;
+    r->stream_len = m->streams[0].len;
+    r->bytes = m->bytes;
+    r->mdone_fn = done;
+    r->done_ctx = ctx;
+    r->ms = calloc(m->nstreams, sizeof *r->ms);
+    int rc = r->ms ? local_enqueue(L, r) : err_set(STELE_ENOMEM, "out of memory");
+    if (rc) {
+        free(r->ms);
+        free(r);
+    }
     return rc;
 }
 
