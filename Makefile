@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns clean
 
 all: build
 
@@ -74,6 +74,11 @@ bench-query: build
 # clients (docs/benchmarks.md). A minute or two.
 bench-multi: build
 	./bench/run_multi.sh $(BUILD)
+
+# Event pattern matching (rules): 100 rules of mixed operators over 1M
+# events, one thread, no store involved (docs/benchmarks.md).
+bench-patterns: build
+	./$(BUILD)/bench/bench_patterns 1000000 100
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -113,6 +113,10 @@ typedef struct stele_options {
  * names the segment file and byte offset. Only one process may have a store
  * open (STELE_ELOCKED). `opts` may be NULL; it is not kept.
  * On success *out is a handle the caller closes with stele_close().
+ * A disk without room for the next log segment does not stop the open: the
+ * store opens read-only (reads work; appends fail with STELE_ENOSPC until
+ * space is freed, then succeed again), stele_errmsg() then says so after
+ * the 0 return, and stele_get_stats() reports readonly with the reason.
  */
 int stele_open(const char *dir, const stele_options *opts, stele_db **out);
 
@@ -1092,7 +1096,14 @@ typedef struct stele_stats {
     uint64_t segments;      /* segment files */
     uint64_t appends;       /* appends committed since open */
     uint64_t groups;        /* group commits (fdatasyncs) since open */
-    int readonly;           /* 1 after a storage fault */
+    int readonly;           /* 1 after a storage fault, or while there is no
+                               space for the log */
+    /* Why, when readonly: STELE_EREADONLY (a storage fault: sticky until the
+     * store is reopened) or STELE_ENOSPC (no room for the next log segment
+     * or the index: appends fail with STELE_ENOSPC and succeed again by
+     * themselves once space is freed); readonly_reason says it in words. */
+    int readonly_code;
+    char readonly_reason[512];
 } stele_stats;
 
 int stele_get_stats(stele_db *db, stele_stats *out);

@@ -95,6 +95,12 @@ typedef struct local {
     _Atomic uint64_t pub_next_pos;
     _Atomic int fault;
     char fault_msg[512];
+    /* Read-only for lack of space (local.c "Running out of space"): not
+     * sticky; the message under nospace_mu; nospace_tried_ms is writer's. */
+    _Atomic int nospace;
+    char nospace_msg[512];
+    pthread_mutex_t nospace_mu;
+    int64_t nospace_tried_ms;
     pool *pl;              /* read buffers, shared with live pages */
     _Atomic uint64_t n_appends, n_groups;
     _Atomic uint32_t done_gen; /* bumped once per finished group (futex word) */
@@ -206,6 +212,10 @@ int sm_plan_state(local *L, MDB_txn *txn, const idx_stream *st, uint64_t revisio
                   uint32_t bytes, uint32_t schema_version, uint64_t tag);
 int sm_encode_state(local *L, MDB_txn *txn, uint64_t sid, uint64_t revision, uint64_t tag,
                     uint64_t loc);
+
+/* Mark the store read-only for lack of space, `why` in the message
+ * (local.c; recovery when the next segment cannot be made). */
+void local_set_nospace(local *L, const char *why);
 /* Queue a request and wait for the writer (local.c). */
 int local_submit(local *L, wreq *r);
 /* Queue a request without waiting (its done_fn / mdone_fn completes it). */
