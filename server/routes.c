@@ -161,59 +161,87 @@ static void append_cb(void *ctx, int rc, const stele_append_result *res, const c
 
 /*
  * An append that carries the stream's new state (docs/streams.md): one
- * stele_append_multi of this one stream, so the events and the state (a
+ * multi-stream append of this one stream, so the events and the state (a
  * snapshot at the new last revision) are one commit, and a failed check
- * writes neither. It runs on the loop thread, like deletes and multi-stream
- * appends, waiting for its group commit.
+ * writes neither. Queued like plain appends (stele_append_multi_async); the
+ * answer is a plain append's, through route_append_done.
  */
+typedef struct state_ctx {
+    conn *c;
+    int64_t expected;
+    char stream[256];
+} state_ctx;
+
+/* On the store's writer thread: hand the outcome to the loop. */
+static void state_cb(void *ctx, int rc, const stele_append_result *per_stream, size_t n,
+                     const stele_multi_result *res, const char *msg)
+{
+    state_ctx *x = ctx;
+    completion *cp = calloc(1, sizeof *cp);
+    if (!cp)
+        abort(); /* cannot report the outcome: no way to keep order */
+    cp->c = x->c;
+    cp->rc = rc;
+    if (rc == 0 && n == 1) {
+        cp->res = per_stream[0];
+        cp->res.idempotent = res->idempotent;
+    } else {
+        cp->res.current_revision = res->current_revision;
+    }
+    if (rc == STELE_EWRONGREV) {
+        /* The words of a plain append (the engine names "stream 0"). */
+        char eb[32];
+        int64_t e = x->expected;
+        snprintf(eb, sizeof eb, "%lld", (long long)e);
+        const char *et = e == STELE_ANY             ? "any"
+                         : e == STELE_NO_STREAM     ? "no_stream"
+                         : e == STELE_STREAM_EXISTS ? "stream_exists"
+                                                    : eb;
+        if (res->current_revision == STELE_NONE)
+            snprintf(cp->msg, sizeof cp->msg, "stream '%s': expected revision %s, but the stream "
+                     "has no events; nothing was written", x->stream, et);
+        else
+            snprintf(cp->msg, sizeof cp->msg, "stream '%s': expected revision %s, but its "
+                     "revision is %llu; nothing was written (neither events nor state)",
+                     x->stream, et, (unsigned long long)res->current_revision);
+    } else {
+        snprintf(cp->msg, sizeof cp->msg, "%s", msg);
+    }
+    completion_post(x->c->srv, cp);
+    free(x);
+}
+
 static void append_with_state(conn *c, const char *stream, int64_t expected,
                               const json_append *ja)
 {
     stele_snapshot_in st = {0, ja->state_schema, ja->state_flags, ja->state, ja->state_len};
     stele_append_stream as = {stream, expected, &st};
     stele_append_record *recs = malloc(ja->n * sizeof *recs);
-    completion cp;
-    memset(&cp, 0, sizeof cp);
-    cp.c = c;
-    if (!recs) {
-        cp.rc = STELE_ENOMEM;
-        snprintf(cp.msg, sizeof cp.msg, "out of memory");
-    } else {
-        for (size_t i = 0; i < ja->n; i++) {
-            recs[i].stream = 0;
-            recs[i].event = ja->events[i];
-        }
-        stele_append_result per;
-        stele_multi_result mr;
-        memset(&per, 0, sizeof per);
-        memset(&mr, 0, sizeof mr);
-        cp.rc = stele_append_multi(c->srv->db, &as, 1, recs, ja->n, NULL, &per, &mr);
+    state_ctx *x = calloc(1, sizeof *x);
+    if (!recs || !x) {
         free(recs);
-        if (cp.rc == 0) {
-            cp.res = per;
-            cp.res.idempotent = mr.idempotent;
-        } else if (cp.rc == STELE_EWRONGREV) {
-            /* The words of a plain append (the engine's names stream 0). */
-            char eb[32];
-            const char *et = expected == STELE_ANY             ? "any"
-                             : expected == STELE_NO_STREAM     ? "no_stream"
-                             : expected == STELE_STREAM_EXISTS ? "stream_exists"
-                                                               : eb;
-            snprintf(eb, sizeof eb, "%lld", (long long)expected);
-            cp.res.current_revision = mr.current_revision;
-            if (mr.current_revision == STELE_NONE)
-                snprintf(cp.msg, sizeof cp.msg, "stream '%s': expected revision %s, but the "
-                         "stream has no events; nothing was written", stream, et);
-            else
-                snprintf(cp.msg, sizeof cp.msg, "stream '%s': expected revision %s, but its "
-                         "revision is %llu; nothing was written (neither events nor state)",
-                         stream, et, (unsigned long long)mr.current_revision);
-        } else {
-            cp.res.current_revision = mr.current_revision;
-            snprintf(cp.msg, sizeof cp.msg, "%s", stele_errmsg());
-        }
+        free(x);
+        fail(c, 500, "INTERNAL", "out of memory");
+        return;
     }
-    route_append_done(c, &cp);
+    for (size_t i = 0; i < ja->n; i++) {
+        recs[i].stream = 0;
+        recs[i].event = ja->events[i];
+    }
+    x->c = c;
+    x->expected = expected;
+    snprintf(x->stream, sizeof x->stream, "%s", stream);
+    c->async_pending = 1;
+    c->state = CS_BUSY;
+    int rc = stele_append_multi_async(c->srv->db, &as, 1, recs, ja->n, NULL, state_cb, x);
+    free(recs); /* the store copied the request */
+    if (rc) {
+        free(x);
+        c->async_pending = 0;
+        c->state = CS_READING;
+        http_stele_error(c, rc, stele_errmsg(), NULL);
+        conn_request_done(c);
+    }
 }
 
 static void handle_append(conn *c, const char *stream)
