@@ -198,6 +198,12 @@ typedef struct stele_append_result {
     /** On STELE_EWRONGREV: the stream's current last revision, or
      *  STELE_NONE if it has no events (never written or deleted). */
     uint64_t current_revision;
+    /** stele_append_multi's per-stream results after EWRONGREV / EDELETED:
+     *  the code of this stream's failed check (STELE_EWRONGREV or
+     *  STELE_EDELETED; current_revision is then its last revision), 0 if
+     *  it passed. Every failing stream is marked, as KurrentDB lists each
+     *  consistency check failure. 0 elsewhere. */
+    int failed;
 } stele_append_result;
 
 /**

@@ -194,7 +194,7 @@ static void w_rev(buf *b, const char *name, uint64_t v)
 
 /* The error body of a failed multi-stream append. */
 static void multi_error(conn *c, int rc, const char *msg, const stele_multi_result *mr,
-                        char *const *names, size_t nstreams)
+                        const stele_append_result *ps, char *const *names, size_t nstreams)
 {
     int status = 500;
     const char *code = "INTERNAL";
@@ -226,6 +226,28 @@ static void multi_error(conn *c, int rc, const char *msg, const stele_multi_resu
         const char *s = names[mr->failed_stream];
         json_w_str(&b, s, strlen(s));
         w_rev(&b, "currentRevision", mr->current_revision);
+    }
+    if ((rc == STELE_EWRONGREV || rc == STELE_EDELETED) && ps) {
+        /* Every stream whose check failed, as KurrentDB lists them. */
+        buf_append(&b, ",\"failures\":[", 13);
+        int any = 0;
+        for (size_t i = 0; i < nstreams; i++) {
+            if (!ps[i].failed)
+                continue;
+            if (any++)
+                buf_append(&b, ",", 1);
+            buf_append(&b, "{\"streamIndex\":", 15);
+            json_w_u64(&b, i);
+            buf_append(&b, ",\"stream\":", 10);
+            json_w_str(&b, names[i], strlen(names[i]));
+            const char *fc = ps[i].failed == STELE_EDELETED ? "STREAM_DELETED"
+                                                            : "WRONG_EXPECTED_REVISION";
+            buf_append(&b, ",\"code\":", 8);
+            json_w_str(&b, fc, strlen(fc));
+            w_rev(&b, "currentRevision", ps[i].current_revision);
+            buf_append(&b, "}", 1);
+        }
+        buf_append(&b, "]", 1);
     }
     if (rc == STELE_ECONDITION && mr)
         w_rev(&b, "position", mr->condition_position);
@@ -300,7 +322,7 @@ static void multi_done(conn *c, completion *cp)
     c->srv->m.appends++;
     c->state = CS_READING;
     if (x->rc) {
-        multi_error(c, x->rc, x->msg, &x->mr, x->names, x->n);
+        multi_error(c, x->rc, x->msg, &x->mr, x->ps, x->names, x->n);
         return;
     }
     const stele_multi_result *mr = &x->mr;
@@ -576,7 +598,7 @@ static void handle_multi(conn *c)
     if (rc) {
         c->async_pending = 0;
         c->state = CS_READING;
-        multi_error(c, rc, stele_errmsg(), NULL, x->names, x->n);
+        multi_error(c, rc, stele_errmsg(), NULL, NULL, x->names, x->n);
         mctx_free(x);
     }
     return;

@@ -229,9 +229,14 @@ static void test_expect(void)
         {"x-0", STELE_ANY, NULL}, {"x-1", 5, NULL}, {"x-2", STELE_STREAM_EXISTS, NULL}};
     stele_append_record r = recd(0, "E", "{}");
     stele_multi_result mr;
-    CHECK_RC(stele_append_multi(db, s, 3, &r, 1, NULL, NULL, &mr), STELE_EWRONGREV);
-    CHECK(mr.failed_stream == 1 && mr.current_revision == 0);
+    stele_append_result fps[3];
+    CHECK_RC(stele_append_multi(db, s, 3, &r, 1, NULL, fps, &mr), STELE_EWRONGREV);
     CHECK(strstr(stele_errmsg(), "x-1") != NULL);
+    CHECK(mr.failed_stream == 1 && mr.current_revision == 0);
+    /* every failing stream is marked */
+    CHECK(fps[0].failed == 0 && fps[1].failed == STELE_EWRONGREV && fps[1].current_revision == 0);
+    CHECK(fps[2].failed == STELE_EWRONGREV && fps[2].current_revision == STELE_NONE);
+    CHECK(fps[1].first_position == STELE_NONE);
     /* a soft-deleted stream written with STELE_DELETED continues its revisions */
     stele_append_stream s2 = {"t0x", STELE_DELETED, NULL};
     stele_event_in e3[3] = {e, e, e};

@@ -1401,6 +1401,19 @@ static void op_multi(void)
             fail("multi failure: stream %zu current %s, want stream %zu current %s",
                  mr.failed_stream, u64s(mr.current_revision, t1), want_stream,
                  u64s(stream_last(ss[want_stream]), t2));
+        if (rc == STELE_EWRONGREV || rc == STELE_EDELETED) {
+            /* every failing stream marked: the tombstoned ones written to,
+             * if any (checked first), else every failing expectation */
+            int tomb_pass = st[ss[want_stream]].tombstoned && writes[want_stream];
+            for (size_t i = 0; i < ns; i++) {
+                int wf = tomb_pass ? (st[ss[i]].tombstoned && writes[i] ? STELE_EDELETED : 0)
+                                   : multi_expect(ss[i], ex[i], writes[i]);
+                if (ps[i].failed != wf ||
+                    (wf && ps[i].current_revision != stream_last(ss[i])))
+                    fail("multi failure: stream %zu \"%s\" marked %d (current %s), want %d", i,
+                         names[ss[i]], ps[i].failed, u64s(ps[i].current_revision, t1), wf);
+            }
+        }
         if (rc == STELE_ECONDITION && mr.condition_position != want_at)
             fail("condition position %s, want %s", u64s(mr.condition_position, t1),
                  u64s(want_at, t2));

@@ -57,6 +57,16 @@ typedef struct multi_args {
     uint64_t bytes;
 } multi_args;
 
+/* A per-stream result before (or instead of) an append: nothing written. */
+static inline stele_append_result append_result_none(void)
+{
+    return (stele_append_result){.first_revision = STELE_NONE,
+                                 .last_revision = STELE_NONE,
+                                 .first_position = STELE_NONE,
+                                 .last_position = STELE_NONE,
+                                 .current_revision = STELE_NONE};
+}
+
 /* A query as the API edge validated it (src/store/query.c). */
 typedef struct query_args {
     int kind;              /* STELE_QUERY_* */

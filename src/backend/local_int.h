@@ -12,6 +12,8 @@
  *                    events no read can return
  *   local_query.c    queries through the secondary indexes, temporal
  *                    stream reads
+ *   local_multi.c    multi-stream commits (planning, encoding, recovery,
+ *                    scavenging decisions), DCB conditions and reads
  */
 #ifndef STELE_LOCAL_INT_H
 #define STELE_LOCAL_INT_H
@@ -212,7 +214,6 @@ int sm_plan_state(local *L, MDB_txn *txn, const idx_stream *st, uint64_t revisio
                   uint32_t bytes, uint32_t schema_version, uint64_t tag);
 int sm_encode_state(local *L, MDB_txn *txn, uint64_t sid, uint64_t revision, uint64_t tag,
                     uint64_t loc);
-
 /* Mark the store read-only for lack of space, `why` in the message
  * (local.c; recovery when the next segment cannot be made). */
 void local_set_nospace(local *L, const char *why);

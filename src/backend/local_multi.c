@@ -229,8 +229,6 @@ static int condition_check(local *L, MDB_txn *txn, wreq *r, uint64_t *at)
 {
     const stele_condition *c = r->m->cond;
     uint64_t from = c->after == STELE_NONE ? 0 : c->after + 1;
-    if (c->after != STELE_NONE && c->after + 1 == 0)
-        return 0;
     dcb d;
     idx_run run;
     int rc = dcb_open(L, txn, c, &d);
@@ -284,7 +282,9 @@ static const char *exp_text(int64_t e, char *b, size_t n)
     return b;
 }
 
-/* Stream i's expectation: 0 passed, else r failed (r->rc set). */
+/* Stream i's expectation: 0 passed, or the error (EWRONGREV / EDELETED),
+ * recorded in r->ps[i]; the first failing stream also gives the request's
+ * message, failed_stream and current_revision. */
 static int expectation(wreq *r, size_t i)
 {
     const multi_stream_args *s = &r->m->streams[i];
@@ -309,6 +309,10 @@ static int expectation(wreq *r, size_t i)
     }
     if (!rc)
         return 0;
+    r->ps[i].failed = rc;
+    r->ps[i].current_revision = cur;
+    if (r->mres.failed_stream != SIZE_MAX)
+        return rc; /* not the first */
     char eb[32], cb[64];
     const char *state = tomb ? "is tombstoned"
                         : softdel ? "is soft-deleted"
@@ -321,7 +325,26 @@ static int expectation(wreq *r, size_t i)
     r->current = cur;
     err_set(rc, "stream %zu '%.*s': expected %s, but the stream %s%s", i, (int)s->len, s->stream,
             exp_text(e, eb, sizeof eb), state, cb);
-    return fail(r, rc), 1;
+    return rc;
+}
+
+/* Check the expectations of every stream (or, with `tomb_writes`, only of
+ * the tombstoned streams the request writes): 1 if any failed (r failed
+ * with the first failure; every failing stream is marked in r->ps). */
+static int expectations(wreq *r, int tomb_writes)
+{
+    int first = 0;
+    for (size_t i = 0; i < r->m->nstreams; i++) {
+        if (tomb_writes && !(r->m->streams[i].nevents && r->ms[i].found &&
+                             (r->ms[i].st.flags & IDX_TOMBSTONED)))
+            continue;
+        int rc = expectation(r, i);
+        if (rc && !first)
+            first = rc;
+    }
+    if (first)
+        fail(r, first);
+    return first != 0;
 }
 
 static int id_conflict(wreq *r, size_t k, const char *why)
@@ -430,8 +453,7 @@ static int multi_retry(local *L, MDB_txn *txn, wreq *r)
     if (!same) {
         err_clear();
         for (size_t i = 0; i < m->nstreams; i++)
-            r->ps[i] = (stele_append_result){STELE_NONE, STELE_NONE, STELE_NONE, STELE_NONE, 0,
-                                             STELE_NONE};
+            r->ps[i] = append_result_none();
         return id_conflict(r, k0, ", by an append that this one does not repeat exactly");
     }
     r->mres.first_position = pos0;
@@ -464,15 +486,12 @@ int multi_plan(local *L, MDB_txn *txn, wreq *r)
     err_clear();
     /* A tombstoned stream is never written, not even by a retry (as for
      * single appends). */
-    for (size_t i = 0; i < m->nstreams; i++)
-        if (m->streams[i].nevents && ms[i].found && (ms[i].st.flags & IDX_TOMBSTONED) &&
-            expectation(r, i))
-            return 0;
+    if (expectations(r, 1))
+        return 0;
     if ((rc = multi_retry(L, txn, r)))
         return rc < 0 ? rc : 0;
-    for (size_t i = 0; i < m->nstreams; i++)
-        if (expectation(r, i))
-            return 0;
+    if (expectations(r, 0))
+        return 0;
     if (m->cond) {
         uint64_t at = 0;
         if ((rc = condition_check(L, txn, r, &at)) < 0)
@@ -833,9 +852,17 @@ static void reset_failed(wreq *r)
         r->rc != STELE_ENOTFOUND)
         r->mres.failed_stream = SIZE_MAX;
     if (r->rc) {
-        for (size_t i = 0; i < m->nstreams; i++)
-            r->ps[i] = (stele_append_result){STELE_NONE, STELE_NONE, STELE_NONE, STELE_NONE, 0,
-                                             STELE_NONE};
+        /* Keep which streams failed their checks, and their revisions. */
+        int checks = r->rc == STELE_EWRONGREV || r->rc == STELE_EDELETED;
+        for (size_t i = 0; i < m->nstreams; i++) {
+            int f = checks ? r->ps[i].failed : 0;
+            uint64_t cur = r->ps[i].current_revision;
+            r->ps[i] = append_result_none();
+            if (f) {
+                r->ps[i].failed = f;
+                r->ps[i].current_revision = cur;
+            }
+        }
         r->mres.first_position = r->mres.last_position = STELE_NONE;
         r->mres.idempotent = 0;
     }

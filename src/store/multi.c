@@ -229,8 +229,7 @@ static int append_multi(stele_db *db, const stele_append_stream *streams, size_t
     res->condition_position = STELE_NONE;
     if (per_stream)
         for (size_t i = 0; i < nstreams; i++)
-            per_stream[i] = (stele_append_result){STELE_NONE, STELE_NONE, STELE_NONE,
-                                                  STELE_NONE, 0, STELE_NONE};
+            per_stream[i] = append_result_none();
     mprep p;
     int rc = prepare_multi(db, streams, nstreams, records, nrecords, cond, system, &p);
     if (rc == 0 && !db->be->ops->append_multi)
@@ -242,8 +241,7 @@ static int append_multi(stele_db *db, const stele_append_stream *streams, size_t
             rc = err_set(STELE_ENOMEM, "out of memory");
         if (rc == 0) {
             for (size_t i = 0; !per_stream && i < nstreams; i++)
-                ps[i] = (stele_append_result){STELE_NONE, STELE_NONE, STELE_NONE, STELE_NONE, 0,
-                                              STELE_NONE};
+                ps[i] = append_result_none();
             rc = db->be->ops->append_multi(db->be, &p.m, ps, res);
             if (ps != per_stream)
                 free(ps);
@@ -426,8 +424,7 @@ int stele_append_multi_async(stele_db *db, const stele_append_stream *streams, s
     if (rc == 0) {
         stele_multi_result init = {STELE_NONE, STELE_NONE, 0, SIZE_MAX, STELE_NONE, STELE_NONE};
         for (size_t i = 0; i < nstreams; i++)
-            a->ps[i] = (stele_append_result){STELE_NONE, STELE_NONE, STELE_NONE, STELE_NONE, 0,
-                                             STELE_NONE};
+            a->ps[i] = append_result_none();
         rc = db->be->ops->append_multi_async(db->be, &a->p.m, a->ps, &init, amulti_done, a,
                                              nstreams);
     }
