@@ -263,6 +263,7 @@ def bad_input():
         ("/streams/%24bc-", 400, "INVALID_ARGUMENT", "correlation id"),
         ("/streams/%24ce-Nothing", 404, "STREAM_NOT_FOUND", "$ce-Nothing"),
         ("/streams/%24ce-Order?from=x", 400, "INVALID_ARGUMENT", "from"),
+        ("/streams/%24ce-Order?to=3", 400, "INVALID_ARGUMENT", "is a view stream"),
         ("/subscribe/streams/%24ce-", 400, "INVALID_ARGUMENT", "needs a category"),
     ]:
         r = C.get(path)
