@@ -94,6 +94,9 @@ void server_config_init(server_config *cfg)
     cfg->sub_behind_events = 10000;
     cfg->sub_behind_ms = 5000;
     cfg->sub_checkpoint_events = 1000;
+    cfg->memory_budget = (size_t)1 << 30;
+    cfg->max_streams_per_connection = 100;
+    cfg->max_subscriptions = 10000;
     cfg->ready_fd = -1;
 }
 
@@ -149,6 +152,11 @@ static void bury(server *s)
     }
 }
 
+size_t conn_unsent(const conn *c) { return c->out.len - c->out_off; }
+
+static void conn_read(conn *c);
+static void conn_process(conn *c);
+
 /* Write what `out` holds; keeps EPOLLOUT armed only while output is stuck. */
 void conn_flush(conn *c)
 {
@@ -176,10 +184,19 @@ void conn_flush(conn *c)
         h2_writable(c);
         return;
     }
+    /* Give a big output buffer back once it drained (a large page). */
+    if (c->out.cap > (1u << 20))
+        buf_free(&c->out);
     if (c->state == CS_STREAMING) {
         route_stream_more(c);
         if (c->fd >= 0 && c->out.len)
             conn_flush(c);
+    } else if (c->state == CS_READING && !c->in_process) {
+        /* Requests that waited for this output to drain (pipelining). */
+        if (c->read_paused)
+            conn_read(c);
+        else if (c->in_off < c->in.len)
+            conn_process(c);
     } else if (c->state == CS_CLOSING) {
         conn_close(c);
     } else if (c->state == CS_SSE) {
@@ -195,8 +212,16 @@ void conn_request_done(conn *c)
     request_reset(&c->req);
     c->request_start_ms = 0;
     conn_flush(c);
-    if (c->fd >= 0 && c->state == CS_READING && c->in_off < c->in.len)
-        http_conn_process(c); /* pipelined requests already buffered */
+    /* Pipelined requests already buffered: parsed now if the response
+     * went out (else when it drains: conn_flush), unless the parsing loop
+     * that routed this request is still running and goes on by itself. */
+    if (c->fd >= 0 && c->state == CS_READING && !c->in_process &&
+        conn_unsent(c) < CONN_OUT_HIGH_WATER) {
+        if (c->read_paused)
+            conn_read(c);
+        else if (c->in_off < c->in.len)
+            http_conn_process(c);
+    }
 }
 
 /* Parse what arrived: HTTP/1.1 or, from a connection that opened with the
@@ -228,9 +253,19 @@ static void conn_read(conn *c)
         /* An event stream takes no more requests: drop what arrives. */
         if (c->state == CS_SSE)
             c->in.len = c->in_off = 0;
-        /* Don't read without bound while a request is being served. */
-        if (c->state != CS_READING && c->in.len - c->in_off > (4u << 20))
-            break;
+        /* Don't read without bound while a request is being served, nor
+         * while the client does not read its responses: pipelined requests
+         * wait in the socket (back-pressure) until `out` drains. */
+        c->read_paused = 0;
+        if (c->state != CS_READING && c->in.len - c->in_off > (4u << 20)) {
+            c->read_paused = 1;
+            return;
+        }
+        if (c->state == CS_READING && !c->h2 && conn_unsent(c) >= CONN_OUT_HIGH_WATER &&
+            c->in.len - c->in_off >= READ_CHUNK) {
+            c->read_paused = 1;
+            return;
+        }
         if (buf_reserve(&c->in, READ_CHUNK)) {
             conn_close(c);
             return;
@@ -239,6 +274,7 @@ static void conn_read(conn *c)
         if (n > 0) {
             c->in.len += (size_t)n;
             c->last_activity_ms = now_ms();
+            c->got_bytes = 1;
             if (c->state == CS_READING) {
                 conn_process(c); /* enforce limits as bytes arrive */
                 if (c->fd < 0)
@@ -377,6 +413,15 @@ static void check_timeouts(server *s)
             http_error(c, 408, "REQUEST_TIMEOUT", "the request did not arrive in time");
             c->state = CS_CLOSING;
             conn_flush(c);
+        } else if (c->state == CS_READING && !c->got_bytes &&
+                   now - c->last_activity_ms > s->cfg.request_timeout_ms) {
+            /* Connected and never sent a byte: the request timeout, not the
+             * idle one, so silent sockets cannot hold connection slots. */
+            server_log(s, 2, "msg=\"request timeout (nothing sent)\" fd=%d", c->fd);
+            c->keep_alive = 0;
+            http_error(c, 408, "REQUEST_TIMEOUT", "no request arrived in time");
+            c->state = CS_CLOSING;
+            conn_flush(c);
         } else if (c->state == CS_READING && !c->request_start_ms && c->out.len == 0 &&
                    now - c->last_activity_ms > s->cfg.idle_timeout_ms) {
             conn_close(c);
@@ -428,9 +473,10 @@ int server_run(const server_config *cfg)
     if (!s)
         return 1;
     s->cfg = *cfg;
-    s->lfd = s->epfd = s->evfd = s->sigfd = s->watch_fd = s->group_fd = -1;
+    s->lfd = s->epfd = s->evfd = s->sigfd = s->watch_fd = s->group_fd = s->statm_fd = -1;
     pthread_mutex_init(&s->cq_mu, NULL);
     raise_fd_limit();
+    limits_init(s);
     int rc = 1;
 
     sigset_t mask;
@@ -516,6 +562,7 @@ int server_run(const server_config *cfg)
         if (now - last_tick >= 1000) {
             check_timeouts(s);
             sse_tick(s, now);
+            limits_tick(s);
             last_tick = now;
         }
         bury(s);
@@ -576,6 +623,7 @@ out:
     if (s->sigfd >= 0)
         close(s->sigfd);
     pthread_mutex_destroy(&s->cq_mu);
+    limits_free(s);
     free(s);
     return rc;
 }
