@@ -62,7 +62,8 @@ void grpc_fail_stele(gcall *call, int rc, const char *message, const char *strea
     case STELE_EIO:
     case STELE_ENOSPC: status = GRPC_UNAVAILABLE; break;
     case STELE_ECORRUPT: status = GRPC_DATA_LOSS; break;
-    case STELE_ENOMEM: status = GRPC_RESOURCE_EXHAUSTED; break;
+    case STELE_ENOMEM:
+    case STELE_EBUSY: status = GRPC_RESOURCE_EXHAUSTED; break;
     default: status = GRPC_INTERNAL; break;
     }
     if (exception) {
@@ -140,6 +141,7 @@ void grpc_sub_register(gcall *call)
     if (call->sub_registered)
         return;
     call->sub_registered = 1;
+    call->c->srv->subscriptions++;
     call->sub_prev = NULL;
     call->sub_next = g->subs;
     if (g->subs)
@@ -153,6 +155,7 @@ void grpc_sub_unregister(gcall *call)
     if (!call->sub_registered)
         return;
     call->sub_registered = 0;
+    call->c->srv->subscriptions--;
     if (call->sub_prev)
         call->sub_prev->sub_next = call->sub_next;
     else

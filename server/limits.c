@@ -114,6 +114,19 @@ void limits_tick(server *s)
     s->mem_last_conns = s->nconns;
 }
 
+int limits_subscriptions_full(server *s, char *msg, size_t len)
+{
+    size_t n = sse_count(s) + s->subscriptions;
+    if (n < s->cfg.max_subscriptions)
+        return 0;
+    s->m.limit_refusals++;
+    snprintf(msg, len,
+             "the server has %zu subscriptions open, its limit (--max-subscriptions %zu): "
+             "close one or retry later",
+             n, s->cfg.max_subscriptions);
+    return 1;
+}
+
 /* ------------------------------------------------------------ pages */
 
 size_t pager_limit(const pager *p, size_t target_bytes, size_t max_events)

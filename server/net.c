@@ -415,13 +415,11 @@ static void check_timeouts(server *s)
             conn_flush(c);
         } else if (c->state == CS_READING && !c->got_bytes &&
                    now - c->last_activity_ms > s->cfg.request_timeout_ms) {
-            /* Connected and never sent a byte: the request timeout, not the
-             * idle one, so silent sockets cannot hold connection slots. */
-            server_log(s, 2, "msg=\"request timeout (nothing sent)\" fd=%d", c->fd);
-            c->keep_alive = 0;
-            http_error(c, 408, "REQUEST_TIMEOUT", "no request arrived in time");
-            c->state = CS_CLOSING;
-            conn_flush(c);
+            /* Connected and never sent a byte: closed (silently, as an idle
+             * connection is) at the request timeout, not the idle one, so
+             * silent sockets cannot hold connection slots for long. */
+            server_log(s, 2, "msg=\"nothing sent: closed at the request timeout\" fd=%d", c->fd);
+            conn_close(c);
         } else if (c->state == CS_READING && !c->request_start_ms && c->out.len == 0 &&
                    now - c->last_activity_ms > s->cfg.idle_timeout_ms) {
             conn_close(c);

@@ -188,6 +188,9 @@ void limits_free(server *s);
 int limits_over(server *s);
 /* Once a second: sample memory; give free memory back after load. */
 void limits_tick(server *s);
+/* At cfg.max_subscriptions (SSE feeds + gRPC subscriptions): 1 with a
+ * message for the client (counts a refusal). */
+int limits_subscriptions_full(server *s, char *msg, size_t len);
 
 /* The count limit for the next page: about `target_bytes` of events, at
  * least 1, at most `max_events` (a few before the first page). */

@@ -129,6 +129,8 @@ static void stage_flush(sse_hub *h, conn *c)
             c->sse->last_write_ms = now_ms();
     }
     h->stage.len = 0;
+    if (h->stage.cap > (1u << 20))
+        buf_free(&h->stage); /* one large event: do not keep its room */
 }
 
 static void stage_put(sse_hub *h, const char *s, size_t n)
