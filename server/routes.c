@@ -16,10 +16,11 @@
 #define DEFAULT_LIMIT 100
 #define MAX_LIMIT 10000
 #define NDJSON_PAGE 1000
-/* A JSON page's first part: a read it covers is answered whole (with a
- * Content-Length); a longer one goes out in parts of about PART_BYTES
+/* A JSON page: the first JSON_PROBE_EVENTS events tell the size of the
+ * others; a page of up to about PART_BYTES is answered whole (with a
+ * Content-Length), a longer one goes out in parts of about PART_BYTES
  * (chunked), produced as the client takes them. */
-#define JSON_FIRST_EVENTS 100
+#define JSON_PROBE_EVENTS 8
 #define PART_BYTES (256u << 10)
 
 /* ------------------------------------------------------------ helpers */
@@ -341,42 +342,58 @@ void route_serve_read(conn *c, const read_args *ra, const char *link)
         return;
     }
 
-    stele_page *pg;
-    size_t first = j->remaining < JSON_FIRST_EVENTS ? (size_t)j->remaining : JSON_FIRST_EVENTS;
+    /* A few events first: from their size, either the whole read fits in
+     * PART_BYTES (the rest is read at once and the page is answered whole,
+     * with a Content-Length), or it goes out in parts (chunked), each read
+     * when the one before it has been sent, so a large page (limit=10000,
+     * or big events) is never whole in memory, however slowly the client
+     * reads. */
+    stele_page *pg, *pg2 = NULL;
+    size_t first = j->remaining < JSON_PROBE_EVENTS ? (size_t)j->remaining : JSON_PROBE_EVENTS;
     int rc = read_page(c, j, first, &pg);
     if (rc) {
         http_stele_error(c, rc, stele_errmsg(), NULL);
         conn_request_done(c);
         return;
     }
+    pager_observe(&j->pg, pg);
     uint64_t after;
-    if (stele_page_count(pg) < j->remaining && stele_page_count(pg) > 0 &&
-        stele_page_next(pg, &after)) {
-        /* More to come: the page goes out in parts, each read when the
-         * one before it has been sent, so a large page (limit=10000) is
-         * never whole in memory, however slowly the client reads. */
-        pager_observe(&j->pg, pg);
-        j->json = 1;
-        j->json_sent = 0;
-        j->json_limit = ra->limit;
-        snprintf(j->link, sizeof j->link, "%s", link);
-        http_chunked_start(c, 200, "application/json");
-        http_chunk(c, "{\"events\":[", 11);
-        page_chunk(c, pg);
-        c->state = CS_STREAMING;
-        conn_flush(c); /* continues in route_stream_more as output drains */
-        return;
+    size_t n1 = stele_page_count(pg);
+    if (n1 < j->remaining && n1 > 0 && stele_page_next(pg, &after)) {
+        uint64_t rest = j->remaining - n1;
+        if (rest > pager_limit(&j->pg, PART_BYTES, MAX_LIMIT)) {
+            j->json = 1;
+            j->json_sent = 0;
+            j->json_limit = ra->limit;
+            snprintf(j->link, sizeof j->link, "%s", link);
+            http_chunked_start(c, 200, "application/json");
+            http_chunk(c, "{\"events\":[", 11);
+            page_chunk(c, pg);
+            c->state = CS_STREAMING;
+            conn_flush(c); /* continues in route_stream_more as output drains */
+            return;
+        }
+        j->next = after;
+        rc = read_page(c, j, (size_t)rest, &pg2);
+        if (rc) {
+            stele_page_free(pg);
+            http_stele_error(c, rc, stele_errmsg(), NULL);
+            conn_request_done(c);
+            return;
+        }
     }
     buf b = {0};
     buf_append(&b, "{\"events\":[", 11);
-    for (size_t i = 0; i < stele_page_count(pg); i++) {
-        if (i)
-            buf_append(&b, ",", 1);
-        json_w_event(&b, stele_page_event(pg, i));
-    }
+    size_t k = 0;
+    for (stele_page *p = pg; p; p = p == pg ? pg2 : NULL)
+        for (size_t i = 0; i < stele_page_count(p); i++) {
+            if (k++)
+                buf_append(&b, ",", 1);
+            json_w_event(&b, stele_page_event(p, i));
+        }
     buf_append(&b, "]", 1);
     uint64_t next;
-    if (stele_page_next(pg, &next)) {
+    if (stele_page_next(pg2 ? pg2 : pg, &next)) {
         char tail[128];
         buf_append(&b, ",\"next\":\"", 9);
         buf_append(&b, link, strlen(link));
@@ -386,7 +403,8 @@ void route_serve_read(conn *c, const read_args *ra, const char *link)
         buf_append(&b, tail, (size_t)n);
     }
     buf_append(&b, "}", 1);
-    c->srv->m.read_events += stele_page_count(pg);
+    c->srv->m.read_events += k;
+    stele_page_free(pg2);
     stele_page_free(pg);
     respond_json(c, 200, &b);
     buf_free(&b);
