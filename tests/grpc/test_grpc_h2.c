@@ -785,6 +785,26 @@ static void test_not_grpc(void)
     CHECK(features_status() == 0);
 }
 
+/* Over the memory budget (docs/limits.md) a new call ends with
+ * RESOURCE_EXHAUSTED: a second server whose budget (1 MiB, from
+ * STELE_MEMORY_BUDGET) is below any process's baseline. */
+static void test_memory_budget(void)
+{
+    pid_t keep_pid = server_pid;
+    int keep_port = server_port;
+    const char *dir = t_tmpdir("grpc-h2-budget");
+    setenv("STELE_MEMORY_BUDGET", "1", 1);
+    start_server(dir);
+    unsetenv("STELE_MEMORY_BUDGET");
+    int st = features_status();
+    printf("memory budget: a call over it ends with grpc-status %d\n", st);
+    CHECK(st == 8);
+    CHECK(stop_server() == 0);
+    t_rmdir(dir);
+    server_pid = keep_pid;
+    server_port = keep_port;
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -810,6 +830,8 @@ int main(void)
         test_not_grpc();
     if (PART("tombstone"))
         test_tombstone_ends_subscriptions();
+    if (PART("budget"))
+        test_memory_budget();
 #undef PART
     CHECK(server_alive());
     /* A graceful stop with a live subscription: the subscription ends with
