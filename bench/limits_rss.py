@@ -3,7 +3,7 @@
 bench/limits_rss.py PATTERN STELE_BINARY LABEL - the server's RSS under one
 hostile pattern of issue 10 (tests/http/hostile_mem.py), for
 bench/run_limits.sh. Starts the server on a fresh store, seeds it, then
-three rounds: the hostile client holds on HOLD seconds (default 5) while
+RSS_ROUNDS rounds (default 2): the hostile client holds on HOLD seconds (default 3) while
 another client is served, then leaves; prints one line with the baseline,
 each round's peak and the RSS 3 s after the client left (MiB, VmRSS).
 
@@ -28,7 +28,8 @@ import stele_server  # noqa: E402
 
 pattern, binary, label = sys.argv[1:4]
 stele_server.STELE_BIN = binary
-hold = float(os.environ.get("HOLD", "5"))
+hold = float(os.environ.get("HOLD", "3"))
+nrounds = int(os.environ.get("RSS_ROUNDS", "2"))
 help_text = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True).stdout
 args = ["--log-level", "error"]
 if pattern == "grpc" and "max-streams-per-connection" in help_text:
@@ -48,7 +49,7 @@ try:
     time.sleep(1)
     base = H.vm_rss_kb(srv.pid)
     rounds = []
-    for _ in range(3):
+    for _ in range(nrounds):
         rss = H.Rss(srv.pid).start()
         socks = hostile()
         time.sleep(hold)

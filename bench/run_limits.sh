@@ -4,7 +4,7 @@
 # beside the one before the limits (commit $BASE_COMMIT, default a2cbad6,
 # built from `git archive` in a temporary directory in the same run).
 #
-#   bench/run_limits.sh build     about 4 minutes; saved to
+#   bench/run_limits.sh build     about 4 minutes (2 vCPU); saved to
 #                                 bench/results/limits-<UTC date-time>.txt
 #   ROUNDS=5 ...                  rounds per workload (default 3)
 #   BASE_COMMIT=abc1234 ...       the "before" build
@@ -30,7 +30,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 case "$BUILD" in /*) ;; *) BUILD="$PWD/$BUILD" ;; esac
 BASE_COMMIT=${BASE_COMMIT:-a2cbad6}
 ROUNDS=${ROUNDS:-3}
-WARM=1 DUR=5 RDUR=3
+WARM=0.5 DUR=3 RDUR=2
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/stele-limits-bench.XXXXXX")
 PIDS=()

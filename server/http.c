@@ -7,6 +7,13 @@
  * response before them is queued; responses therefore leave in request
  * order even when an append completes asynchronously.
  *
+ * A client that does not read its responses stops the parsing of its
+ * further pipelined requests (net.c: back-pressure). Requests other than
+ * HTTP/1.0 and HTTP/1.1 get 505; at most MAX_BLANK_BYTES line breaks may
+ * come before a request line (400 beyond; they start the request timer,
+ * so a connection that sends only those gets 408). Over the memory budget
+ * (limits.c) a request other than /health and /metrics gets 503 BUSY.
+ *
  * Limits: the request line plus headers may not exceed max_header_bytes
  * (431); a body larger than max_body_bytes is refused from its
  * Content-Length before it is read, or as soon as a chunked body passes the

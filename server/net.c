@@ -4,8 +4,15 @@
  *
  * Connections are edge-triggered: on readable we read until EAGAIN, then let
  * http.c parse; on writable we flush `out`. A connection whose response
- * cannot be written (the client stopped reading) holds at most one page of
- * output: NDJSON reads produce the next page only once `out` drains.
+ * cannot be written (the client stopped reading) holds at most one part of
+ * output: NDJSON reads and large JSON pages produce their next part only
+ * once `out` drains. Pipelined requests are back-pressured the same way:
+ * while CONN_OUT_HIGH_WATER bytes of responses wait to be sent, the next
+ * request is not parsed and, once 64 KiB of requests are buffered, the
+ * socket is not read (read_paused); conn_flush resumes both when `out`
+ * drains. So a client that pipelines requests and never reads costs one
+ * response part and its unread requests stay in the kernel and the client.
+ * Memory for the whole server: limits.c (the budget, the allocator).
  *
  * The store's writer thread completes appends by pushing a completion on a
  * mutex-protected list and writing the eventfd; the loop drains the list.
@@ -14,7 +21,9 @@
  * memory.
  *
  * Timeouts (checked once a second): an idle keep-alive connection closes
- * after idle_timeout_ms; a request that started arriving must be complete
+ * after idle_timeout_ms, but one that never sent a byte closes at
+ * request_timeout_ms; a request that started arriving (or blank lines
+ * before one) must be complete
  * within request_timeout_ms (slowloris) or gets 408; a response that has not
  * drained for request_timeout_ms closes the connection. An event stream
  * (SSE, sse.c) never ends by itself, so it has its own rule: it is closed

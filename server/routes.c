@@ -16,12 +16,12 @@
 #define DEFAULT_LIMIT 100
 #define MAX_LIMIT 10000
 #define NDJSON_PAGE 1000
-/* A JSON page: the first JSON_PROBE_EVENTS events tell the size of the
- * others; a page of up to about PART_BYTES is answered whole (with a
- * Content-Length), a longer one goes out in parts of about PART_BYTES
- * (chunked), produced as the client takes them. */
-#define JSON_PROBE_EVENTS 8
-#define PART_BYTES (256u << 10)
+/* Reads size their pages by bytes (limits.c: pager), from the largest
+ * event the connection's last read saw (a few events first on a new
+ * connection): a JSON page of up to about PART_BYTES is answered whole
+ * (with a Content-Length), a longer one goes out in parts of about
+ * PART_BYTES (chunked), produced as the client takes them. */
+#define PART_BYTES (1u << 20)
 
 /* ------------------------------------------------------------ helpers */
 
@@ -321,20 +321,19 @@ void route_serve_read(conn *c, const read_args *ra, const char *link)
     j->backwards = ra->backwards;
     j->remaining = ra->limit;
     j->json = 0;
-    memset(&j->pg, 0, sizeof j->pg);
     c->srv->m.reads++;
 
     if (c->req.accept_ndjson) {
         /* Check the stream exists before committing to a 200. */
         stele_page *pg;
         size_t first = j->remaining < NDJSON_PAGE ? (size_t)j->remaining : NDJSON_PAGE;
-        int rc = read_page(c, j, pager_limit(&j->pg, PART_BYTES, first), &pg);
+        int rc = read_page(c, j, pager_limit(&c->rpg, PART_BYTES, first), &pg);
         if (rc) {
             http_stele_error(c, rc, stele_errmsg(), NULL);
             conn_request_done(c);
             return;
         }
-        pager_observe(&j->pg, pg);
+        pager_observe(&c->rpg, pg);
         http_chunked_start(c, 200, "application/x-ndjson");
         page_chunk(c, pg);
         c->state = CS_STREAMING;
@@ -342,26 +341,27 @@ void route_serve_read(conn *c, const read_args *ra, const char *link)
         return;
     }
 
-    /* A few events first: from their size, either the whole read fits in
-     * PART_BYTES (the rest is read at once and the page is answered whole,
+    /* As many events as fit in PART_BYTES by what the connection has seen
+     * (a few on its first read): then either the whole read is there, or
+     * the rest fits as well (read at once: the page is answered whole,
      * with a Content-Length), or it goes out in parts (chunked), each read
      * when the one before it has been sent, so a large page (limit=10000,
      * or big events) is never whole in memory, however slowly the client
      * reads. */
     stele_page *pg, *pg2 = NULL;
-    size_t first = j->remaining < JSON_PROBE_EVENTS ? (size_t)j->remaining : JSON_PROBE_EVENTS;
-    int rc = read_page(c, j, first, &pg);
+    size_t first = j->remaining < MAX_LIMIT ? (size_t)j->remaining : MAX_LIMIT;
+    int rc = read_page(c, j, pager_limit(&c->rpg, PART_BYTES, first), &pg);
     if (rc) {
         http_stele_error(c, rc, stele_errmsg(), NULL);
         conn_request_done(c);
         return;
     }
-    pager_observe(&j->pg, pg);
+    pager_observe(&c->rpg, pg);
     uint64_t after;
     size_t n1 = stele_page_count(pg);
     if (n1 < j->remaining && n1 > 0 && stele_page_next(pg, &after)) {
         uint64_t rest = j->remaining - n1;
-        if (rest > pager_limit(&j->pg, PART_BYTES, MAX_LIMIT)) {
+        if (rest > pager_limit(&c->rpg, PART_BYTES, MAX_LIMIT)) {
             j->json = 1;
             j->json_sent = 0;
             j->json_limit = ra->limit;
@@ -445,7 +445,7 @@ void route_stream_more(conn *c)
     }
     stele_page *pg;
     size_t n = j->remaining < NDJSON_PAGE ? (size_t)j->remaining : NDJSON_PAGE;
-    int rc = read_page(c, j, pager_limit(&j->pg, PART_BYTES, n), &pg);
+    int rc = read_page(c, j, pager_limit(&c->rpg, PART_BYTES, n), &pg);
     if (rc) {
         /* Headers are gone: end the stream abruptly so the client sees a
          * truncated (invalid) chunked body rather than a clean end. */
@@ -455,7 +455,7 @@ void route_stream_more(conn *c)
         conn_close(c);
         return;
     }
-    pager_observe(&j->pg, pg);
+    pager_observe(&c->rpg, pg);
     page_chunk(c, pg);
 }
 

@@ -7,8 +7,9 @@
  *   READING    parsing requests from `in`; a complete request is routed
  *   BUSY       an append was handed to the store; parsing is paused until
  *              its completion arrives (responses stay in request order)
- *   STREAMING  an NDJSON read is being produced, a page at a time, each time
- *              `out` drains (so a big read never sits in memory)
+ *   STREAMING  an NDJSON read or a large JSON page is being produced, a
+ *              part at a time, each time `out` drains (so a big read never
+ *              sits in memory)
  *   SSE        a text/event-stream response that lasts until the client
  *              goes away (subscriptions): sse.c produces it as the store
  *              commits and as `out` drains; input is discarded
@@ -69,7 +70,6 @@ typedef struct read_job {
     char qkey[256], qtype[256];
     uint64_t to;           /* QJ_STREAM_TO */
     int64_t as_of_us;      /* QJ_STREAM_AS_OF */
-    pager pg;              /* page sizes by bytes */
     /* A JSON page (not NDJSON) sent as chunks (routes.c). */
     int json;
     size_t json_sent;      /* events written so far */
@@ -113,6 +113,7 @@ typedef struct conn {
     int in_process;           /* http_conn_process is running (no re-entry) */
     size_t blank_bytes;       /* line breaks before a request line (cut at a bound) */
     int got_bytes;            /* anything arrived yet (else: request timeout) */
+    pager rpg;                /* reads' page sizes by bytes, kept across requests */
     struct h2_session *h2;    /* HTTP/2 (gRPC) connection: h2.c */
     struct sse_conn *sse;     /* SSE: the event stream (sse.c) */
     void *gwait;              /* a consumer-group pull waiting (routes_groups.c) */

@@ -65,6 +65,8 @@ void pool_put(pool *pl, void *block)
 
 /* ------------------------------------------------------------------ page */
 
+void page_expect(stele_page *pg, size_t limit) { pg->expect = limit; }
+
 int page_new(pool *pl, stele_page **out)
 {
     stele_page *pg = calloc(1, sizeof *pg);
@@ -115,7 +117,8 @@ static void *arena_alloc(stele_page *pg, size_t n)
     if (!pg->cur || pg->cur_size - pg->block_used < n) {
         size_t size = pg->cur && pg->cur_size < POOL_BLOCK ? pg->cur_size * 2 : SMALL_FIRST;
         void *b;
-        if (pg->small_bytes < 2 * SMALL_LAST - SMALL_FIRST && size <= SMALL_LAST && n <= size) {
+        if ((!pg->expect || pg->expect < PAGE_SMALL_EVENTS) &&
+            pg->small_bytes < 2 * SMALL_LAST - SMALL_FIRST && size <= SMALL_LAST && n <= size) {
             b = malloc(size);
             if (!b || track_block(pg, b, 1)) {
                 free(b);
@@ -154,14 +157,24 @@ static stele_event *next_ev(stele_page *pg)
             pg->evseg[0] = NULL;
             pg->nevseg = 1;
         }
-        size_t cap = pg->ev0cap ? pg->ev0cap * 2 : 16;
-        if (cap > PAGE_EV_PER_SEG)
-            cap = PAGE_EV_PER_SEG;
-        stele_event *ns = realloc(pg->evseg[0], cap * sizeof *ns);
-        if (!ns)
-            return NULL;
-        pg->evseg[0] = ns;
-        pg->ev0cap = cap;
+        if (pg->expect >= PAGE_SMALL_EVENTS) {
+            /* A large read: a whole pooled segment, as for the others. */
+            stele_event *b = pool_get(pg->pl);
+            if (!b)
+                return NULL;
+            pg->evseg[0] = b;
+            pg->ev0cap = PAGE_EV_PER_SEG;
+            pg->ev0_pooled = 1;
+        } else {
+            size_t cap = pg->ev0cap ? pg->ev0cap * 2 : pg->expect ? pg->expect : 16;
+            if (cap > PAGE_EV_PER_SEG)
+                cap = PAGE_EV_PER_SEG;
+            stele_event *ns = realloc(pg->evseg[0], cap * sizeof *ns);
+            if (!ns)
+                return NULL;
+            pg->evseg[0] = ns;
+            pg->ev0cap = cap;
+        }
     } else if (seg == pg->nevseg) {
         if (pg->nevseg == pg->evsegcap) {
             size_t cap = pg->evsegcap ? pg->evsegcap * 2 : 4;
@@ -270,7 +283,9 @@ void stele_page_free(stele_page *pg)
         else
             pool_put(pg->pl, pg->blocks[i]);
     }
-    if (pg->nevseg)
+    if (pg->nevseg && pg->ev0_pooled)
+        pool_put(pg->pl, pg->evseg[0]);
+    else if (pg->nevseg)
         free(pg->evseg[0]);
     for (size_t i = 1; i < pg->nevseg; i++)
         pool_put(pg->pl, pg->evseg[i]);
