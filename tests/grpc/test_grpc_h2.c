@@ -801,6 +801,35 @@ static void test_memory_budget(void)
     CHECK(st == 8);
     CHECK(stop_server() == 0);
     t_rmdir(dir);
+    /* --max-subscriptions 2 (docs/limits.md): the third subscription ends
+     * with RESOURCE_EXHAUSTED; once one ends, a new one is accepted. */
+    dir = t_tmpdir("grpc-h2-subs");
+    setenv("STELE_MAX_SUBSCRIPTIONS", "2", 1);
+    start_server(dir);
+    unsetenv("STELE_MAX_SUBSCRIPTIONS");
+    h2c *c = h2c_open();
+    size_t len;
+    uint8_t *body = read_req("limit-stream", 0, &len);
+    const char *read = "/event_store.client.streams.Streams/Read";
+    stream_rec *s1 = h2c_call(c, read, body, len, NULL, NULL, NULL);
+    stream_rec *s2 = h2c_call(c, read, body, len, NULL, NULL, NULL);
+    h2c_run(c, 500, NULL, NULL);
+    stream_rec *s3 = h2c_call(c, read, body, len, NULL, NULL, NULL);
+    h2c_run(c, 10000, rec_closed, s3);
+    printf("max subscriptions: the third ends with grpc-status %d (\"%s\")\n", s3->grpc_status,
+           s3->grpc_message);
+    CHECK(!s1->closed && !s2->closed);
+    CHECK(s3->closed && s3->grpc_status == 8);
+    CHECK(strstr(s3->grpc_message, "max-subscriptions") != NULL);
+    nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s1->id, NGHTTP2_CANCEL);
+    h2c_run(c, 500, NULL, NULL);
+    stream_rec *s4 = h2c_call(c, read, body, len, NULL, NULL, NULL);
+    h2c_run(c, 1000, NULL, NULL);
+    CHECK(!s4->closed);
+    h2c_close(c);
+    free(body);
+    CHECK(stop_server() == 0);
+    t_rmdir(dir);
     server_pid = keep_pid;
     server_port = keep_port;
 }
