@@ -8,6 +8,7 @@
 #                                 bench/results/limits-<UTC date-time>.txt
 #   ROUNDS=5 ...                  rounds per workload (default 3)
 #   BASE_COMMIT=abc1234 ...       the "before" build
+#   ONLY="64x1 json100" ...       only these workloads, and no RSS part
 #
 # 1. Throughput: each workload runs ROUNDS times against each build (a
 #    fresh server and store per build, both up at once; the order of the
@@ -57,7 +58,7 @@ mkdir -p "$ROOT/bench/results"
 OUT="$ROOT/bench/results/limits-$STAMP.txt"
 say() { printf '%s\n' "$*" | tee -a "$OUT"; }
 say "# stele memory-limits benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-say "# command: bench/run_limits.sh $1 (ROUNDS=$ROUNDS)"
+say "# command: ${ONLY:+ONLY=\"$ONLY\" }ROUNDS=$ROUNDS bench/run_limits.sh $BUILD"
 say "# after: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src include server 2>/dev/null || echo ' (modified)'); before: $BASE_COMMIT"
 say "# machine: $(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -79,7 +80,8 @@ start before "$OLD"
 start after "$NEW"
 
 # ------------------------------------------------------------ throughput
-declare -A RES
+declare -A RES CPU
+WORKLOADS=${ONLY:-16x1000 64x1 ndjson json1000 json100}
 run() { # run TARGET WORKLOAD ROUND
     local t=$1 w=$2 r=$3 port pid line
     port=$(eval echo "\$PORT_$t")
@@ -98,23 +100,31 @@ run() { # run TARGET WORKLOAD ROUND
     esac
     say "$line"
     RES[$t,$w]="${RES[$t,$w]:-} $(sed -n 's/.*events_per_s=\([0-9]*\).*/\1/p' <<<"$line")"
+    # Server CPU per event (µs): server_cpu x seconds / events.
+    CPU[$t,$w]="${CPU[$t,$w]:-} $(awk '{for (i = 1; i <= NF; i++) {split($i, a, "="); v[a[1]] = a[2]}
+        sub("%", "", v["server_cpu"]); printf "%.2f", v["server_cpu"] / 100 * v["seconds"] / v["events"] * 1e6}' <<<"$line")"
 }
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-for w in 16x1000 64x1 ndjson json1000 json100; do
+for w in $WORKLOADS; do
     for r in $(seq 1 "$ROUNDS"); do
         if [ $((r % 2)) = 1 ]; then order="before after"; else order="after before"; fi
         for t in $order; do run "$t" "$w" "$r"; done
     done
 done
-say "# medians (events/s) and after/before:"
-for w in 16x1000 64x1 ndjson json1000 json100; do
+say "# medians (events/s; server CPU per event) and after/before:"
+for w in $WORKLOADS; do
     b=$(median "${RES[before,$w]}") a=$(median "${RES[after,$w]}")
-    say "$(printf 'limits workload=%-8s before=%s after=%s ratio=%s' "$w" "$b" "$a" \
-        "$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", b ? a / b : 0}')")"
+    say "$(printf 'limits workload=%-8s before=%s after=%s ratio=%s cpu_us_before=%s cpu_us_after=%s' \
+        "$w" "$b" "$a" "$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", b ? a / b : 0}')" \
+        "$(median "${CPU[before,$w]}")" "$(median "${CPU[after,$w]}")")"
 done
 for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
 PIDS=()
+if [ -n "${ONLY:-}" ]; then
+    say "# saved: ${OUT#"$ROOT"/}"
+    exit 0
+fi
 
 # ------------------------------------------------------------ RSS under hostile clients
 for pattern in pipeline sse grpc; do
