@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-limits clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-limits clean
 
 all: build
 
@@ -74,6 +74,17 @@ bench-query: build
 # clients of issue 10 (docs/limits.md, docs/benchmarks.md).
 bench-limits: build
 	./bench/run_limits.sh $(BUILD)
+
+# Multi-stream appends and DCB conditions: transfers vs single appends in
+# process, over HTTP and on PostgreSQL; DCB conditional appends with 1 and 64
+# clients (docs/benchmarks.md). A minute or two.
+bench-multi: build
+	./bench/run_multi.sh $(BUILD)
+
+# Event pattern matching (rules): 100 rules of mixed operators over 1M
+# events, one thread, no store involved (docs/benchmarks.md).
+bench-patterns: build
+	./$(BUILD)/bench/bench_patterns 1000000 100
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

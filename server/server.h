@@ -42,6 +42,10 @@ typedef struct server_config {
     size_t max_subscriptions; /* SSE feeds + gRPC subscriptions, default 10000 */
     stele_options store;      /* passed to stele_open */
     int ready_fd;             /* if >= 0, write "ready <port>\n" here once listening */
+    /* Browsers (server/guard.c, docs/http-api.md): comma-separated lists,
+     * "*" for any. NULL: the defaults (our own names; our own origin). */
+    const char *allowed_hosts;   /* extra names a Host header may carry */
+    const char *allowed_origins; /* web page origins allowed to use the API */
 } server_config;
 
 /* Defaults for every field. */
