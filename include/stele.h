@@ -304,6 +304,33 @@ const stele_event *stele_page_event(const stele_page *page, size_t i);
  */
 int stele_page_next(const stele_page *page, uint64_t *next);
 
+/**
+ * System view streams. stele_read_stream() and stele_subscribe_stream()
+ * also accept these names, served from the secondary indexes (no link
+ * events are stored; docs/kurrentdb-compatibility.md):
+ *   $ce-{category}       the events of the category's streams
+ *   $et-{type}           the events of that type
+ *   $bc-{correlationId}  the events with that correlation id
+ *   $streams             the first visible event of every stream
+ * Their pages hold the original events (own stream, revision, position);
+ * an event's revision in the view is its link's revision, given by
+ * stele_page_link(), and the page's next (stele_page_next) is a view
+ * revision. A view revision is the event's ordinal in its index (in
+ * $streams, the stream's internal number): it grows with the position and
+ * never changes while the store's index lives; events hidden by deletes
+ * or retention are skipped, leaving gaps. A view with no event yet is
+ * ENOTFOUND; a store opened with STELE_OPEN_NO_INDEXES gives EINVAL
+ * (except for $streams). stele_stream_head() of a view gives the view
+ * revision and position of its newest visible event.
+ */
+
+/**
+ * For a page read from a view stream: the view's name ("$ce-Order",
+ * valid until stele_page_free) and event i's revision in it. Returns 1,
+ * or 0 for any other page (outputs untouched).
+ */
+int stele_page_link(const stele_page *page, size_t i, const char **view, uint64_t *revision);
+
 /** Free a page and every event in it. NULL is a no-op. */
 void stele_page_free(stele_page *page);
 

@@ -60,10 +60,10 @@ void grpc_fail_stele(gcall *call, int rc, const char *message, const char *strea
     case STELE_EREADONLY:
     case STELE_ECLOSED:
     case STELE_EIO:
-    case STELE_ENOSPC: status = GRPC_UNAVAILABLE; break;
+    case STELE_ENOSPC:
+    case STELE_EBUSY: status = GRPC_UNAVAILABLE; break;
     case STELE_ECORRUPT: status = GRPC_DATA_LOSS; break;
-    case STELE_ENOMEM:
-    case STELE_EBUSY: status = GRPC_RESOURCE_EXHAUSTED; break;
+    case STELE_ENOMEM: status = GRPC_RESOURCE_EXHAUSTED; break;
     default: status = GRPC_INTERNAL; break;
     }
     if (exception) {
@@ -120,18 +120,28 @@ void grpc_completion(conn *c, completion *cp)
 {
     grpc_op *op = cp->op;
     if (c->dead) {
+        if (op->cleanup)
+            op->cleanup(op);
         free(op); /* the connection is gone, and its calls with it */
         return;
     }
     gcall *call = op->call;
     if (!call->done && !call->closed)
         op->done(call, op, cp);
+    if (op->cleanup)
+        op->cleanup(op);
     free(op);
     grpc_call_release(call);
     h2_pump(c);
 }
 
-void grpc_completion_discard(completion *cp) { free(cp->op); }
+void grpc_completion_discard(completion *cp)
+{
+    grpc_op *op = cp->op;
+    if (op->cleanup)
+        op->cleanup(op);
+    free(op);
+}
 
 /* ------------------------------------------------------------ subscriptions */
 
@@ -216,13 +226,15 @@ static void lower(char *s)
 static void features_get(gcall *call, ProtobufCMessage *msg)
 {
     (void)msg;
-    const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods, grpc_misc_methods};
-    const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods, grpc_misc_nmethods};
+    const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods, grpc_misc_methods,
+                                   grpc_v2_methods};
+    const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods, grpc_misc_nmethods,
+                             grpc_v2_nmethods};
     EventStore__Client__ServerFeatures__SupportedMethod items[64];
     EventStore__Client__ServerFeatures__SupportedMethod *ptrs[64];
     char names[64][2][128];
     size_t n = 0;
-    for (size_t t = 0; t < 3; t++) {
+    for (size_t t = 0; t < 4; t++) {
         for (size_t i = 0; i < counts[t] && n < 64; i++) {
             const grpc_method *m = &tables[t][i];
             if (m->unlisted)
@@ -403,9 +415,11 @@ const grpc_method *grpc_find_method(const char *path, size_t len)
 {
     if (!path)
         return NULL;
-    const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods, grpc_misc_methods};
-    const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods, grpc_misc_nmethods};
-    for (size_t t = 0; t < 3; t++)
+    const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods, grpc_misc_methods,
+                                   grpc_v2_methods};
+    const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods, grpc_misc_nmethods,
+                             grpc_v2_nmethods};
+    for (size_t t = 0; t < 4; t++)
         for (size_t i = 0; i < counts[t]; i++)
             if (strlen(tables[t][i].path) == len && !memcmp(tables[t][i].path, path, len))
                 return &tables[t][i];

@@ -9,6 +9,8 @@
  *                   ServerFeatures, Gossip, Operations.
  *   grpc_streams.c  event_store.client.streams.Streams: Append,
  *                   BatchAppend, Read, Delete, Tombstone.
+ *   grpc_v2.c       kurrentdb.protocol.v2.streams.StreamsService:
+ *                   multi-stream appends (AppendSession, AppendRecords).
  *
  * A call's life: h2.c creates it when a request's headers arrive, finds its
  * method, and hands each complete request message (decoded with
@@ -162,6 +164,9 @@ void grpc_sub_unregister(gcall *call);
 typedef struct grpc_op {
     gcall *call;
     void (*done)(gcall *call, struct grpc_op *op, const completion *cp);
+    /* Optional: frees what the op owns, before the op itself is freed
+     * (after `done`, or instead of it when the call or server is gone). */
+    void (*cleanup)(struct grpc_op *op);
 } grpc_op;
 
 /* Queue an append for `call` (stele_append_async); `op` (malloc'ed, with
@@ -183,6 +188,11 @@ extern const size_t grpc_streams_nmethods;
 /* grpc_persistent.c: PersistentSubscriptions. */
 extern const grpc_method grpc_persistent_methods[];
 extern const size_t grpc_persistent_nmethods;
+
+/* grpc_v2.c: kurrentdb.protocol.v2.streams.StreamsService (AppendSession,
+ * AppendRecords): multi-stream appends. */
+extern const grpc_method grpc_v2_methods[];
+extern const size_t grpc_v2_nmethods;
 
 /* grpc_read.c: Streams.Read, as a read or a subscription. */
 void grpc_read_msg(gcall *call, ProtobufCMessage *msg);

@@ -165,6 +165,91 @@ static void append_cb(void *ctx, int rc, const stele_append_result *res, const c
     }
 }
 
+/*
+ * An append that carries the stream's new state (docs/streams.md): one
+ * multi-stream append of this one stream, so the events and the state (a
+ * snapshot at the new last revision) are one commit, and a failed check
+ * writes neither. Queued like plain appends (stele_append_multi_async); the
+ * answer is a plain append's, through route_append_done.
+ */
+typedef struct state_ctx {
+    conn *c;
+    int64_t expected;
+    char stream[256];
+} state_ctx;
+
+/* On the store's writer thread: hand the outcome to the loop. */
+static void state_cb(void *ctx, int rc, const stele_append_result *per_stream, size_t n,
+                     const stele_multi_result *res, const char *msg)
+{
+    state_ctx *x = ctx;
+    completion *cp = calloc(1, sizeof *cp);
+    if (!cp)
+        abort(); /* cannot report the outcome: no way to keep order */
+    cp->c = x->c;
+    cp->rc = rc;
+    if (rc == 0 && n == 1) {
+        cp->res = per_stream[0];
+        cp->res.idempotent = res->idempotent;
+    } else {
+        cp->res.current_revision = res->current_revision;
+    }
+    if (rc == STELE_EWRONGREV) {
+        /* The words of a plain append (the engine names "stream 0"). */
+        char eb[32];
+        int64_t e = x->expected;
+        snprintf(eb, sizeof eb, "%lld", (long long)e);
+        const char *et = e == STELE_ANY             ? "any"
+                         : e == STELE_NO_STREAM     ? "no_stream"
+                         : e == STELE_STREAM_EXISTS ? "stream_exists"
+                                                    : eb;
+        if (res->current_revision == STELE_NONE)
+            snprintf(cp->msg, sizeof cp->msg, "stream '%s': expected revision %s, but the stream "
+                     "has no events; nothing was written", x->stream, et);
+        else
+            snprintf(cp->msg, sizeof cp->msg, "stream '%s': expected revision %s, but its "
+                     "revision is %llu; nothing was written (neither events nor state)",
+                     x->stream, et, (unsigned long long)res->current_revision);
+    } else {
+        snprintf(cp->msg, sizeof cp->msg, "%s", msg);
+    }
+    completion_post(x->c->srv, cp);
+    free(x);
+}
+
+static void append_with_state(conn *c, const char *stream, int64_t expected,
+                              const json_append *ja)
+{
+    stele_snapshot_in st = {0, ja->state_schema, ja->state_flags, ja->state, ja->state_len};
+    stele_append_stream as = {stream, expected, &st};
+    stele_append_record *recs = malloc(ja->n * sizeof *recs);
+    state_ctx *x = calloc(1, sizeof *x);
+    if (!recs || !x) {
+        free(recs);
+        free(x);
+        fail(c, 500, "INTERNAL", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < ja->n; i++) {
+        recs[i].stream = 0;
+        recs[i].event = ja->events[i];
+    }
+    x->c = c;
+    x->expected = expected;
+    snprintf(x->stream, sizeof x->stream, "%s", stream);
+    c->async_pending = 1;
+    c->state = CS_BUSY;
+    int rc = stele_append_multi_async(c->srv->db, &as, 1, recs, ja->n, NULL, state_cb, x);
+    free(recs); /* the store copied the request */
+    if (rc) {
+        free(x);
+        c->async_pending = 0;
+        c->state = CS_READING;
+        http_stele_error(c, rc, stele_errmsg(), NULL);
+        conn_request_done(c);
+    }
+}
+
 static void handle_append(conn *c, const char *stream)
 {
     /* The body is JSON: guard.c refused any other Content-Type (415); one
@@ -201,6 +286,11 @@ static void handle_append(conn *c, const char *stream)
     }
     c->srv->m.append_bytes += r->body.len;
     c->srv->m.append_events += ja.n;
+    if (ja.has_state) {
+        append_with_state(c, stream, expected, &ja);
+        json_append_free(&ja);
+        return;
+    }
     c->async_pending = 1;
     c->state = CS_BUSY;
     rc = stele_append_async(c->srv->db, stream, expected, ja.events, ja.n, append_cb, c);
@@ -259,10 +349,30 @@ void route_event_json(buf *b, const stele_event *e)
             b->p[i] = ' ';
 }
 
-/* One event as an NDJSON line. */
-static void ndjson_event(buf *b, const stele_event *e)
+void route_link_json(buf *b, const stele_page *pg, size_t i)
 {
-    route_event_json(b, e);
+    const char *view;
+    uint64_t rev;
+    if (!stele_page_link(pg, i, &view, &rev) || !b->len || b->p[b->len - 1] != '}')
+        return;
+    b->len--;
+    buf_append(b, ",\"link\":{\"stream\":", 18);
+    json_w_str(b, view, strlen(view));
+    buf_append(b, ",\"revision\":", 12);
+    json_w_u64(b, rev);
+    buf_append(b, "}}", 2);
+}
+
+void route_page_event_json(buf *b, const stele_page *pg, size_t i)
+{
+    route_event_json(b, stele_page_event(pg, i));
+    route_link_json(b, pg, i);
+}
+
+/* Event i of a page as an NDJSON line. */
+static void ndjson_event(buf *b, const stele_page *pg, size_t i)
+{
+    route_page_event_json(b, pg, i);
     buf_append(b, "\n", 1);
 }
 
@@ -279,8 +389,9 @@ static void page_chunk(conn *c, stele_page *pg)
             if (j->json_sent++)
                 buf_append(&b, ",", 1);
             json_w_event(&b, stele_page_event(pg, i));
+            route_link_json(&b, pg, i);
         } else {
-            ndjson_event(&b, stele_page_event(pg, i));
+            ndjson_event(&b, pg, i);
         }
     }
     c->srv->m.read_events += n;
@@ -390,6 +501,7 @@ void route_serve_read(conn *c, const read_args *ra, const char *link)
             if (k++)
                 buf_append(&b, ",", 1);
             json_w_event(&b, stele_page_event(p, i));
+            route_link_json(&b, p, i);
         }
     buf_append(&b, "]", 1);
     uint64_t next;

@@ -308,6 +308,13 @@ void route_append_done(conn *c, const completion *cp);
 /* One event as JSON on one line (no trailing newline), exactly as reads
  * render it: the form SSE data and NDJSON lines share. */
 void route_event_json(buf *b, const stele_event *e);
+/* Event i of a page as route_event_json writes it; an event read from a
+ * view stream ($ce-Order ...) also gets "link":{"stream","revision"}: its
+ * place in the view (docs/kurrentdb-compatibility.md). */
+void route_page_event_json(buf *b, const stele_page *pg, size_t i);
+/* Append ,"link":{...} inside the event object just written to b (which
+ * ends with its closing brace) if event i of pg has a view link. */
+void route_link_json(buf *b, const stele_page *pg, size_t i);
 
 /* subscribe.c: GET /subscribe/all and /subscribe/streams/{stream}. Returns
  * 1 if `path` is one of its routes (the request is then answered). */

@@ -311,12 +311,15 @@ static int from_store(conn *c, subscription *u, size_t max_events, size_t *n, in
         const stele_event *e = stele_page_event(pg, i);
         char id[24];
         uint64_t v = u->all ? e->position : e->revision;
+        if (!u->all)
+            stele_page_link(pg, i, NULL, &v); /* a view: its own revisions */
         u64_text(v, id);
         size_t start = out->len;
         if (buf_append(out, "id: ", 4) || buf_append(out, id, strlen(id)) ||
             buf_append(out, "\ndata: ", 7))
             abort(); /* as sse.c: no memory, no consistent stream */
         route_event_json(out, e);
+        route_link_json(out, pg, i);
         if (buf_append(out, "\n\n", 2))
             abort();
         if (k && v == k->hi)

@@ -292,6 +292,8 @@ void stele_page_free(stele_page *pg)
     free(pg->blocks);
     free(pg->big);
     free(pg->evseg);
+    free(pg->view);
+    free(pg->links);
     pool_unref(pg->pl);
     free(pg);
 }
@@ -304,9 +306,51 @@ void page_filter(stele_page *pg, int (*keep)(const void *ctx, const stele_event 
         stele_event *e = page_ev(pg, i);
         if (keep && !keep(ctx, e))
             continue;
-        if (w != i)
+        if (w != i) {
             *page_ev(pg, w) = *e;
+            if (pg->links)
+                pg->links[w] = pg->links[i];
+        }
         w++;
     }
     pg->count = w;
+}
+
+int page_set_view(stele_page *pg, const char *name, size_t len)
+{
+    char *v = malloc(len + 1);
+    if (!v)
+        return err_set(STELE_ENOMEM, "out of memory");
+    memcpy(v, name, len);
+    v[len] = 0;
+    free(pg->view);
+    pg->view = v;
+    return 0;
+}
+
+int page_set_link(stele_page *pg, size_t i, uint64_t revision)
+{
+    if (i >= pg->linkcap) {
+        size_t cap = pg->linkcap ? pg->linkcap * 2 : 64;
+        while (cap <= i)
+            cap *= 2;
+        uint64_t *nl = realloc(pg->links, cap * sizeof *nl);
+        if (!nl)
+            return err_set(STELE_ENOMEM, "out of memory");
+        pg->links = nl;
+        pg->linkcap = cap;
+    }
+    pg->links[i] = revision;
+    return 0;
+}
+
+int stele_page_link(const stele_page *pg, size_t i, const char **view, uint64_t *revision)
+{
+    if (!pg || !pg->view || !pg->links || i >= pg->count)
+        return 0;
+    if (view)
+        *view = pg->view;
+    if (revision)
+        *revision = pg->links[i];
+    return 1;
 }

@@ -61,6 +61,11 @@ struct stele_page {
     uint64_t bytes;      /* record bytes held */
     int has_next;
     uint64_t next;
+    /* A read of a system view stream ($ce-...): the view's name and each
+     * event's revision in it (links[i] for event i); NULL otherwise. */
+    char *view;
+    uint64_t *links;
+    size_t linkcap;
 };
 
 /* Largest page in bytes: a read stops after about this much (but returns
@@ -87,6 +92,10 @@ int page_take_reversed(stele_page *dst, stele_page *src, size_t max);
  * `max` of them (their memory stays with the page until it is freed). */
 void page_filter(stele_page *pg, int (*keep)(const void *ctx, const stele_event *e),
                  const void *ctx, size_t max);
+/* Make pg a page of view `name` (len bytes): 0 or ENOMEM. */
+int page_set_view(stele_page *pg, const char *name, size_t len);
+/* Event i's revision in the view (i <= count; grows the table). */
+int page_set_link(stele_page *pg, size_t i, uint64_t revision);
 /* 1 when the page is full by count or bytes. */
 static inline int page_full(const stele_page *pg, size_t limit)
 {

@@ -434,6 +434,11 @@ int stele_read_stream(stele_db *db, const char *stream, uint64_t from, int direc
         rc = store_check_read_stream(stream, &slen);
     if (rc)
         return rc;
+    int kind;
+    const char *key;
+    size_t klen;
+    if (store_view_parse(stream, slen, &kind, &key, &klen))
+        return store_read_view(db, stream, slen, from, direction == STELE_BACKWARDS, limit, out);
     return db->be->ops->read_stream(db->be, stream, slen, from, direction == STELE_BACKWARDS,
                                     limit, out);
 }
@@ -456,6 +461,23 @@ int stele_stream_head(stele_db *db, const char *stream, stele_stream_info *info)
     int rc = store_check_read_stream(stream, &slen);
     if (rc)
         return rc;
+    int kind;
+    const char *key;
+    size_t klen;
+    if (store_view_parse(stream, slen, &kind, &key, &klen)) {
+        /* A view's head: its newest visible event. */
+        stele_page *pg;
+        if ((rc = store_read_view(db, stream, slen, STELE_END, 1, 1, &pg)))
+            return rc;
+        memset(info, 0, sizeof *info);
+        info->last_revision = info->last_position = STELE_NONE;
+        if (stele_page_count(pg)) {
+            stele_page_link(pg, 0, NULL, &info->last_revision);
+            info->last_position = stele_page_event(pg, 0)->position;
+        }
+        stele_page_free(pg);
+        return 0;
+    }
     return db->be->ops->head(db->be, stream, slen, info);
 }
 

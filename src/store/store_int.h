@@ -43,6 +43,20 @@ int store_get_metadata_system(stele_db *db, const char *stream, stele_stream_met
  * free them. Called by stele_close before the backend closes. */
 void sub_groups_close(stele_db *db);
 
+/* views.c: 1 if the stream name is a system view stream ($ce-{key},
+ * $et-{key}, $bc-{key}, $streams) with its read_view kind and key (a
+ * pointer into `stream`, possibly empty), else 0. */
+int store_view_parse(const char *stream, size_t len, int *kind, const char **key,
+                     size_t *key_len);
+/* As store_view_parse, but 0 only for a usable view (a key where one is
+ * needed), else EINVAL with the reason. */
+int store_view_check(const char *stream, size_t len, int *kind, const char **key,
+                     size_t *key_len);
+/* Read a view stream (the name was checked by store_check_read_stream):
+ * as stele_read_stream. */
+int store_read_view(stele_db *db, const char *stream, size_t len, uint64_t from, int backwards,
+                    size_t limit, stele_page **out);
+
 /* Check a stream name for reading: system names allowed. 0 or EINVAL. */
 int store_check_read_stream(const char *stream, size_t *len);
 

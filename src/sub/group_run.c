@@ -519,6 +519,11 @@ static int fill(group *g)
         const stele_event *e = stele_page_event(pg, i);
         if (!g->def.stream && is_group_stream(e))
             continue;
+        /* A stream's key is its revision; a view stream's ($ce-...), the
+         * event's revision in the view. */
+        uint64_t key = g->def.stream ? e->revision : e->position;
+        if (g->def.stream)
+            stele_page_link(pg, i, NULL, &key);
         ev_blob *b = ev_blob_copy(e);
         gmsg *m = b ? mq_push(&g->main) : NULL;
         if (!m) {
@@ -526,13 +531,13 @@ static int fill(group *g)
             ev_blob_unref(b);
             stele_sub_close(g->sub);
             g->sub = NULL;
-            g->read_pos = g->def.stream ? e->revision : e->position;
+            g->read_pos = key;
             stele_page_free(pg);
             rc = err_set(STELE_ENOMEM, "out of memory");
             goto fail;
         }
         m->ev = b;
-        m->key = g->def.stream ? e->revision : e->position;
+        m->key = key;
         m->state = M_AVAIL;
         g->main_avail++;
         added++;
