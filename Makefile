@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits clean
 
 all: build
 
@@ -73,6 +73,12 @@ bench-scavenge: build
 # (installs and starts PostgreSQL itself; docs/benchmarks.md).
 bench-query: build
 	./bench/run_query.sh $(BUILD)
+
+# Memory-limits benchmark: throughput beside the build before the limits
+# (commit a2cbad6, built in the same run) and server RSS under the hostile
+# clients of issue 10 (docs/limits.md, docs/benchmarks.md).
+bench-limits: build
+	./bench/run_limits.sh $(BUILD)
 
 # Multi-stream appends and DCB conditions: transfers vs single appends in
 # process, over HTTP and on PostgreSQL; DCB conditional appends with 1 and 64

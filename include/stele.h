@@ -92,6 +92,12 @@ typedef struct stele_options {
     uint64_t max_append_size;
     /** STELE_OPEN_* flags. */
     uint32_t flags;
+    /** Consumer groups that may exist at once: stele_group_create() fails
+     *  with STELE_EBUSY beyond it. 0: the default, 1000. */
+    uint32_t max_groups;
+    /** Consumers connected to one group at once: stele_group_connect()
+     *  fails with STELE_EBUSY beyond it. 0: the default, 100. */
+    uint32_t max_consumers_per_group;
 } stele_options;
 
 /** Verify every record checksum of the log at open (slow on big stores). */

@@ -151,6 +151,7 @@ void grpc_sub_register(gcall *call)
     if (call->sub_registered)
         return;
     call->sub_registered = 1;
+    call->c->srv->subscriptions++;
     call->sub_prev = NULL;
     call->sub_next = g->subs;
     if (g->subs)
@@ -164,6 +165,7 @@ void grpc_sub_unregister(gcall *call)
     if (!call->sub_registered)
         return;
     call->sub_registered = 0;
+    call->c->srv->subscriptions--;
     if (call->sub_prev)
         call->sub_prev->sub_next = call->sub_next;
     else

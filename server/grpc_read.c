@@ -6,8 +6,10 @@
  *
  * A read is produced a page at a time, and only while the call's queued
  * output is short (grpc.h: on_more), so reading a large stream or $all
- * never holds more than one page plus GRPC_OUT_HIGH bytes for a client,
- * however slowly it reads. A page is kept and sent an event at a time.
+ * never holds more than one page plus grpc_out_high() bytes for a client,
+ * however slowly it reads. A page is kept and sent an event at a time; its
+ * count is sized by bytes (limits.c: pager), about half the queue's
+ * high-water mark, so large events are read one or a few at a time.
  *
  * Reads: a stream that does not exist (or is soft-deleted) is answered
  * with a `stream_not_found` message and status OK, as KurrentDB does; a
@@ -75,6 +77,7 @@ typedef struct read_st {
     int page_caught_up; /* stele_sub_caught_up() after the current page */
     int filtered;
     uint64_t last_cp, cp_interval;
+    pager pg;           /* events per page, by their size */
 } read_st;
 
 /* ------------------------------------------------------------ messages */
@@ -439,7 +442,7 @@ static void read_metastream(gcall *call, read_st *st, uint64_t from, int from_en
 static void produce_read(gcall *call, read_st *st)
 {
     server *s = call->c->srv;
-    while (!call->done && grpc_out_pending(call) < GRPC_OUT_HIGH) {
+    while (!call->done && grpc_out_pending(call) < grpc_out_high(call)) {
         if (st->remaining == 0) {
             grpc_finish(call, GRPC_OK, NULL);
             return;
@@ -462,6 +465,7 @@ static void produce_read(gcall *call, read_st *st)
         }
         size_t limit = st->filter_on_type || st->remaining > PAGE_EVENTS ? PAGE_EVENTS
                                                                          : (size_t)st->remaining;
+        limit = pager_limit(&st->pg, grpc_out_high(call) / 2, limit);
         int rc = read_page(s, st, limit, &st->page);
         if (rc) {
             if (rc == STELE_ENOTFOUND && !st->all && !st->fetched) {
@@ -474,6 +478,7 @@ static void produce_read(gcall *call, read_st *st)
             }
             return;
         }
+        pager_observe(&st->pg, st->page);
         st->idx = 0;
         st->fetched = 1;
         st->end = !stele_page_next(st->page, &st->next) || stele_page_count(st->page) == 0;
@@ -503,7 +508,7 @@ static void sub_news(gcall *call, read_st *st)
 static void produce_sub(gcall *call, read_st *st)
 {
     server *s = call->c->srv;
-    while (!call->done && grpc_out_pending(call) < GRPC_OUT_HIGH) {
+    while (!call->done && grpc_out_pending(call) < grpc_out_high(call)) {
         if (st->page && st->idx < stele_page_count(st->page)) {
             send_event(call, st->page, st->idx, NULL, st->uuid_string, st->resolve);
             st->idx++;
@@ -516,12 +521,14 @@ static void produce_sub(gcall *call, read_st *st)
             sub_news(call, st);
             continue;
         }
-        int rc = stele_sub_next(st->sub, PAGE_EVENTS, 0, &st->page);
+        int rc = stele_sub_next(st->sub, pager_limit(&st->pg, grpc_out_high(call) / 2, PAGE_EVENTS),
+                                0, &st->page);
         if (rc) {
             st->page = NULL;
             grpc_fail_stele(call, rc, stele_errmsg(), st->all ? NULL : st->stream);
             return;
         }
+        pager_observe(&st->pg, st->page);
         st->idx = 0;
         st->page_caught_up = stele_sub_caught_up(st->sub);
         if (stele_page_count(st->page) == 0) {
@@ -641,6 +648,11 @@ void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
     if (subscribe) {
         /* Subscriptions start after the given revision or position. */
         uint64_t start = from_start ? 0 : from_end || from == STELE_END ? STELE_END : from + 1;
+        char full[200];
+        if (limits_subscriptions_full(s, full, sizeof full)) {
+            grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, full);
+            return;
+        }
         int rc = st->all ? stele_subscribe_all(s->db, start, filter, &st->sub)
                          : stele_subscribe_stream(s->db, st->stream, start, &st->sub);
         if (rc) {

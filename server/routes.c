@@ -16,6 +16,12 @@
 #define DEFAULT_LIMIT 100
 #define MAX_LIMIT 10000
 #define NDJSON_PAGE 1000
+/* Reads size their pages by bytes (limits.c: pager), from the largest
+ * event the connection's last read saw (a few events first on a new
+ * connection): a JSON page of up to about PART_BYTES is answered whole
+ * (with a Content-Length), a longer one goes out in parts of about
+ * PART_BYTES (chunked), produced as the client takes them. */
+#define PART_BYTES (1u << 20)
 
 /* ------------------------------------------------------------ helpers */
 
@@ -370,18 +376,43 @@ static void ndjson_event(buf *b, const stele_page *pg, size_t i)
     buf_append(b, "\n", 1);
 }
 
-/* Queue a page as one chunk of NDJSON, advance the job and free the page. */
-static void ndjson_chunk(conn *c, stele_page *pg)
+/* Queue a page as one chunk of NDJSON or of a JSON page's events, advance
+ * the job and free the page. A JSON page's last part also closes the array
+ * and adds the next link. */
+static void page_chunk(conn *c, stele_page *pg)
 {
     read_job *j = &c->job;
     buf b = {0};
-    for (size_t i = 0; i < stele_page_count(pg); i++)
-        ndjson_event(&b, pg, i);
+    size_t n = stele_page_count(pg);
+    for (size_t i = 0; i < n; i++) {
+        if (j->json) {
+            if (j->json_sent++)
+                buf_append(&b, ",", 1);
+            json_w_event(&b, stele_page_event(pg, i));
+            route_link_json(&b, pg, i);
+        } else {
+            ndjson_event(&b, pg, i);
+        }
+    }
+    c->srv->m.read_events += n;
+    j->remaining -= n;
+    int has_next = stele_page_next(pg, &j->next);
+    j->done = !has_next || j->remaining == 0 || n == 0;
+    if (j->json && j->done) {
+        buf_append(&b, "]", 1);
+        if (has_next) {
+            char tail[128];
+            buf_append(&b, ",\"next\":\"", 9);
+            buf_append(&b, j->link, strlen(j->link));
+            int k = snprintf(tail, sizeof tail, "from=%llu&direction=%s&limit=%llu\"",
+                             (unsigned long long)j->next, j->backwards ? "backwards" : "forwards",
+                             (unsigned long long)j->json_limit);
+            buf_append(&b, tail, (size_t)k);
+        }
+        buf_append(&b, "}\n", 2);
+    }
     http_chunk(c, b.p, b.len);
     buf_free(&b);
-    c->srv->m.read_events += stele_page_count(pg);
-    j->remaining -= stele_page_count(pg);
-    j->done = !stele_page_next(pg, &j->next) || j->remaining == 0 || stele_page_count(pg) == 0;
     stele_page_free(pg);
 }
 
@@ -400,43 +431,81 @@ void route_serve_read(conn *c, const read_args *ra, const char *link)
     j->next = ra->from;
     j->backwards = ra->backwards;
     j->remaining = ra->limit;
+    j->json = 0;
     c->srv->m.reads++;
 
     if (c->req.accept_ndjson) {
         /* Check the stream exists before committing to a 200. */
         stele_page *pg;
         size_t first = j->remaining < NDJSON_PAGE ? (size_t)j->remaining : NDJSON_PAGE;
-        int rc = read_page(c, j, first, &pg);
+        int rc = read_page(c, j, pager_limit(&c->rpg, PART_BYTES, first), &pg);
         if (rc) {
             http_stele_error(c, rc, stele_errmsg(), NULL);
             conn_request_done(c);
             return;
         }
+        pager_observe(&c->rpg, pg);
         http_chunked_start(c, 200, "application/x-ndjson");
-        ndjson_chunk(c, pg);
+        page_chunk(c, pg);
         c->state = CS_STREAMING;
         conn_flush(c); /* continues in route_stream_more as output drains */
         return;
     }
 
-    stele_page *pg;
-    int rc = read_page(c, j, (size_t)j->remaining, &pg);
+    /* As many events as fit in PART_BYTES by what the connection has seen
+     * (a few on its first read): then either the whole read is there, or
+     * the rest fits as well (read at once: the page is answered whole,
+     * with a Content-Length), or it goes out in parts (chunked), each read
+     * when the one before it has been sent, so a large page (limit=10000,
+     * or big events) is never whole in memory, however slowly the client
+     * reads. */
+    stele_page *pg, *pg2 = NULL;
+    size_t first = j->remaining < MAX_LIMIT ? (size_t)j->remaining : MAX_LIMIT;
+    int rc = read_page(c, j, pager_limit(&c->rpg, PART_BYTES, first), &pg);
     if (rc) {
         http_stele_error(c, rc, stele_errmsg(), NULL);
         conn_request_done(c);
         return;
     }
+    pager_observe(&c->rpg, pg);
+    uint64_t after;
+    size_t n1 = stele_page_count(pg);
+    if (n1 < j->remaining && n1 > 0 && stele_page_next(pg, &after)) {
+        uint64_t rest = j->remaining - n1;
+        if (rest > pager_limit(&c->rpg, PART_BYTES, MAX_LIMIT)) {
+            j->json = 1;
+            j->json_sent = 0;
+            j->json_limit = ra->limit;
+            snprintf(j->link, sizeof j->link, "%s", link);
+            http_chunked_start(c, 200, "application/json");
+            http_chunk(c, "{\"events\":[", 11);
+            page_chunk(c, pg);
+            c->state = CS_STREAMING;
+            conn_flush(c); /* continues in route_stream_more as output drains */
+            return;
+        }
+        j->next = after;
+        rc = read_page(c, j, (size_t)rest, &pg2);
+        if (rc) {
+            stele_page_free(pg);
+            http_stele_error(c, rc, stele_errmsg(), NULL);
+            conn_request_done(c);
+            return;
+        }
+    }
     buf b = {0};
     buf_append(&b, "{\"events\":[", 11);
-    for (size_t i = 0; i < stele_page_count(pg); i++) {
-        if (i)
-            buf_append(&b, ",", 1);
-        json_w_event(&b, stele_page_event(pg, i));
-        route_link_json(&b, pg, i);
-    }
+    size_t k = 0;
+    for (stele_page *p = pg; p; p = p == pg ? pg2 : NULL)
+        for (size_t i = 0; i < stele_page_count(p); i++) {
+            if (k++)
+                buf_append(&b, ",", 1);
+            json_w_event(&b, stele_page_event(p, i));
+            route_link_json(&b, p, i);
+        }
     buf_append(&b, "]", 1);
     uint64_t next;
-    if (stele_page_next(pg, &next)) {
+    if (stele_page_next(pg2 ? pg2 : pg, &next)) {
         char tail[128];
         buf_append(&b, ",\"next\":\"", 9);
         buf_append(&b, link, strlen(link));
@@ -446,7 +515,8 @@ void route_serve_read(conn *c, const read_args *ra, const char *link)
         buf_append(&b, tail, (size_t)n);
     }
     buf_append(&b, "}", 1);
-    c->srv->m.read_events += stele_page_count(pg);
+    c->srv->m.read_events += k;
+    stele_page_free(pg2);
     stele_page_free(pg);
     respond_json(c, 200, &b);
     buf_free(&b);
@@ -487,17 +557,18 @@ void route_stream_more(conn *c)
     }
     stele_page *pg;
     size_t n = j->remaining < NDJSON_PAGE ? (size_t)j->remaining : NDJSON_PAGE;
-    int rc = read_page(c, j, n, &pg);
+    int rc = read_page(c, j, pager_limit(&c->rpg, PART_BYTES, n), &pg);
     if (rc) {
         /* Headers are gone: end the stream abruptly so the client sees a
          * truncated (invalid) chunked body rather than a clean end. */
-        server_log(c->srv, 0, "msg=\"ndjson read failed\" error=\"%s\"", stele_errmsg());
+        server_log(c->srv, 0, "msg=\"streamed read failed\" error=\"%s\"", stele_errmsg());
         c->keep_alive = 0;
         c->state = CS_CLOSING;
         conn_close(c);
         return;
     }
-    ndjson_chunk(c, pg);
+    pager_observe(&c->rpg, pg);
+    page_chunk(c, pg);
 }
 
 /* ------------------------------------------------------------ others */

@@ -508,6 +508,8 @@ int local_query(backend *b, const query_args *q, stele_page **out)
     stele_page *pg = NULL;
     rc = page_new(L->pl, &pg);
     if (rc == 0)
+        page_expect(pg, q->limit);
+    if (rc == 0)
         rc = time_range(L, txn, q, visible, &lo, &hi);
     if (rc == 0)
         rc = q->kind == STELE_QUERY_ALL ? query_all(L, txn, end, q, lo, hi, pg)

@@ -18,6 +18,8 @@
 #define MAX_SEGMENT_SIZE (2ull << 30)
 #define DEFAULT_MAX_EVENT (16ull << 20)
 #define DEFAULT_MAX_APPEND (64ull << 20)
+#define DEFAULT_MAX_GROUPS 1000u
+#define DEFAULT_MAX_CONSUMERS 100u
 #define MAX_NAME 255u
 #define MAX_TAGS 64u
 
@@ -38,6 +40,10 @@ int stele_open(const char *dir, const stele_options *opts, stele_db **out)
         o.max_event_size = DEFAULT_MAX_EVENT;
     if (!o.max_append_size)
         o.max_append_size = DEFAULT_MAX_APPEND;
+    if (!o.max_groups)
+        o.max_groups = DEFAULT_MAX_GROUPS;
+    if (!o.max_consumers_per_group)
+        o.max_consumers_per_group = DEFAULT_MAX_CONSUMERS;
     if (o.segment_size < MIN_SEGMENT_SIZE || o.segment_size > MAX_SEGMENT_SIZE)
         return err_set(STELE_EINVAL, "segment_size must be between 64 KiB and 2 GiB");
     if (o.max_event_size > (1ull << 30) || o.max_append_size > (1ull << 30))

@@ -552,6 +552,20 @@ int stele_group_create(stele_db *db, const char *stream, const char *group_name,
         return err_set(STELE_EEXISTS, "consumer group '%s' on %s%s%s exists already", group_name,
                        st ? "stream '" : "$all", st ? st : "", st ? "'" : "");
     }
+    /* The limit on groups (stele_options.max_groups): each one holds a
+     * subscription, its buffers and a thread's attention. */
+    size_t ngroups = 0;
+    pthread_mutex_lock(&gs->mu);
+    for (group *o = gs->list; o; o = o->next)
+        ngroups++;
+    pthread_mutex_unlock(&gs->mu);
+    if (ngroups >= db->opts.max_groups) {
+        pthread_mutex_unlock(&gs->admin);
+        return err_set(STELE_EBUSY,
+                       "%zu consumer groups exist, the store's limit (max_groups %u): delete one "
+                       "first",
+                       ngroups, db->opts.max_groups);
+    }
     group_def def = {0};
     char ck[256], pk[256];
     def.set = *settings;
@@ -911,6 +925,11 @@ int stele_group_connect(stele_db *db, const char *stream, const char *group_name
     else if (o)
         rc = err_set(STELE_EEXISTS, "consumer '%s' is connected to group '%s' already", name,
                      group_name);
+    else if (g->n_consumers >= db->opts.max_consumers_per_group)
+        rc = err_set(STELE_EBUSY,
+                     "group '%s' has %zu consumers connected, the store's limit "
+                     "(max_consumers_per_group %u)",
+                     group_name, (size_t)g->n_consumers, db->opts.max_consumers_per_group);
     if (rc == 0) {
         /* At the end: the info lists consumers in the order they came. */
         gconsumer **pp = &g->consumers;
