@@ -47,6 +47,7 @@ typedef struct rule_def {
     int target;
     const struct target_ops *ops; /* the target's implementation (targets.c) */
     void *tcfg;           /* the target's own parsed configuration (ops->free_cfg) */
+    uint32_t batch;       /* events per deliver() call; 0: ops->batch_max */
     /* webhook */
     char *url, *secret, *tmpl, *content_type;
     json_t *headers;      /* object of strings, or NULL */
@@ -188,6 +189,9 @@ const target_ops *target_find(const char *type);
 /* "webhook", "stream", ...: the known types, for error messages. */
 const char *target_names(void);
 extern const target_ops target_webhook, target_stream;
+#ifdef STELE_WITH_POSTGRES
+extern const target_ops target_postgres;
+#endif
 
 /* ------------------------------------------------------------ delivery */
 

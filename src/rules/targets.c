@@ -11,6 +11,9 @@
 static const target_ops *const all[] = {
     &target_webhook,
     &target_stream,
+#ifdef STELE_WITH_POSTGRES
+    &target_postgres,
+#endif
     NULL,
 };
 
