@@ -185,12 +185,27 @@ typedef struct target_ops {
     int async;
 } target_ops;
 
+/* target_tmpl.c: {{...}} text templates (subjects, routing keys). */
+int tmpl_check(const char *path, const char *t);
+/* Render into out (cap bytes, NUL-terminated); bytes of `bad` in
+ * substituted values become '_'. -1 if it does not fit. */
+int tmpl_render(const char *t, const stele_event *e, const char *bad, char *out, size_t cap);
+/* The password (or token) a target reads from the environment variable
+ * `env` or the file `file` (first line); 0, or -1 with err set. */
+int target_secret(const char *env, const char *file, char *out, size_t cap, char err[256]);
+
 const target_ops *target_find(const char *type);
 /* "webhook", "stream", ...: the known types, for error messages. */
 const char *target_names(void);
 extern const target_ops target_webhook, target_stream;
 #ifdef STELE_WITH_POSTGRES
 extern const target_ops target_postgres;
+#endif
+#ifdef STELE_WITH_NATS
+extern const target_ops target_nats;
+#endif
+#ifdef STELE_WITH_RABBITMQ
+extern const target_ops target_rabbitmq;
 #endif
 
 /* ------------------------------------------------------------ delivery */
