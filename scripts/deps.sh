@@ -4,7 +4,7 @@
 # when something is missing. The list and the reason for each package is in
 # docs/dependencies.md.
 set -e
-PKGS="gcc make cmake pkg-config liblmdb-dev lmdb-utils libhttp-parser-dev libjsmn-dev libcurl4-openssl-dev valgrind curl python3 libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler nghttp2-client"
+PKGS="gcc make cmake pkg-config liblmdb-dev lmdb-utils libhttp-parser-dev libjsmn-dev libcurl4-openssl-dev valgrind curl python3 libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler nghttp2-client duktape-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

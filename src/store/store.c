@@ -61,6 +61,7 @@ void stele_close(stele_db *db)
 {
     if (!db)
         return;
+    proj_sys_close(db);
     sub_groups_close(db);
     db->be->ops->close(db->be);
     free(db);

@@ -14,12 +14,15 @@
 #include "stele.h"
 
 struct sub_groups;
+struct proj_sys;
 
 struct stele_db {
     backend *be;
     stele_options opts;
     /* Persistent subscriptions (src/sub/groups.c); NULL until used. */
     struct sub_groups *groups;
+    /* Projections (src/proj/run.c); NULL until used. */
+    struct proj_sys *projs;
 };
 
 /* Append to any stream, system streams ('$...') included; otherwise the
@@ -42,6 +45,10 @@ int store_get_metadata_system(stele_db *db, const char *stream, stele_stream_met
 /* Stop the consumer groups (src/sub/groups.c): save their checkpoints and
  * free them. Called by stele_close before the backend closes. */
 void sub_groups_close(stele_db *db);
+
+/* Stop the projections (src/proj/run.c) after their current batch and
+ * free them. Called by stele_close before the consumer groups stop. */
+void proj_sys_close(stele_db *db);
 
 /* Check a stream name for reading: system names allowed. 0 or EINVAL. */
 int store_check_read_stream(const char *stream, size_t *len);
