@@ -464,6 +464,8 @@ int server_run(const server_config *cfg)
     if (sse_hub_open(s) != 0 || groups_srv_open(s) != 0)
         goto out;
     grpc_add_fds(s);
+    if (stele_projections_start(s->db) != 0)
+        server_log(s, 0, "msg=\"projections not started\" error=\"%s\"", stele_errmsg());
     server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s", cfg->host, s->port,
                cfg->data_dir, STELE_VERSION);
     if (cfg->ready_fd >= 0) {

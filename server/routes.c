@@ -552,6 +552,8 @@ void route_request(conn *c)
         return;
     if (route_groups(c, path, plen, q, qlen))
         return;
+    if (route_projections(c, path, plen, q, qlen))
+        return;
     if (plen > 9 && !memcmp(path, "/streams/", 9)) {
         const char *seg = path + 9;
         size_t slen = plen - 9;
