@@ -8,6 +8,10 @@
  *   - standard input, when neither is given: NDJSON, one event object per
  *     line (blank lines skipped).
  *
+ * `stele append --multi FILE` sends FILE ('-': stdin), a multi-stream append
+ * body ({"streams": [...], "condition": ...}, docs/http-api.md), to
+ * POST /streams: one commit over several streams.
+ *
  * Event JSON is checked for syntax here, so that a typo is a usage error
  * with its place rather than a server error about the combined body, and
  * then sent byte for byte: the server stores data and metadata as written.
@@ -23,7 +27,8 @@
 static const char synopsis[] =
     "stele append STREAM [--expect E] [--json] [--server URL]\n"
     "                    (--type T [--data JSON] [--metadata JSON] [--id UUID] [--tag T]...\n"
-    "                     | --file FILE | < events.ndjson)";
+    "                     | --file FILE | < events.ndjson)\n"
+    "       stele append --multi FILE [--json] [--server URL]";
 
 static int usage(void)
 {
@@ -39,6 +44,10 @@ static int usage(void)
            "  --file FILE         a JSON array of events ('-' for stdin); see docs/http-api.md\n"
            "  standard input      NDJSON: one event object per line, e.g.\n"
            "                      {\"type\":\"OrderPlaced\",\"data\":{\"total\":42}}\n\n"
+           "With --multi FILE ('-' for stdin), FILE holds one multi-stream append\n"
+           "(docs/http-api.md, POST /streams): {\"streams\": [{\"stream\": S,\n"
+           "\"expectedRevision\": E, \"events\": [...]}, ...], \"condition\": {...}}; all\n"
+           "its events are written in one commit, or none.\n\n"
            "Options:\n"
            "  --expect E          expected revision of STREAM: any (default), no_stream,\n"
            "                      stream_exists or a revision number; the append fails\n"
@@ -231,11 +240,61 @@ static void print_result(const char *stream, const cli_response *r)
     printf("\n");
 }
 
+/* `stele append --multi FILE`. */
+static int append_multi(const cli_common *co, const char *file)
+{
+    cli_buf body = {0};
+    if (slurp(file, &body)) {
+        fprintf(stderr, "stele append: cannot read %s: %m\n", file);
+        cli_buf_free(&body);
+        return CLI_EUSAGE;
+    }
+    size_t at;
+    cli_span v;
+    int kind = cli_json_check(body.p, body.len, &at);
+    if (kind != '{' || !cli_json_get((cli_span){body.p, body.len}, "streams", &v)) {
+        if (!kind)
+            fprintf(stderr, "stele append: %s: invalid JSON at byte %zu\n", file, at);
+        else
+            fprintf(stderr, "stele append: %s: expected an object with \"streams\"\n", file);
+        cli_buf_free(&body);
+        return CLI_EUSAGE;
+    }
+    cli_client *c = cli_client_open(co->server);
+    if (!c) {
+        cli_buf_free(&body);
+        return CLI_ECONNECT;
+    }
+    cli_response resp;
+    int rc = cli_request(c, "POST", "/streams", NULL, body.p, body.len, NULL, &resp);
+    if (rc == CLI_OK) {
+        if (resp.status < 200 || resp.status >= 300) {
+            rc = cli_report_error(&resp);
+        } else if (cli_human(co)) {
+            cli_span res = {resp.body.p ? resp.body.p : "", resp.body.len}, idem;
+            int idempotent = cli_json_get(res, "idempotent", &idem) && cli_json_true(idem);
+            printf(idempotent ? "already appended (idempotent retry): "
+                              : "appended in one commit: ");
+            print_range(res, "position", "firstPosition", "lastPosition");
+            printf("\n");
+        } else {
+            fwrite(resp.body.p ? resp.body.p : "", 1, resp.body.len, stdout);
+            if (!resp.body.len || resp.body.p[resp.body.len - 1] != '\n')
+                putchar('\n');
+        }
+    }
+    rc = cli_finish_output("append", rc);
+    cli_buf_free(&resp.body);
+    cli_buf_free(&body);
+    cli_client_close(c);
+    return rc;
+}
+
 int cmd_append(int argc, char **argv)
 {
     cli_common co = {0};
     arg_event ev = {0};
-    const char *stream = NULL, *expect = NULL, *file = NULL, *v;
+    const char *stream = NULL, *expect = NULL, *file = NULL, *multi = NULL, *v;
     int opts_done = 0, r;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -254,6 +313,7 @@ int cmd_append(int argc, char **argv)
                 return CLI_EUSAGE;
         } else if ((r = cli_opt("append", argc, argv, &i, "--expect", &expect)) ||
                    (r = cli_opt("append", argc, argv, &i, "--file", &file)) ||
+                   (r = cli_opt("append", argc, argv, &i, "--multi", &multi)) ||
                    (r = cli_opt("append", argc, argv, &i, "--type", &ev.type)) ||
                    (r = cli_opt("append", argc, argv, &i, "--data", &ev.data)) ||
                    (r = cli_opt("append", argc, argv, &i, "--metadata", &ev.metadata)) ||
@@ -269,6 +329,13 @@ int cmd_append(int argc, char **argv)
         } else {
             return cli_usage_error("append", synopsis, "unknown option '%s'", a);
         }
+    }
+    if (multi) {
+        if (stream || expect || file || ev.type || ev.data || ev.metadata || ev.id || ev.ntags)
+            return cli_usage_error("append", synopsis,
+                                   "--multi FILE takes no STREAM, --expect, --file or event "
+                                   "options: the file names the streams");
+        return append_multi(&co, multi);
     }
     if (!stream || !*stream)
         return cli_usage_error("append", synopsis, "missing STREAM");

@@ -27,9 +27,23 @@ struct json_doc {
 
 int json_doc_parse(const char *s, size_t len, json_doc **out, char *err, size_t errlen)
 {
+    return json_doc_parse_max(s, len, DOC_MAX_BYTES, out, err, errlen);
+}
+
+void json_doc_span(const json_doc *d, int i, size_t *off, size_t *len)
+{
+    /* jsmn's string tokens exclude the quotes: include them. */
+    int q = d->t[i].type == JSMN_STRING;
+    *off = (size_t)d->t[i].start - (size_t)q;
+    *len = (size_t)(d->t[i].end - d->t[i].start) + 2 * (size_t)q;
+}
+
+int json_doc_parse_max(const char *s, size_t len, size_t max, json_doc **out, char *err,
+                       size_t errlen)
+{
     *out = NULL;
-    if (len > DOC_MAX_BYTES) {
-        snprintf(err, errlen, "body is larger than %u bytes", DOC_MAX_BYTES);
+    if (len > max) {
+        snprintf(err, errlen, "body is larger than %zu bytes", max);
         return STELE_ETOOBIG;
     }
     size_t at;

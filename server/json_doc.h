@@ -24,6 +24,11 @@ enum { JD_OBJECT = 'o', JD_ARRAY = 'a', JD_STRING = 's', JD_NUMBER = 'n', JD_TRU
  */
 int json_doc_parse(const char *s, size_t len, json_doc **out, char *err, size_t errlen);
 void json_doc_free(json_doc *d);
+/** json_doc_parse() with another size limit (multi-stream appends). */
+int json_doc_parse_max(const char *s, size_t len, size_t max, json_doc **out, char *err,
+                       size_t errlen);
+/** Where token i's text lies in the document: byte offset and length. */
+void json_doc_span(const json_doc *d, int i, size_t *off, size_t *len);
 
 /** The type (JD_*) of token i; the root is token 0. */
 int json_doc_type(const json_doc *d, int i);

@@ -554,6 +554,8 @@ void route_request(conn *c)
         return;
     if (route_projections(c, path, plen, q, qlen))
         return;
+    if (route_multi(c, path, plen))
+        return;
     if (plen > 9 && !memcmp(path, "/streams/", 9)) {
         const char *seg = path + 9;
         size_t slen = plen - 9;

@@ -254,6 +254,10 @@ void groups_on_watch(server *s);     /* the group watch fd is readable */
 void groups_tick(server *s, int64_t now);
 void groups_conn_gone(conn *c);      /* conn_close of a waiting pull */
 
+/* routes_multi.c: POST /streams (multi-stream append) and POST /query (DCB
+ * query). Returns 1 if `path` is one of them (the request is answered). */
+int route_multi(conn *c, const char *path, size_t plen);
+
 /* routes_streams.c: /streams/{stream}/metadata, /snapshots, /load. Returns
  * 1 when `rest` is one of them (the request is answered), else 0. */
 int route_streams(conn *c, int method, const char *stream, const char *rest, size_t rest_len,

@@ -32,6 +32,31 @@ typedef struct append_args {
     uint64_t bytes; /* encoded size of all events (local engine's records) */
 } append_args;
 
+/*
+ * A multi-stream append as the API edge prepared it (src/store/multi.c):
+ * streams named once each, every record naming one of them, ids made or
+ * checked, the condition's items non-empty. `bytes` is the encoded size of
+ * every record of the commit (events and state snapshots).
+ */
+typedef struct multi_stream_args {
+    const char *stream;
+    size_t len;
+    int64_t expected;
+    const stele_snapshot_in *state; /* NULL: none */
+    size_t nevents;                 /* records naming this stream */
+} multi_stream_args;
+
+typedef struct multi_args {
+    const multi_stream_args *streams;
+    size_t nstreams;
+    const stele_append_record *records;
+    size_t nrecords;
+    const uint8_t (*ids)[16];
+    const uint8_t *made;
+    const stele_condition *cond; /* NULL: none */
+    uint64_t bytes;
+} multi_args;
+
 /* A query as the API edge validated it (src/store/query.c). */
 typedef struct query_args {
     int kind;              /* STELE_QUERY_* */
@@ -71,6 +96,12 @@ typedef struct backend_ops {
                           int backwards, size_t limit, uint64_t to, int has_as_of,
                           int64_t as_of_us, stele_page **out);
     int (*stats)(backend *b, stele_stats *out);
+    /* A multi-stream append (res and per_stream as in stele.h, never NULL)
+     * and a read by a DCB query (cond->after ignored). */
+    int (*append_multi)(backend *b, const multi_args *m, stele_append_result *per_stream,
+                        stele_multi_result *res);
+    int (*read_matching)(backend *b, const stele_condition *cond, uint64_t from, int backwards,
+                         size_t limit, stele_page **out);
     /* Stream metadata and snapshots (docs/streams.md). `md->custom` was
      * validated by src/store. */
     int (*set_metadata)(backend *b, const char *stream, size_t len, const stele_stream_metadata *md,

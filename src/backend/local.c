@@ -252,6 +252,8 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
 {
     if (r->op == OP_METADATA || r->op == OP_SNAPSHOT)
         return sm_plan(L, txn, r); /* local_streams.c */
+    if (r->op == OP_MULTI)
+        return multi_plan(L, txn, r); /* local_multi.c */
     int rc = idx_stream_get(L->ix, txn, r->stream, r->stream_len, &r->st);
     if (rc && rc != STELE_ENOTFOUND)
         return rc;
@@ -516,6 +518,8 @@ static void write_group(local *L, wreq *group)
     if (now < L->last_created)
         now = L->last_created;
     uint64_t bytes = 0;
+    for (wreq *r = group; r; r = r->next)
+        r->group = group;
     for (wreq *r = group; r && rc == 0; r = r->next) {
         rc = plan(L, txn, r);
         if (r->accepted)
@@ -530,6 +534,7 @@ static void write_group(local *L, wreq *group)
         for (wreq *r = group; r; r = r->next) {
             r->accepted = 0;
             r->res.idempotent = 0;
+            r->mres.idempotent = 0;
             r->msg[0] = 0;
             req_fail(r, rc);
         }
@@ -587,6 +592,8 @@ static void write_group(local *L, wreq *group)
                             (uint32_t)(write_off + L->gbuf.len - start)};
             if (rc == 0)
                 rc = idx_commit_put(L->ix, txn, &c);
+        } else if (r->op == OP_MULTI) {
+            rc = multi_encode(L, txn, r, seg, write_off, now);
         } else if (r->op == OP_METADATA || r->op == OP_SNAPSHOT) {
             rc = sm_encode(L, txn, r, p, loc_make(seg, (uint32_t)start), now);
             L->gbuf.len += r->bytes;
@@ -828,6 +835,8 @@ static const backend_ops local_ops = {
     .query = local_query,
     .read_stream_to = local_read_stream_to,
     .stats = local_stats,
+    .append_multi = local_append_multi,
+    .read_matching = local_read_matching,
     .set_metadata = local_set_metadata,
     .get_metadata = local_get_metadata,
     .put_snapshot = local_put_snapshot,

@@ -161,7 +161,8 @@ static int in_gap(const checker *k, uint64_t from, uint64_t to)
     return lo > 0 && to <= k->gaps[lo - 1][1] && from < k->gaps[lo - 1][1];
 }
 
-/* Check one complete event commit against the index. */
+/* Check one complete event commit (or one stream's run of records in a
+ * multi-stream commit) against the index. */
 static int check_commit(checker *k, uint64_t start, uint64_t end, const rec *first,
                         uint32_t count, const uint8_t (*ids)[16], const uint8_t *made)
 {
@@ -199,8 +200,14 @@ static int check_commit(checker *k, uint64_t start, uint64_t end, const rec *fir
         k->client_ids++;
     }
     k->commits++;
+    return 0;
+}
+
+/* The secondary index items and time entry of the commit [start, end). */
+static int check_sec(checker *k, uint64_t start, uint64_t end, const rec *first)
+{
+    int rc = 0;
     if (k->ix->sec_on) {
-        /* The secondary index items and time entry of this commit. */
         int first_time = !k->have_created || first->created_us != k->last_created;
         if (first_time && k->removed)
             first_time = 2; /* see idx_sec_check */
@@ -223,6 +230,102 @@ static int check_commit(checker *k, uint64_t start, uint64_t end, const rec *fir
         k->have_created = 1;
     }
     return 0;
+}
+
+static int check_streammeta(checker *k, const rec *r, uint64_t at);
+
+/*
+ * A complete multi-stream commit [start, end): each stream's revisions go
+ * on from its previous commit and ascend by one inside this one; each run
+ * of one stream's records has its commit entry and ids in the index; the
+ * state snapshots are of revisions their streams have; the secondary items
+ * of the whole commit are there.
+ */
+static int check_multi(checker *k, uint64_t start, uint64_t end, int indexed)
+{
+    size_t n = (size_t)(end - start), off = 0;
+    buf b = {0};
+    int rc = buf_reserve(&b, n);
+    if (rc == 0)
+        rc = log_read(k->lg, start, b.p, n);
+    uint32_t cap = (uint32_t)(n / REC_HEADER_SIZE) + 1;
+    uint8_t(*ids)[16] = malloc((size_t)cap * 16);
+    uint8_t *made = malloc(cap);
+    const rec **seen = malloc((size_t)cap * sizeof *seen);
+    rec *recs = malloc((size_t)cap * sizeof *recs);
+    if (rc == 0 && (!ids || !made || !seen || !recs))
+        rc = err_set(STELE_ENOMEM, "out of memory");
+    size_t nseen = 0, nrec = 0, run0 = 0;
+    while (rc == 0 && off <= n) {
+        int end_ = off == n;
+        rec *r = &recs[nrec];
+        const char *why = "bad record";
+        if (!end_ && rec_decode_trusted(b.p + off, n - off, r, &why) != REC_OK) {
+            rc = damage(start + off, why, NULL);
+            break;
+        }
+        int ev = !end_ && r->kind == REC_EVENT;
+        /* The end of a run of one stream's records. */
+        if (nrec > run0 && (!ev || r->stream_len != recs[run0].stream_len ||
+                            memcmp(r->stream, recs[run0].stream, r->stream_len))) {
+            uint64_t rs = start + (uint64_t)((const uint8_t *)recs[run0].stream -
+                                             REC_HEADER_SIZE - b.p);
+            uint64_t re = start + off;
+            if (indexed && (rc = check_commit(k, rs, re, &recs[run0], (uint32_t)(nrec - run0),
+                                              (const uint8_t(*)[16])ids + run0, made + run0)))
+                break;
+            run0 = nrec;
+        }
+        if (end_)
+            break;
+        if (!ev) {
+            if ((rc = check_streammeta(k, r, start + off)))
+                break;
+            off += r->len;
+            continue;
+        }
+        sslot *sl = st_get(&k->streams, r->stream, r->stream_len);
+        if (!sl) {
+            rc = err_set(STELE_ENOMEM, "out of memory");
+            break;
+        }
+        if (sl->flags & IDX_TOMBSTONED) {
+            rc = damage(start + off, "event in a tombstoned stream", NULL);
+            break;
+        }
+        int again = 0;
+        for (size_t j = 0; j < nseen && !again; j++)
+            again = seen[j]->stream_len == r->stream_len &&
+                    !memcmp(seen[j]->stream, r->stream, r->stream_len);
+        int ok = r->revision == sl->next_rev ||
+                 (!again && r->revision > sl->next_rev &&
+                  r->revision - sl->next_rev <= k->removed - sl->removed_at);
+        if (!ok) {
+            char what[64];
+            snprintf(what, sizeof what, " (revision %llu, expected %llu)",
+                     (unsigned long long)r->revision, (unsigned long long)sl->next_rev);
+            rc = damage(start + off, "stream revisions are not contiguous", what);
+            break;
+        }
+        if (!again)
+            seen[nseen++] = r;
+        sl->next_rev = r->revision + 1;
+        sl->last_pos = r->position;
+        sl->flags &= ~IDX_DELETED;
+        sl->removed_at = k->removed;
+        memcpy(ids[nrec], r->id, 16);
+        made[nrec] = (r->flags & REC_ID_MADE) != 0;
+        nrec++;
+        off += r->len;
+    }
+    if (rc == 0 && indexed && nrec)
+        rc = check_sec(k, start, end, &recs[0]);
+    free(ids);
+    free(made);
+    free(seen);
+    free(recs);
+    buf_free(&b);
+    return rc;
 }
 
 /* A stream metadata or snapshot record in the log walk: metadata versions
@@ -266,7 +369,7 @@ static int check_log(checker *k, char *summary, size_t summary_len)
     uint8_t *made = NULL;
     rec first = {0};
     char first_stream[256];
-    int rc = 0;
+    int rc = 0, multi = 0, in_states = 0;
     for (;;) {
         rec r;
         uint64_t at = 0;
@@ -319,12 +422,60 @@ static int check_log(checker *k, char *summary, size_t summary_len)
             next_pos = r.position;
             continue;
         }
-        if (seen < count) {
+        if (seen < count && multi) {
+            /* Events at consecutive positions, then state snapshots; the
+             * streams' revisions are checked in check_multi(). */
+            if (!(r.flags & REC_MULTI) || r.commit_index != seen || r.commit_count != count ||
+                (r.kind == REC_EVENT ? in_states || r.position != next_pos
+                                     : r.kind != REC_SNAPSHOT)) {
+                rc = damage(at, "record out of sequence in its multi-stream commit", NULL);
+                break;
+            }
+            if (r.kind == REC_SNAPSHOT) {
+                in_states = 1;
+                if (++seen == count && (rc = check_multi(k, commit_start, it.loc,
+                                                         k->have_index &&
+                                                             commit_start < k->ck.loc)))
+                    break;
+                continue;
+            }
+        } else if (seen < count) {
             if (r.kind != REC_EVENT || r.commit_index != seen || r.commit_count != count ||
                 r.position != next_pos || r.revision != first.revision + seen ||
-                r.stream_len != first.stream_len || memcmp(r.stream, first_stream, r.stream_len)) {
+                r.stream_len != first.stream_len || memcmp(r.stream, first_stream, r.stream_len) ||
+                (r.flags & REC_MULTI)) {
                 rc = damage(at, "record out of sequence in its commit", NULL);
                 break;
+            }
+        } else if (r.kind == REC_EVENT && (r.flags & REC_MULTI)) {
+            int gap_ok = scavenged && r.position > next_pos;
+            if (r.commit_index != 0 || (r.position != next_pos && !gap_ok)) {
+                rc = damage(at, r.position != next_pos ? "position is not the next one (gap)"
+                                                       : "commit does not start at index 0",
+                            NULL);
+                break;
+            }
+            if (gap_ok) {
+                if ((rc = add_gap(k, next_pos, r.position)))
+                    break;
+                next_pos = r.position;
+            }
+            commit_start = at;
+            count = r.commit_count;
+            seen = 0;
+            multi = 1;
+            in_states = 0;
+            first = r;
+            if (cap < count) {
+                free(ids);
+                free(made);
+                ids = malloc((size_t)count * 16);
+                made = malloc(count);
+                cap = ids && made ? count : 0;
+                if (!cap) {
+                    rc = err_set(STELE_ENOMEM, "out of memory");
+                    break;
+                }
             }
         } else if (r.kind == REC_EVENT) {
             int gap_ok = scavenged && r.position > next_pos;
@@ -342,6 +493,7 @@ static int check_log(checker *k, char *summary, size_t summary_len)
             commit_start = at;
             count = r.commit_count;
             seen = 0;
+            multi = 0;
             first = r;
             memcpy(first_stream, r.stream, r.stream_len);
             first.stream = first_stream;
@@ -399,15 +551,20 @@ static int check_log(checker *k, char *summary, size_t summary_len)
         made[seen] = (r.flags & REC_ID_MADE) != 0;
         next_pos++;
         k->events++;
-        if (++seen == count) {
+        if (++seen == count && multi) {
+            if ((rc = check_multi(k, commit_start, it.loc,
+                                  k->have_index && commit_start < k->ck.loc)))
+                break;
+        } else if (seen == count) {
             sslot *s = st_get(&k->streams, first.stream, first.stream_len);
             s->next_rev = first.revision + count;
             s->last_pos = r.position;
             s->flags &= ~IDX_DELETED;
             s->removed_at = k->removed;
             if (k->have_index && commit_start < k->ck.loc &&
-                (rc = check_commit(k, commit_start, it.loc, &first, count,
-                                   (const uint8_t(*)[16])ids, made)))
+                ((rc = check_commit(k, commit_start, it.loc, &first, count,
+                                    (const uint8_t(*)[16])ids, made)) ||
+                 (rc = check_sec(k, commit_start, it.loc, &first))))
                 break;
         }
     }

@@ -30,7 +30,9 @@
 #define GROUP_MAX_BYTES (32u << 20)
 #define RECOVERY_TXN_EVENTS 65536u
 
-enum { OP_APPEND, OP_DELETE, OP_TOMBSTONE, OP_METADATA, OP_SNAPSHOT };
+enum { OP_APPEND, OP_DELETE, OP_TOMBSTONE, OP_METADATA, OP_SNAPSHOT, OP_MULTI };
+
+struct mstream;
 
 typedef struct wreq {
     int op;
@@ -41,6 +43,11 @@ typedef struct wreq {
     uint64_t bytes;        /* record bytes if accepted */
     const stele_stream_metadata *md; /* OP_METADATA (expected version in `expected`) */
     const stele_snapshot_in *snap;   /* OP_SNAPSHOT */
+    const multi_args *m;             /* OP_MULTI */
+    stele_append_result *ps;         /* OP_MULTI: per-stream results */
+    stele_multi_result mres;         /* OP_MULTI: the request's result */
+    struct mstream *ms;              /* OP_MULTI: writer scratch per stream */
+    struct wreq *group;              /* the first request of its group */
 
     /* results */
     int rc;
@@ -191,6 +198,13 @@ int local_get_snapshot(backend *b, const char *stream, size_t len, uint64_t at_o
                        stele_snapshot **out);
 int local_load(backend *b, const char *stream, size_t len, size_t limit, stele_snapshot **snap,
                stele_page **events);
+/* A multi-stream commit's state snapshot (local_multi.c): plan its index
+ * entry at `revision` of stream `st` under `tag` (never a real loc), and
+ * later point it at the record's `loc` if it still carries the tag. */
+int sm_plan_state(local *L, MDB_txn *txn, const idx_stream *st, uint64_t revision,
+                  uint32_t bytes, uint32_t schema_version, uint64_t tag);
+int sm_encode_state(local *L, MDB_txn *txn, uint64_t sid, uint64_t revision, uint64_t tag,
+                    uint64_t loc);
 /* Queue a request and wait for the writer (local.c). */
 int local_submit(local *L, wreq *r);
 
@@ -205,6 +219,24 @@ int local_query(backend *b, const query_args *q, stele_page **out);
 int local_read_stream_to(backend *b, const char *stream, size_t len, uint64_t from,
                          int backwards, size_t limit, uint64_t to, int has_as_of,
                          int64_t as_of_us, stele_page **out);
+
+/* local_multi.c: multi-stream commits and DCB conditions */
+
+/* Plan an OP_MULTI request in the group's transaction (as plan()). */
+int multi_plan(local *L, MDB_txn *txn, wreq *r);
+/* Encode an accepted OP_MULTI request's records at the end of L->gbuf,
+ * the group's buffer that starts at `write_off` of segment `seg`, and
+ * point the index at them. 0 or an index error. */
+int multi_encode(local *L, MDB_txn *txn, wreq *r, uint32_t seg, uint64_t write_off, int64_t now);
+/* Recovery: apply the complete multi-stream commit [start, start+bytes). */
+int multi_recover_commit(local *L, MDB_txn *txn, uint64_t start, uint64_t bytes);
+/* Whether the multi-stream commit starting at `at` may be scavenged: 1
+ * remove, 0 keep, or an error. */
+int multi_removable(local *L, MDB_txn *txn, uint64_t at, int64_t now);
+int local_append_multi(backend *b, const multi_args *m, stele_append_result *per_stream,
+                       stele_multi_result *res);
+int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, int backwards,
+                        size_t limit, stele_page **out);
 
 /* local_recover.c */
 void boot_id(char out[64]);

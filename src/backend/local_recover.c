@@ -61,6 +61,10 @@ typedef struct rcommit {
     size_t npos, poscap;
     uint64_t last_pos_loc;
     uint64_t bytes;
+    /* A multi-stream commit (REC_MULTI): its events may name several
+     * streams, snapshot records may follow them; nevents counts events. */
+    int multi, in_states;
+    uint32_t nevents;
 } rcommit;
 
 static int apply_event_commit(local *L, MDB_txn *txn, rcommit *c)
@@ -271,10 +275,19 @@ int recover(local *L, int rebuild)
         if (st == LOG_ITER_REC) {
             /* Framing: a commit's records are consecutive. */
             int ok = 1;
-            if (c.seen < c.count) {
+            if (c.seen < c.count && c.multi) {
+                /* Events at consecutive positions, then snapshots. */
+                ok = (r.flags & REC_MULTI) && r.commit_index == c.seen &&
+                     r.commit_count == c.count &&
+                     (r.kind == REC_EVENT ? !c.in_states && r.position == c.first_pos + c.nevents
+                                          : r.kind == REC_SNAPSHOT);
+                if (ok && r.kind == REC_SNAPSHOT)
+                    c.in_states = 1;
+            } else if (c.seen < c.count) {
                 ok = r.kind == REC_EVENT && r.commit_index == c.seen && r.commit_count == c.count &&
                      r.position == c.first_pos + c.seen && r.revision == c.first_rev + c.seen &&
-                     r.stream_len == c.stream_len && !memcmp(r.stream, c.stream, c.stream_len);
+                     r.stream_len == c.stream_len && !memcmp(r.stream, c.stream, c.stream_len) &&
+                     !(r.flags & REC_MULTI);
             } else if (r.kind == REC_EVENT) {
                 /* Gapless, except where scavenging removed events. */
                 ok = r.commit_index == 0 &&
@@ -335,7 +348,7 @@ int recover(local *L, int rebuild)
             after = it.loc;
             continue;
         }
-        if (r.kind != REC_EVENT) {
+        if (r.kind != REC_EVENT && c.seen == c.count) {
             rc = r.kind == REC_METADATA || r.kind == REC_SNAPSHOT ? sm_apply(L, txn, &r, at)
                                                                  : apply_marker(L, txn, &r);
             L->ck.last_commit = at;
@@ -350,6 +363,9 @@ int recover(local *L, int rebuild)
                 c.first_pos = r.position;
                 c.stream_len = r.stream_len;
                 memcpy(c.stream, r.stream, r.stream_len);
+                c.multi = (r.flags & REC_MULTI) != 0;
+                c.in_states = 0;
+                c.nevents = 0;
                 if (c.cap < c.count) {
                     free(c.ids);
                     free(c.made);
@@ -369,8 +385,10 @@ int recover(local *L, int rebuild)
                 c.bytes = 0;
                 c.last_pos_loc = L->ck.last_pos_loc;
             }
-            if (c.last_pos_loc == UINT64_MAX || loc_seg(c.last_pos_loc) != loc_seg(at) ||
-                at - c.last_pos_loc >= IDX_POS_STRIDE) {
+            c.nevents += r.kind == REC_EVENT;
+            if (r.kind == REC_EVENT &&
+                (c.last_pos_loc == UINT64_MAX || loc_seg(c.last_pos_loc) != loc_seg(at) ||
+                 at - c.last_pos_loc >= IDX_POS_STRIDE)) {
                 if (c.npos == c.poscap) {
                     size_t cap = c.poscap ? c.poscap * 2 : 16;
                     uint64_t(*np)[2] = realloc(c.pos, cap * sizeof *np);
@@ -393,9 +411,10 @@ int recover(local *L, int rebuild)
                 L->ck.last_pos_loc = c.last_pos_loc;
                 L->ck.log_bytes += c.bytes;
                 if (rc == 0)
-                    rc = apply_event_commit(L, txn, &c);
+                    rc = c.multi ? multi_recover_commit(L, txn, c.start, c.bytes)
+                                 : apply_event_commit(L, txn, &c);
                 L->ck.last_commit = c.start;
-                L->ck.next_pos = c.first_pos + c.count;
+                L->ck.next_pos = c.first_pos + c.nevents;
                 L->last_created = r.created_us;
                 after = it.loc;
                 in_txn += c.count;

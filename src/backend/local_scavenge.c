@@ -115,7 +115,7 @@ static int seg_pass(local *L, MDB_txn *txn, uint32_t seg, int64_t now, log_rewri
             break;
         p->bytes_scanned += r.len;
         int keep;
-        if (r.kind == REC_EVENT) {
+        if (r.kind == REC_EVENT || left > 0) {
             if (left == 0) {
                 if (r.commit_index != 0) {
                     char name[32];
@@ -124,7 +124,10 @@ static int seg_pass(local *L, MDB_txn *txn, uint32_t seg, int64_t now, log_rewri
                                  "(original offset %u)", name, loc_off(at));
                     break;
                 }
-                int d = commit_removable(L, txn, &r, now);
+                /* A multi-stream commit goes only if every event of every
+                 * stream in it may go and none of its snapshots is live. */
+                int d = (r.flags & REC_MULTI) ? multi_removable(L, txn, at, now)
+                                              : commit_removable(L, txn, &r, now);
                 if (d < 0) {
                     rc = d;
                     break;
@@ -135,7 +138,7 @@ static int seg_pass(local *L, MDB_txn *txn, uint32_t seg, int64_t now, log_rewri
             left--;
             keep = !remove;
             if (remove) {
-                p->events_removed++;
+                p->events_removed += r.kind == REC_EVENT;
                 p->bytes_removed += r.len;
             }
         } else {

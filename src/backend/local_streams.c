@@ -291,6 +291,30 @@ int sm_encode(local *L, MDB_txn *txn, wreq *r, uint8_t *out, uint64_t loc, int64
     return rc;
 }
 
+/* ------------------------------------------------- multi-stream commits */
+
+int sm_plan_state(local *L, MDB_txn *txn, const idx_stream *st, uint64_t revision,
+                  uint32_t bytes, uint32_t schema_version, uint64_t tag)
+{
+    idx_snap e = {revision, tag, bytes, schema_version};
+    int rc = idx_snap_put(L->ix, txn, st->sid, &e);
+    return rc ? rc : trim_snaps(L, txn, st);
+}
+
+int sm_encode_state(local *L, MDB_txn *txn, uint64_t sid, uint64_t revision, uint64_t tag,
+                    uint64_t loc)
+{
+    idx_snap e;
+    int rc = idx_snap_get(L->ix, txn, sid, revision, &e);
+    if (rc == STELE_ENOTFOUND)
+        return 0; /* dropped again by a later request of the group */
+    if (rc == 0 && e.loc == tag) {
+        e.loc = loc;
+        rc = idx_snap_put(L->ix, txn, sid, &e);
+    }
+    return rc;
+}
+
 /* ------------------------------------------------------------ recovery */
 
 int sm_apply(local *L, MDB_txn *txn, const rec *r, uint64_t loc)

@@ -101,14 +101,15 @@ uint64_t rec_body_size(size_t stream_len, size_t data_len, size_t meta_len)
     return pad8(REC_HEADER_SIZE + stream_len + 1 + 1 + (uint64_t)data_len + meta_len);
 }
 
-size_t rec_encode_body(uint8_t *out, uint8_t kind, uint8_t flags, const char *stream,
-                       size_t stream_len, const void *data, size_t data_len, const void *meta,
-                       size_t meta_len, uint64_t position, uint64_t revision, int64_t created_us)
+static size_t encode_body(uint8_t *out, uint8_t kind, uint8_t flags, const char *stream,
+                          size_t stream_len, const void *data, size_t data_len, const void *meta,
+                          size_t meta_len, uint32_t count, uint32_t index, uint64_t position,
+                          uint64_t revision, int64_t created_us)
 {
     uint64_t len = rec_body_size(stream_len, data_len, meta_len);
     memset(out, 0, len);
-    put_header(out, (uint32_t)len, kind, flags, stream_len, 0, 0, 1, 0, position, revision,
-               created_us);
+    put_header(out, (uint32_t)len, kind, flags, stream_len, 0, 0, count, index, position,
+               revision, created_us);
     st32(out + 64, (uint32_t)data_len);
     st32(out + 68, (uint32_t)meta_len);
     uint8_t *p = out + REC_HEADER_SIZE;
@@ -121,6 +122,24 @@ size_t rec_encode_body(uint8_t *out, uint8_t kind, uint8_t flags, const char *st
         memcpy(p, meta, meta_len);
     st32(out + 4, crc32c(0, out + 8, len - 8));
     return len;
+}
+
+size_t rec_encode_body(uint8_t *out, uint8_t kind, uint8_t flags, const char *stream,
+                       size_t stream_len, const void *data, size_t data_len, const void *meta,
+                       size_t meta_len, uint64_t position, uint64_t revision, int64_t created_us)
+{
+    return encode_body(out, kind, flags, stream, stream_len, data, data_len, meta, meta_len, 1, 0,
+                       position, revision, created_us);
+}
+
+size_t rec_encode_body_in(uint8_t *out, uint8_t kind, uint8_t flags, const char *stream,
+                          size_t stream_len, const void *data, size_t data_len,
+                          uint32_t commit_count, uint32_t commit_index, uint64_t position,
+                          uint64_t revision, int64_t created_us)
+{
+    return encode_body(out, kind, (uint8_t)(flags | REC_MULTI), stream, stream_len, data,
+                       data_len, NULL, 0, commit_count, commit_index, position, revision,
+                       created_us);
 }
 
 static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **why, int crc)
@@ -160,7 +179,7 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
         return REC_BAD;
     }
     if ((r->kind == REC_METADATA || r->kind == REC_SNAPSHOT) &&
-        (r->commit_count != 1 || r->type_len || r->ntags ||
+        ((r->commit_count != 1 && !(r->kind == REC_SNAPSHOT && (r->flags & REC_MULTI))) || r->type_len || r->ntags ||
          (r->kind == REC_METADATA && r->data_len != REC_META_DATA_SIZE))) {
         *why = "malformed metadata or snapshot record";
         return REC_BAD;

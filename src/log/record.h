@@ -73,6 +73,16 @@
  * contiguous in one segment, and it is complete only if all commit_count
  * records are present with valid CRCs and consecutive indexes. Recovery cuts
  * an incomplete commit at the tail; anything else invalid is damage.
+ *
+ * A multi-stream commit (stele_append_multi) sets REC_MULTI on every one
+ * of its records. Its event records come first, in the request's order, at
+ * consecutive positions; each names its own stream, and each stream's
+ * revisions ascend by one from record to record. After the events come the
+ * state snapshots the request saves (REC_SNAPSHOT records, also flagged,
+ * commit_count counting them too, no position). Commits without the flag
+ * are exactly as before, so stores that never use multi-stream appends keep
+ * their bytes; a reader that predates REC_MULTI refuses the flag (malformed
+ * record header) instead of misreading such a commit.
  */
 #ifndef STELE_RECORD_H
 #define STELE_RECORD_H
@@ -105,7 +115,10 @@ enum rec_kind {
 /* flags bit: the id was made by the store (not given by the client), so it
  * is not indexed for idempotent retries. */
 #define REC_ID_MADE 0x80u
-#define REC_FLAGS_MASK (STELE_EVENT_JSON | STELE_META_JSON | REC_ID_MADE)
+/* flags bit: the record belongs to a multi-stream commit (its events may
+ * name several streams, and snapshot records may follow them). */
+#define REC_MULTI 0x40u
+#define REC_FLAGS_MASK (STELE_EVENT_JSON | STELE_META_JSON | REC_ID_MADE | REC_MULTI)
 
 /* A decoded record: pointers into the buffer it was decoded from. */
 typedef struct rec {
@@ -152,6 +165,13 @@ uint64_t rec_body_size(size_t stream_len, size_t data_len, size_t meta_len);
 size_t rec_encode_body(uint8_t *out, uint8_t kind, uint8_t flags, const char *stream,
                        size_t stream_len, const void *data, size_t data_len, const void *meta,
                        size_t meta_len, uint64_t position, uint64_t revision, int64_t created_us);
+
+/* rec_encode_body() for a snapshot record inside a multi-stream commit:
+ * REC_MULTI is set and the commit's count and this record's index given. */
+size_t rec_encode_body_in(uint8_t *out, uint8_t kind, uint8_t flags, const char *stream,
+                          size_t stream_len, const void *data, size_t data_len,
+                          uint32_t commit_count, uint32_t commit_index, uint64_t position,
+                          uint64_t revision, int64_t created_us);
 
 /* Outcome of decoding the bytes at some offset. */
 typedef enum rec_status {

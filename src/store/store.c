@@ -70,7 +70,7 @@ void stele_close(stele_db *db)
 /* Check a stream name; 0 or EINVAL with the reason. Names starting with
  * '$' are system streams: readable by anyone, written only by the store
  * itself (`system` = 1). */
-static int check_name_of(const char *stream, size_t *len, int system)
+int check_name_of(const char *stream, size_t *len, int system)
 {
     if (!stream)
         return err_set(STELE_EINVAL, "stream name is NULL");
@@ -115,6 +115,55 @@ static int check_name(const char *what, size_t i, const char *s)
     const char *why = utf8_check_name(s, n, &at);
     if (why)
         return err_set(STELE_EINVAL, "event %zu: %s: %s at byte %zu", i, what, why, at);
+    return 0;
+}
+
+/* One event of an append to a stream whose name is `slen` bytes: 0 with
+ * its record's size in *size, or EINVAL / ETOOBIG naming event i. */
+int store_check_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
+                      uint64_t *size)
+{
+    int rc;
+    if ((rc = check_name("type", i, e->type)))
+        return rc;
+    if (e->ntags > MAX_TAGS)
+        return err_set(STELE_EINVAL, "event %zu: %zu tags, more than %u", i, e->ntags, MAX_TAGS);
+    if (e->ntags && !e->tags)
+        return err_set(STELE_EINVAL, "event %zu: tags is NULL", i);
+    for (size_t t = 0; t < e->ntags; t++)
+        if ((rc = check_name("tag", i, e->tags[t])))
+            return rc;
+    if ((e->data_len && !e->data) || (e->metadata_len && !e->metadata))
+        return err_set(STELE_EINVAL, "event %zu: %s is NULL with a non-zero length", i,
+                       e->data_len && !e->data ? "data" : "metadata");
+    if (e->flags & ~(uint32_t)(STELE_EVENT_JSON | STELE_META_JSON))
+        return err_set(STELE_EINVAL, "event %zu: unknown flags 0x%x", i, e->flags);
+    uint64_t payload = strlen(e->type) + (uint64_t)e->data_len + e->metadata_len;
+    for (size_t t = 0; t < e->ntags; t++)
+        payload += strlen(e->tags[t]);
+    if (e->data_len > o->max_event_size || e->metadata_len > o->max_event_size ||
+        payload > o->max_event_size)
+        return err_set(STELE_ETOOBIG, "event %zu: %llu bytes, more than the %llu-byte event limit",
+                       i, (unsigned long long)payload, (unsigned long long)o->max_event_size);
+    *size = rec_event_size(slen, strlen(e->type), e->tags, e->ntags, e->data_len,
+                           e->metadata_len);
+    return 0;
+}
+
+/* A name in a query item ("type" or "tag" of item i): 0 or EINVAL. */
+int store_check_item_name(const char *what, size_t i, const char *s)
+{
+    if (!s)
+        return err_set(STELE_EINVAL, "condition item %zu: a %s is NULL", i, what);
+    size_t n = strnlen(s, MAX_NAME + 1);
+    if (n == 0 || n > MAX_NAME)
+        return err_set(STELE_EINVAL, "condition item %zu: a %s is %s", i, what,
+                       n ? "longer than 255 bytes" : "empty");
+    size_t at;
+    const char *why = utf8_check_name(s, n, &at);
+    if (why)
+        return err_set(STELE_EINVAL, "condition item %zu: %s '%s': %s at byte %zu", i, what, s,
+                       why, at);
     return 0;
 }
 
@@ -172,32 +221,10 @@ static int prepare(stele_db *db, const char *stream, int64_t expected,
     size_t nclient = 0;
     for (size_t i = 0; i < n; i++) {
         const stele_event_in *e = &events[i];
-        if ((rc = check_name("type", i, e->type)))
+        uint64_t size;
+        if ((rc = store_check_event(&db->opts, i, e, slen, &size)))
             return rc;
-        if (e->ntags > MAX_TAGS)
-            return err_set(STELE_EINVAL, "event %zu: %zu tags, more than %u", i, e->ntags,
-                           MAX_TAGS);
-        if (e->ntags && !e->tags)
-            return err_set(STELE_EINVAL, "event %zu: tags is NULL", i);
-        for (size_t t = 0; t < e->ntags; t++)
-            if ((rc = check_name("tag", i, e->tags[t])))
-                return rc;
-        if ((e->data_len && !e->data) || (e->metadata_len && !e->metadata))
-            return err_set(STELE_EINVAL, "event %zu: %s is NULL with a non-zero length", i,
-                           e->data_len && !e->data ? "data" : "metadata");
-        if (e->flags & ~(uint32_t)(STELE_EVENT_JSON | STELE_META_JSON))
-            return err_set(STELE_EINVAL, "event %zu: unknown flags 0x%x", i, e->flags);
-        uint64_t payload = strlen(e->type) + (uint64_t)e->data_len + e->metadata_len;
-        for (size_t t = 0; t < e->ntags; t++)
-            payload += strlen(e->tags[t]);
-        if (e->data_len > db->opts.max_event_size || e->metadata_len > db->opts.max_event_size ||
-            payload > db->opts.max_event_size)
-            return err_set(STELE_ETOOBIG,
-                           "event %zu: %llu bytes, more than the %llu-byte event limit", i,
-                           (unsigned long long)payload,
-                           (unsigned long long)db->opts.max_event_size);
-        total += rec_event_size(slen, strlen(e->type), e->tags, e->ntags, e->data_len,
-                                e->metadata_len);
+        total += size;
         if (total > db->opts.max_append_size)
             return err_set(STELE_ETOOBIG, "append is larger than the %llu-byte append limit",
                            (unsigned long long)db->opts.max_append_size);

@@ -57,6 +57,21 @@ int store_check_read_stream(const char *stream, size_t *len);
  * expected revision; 0 or EINVAL with the reason. */
 int check_stream(const char *stream, size_t *len);
 int check_expected(int64_t expected);
+/* A stream name; `system` = 1 allows '$' names. 0 or EINVAL. */
+int check_name_of(const char *stream, size_t *len, int system);
+/* One event of an append (store.c): 0 with its record size, or EINVAL /
+ * ETOOBIG naming event i. */
+int store_check_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
+                      uint64_t *size);
+/* A type or tag of condition item i: 0 or EINVAL. */
+int store_check_item_name(const char *what, size_t i, const char *s);
+
+/* stele_append_multi() that may write system streams ('$...'), for the
+ * library's own modules (projections, system streams). */
+int store_append_multi_system(stele_db *db, const stele_append_stream *streams, size_t nstreams,
+                              const stele_append_record *records, size_t nrecords,
+                              const stele_condition *cond, stele_append_result *per_stream,
+                              stele_multi_result *res);
 
 /* meta_json.c: check that s[0..len) is one JSON object (RFC 8259) usable
  * as custom stream metadata: at most `max_fields` members, no duplicate
