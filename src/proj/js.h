@@ -66,7 +66,9 @@ void proj_js_free(proj_js *js);
 const proj_source *proj_js_source(const proj_js *js);
 
 /*
- * Run the handlers on one event. *handled = 1 if a handler ran. On a
+ * Run the handlers on one event. *handled = 1 if a handler ran, 2 if it
+ * also made a partition dirty for the first time since the last
+ * proj_js_take_dirty(). On a
  * throw, timeout or memory exhaustion returns STELE_EINVAL with the
  * message in `err`; the runtime must then be freed (its states may be half
  * changed).

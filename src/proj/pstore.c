@@ -6,27 +6,28 @@
  * Every record is an event in a system stream, so the log is the only
  * truth and a backup or a crash treats projections like everything else.
  *
- * Exactly once. pstore_commit() writes one processed batch in three
- * steps, each a group of appends the writer makes durable together:
+ * Exactly once. pstore_commit() writes one processed batch as ONE
+ * stele_append_multi commit: the emitted events, the state of every
+ * partition the batch changed (each tagged with the position of the
+ * batch's last handled event, "position" in its metadata), new partitions'
+ * and emitted streams' registrations, results, and the checkpoint (the
+ * next position to process). All or nothing: after a crash the runner
+ * restarts at the last checkpoint, and nothing of an unacknowledged batch
+ * exists. The runner ends a batch before it names more streams than one
+ * commit takes (STELE_MAX_APPEND_STREAMS).
  *
- *   1. the emitted events, each with an id derived from (projection,
- *      epoch, source position, index of the emit in that event's handler)
- *      and appended on its own: appending it again is an idempotent retry
- *      that writes nothing;
- *   2. the state of every partition the batch changed, each tagged with
- *      the position of the batch's last event ("position" in its
- *      metadata), plus new partitions' and emitted streams' registrations
- *      and results (also with derived ids);
- *   3. the checkpoint: the next position to process.
- *
- * After a crash anywhere in between, the runner restarts at the old
- * checkpoint and processes the batch again: emitted events already
- * written are idempotent retries, and a partition whose stored state
- * already covers an event skips it (prelude.js compares the state's
- * position with the event's). So each event changes each state once and
- * each emitted event is stored once. This holds without a multi-stream
- * commit; when stele_append_multi is available the three steps become one
- * commit (the function keeps the same contract).
+ * A batch too big for one commit anyway (over max_append_size) is written
+ * in three steps instead, each a group of appends the writer makes
+ * durable together: (1) the emitted events, each appended on its own with
+ * an id derived from (projection, epoch, source position, index of the
+ * emit in that event's handler), so appending it again is an idempotent
+ * retry that writes nothing; (2) the states, registrations and results
+ * (also with derived ids); (3) the checkpoint. After a crash in between,
+ * the batch is processed again: emitted events already written are
+ * idempotent retries, and a partition whose stored state already covers
+ * an event skips it (prelude.js compares the state's position with the
+ * event's). So both ways each event changes each state once and each
+ * emitted event is stored once.
  *
  * Handlers must be deterministic for this (no Math.random or Date.now in
  * what they emit), as in KurrentDB.
@@ -571,23 +572,161 @@ static int append_each(stele_db *db, pcommit_event *evs, size_t n)
     return rc;
 }
 
-int pstore_commit(stele_db *db, const proj_def *d, pcommit *c)
+/* The checkpoint record of a batch. */
+static void checkpoint_event(const proj_def *d, const pcommit *c, char *t, size_t cap,
+                             stele_event_in *ev)
+{
+    snprintf(t, cap, "{\"position\":%llu,\"epoch\":%llu}", (unsigned long long)c->checkpoint,
+             (unsigned long long)d->epoch);
+    memset(ev, 0, sizeof *ev);
+    ev->type = "$ProjectionCheckpoint";
+    ev->data = t;
+    ev->data_len = strlen(t);
+    ev->flags = STELE_EVENT_JSON;
+}
+
+static int commit_steps(stele_db *db, const proj_def *d, pcommit *c)
 {
     int rc = append_each(db, c->emits, c->nemits);
     if (!rc)
         rc = append_each(db, c->states, c->nstates);
     if (rc)
         return rc;
-    char name[256];
+    char name[256], t[128];
     if ((rc = pstore_stream_name(d, "checkpoint", name)))
         return rc;
-    buf b = {0};
-    char t[128];
-    snprintf(t, sizeof t, "{\"position\":%llu,\"epoch\":%llu}", (unsigned long long)c->checkpoint,
-             (unsigned long long)d->epoch);
-    stele_event_in ev = {.type = "$ProjectionCheckpoint", .data = t, .data_len = strlen(t),
-                         .flags = STELE_EVENT_JSON};
-    rc = store_append_system(db, name, STELE_ANY, &ev, 1, NULL);
-    buf_free(&b);
+    stele_event_in ev;
+    checkpoint_event(d, c, t, sizeof t, &ev);
+    return store_append_system(db, name, STELE_ANY, &ev, 1, NULL);
+}
+
+/* Index of `name` in the request's stream table, adding it if new. */
+typedef struct stab {
+    const char **names;
+    size_t n, cap;
+    uint32_t *slots; /* open addressing: index + 1, 0 = empty */
+    size_t nslots;
+} stab;
+
+static long stab_index(stab *t, const char *name)
+{
+    if (t->n + 1 > t->nslots / 2) {
+        size_t ns = t->nslots ? t->nslots * 2 : 256;
+        uint32_t *sl = calloc(ns, sizeof *sl);
+        if (!sl)
+            return -1;
+        for (size_t i = 0; i < t->n; i++) {
+            size_t h = fnv(0xcbf29ce484222325ull, t->names[i], strlen(t->names[i])) & (ns - 1);
+            while (sl[h])
+                h = (h + 1) & (ns - 1);
+            sl[h] = (uint32_t)i + 1;
+        }
+        free(t->slots);
+        t->slots = sl;
+        t->nslots = ns;
+    }
+    size_t h = fnv(0xcbf29ce484222325ull, name, strlen(name)) & (t->nslots - 1);
+    while (t->slots[h]) {
+        if (!strcmp(t->names[t->slots[h] - 1], name))
+            return t->slots[h] - 1;
+        h = (h + 1) & (t->nslots - 1);
+    }
+    if (t->n == t->cap) {
+        size_t nc = t->cap ? t->cap * 2 : 64;
+        const char **nn = realloc(t->names, nc * sizeof *nn);
+        if (!nn)
+            return -1;
+        t->names = nn;
+        t->cap = nc;
+    }
+    t->names[t->n] = name;
+    t->slots[h] = (uint32_t)t->n + 1;
+    return (long)t->n++;
+}
+
+/*
+ * The batch as one stele_append_multi commit: every emitted event, state,
+ * registration, result and the checkpoint, all or nothing. Returns 1
+ * (without writing) when the batch does not fit one commit (streams or
+ * bytes over the limits): the caller then commits it in steps.
+ */
+static int commit_multi(stele_db *db, const proj_def *d, pcommit *c)
+{
+    size_t nrec = c->nemits + c->nstates + 1;
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < c->nemits; i++)
+        bytes += c->emits[i].data.len + c->emits[i].meta.len + 600;
+    for (size_t i = 0; i < c->nstates; i++)
+        bytes += c->states[i].data.len + c->states[i].meta.len + 600;
+    if (bytes + 1024 > db->opts.max_append_size)
+        return 1;
+    stab t;
+    memset(&t, 0, sizeof t);
+    stele_append_record *recs = calloc(nrec, sizeof *recs);
+    char ckname[256], ckdata[128];
+    int rc = recs ? pstore_stream_name(d, "checkpoint", ckname)
+                  : err_set(STELE_ENOMEM, "out of memory");
+    size_t k = 0;
+    for (size_t pass = 0; pass < 2 && !rc; pass++) {
+        pcommit_event *evs = pass ? c->states : c->emits;
+        size_t n = pass ? c->nstates : c->nemits;
+        for (size_t i = 0; i < n && !rc; i++) {
+            long ix = stab_index(&t, evs[i].stream);
+            if (ix < 0) {
+                rc = err_set(STELE_ENOMEM, "out of memory");
+                break;
+            }
+            recs[k].stream = (size_t)ix;
+            recs[k].event = (stele_event_in){.id = evs[i].id, .type = evs[i].type,
+                                             .data = evs[i].data.p, .data_len = evs[i].data.len,
+                                             .metadata = evs[i].meta.p,
+                                             .metadata_len = evs[i].meta.len,
+                                             .flags = evs[i].flags};
+            k++;
+        }
+    }
+    if (!rc) {
+        long ix = stab_index(&t, ckname);
+        if (ix < 0)
+            rc = err_set(STELE_ENOMEM, "out of memory");
+        else {
+            recs[k].stream = (size_t)ix;
+            checkpoint_event(d, c, ckdata, sizeof ckdata, &recs[k].event);
+            k++;
+        }
+    }
+    stele_append_stream *st = NULL;
+    if (!rc && t.n > STELE_MAX_APPEND_STREAMS)
+        rc = 1;
+    if (!rc && !(st = calloc(t.n, sizeof *st)))
+        rc = err_set(STELE_ENOMEM, "out of memory");
+    if (!rc) {
+        for (size_t i = 0; i < t.n; i++)
+            st[i] = (stele_append_stream){.stream = t.names[i], .expected = STELE_ANY};
+        stele_multi_result res;
+        rc = store_append_multi_system(db, st, t.n, recs, k, NULL, NULL, &res);
+        /* Too big; or a replay of a batch that was partly written in
+         * steps before a crash (some derived ids exist as single
+         * appends): the steps, made of idempotent single appends, finish
+         * it. Nothing was written by the failed commit. */
+        if (rc == STELE_ETOOBIG || rc == STELE_EIDCONFLICT) {
+            err_clear();
+            rc = 1;
+        }
+    }
+    free(st);
+    free(recs);
+    free(t.names);
+    free(t.slots);
+    return rc;
+}
+
+int pstore_commit(stele_db *db, const proj_def *d, pcommit *c)
+{
+    /* Tests set STELE_PROJ_COMMIT_STEPS=1 to exercise the step path. */
+    const char *steps = getenv("STELE_PROJ_COMMIT_STEPS");
+    int rc = steps && *steps == '1' ? 1 : commit_multi(db, d, c);
+    if (rc == 1)
+        rc = commit_steps(db, d, c);
     return rc;
 }

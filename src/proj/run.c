@@ -34,6 +34,8 @@
 
 #define PAGE_EVENTS 4096
 #define IDLE_CKPT_GAP 65536u
+/* A batch stops before it writes this many streams (STELE_MAX_APPEND_STREAMS). */
+#define BATCH_STREAMS (STELE_MAX_APPEND_STREAMS - 40)
 
 /* ------------------------------------------------------------ key sets */
 
@@ -535,6 +537,9 @@ static void *run_main(void *arg)
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->sys->mu);
     uint64_t last_ckpt = pos;
+    /* streams written per newly dirty partition: its state, a result,
+     * a registration */
+    size_t per_partition = 1 + (r.src->output_state || r.src->has_transforms);
     while (!atomic_load(&p->stop)) {
         if (target != STELE_NONE && pos >= target) {
             final = PS_COMPLETED;
@@ -547,8 +552,9 @@ static void *run_main(void *arg)
             break;
         }
         size_t n = stele_page_count(pg);
-        uint64_t t0 = time_mono_ns(), handled_n = 0;
+        uint64_t t0 = time_mono_ns(), handled_n = 0, cut = STELE_NONE;
         int any = 0;
+        size_t streams = 0; /* an upper bound of the streams the batch writes */
         for (size_t i = 0; i < n; i++) {
             const stele_event *e = stele_page_event(pg, i);
             if (target != STELE_NONE && e->position >= target)
@@ -556,6 +562,7 @@ static void *run_main(void *arg)
             r.cur_pos = e->position;
             r.emit_seq = 0;
             int handled;
+            size_t emits_before = r.batch.nemits;
             if ((rc = proj_js_event(r.js, e, &handled, err, sizeof err))) {
                 fault_pos = e->position;
                 break;
@@ -564,6 +571,13 @@ static void *run_main(void *arg)
                 handled_n++;
                 r.last_handled = e->position;
                 any = 1;
+            }
+            streams += (handled == 2 ? 1 + per_partition : 0) + 2 * (r.batch.nemits - emits_before);
+            /* one batch, one commit: end it before it writes more streams
+             * than one multi-stream append takes */
+            if (streams >= BATCH_STREAMS && i + 1 < n) {
+                cut = e->position + 1;
+                break;
             }
         }
         atomic_fetch_add(&p->handler_ns, time_mono_ns() - t0);
@@ -575,6 +589,10 @@ static void *run_main(void *arg)
             break;
         }
         uint64_t next = stele_sub_position(sub);
+        if (cut != STELE_NONE) {
+            next = cut;
+            stele_sub_seek(sub, cut);
+        }
         if (target != STELE_NONE && next > target)
             next = target;
         int done = target != STELE_NONE && next >= target;
