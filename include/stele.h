@@ -1072,6 +1072,10 @@ typedef struct stele_projection_settings {
     /** Largest state of one partition, bytes (JSON text): default 4 MiB,
      *  at most the store's max_event_size. A larger state faults. */
     uint64_t max_state_size;
+    /** For a foreachStream() projection: save a snapshot of a stream's
+     *  state every this many events of the stream (0: none), used by
+     *  stele_projection_fold(). */
+    uint32_t snapshot_every;
 } stele_projection_settings;
 
 /**
@@ -1159,6 +1163,46 @@ void stele_projection_info_free(stele_projection_info *infos);
  */
 int stele_projection_state(stele_db *db, const char *name, const char *partition, int result,
                            char **json, size_t *len);
+
+/** One partition of a read model (stele_projection_partitions). */
+typedef struct stele_partition {
+    const char *key;
+    size_t key_len;
+    const char *state; /* JSON text */
+    size_t state_len;
+} stele_partition;
+
+/**
+ * A projection's partitions as a read model, in key order (bytewise),
+ * with their committed states: those with keys after `after` (NULL or "":
+ * from the first), at most `limit` (1..10000) of them, and if `field` is
+ * not NULL only those whose state is an object with a top-level member
+ * `field` equal to the JSON value `value` ("\"c-1\"", "42", "true").
+ * *out is one allocation of *n entries (keys and states inside it) freed
+ * with stele_free(); *more = 1 if more may follow (pass the last key as
+ * `after`). Cost: every call reads the projection's partition list and,
+ * from `after` on, each partition's state until `limit` match; see
+ * docs/projections.md. Errors: ENOTFOUND, EINVAL.
+ */
+int stele_projection_partitions(stele_db *db, const char *name, const char *after, size_t limit,
+                                const char *field, const char *value, stele_partition **out,
+                                size_t *n, int *more);
+
+/**
+ * Reconstruct the state of `stream` with projection `name`'s handlers (the
+ * stream is one partition, as with foreachStream()): fold its events up to
+ * revision `to` (STELE_END: all), or if `as_of_us` is not NULL those
+ * committed at or before that time, starting from the newest snapshot the
+ * projection saved at or before that revision (snapshot_every). Emits are
+ * ignored. *json (freed with stele_free) is the state; *revision the last
+ * revision folded (STELE_NONE: no event), *snapshot the revision of the
+ * snapshot it started from (STELE_NONE: none); both may be NULL. Errors:
+ * ENOTFOUND (projection or stream), EDELETED, EINVAL (a handler threw:
+ * the message names the event).
+ */
+int stele_projection_fold(stele_db *db, const char *name, const char *stream, uint64_t to,
+                          const int64_t *as_of_us, char **json, size_t *len, uint64_t *revision,
+                          uint64_t *snapshot);
 
 /** Start the projection subsystem: load the definitions and start every
  *  enabled projection. Idempotent. */

@@ -359,6 +359,158 @@ static void test_hostile(void)
     passed++;
 }
 
+
+/* Read models (seed 000's orders by customer) and reconstructed state
+ * (seed 002's reconstructState) with snapshots every 10 events. */
+static void test_read_models_and_fold(void)
+{
+    const char *dir = t_tmpdir("proj_rm");
+    stele_db *db;
+    CHECK_OK(stele_open(dir, NULL, &db));
+    static const char q_orders[] =
+        "fromCategory('Order').foreachStream().when({\n"
+        "  $init: function(){ return {customerId: null, status: 'new', total: 0}; },\n"
+        "  OrderPlaced: function(s, e){ s.customerId = e.body.customerId; s.total = e.body.total;"
+        " s.status = 'placed'; },\n"
+        "  OrderShipped: function(s, e){ s.status = 'shipped'; }});";
+    create(db, "orders", q_orders, 0);
+    char stream[64], data[128];
+    int cust_of[40];
+    for (int i = 0; i < 40; i++) {
+        snprintf(stream, sizeof stream, "Order-%02d", i);
+        cust_of[i] = (i * 7) % 4;
+        snprintf(data, sizeof data, "{\"customerId\":\"c%d\",\"total\":%d}", cust_of[i], i * 10);
+        append_json(db, stream, "OrderPlaced", data);
+        if (i % 4 == 0)
+            append_json(db, stream, "OrderShipped", "{}");
+    }
+    wait_all(db, "orders");
+    /* all partitions in key order, paged by 7 */
+    char after[64] = "";
+    int seen = 0;
+    for (;;) {
+        stele_partition *ps;
+        size_t n;
+        int more;
+        CHECK_OK(stele_projection_partitions(db, "orders", after, 7, NULL, NULL, &ps, &n, &more));
+        for (size_t i = 0; i < n; i++) {
+            snprintf(stream, sizeof stream, "Order-%02d", seen);
+            CHECK(!strcmp(ps[i].key, stream));
+            snprintf(data, sizeof data, "{\"customerId\":\"c%d\",\"status\":\"%s\",\"total\":%d}",
+                     cust_of[seen], seen % 4 == 0 ? "shipped" : "placed", seen * 10);
+            if (strcmp(ps[i].state, data)) {
+                fprintf(stderr, "%s: %s want %s\n", ps[i].key, ps[i].state, data);
+                CHECK(0);
+            }
+            seen++;
+        }
+        if (n)
+            snprintf(after, sizeof after, "%s", ps[n - 1].key);
+        stele_free(ps);
+        if (!more)
+            break;
+    }
+    CHECK(seen == 40);
+    /* filtered by customerId: seed 000's orders of one customer */
+    for (int c = 0; c < 4; c++) {
+        char v[16];
+        snprintf(v, sizeof v, "\"c%d\"", c);
+        stele_partition *ps;
+        size_t n;
+        int more;
+        CHECK_OK(stele_projection_partitions(db, "orders", NULL, 100, "customerId", v, &ps, &n, &more));
+        int want = 0;
+        for (int i = 0; i < 40; i++)
+            want += cust_of[i] == c;
+        CHECK((int)n == want && !more);
+        for (size_t i = 0; i < n; i++)
+            CHECK(strstr(ps[i].state, v) != NULL);
+        stele_free(ps);
+    }
+    {
+        stele_partition *ps;
+        size_t n;
+        int more;
+        CHECK_OK(stele_projection_partitions(db, "orders", NULL, 100, "total", "30", &ps, &n, &more));
+        CHECK(n == 1 && !strcmp(ps[0].key, "Order-03"));
+        stele_free(ps);
+        CHECK_RC(stele_projection_partitions(db, "orders", NULL, 100, "total", "{bad", &ps, &n, &more),
+                 STELE_EINVAL);
+        CHECK_RC(stele_projection_partitions(db, "orders", NULL, 0, NULL, NULL, &ps, &n, &more),
+                 STELE_EINVAL);
+        CHECK_RC(stele_projection_partitions(db, "nope", NULL, 10, NULL, NULL, &ps, &n, &more),
+                 STELE_ENOTFOUND);
+    }
+
+    /* reconstructState: an account folded to any revision or time */
+    static const char q_acct[] =
+        "fromCategory('Account').foreachStream().when({\n"
+        "  $init: function(){ return {balance: 0, n: 0}; },\n"
+        "  Deposited: function(s, e){ s.balance += e.body.amount; s.n++; },\n"
+        "  Withdrawn: function(s, e){ if (s.balance < e.body.amount) throw new Error('overdrawn');"
+        " s.balance -= e.body.amount; s.n++; }});";
+    stele_projection_settings st = {.query = q_acct, .query_len = strlen(q_acct), .enabled = 1,
+                                    .snapshot_every = 10};
+    CHECK_OK(stele_projection_create(db, "acct", &st));
+    int64_t bal[60];
+    int64_t times[60];
+    int64_t b = 0;
+    for (int i = 0; i < 55; i++) {
+        int dep = i % 3 != 2;
+        int amount = dep ? 10 + i : 5;
+        snprintf(data, sizeof data, "{\"amount\":%d}", amount);
+        append_json(db, "Account-1", dep ? "Deposited" : "Withdrawn", data);
+        b += dep ? amount : -amount;
+        bal[i] = b;
+        stele_page *pg;
+        CHECK_OK(stele_read_stream(db, "Account-1", STELE_END, STELE_BACKWARDS, 1, &pg));
+        times[i] = stele_page_event(pg, 0)->created_us;
+        stele_page_free(pg);
+        if (i == 20)
+            wait_all(db, "acct"); /* snapshots at revisions 9 and 19 exist by now */
+    }
+    wait_all(db, "acct");
+    uint64_t tos[] = {0, 8, 9, 10, 19, 33, 54, STELE_END};
+    for (size_t k = 0; k < sizeof tos / sizeof tos[0]; k++) {
+        char *j = NULL;
+        uint64_t rev, snap;
+        CHECK_OK(stele_projection_fold(db, "acct", "Account-1", tos[k], NULL, &j, NULL, &rev, &snap));
+        uint64_t r = tos[k] == STELE_END ? 54 : tos[k];
+        snprintf(data, sizeof data, "{\"balance\":%lld,\"n\":%llu}", (long long)bal[r],
+                 (unsigned long long)r + 1);
+        if (!j || strcmp(j, data) || rev != r) {
+            fprintf(stderr, "fold to %llu: %s (rev %llu) want %s\n", (unsigned long long)r,
+                    j ? j : "-", (unsigned long long)rev, data);
+            CHECK(0);
+        }
+        /* from the newest snapshot at or before it */
+        uint64_t want_snap = r >= 9 ? (r + 1) / 10 * 10 - 1 : STELE_NONE;
+        if (snap != want_snap) {
+            fprintf(stderr, "fold to %llu started at snapshot %llu, want %llu\n",
+                    (unsigned long long)r, (unsigned long long)snap, (unsigned long long)want_snap);
+            CHECK(0);
+        }
+        stele_free(j);
+    }
+    {
+        char *j = NULL;
+        uint64_t rev;
+        CHECK_OK(stele_projection_fold(db, "acct", "Account-1", 0, &times[30], &j, NULL, &rev, NULL));
+        CHECK(rev >= 30 && rev < 55);
+        snprintf(data, sizeof data, "{\"balance\":%lld,\"n\":%llu}", (long long)bal[rev],
+                 (unsigned long long)rev + 1);
+        CHECK(j && !strcmp(j, data));
+        stele_free(j);
+        CHECK_RC(stele_projection_fold(db, "acct", "Account-404", STELE_END, NULL, &j, NULL, NULL, NULL),
+                 STELE_ENOTFOUND);
+        CHECK_RC(stele_projection_fold(db, "nope", "Account-1", STELE_END, NULL, &j, NULL, NULL, NULL),
+                 STELE_ENOTFOUND);
+    }
+    stele_close(db);
+    t_rmdir(dir);
+    passed++;
+}
+
 /* ------------------------------------------------------------ SIGKILL */
 
 static const char q_kill_count[] =
@@ -509,6 +661,7 @@ int main(int argc, char **argv)
     t_seed();
     test_examples();
     test_hostile();
+    test_read_models_and_fold();
     const char *q = getenv("TEST_QUICK");
     test_sigkill(q && atoi(q) ? 3 : 30);
     return t_done("test_proj", passed);

@@ -90,6 +90,7 @@ int proj_check_settings(stele_db *db, const char *name, const stele_projection_s
     d->timeout_ms = st->timeout_ms ? st->timeout_ms : 1000;
     d->cache_partitions = st->cache_partitions ? st->cache_partitions : 10000;
     d->max_state_size = st->max_state_size ? st->max_state_size : 4u << 20;
+    d->snapshot_every = st->snapshot_every;
     if (d->memory_limit < (1u << 20) || d->memory_limit > (4ull << 30))
         return err_set(STELE_EINVAL, "memory limit %llu: give 1 MiB .. 4 GiB",
                        (unsigned long long)d->memory_limit);
@@ -414,6 +415,7 @@ static void fill_info(const proj *p, stele_projection_info *in, char **area, uin
     in->settings.timeout_ms = p->def.timeout_ms;
     in->settings.cache_partitions = p->def.cache_partitions;
     in->settings.max_state_size = p->def.max_state_size;
+    in->settings.snapshot_every = p->def.snapshot_every;
 }
 
 static int infos(stele_db *db, const char *name, stele_projection_info **out, size_t *n)

@@ -326,6 +326,7 @@ static int read_source(proj_js *js)
     duk_json_decode(ctx, -1);
     js->src.all = flag(ctx, "all");
     js->src.partitioned = flag(ctx, "partitioned");
+    js->src.foreach_stream = flag(ctx, "foreachStream");
     js->src.bi_state = flag(ctx, "biState");
     js->src.output_state = flag(ctx, "outputState");
     duk_get_prop_string(ctx, -1, "transforms");
@@ -683,4 +684,136 @@ int proj_json_fields(const char *json, size_t len, const char *const *names, siz
         }
     }
     return j.rc;
+}
+
+/* ------------------------------------------------------------ folding */
+
+int proj_js_fold_start(proj_js *js, const char *raw, size_t len, char *err, size_t errlen)
+{
+    GUARD(js, err, errlen);
+    if (raw)
+        duk_push_lstring(js->ctx, raw, len);
+    else
+        duk_push_null(js->ctx);
+    int rc = call_api(js, "foldStart", 1, err, errlen);
+    if (!rc)
+        duk_pop(js->ctx);
+    return rc;
+}
+
+int proj_js_fold_event(proj_js *js, const stele_event *e, char *err, size_t errlen)
+{
+    GUARD(js, err, errlen);
+    duk_context *ctx = js->ctx;
+    duk_push_lstring(ctx, e->stream, e->stream_len);
+    duk_push_lstring(ctx, e->type, e->type_len);
+    duk_push_number(ctx, (double)e->revision);
+    duk_push_lstring(ctx, e->data_len ? (const char *)e->data : "", e->data_len);
+    if (e->metadata_len)
+        duk_push_lstring(ctx, (const char *)e->metadata, e->metadata_len);
+    else
+        duk_push_null(ctx);
+    duk_push_uint(ctx, e->flags);
+    duk_push_number(ctx, (double)e->created_us);
+    duk_push_number(ctx, (double)e->position);
+    int rc = call_api(js, "foldEvent", 8, err, errlen);
+    if (!rc)
+        duk_pop(ctx);
+    return rc;
+}
+
+int proj_js_fold_json(proj_js *js, buf *out, char *err, size_t errlen)
+{
+    GUARD(js, err, errlen);
+    int rc = call_api(js, "foldJson", 0, err, errlen);
+    if (rc)
+        return rc;
+    if (take_string(js, out)) {
+        snprintf(err, errlen, "out of memory");
+        return STELE_ENOMEM;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ filters */
+
+struct proj_filter {
+    duk_context *ctx;
+    char *field;
+    char *value; /* canonical JSON of the wanted value */
+    const char *json;
+    size_t len;
+    int eq;
+};
+
+static duk_ret_t canon_run(duk_context *ctx, void *udata)
+{
+    proj_filter *f = udata;
+    duk_push_lstring(ctx, f->json, f->len);
+    duk_json_decode(ctx, -1);
+    duk_json_encode(ctx, -1);
+    f->value = dup_str(ctx, -1);
+    return 0;
+}
+
+static duk_ret_t match_run(duk_context *ctx, void *udata)
+{
+    proj_filter *f = udata;
+    f->eq = 0;
+    duk_push_lstring(ctx, f->json, f->len);
+    duk_json_decode(ctx, -1);
+    if (!duk_is_object(ctx, -1) || duk_is_array(ctx, -1))
+        return 0;
+    if (!duk_get_prop_string(ctx, -1, f->field))
+        return 0;
+    duk_json_encode(ctx, -1);
+    const char *s = duk_get_string(ctx, -1);
+    f->eq = s && !strcmp(s, f->value);
+    return 0;
+}
+
+int proj_filter_new(const char *field, const char *value, size_t vlen, proj_filter **out)
+{
+    *out = NULL;
+    proj_filter *f = calloc(1, sizeof *f);
+    if (!f || !(f->field = strdup(field)) ||
+        !(f->ctx = duk_create_heap(NULL, NULL, NULL, NULL, fields_fatal))) {
+        if (f)
+            free(f->field);
+        free(f);
+        return err_set(STELE_ENOMEM, "out of memory");
+    }
+    f->json = value;
+    f->len = vlen;
+    if (duk_safe_call(f->ctx, canon_run, f, 0, 1) != DUK_EXEC_SUCCESS || !f->value) {
+        proj_filter_free(f);
+        return err_set(STELE_EINVAL, "the filter value is not JSON (a string needs quotes: "
+                                     "\"c-1\")");
+    }
+    duk_pop(f->ctx);
+    *out = f;
+    return 0;
+}
+
+int proj_filter_match(proj_filter *f, const char *json, size_t len, int *eq)
+{
+    f->json = json;
+    f->len = len;
+    *eq = 0;
+    int rc = duk_safe_call(f->ctx, match_run, f, 0, 1);
+    duk_pop(f->ctx);
+    if (rc == DUK_EXEC_SUCCESS)
+        *eq = f->eq;
+    return 0;
+}
+
+void proj_filter_free(proj_filter *f)
+{
+    if (!f)
+        return;
+    if (f->ctx)
+        duk_destroy_heap(f->ctx);
+    free(f->field);
+    free(f->value);
+    free(f);
 }

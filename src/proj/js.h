@@ -47,7 +47,7 @@ typedef struct proj_source {
     size_t ncategories;
     char **streams;
     size_t nstreams;
-    int partitioned, bi_state, output_state, has_transforms;
+    int partitioned, foreach_stream, bi_state, output_state, has_transforms;
     char *result_stream; /* NULL: the default */
     char *json;          /* the whole description, for status */
 } proj_source;
@@ -108,3 +108,20 @@ size_t proj_js_heap_bytes(const proj_js *js);
  */
 int proj_json_fields(const char *json, size_t len, const char *const *names, size_t n,
                      char **strs, double *nums, int *present);
+
+/* Reconstructing one stream's state with a query's handlers: start from
+ * `raw` (a stored state, or NULL for $init), fold events, take the JSON.
+ * Emits are ignored while folding. Errors as proj_js_event(). */
+int proj_js_fold_start(proj_js *js, const char *raw, size_t len, char *err, size_t errlen);
+int proj_js_fold_event(proj_js *js, const stele_event *e, char *err, size_t errlen);
+int proj_js_fold_json(proj_js *js, buf *out, char *err, size_t errlen);
+
+/* A state's top-level member compared with a JSON value (read model
+ * filters). One heap serves many calls. */
+typedef struct proj_filter proj_filter;
+/* `value` is JSON text ("\"c-1\"", "42", "true"); EINVAL if it is not. */
+int proj_filter_new(const char *field, const char *value, size_t vlen, proj_filter **out);
+/* *eq = 1 if `json` is an object whose member `field` equals the value
+ * (same JSON text once re-serialised). */
+int proj_filter_match(proj_filter *f, const char *json, size_t len, int *eq);
+void proj_filter_free(proj_filter *f);

@@ -31,6 +31,8 @@ var __stele = (function (global) {
     var shared;            /* bi-state: the shared state, undefined until loaded */
     var sharedLoaded = false, sharedDirty = false, sharedPos = -1;
     var current = null;    /* the event being handled */
+    var folding = false;   /* reconstructing a state: emits are ignored */
+    var foldState;
 
     function fail(msg) { throw new Error(msg); }
 
@@ -125,9 +127,10 @@ var __stele = (function (global) {
     }
     function requireEvent() {
         if (!current) fail('emit, linkTo and copyTo may only be called from a handler');
+        return !folding;
     }
     global.emit = function (stream, type, body, metadata) {
-        requireEvent();
+        if (!requireEvent()) return;
         if (typeof stream !== 'string' || stream === '') fail('emit(): the stream name must be a non-empty string');
         if (typeof type !== 'string' || type === '') fail('emit(): the event type must be a non-empty string');
         var data = body === undefined ? '{}' : json(body);
@@ -135,7 +138,7 @@ var __stele = (function (global) {
                      typeof body !== 'string', typeof metadata !== 'string');
     };
     global.linkTo = function (stream, ev, metadata) {
-        requireEvent();
+        if (!requireEvent()) return;
         if (typeof stream !== 'string' || stream === '') fail('linkTo(): the stream name must be a non-empty string');
         if (!ev || typeof ev.streamId !== 'string') fail('linkTo(): the second argument must be an event');
         __stele_emit(stream, '$>', ev.sequenceNumber + '@' + ev.streamId,
@@ -143,7 +146,7 @@ var __stele = (function (global) {
                      typeof metadata !== 'string');
     };
     global.copyTo = function (stream, ev, metadata) {
-        requireEvent();
+        if (!requireEvent()) return;
         if (typeof stream !== 'string' || stream === '') fail('copyTo(): the stream name must be a non-empty string');
         if (!ev || typeof ev.eventType !== 'string') fail('copyTo(): the second argument must be an event');
         __stele_emit(stream, ev.eventType, ev.bodyRaw,
@@ -151,7 +154,7 @@ var __stele = (function (global) {
                      ev.isJson, true);
     };
     global.linkStreamTo = function (stream, linked, metadata) {
-        requireEvent();
+        if (!requireEvent()) return;
         __stele_emit(stream, '$@', String(linked),
                      metadata === undefined || metadata === null ? null : json(metadata), false,
                      typeof metadata !== 'string');
@@ -286,8 +289,41 @@ var __stele = (function (global) {
         return s;
     }
 
+    /* Reconstructing one stream's state (state.c): the stream is one
+     * partition; the shared state of a bi-state query starts empty. */
+    function foldEvent(streamId, type, seq, raw, mraw, flags, created, position) {
+        var h = def.handlers[type];
+        if (h === undefined || type === '$init' || type === '$initShared') {
+            h = def.handlers.$any;
+            if (h === undefined) return 0;
+        }
+        var ev = new Ev(streamId, type, seq, raw, mraw, flags, created, position);
+        ev.partition = streamId;
+        current = ev;
+        folding = true;
+        try {
+            if (def.handlers.$initShared !== undefined) {
+                var pair = [foldState, initShared()];
+                var rr = h(pair, ev);
+                if (rr !== undefined) pair = rr;
+                foldState = pair[0];
+            } else {
+                var r = h(foldState, ev);
+                if (r !== undefined) foldState = r;
+            }
+        } finally {
+            current = null;
+            folding = false;
+        }
+        return 1;
+    }
+
     return {
         on: on,
+        foldEvent: foldEvent,
+        foldStart: function (raw) { foldState = raw === null ? initState() : JSON.parse(raw); },
+        foldJson: function () { return JSON.stringify(foldState) || 'null'; },
+        stateOf: function (key) { return states[key]; },
         describe: function () {
             if (!def.defined) fail('the query selects no source: start it with fromAll(), fromCategory(), fromStream() ...');
             var names = [];
@@ -296,7 +332,7 @@ var __stele = (function (global) {
                 fail('$initShared (bi-state) needs partitionBy() or foreachStream()');
             return JSON.stringify({
                 all: def.all, categories: def.categories, streams: def.streams, handlers: names,
-                partitioned: !!(def.partitionBy || def.foreachStream), biState: def.handlers.$initShared !== undefined,
+                partitioned: !!(def.partitionBy || def.foreachStream), foreachStream: def.foreachStream, biState: def.handlers.$initShared !== undefined,
                 outputState: def.outputState, resultStream: def.resultStream,
                 transforms: def.transforms.length, options: def.options
             });

@@ -44,6 +44,7 @@ typedef struct proj_def {
     uint32_t timeout_ms;
     uint32_t cache_partitions;
     uint64_t max_state_size;
+    uint32_t snapshot_every;
     uint64_t epoch;       /* bumped by each reset */
     int reset_pending;    /* the reset's deletes are not all done yet */
     int deleted;
@@ -88,6 +89,10 @@ int pstore_partition_stream(const proj_def *d, const char *key, size_t klen, int
                             char out[256]);
 void pstore_event_id(const proj_def *d, const char *kind, uint64_t position, uint64_t seq,
                      const char *key, size_t klen, uint8_t id[16]);
+
+/* The schema_version of the stream snapshots a projection saves: a hash
+ * of its name and query, so a changed query ignores older ones. */
+uint32_t pstore_snapshot_tag(const proj_def *d);
 
 /* pstore.c: definitions */
 int pstore_write_def(stele_db *db, const proj_def *d);

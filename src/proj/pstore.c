@@ -118,6 +118,12 @@ void pstore_event_id(const proj_def *d, const char *kind, uint64_t position, uin
         id[15] = 1;
 }
 
+uint32_t pstore_snapshot_tag(const proj_def *d)
+{
+    uint32_t c = crc32c(0, d->name, strlen(d->name) + 1);
+    return crc32c(c, d->query, d->query_len) | 1u; /* never 0 */
+}
+
 /* ---------------------------------------------------------------- JSON */
 
 static int w(buf *b, const char *s) { return buf_append(b, s, strlen(s)); }
@@ -183,6 +189,7 @@ int pstore_write_def(stele_db *db, const proj_def *d)
     rc = rc ? rc : w_num(&b, "timeoutMs", d->timeout_ms, 1);
     rc = rc ? rc : w_num(&b, "cachePartitions", d->cache_partitions, 1);
     rc = rc ? rc : w_num(&b, "maxStateSize", d->max_state_size, 1);
+    rc = rc ? rc : w_num(&b, "snapshotEvery", d->snapshot_every, 1);
     rc = rc ? rc : w_num(&b, "epoch", d->epoch, 1);
     rc = rc ? rc : w_num(&b, "resetPending", (uint64_t)d->reset_pending, 1);
     rc = rc ? rc : w_num(&b, "deleted", (uint64_t)d->deleted, 1);
@@ -199,10 +206,10 @@ int pstore_write_def(stele_db *db, const proj_def *d)
 }
 
 enum { F_NAME, F_QUERY, F_MODE, F_ENABLED, F_EMIT, F_MEM, F_TIMEOUT, F_CACHE, F_MAXSTATE,
-       F_EPOCH, F_RESET, F_DELETED, F_N };
+       F_EPOCH, F_RESET, F_DELETED, F_SNAP, F_N };
 static const char *const def_fields[F_N] = {
     "name", "query", "mode", "enabled", "emitEnabled", "memoryLimit", "timeoutMs",
-    "cachePartitions", "maxStateSize", "epoch", "resetPending", "deleted"};
+    "cachePartitions", "maxStateSize", "epoch", "resetPending", "deleted", "snapshotEvery"};
 
 static int parse_def(const stele_event *e, proj_def *d)
 {
@@ -233,6 +240,7 @@ static int parse_def(const stele_event *e, proj_def *d)
     d->cache_partitions = (uint32_t)nums[F_CACHE];
     d->max_state_size = (uint64_t)nums[F_MAXSTATE];
     d->epoch = (uint64_t)nums[F_EPOCH];
+    d->snapshot_every = (uint32_t)nums[F_SNAP];
     d->reset_pending = nums[F_RESET] != 0;
     d->deleted = nums[F_DELETED] != 0;
     for (int i = 0; i < F_N; i++)
