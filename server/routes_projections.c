@@ -6,6 +6,7 @@
  *   POST   /projections/{name}               create; the body is the query
  *          ?mode=continuous|onetime&emit=true&enabled=false
  *          &memoryLimit=BYTES&timeoutMs=N&cachePartitions=N&maxStateSize=BYTES
+ *          &snapshotEvery=N
  *   GET    /projections/{name}               status, progress and counters
  *   GET    /projections/{name}/query         the query text
  *   PUT    /projections/{name}/query?emit=   replace the query
@@ -13,6 +14,13 @@
  *   DELETE /projections/{name}?deleteState=true&deleteEmittedStreams=true
  *   GET    /projections/{name}/state?partition=KEY    committed state
  *   GET    /projections/{name}/result?partition=KEY   result (transformBy)
+ *   GET    /projections/{name}/partitions?after=&limit=&field=&value=
+ *          the read model: partitions in key order with their states,
+ *          optionally only those whose state's top-level `field` equals
+ *          the JSON `value`
+ *   GET    /streams/{stream}/state?projection=NAME[&to=REV|&asOf=TIME]
+ *          the stream's state reconstructed with the projection's
+ *          handlers, from its newest snapshot at or before that point
  *
  * Each call is answered on the loop: creating compiles the query (ms),
  * disabling, updating and resetting wait for the runner's current batch
@@ -138,6 +146,7 @@ void projection_info_json(buf *b, const stele_projection_info *in, int with_quer
     w_kv_u64(b, "timeoutMs", in->settings.timeout_ms);
     w_kv_u64(b, "cachePartitions", in->settings.cache_partitions);
     w_kv_u64(b, "maxStateSize", in->settings.max_state_size);
+    w_kv_u64(b, "snapshotEvery", in->settings.snapshot_every);
     if (in->definition[0]) {
         w(b, ",\"definition\":");
         w(b, in->definition);
@@ -242,6 +251,15 @@ static void create(conn *c, const char *name, const char *q, size_t qlen)
         return;
     if (r)
         s.max_state_size = v;
+    if ((r = num_param(c, q, qlen, "snapshotEvery", &v)) < 0)
+        return;
+    if (r) {
+        if (v > 1000000) {
+            bad(c, "snapshotEvery must be 0 .. 1000000");
+            return;
+        }
+        s.snapshot_every = (uint32_t)v;
+    }
     int rc = stele_projection_create(c->srv->db, name, &s);
     if (rc) {
         lib_error(c, rc);
@@ -322,6 +340,8 @@ static void del(conn *c, const char *name, const char *q, size_t qlen)
     conn_request_done(c);
 }
 
+static void partitions(conn *c, const char *name, const char *q, size_t qlen);
+
 static void method(conn *c, const char *path, size_t plen)
 {
     char msg[300];
@@ -377,6 +397,11 @@ int route_projections(conn *c, const char *path, size_t plen, const char *q, siz
             method(c, path, plen);
         else
             state(c, name, q, qlen, REST_IS("result"));
+    } else if (REST_IS("partitions")) {
+        if (m != HTTP_GET)
+            method(c, path, plen);
+        else
+            partitions(c, name, q, qlen);
     } else if (REST_IS("enable") || REST_IS("disable") || REST_IS("reset")) {
         char cmd[16];
         snprintf(cmd, sizeof cmd, "%.*s", (int)rlen, rest);
@@ -392,5 +417,147 @@ int route_projections(conn *c, const char *path, size_t plen, const char *q, siz
         conn_request_done(c);
     }
 #undef REST_IS
+    return 1;
+}
+
+/* GET /projections/{name}/partitions?after=&limit=&field=&value= */
+static void partitions(conn *c, const char *name, const char *q, size_t qlen)
+{
+    char after[1024] = "", field[256] = "", value[1024] = "";
+    int ra = query_get(q, qlen, "after", after, sizeof after);
+    int rf = query_get(q, qlen, "field", field, sizeof field);
+    int rv = query_get(q, qlen, "value", value, sizeof value);
+    if (ra < 0 || rf < 0 || rv < 0) {
+        bad(c, "after, field or value: malformed or too long");
+        return;
+    }
+    if ((rf > 0) != (rv > 0)) {
+        bad(c, "give field and value together (value is JSON: \"c-1\" with quotes, 42, true)");
+        return;
+    }
+    uint64_t limit = 100;
+    int r = num_param(c, q, qlen, "limit", &limit);
+    if (r < 0)
+        return;
+    if (limit == 0 || limit > 10000) {
+        bad(c, "limit must be 1 .. 10000");
+        return;
+    }
+    stele_partition *ps;
+    size_t n;
+    int more;
+    int rc = stele_projection_partitions(c->srv->db, name, after, (size_t)limit,
+                                         rf > 0 ? field : NULL, rv > 0 ? value : NULL, &ps, &n,
+                                         &more);
+    if (rc) {
+        lib_error(c, rc);
+        return;
+    }
+    buf b = {0};
+    w(&b, "{\"partitions\":[");
+    for (size_t i = 0; i < n; i++) {
+        w(&b, i ? ",{\"key\":" : "{\"key\":");
+        json_w_str(&b, ps[i].key, ps[i].key_len);
+        w(&b, ",\"state\":");
+        json_w_raw(&b, ps[i].state, ps[i].state_len);
+        w(&b, "}");
+    }
+    w(&b, "]");
+    if (more && n) {
+        char enc[3200], tmp[1300];
+        w(&b, ",\"next\":");
+        url_encode(ps[n - 1].key, ps[n - 1].key_len, enc, sizeof enc);
+        char link[4000];
+        snprintf(link, sizeof link, "/projections/%s/partitions?after=%s&limit=%llu", name, enc,
+                 (unsigned long long)limit);
+        if (rf > 0) {
+            size_t l = strlen(link);
+            url_encode(field, strlen(field), tmp, sizeof tmp);
+            snprintf(link + l, sizeof link - l, "&field=%s", tmp);
+            l = strlen(link);
+            url_encode(value, strlen(value), enc, sizeof enc);
+            snprintf(link + l, sizeof link - l, "&value=%s", enc);
+        }
+        json_w_str(&b, link, strlen(link));
+    }
+    w(&b, "}\n");
+    stele_free(ps);
+    respond_json(c, 200, &b);
+}
+
+int route_stream_state(conn *c, const char *stream, const char *q, size_t qlen)
+{
+    char name[256];
+    int r = query_get(q, qlen, "projection", name, sizeof name);
+    if (r == 0)
+        return 0;
+    if (c->req.method != HTTP_GET) {
+        method(c, "/streams/{stream}/state", 23);
+        return 1;
+    }
+    if (r < 0 || !*name) {
+        bad(c, "projection: malformed, empty or too long");
+        return 1;
+    }
+    char t[64];
+    int has_to = query_get(q, qlen, "to", t, sizeof t);
+    char a[128];
+    int has_as_of = query_get(q, qlen, "asOf", a, sizeof a);
+    if (has_to && has_as_of) {
+        bad(c, "give to or asOf, not both");
+        return 1;
+    }
+    uint64_t to = STELE_END;
+    int64_t as_of;
+    if (has_to) {
+        char *end;
+        unsigned long long v = has_to > 0 && t[0] >= '0' && t[0] <= '9' ? strtoull(t, &end, 10) : 0;
+        if (has_to < 0 || t[0] < '0' || t[0] > '9' || *end || strlen(t) > 19) {
+            bad(c, "to must be a revision (a non-negative number)");
+            return 1;
+        }
+        to = v;
+    }
+    if (has_as_of) {
+        if (has_as_of < 0 || stele_time_parse(a, 0, &as_of) != 0) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "asOf: %s", has_as_of < 0 ? "malformed" : stele_errmsg());
+            bad(c, msg);
+            return 1;
+        }
+    }
+    char *json = NULL;
+    size_t len;
+    uint64_t rev, snap;
+    int rc = stele_projection_fold(c->srv->db, name, stream, to, has_as_of ? &as_of : NULL, &json,
+                                   &len, &rev, &snap);
+    if (rc) {
+        if (rc == STELE_ENOTFOUND && strstr(stele_errmsg(), "projection"))
+            lib_error(c, rc);
+        else {
+            http_stele_error(c, rc, stele_errmsg(), NULL);
+        }
+        return 1;
+    }
+    buf b = {0};
+    w(&b, "{\"stream\":");
+    json_w_str(&b, stream, strlen(stream));
+    w(&b, ",\"projection\":");
+    json_w_str(&b, name, strlen(name));
+    w(&b, ",\"revision\":");
+    if (rev == STELE_NONE)
+        w(&b, "null");
+    else
+        json_w_u64(&b, rev);
+    w(&b, ",\"snapshotRevision\":");
+    if (snap == STELE_NONE)
+        w(&b, "null");
+    else
+        json_w_u64(&b, snap);
+    w(&b, ",\"state\":");
+    json_w_raw(&b, json, len);
+    w(&b, "}\n");
+    stele_free(json);
+    respond_json(c, 200, &b);
     return 1;
 }

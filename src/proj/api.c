@@ -99,6 +99,9 @@ int proj_check_settings(stele_db *db, const char *name, const stele_projection_s
     if (d->cache_partitions > 10000000)
         return err_set(STELE_EINVAL, "cache of %u partitions: give 1 .. 10000000",
                        d->cache_partitions);
+    if (d->snapshot_every > 1000000)
+        return err_set(STELE_EINVAL, "snapshot every %u events: give 0 .. 1000000",
+                       d->snapshot_every);
     if (d->max_state_size > db->opts.max_event_size)
         return err_set(STELE_EINVAL, "max state size %llu is over the store's max event size %llu",
                        (unsigned long long)d->max_state_size,

@@ -226,6 +226,83 @@ def hostile_queries():
         T.expect(C.delete("/projections/" + name), 200)
 
 
+ORDER_READ_MODEL = """
+fromCategory('Order').foreachStream().when({
+  $init: function () { return { customerId: null, status: 'new', amount: 0 }; },
+  OrderPlaced: function (s, e) { s.customerId = e.body.customerId; s.amount = e.body.amount;
+    s.status = 'placed'; },
+  OrderShipped: function (s, e) { s.status = 'shipped'; }
+});
+"""
+
+ACCOUNT = """
+fromCategory('Account').foreachStream().when({
+  $init: function () { return { balance: 0, count: 0 }; },
+  MoneyDeposited: function (s, e) { s.balance += e.body.amount; s.count++; },
+  MoneyWithdrawn: function (s, e) { s.balance -= e.body.amount; s.count++; }
+});
+"""
+
+
+@T.case
+def read_models_and_reconstruct():
+    # seed 000's OrderReadModel: one row per order, queried by customerId
+    T.expect(C.post("/projections/order-rows", ORDER_READ_MODEL), 201)
+    b = wait("order-rows")
+    rows, after = [], None
+    while True:
+        path = "/projections/order-rows/partitions?limit=7"
+        if after is not None:
+            path += "&after=" + after
+        page = T.expect(C.get(path), 200)
+        rows += page["partitions"]
+        if "next" not in page:
+            break
+        after = page["partitions"][-1]["key"]
+    keys = [r["key"] for r in rows]
+    want_keys = sorted("Order-%d" % i for i in ORDERS)
+    T.check(keys == want_keys, "every order in key order", None, want_keys[:5], keys[:5])
+    for r in rows:
+        o = ORDERS[int(r["key"][6:])]
+        want = {"customerId": o[0], "status": "shipped" if o[2] else "placed", "amount": o[1]}
+        T.check(r["state"] == want, "row " + r["key"], None, want, r["state"])
+    got = T.expect(C.get('/projections/order-rows/partitions?field=customerId&value=%22cust-2%22'
+                         '&limit=1000'), 200)
+    want = sorted("Order-%d" % i for i, o in ORDERS.items() if o[0] == "cust-2")
+    T.check([r["key"] for r in got["partitions"]] == want, "orders of cust-2", None, want, got)
+    T.expect(C.get("/projections/order-rows/partitions?field=customerId"), 400, "INVALID_ARGUMENT")
+    T.expect(C.get("/projections/order-rows/partitions?field=x&value=%7Bbad"), 400,
+             "INVALID_ARGUMENT")
+    T.expect(C.get("/projections/order-rows/partitions?limit=0"), 400, "INVALID_ARGUMENT")
+    # seed 002's reconstructState(aggregateId, upToSequence), snapshots every 100
+    T.expect(C.post("/projections/accounts?snapshotEvery=100", ACCOUNT), 201)
+    balance, balances = 0, []
+    for i in range(0, 250, 50):
+        evs = []
+        for j in range(i, i + 50):
+            amt = j % 13 + 1
+            t = "MoneyWithdrawn" if j % 4 == 3 else "MoneyDeposited"
+            balance += -amt if t == "MoneyWithdrawn" else amt
+            balances.append(balance)
+            evs.append((t, {"amount": amt}))
+        append("Account-7", evs)
+    wait("accounts")
+    for to in (0, 57, 99, 100, 199, 230, 249):
+        r = T.expect(C.get("/streams/Account-7/state?projection=accounts&to=%d" % to), 200)
+        want = {"balance": balances[to], "count": to + 1}
+        T.check(r["state"] == want and r["revision"] == to, "reconstruct to %d" % to, None, want, r)
+        snap = (to + 1) // 100 * 100 - 1 if to >= 99 else None
+        T.check(r["snapshotRevision"] == snap, "from the snapshot at or before %d" % to, None,
+                snap, r)
+    r = T.expect(C.get("/streams/Account-7/state?projection=accounts"), 200)
+    T.check(r["state"]["balance"] == balance and r["revision"] == 249, "reconstruct all")
+    T.expect(C.get("/streams/Account-7/state?projection=nope"), 404, "PROJECTION_NOT_FOUND")
+    T.expect(C.get("/streams/Account-7/state?projection=accounts&to=x"), 400, "INVALID_ARGUMENT")
+    T.expect(C.get("/streams/Account-7/state?projection=accounts&asOf=yesterday"), 400,
+             "INVALID_ARGUMENT")
+    T.expect(C.get("/streams/Account-404/state?projection=accounts"), 404)
+
+
 @T.case
 def metrics():
     r = C.get("/metrics")
