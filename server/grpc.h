@@ -175,6 +175,9 @@ extern const size_t grpc_streams_nmethods;
 /* grpc_persistent.c: PersistentSubscriptions. */
 extern const grpc_method grpc_persistent_methods[];
 extern const size_t grpc_persistent_nmethods;
+/* grpc_projections.c */
+extern const grpc_method grpc_projections_methods[];
+extern const size_t grpc_projections_nmethods;
 
 /* grpc_read.c: Streams.Read, as a read or a subscription. */
 void grpc_read_msg(gcall *call, ProtobufCMessage *msg);

@@ -4,6 +4,9 @@
  *
  *   GET    /projections                      every projection's status
  *   POST   /projections/{name}               create; the body is the query
+ *   POST   /projections/continuous|onetime|transient?name=NAME   the same,
+ *          KurrentDB's form (the official clients use it for
+ *          trackEmittedStreams on old servers)
  *          ?mode=continuous|onetime&emit=true&enabled=false
  *          &memoryLimit=BYTES&timeoutMs=N&cachePartitions=N&maxStateSize=BYTES
  *          &snapshotEvery=N
@@ -72,9 +75,11 @@ static int bool_param(conn *c, const char *q, size_t qlen, const char *name)
     int r = query_get(q, qlen, name, v, sizeof v);
     if (r == 0)
         return -1;
-    if (r > 0 && (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1")))
+    if (r > 0 && (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1") ||
+                  !strcmp(v, "True")))
         return 1;
-    if (r > 0 && (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0")))
+    if (r > 0 && (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0") ||
+                  !strcmp(v, "False")))
         return 0;
     char msg[128];
     snprintf(msg, sizeof msg, "%s must be true or false", name);
@@ -200,7 +205,7 @@ static void get_one(conn *c, const char *name, int query_only, int status)
     respond_json(c, status, &b);
 }
 
-static void create(conn *c, const char *name, const char *q, size_t qlen)
+static void create(conn *c, const char *name, const char *q, size_t qlen, int force_mode)
 {
     stele_projection_settings s;
     memset(&s, 0, sizeof s);
@@ -215,6 +220,8 @@ static void create(conn *c, const char *name, const char *q, size_t qlen)
         bad(c, "mode must be continuous or onetime (transient queries: POST /projections/query)");
         return;
     }
+    if (force_mode >= 0)
+        s.mode = force_mode;
     int e = bool_param(c, q, qlen, "emit");
     if (e == -2)
         return;
@@ -375,12 +382,30 @@ int route_projections(conn *c, const char *path, size_t plen, const char *q, siz
     }
     const char *rest = slash ? slash + 1 : "";
     size_t rlen = slash ? slen - nlen - 1 : 0;
+    /* KurrentDB's form: POST /projections/continuous?name=X&emit=..., also
+     * onetime and transient (run as one-time): the mode is the path and
+     * the name a parameter. These three words are not projection names. */
+    if (rlen == 0 && (!strcmp(name, "continuous") || !strcmp(name, "onetime") ||
+                      !strcmp(name, "transient"))) {
+        if (m != HTTP_POST) {
+            method(c, path, plen);
+            return 1;
+        }
+        char pname[512];
+        int r = query_get(q, qlen, "name", pname, sizeof pname);
+        if (r <= 0 || !*pname) {
+            bad(c, "name is missing (POST /projections/continuous?name=NAME, or POST /projections/NAME)");
+            return 1;
+        }
+        create(c, pname, q, qlen, strcmp(name, "continuous") ? STELE_PROJ_ONE_TIME : -1);
+        return 1;
+    }
 #define REST_IS(lit) (rlen == sizeof(lit) - 1 && !memcmp(rest, lit, rlen))
     if (rlen == 0) {
         if (m == HTTP_GET)
             get_one(c, name, 0, 200);
         else if (m == HTTP_POST)
-            create(c, name, q, qlen);
+            create(c, name, q, qlen, -1);
         else if (m == HTTP_DELETE)
             del(c, name, q, qlen);
         else
