@@ -35,6 +35,7 @@ static const command commands[] = {
     {"groups", cmd_groups},
     {"scavenge", cmd_scavenge},
     {"query", cmd_query},
+    {"projection", cmd_projection},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -59,6 +60,8 @@ static int usage(FILE *f)
                "                  every stream, with --filter-... options\n"
                "  groups ...      consumer groups: list, info, create, update, delete,\n"
                "                  parked, replay-parked, truncate-parked\n"
+               "  projection ...  projections: list, create, status, update, enable, disable,\n"
+               "                  reset, delete, state, partitions, fold\n"
                "  scavenge        give back the space of deleted events (--dir DIR: offline)\n\n"
                "  version         print the version\n"
                "  help [COMMAND]  this text, or a command's (the same as stele COMMAND --help)\n\n"

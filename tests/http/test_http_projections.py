@@ -17,12 +17,13 @@ Python 3 standard library only.
 import json
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stele_server import Client, Server, Suite, request  # noqa: E402
+from stele_server import STELE_BIN, Client, Server, Suite, request  # noqa: E402
 
 T = Suite("test_http_projections")
 S = None
@@ -301,6 +302,62 @@ def read_models_and_reconstruct():
     T.expect(C.get("/streams/Account-7/state?projection=accounts&asOf=yesterday"), 400,
              "INVALID_ARGUMENT")
     T.expect(C.get("/streams/Account-404/state?projection=accounts"), 404)
+
+
+def stele(*args, stdin=None):
+    env = dict(os.environ)
+    for k in list(env):
+        if k.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+            del env[k]
+    env["STELE_SERVER"] = "http://127.0.0.1:%d" % S.port
+    p = subprocess.run([STELE_BIN] + list(args), capture_output=True, text=True, env=env,
+                       input=stdin, timeout=60)
+    return p.returncode, p.stdout, p.stderr
+
+
+@T.case
+def cli():
+    q = "fromCategory('Order').foreachStream().when({$init: function(){ return {n: 0}; }, " \
+        "$any: function(s, e){ s.n++; }});"
+    rc, out, err = stele("projection", "create", "cli-count", "--query", q, "--snapshot-every", "2")
+    T.check(rc == 0 and json.loads(out)["name"] == "cli-count", "create", None, 0, (rc, out, err))
+    rc, out, err = stele("projection", "create", "cli-file", "--file", "-", stdin=q)
+    T.check(rc == 0, "create from stdin", None, 0, (rc, out, err))
+    wait("cli-count")
+    rc, out, err = stele("projection", "status", "cli-count")
+    T.check(rc == 0 and json.loads(out)["status"] == "Running", "status", None, "Running", out)
+    rc, out, err = stele("projection", "list")
+    names = [p["name"] for p in json.loads(out)["projections"]]
+    T.check(rc == 0 and "cli-count" in names and "cli-file" in names, "list", None, names, out)
+    n0 = sum(1 for e in read_all() if e["stream"] == "Order-0")
+    rc, out, err = stele("projection", "state", "cli-count", "--partition", "Order-0")
+    T.check(rc == 0 and json.loads(out) == {"n": n0}, "state", None, {"n": n0}, (rc, out, err))
+    rc, out, err = stele("projection", "partitions", "cli-count", "--limit", "3", "--where", "n=%d" % n0)
+    got = json.loads(out)["partitions"] if rc == 0 else None
+    T.check(rc == 0 and got and all(p["state"] == {"n": n0} for p in got), "partitions --where",
+            None, n0, (rc, out, err))
+    rc, out, err = stele("projection", "fold", "cli-count", "Order-0", "--to", "0")
+    T.check(rc == 0 and json.loads(out)["state"] == {"n": 1}, "fold --to 0", None, 1, (rc, out, err))
+    for sub in ("disable", "enable", "reset"):
+        rc, out, err = stele("projection", sub, "cli-count")
+        T.check(rc == 0, sub, None, 0, (rc, out, err))
+    rc, out, err = stele("projection", "query", "cli-count")
+    T.check(rc == 0 and out.strip() == q, "query", None, q, out)
+    rc, out, err = stele("projection", "update", "cli-count", "--query", q.replace("s.n++", "s.n += 2"))
+    T.check(rc == 0, "update", None, 0, (rc, out, err))
+    rc, out, err = stele("projection", "delete", "cli-file", "--delete-state")
+    T.check(rc == 0, "delete", None, 0, (rc, out, err))
+    rc, out, err = stele("projection", "status", "cli-file")
+    T.check(rc == 1 and "PROJECTION_NOT_FOUND" in err, "status of a deleted one", None, 1,
+            (rc, out, err))
+    rc, out, err = stele("projection", "create", "bad", "--query", "fromAll(")
+    T.check(rc == 1 and "INVALID_ARGUMENT" in err, "syntax error", None, 1, (rc, out, err))
+    rc, out, err = stele("projection", "status")
+    T.check(rc == 2, "missing name", None, 2, (rc, out, err))
+    rc, out, err = stele("projection", "frobnicate", "x")
+    T.check(rc == 2, "unknown subcommand", None, 2, (rc, out, err))
+    rc, out, err = stele("projection", "create", "x")
+    T.check(rc == 2, "create without a query", None, 2, (rc, out, err))
 
 
 @T.case
