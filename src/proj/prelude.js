@@ -275,7 +275,7 @@ var __stele = (function (global) {
         }
         if (!skipPart) {
             states[key] = s;
-            if (dirtyMark[key] !== 1) { dirtyMark[key] = 1; dirty.push(key); }
+            if (dirtyMark[key] !== 1) { dirtyMark[key] = 1; dirty.push(key); return 2; }
         }
         return 1;
     }

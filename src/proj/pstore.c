@@ -685,7 +685,11 @@ static int commit_multi(stele_db *db, const proj_def *d, pcommit *c)
                 break;
             }
             recs[k].stream = (size_t)ix;
-            recs[k].event = (stele_event_in){.id = evs[i].id, .type = evs[i].type,
+            /* Emitted events keep their derived ids: a replay of a batch
+             * partly written in steps must find them. States,
+             * registrations and results need none in one commit (a
+             * duplicate of those is harmless), which spares the id index. */
+            recs[k].event = (stele_event_in){.id = pass ? NULL : evs[i].id, .type = evs[i].type,
                                              .data = evs[i].data.p, .data_len = evs[i].data.len,
                                              .metadata = evs[i].meta.p,
                                              .metadata_len = evs[i].meta.len,

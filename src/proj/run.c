@@ -586,8 +586,9 @@ static void *run_main(void *arg)
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->sys->mu);
     uint64_t last_ckpt = pos;
-    /* streams written per newly dirty partition: its state, a result,
-     * a registration */
+    /* streams written per newly dirty partition: its state and a result;
+     * registrations, the checkpoint and the shared state go to a few
+     * streams of their own (BATCH_STREAMS leaves room for them) */
     size_t per_partition = 1 + (r.src->output_state || r.src->has_transforms);
     while (!atomic_load(&p->stop)) {
         if (target != STELE_NONE && pos >= target) {
@@ -600,69 +601,72 @@ static void *run_main(void *arg)
             final = PS_FAULTED;
             break;
         }
-        size_t n = stele_page_count(pg);
-        uint64_t t0 = time_mono_ns(), handled_n = 0, cut = STELE_NONE;
-        int any = 0;
-        size_t streams = 0; /* an upper bound of the streams the batch writes */
-        for (size_t i = 0; i < n; i++) {
-            const stele_event *e = stele_page_event(pg, i);
-            if (target != STELE_NONE && e->position >= target)
-                break;
-            r.cur_pos = e->position;
-            r.emit_seq = 0;
-            int handled;
-            size_t emits_before = r.batch.nemits;
-            if ((rc = proj_js_event(r.js, e, &handled, err, sizeof err))) {
-                fault_pos = e->position;
-                break;
-            }
-            if (handled) {
-                handled_n++;
-                r.last_handled = e->position;
-                any = 1;
-                if ((rc = want_snapshot(&r, e, err, sizeof err))) {
+        size_t n = stele_page_count(pg), i = 0;
+        /* A page may hold several batches: each ends before it names more
+         * streams than one commit takes, is committed, and the next goes on
+         * from the following event of the same page. */
+        do {
+            uint64_t t0 = time_mono_ns(), handled_n = 0, cut = STELE_NONE;
+            int any = 0;
+            size_t streams = 0, first = i; /* streams: an upper bound */
+            for (; i < n; i++) {
+                const stele_event *e = stele_page_event(pg, i);
+                if (target != STELE_NONE && e->position >= target) {
+                    i = n;
+                    break;
+                }
+                r.cur_pos = e->position;
+                r.emit_seq = 0;
+                int handled;
+                size_t emits_before = r.batch.nemits;
+                if ((rc = proj_js_event(r.js, e, &handled, err, sizeof err))) {
                     fault_pos = e->position;
                     break;
                 }
+                if (handled) {
+                    handled_n++;
+                    r.last_handled = e->position;
+                    any = 1;
+                    if ((rc = want_snapshot(&r, e, err, sizeof err))) {
+                        fault_pos = e->position;
+                        break;
+                    }
+                }
+                streams += (handled == 2 ? per_partition : 0) + (r.batch.nemits - emits_before);
+                if (streams >= BATCH_STREAMS && i + 1 < n) {
+                    cut = e->position + 1;
+                    i++;
+                    break;
+                }
             }
-            streams += (handled == 2 ? 1 + per_partition : 0) + 2 * (r.batch.nemits - emits_before);
-            /* one batch, one commit: end it before it writes more streams
-             * than one multi-stream append takes */
-            if (streams >= BATCH_STREAMS && i + 1 < n) {
-                cut = e->position + 1;
+            atomic_fetch_add(&p->handler_ns, time_mono_ns() - t0);
+            atomic_fetch_add(&p->events_read, (i > n ? n : i) - first);
+            atomic_fetch_add(&p->events_processed, handled_n);
+            if (rc)
                 break;
+            uint64_t next = cut != STELE_NONE ? cut : stele_sub_position(sub);
+            if (target != STELE_NONE && next > target)
+                next = target;
+            int done = target != STELE_NONE && next >= target;
+            if (any || r.batch.nemits || next - last_ckpt >= IDLE_CKPT_GAP ||
+                (done && next > last_ckpt)) {
+                if ((rc = commit(&r, next, err, sizeof err)))
+                    break;
+                last_ckpt = next;
+                save_snapshots(&r);
             }
-        }
-        atomic_fetch_add(&p->handler_ns, time_mono_ns() - t0);
-        atomic_fetch_add(&p->events_read, n);
-        atomic_fetch_add(&p->events_processed, handled_n);
+            pos = next;
+            trim_cache(&r);
+            pthread_mutex_lock(&p->sys->mu);
+            p->position = pos;
+            pthread_cond_broadcast(&p->cv);
+            pthread_mutex_unlock(&p->sys->mu);
+        } while (i < n);
         stele_page_free(pg);
         if (rc) {
             final = PS_FAULTED;
             break;
         }
-        uint64_t next = stele_sub_position(sub);
-        if (cut != STELE_NONE) {
-            next = cut;
-            stele_sub_seek(sub, cut);
-        }
-        if (target != STELE_NONE && next > target)
-            next = target;
-        int done = target != STELE_NONE && next >= target;
-        if (any || r.batch.nemits || next - last_ckpt >= IDLE_CKPT_GAP || (done && next > last_ckpt)) {
-            if ((rc = commit(&r, next, err, sizeof err))) {
-                final = PS_FAULTED;
-                break;
-            }
-            last_ckpt = next;
-            save_snapshots(&r);
-        }
-        pos = next;
-        trim_cache(&r);
-        pthread_mutex_lock(&p->sys->mu);
-        p->position = pos;
-        pthread_cond_broadcast(&p->cv);
-        pthread_mutex_unlock(&p->sys->mu);
     }
 out:
     stele_sub_close(sub);
