@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-proj clean
 
 all: build
 
@@ -68,6 +68,12 @@ bench-scavenge: build
 # (installs and starts PostgreSQL itself; docs/benchmarks.md).
 bench-query: build
 	./bench/run_query.sh $(BUILD)
+
+# Projection benchmark: counting and per-stream projections over 1M events,
+# reconstructState p50/p99, seed 001's OrderSummaryProjection on PostgreSQL
+# (installs and starts PostgreSQL itself; docs/benchmarks.md).
+bench-proj: build
+	./bench/run_proj.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1072,9 +1072,10 @@ typedef struct stele_projection_settings {
     /** Largest state of one partition, bytes (JSON text): default 4 MiB,
      *  at most the store's max_event_size. A larger state faults. */
     uint64_t max_state_size;
-    /** For a foreachStream() projection: save a snapshot of a stream's
-     *  state every this many events of the stream (0: none), used by
-     *  stele_projection_fold(). */
+    /** For a foreachStream() projection: keep a snapshot of a stream's
+     *  state every this many events of the stream (0: none), committed
+     *  with the batch in the projection's own system stream
+     *  ($projections-NAME-snap-STREAM), used by stele_projection_fold(). */
     uint32_t snapshot_every;
 } stele_projection_settings;
 

@@ -13,6 +13,7 @@
  *   $projections-NAME-partitions       one event per partition, data = its key
  *   $projections-NAME-emittedstreams   one event per stream it emitted to
  *   $projections-NAME-result, $projections-NAME-KEY-result   results (outputState)
+ *   $projections-NAME-snap-STREAM      snapshots of a stream's state (snapshotEvery)
  * A KEY that is not a usable stream name part (control characters, too
  * long, starting with '#') is written as '#' and a 128-bit hash.
  */
@@ -90,9 +91,19 @@ int pstore_partition_stream(const proj_def *d, const char *key, size_t klen, int
 void pstore_event_id(const proj_def *d, const char *kind, uint64_t position, uint64_t seq,
                      const char *key, size_t klen, uint8_t id[16]);
 
-/* The schema_version of the stream snapshots a projection saves: a hash
- * of its name and query, so a changed query ignores older ones. */
+/* A hash of a projection's name and query: its snapshots carry it, so a
+ * changed query ignores older ones. */
 uint32_t pstore_snapshot_tag(const proj_def *d);
+/* Fill `pe` (its data already the state) as the snapshot of `stream` at
+ * `revision` (event position `position`). */
+struct pcommit_event;
+int pstore_snapshot_record(const proj_def *d, const char *stream, size_t slen, uint64_t revision,
+                           uint64_t position, struct pcommit_event *pe);
+/* The newest snapshot of `stream` at or before `revision` with the
+ * projection's current tag: *found = 0 if none; else its state is appended
+ * to *state and its revision in *at. */
+int pstore_find_snapshot(stele_db *db, const proj_def *d, const char *stream, uint64_t revision,
+                         buf *state, uint64_t *at, int *found);
 
 /* pstore.c: definitions */
 int pstore_write_def(stele_db *db, const proj_def *d);

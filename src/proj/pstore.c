@@ -742,3 +742,99 @@ int pstore_commit(stele_db *db, const proj_def *d, pcommit *c)
         rc = commit_steps(db, d, c);
     return rc;
 }
+
+/* ---------------------------------------------------------------- snapshots */
+
+/* $projections-NAME-snap-STREAM, or -snap-#HASH when that is too long. */
+static int snapshot_stream(const proj_def *d, const char *stream, size_t slen, char out[256])
+{
+    int n = snprintf(out, 256, "$projections-%s-snap-%.*s", d->name, (int)slen, stream);
+    if (n > 0 && n < 256)
+        return 0;
+    const void *parts[] = {stream};
+    size_t lens[] = {slen};
+    uint8_t h[16];
+    hash128(parts, lens, 1, h);
+    char hex[33];
+    for (int i = 0; i < 16; i++)
+        snprintf(hex + 2 * i, 3, "%02x", h[i]);
+    n = snprintf(out, 256, "$projections-%s-snap-#%s", d->name, hex);
+    return n > 0 && n < 256 ? 0 : err_set(STELE_EINVAL, "projection stream name too long");
+}
+
+int pstore_snapshot_record(const proj_def *d, const char *stream, size_t slen, uint64_t revision,
+                           uint64_t position, pcommit_event *pe)
+{
+    int rc = snapshot_stream(d, stream, slen, pe->stream);
+    if (rc)
+        return rc;
+    snprintf(pe->type, sizeof pe->type, "$ProjectionSnapshot");
+    char t[160];
+    snprintf(t, sizeof t, "{\"revision\":%llu,\"tag\":%u,\"position\":%llu}",
+             (unsigned long long)revision, pstore_snapshot_tag(d), (unsigned long long)position);
+    pe->meta.len = 0;
+    if (buf_append(&pe->meta, t, strlen(t)))
+        return err_set(STELE_ENOMEM, "out of memory");
+    pe->flags = STELE_EVENT_JSON | STELE_META_JSON;
+    pstore_event_id(d, "snap", revision, 0, stream, slen, pe->id);
+    return 0;
+}
+
+static int snap_meta(const stele_event *e, uint64_t *rev, uint32_t *tag)
+{
+    char t[160];
+    size_t n = e->metadata_len < sizeof t - 1 ? e->metadata_len : sizeof t - 1;
+    memcpy(t, e->metadata, n);
+    t[n] = 0;
+    unsigned long long r;
+    unsigned g;
+    if (sscanf(t, "{\"revision\":%llu,\"tag\":%u", &r, &g) != 2)
+        return -1;
+    *rev = r;
+    *tag = g;
+    return 0;
+}
+
+int pstore_find_snapshot(stele_db *db, const proj_def *d, const char *stream, uint64_t revision,
+                         buf *state, uint64_t *at, int *found)
+{
+    *found = 0;
+    char name[256];
+    int rc = snapshot_stream(d, stream, strlen(stream), name);
+    if (rc || !d->snapshot_every || revision + 1 < d->snapshot_every)
+        return rc;
+    uint32_t tag = pstore_snapshot_tag(d);
+    /* The k-th snapshot is normally at revision k of the snapshot stream;
+     * a query changed since, or a batch written twice in steps, shifts
+     * them: then read backwards from there (or from the end). */
+    uint64_t k = (revision + 1) / d->snapshot_every - 1;
+    for (int attempt = 0; attempt < 2 && !*found; attempt++) {
+        stele_page *pg;
+        rc = stele_read_stream(db, name, attempt ? STELE_END : k, STELE_BACKWARDS,
+                               attempt ? 256 : 1, &pg);
+        if (rc == STELE_ENOTFOUND) {
+            err_clear();
+            return 0;
+        }
+        if (rc)
+            return rc;
+        for (size_t i = 0; i < stele_page_count(pg); i++) {
+            const stele_event *e = stele_page_event(pg, i);
+            uint64_t r;
+            uint32_t g;
+            if (snap_meta(e, &r, &g) || g != tag || r > revision)
+                continue;
+            if (attempt == 0 && r != (k + 1) * d->snapshot_every - 1)
+                break; /* not the one expected: search */
+            if (buf_append(state, e->data, e->data_len)) {
+                stele_page_free(pg);
+                return err_set(STELE_ENOMEM, "out of memory");
+            }
+            *at = r;
+            *found = 1;
+            break;
+        }
+        stele_page_free(pg);
+    }
+    return 0;
+}

@@ -172,55 +172,30 @@ typedef struct runner {
     uint64_t cur_pos; /* position of the event being handled */
     uint64_t emit_seq;
     uint64_t last_handled; /* position of the batch's last handled event */
-    /* Snapshots (snapshot_every) to save once the batch is committed. */
-    struct psnap {
-        char stream[256];
-        uint64_t revision;
-        buf state;
-    } *snaps;
-    size_t nsnaps, cap_snaps;
 } runner;
 
-/* After handling event e of a foreachStream() projection: keep a snapshot
- * of its stream's state every snapshot_every events. */
+/* After handling event e of a foreachStream() projection: every
+ * snapshot_every events of a stream, its state goes into the batch as a
+ * snapshot record ($projections-NAME-snap-STREAM, pstore.c), committed
+ * with the batch, so the k-th snapshot of a stream is normally its
+ * snapshot stream's revision k. */
 static int want_snapshot(runner *r, const stele_event *e, char *err, size_t errlen)
 {
     if (!r->d.snapshot_every || !r->src->foreach_stream ||
         (e->revision + 1) % r->d.snapshot_every != 0)
         return 0;
-    if (r->nsnaps == r->cap_snaps) {
-        size_t nc = r->cap_snaps ? r->cap_snaps * 2 : 16;
-        struct psnap *ns = realloc(r->snaps, nc * sizeof *ns);
-        if (!ns)
-            return err_set(STELE_ENOMEM, "out of memory");
-        memset(ns + r->cap_snaps, 0, (nc - r->cap_snaps) * sizeof *ns);
-        r->snaps = ns;
-        r->cap_snaps = nc;
+    pcommit_event *pe = pcommit_add(&r->batch, 1);
+    if (!pe)
+        return err_set(STELE_ENOMEM, "out of memory");
+    int rc = proj_js_state(r->js, e->stream, e->stream_len, 0, &pe->data, err, errlen);
+    if (!rc)
+        rc = pstore_snapshot_record(&r->d, e->stream, e->stream_len, e->revision, e->position, pe);
+    if (rc) {
+        r->batch.nstates--;
+        if (!err[0])
+            snprintf(err, errlen, "%s", stele_errmsg());
     }
-    struct psnap *ps = &r->snaps[r->nsnaps];
-    int rc = proj_js_state(r->js, e->stream, e->stream_len, 0, &ps->state, err, errlen);
-    if (rc)
-        return rc;
-    snprintf(ps->stream, sizeof ps->stream, "%s", e->stream);
-    ps->revision = e->revision;
-    r->nsnaps++;
-    return 0;
-}
-
-/* Save the batch's snapshots (a cache: a failure only costs a longer
- * fold later). */
-static void save_snapshots(runner *r)
-{
-    uint32_t tag = pstore_snapshot_tag(&r->d);
-    for (size_t i = 0; i < r->nsnaps; i++) {
-        struct psnap *ps = &r->snaps[i];
-        stele_snapshot_in sn = {.revision = ps->revision, .schema_version = tag,
-                                .flags = STELE_EVENT_JSON, .state = ps->state.p,
-                                .state_len = ps->state.len};
-        stele_put_snapshot(r->db, ps->stream, &sn);
-    }
-    r->nsnaps = 0;
-    err_clear();
+    return rc;
 }
 
 static int cb_load(void *ctx, const char *key, size_t klen, int shared, buf *out, uint64_t *pos,
@@ -653,7 +628,6 @@ static void *run_main(void *arg)
                 if ((rc = commit(&r, next, err, sizeof err)))
                     break;
                 last_ckpt = next;
-                save_snapshots(&r);
             }
             pos = next;
             trim_cache(&r);
@@ -675,9 +649,6 @@ out:
     kset_free(&r.cache);
     kset_free(&r.emitted);
     pcommit_free(&r.batch);
-    for (size_t i = 0; i < r.cap_snaps; i++)
-        buf_free(&r.snaps[i].state);
-    free(r.snaps);
     atomic_store(&p->partitions_cached, 0);
     atomic_store(&p->heap_bytes, 0);
     if (final == PS_FAULTED && fault_pos == STELE_NONE && !err[0])

@@ -241,7 +241,6 @@ int stele_projection_fold(stele_db *db, const char *name, const char *stream, ui
     if (rc)
         return rc;
     proj_js *js = NULL;
-    stele_snapshot *sn = NULL;
     buf out = {0};
     char err[1024];
     /* the last revision to fold */
@@ -262,30 +261,25 @@ int stele_projection_fold(stele_db *db, const char *name, const char *stream, ui
         goto out;
     }
     /* the newest snapshot of this projection (and query) at or before it */
-    uint32_t tag = pstore_snapshot_tag(&d);
-    uint64_t at = last;
-    for (int tries = 0; last != STELE_NONE && tries < 8; tries++) {
-        if ((rc = stele_get_snapshot(db, stream, at, &sn)))
-            goto out;
-        if (!sn || sn->schema_version == tag)
-            break;
-        at = sn->revision;
-        stele_free(sn);
-        sn = NULL;
-        if (at == 0)
-            break;
-        at--;
+    buf snap = {0};
+    uint64_t snap_rev = STELE_NONE;
+    int have = 0;
+    if (last != STELE_NONE && (rc = pstore_find_snapshot(db, &d, stream, last, &snap, &snap_rev,
+                                                          &have))) {
+        buf_free(&snap);
+        goto out;
     }
-    rc = sn ? proj_js_fold_start(js, sn->state, sn->state_len, err, sizeof err)
-            : proj_js_fold_start(js, NULL, 0, err, sizeof err);
+    rc = have ? proj_js_fold_start(js, (const char *)snap.p, snap.len, err, sizeof err)
+              : proj_js_fold_start(js, NULL, 0, err, sizeof err);
+    buf_free(&snap);
     if (rc) {
         rc = err_set(rc, "%s", err);
         goto out;
     }
-    uint64_t from = sn ? sn->revision + 1 : 0;
-    if (snapshot && sn)
-        *snapshot = sn->revision;
-    uint64_t done = sn ? sn->revision : STELE_NONE;
+    uint64_t from = have ? snap_rev + 1 : 0;
+    if (snapshot && have)
+        *snapshot = snap_rev;
+    uint64_t done = have ? snap_rev : STELE_NONE;
     while (last != STELE_NONE && from <= last) {
         rc = stele_read_stream_to(db, stream, from, STELE_FORWARDS, 1024, last, &pg);
         if (rc)
@@ -326,7 +320,6 @@ int stele_projection_fold(stele_db *db, const char *name, const char *stream, ui
         *revision = done;
 out:
     stele_page_free(pg);
-    stele_free(sn);
     buf_free(&out);
     proj_js_free(js);
     proj_def_free(&d);
