@@ -21,6 +21,11 @@
  *             a projection with snapshots every --snapshot-every events and
  *             one without; --reps folds to random revisions with each;
  *             latency p50/p99/max
+ *   inline    appends of one event by 8 threads to 1,000 streams of one
+ *             category, with an inline projection on it (its handlers run
+ *             and the state is stored with each append) and without;
+ *             --events appends per mode and round, 3 alternating rounds on
+ *             fresh stores; events/s and the ratio
  *   pgload    the same N events into PostgreSQL (seed 001's events table,
  *             COPY, its indexes built after the load)
  *   pgworker  seed 001's OrderSummaryProjection: read_all in batches of
@@ -65,7 +70,10 @@ static void die(const char *what)
     exit(1);
 }
 
-/* VmRSS and VmHWM of this process, MiB. */
+/* VmRSS and VmHWM of this process, MiB; RssAnon (heap, stacks: what
+ * the process itself allocated) and RssFile (mapped files: LMDB's index
+ * pages, clean and reclaimable) of VmRSS. */
+static double rss_anon, rss_file;
 static void rss(double *now, double *peak)
 {
     FILE *f = fopen("/proc/self/status", "r");
@@ -76,6 +84,10 @@ static void rss(double *now, double *peak)
             *now = atof(line + 6) / 1024.0;
         if (!strncmp(line, "VmHWM:", 6))
             *peak = atof(line + 6) / 1024.0;
+        if (!strncmp(line, "RssAnon:", 8))
+            rss_anon = atof(line + 8) / 1024.0;
+        if (!strncmp(line, "RssFile:", 8))
+            rss_file = atof(line + 8) / 1024.0;
     }
     if (f)
         fclose(f);
@@ -168,13 +180,15 @@ static void run_projection(const char *label, const char *name, const char *quer
     double t0 = now_s();
     if (stele_projection_create(db, name, &s))
         die("create");
-    double peak_seen = 0;
+    double peak_seen = 0, anon_peak = 0;
     for (;;) {
         int rc = stele_projection_wait(db, name, STELE_END, 1000);
         double r, p;
         rss(&r, &p);
         if (r > peak_seen)
             peak_seen = r;
+        if (rss_anon > anon_peak)
+            anon_peak = rss_anon;
         if (rc == 0)
             break;
         if (rc != STELE_EBUSY)
@@ -197,10 +211,12 @@ static void run_projection(const char *label, const char *name, const char *quer
     /* partitions: one per order for perstream */
     printf("%s events=%llu processed=%llu seconds=%.1f events_per_s=%.0f commits=%llu "
            "state_mib_written=%.0f cache=%u rss_before_mib=%.0f rss_after_mib=%.0f "
-           "rss_peak_mib=%.0f heap_mib=%.1f handler_s=%.1f\n",
+           "rss_peak_mib=%.0f rss_anon_peak_mib=%.0f rss_file_mib=%.0f heap_mib=%.1f "
+           "handler_s=%.1f\n",
            label, (unsigned long long)in->events_read, (unsigned long long)in->events_processed,
            dt, (double)in->events_read / dt, (unsigned long long)in->commits,
            (double)in->state_bytes / 1048576.0, opt.cache, r0, r1, p1 > peak_seen ? p1 : peak_seen,
+           anon_peak > rss_anon ? anon_peak : rss_anon, rss_file,
            (double)in->heap_bytes / 1048576.0, (double)in->handler_ns / 1e9);
     stele_projection_info_free(in);
     stele_close(db);
@@ -285,6 +301,68 @@ static void cmd_fold(void)
     }
     free(lat);
     stele_close(db);
+}
+
+/* ------------------------------------------------------------ inline */
+
+static stele_db *inl_db;
+static uint64_t inl_per_thread;
+
+static void *inl_thread(void *arg)
+{
+    uintptr_t id = (uintptr_t)arg;
+    char s[32], d[64];
+    for (uint64_t i = 0; i < inl_per_thread; i++) {
+        snprintf(s, sizeof s, "Acct-%llu", (unsigned long long)((id * 7919 + i) % 1000));
+        size_t len = (size_t)snprintf(d, sizeof d, "{\"amount\":%llu}", (unsigned long long)i % 100);
+        stele_event_in in = {.type = "Deposited", .data = d, .data_len = len,
+                             .flags = STELE_EVENT_JSON};
+        if (stele_append(inl_db, s, STELE_ANY, &in, 1, NULL))
+            die("append");
+    }
+    return NULL;
+}
+
+/* Appends of one event by 8 threads to 1,000 streams of one category,
+ * with an inline projection on it and without, alternating rounds on
+ * fresh stores. */
+static void cmd_inline(void)
+{
+    static const char q[] =
+        "fromCategory('Acct').foreachStream().when({\n"
+        "  $init: function () { return {balance: 0, n: 0}; },\n"
+        "  Deposited: function (s, e) { s.balance += e.body.amount; s.n++; }});";
+    const int T = 8;
+    inl_per_thread = opt.events / (uint64_t)T;
+    double rate[2] = {0, 0};
+    int rounds = 3;
+    for (int round = 0; round < rounds; round++) {
+        for (int with = 0; with < 2; with++) {
+            char dir[4096];
+            snprintf(dir, sizeof dir, "%s/inline-%d-%d", opt.dir, round, with);
+            if (stele_open(dir, NULL, &inl_db))
+                die("open");
+            if (with) {
+                stele_projection_settings st = {.query = q, .query_len = strlen(q), .enabled = 1,
+                                                .mode = STELE_PROJ_INLINE};
+                if (stele_projection_create(inl_db, "inline", &st))
+                    die("create");
+            }
+            pthread_t th[8];
+            double t0 = now_s();
+            for (int t = 0; t < T; t++)
+                pthread_create(&th[t], NULL, inl_thread, (void *)(uintptr_t)t);
+            for (int t = 0; t < T; t++)
+                pthread_join(th[t], NULL);
+            double r = (double)(inl_per_thread * (uint64_t)T) / (now_s() - t0);
+            rate[with] += r / rounds;
+            stele_close(inl_db);
+        }
+    }
+    printf("inline threads=%d appends=%llu events_per_append=1 without_per_s=%.0f "
+           "with_inline_per_s=%.0f ratio=%.2f rounds=%d\n",
+           T, (unsigned long long)(inl_per_thread * (uint64_t)T), rate[0], rate[1],
+           rate[1] / rate[0], rounds);
 }
 
 /* ------------------------------------------------------------ PostgreSQL */
@@ -444,7 +522,7 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr,
-                "usage: bench_proj load|count|perstream|fold --dir D [--events N] [--cache N]\n"
+                "usage: bench_proj load|count|perstream|fold|inline --dir D [--events N] [--cache N]\n"
                 "                  [--snapshot-every N] [--reps N]\n"
                 "       bench_proj pgload|pgworker --conninfo STR [--events N] [--seconds S]\n");
         return 2;
@@ -495,6 +573,8 @@ int main(int argc, char **argv)
         cmd_perstream();
     else if (!strcmp(cmd, "fold"))
         cmd_fold();
+    else if (!strcmp(cmd, "inline"))
+        cmd_inline();
     else {
         fprintf(stderr, "bench_proj: unknown command %s\n", cmd);
         return 2;

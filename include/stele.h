@@ -1049,13 +1049,25 @@ void stele_group_unwatch(stele_db *db, int fd);
 /** Projection modes. */
 #define STELE_PROJ_CONTINUOUS 0
 #define STELE_PROJ_ONE_TIME 1
+/**
+ * Inline: the query must be fromCategory('C').foreachStream().when({...}).
+ * Every append to a stream of category C runs the handlers on the new
+ * events before it commits (in the appending thread; for
+ * stele_append_async on the projection's own thread) and stores the
+ * stream's new state with the events in the same commit, as a snapshot at
+ * the new last revision (stele_get_snapshot, schema_version = a hash of
+ * the query); a handler that throws fails the append with EINVAL and the
+ * message, writing nothing. Handlers of one category run one at a time. One
+ * inline projection per category; no emit.
+ */
+#define STELE_PROJ_INLINE 2
 
 /** Settings of a projection. Zero means "the default" for every limit. */
 typedef struct stele_projection_settings {
     /** The query (JavaScript source), borrowed for the call. */
     const char *query;
     size_t query_len;
-    /** STELE_PROJ_CONTINUOUS or STELE_PROJ_ONE_TIME. */
+    /** STELE_PROJ_CONTINUOUS, STELE_PROJ_ONE_TIME or STELE_PROJ_INLINE. */
     int mode;
     /** 1: run at once; 0: created disabled (stele_projection_enable). */
     int enabled;

@@ -225,7 +225,7 @@ static void p_statistics(gcall *call, ProtobufCMessage *msg)
         d.partitionscached = (int32_t)p->partitions_cached;
         d.status = (char *)p->status;
         d.statereason = (char *)p->fault;
-        d.mode = one_time ? "OneTime" : "Continuous";
+        d.mode = one_time ? "OneTime" : p->mode == STELE_PROJ_INLINE ? "Inline" : "Continuous";
         d.position = pos;
         d.lastcheckpoint = ck;
         d.progress = p->head ? (float)(100.0 * (double)(p->head - p->lag) / (double)p->head) : 100.0f;

@@ -7,7 +7,7 @@
  *   POST   /projections/continuous|onetime|transient?name=NAME   the same,
  *          KurrentDB's form (the official clients use it for
  *          trackEmittedStreams on old servers)
- *          ?mode=continuous|onetime&emit=true&enabled=false
+ *          ?mode=continuous|onetime|inline&emit=true&enabled=false
  *          &memoryLimit=BYTES&timeoutMs=N&cachePartitions=N&maxStateSize=BYTES
  *          &snapshotEvery=N
  *   GET    /projections/{name}               status, progress and counters
@@ -121,7 +121,8 @@ void projection_info_json(buf *b, const stele_projection_info *in, int with_quer
     w(b, "{\"name\":");
     json_w_str(b, in->name, strlen(in->name));
     w(b, ",\"mode\":");
-    w(b, in->mode == STELE_PROJ_ONE_TIME ? "\"OneTime\"" : "\"Continuous\"");
+    w(b, in->mode == STELE_PROJ_ONE_TIME ? "\"OneTime\""
+         : in->mode == STELE_PROJ_INLINE ? "\"Inline\"" : "\"Continuous\"");
     w(b, ",\"status\":");
     json_w_str(b, in->status, strlen(in->status));
     w(b, in->enabled ? ",\"enabled\":true" : ",\"enabled\":false");
@@ -216,8 +217,10 @@ static void create(conn *c, const char *name, const char *q, size_t qlen, int fo
     int r = query_get(q, qlen, "mode", mode, sizeof mode);
     if (r > 0 && (!strcmp(mode, "onetime") || !strcmp(mode, "one-time") || !strcmp(mode, "OneTime")))
         s.mode = STELE_PROJ_ONE_TIME;
+    else if (r > 0 && (!strcmp(mode, "inline") || !strcmp(mode, "Inline")))
+        s.mode = STELE_PROJ_INLINE;
     else if (r != 0 && strcmp(mode, "continuous") && strcmp(mode, "Continuous")) {
-        bad(c, "mode must be continuous or onetime (transient queries: POST /projections/query)");
+        bad(c, "mode must be continuous, onetime or inline");
         return;
     }
     if (force_mode >= 0)

@@ -9,6 +9,7 @@
  * checks that every state equals the model fold of the events in the
  * store and every emitted event is there exactly once.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -511,6 +512,148 @@ static void test_read_models_and_fold(void)
     passed++;
 }
 
+
+/* Inline projections: 8 writers race on 4 streams of one category; after
+ * each append the stored state (the stream's snapshot at its head) is the
+ * fold of its events; a throwing handler refuses the append and writes
+ * nothing; async appends go through the projection's thread. */
+struct inl_arg {
+    stele_db *db;
+    int id;
+    int refused, ok;
+};
+
+static void *inl_writer(void *a)
+{
+    struct inl_arg *w = a;
+    for (int i = 0; i < 40; i++) {
+        char s[32], d[64];
+        snprintf(s, sizeof s, "Acct-%d", (w->id + i) % 4);
+        int bad = i % 13 == 12;
+        snprintf(d, sizeof d, "{\"amount\":%d}", bad ? -1 : w->id + i);
+        stele_event_in ev[2] = {
+            {.type = "Deposited", .data = d, .data_len = strlen(d), .flags = STELE_EVENT_JSON},
+            {.type = "Deposited", .data = "{\"amount\":1}", .data_len = 12, .flags = STELE_EVENT_JSON}};
+        int rc = stele_append(w->db, s, STELE_ANY, ev, 2, NULL);
+        if (bad) {
+            CHECK(rc == STELE_EINVAL && strstr(stele_errmsg(), "negative amount"));
+            w->refused++;
+        } else {
+            CHECK(rc == 0);
+            w->ok++;
+        }
+    }
+    return NULL;
+}
+
+struct async_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, rc;
+};
+
+static void async_cb(void *ctx, int rc, const stele_append_result *res, const char *msg)
+{
+    (void)res;
+    (void)msg;
+    struct async_wait *a = ctx;
+    pthread_mutex_lock(&a->mu);
+    a->done = 1;
+    a->rc = rc;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void test_inline(void)
+{
+    const char *dir = t_tmpdir("proj_inline");
+    stele_db *db;
+    CHECK_OK(stele_open(dir, NULL, &db));
+    static const char q[] =
+        "fromCategory('Acct').foreachStream().when({\n"
+        "  $init: function(){ return {balance: 0, n: 0}; },\n"
+        "  Deposited: function(s, e){ if (e.body.amount < 0) throw new Error('negative amount');\n"
+        "    s.balance += e.body.amount; s.n++; }});";
+    stele_projection_settings st = {.query = q, .query_len = strlen(q), .enabled = 1,
+                                    .mode = STELE_PROJ_INLINE};
+    /* events before the projection exists: folded on the first append */
+    stele_event_in pre = {.type = "Deposited", .data = "{\"amount\":100}", .data_len = 14,
+                          .flags = STELE_EVENT_JSON};
+    CHECK_OK(stele_append(db, "Acct-0", STELE_ANY, &pre, 1, NULL));
+    CHECK_OK(stele_projection_create(db, "balances", &st));
+    /* refused shapes */
+    static const char q_bad[] = "fromAll().when({});";
+    stele_projection_settings bad = {.query = q_bad, .query_len = strlen(q_bad), .enabled = 1,
+                                     .mode = STELE_PROJ_INLINE};
+    CHECK_RC(stele_projection_create(db, "inl-bad", &bad), STELE_EINVAL);
+    CHECK_RC(stele_projection_create(db, "balances2", &st), STELE_EEXISTS);
+    pthread_t th[8];
+    struct inl_arg args[8];
+    for (int i = 0; i < 8; i++) {
+        args[i] = (struct inl_arg){.db = db, .id = i};
+        pthread_create(&th[i], NULL, inl_writer, &args[i]);
+    }
+    for (int i = 0; i < 8; i++)
+        pthread_join(th[i], NULL);
+    /* async, through the projection's thread */
+    struct async_wait aw = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    stele_event_in ev = {.type = "Deposited", .data = "{\"amount\":7}", .data_len = 12,
+                         .flags = STELE_EVENT_JSON};
+    CHECK_OK(stele_append_async(db, "Acct-1", STELE_ANY, &ev, 1, async_cb, &aw));
+    pthread_mutex_lock(&aw.mu);
+    while (!aw.done)
+        pthread_cond_wait(&aw.cv, &aw.mu);
+    pthread_mutex_unlock(&aw.mu);
+    CHECK(aw.rc == 0);
+    for (int k = 0; k < 4; k++) {
+        char s[32];
+        snprintf(s, sizeof s, "Acct-%d", k);
+        stele_page *pg;
+        CHECK_OK(stele_read_stream(db, s, 0, STELE_FORWARDS, 100000, &pg));
+        long bal = 0;
+        size_t n = stele_page_count(pg);
+        for (size_t i = 0; i < n; i++) {
+            const stele_event *e = stele_page_event(pg, i);
+            char t[64];
+            snprintf(t, sizeof t, "%.*s", (int)e->data_len, (const char *)e->data);
+            long a = atol(strchr(t, ':') + 1);
+            CHECK(a >= 0); /* nothing of a refused append was written */
+            bal += a;
+        }
+        uint64_t head = stele_page_event(pg, n - 1)->revision;
+        stele_page_free(pg);
+        char want[96];
+        snprintf(want, sizeof want, "{\"balance\":%ld,\"n\":%zu}", bal, n);
+        stele_snapshot *sn = NULL;
+        CHECK_OK(stele_get_snapshot(db, s, STELE_END, &sn));
+        CHECK(sn && sn->revision == head && sn->state_len == strlen(want) &&
+              !memcmp(sn->state, want, sn->state_len));
+        stele_free(sn);
+        expect_state(db, "balances", s, want);
+    }
+    int refused = 0;
+    for (int i = 0; i < 8; i++)
+        refused += args[i].refused;
+    CHECK(refused == 8 * 3);
+    /* disabled: appends go straight through, no state is kept */
+    CHECK_OK(stele_projection_disable(db, "balances"));
+    stele_event_in neg = {.type = "Deposited", .data = "{\"amount\":-5}", .data_len = 13,
+                          .flags = STELE_EVENT_JSON};
+    CHECK_OK(stele_append(db, "Acct-3", STELE_ANY, &neg, 1, NULL));
+    CHECK_OK(stele_projection_enable(db, "balances"));
+    CHECK_RC(stele_append(db, "Acct-3", STELE_ANY, &neg, 1, NULL), STELE_EINVAL);
+    CHECK_RC(stele_projection_reset(db, "balances"), STELE_EINVAL);
+    /* reopened: the inline projection is there again */
+    stele_close(db);
+    CHECK_OK(stele_open(dir, NULL, &db));
+    CHECK_RC(stele_append(db, "Acct-2", STELE_ANY, &neg, 1, NULL), STELE_EINVAL);
+    CHECK_OK(stele_projection_delete(db, "balances", 0));
+    CHECK_OK(stele_append(db, "Acct-2", STELE_ANY, &neg, 1, NULL));
+    stele_close(db);
+    t_rmdir(dir);
+    passed++;
+}
+
 /* ------------------------------------------------------------ SIGKILL */
 
 static const char q_kill_count[] =
@@ -662,6 +805,7 @@ int main(int argc, char **argv)
     test_examples();
     test_hostile();
     test_read_models_and_fold();
+    test_inline();
     const char *q = getenv("TEST_QUICK");
     test_sigkill(q && atoi(q) ? 3 : 30);
     return t_done("test_proj", passed);

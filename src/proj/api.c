@@ -80,8 +80,11 @@ int proj_check_settings(stele_db *db, const char *name, const stele_projection_s
         return err_set(STELE_EINVAL, "settings is NULL");
     if ((rc = check_query(st->query, st->query_len)))
         return rc;
-    if (st->mode != STELE_PROJ_CONTINUOUS && st->mode != STELE_PROJ_ONE_TIME)
-        return err_set(STELE_EINVAL, "mode %d is neither continuous nor one-time", st->mode);
+    if (st->mode != STELE_PROJ_CONTINUOUS && st->mode != STELE_PROJ_ONE_TIME &&
+        st->mode != STELE_PROJ_INLINE)
+        return err_set(STELE_EINVAL, "mode %d is not continuous, one-time or inline", st->mode);
+    if (st->mode == STELE_PROJ_INLINE && st->emit_enabled)
+        return err_set(STELE_EINVAL, "an inline projection cannot emit");
     snprintf(d->name, sizeof d->name, "%s", name);
     d->mode = st->mode;
     d->enabled = st->enabled != 0;
@@ -171,10 +174,18 @@ int stele_projection_create(stele_db *db, const char *name,
         rc = err_set(STELE_EEXISTS, "a projection named '%s' exists", name);
         goto out;
     }
-    if ((rc = pstore_write_def(db, &d))) {
+    if (d.mode == STELE_PROJ_INLINE && (rc = proj_inline_add(s, &d))) {
         proj_def_free(&d);
         goto out;
     }
+    if ((rc = pstore_write_def(db, &d))) {
+        if (d.mode == STELE_PROJ_INLINE)
+            proj_inline_drop(s, d.name);
+        proj_def_free(&d);
+        goto out;
+    }
+    if (d.mode == STELE_PROJ_INLINE && !d.enabled)
+        proj_inline_drop(s, d.name);
     /* only the newest checkpoint matters */
     char ck[256];
     stele_stream_metadata md = {.max_count = 1};
@@ -252,6 +263,19 @@ int stele_projection_update(stele_db *db, const char *name, const char *query, s
         proj_def_free(&nd);
         goto out;
     }
+    if (nd.mode == STELE_PROJ_INLINE) {
+        if (nd.emit_enabled) {
+            proj_def_free(&nd);
+            rc = err_set(STELE_EINVAL, "an inline projection cannot emit");
+            goto out;
+        }
+        proj_inline_drop(s, name);
+        if (nd.enabled && (rc = proj_inline_add(s, &nd))) {
+            proj_inline_add(s, &p->def); /* the old query goes on */
+            proj_def_free(&nd);
+            goto out;
+        }
+    }
     proj_stop(p);
     if ((rc = save_def(p, &nd)) == 0 && p->def.enabled)
         rc = proj_start(p);
@@ -268,6 +292,14 @@ static int set_enabled(stele_db *db, const char *name, int on)
     if (rc)
         return rc;
     proj_stop(p);
+    if (p->def.mode == STELE_PROJ_INLINE && p->def.enabled != on) {
+        if (on && (rc = proj_inline_add(s, &p->def))) {
+            pthread_mutex_unlock(&s->admin);
+            return rc;
+        }
+        if (!on)
+            proj_inline_drop(s, name);
+    }
     if (p->def.enabled != on) {
         proj_def nd;
         if ((rc = proj_def_copy(&nd, &p->def)) == 0) {
@@ -296,6 +328,11 @@ int stele_projection_reset(stele_db *db, const char *name)
     int rc = enter(db, name, &s, &p);
     if (rc)
         return rc;
+    if (p->def.mode == STELE_PROJ_INLINE) {
+        rc = err_set(STELE_EINVAL, "an inline projection keeps no state of its own to reset: its "
+                     "states are its streams' snapshots, made by their appends");
+        goto out;
+    }
     proj_stop(p);
     proj_def nd;
     if ((rc = proj_def_copy(&nd, &p->def)))
@@ -337,6 +374,8 @@ int stele_projection_delete(stele_db *db, const char *name, unsigned flags)
         goto out;
     }
     proj_stop(p);
+    if (p->def.mode == STELE_PROJ_INLINE)
+        proj_inline_drop(s, name);
     if (flags && (rc = pstore_delete_streams(db, &p->def, (flags & STELE_PROJ_DELETE_EMITTED) != 0,
                                              (flags & STELE_PROJ_DELETE_STATE) != 0)))
         goto out;
@@ -512,7 +551,21 @@ int stele_projection_state(stele_db *db, const char *name, const char *partition
     buf b = {0};
     uint64_t pos;
     int found = 0;
-    if (result && transforms) {
+    if (d.mode == STELE_PROJ_INLINE) {
+        /* the stream's snapshot saved by its last append */
+        stele_snapshot *sn = NULL;
+        rc = *partition ? stele_get_snapshot(db, partition, STELE_END, &sn) : 0;
+        if (rc == STELE_ENOTFOUND) {
+            err_clear();
+            rc = 0;
+        }
+        if (!rc && sn && sn->schema_version == pstore_snapshot_tag(&d)) {
+            if (buf_append(&b, sn->state, sn->state_len))
+                rc = err_set(STELE_ENOMEM, "out of memory");
+            found = 1;
+        }
+        stele_free(sn);
+    } else if (result && transforms) {
         /* the newest result event */
         char rs[256];
         int n = *partition ? snprintf(rs, sizeof rs, "$projections-%s-%s-result", d.name, partition)

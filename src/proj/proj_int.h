@@ -63,6 +63,9 @@ typedef struct proj_sys {
     proj **list;
     size_t n, cap;
     int closing;
+    /* inline projections (inline.c), by category; (mu) */
+    struct proj_inline **inl;
+    size_t ninline;
 } proj_sys;
 
 struct proj {
@@ -144,6 +147,13 @@ void pcommit_free(pcommit *c);
 /* Commit a batch: emitted events, then states, then the checkpoint
  * (docs/projections.md, "Exactly once"). 0 or the error (message set). */
 int pstore_commit(stele_db *db, const proj_def *d, pcommit *c);
+
+/* inline.c: register an inline projection (checks its query's shape and
+ * that its category has no other), mark it gone or (in)active, stop the
+ * workers at close. */
+int proj_inline_add(proj_sys *s, const proj_def *d);
+void proj_inline_drop(proj_sys *s, const char *name);
+void proj_inline_close(proj_sys *s);
 
 /* run.c */
 int proj_sys_get(stele_db *db, proj_sys **out);

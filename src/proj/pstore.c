@@ -182,7 +182,8 @@ int pstore_write_def(stele_db *db, const proj_def *d)
     rc = rc ? rc : w(&b, ",\"query\":");
     rc = rc ? rc : w_str(&b, d->query, d->query_len);
     rc = rc ? rc : w(&b, d->mode == STELE_PROJ_ONE_TIME ? ",\"mode\":\"OneTime\""
-                                                        : ",\"mode\":\"Continuous\"");
+                       : d->mode == STELE_PROJ_INLINE ? ",\"mode\":\"Inline\""
+                                                      : ",\"mode\":\"Continuous\"");
     rc = rc ? rc : w_num(&b, "enabled", (uint64_t)d->enabled, 1);
     rc = rc ? rc : w_num(&b, "emitEnabled", (uint64_t)d->emit_enabled, 1);
     rc = rc ? rc : w_num(&b, "memoryLimit", d->memory_limit, 1);
@@ -232,6 +233,7 @@ static int parse_def(const stele_event *e, proj_def *d)
     strs[F_QUERY] = NULL;
     d->query_len = strlen(d->query);
     d->mode = strs[F_MODE] && !strcmp(strs[F_MODE], "OneTime") ? STELE_PROJ_ONE_TIME
+            : strs[F_MODE] && !strcmp(strs[F_MODE], "Inline") ? STELE_PROJ_INLINE
                                                                : STELE_PROJ_CONTINUOUS;
     d->enabled = nums[F_ENABLED] != 0;
     d->emit_enabled = nums[F_EMIT] != 0;

@@ -662,6 +662,14 @@ out:
 
 int proj_start(proj *p)
 {
+    if (p->def.mode == STELE_PROJ_INLINE) {
+        /* runs in the append path (inline.c): nothing to start */
+        pthread_mutex_lock(&p->sys->mu);
+        p->status = PS_RUNNING;
+        p->fault[0] = 0;
+        pthread_mutex_unlock(&p->sys->mu);
+        return 0;
+    }
     if (p->has_thread)
         return 0;
     atomic_store(&p->stop, 0);
@@ -753,6 +761,18 @@ int proj_sys_get(stele_db *db, proj_sys **out)
             p->def.reset_pending = 0;
             pstore_write_def(db, &p->def);
         }
+        if (p->def.mode == STELE_PROJ_INLINE) {
+            if (proj_inline_add(s, &p->def)) {
+                pthread_mutex_lock(&s->mu);
+                p->status = PS_FAULTED;
+                snprintf(p->fault, sizeof p->fault, "%s", stele_errmsg());
+                pthread_mutex_unlock(&s->mu);
+                err_clear();
+                continue;
+            }
+            if (!p->def.enabled)
+                proj_inline_drop(s, p->def.name);
+        }
         if (p->def.enabled && !p->def.reset_pending)
             proj_start(p);
     }
@@ -770,6 +790,7 @@ void proj_sys_close(stele_db *db)
     s->closing = 1;
     for (size_t i = 0; i < s->n; i++)
         proj_stop(s->list[i]);
+    proj_inline_close(s); /* after the queued inline appends are done */
     for (size_t i = 0; i < s->n; i++) {
         proj_def_free(&s->list[i]->def);
         free(s->list[i]->definition);
