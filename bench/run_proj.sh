@@ -16,7 +16,8 @@
 # a counting projection over $all; the order summary as a per-stream
 # projection (one partition per order) with a 10,000-partition cache; the
 # reconstructState folds of a 10,000-event stream with and without
-# snapshots every 100; then PostgreSQL (fresh cluster, fsync on): the same
+# snapshots every 100; appends by 8 threads with an inline projection and
+# without (INLINE_APPENDS=8000 per mode and round); then PostgreSQL (fresh cluster, fsync on): the same
 # events copied into seed 001's table and its OrderSummaryProjection worker.
 set -euo pipefail
 
@@ -94,6 +95,8 @@ run count --dir "$WORK/store"
 run perstream --dir "$WORK/store" --cache 10000
 load
 run fold --dir "$WORK/fold" --snapshot-every 100 --reps "$REPS"
+mkdir -p "$WORK/inline"
+run inline --dir "$WORK/inline" --events "${INLINE_APPENDS:-8000}"
 say "# store size: $(du -sh "$WORK/store" | cut -f1)"
 
 PG_PORT=$(free_port)

@@ -360,6 +360,39 @@ def cli():
     T.check(rc == 2, "create without a query", None, 2, (rc, out, err))
 
 
+INLINE = """
+fromCategory('Wallet').foreachStream().when({
+  $init: function () { return { balance: 0 }; },
+  Credited: function (s, e) { s.balance += e.body.amount; },
+  Debited: function (s, e) {
+    if (s.balance < e.body.amount) throw new Error('insufficient funds');
+    s.balance -= e.body.amount; }
+});
+"""
+
+
+@T.case
+def inline_projection():
+    b = T.expect(C.post("/projections/wallets?mode=inline", INLINE), 201)
+    T.check(b["mode"] == "Inline", "inline mode", None, "Inline", b)
+    T.expect(C.post("/projections/wallets2?mode=inline", INLINE), 409, "PROJECTION_EXISTS")
+    T.expect(C.post("/projections/w3?mode=inline", "fromAll().when({});"), 400, "INVALID_ARGUMENT")
+    append("Wallet-1", [("Credited", {"amount": 50}), ("Debited", {"amount": 20})])
+    st = state("wallets", "Wallet-1")
+    T.check(st == {"balance": 30}, "state stored with the append", None, 30, st)
+    r = C.post("/streams/Wallet-1", json.dumps([{"type": "Debited", "data": {"amount": 31}}]))
+    T.expect(r, 400, "INVALID_ARGUMENT")
+    T.check("insufficient funds" in r.body["error"]["message"], "the handler's message", r.req,
+            "insufficient funds", r)
+    evs = T.expect(C.get("/streams/Wallet-1"), 200)["events"]
+    T.check(len(evs) == 2, "nothing written by the refused append", None, 2, len(evs))
+    append("Wallet-1", [("Debited", {"amount": 30})])
+    T.check(state("wallets", "Wallet-1") == {"balance": 0}, "after a valid debit")
+    snap = T.expect(C.get("/streams/Wallet-1/snapshots"), 200)
+    T.check(snap.get("revision") == 2 and snap.get("state") == {"balance": 0},
+            "the snapshot at the head", None, 2, snap)
+
+
 @T.case
 def metrics():
     r = C.get("/metrics")
