@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-proj clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-proj clean
 
 all: build
 
@@ -68,6 +68,17 @@ bench-scavenge: build
 # (installs and starts PostgreSQL itself; docs/benchmarks.md).
 bench-query: build
 	./bench/run_query.sh $(BUILD)
+
+# Multi-stream appends and DCB conditions: transfers vs single appends in
+# process, over HTTP and on PostgreSQL; DCB conditional appends with 1 and 64
+# clients (docs/benchmarks.md). A minute or two.
+bench-multi: build
+	./bench/run_multi.sh $(BUILD)
+
+# Event pattern matching (rules): 100 rules of mixed operators over 1M
+# events, one thread, no store involved (docs/benchmarks.md).
+bench-patterns: build
+	./$(BUILD)/bench/bench_patterns 1000000 100
 
 # Projection benchmark: counting and per-stream projections over 1M events,
 # reconstructState p50/p99, seed 001's OrderSummaryProjection on PostgreSQL

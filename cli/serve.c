@@ -41,6 +41,11 @@ static setting settings[] = {
     {"sub-behind-seconds", "... or one not caught up for this many seconds (default 5)", NULL},
     {"sub-checkpoint-events", "a checkpoint after this many filtered-out events (default 1000)",
      NULL},
+    {"allowed-hosts", "more names clients may reach the server by (Host header), comma-separated;"
+                      " * for any (default: localhost, IP addresses, this machine's name)", NULL},
+    {"allowed-origins", "web page origins allowed to use the API (CORS), comma-separated, e.g. "
+                        "http://app.example:8080; * for any (default: only the server's own)",
+     NULL},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -180,6 +185,10 @@ int cmd_serve(int argc, char **argv)
         cfg.host = st->value;
     if ((st = find("data"))->value)
         cfg.data_dir = st->value;
+    if ((st = find("allowed-hosts"))->value)
+        cfg.allowed_hosts = st->value;
+    if ((st = find("allowed-origins"))->value)
+        cfg.allowed_origins = st->value;
     if ((st = find("log-level"))->value) {
         if (!strcmp(st->value, "error"))
             cfg.log_level = 0;

@@ -113,6 +113,10 @@ typedef struct stele_options {
  * names the segment file and byte offset. Only one process may have a store
  * open (STELE_ELOCKED). `opts` may be NULL; it is not kept.
  * On success *out is a handle the caller closes with stele_close().
+ * A disk without room for the next log segment does not stop the open: the
+ * store opens read-only (reads work; appends fail with STELE_ENOSPC until
+ * space is freed, then succeed again), stele_errmsg() then says so after
+ * the 0 return, and stele_get_stats() reports readonly with the reason.
  */
 int stele_open(const char *dir, const stele_options *opts, stele_db **out);
 
@@ -194,6 +198,12 @@ typedef struct stele_append_result {
     /** On STELE_EWRONGREV: the stream's current last revision, or
      *  STELE_NONE if it has no events (never written or deleted). */
     uint64_t current_revision;
+    /** stele_append_multi's per-stream results after EWRONGREV / EDELETED:
+     *  the code of this stream's failed check (STELE_EWRONGREV or
+     *  STELE_EDELETED; current_revision is then its last revision), 0 if
+     *  it passed. Every failing stream is marked, as KurrentDB lists each
+     *  consistency check failure. 0 elsewhere. */
+    int failed;
 } stele_append_result;
 
 /**
@@ -363,8 +373,11 @@ typedef struct stele_multi_result {
     /** 1 if the request was a retry of one already written (same event ids,
      *  same streams): nothing new was written, the fields describe it. */
     int idempotent;
-    /** On EWRONGREV / EDELETED: the index of the first stream whose check
-     *  failed, and its current last revision (STELE_NONE: no events). */
+    /** On EWRONGREV / EDELETED (and ENOTFOUND for a state on a stream
+     *  without events): the index of the first stream whose check failed,
+     *  and its last revision (STELE_NONE: never written; for a soft-deleted
+     *  stream the revision it was deleted at, as KurrentDB reports it).
+     *  SIZE_MAX when no stream is at fault. */
     size_t failed_stream;
     uint64_t current_revision;
     /** On ECONDITION: the position of the first matching event after
@@ -381,12 +394,21 @@ typedef struct stele_multi_result {
  * Idempotent retries apply to the whole request: when every event id was
  * already written by the same request, the call returns 0 with
  * res->idempotent = 1.
+ * Expectations follow KurrentDB 26.1 (docs/consistency.md has the table):
+ * a tombstoned stream is EDELETED when written (and for every expectation
+ * but any / no_stream when only checked); stream_exists on a soft-deleted
+ * stream is EDELETED; STELE_DELETED needs a soft-deleted stream; an exact
+ * revision matches a soft-deleted stream's last revision too.
+ * A stream's `state` needs the stream to have events after the commit
+ * (else ENOTFOUND). A condition needs the secondary indexes (EINVAL on a
+ * store opened with STELE_OPEN_NO_INDEXES).
  * Errors: EINVAL (empty request, a stream named twice, a record naming no
  * stream, bad names or events, an empty condition or item, with the
- * reason), ETOOBIG, EWRONGREV / EDELETED (res->failed_stream,
+ * reason), ETOOBIG (more than STELE_MAX_APPEND_STREAMS streams, or over
+ * max_append_size), EWRONGREV / EDELETED (res->failed_stream,
  * res->current_revision), ECONDITION (res->condition_position),
- * EIDCONFLICT, EREADONLY, EIO, ENOSPC, ECLOSED. On any error nothing was
- * written.
+ * EIDCONFLICT, ENOTFOUND, EREADONLY, EIO, ENOSPC, ECLOSED. On any error
+ * nothing was written.
  */
 int stele_append_multi(stele_db *db, const stele_append_stream *streams, size_t nstreams,
                        const stele_append_record *records, size_t nrecords,
@@ -394,9 +416,31 @@ int stele_append_multi(stele_db *db, const stele_append_stream *streams, size_t 
                        stele_multi_result *res);
 
 /**
+ * Completion of stele_append_multi_async(): `rc`, `per_stream` (nstreams
+ * results) and `res` as stele_append_multi would return them; `errmsg` is
+ * the message ("" on success). All are valid during the call only. Runs on
+ * the store's writer thread, with the same rules as stele_append_cb.
+ */
+typedef void (*stele_append_multi_cb)(void *ctx, int rc, const stele_append_result *per_stream,
+                                      size_t nstreams, const stele_multi_result *res,
+                                      const char *errmsg);
+
+/**
+ * Queue a multi-stream append without waiting for it (for event loops).
+ * Validates everything stele_append_multi validates first: on a bad
+ * argument it returns the error at once and never calls `cb`. Otherwise
+ * returns 0 and calls `cb` exactly once, after the commit is durable or
+ * failed. The store copies the request: the caller may free it at once.
+ */
+int stele_append_multi_async(stele_db *db, const stele_append_stream *streams, size_t nstreams,
+                             const stele_append_record *records, size_t nrecords,
+                             const stele_condition *cond, stele_append_multi_cb cb, void *ctx);
+
+/**
  * Read the events matching a DCB query (`cond->items`), from position
  * `from` (inclusive; backwards STELE_END starts at the newest) in
- * `direction`, up to `limit`. `cond->after` is ignored. The page's
+ * `direction`, up to `limit`. `cond->after` is ignored. Every event of the
+ * log counts, as in $all (the same set a condition checks). The page's
  * stele_page_next() gives the next `from`; the position of the last event
  * a decision was based on is the `after` of the condition to append with.
  * Errors: EINVAL (as for conditions), ECORRUPT.
@@ -1238,7 +1282,14 @@ typedef struct stele_stats {
     uint64_t segments;      /* segment files */
     uint64_t appends;       /* appends committed since open */
     uint64_t groups;        /* group commits (fdatasyncs) since open */
-    int readonly;           /* 1 after a storage fault */
+    int readonly;           /* 1 after a storage fault, or while there is no
+                               space for the log */
+    /* Why, when readonly: STELE_EREADONLY (a storage fault: sticky until the
+     * store is reopened) or STELE_ENOSPC (no room for the next log segment
+     * or the index: appends fail with STELE_ENOSPC and succeed again by
+     * themselves once space is freed); readonly_reason says it in words. */
+    int readonly_code;
+    char readonly_reason[512];
 } stele_stats;
 
 int stele_get_stats(stele_db *db, stele_stats *out);

@@ -292,9 +292,24 @@ static void gossip_read(gcall *call, ProtobufCMessage *msg)
 
 /* ------------------------------------------------------------ Operations */
 
+/* Operations stop or reconfigure the server: only from loopback until
+ * there is authentication (guard.c). 1 if refused (the call is finished). */
+static int operations_refused(gcall *call, const char *what)
+{
+    char addr[64], msg[512];
+    if (guard_peer_is_loopback(call->c, addr, sizeof addr))
+        return 0;
+    guard_loopback_message(what, addr, msg, sizeof msg);
+    server_log(call->c->srv, 1, "msg=\"refused\" operation=%s peer=%s", what, addr);
+    grpc_finish(call, GRPC_PERMISSION_DENIED, msg);
+    return 1;
+}
+
 static void operations_shutdown(gcall *call, ProtobufCMessage *msg)
 {
     (void)msg;
+    if (operations_refused(call, "Operations.Shutdown"))
+        return;
     server *s = call->c->srv;
     server_log(s, 1, "msg=\"stopping\" reason=\"Operations.Shutdown over gRPC\"");
     EventStore__Client__Empty resp = EVENT_STORE__CLIENT__EMPTY__INIT;
@@ -321,6 +336,8 @@ static void scavenge_reply(gcall *call, uint64_t id, int result)
 static void operations_start_scavenge(gcall *call, ProtobufCMessage *msg)
 {
     (void)msg; /* thread_count and start_from_chunk do not apply: one thread, every segment */
+    if (operations_refused(call, "Operations.StartScavenge"))
+        return;
     uint64_t id;
     int running;
     int rc = admin_scavenge_start(call->c->srv, &id, &running);
@@ -337,6 +354,8 @@ static void operations_start_scavenge(gcall *call, ProtobufCMessage *msg)
 static void operations_stop_scavenge(gcall *call, ProtobufCMessage *msg)
 {
     EventStore__Client__Operations__StopScavengeReq *req = (void *)msg;
+    if (operations_refused(call, "Operations.StopScavenge"))
+        return;
     const char *given = req->options && req->options->scavenge_id ? req->options->scavenge_id : "";
     /* The running scavenge's id, or "" / "current" for whichever runs. */
     uint64_t want = 0;

@@ -22,7 +22,17 @@
 #include "json.h"
 #include "server_int.h"
 
-enum { HDR_OTHER, HDR_EXPECTED, HDR_ACCEPT, HDR_CONTENT_TYPE, HDR_LAST_EVENT_ID };
+enum {
+    HDR_OTHER,
+    HDR_EXPECTED,
+    HDR_ACCEPT,
+    HDR_CONTENT_TYPE,
+    HDR_LAST_EVENT_ID,
+    HDR_ORIGIN,
+    HDR_HOST,
+    HDR_FETCH_SITE,
+    HDR_FETCH_MODE,
+};
 
 static http_parser_settings settings;
 
@@ -84,12 +94,14 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
-static void append_value(char *dst, size_t cap, const char *at, size_t len)
+/* Append to a header value; 1 if it had to be cut. */
+static int append_value(char *dst, size_t cap, const char *at, size_t len)
 {
     size_t have = strlen(dst);
     size_t n = len < cap - 1 - have ? len : cap - 1 - have;
     memcpy(dst + have, at, n);
     dst[have + n] = 0;
+    return n < len;
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len)
@@ -108,7 +120,29 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
             r->header_id = HDR_ACCEPT;
         } else if (!strcasecmp(r->hdr_name, "Content-Type")) {
             r->header_id = HDR_CONTENT_TYPE;
-            r->content_type_json = 0;
+            r->has_content_type = 1;
+            r->content_type[0] = 0;
+        } else if (!strcasecmp(r->hdr_name, "Origin")) {
+            /* A second Origin or Host header joins the first one's value:
+             * the result matches nothing and is refused. */
+            r->header_id = HDR_ORIGIN;
+            if (r->has_origin)
+                append_value(r->origin, sizeof r->origin, ",", 1);
+            r->has_origin = 1;
+        } else if (!strcasecmp(r->hdr_name, "Host")) {
+            r->header_id = HDR_HOST;
+            if (r->has_host)
+                append_value(r->host, sizeof r->host, ",", 1);
+            r->has_host = 1;
+        } else if (!strcasecmp(r->hdr_name, "Sec-Fetch-Site")) {
+            r->header_id = HDR_FETCH_SITE;
+            r->fetch_site[0] = 0;
+        } else if (!strcasecmp(r->hdr_name, "Sec-Fetch-Mode")) {
+            r->header_id = HDR_FETCH_MODE;
+            r->fetch_mode[0] = 0;
+        } else if (!strcasecmp(r->hdr_name, "Access-Control-Request-Method")) {
+            r->header_id = HDR_OTHER;
+            r->has_acr_method = 1;
         } else if (!strcasecmp(r->hdr_name, "Last-Event-ID")) {
             r->header_id = HDR_LAST_EVENT_ID;
             r->has_last_event_id = 1;
@@ -125,8 +159,15 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         if (memmem(at, len, "application/x-ndjson", 20))
             r->accept_ndjson = 1;
     } else if (r->header_id == HDR_CONTENT_TYPE) {
-        if (memmem(at, len, "json", 4))
-            r->content_type_json = 1;
+        append_value(r->content_type, sizeof r->content_type, at, len);
+    } else if (r->header_id == HDR_ORIGIN) {
+        r->origin_too_long |= append_value(r->origin, sizeof r->origin, at, len);
+    } else if (r->header_id == HDR_HOST) {
+        r->host_too_long |= append_value(r->host, sizeof r->host, at, len);
+    } else if (r->header_id == HDR_FETCH_SITE) {
+        append_value(r->fetch_site, sizeof r->fetch_site, at, len);
+    } else if (r->header_id == HDR_FETCH_MODE) {
+        append_value(r->fetch_mode, sizeof r->fetch_mode, at, len);
     }
     return 0;
 }
@@ -189,7 +230,6 @@ void request_reset(request *r)
     memset(r, 0, sizeof *r);
     r->url = url;
     r->body = body;
-    r->content_type_json = 1;
 }
 
 void http_conn_process(conn *c)
@@ -237,11 +277,13 @@ const char *http_status_text(int status)
     case 204: return "No Content";
     case 400: return "Bad Request";
     case 404: return "Not Found";
+    case 403: return "Forbidden";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 410: return "Gone";
     case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
@@ -257,6 +299,7 @@ static void put_head(conn *c, int status, const char *content_type, const char *
                      content_type ? "Content-Type: " : "", content_type ? content_type : "",
                      content_type ? "\r\n" : "", c->keep_alive ? "" : "Connection: close\r\n");
     buf_append(&c->out, head, (size_t)n);
+    guard_cors_headers(c, &c->out);
     if (extra)
         buf_append(&c->out, extra, strlen(extra));
 }

@@ -55,6 +55,10 @@ int json_doc_parse_max(const char *s, size_t len, size_t max, json_doc **out, ch
     jsmn_parser p;
     jsmn_init(&p);
     int n = jsmn_parse(&p, s, len, NULL, 0);
+    if (n > (int)JSON_MAX_VALUES) {
+        snprintf(err, errlen, "the body has %d JSON values, more than %u", n, JSON_MAX_VALUES);
+        return STELE_ETOOBIG;
+    }
     json_doc *d = calloc(1, sizeof *d);
     if (d && n > 0)
         d->t = calloc((size_t)n, sizeof *d->t);

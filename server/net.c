@@ -23,6 +23,10 @@
  * however slowly, keeps it. Keep-alive comments make a vanished client show
  * up as a send error or a stall.
  *
+ * Out of descriptors: accept() failing with EMFILE/ENFILE pauses accepting
+ * (the listener leaves epoll for a moment, see accept_pause) instead of
+ * spinning on a listener that stays readable.
+ *
  * Subscriptions: the store's watch eventfd wakes sse.c after commits, and
  * after every batch of epoll events sse_run() pumps the feeds that are
  * ready; if some are left (its per-turn budget ran out) the next epoll_wait
@@ -263,6 +267,44 @@ static void conn_read(conn *c)
         conn_process(c);
 }
 
+/*
+ * Out of descriptors (EMFILE, ENFILE) or kernel memory (ENOBUFS, ENOMEM):
+ * the listening socket stays readable, so retrying at once would spin. Stop
+ * watching it for ACCEPT_PAUSE_MS (the pending clients wait in the backlog;
+ * existing connections are served meanwhile and free descriptors as they
+ * close), then accept again. The condition is logged at most once per
+ * ACCEPT_LOG_MS, with how many pauses happened since the previous line.
+ */
+#define ACCEPT_PAUSE_MS 200
+#define ACCEPT_LOG_MS 10000
+
+static void accept_pause(server *s, int err)
+{
+    int64_t now = now_ms();
+    s->accept_paused_until = now + ACCEPT_PAUSE_MS;
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->lfd, NULL);
+    s->accept_pauses++;
+    if (!s->accept_logged_ms || now - s->accept_logged_ms >= ACCEPT_LOG_MS) {
+        server_log(s, 0,
+                   "msg=\"accept failed: %s; not accepting new connections for %d ms at a "
+                   "time, existing connections are served\" connections=%zu pauses=%llu",
+                   strerror(err), ACCEPT_PAUSE_MS, s->nconns,
+                   (unsigned long long)s->accept_pauses);
+        s->accept_logged_ms = now;
+        s->accept_pauses = 0;
+    }
+}
+
+/* Watch the listening socket again once a pause is over. */
+static void accept_resume(server *s, int64_t now)
+{
+    if (!s->accept_paused_until || now < s->accept_paused_until || s->lfd < 0)
+        return;
+    s->accept_paused_until = 0;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->lfd};
+    epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->lfd, &ev);
+}
+
 static void accept_all(server *s)
 {
     for (;;) {
@@ -270,8 +312,8 @@ static void accept_all(server *s)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno == EMFILE || errno == ENFILE)
-                server_log(s, 0, "msg=\"accept: out of file descriptors\"");
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                accept_pause(s, errno);
             return;
         }
         if (s->stopping || s->nconns >= s->cfg.max_connections) {
@@ -350,8 +392,12 @@ static void drain_completions(server *s)
         c->async_pending--;
         if (list->op)
             grpc_completion(c, list); /* frees its operation, dead or not */
+        else if (!was_dead && list->done)
+            list->done(c, list);
         else if (!was_dead)
             route_append_done(c, list);
+        if (list->extra_free)
+            list->extra_free(list->extra);
         if (was_dead && !c->async_pending)
             conn_free(c); /* closed while appends were in flight */
         free(list);
@@ -446,7 +492,7 @@ int server_run(const server_config *cfg)
                 stele_errmsg());
         goto out;
     }
-    if (listen_on(s) != 0)
+    if (listen_on(s) != 0 || guard_init(s) != 0)
         goto out;
     if (grpc_server_init(s) != 0) {
         fprintf(stderr, "stele serve: cannot set up gRPC: %s\n", stele_errmsg());
@@ -468,6 +514,7 @@ int server_run(const server_config *cfg)
         server_log(s, 0, "msg=\"projections not started\" error=\"%s\"", stele_errmsg());
     server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s", cfg->host, s->port,
                cfg->data_dir, STELE_VERSION);
+    route_health_tick(s); /* says so now if the store opened read-only */
     if (cfg->ready_fd >= 0) {
         char line[32];
         int n = snprintf(line, sizeof line, "ready %d\n", s->port);
@@ -514,15 +561,18 @@ int server_run(const server_config *cfg)
         }
         sse_busy = sse_run(s);
         int64_t now = now_ms();
+        accept_resume(s, now);
         groups_tick(s, now); /* long-poll deadlines: every turn (<= 250 ms) */
         if (now - last_tick >= 1000) {
             check_timeouts(s);
+            route_health_tick(s);
             sse_tick(s, now);
             last_tick = now;
         }
         bury(s);
         if (s->stopping) {
             if (!stop_at) {
+                s->accept_paused_until = 0; /* the listener closes now */
                 sse_stop(s); /* end every event stream cleanly */
                 stop_at = now + STOP_GRACE_MS;
                 epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->lfd, NULL);
@@ -561,6 +611,8 @@ out:
             nx = cp->next;
             if (cp->op)
                 grpc_completion_discard(cp);
+            if (cp->extra_free)
+                cp->extra_free(cp->extra);
             if (--cp->c->async_pending == 0 && cp->c->dead)
                 conn_free(cp->c);
             free(cp);
@@ -577,6 +629,7 @@ out:
         close(s->evfd);
     if (s->sigfd >= 0)
         close(s->sigfd);
+    guard_free(s);
     pthread_mutex_destroy(&s->cq_mu);
     free(s);
     return rc;

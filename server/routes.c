@@ -161,8 +161,8 @@ static void append_cb(void *ctx, int rc, const stele_append_result *res, const c
 
 static void handle_append(conn *c, const char *stream)
 {
-    /* The body must be JSON whatever its Content-Type says (curl -d sends
-     * application/x-www-form-urlencoded). */
+    /* The body is JSON: guard.c refused any other Content-Type (415); one
+     * without a Content-Type is read as JSON. */
     request *r = &c->req;
     json_append ja;
     char err[512];
@@ -479,6 +479,21 @@ static void handle_info(conn *c)
     finish(c, 0);
 }
 
+/* Once a second: log when the store becomes read-only or writable again
+ * (a full disk comes and goes without a request noticing). */
+void route_health_tick(server *s)
+{
+    stele_stats st;
+    if (stele_get_stats(s->db, &st))
+        return;
+    if (st.readonly && !s->store_readonly)
+        server_log(s, 0, "msg=\"store is read-only\" code=%s reason=\"%s\"",
+                   stele_errname(st.readonly_code), st.readonly_reason);
+    else if (!st.readonly && s->store_readonly)
+        server_log(s, 0, "msg=\"store is writable again\"");
+    s->store_readonly = st.readonly;
+}
+
 /* ------------------------------------------------------------ routing */
 
 void route_request(conn *c)
@@ -498,6 +513,8 @@ void route_request(conn *c)
     int m = r->method;
     server_log(c->srv, 2, "msg=request method=%s path=\"%.*s\"", http_method_str(m), (int)plen,
                path);
+    if (guard_http_request(c)) /* Host, Origin, Content-Type; OPTIONS (guard.c) */
+        return;
 
 #define PATH_IS(lit) (plen == sizeof(lit) - 1 && !memcmp(path, lit, plen))
     if (PATH_IS("/health/live")) {
@@ -512,9 +529,15 @@ void route_request(conn *c)
         if (m != HTTP_GET)
             goto method;
         stele_stats st;
-        if (stele_get_stats(c->srv->db, &st) || st.readonly || c->srv->stopping) {
-            fail(c, 503, "UNAVAILABLE",
-                 c->srv->stopping ? "shutting down" : "store is read-only after a storage fault");
+        int src = stele_get_stats(c->srv->db, &st);
+        if (src || st.readonly || c->srv->stopping) {
+            if (c->srv->stopping)
+                fail(c, 503, "UNAVAILABLE", "shutting down");
+            else if (src)
+                fail(c, 503, "UNAVAILABLE", stele_errmsg());
+            else
+                fail(c, 503, st.readonly_code == STELE_ENOSPC ? "NO_SPACE" : "READ_ONLY",
+                     st.readonly_reason);
             return;
         }
         static const char b[] = "{\"status\":\"ready\"}\n";

@@ -242,6 +242,15 @@ void route_admin(conn *c, const char *path, size_t plen)
         fail(c, 404, "NOT_FOUND", msg);
         return;
     }
+    if (m == HTTP_POST || m == HTTP_DELETE) {
+        char addr[64], msg[512];
+        if (!guard_peer_is_loopback(c, addr, sizeof addr)) {
+            guard_loopback_message(m == HTTP_POST ? "starting a scavenge" : "stopping a scavenge",
+                                   addr, msg, sizeof msg);
+            fail(c, 403, "PERMISSION_DENIED", msg);
+            return;
+        }
+    }
     if (m == HTTP_POST) {
         scavenge_start(c);
         return;

@@ -14,8 +14,9 @@
  * order the request lists the streams (documented choice: a client that
  * wants another interleaving splits the request).
  *
- * The append runs stele_append_multi on the loop thread (like deletes and
- * metadata writes): it waits for its group commit. Every failure names what
+ * The append is queued with stele_append_multi_async, like single-stream
+ * appends: the loop goes on serving while the writer commits it, and the
+ * completion answers in request order. Every failure names what
  * failed: the stream (index and name) and its current revision for
  * WRONG_EXPECTED_REVISION and STREAM_DELETED, the first matching position
  * for CONDITION_FAILED (409).
@@ -192,8 +193,8 @@ static void w_rev(buf *b, const char *name, uint64_t v)
 }
 
 /* The error body of a failed multi-stream append. */
-static void multi_error(conn *c, int rc, const stele_multi_result *mr,
-                        const stele_append_stream *streams, size_t nstreams)
+static void multi_error(conn *c, int rc, const char *msg, const stele_multi_result *mr,
+                        const stele_append_result *ps, char *const *names, size_t nstreams)
 {
     int status = 500;
     const char *code = "INTERNAL";
@@ -212,22 +213,43 @@ static void multi_error(conn *c, int rc, const stele_multi_result *mr,
     case STELE_ENOSPC: status = 503; code = "NO_SPACE"; break;
     default: break;
     }
-    const char *msg = stele_errmsg();
     buf b = {0};
     buf_append(&b, "{\"error\":{\"code\":", 17);
     json_w_str(&b, code, strlen(code));
     buf_append(&b, ",\"message\":", 11);
     json_w_str(&b, msg, strlen(msg));
-    if ((rc == STELE_EWRONGREV || rc == STELE_EDELETED || rc == STELE_ENOTFOUND) &&
+    if ((rc == STELE_EWRONGREV || rc == STELE_EDELETED || rc == STELE_ENOTFOUND) && mr &&
         mr->failed_stream < nstreams) {
         buf_append(&b, ",\"streamIndex\":", 15);
         json_w_u64(&b, mr->failed_stream);
         buf_append(&b, ",\"stream\":", 10);
-        const char *s = streams[mr->failed_stream].stream;
+        const char *s = names[mr->failed_stream];
         json_w_str(&b, s, strlen(s));
         w_rev(&b, "currentRevision", mr->current_revision);
     }
-    if (rc == STELE_ECONDITION)
+    if ((rc == STELE_EWRONGREV || rc == STELE_EDELETED) && ps) {
+        /* Every stream whose check failed, as KurrentDB lists them. */
+        buf_append(&b, ",\"failures\":[", 13);
+        int any = 0;
+        for (size_t i = 0; i < nstreams; i++) {
+            if (!ps[i].failed)
+                continue;
+            if (any++)
+                buf_append(&b, ",", 1);
+            buf_append(&b, "{\"streamIndex\":", 15);
+            json_w_u64(&b, i);
+            buf_append(&b, ",\"stream\":", 10);
+            json_w_str(&b, names[i], strlen(names[i]));
+            const char *fc = ps[i].failed == STELE_EDELETED ? "STREAM_DELETED"
+                                                            : "WRONG_EXPECTED_REVISION";
+            buf_append(&b, ",\"code\":", 8);
+            json_w_str(&b, fc, strlen(fc));
+            w_rev(&b, "currentRevision", ps[i].current_revision);
+            buf_append(&b, "}", 1);
+        }
+        buf_append(&b, "]", 1);
+    }
+    if (rc == STELE_ECONDITION && mr)
         w_rev(&b, "position", mr->condition_position);
     buf_append(&b, "}}\n", 3);
     http_respond(c, status, "application/json", b.p, b.len, NULL);
@@ -270,6 +292,87 @@ static void mreq_free(mreq *m)
     free(m->recs);
     query_free(&m->cond_q);
     json_doc_free(m->d);
+}
+
+/* A multi-stream append in flight: what its completion needs to answer. */
+typedef struct mctx {
+    conn *c;
+    size_t n;
+    char **names;
+    int rc;
+    stele_multi_result mr;
+    stele_append_result *ps;
+    char msg[512];
+} mctx;
+
+static void mctx_free(void *p)
+{
+    mctx *x = p;
+    for (size_t i = 0; x->names && i < x->n; i++)
+        free(x->names[i]);
+    free(x->names);
+    free(x->ps);
+    free(x);
+}
+
+/* On the loop thread: answer the request. */
+static void multi_done(conn *c, completion *cp)
+{
+    mctx *x = cp->extra;
+    c->srv->m.appends++;
+    c->state = CS_READING;
+    if (x->rc) {
+        multi_error(c, x->rc, x->msg, &x->mr, x->ps, x->names, x->n);
+        return;
+    }
+    const stele_multi_result *mr = &x->mr;
+    buf b = {0};
+    buf_append(&b, "{\"firstPosition\":", 17);
+    json_w_u64(&b, mr->first_position);
+    buf_append(&b, ",\"lastPosition\":", 16);
+    json_w_u64(&b, mr->last_position);
+    if (mr->idempotent)
+        buf_append(&b, ",\"idempotent\":true", 18);
+    else
+        buf_append(&b, ",\"idempotent\":false", 19);
+    buf_append(&b, ",\"streams\":[", 12);
+    for (size_t i = 0; i < x->n; i++) {
+        if (i)
+            buf_append(&b, ",", 1);
+        buf_append(&b, "{\"stream\":", 10);
+        json_w_str(&b, x->names[i], strlen(x->names[i]));
+        w_rev(&b, "firstRevision", x->ps[i].first_revision);
+        w_rev(&b, "lastRevision", x->ps[i].last_revision);
+        w_rev(&b, "firstPosition", x->ps[i].first_position);
+        w_rev(&b, "lastPosition", x->ps[i].last_position);
+        buf_append(&b, "}", 1);
+    }
+    buf_append(&b, "]}\n", 3);
+    http_respond(c, mr->idempotent ? 200 : 201, "application/json", b.p, b.len, NULL);
+    buf_free(&b);
+    metrics_observe(&c->srv->m, 1, (double)(time_mono_ns() - c->t_start_ns) / 1e9);
+    conn_request_done(c);
+}
+
+/* On the store's writer thread: hand the outcome to the loop. */
+static void multi_cb(void *ctx, int rc, const stele_append_result *ps, size_t n,
+                     const stele_multi_result *res, const char *msg)
+{
+    mctx *x = ctx;
+    completion *cp = calloc(1, sizeof *cp);
+    x->ps = malloc(n * sizeof *x->ps);
+    if (!cp || !x->ps)
+        abort(); /* cannot report the outcome: no way to keep order */
+    memcpy(x->ps, ps, n * sizeof *ps);
+    x->rc = rc;
+    x->mr = *res;
+    snprintf(x->msg, sizeof x->msg, "%s", msg);
+    cp->c = x->c;
+    cp->rc = rc;
+    cp->done = multi_done;
+    cp->extra = x;
+    cp->extra_free = mctx_free;
+    completion_post(x->c->srv, cp);
 }
 
 static int parse_stream(conn *c, mreq *m, size_t i, int o, char *err, size_t errlen)
@@ -476,42 +579,28 @@ static void handle_multi(conn *c)
     for (size_t i = 0; i < m.n; i++)
         for (size_t e = 0; e < m.ev[i].n; e++)
             m.recs[k++] = (stele_append_record){i, m.ev[i].events[e]};
-    stele_append_result *ps = calloc(m.n, sizeof *ps);
-    stele_multi_result mr;
+    mctx *x = calloc(1, sizeof *x);
+    if (!x) {
+        snprintf(err, sizeof err, "out of memory");
+        goto bad_req;
+    }
+    x->c = c;
+    x->n = m.n;
+    x->names = m.names; /* the completion answers with them */
+    m.names = NULL;
     c->srv->m.append_bytes += r->body.len;
     c->srv->m.append_events += m.nrecs;
-    rc = ps ? stele_append_multi(c->srv->db, m.streams, m.n, m.recs, m.nrecs,
-                                 m.has_cond ? &m.cond : NULL, ps, &mr)
-            : STELE_ENOMEM;
-    c->srv->m.appends++;
+    c->async_pending = 1;
+    c->state = CS_BUSY;
+    rc = stele_append_multi_async(c->srv->db, m.streams, m.n, m.recs, m.nrecs,
+                                  m.has_cond ? &m.cond : NULL, multi_cb, x);
+    mreq_free(&m); /* the store copied the request */
     if (rc) {
-        multi_error(c, rc, &mr, m.streams, m.n);
-    } else {
-        buf b = {0};
-        buf_append(&b, "{\"firstPosition\":", 17);
-        json_w_u64(&b, mr.first_position);
-        buf_append(&b, ",\"lastPosition\":", 16);
-        json_w_u64(&b, mr.last_position);
-        buf_append(&b, mr.idempotent ? ",\"idempotent\":true" : ",\"idempotent\":false", 
-                   mr.idempotent ? 18 : 19);
-        buf_append(&b, ",\"streams\":[", 12);
-        for (size_t i = 0; i < m.n; i++) {
-            buf_append(&b, i ? ",{\"stream\":" : "{\"stream\":", i ? 11 : 10);
-            json_w_str(&b, m.names[i], strlen(m.names[i]));
-            w_rev(&b, "firstRevision", ps[i].first_revision);
-            w_rev(&b, "lastRevision", ps[i].last_revision);
-            w_rev(&b, "firstPosition", ps[i].first_position);
-            w_rev(&b, "lastPosition", ps[i].last_position);
-            buf_append(&b, "}", 1);
-        }
-        buf_append(&b, "]}\n", 3);
-        http_respond(c, mr.idempotent ? 200 : 201, "application/json", b.p, b.len, NULL);
-        buf_free(&b);
-        metrics_observe(&c->srv->m, 1, (double)(time_mono_ns() - c->t_start_ns) / 1e9);
-        conn_request_done(c);
+        c->async_pending = 0;
+        c->state = CS_READING;
+        multi_error(c, rc, stele_errmsg(), NULL, NULL, x->names, x->n);
+        mctx_free(x);
     }
-    free(ps);
-    mreq_free(&m);
     return;
 bad_req:
     mreq_free(&m);
@@ -628,16 +717,10 @@ int route_multi(conn *c, const char *path, size_t plen)
 {
     int is_streams = plen == 8 && !memcmp(path, "/streams", 8);
     int is_query = plen == 6 && !memcmp(path, "/query", 6);
-    if (!is_streams && !is_query)
+    /* Only POST: other methods on these paths are left to the other
+     * routes (a GET /streams listing may live elsewhere). */
+    if ((!is_streams && !is_query) || c->req.method != HTTP_POST)
         return 0;
-    if (c->req.method != HTTP_POST) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "method %s is not allowed on %s (use POST)",
-                 http_method_str(c->req.method), is_streams ? "/streams" : "/query");
-        http_error(c, 405, "METHOD_NOT_ALLOWED", msg);
-        conn_request_done(c);
-        return 1;
-    }
     if (is_streams)
         handle_multi(c);
     else

@@ -36,6 +36,10 @@ typedef struct server_config {
                                        least every second while any pass) */
     stele_options store;      /* passed to stele_open */
     int ready_fd;             /* if >= 0, write "ready <port>\n" here once listening */
+    /* Browsers (server/guard.c, docs/http-api.md): comma-separated lists,
+     * "*" for any. NULL: the defaults (our own names; our own origin). */
+    const char *allowed_hosts;   /* extra names a Host header may carry */
+    const char *allowed_origins; /* web page origins allowed to use the API */
 } server_config;
 
 /* Defaults for every field. */

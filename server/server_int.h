@@ -39,7 +39,17 @@ typedef struct request {
     char last_event_id[40]; /* Last-Event-ID (SSE resume) */
     int has_last_event_id;
     int accept_ndjson;
-    int content_type_json; /* Content-Type absent or application/json */
+    /* guard.c: the headers it judges (values cut at the buffer size, with
+     * *_too_long set), and whether the response gets CORS headers. */
+    char content_type[128];
+    int has_content_type;
+    char origin[256];
+    int has_origin, origin_too_long;
+    char host[256];
+    int has_host, host_too_long;
+    char fetch_site[24], fetch_mode[24]; /* Sec-Fetch-Site / -Mode */
+    int has_acr_method;    /* Access-Control-Request-Method (a preflight) */
+    int cors;              /* the Origin is allowed: answer with CORS headers */
     size_t header_bytes;
     int complete;
     int too_large;         /* 413 once the headers are done */
@@ -107,6 +117,12 @@ typedef struct completion {
     int rc;
     stele_append_result res;
     char msg[512];
+    /* Another kind of HTTP/1.1 completion (multi-stream appends): `done`
+     * answers it instead of route_append_done; `extra` is its data, freed
+     * with extra_free once delivered or discarded. */
+    void (*done)(conn *c, struct completion *cp);
+    void *extra;
+    void (*extra_free)(void *extra);
     struct completion *next;
 } completion;
 
@@ -148,6 +164,11 @@ typedef struct server {
     int group_fd;          /* stele_group_watch(): consumer groups may have work */
     struct groups_srv *groups; /* pull consumers, waiting pulls (routes_groups.c) */
     struct admin *admin; /* routes_admin.c: the scavenge thread; NULL until used */
+    struct guard *guard; /* guard.c: allowed hosts and origins */
+    int store_readonly;  /* as last logged (route_health_tick) */
+    /* net.c: accepting paused after EMFILE/ENFILE (0: not paused) */
+    int64_t accept_paused_until, accept_logged_ms;
+    uint64_t accept_pauses; /* since the last log line about it */
 } server;
 
 /* net.c */
@@ -209,6 +230,8 @@ const char *http_status_text(int status);
 
 /* routes.c */
 void route_request(conn *c);
+/* Once a second: log changes of the store's read-only state. */
+void route_health_tick(server *s);
 /* Parse ?from=&direction=&limit=; on failure responds 400 and returns -1. */
 int route_parse_read_args(conn *c, const char *q, size_t qlen, read_args *ra);
 /* Serve the read described by c->job (JSON page or NDJSON by the Accept
@@ -293,6 +316,21 @@ void admin_shutdown(server *s);
 enum { ADMIN_NOMEM = 1, ADMIN_STOPPING, ADMIN_FAILED, ADMIN_NONE };
 int admin_scavenge_start(server *s, uint64_t *id, int *running);
 int admin_scavenge_stop(server *s, uint64_t want, uint64_t *id);
+
+/* guard.c: Host, Origin, Content-Type and CORS rules for HTTP/1.1
+ * requests, and the loopback rule for operations that stop or reconfigure
+ * the server. */
+int guard_init(server *s); /* -1 with a message on stderr */
+void guard_free(server *s);
+/* Before routing: 0 to go on, or -1 when the request was answered (403,
+ * 415, or the reply to OPTIONS). */
+int guard_http_request(conn *c);
+/* The CORS header lines of the current request's response (if any). */
+void guard_cors_headers(const conn *c, buf *out);
+/* 1 if the peer is a loopback address; `addr` gets its text form. */
+int guard_peer_is_loopback(const conn *c, char *addr, size_t cap);
+/* The message of a refusal of `what` ("Operations.Shutdown") from `addr`. */
+void guard_loopback_message(const char *what, const char *addr, char *msg, size_t cap);
 
 /* metrics.c */
 void metrics_observe(metrics *m, int is_append, double seconds);

@@ -57,6 +57,16 @@ typedef struct multi_args {
     uint64_t bytes;
 } multi_args;
 
+/* A per-stream result before (or instead of) an append: nothing written. */
+static inline stele_append_result append_result_none(void)
+{
+    return (stele_append_result){.first_revision = STELE_NONE,
+                                 .last_revision = STELE_NONE,
+                                 .first_position = STELE_NONE,
+                                 .last_position = STELE_NONE,
+                                 .current_revision = STELE_NONE};
+}
+
 /* A query as the API edge validated it (src/store/query.c). */
 typedef struct query_args {
     int kind;              /* STELE_QUERY_* */
@@ -100,6 +110,11 @@ typedef struct backend_ops {
      * and a read by a DCB query (cond->after ignored). */
     int (*append_multi)(backend *b, const multi_args *m, stele_append_result *per_stream,
                         stele_multi_result *res);
+    /* Queue one; `done` runs exactly once on a backend thread, and `m`
+     * and `per_stream` must stay valid until then. */
+    int (*append_multi_async)(backend *b, const multi_args *m, stele_append_result *per_stream,
+                              const stele_multi_result *init, stele_append_multi_cb done,
+                              void *ctx, size_t nstreams);
     int (*read_matching)(backend *b, const stele_condition *cond, uint64_t from, int backwards,
                          size_t limit, stele_page **out);
     /* Stream metadata and snapshots (docs/streams.md). `md->custom` was

@@ -24,6 +24,23 @@
  * append fails with STELE_EREADONLY until the store is reopened (and
  * recovered). An fsync is never retried.
  *
+ * Running out of space is not a fault. Space is taken ahead of the data:
+ * a whole zero-filled segment (log.c) and the index's headroom
+ * (idx_reserve). When either cannot be had (STELE_ENOSPC), nothing of the
+ * group was written: its requests fail with STELE_ENOSPC, the store reports
+ * itself read-only for lack of space (`nospace`, with the reason), and the
+ * next group tries again, so appends resume by themselves once space is
+ * freed. A failed preallocation leaves no partial file (log.c), zeros are
+ * written only when statvfs shows room for them, and while the store is
+ * out of space a new attempt is made at most once a second
+ * (NOSPACE_RETRY_MS). The segment to write into may thus be missing: after
+ * a roll whose seal was written but whose next segment could not be made,
+ * or when open found a sealed log and no room (local_recover.c), ck.loc is
+ * offset 0 of a segment that does not exist yet, and the next group makes
+ * it and writes its header with the group's records. A write or fsync
+ * failing with ENOSPC inside an already preallocated segment is a fault
+ * like any other (sticky).
+ *
  * Reads run in the caller's thread with an LMDB read transaction (MVCC: the
  * writer never waits for them) and pread(2) of the segments; they ignore
  * anything at or past the published position, so a reader never sees part
@@ -87,6 +104,10 @@ static void req_finish(wreq *r)
 {
     if (r->rc && !r->msg[0])
         snprintf(r->msg, sizeof r->msg, "%s", stele_errmsg());
+    if (r->mdone_fn) {
+        multi_finish_async(r); /* local_multi.c */
+        return;
+    }
     if (r->done_fn) {
         if (r->rc == STELE_EWRONGREV)
             r->res.current_revision = r->current;
@@ -354,16 +375,75 @@ static void set_fault(local *L, int rc)
 
 static uint64_t seal_size(void) { return rec_marker_size(0); }
 
-/* Seal the current segment and start the next one, big enough for `need`
- * bytes of records. */
-static int roll(local *L, uint64_t need, uint64_t seal_pos)
+/* ------------------------------------------------------------ no space */
+
+#define NOSPACE_RETRY_MS 1000
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void local_set_nospace(local *L, const char *why)
+{
+    pthread_mutex_lock(&L->nospace_mu);
+    snprintf(L->nospace_msg, sizeof L->nospace_msg,
+             "no space for the log: %s; the store is read-only until space is freed (appends "
+             "are tried again as they arrive)",
+             why);
+    atomic_store(&L->nospace, 1);
+    pthread_mutex_unlock(&L->nospace_mu);
+}
+
+static void clear_nospace(local *L)
+{
+    if (atomic_load(&L->nospace))
+        atomic_store(&L->nospace, 0);
+}
+
+/* STELE_ENOSPC with the store's no-space message. */
+static int nospace_err(local *L)
+{
+    char msg[sizeof L->nospace_msg];
+    pthread_mutex_lock(&L->nospace_mu);
+    snprintf(msg, sizeof msg, "%s", L->nospace_msg);
+    pthread_mutex_unlock(&L->nospace_mu);
+    return err_set(STELE_ENOSPC, "%s", msg);
+}
+
+/* Make segment `segno` (missing: see "Running out of space") big enough for
+ * `bytes` of records. 0, STELE_ENOSPC (nothing left behind; the store is
+ * marked nospace), or another error (a fault). */
+static int make_tail_segment(local *L, uint32_t segno, uint64_t bytes)
+{
+    uint64_t need = SEG_HEADER_SIZE + bytes + seal_size();
+    char why[400];
+    int64_t now = mono_ms();
+    if (atomic_load(&L->nospace) && now - L->nospace_tried_ms < NOSPACE_RETRY_MS)
+        return nospace_err(L);
+    L->nospace_tried_ms = now;
+    int rc = log_add_segment(L->lg, segno, need);
+    if (rc == STELE_ENOSPC) {
+        snprintf(why, sizeof why, "%.380s", stele_errmsg());
+        local_set_nospace(L, why);
+        return nospace_err(L);
+    }
+    if (rc == 0)
+        clear_nospace(L);
+    return rc;
+}
+
+/* Seal the current segment: the log continues at offset 0 of the next one
+ * (made by make_tail_segment). */
+static int seal(local *L, uint64_t seal_pos)
 {
     uint32_t seg = loc_seg(L->ck.loc);
     log_seg *s = L->lg->segs[seg];
-    uint8_t seal[128];
-    size_t n = rec_encode_marker(seal, REC_SEAL, "", 0, seal_pos, UINT64_MAX,
-                                 L->last_created);
-    int rc = os_write_full(s->fd, seal, n, loc_off(L->ck.loc));
+    uint8_t m[128];
+    size_t n = rec_encode_marker(m, REC_SEAL, "", 0, seal_pos, UINT64_MAX, L->last_created);
+    int rc = os_write_full(s->fd, m, n, loc_off(L->ck.loc));
     if (rc == 0)
         rc = os_io->fdatasync(s->fd);
     if (rc) {
@@ -373,9 +453,6 @@ static int roll(local *L, uint64_t need, uint64_t seal_pos)
                        strerror(-rc));
     }
     L->ck.log_bytes += n;
-    rc = log_add_segment(L->lg, seg + 1, SEG_HEADER_SIZE + need + seal_size());
-    if (rc)
-        return rc;
     L->ck.loc = loc_make(seg + 1, 0);
     return 0;
 }
@@ -501,10 +578,32 @@ static void local_unwatch(backend *b, int fd)
 
 /* ------------------------------------------------------------ group commit */
 
+/* Nothing of the group was written for lack of space (not a fault): fail
+ * with `rc` (STELE_ENOSPC, message set) its accepted requests, or all of
+ * them before planning (`all`); idempotent retries planned as such keep
+ * their original result. */
+static void fail_nospace(wreq *group, int rc, int all)
+{
+    for (wreq *r = group; r; r = r->next)
+        if (r->accepted || all) {
+            r->accepted = 0;
+            r->res.idempotent = 0;
+            r->msg[0] = 0;
+            req_fail(r, rc);
+        }
+}
+
 static void write_group(local *L, wreq *group)
 {
     MDB_txn *txn;
     int rc = idx_reserve(L->ix);
+    if (rc == STELE_ENOSPC) {
+        char why[400];
+        snprintf(why, sizeof why, "%.380s", stele_errmsg());
+        local_set_nospace(L, why);
+        fail_nospace(group, nospace_err(L), 1);
+        return;
+    }
     if (rc == 0)
         rc = idx_begin(L->ix, 0, &txn);
     if (rc) {
@@ -545,10 +644,29 @@ static void write_group(local *L, wreq *group)
         L->ck = before;
         return;
     }
-    /* Place the group: it must leave room for the seal record. */
-    log_seg *s = L->lg->segs[loc_seg(L->ck.loc)];
-    if (loc_off(L->ck.loc) + bytes + seal_size() > s->size) {
-        rc = roll(L, bytes, before.next_pos);
+    /* Place the group: it must leave room for the seal record; when it
+     * does not, seal the segment and continue in a new one. */
+    log_seg *s = loc_seg(L->ck.loc) < atomic_load(&L->lg->nsegs) ? L->lg->segs[loc_seg(L->ck.loc)]
+                                                                  : NULL;
+    if (s && loc_off(L->ck.loc) + bytes + seal_size() > s->size) {
+        uint64_t log_bytes = L->ck.log_bytes;
+        rc = seal(L, before.next_pos);
+        if (rc)
+            goto fail;
+        /* The seal is durable: whatever becomes of this group, the log
+         * now continues at the start of the next segment. */
+        before.loc = L->ck.loc;
+        before.log_bytes += L->ck.log_bytes - log_bytes;
+        s = NULL;
+    }
+    if (!s) {
+        rc = make_tail_segment(L, loc_seg(L->ck.loc), bytes);
+        if (rc == STELE_ENOSPC) {
+            mdb_txn_abort(txn);
+            L->ck = before;
+            fail_nospace(group, rc, 0);
+            return;
+        }
         if (rc)
             goto fail;
         s = L->lg->segs[loc_seg(L->ck.loc)];
@@ -630,6 +748,7 @@ static void write_group(local *L, wreq *group)
     if (rc)
         goto fail;
     L->last_created = now;
+    clear_nospace(L); /* e.g. the index's headroom could be had again */
     atomic_store_explicit(&L->pub_next_pos, L->ck.next_pos, memory_order_release);
     if (L->ck.next_pos > before.next_pos)
         tail_push(L, before.next_pos, loc_make(seg, (uint32_t)write_off));
@@ -733,6 +852,8 @@ static int submit(local *L, wreq *r)
 
 int local_submit(local *L, wreq *r) { return submit(L, r); }
 
+int local_enqueue(local *L, wreq *r) { return enqueue(L, r); }
+
 static int local_append(backend *b, const append_args *a, stele_append_result *res)
 {
     local *L = (local *)b;
@@ -821,6 +942,7 @@ static void local_close(backend *b)
     pthread_mutex_destroy(&L->watch_mu);
     pthread_mutex_destroy(&L->tail_mu);
     pthread_mutex_destroy(&L->scav_mu);
+    pthread_mutex_destroy(&L->nospace_mu);
     free(L);
 }
 
@@ -836,6 +958,7 @@ static const backend_ops local_ops = {
     .read_stream_to = local_read_stream_to,
     .stats = local_stats,
     .append_multi = local_append_multi,
+    .append_multi_async = local_append_multi_async,
     .read_matching = local_read_matching,
     .set_metadata = local_set_metadata,
     .get_metadata = local_get_metadata,
@@ -868,6 +991,7 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     pthread_mutex_init(&L->watch_mu, NULL);
     pthread_mutex_init(&L->tail_mu, NULL);
     pthread_mutex_init(&L->scav_mu, NULL);
+    pthread_mutex_init(&L->nospace_mu, NULL);
     snprintf(L->dir, sizeof L->dir, "%s", dir);
     int rc = 0;
     int create = !(opts->flags & STELE_OPEN_NOCREATE);
@@ -930,5 +1054,12 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
         return rc;
     }
     *out = &L->base;
+    if (atomic_load(&L->nospace)) {
+        /* Open, but read-only for lack of space: stele_open returns 0 and
+         * says so in stele_errmsg(). */
+        char msg[sizeof L->nospace_msg];
+        snprintf(msg, sizeof msg, "%s", L->nospace_msg);
+        err_set(STELE_ENOSPC, "store %s opened read-only: %s", dir, msg);
+    }
     return 0;
 }

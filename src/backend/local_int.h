@@ -12,6 +12,8 @@
  *                    events no read can return
  *   local_query.c    queries through the secondary indexes, temporal
  *                    stream reads
+ *   local_multi.c    multi-stream commits (planning, encoding, recovery,
+ *                    scavenging decisions), DCB conditions and reads
  */
 #ifndef STELE_LOCAL_INT_H
 #define STELE_LOCAL_INT_H
@@ -48,6 +50,7 @@ typedef struct wreq {
     stele_multi_result mres;         /* OP_MULTI: the request's result */
     struct mstream *ms;              /* OP_MULTI: writer scratch per stream */
     struct wreq *group;              /* the first request of its group */
+    stele_append_multi_cb mdone_fn;  /* OP_MULTI async: called when done */
 
     /* results */
     int rc;
@@ -94,6 +97,12 @@ typedef struct local {
     _Atomic uint64_t pub_next_pos;
     _Atomic int fault;
     char fault_msg[512];
+    /* Read-only for lack of space (local.c "Running out of space"): not
+     * sticky; the message under nospace_mu; nospace_tried_ms is writer's. */
+    _Atomic int nospace;
+    char nospace_msg[512];
+    pthread_mutex_t nospace_mu;
+    int64_t nospace_tried_ms;
     pool *pl;              /* read buffers, shared with live pages */
     _Atomic uint64_t n_appends, n_groups;
     _Atomic uint32_t done_gen; /* bumped once per finished group (futex word) */
@@ -205,8 +214,13 @@ int sm_plan_state(local *L, MDB_txn *txn, const idx_stream *st, uint64_t revisio
                   uint32_t bytes, uint32_t schema_version, uint64_t tag);
 int sm_encode_state(local *L, MDB_txn *txn, uint64_t sid, uint64_t revision, uint64_t tag,
                     uint64_t loc);
+/* Mark the store read-only for lack of space, `why` in the message
+ * (local.c; recovery when the next segment cannot be made). */
+void local_set_nospace(local *L, const char *why);
 /* Queue a request and wait for the writer (local.c). */
 int local_submit(local *L, wreq *r);
+/* Queue a request without waiting (its done_fn / mdone_fn completes it). */
+int local_enqueue(local *L, wreq *r);
 
 /* local_scavenge.c */
 int local_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);
@@ -235,6 +249,11 @@ int multi_recover_commit(local *L, MDB_txn *txn, uint64_t start, uint64_t bytes)
 int multi_removable(local *L, MDB_txn *txn, uint64_t at, int64_t now);
 int local_append_multi(backend *b, const multi_args *m, stele_append_result *per_stream,
                        stele_multi_result *res);
+int local_append_multi_async(backend *b, const multi_args *m, stele_append_result *per_stream,
+                             const stele_multi_result *init, stele_append_multi_cb done,
+                             void *ctx, size_t nstreams);
+/* Complete an async OP_MULTI request (req_finish in local.c); frees r. */
+void multi_finish_async(wreq *r);
 int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, int backwards,
                         size_t limit, stele_page **out);
 

@@ -13,7 +13,8 @@
  * local.c), in this order:
  *   1. each stream's state from the index (which already holds the effect
  *      of the requests before it in the group);
- *   2. idempotency: if the first client-given id is already written, the
+ *   2. idempotency (after refusing to write a tombstoned stream, as single
+ *      appends do): if the first client-given id is already written, the
  *      request is a retry only if every event carries its id, each id sits
  *      at the position and stream this request would give it (the same
  *      relative order), and the commit there holds exactly these events;
@@ -228,8 +229,6 @@ static int condition_check(local *L, MDB_txn *txn, wreq *r, uint64_t *at)
 {
     const stele_condition *c = r->m->cond;
     uint64_t from = c->after == STELE_NONE ? 0 : c->after + 1;
-    if (c->after != STELE_NONE && c->after + 1 == 0)
-        return 0;
     dcb d;
     idx_run run;
     int rc = dcb_open(L, txn, c, &d);
@@ -283,7 +282,9 @@ static const char *exp_text(int64_t e, char *b, size_t n)
     return b;
 }
 
-/* Stream i's expectation: 0 passed, else r failed (r->rc set). */
+/* Stream i's expectation: 0 passed, or the error (EWRONGREV / EDELETED),
+ * recorded in r->ps[i]; the first failing stream also gives the request's
+ * message, failed_stream and current_revision. */
 static int expectation(wreq *r, size_t i)
 {
     const multi_stream_args *s = &r->m->streams[i];
@@ -308,6 +309,10 @@ static int expectation(wreq *r, size_t i)
     }
     if (!rc)
         return 0;
+    r->ps[i].failed = rc;
+    r->ps[i].current_revision = cur;
+    if (r->mres.failed_stream != SIZE_MAX)
+        return rc; /* not the first */
     char eb[32], cb[64];
     const char *state = tomb ? "is tombstoned"
                         : softdel ? "is soft-deleted"
@@ -320,7 +325,26 @@ static int expectation(wreq *r, size_t i)
     r->current = cur;
     err_set(rc, "stream %zu '%.*s': expected %s, but the stream %s%s", i, (int)s->len, s->stream,
             exp_text(e, eb, sizeof eb), state, cb);
-    return fail(r, rc), 1;
+    return rc;
+}
+
+/* Check the expectations of every stream (or, with `tomb_writes`, only of
+ * the tombstoned streams the request writes): 1 if any failed (r failed
+ * with the first failure; every failing stream is marked in r->ps). */
+static int expectations(wreq *r, int tomb_writes)
+{
+    int first = 0;
+    for (size_t i = 0; i < r->m->nstreams; i++) {
+        if (tomb_writes && !(r->m->streams[i].nevents && r->ms[i].found &&
+                             (r->ms[i].st.flags & IDX_TOMBSTONED)))
+            continue;
+        int rc = expectation(r, i);
+        if (rc && !first)
+            first = rc;
+    }
+    if (first)
+        fail(r, first);
+    return first != 0;
 }
 
 static int id_conflict(wreq *r, size_t k, const char *why)
@@ -429,8 +453,7 @@ static int multi_retry(local *L, MDB_txn *txn, wreq *r)
     if (!same) {
         err_clear();
         for (size_t i = 0; i < m->nstreams; i++)
-            r->ps[i] = (stele_append_result){STELE_NONE, STELE_NONE, STELE_NONE, STELE_NONE, 0,
-                                             STELE_NONE};
+            r->ps[i] = append_result_none();
         return id_conflict(r, k0, ", by an append that this one does not repeat exactly");
     }
     r->mres.first_position = pos0;
@@ -461,11 +484,14 @@ int multi_plan(local *L, MDB_txn *txn, wreq *r)
         }
     }
     err_clear();
+    /* A tombstoned stream is never written, not even by a retry (as for
+     * single appends). */
+    if (expectations(r, 1))
+        return 0;
     if ((rc = multi_retry(L, txn, r)))
         return rc < 0 ? rc : 0;
-    for (size_t i = 0; i < m->nstreams; i++)
-        if (expectation(r, i))
-            return 0;
+    if (expectations(r, 0))
+        return 0;
     if (m->cond) {
         uint64_t at = 0;
         if ((rc = condition_check(L, txn, r, &at)) < 0)
@@ -789,6 +815,8 @@ int multi_removable(local *L, MDB_txn *txn, uint64_t at, int64_t now)
 
 /* --------------------------------------------------------------- requests */
 
+static void reset_failed(wreq *r);
+
 int local_append_multi(backend *b, const multi_args *m, stele_append_result *per_stream,
                        stele_multi_result *res)
 {
@@ -809,16 +837,72 @@ int local_append_multi(backend *b, const multi_args *m, stele_append_result *per
     if (!r.ms)
         return err_set(STELE_ENOMEM, "out of memory");
     int rc = local_submit(L, &r);
+    if (rc && !r.rc)
+        r.rc = rc; /* not queued */
+    reset_failed(&r);
     *res = r.mres;
-    if (rc && rc != STELE_EWRONGREV && rc != STELE_EDELETED && rc != STELE_ENOTFOUND)
-        res->failed_stream = SIZE_MAX;
-    if (rc)
-        for (size_t i = 0; i < m->nstreams; i++)
-            per_stream[i] = (stele_append_result){STELE_NONE, STELE_NONE, STELE_NONE, STELE_NONE,
-                                                  0, STELE_NONE};
-    if (rc)
-        res->first_position = res->last_position = STELE_NONE;
     free(r.ms);
+    return rc;
+}
+
+static void reset_failed(wreq *r)
+{
+    const multi_args *m = r->m;
+    if (r->rc && r->rc != STELE_EWRONGREV && r->rc != STELE_EDELETED &&
+        r->rc != STELE_ENOTFOUND)
+        r->mres.failed_stream = SIZE_MAX;
+    if (r->rc) {
+        /* Keep which streams failed their checks, and their revisions. */
+        int checks = r->rc == STELE_EWRONGREV || r->rc == STELE_EDELETED;
+        for (size_t i = 0; i < m->nstreams; i++) {
+            int f = checks ? r->ps[i].failed : 0;
+            uint64_t cur = r->ps[i].current_revision;
+            r->ps[i] = append_result_none();
+            if (f) {
+                r->ps[i].failed = f;
+                r->ps[i].current_revision = cur;
+            }
+        }
+        r->mres.first_position = r->mres.last_position = STELE_NONE;
+        r->mres.idempotent = 0;
+    }
+}
+
+void multi_finish_async(wreq *r)
+{
+    reset_failed(r);
+    r->mdone_fn(r->done_ctx, r->rc, r->ps, r->m->nstreams, &r->mres, r->rc ? r->msg : "");
+    free(r->ms);
+    free(r);
+}
+
+int local_append_multi_async(backend *b, const multi_args *m, stele_append_result *per_stream,
+                             const stele_multi_result *init, stele_append_multi_cb done,
+                             void *ctx, size_t nstreams)
+{
+    local *L = (local *)b;
+    (void)nstreams;
+    if (m->cond && !L->ix->sec_on)
+        return err_set(STELE_EINVAL, "the store was opened with STELE_OPEN_NO_INDEXES: append "
+                                     "conditions need its secondary indexes");
+    wreq *r = calloc(1, sizeof *r);
+    if (!r)
+        return err_set(STELE_ENOMEM, "out of memory");
+    r->op = OP_MULTI;
+    r->m = m;
+    r->ps = per_stream;
+    r->mres = *init;
+    r->stream = m->streams[0].stream;
+    r->stream_len = m->streams[0].len;
+    r->bytes = m->bytes;
+    r->mdone_fn = done;
+    r->done_ctx = ctx;
+    r->ms = calloc(m->nstreams, sizeof *r->ms);
+    int rc = r->ms ? local_enqueue(L, r) : err_set(STELE_ENOMEM, "out of memory");
+    if (rc) {
+        free(r->ms);
+        free(r);
+    }
     return rc;
 }
 

@@ -435,6 +435,18 @@ int local_stats(backend *b, stele_stats *out)
     out->segments = atomic_load(&L->lg->nsegs) - L->lg->first_seg;
     out->appends = atomic_load(&L->n_appends);
     out->groups = atomic_load(&L->n_groups);
-    out->readonly = atomic_load(&L->fault) != 0;
+    int fault = atomic_load(&L->fault);
+    if (fault) {
+        out->readonly = 1;
+        out->readonly_code = STELE_EREADONLY;
+        snprintf(out->readonly_reason, sizeof out->readonly_reason,
+                 "store is read-only after a storage fault (%.380s); reopen it", L->fault_msg);
+    } else if (atomic_load(&L->nospace)) {
+        out->readonly = 1;
+        out->readonly_code = STELE_ENOSPC;
+        pthread_mutex_lock(&L->nospace_mu);
+        snprintf(out->readonly_reason, sizeof out->readonly_reason, "%s", L->nospace_msg);
+        pthread_mutex_unlock(&L->nospace_mu);
+    }
     return 0;
 }

@@ -3,6 +3,14 @@
  * crash: the lock-file marker with the boot id, replaying the log into the
  * index from its checkpoint (or rebuilding it), cutting a torn tail, and
  * STELE_OPEN_VERIFY.
+ *
+ * A full disk. When the log ends in a sealed segment (or the store is new)
+ * recovery makes the next segment. If there is no room for it, open still
+ * succeeds, read-only for lack of space (local.c "Running out of space"):
+ * the checkpoint then says offset 0 of the missing segment, which the
+ * writer makes when an append arrives and space has come back. A headerless
+ * last segment at the checkpoint itself (a crash while it was being made)
+ * is dropped and made again.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -147,7 +155,9 @@ static int last_commit_intact(local *L)
 {
     if (L->ck.last_commit == UINT64_MAX)
         return 1;
-    if (loc_seg(L->ck.loc) >= atomic_load(&L->lg->nsegs))
+    uint32_t nsegs = atomic_load(&L->lg->nsegs);
+    /* At most the start of the next segment, not made yet (no space). */
+    if (loc_seg(L->ck.loc) > nsegs || (loc_seg(L->ck.loc) == nsegs && loc_off(L->ck.loc) != 0))
         return 0;
     log_iter it;
     log_iter_init(&it, L->lg, L->ck.last_commit, UINT64_MAX);
@@ -173,6 +183,36 @@ static int last_commit_intact(local *L)
     log_iter_free(&it);
     err_clear();
     return ok;
+}
+
+/* Make segment `segno` and write its header (first position `first`). 0,
+ * or STELE_ENOSPC (nothing left behind) or another error. */
+static int start_segment(local *L, uint32_t segno, uint64_t first)
+{
+    int rc = log_add_segment(L->lg, segno, L->lg->seg_size);
+    if (rc)
+        return rc;
+    uint8_t h[SEG_HEADER_SIZE];
+    seg_header_encode(h, segno, first, time_now_us());
+    log_seg *s = L->lg->segs[segno];
+    rc = os_write_full(s->fd, h, sizeof h, 0);
+    if (rc == 0)
+        rc = os_io->fdatasync(s->fd);
+    if (rc)
+        return err_set(STELE_EIO, "write segment header: %s", strerror(-rc));
+    s->first_position = first;
+    return 0;
+}
+
+/* No room for segment `segno`: open read-only, the log continuing at its
+ * start once it can be made. */
+static void no_room(local *L, uint32_t segno)
+{
+    char why[400];
+    snprintf(why, sizeof why, "%.380s", stele_errmsg());
+    local_set_nospace(L, why);
+    L->ck.loc = loc_make(segno, 0);
+    err_clear();
 }
 
 /* Does the segment hold anything after its header? */
@@ -225,25 +265,20 @@ int recover(local *L, int rebuild)
     }
     /* Torn at creation: drop it (its predecessor is sealed). */
     if (rc == 0 && nsegs > lg->first_seg && lg->segs[nsegs - 1]->first_position == UINT64_MAX &&
-        nsegs - 1 > lg->first_seg && loc_seg(L->ck.loc) < nsegs - 1) {
+        nsegs - 1 > lg->first_seg &&
+        (loc_seg(L->ck.loc) < nsegs - 1 || L->ck.loc == loc_make(nsegs - 1, 0))) {
         rc = log_drop_last(lg);
         nsegs = atomic_load(&lg->nsegs);
     }
     if (rc == 0 && nsegs == lg->first_seg) {
-        /* A new store: segment 0 with its header. */
-        rc = log_add_segment(lg, lg->first_seg, lg->seg_size);
-        if (rc == 0) {
-            uint8_t h[SEG_HEADER_SIZE];
-            seg_header_encode(h, lg->first_seg, 0, time_now_us());
-            log_seg *s = lg->segs[lg->first_seg];
-            rc = os_write_full(s->fd, h, sizeof h, 0);
-            if (rc == 0)
-                rc = os_io->fdatasync(s->fd);
-            if (rc)
-                rc = err_set(STELE_EIO, "write segment header: %s", strerror(-rc));
-            s->first_position = 0;
-        }
+        /* A new store (or one whose first segment could not be made): segment
+         * `first_seg` with its header. */
+        rc = start_segment(L, lg->first_seg, 0);
         L->ck.loc = loc_make(lg->first_seg, SEG_HEADER_SIZE);
+        if (rc == STELE_ENOSPC) {
+            no_room(L, lg->first_seg);
+            rc = 0;
+        }
     } else if (rc == 0 && lg->segs[nsegs - 1]->first_position == UINT64_MAX) {
         /* The only segment past the checkpoint has no header: torn at
          * creation of the store or of this segment. Rewrite it. */
@@ -265,7 +300,7 @@ int recover(local *L, int rebuild)
     log_iter it;
     log_iter_init(&it, lg, L->ck.loc, UINT64_MAX);
     rcommit c = {0};
-    uint64_t in_txn = 0, last_seal_seg = UINT32_MAX, after = L->ck.loc;
+    uint64_t in_txn = 0, after = L->ck.loc;
     for (;;) {
         rec r;
         uint64_t at = 0;
@@ -328,7 +363,7 @@ int recover(local *L, int rebuild)
             break;
         }
         if (st == LOG_ITER_END) {
-            if (loc_seg(it.loc) < last_seg) {
+            if (atomic_load(&lg->nsegs) > lg->first_seg && loc_seg(it.loc) < last_seg) {
                 char name[32];
                 log_seg_name(loc_seg(it.loc), name);
                 rc = err_set(STELE_ECORRUPT,
@@ -343,7 +378,6 @@ int recover(local *L, int rebuild)
              * still names the next position. */
             if (r.position > L->ck.next_pos && log_seg_scavenged(lg, loc_seg(at)))
                 L->ck.next_pos = r.position;
-            last_seal_seg = loc_seg(at);
             L->ck.log_bytes += r.len;
             after = it.loc;
             continue;
@@ -441,23 +475,16 @@ int recover(local *L, int rebuild)
     free(c.pos);
     if (rc == 0) {
         L->ck.loc = after;
-        /* The log ends in a sealed segment: start the next one. */
-        if (loc_seg(after) == last_seal_seg + 1 &&
-            loc_seg(after) >= atomic_load(&lg->nsegs)) {
-            rc = log_add_segment(lg, loc_seg(after), lg->seg_size);
-            if (rc == 0) {
-                uint8_t h[SEG_HEADER_SIZE];
-                seg_header_encode(h, loc_seg(after), L->ck.next_pos, time_now_us());
-                log_seg *s = lg->segs[loc_seg(after)];
-                rc = os_write_full(s->fd, h, sizeof h, 0);
-                if (rc == 0)
-                    rc = os_io->fdatasync(s->fd);
-                if (rc)
-                    rc = err_set(STELE_EIO, "write segment header: %s", strerror(-rc));
-                s->first_position = L->ck.next_pos;
+        /* The log ends in a sealed segment (seen now, or when there was no
+         * room for the next one before): start the next one. */
+        if (loc_seg(after) >= atomic_load(&lg->nsegs)) {
+            rc = start_segment(L, loc_seg(after), L->ck.next_pos);
+            if (rc == STELE_ENOSPC) {
+                no_room(L, loc_seg(after));
+                rc = 0;
             }
         }
-        if (loc_off(L->ck.loc) == 0)
+        if (loc_off(L->ck.loc) == 0 && loc_seg(L->ck.loc) < atomic_load(&lg->nsegs))
             L->ck.loc += SEG_HEADER_SIZE;
     }
     if (rc == 0)

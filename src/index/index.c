@@ -202,6 +202,17 @@ int idx_reserve(idx *ix)
     if (rc)
         return idx_err(rc, "info");
     uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+    int fd;
+    if ((rc = mdb_env_get_fd(ix->env, &fd)))
+        return idx_err(rc, "get fd");
+    if (ix->reserved == 0) {
+        /* First call since open: what earlier runs reserved is still
+         * allocated (always from offset 0), so a full disk does not stop a
+         * store from opening while that headroom lasts. */
+        struct stat sb;
+        if (fstat(fd, &sb) == 0 && (uint64_t)sb.st_blocks * 512 < info.me_mapsize)
+            ix->reserved = (uint64_t)sb.st_blocks * 512 / st.ms_psize * st.ms_psize;
+    }
     /* Headroom grows with the index (1 MiB .. IDX_HEADROOM), so a small
      * store stays small on disk. One transaction dirties far less. */
     uint64_t room = used < (1u << 20) ? (1u << 20) : used > IDX_HEADROOM ? IDX_HEADROOM : used;
@@ -210,9 +221,6 @@ int idx_reserve(idx *ix)
     uint64_t want = used + room;
     if (want > info.me_mapsize)
         want = info.me_mapsize;
-    int fd;
-    if ((rc = mdb_env_get_fd(ix->env, &fd)))
-        return idx_err(rc, "get fd");
     rc = posix_fallocate(fd, 0, (off_t)want);
     if (rc)
         return err_set(rc == ENOSPC ? STELE_ENOSPC : STELE_EIO,

@@ -11,6 +11,15 @@
  * known good); rolling to a new segment is then a rename and a directory
  * fsync.
  *
+ * Running out of space. A preallocation that fails (ENOSPC while writing
+ * the zeros, or any error) removes its partial file at once, so a failed
+ * attempt never leaves a file that fills the disk again; the caller
+ * decides what the failure means (local.c: read-only until space returns).
+ * log_room() tells from statvfs whether an attempt can succeed at all, so
+ * a full disk costs no zero-writing. A spare found at open can be used
+ * before the helper thread starts (recovery), when it may be the only room
+ * left.
+ *
  * Only the writer thread adds segments; readers index `segs` below the
  * acquire-loaded `nsegs`, and a log_seg never changes after publication.
  *
@@ -42,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "os/os.h"
@@ -80,7 +90,28 @@ static int make_zero_file(const char *path, uint64_t size)
     if (rc == 0)
         rc = os_io->fdatasync(fd);
     os_io->close(fd);
-    return rc ? io_err(rc, "preallocate", path) : 0;
+    if (rc) {
+        /* Never leave a partial file behind: it would hold the space that
+         * just ran out. Nothing refers to it yet. */
+        os_io->unlink(path);
+        return io_err(rc, "preallocate", path);
+    }
+    return 0;
+}
+
+/* Whether the file system of the log has `need` bytes free (statvfs; 1
+ * when it cannot tell); *avail gets the free bytes. */
+static int log_room(logf *lg, uint64_t need, uint64_t *avail)
+{
+    struct statvfs sv;
+    if (statvfs(lg->dir, &sv) != 0) {
+        *avail = UINT64_MAX;
+        return 1; /* cannot tell: let the attempt decide */
+    }
+    /* f_bfree counts blocks reserved for root too; the attempt settles it
+     * for an unprivileged server with less than that. */
+    *avail = (uint64_t)sv.f_bfree * sv.f_frsize;
+    return *avail >= need;
 }
 
 static void seg_free_all(log_seg *s)
@@ -293,9 +324,16 @@ int log_add_segment(logf *lg, uint32_t segno, uint64_t min_size)
     seg_path(lg, segno, path, sizeof path);
     snprintf(spare, sizeof spare, "%s/spare.zero", lg->dir);
     uint64_t size = min_size > lg->seg_size ? min_size : lg->seg_size;
-    int used_spare = 0;
+    int used_spare = 0, made_own = 0;
     pthread_mutex_lock(&lg->prealloc_mu);
-    if (lg->prealloc_started && lg->spare_ready && lg->spare_size >= size) {
+    /* A spare being made: wait for it rather than make a second file
+     * beside it (on a nearly full disk only one of them would fit). */
+    while (lg->prealloc_started && lg->spare_wanted && !lg->spare_ready && !lg->prealloc_stop &&
+           lg->seg_size >= size)
+        pthread_cond_wait(&lg->prealloc_cv, &lg->prealloc_mu);
+    /* The spare (also one found at open, before the helper starts: on a
+     * full disk it may be the only room there is). */
+    if (lg->spare_ready && lg->spare_size >= size) {
         int rc = os_io->rename(spare, path);
         if (rc == 0) {
             used_spare = 1;
@@ -305,7 +343,25 @@ int log_add_segment(logf *lg, uint32_t segno, uint64_t min_size)
         }
     }
     pthread_mutex_unlock(&lg->prealloc_mu);
+    made_own = !used_spare;
+    uint64_t avail;
+    if (made_own && !log_room(lg, size, &avail)) {
+        char name[32];
+        log_seg_name(segno, name);
+        return err_set(STELE_ENOSPC, "segment %s needs %llu bytes, %.200s has %llu free", name,
+                       (unsigned long long)size, lg->dir, (unsigned long long)avail);
+    }
     int rc = used_spare ? 0 : make_zero_file(path, size);
+    if (rc == 0 && made_own && lg->prealloc_started) {
+        /* The helper gave up after a failure (no space then): there may be
+         * room again, so let it make the next spare. */
+        pthread_mutex_lock(&lg->prealloc_mu);
+        if (!lg->spare_ready && !lg->spare_wanted) {
+            lg->spare_wanted = 1;
+            pthread_cond_broadcast(&lg->prealloc_cv);
+        }
+        pthread_mutex_unlock(&lg->prealloc_mu);
+    }
     if (rc == 0) {
         rc = os_fsync_dir(lg->dir);
         if (rc)

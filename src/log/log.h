@@ -90,7 +90,8 @@ int log_start_prealloc(logf *lg);
 
 /* Create segment `segno` of at least `min_size` bytes (zero-filled,
  * durable, directory synced), using the spare if it fits. The caller writes
- * its header. */
+ * its header. On failure (STELE_ENOSPC when the disk is full) no file of
+ * the attempt is left. */
 int log_add_segment(logf *lg, uint32_t segno, uint64_t min_size);
 
 /* Drop the last segment file (an empty segment torn at creation). */

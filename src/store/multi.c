@@ -229,8 +229,7 @@ static int append_multi(stele_db *db, const stele_append_stream *streams, size_t
     res->condition_position = STELE_NONE;
     if (per_stream)
         for (size_t i = 0; i < nstreams; i++)
-            per_stream[i] = (stele_append_result){STELE_NONE, STELE_NONE, STELE_NONE,
-                                                  STELE_NONE, 0, STELE_NONE};
+            per_stream[i] = append_result_none();
     mprep p;
     int rc = prepare_multi(db, streams, nstreams, records, nrecords, cond, system, &p);
     if (rc == 0 && !db->be->ops->append_multi)
@@ -242,8 +241,7 @@ static int append_multi(stele_db *db, const stele_append_stream *streams, size_t
             rc = err_set(STELE_ENOMEM, "out of memory");
         if (rc == 0) {
             for (size_t i = 0; !per_stream && i < nstreams; i++)
-                ps[i] = (stele_append_result){STELE_NONE, STELE_NONE, STELE_NONE, STELE_NONE, 0,
-                                              STELE_NONE};
+                ps[i] = append_result_none();
             rc = db->be->ops->append_multi(db->be, &p.m, ps, res);
             if (ps != per_stream)
                 free(ps);
@@ -267,6 +265,172 @@ int store_append_multi_system(stele_db *db, const stele_append_stream *streams, 
                               stele_multi_result *res)
 {
     return append_multi(db, streams, nstreams, records, nrecords, cond, per_stream, res, 1);
+}
+
+/*
+ * An async multi-stream append owns a deep copy of its request (names,
+ * states, events, the condition) in one allocation, so the caller may free
+ * its own as soon as the call returns.
+ */
+typedef struct amulti {
+    mprep p;
+    stele_append_stream *streams;
+    stele_snapshot_in *states;
+    stele_append_record *records;
+    stele_query_item *items;
+    stele_condition cond;
+    stele_append_result *ps;
+    char *mem;
+    size_t used, cap;
+    stele_append_multi_cb cb;
+    void *ctx;
+} amulti;
+
+static void amulti_free(amulti *a)
+{
+    mprep_free(&a->p);
+    free(a->streams);
+    free(a->states);
+    free(a->records);
+    free(a->items);
+    free(a->ps);
+    free(a->mem);
+    free(a);
+}
+
+static size_t al8(size_t n) { return (n + 7) & ~(size_t)7; }
+
+static void *bump(amulti *a, const void *src, size_t n)
+{
+    char *p = a->mem + a->used;
+    if (n)
+        memcpy(p, src, n);
+    a->used += al8(n);
+    return p;
+}
+
+static const char *bump_str(amulti *a, const char *s) { return bump(a, s, strlen(s) + 1); }
+
+static const char *const *bump_strs(amulti *a, const char *const *v, size_t n)
+{
+    if (!n)
+        return NULL;
+    const char **out = (const char **)(void *)(a->mem + a->used);
+    a->used += al8(n * sizeof *out);
+    for (size_t i = 0; i < n; i++)
+        out[i] = bump_str(a, v[i]);
+    return out;
+}
+
+static size_t strs_size(const char *const *v, size_t n)
+{
+    size_t need = al8(n * sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        need += al8(strlen(v[i]) + 1);
+    return need;
+}
+
+static int amulti_copy(amulti *a, const stele_append_stream *streams, size_t nstreams,
+                       const stele_append_record *records, size_t nrecords,
+                       const stele_condition *cond)
+{
+    size_t need = 0;
+    for (size_t i = 0; i < nstreams; i++) {
+        need += al8(strlen(streams[i].stream) + 1);
+        if (streams[i].state)
+            need += al8(streams[i].state->state_len);
+    }
+    for (size_t i = 0; i < nrecords; i++) {
+        const stele_event_in *e = &records[i].event;
+        need += al8(strlen(e->type) + 1) + al8(e->data_len) + al8(e->metadata_len) + 16 +
+                strs_size(e->tags, e->ntags);
+    }
+    for (size_t i = 0; cond && i < cond->nitems; i++)
+        need += strs_size(cond->items[i].types, cond->items[i].ntypes) +
+                strs_size(cond->items[i].tags, cond->items[i].ntags);
+    a->streams = calloc(nstreams, sizeof *a->streams);
+    a->states = calloc(nstreams, sizeof *a->states);
+    a->records = calloc(nrecords, sizeof *a->records);
+    a->items = cond ? calloc(cond->nitems, sizeof *a->items) : NULL;
+    a->ps = calloc(nstreams, sizeof *a->ps);
+    a->mem = malloc(need ? need : 8);
+    if (!a->streams || !a->states || !a->records || (cond && !a->items) || !a->ps || !a->mem)
+        return err_set(STELE_ENOMEM, "out of memory");
+    for (size_t i = 0; i < nstreams; i++) {
+        a->streams[i] = streams[i];
+        a->streams[i].stream = bump_str(a, streams[i].stream);
+        if (streams[i].state) {
+            a->states[i] = *streams[i].state;
+            a->states[i].state = bump(a, streams[i].state->state, streams[i].state->state_len);
+            a->streams[i].state = &a->states[i];
+        }
+    }
+    for (size_t i = 0; i < nrecords; i++) {
+        const stele_event_in *e = &records[i].event;
+        stele_event_in *c = &a->records[i].event;
+        a->records[i].stream = records[i].stream;
+        *c = *e;
+        c->type = bump_str(a, e->type);
+        c->data = bump(a, e->data, e->data_len);
+        c->metadata = bump(a, e->metadata, e->metadata_len);
+        c->id = e->id ? bump(a, e->id, 16) : NULL;
+        c->tags = bump_strs(a, e->tags, e->ntags);
+    }
+    if (cond) {
+        a->cond = *cond;
+        for (size_t i = 0; i < cond->nitems; i++) {
+            const stele_query_item *it = &cond->items[i];
+            a->items[i] = (stele_query_item){bump_strs(a, it->types, it->ntypes), it->ntypes,
+                                             bump_strs(a, it->tags, it->ntags), it->ntags};
+        }
+        a->cond.items = a->items;
+    }
+    return 0;
+}
+
+static void amulti_done(void *ctx, int rc, const stele_append_result *ps, size_t n,
+                        const stele_multi_result *res, const char *msg)
+{
+    amulti *a = ctx;
+    a->cb(a->ctx, rc, ps, n, res, msg);
+    amulti_free(a);
+}
+
+int stele_append_multi_async(stele_db *db, const stele_append_stream *streams, size_t nstreams,
+                             const stele_append_record *records, size_t nrecords,
+                             const stele_condition *cond, stele_append_multi_cb cb, void *ctx)
+{
+    err_clear();
+    if (!cb)
+        return err_set(STELE_EINVAL, "callback is NULL");
+    /* Validate the caller's request, then copy it and prepare the copy. */
+    mprep p;
+    int rc = prepare_multi(db, streams, nstreams, records, nrecords, cond, 0, &p);
+    mprep_free(&p);
+    if (rc)
+        return rc;
+    if (!db->be->ops->append_multi_async)
+        return err_set(STELE_EINVAL, "the %s backend has no multi-stream appends",
+                       db->be->ops->name);
+    amulti *a = calloc(1, sizeof *a);
+    if (!a)
+        return err_set(STELE_ENOMEM, "out of memory");
+    a->cb = cb;
+    a->ctx = ctx;
+    rc = amulti_copy(a, streams, nstreams, records, nrecords, cond);
+    if (rc == 0)
+        rc = prepare_multi(db, a->streams, nstreams, a->records, nrecords, cond ? &a->cond : NULL,
+                           0, &a->p);
+    if (rc == 0) {
+        stele_multi_result init = {STELE_NONE, STELE_NONE, 0, SIZE_MAX, STELE_NONE, STELE_NONE};
+        for (size_t i = 0; i < nstreams; i++)
+            a->ps[i] = append_result_none();
+        rc = db->be->ops->append_multi_async(db->be, &a->p.m, a->ps, &init, amulti_done, a,
+                                             nstreams);
+    }
+    if (rc)
+        amulti_free(a);
+    return rc;
 }
 
 int stele_read_matching(stele_db *db, const stele_condition *cond, uint64_t from, int direction,

@@ -30,6 +30,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +41,8 @@
 static int quick;
 static pid_t server_pid = -1;
 static int server_port;
+static const char *listen_host = "127.0.0.1"; /* the server's --host */
+static char connect_host[64] = "127.0.0.1";   /* where the client connects */
 
 static int64_t mono_ms(void)
 {
@@ -70,8 +74,8 @@ static void start_server(const char *dir)
         close(p[0]);
         setenv("STELE_READY_FD", fd, 1);
         setenv("STELE_LOG_LEVEL", "error", 0); /* STELE_LOG_LEVEL=debug to see calls */
-        execl(bin, bin, "serve", "--port", "0", "--data", dir, "--idle-timeout", "1",
-              "--request-timeout", "3", (char *)NULL);
+        execl(bin, bin, "serve", "--host", listen_host, "--port", "0", "--data", dir,
+              "--idle-timeout", "1", "--request-timeout", "3", (char *)NULL);
         _exit(127);
     }
     close(p[1]);
@@ -118,7 +122,7 @@ static int tcp_connect(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)server_port)};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    inet_pton(AF_INET, connect_host, &sa.sin_addr);
     CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -785,6 +789,78 @@ static void test_not_grpc(void)
     CHECK(features_status() == 0);
 }
 
+/* A non-loopback IPv4 address of this machine: 1 and `out`, or 0. */
+static int non_loopback_ipv4(char *out, size_t cap)
+{
+    struct ifaddrs *ifs, *i;
+    int found = 0;
+    if (getifaddrs(&ifs) != 0)
+        return 0;
+    for (i = ifs; i && !found; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP))
+            continue;
+        const struct sockaddr_in *sa = (const struct sockaddr_in *)i->ifa_addr;
+        if ((ntohl(sa->sin_addr.s_addr) >> 24) == 127)
+            continue;
+        inet_ntop(AF_INET, &sa->sin_addr, out, (socklen_t)cap);
+        found = 1;
+    }
+    freeifaddrs(ifs);
+    return found;
+}
+
+/* Operations that stop or reconfigure the server are refused from a
+ * non-loopback peer (PERMISSION_DENIED) and accepted from loopback. The
+ * server listens on every address; the client connects to one of this
+ * machine's non-loopback addresses (added to lo for the test if there is
+ * none, or with STELE_TEST_EXTRA_ADDR=1), so the server sees that address as
+ * its peer. */
+static void test_operations_need_loopback(void)
+{
+    char addr[64];
+    int extra = 0;
+    if (getenv("STELE_TEST_EXTRA_ADDR") || !non_loopback_ipv4(addr, sizeof addr)) {
+        /* None: add one to lo (local, but outside 127.0.0.0/8, which is what
+         * the rule looks at); needs CAP_NET_ADMIN. */
+        extra = system("ip addr add 198.51.100.78/32 dev lo 2>/dev/null") == 0;
+        if (!extra) {
+            printf("SKIP operations from a non-loopback peer: this machine has no non-loopback "
+                   "IPv4 address and cannot add one\n");
+            return;
+        }
+        snprintf(addr, sizeof addr, "198.51.100.78");
+    }
+    const char *dir = t_tmpdir("grpc-ops");
+    listen_host = "0.0.0.0";
+    start_server(dir);
+    static const uint8_t empty[5] = {0};
+    const char *ops[] = {"/event_store.client.operations.Operations/Shutdown",
+                         "/event_store.client.operations.Operations/StartScavenge",
+                         "/event_store.client.operations.Operations/StopScavenge"};
+    snprintf(connect_host, sizeof connect_host, "%s", addr);
+    for (size_t i = 0; i < 3; i++) {
+        h2c *c = h2c_open();
+        stream_rec *r = h2c_call(c, ops[i], empty, 5, NULL, NULL, NULL);
+        h2c_run(c, 10000, rec_closed, r);
+        printf("from %s: %s -> grpc-status %d (%s)\n", addr, ops[i], r->grpc_status,
+               r->grpc_message);
+        CHECK(r->grpc_status == 7); /* PERMISSION_DENIED */
+        CHECK(strstr(r->grpc_message, "loopback") != NULL);
+        h2c_close(c);
+    }
+    CHECK(features_status() == 0); /* other calls from there are served */
+    CHECK(server_alive());
+    snprintf(connect_host, sizeof connect_host, "127.0.0.1");
+    CHECK(quick_call_status(ops[0], empty, 5) == 0);
+    int st = 0;
+    CHECK(waitpid(server_pid, &st, 0) == server_pid); /* Shutdown from loopback stops it */
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    listen_host = "127.0.0.1";
+    t_rmdir(dir);
+    if (extra && system("ip addr del 198.51.100.78/32 dev lo") != 0)
+        printf("could not remove 198.51.100.78 from lo\n");
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -829,5 +905,7 @@ int main(void)
     free(body);
     CHECK(stop_server() == 0);
     t_rmdir(dir);
+    if (!only || !strcmp(only, "operations"))
+        test_operations_need_loopback();
     return t_done("test_grpc_h2", 1);
 }

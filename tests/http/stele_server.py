@@ -81,8 +81,9 @@ class Server:
     reuses the same data directory. .cleanup() removes the directory.
     """
 
-    def __init__(self, args=(), data_dir=None, name="stele"):
+    def __init__(self, args=(), data_dir=None, name="stele", nofile=None):
         self.args = list(args)
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) of the server process
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix="stele-http-")
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
@@ -107,7 +108,7 @@ class Server:
         cmd = [STELE_BIN, "serve", "--port", "0", "--data", self.data_dir] + self.args
         self.proc = subprocess.Popen(cmd, pass_fds=(w,), stdin=subprocess.DEVNULL,
                                      stdout=log, stderr=log, env=env,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=self._preexec)
         os.close(w)
         log.close()
         got = b""
@@ -135,6 +136,24 @@ class Server:
                                % (got, code, self.log_tail()))
         self.port = int(parts[1])
         return self
+
+    def _preexec(self):
+        _die_with_parent()
+        if self.nofile:
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+
+    def cpu_seconds(self):
+        """User + system CPU time the server has used so far (/proc/PID/stat)."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

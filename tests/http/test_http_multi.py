@@ -114,6 +114,15 @@ def failures_name_the_stream():
     e = b["error"]
     T.check(e["stream"] == "F-1" and e["streamIndex"] == 1 and e["currentRevision"] == 1,
             "names stream and revision", r.req, None, b)
+    # every failing stream is listed
+    r = post("/streams", {"streams": [
+        {"stream": "F-1", "expectedRevision": "no_stream"},
+        {"stream": "F-0", "expectedRevision": "any", "events": [{"type": "E"}]},
+        {"stream": "F-9", "expectedRevision": "stream_exists"}]})
+    b = T.expect(r, 409, "WRONG_EXPECTED_REVISION")
+    T.check([(f["streamIndex"], f["code"], f["currentRevision"]) for f in b["error"]["failures"]]
+            == [(0, "WRONG_EXPECTED_REVISION", 1), (2, "WRONG_EXPECTED_REVISION", None)],
+            "all failures", r.req, None, b)
     T.expect(C.request("DELETE", "/streams/F-1"), (200, 204))
     r = post("/streams", transfer("F-0", "F-1", 1, "any", "stream_exists"))
     b = T.expect(r, 410, "STREAM_DELETED")
@@ -157,7 +166,7 @@ def bad_input_writes_nothing():
     T.expect(post("/query", {"query": []}), 400)
     T.expect(post("/query", {"query": [{}]}), 400)
     T.expect(post("/query", {"query": [{"tags": ["a"]}], "limit": 0}), 400)
-    T.expect(C.get("/streams"), 405)
+    T.expect(C.get("/streams"), 404)
     T.check(count_all() == n, "nothing written", None, n, count_all())
 
 
