@@ -13,6 +13,7 @@
  *   stele projection state NAME [--partition KEY] [--result]
  *   stele projection partitions NAME [--after KEY] [--limit N] [--where FIELD=JSON]
  *   stele projection fold NAME STREAM [--to REV | --as-of TIME]
+ *   stele projection run (--file FILE | --query JS)   a transient query
  *
  * Answers are the server's JSON on one line; `list` and `status` print a
  * short table on a terminal (unless --json).
@@ -33,6 +34,7 @@ static const char synopsis[] =
     "       stele projection state NAME [--partition KEY] [--result]\n"
     "       stele projection partitions NAME [--after KEY] [--limit N] [--where FIELD=JSON]\n"
     "       stele projection fold NAME STREAM [--to REV | --as-of TIME]\n"
+    "       stele projection run (--file FILE | --query JS)\n"
     "       (each with [--json] [--server URL])";
 
 static int usage(void)
@@ -115,7 +117,7 @@ int cmd_projection(int argc, char **argv)
     const char *sub = argv[1];
     static const char *const subs[] = {"list", "create", "status", "query", "update",
                                        "enable", "disable", "reset", "delete", "state",
-                                       "partitions", "fold", NULL};
+                                       "partitions", "fold", "run", NULL};
     int known = 0;
     for (int i = 0; subs[i]; i++)
         known |= !strcmp(sub, subs[i]);
@@ -179,12 +181,12 @@ int cmd_projection(int argc, char **argv)
         else
             return cli_usage_error("projection", synopsis, "unexpected argument '%s'", a);
     }
-    int needs_name = strcmp(sub, "list") != 0;
+    int needs_name = strcmp(sub, "list") != 0 && strcmp(sub, "run") != 0;
     if (needs_name && !name)
         return cli_usage_error("projection", synopsis, "the projection NAME is missing");
     if (!strcmp(sub, "fold") && !stream)
         return cli_usage_error("projection", synopsis, "fold needs NAME and STREAM");
-    int needs_query = !strcmp(sub, "create") || !strcmp(sub, "update");
+    int needs_query = !strcmp(sub, "create") || !strcmp(sub, "update") || !strcmp(sub, "run");
     if (needs_query && !!file == !!query)
         return cli_usage_error("projection", synopsis, "give the query with --file or --query");
     if (to && as_of)
@@ -210,6 +212,9 @@ int cmd_projection(int argc, char **argv)
     char *en = name ? cli_escape(c, name) : NULL;
     if (!strcmp(sub, "list")) {
         cli_buf_adds(&path, "/projections");
+    } else if (!strcmp(sub, "run")) {
+        method = "POST";
+        cli_buf_adds(&path, "/projections/transient");
     } else if (!strcmp(sub, "fold")) {
         char *es = cli_escape(c, stream);
         cli_buf_adds(&path, "/streams/");

@@ -1261,6 +1261,20 @@ int stele_projection_fold(stele_db *db, const char *name, const char *stream, ui
                           const int64_t *as_of_us, char **json, size_t *len, uint64_t *revision,
                           uint64_t *snapshot);
 
+/**
+ * A transient query: run `query` over every event the store holds when the
+ * call starts, in the calling thread, in a fresh runtime, keeping nothing.
+ * `limits` (may be NULL) gives memory_limit and timeout_ms; its other
+ * fields are ignored. *json (freed with stele_free) is the answer: for a
+ * query without partitions its state (its result with transformBy /
+ * filterBy, null if filtered out); with partitions an object of every
+ * partition's. Emitting fails the query. All partitions stay in the heap,
+ * so the memory limit bounds the query. Errors: EINVAL (the query, or a
+ * handler's fault with the event's position), ENOMEM, ECORRUPT.
+ */
+int stele_projection_query(stele_db *db, const char *query, size_t query_len,
+                           const stele_projection_settings *limits, char **json, size_t *len);
+
 /** Start the projection subsystem: load the definitions and start every
  *  enabled projection. Idempotent. */
 int stele_projections_start(stele_db *db);

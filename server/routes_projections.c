@@ -4,6 +4,8 @@
  *
  *   GET    /projections                      every projection's status
  *   POST   /projections/{name}               create; the body is the query
+ *   POST   /projections/transient        (no name) run the body's query once
+ *          over the store as it is and answer its result, keeping nothing
  *   POST   /projections/continuous|onetime|transient?name=NAME   the same,
  *          KurrentDB's form (the official clients use it for
  *          trackEmittedStreams on old servers)
@@ -352,6 +354,42 @@ static void del(conn *c, const char *name, const char *q, size_t qlen)
 
 static void partitions(conn *c, const char *name, const char *q, size_t qlen);
 
+/* POST /projections/transient (no name): run the body's query over the
+ * store as it is now and answer its result; nothing is kept. */
+static void transient(conn *c, const char *q, size_t qlen)
+{
+    stele_projection_settings lim;
+    memset(&lim, 0, sizeof lim);
+    uint64_t v;
+    int r;
+    if ((r = num_param(c, q, qlen, "memoryLimit", &v)) < 0)
+        return;
+    if (r)
+        lim.memory_limit = v;
+    if ((r = num_param(c, q, qlen, "timeoutMs", &v)) < 0)
+        return;
+    if (r) {
+        if (v == 0 || v > 600000) {
+            bad(c, "timeoutMs must be 1 .. 600000");
+            return;
+        }
+        lim.timeout_ms = (uint32_t)v;
+    }
+    char *json = NULL;
+    size_t len = 0;
+    int rc = stele_projection_query(c->srv->db, (const char *)c->req.body.p, c->req.body.len,
+                                    &lim, &json, &len);
+    if (rc) {
+        lib_error(c, rc);
+        return;
+    }
+    buf b = {0};
+    json_w_raw(&b, json, len);
+    w(&b, "\n");
+    stele_free(json);
+    respond_json(c, 200, &b);
+}
+
 static void method(conn *c, const char *path, size_t plen)
 {
     char msg[300];
@@ -396,6 +434,10 @@ int route_projections(conn *c, const char *path, size_t plen, const char *q, siz
         }
         char pname[512];
         int r = query_get(q, qlen, "name", pname, sizeof pname);
+        if (r == 0 && !strcmp(name, "transient")) {
+            transient(c, q, qlen);
+            return 1;
+        }
         if (r <= 0 || !*pname) {
             bad(c, "name is missing (POST /projections/continuous?name=NAME, or POST /projections/NAME)");
             return 1;

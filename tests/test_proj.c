@@ -259,6 +259,34 @@ static void test_examples(void)
     snprintf(want, sizeof want, "{\"count\":%d,\"added\":%d}", nadd + nrem + 30, total_qty);
     expect_state(db, "count", "", want);
 
+    /* transient: the answer now, nothing kept */
+    {
+        char *j = NULL;
+        CHECK_OK(stele_projection_query(db, q_count, strlen(q_count), NULL, &j, NULL));
+        snprintf(want, sizeof want, "{\"count\":%d,\"added\":%d}", nadd + nrem + 3, total_qty + 3);
+        if (!j || strcmp(j, want)) {
+            fprintf(stderr, "transient: %s want %s\n", j ? j : "-", want);
+            CHECK(0);
+        }
+        stele_free(j);
+        CHECK_OK(stele_projection_query(db, q_partition, strlen(q_partition), NULL, &j, NULL));
+        snprintf(want, sizeof want, "\"alice\":{\"orders\":%d}", added[0]);
+        CHECK(j && j[0] == '{' && strstr(j, want));
+        stele_free(j);
+        CHECK_OK(stele_projection_query(db, q_output, strlen(q_output), NULL, &j, NULL));
+        snprintf(want, sizeof want, "{\"double\":%d}", (nadd + 3) * 2);
+        CHECK(j && !strcmp(j, want));
+        stele_free(j);
+        CHECK_RC(stele_projection_query(db, q_emit, strlen(q_emit), NULL, &j, NULL), STELE_EINVAL);
+        CHECK(strstr(stele_errmsg(), "cannot emit") != NULL);
+        CHECK_RC(stele_projection_query(db, "fromAll(", 8, NULL, &j, NULL), STELE_EINVAL);
+        stele_projection_info *all2;
+        size_t n2;
+        CHECK_OK(stele_projection_list(db, &all2, &n2));
+        CHECK(n2 == 6); /* nothing kept */
+        stele_projection_info_free(all2);
+    }
+
     /* one-time */
     stele_projection_settings one = {.query = q_count, .query_len = strlen(q_count),
                                      .enabled = 1, .mode = STELE_PROJ_ONE_TIME};

@@ -397,11 +397,17 @@ int stele_projection_delete(stele_db *db, const char *name, unsigned flags)
             s->list[i] = s->list[--s->n];
             break;
         }
+    /* kept until close: a waiter may hold it */
+    proj **kept = realloc(s->dead, (s->ndead + 1) * sizeof *kept);
+    if (kept) {
+        s->dead = kept;
+        s->dead[s->ndead++] = p;
+    }
+    p->gone = 1;
+    pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&s->mu);
-    proj_def_free(&p->def);
-    free(p->definition);
-    pthread_cond_destroy(&p->cv);
-    free(p);
+    /* (out of memory for the list: it is leaked rather than freed under a
+     * waiter) */
 out:
     pthread_mutex_unlock(&s->admin);
     return rc;
@@ -633,8 +639,12 @@ int stele_projection_wait(stele_db *db, const char *name, uint64_t position, int
         }
     }
     pthread_mutex_lock(&s->mu);
-    /* p stays valid: deleting it needs admin, and a waiter would be woken */
+    /* p stays valid: a deleted projection is kept until the store closes */
     for (;;) {
+        if (p->gone) {
+            rc = err_set(STELE_ENOTFOUND, "projection '%s' was deleted", name);
+            break;
+        }
         if (p->position >= position || p->status != PS_RUNNING)
             break;
         if (timeout_ms < 0)
@@ -645,7 +655,7 @@ int stele_projection_wait(stele_db *db, const char *name, uint64_t position, int
             break;
         }
     }
-    if (!rc && p->position < position && p->status == PS_FAULTED)
+    if (!rc && !p->gone && p->position < position && p->status == PS_FAULTED)
         rc = err_set(STELE_EINVAL, "projection '%s' faulted: %s", name, p->fault);
     pthread_mutex_unlock(&s->mu);
     return rc;

@@ -817,3 +817,16 @@ void proj_filter_free(proj_filter *f)
     free(f->value);
     free(f);
 }
+
+int proj_js_dump(proj_js *js, buf *out, char *err, size_t errlen)
+{
+    GUARD(js, err, errlen);
+    int rc = call_api(js, "dumpAll", 0, err, errlen);
+    if (rc)
+        return rc;
+    if (take_string(js, out)) {
+        snprintf(err, errlen, "out of memory");
+        return STELE_ENOMEM;
+    }
+    return 0;
+}

@@ -125,3 +125,6 @@ int proj_filter_new(const char *field, const char *value, size_t vlen, proj_filt
  * (same JSON text once re-serialised). */
 int proj_filter_match(proj_filter *f, const char *json, size_t len, int *eq);
 void proj_filter_free(proj_filter *f);
+
+/* A transient query's answer (prelude.js dumpAll) into *out. */
+int proj_js_dump(proj_js *js, buf *out, char *err, size_t errlen);

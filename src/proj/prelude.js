@@ -359,6 +359,18 @@ var __stele = (function (global) {
         evict: function (key) { delete states[key]; delete statePos[key]; },
         /* Fold helper for reconstructing one stream's state (state.c). */
         setState: function (key, raw) { states[key] = raw === null ? initState() : JSON.parse(raw); statePos[key] = -1; },
-        count: function () { var n = 0; for (var k in states) n++; return n; }
+        count: function () { var n = 0; for (var k in states) n++; return n; },
+        /* A transient query's answer: the state (or result) of a query
+         * without partitions, else every partition's in an object. */
+        dumpAll: function () {
+            var t = def.transforms.length > 0;
+            if (!def.partitionBy && !def.foreachStream) {
+                var s0 = states[''] === undefined ? initState() : states[''];
+                return JSON.stringify(t ? result(s0) : s0) || 'null';
+            }
+            var out = {};
+            for (var k in states) out[k] = t ? result(states[k]) : states[k];
+            return JSON.stringify(out);
+        }
     };
 })(this);

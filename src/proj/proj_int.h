@@ -63,6 +63,10 @@ typedef struct proj_sys {
     proj **list;
     size_t n, cap;
     int closing;
+    /* deleted projections, freed at close: a stele_projection_wait may
+     * still hold one (mu) */
+    proj **dead;
+    size_t ndead;
     /* inline projections (inline.c), by category; (mu) */
     struct proj_inline **inl;
     size_t ninline;
@@ -85,6 +89,7 @@ struct proj {
     int has_thread;
     _Atomic int stop;
     pthread_cond_t cv; /* with sys->mu: progress, for stele_projection_wait */
+    int gone; /* deleted (mu) */
 };
 
 /* pstore.c: names */
@@ -156,6 +161,9 @@ void proj_inline_drop(proj_sys *s, const char *name);
 void proj_inline_close(proj_sys *s);
 
 /* run.c */
+/* The $all subscription filter of a query's source; *regex (free) holds
+ * its stream regex if any. */
+int proj_make_filter(const proj_source *src, stele_filter *f, char **regex);
 int proj_sys_get(stele_db *db, proj_sys **out);
 proj *proj_find(proj_sys *s, const char *name); /* with s->mu held */
 int proj_start(proj *p);                         /* with s->admin held */

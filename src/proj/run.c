@@ -466,7 +466,7 @@ static void trim_cache(runner *r)
 }
 
 /* The subscription filter of the query's source. */
-static int make_filter(const proj_source *src, stele_filter *f, char **regex)
+int proj_make_filter(const proj_source *src, stele_filter *f, char **regex)
 {
     memset(f, 0, sizeof *f);
     *regex = NULL;
@@ -543,7 +543,7 @@ static void *run_main(void *arg)
         goto out;
     }
     stele_filter f;
-    if (!(rc = make_filter(r.src, &f, &regex)))
+    if (!(rc = proj_make_filter(r.src, &f, &regex)))
         rc = stele_subscribe_all(r.db, pos, &f, &sub);
     if (rc) {
         snprintf(err, sizeof err, "subscribing: %s", stele_errmsg());
@@ -791,12 +791,14 @@ void proj_sys_close(stele_db *db)
     for (size_t i = 0; i < s->n; i++)
         proj_stop(s->list[i]);
     proj_inline_close(s); /* after the queued inline appends are done */
-    for (size_t i = 0; i < s->n; i++) {
-        proj_def_free(&s->list[i]->def);
-        free(s->list[i]->definition);
-        pthread_cond_destroy(&s->list[i]->cv);
-        free(s->list[i]);
+    for (size_t i = 0; i < s->n + s->ndead; i++) {
+        proj *p = i < s->n ? s->list[i] : s->dead[i - s->n];
+        proj_def_free(&p->def);
+        free(p->definition);
+        pthread_cond_destroy(&p->cv);
+        free(p);
     }
+    free(s->dead);
     pthread_mutex_unlock(&s->admin);
     free(s->list);
     pthread_mutex_destroy(&s->mu);

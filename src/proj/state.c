@@ -325,3 +325,82 @@ out:
     proj_def_free(&d);
     return rc;
 }
+
+/* ------------------------------------------------------------ transient */
+
+static int transient_emit(void *ctx, const proj_emit *e)
+{
+    (void)ctx, (void)e;
+    return err_set(STELE_EINVAL, "a transient query cannot emit");
+}
+
+int stele_projection_query(stele_db *db, const char *query, size_t query_len,
+                           const stele_projection_settings *limits, char **json, size_t *len)
+{
+    err_clear();
+    if (!db || !json)
+        return err_set(STELE_EINVAL, "%s is NULL", !db ? "db" : "json");
+    *json = NULL;
+    if (len)
+        *len = 0;
+    if (!query || !query_len)
+        return err_set(STELE_EINVAL, "the query is empty");
+    if (query_len > PROJ_QUERY_MAX || memchr(query, 0, query_len))
+        return err_set(STELE_EINVAL, "the query is over %u bytes or has a NUL byte", PROJ_QUERY_MAX);
+    uint64_t mem = limits && limits->memory_limit ? limits->memory_limit : 64u << 20;
+    uint32_t tmo = limits && limits->timeout_ms ? limits->timeout_ms : 1000;
+    if (mem < (1u << 20) || mem > (4ull << 30) || tmo > 600000)
+        return err_set(STELE_EINVAL, "limits: memory 1 MiB .. 4 GiB, timeout 1 .. 600000 ms");
+    stele_stats st;
+    int rc = stele_get_stats(db, &st);
+    if (rc)
+        return rc;
+    proj_js_cb cb = {.load = no_load, .emit = transient_emit};
+    proj_js *js;
+    char err[1024];
+    if ((rc = proj_js_new(query, query_len, mem, tmo, &cb, &js, err, sizeof err)))
+        return err_set(rc == STELE_ENOMEM ? rc : STELE_EINVAL, "query: %s", err);
+    stele_filter f;
+    char *regex = NULL;
+    stele_sub *sub = NULL;
+    buf out = {0};
+    if (!(rc = proj_make_filter(proj_js_source(js), &f, &regex)))
+        rc = stele_subscribe_all(db, 0, &f, &sub);
+    while (!rc && stele_sub_position(sub) < st.events) {
+        stele_page *pg;
+        if ((rc = stele_sub_next(sub, 4096, 0, &pg)))
+            break;
+        size_t n = stele_page_count(pg);
+        for (size_t i = 0; i < n && !rc; i++) {
+            const stele_event *e = stele_page_event(pg, i);
+            if (e->position >= st.events)
+                break;
+            int handled;
+            if ((rc = proj_js_event(js, e, &handled, err, sizeof err)))
+                rc = err_set(STELE_EINVAL, "event at position %llu (%s in %s): %s",
+                             (unsigned long long)e->position, e->type, e->stream, err);
+        }
+        stele_page_free(pg);
+        if (!n && stele_sub_caught_up(sub))
+            break;
+    }
+    if (!rc && (rc = proj_js_dump(js, &out, err, sizeof err)))
+        rc = err_set(rc, "%s", err);
+    if (!rc) {
+        char *r = malloc(out.len + 1);
+        if (!r)
+            rc = err_set(STELE_ENOMEM, "out of memory");
+        else {
+            memcpy(r, out.p, out.len);
+            r[out.len] = 0;
+            *json = r;
+            if (len)
+                *len = out.len;
+        }
+    }
+    buf_free(&out);
+    stele_sub_close(sub);
+    free(regex);
+    proj_js_free(js);
+    return rc;
+}

@@ -195,6 +195,13 @@ def lifecycle_and_errors():
     wait("orders-by-customer")
     for cust, want in model_by_customer(ORDERS).items():
         T.check(state("orders-by-customer", cust) == want, "after reset: " + cust)
+    # transient: the answer now, nothing kept
+    got = T.expect(C.post("/projections/transient", ORDER_SUMMARY.replace("emit(", "(function(){})(")), 200)
+    want_open = sum(1 for o in ORDERS.values() if not o[2])
+    T.check(got == {"open": want_open}, "transient result", None, want_open, got)
+    T.expect(C.post("/projections/transient", "fromAll("), 400, "INVALID_ARGUMENT")
+    T.expect(C.post("/projections/transient", ORDER_SUMMARY), 400, "INVALID_ARGUMENT")
+    T.check(len(T.expect(C.get("/projections"), 200)["projections"]) == 2, "nothing kept")
     # one-time
     T.expect(C.post("/projections/once?mode=onetime", ORDER_SUMMARY.replace("emit(", "(function(){})(")), 201)
     deadline = time.time() + 30
@@ -352,6 +359,8 @@ def cli():
             (rc, out, err))
     rc, out, err = stele("projection", "create", "bad", "--query", "fromAll(")
     T.check(rc == 1 and "INVALID_ARGUMENT" in err, "syntax error", None, 1, (rc, out, err))
+    rc, out, err = stele("projection", "run", "--query", q.replace("foreachStream()", "partitionBy(function(e){ return 'all'; })"))
+    T.check(rc == 0 and json.loads(out)["all"]["n"] > 0, "run (transient)", None, "n", (rc, out, err))
     rc, out, err = stele("projection", "status")
     T.check(rc == 2, "missing name", None, 2, (rc, out, err))
     rc, out, err = stele("projection", "frobnicate", "x")
