@@ -1086,8 +1086,10 @@ void stele_group_unwatch(stele_db *db, int fd);
  * starting with '$'. A query is at most 1 MiB of text.
  *
  * The subsystem starts with stele_projections_start() (the server calls it
- * at startup) or with the first projection call; enabled continuous
- * projections then resume from their checkpoints. stele_close() stops them.
+ * at startup), the first projection call or the first append of a store
+ * handle (which must know the inline projections); enabled continuous
+ * projections then resume from their checkpoints. stele_close() stops them
+ * after their current batch.
  */
 
 /** Projection modes. */
