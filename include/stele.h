@@ -1080,9 +1080,9 @@ void stele_group_unwatch(stele_db *db, int fd);
  * with the states of the partitions it changed, its emitted events and its
  * checkpoint, so after a crash it neither loses an update nor emits an
  * event twice. States live in the store (system streams
- * "$projections-NAME-..."); the projection keeps a bounded cache of them.
+ * "$projections-NAME:..."); the projection keeps a bounded cache of them.
  *
- * Names: 1..100 bytes of UTF-8, no control characters, no '/' and not
+ * Names: 1..100 bytes of UTF-8, no control characters, no '/' or ':', not
  * starting with '$'. A query is at most 1 MiB of text.
  *
  * The subsystem starts with stele_projections_start() (the server calls it
@@ -1133,7 +1133,7 @@ typedef struct stele_projection_settings {
     /** For a foreachStream() projection: keep a snapshot of a stream's
      *  state every this many events of the stream (0: none), committed
      *  with the batch in the projection's own system stream
-     *  ($projections-NAME-snap-STREAM), used by stele_projection_fold(). */
+     *  ($projections-NAME:snap-STREAM), used by stele_projection_fold(). */
     uint32_t snapshot_every;
 } stele_projection_settings;
 

@@ -200,7 +200,7 @@ static void test_examples(void)
     }
     {
         stele_page *pg;
-        CHECK_OK(stele_read_stream(db, "$projections-bistate-shared", STELE_END, STELE_BACKWARDS,
+        CHECK_OK(stele_read_stream(db, "$projections-bistate:shared", STELE_END, STELE_BACKWARDS,
                                    1, &pg));
         snprintf(want, sizeof want, "{\"total\":%d}", nadd - 1);
         CHECK(stele_page_count(pg) == 1 && stele_page_event(pg, 0)->data_len == strlen(want) &&
@@ -306,6 +306,7 @@ static void test_examples(void)
     CHECK_RC(stele_projection_create(db, "$x", &bad), STELE_EINVAL);
     CHECK_RC(stele_projection_create(db, "", &bad), STELE_EINVAL);
     CHECK_RC(stele_projection_create(db, "a/b", &bad), STELE_EINVAL);
+    CHECK_RC(stele_projection_create(db, "a:b", &bad), STELE_EINVAL);
     CHECK_RC(stele_projection_enable(db, "nope"), STELE_ENOTFOUND);
     stele_close(db);
     t_rmdir(dir);

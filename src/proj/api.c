@@ -22,7 +22,9 @@ static int check_name(const char *name)
     size_t n = strlen(name), bad;
     const char *why = n == 0 ? "is empty" : n > PROJ_NAME_MAX ? "is longer than 100 bytes"
                     : name[0] == '$' ? "starts with '$' (reserved)"
-                    : strchr(name, '/') ? "contains '/'" : NULL;
+                    : strchr(name, '/') ? "contains '/'"
+                    : strchr(name, ':') ? "contains ':' (it separates the name in its streams)"
+                                        : NULL;
     if (!why && utf8_check_name(name, n, &bad))
         why = "is not valid UTF-8 or has a control character";
     if (why)

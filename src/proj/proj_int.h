@@ -4,16 +4,17 @@
  * and the storage calls (pstore.c) the runner (run.c) and the public calls
  * (api.c) use.
  *
- * System streams of projection NAME (docs/projections.md):
+ * System streams of projection NAME (docs/projections.md); the ":" after
+ * NAME (which names cannot contain) keeps two projections' streams apart:
  *   $projections-$all                  definitions: one event per change
- *   $projections-NAME-checkpoint       "$ProjectionCheckpoint" {"position","epoch"}
- *   $projections-NAME-state            the state of a projection without partitions
- *   $projections-NAME-state-KEY        the state of partition KEY
- *   $projections-NAME-shared           the bi-state shared state
- *   $projections-NAME-partitions       one event per partition, data = its key
- *   $projections-NAME-emittedstreams   one event per stream it emitted to
+ *   $projections-NAME:checkpoint       "$ProjectionCheckpoint" {"position","epoch"}
+ *   $projections-NAME:state            the state of a projection without partitions
+ *   $projections-NAME:state-KEY        the state of partition KEY
+ *   $projections-NAME:shared           the bi-state shared state
+ *   $projections-NAME:partitions       one event per partition, data = its key
+ *   $projections-NAME:emittedstreams   one event per stream it emitted to
  *   $projections-NAME-result, $projections-NAME-KEY-result   results (outputState)
- *   $projections-NAME-snap-STREAM      snapshots of a stream's state (snapshotEvery)
+ *   $projections-NAME:snap-STREAM      snapshots of a stream's state (snapshotEvery)
  * A KEY that is not a usable stream name part (control characters, too
  * long, starting with '#') is written as '#' and a 128-bit hash.
  */

@@ -70,7 +70,7 @@ static void hash128(const void *parts[], const size_t lens[], size_t n, uint8_t 
 
 int pstore_stream_name(const proj_def *d, const char *kind, char out[256])
 {
-    int n = snprintf(out, 256, "$projections-%s-%s", d->name, kind);
+    int n = snprintf(out, 256, "$projections-%s:%s", d->name, kind);
     if (n < 0 || n >= 256)
         return err_set(STELE_EINVAL, "projection stream name too long");
     return 0;
@@ -81,7 +81,7 @@ int pstore_partition_stream(const proj_def *d, const char *key, size_t klen, int
 {
     if (shared)
         return pstore_stream_name(d, "shared", out);
-    int n = snprintf(out, 256, "$projections-%s-state", d->name);
+    int n = snprintf(out, 256, "$projections-%s:state", d->name);
     if (n < 0 || n >= 256)
         return err_set(STELE_EINVAL, "projection stream name too long");
     if (klen == 0)
@@ -101,7 +101,7 @@ int pstore_partition_stream(const proj_def *d, const char *key, size_t klen, int
     char hex[33];
     for (int i = 0; i < 16; i++)
         snprintf(hex + 2 * i, 3, "%02x", h[i]);
-    n = snprintf(out, 256, "$projections-%s-state-#%s", d->name, hex);
+    n = snprintf(out, 256, "$projections-%s:state-#%s", d->name, hex);
     return n < 256 ? 0 : err_set(STELE_EINVAL, "projection stream name too long");
 }
 
@@ -433,6 +433,14 @@ static int remove_listed(stele_db *db, const proj_def *d, const char *list, int 
                 rc = pstore_partition_stream(d, e->data, e->data_len, 0, name);
                 if (rc)
                     continue;
+                /* and its result stream (outputState), if it has one */
+                char rs[256];
+                int n = snprintf(rs, sizeof rs, "$projections-%s-%.*s-result", d->name,
+                                 (int)e->data_len, (const char *)e->data);
+                size_t bad;
+                if (n > 0 && n < (int)sizeof rs && !utf8_check_name(rs, (size_t)n, &bad) &&
+                    (rc = remove_sys(db, rs)))
+                    continue;
             } else {
                 if (e->data_len == 0 || e->data_len > 255)
                     continue;
@@ -465,10 +473,13 @@ int pstore_delete_streams(stele_db *db, const proj_def *d, int emitted, int stat
         if ((rc = pstore_stream_name(d, "partitions", name)) ||
             (rc = remove_listed(db, d, name, 1)) || (rc = remove_sys(db, name)))
             return rc;
-        static const char *const kinds[] = {"state", "shared", "checkpoint", "result"};
-        for (size_t i = 0; i < 4; i++)
+        static const char *const kinds[] = {"state", "shared", "checkpoint"};
+        for (size_t i = 0; i < 3; i++)
             if ((rc = pstore_stream_name(d, kinds[i], name)) || (rc = remove_sys(db, name)))
                 return rc;
+        snprintf(name, sizeof name, "$projections-%s-result", d->name);
+        if ((rc = remove_sys(db, name)))
+            return rc;
     }
     return 0;
 }
@@ -747,10 +758,10 @@ int pstore_commit(stele_db *db, const proj_def *d, pcommit *c)
 
 /* ---------------------------------------------------------------- snapshots */
 
-/* $projections-NAME-snap-STREAM, or -snap-#HASH when that is too long. */
+/* $projections-NAME:snap-STREAM, or :snap-#HASH when that is too long. */
 static int snapshot_stream(const proj_def *d, const char *stream, size_t slen, char out[256])
 {
-    int n = snprintf(out, 256, "$projections-%s-snap-%.*s", d->name, (int)slen, stream);
+    int n = snprintf(out, 256, "$projections-%s:snap-%.*s", d->name, (int)slen, stream);
     if (n > 0 && n < 256)
         return 0;
     const void *parts[] = {stream};
@@ -760,7 +771,7 @@ static int snapshot_stream(const proj_def *d, const char *stream, size_t slen, c
     char hex[33];
     for (int i = 0; i < 16; i++)
         snprintf(hex + 2 * i, 3, "%02x", h[i]);
-    n = snprintf(out, 256, "$projections-%s-snap-#%s", d->name, hex);
+    n = snprintf(out, 256, "$projections-%s:snap-#%s", d->name, hex);
     return n > 0 && n < 256 ? 0 : err_set(STELE_EINVAL, "projection stream name too long");
 }
 

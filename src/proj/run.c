@@ -176,7 +176,7 @@ typedef struct runner {
 
 /* After handling event e of a foreachStream() projection: every
  * snapshot_every events of a stream, its state goes into the batch as a
- * snapshot record ($projections-NAME-snap-STREAM, pstore.c), committed
+ * snapshot record ($projections-NAME:snap-STREAM, pstore.c), committed
  * with the batch, so the k-th snapshot of a stream is normally its
  * snapshot stream's revision k. */
 static int want_snapshot(runner *r, const stele_event *e, char *err, size_t errlen)

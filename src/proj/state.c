@@ -5,7 +5,7 @@
  * to a revision or a time, from the newest snapshot at or before it).
  *
  * Read models read the store, never a runner's heap: they see committed
- * states only. A listing reads the partition list ($projections-NAME-
+ * states only. A listing reads the partition list ($projections-NAME:
  * partitions, one event per partition), sorts the keys, then loads the
  * state of each key after `after` until `limit` match: its cost grows
  * with the number of partitions (the list) plus the partitions it has to
