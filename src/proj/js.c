@@ -50,6 +50,10 @@ struct proj_js {
     proj_js_cb cb;
     proj_source src;
     char fatal_msg[256];
+    /* The event being handled (proj_js_event), for __stele_raw: valid
+     * while its handler runs; gen numbers the events. */
+    const stele_event *cur;
+    double gen;
 };
 
 /* ------------------------------------------------------------ limits */
@@ -185,6 +189,25 @@ static duk_ret_t nat_emit(duk_context *ctx)
     if (js->cb.emit(js->cb.ctx, &e))
         return duk_error(ctx, DUK_ERR_ERROR, "%s", stele_errmsg());
     return 0;
+}
+
+/* __stele_raw(which, n): event n's data (0) or metadata (1, null if none). */
+static duk_ret_t nat_raw(duk_context *ctx)
+{
+    proj_js *js = self(ctx);
+    int which = duk_to_int(ctx, 0);
+    double n = duk_to_number(ctx, 1);
+    if (!js->cur || n != js->gen)
+        return duk_error(ctx, DUK_ERR_ERROR,
+                         "an event's data can be read only while its handler runs");
+    const stele_event *e = js->cur;
+    if (which == 0)
+        duk_push_lstring(ctx, e->data_len ? (const char *)e->data : "", e->data_len);
+    else if (e->metadata_len)
+        duk_push_lstring(ctx, (const char *)e->metadata, e->metadata_len);
+    else
+        duk_push_null(ctx);
+    return 1;
 }
 
 static duk_ret_t nat_log(duk_context *ctx)
@@ -370,6 +393,7 @@ static int setup(proj_js *js, const char *query, size_t len, char *err, size_t e
         duk_idx_t nargs;
     } natives[] = {{"__stele_load", nat_load, 2},
                    {"__stele_emit", nat_emit, 6},
+                   {"__stele_raw", nat_raw, 2},
                    {"__stele_log", nat_log, 1}};
     for (size_t i = 0; i < sizeof natives / sizeof natives[0]; i++) {
         duk_push_c_function(ctx, natives[i].f, natives[i].nargs);
@@ -462,17 +486,18 @@ int proj_js_event(proj_js *js, const stele_event *e, int *handled, char *err, si
     duk_push_lstring(ctx, e->stream, e->stream_len);
     duk_push_lstring(ctx, e->type, e->type_len);
     duk_push_number(ctx, (double)e->revision);
-    duk_push_lstring(ctx, e->data_len ? (const char *)e->data : "", e->data_len);
-    if (e->metadata_len)
-        duk_push_lstring(ctx, (const char *)e->metadata, e->metadata_len);
-    else
-        duk_push_null(ctx);
+    /* data and metadata on demand (__stele_raw) */
+    js->cur = e;
+    js->gen += 1;
+    duk_push_undefined(ctx);
+    duk_push_number(ctx, js->gen);
     duk_push_uint(ctx, e->flags);
     duk_push_number(ctx, (double)e->created_us);
     duk_push_number(ctx, (double)e->position);
     arm(js);
     int rc = duk_pcall(ctx, 8);
     disarm(js);
+    js->cur = NULL;
     if (rc != DUK_EXEC_SUCCESS) {
         take_error(js, err, errlen);
         return STELE_EINVAL;

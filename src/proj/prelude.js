@@ -15,7 +15,8 @@
  *
  * Natives provided by js.c: __stele_load(key, shared) -> null or
  * [json, position]; __stele_emit(stream, type, data, metadata, isJson,
- * metaIsJson); __stele_log(text).
+ * metaIsJson); __stele_log(text); __stele_raw(which, n) -> the data (0)
+ * or metadata (1) of event number n while its handler runs.
  */
 var __stele = (function (global) {
     'use strict';
@@ -176,13 +177,30 @@ var __stele = (function (global) {
         this.streamId = streamId;
         this.eventType = type;
         this.sequenceNumber = seq;
-        this.bodyRaw = raw;
-        this.metadataRaw = mraw;
+        /* The runner passes no data (raw undefined, mraw the event's
+         * number): bodyRaw and metadataRaw are fetched from C on first
+         * use, so an event whose data is never read costs no string. */
+        if (typeof mraw === 'number') this._g = mraw;
+        else { this._r = raw; this._mr = mraw; }
         this.isJson = (flags & 1) !== 0;
         this.position = position;
         this.partition = '';
         this._c = created;
     }
+    Object.defineProperty(Ev.prototype, 'bodyRaw', {
+        get: function () {
+            if (this._r === undefined) this._r = __stele_raw(0, this._g);
+            return this._r;
+        },
+        set: function (v) { this._r = v; }
+    });
+    Object.defineProperty(Ev.prototype, 'metadataRaw', {
+        get: function () {
+            if (this._mr === undefined) this._mr = __stele_raw(1, this._g);
+            return this._mr;
+        },
+        set: function (v) { this._mr = v; }
+    });
     Object.defineProperty(Ev.prototype, 'body', {
         get: function () {
             if (!('_b' in this)) this._b = this.isJson ? parseOr(this.bodyRaw) : undefined;
