@@ -15,8 +15,14 @@
  *           is one BatchAppendReq (a new correlation id, the options with
  *           the exact expected revision, --batch events, is_final), answered
  *           by one BatchAppendResp.
+ *   records kurrentdb.protocol.v2 AppendRecords (the official clients'
+ *           appendRecords): a two-stream transfer per call, --batch
+ *           records to each of the slot's two streams (<stream>-a, <stream>-b),
+ *           with a consistency check on each: its exact revision from the
+ *           previous answer (no stream at first). One atomic commit of
+ *           2 x --batch events per call.
  *   --expect any sends expected revision `any` instead (KurrentDB's write
- *   flood test).
+ *   flood test; with records: no checks).
  *
  * Events are JSON of --data-bytes bytes (as bench_http's), type
  * "BenchEvent", content-type application/json, without ids (the server
@@ -54,11 +60,13 @@
 #include <unistd.h>
 
 #include "streams.pb-c.h"
+#include "v2_streams.pb-c.h"
 
 static struct {
     const char *host;
     int port;
     int batch_mode;
+    int records_mode; /* --mode records: v2 AppendRecords transfers */
     int expect_any;
     int clients, streams, batch;
     double duration, warmup;
@@ -84,7 +92,7 @@ static void die(const char *what)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: bench_grpc [--host H] [--port P] [--mode append|batch] [--clients C]\n"
+            "usage: bench_grpc [--host H] [--port P] [--mode append|batch|records] [--clients C]\n"
             "                  [--streams M] [--batch K] [--expect exact|any] [--duration S]\n"
             "                  [--warmup S] [--workload NAME] [--target NAME] [--prefix P]\n"
             "                  [--data-bytes N] [--server-pid PID]\n");
@@ -281,6 +289,7 @@ typedef struct slot {
     int idx;
     char stream[160];
     int64_t expected; /* -1 no_stream, else the exact revision */
+    int64_t expected_b; /* records: the second stream's */
     int32_t sid;      /* HTTP/2 stream of the current call */
     int busy;
     uint64_t t0;
@@ -314,7 +323,7 @@ static void answered(slot *s, int ok, int conflict, uint64_t current, int have_c
     if (t >= g_win_start && t <= g_win_end) {
         g_requests++;
         if (ok) {
-            g_events += (unsigned long long)opt.batch;
+            g_events += (unsigned long long)opt.batch * (opt.records_mode ? 2u : 1u);
             lat_add(t - s->t0);
         } else if (conflict) {
             g_conflicts++;
@@ -399,6 +408,31 @@ static void append_closed(slot *s)
     event_store__client__streams__append_resp__free_unpacked(r, NULL);
 }
 
+/* AppendRecords answered (the stream closed): the transfer's revisions. */
+static void records_closed(slot *s)
+{
+    Kurrentdb__Protocol__V2__Streams__AppendRecordsResponse *r = NULL;
+    if (s->resp.len >= 5) {
+        uint32_t l = (uint32_t)s->resp.p[1] << 24 | (uint32_t)s->resp.p[2] << 16 |
+                     (uint32_t)s->resp.p[3] << 8 | s->resp.p[4];
+        if (s->resp.len >= 5 + (size_t)l)
+            r = kurrentdb__protocol__v2__streams__append_records_response__unpack(NULL, l,
+                                                                                 s->resp.p + 5);
+    }
+    s->resp.len = 0;
+    if (s->grpc_status != 0 || !r || r->n_revisions != 2) {
+        /* FAILED_PRECONDITION is a failed check: none should fail here,
+         * since each slot owns its streams. */
+        if (s->grpc_status == 9)
+            g_conflicts++, g_requests++;
+        answered(s, 0, 0, 0, 0);
+    } else {
+        s->expected_b = r->revisions[1]->revision;
+        answered(s, 1, 0, (uint64_t)r->revisions[0]->revision, 1);
+    }
+    kurrentdb__protocol__v2__streams__append_records_response__free_unpacked(r, NULL);
+}
+
 /* ------------------------------------------------------------ nghttp2 */
 
 static ssize_t cb_send(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *u)
@@ -460,7 +494,10 @@ static int cb_close(nghttp2_session *ng, int32_t id, uint32_t code, void *u)
         }
         return 0;
     }
-    append_closed(s);
+    if (opt.records_mode)
+        records_closed(s);
+    else
+        append_closed(s);
     return 0;
 }
 
@@ -519,6 +556,55 @@ static void start_call(slot *s)
     g_inflight++;
     s->t0 = now_ns();
     s->req.len = s->req_off = 0;
+    if (opt.records_mode) {
+        /* records 0..batch-1 to <stream>-a, then batch to <stream>-b; the
+         * checks name both streams, so the response lists a first, b second. */
+        char a[170], b[170];
+        snprintf(a, sizeof a, "%s-a", s->stream);
+        snprintf(b, sizeof b, "%s-b", s->stream);
+        Kurrentdb__Protocol__V2__Streams__SchemaInfo si = KURRENTDB__PROTOCOL__V2__STREAMS__SCHEMA_INFO__INIT;
+        si.format = KURRENTDB__PROTOCOL__V2__STREAMS__SCHEMA_FORMAT__SCHEMA_FORMAT_JSON;
+        si.name = "BenchEvent";
+        size_t n = 2 * (size_t)opt.batch;
+        Kurrentdb__Protocol__V2__Streams__AppendRecord *recs = calloc(n, sizeof *recs);
+        Kurrentdb__Protocol__V2__Streams__AppendRecord **rp = calloc(n, sizeof *rp);
+        for (size_t i = 0; i < n; i++) {
+            Kurrentdb__Protocol__V2__Streams__AppendRecord init = KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORD__INIT;
+            recs[i] = init;
+            recs[i].schema = &si;
+            recs[i].data.data = (uint8_t *)g_data;
+            recs[i].data.len = (size_t)opt.data_bytes;
+            recs[i].stream_option_case = KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORD__STREAM_OPTION_STREAM;
+            recs[i].stream = i < (size_t)opt.batch ? a : b;
+            rp[i] = &recs[i];
+        }
+        Kurrentdb__Protocol__V2__Streams__ConsistencyCheck__StreamStateCheck sc[2] = {
+            KURRENTDB__PROTOCOL__V2__STREAMS__CONSISTENCY_CHECK__STREAM_STATE_CHECK__INIT,
+            KURRENTDB__PROTOCOL__V2__STREAMS__CONSISTENCY_CHECK__STREAM_STATE_CHECK__INIT};
+        Kurrentdb__Protocol__V2__Streams__ConsistencyCheck cc[2] = {
+            KURRENTDB__PROTOCOL__V2__STREAMS__CONSISTENCY_CHECK__INIT,
+            KURRENTDB__PROTOCOL__V2__STREAMS__CONSISTENCY_CHECK__INIT};
+        Kurrentdb__Protocol__V2__Streams__ConsistencyCheck *cp[2] = {&cc[0], &cc[1]};
+        sc[0].stream = a;
+        sc[0].expected_state = s->expected;
+        sc[1].stream = b;
+        sc[1].expected_state = s->expected_b;
+        for (int i = 0; i < 2; i++) {
+            cc[i].type_case = KURRENTDB__PROTOCOL__V2__STREAMS__CONSISTENCY_CHECK__TYPE_STREAM_STATE;
+            cc[i].stream_state = &sc[i];
+        }
+        Kurrentdb__Protocol__V2__Streams__AppendRecordsRequest r =
+            KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORDS_REQUEST__INIT;
+        r.n_records = n;
+        r.records = rp;
+        r.n_checks = opt.expect_any ? 0 : 2;
+        r.checks = cp;
+        put_framed(&s->req, &r.base);
+        free(recs);
+        free(rp);
+        open_call(s, "/kurrentdb.protocol.v2.streams.StreamsService/AppendRecords");
+        return;
+    }
     if (!opt.batch_mode) {
         EventStore__Client__Streams__AppendReq__Options o =
             EVENT_STORE__CLIENT__STREAMS__APPEND_REQ__OPTIONS__INIT;
@@ -629,6 +715,8 @@ int main(int argc, char **argv)
         case 'm':
             if (!strcmp(optarg, "batch"))
                 opt.batch_mode = 1;
+            else if (!strcmp(optarg, "records"))
+                opt.records_mode = 1;
             else if (strcmp(optarg, "append"))
                 usage();
             break;
@@ -676,7 +764,7 @@ int main(int argc, char **argv)
             slot *s = &cs[i]->slots[j];
             s->c = cs[i];
             s->idx = i * opt.streams + j;
-            s->expected = -1;
+            s->expected = s->expected_b = -1;
             snprintf(s->stream, sizeof s->stream, "%s-%s-%d-%d", opt.prefix, opt.workload, i, j);
         }
     }
@@ -753,7 +841,7 @@ int main(int argc, char **argv)
            "cpu_busy=%.0f%%\n",
            opt.workload, opt.target, (double)g_events / secs, lat_ms(0.50), lat_ms(0.99),
            lat_ms(0.999), (double)g_requests / secs, g_events, g_requests, g_errors, g_conflicts,
-           secs, opt.clients, opt.streams, opt.batch, opt.batch_mode ? "batch" : "append",
+           secs, opt.clients, opt.streams, opt.batch, opt.batch_mode ? "batch" : opt.records_mode ? "records" : "append",
            opt.expect_any ? "any" : "exact", 100.0 * (cpu1 - cpu0) / secs, srv, busy);
     return g_errors || g_conflicts ? 1 : 0;
 }

@@ -7,6 +7,8 @@
 #   bench/run_grpc.sh build          full run (about 6 minutes), saved to
 #                                    bench/results/grpc-<UTC date-time>.txt
 #   QUICK=1 bench/run_grpc.sh build  short smoke run, 1 round (not saved)
+#   ONLY=transfer64 ...              run one workload only (1x1, 256x1,
+#                                    16x1000, flood10, transfer64)
 #   ROUNDS=5 ROUNDS_1X1=9 ...        rounds per workload (default 3; 5 for 1x1)
 #   BENCH_DIR=/mnt/disk ...          where the store goes (default $TMPDIR or /tmp)
 #
@@ -23,6 +25,13 @@
 #   flood10   KurrentDB's write flood: 10 clients, 1 event per write,
 #             expected revision `any` (gRPC Append and BatchAppend; HTTP with
 #             exact revisions, as bench_http always checks)
+#   transfer64  two-stream transfers, 64 calls at once on one connection (as
+#             the clients do): gRPC v2 AppendRecords, one record to each of
+#             two streams with a consistency check (exact revision) on
+#             each, one atomic commit per transfer (target grpc-records);
+#             beside single-stream appends of the same 2 events with an
+#             exact revision, over gRPC Append (1 connection, 64 calls) and
+#             HTTP (64 connections). Transfers/s = requests_per_s.
 # Rounds rotate the order of the targets; the result of a target is its
 # median round by events/s. Each line has client_cpu, server_cpu and
 # cpu_busy as in bench_http. KurrentDB's published write-flood figure is
@@ -95,6 +104,8 @@ run_one() {
         --workload "$wl" --prefix "$pfx" --mode append "$@" ;;
     grpc-batch) "$BG" --port "$PORT" --server-pid "$STELE_PID" --target "$target" --workload "$wl" \
         --prefix "$pfx" --mode batch "$@" ;;
+    grpc-records) "$BG" --port "$PORT" --server-pid "$STELE_PID" --target "$target" --workload "$wl" \
+        --prefix "$pfx" --mode records "$@" ;;
     esac
 }
 
@@ -135,16 +146,19 @@ rounds() {
     done
 }
 
+want() { [ -z "${ONLY:-}" ] || [ "$ONLY" = "$1" ]; }
 R=$ROUNDS
 ROUNDS=$ROUNDS_1X1
-rounds 1x1 "http:--clients 1;grpc-append:--clients 1 --streams 1" --batch 1 --warmup "$WARM" --duration "$DUR_1X1"
+want 1x1 && rounds 1x1 "http:--clients 1;grpc-append:--clients 1 --streams 1" --batch 1 --warmup "$WARM" --duration "$DUR_1X1"
 ROUNDS=$R
-rounds 256x1 "http:--clients 256;grpc-append:--clients 1 --streams 256;grpc-append-256conn:--clients 256 --streams 1" \
+want 256x1 && rounds 256x1 "http:--clients 256;grpc-append:--clients 1 --streams 256;grpc-append-256conn:--clients 256 --streams 1" \
     --batch 1 --warmup "$WARM" --duration "$DUR"
-rounds 16x1000 "http:--clients 16;grpc-append:--clients 16 --streams 1;grpc-batch:--clients 16 --streams 1" \
+want 16x1000 && rounds 16x1000 "http:--clients 16;grpc-append:--clients 16 --streams 1;grpc-batch:--clients 16 --streams 1" \
     --batch 1000 --warmup "$WARM" --duration "$DUR"
-rounds flood10 "http:--clients 10;grpc-append:--clients 10 --streams 1 --expect any;grpc-batch:--clients 10 --streams 1 --expect any" \
+want flood10 && rounds flood10 "http:--clients 10;grpc-append:--clients 10 --streams 1 --expect any;grpc-batch:--clients 10 --streams 1 --expect any" \
     --batch 1 --warmup "$WARM" --duration "$DUR"
+want transfer64 && rounds transfer64 "grpc-records:--clients 1 --streams 64 --batch 1;grpc-append:--clients 1 --streams 64 --batch 2;http:--clients 64 --batch 2" \
+    --warmup "$WARM" --duration "$DUR"
 load
 say "# reference (other hardware, not measured here): KurrentDB's published write flood, 10 clients, 1 event per write, fsync on: 33208 writes/s"
 say "# store size after the run: $(du -sh "$WORK/data" | cut -f1)"

@@ -92,6 +92,12 @@ typedef struct stele_options {
     uint64_t max_append_size;
     /** STELE_OPEN_* flags. */
     uint32_t flags;
+    /** Consumer groups that may exist at once: stele_group_create() fails
+     *  with STELE_EBUSY beyond it. 0: the default, 1000. */
+    uint32_t max_groups;
+    /** Consumers connected to one group at once: stele_group_connect()
+     *  fails with STELE_EBUSY beyond it. 0: the default, 100. */
+    uint32_t max_consumers_per_group;
 } stele_options;
 
 /** Verify every record checksum of the log at open (slow on big stores). */
@@ -297,6 +303,33 @@ const stele_event *stele_page_event(const stele_page *page, size_t i);
  * may follow in this direction, 0 at the end (*next untouched).
  */
 int stele_page_next(const stele_page *page, uint64_t *next);
+
+/**
+ * System view streams. stele_read_stream() and stele_subscribe_stream()
+ * also accept these names, served from the secondary indexes (no link
+ * events are stored; docs/kurrentdb-compatibility.md):
+ *   $ce-{category}       the events of the category's streams
+ *   $et-{type}           the events of that type
+ *   $bc-{correlationId}  the events with that correlation id
+ *   $streams             the first visible event of every stream
+ * Their pages hold the original events (own stream, revision, position);
+ * an event's revision in the view is its link's revision, given by
+ * stele_page_link(), and the page's next (stele_page_next) is a view
+ * revision. A view revision is the event's ordinal in its index (in
+ * $streams, the stream's internal number): it grows with the position and
+ * never changes while the store's index lives; events hidden by deletes
+ * or retention are skipped, leaving gaps. A view with no event yet is
+ * ENOTFOUND; a store opened with STELE_OPEN_NO_INDEXES gives EINVAL
+ * (except for $streams). stele_stream_head() of a view gives the view
+ * revision and position of its newest visible event.
+ */
+
+/**
+ * For a page read from a view stream: the view's name ("$ce-Order",
+ * valid until stele_page_free) and event i's revision in it. Returns 1,
+ * or 0 for any other page (outputs untouched).
+ */
+int stele_page_link(const stele_page *page, size_t i, const char **view, uint64_t *revision);
 
 /** Free a page and every event in it. NULL is a no-op. */
 void stele_page_free(stele_page *page);
@@ -1065,6 +1098,183 @@ int stele_group_truncate_parked(stele_db *db, const char *stream, const char *gr
  */
 int stele_group_watch(stele_db *db, int *fd);
 void stele_group_unwatch(stele_db *db, int fd);
+
+/**
+ * Rewind a group: every event from `to` (a position for a group on $all, a
+ * revision for a stream group; STELE_END: the end) is delivered again. The
+ * group's buffer is dropped (acks of events in flight then fail with
+ * ENOTFOUND), and the new checkpoint is durable before the call returns.
+ * Errors: ENOTFOUND (no such group), EINVAL, EREADONLY, EIO.
+ */
+int stele_group_rewind(stele_db *db, const char *stream, const char *group, uint64_t to);
+
+/**
+ * Rewind a group to a time: to the first event committed at or after
+ * `us` (microseconds since the Unix epoch), or to the end if there is none.
+ * *to (may be NULL) gets the position or revision chosen. EINVAL on a store
+ * opened with STELE_OPEN_NO_INDEXES (it needs the time index).
+ */
+int stele_group_rewind_time(stele_db *db, const char *stream, const char *group, int64_t us,
+                            uint64_t *to);
+
+/* ----------------------------------------------------------------- rules */
+
+/*
+ * Rules (docs/rules.md) route events to targets: each rule has an optional
+ * source filter (stele_filter's criteria), an event pattern in
+ * EventBridge's syntax, a target (an HTTP webhook or another stream), a
+ * retry policy and a partition key for ordering. A rule is defined by a
+ * JSON document (the same one PUT /rules/{name} takes), kept in the system
+ * stream "$rules"; its delivery state is a consumer group on $all named
+ * "$rule-{name}", so its checkpoint and dead letters (the group's parked
+ * stream) live in the store. Delivery is at least once, ordered per
+ * partition, and runs on library threads once stele_rules_start() is
+ * called (definitions can be managed without it). Events of system streams
+ * ('$...') never reach a rule.
+ */
+
+/** Rule names: 1..100 bytes of [A-Za-z0-9._-]. */
+#define STELE_RULE_NAME_MAX 100u
+
+/** Kinds of delivery failure (stele_rule_info.failures). */
+#define STELE_RULE_FAILURES(X)                                                   \
+    X(TIMEOUT, 0, "timeout")                                                     \
+    X(CONNECT, 1, "connection")                                                  \
+    X(HTTP_408, 2, "http_408")                                                   \
+    X(HTTP_429, 3, "http_429")                                                   \
+    X(HTTP_5XX, 4, "http_5xx")                                                   \
+    X(HTTP_4XX, 5, "http_4xx")                                                   \
+    X(OTHER, 6, "other")
+enum {
+#define STELE_RULEFAIL_(name, code, text) STELE_FAIL_##name = (code),
+    STELE_RULE_FAILURES(STELE_RULEFAIL_)
+#undef STELE_RULEFAIL_
+    STELE_FAIL_KINDS = 7
+};
+
+/** Name of a failure kind ("timeout"); static. */
+const char *stele_rule_failure_name(int kind);
+
+/** Buckets of the delivery latency histogram (commit to delivered). */
+#define STELE_RULE_LAT_BUCKETS 14
+/** Upper bound of latency bucket i (seconds), 0 <= i < STELE_RULE_LAT_BUCKETS. */
+double stele_rule_latency_bound(int i);
+
+/**
+ * Create or replace rule `name` from the JSON definition `json` (`len`
+ * bytes). The definition is checked whole (pattern compiled, target and
+ * policies checked) before anything is stored; on EINVAL stele_errmsg()
+ * gives the path of the error ("pattern.detail.amount[0]: unknown operator
+ * 'numbr'"). Replacing keeps the rule's checkpoint and dead letters; the
+ * new definition applies to events delivered from then on. *created (may
+ * be NULL) is 1 for a new rule. Durable before it returns.
+ * Errors: EINVAL, EREADONLY, EIO, ECLOSED.
+ */
+int stele_rule_put(stele_db *db, const char *name, const char *json, size_t len, int *created);
+
+/** Delete a rule, its checkpoint and dead letters. Errors: ENOTFOUND. */
+int stele_rule_delete(stele_db *db, const char *name);
+
+/** Pause (enabled 0) or resume (1) a rule; durable. Events that come
+ *  while it is paused are delivered after it resumes. Errors: ENOTFOUND. */
+int stele_rule_set_enabled(stele_db *db, const char *name, int enabled);
+
+/** A rule and its live counters (since the store was opened). Pointers
+ *  stay valid until stele_rule_info_free(). */
+typedef struct stele_rule_info {
+    const char *name;
+    /** The definition as normalized JSON (defaults filled in, secrets
+     *  shown as "***"). */
+    const char *definition;
+    int enabled;
+    /** The dead-letter stream (the group's parked stream). */
+    const char *dead_letter_stream;
+    /** Events that passed the source filter and the pattern. */
+    uint64_t matched;
+    /** Deliveries that succeeded, attempts that failed, by kind, and
+     *  attempts scheduled again (retries). */
+    uint64_t delivered;
+    uint64_t failures[STELE_FAIL_KINDS];
+    uint64_t retries;
+    /** Events sent to the dead-letter stream, and those in it now. */
+    uint64_t dead_lettered;
+    uint64_t dead_letters;
+    /** Deliveries on the wire now, and matched events held (waiting,
+     *  backing off or on the wire). */
+    uint64_t in_flight;
+    uint64_t pending;
+    /** The group's checkpoint; events in the store after it (lag), and
+     *  the age of the oldest event not yet delivered (0 when none). */
+    uint64_t checkpoint;
+    uint64_t lag_events;
+    double lag_seconds;
+    /** Delivery latency (commit to 2xx or stream append) histogram:
+     *  latency[i] counts deliveries at most stele_rule_latency_bound(i),
+     *  latency[STELE_RULE_LAT_BUCKETS] the rest; the sum in seconds. */
+    uint64_t latency[STELE_RULE_LAT_BUCKETS + 1];
+    double latency_sum;
+    /** The last delivery error ("" if none). */
+    const char *last_error;
+} stele_rule_info;
+
+/** Every rule (*n of them, sorted by name), freed with stele_rule_info_free(*out). */
+int stele_rule_list(stele_db *db, stele_rule_info **out, size_t *n);
+/** One rule. Errors: ENOTFOUND, EINVAL. */
+int stele_rule_get(stele_db *db, const char *name, stele_rule_info **out);
+void stele_rule_info_free(stele_rule_info *infos);
+
+/** Dead letters: read (links as stele_group_read_parked gives them, the
+ *  reason holding the last error), redrive to the target (`max` 0: all;
+ *  *count may be NULL) and truncate below dead-letter revision `before`. */
+int stele_rule_read_dead(stele_db *db, const char *name, uint64_t from, size_t limit,
+                         stele_page **out);
+int stele_rule_redrive(stele_db *db, const char *name, uint64_t max, uint64_t *count);
+int stele_rule_truncate_dead(stele_db *db, const char *name, uint64_t before);
+
+/**
+ * Start delivering: one library thread per enabled rule (and per replay),
+ * now and for rules made later. Stopped by stele_close(). Idempotent.
+ */
+int stele_rules_start(stele_db *db);
+
+/** A replay window: positions [from_pos, to_pos) or, with by_time, events
+ *  created in [from_us, to_us). to_pos STELE_END / no to: up to the events
+ *  committed when the replay starts. */
+typedef struct stele_replay_window {
+    int by_time;
+    uint64_t from_pos, to_pos;
+    int64_t from_us, to_us;
+    int has_to;
+} stele_replay_window;
+
+/**
+ * Deliver the window's matching events to the rule's target again, marked
+ * as a replay, beside live delivery. Failed replay deliveries are retried
+ * like live ones, then counted as failed (not dead-lettered). *id gets the
+ * replay's number. Errors: ENOTFOUND, EINVAL (from after to, a time window
+ * on a store without indexes), EBUSY (16 replays running on the rule).
+ */
+int stele_rule_replay_start(stele_db *db, const char *name, const stele_replay_window *w,
+                            uint64_t *id);
+
+typedef struct stele_replay_info {
+    uint64_t id;
+    /** "running", "done", "cancelled" or "failed". */
+    const char *state;
+    stele_replay_window window;
+    /** The position reached, events read, matching, delivered, failed. */
+    uint64_t next_position, scanned, matched, delivered, failed;
+    int64_t started_us, finished_us; /* finished 0 while running */
+    const char *last_error;
+} stele_replay_info;
+
+/** The replays of a rule (running and the last finished ones), oldest
+ *  first; free with stele_replay_info_free(*out). */
+int stele_rule_replays(stele_db *db, const char *name, stele_replay_info **out, size_t *n);
+/** Cancel a running replay (ENOTFOUND if there is no such replay; a
+ *  finished one is left as it is). */
+int stele_rule_replay_cancel(stele_db *db, const char *name, uint64_t id);
+void stele_replay_info_free(stele_replay_info *infos);
 
 /* ----------------------------------------------------------- projections */
 

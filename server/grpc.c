@@ -60,7 +60,8 @@ void grpc_fail_stele(gcall *call, int rc, const char *message, const char *strea
     case STELE_EREADONLY:
     case STELE_ECLOSED:
     case STELE_EIO:
-    case STELE_ENOSPC: status = GRPC_UNAVAILABLE; break;
+    case STELE_ENOSPC:
+    case STELE_EBUSY: status = GRPC_UNAVAILABLE; break;
     case STELE_ECORRUPT: status = GRPC_DATA_LOSS; break;
     case STELE_ENOMEM: status = GRPC_RESOURCE_EXHAUSTED; break;
     default: status = GRPC_INTERNAL; break;
@@ -119,18 +120,28 @@ void grpc_completion(conn *c, completion *cp)
 {
     grpc_op *op = cp->op;
     if (c->dead) {
+        if (op->cleanup)
+            op->cleanup(op);
         free(op); /* the connection is gone, and its calls with it */
         return;
     }
     gcall *call = op->call;
     if (!call->done && !call->closed)
         op->done(call, op, cp);
+    if (op->cleanup)
+        op->cleanup(op);
     free(op);
     grpc_call_release(call);
     h2_pump(c);
 }
 
-void grpc_completion_discard(completion *cp) { free(cp->op); }
+void grpc_completion_discard(completion *cp)
+{
+    grpc_op *op = cp->op;
+    if (op->cleanup)
+        op->cleanup(op);
+    free(op);
+}
 
 /* ------------------------------------------------------------ subscriptions */
 
@@ -140,6 +151,7 @@ void grpc_sub_register(gcall *call)
     if (call->sub_registered)
         return;
     call->sub_registered = 1;
+    call->c->srv->subscriptions++;
     call->sub_prev = NULL;
     call->sub_next = g->subs;
     if (g->subs)
@@ -153,6 +165,7 @@ void grpc_sub_unregister(gcall *call)
     if (!call->sub_registered)
         return;
     call->sub_registered = 0;
+    call->c->srv->subscriptions--;
     if (call->sub_prev)
         call->sub_prev->sub_next = call->sub_next;
     else
@@ -214,9 +227,9 @@ static void features_get(gcall *call, ProtobufCMessage *msg)
 {
     (void)msg;
     const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods,
-                                   grpc_projections_methods, grpc_misc_methods};
+                                   grpc_projections_methods, grpc_misc_methods, grpc_v2_methods};
     const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods,
-                             grpc_projections_nmethods, grpc_misc_nmethods};
+                             grpc_projections_nmethods, grpc_misc_nmethods, grpc_v2_nmethods};
     EventStore__Client__ServerFeatures__SupportedMethod items[64];
     EventStore__Client__ServerFeatures__SupportedMethod *ptrs[64];
     char names[64][2][128];
@@ -403,9 +416,9 @@ const grpc_method *grpc_find_method(const char *path, size_t len)
     if (!path)
         return NULL;
     const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods,
-                                   grpc_projections_methods, grpc_misc_methods};
+                                   grpc_projections_methods, grpc_misc_methods, grpc_v2_methods};
     const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods,
-                             grpc_projections_nmethods, grpc_misc_nmethods};
+                             grpc_projections_nmethods, grpc_misc_nmethods, grpc_v2_nmethods};
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (size_t i = 0; i < counts[t]; i++)
             if (strlen(tables[t][i].path) == len && !memcmp(tables[t][i].path, path, len))

@@ -9,6 +9,8 @@
  *                   ServerFeatures, Gossip, Operations.
  *   grpc_streams.c  event_store.client.streams.Streams: Append,
  *                   BatchAppend, Read, Delete, Tombstone.
+ *   grpc_v2.c       kurrentdb.protocol.v2.streams.StreamsService:
+ *                   multi-stream appends (AppendSession, AppendRecords).
  *
  * A call's life: h2.c creates it when a request's headers arrive, finds its
  * method, and hands each complete request message (decoded with
@@ -52,10 +54,16 @@ enum {
     GRPC_UNAUTHENTICATED = 16,
 };
 
-/* A server-streaming call produces while less than GRPC_OUT_LOW bytes wait
- * to be sent and stops once more than GRPC_OUT_HIGH do. */
+/* A server-streaming call produces while less than grpc_out_low() bytes
+ * wait to be sent and stops once more than grpc_out_high() do: at most
+ * GRPC_OUT_HIGH, less when the connection has many calls open (their
+ * queues share GRPC_CONN_OUT_BYTES, each keeping at least GRPC_OUT_MIN),
+ * so a connection with a thousand subscriptions it does not read holds a
+ * few megabytes, not a thousand queues of GRPC_OUT_HIGH. */
 #define GRPC_OUT_LOW (64u << 10)
 #define GRPC_OUT_HIGH (256u << 10)
+#define GRPC_OUT_MIN (16u << 10)
+#define GRPC_CONN_OUT_BYTES (8u << 20)
 
 typedef struct gcall gcall;
 
@@ -127,6 +135,8 @@ void grpc_trailer(gcall *call, const char *name, const char *value);
 void grpc_finish(gcall *call, int status, const char *message);
 /* Bytes queued and not yet handed to HTTP/2. */
 size_t grpc_out_pending(const gcall *call);
+size_t grpc_out_high(const gcall *call);
+size_t grpc_out_low(const gcall *call);
 /* Ask for on_more soon (e.g. new events for a subscription). */
 void grpc_want_more(gcall *call);
 /* An append the call started has completed: drop the count; frees a call
@@ -154,6 +164,9 @@ void grpc_sub_unregister(gcall *call);
 typedef struct grpc_op {
     gcall *call;
     void (*done)(gcall *call, struct grpc_op *op, const completion *cp);
+    /* Optional: frees what the op owns, before the op itself is freed
+     * (after `done`, or instead of it when the call or server is gone). */
+    void (*cleanup)(struct grpc_op *op);
 } grpc_op;
 
 /* Queue an append for `call` (stele_append_async); `op` (malloc'ed, with
@@ -178,6 +191,11 @@ extern const size_t grpc_persistent_nmethods;
 /* grpc_projections.c */
 extern const grpc_method grpc_projections_methods[];
 extern const size_t grpc_projections_nmethods;
+
+/* grpc_v2.c: kurrentdb.protocol.v2.streams.StreamsService (AppendSession,
+ * AppendRecords): multi-stream appends. */
+extern const grpc_method grpc_v2_methods[];
+extern const size_t grpc_v2_nmethods;
 
 /* grpc_read.c: Streams.Read, as a read or a subscription. */
 void grpc_read_msg(gcall *call, ProtobufCMessage *msg);

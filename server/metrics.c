@@ -150,6 +150,16 @@ void metrics_render(server *s, buf *out)
     COUNTER("stele_subscription_caught_up_total", "Caught-up markers sent.", m->sse_caught_up);
     COUNTER("stele_subscription_fell_behind_total", "Fell-behind markers sent.",
             m->sse_fell_behind);
+    GAUGE("stele_memory_anon_bytes", "Anonymous resident memory (the budget's measure).",
+          s->mem_anon);
+    GAUGE("stele_memory_budget_bytes", "The memory budget (0: none).", s->cfg.memory_budget);
+    COUNTER("stele_busy_refusals_total", "Requests refused over the memory budget.",
+            m->busy_refusals);
+    COUNTER("stele_limit_refusals_total", "Subscriptions refused by --max-subscriptions.",
+            m->limit_refusals);
+    COUNTER("stele_memory_trims_total", "Times free memory was given back (malloc_trim).",
+            m->mem_trims);
+    GAUGE("stele_grpc_subscriptions", "gRPC subscriptions open.", s->subscriptions);
 #undef COUNTER
 #undef GAUGE
     static const int statuses[] = {400, 404, 409, 410, 413, 500};
@@ -170,4 +180,5 @@ void metrics_render(server *s, buf *out)
     histogram(out, "stele_read_latency_seconds", "Read request latency (first page).", m->lat_read,
               m->lat_read_sum);
     metrics_projections(s, out);
+    metrics_render_rules(s, out);
 }

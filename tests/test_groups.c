@@ -1130,6 +1130,44 @@ static void test_metadata(void)
     t_rmdir(dir);
 }
 
+/* The store's limits on groups and on the consumers of one group
+ * (docs/limits.md): EBUSY with a message naming the limit; deleting a
+ * group or closing a consumer makes room again. */
+static void test_limits(void)
+{
+    const char *dir = t_tmpdir("groups-limits");
+    stele_options o = {.segment_size = 64 << 10, .max_groups = 2, .max_consumers_per_group = 2};
+    stele_db *db;
+    CHECK_OK(stele_open(dir, &o, &db));
+    stele_group_settings gs;
+    stele_group_settings_init(&gs);
+    CHECK_OK(stele_group_create(db, NULL, "a", &gs));
+    CHECK_OK(stele_group_create(db, "Lim-1", "b", &gs));
+    CHECK_RC(stele_group_create(db, NULL, "c", &gs), STELE_EBUSY);
+    CHECK(strstr(stele_errmsg(), "max_groups 2") != NULL);
+    CHECK_RC(stele_group_create(db, NULL, "a", &gs), STELE_EEXISTS); /* exists comes first */
+    CHECK_OK(stele_group_delete(db, "Lim-1", "b"));
+    CHECK_OK(stele_group_create(db, NULL, "c", &gs));
+    stele_consumer *c1, *c2, *c3;
+    CHECK_OK(stele_group_connect(db, NULL, "a", "w1", &c1));
+    CHECK_OK(stele_group_connect(db, NULL, "a", "w2", &c2));
+    CHECK_RC(stele_group_connect(db, NULL, "a", "w3", &c3), STELE_EBUSY);
+    CHECK(strstr(stele_errmsg(), "max_consumers_per_group 2") != NULL);
+    CHECK_OK(stele_group_connect(db, NULL, "c", "w3", &c3)); /* per group */
+    stele_consumer_close(c3);
+    stele_consumer_close(c2);
+    CHECK_OK(stele_group_connect(db, NULL, "a", "w3", &c3));
+    stele_consumer_close(c3);
+    stele_consumer_close(c1);
+    stele_close(db);
+    /* Reopened with the defaults (1000 groups): more may be created. */
+    stele_options dflt = {.segment_size = 64 << 10};
+    CHECK_OK(stele_open(dir, &dflt, &db));
+    CHECK_OK(stele_group_create(db, NULL, "d", &gs));
+    stele_close(db);
+    t_rmdir(dir);
+}
+
 int main(void)
 {
     t_seed();
@@ -1172,6 +1210,9 @@ int main(void)
     passed++;
     section("metadata");
     test_metadata();
+    passed++;
+    section("limits");
+    test_limits();
     passed++;
 
     section(NULL);

@@ -15,6 +15,7 @@
 
 struct sub_groups;
 struct proj_sys;
+struct rules_reg;
 
 struct stele_db {
     backend *be;
@@ -23,6 +24,8 @@ struct stele_db {
     struct sub_groups *groups;
     /* Projections (src/proj/run.c); NULL until used. */
     struct proj_sys *projs;
+    /* Rules (src/rules/rules.c); NULL until used. */
+    struct rules_reg *rules;
 };
 
 /* Append to any stream, system streams ('$...') included; otherwise the
@@ -62,6 +65,23 @@ int proj_inline_queue(stele_db *db, struct proj_inline *pi, const char *stream, 
 /* Stop the projections (src/proj/run.c) after their current batch and
  * free them. Called by stele_close before the consumer groups stop. */
 void proj_sys_close(stele_db *db);
+/* Stop the rules (src/rules/rules.c): their threads and consumers. Called
+ * by stele_close before sub_groups_close. */
+void rules_close(stele_db *db);
+
+/* views.c: 1 if the stream name is a system view stream ($ce-{key},
+ * $et-{key}, $bc-{key}, $streams) with its read_view kind and key (a
+ * pointer into `stream`, possibly empty), else 0. */
+int store_view_parse(const char *stream, size_t len, int *kind, const char **key,
+                     size_t *key_len);
+/* As store_view_parse, but 0 only for a usable view (a key where one is
+ * needed), else EINVAL with the reason. */
+int store_view_check(const char *stream, size_t len, int *kind, const char **key,
+                     size_t *key_len);
+/* Read a view stream (the name was checked by store_check_read_stream):
+ * as stele_read_stream. */
+int store_read_view(stele_db *db, const char *stream, size_t len, uint64_t from, int backwards,
+                    size_t limit, stele_page **out);
 
 /* Check a stream name for reading: system names allowed. 0 or EINVAL. */
 int store_check_read_stream(const char *stream, size_t *len);

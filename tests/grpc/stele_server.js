@@ -143,6 +143,15 @@ function protocol(which = "kurrent") {
     operations: f("operations_pb", "operations_pb"),
     operationsGrpc: f("operations_grpc_pb", "operations_grpc_pb"),
     persistentGrpc: f("persistentsubscriptions_grpc_pb", "persistent_grpc_pb"),
+    status: which === "kurrent" ? f("status_pb") : undefined,
+    // The v2 protocol (multi-stream appends): @kurrent/kurrentdb-client only.
+    ...(which === "kurrent"
+      ? {
+          v2streams: require(path.join(v1, "../v2/streams/streams_pb")),
+          v2streamsGrpc: require(path.join(v1, "../v2/streams/streams_grpc_pb")),
+          v2errors: require(path.join(v1, "../v2/streams/errors_pb")),
+        }
+      : {}),
   };
 }
 

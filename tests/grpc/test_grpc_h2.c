@@ -14,7 +14,10 @@
  *     nothing is disconnected;
  *   - a client that resets a stream mid-read; 300 concurrent streams on one
  *     connection; non-POST (405) and non-gRPC content types (415);
- *     garbage after the preface (the connection is closed).
+ *     garbage after the preface (the connection is closed);
+ *   - v2 multi-stream appends (AppendRecords, AppendSession) abandoned in
+ *     flight: the client goes away while the worker threads commit them;
+ *     each commit is whole or absent, and the server stops cleanly.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +40,7 @@
 
 #include "streams.pb-c.h"
 #include "testutil.h"
+#include "v2_streams.pb-c.h"
 
 static int quick;
 static pid_t server_pid = -1;
@@ -757,6 +761,159 @@ static void test_tombstone_ends_subscriptions(void)
     free(tbody);
 }
 
+/* A v2 AppendRecords: one record to <base>-a and one to <base>-b, with
+ * fixed record ids (so a retry is idempotent). */
+static uint8_t *v2_transfer_req(const char *base, int i, size_t *len)
+{
+    char a[64], b[64], ida[40], idb[40];
+    snprintf(a, sizeof a, "%s-%d-a", base, i);
+    snprintf(b, sizeof b, "%s-%d-b", base, i);
+    snprintf(ida, sizeof ida, "00000000-0000-4000-8000-%012d", 2 * i + 1);
+    snprintf(idb, sizeof idb, "00000000-0000-4000-8000-%012d", 2 * i + 2);
+    Kurrentdb__Protocol__V2__Streams__SchemaInfo si = KURRENTDB__PROTOCOL__V2__STREAMS__SCHEMA_INFO__INIT;
+    si.format = KURRENTDB__PROTOCOL__V2__STREAMS__SCHEMA_FORMAT__SCHEMA_FORMAT_JSON;
+    si.name = "Moved";
+    Kurrentdb__Protocol__V2__Streams__AppendRecord r[2] = {KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORD__INIT,
+                                                           KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORD__INIT};
+    Kurrentdb__Protocol__V2__Streams__AppendRecord *rp[2] = {&r[0], &r[1]};
+    for (int k = 0; k < 2; k++) {
+        r[k].schema = &si;
+        r[k].data.data = (uint8_t *)"{\"amount\":1}";
+        r[k].data.len = 12;
+        r[k].stream_option_case = KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORD__STREAM_OPTION_STREAM;
+        r[k].stream = k ? b : a;
+        r[k].record_id_option_case = KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORD__RECORD_ID_OPTION_RECORD_ID;
+        r[k].record_id = k ? idb : ida;
+    }
+    Kurrentdb__Protocol__V2__Streams__AppendRecordsRequest q =
+        KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORDS_REQUEST__INIT;
+    q.n_records = 2;
+    q.records = rp;
+    return frame(&q.base, len);
+}
+
+/* The newest `count` events of $all, in one read (one consistent prefix
+ * of the log: a commit is in it whole or not at all): for each transfer
+ * i, *pa / *pb get the positions of its two events (-1 if absent). */
+static void v2_tail(h2c *c, int count, int n, int64_t *pa, int64_t *pb)
+{
+    EventStore__Client__Empty e = EVENT_STORE__CLIENT__EMPTY__INIT;
+    EventStore__Client__Streams__ReadReq__Options__AllOptions ao =
+        EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__ALL_OPTIONS__INIT;
+    ao.all_option_case = EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__ALL_OPTIONS__ALL_OPTION_END;
+    ao.end = &e;
+    EventStore__Client__Streams__ReadReq__Options o = EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__INIT;
+    o.stream_option_case = EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_ALL;
+    o.all = &ao;
+    o.read_direction = EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__READ_DIRECTION__Backwards;
+    o.count_option_case = EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__COUNT_OPTION_COUNT;
+    o.count = (uint64_t)count;
+    o.filter_option_case = EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__FILTER_OPTION_NO_FILTER;
+    o.no_filter = &e;
+    EventStore__Client__Streams__ReadReq q = EVENT_STORE__CLIENT__STREAMS__READ_REQ__INIT;
+    q.options = &o;
+    size_t len;
+    uint8_t *body = frame(&q.base, &len);
+    stream_rec *r = h2c_call(c, "/event_store.client.streams.Streams/Read", body, len, NULL, NULL, NULL);
+    r->keep_data = 1;
+    h2c_run(c, 20000, rec_closed, r);
+    CHECK(r->grpc_status == 0);
+    for (int i = 0; i < n; i++)
+        pa[i] = pb[i] = -1;
+    for (size_t off = 0; off + 5 <= r->data_len;) {
+        const uint8_t *p = r->data + off;
+        uint32_t l = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+        CHECK(off + 5 + l <= r->data_len);
+        EventStore__Client__Streams__ReadResp *m = event_store__client__streams__read_resp__unpack(NULL, l, p + 5);
+        CHECK(m != NULL);
+        if (m->content_case == EVENT_STORE__CLIENT__STREAMS__READ_RESP__CONTENT_EVENT) {
+            const EventStore__Client__Streams__ReadResp__ReadEvent__RecordedEvent *ev = m->event->event;
+            char name[80];
+            size_t nl = ev->stream_identifier->stream_name.len;
+            snprintf(name, sizeof name, "%.*s", (int)(nl < 79 ? nl : 79),
+                     (const char *)ev->stream_identifier->stream_name.data);
+            int i;
+            char side;
+            if (sscanf(name, "v2h2-%d-%c", &i, &side) == 2 && i >= 0 && i < n)
+                (side == 'a' ? pa : pb)[i] = (int64_t)ev->commit_position;
+        }
+        event_store__client__streams__read_resp__free_unpacked(m, NULL);
+        off += 5 + l;
+    }
+    free(body);
+}
+
+static void test_v2_abandoned(void)
+{
+    enum { N = 60 };
+    uint8_t *bodies[N];
+    size_t lens[N];
+    h2c *c = h2c_open();
+    for (int i = 0; i < N; i++) {
+        bodies[i] = v2_transfer_req("v2h2", i, &lens[i]);
+        h2c_call(c, "/kurrentdb.protocol.v2.streams.StreamsService/AppendRecords", bodies[i], lens[i],
+                 NULL, NULL, NULL);
+    }
+    /* An append session that ends without its last request: the client
+     * resets it after the first. */
+    Kurrentdb__Protocol__V2__Streams__AppendRequest ar = KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_REQUEST__INIT;
+    ar.stream = "v2h2-session";
+    size_t slen;
+    uint8_t *sbody = frame(&ar.base, &slen);
+    stream_rec *sr = h2c_call(c, "/kurrentdb.protocol.v2.streams.StreamsService/AppendSession", sbody,
+                              slen, NULL, NULL, NULL);
+    if (nghttp2_session_send(c->ng) == 0)
+        nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, sr->id, NGHTTP2_CANCEL);
+    nghttp2_session_send(c->ng);
+    /* Gone before the answers: a FIN after the requests (so the server
+     * reads them all: a close with unread input would be a TCP reset that
+     * discards them), then nothing is read but the server's close. */
+    shutdown(c->fd, SHUT_WR);
+    char sink[4096];
+    for (int64_t end = mono_ms() + 10000; mono_ms() < end;) {
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        if (poll(&pfd, 1, 100) > 0 && recv(c->fd, sink, sizeof sink, 0) <= 0)
+            break;
+    }
+    h2c_close(c);
+    CHECK(server_alive());
+
+    /* In one read of the log's tail (taken while some may still be
+     * committing), each transfer is whole, its two events adjacent, or
+     * absent. Then a retry of each (same ids) leaves exactly one copy. */
+    h2c *d = h2c_open();
+    int64_t pa[N], pb[N];
+    v2_tail(d, 2 * N + 10, N, pa, pb);
+    int whole = 0, absent = 0;
+    for (int i = 0; i < N; i++) {
+        CHECK((pa[i] < 0) == (pb[i] < 0));
+        CHECK(pa[i] < 0 || pb[i] == pa[i] + 1);
+        whole += pa[i] >= 0;
+        absent += pa[i] < 0;
+    }
+    for (int i = 0; i < N; i++) {
+        stream_rec *r = h2c_call(d, "/kurrentdb.protocol.v2.streams.StreamsService/AppendRecords",
+                                 bodies[i], lens[i], NULL, NULL, NULL);
+        h2c_run(d, 10000, rec_closed, r);
+        CHECK(r->grpc_status == 0);
+    }
+    h2c_close(d);
+    d = h2c_open();
+    int64_t qa[N], qb[N];
+    v2_tail(d, 4 * N + 10, N, qa, qb);
+    for (int i = 0; i < N; i++) {
+        CHECK(qa[i] >= 0 && qb[i] == qa[i] + 1);
+        CHECK(pa[i] < 0 || qa[i] == pa[i]); /* a retry of a committed one wrote nothing */
+    }
+    printf("v2 abandoned: %d of %d transfers committed in the first read, %d absent, none torn\n",
+           whole, N, absent);
+    h2c_close(d);
+    for (int i = 0; i < N; i++)
+        free(bodies[i]);
+    free(sbody);
+    CHECK(features_status() == 0);
+}
+
 static void test_not_grpc(void)
 {
     static const uint8_t empty[5] = {0};
@@ -787,6 +944,55 @@ static void test_not_grpc(void)
     CHECK(closed);
     close(fd);
     CHECK(features_status() == 0);
+}
+
+/* Over the memory budget (docs/limits.md) a new call ends with
+ * RESOURCE_EXHAUSTED: a second server whose budget (1 MiB, from
+ * STELE_MEMORY_BUDGET) is below any process's baseline. */
+static void test_memory_budget(void)
+{
+    pid_t keep_pid = server_pid;
+    int keep_port = server_port;
+    const char *dir = t_tmpdir("grpc-h2-budget");
+    setenv("STELE_MEMORY_BUDGET", "1", 1);
+    start_server(dir);
+    unsetenv("STELE_MEMORY_BUDGET");
+    int st = features_status();
+    printf("memory budget: a call over it ends with grpc-status %d\n", st);
+    CHECK(st == 8);
+    CHECK(stop_server() == 0);
+    t_rmdir(dir);
+    /* --max-subscriptions 2 (docs/limits.md): the third subscription ends
+     * with RESOURCE_EXHAUSTED; once one ends, a new one is accepted. */
+    dir = t_tmpdir("grpc-h2-subs");
+    setenv("STELE_MAX_SUBSCRIPTIONS", "2", 1);
+    start_server(dir);
+    unsetenv("STELE_MAX_SUBSCRIPTIONS");
+    h2c *c = h2c_open();
+    size_t len;
+    uint8_t *body = read_req("limit-stream", 0, &len);
+    const char *read = "/event_store.client.streams.Streams/Read";
+    stream_rec *s1 = h2c_call(c, read, body, len, NULL, NULL, NULL);
+    stream_rec *s2 = h2c_call(c, read, body, len, NULL, NULL, NULL);
+    h2c_run(c, 500, NULL, NULL);
+    stream_rec *s3 = h2c_call(c, read, body, len, NULL, NULL, NULL);
+    h2c_run(c, 10000, rec_closed, s3);
+    printf("max subscriptions: the third ends with grpc-status %d (\"%s\")\n", s3->grpc_status,
+           s3->grpc_message);
+    CHECK(!s1->closed && !s2->closed);
+    CHECK(s3->closed && s3->grpc_status == 8);
+    CHECK(strstr(s3->grpc_message, "max-subscriptions") != NULL);
+    nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s1->id, NGHTTP2_CANCEL);
+    h2c_run(c, 500, NULL, NULL);
+    stream_rec *s4 = h2c_call(c, read, body, len, NULL, NULL, NULL);
+    h2c_run(c, 1000, NULL, NULL);
+    CHECK(!s4->closed);
+    h2c_close(c);
+    free(body);
+    CHECK(stop_server() == 0);
+    t_rmdir(dir);
+    server_pid = keep_pid;
+    server_port = keep_port;
 }
 
 /* A non-loopback IPv4 address of this machine: 1 and `out`, or 0. */
@@ -886,6 +1092,10 @@ int main(void)
         test_not_grpc();
     if (PART("tombstone"))
         test_tombstone_ends_subscriptions();
+    if (PART("budget"))
+        test_memory_budget();
+    if (PART("v2"))
+        test_v2_abandoned();
 #undef PART
     CHECK(server_alive());
     /* A graceful stop with a live subscription: the subscription ends with

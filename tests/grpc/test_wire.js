@@ -88,6 +88,9 @@ describe("gRPC wire", () => {
         "event_store.client.persistent_subscriptions.persistentsubscriptions/replayparked",
         "event_store.client.persistent_subscriptions.persistentsubscriptions/list",
         "event_store.client.persistent_subscriptions.persistentsubscriptions/restartsubsystem",
+        "kurrentdb.protocol.v2.streams.streamsservice/appendsession",
+        "kurrentdb.protocol.v2.streams.streamsservice/append",
+        "kurrentdb.protocol.v2.streams.streamsservice/appendrecords",
       ].sort(),
     );
     // Every listed method is a method of the protocol, and the persistent
@@ -103,6 +106,9 @@ describe("gRPC wire", () => {
         P.gossipGrpc.GossipService,
         P.persistentGrpc.PersistentSubscriptionsService,
         P.operationsGrpc.OperationsService,
+        P.v2streamsGrpc.StreamsServiceService,
+        // Newer than the client's stubs: the v2 unary Append (KurrentDB 26.x).
+        { append: { path: "/kurrentdb.protocol.v2.streams.StreamsService/Append" } },
       ].flatMap(
         (s) => Object.values(s),
       );
