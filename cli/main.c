@@ -64,7 +64,7 @@ static int usage(FILE *f)
                "  rules ...       rules (event patterns to webhooks or streams): list, get,\n"
                "                  put, delete, pause, resume, dead-letters, redrive, replay\n"
                "  projection ...  projections: list, create, status, update, enable, disable,\n"
-               "                  reset, delete, state, partitions, fold\n"
+               "                  reset, delete, state, partitions, fold, run\n"
                "  scavenge        give back the space of deleted events (--dir DIR: offline)\n\n"
                "  version         print the version\n"
                "  help [COMMAND]  this text, or a command's (the same as stele COMMAND --help)\n\n"
