@@ -365,7 +365,11 @@ static void test_park_replay(stele_db *db)
         const stele_event *l = stele_page_event(pg, i);
         CHECK(!strcmp(l->type, "$>"));
         CHECK(!strcmp(l->stream, "$persistentsubscription-Pay-1::billing-parked"));
-        const char *m = l->metadata;
+        /* metadata is bytes with a length, not a C string */
+        char m[1024];
+        CHECK(l->metadata_len < sizeof m);
+        memcpy(m, l->metadata, l->metadata_len);
+        m[l->metadata_len] = 0;
         if (strstr(m, "\"revision\":5"))
             reasons += strstr(m, "\"reason\":\"bad data\"") != NULL &&
                        strstr(m, "\"retryCount\":0") != NULL;
