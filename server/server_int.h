@@ -273,6 +273,12 @@ void http_respond(conn *c, int status, const char *content_type, const void *bod
 void http_error(conn *c, int status, const char *code, const char *message);
 /* Map a libstele error to status + code and respond. */
 void http_stele_error(conn *c, int rc, const char *message, const stele_append_result *res);
+/* A request answered: count its latency (as a non-append) and end it. */
+void http_request_finish(conn *c);
+/* http_error, then end the request. */
+void http_fail(conn *c, int status, const char *code, const char *message);
+/* Answer the JSON in `b` (a newline is added; `b` is freed) and finish. */
+void http_json_done(conn *c, int status, buf *b);
 /* Start a chunked response / queue a chunk / end it. */
 void http_chunked_start(conn *c, int status, const char *content_type);
 /* The same with extra header lines ("Name: value\r\n" each, may be NULL). */
