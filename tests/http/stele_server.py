@@ -42,6 +42,23 @@ def _die_with_parent():
         pass
 
 
+def stop_servers(servers, client=None, check_exit=True):
+    """For a suite's teardown: close `client`, stop each server (None is
+    skipped) with SIGTERM and remove its data; with check_exit, fail if any
+    did not exit 0."""
+    if client:
+        client.close()
+    codes = []
+    for srv in servers:
+        if srv:
+            try:
+                codes.append(srv.stop())
+            finally:
+                srv.cleanup()
+    if check_exit and any(c != 0 for c in codes):
+        raise RuntimeError("servers did not exit 0 on SIGTERM: %r" % codes)
+
+
 def check_servers(suite, servers, on_restart=None):
     """For Suite.run(after=...): a server that died during a case fails the
     case (with its exit code and log) and is restarted on its data so the
