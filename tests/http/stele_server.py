@@ -304,8 +304,8 @@ def request(port, method, path, body=None, headers=None, timeout=60):
 
 # --------------------------------------------------------------- raw sockets
 
-def connect(port, timeout=30):
-    s = socket.create_connection((HOST, port), timeout=timeout)
+def connect(port, timeout=30, host=HOST):
+    s = socket.create_connection((host, port), timeout=timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
 
@@ -327,10 +327,12 @@ def recv_all(sock, timeout=30):
         out += b
 
 
-def raw_exchange(port, data, timeout=30, shut_wr=False):
-    """Send raw bytes on a new connection and read until the server closes
-    (or `timeout` seconds of silence). Returns (bytes, how)."""
-    s = connect(port, timeout)
+def raw_exchange(port, data, timeout=30, shut_wr=False, host=HOST):
+    """Send raw bytes on a new connection (to `host`, which the kernel
+    also makes the source address when it is one of this machine's) and
+    read until the server closes (or `timeout` seconds of silence). Returns
+    (bytes, how)."""
+    s = connect(port, timeout, host)
     try:
         try:
             s.sendall(data)
