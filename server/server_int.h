@@ -399,6 +399,9 @@ void guard_loopback_message(const char *what, const char *addr, char *msg, size_
 void metrics_observe(metrics *m, int is_append, double seconds);
 void metrics_error(metrics *m, int status, int stele_rc);
 void metrics_render(server *s, buf *out);
+/* Append one printf-formatted piece of the /metrics text to `out` (at most
+ * 1023 bytes; longer is cut). */
+void metrics_line(buf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ------------------------------------------------------------ sse.c
  *
