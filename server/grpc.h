@@ -211,6 +211,9 @@ extern const size_t grpc_streams_nmethods;
 /* grpc_persistent.c: PersistentSubscriptions. */
 extern const grpc_method grpc_persistent_methods[];
 extern const size_t grpc_persistent_nmethods;
+/* grpc_projections.c */
+extern const grpc_method grpc_projections_methods[];
+extern const size_t grpc_projections_nmethods;
 
 /* grpc_v2.c: kurrentdb.protocol.v2.streams.StreamsService (AppendSession,
  * AppendRecords): multi-stream appends. */

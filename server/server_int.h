@@ -328,6 +328,15 @@ int route_subscribe(conn *c, const char *path, size_t plen, const char *q, size_
 /* Free what subscriptions share (at server exit). */
 void subscribe_free_shared(server *s);
 
+/* routes_projections.c: /projections. Returns 1 if `path` is one of its
+ * routes (the request is then answered). */
+int route_projections(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+/* GET /streams/{stream}/state?projection=NAME...: 1 if the query names a
+ * projection (then answered), 0 otherwise. */
+int route_stream_state(conn *c, const char *stream, const char *q, size_t qlen);
+/* One projection's status as JSON. */
+void projection_info_json(buf *b, const stele_projection_info *in, int with_query);
+
 /* routes_groups.c: /subscriptions (consumer groups). Returns 1 if `path`
  * is one of its routes (the request is then answered or waiting). */
 int route_groups(conn *c, const char *path, size_t plen, const char *q, size_t qlen);

@@ -67,6 +67,7 @@ void stele_close(stele_db *db)
 {
     if (!db)
         return;
+    proj_sys_close(db);
     rules_close(db);
     sub_groups_close(db);
     db->be->ops->close(db->be);
@@ -292,7 +293,10 @@ static int append_sync(stele_db *db, const char *stream, int64_t expected,
         memset(res, 0, sizeof *res);
     prepared p;
     int rc = prepare(db, stream, expected, events, n, system, &p);
-    if (rc == 0)
+    struct proj_inline *pi = rc == 0 && !system ? proj_inline_for(db, stream, p.a.stream_len) : NULL;
+    if (rc == 0 && pi)
+        rc = proj_inline_append(db, pi, stream, expected, events, n, res);
+    else if (rc == 0)
         rc = db->be->ops->append(db->be, &p.a, res);
     prepared_free(&p);
     return rc;
@@ -403,7 +407,11 @@ static int append_async(stele_db *db, const char *stream, int64_t expected,
     if (rc == 0) {
         aa->cb = cb;
         aa->ctx = ctx;
-        rc = db->be->ops->append_async(db->be, &aa->p.a, async_done, aa);
+        /* a category with an inline projection: its worker thread runs the
+         * handlers, then appends; async_done frees the copies after */
+        struct proj_inline *pi = system ? NULL : proj_inline_for(db, stream, aa->p.a.stream_len);
+        rc = pi ? proj_inline_queue(db, pi, aa->p.a.stream, expected, aa->ev, n, async_done, aa)
+                : db->be->ops->append_async(db->be, &aa->p.a, async_done, aa);
     }
     if (rc) {
         prepared_free(&aa->p);

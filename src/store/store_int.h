@@ -14,6 +14,7 @@
 #include "stele.h"
 
 struct sub_groups;
+struct proj_sys;
 struct rules_reg;
 
 struct stele_db {
@@ -21,6 +22,8 @@ struct stele_db {
     stele_options opts;
     /* Persistent subscriptions (src/sub/groups.c); NULL until used. */
     struct sub_groups *groups;
+    /* Projections (src/proj/run.c); NULL until used. */
+    struct proj_sys *projs;
     /* Rules (src/rules/rules.c); NULL until used. */
     struct rules_reg *rules;
 };
@@ -46,6 +49,22 @@ int store_get_metadata_system(stele_db *db, const char *stream, stele_stream_met
  * free them. Called by stele_close before the backend closes. */
 void sub_groups_close(stele_db *db);
 
+/* Inline projections (src/proj/inline.c): the one covering the category
+ * of user stream `stream` (NULL if none; starts the projection subsystem
+ * on first use), and the append done through it: in the calling thread,
+ * or queued to its worker thread, which calls cb once. The events given
+ * to proj_inline_queue must stay valid until cb runs. */
+struct proj_inline;
+struct proj_inline *proj_inline_for(stele_db *db, const char *stream, size_t len);
+int proj_inline_append(stele_db *db, struct proj_inline *pi, const char *stream,
+                       int64_t expected, const stele_event_in *events, size_t n,
+                       stele_append_result *res);
+int proj_inline_queue(stele_db *db, struct proj_inline *pi, const char *stream, int64_t expected,
+                      const stele_event_in *events, size_t n, stele_append_cb cb, void *ctx);
+
+/* Stop the projections (src/proj/run.c) after their current batch and
+ * free them. Called by stele_close before the consumer groups stop. */
+void proj_sys_close(stele_db *db);
 /* Stop the rules (src/rules/rules.c): their threads and consumers. Called
  * by stele_close before sub_groups_close. */
 void rules_close(stele_db *db);
