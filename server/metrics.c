@@ -83,8 +83,8 @@ static void metrics_projections(server *s, buf *out)
         {"stele_projection_faulted", "gauge", "1 if faulted."},
     };
     for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
-        line(out, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name,
-             fam[f].type);
+        metrics_line(out, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name,
+                     fam[f].type);
         for (size_t i = 0; i < n; i++) {
             const stele_projection_info *p = &all[i];
             double v = 0;
@@ -111,7 +111,7 @@ static void metrics_projections(server *s, buf *out)
                 esc[k++] = *c;
             }
             esc[k] = 0;
-            line(out, "%s{projection=\"%s\"} %.17g\n", fam[f].name, esc, v);
+            metrics_line(out, "%s{projection=\"%s\"} %.17g\n", fam[f].name, esc, v);
         }
     }
     stele_projection_info_free(all);
