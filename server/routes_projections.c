@@ -41,11 +41,7 @@
 #include "server_int.h"
 #include "urlcode.h"
 
-static void bad(conn *c, const char *msg)
-{
-    http_error(c, 400, "INVALID_ARGUMENT", msg);
-    conn_request_done(c);
-}
+static void bad(conn *c, const char *msg) { http_fail(c, 400, "INVALID_ARGUMENT", msg); }
 
 static void lib_error(conn *c, int rc)
 {
@@ -416,8 +412,7 @@ int route_projections(conn *c, const char *path, size_t plen, const char *q, siz
     const char *slash = memchr(seg, '/', slen);
     size_t nlen = slash ? (size_t)(slash - seg) : slen;
     char name[512];
-    size_t dl;
-    if (nlen == 0 || url_decode(seg, nlen, name, sizeof name, &dl) != 0 || memchr(name, 0, dl)) {
+    if (url_decode_name(seg, nlen, name, sizeof name)) {
         bad(c, "malformed projection name in the path");
         return 1;
     }
