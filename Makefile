@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj clean
 
 all: build
 
@@ -90,6 +90,12 @@ bench-multi: build
 # events, one thread, no store involved (docs/benchmarks.md).
 bench-patterns: build
 	./$(BUILD)/bench/bench_patterns 1000000 100
+
+# Projection benchmark: counting and per-stream projections over 1M events,
+# reconstructState p50/p99, seed 001's OrderSummaryProjection on PostgreSQL
+# (installs and starts PostgreSQL itself; docs/benchmarks.md).
+bench-proj: build
+	./bench/run_proj.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

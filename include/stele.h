@@ -1276,6 +1276,229 @@ int stele_rule_replays(stele_db *db, const char *name, stele_replay_info **out, 
 int stele_rule_replay_cancel(stele_db *db, const char *name, uint64_t id);
 void stele_replay_info_free(stele_replay_info *infos);
 
+/* ----------------------------------------------------------- projections */
+
+/*
+ * Projections (docs/projections.md) run JavaScript written against
+ * KurrentDB's projection API (fromAll, fromCategory, when, partitionBy,
+ * emit ...; ES5.1) on events of the store, each in its own thread and its
+ * own duktape heap with a memory and a time limit. A continuous projection
+ * follows new events for ever; a one-time projection stops at the end of
+ * the store as it was when it started (status "Completed").
+ *
+ * Exactly once: each batch of events a projection processes is committed
+ * with the states of the partitions it changed, its emitted events and its
+ * checkpoint, so after a crash it neither loses an update nor emits an
+ * event twice. States live in the store (system streams
+ * "$projections-NAME:..."); the projection keeps a bounded cache of them.
+ *
+ * Names: 1..100 bytes of UTF-8, no control characters, no '/' or ':', not
+ * starting with '$'. A query is at most 1 MiB of text.
+ *
+ * The subsystem starts with stele_projections_start() (the server calls it
+ * at startup), the first projection call or the first append of a store
+ * handle (which must know the inline projections); enabled continuous
+ * projections then resume from their checkpoints. stele_close() stops them
+ * after their current batch.
+ */
+
+/** Projection modes. */
+#define STELE_PROJ_CONTINUOUS 0
+#define STELE_PROJ_ONE_TIME 1
+/**
+ * Inline: the query must be fromCategory('C').foreachStream().when({...}).
+ * Every append to a stream of category C runs the handlers on the new
+ * events before it commits (in the appending thread; for
+ * stele_append_async on the projection's own thread) and stores the
+ * stream's new state with the events in the same commit, as a snapshot at
+ * the new last revision (stele_get_snapshot, schema_version = a hash of
+ * the query); a handler that throws fails the append with EINVAL and the
+ * message, writing nothing. Handlers of one category run one at a time. One
+ * inline projection per category; no emit.
+ */
+#define STELE_PROJ_INLINE 2
+
+/** Settings of a projection. Zero means "the default" for every limit. */
+typedef struct stele_projection_settings {
+    /** The query (JavaScript source), borrowed for the call. */
+    const char *query;
+    size_t query_len;
+    /** STELE_PROJ_CONTINUOUS, STELE_PROJ_ONE_TIME or STELE_PROJ_INLINE. */
+    int mode;
+    /** 1: run at once; 0: created disabled (stele_projection_enable). */
+    int enabled;
+    /** 1: emit(), linkTo() and copyTo() are allowed (KurrentDB's
+     *  emitEnabled); a projection that emits without it faults. */
+    int emit_enabled;
+    /** Heap limit of the projection's JavaScript, bytes: default 64 MiB,
+     *  1 MiB .. 4 GiB. */
+    uint64_t memory_limit;
+    /** Longest single handler call, ms: default 1000, 1 .. 600000. */
+    uint32_t timeout_ms;
+    /** Partition states kept in memory: default 10000, 1 .. 10000000. */
+    uint32_t cache_partitions;
+    /** Largest state of one partition, bytes (JSON text): default 4 MiB,
+     *  at most the store's max_event_size. A larger state faults. */
+    uint64_t max_state_size;
+    /** For a foreachStream() projection: keep a snapshot of a stream's
+     *  state every this many events of the stream (0: none), committed
+     *  with the batch in the projection's own system stream
+     *  ($projections-NAME:snap-STREAM), used by stele_projection_fold(). */
+    uint32_t snapshot_every;
+} stele_projection_settings;
+
+/**
+ * Create projection `name` and (if settings->enabled) start it. Durable
+ * before it returns. The query is compiled and run first: a syntax error,
+ * a query that throws or selects no source fails with EINVAL and the
+ * message, and nothing is created.
+ * Errors: EINVAL (name, settings, query), EEXISTS, EREADONLY, EIO, ECLOSED.
+ */
+int stele_projection_create(stele_db *db, const char *name,
+                            const stele_projection_settings *settings);
+
+/**
+ * Replace a projection's query (and emit_enabled if `emit_enabled` is 0 or
+ * 1; -1 keeps it). A running projection stops after its current batch and
+ * restarts from its checkpoint with the new query, its states kept (reset
+ * it to rebuild them). Errors: ENOTFOUND, EINVAL (query), as for create.
+ */
+int stele_projection_update(stele_db *db, const char *name, const char *query,
+                            size_t query_len, int emit_enabled);
+
+/** Start / stop a projection (stopping waits for its current batch to
+ *  commit). Enabling a faulted projection retries from its checkpoint.
+ *  Errors: ENOTFOUND. */
+int stele_projection_enable(stele_db *db, const char *name);
+int stele_projection_disable(stele_db *db, const char *name);
+
+/**
+ * Reset: forget the checkpoint and every state, soft-delete the streams
+ * the projection emitted to, and run again from the first event (if
+ * enabled). Errors: ENOTFOUND.
+ */
+int stele_projection_reset(stele_db *db, const char *name);
+
+/** Delete flags. */
+#define STELE_PROJ_DELETE_STATE 0x1u   /* soft-delete its state and checkpoint streams */
+#define STELE_PROJ_DELETE_EMITTED 0x2u /* soft-delete the streams it emitted to */
+
+/** Stop and delete a projection. Errors: ENOTFOUND. */
+int stele_projection_delete(stele_db *db, const char *name, unsigned flags);
+
+/** What a projection is doing. Pointers point into the same allocation. */
+typedef struct stele_projection_info {
+    const char *name;
+    const char *query;
+    int mode;
+    int enabled;
+    int emit_enabled;
+    /** "Running", "Stopped", "Faulted", "Completed". */
+    const char *status;
+    /** Faulted: the handler's message and the event's position. */
+    const char *fault;
+    uint64_t fault_position;
+    /** Next position to process (every event before it is committed), the
+     *  store's next position, and the lag between them. */
+    uint64_t position;
+    uint64_t head;
+    uint64_t lag;
+    /** Since the store was opened: events read, events a handler ran on,
+     *  batches committed, handler time (ns), bytes of state written. */
+    uint64_t events_read, events_processed, commits, handler_ns, state_bytes;
+    /** Partitions in memory now and the JavaScript heap's bytes. */
+    uint64_t partitions_cached, heap_bytes;
+    /** How many times it was reset. */
+    uint64_t epoch;
+    /** What the query declared (JSON: source, handlers, options). */
+    const char *definition;
+    stele_projection_settings settings; /* query points into this info */
+} stele_projection_info;
+
+/** Every projection: *out is an array of *n infos freed with
+ *  stele_projection_info_free(*out). */
+int stele_projection_list(stele_db *db, stele_projection_info **out, size_t *n);
+
+/** One projection, freed with stele_projection_info_free(). ENOTFOUND. */
+int stele_projection_get(stele_db *db, const char *name, stele_projection_info **out);
+void stele_projection_info_free(stele_projection_info *infos);
+
+/**
+ * The committed state of one partition ("" for a projection without
+ * partitions) as JSON text: *json is a NUL-terminated allocation freed with
+ * stele_free(), or NULL (and 0 returned) if that partition has no state
+ * yet. `result` = 1 gives the result (after transformBy / filterBy)
+ * instead. Errors: ENOTFOUND (no such projection), EINVAL.
+ */
+int stele_projection_state(stele_db *db, const char *name, const char *partition, int result,
+                           char **json, size_t *len);
+
+/** One partition of a read model (stele_projection_partitions). */
+typedef struct stele_partition {
+    const char *key;
+    size_t key_len;
+    const char *state; /* JSON text */
+    size_t state_len;
+} stele_partition;
+
+/**
+ * A projection's partitions as a read model, in key order (bytewise),
+ * with their committed states: those with keys after `after` (NULL or "":
+ * from the first), at most `limit` (1..10000) of them, and if `field` is
+ * not NULL only those whose state is an object with a top-level member
+ * `field` equal to the JSON value `value` ("\"c-1\"", "42", "true").
+ * *out is one allocation of *n entries (keys and states inside it) freed
+ * with stele_free(); *more = 1 if more may follow (pass the last key as
+ * `after`). Cost: every call reads the projection's partition list and,
+ * from `after` on, each partition's state until `limit` match; see
+ * docs/projections.md. Errors: ENOTFOUND, EINVAL.
+ */
+int stele_projection_partitions(stele_db *db, const char *name, const char *after, size_t limit,
+                                const char *field, const char *value, stele_partition **out,
+                                size_t *n, int *more);
+
+/**
+ * Reconstruct the state of `stream` with projection `name`'s handlers (the
+ * stream is one partition, as with foreachStream()): fold its events up to
+ * revision `to` (STELE_END: all), or if `as_of_us` is not NULL those
+ * committed at or before that time, starting from the newest snapshot the
+ * projection saved at or before that revision (snapshot_every). Emits are
+ * ignored. *json (freed with stele_free) is the state; *revision the last
+ * revision folded (STELE_NONE: no event), *snapshot the revision of the
+ * snapshot it started from (STELE_NONE: none); both may be NULL. Errors:
+ * ENOTFOUND (projection or stream), EDELETED, EINVAL (a handler threw:
+ * the message names the event).
+ */
+int stele_projection_fold(stele_db *db, const char *name, const char *stream, uint64_t to,
+                          const int64_t *as_of_us, char **json, size_t *len, uint64_t *revision,
+                          uint64_t *snapshot);
+
+/**
+ * A transient query: run `query` over every event the store holds when the
+ * call starts, in the calling thread, in a fresh runtime, keeping nothing.
+ * `limits` (may be NULL) gives memory_limit and timeout_ms; its other
+ * fields are ignored. *json (freed with stele_free) is the answer: for a
+ * query without partitions its state (its result with transformBy /
+ * filterBy, null if filtered out); with partitions an object of every
+ * partition's. Emitting fails the query. All partitions stay in the heap,
+ * so the memory limit bounds the query. Errors: EINVAL (the query, or a
+ * handler's fault with the event's position), ENOMEM, ECORRUPT.
+ */
+int stele_projection_query(stele_db *db, const char *query, size_t query_len,
+                           const stele_projection_settings *limits, char **json, size_t *len);
+
+/** Start the projection subsystem: load the definitions and start every
+ *  enabled projection. Idempotent. */
+int stele_projections_start(stele_db *db);
+
+/**
+ * Wait until projection `name` has committed every event before position
+ * `position` (STELE_END: the store's end now), it faulted, stopped or
+ * completed, or `timeout_ms` passed (-1: no limit). 0 if reached, EBUSY on
+ * timeout, ENOTFOUND. For tests and read-your-writes.
+ */
+int stele_projection_wait(stele_db *db, const char *name, uint64_t position, int timeout_ms);
+
 /* ----------------------------------------------------------------- stats */
 
 typedef struct stele_stats {

@@ -36,10 +36,9 @@ void metrics_error(metrics *m, int status, int stele_rc)
         m->errors_by_code[-stele_rc]++;
 }
 
-static void line(buf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void line(buf *out, const char *fmt, ...)
+void metrics_line(buf *out, const char *fmt, ...)
 {
-    char b[512];
+    char b[1024];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(b, sizeof b, fmt, ap);
@@ -50,15 +49,72 @@ static void line(buf *out, const char *fmt, ...)
 
 static void histogram(buf *out, const char *name, const char *help, const uint64_t *h, double sum)
 {
-    line(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    metrics_line(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     uint64_t cum = 0;
     for (int i = 0; i < LAT_BUCKETS; i++) {
         cum += h[i];
-        line(out, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)cum);
+        metrics_line(out, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)cum);
     }
     cum += h[LAT_BUCKETS];
-    line(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
-         (unsigned long long)cum, name, sum, name, (unsigned long long)cum);
+    metrics_line(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
+                 (unsigned long long)cum, name, sum, name, (unsigned long long)cum);
+}
+
+/* Per projection (KurrentDB's kurrentdb_projection_* are the model). */
+static void metrics_projections(server *s, buf *out)
+{
+    stele_projection_info *all;
+    size_t n;
+    if (stele_projection_list(s->db, &all, &n) || n == 0)
+        return;
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"stele_projection_events_processed_total", "counter", "Events a handler ran on."},
+        {"stele_projection_events_read_total", "counter", "Events read from the source."},
+        {"stele_projection_commits_total", "counter", "Batches committed."},
+        {"stele_projection_handler_seconds_total", "counter", "Time spent in handlers."},
+        {"stele_projection_state_bytes_written_total", "counter", "Bytes of state written."},
+        {"stele_projection_position", "gauge", "Next position to process."},
+        {"stele_projection_lag_events", "gauge", "Positions between the projection and the store's end."},
+        {"stele_projection_partitions_cached", "gauge", "Partition states in memory."},
+        {"stele_projection_heap_bytes", "gauge", "Bytes of the JavaScript heap."},
+        {"stele_projection_running", "gauge", "1 if running, 0 otherwise."},
+        {"stele_projection_faulted", "gauge", "1 if faulted."},
+    };
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+        metrics_line(out, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name,
+                     fam[f].type);
+        for (size_t i = 0; i < n; i++) {
+            const stele_projection_info *p = &all[i];
+            double v = 0;
+            switch (f) {
+            case 0: v = (double)p->events_processed; break;
+            case 1: v = (double)p->events_read; break;
+            case 2: v = (double)p->commits; break;
+            case 3: v = (double)p->handler_ns / 1e9; break;
+            case 4: v = (double)p->state_bytes; break;
+            case 5: v = (double)p->position; break;
+            case 6: v = (double)p->lag; break;
+            case 7: v = (double)p->partitions_cached; break;
+            case 8: v = (double)p->heap_bytes; break;
+            case 9: v = !strcmp(p->status, "Running"); break;
+            default: v = !strcmp(p->status, "Faulted"); break;
+            }
+            /* names are UTF-8 without control characters; escape the
+             * label's quote and backslash */
+            char esc[256];
+            size_t k = 0;
+            for (const char *c = p->name; *c && k < sizeof esc - 3; c++) {
+                if (*c == '"' || *c == '\\')
+                    esc[k++] = '\\';
+                esc[k++] = *c;
+            }
+            esc[k] = 0;
+            metrics_line(out, "%s{projection=\"%s\"} %.17g\n", fam[f].name, esc, v);
+        }
+    }
+    stele_projection_info_free(all);
 }
 
 void metrics_render(server *s, buf *out)
@@ -67,12 +123,12 @@ void metrics_render(server *s, buf *out)
     stele_stats st;
     memset(&st, 0, sizeof st);
     stele_get_stats(s->db, &st);
-#define COUNTER(name, help, v)                                                           \
-    line(out, "# HELP " name " " help "\n# TYPE " name " counter\n" name " %llu\n",     \
-         (unsigned long long)(v))
-#define GAUGE(name, help, v)                                                             \
-    line(out, "# HELP " name " " help "\n# TYPE " name " gauge\n" name " %llu\n",       \
-         (unsigned long long)(v))
+#define COUNTER(name, help, v)                                                                     \
+    metrics_line(out, "# HELP " name " " help "\n# TYPE " name " counter\n" name " %llu\n",        \
+                 (unsigned long long)(v))
+#define GAUGE(name, help, v)                                                                       \
+    metrics_line(out, "# HELP " name " " help "\n# TYPE " name " gauge\n" name " %llu\n",          \
+                 (unsigned long long)(v))
     COUNTER("stele_http_requests_total", "HTTP requests served.", m->requests);
     COUNTER("stele_appends_total", "Append requests completed (any outcome).", m->appends);
     COUNTER("stele_append_events_total", "Events received in append requests.", m->append_events);
@@ -106,21 +162,24 @@ void metrics_render(server *s, buf *out)
 #undef COUNTER
 #undef GAUGE
     static const int statuses[] = {400, 404, 409, 410, 413, 500};
-    line(out, "# HELP stele_http_errors_total Error responses by status.\n"
-              "# TYPE stele_http_errors_total counter\n");
+    metrics_line(out, "# HELP stele_http_errors_total Error responses by status.\n"
+                      "# TYPE stele_http_errors_total counter\n");
     for (int i = 0; i < 6; i++)
-        line(out, "stele_http_errors_total{status=\"%d%s\"} %llu\n", statuses[i] == 500 ? 5 : statuses[i],
-             statuses[i] == 500 ? "xx" : "", (unsigned long long)m->errors_by_status[i]);
-    line(out, "# HELP stele_errors_total Store errors by code.\n# TYPE stele_errors_total counter\n");
+        metrics_line(out, "stele_http_errors_total{status=\"%d%s\"} %llu\n",
+                     statuses[i] == 500 ? 5 : statuses[i], statuses[i] == 500 ? "xx" : "",
+                     (unsigned long long)m->errors_by_status[i]);
+    metrics_line(out, "# HELP stele_errors_total Store errors by code.\n"
+                      "# TYPE stele_errors_total counter\n");
     for (int i = 1; i < 24; i++) {
         const char *name = stele_errname(-i);
         if (strcmp(name, "UNKNOWN"))
-            line(out, "stele_errors_total{code=\"%s\"} %llu\n", name,
-                 (unsigned long long)m->errors_by_code[i]);
+            metrics_line(out, "stele_errors_total{code=\"%s\"} %llu\n", name,
+                         (unsigned long long)m->errors_by_code[i]);
     }
     histogram(out, "stele_append_latency_seconds", "Append request latency (parse to response).",
               m->lat_append, m->lat_append_sum);
     histogram(out, "stele_read_latency_seconds", "Read request latency (first page).", m->lat_read,
               m->lat_read_sum);
+    metrics_projections(s, out);
     metrics_render_rules(s, out);
 }

@@ -565,6 +565,8 @@ int server_run(const server_config *cfg)
     if (stele_rules_start(s->db))
         server_log(s, 0, "msg=\"rules not started\" error=\"%s\"", stele_errmsg());
     grpc_add_fds(s);
+    if (stele_projections_start(s->db) != 0)
+        server_log(s, 0, "msg=\"projections not started\" error=\"%s\"", stele_errmsg());
     server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s", cfg->host, s->port,
                cfg->data_dir, STELE_VERSION);
     route_health_tick(s); /* says so now if the store opened read-only */

@@ -757,6 +757,8 @@ void route_request(conn *c)
         return;
     if (route_groups(c, path, plen, q, qlen))
         return;
+    if (route_projections(c, path, plen, q, qlen))
+        return;
     if (route_multi(c, path, plen))
         return;
     if (route_rules(c, path, plen, q, qlen))
@@ -795,6 +797,9 @@ void route_request(conn *c)
             handle_head(c, name);
             return;
         }
+        /* state reconstructed with a projection (routes_projections.c) */
+        if (rest_len == 6 && !memcmp(rest, "/state", 6) && route_stream_state(c, name, q, qlen))
+            return;
         /* metadata, snapshots, load (routes_streams.c) */
         if (route_streams(c, m, name, rest, rest_len, q, qlen))
             return;

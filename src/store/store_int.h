@@ -14,6 +14,7 @@
 #include "stele.h"
 
 struct sub_groups;
+struct proj_sys;
 struct rules_reg;
 
 struct stele_db {
@@ -21,6 +22,8 @@ struct stele_db {
     stele_options opts;
     /* Persistent subscriptions (src/sub/groups.c); NULL until used. */
     struct sub_groups *groups;
+    /* Projections (src/proj/run.c); NULL until used. */
+    struct proj_sys *projs;
     /* Rules (src/rules/rules.c); NULL until used. */
     struct rules_reg *rules;
 };
@@ -46,6 +49,22 @@ int store_get_metadata_system(stele_db *db, const char *stream, stele_stream_met
  * free them. Called by stele_close before the backend closes. */
 void sub_groups_close(stele_db *db);
 
+/* Inline projections (src/proj/inline.c): the one covering the category
+ * of user stream `stream` (NULL if none; starts the projection subsystem
+ * on first use), and the append done through it: in the calling thread,
+ * or queued to its worker thread, which calls cb once. The events given
+ * to proj_inline_queue must stay valid until cb runs. */
+struct proj_inline;
+struct proj_inline *proj_inline_for(stele_db *db, const char *stream, size_t len);
+int proj_inline_append(stele_db *db, struct proj_inline *pi, const char *stream,
+                       int64_t expected, const stele_event_in *events, size_t n,
+                       stele_append_result *res);
+int proj_inline_queue(stele_db *db, struct proj_inline *pi, const char *stream, int64_t expected,
+                      const stele_event_in *events, size_t n, stele_append_cb cb, void *ctx);
+
+/* Stop the projections (src/proj/run.c) after their current batch and
+ * free them. Called by stele_close before the consumer groups stop. */
+void proj_sys_close(stele_db *db);
 /* Stop the rules (src/rules/rules.c): their threads and consumers. Called
  * by stele_close before sub_groups_close. */
 void rules_close(stele_db *db);
@@ -77,6 +96,16 @@ int check_name_of(const char *stream, size_t *len, int system);
  * ETOOBIG naming event i. */
 int store_check_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
                       uint64_t *size);
+/* Event i of an append, checked (store_check_event) and taken: its size
+ * added to *total (ETOOBIG once that passes the append limit), its id the
+ * client's (never the nil UUID; *nclient counted) or a new UUIDv7 (*made
+ * set). 0 or the error. */
+int store_take_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
+                     uint64_t *total, uint8_t id[16], uint8_t *made, size_t *nclient);
+/* The nclient client-given ids among ids[0..n) (made[i] == 0) are unique,
+ * so that a retry is recognisable: 0, EINVAL naming a repeated one, or
+ * ENOMEM. */
+int store_check_ids(const uint8_t (*ids)[16], const uint8_t *made, size_t n, size_t nclient);
 /* A type or tag of condition item i: 0 or EINVAL. */
 int store_check_item_name(const char *what, size_t i, const char *s);
 
