@@ -211,3 +211,14 @@ int aws_error_retryable(long status, const char *type)
             return 1;
     return status >= 500 || status == 429 || status == 408;
 }
+
+int aws_fail_kind(long status, const char *type)
+{
+    if (status == 0)
+        return STELE_FAIL_CONNECT;
+    if (aws_error_retryable(status, type) && status < 500)
+        return STELE_FAIL_HTTP_429; /* throttled */
+    if (status >= 500)
+        return STELE_FAIL_HTTP_5XX;
+    return STELE_FAIL_HTTP_4XX;
+}

@@ -42,5 +42,8 @@ void aws_resp_free(aws_resp *r);
  * with backoff), 0 if it is final (bad credentials, missing resource, bad
  * request). */
 int aws_error_retryable(long status, const char *type);
+/* The rule failure kind (STELE_FAIL_*) of an answer: throttling counts as
+ * http_429, other 4xx as http_4xx, 5xx as http_5xx, none as connection. */
+int aws_fail_kind(long status, const char *type);
 
 #endif

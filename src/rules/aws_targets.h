@@ -18,6 +18,7 @@ enum { AWS_DELIVERED, AWS_RETRY, AWS_FAIL, AWS_NOT_TRIED };
 
 typedef struct aws_result {
     int outcome;            /* AWS_* */
+    int kind;               /* STELE_FAIL_* when not delivered */
     int64_t retry_after_ms; /* -1: none */
     char error[256];        /* the service's error type and message */
 } aws_result;

@@ -267,6 +267,7 @@ static void put_batch(kin_conn *k, rec *recs, const size_t *idx, size_t n, aws_r
         for (size_t i = 0; i < n; i++) {
             aws_result *x = &res[recs[idx[i]].ev];
             x->outcome = AWS_RETRY;
+            x->kind = STELE_FAIL_OTHER;
             snprintf(x->error, sizeof x->error, "out of memory");
         }
         return;
@@ -284,12 +285,14 @@ static void put_batch(kin_conn *k, rec *recs, const size_t *idx, size_t n, aws_r
         aws_result *x = &res[recs[idx[i]].ev];
         if (call != 0) { /* transport: retry */
             x->outcome = AWS_RETRY;
+            x->kind = STELE_FAIL_CONNECT;
             res_err(x, "kinesis: %s", resp.message);
             continue;
         }
         if (resp.status != 200) {
             int retry = aws_error_retryable(resp.status, resp.type);
             x->outcome = retry ? AWS_RETRY : AWS_FAIL;
+            x->kind = aws_fail_kind(resp.status, resp.type);
             res_err(x, "kinesis %ld %s: %s", resp.status, resp.type, resp.message);
             if (retry)
                 again[(*nagain)++] = idx[i];
@@ -305,6 +308,7 @@ static void put_batch(kin_conn *k, rec *recs, const size_t *idx, size_t n, aws_r
         const char *msg = json_string_value(json_object_get(one, "ErrorMessage"));
         int retry = aws_error_retryable(500, code) || !strcmp(code, "InternalFailure");
         x->outcome = retry ? AWS_RETRY : AWS_FAIL;
+        x->kind = retry ? STELE_FAIL_HTTP_429 : STELE_FAIL_OTHER;
         snprintf(x->error, sizeof x->error, "kinesis record %s: %s", code, msg ? msg : "");
         if (retry)
             again[(*nagain)++] = idx[i];
@@ -366,3 +370,68 @@ void kin_deliver(kin_conn *k, const stele_event *const *evs, size_t n, int is_re
     free(pend);
     free(again);
 }
+
+/* ------------------------------------------------------------ the target */
+
+static int kt_parse(json_t *t, rule_def *d)
+{
+    kin_cfg *c = NULL;
+    d->target = TARGET_OTHER;
+    int rc = kin_parse(t, &c);
+    d->tcfg = c;
+    return rc;
+}
+
+static void kt_free(rule_def *d)
+{
+    kin_cfg_free(d->tcfg);
+    d->tcfg = NULL;
+}
+
+static int kt_open(const rule_def *d, stele_db *db, const char *rule_name, void **conn, char err[256])
+{
+    (void)db;
+    (void)rule_name;
+    kin_conn *k = NULL;
+    int rc = kin_open(d->tcfg, &k, err);
+    *conn = k;
+    return rc;
+}
+
+static void kt_deliver(void *conn, const rule_def *d, const stele_event *const *evs, size_t n, uint64_t replay_id,
+                       tgt_result *res)
+{
+    (void)d;
+    aws_result *ar = calloc(n ? n : 1, sizeof *ar);
+    if (!ar) {
+        for (size_t i = 0; i < n; i++) {
+            res[i].outcome = TGT_RETRY;
+            res[i].kind = STELE_FAIL_OTHER;
+            snprintf(res[i].error, sizeof res[i].error, "out of memory");
+        }
+        return;
+    }
+    kin_deliver(conn, evs, n, replay_id != 0, ar);
+    for (size_t i = 0; i < n; i++) {
+        res[i].outcome = ar[i].outcome == AWS_DELIVERED ? TGT_DELIVERED
+                         : ar[i].outcome == AWS_RETRY   ? TGT_RETRY
+                         : ar[i].outcome == AWS_FAIL    ? TGT_FAIL
+                                                        : TGT_NOT_TRIED;
+        res[i].kind = ar[i].kind;
+        res[i].retry_after_ms = ar[i].retry_after_ms;
+        memcpy(res[i].error, ar[i].error, sizeof res[i].error);
+    }
+    free(ar);
+}
+
+static void kt_close(void *conn) { kin_close(conn); }
+
+const target_ops target_kinesis = {
+    .type = "kinesis",
+    .parse = kt_parse,
+    .free_cfg = kt_free,
+    .open = kt_open,
+    .deliver = kt_deliver,
+    .close = kt_close,
+    .batch_max = KIN_BATCH_RECORDS,
+};

@@ -11,6 +11,7 @@
 static const target_ops *const all[] = {
     &target_webhook,
     &target_stream,
+    &target_kinesis,
     NULL,
 };
 

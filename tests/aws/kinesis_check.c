@@ -11,6 +11,7 @@
  *   errors STREAM          a missing stream and an oversized record are
  *                          final with the service's / Stele's reason; no
  *                          credentials fail at open with a message
+ *   dump STREAM            print "n partitionkey stream type" per record
  *   check STREAM TOTAL [allow-dups]  read every shard back: each event
  *                          0..TOTAL-1 there, once (or at least once with
  *                          allow-dups), partition key = its stream
@@ -27,6 +28,7 @@
 #include "rules/aws_targets.h"
 
 static int failures;
+static int dump_mode; /* "dump": print every record, check nothing */
 #define EXPECT(c, ...)                                                                                 \
     do {                                                                                               \
         if (!(c)) {                                                                                    \
@@ -267,8 +269,12 @@ static void check(kin_conn *k, const char *stream, long total, int allow_dups)
                 long num = (long)json_integer_value(json_object_get(json_object_get(ev, "data"), "n"));
                 const char *evstream = json_string_value(json_object_get(ev, "stream"));
                 const char *pk = json_string_value(json_object_get(rec, "PartitionKey"));
-                EXPECT(ev && evstream && pk && !strcmp(pk, evstream), "record %ld: key %s, stream %s", num,
-                       pk ? pk : "?", evstream ? evstream : "?");
+                const char *evtype = json_string_value(json_object_get(ev, "type"));
+                if (dump_mode)
+                    printf("%ld %s %s %s\n", num, pk ? pk : "?", evstream ? evstream : "?", evtype ? evtype : "?");
+                else
+                    EXPECT(ev && evstream && pk && !strcmp(pk, evstream), "record %ld: key %s, stream %s", num,
+                           pk ? pk : "?", evstream ? evstream : "?");
                 if (num >= 0 && num < total) {
                     dups += seen[num];
                     seen[num] = 1;
@@ -283,6 +289,11 @@ static void check(kin_conn *k, const char *stream, long total, int allow_dups)
             json_decref(g);
         }
         free(iter);
+    }
+    if (dump_mode) {
+        free(seen);
+        json_decref(d);
+        return;
     }
     long missing = 0;
     for (long i = 0; i < total; i++)
@@ -320,7 +331,10 @@ int main(int argc, char **argv)
         put(k, atol(argv[3]), 8, 900u << 10);
     else if (!strcmp(mode, "down"))
         down(k);
-    else if (!strcmp(mode, "check") && argc > 3)
+    else if (!strcmp(mode, "dump")) {
+        dump_mode = 1;
+        check(k, stream, 1, 1);
+    } else if (!strcmp(mode, "check") && argc > 3)
         check(k, stream, atol(argv[3]), argc > 4 && !strcmp(argv[4], "allow-dups"));
     else
         failures++;
