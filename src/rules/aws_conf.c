@@ -132,7 +132,7 @@ static int put_member(buf *b, json_t *doc, const char *name, size_t n)
         return 0;
     if (json_is_string(v))
         return buf_append(b, json_string_value(v), json_string_length(v));
-    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
     int rc = s ? buf_append(b, s, strlen(s)) : -1;
     free(s);
     return rc;

@@ -12,6 +12,7 @@ static const target_ops *const all[] = {
     &target_webhook,
     &target_stream,
     &target_kinesis,
+    &target_dynamodb,
     NULL,
 };
 
