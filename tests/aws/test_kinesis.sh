@@ -4,7 +4,8 @@
 # over 5 MiB, the endpoint down (retryable), kinesalite killed and
 # restarted in the middle of a run (every event arrives; duplicates allowed
 # only there), a missing stream and an oversized record (final, with the
-# reason), no credentials (refused at open). KINESIS_CHECK: the driver.
+# reason), no credentials (refused at open); throttling from a fake endpoint
+# (fake_kinesis.py): failed records retried alone, none lost or doubled. KINESIS_CHECK: the driver.
 set -e
 . "$(dirname "$0")/lib.sh"
 CHECK=${KINESIS_CHECK:?set by CTest}
@@ -38,4 +39,23 @@ start
 wait "$PUT"
 "$CHECK" errors s1
 "$CHECK" check s1 21208 allow-dups
+
+# Throttling (kinesalite never throttles): a fake PutRecords endpoint fails
+# 30% of the records and every 4th call with ProvisionedThroughputExceeded.
+# Every event must get in, and none twice: failed records go again alone.
+python3 "$AWS_DIR/fake_kinesis.py" >"$TMP/fake.out" &
+FPID=$!
+while ! grep -q port "$TMP/fake.out" 2>/dev/null; do sleep 0.1; done
+FPORT=$(awk '{print $2}' "$TMP/fake.out")
+KINESIS_ENDPOINT=http://127.0.0.1:$FPORT "$CHECK" put throttled 0 3000
+STATS=$(python3 -c "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:$FPORT/stats').read().decode())")
+kill "$FPID"; wait "$FPID" 2>/dev/null || true
+echo "throttling: $STATS"
+python3 - "$STATS" <<'PY'
+import json, sys
+s = json.loads(sys.argv[1])
+assert s["accepted"] == 3000, s
+assert s["duplicates"] == 0, s
+assert s["throttled_records"] > 0 and s["throttled_calls"] > 0, s
+PY
 echo "aws_kinesis: 1 passed, 0 failed"
