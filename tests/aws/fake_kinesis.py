@@ -6,10 +6,16 @@ call fails with it at random (30%), and every 4th call is refused whole
 (HTTP 400, the same error). GET /stats gives {"accepted", "duplicates",
 "throttled_records", "throttled_calls", "calls"}: a record accepted twice
 means a batch was re-sent whole instead of its failed records alone.
+Requests are checked with SigV4 (computed here independently of
+src/rules/sigv4.c) against the test secret: a wrong one is answered 400
+InvalidSignatureException, as AWS does.
 Prints "port N" when ready.
 """
 import base64
+import hashlib
+import hmac
 import json
+import os
 import random
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +23,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 rnd = random.Random(14)
 stats = {"accepted": 0, "duplicates": 0, "throttled_records": 0, "throttled_calls": 0, "calls": 0}
 seen = set()
+
+
+SECRET = os.environ.get("FAKE_SECRET", "stele-test-secret")
+
+
+def signature_ok(method, headers, payload):
+    auth = headers.get("Authorization", "")
+    try:
+        scheme, rest = auth.split(" ", 1)
+        parts = dict(p.strip().split("=", 1) for p in rest.split(","))
+        _, day, region, service, _ = parts["Credential"].split("/")
+        signed = parts["SignedHeaders"].split(";")
+    except ValueError:
+        return False
+    canon = "".join("%s:%s\n" % (h, " ".join(headers.get(h, "").split())) for h in signed)
+    creq = "\n".join([method, "/", "", canon, ";".join(signed), hashlib.sha256(payload).hexdigest()])
+    sts = "\n".join(["AWS4-HMAC-SHA256", headers.get("X-Amz-Date", ""),
+                      "%s/%s/%s/aws4_request" % (day, region, service),
+                      hashlib.sha256(creq.encode()).hexdigest()])
+    k = ("AWS4" + SECRET).encode()
+    for m in (day, region, service, "aws4_request"):
+        k = hmac.new(k, m.encode(), hashlib.sha256).digest()
+    return hmac.compare_digest(hmac.new(k, sts.encode(), hashlib.sha256).hexdigest(), parts.get("Signature", ""))
 
 
 class H(BaseHTTPRequestHandler):
@@ -37,9 +66,12 @@ class H(BaseHTTPRequestHandler):
         self.reply(200, stats)
 
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if not self.headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256 Credential="):
-            return self.reply(400, {"__type": "MissingAuthenticationTokenException", "message": "no signature"})
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        if not signature_ok("POST", self.headers, raw):
+            return self.reply(400, {"__type": "InvalidSignatureException",
+                                    "message": "The request signature we calculated does not match the signature "
+                                               "you provided."})
+        body = json.loads(raw)
         stats["calls"] += 1
         if stats["calls"] % 4 == 0:
             stats["throttled_calls"] += 1

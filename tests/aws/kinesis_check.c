@@ -11,6 +11,8 @@
  *   errors STREAM          a missing stream and an oversized record are
  *                          final with the service's / Stele's reason; no
  *                          credentials fail at open with a message
+ *   wrongcreds STREAM      the endpoint rejects the signature: final, with
+ *                          the service's text, no secret in it
  *   dump STREAM            print "n partitionkey stream type" per record
  *   check STREAM TOTAL [allow-dups]  read every shard back: each event
  *                          0..TOTAL-1 there, once (or at least once with
@@ -331,6 +333,17 @@ int main(int argc, char **argv)
         put(k, atol(argv[3]), 8, 900u << 10);
     else if (!strcmp(mode, "down"))
         down(k);
+    else if (!strcmp(mode, "wrongcreds")) {
+        evbox b;
+        make_event(&b, 1, 0);
+        const stele_event *ev = &b.e;
+        aws_result res;
+        kin_deliver(k, &ev, 1, 0, &res);
+        EXPECT(res.outcome == AWS_FAIL && strstr(res.error, "InvalidSignature") &&
+                   !strstr(res.error, getenv("AWS_SECRET_ACCESS_KEY")),
+               "wrong credentials: %d %s", res.outcome, res.error);
+        printf("wrong credentials: %s\n", res.error);
+    }
     else if (!strcmp(mode, "dump")) {
         dump_mode = 1;
         check(k, stream, 1, 1);

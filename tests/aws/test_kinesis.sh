@@ -5,7 +5,8 @@
 # restarted in the middle of a run (every event arrives; duplicates allowed
 # only there), a missing stream and an oversized record (final, with the
 # reason), no credentials (refused at open); throttling from a fake endpoint
-# (fake_kinesis.py): failed records retried alone, none lost or doubled. KINESIS_CHECK: the driver.
+# (fake_kinesis.py): failed records retried alone, none lost or doubled;
+# a wrong secret (the fake verifies SigV4 itself) dead-letters with its text. KINESIS_CHECK: the driver.
 set -e
 . "$(dirname "$0")/lib.sh"
 CHECK=${KINESIS_CHECK:?set by CTest}
@@ -48,6 +49,8 @@ FPID=$!
 while ! grep -q port "$TMP/fake.out" 2>/dev/null; do sleep 0.1; done
 FPORT=$(awk '{print $2}' "$TMP/fake.out")
 KINESIS_ENDPOINT=http://127.0.0.1:$FPORT "$CHECK" put throttled 0 3000
+# The fake checks signatures itself: a wrong secret is refused, for good.
+KINESIS_ENDPOINT=http://127.0.0.1:$FPORT AWS_SECRET_ACCESS_KEY=not-the-secret "$CHECK" wrongcreds throttled
 STATS=$(python3 -c "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:$FPORT/stats').read().decode())")
 kill "$FPID"; wait "$FPID" 2>/dev/null || true
 echo "throttling: $STATS"
