@@ -111,7 +111,7 @@ int dlv_new(stele_db *db, const char *rule_name, rule_def *d, uint64_t replay_id
     v->nb = 1024;
     v->rnd = time_mono_ns() | 1;
     v->tab = calloc(v->nb, sizeof *v->tab);
-    v->batch_cap = 256;
+    v->batch_cap = 1000;
     v->batch = calloc(v->batch_cap, sizeof *v->batch);
     v->bev = calloc(v->batch_cap, sizeof *v->bev);
     v->bres = calloc(v->batch_cap, sizeof *v->bres);
@@ -408,7 +408,8 @@ static int sync_round(dlv *v, int64_t now, int64_t *next_due)
 {
     const rule_def *d = v->def;
     const target_ops *ops = d->ops;
-    size_t cap = ops->batch_max < v->batch_cap ? ops->batch_max : v->batch_cap, n = 0;
+    size_t want = d->batch ? d->batch : ops->batch_max;
+    size_t cap = want < v->batch_cap ? want : v->batch_cap, n = 0;
     for (part *p = v->parts; p && n < cap; p = p->next) {
         if (p->head->due_ms > now) {
             if (p->head->due_ms < *next_due)

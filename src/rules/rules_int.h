@@ -47,6 +47,7 @@ typedef struct rule_def {
     int target;
     const struct target_ops *ops; /* the target's implementation (targets.c) */
     void *tcfg;           /* the target's own parsed configuration (ops->free_cfg) */
+    uint32_t batch;       /* events per deliver() call; 0: ops->batch_max */
     /* webhook */
     char *url, *secret, *tmpl, *content_type;
     json_t *headers;      /* object of strings, or NULL */
@@ -184,11 +185,29 @@ typedef struct target_ops {
     int async;
 } target_ops;
 
+/* target_tmpl.c: {{...}} text templates (subjects, routing keys). */
+int tmpl_check(const char *path, const char *t);
+/* Render into out (cap bytes, NUL-terminated); bytes of `bad` in
+ * substituted values become '_'. -1 if it does not fit. */
+int tmpl_render(const char *t, const stele_event *e, const char *bad, char *out, size_t cap);
+/* The password (or token) a target reads from the environment variable
+ * `env` or the file `file` (first line); 0, or -1 with err set. */
+int target_secret(const char *env, const char *file, char *out, size_t cap, char err[256]);
+
 const target_ops *target_find(const char *type);
 /* "webhook", "stream", ...: the known types, for error messages. */
 const char *target_names(void);
 extern const target_ops target_webhook, target_stream;
 extern const target_ops target_kinesis, target_dynamodb; /* kinesis.c, dynamodb.c */
+#ifdef STELE_WITH_POSTGRES
+extern const target_ops target_postgres;
+#endif
+#ifdef STELE_WITH_NATS
+extern const target_ops target_nats;
+#endif
+#ifdef STELE_WITH_RABBITMQ
+extern const target_ops target_rabbitmq;
+#endif
 
 /* ------------------------------------------------------------ delivery */
 

@@ -4,6 +4,8 @@
  * built without its client library (CMake options) is simply absent, and
  * a rule naming it is refused with the list of known types.
  */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "rules/rules_int.h"
@@ -13,6 +15,15 @@ static const target_ops *const all[] = {
     &target_stream,
     &target_kinesis,
     &target_dynamodb,
+#ifdef STELE_WITH_POSTGRES
+    &target_postgres,
+#endif
+#ifdef STELE_WITH_NATS
+    &target_nats,
+#endif
+#ifdef STELE_WITH_RABBITMQ
+    &target_rabbitmq,
+#endif
     NULL,
 };
 
@@ -46,4 +57,28 @@ const char *target_names(void)
 {
     pthread_once(&names_once, names_fill);
     return names;
+}
+
+int target_secret(const char *env, const char *file, char *out, size_t cap, char err[256])
+{
+    out[0] = 0;
+    if (env) {
+        const char *v = getenv(env);
+        if (!v) {
+            snprintf(err, 256, "environment variable %s is not set", env);
+            return -1;
+        }
+        snprintf(out, cap, "%s", v);
+    } else if (file) {
+        FILE *f = fopen(file, "r");
+        if (!f) {
+            snprintf(err, 256, "file %s cannot be read", file);
+            return -1;
+        }
+        size_t n = fread(out, 1, cap - 1, f);
+        fclose(f);
+        out[n] = 0;
+        out[strcspn(out, "\r\n")] = 0;
+    }
+    return 0;
 }
