@@ -198,6 +198,7 @@ const target_ops *target_find(const char *type);
 /* "webhook", "stream", ...: the known types, for error messages. */
 const char *target_names(void);
 extern const target_ops target_webhook, target_stream;
+extern const target_ops target_kinesis, target_dynamodb; /* kinesis.c, dynamodb.c */
 #ifdef STELE_WITH_POSTGRES
 extern const target_ops target_postgres;
 #endif

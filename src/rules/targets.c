@@ -13,6 +13,8 @@
 static const target_ops *const all[] = {
     &target_webhook,
     &target_stream,
+    &target_kinesis,
+    &target_dynamodb,
 #ifdef STELE_WITH_POSTGRES
     &target_postgres,
 #endif
