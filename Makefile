@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj clean
 
 all: build
 
@@ -58,6 +58,11 @@ bench-grpc: build
 bench-subs: build
 	./bench/run_subs.sh $(BUILD)
 
+# Rules: delivery to a local webhook (events/s, append-to-delivery latency)
+# beside a hand-written SSE-to-POST worker (docs/benchmarks.md).
+bench-rules: build
+	./bench/run_rules.sh $(BUILD)
+
 # Scavenging benchmark: Stele's scavenge vs PostgreSQL's VACUUM on half-deleted
 # stores, and append latency while each runs (docs/benchmarks.md).
 bench-scavenge: build
@@ -69,6 +74,12 @@ bench-scavenge: build
 bench-query: build
 	./bench/run_query.sh $(BUILD)
 
+# Memory-limits benchmark: throughput beside the build before the limits
+# (commit a2cbad6, built in the same run) and server RSS under the hostile
+# clients of issue 10 (docs/limits.md, docs/benchmarks.md).
+bench-limits: build
+	./bench/run_limits.sh $(BUILD)
+
 # Multi-stream appends and DCB conditions: transfers vs single appends in
 # process, over HTTP and on PostgreSQL; DCB conditional appends with 1 and 64
 # clients (docs/benchmarks.md). A minute or two.
@@ -79,6 +90,12 @@ bench-multi: build
 # events, one thread, no store involved (docs/benchmarks.md).
 bench-patterns: build
 	./$(BUILD)/bench/bench_patterns 1000000 100
+
+# Projection benchmark: counting and per-stream projections over 1M events,
+# reconstructState p50/p99, seed 001's OrderSummaryProjection on PostgreSQL
+# (installs and starts PostgreSQL itself; docs/benchmarks.md).
+bench-proj: build
+	./bench/run_proj.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

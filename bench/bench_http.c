@@ -19,6 +19,8 @@
  *           --range or at the end of $all. With --page 0, one request per
  *           connection streams the first --range events (or all of $all)
  *           and the latency reported is the time to the first byte.
+ *           With --json, the pages are JSON (Accept: application/json; the
+ *           events counted by their "revision" keys).
  *   ping    GET /health/live: the HTTP round trip alone (no store work),
  *           a baseline for the append latencies; events_per_s is 0.
  *
@@ -76,6 +78,7 @@ static struct {
     unsigned long long range; /* read: positions [0, range); 0 = all of $all */
     int data_bytes;
     int server_pid;     /* for server_cpu: this process and its children */
+    int json;           /* read: JSON pages */
 } opt = {.host = "127.0.0.1", .port = 2113, .clients = 1, .batch = 1, .duration = 10, .warmup = 1,
        .target = "stele", .page = 1000, .data_bytes = 200};
 
@@ -86,7 +89,8 @@ static void usage(void)
             "         [--clients N] [--batch K] [--duration S] [--warmup S]\n"
             "         [--workload NAME] [--target NAME] [--prefix STREAM_PREFIX]\n"
             "         [--page L (read; 0 = one streamed read)] [--range M] [--data-bytes B]\n"
-            "         [--server-pid PID (reports its CPU and its children's)]\n");
+            "         [--server-pid PID (reports its CPU and its children's)]\n"
+            "         [--json (read: JSON pages instead of NDJSON)]\n");
     exit(2);
 }
 
@@ -266,7 +270,8 @@ typedef struct hconn {
     size_t head_len;
     int ch_state;
     unsigned long long ch_left;
-    unsigned long long lines; /* NDJSON lines of this response */
+    unsigned long long lines; /* NDJSON lines (--json: events) of this response */
+    int key_state;            /* --json: bytes of "revision": matched so far */
     /* read position */
     unsigned long long from;
     int finished;       /* --page 0: the one read is done */
@@ -319,8 +324,8 @@ static void start_request(hconn *c)
         if (opt.page > 0)
             n = snprintf(c->hdr, sizeof c->hdr,
                          "GET /all?from=%llu&limit=%ld HTTP/1.1\r\nHost: %s\r\n"
-                         "Accept: application/x-ndjson\r\n\r\n",
-                         c->from, opt.page, opt.host);
+                         "Accept: application/%s\r\n\r\n",
+                         c->from, opt.page, opt.host, opt.json ? "json" : "x-ndjson");
         else if (opt.range)
             n = snprintf(c->hdr, sizeof c->hdr,
                          "GET /all?from=0&limit=%llu HTTP/1.1\r\nHost: %s\r\n"
@@ -349,6 +354,7 @@ static void start_request(hconn *c)
     c->busy = 1;
     c->have_head = 0;
     c->lines = 0;
+    c->key_state = 0;
     c->t_first = 0;
     g_inflight++;
     c->t0 = now_ns();
@@ -489,6 +495,26 @@ static int parse_head(hconn *c)
     return 1;
 }
 
+/* --json: count the "revision": keys (one per event), across calls. */
+static unsigned long long count_key(hconn *c, const char *p, size_t n)
+{
+    static const char key[] = "\"revision\":";
+    unsigned long long k = 0;
+    int st = c->key_state;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == key[st]) {
+            if (++st == (int)sizeof key - 1) {
+                k++;
+                st = 0;
+            }
+        } else {
+            st = p[i] == '"';
+        }
+    }
+    c->key_state = st;
+    return k;
+}
+
 static unsigned long long count_nl(const char *p, size_t n)
 {
     unsigned long long k = 0;
@@ -523,7 +549,7 @@ static size_t chunked_feed(hconn *c, size_t off)
             size_t n = avail < c->ch_left ? avail : (size_t)c->ch_left;
             if (!c->t_first)
                 c->t_first = now_ns();
-            c->lines += count_nl(p, n);
+            c->lines += opt.json ? count_key(c, p, n) : count_nl(p, n);
             c->ch_left -= n;
             off += n;
             if (!c->ch_left)
@@ -591,7 +617,9 @@ static void conn_recv(hconn *c)
                     break;
                 if (!c->t_first)
                     c->t_first = now_ns();
-                c->lines = count_nl(c->in + c->head_len, need - c->head_len);
+                c->key_state = 0;
+                c->lines = opt.json ? count_key(c, c->in + c->head_len, need - c->head_len)
+                                    : count_nl(c->in + c->head_len, need - c->head_len);
                 response_done(c, c->in + c->head_len, need - c->head_len);
                 memmove(c->in, c->in + need, c->in_len - need);
                 c->in_len -= need;
@@ -615,7 +643,8 @@ int main(int argc, char **argv)
         {"clients", 1, 0, 'c'},  {"batch", 1, 0, 'b'},      {"duration", 1, 0, 'd'},
         {"warmup", 1, 0, 'w'},   {"workload", 1, 0, 'W'},   {"target", 1, 0, 'T'},
         {"prefix", 1, 0, 'P'},   {"page", 1, 0, 'L'},       {"range", 1, 0, 'R'},
-        {"data-bytes", 1, 0, 'D'}, {"server-pid", 1, 0, 'S'}, {0, 0, 0, 0}};
+        {"data-bytes", 1, 0, 'D'}, {"server-pid", 1, 0, 'S'}, {"json", 0, 0, 'J'},
+        {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -640,6 +669,7 @@ int main(int argc, char **argv)
         case 'R': opt.range = strtoull(optarg, NULL, 10); break;
         case 'D': opt.data_bytes = atoi(optarg); break;
         case 'S': opt.server_pid = atoi(optarg); break;
+        case 'J': opt.json = 1; break;
         default: usage();
         }
     }

@@ -29,6 +29,11 @@
  *            /types/TYPE?after=&before=, NDJSON)
  *   pgload   copy the store's events into PostgreSQL (seeds/001's table,
  *            COPY, then the seeds' indexes built after the load)
+ *   views    the view streams on the built store (docs/kurrentdb-compatibility.md):
+ *            R reads of 1 event of $ce-catNNN at a random view revision
+ *            (p50, p99: the bisection by ordinal), and a whole category
+ *            read as $ce-catNNN and as the category query, in pages of
+ *            1,000 (events/s; the views add each event's view revision)
  *   pgquery  the same queries on PostgreSQL through libpq (text results):
  *              SELECT * FROM events WHERE stream_type = $1 AND
  *                created_at >= $2 ORDER BY created_at LIMIT COUNT
@@ -92,7 +97,8 @@ static void usage(void)
             "  query   --dir D --params FILE --reps R                 in process\n"
             "  http    --port P --params FILE --reps R                over HTTP\n"
             "  pgload  --dir D --conninfo STR                         D/store -> PostgreSQL\n"
-            "  pgquery --conninfo STR --params FILE --reps R\n");
+            "  pgquery --conninfo STR --params FILE --reps R\n"
+            "  views   --dir D --categories C --reps R               $ce- reads on D/store\n");
     exit(2);
 }
 
@@ -732,6 +738,78 @@ static void cmd_query(void)
     stele_close(db);
 }
 
+/* ------------------------------------------------------------ views */
+
+/* Read a whole category as the view $ce-CAT or as the category query, in
+ * pages of 1,000: the events read. */
+static uint64_t read_category(stele_db *db, const char *cat, int as_view)
+{
+    char view[64];
+    snprintf(view, sizeof view, "$ce-%s", cat);
+    stele_query q = {0};
+    q.kind = STELE_QUERY_CATEGORY;
+    q.key = cat;
+    q.limit = 1000;
+    uint64_t from = 0, n = 0;
+    for (;;) {
+        stele_page *pg;
+        q.from = from;
+        int rc = as_view ? stele_read_stream(db, view, from, STELE_FORWARDS, 1000, &pg)
+                         : stele_read_query(db, &q, &pg);
+        if (rc)
+            die(as_view ? "view read" : "query", rc);
+        n += stele_page_count(pg);
+        int more = stele_page_next(pg, &from);
+        stele_page_free(pg);
+        if (!more)
+            return n;
+    }
+}
+
+static void cmd_views(void)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/store", opt.dir);
+    stele_db *db = open_store(path, 0);
+    uint64_t rng = 42, reps = opt.reps ? opt.reps : 1000;
+    uint64_t *lat = malloc(reps * sizeof *lat);
+    uint64_t cats = opt.categories ? opt.categories : 100;
+    for (uint64_t r = 0; r < reps; r++) {
+        char view[64];
+        snprintf(view, sizeof view, "$ce-cat%03llu", (unsigned long long)(rng_next(&rng) % cats));
+        stele_page *pg;
+        int rc = stele_read_stream(db, view, STELE_END, STELE_BACKWARDS, 1, &pg);
+        if (rc)
+            die("view head", rc);
+        uint64_t last = 0;
+        stele_page_link(pg, 0, NULL, &last);
+        stele_page_free(pg);
+        uint64_t at = rng_next(&rng) % (last + 1), t0 = now_ns();
+        if ((rc = stele_read_stream(db, view, at, STELE_FORWARDS, 1, &pg)))
+            die("view read", rc);
+        lat[r] = now_ns() - t0;
+        stele_page_free(pg);
+    }
+    printf("view_seek reads=%llu p50_us=%.1f p99_us=%.1f\n", (unsigned long long)reps,
+           pct_ms(lat, reps, 0.5) * 1000, pct_ms(lat, reps, 0.99) * 1000);
+    free(lat);
+    for (int round = 0; round < 2; round++) {
+        for (int as_view = 1; as_view >= 0; as_view--) {
+            uint64_t t0 = now_ns(), n = 0;
+            for (uint64_t c = 0; c < cats && c < 10; c++) {
+                char cat[16];
+                snprintf(cat, sizeof cat, "cat%03llu", (unsigned long long)c);
+                n += read_category(db, cat, as_view);
+            }
+            double secs = (double)(now_ns() - t0) / 1e9;
+            printf("%s round=%d events=%llu secs=%.3f events_per_s=%.0f\n",
+                   as_view ? "view_read" : "query_read", round, (unsigned long long)n, secs,
+                   (double)n / secs);
+        }
+    }
+    stele_close(db);
+}
+
 /* ------------------------------------------------------------ http */
 
 typedef struct hconn {
@@ -1107,6 +1185,8 @@ int main(int argc, char **argv)
         cmd_http();
     else if (!strcmp(opt.cmd, "pgload") && opt.dir)
         cmd_pgload();
+    else if (!strcmp(opt.cmd, "views") && opt.dir)
+        cmd_views();
     else if (!strcmp(opt.cmd, "pgquery") && opt.params)
         cmd_pgquery();
     else

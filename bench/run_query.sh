@@ -141,6 +141,7 @@ load
 
 # 3a. In process.
 run query --dir "$WORK" --params "$WORK/params.txt" --reps "$REPS"
+run views --dir "$WORK" --categories 100 --reps 2000
 
 # 3b. Over HTTP.
 STELE_READY_FD=3 "$STELE" serve --port 0 --data "$WORK/store" --log-level error \

@@ -24,8 +24,10 @@ int cmd_metadata(int argc, char **argv); /* cmd_streams.c */
 int cmd_snapshot(int argc, char **argv); /* cmd_streams.c */
 int cmd_tail(int argc, char **argv);
 int cmd_groups(int argc, char **argv);
+int cmd_rules(int argc, char **argv);
 int cmd_scavenge(int argc, char **argv);
 int cmd_query(int argc, char **argv);
+int cmd_projection(int argc, char **argv);
 
 /* Exit codes of the client commands. */
 enum {

@@ -33,8 +33,10 @@ static const command commands[] = {
     {"metadata", cmd_metadata}, {"snapshot", cmd_snapshot},
     {"tail", cmd_tail},
     {"groups", cmd_groups},
+    {"rules", cmd_rules},
     {"scavenge", cmd_scavenge},
     {"query", cmd_query},
+    {"projection", cmd_projection},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -59,6 +61,10 @@ static int usage(FILE *f)
                "                  every stream, with --filter-... options\n"
                "  groups ...      consumer groups: list, info, create, update, delete,\n"
                "                  parked, replay-parked, truncate-parked\n"
+               "  rules ...       rules (event patterns to webhooks or streams): list, get,\n"
+               "                  put, delete, pause, resume, dead-letters, redrive, replay\n"
+               "  projection ...  projections: list, create, status, update, enable, disable,\n"
+               "                  reset, delete, state, partitions, fold, run\n"
                "  scavenge        give back the space of deleted events (--dir DIR: offline)\n\n"
                "  version         print the version\n"
                "  help [COMMAND]  this text, or a command's (the same as stele COMMAND --help)\n\n"

@@ -41,6 +41,13 @@ static setting settings[] = {
     {"sub-behind-seconds", "... or one not caught up for this many seconds (default 5)", NULL},
     {"sub-checkpoint-events", "a checkpoint after this many filtered-out events (default 1000)",
      NULL},
+    {"memory-budget", "MiB of memory above which new requests get 503 BUSY (default 1024; 0 off)",
+     NULL},
+    {"max-streams-per-connection", "concurrent HTTP/2 (gRPC) streams per connection (default 100)",
+     NULL},
+    {"max-subscriptions", "subscriptions open at once, SSE and gRPC (default 10000)", NULL},
+    {"max-groups", "consumer groups that may exist (default 1000)", NULL},
+    {"max-consumers-per-group", "consumers connected to one group at once (default 100)", NULL},
     {"allowed-hosts", "more names clients may reach the server by (Host header), comma-separated;"
                       " * for any (default: localhost, IP addresses, this machine's name)", NULL},
     {"allowed-origins", "web page origins allowed to use the API (CORS), comma-separated, e.g. "
@@ -205,7 +212,7 @@ int cmd_serve(int argc, char **argv)
         const char *name;
         long long min, max;
         void *dst;
-        int kind; /* 0 size_t, 1 int ms from seconds, 2 uint64 */
+        int kind; /* 0 size_t, 1 int ms from seconds, 2 uint64, 3 size_t MiB, 4 uint32 */
     } nums[] = {
         {"max-connections", 1, 1000000, &cfg.max_connections, 0},
         {"max-body", 1024, 1LL << 30, &cfg.max_body_bytes, 0},
@@ -219,6 +226,11 @@ int cmd_serve(int argc, char **argv)
         {"sub-behind-events", 1, 1LL << 40, &cfg.sub_behind_events, 2},
         {"sub-behind-seconds", 1, 86400, &cfg.sub_behind_ms, 1},
         {"sub-checkpoint-events", 1, 1LL << 40, &cfg.sub_checkpoint_events, 2},
+        {"memory-budget", 0, 1LL << 30, &cfg.memory_budget, 3},
+        {"max-streams-per-connection", 1, 1LL << 20, &cfg.max_streams_per_connection, 0},
+        {"max-subscriptions", 1, 10000000, &cfg.max_subscriptions, 0},
+        {"max-groups", 1, 1000000, &cfg.store.max_groups, 4},
+        {"max-consumers-per-group", 1, 1000000, &cfg.store.max_consumers_per_group, 4},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (!(st = find(nums[i].name))->value)
@@ -229,6 +241,10 @@ int cmd_serve(int argc, char **argv)
             *(size_t *)nums[i].dst = (size_t)v;
         else if (nums[i].kind == 1)
             *(int *)nums[i].dst = (int)v * 1000;
+        else if (nums[i].kind == 3)
+            *(size_t *)nums[i].dst = (size_t)v << 20;
+        else if (nums[i].kind == 4)
+            *(uint32_t *)nums[i].dst = (uint32_t)v;
         else
             *(uint64_t *)nums[i].dst = (uint64_t)v;
     }

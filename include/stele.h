@@ -92,6 +92,12 @@ typedef struct stele_options {
     uint64_t max_append_size;
     /** STELE_OPEN_* flags. */
     uint32_t flags;
+    /** Consumer groups that may exist at once: stele_group_create() fails
+     *  with STELE_EBUSY beyond it. 0: the default, 1000. */
+    uint32_t max_groups;
+    /** Consumers connected to one group at once: stele_group_connect()
+     *  fails with STELE_EBUSY beyond it. 0: the default, 100. */
+    uint32_t max_consumers_per_group;
 } stele_options;
 
 /** Verify every record checksum of the log at open (slow on big stores). */
@@ -297,6 +303,33 @@ const stele_event *stele_page_event(const stele_page *page, size_t i);
  * may follow in this direction, 0 at the end (*next untouched).
  */
 int stele_page_next(const stele_page *page, uint64_t *next);
+
+/**
+ * System view streams. stele_read_stream() and stele_subscribe_stream()
+ * also accept these names, served from the secondary indexes (no link
+ * events are stored; docs/kurrentdb-compatibility.md):
+ *   $ce-{category}       the events of the category's streams
+ *   $et-{type}           the events of that type
+ *   $bc-{correlationId}  the events with that correlation id
+ *   $streams             the first visible event of every stream
+ * Their pages hold the original events (own stream, revision, position);
+ * an event's revision in the view is its link's revision, given by
+ * stele_page_link(), and the page's next (stele_page_next) is a view
+ * revision. A view revision is the event's ordinal in its index (in
+ * $streams, the stream's internal number): it grows with the position and
+ * never changes while the store's index lives; events hidden by deletes
+ * or retention are skipped, leaving gaps. A view with no event yet is
+ * ENOTFOUND; a store opened with STELE_OPEN_NO_INDEXES gives EINVAL
+ * (except for $streams). stele_stream_head() of a view gives the view
+ * revision and position of its newest visible event.
+ */
+
+/**
+ * For a page read from a view stream: the view's name ("$ce-Order",
+ * valid until stele_page_free) and event i's revision in it. Returns 1,
+ * or 0 for any other page (outputs untouched).
+ */
+int stele_page_link(const stele_page *page, size_t i, const char **view, uint64_t *revision);
 
 /** Free a page and every event in it. NULL is a no-op. */
 void stele_page_free(stele_page *page);
@@ -1065,6 +1098,406 @@ int stele_group_truncate_parked(stele_db *db, const char *stream, const char *gr
  */
 int stele_group_watch(stele_db *db, int *fd);
 void stele_group_unwatch(stele_db *db, int fd);
+
+/**
+ * Rewind a group: every event from `to` (a position for a group on $all, a
+ * revision for a stream group; STELE_END: the end) is delivered again. The
+ * group's buffer is dropped (acks of events in flight then fail with
+ * ENOTFOUND), and the new checkpoint is durable before the call returns.
+ * Errors: ENOTFOUND (no such group), EINVAL, EREADONLY, EIO.
+ */
+int stele_group_rewind(stele_db *db, const char *stream, const char *group, uint64_t to);
+
+/**
+ * Rewind a group to a time: to the first event committed at or after
+ * `us` (microseconds since the Unix epoch), or to the end if there is none.
+ * *to (may be NULL) gets the position or revision chosen. EINVAL on a store
+ * opened with STELE_OPEN_NO_INDEXES (it needs the time index).
+ */
+int stele_group_rewind_time(stele_db *db, const char *stream, const char *group, int64_t us,
+                            uint64_t *to);
+
+/* ----------------------------------------------------------------- rules */
+
+/*
+ * Rules (docs/rules.md) route events to targets: each rule has an optional
+ * source filter (stele_filter's criteria), an event pattern in
+ * EventBridge's syntax, a target (an HTTP webhook or another stream), a
+ * retry policy and a partition key for ordering. A rule is defined by a
+ * JSON document (the same one PUT /rules/{name} takes), kept in the system
+ * stream "$rules"; its delivery state is a consumer group on $all named
+ * "$rule-{name}", so its checkpoint and dead letters (the group's parked
+ * stream) live in the store. Delivery is at least once, ordered per
+ * partition, and runs on library threads once stele_rules_start() is
+ * called (definitions can be managed without it). Events of system streams
+ * ('$...') never reach a rule.
+ */
+
+/** Rule names: 1..100 bytes of [A-Za-z0-9._-]. */
+#define STELE_RULE_NAME_MAX 100u
+
+/** Kinds of delivery failure (stele_rule_info.failures). */
+#define STELE_RULE_FAILURES(X)                                                   \
+    X(TIMEOUT, 0, "timeout")                                                     \
+    X(CONNECT, 1, "connection")                                                  \
+    X(HTTP_408, 2, "http_408")                                                   \
+    X(HTTP_429, 3, "http_429")                                                   \
+    X(HTTP_5XX, 4, "http_5xx")                                                   \
+    X(HTTP_4XX, 5, "http_4xx")                                                   \
+    X(OTHER, 6, "other")
+enum {
+#define STELE_RULEFAIL_(name, code, text) STELE_FAIL_##name = (code),
+    STELE_RULE_FAILURES(STELE_RULEFAIL_)
+#undef STELE_RULEFAIL_
+    STELE_FAIL_KINDS = 7
+};
+
+/** Name of a failure kind ("timeout"); static. */
+const char *stele_rule_failure_name(int kind);
+
+/** Buckets of the delivery latency histogram (commit to delivered). */
+#define STELE_RULE_LAT_BUCKETS 14
+/** Upper bound of latency bucket i (seconds), 0 <= i < STELE_RULE_LAT_BUCKETS. */
+double stele_rule_latency_bound(int i);
+
+/**
+ * Create or replace rule `name` from the JSON definition `json` (`len`
+ * bytes). The definition is checked whole (pattern compiled, target and
+ * policies checked) before anything is stored; on EINVAL stele_errmsg()
+ * gives the path of the error ("pattern.detail.amount[0]: unknown operator
+ * 'numbr'"). Replacing keeps the rule's checkpoint and dead letters; the
+ * new definition applies to events delivered from then on. *created (may
+ * be NULL) is 1 for a new rule. Durable before it returns.
+ * Errors: EINVAL, EREADONLY, EIO, ECLOSED.
+ */
+int stele_rule_put(stele_db *db, const char *name, const char *json, size_t len, int *created);
+
+/** Delete a rule, its checkpoint and dead letters. Errors: ENOTFOUND. */
+int stele_rule_delete(stele_db *db, const char *name);
+
+/** Pause (enabled 0) or resume (1) a rule; durable. Events that come
+ *  while it is paused are delivered after it resumes. Errors: ENOTFOUND. */
+int stele_rule_set_enabled(stele_db *db, const char *name, int enabled);
+
+/** A rule and its live counters (since the store was opened). Pointers
+ *  stay valid until stele_rule_info_free(). */
+typedef struct stele_rule_info {
+    const char *name;
+    /** The definition as normalized JSON (defaults filled in, secrets
+     *  shown as "***"). */
+    const char *definition;
+    int enabled;
+    /** The dead-letter stream (the group's parked stream). */
+    const char *dead_letter_stream;
+    /** Events that passed the source filter and the pattern. */
+    uint64_t matched;
+    /** Deliveries that succeeded, attempts that failed, by kind, and
+     *  attempts scheduled again (retries). */
+    uint64_t delivered;
+    uint64_t failures[STELE_FAIL_KINDS];
+    uint64_t retries;
+    /** Events sent to the dead-letter stream, and those in it now. */
+    uint64_t dead_lettered;
+    uint64_t dead_letters;
+    /** Deliveries on the wire now, and matched events held (waiting,
+     *  backing off or on the wire). */
+    uint64_t in_flight;
+    uint64_t pending;
+    /** The group's checkpoint; events in the store after it (lag), and
+     *  the age of the oldest event not yet delivered (0 when none). */
+    uint64_t checkpoint;
+    uint64_t lag_events;
+    double lag_seconds;
+    /** Delivery latency (commit to 2xx or stream append) histogram:
+     *  latency[i] counts deliveries at most stele_rule_latency_bound(i),
+     *  latency[STELE_RULE_LAT_BUCKETS] the rest; the sum in seconds. */
+    uint64_t latency[STELE_RULE_LAT_BUCKETS + 1];
+    double latency_sum;
+    /** The last delivery error ("" if none). */
+    const char *last_error;
+} stele_rule_info;
+
+/** Every rule (*n of them, sorted by name), freed with stele_rule_info_free(*out). */
+int stele_rule_list(stele_db *db, stele_rule_info **out, size_t *n);
+/** One rule. Errors: ENOTFOUND, EINVAL. */
+int stele_rule_get(stele_db *db, const char *name, stele_rule_info **out);
+void stele_rule_info_free(stele_rule_info *infos);
+
+/** Dead letters: read (links as stele_group_read_parked gives them, the
+ *  reason holding the last error), redrive to the target (`max` 0: all;
+ *  *count may be NULL) and truncate below dead-letter revision `before`. */
+int stele_rule_read_dead(stele_db *db, const char *name, uint64_t from, size_t limit,
+                         stele_page **out);
+int stele_rule_redrive(stele_db *db, const char *name, uint64_t max, uint64_t *count);
+int stele_rule_truncate_dead(stele_db *db, const char *name, uint64_t before);
+
+/**
+ * Start delivering: one library thread per enabled rule (and per replay),
+ * now and for rules made later. Stopped by stele_close(). Idempotent.
+ */
+int stele_rules_start(stele_db *db);
+
+/** A replay window: positions [from_pos, to_pos) or, with by_time, events
+ *  created in [from_us, to_us). to_pos STELE_END / no to: up to the events
+ *  committed when the replay starts. */
+typedef struct stele_replay_window {
+    int by_time;
+    uint64_t from_pos, to_pos;
+    int64_t from_us, to_us;
+    int has_to;
+} stele_replay_window;
+
+/**
+ * Deliver the window's matching events to the rule's target again, marked
+ * as a replay, beside live delivery. Failed replay deliveries are retried
+ * like live ones, then counted as failed (not dead-lettered). *id gets the
+ * replay's number. Errors: ENOTFOUND, EINVAL (from after to, a time window
+ * on a store without indexes), EBUSY (16 replays running on the rule).
+ */
+int stele_rule_replay_start(stele_db *db, const char *name, const stele_replay_window *w,
+                            uint64_t *id);
+
+typedef struct stele_replay_info {
+    uint64_t id;
+    /** "running", "done", "cancelled" or "failed". */
+    const char *state;
+    stele_replay_window window;
+    /** The position reached, events read, matching, delivered, failed. */
+    uint64_t next_position, scanned, matched, delivered, failed;
+    int64_t started_us, finished_us; /* finished 0 while running */
+    const char *last_error;
+} stele_replay_info;
+
+/** The replays of a rule (running and the last finished ones), oldest
+ *  first; free with stele_replay_info_free(*out). */
+int stele_rule_replays(stele_db *db, const char *name, stele_replay_info **out, size_t *n);
+/** Cancel a running replay (ENOTFOUND if there is no such replay; a
+ *  finished one is left as it is). */
+int stele_rule_replay_cancel(stele_db *db, const char *name, uint64_t id);
+void stele_replay_info_free(stele_replay_info *infos);
+
+/* ----------------------------------------------------------- projections */
+
+/*
+ * Projections (docs/projections.md) run JavaScript written against
+ * KurrentDB's projection API (fromAll, fromCategory, when, partitionBy,
+ * emit ...; ES5.1) on events of the store, each in its own thread and its
+ * own duktape heap with a memory and a time limit. A continuous projection
+ * follows new events for ever; a one-time projection stops at the end of
+ * the store as it was when it started (status "Completed").
+ *
+ * Exactly once: each batch of events a projection processes is committed
+ * with the states of the partitions it changed, its emitted events and its
+ * checkpoint, so after a crash it neither loses an update nor emits an
+ * event twice. States live in the store (system streams
+ * "$projections-NAME:..."); the projection keeps a bounded cache of them.
+ *
+ * Names: 1..100 bytes of UTF-8, no control characters, no '/' or ':', not
+ * starting with '$'. A query is at most 1 MiB of text.
+ *
+ * The subsystem starts with stele_projections_start() (the server calls it
+ * at startup), the first projection call or the first append of a store
+ * handle (which must know the inline projections); enabled continuous
+ * projections then resume from their checkpoints. stele_close() stops them
+ * after their current batch.
+ */
+
+/** Projection modes. */
+#define STELE_PROJ_CONTINUOUS 0
+#define STELE_PROJ_ONE_TIME 1
+/**
+ * Inline: the query must be fromCategory('C').foreachStream().when({...}).
+ * Every append to a stream of category C runs the handlers on the new
+ * events before it commits (in the appending thread; for
+ * stele_append_async on the projection's own thread) and stores the
+ * stream's new state with the events in the same commit, as a snapshot at
+ * the new last revision (stele_get_snapshot, schema_version = a hash of
+ * the query); a handler that throws fails the append with EINVAL and the
+ * message, writing nothing. Handlers of one category run one at a time. One
+ * inline projection per category; no emit.
+ */
+#define STELE_PROJ_INLINE 2
+
+/** Settings of a projection. Zero means "the default" for every limit. */
+typedef struct stele_projection_settings {
+    /** The query (JavaScript source), borrowed for the call. */
+    const char *query;
+    size_t query_len;
+    /** STELE_PROJ_CONTINUOUS, STELE_PROJ_ONE_TIME or STELE_PROJ_INLINE. */
+    int mode;
+    /** 1: run at once; 0: created disabled (stele_projection_enable). */
+    int enabled;
+    /** 1: emit(), linkTo() and copyTo() are allowed (KurrentDB's
+     *  emitEnabled); a projection that emits without it faults. */
+    int emit_enabled;
+    /** Heap limit of the projection's JavaScript, bytes: default 64 MiB,
+     *  1 MiB .. 4 GiB. */
+    uint64_t memory_limit;
+    /** Longest single handler call, ms: default 1000, 1 .. 600000. */
+    uint32_t timeout_ms;
+    /** Partition states kept in memory: default 10000, 1 .. 10000000. */
+    uint32_t cache_partitions;
+    /** Largest state of one partition, bytes (JSON text): default 4 MiB,
+     *  at most the store's max_event_size. A larger state faults. */
+    uint64_t max_state_size;
+    /** For a foreachStream() projection: keep a snapshot of a stream's
+     *  state every this many events of the stream (0: none), committed
+     *  with the batch in the projection's own system stream
+     *  ($projections-NAME:snap-STREAM), used by stele_projection_fold(). */
+    uint32_t snapshot_every;
+} stele_projection_settings;
+
+/**
+ * Create projection `name` and (if settings->enabled) start it. Durable
+ * before it returns. The query is compiled and run first: a syntax error,
+ * a query that throws or selects no source fails with EINVAL and the
+ * message, and nothing is created.
+ * Errors: EINVAL (name, settings, query), EEXISTS, EREADONLY, EIO, ECLOSED.
+ */
+int stele_projection_create(stele_db *db, const char *name,
+                            const stele_projection_settings *settings);
+
+/**
+ * Replace a projection's query (and emit_enabled if `emit_enabled` is 0 or
+ * 1; -1 keeps it). A running projection stops after its current batch and
+ * restarts from its checkpoint with the new query, its states kept (reset
+ * it to rebuild them). Errors: ENOTFOUND, EINVAL (query), as for create.
+ */
+int stele_projection_update(stele_db *db, const char *name, const char *query,
+                            size_t query_len, int emit_enabled);
+
+/** Start / stop a projection (stopping waits for its current batch to
+ *  commit). Enabling a faulted projection retries from its checkpoint.
+ *  Errors: ENOTFOUND. */
+int stele_projection_enable(stele_db *db, const char *name);
+int stele_projection_disable(stele_db *db, const char *name);
+
+/**
+ * Reset: forget the checkpoint and every state, soft-delete the streams
+ * the projection emitted to, and run again from the first event (if
+ * enabled). Errors: ENOTFOUND.
+ */
+int stele_projection_reset(stele_db *db, const char *name);
+
+/** Delete flags. */
+#define STELE_PROJ_DELETE_STATE 0x1u   /* soft-delete its state and checkpoint streams */
+#define STELE_PROJ_DELETE_EMITTED 0x2u /* soft-delete the streams it emitted to */
+
+/** Stop and delete a projection. Errors: ENOTFOUND. */
+int stele_projection_delete(stele_db *db, const char *name, unsigned flags);
+
+/** What a projection is doing. Pointers point into the same allocation. */
+typedef struct stele_projection_info {
+    const char *name;
+    const char *query;
+    int mode;
+    int enabled;
+    int emit_enabled;
+    /** "Running", "Stopped", "Faulted", "Completed". */
+    const char *status;
+    /** Faulted: the handler's message and the event's position. */
+    const char *fault;
+    uint64_t fault_position;
+    /** Next position to process (every event before it is committed), the
+     *  store's next position, and the lag between them. */
+    uint64_t position;
+    uint64_t head;
+    uint64_t lag;
+    /** Since the store was opened: events read, events a handler ran on,
+     *  batches committed, handler time (ns), bytes of state written. */
+    uint64_t events_read, events_processed, commits, handler_ns, state_bytes;
+    /** Partitions in memory now and the JavaScript heap's bytes. */
+    uint64_t partitions_cached, heap_bytes;
+    /** How many times it was reset. */
+    uint64_t epoch;
+    /** What the query declared (JSON: source, handlers, options). */
+    const char *definition;
+    stele_projection_settings settings; /* query points into this info */
+} stele_projection_info;
+
+/** Every projection: *out is an array of *n infos freed with
+ *  stele_projection_info_free(*out). */
+int stele_projection_list(stele_db *db, stele_projection_info **out, size_t *n);
+
+/** One projection, freed with stele_projection_info_free(). ENOTFOUND. */
+int stele_projection_get(stele_db *db, const char *name, stele_projection_info **out);
+void stele_projection_info_free(stele_projection_info *infos);
+
+/**
+ * The committed state of one partition ("" for a projection without
+ * partitions) as JSON text: *json is a NUL-terminated allocation freed with
+ * stele_free(), or NULL (and 0 returned) if that partition has no state
+ * yet. `result` = 1 gives the result (after transformBy / filterBy)
+ * instead. Errors: ENOTFOUND (no such projection), EINVAL.
+ */
+int stele_projection_state(stele_db *db, const char *name, const char *partition, int result,
+                           char **json, size_t *len);
+
+/** One partition of a read model (stele_projection_partitions). */
+typedef struct stele_partition {
+    const char *key;
+    size_t key_len;
+    const char *state; /* JSON text */
+    size_t state_len;
+} stele_partition;
+
+/**
+ * A projection's partitions as a read model, in key order (bytewise),
+ * with their committed states: those with keys after `after` (NULL or "":
+ * from the first), at most `limit` (1..10000) of them, and if `field` is
+ * not NULL only those whose state is an object with a top-level member
+ * `field` equal to the JSON value `value` ("\"c-1\"", "42", "true").
+ * *out is one allocation of *n entries (keys and states inside it) freed
+ * with stele_free(); *more = 1 if more may follow (pass the last key as
+ * `after`). Cost: every call reads the projection's partition list and,
+ * from `after` on, each partition's state until `limit` match; see
+ * docs/projections.md. Errors: ENOTFOUND, EINVAL.
+ */
+int stele_projection_partitions(stele_db *db, const char *name, const char *after, size_t limit,
+                                const char *field, const char *value, stele_partition **out,
+                                size_t *n, int *more);
+
+/**
+ * Reconstruct the state of `stream` with projection `name`'s handlers (the
+ * stream is one partition, as with foreachStream()): fold its events up to
+ * revision `to` (STELE_END: all), or if `as_of_us` is not NULL those
+ * committed at or before that time, starting from the newest snapshot the
+ * projection saved at or before that revision (snapshot_every). Emits are
+ * ignored. *json (freed with stele_free) is the state; *revision the last
+ * revision folded (STELE_NONE: no event), *snapshot the revision of the
+ * snapshot it started from (STELE_NONE: none); both may be NULL. Errors:
+ * ENOTFOUND (projection or stream), EDELETED, EINVAL (a handler threw:
+ * the message names the event).
+ */
+int stele_projection_fold(stele_db *db, const char *name, const char *stream, uint64_t to,
+                          const int64_t *as_of_us, char **json, size_t *len, uint64_t *revision,
+                          uint64_t *snapshot);
+
+/**
+ * A transient query: run `query` over every event the store holds when the
+ * call starts, in the calling thread, in a fresh runtime, keeping nothing.
+ * `limits` (may be NULL) gives memory_limit and timeout_ms; its other
+ * fields are ignored. *json (freed with stele_free) is the answer: for a
+ * query without partitions its state (its result with transformBy /
+ * filterBy, null if filtered out); with partitions an object of every
+ * partition's. Emitting fails the query. All partitions stay in the heap,
+ * so the memory limit bounds the query. Errors: EINVAL (the query, or a
+ * handler's fault with the event's position), ENOMEM, ECORRUPT.
+ */
+int stele_projection_query(stele_db *db, const char *query, size_t query_len,
+                           const stele_projection_settings *limits, char **json, size_t *len);
+
+/** Start the projection subsystem: load the definitions and start every
+ *  enabled projection. Idempotent. */
+int stele_projections_start(stele_db *db);
+
+/**
+ * Wait until projection `name` has committed every event before position
+ * `position` (STELE_END: the store's end now), it faulted, stopped or
+ * completed, or `timeout_ms` passed (-1: no limit). 0 if reached, EBUSY on
+ * timeout, ENOTFOUND. For tests and read-your-writes.
+ */
+int stele_projection_wait(stele_db *db, const char *name, uint64_t position, int timeout_ms);
 
 /* ----------------------------------------------------------------- stats */
 

@@ -151,6 +151,7 @@ void grpc_sub_register(gcall *call)
     if (call->sub_registered)
         return;
     call->sub_registered = 1;
+    call->c->srv->subscriptions++;
     call->sub_prev = NULL;
     call->sub_next = g->subs;
     if (g->subs)
@@ -164,6 +165,7 @@ void grpc_sub_unregister(gcall *call)
     if (!call->sub_registered)
         return;
     call->sub_registered = 0;
+    call->c->srv->subscriptions--;
     if (call->sub_prev)
         call->sub_prev->sub_next = call->sub_next;
     else
@@ -224,15 +226,15 @@ static void lower(char *s)
 static void features_get(gcall *call, ProtobufCMessage *msg)
 {
     (void)msg;
-    const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods, grpc_misc_methods,
-                                   grpc_v2_methods};
-    const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods, grpc_misc_nmethods,
-                             grpc_v2_nmethods};
+    const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods,
+                                   grpc_projections_methods, grpc_misc_methods, grpc_v2_methods};
+    const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods,
+                             grpc_projections_nmethods, grpc_misc_nmethods, grpc_v2_nmethods};
     EventStore__Client__ServerFeatures__SupportedMethod items[64];
     EventStore__Client__ServerFeatures__SupportedMethod *ptrs[64];
     char names[64][2][128];
     size_t n = 0;
-    for (size_t t = 0; t < 4; t++) {
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
         for (size_t i = 0; i < counts[t] && n < 64; i++) {
             const grpc_method *m = &tables[t][i];
             if (m->unlisted)
@@ -413,11 +415,11 @@ const grpc_method *grpc_find_method(const char *path, size_t len)
 {
     if (!path)
         return NULL;
-    const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods, grpc_misc_methods,
-                                   grpc_v2_methods};
-    const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods, grpc_misc_nmethods,
-                             grpc_v2_nmethods};
-    for (size_t t = 0; t < 4; t++)
+    const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods,
+                                   grpc_projections_methods, grpc_misc_methods, grpc_v2_methods};
+    const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods,
+                             grpc_projections_nmethods, grpc_misc_nmethods, grpc_v2_nmethods};
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (size_t i = 0; i < counts[t]; i++)
             if (strlen(tables[t][i].path) == len && !memcmp(tables[t][i].path, path, len))
                 return &tables[t][i];

@@ -54,10 +54,16 @@ enum {
     GRPC_UNAUTHENTICATED = 16,
 };
 
-/* A server-streaming call produces while less than GRPC_OUT_LOW bytes wait
- * to be sent and stops once more than GRPC_OUT_HIGH do. */
+/* A server-streaming call produces while less than grpc_out_low() bytes
+ * wait to be sent and stops once more than grpc_out_high() do: at most
+ * GRPC_OUT_HIGH, less when the connection has many calls open (their
+ * queues share GRPC_CONN_OUT_BYTES, each keeping at least GRPC_OUT_MIN),
+ * so a connection with a thousand subscriptions it does not read holds a
+ * few megabytes, not a thousand queues of GRPC_OUT_HIGH. */
 #define GRPC_OUT_LOW (64u << 10)
 #define GRPC_OUT_HIGH (256u << 10)
+#define GRPC_OUT_MIN (16u << 10)
+#define GRPC_CONN_OUT_BYTES (8u << 20)
 
 typedef struct gcall gcall;
 
@@ -131,6 +137,8 @@ void grpc_trailer(gcall *call, const char *name, const char *value);
 void grpc_finish(gcall *call, int status, const char *message);
 /* Bytes queued and not yet handed to HTTP/2. */
 size_t grpc_out_pending(const gcall *call);
+size_t grpc_out_high(const gcall *call);
+size_t grpc_out_low(const gcall *call);
 /* Ask for on_more soon (e.g. new events for a subscription). */
 void grpc_want_more(gcall *call);
 /* An append the call started has completed: drop the count; frees a call
@@ -182,6 +190,9 @@ extern const size_t grpc_streams_nmethods;
 /* grpc_persistent.c: PersistentSubscriptions. */
 extern const grpc_method grpc_persistent_methods[];
 extern const size_t grpc_persistent_nmethods;
+/* grpc_projections.c */
+extern const grpc_method grpc_projections_methods[];
+extern const size_t grpc_projections_nmethods;
 
 /* grpc_v2.c: kurrentdb.protocol.v2.streams.StreamsService (AppendSession,
  * AppendRecords): multi-stream appends. */

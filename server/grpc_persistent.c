@@ -597,7 +597,7 @@ static void ps_more(gcall *call)
     if (!st || !st->cons)
         return;
     server *s = call->c->srv;
-    while (!call->done && grpc_out_pending(call) < GRPC_OUT_HIGH) {
+    while (!call->done && grpc_out_pending(call) < grpc_out_high(call)) {
         if (st->batch && st->idx < stele_batch_count(st->batch)) {
             size_t i = st->idx++;
             send_ps_event(call, stele_batch_event(st->batch, i),

@@ -6,8 +6,10 @@
  *
  * A read is produced a page at a time, and only while the call's queued
  * output is short (grpc.h: on_more), so reading a large stream or $all
- * never holds more than one page plus GRPC_OUT_HIGH bytes for a client,
- * however slowly it reads. A page is kept and sent an event at a time.
+ * never holds more than one page plus grpc_out_high() bytes for a client,
+ * however slowly it reads. A page is kept and sent an event at a time; its
+ * count is sized by bytes (limits.c: pager), about half the queue's
+ * high-water mark, so large events are read one or a few at a time.
  *
  * Reads: a stream that does not exist (or is soft-deleted) is answered
  * with a `stream_not_found` message and status OK, as KurrentDB does; a
@@ -16,6 +18,12 @@
  * extended regular expression) are applied here to each page, and `count`
  * counts the events sent. Backwards from an explicit $all position returns
  * the events before it (a KurrentDB position points before its event).
+ *
+ * The view streams ($ce-, $et-, $bc-, $streams) are read and subscribed
+ * like any stream through libstele; their events carry a link
+ * (stele_page_link), sent as KurrentDB sends links: with resolve_links the
+ * original as `event` and a synthetic `$>` link event as `link`, without
+ * it the link event alone (docs/kurrentdb-compatibility.md).
  *
  * Subscriptions use libstele's (stele_subscribe_all/stream with the same
  * filter), woken by grpc_on_commit() through one stele_watch eventfd for
@@ -49,6 +57,7 @@ typedef EventStore__Client__Streams__ReadResp__ReadEvent__RecordedEvent__Metadat
 
 typedef struct read_st {
     int all, backwards, uuid_string;
+    int resolve;        /* resolve_links: view events as event + link */
     char stream[1024];
     uint64_t next;      /* reads: where the next page starts */
     uint64_t remaining; /* reads: events still to send */
@@ -68,52 +77,130 @@ typedef struct read_st {
     int page_caught_up; /* stele_sub_caught_up() after the current page */
     int filtered;
     uint64_t last_cp, cp_interval;
+    pager pg;           /* events per page, by their size */
 } read_st;
 
 /* ------------------------------------------------------------ messages */
 
-static void send_event(gcall *call, const stele_event *e, int uuid_string)
-{
+/* One RecordedEvent and what it points into (filled by record_fill). */
+typedef struct rec_msg {
+    RecordedEvent rec;
+    EventStore__Client__UUID uuid;
+    EventStore__Client__UUID__Structured su;
+    EventStore__Client__StreamIdentifier sid;
+    MetaEntry m_type, m_ct, m_created;
+    MetaEntry *meta[3];
     char idtext[37];
+    char created[24];
+} rec_msg;
+
+static void record_fill(rec_msg *m, const stele_event *e, int uuid_string)
+{
     EventStore__Client__UUID uuid = EVENT_STORE__CLIENT__UUID__INIT;
     EventStore__Client__UUID__Structured su = EVENT_STORE__CLIENT__UUID__STRUCTURED__INIT;
+    m->uuid = uuid;
+    m->su = su;
     if (uuid_string) {
-        stele_uuid_format(e->id, idtext);
-        uuid.value_case = EVENT_STORE__CLIENT__UUID__VALUE_STRING;
-        uuid.string = idtext;
+        stele_uuid_format(e->id, m->idtext);
+        m->uuid.value_case = EVENT_STORE__CLIENT__UUID__VALUE_STRING;
+        m->uuid.string = m->idtext;
     } else {
-        su.most_significant_bits = (int64_t)ldbe64(e->id);
-        su.least_significant_bits = (int64_t)ldbe64(e->id + 8);
-        uuid.value_case = EVENT_STORE__CLIENT__UUID__VALUE_STRUCTURED;
-        uuid.structured = &su;
+        m->su.most_significant_bits = (int64_t)ldbe64(e->id);
+        m->su.least_significant_bits = (int64_t)ldbe64(e->id + 8);
+        m->uuid.value_case = EVENT_STORE__CLIENT__UUID__VALUE_STRUCTURED;
+        m->uuid.structured = &m->su;
     }
     EventStore__Client__StreamIdentifier sid = EVENT_STORE__CLIENT__STREAM_IDENTIFIER__INIT;
-    sid.stream_name.data = (uint8_t *)e->stream;
-    sid.stream_name.len = e->stream_len;
-    char created[24];
-    snprintf(created, sizeof created, "%lld", (long long)grpc_ticks(e->created_us));
-    MetaEntry m_type = EVENT_STORE__CLIENT__STREAMS__READ_RESP__READ_EVENT__RECORDED_EVENT__METADATA_ENTRY__INIT;
-    MetaEntry m_ct = m_type, m_created = m_type;
-    m_type.key = "type";
-    m_type.value = (char *)e->type;
-    m_ct.key = "content-type";
-    m_ct.value = (e->flags & STELE_EVENT_JSON) ? "application/json" : "application/octet-stream";
-    m_created.key = "created";
-    m_created.value = created;
-    MetaEntry *meta[] = {&m_type, &m_ct, &m_created};
+    m->sid = sid;
+    m->sid.stream_name.data = (uint8_t *)e->stream;
+    m->sid.stream_name.len = e->stream_len;
+    snprintf(m->created, sizeof m->created, "%lld", (long long)grpc_ticks(e->created_us));
+    MetaEntry me = EVENT_STORE__CLIENT__STREAMS__READ_RESP__READ_EVENT__RECORDED_EVENT__METADATA_ENTRY__INIT;
+    m->m_type = m->m_ct = m->m_created = me;
+    m->m_type.key = "type";
+    m->m_type.value = (char *)e->type;
+    m->m_ct.key = "content-type";
+    m->m_ct.value = (e->flags & STELE_EVENT_JSON) ? "application/json" : "application/octet-stream";
+    m->m_created.key = "created";
+    m->m_created.value = m->created;
+    m->meta[0] = &m->m_type;
+    m->meta[1] = &m->m_ct;
+    m->meta[2] = &m->m_created;
     RecordedEvent rec = EVENT_STORE__CLIENT__STREAMS__READ_RESP__READ_EVENT__RECORDED_EVENT__INIT;
-    rec.id = &uuid;
-    rec.stream_identifier = &sid;
-    rec.stream_revision = e->revision;
-    rec.prepare_position = rec.commit_position = e->position == STELE_NONE ? 0 : e->position;
-    rec.n_metadata = 3;
-    rec.metadata = meta;
-    rec.custom_metadata.data = (uint8_t *)e->metadata;
-    rec.custom_metadata.len = e->metadata_len;
-    rec.data.data = (uint8_t *)e->data;
-    rec.data.len = e->data_len;
+    m->rec = rec;
+    m->rec.id = &m->uuid;
+    m->rec.stream_identifier = &m->sid;
+    m->rec.stream_revision = e->revision;
+    m->rec.prepare_position = m->rec.commit_position = e->position == STELE_NONE ? 0 : e->position;
+    m->rec.n_metadata = 3;
+    m->rec.metadata = m->meta;
+    m->rec.custom_metadata.data = (uint8_t *)e->metadata;
+    m->rec.custom_metadata.len = e->metadata_len;
+    m->rec.data.data = (uint8_t *)e->data;
+    m->rec.data.len = e->data_len;
+}
+
+/*
+ * The link event KurrentDB would have stored for event `e` at revision
+ * `rev` of view stream `view` ($ce-Order ...): type "$>", data
+ * "{revision}@{stream}" (bytes), in the view at `rev`, created with the
+ * event. Its id is stable, made from the view's name and the revision
+ * (FNV-1a; a version-4-shaped UUID). Not in $all: it carries the
+ * original's position.
+ */
+static void link_event(stele_event *l, char *data, size_t cap, const char *view, uint64_t rev,
+                       const stele_event *e)
+{
+    memset(l, 0, sizeof *l);
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = view; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    stbe64(l->id, h);
+    stbe64(l->id + 8, rev ^ 0x5a5a5a5a5a5a5a5aull);
+    l->id[6] = (uint8_t)((l->id[6] & 0x0f) | 0x40);
+    l->id[8] = (uint8_t)((l->id[8] & 0x3f) | 0x80);
+    l->stream = view;
+    l->stream_len = strlen(view);
+    l->type = "$>";
+    l->type_len = 2;
+    int n = snprintf(data, cap, "%llu@%.*s", (unsigned long long)e->revision, (int)e->stream_len,
+                     e->stream);
+    l->data = data;
+    l->data_len = n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+    l->created_us = e->created_us;
+    l->revision = rev;
+    l->position = e->position;
+}
+
+/*
+ * Send event i of `pg` (or `e` alone when pg is NULL). An event read from a
+ * view stream is sent as KurrentDB sends a link: with resolve_links, the
+ * original as `event` and the link as `link`; without, the link alone.
+ */
+static void send_event(gcall *call, const stele_page *pg, size_t i, const stele_event *e,
+                       int uuid_string, int resolve)
+{
+    if (pg)
+        e = stele_page_event(pg, i);
+    const char *view;
+    uint64_t vrev;
+    int linked = pg && stele_page_link(pg, i, &view, &vrev);
+    rec_msg orig, link;
+    stele_event l;
+    char ldata[300];
     ReadEvent re = EVENT_STORE__CLIENT__STREAMS__READ_RESP__READ_EVENT__INIT;
-    re.event = &rec;
+    if (linked) {
+        link_event(&l, ldata, sizeof ldata, view, vrev, e);
+        record_fill(&link, &l, uuid_string);
+    }
+    if (!linked || resolve) {
+        record_fill(&orig, e, uuid_string);
+        re.event = &orig.rec;
+        if (linked)
+            re.link = &link.rec;
+    } else {
+        re.event = &link.rec;
+    }
     EventStore__Client__Empty none = EVENT_STORE__CLIENT__EMPTY__INIT;
     if (e->position == STELE_NONE) { /* not in $all (a metastream's event) */
         re.position_case = EVENT_STORE__CLIENT__STREAMS__READ_RESP__READ_EVENT__POSITION_NO_POSITION;
@@ -343,7 +430,7 @@ static void read_metastream(gcall *call, read_st *st, uint64_t from, int from_en
         e.created_us = time_now_us();
         e.revision = v;
         e.position = STELE_NONE;
-        send_event(call, &e, st->uuid_string);
+        send_event(call, NULL, 0, &e, st->uuid_string, 0);
         buf_free(&data);
         call->c->srv->m.read_events++;
     }
@@ -355,15 +442,16 @@ static void read_metastream(gcall *call, read_st *st, uint64_t from, int from_en
 static void produce_read(gcall *call, read_st *st)
 {
     server *s = call->c->srv;
-    while (!call->done && grpc_out_pending(call) < GRPC_OUT_HIGH) {
+    while (!call->done && grpc_out_pending(call) < grpc_out_high(call)) {
         if (st->remaining == 0) {
             grpc_finish(call, GRPC_OK, NULL);
             return;
         }
         if (st->page && st->idx < stele_page_count(st->page)) {
-            const stele_event *e = stele_page_event(st->page, st->idx++);
+            size_t i = st->idx++;
+            const stele_event *e = stele_page_event(st->page, i);
             if (matches(st, e)) {
-                send_event(call, e, st->uuid_string);
+                send_event(call, st->page, i, e, st->uuid_string, st->resolve);
                 st->remaining--;
                 s->m.read_events++;
             }
@@ -377,6 +465,7 @@ static void produce_read(gcall *call, read_st *st)
         }
         size_t limit = st->filter_on_type || st->remaining > PAGE_EVENTS ? PAGE_EVENTS
                                                                          : (size_t)st->remaining;
+        limit = pager_limit(&st->pg, grpc_out_high(call) / 2, limit);
         int rc = read_page(s, st, limit, &st->page);
         if (rc) {
             if (rc == STELE_ENOTFOUND && !st->all && !st->fetched) {
@@ -389,6 +478,7 @@ static void produce_read(gcall *call, read_st *st)
             }
             return;
         }
+        pager_observe(&st->pg, st->page);
         st->idx = 0;
         st->fetched = 1;
         st->end = !stele_page_next(st->page, &st->next) || stele_page_count(st->page) == 0;
@@ -418,9 +508,10 @@ static void sub_news(gcall *call, read_st *st)
 static void produce_sub(gcall *call, read_st *st)
 {
     server *s = call->c->srv;
-    while (!call->done && grpc_out_pending(call) < GRPC_OUT_HIGH) {
+    while (!call->done && grpc_out_pending(call) < grpc_out_high(call)) {
         if (st->page && st->idx < stele_page_count(st->page)) {
-            send_event(call, stele_page_event(st->page, st->idx++), st->uuid_string);
+            send_event(call, st->page, st->idx, NULL, st->uuid_string, st->resolve);
+            st->idx++;
             s->m.read_events++;
             continue;
         }
@@ -430,12 +521,14 @@ static void produce_sub(gcall *call, read_st *st)
             sub_news(call, st);
             continue;
         }
-        int rc = stele_sub_next(st->sub, PAGE_EVENTS, 0, &st->page);
+        int rc = stele_sub_next(st->sub, pager_limit(&st->pg, grpc_out_high(call) / 2, PAGE_EVENTS),
+                                0, &st->page);
         if (rc) {
             st->page = NULL;
             grpc_fail_stele(call, rc, stele_errmsg(), st->all ? NULL : st->stream);
             return;
         }
+        pager_observe(&st->pg, st->page);
         st->idx = 0;
         st->page_caught_up = stele_sub_caught_up(st->sub);
         if (stele_page_count(st->page) == 0) {
@@ -494,6 +587,7 @@ void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
     }
     call->st = st;
     s->m.reads++;
+    st->resolve = o->resolve_links;
     st->backwards = o->read_direction == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__READ_DIRECTION__Backwards;
     st->uuid_string = !(o->uuid_option && o->uuid_option->content_case ==
                                               EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__UUIDOPTION__CONTENT_STRUCTURED);
@@ -554,6 +648,11 @@ void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
     if (subscribe) {
         /* Subscriptions start after the given revision or position. */
         uint64_t start = from_start ? 0 : from_end || from == STELE_END ? STELE_END : from + 1;
+        char full[200];
+        if (limits_subscriptions_full(s, full, sizeof full)) {
+            grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, full);
+            return;
+        }
         int rc = st->all ? stele_subscribe_all(s->db, start, filter, &st->sub)
                          : stele_subscribe_stream(s->db, st->stream, start, &st->sub);
         if (rc) {

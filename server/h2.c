@@ -52,7 +52,6 @@
 
 #define CONN_OUT_HIGH (256u << 10)
 #define CONN_IN_MAX ((size_t)256 << 20)
-#define MAX_STREAMS 1024
 #define STREAM_WINDOW (1u << 20)
 #define CONN_WINDOW (16u << 20)
 #define PING_TIMEOUT_MS 20000 /* at most; never more than the idle timeout */
@@ -208,6 +207,15 @@ void grpc_call_release(gcall *call)
 
 size_t grpc_out_pending(const gcall *call) { return call->out.len - call->out_off; }
 
+size_t grpc_out_high(const gcall *call)
+{
+    size_t n = call->h->open_calls ? call->h->open_calls : 1;
+    size_t per = GRPC_CONN_OUT_BYTES / n;
+    return per < GRPC_OUT_MIN ? GRPC_OUT_MIN : per > GRPC_OUT_HIGH ? GRPC_OUT_HIGH : per;
+}
+
+size_t grpc_out_low(const gcall *call) { return grpc_out_high(call) / 4; }
+
 int64_t grpc_time_left(const gcall *call)
 {
     return call->deadline_ms ? call->deadline_ms - now_ms() : INT64_MAX;
@@ -284,7 +292,7 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *dst, size_t l
             return NGHTTP2_ERR_DEFERRED;
         }
     }
-    if (!call->done && grpc_out_pending(call) < GRPC_OUT_LOW)
+    if (!call->done && grpc_out_pending(call) < grpc_out_low(call))
         grpc_want_more(call);
     return (ssize_t)n;
 }
@@ -479,6 +487,10 @@ static void start_call(gcall *call)
     }
     if (s->stopping || call->h->goaway) {
         grpc_finish(call, GRPC_UNAVAILABLE, "the server is shutting down");
+        return;
+    }
+    if (limits_over(s)) {
+        grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, BUSY_MESSAGE);
         return;
     }
     call->m = m;
@@ -777,7 +789,7 @@ int h2_detect(conn *c)
     h->c = c;
     c->h2 = h;
     nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_STREAMS},
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)c->srv->cfg.max_streams_per_connection},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)c->srv->cfg.max_header_bytes},
     };
@@ -817,7 +829,7 @@ static void run_more(h2_session *h)
         list = call->more_next;
         call->more_next = NULL;
         call->want_more = 0;
-        if (!call->done && !call->closed && grpc_out_pending(call) < GRPC_OUT_LOW)
+        if (!call->done && !call->closed && grpc_out_pending(call) < grpc_out_low(call))
             call->m->on_more(call);
     }
 }

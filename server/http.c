@@ -7,6 +7,13 @@
  * response before them is queued; responses therefore leave in request
  * order even when an append completes asynchronously.
  *
+ * A client that does not read its responses stops the parsing of its
+ * further pipelined requests (net.c: back-pressure). Requests other than
+ * HTTP/1.0 and HTTP/1.1 get 505; at most MAX_BLANK_BYTES line breaks may
+ * come before a request line (400 beyond; they start the request timer,
+ * so a connection that sends only those gets 408). Over the memory budget
+ * (limits.c) a request other than /health and /metrics gets 503 BUSY.
+ *
  * Limits: the request line plus headers may not exceed max_header_bytes
  * (431); a body larger than max_body_bytes is refused from its
  * Content-Length before it is read, or as soon as a chunked body passes the
@@ -36,6 +43,9 @@ enum {
 
 static http_parser_settings settings;
 
+/* At most this many CR/LF bytes before a request line. */
+#define MAX_BLANK_BYTES 1024
+
 static conn *conn_of(http_parser *p) { return (conn *)p->data; }
 
 static int add_header_bytes(conn *c, size_t n)
@@ -52,6 +62,7 @@ static int on_message_begin(http_parser *p)
 {
     conn *c = conn_of(p);
     request_reset(&c->req);
+    c->req.begun = 1;
     if (!c->request_start_ms)
         c->request_start_ms = now_ms();
     return 0;
@@ -172,12 +183,34 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* Health checks and metrics are answered even over the memory budget. */
+static int exempt_from_budget(const buf *url)
+{
+    return (url->len >= 7 && !memcmp(url->p, "/health", 7)) ||
+           (url->len >= 8 && !memcmp(url->p, "/metrics", 8));
+}
+
+/* Bodies up to this size are read (and dropped) when a request is refused
+ * over the memory budget, so the connection stays usable; a bigger one
+ * closes it. */
+#define BUSY_BODY_MAX (64u << 10)
+
 static int on_headers_complete(http_parser *p)
 {
     conn *c = conn_of(p);
+    if (p->http_major != 1 || p->http_minor > 1) {
+        c->req.bad_version = 1;
+        return -1;
+    }
     if (p->content_length != ULLONG_MAX && p->content_length > c->srv->cfg.max_body_bytes) {
         c->req.too_large = 1;
         return -1;
+    }
+    if (!exempt_from_budget(&c->req.url) && limits_over(c->srv)) {
+        c->req.busy = 1;
+        if (p->content_length == ULLONG_MAX ? (p->flags & F_CHUNKED) != 0
+                                            : p->content_length > BUSY_BODY_MAX)
+            return -1;
     }
     return 0;
 }
@@ -185,6 +218,8 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     conn *c = conn_of(p);
+    if (c->req.busy)
+        return 0; /* refused: the body is dropped */
     if (c->req.body.len + len > c->srv->cfg.max_body_bytes) {
         c->req.too_large = 1;
         return -1;
@@ -234,17 +269,50 @@ void request_reset(request *r)
 
 void http_conn_process(conn *c)
 {
-    while (c->fd >= 0 && c->state == CS_READING && c->in_off < c->in.len) {
+    if (c->in_process)
+        return;
+    c->in_process = 1;
+    /* One request at a time; the next pipelined one only while the
+     * responses before it are (nearly) sent: a client that does not read
+     * stops its further requests from being served (conn_flush resumes). */
+    while (c->fd >= 0 && c->state == CS_READING && c->in_off < c->in.len &&
+           conn_unsent(c) < CONN_OUT_HIGH_WATER) {
         if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
             http_parser_pause(&c->parser, 0);
         size_t avail = c->in.len - c->in_off;
+        if (!c->req.begun) {
+            /* Line breaks before a request line are allowed (RFC 9112
+             * 2.2), a few of them: they start the request timer, and a
+             * connection that sends nothing else is cut. */
+            const uint8_t *p = c->in.p + c->in_off;
+            size_t k = 0;
+            while (k < avail && (p[k] == '\r' || p[k] == '\n'))
+                k++;
+            c->blank_bytes += k;
+            if (!c->request_start_ms)
+                c->request_start_ms = now_ms();
+            if (c->blank_bytes > MAX_BLANK_BYTES) {
+                c->keep_alive = 0;
+                http_error(c, 400, "BAD_REQUEST", "too many empty lines before a request line");
+                c->state = CS_CLOSING;
+                c->in_process = 0;
+                conn_flush(c);
+                return;
+            }
+        }
         size_t n = http_parser_execute(&c->parser, &settings, (const char *)c->in.p + c->in_off,
                                        avail);
         c->in_off += n;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e != HPE_OK && e != HPE_PAUSED) {
             c->keep_alive = 0;
-            if (c->req.headers_too_large || e == HPE_HEADER_OVERFLOW)
+            if (c->req.bad_version)
+                http_error(c, 505, "HTTP_VERSION_NOT_SUPPORTED",
+                           "only HTTP/1.0 and HTTP/1.1 are served here (and HTTP/2 with prior "
+                           "knowledge, for gRPC)");
+            else if (c->req.busy)
+                http_stele_error(c, STELE_EBUSY, BUSY_MESSAGE, NULL);
+            else if (c->req.headers_too_large || e == HPE_HEADER_OVERFLOW)
                 http_error(c, 431, "HEADERS_TOO_LARGE", "request line and headers are too large");
             else if (c->req.too_large)
                 http_error(c, 413, "TOO_LARGE", "request body is larger than the server's limit");
@@ -254,17 +322,25 @@ void http_conn_process(conn *c)
                 http_error(c, 400, "BAD_REQUEST", msg);
             }
             c->state = CS_CLOSING;
+            c->in_process = 0;
             conn_flush(c);
             return;
         }
         if (!c->req.complete)
-            return; /* need more bytes */
+            break; /* need more bytes */
         c->t_start_ns = time_mono_ns();
         c->srv->m.requests++;
+        c->blank_bytes = 0;
+        if (c->req.busy) {
+            http_stele_error(c, STELE_EBUSY, BUSY_MESSAGE, NULL);
+            conn_request_done(c);
+            continue;
+        }
         route_request(c);
         /* route_request queued a response (then conn_request_done ran) or
          * moved the connection to BUSY/STREAMING; the loop ends there. */
     }
+    c->in_process = 0;
 }
 
 /* ------------------------------------------------------------ responses */
@@ -287,6 +363,7 @@ const char *http_status_text(int status)
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
 }
@@ -342,6 +419,7 @@ void http_stele_error(conn *c, int rc, const char *message, const stele_append_r
     case STELE_ECLOSED: status = 503; code = "UNAVAILABLE"; break;
     case STELE_EIO: status = 503; code = "IO_ERROR"; break;
     case STELE_ENOSPC: status = 503; code = "NO_SPACE"; break;
+    case STELE_EBUSY: status = 503; code = "BUSY"; break;
     case STELE_ECORRUPT: status = 500; code = "CORRUPT"; break;
     default: status = 500; code = "INTERNAL"; break;
     }
@@ -351,7 +429,8 @@ void http_stele_error(conn *c, int rc, const char *message, const stele_append_r
     else
         json_w_error(&b, code, message);
     buf_append(&b, "\n", 1);
-    http_respond(c, status, "application/json", b.p, b.len, NULL);
+    http_respond(c, status, "application/json", b.p, b.len,
+                 rc == STELE_EBUSY ? "Retry-After: 1\r\n" : NULL);
     buf_free(&b);
     metrics_error(&c->srv->m, status, rc);
     server_log(c->srv, status >= 500 ? 0 : 2, "msg=\"request failed\" status=%d code=%s error=\"%s\"",

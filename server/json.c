@@ -875,33 +875,98 @@ static int parse_expected(pctx *p, int v)
 
 /* The body's root token is 0; find the events array and the expected
  * revision, then parse each event. */
+/* "stateBase64" (a string of base64): decode into the arena. */
+static int state_base64(pctx *p, int v)
+{
+    if (p->t[v].type != JSMN_STRING)
+        return fail(p, STELE_EINVAL, "\"stateBase64\" must be a string, not %s", tok_kind(p, v));
+    size_t n;
+    const char *text = tok_raw(p, v, &n);
+    if (memchr(text, '\\', n)) {
+        char *u = tok_strdup(p, v, &n);
+        if (!u)
+            return oom(p);
+        text = u;
+    }
+    uint8_t *out = arena_alloc(p->out, json_b64_decoded_max(n) + 1);
+    if (!out)
+        return oom(p);
+    size_t at;
+    const char *why;
+    if (json_b64_decode(text, n, out, &p->out->state_len, &at, &why))
+        return fail(p, STELE_EINVAL, "\"stateBase64\" is not valid base64: %s at character %zu",
+                    why, at);
+    p->out->state = out;
+    return 0;
+}
+
+/* "stateSchemaVersion": an integer 0..UINT32_MAX. */
+static int state_schema(pctx *p, int v)
+{
+    char q[72];
+    size_t n;
+    const char *raw = tok_raw(p, v, &n);
+    uint64_t r = 0;
+    int ok = p->t[v].type == JSMN_PRIMITIVE && n > 0;
+    for (size_t k = 0; ok && k < n; k++) {
+        ok = raw[k] >= '0' && raw[k] <= '9';
+        r = r * 10 + (uint64_t)(raw[k] - '0');
+        ok = ok && r <= UINT32_MAX;
+    }
+    if (!ok)
+        return fail(p, STELE_EINVAL, "\"stateSchemaVersion\" must be an integer from 0 to "
+                    "4294967295, not %s", tok_quote(p, v, q));
+    p->out->state_schema = (uint32_t)r;
+    return 0;
+}
+
 static int parse_root(pctx *p)
 {
     int events = -1;
     char q[72];
     if (p->t[0].type == JSMN_OBJECT) {
-        static const char *const root_fields[] = {"expectedRevision", "events"};
+        static const char *const root_fields[] = {"expectedRevision", "events", "state",
+                                                  "stateBase64", "stateSchemaVersion"};
         unsigned seen = 0;
         int j = 1;
         for (int k = 0; k < p->t[0].size; k++) {
             int key = j, v = j + 1;
-            int f = field_index(p, key, root_fields, 2);
+            int f = field_index(p, key, root_fields, 5);
             if (f < 0)
-                return fail(p, STELE_EINVAL, "unknown field \"%s\" (expected \"events\" and "
-                            "\"expectedRevision\")", tok_quote(p, key, q));
+                return fail(p, STELE_EINVAL, "unknown field \"%s\" (expected \"events\", "
+                            "\"expectedRevision\", \"state\", \"stateBase64\" and "
+                            "\"stateSchemaVersion\")", tok_quote(p, key, q));
             if (seen & (1u << f))
                 return fail(p, STELE_EINVAL, "duplicate field \"%s\"", root_fields[f]);
             seen |= 1u << f;
+            int rc = 0;
             if (f == 0) {
-                int rc = parse_expected(p, v);
-                if (rc)
-                    return rc;
+                rc = parse_expected(p, v);
                 p->out->has_expected = 1;
-            } else {
+            } else if (f == 1) {
                 events = v;
+            } else if (f == 2) {
+                /* The value's exact bytes (a string keeps its quotes). */
+                const jsmntok_t *t = &p->t[v];
+                int quote = t->type == JSMN_STRING;
+                p->out->state = p->body + t->start - quote;
+                p->out->state_len = (size_t)(t->end - t->start) + 2 * (size_t)quote;
+                p->out->state_flags = STELE_EVENT_JSON;
+            } else if (f == 3) {
+                rc = state_base64(p, v);
+            } else {
+                rc = state_schema(p, v);
             }
+            if (rc)
+                return rc;
             j = tok_skip(p, v);
         }
+        if ((seen & (1u << 2)) && (seen & (1u << 3)))
+            return fail(p, STELE_EINVAL, "both \"state\" and \"stateBase64\": give one");
+        p->out->has_state = (seen & (3u << 2)) != 0;
+        if ((seen & (1u << 4)) && !p->out->has_state)
+            return fail(p, STELE_EINVAL, "\"stateSchemaVersion\" without \"state\" or "
+                        "\"stateBase64\"");
         if (events < 0)
             return fail(p, STELE_EINVAL, "missing \"events\"");
         if (p->t[events].type != JSMN_ARRAY)

@@ -48,6 +48,15 @@ typedef struct json_append {
     size_t n;             /* >= 1 on success */
     int64_t expected;     /* STELE_ANY unless the body had "expectedRevision" */
     int has_expected;     /* 1 if the body had "expectedRevision" */
+    /* The stream's new state, if the body had "state" (any JSON value, its
+     * exact bytes, STELE_EVENT_JSON in state_flags) or "stateBase64"
+     * (decoded into the arena, flags 0), with "stateSchemaVersion"
+     * (default 0). Valid as the events are. */
+    int has_state;
+    const void *state;
+    size_t state_len;
+    uint32_t state_flags;
+    uint32_t state_schema;
     /* After a STELE_EINVAL failure: 1 if the body is not valid JSON (HTTP
      * code INVALID_JSON), 0 if it is JSON of the wrong shape
      * (INVALID_ARGUMENT). */
@@ -58,7 +67,9 @@ typedef struct json_append {
 /**
  * Parse an append body: a JSON array of events, or an object
  * {"expectedRevision": "any" | "no_stream" | "stream_exists" | <integer >= 0>,
- *  "events": [...]} (both fields optional except "events", any order).
+ *  "events": [...], "state": <any JSON> | "stateBase64": "<base64>",
+ *  "stateSchemaVersion": <0..4294967295>} (every field optional except
+ *  "events", any order; "stateSchemaVersion" only with a state).
  *
  * An event is an object with the fields of docs/http-api.md: "id" (UUID
  * string), "type" (string, required), "data" (any JSON value) or

@@ -61,6 +61,63 @@ static void histogram(buf *out, const char *name, const char *help, const uint64
          (unsigned long long)cum, name, sum, name, (unsigned long long)cum);
 }
 
+/* Per projection (KurrentDB's kurrentdb_projection_* are the model). */
+static void metrics_projections(server *s, buf *out)
+{
+    stele_projection_info *all;
+    size_t n;
+    if (stele_projection_list(s->db, &all, &n) || n == 0)
+        return;
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"stele_projection_events_processed_total", "counter", "Events a handler ran on."},
+        {"stele_projection_events_read_total", "counter", "Events read from the source."},
+        {"stele_projection_commits_total", "counter", "Batches committed."},
+        {"stele_projection_handler_seconds_total", "counter", "Time spent in handlers."},
+        {"stele_projection_state_bytes_written_total", "counter", "Bytes of state written."},
+        {"stele_projection_position", "gauge", "Next position to process."},
+        {"stele_projection_lag_events", "gauge", "Positions between the projection and the store's end."},
+        {"stele_projection_partitions_cached", "gauge", "Partition states in memory."},
+        {"stele_projection_heap_bytes", "gauge", "Bytes of the JavaScript heap."},
+        {"stele_projection_running", "gauge", "1 if running, 0 otherwise."},
+        {"stele_projection_faulted", "gauge", "1 if faulted."},
+    };
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+        line(out, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name,
+             fam[f].type);
+        for (size_t i = 0; i < n; i++) {
+            const stele_projection_info *p = &all[i];
+            double v = 0;
+            switch (f) {
+            case 0: v = (double)p->events_processed; break;
+            case 1: v = (double)p->events_read; break;
+            case 2: v = (double)p->commits; break;
+            case 3: v = (double)p->handler_ns / 1e9; break;
+            case 4: v = (double)p->state_bytes; break;
+            case 5: v = (double)p->position; break;
+            case 6: v = (double)p->lag; break;
+            case 7: v = (double)p->partitions_cached; break;
+            case 8: v = (double)p->heap_bytes; break;
+            case 9: v = !strcmp(p->status, "Running"); break;
+            default: v = !strcmp(p->status, "Faulted"); break;
+            }
+            /* names are UTF-8 without control characters; escape the
+             * label's quote and backslash */
+            char esc[256];
+            size_t k = 0;
+            for (const char *c = p->name; *c && k < sizeof esc - 3; c++) {
+                if (*c == '"' || *c == '\\')
+                    esc[k++] = '\\';
+                esc[k++] = *c;
+            }
+            esc[k] = 0;
+            line(out, "%s{projection=\"%s\"} %.17g\n", fam[f].name, esc, v);
+        }
+    }
+    stele_projection_info_free(all);
+}
+
 void metrics_render(server *s, buf *out)
 {
     metrics *m = &s->m;
@@ -93,6 +150,16 @@ void metrics_render(server *s, buf *out)
     COUNTER("stele_subscription_caught_up_total", "Caught-up markers sent.", m->sse_caught_up);
     COUNTER("stele_subscription_fell_behind_total", "Fell-behind markers sent.",
             m->sse_fell_behind);
+    GAUGE("stele_memory_anon_bytes", "Anonymous resident memory (the budget's measure).",
+          s->mem_anon);
+    GAUGE("stele_memory_budget_bytes", "The memory budget (0: none).", s->cfg.memory_budget);
+    COUNTER("stele_busy_refusals_total", "Requests refused over the memory budget.",
+            m->busy_refusals);
+    COUNTER("stele_limit_refusals_total", "Subscriptions refused by --max-subscriptions.",
+            m->limit_refusals);
+    COUNTER("stele_memory_trims_total", "Times free memory was given back (malloc_trim).",
+            m->mem_trims);
+    GAUGE("stele_grpc_subscriptions", "gRPC subscriptions open.", s->subscriptions);
 #undef COUNTER
 #undef GAUGE
     static const int statuses[] = {400, 404, 409, 410, 413, 500};
@@ -112,4 +179,6 @@ void metrics_render(server *s, buf *out)
               m->lat_append, m->lat_append_sum);
     histogram(out, "stele_read_latency_seconds", "Read request latency (first page).", m->lat_read,
               m->lat_read_sum);
+    metrics_projections(s, out);
+    metrics_render_rules(s, out);
 }

@@ -4,8 +4,15 @@
  *
  * Connections are edge-triggered: on readable we read until EAGAIN, then let
  * http.c parse; on writable we flush `out`. A connection whose response
- * cannot be written (the client stopped reading) holds at most one page of
- * output: NDJSON reads produce the next page only once `out` drains.
+ * cannot be written (the client stopped reading) holds at most one part of
+ * output: NDJSON reads and large JSON pages produce their next part only
+ * once `out` drains. Pipelined requests are back-pressured the same way:
+ * while CONN_OUT_HIGH_WATER bytes of responses wait to be sent, the next
+ * request is not parsed and, once 64 KiB of requests are buffered, the
+ * socket is not read (read_paused); conn_flush resumes both when `out`
+ * drains. So a client that pipelines requests and never reads costs one
+ * response part and its unread requests stay in the kernel and the client.
+ * Memory for the whole server: limits.c (the budget, the allocator).
  *
  * The store's writer thread completes appends by pushing a completion on a
  * mutex-protected list and writing the eventfd; the loop drains the list.
@@ -14,7 +21,9 @@
  * memory.
  *
  * Timeouts (checked once a second): an idle keep-alive connection closes
- * after idle_timeout_ms; a request that started arriving must be complete
+ * after idle_timeout_ms, but one that never sent a byte closes at
+ * request_timeout_ms; a request that started arriving (or blank lines
+ * before one) must be complete
  * within request_timeout_ms (slowloris) or gets 408; a response that has not
  * drained for request_timeout_ms closes the connection. An event stream
  * (SSE, sse.c) never ends by itself, so it has its own rule: it is closed
@@ -98,6 +107,9 @@ void server_config_init(server_config *cfg)
     cfg->sub_behind_events = 10000;
     cfg->sub_behind_ms = 5000;
     cfg->sub_checkpoint_events = 1000;
+    cfg->memory_budget = (size_t)1 << 30;
+    cfg->max_streams_per_connection = 100;
+    cfg->max_subscriptions = 10000;
     cfg->ready_fd = -1;
 }
 
@@ -153,6 +165,11 @@ static void bury(server *s)
     }
 }
 
+size_t conn_unsent(const conn *c) { return c->out.len - c->out_off; }
+
+static void conn_read(conn *c);
+static void conn_process(conn *c);
+
 /* Write what `out` holds; keeps EPOLLOUT armed only while output is stuck. */
 void conn_flush(conn *c)
 {
@@ -180,10 +197,19 @@ void conn_flush(conn *c)
         h2_writable(c);
         return;
     }
+    /* Give a big output buffer back once it drained (a large page). */
+    if (c->out.cap > (1u << 20))
+        buf_free(&c->out);
     if (c->state == CS_STREAMING) {
         route_stream_more(c);
         if (c->fd >= 0 && c->out.len)
             conn_flush(c);
+    } else if (c->state == CS_READING && !c->in_process) {
+        /* Requests that waited for this output to drain (pipelining). */
+        if (c->read_paused)
+            conn_read(c);
+        else if (c->in_off < c->in.len)
+            conn_process(c);
     } else if (c->state == CS_CLOSING) {
         conn_close(c);
     } else if (c->state == CS_SSE) {
@@ -199,8 +225,16 @@ void conn_request_done(conn *c)
     request_reset(&c->req);
     c->request_start_ms = 0;
     conn_flush(c);
-    if (c->fd >= 0 && c->state == CS_READING && c->in_off < c->in.len)
-        http_conn_process(c); /* pipelined requests already buffered */
+    /* Pipelined requests already buffered: parsed now if the response
+     * went out (else when it drains: conn_flush), unless the parsing loop
+     * that routed this request is still running and goes on by itself. */
+    if (c->fd >= 0 && c->state == CS_READING && !c->in_process &&
+        conn_unsent(c) < CONN_OUT_HIGH_WATER) {
+        if (c->read_paused)
+            conn_read(c);
+        else if (c->in_off < c->in.len)
+            http_conn_process(c);
+    }
 }
 
 /* Parse what arrived: HTTP/1.1 or, from a connection that opened with the
@@ -232,9 +266,19 @@ static void conn_read(conn *c)
         /* An event stream takes no more requests: drop what arrives. */
         if (c->state == CS_SSE)
             c->in.len = c->in_off = 0;
-        /* Don't read without bound while a request is being served. */
-        if (c->state != CS_READING && c->in.len - c->in_off > (4u << 20))
-            break;
+        /* Don't read without bound while a request is being served, nor
+         * while the client does not read its responses: pipelined requests
+         * wait in the socket (back-pressure) until `out` drains. */
+        c->read_paused = 0;
+        if (c->state != CS_READING && c->in.len - c->in_off > (4u << 20)) {
+            c->read_paused = 1;
+            return;
+        }
+        if (c->state == CS_READING && !c->h2 && conn_unsent(c) >= CONN_OUT_HIGH_WATER &&
+            c->in.len - c->in_off >= READ_CHUNK) {
+            c->read_paused = 1;
+            return;
+        }
         if (buf_reserve(&c->in, READ_CHUNK)) {
             conn_close(c);
             return;
@@ -243,6 +287,7 @@ static void conn_read(conn *c)
         if (n > 0) {
             c->in.len += (size_t)n;
             c->last_activity_ms = now_ms();
+            c->got_bytes = 1;
             if (c->state == CS_READING) {
                 conn_process(c); /* enforce limits as bytes arrive */
                 if (c->fd < 0)
@@ -423,6 +468,13 @@ static void check_timeouts(server *s)
             http_error(c, 408, "REQUEST_TIMEOUT", "the request did not arrive in time");
             c->state = CS_CLOSING;
             conn_flush(c);
+        } else if (c->state == CS_READING && !c->got_bytes &&
+                   now - c->last_activity_ms > s->cfg.request_timeout_ms) {
+            /* Connected and never sent a byte: closed (silently, as an idle
+             * connection is) at the request timeout, not the idle one, so
+             * silent sockets cannot hold connection slots for long. */
+            server_log(s, 2, "msg=\"nothing sent: closed at the request timeout\" fd=%d", c->fd);
+            conn_close(c);
         } else if (c->state == CS_READING && !c->request_start_ms && c->out.len == 0 &&
                    now - c->last_activity_ms > s->cfg.idle_timeout_ms) {
             conn_close(c);
@@ -474,9 +526,10 @@ int server_run(const server_config *cfg)
     if (!s)
         return 1;
     s->cfg = *cfg;
-    s->lfd = s->epfd = s->evfd = s->sigfd = s->watch_fd = s->group_fd = -1;
+    s->lfd = s->epfd = s->evfd = s->sigfd = s->watch_fd = s->group_fd = s->statm_fd = -1;
     pthread_mutex_init(&s->cq_mu, NULL);
     raise_fd_limit();
+    limits_init(s);
     int rc = 1;
 
     sigset_t mask;
@@ -509,7 +562,11 @@ int server_run(const server_config *cfg)
     epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->sigfd, &ev);
     if (sse_hub_open(s) != 0 || groups_srv_open(s) != 0)
         goto out;
+    if (stele_rules_start(s->db))
+        server_log(s, 0, "msg=\"rules not started\" error=\"%s\"", stele_errmsg());
     grpc_add_fds(s);
+    if (stele_projections_start(s->db) != 0)
+        server_log(s, 0, "msg=\"projections not started\" error=\"%s\"", stele_errmsg());
     server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s", cfg->host, s->port,
                cfg->data_dir, STELE_VERSION);
     route_health_tick(s); /* says so now if the store opened read-only */
@@ -565,6 +622,7 @@ int server_run(const server_config *cfg)
             check_timeouts(s);
             route_health_tick(s);
             sse_tick(s, now);
+            limits_tick(s);
             last_tick = now;
         }
         bury(s);
@@ -629,6 +687,7 @@ out:
         close(s->sigfd);
     guard_free(s);
     pthread_mutex_destroy(&s->cq_mu);
+    limits_free(s);
     free(s);
     return rc;
 }

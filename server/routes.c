@@ -16,6 +16,12 @@
 #define DEFAULT_LIMIT 100
 #define MAX_LIMIT 10000
 #define NDJSON_PAGE 1000
+/* Reads size their pages by bytes (limits.c: pager), from the largest
+ * event the connection's last read saw (a few events first on a new
+ * connection): a JSON page of up to about PART_BYTES is answered whole
+ * (with a Content-Length), a longer one goes out in parts of about
+ * PART_BYTES (chunked), produced as the client takes them. */
+#define PART_BYTES (1u << 20)
 
 /* ------------------------------------------------------------ helpers */
 
@@ -159,6 +165,91 @@ static void append_cb(void *ctx, int rc, const stele_append_result *res, const c
     }
 }
 
+/*
+ * An append that carries the stream's new state (docs/streams.md): one
+ * multi-stream append of this one stream, so the events and the state (a
+ * snapshot at the new last revision) are one commit, and a failed check
+ * writes neither. Queued like plain appends (stele_append_multi_async); the
+ * answer is a plain append's, through route_append_done.
+ */
+typedef struct state_ctx {
+    conn *c;
+    int64_t expected;
+    char stream[256];
+} state_ctx;
+
+/* On the store's writer thread: hand the outcome to the loop. */
+static void state_cb(void *ctx, int rc, const stele_append_result *per_stream, size_t n,
+                     const stele_multi_result *res, const char *msg)
+{
+    state_ctx *x = ctx;
+    completion *cp = calloc(1, sizeof *cp);
+    if (!cp)
+        abort(); /* cannot report the outcome: no way to keep order */
+    cp->c = x->c;
+    cp->rc = rc;
+    if (rc == 0 && n == 1) {
+        cp->res = per_stream[0];
+        cp->res.idempotent = res->idempotent;
+    } else {
+        cp->res.current_revision = res->current_revision;
+    }
+    if (rc == STELE_EWRONGREV) {
+        /* The words of a plain append (the engine names "stream 0"). */
+        char eb[32];
+        int64_t e = x->expected;
+        snprintf(eb, sizeof eb, "%lld", (long long)e);
+        const char *et = e == STELE_ANY             ? "any"
+                         : e == STELE_NO_STREAM     ? "no_stream"
+                         : e == STELE_STREAM_EXISTS ? "stream_exists"
+                                                    : eb;
+        if (res->current_revision == STELE_NONE)
+            snprintf(cp->msg, sizeof cp->msg, "stream '%s': expected revision %s, but the stream "
+                     "has no events; nothing was written", x->stream, et);
+        else
+            snprintf(cp->msg, sizeof cp->msg, "stream '%s': expected revision %s, but its "
+                     "revision is %llu; nothing was written (neither events nor state)",
+                     x->stream, et, (unsigned long long)res->current_revision);
+    } else {
+        snprintf(cp->msg, sizeof cp->msg, "%s", msg);
+    }
+    completion_post(x->c->srv, cp);
+    free(x);
+}
+
+static void append_with_state(conn *c, const char *stream, int64_t expected,
+                              const json_append *ja)
+{
+    stele_snapshot_in st = {0, ja->state_schema, ja->state_flags, ja->state, ja->state_len};
+    stele_append_stream as = {stream, expected, &st};
+    stele_append_record *recs = malloc(ja->n * sizeof *recs);
+    state_ctx *x = calloc(1, sizeof *x);
+    if (!recs || !x) {
+        free(recs);
+        free(x);
+        fail(c, 500, "INTERNAL", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < ja->n; i++) {
+        recs[i].stream = 0;
+        recs[i].event = ja->events[i];
+    }
+    x->c = c;
+    x->expected = expected;
+    snprintf(x->stream, sizeof x->stream, "%s", stream);
+    c->async_pending = 1;
+    c->state = CS_BUSY;
+    int rc = stele_append_multi_async(c->srv->db, &as, 1, recs, ja->n, NULL, state_cb, x);
+    free(recs); /* the store copied the request */
+    if (rc) {
+        free(x);
+        c->async_pending = 0;
+        c->state = CS_READING;
+        http_stele_error(c, rc, stele_errmsg(), NULL);
+        conn_request_done(c);
+    }
+}
+
 static void handle_append(conn *c, const char *stream)
 {
     /* The body is JSON: guard.c refused any other Content-Type (415); one
@@ -195,6 +286,11 @@ static void handle_append(conn *c, const char *stream)
     }
     c->srv->m.append_bytes += r->body.len;
     c->srv->m.append_events += ja.n;
+    if (ja.has_state) {
+        append_with_state(c, stream, expected, &ja);
+        json_append_free(&ja);
+        return;
+    }
     c->async_pending = 1;
     c->state = CS_BUSY;
     rc = stele_append_async(c->srv->db, stream, expected, ja.events, ja.n, append_cb, c);
@@ -253,25 +349,70 @@ void route_event_json(buf *b, const stele_event *e)
             b->p[i] = ' ';
 }
 
-/* One event as an NDJSON line. */
-static void ndjson_event(buf *b, const stele_event *e)
+void route_link_json(buf *b, const stele_page *pg, size_t i)
 {
-    route_event_json(b, e);
+    const char *view;
+    uint64_t rev;
+    if (!stele_page_link(pg, i, &view, &rev) || !b->len || b->p[b->len - 1] != '}')
+        return;
+    b->len--;
+    buf_append(b, ",\"link\":{\"stream\":", 18);
+    json_w_str(b, view, strlen(view));
+    buf_append(b, ",\"revision\":", 12);
+    json_w_u64(b, rev);
+    buf_append(b, "}}", 2);
+}
+
+void route_page_event_json(buf *b, const stele_page *pg, size_t i)
+{
+    route_event_json(b, stele_page_event(pg, i));
+    route_link_json(b, pg, i);
+}
+
+/* Event i of a page as an NDJSON line. */
+static void ndjson_event(buf *b, const stele_page *pg, size_t i)
+{
+    route_page_event_json(b, pg, i);
     buf_append(b, "\n", 1);
 }
 
-/* Queue a page as one chunk of NDJSON, advance the job and free the page. */
-static void ndjson_chunk(conn *c, stele_page *pg)
+/* Queue a page as one chunk of NDJSON or of a JSON page's events, advance
+ * the job and free the page. A JSON page's last part also closes the array
+ * and adds the next link. */
+static void page_chunk(conn *c, stele_page *pg)
 {
     read_job *j = &c->job;
     buf b = {0};
-    for (size_t i = 0; i < stele_page_count(pg); i++)
-        ndjson_event(&b, stele_page_event(pg, i));
+    size_t n = stele_page_count(pg);
+    for (size_t i = 0; i < n; i++) {
+        if (j->json) {
+            if (j->json_sent++)
+                buf_append(&b, ",", 1);
+            json_w_event(&b, stele_page_event(pg, i));
+            route_link_json(&b, pg, i);
+        } else {
+            ndjson_event(&b, pg, i);
+        }
+    }
+    c->srv->m.read_events += n;
+    j->remaining -= n;
+    int has_next = stele_page_next(pg, &j->next);
+    j->done = !has_next || j->remaining == 0 || n == 0;
+    if (j->json && j->done) {
+        buf_append(&b, "]", 1);
+        if (has_next) {
+            char tail[128];
+            buf_append(&b, ",\"next\":\"", 9);
+            buf_append(&b, j->link, strlen(j->link));
+            int k = snprintf(tail, sizeof tail, "from=%llu&direction=%s&limit=%llu\"",
+                             (unsigned long long)j->next, j->backwards ? "backwards" : "forwards",
+                             (unsigned long long)j->json_limit);
+            buf_append(&b, tail, (size_t)k);
+        }
+        buf_append(&b, "}\n", 2);
+    }
     http_chunk(c, b.p, b.len);
     buf_free(&b);
-    c->srv->m.read_events += stele_page_count(pg);
-    j->remaining -= stele_page_count(pg);
-    j->done = !stele_page_next(pg, &j->next) || j->remaining == 0 || stele_page_count(pg) == 0;
     stele_page_free(pg);
 }
 
@@ -290,42 +431,81 @@ void route_serve_read(conn *c, const read_args *ra, const char *link)
     j->next = ra->from;
     j->backwards = ra->backwards;
     j->remaining = ra->limit;
+    j->json = 0;
     c->srv->m.reads++;
 
     if (c->req.accept_ndjson) {
         /* Check the stream exists before committing to a 200. */
         stele_page *pg;
         size_t first = j->remaining < NDJSON_PAGE ? (size_t)j->remaining : NDJSON_PAGE;
-        int rc = read_page(c, j, first, &pg);
+        int rc = read_page(c, j, pager_limit(&c->rpg, PART_BYTES, first), &pg);
         if (rc) {
             http_stele_error(c, rc, stele_errmsg(), NULL);
             conn_request_done(c);
             return;
         }
+        pager_observe(&c->rpg, pg);
         http_chunked_start(c, 200, "application/x-ndjson");
-        ndjson_chunk(c, pg);
+        page_chunk(c, pg);
         c->state = CS_STREAMING;
         conn_flush(c); /* continues in route_stream_more as output drains */
         return;
     }
 
-    stele_page *pg;
-    int rc = read_page(c, j, (size_t)j->remaining, &pg);
+    /* As many events as fit in PART_BYTES by what the connection has seen
+     * (a few on its first read): then either the whole read is there, or
+     * the rest fits as well (read at once: the page is answered whole,
+     * with a Content-Length), or it goes out in parts (chunked), each read
+     * when the one before it has been sent, so a large page (limit=10000,
+     * or big events) is never whole in memory, however slowly the client
+     * reads. */
+    stele_page *pg, *pg2 = NULL;
+    size_t first = j->remaining < MAX_LIMIT ? (size_t)j->remaining : MAX_LIMIT;
+    int rc = read_page(c, j, pager_limit(&c->rpg, PART_BYTES, first), &pg);
     if (rc) {
         http_stele_error(c, rc, stele_errmsg(), NULL);
         conn_request_done(c);
         return;
     }
+    pager_observe(&c->rpg, pg);
+    uint64_t after;
+    size_t n1 = stele_page_count(pg);
+    if (n1 < j->remaining && n1 > 0 && stele_page_next(pg, &after)) {
+        uint64_t rest = j->remaining - n1;
+        if (rest > pager_limit(&c->rpg, PART_BYTES, MAX_LIMIT)) {
+            j->json = 1;
+            j->json_sent = 0;
+            j->json_limit = ra->limit;
+            snprintf(j->link, sizeof j->link, "%s", link);
+            http_chunked_start(c, 200, "application/json");
+            http_chunk(c, "{\"events\":[", 11);
+            page_chunk(c, pg);
+            c->state = CS_STREAMING;
+            conn_flush(c); /* continues in route_stream_more as output drains */
+            return;
+        }
+        j->next = after;
+        rc = read_page(c, j, (size_t)rest, &pg2);
+        if (rc) {
+            stele_page_free(pg);
+            http_stele_error(c, rc, stele_errmsg(), NULL);
+            conn_request_done(c);
+            return;
+        }
+    }
     buf b = {0};
     buf_append(&b, "{\"events\":[", 11);
-    for (size_t i = 0; i < stele_page_count(pg); i++) {
-        if (i)
-            buf_append(&b, ",", 1);
-        json_w_event(&b, stele_page_event(pg, i));
-    }
+    size_t k = 0;
+    for (stele_page *p = pg; p; p = p == pg ? pg2 : NULL)
+        for (size_t i = 0; i < stele_page_count(p); i++) {
+            if (k++)
+                buf_append(&b, ",", 1);
+            json_w_event(&b, stele_page_event(p, i));
+            route_link_json(&b, p, i);
+        }
     buf_append(&b, "]", 1);
     uint64_t next;
-    if (stele_page_next(pg, &next)) {
+    if (stele_page_next(pg2 ? pg2 : pg, &next)) {
         char tail[128];
         buf_append(&b, ",\"next\":\"", 9);
         buf_append(&b, link, strlen(link));
@@ -335,7 +515,8 @@ void route_serve_read(conn *c, const read_args *ra, const char *link)
         buf_append(&b, tail, (size_t)n);
     }
     buf_append(&b, "}", 1);
-    c->srv->m.read_events += stele_page_count(pg);
+    c->srv->m.read_events += k;
+    stele_page_free(pg2);
     stele_page_free(pg);
     respond_json(c, 200, &b);
     buf_free(&b);
@@ -376,17 +557,18 @@ void route_stream_more(conn *c)
     }
     stele_page *pg;
     size_t n = j->remaining < NDJSON_PAGE ? (size_t)j->remaining : NDJSON_PAGE;
-    int rc = read_page(c, j, n, &pg);
+    int rc = read_page(c, j, pager_limit(&c->rpg, PART_BYTES, n), &pg);
     if (rc) {
         /* Headers are gone: end the stream abruptly so the client sees a
          * truncated (invalid) chunked body rather than a clean end. */
-        server_log(c->srv, 0, "msg=\"ndjson read failed\" error=\"%s\"", stele_errmsg());
+        server_log(c->srv, 0, "msg=\"streamed read failed\" error=\"%s\"", stele_errmsg());
         c->keep_alive = 0;
         c->state = CS_CLOSING;
         conn_close(c);
         return;
     }
-    ndjson_chunk(c, pg);
+    pager_observe(&c->rpg, pg);
+    page_chunk(c, pg);
 }
 
 /* ------------------------------------------------------------ others */
@@ -575,7 +757,11 @@ void route_request(conn *c)
         return;
     if (route_groups(c, path, plen, q, qlen))
         return;
+    if (route_projections(c, path, plen, q, qlen))
+        return;
     if (route_multi(c, path, plen))
+        return;
+    if (route_rules(c, path, plen, q, qlen))
         return;
     if (plen > 9 && !memcmp(path, "/streams/", 9)) {
         const char *seg = path + 9;
@@ -611,6 +797,9 @@ void route_request(conn *c)
             handle_head(c, name);
             return;
         }
+        /* state reconstructed with a projection (routes_projections.c) */
+        if (rest_len == 6 && !memcmp(rest, "/state", 6) && route_stream_state(c, name, q, qlen))
+            return;
         /* metadata, snapshots, load (routes_streams.c) */
         if (route_streams(c, m, name, rest, rest_len, q, qlen))
             return;

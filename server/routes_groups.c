@@ -1048,6 +1048,11 @@ static void handle_push(conn *c, const target *t, const char *q, size_t qlen)
     snprintf(dflt, sizeof dflt, "push-%llu", ++g->feed_seq);
     if (consumer_param(c, q, qlen, name, sizeof name, dflt))
         return;
+    char full[200];
+    if (limits_subscriptions_full(c->srv, full, sizeof full)) {
+        fail(c, 503, "TOO_MANY_SUBSCRIPTIONS", full);
+        return;
+    }
     stele_consumer *cons;
     int rc = stele_group_connect(c->srv->db, t->stream, t->gname, name, &cons);
     if (rc) {
@@ -1284,6 +1289,12 @@ int route_groups(conn *c, const char *path, size_t plen, const char *q, size_t q
             handle_parked_truncate(c, &t, q, qlen);
         else
             goto method;
+        return 1;
+    }
+    if (nseg == 3 && SEG_IS(2, "rewind")) {
+        if (m != HTTP_POST)
+            goto method;
+        route_group_rewind(c, t.stream, t.gname, q, qlen);
         return 1;
     }
     if (nseg == 4 && SEG_IS(2, "parked") && SEG_IS(3, "replay")) {

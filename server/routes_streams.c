@@ -7,6 +7,8 @@
  *   PUT  /streams/{s}/snapshots      body: {"revision","schemaVersion","state"|"stateBase64"}
  *   GET  /streams/{s}/snapshots      ?atOrBefore=REV
  *   GET  /streams/{s}/load           ?limit=N: the latest snapshot + the events after it
+ *   GET  /streams/{s}/state          the latest state (saved with an append or as a
+ *                                    snapshot), its revision, and whether it is current
  *
  * Bodies are validated as JSON first (json_validate), then their top-level
  * members are walked here as byte spans: values that are stored (custom
@@ -690,6 +692,48 @@ static void get_load(conn *c, const char *stream, const char *q, size_t qlen)
     buf_free(&b);
 }
 
+/* The latest state of a stream, without replay: its newest snapshot (an
+ * append with "state" saves one at its last revision), read in one
+ * consistent read with the events after it (stele_load_stream), so
+ * "current" is true exactly when no visible event follows the state. */
+static void get_state(conn *c, const char *stream)
+{
+    stele_snapshot *s;
+    stele_page *pg;
+    int rc = stele_load_stream(c->srv->db, stream, 1, &s, &pg);
+    if (rc) {
+        stele_fail(c, rc);
+        return;
+    }
+    if (!s) {
+        stele_page_free(pg);
+        char msg[512];
+        snprintf(msg, sizeof msg, "stream '%s' has no state (append with \"state\" or put a "
+                 "snapshot)", stream);
+        http_error(c, 404, "STATE_NOT_FOUND", msg);
+        conn_request_done(c);
+        return;
+    }
+    int current = stele_page_count(pg) == 0;
+    stele_page_free(pg);
+    stele_stream_info info;
+    rc = stele_stream_head(c->srv->db, stream, &info);
+    buf b = {0};
+    w_snapshot(&b, s);
+    stele_free(s);
+    b.len--; /* reopen the object */
+    buf_append(&b, ",\"current\":", 11);
+    buf_append(&b, current ? "true" : "false", current ? 4 : 5);
+    if (rc == 0 && info.last_revision != STELE_NONE) {
+        buf_append(&b, ",\"lastRevision\":", 16);
+        json_w_u64(&b, info.last_revision);
+    }
+    buf_append(&b, "}", 1);
+    c->srv->m.reads++;
+    done_json(c, 200, &b);
+    buf_free(&b);
+}
+
 /* ------------------------------------------------------------ routing */
 
 int route_streams(conn *c, int method, const char *stream, const char *rest, size_t rest_len,
@@ -713,6 +757,10 @@ int route_streams(conn *c, int method, const char *stream, const char *rest, siz
         allowed = method == HTTP_GET;
         if (allowed)
             get_load(c, stream, q, qlen);
+    } else if (REST_IS("/state")) {
+        allowed = method == HTTP_GET;
+        if (allowed)
+            get_state(c, stream);
     } else {
         return 0;
     }

@@ -34,6 +34,12 @@ typedef struct server_config {
     uint64_t sub_checkpoint_events; /* filtered $all: a checkpoint after this many
                                        events passed unsent, default 1000 (and at
                                        least every second while any pass) */
+    /* Limits (docs/limits.md). */
+    size_t memory_budget;     /* anonymous resident bytes above which new work is
+                                 refused (503 BUSY / RESOURCE_EXHAUSTED); 0 = none;
+                                 default 1 GiB */
+    size_t max_streams_per_connection; /* HTTP/2 concurrent streams, default 100 */
+    size_t max_subscriptions; /* SSE feeds + gRPC subscriptions, default 10000 */
     stele_options store;      /* passed to stele_open */
     int ready_fd;             /* if >= 0, write "ready <port>\n" here once listening */
     /* Browsers (server/guard.c, docs/http-api.md): comma-separated lists,

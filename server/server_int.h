@@ -7,8 +7,9 @@
  *   READING    parsing requests from `in`; a complete request is routed
  *   BUSY       an append was handed to the store; parsing is paused until
  *              its completion arrives (responses stay in request order)
- *   STREAMING  an NDJSON read is being produced, a page at a time, each time
- *              `out` drains (so a big read never sits in memory)
+ *   STREAMING  an NDJSON read or a large JSON page is being produced, a
+ *              part at a time, each time `out` drains (so a big read never
+ *              sits in memory)
  *   SSE        a text/event-stream response that lasts until the client
  *              goes away (subscriptions): sse.c produces it as the store
  *              commits and as `out` drains; input is discarded
@@ -54,9 +55,18 @@ typedef struct request {
     int complete;
     int too_large;         /* 413 once the headers are done */
     int headers_too_large; /* 431 */
+    int begun;             /* the request line started (on_message_begin) */
+    int bad_version;       /* 505: not HTTP/1.0 or 1.1 */
+    int busy;              /* over the memory budget: 503 BUSY */
 } request;
 
-/* An NDJSON read in progress. */
+/* Sizing pages by bytes: the largest event of the last page read. */
+typedef struct pager {
+    size_t event_bytes;
+    int seen;
+} pager;
+
+/* An NDJSON read, or a JSON page produced in parts, in progress. */
 typedef struct read_job {
     int all;
     char stream[1024];
@@ -70,6 +80,11 @@ typedef struct read_job {
     char qkey[256], qtype[256];
     uint64_t to;           /* QJ_STREAM_TO */
     int64_t as_of_us;      /* QJ_STREAM_AS_OF */
+    /* A JSON page (not NDJSON) sent as chunks (routes.c). */
+    int json;
+    size_t json_sent;      /* events written so far */
+    uint64_t json_limit;   /* the request's limit, for the next link */
+    char link[900];        /* the next link's path and fixed parameters */
 } read_job;
 
 enum { QJ_NONE, QJ_QUERY, QJ_STREAM_TO, QJ_STREAM_AS_OF };
@@ -104,6 +119,11 @@ typedef struct conn {
     int async_pending;        /* append callbacks that will still arrive */
     int dead;                 /* closed while async_pending: free on arrival */
     int proto_known;          /* HTTP/1.1 or HTTP/2 decided from the first bytes */
+    int read_paused;          /* input left in the socket: `out` must drain first */
+    int in_process;           /* http_conn_process is running (no re-entry) */
+    size_t blank_bytes;       /* line breaks before a request line (cut at a bound) */
+    int got_bytes;            /* anything arrived yet (else: request timeout) */
+    pager rpg;                /* reads' page sizes by bytes, kept across requests */
     struct h2_session *h2;    /* HTTP/2 (gRPC) connection: h2.c */
     struct sse_conn *sse;     /* SSE: the event stream (sse.c) */
     void *gwait;              /* a consumer-group pull waiting (routes_groups.c) */
@@ -143,6 +163,10 @@ typedef struct metrics {
     uint64_t sse_checkpoints;      /* checkpoint markers sent */
     uint64_t sse_caught_up;        /* caught-up markers sent */
     uint64_t sse_fell_behind;      /* fell-behind markers sent */
+    /* Limits (limits.c). */
+    uint64_t busy_refusals;        /* work refused over the memory budget */
+    uint64_t limit_refusals;       /* refused by a count limit (subscriptions) */
+    uint64_t mem_trims;            /* malloc_trim calls */
 } metrics;
 
 typedef struct server {
@@ -164,6 +188,13 @@ typedef struct server {
     int group_fd;          /* stele_group_watch(): consumer groups may have work */
     struct groups_srv *groups; /* pull consumers, waiting pulls (routes_groups.c) */
     struct admin *admin; /* routes_admin.c: the scavenge thread; NULL until used */
+    /* limits.c: the memory budget. */
+    int statm_fd;          /* /proc/self/statm */
+    size_t mem_anon;       /* anonymous resident bytes, last sample */
+    size_t mem_trimmed;    /* ... after the last malloc_trim (or lower since) */
+    size_t mem_last_conns; /* connections at the last tick */
+    int64_t mem_sampled_ms;
+    size_t subscriptions;  /* SSE feeds and gRPC subscriptions open */
     struct guard *guard; /* guard.c: allowed hosts and origins */
     int store_readonly;  /* as last logged (route_health_tick) */
     /* net.c: accepting paused after EMFILE/ENFILE (0: not paused) */
@@ -171,7 +202,29 @@ typedef struct server {
     uint64_t accept_pauses; /* since the last log line about it */
 } server;
 
+/* limits.c */
+#define BUSY_MESSAGE "the server is at its memory budget (--memory-budget): retry later"
+void limits_init(server *s);
+void limits_free(server *s);
+/* Over the memory budget: new work is to be refused (counts a refusal). */
+int limits_over(server *s);
+/* Once a second: sample memory; give free memory back after load. */
+void limits_tick(server *s);
+/* At cfg.max_subscriptions (SSE feeds + gRPC subscriptions): 1 with a
+ * message for the client (counts a refusal). */
+int limits_subscriptions_full(server *s, char *msg, size_t len);
+
+/* The count limit for the next page: about `target_bytes` of events, at
+ * least 1, at most `max_events` (a few before the first page). */
+size_t pager_limit(const pager *p, size_t target_bytes, size_t max_events);
+/* After reading `pg`. */
+void pager_observe(pager *p, const stele_page *pg);
+
 /* net.c */
+/* Unsent output at or above which a connection's further pipelined
+ * requests are not parsed (nor more input read) until it drains. */
+#define CONN_OUT_HIGH_WATER (256u << 10)
+size_t conn_unsent(const conn *c);
 void conn_flush(conn *c);
 void conn_close(conn *c);
 /* Continue after a response was queued: back to READING (or CLOSING). */
@@ -255,6 +308,13 @@ void route_append_done(conn *c, const completion *cp);
 /* One event as JSON on one line (no trailing newline), exactly as reads
  * render it: the form SSE data and NDJSON lines share. */
 void route_event_json(buf *b, const stele_event *e);
+/* Event i of a page as route_event_json writes it; an event read from a
+ * view stream ($ce-Order ...) also gets "link":{"stream","revision"}: its
+ * place in the view (docs/kurrentdb-compatibility.md). */
+void route_page_event_json(buf *b, const stele_page *pg, size_t i);
+/* Append ,"link":{...} inside the event object just written to b (which
+ * ends with its closing brace) if event i of pg has a view link. */
+void route_link_json(buf *b, const stele_page *pg, size_t i);
 
 /* subscribe.c: GET /subscribe/all and /subscribe/streams/{stream}. Returns
  * 1 if `path` is one of its routes (the request is then answered). */
@@ -262,9 +322,24 @@ int route_subscribe(conn *c, const char *path, size_t plen, const char *q, size_
 /* Free what subscriptions share (at server exit). */
 void subscribe_free_shared(server *s);
 
+/* routes_projections.c: /projections. Returns 1 if `path` is one of its
+ * routes (the request is then answered). */
+int route_projections(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+/* GET /streams/{stream}/state?projection=NAME...: 1 if the query names a
+ * projection (then answered), 0 otherwise. */
+int route_stream_state(conn *c, const char *stream, const char *q, size_t qlen);
+/* One projection's status as JSON. */
+void projection_info_json(buf *b, const stele_projection_info *in, int with_query);
+
 /* routes_groups.c: /subscriptions (consumer groups). Returns 1 if `path`
  * is one of its routes (the request is then answered or waiting). */
 int route_groups(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+/* routes_rules.c: /rules (1 if the path was theirs), and a group's rewind. */
+int route_rules(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+/* metrics_rules.c: the rule and consumer group series of /metrics. */
+void metrics_render_rules(server *s, buf *b);
+void route_group_rewind(conn *c, const char *stream, const char *group, const char *q,
+                        size_t qlen);
 int groups_srv_open(server *s);      /* -1 on failure, with a message */
 void groups_srv_close(server *s);
 void groups_on_watch(server *s);     /* the group watch fd is readable */

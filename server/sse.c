@@ -12,7 +12,8 @@
  * client reads; a subscription's events wait in the store, not here.
  *
  * Fairness. The ready queue is served round robin, SSE_PUMP_EVENTS events
- * per pump and SSE_TURN_PUMPS pumps or SSE_TURN_NS per loop turn; if feeds are still
+ * per pump at most (a feed also sizes its pumps by bytes: subscribe.c reads
+ * about PUMP_BYTES of events per pump, so large events go one at a time) and SSE_TURN_PUMPS pumps or SSE_TURN_NS per loop turn; if feeds are still
  * ready after that, the loop polls without sleeping and comes back after
  * serving its other connections (appends, reads) in between.
  *
@@ -129,6 +130,8 @@ static void stage_flush(sse_hub *h, conn *c)
             c->sse->last_write_ms = now_ms();
     }
     h->stage.len = 0;
+    if (h->stage.cap > (1u << 20))
+        buf_free(&h->stage); /* one large event: do not keep its room */
 }
 
 static void stage_put(sse_hub *h, const char *s, size_t n)

@@ -65,6 +65,10 @@
 #define MAX_REGEX 1024     /* bytes per regular expression */
 #define CHECKPOINT_MS 1000 /* a pending checkpoint waits at most this long */
 
+/* Bytes of events per pump, about (one event at least): with the hub's
+ * high-water mark, what a subscriber that does not read holds. */
+#define PUMP_BYTES (128u << 10)
+
 #define CACHE_EVENTS 8192u
 #define CACHE_BYTES (8u << 20)
 
@@ -152,6 +156,7 @@ typedef struct subscription {
     int64_t ckpt_ms;     /* and when */
     int64_t behind_since_ms; /* live but not at the end since (0: at the end) */
     int filtered;        /* $all with a filter: never uses the cache */
+    pager pg;            /* events per read, by their size */
 } subscription;
 
 static void sub_free(void *ctx)
@@ -267,6 +272,9 @@ static int from_cache(conn *c, subscription *u, size_t max_events, size_t *n, in
         return 0;
     uint64_t take = k->hi - at < max_events ? k->hi - at : max_events;
     size_t a = k->off[at - k->lo], b = k->off[at - k->lo + take];
+    /* At most about PUMP_BYTES (one event at least), as from the store. */
+    while (take > 1 && b - a > PUMP_BYTES)
+        b = k->off[at - k->lo + (take = take / 2)];
     sse_raw(c, k->text.p + a, b - a);
     stele_sub_seek(u->sub, at + take);
     u->has_id = 1;
@@ -290,9 +298,10 @@ static int from_store(conn *c, subscription *u, size_t max_events, size_t *n, in
             k = NULL; /* behind the cache (at < lo): leave it to the others */
     }
     stele_page *pg;
-    int rc = stele_sub_next(u->sub, max_events, 0, &pg);
+    int rc = stele_sub_next(u->sub, pager_limit(&u->pg, PUMP_BYTES, max_events), 0, &pg);
     if (rc)
         return rc;
+    pager_observe(&u->pg, pg);
     *n = stele_page_count(pg);
     /* Each event is rendered once, straight into the pump's output (event
      * JSON has no line breaks: route_event_json keeps it on one line), and
@@ -302,12 +311,15 @@ static int from_store(conn *c, subscription *u, size_t max_events, size_t *n, in
         const stele_event *e = stele_page_event(pg, i);
         char id[24];
         uint64_t v = u->all ? e->position : e->revision;
+        if (!u->all)
+            stele_page_link(pg, i, NULL, &v); /* a view: its own revisions */
         u64_text(v, id);
         size_t start = out->len;
         if (buf_append(out, "id: ", 4) || buf_append(out, id, strlen(id)) ||
             buf_append(out, "\ndata: ", 7))
             abort(); /* as sse.c: no memory, no consistent stream */
         route_event_json(out, e);
+        route_link_json(out, pg, i);
         if (buf_append(out, "\n\n", 2))
             abort();
         if (k && v == k->hi)
@@ -625,6 +637,12 @@ static void subscribe(conn *c, const char *stream, const char *q, size_t qlen)
     uint64_t from;
     if (start_at(c, &sq, stream == NULL, &from)) {
         query_free(&sq);
+        return;
+    }
+    char full[200];
+    if (limits_subscriptions_full(s, full, sizeof full)) {
+        query_free(&sq);
+        fail(c, 503, "TOO_MANY_SUBSCRIPTIONS", "%s", full);
         return;
     }
     subscription *u = calloc(1, sizeof *u);

@@ -365,7 +365,11 @@ static void test_park_replay(stele_db *db)
         const stele_event *l = stele_page_event(pg, i);
         CHECK(!strcmp(l->type, "$>"));
         CHECK(!strcmp(l->stream, "$persistentsubscription-Pay-1::billing-parked"));
-        const char *m = l->metadata;
+        /* metadata is bytes with a length, not a C string */
+        char m[1024];
+        CHECK(l->metadata_len < sizeof m);
+        memcpy(m, l->metadata, l->metadata_len);
+        m[l->metadata_len] = 0;
         if (strstr(m, "\"revision\":5"))
             reasons += strstr(m, "\"reason\":\"bad data\"") != NULL &&
                        strstr(m, "\"retryCount\":0") != NULL;
@@ -765,6 +769,7 @@ static void test_kill(const char *dir, stele_db **dbp)
         stele_consumer *c;
         if (stele_group_connect(cdb, "Kill-1", "k", "child", &c))
             _exit(3);
+        int told_ck = 0;
         for (;;) {
             stele_batch *b;
             if (stele_consumer_read(c, 3, 100, &b))
@@ -780,6 +785,20 @@ static void test_kill(const char *dir, stele_db **dbp)
                     _exit(5);
             }
             stele_batch_free(b);
+            /* Tell the parent once a checkpoint is durable, so the kill
+             * never comes before the first one however slow the machine. */
+            if (!told_ck) {
+                stele_group_info *ci;
+                if (stele_group_get(cdb, "Kill-1", "k", &ci) == 0) {
+                    if (ci->checkpoint_saved != STELE_NONE && ci->checkpoint_saved > 0) {
+                        uint32_t mark = UINT32_MAX;
+                        if (write(fds[1], &mark, sizeof mark) != sizeof mark)
+                            _exit(6);
+                        told_ck = 1;
+                    }
+                    stele_group_info_free(ci);
+                }
+            }
             usleep(300);
         }
     }
@@ -787,8 +806,12 @@ static void test_kill(const char *dir, stele_db **dbp)
     /* Let it ack some, then kill it. */
     uint32_t r;
     uint8_t *acked = calloc((size_t)n, 1);
-    int got = 0;
-    while (got < 150 && read(fds[0], &r, sizeof r) == sizeof r) {
+    int got = 0, saw_ck = 0;
+    while ((got < 150 || !saw_ck) && read(fds[0], &r, sizeof r) == sizeof r) {
+        if (r == UINT32_MAX) {
+            saw_ck = 1;
+            continue;
+        }
         if (r < (uint32_t)n)
             acked[r] = 1;
         got++;
@@ -1130,6 +1153,44 @@ static void test_metadata(void)
     t_rmdir(dir);
 }
 
+/* The store's limits on groups and on the consumers of one group
+ * (docs/limits.md): EBUSY with a message naming the limit; deleting a
+ * group or closing a consumer makes room again. */
+static void test_limits(void)
+{
+    const char *dir = t_tmpdir("groups-limits");
+    stele_options o = {.segment_size = 64 << 10, .max_groups = 2, .max_consumers_per_group = 2};
+    stele_db *db;
+    CHECK_OK(stele_open(dir, &o, &db));
+    stele_group_settings gs;
+    stele_group_settings_init(&gs);
+    CHECK_OK(stele_group_create(db, NULL, "a", &gs));
+    CHECK_OK(stele_group_create(db, "Lim-1", "b", &gs));
+    CHECK_RC(stele_group_create(db, NULL, "c", &gs), STELE_EBUSY);
+    CHECK(strstr(stele_errmsg(), "max_groups 2") != NULL);
+    CHECK_RC(stele_group_create(db, NULL, "a", &gs), STELE_EEXISTS); /* exists comes first */
+    CHECK_OK(stele_group_delete(db, "Lim-1", "b"));
+    CHECK_OK(stele_group_create(db, NULL, "c", &gs));
+    stele_consumer *c1, *c2, *c3;
+    CHECK_OK(stele_group_connect(db, NULL, "a", "w1", &c1));
+    CHECK_OK(stele_group_connect(db, NULL, "a", "w2", &c2));
+    CHECK_RC(stele_group_connect(db, NULL, "a", "w3", &c3), STELE_EBUSY);
+    CHECK(strstr(stele_errmsg(), "max_consumers_per_group 2") != NULL);
+    CHECK_OK(stele_group_connect(db, NULL, "c", "w3", &c3)); /* per group */
+    stele_consumer_close(c3);
+    stele_consumer_close(c2);
+    CHECK_OK(stele_group_connect(db, NULL, "a", "w3", &c3));
+    stele_consumer_close(c3);
+    stele_consumer_close(c1);
+    stele_close(db);
+    /* Reopened with the defaults (1000 groups): more may be created. */
+    stele_options dflt = {.segment_size = 64 << 10};
+    CHECK_OK(stele_open(dir, &dflt, &db));
+    CHECK_OK(stele_group_create(db, NULL, "d", &gs));
+    stele_close(db);
+    t_rmdir(dir);
+}
+
 int main(void)
 {
     t_seed();
@@ -1172,6 +1233,9 @@ int main(void)
     passed++;
     section("metadata");
     test_metadata();
+    passed++;
+    section("limits");
+    test_limits();
     passed++;
 
     section(NULL);

@@ -863,7 +863,10 @@ static void check_rebuilds(const char *dir, stele_db **dbp)
         CHECK_OK(idx_commit_txn(txn));
         idx_close(ix);
         CHECK_RC(stele_check(dir, NULL, 0), STELE_ECORRUPT);
-        CHECK(strstr(stele_errmsg(), "secondary index items, but the log's events make") != NULL);
+        /* Seen by the count, or first by the ordinals (an extra run before
+         * the key's first one breaks their sequence). */
+        CHECK(strstr(stele_errmsg(), "secondary index items, but the log's events make") != NULL ||
+              strstr(stele_errmsg(), "ordinal does not follow") != NULL);
     }
     damage_index(dir, 0);
     CHECK_RC(stele_check(dir, NULL, 0), STELE_ECORRUPT);

@@ -81,6 +81,9 @@ typedef struct query_args {
     size_t limit;
 } query_args;
 
+/* read_view's kind for $streams. */
+#define VIEW_STREAMS 100
+
 typedef void (*append_done_fn)(void *ctx, int rc, const stele_append_result *res,
                                const char *msg);
 
@@ -105,6 +108,14 @@ typedef struct backend_ops {
     int (*read_stream_to)(backend *b, const char *stream, size_t len, uint64_t from,
                           int backwards, size_t limit, uint64_t to, int has_as_of,
                           int64_t as_of_us, stele_page **out);
+    /* A system view stream (docs/kurrentdb-compatibility.md): `kind`
+     * STELE_QUERY_CATEGORY ($ce-key), STELE_QUERY_TYPE ($et-key),
+     * STELE_QUERY_CORRELATION ($bc-key), or VIEW_STREAMS ($streams, no
+     * key). `from` and the page's next are revisions in the view; the page
+     * holds the original events, with their view revisions as links
+     * (page_set_link). ENOTFOUND when the view has no event yet. */
+    int (*read_view)(backend *b, int kind, const char *key, size_t key_len, uint64_t from,
+                     int backwards, size_t limit, stele_page **out);
     int (*stats)(backend *b, stele_stats *out);
     /* A multi-stream append (res and per_stream as in stele.h, never NULL)
      * and a read by a DCB query (cond->after ignored). */

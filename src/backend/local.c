@@ -956,6 +956,7 @@ static const backend_ops local_ops = {
     .head = local_head,
     .query = local_query,
     .read_stream_to = local_read_stream_to,
+    .read_view = local_read_view,
     .stats = local_stats,
     .append_multi = local_append_multi,
     .append_multi_async = local_append_multi_async,

@@ -230,9 +230,17 @@ int local_scavenge(backend *b, const stele_scavenge_options *opts, stele_scaveng
  * [start, end) it has just applied (idx_sec_commit on the log's bytes). */
 int sec_recover_commit(local *L, MDB_txn *txn, uint64_t start, uint64_t end);
 int local_query(backend *b, const query_args *q, stele_page **out);
+/* A query through the secondary indexes within positions [lo, hi), in the
+ * caller's snapshot (local_view.c reads the view streams with it). */
+int local_query_sec(local *L, MDB_txn *txn, const query_args *q, uint64_t lo, uint64_t hi,
+                    stele_page *pg);
 int local_read_stream_to(backend *b, const char *stream, size_t len, uint64_t from,
                          int backwards, size_t limit, uint64_t to, int has_as_of,
                          int64_t as_of_us, stele_page **out);
+
+/* local_view.c */
+int local_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_t from,
+                    int backwards, size_t limit, stele_page **out);
 
 /* local_multi.c: multi-stream commits and DCB conditions */
 

@@ -930,6 +930,7 @@ int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, 
     size_t *offs = NULL, noffs = 0;
     if ((rc = page_new(L->pl, &pg)) || (rc = dcb_open(L, txn, cond, &d)))
         goto done;
+    page_expect(pg, limit);
     if (visible == 0 || limit == 0 || (!bw && from >= visible))
         goto done;
     uint64_t p = bw && from >= visible ? visible - 1 : from;

@@ -323,7 +323,9 @@ static int fetch(filler *f, const cand *c, size_t n, size_t *used, uint64_t *sto
             j++;
         }
         log_seg *s = L->lg->segs[loc_seg(first)];
-        if (loc_off(last) > s->size || last < first)
+        /* (In a scavenged segment the index's offsets are the old file's,
+         * which may lie past the compacted file: log_read translates.) */
+        if ((!scavenged && loc_off(last) > s->size) || last < first)
             return bad_entry(c[i].run.start, c[i].run.loc, "the run runs past its segment");
         f->chunk.len = 0;
         if ((rc = buf_reserve(&f->chunk, (size_t)(last - first))))
@@ -364,7 +366,7 @@ static int fetch(filler *f, const cand *c, size_t n, size_t *used, uint64_t *sto
     return rc;
 }
 
-static int query_sec(local *L, MDB_txn *txn, const query_args *q, uint64_t lo, uint64_t hi,
+int local_query_sec(local *L, MDB_txn *txn, const query_args *q, uint64_t lo, uint64_t hi,
                      stele_page *pg)
 {
     static const int sec_kind[] = {
@@ -506,10 +508,12 @@ int local_query(backend *b, const query_args *q, stele_page **out)
     stele_page *pg = NULL;
     rc = page_new(L->pl, &pg);
     if (rc == 0)
+        page_expect(pg, q->limit);
+    if (rc == 0)
         rc = time_range(L, txn, q, visible, &lo, &hi);
     if (rc == 0)
         rc = q->kind == STELE_QUERY_ALL ? query_all(L, txn, end, q, lo, hi, pg)
-                                        : query_sec(L, txn, q, lo, hi, pg);
+                                        : local_query_sec(L, txn, q, lo, hi, pg);
     mdb_txn_abort(txn);
     if (rc) {
         stele_page_free(pg);

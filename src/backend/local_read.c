@@ -168,6 +168,7 @@ static int read_stream_try(local *L, const char *stream, size_t len, uint64_t fr
     scratch_init(L, &cb);
     if ((rc = stream_state(L, txn, stream, len, &st)) || (rc = page_new(L->pl, &pg)))
         goto done;
+    page_expect(pg, limit);
     /* Retention moves the start up; maxAge is checked per event below. */
     uint64_t lo = stream_start(&st), hi = st.last_rev;
     int64_t now = time_now_us();
@@ -336,6 +337,7 @@ int local_read_all(backend *b, uint64_t from, int backwards, size_t limit,
         mdb_txn_abort(txn);
         return rc;
     }
+    page_expect(pg, limit);
     if (visible == 0 || limit == 0 || (!backwards && from >= visible)) {
         mdb_txn_abort(txn);
         *out = pg;

@@ -650,6 +650,8 @@ int local_load(backend *b, const char *stream, size_t len, size_t limit, stele_s
     if (rc == 0)
         rc = page_new(L->pl, &pg);
     if (rc == 0)
+        page_expect(pg, limit);
+    if (rc == 0)
         rc = read_after(L, txn, visible, &st, s ? s->revision + 1 : 0, limit, pg);
     mdb_txn_abort(txn);
     if (rc) {

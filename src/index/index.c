@@ -383,6 +383,56 @@ static int rev_get(idx_rev_cursor *rc, MDB_cursor_op op, MDB_val *k, idx_commit 
     return rev_decode(rc, k, &v, out);
 }
 
+int idx_rev_stream_at(idx *ix, MDB_txn *txn, uint64_t sid, int backwards, idx_commit *last)
+{
+    /* Keys are sid:be64 first_rev:be64: the entry before the first key of
+     * the next stream is a stream's last commit. */
+    idx_rev_cursor rc;
+    int r = idx_rev_open(ix, txn, sid, &rc);
+    if (r)
+        return r;
+    uint8_t key[16];
+    MDB_val k = {16, key}, v;
+    if (backwards) {
+        if (sid == UINT64_MAX) {
+            r = mdb_cursor_get(rc.cur, &k, &v, MDB_LAST);
+        } else {
+            stbe64(key, sid + 1);
+            stbe64(key + 8, 0);
+            r = mdb_cursor_get(rc.cur, &k, &v, MDB_SET_RANGE);
+            r = r == 0 || r == MDB_NOTFOUND
+                    ? mdb_cursor_get(rc.cur, &k, &v, r == 0 ? MDB_PREV : MDB_LAST)
+                    : r;
+        }
+    } else {
+        stbe64(key, sid);
+        stbe64(key + 8, 0);
+        r = mdb_cursor_get(rc.cur, &k, &v, MDB_SET_RANGE);
+        if (r == 0 && k.mv_size == 16) {
+            /* On the stream's first commit: find its last. */
+            uint64_t found = ldbe64(k.mv_data);
+            if (found == UINT64_MAX) {
+                r = mdb_cursor_get(rc.cur, &k, &v, MDB_LAST);
+            } else {
+                stbe64(key, found + 1);
+                k = (MDB_val){16, key};
+                r = mdb_cursor_get(rc.cur, &k, &v, MDB_SET_RANGE);
+                r = r == 0 || r == MDB_NOTFOUND
+                        ? mdb_cursor_get(rc.cur, &k, &v, r == 0 ? MDB_PREV : MDB_LAST)
+                        : r;
+            }
+        }
+    }
+    if (r == 0) {
+        rc.sid = k.mv_size == 16 ? ldbe64(k.mv_data) : 0;
+        r = rev_decode(&rc, &k, &v, last);
+    } else {
+        r = r == MDB_NOTFOUND ? STELE_ENOTFOUND : idx_err(r, "cursor");
+    }
+    idx_rev_close(&rc);
+    return r;
+}
+
 int idx_rev_seek(idx_rev_cursor *rc, uint64_t rev, int backwards, idx_commit *out)
 {
     uint8_t key[16];

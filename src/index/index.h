@@ -40,8 +40,9 @@
 /* The index's format. An index of another format, or without one, is
  * dropped at open and rebuilt from the log (the log is the truth).
  *   1  streams, revs, ids, pos, meta (no "format" entry)
- *   2  + sec and time (secondary indexes), and the "format" entry */
-#define IDX_FORMAT 2u
+ *   2  + sec and time (secondary indexes), and the "format" entry
+ *   3  sec items carry their ordinal under their key (28 bytes) */
+#define IDX_FORMAT 3u
 /* format flags: the secondary indexes (sec, time) are maintained. */
 #define IDX_F_SEC 0x1u
 
@@ -222,15 +223,17 @@ int idx_sec_check(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64
 int idx_time_first(idx *ix, MDB_txn *txn, int64_t t_us, uint64_t *pos);
 
 /* A run of events under one key: positions start .. start+count-1, whose
- * records are adjacent in the log from `loc`, `bytes` long in all. */
+ * records are adjacent in the log from `loc`, `bytes` long in all.
+ * `ord` is the ordinal of its first event under the key (index_sec.c). */
 typedef struct idx_run {
     uint64_t start;
     uint64_t loc;
     uint32_t count;
     uint32_t bytes;
+    uint64_t ord;
 } idx_run;
 
-#define SEC_ITEM 20               /* bytes of one run item */
+#define SEC_ITEM 28               /* bytes of one run item */
 #define SEC_RUN_MAX 4096u         /* events in one run at most */
 #define SEC_RUN_BYTES (1u << 20)  /* bytes of records in one run at most
                                      (a run of one record may be larger) */
@@ -251,6 +254,18 @@ void idx_sec_close(idx_sec_cursor *sc);
 int idx_sec_seek(idx_sec_cursor *sc, uint64_t pos, int backwards, idx_run *out);
 /* The next (previous) run after the cursor's. */
 int idx_sec_step(idx_sec_cursor *sc, int backwards, idx_run *out);
+/* The last run of the key starting before position `below` (the end of
+ * what a reader may see). 0 with *out, or STELE_ENOTFOUND. */
+int idx_sec_last(idx_sec_cursor *sc, uint64_t below, idx_run *out);
+/* The run holding ordinal `ord` (which must be below the end of the
+ * key's last run). 0 with *out, STELE_ENOTFOUND, or ECORRUPT if the
+ * ordinals do not follow the positions. */
+int idx_sec_seek_ord(idx_sec_cursor *sc, uint64_t ord, idx_run *out);
+
+/* The stream with the least internal number >= sid (forwards) or the
+ * greatest <= sid (backwards) that has a commit, and its last commit
+ * (index.c). 0, or STELE_ENOTFOUND when there is none. */
+int idx_rev_stream_at(idx *ix, MDB_txn *txn, uint64_t sid, int backwards, idx_commit *last);
 
 /* Map an LMDB return code to a STELE_E* code, setting the message. */
 int idx_err(int mdb_rc, const char *what);

@@ -5,13 +5,15 @@
  * (src/backend/local_query.c) read them; layout:
  *
  *   sec   key  kind:u8 | name bytes                (1 + 1..255 bytes)
- *         data one run of events per item, 20 bytes, sorted duplicates
+ *         data one run of events per item, 28 bytes, sorted duplicates
  *              (MDB_DUPSORT | MDB_DUPFIXED):
  *                position:be64   the run's first event
  *                loc:be48        where its first record starts in the log
  *                count:be16      events in the run (1..SEC_RUN_MAX)
  *                bytes:be32      bytes of its records (the first record's
  *                                start to the last one's end)
+ *                ordinal:be64    how many events the key held before the
+ *                                run's first one (its number in the key)
  *   time  key  created:be64 (sign bit flipped) | position:be64
  *         data (none)
  *
@@ -32,6 +34,18 @@
  * (MDB_APPENDDUP fills the key's pages completely). Runs never span
  * commits: the writer and recovery (which replays commit by commit) make
  * the same items, and idx_sec_uncommit removes exactly a commit's items.
+ *
+ * Ordinals. The n-th event ever indexed under a key has ordinal n - 1:
+ * the revision of the event in the system view streams ($ce-, $et-, $bc-,
+ * src/backend/local_view.c). A new run's ordinal is the key's last run's
+ * ordinal plus its count, so ordinals grow with positions, without gaps,
+ * and never change while the index lives: scavenging leaves the index
+ * alone (entries of removed commits stay, pointing at nothing), and
+ * catching up from the checkpoint replays commits in the same order. Only
+ * a rebuild from the log (docs/kurrentdb-compatibility.md) renumbers, and
+ * only after events removed by scavenging. Items stay sorted by position
+ * (the item's first bytes); a seek by ordinal is a binary search over
+ * positions (idx_sec_seek_ord).
  *
  * The time table has one entry per distinct commit time: the first
  * position created at that microsecond. Commit times never go backwards
@@ -181,6 +195,7 @@ static void item_put(uint8_t *p, const idx_run *r)
     p[17] = (uint8_t)(r->bytes >> 16);
     p[18] = (uint8_t)(r->bytes >> 8);
     p[19] = (uint8_t)r->bytes;
+    stbe64(p + 20, r->ord);
 }
 
 static void item_get(const uint8_t *p, idx_run *r)
@@ -191,17 +206,18 @@ static void item_get(const uint8_t *p, idx_run *r)
         r->loc = (r->loc << 8) | p[8 + i];
     r->count = (uint32_t)p[14] << 8 | p[15];
     r->bytes = (uint32_t)p[16] << 24 | (uint32_t)p[17] << 16 | (uint32_t)p[18] << 8 | p[19];
+    r->ord = ldbe64(p + 20);
 }
 
 /*
  * The runs of one key's entries e[0..n) (in position order) into vals
- * (SEC_ITEM bytes each); returns how many. A repeated event (the same tag
- * twice) is skipped.
+ * (SEC_ITEM bytes each), numbered from ordinal `ord`; returns how many. A
+ * repeated event (the same tag twice) is skipped.
  */
-static size_t make_runs(const sec_ent *e, size_t n, uint8_t *vals)
+static size_t make_runs(const sec_ent *e, size_t n, uint8_t *vals, uint64_t ord)
 {
     size_t items = 0;
-    idx_run r = {e[0].pos, e[0].loc, 1, e[0].bytes};
+    idx_run r = {e[0].pos, e[0].loc, 1, e[0].bytes, ord};
     for (size_t i = 1; i <= n; i++) {
         if (i < n && e[i].pos == r.start + r.count - 1)
             continue; /* the same event again */
@@ -214,16 +230,66 @@ static size_t make_runs(const sec_ent *e, size_t n, uint8_t *vals)
         }
         item_put(vals + items++ * SEC_ITEM, &r);
         if (i < n)
-            r = (idx_run){e[i].pos, e[i].loc, 1, e[i].bytes};
+            r = (idx_run){e[i].pos, e[i].loc, 1, e[i].bytes, r.ord + r.count};
     }
     return items;
+}
+
+static int sec_decode(int rc, const MDB_val *v, idx_run *out);
+
+/* Put the cursor on the item of key k whose run starts at position `pos`
+ * (setting *out if not NULL): 0, STELE_ENOTFOUND, or an error. */
+static int item_find(MDB_cursor *cur, const MDB_val *k, uint64_t pos, idx_run *out)
+{
+    uint8_t probe[SEC_ITEM];
+    memset(probe, 0, sizeof probe);
+    stbe64(probe, pos);
+    MDB_val kk = *k, v = {SEC_ITEM, probe};
+    int rc = mdb_cursor_get(cur, &kk, &v, MDB_GET_BOTH_RANGE);
+    idx_run r;
+    if ((rc = sec_decode(rc, &v, &r)))
+        return rc;
+    if (r.start != pos)
+        return STELE_ENOTFOUND;
+    if (out)
+        *out = r;
+    return 0;
+}
+
+/* `stele check` of the run the log makes, `want`, among the items of key
+ * k: 0 if an item matches it and its ordinal follows the previous item's
+ * (or is 0 for the first), STELE_ENOTFOUND if none matches, 2 if the
+ * ordinal does not follow, or an error. Items at the same position that do
+ * not match are extra ones, which the count of `stele check` reports. */
+static int item_check(MDB_cursor *cur, const MDB_val *k, const idx_run *want)
+{
+    idx_run have, prev;
+    int rc = item_find(cur, k, want->start, &have);
+    while (rc == 0 && (have.loc != want->loc || have.count != want->count ||
+                       have.bytes != want->bytes)) {
+        MDB_val kk = *k, v;
+        rc = sec_decode(mdb_cursor_get(cur, &kk, &v, MDB_NEXT_DUP), &v, &have);
+        if (rc == 0 && have.start != want->start)
+            rc = STELE_ENOTFOUND;
+    }
+    if (rc)
+        return rc;
+    for (;;) {
+        MDB_val kk = *k, v;
+        rc = mdb_cursor_get(cur, &kk, &v, MDB_PREV_DUP);
+        if (rc == MDB_NOTFOUND)
+            return have.ord == 0 ? 0 : 2;
+        if ((rc = sec_decode(rc, &v, &prev)))
+            return rc;
+        if (prev.start < want->start)
+            return prev.ord + prev.count == have.ord ? 0 : 2;
+    }
 }
 
 /* Write (or delete) one kind's entries: each key's runs with one put. A
  * commit's entries mostly share their keys (one stream, so one category;
  * often one type), so the sort is skipped when they are in order. */
-static int list_apply(idx *ix, MDB_txn *txn, MDB_cursor *cur, sec_list *b, sec_batch *bt,
-                      int del)
+static int list_apply(MDB_cursor *cur, sec_list *b, sec_batch *bt, int del)
 {
     for (size_t i = 1; i < b->n; i++)
         if (ent_cmp(&b->e[i - 1], &b->e[i]) > 0) {
@@ -242,35 +308,57 @@ static int list_apply(idx *ix, MDB_txn *txn, MDB_cursor *cur, sec_list *b, sec_b
             bt->vals = nv;
             bt->vcap = (j - i) * SEC_ITEM;
         }
-        size_t items = make_runs(b->e + i, j - i, bt->vals);
         uint8_t key[1 + 255];
         size_t klen;
         key_make(key, &klen, b->e[i].kind, b->e[i].name, b->e[i].len);
         MDB_val k = {klen, key};
+        uint64_t ord = 0;
+        if (del == WALK_ADD) {
+            /* Number on from the key's last run. */
+            MDB_val kk = k, v;
+            rc = mdb_cursor_get(cur, &kk, &v, MDB_SET);
+            if (rc == 0)
+                rc = mdb_cursor_get(cur, &kk, &v, MDB_LAST_DUP);
+            if (rc == 0) {
+                idx_run last;
+                if ((rc = sec_decode(0, &v, &last)))
+                    return rc;
+                ord = last.ord + last.count;
+            } else if (rc == MDB_NOTFOUND) {
+                rc = 0;
+            } else {
+                return idx_err(rc, "read secondary index entry");
+            }
+        }
+        size_t items = make_runs(b->e + i, j - i, bt->vals, ord);
         if (del == WALK_CHECK) {
             for (size_t x = 0; x < items && rc == 0; x++) {
-                MDB_val kk = k, v = {SEC_ITEM, bt->vals + x * SEC_ITEM};
-                rc = mdb_cursor_get(cur, &kk, &v, MDB_GET_BOTH);
-                if (rc == MDB_NOTFOUND) {
-                    idx_run r;
-                    item_get(bt->vals + x * SEC_ITEM, &r);
+                idx_run want;
+                item_get(bt->vals + x * SEC_ITEM, &want);
+                rc = item_check(cur, &k, &want);
+                if (rc == STELE_ENOTFOUND)
                     rc = err_set(STELE_ECORRUPT,
                                  "index: the %s '%.*s' lacks the run of %u events at position %llu",
-                                 kind_text(b->e[i].kind), (int)b->e[i].len, b->e[i].name, r.count,
-                                 (unsigned long long)r.start);
-                } else {
-                    rc = idx_err(rc, "check secondary index entry");
-                }
+                                 kind_text(b->e[i].kind), (int)b->e[i].len, b->e[i].name,
+                                 want.count, (unsigned long long)want.start);
+                else if (rc > 0)
+                    rc = err_set(STELE_ECORRUPT,
+                                 "index: the %s '%.*s' has a wrong run at position %llu (%s)",
+                                 kind_text(b->e[i].kind), (int)b->e[i].len, b->e[i].name,
+                                 (unsigned long long)want.start,
+                                 "its ordinal does not follow the previous run's");
             }
             bt->checked += items;
         } else if (del) {
             for (size_t x = 0; x < items && rc == 0; x++) {
-                MDB_val v = {SEC_ITEM, bt->vals + x * SEC_ITEM};
-                rc = mdb_del(txn, ix->sec, &k, &v);
-                if (rc == MDB_NOTFOUND)
+                idx_run want;
+                item_get(bt->vals + x * SEC_ITEM, &want);
+                rc = item_find(cur, &k, want.start, NULL);
+                if (rc == 0)
+                    rc = idx_err(mdb_cursor_del(cur, 0), "delete secondary index entry");
+                else if (rc == STELE_ENOTFOUND)
                     rc = 0;
             }
-            rc = idx_err(rc, "delete secondary index entry");
         } else if (items == 1) {
             MDB_val v = {SEC_ITEM, bt->vals};
             rc = idx_err(mdb_cursor_put(cur, &k, &v, MDB_APPENDDUP), "put secondary index entry");
@@ -384,7 +472,7 @@ static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, u
     if (rc == 0)
         rc = idx_err(mdb_cursor_open(txn, ix->sec, &cur), "open cursor");
     for (int k = 0; k < NKINDS && rc == 0; k++)
-        rc = list_apply(ix, txn, cur, &b.k[k], &b, del);
+        rc = list_apply(cur, &b.k[k], &b, del);
     if (cur)
         mdb_cursor_close(cur);
     /* One time entry per distinct time: the writer passes a whole group
@@ -540,4 +628,53 @@ int idx_sec_step(idx_sec_cursor *sc, int backwards, idx_run *out)
     MDB_val k, v;
     int rc = mdb_cursor_get(sc->cur, &k, &v, backwards ? MDB_PREV_DUP : MDB_NEXT_DUP);
     return sec_decode(rc, &v, out);
+}
+
+int idx_sec_last(idx_sec_cursor *sc, uint64_t below, idx_run *out)
+{
+    if (below == 0)
+        return STELE_ENOTFOUND;
+    return idx_sec_seek(sc, below - 1, 1, out);
+}
+
+int idx_sec_seek_ord(idx_sec_cursor *sc, uint64_t ord, idx_run *out)
+{
+    /* Ordinals grow with positions: bisect the positions [lo, hi] for the
+     * run holding ord. Each probe lands on a run R (the one holding the
+     * probe or the next); if R starts past ord the run wanted lies wholly
+     * before the probe, if R ends before ord wholly after R. */
+    MDB_val k = {sc->klen, sc->key}, v;
+    int rc = mdb_cursor_get(sc->cur, &k, &v, MDB_SET);
+    idx_run first, last;
+    if (rc == 0)
+        rc = sec_decode(mdb_cursor_get(sc->cur, &k, &v, MDB_FIRST_DUP), &v, &first);
+    else
+        return sec_decode(rc, &v, &first);
+    if (rc == 0)
+        rc = sec_decode(mdb_cursor_get(sc->cur, &k, &v, MDB_LAST_DUP), &v, &last);
+    if (rc)
+        return rc;
+    if (ord < first.ord || ord >= last.ord + last.count)
+        return STELE_ENOTFOUND;
+    uint64_t lo = first.start, hi = last.start;
+    for (int guard = 0; guard < 130 && lo <= hi; guard++) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        idx_run r;
+        if ((rc = idx_sec_seek(sc, mid, 0, &r)))
+            return rc == STELE_ENOTFOUND ? err_set(STELE_ECORRUPT, "index: ordinal %llu "
+                                                   "lies in no run", (unsigned long long)ord)
+                                         : rc;
+        if (r.ord > ord) {
+            if (mid == 0)
+                break;
+            hi = mid - 1;
+        } else if (r.ord + r.count <= ord) {
+            lo = r.start + r.count;
+        } else {
+            *out = r;
+            return 0;
+        }
+    }
+    return err_set(STELE_ECORRUPT, "index: ordinal %llu lies in no run of its key",
+                   (unsigned long long)ord);
 }

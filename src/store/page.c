@@ -65,6 +65,8 @@ void pool_put(pool *pl, void *block)
 
 /* ------------------------------------------------------------------ page */
 
+void page_expect(stele_page *pg, size_t limit) { pg->expect = limit; }
+
 int page_new(pool *pl, stele_page **out)
 {
     stele_page *pg = calloc(1, sizeof *pg);
@@ -95,6 +97,11 @@ static int track_block(stele_page *pg, void *b, int big)
     return 0;
 }
 
+/* The first arena blocks of a page: malloc'd, from SMALL_FIRST doubling
+ * to SMALL_LAST; then pool blocks. */
+#define SMALL_FIRST (16u << 10)
+#define SMALL_LAST (128u << 10)
+
 static void *arena_alloc(stele_page *pg, size_t n)
 {
     n = (n + 7) & ~(size_t)7;
@@ -107,13 +114,27 @@ static void *arena_alloc(stele_page *pg, size_t n)
         }
         return b;
     }
-    if (!pg->cur || POOL_BLOCK - pg->block_used < n) {
-        void *b = pool_get(pg->pl);
-        if (!b || track_block(pg, b, 0)) {
-            pool_put(pg->pl, b);
-            return NULL;
+    if (!pg->cur || pg->cur_size - pg->block_used < n) {
+        size_t size = pg->cur && pg->cur_size < POOL_BLOCK ? pg->cur_size * 2 : SMALL_FIRST;
+        void *b;
+        if ((!pg->expect || pg->expect < PAGE_SMALL_EVENTS) &&
+            pg->small_bytes < 2 * SMALL_LAST - SMALL_FIRST && size <= SMALL_LAST && n <= size) {
+            b = malloc(size);
+            if (!b || track_block(pg, b, 1)) {
+                free(b);
+                return NULL;
+            }
+            pg->small_bytes += size;
+        } else {
+            size = POOL_BLOCK;
+            b = pool_get(pg->pl);
+            if (!b || track_block(pg, b, 0)) {
+                pool_put(pg->pl, b);
+                return NULL;
+            }
         }
         pg->cur = b;
+        pg->cur_size = size;
         pg->block_used = 0;
     }
     void *p = (char *)pg->cur + pg->block_used;
@@ -125,7 +146,36 @@ static void *arena_alloc(stele_page *pg, size_t n)
 static stele_event *next_ev(stele_page *pg)
 {
     size_t seg = pg->count / PAGE_EV_PER_SEG;
-    if (seg == pg->nevseg) {
+    if (seg == 0 && pg->count == pg->ev0cap) {
+        /* The first segment grows by doubling (realloc: the page is being
+         * built, nobody holds its events yet). */
+        if (!pg->evseg) {
+            pg->evseg = malloc(4 * sizeof *pg->evseg);
+            if (!pg->evseg)
+                return NULL;
+            pg->evsegcap = 4;
+            pg->evseg[0] = NULL;
+            pg->nevseg = 1;
+        }
+        if (pg->expect >= PAGE_SMALL_EVENTS) {
+            /* A large read: a whole pooled segment, as for the others. */
+            stele_event *b = pool_get(pg->pl);
+            if (!b)
+                return NULL;
+            pg->evseg[0] = b;
+            pg->ev0cap = PAGE_EV_PER_SEG;
+            pg->ev0_pooled = 1;
+        } else {
+            size_t cap = pg->ev0cap ? pg->ev0cap * 2 : pg->expect ? pg->expect : 16;
+            if (cap > PAGE_EV_PER_SEG)
+                cap = PAGE_EV_PER_SEG;
+            stele_event *ns = realloc(pg->evseg[0], cap * sizeof *ns);
+            if (!ns)
+                return NULL;
+            pg->evseg[0] = ns;
+            pg->ev0cap = cap;
+        }
+    } else if (seg == pg->nevseg) {
         if (pg->nevseg == pg->evsegcap) {
             size_t cap = pg->evsegcap ? pg->evsegcap * 2 : 4;
             stele_event **ns = realloc(pg->evseg, cap * sizeof *ns);
@@ -233,11 +283,17 @@ void stele_page_free(stele_page *pg)
         else
             pool_put(pg->pl, pg->blocks[i]);
     }
-    for (size_t i = 0; i < pg->nevseg; i++)
+    if (pg->nevseg && pg->ev0_pooled)
+        pool_put(pg->pl, pg->evseg[0]);
+    else if (pg->nevseg)
+        free(pg->evseg[0]);
+    for (size_t i = 1; i < pg->nevseg; i++)
         pool_put(pg->pl, pg->evseg[i]);
     free(pg->blocks);
     free(pg->big);
     free(pg->evseg);
+    free(pg->view);
+    free(pg->links);
     pool_unref(pg->pl);
     free(pg);
 }
@@ -250,9 +306,51 @@ void page_filter(stele_page *pg, int (*keep)(const void *ctx, const stele_event 
         stele_event *e = page_ev(pg, i);
         if (keep && !keep(ctx, e))
             continue;
-        if (w != i)
+        if (w != i) {
             *page_ev(pg, w) = *e;
+            if (pg->links)
+                pg->links[w] = pg->links[i];
+        }
         w++;
     }
     pg->count = w;
+}
+
+int page_set_view(stele_page *pg, const char *name, size_t len)
+{
+    char *v = malloc(len + 1);
+    if (!v)
+        return err_set(STELE_ENOMEM, "out of memory");
+    memcpy(v, name, len);
+    v[len] = 0;
+    free(pg->view);
+    pg->view = v;
+    return 0;
+}
+
+int page_set_link(stele_page *pg, size_t i, uint64_t revision)
+{
+    if (i >= pg->linkcap) {
+        size_t cap = pg->linkcap ? pg->linkcap * 2 : 64;
+        while (cap <= i)
+            cap *= 2;
+        uint64_t *nl = realloc(pg->links, cap * sizeof *nl);
+        if (!nl)
+            return err_set(STELE_ENOMEM, "out of memory");
+        pg->links = nl;
+        pg->linkcap = cap;
+    }
+    pg->links[i] = revision;
+    return 0;
+}
+
+int stele_page_link(const stele_page *pg, size_t i, const char **view, uint64_t *revision)
+{
+    if (!pg || !pg->view || !pg->links || i >= pg->count)
+        return 0;
+    if (view)
+        *view = pg->view;
+    if (revision)
+        *revision = pg->links[i];
+    return 1;
 }

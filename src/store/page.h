@@ -3,11 +3,17 @@
  * feeds it.
  *
  * A page owns copies of the record bodies it holds, so its events stay valid
- * after the log moves on, until stele_page_free(). Its memory comes in 1 MiB
- * blocks from a pool owned by the store: reads that allocate fresh memory pay
- * a page fault per 4 KiB (expensive on these VMs), while recycled blocks are
- * already mapped. The pool is reference-counted by the store and by every
- * live page, so a page freed after stele_close() is still safe.
+ * after the log moves on, until stele_page_free(). A page costs about what
+ * it holds: its first event segment grows by doubling (from 16 events, or
+ * is sized for the read's limit: page_expect) and, unless the read asks for
+ * many events, its first arena blocks are small (16 KiB, doubling to
+ * 128 KiB), so the many small pages that servers keep per subscriber stay
+ * small. Past that,
+ * memory comes in 1 MiB blocks from a pool owned by the store: reads that
+ * allocate fresh memory pay a page fault per 4 KiB (expensive on these
+ * VMs), while recycled blocks are already mapped. The pool is
+ * reference-counted by the store and by every live page, so a page freed
+ * after stele_close() is still safe.
  */
 #ifndef STELE_PAGE_H
 #define STELE_PAGE_H
@@ -41,15 +47,25 @@ struct stele_page {
     pool *pl;
     stele_event **evseg; /* events in segments of PAGE_EV_PER_SEG */
     size_t nevseg, evsegcap;
+    size_t ev0cap;       /* events the first segment (malloc'd) has room for */
+    size_t expect;       /* page_expect(): the read's limit, 0 if unknown */
+    int ev0_pooled;      /* the first segment is a pool block (a large read) */
     size_t count;
     void **blocks;       /* arena blocks; pool blocks unless in big[] */
     unsigned char *big;  /* big[i] = 1: blocks[i] was malloc'd (oversized) */
     size_t nblocks, blockcap;
-    size_t block_used;   /* in the current (last pool) block */
+    size_t block_used;   /* in the current block */
+    size_t cur_size;     /* its size */
+    size_t small_bytes;  /* bytes of small (malloc'd, growing) arena blocks so far */
     void *cur;           /* the block being filled, or NULL */
     uint64_t bytes;      /* record bytes held */
     int has_next;
     uint64_t next;
+    /* A read of a system view stream ($ce-...): the view's name and each
+     * event's revision in it (links[i] for event i); NULL otherwise. */
+    char *view;
+    uint64_t *links;
+    size_t linkcap;
 };
 
 /* Largest page in bytes: a read stops after about this much (but returns
@@ -57,6 +73,11 @@ struct stele_page {
 #define PAGE_MAX_BYTES (32u << 20)
 
 int page_new(pool *pl, stele_page **out);
+/* The read will return at most `limit` events: room for them comes in one
+ * allocation, and a page of many events (PAGE_SMALL_EVENTS or more) takes
+ * pooled blocks from the start rather than small growing ones. */
+#define PAGE_SMALL_EVENTS 256u
+void page_expect(stele_page *pg, size_t limit);
 /* Copy the event record `r` into the page. 0 or STELE_ENOMEM. */
 int page_add(stele_page *pg, const rec *r);
 /* Event i of the page. */
@@ -71,6 +92,10 @@ int page_take_reversed(stele_page *dst, stele_page *src, size_t max);
  * `max` of them (their memory stays with the page until it is freed). */
 void page_filter(stele_page *pg, int (*keep)(const void *ctx, const stele_event *e),
                  const void *ctx, size_t max);
+/* Make pg a page of view `name` (len bytes): 0 or ENOMEM. */
+int page_set_view(stele_page *pg, const char *name, size_t len);
+/* Event i's revision in the view (i <= count; grows the table). */
+int page_set_link(stele_page *pg, size_t i, uint64_t revision);
 /* 1 when the page is full by count or bytes. */
 static inline int page_full(const stele_page *pg, size_t limit)
 {

@@ -121,6 +121,12 @@ static int check_stream_read(stele_db *db, const char *stream, int direction, st
     const char *why = utf8_check_name(stream, n, &at);
     if (why)
         return err_set(STELE_EINVAL, "stream name: %s at byte %zu", why, at);
+    int kind;
+    const char *key;
+    size_t klen;
+    if (store_view_parse(stream, n, &kind, &key, &klen))
+        return err_set(STELE_EINVAL, "'%s' is a view stream: reads up to a revision or a time "
+                       "are for ordinary streams", stream);
     if (stream[0] == '$')
         return err_set(STELE_EINVAL, "stream name '%s': names starting with '$' are reserved",
                        stream);

@@ -18,6 +18,8 @@
 #define MAX_SEGMENT_SIZE (2ull << 30)
 #define DEFAULT_MAX_EVENT (16ull << 20)
 #define DEFAULT_MAX_APPEND (64ull << 20)
+#define DEFAULT_MAX_GROUPS 1000u
+#define DEFAULT_MAX_CONSUMERS 100u
 #define MAX_NAME 255u
 #define MAX_TAGS 64u
 
@@ -38,6 +40,10 @@ int stele_open(const char *dir, const stele_options *opts, stele_db **out)
         o.max_event_size = DEFAULT_MAX_EVENT;
     if (!o.max_append_size)
         o.max_append_size = DEFAULT_MAX_APPEND;
+    if (!o.max_groups)
+        o.max_groups = DEFAULT_MAX_GROUPS;
+    if (!o.max_consumers_per_group)
+        o.max_consumers_per_group = DEFAULT_MAX_CONSUMERS;
     if (o.segment_size < MIN_SEGMENT_SIZE || o.segment_size > MAX_SEGMENT_SIZE)
         return err_set(STELE_EINVAL, "segment_size must be between 64 KiB and 2 GiB");
     if (o.max_event_size > (1ull << 30) || o.max_append_size > (1ull << 30))
@@ -61,6 +67,8 @@ void stele_close(stele_db *db)
 {
     if (!db)
         return;
+    proj_sys_close(db);
+    rules_close(db);
     sub_groups_close(db);
     db->be->ops->close(db->be);
     free(db);
@@ -272,7 +280,10 @@ static int append_sync(stele_db *db, const char *stream, int64_t expected,
         memset(res, 0, sizeof *res);
     prepared p;
     int rc = prepare(db, stream, expected, events, n, system, &p);
-    if (rc == 0)
+    struct proj_inline *pi = rc == 0 && !system ? proj_inline_for(db, stream, p.a.stream_len) : NULL;
+    if (rc == 0 && pi)
+        rc = proj_inline_append(db, pi, stream, expected, events, n, res);
+    else if (rc == 0)
         rc = db->be->ops->append(db->be, &p.a, res);
     prepared_free(&p);
     return rc;
@@ -383,7 +394,11 @@ static int append_async(stele_db *db, const char *stream, int64_t expected,
     if (rc == 0) {
         aa->cb = cb;
         aa->ctx = ctx;
-        rc = db->be->ops->append_async(db->be, &aa->p.a, async_done, aa);
+        /* a category with an inline projection: its worker thread runs the
+         * handlers, then appends; async_done frees the copies after */
+        struct proj_inline *pi = system ? NULL : proj_inline_for(db, stream, aa->p.a.stream_len);
+        rc = pi ? proj_inline_queue(db, pi, aa->p.a.stream, expected, aa->ev, n, async_done, aa)
+                : db->be->ops->append_async(db->be, &aa->p.a, async_done, aa);
     }
     if (rc) {
         prepared_free(&aa->p);
@@ -428,6 +443,11 @@ int stele_read_stream(stele_db *db, const char *stream, uint64_t from, int direc
         rc = store_check_read_stream(stream, &slen);
     if (rc)
         return rc;
+    int kind;
+    const char *key;
+    size_t klen;
+    if (store_view_parse(stream, slen, &kind, &key, &klen))
+        return store_read_view(db, stream, slen, from, direction == STELE_BACKWARDS, limit, out);
     return db->be->ops->read_stream(db->be, stream, slen, from, direction == STELE_BACKWARDS,
                                     limit, out);
 }
@@ -450,6 +470,23 @@ int stele_stream_head(stele_db *db, const char *stream, stele_stream_info *info)
     int rc = store_check_read_stream(stream, &slen);
     if (rc)
         return rc;
+    int kind;
+    const char *key;
+    size_t klen;
+    if (store_view_parse(stream, slen, &kind, &key, &klen)) {
+        /* A view's head: its newest visible event. */
+        stele_page *pg;
+        if ((rc = store_read_view(db, stream, slen, STELE_END, 1, 1, &pg)))
+            return rc;
+        memset(info, 0, sizeof *info);
+        info->last_revision = info->last_position = STELE_NONE;
+        if (stele_page_count(pg)) {
+            stele_page_link(pg, 0, NULL, &info->last_revision);
+            info->last_position = stele_page_event(pg, 0)->position;
+        }
+        stele_page_free(pg);
+        return 0;
+    }
     return db->be->ops->head(db->be, stream, slen, info);
 }
 

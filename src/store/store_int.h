@@ -14,12 +14,18 @@
 #include "stele.h"
 
 struct sub_groups;
+struct proj_sys;
+struct rules_reg;
 
 struct stele_db {
     backend *be;
     stele_options opts;
     /* Persistent subscriptions (src/sub/groups.c); NULL until used. */
     struct sub_groups *groups;
+    /* Projections (src/proj/run.c); NULL until used. */
+    struct proj_sys *projs;
+    /* Rules (src/rules/rules.c); NULL until used. */
+    struct rules_reg *rules;
 };
 
 /* Append to any stream, system streams ('$...') included; otherwise the
@@ -42,6 +48,40 @@ int store_get_metadata_system(stele_db *db, const char *stream, stele_stream_met
 /* Stop the consumer groups (src/sub/groups.c): save their checkpoints and
  * free them. Called by stele_close before the backend closes. */
 void sub_groups_close(stele_db *db);
+
+/* Inline projections (src/proj/inline.c): the one covering the category
+ * of user stream `stream` (NULL if none; starts the projection subsystem
+ * on first use), and the append done through it: in the calling thread,
+ * or queued to its worker thread, which calls cb once. The events given
+ * to proj_inline_queue must stay valid until cb runs. */
+struct proj_inline;
+struct proj_inline *proj_inline_for(stele_db *db, const char *stream, size_t len);
+int proj_inline_append(stele_db *db, struct proj_inline *pi, const char *stream,
+                       int64_t expected, const stele_event_in *events, size_t n,
+                       stele_append_result *res);
+int proj_inline_queue(stele_db *db, struct proj_inline *pi, const char *stream, int64_t expected,
+                      const stele_event_in *events, size_t n, stele_append_cb cb, void *ctx);
+
+/* Stop the projections (src/proj/run.c) after their current batch and
+ * free them. Called by stele_close before the consumer groups stop. */
+void proj_sys_close(stele_db *db);
+/* Stop the rules (src/rules/rules.c): their threads and consumers. Called
+ * by stele_close before sub_groups_close. */
+void rules_close(stele_db *db);
+
+/* views.c: 1 if the stream name is a system view stream ($ce-{key},
+ * $et-{key}, $bc-{key}, $streams) with its read_view kind and key (a
+ * pointer into `stream`, possibly empty), else 0. */
+int store_view_parse(const char *stream, size_t len, int *kind, const char **key,
+                     size_t *key_len);
+/* As store_view_parse, but 0 only for a usable view (a key where one is
+ * needed), else EINVAL with the reason. */
+int store_view_check(const char *stream, size_t len, int *kind, const char **key,
+                     size_t *key_len);
+/* Read a view stream (the name was checked by store_check_read_stream):
+ * as stele_read_stream. */
+int store_read_view(stele_db *db, const char *stream, size_t len, uint64_t from, int backwards,
+                    size_t limit, stele_page **out);
 
 /* Check a stream name for reading: system names allowed. 0 or EINVAL. */
 int store_check_read_stream(const char *stream, size_t *len);

@@ -213,6 +213,8 @@ int group_settle(group *g, gconsumer *c, const uint8_t (*ids)[16], size_t n, int
                  const char *reason);
 /* Queue parked messages for replay: up to `max` (0: all). */
 int group_start_replay(group *g, uint64_t max, uint64_t *count);
+/* Drop the buffer and deliver again from `key`; durable on return. */
+int group_rewind(group *g, uint64_t key, int64_t now);
 /* The current checkpoint. */
 uint64_t group_checkpoint(const group *g);
 /* Wake waiting consumers and event-loop watchers. */

@@ -519,6 +519,11 @@ static int fill(group *g)
         const stele_event *e = stele_page_event(pg, i);
         if (!g->def.stream && is_group_stream(e))
             continue;
+        /* A stream's key is its revision; a view stream's ($ce-...), the
+         * event's revision in the view. */
+        uint64_t key = g->def.stream ? e->revision : e->position;
+        if (g->def.stream)
+            stele_page_link(pg, i, NULL, &key);
         ev_blob *b = ev_blob_copy(e);
         gmsg *m = b ? mq_push(&g->main) : NULL;
         if (!m) {
@@ -526,13 +531,13 @@ static int fill(group *g)
             ev_blob_unref(b);
             stele_sub_close(g->sub);
             g->sub = NULL;
-            g->read_pos = g->def.stream ? e->revision : e->position;
+            g->read_pos = key;
             stele_page_free(pg);
             rc = err_set(STELE_ENOMEM, "out of memory");
             goto fail;
         }
         m->ev = b;
-        m->key = g->def.stream ? e->revision : e->position;
+        m->key = key;
         m->state = M_AVAIL;
         g->main_avail++;
         added++;
@@ -771,4 +776,41 @@ void group_release_consumer(group *g, gconsumer *c)
     }
     pop_done(g);
     group_wake(g);
+}
+
+/* ------------------------------------------------------------ rewind */
+
+/* Drop the main queue and read again from `key`. Waits first for appends
+ * in flight (a parking link must land before its message goes), then
+ * forces a checkpoint and waits until it is durable, so a rewind survives
+ * a crash. In-flight messages simply vanish: their acks find nothing. */
+int group_rewind(group *g, uint64_t key, int64_t now)
+{
+    group_wait_pending(g);
+    for (size_t i = 0; i < g->main.n; i++) {
+        gmsg *m = mq_at(&g->main, i);
+        unassign(g, m);
+        ev_blob_unref(m->ev);
+    }
+    g->main.n = 0;
+    g->main.head = 0;
+    g->main_avail = 0;
+    stele_sub_close(g->sub);
+    g->sub = NULL;
+    g->read_pos = key;
+    g->read_err = 0;
+    g->done_since_save = 1;
+    if (key == g->ckpt_saved && g->parked_trunc == g->trunc_saved) {
+        group_wake(g);
+        return 0;
+    }
+    uint64_t seq = g->save_seq;
+    group_maybe_save(g, now, 1);
+    if (g->save_seq == seq)
+        return err_set(STELE_EIO, "rewind: could not write the checkpoint: %s", g->last_error);
+    group_wait_pending(g);
+    if (g->save_rc)
+        return err_set(g->save_rc, "rewind: writing the checkpoint failed: %s", g->last_error);
+    group_wake(g);
+    return 0;
 }

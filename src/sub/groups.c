@@ -552,6 +552,20 @@ int stele_group_create(stele_db *db, const char *stream, const char *group_name,
         return err_set(STELE_EEXISTS, "consumer group '%s' on %s%s%s exists already", group_name,
                        st ? "stream '" : "$all", st ? st : "", st ? "'" : "");
     }
+    /* The limit on groups (stele_options.max_groups): each one holds a
+     * subscription, its buffers and a thread's attention. */
+    size_t ngroups = 0;
+    pthread_mutex_lock(&gs->mu);
+    for (group *o = gs->list; o; o = o->next)
+        ngroups++;
+    pthread_mutex_unlock(&gs->mu);
+    if (ngroups >= db->opts.max_groups) {
+        pthread_mutex_unlock(&gs->admin);
+        return err_set(STELE_EBUSY,
+                       "%zu consumer groups exist, the store's limit (max_groups %u): delete one "
+                       "first",
+                       ngroups, db->opts.max_groups);
+    }
     group_def def = {0};
     char ck[256], pk[256];
     def.set = *settings;
@@ -911,6 +925,11 @@ int stele_group_connect(stele_db *db, const char *stream, const char *group_name
     else if (o)
         rc = err_set(STELE_EEXISTS, "consumer '%s' is connected to group '%s' already", name,
                      group_name);
+    else if (g->n_consumers >= db->opts.max_consumers_per_group)
+        rc = err_set(STELE_EBUSY,
+                     "group '%s' has %zu consumers connected, the store's limit "
+                     "(max_consumers_per_group %u)",
+                     group_name, (size_t)g->n_consumers, db->opts.max_consumers_per_group);
     if (rc == 0) {
         /* At the end: the info lists consumers in the order they came. */
         gconsumer **pp = &g->consumers;
@@ -1272,4 +1291,68 @@ void stele_group_unwatch(stele_db *db, int fd)
     pthread_mutex_unlock(&gs->watch_mu);
     if (found)
         close(fd);
+}
+
+/* ------------------------------------------------------------ rewind */
+
+int stele_group_rewind(stele_db *db, const char *stream, const char *group_name, uint64_t to)
+{
+    err_clear();
+    group *g;
+    int rc = lookup(db, stream, group_name, &g);
+    if (rc)
+        return rc;
+    if (to == STELE_END) {
+        if (g->def.stream) {
+            rc = next_revision(db, g->def.stream, &to);
+        } else {
+            stele_stats st;
+            rc = stele_get_stats(db, &st);
+            to = st.events;
+        }
+    }
+    if (rc == 0) {
+        pthread_mutex_lock(&g->gs->admin);
+        pthread_mutex_lock(&g->mu);
+        rc = g->deleted ? not_found(g->def.stream, group_name) : group_rewind(g, to, mono_ms());
+        pthread_mutex_unlock(&g->mu);
+        pthread_mutex_unlock(&g->gs->admin);
+    }
+    group_unref(g);
+    return rc;
+}
+
+int stele_group_rewind_time(stele_db *db, const char *stream, const char *group_name, int64_t us,
+                            uint64_t *to)
+{
+    err_clear();
+    group *g;
+    int rc = lookup(db, stream, group_name, &g);
+    if (rc)
+        return rc;
+    uint64_t target = STELE_END;
+    stele_page *pg = NULL;
+    if (g->def.stream) {
+        /* The stream as it was just before `us`: its next revision then. */
+        rc = stele_read_stream_as_of(db, g->def.stream, us - 1, STELE_END, STELE_BACKWARDS, 1,
+                                     &pg);
+        if (rc == 0)
+            target = stele_page_count(pg) ? stele_page_event(pg, 0)->revision + 1 : 0;
+        else if (rc == STELE_ENOTFOUND)
+            rc = 0, target = 0;
+    } else {
+        stele_query q = {.kind = STELE_QUERY_ALL, .has_after = 1, .after_us = us,
+                         .direction = STELE_FORWARDS, .limit = 1};
+        rc = stele_read_query(db, &q, &pg);
+        if (rc == 0 && stele_page_count(pg))
+            target = stele_page_event(pg, 0)->position;
+    }
+    stele_page_free(pg);
+    group_unref(g);
+    if (rc)
+        return rc;
+    rc = stele_group_rewind(db, stream, group_name, target);
+    if (rc == 0 && to)
+        *to = target;
+    return rc;
 }

@@ -28,6 +28,7 @@
 struct stele_sub {
     stele_db *db;
     int on_stream;
+    int view; /* the stream is a view ($ce-...): revisions are its links' */
     char stream[256];
     size_t stream_len;
     uint64_t next; /* position ($all) or revision (stream) */
@@ -78,6 +79,11 @@ int stele_subscribe_stream(stele_db *db, const char *stream, uint64_t from, stel
     size_t len;
     stele_sub *s;
     int rc = store_check_read_stream(stream, &len);
+    int kind, view = 0;
+    const char *key;
+    size_t klen;
+    if (rc == 0 && store_view_parse(stream, len, &kind, &key, &klen))
+        view = 1, rc = store_view_check(stream, len, &kind, &key, &klen);
     if (rc)
         return rc;
     if ((rc = new_sub(db, out, &s)))
@@ -85,7 +91,25 @@ int stele_subscribe_stream(stele_db *db, const char *stream, uint64_t from, stel
     s->on_stream = 1;
     memcpy(s->stream, stream, len);
     s->stream_len = len;
-    if (from == STELE_END) {
+    s->view = view;
+    if (s->view && from == STELE_END) {
+        /* After the view's newest event. */
+        stele_page *pg;
+        uint64_t rev;
+        rc = store_read_view(db, stream, len, STELE_END, 1, 1, &pg);
+        if (rc == STELE_ENOTFOUND) {
+            err_clear();
+            from = 0;
+            rc = 0;
+        } else if (rc == 0) {
+            from = stele_page_link(pg, 0, NULL, &rev) ? rev + 1 : 0;
+            stele_page_free(pg);
+        }
+        if (rc) {
+            free(s);
+            return rc;
+        }
+    } else if (from == STELE_END) {
         stele_stream_info info;
         rc = db->be->ops->head(db->be, stream, len, &info);
         if (rc == STELE_ENOTFOUND) {
@@ -123,7 +147,8 @@ static int read_once(stele_sub *s, size_t limit, stele_page **out, int *end, uin
     *end = 0;
     *scanned = 0;
     if (s->on_stream) {
-        rc = be->ops->read_stream(be, s->stream, s->stream_len, s->next, 0, limit, &pg);
+        rc = s->view ? store_read_view(s->db, s->stream, s->stream_len, s->next, 0, limit, &pg)
+                     : be->ops->read_stream(be, s->stream, s->stream_len, s->next, 0, limit, &pg);
         if (rc == STELE_ENOTFOUND) {
             /* Not written yet, or soft-deleted: wait for it. */
             err_clear();
@@ -142,8 +167,15 @@ static int read_once(stele_sub *s, size_t limit, stele_page **out, int *end, uin
     int more = stele_page_next(pg, &next);
     if (n) {
         const stele_event *last = stele_page_event(pg, n - 1);
-        next = (s->on_stream ? last->revision : last->position) + 1;
+        uint64_t rev = last->revision;
+        if (s->view)
+            stele_page_link(pg, n - 1, NULL, &rev);
+        next = (s->on_stream ? rev : last->position) + 1;
         *scanned = next - s->next;
+    } else if (s->view && more && next > s->next) {
+        /* Every event of the page was hidden: step over them. */
+        *scanned = next - s->next;
+        s->next = next;
     }
     *end = !more;
     if (s->filter) {

@@ -1023,6 +1023,55 @@ static void test_not_grpc(void)
     CHECK(features_status() == 0);
 }
 
+/* Over the memory budget (docs/limits.md) a new call ends with
+ * RESOURCE_EXHAUSTED: a second server whose budget (1 MiB, from
+ * STELE_MEMORY_BUDGET) is below any process's baseline. */
+static void test_memory_budget(void)
+{
+    pid_t keep_pid = server_pid;
+    int keep_port = server_port;
+    const char *dir = t_tmpdir("grpc-h2-budget");
+    setenv("STELE_MEMORY_BUDGET", "1", 1);
+    start_server(dir);
+    unsetenv("STELE_MEMORY_BUDGET");
+    int st = features_status();
+    printf("memory budget: a call over it ends with grpc-status %d\n", st);
+    CHECK(st == 8);
+    CHECK(stop_server() == 0);
+    t_rmdir(dir);
+    /* --max-subscriptions 2 (docs/limits.md): the third subscription ends
+     * with RESOURCE_EXHAUSTED; once one ends, a new one is accepted. */
+    dir = t_tmpdir("grpc-h2-subs");
+    setenv("STELE_MAX_SUBSCRIPTIONS", "2", 1);
+    start_server(dir);
+    unsetenv("STELE_MAX_SUBSCRIPTIONS");
+    h2c *c = h2c_open();
+    size_t len;
+    uint8_t *body = read_req("limit-stream", 0, &len);
+    const char *read = "/event_store.client.streams.Streams/Read";
+    stream_rec *s1 = h2c_call(c, read, body, len, NULL, NULL, NULL);
+    stream_rec *s2 = h2c_call(c, read, body, len, NULL, NULL, NULL);
+    h2c_run(c, 500, NULL, NULL);
+    stream_rec *s3 = h2c_call(c, read, body, len, NULL, NULL, NULL);
+    h2c_run(c, 10000, rec_closed, s3);
+    printf("max subscriptions: the third ends with grpc-status %d (\"%s\")\n", s3->grpc_status,
+           s3->grpc_message);
+    CHECK(!s1->closed && !s2->closed);
+    CHECK(s3->closed && s3->grpc_status == 8);
+    CHECK(strstr(s3->grpc_message, "max-subscriptions") != NULL);
+    nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s1->id, NGHTTP2_CANCEL);
+    h2c_run(c, 500, NULL, NULL);
+    stream_rec *s4 = h2c_call(c, read, body, len, NULL, NULL, NULL);
+    h2c_run(c, 1000, NULL, NULL);
+    CHECK(!s4->closed);
+    h2c_close(c);
+    free(body);
+    CHECK(stop_server() == 0);
+    t_rmdir(dir);
+    server_pid = keep_pid;
+    server_port = keep_port;
+}
+
 /* A non-loopback IPv4 address of this machine: 1 and `out`, or 0. */
 static int non_loopback_ipv4(char *out, size_t cap)
 {
@@ -1122,6 +1171,8 @@ int main(void)
         test_tombstone_ends_subscriptions();
     if (PART("lateeos"))
         test_late_end_stream();
+    if (PART("budget"))
+        test_memory_budget();
     if (PART("v2"))
         test_v2_abandoned();
 #undef PART

@@ -1,0 +1,394 @@
+/*
+ * prelude.js - KurrentDB's projection API (fromAll, when, partitionBy,
+ * emit ...) in ES5, run in each projection's duktape heap before the
+ * user's query (src/proj/js.c embeds it at build time).
+ *
+ * The query only describes the projection: its source (fromAll,
+ * fromCategory ...), its handlers and its options are recorded in `def`.
+ * The runner (src/proj/run.c) then calls __stele_on() once per event.
+ * Partition states live in `states` (an object with no prototype, keyed by
+ * partition) as a cache: a partition not in it is loaded from the store
+ * through the native __stele_load(key, shared), and the runner evicts
+ * clean partitions with __stele_evict(). Partitions whose handlers ran
+ * since the last commit are listed in `dirty`; the runner takes them with
+ * __stele_take_dirty() and serialises each with __stele_state_json().
+ *
+ * Natives provided by js.c: __stele_load(key, shared) -> null or
+ * [json, position]; __stele_emit(stream, type, data, metadata, isJson,
+ * metaIsJson); __stele_log(text); __stele_raw(which, n) -> the data (0)
+ * or metadata (1) of event number n while its handler runs.
+ */
+var __stele = (function (global) {
+    'use strict';
+    var def = {
+        all: false, categories: [], streams: [], handlers: {}, partitionBy: null,
+        foreachStream: false, outputState: false, resultStream: null,
+        transforms: [], options: {}, defined: false
+    };
+    var states = Object.create(null);
+    var statePos = Object.create(null);
+    var dirty = [];
+    var dirtyMark = Object.create(null);
+    var shared;            /* bi-state: the shared state, undefined until loaded */
+    var sharedLoaded = false, sharedDirty = false, sharedPos = -1;
+    var current = null;    /* the event being handled */
+    var folding = false;   /* reconstructing a state: emits are ignored */
+    var foldState;
+
+    function fail(msg) { throw new Error(msg); }
+
+    function argList(args) {
+        if (args.length === 1 && Object.prototype.toString.call(args[0]) === '[object Array]')
+            return args[0].slice();
+        return Array.prototype.slice.call(args);
+    }
+    function strings(list, what) {
+        for (var i = 0; i < list.length; i++)
+            if (typeof list[i] !== 'string' || list[i] === '')
+                fail(what + ' expects non-empty strings');
+        return list;
+    }
+    function setSource(f) {
+        if (def.defined) fail('the query selects its source twice (one from... call per query)');
+        def.defined = true;
+        f();
+    }
+
+    /* The object every step of the chain returns: each call records its part. */
+    var chain = {
+        when: function (handlers) {
+            if (typeof handlers !== 'object' || handlers === null) fail('when() expects an object of handlers');
+            for (var k in handlers) {
+                if (!Object.prototype.hasOwnProperty.call(handlers, k)) continue;
+                if (typeof handlers[k] !== 'function') fail('when(): handler ' + k + ' is not a function');
+                def.handlers[k] = handlers[k];
+            }
+            return chain;
+        },
+        partitionBy: function (f) {
+            if (typeof f !== 'function') fail('partitionBy() expects a function');
+            if (def.foreachStream) fail('partitionBy() and foreachStream() exclude each other');
+            def.partitionBy = f;
+            return chain;
+        },
+        foreachStream: function () {
+            if (def.partitionBy) fail('partitionBy() and foreachStream() exclude each other');
+            def.foreachStream = true;
+            return chain;
+        },
+        outputState: function () { def.outputState = true; return chain; },
+        outputTo: function (name) {
+            if (typeof name !== 'string' || name === '') fail('outputTo() expects a stream name');
+            def.resultStream = name;
+            def.outputState = true;
+            return chain;
+        },
+        transformBy: function (f) {
+            if (typeof f !== 'function') fail('transformBy() expects a function');
+            def.transforms.push({ kind: 't', f: f });
+            return chain;
+        },
+        filterBy: function (f) {
+            if (typeof f !== 'function') fail('filterBy() expects a function');
+            def.transforms.push({ kind: 'f', f: f });
+            return chain;
+        }
+    };
+
+    global.fromAll = function () { setSource(function () { def.all = true; }); return chain; };
+    global.fromCategory = function (c) {
+        setSource(function () { def.categories = strings([c], 'fromCategory()'); });
+        return chain;
+    };
+    global.fromCategories = function () {
+        var l = strings(argList(arguments), 'fromCategories()');
+        setSource(function () { def.categories = l; });
+        return chain;
+    };
+    global.fromStream = function (s) {
+        setSource(function () { def.streams = strings([s], 'fromStream()'); });
+        return chain;
+    };
+    global.fromStreams = function () {
+        var l = strings(argList(arguments), 'fromStreams()');
+        setSource(function () { def.streams = l; });
+        return chain;
+    };
+    global.fromStreamsMatching = function () { fail('fromStreamsMatching() is not supported'); };
+    global.options = function (o) {
+        if (typeof o !== 'object' || o === null) fail('options() expects an object');
+        for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) def.options[k] = o[k];
+        if (typeof o.resultStreamName === 'string') def.resultStream = o.resultStreamName;
+    };
+
+    function json(v) {
+        if (v === undefined) return null;
+        if (typeof v === 'string') return v;
+        return JSON.stringify(v);
+    }
+    function requireEvent() {
+        if (!current) fail('emit, linkTo and copyTo may only be called from a handler');
+        return !folding;
+    }
+    global.emit = function (stream, type, body, metadata) {
+        if (!requireEvent()) return;
+        if (typeof stream !== 'string' || stream === '') fail('emit(): the stream name must be a non-empty string');
+        if (typeof type !== 'string' || type === '') fail('emit(): the event type must be a non-empty string');
+        var data = body === undefined ? '{}' : json(body);
+        __stele_emit(stream, type, data, metadata === undefined || metadata === null ? null : json(metadata),
+                     typeof body !== 'string', typeof metadata !== 'string');
+    };
+    global.linkTo = function (stream, ev, metadata) {
+        if (!requireEvent()) return;
+        if (typeof stream !== 'string' || stream === '') fail('linkTo(): the stream name must be a non-empty string');
+        if (!ev || typeof ev.streamId !== 'string') fail('linkTo(): the second argument must be an event');
+        __stele_emit(stream, '$>', ev.sequenceNumber + '@' + ev.streamId,
+                     metadata === undefined || metadata === null ? null : json(metadata), false,
+                     typeof metadata !== 'string');
+    };
+    global.copyTo = function (stream, ev, metadata) {
+        if (!requireEvent()) return;
+        if (typeof stream !== 'string' || stream === '') fail('copyTo(): the stream name must be a non-empty string');
+        if (!ev || typeof ev.eventType !== 'string') fail('copyTo(): the second argument must be an event');
+        __stele_emit(stream, ev.eventType, ev.bodyRaw,
+                     metadata === undefined || metadata === null ? ev.metadataRaw || null : json(metadata),
+                     ev.isJson, true);
+    };
+    global.linkStreamTo = function (stream, linked, metadata) {
+        if (!requireEvent()) return;
+        __stele_emit(stream, '$@', String(linked),
+                     metadata === undefined || metadata === null ? null : json(metadata), false,
+                     typeof metadata !== 'string');
+    };
+    global.log = function () {
+        var parts = [];
+        for (var i = 0; i < arguments.length; i++)
+            parts.push(typeof arguments[i] === 'string' ? arguments[i] : JSON.stringify(arguments[i]));
+        __stele_log(parts.join(' '));
+    };
+
+    function parseOr(raw) {
+        if (raw === null || raw === undefined || raw === '') return undefined;
+        try { return JSON.parse(raw); } catch (e) { return undefined; }
+    }
+    /* The event object handlers receive. body/data and metadata are parsed
+     * on first use: a handler that only counts never pays for JSON. */
+    function Ev(streamId, type, seq, raw, mraw, flags, created, position) {
+        this.streamId = streamId;
+        this.eventType = type;
+        this.sequenceNumber = seq;
+        /* The runner passes no data (raw undefined, mraw the event's
+         * number): bodyRaw and metadataRaw are fetched from C on first
+         * use, so an event whose data is never read costs no string. */
+        if (typeof mraw === 'number') this._g = mraw;
+        else { this._r = raw; this._mr = mraw; }
+        this.isJson = (flags & 1) !== 0;
+        this.position = position;
+        this.partition = '';
+        this._c = created;
+    }
+    Object.defineProperty(Ev.prototype, 'bodyRaw', {
+        get: function () {
+            if (this._r === undefined) this._r = __stele_raw(0, this._g);
+            return this._r;
+        },
+        set: function (v) { this._r = v; }
+    });
+    Object.defineProperty(Ev.prototype, 'metadataRaw', {
+        get: function () {
+            if (this._mr === undefined) this._mr = __stele_raw(1, this._g);
+            return this._mr;
+        },
+        set: function (v) { this._mr = v; }
+    });
+    Object.defineProperty(Ev.prototype, 'body', {
+        get: function () {
+            if (!('_b' in this)) this._b = this.isJson ? parseOr(this.bodyRaw) : undefined;
+            return this._b;
+        },
+        set: function (v) { this._b = v; }
+    });
+    Object.defineProperty(Ev.prototype, 'data', {
+        get: function () { return this.body; },
+        set: function (v) { this._b = v; }
+    });
+    Object.defineProperty(Ev.prototype, 'metadata', {
+        get: function () {
+            if (!('_m' in this)) this._m = parseOr(this.metadataRaw);
+            return this._m;
+        },
+        set: function (v) { this._m = v; }
+    });
+    Object.defineProperty(Ev.prototype, 'created', {
+        get: function () { return new Date(Math.floor(this._c / 1000)).toISOString(); }
+    });
+
+    function initState() {
+        var h = def.handlers.$init;
+        var s = h ? h() : {};
+        return s === undefined ? {} : s;
+    }
+    function initShared() {
+        var s = def.handlers.$initShared();
+        return s === undefined ? {} : s;
+    }
+    function loadShared() {
+        if (sharedLoaded) return;
+        var r = __stele_load('', true);
+        if (r === null) { shared = initShared(); sharedPos = -1; }
+        else { shared = JSON.parse(r[0]); sharedPos = r[1]; }
+        sharedLoaded = true;
+    }
+
+    function on(streamId, type, seq, raw, mraw, flags, created, position) {
+        var h = def.handlers[type];
+        if (h === undefined || type === '$init' || type === '$initShared') {
+            h = def.handlers.$any;
+            if (h === undefined) return 0;
+        }
+        var ev = new Ev(streamId, type, seq, raw, mraw, flags, created, position);
+        var key = '';
+        if (def.partitionBy) {
+            key = def.partitionBy(ev);
+            if (key === undefined || key === null) return 0;
+            key = String(key);
+        } else if (def.foreachStream) {
+            key = streamId;
+        }
+        ev.partition = key;
+        var s = states[key];
+        if (s === undefined) {
+            var r = __stele_load(key, false);
+            if (r === null) { s = initState(); statePos[key] = -1; }
+            else { s = JSON.parse(r[0]); statePos[key] = r[1]; }
+            states[key] = s;
+        }
+        /* Exactly once: a stored state may already include events after
+         * the checkpoint when its commit was not atomic (see run.c); such
+         * an event is not applied to it again. */
+        var skipPart = position <= statePos[key];
+        var bi = def.handlers.$initShared !== undefined;
+        var skipShared = true;
+        if (bi) {
+            loadShared();
+            skipShared = position <= sharedPos;
+        }
+        if (skipPart && skipShared) return 0;
+        current = ev;
+        try {
+            if (bi) {
+                /* A partition that already has this event gets a copy:
+                 * the handler must not change it again in place. */
+                var pair = [skipPart ? JSON.parse(JSON.stringify(s)) : s, shared];
+                var rr = h(pair, ev);
+                if (rr !== undefined) pair = rr;
+                if (!skipPart) s = pair[0];
+                if (!skipShared) { shared = pair[1]; sharedDirty = true; }
+            } else {
+                var r2 = h(s, ev);
+                if (r2 !== undefined) s = r2;
+            }
+        } finally {
+            current = null;
+        }
+        if (!skipPart) {
+            states[key] = s;
+            if (dirtyMark[key] !== 1) { dirtyMark[key] = 1; dirty.push(key); return 2; }
+        }
+        return 1;
+    }
+
+    function result(s) {
+        for (var i = 0; i < def.transforms.length; i++) {
+            var t = def.transforms[i];
+            if (t.kind === 't') s = t.f(s);
+            else if (!t.f(s)) return null;
+        }
+        return s;
+    }
+
+    /* Reconstructing one stream's state (state.c): the stream is one
+     * partition; the shared state of a bi-state query starts empty. */
+    function foldEvent(streamId, type, seq, raw, mraw, flags, created, position) {
+        var h = def.handlers[type];
+        if (h === undefined || type === '$init' || type === '$initShared') {
+            h = def.handlers.$any;
+            if (h === undefined) return 0;
+        }
+        var ev = new Ev(streamId, type, seq, raw, mraw, flags, created, position);
+        ev.partition = streamId;
+        current = ev;
+        folding = true;
+        try {
+            if (def.handlers.$initShared !== undefined) {
+                var pair = [foldState, initShared()];
+                var rr = h(pair, ev);
+                if (rr !== undefined) pair = rr;
+                foldState = pair[0];
+            } else {
+                var r = h(foldState, ev);
+                if (r !== undefined) foldState = r;
+            }
+        } finally {
+            current = null;
+            folding = false;
+        }
+        return 1;
+    }
+
+    return {
+        on: on,
+        foldEvent: foldEvent,
+        foldStart: function (raw) { foldState = raw === null ? initState() : JSON.parse(raw); },
+        foldJson: function () { return JSON.stringify(foldState) || 'null'; },
+        stateOf: function (key) { return states[key]; },
+        describe: function () {
+            if (!def.defined) fail('the query selects no source: start it with fromAll(), fromCategory(), fromStream() ...');
+            var names = [];
+            for (var k in def.handlers) names.push(k);
+            if (def.handlers.$initShared !== undefined && !def.partitionBy && !def.foreachStream)
+                fail('$initShared (bi-state) needs partitionBy() or foreachStream()');
+            return JSON.stringify({
+                all: def.all, categories: def.categories, streams: def.streams, handlers: names,
+                partitioned: !!(def.partitionBy || def.foreachStream), foreachStream: def.foreachStream, biState: def.handlers.$initShared !== undefined,
+                outputState: def.outputState, resultStream: def.resultStream,
+                transforms: def.transforms.length, options: def.options
+            });
+        },
+        takeDirty: function () {
+            var d = dirty;
+            dirty = [];
+            dirtyMark = Object.create(null);
+            return d;
+        },
+        sharedDirty: function () { var d = sharedDirty; sharedDirty = false; return d; },
+        stateJson: function (key) {
+            var s = states[key];
+            return s === undefined ? 'null' : JSON.stringify(s) || 'null';
+        },
+        sharedJson: function () { return JSON.stringify(shared) || 'null'; },
+        resultJson: function (key) {
+            if (def.transforms.length === 0) return null;
+            var r = result(states[key]);
+            return r === null || r === undefined ? null : JSON.stringify(r);
+        },
+        committed: function (key, position) { statePos[key] = position; },
+        sharedCommitted: function (position) { sharedPos = position; },
+        evict: function (key) { delete states[key]; delete statePos[key]; },
+        /* Fold helper for reconstructing one stream's state (state.c). */
+        setState: function (key, raw) { states[key] = raw === null ? initState() : JSON.parse(raw); statePos[key] = -1; },
+        count: function () { var n = 0; for (var k in states) n++; return n; },
+        /* A transient query's answer: the state (or result) of a query
+         * without partitions, else every partition's in an object. */
+        dumpAll: function () {
+            var t = def.transforms.length > 0;
+            if (!def.partitionBy && !def.foreachStream) {
+                var s0 = states[''] === undefined ? initState() : states[''];
+                return JSON.stringify(t ? result(s0) : s0) || 'null';
+            }
+            var out = {};
+            for (var k in states) out[k] = t ? result(states[k]) : states[k];
+            return JSON.stringify(out);
+        }
+    };
+})(this);

@@ -1,0 +1,808 @@
+/*
+ * run.c - the projection runner: one thread per running projection, and
+ * the registry of a store's projections (db->projs).
+ *
+ * A runner owns its projection's JavaScript runtime (js.c) and loops:
+ *
+ *   read a page of events at its position (a catch-up subscription on
+ *   $all with the query's source as a filter: history and live events
+ *   alike, src/sub/sub.c), run the handlers on each, then commit the
+ *   batch (pstore_commit: emitted events, changed partition states,
+ *   checkpoint), then trim the partition cache.
+ *
+ * Partition states are cached in the heap and bounded by an LRU list kept
+ * here (cache_partitions): a partition enters when prelude.js loads it,
+ * moves to the front when a batch changes it, and the least recently used
+ * clean ones are evicted after each commit (they are in the store).
+ *
+ * A handler that throws, runs past its time limit or exhausts its heap
+ * faults the projection: the batch is dropped (nothing of it is
+ * committed), the runtime is freed, the status becomes Faulted with the
+ * message and the event's position, and the thread ends. The store, the
+ * server and other projections are not affected. Enabling it again
+ * restarts from its checkpoint.
+ *
+ * States: Stopped -> Running (enable, create, start) -> Stopped (disable),
+ * Faulted (handler or commit failure) or Completed (a one-time projection
+ * at the end it saw when it started).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proj/proj_int.h"
+
+#define PAGE_EVENTS 4096
+#define IDLE_CKPT_GAP 65536u
+/* A batch stops before it writes this many streams (STELE_MAX_APPEND_STREAMS). */
+#define BATCH_STREAMS (STELE_MAX_APPEND_STREAMS - 40)
+
+/* ------------------------------------------------------------ key sets */
+
+typedef struct knode {
+    char *key;
+    size_t klen;
+    int is_new; /* no stored state when it was loaded: register it */
+    struct knode *hnext, *prev, *next;
+} knode;
+
+typedef struct kset {
+    knode **tab;
+    size_t nb, n;
+    knode head; /* LRU list: head.next is the most recent */
+} kset;
+
+static uint64_t khash(const char *k, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint8_t)k[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static void kset_init(kset *s)
+{
+    memset(s, 0, sizeof *s);
+    s->head.next = s->head.prev = &s->head;
+}
+
+static knode *kset_find(kset *s, const char *k, size_t n)
+{
+    if (!s->nb)
+        return NULL;
+    for (knode *x = s->tab[khash(k, n) & (s->nb - 1)]; x; x = x->hnext)
+        if (x->klen == n && !memcmp(x->key, k, n))
+            return x;
+    return NULL;
+}
+
+static void lru_unlink(knode *x)
+{
+    x->prev->next = x->next;
+    x->next->prev = x->prev;
+}
+
+static void lru_front(kset *s, knode *x)
+{
+    x->next = s->head.next;
+    x->prev = &s->head;
+    s->head.next->prev = x;
+    s->head.next = x;
+}
+
+/* Find or add `k`, moving it to the front. NULL on ENOMEM. */
+static knode *kset_touch(kset *s, const char *k, size_t n, int *added)
+{
+    if (added)
+        *added = 0;
+    knode *x = kset_find(s, k, n);
+    if (x) {
+        lru_unlink(x);
+        lru_front(s, x);
+        return x;
+    }
+    if (s->n + 1 > s->nb / 2) {
+        size_t nb = s->nb ? s->nb * 2 : 64;
+        knode **t = calloc(nb, sizeof *t);
+        if (!t)
+            return NULL;
+        for (size_t i = 0; i < s->nb; i++)
+            for (knode *y = s->tab[i], *nx; y; y = nx) {
+                nx = y->hnext;
+                size_t b = khash(y->key, y->klen) & (nb - 1);
+                y->hnext = t[b];
+                t[b] = y;
+            }
+        free(s->tab);
+        s->tab = t;
+        s->nb = nb;
+    }
+    x = calloc(1, sizeof *x);
+    if (!x || !(x->key = malloc(n + 1))) {
+        free(x);
+        return NULL;
+    }
+    memcpy(x->key, k, n);
+    x->key[n] = 0;
+    x->klen = n;
+    size_t b = khash(k, n) & (s->nb - 1);
+    x->hnext = s->tab[b];
+    s->tab[b] = x;
+    lru_front(s, x);
+    s->n++;
+    if (added)
+        *added = 1;
+    return x;
+}
+
+static void kset_remove(kset *s, knode *x)
+{
+    size_t b = khash(x->key, x->klen) & (s->nb - 1);
+    knode **pp = &s->tab[b];
+    while (*pp != x)
+        pp = &(*pp)->hnext;
+    *pp = x->hnext;
+    lru_unlink(x);
+    s->n--;
+    free(x->key);
+    free(x);
+}
+
+static void kset_free(kset *s)
+{
+    while (s->head.next != &s->head)
+        kset_remove(s, s->head.next);
+    free(s->tab);
+    memset(s, 0, sizeof *s);
+}
+
+/* ------------------------------------------------------------ runner */
+
+typedef struct runner {
+    proj *p;
+    stele_db *db;
+    proj_def d;
+    proj_js *js;
+    const proj_source *src;
+    kset cache;   /* partitions in the heap, LRU */
+    kset emitted; /* streams emitted to (registered) */
+    pcommit batch;
+    uint64_t cur_pos; /* position of the event being handled */
+    uint64_t emit_seq;
+    uint64_t last_handled; /* position of the batch's last handled event */
+} runner;
+
+/* After handling event e of a foreachStream() projection: every
+ * snapshot_every events of a stream, its state goes into the batch as a
+ * snapshot record ($projections-NAME:snap-STREAM, pstore.c), committed
+ * with the batch, so the k-th snapshot of a stream is normally its
+ * snapshot stream's revision k. */
+static int want_snapshot(runner *r, const stele_event *e, char *err, size_t errlen)
+{
+    if (!r->d.snapshot_every || !r->src->foreach_stream ||
+        (e->revision + 1) % r->d.snapshot_every != 0)
+        return 0;
+    pcommit_event *pe = pcommit_add(&r->batch, 1);
+    if (!pe)
+        return err_set(STELE_ENOMEM, "out of memory");
+    int rc = proj_js_state(r->js, e->stream, e->stream_len, 0, &pe->data, err, errlen);
+    if (!rc)
+        rc = pstore_snapshot_record(&r->d, e->stream, e->stream_len, e->revision, e->position, pe);
+    if (rc) {
+        r->batch.nstates--;
+        if (!err[0])
+            snprintf(err, errlen, "%s", stele_errmsg());
+    }
+    return rc;
+}
+
+static int cb_load(void *ctx, const char *key, size_t klen, int shared, buf *out, uint64_t *pos,
+                   int *found)
+{
+    runner *r = ctx;
+    int rc = pstore_load_state(r->db, &r->d, key, klen, shared, out, pos, found);
+    if (rc || shared)
+        return rc;
+    knode *x = kset_touch(&r->cache, key, klen, NULL);
+    if (!x)
+        return err_set(STELE_ENOMEM, "out of memory");
+    x->is_new = !*found && r->src->partitioned;
+    atomic_store(&r->p->partitions_cached, r->cache.n);
+    return 0;
+}
+
+static int check_name(const char *what, const char *s, size_t n)
+{
+    size_t bad;
+    const char *why = n == 0 ? "empty" : n > 255 ? "longer than 255 bytes"
+                    : memchr(s, 0, n) ? "contains a NUL byte" : utf8_check_name(s, n, &bad);
+    if (why)
+        return err_set(STELE_EINVAL, "%s: %s", what, why);
+    return 0;
+}
+
+static int cb_emit(void *ctx, const proj_emit *e)
+{
+    runner *r = ctx;
+    if (!r->d.emit_enabled)
+        return err_set(STELE_EINVAL, "emit, linkTo and copyTo need emitEnabled: create or update "
+                                     "the projection with emit enabled");
+    int rc = check_name("emitted stream name", e->stream, e->stream_len);
+    if (!rc)
+        rc = check_name("emitted event type", e->type, e->type_len);
+    if (rc)
+        return rc;
+    if (e->stream_len > 12 && !memcmp(e->stream, "$projections", 12))
+        return err_set(STELE_EINVAL, "a projection may not emit to $projections-... streams");
+    pcommit_event *pe = pcommit_add(&r->batch, 0);
+    if (!pe)
+        return err_set(STELE_ENOMEM, "out of memory");
+    memcpy(pe->stream, e->stream, e->stream_len);
+    pe->stream[e->stream_len] = 0;
+    memcpy(pe->type, e->type, e->type_len);
+    pe->type[e->type_len] = 0;
+    if (buf_append(&pe->data, e->data, e->data_len) ||
+        (e->meta && buf_append(&pe->meta, e->meta, e->meta_len)))
+        return err_set(STELE_ENOMEM, "out of memory");
+    pe->flags = (e->data_json ? STELE_EVENT_JSON : 0) | (e->meta && e->meta_json ? STELE_META_JSON : 0);
+    pstore_event_id(&r->d, "emit", r->cur_pos, r->emit_seq++, NULL, 0, pe->id);
+    int added;
+    if (!kset_touch(&r->emitted, e->stream, e->stream_len, &added))
+        return err_set(STELE_ENOMEM, "out of memory");
+    if (added) {
+        pcommit_event *reg = pcommit_add(&r->batch, 1);
+        if (!reg)
+            return err_set(STELE_ENOMEM, "out of memory");
+        if ((rc = pstore_stream_name(&r->d, "emittedstreams", reg->stream)))
+            return rc;
+        snprintf(reg->type, sizeof reg->type, "$StreamEmitted");
+        if (buf_append(&reg->data, e->stream, e->stream_len))
+            return err_set(STELE_ENOMEM, "out of memory");
+        pstore_event_id(&r->d, "emitted", 0, 0, e->stream, e->stream_len, reg->id);
+    }
+    return 0;
+}
+
+static void cb_log(void *ctx, const char *msg, size_t len)
+{
+    runner *r = ctx;
+    fprintf(stderr, "projection %s: %.*s\n", r->d.name, (int)(len > 2000 ? 2000 : len), msg);
+}
+
+/* The emitted streams registered before (so each is registered once). */
+static int load_emitted(runner *r)
+{
+    char name[256];
+    int rc = pstore_stream_name(&r->d, "emittedstreams", name);
+    uint64_t from = 0;
+    while (!rc) {
+        stele_page *pg;
+        rc = stele_read_stream(r->db, name, from, STELE_FORWARDS, 1024, &pg);
+        if (rc == STELE_ENOTFOUND) {
+            err_clear();
+            return 0;
+        }
+        if (rc)
+            return rc;
+        size_t n = stele_page_count(pg);
+        for (size_t i = 0; i < n && !rc; i++) {
+            const stele_event *e = stele_page_event(pg, i);
+            if (!kset_touch(&r->emitted, e->data, e->data_len, NULL))
+                rc = err_set(STELE_ENOMEM, "out of memory");
+        }
+        uint64_t next;
+        int more = stele_page_next(pg, &next);
+        stele_page_free(pg);
+        if (!more || !n)
+            break;
+        from = next;
+    }
+    return rc;
+}
+
+static void set_status(proj *p, int status, const char *fault, uint64_t fault_pos)
+{
+    pthread_mutex_lock(&p->sys->mu);
+    p->status = status;
+    if (fault) {
+        snprintf(p->fault, sizeof p->fault, "%s", fault);
+        p->fault_position = fault_pos;
+    }
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->sys->mu);
+}
+
+static int add_state(runner *r, const char *key, size_t klen, int shared, const buf *json)
+{
+    pcommit_event *pe = pcommit_add(&r->batch, 1);
+    if (!pe)
+        return err_set(STELE_ENOMEM, "out of memory");
+    int rc = pstore_partition_stream(&r->d, key, klen, shared, pe->stream);
+    if (rc)
+        return rc;
+    snprintf(pe->type, sizeof pe->type, "$ProjectionState");
+    if (buf_append(&pe->data, json->p, json->len))
+        return err_set(STELE_ENOMEM, "out of memory");
+    pe->flags = STELE_EVENT_JSON | STELE_META_JSON;
+    char t[128];
+    snprintf(t, sizeof t, "{\"position\":%llu,\"epoch\":%llu}",
+             (unsigned long long)r->last_handled, (unsigned long long)r->d.epoch);
+    if (buf_append(&pe->meta, t, strlen(t)))
+        return err_set(STELE_ENOMEM, "out of memory");
+    pstore_event_id(&r->d, shared ? "shared" : "state", r->last_handled, 0, key, klen, pe->id);
+    atomic_fetch_add(&r->p->state_bytes, json->len);
+    return 0;
+}
+
+static int add_result(runner *r, const char *key, size_t klen, buf *tmp, char *err, size_t errlen)
+{
+    int has;
+    int rc = proj_js_result(r->js, key, klen, tmp, &has, err, errlen);
+    if (rc)
+        return rc;
+    if (!r->src->has_transforms) {
+        if ((rc = proj_js_state(r->js, key, klen, 0, tmp, err, errlen)))
+            return rc;
+        has = 1;
+    }
+    if (!has)
+        return 0;
+    pcommit_event *pe = pcommit_add(&r->batch, 1);
+    if (!pe)
+        return err_set(STELE_ENOMEM, "out of memory");
+    int n;
+    if (r->src->result_stream && !r->src->partitioned)
+        n = snprintf(pe->stream, sizeof pe->stream, "%s", r->src->result_stream);
+    else if (klen)
+        n = snprintf(pe->stream, sizeof pe->stream, "$projections-%s-%.*s-result", r->d.name,
+                     (int)klen, key);
+    else
+        n = snprintf(pe->stream, sizeof pe->stream, "$projections-%s-result", r->d.name);
+    size_t bad;
+    if (n < 0 || n >= (int)sizeof pe->stream || utf8_check_name(pe->stream, (size_t)n, &bad)) {
+        r->batch.nstates--; /* a key unusable in a stream name: no result stream */
+        return 0;
+    }
+    snprintf(pe->type, sizeof pe->type, "Result");
+    if (buf_append(&pe->data, tmp->p, tmp->len))
+        return err_set(STELE_ENOMEM, "out of memory");
+    pe->flags = STELE_EVENT_JSON;
+    pstore_event_id(&r->d, "result", r->last_handled, 0, key, klen, pe->id);
+    return 0;
+}
+
+/* Gather the batch's states and commit it. 0, or fills `err`. */
+static int commit(runner *r, uint64_t next, char *err, size_t errlen)
+{
+    char **keys = NULL;
+    size_t *lens = NULL, n = 0;
+    int shared = 0;
+    buf tmp = {0};
+    int rc = proj_js_take_dirty(r->js, &keys, &lens, &n, &shared, err, errlen);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if ((rc = proj_js_state(r->js, keys[i], lens[i], 0, &tmp, err, errlen)))
+            break;
+        if (tmp.len > r->d.max_state_size) {
+            snprintf(err, errlen,
+                     "the state of partition '%.100s' is %zu bytes, over the limit of %llu "
+                     "(maxStateSize)",
+                     keys[i], tmp.len, (unsigned long long)r->d.max_state_size);
+            rc = STELE_ETOOBIG;
+            break;
+        }
+        if ((rc = add_state(r, keys[i], lens[i], 0, &tmp)))
+            break;
+        knode *x = kset_touch(&r->cache, keys[i], lens[i], NULL);
+        if (!x) {
+            rc = err_set(STELE_ENOMEM, "out of memory");
+            break;
+        }
+        if (x->is_new) {
+            pcommit_event *reg = pcommit_add(&r->batch, 1);
+            if (!reg) {
+                rc = err_set(STELE_ENOMEM, "out of memory");
+                break;
+            }
+            if ((rc = pstore_stream_name(&r->d, "partitions", reg->stream)))
+                break;
+            snprintf(reg->type, sizeof reg->type, "$Partition");
+            if (buf_append(&reg->data, keys[i], lens[i])) {
+                rc = err_set(STELE_ENOMEM, "out of memory");
+                break;
+            }
+            pstore_event_id(&r->d, "partition", 0, 0, keys[i], lens[i], reg->id);
+        }
+        if (r->src->output_state || r->src->has_transforms)
+            rc = add_result(r, keys[i], lens[i], &tmp, err, errlen);
+    }
+    if (!rc && shared) {
+        rc = proj_js_state(r->js, "", 0, 1, &tmp, err, errlen);
+        if (!rc && tmp.len > r->d.max_state_size) {
+            snprintf(err, errlen, "the shared state is %zu bytes, over the limit of %llu", tmp.len,
+                     (unsigned long long)r->d.max_state_size);
+            rc = STELE_ETOOBIG;
+        }
+        if (!rc)
+            rc = add_state(r, "", 0, 1, &tmp);
+    }
+    if (rc && !err[0])
+        snprintf(err, errlen, "%s", stele_errmsg());
+    if (!rc) {
+        r->batch.checkpoint = next;
+        rc = pstore_commit(r->db, &r->d, &r->batch);
+        if (rc)
+            snprintf(err, errlen, "committing the batch: %s", stele_errmsg());
+    }
+    if (!rc) {
+        for (size_t i = 0; i < n; i++) {
+            knode *x = kset_find(&r->cache, keys[i], lens[i]);
+            if (x)
+                x->is_new = 0;
+            proj_js_committed(r->js, keys[i], lens[i], 0, r->last_handled);
+        }
+        if (shared)
+            proj_js_committed(r->js, "", 0, 1, r->last_handled);
+        atomic_fetch_add(&r->p->commits, 1);
+    }
+    proj_js_keys_free(keys, lens, n);
+    buf_free(&tmp);
+    pcommit_clear(&r->batch);
+    return rc;
+}
+
+static void trim_cache(runner *r)
+{
+    while (r->cache.n > r->d.cache_partitions) {
+        knode *x = r->cache.head.prev;
+        proj_js_evict(r->js, x->key, x->klen);
+        kset_remove(&r->cache, x);
+    }
+    atomic_store(&r->p->partitions_cached, r->cache.n);
+    atomic_store(&r->p->heap_bytes, proj_js_heap_bytes(r->js));
+}
+
+/* The subscription filter of the query's source. */
+int proj_make_filter(const proj_source *src, stele_filter *f, char **regex)
+{
+    memset(f, 0, sizeof *f);
+    *regex = NULL;
+    if (src->ncategories) {
+        f->categories = (const char *const *)src->categories;
+        f->n_categories = src->ncategories;
+        return 0;
+    }
+    if (src->nstreams) {
+        buf b = {0};
+        int rc = buf_append(&b, "^(", 2);
+        for (size_t i = 0; i < src->nstreams && !rc; i++) {
+            if (i)
+                rc = buf_append(&b, "|", 1);
+            for (const char *c = src->streams[i]; *c && !rc; c++) {
+                if (strchr("\\^$.|?*+()[]{}", *c))
+                    rc = buf_append(&b, "\\", 1);
+                if (!rc)
+                    rc = buf_append(&b, c, 1);
+            }
+        }
+        if (!rc)
+            rc = buf_append(&b, ")$", 3);
+        if (rc) {
+            buf_free(&b);
+            return err_set(STELE_ENOMEM, "out of memory");
+        }
+        *regex = (char *)b.p;
+        f->stream_regex = *regex;
+        return 0;
+    }
+    f->exclude_system = 1; /* fromAll: user streams only */
+    return 0;
+}
+
+static void *run_main(void *arg)
+{
+    proj *p = arg;
+    runner r;
+    memset(&r, 0, sizeof r);
+    r.p = p;
+    r.db = p->sys->db;
+    kset_init(&r.cache);
+    kset_init(&r.emitted);
+    char err[1024] = "";
+    uint64_t fault_pos = STELE_NONE;
+    stele_sub *sub = NULL;
+    char *regex = NULL;
+    int final = PS_STOPPED;
+
+    pthread_mutex_lock(&p->sys->mu);
+    int rc = proj_def_copy(&r.d, &p->def);
+    pthread_mutex_unlock(&p->sys->mu);
+    if (rc) {
+        snprintf(err, sizeof err, "out of memory");
+        final = PS_FAULTED;
+        goto out;
+    }
+    proj_js_cb cb = {.ctx = &r, .load = cb_load, .emit = cb_emit, .log = cb_log};
+    if ((rc = proj_js_new(r.d.query, r.d.query_len, r.d.memory_limit, r.d.timeout_ms, &cb, &r.js,
+                          err, sizeof err))) {
+        final = PS_FAULTED;
+        goto out;
+    }
+    r.src = proj_js_source(r.js);
+    pthread_mutex_lock(&p->sys->mu);
+    free(p->definition);
+    p->definition = strdup(r.src->json);
+    pthread_mutex_unlock(&p->sys->mu);
+    uint64_t pos;
+    if ((rc = pstore_read_checkpoint(r.db, &r.d, &pos)) || (rc = load_emitted(&r))) {
+        snprintf(err, sizeof err, "reading the checkpoint: %s", stele_errmsg());
+        final = PS_FAULTED;
+        goto out;
+    }
+    stele_filter f;
+    if (!(rc = proj_make_filter(r.src, &f, &regex)))
+        rc = stele_subscribe_all(r.db, pos, &f, &sub);
+    if (rc) {
+        snprintf(err, sizeof err, "subscribing: %s", stele_errmsg());
+        final = PS_FAULTED;
+        goto out;
+    }
+    uint64_t target = STELE_NONE;
+    if (r.d.mode == STELE_PROJ_ONE_TIME) {
+        stele_stats st;
+        if (stele_get_stats(r.db, &st) == 0)
+            target = st.events;
+    }
+    pthread_mutex_lock(&p->sys->mu);
+    p->position = pos;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->sys->mu);
+    uint64_t last_ckpt = pos;
+    /* streams written per newly dirty partition: its state and a result;
+     * registrations, the checkpoint and the shared state go to a few
+     * streams of their own (BATCH_STREAMS leaves room for them) */
+    size_t per_partition = 1 + (r.src->output_state || r.src->has_transforms);
+    while (!atomic_load(&p->stop)) {
+        if (target != STELE_NONE && pos >= target) {
+            final = PS_COMPLETED;
+            break;
+        }
+        stele_page *pg;
+        if ((rc = stele_sub_next(sub, PAGE_EVENTS, 200, &pg))) {
+            snprintf(err, sizeof err, "reading events: %s", stele_errmsg());
+            final = PS_FAULTED;
+            break;
+        }
+        size_t n = stele_page_count(pg), i = 0;
+        /* A page may hold several batches: each ends before it names more
+         * streams than one commit takes, is committed, and the next goes on
+         * from the following event of the same page. */
+        do {
+            uint64_t t0 = time_mono_ns(), handled_n = 0, cut = STELE_NONE;
+            int any = 0;
+            size_t streams = 0, first = i; /* streams: an upper bound */
+            for (; i < n; i++) {
+                const stele_event *e = stele_page_event(pg, i);
+                if (target != STELE_NONE && e->position >= target) {
+                    i = n;
+                    break;
+                }
+                r.cur_pos = e->position;
+                r.emit_seq = 0;
+                int handled;
+                size_t emits_before = r.batch.nemits;
+                if ((rc = proj_js_event(r.js, e, &handled, err, sizeof err))) {
+                    fault_pos = e->position;
+                    break;
+                }
+                if (handled) {
+                    handled_n++;
+                    r.last_handled = e->position;
+                    any = 1;
+                    if ((rc = want_snapshot(&r, e, err, sizeof err))) {
+                        fault_pos = e->position;
+                        break;
+                    }
+                }
+                streams += (handled == 2 ? per_partition : 0) + (r.batch.nemits - emits_before);
+                if (streams >= BATCH_STREAMS && i + 1 < n) {
+                    cut = e->position + 1;
+                    i++;
+                    break;
+                }
+            }
+            atomic_fetch_add(&p->handler_ns, time_mono_ns() - t0);
+            atomic_fetch_add(&p->events_read, (i > n ? n : i) - first);
+            atomic_fetch_add(&p->events_processed, handled_n);
+            if (rc)
+                break;
+            uint64_t next = cut != STELE_NONE ? cut : stele_sub_position(sub);
+            if (target != STELE_NONE && next > target)
+                next = target;
+            int done = target != STELE_NONE && next >= target;
+            if (any || r.batch.nemits || next - last_ckpt >= IDLE_CKPT_GAP ||
+                (done && next > last_ckpt)) {
+                if ((rc = commit(&r, next, err, sizeof err)))
+                    break;
+                last_ckpt = next;
+            }
+            pos = next;
+            trim_cache(&r);
+            pthread_mutex_lock(&p->sys->mu);
+            p->position = pos;
+            pthread_cond_broadcast(&p->cv);
+            pthread_mutex_unlock(&p->sys->mu);
+        } while (i < n);
+        stele_page_free(pg);
+        if (rc) {
+            final = PS_FAULTED;
+            break;
+        }
+    }
+out:
+    stele_sub_close(sub);
+    free(regex);
+    proj_js_free(r.js);
+    kset_free(&r.cache);
+    kset_free(&r.emitted);
+    pcommit_free(&r.batch);
+    atomic_store(&p->partitions_cached, 0);
+    atomic_store(&p->heap_bytes, 0);
+    if (final == PS_FAULTED && fault_pos == STELE_NONE && !err[0])
+        snprintf(err, sizeof err, "%s", stele_errmsg());
+    set_status(p, final, final == PS_FAULTED ? err : NULL, fault_pos);
+    proj_def_free(&r.d);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+int proj_start(proj *p)
+{
+    if (p->def.mode == STELE_PROJ_INLINE) {
+        /* runs in the append path (inline.c): nothing to start */
+        pthread_mutex_lock(&p->sys->mu);
+        p->status = PS_RUNNING;
+        p->fault[0] = 0;
+        pthread_mutex_unlock(&p->sys->mu);
+        return 0;
+    }
+    if (p->has_thread)
+        return 0;
+    atomic_store(&p->stop, 0);
+    pthread_mutex_lock(&p->sys->mu);
+    p->status = PS_RUNNING;
+    p->fault[0] = 0;
+    p->fault_position = STELE_NONE;
+    pthread_mutex_unlock(&p->sys->mu);
+    if (pthread_create(&p->thread, NULL, run_main, p)) {
+        set_status(p, PS_FAULTED, "cannot start a thread", STELE_NONE);
+        return err_set(STELE_ENOMEM, "cannot start a projection thread");
+    }
+    p->has_thread = 1;
+    return 0;
+}
+
+void proj_stop(proj *p)
+{
+    if (!p->has_thread)
+        return;
+    atomic_store(&p->stop, 1);
+    pthread_join(p->thread, NULL);
+    p->has_thread = 0;
+    pthread_mutex_lock(&p->sys->mu);
+    if (p->status == PS_RUNNING)
+        p->status = PS_STOPPED;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->sys->mu);
+}
+
+proj *proj_find(proj_sys *s, const char *name)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!strcmp(s->list[i]->def.name, name))
+            return s->list[i];
+    return NULL;
+}
+
+static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int proj_sys_get(stele_db *db, proj_sys **out)
+{
+    pthread_mutex_lock(&init_mu);
+    if (db->projs) {
+        *out = db->projs;
+        pthread_mutex_unlock(&init_mu);
+        return 0;
+    }
+    proj_sys *s = calloc(1, sizeof *s);
+    if (!s) {
+        pthread_mutex_unlock(&init_mu);
+        return err_set(STELE_ENOMEM, "out of memory");
+    }
+    s->db = db;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->admin, NULL);
+    proj_def *defs;
+    size_t n;
+    int rc = pstore_load_defs(db, &defs, &n);
+    if (rc) {
+        pthread_mutex_unlock(&init_mu);
+        free(s);
+        return rc;
+    }
+    s->list = calloc(n ? n : 1, sizeof *s->list);
+    s->cap = n ? n : 1;
+    for (size_t i = 0; i < n; i++) {
+        proj *p = calloc(1, sizeof *p);
+        if (!p || !s->list) {
+            free(p);
+            proj_def_free(&defs[i]);
+            continue;
+        }
+        p->sys = s;
+        p->def = defs[i];
+        p->status = PS_STOPPED;
+        p->fault_position = STELE_NONE;
+        pthread_cond_init(&p->cv, NULL);
+        s->list[s->n++] = p;
+    }
+    free(defs);
+    db->projs = s;
+    pthread_mutex_unlock(&init_mu);
+    /* Finish interrupted resets, then start the enabled ones. */
+    pthread_mutex_lock(&s->admin);
+    for (size_t i = 0; i < s->n; i++) {
+        proj *p = s->list[i];
+        if (p->def.reset_pending && pstore_delete_streams(db, &p->def, 1, 1) == 0) {
+            p->def.reset_pending = 0;
+            pstore_write_def(db, &p->def);
+        }
+        if (p->def.mode == STELE_PROJ_INLINE) {
+            if (proj_inline_add(s, &p->def)) {
+                pthread_mutex_lock(&s->mu);
+                p->status = PS_FAULTED;
+                snprintf(p->fault, sizeof p->fault, "%s", stele_errmsg());
+                pthread_mutex_unlock(&s->mu);
+                err_clear();
+                continue;
+            }
+            if (!p->def.enabled)
+                proj_inline_drop(s, p->def.name);
+        }
+        if (p->def.enabled && !p->def.reset_pending)
+            proj_start(p);
+    }
+    pthread_mutex_unlock(&s->admin);
+    *out = s;
+    return 0;
+}
+
+void proj_sys_close(stele_db *db)
+{
+    proj_sys *s = db->projs;
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->admin);
+    s->closing = 1;
+    for (size_t i = 0; i < s->n; i++)
+        proj_stop(s->list[i]);
+    proj_inline_close(s); /* after the queued inline appends are done */
+    for (size_t i = 0; i < s->n + s->ndead; i++) {
+        proj *p = i < s->n ? s->list[i] : s->dead[i - s->n];
+        proj_def_free(&p->def);
+        free(p->definition);
+        pthread_cond_destroy(&p->cv);
+        free(p);
+    }
+    free(s->dead);
+    pthread_mutex_unlock(&s->admin);
+    free(s->list);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->admin);
+    free(s);
+    db->projs = NULL;
+}
