@@ -39,20 +39,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_phase.h"
 #include "stele.h"
 
 static stele_db *db;
-static double secs = 5;
-static _Atomic int stop;
-static _Atomic uint64_t ops;
-static _Atomic int failures;
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec / 1e9;
-}
 
 static const char data[] = "{\"amount\":10,\"currency\":\"EUR\",\"ref\":\"bench\"}";
 
@@ -75,18 +65,18 @@ static void *transfer_thread(void *arg)
     snprintf(a, sizeof a, "acct-%d-a", me);
     snprintf(b, sizeof b, "acct-%d-b", me);
     int64_t ra = STELE_NO_STREAM, rb = STELE_NO_STREAM;
-    while (!stop) {
+    while (!bench_stop) {
         stele_append_stream s[2] = {{a, ra, NULL}, {b, rb, NULL}};
         stele_append_record r[2] = {{0, ev("Debited", NULL, 0)}, {1, ev("Credited", NULL, 0)}};
         stele_append_result ps[2];
         if (stele_append_multi(db, s, 2, r, 2, NULL, ps, NULL)) {
             fprintf(stderr, "transfer: %s\n", stele_errmsg());
-            failures++;
+            bench_failures++;
             break;
         }
         ra = (int64_t)ps[0].last_revision;
         rb = (int64_t)ps[1].last_revision;
-        ops++;
+        bench_ops++;
     }
     return NULL;
 }
@@ -97,16 +87,16 @@ static void *single_thread(void *arg)
     char a[32];
     snprintf(a, sizeof a, "single-%d", me);
     int64_t ra = STELE_NO_STREAM;
-    while (!stop) {
+    while (!bench_stop) {
         stele_event_in e[2] = {ev("Debited", NULL, 0), ev("Credited", NULL, 0)};
         stele_append_result res;
         if (stele_append(db, a, ra, e, 2, &res)) {
             fprintf(stderr, "single: %s\n", stele_errmsg());
-            failures++;
+            bench_failures++;
             break;
         }
         ra = (int64_t)res.last_revision;
-        ops++;
+        bench_ops++;
     }
     return NULL;
 }
@@ -120,18 +110,18 @@ static void *dcb_thread(void *arg)
     const char *tags[] = {tag}, *types[] = {"Claimed"};
     stele_query_item it = {types, 1, tags, 1};
     uint64_t after = STELE_NONE;
-    while (!stop) {
+    while (!bench_stop) {
         stele_condition c = {&it, 1, after};
         stele_append_stream s = {stream, STELE_ANY, NULL};
         stele_append_record r = {0, ev("Claimed", tags, 1)};
         stele_multi_result mr;
         if (stele_append_multi(db, &s, 1, &r, 1, &c, NULL, &mr)) {
             fprintf(stderr, "dcb: %s\n", stele_errmsg());
-            failures++;
+            bench_failures++;
             break;
         }
         after = mr.last_position;
-        ops++;
+        bench_ops++;
     }
     return NULL;
 }
@@ -206,12 +196,12 @@ static void *http_transfer_thread(void *arg)
     int me = (int)(intptr_t)arg;
     hconn *h = malloc(sizeof *h);
     if (hconnect(h)) {
-        failures++;
+        bench_failures++;
         free(h);
         return NULL;
     }
     char ra[32] = "\"no_stream\"", rb[32] = "\"no_stream\"", body[1024];
-    while (!stop) {
+    while (!bench_stop) {
         snprintf(body, sizeof body,
                  "{\"streams\":[{\"stream\":\"hacct-%d-a\",\"expectedRevision\":%s,\"events\":"
                  "[{\"type\":\"Debited\",\"data\":%s}]},{\"stream\":\"hacct-%d-b\","
@@ -221,12 +211,12 @@ static void *http_transfer_thread(void *arg)
         int st = hpost(h, "/streams", "", body, &out);
         if (st != 201) {
             fprintf(stderr, "http transfer: %d %s\n", st, st > 0 ? out : "");
-            failures++;
+            bench_failures++;
             break;
         }
         snprintf(ra, sizeof ra, "%lld", nth_rev(out, 0));
         snprintf(rb, sizeof rb, "%lld", nth_rev(out, 1));
-        ops++;
+        bench_ops++;
     }
     close(h->fd);
     free(h);
@@ -238,7 +228,7 @@ static void *http_single_thread(void *arg)
     int me = (int)(intptr_t)arg;
     hconn *h = malloc(sizeof *h);
     if (hconnect(h)) {
-        failures++;
+        bench_failures++;
         free(h);
         return NULL;
     }
@@ -247,46 +237,20 @@ static void *http_single_thread(void *arg)
     snprintf(hdr, sizeof hdr, "Stele-Expected-Revision: no_stream\r\n");
     snprintf(body, sizeof body, "[{\"type\":\"Debited\",\"data\":%s},{\"type\":\"Credited\","
              "\"data\":%s}]", data, data);
-    while (!stop) {
+    while (!bench_stop) {
         char *out;
         int st = hpost(h, path, hdr, body, &out);
         if (st != 201) {
             fprintf(stderr, "http single: %d %s\n", st, st > 0 ? out : "");
-            failures++;
+            bench_failures++;
             break;
         }
         snprintf(hdr, sizeof hdr, "Stele-Expected-Revision: %lld\r\n", nth_rev(out, 0));
-        ops++;
+        bench_ops++;
     }
     close(h->fd);
     free(h);
     return NULL;
-}
-
-static int phase_no;
-
-static double phase(const char *name, void *(*fn)(void *), int threads, int events_per_op)
-{
-    pthread_t *th = calloc((size_t)threads, sizeof *th);
-    phase_no++;
-    stop = 0;
-    ops = 0;
-    double t0 = now();
-    for (int i = 0; i < threads; i++)
-        pthread_create(&th[i], NULL, fn, (void *)(intptr_t)(i + phase_no * 100000));
-    while (now() - t0 < secs && !failures) {
-        struct timespec ts = {0, 50 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    stop = 1;
-    for (int i = 0; i < threads; i++)
-        pthread_join(th[i], NULL);
-    double dt = now() - t0, rate = (double)ops / dt;
-    printf("%-10s %3d threads  %9.0f ops/s  %9.0f events/s  (%llu ops in %.1f s)\n", name,
-           threads, rate, rate * events_per_op, (unsigned long long)ops, dt);
-    fflush(stdout);
-    free(th);
-    return rate;
 }
 
 int main(int argc, char **argv)
@@ -304,7 +268,7 @@ int main(int argc, char **argv)
         a = 2;
     }
     if (argc > a + 1)
-        secs = atof(argv[a + 1]);
+        bench_secs = atof(argv[a + 1]);
     int threads = argc > a + 2 ? atoi(argv[a + 2]) : 64;
     int rounds = argc > a + 3 ? atoi(argv[a + 3]) : 2;
     if (!http_port && stele_open(argv[1], NULL, &db)) {
@@ -312,23 +276,23 @@ int main(int argc, char **argv)
         return 1;
     }
     double single = 0, multi = 0;
-    for (int r = 0; r < rounds && !failures; r++) {
+    for (int r = 0; r < rounds && !bench_failures; r++) {
         /* new streams each round (thread ids differ by round) */
         if (http_port) {
-            single += phase("http-single", http_single_thread, threads, 2);
-            multi += phase("http-transfer", http_transfer_thread, threads, 2);
+            single += bench_phase("http-single", 10, http_single_thread, threads, 2);
+            multi += bench_phase("http-transfer", 10, http_transfer_thread, threads, 2);
         } else {
-            single += phase("single", single_thread, threads, 2);
-            multi += phase("transfer", transfer_thread, threads, 2);
+            single += bench_phase("single", 10, single_thread, threads, 2);
+            multi += bench_phase("transfer", 10, transfer_thread, threads, 2);
         }
     }
     printf("%stransfer/single ratio: %.2f (%d alternating rounds)\n", http_port ? "http " : "",
            single > 0 ? multi / single : 0, rounds);
     if (!http_port) {
-        phase("dcb", dcb_thread, 1, 1);
-        phase("single", single_thread, 1, 2);
-        phase("dcb", dcb_thread, threads, 1);
+        bench_phase("dcb", 10, dcb_thread, 1, 1);
+        bench_phase("single", 10, single_thread, 1, 2);
+        bench_phase("dcb", 10, dcb_thread, threads, 1);
         stele_close(db);
     }
-    return failures ? 1 : 0;
+    return bench_failures ? 1 : 0;
 }

@@ -26,46 +26,14 @@
 #include <string.h>
 #include <time.h>
 
-static const char *conninfo;
-static double secs = 5;
-static _Atomic int stop, failures;
-static _Atomic uint64_t ops;
+#include "bench_phase.h"
+#include "pg_seed.h"
 
-static const char *SCHEMA =
-    "DROP TABLE IF EXISTS events, snapshots, subscription_checkpoints;"
-    "CREATE TABLE events ("
-    "  id UUID PRIMARY KEY DEFAULT gen_random_uuid(),"
-    "  stream_id VARCHAR(255) NOT NULL,"
-    "  stream_type VARCHAR(255) NOT NULL,"
-    "  event_type VARCHAR(255) NOT NULL,"
-    "  event_data JSONB NOT NULL,"
-    "  metadata JSONB DEFAULT '{}',"
-    "  version BIGINT NOT NULL,"
-    "  global_position BIGSERIAL,"
-    "  created_at TIMESTAMPTZ DEFAULT NOW(),"
-    "  CONSTRAINT unique_stream_version UNIQUE (stream_id, version));"
-    "CREATE INDEX idx_events_stream ON events(stream_id, version);"
-    "CREATE INDEX idx_events_global ON events(global_position);"
-    "CREATE INDEX idx_events_type ON events(event_type);"
-    "CREATE TABLE snapshots ("
-    "  stream_id VARCHAR(255) PRIMARY KEY,"
-    "  stream_type VARCHAR(255) NOT NULL,"
-    "  snapshot_data JSONB NOT NULL,"
-    "  version BIGINT NOT NULL,"
-    "  created_at TIMESTAMPTZ DEFAULT NOW());"
-    "CREATE TABLE subscription_checkpoints ("
-    "  subscription_id VARCHAR(255) PRIMARY KEY,"
-    "  last_position BIGINT NOT NULL DEFAULT 0,"
-    "  updated_at TIMESTAMPTZ DEFAULT NOW());";
+static const char *conninfo;
+
+static const char *SCHEMA = PG_SEED_SCHEMA;
 
 static const char DATA[] = "{\"amount\":10,\"currency\":\"EUR\",\"ref\":\"bench\"}";
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec / 1e9;
-}
 
 static int ok(PGconn *c, PGresult *r, const char *what)
 {
@@ -73,7 +41,7 @@ static int ok(PGconn *c, PGresult *r, const char *what)
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
         return 1;
     fprintf(stderr, "%s: %s", what, PQerrorMessage(c));
-    failures++;
+    bench_failures++;
     return 0;
 }
 
@@ -85,16 +53,25 @@ static int exec(PGconn *c, const char *sql)
     return k;
 }
 
-static void *transfer_thread(void *arg)
+/* A worker's connection: NULL (a failure counted) if it cannot connect. */
+static PGconn *pg_connect(void)
 {
-    int me = (int)(intptr_t)arg;
     PGconn *c = PQconnectdb(conninfo);
     if (PQstatus(c) != CONNECTION_OK) {
         fprintf(stderr, "connect: %s", PQerrorMessage(c));
-        failures++;
+        bench_failures++;
         PQfinish(c);
         return NULL;
     }
+    return c;
+}
+
+static void *transfer_thread(void *arg)
+{
+    int me = (int)(intptr_t)arg;
+    PGconn *c = pg_connect();
+    if (!c)
+        return NULL;
     char a[64], b[64];
     snprintf(a, sizeof a, "pacct-%d-a", me);
     snprintf(b, sizeof b, "pacct-%d-b", me);
@@ -106,7 +83,7 @@ static void *transfer_thread(void *arg)
     int good = ok(c, r, "create accounts");
     PQclear(r);
     long long va = 0, vb = 0;
-    while (good && !stop) {
+    while (good && !bench_stop) {
         if (!exec(c, "BEGIN"))
             break;
         r = PQexecParams(c,
@@ -116,7 +93,7 @@ static void *transfer_thread(void *arg)
         if (!ok(c, r, "lock") || PQntuples(r) != 2 || atoll(PQgetvalue(r, 0, 1)) != va ||
             atoll(PQgetvalue(r, 1, 1)) != vb) {
             fprintf(stderr, "transfer: versions moved\n");
-            failures++;
+            bench_failures++;
             PQclear(r);
             break;
         }
@@ -145,7 +122,7 @@ static void *transfer_thread(void *arg)
             break;
         va++;
         vb++;
-        ops++;
+        bench_ops++;
     }
     PQfinish(c);
     return NULL;
@@ -154,19 +131,15 @@ static void *transfer_thread(void *arg)
 static void *single_thread(void *arg)
 {
     int me = (int)(intptr_t)arg;
-    PGconn *c = PQconnectdb(conninfo);
-    if (PQstatus(c) != CONNECTION_OK) {
-        fprintf(stderr, "connect: %s", PQerrorMessage(c));
-        failures++;
-        PQfinish(c);
+    PGconn *c = pg_connect();
+    if (!c)
         return NULL;
-    }
     char s[64], v[24];
     snprintf(s, sizeof s, "psingle-%d", me);
     long long ver = 0;
     char arr[256];
     snprintf(arr, sizeof arr, "[%s,%s]", DATA, DATA);
-    while (!stop) {
+    while (!bench_stop) {
         snprintf(v, sizeof v, "%lld", ver);
         const char *p[3] = {s, v, arr};
         PGresult *r = PQexecParams(
@@ -182,40 +155,14 @@ static void *single_thread(void *arg)
         PQclear(r);
         if (!k) {
             fprintf(stderr, "single: the version check failed\n");
-            failures++;
+            bench_failures++;
             break;
         }
         ver += 2;
-        ops++;
+        bench_ops++;
     }
     PQfinish(c);
     return NULL;
-}
-
-static int phase_no;
-
-static double phase(const char *name, void *(*fn)(void *), int threads)
-{
-    pthread_t *th = calloc((size_t)threads, sizeof *th);
-    phase_no++;
-    stop = 0;
-    ops = 0;
-    double t0 = now();
-    for (int i = 0; i < threads; i++)
-        pthread_create(&th[i], NULL, fn, (void *)(intptr_t)(i + phase_no * 100000));
-    while (now() - t0 < secs && !failures) {
-        struct timespec ts = {0, 50 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    stop = 1;
-    for (int i = 0; i < threads; i++)
-        pthread_join(th[i], NULL);
-    double dt = now() - t0, rate = (double)ops / dt;
-    printf("%-12s %3d threads  %9.0f ops/s  %9.0f events/s  (%llu ops in %.1f s)\n", name,
-           threads, rate, rate * 2, (unsigned long long)ops, dt);
-    fflush(stdout);
-    free(th);
-    return rate;
 }
 
 int main(int argc, char **argv)
@@ -226,7 +173,7 @@ int main(int argc, char **argv)
     }
     conninfo = argv[1];
     if (argc > 2)
-        secs = atof(argv[2]);
+        bench_secs = atof(argv[2]);
     int threads = argc > 3 ? atoi(argv[3]) : 64;
     int rounds = argc > 4 ? atoi(argv[4]) : 2;
     PGconn *c = PQconnectdb(conninfo);
@@ -236,11 +183,11 @@ int main(int argc, char **argv)
     }
     PQfinish(c);
     double single = 0, multi = 0;
-    for (int r = 0; r < rounds && !failures; r++) {
-        single += phase("pg-single", single_thread, threads);
-        multi += phase("pg-transfer", transfer_thread, threads);
+    for (int r = 0; r < rounds && !bench_failures; r++) {
+        single += bench_phase("pg-single", 12, single_thread, threads, 2);
+        multi += bench_phase("pg-transfer", 12, transfer_thread, threads, 2);
     }
     printf("pg transfer/single ratio: %.2f (%d alternating rounds)\n",
            single > 0 ? multi / single : 0, rounds);
-    return failures ? 1 : 0;
+    return bench_failures ? 1 : 0;
 }

@@ -71,6 +71,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pg_seed.h"
+
 /* ------------------------------------------------------------ options */
 
 enum { T_PG, T_REDIS };
@@ -301,32 +303,7 @@ static void record(worker *w, uint64_t t0, int ok, unsigned long long ev)
 
 /* ------------------------------------------------------------ PostgreSQL */
 
-static const char *SEED_SCHEMA =
-    "DROP TABLE IF EXISTS events, snapshots, subscription_checkpoints;"
-    "CREATE TABLE events ("
-    "  id UUID PRIMARY KEY DEFAULT gen_random_uuid(),"
-    "  stream_id VARCHAR(255) NOT NULL,"
-    "  stream_type VARCHAR(255) NOT NULL,"
-    "  event_type VARCHAR(255) NOT NULL,"
-    "  event_data JSONB NOT NULL,"
-    "  metadata JSONB DEFAULT '{}',"
-    "  version BIGINT NOT NULL,"
-    "  global_position BIGSERIAL,"
-    "  created_at TIMESTAMPTZ DEFAULT NOW(),"
-    "  CONSTRAINT unique_stream_version UNIQUE (stream_id, version));"
-    "CREATE INDEX idx_events_stream ON events(stream_id, version);"
-    "CREATE INDEX idx_events_global ON events(global_position);"
-    "CREATE INDEX idx_events_type ON events(event_type);"
-    "CREATE TABLE snapshots ("
-    "  stream_id VARCHAR(255) PRIMARY KEY,"
-    "  stream_type VARCHAR(255) NOT NULL,"
-    "  snapshot_data JSONB NOT NULL,"
-    "  version BIGINT NOT NULL,"
-    "  created_at TIMESTAMPTZ DEFAULT NOW());"
-    "CREATE TABLE subscription_checkpoints ("
-    "  subscription_id VARCHAR(255) PRIMARY KEY,"
-    "  last_position BIGINT NOT NULL DEFAULT 0,"
-    "  updated_at TIMESTAMPTZ DEFAULT NOW());";
+static const char *SEED_SCHEMA = PG_SEED_SCHEMA;
 
 static const char *MIN_SCHEMA =
     "DROP TABLE IF EXISTS events, snapshots, subscription_checkpoints;"

@@ -36,6 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pg_seed.h"
+
 static struct {
     const char *conninfo;
     int setup;
@@ -79,21 +81,7 @@ static void exec_ok(PGconn *c, const char *sql)
 
 /* seeds/001's events table (as bench_peers --schema seed) and the trigger. */
 static const char *SETUP =
-    "DROP TABLE IF EXISTS events, snapshots, subscription_checkpoints;"
-    "CREATE TABLE events ("
-    "  id UUID PRIMARY KEY DEFAULT gen_random_uuid(),"
-    "  stream_id VARCHAR(255) NOT NULL,"
-    "  stream_type VARCHAR(255) NOT NULL,"
-    "  event_type VARCHAR(255) NOT NULL,"
-    "  event_data JSONB NOT NULL,"
-    "  metadata JSONB DEFAULT '{}',"
-    "  version BIGINT NOT NULL,"
-    "  global_position BIGSERIAL,"
-    "  created_at TIMESTAMPTZ DEFAULT NOW(),"
-    "  CONSTRAINT unique_stream_version UNIQUE (stream_id, version));"
-    "CREATE INDEX idx_events_stream ON events(stream_id, version);"
-    "CREATE INDEX idx_events_global ON events(global_position);"
-    "CREATE INDEX idx_events_type ON events(event_type);"
+    "DROP TABLE IF EXISTS events, snapshots, subscription_checkpoints;" PG_SEED_EVENTS
     "CREATE OR REPLACE FUNCTION notify_event() RETURNS trigger AS $$"
     " BEGIN PERFORM pg_notify('events', NEW.global_position::text); RETURN NEW; END"
     " $$ LANGUAGE plpgsql;"

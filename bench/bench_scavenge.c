@@ -56,6 +56,8 @@
 
 #ifdef HAVE_LIBPQ
 #include <libpq-fe.h>
+
+#include "pg_seed.h"
 #endif
 
 #define DATA_LEN 200
@@ -459,23 +461,8 @@ static void *pg_append_main(void *arg)
     return NULL;
 }
 
-static const char *PG_SCHEMA =
-    "DROP TABLE IF EXISTS events;"
-    "CREATE EXTENSION IF NOT EXISTS pgcrypto;"
-    "CREATE TABLE events ("
-    "  id UUID PRIMARY KEY DEFAULT gen_random_uuid(),"
-    "  stream_id VARCHAR(255) NOT NULL,"
-    "  stream_type VARCHAR(255) NOT NULL,"
-    "  event_type VARCHAR(255) NOT NULL,"
-    "  event_data JSONB NOT NULL,"
-    "  metadata JSONB DEFAULT '{}',"
-    "  version BIGINT NOT NULL,"
-    "  global_position BIGSERIAL,"
-    "  created_at TIMESTAMPTZ DEFAULT NOW(),"
-    "  CONSTRAINT unique_stream_version UNIQUE (stream_id, version));"
-    "CREATE INDEX idx_events_stream ON events(stream_id, version);"
-    "CREATE INDEX idx_events_global ON events(global_position);"
-    "CREATE INDEX idx_events_type ON events(event_type);";
+static const char *PG_SCHEMA = "DROP TABLE IF EXISTS events;"
+                                "CREATE EXTENSION IF NOT EXISTS pgcrypto;" PG_SEED_EVENTS;
 
 /* One reclaiming statement with the appender running on its own
  * connection; sizes of the table with its indexes before and after. */

@@ -42,7 +42,6 @@
 set -euo pipefail
 
 BUILD=${1:-build}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 case "$BUILD" in /*) ;; *) BUILD="$PWD/$BUILD" ;; esac
 SCHEMA=${SCHEMA:-seed}
 
@@ -52,109 +51,28 @@ else
     WARM=2 DUR=7 RDUR=4 RANGE=1000000 ROUNDS=${ROUNDS:-3} ROUNDS_1X1=${ROUNDS_1X1:-7} DUR_1X1=3
 fi
 
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # ------------------------------------------------------------ packages, build
-missing=""
-for p in postgresql redis-server libpq-dev; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    echo "run_http: installing$missing" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    # shellcheck disable=SC2086
-    $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
-fi
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j "$(nproc)" --target stele bench_http bench_peers >/dev/null
+bench_deps postgresql redis-server libpq-dev
+bench_build "$BUILD" stele bench_http bench_peers
 STELE="$BUILD/stele"
 BH="$BUILD/bench/bench_http"
 BP="$BUILD/bench/bench_peers"
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 REDIS=$(command -v redis-server)
 REDIS_CLI=$(command -v redis-cli)
-
-# ------------------------------------------------------------ temp dir, cleanup
-BASE=${BENCH_DIR:-${TMPDIR:-/tmp}}
-mkdir -p "$BASE"
-WORK=$(mktemp -d "$BASE/stele-http-bench.XXXXXX")
-chmod 755 "$WORK"
-OUT="$WORK/results.txt"
-STELE_PID="" REDIS_PID="" PG_STARTED=0
-
-as_postgres() {
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-cleanup() {
-    set +e
-    if [ -n "$STELE_PID" ]; then
-        kill -TERM "$STELE_PID" 2>/dev/null
-        wait "$STELE_PID" 2>/dev/null
-    fi
-    if [ -n "$REDIS_PID" ]; then
-        kill -TERM "$REDIS_PID" 2>/dev/null
-        wait "$REDIS_PID" 2>/dev/null
-    fi
-    if [ "$PG_STARTED" = 1 ]; then
-        as_postgres "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast -w stop >/dev/null 2>&1
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        p=$((20000 + RANDOM % 40000))
-        if ! ss -Htln "sport = :$p" | grep -q .; then
-            echo "$p"
-            return
-        fi
-    done
-    echo "run_http: no free port found" >&2
-    exit 1
-}
+REDIS_PID=""
+bench_workdir http
 
 # ------------------------------------------------------------ servers
-# Stele
 mkdir "$WORK/stele"
-STELE_READY_FD=3 "$STELE" serve --port 0 --data "$WORK/stele/data" --log-level error \
-    3>"$WORK/stele/ready" 2>"$WORK/stele/log" &
-STELE_PID=$!
-for _ in $(seq 1 100); do grep -q ready "$WORK/stele/ready" 2>/dev/null && break; sleep 0.1; done
-STELE_PORT=$(awk '/ready/ {print $2}' "$WORK/stele/ready")
-[ -n "$STELE_PORT" ] || { echo "run_http: stele serve did not start:" >&2; cat "$WORK/stele/log" >&2; exit 1; }
+start_stele "$WORK/stele/data"
 
-# PostgreSQL: a fresh cluster, fsync and synchronous_commit on (the
-# defaults, stated anyway); more connections than the 256 clients; a WAL
-# and checkpoint budget that keeps checkpoints out of the run.
-PG_PORT=$(free_port)
-mkdir "$WORK/pg" "$WORK/pgsock"
-[ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/pg" "$WORK/pgsock"
-as_postgres "$PGBIN/initdb" -D "$WORK/pg" -U postgres -A trust -E UTF8 --no-locale >"$WORK/initdb.log" 2>&1 ||
-    { cat "$WORK/initdb.log" >&2; exit 1; }
-cat >>"$WORK/pg/postgresql.conf" <<EOF
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK/pgsock'
-fsync = on
-synchronous_commit = on
-full_page_writes = on
-max_connections = 300
-shared_buffers = 512MB
-max_wal_size = 16GB
-checkpoint_timeout = 30min
-EOF
-as_postgres "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pgsock/pg.log" -w start >/dev/null ||
-    { echo "run_http: postgres did not start:" >&2; tail -20 "$WORK/pgsock/pg.log" >&2; exit 1; }
-PG_STARTED=1
-as_postgres "$PGBIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
-PGC="host=127.0.0.1 port=$PG_PORT dbname=bench user=postgres"
-PG_PID=$(head -1 "$WORK/pg/postmaster.pid")
+# PostgreSQL: more connections than the 256 clients; a WAL and checkpoint
+# budget that keeps checkpoints out of the run.
+pg_start "full_page_writes = on" "max_connections = 300" "shared_buffers = 512MB" \
+    "max_wal_size = 16GB" "checkpoint_timeout = 30min"
 
 # Redis: every write fsynced before its reply, no RDB snapshots.
 REDIS_PORT=$(free_port)
@@ -167,24 +85,10 @@ for _ in $(seq 1 100); do
     [ "$("$REDIS_CLI" -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && break
     sleep 0.1
 done
-[ "$("$REDIS_CLI" -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] || { echo "run_http: redis did not start" >&2; exit 1; }
+[ "$("$REDIS_CLI" -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] || bench_die "redis did not start"
 
 # ------------------------------------------------------------ header
-say() { printf '%s\n' "$*" | tee -a "$OUT"; }
-load() {
-    say "# load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min)$(
-        [ -r /proc/pressure/io ] && printf '; io pressure: %s' "$(head -1 /proc/pressure/io)")"
-}
-say "# stele HTTP benchmark against PostgreSQL and Redis, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-if [ -n "${STELE_COMMIT:-}" ]; then
-    say "# commit: $STELE_COMMIT"
-else
-    say "# commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(
-        git -C "$ROOT" diff --quiet HEAD -- src include server 2>/dev/null || echo ' (src/, include/ or server/ modified)')"
-fi
-say "# machine: $(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(
-    grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(uname -sr)"
-say "# disk: $(df -T "$WORK" | awk 'NR==2 {print $1, $2}') ($WORK)"
+bench_header "stele HTTP benchmark against PostgreSQL and Redis" src include server
 say "# stele $("$STELE" --version 2>/dev/null | head -1 || echo '?') on :$STELE_PORT; $("$PGBIN/postgres" --version) on :$PG_PORT; $("$REDIS" --version | cut -d' ' -f1-3) on :$REDIS_PORT"
 say "# postgres: fsync=on synchronous_commit=on full_page_writes=on shared_buffers=512MB max_wal_size=16GB checkpoint_timeout=30min, schema=$SCHEMA"
 say "# redis: appendonly yes, appendfsync always, save ''"
@@ -208,9 +112,6 @@ run_one() {
     redis) "$BP" redis --port "$REDIS_PORT" --server-pid "$REDIS_PID" --workload "$wl" --prefix "${PREFIX}r$ROUND" "$@" ;;
     esac
 }
-
-# field NAME: the value of NAME=... in the line on stdin.
-field() { tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2; exit}'; }
 
 # rounds WORKLOAD "TARGETS" KEY ARGS...: $ROUNDS rounds; in each, every
 # target in turn (the order rotates from round to round, so that a
@@ -294,9 +195,4 @@ say "# ratios (events/s of Stele over the peer's, median rounds, same run)"
 for wl in 1x1 256x1 16x1000 read1x1000; do say "$(ratio "$wl")"; done
 say "# store sizes after the run: stele $(du -sh "$WORK/stele/data" | cut -f1), postgres $(du -sh "$WORK/pg" | cut -f1), redis aof $(du -sh "$WORK/redis" | cut -f1) (redis used_memory $("$REDIS_CLI" -p "$REDIS_PORT" info memory | awk -F: '/^used_memory_human/ {gsub(/\r/, ""); print $2}'))"
 
-if [ "${QUICK:-0}" != 1 ]; then
-    mkdir -p "$ROOT/bench/results"
-    DEST="$ROOT/bench/results/http-$(date -u +%Y%m%dT%H%M%SZ).txt"
-    cp "$OUT" "$DEST"
-    echo "run_http: saved $DEST" >&2
-fi
+bench_save http

@@ -22,7 +22,6 @@
 set -euo pipefail
 
 BUILD=${1:-build}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 case "$BUILD" in /*) ;; *) BUILD="$PWD/$BUILD" ;; esac
 if [ "${QUICK:-0}" = 1 ]; then
     EVENTS=${EVENTS:-100000} REPS=50 PG_SECONDS=${PG_SECONDS:-15}
@@ -30,65 +29,21 @@ else
     EVENTS=${EVENTS:-1000000} REPS=${REPS:-200} PG_SECONDS=${PG_SECONDS:-60}
 fi
 
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-missing=""
-for p in postgresql libpq-dev; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    echo "run_proj: installing$missing" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    # shellcheck disable=SC2086
-    $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
-fi
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j "$(nproc)" --target bench_proj >/dev/null
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+bench_deps postgresql libpq-dev
+bench_build "$BUILD" bench_proj
 BP="$BUILD/bench/bench_proj"
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+bench_workdir proj
 
-BASE=${BENCH_DIR:-${TMPDIR:-/tmp}}
-mkdir -p "$BASE"
-WORK=$(mktemp -d "$BASE/stele-proj-bench.XXXXXX")
-chmod 755 "$WORK"
-OUT="$WORK/results.txt"
-PG_STARTED=0
-
-as_postgres() {
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-cleanup() {
-    set +e
-    if [ "$PG_STARTED" = 1 ]; then
-        as_postgres "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast -w stop >/dev/null 2>&1
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        p=$((20000 + RANDOM % 40000))
-        if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return; fi
-    done
-    echo "run_proj: no free port found" >&2
-    exit 1
-}
-say() { printf '%s\n' "$*" | tee -a "$OUT"; }
-load() { say "# load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min)"; }
 run() {
     say "# \$ bench_proj $*"
     "$BP" "$@" | tee -a "$OUT"
 }
 
-say "# stele projection benchmark against PostgreSQL, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-say "# commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(
-    git -C "$ROOT" diff --quiet HEAD -- src include server bench 2>/dev/null || echo ' (modified)')"
-say "# machine: $(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr)"
-say "# disk: $(df -T "$WORK" | awk 'NR==2 {print $1, $2}'); events=$EVENTS reps=$REPS pg_seconds=$PG_SECONDS"
+bench_header "stele projection benchmark against PostgreSQL" src include server bench
+say "# sizes: events=$EVENTS reps=$REPS pg_seconds=$PG_SECONDS"
 load
 run load --dir "$WORK/store" --events "$EVENTS"
 run count --dir "$WORK/store"
@@ -99,34 +54,11 @@ mkdir -p "$WORK/inline"
 run inline --dir "$WORK/inline" --events "${INLINE_APPENDS:-8000}"
 say "# store size: $(du -sh "$WORK/store" | cut -f1)"
 
-PG_PORT=$(free_port)
-mkdir "$WORK/pg" "$WORK/pgsock"
-[ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/pg" "$WORK/pgsock"
-as_postgres "$PGBIN/initdb" -D "$WORK/pg" -U postgres -A trust -E UTF8 --no-locale >"$WORK/initdb.log" 2>&1 ||
-    { cat "$WORK/initdb.log" >&2; exit 1; }
-cat >>"$WORK/pg/postgresql.conf" <<PGCONF
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK/pgsock'
-fsync = on
-synchronous_commit = on
-shared_buffers = 512MB
-max_wal_size = 16GB
-PGCONF
-as_postgres "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pgsock/pg.log" -w start >/dev/null ||
-    { echo "run_proj: postgres did not start:" >&2; tail -20 "$WORK/pgsock/pg.log" >&2; exit 1; }
-PG_STARTED=1
-as_postgres "$PGBIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
-PGC="host=127.0.0.1 port=$PG_PORT dbname=bench user=postgres"
+pg_start "shared_buffers = 512MB" "max_wal_size = 16GB"
 say "# $("$PGBIN/postgres" --version); fsync=on synchronous_commit=on shared_buffers=512MB"
 run pgload --conninfo "$PGC" --events "$EVENTS"
 load
 run pgworker --conninfo "$PGC" --events "$EVENTS" --seconds "$PG_SECONDS"
 load
 
-if [ "${QUICK:-0}" != 1 ]; then
-    mkdir -p "$ROOT/bench/results"
-    DEST="$ROOT/bench/results/proj-$(date -u +%Y%m%dT%H%M%SZ).txt"
-    cp "$OUT" "$DEST"
-    echo "run_proj: saved $DEST" >&2
-fi
+bench_save proj

@@ -33,7 +33,6 @@
 set -euo pipefail
 
 BUILD=${1:-build}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 case "$BUILD" in /*) ;; *) BUILD="$PWD/$BUILD" ;; esac
 
 if [ "${QUICK:-0}" = 1 ]; then
@@ -45,84 +44,22 @@ fi
 PARTS=${PARTS:-catchup latency fanout postgres}
 part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # ------------------------------------------------------------ packages, build
-missing=""
-for p in postgresql libpq-dev; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    echo "run_subs: installing$missing" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    # shellcheck disable=SC2086
-    $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
-fi
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j "$(nproc)" --target stele bench_subs bench_pgnotify bench_peers >/dev/null
+bench_deps postgresql libpq-dev
+bench_build "$BUILD" stele bench_subs bench_pgnotify bench_peers
 STELE="$BUILD/stele"
 BS="$BUILD/bench/bench_subs"
 BN="$BUILD/bench/bench_pgnotify"
 BP="$BUILD/bench/bench_peers"
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-
-# ------------------------------------------------------------ temp dir, cleanup
-BASE=${BENCH_DIR:-${TMPDIR:-/tmp}}
-mkdir -p "$BASE"
-WORK=$(mktemp -d "$BASE/stele-subs-bench.XXXXXX")
-chmod 755 "$WORK"
-OUT="$WORK/results.txt"
-STELE_PID="" PG_STARTED=0
-
-as_postgres() {
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-stop_stele() {
-    if [ -n "$STELE_PID" ]; then
-        kill -TERM "$STELE_PID" 2>/dev/null || true
-        wait "$STELE_PID" 2>/dev/null || true
-        STELE_PID=""
-    fi
-}
-
-cleanup() {
-    set +e
-    stop_stele
-    if [ "$PG_STARTED" = 1 ]; then
-        as_postgres "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast -w stop >/dev/null 2>&1
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# start_stele DATA_DIR: stele serve on a free port ($STELE_PORT, $STELE_PID).
-start_stele() {
-    rm -f "$WORK/ready"
-    STELE_READY_FD=3 "$STELE" serve --port 0 --data "$1" --log-level error \
-        3>"$WORK/ready" 2>>"$WORK/stele.log" &
-    STELE_PID=$!
-    for _ in $(seq 1 300); do grep -q ready "$WORK/ready" 2>/dev/null && break; sleep 0.1; done
-    STELE_PORT=$(awk '/ready/ {print $2}' "$WORK/ready")
-    [ -n "$STELE_PORT" ] || { echo "run_subs: stele serve did not start:" >&2; cat "$WORK/stele.log" >&2; exit 1; }
-}
-
-say() { printf '%s\n' "$*" | tee -a "$OUT"; }
-load() {
-    say "# load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min)$(
-        [ -r /proc/pressure/io ] && printf '; io pressure: %s' "$(head -1 /proc/pressure/io)")"
-}
-
-# field NAME: the value of NAME=... in the line on stdin.
-field() { tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2; exit}'; }
+bench_workdir subs
 
 # rounds LABEL KEY CMD...: $ROUNDS runs of CMD (a sync before each); every
 # line is printed, then the median round by KEY with KEY of every round.
 rounds() {
-    local label=$1 key=$2 r line all med
+    local label=$1 key=$2 r line
     shift 2
     : >"$WORK/rounds"
     for r in $(seq 1 "$ROUNDS"); do
@@ -132,19 +69,11 @@ rounds() {
         say "round $r/$ROUNDS $label: $line"
         echo "$line" >>"$WORK/rounds"
     done
-    all=$(while read -r l; do echo "$l" | field "$key"; done <"$WORK/rounds" | paste -sd, -)
-    med=$(while read -r l; do echo "$(echo "$l" | field "$key") $l"; done <"$WORK/rounds" |
-        sort -g | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2) {sub(/^[^ ]* /, ""); print}')
-    say "median $label: $med rounds_$key=$all"
+    say "median $label: $(median "$key" "$ROUNDS" "$WORK/rounds")"
 }
 
 # ------------------------------------------------------------ header
-say "# stele subscription benchmark (SSE) with PostgreSQL as the peer, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-say "# commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(
-    git -C "$ROOT" diff --quiet HEAD -- src include server 2>/dev/null || echo ' (src/, include/ or server/ modified)')"
-say "# machine: $(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(
-    grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(uname -sr)"
-say "# disk: $(df -T "$WORK" | awk 'NR==2 {print $1, $2}') ($WORK)"
+bench_header "stele subscription benchmark (SSE) with PostgreSQL as the peer" src include server
 say "# parts: $PARTS"
 say "# sizes: ${QUICK:+QUICK=$QUICK }catch-up events=$N (200-byte data) rounds=$ROUNDS warmup=${WARM}s duration=${DUR}s; live events carry 100 bytes of JSON data"
 load
@@ -184,10 +113,7 @@ for r in $(seq 1 "$FAN_ROUNDS"); do
     done
 done
 for subs in 0 100; do
-    all=$(while read -r l; do echo "$l" | field events_per_s; done <"$WORK/fan$subs" | paste -sd, -)
-    med=$(while read -r l; do echo "$(echo "$l" | field events_per_s) $l"; done <"$WORK/fan$subs" |
-        sort -g | awk -v n="$FAN_ROUNDS" 'NR == int((n + 1) / 2) {sub(/^[^ ]* /, ""); print}')
-    say "median fanout-$subs: $med rounds_events_per_s=$all"
+    say "median fanout-$subs: $(median events_per_s "$FAN_ROUNDS" "$WORK/fan$subs")"
 done
 load
 fi
@@ -195,31 +121,9 @@ stop_stele
 
 # ------------------------------------------------------------ PostgreSQL
 if part postgres; then
-# A fresh cluster, fsync and synchronous_commit on (the defaults, stated
-# anyway), the settings of bench/run_http.sh.
-PG_PORT=$(for _ in $(seq 1 100); do p=$((20000 + RANDOM % 40000)); ss -Htln "sport = :$p" | grep -q . || { echo "$p"; break; }; done)
-mkdir "$WORK/pg" "$WORK/pgsock"
-[ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/pg" "$WORK/pgsock"
-as_postgres "$PGBIN/initdb" -D "$WORK/pg" -U postgres -A trust -E UTF8 --no-locale >"$WORK/initdb.log" 2>&1 ||
-    { cat "$WORK/initdb.log" >&2; exit 1; }
-cat >>"$WORK/pg/postgresql.conf" <<EOF
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK/pgsock'
-fsync = on
-synchronous_commit = on
-full_page_writes = on
-max_connections = 300
-shared_buffers = 512MB
-max_wal_size = 16GB
-checkpoint_timeout = 30min
-EOF
-as_postgres "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pgsock/pg.log" -w start >/dev/null ||
-    { echo "run_subs: postgres did not start:" >&2; tail -20 "$WORK/pgsock/pg.log" >&2; exit 1; }
-PG_STARTED=1
-as_postgres "$PGBIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
-PGC="host=127.0.0.1 port=$PG_PORT dbname=bench user=postgres"
-PG_PID=$(head -1 "$WORK/pg/postmaster.pid")
+# A fresh cluster, the settings of bench/run_http.sh.
+pg_start "full_page_writes = on" "max_connections = 300" "shared_buffers = 512MB" \
+    "max_wal_size = 16GB" "checkpoint_timeout = 30min"
 say "# $("$PGBIN/postgres" --version): fsync=on synchronous_commit=on full_page_writes=on shared_buffers=512MB"
 say "$("$BN" --conninfo "$PGC" --mode setup)"
 rounds "postgres-latency-1000/s" event_p99_ms "$BN" --conninfo "$PGC" --mode latency --rate 1000 \
@@ -237,9 +141,4 @@ rounds "postgres-catchup" events_per_s "$BP" postgres --conninfo "$PGC" --mode r
 load
 fi
 
-if [ "${QUICK:-0}" != 1 ]; then
-    mkdir -p "$ROOT/bench/results"
-    DEST="$ROOT/bench/results/subs-$(date -u +%Y%m%dT%H%M%SZ).txt"
-    cp "$OUT" "$DEST"
-    echo "run_subs: saved $DEST" >&2
-fi
+bench_save subs

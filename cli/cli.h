@@ -116,6 +116,9 @@ void cli_buf_adds(cli_buf *b, const char *s);
 /* Append s as a JSON string (quotes, escapes of '"', '\\' and controls). */
 void cli_buf_add_jstr(cli_buf *b, const char *s);
 void cli_buf_free(cli_buf *b);
+/* Append all of file `path` ("-": stdin) to b: 0, or -1 if it cannot be
+ * opened or read (errno says why). */
+int cli_buf_slurp(cli_buf *b, const char *path);
 
 /* ------------------------------------------------------------ HTTP */
 

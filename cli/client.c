@@ -172,6 +172,22 @@ void cli_buf_free(cli_buf *b)
     b->len = b->cap = 0;
 }
 
+int cli_buf_slurp(cli_buf *b, const char *path)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f)
+        return -1;
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        cli_buf_add(b, chunk, n);
+    int err = ferror(f);
+    if (f != stdin)
+        fclose(f);
+    cli_buf_add(b, "", 0);
+    return err ? -1 : 0;
+}
+
 /* ------------------------------------------------------------ HTTP */
 
 struct cli_client {

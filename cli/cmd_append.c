@@ -61,27 +61,10 @@ static int usage(void)
     return CLI_OK;
 }
 
-/* Read all of `path` ('-': stdin) into b. */
-static int slurp(const char *path, cli_buf *b)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f)
-        return -1;
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        cli_buf_add(b, chunk, n);
-    int err = ferror(f);
-    if (f != stdin)
-        fclose(f);
-    cli_buf_add(b, "", 0);
-    return err ? -1 : 0;
-}
-
 static int body_from_file(const char *path, cli_buf *body)
 {
     cli_buf raw = {0};
-    if (slurp(path, &raw)) {
+    if (cli_buf_slurp(&raw, path)) {
         fprintf(stderr, "stele append: cannot read %s: %m\n", path);
         cli_buf_free(&raw);
         return CLI_EUSAGE;
@@ -244,7 +227,7 @@ static void print_result(const char *stream, const cli_response *r)
 static int append_multi(const cli_common *co, const char *file)
 {
     cli_buf body = {0};
-    if (slurp(file, &body)) {
+    if (cli_buf_slurp(&body, file)) {
         fprintf(stderr, "stele append: cannot read %s: %m\n", file);
         cli_buf_free(&body);
         return CLI_EUSAGE;

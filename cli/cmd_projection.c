@@ -51,22 +51,6 @@ static int usage(void)
     return CLI_OK;
 }
 
-static int slurp(const char *path, cli_buf *b)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f)
-        return -1;
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        cli_buf_add(b, chunk, n);
-    int err = ferror(f);
-    if (f != stdin)
-        fclose(f);
-    cli_buf_add(b, "", 0);
-    return err ? -1 : 0;
-}
-
 /* Append "&name=<escaped value>" (or "?..." first). */
 static void param(cli_client *c, cli_buf *path, const char *name, const char *value)
 {
@@ -194,7 +178,7 @@ int cmd_projection(int argc, char **argv)
     if (where && !strchr(where, '='))
         return cli_usage_error("projection", synopsis, "--where takes FIELD=JSON");
     cli_buf body = {0};
-    if (file && slurp(file, &body)) {
+    if (file && cli_buf_slurp(&body, file)) {
         fprintf(stderr, "stele projection: cannot read %s\n", file);
         cli_buf_free(&body);
         return CLI_EUSAGE;

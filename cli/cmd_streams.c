@@ -29,22 +29,6 @@ static const char sn_synopsis[] =
 
 /* ------------------------------------------------------------ helpers */
 
-static int slurp(const char *path, cli_buf *b)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f)
-        return -1;
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        cli_buf_add(b, chunk, n);
-    int err = ferror(f);
-    if (f != stdin)
-        fclose(f);
-    cli_buf_add(b, "", 0);
-    return err ? -1 : 0;
-}
-
 static void add_base64(cli_buf *b, const unsigned char *p, size_t n)
 {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -188,7 +172,7 @@ int cmd_metadata(int argc, char **argv)
         return run(&co, "metadata", "GET", stream, "/metadata", NULL, 0, show_metadata);
     cli_buf body = {0};
     if (set_file) {
-        if (slurp(set_file, &body)) {
+        if (cli_buf_slurp(&body, set_file)) {
             cli_buf_free(&body);
             fprintf(stderr, "stele metadata: cannot read %s\n", set_file);
             return CLI_EUSAGE;
@@ -365,7 +349,7 @@ int cmd_snapshot(int argc, char **argv)
     cli_buf raw = {0}, body = {0};
     if (state) {
         cli_buf_adds(&raw, state);
-    } else if (slurp(state_file ? state_file : bytes_file, &raw)) {
+    } else if (cli_buf_slurp(&raw, state_file ? state_file : bytes_file)) {
         cli_buf_free(&raw);
         fprintf(stderr, "stele snapshot: cannot read %s\n", state_file ? state_file : bytes_file);
         return CLI_EUSAGE;

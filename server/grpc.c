@@ -4,8 +4,10 @@
  * this node, alive, leader) and Operations (Shutdown, Start/StopScavenge). Also what every
  * service shares: the status a libstele error becomes (with KurrentDB's
  * `exception` trailers, which the official clients turn into typed errors),
- * appends handed to the store for a call, and the list of subscriptions
- * woken by commits (one stele_watch eventfd on the loop for them all).
+ * appends handed to the store for a call, the request messages a method
+ * keeps, error details packed as a google.protobuf.Any, and the list of
+ * subscriptions woken by commits (one stele_watch eventfd on the loop for
+ * them all).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -21,6 +23,7 @@
 #include "operations.pb-c.h"
 #include "serverfeatures.pb-c.h"
 #include "shared.pb-c.h"
+#include "status.pb-c.h"
 
 typedef struct grpc_server {
     server *s;
@@ -114,6 +117,59 @@ int grpc_append(gcall *call, grpc_op *op, const char *stream, int64_t expected,
         free(op);
     }
     return rc;
+}
+
+/* ------------------------------------------------------------ method helpers */
+
+void *grpc_state(gcall *call, size_t size)
+{
+    if (!call->st && !(call->st = calloc(1, size)))
+        grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return call->st;
+}
+
+int grpc_kept_add(gcall *call, grpc_kept *k, void *msg)
+{
+    if (k->n == k->cap) {
+        size_t cap = k->cap ? k->cap * 2 : 8;
+        void **p = realloc(k->msgs, cap * sizeof *p);
+        if (p)
+            k->msgs = p;
+        void **a = p ? realloc(k->arenas, cap * sizeof *a) : NULL;
+        if (!a) {
+            grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+            return -1;
+        }
+        k->arenas = a;
+        k->cap = cap;
+    }
+    k->msgs[k->n] = msg;
+    k->arenas[k->n++] = grpc_keep(call);
+    return 0;
+}
+
+void grpc_kept_free(grpc_kept *k)
+{
+    for (size_t i = 0; i < k->n; i++)
+        grpc_msg_free(k->arenas[i]);
+    free(k->msgs);
+    free(k->arenas);
+    k->msgs = k->arenas = NULL;
+    k->n = k->cap = 0;
+}
+
+uint8_t *grpc_any_pack(Google__Protobuf__Any *any, const char *type_url,
+                       const ProtobufCMessage *details)
+{
+    size_t n = protobuf_c_message_get_packed_size(details);
+    uint8_t *packed = malloc(n ? n : 1);
+    if (!packed)
+        return NULL;
+    protobuf_c_message_pack(details, packed);
+    any->type_url = (char *)type_url;
+    any->value.data = packed;
+    any->value.len = n;
+    return packed;
 }
 
 void grpc_completion(conn *c, completion *cp)

@@ -177,6 +177,29 @@ typedef struct grpc_op {
 int grpc_append(gcall *call, grpc_op *op, const char *stream, int64_t expected,
                 const stele_event_in *events, size_t n);
 
+/* The method's state (call->st), allocated zeroed on first use: NULL with
+ * RESOURCE_EXHAUSTED sent if out of memory. */
+void *grpc_state(gcall *call, size_t size);
+
+/* Request messages a method keeps beyond on_msg (grpc_keep), in order. */
+typedef struct grpc_kept {
+    void **msgs;   /* the decoded messages */
+    void **arenas; /* where each lives */
+    size_t n, cap;
+} grpc_kept;
+/* Keep `msg`, the message being delivered to on_msg: 0, or -1 with
+ * RESOURCE_EXHAUSTED sent (then it is not kept). */
+int grpc_kept_add(gcall *call, grpc_kept *k, void *msg);
+/* Free every kept message and the lists; `k` is empty again. */
+void grpc_kept_free(grpc_kept *k);
+
+/* Pack `details` into `any` (a google.protobuf.Any) under `type_url`:
+ * returns the packed bytes (malloc'ed, the caller frees them after
+ * sending), or NULL with `any` left untouched if out of memory. */
+struct Google__Protobuf__Any;
+uint8_t *grpc_any_pack(struct Google__Protobuf__Any *any, const char *type_url,
+                       const ProtobufCMessage *details);
+
 /* grpc_streams.c */
 /* A StreamIdentifier as a C string: 0, or -1 with an error status sent. */
 struct EventStore__Client__StreamIdentifier;

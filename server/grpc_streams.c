@@ -202,9 +202,7 @@ typedef struct append_st {
     int expected_case;
     int64_t expected;
     uint64_t expected_rev;
-    AppendReq **msgs; /* the proposed messages, kept decoded */
-    void **arenas;    /* where each lives (grpc_keep) */
-    size_t n, cap;
+    grpc_kept kept; /* the proposed messages (AppendReq), kept decoded */
     uint64_t bytes;
 } append_st;
 
@@ -215,23 +213,12 @@ typedef struct append_op {
     uint64_t expected_rev;
 } append_op;
 
-static void append_free_msgs(append_st *st)
-{
-    for (size_t i = 0; i < st->n; i++)
-        grpc_msg_free(st->arenas[i]);
-    free(st->msgs);
-    free(st->arenas);
-    st->msgs = NULL;
-    st->arenas = NULL;
-    st->n = st->cap = 0;
-}
-
 static void append_close(gcall *call)
 {
     append_st *st = call->st;
     if (!st)
         return;
-    append_free_msgs(st);
+    grpc_kept_free(&st->kept);
     free(st);
     call->st = NULL;
 }
@@ -343,14 +330,9 @@ static void append_done(gcall *call, grpc_op *base, const completion *cp)
 static void append_msg(gcall *call, ProtobufCMessage *msg)
 {
     AppendReq *req = (AppendReq *)msg;
-    append_st *st = call->st;
-    if (!st) {
-        st = call->st = calloc(1, sizeof *st);
-        if (!st) {
-            grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-            return;
-        }
-    }
+    append_st *st = grpc_state(call, sizeof *st);
+    if (!st)
+        return;
     if (req->content_case == EVENT_STORE__CLIENT__STREAMS__APPEND_REQ__CONTENT_OPTIONS) {
         if (st->have_opts) {
             grpc_finish(call, GRPC_INVALID_ARGUMENT, "Append: options sent twice");
@@ -382,24 +364,10 @@ static void append_msg(gcall *call, ProtobufCMessage *msg)
     st->bytes += event_size(type, &pm->data, &pm->custom_metadata);
     if (st->bytes > grpc_max_append_size(call->c->srv)) {
         fail_too_big(call, st->stream);
-        append_free_msgs(st);
+        grpc_kept_free(&st->kept);
         return;
     }
-    if (st->n == st->cap) {
-        size_t cap = st->cap ? st->cap * 2 : 16;
-        AppendReq **p = realloc(st->msgs, cap * sizeof *p);
-        if (p)
-            st->msgs = p;
-        void **a = p ? realloc(st->arenas, cap * sizeof *a) : NULL;
-        if (!a) {
-            grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-            return;
-        }
-        st->arenas = a;
-        st->cap = cap;
-    }
-    st->msgs[st->n] = req;
-    st->arenas[st->n++] = grpc_keep(call);
+    grpc_kept_add(call, &st->kept, req);
 }
 
 static void append_end(gcall *call)
@@ -410,7 +378,8 @@ static void append_end(gcall *call)
         return;
     }
     server *s = call->c->srv;
-    if (st->n == 0) {
+    size_t n = st->kept.n;
+    if (n == 0) {
         /* Nothing to write: answer with the stream's state, checking the
          * expected revision as an append would. */
         stele_stream_info info;
@@ -433,8 +402,8 @@ static void append_end(gcall *call)
             send_wrong_expected(call, st->expected_case, st->expected_rev, cur);
         return;
     }
-    stele_event_in *evs = calloc(st->n, sizeof *evs);
-    uint8_t(*ids)[16] = calloc(st->n, 16);
+    stele_event_in *evs = calloc(n, sizeof *evs);
+    uint8_t(*ids)[16] = calloc(n, 16);
     append_op *op = calloc(1, sizeof *op);
     if (!evs || !ids || !op) {
         free(evs);
@@ -443,8 +412,8 @@ static void append_end(gcall *call)
         grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    for (size_t i = 0; i < st->n; i++) {
-        ProposedMessage *pm = st->msgs[i]->proposed_message;
+    for (size_t i = 0; i < n; i++) {
+        ProposedMessage *pm = ((AppendReq *)st->kept.msgs[i])->proposed_message;
         char why[300];
         const char *missing = NULL;
         if (event_in(i, pm->id, (void **)pm->metadata, pm->n_metadata, &pm->data,
@@ -463,11 +432,11 @@ static void append_end(gcall *call)
     if (is_metastream(st->stream)) {
         char why[512];
         uint64_t version;
-        int rc = meta_append(s, st->stream, st->expected, evs, st->n, &version, why, sizeof why);
+        int rc = meta_append(s, st->stream, st->expected, evs, n, &version, why, sizeof why);
         free(evs);
         free(ids);
         free(op);
-        append_free_msgs(st);
+        grpc_kept_free(&st->kept);
         if (rc == 0)
             send_append_success(call, version, STELE_NONE);
         else if (rc == STELE_EWRONGREV)
@@ -480,12 +449,12 @@ static void append_end(gcall *call)
     snprintf(op->stream, sizeof op->stream, "%s", st->stream);
     op->expected_case = st->expected_case;
     op->expected_rev = st->expected_rev;
-    s->m.append_events += st->n;
+    s->m.append_events += n;
     s->m.append_bytes += st->bytes;
-    int rc = grpc_append(call, &op->base, st->stream, st->expected, evs, st->n);
+    int rc = grpc_append(call, &op->base, st->stream, st->expected, evs, n);
     free(evs);
     free(ids);
-    append_free_msgs(st); /* the store copied what it needs */
+    grpc_kept_free(&st->kept); /* the store copied what it needs */
     if (rc)
         grpc_fail_stele(call, rc, stele_errmsg(), st->stream);
 }
@@ -500,9 +469,7 @@ typedef struct batch {
     uint64_t expected_rev;
     int64_t expected;
     int64_t deadline_us; /* wall clock, 0 = none */
-    BatchAppendReq **msgs;
-    void **arenas;
-    size_t nmsgs, cap;
+    grpc_kept kept;      /* its parts with events (BatchAppendReq) */
     size_t nevents;
     uint64_t bytes;
     struct batch *next;
@@ -526,10 +493,7 @@ typedef struct batch_op {
 
 static void batch_free(batch *b)
 {
-    for (size_t i = 0; i < b->nmsgs; i++)
-        grpc_msg_free(b->arenas[i]);
-    free(b->msgs);
-    free(b->arenas);
+    grpc_kept_free(&b->kept);
     free(b);
 }
 
@@ -627,7 +591,6 @@ static void batch_fail(gcall *call, const uint8_t corr[16], int corr_structured,
 {
     Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
     Google__Protobuf__Any any = GOOGLE__PROTOBUF__ANY__INIT;
-    uint8_t packed[1200];
     ProtobufCMessage *details = NULL;
     const char *type_url;
     Google__Protobuf__Empty e = GOOGLE__PROTOBUF__EMPTY__INIT;
@@ -709,17 +672,13 @@ static void batch_fail(gcall *call, const uint8_t corr[16], int corr_structured,
         break;
     }
     st.message = text;
-    size_t n = protobuf_c_message_get_packed_size(details);
-    if (n <= sizeof packed) {
-        protobuf_c_message_pack(details, packed);
-        any.type_url = (char *)type_url;
-        any.value.data = packed;
-        any.value.len = n;
+    uint8_t *packed = grpc_any_pack(&any, type_url, details);
+    if (packed)
         st.details = &any;
-    }
     if (rc != 1)
         metrics_error(&call->c->srv->m, 409, rc);
     batch_respond(call, corr, corr_structured, stream, expected_case, expected_rev, NULL, &st);
+    free(packed);
 }
 
 static void batch_maybe_end(gcall *call)
@@ -773,9 +732,10 @@ static void batch_submit(gcall *call, batch *b)
         return;
     }
     size_t k = 0;
-    for (size_t i = 0; i < b->nmsgs; i++) {
-        for (size_t j = 0; j < b->msgs[i]->n_proposed_messages; j++, k++) {
-            BatchProposedMessage *pm = b->msgs[i]->proposed_messages[j];
+    for (size_t i = 0; i < b->kept.n; i++) {
+        const BatchAppendReq *part = b->kept.msgs[i];
+        for (size_t j = 0; j < part->n_proposed_messages; j++, k++) {
+            BatchProposedMessage *pm = part->proposed_messages[j];
             char why[300];
             const char *missing = NULL;
             if (event_in(k, pm->id, (void **)pm->metadata, pm->n_metadata, &pm->data,
@@ -825,14 +785,9 @@ static void batch_submit(gcall *call, batch *b)
 static void batch_msg(gcall *call, ProtobufCMessage *msg)
 {
     BatchAppendReq *req = (BatchAppendReq *)msg;
-    batch_st *st = call->st;
-    if (!st) {
-        st = call->st = calloc(1, sizeof *st);
-        if (!st) {
-            grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-            return;
-        }
-    }
+    batch_st *st = grpc_state(call, sizeof *st);
+    if (!st)
+        return;
     uint8_t corr[16];
     if (grpc_uuid_in(req->correlation_id, corr) != 0) {
         grpc_finish(call, GRPC_INVALID_ARGUMENT, "BatchAppend: every request needs a correlation id");
@@ -899,23 +854,8 @@ static void batch_msg(gcall *call, ProtobufCMessage *msg)
         batch_free(b);
         return;
     }
-    if (req->n_proposed_messages) {
-        if (b->nmsgs == b->cap) {
-            size_t cap = b->cap ? b->cap * 2 : 4;
-            BatchAppendReq **p = realloc(b->msgs, cap * sizeof *p);
-            if (p)
-                b->msgs = p;
-            void **a = p ? realloc(b->arenas, cap * sizeof *a) : NULL;
-            if (!a) {
-                grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-                return;
-            }
-            b->arenas = a;
-            b->cap = cap;
-        }
-        b->msgs[b->nmsgs] = req;
-        b->arenas[b->nmsgs++] = grpc_keep(call);
-    }
+    if (req->n_proposed_messages && grpc_kept_add(call, &b->kept, req))
+        return;
     if (req->is_final) {
         *pp = b->next;
         st->nopen--;

@@ -69,8 +69,7 @@ typedef struct v2_op v2_op;
  * and what it answered. */
 struct v2_op {
     grpc_op base;
-    void **arenas; /* kept request messages */
-    size_t narenas;
+    grpc_kept kept; /* the request messages */
     stele_append_stream *streams;
     size_t nstreams;
     int64_t *wire_expected; /* per stream: the expected state as sent */
@@ -80,6 +79,10 @@ struct v2_op {
     size_t nrecords;
     uint8_t (*ids)[16];
     char *meta; /* every record's metadata (properties as JSON) */
+    /* While the records are read in: the metadata so far, and where each
+     * record's is in it (op_set_meta then points the records there). */
+    buf meta_buf;
+    size_t *meta_off, *meta_len;
     uint64_t bytes;
     int unary; /* Append (one stream): answer with an AppendResponse */
     /* The outcome (set on the writer thread, read on the loop). */
@@ -92,9 +95,7 @@ struct v2_op {
 static void v2_op_cleanup(grpc_op *base)
 {
     v2_op *op = (v2_op *)base;
-    for (size_t i = 0; i < op->narenas; i++)
-        grpc_msg_free(op->arenas[i]);
-    free(op->arenas);
+    grpc_kept_free(&op->kept);
     free(op->streams);
     free(op->wire_expected);
     free(op->check_index);
@@ -102,6 +103,9 @@ static void v2_op_cleanup(grpc_op *base)
     free(op->records);
     free(op->ids);
     free(op->meta);
+    buf_free(&op->meta_buf);
+    free(op->meta_off);
+    free(op->meta_len);
     free(op->per_stream);
 }
 
@@ -164,17 +168,11 @@ static void v2_fail(gcall *call, int status, const char *text, const char *name,
     st.code = (Google__Rpc__Code)status;
     st.message = (char *)text;
     if (details) {
-        size_t n = protobuf_c_message_get_packed_size(details);
-        packed = malloc(n ? n : 1);
-        if (packed) {
-            protobuf_c_message_pack(details, packed);
-            snprintf(type_url, sizeof type_url,
-                     "type.googleapis.com/kurrentdb.protocol.v2.streams.errors.%s", name);
-            any.type_url = type_url;
-            any.value.data = packed;
-            any.value.len = n;
+        snprintf(type_url, sizeof type_url,
+                 "type.googleapis.com/kurrentdb.protocol.v2.streams.errors.%s", name);
+        packed = grpc_any_pack(&any, type_url, details);
+        if (packed)
             st.details = &any;
-        }
     }
     size_t n = protobuf_c_message_get_packed_size(&st.base);
     outer = malloc(n ? n : 1);
@@ -329,13 +327,13 @@ static int value_json(buf *b, const Google__Protobuf__Value *v, int depth, char 
     return 0;
 }
 
-/* Record `idx` as an event of op->records[k] (op->meta gets its
+/* Record `r` as the event of op->records[k] (op->meta_buf gets its
  * properties; the metadata pointer is set once every record is in, since
- * op->meta may move). `meta_off` receives the offset. 0, or -1 with an
- * error sent. */
-static int record_in(gcall *call, v2_op *op, size_t k, const V2Record *r, const char *stream,
-                     buf *meta, size_t *meta_off, size_t *meta_len)
+ * the buffer may move). 0, or -1 with an error sent. */
+static int record_in(gcall *call, v2_op *op, size_t k, const V2Record *r, const char *stream)
 {
+    buf *meta = &op->meta_buf;
+    size_t *meta_off = &op->meta_off[k], *meta_len = &op->meta_len[k];
     stele_event_in *ev = &op->records[k].event;
     memset(ev, 0, sizeof *ev);
     if (!r->schema || !r->schema->name || !*r->schema->name) {
@@ -431,9 +429,22 @@ static int record_in(gcall *call, v2_op *op, size_t k, const V2Record *r, const 
     return 0;
 }
 
-/* Allocate op's per-stream and per-record arrays. 0 or -1 (error sent). */
-static int op_alloc(gcall *call, v2_op *op, size_t nstreams, size_t nrecords)
+static void op_free(v2_op *op)
 {
+    v2_op_cleanup(&op->base);
+    free(op);
+}
+
+/* A new op with its per-stream and per-record arrays: NULL if out of
+ * memory (error sent). */
+static v2_op *op_create(gcall *call, size_t nstreams, size_t nrecords)
+{
+    v2_op *op = calloc(1, sizeof *op);
+    if (!op) {
+        grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return NULL;
+    }
+    op->base.cleanup = v2_op_cleanup;
     op->nstreams = nstreams;
     op->nrecords = nrecords;
     op->streams = calloc(nstreams, sizeof *op->streams);
@@ -443,41 +454,30 @@ static int op_alloc(gcall *call, v2_op *op, size_t nstreams, size_t nrecords)
     op->per_stream = calloc(nstreams, sizeof *op->per_stream);
     op->records = calloc(nrecords ? nrecords : 1, sizeof *op->records);
     op->ids = calloc(nrecords ? nrecords : 1, 16);
+    op->meta_off = calloc(nrecords ? nrecords : 1, sizeof *op->meta_off);
+    op->meta_len = calloc(nrecords ? nrecords : 1, sizeof *op->meta_len);
     if (!op->streams || !op->wire_expected || !op->check_index || !op->writes ||
-        !op->per_stream || !op->records || !op->ids) {
+        !op->per_stream || !op->records || !op->ids || !op->meta_off || !op->meta_len) {
         grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-        return -1;
+        op_free(op);
+        return NULL;
     }
     for (size_t i = 0; i < nstreams; i++)
         op->check_index[i] = -1;
-    return 0;
-}
-
-/* Point every record's metadata into op->meta (now that it is complete). */
-static void op_set_meta(v2_op *op, buf *meta, const size_t *off, const size_t *len)
-{
-    op->meta = (char *)meta->p; /* owned by the op from now on */
-    meta->p = NULL;
-    meta->len = meta->cap = 0;
-    for (size_t k = 0; k < op->nrecords; k++)
-        if (len[k]) {
-            op->records[k].event.metadata = op->meta + off[k];
-            op->records[k].event.metadata_len = len[k];
-        }
-}
-
-static v2_op *op_new(void)
-{
-    v2_op *op = calloc(1, sizeof *op);
-    if (op)
-        op->base.cleanup = v2_op_cleanup;
     return op;
 }
 
-static void op_free(v2_op *op)
+/* Point every record's metadata into op->meta (now that it is complete). */
+static void op_set_meta(v2_op *op)
 {
-    v2_op_cleanup(&op->base);
-    free(op);
+    op->meta = (char *)op->meta_buf.p; /* owned by the op from now on */
+    op->meta_buf.p = NULL;
+    op->meta_buf.len = op->meta_buf.cap = 0;
+    for (size_t k = 0; k < op->nrecords; k++)
+        if (op->meta_len[k]) {
+            op->records[k].event.metadata = op->meta + op->meta_off[k];
+            op->records[k].event.metadata_len = op->meta_len[k];
+        }
 }
 
 /* The state of `stream` as the v2 wire reports it: a revision, or
@@ -517,30 +517,17 @@ static void tombstoned_check_only(server *s, v2_op *op)
 /* ------------------------------------------------------------ AppendSession */
 
 typedef struct session_st {
-    V2AppendRequest **reqs;
-    void **arenas;
-    size_t n, cap;
+    grpc_kept kept; /* the requests (V2AppendRequest), one per stream */
     size_t nrecords;
     uint64_t bytes; /* a running estimate, to refuse early */
 } session_st;
-
-static void session_free_msgs(session_st *st)
-{
-    for (size_t i = 0; i < st->n; i++)
-        grpc_msg_free(st->arenas[i]);
-    free(st->reqs);
-    free(st->arenas);
-    st->reqs = NULL;
-    st->arenas = NULL;
-    st->n = st->cap = 0;
-}
 
 static void session_close(gcall *call)
 {
     session_st *st = call->st;
     if (!st)
         return;
-    session_free_msgs(st);
+    grpc_kept_free(&st->kept);
     free(st);
     call->st = NULL;
 }
@@ -548,21 +535,16 @@ static void session_close(gcall *call)
 static void session_msg(gcall *call, ProtobufCMessage *msg)
 {
     V2AppendRequest *req = (V2AppendRequest *)msg;
-    session_st *st = call->st;
-    if (!st) {
-        st = call->st = calloc(1, sizeof *st);
-        if (!st) {
-            grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-            return;
-        }
-    }
+    session_st *st = grpc_state(call, sizeof *st);
+    if (!st)
+        return;
     if (!req->stream || !*req->stream) {
         v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                     "EINVAL: append request %zu of the session names no stream", st->n);
+                     "EINVAL: append request %zu of the session names no stream", st->kept.n);
         return;
     }
-    for (size_t i = 0; i < st->n; i++)
-        if (!strcmp(st->reqs[i]->stream, req->stream)) {
+    for (size_t i = 0; i < st->kept.n; i++)
+        if (!strcmp(((V2AppendRequest *)st->kept.msgs[i])->stream, req->stream)) {
             Kurrentdb__Protocol__V2__Streams__Errors__StreamAlreadyInAppendSessionErrorDetails d =
                 KURRENTDB__PROTOCOL__V2__STREAMS__ERRORS__STREAM_ALREADY_IN_APPEND_SESSION_ERROR_DETAILS__INIT;
             d.stream = req->stream;
@@ -570,11 +552,11 @@ static void session_msg(gcall *call, ProtobufCMessage *msg)
             snprintf(text, sizeof text,
                      "EINVAL: stream '%.400s' appears twice in the append session (requests %zu "
                      "and %zu); send each stream's records in one request",
-                     req->stream, i, st->n);
+                     req->stream, i, st->kept.n);
             v2_fail(call, GRPC_ABORTED, text, "StreamAlreadyInAppendSessionErrorDetails", &d.base);
             return;
         }
-    if (st->n >= STELE_MAX_APPEND_STREAMS) {
+    if (st->kept.n >= STELE_MAX_APPEND_STREAMS) {
         v2_fail_text(call, GRPC_INVALID_ARGUMENT,
                      "EINVAL: an append session may name at most %u streams",
                      STELE_MAX_APPEND_STREAMS);
@@ -597,24 +579,11 @@ static void session_msg(gcall *call, ProtobufCMessage *msg)
     }
     if (st->bytes > grpc_max_append_size(call->c->srv)) {
         fail_transaction_size(call, st->bytes, grpc_max_append_size(call->c->srv));
-        session_free_msgs(st);
+        grpc_kept_free(&st->kept);
         return;
     }
-    if (st->n == st->cap) {
-        size_t cap = st->cap ? st->cap * 2 : 8;
-        V2AppendRequest **p = realloc(st->reqs, cap * sizeof *p);
-        if (p)
-            st->reqs = p;
-        void **a = p ? realloc(st->arenas, cap * sizeof *a) : NULL;
-        if (!a) {
-            grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-            return;
-        }
-        st->arenas = a;
-        st->cap = cap;
-    }
-    st->reqs[st->n] = req;
-    st->arenas[st->n++] = grpc_keep(call);
+    if (grpc_kept_add(call, &st->kept, req))
+        return;
     st->nrecords += req->n_records;
 }
 
@@ -623,7 +592,7 @@ static void session_done(gcall *call, grpc_op *base, const completion *cp);
 static void session_end(gcall *call)
 {
     session_st *st = call->st;
-    if (!st || st->n == 0) {
+    if (!st || st->kept.n == 0) {
         v2_fail_text(call, GRPC_FAILED_PRECONDITION,
                      "EINVAL: the append session ended without any append request");
         return;
@@ -633,51 +602,32 @@ static void session_end(gcall *call)
                      call->m->client_streaming ? "append session" : "append");
         return;
     }
-    v2_op *op = op_new();
-    buf meta = {0};
-    size_t *off = calloc(st->nrecords, sizeof *off), *len = calloc(st->nrecords, sizeof *len);
-    if (!op || !off || !len) {
-        free(off);
-        free(len);
-        free(op);
-        grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    v2_op *op = op_create(call, st->kept.n, st->nrecords);
+    if (!op)
         return;
-    }
-    if (op_alloc(call, op, st->n, st->nrecords))
-        goto fail;
     size_t k = 0;
-    for (size_t i = 0; i < st->n; i++) {
-        const V2AppendRequest *req = st->reqs[i];
+    for (size_t i = 0; i < st->kept.n; i++) {
+        const V2AppendRequest *req = st->kept.msgs[i];
         op->streams[i].stream = req->stream;
         op->wire_expected[i] = req->expected_revision_option_case ? req->expected_revision : V2_ANY;
         expected_in(op->wire_expected[i], &op->streams[i].expected); /* checked in session_msg */
         op->writes[i] = req->n_records > 0;
         for (size_t j = 0; j < req->n_records; j++, k++) {
             op->records[k].stream = i;
-            if (record_in(call, op, k, req->records[j], req->stream, &meta, &off[k], &len[k]))
-                goto fail;
+            if (record_in(call, op, k, req->records[j], req->stream)) {
+                op_free(op);
+                return;
+            }
         }
     }
-    op_set_meta(op, &meta, off, len);
-    free(off);
-    free(len);
+    op_set_meta(op);
     /* The op owns the messages from here on. */
-    op->arenas = st->arenas;
-    op->narenas = st->n;
-    st->arenas = NULL;
-    free(st->reqs);
-    st->reqs = NULL;
-    st->n = st->cap = 0;
+    op->kept = st->kept;
+    memset(&st->kept, 0, sizeof st->kept);
     op->base.done = session_done;
     op->unary = !call->m->client_streaming;
     tombstoned_check_only(call->c->srv, op);
     v2_submit(call, op);
-    return;
-fail:
-    buf_free(&meta);
-    free(off);
-    free(len);
-    op_free(op);
 }
 
 /* Failures shared by both methods: the store said no. */
@@ -694,55 +644,83 @@ static void v2_store_error(gcall *call, v2_op *op)
     }
 }
 
+/* What both methods' answers start with: count the append, and answer a
+ * failure (a failed expectation through `conflict`, the method's own
+ * report). 1 if the call is answered, 0 if the append succeeded. */
+static int v2_failed(gcall *call, v2_op *op, void (*conflict)(gcall *call, v2_op *op))
+{
+    server *s = call->c->srv;
+    s->m.appends++;
+    if (op->rc == STELE_EWRONGREV || op->rc == STELE_EDELETED) {
+        conflict(call, op);
+        return 1;
+    }
+    if (op->rc) {
+        v2_store_error(call, op);
+        return 1;
+    }
+    s->m.append_events += op->nrecords;
+    s->m.append_bytes += op->bytes;
+    return 0;
+}
+
+/* calloc an answer's `n` items of `size` bytes and as many pointers: 0, or
+ * -1 with RESOURCE_EXHAUSTED sent (nothing allocated). */
+static int v2_items(gcall *call, size_t n, size_t size, void *items, void *ptrs)
+{
+    void *a = calloc(n ? n : 1, size), *b = calloc(n ? n : 1, sizeof(void *));
+    if (!a || !b) {
+        free(a);
+        free(b);
+        grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return -1;
+    }
+    memcpy(items, &a, sizeof a);
+    memcpy(ptrs, &b, sizeof b);
+    return 0;
+}
+
+/* AppendSession failed an expectation: the stream the store names. */
+static void session_conflict(gcall *call, v2_op *op)
+{
+    server *s = call->c->srv;
+    size_t i = op->res.failed_stream < op->nstreams ? op->res.failed_stream : 0;
+    const char *stream = op->streams[i].stream;
+    if (head_state(s, stream, NULL) == V2_TOMBSTONED) {
+        Kurrentdb__Protocol__V2__Streams__Errors__StreamTombstonedErrorDetails d =
+            KURRENTDB__PROTOCOL__V2__STREAMS__ERRORS__STREAM_TOMBSTONED_ERROR_DETAILS__INIT;
+        d.stream = (char *)stream;
+        char text[600];
+        snprintf(text, sizeof text, "EDELETED: stream '%.400s' is tombstoned", stream);
+        v2_fail(call, GRPC_FAILED_PRECONDITION, text, "StreamTombstonedErrorDetails", &d.base);
+        return;
+    }
+    Kurrentdb__Protocol__V2__Streams__Errors__StreamRevisionConflictErrorDetails d =
+        KURRENTDB__PROTOCOL__V2__STREAMS__ERRORS__STREAM_REVISION_CONFLICT_ERROR_DETAILS__INIT;
+    d.stream = (char *)stream;
+    d.expected_revision = op->wire_expected[i];
+    /* EDELETED without a tombstone: stream_exists on a soft-deleted
+     * stream (reported as -10, KurrentDB's actual state for it). */
+    d.actual_revision = op->rc == STELE_EDELETED ? V2_SOFT_DELETED
+                        : op->res.current_revision == STELE_NONE
+                            ? V2_NO_STREAM
+                            : (int64_t)op->res.current_revision;
+    char text[700];
+    snprintf(text, sizeof text,
+             "WRONGREV: stream '%.400s': expected revision %lld, current revision %lld", stream,
+             (long long)d.expected_revision, (long long)d.actual_revision);
+    v2_fail(call, GRPC_FAILED_PRECONDITION, text, "StreamRevisionConflictErrorDetails", &d.base);
+}
+
 static void session_done(gcall *call, grpc_op *base, const completion *cp)
 {
     (void)cp;
     v2_op *op = (v2_op *)base;
     server *s = call->c->srv;
-    s->m.appends++;
-    if (op->rc == STELE_EWRONGREV || op->rc == STELE_EDELETED) {
-        size_t i = op->res.failed_stream < op->nstreams ? op->res.failed_stream : 0;
-        const char *stream = op->streams[i].stream;
-        if (head_state(s, stream, NULL) == V2_TOMBSTONED) {
-            Kurrentdb__Protocol__V2__Streams__Errors__StreamTombstonedErrorDetails d =
-                KURRENTDB__PROTOCOL__V2__STREAMS__ERRORS__STREAM_TOMBSTONED_ERROR_DETAILS__INIT;
-            d.stream = (char *)stream;
-            char text[600];
-            snprintf(text, sizeof text, "EDELETED: stream '%.400s' is tombstoned", stream);
-            v2_fail(call, GRPC_FAILED_PRECONDITION, text, "StreamTombstonedErrorDetails", &d.base);
-            return;
-        }
-        Kurrentdb__Protocol__V2__Streams__Errors__StreamRevisionConflictErrorDetails d =
-            KURRENTDB__PROTOCOL__V2__STREAMS__ERRORS__STREAM_REVISION_CONFLICT_ERROR_DETAILS__INIT;
-        d.stream = (char *)stream;
-        d.expected_revision = op->wire_expected[i];
-        /* EDELETED without a tombstone: stream_exists on a soft-deleted
-         * stream (reported as -10, KurrentDB's actual state for it). */
-        d.actual_revision = op->rc == STELE_EDELETED ? V2_SOFT_DELETED
-                            : op->res.current_revision == STELE_NONE
-                                ? V2_NO_STREAM
-                                : (int64_t)op->res.current_revision;
-        char text[700];
-        snprintf(text, sizeof text,
-                 "WRONGREV: stream '%.400s': expected revision %lld, current revision %lld", stream,
-                 (long long)d.expected_revision, (long long)d.actual_revision);
-        v2_fail(call, GRPC_FAILED_PRECONDITION, text, "StreamRevisionConflictErrorDetails", &d.base);
+    Kurrentdb__Protocol__V2__Streams__AppendResponse *items, **ptrs;
+    if (v2_failed(call, op, session_conflict) ||
+        v2_items(call, op->nstreams, sizeof *items, &items, &ptrs))
         return;
-    }
-    if (op->rc) {
-        v2_store_error(call, op);
-        return;
-    }
-    s->m.append_events += op->nrecords;
-    s->m.append_bytes += op->bytes;
-    Kurrentdb__Protocol__V2__Streams__AppendResponse *items = calloc(op->nstreams, sizeof *items);
-    Kurrentdb__Protocol__V2__Streams__AppendResponse **ptrs = calloc(op->nstreams, sizeof *ptrs);
-    if (!items || !ptrs) {
-        free(items);
-        free(ptrs);
-        grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-        return;
-    }
     for (size_t i = 0; i < op->nstreams; i++) {
         Kurrentdb__Protocol__V2__Streams__AppendResponse init =
             KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RESPONSE__INIT;
@@ -779,7 +757,6 @@ static void session_done(gcall *call, grpc_op *base, const completion *cp)
 
 static void records_done(gcall *call, grpc_op *base, const completion *cp);
 
-/* The index of `stream` in op->streams[0..*n), added if absent. */
 /* The streams of an AppendRecords request, by name: a hash table of
  * indexes into op->streams (open addressing, 0 = empty), so a request of
  * many records costs O(1) per record whatever its streams. */
@@ -869,20 +846,14 @@ static void records_msg(gcall *call, ProtobufCMessage *msg)
     size_t maxstreams = req->n_checks + req->n_records;
     if (maxstreams > STELE_MAX_APPEND_STREAMS)
         maxstreams = STELE_MAX_APPEND_STREAMS;
-    v2_op *op = op_new();
-    buf meta = {0};
-    size_t *off = calloc(req->n_records, sizeof *off), *len = calloc(req->n_records, sizeof *len);
-    uint16_t *slots = calloc(V2_HASH_SLOTS, sizeof *slots);
-    if (!op || !off || !len || !slots) {
-        free(off);
-        free(len);
-        free(slots);
-        free(op);
-        grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    v2_op *op = op_create(call, maxstreams, req->n_records);
+    if (!op)
         return;
-    }
-    if (op_alloc(call, op, maxstreams, req->n_records))
+    uint16_t *slots = calloc(V2_HASH_SLOTS, sizeof *slots);
+    if (!slots) {
+        grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
         goto fail;
+    }
     size_t n = 0;
     for (size_t i = 0; i < req->n_checks; i++) {
         const V2Check *c = req->checks[i];
@@ -903,30 +874,20 @@ static void records_msg(gcall *call, ProtobufCMessage *msg)
         }
         op->writes[x] = 1;
         op->records[k].stream = x;
-        if (record_in(call, op, k, r, r->stream, &meta, &off[k], &len[k]))
+        if (record_in(call, op, k, r, r->stream))
             goto fail;
     }
-    op->nstreams = n;
-    op_set_meta(op, &meta, off, len);
-    free(off);
-    free(len);
     free(slots);
-    op->arenas = malloc(sizeof *op->arenas);
-    if (!op->arenas) {
-        op_free(op);
-        grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-        return;
-    }
-    op->arenas[0] = grpc_keep(call);
-    op->narenas = 1;
+    slots = NULL;
+    op->nstreams = n;
+    op_set_meta(op);
+    if (grpc_kept_add(call, &op->kept, req))
+        goto fail;
     op->base.done = records_done;
     tombstoned_check_only(call->c->srv, op);
     v2_submit(call, op);
     return;
 fail:
-    buf_free(&meta);
-    free(off);
-    free(len);
     free(slots);
     op_free(op);
 }
@@ -948,14 +909,14 @@ static int64_t actual_state(server *s, const char *stream, int failed, uint64_t 
 static void records_violations(gcall *call, v2_op *op)
 {
     server *s = call->c->srv;
-    V2Violation *vs = calloc(op->nstreams + 1, sizeof *vs);
+    V2Violation *vs, **ptrs;
     V2StateViolation *ss = calloc(op->nstreams + 1, sizeof *ss);
-    V2Violation **ptrs = calloc(op->nstreams + 1, sizeof *ptrs);
-    if (!vs || !ss || !ptrs) {
-        free(vs);
-        free(ss);
-        free(ptrs);
+    if (!ss) {
         grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    if (v2_items(call, op->nstreams + 1, sizeof *vs, &vs, &ptrs)) {
+        free(ss);
         return;
     }
     size_t first = op->res.failed_stream < op->nstreams ? op->res.failed_stream : 0;
@@ -1010,26 +971,10 @@ static void records_done(gcall *call, grpc_op *base, const completion *cp)
 {
     (void)cp;
     v2_op *op = (v2_op *)base;
-    server *s = call->c->srv;
-    s->m.appends++;
-    if (op->rc == STELE_EWRONGREV || op->rc == STELE_EDELETED) {
-        records_violations(call, op);
+    Kurrentdb__Protocol__V2__Streams__StreamRevision *items, **ptrs;
+    if (v2_failed(call, op, records_violations) ||
+        v2_items(call, op->nstreams, sizeof *items, &items, &ptrs))
         return;
-    }
-    if (op->rc) {
-        v2_store_error(call, op);
-        return;
-    }
-    s->m.append_events += op->nrecords;
-    s->m.append_bytes += op->bytes;
-    Kurrentdb__Protocol__V2__Streams__StreamRevision *items = calloc(op->nstreams, sizeof *items);
-    Kurrentdb__Protocol__V2__Streams__StreamRevision **ptrs = calloc(op->nstreams, sizeof *ptrs);
-    if (!items || !ptrs) {
-        free(items);
-        free(ptrs);
-        grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-        return;
-    }
     size_t n = 0;
     for (size_t i = 0; i < op->nstreams; i++) {
         if (!op->writes[i])

@@ -437,6 +437,26 @@ void http_stele_error(conn *c, int rc, const char *message, const stele_append_r
                status, code, message);
 }
 
+void http_request_finish(conn *c)
+{
+    metrics_observe(&c->srv->m, 0, (double)(time_mono_ns() - c->t_start_ns) / 1e9);
+    conn_request_done(c);
+}
+
+void http_fail(conn *c, int status, const char *code, const char *message)
+{
+    http_error(c, status, code, message);
+    conn_request_done(c);
+}
+
+void http_json_done(conn *c, int status, buf *b)
+{
+    buf_append(b, "\n", 1);
+    http_respond(c, status, "application/json", b->p, b->len, NULL);
+    buf_free(b);
+    http_request_finish(c);
+}
+
 void http_chunked_start(conn *c, int status, const char *content_type)
 {
     put_head(c, status, content_type, "Transfer-Encoding: chunked\r\n\r\n");

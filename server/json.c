@@ -680,13 +680,13 @@ static const char *const event_fields[F_COUNT] = {
 
 static int oom(pctx *p) { return fail(p, STELE_ENOMEM, "out of memory parsing the body"); }
 
-/* A string token that must be base64: decode into the arena. */
-static int event_base64(pctx *p, size_t ei, int v, const char *name, const void **data,
-                        size_t *len)
+/* A string token that must be base64, decoded into the arena: 0 with
+ * *out and *len, or an error naming `what` (the member, as the message
+ * quotes it). */
+static int tok_base64(pctx *p, int v, const char *what, uint8_t **out, size_t *len)
 {
     if (p->t[v].type != JSMN_STRING)
-        return fail(p, STELE_EINVAL, "event %zu: \"%s\" must be a string, not %s", ei, name,
-                    tok_kind(p, v));
+        return fail(p, STELE_EINVAL, "%s must be a string, not %s", what, tok_kind(p, v));
     size_t n;
     const char *text = tok_raw(p, v, &n);
     if (memchr(text, '\\', n)) { /* e.g. "\/" from encoders that escape '/' */
@@ -695,14 +695,26 @@ static int event_base64(pctx *p, size_t ei, int v, const char *name, const void 
             return oom(p);
         text = u;
     }
-    uint8_t *out = arena_alloc(p->out, json_b64_decoded_max(n) + 1);
-    if (!out)
+    *out = arena_alloc(p->out, json_b64_decoded_max(n) + 1);
+    if (!*out)
         return oom(p);
     size_t at;
     const char *why;
-    if (json_b64_decode(text, n, out, len, &at, &why))
-        return fail(p, STELE_EINVAL, "event %zu: \"%s\" is not valid base64: %s at character %zu",
-                    ei, name, why, at);
+    if (json_b64_decode(text, n, *out, len, &at, &why))
+        return fail(p, STELE_EINVAL, "%s is not valid base64: %s at character %zu", what, why, at);
+    return 0;
+}
+
+/* An event's "dataBase64" or "metadataBase64" (`name`). */
+static int event_base64(pctx *p, size_t ei, int v, const char *name, const void **data,
+                        size_t *len)
+{
+    char what[128];
+    snprintf(what, sizeof what, "event %zu: \"%s\"", ei, name);
+    uint8_t *out;
+    int rc = tok_base64(p, v, what, &out, len);
+    if (rc)
+        return rc;
     *data = *len ? out : NULL;
     return 0;
 }
@@ -878,24 +890,10 @@ static int parse_expected(pctx *p, int v)
 /* "stateBase64" (a string of base64): decode into the arena. */
 static int state_base64(pctx *p, int v)
 {
-    if (p->t[v].type != JSMN_STRING)
-        return fail(p, STELE_EINVAL, "\"stateBase64\" must be a string, not %s", tok_kind(p, v));
-    size_t n;
-    const char *text = tok_raw(p, v, &n);
-    if (memchr(text, '\\', n)) {
-        char *u = tok_strdup(p, v, &n);
-        if (!u)
-            return oom(p);
-        text = u;
-    }
-    uint8_t *out = arena_alloc(p->out, json_b64_decoded_max(n) + 1);
-    if (!out)
-        return oom(p);
-    size_t at;
-    const char *why;
-    if (json_b64_decode(text, n, out, &p->out->state_len, &at, &why))
-        return fail(p, STELE_EINVAL, "\"stateBase64\" is not valid base64: %s at character %zu",
-                    why, at);
+    uint8_t *out;
+    int rc = tok_base64(p, v, "\"stateBase64\"", &out, &p->out->state_len);
+    if (rc)
+        return rc;
     p->out->state = out;
     return 0;
 }

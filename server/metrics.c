@@ -36,10 +36,9 @@ void metrics_error(metrics *m, int status, int stele_rc)
         m->errors_by_code[-stele_rc]++;
 }
 
-static void line(buf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void line(buf *out, const char *fmt, ...)
+void metrics_line(buf *out, const char *fmt, ...)
 {
-    char b[512];
+    char b[1024];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(b, sizeof b, fmt, ap);
@@ -50,15 +49,15 @@ static void line(buf *out, const char *fmt, ...)
 
 static void histogram(buf *out, const char *name, const char *help, const uint64_t *h, double sum)
 {
-    line(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    metrics_line(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     uint64_t cum = 0;
     for (int i = 0; i < LAT_BUCKETS; i++) {
         cum += h[i];
-        line(out, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)cum);
+        metrics_line(out, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)cum);
     }
     cum += h[LAT_BUCKETS];
-    line(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
-         (unsigned long long)cum, name, sum, name, (unsigned long long)cum);
+    metrics_line(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
+                 (unsigned long long)cum, name, sum, name, (unsigned long long)cum);
 }
 
 /* Per projection (KurrentDB's kurrentdb_projection_* are the model). */
@@ -84,8 +83,8 @@ static void metrics_projections(server *s, buf *out)
         {"stele_projection_faulted", "gauge", "1 if faulted."},
     };
     for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
-        line(out, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name,
-             fam[f].type);
+        metrics_line(out, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name,
+                     fam[f].type);
         for (size_t i = 0; i < n; i++) {
             const stele_projection_info *p = &all[i];
             double v = 0;
@@ -112,7 +111,7 @@ static void metrics_projections(server *s, buf *out)
                 esc[k++] = *c;
             }
             esc[k] = 0;
-            line(out, "%s{projection=\"%s\"} %.17g\n", fam[f].name, esc, v);
+            metrics_line(out, "%s{projection=\"%s\"} %.17g\n", fam[f].name, esc, v);
         }
     }
     stele_projection_info_free(all);
@@ -124,12 +123,12 @@ void metrics_render(server *s, buf *out)
     stele_stats st;
     memset(&st, 0, sizeof st);
     stele_get_stats(s->db, &st);
-#define COUNTER(name, help, v)                                                           \
-    line(out, "# HELP " name " " help "\n# TYPE " name " counter\n" name " %llu\n",     \
-         (unsigned long long)(v))
-#define GAUGE(name, help, v)                                                             \
-    line(out, "# HELP " name " " help "\n# TYPE " name " gauge\n" name " %llu\n",       \
-         (unsigned long long)(v))
+#define COUNTER(name, help, v)                                                                     \
+    metrics_line(out, "# HELP " name " " help "\n# TYPE " name " counter\n" name " %llu\n",        \
+                 (unsigned long long)(v))
+#define GAUGE(name, help, v)                                                                       \
+    metrics_line(out, "# HELP " name " " help "\n# TYPE " name " gauge\n" name " %llu\n",          \
+                 (unsigned long long)(v))
     COUNTER("stele_http_requests_total", "HTTP requests served.", m->requests);
     COUNTER("stele_appends_total", "Append requests completed (any outcome).", m->appends);
     COUNTER("stele_append_events_total", "Events received in append requests.", m->append_events);
@@ -163,17 +162,19 @@ void metrics_render(server *s, buf *out)
 #undef COUNTER
 #undef GAUGE
     static const int statuses[] = {400, 404, 409, 410, 413, 500};
-    line(out, "# HELP stele_http_errors_total Error responses by status.\n"
-              "# TYPE stele_http_errors_total counter\n");
+    metrics_line(out, "# HELP stele_http_errors_total Error responses by status.\n"
+                      "# TYPE stele_http_errors_total counter\n");
     for (int i = 0; i < 6; i++)
-        line(out, "stele_http_errors_total{status=\"%d%s\"} %llu\n", statuses[i] == 500 ? 5 : statuses[i],
-             statuses[i] == 500 ? "xx" : "", (unsigned long long)m->errors_by_status[i]);
-    line(out, "# HELP stele_errors_total Store errors by code.\n# TYPE stele_errors_total counter\n");
+        metrics_line(out, "stele_http_errors_total{status=\"%d%s\"} %llu\n",
+                     statuses[i] == 500 ? 5 : statuses[i], statuses[i] == 500 ? "xx" : "",
+                     (unsigned long long)m->errors_by_status[i]);
+    metrics_line(out, "# HELP stele_errors_total Store errors by code.\n"
+                      "# TYPE stele_errors_total counter\n");
     for (int i = 1; i < 24; i++) {
         const char *name = stele_errname(-i);
         if (strcmp(name, "UNKNOWN"))
-            line(out, "stele_errors_total{code=\"%s\"} %llu\n", name,
-                 (unsigned long long)m->errors_by_code[i]);
+            metrics_line(out, "stele_errors_total{code=\"%s\"} %llu\n", name,
+                         (unsigned long long)m->errors_by_code[i]);
     }
     histogram(out, "stele_append_latency_seconds", "Append request latency (parse to response).",
               m->lat_append, m->lat_append_sum);

@@ -4,23 +4,10 @@
  * stele_group_list): one labelled series per rule or group. Alert rules
  * over them ship in deploy/prometheus/stele-alerts.yml.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "server_int.h"
-
-static void out(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void out(buf *b, const char *fmt, ...)
-{
-    char t[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(t, sizeof t, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        buf_append(b, t, (size_t)n < sizeof t ? (size_t)n : sizeof t - 1);
-}
 
 /* A label value with \, " and newlines escaped (Prometheus text format). */
 static void label(char *dst, size_t cap, const char *s)
@@ -42,14 +29,14 @@ static void label(char *dst, size_t cap, const char *s)
 
 static void head(buf *b, const char *name, const char *type, const char *help)
 {
-    out(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    metrics_line(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-#define RULE_SERIES(metric, type, help, expr)                                             \
-    do {                                                                                  \
-        head(b, metric, type, help);                                                      \
-        for (size_t i = 0; i < n; i++)                                                    \
-            out(b, metric "{rule=\"%s\"} %llu\n", v[i].name, (unsigned long long)(expr)); \
+#define RULE_SERIES(metric, type, help, expr)                                                      \
+    do {                                                                                           \
+        head(b, metric, type, help);                                                               \
+        for (size_t i = 0; i < n; i++)                                                             \
+            metrics_line(b, metric "{rule=\"%s\"} %llu\n", v[i].name, (unsigned long long)(expr)); \
     } while (0)
 
 static void render_rules(stele_db *db, buf *b)
@@ -78,28 +65,30 @@ static void render_rules(stele_db *db, buf *b)
     head(b, "stele_rule_lag_seconds", "gauge",
          "Age of the oldest matched event not delivered yet (0 when none).");
     for (size_t i = 0; i < n; i++)
-        out(b, "stele_rule_lag_seconds{rule=\"%s\"} %.3f\n", v[i].name, v[i].lag_seconds);
+        metrics_line(b, "stele_rule_lag_seconds{rule=\"%s\"} %.3f\n", v[i].name, v[i].lag_seconds);
     head(b, "stele_rule_failures_total", "counter", "Failed delivery attempts by kind.");
     for (size_t i = 0; i < n; i++)
         for (int k = 0; k < STELE_FAIL_KINDS; k++)
-            out(b, "stele_rule_failures_total{rule=\"%s\",kind=\"%s\"} %llu\n", v[i].name,
-                stele_rule_failure_name(k), (unsigned long long)v[i].failures[k]);
+            metrics_line(b, "stele_rule_failures_total{rule=\"%s\",kind=\"%s\"} %llu\n", v[i].name,
+                         stele_rule_failure_name(k), (unsigned long long)v[i].failures[k]);
     head(b, "stele_rule_delivery_latency_seconds", "histogram",
          "Commit to delivered (2xx or stream append), live deliveries.");
     for (size_t i = 0; i < n; i++) {
         uint64_t cum = 0;
         for (int k = 0; k < STELE_RULE_LAT_BUCKETS; k++) {
             cum += v[i].latency[k];
-            out(b, "stele_rule_delivery_latency_seconds_bucket{rule=\"%s\",le=\"%g\"} %llu\n",
-                v[i].name, stele_rule_latency_bound(k), (unsigned long long)cum);
+            metrics_line(b,
+                         "stele_rule_delivery_latency_seconds_bucket{rule=\"%s\",le=\"%g\"} %llu\n",
+                         v[i].name, stele_rule_latency_bound(k), (unsigned long long)cum);
         }
         cum += v[i].latency[STELE_RULE_LAT_BUCKETS];
-        out(b, "stele_rule_delivery_latency_seconds_bucket{rule=\"%s\",le=\"+Inf\"} %llu\n",
-            v[i].name, (unsigned long long)cum);
-        out(b, "stele_rule_delivery_latency_seconds_sum{rule=\"%s\"} %.6f\n", v[i].name,
-            v[i].latency_sum);
-        out(b, "stele_rule_delivery_latency_seconds_count{rule=\"%s\"} %llu\n", v[i].name,
-            (unsigned long long)cum);
+        metrics_line(b,
+                     "stele_rule_delivery_latency_seconds_bucket{rule=\"%s\",le=\"+Inf\"} %llu\n",
+                     v[i].name, (unsigned long long)cum);
+        metrics_line(b, "stele_rule_delivery_latency_seconds_sum{rule=\"%s\"} %.6f\n", v[i].name,
+                     v[i].latency_sum);
+        metrics_line(b, "stele_rule_delivery_latency_seconds_count{rule=\"%s\"} %llu\n", v[i].name,
+                     (unsigned long long)cum);
     }
     stele_rule_info_free(v);
 }
@@ -139,8 +128,8 @@ static void render_groups(stele_db *db, buf *b)
             char ls[600], lg[600];
             label(ls, sizeof ls, g->stream);
             label(lg, sizeof lg, g->group);
-            out(b, "%s{stream=\"%s\",group=\"%s\"} %llu\n", series[s].name, ls, lg,
-                (unsigned long long)x);
+            metrics_line(b, "%s{stream=\"%s\",group=\"%s\"} %llu\n", series[s].name, ls, lg,
+                         (unsigned long long)x);
         }
     }
     stele_group_info_free(v);

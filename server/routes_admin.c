@@ -153,12 +153,6 @@ static struct admin *admin_get(server *s)
     return s->admin;
 }
 
-static void fail(conn *c, int status, const char *code, const char *msg)
-{
-    http_error(c, status, code, msg);
-    conn_request_done(c);
-}
-
 int admin_scavenge_start(server *s, uint64_t *id, int *running)
 {
     *running = 0;
@@ -225,9 +219,9 @@ static void scavenge_start(conn *c)
     int running;
     int rc = admin_scavenge_start(c->srv, &id, &running);
     if (rc == ADMIN_NOMEM)
-        fail(c, 503, "UNAVAILABLE", "out of memory");
+        http_fail(c, 503, "UNAVAILABLE", "out of memory");
     else if (rc == ADMIN_STOPPING)
-        fail(c, 503, "UNAVAILABLE", "shutting down");
+        http_fail(c, 503, "UNAVAILABLE", "shutting down");
     else
         respond_status(c, rc ? 500 : running ? 200 : 202);
 }
@@ -239,7 +233,7 @@ void route_admin(conn *c, const char *path, size_t plen)
         char msg[256];
         snprintf(msg, sizeof msg, "no route for %s %.*s", http_method_str(m),
                  (int)(plen > 200 ? 200 : plen), path);
-        fail(c, 404, "NOT_FOUND", msg);
+        http_fail(c, 404, "NOT_FOUND", msg);
         return;
     }
     if (m == HTTP_POST || m == HTTP_DELETE) {
@@ -247,7 +241,7 @@ void route_admin(conn *c, const char *path, size_t plen)
         if (!guard_peer_is_loopback(c, addr, sizeof addr)) {
             guard_loopback_message(m == HTTP_POST ? "starting a scavenge" : "stopping a scavenge",
                                    addr, msg, sizeof msg);
-            fail(c, 403, "PERMISSION_DENIED", msg);
+            http_fail(c, 403, "PERMISSION_DENIED", msg);
             return;
         }
     }
@@ -259,7 +253,7 @@ void route_admin(conn *c, const char *path, size_t plen)
         char msg[256];
         snprintf(msg, sizeof msg, "method %s is not allowed on /admin/scavenge",
                  http_method_str(m));
-        fail(c, 405, "METHOD_NOT_ALLOWED", msg);
+        http_fail(c, 405, "METHOD_NOT_ALLOWED", msg);
         return;
     }
     struct admin *a = c->srv->admin;
@@ -271,14 +265,14 @@ void route_admin(conn *c, const char *path, size_t plen)
     }
     if (m == HTTP_GET) {
         if (state == SCAV_NONE)
-            fail(c, 404, "NOT_FOUND", "no scavenge has run since the server started");
+            http_fail(c, 404, "NOT_FOUND", "no scavenge has run since the server started");
         else
             respond_status(c, 200);
         return;
     }
     uint64_t id;
     if (admin_scavenge_stop(c->srv, 0, &id)) {
-        fail(c, 404, "NOT_FOUND", "no scavenge is running");
+        http_fail(c, 404, "NOT_FOUND", "no scavenge is running");
         return;
     }
     respond_status(c, 202);

@@ -93,26 +93,6 @@ typedef struct groups_srv {
 
 /* ------------------------------------------------------------ responses */
 
-static void finish(conn *c)
-{
-    metrics_observe(&c->srv->m, 0, (double)(time_mono_ns() - c->t_start_ns) / 1e9);
-    conn_request_done(c);
-}
-
-static void fail(conn *c, int status, const char *code, const char *msg)
-{
-    http_error(c, status, code, msg);
-    conn_request_done(c);
-}
-
-static void respond_json(conn *c, int status, buf *b)
-{
-    buf_append(b, "\n", 1);
-    http_respond(c, status, "application/json", b->p, b->len, NULL);
-    buf_free(b);
-    finish(c);
-}
-
 /* A libstele error from a group call; `what` names the thing ENOTFOUND and
  * EEXISTS are about ("GROUP", "CONSUMER", "MESSAGE"). */
 static void group_error(conn *c, int rc, const char *what)
@@ -457,7 +437,7 @@ static void handle_create_update(conn *c, const target *t, int update)
                        sizeof err, &bad_json)) {
         filter_mem_free(&fm);
         stele_group_info_free(cur);
-        fail(c, 400, bad_json ? "INVALID_JSON" : "INVALID_ARGUMENT", err);
+        http_fail(c, 400, bad_json ? "INVALID_JSON" : "INVALID_ARGUMENT", err);
         return;
     }
     if (update && has_filter && !s.filter)
@@ -478,7 +458,7 @@ static void handle_create_update(conn *c, const target *t, int update)
     buf b = {0};
     w_info(&b, in);
     stele_group_info_free(in);
-    respond_json(c, update ? 200 : 201, &b);
+    http_json_done(c, update ? 200 : 201, &b);
 }
 
 static void handle_info(conn *c, const target *t)
@@ -492,7 +472,7 @@ static void handle_info(conn *c, const target *t)
     buf b = {0};
     w_info(&b, in);
     stele_group_info_free(in);
-    respond_json(c, 200, &b);
+    http_json_done(c, 200, &b);
 }
 
 /* GET /subscriptions[/{stream}]: `stream` NULL for every group; "$all"
@@ -519,7 +499,7 @@ static void handle_list(conn *c, const char *stream)
     }
     w_lit(&b, "]}");
     stele_group_info_free(in);
-    respond_json(c, 200, &b);
+    http_json_done(c, 200, &b);
 }
 
 static void close_pulls_of(server *s, const target *t);
@@ -533,7 +513,7 @@ static void handle_delete(conn *c, const target *t)
     }
     close_pulls_of(c->srv, t);
     http_respond(c, 204, NULL, NULL, 0, NULL);
-    finish(c);
+    http_request_finish(c);
 }
 
 /* ------------------------------------------------------------ pull */
@@ -657,7 +637,7 @@ static int pull_try(conn *c, pull_consumer *pc, size_t count, const char *base, 
     w_lit(&out, "]}");
     c->srv->m.read_events += n;
     stele_batch_free(b);
-    respond_json(c, 200, &out);
+    http_json_done(c, 200, &out);
     return 1;
 }
 
@@ -686,7 +666,7 @@ static int consumer_param(conn *c, const char *q, size_t qlen, char *name, size_
 {
     int r = query_get(q, qlen, "consumer", name, len);
     if (r < 0) {
-        fail(c, 400, "INVALID_ARGUMENT", "consumer must be at most 128 bytes, percent-encoded");
+        http_fail(c, 400, "INVALID_ARGUMENT", "consumer must be at most 128 bytes, percent-encoded");
         return -1;
     }
     if (r == 0)
@@ -701,13 +681,13 @@ static void handle_pull(conn *c, const target *t, const char *q, size_t qlen)
     char msg[160];
     if (query_num(q, qlen, "count", 1, PULL_MAX_COUNT, &count, &given)) {
         snprintf(msg, sizeof msg, "count must be a number from 1 to %d", PULL_MAX_COUNT);
-        fail(c, 400, "INVALID_ARGUMENT", msg);
+        http_fail(c, 400, "INVALID_ARGUMENT", msg);
         return;
     }
     if (query_num(q, qlen, "timeout", 0, PULL_MAX_TIMEOUT_MS, &timeout, &given)) {
         snprintf(msg, sizeof msg, "timeout must be a number of milliseconds from 0 to %d",
                  PULL_MAX_TIMEOUT_MS);
-        fail(c, 400, "INVALID_ARGUMENT", msg);
+        http_fail(c, 400, "INVALID_ARGUMENT", msg);
         return;
     }
     char name[256];
@@ -717,13 +697,13 @@ static void handle_pull(conn *c, const target *t, const char *q, size_t qlen)
     int rc = pull_get(c->srv, t, name, &pc);
     if (rc) {
         if (rc == STELE_ETOOBIG)
-            fail(c, 503, "UNAVAILABLE", "too many pull consumers");
+            http_fail(c, 503, "UNAVAILABLE", "too many pull consumers");
         else
             group_error(c, rc, rc == STELE_EEXISTS ? "CONSUMER" : "GROUP");
         return;
     }
     if (pc->waiting) {
-        fail(c, 409, "CONSUMER_BUSY", "another pull of this consumer is waiting");
+        http_fail(c, 409, "CONSUMER_BUSY", "another pull of this consumer is waiting");
         return;
     }
     c->srv->m.reads++;
@@ -818,7 +798,7 @@ static int parse_ids(conn *c, const char *path_id, const char *q, size_t qlen,
     if (r < 0) {
         snprintf(err, sizeof err, "ids must be at most %d comma-separated event ids",
                  QUERY_IDS_MAX);
-        fail(c, 400, "INVALID_ARGUMENT", err);
+        http_fail(c, 400, "INVALID_ARGUMENT", err);
         return -1;
     }
     if (r > 0) {
@@ -831,14 +811,14 @@ static int parse_ids(conn *c, const char *path_id, const char *q, size_t qlen,
         while (*ids && tok && k < cnt) {
             if (stele_uuid_parse(tok, (*ids)[k])) {
                 snprintf(err, sizeof err, "ids: '%.64s' is not an event id (a UUID)", tok);
-                fail(c, 400, "INVALID_ARGUMENT", err);
+                http_fail(c, 400, "INVALID_ARGUMENT", err);
                 return -1;
             }
             k++;
             tok = strtok_r(NULL, ",", &save);
         }
         if (!*ids || k != cnt) {
-            fail(c, 400, "INVALID_ARGUMENT", "ids: an empty id in the list");
+            http_fail(c, 400, "INVALID_ARGUMENT", "ids: an empty id in the list");
             return -1;
         }
         *n = cnt;
@@ -848,7 +828,7 @@ static int parse_ids(conn *c, const char *path_id, const char *q, size_t qlen,
         *ids = malloc(16);
         if (!*ids || stele_uuid_parse(path_id, (*ids)[0])) {
             snprintf(err, sizeof err, "'%.64s' is not an event id (a UUID)", path_id);
-            fail(c, 400, "INVALID_ARGUMENT", err);
+            http_fail(c, 400, "INVALID_ARGUMENT", err);
             return -1;
         }
         *n = 1;
@@ -857,8 +837,8 @@ static int parse_ids(conn *c, const char *path_id, const char *q, size_t qlen,
     json_doc *d;
     int rc = json_doc_parse((const char *)c->req.body.p, c->req.body.len, &d, err, sizeof err);
     if (rc) {
-        fail(c, rc == STELE_EINVAL ? 400 : 413, rc == STELE_EINVAL ? "INVALID_JSON" : "TOO_LARGE",
-             err);
+        http_fail(c, rc == STELE_EINVAL ? 400 : 413,
+                  rc == STELE_EINVAL ? "INVALID_JSON" : "TOO_LARGE", err);
         return -1;
     }
     int arr = json_doc_type(d, 0) == JD_ARRAY ? 0 : json_doc_get(d, 0, "ids");
@@ -868,7 +848,7 @@ static int parse_ids(conn *c, const char *path_id, const char *q, size_t qlen,
         snprintf(err, sizeof err,
                  "the body must be a JSON array of 1 to %d event ids, or {\"ids\": [...]}",
                  MAX_IDS);
-        fail(c, 400, "INVALID_ARGUMENT", err);
+        http_fail(c, 400, "INVALID_ARGUMENT", err);
         return -1;
     }
     size_t cnt = (size_t)json_doc_size(d, arr);
@@ -881,13 +861,13 @@ static int parse_ids(conn *c, const char *path_id, const char *q, size_t qlen,
         if (!ok) {
             json_doc_free(d);
             snprintf(err, sizeof err, "id %zu is not an event id (a UUID string)", i);
-            fail(c, 400, "INVALID_ARGUMENT", err);
+            http_fail(c, 400, "INVALID_ARGUMENT", err);
             return -1;
         }
     }
     json_doc_free(d);
     if (!*ids) {
-        fail(c, 500, "INTERNAL", "out of memory");
+        http_fail(c, 500, "INTERNAL", "out of memory");
         return -1;
     }
     *n = cnt;
@@ -910,17 +890,17 @@ static void handle_settle(conn *c, const target *t, const char *path_id, const c
         else if (r > 0 && !strcasecmp(v, "park"))
             action = STELE_NACK_PARK;
         else {
-            fail(c, 400, "INVALID_ARGUMENT", "action must be retry, skip or park");
+            http_fail(c, 400, "INVALID_ARGUMENT", "action must be retry, skip or park");
             return;
         }
         if (query_get(q, qlen, "reason", reason, sizeof reason) < 0) {
-            fail(c, 400, "INVALID_ARGUMENT", "reason must be at most 1024 bytes, percent-encoded");
+            http_fail(c, 400, "INVALID_ARGUMENT", "reason must be at most 1024 bytes, percent-encoded");
             return;
         }
     }
     int r = query_get(q, qlen, "consumer", name, sizeof name);
     if (r < 0) {
-        fail(c, 400, "INVALID_ARGUMENT", "consumer must be at most 128 bytes, percent-encoded");
+        http_fail(c, 400, "INVALID_ARGUMENT", "consumer must be at most 128 bytes, percent-encoded");
         return;
     }
     uint8_t(*ids)[16];
@@ -949,7 +929,7 @@ static void handle_settle(conn *c, const target *t, const char *path_id, const c
             free(ids);
             char msg[400];
             snprintf(msg, sizeof msg, "consumer '%s' is not connected to this group", name);
-            fail(c, 404, "CONSUMER_NOT_FOUND", msg);
+            http_fail(c, 404, "CONSUMER_NOT_FOUND", msg);
             return;
         }
     }
@@ -969,9 +949,9 @@ static void handle_settle(conn *c, const target *t, const char *path_id, const c
         int exists = stele_group_get(c->srv->db, t->stream, t->gname, &in) == 0;
         stele_group_info_free(in);
         if (exists)
-            fail(c, 404, "NOT_IN_FLIGHT", msg);
+            http_fail(c, 404, "NOT_IN_FLIGHT", msg);
         else
-            fail(c, 404, "GROUP_NOT_FOUND", msg);
+            http_fail(c, 404, "GROUP_NOT_FOUND", msg);
         return;
     }
     if (rc) {
@@ -979,7 +959,7 @@ static void handle_settle(conn *c, const target *t, const char *path_id, const c
         return;
     }
     http_respond(c, 204, NULL, NULL, 0, NULL);
-    finish(c);
+    http_request_finish(c);
 }
 
 /* ------------------------------------------------------------ push */
@@ -1040,7 +1020,7 @@ static void handle_push(conn *c, const target *t, const char *q, size_t qlen)
     if (query_num(q, qlen, "count", 1, PULL_MAX_COUNT, &count, &given)) {
         char msg[96];
         snprintf(msg, sizeof msg, "count must be a number from 1 to %d", PULL_MAX_COUNT);
-        fail(c, 400, "INVALID_ARGUMENT", msg);
+        http_fail(c, 400, "INVALID_ARGUMENT", msg);
         return;
     }
     groups_srv *g = c->srv->groups;
@@ -1050,7 +1030,7 @@ static void handle_push(conn *c, const target *t, const char *q, size_t qlen)
         return;
     char full[200];
     if (limits_subscriptions_full(c->srv, full, sizeof full)) {
-        fail(c, 503, "TOO_MANY_SUBSCRIPTIONS", full);
+        http_fail(c, 503, "TOO_MANY_SUBSCRIPTIONS", full);
         return;
     }
     stele_consumer *cons;
@@ -1062,7 +1042,7 @@ static void handle_push(conn *c, const target *t, const char *q, size_t qlen)
     push_feed *f = calloc(1, sizeof *f);
     if (!f) {
         stele_consumer_close(cons);
-        fail(c, 500, "INTERNAL", "out of memory");
+        http_fail(c, 500, "INTERNAL", "out of memory");
         return;
     }
     f->c = c;
@@ -1085,8 +1065,8 @@ static void handle_parked_read(conn *c, const target *t, const char *q, size_t q
     int given;
     if (query_num(q, qlen, "from", 0, UINT64_MAX - 1, &from, &given) ||
         query_num(q, qlen, "limit", 1, 10000, &limit, &given)) {
-        fail(c, 400, "INVALID_ARGUMENT",
-             "from must be a parked revision and limit a number from 1 to 10000");
+        http_fail(c, 400, "INVALID_ARGUMENT",
+                  "from must be a parked revision and limit a number from 1 to 10000");
         return;
     }
     stele_page *pg;
@@ -1145,7 +1125,7 @@ static void handle_parked_read(conn *c, const target *t, const char *q, size_t q
     }
     w_lit(&b, "}");
     stele_page_free(pg);
-    respond_json(c, 200, &b);
+    http_json_done(c, 200, &b);
 }
 
 static void handle_parked_replay(conn *c, const target *t, const char *q, size_t qlen)
@@ -1153,7 +1133,7 @@ static void handle_parked_replay(conn *c, const target *t, const char *q, size_t
     uint64_t max = 0, count;
     int given;
     if (query_num(q, qlen, "max", 0, UINT64_MAX - 1, &max, &given)) {
-        fail(c, 400, "INVALID_ARGUMENT", "max must be a non-negative number (0: all)");
+        http_fail(c, 400, "INVALID_ARGUMENT", "max must be a non-negative number (0: all)");
         return;
     }
     int rc = stele_group_replay_parked(c->srv->db, t->stream, t->gname, max, &count);
@@ -1164,7 +1144,7 @@ static void handle_parked_replay(conn *c, const target *t, const char *q, size_t
     char body[64];
     int n = snprintf(body, sizeof body, "{\"replaying\":%llu}\n", (unsigned long long)count);
     http_respond(c, 200, "application/json", body, (size_t)n, NULL);
-    finish(c);
+    http_request_finish(c);
 }
 
 static void handle_parked_truncate(conn *c, const target *t, const char *q, size_t qlen)
@@ -1172,7 +1152,7 @@ static void handle_parked_truncate(conn *c, const target *t, const char *q, size
     uint64_t before = STELE_END;
     int given;
     if (query_num(q, qlen, "before", 0, UINT64_MAX - 1, &before, &given)) {
-        fail(c, 400, "INVALID_ARGUMENT", "before must be a parked revision");
+        http_fail(c, 400, "INVALID_ARGUMENT", "before must be a parked revision");
         return;
     }
     int rc = stele_group_truncate_parked(c->srv->db, t->stream, t->gname, before);
@@ -1181,16 +1161,10 @@ static void handle_parked_truncate(conn *c, const target *t, const char *q, size
         return;
     }
     http_respond(c, 204, NULL, NULL, 0, NULL);
-    finish(c);
+    http_request_finish(c);
 }
 
 /* ------------------------------------------------------------ routing */
-
-static int decode_seg(const char *p, size_t n, char *out, size_t outlen)
-{
-    size_t len;
-    return n == 0 || url_decode(p, n, out, outlen, &len) != 0 || memchr(out, 0, len) ? -1 : 0;
-}
 
 int route_groups(conn *c, const char *path, size_t plen, const char *q, size_t qlen)
 {
@@ -1208,24 +1182,16 @@ int route_groups(conn *c, const char *path, size_t plen, const char *q, size_t q
     }
     /* Segments after /subscriptions/. */
     const char *seg[5];
-    size_t len[5], nseg = 0;
-    const char *p = path + pl + 1, *end = path + plen;
-    while (p <= end && nseg < 5) {
-        const char *sl = memchr(p, '/', (size_t)(end - p));
-        if (!sl)
-            sl = end;
-        seg[nseg] = p;
-        len[nseg++] = (size_t)(sl - p);
-        p = sl + 1;
-    }
-    if (p <= end) {
-        fail(c, 404, "NOT_FOUND", "no such subscriptions route");
+    size_t len[5];
+    int nseg = url_path_split(path + pl + 1, plen - pl - 1, seg, len, 5);
+    if (nseg < 0) {
+        http_fail(c, 404, "NOT_FOUND", "no such subscriptions route");
         return 1;
     }
     target t;
     memset(&t, 0, sizeof t);
-    if (decode_seg(seg[0], len[0], t.sname, sizeof t.sname)) {
-        fail(c, 400, "INVALID_ARGUMENT", "malformed stream name in the path");
+    if (url_decode_name(seg[0], len[0], t.sname, sizeof t.sname)) {
+        http_fail(c, 400, "INVALID_ARGUMENT", "malformed stream name in the path");
         return 1;
     }
     t.stream = strcmp(t.sname, "$all") ? t.sname : NULL;
@@ -1235,8 +1201,8 @@ int route_groups(conn *c, const char *path, size_t plen, const char *q, size_t q
         handle_list(c, t.sname);
         return 1;
     }
-    if (decode_seg(seg[1], len[1], t.gname, sizeof t.gname)) {
-        fail(c, 400, "INVALID_ARGUMENT", "malformed group name in the path");
+    if (url_decode_name(seg[1], len[1], t.gname, sizeof t.gname)) {
+        http_fail(c, 400, "INVALID_ARGUMENT", "malformed group name in the path");
         return 1;
     }
     {
@@ -1269,8 +1235,8 @@ int route_groups(conn *c, const char *path, size_t plen, const char *q, size_t q
         if (m != HTTP_POST)
             goto method;
         char id[64] = "";
-        if (nseg == 4 && decode_seg(seg[3], len[3], id, sizeof id)) {
-            fail(c, 400, "INVALID_ARGUMENT", "malformed event id in the path");
+        if (nseg == 4 && url_decode_name(seg[3], len[3], id, sizeof id)) {
+            http_fail(c, 400, "INVALID_ARGUMENT", "malformed event id in the path");
             return 1;
         }
         handle_settle(c, &t, nseg == 4 ? id : NULL, q, qlen, SEG_IS(2, "nack"));
@@ -1306,12 +1272,12 @@ int route_groups(conn *c, const char *path, size_t plen, const char *q, size_t q
 #undef SEG_IS
     snprintf(msg, sizeof msg, "no route for %s %.*s", http_method_str(m),
              (int)(plen > 200 ? 200 : plen), path);
-    fail(c, 404, "NOT_FOUND", msg);
+    http_fail(c, 404, "NOT_FOUND", msg);
     return 1;
 method:
     snprintf(msg, sizeof msg, "method %s is not allowed on %.*s", http_method_str(m),
              (int)(plen > 200 ? 200 : plen), path);
-    fail(c, 405, "METHOD_NOT_ALLOWED", msg);
+    http_fail(c, 405, "METHOD_NOT_ALLOWED", msg);
     return 1;
 }
 

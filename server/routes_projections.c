@@ -41,11 +41,7 @@
 #include "server_int.h"
 #include "urlcode.h"
 
-static void bad(conn *c, const char *msg)
-{
-    http_error(c, 400, "INVALID_ARGUMENT", msg);
-    conn_request_done(c);
-}
+static void bad(conn *c, const char *msg) { http_fail(c, 400, "INVALID_ARGUMENT", msg); }
 
 static void lib_error(conn *c, int rc)
 {
@@ -208,6 +204,28 @@ static void get_one(conn *c, const char *name, int query_only, int status)
     respond_json(c, status, &b);
 }
 
+/* ?memoryLimit= and ?timeoutMs= into s (both kinds of run take them): 0,
+ * or -1 after a 400. */
+static int limit_params(conn *c, const char *q, size_t qlen, stele_projection_settings *s)
+{
+    uint64_t v;
+    int r;
+    if ((r = num_param(c, q, qlen, "memoryLimit", &v)) < 0)
+        return -1;
+    if (r)
+        s->memory_limit = v;
+    if ((r = num_param(c, q, qlen, "timeoutMs", &v)) < 0)
+        return -1;
+    if (r) {
+        if (v == 0 || v > 600000) {
+            bad(c, "timeoutMs must be 1 .. 600000");
+            return -1;
+        }
+        s->timeout_ms = (uint32_t)v;
+    }
+    return 0;
+}
+
 static void create(conn *c, const char *name, const char *q, size_t qlen, int force_mode)
 {
     stele_projection_settings s;
@@ -237,19 +255,8 @@ static void create(conn *c, const char *name, const char *q, size_t qlen, int fo
     if (en == 0)
         s.enabled = 0;
     uint64_t v;
-    if ((r = num_param(c, q, qlen, "memoryLimit", &v)) < 0)
+    if (limit_params(c, q, qlen, &s))
         return;
-    if (r)
-        s.memory_limit = v;
-    if ((r = num_param(c, q, qlen, "timeoutMs", &v)) < 0)
-        return;
-    if (r) {
-        if (v == 0 || v > 600000) {
-            bad(c, "timeoutMs must be 1 .. 600000");
-            return;
-        }
-        s.timeout_ms = (uint32_t)v;
-    }
     if ((r = num_param(c, q, qlen, "cachePartitions", &v)) < 0)
         return;
     if (r) {
@@ -360,21 +367,8 @@ static void transient(conn *c, const char *q, size_t qlen)
 {
     stele_projection_settings lim;
     memset(&lim, 0, sizeof lim);
-    uint64_t v;
-    int r;
-    if ((r = num_param(c, q, qlen, "memoryLimit", &v)) < 0)
+    if (limit_params(c, q, qlen, &lim))
         return;
-    if (r)
-        lim.memory_limit = v;
-    if ((r = num_param(c, q, qlen, "timeoutMs", &v)) < 0)
-        return;
-    if (r) {
-        if (v == 0 || v > 600000) {
-            bad(c, "timeoutMs must be 1 .. 600000");
-            return;
-        }
-        lim.timeout_ms = (uint32_t)v;
-    }
     char *json = NULL;
     size_t len = 0;
     int rc = stele_projection_query(c->srv->db, (const char *)c->req.body.p, c->req.body.len,
@@ -416,8 +410,7 @@ int route_projections(conn *c, const char *path, size_t plen, const char *q, siz
     const char *slash = memchr(seg, '/', slen);
     size_t nlen = slash ? (size_t)(slash - seg) : slen;
     char name[512];
-    size_t dl;
-    if (nlen == 0 || url_decode(seg, nlen, name, sizeof name, &dl) != 0 || memchr(name, 0, dl)) {
+    if (url_decode_name(seg, nlen, name, sizeof name)) {
         bad(c, "malformed projection name in the path");
         return 1;
     }

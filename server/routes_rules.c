@@ -32,34 +32,14 @@
 
 #define RULE_BODY_MAX (256u << 10)
 
-static void finish(conn *c)
-{
-    metrics_observe(&c->srv->m, 0, (double)(time_mono_ns() - c->t_start_ns) / 1e9);
-    conn_request_done(c);
-}
-
-static void fail(conn *c, int status, const char *code, const char *msg)
-{
-    http_error(c, status, code, msg);
-    conn_request_done(c);
-}
-
-static void respond_json(conn *c, int status, buf *b)
-{
-    buf_append(b, "\n", 1);
-    http_respond(c, status, "application/json", b->p, b->len, NULL);
-    buf_free(b);
-    finish(c);
-}
-
 static void rule_error(conn *c, int rc, const char *what)
 {
     char code[48];
     if (rc == STELE_ENOTFOUND) {
         snprintf(code, sizeof code, "%s_NOT_FOUND", what);
-        fail(c, 404, code, stele_errmsg());
+        http_fail(c, 404, code, stele_errmsg());
     } else if (rc == STELE_EBUSY) {
-        fail(c, 429, "BUSY", stele_errmsg());
+        http_fail(c, 429, "BUSY", stele_errmsg());
     } else {
         http_stele_error(c, rc, stele_errmsg(), NULL);
         conn_request_done(c);
@@ -67,6 +47,30 @@ static void rule_error(conn *c, int rc, const char *what)
 }
 
 static void w_lit(buf *b, const char *s) { buf_append(b, s, strlen(s)); }
+
+/* The answer to a change without a body: 204, or the error (`what` as in
+ * rule_error). */
+static void respond_empty(conn *c, int rc, const char *what)
+{
+    if (rc) {
+        rule_error(c, rc, what);
+        return;
+    }
+    http_respond(c, 204, NULL, NULL, 0, NULL);
+    http_request_finish(c);
+}
+
+/* 200 with {"key": v}. */
+static void respond_u64(conn *c, const char *key, uint64_t v)
+{
+    buf b = {0};
+    w_lit(&b, "{");
+    json_w_str(&b, key, strlen(key));
+    w_lit(&b, ":");
+    json_w_u64(&b, v);
+    w_lit(&b, "}");
+    http_json_done(c, 200, &b);
+}
 
 static void w_u64(buf *b, const char *key, uint64_t v)
 {
@@ -119,7 +123,7 @@ static void respond_rule(conn *c, int status, const char *name)
     buf b = {0};
     w_info(&b, in);
     stele_rule_info_free(in);
-    respond_json(c, status, &b);
+    http_json_done(c, status, &b);
 }
 
 static void handle_list(conn *c)
@@ -140,14 +144,14 @@ static void handle_list(conn *c)
     }
     w_lit(&b, "]}");
     stele_rule_info_free(v);
-    respond_json(c, 200, &b);
+    http_json_done(c, 200, &b);
 }
 
 static void handle_put(conn *c, const char *name)
 {
     request *r = &c->req;
     if (r->body.len > RULE_BODY_MAX) {
-        fail(c, 413, "TOO_LARGE", "a rule definition takes at most 256 KiB");
+        http_fail(c, 413, "TOO_LARGE", "a rule definition takes at most 256 KiB");
         return;
     }
     int created = 0;
@@ -183,7 +187,7 @@ static void handle_dead_read(conn *c, const char *name, const char *q, size_t ql
     int g;
     if (query_u64(q, qlen, "from", &from, &g) || query_u64(q, qlen, "limit", &limit, &g) ||
         limit < 1 || limit > 10000) {
-        fail(c, 400, "INVALID_ARGUMENT", "from must be a dead-letter revision and limit 1..10000");
+        http_fail(c, 400, "INVALID_ARGUMENT", "from must be a dead-letter revision and limit 1..10000");
         return;
     }
     stele_page *pg;
@@ -212,7 +216,7 @@ static void handle_dead_read(conn *c, const char *name, const char *q, size_t ql
     }
     w_lit(&b, "]}");
     stele_page_free(pg);
-    respond_json(c, 200, &b);
+    http_json_done(c, 200, &b);
 }
 
 static void handle_redrive(conn *c, const char *name, const char *q, size_t qlen)
@@ -220,7 +224,7 @@ static void handle_redrive(conn *c, const char *name, const char *q, size_t qlen
     uint64_t max = 0, count = 0;
     int g;
     if (query_u64(q, qlen, "max", &max, &g)) {
-        fail(c, 400, "INVALID_ARGUMENT", "max must be a number (0: all)");
+        http_fail(c, 400, "INVALID_ARGUMENT", "max must be a number (0: all)");
         return;
     }
     int rc = stele_rule_redrive(c->srv->db, name, max, &count);
@@ -228,11 +232,7 @@ static void handle_redrive(conn *c, const char *name, const char *q, size_t qlen
         rule_error(c, rc, "RULE");
         return;
     }
-    buf b = {0};
-    w_lit(&b, "{\"redriving\":");
-    json_w_u64(&b, count);
-    w_lit(&b, "}");
-    respond_json(c, 200, &b);
+    respond_u64(c, "redriving", count);
 }
 
 static void handle_dead_truncate(conn *c, const char *name, const char *q, size_t qlen)
@@ -240,16 +240,10 @@ static void handle_dead_truncate(conn *c, const char *name, const char *q, size_
     uint64_t before = STELE_END;
     int g;
     if (query_u64(q, qlen, "before", &before, &g)) {
-        fail(c, 400, "INVALID_ARGUMENT", "before must be a dead-letter revision");
+        http_fail(c, 400, "INVALID_ARGUMENT", "before must be a dead-letter revision");
         return;
     }
-    int rc = stele_rule_truncate_dead(c->srv->db, name, before);
-    if (rc) {
-        rule_error(c, rc, "RULE");
-        return;
-    }
-    http_respond(c, 204, NULL, NULL, 0, NULL);
-    finish(c);
+    respond_empty(c, stele_rule_truncate_dead(c->srv->db, name, before), "RULE");
 }
 
 /* One end of a window: a number (position) or a string (RFC 3339). 1 if
@@ -342,10 +336,10 @@ static void handle_replays(conn *c, const char *name, uint64_t id, int one)
     stele_replay_info_free(v);
     if (one && !found) {
         buf_free(&b);
-        fail(c, 404, "REPLAY_NOT_FOUND", "no such replay");
+        http_fail(c, 404, "REPLAY_NOT_FOUND", "no such replay");
         return;
     }
-    respond_json(c, 200, &b);
+    http_json_done(c, 200, &b);
 }
 
 static void handle_replay_start(conn *c, const char *name)
@@ -357,8 +351,8 @@ static void handle_replay_start(conn *c, const char *name)
                                              r->body.len ? r->body.len : 2, &d, err, sizeof err) ||
         json_doc_type(d, 0) != JD_OBJECT) {
         json_doc_free(d);
-        fail(c, 400, "INVALID_ARGUMENT",
-             err[0] ? err : "the body must be a JSON object {\"from\": ..., \"to\": ...}");
+        http_fail(c, 400, "INVALID_ARGUMENT",
+                  err[0] ? err : "the body must be a JSON object {\"from\": ..., \"to\": ...}");
         return;
     }
     for (int k = 0; k < json_doc_size(d, 0); k++) {
@@ -366,7 +360,7 @@ static void handle_replay_start(conn *c, const char *name)
         json_doc_member(d, 0, k, &key, &val);
         if (!json_doc_eq(d, key, "from") && !json_doc_eq(d, key, "to")) {
             json_doc_free(d);
-            fail(c, 400, "INVALID_ARGUMENT", "unknown member in the replay body (from, to)");
+            http_fail(c, 400, "INVALID_ARGUMENT", "unknown member in the replay body (from, to)");
             return;
         }
     }
@@ -376,15 +370,15 @@ static void handle_replay_start(conn *c, const char *name)
     int ht = hf < 0 ? 0 : window_end(d, "to", &kt, &w.to_pos, &w.to_us, err, sizeof err);
     json_doc_free(d);
     if (hf < 0 || ht < 0) {
-        fail(c, 400, "INVALID_ARGUMENT", err);
+        http_fail(c, 400, "INVALID_ARGUMENT", err);
         return;
     }
     if (hf == 0) {
-        fail(c, 400, "INVALID_ARGUMENT", "from: required (a position or an RFC 3339 time)");
+        http_fail(c, 400, "INVALID_ARGUMENT", "from: required (a position or an RFC 3339 time)");
         return;
     }
     if (ht && kf != kt) {
-        fail(c, 400, "INVALID_ARGUMENT", "from and to must both be positions or both be times");
+        http_fail(c, 400, "INVALID_ARGUMENT", "from and to must both be positions or both be times");
         return;
     }
     w.by_time = kf == 't';
@@ -402,7 +396,7 @@ static void handle_replay_start(conn *c, const char *name)
     snprintf(link, sizeof link, ",\"progress\":\"/rules/%s/replays/%llu\"}", name,
              (unsigned long long)id);
     w_lit(&b, link);
-    respond_json(c, 202, &b);
+    http_json_done(c, 202, &b);
 }
 
 int route_rules(conn *c, const char *path, size_t plen, const char *q, size_t qlen)
@@ -419,21 +413,11 @@ int route_rules(conn *c, const char *path, size_t plen, const char *q, size_t ql
         return 1;
     }
     const char *seg[4];
-    size_t len[4], nseg = 0;
-    const char *p = path + pl + 1, *end = path + plen;
-    while (p <= end && nseg < 4) {
-        const char *sl = memchr(p, '/', (size_t)(end - p));
-        if (!sl)
-            sl = end;
-        seg[nseg] = p;
-        len[nseg++] = (size_t)(sl - p);
-        p = sl + 1;
-    }
+    size_t len[4];
+    int nseg = url_path_split(path + pl + 1, plen - pl - 1, seg, len, 4);
     char name[STELE_RULE_NAME_MAX + 1];
-    size_t nl;
-    if (p <= end || len[0] == 0 ||
-        url_decode(seg[0], len[0], name, sizeof name, &nl) || memchr(name, 0, nl)) {
-        fail(c, 404, "NOT_FOUND", "no such rules route (rule names are 1..100 of A-Z a-z 0-9 . _ -)");
+    if (nseg < 0 || url_decode_name(seg[0], len[0], name, sizeof name)) {
+        http_fail(c, 404, "NOT_FOUND", "no such rules route (rule names are 1..100 of A-Z a-z 0-9 . _ -)");
         return 1;
     }
     /* A rule makes the server send requests to any URL it names: until the
@@ -444,7 +428,7 @@ int route_rules(conn *c, const char *path, size_t plen, const char *q, size_t ql
         char addr[64], msg[512];
         if (!guard_peer_is_loopback(c, addr, sizeof addr)) {
             guard_loopback_message("changing rules", addr, msg, sizeof msg);
-            fail(c, 403, "PERMISSION_DENIED", msg);
+            http_fail(c, 403, "PERMISSION_DENIED", msg);
             return 1;
         }
     }
@@ -455,13 +439,7 @@ int route_rules(conn *c, const char *path, size_t plen, const char *q, size_t ql
         } else if (m == HTTP_GET) {
             respond_rule(c, 200, name);
         } else if (m == HTTP_DELETE) {
-            int rc = stele_rule_delete(c->srv->db, name);
-            if (rc) {
-                rule_error(c, rc, "RULE");
-                return 1;
-            }
-            http_respond(c, 204, NULL, NULL, 0, NULL);
-            finish(c);
+            respond_empty(c, stele_rule_delete(c->srv->db, name), "RULE");
         } else {
             goto method;
         }
@@ -509,29 +487,23 @@ int route_rules(conn *c, const char *path, size_t plen, const char *q, size_t ql
         unsigned long long id = 0;
         if (len[2] == 0 || len[2] >= sizeof idt || url_decode(seg[2], len[2], idt, sizeof idt, &il) ||
             (id = strtoull(idt, &e2, 10), *e2) || idt[0] < '0' || idt[0] > '9') {
-            fail(c, 404, "REPLAY_NOT_FOUND", "replay ids are numbers");
+            http_fail(c, 404, "REPLAY_NOT_FOUND", "replay ids are numbers");
             return 1;
         }
         if (m == HTTP_GET) {
             handle_replays(c, name, id, 1);
         } else if (m == HTTP_DELETE) {
-            int rc = stele_rule_replay_cancel(c->srv->db, name, id);
-            if (rc) {
-                rule_error(c, rc, "REPLAY");
-                return 1;
-            }
-            http_respond(c, 204, NULL, NULL, 0, NULL);
-            finish(c);
+            respond_empty(c, stele_rule_replay_cancel(c->srv->db, name, id), "REPLAY");
         } else {
             goto method;
         }
         return 1;
     }
 #undef SEG_IS
-    fail(c, 404, "NOT_FOUND", "no such rules route");
+    http_fail(c, 404, "NOT_FOUND", "no such rules route");
     return 1;
 method:
-    fail(c, 405, "METHOD_NOT_ALLOWED", "method not allowed here");
+    http_fail(c, 405, "METHOD_NOT_ALLOWED", "method not allowed here");
     return 1;
 }
 
@@ -543,8 +515,8 @@ void route_group_rewind(conn *c, const char *stream, const char *group, const ch
     int g, rc;
     int ht = query_get(q, qlen, "time", tv, sizeof tv);
     if (ht < 0 || query_u64(q, qlen, "to", &to, &g) || (ht > 0) == (g > 0)) {
-        fail(c, 400, "INVALID_ARGUMENT",
-             "give ?to=POSITION (a revision for a stream group) or ?time=RFC3339, one of them");
+        http_fail(c, 400, "INVALID_ARGUMENT",
+                  "give ?to=POSITION (a revision for a stream group) or ?time=RFC3339, one of them");
         return;
     }
     if (ht > 0) {
@@ -552,7 +524,7 @@ void route_group_rewind(conn *c, const char *stream, const char *group, const ch
         if (stele_time_parse(tv, 0, &us)) {
             char msg[300];
             snprintf(msg, sizeof msg, "time: %s", stele_errmsg());
-            fail(c, 400, "INVALID_ARGUMENT", msg);
+            http_fail(c, 400, "INVALID_ARGUMENT", msg);
             return;
         }
         rc = stele_group_rewind_time(c->srv->db, stream, group, us, &to);
@@ -563,9 +535,5 @@ void route_group_rewind(conn *c, const char *stream, const char *group, const ch
         rule_error(c, rc, "GROUP");
         return;
     }
-    buf b = {0};
-    w_lit(&b, "{\"rewoundTo\":");
-    json_w_u64(&b, to);
-    w_lit(&b, "}");
-    respond_json(c, 200, &b);
+    respond_u64(c, "rewoundTo", to);
 }

@@ -43,14 +43,6 @@ static void stele_fail(conn *c, int rc)
     conn_request_done(c);
 }
 
-static void done_json(conn *c, int status, buf *b)
-{
-    buf_append(b, "\n", 1);
-    http_respond(c, status, "application/json", b->p, b->len, NULL);
-    metrics_observe(&c->srv->m, 0, (double)(time_mono_ns() - c->t_start_ns) / 1e9);
-    conn_request_done(c);
-}
-
 /* One top-level member of a JSON object: spans into the body. `key` is the
  * raw text between the quotes (escapes not decoded). */
 typedef struct member {
@@ -337,8 +329,7 @@ static void get_metadata(conn *c, const char *stream)
     buf b = {0};
     w_metadata(&b, stream, md);
     stele_free(md);
-    done_json(c, 200, &b);
-    buf_free(&b);
+    http_json_done(c, 200, &b);
 }
 
 static int parse_version(const char *s, int64_t *out)
@@ -487,8 +478,7 @@ static void put_metadata(conn *c, const char *stream, const char *q, size_t qlen
     buf b = {0};
     w_metadata(&b, stream, &md);
     buf_free(&custom);
-    done_json(c, 200, &b);
-    buf_free(&b);
+    http_json_done(c, 200, &b);
 }
 
 /* ------------------------------------------------------------ snapshots */
@@ -602,8 +592,7 @@ static void put_snapshot(conn *c, const char *stream)
     buf_append(&b, ",\"schemaVersion\":", 17);
     json_w_u64(&b, sn.schema_version);
     buf_append(&b, "}", 1);
-    done_json(c, 201, &b);
-    buf_free(&b);
+    http_json_done(c, 201, &b);
 }
 
 static void get_snapshot(conn *c, const char *stream, const char *q, size_t qlen)
@@ -636,8 +625,7 @@ static void get_snapshot(conn *c, const char *stream, const char *q, size_t qlen
     buf b = {0};
     w_snapshot(&b, s);
     stele_free(s);
-    done_json(c, 200, &b);
-    buf_free(&b);
+    http_json_done(c, 200, &b);
 }
 
 static void get_load(conn *c, const char *stream, const char *q, size_t qlen)
@@ -688,8 +676,7 @@ static void get_load(conn *c, const char *stream, const char *q, size_t qlen)
     c->srv->m.read_events += stele_page_count(pg);
     stele_free(s);
     stele_page_free(pg);
-    done_json(c, 200, &b);
-    buf_free(&b);
+    http_json_done(c, 200, &b);
 }
 
 /* The latest state of a stream, without replay: its newest snapshot (an
@@ -730,8 +717,7 @@ static void get_state(conn *c, const char *stream)
     }
     buf_append(&b, "}", 1);
     c->srv->m.reads++;
-    done_json(c, 200, &b);
-    buf_free(&b);
+    http_json_done(c, 200, &b);
 }
 
 /* ------------------------------------------------------------ routing */

@@ -273,6 +273,12 @@ void http_respond(conn *c, int status, const char *content_type, const void *bod
 void http_error(conn *c, int status, const char *code, const char *message);
 /* Map a libstele error to status + code and respond. */
 void http_stele_error(conn *c, int rc, const char *message, const stele_append_result *res);
+/* A request answered: count its latency (as a non-append) and end it. */
+void http_request_finish(conn *c);
+/* http_error, then end the request. */
+void http_fail(conn *c, int status, const char *code, const char *message);
+/* Answer the JSON in `b` (a newline is added; `b` is freed) and finish. */
+void http_json_done(conn *c, int status, buf *b);
 /* Start a chunked response / queue a chunk / end it. */
 void http_chunked_start(conn *c, int status, const char *content_type);
 /* The same with extra header lines ("Name: value\r\n" each, may be NULL). */
@@ -402,6 +408,9 @@ void guard_loopback_message(const char *what, const char *addr, char *msg, size_
 void metrics_observe(metrics *m, int is_append, double seconds);
 void metrics_error(metrics *m, int status, int stele_rc);
 void metrics_render(server *s, buf *out);
+/* Append one printf-formatted piece of the /metrics text to `out` (at most
+ * 1023 bytes; longer is cut). */
+void metrics_line(buf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ------------------------------------------------------------ sse.c
  *

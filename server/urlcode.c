@@ -140,3 +140,24 @@ size_t url_encode(const char *in, size_t len, char *out, size_t outlen)
     out[o] = 0;
     return o;
 }
+
+int url_path_split(const char *path, size_t len, const char **seg, size_t *seglen, size_t max)
+{
+    const char *p = path, *end = path + len;
+    size_t n = 0;
+    while (p <= end && n < max) {
+        const char *sl = memchr(p, '/', (size_t)(end - p));
+        if (!sl)
+            sl = end;
+        seg[n] = p;
+        seglen[n++] = (size_t)(sl - p);
+        p = sl + 1;
+    }
+    return p <= end ? -1 : (int)n;
+}
+
+int url_decode_name(const char *in, size_t len, char *out, size_t outlen)
+{
+    size_t n;
+    return len == 0 || url_decode(in, len, out, outlen, &n) || memchr(out, 0, n) ? -1 : 0;
+}

@@ -56,4 +56,20 @@ int query_next(const char *query, size_t len, size_t *off, char *key, size_t key
  */
 size_t url_encode(const char *in, size_t len, char *out, size_t outlen);
 
+/**
+ * Split a path path[0..len) (without its leading '/') at each '/' into at
+ * most `max` segments: seg[i] points into the path, seglen[i] is its
+ * length ("a//b/" is "a", "", "b", ""; the empty path is one empty
+ * segment). Returns the number of segments, or -1 if there are more than
+ * `max`.
+ */
+int url_path_split(const char *path, size_t len, const char **seg, size_t *seglen, size_t max);
+
+/**
+ * Decode path segment in[0..len) naming something (a stream, group, rule):
+ * 0, or -1 if it is empty, malformed (url_decode) or does not fit in
+ * outlen.
+ */
+int url_decode_name(const char *in, size_t len, char *out, size_t outlen);
+
 #endif

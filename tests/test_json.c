@@ -793,6 +793,20 @@ static int test_url(void)
     CHECK(query_get("=5", 2, "", out, sizeof out) == 1 && strcmp(out, "5") == 0);
     /* The length bounds the query: "from=12" cut after "from=1". */
     CHECK(query_get("from=12", 6, "from", out, sizeof out) == 1 && strcmp(out, "1") == 0);
+
+    /* Path segments (the routes' /rules/{name}/..., /subscriptions/...). */
+    const char *seg[3];
+    size_t sl[3];
+    CHECK(url_path_split("a//bc/", 6, seg, sl, 3) == -1);
+    CHECK(url_path_split("a//bc/", 5, seg, sl, 3) == 3 && sl[0] == 1 && sl[1] == 0 && sl[2] == 2 &&
+          !memcmp(seg[2], "bc", 2));
+    CHECK(url_path_split("x/", 2, seg, sl, 3) == 2 && sl[0] == 1 && sl[1] == 0);
+    CHECK(url_path_split("", 0, seg, sl, 3) == 1 && sl[0] == 0);
+    CHECK(url_path_split("a/b/c/d", 7, seg, sl, 3) == -1);
+    CHECK(url_decode_name("Order%2D1", 9, out, sizeof out) == 0 && strcmp(out, "Order-1") == 0);
+    CHECK(url_decode_name("", 0, out, sizeof out) == -1);
+    CHECK(url_decode_name("a%00", 4, out, sizeof out) == -1);
+    CHECK(url_decode_name("0123456789abcdef", 16, out, sizeof out) == -1);
     return 1;
 }
 

@@ -537,6 +537,15 @@ static void test_bad(void)
     CHECK(strstr(stele_errmsg(), "named twice") != NULL);
     stele_append_record bad = recd(2, "E", "{}");
     CHECK_RC(stele_append_multi(db, s, 2, &bad, 1, NULL, NULL, NULL), STELE_EINVAL);
+    /* event ids: unique across the streams of the request, never nil */
+    uint8_t id1[16] = {1}, nil[16] = {0};
+    stele_append_record twice[2] = {recd(0, "E", "{}"), recd(1, "E", "{}")};
+    twice[0].event.id = twice[1].event.id = id1;
+    CHECK_RC(stele_append_multi(db, s, 2, twice, 2, NULL, NULL, NULL), STELE_EINVAL);
+    CHECK(strstr(stele_errmsg(), "appears twice") != NULL);
+    twice[1].event.id = nil;
+    CHECK_RC(stele_append_multi(db, s, 2, twice, 2, NULL, NULL, NULL), STELE_EINVAL);
+    CHECK(strstr(stele_errmsg(), "nil UUID") != NULL);
     stele_append_stream sys = {"$sys", STELE_ANY, NULL};
     CHECK_RC(stele_append_multi(db, &sys, 1, &r, 1, NULL, NULL, NULL), STELE_EINVAL);
     stele_append_stream badexp = {"a", -9, NULL};

@@ -447,36 +447,6 @@ static int check_log(checker *k, char *summary, size_t summary_len)
                 rc = damage(at, "record out of sequence in its commit", NULL);
                 break;
             }
-        } else if (r.kind == REC_EVENT && (r.flags & REC_MULTI)) {
-            int gap_ok = scavenged && r.position > next_pos;
-            if (r.commit_index != 0 || (r.position != next_pos && !gap_ok)) {
-                rc = damage(at, r.position != next_pos ? "position is not the next one (gap)"
-                                                       : "commit does not start at index 0",
-                            NULL);
-                break;
-            }
-            if (gap_ok) {
-                if ((rc = add_gap(k, next_pos, r.position)))
-                    break;
-                next_pos = r.position;
-            }
-            commit_start = at;
-            count = r.commit_count;
-            seen = 0;
-            multi = 1;
-            in_states = 0;
-            first = r;
-            if (cap < count) {
-                free(ids);
-                free(made);
-                ids = malloc((size_t)count * 16);
-                made = malloc(count);
-                cap = ids && made ? count : 0;
-                if (!cap) {
-                    rc = err_set(STELE_ENOMEM, "out of memory");
-                    break;
-                }
-            }
         } else if (r.kind == REC_EVENT) {
             int gap_ok = scavenged && r.position > next_pos;
             if (r.commit_index != 0 || (r.position != next_pos && !gap_ok)) {
@@ -490,13 +460,18 @@ static int check_log(checker *k, char *summary, size_t summary_len)
                     break;
                 next_pos = r.position;
             }
+            /* The first event of a commit, of one stream or (REC_MULTI)
+             * of several. */
             commit_start = at;
             count = r.commit_count;
             seen = 0;
-            multi = 0;
+            multi = (r.flags & REC_MULTI) != 0;
+            in_states = 0;
             first = r;
-            memcpy(first_stream, r.stream, r.stream_len);
-            first.stream = first_stream;
+            if (!multi) {
+                memcpy(first_stream, r.stream, r.stream_len);
+                first.stream = first_stream;
+            }
             if (cap < count) {
                 free(ids);
                 free(made);
@@ -508,24 +483,27 @@ static int check_log(checker *k, char *summary, size_t summary_len)
                     break;
                 }
             }
-            sslot *s = st_get(&k->streams, r.stream, r.stream_len);
-            if (!s) {
-                rc = err_set(STELE_ENOMEM, "out of memory");
-                break;
-            }
-            if (s->flags & IDX_TOMBSTONED) {
-                rc = damage(at, "event in a tombstoned stream", NULL);
-                break;
-            }
-            /* Revisions skip only over events scavenging removed since the
-             * stream's previous commit. */
-            if (r.revision != s->next_rev &&
-                !(r.revision > s->next_rev && r.revision - s->next_rev <= k->removed - s->removed_at)) {
-                char what[64];
-                snprintf(what, sizeof what, " (revision %llu, expected %llu)",
-                         (unsigned long long)r.revision, (unsigned long long)s->next_rev);
-                rc = damage(at, "stream revisions are not contiguous", what);
-                break;
+            if (!multi) {
+                sslot *s = st_get(&k->streams, r.stream, r.stream_len);
+                if (!s) {
+                    rc = err_set(STELE_ENOMEM, "out of memory");
+                    break;
+                }
+                if (s->flags & IDX_TOMBSTONED) {
+                    rc = damage(at, "event in a tombstoned stream", NULL);
+                    break;
+                }
+                /* Revisions skip only over events scavenging removed since the
+                 * stream's previous commit. */
+                if (r.revision != s->next_rev &&
+                    !(r.revision > s->next_rev &&
+                      r.revision - s->next_rev <= k->removed - s->removed_at)) {
+                    char what[64];
+                    snprintf(what, sizeof what, " (revision %llu, expected %llu)",
+                             (unsigned long long)r.revision, (unsigned long long)s->next_rev);
+                    rc = damage(at, "stream revisions are not contiguous", what);
+                    break;
+                }
             }
         } else if (r.kind == REC_METADATA || r.kind == REC_SNAPSHOT) {
             if ((rc = check_streammeta(k, &r, at)))

@@ -22,6 +22,16 @@
  *               target's Retry-After.
  *   dead        any other status, or retries used up: done(DEAD) with the
  *               last error (live delivery dead-letters it).
+ * Targets (target_ops, rules_int.h): webhooks are asynchronous, many
+ * heads on the wire at once through libcurl's multi handle. Every other
+ * target is synchronous: each step hands deliver() one batch made of the
+ * due partitions' queues (from each head, in order, up to the target's
+ * batch_max) and settles each event from its result; a failed event holds
+ * back the rest of its partition. A target that applies events exactly
+ * once itself (a read model with its own checkpoint) gets one queue for
+ * the whole rule, in position order, whatever the partitionKey. A
+ * connection failure closes the connection; the next step reopens it.
+ *
  * The caller bounds what the engine holds (max_buffered), so memory stays
  * bounded however slow the target is.
  */
@@ -60,7 +70,13 @@ struct dlv {
     rule_stats *st;
     dlv_done_fn done;
     void *ctx;
-    wh *wh;
+    wh *wh;                    /* asynchronous targets (webhooks) */
+    void *conn;                /* synchronous targets: open connection or NULL */
+    const target_ops *conn_ops;
+    item **batch;              /* synchronous targets: the events of one call */
+    const stele_event **bev;
+    tgt_result *bres;
+    size_t batch_cap;
     part **tab;
     size_t nb;                 /* buckets, a power of two */
     part *parts;               /* partitions with items */
@@ -95,7 +111,12 @@ int dlv_new(stele_db *db, const char *rule_name, rule_def *d, uint64_t replay_id
     v->nb = 1024;
     v->rnd = time_mono_ns() | 1;
     v->tab = calloc(v->nb, sizeof *v->tab);
-    int rc = v->tab ? wh_new(&v->wh) : err_set(STELE_ENOMEM, "out of memory");
+    v->batch_cap = 1000;
+    v->batch = calloc(v->batch_cap, sizeof *v->batch);
+    v->bev = calloc(v->batch_cap, sizeof *v->bev);
+    v->bres = calloc(v->batch_cap, sizeof *v->bres);
+    int rc = v->tab && v->batch && v->bev && v->bres ? wh_new(&v->wh)
+                                                      : err_set(STELE_ENOMEM, "out of memory");
     if (rc) {
         dlv_free(v);
         return rc;
@@ -124,6 +145,11 @@ void dlv_free(dlv *v)
     if (!v)
         return;
     wh_free(v->wh); /* aborts transfers: their items are simply dropped */
+    if (v->conn)
+        v->conn_ops->close(v->conn);
+    free(v->batch);
+    free(v->bev);
+    free(v->bres);
     while (v->parts) {
         part *p = v->parts;
         while (p->head) {
@@ -146,6 +172,10 @@ void dlv_free(dlv *v)
 
 void dlv_set_def(dlv *v, rule_def *def)
 {
+    if (v->conn) { /* reconnect with the new definition */
+        v->conn_ops->close(v->conn);
+        v->conn = NULL;
+    }
     rule_def_ref(def);
     rule_def_unref(v->def);
     v->def = def;
@@ -173,6 +203,8 @@ static void json_member_key(const void *data, size_t len, const char *field, buf
 static void part_key(dlv *v, const stele_event *e, buf *k)
 {
     const rule_def *d = v->def;
+    if (d->ops->exactly_once)
+        return; /* one queue in position order: the target's checkpoint is exact */
     switch (d->pkey) {
     case PKEY_CATEGORY:
         buf_append(k, e->stream, stream_category_len(e->stream, e->stream_len));
@@ -336,61 +368,6 @@ static void wh_done(void *ctx, void *tag, const wh_result *r)
         failed(v, it, r->kind, r->retryable, r->retry_after_ms, r->error);
 }
 
-/* A deterministic id for the copy of event e made by this rule: the same
- * source event always gives the same copy id, so a redelivery after a
- * crash is an idempotent retry, not a second copy. */
-static void copy_id(const rule_def *d, const stele_event *e, uint8_t out[16])
-{
-    uint32_t h[4];
-    const char *name = d->stream;
-    for (int i = 0; i < 4; i++) {
-        h[i] = hash_bytes((const char *)e->id, 16) ^ (0x9e3779b9u * (uint32_t)(i + 1));
-        h[i] = (h[i] ^ hash_bytes(name, strlen(name))) * 16777619u;
-        h[i] ^= (uint32_t)d->link << i;
-        h[i] = h[i] * 2654435761u ^ (h[i] >> 15);
-    }
-    memcpy(out, h, 16);
-    out[6] = (uint8_t)((out[6] & 0x0f) | 0x80); /* version 8: custom */
-    out[8] = (uint8_t)((out[8] & 0x3f) | 0x80);
-}
-
-/* Stream targets: one durable append, in this thread. */
-static void attempt_stream(dlv *v, item *it)
-{
-    const rule_def *d = v->def;
-    const stele_event *e = &it->ev->e;
-    uint8_t id[16];
-    copy_id(d, e, id);
-    char link[300];
-    stele_event_in in = {.id = id};
-    if (d->link) {
-        int n = snprintf(link, sizeof link, "%llu@%s", (unsigned long long)e->revision, e->stream);
-        in.type = "$>";
-        in.data = link;
-        in.data_len = (size_t)n;
-    } else {
-        in.type = e->type;
-        in.data = e->data;
-        in.data_len = e->data_len;
-        in.metadata = e->metadata;
-        in.metadata_len = e->metadata_len;
-        in.tags = e->tags;
-        in.ntags = e->ntags;
-        in.flags = e->flags;
-    }
-    int rc = store_append_system(v->db, d->stream, STELE_ANY, &in, 1, NULL);
-    if (rc == 0) {
-        finish(v, it, DLV_DELIVERED);
-        return;
-    }
-    char err[256];
-    snprintf(err, sizeof err, "append to '%s': %s: %s", d->stream, stele_errname(rc),
-             stele_errmsg());
-    int retryable = rc == STELE_EIO || rc == STELE_ENOSPC || rc == STELE_EREADONLY ||
-                    rc == STELE_EBUSY || rc == STELE_ENOMEM;
-    failed(v, it, STELE_FAIL_OTHER, retryable, -1, err);
-}
-
 /* Start every due partition head, up to max_in_flight on the wire. Sets
  * *next_due to the earliest head still backing off. Returns how many
  * attempts started. */
@@ -399,7 +376,7 @@ static int start_due(dlv *v, int64_t now, int64_t *next_due)
     const rule_def *d = v->def;
     int started = 0;
     for (part *p = v->parts, *pn; p; p = pn) {
-        pn = p->next; /* attempt_stream may free p */
+        pn = p->next;
         item *it = p->head;
         if (it->on_wire)
             continue;
@@ -412,10 +389,6 @@ static int start_due(dlv *v, int64_t now, int64_t *next_due)
             break;
         it->attempts++;
         started++;
-        if (d->target == TARGET_STREAM) {
-            attempt_stream(v, it);
-            continue;
-        }
         if (wh_post(v->wh, d, v->rule, &it->ev->e, it->attempts, v->replay_id, it)) {
             it->attempts--;
             it->due_ms = now + 100;
@@ -427,17 +400,88 @@ static int start_due(dlv *v, int64_t now, int64_t *next_due)
     return started;
 }
 
+/* Synchronous targets: one deliver() call with the due partitions' events
+ * (each partition's queue from its head, in order), then settle each. A
+ * failed event holds back the rest of its partition. Returns how many
+ * events were settled or retried. */
+static int sync_round(dlv *v, int64_t now, int64_t *next_due)
+{
+    const rule_def *d = v->def;
+    const target_ops *ops = d->ops;
+    size_t want = d->batch ? d->batch : ops->batch_max;
+    size_t cap = want < v->batch_cap ? want : v->batch_cap, n = 0;
+    for (part *p = v->parts; p && n < cap; p = p->next) {
+        if (p->head->due_ms > now) {
+            if (p->head->due_ms < *next_due)
+                *next_due = p->head->due_ms;
+            continue;
+        }
+        for (item *it = p->head; it && n < cap; it = it->next)
+            v->batch[n++] = it;
+    }
+    if (!n)
+        return 0;
+    if (!v->conn) {
+        char err[256] = "";
+        if (ops->open(d, v->db, v->rule, &v->conn, err)) {
+            v->conn = NULL;
+            for (size_t i = 0; i < n; i++) {
+                item *it = v->batch[i];
+                if (it != it->part->head || it->due_ms > now)
+                    continue;
+                it->attempts++;
+                failed(v, it, STELE_FAIL_CONNECT, 1, -1, err[0] ? err : "cannot connect");
+            }
+            return (int)n;
+        }
+        v->conn_ops = ops;
+    }
+    for (size_t i = 0; i < n; i++) {
+        v->bev[i] = &v->batch[i]->ev->e;
+        memset(&v->bres[i], 0, sizeof v->bres[i]);
+        v->bres[i].outcome = TGT_NOT_TRIED;
+        v->bres[i].retry_after_ms = -1;
+    }
+    ops->deliver(v->conn, d, v->bev, n, v->replay_id, v->bres);
+    int reconnect = 0, settled = 0;
+    for (size_t i = 0; i < n; i++) {
+        item *it = v->batch[i];
+        if (!it)
+            continue;
+        const tgt_result *r = &v->bres[i];
+        if (r->outcome != TGT_DELIVERED) /* the rest of its partition waits */
+            for (size_t j = i + 1; j < n; j++)
+                if (v->batch[j] && v->batch[j]->part == it->part)
+                    v->batch[j] = NULL;
+        if (r->outcome == TGT_NOT_TRIED)
+            continue;
+        it->attempts++;
+        settled++;
+        if (r->outcome == TGT_DELIVERED) {
+            finish(v, it, DLV_DELIVERED);
+            continue;
+        }
+        reconnect |= r->kind == STELE_FAIL_CONNECT;
+        failed(v, it, r->kind, r->outcome == TGT_RETRY, r->retry_after_ms,
+               r->error[0] ? r->error : "failed");
+    }
+    if (reconnect) {
+        ops->close(v->conn);
+        v->conn = NULL;
+    }
+    return settled;
+}
+
 void dlv_step(dlv *v, int wait_ms, int extra_fd)
 {
     const rule_def *d = v->def;
     int64_t now = now_ms(), next_due = INT64_MAX;
-    int started = start_due(v, now, &next_due);
+    int started = d->ops->async ? start_due(v, now, &next_due) : sync_round(v, now, &next_due);
     if (next_due != INT64_MAX && next_due - now < wait_ms)
         wait_ms = (int)(next_due - now < 0 ? 0 : next_due - now);
-    if (started && d->target == TARGET_STREAM)
+    if (started && !d->ops->async)
         wait_ms = 0;
-    if (v->on_wire || d->target == TARGET_WEBHOOK) {
-        size_t before = v->held;
+    if (v->on_wire || d->ops->async) {        size_t before = v->held;
         wh_poll(v->wh, wait_ms, extra_fd, wh_done, v);
         /* Finished heads free their partitions: start the next events now
          * and send them with this step's transfers, not a loop later. */

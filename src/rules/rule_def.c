@@ -11,7 +11,8 @@
  *    "target": {"type": "webhook", "url": "http://..", "secret": "..",
  *               "timeoutMs": 10000, "template": "..", "contentType": "..",
  *               "headers": {"X-A": "b"}}
- *            | {"type": "stream", "stream": "Audit", "mode": "copy"|"link"},
+ *            | {"type": "stream", "stream": "Audit", "mode": "copy"|"link"}
+ *            | any other type of targets.c, parsed by its own file,
  *    "retry": {"maxAttempts": 10, "maxAgeSeconds": 3600,
  *              "backoffMs": 200, "maxBackoffMs": 60000},
  *    "partitionKey": "stream"|"category"|"type"|"none"|"data.F"|"metadata.F",
@@ -65,6 +66,8 @@ void rule_def_unref(rule_def *d)
 {
     if (!d || atomic_fetch_sub(&d->refs, 1) != 1)
         return;
+    if (d->ops && d->ops->free_cfg)
+        d->ops->free_cfg(d);
     json_decref(d->doc);
     pattern_free(d->pat);
     sub_filter_free(d->source);
@@ -80,7 +83,7 @@ void rule_def_unref(rule_def *d)
 
 /* ------------------------------------------------------------ checks */
 
-static int only_keys(json_t *obj, const char *path, const char *const *keys)
+int rdef_only_keys(json_t *obj, const char *path, const char *const *keys)
 {
     const char *k;
     json_t *v;
@@ -95,8 +98,8 @@ static int only_keys(json_t *obj, const char *path, const char *const *keys)
 }
 
 /* An optional integer member in [lo, hi]; *out keeps its default if absent. */
-static int get_uint(json_t *obj, const char *path, const char *key, uint64_t lo, uint64_t hi,
-                    uint64_t *out)
+int rdef_get_uint(json_t *obj, const char *path, const char *key, uint64_t lo, uint64_t hi,
+                  uint64_t *out)
 {
     json_t *v = json_object_get(obj, key);
     if (!v)
@@ -109,8 +112,8 @@ static int get_uint(json_t *obj, const char *path, const char *key, uint64_t lo,
     return 0;
 }
 
-static int get_str(json_t *obj, const char *path, const char *key, size_t max, int required,
-                   char **out)
+int rdef_get_str(json_t *obj, const char *path, const char *key, size_t max, int required,
+                 char **out)
 {
     json_t *v = json_object_get(obj, key);
     if (!v) {
@@ -135,7 +138,7 @@ static const char *const placeholders[] = {"event", "id", "stream", "category", 
                                            "revision", "position", "created", "data",
                                            "metadata", "tags", "replay", NULL};
 
-static int check_template(const char *t)
+int rdef_check_template(const char *t)
 {
     for (const char *p = strstr(t, "{{"); p; p = strstr(p + 2, "{{")) {
         const char *e = strstr(p + 2, "}}");
@@ -166,88 +169,15 @@ static int parse_target(json_t *t, rule_def *d)
     json_t *type = json_object_get(t, "type");
     const char *ty = json_is_string(type) ? json_string_value(type) : NULL;
     if (!ty)
-        return err_set(STELE_EINVAL, "target.type: required, \"webhook\" or \"stream\"");
-    int rc;
-    if (!strcmp(ty, "webhook")) {
-        static const char *const keys[] = {"type", "url", "secret", "timeoutMs", "template",
-                                           "contentType", "headers", NULL};
-        d->target = TARGET_WEBHOOK;
-        if ((rc = only_keys(t, "target", keys)) ||
-            (rc = get_str(t, "target", "url", URL_MAX, 1, &d->url)) ||
-            (rc = get_str(t, "target", "secret", SECRET_MAX, 0, &d->secret)) ||
-            (rc = get_str(t, "target", "template", TEMPLATE_MAX, 0, &d->tmpl)) ||
-            (rc = get_str(t, "target", "contentType", 255, 0, &d->content_type)))
-            return rc;
-        int http = !strncmp(d->url, "http://", 7), https = !strncmp(d->url, "https://", 8);
-        const char *host = d->url + (http ? 7 : 8);
-        if (!http && !https)
-            return err_set(STELE_EINVAL, "target.url: must start with http:// or https://");
-        if (!*host || *host == '/' || *host == ':' || *host == '?' || *host == '#')
-            return err_set(STELE_EINVAL, "target.url: has no host");
-        for (const char *p = d->url; *p; p++)
-            if ((unsigned char)*p <= ' ' || *p == 0x7f)
-                return err_set(STELE_EINVAL, "target.url: space or control character at byte %zu",
-                               (size_t)(p - d->url));
-        uint64_t to = 10000;
-        if ((rc = get_uint(t, "target", "timeoutMs", 100, 300000, &to)))
-            return rc;
-        d->timeout_ms = (uint32_t)to;
-        if (d->tmpl && (rc = check_template(d->tmpl)))
-            return rc;
-        if (!d->content_type && !(d->content_type = strdup("application/json")))
-            return err_set(STELE_ENOMEM, "out of memory");
-        for (const char *p = d->content_type; *p; p++)
-            if ((unsigned char)*p < ' ' || *p == 0x7f)
-                return err_set(STELE_EINVAL, "target.contentType: control character");
-        json_t *h = json_object_get(t, "headers");
-        if (h) {
-            if (!json_is_object(h) || json_object_size(h) > HEADERS_MAX)
-                return err_set(STELE_EINVAL, "target.headers: must be an object of at most %u "
-                                             "strings", HEADERS_MAX);
-            const char *k;
-            json_t *v;
-            json_object_foreach(h, k, v) {
-                int bad = !*k || strlen(k) > 128 || !json_is_string(v) ||
-                          json_string_length(v) > 1024;
-                for (const char *p = k; *p && !bad; p++)
-                    bad = !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                            (*p >= '0' && *p <= '9') || *p == '-' || *p == '_');
-                for (const char *p = json_is_string(v) ? json_string_value(v) : ""; *p && !bad;
-                     p++)
-                    bad = (unsigned char)*p < ' ' || *p == 0x7f;
-                if (!bad && (!strncasecmp(k, "Stele-", 6) || !strcasecmp(k, "Content-Type") ||
-                             !strcasecmp(k, "Content-Length") || !strcasecmp(k, "Host")))
-                    return err_set(STELE_EINVAL, "target.headers.%s: set by Stele", k);
-                if (bad)
-                    return err_set(STELE_EINVAL,
-                                   "target.headers.%s: names are letters, digits, '-' and '_'; "
-                                   "values strings of at most 1024 printable bytes",
-                                   k);
-            }
-            d->headers = json_incref(h);
-        }
-        return 0;
-    }
-    if (!strcmp(ty, "stream")) {
-        static const char *const keys[] = {"type", "stream", "mode", NULL};
-        d->target = TARGET_STREAM;
-        char *mode = NULL;
-        if ((rc = only_keys(t, "target", keys)) ||
-            (rc = get_str(t, "target", "stream", 255, 1, &d->stream)) ||
-            (rc = get_str(t, "target", "mode", 16, 0, &mode)))
-            return free(mode), rc;
-        d->link = mode && !strcmp(mode, "link");
-        int bad_mode = mode && strcmp(mode, "link") && strcmp(mode, "copy");
-        free(mode);
-        if (bad_mode)
-            return err_set(STELE_EINVAL, "target.mode: must be \"copy\" or \"link\"");
-        size_t len;
-        if ((rc = check_stream(d->stream, &len)))
-            return err_set(rc, "target.stream: %s", stele_errmsg());
-        return 0;
-    }
-    return err_set(STELE_EINVAL, "target.type: unknown target type '%s' (\"webhook\" or \"stream\")",
-                   ty);
+        return err_set(STELE_EINVAL, "target.type: required, one of %s", target_names());
+    const target_ops *ops = target_find(ty);
+    if (!ops)
+        return err_set(STELE_EINVAL, "target.type: unknown target type '%s' (one of %s)", ty,
+                       target_names());
+    d->ops = ops;
+    d->target = ops == &target_webhook ? TARGET_WEBHOOK
+                : ops == &target_stream ? TARGET_STREAM : TARGET_OTHER;
+    return ops->parse(t, d);
 }
 
 static int parse_source(json_t *s, rule_def *d)
@@ -258,7 +188,7 @@ static int parse_source(json_t *s, rule_def *d)
         return err_set(STELE_EINVAL, "source: must be an object");
     static const char *const keys[] = {"streamPrefixes", "categories", "types", "typePrefixes",
                                        "streamRegex", "typeRegex", "tags", NULL};
-    int rc = only_keys(s, "source", keys);
+    int rc = rdef_only_keys(s, "source", keys);
     if (rc)
         return rc;
     const char *lists[5] = {"streamPrefixes", "categories", "types", "typePrefixes", "tags"};
@@ -343,7 +273,7 @@ static int parse_doc(json_t *doc, rule_def *d)
     static const char *const keys[] = {"pattern", "source", "target", "retry", "partitionKey",
                                        "maxInFlight", "maxBuffered", "start", "enabled",
                                        "description", NULL};
-    int rc = only_keys(doc, "", keys);
+    int rc = rdef_only_keys(doc, "", keys);
     if (rc)
         return rc;
     json_t *p = json_object_get(doc, "pattern");
@@ -373,11 +303,11 @@ static int parse_doc(json_t *doc, rule_def *d)
                                             "maxBackoffMs", NULL};
         if (!json_is_object(r))
             return err_set(STELE_EINVAL, "retry: must be an object");
-        if ((rc = only_keys(r, "retry", rkeys)) ||
-            (rc = get_uint(r, "retry", "maxAttempts", 1, 185, &attempts)) ||
-            (rc = get_uint(r, "retry", "maxAgeSeconds", 1, 82800, &age_s)) ||
-            (rc = get_uint(r, "retry", "backoffMs", 1, 3600000, &backoff)) ||
-            (rc = get_uint(r, "retry", "maxBackoffMs", 1, 3600000, &backoff_max)))
+        if ((rc = rdef_only_keys(r, "retry", rkeys)) ||
+            (rc = rdef_get_uint(r, "retry", "maxAttempts", 1, 185, &attempts)) ||
+            (rc = rdef_get_uint(r, "retry", "maxAgeSeconds", 1, 82800, &age_s)) ||
+            (rc = rdef_get_uint(r, "retry", "backoffMs", 1, 3600000, &backoff)) ||
+            (rc = rdef_get_uint(r, "retry", "maxBackoffMs", 1, 3600000, &backoff_max)))
             return rc;
         if (backoff_max < backoff)
             return err_set(STELE_EINVAL, "retry.maxBackoffMs: below retry.backoffMs");
@@ -387,8 +317,8 @@ static int parse_doc(json_t *doc, rule_def *d)
     d->backoff_ms = (uint32_t)backoff;
     d->backoff_max_ms = (uint32_t)backoff_max;
     uint64_t mif = 16, mbuf = 1000;
-    if ((rc = get_uint(doc, "", "maxInFlight", 1, 1000, &mif)) ||
-        (rc = get_uint(doc, "", "maxBuffered", 1, 10000, &mbuf)))
+    if ((rc = rdef_get_uint(doc, "", "maxInFlight", 1, 1000, &mif)) ||
+        (rc = rdef_get_uint(doc, "", "maxBuffered", 1, 10000, &mbuf)))
         return rc;
     if (mbuf < mif)
         return err_set(STELE_EINVAL, "maxBuffered: below maxInFlight");
@@ -416,13 +346,7 @@ static int parse_doc(json_t *doc, rule_def *d)
 static int normalize(json_t *doc, const rule_def *d)
 {
     json_t *t = json_object_get(doc, "target");
-    int rc = 0;
-    if (d->target == TARGET_WEBHOOK) {
-        rc |= json_object_set_new(t, "timeoutMs", json_integer(d->timeout_ms));
-        rc |= json_object_set_new(t, "contentType", json_string(d->content_type));
-    } else {
-        rc |= json_object_set_new(t, "mode", json_string(d->link ? "link" : "copy"));
-    }
+    int rc = d->ops->normalize ? d->ops->normalize(t, d) : 0;
     json_t *r = json_object();
     rc |= json_object_set_new(r, "maxAttempts", json_integer(d->max_attempts));
     rc |= json_object_set_new(r, "maxAgeSeconds", json_integer((json_int_t)(d->max_age_ms / 1000)));
@@ -479,8 +403,8 @@ char *rule_def_public_json(const rule_def *d)
     if (!c)
         return NULL;
     json_t *t = json_object_get(c, "target");
-    if (json_object_get(t, "secret"))
-        json_object_set_new(t, "secret", json_string("***"));
+    if (d->ops && d->ops->redact)
+        d->ops->redact(t);
     char *s = json_dumps(c, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(c);
     return s;

@@ -33,7 +33,8 @@
 
 /* ------------------------------------------------------------ definitions */
 
-enum { TARGET_WEBHOOK, TARGET_STREAM };
+enum { TARGET_WEBHOOK, TARGET_STREAM, TARGET_OTHER };
+struct target_ops;
 enum { PKEY_STREAM, PKEY_CATEGORY, PKEY_TYPE, PKEY_NONE, PKEY_DATA, PKEY_METADATA };
 
 /* A checked, compiled rule definition. Immutable once made, shared by the
@@ -44,6 +45,9 @@ typedef struct rule_def {
     pattern *pat;
     sub_filter *source;   /* NULL: every non-system event */
     int target;
+    const struct target_ops *ops; /* the target's implementation (targets.c) */
+    void *tcfg;           /* the target's own parsed configuration (ops->free_cfg) */
+    uint32_t batch;       /* events per deliver() call; 0: ops->batch_max */
     /* webhook */
     char *url, *secret, *tmpl, *content_type;
     json_t *headers;      /* object of strings, or NULL */
@@ -62,6 +66,14 @@ typedef struct rule_def {
     uint64_t start;       /* STELE_END, or the first position */
     int enabled;
 } rule_def;
+
+/* Helpers for target parsers: an error names "path.key". */
+int rdef_only_keys(json_t *obj, const char *path, const char *const *keys);
+int rdef_get_uint(json_t *obj, const char *path, const char *key, uint64_t lo, uint64_t hi,
+                  uint64_t *out);
+int rdef_get_str(json_t *obj, const char *path, const char *key, size_t max, int required,
+                 char **out);
+int rdef_check_template(const char *t);
 
 /* Parse and check a definition (EINVAL with the path of the error). */
 int rule_def_parse(const char *json, size_t len, rule_def **out);
@@ -122,6 +134,79 @@ int wh_poll(wh *w, int timeout_ms, int extra_fd, wh_done_fn done, void *ctx);
 size_t wh_running(const wh *w);
 /* Stele-Signature value for body at unix time t (tests use it too). */
 void wh_sign(const char *secret, int64_t t, const void *body, size_t len, char out[96]);
+
+/* ------------------------------------------------------------ targets */
+
+/*
+ * A target type (targets.c lists them). Parsing runs when a rule is saved;
+ * a delivery engine opens one connection per rule (or replay) and hands it
+ * events in order. A target is either asynchronous (webhooks: deliver.c
+ * drives wh_post / wh_poll itself) or synchronous: deliver() is called on
+ * the engine's thread with a batch of events, in order within each
+ * partition, and fills one result per event it attempted.
+ *
+ * exactly_once: the target applies each event once by itself (a read model
+ * that keeps the rule's checkpoint in its own transaction). The engine then
+ * keeps every event of the rule in one queue, in position order, so the
+ * target's checkpoint (the last applied position) is exact: an event at or
+ * below it was applied and is skipped on a retry, a redelivery after a
+ * crash or a replay.
+ */
+enum { TGT_DELIVERED, TGT_RETRY, TGT_FAIL, TGT_NOT_TRIED };
+
+typedef struct tgt_result {
+    int outcome;            /* TGT_* */
+    int kind;               /* STELE_FAIL_* when not delivered */
+    int64_t retry_after_ms; /* -1: none */
+    char error[256];        /* the target's own error text (never credentials) */
+} tgt_result;
+
+typedef struct target_ops {
+    const char *type; /* "webhook", "stream", "postgres", ... */
+    /* Check target's JSON object t (path "target") and fill d->tcfg (and
+     * the legacy fields of d). EINVAL with the member's path. */
+    int (*parse)(json_t *t, rule_def *d);
+    /* Write defaults into the stored document's target object (optional). */
+    int (*normalize)(json_t *t, const rule_def *d);
+    void (*free_cfg)(rule_def *d); /* optional */
+    /* Hide secrets in the public copy of the target object (optional). */
+    void (*redact)(json_t *t);
+    /* Synchronous targets only. open: connect (errors are retried by the
+     * engine, with text in *err). deliver: attempt evs[0..n) in order;
+     * fill res[i] for each; an event after a failed one of the same
+     * partition may be left TGT_NOT_TRIED. */
+    int (*open)(const rule_def *d, stele_db *db, const char *rule_name, void **conn,
+                char err[256]);
+    void (*deliver)(void *conn, const rule_def *d, const stele_event *const *evs, size_t n,
+                    uint64_t replay_id, tgt_result *res);
+    void (*close)(void *conn);
+    uint32_t batch_max; /* events per deliver() call */
+    int exactly_once;
+    int async;
+} target_ops;
+
+/* target_tmpl.c: {{...}} text templates (subjects, routing keys). */
+int tmpl_check(const char *path, const char *t);
+/* Render into out (cap bytes, NUL-terminated); bytes of `bad` in
+ * substituted values become '_'. -1 if it does not fit. */
+int tmpl_render(const char *t, const stele_event *e, const char *bad, char *out, size_t cap);
+/* The password (or token) a target reads from the environment variable
+ * `env` or the file `file` (first line); 0, or -1 with err set. */
+int target_secret(const char *env, const char *file, char *out, size_t cap, char err[256]);
+
+const target_ops *target_find(const char *type);
+/* "webhook", "stream", ...: the known types, for error messages. */
+const char *target_names(void);
+extern const target_ops target_webhook, target_stream;
+#ifdef STELE_WITH_POSTGRES
+extern const target_ops target_postgres;
+#endif
+#ifdef STELE_WITH_NATS
+extern const target_ops target_nats;
+#endif
+#ifdef STELE_WITH_RABBITMQ
+extern const target_ops target_rabbitmq;
+#endif
 
 /* ------------------------------------------------------------ delivery */
 

@@ -32,6 +32,11 @@
 
 #include "rules/rules_int.h"
 
+#define URL_MAX 2048u
+#define SECRET_MAX 256u
+#define TEMPLATE_MAX (64u << 10)
+#define HEADERS_MAX 32u
+
 /* One request in flight. */
 typedef struct wh_req {
     struct wh_req *prev, *next;
@@ -306,3 +311,88 @@ int wh_poll(wh *w, int timeout_ms, int extra_fd, wh_done_fn done, void *ctx)
     }
     return 0;
 }
+
+/* ------------------------------------------------------------ the target */
+
+static int wh_parse(json_t *t, rule_def *d)
+{
+    int rc;
+    static const char *const keys[] = {"type", "url", "secret", "timeoutMs", "template",
+                                       "contentType", "headers", NULL};
+    d->target = TARGET_WEBHOOK;
+    if ((rc = rdef_only_keys(t, "target", keys)) ||
+        (rc = rdef_get_str(t, "target", "url", URL_MAX, 1, &d->url)) ||
+        (rc = rdef_get_str(t, "target", "secret", SECRET_MAX, 0, &d->secret)) ||
+        (rc = rdef_get_str(t, "target", "template", TEMPLATE_MAX, 0, &d->tmpl)) ||
+        (rc = rdef_get_str(t, "target", "contentType", 255, 0, &d->content_type)))
+        return rc;
+    int http = !strncmp(d->url, "http://", 7), https = !strncmp(d->url, "https://", 8);
+    const char *host = d->url + (http ? 7 : 8);
+    if (!http && !https)
+        return err_set(STELE_EINVAL, "target.url: must start with http:// or https://");
+    if (!*host || *host == '/' || *host == ':' || *host == '?' || *host == '#')
+        return err_set(STELE_EINVAL, "target.url: has no host");
+    for (const char *p = d->url; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return err_set(STELE_EINVAL, "target.url: space or control character at byte %zu",
+                           (size_t)(p - d->url));
+    uint64_t to = 10000;
+    if ((rc = rdef_get_uint(t, "target", "timeoutMs", 100, 300000, &to)))
+        return rc;
+    d->timeout_ms = (uint32_t)to;
+    if (d->tmpl && (rc = rdef_check_template(d->tmpl)))
+        return rc;
+    if (!d->content_type && !(d->content_type = strdup("application/json")))
+        return err_set(STELE_ENOMEM, "out of memory");
+    for (const char *p = d->content_type; *p; p++)
+        if ((unsigned char)*p < ' ' || *p == 0x7f)
+            return err_set(STELE_EINVAL, "target.contentType: control character");
+    json_t *h = json_object_get(t, "headers");
+    if (h) {
+        if (!json_is_object(h) || json_object_size(h) > HEADERS_MAX)
+            return err_set(STELE_EINVAL, "target.headers: must be an object of at most %u "
+                                         "strings", HEADERS_MAX);
+        const char *k;
+        json_t *v;
+        json_object_foreach(h, k, v) {
+            int bad = !*k || strlen(k) > 128 || !json_is_string(v) ||
+                      json_string_length(v) > 1024;
+            for (const char *p = k; *p && !bad; p++)
+                bad = !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                        (*p >= '0' && *p <= '9') || *p == '-' || *p == '_');
+            for (const char *p = json_is_string(v) ? json_string_value(v) : ""; *p && !bad;
+                 p++)
+                bad = (unsigned char)*p < ' ' || *p == 0x7f;
+            if (!bad && (!strncasecmp(k, "Stele-", 6) || !strcasecmp(k, "Content-Type") ||
+                         !strcasecmp(k, "Content-Length") || !strcasecmp(k, "Host")))
+                return err_set(STELE_EINVAL, "target.headers.%s: set by Stele", k);
+            if (bad)
+                return err_set(STELE_EINVAL,
+                               "target.headers.%s: names are letters, digits, '-' and '_'; "
+                               "values strings of at most 1024 printable bytes",
+                               k);
+        }
+        d->headers = json_incref(h);
+    }
+    return 0;
+}
+
+static int wh_normalize(json_t *t, const rule_def *d)
+{
+    return json_object_set_new(t, "timeoutMs", json_integer(d->timeout_ms)) |
+           json_object_set_new(t, "contentType", json_string(d->content_type));
+}
+
+static void wh_redact(json_t *t)
+{
+    if (json_object_get(t, "secret"))
+        json_object_set_new(t, "secret", json_string("***"));
+}
+
+const target_ops target_webhook = {
+    .type = "webhook",
+    .parse = wh_parse,
+    .normalize = wh_normalize,
+    .redact = wh_redact,
+    .async = 1,
+};

@@ -78,8 +78,6 @@ static int cmp_name(const void *a, const void *b)
     return c ? c : (x->i < y->i ? -1 : x->i > y->i);
 }
 
-static int cmp_id(const void *a, const void *b) { return memcmp(a, b, 16); }
-
 /* What multi() hands the backend, and frees afterwards. */
 typedef struct mprep {
     multi_args m;
@@ -167,47 +165,16 @@ static int prepare_multi(stele_db *db, const stele_append_stream *streams, size_
         if (r->stream >= nstreams)
             return err_set(STELE_EINVAL, "event %zu names stream %zu, but the append has %zu", i,
                            r->stream, nstreams);
-        uint64_t size;
-        if ((rc = store_check_event(&db->opts, i, &r->event, p->ms[r->stream].len, &size)))
+        if ((rc = store_take_event(&db->opts, i, &r->event, p->ms[r->stream].len, &total,
+                                   p->ids[i], &p->made[i], &nclient)))
             return rc;
-        total += size;
-        if (total > db->opts.max_append_size)
-            return err_set(STELE_ETOOBIG, "append is larger than the %llu-byte append limit",
-                           (unsigned long long)db->opts.max_append_size);
         p->ms[r->stream].nevents++;
-        if (r->event.id) {
-            if (uuid_is_nil(r->event.id))
-                return err_set(STELE_EINVAL, "event %zu: the nil UUID is not an event id", i);
-            memcpy(p->ids[i], r->event.id, 16);
-            p->made[i] = 0;
-            nclient++;
-        } else {
-            uuid_v7(p->ids[i]);
-            p->made[i] = 1;
-        }
     }
     if (total > db->opts.max_append_size)
         return err_set(STELE_ETOOBIG, "append is larger than the %llu-byte append limit",
                        (unsigned long long)db->opts.max_append_size);
-    if (nclient > 1) {
-        uint8_t(*sorted)[16] = malloc(nclient * 16);
-        if (!sorted)
-            return err_set(STELE_ENOMEM, "out of memory");
-        size_t k = 0;
-        for (size_t i = 0; i < nrecords; i++)
-            if (!p->made[i])
-                memcpy(sorted[k++], p->ids[i], 16);
-        qsort(sorted, nclient, 16, cmp_id);
-        for (size_t i = 1; i < nclient && rc == 0; i++)
-            if (!memcmp(sorted[i - 1], sorted[i], 16)) {
-                char t[37];
-                stele_uuid_format(sorted[i], t);
-                rc = err_set(STELE_EINVAL, "event id %s appears twice in the append", t);
-            }
-        free(sorted);
-        if (rc)
-            return rc;
-    }
+    if ((rc = store_check_ids((const uint8_t(*)[16])p->ids, p->made, nrecords, nclient)))
+        return rc;
     p->m = (multi_args){p->ms, nstreams, records, nrecords, (const uint8_t(*)[16])p->ids,
                         p->made, cond, total};
     return 0;

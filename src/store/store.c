@@ -187,6 +187,53 @@ int check_expected(int64_t expected)
 
 static int cmp_id(const void *a, const void *b) { return memcmp(a, b, 16); }
 
+int store_take_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
+                     uint64_t *total, uint8_t id[16], uint8_t *made, size_t *nclient)
+{
+    uint64_t size;
+    int rc = store_check_event(o, i, e, slen, &size);
+    if (rc)
+        return rc;
+    *total += size;
+    if (*total > o->max_append_size)
+        return err_set(STELE_ETOOBIG, "append is larger than the %llu-byte append limit",
+                       (unsigned long long)o->max_append_size);
+    if (e->id) {
+        if (uuid_is_nil(e->id))
+            return err_set(STELE_EINVAL, "event %zu: the nil UUID is not an event id", i);
+        memcpy(id, e->id, 16);
+        *made = 0;
+        (*nclient)++;
+    } else {
+        uuid_v7(id);
+        *made = 1;
+    }
+    return 0;
+}
+
+int store_check_ids(const uint8_t (*ids)[16], const uint8_t *made, size_t n, size_t nclient)
+{
+    if (nclient < 2)
+        return 0;
+    uint8_t(*sorted)[16] = malloc(nclient * 16);
+    if (!sorted)
+        return err_set(STELE_ENOMEM, "out of memory");
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!made[i])
+            memcpy(sorted[k++], ids[i], 16);
+    qsort(sorted, nclient, 16, cmp_id);
+    int rc = 0;
+    for (size_t i = 1; i < nclient && rc == 0; i++)
+        if (!memcmp(sorted[i - 1], sorted[i], 16)) {
+            char t[37];
+            stele_uuid_format(sorted[i], t);
+            rc = err_set(STELE_EINVAL, "event id %s appears twice in the append", t);
+        }
+    free(sorted);
+    return rc;
+}
+
 /* An append checked and ready for a backend: the ids (client-given or
  * made here) and the encoded size. */
 typedef struct prepared {
@@ -226,46 +273,12 @@ static int prepare(stele_db *db, const char *stream, int64_t expected,
         return err_set(STELE_ENOMEM, "out of memory");
     uint64_t total = 0;
     size_t nclient = 0;
-    for (size_t i = 0; i < n; i++) {
-        const stele_event_in *e = &events[i];
-        uint64_t size;
-        if ((rc = store_check_event(&db->opts, i, e, slen, &size)))
+    for (size_t i = 0; i < n; i++)
+        if ((rc = store_take_event(&db->opts, i, &events[i], slen, &total, p->ids[i], &p->made[i],
+                                   &nclient)))
             return rc;
-        total += size;
-        if (total > db->opts.max_append_size)
-            return err_set(STELE_ETOOBIG, "append is larger than the %llu-byte append limit",
-                           (unsigned long long)db->opts.max_append_size);
-        if (e->id) {
-            if (uuid_is_nil(e->id))
-                return err_set(STELE_EINVAL, "event %zu: the nil UUID is not an event id", i);
-            memcpy(p->ids[i], e->id, 16);
-            p->made[i] = 0;
-            nclient++;
-        } else {
-            uuid_v7(p->ids[i]);
-            p->made[i] = 1;
-        }
-    }
-    if (nclient > 1) {
-        /* A retry must be recognisable: ids within one append are unique. */
-        uint8_t(*sorted)[16] = malloc(nclient * 16);
-        if (!sorted)
-            return err_set(STELE_ENOMEM, "out of memory");
-        size_t k = 0;
-        for (size_t i = 0; i < n; i++)
-            if (!p->made[i])
-                memcpy(sorted[k++], p->ids[i], 16);
-        qsort(sorted, nclient, 16, cmp_id);
-        for (size_t i = 1; i < nclient && rc == 0; i++)
-            if (!memcmp(sorted[i - 1], sorted[i], 16)) {
-                char t[37];
-                stele_uuid_format(sorted[i], t);
-                rc = err_set(STELE_EINVAL, "event id %s appears twice in the append", t);
-            }
-        free(sorted);
-        if (rc)
-            return rc;
-    }
+    if ((rc = store_check_ids((const uint8_t(*)[16])p->ids, p->made, n, nclient)))
+        return rc;
     p->a = (append_args){stream, slen, expected, events, n, (const uint8_t(*)[16])p->ids,
                          p->made, total};
     return 0;

@@ -96,6 +96,16 @@ int check_name_of(const char *stream, size_t *len, int system);
  * ETOOBIG naming event i. */
 int store_check_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
                       uint64_t *size);
+/* Event i of an append, checked (store_check_event) and taken: its size
+ * added to *total (ETOOBIG once that passes the append limit), its id the
+ * client's (never the nil UUID; *nclient counted) or a new UUIDv7 (*made
+ * set). 0 or the error. */
+int store_take_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
+                     uint64_t *total, uint8_t id[16], uint8_t *made, size_t *nclient);
+/* The nclient client-given ids among ids[0..n) (made[i] == 0) are unique,
+ * so that a retry is recognisable: 0, EINVAL naming a repeated one, or
+ * ENOMEM. */
+int store_check_ids(const uint8_t (*ids)[16], const uint8_t *made, size_t n, size_t nclient);
 /* A type or tag of condition item i: 0 or EINVAL. */
 int store_check_item_name(const char *what, size_t i, const char *s);
 

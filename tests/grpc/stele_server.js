@@ -152,6 +152,7 @@ function protocol(which = "kurrent") {
     operations: f("operations_pb", "operations_pb"),
     operationsGrpc: f("operations_grpc_pb", "operations_grpc_pb"),
     persistentGrpc: f("persistentsubscriptions_grpc_pb", "persistent_grpc_pb"),
+    projectionsGrpc: f("projectionmanagement_grpc_pb", "projections_grpc_pb"),
     status: which === "kurrent" ? f("status_pb") : undefined,
     // The v2 protocol (multi-stream appends): @kurrent/kurrentdb-client only.
     ...(which === "kurrent"

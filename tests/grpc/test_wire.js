@@ -88,6 +88,16 @@ describe("gRPC wire", () => {
         "event_store.client.persistent_subscriptions.persistentsubscriptions/replayparked",
         "event_store.client.persistent_subscriptions.persistentsubscriptions/list",
         "event_store.client.persistent_subscriptions.persistentsubscriptions/restartsubsystem",
+        "event_store.client.projections.projections/create",
+        "event_store.client.projections.projections/delete",
+        "event_store.client.projections.projections/disable",
+        "event_store.client.projections.projections/enable",
+        "event_store.client.projections.projections/reset",
+        "event_store.client.projections.projections/restartsubsystem",
+        "event_store.client.projections.projections/result",
+        "event_store.client.projections.projections/state",
+        "event_store.client.projections.projections/statistics",
+        "event_store.client.projections.projections/update",
         "kurrentdb.protocol.v2.streams.streamsservice/appendsession",
         "kurrentdb.protocol.v2.streams.streamsservice/append",
         "kurrentdb.protocol.v2.streams.streamsservice/appendrecords",
@@ -106,6 +116,7 @@ describe("gRPC wire", () => {
         P.gossipGrpc.GossipService,
         P.persistentGrpc.PersistentSubscriptionsService,
         P.operationsGrpc.OperationsService,
+        P.projectionsGrpc.ProjectionsService,
         P.v2streamsGrpc.StreamsServiceService,
         // Newer than the client's stubs: the v2 unary Append (KurrentDB 26.x).
         { append: { path: "/kurrentdb.protocol.v2.streams.StreamsService/Append" } },
@@ -134,7 +145,8 @@ describe("gRPC wire", () => {
     const { err } = await rawUnary("/event_store.client.streams.Streams/NoSuchThing", Buffer.alloc(0));
     assert.equal(err.code, grpc.status.UNIMPLEMENTED);
     assert.match(err.details, /unknown method/);
-    const { err: e2 } = await rawUnary("/event_store.client.projections.Projections/Create", Buffer.alloc(0));
+    // A service Stele does not serve (user management comes with security).
+    const { err: e2 } = await rawUnary("/event_store.client.users.Users/Create", Buffer.alloc(0));
     assert.equal(e2.code, grpc.status.UNIMPLEMENTED);
     await stillServes();
   });

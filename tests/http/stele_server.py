@@ -42,6 +42,23 @@ def _die_with_parent():
         pass
 
 
+def stop_servers(servers, client=None, check_exit=True):
+    """For a suite's teardown: close `client`, stop each server (None is
+    skipped) with SIGTERM and remove its data; with check_exit, fail if any
+    did not exit 0."""
+    if client:
+        client.close()
+    codes = []
+    for srv in servers:
+        if srv:
+            try:
+                codes.append(srv.stop())
+            finally:
+                srv.cleanup()
+    if check_exit and any(c != 0 for c in codes):
+        raise RuntimeError("servers did not exit 0 on SIGTERM: %r" % codes)
+
+
 def check_servers(suite, servers, on_restart=None):
     """For Suite.run(after=...): a server that died during a case fails the
     case (with its exit code and log) and is restarted on its data so the
@@ -287,8 +304,8 @@ def request(port, method, path, body=None, headers=None, timeout=60):
 
 # --------------------------------------------------------------- raw sockets
 
-def connect(port, timeout=30):
-    s = socket.create_connection((HOST, port), timeout=timeout)
+def connect(port, timeout=30, host=HOST):
+    s = socket.create_connection((host, port), timeout=timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
 
@@ -310,10 +327,12 @@ def recv_all(sock, timeout=30):
         out += b
 
 
-def raw_exchange(port, data, timeout=30, shut_wr=False):
-    """Send raw bytes on a new connection and read until the server closes
-    (or `timeout` seconds of silence). Returns (bytes, how)."""
-    s = connect(port, timeout)
+def raw_exchange(port, data, timeout=30, shut_wr=False, host=HOST):
+    """Send raw bytes on a new connection (to `host`, which the kernel
+    also makes the source address when it is one of this machine's) and
+    read until the server closes (or `timeout` seconds of silence). Returns
+    (bytes, how)."""
+    s = connect(port, timeout, host)
     try:
         try:
             s.sendall(data)

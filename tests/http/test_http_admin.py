@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stele_server import STELE_BIN, Client, Server, Suite  # noqa: E402
+from stele_server import STELE_BIN, Client, Server, Suite, stop_servers  # noqa: E402
 
 T = Suite("test_http_admin")
 S = None
@@ -97,11 +97,7 @@ def setup():
 
 
 def teardown():
-    if C:
-        C.close()
-    if S:
-        S.stop()
-        S.cleanup()
+    stop_servers([S], client=C, check_exit=False)
 
 
 @T.case

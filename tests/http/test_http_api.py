@@ -16,7 +16,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stele_server import (Client, Ev, Ledger, Server, Suite, body_of, check_servers,  # noqa: E402
                           compare_event, connect, event_json, ndjson_lines, new_id,
-                          page_events_raw, parse_responses, recv_all, request)
+                          page_events_raw, parse_responses, recv_all, request, stop_servers)
 
 T = Suite("test_http_api")
 L = Ledger()
@@ -100,17 +100,7 @@ def after_case():
 
 
 def teardown():
-    if C:
-        C.close()
-    codes = []
-    for srv in (S, SMALL):
-        if srv:
-            try:
-                codes.append(srv.stop())
-            finally:
-                srv.cleanup()
-    if any(c != 0 for c in codes):
-        raise RuntimeError("servers did not exit 0 on SIGTERM: %r" % codes)
+    stop_servers([S, SMALL], client=C)
 
 
 # ====================================================================== cases

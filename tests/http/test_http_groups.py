@@ -35,7 +35,7 @@ import urllib.parse
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stele_server import (SSE, STELE_BIN, Client, Ev, Server, Suite, body_of,  # noqa: E402
-                          check_servers, new_id, request)
+                          check_servers, new_id, request, stop_servers)
 
 QUICK = bool(os.environ.get("TEST_QUICK"))
 T = Suite("test_http_groups")
@@ -48,13 +48,7 @@ def setup():
 
 
 def teardown():
-    if S:
-        try:
-            code = S.stop()
-        finally:
-            S.cleanup()
-        if code != 0:
-            raise RuntimeError("server did not exit 0 on SIGTERM: %r" % code)
+    stop_servers([S])
 
 
 def after_case():

@@ -29,7 +29,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stele_server import (HOST, Client, Ev, Server, Suite, body_of,  # noqa: E402
-                          check_servers, connect, parse_responses, recv_all, request)
+                          check_servers, parse_responses, raw_exchange, request, stop_servers)
 
 T = Suite("test_http_guard")
 S = None    # default settings
@@ -44,15 +44,7 @@ def setup():
 
 
 def teardown():
-    codes = []
-    for srv in (S, O):
-        if srv:
-            try:
-                codes.append(srv.stop())
-            finally:
-                srv.cleanup()
-    if any(c != 0 for c in codes):
-        raise RuntimeError("servers did not exit 0 on SIGTERM: %r" % codes)
+    stop_servers([S, O])
 
 
 def events_in(srv, stream):
@@ -123,7 +115,7 @@ def emfile_flood_keeps_cpu_and_log_small():
 
 def raw(srv, text, body=b""):
     data = text.replace("\n", "\r\n").encode() + b"\r\n" + body
-    out, _ = recv_all_once(srv.port, data)
+    out, _ = raw_exchange(srv.port, data, shut_wr=True)
     rs = parse_responses(out)
     T.check(len(rs) == 1, "one response", data, "1 response", out)
     r = rs[0]
@@ -131,16 +123,6 @@ def raw(srv, text, body=b""):
     if "json" in r.headers.get("content-type", "") and r.raw:
         r.body = json.loads(r.raw)
     return r
-
-
-def recv_all_once(port, data):
-    s = connect(port)
-    try:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        return recv_all(s, 30)
-    finally:
-        s.close()
 
 
 @T.case
@@ -320,17 +302,22 @@ def del_extra_address():
     subprocess.run(["ip", "addr", "del", EXTRA_ADDR + "/32", "dev", "lo"], capture_output=True)
 
 
+def non_loopback_source():
+    """(addr, added): one of this machine's own non-loopback addresses, to
+    connect to so that the server sees a non-loopback peer (the kernel uses
+    it as the source); without one (STELE_TEST_EXTRA_ADDR=1 forces it), one
+    added to lo (added: del_extra_address() when done); (None, False) if
+    neither."""
+    addr = None if os.environ.get("STELE_TEST_EXTRA_ADDR") else non_loopback_ipv4()
+    if addr is not None:
+        return addr, False
+    addr = add_extra_address()
+    return addr, addr is not None
+
+
 @T.case
 def admin_refused_from_non_loopback():
-    # Connecting to one of this machine's own non-loopback addresses makes
-    # the kernel use that address as the source: the server sees a
-    # non-loopback peer. Without one (STELE_TEST_EXTRA_ADDR=1 forces it),
-    # the test adds one.
-    addr = None if os.environ.get("STELE_TEST_EXTRA_ADDR") else non_loopback_ipv4()
-    extra = False
-    if addr is None:
-        addr = add_extra_address()
-        extra = addr is not None
+    addr, extra = non_loopback_source()
     if addr is None:
         print("  SKIP admin_refused_from_non_loopback: this machine has no non-loopback "
               "IPv4 address and cannot add one (no CAP_NET_ADMIN)")
@@ -338,13 +325,9 @@ def admin_refused_from_non_loopback():
     srv = Server(["--host", "0.0.0.0"], name="all-addresses").start()
     try:
         for method in ("POST", "DELETE"):
-            s = socket.create_connection((addr, srv.port), timeout=30)
-            try:
-                s.sendall(("%s /admin/scavenge HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n"
-                           "\r\n" % (method, addr, srv.port)).encode())
-                out, _ = recv_all(s, 30)
-            finally:
-                s.close()
+            out, _ = raw_exchange(srv.port, ("%s /admin/scavenge HTTP/1.1\r\nHost: %s:%d\r\n"
+                                             "Connection: close\r\n\r\n"
+                                             % (method, addr, srv.port)).encode(), host=addr)
             rs = parse_responses(out)
             T.check(len(rs) == 1 and rs[0].status == 403, "%s /admin/scavenge from %s"
                     % (method, addr), None, 403, out)
@@ -356,13 +339,9 @@ def admin_refused_from_non_loopback():
         T.expect(r, 404, what="no scavenge was started")
         # Reads from that address are served; the same request from
         # loopback is accepted.
-        s = socket.create_connection((addr, srv.port), timeout=30)
-        try:
-            s.sendall(("GET /health/live HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n"
-                       % (addr, srv.port)).encode())
-            out, _ = recv_all(s, 30)
-        finally:
-            s.close()
+        out, _ = raw_exchange(srv.port, ("GET /health/live HTTP/1.1\r\nHost: %s:%d\r\n"
+                                         "Connection: close\r\n\r\n" % (addr, srv.port)).encode(),
+                              host=addr)
         T.check(parse_responses(out)[0].status == 200, "a read from " + addr, None, 200, out)
         r = request(srv.port, "POST", "/admin/scavenge")
         T.expect(r, 202, what="from loopback")

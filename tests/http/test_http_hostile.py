@@ -20,7 +20,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stele_server import (HOST, Client, Ev, Ledger, Server, Suite, body_of,  # noqa: E402
-                          check_servers, connect, new_id, parse_responses, recv_all, request)
+                          check_servers, connect, new_id, parse_responses, recv_all, request, stop_servers)
 
 T = Suite("test_http_hostile")
 L = Ledger()
@@ -53,15 +53,7 @@ def setup():
 
 
 def teardown():
-    codes = []
-    for srv in (H, D, M):
-        if srv:
-            try:
-                codes.append(srv.stop())
-            finally:
-                srv.cleanup()
-    if any(c != 0 for c in codes):
-        raise RuntimeError("servers did not exit 0 on SIGTERM: %r" % codes)
+    stop_servers([H, D, M])
 
 
 def after_case():

@@ -20,7 +20,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stele_server import (HOST, Client, Ev, Ledger, Server, Suite, body_of,  # noqa: E402
-                          check_servers, connect, new_id, parse_responses, request)
+                          check_servers, connect, new_id, parse_responses, request, stop_servers)
 
 T = Suite("test_http_load")
 L = Ledger()
@@ -37,13 +37,7 @@ def setup():
 
 
 def teardown():
-    if S:
-        try:
-            code = S.stop()
-        finally:
-            S.cleanup()
-        if code != 0:
-            raise RuntimeError("server did not exit 0 on SIGTERM: %r" % code)
+    stop_servers([S])
 
 
 def after_case():

@@ -23,7 +23,7 @@ import uuid
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stele_server import Client, Server, Suite, check_servers  # noqa: E402
+from stele_server import Client, Server, Suite, check_servers, stop_servers  # noqa: E402
 
 T = Suite("test_http_multi")
 S = None
@@ -45,15 +45,7 @@ def after_case():
 
 
 def teardown():
-    if C:
-        C.close()
-    if S:
-        try:
-            code = S.stop()
-        finally:
-            S.cleanup()
-        if code != 0:
-            raise RuntimeError("server did not exit 0 on SIGTERM: %r" % code)
+    stop_servers([S], client=C)
 
 
 def post(path, body):

@@ -23,7 +23,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stele_server import STELE_BIN, Client, Server, Suite, request  # noqa: E402
+from stele_server import STELE_BIN, Client, Server, Suite, request, stop_servers  # noqa: E402
 
 T = Suite("test_http_projections")
 S = None
@@ -56,11 +56,7 @@ def setup():
 
 
 def teardown():
-    if C:
-        C.close()
-    if S:
-        S.stop()
-        S.cleanup()
+    stop_servers([S], client=C, check_exit=False)
 
 
 def append(stream, events):

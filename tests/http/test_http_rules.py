@@ -464,17 +464,11 @@ def cancel_running_replay():
 
 @T.case
 def changes_refused_from_non_loopback():
-    import socket
-    import subprocess
-    from stele_server import parse_responses, recv_all
+    from stele_server import parse_responses, raw_exchange
     # The same way as test_http_guard.py: one of this machine's own
     # non-loopback addresses as the source, or one added to lo.
-    from test_http_guard import add_extra_address, del_extra_address, non_loopback_ipv4
-    addr = None if os.environ.get("STELE_TEST_EXTRA_ADDR") else non_loopback_ipv4()
-    extra = False
-    if addr is None:
-        addr = add_extra_address()
-        extra = addr is not None
+    from test_http_guard import del_extra_address, non_loopback_source
+    addr, extra = non_loopback_source()
     if addr is None:
         print("  SKIP changes_refused_from_non_loopback: no non-loopback IPv4 address")
         return
@@ -482,14 +476,11 @@ def changes_refused_from_non_loopback():
     try:
         body = json.dumps({"pattern": {"type": ["X"]}, "target": webhook()})
         for method, path in (("PUT", "/rules/x"), ("DELETE", "/rules/x"), ("POST", "/rules/x/pause")):
-            sk = socket.create_connection((addr, srv.port), timeout=30)
-            try:
-                sk.sendall(("%s %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-                            "Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-                            % (method, path, addr, srv.port, len(body), body)).encode())
-                out, _ = recv_all(sk, 30)
-            finally:
-                sk.close()
+            out, _ = raw_exchange(srv.port, ("%s %s HTTP/1.1\r\nHost: %s:%d\r\n"
+                                             "Content-Type: application/json\r\n"
+                                             "Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                                             % (method, path, addr, srv.port, len(body),
+                                                body)).encode(), host=addr)
             rs = parse_responses(out)
             T.check(len(rs) == 1 and rs[0].status == 403 and b"PERMISSION_DENIED" in rs[0].raw,
                     "%s %s from %s refused" % (method, path, addr), None, 403, out)

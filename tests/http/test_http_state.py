@@ -25,7 +25,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stele_server import Client, Server, Suite  # noqa: E402
+from stele_server import Client, Server, Suite, stop_servers  # noqa: E402
 
 T = Suite("test_http_state")
 S = None
@@ -40,11 +40,7 @@ def setup():
 
 
 def teardown():
-    if C:
-        C.close()
-    if S:
-        S.stop()
-        S.cleanup()
+    stop_servers([S], client=C, check_exit=False)
 
 
 def fold_stream(stream):

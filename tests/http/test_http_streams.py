@@ -25,7 +25,7 @@ from urllib.parse import quote
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stele_server import (STELE_BIN, Client, Server, Suite, check_servers,  # noqa: E402
-                          object_spans)
+                          object_spans, stop_servers)
 
 T = Suite("test_http_streams")
 S = None      # the main server
@@ -81,17 +81,7 @@ def after_case():
 
 
 def teardown():
-    if C:
-        C.close()
-    codes = []
-    for srv in (S, SMALL):
-        if srv:
-            try:
-                codes.append(srv.stop())
-            finally:
-                srv.cleanup()
-    if any(c != 0 for c in codes):
-        raise RuntimeError("servers did not exit 0 on SIGTERM: %r" % codes)
+    stop_servers([S, SMALL], client=C)
 
 
 # ====================================================================== metadata

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stele_server import SSE, Client, Server, Suite, ndjson_lines  # noqa: E402
+from stele_server import SSE, Client, Server, Suite, ndjson_lines, stop_servers  # noqa: E402
 
 T = Suite("test_http_views")
 S = None
@@ -71,11 +71,7 @@ def setup():
 
 
 def teardown():
-    if C:
-        C.close()
-    if S:
-        S.stop()
-        S.cleanup()
+    stop_servers([S], client=C, check_exit=False)
 
 
 def pages(path):
