@@ -107,6 +107,8 @@ struct gcall {
     unsigned bad_content_type : 1;
     unsigned not_post : 1;
     unsigned kept : 1;          /* the method kept the message being delivered */
+    unsigned rest_unread : 1;   /* request bytes arrived that will never be read */
+    unsigned final_sent : 1;    /* our last HEADERS went out; the client's END_STREAM is due */
     buf path;                   /* :path */
     buf in;                     /* request bytes not yet decoded */
     size_t in_off;

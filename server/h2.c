@@ -21,8 +21,17 @@
  * Status: a call that ends before any message is answered with one HEADERS
  * frame (":status 200", "grpc-status", "grpc-message": a trailers-only
  * response); otherwise response HEADERS, DATA and trailing HEADERS. If the
- * client is still sending when we finish, the stream is reset with
- * NO_ERROR after the trailers (as gRPC servers do) so it stops.
+ * client is still sending request content we will not read when we finish
+ * (a client-streaming call, a message not yet or only partly received, or
+ * bytes beyond a unary call's one message), the stream is reset with
+ * NO_ERROR after the trailers (as gRPC servers do) so it stops. A unary or
+ * server-streaming call whose one message has arrived whole is never
+ * reset: all the client still owes is END_STREAM, which may come a moment
+ * after the message (tonic/hyper send it as a separate empty DATA frame),
+ * and some clients (the KurrentDB client's Rust core) report a call reset
+ * before their END_STREAM went out as failed, although its status was OK.
+ * Such a stream closes when the END_STREAM arrives; at shutdown it is
+ * reset so that it does not hold the connection open.
  *
  * Limits: one request message may be at most max_body_bytes
  * (RESOURCE_EXHAUSTED, known from the 5-byte prefix, before the bytes are
@@ -539,6 +548,7 @@ static void deframe(gcall *call)
         }
         if (!call->m->client_streaming && call->nmsgs_in) {
             grpc_msg_free(ar);
+            call->rest_unread = 1;
             grpc_finish(call, GRPC_INTERNAL, "more than one request message for a unary method");
             break;
         }
@@ -561,6 +571,8 @@ static void deframe(gcall *call)
         call->in_off = 0;
     }
     if (call->done) {
+        if (call->in.len != call->in_off)
+            call->rest_unread = 1;
         h->in_buffered -= call->in.len - call->in_off;
         buf_free(&call->in);
         call->in_off = 0;
@@ -678,6 +690,8 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     (void)flags;
     h2_session *h = user;
     gcall *call = nghttp2_session_get_stream_user_data(ng, id);
+    if (call && len && (call->done || !call->m))
+        call->rest_unread = 1;
     if (!call || call->done || !call->m)
         return 0; /* answered already: the rest of the request is dropped */
     if (h->in_buffered + len > CONN_IN_MAX) {
@@ -704,16 +718,31 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
     return 0;
 }
 
+/* Whether the client may still be sending request content that will never
+ * be read (as opposed to only the END_STREAM of a request that arrived
+ * whole): see the top of the file. */
+static int request_unfinished(const gcall *call)
+{
+    return !call->m || call->m->client_streaming || call->nmsgs_in == 0 || call->rest_unread;
+}
+
 /* After our final HEADERS (trailers or a trailers-only response) went out
- * while the client is still sending: reset the stream so it stops. */
+ * while the client is still sending: reset the stream so it stops, unless
+ * all it still owes is END_STREAM. */
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *user)
 {
-    (void)user;
+    h2_session *h = user;
     if (frame->hd.type != NGHTTP2_HEADERS || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     gcall *call = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
-    if (call && !call->half_closed && !call->closed)
+    if (!call || call->half_closed || call->closed)
+        return 0;
+    call->final_sent = 1;
+    if (h->goaway || request_unfinished(call)) {
+        server_log(call->c->srv, 2, "msg=\"grpc stream reset after its status\" path=\"%s\" stream=%d",
+                   call->path.p ? (const char *)call->path.p : "", (int)frame->hd.stream_id);
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+    }
     return 0;
 }
 
@@ -887,9 +916,12 @@ int h2_stop(conn *c)
                               nghttp2_session_get_last_proc_stream_id(h->ng), NGHTTP2_NO_ERROR,
                               NULL, 0);
         /* Appends in flight finish; everything else ends now. */
-        for (gcall *call = h->calls; call; call = call->next)
+        for (gcall *call = h->calls; call; call = call->next) {
             if (!call->done && !call->pending)
                 grpc_finish(call, GRPC_UNAVAILABLE, "the server is shutting down");
+            else if (call->final_sent && !call->half_closed && !call->closed)
+                nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, call->id, NGHTTP2_NO_ERROR);
+        }
         h2_pump(c);
     }
     if (c->fd < 0)

@@ -3,6 +3,11 @@
 // tests/http/stele_server.py: the server writes "ready <port>\n" on that fd
 // once it listens), a plain HTTP/1.1 client for the REST API on the same
 // port, and the protocol's generated stubs for raw calls.
+//
+// To chase a failure: STELE_TEST_SERVER_ARGS adds arguments to every
+// server (e.g. "--log-level debug": one line per gRPC call, and one per
+// stream reset after its status), and STELE_TEST_LOGDIR names a directory
+// where each server's log is copied before its temporary directory goes.
 "use strict";
 
 const { spawn } = require("node:child_process");
@@ -16,7 +21,8 @@ const QUICK = !!process.env.TEST_QUICK;
 
 class SteleServer {
   constructor(args = []) {
-    this.args = args;
+    const extra = (process.env.STELE_TEST_SERVER_ARGS || "").split(" ").filter(Boolean);
+    this.args = [...args, ...extra];
     this.tmp = fs.mkdtempSync(path.join(os.tmpdir(), "stele-grpc-"));
     this.dataDir = path.join(this.tmp, "data");
     this.logPath = path.join(this.tmp, "server.log");
@@ -78,6 +84,9 @@ class SteleServer {
   }
 
   cleanup() {
+    const keep = process.env.STELE_TEST_LOGDIR;
+    if (keep && fs.existsSync(this.logPath))
+      fs.copyFileSync(this.logPath, path.join(keep, `server-${process.pid}-${path.basename(this.tmp)}.log`));
     fs.rmSync(this.tmp, { recursive: true, force: true });
   }
 

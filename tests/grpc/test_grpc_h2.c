@@ -12,6 +12,9 @@
  *   - grpc-timeout: the server ends a call with DEADLINE_EXCEEDED;
  *   - keepalive: an idle connection gets a PING; a peer that answers
  *     nothing is disconnected;
+ *   - a request whose END_STREAM comes after the server answered it: no
+ *     reset after an OK status (a reset while the request content is still
+ *     unread, as for an unknown method);
  *   - a client that resets a stream mid-read; 300 concurrent streams on one
  *     connection; non-POST (405) and non-gRPC content types (415);
  *     garbage after the preface (the connection is closed);
@@ -148,6 +151,7 @@ typedef struct stream_rec {
     const uint8_t *body;
     size_t body_len, body_off;
     int keep_data;
+    int hold_eos;    /* send the body but not END_STREAM (until cleared and resumed) */
     int hold_window; /* do not grant this stream flow-control window */
     size_t held;     /* bytes received and not yet granted back */
 } stream_rec;
@@ -158,6 +162,7 @@ typedef struct h2c {
     stream_rec st[400];
     int n;
     int pings;
+    int ping_acks;
     int eof;
 } h2c;
 
@@ -243,6 +248,8 @@ static int cb_frame(nghttp2_session *s, const nghttp2_frame *f, void *u)
     h2c *c = u;
     if (f->hd.type == NGHTTP2_PING && !(f->hd.flags & NGHTTP2_FLAG_ACK))
         c->pings++;
+    if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK))
+        c->ping_acks++;
     return 0;
 }
 
@@ -266,9 +273,11 @@ static ssize_t body_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
     size_t n = r->body_len - r->body_off;
     if (n > len)
         n = len;
+    if (!n && r->hold_eos)
+        return NGHTTP2_ERR_DEFERRED;
     memcpy(buf, r->body + r->body_off, n);
     r->body_off += n;
-    if (r->body_off == r->body_len)
+    if (r->body_off == r->body_len && !r->hold_eos)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
 }
@@ -362,6 +371,23 @@ static int rec_closed(h2c *c, void *arg)
 {
     (void)c;
     return ((stream_rec *)arg)->closed;
+}
+
+static int acks_reach(h2c *c, void *arg) { return c->ping_acks >= *(int *)arg; }
+
+/* A PING and its ACK: the server handled everything sent before it, and
+ * what it sent in answer (frames go out in order) has arrived. */
+static int h2c_roundtrip(h2c *c)
+{
+    int want = c->ping_acks + 1;
+    nghttp2_submit_ping(c->ng, NGHTTP2_FLAG_NONE, NULL);
+    return h2c_run(c, 30000, acks_reach, &want) == 1;
+}
+
+static int status_seen(h2c *c, void *arg)
+{
+    (void)c;
+    return ((stream_rec *)arg)->grpc_status >= 0;
 }
 
 static int all_closed(h2c *c, void *arg)
@@ -719,6 +745,57 @@ static void test_reset_and_many(void)
 /* One commit that ends several subscriptions at once (a tombstone): each
  * ends with FAILED_PRECONDITION (stream-deleted), and the server, which
  * wakes them all from one list, survives them leaving it. */
+/* A request whose END_STREAM comes after its message (tonic/hyper send it
+ * as a separate empty DATA frame, sometimes in a later TCP segment): the
+ * server answers a unary or server-streaming call as soon as the message
+ * is whole, and must not reset the stream after its status, since some
+ * clients (the KurrentDB client's Rust core) report such a call as failed
+ * (UnavailableError). A call whose request content is still unread (here:
+ * an unknown method) is still reset after its status, so that the client
+ * stops sending. */
+static void test_late_end_stream(void)
+{
+    h2c *c = h2c_open();
+    size_t len;
+    uint8_t *body = read_req("late-eos", 3, &len);
+    /* Events to read: one Append call, whole. */
+    size_t alen;
+    uint8_t *abody = append_req("late-eos", 3, 16, &alen);
+    stream_rec *a = h2c_call(c, "/event_store.client.streams.Streams/Append", abody, alen, NULL, NULL, NULL);
+    CHECK(h2c_run(c, 30000, rec_closed, a) == 1);
+    CHECK(a->grpc_status == 0);
+
+    stream_rec *r = h2c_call(c, "/event_store.client.streams.Streams/Read", body, len, NULL, NULL, NULL);
+    r->hold_eos = 1;
+    r->keep_data = 1;
+    CHECK(h2c_run(c, 30000, status_seen, r) == 1);
+    CHECK(h2c_roundtrip(c));
+    int caught_up, in_order;
+    int events = count_events(r->data, r->data_len, &caught_up, &in_order);
+    printf("late END_STREAM: read answered (grpc-status %d, %d events) before the request ended; "
+           "stream %s\n", r->grpc_status, events, r->closed ? "reset" : "left open");
+    CHECK(r->grpc_status == 0);
+    CHECK(events == 3 && in_order);
+    CHECK(!r->closed); /* no RST_STREAM after the status */
+    r->hold_eos = 0;
+    nghttp2_session_resume_data(c->ng, r->id);
+    CHECK(h2c_run(c, 30000, rec_closed, r) == 1);
+    CHECK(r->rst_code == NGHTTP2_NO_ERROR);
+
+    /* Unknown method, request still open: UNIMPLEMENTED, then a reset. */
+    stream_rec *u = h2c_call(c, "/event_store.client.streams.Streams/NoSuchMethod", body, len, NULL, NULL, NULL);
+    u->hold_eos = 1;
+    CHECK(h2c_run(c, 30000, status_seen, u) == 1);
+    CHECK(h2c_roundtrip(c));
+    printf("late END_STREAM: unknown method answered with grpc-status %d; stream %s\n", u->grpc_status,
+           u->closed ? "reset" : "left open");
+    CHECK(u->grpc_status == 12);
+    CHECK(u->closed);
+    h2c_close(c);
+    free(body);
+    free(abody);
+}
+
 static void test_tombstone_ends_subscriptions(void)
 {
     h2c *c = h2c_open();
@@ -1092,6 +1169,8 @@ int main(void)
         test_not_grpc();
     if (PART("tombstone"))
         test_tombstone_ends_subscriptions();
+    if (PART("lateeos"))
+        test_late_end_stream();
     if (PART("budget"))
         test_memory_budget();
     if (PART("v2"))
