@@ -20,7 +20,9 @@ with SIGKILL twice and DynamoDB Local is stopped (SIGTERM, then SIGKILL)
 and restarted on the same files twice; the tables then equal a fold of the
 acknowledged events exactly (no increment applied twice), and still do
 after a replay of every event; a rule naming a missing table dead-letters
-with DynamoDB's ResourceNotFoundException text.
+with DynamoDB's ResourceNotFoundException text; rules without usable
+credentials (a missing file, a file without the secret or the profile,
+unset variables) dead-letter with that reason and no secret in the log.
 
 No timing assertions: waits are "until, or fail after a generous deadline".
 Needs STELE_BIN and KINESIS_CHECK (the tests/aws driver, for reading back).
@@ -533,6 +535,51 @@ def dynamodb_missing_table_dead_letters():
         T.check(r.status == 400 and "target." in json.dumps(r.body), "refused with the member's path", r.req,
                 400, r)
     T.expect(req("GET", "/rules/bad"), 404)
+    T.check(S["srv"].alive(), "server alive")
+
+
+
+@T.case
+def dynamodb_credentials_dead_letter_with_reason():
+    """DynamoDB Local accepts any secret (it checks no signature), so a
+    wrong secret cannot be refused here; tests/aws/fake_kinesis.py checks
+    Stele's signature for that. What Stele decides itself is tested: no
+    credentials at all, from a file or from the environment."""
+    req("POST", "/streams/cred-1", json.dumps([{"id": str(uuid.uuid4()), "type": "CredTest",
+                                                "data": {"orderId": "c1"}}]))
+    only_key = os.path.join(S["tmp"], "creds-no-secret")
+    with open(only_key, "w") as f:
+        f.write("[default]\naws_access_key_id = AKIDFILEONLY\n")
+    other = os.path.join(S["tmp"], "creds-other-profile")
+    with open(other, "w") as f:
+        f.write("[other]\naws_access_key_id = AKIDOTHER\naws_secret_access_key = file-secret-xyz\n")
+    cases = [("credmissing", {"credentialsFile": os.path.join(S["tmp"], "no-such-file")}, "credentials file"),
+             ("credkeyonly", {"credentialsFile": only_key}, "no AWS secret access key in " + only_key),
+             ("credprofile", {"credentialsFile": other, "profile": "prod"}, "has no profile [prod]"),
+             ("credenv", {}, "no AWS access key id in the environment")]
+    # The last case: a server started without the variables.
+    saved = {k: os.environ.pop(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    try:
+        S["srv"].kill()
+        S["srv"].start()
+        for name, creds, want in cases:
+            rule = {"pattern": {"type": ["CredTest"]},
+                    "target": dict({"type": "dynamodb", "table": "OrderReadModel", "endpoint": S["ddb"].endpoint,
+                                    "key": {"orderId": "{{data.orderId}}"},
+                                    "operations": {"CredTest": {"delete": True}}}, **creds),
+                    "retry": {"maxAttempts": 2, "backoffMs": 20, "maxBackoffMs": 50}, "start": "beginning"}
+            T.check(req("PUT", "/rules/" + name, json.dumps(rule)).status in (200, 201), "rule created")
+            wait_for(lambda: rule_info(name)["stats"]["deadLetters"] == 1, name + " dead-lettered")
+            dl = T.expect(req("GET", "/rules/%s/dead-letters" % name), 200)["deadLetters"]
+            reason = dl[0]["deadLettered"]["reason"]
+            T.check(want in reason, name + ": the reason", None, want, reason)
+            T.expect(req("DELETE", "/rules/" + name), 204)
+    finally:
+        os.environ.update(saved)
+        S["srv"].kill()
+        S["srv"].start()
+    log = open(S["srv"].log_path).read()
+    T.check("file-secret-xyz" not in log and "stele-test-secret" not in log, "no secret in the log")
     T.check(S["srv"].alive(), "server alive")
 
 
