@@ -17,6 +17,17 @@ DynamoDB Local on this machine. Run it with bench/run_aws.sh.
               Stele: the exactly-once conditional UpdateItem per event;
               worker: a plain UpdateItem per event (no condition, so not
               safe to redeliver). events/s as above.
+  dynamodb latency
+              RATE_D appends/s of 1 event for DURATION_D s (below the rule's
+              one-write-at-a-time rate on DynamoDB Local, else the figure
+              is queueing), Stele's rule only,
+              its endpoint a recording HTTP proxy (AckProxy, here) in front
+              of DynamoDB Local: DynamoDB Local stores no write time, so
+              the target time is when its 200 answer to the event's
+              UpdateItem passes the proxy (the position is in the request:
+              `{{position}}` in the update's values), minus the event's
+              commit time (`created`, read back from Stele). The proxy hop
+              (Python, loopback) is inside the figure.
 Both emulators are single local processes: the figures compare the two
 paths on the same emulator, not AWS's service limits.
 """
@@ -42,6 +53,8 @@ N = int(os.environ.get("N", 4000 if QUICK else 20000))
 N_D = int(os.environ.get("N_D", 1000 if QUICK else 5000))
 RATE = int(os.environ.get("RATE", 200))
 DURATION = float(os.environ.get("DURATION", 3 if QUICK else 8))
+RATE_D = int(os.environ.get("RATE_D", 50))  # below the one-write-at-a-time rate
+DURATION_D = float(os.environ.get("DURATION_D", 6 if QUICK else 12))
 BUILD = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build")
 CLI = os.path.join(BUILD, "tests", "aws_cli")
 PAD = "x" * 900
@@ -145,6 +158,50 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p / 100))] if xs else float("nan")
 
 
+class AckProxy:
+    """A keep-alive HTTP/1.1 proxy to DynamoDB Local recording, for each
+    UpdateItem answered 200, (value of :pos in the request, time.time())."""
+
+    def __init__(self, upstream_port):
+        import http.client
+        import http.server
+        acks = self.acks = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                if not hasattr(self, "up"):
+                    self.up = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "expect")}
+                self.up.request("POST", self.path, body, hdrs)
+                r = self.up.getresponse()
+                data = r.read()
+                if r.status == 200 and "UpdateItem" in self.headers.get("X-Amz-Target", ""):
+                    pos = json.loads(body).get("ExpressionAttributeValues", {}).get(":pos")
+                    if pos:
+                        acks.append((int(list(pos.values())[0]), time.time()))
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("content-length", "connection", "transfer-encoding"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.endpoint = "http://127.0.0.1:%d" % self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.srv.shutdown()
+
+
 def table(ddb, name):
     aws("dynamodb", ddb.endpoint, "CreateTable", {
         "TableName": name, "BillingMode": "PAY_PER_REQUEST",
@@ -162,9 +219,9 @@ def main():
     srv = Server().start()
     res = {}
     try:
-        print("commit %s, N=%d N_D=%d RATE=%d DURATION=%s" % (
+        print("commit %s, N=%d N_D=%d RATE=%d DURATION=%s RATE_D=%d DURATION_D=%s" % (
             subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                           text=True).stdout.strip(), N, N_D, RATE, DURATION), flush=True)
+                           text=True).stdout.strip(), N, N_D, RATE, DURATION, RATE_D, DURATION_D), flush=True)
         # ---- Kinesis throughput
         stream(kin, "stele-k")
         stream(kin, "worker-k")
@@ -223,6 +280,42 @@ def main():
         w.stop()
         print("dynamodb events/s: stele rule (conditional, exactly once) %.0f, node worker (plain update) %.0f"
               % (res["dynamodb stele"], res["dynamodb worker"]), flush=True)
+        # ---- DynamoDB latency (Stele's rule, through the recording proxy)
+        table(ddb, "BenchLat")
+        px = AckProxy(ddb.port)
+        put_rule(srv, "dl", {"pattern": {"type": ["BenchDL"]},
+                             "target": {"type": "dynamodb", "table": "BenchLat", "endpoint": px.endpoint,
+                                        "key": {"AccountId": "{{data.accountId}}"},
+                                        "operations": {"BenchDL": {
+                                            "update": "ADD TransactionCount :one SET LastPosition = :pos",
+                                            "values": {":one": 1, ":pos": "{{position}}"}}}}})
+        total = int(RATE_D * DURATION_D)
+        start = time.monotonic()
+        for i in range(total):
+            r = request(srv.port, "POST", "/streams/dlat",
+                        json.dumps([{"id": str(uuid.uuid4()), "type": "BenchDL",
+                                     "data": {"accountId": "a%d" % (i % 100)}}]))
+            assert r.status == 201, r
+            lag = start + (i + 1) / RATE_D - time.monotonic()
+            if lag > 0:
+                time.sleep(lag)
+        wait_until(lambda: delivered(srv, "dl"), total)
+        px.stop()
+        created = {}
+        nxt = "/streams/dlat?from=start&limit=10000"
+        while nxt:
+            b = request(srv.port, "GET", nxt).body
+            for ev in b["events"]:
+                created[ev["position"]] = datetime.datetime.fromisoformat(
+                    ev["created"].replace("Z", "+00:00")).timestamp()
+            nxt = b.get("next")
+        first = {}
+        for pos, t in px.acks:
+            first.setdefault(pos, t)
+        xs = sorted((t - created[p]) * 1000 for p, t in first.items() if p in created)
+        assert len(xs) == total, (len(xs), total)
+        print("dynamodb latency (commit -> UpdateItem answered, ms) stele: n=%d p50 %.1f p99 %.1f max %.1f"
+              % (len(xs), pct(xs, 50), pct(xs, 99), xs[-1]), flush=True)
     finally:
         srv.cleanup()
         kin.stop()

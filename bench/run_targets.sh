@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run_targets.sh [BUILD_DIR] - rule delivery to real systems (issue 14):
-# events/s and append-to-target latency p50/p99 for the postgres and nats
-# targets (and events/s for rabbitmq), each against a server this run starts (bench/bench_targets.py
+# events/s and append-to-target latency p50/p99 for the postgres, nats and
+# rabbitmq targets, each against a server this run starts (bench/bench_targets.py
 # describes each part). Needs postgresql and nats-server (scripts/deps.sh).
 #
 #   bench/run_targets.sh build            20,000 events per target (under a

@@ -7,12 +7,20 @@
  *   rmq_tool PORT drain QUEUE                      print "message-id type
  *                                                  delivery-mode" per message
  *                                                  (basic.get until empty)
+ *   rmq_tool PORT consume QUEUE N                  subscribe (basic.consume),
+ *                                                  print "ready", then per
+ *                                                  message as it arrives
+ *                                                  "RECEIVE_NS BODY" (receive
+ *                                                  time, CLOCK_REALTIME ns,
+ *                                                  taken when the message is
+ *                                                  read), until N messages
  *
  * guest/guest on 127.0.0.1. Exit 0, or 1 with the error on stderr.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <amqp.h>
 #include <amqp_framing.h>
@@ -29,7 +37,7 @@ static int check(amqp_rpc_reply_t x, const char *what)
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: rmq_tool PORT declare EXCHANGE QUEUE BINDING | PORT drain QUEUE\n");
+        fprintf(stderr, "usage: rmq_tool PORT declare EXCHANGE QUEUE BINDING | PORT drain QUEUE | PORT consume QUEUE N\n");
         return 1;
     }
     amqp_connection_state_t c = amqp_new_connection();
@@ -71,6 +79,26 @@ int main(int argc, char **argv)
             amqp_destroy_message(&m);
             amqp_maybe_release_buffers(c);
         }
+    } else if (!strcmp(argv[2], "consume") && argc == 5) {
+        long n = atol(argv[4]);
+        amqp_basic_consume(c, 1, amqp_cstring_bytes(argv[3]), amqp_empty_bytes, 0, 1, 0,
+                           amqp_empty_table);
+        if (check(amqp_get_rpc_reply(c), "basic.consume"))
+            return 1;
+        printf("ready\n");
+        fflush(stdout);
+        for (long i = 0; i < n; i++) {
+            amqp_envelope_t env;
+            amqp_maybe_release_buffers(c);
+            if (check(amqp_consume_message(c, &env, NULL, 0), "consume"))
+                return 1;
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            printf("%lld %.*s\n", (long long)now.tv_sec * 1000000000LL + now.tv_nsec,
+                   (int)env.message.body.len, (const char *)env.message.body.bytes);
+            amqp_destroy_envelope(&env);
+        }
+        fflush(stdout);
     } else {
         fprintf(stderr, "rmq_tool: unknown command\n");
         return 1;

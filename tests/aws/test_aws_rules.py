@@ -14,11 +14,15 @@ rule whose credentials file is missing dead-letters with that reason after
 its attempts; bad target definitions are refused and store nothing.
 
 DynamoDB (read models of seed 002's AccountSummary and seed 000's
-OrderReadModel): writers append account and order events while Stele is
-killed with SIGKILL twice; the tables then equal a fold of the
+OrderReadModel; DynamoDB Local keeps its tables on disk, -sharedDb
+-dbPath): writers append account and order events while Stele is killed
+with SIGKILL twice and DynamoDB Local is stopped (SIGTERM, then SIGKILL)
+and restarted on the same files twice; the tables then equal a fold of the
 acknowledged events exactly (no increment applied twice), and still do
 after a replay of every event; a rule naming a missing table dead-letters
-with DynamoDB's ResourceNotFoundException text.
+with DynamoDB's ResourceNotFoundException text; rules without usable
+credentials (a missing file, a file without the secret or the profile,
+unset variables) dead-letter with that reason and no secret in the log.
 
 No timing assertions: waits are "until, or fail after a generous deadline".
 Needs STELE_BIN and KINESIS_CHECK (the tests/aws driver, for reading back).
@@ -98,6 +102,8 @@ class DynamoLocal:
     def __init__(self, tmp):
         self.port = free_port()
         self.log = os.path.join(tmp, "dynamodb.log")
+        self.db = os.path.join(tmp, "dynamodb")  # on disk: a restart keeps the tables
+        os.makedirs(self.db, exist_ok=True)
         self.proc = None
 
     @property
@@ -107,14 +113,14 @@ class DynamoLocal:
     def start(self):
         d = os.path.join(HERE, "node_modules", "amplify-dynamodb-simulator", "emulator")
         self.proc = subprocess.Popen(
-            ["java", "-Djava.library.path=DynamoDBLocal_lib", "-jar", "DynamoDBLocal.jar", "-inMemory",
-             "-port", str(self.port)], cwd=d,
+            ["java", "-Djava.library.path=DynamoDBLocal_lib", "-jar", "DynamoDBLocal.jar", "-sharedDb",
+             "-dbPath", self.db, "-port", str(self.port)], cwd=d,
             stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_port(self.port)
 
-    def stop(self):
+    def stop(self, sig=9):
         if self.proc:
-            self.proc.kill()
+            self.proc.send_signal(sig)
             self.proc.wait()
             self.proc = None
 
@@ -413,11 +419,16 @@ def dynamodb_read_models_exactly_once_across_crashes():
     rnd = random.Random(int(os.environ.get("TEST_SEED", "0")) or None)
     acked = {}  # writer -> [(type, data)] in append order
     lock = threading.Lock()
+    restarts_done = threading.Event()
 
     def writer(w):
         wr = random.Random(w)
         mine = []
-        for j in range(6):   # 6 accounts and 6 orders per writer, one stream each
+        j = -1
+        # 6 accounts and 6 orders per writer (one stream each), and more
+        # until the kills and restarts below are over.
+        while j < 5 or not restarts_done.is_set():
+            j += 1
             aid, oid = "acct-%d-%d" % (w, j), "order-%d-%d" % (w, j)
             evs = [("account-" + aid, "AccountCreated", {"accountId": aid, "createdAt": "2026-01-0%dT00:00:00Z" % (j + 1)})]
             for t in range(25):
@@ -445,20 +456,33 @@ def dynamodb_read_models_exactly_once_across_crashes():
                     time.sleep(0.05)
                 else:
                     return
-                time.sleep(0.002)
+                time.sleep(0.002 if restarts_done.is_set() else 0.02)
         with lock:
             acked[w] = mine
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
     for t in threads:
         t.start()
-    for _ in range(2):
+    # Stele killed, then DynamoDB Local stopped (SIGTERM) and restarted on
+    # the same files, Stele killed again, DynamoDB Local killed (SIGKILL)
+    # and restarted: all while the writers append and the rules deliver.
+    writing = []
+    for step in range(4):
         time.sleep(0.5 + rnd.random())
-        S["srv"].kill()
-        time.sleep(0.2)
-        S["srv"].start()
+        if step % 2:
+            writing.append(sum(t.is_alive() for t in threads))
+            S["ddb"].stop(15 if step == 1 else 9)
+            time.sleep(0.3)
+            S["ddb"].start()
+        else:
+            S["srv"].kill()
+            time.sleep(0.2)
+            S["srv"].start()
+    restarts_done.set()
     for t in threads:
         t.join(300)
+    T.check(min(writing) > 0, "DynamoDB Local restarted while events were appended", None, "> 0 writers",
+            writing)
     T.check(len(acked) == 6, "every writer finished", None, 6, len(acked))
     want_acc, want_orders = fold([e for w in sorted(acked) for e in acked[w]])
     got = {}
@@ -511,6 +535,51 @@ def dynamodb_missing_table_dead_letters():
         T.check(r.status == 400 and "target." in json.dumps(r.body), "refused with the member's path", r.req,
                 400, r)
     T.expect(req("GET", "/rules/bad"), 404)
+    T.check(S["srv"].alive(), "server alive")
+
+
+
+@T.case
+def dynamodb_credentials_dead_letter_with_reason():
+    """DynamoDB Local accepts any secret (it checks no signature), so a
+    wrong secret cannot be refused here; tests/aws/fake_kinesis.py checks
+    Stele's signature for that. What Stele decides itself is tested: no
+    credentials at all, from a file or from the environment."""
+    req("POST", "/streams/cred-1", json.dumps([{"id": str(uuid.uuid4()), "type": "CredTest",
+                                                "data": {"orderId": "c1"}}]))
+    only_key = os.path.join(S["tmp"], "creds-no-secret")
+    with open(only_key, "w") as f:
+        f.write("[default]\naws_access_key_id = AKIDFILEONLY\n")
+    other = os.path.join(S["tmp"], "creds-other-profile")
+    with open(other, "w") as f:
+        f.write("[other]\naws_access_key_id = AKIDOTHER\naws_secret_access_key = file-secret-xyz\n")
+    cases = [("credmissing", {"credentialsFile": os.path.join(S["tmp"], "no-such-file")}, "credentials file"),
+             ("credkeyonly", {"credentialsFile": only_key}, "no AWS secret access key in " + only_key),
+             ("credprofile", {"credentialsFile": other, "profile": "prod"}, "has no profile [prod]"),
+             ("credenv", {}, "no AWS access key id in the environment")]
+    # The last case: a server started without the variables.
+    saved = {k: os.environ.pop(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    try:
+        S["srv"].kill()
+        S["srv"].start()
+        for name, creds, want in cases:
+            rule = {"pattern": {"type": ["CredTest"]},
+                    "target": dict({"type": "dynamodb", "table": "OrderReadModel", "endpoint": S["ddb"].endpoint,
+                                    "key": {"orderId": "{{data.orderId}}"},
+                                    "operations": {"CredTest": {"delete": True}}}, **creds),
+                    "retry": {"maxAttempts": 2, "backoffMs": 20, "maxBackoffMs": 50}, "start": "beginning"}
+            T.check(req("PUT", "/rules/" + name, json.dumps(rule)).status in (200, 201), "rule created")
+            wait_for(lambda: rule_info(name)["stats"]["deadLetters"] == 1, name + " dead-lettered")
+            dl = T.expect(req("GET", "/rules/%s/dead-letters" % name), 200)["deadLetters"]
+            reason = dl[0]["deadLettered"]["reason"]
+            T.check(want in reason, name + ": the reason", None, want, reason)
+            T.expect(req("DELETE", "/rules/" + name), 204)
+    finally:
+        os.environ.update(saved)
+        S["srv"].kill()
+        S["srv"].start()
+    log = open(S["srv"].log_path).read()
+    T.check("file-secret-xyz" not in log and "stele-test-secret" not in log, "no secret in the log")
     T.check(S["srv"].alive(), "server alive")
 
 
