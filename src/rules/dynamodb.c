@@ -142,19 +142,17 @@ static int parse_op(const char *type, json_t *o, ddb_op *op)
            *values = json_object_get(o, "values");
     if ((put != NULL) + (upd != NULL) + (del != NULL) != 1)
         return err_set(STELE_EINVAL, "%s: exactly one of put, update, delete", path);
-    const char *k;
-    json_t *v;
-    json_object_foreach(o, k, v) {
-        if (strcmp(k, "put") && strcmp(k, "update") && strcmp(k, "delete") && strcmp(k, "names") &&
-            strcmp(k, "values"))
-            return err_set(STELE_EINVAL, "%s.%s: unknown member (put, update, names, values, delete)", path, k);
-    }
+    static const char *const op_keys[] = {"put", "update", "delete", "names", "values", NULL};
+    int rc = rdef_only_keys(o, path, op_keys);
+    if (rc)
+        return rc;
     if ((names || values) && !upd)
         return err_set(STELE_EINVAL, "%s: names and values go with update", path);
     if (!(op->type = strdup(type)))
         return err_set(STELE_ENOMEM, "out of memory");
     char sub[400];
-    int rc = 0;
+    const char *k;
+    json_t *v;
     if (put) {
         op->kind = OP_PUT;
         snprintf(sub, sizeof sub, "%s.put", path);
@@ -199,20 +197,13 @@ static int ddb_parse_cfg(json_t *t, ddb_cfg **out)
     *out = NULL;
     const char *k;
     json_t *v;
-    json_object_foreach(t, k, v) {
-        int known = 0;
-        for (size_t i = 0; ddb_keys[i] && !known; i++)
-            known = !strcmp(k, ddb_keys[i]);
-        if (!known)
-            return err_set(STELE_EINVAL,
-                           "target.%s: unknown member (dynamodb takes table, key, operations, positionAttribute, "
-                           "endpoint, region, credentialsFile, profile, timeoutMs)",
-                           k);
-    }
+    int rc = rdef_only_keys(t, "target", ddb_keys);
+    if (rc)
+        return rc;
     ddb_cfg *c = calloc(1, sizeof *c);
     if (!c)
         return err_set(STELE_ENOMEM, "out of memory");
-    int rc = aws_conf_parse(t, &c->aws);
+    rc = aws_conf_parse(t, &c->aws);
     if (rc) {
         free(c);
         return rc;

@@ -61,22 +61,13 @@ static const char *const kin_keys[] = {"type", "streamName", "partitionKey", "te
 int kin_parse(json_t *t, kin_cfg **out)
 {
     *out = NULL;
-    const char *k;
-    json_t *v;
-    json_object_foreach(t, k, v) {
-        int known = 0;
-        for (size_t i = 0; kin_keys[i] && !known; i++)
-            known = !strcmp(k, kin_keys[i]);
-        if (!known)
-            return err_set(STELE_EINVAL,
-                           "target.%s: unknown member (kinesis takes streamName, partitionKey, template, "
-                           "endpoint, region, credentialsFile, profile, timeoutMs)",
-                           k);
-    }
+    int rc = rdef_only_keys(t, "target", kin_keys);
+    if (rc)
+        return rc;
     kin_cfg *c = calloc(1, sizeof *c);
     if (!c)
         return err_set(STELE_ENOMEM, "out of memory");
-    int rc = aws_conf_parse(t, &c->aws);
+    rc = aws_conf_parse(t, &c->aws);
     if (rc) {
         free(c);
         return rc;

@@ -91,8 +91,22 @@ int rdef_only_keys(json_t *obj, const char *path, const char *const *keys)
         int known = 0;
         for (size_t i = 0; keys[i] && !known; i++)
             known = !strcmp(k, keys[i]);
-        if (!known)
-            return err_set(STELE_EINVAL, "%s%s%s: unknown member", path, *path ? "." : "", k);
+        if (!known) {
+            /* Name what is accepted ("type" goes without saying). */
+            char list[512];
+            size_t n = 0;
+            list[0] = 0;
+            for (size_t i = 0; keys[i]; i++) {
+                if (!strcmp(keys[i], "type"))
+                    continue;
+                int w = snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", keys[i]);
+                if (w < 0 || (size_t)w >= sizeof list - n)
+                    break;
+                n += (size_t)w;
+            }
+            return err_set(STELE_EINVAL, "%s%s%s: unknown member (known: %s)", path, *path ? "." : "",
+                           k, list);
+        }
     }
     return 0;
 }
