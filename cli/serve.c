@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli.h"
 #include "server.h"
@@ -53,6 +54,11 @@ static setting settings[] = {
     {"allowed-origins", "web page origins allowed to use the API (CORS), comma-separated, e.g. "
                         "http://app.example:8080; * for any (default: only the server's own)",
      NULL},
+    {"tls-cert", "PEM certificate chain: the port then speaks TLS (HTTP/1.1, SSE, gRPC)", NULL},
+    {"tls-key", "PEM private key of --tls-cert (both reloaded on SIGHUP)", NULL},
+    {"tls-client-ca", "PEM CA(s): require client certificates signed by them", NULL},
+    {"allow-cleartext", "(no value) with TLS, also serve cleartext clients on the same port",
+     NULL},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -80,6 +86,17 @@ static setting *find(const char *name)
         if (!strcmp(settings[i].name, name))
             return &settings[i];
     return NULL;
+}
+
+/* Settings that take no value on the command line (--allow-cleartext);
+ * in the environment or the config file they are 1/true/yes or 0/false/no. */
+static int is_flag(const setting *st)
+{
+    static const char *const flags[] = {"allow-cleartext"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        if (!strcmp(st->name, flags[i]))
+            return 1;
+    return 0;
 }
 
 static char *trim(char *s)
@@ -145,6 +162,18 @@ static int num(const char *name, const char *v, long long min, long long max, lo
     return 0;
 }
 
+/* A flag's value: 1, 0, or -1 with a message. */
+static int yes(const setting *st)
+{
+    const char *v = st->value;
+    if (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"))
+        return 1;
+    if (!strcmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "off"))
+        return 0;
+    fprintf(stderr, "stele serve: %s must be 1/true/yes or 0/false/no (got '%s')\n", st->name, v);
+    return -1;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     const char *config = getenv("STELE_CONFIG");
@@ -152,6 +181,11 @@ int cmd_serve(int argc, char **argv)
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
             return serve_usage(stdout);
+        setting *fl = !strncmp(a, "--", 2) ? find(a + 2) : NULL;
+        if (fl && is_flag(fl)) {
+            fl->value = "1";
+            continue;
+        }
         if (strncmp(a, "--", 2) != 0 || i + 1 >= argc) {
             fprintf(stderr, "stele serve: expected --name value, got '%s'\n", a);
             return serve_usage(stderr);
@@ -196,6 +230,11 @@ int cmd_serve(int argc, char **argv)
         cfg.allowed_hosts = st->value;
     if ((st = find("allowed-origins"))->value)
         cfg.allowed_origins = st->value;
+    cfg.tls_cert = find("tls-cert")->value;
+    cfg.tls_key = find("tls-key")->value;
+    cfg.tls_client_ca = find("tls-client-ca")->value;
+    if ((st = find("allow-cleartext"))->value && (cfg.allow_cleartext = yes(st)) < 0)
+        return 2;
     if ((st = find("log-level"))->value) {
         if (!strcmp(st->value, "error"))
             cfg.log_level = 0;

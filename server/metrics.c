@@ -182,4 +182,5 @@ void metrics_render(server *s, buf *out)
               m->lat_read_sum);
     metrics_projections(s, out);
     metrics_render_rules(s, out);
+    tls_metrics(s, out);
 }

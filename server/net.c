@@ -137,6 +137,7 @@ void conn_close(conn *c)
     if (c->gwait)
         groups_conn_gone(c);
     epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    tls_conn_close(c);
     close(c->fd);
     c->fd = -1;
     if (c->prev)
@@ -174,7 +175,7 @@ static void conn_process(conn *c);
 void conn_flush(conn *c)
 {
     while (c->fd >= 0 && c->out_off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        ssize_t n = conn_send(c, c->out.p + c->out_off, c->out.len - c->out_off);
         if (n > 0) {
             c->out_off += (size_t)n;
             c->stalled_since_ms = 0;
@@ -255,6 +256,8 @@ static void conn_process(conn *c)
 
 static void conn_read(conn *c)
 {
+    if (c->tls_state == 0 && tls_conn_start(c) <= 0)
+        return; /* waiting for the first byte, or refused and closed */
     for (;;) {
         if (c->in_off == c->in.len)
             c->in.len = c->in_off = 0;
@@ -283,7 +286,7 @@ static void conn_read(conn *c)
             conn_close(c);
             return;
         }
-        ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
+        ssize_t n = conn_recv(c, c->in.p + c->in.len, c->in.cap - c->in.len);
         if (n > 0) {
             c->in.len += (size_t)n;
             c->last_activity_ms = now_ms();
@@ -536,6 +539,7 @@ int server_run(const server_config *cfg)
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP); /* reload the TLS certificate */
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -545,7 +549,7 @@ int server_run(const server_config *cfg)
                 stele_errmsg());
         goto out;
     }
-    if (listen_on(s) != 0 || guard_init(s) != 0)
+    if (tls_init(s) != 0 || listen_on(s) != 0 || guard_init(s) != 0)
         goto out;
     if (grpc_server_init(s) != 0) {
         fprintf(stderr, "stele serve: cannot set up gRPC: %s\n", stele_errmsg());
@@ -567,8 +571,9 @@ int server_run(const server_config *cfg)
     grpc_add_fds(s);
     if (stele_projections_start(s->db) != 0)
         server_log(s, 0, "msg=\"projections not started\" error=\"%s\"", stele_errmsg());
-    server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s", cfg->host, s->port,
-               cfg->data_dir, STELE_VERSION);
+    server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s tls=%s", cfg->host,
+               s->port, cfg->data_dir, STELE_VERSION,
+               !s->tls ? "off" : cfg->allow_cleartext ? "on+cleartext" : "on");
     route_health_tick(s); /* says so now if the store opened read-only */
     if (cfg->ready_fd >= 0) {
         char line[32];
@@ -602,6 +607,10 @@ int server_run(const server_config *cfg)
             } else if (p == &s->sigfd) {
                 struct signalfd_siginfo si;
                 while (read(s->sigfd, &si, sizeof si) == sizeof si) {
+                    if (si.ssi_signo == SIGHUP) {
+                        tls_reload(s);
+                        continue;
+                    }
                     if (!s->stopping)
                         server_log(s, 1, "msg=\"stopping\" signal=%u", si.ssi_signo);
                     s->stopping = 1;
@@ -611,6 +620,12 @@ int server_run(const server_config *cfg)
                 if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                     conn_read(c);
                 if (c->fd >= 0 && (evs[i].events & EPOLLOUT))
+                    conn_flush(c);
+                /* TLS: a read that waited for writable, a write that waited
+                 * for readable (tls.c). */
+                if (c->fd >= 0 && c->tls_read_wants_write && (evs[i].events & EPOLLOUT))
+                    conn_read(c);
+                if (c->fd >= 0 && c->tls_write_wants_read && (evs[i].events & EPOLLIN))
                     conn_flush(c);
             }
         }
@@ -686,6 +701,7 @@ out:
     if (s->sigfd >= 0)
         close(s->sigfd);
     guard_free(s);
+    tls_free(s);
     pthread_mutex_destroy(&s->cq_mu);
     limits_free(s);
     free(s);

@@ -46,6 +46,11 @@ typedef struct server_config {
      * "*" for any. NULL: the defaults (our own names; our own origin). */
     const char *allowed_hosts;   /* extra names a Host header may carry */
     const char *allowed_origins; /* web page origins allowed to use the API */
+    /* TLS (server/tls.c, docs/security.md): PEM files; NULL: cleartext. */
+    const char *tls_cert;        /* certificate chain */
+    const char *tls_key;         /* its private key */
+    const char *tls_client_ca;   /* require client certificates signed by this CA */
+    int allow_cleartext;         /* with TLS: also serve cleartext clients */
 } server_config;
 
 /* Defaults for every field. */

@@ -21,6 +21,7 @@
 #include <http_parser.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "server.h"
 #include "util/util.h"
@@ -127,6 +128,13 @@ typedef struct conn {
     struct h2_session *h2;    /* HTTP/2 (gRPC) connection: h2.c */
     struct sse_conn *sse;     /* SSE: the event stream (sse.c) */
     void *gwait;              /* a consumer-group pull waiting (routes_groups.c) */
+    /* tls.c: the transport (plain or TLS; decided by the first byte). */
+    struct ssl_st *ssl;       /* NULL: plain TCP */
+    int tls_state;            /* undecided, plain, TLS */
+    int tls_established;      /* the handshake completed */
+    int tls_failed;           /* a fatal TLS error: no close_notify */
+    int tls_read_wants_write; /* SSL_read needs the socket writable */
+    int tls_write_wants_read; /* SSL_write needs the socket readable */
     struct conn *prev, *next;
 } conn;
 
@@ -200,6 +208,7 @@ typedef struct server {
     /* net.c: accepting paused after EMFILE/ENFILE (0: not paused) */
     int64_t accept_paused_until, accept_logged_ms;
     uint64_t accept_pauses; /* since the last log line about it */
+    struct tls_server *tls; /* tls.c: NULL without a certificate */
 } server;
 
 /* limits.c */
@@ -234,6 +243,20 @@ void server_log(server *s, int level, const char *fmt, ...) __attribute__((forma
 
 /* Hand a completion to the loop (from any thread; wakes it). */
 void completion_post(server *s, completion *cp);
+
+/* tls.c: the transport of every connection (see its header comment).
+ * conn_recv/conn_send behave like recv/send on a non-blocking socket. */
+int tls_init(server *s); /* -1 with a message on stderr */
+void tls_free(server *s);
+int tls_enabled(const server *s);
+void tls_reload(server *s); /* SIGHUP: new certificate, or keep the old one */
+/* Decide plain or TLS from the first byte: 1 go on, 0 wait for it, -1 the
+ * connection was closed (refused cleartext, EOF). */
+int tls_conn_start(conn *c);
+ssize_t conn_recv(conn *c, void *p, size_t len);
+ssize_t conn_send(conn *c, const void *p, size_t len);
+void tls_conn_close(conn *c);
+void tls_metrics(server *s, buf *out);
 
 /* h2.c: HTTP/2 connections (gRPC). h2_detect looks at the first bytes of a
  * connection: 1 = the HTTP/2 preface (the session is set up), 0 = HTTP/1.1,
