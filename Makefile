@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj bench-tls clean
 
 all: build
 
@@ -79,6 +79,11 @@ bench-query: build
 # clients of issue 10 (docs/limits.md, docs/benchmarks.md).
 bench-limits: build
 	./bench/run_limits.sh $(BUILD)
+
+# TLS beside cleartext on one server (appends, reads, pings; ratio
+# tls/cleartext per workload; docs/benchmarks.md). About 2 minutes.
+bench-tls: build
+	./bench/run_tls.sh $(BUILD)
 
 # Multi-stream appends and DCB conditions: transfers vs single appends in
 # process, over HTTP and on PostgreSQL; DCB conditional appends with 1 and 64

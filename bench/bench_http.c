@@ -42,6 +42,11 @@
  * errors counts failed requests and 201s whose lastRevision was not the one
  * expected; conflicts counts 409s (both should be 0).
  * Progress and errors go to stderr. Nothing here judges a number.
+ *
+ * --tls-ca FILE speaks TLS (OpenSSL, ALPN http/1.1, the server's
+ * certificate checked against FILE): each connection does its handshake
+ * before the run starts, so the figures are those of an established TLS
+ * connection's requests, as with any keep-alive client.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -63,6 +68,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 /* ------------------------------------------------------------ options */
 
 static struct {
@@ -79,6 +87,7 @@ static struct {
     int data_bytes;
     int server_pid;     /* for server_cpu: this process and its children */
     int json;           /* read: JSON pages */
+    const char *tls_ca; /* TLS, trusting this CA file */
 } opt = {.host = "127.0.0.1", .port = 2113, .clients = 1, .batch = 1, .duration = 10, .warmup = 1,
        .target = "stele", .page = 1000, .data_bytes = 200};
 
@@ -90,7 +99,7 @@ static void usage(void)
             "         [--workload NAME] [--target NAME] [--prefix STREAM_PREFIX]\n"
             "         [--page L (read; 0 = one streamed read)] [--range M] [--data-bytes B]\n"
             "         [--server-pid PID (reports its CPU and its children's)]\n"
-            "         [--json (read: JSON pages instead of NDJSON)]\n");
+            "         [--json (read: JSON pages instead of NDJSON)] [--tls-ca CA_PEM]\n");
     exit(2);
 }
 
@@ -255,6 +264,8 @@ enum { CH_SIZE, CH_DATA, CH_DATA_END, CH_TRAILER, CH_DONE };
 
 typedef struct hconn {
     int fd, idx;
+    SSL *ssl;           /* --tls-ca */
+    char *tx;           /* TLS: the request in one piece (SSL_write has no iovec) */
     char stream[128];
     long long expected; /* -1: no_stream */
     /* request being sent */
@@ -286,6 +297,7 @@ static lats g_lat;
 static unsigned long long g_events, g_requests, g_errors, g_conflicts, g_bad_rev;
 static int g_inflight;
 static int g_reported_error;
+static SSL_CTX *g_tls;
 
 static void die(const char *what)
 {
@@ -293,7 +305,23 @@ static void die(const char *what)
     exit(1);
 }
 
-static int connect_to(void)
+/* A TLS client on connected, still blocking socket fd (handshake done). */
+static SSL *tls_connect(int fd)
+{
+    SSL *ssl = SSL_new(g_tls);
+    if (!ssl || SSL_set_fd(ssl, fd) != 1)
+        die("SSL_new");
+    SSL_set_tlsext_host_name(ssl, "localhost");
+    SSL_set1_host(ssl, "localhost");
+    if (SSL_connect(ssl) != 1) {
+        ERR_print_errors_fp(stderr);
+        fprintf(stderr, "bench_http: TLS handshake failed\n");
+        exit(1);
+    }
+    return ssl;
+}
+
+static int connect_to(SSL **ssl)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -307,6 +335,7 @@ static int connect_to(void)
         die("connect");
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    *ssl = g_tls ? tls_connect(fd) : NULL;
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     return fd;
 }
@@ -350,6 +379,14 @@ static void start_request(hconn *c)
         c->total = (size_t)n + g_body_len;
     }
     c->hdr_len = (size_t)n;
+    if (c->ssl) {
+        free(c->tx);
+        c->tx = malloc(c->total);
+        if (!c->tx)
+            die("malloc");
+        memcpy(c->tx, c->hdr, c->hdr_len);
+        memcpy(c->tx + c->hdr_len, g_body, c->total - c->hdr_len);
+    }
     c->sent = 0;
     c->busy = 1;
     c->have_head = 0;
@@ -378,7 +415,20 @@ static void conn_send(hconn *c)
             iov[n].iov_base = g_body + off;
             iov[n++].iov_len = g_body_len - off;
         }
-        ssize_t w = writev(c->fd, iov, n);
+        ssize_t w;
+        if (c->ssl) {
+            int r = SSL_write(c->ssl, c->tx + c->sent, (int)(c->total - c->sent));
+            int e = r > 0 ? 0 : SSL_get_error(c->ssl, r);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                return; /* the next event resumes */
+            if (r <= 0) {
+                ERR_print_errors_fp(stderr);
+                die("SSL_write");
+            }
+            w = r;
+        } else {
+            w = writev(c->fd, iov, n);
+        }
         if (w > 0) {
             c->sent += (size_t)w;
             continue;
@@ -574,7 +624,16 @@ static void conn_recv(hconn *c)
                 die("realloc");
         }
         size_t room = c->in_cap - c->in_len;
-        ssize_t r = recv(c->fd, c->in + c->in_len, room, 0);
+        ssize_t r;
+        if (c->ssl) {
+            int k = SSL_read(c->ssl, c->in + c->in_len, (int)(room > (1u << 30) ? 1u << 30 : room));
+            int e = k > 0 ? 0 : SSL_get_error(c->ssl, k);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                return;
+            r = k > 0 ? k : e == SSL_ERROR_ZERO_RETURN ? 0 : -1;
+        } else {
+            r = recv(c->fd, c->in + c->in_len, room, 0);
+        }
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -629,7 +688,7 @@ static void conn_recv(hconn *c)
         }
         /* A short read drained the socket: with edge-triggered epoll, more
          * data makes a new event, so no recv just to see EAGAIN. */
-        if ((size_t)r < room)
+        if ((size_t)r < room && !c->ssl) /* TLS: one record per read; go on to WANT_READ */
             return;
     }
 }
@@ -644,7 +703,7 @@ int main(int argc, char **argv)
         {"warmup", 1, 0, 'w'},   {"workload", 1, 0, 'W'},   {"target", 1, 0, 'T'},
         {"prefix", 1, 0, 'P'},   {"page", 1, 0, 'L'},       {"range", 1, 0, 'R'},
         {"data-bytes", 1, 0, 'D'}, {"server-pid", 1, 0, 'S'}, {"json", 0, 0, 'J'},
-        {0, 0, 0, 0}};
+        {"tls-ca", 1, 0, 'C'},   {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -670,6 +729,7 @@ int main(int argc, char **argv)
         case 'D': opt.data_bytes = atoi(optarg); break;
         case 'S': opt.server_pid = atoi(optarg); break;
         case 'J': opt.json = 1; break;
+        case 'C': opt.tls_ca = optarg; break;
         default: usage();
         }
     }
@@ -677,6 +737,17 @@ int main(int argc, char **argv)
         opt.warmup < 0 || opt.page < 0)
         usage();
     signal(SIGPIPE, SIG_IGN);
+    if (opt.tls_ca) {
+        g_tls = SSL_CTX_new(TLS_client_method());
+        static const unsigned char alpn[] = "\x08http/1.1";
+        if (!g_tls || SSL_CTX_load_verify_locations(g_tls, opt.tls_ca, NULL) != 1 ||
+            SSL_CTX_set_alpn_protos(g_tls, alpn, sizeof alpn - 1) != 0) {
+            ERR_print_errors_fp(stderr);
+            fprintf(stderr, "bench_http: cannot use --tls-ca %s\n", opt.tls_ca);
+            exit(2);
+        }
+        SSL_CTX_set_verify(g_tls, SSL_VERIFY_PEER, NULL);
+    }
     char wl[64];
     if (!opt.workload) {
         if (opt.mode_ping)
@@ -703,7 +774,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt.clients; i++) {
         hconn *c = &cs[i];
         c->idx = i;
-        c->fd = connect_to();
+        c->fd = connect_to(&c->ssl);
         c->expected = -1;
         snprintf(c->stream, sizeof c->stream, "%s-%s-%d", opt.prefix, opt.workload, i);
         if (opt.mode_read && opt.page > 0 && opt.range)
