@@ -59,6 +59,11 @@ static setting settings[] = {
     {"tls-client-ca", "PEM CA(s): require client certificates signed by them", NULL},
     {"allow-cleartext", "(no value) with TLS, also serve cleartext clients on the same port",
      NULL},
+    {"admin-password", "creates the user admin ($admins) if missing; then every request "
+                       "must authenticate (docs/security.md)", NULL},
+    {"insecure", "(no value) allow a non-loopback --host without TLS and users", NULL},
+    {"auth-fail-limit", "failed authentications per client address a minute before it is "
+                        "refused for the rest of the minute (default 5)", NULL},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -92,7 +97,7 @@ static setting *find(const char *name)
  * in the environment or the config file they are 1/true/yes or 0/false/no. */
 static int is_flag(const setting *st)
 {
-    static const char *const flags[] = {"allow-cleartext"};
+    static const char *const flags[] = {"allow-cleartext", "insecure"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         if (!strcmp(st->name, flags[i]))
             return 1;
@@ -235,6 +240,9 @@ int cmd_serve(int argc, char **argv)
     cfg.tls_client_ca = find("tls-client-ca")->value;
     if ((st = find("allow-cleartext"))->value && (cfg.allow_cleartext = yes(st)) < 0)
         return 2;
+    if ((st = find("insecure"))->value && (cfg.insecure = yes(st)) < 0)
+        return 2;
+    cfg.admin_password = find("admin-password")->value;
     if ((st = find("log-level"))->value) {
         if (!strcmp(st->value, "error"))
             cfg.log_level = 0;
@@ -251,7 +259,7 @@ int cmd_serve(int argc, char **argv)
         const char *name;
         long long min, max;
         void *dst;
-        int kind; /* 0 size_t, 1 int ms from seconds, 2 uint64, 3 size_t MiB, 4 uint32 */
+        int kind; /* 0 size_t, 1 int ms from seconds, 2 uint64, 3 size_t MiB, 4 uint32, 5 int */
     } nums[] = {
         {"max-connections", 1, 1000000, &cfg.max_connections, 0},
         {"max-body", 1024, 1LL << 30, &cfg.max_body_bytes, 0},
@@ -270,6 +278,7 @@ int cmd_serve(int argc, char **argv)
         {"max-subscriptions", 1, 10000000, &cfg.max_subscriptions, 0},
         {"max-groups", 1, 1000000, &cfg.store.max_groups, 4},
         {"max-consumers-per-group", 1, 1000000, &cfg.store.max_consumers_per_group, 4},
+        {"auth-fail-limit", 1, 1000000, &cfg.auth_fail_limit, 5},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (!(st = find(nums[i].name))->value)
@@ -284,6 +293,8 @@ int cmd_serve(int argc, char **argv)
             *(size_t *)nums[i].dst = (size_t)v << 20;
         else if (nums[i].kind == 4)
             *(uint32_t *)nums[i].dst = (uint32_t)v;
+        else if (nums[i].kind == 5)
+            *(int *)nums[i].dst = (int)v;
         else
             *(uint64_t *)nums[i].dst = (uint64_t)v;
     }

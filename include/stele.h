@@ -240,6 +240,14 @@ int stele_append(stele_db *db, const char *stream, int64_t expected,
                  stele_append_result *res);
 
 /**
+ * Append to `$users`, the system stream where the server keeps its users
+ * and API keys (server/auth.c, docs/security.md): like stele_append, but
+ * only for that one stream, which stele_append refuses as a system stream.
+ */
+int stele_append_users(stele_db *db, int64_t expected, const stele_event_in *events, size_t n,
+                       stele_append_result *res);
+
+/**
  * Completion of stele_append_async(): `rc` and `res` as stele_append would
  * return them; `errmsg` is the message ("" on success), valid during the
  * call only. Runs on the store's writer thread: it must be quick, must not
@@ -642,7 +650,7 @@ typedef struct stele_stream_metadata {
     /** Custom fields: the text of one JSON object (RFC 8259, UTF-8), stored
      *  byte for byte, or NULL / custom_len 0 for none. Its member names
      *  must not be maxAge, maxCount, truncateBefore, maxSnapshots or start
-     *  with '$' (reserved); at most STELE_MAX_CUSTOM_FIELDS members and
+     *  with '$' (reserved), except `$acl` (access control, docs/security.md); at most STELE_MAX_CUSTOM_FIELDS members and
      *  STELE_MAX_CUSTOM_METADATA bytes. In stele_set_stream_metadata it is
      *  borrowed for the call; from stele_get_stream_metadata it points into
      *  the same allocation as the struct. */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auth.h"
 #include "server_int.h"
 
 /* Upper bounds of the latency buckets, seconds. */
@@ -183,4 +184,5 @@ void metrics_render(server *s, buf *out)
     metrics_projections(s, out);
     metrics_render_rules(s, out);
     tls_metrics(s, out);
+    auth_metrics(s, out);
 }

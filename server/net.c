@@ -59,6 +59,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "server_int.h"
 
 #define READ_CHUNK (64u << 10)
@@ -514,6 +515,24 @@ static int listen_on(server *s)
     return 0;
 }
 
+/* Refuse to listen on a non-loopback address without TLS and users, unless
+ * --insecure: anyone who reaches such a port could read and delete
+ * everything, in clear. */
+static int security_check_listen(server *s)
+{
+    const char *h = s->cfg.host;
+    int loopback = !strncmp(h, "127.", 4) || !strcmp(h, "localhost") || !strcmp(h, "::1");
+    if (loopback || s->cfg.insecure || (tls_enabled(s) && auth_enabled(s)))
+        return 0;
+    fprintf(stderr,
+            "stele serve: refusing to listen on %s without %s: set --tls-cert/--tls-key and "
+            "--admin-password (docs/security.md), or --insecure to accept the risk\n",
+            h, !tls_enabled(s) && !auth_enabled(s) ? "TLS and users"
+               : !tls_enabled(s)                    ? "TLS"
+                                                    : "users");
+    return -1;
+}
+
 static void raise_fd_limit(void)
 {
     struct rlimit rl;
@@ -549,7 +568,8 @@ int server_run(const server_config *cfg)
                 stele_errmsg());
         goto out;
     }
-    if (tls_init(s) != 0 || listen_on(s) != 0 || guard_init(s) != 0)
+    if (tls_init(s) != 0 || auth_init(s) != 0 || security_check_listen(s) != 0 ||
+        listen_on(s) != 0 || guard_init(s) != 0)
         goto out;
     if (grpc_server_init(s) != 0) {
         fprintf(stderr, "stele serve: cannot set up gRPC: %s\n", stele_errmsg());
@@ -571,9 +591,10 @@ int server_run(const server_config *cfg)
     grpc_add_fds(s);
     if (stele_projections_start(s->db) != 0)
         server_log(s, 0, "msg=\"projections not started\" error=\"%s\"", stele_errmsg());
-    server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s tls=%s", cfg->host,
-               s->port, cfg->data_dir, STELE_VERSION,
-               !s->tls ? "off" : cfg->allow_cleartext ? "on+cleartext" : "on");
+    server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s tls=%s auth=%s",
+               cfg->host, s->port, cfg->data_dir, STELE_VERSION,
+               !s->tls ? "off" : cfg->allow_cleartext ? "on+cleartext" : "on",
+               auth_enabled(s) ? "on" : "off");
     route_health_tick(s); /* says so now if the store opened read-only */
     if (cfg->ready_fd >= 0) {
         char line[32];
@@ -638,6 +659,7 @@ int server_run(const server_config *cfg)
             route_health_tick(s);
             sse_tick(s, now);
             limits_tick(s);
+            auth_tick(s);
             last_tick = now;
         }
         bury(s);
@@ -670,6 +692,7 @@ int server_run(const server_config *cfg)
     rc = 0;
 out:
     admin_shutdown(s); /* a running scavenge stops after its segment */
+    auth_free(s);      /* joins the verifier thread; its completions are freed below */
     grpc_server_free(s); /* before stele_close: releases the commit watch */
     groups_srv_close(s);
     sse_hub_close(s);

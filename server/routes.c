@@ -697,6 +697,8 @@ void route_request(conn *c)
                path);
     if (guard_http_request(c)) /* Host, Origin, Content-Type; OPTIONS (guard.c) */
         return;
+    if (access_http_gate(c, path, plen)) /* users and access (access.c) */
+        return;
 
 #define PATH_IS(lit) (plen == sizeof(lit) - 1 && !memcmp(path, lit, plen))
     if (PATH_IS("/health/live")) {
@@ -753,6 +755,8 @@ void route_request(conn *c)
         handle_read(c, NULL, q, qlen);
         return;
     }
+    if (route_users(c, path, plen, q, qlen))
+        return;
     if (route_subscribe(c, path, plen, q, qlen))
         return;
     if (route_groups(c, path, plen, q, qlen))

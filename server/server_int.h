@@ -28,6 +28,17 @@
 
 enum conn_state { CS_READING, CS_BUSY, CS_STREAMING, CS_CLOSING, CS_SSE };
 
+/* Who makes a request (auth.c, access.c): a user and its groups, or, with
+ * authentication off, `open` (everything allowed, as before users). */
+#define AUTH_NAME_MAX 128
+#define AUTH_MAX_GROUPS 8
+typedef struct auth_who {
+    char name[AUTH_NAME_MAX];
+    char groups[AUTH_MAX_GROUPS][AUTH_NAME_MAX];
+    int ngroups;
+    unsigned authenticated : 1, admin : 1, ops : 1, open : 1, via_key : 1;
+} auth_who;
+
 typedef struct request {
     int method;
     buf url;
@@ -59,6 +70,10 @@ typedef struct request {
     int begun;             /* the request line started (on_message_begin) */
     int bad_version;       /* 505: not HTTP/1.0 or 1.1 */
     int busy;              /* over the memory budget: 503 BUSY */
+    /* auth.c: the Authorization header (wiped with the request). */
+    char authorization[1024];
+    int has_authorization, authorization_too_long;
+    int authed;            /* authentication done for this request (who is set) */
 } request;
 
 /* Sizing pages by bytes: the largest event of the last page read. */
@@ -135,6 +150,7 @@ typedef struct conn {
     int tls_failed;           /* a fatal TLS error: no close_notify */
     int tls_read_wants_write; /* SSL_read needs the socket writable */
     int tls_write_wants_read; /* SSL_write needs the socket readable */
+    auth_who who;             /* the current request's principal (auth.c) */
     struct conn *prev, *next;
 } conn;
 
@@ -209,6 +225,7 @@ typedef struct server {
     int64_t accept_paused_until, accept_logged_ms;
     uint64_t accept_pauses; /* since the last log line about it */
     struct tls_server *tls; /* tls.c: NULL without a certificate */
+    struct auth_state *auth; /* auth.c: users, API keys, the verifier thread */
 } server;
 
 /* limits.c */
@@ -411,6 +428,13 @@ void admin_shutdown(server *s);
 enum { ADMIN_NOMEM = 1, ADMIN_STOPPING, ADMIN_FAILED, ADMIN_NONE };
 int admin_scavenge_start(server *s, uint64_t *id, int *running);
 int admin_scavenge_stop(server *s, uint64_t want, uint64_t *id);
+
+/* access.c: authenticate and authorise an HTTP request before its route:
+ * 0 to go on (c->who set), -1 when answered (401, 403, 429) or waiting for
+ * the password check (the route runs again when it is done). */
+int access_http_gate(conn *c, const char *path, size_t plen);
+/* routes_users.c: /users and /api-keys (1 if the path was theirs). */
+int route_users(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
 
 /* guard.c: Host, Origin, Content-Type and CORS rules for HTTP/1.1
  * requests, and the loopback rule for operations that stop or reconfigure

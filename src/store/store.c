@@ -314,6 +314,12 @@ int store_append_system(stele_db *db, const char *stream, int64_t expected,
     return append_sync(db, stream, expected, events, n, 1, res);
 }
 
+int stele_append_users(stele_db *db, int64_t expected, const stele_event_in *events, size_t n,
+                       stele_append_result *res)
+{
+    return append_sync(db, "$users", expected, events, n, 1, res);
+}
+
 /*
  * An async append owns a deep copy of its stream name and events in one
  * allocation, so the caller may free its own as soon as the call returns.

@@ -1,0 +1,363 @@
+/*
+ * access.c - who may do what (docs/security.md), and the gate every HTTP
+ * request passes before its route.
+ *
+ * Principals. With no users (no --admin-password, `$users` empty) the
+ * server is open as before: every request is a superuser (auth_who.open).
+ * Once a user exists every request must authenticate (auth.c), except
+ * GET /health/live and /health/ready (load balancers).
+ *
+ * Roles. `$admins` may do everything. `$ops` may run operations (scavenge,
+ * shutdown), manage consumer groups and read `$all`. Other groups are
+ * names a user belongs to, used in ACLs like user names.
+ *
+ * Streams: KurrentDB's ACL meanings. A stream's metadata may hold `$acl`:
+ *   {"$r": R, "$w": W, "$d": D, "$mr": MR, "$mw": MW}
+ * each a user or group name or an array of them; `$all` in a list means
+ * every authenticated user. An operation missing from `$acl` (or a stream
+ * without one) gets the default: every authenticated user for user
+ * streams, `$admins` only for system streams (names starting with `$`).
+ * Reading or writing a metastream (`$$name`, gRPC) is $mr / $mw on `name`.
+ * `$admins` members pass every check. Reads of `$all` (and everything that
+ * reads across streams: queries by category, type, tag, correlation,
+ * actor; DCB queries; $all subscriptions) need `$admins` or `$ops`, as in
+ * KurrentDB. The check reads the stream's metadata (an index lookup and a
+ * small JSON parse) on each request.
+ *
+ * HTTP: http_need() maps method and path to what they require; the gate
+ * (access_http_gate) authenticates (maybe waiting for the verifier
+ * thread), then checks, answering 401 / 403 / 429 itself.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "json.h"
+#include "urlcode.h"
+
+int access_admin(const auth_who *who) { return who->open || who->admin; }
+int access_ops(const auth_who *who) { return who->open || who->admin || who->ops; }
+
+static int role_matches(const auth_who *who, const char *role)
+{
+    if (!strcmp(role, "$all"))
+        return who->authenticated;
+    if (!strcmp(role, "$admins"))
+        return who->admin;
+    if (!strcmp(role, "$ops"))
+        return who->ops;
+    if (who->authenticated && !strcmp(role, who->name))
+        return 1;
+    for (int i = 0; i < who->ngroups; i++)
+        if (!strcmp(role, who->groups[i]))
+            return 1;
+    return 0;
+}
+
+/* -1: the ACL does not say; 0 / 1: it denies / allows. */
+static int acl_says(const char *custom, size_t len, int op, const auth_who *who)
+{
+    static const char *const names[] = {"$r", "$w", "$d", "$mr", "$mw"};
+    if (!custom || !len || !memmem(custom, len, "\"$acl\"", 6))
+        return -1;
+    json_error_t err;
+    json_t *o = json_loadb(custom, len, 0, &err);
+    if (!o)
+        return -1;
+    json_t *acl = json_object_get(o, "$acl");
+    json_t *v = json_is_object(acl) ? json_object_get(acl, names[op]) : NULL;
+    int r = -1;
+    if (json_is_string(v)) {
+        r = role_matches(who, json_string_value(v));
+    } else if (json_is_array(v)) {
+        r = 0;
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x)
+        {
+            if (json_is_string(x) && role_matches(who, json_string_value(x)))
+                r = 1;
+        }
+    }
+    json_decref(o);
+    return r;
+}
+
+int access_stream(server *s, const auth_who *who, const char *stream, int op)
+{
+    if (who->open || who->admin)
+        return 1;
+    if (!who->authenticated)
+        return 0;
+    if (!strcmp(stream, "$all"))
+        return who->ops;
+    const char *target = stream;
+    if (!strncmp(stream, "$$", 2) && stream[2]) {
+        target = stream + 2;
+        op = op == ACL_R ? ACL_MR : ACL_MW;
+    }
+    stele_stream_metadata *md = NULL;
+    int says = -1;
+    if (stele_get_stream_metadata(s->db, target, &md) == 0 && md) {
+        says = acl_says(md->custom, md->custom_len, op, who);
+        stele_free(md);
+    }
+    if (says >= 0)
+        return says;
+    return target[0] != '$'; /* defaults: user streams everyone, system streams $admins */
+}
+
+/* ------------------------------------------------------------ HTTP */
+
+enum { NEED_NONE, NEED_USER, NEED_OPS, NEED_ADMIN, NEED_STREAM };
+
+typedef struct need {
+    int kind;
+    char stream[1024];
+    int op;
+} need;
+
+static int prefix(const char *path, size_t plen, const char *p)
+{
+    size_t n = strlen(p);
+    return plen >= n && !memcmp(path, p, n) && (plen == n || path[n] == '/' || p[n - 1] == '/');
+}
+
+static void need_stream(need *n, const char *seg, size_t len, int op)
+{
+    size_t out = 0;
+    n->kind = NEED_STREAM;
+    n->op = op;
+    if (url_decode(seg, len, n->stream, sizeof n->stream - 1, &out) != 0 || !out ||
+        memchr(n->stream, 0, out)) {
+        n->kind = NEED_USER; /* malformed: the route answers 400 */
+        return;
+    }
+    n->stream[out] = 0;
+}
+
+static void http_need(int m, const char *path, size_t plen, need *n)
+{
+    memset(n, 0, sizeof *n);
+    int get = m == HTTP_GET || m == HTTP_HEAD;
+#define IS(lit) (plen == sizeof(lit) - 1 && !memcmp(path, lit, plen))
+    if (IS("/health/live") || IS("/health/ready")) {
+        n->kind = NEED_NONE;
+    } else if (IS("/metrics") || IS("/info") || prefix(path, plen, "/users")) {
+        n->kind = NEED_USER; /* /users checks itself (routes_users.c) */
+    } else if (prefix(path, plen, "/admin")) {
+        n->kind = NEED_OPS;
+    } else if (IS("/all") || IS("/subscribe/all") || IS("/query") ||
+               prefix(path, plen, "/categories") || prefix(path, plen, "/types") ||
+               prefix(path, plen, "/tags") || prefix(path, plen, "/correlations") ||
+               prefix(path, plen, "/actors")) {
+        n->kind = NEED_STREAM;
+        snprintf(n->stream, sizeof n->stream, "$all");
+        n->op = ACL_R;
+    } else if (prefix(path, plen, "/subscribe/streams/")) {
+        const char *seg = path + 19;
+        const char *end = memchr(seg, '/', plen - 19);
+        need_stream(n, seg, end ? (size_t)(end - seg) : plen - 19, ACL_R);
+    } else if (prefix(path, plen, "/subscriptions")) {
+        /* Consumer groups: consuming (pull, ack, nack, subscribe, info) is
+         * a read of the group's stream; creating, changing, deleting and
+         * parked-message handling are for $ops. */
+        const char *seg = path + 14;
+        size_t rest = plen - 14;
+        if (rest > 1 && *seg == '/') {
+            seg++, rest--;
+            const char *slash = memchr(seg, '/', rest);
+            size_t slen = slash ? (size_t)(slash - seg) : rest;
+            const char *after = slash ? memchr(slash + 1, '/', rest - slen - 1) : NULL;
+            int admin_op = (!after && (m == HTTP_PUT || m == HTTP_POST || m == HTTP_DELETE)) ||
+                           (after && memmem(after, plen - (size_t)(after - path), "/parked", 7));
+            if (admin_op)
+                n->kind = NEED_OPS;
+            else
+                need_stream(n, seg, slen, ACL_R);
+        } else {
+            n->kind = NEED_USER;
+        }
+    } else if (prefix(path, plen, "/projections")) {
+        n->kind = get ? NEED_USER : NEED_ADMIN;
+    } else if (prefix(path, plen, "/rules")) {
+        n->kind = NEED_ADMIN; /* definitions name targets and their secrets */
+    } else if (IS("/streams")) {
+        n->kind = NEED_OPS; /* multi-stream appends: see docs/security.md */
+    } else if (plen > 9 && !memcmp(path, "/streams/", 9)) {
+        const char *seg = path + 9;
+        size_t slen = plen - 9;
+        const char *slash = memchr(seg, '/', slen);
+        size_t nlen = slash ? (size_t)(slash - seg) : slen;
+        const char *rest = slash ? slash : "";
+        size_t rlen = slash ? slen - nlen : 0;
+        int op;
+        if (rlen == 0)
+            op = get ? ACL_R : m == HTTP_DELETE ? ACL_D : ACL_W;
+        else if (rlen >= 9 && !memcmp(rest, "/metadata", 9))
+            op = get ? ACL_MR : ACL_MW;
+        else if (rlen >= 10 && !memcmp(rest, "/snapshots", 10))
+            op = get ? ACL_R : ACL_W;
+        else if (rlen >= 7 && !memcmp(rest, "/groups", 7)) {
+            n->kind = NEED_OPS;
+            return;
+        } else
+            op = get ? ACL_R : ACL_W;
+        need_stream(n, seg, nlen, op);
+    } else {
+        n->kind = get ? NEED_USER : NEED_ADMIN; /* the web UI, unknown paths (404) */
+    }
+#undef IS
+}
+
+static const char *op_name(int op)
+{
+    static const char *const names[] = {"read", "write", "delete", "read metadata of",
+                                        "write metadata of"};
+    return names[op];
+}
+
+static void refuse(conn *c, const auth_refusal *ref, const char *who, const char *action)
+{
+    char addr[64];
+    auth_peer_addr(c, addr, sizeof addr);
+    if (ref->audit)
+        auth_audit(c->srv, who, addr, action,
+                   ref->status == 429 ? "throttled"
+                   : ref->status == 403 ? "denied"
+                                        : "unauthenticated",
+                   "%s", ref->message);
+    buf b = {0};
+    json_w_raw(&b, "{\"error\":{\"code\":", 17);
+    json_w_str(&b, ref->code, strlen(ref->code));
+    json_w_raw(&b, ",\"message\":", 11);
+    json_w_str(&b, ref->message, strlen(ref->message));
+    json_w_raw(&b, "}}\n", 3);
+    char extra[128] = "";
+    if (ref->status == 401)
+        snprintf(extra, sizeof extra, "WWW-Authenticate: Basic realm=\"stele\", charset=\"UTF-8\"\r\n");
+    else if (ref->status == 429)
+        snprintf(extra, sizeof extra, "Retry-After: %d\r\n", ref->retry_after);
+    http_respond(c, ref->status, "application/json", b.p, b.len, extra);
+    buf_free(&b);
+    http_request_finish(c);
+}
+
+/* The request's action for audit lines: "GET /streams/x". */
+static void action_of(const conn *c, char *out, size_t cap)
+{
+    const request *r = &c->req;
+    size_t n = r->url.len;
+    const char *q = memchr(r->url.p, '?', n);
+    if (q)
+        n = (size_t)(q - (const char *)r->url.p);
+    snprintf(out, cap, "%s %.*s", http_method_str(r->method), (int)(n > 200 ? 200 : n),
+             (const char *)r->url.p);
+}
+
+/* Authenticated: is it allowed? 0 go on, -1 answered (403). */
+static int authorize(conn *c, const char *path, size_t plen)
+{
+    need n;
+    http_need(c->req.method, path, plen, &n);
+    const auth_who *who = &c->who;
+    int ok = 1;
+    char why[1200] = "";
+    switch (n.kind) {
+    case NEED_NONE:
+    case NEED_USER:
+        break;
+    case NEED_OPS:
+        ok = access_ops(who);
+        snprintf(why, sizeof why, "this operation needs $ops or $admins");
+        break;
+    case NEED_ADMIN:
+        ok = access_admin(who);
+        snprintf(why, sizeof why, "this operation needs $admins");
+        break;
+    case NEED_STREAM:
+        ok = access_stream(c->srv, who, n.stream, n.op);
+        snprintf(why, sizeof why, "access denied: %.100s may not %s %.900s", who->name,
+                 op_name(n.op), n.stream);
+        break;
+    }
+    if (ok)
+        return 0;
+    char action[300];
+    action_of(c, action, sizeof action);
+    auth_refusal ref = {.status = 403, .code = "ACCESS_DENIED", .message = why, .audit = 1};
+    refuse(c, &ref, who->name, action);
+    return -1;
+}
+
+static void http_auth_done(conn *c, completion *cp)
+{
+    auth_refusal ref;
+    c->state = CS_READING;
+    if (auth_finish(c->srv, cp->extra, &c->who, &ref) != AUTH_OK) {
+        char action[300];
+        action_of(c, action, sizeof action);
+        refuse(c, &ref, auth_job_user(cp->extra), action);
+        return;
+    }
+    c->req.authed = 1;
+    route_request(c); /* again: the gate now only authorises */
+}
+
+int access_http_gate(conn *c, const char *path, size_t plen)
+{
+    request *r = &c->req;
+    if (!r->authed) {
+        need n;
+        http_need(r->method, path, plen, &n);
+        if (n.kind == NEED_NONE) {
+            auth_who_superuser(&c->who);
+            c->who.open = 0;
+            c->who.admin = c->who.ops = 0;
+            return 0;
+        }
+        char addr[64];
+        auth_peer_addr(c, addr, sizeof addr);
+        struct auth_job *job = NULL;
+        auth_refusal ref;
+        int rc;
+        if (r->authorization_too_long) {
+            ref = (auth_refusal){.status = 401, .code = "UNAUTHENTICATED",
+                                 .message = "Authorization header too long or repeated",
+                                 .audit = 1};
+            rc = AUTH_FAIL;
+            if (!auth_enabled(c->srv)) {
+                auth_who_superuser(&c->who);
+                rc = AUTH_OK;
+            }
+        } else {
+            rc = auth_start(c->srv, r->has_authorization ? r->authorization : NULL,
+                            r->has_authorization ? strlen(r->authorization) : 0, addr, &c->who,
+                            &job, &ref);
+        }
+        if (rc == AUTH_FAIL) {
+            char action[300];
+            action_of(c, action, sizeof action);
+            refuse(c, &ref, NULL, action);
+            return -1;
+        }
+        if (rc == AUTH_PENDING) {
+            completion *cp = calloc(1, sizeof *cp);
+            if (!cp) {
+                auth_job_free(job);
+                http_fail(c, 503, "UNAVAILABLE", "out of memory");
+                return -1;
+            }
+            cp->c = c;
+            cp->done = http_auth_done;
+            c->async_pending++;
+            c->state = CS_BUSY;
+            auth_job_submit(c->srv, job, cp);
+            return -1;
+        }
+        r->authed = 1;
+    }
+    return authorize(c, path, plen);
+}
