@@ -85,6 +85,39 @@ static int acl_says(const char *custom, size_t len, int op, const auth_who *who)
     return r;
 }
 
+int access_acl_check(const char *val, size_t len, char *msg, size_t cap)
+{
+    json_error_t err;
+    json_t *o = json_loadb(val, len, 0, &err);
+    int ok = json_is_object(o);
+    const char *k;
+    json_t *v;
+    if (ok) {
+        json_object_foreach(o, k, v)
+        {
+            if (strcmp(k, "$r") && strcmp(k, "$w") && strcmp(k, "$d") && strcmp(k, "$mr") &&
+                strcmp(k, "$mw"))
+                ok = 0;
+            else if (json_is_array(v)) {
+                size_t i;
+                json_t *x;
+                json_array_foreach(v, i, x)
+                {
+                    if (!json_is_string(x))
+                        ok = 0;
+                }
+            } else if (!json_is_string(v)) {
+                ok = 0;
+            }
+        }
+    }
+    json_decref(o);
+    if (!ok)
+        snprintf(msg, cap, "$acl must be an object of $r, $w, $d, $mr and $mw, each a user or "
+                           "group name or an array of them");
+    return ok ? 0 : -1;
+}
+
 int access_stream(server *s, const auth_who *who, const char *stream, int op)
 {
     if (who->open || who->admin)

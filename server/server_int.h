@@ -433,6 +433,9 @@ int admin_scavenge_stop(server *s, uint64_t want, uint64_t *id);
  * 0 to go on (c->who set), -1 when answered (401, 403, 429) or waiting for
  * the password check (the route runs again when it is done). */
 int access_http_gate(conn *c, const char *path, size_t plen);
+/* A `$acl` value of stream metadata: 0 if well formed (an object of $r,
+ * $w, $d, $mr, $mw, each a name or an array of names), else -1 with msg. */
+int access_acl_check(const char *val, size_t len, char *msg, size_t cap);
 /* routes_users.c: /users and /api-keys (1 if the path was theirs). */
 int route_users(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
 
