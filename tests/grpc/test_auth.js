@@ -1,0 +1,197 @@
+// Users and access control over gRPC (server/access_grpc.c) with the
+// official KurrentDB Node client over TLS (the client sends credentials only
+// with tls=true): a server with an admin (STELE_ADMIN_PASSWORD) and users
+// made over HTTPS, then per role and per ACL: allowed and denied appends,
+// reads, $all reads, deletes and metadata; wrong passwords; per-call
+// credentials; the error shapes as KurrentDB returns them (PERMISSION_DENIED
+// with `exception: access-denied` -> AccessDeniedError; UNAUTHENTICATED for
+// wrong credentials).
+"use strict";
+
+const { describe, it, before, after } = require("node:test");
+const assert = require("node:assert/strict");
+const { execFileSync } = require("node:child_process");
+const fs = require("node:fs");
+const https = require("node:https");
+const os = require("node:os");
+const path = require("node:path");
+const { randomUUID } = require("node:crypto");
+const { SteleServer, collect } = require("./stele_server");
+const { KurrentDBClient, jsonEvent, FORWARDS, START } = require("@kurrent/kurrentdb-client");
+
+const ADMIN_PW = `adm-${randomUUID().slice(0, 8)}`;
+let pki, srv;
+const clients = [];
+
+function openssl(...args) {
+  execFileSync("openssl", args, { stdio: "ignore" });
+}
+
+function makePki() {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), "stele-auth-js-"));
+  const f = (n) => path.join(d, n);
+  openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+          "-keyout", f("ca.key"), "-out", f("ca.pem"), "-days", "2", "-subj", "/CN=ca");
+  openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+          "-keyout", f("server.key"), "-out", f("server.csr"), "-subj", "/CN=localhost");
+  fs.writeFileSync(f("server.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+  openssl("x509", "-req", "-in", f("server.csr"), "-CA", f("ca.pem"), "-CAkey", f("ca.key"),
+          "-CAcreateserial", "-out", f("server.pem"), "-days", "2", "-extfile", f("server.ext"));
+  return d;
+}
+
+// An HTTPS request with Basic credentials; resolves { status, json }.
+function rest(method, p, body, user = "admin", pw = ADMIN_PW) {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const req = https.request({
+      host: "127.0.0.1", servername: "localhost", port: srv.port, method, path: p, agent: false,
+      ca: fs.readFileSync(path.join(pki, "ca.pem")),
+      headers: {
+        authorization: "Basic " + Buffer.from(`${user}:${pw}`).toString("base64"),
+        ...(data ? { "content-type": "application/json", "content-length": data.length } : {}),
+      },
+    }, (res) => {
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () => {
+        const raw = Buffer.concat(chunks).toString();
+        let json;
+        try { json = JSON.parse(raw); } catch { json = undefined; }
+        resolve({ status: res.statusCode, json, raw });
+      });
+    });
+    req.on("error", reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+function client(user, pw) {
+  const cred = user ? `${encodeURIComponent(user)}:${encodeURIComponent(pw)}@` : "";
+  const c = KurrentDBClient.connectionString(
+    `kurrentdb://${cred}localhost:${srv.port}?tls=true&tlsCAFile=${path.join(pki, "ca.pem")}`);
+  clients.push(c);
+  return c;
+}
+
+const ev = (i = 0) => jsonEvent({ type: "t", data: { i } });
+const uniq = (p) => `${p}-${randomUUID().slice(0, 8)}`;
+
+// Resolves to "ok" or the error's class name and type.
+async function outcome(p) {
+  try {
+    await p;
+    return "ok";
+  } catch (e) {
+    return `${e.constructor.name}/${e.type}`;
+  }
+}
+
+const PW = { reader: "reader-pw-1", writer: "writer-pw-1", operator: "ops-pw-1" };
+let locked, open;
+
+before(async () => {
+  pki = makePki();
+  process.env.STELE_ADMIN_PASSWORD = ADMIN_PW;
+  srv = await new SteleServer(["--tls-cert", path.join(pki, "server.pem"),
+                               "--tls-key", path.join(pki, "server.key"),
+                               "--auth-fail-limit", "1000"]).start();
+  delete process.env.STELE_ADMIN_PASSWORD;
+  for (const [u, groups] of [["reader", ["readers"]], ["writer", []], ["operator", ["$ops"]]]) {
+    const r = await rest("PUT", `/users/${u}`, { password: PW[u], groups });
+    assert.equal(r.status, 201, r.raw);
+  }
+  locked = uniq("locked");
+  open = uniq("open");
+  for (const s of [locked, open]) {
+    const r = await rest("POST", `/streams/${s}`, [{ type: "t", data: {} }]);
+    assert.equal(r.status, 201, r.raw);
+  }
+  const r = await rest("PUT", `/streams/${locked}/metadata`,
+                       { $acl: { $r: ["readers", "$ops"], $w: "writer", $d: "$admins", $mr: "$admins" } });
+  assert.ok(r.status === 200 || r.status === 201, r.raw);
+});
+
+after(async () => {
+  for (const c of clients) await c.dispose();
+  const code = await srv.stop();
+  srv.cleanup();
+  fs.rmSync(pki, { recursive: true, force: true });
+  assert.equal(code, 0, "the server stops cleanly");
+});
+
+describe("KurrentDB client with users and ACLs over TLS", () => {
+  it("per role and ACL: appends, reads, $all, deletes, metadata", async () => {
+    const who = {
+      admin: client("admin", ADMIN_PW),
+      reader: client("reader", PW.reader),
+      writer: client("writer", PW.writer),
+      operator: client("operator", PW.operator),
+    };
+    const DENIED = "AccessDeniedError/access-denied";
+    // [name, operation, { principal: expected }]
+    const table = [
+      ["append open", (c) => c.appendToStream(open, ev()),
+       { admin: "ok", reader: "ok", writer: "ok", operator: "ok" }],
+      ["read open", (c) => collect(c.readStream(open)),
+       { admin: "ok", reader: "ok", writer: "ok", operator: "ok" }],
+      ["append locked", (c) => c.appendToStream(locked, ev()),
+       { admin: "ok", reader: DENIED, writer: "ok", operator: DENIED }],
+      ["read locked", (c) => collect(c.readStream(locked)),
+       { admin: "ok", reader: "ok", writer: DENIED, operator: "ok" }],
+      ["read $all", (c) => collect(c.readAll({ maxCount: 5 })),
+       { admin: "ok", reader: DENIED, writer: DENIED, operator: "ok" }],
+      ["metadata of locked", (c) => c.getStreamMetadata(locked),
+       { admin: "ok", reader: DENIED, writer: DENIED, operator: DENIED }],
+      ["read $users", (c) => collect(c.readStream("$users")),
+       { admin: "ok", reader: DENIED, writer: DENIED, operator: DENIED }],
+    ];
+    const bad = [];
+    for (const [name, op, want] of table)
+      for (const [u, c] of Object.entries(who)) {
+        const got = await outcome(op(c));
+        if (got !== want[u]) bad.push(`${name} as ${u}: want ${want[u]}, got ${got}`);
+      }
+    // Deletes last: each principal deletes its own fresh stream (default
+    // ACL: allowed), and the locked one ($d: $admins).
+    for (const [u, c] of Object.entries(who)) {
+      const s = uniq(`del-${u}`);
+      await who.admin.appendToStream(s, ev());
+      const got = await outcome(c.deleteStream(s));
+      if (got !== "ok") bad.push(`delete own stream as ${u}: want ok, got ${got}`);
+    }
+    for (const u of ["reader", "writer", "operator"]) {
+      const got = await outcome(who[u].deleteStream(locked));
+      if (got !== DENIED) bad.push(`delete locked as ${u}: want ${DENIED}, got ${got}`);
+    }
+    assert.deepEqual(bad, []);
+  });
+
+  it("wrong passwords and unknown users are refused (UNAUTHENTICATED); nothing is written", async () => {
+    const s = uniq("wrongpw");
+    for (const c of [client("admin", "not-the-password"), client("nobody", "x")]) {
+      await assert.rejects(c.appendToStream(s, ev()), (e) => {
+        assert.match(e.message, /UNAUTHENTICATED|wrong user name or password/);
+        return true;
+      });
+      await assert.rejects(collect(c.readStream(open)));
+    }
+    const r = await rest("GET", `/streams/${s}`);
+    assert.equal(r.status, 404, "nothing was written");
+  });
+
+  it("per-call credentials override the connection's", async () => {
+    const c = client("reader", PW.reader);
+    assert.equal(await outcome(c.appendToStream(locked, ev())), "AccessDeniedError/access-denied");
+    assert.equal(await outcome(c.appendToStream(locked, ev(), {
+      credentials: { username: "writer", password: PW.writer } })), "ok");
+  });
+
+  it("a denial is audited in the server log", async () => {
+    const log = fs.readFileSync(srv.logPath, "utf8");
+    assert.match(log, /msg=audit user="reader" .*action="\/event_store\.client\.streams\.Streams\/[A-Za-z]*Append" result=denied/);
+    assert.doesNotMatch(log, new RegExp(PW.reader));
+    assert.doesNotMatch(log, new RegExp(ADMIN_PW));
+  });
+});
