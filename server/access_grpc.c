@@ -21,6 +21,7 @@
  *   Streams: Read (stream or $all, also subscriptions), Append,
  *     BatchAppend (each append), Delete, Tombstone: the stream's ACL,
  *     checked on each request message that names a stream
+ *   Users                                checked by grpc_users.c
  *   v2 AppendSession / Append: each request's stream; AppendRecords
  *     (several streams in one request) $ops, as HTTP's POST /streams
  */
@@ -57,6 +58,8 @@ static int method_need(const char *path)
         return ends_with(path, "/Read")      ? M_MSG
                : ends_with(path, "/GetInfo") || ends_with(path, "/List") ? M_USER
                                                                           : M_OPS;
+    if (strstr(path, ".users.Users/"))
+        return M_USER; /* grpc_users.c checks: $admins, or a user acting on itself */
     if (ends_with(path, "/AppendRecords"))
         return M_OPS;
     if (strstr(path, ".streams.Streams/") || strstr(path, ".v2.streams.StreamsService/"))

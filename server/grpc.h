@@ -229,6 +229,9 @@ extern const size_t grpc_persistent_nmethods;
 /* grpc_projections.c */
 extern const grpc_method grpc_projections_methods[];
 extern const size_t grpc_projections_nmethods;
+/* grpc_users.c: event_store.client.users.Users. */
+extern const grpc_method grpc_users_methods[];
+extern const size_t grpc_users_nmethods;
 
 /* grpc_v2.c: kurrentdb.protocol.v2.streams.StreamsService (AppendSession,
  * AppendRecords): multi-stream appends. */

@@ -188,6 +188,74 @@ describe("KurrentDB client with users and ACLs over TLS", () => {
       credentials: { username: "writer", password: PW.writer } })), "ok");
   });
 
+  it("the Users service (grpc-js with our proto/users.proto): every method, admins only", async () => {
+    const grpc = require("@grpc/grpc-js");
+    const loader = require("@grpc/proto-loader");
+    const def = loader.loadSync(path.resolve(__dirname, "../../proto/users.proto"),
+                                { keepCase: false, longs: String, defaults: true });
+    const Users = grpc.loadPackageDefinition(def).event_store.client.users.Users;
+    const stub = new Users(`localhost:${srv.port}`,
+                           grpc.credentials.createSsl(fs.readFileSync(path.join(pki, "ca.pem"))));
+    const md = (u, p) => {
+      const m = new grpc.Metadata();
+      m.set("authorization", "Basic " + Buffer.from(`${u}:${p}`).toString("base64"));
+      return m;
+    };
+    const unary = (method, req, m) => new Promise((resolve) =>
+      stub[method](req, m, (err, res) => resolve(err ? { code: err.code, details: err.details,
+        exception: err.metadata.get("exception")[0] } : { code: 0, res })));
+    const details = (name, m) => new Promise((resolve) => {
+      const out = [];
+      const call = stub.Details({ options: { loginName: name } }, m);
+      call.on("data", (d) => out.push(d.userDetails));
+      call.on("error", (err) => resolve({ code: err.code, out }));
+      call.on("end", () => resolve({ code: 0, out }));
+    });
+    const admin = md("admin", ADMIN_PW);
+    const name = uniq("u");
+    let r = await unary("Create", { options: { loginName: name, password: "pw-1", fullName: "U One", groups: ["readers"] } }, admin);
+    assert.equal(r.code, 0, JSON.stringify(r));
+    r = await unary("Create", { options: { loginName: name, password: "pw-1" } }, admin);
+    assert.equal(r.code, grpc.status.ALREADY_EXISTS);
+    r = await details(name, admin);
+    assert.equal(r.code, 0);
+    assert.deepEqual([r.out[0].loginName, r.out[0].fullName, r.out[0].groups, r.out[0].disabled],
+                     [name, "U One", ["readers"], false]);
+    // The new user reads the locked stream through its group.
+    assert.equal(await outcome(collect(client(name, "pw-1").readStream(locked))), "ok");
+    // Not an admin: denied as KurrentDB does.
+    r = await unary("Create", { options: { loginName: uniq("x"), password: "p" } }, md(name, "pw-1"));
+    assert.deepEqual([r.code, r.exception], [grpc.status.PERMISSION_DENIED, "access-denied"]);
+    r = await details("", md(name, "pw-1"));
+    assert.equal(r.code, grpc.status.PERMISSION_DENIED);
+    r = await details(name, md(name, "pw-1"));
+    assert.equal(r.code, 0, "own details");
+    // Update, disable, enable.
+    r = await unary("Update", { options: { loginName: name, fullName: "U Two", groups: [] } }, admin);
+    assert.equal(r.code, 0);
+    assert.equal(await outcome(collect(client(name, "pw-1").readStream(locked))), "AccessDeniedError/access-denied");
+    assert.equal((await unary("Disable", { options: { loginName: name } }, admin)).code, 0);
+    assert.equal((await details(name, admin)).out[0].disabled, true);
+    assert.equal((await unary("Enable", { options: { loginName: name } }, admin)).code, 0);
+    // Passwords: a wrong current one, the right one, a reset.
+    r = await unary("ChangePassword", { options: { loginName: name, currentPassword: "nope", newPassword: "pw-2" } }, md(name, "pw-1"));
+    assert.equal(r.code, grpc.status.UNAUTHENTICATED);
+    r = await unary("ChangePassword", { options: { loginName: name, currentPassword: "pw-1", newPassword: "pw-2" } }, md(name, "pw-1"));
+    assert.equal(r.code, 0, JSON.stringify(r));
+    assert.equal((await details(name, md(name, "pw-1"))).code, grpc.status.UNAUTHENTICATED, "the old password is refused at once");
+    assert.equal((await details(name, md(name, "pw-2"))).code, 0);
+    r = await unary("ResetPassword", { options: { loginName: name, newPassword: "pw-3" } }, admin);
+    assert.equal(r.code, 0);
+    assert.equal((await details(name, md(name, "pw-3"))).code, 0);
+    // Bad input and unknown users.
+    assert.equal((await unary("Create", { options: { loginName: "bad name", password: "p" } }, admin)).code, grpc.status.INVALID_ARGUMENT);
+    assert.equal((await unary("Create", { options: { loginName: uniq("e"), password: "" } }, admin)).code, grpc.status.INVALID_ARGUMENT);
+    assert.equal((await unary("Delete", { options: { loginName: uniq("none") } }, admin)).code, grpc.status.NOT_FOUND);
+    assert.equal((await unary("Delete", { options: { loginName: name } }, admin)).code, 0);
+    assert.equal((await details(name, admin)).code, grpc.status.NOT_FOUND);
+    stub.close();
+  });
+
   it("a denial is audited in the server log", async () => {
     const log = fs.readFileSync(srv.logPath, "utf8");
     assert.match(log, /msg=audit user="reader" .*action="\/event_store\.client\.streams\.Streams\/[A-Za-z]*Append" result=denied/);
