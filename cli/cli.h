@@ -28,6 +28,7 @@ int cmd_rules(int argc, char **argv);
 int cmd_scavenge(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_projection(int argc, char **argv);
+int cmd_user(int argc, char **argv); /* cmd_user.c: also `stele api-key` */
 
 /* Exit codes of the client commands. */
 enum {

@@ -37,6 +37,8 @@ static const command commands[] = {
     {"scavenge", cmd_scavenge},
     {"query", cmd_query},
     {"projection", cmd_projection},
+    {"user", cmd_user},
+    {"api-key", cmd_user},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -65,7 +67,12 @@ static int usage(FILE *f)
                "                  put, delete, pause, resume, dead-letters, redrive, replay\n"
                "  projection ...  projections: list, create, status, update, enable, disable,\n"
                "                  reset, delete, state, partitions, fold, run\n"
-               "  scavenge        give back the space of deleted events (--dir DIR: offline)\n\n"
+               "  scavenge        give back the space of deleted events (--dir DIR: offline)\n"
+               "  user ...        users of a server with users: list, get, create, update,\n"
+               "                  delete, enable, disable, password, reset-password\n"
+               "  api-key ...     API keys: list, create USER, revoke ID\n"
+               "                  (credentials: STELE_USER/STELE_PASSWORD or STELE_API_KEY;\n"
+               "                  STELE_CA_FILE for https:// with a private CA)\n\n"
                "  version         print the version\n"
                "  help [COMMAND]  this text, or a command's (the same as stele COMMAND --help)\n\n"
                "Client commands print a table on a terminal and JSON (one object per line)\n"

@@ -420,6 +420,45 @@ def non_loopback_needs_tls_and_users():
         shutil.rmtree(d, ignore_errors=True)
 
 
+@T.case
+def cli_user_and_api_key_commands():
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("STELE_USER", "STELE_PASSWORD", "STELE_API_KEY")}
+    base["STELE_SERVER"] = "http://127.0.0.1:%d" % S.port
+
+    def cli(args, **env):
+        return subprocess.run([STELE_BIN] + args, capture_output=True, text=True, timeout=60,
+                              env=dict(base, **env))
+    admin = {"STELE_USER": "admin", "STELE_PASSWORD": ADMIN_PW}
+    out = cli(["user", "create", "erin", "--group", "readers", "--full-name", "Erin E"],
+              STELE_NEW_PASSWORD="erin-pw-1", **admin)
+    T.check(out.returncode == 0 and '"erin"' in out.stdout, "stele user create", None, 0,
+            (out.returncode, out.stdout, out.stderr))
+    out = cli(["user", "list"], **admin)
+    T.check(out.returncode == 0 and '"erin"' in out.stdout and "erin-pw-1" not in out.stdout,
+            "stele user list", None, 0, (out.returncode, out.stdout, out.stderr))
+    out = cli(["user", "list"], STELE_USER="erin", STELE_PASSWORD="erin-pw-1")
+    T.check(out.returncode == 1 and "ACCESS_DENIED" in out.stderr, "not an admin", None, 1,
+            (out.returncode, out.stderr))
+    out = cli(["user", "list"])
+    T.check(out.returncode == 1 and "UNAUTHENTICATED" in out.stderr, "no credentials", None, 1,
+            (out.returncode, out.stderr))
+    out = cli(["user", "create", "fred"], **admin)
+    T.check(out.returncode == 2 and "STELE_NEW_PASSWORD" in out.stderr,
+            "a password only from the environment", None, 2, (out.returncode, out.stderr))
+    out = cli(["api-key", "create", "erin", "--name", "ci"], **admin)
+    T.check(out.returncode == 0, "stele api-key create", None, 0, (out.returncode, out.stderr))
+    token = json.loads(out.stdout)["token"]
+    out = cli(["read", "acl-locked"], STELE_API_KEY=token)
+    T.check(out.returncode == 0, "stele read with STELE_API_KEY", None, 0,
+            (out.returncode, out.stderr))
+    out = cli(["user", "password", "erin"], STELE_USER="erin", STELE_PASSWORD="erin-pw-1",
+              STELE_NEW_PASSWORD="erin-pw-2", STELE_CURRENT_PASSWORD="erin-pw-1")
+    T.check(out.returncode == 0, "stele user password", None, 0, (out.returncode, out.stderr))
+    out = cli(["user", "delete", "erin"], **admin)
+    T.check(out.returncode == 0, "stele user delete", None, 0, (out.returncode, out.stderr))
+
+
 def check_alive():
     if S and S.proc and not S.alive():
         T.fail("the server died (exit %r); log:\n%s" % (S.proc.poll(), S.log_tail()))
