@@ -43,6 +43,10 @@
  * expected; conflicts counts 409s (both should be 0).
  * Progress and errors go to stderr. Nothing here judges a number.
  *
+ * --basic USER:PASSWORD sends HTTP Basic credentials with every request
+ * (a server with users: the first request of each pair of credentials pays
+ * the Argon2id check, the rest hit the server's cache).
+ *
  * --tls-ca FILE speaks TLS (OpenSSL, ALPN http/1.1, the server's
  * certificate checked against FILE): each connection does its handshake
  * before the run starts, so the figures are those of an established TLS
@@ -88,6 +92,7 @@ static struct {
     int server_pid;     /* for server_cpu: this process and its children */
     int json;           /* read: JSON pages */
     const char *tls_ca; /* TLS, trusting this CA file */
+    const char *basic;  /* user:password sent with every request */
 } opt = {.host = "127.0.0.1", .port = 2113, .clients = 1, .batch = 1, .duration = 10, .warmup = 1,
        .target = "stele", .page = 1000, .data_bytes = 200};
 
@@ -99,7 +104,8 @@ static void usage(void)
             "         [--workload NAME] [--target NAME] [--prefix STREAM_PREFIX]\n"
             "         [--page L (read; 0 = one streamed read)] [--range M] [--data-bytes B]\n"
             "         [--server-pid PID (reports its CPU and its children's)]\n"
-            "         [--json (read: JSON pages instead of NDJSON)] [--tls-ca CA_PEM]\n");
+            "         [--json (read: JSON pages instead of NDJSON)] [--tls-ca CA_PEM]\n"
+            "         [--basic USER:PASSWORD (HTTP Basic on every request)]\n");
     exit(2);
 }
 
@@ -298,6 +304,7 @@ static unsigned long long g_events, g_requests, g_errors, g_conflicts, g_bad_rev
 static int g_inflight;
 static int g_reported_error;
 static SSL_CTX *g_tls;
+static char g_auth[512]; /* --basic: "Authorization: Basic ...\r\n", else "" */
 
 static void die(const char *what)
 {
@@ -346,25 +353,25 @@ static void start_request(hconn *c)
 {
     int n;
     if (opt.mode_ping) {
-        n = snprintf(c->hdr, sizeof c->hdr, "GET /health/live HTTP/1.1\r\nHost: %s\r\n\r\n",
-                     opt.host);
+        n = snprintf(c->hdr, sizeof c->hdr, "GET /health/live HTTP/1.1\r\nHost: %s\r\n%s\r\n",
+                     opt.host, g_auth);
         c->total = (size_t)n;
     } else if (opt.mode_read) {
         if (opt.page > 0)
             n = snprintf(c->hdr, sizeof c->hdr,
-                         "GET /all?from=%llu&limit=%ld HTTP/1.1\r\nHost: %s\r\n"
+                         "GET /all?from=%llu&limit=%ld HTTP/1.1\r\nHost: %s\r\n%s"
                          "Accept: application/%s\r\n\r\n",
-                         c->from, opt.page, opt.host, opt.json ? "json" : "x-ndjson");
+                         c->from, opt.page, opt.host, g_auth, opt.json ? "json" : "x-ndjson");
         else if (opt.range)
             n = snprintf(c->hdr, sizeof c->hdr,
-                         "GET /all?from=0&limit=%llu HTTP/1.1\r\nHost: %s\r\n"
+                         "GET /all?from=0&limit=%llu HTTP/1.1\r\nHost: %s\r\n%s"
                          "Accept: application/x-ndjson\r\n\r\n",
-                         opt.range, opt.host);
+                         opt.range, opt.host, g_auth);
         else
             n = snprintf(c->hdr, sizeof c->hdr,
-                         "GET /all?from=0 HTTP/1.1\r\nHost: %s\r\n"
+                         "GET /all?from=0 HTTP/1.1\r\nHost: %s\r\n%s"
                          "Accept: application/x-ndjson\r\n\r\n",
-                         opt.host);
+                         opt.host, g_auth);
         c->total = (size_t)n;
     } else {
         char exp[32];
@@ -373,9 +380,9 @@ static void start_request(hconn *c)
         else
             snprintf(exp, sizeof exp, "%lld", c->expected);
         n = snprintf(c->hdr, sizeof c->hdr,
-                     "POST /streams/%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                     "POST /streams/%s HTTP/1.1\r\nHost: %s\r\n%sContent-Type: application/json\r\n"
                      "Stele-Expected-Revision: %s\r\nContent-Length: %zu\r\n\r\n",
-                     c->stream, opt.host, exp, g_body_len);
+                     c->stream, opt.host, g_auth, exp, g_body_len);
         c->total = (size_t)n + g_body_len;
     }
     c->hdr_len = (size_t)n;
@@ -703,7 +710,7 @@ int main(int argc, char **argv)
         {"warmup", 1, 0, 'w'},   {"workload", 1, 0, 'W'},   {"target", 1, 0, 'T'},
         {"prefix", 1, 0, 'P'},   {"page", 1, 0, 'L'},       {"range", 1, 0, 'R'},
         {"data-bytes", 1, 0, 'D'}, {"server-pid", 1, 0, 'S'}, {"json", 0, 0, 'J'},
-        {"tls-ca", 1, 0, 'C'},   {0, 0, 0, 0}};
+        {"tls-ca", 1, 0, 'C'},   {"basic", 1, 0, 'B'},      {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -730,6 +737,7 @@ int main(int argc, char **argv)
         case 'S': opt.server_pid = atoi(optarg); break;
         case 'J': opt.json = 1; break;
         case 'C': opt.tls_ca = optarg; break;
+        case 'B': opt.basic = optarg; break;
         default: usage();
         }
     }
@@ -737,6 +745,25 @@ int main(int argc, char **argv)
         opt.warmup < 0 || opt.page < 0)
         usage();
     signal(SIGPIPE, SIG_IGN);
+    if (opt.basic) {
+        static const char b64[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        const unsigned char *in = (const unsigned char *)opt.basic;
+        size_t len = strlen(opt.basic), o = 0;
+        char enc[400];
+        if (len > 280)
+            usage();
+        for (size_t i = 0; i < len; i += 3) {
+            unsigned v = in[i] << 16 | (i + 1 < len ? in[i + 1] << 8 : 0) |
+                         (i + 2 < len ? in[i + 2] : 0);
+            enc[o++] = b64[v >> 18 & 63];
+            enc[o++] = b64[v >> 12 & 63];
+            enc[o++] = i + 1 < len ? b64[v >> 6 & 63] : '=';
+            enc[o++] = i + 2 < len ? b64[v & 63] : '=';
+        }
+        enc[o] = 0;
+        snprintf(g_auth, sizeof g_auth, "Authorization: Basic %s\r\n", enc);
+    }
     if (opt.tls_ca) {
         g_tls = SSL_CTX_new(TLS_client_method());
         static const unsigned char alpn[] = "\x08http/1.1";
@@ -747,6 +774,7 @@ int main(int argc, char **argv)
             exit(2);
         }
         SSL_CTX_set_verify(g_tls, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set_read_ahead(g_tls, 1);
     }
     char wl[64];
     if (!opt.workload) {
