@@ -15,8 +15,10 @@
  *   {"$r": R, "$w": W, "$d": D, "$mr": MR, "$mw": MW}
  * each a user or group name or an array of them; `$all` in a list means
  * every authenticated user. An operation missing from `$acl` (or a stream
- * without one) gets the default: every authenticated user for user
- * streams, `$admins` only for system streams (names starting with `$`).
+ * without one) gets the stream policy that applies (policy_says: by name
+ * prefix, else the default policy for user or system streams), and without
+ * one the built-in default: every authenticated user for user streams,
+ * `$admins` only for system streams (names starting with `$`).
  * Reading or writing a metastream (`$$name`, gRPC) is $mr / $mw on `name`.
  * `$admins` members pass every check. Reads of `$all` (and everything that
  * reads across streams: queries by category, type, tag, correlation,
@@ -56,10 +58,122 @@ static int role_matches(const auth_who *who, const char *role)
     return 0;
 }
 
+static const char *const acl_names[] = {"$r", "$w", "$d", "$mr", "$mw"};
+
+/* What an ACL value (a name or an array of names) says for `who`: -1 when
+ * absent. */
+static int value_says(json_t *v, const auth_who *who)
+{
+    if (json_is_string(v))
+        return role_matches(who, json_string_value(v));
+    if (!json_is_array(v))
+        return -1;
+    int r = 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(v, i, x)
+    {
+        if (json_is_string(x) && role_matches(who, json_string_value(x)))
+            r = 1;
+    }
+    return r;
+}
+
+/*
+ * Stream policies (KurrentDB 24.10's model, set with PUT /policies):
+ *   {"streamPolicies": {"NAME": {"$r": ..., "$w": ..., ...}, ...},
+ *    "streamRules": [{"startsWith": "Payroll-", "policy": "NAME"}, ...],
+ *    "defaultStreamRules": {"userStreams": "NAME", "systemStreams": "NAME"}}
+ * The first rule whose prefix starts the stream name picks the policy,
+ * else the default for user or system streams. -1 when no policy says.
+ */
+static int policy_says(server *s, const char *stream, int op, const auth_who *who)
+{
+    json_t *p = auth_policies(s);
+    if (!p)
+        return -1;
+    const char *name = NULL;
+    size_t i;
+    json_t *rule;
+    json_array_foreach(json_object_get(p, "streamRules"), i, rule)
+    {
+        const char *pre = json_string_value(json_object_get(rule, "startsWith"));
+        if (pre && !strncmp(stream, pre, strlen(pre))) {
+            name = json_string_value(json_object_get(rule, "policy"));
+            break;
+        }
+    }
+    if (!name)
+        name = json_string_value(json_object_get(json_object_get(p, "defaultStreamRules"),
+                                                 stream[0] == '$' ? "systemStreams"
+                                                                  : "userStreams"));
+    if (!name)
+        return -1;
+    json_t *pol = json_object_get(json_object_get(p, "streamPolicies"), name);
+    return value_says(json_object_get(pol, acl_names[op]), who);
+}
+
+int access_policies_check(json_t *p, char *msg, size_t cap)
+{
+    const char *why = NULL;
+    json_t *pols = json_object_get(p, "streamPolicies");
+    json_t *rules = json_object_get(p, "streamRules");
+    json_t *defs = json_object_get(p, "defaultStreamRules");
+    const char *k;
+    json_t *v;
+    if (!json_is_object(p))
+        why = "the policies must be a JSON object";
+    else if (pols && !json_is_object(pols))
+        why = "streamPolicies must be an object of policy name to ACL";
+    else if (rules && !json_is_array(rules))
+        why = "streamRules must be an array of {\"startsWith\",\"policy\"}";
+    else if (defs && !json_is_object(defs))
+        why = "defaultStreamRules must be {\"userStreams\",\"systemStreams\"}";
+    if (!why) {
+        json_object_foreach(p, k, v)
+        {
+            if (strcmp(k, "streamPolicies") && strcmp(k, "streamRules") &&
+                strcmp(k, "defaultStreamRules"))
+                why = "unknown member (streamPolicies, streamRules, defaultStreamRules)";
+        }
+    }
+    if (!why && pols) {
+        json_object_foreach(pols, k, v)
+        {
+            char *t = json_dumps(v, JSON_COMPACT);
+            char m[256];
+            if (!t || access_acl_check(t, strlen(t), m, sizeof m) != 0)
+                why = "each policy is an ACL: an object of $r, $w, $d, $mr, $mw, each a name "
+                      "or an array of names";
+            free(t);
+        }
+    }
+    if (!why && rules) {
+        size_t i;
+        json_array_foreach(rules, i, v)
+        {
+            const char *pre = json_string_value(json_object_get(v, "startsWith"));
+            const char *pol = json_string_value(json_object_get(v, "policy"));
+            if (!pre || !*pre || !pol || !json_object_get(pols, pol))
+                why = "each stream rule needs a non-empty startsWith and a policy that exists";
+        }
+    }
+    if (!why && defs) {
+        json_object_foreach(defs, k, v)
+        {
+            if ((strcmp(k, "userStreams") && strcmp(k, "systemStreams")) ||
+                !json_is_string(v) || !json_object_get(pols, json_string_value(v)))
+                why = "defaultStreamRules: userStreams / systemStreams name existing policies";
+        }
+    }
+    if (why)
+        snprintf(msg, cap, "%s", why);
+    return why ? -1 : 0;
+}
+
 /* -1: the ACL does not say; 0 / 1: it denies / allows. */
 static int acl_says(const char *custom, size_t len, int op, const auth_who *who)
 {
-    static const char *const names[] = {"$r", "$w", "$d", "$mr", "$mw"};
     if (!custom || !len || !memmem(custom, len, "\"$acl\"", 6))
         return -1;
     json_error_t err;
@@ -67,20 +181,7 @@ static int acl_says(const char *custom, size_t len, int op, const auth_who *who)
     if (!o)
         return -1;
     json_t *acl = json_object_get(o, "$acl");
-    json_t *v = json_is_object(acl) ? json_object_get(acl, names[op]) : NULL;
-    int r = -1;
-    if (json_is_string(v)) {
-        r = role_matches(who, json_string_value(v));
-    } else if (json_is_array(v)) {
-        r = 0;
-        size_t i;
-        json_t *x;
-        json_array_foreach(v, i, x)
-        {
-            if (json_is_string(x) && role_matches(who, json_string_value(x)))
-                r = 1;
-        }
-    }
+    int r = json_is_object(acl) ? value_says(json_object_get(acl, acl_names[op]), who) : -1;
     json_decref(o);
     return r;
 }
@@ -137,6 +238,8 @@ int access_stream(server *s, const auth_who *who, const char *stream, int op)
         says = acl_says(md->custom, md->custom_len, op, who);
         stele_free(md);
     }
+    if (says < 0)
+        says = policy_says(s, target, op, who);
     if (says >= 0)
         return says;
     return target[0] != '$'; /* defaults: user streams everyone, system streams $admins */

@@ -12,6 +12,7 @@
  *   $UserEnabled / $UserDisabled / $UserDeleted  {"loginName"}
  *   $ApiKeyCreated   {"id","loginName","name","hash"}
  *   $ApiKeyRevoked   {"id"}
+ *   $StreamPoliciesSet  the stream policies (access.c), replacing the last
  *
  * `hash` of a password is libsodium's Argon2id string (crypto_pwhash_str:
  * algorithm, parameters, salt and hash in one string); an API key's is the
@@ -123,6 +124,7 @@ typedef struct auth_state {
     size_t nusers, capusers;
     auth_key *keys;
     size_t nkeys, capkeys;
+    json_t *policies; /* the last $StreamPoliciesSet, or NULL */
     uint64_t next_rev; /* the next revision of $users to fold */
     cache_entry *cache;
     fail_entry *fails;
@@ -294,6 +296,9 @@ static void fold(auth_state *a, const stele_event *e)
         snprintf(k->name, sizeof k->name, "%s", jstr(o, "name"));
         if (hex_decode32(jstr(o, "hash"), k->hash) == 0)
             a->nkeys++;
+    } else if (!strcmp(type, "$StreamPoliciesSet")) {
+        json_decref(a->policies);
+        a->policies = json_incref(o);
     } else if (!strcmp(type, "$ApiKeyRevoked")) {
         auth_key *k = key_find(a, jstr(o, "id"));
         if (k)
@@ -576,6 +581,7 @@ void auth_free(server *s)
         sodium_memzero(a->users, a->capusers * sizeof *a->users);
     free(a->users);
     free(a->keys);
+    json_decref(a->policies);
     free(a->cache);
     free(a->fails);
     free(a);
@@ -956,6 +962,8 @@ int auth_new_key(server *s, const char *user, const char *name, char *token, siz
 }
 
 void auth_enable(server *s) { A(s)->enabled = 1; }
+
+json_t *auth_policies(server *s) { return s->auth ? A(s)->policies : NULL; }
 
 /* ------------------------------------------------------------ metrics */
 

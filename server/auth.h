@@ -74,11 +74,16 @@ void auth_audit(server *s, const char *who, const char *addr, const char *action
                 const char *result, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 void auth_peer_addr(const conn *c, char *out, size_t cap);
 void auth_metrics(server *s, buf *out);
+/* The stream policies in force (borrowed; NULL: none set). */
+json_t *auth_policies(server *s);
 
 /* access.c: what a principal may do. */
 enum { ACL_R, ACL_W, ACL_D, ACL_MR, ACL_MW };
 /* 1 if `who` may do `op` on `stream` ("$all" for $all reads). */
 int access_stream(server *s, const auth_who *who, const char *stream, int op);
+/* Stream policies (PUT /policies): 0 if `p` is well formed, else -1 with
+ * msg. */
+int access_policies_check(json_t *p, char *msg, size_t cap);
 /* 1 if `who` is in $admins (or auth is off). */
 int access_admin(const auth_who *who);
 /* 1 if `who` is in $admins or $ops. */

@@ -382,10 +382,44 @@ static void keys_route(conn *c, const char *id, size_t idlen)
     http_fail(c, 405, "METHOD_NOT_ALLOWED", "GET or POST /api-keys, DELETE /api-keys/{id}");
 }
 
+/* GET / PUT /policies: the stream policies (access.c), $admins only. */
+static void policies_route(conn *c)
+{
+    int m = c->req.method;
+    if (!access_admin(&c->who))
+        return deny(c, "stream policies");
+    if (m == HTTP_GET) {
+        json_t *p = auth_policies(c->srv);
+        return reply_json(c, 200, p ? json_incref(p) : json_object());
+    }
+    if (m != HTTP_PUT)
+        return (void)http_fail(c, 405, "METHOD_NOT_ALLOWED", "GET or PUT");
+    json_t *o = body_object(c);
+    if (!o)
+        return;
+    char msg[256], err[256];
+    if (access_policies_check(o, msg, sizeof msg) != 0) {
+        json_decref(o);
+        return (void)http_fail(c, 400, "INVALID_ARGUMENT", msg);
+    }
+    int rc = auth_write(c->srv, "$StreamPoliciesSet", o, err, sizeof err);
+    if (rc) {
+        json_decref(o);
+        audit(c, "set stream policies", "failed", err);
+        return (void)http_stele_error(c, rc, err, NULL);
+    }
+    audit(c, "set stream policies", "ok", "");
+    reply_json(c, 200, o);
+}
+
 int route_users(conn *c, const char *path, size_t plen, const char *q, size_t qlen)
 {
     (void)q;
     (void)qlen;
+    if (plen == 9 && !memcmp(path, "/policies", 9)) {
+        policies_route(c);
+        return 1;
+    }
     if (plen == 6 && !memcmp(path, "/users", 6)) {
         if (c->req.method != HTTP_GET)
             http_fail(c, 405, "METHOD_NOT_ALLOWED", "GET");

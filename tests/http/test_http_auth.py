@@ -159,6 +159,7 @@ MATRIX = [
     ("GET", "/users/reader", None, {R, D}),
     ("PUT", "/users/new-%s", {"password": "pw-new-1"}, {D}),
     ("GET", "/api-keys", None, {D}),
+    ("GET", "/policies", None, {D}),
     ("GET", "/projections", None, ANY_USER),
     ("POST", "/projections/p-%s", b"fromAll().when({})", {D}),
     ("GET", "/rules", None, {D}),
@@ -283,6 +284,51 @@ def api_keys():
     T.check(r.status == 204, "revoked", None, 204, r)
     r = call(S.port, "GET", "/streams/acl-open", headers=bearer)
     T.check(r.status == 401, "a revoked key is refused", None, 401, r)
+
+
+@T.case
+def stream_policies():
+    pol = {"streamPolicies": {
+               "payroll": {"$r": ["writer", "$ops"], "$w": "writer", "$d": "$admins",
+                           "$mr": "$admins", "$mw": "$admins"},
+               "open": {"$r": "$all", "$w": "$all", "$d": "$all", "$mr": "$all", "$mw": "$all"},
+               "admins": {"$r": "$admins", "$w": "$admins"}},
+           "streamRules": [{"startsWith": "Payroll-", "policy": "payroll"}],
+           "defaultStreamRules": {"userStreams": "open", "systemStreams": "admins"}}
+    r = call(S.port, "PUT", "/policies", pol, user="reader")
+    T.check(r.status == 403, "only admins set policies", None, 403, r)
+    for bad in ({"streamRules": [{"startsWith": "X-", "policy": "nope"}]},
+                {"streamPolicies": {"p": {"$r": 5}}}, {"other": 1}, [1],
+                {"streamPolicies": {"p": {"$r": "a"}},
+                 "defaultStreamRules": {"userStreams": "missing"}}):
+        r = call(S.port, "PUT", "/policies", bad, user="admin")
+        T.check(r.status == 400, "bad policies %r" % (bad,), None, 400, r)
+    r = call(S.port, "PUT", "/policies", pol, user="admin")
+    T.check(r.status == 200, "policies set", None, 200, r)
+    T.check(call(S.port, "GET", "/policies", user="admin").body == pol, "read back")
+    for st in ("Payroll-1", "Payroll-2"):
+        T.check(call(S.port, "POST", "/streams/" + st, EV, user="admin").status == 201, st)
+    cases = [("GET", "/streams/Payroll-1", None, "reader", 403),
+             ("GET", "/streams/Payroll-1", None, "writer", 200),
+             ("GET", "/streams/Payroll-1", None, "operator", 200),
+             ("POST", "/streams/Payroll-1", EV, "writer", 201),
+             ("POST", "/streams/Payroll-1", EV, "reader", 403),
+             ("DELETE", "/streams/Payroll-1", None, "writer", 403),
+             ("GET", "/streams/acl-open", None, "reader", 200)]
+    for method, path, body, who, want in cases:
+        r = call(S.port, method, path, body, user=who)
+        T.check(r.status == want, "%s %s as %s under the policy" % (method, path, who), None,
+                want, r)
+    # A stream's own $acl wins over the policy for what it names.
+    call(S.port, "PUT", "/streams/Payroll-2/metadata", {"$acl": {"$r": "readers"}}, user="admin")
+    r = call(S.port, "GET", "/streams/Payroll-2", user="reader")
+    T.check(r.status == 200, "$acl over the policy", None, 200, r)
+    r = call(S.port, "POST", "/streams/Payroll-2", EV, user="reader")
+    T.check(r.status == 403, "... and the policy for the rest", None, 403, r)
+    r = call(S.port, "PUT", "/policies", {}, user="admin")
+    T.check(r.status == 200, "policies cleared", None, 200, r)
+    r = call(S.port, "GET", "/streams/Payroll-1", user="reader")
+    T.check(r.status == 200, "back to the defaults", None, 200, r)
 
 
 # ------------------------------------------------------------ hostile input
