@@ -245,6 +245,17 @@ int access_stream(server *s, const auth_who *who, const char *stream, int op)
     return target[0] != '$'; /* defaults: user streams everyone, system streams $admins */
 }
 
+int access_filtered(const auth_who *who) { return !access_ops(who); }
+
+int access_visible(conn *c, const char *stream)
+{
+    if (c->vis_stream[0] && !strcmp(c->vis_stream, stream))
+        return c->vis_ok;
+    c->vis_ok = access_stream(c->srv, &c->who, stream, ACL_R);
+    snprintf(c->vis_stream, sizeof c->vis_stream, "%s", stream);
+    return c->vis_ok;
+}
+
 /* ------------------------------------------------------------ HTTP */
 
 enum { NEED_NONE, NEED_USER, NEED_OPS, NEED_ADMIN, NEED_STREAM };
@@ -285,6 +296,8 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         n->kind = NEED_USER; /* /users checks itself (routes_users.c) */
     } else if (prefix(path, plen, "/admin")) {
         n->kind = NEED_OPS;
+    } else if (IS("/all") && get) {
+        n->kind = NEED_USER; /* filtered per stream for users without $ops (routes.c) */
     } else if (IS("/all") || IS("/subscribe/all") || IS("/query") ||
                prefix(path, plen, "/categories") || prefix(path, plen, "/types") ||
                prefix(path, plen, "/tags") || prefix(path, plen, "/correlations") ||
@@ -396,6 +409,7 @@ static void action_of(const conn *c, char *out, size_t cap)
 /* Authenticated: is it allowed? 0 go on, -1 answered (403). */
 static int authorize(conn *c, const char *path, size_t plen)
 {
+    c->vis_stream[0] = 0;
     need n;
     http_need(c->req.method, path, plen, &n);
     const auth_who *who = &c->who;

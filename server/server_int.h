@@ -151,6 +151,8 @@ typedef struct conn {
     int tls_read_wants_write; /* SSL_read needs the socket writable */
     int tls_write_wants_read; /* SSL_write needs the socket readable */
     auth_who who;             /* the current request's principal (auth.c) */
+    char vis_stream[256];     /* access_visible's last answer: stream, */
+    int vis_ok;               /* ... and whether it was readable */
     struct conn *prev, *next;
 } conn;
 
@@ -436,6 +438,11 @@ int access_http_gate(conn *c, const char *path, size_t plen);
 /* A `$acl` value of stream metadata: 0 if well formed (an object of $r,
  * $w, $d, $mr, $mw, each a name or an array of names), else -1 with msg. */
 int access_acl_check(const char *val, size_t len, char *msg, size_t cap);
+/* Reads of $all filtered per stream (GET /all for users without $ops): 1
+ * if `who` needs the filter; 1 if the stream is readable by the current
+ * request's user (remembers the last stream asked). */
+int access_filtered(const auth_who *who);
+int access_visible(conn *c, const char *stream);
 /* routes_users.c: /users and /api-keys (1 if the path was theirs). */
 int route_users(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
 

@@ -145,7 +145,7 @@ MATRIX = [
                "$mw": "$admins"}}, {D}),
     ("GET", "/streams/acl-open/metadata", None, ANY_USER),
     ("GET", "/streams/%24users", None, {D}),
-    ("GET", "/all", None, {O, D}),
+    ("GET", "/all", None, ANY_USER),  # filtered for users without $ops: all_filtered
     ("GET", "/categories/acl", None, {O, D}),
     ("GET", "/types/t", None, {O, D}),
     ("POST", "/query", {"query": {"items": [{"types": ["t"]}]}}, {O, D}),
@@ -329,6 +329,34 @@ def stream_policies():
     T.check(r.status == 200, "policies cleared", None, 200, r)
     r = call(S.port, "GET", "/streams/Payroll-1", user="reader")
     T.check(r.status == 200, "back to the defaults", None, 200, r)
+
+
+@T.case
+def all_filtered():
+    # acl-locked: $r readers and $ops; $users: admins only; acl-open: anyone.
+    def streams_seen(who, ndjson=False, q=""):
+        h = {"Accept": "application/x-ndjson"} if ndjson else None
+        r = call(S.port, "GET", "/all?limit=10000" + q, user=who, headers=h)
+        T.check(r.status == 200, "GET /all as %s" % who, None, 200, r)
+        if ndjson:
+            evs = [json.loads(x) for x in r.body.split(b"\n") if x.strip()]
+        else:
+            evs = r.body["events"]
+        return {e["stream"] for e in evs}
+    for nd in (False, True):
+        w = streams_seen("writer", nd)
+        T.check("acl-open" in w and "acl-locked" not in w and "$users" not in w,
+                "writer sees only what it may read (ndjson=%s)" % nd, None, "no acl-locked",
+                sorted(w))
+        rd = streams_seen("reader", nd)
+        T.check("acl-open" in rd and "acl-locked" in rd and "$users" not in rd,
+                "reader sees acl-locked (ndjson=%s)" % nd, None, "acl-locked", sorted(rd))
+        a = streams_seen("admin", nd)
+        T.check({"acl-open", "acl-locked", "$users"} <= a, "admin sees everything", None,
+                "all", sorted(a))
+    w = streams_seen("writer", False, "&after=2000-01-01T00:00:00Z")
+    T.check("acl-locked" not in w and "acl-open" in w, "a $all read by time is filtered too",
+            None, "no acl-locked", sorted(w))
 
 
 # ------------------------------------------------------------ hostile input
