@@ -146,6 +146,7 @@ int cmd_user(int argc, char **argv)
             cli_buf_adds(&path, "/");
             add_segment(&path, name);
         } else if (strcmp(sub, "list")) {
+            cli_buf_free(&path);
             return cli_usage_error(cmd, synopsis, "unknown: %s", sub);
         }
     } else {
@@ -158,8 +159,10 @@ int cmd_user(int argc, char **argv)
         if (!strcmp(sub, "create") || !strcmp(sub, "password") ||
             !strcmp(sub, "reset-password")) {
             pw = getenv(pwenv);
-            if (!pw || !*pw)
+            if (!pw || !*pw) {
+                cli_buf_free(&path);
                 return cli_usage_error(cmd, synopsis, "set the new password in $%s", pwenv);
+            }
         }
         if (!strcmp(sub, "list") || !strcmp(sub, "get")) {
         } else if (!strcmp(sub, "create") || !strcmp(sub, "update")) {

@@ -109,8 +109,9 @@ static void hash_done(conn *c, completion *cp)
             http_fail(c, 409, "ALREADY_EXISTS", "the user exists already");
             goto out;
         }
-        o = json_pack("{s:s,s:s,s:O,s:s}", "loginName", pu->name, "fullName", pu->full_name,
-                      "groups", pu->groups ? pu->groups : json_array(), "hash", auth_job_hash(j));
+        o = json_pack("{s:s,s:s,s:o,s:s}", "loginName", pu->name, "fullName", pu->full_name,
+                      "groups", pu->groups ? json_incref(pu->groups) : json_array(), "hash",
+                      auth_job_hash(j));
         type = "$UserCreated";
     } else {
         o = json_pack("{s:s,s:s}", "loginName", pu->name, "hash", auth_job_hash(j));
