@@ -8,7 +8,9 @@
  * GET /health/live and /health/ready (load balancers).
  *
  * Roles. `$admins` may do everything. `$ops` may run operations (scavenge,
- * shutdown), manage consumer groups and read `$all`. Other groups are
+ * shutdown), manage consumer groups and read `$all`. `$projection-managers`
+ * and `$rule-managers` may manage projections and rules (granted without
+ * making someone an admin). Other groups are
  * names a user belongs to, used in ACLs like user names.
  *
  * Streams: KurrentDB's ACL meanings. A stream's metadata may hold `$acl`:
@@ -40,6 +42,14 @@
 #include "urlcode.h"
 
 int access_admin(const auth_who *who) { return who->open || who->admin; }
+
+int access_in_group(const auth_who *who, const char *group)
+{
+    for (int i = 0; i < who->ngroups; i++)
+        if (!strcmp(who->groups[i], group))
+            return 1;
+    return 0;
+}
 int access_ops(const auth_who *who) { return who->open || who->admin || who->ops; }
 
 static int role_matches(const auth_who *who, const char *role)
@@ -258,10 +268,11 @@ int access_visible(conn *c, const char *stream)
 
 /* ------------------------------------------------------------ HTTP */
 
-enum { NEED_NONE, NEED_USER, NEED_OPS, NEED_ADMIN, NEED_STREAM };
+enum { NEED_NONE, NEED_USER, NEED_OPS, NEED_ADMIN, NEED_STREAM, NEED_GROUP };
 
 typedef struct need {
     int kind;
+    const char *group; /* NEED_GROUP: $admins or this group */
     char stream[1024];
     int op;
 } need;
@@ -330,9 +341,11 @@ static void http_need(int m, const char *path, size_t plen, need *n)
             n->kind = NEED_USER;
         }
     } else if (prefix(path, plen, "/projections")) {
-        n->kind = get ? NEED_USER : NEED_ADMIN;
+        n->kind = get ? NEED_USER : NEED_GROUP;
+        n->group = "$projection-managers";
     } else if (prefix(path, plen, "/rules")) {
-        n->kind = NEED_ADMIN; /* definitions name targets and their secrets */
+        n->kind = NEED_GROUP; /* definitions name targets and their secrets */
+        n->group = "$rule-managers";
     } else if (IS("/streams")) {
         n->kind = NEED_OPS; /* multi-stream appends: see docs/security.md */
     } else if (plen > 9 && !memcmp(path, "/streams/", 9)) {
@@ -422,6 +435,10 @@ static int authorize(conn *c, const char *path, size_t plen)
     case NEED_OPS:
         ok = access_ops(who);
         snprintf(why, sizeof why, "this operation needs $ops or $admins");
+        break;
+    case NEED_GROUP:
+        ok = access_admin(who) || access_in_group(who, n.group);
+        snprintf(why, sizeof why, "this operation needs $admins or %s", n.group);
         break;
     case NEED_ADMIN:
         ok = access_admin(who);

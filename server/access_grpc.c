@@ -16,6 +16,7 @@
  *   ServerFeatures, Gossip               anyone, no credentials needed
  *   Operations                           $ops
  *   Projections: Statistics, State, Result   any user; the rest $admins
+ *                                        or $projection-managers
  *   PersistentSubscriptions: Read        read of its stream ($all: $ops)
  *     GetInfo, List                      any user; the rest $ops
  *   Streams: Read (stream or $all, also subscriptions), Append,
@@ -35,7 +36,7 @@
 #include "streams.pb-c.h"
 #include "v2_streams.pb-c.h"
 
-enum { M_ANY, M_USER, M_OPS, M_ADMIN, M_MSG };
+enum { M_ANY, M_USER, M_OPS, M_ADMIN, M_MSG, M_PROJ };
 
 static int ends_with(const char *s, const char *suffix)
 {
@@ -53,7 +54,7 @@ static int method_need(const char *path)
         return ends_with(path, "/Statistics") || ends_with(path, "/State") ||
                        ends_with(path, "/Result")
                    ? M_USER
-                   : M_ADMIN;
+                   : M_PROJ;
     if (strstr(path, ".persistent_subscriptions.PersistentSubscriptions/"))
         return ends_with(path, "/Read")      ? M_MSG
                : ends_with(path, "/GetInfo") || ends_with(path, "/List") ? M_USER
@@ -98,6 +99,11 @@ static int method_check(gcall *call)
     int need = method_need((const char *)call->path.p);
     if (need == M_OPS && !access_ops(&call->who)) {
         denied(call, "needs $ops or $admins");
+        return -1;
+    }
+    if (need == M_PROJ && !access_admin(&call->who) &&
+        !access_in_group(&call->who, "$projection-managers")) {
+        denied(call, "needs $admins or $projection-managers");
         return -1;
     }
     if (need == M_ADMIN && !access_admin(&call->who)) {

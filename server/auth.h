@@ -86,6 +86,8 @@ int access_stream(server *s, const auth_who *who, const char *stream, int op);
 int access_policies_check(json_t *p, char *msg, size_t cap);
 /* 1 if `who` is in $admins (or auth is off). */
 int access_admin(const auth_who *who);
+/* 1 if `who` belongs to `group`. */
+int access_in_group(const auth_who *who, const char *group);
 /* 1 if `who` is in $admins or $ops. */
 int access_ops(const auth_who *who);
 

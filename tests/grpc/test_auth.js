@@ -88,7 +88,7 @@ async function outcome(p) {
   }
 }
 
-const PW = { reader: "reader-pw-1", writer: "writer-pw-1", operator: "ops-pw-1" };
+const PW = { reader: "reader-pw-1", writer: "writer-pw-1", operator: "ops-pw-1", pm: "pm-pw-1" };
 let locked, open;
 
 before(async () => {
@@ -98,7 +98,8 @@ before(async () => {
                                "--tls-key", path.join(pki, "server.key"),
                                "--auth-fail-limit", "1000"]).start();
   delete process.env.STELE_ADMIN_PASSWORD;
-  for (const [u, groups] of [["reader", ["readers"]], ["writer", []], ["operator", ["$ops"]]]) {
+  for (const [u, groups] of [["reader", ["readers"]], ["writer", []], ["operator", ["$ops"]],
+                             ["pm", ["$projection-managers"]]]) {
     const r = await rest("PUT", `/users/${u}`, { password: PW[u], groups });
     assert.equal(r.status, 201, r.raw);
   }
@@ -166,6 +167,18 @@ describe("KurrentDB client with users and ACLs over TLS", () => {
       if (got !== DENIED) bad.push(`delete locked as ${u}: want ${DENIED}, got ${got}`);
     }
     assert.deepEqual(bad, []);
+  });
+
+  it("projection management: $admins and $projection-managers only", async () => {
+    const name = uniq("proj");
+    const q = "fromAll().when({$init: function () { return {n: 0}; }, $any: function (s) { s.n++; return s; }})";
+    assert.equal(await outcome(client("reader", PW.reader).createProjection(name, q)),
+                 "AccessDeniedError/access-denied");
+    assert.equal(await outcome(client("operator", PW.operator).createProjection(name, q)),
+                 "AccessDeniedError/access-denied");
+    assert.equal(await outcome(client("pm", PW.pm).createProjection(name, q)), "ok");
+    // Reading its status is open to any user.
+    assert.equal(await outcome(client("reader", PW.reader).getProjectionStatus(name)), "ok");
   });
 
   it("wrong passwords and unknown users are refused (UNAUTHENTICATED); nothing is written", async () => {

@@ -99,7 +99,10 @@ def setup():
     # in the test's log of each start).
     os.environ["STELE_ADMIN_PASSWORD"] = ADMIN_PW
     S = Server(["--auth-fail-limit", "1000"], name="auth").start()
-    for u, groups in (("reader", ["readers"]), ("writer", ["writers"]), ("operator", ["$ops"])):
+    # writer may also manage projections and rules (granted by group).
+    for u, groups in (("reader", ["readers"]),
+                      ("writer", ["writers", "$projection-managers", "$rule-managers"]),
+                      ("operator", ["$ops"])):
         r = call(S.port, "PUT", "/users/" + u, {"password": PW[u], "groups": groups,
                                                "fullName": u.title()}, user="admin")
         assert r.status == 201, r
@@ -161,8 +164,8 @@ MATRIX = [
     ("GET", "/api-keys", None, {D}),
     ("GET", "/policies", None, {D}),
     ("GET", "/projections", None, ANY_USER),
-    ("POST", "/projections/p-%s", b"fromAll().when({})", {D}),
-    ("GET", "/rules", None, {D}),
+    ("POST", "/projections/p-%s", b"fromAll().when({})", {W, D}),
+    ("GET", "/rules", None, {W, D}),
 ]
 
 
