@@ -19,7 +19,8 @@
  *                                        or $projection-managers
  *   PersistentSubscriptions: Read        read of its stream ($all: $ops)
  *     GetInfo, List                      any user; the rest $ops
- *   Streams: Read (stream or $all, also subscriptions), Append,
+ *   Streams: Read (a stream, also subscriptions; $all for anyone, filtered
+ *     per stream by grpc_read.c for users without $ops), Append,
  *     BatchAppend (each append), Delete, Tombstone: the stream's ACL,
  *     checked on each request message that names a stream
  *   Users                                checked by grpc_users.c
@@ -196,11 +197,8 @@ int access_grpc_msg(gcall *call, const ProtobufCMessage *msg)
                      EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_STREAM) {
             if (o->stream && stream_of(o->stream->stream_identifier, stream, sizeof stream) == 0)
                 op = ACL_R;
-        } else if (o && o->stream_option_case ==
-                            EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_ALL) {
-            snprintf(stream, sizeof stream, "$all");
-            op = ACL_R;
         }
+        /* $all: any user; grpc_read.c sends only the streams it may read. */
     } else if (d == &event_store__client__streams__append_req__descriptor) {
         const EventStore__Client__Streams__AppendReq *r = (const void *)msg;
         if (r->content_case == EVENT_STORE__CLIENT__STREAMS__APPEND_REQ__CONTENT_OPTIONS &&

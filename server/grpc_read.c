@@ -25,6 +25,10 @@
  * original as `event` and a synthetic `$>` link event as `link`, without
  * it the link event alone (docs/kurrentdb-compatibility.md).
  *
+ * A $all read or subscription by a user without $ops skips the events of
+ * streams the user may not read (visible(); docs/security.md): `count`
+ * counts what is sent, so such a read may scan far to fill it.
+ *
  * Subscriptions use libstele's (stele_subscribe_all/stream with the same
  * filter), woken by grpc_on_commit() through one stele_watch eventfd for
  * the whole server. The first message is the confirmation; then events,
@@ -41,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "grpc.h"
 #include "streams.pb-c.h"
 
@@ -67,6 +72,10 @@ typedef struct read_st {
     size_t idx;
     /* Filter of a $all read (server side). */
     int filter_on_type; /* 0 none, 1 stream name, 2 event type */
+    /* $all read by a user without $ops: only the streams it may read
+     * (access.c), with the last stream's answer remembered. */
+    int acl_filter, vis_ok;
+    char vis_stream[256];
     char **prefixes;
     size_t nprefixes;
     regex_t re;
@@ -305,6 +314,18 @@ static int has_prefix(const char *s, size_t len, char **prefixes, size_t n)
     return 0;
 }
 
+/* Whether the caller may see e (always, unless acl_filter). */
+static int visible(gcall *call, read_st *st, const stele_event *e)
+{
+    if (!st->acl_filter)
+        return 1;
+    if (st->vis_stream[0] && !strcmp(st->vis_stream, e->stream))
+        return st->vis_ok;
+    st->vis_ok = access_stream(call->c->srv, &call->who, e->stream, ACL_R);
+    snprintf(st->vis_stream, sizeof st->vis_stream, "%s", e->stream);
+    return st->vis_ok;
+}
+
 static int matches(const read_st *st, const stele_event *e)
 {
     if (!st->filter_on_type)
@@ -450,7 +471,7 @@ static void produce_read(gcall *call, read_st *st)
         if (st->page && st->idx < stele_page_count(st->page)) {
             size_t i = st->idx++;
             const stele_event *e = stele_page_event(st->page, i);
-            if (matches(st, e)) {
+            if (matches(st, e) && visible(call, st, e)) {
                 send_event(call, st->page, i, e, st->uuid_string, st->resolve);
                 st->remaining--;
                 s->m.read_events++;
@@ -463,8 +484,9 @@ static void produce_read(gcall *call, read_st *st)
             grpc_finish(call, GRPC_OK, NULL);
             return;
         }
-        size_t limit = st->filter_on_type || st->remaining > PAGE_EVENTS ? PAGE_EVENTS
-                                                                         : (size_t)st->remaining;
+        size_t limit = st->filter_on_type || st->acl_filter || st->remaining > PAGE_EVENTS
+                           ? PAGE_EVENTS
+                           : (size_t)st->remaining;
         limit = pager_limit(&st->pg, grpc_out_high(call) / 2, limit);
         int rc = read_page(s, st, limit, &st->page);
         if (rc) {
@@ -510,9 +532,11 @@ static void produce_sub(gcall *call, read_st *st)
     server *s = call->c->srv;
     while (!call->done && grpc_out_pending(call) < grpc_out_high(call)) {
         if (st->page && st->idx < stele_page_count(st->page)) {
-            send_event(call, st->page, st->idx, NULL, st->uuid_string, st->resolve);
+            if (visible(call, st, stele_page_event(st->page, st->idx))) {
+                send_event(call, st->page, st->idx, NULL, st->uuid_string, st->resolve);
+                s->m.read_events++;
+            }
             st->idx++;
-            s->m.read_events++;
             continue;
         }
         if (st->page) {
@@ -617,6 +641,7 @@ void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
         }
     } else if (o->stream_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_ALL) {
         st->all = 1;
+        st->acl_filter = !access_ops(&call->who);
         switch (o->all->all_option_case) {
         case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__ALL_OPTIONS__ALL_OPTION_POSITION:
             from = o->all->position ? o->all->position->commit_position : 0;

@@ -142,7 +142,7 @@ describe("KurrentDB client with users and ACLs over TLS", () => {
       ["read locked", (c) => collect(c.readStream(locked)),
        { admin: "ok", reader: "ok", writer: DENIED, operator: "ok" }],
       ["read $all", (c) => collect(c.readAll({ maxCount: 5 })),
-       { admin: "ok", reader: DENIED, writer: DENIED, operator: "ok" }],
+       { admin: "ok", reader: "ok", writer: "ok", operator: "ok" }],
       ["metadata of locked", (c) => c.getStreamMetadata(locked),
        { admin: "ok", reader: DENIED, writer: DENIED, operator: DENIED }],
       ["read $users", (c) => collect(c.readStream("$users")),
@@ -179,6 +179,25 @@ describe("KurrentDB client with users and ACLs over TLS", () => {
     assert.equal(await outcome(client("pm", PW.pm).createProjection(name, q)), "ok");
     // Reading its status is open to any user.
     assert.equal(await outcome(client("reader", PW.reader).getProjectionStatus(name)), "ok");
+  });
+
+  it("$all reads and subscriptions are filtered to the streams the user may read", async () => {
+    const streamsOf = (evs) => new Set(evs.map((e) => e.event && e.event.streamId));
+    const w = streamsOf(await collect(client("writer", PW.writer).readAll({ maxCount: 100000 })));
+    assert.ok(w.has(open) && !w.has(locked) && !w.has("$users"), [...w].join(","));
+    const r = streamsOf(await collect(client("reader", PW.reader).readAll({ maxCount: 100000 })));
+    assert.ok(r.has(open) && r.has(locked) && !r.has("$users"));
+    const a = streamsOf(await collect(client("admin", ADMIN_PW).readAll({ maxCount: 100000 })));
+    assert.ok(a.has(open) && a.has(locked) && a.has("$users"));
+    // A catch-up subscription to $all: history filtered the same way.
+    const sub = client("writer", PW.writer).subscribeToAll({ fromPosition: START });
+    const seen = new Set();
+    for await (const e of sub) {
+      seen.add(e.event.streamId);
+      if (seen.has(open)) break;
+    }
+    await sub.unsubscribe();
+    assert.ok(!seen.has(locked) && !seen.has("$users"), [...seen].join(","));
   });
 
   it("wrong passwords and unknown users are refused (UNAUTHENTICATED); nothing is written", async () => {
