@@ -31,8 +31,6 @@ var __stele = (function (global) {
     var dirtyMark = Object.create(null);
     var shared;            /* bi-state: the shared state, undefined until loaded */
     var sharedLoaded = false, sharedDirty = false, sharedPos = -1;
-    var current = null;    /* the event being handled */
-    var folding = false;   /* reconstructing a state: emits are ignored */
     var foldState;
 
     function fail(msg) { throw new Error(msg); }
@@ -127,8 +125,8 @@ var __stele = (function (global) {
         return JSON.stringify(v);
     }
     function requireEvent() {
-        if (!current) fail('emit, linkTo and copyTo may only be called from a handler');
-        return !folding;
+        if (hot === null || hot.cur === null) fail('emit, linkTo and copyTo may only be called from a handler');
+        return !hot.folding;
     }
     global.emit = function (stream, type, body, metadata) {
         if (!requireEvent()) return;
@@ -240,60 +238,80 @@ var __stele = (function (global) {
         sharedLoaded = true;
     }
 
+    /* The per-event path (on) reads what it needs through one object,
+     * `hot`, made by describe() once the query has run: duktape resolves a
+     * closure variable by name on every use, while a property of a local
+     * is one lookup in a small object. Handlers by type exclude the
+     * special names ($init, $initShared, $any, $deleted), so no event type
+     * can call them by accident. */
+    var hot = null;
+    function makeHot() {
+        var hs = Object.create(null);
+        for (var k in def.handlers)
+            if (k !== '$init' && k !== '$initShared' && k !== '$any' && k !== '$deleted')
+                hs[k] = def.handlers[k];
+        hot = {
+            hs: hs, any: def.handlers.$any, pb: def.partitionBy, fe: def.foreachStream,
+            bi: def.handlers.$initShared !== undefined, states: states, statePos: statePos,
+            dirty: dirty, dirtyMark: dirtyMark, cur: null, folding: false
+        };
+    }
+
     function on(streamId, type, seq, raw, mraw, flags, created, position) {
-        var h = def.handlers[type];
-        if (h === undefined || type === '$init' || type === '$initShared') {
-            h = def.handlers.$any;
+        var c = hot;
+        var h = c.hs[type];
+        if (h === undefined) {
+            h = c.any;
             if (h === undefined) return 0;
         }
         var ev = new Ev(streamId, type, seq, raw, mraw, flags, created, position);
         var key = '';
-        if (def.partitionBy) {
-            key = def.partitionBy(ev);
+        if (c.pb !== null) {
+            key = c.pb(ev);
             if (key === undefined || key === null) return 0;
             key = String(key);
-        } else if (def.foreachStream) {
+        } else if (c.fe) {
             key = streamId;
         }
         ev.partition = key;
-        var s = states[key];
+        var st = c.states, sp = c.statePos;
+        var s = st[key];
         if (s === undefined) {
             var r = __stele_load(key, false);
-            if (r === null) { s = initState(); statePos[key] = -1; }
-            else { s = JSON.parse(r[0]); statePos[key] = r[1]; }
-            states[key] = s;
+            if (r === null) { s = initState(); sp[key] = -1; }
+            else { s = JSON.parse(r[0]); sp[key] = r[1]; }
+            st[key] = s;
         }
         /* Exactly once: a stored state may already include events after
          * the checkpoint when its commit was not atomic (see run.c); such
          * an event is not applied to it again. */
-        var skipPart = position <= statePos[key];
-        var bi = def.handlers.$initShared !== undefined;
+        var skipPart = position <= sp[key];
         var skipShared = true;
-        if (bi) {
+        if (c.bi) {
             loadShared();
             skipShared = position <= sharedPos;
         }
         if (skipPart && skipShared) return 0;
-        current = ev;
-        try {
-            if (bi) {
-                /* A partition that already has this event gets a copy:
-                 * the handler must not change it again in place. */
-                var pair = [skipPart ? JSON.parse(JSON.stringify(s)) : s, shared];
-                var rr = h(pair, ev);
-                if (rr !== undefined) pair = rr;
-                if (!skipPart) s = pair[0];
-                if (!skipShared) { shared = pair[1]; sharedDirty = true; }
-            } else {
-                var r2 = h(s, ev);
-                if (r2 !== undefined) s = r2;
-            }
-        } finally {
-            current = null;
+        /* No try/finally: a handler that throws faults the runtime, which
+         * the runner then frees. */
+        c.cur = ev;
+        if (c.bi) {
+            /* A partition that already has this event gets a copy:
+             * the handler must not change it again in place. */
+            var pair = [skipPart ? JSON.parse(JSON.stringify(s)) : s, shared];
+            var rr = h(pair, ev);
+            if (rr !== undefined) pair = rr;
+            if (!skipPart) s = pair[0];
+            if (!skipShared) { shared = pair[1]; sharedDirty = true; }
+        } else {
+            var r2 = h(s, ev);
+            if (r2 !== undefined) s = r2;
         }
+        c.cur = null;
         if (!skipPart) {
-            states[key] = s;
-            if (dirtyMark[key] !== 1) { dirtyMark[key] = 1; dirty.push(key); return 2; }
+            st[key] = s;
+            var dm = c.dirtyMark;
+            if (dm[key] !== 1) { dm[key] = 1; c.dirty.push(key); return 2; }
         }
         return 1;
     }
@@ -310,15 +328,15 @@ var __stele = (function (global) {
     /* Reconstructing one stream's state (state.c): the stream is one
      * partition; the shared state of a bi-state query starts empty. */
     function foldEvent(streamId, type, seq, raw, mraw, flags, created, position) {
-        var h = def.handlers[type];
-        if (h === undefined || type === '$init' || type === '$initShared') {
-            h = def.handlers.$any;
+        var h = hot.hs[type];
+        if (h === undefined) {
+            h = hot.any;
             if (h === undefined) return 0;
         }
         var ev = new Ev(streamId, type, seq, raw, mraw, flags, created, position);
         ev.partition = streamId;
-        current = ev;
-        folding = true;
+        hot.cur = ev;
+        hot.folding = true;
         try {
             if (def.handlers.$initShared !== undefined) {
                 var pair = [foldState, initShared()];
@@ -330,8 +348,8 @@ var __stele = (function (global) {
                 if (r !== undefined) foldState = r;
             }
         } finally {
-            current = null;
-            folding = false;
+            hot.cur = null;
+            hot.folding = false;
         }
         return 1;
     }
@@ -348,6 +366,7 @@ var __stele = (function (global) {
             for (var k in def.handlers) names.push(k);
             if (def.handlers.$initShared !== undefined && !def.partitionBy && !def.foreachStream)
                 fail('$initShared (bi-state) needs partitionBy() or foreachStream()');
+            makeHot();
             return JSON.stringify({
                 all: def.all, categories: def.categories, streams: def.streams, handlers: names,
                 partitioned: !!(def.partitionBy || def.foreachStream), foreachStream: def.foreachStream, biState: def.handlers.$initShared !== undefined,
@@ -357,8 +376,8 @@ var __stele = (function (global) {
         },
         takeDirty: function () {
             var d = dirty;
-            dirty = [];
-            dirtyMark = Object.create(null);
+            dirty = hot.dirty = [];
+            dirtyMark = hot.dirtyMark = Object.create(null);
             return d;
         },
         sharedDirty: function () { var d = sharedDirty; sharedDirty = false; return d; },
