@@ -14,6 +14,172 @@
 
 static int passed;
 
+/* ------------------------------------------------------------ helpers */
+
+static void append_json(stele_db *db, const char *stream, const char *type, const char *json)
+{
+    stele_event_in ev = {.type = type, .data = json, .data_len = strlen(json),
+                         .flags = STELE_EVENT_JSON};
+    CHECK_OK(stele_append(db, stream, STELE_ANY, &ev, 1, NULL));
+}
+
+static int try_create(stele_db *db, const char *name, const char *q, int emit)
+{
+    stele_projection_settings s = {.query = q, .query_len = strlen(q), .enabled = 1,
+                                   .emit_enabled = emit};
+    return stele_projection_create(db, name, &s);
+}
+
+static void wait_all(stele_db *db, const char *name)
+{
+    CHECK_OK(stele_projection_wait(db, name, STELE_END, 60000));
+    stele_projection_info *in;
+    CHECK_OK(stele_projection_get(db, name, &in));
+    if (strcmp(in->status, "Running") && strcmp(in->status, "Completed"))
+        fprintf(stderr, "projection %s: %s %s\n", name, in->status, in->fault);
+    CHECK(!strcmp(in->status, "Running") || !strcmp(in->status, "Completed"));
+    stele_projection_info_free(in);
+}
+
+static void expect_state(stele_db *db, const char *name, const char *part, const char *want)
+{
+    char *j = NULL;
+    CHECK_OK(stele_projection_state(db, name, part, 0, &j, NULL));
+    if ((!j && want) || (j && !want) || (j && strcmp(j, want))) {
+        fprintf(stderr, "projection %s partition '%s': state %s, want %s\n", name, part,
+                j ? j : "(none)", want ? want : "(none)");
+        CHECK(0);
+    }
+    stele_free(j);
+}
+
+/* The data of the last event of `stream`, or "" if none. */
+static void last_data(stele_db *db, const char *stream, char *out, size_t cap)
+{
+    stele_page *pg;
+    out[0] = 0;
+    if (stele_read_stream(db, stream, STELE_END, STELE_BACKWARDS, 1, &pg))
+        return;
+    if (stele_page_count(pg)) {
+        const stele_event *e = stele_page_event(pg, 0);
+        snprintf(out, cap, "%.*s", (int)e->data_len, (const char *)e->data);
+    }
+    stele_page_free(pg);
+}
+
+/* ------------------------------------------------------------ fromStreamsMatching */
+
+static void test_streams_matching(void)
+{
+    const char *dir = t_tmpdir("proj_matching");
+    stele_db *db;
+    CHECK_OK(stele_open(dir, NULL, &db));
+    append_json(db, "Cart-1", "ItemAdded", "{}");
+    append_json(db, "Cart-2", "ItemAdded", "{}");
+    append_json(db, "Wish-1", "ItemAdded", "{}");
+    append_json(db, "Other-1", "ItemAdded", "{}");
+    append_json(db, "Cart-1", "ItemAdded", "{}");
+    static const char q[] =
+        "fromStreamsMatching(function(s){ return s.indexOf('Cart-') === 0 || s === 'Wish-1'; })\n"
+        ".foreachStream().when({$init: function(){ return {n: 0}; },\n"
+        "  $any: function(s, e){ s.n++; }});";
+    CHECK_OK(try_create(db, "m", q, 0));
+    static const char q2[] =
+        "fromStreamsMatching(function(s){ return /-1$/.test(s); })\n"
+        ".when({$init: function(){ return {streams: []}; },\n"
+        "  $any: function(s, e){ s.streams.push(e.streamId); }});";
+    CHECK_OK(try_create(db, "m2", q2, 0));
+    append_json(db, "Cart-2", "ItemAdded", "{}");
+    append_json(db, "Other-1", "ItemAdded", "{}");
+    wait_all(db, "m");
+    wait_all(db, "m2");
+    expect_state(db, "m", "Cart-1", "{\"n\":2}");
+    expect_state(db, "m", "Cart-2", "{\"n\":2}");
+    expect_state(db, "m", "Wish-1", "{\"n\":1}");
+    expect_state(db, "m", "Other-1", NULL);
+    expect_state(db, "m2", "",
+                 "{\"streams\":[\"Cart-1\",\"Wish-1\",\"Other-1\",\"Cart-1\",\"Other-1\"]}");
+    /* not a function: refused at creation */
+    CHECK_RC(try_create(db, "bad", "fromStreamsMatching('Cart-.*').when({});", 0), STELE_EINVAL);
+    CHECK(strstr(stele_errmsg(), "fromStreamsMatching() expects a function") != NULL);
+    stele_close(db);
+    t_rmdir(dir);
+    passed++;
+}
+
+/* ------------------------------------------------------------ options */
+
+static void test_options(void)
+{
+    const char *dir = t_tmpdir("proj_options");
+    stele_db *db;
+    CHECK_OK(stele_open(dir, NULL, &db));
+    append_json(db, "Cart-1", "ItemAdded", "{}");
+    stele_event_in link = {.type = "$>", .data = "0@Cart-1", .data_len = 8};
+    CHECK_OK(stele_append(db, "Links-1", STELE_ANY, &link, 1, NULL));
+    append_json(db, "Cart-2", "ItemAdded", "{}");
+    /* $includeLinks: link events reach handlers only when asked for */
+    static const char by_type[] =
+        "fromAll().when({$init: function(){ return {}; },\n"
+        "  $any: function(s, e){ s[e.eventType] = (s[e.eventType] || 0) + 1; }});";
+    char q[1024];
+    CHECK_OK(try_create(db, "nolinks", by_type, 0));
+    snprintf(q, sizeof q, "options({$includeLinks: true});\n%s", by_type);
+    CHECK_OK(try_create(db, "links", q, 0));
+    snprintf(q, sizeof q, "options({$includeLinks: false, reorderEvents: true, processingLag: 500});\n%s",
+             by_type);
+    CHECK_OK(try_create(db, "reorder", q, 0));
+    /* resultStreamName with outputState */
+    CHECK_OK(try_create(db, "named",
+                        "options({resultStreamName: '$cart-totals'});\n"
+                        "fromCategory('Cart').when({$init: function(){ return {n: 0}; },\n"
+                        "  ItemAdded: function(s, e){ s.n++; }}).outputState();", 0));
+    /* biState without $initShared: the shared state starts as {} */
+    CHECK_OK(try_create(db, "bi",
+                        "options({biState: true});\n"
+                        "fromCategory('Cart').foreachStream().when({$init: function(){ return {n: 0}; },\n"
+                        "  ItemAdded: function(s, e){ s[0].n++; s[1].total = (s[1].total || 0) + 1; "
+                        "return s; }});", 0));
+    wait_all(db, "nolinks");
+    wait_all(db, "links");
+    wait_all(db, "reorder");
+    wait_all(db, "named");
+    wait_all(db, "bi");
+    expect_state(db, "nolinks", "", "{\"ItemAdded\":2}");
+    expect_state(db, "reorder", "", "{\"ItemAdded\":2}");
+    expect_state(db, "links", "", "{\"ItemAdded\":2,\"$>\":1}");
+    char d[256];
+    last_data(db, "$cart-totals", d, sizeof d);
+    CHECK(!strcmp(d, "{\"n\":2}"));
+    expect_state(db, "bi", "Cart-2", "{\"n\":1}");
+    last_data(db, "$projections-bi:shared", d, sizeof d);
+    if (strcmp(d, "{\"total\":2}"))
+        fprintf(stderr, "bi shared state %s\n", d);
+    CHECK(!strcmp(d, "{\"total\":2}"));
+    /* refused with the reason: unknown options, wrong types, contradictions */
+    struct {
+        const char *q, *why;
+    } bad[] = {
+        {"options({reorderEvent: true}); fromAll().when({});", "unknown option \"reorderEvent\""},
+        {"options({$includeLinks: 'yes'}); fromAll().when({});", "$includeLinks must be true or false"},
+        {"options({processingLag: -5}); fromAll().when({});", "processingLag must be"},
+        {"options({resultStreamName: ''}); fromAll().when({});", "resultStreamName must be"},
+        {"options({biState: true}); fromAll().when({});", "needs partitionBy() or foreachStream()"},
+        {"options({biState: false}); fromAll().foreachStream().when({$initShared: function(){ "
+         "return {}; }});", "contradicts"},
+        {"options(3); fromAll().when({});", "options() expects an object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_RC(try_create(db, "bad", bad[i].q, 0), STELE_EINVAL);
+        if (!strstr(stele_errmsg(), bad[i].why))
+            fprintf(stderr, "query %s: error '%s', want '%s'\n", bad[i].q, stele_errmsg(), bad[i].why);
+        CHECK(strstr(stele_errmsg(), bad[i].why) != NULL);
+    }
+    stele_close(db);
+    t_rmdir(dir);
+    passed++;
+}
+
 /* ------------------------------------------------------------ CPU time */
 
 static int sleeps;
@@ -102,5 +268,7 @@ int main(int argc, char **argv)
     (void)argv;
     t_seed();
     test_cpu_time_limit();
+    test_streams_matching();
+    test_options();
     return t_done("test_proj_gaps", passed);
 }

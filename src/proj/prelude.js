@@ -22,7 +22,7 @@ var __stele = (function (global) {
     'use strict';
     var def = {
         all: false, categories: [], streams: [], handlers: {}, partitionBy: null,
-        foreachStream: false, outputState: false, resultStream: null,
+        foreachStream: false, outputState: false, resultStream: null, matching: null,
         transforms: [], options: {}, defined: false
     };
     var states = Object.create(null);
@@ -112,12 +112,42 @@ var __stele = (function (global) {
         setSource(function () { def.streams = l; });
         return chain;
     };
-    global.fromStreamsMatching = function () { fail('fromStreamsMatching() is not supported'); };
+    /* Every stream that is not a system stream (as fromAll), kept when
+     * the predicate answers true for its name. */
+    global.fromStreamsMatching = function (f) {
+        if (typeof f !== 'function') fail('fromStreamsMatching() expects a function of the stream name');
+        setSource(function () { def.all = true; def.matching = f; });
+        return chain;
+    };
+    /* KurrentDB's options, each checked here; docs/projections.md says
+     * what each does in Stele. */
+    var optionCheck = {
+        resultStreamName: function (v) {
+            if (typeof v !== 'string' || v === '') return 'a non-empty string';
+            def.resultStream = v;
+        },
+        $includeLinks: function (v) { if (typeof v !== 'boolean') return 'true or false'; },
+        reorderEvents: function (v) { if (typeof v !== 'boolean') return 'true or false'; },
+        processingLag: function (v) {
+            if (typeof v !== 'number' || !(v >= 0) || v > 3600000) return 'a number of milliseconds from 0 to 3600000';
+        },
+        biState: function (v) { if (typeof v !== 'boolean') return 'true or false'; }
+    };
     global.options = function (o) {
         if (typeof o !== 'object' || o === null) fail('options() expects an object');
-        for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) def.options[k] = o[k];
-        if (typeof o.resultStreamName === 'string') def.resultStream = o.resultStreamName;
+        for (var k in o) {
+            if (!Object.prototype.hasOwnProperty.call(o, k)) continue;
+            if (!Object.prototype.hasOwnProperty.call(optionCheck, k))
+                fail('options(): unknown option ' + JSON.stringify(k) + ' (known: resultStreamName, ' +
+                     '$includeLinks, reorderEvents, processingLag, biState)');
+            var why = optionCheck[k](o[k]);
+            if (why) fail('options(): ' + k + ' must be ' + why);
+            def.options[k] = o[k];
+        }
     };
+    function biState() {
+        return def.handlers.$initShared !== undefined || def.options.biState === true;
+    }
 
     function json(v) {
         if (v === undefined) return null;
@@ -227,7 +257,7 @@ var __stele = (function (global) {
         return s === undefined ? {} : s;
     }
     function initShared() {
-        var s = def.handlers.$initShared();
+        var s = def.handlers.$initShared === undefined ? {} : def.handlers.$initShared();
         return s === undefined ? {} : s;
     }
     function loadShared() {
@@ -252,9 +282,24 @@ var __stele = (function (global) {
                 hs[k] = def.handlers[k];
         hot = {
             hs: hs, any: def.handlers.$any, pb: def.partitionBy, fe: def.foreachStream,
-            bi: def.handlers.$initShared !== undefined, states: states, statePos: statePos,
+            bi: biState(), states: states, statePos: statePos,
+            links: def.options.$includeLinks === true, matching: def.matching,
+            matched: Object.create(null), nmatched: 0,
             dirty: dirty, dirtyMark: dirtyMark, cur: null, folding: false
         };
+    }
+
+    /* fromStreamsMatching: the predicate's answer per stream name, kept
+     * for up to 10,000 names (then forgotten and asked again: it must be
+     * deterministic). */
+    function matches(c, streamId) {
+        var m = c.matched[streamId];
+        if (m === undefined) {
+            if (c.nmatched >= 10000) { c.matched = Object.create(null); c.nmatched = 0; }
+            m = c.matched[streamId] = !!c.matching(streamId);
+            c.nmatched++;
+        }
+        return m;
     }
 
     function on(streamId, type, seq, raw, mraw, flags, created, position) {
@@ -264,6 +309,8 @@ var __stele = (function (global) {
             h = c.any;
             if (h === undefined) return 0;
         }
+        if (type === '$>' && !c.links) return 0;
+        if (c.matching !== null && !matches(c, streamId)) return 0;
         var ev = new Ev(streamId, type, seq, raw, mraw, flags, created, position);
         var key = '';
         if (c.pb !== null) {
@@ -333,12 +380,13 @@ var __stele = (function (global) {
             h = hot.any;
             if (h === undefined) return 0;
         }
+        if (type === '$>' && !hot.links) return 0;
         var ev = new Ev(streamId, type, seq, raw, mraw, flags, created, position);
         ev.partition = streamId;
         hot.cur = ev;
         hot.folding = true;
         try {
-            if (def.handlers.$initShared !== undefined) {
+            if (hot.bi) {
                 var pair = [foldState, initShared()];
                 var rr = h(pair, ev);
                 if (rr !== undefined) pair = rr;
@@ -364,12 +412,15 @@ var __stele = (function (global) {
             if (!def.defined) fail('the query selects no source: start it with fromAll(), fromCategory(), fromStream() ...');
             var names = [];
             for (var k in def.handlers) names.push(k);
-            if (def.handlers.$initShared !== undefined && !def.partitionBy && !def.foreachStream)
-                fail('$initShared (bi-state) needs partitionBy() or foreachStream()');
+            if (biState() && !def.partitionBy && !def.foreachStream)
+                fail('bi-state ($initShared or options({biState: true})) needs partitionBy() or foreachStream()');
+            if (def.options.biState === false && def.handlers.$initShared !== undefined)
+                fail('options({biState: false}) contradicts the $initShared handler');
             makeHot();
             return JSON.stringify({
                 all: def.all, categories: def.categories, streams: def.streams, handlers: names,
-                partitioned: !!(def.partitionBy || def.foreachStream), foreachStream: def.foreachStream, biState: def.handlers.$initShared !== undefined,
+                partitioned: !!(def.partitionBy || def.foreachStream), foreachStream: def.foreachStream, biState: biState(),
+                streamsMatching: def.matching !== null,
                 outputState: def.outputState, resultStream: def.resultStream,
                 transforms: def.transforms.length, options: def.options
             });
