@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "proj/js.h"
+#include "store/store_int.h"
 #include "testutil.h"
 
 static int passed;
@@ -262,6 +263,86 @@ static void test_cpu_time_limit(void)
     passed++;
 }
 
+/* ------------------------------------------------------------ scavenging */
+
+/* Events in stream `stream` a read returns. */
+static size_t visible(stele_db *db, const char *stream)
+{
+    stele_page *pg;
+    if (stele_read_stream(db, stream, 0, STELE_FORWARDS, 100000, &pg))
+        return 0;
+    size_t n = stele_page_count(pg);
+    stele_page_free(pg);
+    return n;
+}
+
+/* A counting projection and a per-stream one commit 40 batches each; their
+ * state and checkpoint streams then show only their last event, and a
+ * scavenge gives the superseded ones back (whole commits: a batch's
+ * commit goes once every state and the checkpoint in it are superseded).
+ * The states are right before and after, and after a reopen the
+ * projections continue from them. */
+static void test_scavenge_states(void)
+{
+    const char *dir = t_tmpdir("proj_scavenge");
+    stele_options o = {.segment_size = 64u << 10};
+    stele_db *db;
+    CHECK_OK(stele_open(dir, &o, &db));
+    CHECK_OK(try_create(db, "cnt", "fromCategory('Cart').when({$init: function(){ return {n: 0}; },\n"
+                                   "  $any: function(s, e){ s.n++; }});", 0));
+    CHECK_OK(try_create(db, "per", "fromCategory('Cart').foreachStream().when({$init: function(){ "
+                                   "return {n: 0}; },\n  $any: function(s, e){ s.n++; }});", 0));
+    char pad[3000];
+    memset(pad, 'x', sizeof pad - 1);
+    pad[sizeof pad - 1] = 0;
+    char data[3100];
+    snprintf(data, sizeof data, "{\"pad\":\"%s\"}", pad);
+    int rounds = 40;
+    for (int i = 0; i < rounds; i++) {
+        append_json(db, i % 2 ? "Cart-1" : "Cart-2", "ItemAdded", data);
+        wait_all(db, "cnt");
+        wait_all(db, "per");
+    }
+    char want[64];
+    snprintf(want, sizeof want, "{\"n\":%d}", rounds);
+    expect_state(db, "cnt", "", want);
+    snprintf(want, sizeof want, "{\"n\":%d}", rounds / 2);
+    expect_state(db, "per", "Cart-1", want);
+    expect_state(db, "per", "Cart-2", want);
+    CHECK(visible(db, "$projections-cnt:state") == 1);
+    CHECK(visible(db, "$projections-cnt:checkpoint") == 1);
+    CHECK(visible(db, "$projections-per:state-Cart-1") == 1);
+    CHECK(visible(db, "$projections-per:checkpoint") == 1);
+    stele_stream_metadata *md;
+    CHECK_OK(store_get_metadata_system(db, "$projections-per:state-Cart-2", &md));
+    CHECK(md->max_count == 1);
+    stele_free(md);
+    /* the application's events stay; the projections' old ones go */
+    stele_scavenge_result res;
+    CHECK_OK(stele_scavenge(db, NULL, &res));
+    if (res.events_removed < (uint64_t)rounds)
+        fprintf(stderr, "scavenge removed %llu events in %llu segments\n", (unsigned long long)res.events_removed, (unsigned long long)res.segments_scanned);
+    CHECK(res.events_removed >= (uint64_t)rounds); /* of ~4 per round */
+    CHECK(res.bytes_reclaimed > 0);
+    CHECK(visible(db, "Cart-1") == (size_t)rounds / 2);
+    CHECK(visible(db, "Cart-2") == (size_t)rounds / 2);
+    snprintf(want, sizeof want, "{\"n\":%d}", rounds);
+    expect_state(db, "cnt", "", want);
+    stele_close(db);
+    CHECK_OK(stele_open(dir, &o, &db));
+    CHECK_OK(stele_projections_start(db));
+    append_json(db, "Cart-1", "ItemAdded", "{}");
+    wait_all(db, "cnt");
+    wait_all(db, "per");
+    snprintf(want, sizeof want, "{\"n\":%d}", rounds + 1);
+    expect_state(db, "cnt", "", want);
+    snprintf(want, sizeof want, "{\"n\":%d}", rounds / 2 + 1);
+    expect_state(db, "per", "Cart-1", want);
+    stele_close(db);
+    t_rmdir(dir);
+    passed++;
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -270,5 +351,6 @@ int main(int argc, char **argv)
     test_cpu_time_limit();
     test_streams_matching();
     test_options();
+    test_scavenge_states();
     return t_done("test_proj_gaps", passed);
 }

@@ -126,6 +126,11 @@ int pstore_read_checkpoint(stele_db *db, const proj_def *d, uint64_t *position);
  * epoch). The JSON goes to *out, the position it covers to *pos. */
 int pstore_load_state(stele_db *db, const proj_def *d, const char *key, size_t klen,
                       int shared, buf *out, uint64_t *pos, int *found);
+/* Make `stream` keep only its last event (maxCount 1, other metadata
+ * kept), unless it does already: superseded states and checkpoints then
+ * are hidden and scavenging gives their space back. Idempotent. */
+int pstore_keep_last(stele_db *db, const char *stream);
+
 /* Soft-delete what a reset or delete removes: emitted streams (if
  * `emitted`), and state streams, partitions, checkpoint (if `state`). */
 int pstore_delete_streams(stele_db *db, const proj_def *d, int emitted, int state);

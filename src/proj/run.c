@@ -43,6 +43,8 @@ typedef struct knode {
     char *key;
     size_t klen;
     int is_new; /* no stored state when it was loaded: register it */
+    int stored; /* a state of it is in the store (loaded, or committed since) */
+    int keep_last; /* its state stream is known to keep only its last event */
     struct knode *hnext, *prev, *next;
 } knode;
 
@@ -172,7 +174,23 @@ typedef struct runner {
     uint64_t cur_pos; /* position of the event being handled */
     uint64_t emit_seq;
     uint64_t last_handled; /* position of the batch's last handled event */
+    int shared_keep_last;   /* the shared state stream keeps only its last event */
 } runner;
+
+/* Superseded states: a partition's state stream gets maxCount 1 when its
+ * second state is committed (a partition written once has nothing to
+ * reclaim, so the common one-batch partition costs no metadata write);
+ * scavenging then frees the older states (docs/projections.md). Done
+ * after the batch's commit: maxCount 1 always shows the newest state, so
+ * losing it in a crash only delays the reclaiming to the next commit. */
+static int keep_last_state(runner *r, const char *key, size_t klen, int shared)
+{
+    char name[256];
+    int rc = pstore_partition_stream(&r->d, key, klen, shared, name);
+    if (!rc)
+        rc = pstore_keep_last(r->db, name);
+    return rc;
+}
 
 /* After handling event e of a foreachStream() projection: every
  * snapshot_every events of a stream, its state goes into the batch as a
@@ -209,6 +227,7 @@ static int cb_load(void *ctx, const char *key, size_t klen, int shared, buf *out
     if (!x)
         return err_set(STELE_ENOMEM, "out of memory");
     x->is_new = !*found && r->src->partitioned;
+    x->stored = *found;
     atomic_store(&r->p->partitions_cached, r->cache.n);
     return 0;
 }
@@ -438,14 +457,29 @@ static int commit(runner *r, uint64_t next, char *err, size_t errlen)
             snprintf(err, errlen, "committing the batch: %s", stele_errmsg());
     }
     if (!rc) {
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < n && !rc; i++) {
             knode *x = kset_find(&r->cache, keys[i], lens[i]);
-            if (x)
+            if (x) {
                 x->is_new = 0;
+                if (x->stored && !x->keep_last) {
+                    if ((rc = keep_last_state(r, keys[i], lens[i], 0)))
+                        snprintf(err, errlen, "setting maxCount on a state stream: %s",
+                                 stele_errmsg());
+                    x->keep_last = 1;
+                }
+                x->stored = 1;
+            }
             proj_js_committed(r->js, keys[i], lens[i], 0, r->last_handled);
         }
-        if (shared)
+        if (shared) {
             proj_js_committed(r->js, "", 0, 1, r->last_handled);
+            if (!rc && !r->shared_keep_last) {
+                if ((rc = keep_last_state(r, "", 0, 1)))
+                    snprintf(err, errlen, "setting maxCount on the shared state: %s",
+                             stele_errmsg());
+                r->shared_keep_last = 1;
+            }
+        }
         atomic_fetch_add(&r->p->commits, 1);
     }
     proj_js_keys_free(keys, lens, n);
@@ -537,7 +571,10 @@ static void *run_main(void *arg)
     p->definition = strdup(r.src->json);
     pthread_mutex_unlock(&p->sys->mu);
     uint64_t pos;
-    if ((rc = pstore_read_checkpoint(r.db, &r.d, &pos)) || (rc = load_emitted(&r))) {
+    char ckname[256];
+    if ((rc = pstore_read_checkpoint(r.db, &r.d, &pos)) || (rc = load_emitted(&r)) ||
+        (rc = pstore_stream_name(&r.d, "checkpoint", ckname)) ||
+        (rc = pstore_keep_last(r.db, ckname))) {
         snprintf(err, sizeof err, "reading the checkpoint: %s", stele_errmsg());
         final = PS_FAULTED;
         goto out;
