@@ -100,6 +100,29 @@ static void test_streams_matching(void)
     expect_state(db, "m", "Other-1", NULL);
     expect_state(db, "m2", "",
                  "{\"streams\":[\"Cart-1\",\"Wish-1\",\"Other-1\",\"Cart-1\",\"Other-1\"]}");
+    /* the views $ce- and $et- as sources: their events where they are */
+    CHECK_OK(try_create(db, "ce", "fromStream('$ce-Cart').foreachStream().when({$init: function(){ "
+                                  "return {n: 0}; }, $any: function(s, e){ s.n++; }});", 0));
+    append_json(db, "Wish-2", "Wished", "{}");
+    append_json(db, "Cart", "Wished", "{}");
+    CHECK_OK(try_create(db, "et", "fromStreams(['$et-Wished']).when({$init: function(){ "
+                                  "return {s: []}; }, $any: function(s, e){ s.s.push(e.streamId); }});", 0));
+    CHECK_OK(try_create(db, "mix", "fromStreams('$et-Wished', 'Other-1', '$ce-Wish').when({$init: "
+                                   "function(){ return {s: []}; }, $any: function(s, e){ "
+                                   "s.s.push(e.streamId + '/' + e.eventType); }});", 0));
+    wait_all(db, "ce");
+    wait_all(db, "et");
+    wait_all(db, "mix");
+    expect_state(db, "ce", "Cart-1", "{\"n\":2}");
+    expect_state(db, "ce", "Cart-2", "{\"n\":2}");
+    expect_state(db, "ce", "Cart", "{\"n\":1}");
+    expect_state(db, "ce", "Wish-1", NULL);
+    expect_state(db, "et", "", "{\"s\":[\"Wish-2\",\"Cart\"]}");
+    expect_state(db, "mix", "",
+                 "{\"s\":[\"Wish-1/ItemAdded\",\"Other-1/ItemAdded\",\"Other-1/ItemAdded\","
+                 "\"Wish-2/Wished\",\"Cart/Wished\"]}");
+    CHECK_RC(try_create(db, "bad", "fromStream('$bc-x').when({});", 0), STELE_EINVAL);
+    CHECK(strstr(stele_errmsg(), "not a projection source") != NULL);
     /* not a function: refused at creation */
     CHECK_RC(try_create(db, "bad", "fromStreamsMatching('Cart-.*').when({});", 0), STELE_EINVAL);
     CHECK(strstr(stele_errmsg(), "fromStreamsMatching() expects a function") != NULL);

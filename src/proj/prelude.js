@@ -103,12 +103,22 @@ var __stele = (function (global) {
         setSource(function () { def.categories = l; });
         return chain;
     };
+    /* Stream names; the views $ce-C and $et-T are read where their events
+     * are (Stele keeps no link streams), $bc- and $streams are refused. */
+    function streamNames(l, what) {
+        strings(l, what);
+        for (var i = 0; i < l.length; i++)
+            if (l[i].indexOf('$bc-') === 0 || l[i] === '$streams')
+                fail(what + ': ' + l[i] + ' is not a projection source in Stele; use fromAll() ' +
+                     '(and e.metadata.$correlationId for $bc-)');
+        return l;
+    }
     global.fromStream = function (s) {
-        setSource(function () { def.streams = strings([s], 'fromStream()'); });
+        setSource(function () { def.streams = streamNames([s], 'fromStream()'); });
         return chain;
     };
     global.fromStreams = function () {
-        var l = strings(argList(arguments), 'fromStreams()');
+        var l = streamNames(argList(arguments), 'fromStreams()');
         setSource(function () { def.streams = l; });
         return chain;
     };
@@ -280,7 +290,23 @@ var __stele = (function (global) {
         for (var k in def.handlers)
             if (k !== '$init' && k !== '$initShared' && k !== '$any' && k !== '$deleted')
                 hs[k] = def.handlers[k];
+        /* fromStream(s) naming views: each event is checked against the
+         * names (the subscription's filter may deliver more, run.c) */
+        var check = null;
+        for (var i = 0; i < def.streams.length; i++) {
+            var n = def.streams[i];
+            if (n.indexOf('$ce-') !== 0 && n.indexOf('$et-') !== 0) continue;
+            if (check === null) check = { s: Object.create(null), ce: Object.create(null), et: Object.create(null) };
+        }
+        if (check !== null)
+            for (var j = 0; j < def.streams.length; j++) {
+                var m = def.streams[j];
+                if (m.indexOf('$ce-') === 0) check.ce[m.substring(4)] = true;
+                else if (m.indexOf('$et-') === 0) check.et[m.substring(4)] = true;
+                else check.s[m] = true;
+            }
         hot = {
+            check: check,
             hs: hs, any: def.handlers.$any, pb: def.partitionBy, fe: def.foreachStream,
             bi: biState(), states: states, statePos: statePos,
             links: def.options.$includeLinks === true, matching: def.matching,
@@ -302,6 +328,14 @@ var __stele = (function (global) {
         return m;
     }
 
+    /* The category rule of queries: the part before the first '-'; a name
+     * without one, or starting with it, is its own category. */
+    function sourceHas(ck, streamId, type) {
+        if (ck.s[streamId] === true || ck.et[type] === true) return true;
+        var d = streamId.indexOf('-');
+        return ck.ce[d > 0 ? streamId.substring(0, d) : streamId] === true;
+    }
+
     function on(streamId, type, seq, raw, mraw, flags, created, position) {
         var c = hot;
         var h = c.hs[type];
@@ -311,6 +345,7 @@ var __stele = (function (global) {
         }
         if (type === '$>' && !c.links) return 0;
         if (c.matching !== null && !matches(c, streamId)) return 0;
+        if (c.check !== null && !sourceHas(c.check, streamId, type)) return 0;
         var ev = new Ev(streamId, type, seq, raw, mraw, flags, created, position);
         var key = '';
         if (c.pb !== null) {

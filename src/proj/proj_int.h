@@ -168,7 +168,7 @@ void proj_inline_close(proj_sys *s);
 
 /* run.c */
 /* The $all subscription filter of a query's source; *regex (free) holds
- * its stream regex if any. */
+ * what the filter points to (its stream regex or its type list) if any. */
 int proj_make_filter(const proj_source *src, stele_filter *f, char **regex);
 int proj_sys_get(stele_db *db, proj_sys **out);
 proj *proj_find(proj_sys *s, const char *name); /* with s->mu held */

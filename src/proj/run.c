@@ -499,7 +499,27 @@ static void trim_cache(runner *r)
     atomic_store(&r->p->heap_bytes, proj_js_heap_bytes(r->js));
 }
 
-/* The subscription filter of the query's source. */
+/* Append `s` to `b` with the regex metacharacters escaped. */
+static int regex_quote(buf *b, const char *s)
+{
+    int rc = 0;
+    for (const char *c = s; *c && !rc; c++) {
+        if (strchr("\\^$.|?*+()[]{}", *c))
+            rc = buf_append(b, "\\", 1);
+        if (!rc)
+            rc = buf_append(b, c, 1);
+    }
+    return rc;
+}
+
+/*
+ * The subscription filter of the query's source. fromStream(s) may name
+ * the views $ce-C and $et-T (KurrentDB's link streams; Stele has none, so
+ * their events are read where they are: category C, type T). The filter
+ * here narrows what the subscription delivers; when the names mix kinds it
+ * cannot express (types with streams), it delivers more and prelude.js
+ * checks each event against the names (describe() marks such a source).
+ */
 int proj_make_filter(const proj_source *src, stele_filter *f, char **regex)
 {
     memset(f, 0, sizeof *f);
@@ -510,16 +530,38 @@ int proj_make_filter(const proj_source *src, stele_filter *f, char **regex)
         return 0;
     }
     if (src->nstreams) {
+        size_t net = 0;
+        for (size_t i = 0; i < src->nstreams; i++)
+            net += !strncmp(src->streams[i], "$et-", 4);
+        if (net == src->nstreams) {
+            /* $et- names only: the type filter, on the names after "$et-"
+             * (the list is *regex's allocation; the names are the
+             * source's, which outlive the subscription) */
+            const char **types = malloc(net * sizeof *types);
+            if (!types)
+                return err_set(STELE_ENOMEM, "out of memory");
+            for (size_t i = 0; i < net; i++)
+                types[i] = src->streams[i] + 4;
+            f->types = types;
+            f->n_types = net;
+            *regex = (char *)types;
+            return 0;
+        }
+        if (net)
+            return 0; /* types mixed with streams: everything, checked in JavaScript */
         buf b = {0};
         int rc = buf_append(&b, "^(", 2);
         for (size_t i = 0; i < src->nstreams && !rc; i++) {
             if (i)
                 rc = buf_append(&b, "|", 1);
-            for (const char *c = src->streams[i]; *c && !rc; c++) {
-                if (strchr("\\^$.|?*+()[]{}", *c))
-                    rc = buf_append(&b, "\\", 1);
+            const char *name = src->streams[i];
+            if (!rc && !strncmp(name, "$ce-", 4)) {
+                /* category C: "C" itself or "C-..." (the first '-' ends it) */
+                rc = regex_quote(&b, name + 4);
                 if (!rc)
-                    rc = buf_append(&b, c, 1);
+                    rc = buf_append(&b, "(-.*)?", 6);
+            } else if (!rc) {
+                rc = regex_quote(&b, name);
             }
         }
         if (!rc)
