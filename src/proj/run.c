@@ -172,9 +172,13 @@ typedef struct runner {
     kset emitted; /* streams emitted to (registered) */
     pcommit batch;
     uint64_t cur_pos; /* position of the event being handled */
+    const stele_event *cur; /* the event being handled */
     uint64_t emit_seq;
     uint64_t last_handled; /* position of the batch's last handled event */
     int shared_keep_last;   /* the shared state stream keeps only its last event */
+    char state_meta[96];    /* the metadata of the batch's states, for ... */
+    size_t state_meta_len;
+    uint64_t state_meta_pos; /* ... this last_handled (STELE_NONE: none yet) */
 } runner;
 
 /* Superseded states: a partition's state stream gets maxCount 1 when its
@@ -216,11 +220,31 @@ static int want_snapshot(runner *r, const stele_event *e, char *err, size_t errl
     return rc;
 }
 
+/* The partition of a foreachStream() projection whose event is the first
+ * of its stream (revision 0) has no stored state worth loading: a state of
+ * that stream could only fold events of it, and there are none before
+ * this one. (A state a crashed run wrote in steps for this very event is
+ * not needed either: the fold starts from $init and applies the event once,
+ * which gives the same state, and the batch's registration then meets its
+ * derived id and the commit falls back to the idempotent steps.) Most
+ * partitions of a per-stream projection over history are such new ones:
+ * this saves each a store lookup. */
+static int first_of_stream(const runner *r, const char *key, size_t klen)
+{
+    const stele_event *e = r->cur;
+    return r->src->foreach_stream && e && e->revision == 0 && e->stream_len == klen &&
+           !memcmp(e->stream, key, klen);
+}
+
 static int cb_load(void *ctx, const char *key, size_t klen, int shared, buf *out, uint64_t *pos,
                    int *found)
 {
     runner *r = ctx;
-    int rc = pstore_load_state(r->db, &r->d, key, klen, shared, out, pos, found);
+    int rc = 0;
+    if (!shared && first_of_stream(r, key, klen))
+        *found = 0;
+    else
+        rc = pstore_load_state(r->db, &r->d, key, klen, shared, out, pos, found);
     if (rc || shared)
         return rc;
     knode *x = kset_touch(&r->cache, key, klen, NULL);
@@ -345,10 +369,14 @@ static int add_state(runner *r, const char *key, size_t klen, int shared, const 
     if (buf_append(&pe->data, json->p, json->len))
         return err_set(STELE_ENOMEM, "out of memory");
     pe->flags = STELE_EVENT_JSON | STELE_META_JSON;
-    char t[128];
-    snprintf(t, sizeof t, "{\"position\":%llu,\"epoch\":%llu}",
-             (unsigned long long)r->last_handled, (unsigned long long)r->d.epoch);
-    if (buf_append(&pe->meta, t, strlen(t)))
+    if (r->state_meta_pos != r->last_handled) {
+        /* the same for every state of a batch: formatted once */
+        int n = snprintf(r->state_meta, sizeof r->state_meta, "{\"position\":%llu,\"epoch\":%llu}",
+                         (unsigned long long)r->last_handled, (unsigned long long)r->d.epoch);
+        r->state_meta_len = (size_t)n;
+        r->state_meta_pos = r->last_handled;
+    }
+    if (buf_append(&pe->meta, r->state_meta, r->state_meta_len))
         return err_set(STELE_ENOMEM, "out of memory");
     pstore_event_id(&r->d, shared ? "shared" : "state", r->last_handled, 0, key, klen, pe->id);
     atomic_fetch_add(&r->p->state_bytes, json->len);
@@ -585,6 +613,7 @@ static void *run_main(void *arg)
     memset(&r, 0, sizeof r);
     r.p = p;
     r.db = p->sys->db;
+    r.state_meta_pos = STELE_NONE;
     kset_init(&r.cache);
     kset_init(&r.emitted);
     char err[1024] = "";
@@ -670,10 +699,13 @@ static void *run_main(void *arg)
                     break;
                 }
                 r.cur_pos = e->position;
+                r.cur = e;
                 r.emit_seq = 0;
                 int handled;
                 size_t emits_before = r.batch.nemits;
-                if ((rc = proj_js_event(r.js, e, &handled, err, sizeof err))) {
+                rc = proj_js_event(r.js, e, &handled, err, sizeof err);
+                r.cur = NULL;
+                if (rc) {
                     fault_pos = e->position;
                     break;
                 }
