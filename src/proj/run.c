@@ -32,7 +32,7 @@
 
 #include "proj/proj_int.h"
 
-#define PAGE_EVENTS 4096
+#define PAGE_EVENTS 16384
 #define IDLE_CKPT_GAP 65536u
 /* A batch stops before it writes this many streams (STELE_MAX_APPEND_STREAMS). */
 #define BATCH_STREAMS (STELE_MAX_APPEND_STREAMS - 40)
@@ -45,6 +45,8 @@ typedef struct knode {
     int is_new; /* no stored state when it was loaded: register it */
     int stored; /* a state of it is in the store (loaded, or committed since) */
     int keep_last; /* its state stream is known to keep only its last event */
+    uint64_t gen;  /* the batch that last changed it: not evicted before that
+                    * batch's commit is acknowledged */
     struct knode *hnext, *prev, *next;
 } knode;
 
@@ -162,6 +164,22 @@ static void kset_free(kset *s)
 
 /* ------------------------------------------------------------ runner */
 
+/* A batch whose commit runs on its own thread while the runner handles
+ * the next one (see "Pipelining" below). */
+typedef struct inflight {
+    int active, threaded;
+    pthread_t thread;
+    pcommit batch;
+    char **keys;  /* the partitions it changes */
+    size_t *lens, n;
+    int shared;
+    uint64_t gen, last_handled, next;
+    stele_db *db;
+    const proj_def *d;
+    int rc;
+    char msg[512];
+} inflight;
+
 typedef struct runner {
     proj *p;
     stele_db *db;
@@ -176,6 +194,9 @@ typedef struct runner {
     uint64_t emit_seq;
     uint64_t last_handled; /* position of the batch's last handled event */
     int shared_keep_last;   /* the shared state stream keeps only its last event */
+    inflight fl;            /* the batch being committed, if fl.active */
+    uint64_t gen;           /* batches prepared so far */
+    uint64_t acked;         /* batches whose commit is acknowledged */
     char state_meta[96];    /* the metadata of the batch's states, for ... */
     size_t state_meta_len;
     uint64_t state_meta_pos; /* ... this last_handled (STELE_NONE: none yet) */
@@ -420,8 +441,25 @@ static int add_result(runner *r, const char *key, size_t klen, buf *tmp, char *e
     return 0;
 }
 
-/* Gather the batch's states and commit it. 0, or fills `err`. */
-static int commit(runner *r, uint64_t next, char *err, size_t errlen)
+/*
+ * Pipelining. A batch's commit (one multi-stream append, an fsync) runs on
+ * a thread of its own while the runner handles the next batch, so the
+ * handlers' CPU time and the commit's I/O overlap. At most one commit is in
+ * flight, and the next is submitted only after it is acknowledged, so
+ * commits land in order and each checkpoint still follows every state it
+ * covers (exactly once as before). Every state of a batch is serialised
+ * before its commit is submitted, so the commit thread never touches the
+ * JavaScript heap. A partition changed by a batch in flight is not evicted
+ * until that batch is acknowledged (knode.gen), or a load from the store
+ * could see its previous state. A batch's partition registrations are
+ * marked done when it is submitted, so the next batch does not repeat them;
+ * a failed commit faults the projection and drops the runtime anyway.
+ */
+
+/* Gather the batch's states into r->batch and the dirty keys into r->fl
+ * (not active yet). 0, or fills `err`. */
+static int prepare(runner *r, uint64_t next, char **keys_out[], size_t **lens_out, size_t *n_out,
+                   int *shared_out, char *err, size_t errlen)
 {
     char **keys = NULL;
     size_t *lens = NULL, n = 0;
@@ -430,6 +468,7 @@ static int commit(runner *r, uint64_t next, char *err, size_t errlen)
     int rc = proj_js_take_dirty(r->js, &keys, &lens, &n, &shared, err, errlen);
     if (rc)
         return rc;
+    r->gen++;
     for (size_t i = 0; i < n && !rc; i++) {
         if ((rc = proj_js_state(r->js, keys[i], lens[i], 0, &tmp, err, errlen)))
             break;
@@ -448,6 +487,7 @@ static int commit(runner *r, uint64_t next, char *err, size_t errlen)
             rc = err_set(STELE_ENOMEM, "out of memory");
             break;
         }
+        x->gen = r->gen;
         if (x->is_new) {
             pcommit_event *reg = pcommit_add(&r->batch, 1);
             if (!reg) {
@@ -462,6 +502,7 @@ static int commit(runner *r, uint64_t next, char *err, size_t errlen)
                 break;
             }
             pstore_event_id(&r->d, "partition", 0, 0, keys[i], lens[i], reg->id);
+            x->is_new = 0;
         }
         if (r->src->output_state || r->src->has_transforms)
             rc = add_result(r, keys[i], lens[i], &tmp, err, errlen);
@@ -476,31 +517,61 @@ static int commit(runner *r, uint64_t next, char *err, size_t errlen)
         if (!rc)
             rc = add_state(r, "", 0, 1, &tmp);
     }
-    if (rc && !err[0])
-        snprintf(err, errlen, "%s", stele_errmsg());
-    if (!rc) {
-        r->batch.checkpoint = next;
-        rc = pstore_commit(r->db, &r->d, &r->batch);
-        if (rc)
-            snprintf(err, errlen, "committing the batch: %s", stele_errmsg());
+    buf_free(&tmp);
+    if (rc) {
+        if (!err[0])
+            snprintf(err, errlen, "%s", stele_errmsg());
+        proj_js_keys_free(keys, lens, n);
+        return rc;
     }
+    r->batch.checkpoint = next;
+    *keys_out = keys;
+    *lens_out = lens;
+    *n_out = n;
+    *shared_out = shared;
+    return 0;
+}
+
+static void *commit_main(void *arg)
+{
+    inflight *f = arg;
+    f->rc = pstore_commit(f->db, f->d, &f->batch);
+    if (f->rc)
+        snprintf(f->msg, sizeof f->msg, "%s", stele_errmsg());
+    return NULL;
+}
+
+/* Wait for the batch in flight, if any, and finish it: its partitions are
+ * committed (clean, evictable, maxCount set when due), the position moves
+ * on. 0, or fills `err`. */
+static int finish(runner *r, char *err, size_t errlen)
+{
+    inflight *f = &r->fl;
+    if (!f->active)
+        return 0;
+    if (f->threaded)
+        pthread_join(f->thread, NULL);
+    f->active = 0;
+    int rc = f->rc;
+    if (rc)
+        snprintf(err, errlen, "committing the batch: %s", f->msg);
     if (!rc) {
-        for (size_t i = 0; i < n && !rc; i++) {
-            knode *x = kset_find(&r->cache, keys[i], lens[i]);
+        r->acked = f->gen;
+        for (size_t i = 0; i < f->n && !rc; i++) {
+            knode *x = kset_find(&r->cache, f->keys[i], f->lens[i]);
             if (x) {
-                x->is_new = 0;
                 if (x->stored && !x->keep_last) {
-                    if ((rc = keep_last_state(r, keys[i], lens[i], 0)))
+                    if ((rc = keep_last_state(r, f->keys[i], f->lens[i], 0)))
                         snprintf(err, errlen, "setting maxCount on a state stream: %s",
                                  stele_errmsg());
                     x->keep_last = 1;
                 }
                 x->stored = 1;
             }
-            proj_js_committed(r->js, keys[i], lens[i], 0, r->last_handled);
+            proj_js_committed(r->js, f->keys[i], f->lens[i], 0, f->last_handled);
         }
-        if (shared) {
-            proj_js_committed(r->js, "", 0, 1, r->last_handled);
+        if (f->shared) {
+            proj_js_committed(r->js, "", 0, 1, f->last_handled);
             if (!rc && !r->shared_keep_last) {
                 if ((rc = keep_last_state(r, "", 0, 1)))
                     snprintf(err, errlen, "setting maxCount on the shared state: %s",
@@ -509,19 +580,71 @@ static int commit(runner *r, uint64_t next, char *err, size_t errlen)
             }
         }
         atomic_fetch_add(&r->p->commits, 1);
+        pthread_mutex_lock(&r->p->sys->mu);
+        r->p->position = f->next;
+        pthread_cond_broadcast(&r->p->cv);
+        pthread_mutex_unlock(&r->p->sys->mu);
     }
-    proj_js_keys_free(keys, lens, n);
-    buf_free(&tmp);
-    pcommit_clear(&r->batch);
+    proj_js_keys_free(f->keys, f->lens, f->n);
+    f->keys = NULL;
+    f->lens = NULL;
+    f->n = 0;
+    pcommit_clear(&f->batch);
     return rc;
+}
+
+/* Gather the batch, wait for the one in flight, then submit this one. */
+static int commit(runner *r, uint64_t next, char *err, size_t errlen)
+{
+    char **keys;
+    size_t *lens, n;
+    int shared;
+    int rc = prepare(r, next, &keys, &lens, &n, &shared, err, errlen);
+    if (rc) {
+        pcommit_clear(&r->batch);
+        return rc;
+    }
+    if ((rc = finish(r, err, errlen))) {
+        proj_js_keys_free(keys, lens, n);
+        pcommit_clear(&r->batch);
+        return rc;
+    }
+    inflight *f = &r->fl;
+    pcommit t = f->batch; /* swap: both keep their buffers for reuse */
+    f->batch = r->batch;
+    r->batch = t;
+    pcommit_clear(&r->batch);
+    f->keys = keys;
+    f->lens = lens;
+    f->n = n;
+    f->shared = shared;
+    f->gen = r->gen;
+    f->last_handled = r->last_handled;
+    f->next = next;
+    f->db = r->db;
+    f->d = &r->d;
+    f->rc = 0;
+    f->msg[0] = 0;
+    f->active = 1;
+    f->threaded = pthread_create(&f->thread, NULL, commit_main, f) == 0;
+    if (!f->threaded) {
+        commit_main(f); /* no thread to be had: commit here */
+        return finish(r, err, errlen);
+    }
+    return 0;
 }
 
 static void trim_cache(runner *r)
 {
-    while (r->cache.n > r->d.cache_partitions) {
-        knode *x = r->cache.head.prev;
-        proj_js_evict(r->js, x->key, x->klen);
-        kset_remove(&r->cache, x);
+    /* least recently used first; partitions of a batch in flight stay */
+    knode *x = r->cache.head.prev;
+    while (r->cache.n > r->d.cache_partitions && x != &r->cache.head) {
+        knode *prev = x->prev;
+        if (x->gen <= r->acked) {
+            proj_js_evict(r->js, x->key, x->klen);
+            kset_remove(&r->cache, x);
+        }
+        x = prev;
     }
     atomic_store(&r->p->partitions_cached, r->cache.n);
     atomic_store(&r->p->heap_bytes, proj_js_heap_bytes(r->js));
@@ -675,16 +798,27 @@ static void *run_main(void *arg)
     size_t per_partition = 1 + (r.src->output_state || r.src->has_transforms);
     while (!atomic_load(&p->stop)) {
         if (target != STELE_NONE && pos >= target) {
+            if ((rc = finish(&r, err, sizeof err))) {
+                final = PS_FAULTED;
+                break;
+            }
             final = PS_COMPLETED;
             break;
         }
         stele_page *pg;
-        if ((rc = stele_sub_next(sub, PAGE_EVENTS, 200, &pg))) {
+        /* with a commit in flight, only what is there: nothing new means
+         * the commit is finished before waiting for events */
+        if ((rc = stele_sub_next(sub, PAGE_EVENTS, r.fl.active ? 0 : 200, &pg))) {
             snprintf(err, sizeof err, "reading events: %s", stele_errmsg());
             final = PS_FAULTED;
             break;
         }
         size_t n = stele_page_count(pg), i = 0;
+        if (n == 0 && r.fl.active && (rc = finish(&r, err, sizeof err))) {
+            stele_page_free(pg);
+            final = PS_FAULTED;
+            break;
+        }
         /* A page may hold several batches: each ends before it names more
          * streams than one commit takes, is committed, and the next goes on
          * from the following event of the same page. */
@@ -742,10 +876,12 @@ static void *run_main(void *arg)
             }
             pos = next;
             trim_cache(&r);
-            pthread_mutex_lock(&p->sys->mu);
-            p->position = pos;
-            pthread_cond_broadcast(&p->cv);
-            pthread_mutex_unlock(&p->sys->mu);
+            if (!r.fl.active) { /* else finish() moves it when acknowledged */
+                pthread_mutex_lock(&p->sys->mu);
+                p->position = pos;
+                pthread_cond_broadcast(&p->cv);
+                pthread_mutex_unlock(&p->sys->mu);
+            }
         } while (i < n);
         stele_page_free(pg);
         if (rc) {
@@ -754,6 +890,15 @@ static void *run_main(void *arg)
         }
     }
 out:
+    if (r.fl.active) {
+        /* the batch in flight was whole: let it land */
+        char ferr[1024] = "";
+        if (finish(&r, ferr, sizeof ferr) && final != PS_FAULTED) {
+            final = PS_FAULTED;
+            snprintf(err, sizeof err, "%s", ferr);
+        }
+    }
+    pcommit_free(&r.fl.batch);
     stele_sub_close(sub);
     free(regex);
     proj_js_free(r.js);
