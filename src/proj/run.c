@@ -8,7 +8,9 @@
  *   $all with the query's source as a filter: history and live events
  *   alike, src/sub/sub.c), run the handlers on each, then commit the
  *   batch (pstore_commit: emitted events, changed partition states,
- *   checkpoint), then trim the partition cache.
+ *   checkpoint) on a thread of its own while the next batch is handled
+ *   (one commit in flight: "Pipelining" below), then trim the partition
+ *   cache.
  *
  * Partition states are cached in the heap and bounded by an LRU list kept
  * here (cache_partitions): a partition enters when prelude.js loads it,
