@@ -305,6 +305,19 @@ static size_t visible(stele_db *db, const char *stream)
     return n;
 }
 
+/* Until `stream` shows `n` events: the maxCount metadata is written by
+ * the runner's reclaimer thread after the commit (no time limit is
+ * asserted; a minute is only a bound against hanging). */
+static size_t visible_eventually(stele_db *db, const char *stream, size_t n)
+{
+    size_t got = 0;
+    for (int i = 0; i < 6000 && (got = visible(db, stream)) != n; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return got;
+}
+
 /* A counting projection and a per-stream one commit 40 batches each; their
  * state and checkpoint streams then show only their last event, and a
  * scavenge gives the superseded ones back (whole commits: a batch's
@@ -341,10 +354,11 @@ static void test_scavenge_states(void)
     snprintf(want, sizeof want, "{\"n\":%d}", rounds / 2);
     expect_state(db, "per", "Cart-1", want);
     expect_state(db, "per", "Cart-2", want);
-    CHECK(visible(db, "$projections-cnt:state") == 1);
-    CHECK(visible(db, "$projections-cnt:checkpoint") == 1);
-    CHECK(visible(db, "$projections-per:state-Cart-1") == 1);
-    CHECK(visible(db, "$projections-per:checkpoint") == 1);
+    CHECK(visible_eventually(db, "$projections-cnt:state", 1) == 1);
+    CHECK(visible_eventually(db, "$projections-cnt:checkpoint", 1) == 1);
+    CHECK(visible_eventually(db, "$projections-per:state-Cart-1", 1) == 1);
+    CHECK(visible_eventually(db, "$projections-per:state-Cart-2", 1) == 1);
+    CHECK(visible_eventually(db, "$projections-per:checkpoint", 1) == 1);
     stele_stream_metadata *md;
     CHECK_OK(store_get_metadata_system(db, "$projections-per:state-Cart-2", &md));
     CHECK(md->max_count == 1);

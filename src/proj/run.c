@@ -182,6 +182,21 @@ typedef struct inflight {
     char msg[512];
 } inflight;
 
+/* Stream metadata writes (maxCount 1 on state streams) made by a thread
+ * of their own, so that their fsyncs never hold up the runner: a bounded
+ * queue of stream names; a name that does not fit is asked for again the
+ * next time its partition is committed. */
+#define RECLAIM_QUEUE 1024
+typedef struct reclaimer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char (*names)[256];
+    size_t head, n;
+    int stop, started;
+    pthread_t thread;
+    stele_db *db;
+} reclaimer;
+
 typedef struct runner {
     proj *p;
     stele_db *db;
@@ -197,6 +212,7 @@ typedef struct runner {
     uint64_t last_handled; /* position of the batch's last handled event */
     int shared_keep_last;   /* the shared state stream keeps only its last event */
     inflight fl;            /* the batch being committed, if fl.active */
+    reclaimer rq;
     uint64_t gen;           /* batches prepared so far */
     uint64_t acked;         /* batches whose commit is acknowledged */
     char state_meta[96];    /* the metadata of the batch's states, for ... */
@@ -204,19 +220,80 @@ typedef struct runner {
     uint64_t state_meta_pos; /* ... this last_handled (STELE_NONE: none yet) */
 } runner;
 
+static void *reclaim_main(void *arg)
+{
+    reclaimer *q = arg;
+    char name[256];
+    pthread_mutex_lock(&q->mu);
+    for (;;) {
+        while (!q->n && !q->stop)
+            pthread_cond_wait(&q->cv, &q->mu);
+        if (q->stop)
+            break;
+        memcpy(name, q->names[q->head], sizeof name);
+        q->head = (q->head + 1) % RECLAIM_QUEUE;
+        q->n--;
+        pthread_mutex_unlock(&q->mu);
+        if (pstore_keep_last(q->db, name))
+            err_clear(); /* only space is at stake: asked again later */
+        pthread_mutex_lock(&q->mu);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+static void reclaim_stop(reclaimer *q)
+{
+    if (q->started) {
+        pthread_mutex_lock(&q->mu);
+        q->stop = 1;
+        pthread_cond_signal(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+        pthread_join(q->thread, NULL);
+        pthread_mutex_destroy(&q->mu);
+        pthread_cond_destroy(&q->cv);
+    }
+    free(q->names);
+    memset(q, 0, sizeof *q);
+}
+
 /* Superseded states: a partition's state stream gets maxCount 1 when its
  * second state is committed (a partition written once has nothing to
  * reclaim, so the common one-batch partition costs no metadata write);
- * scavenging then frees the older states (docs/projections.md). Done
- * after the batch's commit: maxCount 1 always shows the newest state, so
- * losing it in a crash only delays the reclaiming to the next commit. */
+ * scavenging then frees the older states (docs/projections.md). Queued
+ * after the batch's commit for the reclaimer thread: maxCount 1 always
+ * shows the newest state, so losing the request in a crash (or to a full
+ * queue) only delays the reclaiming. 1 if queued. */
 static int keep_last_state(runner *r, const char *key, size_t klen, int shared)
 {
+    reclaimer *q = &r->rq;
     char name[256];
-    int rc = pstore_partition_stream(&r->d, key, klen, shared, name);
-    if (!rc)
-        rc = pstore_keep_last(r->db, name);
-    return rc;
+    if (pstore_partition_stream(&r->d, key, klen, shared, name)) {
+        err_clear();
+        return 0;
+    }
+    if (!q->started) {
+        if (!q->names && !(q->names = malloc(RECLAIM_QUEUE * sizeof *q->names)))
+            return 0;
+        q->db = r->db;
+        pthread_mutex_init(&q->mu, NULL);
+        pthread_cond_init(&q->cv, NULL);
+        if (pthread_create(&q->thread, NULL, reclaim_main, q)) {
+            pthread_mutex_destroy(&q->mu);
+            pthread_cond_destroy(&q->cv);
+            return 0;
+        }
+        q->started = 1;
+    }
+    pthread_mutex_lock(&q->mu);
+    int queued = q->n < RECLAIM_QUEUE;
+    if (queued) {
+        memcpy(q->names[(q->head + q->n) % RECLAIM_QUEUE], name, sizeof name);
+        q->n++;
+        pthread_cond_signal(&q->cv);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return queued;
 }
 
 /* After handling event e of a foreachStream() projection: every
@@ -562,24 +639,16 @@ static int finish(runner *r, char *err, size_t errlen)
         for (size_t i = 0; i < f->n && !rc; i++) {
             knode *x = kset_find(&r->cache, f->keys[i], f->lens[i]);
             if (x) {
-                if (x->stored && !x->keep_last) {
-                    if ((rc = keep_last_state(r, f->keys[i], f->lens[i], 0)))
-                        snprintf(err, errlen, "setting maxCount on a state stream: %s",
-                                 stele_errmsg());
-                    x->keep_last = 1;
-                }
+                if (x->stored && !x->keep_last)
+                    x->keep_last = keep_last_state(r, f->keys[i], f->lens[i], 0);
                 x->stored = 1;
             }
             proj_js_committed(r->js, f->keys[i], f->lens[i], 0, f->last_handled);
         }
         if (f->shared) {
             proj_js_committed(r->js, "", 0, 1, f->last_handled);
-            if (!rc && !r->shared_keep_last) {
-                if ((rc = keep_last_state(r, "", 0, 1)))
-                    snprintf(err, errlen, "setting maxCount on the shared state: %s",
-                             stele_errmsg());
-                r->shared_keep_last = 1;
-            }
+            if (!r->shared_keep_last)
+                r->shared_keep_last = keep_last_state(r, "", 0, 1);
         }
         atomic_fetch_add(&r->p->commits, 1);
         pthread_mutex_lock(&r->p->sys->mu);
@@ -901,6 +970,7 @@ out:
         }
     }
     pcommit_free(&r.fl.batch);
+    reclaim_stop(&r.rq);
     stele_sub_close(sub);
     free(regex);
     proj_js_free(r.js);
