@@ -1333,7 +1333,8 @@ typedef struct stele_projection_settings {
     /** Heap limit of the projection's JavaScript, bytes: default 64 MiB,
      *  1 MiB .. 4 GiB. */
     uint64_t memory_limit;
-    /** Longest single handler call, ms: default 1000, 1 .. 600000. */
+    /** CPU time one handler call may use (the thread's CPU clock, not the
+     *  wall clock), ms: default 1000, 1 .. 600000. */
     uint32_t timeout_ms;
     /** Partition states kept in memory: default 10000, 1 .. 10000000. */
     uint32_t cache_partitions;
