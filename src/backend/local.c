@@ -971,6 +971,7 @@ static const backend_ops local_ops = {
     .watch = local_watch,
     .unwatch = local_unwatch,
     .scavenge = local_scavenge,
+    .backup = local_backup,
     .close = local_close,
 };
 

@@ -551,6 +551,73 @@ int stele_scavenge(stele_db *db, const stele_scavenge_options *opts, stele_scave
     return db->be->ops->scavenge(db->be, opts, res ? res : &tmp);
 }
 
+int stele_backup(stele_db *db, const char *dest, const stele_backup_options *opts,
+                 stele_backup_result *res)
+{
+    err_clear();
+    stele_backup_result tmp;
+    if (!res)
+        res = &tmp;
+    memset(res, 0, sizeof *res);
+    if (!db || !dest || !*dest)
+        return err_set(STELE_EINVAL, "%s is NULL or empty", !db ? "db" : "dest");
+    if (strlen(dest) > 3000)
+        return err_set(STELE_EINVAL, "backup destination path is longer than 3000 bytes");
+    if (opts && (opts->flags & ~STELE_BACKUP_ARCHIVE))
+        return err_set(STELE_EINVAL, "unknown backup flags 0x%x", opts->flags);
+    if (!db->be->ops->backup)
+        return err_set(STELE_EINVAL, "this store's backend has no backup of its own: back its "
+                       "database up with the database's tools (docs/operations.md)");
+    return db->be->ops->backup(db->be, dest, opts, res);
+}
+
+int stele_backup_verify(const char *src, char *report, size_t report_len)
+{
+    err_clear();
+    if (!src || !*src)
+        return err_set(STELE_EINVAL, "src is NULL or empty");
+    return local_backup_verify(src, report, report_len);
+}
+
+int stele_restore(const char *src, const char *dir, const stele_restore_options *opts,
+                  stele_restore_result *res)
+{
+    err_clear();
+    stele_restore_result tmp;
+    if (!res)
+        res = &tmp;
+    memset(res, 0, sizeof *res);
+    if (!src || !*src || !dir || !*dir)
+        return err_set(STELE_EINVAL, "%s is NULL or empty", !src || !*src ? "src" : "dir");
+    if (strlen(src) > 3000 || strlen(dir) > 3000)
+        return err_set(STELE_EINVAL, "a path is longer than 3000 bytes");
+    if (opts && (opts->flags & ~(STELE_RESTORE_TO_POSITION | STELE_RESTORE_TO_TIME)))
+        return err_set(STELE_EINVAL, "unknown restore flags 0x%x", opts->flags);
+    if (opts && (opts->flags & STELE_RESTORE_TO_POSITION) && (opts->flags & STELE_RESTORE_TO_TIME))
+        return err_set(STELE_EINVAL, "restore to a position or to a time, not both");
+    uint64_t t0 = time_mono_ns(), seg_size = 0;
+    int rc = local_restore(src, dir, opts, res, &seg_size);
+    if (rc)
+        return rc;
+    /* Opening the new store rebuilds its indexes from the log; then it
+     * must pass the same check as any store. */
+    stele_options o = {.segment_size = seg_size >= MIN_SEGMENT_SIZE && seg_size <= MAX_SEGMENT_SIZE
+                                           ? seg_size
+                                           : 0,
+                       .flags = STELE_OPEN_NOCREATE};
+    stele_db *db;
+    rc = stele_open(dir, &o, &db);
+    if (rc)
+        return err_set(rc, "restored store %s does not open: %s", dir, stele_errmsg());
+    stele_close(db);
+    char report[512];
+    rc = local_check(dir, report, sizeof report);
+    if (rc)
+        return err_set(rc, "restored store %s fails its check: %s", dir, stele_errmsg());
+    res->duration_us = (time_mono_ns() - t0) / 1000;
+    return 0;
+}
+
 int stele_check(const char *dir, char *report, size_t report_len)
 {
     err_clear();
