@@ -348,7 +348,7 @@ int local_backup_verify(const char *src, char *report, size_t report_len)
     if (rc == 0 && report)
         snprintf(report, report_len,
                  "backup %s: %u segment files, %" PRIu64 " bytes, events below position %" PRIu64
-                 ", every checksum matches",
+                 ", every checksum matches\n",
                  src, m.nsegs, bytes, m.end_position);
     bk_manifest_free(&m);
     return rc;
