@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj bench-backup clean
 
 all: build
 
@@ -67,6 +67,12 @@ bench-rules: build
 # stores, and append latency while each runs (docs/benchmarks.md).
 bench-scavenge: build
 	./bench/run_scavenge.sh $(BUILD)
+
+# Backup benchmark: online backup of a 10M-event store while durable appends
+# run (their throughput beside the same appends without it), an incremental
+# backup, a restore to the middle (docs/benchmarks.md).
+bench-backup: build
+	./bench/run_backup.sh $(BUILD)
 
 # Query benchmark: secondary indexes on/off, then category and type-over-time
 # reads of a 10M-event store against PostgreSQL with the seeds' indexes
