@@ -295,6 +295,10 @@ static void test_online(void)
 #define NS 6
 #define STEPS 700
 #define GROUP_STREAM "S-0"
+/* A projection counting S-1's events: its state is committed in the log. */
+#define PROJ_QUERY                                                               \
+    "fromStream('S-1').when({$init: function () { return {n: 0}; },"             \
+    " Modelled: function (s, e) { s.n++; return s; }})"
 
 typedef struct mstate {
     uint64_t nevents[NS];
@@ -393,6 +397,26 @@ static void check_model(stele_db *db, const mstate *m, int step)
     stele_stats st;
     CHECK_OK(stele_get_stats(db, &st));
     CHECK(st.events == m->total);
+    /* The projection's committed state as of then (checked last: reading
+     * it starts the projections of the restored store). */
+    char *json = NULL;
+    size_t jl = 0;
+    rc = stele_projection_state(db, "count", "", 0, &json, &jl);
+    if (step < 0) {
+        CHECK_RC(rc, STELE_ENOTFOUND);
+    } else {
+        CHECK_OK(rc);
+        const char *p = json ? strstr(json, "\"n\":") : NULL;
+        unsigned long long n = p ? strtoull(p + 4, NULL, 10) : 0;
+        if (m->nevents[1] == 0)
+            CHECK(json == NULL || n == 0);
+        else if (n != m->nevents[1]) {
+            fprintf(stderr, "projection state %s, want n=%llu\n", json ? json : "(none)",
+                    (unsigned long long)m->nevents[1]);
+            CHECK(!"the projection's state is the model's");
+        }
+    }
+    stele_free(json);
 }
 
 static void restore_and_compare(const char *bk, const stele_restore_options *o, const mstate *m,
@@ -451,7 +475,11 @@ static void test_pitr(void)
             gs.checkpoint_after_ms = 3600000;
             CHECK_OK(stele_group_create(db, GROUP_STREAM, "g", &gs));
             CHECK_OK(stele_group_connect(db, GROUP_STREAM, "g", "c1", &con));
-            cur.has_events = 1; /* GroupCreated in $persistent-config */
+            stele_projection_settings ps = {.query = PROJ_QUERY, .query_len = strlen(PROJ_QUERY),
+                                            .mode = STELE_PROJ_CONTINUOUS, .enabled = 1};
+            CHECK_OK(stele_projection_create(db, "count", &ps));
+            CHECK_OK(stele_projection_wait(db, "count", STELE_END, 60000));
+            cur.has_events = 1; /* GroupCreated, the projection's definition */
         } else if (op <= 4 || cur.nevents[s] == 0) {
             size_t n = 1 + t_rand_below(3);
             stele_event_in ev[3];
@@ -474,6 +502,10 @@ static void test_pitr(void)
             stele_page_free(pg);
             cur.nevents[s] += n;
             cur.has_events = 1;
+            /* The projection commits its state for S-1's events now, in
+             * this step (it writes nothing for other streams). */
+            if (s == 1)
+                CHECK_OK(stele_projection_wait(db, "count", STELE_END, 60000));
         } else if (op <= 6) {
             stele_stream_metadata md = {0};
             char custom[64];
