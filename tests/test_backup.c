@@ -50,6 +50,8 @@
 #define MAXDATA 900
 
 static int passed;
+/* TEST_QUICK (ASan, valgrind): smaller workloads, the same checks. */
+static int quick;
 
 static uint64_t mix(uint64_t x)
 {
@@ -91,6 +93,7 @@ static stele_db *open_store(const char *dir)
 
 #define WRITERS 8
 #define PER_WRITER 1500
+static uint64_t per_writer = PER_WRITER;
 
 typedef struct ack {
     uint64_t position;
@@ -110,7 +113,7 @@ static void *writer_main(void *arg)
     char stream[32], meta[64];
     snprintf(stream, sizeof stream, "W-%d", w->s);
     static _Thread_local uint8_t data[MAXDATA];
-    for (uint64_t rev = 0; rev < PER_WRITER; rev++) {
+    for (uint64_t rev = 0; rev < per_writer; rev++) {
         stele_event_in ev = {0};
         ev.type = "Written";
         ev.data = data;
@@ -193,7 +196,7 @@ static void test_online(void)
         uint64_t total = 0;
         for (int i = 0; i < WRITERS; i++)
             total += atomic_load(&ws[i].acked);
-        if (total >= WRITERS * PER_WRITER / 3)
+        if (total >= WRITERS * per_writer / 3)
             break;
         usleep(2000);
     }
@@ -268,19 +271,19 @@ static void test_online(void)
     stele_backup_result r3;
     CHECK_OK(stele_backup(db, bk, NULL, &r3));
     CHECK(r3.segments_copied == 1 && r3.segments_kept == r3.segments - 1);
-    CHECK(r3.end_position == WRITERS * PER_WRITER);
+    CHECK(r3.end_position == WRITERS * per_writer);
     stele_close(db);
 
     CHECK_OK(stele_restore(bk, rs2, NULL, &rr));
-    CHECK(rr.end_position == WRITERS * PER_WRITER);
+    CHECK(rr.end_position == WRITERS * per_writer);
     rdb = open_store(rs2);
     for (int i = 0; i < WRITERS; i++)
-        check_writer(rdb, &ws[i], PER_WRITER);
+        check_writer(rdb, &ws[i], per_writer);
     /* Appends continue after the restored end. */
     stele_event_in ev = {.type = "After", .data = "x", .data_len = 1};
     stele_append_result ar;
-    CHECK_OK(stele_append(rdb, "W-0", PER_WRITER - 1, &ev, 1, &ar));
-    CHECK(ar.first_position == WRITERS * PER_WRITER);
+    CHECK_OK(stele_append(rdb, "W-0", per_writer - 1, &ev, 1, &ar));
+    CHECK(ar.first_position == WRITERS * per_writer);
     stele_close(rdb);
     CHECK_OK(stele_check(rs2, report, sizeof report));
     t_rmdir(dir);
@@ -294,6 +297,7 @@ static void test_online(void)
 
 #define NS 6
 #define STEPS 700
+static int steps = STEPS;
 #define GROUP_STREAM "S-0"
 /* A projection counting S-1's events: its state is committed in the log. */
 #define PROJ_QUERY                                                               \
@@ -461,7 +465,7 @@ static void test_pitr(void)
     stele_consumer *con = NULL;
     uint64_t acked = 0; /* revisions of S-0 acked */
     uint8_t data[MAXDATA];
-    for (int step = 1; step <= STEPS; step++) {
+    for (int step = 1; step <= steps; step++) {
         int s = (int)t_rand_below(NS);
         char stream[16];
         snprintf(stream, sizeof stream, "S-%d", s);
@@ -558,14 +562,14 @@ static void test_pitr(void)
     stele_consumer_close(con);
     stele_backup_result br;
     CHECK_OK(stele_backup(db, bk, NULL, &br));
-    CHECK(br.segments > 3);
+    CHECK(br.segments > (quick ? 1u : 3u));
     CHECK(br.end_position == cur.total);
     stele_close(db);
 
     /* To times: step 0 (empty), the last, and random ones. */
-    int picks[8] = {0, STEPS, 1};
+    int picks[8] = {0, steps, 1};
     for (int i = 3; i < 8; i++)
-        picks[i] = 1 + (int)t_rand_below(STEPS);
+        picks[i] = 1 + (int)t_rand_below(steps);
     for (int i = 0; i < 8; i++) {
         int k = picks[i];
         stele_restore_options o = {.flags = STELE_RESTORE_TO_TIME, .to_time_us = model[k].time};
@@ -577,10 +581,10 @@ static void test_pitr(void)
      * must not be in the result. */
     int done = 0, followed = 0;
     for (int tries = 0; tries < 5000 && done < 8; tries++) {
-        int k = tries == 0 ? STEPS : 1 + (int)t_rand_below(STEPS - 1);
+        int k = tries == 0 ? steps : 1 + (int)t_rand_below(steps - 1);
         if (!model[k].has_events || model[k].total == 0)
             continue;
-        int quiet_next = k < STEPS && model[k + 1].total == model[k].total;
+        int quiet_next = k < steps && model[k + 1].total == model[k].total;
         if (done >= 4 && !quiet_next && tries < 4000)
             continue;
         stele_restore_options o = {.flags = STELE_RESTORE_TO_POSITION,
@@ -796,6 +800,11 @@ static void test_damage(void)
 int main(void)
 {
     t_seed();
+    quick = getenv("TEST_QUICK") != NULL;
+    if (quick) {
+        per_writer = 400;
+        steps = 250;
+    }
     test_damage();
     test_archive();
     test_pitr();
