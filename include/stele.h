@@ -1655,7 +1655,8 @@ typedef struct stele_backup_options {
  * checksum compared before the manifest names it.
  *
  * Errors: EINVAL (dest holds a backup of another store, or is not a
- * directory), EIO / ENOSPC writing dest, ECORRUPT (a record's framing in
+ * directory), EBUSY (another backup is writing into dest; a lock file
+ * dest/stele-backup.lock says so), EIO / ENOSPC writing dest, ECORRUPT (a record's framing in
  * the store is damaged: the message names segment and offset). Only the
  * local engine has a backup; other backends return EINVAL (back them up
  * with their database's own tools). `res` may be NULL.

@@ -236,6 +236,12 @@ static void backup_start(conn *c)
     char *dest = parse_dest(c);
     if (!dest)
         return;
+    if (s->cfg.archive_dir && !strcmp(dest, s->cfg.archive_dir)) {
+        free(dest);
+        http_fail(c, 400, "INVALID_ARGUMENT",
+                  "\"dest\" is the server's archive directory: back up elsewhere");
+        return;
+    }
     if (!s->backup) {
         struct backup_admin *a = calloc(1, sizeof *a);
         if (!a) {

@@ -42,6 +42,8 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -785,6 +787,15 @@ static void test_damage(void)
     append_filler(odb, "O-1", 3);
     CHECK_RC(stele_backup(odb, bk, NULL, NULL), STELE_EINVAL);
     CHECK(strstr(stele_errmsg(), "another store") != NULL);
+    /* A second writer into the same directory. */
+    char lock[4200];
+    snprintf(lock, sizeof lock, "%s/stele-backup.lock", bk);
+    int lfd = open(lock, O_RDWR);
+    CHECK(lfd >= 0 && flock(lfd, LOCK_EX | LOCK_NB) == 0);
+    CHECK_RC(stele_backup(db, bk, NULL, NULL), STELE_EBUSY);
+    CHECK(strstr(stele_errmsg(), "another backup is writing") != NULL);
+    close(lfd);
+    CHECK_OK(stele_backup(db, bk, NULL, NULL));
     stele_backup_options bad = {.flags = 0x80};
     CHECK_RC(stele_backup(odb, t_tmpdir("bk-dmg-x"), &bad, NULL), STELE_EINVAL);
     stele_close(odb);

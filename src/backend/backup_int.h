@@ -6,6 +6,7 @@
  *
  *   DEST/stele-backup.manifest   text, one item per line (below)
  *   DEST/segments/00000000.seg   copies of the log's segment files
+ *   DEST/stele-backup.lock       flocked by the backup writing into DEST
  *
  * A segment copy holds the file's bytes up to the end of its written data
  * (a sealed plain segment: up to the end of its seal record; a scavenged

@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -388,6 +389,18 @@ int local_backup(backend *be, const char *dest, const stele_backup_options *opts
     int rc = make_dirs(dest);
     if (rc)
         return rc;
+    /* One writer per destination: a second backup (another process, or
+     * the archive thread and an admin backup) into it waits for nothing
+     * and fails. The lock goes with the descriptor. */
+    char lpath[4200];
+    snprintf(lpath, sizeof lpath, "%s/stele-backup.lock", dest);
+    int lockfd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lockfd < 0)
+        return io_err(-errno, "create", lpath);
+    if (flock(lockfd, LOCK_EX | LOCK_NB) != 0) {
+        close(lockfd);
+        return err_set(STELE_EBUSY, "another backup is writing into %s", dest);
+    }
     bk_manifest old, m = {0};
     rc = bk_manifest_read(dest, &old);
     if (rc == STELE_ENOTFOUND) {
@@ -395,6 +408,7 @@ int local_backup(backend *be, const char *dest, const stele_backup_options *opts
         err_clear();
         rc = 0;
     } else if (rc) {
+        close(lockfd);
         return rc;
     }
     if (rc == 0)
@@ -481,5 +495,6 @@ int local_backup(backend *be, const char *dest, const stele_backup_options *opts
     free(b.chunk);
     bk_manifest_free(&old);
     bk_manifest_free(&m);
+    close(lockfd);
     return rc;
 }
