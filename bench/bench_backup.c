@@ -19,6 +19,14 @@
  *                     appenders' events/s during the backup
  *   append_after      the appenders alone again for T s (the baseline after,
  *                     so a drift of the machine shows)
+ *   backup_interleaved  a backup into another empty directory, pausing
+ *                     after each segment as long as the segment took, the
+ *                     appenders running throughout: their events/s in the
+ *                     windows with the backup copying (busy) and without
+ *                     (idle), which share the same background load (this
+ *                     machine is shared: separate windows minutes apart
+ *                     differ by more than the effect), their ratio, and
+ *                     the backup's MB/s over its busy time
  *   backup_incremental  a second backup into the same directory, nothing
  *                     running: segments kept and copied, time
  *   restore_mid       stele_restore to the position in the middle of the
@@ -77,6 +85,10 @@ typedef struct appenders {
     pthread_t th[64];
     _Atomic int stop;
     _Atomic uint64_t count;
+    /* The interleaved run: appends completed in idle (0) and busy (1)
+     * windows. */
+    _Atomic int phase;
+    _Atomic uint64_t by_phase[2];
 } appenders;
 
 static void *append_main(void *arg)
@@ -92,6 +104,7 @@ static void *append_main(void *arg)
         if (stele_append(a->db, stream, STELE_ANY, &ev, 1, NULL))
             die("append");
         atomic_fetch_add(&a->count, 1);
+        atomic_fetch_add(&a->by_phase[atomic_load(&a->phase)], 1);
     }
     return NULL;
 }
@@ -119,6 +132,30 @@ static double appends_for(appenders *a, double secs)
     uint64_t c1 = atomic_load(&a->count), t1 = now_ns();
     appenders_stop(a);
     return (double)(c1 - c0) / ((double)(t1 - t0) / 1e9);
+}
+
+/* The interleaved backup: after each segment, a pause as long as the
+ * segment took, so the appenders alternate between windows with the
+ * backup copying (busy) and without (idle) under the same background. */
+typedef struct interleave {
+    appenders *a;
+    uint64_t mark_ns, busy_ns, idle_ns;
+} interleave;
+
+static int interleave_cb(void *ctx, const stele_backup_result *so_far)
+{
+    (void)so_far;
+    interleave *iv = ctx;
+    uint64_t t = now_ns(), busy = t - iv->mark_ns;
+    iv->busy_ns += busy;
+    atomic_store(&iv->a->phase, 0);
+    struct timespec ts = {(time_t)(busy / 1000000000ull), (long)(busy % 1000000000ull)};
+    nanosleep(&ts, NULL);
+    uint64_t t2 = now_ns();
+    iv->idle_ns += t2 - t;
+    atomic_store(&iv->a->phase, 1);
+    iv->mark_ns = t2;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- main */
@@ -222,6 +259,29 @@ int main(int argc, char **argv)
     sync();
     printf("append_after writers=%d seconds=%.0f events_per_s=%.0f\n", o.writers, o.secs,
            appends_for(&a, o.secs));
+    fflush(stdout);
+
+    char bk2[4200];
+    snprintf(bk2, sizeof bk2, "%s/backup-interleaved", o.dir);
+    sync();
+    interleave iv = {&a, 0, 0, 0};
+    atomic_store(&a.phase, 1);
+    atomic_store(&a.by_phase[0], 0);
+    atomic_store(&a.by_phase[1], 0);
+    appenders_start(&a);
+    iv.mark_ns = now_ns();
+    stele_backup_options io = {0, interleave_cb, &iv};
+    if (stele_backup(db, bk2, &io, &r))
+        die("interleaved backup");
+    appenders_stop(&a);
+    double busy_s = (double)iv.busy_ns / 1e9, idle_s = (double)iv.idle_ns / 1e9;
+    printf("backup_interleaved bytes=%llu busy_seconds=%.2f idle_seconds=%.2f MB_per_s_busy=%.0f "
+           "busy_events_per_s=%.0f idle_events_per_s=%.0f ratio=%.3f\n",
+           (unsigned long long)r.bytes_copied, busy_s, idle_s,
+           (double)r.bytes_copied / busy_s / 1e6, (double)atomic_load(&a.by_phase[1]) / busy_s,
+           (double)atomic_load(&a.by_phase[0]) / idle_s,
+           ((double)atomic_load(&a.by_phase[1]) / busy_s) /
+               ((double)atomic_load(&a.by_phase[0]) / idle_s));
     fflush(stdout);
 
     t0 = now_ns();
