@@ -210,7 +210,7 @@ static void test_online(void)
     uint64_t during[WRITERS];
     for (int i = 0; i < WRITERS; i++)
         during[i] = atomic_load(&ws[i].acked);
-    CHECK(r1.segments > 3);
+    CHECK(r1.segments > (quick ? 1u : 3u));
     CHECK(r1.segments_copied == r1.segments && r1.segments_kept == 0);
     CHECK(r1.bytes_copied == r1.bytes_total && r1.bytes_total > 3 * SEG / 2);
     char report[512];
@@ -813,8 +813,8 @@ int main(void)
     t_seed();
     quick = getenv("TEST_QUICK") != NULL;
     if (quick) {
-        per_writer = 400;
-        steps = 250;
+        per_writer = 150;
+        steps = 150;
     }
     test_damage();
     test_archive();
