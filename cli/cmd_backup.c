@@ -190,30 +190,19 @@ static uint64_t field(cli_span obj, const char *key)
 
 static int backup_server(const cli_common *co, const char *dest, int check)
 {
-    char *body = NULL;
-    size_t cap = strlen(dest) * 6 + 32;
-    if (!(body = malloc(cap)))
-        return CLI_ESERVER;
-    /* {"dest": "..."} with the path escaped. */
-    size_t n = (size_t)snprintf(body, cap, "{\"dest\":\"");
-    for (const unsigned char *p = (const unsigned char *)dest; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            n += (size_t)snprintf(body + n, cap - n, "\\%c", *p);
-        else if (*p < 0x20)
-            n += (size_t)snprintf(body + n, cap - n, "\\u%04x", *p);
-        else
-            body[n++] = (char)*p;
-    }
-    n += (size_t)snprintf(body + n, cap - n, "\"}");
+    cli_buf body = {0};
+    cli_buf_adds(&body, "{\"dest\":");
+    cli_buf_add_jstr(&body, dest);
+    cli_buf_adds(&body, "}");
     cli_client *c = cli_client_open(co->server);
     if (!c) {
-        free(body);
+        cli_buf_free(&body);
         return CLI_ECONNECT;
     }
     static const char *const hdrs[] = {"Content-Type: application/json", NULL};
     cli_response resp;
-    int rc = cli_request(c, "POST", "/admin/backup", hdrs, body, n, NULL, &resp);
-    free(body);
+    int rc = cli_request(c, "POST", "/admin/backup", hdrs, body.p, body.len, NULL, &resp);
+    cli_buf_free(&body);
     char *status = NULL;
     cli_span bk = {"", 0};
     int tty = cli_human(co) && isatty(2);
@@ -409,11 +398,14 @@ int cmd_restore(int argc, char **argv)
         printf("%-20s%.3f s\n", "duration", (double)res.duration_us / 1e6);
         printf("%-20s%s\n", "check", "passed");
     } else {
-        printf("{\"restore\":{\"dir\":\"%s\",\"segments\":%llu,\"bytes\":%llu,"
+        cli_buf jd = {0};
+        cli_buf_add_jstr(&jd, dir);
+        printf("{\"restore\":{\"dir\":%s,\"segments\":%llu,\"bytes\":%llu,"
                "\"endPosition\":%llu,\"endTime\":\"%s\",\"durationMs\":%llu,\"check\":\"passed\"}}\n",
-               dir, (unsigned long long)res.segments, (unsigned long long)res.bytes,
+               jd.p, (unsigned long long)res.segments, (unsigned long long)res.bytes,
                (unsigned long long)res.end_position, t,
                (unsigned long long)(res.duration_us / 1000));
+        cli_buf_free(&jd);
     }
     return cli_finish_output("restore", CLI_OK);
 }
