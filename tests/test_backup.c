@@ -482,7 +482,8 @@ static void test_pitr(void)
             CHECK_OK(stele_group_create(db, GROUP_STREAM, "g", &gs));
             CHECK_OK(stele_group_connect(db, GROUP_STREAM, "g", "c1", &con));
             stele_projection_settings ps = {.query = PROJ_QUERY, .query_len = strlen(PROJ_QUERY),
-                                            .mode = STELE_PROJ_CONTINUOUS, .enabled = 1};
+                                            .mode = STELE_PROJ_CONTINUOUS, .enabled = 1,
+                                            .timeout_ms = 60000}; /* valgrind is slow */
             CHECK_OK(stele_projection_create(db, "count", &ps));
             CHECK_OK(stele_projection_wait(db, "count", STELE_END, 60000));
             cur.has_events = 1; /* GroupCreated, the projection's definition */
