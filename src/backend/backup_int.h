@@ -12,7 +12,11 @@
  * (a sealed plain segment: up to the end of its seal record; a scavenged
  * one: the whole file; the segment being written when the backup began:
  * up to the end of the last commit acknowledged then). The zero padding
- * of a preallocated segment is not copied; restore puts it back.
+ * of a preallocated segment is not copied; restore puts it back. The copy
+ * of a segment that was being written is extended in place by the next
+ * backup (the log only grows there), so it may be longer than its
+ * manifest line says while or after that backup runs: readers take the
+ * manifest's `bytes` and check those; a sealed copy is exactly `bytes`.
  *
  * Manifest:
  *

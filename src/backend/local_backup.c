@@ -195,16 +195,18 @@ static int io_err(int rc, const char *what, const char *path)
                    strerror(-rc));
 }
 
-/* Read back the copy at `path` (`bytes` long) and compare its checksum. */
-static int verify_copy(bk_run *b, const char *path, uint64_t bytes, uint32_t crc)
+/* Read back [from, end) of the copy at `path` and compare its checksum,
+ * continued from `crc0` (the checksum of [0, from)). */
+static int verify_copy(bk_run *b, const char *path, uint64_t from, uint64_t end, uint32_t crc0,
+                       uint32_t crc)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return io_err(-errno, "open", path);
-    uint32_t c = 0;
+    uint32_t c = crc0;
     int rc = 0;
-    for (uint64_t off = 0; rc == 0 && off < bytes; off += BK_CHUNK) {
-        size_t n = bytes - off < BK_CHUNK ? (size_t)(bytes - off) : BK_CHUNK;
+    for (uint64_t off = from; rc == 0 && off < end; off += BK_CHUNK) {
+        size_t n = end - off < BK_CHUNK ? (size_t)(end - off) : BK_CHUNK;
         rc = os_read_full(fd, b->chunk, n, off);
         if (rc == 0)
             c = crc32c(c, b->chunk, n);
@@ -219,92 +221,129 @@ static int verify_copy(bk_run *b, const char *path, uint64_t bytes, uint32_t crc
 }
 
 /*
+ * Copy bytes [from, *end) of segment `s` to `out` at the same offsets,
+ * continuing *crc. With `walk` (a sealed plain segment, *end its file
+ * size), stop at the end of its written data instead, found by walking the
+ * records' length words from `from` (a record boundary), and set *end.
+ */
+static int copy_range(bk_run *b, const char *name, log_seg *s, int out, const char *outpath,
+                      uint64_t from, uint64_t *end, int walk, uint32_t *crc)
+{
+    uint64_t stop = *end, next = from < SEG_HEADER_SIZE ? SEG_HEADER_SIZE : from, off = from;
+    int rc = 0;
+    while (rc == 0 && off < stop) {
+        size_t n = stop - off < BK_CHUNK ? (size_t)(stop - off) : BK_CHUNK;
+        rc = os_read_full(s->fd, b->chunk, n, off);
+        if (rc)
+            return io_err(rc, "read segment", name);
+        size_t use = n;
+        /* Walk the length words inside this chunk; a record that straddles
+         * the chunk's end is passed in the next one. */
+        while (walk && next + 4 <= off + n) {
+            uint32_t len;
+            memcpy(&len, b->chunk + (next - off), 4);
+            len = le32toh(len);
+            if (len == 0) {
+                stop = next;
+                use = (size_t)(next - off);
+                break;
+            }
+            if (len < REC_HEADER_SIZE || len % REC_ALIGN || next + len > *end)
+                return err_set(STELE_ECORRUPT,
+                               "segment %s offset %" PRIu64 ": bad record length %u", name, next,
+                               len);
+            next += len;
+        }
+        if (use) {
+            *crc = crc32c(*crc, b->chunk, use);
+            int w = os_write_full(out, b->chunk, use, off);
+            if (w)
+                return io_err(w, "write", outpath);
+        }
+        off += n;
+    }
+    if (walk && stop > next)
+        stop = next; /* data runs to the end of the file */
+    *end = stop;
+    return 0;
+}
+
+/* The header of pinned segment `s`: its version and checksum, its size. */
+static int seg_head(log_seg *s, const char *name, seg_info *si, uint32_t *hdr_crc,
+                    uint64_t *fsize)
+{
+    int64_t sz = os_file_size(s->fd);
+    if (sz < 0)
+        return io_err((int)sz, "stat segment", name);
+    uint8_t h[SEG_HEADER_SIZE];
+    int rc = os_read_full(s->fd, h, sizeof h, 0);
+    if (rc)
+        return io_err(rc, "read segment", name);
+    const char *why = seg_header_read(h, si);
+    if (why)
+        return err_set(STELE_ECORRUPT, "segment %s offset 0: %s", name, why);
+    *hdr_crc = crc32c(0, h, sizeof h);
+    *fsize = (uint64_t)sz;
+    return 0;
+}
+
+/*
  * Copy segment `segno` (pinned as `s`) into DEST: `limit` bytes (the tail
  * segment) or, for a sealed plain segment, up to the end of its written
- * data, found by walking the records' length words; a scavenged segment
- * whole. Fills *e except `sealed`.
+ * data; a scavenged segment whole. Fills *e except `sealed`.
+ *
+ * When `prev` (the previous backup's copy of this segment, not sealed
+ * then) holds a prefix of it (same header, a plain segment: the tail is
+ * only ever appended to), only the bytes after that prefix are copied,
+ * into the same file in place: the previous manifest names only the prefix
+ * and its checksum, which stay as they were, so it stays valid whatever
+ * happens to the bytes after (readers check the prefix; backup_int.h).
  */
-static int copy_segment(bk_run *b, uint32_t segno, log_seg *s, uint64_t limit, bk_seg *e)
+static int copy_segment(bk_run *b, uint32_t segno, log_seg *s, uint64_t limit,
+                        const bk_seg *prev, bk_seg *e)
 {
     char name[32], path[4200], tmp[4220];
     log_seg_name(segno, name);
     bk_seg_path(b->dest, segno, path, sizeof path);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int64_t fsize = os_file_size(s->fd);
-    if (fsize < 0)
-        return io_err((int)fsize, "stat segment", name);
-    uint8_t h[SEG_HEADER_SIZE];
-    int rc = os_read_full(s->fd, h, sizeof h, 0);
-    if (rc)
-        return io_err(rc, "read segment", name);
     seg_info si;
-    const char *why = seg_header_read(h, &si);
-    if (why)
-        return err_set(STELE_ECORRUPT, "segment %s offset 0: %s", name, why);
-    uint64_t end = limit != UINT64_MAX ? limit : (uint64_t)fsize;
+    uint32_t hdr_crc = 0;
+    uint64_t fsize = 0;
+    int rc = seg_head(s, name, &si, &hdr_crc, &fsize);
+    if (rc)
+        return rc;
+    uint64_t end = limit != UINT64_MAX ? limit : fsize;
     int walk = limit == UINT64_MAX && si.version == SEG_VERSION;
-    uint64_t next = SEG_HEADER_SIZE; /* the record the walk is at */
-    int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int extend = prev && !prev->sealed && prev->hdr_crc == hdr_crc &&
+                 si.version == SEG_VERSION && prev->version == SEG_VERSION &&
+                 prev->bytes <= end;
+    struct stat sb;
+    if (extend && (stat(path, &sb) != 0 || (uint64_t)sb.st_size < prev->bytes))
+        extend = 0;
+    uint64_t from = extend ? prev->bytes : 0;
+    uint32_t crc0 = extend ? prev->crc : 0, crc = crc0;
+    const char *target = extend ? path : tmp;
+    int out = open(target, extend ? O_WRONLY | O_CLOEXEC
+                                  : O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (out < 0)
-        return io_err(-errno, "create", tmp);
-    uint32_t crc = 0;
-    uint64_t off = 0;
-    while (rc == 0 && off < end) {
-        size_t n = end - off < BK_CHUNK ? (size_t)(end - off) : BK_CHUNK;
-        rc = os_read_full(s->fd, b->chunk, n, off);
-        if (rc) {
-            rc = io_err(rc, "read segment", name);
-            break;
-        }
-        size_t use = n;
-        if (walk) {
-            /* Walk the length words inside this chunk; a record that
-             * straddles the chunk's end is passed in the next one. */
-            while (next + 4 <= off + n) {
-                uint32_t len;
-                memcpy(&len, b->chunk + (next - off), 4);
-                len = le32toh(len);
-                if (len == 0) {
-                    end = next;
-                    use = (size_t)(next - off);
-                    break;
-                }
-                if (len < REC_HEADER_SIZE || len % REC_ALIGN || next + len > (uint64_t)fsize) {
-                    rc = err_set(STELE_ECORRUPT,
-                                 "segment %s offset %" PRIu64 ": bad record length %u", name, next,
-                                 len);
-                    break;
-                }
-                next += len;
-            }
-            if (rc)
-                break;
-        }
-        if (use) {
-            crc = crc32c(crc, b->chunk, use);
-            int w = os_write_full(out, b->chunk, use, off);
-            if (w) {
-                rc = io_err(w, "write", tmp);
-                break;
-            }
-        }
-        off += n;
-    }
-    if (walk && rc == 0 && end > next)
-        end = next; /* data runs to the end of the file */
+        return io_err(-errno, "create", target);
+    rc = copy_range(b, name, s, out, target, from, &end, walk, &crc);
+    if (rc == 0 && extend && ftruncate(out, (off_t)end) != 0)
+        rc = io_err(-errno, "truncate", target);
     if (rc == 0 && fdatasync(out) != 0)
-        rc = io_err(-errno, "sync", tmp);
+        rc = io_err(-errno, "sync", target);
     close(out);
     if (rc == 0)
-        rc = verify_copy(b, tmp, end, crc);
-    if (rc == 0 && rename(tmp, path) != 0)
+        rc = verify_copy(b, target, from, end, crc0, crc);
+    if (rc == 0 && !extend && rename(tmp, path) != 0)
         rc = io_err(-errno, "rename", tmp);
     if (rc) {
-        unlink(tmp);
+        if (!extend)
+            unlink(tmp);
         return rc;
     }
-    *e = (bk_seg){segno, si.version, end, (uint64_t)fsize, crc, crc32c(0, h, sizeof h), 0};
-    b->res->bytes_copied += end;
+    *e = (bk_seg){segno, si.version, end, fsize, crc, hdr_crc, 0};
+    b->res->bytes_copied += end - from;
     return 0;
 }
 
@@ -458,7 +497,8 @@ int local_backup(backend *be, const char *dest, const stele_backup_options *opts
             e = *prev;
             res->segments_kept++;
         } else {
-            rc = copy_segment(&b, segno, s, sealed ? UINT64_MAX : loc_off(m.end_loc), &e);
+            rc = copy_segment(&b, segno, s, sealed ? UINT64_MAX : loc_off(m.end_loc), prev,
+                              &e);
             e.sealed = sealed;
             if (rc == 0)
                 res->segments_copied++;

@@ -99,7 +99,11 @@ static int rs_open(const char *src, const bk_seg *e, rs_file *f)
                        "backup %s: %s is %s", src, f->rel,
                        errno == ENOENT ? "missing" : strerror(errno));
     struct stat sb;
-    if (fstat(f->fd, &sb) != 0 || (uint64_t)sb.st_size != e->bytes) {
+    /* A copy of a segment that was being written may be longer than the
+     * manifest says (a later backup was extending it in place): only the
+     * manifest's bytes are the backup's. A sealed copy is exact. */
+    if (fstat(f->fd, &sb) != 0 || (uint64_t)sb.st_size < e->bytes ||
+        (e->sealed && (uint64_t)sb.st_size != e->bytes)) {
         int rc = err_set(STELE_ECORRUPT, "backup %s: %s is %lld bytes, the manifest says %" PRIu64,
                          src, f->rel, (long long)sb.st_size, e->bytes);
         rs_close(f);
