@@ -966,12 +966,12 @@ static const backend_ops local_ops = {
     .put_snapshot = local_put_snapshot,
     .get_snapshot = local_get_snapshot,
     .load = local_load,
+    .backup = local_backup,
     .commit_gen = local_commit_gen,
     .wait_commit = local_wait_commit,
     .watch = local_watch,
     .unwatch = local_unwatch,
     .scavenge = local_scavenge,
-    .backup = local_backup,
     .close = local_close,
 };
 
