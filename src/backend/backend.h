@@ -138,10 +138,6 @@ typedef struct backend_ops {
                         stele_snapshot **out);
     int (*load)(backend *b, const char *stream, size_t len, size_t limit, stele_snapshot **snap,
                 stele_page **events);
-    /* Copy the store into a backup directory (stele_backup). NULL: the
-     * backend is backed up with its database's own tools. */
-    int (*backup)(backend *b, const char *dest, const stele_backup_options *opts,
-                  stele_backup_result *res);
     /* Commit notification, for subscriptions. commit_gen() changes after
      * every commit that is visible to reads; wait_commit() sleeps until it
      * differs from `gen` or `timeout_ms` passes (-1: no limit). watch()
@@ -150,6 +146,10 @@ typedef struct backend_ops {
     void (*wait_commit)(backend *b, uint32_t gen, int timeout_ms);
     int (*watch)(backend *b, int *fd);
     void (*unwatch)(backend *b, int fd);
+    /* Copy the store into a backup directory (stele_backup). NULL: the
+     * backend is backed up with its database's own tools. */
+    int (*backup)(backend *b, const char *dest, const stele_backup_options *opts,
+                  stele_backup_result *res);
     /* Reclaim the space of hidden events (stele_scavenge). NULL: the
      * backend has nothing to reclaim. */
     int (*scavenge)(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);

@@ -966,11 +966,11 @@ static const backend_ops local_ops = {
     .put_snapshot = local_put_snapshot,
     .get_snapshot = local_get_snapshot,
     .load = local_load,
-    .backup = local_backup,
     .commit_gen = local_commit_gen,
     .wait_commit = local_wait_commit,
     .watch = local_watch,
     .unwatch = local_unwatch,
+    .backup = local_backup,
     .scavenge = local_scavenge,
     .close = local_close,
 };
