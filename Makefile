@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj bench-backup clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj clean
 
 all: build
 
@@ -71,6 +71,7 @@ bench-scavenge: build
 # Backup benchmark: online backup of a 10M-event store while durable appends
 # run (their throughput beside the same appends without it), an incremental
 # backup, a restore to the middle (docs/benchmarks.md).
+.PHONY: bench-backup
 bench-backup: build
 	./bench/run_backup.sh $(BUILD)
 

@@ -195,12 +195,12 @@ int cmd_serve(int argc, char **argv)
         cfg.host = st->value;
     if ((st = find("data"))->value)
         cfg.data_dir = st->value;
-    if ((st = find("archive-dir"))->value && *st->value)
-        cfg.archive_dir = st->value;
     if ((st = find("allowed-hosts"))->value)
         cfg.allowed_hosts = st->value;
     if ((st = find("allowed-origins"))->value)
         cfg.allowed_origins = st->value;
+    if ((st = find("archive-dir"))->value && *st->value)
+        cfg.archive_dir = st->value;
     if ((st = find("log-level"))->value) {
         if (!strcmp(st->value, "error"))
             cfg.log_level = 0;
