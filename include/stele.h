@@ -1659,7 +1659,9 @@ typedef struct stele_backup_options {
  * dest/stele-backup.lock says so), EIO / ENOSPC writing dest, ECORRUPT (a record's framing in
  * the store is damaged: the message names segment and offset). Only the
  * local engine has a backup; other backends return EINVAL (back them up
- * with their database's own tools). `res` may be NULL.
+ * with their database's own tools). A backup and stele_scavenge() do not
+ * run at the same time: each waits for the other to finish. `res` may be
+ * NULL.
  */
 int stele_backup(stele_db *db, const char *dest, const stele_backup_options *opts,
                  stele_backup_result *res);

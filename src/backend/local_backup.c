@@ -18,11 +18,14 @@
  *     its written data; zero padding is not copied);
  *   - end's segment up to end's offset (the writer only writes after it).
  *
- * Each segment is pinned (log_seg_get) while it is copied, so a concurrent
- * scavenge that replaces it leaves this copy reading the old file, which
- * stays complete and open until unpinned: the copy is the old or the new
- * file, never a mix. Both hold the same events that matter (the new one
- * lacks only events no read could return).
+ * A backup and a scavenge never run at once: the backup holds the
+ * scavenger's lock (scav_mu) from before it reads the checkpoint to its
+ * end, so a scavenge that starts meanwhile waits, and a backup waits for a
+ * running scavenge's end. Without that, a scavenge could rewrite a segment
+ * not copied yet on the strength of a delete made after `end` (the copy
+ * would lack events that were live at its point), or rewrite `end`'s own
+ * segment once the writer has sealed it (the copy's prefix would be of a
+ * relocated file). Segments are still pinned while they are copied.
  *
  * Incremental. A sealed segment whose header checksum and file length
  * equal those of the copy the previous manifest names (and whose copy is
@@ -450,6 +453,7 @@ int local_backup(backend *be, const char *dest, const stele_backup_options *opts
         close(lockfd);
         return rc;
     }
+    pthread_mutex_lock(&L->scav_mu); /* no scavenge until the copy is done */
     if (rc == 0)
         rc = store_identity(L, &m.store_created);
     if (rc == 0 && old.nsegs && old.store_created != m.store_created)
@@ -532,6 +536,7 @@ int local_backup(backend *be, const char *dest, const stele_backup_options *opts
     res->end_position = m.end_position;
     res->end_time_us = m.end_time;
     res->duration_us = (time_mono_ns() - t0) / 1000;
+    pthread_mutex_unlock(&L->scav_mu);
     free(b.chunk);
     bk_manifest_free(&old);
     bk_manifest_free(&m);
