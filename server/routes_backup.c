@@ -18,19 +18,22 @@
  * reads its status under a mutex that the progress callback updates.
  *
  * The archive (`stele serve --archive-dir DIR`) is one more thread: it runs
- * stele_backup in archive mode into DIR at start, whenever the store has
+ * stele_backup in archive mode into DIR as soon as it starts, whenever the store has
  * made a new segment (the previous one is sealed: checked every second),
  * every --archive-interval seconds for the tail, and once more when the
  * server stops, after the last connection closed and before the store
  * closes. A failed run is logged and retried at the next occasion; the
  * status says when the archive last succeeded and up to which position.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "json.h"
 #include "json_doc.h"
@@ -363,10 +366,12 @@ int archive_start(server *s)
     pthread_cond_init(&ar->cv, NULL);
     ar->srv = s;
     s->archive = ar;
-    /* The first run here, so that a bad directory stops the start. */
-    archive_run(ar);
-    if (ar->failures) {
-        fprintf(stderr, "stele serve: archive %s: %s\n", s->cfg.archive_dir, ar->error);
+    /* A directory that cannot be written stops the start; the first copy
+     * (the whole store, for a new archive) is the thread's, so a big store
+     * does not hold up the server's start. */
+    const char *dir = s->cfg.archive_dir;
+    if ((mkdir(dir, 0755) != 0 && errno != EEXIST) || access(dir, W_OK | X_OK) != 0) {
+        fprintf(stderr, "stele serve: archive directory %s: %s\n", dir, strerror(errno));
         return -1;
     }
     if (pthread_create(&ar->thread, NULL, archive_main, ar) != 0) {
