@@ -8,7 +8,7 @@ command -v valgrind >/dev/null || { echo "valgrind missing (scripts/deps.sh inst
 SUPP="$(dirname "$0")/valgrind.supp"
 status=0
 # One test per line, so branches that add tests merge without conflict.
-TESTS=(
+TESTS="
   test_util
   test_os_fault
   test_json
@@ -27,8 +27,8 @@ TESTS=(
   test_proj
   test_proj_gaps
   test_backup
-)
-for t in "${TESTS[@]}"; do
+"
+for t in $TESTS; do
   bin="$BUILD/tests/$t"
   [ -x "$bin" ] || continue
   echo "valgrind: $t"
