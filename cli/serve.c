@@ -49,6 +49,9 @@ static setting settings[] = {
     {"max-subscriptions", "subscriptions open at once, SSE and gRPC (default 10000)", NULL},
     {"max-groups", "consumer groups that may exist (default 1000)", NULL},
     {"max-consumers-per-group", "consumers connected to one group at once (default 100)", NULL},
+    {"archive-dir", "copy each sealed log segment, and the tail on a schedule, into this directory"
+                    " (default: no archive; docs/operations.md)", NULL},
+    {"archive-interval", "seconds between copies of the tail into the archive (default 60)", NULL},
     {"allowed-hosts", "more names clients may reach the server by (Host header), comma-separated;"
                       " * for any (default: localhost, IP addresses, this machine's name)", NULL},
     {"allowed-origins", "web page origins allowed to use the API (CORS), comma-separated, e.g. "
@@ -243,6 +246,8 @@ int cmd_serve(int argc, char **argv)
     if ((st = find("insecure"))->value && (cfg.insecure = yes(st)) < 0)
         return 2;
     cfg.admin_password = find("admin-password")->value;
+    if ((st = find("archive-dir"))->value && *st->value)
+        cfg.archive_dir = st->value;
     if ((st = find("log-level"))->value) {
         if (!strcmp(st->value, "error"))
             cfg.log_level = 0;
@@ -279,6 +284,7 @@ int cmd_serve(int argc, char **argv)
         {"max-groups", 1, 1000000, &cfg.store.max_groups, 4},
         {"max-consumers-per-group", 1, 1000000, &cfg.store.max_consumers_per_group, 4},
         {"auth-fail-limit", 1, 1000000, &cfg.auth_fail_limit, 5},
+        {"archive-interval", 1, 86400, &cfg.archive_interval_ms, 1},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (!(st = find(nums[i].name))->value)

@@ -56,6 +56,11 @@ typedef struct server_config {
     int insecure;                /* allow a non-loopback address without TLS and users */
     int auth_fail_limit;         /* failed authentications per address a minute before
                                     429 / RESOURCE_EXHAUSTED; default 5 */
+    /* The continuous archive (routes_backup.c, docs/operations.md): NULL
+     * for none; the tail is archived every archive_interval_ms (default
+     * 60 s), each sealed segment within a second of its sealing. */
+    const char *archive_dir;
+    int archive_interval_ms;
 } server_config;
 
 /* Defaults for every field. */

@@ -214,6 +214,8 @@ typedef struct server {
     int group_fd;          /* stele_group_watch(): consumer groups may have work */
     struct groups_srv *groups; /* pull consumers, waiting pulls (routes_groups.c) */
     struct admin *admin; /* routes_admin.c: the scavenge thread; NULL until used */
+    struct backup_admin *backup; /* routes_backup.c: the backup thread; NULL until used */
+    struct archive *archive;     /* routes_backup.c: the archive thread; NULL without one */
     /* limits.c: the memory budget. */
     int statm_fd;          /* /proc/self/statm */
     size_t mem_anon;       /* anonymous resident bytes, last sample */
@@ -445,6 +447,14 @@ int access_filtered(const auth_who *who);
 int access_visible(conn *c, const char *stream);
 /* routes_users.c: /users and /api-keys (1 if the path was theirs). */
 int route_users(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+/* routes_backup.c: /admin/backup and /admin/archive; the backup thread
+ * (stopped and joined by backup_shutdown) and the archive thread (started
+ * with the server when cfg.archive_dir is set: -1 with a message on stderr
+ * if its first run fails; archive_stop makes the last run and joins). */
+void route_backup(conn *c, const char *path, size_t plen);
+void backup_shutdown(server *s);
+int archive_start(server *s);
+void archive_stop(server *s);
 
 /* guard.c: Host, Origin, Content-Type and CORS rules for HTTP/1.1
  * requests, and the loopback rule for operations that stop or reconfigure
