@@ -27,6 +27,7 @@ TESTS="
   test_proj
   test_proj_gaps
   test_backup
+  test_auth_header
 "
 for t in $TESTS; do
   bin="$BUILD/tests/$t"
