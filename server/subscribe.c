@@ -185,13 +185,13 @@ static void u64_text(uint64_t v, char *out)
 
 /* What the subscription has covered: its resume point, i.e. the id of the
  * last event delivered or passed. 0 (none) before the first. */
-static int covered(const subscription *u, uint64_t *out)
+static int covered(stele_db *db, const subscription *u, uint64_t *out)
 {
     uint64_t next = stele_sub_position(u->sub);
     if (next == 0)
         return 0;
-    *out = next - 1;
-    return 1;
+    *out = u->all ? stele_position_before(db, next) : next - 1;
+    return *out != STELE_NONE;
 }
 
 /* A control event; with an id when `with_id` and it moves the resume
@@ -199,7 +199,7 @@ static int covered(const subscription *u, uint64_t *out)
 static void marker(conn *c, subscription *u, const char *event, int with_id, const char *extra)
 {
     uint64_t at;
-    int has = covered(u, &at);
+    int has = covered(c->srv->db, u, &at);
     char id[24], data[160];
     int set_id = with_id && has && (!u->has_id || at > u->id);
     if (set_id)
@@ -222,7 +222,7 @@ static void marker(conn *c, subscription *u, const char *event, int with_id, con
 static void maybe_checkpoint(conn *c, subscription *u, int64_t now)
 {
     uint64_t at;
-    if (!covered(u, &at) || (u->has_id && at <= u->id))
+    if (!covered(c->srv->db, u, &at) || (u->has_id && at <= u->id))
         return;
     uint64_t base = u->has_id ? u->ckpt_base : 0;
     if (at - base >= c->srv->cfg.sub_checkpoint_events || now - u->ckpt_ms >= CHECKPOINT_MS) {
@@ -385,7 +385,8 @@ static int sub_tick(conn *c, void *ctx, int64_t now)
     if (behind > s->cfg.sub_behind_events || now - u->behind_since_ms >= s->cfg.sub_behind_ms) {
         uint64_t next = stele_sub_position(u->sub);
         char extra[64];
-        snprintf(extra, sizeof extra, ",\"head\":%llu", (unsigned long long)(next + behind - 1));
+        uint64_t head = u->all ? stele_position_before(s->db, sse_head(s)) : next + behind - 1;
+        snprintf(extra, sizeof extra, ",\"head\":%llu", (unsigned long long)head);
         marker(c, u, "fell-behind", 0, extra);
         s->m.sse_fell_behind++;
         u->state = SUB_BEHIND;
@@ -598,7 +599,7 @@ static int start_at(conn *c, const sub_query *sq, int all, uint64_t *from)
                  what, last);
             return -1;
         }
-        *from = v + 1;
+        *from = all ? stele_position_after(c->srv->db, v) : v + 1;
         return 0;
     }
     const char *f = sq->from ? sq->from : "start";

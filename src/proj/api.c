@@ -625,10 +625,8 @@ int stele_projection_wait(stele_db *db, const char *name, uint64_t position, int
         return rc;
     pthread_mutex_unlock(&s->admin);
     if (position == STELE_END) {
-        stele_stats st;
-        if ((rc = stele_get_stats(db, &st)))
+        if ((rc = stele_position_head(db, &position)))
             return rc;
-        position = st.events;
     }
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);

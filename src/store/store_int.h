@@ -92,7 +92,14 @@ int check_stream(const char *stream, size_t *len);
 int check_expected(int64_t expected);
 /* A stream name; `system` = 1 allows '$' names. 0 or EINVAL. */
 int check_name_of(const char *stream, size_t *len, int system);
-/* One event of an append (store.c): 0 with its record size, or EINVAL /
+/* The size of an append as the API edge measures it, the same for every
+ * backend: each event counts STORE_EVENT_FIXED bytes plus its stream name,
+ * type, tags, data and metadata; a multi-stream append's state snapshot
+ * counts STORE_EVENT_FIXED plus its stream name and state. The public
+ * limits (max_append_size) apply to this measure; each backend enforces
+ * its own storage limits beyond it. */
+#define STORE_EVENT_FIXED 72u
+/* One event of an append (store.c): 0 with its size (as above), or EINVAL /
  * ETOOBIG naming event i. */
 int store_check_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
                       uint64_t *size);

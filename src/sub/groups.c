@@ -28,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store/page.h"
+#include "backend/page.h"
 #include "sub/group_int.h"
 
 #define TICK_MS 100
@@ -521,10 +521,7 @@ static int resolve_start(stele_db *db, const char *stream, stele_group_settings 
     if (s->start != STELE_END)
         return 0;
     if (!stream) {
-        stele_stats st;
-        int rc = db->be->ops->stats(db->be, &st);
-        s->start = st.events;
-        return rc;
+        return db->be->ops->pos_head(db->be, &s->start);
     }
     return next_revision(db, stream, &s->start);
 }
@@ -1306,9 +1303,7 @@ int stele_group_rewind(stele_db *db, const char *stream, const char *group_name,
         if (g->def.stream) {
             rc = next_revision(db, g->def.stream, &to);
         } else {
-            stele_stats st;
-            rc = stele_get_stats(db, &st);
-            to = st.events;
+            rc = stele_position_head(db, &to);
         }
     }
     if (rc == 0) {
