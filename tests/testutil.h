@@ -61,9 +61,13 @@ void t_rmdir(const char *path);
  */
 const char *t_store(const char *tag);
 void t_store_drop(const char *uri);
-/* 1 if the contract tests run on the local engine (STELE_TEST_STORE unset
- * or a directory / file: URI): cases that look at its files may run. */
+/* 1 if the store is a plain directory (STELE_TEST_STORE unset, or a
+ * directory template): cases that look at the local engine's files may
+ * run. 0 for any URI, file: included. */
 int t_store_is_local(void);
+/* stele_check() on a local store; 0 (and an empty report) on another
+ * backend, which its database checks. */
+int t_store_check(const char *uri, char *report, size_t report_len);
 
 /* Seeded xorshift PRNG. t_seed() reads TEST_SEED or uses the time, prints
  * the seed, and returns it. */
