@@ -750,6 +750,7 @@ int proj_sys_get(stele_db *db, proj_sys **out)
         s->list[s->n++] = p;
     }
     free(defs);
+    db->close_up[STORE_UP_PROJ] = proj_sys_close;
     db->projs = s;
     pthread_mutex_unlock(&init_mu);
     /* Finish interrupted resets, then start the enabled ones. */

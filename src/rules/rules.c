@@ -218,6 +218,7 @@ static int reg_get(stele_db *db, rules_reg **out)
                 free(reg);
                 reg = NULL;
             } else {
+                db->close_up[STORE_UP_RULES] = rules_close;
                 __atomic_store_n(&db->rules, reg, __ATOMIC_RELEASE);
             }
         }

@@ -66,9 +66,9 @@ void stele_close(stele_db *db)
 {
     if (!db)
         return;
-    proj_sys_close(db);
-    rules_close(db);
-    sub_groups_close(db);
+    for (int i = 0; i < STORE_UP_N; i++)
+        if (db->close_up[i])
+            db->close_up[i](db);
     db->be->ops->close(db->be);
     free(db);
 }

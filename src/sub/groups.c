@@ -378,8 +378,10 @@ static int groups_get(stele_db *db, sub_groups **out)
     }
     int rc = 0;
     pthread_mutex_lock(&init_mu);
-    if (!(gs = db->groups) && (rc = registry_open(db, &gs)) == 0)
+    if (!(gs = db->groups) && (rc = registry_open(db, &gs)) == 0) {
+        db->close_up[STORE_UP_GROUPS] = sub_groups_close;
         __atomic_store_n(&db->groups, gs, __ATOMIC_RELEASE);
+    }
     pthread_mutex_unlock(&init_mu);
     *out = gs;
     return rc;
