@@ -8,6 +8,15 @@
  *
  * Arguments reach a backend already validated by src/store (names, sizes,
  * limits); backends assert rather than re-check them.
+ *
+ * The contract (docs/architecture.md, "The backend contract"): a backend is
+ * chosen by the store URI (backend_open, backend.c); its ops carry
+ * BACKEND_OPS_VERSION; it builds the pages it returns from neutral event
+ * fields (page_add in page.h); it decides visibility with the shared rule
+ * (vis_event_visible in visibility.h); it owns $all positions (pos_after,
+ * pos_before, pos_head); it sizes its own storage and enforces its own
+ * limits (ETOOBIG) beyond the public ones. A fresh URI opens an empty store
+ * (the contract tests make one per case from STELE_TEST_STORE).
  */
 #ifndef STELE_BACKEND_H
 #define STELE_BACKEND_H
