@@ -84,7 +84,7 @@ typedef struct stele_db stele_db;
 
 /** Options for stele_open(). Zero means "the default" for every field. */
 typedef struct stele_options {
-    /** Bytes per log segment file. Default 64 MiB, minimum 64 KiB. */
+    /** Bytes per log segment file (local engine). Default 64 MiB, minimum 64 KiB. */
     uint64_t segment_size;
     /** Largest event (type + data + metadata + tags). Default 16 MiB. */
     uint64_t max_event_size;
@@ -100,7 +100,8 @@ typedef struct stele_options {
     uint32_t max_consumers_per_group;
 } stele_options;
 
-/** Verify every record checksum of the log at open (slow on big stores). */
+/** Verify every record checksum of the log at open (slow on big stores;
+ *  local engine). */
 #define STELE_OPEN_VERIFY 0x1u
 /** Do not create the directory or a new store: fail with ENOTFOUND. */
 #define STELE_OPEN_NOCREATE 0x2u
@@ -113,7 +114,12 @@ typedef struct stele_options {
 #define STELE_OPEN_NO_INDEXES 0x4u
 
 /**
- * Open (creating if needed) the store in directory `dir`.
+ * Open (creating if needed) the store named by `uri`: a directory path or
+ * `file:DIR` (the local engine), `postgres://...` / `postgresql://...` (a
+ * libpq connection URI) or `dynamodb://TABLE_PREFIX?endpoint=URL&region=R`
+ * (docs/architecture.md, "The backend contract"). A backend this build lacks fails with STELE_EINVAL
+ * naming it. The options marked "local engine" below are ignored by the
+ * other backends. For the local engine:
  * Recovers after a crash: a torn or partial commit at the end of the log is
  * cut off; damage anywhere else fails with STELE_ECORRUPT and a message that
  * names the segment file and byte offset. Only one process may have a store
@@ -124,7 +130,7 @@ typedef struct stele_options {
  * space is freed, then succeed again), stele_errmsg() then says so after
  * the 0 return, and stele_get_stats() reports readonly with the reason.
  */
-int stele_open(const char *dir, const stele_options *opts, stele_db **out);
+int stele_open(const char *uri, const stele_options *opts, stele_db **out);
 
 /**
  * Close the store: waits for appends already queued, syncs the indexes,
@@ -1511,7 +1517,9 @@ int stele_projection_wait(stele_db *db, const char *name, uint64_t position, int
 /* ----------------------------------------------------------------- stats */
 
 typedef struct stele_stats {
-    uint64_t events;        /* events in the log (= next position) */
+    uint64_t events;        /* events in the log (on the local engine also the
+                               next position; stele_position_head() gives the
+                               end of $all on every backend) */
     uint64_t streams;       /* streams ever written, tombstoned or given metadata */
     uint64_t log_bytes;     /* bytes of log records */
     uint64_t segments;      /* segment files */
@@ -1528,6 +1536,33 @@ typedef struct stele_stats {
 } stele_stats;
 
 int stele_get_stats(stele_db *db, stele_stats *out);
+
+/* ------------------------------------------------------------- positions */
+
+/*
+ * $all positions are cursors owned by the store's backend: compare them as
+ * unsigned integers (a later commit has a larger position), but do no
+ * arithmetic on them; ask these instead. (The local engine's positions are
+ * gapless, but another backend's need not be.)
+ */
+
+/**
+ * The cursor from which a $all read returns the events after `position`
+ * (the cursor that follows an event you have handled). STELE_NONE ("no
+ * event yet") gives the first cursor.
+ */
+uint64_t stele_position_after(stele_db *db, uint64_t position);
+
+/**
+ * The last position that can precede cursor `next` (no event lies
+ * strictly between them): "everything up to here was handled", the form
+ * KurrentDB's checkpoints and SSE ids use. STELE_NONE for the first cursor.
+ */
+uint64_t stele_position_before(stele_db *db, uint64_t next);
+
+/** The end of $all now: the cursor after the last visible commit (0 for an
+ *  empty store). 0 or an error. */
+int stele_position_head(stele_db *db, uint64_t *next);
 
 /* ------------------------------------------------------------ scavenging */
 

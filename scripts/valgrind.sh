@@ -15,6 +15,9 @@ TESTS="
   test_async
   test_limits
   test_property
+  test_property_multi
+  test_backend
+  test_visibility
   test_streams_meta
   test_groups
   test_pattern
