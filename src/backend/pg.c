@@ -98,7 +98,12 @@ int pg_fail(PGconn *c, PGresult *res, const char *what)
     size_t n = strlen(m);
     while (n && (m[n - 1] == '\n' || m[n - 1] == ' '))
         m[--n] = 0;
-    int lost = PQstatus(c) != CONNECTION_OK;
+    /* Unavailable: the connection is gone, or the error came from libpq
+     * itself (no SQLSTATE), or from a server shutting down or starting
+     * (class 08, 57P01..57P03). Anything else is a server-side error. */
+    const char *code = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    int lost = PQstatus(c) != CONNECTION_OK || !code || !*code || strncmp(code, "08", 2) == 0 ||
+               strncmp(code, "57P", 3) == 0;
     if (res)
         PQclear(res);
     return err_set(lost ? STELE_EIO : STELE_EINTERNAL, "PostgreSQL%s: %s: %s",
@@ -202,6 +207,10 @@ PGconn *pg_conn_get(pg_backend *P)
     pthread_mutex_lock(&P->pool_mu);
     while (P->nidle == 0 && P->nconns >= PG_POOL_MAX)
         pthread_cond_wait(&P->pool_cv, &P->pool_mu);
+    while (P->nidle && P->idle_epoch[P->nidle - 1] != atomic_load(&P->epoch)) {
+        PQfinish(P->idle[--P->nidle]);
+        P->nconns--;
+    }
     if (P->nidle) {
         PGconn *c = P->idle[--P->nidle];
         pthread_mutex_unlock(&P->pool_mu);
@@ -227,10 +236,12 @@ void pg_conn_put(pg_backend *P, PGconn *c)
     if (broken)
         PQfinish(c);
     pthread_mutex_lock(&P->pool_mu);
-    if (broken)
+    if (broken) {
         P->nconns--;
-    else
+    } else {
+        P->idle_epoch[P->nidle] = atomic_load(&P->epoch);
         P->idle[P->nidle++] = c;
+    }
     pthread_cond_signal(&P->pool_cv);
     pthread_mutex_unlock(&P->pool_mu);
 }
@@ -383,6 +394,7 @@ static void *listen_main(void *arg)
                 continue;
             }
             PQclear(r);
+            atomic_fetch_add(&P->epoch, 1);
             pg_bump(P);
         }
         struct pollfd pfd = {PQsocket(c), POLLIN, 0};
@@ -537,6 +549,7 @@ int pg_open(const char *uri, const stele_options *opts, backend **out)
     pthread_cond_init(&P->gen_cv, NULL);
     P->idle[P->nidle++] = c;
     P->nconns = 1;
+    P->epoch = 1; /* the listener's first connect makes it 2: c is then dropped */
     if ((rc = pg_writer_start(P))) {
         PQfinish(c);
         pool_unref(P->pl);

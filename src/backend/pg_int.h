@@ -20,7 +20,7 @@
 /* The NOTIFY channel every commit signals. */
 #define PG_CHANNEL "stele_commit"
 /* Read connections kept per server. */
-#define PG_POOL_MAX 16
+#define PG_POOL_MAX 8
 /* Appends one writer transaction takes at most. */
 #define PG_BATCH_MAX 512
 #define PG_WATCH_MAX 64
@@ -48,6 +48,11 @@ typedef struct pg_backend {
     pthread_cond_t pool_cv;
     PGconn *idle[PG_POOL_MAX];
     int nidle, nconns;
+    /* Bumped by the listener each time it reconnects (the database may
+     * have restarted): connections made before are dropped, not reused. */
+    _Atomic uint32_t epoch;
+    uint32_t idle_epoch[PG_POOL_MAX];
+    uint32_t wconn_epoch;
     /* The writer thread, its connection and its queue. */
     pthread_t writer;
     PGconn *wconn;

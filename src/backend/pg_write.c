@@ -695,12 +695,12 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
                          t);
             *retry_alone = 0;
         }
-    } else if (rc && committing && PQstatus(c) != CONNECTION_OK) {
+    } else if (rc == STELE_EIO && committing) {
         rc = err_set(STELE_EIO,
                      "%s; the connection was lost during COMMIT, so the append may or may not "
                      "have been written: retry it with the same event ids (retries are idempotent)",
                      stele_errmsg());
-    } else if (rc && PQstatus(c) != CONNECTION_OK) {
+    } else if (rc == STELE_EIO) {
         rc = err_set(STELE_EIO, "%s; nothing was written: retry with the same event ids",
                      stele_errmsg());
     }
@@ -744,18 +744,29 @@ static void fail_all(pg_req **reqs, size_t n, int rc)
     }
 }
 
+/* The writer's connection, remade when broken or older than the
+ * listener's last reconnect (the database may have restarted). */
+static void writer_conn(pg_backend *P)
+{
+    if (P->wconn && (PQstatus(P->wconn) != CONNECTION_OK ||
+                     P->wconn_epoch != atomic_load(&P->epoch))) {
+        PQfinish(P->wconn);
+        P->wconn = NULL;
+    }
+    if (!P->wconn) {
+        P->wconn_epoch = atomic_load(&P->epoch);
+        P->wconn = pg_connect(P->uri);
+    }
+}
+
 static void process(pg_backend *P, pg_req **reqs, size_t n)
 {
-    if (!P->wconn || PQstatus(P->wconn) != CONNECTION_OK) {
-        if (P->wconn)
-            PQfinish(P->wconn);
-        P->wconn = pg_connect(P->uri);
-        if (!P->wconn) {
-            fail_all(reqs, n, STELE_EIO);
-            for (size_t i = 0; i < n; i++)
-                req_done(reqs[i]);
-            return;
-        }
+    writer_conn(P);
+    if (!P->wconn) {
+        fail_all(reqs, n, STELE_EIO);
+        for (size_t i = 0; i < n; i++)
+            req_done(reqs[i]);
+        return;
     }
     int retry_alone = 0;
     int rc = run_batch(P, reqs, n, &retry_alone);
@@ -1581,7 +1592,7 @@ static int multi_run(pg_backend *P, PGconn *c, const multi_args *m, stele_append
     if (rc && strcmp(state, "23505") == 0)
         rc = err_set(STELE_EIDCONFLICT,
                      "an event id of this append was written concurrently by another append");
-    else if (rc && committing && PQstatus(c) != CONNECTION_OK)
+    else if (rc == STELE_EIO && committing)
         rc = err_set(STELE_EIO,
                      "%s; the connection was lost during COMMIT, so the append may or may not "
                      "have been written: retry it with the same event ids",
@@ -1653,11 +1664,7 @@ int pg_append_multi_async(backend *b, const multi_args *m, stele_append_result *
 /* On the writer thread: one queued multi-stream append. */
 static void process_multi(pg_backend *P, pg_req *r)
 {
-    if (!P->wconn || PQstatus(P->wconn) != CONNECTION_OK) {
-        if (P->wconn)
-            PQfinish(P->wconn);
-        P->wconn = pg_connect(P->uri);
-    }
+    writer_conn(P);
     err_clear();
     int rc = P->wconn ? multi_run(P, P->wconn, r->m, r->ps, &r->mres) : STELE_EIO;
     r->mdone(r->ctx, rc, r->ps, r->nstreams, &r->mres, rc ? stele_errmsg() : "");
