@@ -112,20 +112,25 @@ int pg_page_add_rows(stele_page *pg, const PGresult *r)
 
 /*
  * Fill `pg` with the rows of `sql`, whose last two parameters ($n-1, $n)
- * are given here: the cursor (position or revision, per `curcol`:
- * 0 position, 1 revision) and the chunk size. vals[n-2], vals[n-1] are
- * overwritten. Forwards the SQL must say "cursor >= $n-1", backwards
- * "<= $n-1"; `last` receives the last event's cursor, *more whether the
- * last chunk was full.
+ * are given here: the cursor to start at and how many rows to fetch.
+ * vals[n-2], vals[n-1] are overwritten. Forwards the SQL must say
+ * "cursor >= $n-1" and order ascending, backwards "<= $n-1" descending;
+ * the cursor is column `curcol` (the position, a revision, or a view
+ * revision). With `link` each event's cursor is its view revision
+ * (page_set_link). One row more than needed is fetched, so *has_next says
+ * whether another row follows and *next is its cursor; *last is the last
+ * event's cursor.
  */
 static int fill(PGconn *c, stele_page *pg, const char *sql, int n, const char **vals,
                 const int *lens, const int *fmts, uint64_t from, int backwards, size_t limit,
-                int curcol, uint64_t *last, int *more)
+                int curcol, int link, uint64_t *last, int *has_next, uint64_t *next)
 {
     pg_num b1, b2;
-    *more = 0;
+    buf scratch = {0};
+    int rc = 0;
+    *has_next = 0;
     uint64_t cur = from;
-    while (!page_full(pg, limit)) {
+    while (rc == 0 && !page_full(pg, limit)) {
         size_t want = limit - pg->count;
         if (want > PG_CHUNK)
             want = PG_CHUNK;
@@ -135,34 +140,31 @@ static int fill(PGconn *c, stele_page *pg, const char *sql, int n, const char **
             cur = (uint64_t)INT64_MAX;
         }
         vals[n - 2] = pg_numtxt(&b1, (int64_t)cur);
-        vals[n - 1] = pg_numtxt(&b2, (int64_t)want);
+        vals[n - 1] = pg_numtxt(&b2, (int64_t)want + 1);
         PGresult *r;
-        int rc = pg_exec(c, sql, n, vals, lens, fmts, 1, &r, "reading events");
-        if (rc)
-            return rc;
-        int rows = PQntuples(r);
-        size_t before = pg->count;
-        rc = pg_page_add_rows(pg, r);
-        if (rc == 0 && pg->count > before) {
-            *last = pg_u64(r, (int)(pg->count - before - 1), curcol);
+        if ((rc = pg_exec(c, sql, n, vals, lens, fmts, 1, &r, "reading events")))
+            break;
+        int rows = PQntuples(r), i = 0;
+        for (; i < rows && rc == 0 && !page_full(pg, limit); i++) {
+            rc = add_row(pg, r, i, &scratch);
+            if (rc == 0 && link)
+                rc = page_set_link(pg, pg->count - 1, pg_u64(r, i, curcol));
+            if (rc == 0)
+                *last = pg_u64(r, i, curcol);
+        }
+        if (rc == 0 && i < rows) {
+            *has_next = 1;
+            *next = pg_u64(r, i, curcol);
         }
         PQclear(r);
-        if (rc)
-            return rc;
-        *more = (size_t)rows == want;
-        if (!*more || pg->count == before)
+        if (rc || i < rows || (size_t)rows <= want)
             break;
-        if (backwards) {
-            if (*last == 0) {
-                *more = 0;
-                break;
-            }
-            cur = *last - 1;
-        } else {
-            cur = *last + 1;
-        }
+        if (backwards && *last == 0)
+            break;
+        cur = backwards ? *last - 1 : *last + 1;
     }
-    return 0;
+    buf_free(&scratch);
+    return rc;
 }
 
 static int new_page(pg_backend *P, size_t limit, stele_page **out)
@@ -215,9 +217,10 @@ static int read_range(PGconn *c, stele_page *pg, const char *name, uint64_t from
                            pg_numtxt(&b5, has_as_of ? as_of : INT64_MAX),
                            NULL,
                            NULL};
-    uint64_t last = 0;
+    uint64_t last = 0, nx;
     int more;
-    int rc = fill(c, pg, sql, 7, vals, NULL, NULL, from, backwards, limit, 1, &last, &more);
+    int rc = fill(c, pg, sql, 7, vals, NULL, NULL, from, backwards, limit, 1, 0, &last, &more,
+                  &nx);
     if (rc == 0 && pg->count) {
         if (!backwards && last < hi) {
             pg->has_next = 1;
@@ -291,21 +294,12 @@ int pg_read_all(backend *b, uint64_t from, int backwards, size_t limit, stele_pa
                                   "LIMIT $2::bigint";
     const char *vals[2];
     uint64_t last = 0;
-    int more = 0;
-    rc = fill(c, pg, sql, 2, vals, NULL, NULL, from, backwards, limit, 0, &last, &more);
+    rc = fill(c, pg, sql, 2, vals, NULL, NULL, from, backwards, limit, 0, 0, &last,
+              &pg->has_next, &pg->next);
     pg_conn_put(P, c);
     if (rc) {
         stele_page_free(pg);
         return rc;
-    }
-    if (pg->count && (more || page_full(pg, limit))) {
-        if (!backwards) {
-            pg->has_next = 1;
-            pg->next = last + 1;
-        } else if (last > 0) {
-            pg->has_next = 1;
-            pg->next = last - 1;
-        }
     }
     *out = pg;
     return 0;
@@ -380,23 +374,13 @@ int pg_query(backend *b, const query_args *q, stele_page **out)
         return STELE_EIO;
     }
     uint64_t last = 0;
-    int more = 0;
     if (q->limit)
-        rc = fill(c, pg, sql, 7, vals, NULL, NULL, q->from, q->backwards, q->limit, 0, &last,
-                  &more);
+        rc = fill(c, pg, sql, 7, vals, NULL, NULL, q->from, q->backwards, q->limit, 0, 0, &last,
+                  &pg->has_next, &pg->next);
     pg_conn_put(P, c);
     if (rc) {
         stele_page_free(pg);
         return rc;
-    }
-    if (pg->count && (more || page_full(pg, q->limit))) {
-        if (!q->backwards) {
-            pg->has_next = 1;
-            pg->next = last + 1;
-        } else if (last > 0) {
-            pg->has_next = 1;
-            pg->next = last - 1;
-        }
     }
     *out = pg;
     return 0;
@@ -405,9 +389,11 @@ int pg_query(backend *b, const query_args *q, stele_page **out)
 /* ------------------------------------------------------------ views */
 
 /*
- * A view's revision is the event's global position ($ce-, $et-, $bc-) or,
- * for $streams, the position of the stream's first event ever: both grow
- * with the position and never change. They leave gaps (docs/backends.md).
+ * A view's revisions are the ordinals pg_write.c gives events under their
+ * category (ce_rev), type (et_rev) and correlation id (bc_rev), and
+ * streams (stream_no, on their revision 0): 0, 1, 2 ... in commit order,
+ * as the local engine numbers them. $streams shows each stream's first
+ * visible event under its stream's ordinal.
  */
 int pg_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_t from,
                  int backwards, size_t limit, stele_page **out)
@@ -416,46 +402,33 @@ int pg_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_t
     char k[256] = "";
     if (key)
         snprintf(k, sizeof k, "%.*s", (int)key_len, key);
-    const char *col = kind == STELE_QUERY_CATEGORY ? "e.stream_type"
-                      : kind == STELE_QUERY_TYPE   ? "e.event_type"
-                                                   : "e.correlation_id";
-    char vis[700], sql[2400], exists[300];
+    const char *col = kind == STELE_QUERY_CATEGORY ? "stream_type"
+                      : kind == STELE_QUERY_TYPE   ? "event_type"
+                                                   : "correlation_id";
+    const char *rcol = kind == STELE_QUERY_CATEGORY ? "ce_rev"
+                       : kind == STELE_QUERY_TYPE   ? "et_rev"
+                                                    : "bc_rev";
+    const char *skind = kind == VIEW_STREAMS           ? "s"
+                        : kind == STELE_QUERY_CATEGORY ? "c"
+                        : kind == STELE_QUERY_TYPE     ? "t"
+                                                       : "b";
+    char vis[700], sql[2400];
     pg_visible_sql(vis, sizeof vis, "$2");
-    if (kind == VIEW_STREAMS) {
-        /* The first visible event of each stream, ordered by its stream's
-         * first position (the view revision, column 10). */
+    if (kind == VIEW_STREAMS)
         snprintf(sql, sizeof sql,
-                 "SELECT " PG_EVENT_COLS ", s.first_position FROM streams s CROSS JOIN LATERAL "
-                 "(SELECT * FROM events e WHERE e.stream_id = s.stream_id AND %s ORDER BY "
-                 "e.revision LIMIT 1) e WHERE $1::text IS NULL AND s.first_position IS NOT NULL "
-                 "AND s.first_position %s $3::bigint ORDER BY s.first_position %s LIMIT $4::bigint",
+                 "SELECT " PG_EVENT_COLS ", z.stream_no FROM events z CROSS JOIN LATERAL "
+                 "(SELECT e.* FROM events e JOIN streams s ON s.stream_id = e.stream_id WHERE "
+                 "e.stream_id = z.stream_id AND %s ORDER BY e.revision LIMIT 1) e WHERE "
+                 "$1::text IS NULL AND z.stream_no IS NOT NULL AND z.stream_no %s $3::bigint "
+                 "ORDER BY z.stream_no %s LIMIT $4::bigint",
                  vis, backwards ? "<=" : ">=", backwards ? "DESC" : "ASC");
-        snprintf(exists, sizeof exists,
-                 "SELECT 1 FROM streams WHERE first_position IS NOT NULL LIMIT 1");
-    } else {
+    else
         snprintf(sql, sizeof sql,
-                 "SELECT " PG_EVENT_COLS ", e.global_position FROM events e JOIN streams s ON "
-                 "s.stream_id = e.stream_id WHERE %s = $1 AND %s AND e.global_position %s "
-                 "$3::bigint ORDER BY e.global_position %s LIMIT $4::bigint",
-                 col, vis, backwards ? "<=" : ">=", backwards ? "DESC" : "ASC");
-        snprintf(exists, sizeof exists, "SELECT 1 FROM events e WHERE %s = $1 LIMIT 1", col);
-    }
-    PGconn *c = pg_conn_get(P);
-    if (!c)
-        return STELE_EIO;
-    PGresult *r;
-    const char *ev[1] = {k};
-    int rc = pg_exec(c, exists, kind == VIEW_STREAMS ? 0 : 1, ev, NULL, NULL, 0, &r,
-                     "reading a view");
-    if (rc == 0) {
-        int none = PQntuples(r) == 0;
-        PQclear(r);
-        if (none)
-            rc = err_set(STELE_ENOTFOUND, "view stream has no events yet");
-    }
-    stele_page *pg = NULL;
-    if (rc == 0)
-        rc = new_page(P, limit, &pg);
+                 "SELECT " PG_EVENT_COLS ", e.%s FROM events e JOIN streams s ON "
+                 "s.stream_id = e.stream_id WHERE e.%s = $1 AND %s AND e.%s %s $3::bigint "
+                 "ORDER BY e.%s %s LIMIT $4::bigint",
+                 rcol, col, vis, rcol, backwards ? "<=" : ">=", rcol,
+                 backwards ? "DESC" : "ASC");
     char vname[300];
     if (kind == VIEW_STREAMS)
         snprintf(vname, sizeof vname, "$streams");
@@ -465,60 +438,35 @@ int pg_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_t
                  : kind == STELE_QUERY_TYPE   ? "$et-"
                                               : "$bc-",
                  k);
+    PGconn *c = pg_conn_get(P);
+    if (!c)
+        return STELE_EIO;
+    PGresult *r;
+    const char *ev[2] = {skind, k};
+    int rc = pg_exec(c, "SELECT 1 FROM stele_seq WHERE kind = $1 AND key = $2", 2, ev, NULL,
+                     NULL, 0, &r, "reading a view");
+    if (rc == 0) {
+        int none = PQntuples(r) == 0;
+        PQclear(r);
+        if (none)
+            rc = err_set(STELE_ENOTFOUND, "stream '%s' not found", vname);
+    }
+    stele_page *pg = NULL;
+    if (rc == 0)
+        rc = new_page(P, limit, &pg);
     if (rc == 0)
         rc = page_set_view(pg, vname, strlen(vname));
     pg_num b2;
     const char *vals[4] = {kind == VIEW_STREAMS ? NULL : k, pg_numtxt(&b2, time_now_us()), NULL,
                            NULL};
     uint64_t last = 0;
-    int more = 0;
-    /* fill() takes the cursor from column 0 or 1; views keep theirs in
-     * column 10, so page here by hand. */
-    uint64_t cur = from;
-    while (rc == 0 && limit && !page_full(pg, limit)) {
-        size_t want = limit - pg->count;
-        if (want > PG_CHUNK)
-            want = PG_CHUNK;
-        if (cur > (uint64_t)INT64_MAX) {
-            if (!backwards)
-                break;
-            cur = (uint64_t)INT64_MAX;
-        }
-        pg_num b3, b4;
-        vals[2] = pg_numtxt(&b3, (int64_t)cur);
-        vals[3] = pg_numtxt(&b4, (int64_t)want);
-        if ((rc = pg_exec(c, sql, 4, vals, NULL, NULL, 1, &r, "reading a view")))
-            break;
-        size_t before = pg->count;
-        rc = pg_page_add_rows(pg, r);
-        for (size_t i = before; rc == 0 && i < pg->count; i++)
-            rc = page_set_link(pg, i, pg_u64(r, (int)(i - before), 10));
-        int rows = PQntuples(r);
-        if (rc == 0 && rows)
-            last = pg_u64(r, rows - 1, 10);
-        PQclear(r);
-        more = (size_t)rows == want;
-        if (rc || !more || pg->count == before)
-            break;
-        if (backwards && last == 0) {
-            more = 0;
-            break;
-        }
-        cur = backwards ? last - 1 : last + 1;
-    }
+    if (rc == 0 && limit)
+        rc = fill(c, pg, sql, 4, vals, NULL, NULL, from, backwards, limit, 10, 1, &last,
+                  &pg->has_next, &pg->next);
     pg_conn_put(P, c);
     if (rc) {
         stele_page_free(pg);
         return rc;
-    }
-    if (pg->count && (more || page_full(pg, limit))) {
-        if (!backwards) {
-            pg->has_next = 1;
-            pg->next = last + 1;
-        } else if (last > 0) {
-            pg->has_next = 1;
-            pg->next = last - 1;
-        }
     }
     *out = pg;
     return 0;
@@ -609,9 +557,9 @@ int pg_read_matching(backend *b, const stele_condition *cond, uint64_t from, int
     if (rc == 0 && !c)
         rc = STELE_EIO;
     uint64_t last = 0;
-    int more = 0;
     if (rc == 0 && limit)
-        rc = fill(c, pg, sql, np + 2, vals, NULL, NULL, from, backwards, limit, 0, &last, &more);
+        rc = fill(c, pg, sql, np + 2, vals, NULL, NULL, from, backwards, limit, 0, 0, &last,
+                  &pg->has_next, &pg->next);
     if (c)
         pg_conn_put(P, c);
     for (int i = 0; i < np; i++)
@@ -620,15 +568,6 @@ int pg_read_matching(backend *b, const stele_condition *cond, uint64_t from, int
     if (rc) {
         stele_page_free(pg);
         return rc;
-    }
-    if (pg->count && (more || page_full(pg, limit))) {
-        if (!backwards) {
-            pg->has_next = 1;
-            pg->next = last + 1;
-        } else if (last > 0) {
-            pg->has_next = 1;
-            pg->next = last - 1;
-        }
     }
     *out = pg;
     return 0;

@@ -338,12 +338,12 @@ typedef struct evrow {
     char pos[24], rev[24], ci[12], cc[12], flags[8];
     char id[37];
     char cat[256];
-    meta_ids mi;
-    char *tags; /* array literal, malloc'd */
+    char vr[4][24]; /* view revisions: $ce-, $et-, $bc-, $streams */
+    char *tags;     /* array literal, malloc'd */
 } evrow;
 
-#define EV_PARAMS 15
-#define EV_ROWS_PER_STMT 4000
+#define EV_PARAMS 19
+#define EV_ROWS_PER_STMT 3000
 
 static const char *sqlstate(PGresult *res)
 {
@@ -368,6 +368,132 @@ static int wexec(PGconn *c, const char *sql, int n, const char *const *vals, con
     return 0;
 }
 
+/*
+ * View revisions. $ce-, $et-, $bc- and $streams number their events 0, 1,
+ * 2 ... in position order (the event's ordinal under its category, type or
+ * correlation id; for $streams the stream's ordinal, given to its revision
+ * 0), as the local engine's index does. The counters are rows of
+ * stele_seq, bumped once per batch after the positions were taken: the
+ * stele_feed row lock already serialises every commit of events, so the
+ * ordinals follow commit order and have no gaps.
+ */
+typedef struct vkey {
+    char kind; /* 'c', 't', 'b', 's' */
+    const char *key;
+    size_t len;
+    size_t ev; /* event index in the batch */
+} vkey;
+
+static int vkey_cmp(const void *a, const void *b)
+{
+    const vkey *x = a, *y = b;
+    if (x->kind != y->kind)
+        return x->kind < y->kind ? -1 : 1;
+    size_t m = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->key, y->key, m);
+    if (c)
+        return c;
+    if (x->len != y->len)
+        return x->len < y->len ? -1 : 1;
+    return x->ev < y->ev ? -1 : x->ev > y->ev;
+}
+
+static int vkey_same(const vkey *x, const vkey *y)
+{
+    return x->kind == y->kind && x->len == y->len && memcmp(x->key, y->key, x->len) == 0;
+}
+
+/* Fill vrev[4 * total] (-1: none) for the batch's events, described by
+ * cat/type/corr/rev0 per event. */
+static int view_revs(PGconn *c, size_t total, char (*cat)[256], const char **type,
+                     const meta_ids *mi, const uint8_t *rev0, int64_t *vrev, char state[6])
+{
+    vkey *k = malloc(4 * total * sizeof *k);
+    if (!k)
+        return err_set(STELE_ENOMEM, "out of memory");
+    size_t nk = 0;
+    for (size_t e = 0; e < total; e++) {
+        for (int j = 0; j < 4; j++)
+            vrev[4 * e + j] = -1;
+        k[nk++] = (vkey){'c', cat[e], strlen(cat[e]), e};
+        k[nk++] = (vkey){'t', type[e], strlen(type[e]), e};
+        if (mi[e].correlation_len)
+            k[nk++] = (vkey){'b', mi[e].correlation, mi[e].correlation_len, e};
+        if (rev0[e])
+            k[nk++] = (vkey){'s', "", 0, e};
+    }
+    qsort(k, nk, sizeof *k, vkey_cmp);
+    buf kinds = {0}, keys = {0}, counts = {0};
+    int rc = 0;
+    if ((rc = buf_append(&kinds, "{", 1)) || (rc = buf_append(&keys, "{", 1)) ||
+        (rc = buf_append(&counts, "{", 1)))
+        goto out;
+    size_t ngroups = 0;
+    for (size_t i = 0; i < nk && rc == 0;) {
+        size_t j = i;
+        while (j < nk && vkey_same(&k[i], &k[j]))
+            j++;
+        char num[24];
+        snprintf(num, sizeof num, "%zu", j - i);
+        if (ngroups && ((rc = buf_append(&kinds, ",", 1)) || (rc = buf_append(&keys, ",", 1)) ||
+                        (rc = buf_append(&counts, ",", 1))))
+            break;
+        char kc[2] = {k[i].kind, 0};
+        if ((rc = buf_append(&kinds, kc, 1)) || (rc = buf_append(&counts, num, strlen(num))))
+            break;
+        rc = buf_append(&keys, "\"", 1);
+        for (size_t x = 0; x < k[i].len && rc == 0; x++) {
+            if (k[i].key[x] == '"' || k[i].key[x] == '\\')
+                rc = buf_append(&keys, "\\", 1);
+            if (rc == 0)
+                rc = buf_append(&keys, &k[i].key[x], 1);
+        }
+        if (rc == 0)
+            rc = buf_append(&keys, "\"", 1);
+        ngroups++;
+        i = j;
+    }
+    if (rc || (rc = buf_append(&kinds, "}", 2)) || (rc = buf_append(&keys, "}", 2)) ||
+        (rc = buf_append(&counts, "}", 2)))
+        goto out;
+    /* The new counter values come back in the order given (WITH ORDINALITY). */
+    const char *v[3] = {(const char *)kinds.p, (const char *)keys.p, (const char *)counts.p};
+    PGresult *r;
+    rc = wexec(c,
+               "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH "
+               "ORDINALITY AS u(kind, key, n, o)), up AS (INSERT INTO stele_seq (kind, key, next) "
+               "SELECT kind, key, n FROM u ORDER BY kind, key ON CONFLICT (kind, key) DO UPDATE "
+               "SET next = stele_seq.next + EXCLUDED.next RETURNING kind, key, next) SELECT "
+               "up.next - u.n FROM u JOIN up USING (kind, key) ORDER BY u.o",
+               3, v, NULL, NULL, 1, &r, "numbering view events", state);
+    if (rc)
+        goto out;
+    if ((size_t)PQntuples(r) != ngroups) {
+        PQclear(r);
+        rc = err_set(STELE_EINTERNAL, "view counters: %d rows for %zu keys", PQntuples(r),
+                     ngroups);
+        goto out;
+    }
+    size_t g = 0;
+    for (size_t i = 0; i < nk; g++) {
+        int64_t base = pg_i64(r, (int)g, 0);
+        size_t j = i;
+        while (j < nk && vkey_same(&k[i], &k[j])) {
+            int slot = k[j].kind == 'c' ? 0 : k[j].kind == 't' ? 1 : k[j].kind == 'b' ? 2 : 3;
+            vrev[4 * k[j].ev + slot] = base + (int64_t)(j - i);
+            j++;
+        }
+        i = j;
+    }
+    PQclear(r);
+out:
+    buf_free(&kinds);
+    buf_free(&keys);
+    buf_free(&counts);
+    free(k);
+    return rc;
+}
+
 /* Insert the accepted events of the batch; 0 or the error. */
 static int insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_t now,
                          char state[6])
@@ -377,6 +503,39 @@ static int insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_
         if (reqs[i]->accepted && !reqs[i]->res.idempotent)
             total += reqs[i]->a->n;
     size_t rows = total < EV_ROWS_PER_STMT ? total : EV_ROWS_PER_STMT;
+    /* Per event of the batch, in position order: what view_revs needs. */
+    char(*cat)[256] = calloc(total ? total : 1, sizeof *cat);
+    const char **type = calloc(total ? total : 1, sizeof *type);
+    meta_ids *mi = calloc(total ? total : 1, sizeof *mi);
+    uint8_t *rev0 = calloc(total ? total : 1, 1);
+    int64_t *vrev = calloc(4 * (total ? total : 1), sizeof *vrev);
+    int prc = (!cat || !type || !mi || !rev0 || !vrev) ? err_set(STELE_ENOMEM, "out of memory") : 0;
+    for (size_t i = 0, e = 0; prc == 0 && i < n; i++) {
+        pg_req *q = reqs[i];
+        if (!q->accepted || q->res.idempotent)
+            continue;
+        const bstream *s = &bs[q->sidx];
+        for (size_t k = 0; k < q->a->n; k++, e++) {
+            const stele_event_in *x = &q->a->events[k];
+            snprintf(cat[e], sizeof cat[e], "%.*s", (int)stream_category_len(s->name, s->len),
+                     s->name);
+            type[e] = x->type;
+            if ((x->flags & STELE_META_JSON) && x->metadata_len)
+                meta_ids_extract(x->metadata, x->metadata_len, &mi[e]);
+            rev0[e] = q->res.first_revision + k == 0;
+        }
+    }
+    if (prc == 0 && total)
+        prc = view_revs(c, total, cat, type, mi, rev0, vrev, state);
+    free(cat);
+    free(type);
+    free(rev0);
+    if (prc) {
+        free(mi);
+        free(vrev);
+        return prc;
+    }
+    size_t evi = 0; /* event index in the batch */
     evrow *ev = calloc(rows, sizeof *ev);
     const char **vals = calloc(1 + rows * EV_PARAMS, sizeof *vals);
     int *lens = calloc(1 + rows * EV_PARAMS, sizeof *lens);
@@ -397,11 +556,11 @@ static int insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_
         rc = buf_append(&sql, "INSERT INTO events (global_position, stream_id, stream_type, "
                               "revision, event_id, id_made, commit_index, commit_count, "
                               "event_type, data, meta, flags, tags, correlation_id, actor, "
-                              "created_us, created_at) VALUES ",
+                              "ce_rev, et_rev, bc_rev, stream_no, created_us, created_at) VALUES ",
                         strlen("INSERT INTO events (global_position, stream_id, stream_type, "
                                "revision, event_id, id_made, commit_index, commit_count, "
                                "event_type, data, meta, flags, tags, correlation_id, actor, "
-                               "created_us, created_at) VALUES "));
+                               "ce_rev, et_rev, bc_rev, stream_no, created_us, created_at) VALUES "));
         vals[0] = pg_numtxt(&nowb, now);
         int np = 1;
         size_t nr = 0;
@@ -430,9 +589,10 @@ static int insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_
             uuid_text(a->ids[k], w->id);
             size_t cl = stream_category_len(s->name, s->len);
             snprintf(w->cat, sizeof w->cat, "%.*s", (int)cl, s->name);
-            memset(&w->mi, 0, sizeof w->mi);
-            if ((e->flags & STELE_META_JSON) && e->metadata_len)
-                meta_ids_extract(e->metadata, e->metadata_len, &w->mi);
+            const meta_ids *wm = &mi[evi];
+            for (int j = 0; j < 4; j++)
+                snprintf(w->vr[j], sizeof w->vr[j], "%lld", (long long)vrev[4 * evi + j]);
+            evi++;
             if ((rc = arr_open(&tb)))
                 break;
             for (size_t t2 = 0; t2 < e->ntags && rc == 0; t2++)
@@ -448,15 +608,19 @@ static int insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_
                                         e->data_len ? (const char *)e->data : "",
                                         e->metadata_len ? (const char *)e->metadata : "",
                                         w->flags, w->tags,
-                                        w->mi.correlation_len ? w->mi.correlation : NULL,
-                                        w->mi.actor_len ? w->mi.actor : NULL};
-            char ph[256];
+                                        wm->correlation_len ? wm->correlation : NULL,
+                                        wm->actor_len ? wm->actor : NULL,
+                                        w->vr[0], w->vr[1],
+                                        vrev[4 * (evi - 1) + 2] >= 0 ? w->vr[2] : NULL,
+                                        vrev[4 * (evi - 1) + 3] >= 0 ? w->vr[3] : NULL};
+            char ph[512];
             int p0 = np + 1;
             snprintf(ph, sizeof ph,
-                     "%s($%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$1,"
-                     "to_timestamp($1::bigint / 1000000.0))",
+                     "%s($%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,"
+                     "$%d,$1,to_timestamp($1::bigint / 1000000.0))",
                      nr ? "," : "", p0, p0 + 1, p0 + 2, p0 + 3, p0 + 4, p0 + 5, p0 + 6, p0 + 7,
-                     p0 + 8, p0 + 9, p0 + 10, p0 + 11, p0 + 12, p0 + 13, p0 + 14);
+                     p0 + 8, p0 + 9, p0 + 10, p0 + 11, p0 + 12, p0 + 13, p0 + 14, p0 + 15,
+                     p0 + 16, p0 + 17, p0 + 18);
             if ((rc = buf_append(&sql, ph, strlen(ph))))
                 break;
             for (int j = 0; j < EV_PARAMS; j++) {
@@ -482,6 +646,8 @@ static int insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_
     for (size_t i = 0; ev && i < rows; i++)
         free(ev[i].tags);
     free(ev);
+    free(mi);
+    free(vrev);
     free(vals);
     free(lens);
     free(fmts);
