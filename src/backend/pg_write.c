@@ -1067,7 +1067,8 @@ int pg_append(backend *b, const append_args *a, stele_append_result *res)
             pthread_cond_wait(&w.cv, &w.mu);
         pthread_mutex_unlock(&w.mu);
         rc = w.rc;
-        *res = w.res;
+        if (res)
+            *res = w.res;
         if (rc)
             err_set(rc, "%s", w.msg);
     }
