@@ -156,12 +156,6 @@ struct backend {
     const backend_ops *ops;
 };
 
-/* The backend a store URI names: a libpq URI (postgres:// or
- * postgresql://) opens the PostgreSQL backend (src/backend/pg.c), anything
- * else is a directory for the local engine (src/backend/pg_open.c). */
-int backend_open(const char *uri, const stele_options *opts, backend **out);
-int backend_is_postgres(const char *uri);
-
 /* The local engine (src/backend/local.c). */
 int local_open(const char *dir, const stele_options *opts, backend **out);
 /* Verify a closed local store (src/backend/local_check.c). */
