@@ -181,12 +181,13 @@ uint64_t pg_stream_start(const pg_stream *st)
 
 PGconn *pg_connect(const char *uri)
 {
-    /* The URI's own settings win; these are defaults: a server that does
+    /* The URI's own settings win (they come after these, and libpq lets
+     * later ones override); these are defaults: a server that does
      * not answer fails a call within seconds instead of hanging it, and a
      * dead peer is noticed by keepalives. */
-    const char *keys[] = {"dbname", "connect_timeout", "keepalives_idle", "keepalives_interval",
-                          "keepalives_count", "application_name", NULL};
-    const char *vals[] = {uri, "5", "10", "5", "3", "stele", NULL};
+    const char *keys[] = {"connect_timeout", "keepalives_idle", "keepalives_interval",
+                          "keepalives_count", "application_name", "dbname", NULL};
+    const char *vals[] = {"5", "10", "5", "3", "stele", uri, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (!c) {
         err_set(STELE_ENOMEM, "out of memory");
@@ -504,6 +505,7 @@ static void pg_close(backend *b)
 }
 
 static const backend_ops pg_ops = {
+    .version = BACKEND_OPS_VERSION,
     .name = "postgres",
     .append = pg_append,
     .append_async = pg_append_async,
@@ -531,7 +533,7 @@ static const backend_ops pg_ops = {
     .close = pg_close,
 };
 
-int pg_open(const char *uri, const stele_options *opts, backend **out)
+int pg_backend_open(const char *uri, const stele_options *opts, backend **out)
 {
     PGconn *c = pg_connect(uri);
     if (!c)

@@ -73,7 +73,6 @@ typedef struct pg_backend {
 } pg_backend;
 
 /* pg.c */
-int pg_open(const char *uri, const stele_options *opts, backend **out);
 /* A connection: an idle one, a new one, or NULL with the error set. */
 PGconn *pg_conn_get(pg_backend *P);
 /* Give it back; a broken connection is closed instead. */
