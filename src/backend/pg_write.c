@@ -333,18 +333,6 @@ static int plan(pg_req *r, bstream *s, const idrow *ids, size_t nids)
 
 /* ------------------------------------------------------------ one batch */
 
-/* The text values of one event row of the INSERT. */
-typedef struct evrow {
-    char pos[24], rev[24], ci[12], cc[12], flags[8];
-    char id[37];
-    char cat[256];
-    char vr[4][24]; /* view revisions: $ce-, $et-, $bc-, $streams */
-    char *tags;     /* array literal, malloc'd */
-} evrow;
-
-#define EV_PARAMS 19
-#define EV_ROWS_PER_STMT 3000
-
 static const char *sqlstate(PGresult *res)
 {
     const char *s = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
@@ -494,23 +482,108 @@ out:
     return rc;
 }
 
+/*
+ * Binary array parameters. The batch's events go to PostgreSQL as one
+ * INSERT ... SELECT FROM unnest($1, ..., $19): one array per column, in
+ * PostgreSQL's binary array format (ndim 1, has-null flag, element type,
+ * length, lower bound 1, then each element as length + bytes, -1 for
+ * NULL). One short statement whatever the batch size: nothing to parse
+ * per row, no escaping, bytes sent as they are.
+ */
+typedef struct barr {
+    buf b;
+    uint32_t n, oid;
+    int nulls;
+} barr;
+
+#define OID_BOOL 16u
+#define OID_BYTEA 17u
+#define OID_INT8 20u
+#define OID_INT2 21u
+#define OID_INT4 23u
+#define OID_TEXT 25u
+#define OID_UUID 2950u
+
+static void be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static int barr_init(barr *a, uint32_t oid)
+{
+    memset(a, 0, sizeof *a);
+    a->oid = oid;
+    static const uint8_t zero[20];
+    return buf_append(&a->b, zero, sizeof zero); /* header, filled by barr_done */
+}
+
+/* An element of len bytes, or NULL (p NULL). */
+static int barr_add(barr *a, const void *p, size_t len)
+{
+    uint8_t l[4];
+    be32(l, p ? (uint32_t)len : 0xffffffffu);
+    int rc = buf_append(&a->b, l, 4);
+    if (rc == 0 && p && len)
+        rc = buf_append(&a->b, p, len);
+    a->nulls |= !p;
+    a->n++;
+    return rc;
+}
+
+static int barr_i64(barr *a, int64_t v)
+{
+    uint8_t x[8];
+    stbe64(x, (uint64_t)v);
+    return barr_add(a, x, 8);
+}
+
+static int barr_i32(barr *a, int32_t v)
+{
+    uint8_t x[4];
+    be32(x, (uint32_t)v);
+    return barr_add(a, x, 4);
+}
+
+static void barr_done(barr *a)
+{
+    uint8_t *h = a->b.p;
+    be32(h, 1);
+    be32(h + 4, (uint32_t)a->nulls);
+    be32(h + 8, a->oid);
+    be32(h + 12, a->n);
+    be32(h + 16, 1);
+}
+
+#define EV_COLS 19
+
 /* Insert the accepted events of the batch; 0 or the error. */
 static int insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_t now,
                          char state[6])
 {
+    static const uint32_t oids[EV_COLS] = {
+        OID_INT8, OID_TEXT, OID_TEXT, OID_INT8, OID_UUID, OID_BOOL, OID_INT4, OID_INT4,
+        OID_TEXT, OID_BYTEA, OID_BYTEA, OID_INT2, OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8,
+        OID_INT8, OID_INT8, OID_INT8};
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
         if (reqs[i]->accepted && !reqs[i]->res.idempotent)
             total += reqs[i]->a->n;
-    size_t rows = total < EV_ROWS_PER_STMT ? total : EV_ROWS_PER_STMT;
+    if (total == 0)
+        return 0;
     /* Per event of the batch, in position order: what view_revs needs. */
-    char(*cat)[256] = calloc(total ? total : 1, sizeof *cat);
-    const char **type = calloc(total ? total : 1, sizeof *type);
-    meta_ids *mi = calloc(total ? total : 1, sizeof *mi);
-    uint8_t *rev0 = calloc(total ? total : 1, 1);
-    int64_t *vrev = calloc(4 * (total ? total : 1), sizeof *vrev);
-    int prc = (!cat || !type || !mi || !rev0 || !vrev) ? err_set(STELE_ENOMEM, "out of memory") : 0;
-    for (size_t i = 0, e = 0; prc == 0 && i < n; i++) {
+    char(*cat)[256] = calloc(total, sizeof *cat);
+    const char **type = calloc(total, sizeof *type);
+    meta_ids *mi = calloc(total, sizeof *mi);
+    uint8_t *rev0 = calloc(total, 1);
+    int64_t *vrev = calloc(4 * total, sizeof *vrev);
+    barr col[EV_COLS];
+    memset(col, 0, sizeof col);
+    buf tb = {0};
+    int rc = (!cat || !type || !mi || !rev0 || !vrev) ? err_set(STELE_ENOMEM, "out of memory") : 0;
+    for (size_t i = 0, e = 0; rc == 0 && i < n; i++) {
         pg_req *q = reqs[i];
         if (!q->accepted || q->res.idempotent)
             continue;
@@ -525,134 +598,83 @@ static int insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_
             rev0[e] = q->res.first_revision + k == 0;
         }
     }
-    if (prc == 0 && total)
-        prc = view_revs(c, total, cat, type, mi, rev0, vrev, state);
-    free(cat);
-    free(type);
-    free(rev0);
-    if (prc) {
-        free(mi);
-        free(vrev);
-        return prc;
-    }
-    size_t evi = 0; /* event index in the batch */
-    evrow *ev = calloc(rows, sizeof *ev);
-    const char **vals = calloc(1 + rows * EV_PARAMS, sizeof *vals);
-    int *lens = calloc(1 + rows * EV_PARAMS, sizeof *lens);
-    int *fmts = calloc(1 + rows * EV_PARAMS, sizeof *fmts);
-    buf sql = {0}, tb = {0};
-    int rc = (!ev || !vals || !lens || !fmts) ? err_set(STELE_ENOMEM, "out of memory") : 0;
-    pg_num nowb;
-    size_t ri = 0, k = 0; /* request, event within it */
-    while (rc == 0) {
-        /* Skip to the next accepted event. */
-        while (ri < n && (!reqs[ri]->accepted || reqs[ri]->res.idempotent || k >= reqs[ri]->a->n)) {
-            ri++;
-            k = 0;
-        }
-        if (ri >= n)
-            break;
-        sql.len = 0;
-        rc = buf_append(&sql, "INSERT INTO events (global_position, stream_id, stream_type, "
-                              "revision, event_id, id_made, commit_index, commit_count, "
-                              "event_type, data, meta, flags, tags, correlation_id, actor, "
-                              "ce_rev, et_rev, bc_rev, stream_no, created_us, created_at) VALUES ",
-                        strlen("INSERT INTO events (global_position, stream_id, stream_type, "
-                               "revision, event_id, id_made, commit_index, commit_count, "
-                               "event_type, data, meta, flags, tags, correlation_id, actor, "
-                               "ce_rev, et_rev, bc_rev, stream_no, created_us, created_at) VALUES "));
-        vals[0] = pg_numtxt(&nowb, now);
-        int np = 1;
-        size_t nr = 0;
-        for (; nr < rows && ri < n && rc == 0;) {
-            pg_req *r = reqs[ri];
-            if (!r->accepted || r->res.idempotent || k >= r->a->n) {
-                ri++;
-                k = 0;
-                continue;
-            }
-            const append_args *a = r->a;
-            const stele_event_in *e = &a->events[k];
-            evrow *w = &ev[nr];
-            bstream *s = &bs[r->sidx];
-            free(w->tags);
-            w->tags = NULL;
-            pg_num t;
-            snprintf(w->pos, sizeof w->pos, "%s",
-                     pg_numtxt(&t, (int64_t)(r->res.first_position + k)));
-            snprintf(w->rev, sizeof w->rev, "%s",
-                     pg_numtxt(&t, (int64_t)(r->res.first_revision + k)));
-            snprintf(w->ci, sizeof w->ci, "%zu", r->ci0 + k);
-            snprintf(w->cc, sizeof w->cc, "%zu", r->cc ? r->cc : a->n);
-            snprintf(w->flags, sizeof w->flags, "%u",
-                     e->flags & (STELE_EVENT_JSON | STELE_META_JSON));
-            uuid_text(a->ids[k], w->id);
-            size_t cl = stream_category_len(s->name, s->len);
-            snprintf(w->cat, sizeof w->cat, "%.*s", (int)cl, s->name);
-            const meta_ids *wm = &mi[evi];
-            for (int j = 0; j < 4; j++)
-                snprintf(w->vr[j], sizeof w->vr[j], "%lld", (long long)vrev[4 * evi + j]);
-            evi++;
+    if (rc == 0)
+        rc = view_revs(c, total, cat, type, mi, rev0, vrev, state);
+    for (int j = 0; j < EV_COLS && rc == 0; j++)
+        rc = barr_init(&col[j], oids[j]);
+    for (size_t i = 0, e = 0; rc == 0 && i < n; i++) {
+        pg_req *q = reqs[i];
+        if (!q->accepted || q->res.idempotent)
+            continue;
+        const append_args *a = q->a;
+        const bstream *s = &bs[q->sidx];
+        for (size_t k = 0; k < a->n && rc == 0; k++, e++) {
+            const stele_event_in *x = &a->events[k];
+            uint8_t made = a->made[k] ? 1 : 0;
+            uint8_t fl[2] = {0, (uint8_t)(x->flags & (STELE_EVENT_JSON | STELE_META_JSON))};
             if ((rc = arr_open(&tb)))
                 break;
-            for (size_t t2 = 0; t2 < e->ntags && rc == 0; t2++)
-                rc = arr_add(&tb, e->tags[t2], strlen(e->tags[t2]), t2 == 0);
+            for (size_t t = 0; t < x->ntags && rc == 0; t++)
+                rc = arr_add(&tb, x->tags[t], strlen(x->tags[t]), t == 0);
             if (rc == 0)
-                rc = arr_close(&tb);
-            if (rc == 0 && !(w->tags = strdup((const char *)tb.p)))
-                rc = err_set(STELE_ENOMEM, "out of memory");
-            if (rc)
+                rc = buf_append(&tb, "}", 1);
+            if (rc || (rc = barr_i64(&col[0], (int64_t)(q->res.first_position + k))) ||
+                (rc = barr_add(&col[1], s->name, s->len)) ||
+                (rc = barr_add(&col[2], cat[e], strlen(cat[e]))) ||
+                (rc = barr_i64(&col[3], (int64_t)(q->res.first_revision + k))) ||
+                (rc = barr_add(&col[4], a->ids[k], 16)) || (rc = barr_add(&col[5], &made, 1)) ||
+                (rc = barr_i32(&col[6], (int32_t)(q->ci0 + k))) ||
+                (rc = barr_i32(&col[7], (int32_t)(q->cc ? q->cc : a->n))) ||
+                (rc = barr_add(&col[8], x->type, strlen(x->type))) ||
+                (rc = barr_add(&col[9], x->data_len ? x->data : "", x->data_len)) ||
+                (rc = barr_add(&col[10], x->metadata_len ? x->metadata : "", x->metadata_len)) ||
+                (rc = barr_add(&col[11], fl, 2)) || (rc = barr_add(&col[12], tb.p, tb.len)) ||
+                (rc = barr_add(&col[13], mi[e].correlation_len ? mi[e].correlation : NULL,
+                               mi[e].correlation_len)) ||
+                (rc = barr_add(&col[14], mi[e].actor_len ? mi[e].actor : NULL, mi[e].actor_len)) ||
+                (rc = barr_i64(&col[15], vrev[4 * e])) || (rc = barr_i64(&col[16], vrev[4 * e + 1])))
                 break;
-            const char *v[EV_PARAMS] = {w->pos,   s->name, w->cat,  w->rev,  w->id,
-                                        a->made[k] ? "t" : "f", w->ci, w->cc, e->type,
-                                        e->data_len ? (const char *)e->data : "",
-                                        e->metadata_len ? (const char *)e->metadata : "",
-                                        w->flags, w->tags,
-                                        wm->correlation_len ? wm->correlation : NULL,
-                                        wm->actor_len ? wm->actor : NULL,
-                                        w->vr[0], w->vr[1],
-                                        vrev[4 * (evi - 1) + 2] >= 0 ? w->vr[2] : NULL,
-                                        vrev[4 * (evi - 1) + 3] >= 0 ? w->vr[3] : NULL};
-            char ph[512];
-            int p0 = np + 1;
-            snprintf(ph, sizeof ph,
-                     "%s($%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,"
-                     "$%d,$1,to_timestamp($1::bigint / 1000000.0))",
-                     nr ? "," : "", p0, p0 + 1, p0 + 2, p0 + 3, p0 + 4, p0 + 5, p0 + 6, p0 + 7,
-                     p0 + 8, p0 + 9, p0 + 10, p0 + 11, p0 + 12, p0 + 13, p0 + 14, p0 + 15,
-                     p0 + 16, p0 + 17, p0 + 18);
-            if ((rc = buf_append(&sql, ph, strlen(ph))))
-                break;
-            for (int j = 0; j < EV_PARAMS; j++) {
-                vals[np + j] = v[j];
-                lens[np + j] = 0;
-                fmts[np + j] = 0;
-            }
-            lens[np + 9] = (int)e->data_len;
-            fmts[np + 9] = 1;
-            lens[np + 10] = (int)e->metadata_len;
-            fmts[np + 10] = 1;
-            np += EV_PARAMS;
-            nr++;
-            k++;
+            rc = vrev[4 * e + 2] >= 0 ? barr_i64(&col[17], vrev[4 * e + 2])
+                                      : barr_add(&col[17], NULL, 0);
+            if (rc == 0)
+                rc = vrev[4 * e + 3] >= 0 ? barr_i64(&col[18], vrev[4 * e + 3])
+                                          : barr_add(&col[18], NULL, 0);
         }
-        if (rc || nr == 0)
-            break;
-        if ((rc = buf_append(&sql, "", 1)))
-            break;
-        rc = wexec(c, (const char *)sql.p, np, vals, lens, fmts, 0, NULL, "inserting events",
-                   state);
     }
-    for (size_t i = 0; ev && i < rows; i++)
-        free(ev[i].tags);
-    free(ev);
-    free(mi);
-    free(vrev);
-    free(vals);
-    free(lens);
-    free(fmts);
-    buf_free(&sql);
+    if (rc == 0) {
+        const char *vals[EV_COLS + 1];
+        int lens[EV_COLS + 1], fmts[EV_COLS + 1];
+        pg_num nowb;
+        for (int j = 0; j < EV_COLS; j++) {
+            barr_done(&col[j]);
+            vals[j] = (const char *)col[j].b.p;
+            lens[j] = (int)col[j].b.len;
+            fmts[j] = 1;
+        }
+        vals[EV_COLS] = pg_numtxt(&nowb, now);
+        lens[EV_COLS] = 0;
+        fmts[EV_COLS] = 0;
+        rc = wexec(c,
+                   "INSERT INTO events (global_position, stream_id, stream_type, revision, "
+                   "event_id, id_made, commit_index, commit_count, event_type, data, meta, flags, "
+                   "tags, correlation_id, actor, ce_rev, et_rev, bc_rev, stream_no, created_us, "
+                   "created_at) SELECT p, sid, st, rv, eid, im, ci, cc, et, d, m, f, tg::text[], "
+                   "co, ac, ce, er, bc, sn, $20::bigint, to_timestamp($20::bigint / 1000000.0) "
+                   "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::uuid[], "
+                   "$6::bool[], $7::int[], $8::int[], $9::text[], $10::bytea[], $11::bytea[], "
+                   "$12::int2[], $13::text[], $14::text[], $15::text[], $16::bigint[], "
+                   "$17::bigint[], $18::bigint[], $19::bigint[]) AS u(p, sid, st, rv, eid, im, ci, "
+                   "cc, et, d, m, f, tg, co, ac, ce, er, bc, sn)",
+                   EV_COLS + 1, vals, lens, fmts, 0, NULL, "inserting events", state);
+    }
+    for (int j = 0; j < EV_COLS; j++)
+        buf_free(&col[j].b);
     buf_free(&tb);
+    free(cat);
+    free(type);
+    free(mi);
+    free(rev0);
+    free(vrev);
     return rc;
 }
 
