@@ -27,6 +27,7 @@ int cmd_groups(int argc, char **argv);
 int cmd_rules(int argc, char **argv);
 int cmd_scavenge(int argc, char **argv);
 int cmd_query(int argc, char **argv);
+int cmd_migrate(int argc, char **argv);
 int cmd_projection(int argc, char **argv);
 
 /* Exit codes of the client commands. */

@@ -37,6 +37,7 @@ static const command commands[] = {
     {"scavenge", cmd_scavenge},
     {"query", cmd_query},
     {"projection", cmd_projection},
+    {"migrate", cmd_migrate},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -46,7 +47,9 @@ static int usage(FILE *f)
                "Server:\n"
                "  serve           run the server (stele serve --help)\n"
                "  check DIR       verify every checksum and index entry of the store in DIR;\n"
-               "                  prints the first damage with its segment and offset\n\n"
+               "                  prints the first damage with its segment and offset\n"
+               "  migrate --store URI\n"
+               "                  create or migrate a store's schema (PostgreSQL) and exit\n\n"
                "Client (of a running server: --server URL, else $STELE_SERVER,\n"
                "else " CLI_DEFAULT_SERVER "):\n"
                "  append STREAM   append events from arguments, a JSON file or NDJSON on stdin\n"

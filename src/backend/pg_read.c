@@ -340,7 +340,7 @@ int pg_query(backend *b, const query_args *q, stele_page **out)
     switch (q->kind) {
     case STELE_QUERY_CATEGORY: keycond = "e.stream_type = $1"; break;
     case STELE_QUERY_TYPE: keycond = "e.event_type = $1"; break;
-    case STELE_QUERY_TAG: keycond = "e.tags @> ARRAY[$1::text]"; break;
+    case STELE_QUERY_TAG: keycond = "cardinality(e.tags) > 0 AND e.tags @> ARRAY[$1::text]"; break;
     case STELE_QUERY_CORRELATION: keycond = "e.correlation_id = $1"; break;
     case STELE_QUERY_ACTOR: keycond = "e.actor = $1"; break;
     default: keycond = "$1::text IS NULL OR TRUE"; break;
@@ -516,7 +516,7 @@ int pg_dcb_sql(const stele_condition *cond, char *sql, size_t n, int *np, const 
             vals[*np] = copy;
             (*np)++;
             used += (size_t)snprintf(sql + used, n - used,
-                                     part ? "%se.tags @> $%d::text[]"
+                                     part ? "%scardinality(e.tags) > 0 AND e.tags @> $%d::text[]"
                                           : "%se.event_type = ANY($%d::text[])",
                                      and ? " AND " : "", *np);
             and = 1;
