@@ -60,6 +60,10 @@ typedef struct pg_backend {
     pthread_cond_t q_cv;
     pg_req *q_head, *q_tail;
     int stopping;
+    /* Names of streams known to have a row (the writer's own cache: rows
+     * are never removed, so a name once seen needs no INSERT again). */
+    char **known;
+    size_t known_cap, known_n;
     /* The listener thread (LISTEN stele_commit) and commit notification. */
     pthread_t listener;
     _Atomic int listen_stop;

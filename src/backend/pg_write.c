@@ -316,6 +316,75 @@ int pgw_wexec(PGconn *c, const char *sql, int n, const char *const *vals, const 
     return 0;
 }
 
+/* The known-streams cache: open addressing on an FNV-1a hash of the name,
+ * at most half full; emptied when it would grow past PG_KNOWN_MAX. */
+#define PG_KNOWN_MAX (1u << 17)
+
+static uint64_t name_hash(const char *s, size_t len)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    return h;
+}
+
+static void known_clear(pg_backend *P)
+{
+    for (size_t i = 0; i < P->known_cap; i++)
+        free(P->known[i]);
+    free(P->known);
+    P->known = NULL;
+    P->known_cap = P->known_n = 0;
+}
+
+static int known_has(const pg_backend *P, const char *name)
+{
+    if (!P->known_cap)
+        return 0;
+    size_t m = P->known_cap - 1;
+    for (size_t i = name_hash(name, strlen(name)) & m; P->known[i]; i = (i + 1) & m)
+        if (strcmp(P->known[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+static void known_add(pg_backend *P, const char *name)
+{
+    if (known_has(P, name))
+        return;
+    if ((P->known_n + 1) * 2 > P->known_cap) {
+        size_t cap = P->known_cap ? P->known_cap * 2 : 1024;
+        if (cap > PG_KNOWN_MAX) {
+            known_clear(P);
+            cap = 1024;
+        }
+        char **old = P->known;
+        size_t oldcap = P->known_cap;
+        char **t = calloc(cap, sizeof *t);
+        if (!t)
+            return; /* only a cache */
+        P->known = t;
+        P->known_cap = cap;
+        for (size_t i = 0; i < oldcap; i++) {
+            if (!old[i])
+                continue;
+            size_t j = name_hash(old[i], strlen(old[i])) & (cap - 1);
+            while (t[j])
+                j = (j + 1) & (cap - 1);
+            t[j] = old[i];
+        }
+        free(old);
+    }
+    char *copy = strdup(name);
+    if (!copy)
+        return;
+    size_t m = P->known_cap - 1, i = name_hash(name, strlen(name)) & m;
+    while (P->known[i])
+        i = (i + 1) & m;
+    P->known[i] = copy;
+    P->known_n++;
+}
+
 /* Plan and commit reqs[0..n) in one transaction. Returns 0 when every
  * request has its outcome (rc in each); STELE_EBUSY with *retry_alone set
  * when the batch should be tried one request at a time; another code when
@@ -352,20 +421,24 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
             reqs[i]->sidx = find_stream(bs, nbs, nm);
         }
     }
-    /* 0. Every stream has a row. */
+    /* 0. Every stream has a row (the known ones are skipped). */
+    int unknown = 0;
     if (rc == 0 && !(rc = pgw_arr_open(&names)) && !(rc = pgw_arr_open(&cats))) {
         for (size_t i = 0; i < nbs && rc == 0; i++) {
             rc = pgw_arr_add(&names, bs[i].name, bs[i].len, i == 0);
-            if (rc == 0)
-                rc = pgw_arr_add(&cats, bs[i].name, stream_category_len(bs[i].name, bs[i].len),
-                             i == 0);
+            if (rc == 0 && !known_has(P, bs[i].name))
+                rc = pgw_arr_add(&cats, bs[i].name, bs[i].len, unknown++ == 0);
         }
-        if (rc == 0 && !(rc = pgw_arr_close(&names)) && !(rc = pgw_arr_close(&cats))) {
-            const char *v[2] = {(const char *)names.p, (const char *)cats.p};
+        if (rc == 0 && !(rc = pgw_arr_close(&names)) && !(rc = pgw_arr_close(&cats)) &&
+            unknown) {
+            /* The category: the name up to its first '-' (the whole name when
+             * it has none or starts with one), as stream_category_len(). */
+            const char *v[1] = {(const char *)cats.p};
             rc = pgw_wexec(c,
-                       "INSERT INTO streams (stream_id, stream_type) SELECT n, t FROM "
-                       "unnest($1::text[], $2::text[]) AS u(n, t) ORDER BY n ON CONFLICT DO NOTHING",
-                       2, v, NULL, NULL, 0, NULL, "creating stream rows", state);
+                           "INSERT INTO streams (stream_id, stream_type) SELECT n, CASE WHEN "
+                           "strpos(n, '-') > 1 THEN substr(n, 1, strpos(n, '-') - 1) ELSE n END "
+                           "FROM unnest($1::text[]) AS u(n) ORDER BY u.n ON CONFLICT DO NOTHING",
+                           1, v, NULL, NULL, 0, NULL, "creating stream rows", state);
         }
     }
     /* 1. Lock the rows. */
@@ -381,9 +454,20 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
             char nm[256];
             snprintf(nm, sizeof nm, "%.*s", PQgetlength(r, i, 0), PQgetvalue(r, i, 0));
             int j = find_stream(bs, nbs, nm);
-            if (j >= 0)
+            if (j >= 0) {
                 pg_stream_from(r, i, 1, &bs[j].st);
+                bs[j].found = 1;
+            }
         }
+        /* A row missing (the cache was wrong): start again without it. */
+        for (size_t i = 0; rc == 0 && i < nbs; i++)
+            if (!bs[i].found) {
+                known_clear(P);
+                snprintf(state, 6, "40001");
+                rc = err_set(STELE_EINTERNAL, "stream '%s' has no row", bs[i].name);
+            }
+        for (size_t i = 0; rc == 0 && i < nbs; i++)
+            known_add(P, bs[i].name);
         if (r)
             PQclear(r);
         r = NULL;
@@ -653,6 +737,7 @@ static void *writer_main(void *arg)
         process(P, reqs, cut);
     }
     free(reqs);
+    known_clear(P);
     if (P->wconn)
         PQfinish(P->wconn);
     P->wconn = NULL;

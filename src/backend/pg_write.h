@@ -41,6 +41,7 @@ typedef struct bstream {
     pg_stream st;
     int changed;
     uint64_t first_new_pos; /* first position given to it in this batch */
+    int found;              /* its row was there when locked */
 } bstream;
 
 typedef struct idrow {
