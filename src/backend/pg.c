@@ -168,13 +168,21 @@ int pg_stream_get(PGconn *c, const char *stream, size_t len, pg_stream *st)
     return 0;
 }
 
+void pg_stream_vis(const pg_stream *st, stream_vis *v)
+{
+    v->last_rev = st->last_rev;
+    v->truncate_before = st->truncate_before;
+    v->tombstoned = st->tombstoned;
+    v->max_age_us = st->max_age_us;
+    v->max_count = st->max_count;
+    v->meta_tb = st->meta_tb;
+}
+
 uint64_t pg_stream_start(const pg_stream *st)
 {
-    uint64_t lo = st->truncate_before > st->meta_tb ? st->truncate_before : st->meta_tb;
-    if (st->max_count && st->last_rev != STELE_NONE && st->last_rev + 1 > st->max_count &&
-        st->last_rev + 1 - st->max_count > lo)
-        lo = st->last_rev + 1 - st->max_count;
-    return lo;
+    stream_vis v;
+    pg_stream_vis(st, &v);
+    return vis_stream_start(&v);
 }
 
 /* ------------------------------------------------------------ connections */
@@ -323,6 +331,50 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     "  tags, created_at FROM events;",
 };
 
+/* Several stores may share one database, each in its own PostgreSQL
+ * schema named by the URI's search_path (options=-csearch_path%3DNAME):
+ * the first schema of the search path is made if it does not exist yet. */
+static int pg_make_schema(PGconn *c)
+{
+    PGresult *r;
+    int rc = pg_exec(c, "SELECT current_schema() IS NULL, current_setting('search_path')", 0,
+                     NULL, NULL, NULL, 0, &r, "reading the search path");
+    if (rc)
+        return rc;
+    int missing = PQgetvalue(r, 0, 0)[0] == 't';
+    char first[256] = "";
+    const char *sp = PQgetvalue(r, 0, 1);
+    /* The first entry that is not $user, unquoted. */
+    while (missing && *sp) {
+        while (*sp == ' ' || *sp == ',')
+            sp++;
+        size_t n = 0;
+        int quoted = *sp == '"';
+        if (quoted)
+            sp++;
+        while (*sp && (quoted ? *sp != '"' : *sp != ',') && n + 1 < sizeof first)
+            first[n++] = *sp++;
+        if (quoted && *sp == '"')
+            sp++;
+        while (n && first[n - 1] == ' ')
+            n--;
+        first[n] = 0;
+        if (n && strcmp(first, "$user") != 0)
+            break;
+        first[0] = 0;
+    }
+    PQclear(r);
+    if (!missing || !first[0])
+        return 0;
+    char *id = PQescapeIdentifier(c, first, strlen(first));
+    if (!id)
+        return pg_fail(c, NULL, "quoting the schema name");
+    char sql[600];
+    snprintf(sql, sizeof sql, "CREATE SCHEMA IF NOT EXISTS %s", id);
+    PQfreemem(id);
+    return pg_cmd(c, sql);
+}
+
 /* Create or migrate the schema; 0 or the error. */
 static int pg_migrate(PGconn *c)
 {
@@ -331,6 +383,7 @@ static int pg_migrate(PGconn *c)
         return rc;
     /* 0x5374656c65 = "Stele": one migrator at a time. */
     if ((rc = pg_cmd(c, "SELECT pg_advisory_xact_lock(358470247525)")) ||
+        (rc = pg_make_schema(c)) ||
         (rc = pg_cmd(c, "CREATE TABLE IF NOT EXISTS stele_schema (version int NOT NULL)")))
         goto fail;
     PGresult *r;
@@ -504,6 +557,40 @@ static void pg_close(backend *b)
     free(P);
 }
 
+/* Positions: gapless integers in commit order (the stele_feed row; see
+ * the top of this file), like the local engine's. */
+static uint64_t pg_pos_after(backend *b, uint64_t pos)
+{
+    (void)b;
+    return pos == STELE_NONE ? 0 : pos + 1;
+}
+
+static uint64_t pg_pos_before(backend *b, uint64_t pos)
+{
+    (void)b;
+    return pos == 0 || pos == STELE_NONE ? STELE_NONE : pos - 1;
+}
+
+/* The next position: every event below it is committed and visible, since
+ * stele_feed is only advanced by a transaction that then commits (or rolls
+ * back the advance), and reading the row waits for no one (MVCC). */
+static int pg_pos_head(backend *b, uint64_t *next)
+{
+    pg_backend *P = (pg_backend *)b;
+    PGconn *c = pg_conn_get(P);
+    if (!c)
+        return STELE_EIO;
+    PGresult *r;
+    int rc = pg_exec(c, "SELECT next_position FROM stele_feed", 0, NULL, NULL, NULL, 1, &r,
+                     "reading the head of $all");
+    pg_conn_put(P, c);
+    if (rc)
+        return rc;
+    *next = pg_u64(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
 static const backend_ops pg_ops = {
     .version = BACKEND_OPS_VERSION,
     .name = "postgres",
@@ -525,6 +612,9 @@ static const backend_ops pg_ops = {
     .put_snapshot = pg_put_snapshot,
     .get_snapshot = pg_get_snapshot,
     .load = pg_load,
+    .pos_after = pg_pos_after,
+    .pos_before = pg_pos_before,
+    .pos_head = pg_pos_head,
     .commit_gen = pg_commit_gen,
     .wait_commit = pg_wait_commit,
     .watch = pg_watch,

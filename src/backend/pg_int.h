@@ -13,7 +13,8 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
-#include "store/page.h"
+#include "backend/page.h"
+#include "backend/visibility.h"
 
 /* The schema version this build writes (pg.c's migrations). */
 #define PG_SCHEMA_VERSION 1
@@ -115,6 +116,8 @@ int pg_stream_get(PGconn *c, const char *stream, size_t len, pg_stream *st);
 /* The first revision the stream shows (soft delete, truncateBefore,
  * maxCount). */
 uint64_t pg_stream_start(const pg_stream *st);
+/* The stream's visibility inputs for the shared rule (visibility.h). */
+void pg_stream_vis(const pg_stream *st, stream_vis *v);
 
 /* The text of a 64-bit number, for text parameters. */
 typedef struct pg_num {

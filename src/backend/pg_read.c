@@ -25,7 +25,6 @@
 #include <string.h>
 
 #include "backend/pg_int.h"
-#include "log/record.h"
 #include "util/util.h"
 
 #define PG_CHUNK 1000
@@ -40,64 +39,55 @@ void pg_visible_sql(char *out, size_t n, const char *nowp)
              nowp);
 }
 
-/* One row into the page through a record encoding. */
+static uint32_t ldbe32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* One row into the page (page_add copies what the fields point to). */
 static int add_row(stele_page *pg, const PGresult *r, int i, buf *scratch)
 {
-    char stream[256], type[256];
-    snprintf(stream, sizeof stream, "%.*s", PQgetlength(r, i, 3), PQgetvalue(r, i, 3));
-    snprintf(type, sizeof type, "%.*s", PQgetlength(r, i, 4), PQgetvalue(r, i, 4));
+    (void)scratch;
     /* tags: binary array: ndim, hasnull, elemtype, [dim, lbound], then
-     * (len, bytes) per element. */
+     * (len, bytes) per element; page_add wants NUL-terminated strings. */
     const uint8_t *a = (const uint8_t *)PQgetvalue(r, i, 8);
     int alen = PQgetlength(r, i, 8);
     char tagbuf[64][256];
     const char *tags[64];
     size_t ntags = 0;
-    if (alen >= 12) {
-        uint32_t ndim = (uint32_t)a[0] << 24 | (uint32_t)a[1] << 16 | (uint32_t)a[2] << 8 | a[3];
-        if (ndim == 1 && alen >= 20) {
-            uint32_t cnt = (uint32_t)a[12] << 24 | (uint32_t)a[13] << 16 | (uint32_t)a[14] << 8 |
-                           a[15];
-            const uint8_t *p = a + 20, *end = a + alen;
-            for (uint32_t k = 0; k < cnt && ntags < 64 && p + 4 <= end; k++) {
-                uint32_t l = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
-                             p[3];
-                p += 4;
-                if (l > 255 || p + l > end)
-                    break;
-                memcpy(tagbuf[ntags], p, l);
-                tagbuf[ntags][l] = 0;
-                tags[ntags] = tagbuf[ntags];
-                ntags++;
-                p += l;
-            }
+    if (alen >= 20 && ldbe32(a) == 1) {
+        uint32_t cnt = ldbe32(a + 12);
+        const uint8_t *p = a + 20, *end = a + alen;
+        for (uint32_t k = 0; k < cnt && ntags < 64 && p + 4 <= end; k++) {
+            uint32_t l = ldbe32(p);
+            p += 4;
+            if (l > 255 || p + l > end)
+                break;
+            memcpy(tagbuf[ntags], p, l);
+            tagbuf[ntags][l] = 0;
+            tags[ntags] = tagbuf[ntags];
+            ntags++;
+            p += l;
         }
     }
-    stele_event_in ev = {
-        .id = NULL,
-        .type = type,
+    page_event e = {
+        .stream = PQgetvalue(r, i, 3),
+        .stream_len = (size_t)PQgetlength(r, i, 3),
+        .type = PQgetvalue(r, i, 4),
+        .type_len = (size_t)PQgetlength(r, i, 4),
+        .tags = tags,
+        .ntags = ntags,
         .data = PQgetvalue(r, i, 5),
         .data_len = (size_t)PQgetlength(r, i, 5),
         .metadata = PQgetvalue(r, i, 6),
         .metadata_len = (size_t)PQgetlength(r, i, 6),
-        .tags = tags,
-        .ntags = ntags,
+        .id = (const uint8_t *)PQgetvalue(r, i, 2),
         .flags = (uint32_t)(PQgetvalue(r, i, 7)[1] & 3),
+        .created_us = pg_i64(r, i, 9),
+        .revision = pg_u64(r, i, 1),
+        .position = pg_u64(r, i, 0),
     };
-    size_t slen = strlen(stream), tlen = strlen(type);
-    uint64_t size = rec_event_size(slen, tlen, tags, ntags, ev.data_len, ev.metadata_len);
-    scratch->len = 0;
-    int rc = buf_reserve(scratch, size);
-    if (rc)
-        return rc;
-    rec_encode_event(scratch->p, stream, slen, &ev, (const uint8_t *)PQgetvalue(r, i, 2),
-                     (uint8_t)ev.flags, 1, 0, pg_u64(r, i, 0), pg_u64(r, i, 1), pg_i64(r, i, 9));
-    rec rr;
-    const char *why;
-    if (rec_decode_trusted(scratch->p, size, &rr, &why) != REC_OK)
-        return err_set(STELE_EINTERNAL, "event at position %llu: %s",
-                       (unsigned long long)pg_u64(r, i, 0), why);
-    return page_add(pg, &rr);
+    return page_add(pg, &e);
 }
 
 int pg_page_add_rows(stele_page *pg, const PGresult *r)

@@ -143,7 +143,11 @@ int pg_remove(backend *b, const char *stream, size_t len, int64_t expected, int 
 
 static const char *version_text(int64_t e, char *b, size_t n)
 {
-    return pgw_expected_text(e, b, n);
+    if (e == STELE_ANY) return "any";
+    if (e == STELE_NO_STREAM) return "none";
+    if (e == STELE_STREAM_EXISTS) return "exists";
+    snprintf(b, n, "%lld", (long long)e);
+    return b;
 }
 
 int pg_set_metadata(backend *b, const char *stream, size_t len, const stele_stream_metadata *md,
