@@ -80,7 +80,7 @@ static int usage(FILE *f)
 static int cmd_check(int argc, char **argv)
 {
     if (argc == 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
-        printf("usage: stele check DIR\n\n"
+        printf("usage: stele check DIR (or file:DIR)\n\n"
                "Verifies every checksum, commit and index entry of the store in DIR (which\n"
                "no server may have open) and prints a report; the first damage is named\n"
                "with its segment and offset. Exit status: 0 sound, 1 damaged, 2 cannot\n"

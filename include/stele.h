@@ -1508,7 +1508,9 @@ int stele_projection_wait(stele_db *db, const char *name, uint64_t position, int
 /* ----------------------------------------------------------------- stats */
 
 typedef struct stele_stats {
-    uint64_t events;        /* events in the log (= next position) */
+    uint64_t events;        /* events in the log (on the local engine also the
+                               next position; stele_position_head() gives the
+                               end of $all on every backend) */
     uint64_t streams;       /* streams ever written, tombstoned or given metadata */
     uint64_t log_bytes;     /* bytes of log records */
     uint64_t segments;      /* segment files */

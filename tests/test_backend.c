@@ -186,6 +186,25 @@ static void test_page(void)
     CHECK(e->flags == STELE_EVENT_JSON); /* backend-private bits dropped */
     CHECK(e->created_us == 42 && e->revision == 3 && e->position == 17);
     CHECK(pg->bytes == PAGE_EVENT_FIXED + 7 + 6 + 7 + 0 + 11 + 1);
+    /* The same parts inside one block (a serialized record): copied once. */
+    char block[] = "Order-2\0Shipped\0t:1\0{\"b\":2}M";
+    const char *btags[] = {block + 16};
+    page_event bin = {.stream = block, .stream_len = 7, .type = block + 8, .type_len = 7,
+                      .tags = btags, .ntags = 1, .data = block + 20, .data_len = 7,
+                      .metadata = block + 27, .metadata_len = 1, .id = id,
+                      .block = block, .block_len = 28, .revision = 4, .position = 18};
+    CHECK_OK(page_add(pg, &bin));
+    memset(block, '#', sizeof block - 1);
+    e = stele_page_event(pg, 1);
+    CHECK(stele_page_count(pg) == 2);
+    CHECK(strcmp(e->stream, "Order-2") == 0 && strcmp(e->type, "Shipped") == 0);
+    CHECK(e->ntags == 1 && strcmp(e->tags[0], "t:1") == 0);
+    CHECK(e->data_len == 7 && memcmp(e->data, "{\"b\":2}", 7) == 0);
+    CHECK(e->metadata_len == 1 && memcmp(e->metadata, "M", 1) == 0);
+    CHECK(e->revision == 4 && e->position == 18);
+    CHECK(pg->bytes == 2 * PAGE_EVENT_FIXED + 7 + 6 + 7 + 11 + 1 + 7 + 7 + 7 + 1 + 3);
+    /* The first event is untouched by the second. */
+    CHECK(strcmp(stele_page_event(pg, 0)->stream, "Order-1") == 0);
     stele_page_free(pg);
     pool_unref(pl);
     passed++;

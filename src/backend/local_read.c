@@ -70,6 +70,8 @@ int local_page_add(stele_page *pg, const rec *r)
                     .metadata = r->meta,
                     .metadata_len = r->meta_len,
                     .id = r->id,
+                    .block = r->stream,
+                    .block_len = (size_t)(r->meta + r->meta_len - (const uint8_t *)r->stream),
                     .flags = r->flags,
                     .created_us = r->created_us,
                     .revision = r->revision,

@@ -85,7 +85,13 @@ void page_expect(stele_page *pg, size_t limit);
 /* One event as a backend read it: every pointer valid for the duration of
  * page_add(), which copies what they point to. Strings need not be
  * NUL-terminated (lengths given), except tags, which are NUL-terminated
- * strings. */
+ * strings.
+ *
+ * `block`, optional: when every part (stream, type, each tag, data,
+ * metadata) lies inside block[0 .. block_len), as in a backend's serialized
+ * record, the page copies that block once and points into the copy (one
+ * memcpy instead of one per part). The stream and type must then be
+ * followed by a NUL inside the block. */
 typedef struct page_event {
     const char *stream;
     size_t stream_len;
@@ -98,6 +104,8 @@ typedef struct page_event {
     const void *metadata;
     size_t metadata_len;
     const uint8_t *id; /* 16 bytes */
+    const void *block; /* NULL, or a block holding every part (above) */
+    size_t block_len;
     uint32_t flags;    /* STELE_EVENT_JSON | STELE_META_JSON; others ignored */
     int64_t created_us;
     uint64_t revision;
@@ -106,8 +114,9 @@ typedef struct page_event {
 /* The bytes an event counts for in a page (pg->bytes, PAGE_MAX_BYTES):
  * PAGE_EVENT_FIXED plus its stream, type, tags, data and metadata. */
 #define PAGE_EVENT_FIXED 72u
-/* Copy event `e` into the page (stream, type, tags, data and metadata
- * each NUL-terminated in the copy). 0 or STELE_ENOMEM. */
+/* Copy event `e` into the page: its stream, type and tags are C strings in
+ * the copy (data and metadata need not be NUL-terminated). 0 or
+ * STELE_ENOMEM. */
 int page_add(stele_page *pg, const page_event *e);
 /* Event i of the page. */
 static inline stele_event *page_ev(const stele_page *pg, size_t i)
