@@ -30,5 +30,5 @@ as_pg "$PGBIN/pg_ctl" -D "$base/pg" -l "$base/pg.log" -w -t 120 start >/dev/null
 psql -X -q -h "$base" -p "$port" -U postgres -d postgres -c "CREATE DATABASE stele" >/dev/null
 export STELE_TEST_STORE="postgresql:///stele?host=$base&port=$port&user=postgres&options=-csearch_path%3D{}"
 export PG_SH_BASE="$base" PG_SH_PORT="$port"
-export STELE_TEST_STORE_DROP='psql -X -q -h "$PG_SH_BASE" -p "$PG_SH_PORT" -U postgres -d stele -c "DROP SCHEMA IF EXISTS ${1##*%3D} CASCADE" >/dev/null'
+export STELE_TEST_STORE_DROP='PGOPTIONS="-c client_min_messages=warning" psql -X -q -h "$PG_SH_BASE" -p "$PG_SH_PORT" -U postgres -d stele -c "DROP SCHEMA IF EXISTS ${1##*%3D} CASCADE" >/dev/null'
 "$@"
