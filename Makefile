@@ -68,6 +68,13 @@ bench-rules: build
 bench-scavenge: build
 	./bench/run_scavenge.sh $(BUILD)
 
+# Backup benchmark: online backup of a 10M-event store while durable appends
+# run (their throughput beside the same appends without it), an incremental
+# backup, a restore to the middle (docs/benchmarks.md).
+.PHONY: bench-backup
+bench-backup: build
+	./bench/run_backup.sh $(BUILD)
+
 # Query benchmark: secondary indexes on/off, then category and type-over-time
 # reads of a 10M-event store against PostgreSQL with the seeds' indexes
 # (installs and starts PostgreSQL itself; docs/benchmarks.md).

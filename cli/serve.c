@@ -49,6 +49,9 @@ static setting settings[] = {
     {"max-subscriptions", "subscriptions open at once, SSE and gRPC (default 10000)", NULL},
     {"max-groups", "consumer groups that may exist (default 1000)", NULL},
     {"max-consumers-per-group", "consumers connected to one group at once (default 100)", NULL},
+    {"archive-dir", "copy each sealed log segment, and the tail on a schedule, into this directory"
+                    " (default: no archive; docs/operations.md)", NULL},
+    {"archive-interval", "seconds between copies of the tail into the archive (default 60)", NULL},
     {"allowed-hosts", "more names clients may reach the server by (Host header), comma-separated;"
                       " * for any (default: localhost, IP addresses, this machine's name)", NULL},
     {"allowed-origins", "web page origins allowed to use the API (CORS), comma-separated, e.g. "
@@ -205,6 +208,8 @@ int cmd_serve(int argc, char **argv)
         cfg.allowed_hosts = st->value;
     if ((st = find("allowed-origins"))->value)
         cfg.allowed_origins = st->value;
+    if ((st = find("archive-dir"))->value && *st->value)
+        cfg.archive_dir = st->value;
     if ((st = find("log-level"))->value) {
         if (!strcmp(st->value, "error"))
             cfg.log_level = 0;
@@ -240,6 +245,7 @@ int cmd_serve(int argc, char **argv)
         {"max-subscriptions", 1, 10000000, &cfg.max_subscriptions, 0},
         {"max-groups", 1, 1000000, &cfg.store.max_groups, 4},
         {"max-consumers-per-group", 1, 1000000, &cfg.store.max_consumers_per_group, 4},
+        {"archive-interval", 1, 86400, &cfg.archive_interval_ms, 1},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (!(st = find(nums[i].name))->value)

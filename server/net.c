@@ -143,6 +143,7 @@ void server_config_init(server_config *cfg)
     cfg->max_streams_per_connection = 100;
     cfg->max_subscriptions = 10000;
     cfg->ready_fd = -1;
+    cfg->archive_interval_ms = 60000;
 }
 
 /* ------------------------------------------------------------ connections */
@@ -580,6 +581,8 @@ int server_run(const server_config *cfg)
     }
     if (listen_on(s) != 0 || guard_init(s) != 0)
         goto out;
+    if (archive_start(s) != 0)
+        goto out;
     if (grpc_server_init(s) != 0) {
         fprintf(stderr, "stele serve: cannot set up gRPC: %s\n", stele_errmsg());
         goto out;
@@ -688,9 +691,11 @@ int server_run(const server_config *cfg)
     rc = 0;
 out:
     admin_shutdown(s); /* a running scavenge stops after its segment */
+    backup_shutdown(s); /* a running backup too (DEST keeps the previous one) */
     grpc_server_free(s); /* before stele_close: releases the commit watch */
     groups_srv_close(s);
     sse_hub_close(s);
+    archive_stop(s); /* the last copy of the tail, before the store closes */
     if (s->db) {
         stele_close(s->db); /* waits for queued appends; their callbacks post
                                completions that nobody reads any more */

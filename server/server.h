@@ -46,6 +46,11 @@ typedef struct server_config {
      * "*" for any. NULL: the defaults (our own names; our own origin). */
     const char *allowed_hosts;   /* extra names a Host header may carry */
     const char *allowed_origins; /* web page origins allowed to use the API */
+    /* The continuous archive (routes_backup.c, docs/operations.md): NULL
+     * for none; the tail is archived every archive_interval_ms (default
+     * 60 s), each sealed segment within a second of its sealing. */
+    const char *archive_dir;
+    int archive_interval_ms;
 } server_config;
 
 /* Defaults for every field. */

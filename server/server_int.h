@@ -188,6 +188,8 @@ typedef struct server {
     int group_fd;          /* stele_group_watch(): consumer groups may have work */
     struct groups_srv *groups; /* pull consumers, waiting pulls (routes_groups.c) */
     struct admin *admin; /* routes_admin.c: the scavenge thread; NULL until used */
+    struct backup_admin *backup; /* routes_backup.c: the backup thread; NULL until used */
+    struct archive *archive;     /* routes_backup.c: the archive thread; NULL without one */
     /* limits.c: the memory budget. */
     int statm_fd;          /* /proc/self/statm */
     size_t mem_anon;       /* anonymous resident bytes, last sample */
@@ -388,6 +390,15 @@ void admin_shutdown(server *s);
 enum { ADMIN_NOMEM = 1, ADMIN_STOPPING, ADMIN_FAILED, ADMIN_NONE };
 int admin_scavenge_start(server *s, uint64_t *id, int *running);
 int admin_scavenge_stop(server *s, uint64_t want, uint64_t *id);
+
+/* routes_backup.c: /admin/backup and /admin/archive; the backup thread
+ * (stopped and joined by backup_shutdown) and the archive thread (started
+ * with the server when cfg.archive_dir is set: -1 with a message on stderr
+ * if its first run fails; archive_stop makes the last run and joins). */
+void route_backup(conn *c, const char *path, size_t plen);
+void backup_shutdown(server *s);
+int archive_start(server *s);
+void archive_stop(server *s);
 
 /* guard.c: Host, Origin, Content-Type and CORS rules for HTTP/1.1
  * requests, and the loopback rule for operations that stop or reconfigure

@@ -102,7 +102,7 @@ typedef void (*append_done_fn)(void *ctx, int rc, const stele_append_result *res
 /* The version of this table's layout and meaning. A backend sets
  * `version` to the value it was built against; backend_open() refuses a
  * mismatch. Bump it whenever a slot is added, removed or changes meaning. */
-#define BACKEND_OPS_VERSION 2u
+#define BACKEND_OPS_VERSION 3u
 
 typedef struct backend_ops {
     unsigned version; /* BACKEND_OPS_VERSION */
@@ -178,6 +178,10 @@ typedef struct backend_ops {
     void (*wait_commit)(backend *b, uint32_t gen, int timeout_ms);
     int (*watch)(backend *b, int *fd);
     void (*unwatch)(backend *b, int fd);
+    /* Copy the store into a backup directory (stele_backup). NULL: the
+     * backend is backed up with its database's own tools. */
+    int (*backup)(backend *b, const char *dest, const stele_backup_options *opts,
+                  stele_backup_result *res);
     /* Reclaim the space of hidden events (stele_scavenge). NULL: the
      * backend has nothing to reclaim. */
     int (*scavenge)(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);
@@ -209,5 +213,13 @@ int ddb_backend_open(const char *uri, const stele_options *opts, backend **out);
 int local_open(const char *dir, const stele_options *opts, backend **out);
 /* Verify a closed local store (src/backend/local_check.c). */
 int local_check(const char *dir, char *report, size_t report_len);
+/* Backups of the local engine (local_backup.c, local_restore.c): write the
+ * log of a new store in `dir` from a backup (the caller opens it to rebuild
+ * the indexes; *seg_size is the segment size found), verify a backup. */
+int local_backup(backend *b, const char *dest, const stele_backup_options *opts,
+                 stele_backup_result *res);
+int local_restore(const char *src, const char *dir, const stele_restore_options *opts,
+                  stele_restore_result *res, uint64_t *seg_size);
+int local_backup_verify(const char *src, char *report, size_t report_len);
 
 #endif

@@ -1006,6 +1006,7 @@ static const backend_ops local_ops = {
     .wait_commit = local_wait_commit,
     .watch = local_watch,
     .unwatch = local_unwatch,
+    .backup = local_backup,
     .scavenge = local_scavenge,
     .close = local_close,
 };
