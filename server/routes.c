@@ -699,6 +699,8 @@ void route_request(conn *c)
         return;
 
 #define PATH_IS(lit) (plen == sizeof(lit) - 1 && !memcmp(path, lit, plen))
+    if (route_ui(c, path, plen)) /* the web UI: / and /ui/ (routes_ui.c) */
+        return;
     if (PATH_IS("/health/live")) {
         if (m != HTTP_GET)
             goto method;

@@ -1,0 +1,98 @@
+// live.js - the live tail: GET /subscribe/all (or /subscribe/streams/S)
+// over Server-Sent Events, from the end, with the server's filters.
+//
+// Staying responsive: events are queued as they arrive (their JSON is not
+// even parsed) and drawn once per animation frame. When more arrived in a
+// frame than MAX_PER_FRAME, only the newest ones are drawn and the page
+// says it is sampling, with the true rate beside; the table keeps the
+// newest MAX_ROWS rows. Pausing stops drawing (the connection stays, the
+// count of events missed is shown); resuming draws from the newest again.
+import { stream as sse, enc } from './api.js';
+import { h, link, fmtNum } from './dom.js';
+
+const MAX_PER_FRAME = 25;
+const MAX_ROWS = 300;
+
+export function livePage(main, segs, params) {
+  const f = k => params.get(k) || '';
+  const fields = ['stream', 'streamPrefix', 'category', 'type', 'tag'];
+  const inputs = Object.fromEntries(fields.map(k => [k, h('input', { name: k, value: f(k), size: 14, 'aria-label': k })]));
+  const excl = h('input', { type: 'checkbox', name: 'excludeSystem', checked: params.get('excludeSystem') !== 'false' });
+  const rate = h('span.rate', { id: 'rate', role: 'status' }, '0 events/s');
+  const sampling = h('span', { id: 'sampling', role: 'status' });
+  const state = h('span.muted', { id: 'tail-state' }, 'connecting…');
+  const pause = h('button', { type: 'button', id: 'pause', 'aria-pressed': 'false' }, 'Pause');
+  const body = h('tbody', { id: 'tail' });
+  main.append(h('h1', null, 'Live'),
+    h('form', {
+      onsubmit: e => {
+        e.preventDefault();
+        const q = new URLSearchParams();
+        for (const k of fields) if (inputs[k].value) q.set(k, inputs[k].value);
+        if (!excl.checked) q.set('excludeSystem', 'false');
+        location.hash = '#/live' + (q.toString() ? '?' + q : '');
+      }
+    }, fields.map(k => h('label', null, k, inputs[k])), h('label.inline', null, excl, ' no system streams'),
+    h('button.primary', { type: 'submit' }, 'Tail')),
+    h('div.bar', null, pause, rate, sampling, state),
+    h('div.scroll', null, h('table.tail', null, h('thead', null, h('tr', null, h('th.num', null, 'position'),
+      h('th', null, 'stream'), h('th.num', null, 'rev'), h('th', null, 'type'), h('th.hide-s', null, 'created'))), body)));
+
+  let path;
+  if (f('stream')) path = '/subscribe/streams/' + enc(f('stream')) + '?from=end';
+  else {
+    const q = new URLSearchParams({ from: 'end' });
+    for (const k of fields.slice(1)) if (f(k)) q.set(k, f(k));
+    if (params.get('excludeSystem') !== 'false') q.set('excludeSystem', 'true');
+    path = '/subscribe/all?' + q;
+  }
+  let queue = [], paused = false, missed = 0, count = 0, dropped = 0;
+  let raf = 0, lastRate = performance.now();
+  const rateTimer = setInterval(() => {
+    const now = performance.now(), dt = (now - lastRate) / 1000;
+    rate.textContent = fmtNum(count / dt) + ' events/s';
+    sampling.textContent = dropped ? `sampling: drawing ${fmtNum((count - dropped) / dt)} of ${fmtNum(count / dt)} events/s` : '';
+    sampling.className = dropped ? 'msg warn' : '';
+    count = 0; dropped = 0; lastRate = now;
+    if (paused) state.textContent = `paused: ${fmtNum(missed)} events not shown`;
+  }, 1000);
+  function frame() {
+    raf = 0;
+    if (paused) { missed += queue.length; queue = []; return; }
+    let batch = queue;
+    queue = [];
+    if (batch.length > MAX_PER_FRAME) { dropped += batch.length - MAX_PER_FRAME; batch = batch.slice(-MAX_PER_FRAME); }
+    const frag = document.createDocumentFragment();
+    for (let i = batch.length - 1; i >= 0; i--) {
+      let e;
+      try { e = JSON.parse(batch[i]); } catch { continue; }
+      frag.append(h('tr', null, h('td.num', null, String(e.position)),
+        h('td', null, link(e.stream, 'stream', [e.stream])),
+        h('td.num', null, link(String(e.revision), 'event', [e.stream, String(e.revision)])),
+        h('td', null, e.type), h('td.hide-s', null, e.created)));
+    }
+    body.prepend(frag);
+    while (body.childElementCount > MAX_ROWS) body.lastElementChild.remove();
+  }
+  const close = sse(path, {
+    open: () => { state.textContent = 'live'; },
+    error: rs => { state.textContent = rs === 2 ? 'closed' : 'disconnected: reconnecting…'; },
+    message: ev => {
+      count++;
+      queue.push(ev.data);
+      if (queue.length > 5000) { dropped += queue.length - 5000; queue = queue.slice(-5000); }
+      if (!raf) raf = requestAnimationFrame(frame);
+    },
+    'caught-up': () => { state.textContent = 'live'; },
+    'fell-behind': ev => { state.textContent = 'fell behind the head, catching up from disk: ' + ev.data; },
+    deleted: () => { state.textContent = 'the stream was tombstoned'; },
+  });
+  pause.addEventListener('click', () => {
+    paused = !paused;
+    pause.textContent = paused ? 'Resume' : 'Pause';
+    pause.setAttribute('aria-pressed', String(paused));
+    if (!paused) { missed = 0; state.textContent = 'live'; }
+    else state.textContent = 'paused';
+  });
+  return () => { close(); clearInterval(rateTimer); if (raf) cancelAnimationFrame(raf); };
+}
