@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj bench-ui clean
 
 all: build
 
@@ -77,6 +77,11 @@ bench-query: build
 # Memory-limits benchmark: throughput beside the build before the limits
 # (commit a2cbad6, built in the same run) and server RSS under the hostile
 # clients of issue 10 (docs/limits.md, docs/benchmarks.md).
+# Web UI benchmark: first paint of the dashboard and stream pages on a
+# 10M-event store, and the live tail under 10,000 events/s (docs/benchmarks.md).
+bench-ui: build
+	./bench/run_ui.sh $(BUILD)
+
 bench-limits: build
 	./bench/run_limits.sh $(BUILD)
 

@@ -58,19 +58,66 @@ export async function api(path, opts = {}) {
   return data;
 }
 
-// Server-Sent Events through EventSource (it reconnects by itself and
-// resumes with Last-Event-ID). handlers: {message(ev), <event name>(ev),
-// open(), error()}. Returns a close function. EventSource cannot send
-// headers: with authentication this is where a cookie or a token in the
-// query string comes in.
+// Server-Sent Events, read with fetch() and parsed here rather than with
+// EventSource: the request can carry the same headers as api() (the
+// credentials), and a burst of thousands of events costs one string split
+// per network chunk instead of one DOM event each (the live tail at
+// 10,000 events/s). It reconnects by itself after a second, resuming with
+// Last-Event-ID, like EventSource. handlers: {message(data, id),
+// <event name>(data, id), open(), error(permanent)}. Returns a close
+// function.
 export function stream(path, handlers) {
-  const es = new EventSource(path);
-  es.onopen = () => { setUp(true); handlers.open && handlers.open(); };
-  es.onerror = () => { handlers.error && handlers.error(es.readyState); };
-  es.onmessage = handlers.message;
-  for (const k of Object.keys(handlers))
-    if (!['message', 'open', 'error'].includes(k)) es.addEventListener(k, handlers[k]);
-  return () => es.close();
+  let lastId = null, closed = false, ctl = null, retry = null;
+  const dispatch = block => {
+    let ev = 'message', data = null, id = null;
+    for (const line of block.split('\n')) {
+      if (!line || line[0] === ':') continue;
+      const c = line.indexOf(':');
+      const f = c < 0 ? line : line.slice(0, c);
+      let v = c < 0 ? '' : line.slice(c + 1);
+      if (v[0] === ' ') v = v.slice(1);
+      if (f === 'data') data = data === null ? v : data + '\n' + v;
+      else if (f === 'event') ev = v;
+      else if (f === 'id') id = v;
+    }
+    if (id !== null) lastId = id;
+    if (data !== null && handlers[ev]) handlers[ev](data, id);
+  };
+  async function run() {
+    ctl = new AbortController();
+    const headers = { Accept: 'text/event-stream', ...authHeaders() };
+    if (lastId !== null) headers['Last-Event-ID'] = lastId;
+    try {
+      const res = await fetch(path, { headers, signal: ctl.signal, cache: 'no-store' });
+      setUp(true);
+      if (!res.ok) {
+        let msg = 'HTTP ' + res.status;
+        try { const j = await res.json(); msg = j.error.code + ': ' + j.error.message; } catch { /* not JSON */ }
+        handlers.error && handlers.error(true, msg);
+        return; // a refused request (bad filter): retrying will not help
+      }
+      handlers.open && handlers.open();
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        if (buf.indexOf('\r') >= 0) buf = buf.replace(/\r\n?/g, '\n');
+        const blocks = buf.split('\n\n');
+        buf = blocks.pop();
+        for (const b of blocks) dispatch(b);
+      }
+    } catch (e) {
+      if (closed) return;
+      if (e.name !== 'AbortError') setUp(false);
+    }
+    if (closed) return;
+    handlers.error && handlers.error(false, 'disconnected');
+    retry = setTimeout(run, 1000);
+  }
+  run();
+  return () => { closed = true; clearTimeout(retry); if (ctl) ctl.abort(); };
 }
 
 // The health poll behind the indicator: every 2 s while the UI is open.

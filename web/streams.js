@@ -123,6 +123,9 @@ export function streamPage(main, segs, params) {
   let last = null;
   (async () => {
     let head = null;
+    // the head and the page in parallel (one round trip before the rows)
+    const pageP = api('/streams/' + enc(stream) + '?from=' + enc(from) + '&direction=' + dir + '&limit=' + limit);
+    pageP.catch(() => {}); // awaited below
     try {
       head = await api('/streams/' + enc(stream) + '/head');
       last = head.lastRevision;
@@ -130,7 +133,7 @@ export function streamPage(main, segs, params) {
         ['truncate before', head.truncateBefore], ['deleted', head.deleted ? 'soft-deleted' : head.tombstoned ? 'tombstoned' : 'no']]));
     } catch (e) { headEl.replaceChildren(errBox(e)); }
     try {
-      const page = await api('/streams/' + enc(stream) + '?from=' + enc(from) + '&direction=' + dir + '&limit=' + limit);
+      const page = await pageP;
       const evs = dir === 'forwards' ? page.events.slice().reverse() : page.events;
       const frag = document.createDocumentFragment();
       for (const e of evs) frag.append(eventRow(e, stream));

@@ -187,6 +187,32 @@ test('tricky names and bodies are text, never markup or script', async () => {
   await page.context().close(); await tail.context().close();
 });
 
+test('live tail: pause, and sampling said when events come faster than drawn', async () => {
+  const page = await watchedPage(browser);
+  await page.goto(srv.url + '/#/live?category=Flood');
+  await page.locator('#tail-state', { hasText: 'live' }).waitFor(WAIT);
+  for (let b = 0; b < 5; b++) {
+    const r = await srv.api('POST', '/streams/Flood-1', Array.from({ length: 2000 }, (_, i) => ({ type: 'Flood', data: { i } })));
+    assert.equal(r.status, 201);
+  }
+  await page.locator('#sampling', { hasText: 'sampling' }).waitFor(WAIT);
+  await page.locator('#tail td', { hasText: 'Flood-1' }).first().waitFor(WAIT);
+  assert.ok(await page.locator('#tail tr').count() <= 200, 'the tail keeps at most 200 rows');
+  // the newest event is on top once the flood is drawn
+  await page.waitForFunction(() => document.querySelector('#tail tr td:nth-child(3)').textContent === '9999', null, WAIT);
+  await page.click('#pause');
+  await page.locator('#tail-state', { hasText: 'paused' }).waitFor(WAIT);
+  await srv.api('POST', '/streams/Flood-1', [{ type: 'WhilePaused' }]);
+  await page.locator('#tail-state', { hasText: 'paused: 1 events not shown' }).waitFor(WAIT);
+  assert.equal(await page.locator('#tail td', { hasText: 'WhilePaused' }).count(), 0);
+  await page.click('#pause');
+  await page.locator('#tail-state', { hasText: 'live' }).waitFor(WAIT);
+  await srv.api('POST', '/streams/Flood-1', [{ type: 'AfterResume' }]);
+  await page.locator('#tail td', { hasText: 'AfterResume' }).waitFor(WAIT);
+  noProblems(page);
+  await page.context().close();
+});
+
 test('consumer group: parked messages after nacks, replay redelivers them', async () => {
   let r = await srv.api('PUT', '/subscriptions/Pay-1/billing', { maxRetries: 0 });
   assert.equal(r.status, 201, r.text);
@@ -293,15 +319,25 @@ test('server stopped: the UI says disconnected, and reconnects when it returns',
     const page = await watchedPage(browser);
     await page.goto(own.url + '/');
     await page.locator('#conn.up').waitFor(WAIT);
+    const tail = await watchedPage(browser);
+    await tail.goto(own.url + '/#/live');
+    await tail.locator('#tail-state', { hasText: 'live' }).waitFor(WAIT);
+    await own.api('POST', '/streams/Before-1', [{ type: 'BeforeStop' }]);
+    await tail.locator('#tail td', { hasText: 'BeforeStop' }).waitFor(WAIT);
     await own.stop();
     await page.locator('#conn.down', { hasText: 'disconnected' }).waitFor(WAIT);
+    await tail.locator('#tail-state', { hasText: 'reconnecting' }).waitFor(WAIT);
     await shot(page, 'disconnected');
     await own.start();
     await page.locator('#conn.up', { hasText: 'connected' }).waitFor(WAIT);
     await own.api('POST', '/streams/Back-1', [{ type: 'Back' }]);
-    await page.waitForFunction(() => Number(document.querySelector('#m-stored').textContent) >= 1, null, WAIT);
-    noProblems(page);
-    await page.context().close();
+    await page.waitForFunction(() => Number(document.querySelector('#m-stored').textContent) >= 2, null, WAIT);
+    // the tail resumed after the last event it had (Last-Event-ID): the new
+    // event arrives, the old one is not repeated
+    await tail.locator('#tail td', { hasText: 'Back' }).first().waitFor(WAIT);
+    assert.equal(await tail.locator('#tail td', { hasText: 'BeforeStop' }).count(), 1);
+    noProblems(page); noProblems(tail);
+    await page.context().close(); await tail.context().close();
   } finally {
     await own.stop(); own.cleanup();
   }
