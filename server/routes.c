@@ -761,6 +761,8 @@ void route_request(conn *c)
         return;
     if (route_projections(c, path, plen, q, qlen))
         return;
+    if (route_names(c, path, plen, q, qlen)) /* GET /streams, /categories, /types */
+        return;
     if (route_multi(c, path, plen))
         return;
     if (route_rules(c, path, plen, q, qlen))

@@ -381,6 +381,9 @@ void route_admin(conn *c, const char *path, size_t plen);
 /* routes_ui.c: the web UI's assets at / and /ui/ (GET and HEAD); 1 if
  * the path is the UI's (answered), 0 otherwise. */
 int route_ui(conn *c, const char *path, size_t plen);
+/* routes_names.c: GET /streams, /categories, /types (name listings); 1 if
+ * answered, 0 otherwise (POST /streams is a multi-stream append). */
+int route_names(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
 /* Stop a running scavenge and join its thread (before the store closes). */
 void admin_shutdown(server *s);
 /* The scavenge thread for other front ends (gRPC Operations). Start one:

@@ -1,10 +1,9 @@
 // streams.js - the stream browser, a stream's page and one event's JSON.
 //
-// Browsing: the $streams view (each stream's first event, served from the
-// index) read newest first, a page at a time; the prefix box filters the
-// names loaded so far and "Open" goes to any stream by its exact name.
-// Categories and event types are those of the loaded streams, with their
-// exact counts from the $ce-/$et- views' heads (one small request each).
+// Browsing: GET /streams, /categories and /types (the index's names in
+// byte order, with counts), filtered by prefix on the server and paged by
+// name ("More" follows the answer's next link); "Open" goes to any stream
+// by its exact name. Categories link to their $ce- view, types to $et-.
 //
 // A stream's page reads one page of events (from, direction, limit are in
 // the URL), newest first on screen, with links to the newest, newer, older
@@ -15,75 +14,62 @@ import { h, href, link, errBox, okBox, jsonFold, bodyOf, kv, confirmBox, fmtNum,
 
 const rev = e => (e.link ? e.link.revision : e.revision);
 const isView = s => /^\$(ce-|et-|bc-|streams$)/.test(s);
-const category = s => { const i = s.indexOf('-'); return i > 0 ? s.slice(0, i) : s; };
+
+// One paged list of names: `render(item)` makes a row.
+function nameList(path, member, heads, render) {
+  const body = h('tbody', { id: 'list-' + member }), err = h('div');
+  const more = h('button', { type: 'button', hidden: true }, 'More ' + member);
+  let next = null, gen = 0;
+  async function load(url, g) {
+    more.disabled = true;
+    try {
+      const r = await api(url);
+      if (g !== gen) return; // a newer prefix was typed meanwhile
+      for (const it of r[member]) body.append(render(it));
+      if (!body.firstChild) body.append(h('tr', null, h('td', { colspan: heads.length }, 'None.')));
+      next = r.next || null;
+      err.replaceChildren();
+    } catch (e) { err.replaceChildren(errBox(e)); next = null; }
+    more.hidden = !next; more.disabled = false;
+  }
+  more.addEventListener('click', () => next && load(next, gen));
+  return {
+    el: h('div', null, err, h('div.scroll', null, h('table', null, h('thead', null, h('tr', null,
+      heads.map(([t, num]) => h(num ? 'th.num' : 'th', null, t)))), body)), more),
+    reset(prefix) {
+      gen++; body.replaceChildren();
+      load(path + '?limit=100' + (prefix ? '&prefix=' + enc(prefix) : ''), gen);
+    },
+  };
+}
 
 export function streamsPage(main, segs, params) {
   const prefix = params.get('prefix') || '';
   const open = h('input', { id: 'open-stream', 'aria-label': 'stream name', placeholder: 'stream name', size: 28 });
-  const pre = h('input', { id: 'prefix', 'aria-label': 'filter by prefix', placeholder: 'prefix', value: prefix, size: 20 });
-  const list = h('tbody');
-  const more = h('button', { type: 'button' }, 'Load more');
-  const cats = h('div'), types = h('div'), err = h('div');
+  const pre = h('input', { id: 'prefix', 'aria-label': 'prefix', placeholder: 'prefix', value: prefix, size: 20 });
+  const streams = nameList('/streams', 'streams', [['stream'], ['events', 1], ['last position', 1], ['state']], s => h('tr', null,
+    h('td', null, link(s.name, 'stream', [s.name])), h('td.num', null, fmtNum(s.count)),
+    h('td.num', null, s.lastPosition === null ? '–' : String(s.lastPosition)),
+    h('td', null, s.tombstoned ? 'tombstoned' : s.deleted ? 'deleted' : '')));
+  const cats = nameList('/categories', 'categories', [['category'], ['events', 1]], c => h('tr', null,
+    h('td', null, link(c.name, 'stream', ['$ce-' + c.name])), h('td.num', null, fmtNum(c.count))));
+  const types = nameList('/types', 'types', [['event type'], ['events', 1]], t => h('tr', null,
+    h('td', null, link(t.name, 'stream', ['$et-' + t.name])), h('td.num', null, fmtNum(t.count))));
   main.append(h('h1', null, 'Streams'),
     h('form', { onsubmit: e => { e.preventDefault(); if (open.value) location.hash = href('stream', [open.value]); } },
       h('label', null, 'Open a stream', open), h('button.primary', { type: 'submit' }, 'Open')),
-    h('form', { onsubmit: e => e.preventDefault() }, h('label', null, 'Filter the list by prefix', pre)),
-    err,
-    h('div.scroll', null, h('table', null, h('thead', null, h('tr', null, h('th', null, 'stream'), h('th', null, 'category'),
-      h('th.hide-s', null, 'first event type'), h('th.hide-s', null, 'created'))), list)),
-    more,
-    h('h2', null, 'Categories'), cats, h('h2', null, 'Event types'), types,
-    h('p.muted', null, 'Streams newest first from the $streams view; categories and types are those of the streams listed, with counts from their $ce-/$et- views.'));
-  const seen = [];
-  let next = 'end', alive = true;
-  const catCount = new Map(), typeCount = new Map();
-  function render() {
-    const p = pre.value;
-    list.replaceChildren(...seen.filter(e => e.stream.startsWith(p)).map(e => h('tr', null,
-      h('td', null, link(e.stream, 'stream', [e.stream])),
-      h('td', null, link(category(e.stream), 'stream', ['$ce-' + category(e.stream)])),
-      h('td.hide-s', null, e.type), h('td.hide-s', null, e.created))));
-    countTable(cats, catCount, '$ce-');
-    countTable(types, typeCount, '$et-');
-  }
-  function countTable(el, map, viewPrefix) {
-    const rows = [...map.entries()].sort((a, b) => (b[1] ?? -1) - (a[1] ?? -1) || (a[0] < b[0] ? -1 : 1)).slice(0, 50);
-    el.replaceChildren(h('table', null, h('tbody', null, rows.map(([k, n]) => h('tr', null,
-      h('td', null, link(k, 'stream', [viewPrefix + k])), h('td.num', null, n === null ? '…' : fmtNum(n)))))));
-  }
-  async function count(map, key, view) {
-    if (map.has(key)) return;
-    map.set(key, null);
-    try {
-      const hd = await api('/streams/' + enc(view + key) + '/head');
-      map.set(key, hd.lastRevision === null ? 0 : hd.lastRevision + 1);
-    } catch { map.set(key, 0); }
-    if (alive) render();
-  }
-  async function load() {
-    if (next === null) return;
-    more.disabled = true;
-    try {
-      const page = await api('/streams/%24streams?direction=backwards&limit=100&from=' + next);
-      for (const e of page.events) seen.push(e);
-      const last = page.events.length ? rev(page.events[page.events.length - 1]) : 0;
-      next = page.next && last > 0 ? last - 1 : null;
-      render();
-      for (const e of page.events) { count(catCount, category(e.stream), '$ce-'); count(typeCount, e.type, '$et-'); }
-    } catch (e) {
-      if (e.code !== 'STREAM_NOT_FOUND') err.replaceChildren(errBox(e));
-      else err.replaceChildren(h('p', null, 'No streams yet.'));
-      next = null;
-    }
-    more.disabled = next === null;
-  }
-  more.addEventListener('click', load);
+    h('form', { onsubmit: e => e.preventDefault() }, h('label', null, 'Names starting with', pre)),
+    streams.el, h('h2', null, 'Categories'), cats.el, h('h2', null, 'Event types'), types.el,
+    h('p.muted', null, 'Names in byte order with their event counts, from the index; the count of a category or type is of every event ever indexed under it (deleted ones too, until the index is rebuilt).'));
+  let timer = 0;
+  const reload = () => { streams.reset(pre.value); cats.reset(pre.value); types.reset(pre.value); };
   pre.addEventListener('input', () => {
     history.replaceState(null, '', href('streams', [], { prefix: pre.value }));
-    render();
+    clearTimeout(timer);
+    timer = setTimeout(reload, 150);
   });
-  load();
-  return () => { alive = false; };
+  reload();
+  return () => clearTimeout(timer);
 }
 
 function eventRow(e, stream) {

@@ -971,6 +971,7 @@ static const backend_ops local_ops = {
     .watch = local_watch,
     .unwatch = local_unwatch,
     .scavenge = local_scavenge,
+    .list_names = local_list_names,
     .close = local_close,
 };
 

@@ -46,6 +46,27 @@ test('assets: content types, ETag revalidation, strict CSP', async () => {
   assert.equal((await fetch(srv.url + '/health/live')).status, 200);
 });
 
+test('name listings: GET /streams, /categories, /types with prefix and paging', async () => {
+  for (const s of ['List-b', 'List-a', 'List-c x/%'])
+    assert.equal((await srv.api('POST', '/streams/' + enc(s), [{ type: 'Listed' }, { type: 'Listed2' }])).status, 201);
+  let r = await srv.api('GET', '/streams?prefix=List-&limit=2');
+  assert.equal(r.status, 200);
+  assert.deepEqual(r.json.streams.map(x => [x.name, x.count]), [['List-a', 2], ['List-b', 2]]);
+  assert.equal(r.json.next, '/streams?prefix=List-&after=List-b&limit=2');
+  r = await srv.api('GET', r.json.next);
+  assert.deepEqual(r.json.streams.map(x => x.name), ['List-c x/%']);
+  assert.equal(r.json.next, undefined);
+  r = await srv.api('GET', '/categories?prefix=List');
+  assert.deepEqual(r.json.categories, [{ name: 'List', count: 6 }]);
+  r = await srv.api('GET', '/types?prefix=Listed');
+  assert.deepEqual(r.json.types, [{ name: 'Listed', count: 3 }, { name: 'Listed2', count: 3 }]);
+  for (const bad of ['/streams?limit=0', '/types?limit=10001', '/categories?limit=x', '/streams?prefix=%zz'])
+    assert.equal((await srv.api('GET', bad)).json.error.code, 'INVALID_ARGUMENT', bad);
+  assert.equal((await srv.api('DELETE', '/types')).status, 405);
+  // POST /streams is still a multi-stream append
+  assert.equal((await srv.api('POST', '/streams', { streams: [] })).json.error.code, 'INVALID_ARGUMENT');
+});
+
 test('dashboard shows live figures', async () => {
   const page = await watchedPage(browser);
   await page.goto(srv.url + '/');
@@ -153,8 +174,18 @@ test('tricky names and bodies are text, never markup or script', async () => {
   await a.waitFor(WAIT);
   assert.equal(await a.textContent(), name);
   assert.equal(await a.getAttribute('href'), '#/stream/' + enc(name));
-  await page.locator('#main td', { hasText: type }).first().waitFor(WAIT);
+  await page.locator('#list-types td', { hasText: type }).first().waitFor(WAIT);
+  assert.equal(await page.getAttribute('#list-types a:text("' + type.replace(/"/g, '\\"') + '")', 'href'), '#/stream/' + enc('$et-' + type));
   await shot(page, 'streams');
+  // the prefix filters streams, categories and types on the server
+  await page.fill('#prefix', 'Big');
+  await page.locator('#list-streams tr', { hasText: 'Big-1' }).waitFor(WAIT);
+  await page.waitForFunction(() => document.querySelectorAll('#list-streams tr').length === 1, null, WAIT);
+  assert.match(await page.textContent('#list-streams'), /Big-1\s*10\.0k/);
+  assert.match(await page.textContent('#list-categories'), /Big\s*10\.0k/);
+  assert.match(await page.textContent('#list-types'), /Big\s*10\.0k/);
+  await page.fill('#prefix', 'we ird/');
+  await page.waitForFunction(() => !document.querySelector('#list-streams').textContent.includes('Big-1'), null, WAIT);
   await a.click();
   await page.locator('#stream-name', { hasText: name }).waitFor(WAIT);
   assert.equal(await page.textContent('#stream-name'), name);
