@@ -10,8 +10,10 @@
 #   BENCH_DIR=/mnt/disk ...           where the store goes ($TMPDIR or /tmp)
 #
 # 1. The store: bench_engine build, EVENTS events of 200 bytes of JSON in
-#    100,000 streams (category "bench"), 1,000-event appends, one thread
-#    (about a minute for 10M events here).
+#    streams of category "bench" (each 1,000-event append goes to one of
+#    100,000 names at random: about 10,000 streams of about 1,000 events),
+#    one thread: 25 s for 10M events on this machine when quiet, 55 s
+#    under the other sessions' load.
 # 2. tests/ui/bench_ui.mjs against `stele serve` on it, in Debian's chromium
 #    (playwright-core): first contentful paint and the time until the data
 #    is on screen for the dashboard, a stream page, the category's $ce- view
@@ -48,9 +50,10 @@ fi
 out=$(mktemp)
 {
     echo "# make bench-ui: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(chromium --version 2>/dev/null | head -1)"
-    echo "# EVENTS=$EVENTS ROUNDS=$ROUNDS SECS=$SECS RATE=10000"
+    echo "# EVENTS=$EVENTS ROUNDS=$ROUNDS SECS=$SECS RATE=10000; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
     STELE_BIN="$BUILD/stele" STORE="$STORE" ROUNDS=$ROUNDS SECS=$SECS RATE=10000 \
         node "$ROOT/tests/ui/bench_ui.mjs"
+    echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$out"
 if [ "${QUICK:-0}" != 1 ]; then
     mkdir -p "$ROOT/bench/results"
