@@ -64,7 +64,7 @@ function errorLine(msg) {
 function showError(out, ed, e) {
   const line = errorLine(e.message);
   ed.mark(line);
-  out.replaceChildren(errBox(e), line ? h('p', { id: 'error-line' }, 'at line ' + line + ': ', h('code', null, ed.ta.value.split('\n')[line - 1] || '')) : null);
+  out.replaceChildren(errBox(e), line ? h('p', { id: 'error-line' }, 'at line ' + line + ': ', h('code', null, ed.ta.value.split('\n')[line - 1] || '')) : '');
 }
 
 const sample = "fromAll()\n  .when({\n    $init: function () { return { count: 0 }; },\n    $any: function (s, e) { s.count++; return s; }\n  });\n";
@@ -103,7 +103,7 @@ export function projectionPage(main, segs) {
       const p = await api(base);
       status.replaceChildren(kv([['status', p.status], ['mode', p.mode], ['enabled', String(p.enabled)], ['progress', p.progress !== undefined ? Number(p.progress).toFixed(1) + ' %' : '–'],
         ['position / head', `${p.position} / ${p.head}`], ['events processed', fmtNum(p.eventsProcessed)], ['partitions cached', fmtNum(p.partitionsCached)]]),
-        p.fault ? h('div.msg.err', null, 'fault: ' + p.fault + (p.faultPosition !== undefined ? ' at position ' + p.faultPosition : '')) : null);
+        p.fault ? h('div.msg.err', null, 'fault: ' + p.fault + (p.faultPosition !== undefined ? ' at position ' + p.faultPosition : '')) : '');
       if (!ed.ta.value && p.query !== undefined) { ed.ta.value = p.query; ed.mark(0); }
       const pl = await api(base + '/partitions?limit=50');
       parts.replaceChildren(...pl.partitions.map(x => h('tr', null, h('td', null, x.key), h('td', null, jsonFold('state', x.state)))));

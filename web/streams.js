@@ -100,7 +100,7 @@ export function streamPage(main, segs, params) {
     [20, 100, 500, 1000].map(n => h('option', { value: n, selected: n === limit }, n + ' per page')));
   size.addEventListener('change', () => go(from, dir, size.value));
   main.append(h('h1', null, h('span.muted', null, view ? 'View ' : 'Stream '), h('span', { id: 'stream-name' }, stream)),
-    headEl, params.has('appended') ? okBox(`appended at revision ${params.get('appended')} (position ${params.get('at')})`) : null, err,
+    headEl, h('div', null, params.has('appended') ? okBox(`appended at revision ${params.get('appended')} (position ${params.get('at')})`) : null), err,
     h('div.bar', { role: 'navigation', 'aria-label': 'pages' }, bNewest, bNewer, bOlder, bOldest, size, info),
     h('div.scroll', null, h('table', { id: 'events' }, h('thead', null, h('tr', null, h('th.num', null, 'rev'),
       h('th.num.hide-s', null, 'position'), h('th', null, 'type, data, metadata'), h('th.hide-s', null, 'created'))), body)));

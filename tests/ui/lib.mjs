@@ -15,9 +15,20 @@ export const STELE_BIN = process.env.STELE_BIN || path.resolve(here, '../../buil
 export const ARTIFACTS = process.env.STELE_UI_ARTIFACTS || path.resolve(here, '../../build/ui-artifacts');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
+// Temporary directories are removed at exit whatever happened (a failed
+// test, a hook that did not finish), and servers still running are killed.
+const live = new Set();
+process.on('exit', () => {
+  for (const s of live) {
+    try { if (s.proc) s.proc.kill('SIGKILL'); } catch { /* gone */ }
+    fs.rmSync(s.tmp, { recursive: true, force: true });
+  }
+});
+
 export class Server {
   constructor({ dataDir = null, args = [] } = {}) {
     this.tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'stele-ui-'));
+    live.add(this);
     this.dataDir = dataDir || path.join(this.tmp, 'data');
     this.ownData = !dataDir;
     this.logPath = path.join(this.tmp, 'server.log');
@@ -50,7 +61,7 @@ export class Server {
     clearTimeout(t);
     this.proc = null;
   }
-  cleanup() { fs.rmSync(this.tmp, { recursive: true, force: true }); }
+  cleanup() { fs.rmSync(this.tmp, { recursive: true, force: true }); live.delete(this); }
 
   // The JSON API: answers {status, json}; throws on a network error.
   async api(method, p, body, headers = {}) {
