@@ -15,7 +15,7 @@ export function rulesPage(main) {
     try {
       const { rules } = await api('/rules');
       body.replaceChildren(...rules.map(r => h('tr', null, h('td', null, link(r.name, 'rule', [r.name])),
-        h('td', null, r.state ?? (r.enabled === false ? 'paused' : 'running'), r.lastError ? h('div.msg.err', null, r.lastError) : null),
+        h('td', null, r.enabled === false ? 'paused' : 'running', r.lastError ? h('div.msg.err', null, r.lastError) : null),
         h('td', null, counters(r.stats).map(([k, v]) => `${k} ${fmtNum(v)}`).join(' · ')))));
       if (!rules.length) body.append(h('tr', null, h('td', { colspan: 3 }, 'No rules.')));
       err.replaceChildren();
@@ -50,9 +50,13 @@ export function rulePage(main, segs) {
     clearTimeout(timer);
     try {
       const r = await api(base);
-      info.replaceChildren(kv([['state', r.state ?? (r.enabled === false ? 'paused' : 'running')], ...counters(r.stats).map(([k, v]) => [k, fmtNum(v)]),
+      info.replaceChildren(kv([['state', r.enabled === false ? 'paused' : 'running'], ...counters(r.stats).map(([k, v]) => [k, fmtNum(v)]),
         ['last error', r.lastError || '–']]), jsonFold('definition', r.definition ?? r));
-      if (r.replays) reps.replaceChildren(...r.replays.map(x => h('div', null, jsonFold(`replay ${x.id}: ${x.state ?? ''} ${x.progress ?? ''}`, x))));
+      const rp = await api(base + '/replays');
+      reps.replaceChildren(h('div.scroll', null, h('table', { id: 'replays' }, h('thead', null, h('tr', null,
+        ['#', 'state', 'from', 'to', 'scanned', 'matched', 'delivered', 'failed'].map((t, i) => h(i > 3 || !i ? 'th.num' : 'th', null, t)))),
+        h('tbody', null, rp.replays.map(x => h('tr', null, h('td.num', null, String(x.id)), h('td', null, x.state, x.lastError ? h('div.msg.err', null, x.lastError) : ''),
+          h('td', null, x.from), h('td', null, x.to), ...['scanned', 'matched', 'delivered', 'failed'].map(k => h('td.num', null, fmtNum(x[k])))))))));
       const d = await api(base + '/dead-letters?limit=50');
       dl.replaceChildren(...(d.deadLetters || d.events || []).map((x, i) => h('tr', null, h('td.num', null, String(x.revision ?? i)), h('td', null, jsonFold(x.type || 'dead letter', x)))));
     } catch (e) { info.replaceChildren(errBox(e)); }

@@ -83,7 +83,7 @@ export async function launch() {
 // none, so any is a script that should not have run), every uncaught
 // error and every console error (a CSP violation is one).
 export async function watchedPage(browser, opts = {}) {
-  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...opts });
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, timezoneId: 'UTC', ...opts });
   const page = await ctx.newPage();
   page.problems = [];
   page.on('dialog', d => { page.problems.push('dialog: ' + d.message()); d.dismiss().catch(() => {}); });

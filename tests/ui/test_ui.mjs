@@ -315,6 +315,13 @@ test('rules and users pages', async () => {
   await page.click('#main a:text("copy")');
   await page.locator('#main h2', { hasText: 'Dead letters' }).waitFor(WAIT);
   await page.locator('#main dt', { hasText: 'state' }).waitFor(WAIT);
+  // a replay of every event so far, from the form: its progress appears
+  await page.fill('input[aria-label="replay from"]', '2000-01-01T00:00:00');
+  await page.fill('input[aria-label="replay to"]', '2100-01-01T00:00:00');
+  await page.click('#main form button[type=submit]');
+  await page.locator('#replays tbody tr', { hasText: 'done' }).waitFor(WAIT);
+  const row = await page.textContent('#replays tbody tr');
+  assert.match(row, /^1done2000-01-01T00:00:00\.000000Z2100-01-01T00:00:00\.000000Z/);
   await shot(page, 'rule');
   await page.goto(srv.url + '/#/users');
   await page.locator('#main h1', { hasText: 'Users' }).waitFor(WAIT);
