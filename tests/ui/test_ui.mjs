@@ -331,7 +331,8 @@ test('rules and users pages', async () => {
 });
 
 test('keyboard and phone: nav reachable by Tab, no sideways scroll at 375 px', async () => {
-  const page = await watchedPage(browser, { viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
+  const phone = { viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true };
+  let page = await watchedPage(browser, phone);
   await page.goto(srv.url + '/#/stream/Big-1?limit=20');
   await page.locator('#page-info', { hasText: 'revisions' }).waitFor(WAIT);
   // no stray "null"/"undefined" from a missing value (Big-1's data has neither)
@@ -339,6 +340,20 @@ test('keyboard and phone: nav reachable by Tab, no sideways scroll at 375 px', a
   const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(wide <= 0, `page is ${wide} px wider than the screen`);
   await shot(page, 'phone-stream');
+  for (const [hash, ready, name] of [['#/', '#m-stored', 'dashboard'], ['#/streams', '#list-streams tr', 'streams'],
+    ['#/live', '#tail-state', 'live'], ['#/groups', '#groups tr', 'groups'], ['#/query', '#main form', 'query']]) {
+    await page.goto(srv.url + '/' + hash);
+    await page.locator(ready).first().waitFor(WAIT);
+    const w = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(w <= 0, `${hash} is ${w} px wider than the screen`);
+    await shot(page, 'phone-' + name);
+  }
+  noProblems(page);
+  await page.context().close();
+  // Tab from the top of a freshly opened page
+  page = await watchedPage(browser, phone);
+  await page.goto(srv.url + '/#/stream/Big-1?limit=20');
+  await page.locator('#page-info', { hasText: 'revisions' }).waitFor(WAIT);
   const focused = [];
   for (let i = 0; i < 4; i++) {
     await page.keyboard.press('Tab');
