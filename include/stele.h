@@ -1529,6 +1529,10 @@ enum {
     STELE_NAMES_TYPES = 3,      /* event types */
 };
 
+/** stele_list_names flags: leave out names starting with '$' (system
+ *  streams, their categories and event types). */
+#define STELE_NAMES_NO_SYSTEM 0x1u
+
 /** One listed name. Pointers stay valid until stele_names_free(). */
 typedef struct stele_name_info {
     const char *name;  /* NUL-terminated (names contain no NUL) */
@@ -1545,7 +1549,8 @@ typedef struct stele_name_info {
 /**
  * The names of `kind` (STELE_NAMES_*) in byte order: those starting with
  * `prefix` (NULL or "": all) and after `after` (exclusive; NULL or "":
- * from the first), at most `limit` (1..10000). *out is an array of *n
+ * from the first), at most `limit` (1..10000); `flags`: 0 or
+ * STELE_NAMES_NO_SYSTEM. *out is an array of *n
  * (NULL and 0 when none), freed with stele_names_free(). To page, pass the
  * last name of a page as the next call's `after`. Reads a consistent
  * snapshot of the index. Errors: EINVAL (bad kind or limit; categories and
@@ -1553,7 +1558,7 @@ typedef struct stele_name_info {
  * list fails with EINVAL and says so.
  */
 int stele_list_names(stele_db *db, int kind, const char *prefix, const char *after,
-                     size_t limit, stele_name_info **out, size_t *n);
+                     size_t limit, unsigned flags, stele_name_info **out, size_t *n);
 
 /** Free what stele_list_names returned. NULL is a no-op. */
 void stele_names_free(stele_name_info *list);

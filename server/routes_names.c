@@ -1,7 +1,7 @@
 /*
  * routes_names.c - listing names (docs/http-api.md, "Listing streams,
  * categories and types"): GET /streams, GET /categories and GET /types,
- * each with ?prefix=&after=&limit=, in byte order, paged by name (the
+ * each with ?prefix=&after=&limit=&excludeSystem=, in byte order, paged by name (the
  * answer's `next` link carries the last name as `after`). The walk is
  * stele_list_names; this file parses the query and writes the JSON. POST
  * /streams (multi-stream appends) stays routes_multi.c's.
@@ -47,7 +47,13 @@ int route_names(conn *c, const char *path, size_t plen, const char *q, size_t ql
         names_fail(c, 405, "METHOD_NOT_ALLOWED", msg);
         return 1;
     }
-    char prefix[256], after[256], lim[32];
+    char prefix[256], after[256], lim[32], ex[8];
+    int re = query_get(q, qlen, "excludeSystem", ex, sizeof ex);
+    if (re < 0 || (re > 0 && strcmp(ex, "true") && strcmp(ex, "false"))) {
+        names_fail(c, 400, "INVALID_ARGUMENT", "excludeSystem must be true or false");
+        return 1;
+    }
+    unsigned flags = re > 0 && !strcmp(ex, "true") ? STELE_NAMES_NO_SYSTEM : 0;
     int rp = query_get(q, qlen, "prefix", prefix, sizeof prefix);
     int ra = query_get(q, qlen, "after", after, sizeof after);
     int rl = query_get(q, qlen, "limit", lim, sizeof lim);
@@ -70,7 +76,7 @@ int route_names(conn *c, const char *path, size_t plen, const char *q, size_t ql
     }
     stele_name_info *list;
     size_t n;
-    int rc = stele_list_names(c->srv->db, kinds[k].kind, prefix, after, limit, &list, &n);
+    int rc = stele_list_names(c->srv->db, kinds[k].kind, prefix, after, limit, flags, &list, &n);
     if (rc) {
         http_stele_error(c, rc, stele_errmsg(), NULL);
         conn_request_done(c);
@@ -109,9 +115,9 @@ int route_names(conn *c, const char *path, size_t plen, const char *q, size_t ql
         url_encode(list[n - 1].name, strlen(list[n - 1].name), ea, sizeof ea);
         buf_append(&b, ",\"next\":", 8);
         char link[2200];
-        int ln = snprintf(link, sizeof link, "%s?%s%s%safter=%s&limit=%zu", kinds[k].path,
-                          *prefix ? "prefix=" : "", *prefix ? ep : "", *prefix ? "&" : "", ea,
-                          limit);
+        int ln = snprintf(link, sizeof link, "%s?%s%s%s%safter=%s&limit=%zu", kinds[k].path,
+                          flags ? "excludeSystem=true&" : "", *prefix ? "prefix=" : "",
+                          *prefix ? ep : "", *prefix ? "&" : "", ea, limit);
         json_w_str(&b, link, (size_t)ln);
     }
     buf_append(&b, "}\n", 2);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store/store_int.h"
 #include "testutil.h"
 
 static int passed;
@@ -19,19 +20,21 @@ static void append(stele_db *db, const char *stream, const char *type, size_t n)
     for (size_t i = 0; i < n; i++)
         ev[i] = (stele_event_in){.type = type, .data = "{}", .data_len = 2, .flags = STELE_EVENT_JSON};
     stele_append_result res;
-    CHECK_OK(stele_append(db, stream, STELE_ANY, ev, n, &res));
+    /* store_append_system: '$' names too (system streams) */
+    CHECK_OK(store_append_system(db, stream, STELE_ANY, ev, n, &res));
 }
 
 /* Every name of `kind` with `prefix`, paging by `page`: joined into
  * "name:count,..." */
-static void collect(stele_db *db, int kind, const char *prefix, size_t page, char *out, size_t cap)
+static void collect(stele_db *db, int kind, const char *prefix, unsigned flags, size_t page, char *out,
+                    size_t cap)
 {
     char after[256] = "";
     out[0] = 0;
     for (int guard = 0; guard < 1000; guard++) {
         stele_name_info *l;
         size_t n;
-        CHECK_OK(stele_list_names(db, kind, prefix, after, page, &l, &n));
+        CHECK_OK(stele_list_names(db, kind, prefix, after, page, flags, &l, &n));
         for (size_t i = 0; i < n; i++) {
             size_t len = strlen(out);
             snprintf(out + len, cap - len, "%s%s:%llu%s", len ? "," : "", l[i].name,
@@ -56,9 +59,9 @@ int main(void)
     /* empty store: nothing, no error */
     stele_name_info *l = (stele_name_info *)1;
     size_t n = 99;
-    CHECK_OK(stele_list_names(db, STELE_NAMES_STREAMS, NULL, NULL, 10, &l, &n));
+    CHECK_OK(stele_list_names(db, STELE_NAMES_STREAMS, NULL, NULL, 10, 0, &l, &n));
     CHECK(l == NULL && n == 0);
-    CHECK_OK(stele_list_names(db, STELE_NAMES_TYPES, "", "", 10, &l, &n));
+    CHECK_OK(stele_list_names(db, STELE_NAMES_TYPES, "", "", 10, 0, &l, &n));
     CHECK(l == NULL && n == 0);
     passed++;
 
@@ -76,56 +79,84 @@ int main(void)
 
     char got[4096];
     for (size_t page = 1; page <= 20; page += 3) {
-        collect(db, STELE_NAMES_STREAMS, NULL, page, got, sizeof got);
+        collect(db, STELE_NAMES_STREAMS, NULL, 0, page, got, sizeof got);
         if (strcmp(got, "Caf\xc3\xa9-1:1,Cart:1,Cart-1:5,Dead-1:2T,Gone-1:1D,Order-1:2,Order-10:1,"
                         "Order-2:3")) {
             fprintf(stderr, "page %zu streams: %s\n", page, got);
             CHECK(0);
         }
-        collect(db, STELE_NAMES_STREAMS, "Order-1", page, got, sizeof got);
+        collect(db, STELE_NAMES_STREAMS, "Order-1", 0, page, got, sizeof got);
         CHECK(!strcmp(got, "Order-1:2,Order-10:1"));
-        collect(db, STELE_NAMES_CATEGORIES, NULL, page, got, sizeof got);
+        collect(db, STELE_NAMES_CATEGORIES, NULL, 0, page, got, sizeof got);
         if (strcmp(got, "Caf\xc3\xa9:1,Cart:6,Dead:2,Gone:1,Order:6")) {
             fprintf(stderr, "page %zu categories: %s\n", page, got);
             CHECK(0);
         }
-        collect(db, STELE_NAMES_TYPES, "Order", page, got, sizeof got);
+        collect(db, STELE_NAMES_TYPES, "Order", 0, page, got, sizeof got);
         CHECK(!strcmp(got, "OrderPlaced:4,OrderShipped:2"));
-        collect(db, STELE_NAMES_TYPES, NULL, page, got, sizeof got);
+        collect(db, STELE_NAMES_TYPES, NULL, 0, page, got, sizeof got);
         CHECK(!strcmp(got, "Caf\xc3\xa9 ordered:1,ItemAdded:6,OrderPlaced:4,OrderShipped:2,X:3"));
-        collect(db, STELE_NAMES_CATEGORIES, "Zzz", page, got, sizeof got);
+        collect(db, STELE_NAMES_CATEGORIES, "Zzz", 0, page, got, sizeof got);
         CHECK(!strcmp(got, ""));
     }
     passed++;
 
     /* `after` below the prefix starts at the prefix; after every name: none */
-    CHECK_OK(stele_list_names(db, STELE_NAMES_STREAMS, "Order", "A", 1, &l, &n));
+    CHECK_OK(stele_list_names(db, STELE_NAMES_STREAMS, "Order", "A", 1, 0, &l, &n));
     CHECK(n == 1 && !strcmp(l[0].name, "Order-1") && l[0].last_position != STELE_END);
     stele_names_free(l);
-    CHECK_OK(stele_list_names(db, STELE_NAMES_STREAMS, "Order", "Order-2", 10, &l, &n));
+    CHECK_OK(stele_list_names(db, STELE_NAMES_STREAMS, "Order", "Order-2", 10, 0, &l, &n));
     CHECK(n == 0 && l == NULL);
-    CHECK_OK(stele_list_names(db, STELE_NAMES_CATEGORIES, NULL, "Order", 10, &l, &n));
+    CHECK_OK(stele_list_names(db, STELE_NAMES_CATEGORIES, NULL, "Order", 10, 0, &l, &n));
     CHECK(n == 0);
     passed++;
 
     /* bad arguments */
-    CHECK_RC(stele_list_names(db, 7, NULL, NULL, 10, &l, &n), STELE_EINVAL);
-    CHECK_RC(stele_list_names(db, STELE_NAMES_STREAMS, NULL, NULL, 0, &l, &n), STELE_EINVAL);
-    CHECK_RC(stele_list_names(db, STELE_NAMES_STREAMS, NULL, NULL, 10001, &l, &n), STELE_EINVAL);
-    CHECK_RC(stele_list_names(NULL, STELE_NAMES_STREAMS, NULL, NULL, 1, &l, &n), STELE_EINVAL);
-    CHECK_RC(stele_list_names(db, STELE_NAMES_STREAMS, NULL, NULL, 1, NULL, &n), STELE_EINVAL);
+    CHECK_RC(stele_list_names(db, 7, NULL, NULL, 10, 0, &l, &n), STELE_EINVAL);
+    CHECK_RC(stele_list_names(db, STELE_NAMES_STREAMS, NULL, NULL, 0, 0, &l, &n), STELE_EINVAL);
+    CHECK_RC(stele_list_names(db, STELE_NAMES_STREAMS, NULL, NULL, 10001, 0, &l, &n), STELE_EINVAL);
+    CHECK_RC(stele_list_names(NULL, STELE_NAMES_STREAMS, NULL, NULL, 1, 0, &l, &n), STELE_EINVAL);
+    CHECK_RC(stele_list_names(db, STELE_NAMES_STREAMS, NULL, NULL, 1, 0, NULL, &n), STELE_EINVAL);
     char longp[300];
     memset(longp, 'a', sizeof longp - 1);
     longp[sizeof longp - 1] = 0;
-    CHECK_RC(stele_list_names(db, STELE_NAMES_TYPES, longp, NULL, 1, &l, &n), STELE_EINVAL);
+    CHECK_RC(stele_list_names(db, STELE_NAMES_TYPES, longp, NULL, 1, 0, &l, &n), STELE_EINVAL);
     stele_names_free(NULL);
+    passed++;
+
+    /* STELE_NAMES_NO_SYSTEM leaves out '$' names, not the names around them
+     * ('#' sorts just before '$', '%' just after) */
+    append(db, "$sys-1", "$SysEvent", 1);
+    append(db, "$sys-2", "$SysEvent", 1);
+    append(db, "#hash-1", "#Hash", 1);
+    append(db, "%pct-1", "%Pct", 1);
+    for (size_t page = 1; page <= 4; page++) {
+        collect(db, STELE_NAMES_STREAMS, NULL, STELE_NAMES_NO_SYSTEM, page, got, sizeof got);
+        if (strcmp(got, "#hash-1:1,%pct-1:1,Caf\xc3\xa9-1:1,Cart:1,Cart-1:5,Dead-1:2T,Gone-1:1D,"
+                        "Order-1:2,Order-10:1,Order-2:3")) {
+            fprintf(stderr, "page %zu streams without system: %s\n", page, got);
+            CHECK(0);
+        }
+        collect(db, STELE_NAMES_STREAMS, "$", 0, page, got, sizeof got);
+        CHECK(!strcmp(got, "$sys-1:1,$sys-2:1"));
+        collect(db, STELE_NAMES_STREAMS, "$", STELE_NAMES_NO_SYSTEM, page, got, sizeof got);
+        CHECK(!strcmp(got, ""));
+        collect(db, STELE_NAMES_TYPES, NULL, STELE_NAMES_NO_SYSTEM, page, got, sizeof got);
+        CHECK(!strcmp(got, "#Hash:1,%Pct:1,Caf\xc3\xa9 ordered:1,ItemAdded:6,OrderPlaced:4,"
+                           "OrderShipped:2,X:3"));
+        collect(db, STELE_NAMES_CATEGORIES, NULL, 0, page, got, sizeof got);
+        CHECK(!strcmp(got, "#hash:1,$sys:2,%pct:1,Caf\xc3\xa9:1,Cart:6,Dead:2,Gone:1,Order:6"));
+        collect(db, STELE_NAMES_CATEGORIES, NULL, STELE_NAMES_NO_SYSTEM, page, got, sizeof got);
+        CHECK(!strcmp(got, "#hash:1,%pct:1,Caf\xc3\xa9:1,Cart:6,Dead:2,Gone:1,Order:6"));
+    }
+    CHECK_RC(stele_list_names(db, STELE_NAMES_TYPES, NULL, NULL, 1, 0x2, &l, &n), STELE_EINVAL);
     passed++;
 
     /* the same after a reopen (the index is the store's, not memory) */
     stele_close(db);
     CHECK_OK(stele_open(dir, NULL, &db));
-    collect(db, STELE_NAMES_CATEGORIES, NULL, 2, got, sizeof got);
-    CHECK(!strcmp(got, "Caf\xc3\xa9:1,Cart:6,Dead:2,Gone:1,Order:6"));
+    collect(db, STELE_NAMES_CATEGORIES, NULL, 0, 2, got, sizeof got);
+    CHECK(!strcmp(got, "#hash:1,$sys:2,%pct:1,Caf\xc3\xa9:1,Cart:6,Dead:2,Gone:1,Order:6"));
     passed++;
 
     stele_close(db);

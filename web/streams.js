@@ -36,9 +36,9 @@ function nameList(path, member, heads, render) {
   return {
     el: h('div', null, err, h('div.scroll', null, h('table', null, h('thead', null, h('tr', null,
       heads.map(([t, num]) => h(num ? 'th.num' : 'th', null, t)))), body)), more),
-    reset(prefix) {
+    reset(prefix, system) {
       gen++; body.replaceChildren();
-      load(path + '?limit=100' + (prefix ? '&prefix=' + enc(prefix) : ''), gen);
+      load(path + '?limit=100' + (system ? '' : '&excludeSystem=true') + (prefix ? '&prefix=' + enc(prefix) : ''), gen);
     },
   };
 }
@@ -47,6 +47,7 @@ export function streamsPage(main, segs, params) {
   const prefix = params.get('prefix') || '';
   const open = h('input', { id: 'open-stream', 'aria-label': 'stream name', placeholder: 'stream name', size: 28 });
   const pre = h('input', { id: 'prefix', 'aria-label': 'prefix', placeholder: 'prefix', value: prefix, size: 20 });
+  const sys = h('input', { type: 'checkbox', id: 'system', checked: params.get('system') === 'true' });
   const streams = nameList('/streams', 'streams', [['stream'], ['events', 1], ['last position', 1], ['state']], s => h('tr', null,
     h('td', null, link(s.name, 'stream', [s.name])), h('td.num', null, fmtNum(s.count)),
     h('td.num', null, s.lastPosition === null ? '–' : String(s.lastPosition)),
@@ -58,16 +59,19 @@ export function streamsPage(main, segs, params) {
   main.append(h('h1', null, 'Streams'),
     h('form', { onsubmit: e => { e.preventDefault(); if (open.value) location.hash = href('stream', [open.value]); } },
       h('label', null, 'Open a stream', open), h('button.primary', { type: 'submit' }, 'Open')),
-    h('form', { onsubmit: e => e.preventDefault() }, h('label', null, 'Names starting with', pre)),
+    h('form', { onsubmit: e => e.preventDefault() }, h('label', null, 'Names starting with', pre),
+      h('label.inline', null, sys, ' system streams ($…)')),
     streams.el, h('h2', null, 'Categories'), cats.el, h('h2', null, 'Event types'), types.el,
     h('p.muted', null, 'Names in byte order with their event counts, from the index; the count of a category or type is of every event ever indexed under it (deleted ones too, until the index is rebuilt).'));
   let timer = 0;
-  const reload = () => { streams.reset(pre.value); cats.reset(pre.value); types.reset(pre.value); };
-  pre.addEventListener('input', () => {
-    history.replaceState(null, '', href('streams', [], { prefix: pre.value }));
+  const reload = () => { for (const l of [streams, cats, types]) l.reset(pre.value, sys.checked); };
+  const changed = () => {
+    history.replaceState(null, '', href('streams', [], { prefix: pre.value, system: sys.checked ? 'true' : '' }));
     clearTimeout(timer);
     timer = setTimeout(reload, 150);
-  });
+  };
+  pre.addEventListener('input', changed);
+  sys.addEventListener('change', changed);
   reload();
   return () => clearTimeout(timer);
 }

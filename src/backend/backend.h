@@ -153,7 +153,8 @@ typedef struct backend_ops {
      * checked). fn is called for each, in byte order; its non-zero return
      * stops the walk and is returned. NULL: the backend cannot list. */
     int (*list_names)(backend *b, int kind, const char *prefix, const char *after, size_t limit,
-                      int (*fn)(void *ctx, const stele_name_info *info), void *ctx);
+                      unsigned flags, int (*fn)(void *ctx, const stele_name_info *info),
+                      void *ctx);
     void (*close)(backend *b);
 } backend_ops;
 

@@ -169,7 +169,7 @@ int local_head(backend *b, const char *stream, size_t len, stele_stream_info *ou
 int local_stats(backend *b, stele_stats *out);
 /* local_names.c */
 int local_list_names(backend *b, int kind, const char *prefix, const char *after, size_t limit,
-                     int (*fn)(void *ctx, const stele_name_info *info), void *ctx);
+                     unsigned flags, int (*fn)(void *ctx, const stele_name_info *info), void *ctx);
 
 /* local_streams.c: stream metadata and snapshot records (docs/streams.md) */
 

@@ -46,7 +46,7 @@ static int names_key(void *ctx, const char *name, size_t len, uint64_t count)
 }
 
 int local_list_names(backend *b, int kind, const char *prefix, const char *after, size_t limit,
-                     int (*fn)(void *ctx, const stele_name_info *info), void *ctx)
+                     unsigned flags, int (*fn)(void *ctx, const stele_name_info *info), void *ctx)
 {
     local *L = (local *)b;
     MDB_txn *txn;
@@ -55,12 +55,13 @@ int local_list_names(backend *b, int kind, const char *prefix, const char *after
         return rc;
     names_ctx x = {.fn = fn, .ctx = ctx};
     size_t plen = prefix ? strlen(prefix) : 0, alen = after ? strlen(after) : 0;
+    int no_system = (flags & STELE_NAMES_NO_SYSTEM) != 0;
     if (kind == STELE_NAMES_STREAMS)
         rc = idx_stream_keys(L->ix, txn, prefix ? prefix : "", plen, after, alen, limit,
-                             names_stream, &x);
+                             no_system, names_stream, &x);
     else
         rc = idx_sec_keys(L->ix, txn, kind == STELE_NAMES_CATEGORIES ? SEC_CATEGORY : SEC_TYPE,
-                          prefix ? prefix : "", plen, after, alen, limit, names_key, &x);
+                          prefix ? prefix : "", plen, after, alen, limit, no_system, names_key, &x);
     mdb_txn_abort(txn);
     return rc;
 }

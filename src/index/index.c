@@ -296,7 +296,7 @@ int idx_stream_put(idx *ix, MDB_txn *txn, const char *name, size_t len, const id
 /* The stream entries in name order, those starting with `prefix` and
  * after `after` (exclusive), at most `limit` (index.h). */
 int idx_stream_keys(idx *ix, MDB_txn *txn, const char *prefix, size_t plen, const char *after,
-                    size_t alen, size_t limit, idx_stream_fn fn, void *ctx)
+                    size_t alen, size_t limit, int no_system, idx_stream_fn fn, void *ctx)
 {
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, ix->streams, &cur);
@@ -313,6 +313,13 @@ int idx_stream_keys(idx *ix, MDB_txn *txn, const char *prefix, size_t plen, cons
             break;
         if (skip_equal && k.mv_size == alen && !memcmp(name, after, alen)) {
             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            continue;
+        }
+        if (no_system && name[0] == '$') {
+            /* every '$' name sorts before "%": jump past them */
+            static const char past[] = "%";
+            k = (MDB_val){1, (void *)past};
+            rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
             continue;
         }
         idx_stream st;

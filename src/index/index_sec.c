@@ -682,7 +682,8 @@ int idx_sec_seek_ord(idx_sec_cursor *sc, uint64_t ord, idx_run *out)
 /* ------------------------------------------------------------ key listing */
 
 int idx_sec_keys(idx *ix, MDB_txn *txn, int kind, const char *prefix, size_t plen,
-                 const char *after, size_t alen, size_t limit, idx_key_fn fn, void *ctx)
+                 const char *after, size_t alen, size_t limit, int no_system, idx_key_fn fn,
+                 void *ctx)
 {
     if (!ix->sec_on)
         return err_set(STELE_EINVAL, "the secondary indexes are off in this store");
@@ -715,6 +716,14 @@ int idx_sec_keys(idx *ix, MDB_txn *txn, int kind, const char *prefix, size_t ple
             break;
         if (skip_equal && nlen == alen && !memcmp(name, after, alen)) {
             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP);
+            continue;
+        }
+        if (no_system && nlen && name[0] == '$') {
+            /* every kind|'$' key sorts before kind|'%': jump past them */
+            uint8_t past[2] = {(uint8_t)kind, '%'};
+            memcpy(start, past, 2);
+            k = (MDB_val){2, start};
+            rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
             continue;
         }
         idx_run last;

@@ -58,7 +58,7 @@ static int names_add(void *ctx, const stele_name_info *in)
 }
 
 int stele_list_names(stele_db *db, int kind, const char *prefix, const char *after,
-                     size_t limit, stele_name_info **out, size_t *n)
+                     size_t limit, unsigned flags, stele_name_info **out, size_t *n)
 {
     err_clear();
     if (out)
@@ -75,10 +75,12 @@ int stele_list_names(stele_db *db, int kind, const char *prefix, const char *aft
     if ((prefix && strlen(prefix) > 255) || (after && strlen(after) > 255))
         return err_set(STELE_EINVAL, "%s is longer than a name (255 bytes)",
                        prefix && strlen(prefix) > 255 ? "prefix" : "after");
+    if (flags & ~STELE_NAMES_NO_SYSTEM)
+        return err_set(STELE_EINVAL, "unknown flags 0x%x", flags & ~STELE_NAMES_NO_SYSTEM);
     if (!db->be->ops->list_names)
         return err_set(STELE_EINVAL, "this store's backend cannot list names");
     names_acc a = {0};
-    int rc = db->be->ops->list_names(db->be, kind, prefix, after, limit, names_add, &a);
+    int rc = db->be->ops->list_names(db->be, kind, prefix, after, limit, flags, names_add, &a);
     if (rc == 0 && a.n) {
         names_block *blk = malloc(sizeof *blk + a.n * sizeof(stele_name_info) + a.len);
         if (!blk) {

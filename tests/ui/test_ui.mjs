@@ -59,7 +59,9 @@ test('name listings: GET /streams, /categories, /types with prefix and paging', 
   assert.deepEqual(r.json.categories, [{ name: 'List', count: 6 }]);
   r = await srv.api('GET', '/types?prefix=Listed');
   assert.deepEqual(r.json.types, [{ name: 'Listed', count: 3 }, { name: 'Listed2', count: 3 }]);
-  for (const bad of ['/streams?limit=0', '/types?limit=10001', '/categories?limit=x', '/streams?prefix=%zz'])
+  r = await srv.api('GET', '/streams?excludeSystem=true&prefix=List-&limit=1');
+  assert.equal(r.json.next, '/streams?excludeSystem=true&prefix=List-&after=List-a&limit=1');
+  for (const bad of ['/streams?excludeSystem=yes', '/streams?limit=0', '/types?limit=10001', '/categories?limit=x', '/streams?prefix=%zz'])
     assert.equal((await srv.api('GET', bad)).json.error.code, 'INVALID_ARGUMENT', bad);
   assert.equal((await srv.api('DELETE', '/types')).status, 405);
   // POST /streams is still a multi-stream append
@@ -272,6 +274,14 @@ test('consumer group: parked messages after nacks, replay redelivers them', asyn
   assert.equal(await page.locator('#parked tr').count(), 3);
   assert.match(await page.locator('#parked tr').first().textContent(), /card <b>declined<\/b>/);
   await shot(page, 'group');
+  // the group's parked messages live in a system stream: listed only on request
+  const sp = await watchedPage(browser);
+  await sp.goto(srv.url + '/#/streams?prefix=' + enc('$persistentsubscription-Pay-1'));
+  await sp.locator('#list-streams td', { hasText: 'None.' }).waitFor(WAIT);
+  await sp.check('#system');
+  await sp.locator('#list-streams a', { hasText: '$persistentsubscription-Pay-1::billing-parked' }).waitFor(WAIT);
+  noProblems(sp);
+  await sp.context().close();
   await page.click('#replay-parked');
   await page.locator('#group-result', { hasText: 'replaying 3' }).waitFor(WAIT);
   const again = await pull();
