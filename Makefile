@@ -74,14 +74,14 @@ bench-scavenge: build
 bench-query: build
 	./bench/run_query.sh $(BUILD)
 
-# Memory-limits benchmark: throughput beside the build before the limits
-# (commit a2cbad6, built in the same run) and server RSS under the hostile
-# clients of issue 10 (docs/limits.md, docs/benchmarks.md).
 # Web UI benchmark: first paint of the dashboard and stream pages on a
 # 10M-event store, and the live tail under 10,000 events/s (docs/benchmarks.md).
 bench-ui: build
 	./bench/run_ui.sh $(BUILD)
 
+# Memory-limits benchmark: throughput beside the build before the limits
+# (commit a2cbad6, built in the same run) and server RSS under the hostile
+# clients of issue 10 (docs/limits.md, docs/benchmarks.md).
 bench-limits: build
 	./bench/run_limits.sh $(BUILD)
 
