@@ -1550,8 +1550,8 @@ typedef struct stele_name_info {
  * The names of `kind` (STELE_NAMES_*) in byte order: those starting with
  * `prefix` (NULL or "": all) and after `after` (exclusive; NULL or "":
  * from the first), at most `limit` (1..10000); `flags`: 0 or
- * STELE_NAMES_NO_SYSTEM. *out is an array of *n
- * (NULL and 0 when none), freed with stele_names_free(). To page, pass the
+ * STELE_NAMES_NO_SYSTEM. *out is an array of *n (NULL and 0 when none),
+ * freed with stele_names_free(). To page, pass the
  * last name of a page as the next call's `after`. Reads a consistent
  * snapshot of the index. Errors: EINVAL (bad kind or limit; categories and
  * types with the secondary indexes off), ENOMEM; a backend that cannot
