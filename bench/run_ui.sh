@@ -10,7 +10,7 @@
 #   BENCH_DIR=/mnt/disk ...           where the store goes ($TMPDIR or /tmp)
 #
 # 1. The store: bench_engine build, EVENTS events of 200 bytes of JSON in
-#    streams of category "bench" (each 1,000-event append goes to one of
+#    streams "stream-N" (each 1,000-event append goes to one of
 #    100,000 names at random: about 10,000 streams of about 1,000 events),
 #    one thread: 25 s for 10M events on this machine when quiet, 55 s
 #    under the other sessions' load.

@@ -24,9 +24,13 @@ const browser = await launch();
 try {
   const info = (await srv.api('GET', '/info')).json;
   console.log(`store events=${info.store.events} streams=${info.store.streams} log_bytes=${info.store.logBytes} segments=${info.store.segments}`);
-  // a stream of the store: the newest one in $streams
-  const s = (await srv.api('GET', '/streams/%24streams?from=end&direction=backwards&limit=1')).json.events[0].stream;
-  const cat = s.includes('-') ? s.slice(0, s.indexOf('-')) : s;
+  // a stream of the store, and its category: the one with the most events
+  // (bench_engine build: stream-NNNNNN, category "stream", all but 2,000)
+  const cats = (await srv.api('GET', '/categories?excludeSystem=true&limit=10000')).json.categories;
+  const top = cats.reduce((a, b) => (b.count > a.count ? b : a));
+  const cat = top.name;
+  const s = (await srv.api('GET', '/streams?prefix=' + encodeURIComponent(cat + '-') + '&limit=1')).json.streams[0].name;
+  console.log(`pages stream=${s} category=${cat} category_events=${top.count}`);
   const pages = [
     ['dashboard', '/', () => /\d/.test(document.querySelector('#m-stored')?.textContent || '')],
     ['stream', '/#/stream/' + encodeURIComponent(s), () => document.querySelectorAll('#events tbody tr').length > 0],
