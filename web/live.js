@@ -18,7 +18,8 @@ const MAX_ROWS = 200;
 export function livePage(main, segs, params) {
   const f = k => params.get(k) || '';
   const fields = ['stream', 'streamPrefix', 'category', 'type', 'tag'];
-  const inputs = Object.fromEntries(fields.map(k => [k, h('input', { name: k, value: f(k), size: 14, 'aria-label': k })]));
+  const labels = { stream: 'one stream', streamPrefix: 'stream prefix', category: 'category', type: 'type', tag: 'tag' };
+  const inputs = Object.fromEntries(fields.map(k => [k, h('input', { name: k, value: f(k), size: 14 })]));
   const excl = h('input', { type: 'checkbox', name: 'excludeSystem', checked: params.get('excludeSystem') !== 'false' });
   const rate = h('span.rate', { id: 'rate', role: 'status' }, '0 events/s');
   const sampling = h('span', { id: 'sampling', role: 'status' });
@@ -34,7 +35,7 @@ export function livePage(main, segs, params) {
         if (!excl.checked) q.set('excludeSystem', 'false');
         location.hash = '#/live' + (q.toString() ? '?' + q : '');
       }
-    }, fields.map(k => h('label', null, k, inputs[k])), h('label.inline', null, excl, ' no system streams'),
+    }, fields.map(k => h('label', null, labels[k], inputs[k])), h('label.inline', null, excl, ' no system streams'),
     h('button.primary', { type: 'submit' }, 'Tail')),
     h('div.bar', null, pause, rate, sampling, state),
     h('div.scroll', null, h('table.tail', null, h('colgroup', null, h('col.c-pos'), h('col.c-stream'), h('col.c-rev'), h('col.c-type'), h('col.c-created.hide-s')), h('thead', null, h('tr', null, h('th.num', null, 'position'),

@@ -26,6 +26,7 @@ export function queryPage(main, segs, params) {
   h('label', null, 'created at or after (local time)', after), h('label', null, 'before', before), h('label', null, 'direction', dir),
   h('button.primary', { type: 'submit' }, 'Run')), out);
   if (!params.has('kind')) return;
+  if (kind !== 'all' && !key.value) { out.append(h('div.msg.err', { role: 'alert' }, `give the ${kind} to query by`)); return; }
   const q = new URLSearchParams();
   if (type.value && kind !== 'type' && kind !== 'all') q.set('type', type.value);
   if (after.value) q.set('after', toRfc3339(after.value));
