@@ -130,6 +130,31 @@ test('append through the form: on the stream page, live in the tail, its JSON', 
   await page.context().close(); await tail.context().close();
 });
 
+test('soft delete and tombstone ask for the name, then act', async () => {
+  for (const s of ['Del-1', 'Tomb-1'])
+    assert.equal((await srv.api('POST', '/streams/' + s, [{ type: 'X' }])).status, 201);
+  const page = await watchedPage(browser);
+  await page.goto(srv.url + '/#/stream/Del-1');
+  await page.click('button:text("Soft delete…")');
+  const go = page.locator('.confirm button');
+  assert.ok(await go.isDisabled(), 'nothing happens before the name is typed');
+  await page.fill('.confirm input', 'Del-');
+  assert.ok(await go.isDisabled());
+  assert.equal((await srv.api('GET', '/streams/Del-1/head')).json.deleted, false);
+  await page.fill('.confirm input', 'Del-1');
+  await go.click();
+  await page.locator('text=soft-deleted').waitFor(WAIT);
+  assert.equal((await srv.api('GET', '/streams/Del-1/head')).json.deleted, true);
+  await page.goto(srv.url + '/#/stream/Tomb-1');
+  await page.click('button:text("Tombstone…")');
+  await page.fill('.confirm input', 'Tomb-1');
+  await page.locator('.confirm button').click();
+  await page.locator('text=tombstoned: the name can never be written again').waitFor(WAIT);
+  assert.equal((await srv.api('GET', '/streams/Tomb-1/head')).json.tombstoned, true);
+  noProblems(page);
+  await page.context().close();
+});
+
 test('page through 10,000 events both ways', async () => {
   for (let b = 0; b < 10; b++) {
     const evs = Array.from({ length: 1000 }, (_, i) => ({ type: 'Big', data: { n: b * 1000 + i } }));
