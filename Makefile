@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj bench-ui clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj clean
 
 all: build
 
@@ -76,6 +76,7 @@ bench-query: build
 
 # Web UI benchmark: first paint of the dashboard and stream pages on a
 # 10M-event store, and the live tail under 10,000 events/s (docs/benchmarks.md).
+.PHONY: bench-ui
 bench-ui: build
 	./bench/run_ui.sh $(BUILD)
 
