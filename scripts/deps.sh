@@ -12,9 +12,6 @@
 set -e
 PKGS="build-essential libc6-dev gcc make cmake pkg-config liblmdb-dev lmdb-utils libhttp-parser-dev libjsmn-dev libcurl4-openssl-dev valgrind curl python3 libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler nghttp2-client libjansson-dev libssl-dev prometheus duktape-dev libpq-dev postgresql libnats-dev nats-server librabbitmq-dev rabbitmq-server openjdk-17-jre-headless"
 TOOLS="cc make cmake pkg-config protoc-c valgrind curl python3 nghttp promtool psql nats-server java"
-# Debian's chromium for the web UI's browser tests (tests/ui, docs/ui.md).
-PKGS="$PKGS chromium"
-TOOLS="$TOOLS chromium"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -36,6 +33,8 @@ rm -rf "$probe_dir"
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   missing="$missing nodejs npm"
 fi
+# Debian's chromium for the web UI's browser tests (tests/ui, docs/ui.md).
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 [ -z "$missing" ] && exit 0
 echo "deps: installing$missing" >&2
 SUDO=""
@@ -53,6 +52,10 @@ $SUDO apt-get install -y -qq --no-install-recommends $PKGS >/dev/null
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
+if ! command -v chromium >/dev/null 2>&1; then
+  $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+command -v chromium >/dev/null 2>&1 || { echo "deps: chromium still missing after installing" >&2; exit 1; }
 for t in $TOOLS; do
   command -v "$t" >/dev/null 2>&1 || { echo "deps: $t still missing after installing" >&2; exit 1; }
 done
