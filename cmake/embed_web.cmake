@@ -44,11 +44,6 @@ foreach(name ${assets})
   math(EXPR i "${i} + 1")
 endforeach()
 string(APPEND body "\nconst ui_asset ui_assets[] = {\n${table}};\nconst size_t ui_nassets = ${i};\nconst size_t ui_total_bytes = ${total};\n")
-# Write only when changed, so an unchanged UI does not relink the server.
-if(EXISTS ${OUT})
-  file(READ ${OUT} old)
-  if(old STREQUAL body)
-    return()
-  endif()
-endif()
+# The output is always brought up to date (make compares its time with the
+# web files' to decide whether to run this again).
 file(WRITE ${OUT} "${body}")
