@@ -40,6 +40,16 @@ test('assets: content types, ETag revalidation, strict CSP', async () => {
   assert.equal(again.status, 304);
   assert.equal((await fetch(srv.url + '/ui/style.css')).headers.get('content-type'), 'text/css; charset=utf-8');
   assert.equal((await fetch(srv.url + '/ui/missing.js')).status, 404);
+  const head = await fetch(srv.url + '/', { method: 'HEAD' });
+  assert.equal(head.status, 200);
+  assert.equal(Number(head.headers.get('content-length')), Buffer.byteLength(html));
+  assert.equal(await head.text(), '');
+  // every file the page names is served, with a type the browser will run
+  for (const m of html.matchAll(/(?:href|src)="(\/ui\/[^"]+)"/g)) {
+    const r = await fetch(srv.url + m[1]);
+    assert.equal(r.status, 200, m[1]);
+    assert.match(r.headers.get('content-type'), /^(text\/(javascript|css)|image\/svg\+xml)/, m[1]);
+  }
   assert.equal((await fetch(srv.url + '/', { method: 'POST' })).status, 405);
   // the API keeps its routes
   assert.equal((await fetch(srv.url + '/health/live')).status, 200);
