@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj bench-tls clean
 
 all: build
 
@@ -68,6 +68,13 @@ bench-rules: build
 bench-scavenge: build
 	./bench/run_scavenge.sh $(BUILD)
 
+# Backup benchmark: online backup of a 10M-event store while durable appends
+# run (their throughput beside the same appends without it), an incremental
+# backup, a restore to the middle (docs/benchmarks.md).
+.PHONY: bench-backup
+bench-backup: build
+	./bench/run_backup.sh $(BUILD)
+
 # Query benchmark: secondary indexes on/off, then category and type-over-time
 # reads of a 10M-event store against PostgreSQL with the seeds' indexes
 # (installs and starts PostgreSQL itself; docs/benchmarks.md).
@@ -85,6 +92,11 @@ bench-ui: build
 # clients of issue 10 (docs/limits.md, docs/benchmarks.md).
 bench-limits: build
 	./bench/run_limits.sh $(BUILD)
+
+# TLS beside cleartext on one server (appends, reads, pings; ratio
+# tls/cleartext per workload; docs/benchmarks.md). About 2 minutes.
+bench-tls: build
+	./bench/run_tls.sh $(BUILD)
 
 # Multi-stream appends and DCB conditions: transfers vs single appends in
 # process, over HTTP and on PostgreSQL; DCB conditional appends with 1 and 64

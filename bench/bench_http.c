@@ -42,6 +42,15 @@
  * errors counts failed requests and 201s whose lastRevision was not the one
  * expected; conflicts counts 409s (both should be 0).
  * Progress and errors go to stderr. Nothing here judges a number.
+ *
+ * --basic USER:PASSWORD sends HTTP Basic credentials with every request
+ * (a server with users: the first request of each pair of credentials pays
+ * the Argon2id check, the rest hit the server's cache).
+ *
+ * --tls-ca FILE speaks TLS (OpenSSL, ALPN http/1.1, the server's
+ * certificate checked against FILE): each connection does its handshake
+ * before the run starts, so the figures are those of an established TLS
+ * connection's requests, as with any keep-alive client.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -63,6 +72,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 /* ------------------------------------------------------------ options */
 
 static struct {
@@ -79,6 +91,8 @@ static struct {
     int data_bytes;
     int server_pid;     /* for server_cpu: this process and its children */
     int json;           /* read: JSON pages */
+    const char *tls_ca; /* TLS, trusting this CA file */
+    const char *basic;  /* user:password sent with every request */
 } opt = {.host = "127.0.0.1", .port = 2113, .clients = 1, .batch = 1, .duration = 10, .warmup = 1,
        .target = "stele", .page = 1000, .data_bytes = 200};
 
@@ -90,7 +104,8 @@ static void usage(void)
             "         [--workload NAME] [--target NAME] [--prefix STREAM_PREFIX]\n"
             "         [--page L (read; 0 = one streamed read)] [--range M] [--data-bytes B]\n"
             "         [--server-pid PID (reports its CPU and its children's)]\n"
-            "         [--json (read: JSON pages instead of NDJSON)]\n");
+            "         [--json (read: JSON pages instead of NDJSON)] [--tls-ca CA_PEM]\n"
+            "         [--basic USER:PASSWORD (HTTP Basic on every request)]\n");
     exit(2);
 }
 
@@ -255,6 +270,8 @@ enum { CH_SIZE, CH_DATA, CH_DATA_END, CH_TRAILER, CH_DONE };
 
 typedef struct hconn {
     int fd, idx;
+    SSL *ssl;           /* --tls-ca */
+    char *tx;           /* TLS: the request in one piece (SSL_write has no iovec) */
     char stream[128];
     long long expected; /* -1: no_stream */
     /* request being sent */
@@ -286,6 +303,8 @@ static lats g_lat;
 static unsigned long long g_events, g_requests, g_errors, g_conflicts, g_bad_rev;
 static int g_inflight;
 static int g_reported_error;
+static SSL_CTX *g_tls;
+static char g_auth[512]; /* --basic: "Authorization: Basic ...\r\n", else "" */
 
 static void die(const char *what)
 {
@@ -293,7 +312,23 @@ static void die(const char *what)
     exit(1);
 }
 
-static int connect_to(void)
+/* A TLS client on connected, still blocking socket fd (handshake done). */
+static SSL *tls_connect(int fd)
+{
+    SSL *ssl = SSL_new(g_tls);
+    if (!ssl || SSL_set_fd(ssl, fd) != 1)
+        die("SSL_new");
+    SSL_set_tlsext_host_name(ssl, "localhost");
+    SSL_set1_host(ssl, "localhost");
+    if (SSL_connect(ssl) != 1) {
+        ERR_print_errors_fp(stderr);
+        fprintf(stderr, "bench_http: TLS handshake failed\n");
+        exit(1);
+    }
+    return ssl;
+}
+
+static int connect_to(SSL **ssl)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -307,6 +342,7 @@ static int connect_to(void)
         die("connect");
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    *ssl = g_tls ? tls_connect(fd) : NULL;
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     return fd;
 }
@@ -317,25 +353,25 @@ static void start_request(hconn *c)
 {
     int n;
     if (opt.mode_ping) {
-        n = snprintf(c->hdr, sizeof c->hdr, "GET /health/live HTTP/1.1\r\nHost: %s\r\n\r\n",
-                     opt.host);
+        n = snprintf(c->hdr, sizeof c->hdr, "GET /health/live HTTP/1.1\r\nHost: %s\r\n%s\r\n",
+                     opt.host, g_auth);
         c->total = (size_t)n;
     } else if (opt.mode_read) {
         if (opt.page > 0)
             n = snprintf(c->hdr, sizeof c->hdr,
-                         "GET /all?from=%llu&limit=%ld HTTP/1.1\r\nHost: %s\r\n"
+                         "GET /all?from=%llu&limit=%ld HTTP/1.1\r\nHost: %s\r\n%s"
                          "Accept: application/%s\r\n\r\n",
-                         c->from, opt.page, opt.host, opt.json ? "json" : "x-ndjson");
+                         c->from, opt.page, opt.host, g_auth, opt.json ? "json" : "x-ndjson");
         else if (opt.range)
             n = snprintf(c->hdr, sizeof c->hdr,
-                         "GET /all?from=0&limit=%llu HTTP/1.1\r\nHost: %s\r\n"
+                         "GET /all?from=0&limit=%llu HTTP/1.1\r\nHost: %s\r\n%s"
                          "Accept: application/x-ndjson\r\n\r\n",
-                         opt.range, opt.host);
+                         opt.range, opt.host, g_auth);
         else
             n = snprintf(c->hdr, sizeof c->hdr,
-                         "GET /all?from=0 HTTP/1.1\r\nHost: %s\r\n"
+                         "GET /all?from=0 HTTP/1.1\r\nHost: %s\r\n%s"
                          "Accept: application/x-ndjson\r\n\r\n",
-                         opt.host);
+                         opt.host, g_auth);
         c->total = (size_t)n;
     } else {
         char exp[32];
@@ -344,12 +380,20 @@ static void start_request(hconn *c)
         else
             snprintf(exp, sizeof exp, "%lld", c->expected);
         n = snprintf(c->hdr, sizeof c->hdr,
-                     "POST /streams/%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                     "POST /streams/%s HTTP/1.1\r\nHost: %s\r\n%sContent-Type: application/json\r\n"
                      "Stele-Expected-Revision: %s\r\nContent-Length: %zu\r\n\r\n",
-                     c->stream, opt.host, exp, g_body_len);
+                     c->stream, opt.host, g_auth, exp, g_body_len);
         c->total = (size_t)n + g_body_len;
     }
     c->hdr_len = (size_t)n;
+    if (c->ssl) {
+        free(c->tx);
+        c->tx = malloc(c->total);
+        if (!c->tx)
+            die("malloc");
+        memcpy(c->tx, c->hdr, c->hdr_len);
+        memcpy(c->tx + c->hdr_len, g_body, c->total - c->hdr_len);
+    }
     c->sent = 0;
     c->busy = 1;
     c->have_head = 0;
@@ -378,7 +422,20 @@ static void conn_send(hconn *c)
             iov[n].iov_base = g_body + off;
             iov[n++].iov_len = g_body_len - off;
         }
-        ssize_t w = writev(c->fd, iov, n);
+        ssize_t w;
+        if (c->ssl) {
+            int r = SSL_write(c->ssl, c->tx + c->sent, (int)(c->total - c->sent));
+            int e = r > 0 ? 0 : SSL_get_error(c->ssl, r);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                return; /* the next event resumes */
+            if (r <= 0) {
+                ERR_print_errors_fp(stderr);
+                die("SSL_write");
+            }
+            w = r;
+        } else {
+            w = writev(c->fd, iov, n);
+        }
         if (w > 0) {
             c->sent += (size_t)w;
             continue;
@@ -574,7 +631,16 @@ static void conn_recv(hconn *c)
                 die("realloc");
         }
         size_t room = c->in_cap - c->in_len;
-        ssize_t r = recv(c->fd, c->in + c->in_len, room, 0);
+        ssize_t r;
+        if (c->ssl) {
+            int k = SSL_read(c->ssl, c->in + c->in_len, (int)(room > (1u << 30) ? 1u << 30 : room));
+            int e = k > 0 ? 0 : SSL_get_error(c->ssl, k);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                return;
+            r = k > 0 ? k : e == SSL_ERROR_ZERO_RETURN ? 0 : -1;
+        } else {
+            r = recv(c->fd, c->in + c->in_len, room, 0);
+        }
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -629,7 +695,7 @@ static void conn_recv(hconn *c)
         }
         /* A short read drained the socket: with edge-triggered epoll, more
          * data makes a new event, so no recv just to see EAGAIN. */
-        if ((size_t)r < room)
+        if ((size_t)r < room && !c->ssl) /* TLS: one record per read; go on to WANT_READ */
             return;
     }
 }
@@ -644,7 +710,7 @@ int main(int argc, char **argv)
         {"warmup", 1, 0, 'w'},   {"workload", 1, 0, 'W'},   {"target", 1, 0, 'T'},
         {"prefix", 1, 0, 'P'},   {"page", 1, 0, 'L'},       {"range", 1, 0, 'R'},
         {"data-bytes", 1, 0, 'D'}, {"server-pid", 1, 0, 'S'}, {"json", 0, 0, 'J'},
-        {0, 0, 0, 0}};
+        {"tls-ca", 1, 0, 'C'},   {"basic", 1, 0, 'B'},      {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -670,6 +736,8 @@ int main(int argc, char **argv)
         case 'D': opt.data_bytes = atoi(optarg); break;
         case 'S': opt.server_pid = atoi(optarg); break;
         case 'J': opt.json = 1; break;
+        case 'C': opt.tls_ca = optarg; break;
+        case 'B': opt.basic = optarg; break;
         default: usage();
         }
     }
@@ -677,6 +745,37 @@ int main(int argc, char **argv)
         opt.warmup < 0 || opt.page < 0)
         usage();
     signal(SIGPIPE, SIG_IGN);
+    if (opt.basic) {
+        static const char b64[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        const unsigned char *in = (const unsigned char *)opt.basic;
+        size_t len = strlen(opt.basic), o = 0;
+        char enc[400];
+        if (len > 280)
+            usage();
+        for (size_t i = 0; i < len; i += 3) {
+            unsigned v = in[i] << 16 | (i + 1 < len ? in[i + 1] << 8 : 0) |
+                         (i + 2 < len ? in[i + 2] : 0);
+            enc[o++] = b64[v >> 18 & 63];
+            enc[o++] = b64[v >> 12 & 63];
+            enc[o++] = i + 1 < len ? b64[v >> 6 & 63] : '=';
+            enc[o++] = i + 2 < len ? b64[v & 63] : '=';
+        }
+        enc[o] = 0;
+        snprintf(g_auth, sizeof g_auth, "Authorization: Basic %s\r\n", enc);
+    }
+    if (opt.tls_ca) {
+        g_tls = SSL_CTX_new(TLS_client_method());
+        static const unsigned char alpn[] = "\x08http/1.1";
+        if (!g_tls || SSL_CTX_load_verify_locations(g_tls, opt.tls_ca, NULL) != 1 ||
+            SSL_CTX_set_alpn_protos(g_tls, alpn, sizeof alpn - 1) != 0) {
+            ERR_print_errors_fp(stderr);
+            fprintf(stderr, "bench_http: cannot use --tls-ca %s\n", opt.tls_ca);
+            exit(2);
+        }
+        SSL_CTX_set_verify(g_tls, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set_read_ahead(g_tls, 1);
+    }
     char wl[64];
     if (!opt.workload) {
         if (opt.mode_ping)
@@ -703,7 +802,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt.clients; i++) {
         hconn *c = &cs[i];
         c->idx = i;
-        c->fd = connect_to();
+        c->fd = connect_to(&c->ssl);
         c->expected = -1;
         snprintf(c->stream, sizeof c->stream, "%s-%s-%d", opt.prefix, opt.workload, i);
         if (opt.mode_read && opt.page > 0 && opt.range)

@@ -26,8 +26,11 @@ int cmd_tail(int argc, char **argv);
 int cmd_groups(int argc, char **argv);
 int cmd_rules(int argc, char **argv);
 int cmd_scavenge(int argc, char **argv);
+int cmd_backup(int argc, char **argv);  /* cmd_backup.c */
+int cmd_restore(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_projection(int argc, char **argv);
+int cmd_user(int argc, char **argv); /* cmd_user.c: also `stele api-key` */
 
 /* Exit codes of the client commands. */
 enum {

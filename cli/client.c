@@ -336,6 +336,37 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
+/*
+ * Credentials and TLS from the environment, for servers with users
+ * (docs/security.md): STELE_USER and STELE_PASSWORD (HTTP Basic), or
+ * STELE_API_KEY (a bearer key, added to the header list); STELE_CA_FILE, a
+ * PEM CA to trust for https:// servers instead of the system's. Never
+ * printed.
+ */
+static struct curl_slist *apply_security(CURL *h, struct curl_slist *hl)
+{
+    const char *user = getenv("STELE_USER"), *pw = getenv("STELE_PASSWORD");
+    const char *key = getenv("STELE_API_KEY"), *ca = getenv("STELE_CA_FILE");
+    if (key && *key) {
+        cli_buf b = {0};
+        cli_buf_adds(&b, "Authorization: Bearer ");
+        cli_buf_adds(&b, key);
+        cli_buf_add(&b, "", 1);
+        struct curl_slist *t = curl_slist_append(hl, b.p);
+        memset(b.p, 0, b.len);
+        cli_buf_free(&b);
+        if (t)
+            hl = t;
+    } else if (user && *user) {
+        curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        curl_easy_setopt(h, CURLOPT_USERNAME, user);
+        curl_easy_setopt(h, CURLOPT_PASSWORD, pw ? pw : "");
+    }
+    if (ca && *ca)
+        curl_easy_setopt(h, CURLOPT_CAINFO, ca);
+    return hl;
+}
+
 int cli_request(cli_client *c, const char *method, const char *path, const char *const *headers,
                 const char *body, size_t body_len, FILE *sink, cli_response *resp)
 {
@@ -372,6 +403,7 @@ int cli_request(cli_client *c, const char *method, const char *path, const char 
 
     CURL *h = c->curl;
     c->errbuf[0] = '\0';
+    hl = apply_security(h, hl);
     curl_easy_setopt(h, CURLOPT_URL, url.p);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
@@ -483,6 +515,7 @@ int cli_stream(cli_client *c, const char *path, const char *const *headers, cli_
     x->stop = stop;
     CURL *h = c->curl;
     c->errbuf[0] = '\0';
+    hl = apply_security(h, hl);
     curl_easy_setopt(h, CURLOPT_URL, url.p);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);

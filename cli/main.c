@@ -11,11 +11,14 @@
  *   stele snapshot put|get|load STREAM
  *   stele tail STREAM        follow new events (Server-Sent Events)
  *   stele scavenge           reclaim deleted events' space (cli/cmd_scavenge.c)
- *   stele check DIR          verify a store (checksums, framing, index)
+ *   stele check DIR          verify a store (checksums, framing, index), or a backup
+ *   stele backup DEST        back the store up (cli/cmd_backup.c)
+ *   stele restore SRC        a new store from a backup, to a point
  *   stele version
  */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "stele.h"
@@ -35,8 +38,12 @@ static const command commands[] = {
     {"groups", cmd_groups},
     {"rules", cmd_rules},
     {"scavenge", cmd_scavenge},
+    {"backup", cmd_backup},
+    {"restore", cmd_restore},
     {"query", cmd_query},
     {"projection", cmd_projection},
+    {"user", cmd_user},
+    {"api-key", cmd_user},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -46,7 +53,11 @@ static int usage(FILE *f)
                "Server:\n"
                "  serve           run the server (stele serve --help)\n"
                "  check DIR       verify every checksum and index entry of the store in DIR;\n"
-               "                  prints the first damage with its segment and offset\n\n"
+               "                  prints the first damage with its segment and offset\n"
+               "                  (or every file and record of the backup in DIR)\n"
+               "  backup DEST     copy the store into DEST while it runs (--data DIR: offline)\n"
+               "  restore SRC --data NEW [--to-position P | --to-time T]\n"
+               "                  a new store from a backup or archive, as of one commit\n\n"
                "Client (of a running server: --server URL, else $STELE_SERVER,\n"
                "else " CLI_DEFAULT_SERVER "):\n"
                "  append STREAM   append events from arguments, a JSON file or NDJSON on stdin\n"
@@ -65,7 +76,12 @@ static int usage(FILE *f)
                "                  put, delete, pause, resume, dead-letters, redrive, replay\n"
                "  projection ...  projections: list, create, status, update, enable, disable,\n"
                "                  reset, delete, state, partitions, fold, run\n"
-               "  scavenge        give back the space of deleted events (--dir DIR: offline)\n\n"
+               "  scavenge        give back the space of deleted events (--dir DIR: offline)\n"
+               "  user ...        users of a server with users: list, get, create, update,\n"
+               "                  delete, enable, disable, password, reset-password\n"
+               "  api-key ...     API keys: list, create USER, revoke ID\n"
+               "                  (credentials: STELE_USER/STELE_PASSWORD or STELE_API_KEY;\n"
+               "                  STELE_CA_FILE for https:// with a private CA)\n\n"
                "  version         print the version\n"
                "  help [COMMAND]  this text, or a command's (the same as stele COMMAND --help)\n\n"
                "Client commands print a table on a terminal and JSON (one object per line)\n"
@@ -77,20 +93,25 @@ static int usage(FILE *f)
 static int cmd_check(int argc, char **argv)
 {
     if (argc == 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
-        printf("usage: stele check DIR\n\n"
+        printf("usage: stele check DIR (or file:DIR)\n\n"
                "Verifies every checksum, commit and index entry of the store in DIR (which\n"
                "no server may have open) and prints a report; the first damage is named\n"
-               "with its segment and offset. Exit status: 0 sound, 1 damaged, 2 cannot\n"
-               "check.\n");
+               "with its segment and offset. A backup or archive directory (stele backup)\n"
+               "is verified as such: its manifest, every file's length and checksum, every\n"
+               "record. Exit status: 0 sound, 1 damaged, 2 cannot check.\n");
         return 0;
     }
     if (argc != 3)
         return usage(stderr);
-    char report[1024] = "";
-    int rc = stele_check(argv[2], report, sizeof report);
+    char report[1024] = "", manifest[4200];
+    struct stat sb;
+    snprintf(manifest, sizeof manifest, "%s/stele-backup.manifest", argv[2]);
+    int backup = stat(manifest, &sb) == 0; /* a backup or archive directory */
+    int rc = backup ? stele_backup_verify(argv[2], report, sizeof report)
+                    : stele_check(argv[2], report, sizeof report);
     if (rc) {
         fprintf(stderr, "stele check: %s: %s\n", argv[2], stele_errmsg());
-        return rc == STELE_ECORRUPT ? 1 : 2;
+        return rc == STELE_ECORRUPT || (backup && rc == STELE_ENOTFOUND) ? 1 : 2;
     }
     fputs(report, stdout);
     return 0;

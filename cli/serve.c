@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli.h"
 #include "server.h"
@@ -23,7 +24,8 @@ typedef struct setting {
 static setting settings[] = {
     {"port", "TCP port to listen on (default 2113)", NULL},
     {"host", "IPv4 address to listen on (default 127.0.0.1; 0.0.0.0 for all)", NULL},
-    {"data", "store directory (default ./data)", NULL},
+    {"store", "store URI: DIR, file:DIR, postgres://..., dynamodb://... (default ./data)", NULL},
+    {"data", "store directory (the local form of --store)", NULL},
     {"log-level", "error, info (default) or debug (one line per request)", NULL},
     {"max-connections", "connections served at once (default 10000)", NULL},
     {"max-body", "largest request body in bytes (default 67108864)", NULL},
@@ -48,18 +50,32 @@ static setting settings[] = {
     {"max-subscriptions", "subscriptions open at once, SSE and gRPC (default 10000)", NULL},
     {"max-groups", "consumer groups that may exist (default 1000)", NULL},
     {"max-consumers-per-group", "consumers connected to one group at once (default 100)", NULL},
+    {"archive-dir", "copy each sealed log segment, and the tail on a schedule, into this directory"
+                    " (default: no archive; docs/operations.md)", NULL},
+    {"archive-interval", "seconds between copies of the tail into the archive (default 60)", NULL},
     {"allowed-hosts", "more names clients may reach the server by (Host header), comma-separated;"
                       " * for any (default: localhost, IP addresses, this machine's name)", NULL},
     {"allowed-origins", "web page origins allowed to use the API (CORS), comma-separated, e.g. "
                         "http://app.example:8080; * for any (default: only the server's own)",
      NULL},
+    {"tls-cert", "PEM certificate chain: the port then speaks TLS (HTTP/1.1, SSE, gRPC)", NULL},
+    {"tls-key", "PEM private key of --tls-cert (both reloaded on SIGHUP)", NULL},
+    {"tls-client-ca", "PEM CA(s): require client certificates signed by them", NULL},
+    {"allow-cleartext", "(no value) with TLS, also serve cleartext clients on the same port",
+     NULL},
+    {"admin-password", "creates the user admin ($admins) if missing; then every request "
+                       "must authenticate (docs/security.md)", NULL},
+    {"insecure", "(no value) allow a non-loopback --host without TLS and users", NULL},
+    {"auth-fail-limit", "failed authentications per client address a minute before it is "
+                        "refused for the rest of the minute (default 5)", NULL},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
 static int serve_usage(FILE *f)
 {
     fprintf(f, "usage: stele serve [--name value ...] [--config FILE]\n\n"
-               "Runs the Stele server (HTTP/1.1 JSON API) on the store in --data.\n"
+               "Runs the Stele server (HTTP/1.1 JSON API) on the store named by --store\n"
+               "(or the directory --data).\n"
                "Each setting comes from its flag, else the environment variable shown,\n"
                "else the config file (--config or STELE_CONFIG), else its default.\n\n");
     for (size_t i = 0; i < NSETTINGS; i++) {
@@ -80,6 +96,17 @@ static setting *find(const char *name)
         if (!strcmp(settings[i].name, name))
             return &settings[i];
     return NULL;
+}
+
+/* Settings that take no value on the command line (--allow-cleartext);
+ * in the environment or the config file they are 1/true/yes or 0/false/no. */
+static int is_flag(const setting *st)
+{
+    static const char *const flags[] = {"allow-cleartext", "insecure"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        if (!strcmp(st->name, flags[i]))
+            return 1;
+    return 0;
 }
 
 static char *trim(char *s)
@@ -145,6 +172,18 @@ static int num(const char *name, const char *v, long long min, long long max, lo
     return 0;
 }
 
+/* A flag's value: 1, 0, or -1 with a message. */
+static int yes(const setting *st)
+{
+    const char *v = st->value;
+    if (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"))
+        return 1;
+    if (!strcmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "off"))
+        return 0;
+    fprintf(stderr, "stele serve: %s must be 1/true/yes or 0/false/no (got '%s')\n", st->name, v);
+    return -1;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     const char *config = getenv("STELE_CONFIG");
@@ -152,6 +191,11 @@ int cmd_serve(int argc, char **argv)
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
             return serve_usage(stdout);
+        setting *fl = !strncmp(a, "--", 2) ? find(a + 2) : NULL;
+        if (fl && is_flag(fl)) {
+            fl->value = "1";
+            continue;
+        }
         if (strncmp(a, "--", 2) != 0 || i + 1 >= argc) {
             fprintf(stderr, "stele serve: expected --name value, got '%s'\n", a);
             return serve_usage(stderr);
@@ -190,12 +234,29 @@ int cmd_serve(int argc, char **argv)
     }
     if ((st = find("host"))->value)
         cfg.host = st->value;
-    if ((st = find("data"))->value)
-        cfg.data_dir = st->value;
+    setting *data = find("data");
+    if ((st = find("store"))->value && data->value && strcmp(st->value, data->value) != 0) {
+        fprintf(stderr, "stele serve: both store (%s) and data (%s) are set: give one (flags, "
+                        "STELE_STORE/STELE_DATA or the config file)\n",
+                st->value, data->value);
+        return 2;
+    }
+    if (st->value || data->value)
+        cfg.data_dir = st->value ? st->value : data->value;
     if ((st = find("allowed-hosts"))->value)
         cfg.allowed_hosts = st->value;
     if ((st = find("allowed-origins"))->value)
         cfg.allowed_origins = st->value;
+    cfg.tls_cert = find("tls-cert")->value;
+    cfg.tls_key = find("tls-key")->value;
+    cfg.tls_client_ca = find("tls-client-ca")->value;
+    if ((st = find("allow-cleartext"))->value && (cfg.allow_cleartext = yes(st)) < 0)
+        return 2;
+    if ((st = find("insecure"))->value && (cfg.insecure = yes(st)) < 0)
+        return 2;
+    cfg.admin_password = find("admin-password")->value;
+    if ((st = find("archive-dir"))->value && *st->value)
+        cfg.archive_dir = st->value;
     if ((st = find("log-level"))->value) {
         if (!strcmp(st->value, "error"))
             cfg.log_level = 0;
@@ -212,7 +273,7 @@ int cmd_serve(int argc, char **argv)
         const char *name;
         long long min, max;
         void *dst;
-        int kind; /* 0 size_t, 1 int ms from seconds, 2 uint64, 3 size_t MiB, 4 uint32 */
+        int kind; /* 0 size_t, 1 int ms from seconds, 2 uint64, 3 size_t MiB, 4 uint32, 5 int */
     } nums[] = {
         {"max-connections", 1, 1000000, &cfg.max_connections, 0},
         {"max-body", 1024, 1LL << 30, &cfg.max_body_bytes, 0},
@@ -231,6 +292,8 @@ int cmd_serve(int argc, char **argv)
         {"max-subscriptions", 1, 10000000, &cfg.max_subscriptions, 0},
         {"max-groups", 1, 1000000, &cfg.store.max_groups, 4},
         {"max-consumers-per-group", 1, 1000000, &cfg.store.max_consumers_per_group, 4},
+        {"auth-fail-limit", 1, 1000000, &cfg.auth_fail_limit, 5},
+        {"archive-interval", 1, 86400, &cfg.archive_interval_ms, 1},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (!(st = find(nums[i].name))->value)
@@ -245,6 +308,8 @@ int cmd_serve(int argc, char **argv)
             *(size_t *)nums[i].dst = (size_t)v << 20;
         else if (nums[i].kind == 4)
             *(uint32_t *)nums[i].dst = (uint32_t)v;
+        else if (nums[i].kind == 5)
+            *(int *)nums[i].dst = (int)v;
         else
             *(uint64_t *)nums[i].dst = (uint64_t)v;
     }

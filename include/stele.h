@@ -84,7 +84,7 @@ typedef struct stele_db stele_db;
 
 /** Options for stele_open(). Zero means "the default" for every field. */
 typedef struct stele_options {
-    /** Bytes per log segment file. Default 64 MiB, minimum 64 KiB. */
+    /** Bytes per log segment file (local engine). Default 64 MiB, minimum 64 KiB. */
     uint64_t segment_size;
     /** Largest event (type + data + metadata + tags). Default 16 MiB. */
     uint64_t max_event_size;
@@ -100,7 +100,8 @@ typedef struct stele_options {
     uint32_t max_consumers_per_group;
 } stele_options;
 
-/** Verify every record checksum of the log at open (slow on big stores). */
+/** Verify every record checksum of the log at open (slow on big stores;
+ *  local engine). */
 #define STELE_OPEN_VERIFY 0x1u
 /** Do not create the directory or a new store: fail with ENOTFOUND. */
 #define STELE_OPEN_NOCREATE 0x2u
@@ -113,7 +114,12 @@ typedef struct stele_options {
 #define STELE_OPEN_NO_INDEXES 0x4u
 
 /**
- * Open (creating if needed) the store in directory `dir`.
+ * Open (creating if needed) the store named by `uri`: a directory path or
+ * `file:DIR` (the local engine), `postgres://...` / `postgresql://...` (a
+ * libpq connection URI) or `dynamodb://TABLE_PREFIX?endpoint=URL&region=R`
+ * (docs/architecture.md, "The backend contract"). A backend this build lacks fails with STELE_EINVAL
+ * naming it. The options marked "local engine" below are ignored by the
+ * other backends. For the local engine:
  * Recovers after a crash: a torn or partial commit at the end of the log is
  * cut off; damage anywhere else fails with STELE_ECORRUPT and a message that
  * names the segment file and byte offset. Only one process may have a store
@@ -124,7 +130,7 @@ typedef struct stele_options {
  * space is freed, then succeed again), stele_errmsg() then says so after
  * the 0 return, and stele_get_stats() reports readonly with the reason.
  */
-int stele_open(const char *dir, const stele_options *opts, stele_db **out);
+int stele_open(const char *uri, const stele_options *opts, stele_db **out);
 
 /**
  * Close the store: waits for appends already queued, syncs the indexes,
@@ -238,6 +244,14 @@ typedef struct stele_append_result {
 int stele_append(stele_db *db, const char *stream, int64_t expected,
                  const stele_event_in *events, size_t n,
                  stele_append_result *res);
+
+/**
+ * Append to `$users`, the system stream where the server keeps its users
+ * and API keys (server/auth.c, docs/security.md): like stele_append, but
+ * only for that one stream, which stele_append refuses as a system stream.
+ */
+int stele_append_users(stele_db *db, int64_t expected, const stele_event_in *events, size_t n,
+                       stele_append_result *res);
 
 /**
  * Completion of stele_append_async(): `rc` and `res` as stele_append would
@@ -685,7 +699,7 @@ typedef struct stele_stream_metadata {
     /** Custom fields: the text of one JSON object (RFC 8259, UTF-8), stored
      *  byte for byte, or NULL / custom_len 0 for none. Its member names
      *  must not be maxAge, maxCount, truncateBefore, maxSnapshots or start
-     *  with '$' (reserved); at most STELE_MAX_CUSTOM_FIELDS members and
+     *  with '$' (reserved), except `$acl` (access control, docs/security.md); at most STELE_MAX_CUSTOM_FIELDS members and
      *  STELE_MAX_CUSTOM_METADATA bytes. In stele_set_stream_metadata it is
      *  borrowed for the call; from stele_get_stream_metadata it points into
      *  the same allocation as the struct. */
@@ -1376,7 +1390,8 @@ typedef struct stele_projection_settings {
     /** Heap limit of the projection's JavaScript, bytes: default 64 MiB,
      *  1 MiB .. 4 GiB. */
     uint64_t memory_limit;
-    /** Longest single handler call, ms: default 1000, 1 .. 600000. */
+    /** CPU time one handler call may use (the thread's CPU clock, not the
+     *  wall clock), ms: default 1000, 1 .. 600000. */
     uint32_t timeout_ms;
     /** Partition states kept in memory: default 10000, 1 .. 10000000. */
     uint32_t cache_partitions;
@@ -1545,7 +1560,9 @@ int stele_projection_wait(stele_db *db, const char *name, uint64_t position, int
 /* ----------------------------------------------------------------- stats */
 
 typedef struct stele_stats {
-    uint64_t events;        /* events in the log (= next position) */
+    uint64_t events;        /* events in the log (on the local engine also the
+                               next position; stele_position_head() gives the
+                               end of $all on every backend) */
     uint64_t streams;       /* streams ever written, tombstoned or given metadata */
     uint64_t log_bytes;     /* bytes of log records */
     uint64_t segments;      /* segment files */
@@ -1562,6 +1579,33 @@ typedef struct stele_stats {
 } stele_stats;
 
 int stele_get_stats(stele_db *db, stele_stats *out);
+
+/* ------------------------------------------------------------- positions */
+
+/*
+ * $all positions are cursors owned by the store's backend: compare them as
+ * unsigned integers (a later commit has a larger position), but do no
+ * arithmetic on them; ask these instead. (The local engine's positions are
+ * gapless, but another backend's need not be.)
+ */
+
+/**
+ * The cursor from which a $all read returns the events after `position`
+ * (the cursor that follows an event you have handled). STELE_NONE ("no
+ * event yet") gives the first cursor.
+ */
+uint64_t stele_position_after(stele_db *db, uint64_t position);
+
+/**
+ * The last position that can precede cursor `next` (no event lies
+ * strictly between them): "everything up to here was handled", the form
+ * KurrentDB's checkpoints and SSE ids use. STELE_NONE for the first cursor.
+ */
+uint64_t stele_position_before(stele_db *db, uint64_t next);
+
+/** The end of $all now: the cursor after the last visible commit (0 for an
+ *  empty store). 0 or an error. */
+int stele_position_head(stele_db *db, uint64_t *next);
 
 /* ------------------------------------------------------------ scavenging */
 
@@ -1643,6 +1687,114 @@ int stele_scavenge(stele_db *db, const stele_scavenge_options *opts,
  * NULL it receives a NUL-terminated summary (at most `report_len` bytes).
  */
 int stele_check(const char *dir, char *report, size_t report_len);
+
+/* ------------------------------------------------------ backup and restore */
+
+/** What a backup did (stele_backup). Sizes in bytes. */
+typedef struct stele_backup_result {
+    /** Segment files the backup holds (copied now or kept from before). */
+    uint64_t segments;
+    /** Segment files copied by this run (new, grown or rewritten ones). */
+    uint64_t segments_copied;
+    /** Segment files already in DEST unchanged, not copied again. */
+    uint64_t segments_kept;
+    /** Bytes copied by this run, and bytes the whole backup holds. */
+    uint64_t bytes_copied;
+    uint64_t bytes_total;
+    /** Segments to look at and how many have been (for progress). */
+    uint64_t segments_todo;
+    uint64_t segments_done;
+    /** The backup's point: events before end_position are in it; the
+     *  created time (µs) of its last commit (0 for an empty store). */
+    uint64_t end_position;
+    int64_t end_time_us;
+    /** Wall-clock time of the backup, microseconds. */
+    uint64_t duration_us;
+} stele_backup_result;
+
+/** Called after each segment; return non-zero to stop (the previous
+ *  backup in DEST then stays as it was). May call into libstele. */
+typedef int (*stele_backup_progress)(void *ctx, const stele_backup_result *so_far);
+
+/** Archive mode (the continuous archive): a sealed segment already in DEST
+ *  is never replaced, also when scavenging has rewritten it in the store
+ *  since, so the archive keeps every event ever committed and a restore
+ *  can go back to any moment. */
+#define STELE_BACKUP_ARCHIVE 0x1u
+
+/** Options of stele_backup(); NULL means none. */
+typedef struct stele_backup_options {
+    uint32_t flags;                  /* STELE_BACKUP_* */
+    stele_backup_progress progress;  /* may be NULL */
+    void *ctx;                       /* passed to progress */
+} stele_backup_options;
+
+/**
+ * Copy the open store into directory `dest` (created if missing) while
+ * appends and reads go on: every sealed log segment, and the segment being
+ * written up to the last commit acknowledged when the backup starts. Events,
+ * stream metadata, snapshots, consumer-group checkpoints and projection
+ * state are all records of the log, so the copy holds all of them as of
+ * that commit; the indexes are rebuilt from it at restore. Incremental: a
+ * segment that `dest` already holds unchanged (same header and length) is
+ * not copied again. `dest` gets a manifest with every copy's CRC32C, written
+ * last, atomically (docs/operations.md). Each copy is read back and its
+ * checksum compared before the manifest names it.
+ *
+ * Errors: EINVAL (dest holds a backup of another store, or is not a
+ * directory), EBUSY (another backup is writing into dest; a lock file
+ * dest/stele-backup.lock says so), EIO / ENOSPC writing dest, ECORRUPT (a record's framing in
+ * the store is damaged: the message names segment and offset). Only the
+ * local engine has a backup; other backends return EINVAL (back them up
+ * with their database's own tools). A backup and stele_scavenge() do not
+ * run at the same time: each waits for the other to finish. `res` may be
+ * NULL.
+ */
+int stele_backup(stele_db *db, const char *dest, const stele_backup_options *opts,
+                 stele_backup_result *res);
+
+/** Verify a backup or archive directory without changing it: the manifest,
+ *  every file it names (present, its length and CRC32C), and every record's
+ *  checksum and framing. 0, or ECORRUPT / ENOTFOUND naming the file. */
+int stele_backup_verify(const char *src, char *report, size_t report_len);
+
+/** Restore up to (and including) the commit that holds event position
+ *  `to_position`. */
+#define STELE_RESTORE_TO_POSITION 0x1u
+/** Restore every commit made at or before `to_time_us`. */
+#define STELE_RESTORE_TO_TIME 0x2u
+
+typedef struct stele_restore_options {
+    uint32_t flags;        /* at most one STELE_RESTORE_TO_*; 0: everything */
+    uint64_t to_position;
+    int64_t to_time_us;    /* µs since the Unix epoch */
+} stele_restore_options;
+
+typedef struct stele_restore_result {
+    uint64_t segments;      /* segment files written */
+    uint64_t bytes;         /* log bytes restored (records) */
+    uint64_t end_position;  /* next position: events restored are below it */
+    int64_t end_time_us;    /* created time of the last restored commit */
+    uint64_t duration_us;   /* copying, rebuilding the indexes and checking */
+} stele_restore_result;
+
+/**
+ * Build a new store in `dir` (missing or empty) from the backup or archive
+ * in `src`, as it was right after one commit: the last one at or before the
+ * option's point, or the backup's last. Records after that commit are left
+ * out; everything before it is copied byte for byte, so positions, ids,
+ * times, metadata, snapshots, group checkpoints and projection state are
+ * those of that moment. The indexes are rebuilt from the log and the result
+ * passes stele_check() before this returns.
+ *
+ * Errors: ECORRUPT or ENOTFOUND when the source is damaged (a missing file,
+ * a checksum mismatch: the message names the file and offset); EINVAL for a
+ * point outside the backup, a `dir` that holds files, or a point inside a
+ * segment that scavenging rewrote (restore from an archive for those);
+ * EIO / ENOSPC writing `dir`. `opts` and `res` may be NULL.
+ */
+int stele_restore(const char *src, const char *dir, const stele_restore_options *opts,
+                  stele_restore_result *res);
 
 /* ----------------------------------------------------------------- utils */
 

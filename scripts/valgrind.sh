@@ -7,7 +7,32 @@ BUILD=${1:-build}
 command -v valgrind >/dev/null || { echo "valgrind missing (scripts/deps.sh installs it)" >&2; exit 1; }
 SUPP="$(dirname "$0")/valgrind.supp"
 status=0
-for t in test_util test_os_fault test_json test_async test_limits test_property test_streams_meta test_groups test_pattern test_pattern_prop test_diskfull test_multi test_views test_state test_rules test_proj; do
+# One test per line, so branches that add tests merge without conflict.
+TESTS="
+  test_util
+  test_os_fault
+  test_json
+  test_async
+  test_limits
+  test_property
+  test_property_multi
+  test_backend
+  test_visibility
+  test_streams_meta
+  test_groups
+  test_pattern
+  test_pattern_prop
+  test_diskfull
+  test_multi
+  test_views
+  test_state
+  test_rules
+  test_proj
+  test_proj_gaps
+  test_backup
+  test_auth_header
+"
+for t in $TESTS; do
   bin="$BUILD/tests/$t"
   [ -x "$bin" ] || continue
   echo "valgrind: $t"

@@ -283,9 +283,11 @@ static void features_get(gcall *call, ProtobufCMessage *msg)
 {
     (void)msg;
     const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods,
-                                   grpc_projections_methods, grpc_misc_methods, grpc_v2_methods};
+                                   grpc_projections_methods, grpc_misc_methods, grpc_v2_methods,
+                                   grpc_users_methods};
     const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods,
-                             grpc_projections_nmethods, grpc_misc_nmethods, grpc_v2_nmethods};
+                             grpc_projections_nmethods, grpc_misc_nmethods, grpc_v2_nmethods,
+                             grpc_users_nmethods};
     EventStore__Client__ServerFeatures__SupportedMethod items[64];
     EventStore__Client__ServerFeatures__SupportedMethod *ptrs[64];
     char names[64][2][128];
@@ -472,9 +474,11 @@ const grpc_method *grpc_find_method(const char *path, size_t len)
     if (!path)
         return NULL;
     const grpc_method *tables[] = {grpc_streams_methods, grpc_persistent_methods,
-                                   grpc_projections_methods, grpc_misc_methods, grpc_v2_methods};
+                                   grpc_projections_methods, grpc_misc_methods, grpc_v2_methods,
+                                   grpc_users_methods};
     const size_t counts[] = {grpc_streams_nmethods, grpc_persistent_nmethods,
-                             grpc_projections_nmethods, grpc_misc_nmethods, grpc_v2_nmethods};
+                             grpc_projections_nmethods, grpc_misc_nmethods, grpc_v2_nmethods,
+                             grpc_users_nmethods};
     for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (size_t i = 0; i < counts[t]; i++)
             if (strlen(tables[t][i].path) == len && !memcmp(tables[t][i].path, path, len))

@@ -121,7 +121,20 @@ struct gcall {
     gcall *more_next;           /* the session's list of calls to produce */
     gcall *sub_prev, *sub_next; /* subscriptions waiting for commits (grpc.c) */
     unsigned sub_registered : 1;
+    /* access_grpc.c: the caller, and whether its password check runs. */
+    unsigned auth_wait : 1;     /* request bytes buffered, not decoded, until checked */
+    char *authz;                /* the `authorization` metadata (malloc'ed) */
+    auth_who who;
 };
+
+/* access_grpc.c: authenticate a call whose headers arrived (call->m set):
+ * 0 to go on (maybe waiting: auth_wait), -1 when finished (refused). */
+int access_grpc_start(gcall *call);
+/* Before on_msg: 0 to deliver, -1 when the call was finished (denied). */
+int access_grpc_msg(gcall *call, const ProtobufCMessage *msg);
+/* h2.c: the password check of a waiting call succeeded: decode and
+ * deliver what was buffered, and its end if it came. */
+void h2_auth_resume(gcall *call);
 
 /* h2.c: what methods use. */
 /* Keep the message being delivered to on_msg beyond the call: returns the
@@ -216,6 +229,9 @@ extern const size_t grpc_persistent_nmethods;
 /* grpc_projections.c */
 extern const grpc_method grpc_projections_methods[];
 extern const size_t grpc_projections_nmethods;
+/* grpc_users.c: event_store.client.users.Users. */
+extern const grpc_method grpc_users_methods[];
+extern const size_t grpc_users_nmethods;
 
 /* grpc_v2.c: kurrentdb.protocol.v2.streams.StreamsService (AppendSession,
  * AppendRecords): multi-stream appends. */

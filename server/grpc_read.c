@@ -25,6 +25,10 @@
  * original as `event` and a synthetic `$>` link event as `link`, without
  * it the link event alone (docs/kurrentdb-compatibility.md).
  *
+ * A $all read or subscription by a user without $ops skips the events of
+ * streams the user may not read (visible(); docs/security.md): `count`
+ * counts what is sent, so such a read may scan far to fill it.
+ *
  * Subscriptions use libstele's (stele_subscribe_all/stream with the same
  * filter), woken by grpc_on_commit() through one stele_watch eventfd for
  * the whole server. The first message is the confirmation; then events,
@@ -41,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "grpc.h"
 #include "streams.pb-c.h"
 
@@ -67,6 +72,10 @@ typedef struct read_st {
     size_t idx;
     /* Filter of a $all read (server side). */
     int filter_on_type; /* 0 none, 1 stream name, 2 event type */
+    /* $all read by a user without $ops: only the streams it may read
+     * (access.c), with the last stream's answer remembered. */
+    int acl_filter, vis_ok;
+    char vis_stream[256];
     char **prefixes;
     size_t nprefixes;
     regex_t re;
@@ -244,6 +253,7 @@ static void send_liveness(gcall *call, read_st *st, int live)
     EventStore__Client__Streams__ReadResp__Position pos =
         EVENT_STORE__CLIENT__STREAMS__READ_RESP__POSITION__INIT;
     uint64_t at = stele_sub_position(st->sub);
+    stele_db *db = call->c->srv->db;
     ReadResp r = EVENT_STORE__CLIENT__STREAMS__READ_RESP__INIT;
     EventStore__Client__Streams__ReadResp__CaughtUp cu =
         EVENT_STORE__CLIENT__STREAMS__READ_RESP__CAUGHT_UP__INIT;
@@ -254,7 +264,7 @@ static void send_liveness(gcall *call, read_st *st, int live)
     if (live) {
         cu.timestamp = &ts;
         if (st->all && have) {
-            pos.commit_position = pos.prepare_position = at - 1;
+            pos.commit_position = pos.prepare_position = stele_position_before(db, at);
             cu.position = &pos;
         } else if (!st->all && have) {
             cu.stream_revision_option_case =
@@ -266,7 +276,7 @@ static void send_liveness(gcall *call, read_st *st, int live)
     } else {
         fb.timestamp = &ts;
         if (st->all && have) {
-            pos.commit_position = pos.prepare_position = at - 1;
+            pos.commit_position = pos.prepare_position = stele_position_before(db, at);
             fb.position = &pos;
         } else if (!st->all && have) {
             fb.stream_revision_option_case =
@@ -303,6 +313,18 @@ static int has_prefix(const char *s, size_t len, char **prefixes, size_t n)
             return 1;
     }
     return 0;
+}
+
+/* Whether the caller may see e (always, unless acl_filter). */
+static int visible(gcall *call, read_st *st, const stele_event *e)
+{
+    if (!st->acl_filter)
+        return 1;
+    if (st->vis_stream[0] && !strcmp(st->vis_stream, e->stream))
+        return st->vis_ok;
+    st->vis_ok = access_stream(call->c->srv, &call->who, e->stream, ACL_R);
+    snprintf(st->vis_stream, sizeof st->vis_stream, "%s", e->stream);
+    return st->vis_ok;
 }
 
 static int matches(const read_st *st, const stele_event *e)
@@ -450,7 +472,7 @@ static void produce_read(gcall *call, read_st *st)
         if (st->page && st->idx < stele_page_count(st->page)) {
             size_t i = st->idx++;
             const stele_event *e = stele_page_event(st->page, i);
-            if (matches(st, e)) {
+            if (matches(st, e) && visible(call, st, e)) {
                 send_event(call, st->page, i, e, st->uuid_string, st->resolve);
                 st->remaining--;
                 s->m.read_events++;
@@ -463,8 +485,9 @@ static void produce_read(gcall *call, read_st *st)
             grpc_finish(call, GRPC_OK, NULL);
             return;
         }
-        size_t limit = st->filter_on_type || st->remaining > PAGE_EVENTS ? PAGE_EVENTS
-                                                                         : (size_t)st->remaining;
+        size_t limit = st->filter_on_type || st->acl_filter || st->remaining > PAGE_EVENTS
+                           ? PAGE_EVENTS
+                           : (size_t)st->remaining;
         limit = pager_limit(&st->pg, grpc_out_high(call) / 2, limit);
         int rc = read_page(s, st, limit, &st->page);
         if (rc) {
@@ -494,7 +517,7 @@ static void sub_news(gcall *call, read_st *st)
     uint64_t at = stele_sub_position(st->sub);
     if (st->filtered && st->all && at != STELE_END && at > st->last_cp &&
         (at - st->last_cp >= st->cp_interval || (st->page_caught_up && !st->caught_up))) {
-        send_checkpoint(call, at - 1);
+        send_checkpoint(call, stele_position_before(call->c->srv->db, at));
         st->last_cp = at;
     }
     if (st->page_caught_up != st->caught_up) {
@@ -510,9 +533,11 @@ static void produce_sub(gcall *call, read_st *st)
     server *s = call->c->srv;
     while (!call->done && grpc_out_pending(call) < grpc_out_high(call)) {
         if (st->page && st->idx < stele_page_count(st->page)) {
-            send_event(call, st->page, st->idx, NULL, st->uuid_string, st->resolve);
+            if (visible(call, st, stele_page_event(st->page, st->idx))) {
+                send_event(call, st->page, st->idx, NULL, st->uuid_string, st->resolve);
+                s->m.read_events++;
+            }
             st->idx++;
-            s->m.read_events++;
             continue;
         }
         if (st->page) {
@@ -617,6 +642,7 @@ void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
         }
     } else if (o->stream_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_ALL) {
         st->all = 1;
+        st->acl_filter = !access_ops(&call->who);
         switch (o->all->all_option_case) {
         case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__ALL_OPTIONS__ALL_OPTION_POSITION:
             from = o->all->position ? o->all->position->commit_position : 0;
@@ -647,7 +673,10 @@ void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
 
     if (subscribe) {
         /* Subscriptions start after the given revision or position. */
-        uint64_t start = from_start ? 0 : from_end || from == STELE_END ? STELE_END : from + 1;
+        uint64_t start = from_start                     ? 0
+                         : from_end || from == STELE_END ? STELE_END
+                         : st->all                       ? stele_position_after(s->db, from)
+                                                         : from + 1;
         char full[200];
         if (limits_subscriptions_full(s, full, sizeof full)) {
             grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, full);

@@ -341,7 +341,7 @@ int guard_http_request(conn *c)
         static const char pre[] =
             "Access-Control-Allow-Methods: GET, HEAD, POST, PUT, DELETE\r\n"
             "Access-Control-Allow-Headers: Content-Type, Accept, Stele-Expected-Revision, "
-            "Last-Event-ID\r\n"
+            "Last-Event-ID, Authorization\r\n"
             "Access-Control-Max-Age: 600\r\n";
         http_respond(c, 204, NULL, NULL, 0, pre);
         conn_request_done(c);

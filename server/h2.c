@@ -179,6 +179,10 @@ static void call_free(h2_session *h, gcall *call)
     buf_free(&call->out);
     buf_free(&call->trailers);
     free(call->status_msg);
+    if (call->authz) {
+        memset(call->authz, 0, strlen(call->authz));
+        free(call->authz);
+    }
     free(call);
 }
 
@@ -494,13 +498,14 @@ static void start_call(gcall *call)
         return;
     }
     call->m = m;
+    access_grpc_start(call); /* may finish the call, or make it wait (auth_wait) */
 }
 
 static void deframe(gcall *call)
 {
     h2_session *h = call->h;
     server *s = call->c->srv;
-    while (!call->done) {
+    while (!call->done && !call->auth_wait) {
         size_t avail = call->in.len - call->in_off;
         if (avail < 5)
             break;
@@ -554,6 +559,11 @@ static void deframe(gcall *call)
         }
         if (call->nmsgs_in < 3)
             call->nmsgs_in++;
+        if (access_grpc_msg(call, msg) != 0) {
+            grpc_msg_free(ar);
+            call->rest_unread = 1;
+            break;
+        }
         call->kept = 0;
         g_delivering = ar;
         call->m->on_msg(call, msg);
@@ -579,12 +589,30 @@ static void deframe(gcall *call)
     }
 }
 
+static void request_complete(gcall *call);
+
 static void end_of_request(gcall *call)
 {
     if (call->half_closed)
         return;
     call->half_closed = 1;
-    if (call->done || !call->m)
+    request_complete(call);
+}
+
+void h2_auth_resume(gcall *call)
+{
+    if (call->done || call->closed)
+        return;
+    deframe(call);
+    if (call->half_closed)
+        request_complete(call);
+    h2_pump(call->c);
+}
+
+/* The client sent its whole request (END_STREAM). */
+static void request_complete(gcall *call)
+{
+    if (call->done || !call->m || call->auth_wait)
         return;
     if (call->in.len != call->in_off) {
         grpc_finish(call, GRPC_INTERNAL, "the request ended inside a message");
@@ -643,6 +671,14 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
         call->bad_content_type =
             !(valuelen >= 16 && !memcmp(value, "application/grpc", 16) &&
               (valuelen == 16 || value[16] == '+' || value[16] == ';'));
+    } else if (name_is(name, namelen, "authorization")) {
+        if (!call->authz && valuelen < 1024 && !memchr(value, 0, valuelen)) {
+            call->authz = malloc(valuelen + 1);
+            if (!call->authz)
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+            memcpy(call->authz, value, valuelen);
+            call->authz[valuelen] = 0;
+        }
     } else if (name_is(name, namelen, "grpc-encoding")) {
         call->bad_encoding = !(valuelen == 8 && !memcmp(value, "identity", 8));
     } else if (name_is(name, namelen, "grpc-timeout")) {

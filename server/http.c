@@ -40,6 +40,7 @@ enum {
     HDR_HOST,
     HDR_FETCH_SITE,
     HDR_FETCH_MODE,
+    HDR_AUTHORIZATION,
 };
 
 static http_parser_settings settings;
@@ -155,6 +156,12 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         } else if (!strcasecmp(r->hdr_name, "Access-Control-Request-Method")) {
             r->header_id = HDR_OTHER;
             r->has_acr_method = 1;
+        } else if (!strcasecmp(r->hdr_name, "Authorization")) {
+            /* A second Authorization header joins the first: refused. */
+            r->header_id = HDR_AUTHORIZATION;
+            if (r->has_authorization)
+                r->authorization_too_long = 1;
+            r->has_authorization = 1;
         } else if (!strcasecmp(r->hdr_name, "Last-Event-ID")) {
             r->header_id = HDR_LAST_EVENT_ID;
             r->has_last_event_id = 1;
@@ -185,6 +192,9 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         append_value(r->fetch_site, sizeof r->fetch_site, at, len);
     } else if (r->header_id == HDR_FETCH_MODE) {
         append_value(r->fetch_mode, sizeof r->fetch_mode, at, len);
+    } else if (r->header_id == HDR_AUTHORIZATION) {
+        r->authorization_too_long |=
+            append_value(r->authorization, sizeof r->authorization, at, len);
     }
     return 0;
 }
@@ -361,6 +371,8 @@ const char *http_status_text(int status)
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 403: return "Forbidden";
+    case 401: return "Unauthorized";
+    case 429: return "Too Many Requests";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 409: return "Conflict";

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auth.h"
 #include "server_int.h"
 
 /* Upper bounds of the latency buckets, seconds. */
@@ -182,4 +183,6 @@ void metrics_render(server *s, buf *out)
               m->lat_read_sum);
     metrics_projections(s, out);
     metrics_render_rules(s, out);
+    tls_metrics(s, out);
+    auth_metrics(s, out);
 }

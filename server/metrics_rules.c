@@ -99,8 +99,8 @@ static void render_groups(stele_db *db, buf *b)
     size_t n = 0;
     if (stele_group_list(db, &v, &n))
         return;
-    stele_stats st = {0};
-    stele_get_stats(db, &st);
+    uint64_t end = 0; /* the end of $all */
+    stele_position_head(db, &end);
     static const struct {
         const char *name, *type, *help;
     } series[] = {
@@ -124,7 +124,7 @@ static void render_groups(stele_db *db, buf *b)
             uint64_t x = s == 0 ? g->parked : s == 1 ? g->parked_total : s == 2 ? g->nacked
                        : s == 3 ? g->timed_out : s == 4 ? g->delivered : s == 5 ? g->acked
                        : s == 6 ? g->in_flight : s == 7 ? (uint64_t)g->n_consumers
-                       : st.events > g->checkpoint ? st.events - g->checkpoint : 0;
+                       : end > g->checkpoint ? end - g->checkpoint : 0;
             char ls[600], lg[600];
             label(ls, sizeof ls, g->stream);
             label(lg, sizeof lg, g->group);

@@ -59,6 +59,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "server_int.h"
 
 #define READ_CHUNK (64u << 10)
@@ -90,6 +91,38 @@ void server_log(server *s, int level, const char *fmt, ...)
             names[level < 0 ? 0 : level > 2 ? 2 : level], line);
 }
 
+/* The store URI for messages, its password (user:PASSWORD@ or a password=
+ * parameter) replaced by "***". */
+static const char *redact_uri(const char *uri, char *out, size_t n)
+{
+    const char *auth = strstr(uri, "://"), *colon = NULL, *at = NULL;
+    if (auth) {
+        auth += 3;
+        size_t alen = strcspn(auth, "/?#");
+        at = memrchr(auth, '@', alen);
+        colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    }
+    size_t o = 0;
+    for (const char *p = uri; *p && o + 1 < n;) {
+        const char *put = NULL;
+        if (colon && p == colon + 1) {
+            put = "***";
+            p = at;
+        } else if (strncmp(p, "password=", 9) == 0 && p > uri && (p[-1] == '?' || p[-1] == '&')) {
+            put = "password=***";
+            p += 9 + strcspn(p + 9, "&#");
+        }
+        if (!put) {
+            out[o++] = *p++;
+            continue;
+        }
+        for (; *put && o + 1 < n; put++)
+            out[o++] = *put;
+    }
+    out[o] = 0;
+    return out;
+}
+
 void server_config_init(server_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -111,6 +144,7 @@ void server_config_init(server_config *cfg)
     cfg->max_streams_per_connection = 100;
     cfg->max_subscriptions = 10000;
     cfg->ready_fd = -1;
+    cfg->archive_interval_ms = 60000;
 }
 
 /* ------------------------------------------------------------ connections */
@@ -137,6 +171,7 @@ void conn_close(conn *c)
     if (c->gwait)
         groups_conn_gone(c);
     epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    tls_conn_close(c);
     close(c->fd);
     c->fd = -1;
     if (c->prev)
@@ -174,7 +209,7 @@ static void conn_process(conn *c);
 void conn_flush(conn *c)
 {
     while (c->fd >= 0 && c->out_off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        ssize_t n = conn_send(c, c->out.p + c->out_off, c->out.len - c->out_off);
         if (n > 0) {
             c->out_off += (size_t)n;
             c->stalled_since_ms = 0;
@@ -255,6 +290,8 @@ static void conn_process(conn *c)
 
 static void conn_read(conn *c)
 {
+    if (c->tls_state == 0 && tls_conn_start(c) <= 0)
+        return; /* waiting for the first byte, or refused and closed */
     for (;;) {
         if (c->in_off == c->in.len)
             c->in.len = c->in_off = 0;
@@ -283,7 +320,7 @@ static void conn_read(conn *c)
             conn_close(c);
             return;
         }
-        ssize_t n = recv(c->fd, c->in.p + c->in.len, c->in.cap - c->in.len, 0);
+        ssize_t n = conn_recv(c, c->in.p + c->in.len, c->in.cap - c->in.len);
         if (n > 0) {
             c->in.len += (size_t)n;
             c->last_activity_ms = now_ms();
@@ -511,6 +548,24 @@ static int listen_on(server *s)
     return 0;
 }
 
+/* Refuse to listen on a non-loopback address without TLS and users, unless
+ * --insecure: anyone who reaches such a port could read and delete
+ * everything, in clear. */
+static int security_check_listen(server *s)
+{
+    const char *h = s->cfg.host;
+    int loopback = !strncmp(h, "127.", 4) || !strcmp(h, "localhost") || !strcmp(h, "::1");
+    if (loopback || s->cfg.insecure || (tls_enabled(s) && auth_enabled(s)))
+        return 0;
+    fprintf(stderr,
+            "stele serve: refusing to listen on %s without %s: set --tls-cert/--tls-key and "
+            "--admin-password (docs/security.md), or --insecure to accept the risk\n",
+            h, !tls_enabled(s) && !auth_enabled(s) ? "TLS and users"
+               : !tls_enabled(s)                    ? "TLS"
+                                                    : "users");
+    return -1;
+}
+
 static void raise_fd_limit(void)
 {
     struct rlimit rl;
@@ -536,16 +591,21 @@ int server_run(const server_config *cfg)
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP); /* reload the TLS certificate */
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    char shown[512];
+    redact_uri(cfg->data_dir, shown, sizeof shown);
     int src = stele_open(cfg->data_dir, &cfg->store, &s->db);
     if (src) {
-        fprintf(stderr, "stele serve: cannot open the store in %s: %s\n", cfg->data_dir,
-                stele_errmsg());
+        fprintf(stderr, "stele serve: cannot open the store %s: %s\n", shown, stele_errmsg());
         goto out;
     }
-    if (listen_on(s) != 0 || guard_init(s) != 0)
+    if (tls_init(s) != 0 || auth_init(s) != 0 || security_check_listen(s) != 0 ||
+        listen_on(s) != 0 || guard_init(s) != 0)
+        goto out;
+    if (archive_start(s) != 0)
         goto out;
     if (grpc_server_init(s) != 0) {
         fprintf(stderr, "stele serve: cannot set up gRPC: %s\n", stele_errmsg());
@@ -567,8 +627,10 @@ int server_run(const server_config *cfg)
     grpc_add_fds(s);
     if (stele_projections_start(s->db) != 0)
         server_log(s, 0, "msg=\"projections not started\" error=\"%s\"", stele_errmsg());
-    server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s", cfg->host, s->port,
-               cfg->data_dir, STELE_VERSION);
+    server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s tls=%s auth=%s",
+               cfg->host, s->port, shown, STELE_VERSION,
+               !s->tls ? "off" : cfg->allow_cleartext ? "on+cleartext" : "on",
+               auth_enabled(s) ? "on" : "off");
     route_health_tick(s); /* says so now if the store opened read-only */
     if (cfg->ready_fd >= 0) {
         char line[32];
@@ -602,6 +664,10 @@ int server_run(const server_config *cfg)
             } else if (p == &s->sigfd) {
                 struct signalfd_siginfo si;
                 while (read(s->sigfd, &si, sizeof si) == sizeof si) {
+                    if (si.ssi_signo == SIGHUP) {
+                        tls_reload(s);
+                        continue;
+                    }
                     if (!s->stopping)
                         server_log(s, 1, "msg=\"stopping\" signal=%u", si.ssi_signo);
                     s->stopping = 1;
@@ -611,6 +677,12 @@ int server_run(const server_config *cfg)
                 if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                     conn_read(c);
                 if (c->fd >= 0 && (evs[i].events & EPOLLOUT))
+                    conn_flush(c);
+                /* TLS: a read that waited for writable, a write that waited
+                 * for readable (tls.c). */
+                if (c->fd >= 0 && c->tls_read_wants_write && (evs[i].events & EPOLLOUT))
+                    conn_read(c);
+                if (c->fd >= 0 && c->tls_write_wants_read && (evs[i].events & EPOLLIN))
                     conn_flush(c);
             }
         }
@@ -623,6 +695,7 @@ int server_run(const server_config *cfg)
             route_health_tick(s);
             sse_tick(s, now);
             limits_tick(s);
+            auth_tick(s);
             last_tick = now;
         }
         bury(s);
@@ -655,9 +728,12 @@ int server_run(const server_config *cfg)
     rc = 0;
 out:
     admin_shutdown(s); /* a running scavenge stops after its segment */
+    auth_free(s);      /* joins the verifier thread; its completions are freed below */
+    backup_shutdown(s); /* a running backup too (DEST keeps the previous one) */
     grpc_server_free(s); /* before stele_close: releases the commit watch */
     groups_srv_close(s);
     sse_hub_close(s);
+    archive_stop(s); /* the last copy of the tail, before the store closes */
     if (s->db) {
         stele_close(s->db); /* waits for queued appends; their callbacks post
                                completions that nobody reads any more */
@@ -686,6 +762,7 @@ out:
     if (s->sigfd >= 0)
         close(s->sigfd);
     guard_free(s);
+    tls_free(s);
     pthread_mutex_destroy(&s->cq_mu);
     limits_free(s);
     free(s);

@@ -376,6 +376,14 @@ static void ndjson_event(buf *b, const stele_page *pg, size_t i)
     buf_append(b, "\n", 1);
 }
 
+/* A read of $all by a user without $ops (access.c): only the events of
+ * streams it may read are sent (access_visible), the rest are skipped;
+ * `remaining` and the next link count what was scanned. */
+static int hidden(conn *c, const read_job *j, const stele_event *e)
+{
+    return j->all && access_filtered(&c->who) && !access_visible(c, e->stream);
+}
+
 /* Queue a page as one chunk of NDJSON or of a JSON page's events, advance
  * the job and free the page. A JSON page's last part also closes the array
  * and adds the next link. */
@@ -383,8 +391,11 @@ static void page_chunk(conn *c, stele_page *pg)
 {
     read_job *j = &c->job;
     buf b = {0};
-    size_t n = stele_page_count(pg);
+    size_t n = stele_page_count(pg), sent = 0;
     for (size_t i = 0; i < n; i++) {
+        if (hidden(c, j, stele_page_event(pg, i)))
+            continue;
+        sent++;
         if (j->json) {
             if (j->json_sent++)
                 buf_append(&b, ",", 1);
@@ -394,7 +405,7 @@ static void page_chunk(conn *c, stele_page *pg)
             ndjson_event(&b, pg, i);
         }
     }
-    c->srv->m.read_events += n;
+    c->srv->m.read_events += sent;
     j->remaining -= n;
     int has_next = stele_page_next(pg, &j->next);
     j->done = !has_next || j->remaining == 0 || n == 0;
@@ -498,6 +509,8 @@ void route_serve_read(conn *c, const read_args *ra, const char *link)
     size_t k = 0;
     for (stele_page *p = pg; p; p = p == pg ? pg2 : NULL)
         for (size_t i = 0; i < stele_page_count(p); i++) {
+            if (hidden(c, j, stele_page_event(p, i)))
+                continue;
             if (k++)
                 buf_append(&b, ",", 1);
             json_w_event(&b, stele_page_event(p, i));
@@ -697,6 +710,8 @@ void route_request(conn *c)
                path);
     if (guard_http_request(c)) /* Host, Origin, Content-Type; OPTIONS (guard.c) */
         return;
+    if (access_http_gate(c, path, plen)) /* users and access (access.c) */
+        return;
 
 #define PATH_IS(lit) (plen == sizeof(lit) - 1 && !memcmp(path, lit, plen))
     if (route_ui(c, path, plen)) /* the web UI: / and /ui/ (routes_ui.c) */
@@ -755,6 +770,8 @@ void route_request(conn *c)
         handle_read(c, NULL, q, qlen);
         return;
     }
+    if (route_users(c, path, plen, q, qlen))
+        return;
     if (route_subscribe(c, path, plen, q, qlen))
         return;
     if (route_groups(c, path, plen, q, qlen))

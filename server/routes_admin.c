@@ -229,6 +229,11 @@ static void scavenge_start(conn *c)
 void route_admin(conn *c, const char *path, size_t plen)
 {
     int m = c->req.method;
+    if ((plen == 13 && !memcmp(path, "/admin/backup", 13)) ||
+        (plen == 14 && !memcmp(path, "/admin/archive", 14))) {
+        route_backup(c, path, plen);
+        return;
+    }
     if (!(plen == 15 && !memcmp(path, "/admin/scavenge", 15))) {
         char msg[256];
         snprintf(msg, sizeof msg, "no route for %s %.*s", http_method_str(m),

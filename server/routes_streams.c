@@ -372,8 +372,14 @@ int stream_metadata_parse(const char *json, size_t len, int kurrent, stele_strea
         for (int j = 0; j < 4; j++)
             if (key_is(m, reserved[j].name) || (reserved[j].alias && key_is(m, reserved[j].alias)))
                 k = j;
-        if (k < 0 && kurrent && (key_is(m, "$acl") || key_is(m, "$cacheControl")))
-            continue; /* no ACLs, no HTTP caching: dropped (docs/kurrentdb-compatibility.md) */
+        if (k < 0 && key_is(m, "$acl") &&
+            access_acl_check(m->val, m->val_len, msg, msglen) != 0) {
+            err = msg;
+            break;
+        }
+        if (k < 0 && kurrent && key_is(m, "$cacheControl"))
+            continue; /* no HTTP caching: dropped (docs/kurrentdb-compatibility.md); $acl
+                         is kept as a custom member (access checks, docs/security.md) */
         if (k < 0) {
             buf_append(custom, custom->len ? "," : "{", 1);
             buf_append(custom, m->key - 1, m->key_len + 2);

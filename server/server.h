@@ -16,7 +16,7 @@
 #include "stele.h"
 
 typedef struct server_config {
-    const char *data_dir;     /* store directory (default ./data) */
+    const char *data_dir;     /* store URI (stele_open), a directory by default ./data */
     const char *host;         /* listen address (default 127.0.0.1) */
     int port;                 /* default 2113 */
     size_t max_connections;   /* default 10000 */
@@ -46,6 +46,21 @@ typedef struct server_config {
      * "*" for any. NULL: the defaults (our own names; our own origin). */
     const char *allowed_hosts;   /* extra names a Host header may carry */
     const char *allowed_origins; /* web page origins allowed to use the API */
+    /* TLS (server/tls.c, docs/security.md): PEM files; NULL: cleartext. */
+    const char *tls_cert;        /* certificate chain */
+    const char *tls_key;         /* its private key */
+    const char *tls_client_ca;   /* require client certificates signed by this CA */
+    int allow_cleartext;         /* with TLS: also serve cleartext clients */
+    /* Users (server/auth.c, docs/security.md). */
+    const char *admin_password;  /* creates the user `admin` if it does not exist */
+    int insecure;                /* allow a non-loopback address without TLS and users */
+    int auth_fail_limit;         /* failed authentications per address a minute before
+                                    429 / RESOURCE_EXHAUSTED; default 5 */
+    /* The continuous archive (routes_backup.c, docs/operations.md): NULL
+     * for none; the tail is archived every archive_interval_ms (default
+     * 60 s), each sealed segment within a second of its sealing. */
+    const char *archive_dir;
+    int archive_interval_ms;
 } server_config;
 
 /* Defaults for every field. */

@@ -21,11 +21,23 @@
 #include <http_parser.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "server.h"
-#include "util/util.h"
+#include "util/shared.h"
 
 enum conn_state { CS_READING, CS_BUSY, CS_STREAMING, CS_CLOSING, CS_SSE };
+
+/* Who makes a request (auth.c, access.c): a user and its groups, or, with
+ * authentication off, `open` (everything allowed, as before users). */
+#define AUTH_NAME_MAX 128
+#define AUTH_MAX_GROUPS 8
+typedef struct auth_who {
+    char name[AUTH_NAME_MAX];
+    char groups[AUTH_MAX_GROUPS][AUTH_NAME_MAX];
+    int ngroups;
+    unsigned authenticated : 1, admin : 1, ops : 1, open : 1, via_key : 1;
+} auth_who;
 
 typedef struct request {
     int method;
@@ -59,6 +71,10 @@ typedef struct request {
     int begun;             /* the request line started (on_message_begin) */
     int bad_version;       /* 505: not HTTP/1.0 or 1.1 */
     int busy;              /* over the memory budget: 503 BUSY */
+    /* auth.c: the Authorization header (wiped with the request). */
+    char authorization[1024];
+    int has_authorization, authorization_too_long;
+    int authed;            /* authentication done for this request (who is set) */
 } request;
 
 /* Sizing pages by bytes: the largest event of the last page read. */
@@ -128,6 +144,16 @@ typedef struct conn {
     struct h2_session *h2;    /* HTTP/2 (gRPC) connection: h2.c */
     struct sse_conn *sse;     /* SSE: the event stream (sse.c) */
     void *gwait;              /* a consumer-group pull waiting (routes_groups.c) */
+    /* tls.c: the transport (plain or TLS; decided by the first byte). */
+    struct ssl_st *ssl;       /* NULL: plain TCP */
+    int tls_state;            /* undecided, plain, TLS */
+    int tls_established;      /* the handshake completed */
+    int tls_failed;           /* a fatal TLS error: no close_notify */
+    int tls_read_wants_write; /* SSL_read needs the socket writable */
+    int tls_write_wants_read; /* SSL_write needs the socket readable */
+    auth_who who;             /* the current request's principal (auth.c) */
+    char vis_stream[256];     /* access_visible's last answer: stream, */
+    int vis_ok;               /* ... and whether it was readable */
     struct conn *prev, *next;
 } conn;
 
@@ -189,6 +215,8 @@ typedef struct server {
     int group_fd;          /* stele_group_watch(): consumer groups may have work */
     struct groups_srv *groups; /* pull consumers, waiting pulls (routes_groups.c) */
     struct admin *admin; /* routes_admin.c: the scavenge thread; NULL until used */
+    struct backup_admin *backup; /* routes_backup.c: the backup thread; NULL until used */
+    struct archive *archive;     /* routes_backup.c: the archive thread; NULL without one */
     /* limits.c: the memory budget. */
     int statm_fd;          /* /proc/self/statm */
     size_t mem_anon;       /* anonymous resident bytes, last sample */
@@ -201,6 +229,8 @@ typedef struct server {
     /* net.c: accepting paused after EMFILE/ENFILE (0: not paused) */
     int64_t accept_paused_until, accept_logged_ms;
     uint64_t accept_pauses; /* since the last log line about it */
+    struct tls_server *tls; /* tls.c: NULL without a certificate */
+    struct auth_state *auth; /* auth.c: users, API keys, the verifier thread */
 } server;
 
 /* limits.c */
@@ -235,6 +265,20 @@ void server_log(server *s, int level, const char *fmt, ...) __attribute__((forma
 
 /* Hand a completion to the loop (from any thread; wakes it). */
 void completion_post(server *s, completion *cp);
+
+/* tls.c: the transport of every connection (see its header comment).
+ * conn_recv/conn_send behave like recv/send on a non-blocking socket. */
+int tls_init(server *s); /* -1 with a message on stderr */
+void tls_free(server *s);
+int tls_enabled(const server *s);
+void tls_reload(server *s); /* SIGHUP: new certificate, or keep the old one */
+/* Decide plain or TLS from the first byte: 1 go on, 0 wait for it, -1 the
+ * connection was closed (refused cleartext, EOF). */
+int tls_conn_start(conn *c);
+ssize_t conn_recv(conn *c, void *p, size_t len);
+ssize_t conn_send(conn *c, const void *p, size_t len);
+void tls_conn_close(conn *c);
+void tls_metrics(server *s, buf *out);
 
 /* h2.c: HTTP/2 connections (gRPC). h2_detect looks at the first bytes of a
  * connection: 1 = the HTTP/2 preface (the session is set up), 0 = HTTP/1.1,
@@ -395,6 +439,29 @@ void admin_shutdown(server *s);
 enum { ADMIN_NOMEM = 1, ADMIN_STOPPING, ADMIN_FAILED, ADMIN_NONE };
 int admin_scavenge_start(server *s, uint64_t *id, int *running);
 int admin_scavenge_stop(server *s, uint64_t want, uint64_t *id);
+
+/* access.c: authenticate and authorise an HTTP request before its route:
+ * 0 to go on (c->who set), -1 when answered (401, 403, 429) or waiting for
+ * the password check (the route runs again when it is done). */
+int access_http_gate(conn *c, const char *path, size_t plen);
+/* A `$acl` value of stream metadata: 0 if well formed (an object of $r,
+ * $w, $d, $mr, $mw, each a name or an array of names), else -1 with msg. */
+int access_acl_check(const char *val, size_t len, char *msg, size_t cap);
+/* Reads of $all filtered per stream (GET /all for users without $ops): 1
+ * if `who` needs the filter; 1 if the stream is readable by the current
+ * request's user (remembers the last stream asked). */
+int access_filtered(const auth_who *who);
+int access_visible(conn *c, const char *stream);
+/* routes_users.c: /users and /api-keys (1 if the path was theirs). */
+int route_users(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+/* routes_backup.c: /admin/backup and /admin/archive; the backup thread
+ * (stopped and joined by backup_shutdown) and the archive thread (started
+ * with the server when cfg.archive_dir is set: -1 with a message on stderr
+ * if its first run fails; archive_stop makes the last run and joins). */
+void route_backup(conn *c, const char *path, size_t plen);
+void backup_shutdown(server *s);
+int archive_start(server *s);
+void archive_stop(server *s);
 
 /* guard.c: Host, Origin, Content-Type and CORS rules for HTTP/1.1
  * requests, and the loopback rule for operations that stop or reconfigure

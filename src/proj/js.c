@@ -10,10 +10,18 @@
  *            anything above the limit: duktape then collects garbage,
  *            retries, and throws RangeError inside the handler call.
  *   time     duktape is compiled with DUK_USE_EXEC_TIMEOUT_CHECK (see the
- *            derived duk_config.h in CMakeLists.txt): every few thousand
- *            bytecode instructions it calls stele_duk_timeout_check(),
- *            which answers 1 once the current call's deadline has passed;
- *            the call then ends with "RangeError: execution timeout".
+ *            derived duk_config.h in CMakeLists.txt): every 256K bytecode
+ *            instructions (its interrupt counter, which runs across calls)
+ *            it calls stele_duk_timeout_check(), which answers 1 once the
+ *            current call has used more than its limit of CPU time; the
+ *            call then ends with "RangeError: execution timeout". The time
+ *            is the calling thread's CPU clock (CLOCK_THREAD_CPUTIME_ID),
+ *            not the wall clock, so a handler that waits for a CPU on a
+ *            loaded machine, or for the store in a native call, is not
+ *            faulted for it. The clock is read at the call's first check,
+ *            not when the call starts: a call costs no clock read unless it
+ *            runs long enough to reach a check, and the limit counts from
+ *            at most one interrupt interval (a few ms) into the call.
  *   fatal    an error outside any protected call (duktape calls that
  *            "double faults") reaches the fatal handler, which long-jumps
  *            back to the guarded entry point; the runtime is then marked
@@ -27,6 +35,7 @@
  * costs no property lookup.
  */
 #include <setjmp.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +51,8 @@ struct proj_js {
     duk_context *ctx;
     size_t mem_limit, mem_used;
     uint32_t timeout_ms;
-    uint64_t deadline_ns; /* 0: no call running */
+    int armed;            /* a call is running */
+    uint64_t cpu_start;   /* its thread CPU time at its first check; 0: none yet */
     int timed_out;
     int refused; /* the allocator refused a block for the limit */
     jmp_buf jb;
@@ -113,13 +123,27 @@ static void *js_realloc(void *udata, void *ptr, duk_size_t size)
     return n + 1;
 }
 
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 int stele_duk_timeout_check(void *udata);
 int stele_duk_timeout_check(void *udata)
 {
     proj_js *js = udata;
-    if (!js || !js->deadline_ns)
+    if (!js || !js->armed)
         return 0;
-    if (time_mono_ns() > js->deadline_ns) {
+    if (js->timed_out)
+        return 1; /* duktape wants the answer kept until the call unwinds */
+    uint64_t now = thread_cpu_ns();
+    if (!js->cpu_start) {
+        js->cpu_start = now ? now : 1;
+        return 0;
+    }
+    if (now - js->cpu_start > (uint64_t)js->timeout_ms * 1000000u) {
         js->timed_out = 1;
         return 1;
     }
@@ -226,7 +250,7 @@ static duk_ret_t nat_log(duk_context *ctx)
 static void take_error(proj_js *js, char *err, size_t errlen)
 {
     if (js->timed_out)
-        snprintf(err, errlen, "execution timeout: a handler ran longer than %u ms",
+        snprintf(err, errlen, "execution timeout: a handler used more than %u ms of CPU time",
                  js->timeout_ms);
     else {
         const char *m = NULL;
@@ -261,10 +285,11 @@ static void arm(proj_js *js)
 {
     js->timed_out = 0;
     js->refused = 0;
-    js->deadline_ns = time_mono_ns() + (uint64_t)js->timeout_ms * 1000000u;
+    js->cpu_start = 0;
+    js->armed = 1;
 }
 
-static void disarm(proj_js *js) { js->deadline_ns = 0; }
+static void disarm(proj_js *js) { js->armed = 0; }
 
 /* Call __stele.<name>(args on the stack: nargs) protected; the result
  * stays on the stack on success. */

@@ -22,7 +22,7 @@ var __stele = (function (global) {
     'use strict';
     var def = {
         all: false, categories: [], streams: [], handlers: {}, partitionBy: null,
-        foreachStream: false, outputState: false, resultStream: null,
+        foreachStream: false, outputState: false, resultStream: null, matching: null,
         transforms: [], options: {}, defined: false
     };
     var states = Object.create(null);
@@ -31,8 +31,6 @@ var __stele = (function (global) {
     var dirtyMark = Object.create(null);
     var shared;            /* bi-state: the shared state, undefined until loaded */
     var sharedLoaded = false, sharedDirty = false, sharedPos = -1;
-    var current = null;    /* the event being handled */
-    var folding = false;   /* reconstructing a state: emits are ignored */
     var foldState;
 
     function fail(msg) { throw new Error(msg); }
@@ -105,21 +103,61 @@ var __stele = (function (global) {
         setSource(function () { def.categories = l; });
         return chain;
     };
+    /* Stream names; the views $ce-C and $et-T are read where their events
+     * are (Stele keeps no link streams), $bc- and $streams are refused. */
+    function streamNames(l, what) {
+        strings(l, what);
+        for (var i = 0; i < l.length; i++)
+            if (l[i].indexOf('$bc-') === 0 || l[i] === '$streams')
+                fail(what + ': ' + l[i] + ' is not a projection source in Stele; use fromAll() ' +
+                     '(and e.metadata.$correlationId for $bc-)');
+        return l;
+    }
     global.fromStream = function (s) {
-        setSource(function () { def.streams = strings([s], 'fromStream()'); });
+        setSource(function () { def.streams = streamNames([s], 'fromStream()'); });
         return chain;
     };
     global.fromStreams = function () {
-        var l = strings(argList(arguments), 'fromStreams()');
+        var l = streamNames(argList(arguments), 'fromStreams()');
         setSource(function () { def.streams = l; });
         return chain;
     };
-    global.fromStreamsMatching = function () { fail('fromStreamsMatching() is not supported'); };
+    /* Every stream that is not a system stream (as fromAll), kept when
+     * the predicate answers true for its name. */
+    global.fromStreamsMatching = function (f) {
+        if (typeof f !== 'function') fail('fromStreamsMatching() expects a function of the stream name');
+        setSource(function () { def.all = true; def.matching = f; });
+        return chain;
+    };
+    /* KurrentDB's options, each checked here; docs/projections.md says
+     * what each does in Stele. */
+    var optionCheck = {
+        resultStreamName: function (v) {
+            if (typeof v !== 'string' || v === '') return 'a non-empty string';
+            def.resultStream = v;
+        },
+        $includeLinks: function (v) { if (typeof v !== 'boolean') return 'true or false'; },
+        reorderEvents: function (v) { if (typeof v !== 'boolean') return 'true or false'; },
+        processingLag: function (v) {
+            if (typeof v !== 'number' || !(v >= 0) || v > 3600000) return 'a number of milliseconds from 0 to 3600000';
+        },
+        biState: function (v) { if (typeof v !== 'boolean') return 'true or false'; }
+    };
     global.options = function (o) {
         if (typeof o !== 'object' || o === null) fail('options() expects an object');
-        for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) def.options[k] = o[k];
-        if (typeof o.resultStreamName === 'string') def.resultStream = o.resultStreamName;
+        for (var k in o) {
+            if (!Object.prototype.hasOwnProperty.call(o, k)) continue;
+            if (!Object.prototype.hasOwnProperty.call(optionCheck, k))
+                fail('options(): unknown option ' + JSON.stringify(k) + ' (known: resultStreamName, ' +
+                     '$includeLinks, reorderEvents, processingLag, biState)');
+            var why = optionCheck[k](o[k]);
+            if (why) fail('options(): ' + k + ' must be ' + why);
+            def.options[k] = o[k];
+        }
     };
+    function biState() {
+        return def.handlers.$initShared !== undefined || def.options.biState === true;
+    }
 
     function json(v) {
         if (v === undefined) return null;
@@ -127,8 +165,8 @@ var __stele = (function (global) {
         return JSON.stringify(v);
     }
     function requireEvent() {
-        if (!current) fail('emit, linkTo and copyTo may only be called from a handler');
-        return !folding;
+        if (hot === null || hot.cur === null) fail('emit, linkTo and copyTo may only be called from a handler');
+        return !hot.folding;
     }
     global.emit = function (stream, type, body, metadata) {
         if (!requireEvent()) return;
@@ -229,7 +267,7 @@ var __stele = (function (global) {
         return s === undefined ? {} : s;
     }
     function initShared() {
-        var s = def.handlers.$initShared();
+        var s = def.handlers.$initShared === undefined ? {} : def.handlers.$initShared();
         return s === undefined ? {} : s;
     }
     function loadShared() {
@@ -240,60 +278,122 @@ var __stele = (function (global) {
         sharedLoaded = true;
     }
 
+    /* The per-event path (on) reads what it needs through one object,
+     * `hot`, made by describe() once the query has run: duktape resolves a
+     * closure variable by name on every use, while a property of a local
+     * is one lookup in a small object. Handlers by type exclude the
+     * special names ($init, $initShared, $any, $deleted), so no event type
+     * can call them by accident. */
+    var hot = null;
+    function makeHot() {
+        var hs = Object.create(null);
+        for (var k in def.handlers)
+            if (k !== '$init' && k !== '$initShared' && k !== '$any' && k !== '$deleted')
+                hs[k] = def.handlers[k];
+        /* fromStream(s) naming views: each event is checked against the
+         * names (the subscription's filter may deliver more, run.c) */
+        var check = null;
+        for (var i = 0; i < def.streams.length; i++) {
+            var n = def.streams[i];
+            if (n.indexOf('$ce-') !== 0 && n.indexOf('$et-') !== 0) continue;
+            if (check === null) check = { s: Object.create(null), ce: Object.create(null), et: Object.create(null) };
+        }
+        if (check !== null)
+            for (var j = 0; j < def.streams.length; j++) {
+                var m = def.streams[j];
+                if (m.indexOf('$ce-') === 0) check.ce[m.substring(4)] = true;
+                else if (m.indexOf('$et-') === 0) check.et[m.substring(4)] = true;
+                else check.s[m] = true;
+            }
+        hot = {
+            check: check,
+            hs: hs, any: def.handlers.$any, pb: def.partitionBy, fe: def.foreachStream,
+            bi: biState(), states: states, statePos: statePos,
+            links: def.options.$includeLinks === true, matching: def.matching,
+            matched: Object.create(null), nmatched: 0,
+            dirty: dirty, dirtyMark: dirtyMark, cur: null, folding: false
+        };
+    }
+
+    /* fromStreamsMatching: the predicate's answer per stream name, kept
+     * for up to 10,000 names (then forgotten and asked again: it must be
+     * deterministic). */
+    function matches(c, streamId) {
+        var m = c.matched[streamId];
+        if (m === undefined) {
+            if (c.nmatched >= 10000) { c.matched = Object.create(null); c.nmatched = 0; }
+            m = c.matched[streamId] = !!c.matching(streamId);
+            c.nmatched++;
+        }
+        return m;
+    }
+
+    /* The category rule of queries: the part before the first '-'; a name
+     * without one, or starting with it, is its own category. */
+    function sourceHas(ck, streamId, type) {
+        if (ck.s[streamId] === true || ck.et[type] === true) return true;
+        var d = streamId.indexOf('-');
+        return ck.ce[d > 0 ? streamId.substring(0, d) : streamId] === true;
+    }
+
     function on(streamId, type, seq, raw, mraw, flags, created, position) {
-        var h = def.handlers[type];
-        if (h === undefined || type === '$init' || type === '$initShared') {
-            h = def.handlers.$any;
+        var c = hot;
+        var h = c.hs[type];
+        if (h === undefined) {
+            h = c.any;
             if (h === undefined) return 0;
         }
+        if (type === '$>' && !c.links) return 0;
+        if (c.matching !== null && !matches(c, streamId)) return 0;
+        if (c.check !== null && !sourceHas(c.check, streamId, type)) return 0;
         var ev = new Ev(streamId, type, seq, raw, mraw, flags, created, position);
         var key = '';
-        if (def.partitionBy) {
-            key = def.partitionBy(ev);
+        if (c.pb !== null) {
+            key = c.pb(ev);
             if (key === undefined || key === null) return 0;
             key = String(key);
-        } else if (def.foreachStream) {
+        } else if (c.fe) {
             key = streamId;
         }
         ev.partition = key;
-        var s = states[key];
+        var st = c.states, sp = c.statePos;
+        var s = st[key];
         if (s === undefined) {
             var r = __stele_load(key, false);
-            if (r === null) { s = initState(); statePos[key] = -1; }
-            else { s = JSON.parse(r[0]); statePos[key] = r[1]; }
-            states[key] = s;
+            if (r === null) { s = initState(); sp[key] = -1; }
+            else { s = JSON.parse(r[0]); sp[key] = r[1]; }
+            st[key] = s;
         }
         /* Exactly once: a stored state may already include events after
          * the checkpoint when its commit was not atomic (see run.c); such
          * an event is not applied to it again. */
-        var skipPart = position <= statePos[key];
-        var bi = def.handlers.$initShared !== undefined;
+        var skipPart = position <= sp[key];
         var skipShared = true;
-        if (bi) {
+        if (c.bi) {
             loadShared();
             skipShared = position <= sharedPos;
         }
         if (skipPart && skipShared) return 0;
-        current = ev;
-        try {
-            if (bi) {
-                /* A partition that already has this event gets a copy:
-                 * the handler must not change it again in place. */
-                var pair = [skipPart ? JSON.parse(JSON.stringify(s)) : s, shared];
-                var rr = h(pair, ev);
-                if (rr !== undefined) pair = rr;
-                if (!skipPart) s = pair[0];
-                if (!skipShared) { shared = pair[1]; sharedDirty = true; }
-            } else {
-                var r2 = h(s, ev);
-                if (r2 !== undefined) s = r2;
-            }
-        } finally {
-            current = null;
+        /* No try/finally: a handler that throws faults the runtime, which
+         * the runner then frees. */
+        c.cur = ev;
+        if (c.bi) {
+            /* A partition that already has this event gets a copy:
+             * the handler must not change it again in place. */
+            var pair = [skipPart ? JSON.parse(JSON.stringify(s)) : s, shared];
+            var rr = h(pair, ev);
+            if (rr !== undefined) pair = rr;
+            if (!skipPart) s = pair[0];
+            if (!skipShared) { shared = pair[1]; sharedDirty = true; }
+        } else {
+            var r2 = h(s, ev);
+            if (r2 !== undefined) s = r2;
         }
+        c.cur = null;
         if (!skipPart) {
-            states[key] = s;
-            if (dirtyMark[key] !== 1) { dirtyMark[key] = 1; dirty.push(key); return 2; }
+            st[key] = s;
+            var dm = c.dirtyMark;
+            if (dm[key] !== 1) { dm[key] = 1; c.dirty.push(key); return 2; }
         }
         return 1;
     }
@@ -310,17 +410,18 @@ var __stele = (function (global) {
     /* Reconstructing one stream's state (state.c): the stream is one
      * partition; the shared state of a bi-state query starts empty. */
     function foldEvent(streamId, type, seq, raw, mraw, flags, created, position) {
-        var h = def.handlers[type];
-        if (h === undefined || type === '$init' || type === '$initShared') {
-            h = def.handlers.$any;
+        var h = hot.hs[type];
+        if (h === undefined) {
+            h = hot.any;
             if (h === undefined) return 0;
         }
+        if (type === '$>' && !hot.links) return 0;
         var ev = new Ev(streamId, type, seq, raw, mraw, flags, created, position);
         ev.partition = streamId;
-        current = ev;
-        folding = true;
+        hot.cur = ev;
+        hot.folding = true;
         try {
-            if (def.handlers.$initShared !== undefined) {
+            if (hot.bi) {
                 var pair = [foldState, initShared()];
                 var rr = h(pair, ev);
                 if (rr !== undefined) pair = rr;
@@ -330,8 +431,8 @@ var __stele = (function (global) {
                 if (r !== undefined) foldState = r;
             }
         } finally {
-            current = null;
-            folding = false;
+            hot.cur = null;
+            hot.folding = false;
         }
         return 1;
     }
@@ -346,19 +447,23 @@ var __stele = (function (global) {
             if (!def.defined) fail('the query selects no source: start it with fromAll(), fromCategory(), fromStream() ...');
             var names = [];
             for (var k in def.handlers) names.push(k);
-            if (def.handlers.$initShared !== undefined && !def.partitionBy && !def.foreachStream)
-                fail('$initShared (bi-state) needs partitionBy() or foreachStream()');
+            if (biState() && !def.partitionBy && !def.foreachStream)
+                fail('bi-state ($initShared or options({biState: true})) needs partitionBy() or foreachStream()');
+            if (def.options.biState === false && def.handlers.$initShared !== undefined)
+                fail('options({biState: false}) contradicts the $initShared handler');
+            makeHot();
             return JSON.stringify({
                 all: def.all, categories: def.categories, streams: def.streams, handlers: names,
-                partitioned: !!(def.partitionBy || def.foreachStream), foreachStream: def.foreachStream, biState: def.handlers.$initShared !== undefined,
+                partitioned: !!(def.partitionBy || def.foreachStream), foreachStream: def.foreachStream, biState: biState(),
+                streamsMatching: def.matching !== null,
                 outputState: def.outputState, resultStream: def.resultStream,
                 transforms: def.transforms.length, options: def.options
             });
         },
         takeDirty: function () {
             var d = dirty;
-            dirty = [];
-            dirtyMark = Object.create(null);
+            dirty = hot.dirty = [];
+            dirtyMark = hot.dirtyMark = Object.create(null);
             return d;
         },
         sharedDirty: function () { var d = sharedDirty; sharedDirty = false; return d; },

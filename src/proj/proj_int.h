@@ -126,6 +126,11 @@ int pstore_read_checkpoint(stele_db *db, const proj_def *d, uint64_t *position);
  * epoch). The JSON goes to *out, the position it covers to *pos. */
 int pstore_load_state(stele_db *db, const proj_def *d, const char *key, size_t klen,
                       int shared, buf *out, uint64_t *pos, int *found);
+/* Make `stream` keep only its last event (maxCount 1, other metadata
+ * kept), unless it does already: superseded states and checkpoints then
+ * are hidden and scavenging gives their space back. Idempotent. */
+int pstore_keep_last(stele_db *db, const char *stream);
+
 /* Soft-delete what a reset or delete removes: emitted streams (if
  * `emitted`), and state streams, partitions, checkpoint (if `state`). */
 int pstore_delete_streams(stele_db *db, const proj_def *d, int emitted, int state);
@@ -163,7 +168,7 @@ void proj_inline_close(proj_sys *s);
 
 /* run.c */
 /* The $all subscription filter of a query's source; *regex (free) holds
- * its stream regex if any. */
+ * what the filter points to (its stream regex or its type list) if any. */
 int proj_make_filter(const proj_source *src, stele_filter *f, char **regex);
 int proj_sys_get(stele_db *db, proj_sys **out);
 proj *proj_find(proj_sys *s, const char *name); /* with s->mu held */
@@ -171,5 +176,9 @@ int proj_start(proj *p);                         /* with s->admin held */
 void proj_stop(proj *p);                         /* with s->admin held */
 int proj_check_settings(stele_db *db, const char *name, const stele_projection_settings *st,
                         proj_def *d);
+
+/* Stop the projections (run.c) after their current batch and free them.
+ * stele_close calls it through db->close_up[STORE_UP_PROJ]. */
+void proj_sys_close(stele_db *db);
 
 #endif

@@ -593,6 +593,28 @@ static int append_each(stele_db *db, pcommit_event *evs, size_t n)
     return rc;
 }
 
+int pstore_keep_last(stele_db *db, const char *stream)
+{
+    stele_stream_metadata *md = NULL;
+    int rc = store_get_metadata_system(db, stream, &md);
+    if (rc == STELE_ENOTFOUND) {
+        err_clear();
+        rc = 0;
+    }
+    if (rc || (md && md->max_count == 1)) {
+        stele_free(md);
+        return rc;
+    }
+    stele_stream_metadata nm;
+    memset(&nm, 0, sizeof nm);
+    if (md)
+        nm = *md; /* its custom text stays valid until md is freed */
+    nm.max_count = 1;
+    rc = store_set_metadata_system(db, stream, &nm, STELE_ANY, NULL);
+    stele_free(md);
+    return rc;
+}
+
 /* The checkpoint record of a batch. */
 static void checkpoint_event(const proj_def *d, const pcommit *c, char *t, size_t cap,
                              stele_event_in *ev)

@@ -8,7 +8,9 @@
  *   $all with the query's source as a filter: history and live events
  *   alike, src/sub/sub.c), run the handlers on each, then commit the
  *   batch (pstore_commit: emitted events, changed partition states,
- *   checkpoint), then trim the partition cache.
+ *   checkpoint) on a thread of its own while the next batch is handled
+ *   (one commit in flight: "Pipelining" below), then trim the partition
+ *   cache.
  *
  * Partition states are cached in the heap and bounded by an LRU list kept
  * here (cache_partitions): a partition enters when prelude.js loads it,
@@ -32,7 +34,7 @@
 
 #include "proj/proj_int.h"
 
-#define PAGE_EVENTS 4096
+#define PAGE_EVENTS 16384
 #define IDLE_CKPT_GAP 65536u
 /* A batch stops before it writes this many streams (STELE_MAX_APPEND_STREAMS). */
 #define BATCH_STREAMS (STELE_MAX_APPEND_STREAMS - 40)
@@ -43,6 +45,10 @@ typedef struct knode {
     char *key;
     size_t klen;
     int is_new; /* no stored state when it was loaded: register it */
+    int stored; /* a state of it is in the store (loaded, or committed since) */
+    int keep_last; /* its state stream is known to keep only its last event */
+    uint64_t gen;  /* the batch that last changed it: not evicted before that
+                    * batch's commit is acknowledged */
     struct knode *hnext, *prev, *next;
 } knode;
 
@@ -160,6 +166,37 @@ static void kset_free(kset *s)
 
 /* ------------------------------------------------------------ runner */
 
+/* A batch whose commit runs on its own thread while the runner handles
+ * the next one (see "Pipelining" below). */
+typedef struct inflight {
+    int active, threaded;
+    pthread_t thread;
+    pcommit batch;
+    char **keys;  /* the partitions it changes */
+    size_t *lens, n;
+    int shared;
+    uint64_t gen, last_handled, next;
+    stele_db *db;
+    const proj_def *d;
+    int rc;
+    char msg[512];
+} inflight;
+
+/* Stream metadata writes (maxCount 1 on state streams) made by a thread
+ * of their own, so that their fsyncs never hold up the runner: a bounded
+ * queue of stream names; a name that does not fit is asked for again the
+ * next time its partition is committed. */
+#define RECLAIM_QUEUE 1024
+typedef struct reclaimer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char (*names)[256];
+    size_t head, n;
+    int stop, started;
+    pthread_t thread;
+    stele_db *db;
+} reclaimer;
+
 typedef struct runner {
     proj *p;
     stele_db *db;
@@ -170,9 +207,94 @@ typedef struct runner {
     kset emitted; /* streams emitted to (registered) */
     pcommit batch;
     uint64_t cur_pos; /* position of the event being handled */
+    const stele_event *cur; /* the event being handled */
     uint64_t emit_seq;
     uint64_t last_handled; /* position of the batch's last handled event */
+    int shared_keep_last;   /* the shared state stream keeps only its last event */
+    inflight fl;            /* the batch being committed, if fl.active */
+    reclaimer rq;
+    uint64_t gen;           /* batches prepared so far */
+    uint64_t acked;         /* batches whose commit is acknowledged */
+    char state_meta[96];    /* the metadata of the batch's states, for ... */
+    size_t state_meta_len;
+    uint64_t state_meta_pos; /* ... this last_handled (STELE_NONE: none yet) */
 } runner;
+
+static void *reclaim_main(void *arg)
+{
+    reclaimer *q = arg;
+    char name[256];
+    pthread_mutex_lock(&q->mu);
+    for (;;) {
+        while (!q->n && !q->stop)
+            pthread_cond_wait(&q->cv, &q->mu);
+        if (q->stop)
+            break;
+        memcpy(name, q->names[q->head], sizeof name);
+        q->head = (q->head + 1) % RECLAIM_QUEUE;
+        q->n--;
+        pthread_mutex_unlock(&q->mu);
+        if (pstore_keep_last(q->db, name))
+            err_clear(); /* only space is at stake: asked again later */
+        pthread_mutex_lock(&q->mu);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+static void reclaim_stop(reclaimer *q)
+{
+    if (q->started) {
+        pthread_mutex_lock(&q->mu);
+        q->stop = 1;
+        pthread_cond_signal(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+        pthread_join(q->thread, NULL);
+        pthread_mutex_destroy(&q->mu);
+        pthread_cond_destroy(&q->cv);
+    }
+    free(q->names);
+    memset(q, 0, sizeof *q);
+}
+
+/* Superseded states: a partition's state stream gets maxCount 1 when its
+ * second state is committed (a partition written once has nothing to
+ * reclaim, so the common one-batch partition costs no metadata write);
+ * scavenging then frees the older states (docs/projections.md). Queued
+ * after the batch's commit for the reclaimer thread: maxCount 1 always
+ * shows the newest state, so losing the request in a crash (or to a full
+ * queue) only delays the reclaiming. 1 if queued. */
+static int keep_last_state(runner *r, const char *key, size_t klen, int shared)
+{
+    reclaimer *q = &r->rq;
+    char name[256];
+    if (pstore_partition_stream(&r->d, key, klen, shared, name)) {
+        err_clear();
+        return 0;
+    }
+    if (!q->started) {
+        if (!q->names && !(q->names = malloc(RECLAIM_QUEUE * sizeof *q->names)))
+            return 0;
+        q->db = r->db;
+        pthread_mutex_init(&q->mu, NULL);
+        pthread_cond_init(&q->cv, NULL);
+        if (pthread_create(&q->thread, NULL, reclaim_main, q)) {
+            pthread_mutex_destroy(&q->mu);
+            pthread_cond_destroy(&q->cv);
+            return 0;
+        }
+        q->started = 1;
+    }
+    pthread_mutex_lock(&q->mu);
+    int queued = q->n < RECLAIM_QUEUE;
+    if (queued) {
+        memcpy(q->names[(q->head + q->n) % RECLAIM_QUEUE], name, sizeof name);
+        q->n++;
+        pthread_cond_signal(&q->cv);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return queued;
+}
 
 /* After handling event e of a foreachStream() projection: every
  * snapshot_every events of a stream, its state goes into the batch as a
@@ -198,17 +320,38 @@ static int want_snapshot(runner *r, const stele_event *e, char *err, size_t errl
     return rc;
 }
 
+/* The partition of a foreachStream() projection whose event is the first
+ * of its stream (revision 0) has no stored state worth loading: a state of
+ * that stream could only fold events of it, and there are none before
+ * this one. (A state a crashed run wrote in steps for this very event is
+ * not needed either: the fold starts from $init and applies the event once,
+ * which gives the same state, and the batch's registration then meets its
+ * derived id and the commit falls back to the idempotent steps.) Most
+ * partitions of a per-stream projection over history are such new ones:
+ * this saves each a store lookup. */
+static int first_of_stream(const runner *r, const char *key, size_t klen)
+{
+    const stele_event *e = r->cur;
+    return r->src->foreach_stream && e && e->revision == 0 && e->stream_len == klen &&
+           !memcmp(e->stream, key, klen);
+}
+
 static int cb_load(void *ctx, const char *key, size_t klen, int shared, buf *out, uint64_t *pos,
                    int *found)
 {
     runner *r = ctx;
-    int rc = pstore_load_state(r->db, &r->d, key, klen, shared, out, pos, found);
+    int rc = 0;
+    if (!shared && first_of_stream(r, key, klen))
+        *found = 0;
+    else
+        rc = pstore_load_state(r->db, &r->d, key, klen, shared, out, pos, found);
     if (rc || shared)
         return rc;
     knode *x = kset_touch(&r->cache, key, klen, NULL);
     if (!x)
         return err_set(STELE_ENOMEM, "out of memory");
     x->is_new = !*found && r->src->partitioned;
+    x->stored = *found;
     atomic_store(&r->p->partitions_cached, r->cache.n);
     return 0;
 }
@@ -326,10 +469,14 @@ static int add_state(runner *r, const char *key, size_t klen, int shared, const 
     if (buf_append(&pe->data, json->p, json->len))
         return err_set(STELE_ENOMEM, "out of memory");
     pe->flags = STELE_EVENT_JSON | STELE_META_JSON;
-    char t[128];
-    snprintf(t, sizeof t, "{\"position\":%llu,\"epoch\":%llu}",
-             (unsigned long long)r->last_handled, (unsigned long long)r->d.epoch);
-    if (buf_append(&pe->meta, t, strlen(t)))
+    if (r->state_meta_pos != r->last_handled) {
+        /* the same for every state of a batch: formatted once */
+        int n = snprintf(r->state_meta, sizeof r->state_meta, "{\"position\":%llu,\"epoch\":%llu}",
+                         (unsigned long long)r->last_handled, (unsigned long long)r->d.epoch);
+        r->state_meta_len = (size_t)n;
+        r->state_meta_pos = r->last_handled;
+    }
+    if (buf_append(&pe->meta, r->state_meta, r->state_meta_len))
         return err_set(STELE_ENOMEM, "out of memory");
     pstore_event_id(&r->d, shared ? "shared" : "state", r->last_handled, 0, key, klen, pe->id);
     atomic_fetch_add(&r->p->state_bytes, json->len);
@@ -373,8 +520,25 @@ static int add_result(runner *r, const char *key, size_t klen, buf *tmp, char *e
     return 0;
 }
 
-/* Gather the batch's states and commit it. 0, or fills `err`. */
-static int commit(runner *r, uint64_t next, char *err, size_t errlen)
+/*
+ * Pipelining. A batch's commit (one multi-stream append, an fsync) runs on
+ * a thread of its own while the runner handles the next batch, so the
+ * handlers' CPU time and the commit's I/O overlap. At most one commit is in
+ * flight, and the next is submitted only after it is acknowledged, so
+ * commits land in order and each checkpoint still follows every state it
+ * covers (exactly once as before). Every state of a batch is serialised
+ * before its commit is submitted, so the commit thread never touches the
+ * JavaScript heap. A partition changed by a batch in flight is not evicted
+ * until that batch is acknowledged (knode.gen), or a load from the store
+ * could see its previous state. A batch's partition registrations are
+ * marked done when it is submitted, so the next batch does not repeat them;
+ * a failed commit faults the projection and drops the runtime anyway.
+ */
+
+/* Gather the batch's states into r->batch and the dirty keys into r->fl
+ * (not active yet). 0, or fills `err`. */
+static int prepare(runner *r, uint64_t next, char **keys_out[], size_t **lens_out, size_t *n_out,
+                   int *shared_out, char *err, size_t errlen)
 {
     char **keys = NULL;
     size_t *lens = NULL, n = 0;
@@ -383,6 +547,7 @@ static int commit(runner *r, uint64_t next, char *err, size_t errlen)
     int rc = proj_js_take_dirty(r->js, &keys, &lens, &n, &shared, err, errlen);
     if (rc)
         return rc;
+    r->gen++;
     for (size_t i = 0; i < n && !rc; i++) {
         if ((rc = proj_js_state(r->js, keys[i], lens[i], 0, &tmp, err, errlen)))
             break;
@@ -401,6 +566,7 @@ static int commit(runner *r, uint64_t next, char *err, size_t errlen)
             rc = err_set(STELE_ENOMEM, "out of memory");
             break;
         }
+        x->gen = r->gen;
         if (x->is_new) {
             pcommit_event *reg = pcommit_add(&r->batch, 1);
             if (!reg) {
@@ -415,6 +581,7 @@ static int commit(runner *r, uint64_t next, char *err, size_t errlen)
                 break;
             }
             pstore_event_id(&r->d, "partition", 0, 0, keys[i], lens[i], reg->id);
+            x->is_new = 0;
         }
         if (r->src->output_state || r->src->has_transforms)
             rc = add_result(r, keys[i], lens[i], &tmp, err, errlen);
@@ -429,43 +596,152 @@ static int commit(runner *r, uint64_t next, char *err, size_t errlen)
         if (!rc)
             rc = add_state(r, "", 0, 1, &tmp);
     }
-    if (rc && !err[0])
-        snprintf(err, errlen, "%s", stele_errmsg());
-    if (!rc) {
-        r->batch.checkpoint = next;
-        rc = pstore_commit(r->db, &r->d, &r->batch);
-        if (rc)
-            snprintf(err, errlen, "committing the batch: %s", stele_errmsg());
-    }
-    if (!rc) {
-        for (size_t i = 0; i < n; i++) {
-            knode *x = kset_find(&r->cache, keys[i], lens[i]);
-            if (x)
-                x->is_new = 0;
-            proj_js_committed(r->js, keys[i], lens[i], 0, r->last_handled);
-        }
-        if (shared)
-            proj_js_committed(r->js, "", 0, 1, r->last_handled);
-        atomic_fetch_add(&r->p->commits, 1);
-    }
-    proj_js_keys_free(keys, lens, n);
     buf_free(&tmp);
-    pcommit_clear(&r->batch);
+    if (rc) {
+        if (!err[0])
+            snprintf(err, errlen, "%s", stele_errmsg());
+        proj_js_keys_free(keys, lens, n);
+        return rc;
+    }
+    r->batch.checkpoint = next;
+    *keys_out = keys;
+    *lens_out = lens;
+    *n_out = n;
+    *shared_out = shared;
+    return 0;
+}
+
+static void *commit_main(void *arg)
+{
+    inflight *f = arg;
+    f->rc = pstore_commit(f->db, f->d, &f->batch);
+    if (f->rc)
+        snprintf(f->msg, sizeof f->msg, "%s", stele_errmsg());
+    return NULL;
+}
+
+/* Wait for the batch in flight, if any, and finish it: its partitions are
+ * committed (clean, evictable, maxCount set when due), the position moves
+ * on. 0, or fills `err`. */
+static int finish(runner *r, char *err, size_t errlen)
+{
+    inflight *f = &r->fl;
+    if (!f->active)
+        return 0;
+    if (f->threaded)
+        pthread_join(f->thread, NULL);
+    f->active = 0;
+    int rc = f->rc;
+    if (rc)
+        snprintf(err, errlen, "committing the batch: %s", f->msg);
+    if (!rc) {
+        r->acked = f->gen;
+        for (size_t i = 0; i < f->n && !rc; i++) {
+            knode *x = kset_find(&r->cache, f->keys[i], f->lens[i]);
+            if (x) {
+                if (x->stored && !x->keep_last)
+                    x->keep_last = keep_last_state(r, f->keys[i], f->lens[i], 0);
+                x->stored = 1;
+            }
+            proj_js_committed(r->js, f->keys[i], f->lens[i], 0, f->last_handled);
+        }
+        if (f->shared) {
+            proj_js_committed(r->js, "", 0, 1, f->last_handled);
+            if (!r->shared_keep_last)
+                r->shared_keep_last = keep_last_state(r, "", 0, 1);
+        }
+        atomic_fetch_add(&r->p->commits, 1);
+        pthread_mutex_lock(&r->p->sys->mu);
+        r->p->position = f->next;
+        pthread_cond_broadcast(&r->p->cv);
+        pthread_mutex_unlock(&r->p->sys->mu);
+    }
+    proj_js_keys_free(f->keys, f->lens, f->n);
+    f->keys = NULL;
+    f->lens = NULL;
+    f->n = 0;
+    pcommit_clear(&f->batch);
     return rc;
+}
+
+/* Gather the batch, wait for the one in flight, then submit this one. */
+static int commit(runner *r, uint64_t next, char *err, size_t errlen)
+{
+    char **keys;
+    size_t *lens, n;
+    int shared;
+    int rc = prepare(r, next, &keys, &lens, &n, &shared, err, errlen);
+    if (rc) {
+        pcommit_clear(&r->batch);
+        return rc;
+    }
+    if ((rc = finish(r, err, errlen))) {
+        proj_js_keys_free(keys, lens, n);
+        pcommit_clear(&r->batch);
+        return rc;
+    }
+    inflight *f = &r->fl;
+    pcommit t = f->batch; /* swap: both keep their buffers for reuse */
+    f->batch = r->batch;
+    r->batch = t;
+    pcommit_clear(&r->batch);
+    f->keys = keys;
+    f->lens = lens;
+    f->n = n;
+    f->shared = shared;
+    f->gen = r->gen;
+    f->last_handled = r->last_handled;
+    f->next = next;
+    f->db = r->db;
+    f->d = &r->d;
+    f->rc = 0;
+    f->msg[0] = 0;
+    f->active = 1;
+    f->threaded = pthread_create(&f->thread, NULL, commit_main, f) == 0;
+    if (!f->threaded) {
+        commit_main(f); /* no thread to be had: commit here */
+        return finish(r, err, errlen);
+    }
+    return 0;
 }
 
 static void trim_cache(runner *r)
 {
-    while (r->cache.n > r->d.cache_partitions) {
-        knode *x = r->cache.head.prev;
-        proj_js_evict(r->js, x->key, x->klen);
-        kset_remove(&r->cache, x);
+    /* least recently used first; partitions of a batch in flight stay */
+    knode *x = r->cache.head.prev;
+    while (r->cache.n > r->d.cache_partitions && x != &r->cache.head) {
+        knode *prev = x->prev;
+        if (x->gen <= r->acked) {
+            proj_js_evict(r->js, x->key, x->klen);
+            kset_remove(&r->cache, x);
+        }
+        x = prev;
     }
     atomic_store(&r->p->partitions_cached, r->cache.n);
     atomic_store(&r->p->heap_bytes, proj_js_heap_bytes(r->js));
 }
 
-/* The subscription filter of the query's source. */
+/* Append `s` to `b` with the regex metacharacters escaped. */
+static int regex_quote(buf *b, const char *s)
+{
+    int rc = 0;
+    for (const char *c = s; *c && !rc; c++) {
+        if (strchr("\\^$.|?*+()[]{}", *c))
+            rc = buf_append(b, "\\", 1);
+        if (!rc)
+            rc = buf_append(b, c, 1);
+    }
+    return rc;
+}
+
+/*
+ * The subscription filter of the query's source. fromStream(s) may name
+ * the views $ce-C and $et-T (KurrentDB's link streams; Stele has none, so
+ * their events are read where they are: category C, type T). The filter
+ * here narrows what the subscription delivers; when the names mix kinds it
+ * cannot express (types with streams), it delivers more and prelude.js
+ * checks each event against the names (describe() marks such a source).
+ */
 int proj_make_filter(const proj_source *src, stele_filter *f, char **regex)
 {
     memset(f, 0, sizeof *f);
@@ -476,16 +752,38 @@ int proj_make_filter(const proj_source *src, stele_filter *f, char **regex)
         return 0;
     }
     if (src->nstreams) {
+        size_t net = 0;
+        for (size_t i = 0; i < src->nstreams; i++)
+            net += !strncmp(src->streams[i], "$et-", 4);
+        if (net == src->nstreams) {
+            /* $et- names only: the type filter, on the names after "$et-"
+             * (the list is *regex's allocation; the names are the
+             * source's, which outlive the subscription) */
+            const char **types = malloc(net * sizeof *types);
+            if (!types)
+                return err_set(STELE_ENOMEM, "out of memory");
+            for (size_t i = 0; i < net; i++)
+                types[i] = src->streams[i] + 4;
+            f->types = types;
+            f->n_types = net;
+            *regex = (char *)types;
+            return 0;
+        }
+        if (net)
+            return 0; /* types mixed with streams: everything, checked in JavaScript */
         buf b = {0};
         int rc = buf_append(&b, "^(", 2);
         for (size_t i = 0; i < src->nstreams && !rc; i++) {
             if (i)
                 rc = buf_append(&b, "|", 1);
-            for (const char *c = src->streams[i]; *c && !rc; c++) {
-                if (strchr("\\^$.|?*+()[]{}", *c))
-                    rc = buf_append(&b, "\\", 1);
+            const char *name = src->streams[i];
+            if (!rc && !strncmp(name, "$ce-", 4)) {
+                /* category C: "C" itself or "C-..." (the first '-' ends it) */
+                rc = regex_quote(&b, name + 4);
                 if (!rc)
-                    rc = buf_append(&b, c, 1);
+                    rc = buf_append(&b, "(-.*)?", 6);
+            } else if (!rc) {
+                rc = regex_quote(&b, name);
             }
         }
         if (!rc)
@@ -509,6 +807,7 @@ static void *run_main(void *arg)
     memset(&r, 0, sizeof r);
     r.p = p;
     r.db = p->sys->db;
+    r.state_meta_pos = STELE_NONE;
     kset_init(&r.cache);
     kset_init(&r.emitted);
     char err[1024] = "";
@@ -537,7 +836,10 @@ static void *run_main(void *arg)
     p->definition = strdup(r.src->json);
     pthread_mutex_unlock(&p->sys->mu);
     uint64_t pos;
-    if ((rc = pstore_read_checkpoint(r.db, &r.d, &pos)) || (rc = load_emitted(&r))) {
+    char ckname[256];
+    if ((rc = pstore_read_checkpoint(r.db, &r.d, &pos)) || (rc = load_emitted(&r)) ||
+        (rc = pstore_stream_name(&r.d, "checkpoint", ckname)) ||
+        (rc = pstore_keep_last(r.db, ckname))) {
         snprintf(err, sizeof err, "reading the checkpoint: %s", stele_errmsg());
         final = PS_FAULTED;
         goto out;
@@ -552,9 +854,8 @@ static void *run_main(void *arg)
     }
     uint64_t target = STELE_NONE;
     if (r.d.mode == STELE_PROJ_ONE_TIME) {
-        stele_stats st;
-        if (stele_get_stats(r.db, &st) == 0)
-            target = st.events;
+        if (stele_position_head(r.db, &target))
+            target = STELE_NONE;
     }
     pthread_mutex_lock(&p->sys->mu);
     p->position = pos;
@@ -567,16 +868,27 @@ static void *run_main(void *arg)
     size_t per_partition = 1 + (r.src->output_state || r.src->has_transforms);
     while (!atomic_load(&p->stop)) {
         if (target != STELE_NONE && pos >= target) {
+            if ((rc = finish(&r, err, sizeof err))) {
+                final = PS_FAULTED;
+                break;
+            }
             final = PS_COMPLETED;
             break;
         }
         stele_page *pg;
-        if ((rc = stele_sub_next(sub, PAGE_EVENTS, 200, &pg))) {
+        /* with a commit in flight, only what is there: nothing new means
+         * the commit is finished before waiting for events */
+        if ((rc = stele_sub_next(sub, PAGE_EVENTS, r.fl.active ? 0 : 200, &pg))) {
             snprintf(err, sizeof err, "reading events: %s", stele_errmsg());
             final = PS_FAULTED;
             break;
         }
         size_t n = stele_page_count(pg), i = 0;
+        if (n == 0 && r.fl.active && (rc = finish(&r, err, sizeof err))) {
+            stele_page_free(pg);
+            final = PS_FAULTED;
+            break;
+        }
         /* A page may hold several batches: each ends before it names more
          * streams than one commit takes, is committed, and the next goes on
          * from the following event of the same page. */
@@ -591,10 +903,13 @@ static void *run_main(void *arg)
                     break;
                 }
                 r.cur_pos = e->position;
+                r.cur = e;
                 r.emit_seq = 0;
                 int handled;
                 size_t emits_before = r.batch.nemits;
-                if ((rc = proj_js_event(r.js, e, &handled, err, sizeof err))) {
+                rc = proj_js_event(r.js, e, &handled, err, sizeof err);
+                r.cur = NULL;
+                if (rc) {
                     fault_pos = e->position;
                     break;
                 }
@@ -609,7 +924,7 @@ static void *run_main(void *arg)
                 }
                 streams += (handled == 2 ? per_partition : 0) + (r.batch.nemits - emits_before);
                 if (streams >= BATCH_STREAMS && i + 1 < n) {
-                    cut = e->position + 1;
+                    cut = stele_position_after(r.db, e->position);
                     i++;
                     break;
                 }
@@ -631,10 +946,12 @@ static void *run_main(void *arg)
             }
             pos = next;
             trim_cache(&r);
-            pthread_mutex_lock(&p->sys->mu);
-            p->position = pos;
-            pthread_cond_broadcast(&p->cv);
-            pthread_mutex_unlock(&p->sys->mu);
+            if (!r.fl.active) { /* else finish() moves it when acknowledged */
+                pthread_mutex_lock(&p->sys->mu);
+                p->position = pos;
+                pthread_cond_broadcast(&p->cv);
+                pthread_mutex_unlock(&p->sys->mu);
+            }
         } while (i < n);
         stele_page_free(pg);
         if (rc) {
@@ -643,6 +960,16 @@ static void *run_main(void *arg)
         }
     }
 out:
+    if (r.fl.active) {
+        /* the batch in flight was whole: let it land */
+        char ferr[1024] = "";
+        if (finish(&r, ferr, sizeof ferr) && final != PS_FAULTED) {
+            final = PS_FAULTED;
+            snprintf(err, sizeof err, "%s", ferr);
+        }
+    }
+    pcommit_free(&r.fl.batch);
+    reclaim_stop(&r.rq);
     stele_sub_close(sub);
     free(regex);
     proj_js_free(r.js);
@@ -751,6 +1078,7 @@ int proj_sys_get(stele_db *db, proj_sys **out)
         s->list[s->n++] = p;
     }
     free(defs);
+    db->close_up[STORE_UP_PROJ] = proj_sys_close;
     db->projs = s;
     pthread_mutex_unlock(&init_mu);
     /* Finish interrupted resets, then start the enabled ones. */

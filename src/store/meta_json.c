@@ -257,6 +257,10 @@ static int value(jv *v)
 static int is_reserved(const uint8_t *name, size_t n)
 {
     static const char *const words[] = {"maxAge", "maxCount", "truncateBefore", "maxSnapshots"};
+    /* $acl: KurrentDB's access control list, kept for the server's
+     * access checks (docs/security.md); other $ names stay reserved. */
+    if (n == 4 && !memcmp(name, "$acl", 4))
+        return 0;
     if (n && name[0] == '$')
         return 1;
     for (size_t k = 0; k < sizeof words / sizeof words[0]; k++)

@@ -199,7 +199,8 @@ for (const C of CLIENTS) {
         const none = await client.getStreamMetadata(s, extra);
         assert.equal(none.metadata, undefined);
         await client.appendToStream(s, Array.from({ length: 5 }, (_, i) => jsonEvent({ type: "E", data: { i } })), extra);
-        // Version 0; acl and cacheControl are accepted and dropped, custom fields kept.
+        // Version 0; cacheControl is accepted and dropped; acl ($acl, access control) and
+        // custom fields are kept.
         const r1 = await client.setStreamMetadata(
           s,
           { maxCount: 2, maxAge: 3600, acl: { readRoles: ["$all"] }, cacheControl: 5, owner: "team-a", n: [1, 2] },
@@ -208,7 +209,7 @@ for (const C of CLIENTS) {
         assert.equal(r1.success, true);
         assert.equal(r1.nextExpectedRevision, 0n);
         const g1 = await client.getStreamMetadata(s, extra);
-        assert.deepEqual(g1.metadata, { maxAge: 3600, maxCount: 2, owner: "team-a", n: [1, 2] });
+        assert.deepEqual(g1.metadata, { maxAge: 3600, maxCount: 2, acl: { readRoles: ["$all"] }, owner: "team-a", n: [1, 2] });
         const revs = async (opts) => (await collect(client.readStream(s, { ...extra, ...opts }))).map((x) => Number(x.event.revision));
         assert.deepEqual(await revs({}), [3, 4]);
         assert.deepEqual(await revs({ direction: BACKWARDS, fromRevision: END }), [4, 3]);
@@ -217,7 +218,7 @@ for (const C of CLIENTS) {
         assert.equal(ev.type, "$metadata");
         assert.equal(ev.revision, 0n);
         assert.equal(ev.streamId, `$$${s}`);
-        assert.deepEqual(ev.data, { $maxAge: 3600, $maxCount: 2, owner: "team-a", n: [1, 2] });
+        assert.deepEqual(ev.data, { $maxAge: 3600, $maxCount: 2, $acl: { $r: ["$all"] }, owner: "team-a", n: [1, 2] });
         // The expected revision is the metadata's version.
         await assert.rejects(client.setStreamMetadata(s, { maxCount: 1 }, { ...extra, ...C.expectOpt(NO_STREAM) }), (e) => {
           assert.equal(e.constructor.name, "WrongExpectedVersionError");

@@ -81,6 +81,7 @@ static void start_server(const char *dir)
         close(p[0]);
         setenv("STELE_READY_FD", fd, 1);
         setenv("STELE_LOG_LEVEL", "error", 0); /* STELE_LOG_LEVEL=debug to see calls */
+        setenv("STELE_INSECURE", "1", 0); /* the 0.0.0.0 case: no TLS, no users */
         execl(bin, bin, "serve", "--host", listen_host, "--port", "0", "--data", dir,
               "--idle-timeout", "1", "--request-timeout", "3", (char *)NULL);
         _exit(127);

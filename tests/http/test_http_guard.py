@@ -322,7 +322,7 @@ def admin_refused_from_non_loopback():
         print("  SKIP admin_refused_from_non_loopback: this machine has no non-loopback "
               "IPv4 address and cannot add one (no CAP_NET_ADMIN)")
         return
-    srv = Server(["--host", "0.0.0.0"], name="all-addresses").start()
+    srv = Server(["--host", "0.0.0.0", "--insecure"], name="all-addresses").start()
     try:
         for method in ("POST", "DELETE"):
             out, _ = raw_exchange(srv.port, ("%s /admin/scavenge HTTP/1.1\r\nHost: %s:%d\r\n"

@@ -472,7 +472,7 @@ def changes_refused_from_non_loopback():
     if addr is None:
         print("  SKIP changes_refused_from_non_loopback: no non-loopback IPv4 address")
         return
-    srv = Server(["--host", "0.0.0.0"], name="all-addresses").start()
+    srv = Server(["--host", "0.0.0.0", "--insecure"], name="all-addresses").start()
     try:
         body = json.dumps({"pattern": {"type": ["X"]}, "target": webhook()})
         for method, path in (("PUT", "/rules/x"), ("DELETE", "/rules/x"), ("POST", "/rules/x/pause")):

@@ -1,0 +1,530 @@
+/*
+ * access.c - who may do what (docs/security.md), and the gate every HTTP
+ * request passes before its route.
+ *
+ * Principals. With no users (no --admin-password, `$users` empty) the
+ * server is open as before: every request is a superuser (auth_who.open).
+ * Once a user exists every request must authenticate (auth.c), except
+ * GET /health/live and /health/ready (load balancers).
+ *
+ * Roles. `$admins` may do everything. `$ops` may run operations (scavenge,
+ * shutdown), manage consumer groups and read `$all`. `$projection-managers`
+ * and `$rule-managers` may manage projections and rules (granted without
+ * making someone an admin). Other groups are
+ * names a user belongs to, used in ACLs like user names.
+ *
+ * Streams: KurrentDB's ACL meanings. A stream's metadata may hold `$acl`:
+ *   {"$r": R, "$w": W, "$d": D, "$mr": MR, "$mw": MW}
+ * each a user or group name or an array of them; `$all` in a list means
+ * every authenticated user. An operation missing from `$acl` (or a stream
+ * without one) gets the stream policy that applies (policy_says: by name
+ * prefix, else the default policy for user or system streams), and without
+ * one the built-in default: every authenticated user for user streams,
+ * `$admins` only for system streams (names starting with `$`).
+ * Reading or writing a metastream (`$$name`, gRPC) is $mr / $mw on `name`.
+ * `$admins` members pass every check. Reads of `$all` (and everything that
+ * reads across streams: queries by category, type, tag, correlation,
+ * actor; DCB queries; $all subscriptions) need `$admins` or `$ops`, as in
+ * KurrentDB. The check reads the stream's metadata (an index lookup and a
+ * small JSON parse) on each request.
+ *
+ * HTTP: http_need() maps method and path to what they require; the gate
+ * (access_http_gate) authenticates (maybe waiting for the verifier
+ * thread), then checks, answering 401 / 403 / 429 itself.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "json.h"
+#include "urlcode.h"
+
+int access_admin(const auth_who *who) { return who->open || who->admin; }
+
+int access_in_group(const auth_who *who, const char *group)
+{
+    for (int i = 0; i < who->ngroups; i++)
+        if (!strcmp(who->groups[i], group))
+            return 1;
+    return 0;
+}
+int access_ops(const auth_who *who) { return who->open || who->admin || who->ops; }
+
+static int role_matches(const auth_who *who, const char *role)
+{
+    if (!strcmp(role, "$all"))
+        return who->authenticated;
+    if (!strcmp(role, "$admins"))
+        return who->admin;
+    if (!strcmp(role, "$ops"))
+        return who->ops;
+    if (who->authenticated && !strcmp(role, who->name))
+        return 1;
+    for (int i = 0; i < who->ngroups; i++)
+        if (!strcmp(role, who->groups[i]))
+            return 1;
+    return 0;
+}
+
+static const char *const acl_names[] = {"$r", "$w", "$d", "$mr", "$mw"};
+
+/* What an ACL value (a name or an array of names) says for `who`: -1 when
+ * absent. */
+static int value_says(json_t *v, const auth_who *who)
+{
+    if (json_is_string(v))
+        return role_matches(who, json_string_value(v));
+    if (!json_is_array(v))
+        return -1;
+    int r = 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(v, i, x)
+    {
+        if (json_is_string(x) && role_matches(who, json_string_value(x)))
+            r = 1;
+    }
+    return r;
+}
+
+/*
+ * Stream policies (KurrentDB 24.10's model, set with PUT /policies):
+ *   {"streamPolicies": {"NAME": {"$r": ..., "$w": ..., ...}, ...},
+ *    "streamRules": [{"startsWith": "Payroll-", "policy": "NAME"}, ...],
+ *    "defaultStreamRules": {"userStreams": "NAME", "systemStreams": "NAME"}}
+ * The first rule whose prefix starts the stream name picks the policy,
+ * else the default for user or system streams. -1 when no policy says.
+ */
+static int policy_says(server *s, const char *stream, int op, const auth_who *who)
+{
+    json_t *p = auth_policies(s);
+    if (!p)
+        return -1;
+    const char *name = NULL;
+    size_t i;
+    json_t *rule;
+    json_array_foreach(json_object_get(p, "streamRules"), i, rule)
+    {
+        const char *pre = json_string_value(json_object_get(rule, "startsWith"));
+        if (pre && !strncmp(stream, pre, strlen(pre))) {
+            name = json_string_value(json_object_get(rule, "policy"));
+            break;
+        }
+    }
+    if (!name)
+        name = json_string_value(json_object_get(json_object_get(p, "defaultStreamRules"),
+                                                 stream[0] == '$' ? "systemStreams"
+                                                                  : "userStreams"));
+    if (!name)
+        return -1;
+    json_t *pol = json_object_get(json_object_get(p, "streamPolicies"), name);
+    return value_says(json_object_get(pol, acl_names[op]), who);
+}
+
+int access_policies_check(json_t *p, char *msg, size_t cap)
+{
+    const char *why = NULL;
+    json_t *pols = json_object_get(p, "streamPolicies");
+    json_t *rules = json_object_get(p, "streamRules");
+    json_t *defs = json_object_get(p, "defaultStreamRules");
+    const char *k;
+    json_t *v;
+    if (!json_is_object(p))
+        why = "the policies must be a JSON object";
+    else if (pols && !json_is_object(pols))
+        why = "streamPolicies must be an object of policy name to ACL";
+    else if (rules && !json_is_array(rules))
+        why = "streamRules must be an array of {\"startsWith\",\"policy\"}";
+    else if (defs && !json_is_object(defs))
+        why = "defaultStreamRules must be {\"userStreams\",\"systemStreams\"}";
+    if (!why) {
+        json_object_foreach(p, k, v)
+        {
+            if (strcmp(k, "streamPolicies") && strcmp(k, "streamRules") &&
+                strcmp(k, "defaultStreamRules"))
+                why = "unknown member (streamPolicies, streamRules, defaultStreamRules)";
+        }
+    }
+    if (!why && pols) {
+        json_object_foreach(pols, k, v)
+        {
+            char *t = json_dumps(v, JSON_COMPACT);
+            char m[256];
+            if (!t || access_acl_check(t, strlen(t), m, sizeof m) != 0)
+                why = "each policy is an ACL: an object of $r, $w, $d, $mr, $mw, each a name "
+                      "or an array of names";
+            free(t);
+        }
+    }
+    if (!why && rules) {
+        size_t i;
+        json_array_foreach(rules, i, v)
+        {
+            const char *pre = json_string_value(json_object_get(v, "startsWith"));
+            const char *pol = json_string_value(json_object_get(v, "policy"));
+            if (!pre || !*pre || !pol || !json_object_get(pols, pol))
+                why = "each stream rule needs a non-empty startsWith and a policy that exists";
+        }
+    }
+    if (!why && defs) {
+        json_object_foreach(defs, k, v)
+        {
+            if ((strcmp(k, "userStreams") && strcmp(k, "systemStreams")) ||
+                !json_is_string(v) || !json_object_get(pols, json_string_value(v)))
+                why = "defaultStreamRules: userStreams / systemStreams name existing policies";
+        }
+    }
+    if (why)
+        snprintf(msg, cap, "%s", why);
+    return why ? -1 : 0;
+}
+
+/* -1: the ACL does not say; 0 / 1: it denies / allows. */
+static int acl_says(const char *custom, size_t len, int op, const auth_who *who)
+{
+    if (!custom || !len || !memmem(custom, len, "\"$acl\"", 6))
+        return -1;
+    json_error_t err;
+    json_t *o = json_loadb(custom, len, 0, &err);
+    if (!o)
+        return -1;
+    json_t *acl = json_object_get(o, "$acl");
+    int r = json_is_object(acl) ? value_says(json_object_get(acl, acl_names[op]), who) : -1;
+    json_decref(o);
+    return r;
+}
+
+int access_acl_check(const char *val, size_t len, char *msg, size_t cap)
+{
+    json_error_t err;
+    json_t *o = json_loadb(val, len, 0, &err);
+    int ok = json_is_object(o);
+    const char *k;
+    json_t *v;
+    if (ok) {
+        json_object_foreach(o, k, v)
+        {
+            if (strcmp(k, "$r") && strcmp(k, "$w") && strcmp(k, "$d") && strcmp(k, "$mr") &&
+                strcmp(k, "$mw"))
+                ok = 0;
+            else if (json_is_array(v)) {
+                size_t i;
+                json_t *x;
+                json_array_foreach(v, i, x)
+                {
+                    if (!json_is_string(x))
+                        ok = 0;
+                }
+            } else if (!json_is_string(v)) {
+                ok = 0;
+            }
+        }
+    }
+    json_decref(o);
+    if (!ok)
+        snprintf(msg, cap, "$acl must be an object of $r, $w, $d, $mr and $mw, each a user or "
+                           "group name or an array of them");
+    return ok ? 0 : -1;
+}
+
+int access_stream(server *s, const auth_who *who, const char *stream, int op)
+{
+    if (who->open || who->admin)
+        return 1;
+    if (!who->authenticated)
+        return 0;
+    if (!strcmp(stream, "$all"))
+        return who->ops;
+    const char *target = stream;
+    if (!strncmp(stream, "$$", 2) && stream[2]) {
+        target = stream + 2;
+        op = op == ACL_R ? ACL_MR : ACL_MW;
+    }
+    stele_stream_metadata *md = NULL;
+    int says = -1;
+    if (stele_get_stream_metadata(s->db, target, &md) == 0 && md) {
+        says = acl_says(md->custom, md->custom_len, op, who);
+        stele_free(md);
+    }
+    if (says < 0)
+        says = policy_says(s, target, op, who);
+    if (says >= 0)
+        return says;
+    return target[0] != '$'; /* defaults: user streams everyone, system streams $admins */
+}
+
+int access_filtered(const auth_who *who) { return !access_ops(who); }
+
+int access_visible(conn *c, const char *stream)
+{
+    if (c->vis_stream[0] && !strcmp(c->vis_stream, stream))
+        return c->vis_ok;
+    c->vis_ok = access_stream(c->srv, &c->who, stream, ACL_R);
+    snprintf(c->vis_stream, sizeof c->vis_stream, "%s", stream);
+    return c->vis_ok;
+}
+
+/* ------------------------------------------------------------ HTTP */
+
+enum { NEED_NONE, NEED_USER, NEED_OPS, NEED_ADMIN, NEED_STREAM, NEED_GROUP };
+
+typedef struct need {
+    int kind;
+    const char *group; /* NEED_GROUP: $admins or this group */
+    char stream[1024];
+    int op;
+} need;
+
+static int prefix(const char *path, size_t plen, const char *p)
+{
+    size_t n = strlen(p);
+    return plen >= n && !memcmp(path, p, n) && (plen == n || path[n] == '/' || p[n - 1] == '/');
+}
+
+static void need_stream(need *n, const char *seg, size_t len, int op)
+{
+    size_t out = 0;
+    n->kind = NEED_STREAM;
+    n->op = op;
+    if (url_decode(seg, len, n->stream, sizeof n->stream - 1, &out) != 0 || !out ||
+        memchr(n->stream, 0, out)) {
+        n->kind = NEED_USER; /* malformed: the route answers 400 */
+        return;
+    }
+    n->stream[out] = 0;
+}
+
+static void http_need(int m, const char *path, size_t plen, need *n)
+{
+    memset(n, 0, sizeof *n);
+    int get = m == HTTP_GET || m == HTTP_HEAD;
+#define IS(lit) (plen == sizeof(lit) - 1 && !memcmp(path, lit, plen))
+    if (IS("/health/live") || IS("/health/ready")) {
+        n->kind = NEED_NONE;
+    } else if (IS("/metrics") || IS("/info") || prefix(path, plen, "/users")) {
+        n->kind = NEED_USER; /* /users checks itself (routes_users.c) */
+    } else if (prefix(path, plen, "/admin")) {
+        n->kind = NEED_OPS;
+    } else if (IS("/all") && get) {
+        n->kind = NEED_USER; /* filtered per stream for users without $ops (routes.c) */
+    } else if (IS("/all") || IS("/subscribe/all") || IS("/query") ||
+               prefix(path, plen, "/categories") || prefix(path, plen, "/types") ||
+               prefix(path, plen, "/tags") || prefix(path, plen, "/correlations") ||
+               prefix(path, plen, "/actors")) {
+        n->kind = NEED_STREAM;
+        snprintf(n->stream, sizeof n->stream, "$all");
+        n->op = ACL_R;
+    } else if (prefix(path, plen, "/subscribe/streams/")) {
+        const char *seg = path + 19;
+        const char *end = memchr(seg, '/', plen - 19);
+        need_stream(n, seg, end ? (size_t)(end - seg) : plen - 19, ACL_R);
+    } else if (prefix(path, plen, "/subscriptions")) {
+        /* Consumer groups: consuming (pull, ack, nack, subscribe, info) is
+         * a read of the group's stream; creating, changing, deleting and
+         * parked-message handling are for $ops. */
+        const char *seg = path + 14;
+        size_t rest = plen - 14;
+        if (rest > 1 && *seg == '/') {
+            seg++, rest--;
+            const char *slash = memchr(seg, '/', rest);
+            size_t slen = slash ? (size_t)(slash - seg) : rest;
+            const char *after = slash ? memchr(slash + 1, '/', rest - slen - 1) : NULL;
+            int admin_op = (!after && (m == HTTP_PUT || m == HTTP_POST || m == HTTP_DELETE)) ||
+                           (after && memmem(after, plen - (size_t)(after - path), "/parked", 7));
+            if (admin_op)
+                n->kind = NEED_OPS;
+            else
+                need_stream(n, seg, slen, ACL_R);
+        } else {
+            n->kind = NEED_USER;
+        }
+    } else if (prefix(path, plen, "/projections")) {
+        n->kind = get ? NEED_USER : NEED_GROUP;
+        n->group = "$projection-managers";
+    } else if (prefix(path, plen, "/rules")) {
+        n->kind = NEED_GROUP; /* definitions name targets and their secrets */
+        n->group = "$rule-managers";
+    } else if (IS("/streams")) {
+        n->kind = NEED_OPS; /* multi-stream appends: see docs/security.md */
+    } else if (plen > 9 && !memcmp(path, "/streams/", 9)) {
+        const char *seg = path + 9;
+        size_t slen = plen - 9;
+        const char *slash = memchr(seg, '/', slen);
+        size_t nlen = slash ? (size_t)(slash - seg) : slen;
+        const char *rest = slash ? slash : "";
+        size_t rlen = slash ? slen - nlen : 0;
+        int op;
+        if (rlen == 0)
+            op = get ? ACL_R : m == HTTP_DELETE ? ACL_D : ACL_W;
+        else if (rlen >= 9 && !memcmp(rest, "/metadata", 9))
+            op = get ? ACL_MR : ACL_MW;
+        else if (rlen >= 10 && !memcmp(rest, "/snapshots", 10))
+            op = get ? ACL_R : ACL_W;
+        else if (rlen >= 7 && !memcmp(rest, "/groups", 7)) {
+            n->kind = NEED_OPS;
+            return;
+        } else
+            op = get ? ACL_R : ACL_W;
+        need_stream(n, seg, nlen, op);
+    } else {
+        n->kind = get ? NEED_USER : NEED_ADMIN; /* the web UI, unknown paths (404) */
+    }
+#undef IS
+}
+
+static const char *op_name(int op)
+{
+    static const char *const names[] = {"read", "write", "delete", "read metadata of",
+                                        "write metadata of"};
+    return names[op];
+}
+
+static void refuse(conn *c, const auth_refusal *ref, const char *who, const char *action)
+{
+    char addr[64];
+    auth_peer_addr(c, addr, sizeof addr);
+    if (ref->audit)
+        auth_audit(c->srv, who, addr, action,
+                   ref->status == 429 ? "throttled"
+                   : ref->status == 403 ? "denied"
+                                        : "unauthenticated",
+                   "%s", ref->message);
+    buf b = {0};
+    json_w_raw(&b, "{\"error\":{\"code\":", 17);
+    json_w_str(&b, ref->code, strlen(ref->code));
+    json_w_raw(&b, ",\"message\":", 11);
+    json_w_str(&b, ref->message, strlen(ref->message));
+    json_w_raw(&b, "}}\n", 3);
+    char extra[128] = "";
+    if (ref->status == 401)
+        snprintf(extra, sizeof extra, "WWW-Authenticate: Basic realm=\"stele\", charset=\"UTF-8\"\r\n");
+    else if (ref->status == 429)
+        snprintf(extra, sizeof extra, "Retry-After: %d\r\n", ref->retry_after);
+    http_respond(c, ref->status, "application/json", b.p, b.len, extra);
+    buf_free(&b);
+    http_request_finish(c);
+}
+
+/* The request's action for audit lines: "GET /streams/x". */
+static void action_of(const conn *c, char *out, size_t cap)
+{
+    const request *r = &c->req;
+    size_t n = r->url.len;
+    const char *q = memchr(r->url.p, '?', n);
+    if (q)
+        n = (size_t)(q - (const char *)r->url.p);
+    snprintf(out, cap, "%s %.*s", http_method_str(r->method), (int)(n > 200 ? 200 : n),
+             (const char *)r->url.p);
+}
+
+/* Authenticated: is it allowed? 0 go on, -1 answered (403). */
+static int authorize(conn *c, const char *path, size_t plen)
+{
+    c->vis_stream[0] = 0;
+    need n;
+    http_need(c->req.method, path, plen, &n);
+    const auth_who *who = &c->who;
+    int ok = 1;
+    char why[1200] = "";
+    switch (n.kind) {
+    case NEED_NONE:
+    case NEED_USER:
+        break;
+    case NEED_OPS:
+        ok = access_ops(who);
+        snprintf(why, sizeof why, "this operation needs $ops or $admins");
+        break;
+    case NEED_GROUP:
+        ok = access_admin(who) || access_in_group(who, n.group);
+        snprintf(why, sizeof why, "this operation needs $admins or %s", n.group);
+        break;
+    case NEED_ADMIN:
+        ok = access_admin(who);
+        snprintf(why, sizeof why, "this operation needs $admins");
+        break;
+    case NEED_STREAM:
+        ok = access_stream(c->srv, who, n.stream, n.op);
+        snprintf(why, sizeof why, "access denied: %.100s may not %s %.900s", who->name,
+                 op_name(n.op), n.stream);
+        break;
+    }
+    if (ok)
+        return 0;
+    char action[300];
+    action_of(c, action, sizeof action);
+    auth_refusal ref = {.status = 403, .code = "ACCESS_DENIED", .message = why, .audit = 1};
+    refuse(c, &ref, who->name, action);
+    return -1;
+}
+
+static void http_auth_done(conn *c, completion *cp)
+{
+    auth_refusal ref;
+    c->state = CS_READING;
+    if (auth_finish(c->srv, cp->extra, &c->who, &ref) != AUTH_OK) {
+        char action[300];
+        action_of(c, action, sizeof action);
+        refuse(c, &ref, auth_job_user(cp->extra), action);
+        return;
+    }
+    c->req.authed = 1;
+    route_request(c); /* again: the gate now only authorises */
+}
+
+int access_http_gate(conn *c, const char *path, size_t plen)
+{
+    request *r = &c->req;
+    if (!r->authed) {
+        need n;
+        http_need(r->method, path, plen, &n);
+        if (n.kind == NEED_NONE) {
+            auth_who_superuser(&c->who);
+            c->who.open = 0;
+            c->who.admin = c->who.ops = 0;
+            return 0;
+        }
+        char addr[64];
+        auth_peer_addr(c, addr, sizeof addr);
+        struct auth_job *job = NULL;
+        auth_refusal ref;
+        int rc;
+        if (r->authorization_too_long) {
+            ref = (auth_refusal){.status = 401, .code = "UNAUTHENTICATED",
+                                 .message = "Authorization header too long or repeated",
+                                 .audit = 1};
+            rc = AUTH_FAIL;
+            if (!auth_enabled(c->srv)) {
+                auth_who_superuser(&c->who);
+                rc = AUTH_OK;
+            }
+        } else {
+            rc = auth_start(c->srv, r->has_authorization ? r->authorization : NULL,
+                            r->has_authorization ? strlen(r->authorization) : 0, addr, &c->who,
+                            &job, &ref);
+        }
+        if (rc == AUTH_FAIL) {
+            char action[300];
+            action_of(c, action, sizeof action);
+            refuse(c, &ref, NULL, action);
+            return -1;
+        }
+        if (rc == AUTH_PENDING) {
+            completion *cp = calloc(1, sizeof *cp);
+            if (!cp) {
+                auth_job_free(job);
+                http_fail(c, 503, "UNAVAILABLE", "out of memory");
+                return -1;
+            }
+            cp->c = c;
+            cp->done = http_auth_done;
+            c->async_pending++;
+            c->state = CS_BUSY;
+            auth_job_submit(c->srv, job, cp);
+            return -1;
+        }
+        r->authed = 1;
+    }
+    return authorize(c, path, plen);
+}

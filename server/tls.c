@@ -1,0 +1,447 @@
+/*
+ * tls.c - the transport under every connection: plain TCP or TLS
+ * (OpenSSL) on the same port, for HTTP/1.1, SSE and HTTP/2 (gRPC) alike.
+ *
+ * net.c never calls recv()/send() on a connection itself: it calls
+ * conn_recv() and conn_send(), which behave like the system calls on a
+ * non-blocking socket (n > 0, 0 at end of stream, -1 with errno EAGAIN
+ * when they would block, -1 with another errno on failure) whether the
+ * bytes travel in clear or through an SSL object. Everything above
+ * (http.c, h2.c, sse.c, the back-pressure rules of net.c) sees only
+ * cleartext and is unchanged.
+ *
+ * Deciding the protocol. With a certificate configured (--tls-cert and
+ * --tls-key), a new connection is undecided until its first byte arrives,
+ * read with MSG_PEEK so that nothing is consumed: 0x16 (a TLS handshake
+ * record) makes it a TLS connection; anything else is cleartext, served
+ * only with --allow-cleartext and otherwise answered with one plain
+ * "400 this port speaks TLS" response and closed, so a cleartext client
+ * gets a clear error instead of a hang or garbage. Without a certificate
+ * every connection is plain, as before.
+ *
+ * TLS on a non-blocking socket. SSL_read may need to write (the handshake,
+ * a TLS 1.3 key update) and SSL_write may need to read. The loop arms
+ * EPOLLIN and EPOLLOUT edge-triggered on every connection and calls
+ * conn_read() on readable and conn_flush() on writable, so a read that
+ * wants the socket writable sets `tls_read_wants_write` and a write that
+ * wants it readable sets `tls_write_wants_read`: net.c then runs the other
+ * side on the other event (tls_after_event). SSL_write runs with partial
+ * writes and a moving buffer allowed: conn_flush retries from `out` at
+ * the same offset with at least as many bytes, which OpenSSL accepts.
+ * Idle connections release their TLS buffers (SSL_MODE_RELEASE_BUFFERS):
+ * 10,000 idle TLS clients cost little more than 10,000 plain ones. Reads
+ * run with read-ahead (one recv per batch of records, not two per record);
+ * bytes OpenSSL buffered are drained by the same read loop, which stops
+ * only at WANT_READ, or are read when a paused connection resumes
+ * (conn_flush calls conn_read), never left waiting for an epoll event.
+ *
+ * Settings: TLS 1.2 and 1.3 only; TLS 1.2 with forward-secret AEAD suites
+ * only (also what HTTP/2 requires); no renegotiation, no compression.
+ * ALPN: `http/1.1` when the client offers it (curl, browsers), else `h2`
+ * (gRPC clients offer h2 alone; see alpn_select); a client that offers
+ * neither is still served (the first bytes tell HTTP/2 from HTTP/1.1, as
+ * in clear). Client certificates: with --tls-client-ca the
+ * server asks for one and refuses a handshake without a certificate
+ * signed by that CA.
+ *
+ * Reload: SIGHUP builds a new SSL_CTX from the same files. If that fails
+ * (a missing file, a key that does not match) the error is logged and the
+ * old context stays; if it works, new connections use it while existing
+ * ones keep theirs (every SSL object holds a reference to its context).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server_int.h"
+
+typedef struct tls_server {
+    SSL_CTX *ctx;
+    uint64_t handshakes, handshake_failures, cleartext_refused, reloads, reload_failures;
+} tls_server;
+
+enum { TLS_UNDECIDED = 0, TLS_PLAIN, TLS_ON };
+
+/* The newest OpenSSL error as text (and clear the queue). */
+static void tls_errtext(char *out, size_t cap)
+{
+    unsigned long e = ERR_get_error(), last = e;
+    while (e) {
+        last = e;
+        e = ERR_get_error();
+    }
+    if (last)
+        ERR_error_string_n(last, out, cap);
+    else
+        snprintf(out, cap, "%s", errno ? strerror(errno) : "unknown error");
+}
+
+/* Whether the ALPN list `in` names protocol `p`. */
+static int alpn_has(const unsigned char *in, unsigned int inlen, const char *p,
+                    const unsigned char **at)
+{
+    size_t want = strlen(p);
+    for (unsigned int i = 0; i < inlen;) {
+        unsigned int n = in[i];
+        if (i + 1 + n > inlen)
+            break;
+        if (n == want && !memcmp(in + i + 1, p, n)) {
+            *at = in + i + 1;
+            return 1;
+        }
+        i += 1 + n;
+    }
+    return 0;
+}
+
+/*
+ * HTTP/2 on this port is gRPC; the REST API, SSE and the web UI are
+ * HTTP/1.1. gRPC clients offer `h2` alone (grpc-js, grpc-go, grpc-java,
+ * C-core adds "grpc-exp"); curl, browsers and HTTP libraries offer `h2` and
+ * `http/1.1`. So: `http/1.1` whenever the client offers it, else `h2`.
+ */
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    const unsigned char *at;
+    if (alpn_has(in, inlen, "http/1.1", &at)) {
+        *out = at;
+        *outlen = 8;
+        return SSL_TLSEXT_ERR_OK;
+    }
+    if (alpn_has(in, inlen, "h2", &at)) {
+        *out = at;
+        *outlen = 2;
+        return SSL_TLSEXT_ERR_OK;
+    }
+    return SSL_TLSEXT_ERR_NOACK; /* no protocol of ours offered: go on without */
+}
+
+/* Log the certificate's subject and expiry once loaded. */
+static void tls_log_cert(server *s, SSL_CTX *ctx)
+{
+    X509 *x = SSL_CTX_get0_certificate(ctx);
+    if (!x)
+        return;
+    char subject[256] = "", until[64] = "";
+    X509_NAME_oneline(X509_get_subject_name(x), subject, sizeof subject);
+    BIO *b = BIO_new(BIO_s_mem());
+    if (b) {
+        ASN1_TIME_print(b, X509_get0_notAfter(x));
+        int n = BIO_read(b, until, sizeof until - 1);
+        until[n > 0 ? n : 0] = 0;
+        BIO_free(b);
+    }
+    server_log(s, 1, "msg=\"tls certificate loaded\" subject=\"%s\" not_after=\"%s\"", subject,
+               until);
+}
+
+/* A new context from the configured files, or NULL with `err` set. */
+static SSL_CTX *tls_ctx_new(const server_config *cfg, char *err, size_t cap)
+{
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        tls_errtext(err, cap);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    /* One recv() fills the record buffer with whatever arrived, instead of
+     * one for each record's header and one for its body. */
+    SSL_CTX_set_read_ahead(ctx, 1);
+    const char *step = "cipher list";
+    if (SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") != 1)
+        goto fail;
+    step = cfg->tls_cert;
+    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1)
+        goto fail;
+    step = cfg->tls_key;
+    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1)
+        goto fail;
+    step = "the key does not match the certificate";
+    if (SSL_CTX_check_private_key(ctx) != 1)
+        goto fail;
+    if (cfg->tls_client_ca) {
+        step = cfg->tls_client_ca;
+        if (SSL_CTX_load_verify_locations(ctx, cfg->tls_client_ca, NULL) != 1)
+            goto fail;
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cfg->tls_client_ca);
+        if (!names)
+            goto fail;
+        SSL_CTX_set_client_CA_list(ctx, names);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    }
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    static const unsigned char sid[] = "stele";
+    SSL_CTX_set_session_id_context(ctx, sid, sizeof sid - 1);
+    return ctx;
+fail:;
+    char e[256];
+    tls_errtext(e, sizeof e);
+    snprintf(err, cap, "%s: %s", step, e);
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+int tls_init(server *s)
+{
+    const server_config *cfg = &s->cfg;
+    if (!cfg->tls_cert && !cfg->tls_key) {
+        if (cfg->tls_client_ca) {
+            fprintf(stderr, "stele serve: --tls-client-ca needs --tls-cert and --tls-key\n");
+            return -1;
+        }
+        return 0;
+    }
+    if (!cfg->tls_cert || !cfg->tls_key) {
+        fprintf(stderr, "stele serve: TLS needs both --tls-cert and --tls-key\n");
+        return -1;
+    }
+    tls_server *t = calloc(1, sizeof *t);
+    if (!t)
+        return -1;
+    char err[512];
+    t->ctx = tls_ctx_new(cfg, err, sizeof err);
+    if (!t->ctx) {
+        fprintf(stderr, "stele serve: cannot set up TLS: %s\n", err);
+        free(t);
+        return -1;
+    }
+    s->tls = t;
+    tls_log_cert(s, t->ctx);
+    return 0;
+}
+
+void tls_free(server *s)
+{
+    if (!s->tls)
+        return;
+    SSL_CTX_free(s->tls->ctx);
+    free(s->tls);
+    s->tls = NULL;
+}
+
+int tls_enabled(const server *s) { return s->tls != NULL; }
+
+void tls_reload(server *s)
+{
+    if (!s->tls) {
+        server_log(s, 1, "msg=\"SIGHUP: no TLS certificate configured, nothing to reload\"");
+        return;
+    }
+    char err[512];
+    SSL_CTX *ctx = tls_ctx_new(&s->cfg, err, sizeof err);
+    if (!ctx) {
+        s->tls->reload_failures++;
+        server_log(s, 0, "msg=\"tls reload failed; the previous certificate stays\" error=\"%s\"",
+                   err);
+        return;
+    }
+    SSL_CTX_free(s->tls->ctx); /* connections using it hold their own reference */
+    s->tls->ctx = ctx;
+    s->tls->reloads++;
+    tls_log_cert(s, ctx);
+}
+
+/* Answer a cleartext client of a TLS-only port and close. */
+static void tls_refuse_cleartext(conn *c)
+{
+    static const char body[] =
+        "{\"error\":{\"code\":\"TLS_REQUIRED\",\"message\":\"this port speaks TLS only: use "
+        "https:// (or tls=true)\"}}\n";
+    char msg[512];
+    int n = snprintf(msg, sizeof msg,
+                     "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     sizeof body - 1, body);
+    ssize_t w = send(c->fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)w;
+    c->srv->tls->cleartext_refused++;
+    server_log(c->srv, 2, "msg=\"cleartext connection to a TLS-only port refused\" fd=%d", c->fd);
+    /* Shut our side so the response is not lost in a reset by unread input. */
+    shutdown(c->fd, SHUT_WR);
+    conn_close(c);
+}
+
+int tls_conn_start(conn *c)
+{
+    server *s = c->srv;
+    if (c->tls_state != TLS_UNDECIDED)
+        return 1;
+    if (!s->tls) {
+        c->tls_state = TLS_PLAIN;
+        return 1;
+    }
+    unsigned char first;
+    ssize_t n;
+    do
+        n = recv(c->fd, &first, 1, MSG_PEEK);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return 0;
+    if (n <= 0) {
+        conn_close(c);
+        return -1;
+    }
+    if (first != 0x16) {
+        if (s->cfg.allow_cleartext) {
+            c->tls_state = TLS_PLAIN;
+            return 1;
+        }
+        tls_refuse_cleartext(c);
+        return -1;
+    }
+    SSL *ssl = SSL_new(s->tls->ctx);
+    if (!ssl || SSL_set_fd(ssl, c->fd) != 1) {
+        SSL_free(ssl);
+        conn_close(c);
+        return -1;
+    }
+    SSL_set_accept_state(ssl);
+    c->ssl = ssl;
+    c->tls_state = TLS_ON;
+    return 1;
+}
+
+/* The first time a handshake is seen complete: count it, log at debug. */
+static void tls_handshake_done(conn *c)
+{
+    c->tls_established = 1;
+    c->srv->tls->handshakes++;
+    if (c->srv->cfg.log_level >= 2) {
+        const unsigned char *alpn = NULL;
+        unsigned int alen = 0;
+        SSL_get0_alpn_selected(c->ssl, &alpn, &alen);
+        server_log(c->srv, 2, "msg=\"tls handshake\" fd=%d version=%s cipher=%s alpn=%.*s", c->fd,
+                   SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl), (int)alen,
+                   alpn ? (const char *)alpn : "");
+    }
+}
+
+/* Map an SSL_read/SSL_write failure to the system-call convention. */
+static ssize_t tls_fail(conn *c, int r, int is_read)
+{
+    int e = SSL_get_error(c->ssl, r);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        if (!is_read)
+            c->tls_write_wants_read = 1;
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_WANT_WRITE:
+        if (is_read)
+            c->tls_read_wants_write = 1;
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0; /* close_notify */
+    case SSL_ERROR_SYSCALL:
+        c->tls_failed = 1;
+        if (errno == 0 || errno == EAGAIN) /* EOF without close_notify */
+            return 0;
+        return -1;
+    default: {
+        c->tls_failed = 1;
+        char err[256];
+        tls_errtext(err, sizeof err);
+        if (!c->tls_established) {
+            c->srv->tls->handshake_failures++;
+            server_log(c->srv, 2, "msg=\"tls handshake failed\" fd=%d error=\"%s\"", c->fd, err);
+        } else {
+            server_log(c->srv, 2, "msg=\"tls error\" fd=%d error=\"%s\"", c->fd, err);
+        }
+        errno = EPROTO;
+        return -1;
+    }
+    }
+}
+
+ssize_t conn_recv(conn *c, void *p, size_t len)
+{
+    if (!c->ssl)
+        return recv(c->fd, p, len, 0);
+    if (len > INT_MAX)
+        len = INT_MAX;
+    ERR_clear_error();
+    errno = 0;
+    c->tls_read_wants_write = 0;
+    int r = SSL_read(c->ssl, p, (int)len);
+    if (!c->tls_established && SSL_is_init_finished(c->ssl))
+        tls_handshake_done(c);
+    if (r > 0)
+        return r;
+    return tls_fail(c, r, 1);
+}
+
+ssize_t conn_send(conn *c, const void *p, size_t len)
+{
+    if (!c->ssl)
+        return send(c->fd, p, len, MSG_NOSIGNAL);
+    if (len > INT_MAX)
+        len = INT_MAX;
+    ERR_clear_error();
+    errno = 0;
+    c->tls_write_wants_read = 0;
+    int r = SSL_write(c->ssl, p, (int)len);
+    if (r > 0)
+        return r;
+    ssize_t n = tls_fail(c, r, 0);
+    if (n == 0) { /* the peer closed: a write cannot go on */
+        errno = EPIPE;
+        return -1;
+    }
+    return n;
+}
+
+void tls_conn_close(conn *c)
+{
+    if (!c->ssl)
+        return;
+    /* Best effort close_notify (never waits); then the object goes. */
+    if (c->tls_established && !c->tls_failed) {
+        ERR_clear_error();
+        SSL_shutdown(c->ssl);
+    }
+    ERR_clear_error();
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+}
+
+void tls_metrics(server *s, buf *out)
+{
+    if (!s->tls)
+        return;
+    const tls_server *t = s->tls;
+    metrics_line(out, "# HELP stele_tls_handshakes_total TLS handshakes completed.\n"
+                      "# TYPE stele_tls_handshakes_total counter\nstele_tls_handshakes_total "
+                      "%llu\n",
+                 (unsigned long long)t->handshakes);
+    metrics_line(out,
+                 "# HELP stele_tls_handshake_failures_total TLS handshakes that failed.\n"
+                 "# TYPE stele_tls_handshake_failures_total counter\n"
+                 "stele_tls_handshake_failures_total %llu\n",
+                 (unsigned long long)t->handshake_failures);
+    metrics_line(out,
+                 "# HELP stele_tls_cleartext_refused_total Cleartext connections refused by "
+                 "a TLS-only port.\n# TYPE stele_tls_cleartext_refused_total counter\n"
+                 "stele_tls_cleartext_refused_total %llu\n",
+                 (unsigned long long)t->cleartext_refused);
+    metrics_line(out,
+                 "# HELP stele_tls_reloads_total Certificate reloads (SIGHUP) by result.\n"
+                 "# TYPE stele_tls_reloads_total counter\n"
+                 "stele_tls_reloads_total{result=\"ok\"} %llu\n"
+                 "stele_tls_reloads_total{result=\"failed\"} %llu\n",
+                 (unsigned long long)t->reloads, (unsigned long long)t->reload_failures);
+}
