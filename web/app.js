@@ -25,9 +25,10 @@ const navOf = { stream: 'streams', event: 'streams', group: 'groups', projection
 // `security`): this page is their place.
 function usersPage(main) {
   main.append(h('h1', null, 'Users and keys'),
-    h('p', null, 'Users, roles and API keys come with authentication (issue 17). ' +
-      'Until then the server has no users: every request is allowed from the origins and hosts ' +
-      'it accepts (docs/http-api.md, "Browsers and other machines").'));
+    h('p', null, 'Users, roles and API keys (issue 17, docs/security.md) will be managed here. ' +
+      'With users enabled, the browser asks for a login when the UI opens and sends it with ' +
+      'every request; without users every request is allowed from the origins and hosts the ' +
+      'server accepts (docs/http-api.md, "Browsers and other machines").'));
 }
 
 let cleanup = null;

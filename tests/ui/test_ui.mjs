@@ -412,6 +412,29 @@ test('keyboard and phone: nav reachable by Tab, no sideways scroll at 375 px', a
   await page.context().close();
 });
 
+test('with users: the browser asks for a login, then every page works with it', async () => {
+  const own = await new Server({ args: ['--admin-password', 'ui-test-secret'] }).start();
+  try {
+    const r = await fetch(own.url + '/');
+    assert.equal(r.status, 401);
+    assert.match(r.headers.get('www-authenticate') || '', /^Basic/);
+    const page = await watchedPage(browser, { httpCredentials: { username: 'admin', password: 'ui-test-secret' } });
+    await page.goto(own.url + '/');
+    await page.locator('#conn.up').waitFor(WAIT);
+    await page.waitForFunction(() => /\d/.test(document.querySelector('#m-stored').textContent), null, WAIT);
+    await page.goto(own.url + '/#/stream/Auth-1');
+    await page.fill('#append-type', 'WithLogin');
+    await page.click('#append-form button[type=submit]');
+    await page.locator('text=appended at revision 0').waitFor(WAIT);
+    await page.goto(own.url + '/#/streams');
+    await page.locator('#list-streams a', { hasText: 'Auth-1' }).waitFor(WAIT);
+    noProblems(page);
+    await page.context().close();
+  } finally {
+    await own.stop(); own.cleanup();
+  }
+});
+
 test('server stopped: the UI says disconnected, and reconnects when it returns', async () => {
   const own = await new Server().start();
   try {
