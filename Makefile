@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj bench-tls clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-pg bench-patterns bench-rules bench-limits bench-proj bench-tls clean
 
 all: build
 
@@ -103,6 +103,12 @@ bench-tls: build
 # clients (docs/benchmarks.md). A minute or two.
 bench-multi: build
 	./bench/run_multi.sh $(BUILD)
+
+# Stele on PostgreSQL (issue 15): 1, 2 and 4 servers on one PostgreSQL beside
+# seeds/001's schema under pgbench and the local engine, and subscriber
+# latency across servers (starts its own PostgreSQL; docs/benchmarks.md).
+bench-pg: build
+	./bench/run_pg.sh $(BUILD)
 
 # Event pattern matching (rules): 100 rules of mixed operators over 1M
 # events, one thread, no store involved (docs/benchmarks.md).

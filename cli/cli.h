@@ -29,6 +29,7 @@ int cmd_scavenge(int argc, char **argv);
 int cmd_backup(int argc, char **argv);  /* cmd_backup.c */
 int cmd_restore(int argc, char **argv);
 int cmd_query(int argc, char **argv);
+int cmd_migrate(int argc, char **argv);
 int cmd_projection(int argc, char **argv);
 int cmd_user(int argc, char **argv); /* cmd_user.c: also `stele api-key` */
 

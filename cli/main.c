@@ -44,6 +44,7 @@ static const command commands[] = {
     {"projection", cmd_projection},
     {"user", cmd_user},
     {"api-key", cmd_user},
+    {"migrate", cmd_migrate},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -57,7 +58,9 @@ static int usage(FILE *f)
                "                  (or every file and record of the backup in DIR)\n"
                "  backup DEST     copy the store into DEST while it runs (--data DIR: offline)\n"
                "  restore SRC --data NEW [--to-position P | --to-time T]\n"
-               "                  a new store from a backup or archive, as of one commit\n\n"
+               "                  a new store from a backup or archive, as of one commit\n"
+               "  migrate --store URI\n"
+               "                  create or migrate a store's schema (PostgreSQL) and exit\n\n"
                "Client (of a running server: --server URL, else $STELE_SERVER,\n"
                "else " CLI_DEFAULT_SERVER "):\n"
                "  append STREAM   append events from arguments, a JSON file or NDJSON on stdin\n"

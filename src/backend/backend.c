@@ -36,9 +36,15 @@ typedef struct backend_entry {
     backend_open_fn open;
 } backend_entry;
 
+#ifdef STELE_WITH_POSTGRES
+#define PG_OPEN pg_backend_open
+#else
+#define PG_OPEN NULL
+#endif
+
 static const backend_entry backends[] = {
-    {"postgres", "PostgreSQL", NULL},
-    {"postgresql", "PostgreSQL", NULL},
+    {"postgres", "PostgreSQL", PG_OPEN},
+    {"postgresql", "PostgreSQL", PG_OPEN},
     {"dynamodb", "DynamoDB", NULL},
 };
 #define NBACKENDS (sizeof backends / sizeof backends[0])

@@ -1,0 +1,177 @@
+/*
+ * pg_int.h - what the files of the PostgreSQL backend share (pg.c: open,
+ * schema, connections, commit notification; pg_write.c: the writer thread
+ * and every write; pg_read.c: reads, queries, views, metadata, snapshots).
+ * docs/backends.md describes the schema and the guarantees.
+ */
+#ifndef STELE_PG_INT_H
+#define STELE_PG_INT_H
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "backend/page.h"
+#include "backend/visibility.h"
+
+/* The schema version this build writes (pg.c's migrations). */
+#define PG_SCHEMA_VERSION 1
+/* The NOTIFY channel every commit signals. */
+#define PG_CHANNEL "stele_commit"
+/* Read connections kept per server. */
+#define PG_POOL_MAX 8
+/* Appends one writer transaction takes at most. */
+#define PG_BATCH_MAX 512
+#define PG_WATCH_MAX 64
+
+/* A stream's row (table streams) as C sees it; STELE_NONE for "none". */
+typedef struct pg_stream {
+    int exists; /* written, deleted, tombstoned or given metadata */
+    uint64_t last_rev, last_pos, first_pos;
+    uint64_t truncate_before; /* soft delete: revisions below are hidden */
+    int deleted, tombstoned;
+    uint64_t meta_version;
+    uint64_t max_age_us, max_count, meta_tb;
+    uint32_t max_snapshots;
+} pg_stream;
+
+typedef struct pg_req pg_req;
+
+typedef struct pg_backend {
+    backend base;
+    char *uri;
+    stele_options opts;
+    pool *pl;
+    /* Read connections: idle ones on a stack; `nconns` made in all. */
+    pthread_mutex_t pool_mu;
+    pthread_cond_t pool_cv;
+    PGconn *idle[PG_POOL_MAX];
+    int nidle, nconns;
+    /* Bumped by the listener each time it reconnects (the database may
+     * have restarted): connections made before are dropped, not reused. */
+    _Atomic uint32_t epoch;
+    uint32_t idle_epoch[PG_POOL_MAX];
+    uint32_t wconn_epoch;
+    /* The writer thread, its connection and its queue. */
+    pthread_t writer;
+    PGconn *wconn;
+    pthread_mutex_t q_mu;
+    pthread_cond_t q_cv;
+    pg_req *q_head, *q_tail;
+    int stopping;
+    /* Names of streams known to have a row (the writer's own cache: rows
+     * are never removed, so a name once seen needs no INSERT again). */
+    char **known;
+    size_t known_cap, known_n;
+    /* The listener thread (LISTEN stele_commit) and commit notification. */
+    pthread_t listener;
+    _Atomic int listen_stop;
+    _Atomic uint32_t gen;
+    pthread_mutex_t gen_mu;
+    pthread_cond_t gen_cv;
+    int watch_fds[PG_WATCH_MAX];
+    int nwatch;
+    /* Counters since open (stats). */
+    _Atomic uint64_t appends, groups;
+} pg_backend;
+
+/* pg.c */
+/* A connection: an idle one, a new one, or NULL with the error set. */
+PGconn *pg_conn_get(pg_backend *P);
+/* Give it back; a broken connection is closed instead. */
+void pg_conn_put(pg_backend *P, PGconn *c);
+/* Connect to the store's database (error set on failure). */
+PGconn *pg_connect(const char *uri);
+/* The error of a failed result, as STELE_EIO (connection lost or refused)
+ * or STELE_EINTERNAL, with `what` and PostgreSQL's message. Clears res. */
+int pg_fail(PGconn *c, PGresult *res, const char *what);
+/* Run a statement; 0 with *out set (caller PQclear()s it), or the error.
+ * Parameters are text (lens NULL) unless `fmts` gives 1 for binary ones;
+ * results are binary when `binary`. */
+int pg_exec(PGconn *c, const char *sql, int n, const char *const *vals, const int *lens,
+            const int *fmts, int binary, PGresult **out, const char *what);
+/* Simple statements without results ("BEGIN", "COMMIT"). */
+int pg_cmd(PGconn *c, const char *sql);
+/* Wake subscribers after a local commit (the listener does it for commits
+ * by other servers). */
+void pg_bump(pg_backend *P);
+
+/* Binary result fields. */
+uint64_t pg_u64(const PGresult *r, int row, int col);
+int64_t pg_i64(const PGresult *r, int row, int col);
+int32_t pg_i32(const PGresult *r, int row, int col);
+int pg_bool(const PGresult *r, int row, int col);
+/* A bigint that may be -1 (none) as STELE_NONE. */
+uint64_t pg_rev(const PGresult *r, int row, int col);
+
+/* The stream row's columns, in this order, for pg_stream_from(). */
+#define PG_STREAM_COLS                                                                             \
+    "last_revision, last_position, first_position, truncate_before, deleted, tombstoned, "         \
+    "meta_version, max_age_us, max_count, meta_truncate_before, max_snapshots"
+void pg_stream_from(const PGresult *r, int row, int col0, pg_stream *st);
+/* Read a stream's row (unlocked); a missing row is exists = 0. */
+int pg_stream_get(PGconn *c, const char *stream, size_t len, pg_stream *st);
+/* The first revision the stream shows (soft delete, truncateBefore,
+ * maxCount). */
+uint64_t pg_stream_start(const pg_stream *st);
+/* The stream's visibility inputs for the shared rule (visibility.h). */
+void pg_stream_vis(const pg_stream *st, stream_vis *v);
+
+/* The text of a 64-bit number, for text parameters. */
+typedef struct pg_num {
+    char s[24];
+} pg_num;
+const char *pg_numtxt(pg_num *b, int64_t v);
+
+/* pg_write.c */
+int pg_writer_start(pg_backend *P);
+void pg_writer_stop(pg_backend *P);
+int pg_append(backend *b, const append_args *a, stele_append_result *res);
+int pg_append_async(backend *b, const append_args *a, append_done_fn done, void *ctx);
+int pg_remove(backend *b, const char *stream, size_t len, int64_t expected, int tombstone,
+              uint64_t *current);
+int pg_set_metadata(backend *b, const char *stream, size_t len, const stele_stream_metadata *md,
+                    int64_t expected, uint64_t *version);
+int pg_put_snapshot(backend *b, const char *stream, size_t len, const stele_snapshot_in *s);
+int pg_append_multi(backend *b, const multi_args *m, stele_append_result *per_stream,
+                    stele_multi_result *res);
+int pg_append_multi_async(backend *b, const multi_args *m, stele_append_result *per_stream,
+                          const stele_multi_result *init, stele_append_multi_cb done, void *ctx,
+                          size_t nstreams);
+
+/* pg_read.c */
+int pg_read_stream(backend *b, const char *stream, size_t len, uint64_t from, int backwards,
+                   size_t limit, stele_page **out);
+int pg_read_all(backend *b, uint64_t from, int backwards, size_t limit, stele_page **out);
+int pg_head(backend *b, const char *stream, size_t len, stele_stream_info *out);
+int pg_query(backend *b, const query_args *q, stele_page **out);
+int pg_read_stream_to(backend *b, const char *stream, size_t len, uint64_t from, int backwards,
+                      size_t limit, uint64_t to, int has_as_of, int64_t as_of_us,
+                      stele_page **out);
+int pg_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_t from,
+                 int backwards, size_t limit, stele_page **out);
+int pg_stats(backend *b, stele_stats *out);
+int pg_read_matching(backend *b, const stele_condition *cond, uint64_t from, int backwards,
+                     size_t limit, stele_page **out);
+int pg_get_metadata(backend *b, const char *stream, size_t len, stele_stream_metadata **out);
+int pg_get_snapshot(backend *b, const char *stream, size_t len, uint64_t at_or_before,
+                    stele_snapshot **out);
+int pg_load(backend *b, const char *stream, size_t len, size_t limit, stele_snapshot **snap,
+            stele_page **events);
+/* The SQL condition (on events e joined with streams s, now in $1's
+ * place given as `nowp`) under which an event is visible in its stream. */
+void pg_visible_sql(char *out, size_t n, const char *nowp);
+/* Append the rows of an event result (PG_EVENT_COLS) to a page. */
+#define PG_EVENT_COLS                                                                              \
+    "e.global_position, e.revision, e.event_id, e.stream_id, e.event_type, e.data, e.meta, "       \
+    "e.flags, e.tags, e.created_us"
+int pg_page_add_rows(stele_page *pg, const PGresult *r);
+/* A DCB query as SQL over events e: appends "(...)" to `sql` and its
+ * parameters from index *np + 1 (values into vals, at most PG_DCB_PARAMS). */
+#define PG_DCB_PARAMS (2 * STELE_MAX_CONDITION_ITEMS)
+int pg_dcb_sql(const stele_condition *cond, char *sql, size_t n, int *np, const char **vals,
+               char **owned);
+
+#endif

@@ -1,0 +1,83 @@
+/*
+ * pg_write.h - what the PostgreSQL backend's write files share (pg_write.c:
+ * the writer and its batches; pg_insert.c: inserting a commit's events;
+ * pg_stream.c: deletes, metadata, snapshots; pg_multi.c: multi-stream
+ * appends). Internal to src/backend/pg_*.c.
+ */
+#ifndef STELE_PG_WRITE_H
+#define STELE_PG_WRITE_H
+
+#include "backend/pg_int.h"
+#include "util/util.h"
+
+enum { REQ_APPEND = 1, REQ_MULTI = 2 };
+
+struct pg_req {
+    pg_req *next;
+    int kind;
+    const append_args *a;
+    append_done_fn done;
+    void *ctx;
+    /* planning */
+    int rc;
+    char msg[512];
+    stele_append_result res;
+    int accepted;
+    int sidx; /* index of its stream in the batch's sorted names */
+    /* Its events' place in their commit: commit_index = ci0 + k, and
+     * commit_count = cc (0: the append's own count). */
+    size_t ci0, cc;
+    /* REQ_MULTI */
+    const multi_args *m;
+    stele_append_result *ps;
+    stele_multi_result mres;
+    stele_append_multi_cb mdone;
+    size_t nstreams;
+};
+
+typedef struct bstream {
+    char name[256];
+    size_t len;
+    pg_stream st;
+    int changed;
+    uint64_t first_new_pos; /* first position given to it in this batch */
+    int found;              /* its row was there when locked */
+} bstream;
+
+typedef struct idrow {
+    uint8_t id[16];
+    char stream[256];
+    uint64_t rev, pos;
+    int32_t ci, cc;
+} idrow;
+
+/* A PostgreSQL array literal in b: open, add (quoted, escaped), close. */
+int pgw_arr_open(buf *b);
+int pgw_arr_add(buf *b, const char *s, size_t len, int first);
+int pgw_arr_close(buf *b);
+void pgw_uuid_text(const uint8_t id[16], char out[37]);
+int pgw_bs_cmp(const void *a, const void *b);
+const idrow *pgw_find_id(const idrow *ids, size_t n, const uint8_t id[16]);
+const char *pgw_expected_text(int64_t e, char *b, size_t n);
+int pgw_expected_ok(int64_t e, uint64_t cur);
+uint64_t pgw_visible_rev(const pg_stream *st);
+int pgw_wrong_rev(const char *stream, size_t len, int64_t expected, uint64_t cur);
+/* pg_exec() that keeps the SQLSTATE of a failure in `state`; out may be
+ * NULL. */
+int pgw_wexec(PGconn *c, const char *sql, int n, const char *const *vals, const int *lens,
+              const int *fmts, int binary, PGresult **out, const char *what, char state[6]);
+/* pg_insert.c: insert the accepted, non-idempotent appends of reqs[0..n)
+ * (positions and revisions already in their res), numbering their view
+ * revisions. Inside the transaction that holds the feed lock. */
+int pgw_insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_t now,
+                      char state[6]);
+/* pg_stream.c: keep the stream's `max` latest snapshots (0: the default). */
+int pgw_trim_snapshots(PGconn *c, const char *name, uint32_t max);
+/* pg_write.c: queue a request for the writer (ECLOSED when closing), and
+ * (on the writer thread) make its connection usable. */
+int pgw_enqueue(pg_backend *P, pg_req *r);
+void pgw_writer_conn(pg_backend *P);
+/* pg_multi.c: on the writer thread, one queued multi-stream append. */
+void pgw_process_multi(pg_backend *P, pg_req *r);
+
+#endif
