@@ -3,7 +3,7 @@
  * byte order with their counts, prefixes, paging by name (pages join up
  * with no gap and no repeat, also across a reopen), deleted and
  * tombstoned streams, bad arguments; checked against names kept by the
- * test itself.
+ * test itself. A contract test: it runs on every backend (t_store).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +52,7 @@ static void collect(stele_db *db, int kind, const char *prefix, unsigned flags, 
 
 int main(void)
 {
-    const char *dir = t_tmpdir("names");
+    const char *dir = t_store("names"); /* a directory, or another backend's URI */
     stele_db *db;
     CHECK_OK(stele_open(dir, NULL, &db));
 
@@ -160,6 +160,6 @@ int main(void)
     passed++;
 
     stele_close(db);
-    t_rmdir(dir);
+    t_store_drop(dir);
     return t_done("test_names", passed);
 }
