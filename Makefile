@@ -81,6 +81,12 @@ bench-backup: build
 bench-query: build
 	./bench/run_query.sh $(BUILD)
 
+# Web UI benchmark: first paint of the dashboard and stream pages on a
+# 10M-event store, and the live tail under 10,000 events/s (docs/benchmarks.md).
+.PHONY: bench-ui
+bench-ui: build
+	./bench/run_ui.sh $(BUILD)
+
 # Memory-limits benchmark: throughput beside the build before the limits
 # (commit a2cbad6, built in the same run) and server RSS under the hostile
 # clients of issue 10 (docs/limits.md, docs/benchmarks.md).

@@ -622,6 +622,49 @@ int stele_delete_stream(stele_db *db, const char *stream, int64_t expected,
 int stele_tombstone_stream(stele_db *db, const char *stream, int64_t expected,
                            uint64_t *current);
 
+/* ------------------------------------------------------------ names */
+
+/** What stele_list_names lists. */
+enum {
+    STELE_NAMES_STREAMS = 1,    /* streams (system streams too: names with '$') */
+    STELE_NAMES_CATEGORIES = 2, /* categories (a name's part before its first '-') */
+    STELE_NAMES_TYPES = 3,      /* event types */
+};
+
+/** stele_list_names flags: leave out names starting with '$' (system
+ *  streams, their categories and event types). */
+#define STELE_NAMES_NO_SYSTEM 0x1u
+
+/** One listed name. Pointers stay valid until stele_names_free(). */
+typedef struct stele_name_info {
+    const char *name;  /* NUL-terminated (names contain no NUL) */
+    /** Streams: the last revision + 1 (events written, hidden ones too;
+     *  0 for a stream with only metadata). Categories and types: events
+     *  indexed under the name (ever: deleted ones count until a rebuild). */
+    uint64_t count;
+    /** Streams: the last position (STELE_END if no event); else 0. */
+    uint64_t last_position;
+    int deleted;       /* streams: soft-deleted */
+    int tombstoned;    /* streams: tombstoned */
+} stele_name_info;
+
+/**
+ * The names of `kind` (STELE_NAMES_*) in byte order: those starting with
+ * `prefix` (NULL or "": all) and after `after` (exclusive; NULL or "":
+ * from the first), at most `limit` (1..10000); `flags`: 0 or
+ * STELE_NAMES_NO_SYSTEM. *out is an array of *n (NULL and 0 when none),
+ * freed with stele_names_free(). To page, pass the
+ * last name of a page as the next call's `after`. Reads a consistent
+ * snapshot of the index. Errors: EINVAL (bad kind or limit; categories and
+ * types with the secondary indexes off), ENOMEM; a backend that cannot
+ * list fails with EINVAL and says so.
+ */
+int stele_list_names(stele_db *db, int kind, const char *prefix, const char *after,
+                     size_t limit, unsigned flags, stele_name_info **out, size_t *n);
+
+/** Free what stele_list_names returned. NULL is a no-op. */
+void stele_names_free(stele_name_info *list);
+
 /* ------------------------------------------- stream metadata and snapshots */
 
 /*

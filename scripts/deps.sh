@@ -33,6 +33,8 @@ rm -rf "$probe_dir"
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   missing="$missing nodejs npm"
 fi
+# Debian's chromium for the web UI's browser tests (tests/ui, docs/ui.md).
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 [ -z "$missing" ] && exit 0
 echo "deps: installing$missing" >&2
 SUDO=""
@@ -50,6 +52,10 @@ $SUDO apt-get install -y -qq --no-install-recommends $PKGS >/dev/null
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
+if ! command -v chromium >/dev/null 2>&1; then
+  $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+command -v chromium >/dev/null 2>&1 || { echo "deps: chromium still missing after installing" >&2; exit 1; }
 for t in $TOOLS; do
   command -v "$t" >/dev/null 2>&1 || { echo "deps: $t still missing after installing" >&2; exit 1; }
 done

@@ -35,6 +35,7 @@ enum {
     HDR_ACCEPT,
     HDR_CONTENT_TYPE,
     HDR_LAST_EVENT_ID,
+    HDR_IF_NONE_MATCH, /* the web UI's assets (routes_ui.c) */
     HDR_ORIGIN,
     HDR_HOST,
     HDR_FETCH_SITE,
@@ -165,6 +166,9 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
             r->header_id = HDR_LAST_EVENT_ID;
             r->has_last_event_id = 1;
             r->last_event_id[0] = 0;
+        } else if (!strcasecmp(r->hdr_name, "If-None-Match")) {
+            r->header_id = HDR_IF_NONE_MATCH;
+            r->if_none_match[0] = 0;
         } else {
             r->header_id = HDR_OTHER;
         }
@@ -173,6 +177,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         append_value(r->expected, sizeof r->expected, at, len);
     } else if (r->header_id == HDR_LAST_EVENT_ID) {
         append_value(r->last_event_id, sizeof r->last_event_id, at, len);
+    } else if (r->header_id == HDR_IF_NONE_MATCH) {
+        append_value(r->if_none_match, sizeof r->if_none_match, at, len);
     } else if (r->header_id == HDR_ACCEPT) {
         if (memmem(at, len, "application/x-ndjson", 20))
             r->accept_ndjson = 1;
@@ -361,6 +367,7 @@ const char *http_status_text(int status)
     case 200: return "OK";
     case 201: return "Created";
     case 204: return "No Content";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 403: return "Forbidden";

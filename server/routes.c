@@ -714,6 +714,8 @@ void route_request(conn *c)
         return;
 
 #define PATH_IS(lit) (plen == sizeof(lit) - 1 && !memcmp(path, lit, plen))
+    if (route_ui(c, path, plen)) /* the web UI: / and /ui/ (routes_ui.c) */
+        return;
     if (PATH_IS("/health/live")) {
         if (m != HTTP_GET)
             goto method;
@@ -775,6 +777,8 @@ void route_request(conn *c)
     if (route_groups(c, path, plen, q, qlen))
         return;
     if (route_projections(c, path, plen, q, qlen))
+        return;
+    if (route_names(c, path, plen, q, qlen)) /* GET /streams, /categories, /types */
         return;
     if (route_multi(c, path, plen))
         return;

@@ -51,6 +51,7 @@ typedef struct request {
     int has_expected;
     char last_event_id[40]; /* Last-Event-ID (SSE resume) */
     int has_last_event_id;
+    char if_none_match[128]; /* If-None-Match (the web UI's assets) */
     int accept_ndjson;
     /* guard.c: the headers it judges (values cut at the buffer size, with
      * *_too_long set), and whether the response gets CORS headers. */
@@ -421,6 +422,12 @@ void stream_metadata_write(buf *b, const stele_stream_metadata *md, int kurrent)
 /* routes_admin.c */
 /* A request under /admin/. */
 void route_admin(conn *c, const char *path, size_t plen);
+/* routes_ui.c: the web UI's assets at / and /ui/ (GET and HEAD); 1 if
+ * the path is the UI's (answered), 0 otherwise. */
+int route_ui(conn *c, const char *path, size_t plen);
+/* routes_names.c: GET /streams, /categories, /types (name listings); 1 if
+ * answered, 0 otherwise (POST /streams is a multi-stream append). */
+int route_names(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
 /* Stop a running scavenge and join its thread (before the store closes). */
 void admin_shutdown(server *s);
 /* The scavenge thread for other front ends (gRPC Operations). Start one:

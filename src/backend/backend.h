@@ -185,6 +185,12 @@ typedef struct backend_ops {
     /* Reclaim the space of hidden events (stele_scavenge). NULL: the
      * backend has nothing to reclaim. */
     int (*scavenge)(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);
+    /* List stream, category or type names (stele_list_names; arguments
+     * checked). fn is called for each, in byte order; its non-zero return
+     * stops the walk and is returned. NULL: the backend cannot list. */
+    int (*list_names)(backend *b, int kind, const char *prefix, const char *after, size_t limit,
+                      unsigned flags, int (*fn)(void *ctx, const stele_name_info *info),
+                      void *ctx);
     void (*close)(backend *b);
 } backend_ops;
 

@@ -1008,6 +1008,7 @@ static const backend_ops local_ops = {
     .unwatch = local_unwatch,
     .backup = local_backup,
     .scavenge = local_scavenge,
+    .list_names = local_list_names,
     .close = local_close,
 };
 

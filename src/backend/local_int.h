@@ -170,6 +170,9 @@ int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
 int local_read_all(backend *b, uint64_t from, int backwards, size_t limit, stele_page **out);
 int local_head(backend *b, const char *stream, size_t len, stele_stream_info *out);
 int local_stats(backend *b, stele_stats *out);
+/* local_names.c */
+int local_list_names(backend *b, int kind, const char *prefix, const char *after, size_t limit,
+                     unsigned flags, int (*fn)(void *ctx, const stele_name_info *info), void *ctx);
 
 /* local_streams.c: stream metadata and snapshot records (docs/streams.md) */
 

@@ -620,6 +620,7 @@ static const backend_ops pg_ops = {
     .watch = pg_watch,
     .unwatch = pg_unwatch,
     .scavenge = NULL,
+    .list_names = pg_list_names,
     .close = pg_close,
 };
 

@@ -153,6 +153,9 @@ int pg_read_stream_to(backend *b, const char *stream, size_t len, uint64_t from,
 int pg_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_t from,
                  int backwards, size_t limit, stele_page **out);
 int pg_stats(backend *b, stele_stats *out);
+/* pg_names.c: stele_list_names on PostgreSQL. */
+int pg_list_names(backend *b, int kind, const char *prefix, const char *after, size_t limit,
+                  unsigned flags, int (*fn)(void *ctx, const stele_name_info *info), void *ctx);
 int pg_read_matching(backend *b, const stele_condition *cond, uint64_t from, int backwards,
                      size_t limit, stele_page **out);
 int pg_get_metadata(backend *b, const char *stream, size_t len, stele_stream_metadata **out);

@@ -293,6 +293,51 @@ int idx_stream_put(idx *ix, MDB_txn *txn, const char *name, size_t len, const id
     return idx_err(mdb_put(txn, ix->streams, &k, &v, 0), "put stream");
 }
 
+/* The stream entries in name order, those starting with `prefix` and
+ * after `after` (exclusive), at most `limit` (index.h). */
+int idx_stream_keys(idx *ix, MDB_txn *txn, const char *prefix, size_t plen, const char *after,
+                    size_t alen, size_t limit, int no_system, idx_stream_fn fn, void *ctx)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, ix->streams, &cur);
+    if (rc)
+        return idx_err(rc, "streams cursor");
+    int skip_equal = after && alen && (alen > plen || memcmp(after, prefix, alen) >= 0);
+    MDB_val k = skip_equal ? (MDB_val){alen, (void *)after} : (MDB_val){plen, (void *)prefix}, v;
+    size_t n = 0;
+    rc = plen || skip_equal ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
+                            : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0 && n < limit) {
+        const char *name = k.mv_data;
+        if (k.mv_size < plen || memcmp(name, prefix, plen))
+            break;
+        if (skip_equal && k.mv_size == alen && !memcmp(name, after, alen)) {
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            continue;
+        }
+        if (no_system && name[0] == '$') {
+            /* every '$' name sorts before "%": jump past them */
+            static const char past[] = "%";
+            k = (MDB_val){1, (void *)past};
+            rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+            continue;
+        }
+        idx_stream st;
+        if ((rc = idx_stream_get(ix, txn, name, k.mv_size, &st)))
+            break;
+        if ((rc = fn(ctx, name, k.mv_size, &st)))
+            break;
+        n++;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    else if (rc > 0)
+        rc = idx_err(rc, "streams cursor");
+    return rc;
+}
+
 /* -------------------------------------------------------------------- ids */
 
 int idx_id_get(idx *ix, MDB_txn *txn, const uint8_t id[16], uint64_t *sid, uint64_t *rev,

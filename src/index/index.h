@@ -119,6 +119,13 @@ int idx_commit_txn(MDB_txn *txn);
 /* 0, STELE_ENOTFOUND or another error. */
 int idx_stream_get(idx *ix, MDB_txn *txn, const char *name, size_t len, idx_stream *out);
 int idx_stream_put(idx *ix, MDB_txn *txn, const char *name, size_t len, const idx_stream *st);
+/* The streams in name order (byte order), those starting with `prefix`
+ * and after `after` (exclusive; NULL or empty: from the first), at most
+ * `limit`, without names starting with '$' if `no_system`: fn(ctx, name,
+ * len, entry) for each; a non-zero return stops and is returned. */
+typedef int (*idx_stream_fn)(void *ctx, const char *name, size_t len, const idx_stream *st);
+int idx_stream_keys(idx *ix, MDB_txn *txn, const char *prefix, size_t plen, const char *after,
+                    size_t alen, size_t limit, int no_system, idx_stream_fn fn, void *ctx);
 
 int idx_id_get(idx *ix, MDB_txn *txn, const uint8_t id[16], uint64_t *sid, uint64_t *rev,
                uint64_t *pos);
@@ -261,6 +268,17 @@ int idx_sec_last(idx_sec_cursor *sc, uint64_t below, idx_run *out);
  * key's last run). 0 with *out, STELE_ENOTFOUND, or ECORRUPT if the
  * ordinals do not follow the positions. */
 int idx_sec_seek_ord(idx_sec_cursor *sc, uint64_t ord, idx_run *out);
+
+/* The distinct keys of one kind (SEC_CATEGORY, SEC_TYPE, ...) in byte
+ * order, those starting with `prefix` and after `after` (exclusive; NULL
+ * or empty: from the first), at most `limit`, without names starting
+ * with '$' if `no_system`: fn(ctx, name, len, events indexed under the
+ * key) for each; a non-zero return stops and is returned. EINVAL when the
+ * secondary indexes are off. */
+typedef int (*idx_key_fn)(void *ctx, const char *name, size_t len, uint64_t count);
+int idx_sec_keys(idx *ix, MDB_txn *txn, int kind, const char *prefix, size_t plen,
+                 const char *after, size_t alen, size_t limit, int no_system, idx_key_fn fn,
+                 void *ctx);
 
 /* The stream with the least internal number >= sid (forwards) or the
  * greatest <= sid (backwards) that has a commit, and its last commit

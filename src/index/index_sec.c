@@ -678,3 +678,66 @@ int idx_sec_seek_ord(idx_sec_cursor *sc, uint64_t ord, idx_run *out)
     return err_set(STELE_ECORRUPT, "index: ordinal %llu lies in no run of its key",
                    (unsigned long long)ord);
 }
+
+/* ------------------------------------------------------------ key listing */
+
+int idx_sec_keys(idx *ix, MDB_txn *txn, int kind, const char *prefix, size_t plen,
+                 const char *after, size_t alen, size_t limit, int no_system, idx_key_fn fn,
+                 void *ctx)
+{
+    if (!ix->sec_on)
+        return err_set(STELE_EINVAL, "the secondary indexes are off in this store");
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, ix->sec, &cur);
+    if (rc)
+        return idx_err(rc, "secondary index cursor");
+    /* Keys are kind | name, sorted by bytes: start at kind | max(prefix,
+     * after) and walk the distinct keys while they keep the kind and the
+     * prefix. A key's count is its last run's ordinal plus its count. */
+    uint8_t start[1 + 256];
+    size_t slen;
+    int skip_equal = 0;
+    if (after && alen && (alen > plen || memcmp(after, prefix, alen) >= 0)) {
+        key_make(start, &slen, kind, after, alen > 255 ? 255 : alen);
+        skip_equal = 1;
+    } else {
+        key_make(start, &slen, kind, prefix, plen);
+    }
+    MDB_val k = {slen, start}, v;
+    size_t n = 0;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (rc == 0 && n < limit) {
+        const uint8_t *kb = k.mv_data;
+        if (k.mv_size < 1 || kb[0] != (uint8_t)kind)
+            break;
+        const char *name = (const char *)kb + 1;
+        size_t nlen = k.mv_size - 1;
+        if (nlen < plen || memcmp(name, prefix, plen))
+            break;
+        if (skip_equal && nlen == alen && !memcmp(name, after, alen)) {
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP);
+            continue;
+        }
+        if (no_system && nlen && name[0] == '$') {
+            /* every kind|'$' key sorts before kind|'%': jump past them */
+            uint8_t past[2] = {(uint8_t)kind, '%'};
+            memcpy(start, past, 2);
+            k = (MDB_val){2, start};
+            rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+            continue;
+        }
+        idx_run last;
+        if ((rc = sec_decode(mdb_cursor_get(cur, &k, &v, MDB_LAST_DUP), &v, &last)))
+            break;
+        if ((rc = fn(ctx, name, nlen, last.ord + last.count)))
+            break;
+        n++;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP);
+    }
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    else if (rc > 0)
+        rc = idx_err(rc, "secondary index cursor");
+    return rc;
+}

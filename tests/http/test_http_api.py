@@ -804,7 +804,9 @@ def tombstone():
 
 @T.case
 def unknown_routes_and_wrong_methods():
-    for method, path in (("GET", "/"), ("GET", "/nope"), ("GET", "/streams"),
+    # GET / is the web UI and GET /streams the stream listing (docs/ui.md,
+    # docs/http-api.md); both are tested in tests/ui
+    for method, path in (("GET", "/nope"), ("GET", "/ui"), ("GET", "/ui/nope.js"),
                          ("GET", "/streams/"), ("POST", "/streams/"), ("GET", "/health"),
                          ("GET", "/health/"), ("GET", "/health/live/"), ("GET", "/all/"),
                          ("GET", "/alls"), ("GET", "/info/x"), ("GET", "/streams/x/tail"),
