@@ -102,7 +102,7 @@ typedef void (*append_done_fn)(void *ctx, int rc, const stele_append_result *res
 /* The version of this table's layout and meaning. A backend sets
  * `version` to the value it was built against; backend_open() refuses a
  * mismatch. Bump it whenever a slot is added, removed or changes meaning. */
-#define BACKEND_OPS_VERSION 3u
+#define BACKEND_OPS_VERSION 4u
 
 typedef struct backend_ops {
     unsigned version; /* BACKEND_OPS_VERSION */
