@@ -346,6 +346,11 @@ static void http_need(int m, const char *path, size_t plen, need *n)
     } else if (prefix(path, plen, "/rules")) {
         n->kind = NEED_GROUP; /* definitions name targets and their secrets */
         n->group = "$rule-managers";
+    } else if (IS("/streams") && get) {
+        /* The list of stream names: like /categories, a read of $all. */
+        n->kind = NEED_STREAM;
+        snprintf(n->stream, sizeof n->stream, "$all");
+        n->op = ACL_R;
     } else if (IS("/streams")) {
         n->kind = NEED_OPS; /* multi-stream appends: see docs/security.md */
     } else if (plen > 9 && !memcmp(path, "/streams/", 9)) {
