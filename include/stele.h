@@ -35,6 +35,17 @@ extern "C" {
 #define STELE_VERSION "0.1.0"
 
 /*
+ * STELE_API marks the public functions: libstele.so is built with
+ * -fvisibility=hidden and exports only what carries this mark, so the
+ * engine's internal symbols never leak into an embedder's namespace.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define STELE_API __attribute__((visibility("default")))
+#else
+#define STELE_API
+#endif
+
+/*
  * Error codes. One table (X-macro) generates the enum, stele_strerror()
  * and stele_errname(), which the server uses as the stable code in HTTP and
  * gRPC error bodies.
@@ -66,17 +77,17 @@ enum {
 };
 
 /** Text for an error code: "wrong expected revision". Static storage. */
-const char *stele_strerror(int code);
+STELE_API const char *stele_strerror(int code);
 
 /** Stable name of an error code without the E: "WRONGREV", "OK". Static. */
-const char *stele_errname(int code);
+STELE_API const char *stele_errname(int code);
 
 /**
  * The message of the calling thread's most recent failed call, with
  * details ("event 3: type is empty"). Valid until the thread's next call
  * into libstele. Never NULL ("" if nothing failed yet).
  */
-const char *stele_errmsg(void);
+STELE_API const char *stele_errmsg(void);
 
 /* ---------------------------------------------------------------- opening */
 
@@ -124,14 +135,14 @@ typedef struct stele_options {
  * space is freed, then succeed again), stele_errmsg() then says so after
  * the 0 return, and stele_get_stats() reports readonly with the reason.
  */
-int stele_open(const char *dir, const stele_options *opts, stele_db **out);
+STELE_API int stele_open(const char *dir, const stele_options *opts, stele_db **out);
 
 /**
  * Close the store: waits for appends already queued, syncs the indexes,
  * marks the store cleanly closed and frees the handle. NULL is a no-op.
  * The caller must ensure no other thread is still using `db`.
  */
-void stele_close(stele_db *db);
+STELE_API void stele_close(stele_db *db);
 
 /* --------------------------------------------------------------- events */
 
@@ -235,9 +246,9 @@ typedef struct stele_append_result {
  * Stream names: 1..255 bytes of UTF-8 without control characters, not
  * starting with '$' (reserved for system streams).
  */
-int stele_append(stele_db *db, const char *stream, int64_t expected,
-                 const stele_event_in *events, size_t n,
-                 stele_append_result *res);
+STELE_API int stele_append(stele_db *db, const char *stream, int64_t expected,
+                           const stele_event_in *events, size_t n,
+                           stele_append_result *res);
 
 /**
  * Completion of stele_append_async(): `rc` and `res` as stele_append would
@@ -258,9 +269,9 @@ typedef void (*stele_append_cb)(void *ctx, int rc, const stele_append_result *re
  * this returns. Close the store only after every callback has run (close
  * waits for queued appends, which then complete normally).
  */
-int stele_append_async(stele_db *db, const char *stream, int64_t expected,
-                       const stele_event_in *events, size_t n, stele_append_cb cb,
-                       void *ctx);
+STELE_API int stele_append_async(stele_db *db, const char *stream, int64_t expected,
+                                 const stele_event_in *events, size_t n, stele_append_cb cb,
+                                 void *ctx);
 
 /* ----------------------------------------------------------------- reads */
 
@@ -280,29 +291,29 @@ typedef struct stele_page stele_page;
  * message names segment and offset).
  * On success *out is a page the caller frees with stele_page_free().
  */
-int stele_read_stream(stele_db *db, const char *stream, uint64_t from,
-                      int direction, size_t limit, stele_page **out);
+STELE_API int stele_read_stream(stele_db *db, const char *stream, uint64_t from,
+                                int direction, size_t limit, stele_page **out);
 
 /**
  * Read up to `limit` events of $all (every stream, in position order)
  * starting at position `from` (inclusive). Backwards, STELE_END starts at
  * the last event. Only committed events are seen.
  */
-int stele_read_all(stele_db *db, uint64_t from, int direction, size_t limit,
-                   stele_page **out);
+STELE_API int stele_read_all(stele_db *db, uint64_t from, int direction, size_t limit,
+                             stele_page **out);
 
 /** Number of events in the page. */
-size_t stele_page_count(const stele_page *page);
+STELE_API size_t stele_page_count(const stele_page *page);
 
 /** Event i (0 <= i < count). Valid until stele_page_free(page). */
-const stele_event *stele_page_event(const stele_page *page, size_t i);
+STELE_API const stele_event *stele_page_event(const stele_page *page, size_t i);
 
 /**
  * Where the next page starts: the revision (stream reads) or position
  * ($all reads) to pass as `from`. Returns 1 and sets *next if more events
  * may follow in this direction, 0 at the end (*next untouched).
  */
-int stele_page_next(const stele_page *page, uint64_t *next);
+STELE_API int stele_page_next(const stele_page *page, uint64_t *next);
 
 /**
  * System view streams. stele_read_stream() and stele_subscribe_stream()
@@ -329,10 +340,10 @@ int stele_page_next(const stele_page *page, uint64_t *next);
  * valid until stele_page_free) and event i's revision in it. Returns 1,
  * or 0 for any other page (outputs untouched).
  */
-int stele_page_link(const stele_page *page, size_t i, const char **view, uint64_t *revision);
+STELE_API int stele_page_link(const stele_page *page, size_t i, const char **view, uint64_t *revision);
 
 /** Free a page and every event in it. NULL is a no-op. */
-void stele_page_free(stele_page *page);
+STELE_API void stele_page_free(stele_page *page);
 
 /* ------------------------------------------------- multi-stream appends */
 
@@ -443,10 +454,10 @@ typedef struct stele_multi_result {
  * EIDCONFLICT, ENOTFOUND, EREADONLY, EIO, ENOSPC, ECLOSED. On any error
  * nothing was written.
  */
-int stele_append_multi(stele_db *db, const stele_append_stream *streams, size_t nstreams,
-                       const stele_append_record *records, size_t nrecords,
-                       const stele_condition *cond, stele_append_result *per_stream,
-                       stele_multi_result *res);
+STELE_API int stele_append_multi(stele_db *db, const stele_append_stream *streams, size_t nstreams,
+                                 const stele_append_record *records, size_t nrecords,
+                                 const stele_condition *cond, stele_append_result *per_stream,
+                                 stele_multi_result *res);
 
 /**
  * Completion of stele_append_multi_async(): `rc`, `per_stream` (nstreams
@@ -465,9 +476,9 @@ typedef void (*stele_append_multi_cb)(void *ctx, int rc, const stele_append_resu
  * returns 0 and calls `cb` exactly once, after the commit is durable or
  * failed. The store copies the request: the caller may free it at once.
  */
-int stele_append_multi_async(stele_db *db, const stele_append_stream *streams, size_t nstreams,
-                             const stele_append_record *records, size_t nrecords,
-                             const stele_condition *cond, stele_append_multi_cb cb, void *ctx);
+STELE_API int stele_append_multi_async(stele_db *db, const stele_append_stream *streams, size_t nstreams,
+                                       const stele_append_record *records, size_t nrecords,
+                                       const stele_condition *cond, stele_append_multi_cb cb, void *ctx);
 
 /**
  * Read the events matching a DCB query (`cond->items`), from position
@@ -478,8 +489,8 @@ int stele_append_multi_async(stele_db *db, const stele_append_stream *streams, s
  * a decision was based on is the `after` of the condition to append with.
  * Errors: EINVAL (as for conditions), ECORRUPT.
  */
-int stele_read_matching(stele_db *db, const stele_condition *cond, uint64_t from, int direction,
-                        size_t limit, stele_page **out);
+STELE_API int stele_read_matching(stele_db *db, const stele_condition *cond, uint64_t from, int direction,
+                                  size_t limit, stele_page **out);
 
 /* --------------------------------------------------------------- queries */
 
@@ -545,7 +556,7 @@ typedef struct stele_query {
  * with a next position even when every later match turns out hidden; the
  * next page is then empty and has no next.
  */
-int stele_read_query(stele_db *db, const stele_query *q, stele_page **out);
+STELE_API int stele_read_query(stele_db *db, const stele_query *q, stele_page **out);
 
 /**
  * Temporal stream read: stele_read_stream() limited to the stream's prefix
@@ -553,8 +564,8 @@ int stele_read_query(stele_db *db, const stele_query *q, stele_page **out);
  * Forwards it stops after `to`; backwards it starts at min(from, to).
  * Errors as stele_read_stream().
  */
-int stele_read_stream_to(stele_db *db, const char *stream, uint64_t from, int direction,
-                         size_t limit, uint64_t to, stele_page **out);
+STELE_API int stele_read_stream_to(stele_db *db, const char *stream, uint64_t from, int direction,
+                                   size_t limit, uint64_t to, stele_page **out);
 
 /**
  * Temporal stream read by time: the prefix of the stream committed at or
@@ -563,8 +574,8 @@ int stele_read_stream_to(stele_db *db, const char *stream, uint64_t from, int di
  * must exist now: errors as stele_read_stream()). EINVAL on a store opened
  * with STELE_OPEN_NO_INDEXES (it needs the time index).
  */
-int stele_read_stream_as_of(stele_db *db, const char *stream, int64_t as_of_us, uint64_t from,
-                            int direction, size_t limit, stele_page **out);
+STELE_API int stele_read_stream_as_of(stele_db *db, const char *stream, int64_t as_of_us, uint64_t from,
+                                      int direction, size_t limit, stele_page **out);
 
 /* -------------------------------------------------------------- streams */
 
@@ -588,7 +599,7 @@ typedef struct stele_stream_info {
  * last revision written even when stream metadata (maxAge, maxCount,
  * truncateBefore) hides it from reads: appends go on from there.
  */
-int stele_stream_head(stele_db *db, const char *stream, stele_stream_info *info);
+STELE_API int stele_stream_head(stele_db *db, const char *stream, stele_stream_info *info);
 
 /**
  * Soft-delete a stream: its events are hidden from reads of the stream
@@ -597,16 +608,16 @@ int stele_stream_head(stele_db *db, const char *stream, stele_stream_info *info)
  * Errors: ENOTFOUND, EDELETED, EWRONGREV (*current set if not NULL).
  * Durable before it returns.
  */
-int stele_delete_stream(stele_db *db, const char *stream, int64_t expected,
-                        uint64_t *current);
+STELE_API int stele_delete_stream(stele_db *db, const char *stream, int64_t expected,
+                                  uint64_t *current);
 
 /**
  * Tombstone a stream: deleted forever; reads, appends and deletes of it fail
  * with EDELETED. Works on a stream that was never written, too (reserving
  * the name). Durable before it returns.
  */
-int stele_tombstone_stream(stele_db *db, const char *stream, int64_t expected,
-                           uint64_t *current);
+STELE_API int stele_tombstone_stream(stele_db *db, const char *stream, int64_t expected,
+                                     uint64_t *current);
 
 /* ------------------------------------------- stream metadata and snapshots */
 
@@ -665,8 +676,8 @@ typedef struct stele_stream_metadata {
  * (custom over STELE_MAX_CUSTOM_METADATA), EDELETED (tombstoned),
  * EWRONGREV, EREADONLY, EIO, ENOSPC, ECLOSED.
  */
-int stele_set_stream_metadata(stele_db *db, const char *stream, const stele_stream_metadata *md,
-                              int64_t expected_version, uint64_t *version);
+STELE_API int stele_set_stream_metadata(stele_db *db, const char *stream, const stele_stream_metadata *md,
+                                        int64_t expected_version, uint64_t *version);
 
 /**
  * The metadata of `stream`. On success *out is one allocation (the struct
@@ -675,7 +686,7 @@ int stele_set_stream_metadata(stele_db *db, const char *stream, const stele_stre
  * zero fields and version STELE_NONE. Errors: ENOTFOUND (no such stream),
  * EDELETED (tombstoned), EINVAL, ECORRUPT.
  */
-int stele_get_stream_metadata(stele_db *db, const char *stream, stele_stream_metadata **out);
+STELE_API int stele_get_stream_metadata(stele_db *db, const char *stream, stele_stream_metadata **out);
 
 /** A snapshot to save. Pointers are borrowed for the call only. */
 typedef struct stele_snapshot_in {
@@ -716,7 +727,7 @@ typedef struct stele_snapshot {
  * max_event_size), ENOTFOUND (no events: never written or soft-deleted),
  * EDELETED (tombstoned), EREADONLY, EIO, ENOSPC, ECLOSED.
  */
-int stele_put_snapshot(stele_db *db, const char *stream, const stele_snapshot_in *snap);
+STELE_API int stele_put_snapshot(stele_db *db, const char *stream, const stele_snapshot_in *snap);
 
 /**
  * The latest snapshot of `stream` at or before revision `at_or_before`
@@ -725,8 +736,8 @@ int stele_put_snapshot(stele_db *db, const char *stream, const stele_snapshot_in
  * delete are gone with the deleted events. Errors: ENOTFOUND (no such
  * stream, or soft-deleted), EDELETED, EINVAL, ECORRUPT.
  */
-int stele_get_snapshot(stele_db *db, const char *stream, uint64_t at_or_before,
-                       stele_snapshot **out);
+STELE_API int stele_get_snapshot(stele_db *db, const char *stream, uint64_t at_or_before,
+                                 stele_snapshot **out);
 
 /**
  * Load a stream for folding, in one consistent read: its latest snapshot
@@ -739,11 +750,11 @@ int stele_get_snapshot(stele_db *db, const char *stream, uint64_t at_or_before,
  * Free *snap with stele_free() and *events with stele_page_free().
  * Errors: those of stele_read_stream.
  */
-int stele_load_stream(stele_db *db, const char *stream, size_t limit, stele_snapshot **snap,
-                      stele_page **events);
+STELE_API int stele_load_stream(stele_db *db, const char *stream, size_t limit, stele_snapshot **snap,
+                                stele_page **events);
 
 /** Free memory that libstele handed over (metadata, snapshots). NULL is a no-op. */
-void stele_free(void *p);
+STELE_API void stele_free(void *p);
 
 /* --------------------------------------------------------- subscriptions */
 
@@ -790,15 +801,15 @@ typedef struct stele_sub stele_sub;
  * at the switch. Errors: EINVAL (bad filter, with the reason).
  * On success *out is a subscription closed with stele_sub_close().
  */
-int stele_subscribe_all(stele_db *db, uint64_t from, const stele_filter *filter,
-                        stele_sub **out);
+STELE_API int stele_subscribe_all(stele_db *db, uint64_t from, const stele_filter *filter,
+                                  stele_sub **out);
 
 /**
  * Subscribe to one stream from revision `from` (inclusive; STELE_END = only
  * events appended after this call). The stream need not exist yet. Reading
  * follows the stream's visibility rules (a soft delete hides what it hid).
  */
-int stele_subscribe_stream(stele_db *db, const char *stream, uint64_t from, stele_sub **out);
+STELE_API int stele_subscribe_stream(stele_db *db, const char *stream, uint64_t from, stele_sub **out);
 
 /**
  * The next events, at most `limit` (>= 1). If none are available it waits
@@ -810,21 +821,21 @@ int stele_subscribe_stream(stele_db *db, const char *stream, uint64_t from, stel
  * for stele_page_free(). Errors: EDELETED (the stream was tombstoned; the
  * subscription is over), ECORRUPT, EIO.
  */
-int stele_sub_next(stele_sub *sub, size_t limit, int timeout_ms, stele_page **out);
+STELE_API int stele_sub_next(stele_sub *sub, size_t limit, int timeout_ms, stele_page **out);
 
 /**
  * Where the subscription will continue: for $all the next position to scan
  * (every event before it was delivered or filtered out: a checkpoint to
  * resume from), for a stream the next revision.
  */
-uint64_t stele_sub_position(const stele_sub *sub);
+STELE_API uint64_t stele_sub_position(const stele_sub *sub);
 
 /**
  * 1 if the last stele_sub_next() reached the end of the log (the
  * subscription is live), 0 while it is reading history or has fallen
  * behind the tail again.
  */
-int stele_sub_caught_up(const stele_sub *sub);
+STELE_API int stele_sub_caught_up(const stele_sub *sub);
 
 /**
  * Move the cursor to `next` (a position for $all, a revision for a stream)
@@ -833,10 +844,10 @@ int stele_sub_caught_up(const stele_sub *sub);
  * once and hands the same bytes to many subscribers. The next
  * stele_sub_next() reads from there. NULL is a no-op.
  */
-void stele_sub_seek(stele_sub *sub, uint64_t next);
+STELE_API void stele_sub_seek(stele_sub *sub, uint64_t next);
 
 /** Close a subscription. NULL is a no-op. */
-void stele_sub_close(stele_sub *sub);
+STELE_API void stele_sub_close(stele_sub *sub);
 
 /**
  * For event loops: a new non-blocking eventfd that becomes readable after
@@ -844,8 +855,8 @@ void stele_sub_close(stele_sub *sub);
  * timeout 0). Release it with stele_unwatch() before stele_close().
  * At most 64 watches per store.
  */
-int stele_watch(stele_db *db, int *fd);
-void stele_unwatch(stele_db *db, int fd);
+STELE_API int stele_watch(stele_db *db, int *fd);
+STELE_API void stele_unwatch(stele_db *db, int fd);
 
 /* ------------------------------------------------------- consumer groups */
 
@@ -913,7 +924,7 @@ typedef struct stele_group_settings {
 } stele_group_settings;
 
 /** Fill `s` with the defaults (start 0, round robin, the values above). */
-void stele_group_settings_init(stele_group_settings *s);
+STELE_API void stele_group_settings_init(stele_group_settings *s);
 
 /**
  * Create group `group` on `stream` (NULL or "$all": on $all). Durable
@@ -923,8 +934,8 @@ void stele_group_settings_init(stele_group_settings *s);
  * on $all. Errors: EINVAL (bad name or setting, with the reason), EEXISTS
  * (the group exists), EREADONLY, EIO, ECLOSED.
  */
-int stele_group_create(stele_db *db, const char *stream, const char *group,
-                       const stele_group_settings *settings);
+STELE_API int stele_group_create(stele_db *db, const char *stream, const char *group,
+                                 const stele_group_settings *settings);
 
 /**
  * Change a group's settings (all but the filter, which must be the same;
@@ -932,15 +943,15 @@ int stele_group_create(stele_db *db, const char *stream, const char *group,
  * consumers stay connected and work under the new settings at once.
  * Errors: ENOTFOUND (no such group), EINVAL, and as for create.
  */
-int stele_group_update(stele_db *db, const char *stream, const char *group,
-                       const stele_group_settings *settings);
+STELE_API int stele_group_update(stele_db *db, const char *stream, const char *group,
+                                 const stele_group_settings *settings);
 
 /**
  * Delete a group: its consumers get ENOTFOUND from their next call (close
  * them as usual), its checkpoint and parked streams are deleted. Durable
  * before it returns. Errors: ENOTFOUND.
  */
-int stele_group_delete(stele_db *db, const char *stream, const char *group);
+STELE_API int stele_group_delete(stele_db *db, const char *stream, const char *group);
 
 /** A connected consumer, in stele_group_info. */
 typedef struct stele_consumer_info {
@@ -984,15 +995,15 @@ typedef struct stele_group_info {
 
 /** Every group: *out is an array of *n infos (NULL and 0 when there are
  *  none), freed with stele_group_info_free(*out). */
-int stele_group_list(stele_db *db, stele_group_info **out, size_t *n);
+STELE_API int stele_group_list(stele_db *db, stele_group_info **out, size_t *n);
 
 /** One group: *out is one info, freed with stele_group_info_free().
  *  Errors: ENOTFOUND, EINVAL. */
-int stele_group_get(stele_db *db, const char *stream, const char *group,
-                    stele_group_info **out);
+STELE_API int stele_group_get(stele_db *db, const char *stream, const char *group,
+                              stele_group_info **out);
 
 /** Free what stele_group_list / stele_group_get returned. NULL is a no-op. */
-void stele_group_info_free(stele_group_info *infos);
+STELE_API void stele_group_info_free(stele_group_info *infos);
 
 /** A consumer connected to a group. Opaque. */
 typedef struct stele_consumer stele_consumer;
@@ -1002,8 +1013,8 @@ typedef struct stele_consumer stele_consumer;
  * to a group. Errors: ENOTFOUND (no such group), EEXISTS (a consumer of
  * that name is connected), EINVAL. Close it with stele_consumer_close().
  */
-int stele_group_connect(stele_db *db, const char *stream, const char *group,
-                        const char *name, stele_consumer **out);
+STELE_API int stele_group_connect(stele_db *db, const char *stream, const char *group,
+                                  const char *name, stele_consumer **out);
 
 /** Events delivered by stele_consumer_read(). Opaque. */
 typedef struct stele_batch stele_batch;
@@ -1019,21 +1030,21 @@ typedef struct stele_batch stele_batch;
  * Errors: ENOTFOUND (the group was deleted), EDELETED (the group's stream
  * was tombstoned and every event before was delivered), ECORRUPT, EIO.
  */
-int stele_consumer_read(stele_consumer *c, size_t max, int timeout_ms, stele_batch **out);
+STELE_API int stele_consumer_read(stele_consumer *c, size_t max, int timeout_ms, stele_batch **out);
 
-size_t stele_batch_count(const stele_batch *b);
+STELE_API size_t stele_batch_count(const stele_batch *b);
 /** Event i; valid until stele_batch_free(b). */
-const stele_event *stele_batch_event(const stele_batch *b, size_t i);
+STELE_API const stele_event *stele_batch_event(const stele_batch *b, size_t i);
 /** How many times event i was delivered before (0 the first time). */
-uint32_t stele_batch_retry_count(const stele_batch *b, size_t i);
-void stele_batch_free(stele_batch *b);
+STELE_API uint32_t stele_batch_retry_count(const stele_batch *b, size_t i);
+STELE_API void stele_batch_free(stele_batch *b);
 
 /**
  * Ack events by id: done. Every id must be in flight to this consumer, or
  * nothing is acked and the call fails with ENOTFOUND naming the first one
  * that is not (it may have timed out and gone to another consumer).
  */
-int stele_consumer_ack(stele_consumer *c, const uint8_t (*ids)[16], size_t n);
+STELE_API int stele_consumer_ack(stele_consumer *c, const uint8_t (*ids)[16], size_t n);
 
 /** What a nack asks for. */
 #define STELE_NACK_RETRY 0 /* deliver again (counts as a retry) */
@@ -1044,21 +1055,21 @@ int stele_consumer_ack(stele_consumer *c, const uint8_t (*ids)[16], size_t n);
  * Nack events by id with `action` and an optional `reason` (<= 1024 bytes,
  * kept in the parked link's metadata). The same rule as ack for the ids.
  */
-int stele_consumer_nack(stele_consumer *c, const uint8_t (*ids)[16], size_t n, int action,
-                        const char *reason);
+STELE_API int stele_consumer_nack(stele_consumer *c, const uint8_t (*ids)[16], size_t n, int action,
+                                  const char *reason);
 
 /** Ack / nack events of a group by id whichever consumer has them in
  *  flight (for clients that do not name a consumer, e.g. over HTTP). */
-int stele_group_ack(stele_db *db, const char *stream, const char *group,
-                    const uint8_t (*ids)[16], size_t n);
-int stele_group_nack(stele_db *db, const char *stream, const char *group,
-                     const uint8_t (*ids)[16], size_t n, int action, const char *reason);
+STELE_API int stele_group_ack(stele_db *db, const char *stream, const char *group,
+                              const uint8_t (*ids)[16], size_t n);
+STELE_API int stele_group_nack(stele_db *db, const char *stream, const char *group,
+                               const uint8_t (*ids)[16], size_t n, int action, const char *reason);
 
 /**
  * Disconnect: the consumer's in-flight events go back to the group at once
  * (each counts as a retry) for another consumer. NULL is a no-op.
  */
-void stele_consumer_close(stele_consumer *c);
+STELE_API void stele_consumer_close(stele_consumer *c);
 
 /**
  * Replay parked events into the group: the oldest `max` of them (0: all
@@ -1067,8 +1078,8 @@ void stele_consumer_close(stele_consumer *c);
  * (if it fails again it is parked again, as a new parked message).
  * *count (may be NULL) gets the number of events queued for replay.
  */
-int stele_group_replay_parked(stele_db *db, const char *stream, const char *group,
-                              uint64_t max, uint64_t *count);
+STELE_API int stele_group_replay_parked(stele_db *db, const char *stream, const char *group,
+                                        uint64_t max, uint64_t *count);
 
 /**
  * Read the group's parked messages from parked revision `from` (0 or any
@@ -1078,16 +1089,16 @@ int stele_group_replay_parked(stele_db *db, const char *stream, const char *grou
  * type, the reason and the retry count. *out is a page for
  * stele_page_free(); the links' revisions are the `from` of later reads.
  */
-int stele_group_read_parked(stele_db *db, const char *stream, const char *group,
-                            uint64_t from, size_t limit, stele_page **out);
+STELE_API int stele_group_read_parked(stele_db *db, const char *stream, const char *group,
+                                      uint64_t from, size_t limit, stele_page **out);
 
 /**
  * Drop the parked messages below parked revision `before` (STELE_END: all
  * of them). They are hidden from reads and replays. Durable before it
  * returns.
  */
-int stele_group_truncate_parked(stele_db *db, const char *stream, const char *group,
-                                uint64_t before);
+STELE_API int stele_group_truncate_parked(stele_db *db, const char *stream, const char *group,
+                                          uint64_t before);
 
 /**
  * For event loops: a new non-blocking eventfd that becomes readable when a
@@ -1096,8 +1107,8 @@ int stele_group_truncate_parked(stele_db *db, const char *stream, const char *gr
  * with timeout 0. Release it with stele_group_unwatch() before
  * stele_close(). At most 16 per store.
  */
-int stele_group_watch(stele_db *db, int *fd);
-void stele_group_unwatch(stele_db *db, int fd);
+STELE_API int stele_group_watch(stele_db *db, int *fd);
+STELE_API void stele_group_unwatch(stele_db *db, int fd);
 
 /**
  * Rewind a group: every event from `to` (a position for a group on $all, a
@@ -1106,7 +1117,7 @@ void stele_group_unwatch(stele_db *db, int fd);
  * ENOTFOUND), and the new checkpoint is durable before the call returns.
  * Errors: ENOTFOUND (no such group), EINVAL, EREADONLY, EIO.
  */
-int stele_group_rewind(stele_db *db, const char *stream, const char *group, uint64_t to);
+STELE_API int stele_group_rewind(stele_db *db, const char *stream, const char *group, uint64_t to);
 
 /**
  * Rewind a group to a time: to the first event committed at or after
@@ -1114,8 +1125,8 @@ int stele_group_rewind(stele_db *db, const char *stream, const char *group, uint
  * *to (may be NULL) gets the position or revision chosen. EINVAL on a store
  * opened with STELE_OPEN_NO_INDEXES (it needs the time index).
  */
-int stele_group_rewind_time(stele_db *db, const char *stream, const char *group, int64_t us,
-                            uint64_t *to);
+STELE_API int stele_group_rewind_time(stele_db *db, const char *stream, const char *group, int64_t us,
+                                      uint64_t *to);
 
 /* ----------------------------------------------------------------- rules */
 
@@ -1153,12 +1164,12 @@ enum {
 };
 
 /** Name of a failure kind ("timeout"); static. */
-const char *stele_rule_failure_name(int kind);
+STELE_API const char *stele_rule_failure_name(int kind);
 
 /** Buckets of the delivery latency histogram (commit to delivered). */
 #define STELE_RULE_LAT_BUCKETS 14
 /** Upper bound of latency bucket i (seconds), 0 <= i < STELE_RULE_LAT_BUCKETS. */
-double stele_rule_latency_bound(int i);
+STELE_API double stele_rule_latency_bound(int i);
 
 /**
  * Create or replace rule `name` from the JSON definition `json` (`len`
@@ -1170,14 +1181,14 @@ double stele_rule_latency_bound(int i);
  * be NULL) is 1 for a new rule. Durable before it returns.
  * Errors: EINVAL, EREADONLY, EIO, ECLOSED.
  */
-int stele_rule_put(stele_db *db, const char *name, const char *json, size_t len, int *created);
+STELE_API int stele_rule_put(stele_db *db, const char *name, const char *json, size_t len, int *created);
 
 /** Delete a rule, its checkpoint and dead letters. Errors: ENOTFOUND. */
-int stele_rule_delete(stele_db *db, const char *name);
+STELE_API int stele_rule_delete(stele_db *db, const char *name);
 
 /** Pause (enabled 0) or resume (1) a rule; durable. Events that come
  *  while it is paused are delivered after it resumes. Errors: ENOTFOUND. */
-int stele_rule_set_enabled(stele_db *db, const char *name, int enabled);
+STELE_API int stele_rule_set_enabled(stele_db *db, const char *name, int enabled);
 
 /** A rule and its live counters (since the store was opened). Pointers
  *  stay valid until stele_rule_info_free(). */
@@ -1218,24 +1229,24 @@ typedef struct stele_rule_info {
 } stele_rule_info;
 
 /** Every rule (*n of them, sorted by name), freed with stele_rule_info_free(*out). */
-int stele_rule_list(stele_db *db, stele_rule_info **out, size_t *n);
+STELE_API int stele_rule_list(stele_db *db, stele_rule_info **out, size_t *n);
 /** One rule. Errors: ENOTFOUND, EINVAL. */
-int stele_rule_get(stele_db *db, const char *name, stele_rule_info **out);
-void stele_rule_info_free(stele_rule_info *infos);
+STELE_API int stele_rule_get(stele_db *db, const char *name, stele_rule_info **out);
+STELE_API void stele_rule_info_free(stele_rule_info *infos);
 
 /** Dead letters: read (links as stele_group_read_parked gives them, the
  *  reason holding the last error), redrive to the target (`max` 0: all;
  *  *count may be NULL) and truncate below dead-letter revision `before`. */
-int stele_rule_read_dead(stele_db *db, const char *name, uint64_t from, size_t limit,
-                         stele_page **out);
-int stele_rule_redrive(stele_db *db, const char *name, uint64_t max, uint64_t *count);
-int stele_rule_truncate_dead(stele_db *db, const char *name, uint64_t before);
+STELE_API int stele_rule_read_dead(stele_db *db, const char *name, uint64_t from, size_t limit,
+                                   stele_page **out);
+STELE_API int stele_rule_redrive(stele_db *db, const char *name, uint64_t max, uint64_t *count);
+STELE_API int stele_rule_truncate_dead(stele_db *db, const char *name, uint64_t before);
 
 /**
  * Start delivering: one library thread per enabled rule (and per replay),
  * now and for rules made later. Stopped by stele_close(). Idempotent.
  */
-int stele_rules_start(stele_db *db);
+STELE_API int stele_rules_start(stele_db *db);
 
 /** A replay window: positions [from_pos, to_pos) or, with by_time, events
  *  created in [from_us, to_us). to_pos STELE_END / no to: up to the events
@@ -1254,8 +1265,8 @@ typedef struct stele_replay_window {
  * replay's number. Errors: ENOTFOUND, EINVAL (from after to, a time window
  * on a store without indexes), EBUSY (16 replays running on the rule).
  */
-int stele_rule_replay_start(stele_db *db, const char *name, const stele_replay_window *w,
-                            uint64_t *id);
+STELE_API int stele_rule_replay_start(stele_db *db, const char *name, const stele_replay_window *w,
+                                      uint64_t *id);
 
 typedef struct stele_replay_info {
     uint64_t id;
@@ -1270,11 +1281,11 @@ typedef struct stele_replay_info {
 
 /** The replays of a rule (running and the last finished ones), oldest
  *  first; free with stele_replay_info_free(*out). */
-int stele_rule_replays(stele_db *db, const char *name, stele_replay_info **out, size_t *n);
+STELE_API int stele_rule_replays(stele_db *db, const char *name, stele_replay_info **out, size_t *n);
 /** Cancel a running replay (ENOTFOUND if there is no such replay; a
  *  finished one is left as it is). */
-int stele_rule_replay_cancel(stele_db *db, const char *name, uint64_t id);
-void stele_replay_info_free(stele_replay_info *infos);
+STELE_API int stele_rule_replay_cancel(stele_db *db, const char *name, uint64_t id);
+STELE_API void stele_replay_info_free(stele_replay_info *infos);
 
 /* ----------------------------------------------------------- projections */
 
@@ -1354,8 +1365,8 @@ typedef struct stele_projection_settings {
  * message, and nothing is created.
  * Errors: EINVAL (name, settings, query), EEXISTS, EREADONLY, EIO, ECLOSED.
  */
-int stele_projection_create(stele_db *db, const char *name,
-                            const stele_projection_settings *settings);
+STELE_API int stele_projection_create(stele_db *db, const char *name,
+                                      const stele_projection_settings *settings);
 
 /**
  * Replace a projection's query (and emit_enabled if `emit_enabled` is 0 or
@@ -1363,28 +1374,28 @@ int stele_projection_create(stele_db *db, const char *name,
  * restarts from its checkpoint with the new query, its states kept (reset
  * it to rebuild them). Errors: ENOTFOUND, EINVAL (query), as for create.
  */
-int stele_projection_update(stele_db *db, const char *name, const char *query,
-                            size_t query_len, int emit_enabled);
+STELE_API int stele_projection_update(stele_db *db, const char *name, const char *query,
+                                      size_t query_len, int emit_enabled);
 
 /** Start / stop a projection (stopping waits for its current batch to
  *  commit). Enabling a faulted projection retries from its checkpoint.
  *  Errors: ENOTFOUND. */
-int stele_projection_enable(stele_db *db, const char *name);
-int stele_projection_disable(stele_db *db, const char *name);
+STELE_API int stele_projection_enable(stele_db *db, const char *name);
+STELE_API int stele_projection_disable(stele_db *db, const char *name);
 
 /**
  * Reset: forget the checkpoint and every state, soft-delete the streams
  * the projection emitted to, and run again from the first event (if
  * enabled). Errors: ENOTFOUND.
  */
-int stele_projection_reset(stele_db *db, const char *name);
+STELE_API int stele_projection_reset(stele_db *db, const char *name);
 
 /** Delete flags. */
 #define STELE_PROJ_DELETE_STATE 0x1u   /* soft-delete its state and checkpoint streams */
 #define STELE_PROJ_DELETE_EMITTED 0x2u /* soft-delete the streams it emitted to */
 
 /** Stop and delete a projection. Errors: ENOTFOUND. */
-int stele_projection_delete(stele_db *db, const char *name, unsigned flags);
+STELE_API int stele_projection_delete(stele_db *db, const char *name, unsigned flags);
 
 /** What a projection is doing. Pointers point into the same allocation. */
 typedef struct stele_projection_info {
@@ -1417,11 +1428,11 @@ typedef struct stele_projection_info {
 
 /** Every projection: *out is an array of *n infos freed with
  *  stele_projection_info_free(*out). */
-int stele_projection_list(stele_db *db, stele_projection_info **out, size_t *n);
+STELE_API int stele_projection_list(stele_db *db, stele_projection_info **out, size_t *n);
 
 /** One projection, freed with stele_projection_info_free(). ENOTFOUND. */
-int stele_projection_get(stele_db *db, const char *name, stele_projection_info **out);
-void stele_projection_info_free(stele_projection_info *infos);
+STELE_API int stele_projection_get(stele_db *db, const char *name, stele_projection_info **out);
+STELE_API void stele_projection_info_free(stele_projection_info *infos);
 
 /**
  * The committed state of one partition ("" for a projection without
@@ -1430,8 +1441,8 @@ void stele_projection_info_free(stele_projection_info *infos);
  * yet. `result` = 1 gives the result (after transformBy / filterBy)
  * instead. Errors: ENOTFOUND (no such projection), EINVAL.
  */
-int stele_projection_state(stele_db *db, const char *name, const char *partition, int result,
-                           char **json, size_t *len);
+STELE_API int stele_projection_state(stele_db *db, const char *name, const char *partition, int result,
+                                     char **json, size_t *len);
 
 /** One partition of a read model (stele_projection_partitions). */
 typedef struct stele_partition {
@@ -1453,9 +1464,9 @@ typedef struct stele_partition {
  * from `after` on, each partition's state until `limit` match; see
  * docs/projections.md. Errors: ENOTFOUND, EINVAL.
  */
-int stele_projection_partitions(stele_db *db, const char *name, const char *after, size_t limit,
-                                const char *field, const char *value, stele_partition **out,
-                                size_t *n, int *more);
+STELE_API int stele_projection_partitions(stele_db *db, const char *name, const char *after, size_t limit,
+                                          const char *field, const char *value, stele_partition **out,
+                                          size_t *n, int *more);
 
 /**
  * Reconstruct the state of `stream` with projection `name`'s handlers (the
@@ -1469,9 +1480,9 @@ int stele_projection_partitions(stele_db *db, const char *name, const char *afte
  * ENOTFOUND (projection or stream), EDELETED, EINVAL (a handler threw:
  * the message names the event).
  */
-int stele_projection_fold(stele_db *db, const char *name, const char *stream, uint64_t to,
-                          const int64_t *as_of_us, char **json, size_t *len, uint64_t *revision,
-                          uint64_t *snapshot);
+STELE_API int stele_projection_fold(stele_db *db, const char *name, const char *stream, uint64_t to,
+                                    const int64_t *as_of_us, char **json, size_t *len, uint64_t *revision,
+                                    uint64_t *snapshot);
 
 /**
  * A transient query: run `query` over every event the store holds when the
@@ -1484,12 +1495,12 @@ int stele_projection_fold(stele_db *db, const char *name, const char *stream, ui
  * so the memory limit bounds the query. Errors: EINVAL (the query, or a
  * handler's fault with the event's position), ENOMEM, ECORRUPT.
  */
-int stele_projection_query(stele_db *db, const char *query, size_t query_len,
-                           const stele_projection_settings *limits, char **json, size_t *len);
+STELE_API int stele_projection_query(stele_db *db, const char *query, size_t query_len,
+                                     const stele_projection_settings *limits, char **json, size_t *len);
 
 /** Start the projection subsystem: load the definitions and start every
  *  enabled projection. Idempotent. */
-int stele_projections_start(stele_db *db);
+STELE_API int stele_projections_start(stele_db *db);
 
 /**
  * Wait until projection `name` has committed every event before position
@@ -1497,7 +1508,7 @@ int stele_projections_start(stele_db *db);
  * completed, or `timeout_ms` passed (-1: no limit). 0 if reached, EBUSY on
  * timeout, ENOTFOUND. For tests and read-your-writes.
  */
-int stele_projection_wait(stele_db *db, const char *name, uint64_t position, int timeout_ms);
+STELE_API int stele_projection_wait(stele_db *db, const char *name, uint64_t position, int timeout_ms);
 
 /* ----------------------------------------------------------------- stats */
 
@@ -1518,7 +1529,7 @@ typedef struct stele_stats {
     char readonly_reason[512];
 } stele_stats;
 
-int stele_get_stats(stele_db *db, stele_stats *out);
+STELE_API int stele_get_stats(stele_db *db, stele_stats *out);
 
 /* ------------------------------------------------------------ scavenging */
 
@@ -1585,8 +1596,8 @@ typedef struct stele_scavenge_options {
  * of that segment was changed), EIO / ENOSPC (writing the new segment
  * failed; the original stays, the store is unaffected).
  */
-int stele_scavenge(stele_db *db, const stele_scavenge_options *opts,
-                   stele_scavenge_result *res);
+STELE_API int stele_scavenge(stele_db *db, const stele_scavenge_options *opts,
+                             stele_scavenge_result *res);
 
 /* ----------------------------------------------------------------- check */
 
@@ -1599,15 +1610,15 @@ int stele_scavenge(stele_db *db, const stele_scavenge_options *opts,
  * mismatch"); ELOCKED if a process has the store open. If `report` is not
  * NULL it receives a NUL-terminated summary (at most `report_len` bytes).
  */
-int stele_check(const char *dir, char *report, size_t report_len);
+STELE_API int stele_check(const char *dir, char *report, size_t report_len);
 
 /* ----------------------------------------------------------------- utils */
 
 /** Format a UUID as 36 chars + NUL into `out` (37 bytes). */
-void stele_uuid_format(const uint8_t id[16], char out[37]);
+STELE_API void stele_uuid_format(const uint8_t id[16], char out[37]);
 
 /** Parse "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (any case). 0 or EINVAL. */
-int stele_uuid_parse(const char *text, uint8_t id[16]);
+STELE_API int stele_uuid_parse(const char *text, uint8_t id[16]);
 
 /**
  * Parse an RFC 3339 date-time ("2026-11-23T16:30:00.5Z",
@@ -1616,11 +1627,11 @@ int stele_uuid_parse(const char *text, uint8_t id[16]);
  * bound "created >= t" or an exclusive upper bound "created < t" then
  * stays exact). 0, or EINVAL with the reason in stele_errmsg().
  */
-int stele_time_parse(const char *text, int round_up, int64_t *us);
+STELE_API int stele_time_parse(const char *text, int round_up, int64_t *us);
 
 /** Format microseconds since the epoch as RFC 3339 in UTC with six
  *  fractional digits: "2026-11-23T16:30:00.000000Z" (27 chars + NUL). */
-void stele_time_format(int64_t us, char out[32]);
+STELE_API void stele_time_format(int64_t us, char out[32]);
 
 #ifdef __cplusplus
 }

@@ -918,7 +918,7 @@ static void poke(const char *dir, uint32_t segno, uint64_t off, const void *b, s
 static void flip(const char *dir, uint32_t segno, uint64_t off)
 {
     char p[700];
-    uint8_t c;
+    uint8_t c = 0;
     snprintf(p, sizeof p, "%s/log/%08u.seg", dir, segno);
     int fd = open(p, O_RDWR);
     CHECK(fd >= 0 && pread(fd, &c, 1, (off_t)off) == 1);

@@ -318,8 +318,10 @@ static int expectation(wreq *r, size_t i)
                         : softdel ? "is soft-deleted"
                         : exists ? "is at revision"
                                  : "has no events";
-    snprintf(cb, sizeof cb, exists ? " %llu" : softdel ? " (its last revision was %llu)" : "",
-             (unsigned long long)cur);
+    cb[0] = 0;
+    if (exists || softdel)
+        snprintf(cb, sizeof cb, exists ? " %llu" : " (its last revision was %llu)",
+                 (unsigned long long)cur);
     r->mres.failed_stream = i;
     r->mres.current_revision = cur;
     r->current = cur;
@@ -935,8 +937,8 @@ int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, 
         goto done;
     uint64_t p = bw && from >= visible ? visible - 1 : from;
     for (;;) {
-        uint64_t q;
-        idx_run run;
+        uint64_t q = 0;
+        idx_run run = {0};
         int g = dcb_next(&d, p, bw, &q, &run);
         if (g < 0) {
             rc = g;

@@ -417,7 +417,7 @@ int local_query_sec(local *L, MDB_txn *txn, const query_args *q, uint64_t lo, ui
         if (n && (rc = fetch(&f, c, n, &used, &stop_at, &stopped)))
             break;
         if (page_full(pg, q->limit)) {
-            cand nx;
+            cand nx = {0};
             if (stopped) {
                 pg->has_next = 1;
                 pg->next = stop_at;

@@ -368,7 +368,7 @@ int stele_rule_delete(stele_db *db, const char *name)
 {
     err_clear();
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -406,7 +406,7 @@ int stele_rule_set_enabled(stele_db *db, const char *name, int enabled)
 {
     err_clear();
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -617,7 +617,7 @@ int stele_rule_get(stele_db *db, const char *name, stele_rule_info **out)
         return err_set(STELE_EINVAL, "out is NULL");
     *out = NULL;
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -640,7 +640,7 @@ int stele_rule_read_dead(stele_db *db, const char *name, uint64_t from, size_t l
 {
     err_clear();
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -653,7 +653,7 @@ int stele_rule_redrive(stele_db *db, const char *name, uint64_t max, uint64_t *c
 {
     err_clear();
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -666,7 +666,7 @@ int stele_rule_truncate_dead(stele_db *db, const char *name, uint64_t before)
 {
     err_clear();
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -688,7 +688,7 @@ int stele_rule_replay_start(stele_db *db, const char *name, const stele_replay_w
     if (!w->by_time && w->has_to && w->to_pos != STELE_END && w->from_pos > w->to_pos)
         return err_set(STELE_EINVAL, "replay window: from is after to");
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -708,7 +708,7 @@ int stele_rule_replays(stele_db *db, const char *name, stele_replay_info **out, 
     if (!out || !n)
         return err_set(STELE_EINVAL, "a NULL argument");
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -721,7 +721,7 @@ int stele_rule_replay_cancel(stele_db *db, const char *name, uint64_t id)
 {
     err_clear();
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;

@@ -126,7 +126,7 @@ static void status_text(natsStatus s, const char *what, char err[256])
 {
     natsStatus ls = s;
     const char *t = nats_GetLastError(&ls);
-    snprintf(err, 256, "nats: %s: %s%s%.180s", what, natsStatus_GetText(s), t && *t ? ": " : "",
+    snprintf(err, 256, "nats: %.120s: %s%s%.180s", what, natsStatus_GetText(s), t && *t ? ": " : "",
              t ? t : "");
 }
 

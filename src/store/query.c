@@ -138,7 +138,7 @@ int stele_read_stream_to(stele_db *db, const char *stream, uint64_t from, int di
                          size_t limit, uint64_t to, stele_page **out)
 {
     err_clear();
-    size_t slen;
+    size_t slen = 0;
     int rc = check_stream_read(db, stream, direction, out, &slen);
     if (rc)
         return rc;
@@ -150,7 +150,7 @@ int stele_read_stream_as_of(stele_db *db, const char *stream, int64_t as_of_us, 
                             int direction, size_t limit, stele_page **out)
 {
     err_clear();
-    size_t slen;
+    size_t slen = 0;
     int rc = check_stream_read(db, stream, direction, out, &slen);
     if (rc)
         return rc;

@@ -507,7 +507,7 @@ static int remove_stream(stele_db *db, const char *stream, int64_t expected, int
                          uint64_t *current)
 {
     err_clear();
-    size_t slen;
+    size_t slen = 0;
     if (current)
         *current = STELE_NONE;
     if (!db)
