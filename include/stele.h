@@ -150,6 +150,14 @@ STELE_API void stele_close(stele_db *db);
 #define STELE_EVENT_JSON 0x1u
 /** Event flag: `metadata` is JSON. */
 #define STELE_META_JSON 0x2u
+/**
+ * Event flag: the id's text form is a ULID (seed 004's ids). The id is the
+ * same 16 bytes either way (a ULID and the UUID of the same bits are the
+ * same event id); the flag is stored with the event so it is returned in
+ * the form it was given (stele_id_format). With `id` NULL the store makes
+ * a UUIDv7, whose 48-bit millisecond prefix also makes it a valid ULID.
+ */
+#define STELE_EVENT_ID_ULID 0x4u
 
 /** An event to append. All pointers are borrowed for the call only. */
 typedef struct stele_event_in {
@@ -164,7 +172,7 @@ typedef struct stele_event_in {
     /** Tags: `ntags` (<= 64) NUL-terminated UTF-8 strings of 1..255 bytes. */
     const char *const *tags;
     size_t ntags;
-    /** STELE_EVENT_JSON | STELE_META_JSON. */
+    /** STELE_EVENT_JSON | STELE_META_JSON | STELE_EVENT_ID_ULID. */
     uint32_t flags;
 } stele_event_in;
 
@@ -221,6 +229,15 @@ typedef struct stele_append_result {
      *  it passed. Every failing stream is marked, as KurrentDB lists each
      *  consistency check failure. 0 elsewhere. */
     int failed;
+    /** stele_append / stele_append_async on success: the events' ids in
+     *  order (n x 16 bytes), the given ones and those the store made, so a
+     *  caller can report every event's id; event i has revision
+     *  first_revision + i and position first_position + i. Owned by the
+     *  library: valid during the stele_append_async callback, and after
+     *  stele_append until the calling thread's next stele_append. NULL on
+     *  failure, from other calls, and for appends to a category with an
+     *  inline projection (its worker appends them). */
+    const uint8_t (*ids)[16];
 } stele_append_result;
 
 /**
@@ -576,6 +593,21 @@ STELE_API int stele_read_stream_to(stele_db *db, const char *stream, uint64_t fr
  */
 STELE_API int stele_read_stream_as_of(stele_db *db, const char *stream, int64_t as_of_us, uint64_t from,
                                       int direction, size_t limit, stele_page **out);
+
+/**
+ * Stream read bounded by time (seed 000's by-timestamp reads): the events
+ * of `stream` created at or after `after_us` and before `before_us`
+ * (microseconds since the Unix epoch; INT64_MIN / INT64_MAX for no bound),
+ * read from revision `from` in `direction` as stele_read_stream() does.
+ * Forwards a `from` below the first event in range starts there;
+ * backwards the read starts at the last event before `before_us` and
+ * stops at the first one at or after `after_us`. Finding the lower bound
+ * costs O(log n) one-event reads of the stream, on any backend. Errors as
+ * stele_read_stream(); EINVAL if after_us > before_us.
+ */
+STELE_API int stele_read_stream_between(stele_db *db, const char *stream, int64_t after_us,
+                                        int64_t before_us, uint64_t from, int direction,
+                                        size_t limit, stele_page **out);
 
 /* -------------------------------------------------------------- streams */
 
@@ -1619,6 +1651,25 @@ STELE_API void stele_uuid_format(const uint8_t id[16], char out[37]);
 
 /** Parse "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (any case). 0 or EINVAL. */
 STELE_API int stele_uuid_parse(const char *text, uint8_t id[16]);
+
+/** Format 16 bytes as a ULID: 26 chars of Crockford base32 (upper case) +
+ *  NUL into `out` (27 bytes). */
+STELE_API void stele_ulid_format(const uint8_t id[16], char out[27]);
+
+/** Parse a ULID (26 chars of Crockford base32, any case, the first 0-7)
+ *  into its 16 bytes. 0 or EINVAL (`id` untouched). */
+STELE_API int stele_ulid_parse(const char *text, uint8_t id[16]);
+
+/**
+ * Parse an event id in either text form: a UUID (36 chars) or a ULID (26
+ * chars; then STELE_EVENT_ID_ULID is or-ed into *flags if `flags` is not
+ * NULL, to put in stele_event_in.flags). 0 or EINVAL.
+ */
+STELE_API int stele_id_parse(const char *text, uint8_t id[16], uint32_t *flags);
+
+/** Format an event id in the form its flags name (stele_event.flags):
+ *  a ULID with STELE_EVENT_ID_ULID, else a UUID. `out` holds 37 bytes. */
+STELE_API void stele_id_format(const uint8_t id[16], uint32_t flags, char out[37]);
 
 /**
  * Parse an RFC 3339 date-time ("2026-11-23T16:30:00.5Z",

@@ -101,7 +101,7 @@ static void record_fill(rec_msg *m, const stele_event *e, int uuid_string)
     m->uuid = uuid;
     m->su = su;
     if (uuid_string) {
-        stele_uuid_format(e->id, m->idtext);
+        stele_id_format(e->id, e->flags, m->idtext);
         m->uuid.value_case = EVENT_STORE__CLIENT__UUID__VALUE_STRING;
         m->uuid.string = m->idtext;
     } else {

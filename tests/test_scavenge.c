@@ -787,8 +787,9 @@ static void fault_base(void)
 
 static void copy_store(const char *from, const char *to)
 {
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -a '%s' '%s'", to, from, to);
+    char cmd[2048];
+    int n = snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -a '%s' '%s'", to, from, to);
+    CHECK(n > 0 && (size_t)n < sizeof cmd);
     CHECK(system(cmd) == 0);
 }
 

@@ -713,7 +713,7 @@ static void write_group(local *L, wreq *group)
                 }
                 L->gbuf.len += rec_encode_event(
                     L->gbuf.p + L->gbuf.len, a->stream, a->stream_len, &a->events[i], a->ids[i],
-                    (uint8_t)((a->events[i].flags & (STELE_EVENT_JSON | STELE_META_JSON)) |
+                    (uint8_t)((a->events[i].flags & REC_EVENT_FLAGS) |
                               (a->made[i] ? REC_ID_MADE : 0)),
                     (uint32_t)a->n, (uint32_t)i, pos, r->res.first_revision + i, now);
             }

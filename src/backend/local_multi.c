@@ -631,7 +631,7 @@ int multi_encode(local *L, MDB_txn *txn, wreq *r, uint32_t seg, uint64_t write_o
             L->ck.last_pos_loc = loc;
         }
         const stele_event_in *e = &m->records[k].event;
-        uint8_t flags = (uint8_t)((e->flags & (STELE_EVENT_JSON | STELE_META_JSON)) |
+        uint8_t flags = (uint8_t)((e->flags & REC_EVENT_FLAGS) |
                                   (m->made[k] ? REC_ID_MADE : 0) | REC_MULTI);
         L->gbuf.len += rec_encode_event(L->gbuf.p + L->gbuf.len, m->streams[i].stream,
                                         m->streams[i].len, e, m->ids[k], flags, count,

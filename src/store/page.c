@@ -221,7 +221,7 @@ int page_add(stele_page *pg, const rec *r)
     e->data_len = r->data_len;
     e->metadata = copy + (r->meta - body);
     e->metadata_len = r->meta_len;
-    e->flags = r->flags & (STELE_EVENT_JSON | STELE_META_JSON);
+    e->flags = r->flags & REC_EVENT_FLAGS;
     e->created_us = r->created_us;
     e->revision = r->revision;
     e->position = r->position;

@@ -188,5 +188,155 @@ def header_values_are_trimmed():
     T.check(len(events_of("Trim-1")) == 4, "four events", None, 4, events_of("Trim-1"))
 
 
+# ================================================================== ULID ids
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def ulid_of(u):
+    """The ULID text of a uuid.UUID's 128 bits."""
+    n = u.int
+    return "".join(CROCKFORD[(n >> (5 * (25 - k))) & 31] for k in range(26))
+
+
+def new_ulid():
+    # 48-bit milliseconds, then 80 random bits (the ULID layout).
+    ms = int(time.time() * 1000)
+    return ulid_of(uuid.UUID(int=(ms << 80) | (uuid.uuid4().int & ((1 << 80) - 1))))
+
+
+def uuid_of_ulid(text):
+    n = 0
+    for ch in text.upper():
+        n = n * 32 + CROCKFORD.index(ch)
+    return str(uuid.UUID(int=n))
+
+
+@T.case
+def ulid_event_ids():
+    u1, u2 = new_ulid(), new_ulid()
+    plain = str(uuid.uuid4())
+    body = T.expect(post("Ulid-1", [ev("A", {"i": 1}, u1), ev("B", {"i": 2}, plain),
+                                    ev("C", {"i": 3}, u2.lower()), ev("D", {"i": 4})]), 201)
+    got = [e["id"] for e in events_of("Ulid-1")]
+    T.check(got[:3] == [u1, plain, u2], "ids come back in the form given (ULIDs upper case)",
+            None, [u1, plain, u2], got)
+    T.check(len(got[3]) == 36, "a server-made id is a UUID", None, "36 chars", got[3])
+    T.check([e["id"] for e in body["events"]] == got, "the append response's ids", None, got,
+            body)
+    # $all, backwards reads and the by-correlation view return the same forms.
+    allv = T.expect(C.get("/all?direction=backwards&limit=4"), 200)["events"]
+    T.check([e["id"] for e in reversed(allv)] == got, "$all shows the same ids", None, got,
+            [e["id"] for e in allv])
+    # The same bits as a UUID are the same id: an identical retry written
+    # in the other form is idempotent, a different event is a conflict.
+    u3 = new_ulid()
+    T.expect(post("Ulid-2", [ev("A", {"i": 1}, u3)]), 201)
+    r = T.expect(post("Ulid-2", [ev("A", {"i": 1}, uuid_of_ulid(u3))]), 200)
+    T.check(r["idempotent"] is True and r["events"][0]["id"] == uuid_of_ulid(u3),
+            "a retry in UUID form is idempotent and answered in its own form", None, True, r)
+    T.check([e["id"] for e in events_of("Ulid-2")] == [u3], "stored form kept", None, [u3],
+            events_of("Ulid-2"))
+    T.expect(post("Ulid-1", [ev("A", {"i": 9}, uuid_of_ulid(u1))]), 409, "ID_CONFLICT")
+    T.expect(post("Ulid-4", [ev("A", {"i": 1}, u1)]), 409, "ID_CONFLICT")
+    # Bad ULIDs: a clear 400, nothing written.
+    for bad in ("8" + u1[1:], u1[:25], u1 + "0", "I" * 26, u1[:10] + "U" + u1[11:],
+                "0" * 26):
+        T.expect(post("Ulid-3", [ev("A", {}, bad)]), 400, "INVALID_ARGUMENT", bad)
+    T.expect(C.get(sp("Ulid-3")), 404)
+    # Durable: the form survives a restart.
+    restart()
+    T.check([e["id"] for e in events_of("Ulid-1")] == got, "ids after a restart", None, got,
+            events_of("Ulid-1"))
+
+
+# ========================================================= append responses
+
+@T.case
+def append_response_lists_every_event():
+    T.expect(post("Resp-0", [ev("X", {})]), 201)  # positions not starting at 0
+    given = str(uuid.uuid4())
+    body = T.expect(post("Resp-1", [ev("A", {}), ev("B", {}, given), ev("C", {}),
+                                    ev("D", {}, new_ulid())]), 201)
+    stored = events_of("Resp-1")
+    want = [{"id": e["id"], "revision": e["revision"], "position": e["position"]}
+            for e in stored]
+    T.check(body["events"] == want, "every event's id, revision and position", None, want,
+            body)
+    T.check(body["events"][1]["id"] == given and len(set(e["id"] for e in want)) == 4,
+            "given and server-made ids", None, given, body)
+    T.check((body["firstRevision"], body["lastRevision"]) == (0, 3) and
+            body["lastPosition"] - body["firstPosition"] == 3, "the summary fields stay", None,
+            "0..3", body)
+    # A second append: revisions go on; an idempotent retry lists the originals.
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    b2 = T.expect(post("Resp-1", [ev("E%d" % i, {"i": i}, ids[i]) for i in range(3)]), 201)
+    b3 = T.expect(post("Resp-1", [ev("E%d" % i, {"i": i}, ids[i]) for i in range(3)]), 200)
+    T.check(b2["events"] == b3["events"] and [e["revision"] for e in b2["events"]] == [4, 5, 6]
+            and [e["id"] for e in b2["events"]] == ids, "retry answers the original events",
+            None, b2, b3)
+    # A large append lists them all.
+    big = T.expect(post("Resp-2", [ev("T", {"i": i}) for i in range(2000)]), 201)
+    T.check(len(big["events"]) == 2000 and big["events"][-1]["revision"] == 1999 and
+            len(set(e["id"] for e in big["events"])) == 2000, "2000 events listed", None, 2000,
+            len(big["events"]))
+
+
+# ================================================== time-bounded stream reads
+
+@T.case
+def stream_reads_bounded_by_time():
+    # Three batches with a pause between them: the bounds fall between the
+    # batches' commit times, whatever the machine's speed.
+    for b in range(3):
+        T.expect(post("Time-1", [ev("T", {"b": b, "i": i}) for i in range(4)]), 201)
+        T.expect(post("Time-other", [ev("T", {"b": b})]), 201)
+        time.sleep(0.05)
+    evs = events_of("Time-1")
+    created = [e["created"] for e in evs]
+    t1, t2 = created[4], created[8]  # first event of batches 1 and 2
+
+    def revs(query):
+        out, path = [], sp("Time-1", query)
+        for _ in range(100):
+            b = T.expect(C.get(path), 200)
+            out += [e["revision"] for e in b["events"]]
+            path = b.get("next")
+            if not path:
+                return out
+        T.fail("pagination does not end", path)
+
+    def q(**kw):
+        return "?" + "&".join("%s=%s" % (k, quote(str(v), safe="")) for k, v in kw.items())
+    T.check(revs(q(after=t1)) == list(range(4, 12)), "after", None, "4..11", revs(q(after=t1)))
+    T.check(revs(q(before=t1)) == list(range(0, 4)), "before (exclusive)", None, "0..3",
+            revs(q(before=t1)))
+    T.check(revs(q(after=t1, before=t2)) == list(range(4, 8)), "between", None, "4..7",
+            revs(q(after=t1, before=t2)))
+    T.check(revs(q(after=t1, before=t2, limit=1)) == list(range(4, 8)), "between, pages of 1",
+            None, "4..7", revs(q(after=t1, before=t2, limit=1)))
+    T.check(revs(q(after=t1, direction="backwards")) == list(range(11, 3, -1)),
+            "after, backwards", None, "11..4", revs(q(after=t1, direction="backwards")))
+    T.check(revs(q(after=t1, before=t2, direction="backwards", limit=3)) == [7, 6, 5, 4],
+            "between, backwards, pages of 3", None, "7..4",
+            revs(q(after=t1, before=t2, direction="backwards", limit=3)))
+    T.check(revs(q(after=t1, **{"from": 6})) == list(range(6, 12)), "after with from", None,
+            "6..11", revs(q(after=t1, **{"from": 6})))
+    T.check(revs(q(after=t1, direction="backwards", **{"from": 2})) == [],
+            "backwards from below the range", None, [],
+            revs(q(after=t1, direction="backwards", **{"from": 2})))
+    T.check(revs(q(after="2999-01-01T00:00:00Z")) == [], "after the last event", None, [],
+            revs(q(after="2999-01-01T00:00:00Z")))
+    T.check(revs(q(before="2000-01-01T00:00:00Z")) == [], "before the first", None, [],
+            revs(q(before="2000-01-01T00:00:00Z")))
+    T.check(revs(q(after="2000-01-01T00:00:00Z")) == list(range(12)), "after everything", None,
+            "0..11", revs(q(after="2000-01-01T00:00:00Z")))
+    # Bad bounds: clear 400s.
+    T.expect(C.get(sp("Time-1", q(after=t2, before=t1))), 400, "INVALID_ARGUMENT")
+    T.expect(C.get(sp("Time-1", q(after="yesterday"))), 400, "INVALID_ARGUMENT")
+    T.expect(C.get(sp("Time-1", q(after=t1, asOf=t2))), 400, "INVALID_ARGUMENT")
+    T.expect(C.get(sp("Time-none", q(after=t1))), 404, "STREAM_NOT_FOUND")
+
+
 if __name__ == "__main__":
     T.run(setup, teardown, after_case)
