@@ -526,9 +526,10 @@ STELE_API int stele_read_matching(stele_db *db, const stele_condition *cond, uin
 #define STELE_QUERY_CATEGORY 1    /* streams "<key>-..." (KurrentDB's $ce-<key>) */
 #define STELE_QUERY_TYPE 2        /* events of type <key> */
 #define STELE_QUERY_TAG 3         /* events tagged <key> */
-#define STELE_QUERY_CORRELATION 4 /* metadata $correlationId / correlationId = <key> */
-#define STELE_QUERY_ACTOR 5       /* metadata $actor / userId / actorId = <key> */
+#define STELE_QUERY_CORRELATION 4 /* metadata $correlationId / correlationId / correlation_id = <key> */
+#define STELE_QUERY_ACTOR 5       /* metadata $actor / userId / actorId / user_id = <key> */
 #define STELE_QUERY_ALL 6         /* $all (no key), usually with a time range */
+#define STELE_QUERY_CAUSATION 7   /* metadata $causationId / causationId / causation_id = <key> */
 
 /**
  * A query. Zero-initialise, then set what you need. All pointers are

@@ -209,7 +209,7 @@ static const struct {
 } query_routes[] = {
     {"/categories/", STELE_QUERY_CATEGORY},   {"/types/", STELE_QUERY_TYPE},
     {"/tags/", STELE_QUERY_TAG},              {"/correlations/", STELE_QUERY_CORRELATION},
-    {"/actors/", STELE_QUERY_ACTOR},
+    {"/actors/", STELE_QUERY_ACTOR},          {"/causations/", STELE_QUERY_CAUSATION},
 };
 
 int route_query_request(conn *c, const char *path, size_t plen, const char *q, size_t qlen)

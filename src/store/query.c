@@ -20,6 +20,7 @@ static const char *kind_name(int kind)
     case STELE_QUERY_TAG: return "tag";
     case STELE_QUERY_CORRELATION: return "correlation id";
     case STELE_QUERY_ACTOR: return "actor";
+    case STELE_QUERY_CAUSATION: return "causation id";
     default: return "all";
     }
 }
@@ -59,7 +60,7 @@ int stele_read_query(stele_db *db, const stele_query *q, stele_page **out)
     query_args a;
     memset(&a, 0, sizeof a);
     int rc;
-    if (q->kind < STELE_QUERY_CATEGORY || q->kind > STELE_QUERY_ALL)
+    if (q->kind < STELE_QUERY_CATEGORY || q->kind > STELE_QUERY_CAUSATION)
         return err_set(STELE_EINVAL, "query: unknown kind %d", q->kind);
     a.kind = q->kind;
     if (q->kind == STELE_QUERY_ALL) {

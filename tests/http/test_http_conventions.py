@@ -18,6 +18,7 @@ HTTP, against a real `stele serve` (docs/http-api.md):
 """
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -26,8 +27,8 @@ from urllib.parse import quote
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stele_server import (Client, Server, Suite, check_servers, raw_exchange,  # noqa: E402
-                          stop_servers)
+from stele_server import (STELE_BIN, Client, Server, Suite, check_servers,  # noqa: E402
+                          raw_exchange, stop_servers)
 
 T = Suite("test_http_conventions")
 S = None
@@ -336,6 +337,41 @@ def stream_reads_bounded_by_time():
     T.expect(C.get(sp("Time-1", q(after="yesterday"))), 400, "INVALID_ARGUMENT")
     T.expect(C.get(sp("Time-1", q(after=t1, asOf=t2))), 400, "INVALID_ARGUMENT")
     T.expect(C.get(sp("Time-none", q(after=t1))), 404, "STREAM_NOT_FOUND")
+
+
+# ========================================================= metadata names
+
+@T.case
+def seed_metadata_names_are_indexed():
+    metas = [{"correlation_id": "corr-7", "causation_id": "cause-7", "user_id": "ana"},
+             {"correlationId": "corr-7", "causationId": "cause-7", "userId": "ana"},
+             {"$correlationId": "corr-7", "$causationId": "cause-8", "$actor": "bo"},
+             {"causation_id": "cause-x", "causationId": "cause-7"},  # camelCase wins
+             {"causation_id": 7, "correlation_id": ""}]               # not usable
+    for i, m in enumerate(metas):
+        T.expect(post("Seed-%d" % (i % 2), [ev("S", {"i": i}, metadata=m)]), 201)
+
+    def ids(path):
+        return [e["data"]["i"] for e in T.expect(C.get(path), 200)["events"]]
+    for path, want in (("/causations/cause-7", [0, 1, 3]), ("/causations/cause-8", [2]),
+                       ("/correlations/corr-7", [0, 1, 2]), ("/actors/ana", [0, 1]),
+                       ("/causations/cause-7?direction=backwards", [3, 1, 0]),
+                       ("/causations/cause-7?type=S&limit=1", [0])):
+        T.check(ids(path) == want, path, None, want, ids(path))
+    T.check(T.expect(C.get("/causations/cause-x"), 200)["events"] == [], "lower precedence",
+            None, [], None)
+    T.expect(C.get("/causations/" + "x" * 300), 400, "INVALID_ARGUMENT")
+    T.expect(C.get("/causations/a%01b"), 400, "INVALID_ARGUMENT")
+    # Across a restart (the index is on disk, or rebuilt from the log).
+    restart()
+    T.check(ids("/causations/cause-7") == [0, 1, 3], "after a restart", None, [0, 1, 3],
+            ids("/causations/cause-7"))
+    # The command line.
+    out = subprocess.run([STELE_BIN, "query", "causation", "cause-7", "--json", "--server",
+                          "http://127.0.0.1:%d" % S.port], capture_output=True, timeout=60)
+    lines = [json.loads(x) for x in out.stdout.decode().splitlines() if x.strip()]
+    T.check(out.returncode == 0 and [x["data"]["i"] for x in lines] == [0, 1, 3],
+            "stele query causation", None, [0, 1, 3], (out.returncode, out.stdout, out.stderr))
 
 
 if __name__ == "__main__":
