@@ -258,7 +258,8 @@ int route_query_request(conn *c, const char *path, size_t plen, const char *q, s
         return 1;
     }
     if (r > 0 && kind == STELE_QUERY_TYPE) {
-        bad(c, "type applies to categories, tags, correlations and actors; this is a type query");
+        bad(c, "type applies to categories, tags, correlations and actors (and causations); "
+               "this is a type query");
         return 1;
     }
     if (r > 0 && !*t) {
