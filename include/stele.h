@@ -117,8 +117,8 @@ typedef struct stele_options {
 #define STELE_OPEN_NOCREATE 0x2u
 /**
  * Do not maintain the secondary indexes (category, event type, tag,
- * correlation id, actor, time): appends write less, and stele_read_query()
- * and stele_read_stream_as_of() fail with EINVAL. Opening the store later
+ * correlation id, causation id, actor, time): appends write less, and
+ * stele_read_query() and stele_read_stream_as_of() fail with EINVAL. Opening the store later
  * without this flag rebuilds every index from the log once.
  */
 #define STELE_OPEN_NO_INDEXES 0x4u
@@ -604,7 +604,9 @@ STELE_API int stele_read_stream_as_of(stele_db *db, const char *stream, int64_t 
  * backwards the read starts at the last event before `before_us` and
  * stops at the first one at or after `after_us`. Finding the lower bound
  * costs O(log n) one-event reads of the stream, on any backend. Errors as
- * stele_read_stream(); EINVAL if after_us > before_us.
+ * stele_read_stream(); EINVAL if after_us > before_us, and with a
+ * `before_us` on a store opened with STELE_OPEN_NO_INDEXES (the upper bound
+ * is stele_read_stream_as_of's, which needs the time index).
  */
 STELE_API int stele_read_stream_between(stele_db *db, const char *stream, int64_t after_us,
                                         int64_t before_us, uint64_t from, int direction,
