@@ -128,6 +128,7 @@ static void ulid_stored(void)
     stele_event_in unknown = {.type = "X", .flags = 0x100};
     CHECK_RC(stele_append(db, "U-3", STELE_ANY, &unknown, 1, &res), STELE_EINVAL);
     stele_close(db);
+    CHECK_OK(stele_check(dir, NULL, 0)); /* the flag is part of the format */
     t_rmdir(dir);
 }
 
