@@ -145,6 +145,9 @@ int tail_hint(local *L, uint64_t from, uint64_t *loc);
  * not be read (r failed with that error). `orig` is the original commit, pos[i] event i's
  * position. */
 int retry_compare(local *L, wreq *r, uint64_t sid, const idx_commit *orig, const uint64_t *pos);
+/* Which part of a stored event record differs from an offered event
+ * ("data", "type", ...), or NULL if they are the same event. */
+const char *retry_event_diff(const rec *r, const stele_event_in *e);
 
 /* local_read.c */
 

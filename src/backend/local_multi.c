@@ -430,6 +430,8 @@ static int multi_retry(local *L, MDB_txn *txn, wreq *r)
     if (rc && rc != STELE_ENOTFOUND)
         return rc;
     int same = rc == 0 && c.first_pos == pos0;
+    const char *differs = NULL; /* the same ids for other events (local_retry.c) */
+    size_t differs_k = 0;
     if (same) {
         log_iter it;
         log_iter_init(&it, L->lg, c.loc, UINT64_MAX);
@@ -448,15 +450,25 @@ static int multi_retry(local *L, MDB_txn *txn, wreq *r)
             if (same && i == 0)
                 count = rr.commit_count;
             events += same && rr.kind == REC_EVENT;
+            if (same && rr.kind == REC_EVENT && !differs && rr.position >= pos0 &&
+                rr.position - pos0 < m->nrecords) {
+                differs_k = (size_t)(rr.position - pos0);
+                differs = retry_event_diff(&rr, &m->records[differs_k].event);
+            }
         }
         log_iter_free(&it);
         same = same && events == m->nrecords;
     }
-    if (!same) {
+    if (!same || differs) {
         err_clear();
         for (size_t i = 0; i < m->nstreams; i++)
             r->ps[i] = append_result_none();
-        return id_conflict(r, k0, ", by an append that this one does not repeat exactly");
+        if (!same)
+            return id_conflict(r, k0, ", by an append that this one does not repeat exactly");
+        char why[160];
+        snprintf(why, sizeof why, " with a different %s; an event id names one event: use a "
+                 "new id for new data", differs);
+        return id_conflict(r, differs_k, why);
     }
     r->mres.first_position = pos0;
     r->mres.last_position = pos0 + m->nrecords - 1;

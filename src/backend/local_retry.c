@@ -24,6 +24,10 @@
  *     are compared with that request's events in memory;
  *   - scavenged away (the stream was deleted): nothing is left to compare,
  *     and the retry stays the idempotent success it was.
+ *
+ * Multi-stream appends (local_multi.c) already walk the original commit's
+ * records to check the retry; they compare each event with
+ * retry_event_diff() on the way.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,7 +57,7 @@ static const char *diff_in(const stele_event_in *x, const stele_event_in *y)
     return NULL;
 }
 
-static const char *diff_rec(const rec *r, const stele_event_in *y)
+const char *retry_event_diff(const rec *r, const stele_event_in *y)
 {
     const uint32_t fm = STELE_EVENT_JSON | STELE_META_JSON;
     size_t tl = strlen(y->type);
@@ -139,7 +143,7 @@ int retry_compare(local *L, wreq *r, uint64_t sid, const idx_commit *orig, const
         for (size_t i = 0; i < a->n; i++) {
             if (pos[i] != rr.position)
                 continue;
-            const char *d = diff_rec(&rr, &a->events[i]);
+            const char *d = retry_event_diff(&rr, &a->events[i]);
             if (d) {
                 scratch_free(L, &b);
                 conflict(r, i, orig->first_rev, d);

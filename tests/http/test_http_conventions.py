@@ -118,6 +118,21 @@ def retry_with_different_data_is_a_conflict():
     r = post("Conf-1", [ev("Placed", {"n": 1}, a, metadata={"m": 1}, tags=["t1"]),
                         ev("Paid", {"n": 5}, b)], {"Stele-Expected-Revision": "no_stream"})
     T.expect(r, 409, "ID_CONFLICT", "no_stream retry with other data")
+    # A multi-stream append (POST /streams) compares its retry too.
+    x, y = str(uuid.uuid4()), str(uuid.uuid4())
+
+    def multi(dy):
+        return C.post("/streams", json.dumps({"streams": [
+            {"stream": "ConfM-1", "events": [ev("X", {"v": 1}, x)]},
+            {"stream": "ConfM-2", "events": [ev("Y", dy, y)]}]}))
+    T.expect(multi({"v": 2}), (200, 201))
+    T.expect(multi({"v": 2}), 200)
+    r = multi({"v": 3})
+    T.expect(r, 409, "ID_CONFLICT", "multi-stream retry with other data")
+    T.check("different data" in r.body["error"]["message"], "multi: names the part", r.req,
+            "different data", r.body)
+    T.check(len(events_of("ConfM-2")) == 1, "multi: nothing written", None, 1,
+            events_of("ConfM-2"))
     # After a restart the original is read back from the log.
     restart()
     T.expect(post("Conf-1", first), 200)
