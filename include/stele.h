@@ -247,9 +247,11 @@ typedef struct stele_append_result {
  *
  * Idempotent retries (KurrentDB's rule): if the events' ids were already
  * written by an append to the same stream at the place `expected` names
- * (any place in the stream for STELE_ANY / STELE_STREAM_EXISTS), the call
- * returns 0 with res->idempotent = 1 and the original result, writing
- * nothing. The same ids anywhere else give STELE_EIDCONFLICT.
+ * (any place in the stream for STELE_ANY / STELE_STREAM_EXISTS), and the
+ * stored events are the same (type, data, metadata, tags, the JSON flags),
+ * the call returns 0 with res->idempotent = 1 and the original result,
+ * writing nothing. The same ids anywhere else, or with a different event,
+ * give STELE_EIDCONFLICT (the message names the part that differs).
  *
  * Errors: EINVAL (bad name, type, tag, id; empty append; duplicate id in the
  * append), ETOOBIG (event or append over the limits), EWRONGREV (with
