@@ -35,9 +35,10 @@ extern "C" {
 #define STELE_VERSION "0.1.0"
 
 /*
- * STELE_API marks the public functions: libstele.so is built with
- * -fvisibility=hidden and exports only what carries this mark, so the
- * engine's internal symbols never leak into an embedder's namespace.
+ * STELE_API, on the line before each public function, marks what
+ * libstele.so exports: it is built with -fvisibility=hidden, so the
+ * engine's internal symbols never leak into an embedder's namespace (the
+ * test install_package fails on a declaration here without the mark).
  */
 #if defined(__GNUC__) || defined(__clang__)
 #define STELE_API __attribute__((visibility("default")))
@@ -77,17 +78,20 @@ enum {
 };
 
 /** Text for an error code: "wrong expected revision". Static storage. */
-STELE_API const char *stele_strerror(int code);
+STELE_API
+const char *stele_strerror(int code);
 
 /** Stable name of an error code without the E: "WRONGREV", "OK". Static. */
-STELE_API const char *stele_errname(int code);
+STELE_API
+const char *stele_errname(int code);
 
 /**
  * The message of the calling thread's most recent failed call, with
  * details ("event 3: type is empty"). Valid until the thread's next call
  * into libstele. Never NULL ("" if nothing failed yet).
  */
-STELE_API const char *stele_errmsg(void);
+STELE_API
+const char *stele_errmsg(void);
 
 /* ---------------------------------------------------------------- opening */
 
@@ -135,14 +139,16 @@ typedef struct stele_options {
  * space is freed, then succeed again), stele_errmsg() then says so after
  * the 0 return, and stele_get_stats() reports readonly with the reason.
  */
-STELE_API int stele_open(const char *dir, const stele_options *opts, stele_db **out);
+STELE_API
+int stele_open(const char *dir, const stele_options *opts, stele_db **out);
 
 /**
  * Close the store: waits for appends already queued, syncs the indexes,
  * marks the store cleanly closed and frees the handle. NULL is a no-op.
  * The caller must ensure no other thread is still using `db`.
  */
-STELE_API void stele_close(stele_db *db);
+STELE_API
+void stele_close(stele_db *db);
 
 /* --------------------------------------------------------------- events */
 
@@ -265,9 +271,10 @@ typedef struct stele_append_result {
  * Stream names: 1..255 bytes of UTF-8 without control characters, not
  * starting with '$' (reserved for system streams).
  */
-STELE_API int stele_append(stele_db *db, const char *stream, int64_t expected,
-                           const stele_event_in *events, size_t n,
-                           stele_append_result *res);
+STELE_API
+int stele_append(stele_db *db, const char *stream, int64_t expected,
+                 const stele_event_in *events, size_t n,
+                 stele_append_result *res);
 
 /**
  * Completion of stele_append_async(): `rc` and `res` as stele_append would
@@ -288,9 +295,10 @@ typedef void (*stele_append_cb)(void *ctx, int rc, const stele_append_result *re
  * this returns. Close the store only after every callback has run (close
  * waits for queued appends, which then complete normally).
  */
-STELE_API int stele_append_async(stele_db *db, const char *stream, int64_t expected,
-                                 const stele_event_in *events, size_t n, stele_append_cb cb,
-                                 void *ctx);
+STELE_API
+int stele_append_async(stele_db *db, const char *stream, int64_t expected,
+                       const stele_event_in *events, size_t n, stele_append_cb cb,
+                       void *ctx);
 
 /* ----------------------------------------------------------------- reads */
 
@@ -310,29 +318,34 @@ typedef struct stele_page stele_page;
  * message names segment and offset).
  * On success *out is a page the caller frees with stele_page_free().
  */
-STELE_API int stele_read_stream(stele_db *db, const char *stream, uint64_t from,
-                                int direction, size_t limit, stele_page **out);
+STELE_API
+int stele_read_stream(stele_db *db, const char *stream, uint64_t from,
+                      int direction, size_t limit, stele_page **out);
 
 /**
  * Read up to `limit` events of $all (every stream, in position order)
  * starting at position `from` (inclusive). Backwards, STELE_END starts at
  * the last event. Only committed events are seen.
  */
-STELE_API int stele_read_all(stele_db *db, uint64_t from, int direction, size_t limit,
-                             stele_page **out);
+STELE_API
+int stele_read_all(stele_db *db, uint64_t from, int direction, size_t limit,
+                   stele_page **out);
 
 /** Number of events in the page. */
-STELE_API size_t stele_page_count(const stele_page *page);
+STELE_API
+size_t stele_page_count(const stele_page *page);
 
 /** Event i (0 <= i < count). Valid until stele_page_free(page). */
-STELE_API const stele_event *stele_page_event(const stele_page *page, size_t i);
+STELE_API
+const stele_event *stele_page_event(const stele_page *page, size_t i);
 
 /**
  * Where the next page starts: the revision (stream reads) or position
  * ($all reads) to pass as `from`. Returns 1 and sets *next if more events
  * may follow in this direction, 0 at the end (*next untouched).
  */
-STELE_API int stele_page_next(const stele_page *page, uint64_t *next);
+STELE_API
+int stele_page_next(const stele_page *page, uint64_t *next);
 
 /**
  * System view streams. stele_read_stream() and stele_subscribe_stream()
@@ -359,10 +372,12 @@ STELE_API int stele_page_next(const stele_page *page, uint64_t *next);
  * valid until stele_page_free) and event i's revision in it. Returns 1,
  * or 0 for any other page (outputs untouched).
  */
-STELE_API int stele_page_link(const stele_page *page, size_t i, const char **view, uint64_t *revision);
+STELE_API
+int stele_page_link(const stele_page *page, size_t i, const char **view, uint64_t *revision);
 
 /** Free a page and every event in it. NULL is a no-op. */
-STELE_API void stele_page_free(stele_page *page);
+STELE_API
+void stele_page_free(stele_page *page);
 
 /* ------------------------------------------------- multi-stream appends */
 
@@ -473,10 +488,11 @@ typedef struct stele_multi_result {
  * EIDCONFLICT, ENOTFOUND, EREADONLY, EIO, ENOSPC, ECLOSED. On any error
  * nothing was written.
  */
-STELE_API int stele_append_multi(stele_db *db, const stele_append_stream *streams, size_t nstreams,
-                                 const stele_append_record *records, size_t nrecords,
-                                 const stele_condition *cond, stele_append_result *per_stream,
-                                 stele_multi_result *res);
+STELE_API
+int stele_append_multi(stele_db *db, const stele_append_stream *streams, size_t nstreams,
+                       const stele_append_record *records, size_t nrecords,
+                       const stele_condition *cond, stele_append_result *per_stream,
+                       stele_multi_result *res);
 
 /**
  * Completion of stele_append_multi_async(): `rc`, `per_stream` (nstreams
@@ -495,9 +511,10 @@ typedef void (*stele_append_multi_cb)(void *ctx, int rc, const stele_append_resu
  * returns 0 and calls `cb` exactly once, after the commit is durable or
  * failed. The store copies the request: the caller may free it at once.
  */
-STELE_API int stele_append_multi_async(stele_db *db, const stele_append_stream *streams, size_t nstreams,
-                                       const stele_append_record *records, size_t nrecords,
-                                       const stele_condition *cond, stele_append_multi_cb cb, void *ctx);
+STELE_API
+int stele_append_multi_async(stele_db *db, const stele_append_stream *streams, size_t nstreams,
+                             const stele_append_record *records, size_t nrecords,
+                             const stele_condition *cond, stele_append_multi_cb cb, void *ctx);
 
 /**
  * Read the events matching a DCB query (`cond->items`), from position
@@ -508,8 +525,9 @@ STELE_API int stele_append_multi_async(stele_db *db, const stele_append_stream *
  * a decision was based on is the `after` of the condition to append with.
  * Errors: EINVAL (as for conditions), ECORRUPT.
  */
-STELE_API int stele_read_matching(stele_db *db, const stele_condition *cond, uint64_t from, int direction,
-                                  size_t limit, stele_page **out);
+STELE_API
+int stele_read_matching(stele_db *db, const stele_condition *cond, uint64_t from, int direction,
+                        size_t limit, stele_page **out);
 
 /* --------------------------------------------------------------- queries */
 
@@ -576,7 +594,8 @@ typedef struct stele_query {
  * with a next position even when every later match turns out hidden; the
  * next page is then empty and has no next.
  */
-STELE_API int stele_read_query(stele_db *db, const stele_query *q, stele_page **out);
+STELE_API
+int stele_read_query(stele_db *db, const stele_query *q, stele_page **out);
 
 /**
  * Temporal stream read: stele_read_stream() limited to the stream's prefix
@@ -584,8 +603,9 @@ STELE_API int stele_read_query(stele_db *db, const stele_query *q, stele_page **
  * Forwards it stops after `to`; backwards it starts at min(from, to).
  * Errors as stele_read_stream().
  */
-STELE_API int stele_read_stream_to(stele_db *db, const char *stream, uint64_t from, int direction,
-                                   size_t limit, uint64_t to, stele_page **out);
+STELE_API
+int stele_read_stream_to(stele_db *db, const char *stream, uint64_t from, int direction,
+                         size_t limit, uint64_t to, stele_page **out);
 
 /**
  * Temporal stream read by time: the prefix of the stream committed at or
@@ -594,8 +614,9 @@ STELE_API int stele_read_stream_to(stele_db *db, const char *stream, uint64_t fr
  * must exist now: errors as stele_read_stream()). EINVAL on a store opened
  * with STELE_OPEN_NO_INDEXES (it needs the time index).
  */
-STELE_API int stele_read_stream_as_of(stele_db *db, const char *stream, int64_t as_of_us, uint64_t from,
-                                      int direction, size_t limit, stele_page **out);
+STELE_API
+int stele_read_stream_as_of(stele_db *db, const char *stream, int64_t as_of_us, uint64_t from,
+                            int direction, size_t limit, stele_page **out);
 
 /**
  * Stream read bounded by time (seed 000's by-timestamp reads): the events
@@ -610,9 +631,10 @@ STELE_API int stele_read_stream_as_of(stele_db *db, const char *stream, int64_t 
  * `before_us` on a store opened with STELE_OPEN_NO_INDEXES (the upper bound
  * is stele_read_stream_as_of's, which needs the time index).
  */
-STELE_API int stele_read_stream_between(stele_db *db, const char *stream, int64_t after_us,
-                                        int64_t before_us, uint64_t from, int direction,
-                                        size_t limit, stele_page **out);
+STELE_API
+int stele_read_stream_between(stele_db *db, const char *stream, int64_t after_us,
+                              int64_t before_us, uint64_t from, int direction,
+                              size_t limit, stele_page **out);
 
 /* -------------------------------------------------------------- streams */
 
@@ -636,7 +658,8 @@ typedef struct stele_stream_info {
  * last revision written even when stream metadata (maxAge, maxCount,
  * truncateBefore) hides it from reads: appends go on from there.
  */
-STELE_API int stele_stream_head(stele_db *db, const char *stream, stele_stream_info *info);
+STELE_API
+int stele_stream_head(stele_db *db, const char *stream, stele_stream_info *info);
 
 /**
  * Soft-delete a stream: its events are hidden from reads of the stream
@@ -645,16 +668,18 @@ STELE_API int stele_stream_head(stele_db *db, const char *stream, stele_stream_i
  * Errors: ENOTFOUND, EDELETED, EWRONGREV (*current set if not NULL).
  * Durable before it returns.
  */
-STELE_API int stele_delete_stream(stele_db *db, const char *stream, int64_t expected,
-                                  uint64_t *current);
+STELE_API
+int stele_delete_stream(stele_db *db, const char *stream, int64_t expected,
+                        uint64_t *current);
 
 /**
  * Tombstone a stream: deleted forever; reads, appends and deletes of it fail
  * with EDELETED. Works on a stream that was never written, too (reserving
  * the name). Durable before it returns.
  */
-STELE_API int stele_tombstone_stream(stele_db *db, const char *stream, int64_t expected,
-                                     uint64_t *current);
+STELE_API
+int stele_tombstone_stream(stele_db *db, const char *stream, int64_t expected,
+                           uint64_t *current);
 
 /* ------------------------------------------- stream metadata and snapshots */
 
@@ -713,8 +738,9 @@ typedef struct stele_stream_metadata {
  * (custom over STELE_MAX_CUSTOM_METADATA), EDELETED (tombstoned),
  * EWRONGREV, EREADONLY, EIO, ENOSPC, ECLOSED.
  */
-STELE_API int stele_set_stream_metadata(stele_db *db, const char *stream, const stele_stream_metadata *md,
-                                        int64_t expected_version, uint64_t *version);
+STELE_API
+int stele_set_stream_metadata(stele_db *db, const char *stream, const stele_stream_metadata *md,
+                              int64_t expected_version, uint64_t *version);
 
 /**
  * The metadata of `stream`. On success *out is one allocation (the struct
@@ -723,7 +749,8 @@ STELE_API int stele_set_stream_metadata(stele_db *db, const char *stream, const 
  * zero fields and version STELE_NONE. Errors: ENOTFOUND (no such stream),
  * EDELETED (tombstoned), EINVAL, ECORRUPT.
  */
-STELE_API int stele_get_stream_metadata(stele_db *db, const char *stream, stele_stream_metadata **out);
+STELE_API
+int stele_get_stream_metadata(stele_db *db, const char *stream, stele_stream_metadata **out);
 
 /** A snapshot to save. Pointers are borrowed for the call only. */
 typedef struct stele_snapshot_in {
@@ -764,7 +791,8 @@ typedef struct stele_snapshot {
  * max_event_size), ENOTFOUND (no events: never written or soft-deleted),
  * EDELETED (tombstoned), EREADONLY, EIO, ENOSPC, ECLOSED.
  */
-STELE_API int stele_put_snapshot(stele_db *db, const char *stream, const stele_snapshot_in *snap);
+STELE_API
+int stele_put_snapshot(stele_db *db, const char *stream, const stele_snapshot_in *snap);
 
 /**
  * The latest snapshot of `stream` at or before revision `at_or_before`
@@ -773,8 +801,9 @@ STELE_API int stele_put_snapshot(stele_db *db, const char *stream, const stele_s
  * delete are gone with the deleted events. Errors: ENOTFOUND (no such
  * stream, or soft-deleted), EDELETED, EINVAL, ECORRUPT.
  */
-STELE_API int stele_get_snapshot(stele_db *db, const char *stream, uint64_t at_or_before,
-                                 stele_snapshot **out);
+STELE_API
+int stele_get_snapshot(stele_db *db, const char *stream, uint64_t at_or_before,
+                       stele_snapshot **out);
 
 /**
  * Load a stream for folding, in one consistent read: its latest snapshot
@@ -787,11 +816,13 @@ STELE_API int stele_get_snapshot(stele_db *db, const char *stream, uint64_t at_o
  * Free *snap with stele_free() and *events with stele_page_free().
  * Errors: those of stele_read_stream.
  */
-STELE_API int stele_load_stream(stele_db *db, const char *stream, size_t limit, stele_snapshot **snap,
-                                stele_page **events);
+STELE_API
+int stele_load_stream(stele_db *db, const char *stream, size_t limit, stele_snapshot **snap,
+                      stele_page **events);
 
 /** Free memory that libstele handed over (metadata, snapshots). NULL is a no-op. */
-STELE_API void stele_free(void *p);
+STELE_API
+void stele_free(void *p);
 
 /* --------------------------------------------------------- subscriptions */
 
@@ -838,15 +869,17 @@ typedef struct stele_sub stele_sub;
  * at the switch. Errors: EINVAL (bad filter, with the reason).
  * On success *out is a subscription closed with stele_sub_close().
  */
-STELE_API int stele_subscribe_all(stele_db *db, uint64_t from, const stele_filter *filter,
-                                  stele_sub **out);
+STELE_API
+int stele_subscribe_all(stele_db *db, uint64_t from, const stele_filter *filter,
+                        stele_sub **out);
 
 /**
  * Subscribe to one stream from revision `from` (inclusive; STELE_END = only
  * events appended after this call). The stream need not exist yet. Reading
  * follows the stream's visibility rules (a soft delete hides what it hid).
  */
-STELE_API int stele_subscribe_stream(stele_db *db, const char *stream, uint64_t from, stele_sub **out);
+STELE_API
+int stele_subscribe_stream(stele_db *db, const char *stream, uint64_t from, stele_sub **out);
 
 /**
  * The next events, at most `limit` (>= 1). If none are available it waits
@@ -858,21 +891,24 @@ STELE_API int stele_subscribe_stream(stele_db *db, const char *stream, uint64_t 
  * for stele_page_free(). Errors: EDELETED (the stream was tombstoned; the
  * subscription is over), ECORRUPT, EIO.
  */
-STELE_API int stele_sub_next(stele_sub *sub, size_t limit, int timeout_ms, stele_page **out);
+STELE_API
+int stele_sub_next(stele_sub *sub, size_t limit, int timeout_ms, stele_page **out);
 
 /**
  * Where the subscription will continue: for $all the next position to scan
  * (every event before it was delivered or filtered out: a checkpoint to
  * resume from), for a stream the next revision.
  */
-STELE_API uint64_t stele_sub_position(const stele_sub *sub);
+STELE_API
+uint64_t stele_sub_position(const stele_sub *sub);
 
 /**
  * 1 if the last stele_sub_next() reached the end of the log (the
  * subscription is live), 0 while it is reading history or has fallen
  * behind the tail again.
  */
-STELE_API int stele_sub_caught_up(const stele_sub *sub);
+STELE_API
+int stele_sub_caught_up(const stele_sub *sub);
 
 /**
  * Move the cursor to `next` (a position for $all, a revision for a stream)
@@ -881,10 +917,12 @@ STELE_API int stele_sub_caught_up(const stele_sub *sub);
  * once and hands the same bytes to many subscribers. The next
  * stele_sub_next() reads from there. NULL is a no-op.
  */
-STELE_API void stele_sub_seek(stele_sub *sub, uint64_t next);
+STELE_API
+void stele_sub_seek(stele_sub *sub, uint64_t next);
 
 /** Close a subscription. NULL is a no-op. */
-STELE_API void stele_sub_close(stele_sub *sub);
+STELE_API
+void stele_sub_close(stele_sub *sub);
 
 /**
  * For event loops: a new non-blocking eventfd that becomes readable after
@@ -892,8 +930,10 @@ STELE_API void stele_sub_close(stele_sub *sub);
  * timeout 0). Release it with stele_unwatch() before stele_close().
  * At most 64 watches per store.
  */
-STELE_API int stele_watch(stele_db *db, int *fd);
-STELE_API void stele_unwatch(stele_db *db, int fd);
+STELE_API
+int stele_watch(stele_db *db, int *fd);
+STELE_API
+void stele_unwatch(stele_db *db, int fd);
 
 /* ------------------------------------------------------- consumer groups */
 
@@ -961,7 +1001,8 @@ typedef struct stele_group_settings {
 } stele_group_settings;
 
 /** Fill `s` with the defaults (start 0, round robin, the values above). */
-STELE_API void stele_group_settings_init(stele_group_settings *s);
+STELE_API
+void stele_group_settings_init(stele_group_settings *s);
 
 /**
  * Create group `group` on `stream` (NULL or "$all": on $all). Durable
@@ -971,8 +1012,9 @@ STELE_API void stele_group_settings_init(stele_group_settings *s);
  * on $all. Errors: EINVAL (bad name or setting, with the reason), EEXISTS
  * (the group exists), EREADONLY, EIO, ECLOSED.
  */
-STELE_API int stele_group_create(stele_db *db, const char *stream, const char *group,
-                                 const stele_group_settings *settings);
+STELE_API
+int stele_group_create(stele_db *db, const char *stream, const char *group,
+                       const stele_group_settings *settings);
 
 /**
  * Change a group's settings (all but the filter, which must be the same;
@@ -980,15 +1022,17 @@ STELE_API int stele_group_create(stele_db *db, const char *stream, const char *g
  * consumers stay connected and work under the new settings at once.
  * Errors: ENOTFOUND (no such group), EINVAL, and as for create.
  */
-STELE_API int stele_group_update(stele_db *db, const char *stream, const char *group,
-                                 const stele_group_settings *settings);
+STELE_API
+int stele_group_update(stele_db *db, const char *stream, const char *group,
+                       const stele_group_settings *settings);
 
 /**
  * Delete a group: its consumers get ENOTFOUND from their next call (close
  * them as usual), its checkpoint and parked streams are deleted. Durable
  * before it returns. Errors: ENOTFOUND.
  */
-STELE_API int stele_group_delete(stele_db *db, const char *stream, const char *group);
+STELE_API
+int stele_group_delete(stele_db *db, const char *stream, const char *group);
 
 /** A connected consumer, in stele_group_info. */
 typedef struct stele_consumer_info {
@@ -1032,15 +1076,18 @@ typedef struct stele_group_info {
 
 /** Every group: *out is an array of *n infos (NULL and 0 when there are
  *  none), freed with stele_group_info_free(*out). */
-STELE_API int stele_group_list(stele_db *db, stele_group_info **out, size_t *n);
+STELE_API
+int stele_group_list(stele_db *db, stele_group_info **out, size_t *n);
 
 /** One group: *out is one info, freed with stele_group_info_free().
  *  Errors: ENOTFOUND, EINVAL. */
-STELE_API int stele_group_get(stele_db *db, const char *stream, const char *group,
-                              stele_group_info **out);
+STELE_API
+int stele_group_get(stele_db *db, const char *stream, const char *group,
+                    stele_group_info **out);
 
 /** Free what stele_group_list / stele_group_get returned. NULL is a no-op. */
-STELE_API void stele_group_info_free(stele_group_info *infos);
+STELE_API
+void stele_group_info_free(stele_group_info *infos);
 
 /** A consumer connected to a group. Opaque. */
 typedef struct stele_consumer stele_consumer;
@@ -1050,8 +1097,9 @@ typedef struct stele_consumer stele_consumer;
  * to a group. Errors: ENOTFOUND (no such group), EEXISTS (a consumer of
  * that name is connected), EINVAL. Close it with stele_consumer_close().
  */
-STELE_API int stele_group_connect(stele_db *db, const char *stream, const char *group,
-                                  const char *name, stele_consumer **out);
+STELE_API
+int stele_group_connect(stele_db *db, const char *stream, const char *group,
+                        const char *name, stele_consumer **out);
 
 /** Events delivered by stele_consumer_read(). Opaque. */
 typedef struct stele_batch stele_batch;
@@ -1067,21 +1115,27 @@ typedef struct stele_batch stele_batch;
  * Errors: ENOTFOUND (the group was deleted), EDELETED (the group's stream
  * was tombstoned and every event before was delivered), ECORRUPT, EIO.
  */
-STELE_API int stele_consumer_read(stele_consumer *c, size_t max, int timeout_ms, stele_batch **out);
+STELE_API
+int stele_consumer_read(stele_consumer *c, size_t max, int timeout_ms, stele_batch **out);
 
-STELE_API size_t stele_batch_count(const stele_batch *b);
+STELE_API
+size_t stele_batch_count(const stele_batch *b);
 /** Event i; valid until stele_batch_free(b). */
-STELE_API const stele_event *stele_batch_event(const stele_batch *b, size_t i);
+STELE_API
+const stele_event *stele_batch_event(const stele_batch *b, size_t i);
 /** How many times event i was delivered before (0 the first time). */
-STELE_API uint32_t stele_batch_retry_count(const stele_batch *b, size_t i);
-STELE_API void stele_batch_free(stele_batch *b);
+STELE_API
+uint32_t stele_batch_retry_count(const stele_batch *b, size_t i);
+STELE_API
+void stele_batch_free(stele_batch *b);
 
 /**
  * Ack events by id: done. Every id must be in flight to this consumer, or
  * nothing is acked and the call fails with ENOTFOUND naming the first one
  * that is not (it may have timed out and gone to another consumer).
  */
-STELE_API int stele_consumer_ack(stele_consumer *c, const uint8_t (*ids)[16], size_t n);
+STELE_API
+int stele_consumer_ack(stele_consumer *c, const uint8_t (*ids)[16], size_t n);
 
 /** What a nack asks for. */
 #define STELE_NACK_RETRY 0 /* deliver again (counts as a retry) */
@@ -1092,21 +1146,25 @@ STELE_API int stele_consumer_ack(stele_consumer *c, const uint8_t (*ids)[16], si
  * Nack events by id with `action` and an optional `reason` (<= 1024 bytes,
  * kept in the parked link's metadata). The same rule as ack for the ids.
  */
-STELE_API int stele_consumer_nack(stele_consumer *c, const uint8_t (*ids)[16], size_t n, int action,
-                                  const char *reason);
+STELE_API
+int stele_consumer_nack(stele_consumer *c, const uint8_t (*ids)[16], size_t n, int action,
+                        const char *reason);
 
 /** Ack / nack events of a group by id whichever consumer has them in
  *  flight (for clients that do not name a consumer, e.g. over HTTP). */
-STELE_API int stele_group_ack(stele_db *db, const char *stream, const char *group,
-                              const uint8_t (*ids)[16], size_t n);
-STELE_API int stele_group_nack(stele_db *db, const char *stream, const char *group,
-                               const uint8_t (*ids)[16], size_t n, int action, const char *reason);
+STELE_API
+int stele_group_ack(stele_db *db, const char *stream, const char *group,
+                    const uint8_t (*ids)[16], size_t n);
+STELE_API
+int stele_group_nack(stele_db *db, const char *stream, const char *group,
+                     const uint8_t (*ids)[16], size_t n, int action, const char *reason);
 
 /**
  * Disconnect: the consumer's in-flight events go back to the group at once
  * (each counts as a retry) for another consumer. NULL is a no-op.
  */
-STELE_API void stele_consumer_close(stele_consumer *c);
+STELE_API
+void stele_consumer_close(stele_consumer *c);
 
 /**
  * Replay parked events into the group: the oldest `max` of them (0: all
@@ -1115,8 +1173,9 @@ STELE_API void stele_consumer_close(stele_consumer *c);
  * (if it fails again it is parked again, as a new parked message).
  * *count (may be NULL) gets the number of events queued for replay.
  */
-STELE_API int stele_group_replay_parked(stele_db *db, const char *stream, const char *group,
-                                        uint64_t max, uint64_t *count);
+STELE_API
+int stele_group_replay_parked(stele_db *db, const char *stream, const char *group,
+                              uint64_t max, uint64_t *count);
 
 /**
  * Read the group's parked messages from parked revision `from` (0 or any
@@ -1126,16 +1185,18 @@ STELE_API int stele_group_replay_parked(stele_db *db, const char *stream, const 
  * type, the reason and the retry count. *out is a page for
  * stele_page_free(); the links' revisions are the `from` of later reads.
  */
-STELE_API int stele_group_read_parked(stele_db *db, const char *stream, const char *group,
-                                      uint64_t from, size_t limit, stele_page **out);
+STELE_API
+int stele_group_read_parked(stele_db *db, const char *stream, const char *group,
+                            uint64_t from, size_t limit, stele_page **out);
 
 /**
  * Drop the parked messages below parked revision `before` (STELE_END: all
  * of them). They are hidden from reads and replays. Durable before it
  * returns.
  */
-STELE_API int stele_group_truncate_parked(stele_db *db, const char *stream, const char *group,
-                                          uint64_t before);
+STELE_API
+int stele_group_truncate_parked(stele_db *db, const char *stream, const char *group,
+                                uint64_t before);
 
 /**
  * For event loops: a new non-blocking eventfd that becomes readable when a
@@ -1144,8 +1205,10 @@ STELE_API int stele_group_truncate_parked(stele_db *db, const char *stream, cons
  * with timeout 0. Release it with stele_group_unwatch() before
  * stele_close(). At most 16 per store.
  */
-STELE_API int stele_group_watch(stele_db *db, int *fd);
-STELE_API void stele_group_unwatch(stele_db *db, int fd);
+STELE_API
+int stele_group_watch(stele_db *db, int *fd);
+STELE_API
+void stele_group_unwatch(stele_db *db, int fd);
 
 /**
  * Rewind a group: every event from `to` (a position for a group on $all, a
@@ -1154,7 +1217,8 @@ STELE_API void stele_group_unwatch(stele_db *db, int fd);
  * ENOTFOUND), and the new checkpoint is durable before the call returns.
  * Errors: ENOTFOUND (no such group), EINVAL, EREADONLY, EIO.
  */
-STELE_API int stele_group_rewind(stele_db *db, const char *stream, const char *group, uint64_t to);
+STELE_API
+int stele_group_rewind(stele_db *db, const char *stream, const char *group, uint64_t to);
 
 /**
  * Rewind a group to a time: to the first event committed at or after
@@ -1162,8 +1226,9 @@ STELE_API int stele_group_rewind(stele_db *db, const char *stream, const char *g
  * *to (may be NULL) gets the position or revision chosen. EINVAL on a store
  * opened with STELE_OPEN_NO_INDEXES (it needs the time index).
  */
-STELE_API int stele_group_rewind_time(stele_db *db, const char *stream, const char *group, int64_t us,
-                                      uint64_t *to);
+STELE_API
+int stele_group_rewind_time(stele_db *db, const char *stream, const char *group, int64_t us,
+                            uint64_t *to);
 
 /* ----------------------------------------------------------------- rules */
 
@@ -1201,12 +1266,14 @@ enum {
 };
 
 /** Name of a failure kind ("timeout"); static. */
-STELE_API const char *stele_rule_failure_name(int kind);
+STELE_API
+const char *stele_rule_failure_name(int kind);
 
 /** Buckets of the delivery latency histogram (commit to delivered). */
 #define STELE_RULE_LAT_BUCKETS 14
 /** Upper bound of latency bucket i (seconds), 0 <= i < STELE_RULE_LAT_BUCKETS. */
-STELE_API double stele_rule_latency_bound(int i);
+STELE_API
+double stele_rule_latency_bound(int i);
 
 /**
  * Create or replace rule `name` from the JSON definition `json` (`len`
@@ -1218,14 +1285,17 @@ STELE_API double stele_rule_latency_bound(int i);
  * be NULL) is 1 for a new rule. Durable before it returns.
  * Errors: EINVAL, EREADONLY, EIO, ECLOSED.
  */
-STELE_API int stele_rule_put(stele_db *db, const char *name, const char *json, size_t len, int *created);
+STELE_API
+int stele_rule_put(stele_db *db, const char *name, const char *json, size_t len, int *created);
 
 /** Delete a rule, its checkpoint and dead letters. Errors: ENOTFOUND. */
-STELE_API int stele_rule_delete(stele_db *db, const char *name);
+STELE_API
+int stele_rule_delete(stele_db *db, const char *name);
 
 /** Pause (enabled 0) or resume (1) a rule; durable. Events that come
  *  while it is paused are delivered after it resumes. Errors: ENOTFOUND. */
-STELE_API int stele_rule_set_enabled(stele_db *db, const char *name, int enabled);
+STELE_API
+int stele_rule_set_enabled(stele_db *db, const char *name, int enabled);
 
 /** A rule and its live counters (since the store was opened). Pointers
  *  stay valid until stele_rule_info_free(). */
@@ -1266,24 +1336,31 @@ typedef struct stele_rule_info {
 } stele_rule_info;
 
 /** Every rule (*n of them, sorted by name), freed with stele_rule_info_free(*out). */
-STELE_API int stele_rule_list(stele_db *db, stele_rule_info **out, size_t *n);
+STELE_API
+int stele_rule_list(stele_db *db, stele_rule_info **out, size_t *n);
 /** One rule. Errors: ENOTFOUND, EINVAL. */
-STELE_API int stele_rule_get(stele_db *db, const char *name, stele_rule_info **out);
-STELE_API void stele_rule_info_free(stele_rule_info *infos);
+STELE_API
+int stele_rule_get(stele_db *db, const char *name, stele_rule_info **out);
+STELE_API
+void stele_rule_info_free(stele_rule_info *infos);
 
 /** Dead letters: read (links as stele_group_read_parked gives them, the
  *  reason holding the last error), redrive to the target (`max` 0: all;
  *  *count may be NULL) and truncate below dead-letter revision `before`. */
-STELE_API int stele_rule_read_dead(stele_db *db, const char *name, uint64_t from, size_t limit,
-                                   stele_page **out);
-STELE_API int stele_rule_redrive(stele_db *db, const char *name, uint64_t max, uint64_t *count);
-STELE_API int stele_rule_truncate_dead(stele_db *db, const char *name, uint64_t before);
+STELE_API
+int stele_rule_read_dead(stele_db *db, const char *name, uint64_t from, size_t limit,
+                         stele_page **out);
+STELE_API
+int stele_rule_redrive(stele_db *db, const char *name, uint64_t max, uint64_t *count);
+STELE_API
+int stele_rule_truncate_dead(stele_db *db, const char *name, uint64_t before);
 
 /**
  * Start delivering: one library thread per enabled rule (and per replay),
  * now and for rules made later. Stopped by stele_close(). Idempotent.
  */
-STELE_API int stele_rules_start(stele_db *db);
+STELE_API
+int stele_rules_start(stele_db *db);
 
 /** A replay window: positions [from_pos, to_pos) or, with by_time, events
  *  created in [from_us, to_us). to_pos STELE_END / no to: up to the events
@@ -1302,8 +1379,9 @@ typedef struct stele_replay_window {
  * replay's number. Errors: ENOTFOUND, EINVAL (from after to, a time window
  * on a store without indexes), EBUSY (16 replays running on the rule).
  */
-STELE_API int stele_rule_replay_start(stele_db *db, const char *name, const stele_replay_window *w,
-                                      uint64_t *id);
+STELE_API
+int stele_rule_replay_start(stele_db *db, const char *name, const stele_replay_window *w,
+                            uint64_t *id);
 
 typedef struct stele_replay_info {
     uint64_t id;
@@ -1318,11 +1396,14 @@ typedef struct stele_replay_info {
 
 /** The replays of a rule (running and the last finished ones), oldest
  *  first; free with stele_replay_info_free(*out). */
-STELE_API int stele_rule_replays(stele_db *db, const char *name, stele_replay_info **out, size_t *n);
+STELE_API
+int stele_rule_replays(stele_db *db, const char *name, stele_replay_info **out, size_t *n);
 /** Cancel a running replay (ENOTFOUND if there is no such replay; a
  *  finished one is left as it is). */
-STELE_API int stele_rule_replay_cancel(stele_db *db, const char *name, uint64_t id);
-STELE_API void stele_replay_info_free(stele_replay_info *infos);
+STELE_API
+int stele_rule_replay_cancel(stele_db *db, const char *name, uint64_t id);
+STELE_API
+void stele_replay_info_free(stele_replay_info *infos);
 
 /* ----------------------------------------------------------- projections */
 
@@ -1402,8 +1483,9 @@ typedef struct stele_projection_settings {
  * message, and nothing is created.
  * Errors: EINVAL (name, settings, query), EEXISTS, EREADONLY, EIO, ECLOSED.
  */
-STELE_API int stele_projection_create(stele_db *db, const char *name,
-                                      const stele_projection_settings *settings);
+STELE_API
+int stele_projection_create(stele_db *db, const char *name,
+                            const stele_projection_settings *settings);
 
 /**
  * Replace a projection's query (and emit_enabled if `emit_enabled` is 0 or
@@ -1411,28 +1493,33 @@ STELE_API int stele_projection_create(stele_db *db, const char *name,
  * restarts from its checkpoint with the new query, its states kept (reset
  * it to rebuild them). Errors: ENOTFOUND, EINVAL (query), as for create.
  */
-STELE_API int stele_projection_update(stele_db *db, const char *name, const char *query,
-                                      size_t query_len, int emit_enabled);
+STELE_API
+int stele_projection_update(stele_db *db, const char *name, const char *query,
+                            size_t query_len, int emit_enabled);
 
 /** Start / stop a projection (stopping waits for its current batch to
  *  commit). Enabling a faulted projection retries from its checkpoint.
  *  Errors: ENOTFOUND. */
-STELE_API int stele_projection_enable(stele_db *db, const char *name);
-STELE_API int stele_projection_disable(stele_db *db, const char *name);
+STELE_API
+int stele_projection_enable(stele_db *db, const char *name);
+STELE_API
+int stele_projection_disable(stele_db *db, const char *name);
 
 /**
  * Reset: forget the checkpoint and every state, soft-delete the streams
  * the projection emitted to, and run again from the first event (if
  * enabled). Errors: ENOTFOUND.
  */
-STELE_API int stele_projection_reset(stele_db *db, const char *name);
+STELE_API
+int stele_projection_reset(stele_db *db, const char *name);
 
 /** Delete flags. */
 #define STELE_PROJ_DELETE_STATE 0x1u   /* soft-delete its state and checkpoint streams */
 #define STELE_PROJ_DELETE_EMITTED 0x2u /* soft-delete the streams it emitted to */
 
 /** Stop and delete a projection. Errors: ENOTFOUND. */
-STELE_API int stele_projection_delete(stele_db *db, const char *name, unsigned flags);
+STELE_API
+int stele_projection_delete(stele_db *db, const char *name, unsigned flags);
 
 /** What a projection is doing. Pointers point into the same allocation. */
 typedef struct stele_projection_info {
@@ -1465,11 +1552,14 @@ typedef struct stele_projection_info {
 
 /** Every projection: *out is an array of *n infos freed with
  *  stele_projection_info_free(*out). */
-STELE_API int stele_projection_list(stele_db *db, stele_projection_info **out, size_t *n);
+STELE_API
+int stele_projection_list(stele_db *db, stele_projection_info **out, size_t *n);
 
 /** One projection, freed with stele_projection_info_free(). ENOTFOUND. */
-STELE_API int stele_projection_get(stele_db *db, const char *name, stele_projection_info **out);
-STELE_API void stele_projection_info_free(stele_projection_info *infos);
+STELE_API
+int stele_projection_get(stele_db *db, const char *name, stele_projection_info **out);
+STELE_API
+void stele_projection_info_free(stele_projection_info *infos);
 
 /**
  * The committed state of one partition ("" for a projection without
@@ -1478,8 +1568,9 @@ STELE_API void stele_projection_info_free(stele_projection_info *infos);
  * yet. `result` = 1 gives the result (after transformBy / filterBy)
  * instead. Errors: ENOTFOUND (no such projection), EINVAL.
  */
-STELE_API int stele_projection_state(stele_db *db, const char *name, const char *partition, int result,
-                                     char **json, size_t *len);
+STELE_API
+int stele_projection_state(stele_db *db, const char *name, const char *partition, int result,
+                           char **json, size_t *len);
 
 /** One partition of a read model (stele_projection_partitions). */
 typedef struct stele_partition {
@@ -1501,9 +1592,10 @@ typedef struct stele_partition {
  * from `after` on, each partition's state until `limit` match; see
  * docs/projections.md. Errors: ENOTFOUND, EINVAL.
  */
-STELE_API int stele_projection_partitions(stele_db *db, const char *name, const char *after, size_t limit,
-                                          const char *field, const char *value, stele_partition **out,
-                                          size_t *n, int *more);
+STELE_API
+int stele_projection_partitions(stele_db *db, const char *name, const char *after, size_t limit,
+                                const char *field, const char *value, stele_partition **out,
+                                size_t *n, int *more);
 
 /**
  * Reconstruct the state of `stream` with projection `name`'s handlers (the
@@ -1517,9 +1609,10 @@ STELE_API int stele_projection_partitions(stele_db *db, const char *name, const 
  * ENOTFOUND (projection or stream), EDELETED, EINVAL (a handler threw:
  * the message names the event).
  */
-STELE_API int stele_projection_fold(stele_db *db, const char *name, const char *stream, uint64_t to,
-                                    const int64_t *as_of_us, char **json, size_t *len, uint64_t *revision,
-                                    uint64_t *snapshot);
+STELE_API
+int stele_projection_fold(stele_db *db, const char *name, const char *stream, uint64_t to,
+                          const int64_t *as_of_us, char **json, size_t *len, uint64_t *revision,
+                          uint64_t *snapshot);
 
 /**
  * A transient query: run `query` over every event the store holds when the
@@ -1532,12 +1625,14 @@ STELE_API int stele_projection_fold(stele_db *db, const char *name, const char *
  * so the memory limit bounds the query. Errors: EINVAL (the query, or a
  * handler's fault with the event's position), ENOMEM, ECORRUPT.
  */
-STELE_API int stele_projection_query(stele_db *db, const char *query, size_t query_len,
-                                     const stele_projection_settings *limits, char **json, size_t *len);
+STELE_API
+int stele_projection_query(stele_db *db, const char *query, size_t query_len,
+                           const stele_projection_settings *limits, char **json, size_t *len);
 
 /** Start the projection subsystem: load the definitions and start every
  *  enabled projection. Idempotent. */
-STELE_API int stele_projections_start(stele_db *db);
+STELE_API
+int stele_projections_start(stele_db *db);
 
 /**
  * Wait until projection `name` has committed every event before position
@@ -1545,7 +1640,8 @@ STELE_API int stele_projections_start(stele_db *db);
  * completed, or `timeout_ms` passed (-1: no limit). 0 if reached, EBUSY on
  * timeout, ENOTFOUND. For tests and read-your-writes.
  */
-STELE_API int stele_projection_wait(stele_db *db, const char *name, uint64_t position, int timeout_ms);
+STELE_API
+int stele_projection_wait(stele_db *db, const char *name, uint64_t position, int timeout_ms);
 
 /* ----------------------------------------------------------------- stats */
 
@@ -1566,7 +1662,8 @@ typedef struct stele_stats {
     char readonly_reason[512];
 } stele_stats;
 
-STELE_API int stele_get_stats(stele_db *db, stele_stats *out);
+STELE_API
+int stele_get_stats(stele_db *db, stele_stats *out);
 
 /* ------------------------------------------------------------ scavenging */
 
@@ -1633,8 +1730,9 @@ typedef struct stele_scavenge_options {
  * of that segment was changed), EIO / ENOSPC (writing the new segment
  * failed; the original stays, the store is unaffected).
  */
-STELE_API int stele_scavenge(stele_db *db, const stele_scavenge_options *opts,
-                             stele_scavenge_result *res);
+STELE_API
+int stele_scavenge(stele_db *db, const stele_scavenge_options *opts,
+                   stele_scavenge_result *res);
 
 /* ----------------------------------------------------------------- check */
 
@@ -1647,34 +1745,41 @@ STELE_API int stele_scavenge(stele_db *db, const stele_scavenge_options *opts,
  * mismatch"); ELOCKED if a process has the store open. If `report` is not
  * NULL it receives a NUL-terminated summary (at most `report_len` bytes).
  */
-STELE_API int stele_check(const char *dir, char *report, size_t report_len);
+STELE_API
+int stele_check(const char *dir, char *report, size_t report_len);
 
 /* ----------------------------------------------------------------- utils */
 
 /** Format a UUID as 36 chars + NUL into `out` (37 bytes). */
-STELE_API void stele_uuid_format(const uint8_t id[16], char out[37]);
+STELE_API
+void stele_uuid_format(const uint8_t id[16], char out[37]);
 
 /** Parse "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (any case). 0 or EINVAL. */
-STELE_API int stele_uuid_parse(const char *text, uint8_t id[16]);
+STELE_API
+int stele_uuid_parse(const char *text, uint8_t id[16]);
 
 /** Format 16 bytes as a ULID: 26 chars of Crockford base32 (upper case) +
  *  NUL into `out` (27 bytes). */
-STELE_API void stele_ulid_format(const uint8_t id[16], char out[27]);
+STELE_API
+void stele_ulid_format(const uint8_t id[16], char out[27]);
 
 /** Parse a ULID (26 chars of Crockford base32, any case, the first 0-7)
  *  into its 16 bytes. 0 or EINVAL (`id` untouched). */
-STELE_API int stele_ulid_parse(const char *text, uint8_t id[16]);
+STELE_API
+int stele_ulid_parse(const char *text, uint8_t id[16]);
 
 /**
  * Parse an event id in either text form: a UUID (36 chars) or a ULID (26
  * chars; then STELE_EVENT_ID_ULID is or-ed into *flags if `flags` is not
  * NULL, to put in stele_event_in.flags). 0 or EINVAL.
  */
-STELE_API int stele_id_parse(const char *text, uint8_t id[16], uint32_t *flags);
+STELE_API
+int stele_id_parse(const char *text, uint8_t id[16], uint32_t *flags);
 
 /** Format an event id in the form its flags name (stele_event.flags):
  *  a ULID with STELE_EVENT_ID_ULID, else a UUID. `out` holds 37 bytes. */
-STELE_API void stele_id_format(const uint8_t id[16], uint32_t flags, char out[37]);
+STELE_API
+void stele_id_format(const uint8_t id[16], uint32_t flags, char out[37]);
 
 /**
  * Parse an RFC 3339 date-time ("2026-11-23T16:30:00.5Z",
@@ -1683,11 +1788,13 @@ STELE_API void stele_id_format(const uint8_t id[16], uint32_t flags, char out[37
  * bound "created >= t" or an exclusive upper bound "created < t" then
  * stays exact). 0, or EINVAL with the reason in stele_errmsg().
  */
-STELE_API int stele_time_parse(const char *text, int round_up, int64_t *us);
+STELE_API
+int stele_time_parse(const char *text, int round_up, int64_t *us);
 
 /** Format microseconds since the epoch as RFC 3339 in UTC with six
  *  fractional digits: "2026-11-23T16:30:00.000000Z" (27 chars + NUL). */
-STELE_API void stele_time_format(int64_t us, char out[32]);
+STELE_API
+void stele_time_format(int64_t us, char out[32]);
 
 #ifdef __cplusplus
 }

@@ -54,12 +54,20 @@ nm -D --defined-only "$LIBDIR/libstele.so" | awk '{print $3}' >"$T/syms"
 if grep -v '^stele_' "$T/syms" >"$T/bad"; then
   fail "libstele.so exports non-stele_ symbols: $(head -20 "$T/bad" | tr '\n' ' ')"
 fi
-# ... and all of the public API: every function stele.h declares.
-sed -n 's/^STELE_API [^(]*[ *]\(stele_[a-z0-9_]*\)(.*/\1/p' "$ROOT$PREFIX/include/stele.h" | sort >"$T/decl"
+# ... and all of the public API: every function stele.h declares carries
+# STELE_API on the line before it (a declaration added without it would be
+# missing from libstele.so), and every one is exported.
+H="$ROOT$PREFIX/include/stele.h"
+unmarked=$(awk 'prev != "STELE_API" && /^(const |double |int |size_t |uint32_t |uint64_t |int64_t |void |unsigned |char |stele_)[^(]*stele_[a-z0-9_]*\(/ {print FNR": "$0} {prev=$0}' "$H")
+[ -z "$unmarked" ] || fail "declarations in stele.h without STELE_API: $unmarked"
+awk 'prev == "STELE_API" {if (match($0, /stele_[a-z0-9_]*\(/)) print substr($0, RSTART, RLENGTH - 1)} {prev=$0}' "$H" |
+  sort >"$T/decl"
 sort "$T/syms" >"$T/syms.sorted"
-[ -s "$T/decl" ] || fail "no STELE_API declarations found in stele.h"
+[ "$(wc -l <"$T/decl")" -gt 50 ] || fail "too few STELE_API declarations found in stele.h"
 missing=$(comm -23 "$T/decl" "$T/syms.sorted")
 [ -z "$missing" ] || fail "declared but not exported: $missing"
+extra=$(comm -13 "$T/decl" "$T/syms.sorted")
+[ -z "$extra" ] || fail "exported but not declared in stele.h: $extra"
 
 # The man pages render, without a warning from groff.
 for page in man1/stele.1 man1/stele-serve.1 man3/libstele.3; do
