@@ -787,8 +787,9 @@ static void fault_base(void)
 
 static void copy_store(const char *from, const char *to)
 {
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -a '%s' '%s'", to, from, to);
+    char cmd[2048];
+    int n = snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -a '%s' '%s'", to, from, to);
+    CHECK(n > 0 && (size_t)n < sizeof cmd);
     CHECK(system(cmd) == 0);
 }
 
@@ -918,7 +919,7 @@ static void poke(const char *dir, uint32_t segno, uint64_t off, const void *b, s
 static void flip(const char *dir, uint32_t segno, uint64_t off)
 {
     char p[700];
-    uint8_t c;
+    uint8_t c = 0;
     snprintf(p, sizeof p, "%s/log/%08u.seg", dir, segno);
     int fd = open(p, O_RDWR);
     CHECK(fd >= 0 && pread(fd, &c, 1, (off_t)off) == 1);
