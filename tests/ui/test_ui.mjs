@@ -422,8 +422,9 @@ test('with users: the UI asks for a login in its own form, then every page works
     await page.fill('#login-name', 'admin');
     await page.fill('#login-password', 'ui-test-secret');
     await page.click('#login-form button[type=submit]');
+    await page.locator('#who-name', { hasText: 'admin' }).waitFor(WAIT);
     await page.locator('#conn.up').waitFor(WAIT);
-    await page.waitForFunction(() => /\d/.test(document.querySelector('#m-stored').textContent), null, WAIT);
+    await page.waitForFunction(() => /\d/.test(document.querySelector('#m-stored')?.textContent || ''), null, WAIT);
     await page.goto(own.url + '/#/stream/Auth-1');
     await page.fill('#append-type', 'WithLogin');
     await page.click('#append-form button[type=submit]');
