@@ -16,7 +16,10 @@ export function usersPage(main) {
   const me = currentUser();
   main.append(h('h1', null, 'Users and keys'));
   if (me) main.append(ownSection(me));
-  if (!isAdmin()) return;
+  if (!isAdmin()) {
+    main.append(h('p.muted', { id: 'not-admin' }, 'Other users and the API keys are managed by $admins.'));
+    return;
+  }
   if (!me) main.append(h('p.msg.warn', null, 'This server has no users yet: it lets every request in. ' +
     'Creating the first user turns authentication on for every client (docs/security.md); sign in with it then.'));
   main.append(usersSection(), keysSection());
