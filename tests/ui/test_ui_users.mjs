@@ -195,3 +195,26 @@ test('admin creates a user and a key; the user sees only its own; revoking the k
   await admin.context().close();
   await carol.context().close();
 });
+
+test('login: a throttled address is told so in the form', async () => {
+  const own = await new Server({ args: ['--admin-password', ADMIN_PW, '--auth-fail-limit', '2'] }).start();
+  try {
+    const page = await watchedPage(browser);
+    await page.goto(own.url + '/');
+    let text = '';
+    for (let i = 0; i < 5 && !/429/.test(text); i++) {
+      await signIn(page, 'admin', 'wrong-' + i);
+      await page.locator('#login-msg .msg.err').waitFor(WAIT);
+      await page.waitForFunction(() => !document.querySelector('#login-form button[type=submit]').disabled, null, WAIT);
+      text = await page.textContent('#login-msg');
+    }
+    assert.match(text, /429 TOO_MANY_FAILED_LOGINS/);
+    assert.equal(await page.locator('#who-name').count(), 0, 'nobody signed in');
+    assert.equal(await page.inputValue('#login-password'), '');
+    await shot(page, 'login-throttled');
+    noProblems(page);
+    await page.context().close();
+  } finally {
+    await own.stop(); own.cleanup();
+  }
+});
