@@ -5,7 +5,11 @@
  * Principals. With no users (no --admin-password, `$users` empty) the
  * server is open as before: every request is a superuser (auth_who.open).
  * Once a user exists every request must authenticate (auth.c), except
- * GET /health/live and /health/ready (load balancers).
+ * GET /health/live and /health/ready (load balancers) and the web UI's own
+ * files (GET / and /ui/..., compiled-in code holding no data: the UI then
+ * asks for a login in its own form). A 401 says `WWW-Authenticate: Basic`
+ * unless the request has `X-Requested-With` (the UI's fetches), so that a
+ * browser does not put up its own prompt in front of the UI's form.
  *
  * Roles. `$admins` may do everything. `$ops` may run operations (scavenge,
  * shutdown), manage consumer groups and read `$all`. `$projection-managers`
@@ -303,6 +307,8 @@ static void http_need(int m, const char *path, size_t plen, need *n)
 #define IS(lit) (plen == sizeof(lit) - 1 && !memcmp(path, lit, plen))
     if (IS("/health/live") || IS("/health/ready")) {
         n->kind = NEED_NONE;
+    } else if (get && (IS("/") || prefix(path, plen, "/ui/"))) {
+        n->kind = NEED_NONE; /* the web UI's own files: code, no data; it shows a login form */
     } else if (IS("/metrics") || IS("/info") || prefix(path, plen, "/users")) {
         n->kind = NEED_USER; /* /users checks itself (routes_users.c) */
     } else if (prefix(path, plen, "/admin")) {
@@ -403,7 +409,7 @@ static void refuse(conn *c, const auth_refusal *ref, const char *who, const char
     json_w_str(&b, ref->message, strlen(ref->message));
     json_w_raw(&b, "}}\n", 3);
     char extra[128] = "";
-    if (ref->status == 401)
+    if (ref->status == 401 && !c->req.has_requested_with)
         snprintf(extra, sizeof extra, "WWW-Authenticate: Basic realm=\"stele\", charset=\"UTF-8\"\r\n");
     else if (ref->status == 429)
         snprintf(extra, sizeof extra, "Retry-After: %d\r\n", ref->retry_after);

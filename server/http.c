@@ -156,6 +156,9 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         } else if (!strcasecmp(r->hdr_name, "Access-Control-Request-Method")) {
             r->header_id = HDR_OTHER;
             r->has_acr_method = 1;
+        } else if (!strcasecmp(r->hdr_name, "X-Requested-With")) {
+            r->header_id = HDR_OTHER; /* scripts' requests: no browser prompt on 401 */
+            r->has_requested_with = 1;
         } else if (!strcasecmp(r->hdr_name, "Authorization")) {
             /* A second Authorization header joins the first: refused. */
             r->header_id = HDR_AUTHORIZATION;

@@ -74,6 +74,7 @@ typedef struct request {
     /* auth.c: the Authorization header (wiped with the request). */
     char authorization[1024];
     int has_authorization, authorization_too_long;
+    int has_requested_with; /* X-Requested-With: a 401 without WWW-Authenticate (access.c) */
     int authed;            /* authentication done for this request (who is set) */
 } request;
 

@@ -4,10 +4,26 @@
 // the headers a request needs, and a 401 can send the user to a login.
 // It also tracks whether the server answers, for the header's indicator.
 
-let credentials = null; // {header, value} once a login exists (issue 17)
+// Credentials live in this module's memory only (docs/ui.md, "Signing
+// in"): a reload or a new tab asks again. Every request also says
+// X-Requested-With, so that a 401 comes without WWW-Authenticate and the
+// browser never puts up its own prompt in front of the UI's login form
+// (docs/security.md). onUnauthorized(fn): fn(err) on a 401 of the gate.
+let credentials = null; // {header, value} once signed in
+let unauthorized = null;
 export function setCredentials(c) { credentials = c; }
+export function onUnauthorized(fn) { unauthorized = fn; }
 function authHeaders() {
-  return credentials ? { [credentials.header]: credentials.value } : {};
+  const hd = { 'X-Requested-With': 'stele-ui' };
+  if (credentials) hd[credentials.header] = credentials.value;
+  return hd;
+}
+// HTTP Basic for a user name and password (UTF-8, as the server reads it).
+export function basicCredentials(name, password) {
+  const bytes = new TextEncoder().encode(name + ':' + password);
+  let bin = '';
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return { header: 'Authorization', value: 'Basic ' + btoa(bin) };
 }
 
 const listeners = new Set();
@@ -28,7 +44,8 @@ export class ApiError extends Error {
 }
 
 // path: an API path whose variable parts the caller encoded (enc()).
-// opts: {method, json (a value sent as JSON), body+type (raw), headers, signal}.
+// opts: {method, json (a value sent as JSON), body+type (raw), headers, signal,
+// noLogin (a 401 is the caller's: a wrong current password, a login try)}.
 // Answers the parsed JSON (or text for non-JSON answers, null for 204).
 export async function api(path, opts = {}) {
   const headers = { Accept: 'application/json', ...authHeaders(), ...(opts.headers || {}) };
@@ -53,7 +70,9 @@ export async function api(path, opts = {}) {
   }
   if (!res.ok) {
     const err = data && data.error ? data.error : { code: 'HTTP_' + res.status, message: String(text).slice(0, 500) };
-    throw new ApiError(res.status, err.code, err.message, data);
+    const e = new ApiError(res.status, err.code, err.message, data);
+    if (res.status === 401 && !opts.noLogin && unauthorized) unauthorized(e);
+    throw e;
   }
   return data;
 }
@@ -93,6 +112,7 @@ export function stream(path, handlers) {
       if (!res.ok) {
         let msg = 'HTTP ' + res.status;
         try { const j = await res.json(); msg = j.error.code + ': ' + j.error.message; } catch { /* not JSON */ }
+        if (res.status === 401 && unauthorized) unauthorized(new ApiError(401, 'UNAUTHENTICATED', msg));
         handlers.error && handlers.error(true, msg);
         return; // a refused request (bad filter): retrying will not help
       }

@@ -12,6 +12,8 @@ import { queryPage } from './query.js';
 import { groupsPage, groupPage } from './groups.js';
 import { projectionsPage, projectionPage } from './projections.js';
 import { rulesPage, rulePage } from './rules.js';
+import { usersPage } from './users.js';
+import { setupLogin, loginShowing } from './login.js';
 
 const pages = {
   '': dashboard, streams: streamsPage, stream: streamPage, event: eventPage,
@@ -21,24 +23,18 @@ const pages = {
 };
 const navOf = { stream: 'streams', event: 'streams', group: 'groups', projection: 'projections', rule: 'rules' };
 
-// Users and API keys arrive with authentication (issue 17, branch
-// `security`): this page is their place.
-function usersPage(main) {
-  main.append(h('h1', null, 'Users and keys'),
-    h('p', null, 'Users, roles and API keys (issue 17, docs/security.md) will be managed here. ' +
-      'With users enabled, the browser asks for a login when the UI opens and sends it with ' +
-      'every request; without users every request is allowed from the origins and hosts the ' +
-      'server accepts (docs/http-api.md, "Browsers and other machines").'));
-}
-
 let cleanup = null;
+function leave() {
+  if (cleanup) { try { cleanup(); } catch { /* leaving anyway */ } cleanup = null; }
+}
 function route() {
   const raw = location.hash.replace(/^#\/?/, '');
   const [pathPart, query = ''] = raw.split('?');
   const segs = pathPart.split('/').map(s => { try { return decodeURIComponent(s); } catch { return s; } });
   const name = segs.shift() || '';
   const params = new URLSearchParams(query);
-  if (cleanup) { try { cleanup(); } catch { /* leaving anyway */ } cleanup = null; }
+  leave();
+  if (loginShowing()) return; // the login form stays until signed in (login.js)
   const main = document.getElementById('main');
   main.replaceChildren();
   const page = pages[name];
@@ -59,5 +55,6 @@ onConnection(up => {
   conn.className = 'conn ' + (up ? 'up' : 'down');
   conn.textContent = up ? 'connected' : 'disconnected: retrying';
 });
+setupLogin({ leave, redraw: route });
 startHealthPoll();
 route();

@@ -43,7 +43,9 @@ export const link = (text, page, segs, params) => h('a', { href: href(page, segs
 
 export function errBox(e) {
   const where = e.status ? ` (${e.status} ${e.code})` : e.code ? ` (${e.code})` : '';
-  return h('div.msg.err', { role: 'alert' }, (e.message || String(e)) + where);
+  // A refusal says so first, with the server's reason (which right is missing).
+  const lead = e.status === 403 ? 'Not allowed: ' : '';
+  return h('div.msg.err', { role: 'alert' }, lead + (e.message || String(e)) + where);
 }
 export const okBox = t => h('div.msg.ok', { role: 'status' }, t);
 

@@ -203,6 +203,17 @@ def denial_shapes_and_audit():
             401, r)
     T.check("Basic" in r.headers.get("www-authenticate", ""), "WWW-Authenticate: Basic", None,
             "Basic realm", r.headers)
+    # the web UI's requests (X-Requested-With): the same 401, no browser prompt
+    r = call(S.port, "GET", "/streams/acl-open", headers={"X-Requested-With": "stele-ui"})
+    T.check(r.status == 401 and r.code() == "UNAUTHENTICATED" and
+            "www-authenticate" not in {k.lower() for k in r.headers},
+            "401 without WWW-Authenticate for X-Requested-With", None, 401, r.headers)
+    # the UI's own files (no data) load without a login; POST to them does not
+    for p in ("/", "/ui/app.js"):
+        r = call(S.port, "GET", p)
+        T.check(r.status == 200, "GET %s without a login" % p, None, 200, r)
+    r = call(S.port, "POST", "/", body={})
+    T.check(r.status == 401, "POST / without a login", None, 401, r)
     log = open(S.log_path, "rb").read().decode(errors="replace")
     T.check(re.search(r'msg=audit user="writer" .*action="GET /streams/acl-locked" '
                       r'result=denied', log) is not None, "an audit line for the denial")
