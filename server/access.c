@@ -255,7 +255,53 @@ int access_stream(server *s, const auth_who *who, const char *stream, int op)
     return target[0] != '$'; /* defaults: user streams everyone, system streams $admins */
 }
 
+static void refuse(conn *c, const auth_refusal *ref, const char *who, const char *action);
+static void action_of(const conn *c, char *out, size_t cap);
+
 int access_filtered(const auth_who *who) { return !access_ops(who); }
+
+int access_is_view(const char *stream)
+{
+    return !strcmp(stream, "$streams") || !strncmp(stream, "$ce-", 4) ||
+           !strncmp(stream, "$et-", 4) || !strncmp(stream, "$bc-", 4);
+}
+
+int access_filter_read(server *s, const auth_who *who, const char *stream)
+{
+    if (!access_filtered(who))
+        return 0;
+    if (!stream)
+        return 1;
+    return access_is_view(stream) && !access_stream(s, who, stream, ACL_R);
+}
+
+int access_append_multi(conn *c, char *const *names, size_t n, int has_condition)
+{
+    const auth_who *who = &c->who;
+    char why[1300] = "";
+    if (who->open || who->admin)
+        return 0;
+    if (has_condition && !access_ops(who)) {
+        snprintf(why, sizeof why,
+                 "access denied: a condition (failIfEventsMatch) reads events of every "
+                 "stream; it needs $ops or $admins");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            if (!access_stream(c->srv, who, names[i], ACL_W)) {
+                snprintf(why, sizeof why, "access denied: %.100s may not write %.900s (streams[%zu])",
+                         who->name, names[i], i);
+                break;
+            }
+        }
+    }
+    if (!why[0])
+        return 0;
+    char action[300];
+    action_of(c, action, sizeof action);
+    auth_refusal ref = {.status = 403, .code = "ACCESS_DENIED", .message = why, .audit = 1};
+    refuse(c, &ref, who->name, action);
+    return -1;
+}
 
 int access_visible(conn *c, const char *stream)
 {
@@ -309,10 +355,13 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         n->kind = NEED_OPS;
     } else if (IS("/all") && get) {
         n->kind = NEED_USER; /* filtered per stream for users without $ops (routes.c) */
-    } else if (IS("/all") || IS("/subscribe/all") || IS("/query") ||
-               prefix(path, plen, "/categories") || prefix(path, plen, "/types") ||
-               prefix(path, plen, "/tags") || prefix(path, plen, "/correlations") ||
-               prefix(path, plen, "/actors")) {
+    } else if (IS("/subscribe/all") || IS("/query") || prefix(path, plen, "/categories") ||
+               prefix(path, plen, "/types") || prefix(path, plen, "/tags") ||
+               prefix(path, plen, "/correlations") || prefix(path, plen, "/actors")) {
+        /* Reads across streams: filtered per stream for users without
+         * $ops (routes.c, routes_multi.c, subscribe.c). */
+        n->kind = NEED_USER;
+    } else if (IS("/all")) {
         n->kind = NEED_STREAM;
         snprintf(n->stream, sizeof n->stream, "$all");
         n->op = ACL_R;
@@ -320,6 +369,8 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         const char *seg = path + 19;
         const char *end = memchr(seg, '/', plen - 19);
         need_stream(n, seg, end ? (size_t)(end - seg) : plen - 19, ACL_R);
+        if (n->kind == NEED_STREAM && !end && access_is_view(n->stream))
+            n->kind = NEED_USER; /* a view: filtered per stream (subscribe.c) */
     } else if (prefix(path, plen, "/subscriptions")) {
         /* Consumer groups: consuming (pull, ack, nack, subscribe, info) is
          * a read of the group's stream; creating, changing, deleting and
@@ -352,7 +403,7 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         snprintf(n->stream, sizeof n->stream, "$all");
         n->op = ACL_R;
     } else if (IS("/streams")) {
-        n->kind = NEED_OPS; /* multi-stream appends: see docs/security.md */
+        n->kind = NEED_USER; /* multi-stream appends: each stream's $w (routes_multi.c) */
     } else if (plen > 9 && !memcmp(path, "/streams/", 9)) {
         const char *seg = path + 9;
         size_t slen = plen - 9;
@@ -373,6 +424,8 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         } else
             op = get ? ACL_R : ACL_W;
         need_stream(n, seg, nlen, op);
+        if (n->kind == NEED_STREAM && rlen == 0 && get && access_is_view(n->stream))
+            n->kind = NEED_USER; /* a view: filtered per stream (routes.c) */
     } else {
         n->kind = get ? NEED_USER : NEED_ADMIN; /* the web UI, unknown paths (404) */
     }
