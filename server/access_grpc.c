@@ -19,8 +19,9 @@
  *                                        or $projection-managers
  *   PersistentSubscriptions: Read        read of its stream ($all: $ops)
  *     GetInfo, List                      any user; the rest $ops
- *   Streams: Read (a stream, also subscriptions; $all for anyone, filtered
- *     per stream by grpc_read.c for users without $ops), Append,
+ *   Streams: Read (a stream, also subscriptions; $all and views for
+ *     anyone, filtered per stream by grpc_read.c for users without $ops
+ *     who may not read the view itself), Append,
  *     BatchAppend (each append), Delete, Tombstone: the stream's ACL,
  *     checked on each request message that names a stream
  *   Users                                checked by grpc_users.c
@@ -238,10 +239,12 @@ int access_grpc_msg(gcall *call, const ProtobufCMessage *msg)
         const EventStore__Client__Streams__ReadReq__Options *o = r->options;
         if (o && o->stream_option_case ==
                      EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_STREAM) {
-            if (o->stream && stream_of(o->stream->stream_identifier, stream, sizeof stream) == 0)
+            if (o->stream && stream_of(o->stream->stream_identifier, stream, sizeof stream) == 0 &&
+                !access_is_view(stream))
                 op = ACL_R;
         }
-        /* $all: any user; grpc_read.c sends only the streams it may read. */
+        /* $all and views ($ce-, $et-, $bc-, $streams): any user; grpc_read.c
+         * sends only the streams it may read. */
     } else if (d == &event_store__client__streams__append_req__descriptor) {
         const EventStore__Client__Streams__AppendReq *r = (const void *)msg;
         if (r->content_case == EVENT_STORE__CLIENT__STREAMS__APPEND_REQ__CONTENT_OPTIONS &&
