@@ -22,11 +22,17 @@
  * one the built-in default: every authenticated user for user streams,
  * `$admins` only for system streams (names starting with `$`).
  * Reading or writing a metastream (`$$name`, gRPC) is $mr / $mw on `name`.
- * `$admins` members pass every check. Reads of `$all` (and everything that
- * reads across streams: queries by category, type, tag, correlation,
- * actor; DCB queries; $all subscriptions) need `$admins` or `$ops`, as in
- * KurrentDB. The check reads the stream's metadata (an index lookup and a
- * small JSON parse) on each request.
+ * `$admins` members pass every check. Reads across streams ($all, its
+ * SSE and gRPC subscriptions, queries by category, type, tag, correlation,
+ * actor, DCB queries, and the view streams $ce-, $et-, $bc-, $streams) are
+ * open to every user and filtered per event's stream for users without
+ * `$ops` (access_filter_read, access_visible; the routes skip what the user
+ * may not read). A view the user may read by policy is not filtered. The
+ * stream name list and `$all` consumer groups still need `$ops`.
+ * Multi-stream appends need `$w` on each stream (access_append_multi); a
+ * DCB condition reads every stream, so it needs `$ops`. The check reads
+ * the stream's metadata (an index lookup and a small JSON parse) on each
+ * request.
  *
  * HTTP: http_need() maps method and path to what they require; the gate
  * (access_http_gate) authenticates (maybe waiting for the verifier
