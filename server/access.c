@@ -28,7 +28,8 @@
  * open to every user and filtered per event's stream for users without
  * `$ops` (access_filter_read, access_visible; the routes skip what the user
  * may not read). A view the user may read by policy is not filtered. The
- * stream name list and `$all` consumer groups still need `$ops`.
+ * name lists (streams, categories, types) and `$all` consumer groups
+ * still need `$ops`.
  * Multi-stream appends need `$w` on each stream (access_append_multi); a
  * DCB condition reads every stream, so it needs `$ops`. The check reads
  * the stream's metadata (an index lookup and a small JSON parse) on each
@@ -361,6 +362,11 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         n->kind = NEED_OPS;
     } else if (IS("/all") && get) {
         n->kind = NEED_USER; /* filtered per stream for users without $ops (routes.c) */
+    } else if ((IS("/categories") || IS("/types")) && get) {
+        /* The name lists (routes_names.c): like GET /streams, a read of $all. */
+        n->kind = NEED_STREAM;
+        snprintf(n->stream, sizeof n->stream, "$all");
+        n->op = ACL_R;
     } else if (IS("/subscribe/all") || IS("/query") || prefix(path, plen, "/categories") ||
                prefix(path, plen, "/types") || prefix(path, plen, "/tags") ||
                prefix(path, plen, "/correlations") || prefix(path, plen, "/actors")) {

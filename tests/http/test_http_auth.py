@@ -157,6 +157,9 @@ MATRIX = [
     ("GET", "/actors/a", None, ANY_USER),
     ("POST", "/query", {"query": [{"types": ["t"]}]}, ANY_USER),
     ("GET", "/streams/%24ce-acl", None, ANY_USER),
+    ("GET", "/streams", None, {O, D}),  # name lists: a read of $all
+    ("GET", "/categories", None, {O, D}),
+    ("GET", "/types", None, {O, D}),
     ("GET", "/streams/%24et-t", None, ANY_USER),
     ("GET", "/streams/%24streams", None, ANY_USER),
     ("GET", "/streams/%24ce-acl/metadata", None, {D}),
