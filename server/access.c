@@ -436,7 +436,7 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         } else
             op = get ? ACL_R : ACL_W;
         need_stream(n, seg, nlen, op);
-        if (n->kind == NEED_STREAM && rlen == 0 && get && access_is_view(n->stream))
+        if (n->kind == NEED_STREAM && rlen == 0 && m == HTTP_GET && access_is_view(n->stream))
             n->kind = NEED_USER; /* a view: filtered per stream (routes.c) */
     } else {
         n->kind = get ? NEED_USER : NEED_ADMIN; /* the web UI, unknown paths (404) */

@@ -165,6 +165,7 @@ int route_query_read(conn *c, const char *stream, const char *q, size_t qlen)
         return 1;
     }
     snprintf(j->stream, sizeof j->stream, "%s", stream);
+    j->filter = access_filter_read(c->srv, &c->who, stream); /* a view as it was */
     char enc[800];
     url_encode(stream, strlen(stream), enc, sizeof enc);
     snprintf(link, sizeof link, "/streams/%s?", enc);

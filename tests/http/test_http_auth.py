@@ -425,12 +425,14 @@ def filtered_reads():
             "operator": everyone | {"acl-locked", "acl-other"},
             "admin": everyone | {"acl-locked", "acl-other"}}
     gets = ["/categories/acl", "/types/t", "/tags/x", "/correlations/c", "/actors/a",
-            "/streams/%24ce-acl", "/streams/%24et-t", "/streams/%24bc-c"]
+            "/streams/%24ce-acl", "/streams/%24et-t", "/streams/%24bc-c",
+            "/categories/acl?after=2000-01-01T00:00:00Z"]
     for who, expect in want.items():
         for path in gets:
             for nd in (False, True):
                 h = {"Accept": "application/x-ndjson"} if nd else None
-                r = call(S.port, "GET", path + "?limit=10000", user=who, headers=h)
+                r = call(S.port, "GET", path + ("&" if "?" in path else "?") + "limit=10000",
+                         user=who, headers=h)
                 if r.status != 200:
                     T.check(False, "GET %s as %s" % (path, who), None, 200, r)
                     continue
