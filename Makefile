@@ -3,8 +3,10 @@
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
+RELEASE_BUILD ?= build-release
+PREFIX ?= /usr/local
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-pg bench-patterns bench-rules bench-limits bench-proj bench-tls clean
+.PHONY: all deps build run install release release-check example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-pg bench-patterns bench-rules bench-limits bench-proj bench-tls clean
 
 all: build
 
@@ -12,7 +14,7 @@ deps:
 	@./scripts/deps.sh
 
 build: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTELE_WERROR=ON >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
 # The server on its embedded default store in ./data, port 2113
@@ -31,7 +33,7 @@ test: build test-asan test-valgrind
 	@echo "make test: all suites passed"
 
 test-asan: deps
-	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSTELE_SANITIZE=ON >/dev/null
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSTELE_SANITIZE=ON -DSTELE_WERROR=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && TEST_QUICK=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -L unit -j 2
@@ -121,5 +123,20 @@ bench-patterns: build
 bench-proj: build
 	./bench/run_proj.sh $(BUILD)
 
+# A user's build: optimised, warnings shown but not fatal (STELE_WERROR off),
+# installed under PREFIX (default /usr/local), staged under DESTDIR if set.
+# Needs only the build dependencies (docs/operations.md, "Installing").
+release:
+	@cmake -S . -B $(RELEASE_BUILD) -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	@cmake --build $(RELEASE_BUILD) -j $(JOBS) --target stele stele_shared stele_static
+
+install: release
+	DESTDIR=$(DESTDIR) cmake --install $(RELEASE_BUILD)
+
+# Release builds with gcc and clang at -O2 and -O3 with warnings as errors:
+# the check that a user's Release build compiles cleanly.
+release-check:
+	./scripts/release-check.sh
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(RELEASE_BUILD)

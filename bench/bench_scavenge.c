@@ -562,7 +562,7 @@ int main(int argc, char **argv)
 {
     if (argc < 2)
         usage();
-    for (int i = 2; i < argc; i++) {
+    for (int i = 2; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
             usage();
@@ -580,7 +580,6 @@ int main(int argc, char **argv)
             o.secs = atof(v);
         else
             usage();
-        i++;
     }
     if (!o.streams || !o.batch || o.events < o.streams * o.batch)
         die("sizes", "--events must be at least --streams x --batch");

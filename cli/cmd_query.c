@@ -14,7 +14,7 @@
 #define DEFAULT_LIMIT 100
 
 static const char synopsis[] =
-    "stele query (category|type|tag|correlation|actor) KEY [--type T] [--after TIME]\n"
+    "stele query (category|type|tag|correlation|causation|actor) KEY [--type T] [--after TIME]\n"
     "                   [--before TIME] [--from N] [--backwards] [--limit N] [--follow-next]\n"
     "                   [--json] [--server URL]\n"
     "       stele query all --after TIME [--before TIME] [...]";
@@ -27,8 +27,12 @@ static int usage(void)
            "                    a name without '-' is its own category\n"
            "  type KEY          events of type KEY\n"
            "  tag KEY           events with the tag KEY\n"
-           "  correlation KEY   events whose metadata has $correlationId (or correlationId) KEY\n"
-           "  actor KEY         events whose metadata has $actor (or userId, actorId) KEY\n"
+           "  correlation KEY   events whose metadata has $correlationId (or correlationId,\n"
+           "                    correlation_id) KEY\n"
+           "  causation KEY     events whose metadata has $causationId (or causationId,\n"
+           "                    causation_id) KEY\n"
+           "  actor KEY         events whose metadata has $actor (or userId, actorId, user_id)\n"
+           "                    KEY\n"
            "  all               every event ($all); give a time range\n\n"
            "Options:\n"
            "  --type T          only events of type T (not with type or all)\n"
@@ -51,6 +55,7 @@ static const struct {
 } kinds[] = {
     {"category", "/categories/"}, {"type", "/types/"},   {"tag", "/tags/"},
     {"correlation", "/correlations/"}, {"actor", "/actors/"}, {"all", "/all"},
+    {"causation", "/causations/"},
 };
 
 /* Percent-encode every byte but the unreserved ones (RFC 3986). */
@@ -123,13 +128,14 @@ int cmd_query(int argc, char **argv)
     }
     if (!kind)
         return cli_usage_error("query", synopsis, "missing KIND (category, type, tag, "
-                                                  "correlation, actor or all)");
+                                                  "correlation, causation, actor or all)");
     size_t k = 0;
     while (k < sizeof kinds / sizeof kinds[0] && strcmp(kinds[k].kind, kind))
         k++;
     if (k == sizeof kinds / sizeof kinds[0])
         return cli_usage_error("query", synopsis,
-                               "unknown kind '%s' (category, type, tag, correlation, actor, all)",
+                               "unknown kind '%s' (category, type, tag, correlation, "
+                               "causation, actor, all)",
                                kind);
     int all = !strcmp(kind, "all");
     if (all && key)

@@ -65,7 +65,7 @@ static int usage(FILE *f)
                "else " CLI_DEFAULT_SERVER "):\n"
                "  append STREAM   append events from arguments, a JSON file or NDJSON on stdin\n"
                "  read STREAM     read a stream's events; read --all reads every stream\n"
-               "  query KIND KEY  events by category, type, tag, correlation id or actor\n"
+               "  query KIND KEY  events by category, type, tag, correlation or causation id, actor\n"
                "  head STREAM     show a stream's last revision and position\n"
                "  delete STREAM   delete a stream (--tombstone: for good)\n"
                "  metadata STREAM show or --set a stream's metadata (retention, custom fields)\n"

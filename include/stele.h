@@ -35,6 +35,18 @@ extern "C" {
 #define STELE_VERSION "0.1.0"
 
 /*
+ * STELE_API, on the line before each public function, marks what
+ * libstele.so exports: it is built with -fvisibility=hidden, so the
+ * engine's internal symbols never leak into an embedder's namespace (the
+ * test install_package fails on a declaration here without the mark).
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define STELE_API __attribute__((visibility("default")))
+#else
+#define STELE_API
+#endif
+
+/*
  * Error codes. One table (X-macro) generates the enum, stele_strerror()
  * and stele_errname(), which the server uses as the stable code in HTTP and
  * gRPC error bodies.
@@ -66,9 +78,11 @@ enum {
 };
 
 /** Text for an error code: "wrong expected revision". Static storage. */
+STELE_API
 const char *stele_strerror(int code);
 
 /** Stable name of an error code without the E: "WRONGREV", "OK". Static. */
+STELE_API
 const char *stele_errname(int code);
 
 /**
@@ -76,6 +90,7 @@ const char *stele_errname(int code);
  * details ("event 3: type is empty"). Valid until the thread's next call
  * into libstele. Never NULL ("" if nothing failed yet).
  */
+STELE_API
 const char *stele_errmsg(void);
 
 /* ---------------------------------------------------------------- opening */
@@ -107,8 +122,8 @@ typedef struct stele_options {
 #define STELE_OPEN_NOCREATE 0x2u
 /**
  * Do not maintain the secondary indexes (category, event type, tag,
- * correlation id, actor, time): appends write less, and stele_read_query()
- * and stele_read_stream_as_of() fail with EINVAL. Opening the store later
+ * correlation id, causation id, actor, time): appends write less, and
+ * stele_read_query() and stele_read_stream_as_of() fail with EINVAL. Opening the store later
  * without this flag rebuilds every index from the log once.
  */
 #define STELE_OPEN_NO_INDEXES 0x4u
@@ -130,6 +145,7 @@ typedef struct stele_options {
  * space is freed, then succeed again), stele_errmsg() then says so after
  * the 0 return, and stele_get_stats() reports readonly with the reason.
  */
+STELE_API
 int stele_open(const char *uri, const stele_options *opts, stele_db **out);
 
 /**
@@ -137,6 +153,7 @@ int stele_open(const char *uri, const stele_options *opts, stele_db **out);
  * marks the store cleanly closed and frees the handle. NULL is a no-op.
  * The caller must ensure no other thread is still using `db`.
  */
+STELE_API
 void stele_close(stele_db *db);
 
 /* --------------------------------------------------------------- events */
@@ -145,6 +162,14 @@ void stele_close(stele_db *db);
 #define STELE_EVENT_JSON 0x1u
 /** Event flag: `metadata` is JSON. */
 #define STELE_META_JSON 0x2u
+/**
+ * Event flag: the id's text form is a ULID (seed 004's ids). The id is the
+ * same 16 bytes either way (a ULID and the UUID of the same bits are the
+ * same event id); the flag is stored with the event so it is returned in
+ * the form it was given (stele_id_format). With `id` NULL the store makes
+ * a UUIDv7, whose 48-bit millisecond prefix also makes it a valid ULID.
+ */
+#define STELE_EVENT_ID_ULID 0x4u
 
 /** An event to append. All pointers are borrowed for the call only. */
 typedef struct stele_event_in {
@@ -159,7 +184,7 @@ typedef struct stele_event_in {
     /** Tags: `ntags` (<= 64) NUL-terminated UTF-8 strings of 1..255 bytes. */
     const char *const *tags;
     size_t ntags;
-    /** STELE_EVENT_JSON | STELE_META_JSON. */
+    /** STELE_EVENT_JSON | STELE_META_JSON | STELE_EVENT_ID_ULID. */
     uint32_t flags;
 } stele_event_in;
 
@@ -216,6 +241,15 @@ typedef struct stele_append_result {
      *  it passed. Every failing stream is marked, as KurrentDB lists each
      *  consistency check failure. 0 elsewhere. */
     int failed;
+    /** stele_append / stele_append_async on success: the events' ids in
+     *  order (n x 16 bytes), the given ones and those the store made, so a
+     *  caller can report every event's id; event i has revision
+     *  first_revision + i and position first_position + i. Owned by the
+     *  library: valid during the stele_append_async callback, and after
+     *  stele_append until the calling thread's next stele_append. NULL on
+     *  failure, from other calls, and for appends to a category with an
+     *  inline projection (its worker appends them). */
+    const uint8_t (*ids)[16];
 } stele_append_result;
 
 /**
@@ -225,9 +259,11 @@ typedef struct stele_append_result {
  *
  * Idempotent retries (KurrentDB's rule): if the events' ids were already
  * written by an append to the same stream at the place `expected` names
- * (any place in the stream for STELE_ANY / STELE_STREAM_EXISTS), the call
- * returns 0 with res->idempotent = 1 and the original result, writing
- * nothing. The same ids anywhere else give STELE_EIDCONFLICT.
+ * (any place in the stream for STELE_ANY / STELE_STREAM_EXISTS), and the
+ * stored events are the same (type, data, metadata, tags, the JSON flags),
+ * the call returns 0 with res->idempotent = 1 and the original result,
+ * writing nothing. The same ids anywhere else, or with a different event,
+ * give STELE_EIDCONFLICT (the message names the part that differs).
  *
  * Errors: EINVAL (bad name, type, tag, id; empty append; duplicate id in the
  * append), ETOOBIG (event or append over the limits), EWRONGREV (with
@@ -241,6 +277,7 @@ typedef struct stele_append_result {
  * Stream names: 1..255 bytes of UTF-8 without control characters, not
  * starting with '$' (reserved for system streams).
  */
+STELE_API
 int stele_append(stele_db *db, const char *stream, int64_t expected,
                  const stele_event_in *events, size_t n,
                  stele_append_result *res);
@@ -250,6 +287,7 @@ int stele_append(stele_db *db, const char *stream, int64_t expected,
  * and API keys (server/auth.c, docs/security.md): like stele_append, but
  * only for that one stream, which stele_append refuses as a system stream.
  */
+STELE_API
 int stele_append_users(stele_db *db, int64_t expected, const stele_event_in *events, size_t n,
                        stele_append_result *res);
 
@@ -272,6 +310,7 @@ typedef void (*stele_append_cb)(void *ctx, int rc, const stele_append_result *re
  * this returns. Close the store only after every callback has run (close
  * waits for queued appends, which then complete normally).
  */
+STELE_API
 int stele_append_async(stele_db *db, const char *stream, int64_t expected,
                        const stele_event_in *events, size_t n, stele_append_cb cb,
                        void *ctx);
@@ -294,6 +333,7 @@ typedef struct stele_page stele_page;
  * message names segment and offset).
  * On success *out is a page the caller frees with stele_page_free().
  */
+STELE_API
 int stele_read_stream(stele_db *db, const char *stream, uint64_t from,
                       int direction, size_t limit, stele_page **out);
 
@@ -302,13 +342,16 @@ int stele_read_stream(stele_db *db, const char *stream, uint64_t from,
  * starting at position `from` (inclusive). Backwards, STELE_END starts at
  * the last event. Only committed events are seen.
  */
+STELE_API
 int stele_read_all(stele_db *db, uint64_t from, int direction, size_t limit,
                    stele_page **out);
 
 /** Number of events in the page. */
+STELE_API
 size_t stele_page_count(const stele_page *page);
 
 /** Event i (0 <= i < count). Valid until stele_page_free(page). */
+STELE_API
 const stele_event *stele_page_event(const stele_page *page, size_t i);
 
 /**
@@ -316,6 +359,7 @@ const stele_event *stele_page_event(const stele_page *page, size_t i);
  * ($all reads) to pass as `from`. Returns 1 and sets *next if more events
  * may follow in this direction, 0 at the end (*next untouched).
  */
+STELE_API
 int stele_page_next(const stele_page *page, uint64_t *next);
 
 /**
@@ -343,9 +387,11 @@ int stele_page_next(const stele_page *page, uint64_t *next);
  * valid until stele_page_free) and event i's revision in it. Returns 1,
  * or 0 for any other page (outputs untouched).
  */
+STELE_API
 int stele_page_link(const stele_page *page, size_t i, const char **view, uint64_t *revision);
 
 /** Free a page and every event in it. NULL is a no-op. */
+STELE_API
 void stele_page_free(stele_page *page);
 
 /* ------------------------------------------------- multi-stream appends */
@@ -457,6 +503,7 @@ typedef struct stele_multi_result {
  * EIDCONFLICT, ENOTFOUND, EREADONLY, EIO, ENOSPC, ECLOSED. On any error
  * nothing was written.
  */
+STELE_API
 int stele_append_multi(stele_db *db, const stele_append_stream *streams, size_t nstreams,
                        const stele_append_record *records, size_t nrecords,
                        const stele_condition *cond, stele_append_result *per_stream,
@@ -479,6 +526,7 @@ typedef void (*stele_append_multi_cb)(void *ctx, int rc, const stele_append_resu
  * returns 0 and calls `cb` exactly once, after the commit is durable or
  * failed. The store copies the request: the caller may free it at once.
  */
+STELE_API
 int stele_append_multi_async(stele_db *db, const stele_append_stream *streams, size_t nstreams,
                              const stele_append_record *records, size_t nrecords,
                              const stele_condition *cond, stele_append_multi_cb cb, void *ctx);
@@ -492,6 +540,7 @@ int stele_append_multi_async(stele_db *db, const stele_append_stream *streams, s
  * a decision was based on is the `after` of the condition to append with.
  * Errors: EINVAL (as for conditions), ECORRUPT.
  */
+STELE_API
 int stele_read_matching(stele_db *db, const stele_condition *cond, uint64_t from, int direction,
                         size_t limit, stele_page **out);
 
@@ -512,9 +561,10 @@ int stele_read_matching(stele_db *db, const stele_condition *cond, uint64_t from
 #define STELE_QUERY_CATEGORY 1    /* streams "<key>-..." (KurrentDB's $ce-<key>) */
 #define STELE_QUERY_TYPE 2        /* events of type <key> */
 #define STELE_QUERY_TAG 3         /* events tagged <key> */
-#define STELE_QUERY_CORRELATION 4 /* metadata $correlationId / correlationId = <key> */
-#define STELE_QUERY_ACTOR 5       /* metadata $actor / userId / actorId = <key> */
+#define STELE_QUERY_CORRELATION 4 /* metadata $correlationId / correlationId / correlation_id = <key> */
+#define STELE_QUERY_ACTOR 5       /* metadata $actor / userId / actorId / user_id = <key> */
 #define STELE_QUERY_ALL 6         /* $all (no key), usually with a time range */
+#define STELE_QUERY_CAUSATION 7   /* metadata $causationId / causationId / causation_id = <key> */
 
 /**
  * A query. Zero-initialise, then set what you need. All pointers are
@@ -559,6 +609,7 @@ typedef struct stele_query {
  * with a next position even when every later match turns out hidden; the
  * next page is then empty and has no next.
  */
+STELE_API
 int stele_read_query(stele_db *db, const stele_query *q, stele_page **out);
 
 /**
@@ -567,6 +618,7 @@ int stele_read_query(stele_db *db, const stele_query *q, stele_page **out);
  * Forwards it stops after `to`; backwards it starts at min(from, to).
  * Errors as stele_read_stream().
  */
+STELE_API
 int stele_read_stream_to(stele_db *db, const char *stream, uint64_t from, int direction,
                          size_t limit, uint64_t to, stele_page **out);
 
@@ -577,8 +629,27 @@ int stele_read_stream_to(stele_db *db, const char *stream, uint64_t from, int di
  * must exist now: errors as stele_read_stream()). EINVAL on a store opened
  * with STELE_OPEN_NO_INDEXES (it needs the time index).
  */
+STELE_API
 int stele_read_stream_as_of(stele_db *db, const char *stream, int64_t as_of_us, uint64_t from,
                             int direction, size_t limit, stele_page **out);
+
+/**
+ * Stream read bounded by time (seed 000's by-timestamp reads): the events
+ * of `stream` created at or after `after_us` and before `before_us`
+ * (microseconds since the Unix epoch; INT64_MIN / INT64_MAX for no bound),
+ * read from revision `from` in `direction` as stele_read_stream() does.
+ * Forwards a `from` below the first event in range starts there;
+ * backwards the read starts at the last event before `before_us` and
+ * stops at the first one at or after `after_us`. Finding the lower bound
+ * costs O(log n) one-event reads of the stream, on any backend. Errors as
+ * stele_read_stream(); EINVAL if after_us > before_us, and with a
+ * `before_us` on a store opened with STELE_OPEN_NO_INDEXES (the upper bound
+ * is stele_read_stream_as_of's, which needs the time index).
+ */
+STELE_API
+int stele_read_stream_between(stele_db *db, const char *stream, int64_t after_us,
+                              int64_t before_us, uint64_t from, int direction,
+                              size_t limit, stele_page **out);
 
 /* -------------------------------------------------------------- streams */
 
@@ -602,6 +673,7 @@ typedef struct stele_stream_info {
  * last revision written even when stream metadata (maxAge, maxCount,
  * truncateBefore) hides it from reads: appends go on from there.
  */
+STELE_API
 int stele_stream_head(stele_db *db, const char *stream, stele_stream_info *info);
 
 /**
@@ -611,6 +683,7 @@ int stele_stream_head(stele_db *db, const char *stream, stele_stream_info *info)
  * Errors: ENOTFOUND, EDELETED, EWRONGREV (*current set if not NULL).
  * Durable before it returns.
  */
+STELE_API
 int stele_delete_stream(stele_db *db, const char *stream, int64_t expected,
                         uint64_t *current);
 
@@ -619,6 +692,7 @@ int stele_delete_stream(stele_db *db, const char *stream, int64_t expected,
  * with EDELETED. Works on a stream that was never written, too (reserving
  * the name). Durable before it returns.
  */
+STELE_API
 int stele_tombstone_stream(stele_db *db, const char *stream, int64_t expected,
                            uint64_t *current);
 
@@ -659,10 +733,12 @@ typedef struct stele_name_info {
  * types with the secondary indexes off), ENOMEM; a backend that cannot
  * list fails with EINVAL and says so.
  */
+STELE_API
 int stele_list_names(stele_db *db, int kind, const char *prefix, const char *after,
                      size_t limit, unsigned flags, stele_name_info **out, size_t *n);
 
 /** Free what stele_list_names returned. NULL is a no-op. */
+STELE_API
 void stele_names_free(stele_name_info *list);
 
 /* ------------------------------------------- stream metadata and snapshots */
@@ -722,6 +798,7 @@ typedef struct stele_stream_metadata {
  * (custom over STELE_MAX_CUSTOM_METADATA), EDELETED (tombstoned),
  * EWRONGREV, EREADONLY, EIO, ENOSPC, ECLOSED.
  */
+STELE_API
 int stele_set_stream_metadata(stele_db *db, const char *stream, const stele_stream_metadata *md,
                               int64_t expected_version, uint64_t *version);
 
@@ -732,6 +809,7 @@ int stele_set_stream_metadata(stele_db *db, const char *stream, const stele_stre
  * zero fields and version STELE_NONE. Errors: ENOTFOUND (no such stream),
  * EDELETED (tombstoned), EINVAL, ECORRUPT.
  */
+STELE_API
 int stele_get_stream_metadata(stele_db *db, const char *stream, stele_stream_metadata **out);
 
 /** A snapshot to save. Pointers are borrowed for the call only. */
@@ -773,6 +851,7 @@ typedef struct stele_snapshot {
  * max_event_size), ENOTFOUND (no events: never written or soft-deleted),
  * EDELETED (tombstoned), EREADONLY, EIO, ENOSPC, ECLOSED.
  */
+STELE_API
 int stele_put_snapshot(stele_db *db, const char *stream, const stele_snapshot_in *snap);
 
 /**
@@ -782,6 +861,7 @@ int stele_put_snapshot(stele_db *db, const char *stream, const stele_snapshot_in
  * delete are gone with the deleted events. Errors: ENOTFOUND (no such
  * stream, or soft-deleted), EDELETED, EINVAL, ECORRUPT.
  */
+STELE_API
 int stele_get_snapshot(stele_db *db, const char *stream, uint64_t at_or_before,
                        stele_snapshot **out);
 
@@ -796,10 +876,12 @@ int stele_get_snapshot(stele_db *db, const char *stream, uint64_t at_or_before,
  * Free *snap with stele_free() and *events with stele_page_free().
  * Errors: those of stele_read_stream.
  */
+STELE_API
 int stele_load_stream(stele_db *db, const char *stream, size_t limit, stele_snapshot **snap,
                       stele_page **events);
 
 /** Free memory that libstele handed over (metadata, snapshots). NULL is a no-op. */
+STELE_API
 void stele_free(void *p);
 
 /* --------------------------------------------------------- subscriptions */
@@ -847,6 +929,7 @@ typedef struct stele_sub stele_sub;
  * at the switch. Errors: EINVAL (bad filter, with the reason).
  * On success *out is a subscription closed with stele_sub_close().
  */
+STELE_API
 int stele_subscribe_all(stele_db *db, uint64_t from, const stele_filter *filter,
                         stele_sub **out);
 
@@ -855,6 +938,7 @@ int stele_subscribe_all(stele_db *db, uint64_t from, const stele_filter *filter,
  * events appended after this call). The stream need not exist yet. Reading
  * follows the stream's visibility rules (a soft delete hides what it hid).
  */
+STELE_API
 int stele_subscribe_stream(stele_db *db, const char *stream, uint64_t from, stele_sub **out);
 
 /**
@@ -867,6 +951,7 @@ int stele_subscribe_stream(stele_db *db, const char *stream, uint64_t from, stel
  * for stele_page_free(). Errors: EDELETED (the stream was tombstoned; the
  * subscription is over), ECORRUPT, EIO.
  */
+STELE_API
 int stele_sub_next(stele_sub *sub, size_t limit, int timeout_ms, stele_page **out);
 
 /**
@@ -874,6 +959,7 @@ int stele_sub_next(stele_sub *sub, size_t limit, int timeout_ms, stele_page **ou
  * (every event before it was delivered or filtered out: a checkpoint to
  * resume from), for a stream the next revision.
  */
+STELE_API
 uint64_t stele_sub_position(const stele_sub *sub);
 
 /**
@@ -881,6 +967,7 @@ uint64_t stele_sub_position(const stele_sub *sub);
  * subscription is live), 0 while it is reading history or has fallen
  * behind the tail again.
  */
+STELE_API
 int stele_sub_caught_up(const stele_sub *sub);
 
 /**
@@ -890,9 +977,11 @@ int stele_sub_caught_up(const stele_sub *sub);
  * once and hands the same bytes to many subscribers. The next
  * stele_sub_next() reads from there. NULL is a no-op.
  */
+STELE_API
 void stele_sub_seek(stele_sub *sub, uint64_t next);
 
 /** Close a subscription. NULL is a no-op. */
+STELE_API
 void stele_sub_close(stele_sub *sub);
 
 /**
@@ -901,7 +990,9 @@ void stele_sub_close(stele_sub *sub);
  * timeout 0). Release it with stele_unwatch() before stele_close().
  * At most 64 watches per store.
  */
+STELE_API
 int stele_watch(stele_db *db, int *fd);
+STELE_API
 void stele_unwatch(stele_db *db, int fd);
 
 /* ------------------------------------------------------- consumer groups */
@@ -970,6 +1061,7 @@ typedef struct stele_group_settings {
 } stele_group_settings;
 
 /** Fill `s` with the defaults (start 0, round robin, the values above). */
+STELE_API
 void stele_group_settings_init(stele_group_settings *s);
 
 /**
@@ -980,6 +1072,7 @@ void stele_group_settings_init(stele_group_settings *s);
  * on $all. Errors: EINVAL (bad name or setting, with the reason), EEXISTS
  * (the group exists), EREADONLY, EIO, ECLOSED.
  */
+STELE_API
 int stele_group_create(stele_db *db, const char *stream, const char *group,
                        const stele_group_settings *settings);
 
@@ -989,6 +1082,7 @@ int stele_group_create(stele_db *db, const char *stream, const char *group,
  * consumers stay connected and work under the new settings at once.
  * Errors: ENOTFOUND (no such group), EINVAL, and as for create.
  */
+STELE_API
 int stele_group_update(stele_db *db, const char *stream, const char *group,
                        const stele_group_settings *settings);
 
@@ -997,6 +1091,7 @@ int stele_group_update(stele_db *db, const char *stream, const char *group,
  * them as usual), its checkpoint and parked streams are deleted. Durable
  * before it returns. Errors: ENOTFOUND.
  */
+STELE_API
 int stele_group_delete(stele_db *db, const char *stream, const char *group);
 
 /** A connected consumer, in stele_group_info. */
@@ -1041,14 +1136,17 @@ typedef struct stele_group_info {
 
 /** Every group: *out is an array of *n infos (NULL and 0 when there are
  *  none), freed with stele_group_info_free(*out). */
+STELE_API
 int stele_group_list(stele_db *db, stele_group_info **out, size_t *n);
 
 /** One group: *out is one info, freed with stele_group_info_free().
  *  Errors: ENOTFOUND, EINVAL. */
+STELE_API
 int stele_group_get(stele_db *db, const char *stream, const char *group,
                     stele_group_info **out);
 
 /** Free what stele_group_list / stele_group_get returned. NULL is a no-op. */
+STELE_API
 void stele_group_info_free(stele_group_info *infos);
 
 /** A consumer connected to a group. Opaque. */
@@ -1059,6 +1157,7 @@ typedef struct stele_consumer stele_consumer;
  * to a group. Errors: ENOTFOUND (no such group), EEXISTS (a consumer of
  * that name is connected), EINVAL. Close it with stele_consumer_close().
  */
+STELE_API
 int stele_group_connect(stele_db *db, const char *stream, const char *group,
                         const char *name, stele_consumer **out);
 
@@ -1076,13 +1175,18 @@ typedef struct stele_batch stele_batch;
  * Errors: ENOTFOUND (the group was deleted), EDELETED (the group's stream
  * was tombstoned and every event before was delivered), ECORRUPT, EIO.
  */
+STELE_API
 int stele_consumer_read(stele_consumer *c, size_t max, int timeout_ms, stele_batch **out);
 
+STELE_API
 size_t stele_batch_count(const stele_batch *b);
 /** Event i; valid until stele_batch_free(b). */
+STELE_API
 const stele_event *stele_batch_event(const stele_batch *b, size_t i);
 /** How many times event i was delivered before (0 the first time). */
+STELE_API
 uint32_t stele_batch_retry_count(const stele_batch *b, size_t i);
+STELE_API
 void stele_batch_free(stele_batch *b);
 
 /**
@@ -1090,6 +1194,7 @@ void stele_batch_free(stele_batch *b);
  * nothing is acked and the call fails with ENOTFOUND naming the first one
  * that is not (it may have timed out and gone to another consumer).
  */
+STELE_API
 int stele_consumer_ack(stele_consumer *c, const uint8_t (*ids)[16], size_t n);
 
 /** What a nack asks for. */
@@ -1101,13 +1206,16 @@ int stele_consumer_ack(stele_consumer *c, const uint8_t (*ids)[16], size_t n);
  * Nack events by id with `action` and an optional `reason` (<= 1024 bytes,
  * kept in the parked link's metadata). The same rule as ack for the ids.
  */
+STELE_API
 int stele_consumer_nack(stele_consumer *c, const uint8_t (*ids)[16], size_t n, int action,
                         const char *reason);
 
 /** Ack / nack events of a group by id whichever consumer has them in
  *  flight (for clients that do not name a consumer, e.g. over HTTP). */
+STELE_API
 int stele_group_ack(stele_db *db, const char *stream, const char *group,
                     const uint8_t (*ids)[16], size_t n);
+STELE_API
 int stele_group_nack(stele_db *db, const char *stream, const char *group,
                      const uint8_t (*ids)[16], size_t n, int action, const char *reason);
 
@@ -1115,6 +1223,7 @@ int stele_group_nack(stele_db *db, const char *stream, const char *group,
  * Disconnect: the consumer's in-flight events go back to the group at once
  * (each counts as a retry) for another consumer. NULL is a no-op.
  */
+STELE_API
 void stele_consumer_close(stele_consumer *c);
 
 /**
@@ -1124,6 +1233,7 @@ void stele_consumer_close(stele_consumer *c);
  * (if it fails again it is parked again, as a new parked message).
  * *count (may be NULL) gets the number of events queued for replay.
  */
+STELE_API
 int stele_group_replay_parked(stele_db *db, const char *stream, const char *group,
                               uint64_t max, uint64_t *count);
 
@@ -1135,6 +1245,7 @@ int stele_group_replay_parked(stele_db *db, const char *stream, const char *grou
  * type, the reason and the retry count. *out is a page for
  * stele_page_free(); the links' revisions are the `from` of later reads.
  */
+STELE_API
 int stele_group_read_parked(stele_db *db, const char *stream, const char *group,
                             uint64_t from, size_t limit, stele_page **out);
 
@@ -1143,6 +1254,7 @@ int stele_group_read_parked(stele_db *db, const char *stream, const char *group,
  * of them). They are hidden from reads and replays. Durable before it
  * returns.
  */
+STELE_API
 int stele_group_truncate_parked(stele_db *db, const char *stream, const char *group,
                                 uint64_t before);
 
@@ -1153,7 +1265,9 @@ int stele_group_truncate_parked(stele_db *db, const char *stream, const char *gr
  * with timeout 0. Release it with stele_group_unwatch() before
  * stele_close(). At most 16 per store.
  */
+STELE_API
 int stele_group_watch(stele_db *db, int *fd);
+STELE_API
 void stele_group_unwatch(stele_db *db, int fd);
 
 /**
@@ -1163,6 +1277,7 @@ void stele_group_unwatch(stele_db *db, int fd);
  * ENOTFOUND), and the new checkpoint is durable before the call returns.
  * Errors: ENOTFOUND (no such group), EINVAL, EREADONLY, EIO.
  */
+STELE_API
 int stele_group_rewind(stele_db *db, const char *stream, const char *group, uint64_t to);
 
 /**
@@ -1171,6 +1286,7 @@ int stele_group_rewind(stele_db *db, const char *stream, const char *group, uint
  * *to (may be NULL) gets the position or revision chosen. EINVAL on a store
  * opened with STELE_OPEN_NO_INDEXES (it needs the time index).
  */
+STELE_API
 int stele_group_rewind_time(stele_db *db, const char *stream, const char *group, int64_t us,
                             uint64_t *to);
 
@@ -1210,11 +1326,13 @@ enum {
 };
 
 /** Name of a failure kind ("timeout"); static. */
+STELE_API
 const char *stele_rule_failure_name(int kind);
 
 /** Buckets of the delivery latency histogram (commit to delivered). */
 #define STELE_RULE_LAT_BUCKETS 14
 /** Upper bound of latency bucket i (seconds), 0 <= i < STELE_RULE_LAT_BUCKETS. */
+STELE_API
 double stele_rule_latency_bound(int i);
 
 /**
@@ -1227,13 +1345,16 @@ double stele_rule_latency_bound(int i);
  * be NULL) is 1 for a new rule. Durable before it returns.
  * Errors: EINVAL, EREADONLY, EIO, ECLOSED.
  */
+STELE_API
 int stele_rule_put(stele_db *db, const char *name, const char *json, size_t len, int *created);
 
 /** Delete a rule, its checkpoint and dead letters. Errors: ENOTFOUND. */
+STELE_API
 int stele_rule_delete(stele_db *db, const char *name);
 
 /** Pause (enabled 0) or resume (1) a rule; durable. Events that come
  *  while it is paused are delivered after it resumes. Errors: ENOTFOUND. */
+STELE_API
 int stele_rule_set_enabled(stele_db *db, const char *name, int enabled);
 
 /** A rule and its live counters (since the store was opened). Pointers
@@ -1275,23 +1396,30 @@ typedef struct stele_rule_info {
 } stele_rule_info;
 
 /** Every rule (*n of them, sorted by name), freed with stele_rule_info_free(*out). */
+STELE_API
 int stele_rule_list(stele_db *db, stele_rule_info **out, size_t *n);
 /** One rule. Errors: ENOTFOUND, EINVAL. */
+STELE_API
 int stele_rule_get(stele_db *db, const char *name, stele_rule_info **out);
+STELE_API
 void stele_rule_info_free(stele_rule_info *infos);
 
 /** Dead letters: read (links as stele_group_read_parked gives them, the
  *  reason holding the last error), redrive to the target (`max` 0: all;
  *  *count may be NULL) and truncate below dead-letter revision `before`. */
+STELE_API
 int stele_rule_read_dead(stele_db *db, const char *name, uint64_t from, size_t limit,
                          stele_page **out);
+STELE_API
 int stele_rule_redrive(stele_db *db, const char *name, uint64_t max, uint64_t *count);
+STELE_API
 int stele_rule_truncate_dead(stele_db *db, const char *name, uint64_t before);
 
 /**
  * Start delivering: one library thread per enabled rule (and per replay),
  * now and for rules made later. Stopped by stele_close(). Idempotent.
  */
+STELE_API
 int stele_rules_start(stele_db *db);
 
 /** A replay window: positions [from_pos, to_pos) or, with by_time, events
@@ -1311,6 +1439,7 @@ typedef struct stele_replay_window {
  * replay's number. Errors: ENOTFOUND, EINVAL (from after to, a time window
  * on a store without indexes), EBUSY (16 replays running on the rule).
  */
+STELE_API
 int stele_rule_replay_start(stele_db *db, const char *name, const stele_replay_window *w,
                             uint64_t *id);
 
@@ -1327,10 +1456,13 @@ typedef struct stele_replay_info {
 
 /** The replays of a rule (running and the last finished ones), oldest
  *  first; free with stele_replay_info_free(*out). */
+STELE_API
 int stele_rule_replays(stele_db *db, const char *name, stele_replay_info **out, size_t *n);
 /** Cancel a running replay (ENOTFOUND if there is no such replay; a
  *  finished one is left as it is). */
+STELE_API
 int stele_rule_replay_cancel(stele_db *db, const char *name, uint64_t id);
+STELE_API
 void stele_replay_info_free(stele_replay_info *infos);
 
 /* ----------------------------------------------------------- projections */
@@ -1412,6 +1544,7 @@ typedef struct stele_projection_settings {
  * message, and nothing is created.
  * Errors: EINVAL (name, settings, query), EEXISTS, EREADONLY, EIO, ECLOSED.
  */
+STELE_API
 int stele_projection_create(stele_db *db, const char *name,
                             const stele_projection_settings *settings);
 
@@ -1421,13 +1554,16 @@ int stele_projection_create(stele_db *db, const char *name,
  * restarts from its checkpoint with the new query, its states kept (reset
  * it to rebuild them). Errors: ENOTFOUND, EINVAL (query), as for create.
  */
+STELE_API
 int stele_projection_update(stele_db *db, const char *name, const char *query,
                             size_t query_len, int emit_enabled);
 
 /** Start / stop a projection (stopping waits for its current batch to
  *  commit). Enabling a faulted projection retries from its checkpoint.
  *  Errors: ENOTFOUND. */
+STELE_API
 int stele_projection_enable(stele_db *db, const char *name);
+STELE_API
 int stele_projection_disable(stele_db *db, const char *name);
 
 /**
@@ -1435,6 +1571,7 @@ int stele_projection_disable(stele_db *db, const char *name);
  * the projection emitted to, and run again from the first event (if
  * enabled). Errors: ENOTFOUND.
  */
+STELE_API
 int stele_projection_reset(stele_db *db, const char *name);
 
 /** Delete flags. */
@@ -1442,6 +1579,7 @@ int stele_projection_reset(stele_db *db, const char *name);
 #define STELE_PROJ_DELETE_EMITTED 0x2u /* soft-delete the streams it emitted to */
 
 /** Stop and delete a projection. Errors: ENOTFOUND. */
+STELE_API
 int stele_projection_delete(stele_db *db, const char *name, unsigned flags);
 
 /** What a projection is doing. Pointers point into the same allocation. */
@@ -1475,10 +1613,13 @@ typedef struct stele_projection_info {
 
 /** Every projection: *out is an array of *n infos freed with
  *  stele_projection_info_free(*out). */
+STELE_API
 int stele_projection_list(stele_db *db, stele_projection_info **out, size_t *n);
 
 /** One projection, freed with stele_projection_info_free(). ENOTFOUND. */
+STELE_API
 int stele_projection_get(stele_db *db, const char *name, stele_projection_info **out);
+STELE_API
 void stele_projection_info_free(stele_projection_info *infos);
 
 /**
@@ -1488,6 +1629,7 @@ void stele_projection_info_free(stele_projection_info *infos);
  * yet. `result` = 1 gives the result (after transformBy / filterBy)
  * instead. Errors: ENOTFOUND (no such projection), EINVAL.
  */
+STELE_API
 int stele_projection_state(stele_db *db, const char *name, const char *partition, int result,
                            char **json, size_t *len);
 
@@ -1511,6 +1653,7 @@ typedef struct stele_partition {
  * from `after` on, each partition's state until `limit` match; see
  * docs/projections.md. Errors: ENOTFOUND, EINVAL.
  */
+STELE_API
 int stele_projection_partitions(stele_db *db, const char *name, const char *after, size_t limit,
                                 const char *field, const char *value, stele_partition **out,
                                 size_t *n, int *more);
@@ -1527,6 +1670,7 @@ int stele_projection_partitions(stele_db *db, const char *name, const char *afte
  * ENOTFOUND (projection or stream), EDELETED, EINVAL (a handler threw:
  * the message names the event).
  */
+STELE_API
 int stele_projection_fold(stele_db *db, const char *name, const char *stream, uint64_t to,
                           const int64_t *as_of_us, char **json, size_t *len, uint64_t *revision,
                           uint64_t *snapshot);
@@ -1542,11 +1686,13 @@ int stele_projection_fold(stele_db *db, const char *name, const char *stream, ui
  * so the memory limit bounds the query. Errors: EINVAL (the query, or a
  * handler's fault with the event's position), ENOMEM, ECORRUPT.
  */
+STELE_API
 int stele_projection_query(stele_db *db, const char *query, size_t query_len,
                            const stele_projection_settings *limits, char **json, size_t *len);
 
 /** Start the projection subsystem: load the definitions and start every
  *  enabled projection. Idempotent. */
+STELE_API
 int stele_projections_start(stele_db *db);
 
 /**
@@ -1555,6 +1701,7 @@ int stele_projections_start(stele_db *db);
  * completed, or `timeout_ms` passed (-1: no limit). 0 if reached, EBUSY on
  * timeout, ENOTFOUND. For tests and read-your-writes.
  */
+STELE_API
 int stele_projection_wait(stele_db *db, const char *name, uint64_t position, int timeout_ms);
 
 /* ----------------------------------------------------------------- stats */
@@ -1578,6 +1725,7 @@ typedef struct stele_stats {
     char readonly_reason[512];
 } stele_stats;
 
+STELE_API
 int stele_get_stats(stele_db *db, stele_stats *out);
 
 /* ------------------------------------------------------------- positions */
@@ -1594,6 +1742,7 @@ int stele_get_stats(stele_db *db, stele_stats *out);
  * (the cursor that follows an event you have handled). STELE_NONE ("no
  * event yet") gives the first cursor.
  */
+STELE_API
 uint64_t stele_position_after(stele_db *db, uint64_t position);
 
 /**
@@ -1601,10 +1750,12 @@ uint64_t stele_position_after(stele_db *db, uint64_t position);
  * strictly between them): "everything up to here was handled", the form
  * KurrentDB's checkpoints and SSE ids use. STELE_NONE for the first cursor.
  */
+STELE_API
 uint64_t stele_position_before(stele_db *db, uint64_t next);
 
 /** The end of $all now: the cursor after the last visible commit (0 for an
  *  empty store). 0 or an error. */
+STELE_API
 int stele_position_head(stele_db *db, uint64_t *next);
 
 /* ------------------------------------------------------------ scavenging */
@@ -1672,6 +1823,7 @@ typedef struct stele_scavenge_options {
  * of that segment was changed), EIO / ENOSPC (writing the new segment
  * failed; the original stays, the store is unaffected).
  */
+STELE_API
 int stele_scavenge(stele_db *db, const stele_scavenge_options *opts,
                    stele_scavenge_result *res);
 
@@ -1686,6 +1838,7 @@ int stele_scavenge(stele_db *db, const stele_scavenge_options *opts,
  * mismatch"); ELOCKED if a process has the store open. If `report` is not
  * NULL it receives a NUL-terminated summary (at most `report_len` bytes).
  */
+STELE_API
 int stele_check(const char *dir, char *report, size_t report_len);
 
 /* ------------------------------------------------------ backup and restore */
@@ -1750,12 +1903,14 @@ typedef struct stele_backup_options {
  * run at the same time: each waits for the other to finish. `res` may be
  * NULL.
  */
+STELE_API
 int stele_backup(stele_db *db, const char *dest, const stele_backup_options *opts,
                  stele_backup_result *res);
 
 /** Verify a backup or archive directory without changing it: the manifest,
  *  every file it names (present, its length and CRC32C), and every record's
  *  checksum and framing. 0, or ECORRUPT / ENOTFOUND naming the file. */
+STELE_API
 int stele_backup_verify(const char *src, char *report, size_t report_len);
 
 /** Restore up to (and including) the commit that holds event position
@@ -1793,16 +1948,42 @@ typedef struct stele_restore_result {
  * segment that scavenging rewrote (restore from an archive for those);
  * EIO / ENOSPC writing `dir`. `opts` and `res` may be NULL.
  */
+STELE_API
 int stele_restore(const char *src, const char *dir, const stele_restore_options *opts,
                   stele_restore_result *res);
 
 /* ----------------------------------------------------------------- utils */
 
 /** Format a UUID as 36 chars + NUL into `out` (37 bytes). */
+STELE_API
 void stele_uuid_format(const uint8_t id[16], char out[37]);
 
 /** Parse "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (any case). 0 or EINVAL. */
+STELE_API
 int stele_uuid_parse(const char *text, uint8_t id[16]);
+
+/** Format 16 bytes as a ULID: 26 chars of Crockford base32 (upper case) +
+ *  NUL into `out` (27 bytes). */
+STELE_API
+void stele_ulid_format(const uint8_t id[16], char out[27]);
+
+/** Parse a ULID (26 chars of Crockford base32, any case, the first 0-7)
+ *  into its 16 bytes. 0 or EINVAL (`id` untouched). */
+STELE_API
+int stele_ulid_parse(const char *text, uint8_t id[16]);
+
+/**
+ * Parse an event id in either text form: a UUID (36 chars) or a ULID (26
+ * chars; then STELE_EVENT_ID_ULID is or-ed into *flags if `flags` is not
+ * NULL, to put in stele_event_in.flags). 0 or EINVAL.
+ */
+STELE_API
+int stele_id_parse(const char *text, uint8_t id[16], uint32_t *flags);
+
+/** Format an event id in the form its flags name (stele_event.flags):
+ *  a ULID with STELE_EVENT_ID_ULID, else a UUID. `out` holds 37 bytes. */
+STELE_API
+void stele_id_format(const uint8_t id[16], uint32_t flags, char out[37]);
 
 /**
  * Parse an RFC 3339 date-time ("2026-11-23T16:30:00.5Z",
@@ -1811,10 +1992,12 @@ int stele_uuid_parse(const char *text, uint8_t id[16]);
  * bound "created >= t" or an exclusive upper bound "created < t" then
  * stays exact). 0, or EINVAL with the reason in stele_errmsg().
  */
+STELE_API
 int stele_time_parse(const char *text, int round_up, int64_t *us);
 
 /** Format microseconds since the epoch as RFC 3339 in UTC with six
  *  fractional digits: "2026-11-23T16:30:00.000000Z" (27 chars + NUL). */
+STELE_API
 void stele_time_format(int64_t us, char out[32]);
 
 #ifdef __cplusplus

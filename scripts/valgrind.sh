@@ -31,6 +31,7 @@ TESTS="
   test_proj_gaps
   test_backup
   test_auth_header
+  test_conventions
 "
 for t in $TESTS; do
   bin="$BUILD/tests/$t"

@@ -552,7 +552,7 @@ static void send_ps_event(gcall *call, const stele_event *e, uint32_t retries, i
     EventStore__Client__UUID uuid = EVENT_STORE__CLIENT__UUID__INIT;
     EventStore__Client__UUID__Structured su = EVENT_STORE__CLIENT__UUID__STRUCTURED__INIT;
     if (uuid_string) {
-        stele_uuid_format(e->id, idtext);
+        stele_uuid_format(e->id, idtext); /* a UUID to gRPC clients: grpc_read.c */
         uuid.value_case = EVENT_STORE__CLIENT__UUID__VALUE_STRING;
         uuid.string = idtext;
     } else {

@@ -111,6 +111,10 @@ static void record_fill(rec_msg *m, const stele_event *e, int uuid_string)
     m->uuid = uuid;
     m->su = su;
     if (uuid_string) {
+        /* Always the UUID text, even for an id given as a ULID (the same
+         * 128 bits): KurrentDB's clients parse this field as a UUID, and
+         * the Rust-based @kurrent client aborts the read on anything else
+         * (docs/kurrentdb-compatibility.md). HTTP returns the ULID form. */
         stele_uuid_format(e->id, m->idtext);
         m->uuid.value_case = EVENT_STORE__CLIENT__UUID__VALUE_STRING;
         m->uuid.string = m->idtext;

@@ -78,13 +78,14 @@ int grpc_stream_name(gcall *call, const StreamIdentifier *id, char *out, size_t 
     return 0;
 }
 
-/* A UUID message as 16 bytes: 0, 1 if absent, -1 if malformed. */
+/* A UUID message as 16 bytes: 0, 1 if absent, -1 if malformed. Its string
+ * form may also be a ULID (seed 004's ids): the same 16 bytes. */
 int grpc_uuid_in(const PbUUID *u, uint8_t out[16])
 {
     if (!u || u->value_case == EVENT_STORE__CLIENT__UUID__VALUE__NOT_SET)
         return 1;
     if (u->value_case == EVENT_STORE__CLIENT__UUID__VALUE_STRING)
-        return u->string && stele_uuid_parse(u->string, out) == 0 ? 0 : -1;
+        return u->string && stele_id_parse(u->string, out, NULL) == 0 ? 0 : -1;
     if (!u->structured)
         return -1;
     stbe64(out, (uint64_t)u->structured->most_significant_bits);
@@ -118,6 +119,9 @@ static int event_in(size_t idx, const PbUUID *id, void **meta, size_t nmeta,
         return -1;
     }
     ev->id = r == 0 ? idbuf : NULL;
+    if (r == 0 && id->value_case == EVENT_STORE__CLIENT__UUID__VALUE_STRING &&
+        strlen(id->string) == 26)
+        ev->flags |= STELE_EVENT_ID_ULID; /* returned as it was given */
     const char *type = map_get(m, nmeta, "type");
     const char *ct = map_get(m, nmeta, "content-type");
     if (!type || !ct) {

@@ -370,9 +370,9 @@ static int record_in(gcall *call, v2_op *op, size_t k, const V2Record *r, const 
     ev->data_len = r->data.len;
     if (r->record_id_option_case ==
         KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORD__RECORD_ID_OPTION_RECORD_ID) {
-        if (!r->record_id || stele_uuid_parse(r->record_id, op->ids[k])) {
+        if (!r->record_id || stele_id_parse(r->record_id, op->ids[k], &ev->flags)) {
             v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                         "EINVAL: record %zu: record_id \"%.64s\" is not a UUID", k,
+                         "EINVAL: record %zu: record_id \"%.64s\" is not a UUID or a ULID", k,
                          r->record_id ? r->record_id : "");
             return -1;
         }

@@ -211,9 +211,32 @@ static int exempt_from_budget(const buf *url)
  * closes it. */
 #define BUSY_BODY_MAX (64u << 10)
 
+/* RFC 9110 section 5.5: a field value excludes leading and trailing
+ * whitespace (SP and HTAB). http-parser drops the leading part only, so a
+ * trailing space ("Stele-Expected-Revision: 0 ") is cut here, once the
+ * headers are complete, from every value the server reads. */
+static void trim_ows(char *v)
+{
+    size_t n = strlen(v), b = 0;
+    while (b < n && (v[b] == ' ' || v[b] == '\t'))
+        b++;
+    while (n > b && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    memmove(v, v + b, n - b);
+    v[n - b] = 0;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     conn *c = conn_of(p);
+    request *r = &c->req;
+    trim_ows(r->expected);
+    trim_ows(r->last_event_id);
+    trim_ows(r->content_type);
+    trim_ows(r->origin);
+    trim_ows(r->host);
+    trim_ows(r->fetch_site);
+    trim_ows(r->fetch_mode);
     if (p->http_major != 1 || p->http_minor > 1) {
         c->req.bad_version = 1;
         return -1;

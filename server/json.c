@@ -781,9 +781,10 @@ static int parse_event(pctx *p, int i, size_t ei, stele_event_in *ev)
             uint8_t *id = arena_alloc(p->out, 16);
             if (!id)
                 return oom(p);
-            if (n != 36 || strlen(text) != 36 || stele_uuid_parse(text, id) != 0)
-                return fail(p, STELE_EINVAL, "event %zu: \"id\" is not a UUID: \"%s\"", ei,
-                            tok_quote(p, v, q));
+            if ((n != 36 && n != 26) || strlen(text) != (size_t)n ||
+                stele_id_parse(text, id, &ev->flags) != 0)
+                return fail(p, STELE_EINVAL, "event %zu: \"id\" is not a UUID or a ULID: \"%s\"",
+                            ei, tok_quote(p, v, q));
             ev->id = id;
             break;
         }
@@ -1229,6 +1230,16 @@ int json_w_time_rfc3339(buf *b, int64_t us)
     return buf_append(b, tmp, (size_t)(o - tmp));
 }
 
+int json_w_id(buf *b, const uint8_t id[16], uint32_t flags)
+{
+    char text[40];
+    text[0] = '"';
+    stele_id_format(id, flags, text + 1);
+    size_t n = strlen(text);
+    text[n] = '"';
+    return buf_append(b, text, n + 1);
+}
+
 int json_w_uuid(buf *b, const uint8_t id[16])
 {
     char text[40];
@@ -1241,7 +1252,7 @@ int json_w_uuid(buf *b, const uint8_t id[16])
 int json_w_event(buf *b, const stele_event *e)
 {
     int rc;
-    if ((rc = W(b, "{\"id\":")) || (rc = json_w_uuid(b, e->id)) ||
+    if ((rc = W(b, "{\"id\":")) || (rc = json_w_id(b, e->id, e->flags)) ||
         (rc = W(b, ",\"stream\":")) || (rc = json_w_str(b, e->stream, e->stream_len)) ||
         (rc = W(b, ",\"type\":")) || (rc = json_w_str(b, e->type, e->type_len)) ||
         (rc = W(b, ",\"revision\":")) || (rc = json_w_u64(b, e->revision)) ||

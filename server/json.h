@@ -140,6 +140,7 @@ int json_w_time_rfc3339(buf *b, int64_t us);
 
 /** A JSON string with the UUID's canonical lower-case text. */
 int json_w_uuid(buf *b, const uint8_t id[16]);
+int json_w_id(buf *b, const uint8_t id[16], uint32_t flags); /* UUID or ULID, as flags say */
 
 /**
  * One event as docs/http-api.md shows it, in this order: id, stream, type,

@@ -136,9 +136,30 @@ bad:
 
 /* ------------------------------------------------------------ append */
 
+/*
+ * What the answer to an append lists besides the result: every event's id
+ * (the store's result gives the ids it made) in the form the client wrote
+ * it (ULID or UUID). The request's side is an append_ctx (the connection
+ * and the forms), the answer's an append_ids in the completion's `extra`.
+ */
+#define LIT(b, lit) buf_append((b), (lit), sizeof(lit) - 1)
+
+typedef struct append_ctx {
+    conn *c;
+    size_t n;
+    uint8_t ulid[]; /* 1: event i's id was given as a ULID */
+} append_ctx;
+
+typedef struct append_ids {
+    size_t n;
+    uint8_t *ulid;
+    uint8_t (*ids)[16];
+} append_ids;
+
 static void append_cb(void *ctx, int rc, const stele_append_result *res, const char *msg)
 {
-    conn *c = ctx;
+    append_ctx *x = ctx;
+    conn *c = x->c;
     server *s = c->srv;
     completion *cp = calloc(1, sizeof *cp);
     if (!cp)
@@ -146,6 +167,20 @@ static void append_cb(void *ctx, int rc, const stele_append_result *res, const c
     cp->c = c;
     cp->rc = rc;
     cp->res = *res;
+    cp->res.ids = NULL;
+    if (rc == 0 && res->ids) {
+        append_ids *ai = malloc(sizeof *ai + x->n * 17);
+        if (ai) { /* without memory the answer just lacks the ids */
+            ai->n = x->n;
+            ai->ids = (uint8_t(*)[16])(void *)(ai + 1);
+            ai->ulid = (uint8_t *)(ai->ids + x->n);
+            memcpy(ai->ids, res->ids, x->n * 16);
+            memcpy(ai->ulid, x->ulid, x->n);
+            cp->extra = ai;
+            cp->extra_free = free;
+        }
+    }
+    free(x);
     snprintf(cp->msg, sizeof cp->msg, "%s", msg);
     pthread_mutex_lock(&s->cq_mu);
     int was_empty = s->cq_head == NULL;
@@ -291,11 +326,22 @@ static void handle_append(conn *c, const char *stream)
         json_append_free(&ja);
         return;
     }
+    append_ctx *x = malloc(sizeof *x + ja.n);
+    if (!x) {
+        json_append_free(&ja);
+        fail(c, 500, "INTERNAL", "out of memory");
+        return;
+    }
+    x->c = c;
+    x->n = ja.n;
+    for (size_t i = 0; i < ja.n; i++)
+        x->ulid[i] = (ja.events[i].flags & STELE_EVENT_ID_ULID) != 0;
     c->async_pending = 1;
     c->state = CS_BUSY;
-    rc = stele_append_async(c->srv->db, stream, expected, ja.events, ja.n, append_cb, c);
+    rc = stele_append_async(c->srv->db, stream, expected, ja.events, ja.n, append_cb, x);
     json_append_free(&ja);
     if (rc) {
+        free(x);
         c->async_pending = 0;
         c->state = CS_READING;
         http_stele_error(c, rc, stele_errmsg(), NULL);
@@ -309,17 +355,43 @@ void route_append_done(conn *c, const completion *cp)
     if (cp->rc) {
         http_stele_error(c, cp->rc, cp->msg, &cp->res);
     } else {
-        char body[256];
-        int n = snprintf(body, sizeof body,
+        /* The result, then every event: its id (when known: an append with
+         * its new state reports the revisions and positions only),
+         * revision and position. An append's events are consecutive in the
+         * stream and in $all. */
+        const append_ids *ai = cp->extra;
+        buf b = {0};
+        char head[256];
+        int n = snprintf(head, sizeof head,
                          "{\"firstRevision\":%llu,\"lastRevision\":%llu,\"firstPosition\":%llu,"
-                         "\"lastPosition\":%llu,\"idempotent\":%s}\n",
+                         "\"lastPosition\":%llu,\"idempotent\":%s,\"events\":[",
                          (unsigned long long)cp->res.first_revision,
                          (unsigned long long)cp->res.last_revision,
                          (unsigned long long)cp->res.first_position,
                          (unsigned long long)cp->res.last_position,
                          cp->res.idempotent ? "true" : "false");
-        http_respond(c, cp->res.idempotent ? 200 : 201, "application/json", body, (size_t)n,
-                     NULL);
+        int bad = buf_append(&b, head, (size_t)n);
+        uint64_t count = cp->res.last_revision - cp->res.first_revision + 1;
+        for (uint64_t i = 0; i < count && !bad; i++) {
+            char item[160];
+            int k = snprintf(item, sizeof item, "%s{", i ? "," : "");
+            bad |= buf_append(&b, item, (size_t)k);
+            if (ai && i < ai->n)
+                bad |= LIT(&b, "\"id\":") || json_w_id(&b, ai->ids[i],
+                                                      ai->ulid[i] ? STELE_EVENT_ID_ULID : 0) ||
+                       LIT(&b, ",");
+            k = snprintf(item, sizeof item, "\"revision\":%llu,\"position\":%llu}",
+                         (unsigned long long)(cp->res.first_revision + i),
+                         (unsigned long long)(cp->res.first_position + i));
+            bad |= buf_append(&b, item, (size_t)k);
+        }
+        bad |= LIT(&b, "]}\n");
+        if (bad)
+            http_error(c, 500, "INTERNAL", "out of memory");
+        else
+            http_respond(c, cp->res.idempotent ? 200 : 201, "application/json", b.p, b.len,
+                         NULL);
+        buf_free(&b);
     }
     c->state = CS_READING;
     server_log(c->srv, 2, "msg=request method=POST path=/streams rc=%d", cp->rc);

@@ -223,7 +223,7 @@ static void w_message(buf *b, const stele_event *e, uint32_t retries, const char
                       const char *qname)
 {
     char id[37];
-    stele_uuid_format(e->id, id);
+    stele_id_format(e->id, e->flags, id);
     w_lit(b, "{\"event\":");
     route_event_json(b, e);
     w_lit(b, ",\"retryCount\":");
@@ -809,8 +809,8 @@ static int parse_ids(conn *c, const char *path_id, const char *q, size_t qlen,
         char *save = NULL, *tok = strtok_r(list, ",", &save);
         size_t k = 0;
         while (*ids && tok && k < cnt) {
-            if (stele_uuid_parse(tok, (*ids)[k])) {
-                snprintf(err, sizeof err, "ids: '%.64s' is not an event id (a UUID)", tok);
+            if (stele_id_parse(tok, (*ids)[k], NULL)) {
+                snprintf(err, sizeof err, "ids: '%.64s' is not an event id (a UUID or a ULID)", tok);
                 http_fail(c, 400, "INVALID_ARGUMENT", err);
                 return -1;
             }
@@ -826,8 +826,8 @@ static int parse_ids(conn *c, const char *path_id, const char *q, size_t qlen,
     }
     if (path_id) {
         *ids = malloc(16);
-        if (!*ids || stele_uuid_parse(path_id, (*ids)[0])) {
-            snprintf(err, sizeof err, "'%.64s' is not an event id (a UUID)", path_id);
+        if (!*ids || stele_id_parse(path_id, (*ids)[0], NULL)) {
+            snprintf(err, sizeof err, "'%.64s' is not an event id (a UUID or a ULID)", path_id);
             http_fail(c, 400, "INVALID_ARGUMENT", err);
             return -1;
         }
@@ -856,7 +856,7 @@ static int parse_ids(conn *c, const char *path_id, const char *q, size_t qlen,
     int e = arr + 1;
     for (size_t i = 0; *ids && i < cnt; i++, e = json_doc_next(d, e)) {
         char *s = json_doc_str(d, e);
-        int ok = s && stele_uuid_parse(s, (*ids)[i]) == 0;
+        int ok = s && stele_id_parse(s, (*ids)[i], NULL) == 0;
         free(s);
         if (!ok) {
             json_doc_free(d);
@@ -982,7 +982,7 @@ static int push_pump(conn *c, void *ctx, size_t max_events)
     for (size_t i = 0; i < n; i++) {
         const stele_event *e = stele_batch_event(b, i);
         char id[37];
-        stele_uuid_format(e->id, id);
+        stele_id_format(e->id, e->flags, id);
         buf m = {0};
         w_message(&m, e, stele_batch_retry_count(b, i), f->base, f->qname);
         sse_event(c, "message", id, m.p, m.len);

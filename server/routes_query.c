@@ -87,6 +87,9 @@ int route_query_page(conn *c, const read_job *j, size_t limit, stele_page **pg)
     case QJ_STREAM_AS_OF:
         return stele_read_stream_as_of(c->srv->db, j->stream, j->as_of_us, j->next, dir, limit,
                                        pg);
+    case QJ_STREAM_BETWEEN:
+        return stele_read_stream_between(c->srv->db, j->stream, j->after_us, j->before_us,
+                                         j->next, dir, limit, pg);
     default: {
         stele_query q = j->q;
         q.key = q.kind == STELE_QUERY_ALL ? NULL : j->qkey;
@@ -155,9 +158,8 @@ int route_query_read(conn *c, const char *stream, const char *q, size_t qlen)
         route_serve_read(c, &ra, link);
         return 1;
     }
-    if (has_after || has_before) {
-        bad(c, "after and before apply to queries and $all; read a stream as it was with to "
-               "(a revision) or asOf (a time)");
+    if ((has_after || has_before) && (has_to || has_as_of)) {
+        bad(c, "give after/before (a time range) or to/asOf (the stream as it was), not both");
         return 1;
     }
     if (has_to && has_as_of) {
@@ -169,7 +171,15 @@ int route_query_read(conn *c, const char *stream, const char *q, size_t qlen)
     char enc[800];
     url_encode(stream, strlen(stream), enc, sizeof enc);
     snprintf(link, sizeof link, "/streams/%s?", enc);
-    if (has_to) {
+    if (has_after || has_before) {
+        /* A time-bounded stream read: events created at or after `after`
+         * and before `before` (the same bounds as the queries'). */
+        if (time_bounds(c, q, qlen, j, link, sizeof link))
+            return 1;
+        j->query = QJ_STREAM_BETWEEN;
+        j->after_us = j->q.has_after ? j->q.after_us : INT64_MIN;
+        j->before_us = j->q.has_before ? j->q.before_us : INT64_MAX;
+    } else if (has_to) {
         char t[64];
         int r = query_get(q, qlen, "to", t, sizeof t);
         char *end;
@@ -201,7 +211,7 @@ static const struct {
 } query_routes[] = {
     {"/categories/", STELE_QUERY_CATEGORY},   {"/types/", STELE_QUERY_TYPE},
     {"/tags/", STELE_QUERY_TAG},              {"/correlations/", STELE_QUERY_CORRELATION},
-    {"/actors/", STELE_QUERY_ACTOR},
+    {"/actors/", STELE_QUERY_ACTOR},          {"/causations/", STELE_QUERY_CAUSATION},
 };
 
 int route_query_request(conn *c, const char *path, size_t plen, const char *q, size_t qlen)
@@ -251,7 +261,8 @@ int route_query_request(conn *c, const char *path, size_t plen, const char *q, s
         return 1;
     }
     if (r > 0 && kind == STELE_QUERY_TYPE) {
-        bad(c, "type applies to categories, tags, correlations and actors; this is a type query");
+        bad(c, "type applies to categories, tags, correlations and actors (and causations); "
+               "this is a type query");
         return 1;
     }
     if (r > 0 && !*t) {

@@ -98,6 +98,7 @@ typedef struct read_job {
     char qkey[256], qtype[256];
     uint64_t to;           /* QJ_STREAM_TO */
     int64_t as_of_us;      /* QJ_STREAM_AS_OF */
+    int64_t after_us, before_us; /* QJ_STREAM_BETWEEN (INT64_MIN / INT64_MAX: none) */
     /* A JSON page (not NDJSON) sent as chunks (routes.c). */
     int json;
     size_t json_sent;      /* events written so far */
@@ -105,7 +106,7 @@ typedef struct read_job {
     char link[900];        /* the next link's path and fixed parameters */
 } read_job;
 
-enum { QJ_NONE, QJ_QUERY, QJ_STREAM_TO, QJ_STREAM_AS_OF };
+enum { QJ_NONE, QJ_QUERY, QJ_STREAM_TO, QJ_STREAM_AS_OF, QJ_STREAM_BETWEEN };
 
 /* A read's from / direction / limit query parameters. */
 typedef struct read_args {

@@ -149,7 +149,7 @@ static void gen_value(sb *b, int depth)
 /* ---- patterns */
 
 static const char *const PSTR[] = {"\"\"", "\"x\"", "\"a\"", "\"A\"", "\"abc\"", "\"\xc3\x89\"",
-                                   "\"b\"", "\"c\"", "\"y\"", "\"q\\\"q\"", "\"10.\"", "\"\xc3\xa9" "a\""};
+                                   "\"b\"", "\"c\"", "\"y\"", "\"q\\\"q\"", "\"10.\"", ("\"\xc3\xa9" "a\"")};
 static const char *const PWILD[] = {"\"*\"", "\"a*\"", "\"*b*\"", "\"x*y\"", "\"a\\\\*b\"",
                                     "\"*c\"", "\"abc*abc\"", "\"*.*\"", "\"\xc3\xa9*\""};
 static const char *const PCIDR[] = {"\"10.0.0.0/8\"", "\"10.1.0.0/16\"", "\"::/0\"",

@@ -688,8 +688,8 @@ static void check_bad_input(stele_db *db)
     } while (0)
     q.kind = 0;
     BAD("unknown kind 0");
-    q.kind = 7;
-    BAD("unknown kind 7");
+    q.kind = 8;
+    BAD("unknown kind 8");
     q.key = NULL;
     BAD("type key is NULL");
     q.key = "";

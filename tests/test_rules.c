@@ -72,8 +72,8 @@ static void test_bad_input(stele_db *db)
         "{\"pattern\":{\"type\":[\"A\"]},\"target\":{\"type\":\"webhook\",\"url\":\"ftp://x\"}}",
         "{\"pattern\":{\"type\":[\"A\"]},\"target\":{\"type\":\"stream\",\"stream\":\"$sys\"}}",
         "{\"pattern\":{\"type\":[\"A\"]},\"target\":{\"type\":\"stream\",\"stream\":\"X\"},\"x\":1}",
-        "{\"pattern\":{\"type\":[\"A\"]},\"target\":{\"type\":\"stream\",\"stream\":\"X\"},"
-        "\"retry\":{\"maxAttempts\":1000}}",
+        ("{\"pattern\":{\"type\":[\"A\"]},\"target\":{\"type\":\"stream\",\"stream\":\"X\"},"
+         "\"retry\":{\"maxAttempts\":1000}}"),
         "{\"pattern\":{\"type\":[\"A\"]},\"pattern\":{},\"target\":{\"type\":\"stream\",\"stream\":\"X\"}}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

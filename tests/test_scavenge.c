@@ -787,8 +787,9 @@ static void fault_base(void)
 
 static void copy_store(const char *from, const char *to)
 {
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -a '%s' '%s'", to, from, to);
+    char cmd[2048];
+    int n = snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -a '%s' '%s'", to, from, to);
+    CHECK(n > 0 && (size_t)n < sizeof cmd);
     CHECK(system(cmd) == 0);
 }
 
@@ -918,7 +919,7 @@ static void poke(const char *dir, uint32_t segno, uint64_t off, const void *b, s
 static void flip(const char *dir, uint32_t segno, uint64_t off)
 {
     char p[700];
-    uint8_t c;
+    uint8_t c = 0;
     snprintf(p, sizeof p, "%s/log/%08u.seg", dir, segno);
     int fd = open(p, O_RDWR);
     CHECK(fd >= 0 && pread(fd, &c, 1, (off_t)off) == 1);
@@ -1076,10 +1077,15 @@ static void *kwriter(void *arg)
         } else if (next[s] + 4 < KMAXREV) {
             stele_append_result res;
             size_t n = 1 + (rng >> 20) % 4;
-            if (append_n(kdb, name, next[s], n, &res) != 0)
+            if (append_n(kdb, name, next[s], n, &res) != 0) {
+                fprintf(stderr, "kwriter: append to %s failed: %s\n", name, stele_errmsg());
                 _exit(5);
-            if (res.first_revision != next[s])
+            }
+            if (res.first_revision != next[s]) {
+                fprintf(stderr, "kwriter: %s at %" PRIu64 ", expected %" PRIu64 "\n", name,
+                        res.first_revision, next[s]);
                 _exit(6);
+            }
             next[s] += n;
             snprintf(line, sizeof line, "A %d %d %" PRIu64 " %zu %" PRIu64 "\n", w, s,
                      res.first_revision, n, res.first_position);
@@ -1092,14 +1098,18 @@ static void *kwriter(void *arg)
 static void kchild(const char *dir)
 {
     kdb = open_db(dir);
-    if (!kdb)
+    if (!kdb) {
+        fprintf(stderr, "kchild: open failed: %s\n", stele_errmsg());
         _exit(2);
+    }
     pthread_t t[KW];
     for (int w = 0; w < KW; w++)
         pthread_create(&t[w], NULL, kwriter, (void *)(intptr_t)w);
     for (;;) {
-        if (stele_scavenge(kdb, NULL, NULL) != 0)
+        if (stele_scavenge(kdb, NULL, NULL) != 0) {
+            fprintf(stderr, "kchild: scavenge failed: %s\n", stele_errmsg());
             _exit(7);
+        }
         usleep(5000);
     }
 }
@@ -1257,6 +1267,10 @@ static void test_kill(void)
         kill(pid, SIGKILL);
         int status;
         waitpid(pid, &status, 0);
+        if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL))
+            fprintf(stderr, "test_kill: the child ended by itself: %s %d (kchild's _exit codes)\n",
+                    WIFEXITED(status) ? "exit" : "signal",
+                    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
         CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
         /* Acknowledgements written before the kill. */
         char buf[4096];

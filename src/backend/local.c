@@ -223,12 +223,19 @@ static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
         return 1;
     }
     uint64_t last_pos = pos;
+    uint64_t *poss = malloc(a->n * sizeof *poss);
+    if (!poss)
+        return err_set(STELE_ENOMEM, "out of memory");
+    poss[0] = pos;
     for (size_t i = 1; i < a->n; i++) {
         uint64_t s2, r2, p2;
         int g = a->made[i] ? STELE_ENOTFOUND : idx_id_get(L->ix, txn, a->ids[i], &s2, &r2, &p2);
-        if (g && g != STELE_ENOTFOUND)
+        if (g && g != STELE_ENOTFOUND) {
+            free(poss);
             return g;
+        }
         if (g || s2 != sid || r2 != rev + i) {
+            free(poss);
             err_set(STELE_EIDCONFLICT,
                     "event id %s was already written at revision %llu of '%.*s', but event %zu "
                     "of this append does not repeat that append",
@@ -236,8 +243,13 @@ static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
             req_fail(r, STELE_EIDCONFLICT);
         return 1;
         }
-        last_pos = p2;
+        last_pos = poss[i] = p2;
     }
+    /* The ids say retry; the events must say so too (local_retry.c). */
+    int same = retry_compare(L, r, sid, &orig, poss);
+    free(poss);
+    if (same)
+        return same;
     r->res.first_revision = rev;
     r->res.last_revision = rev + a->n - 1;
     r->res.first_position = pos;
@@ -701,7 +713,7 @@ static void write_group(local *L, wreq *group)
                 }
                 L->gbuf.len += rec_encode_event(
                     L->gbuf.p + L->gbuf.len, a->stream, a->stream_len, &a->events[i], a->ids[i],
-                    (uint8_t)((a->events[i].flags & (STELE_EVENT_JSON | STELE_META_JSON)) |
+                    (uint8_t)((a->events[i].flags & REC_EVENT_FLAGS) |
                               (a->made[i] ? REC_ID_MADE : 0)),
                     (uint32_t)a->n, (uint32_t)i, pos, r->res.first_revision + i, now);
             }

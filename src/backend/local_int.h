@@ -139,6 +139,16 @@ typedef struct local {
  * ring: 1 and *loc set, or 0. */
 int tail_hint(local *L, uint64_t from, uint64_t *loc);
 
+/* local_retry.c: an append recognised as a retry by its ids (check_retry
+ * in local.c) against the original: 0 when every event is the same, 1
+ * when one differs (r failed with STELE_EIDCONFLICT) or the original could
+ * not be read (r failed with that error). `orig` is the original commit, pos[i] event i's
+ * position. */
+int retry_compare(local *L, wreq *r, uint64_t sid, const idx_commit *orig, const uint64_t *pos);
+/* Which part of a stored event record differs from an offered event
+ * ("data", "type", ...), or NULL if they are the same event. */
+const char *retry_event_diff(const rec *r, const stele_event_in *e);
+
 /* local_read.c */
 
 /* Add the event record r to page pg through its neutral fields

@@ -318,8 +318,10 @@ static int expectation(wreq *r, size_t i)
                         : softdel ? "is soft-deleted"
                         : exists ? "is at revision"
                                  : "has no events";
-    snprintf(cb, sizeof cb, exists ? " %llu" : softdel ? " (its last revision was %llu)" : "",
-             (unsigned long long)cur);
+    cb[0] = 0;
+    if (exists || softdel)
+        snprintf(cb, sizeof cb, exists ? " %llu" : " (its last revision was %llu)",
+                 (unsigned long long)cur);
     r->mres.failed_stream = i;
     r->mres.current_revision = cur;
     r->current = cur;
@@ -428,6 +430,8 @@ static int multi_retry(local *L, MDB_txn *txn, wreq *r)
     if (rc && rc != STELE_ENOTFOUND)
         return rc;
     int same = rc == 0 && c.first_pos == pos0;
+    const char *differs = NULL; /* the same ids for other events (local_retry.c) */
+    size_t differs_k = 0;
     if (same) {
         log_iter it;
         log_iter_init(&it, L->lg, c.loc, UINT64_MAX);
@@ -446,15 +450,25 @@ static int multi_retry(local *L, MDB_txn *txn, wreq *r)
             if (same && i == 0)
                 count = rr.commit_count;
             events += same && rr.kind == REC_EVENT;
+            if (same && rr.kind == REC_EVENT && !differs && rr.position >= pos0 &&
+                rr.position - pos0 < m->nrecords) {
+                differs_k = (size_t)(rr.position - pos0);
+                differs = retry_event_diff(&rr, &m->records[differs_k].event);
+            }
         }
         log_iter_free(&it);
         same = same && events == m->nrecords;
     }
-    if (!same) {
+    if (!same || differs) {
         err_clear();
         for (size_t i = 0; i < m->nstreams; i++)
             r->ps[i] = append_result_none();
-        return id_conflict(r, k0, ", by an append that this one does not repeat exactly");
+        if (!same)
+            return id_conflict(r, k0, ", by an append that this one does not repeat exactly");
+        char why[160];
+        snprintf(why, sizeof why, " with a different %s; an event id names one event: use a "
+                 "new id for new data", differs);
+        return id_conflict(r, differs_k, why);
     }
     r->mres.first_position = pos0;
     r->mres.last_position = pos0 + m->nrecords - 1;
@@ -629,7 +643,7 @@ int multi_encode(local *L, MDB_txn *txn, wreq *r, uint32_t seg, uint64_t write_o
             L->ck.last_pos_loc = loc;
         }
         const stele_event_in *e = &m->records[k].event;
-        uint8_t flags = (uint8_t)((e->flags & (STELE_EVENT_JSON | STELE_META_JSON)) |
+        uint8_t flags = (uint8_t)((e->flags & REC_EVENT_FLAGS) |
                                   (m->made[k] ? REC_ID_MADE : 0) | REC_MULTI);
         L->gbuf.len += rec_encode_event(L->gbuf.p + L->gbuf.len, m->streams[i].stream,
                                         m->streams[i].len, e, m->ids[k], flags, count,
@@ -951,8 +965,8 @@ int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, 
         goto done;
     uint64_t p = bw && from >= visible ? visible - 1 : from;
     for (;;) {
-        uint64_t q;
-        idx_run run;
+        uint64_t q = 0;
+        idx_run run = {0};
         int g = dcb_next(&d, p, bw, &q, &run);
         if (g < 0) {
             rc = g;

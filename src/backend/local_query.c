@@ -372,7 +372,7 @@ int local_query_sec(local *L, MDB_txn *txn, const query_args *q, uint64_t lo, ui
     static const int sec_kind[] = {
         [STELE_QUERY_CATEGORY] = SEC_CATEGORY, [STELE_QUERY_TYPE] = SEC_TYPE,
         [STELE_QUERY_TAG] = SEC_TAG, [STELE_QUERY_CORRELATION] = SEC_CORRELATION,
-        [STELE_QUERY_ACTOR] = SEC_ACTOR,
+        [STELE_QUERY_ACTOR] = SEC_ACTOR, [STELE_QUERY_CAUSATION] = SEC_CAUSATION,
     };
     cands cs;
     memset(&cs, 0, sizeof cs);
@@ -417,7 +417,7 @@ int local_query_sec(local *L, MDB_txn *txn, const query_args *q, uint64_t lo, ui
         if (n && (rc = fetch(&f, c, n, &used, &stop_at, &stopped)))
             break;
         if (page_full(pg, q->limit)) {
-            cand nx;
+            cand nx = {0};
             if (stopped) {
                 pg->has_next = 1;
                 pg->next = stop_at;

@@ -188,7 +188,7 @@ static int read_stream_try(local *L, const char *stream, size_t len, uint64_t fr
                            int backwards, size_t limit, int attempt, stele_page **out)
 {
     MDB_txn *txn;
-    uint64_t visible, end;
+    uint64_t visible = 0, end = 0;
     int rc = snapshot(L, &txn, &visible, &end);
     if (rc)
         return rc;
@@ -359,7 +359,7 @@ int local_read_all(backend *b, uint64_t from, int backwards, size_t limit,
 {
     local *L = (local *)b;
     MDB_txn *txn;
-    uint64_t visible, end;
+    uint64_t visible = 0, end = 0;
     int rc = snapshot(L, &txn, &visible, &end);
     if (rc)
         return rc;

@@ -208,7 +208,7 @@ static void set_fixed(stele_event *e, const page_event *in)
     e->ntags = in->ntags;
     e->data_len = in->data_len;
     e->metadata_len = in->metadata_len;
-    e->flags = in->flags & (STELE_EVENT_JSON | STELE_META_JSON);
+    e->flags = in->flags & (STELE_EVENT_JSON | STELE_META_JSON | STELE_EVENT_ID_ULID);
     e->created_us = in->created_us;
     e->revision = in->revision;
     e->position = in->position;

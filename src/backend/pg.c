@@ -153,7 +153,7 @@ int pg_stream_get(PGconn *c, const char *stream, size_t len, pg_stream *st)
     char name[256];
     snprintf(name, sizeof name, "%.*s", (int)len, stream);
     const char *v[1] = {name};
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = pg_exec(c, "SELECT " PG_STREAM_COLS " FROM streams WHERE stream_id = $1", 1, v, NULL,
                      NULL, 1, &r, "reading a stream");
     if (rc)
@@ -336,7 +336,7 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
  * the first schema of the search path is made if it does not exist yet. */
 static int pg_make_schema(PGconn *c)
 {
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = pg_exec(c, "SELECT current_schema() IS NULL, current_setting('search_path')", 0,
                      NULL, NULL, NULL, 0, &r, "reading the search path");
     if (rc)
@@ -386,7 +386,7 @@ static int pg_migrate(PGconn *c)
         (rc = pg_make_schema(c)) ||
         (rc = pg_cmd(c, "CREATE TABLE IF NOT EXISTS stele_schema (version int NOT NULL)")))
         goto fail;
-    PGresult *r;
+    PGresult *r = NULL;
     if ((rc = pg_exec(c, "SELECT version FROM stele_schema", 0, NULL, NULL, NULL, 0, &r,
                       "reading the schema version")))
         goto fail;
@@ -580,7 +580,7 @@ static int pg_pos_head(backend *b, uint64_t *next)
     PGconn *c = pg_conn_get(P);
     if (!c)
         return STELE_EIO;
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = pg_exec(c, "SELECT next_position FROM stele_feed", 0, NULL, NULL, NULL, 1, &r,
                      "reading the head of $all");
     pg_conn_put(P, c);

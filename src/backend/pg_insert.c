@@ -102,7 +102,7 @@ static int view_revs(PGconn *c, size_t total, char (*cat)[256], const char **typ
         goto out;
     /* The new counter values come back in the order given (WITH ORDINALITY). */
     const char *v[3] = {(const char *)kinds.p, (const char *)keys.p, (const char *)counts.p};
-    PGresult *r;
+    PGresult *r = NULL;
     rc = pgw_wexec(c,
                "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH "
                "ORDINALITY AS u(kind, key, n, o)), up AS (INSERT INTO stele_seq (kind, key, next) "

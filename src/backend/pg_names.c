@@ -36,7 +36,7 @@ int pg_list_names(backend *b, int kind, const char *prefix, const char *after, s
     PGconn *c = pg_conn_get(P);
     if (!c)
         return STELE_EIO;
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = pg_exec(c, sql, kind == STELE_NAMES_STREAMS ? 4 : 5, v, NULL, NULL, 0, &r,
                      "listing names");
     pg_conn_put(P, c);

@@ -131,7 +131,7 @@ static int fill(PGconn *c, stele_page *pg, const char *sql, int n, const char **
         }
         vals[n - 2] = pg_numtxt(&b1, (int64_t)cur);
         vals[n - 1] = pg_numtxt(&b2, (int64_t)want + 1);
-        PGresult *r;
+        PGresult *r = NULL;
         if ((rc = pg_exec(c, sql, n, vals, lens, fmts, 1, &r, "reading events")))
             break;
         int rows = PQntuples(r), i = 0;
@@ -431,7 +431,7 @@ int pg_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_t
     PGconn *c = pg_conn_get(P);
     if (!c)
         return STELE_EIO;
-    PGresult *r;
+    PGresult *r = NULL;
     const char *ev[2] = {skind, k};
     int rc = pg_exec(c, "SELECT 1 FROM stele_seq WHERE kind = $1 AND key = $2", 2, ev, NULL,
                      NULL, 0, &r, "reading a view");
@@ -571,7 +571,7 @@ int pg_stats(backend *b, stele_stats *out)
     PGconn *c = pg_conn_get(P);
     if (!c)
         return STELE_EIO;
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = pg_exec(c,
                      "SELECT (SELECT next_position FROM stele_feed), (SELECT count(*) FROM streams "
                      "WHERE last_revision >= 0 OR deleted OR tombstoned OR meta_version >= 0), "
@@ -601,7 +601,7 @@ int pg_get_metadata(backend *b, const char *stream, size_t len, stele_stream_met
     if (!c)
         return STELE_EIO;
     const char *v[1] = {name};
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = pg_exec(c, "SELECT " PG_STREAM_COLS ", meta_custom FROM streams WHERE stream_id = $1",
                      1, v, NULL, NULL, 1, &r, "reading metadata");
     pg_conn_put(P, c);
@@ -650,7 +650,7 @@ static int snap_at(PGconn *c, const pg_stream *st, const char *name, uint64_t re
     pg_num b1, b2;
     const char *v[3] = {name, pg_numtxt(&b1, rev > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)rev),
                         pg_numtxt(&b2, (int64_t)st->truncate_before)};
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = pg_exec(c,
                      "SELECT revision, schema_version, flags, state, created_us FROM snapshots "
                      "WHERE stream_id = $1 AND revision <= $2::bigint AND revision >= $3::bigint "

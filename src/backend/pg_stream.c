@@ -23,7 +23,7 @@ static int lock_stream(PGconn *c, const char *name, size_t len, int create, pg_s
     char cat[256];
     snprintf(cat, sizeof cat, "%.*s", (int)stream_category_len(name, len), name);
     const char *v[2] = {name, cat};
-    PGresult *r;
+    PGresult *r = NULL;
     int rc;
     if (create &&
         (rc = pg_exec(c,
@@ -70,7 +70,7 @@ int pgw_trim_snapshots(PGconn *c, const char *name, uint32_t max)
 {
     pg_num nb;
     const char *v[2] = {name, pg_numtxt(&nb, max ? max : STELE_DEFAULT_MAX_SNAPSHOTS)};
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = pg_exec(c,
                      "DELETE FROM snapshots WHERE stream_id = $1 AND revision NOT IN (SELECT "
                      "revision FROM snapshots WHERE stream_id = $1 ORDER BY revision DESC LIMIT "
@@ -112,7 +112,7 @@ int pg_remove(backend *b, const char *stream, size_t len, int64_t expected, int 
         return finish(P, c, pgw_wrong_rev(name, len, expected, cur), 0);
     }
     const char *v[1] = {name};
-    PGresult *r;
+    PGresult *r = NULL;
     if (tombstone) {
         rc = pg_exec(c, "UPDATE streams SET tombstoned = true WHERE stream_id = $1", 1, v, NULL,
                      NULL, 0, &r, "tombstoning");
@@ -195,7 +195,7 @@ int pg_set_metadata(backend *b, const char *stream, size_t len, const stele_stre
                         md->custom_len ? md->custom : NULL};
     int lens[7] = {0, 0, 0, 0, 0, 0, (int)md->custom_len};
     int fmts[7] = {0, 0, 0, 0, 0, 0, 1};
-    PGresult *r;
+    PGresult *r = NULL;
     rc = pg_exec(c,
                  "UPDATE streams SET meta_version = $2, max_age_us = $3, max_count = $4, "
                  "meta_truncate_before = $5, max_snapshots = $6, meta_custom = $7 WHERE "
@@ -249,7 +249,7 @@ int pg_put_snapshot(backend *b, const char *stream, size_t len, const stele_snap
                               (unsigned long long)st.truncate_before, name),
                       0);
     const char *v1[1] = {name};
-    PGresult *r;
+    PGresult *r = NULL;
     rc = pg_exec(c, "SELECT count(*), min(revision) FROM snapshots WHERE stream_id = $1", 1, v1,
                  NULL, NULL, 0, &r, "counting snapshots");
     if (rc)

@@ -41,8 +41,10 @@
  * dropped at open and rebuilt from the log (the log is the truth).
  *   1  streams, revs, ids, pos, meta (no "format" entry)
  *   2  + sec and time (secondary indexes), and the "format" entry
- *   3  sec items carry their ordinal under their key (28 bytes) */
-#define IDX_FORMAT 3u
+ *   3  sec items carry their ordinal under their key (28 bytes)
+ *   4  causation ids ('u') and the seeds' metadata names (correlation_id,
+ *      causation_id, user_id) are indexed */
+#define IDX_FORMAT 4u
 /* format flags: the secondary indexes (sec, time) are maintained. */
 #define IDX_F_SEC 0x1u
 
@@ -193,6 +195,7 @@ enum {
     SEC_TAG = 'g',
     SEC_CORRELATION = 'r',
     SEC_ACTOR = 'a',
+    SEC_CAUSATION = 'u',
 };
 
 /* The category of a stream name: the bytes before its first '-', or the

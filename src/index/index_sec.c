@@ -19,7 +19,8 @@
  *
  * kind is one of SEC_* (index.h): 'c' category (the stream name before its
  * first '-', sec_category_len), 't' event type, 'g' each tag, 'r'
- * correlation id, 'a' actor (both from JSON metadata, src/util/meta.c).
+ * correlation id, 'a' actor, 'u' causation id (the last three from JSON
+ * metadata, src/util/meta.c).
  * Names are validated names (no NUL, no control characters). Every event
  * is under exactly one category and one type; tags, correlation id and
  * actor add one key each when present.
@@ -100,10 +101,10 @@ typedef struct sec_list {
     size_t n, cap;
 } sec_list;
 
-#define NKINDS 5
+#define NKINDS 6
 
 typedef struct sec_batch {
-    sec_list k[NKINDS]; /* category, type, tag, correlation, actor */
+    sec_list k[NKINDS]; /* category, type, tag, correlation, actor, causation */
     uint8_t *vals;      /* one key's items */
     size_t vcap;
     meta_ids *metas;    /* one per event with JSON metadata */
@@ -123,6 +124,7 @@ static const char *kind_text(int kind)
     case SEC_TYPE: return "type";
     case SEC_TAG: return "tag";
     case SEC_CORRELATION: return "correlation id";
+    case SEC_CAUSATION: return "causation id";
     default: return "actor";
     }
 }
@@ -134,6 +136,7 @@ static int kind_slot(int kind)
     case SEC_TYPE: return 1;
     case SEC_TAG: return 2;
     case SEC_CORRELATION: return 3;
+    case SEC_CAUSATION: return 5;
     default: return 4;
     }
 }
@@ -465,6 +468,9 @@ static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, u
                                pos, at, r.len);
             if (rc == 0)
                 rc = batch_add(&b, SEC_ACTOR, m->actor, m->actor_len, commit, pos, at, r.len);
+            if (rc == 0)
+                rc = batch_add(&b, SEC_CAUSATION, m->causation, m->causation_len, commit, pos,
+                               at, r.len);
         }
         off += r.len;
     }

@@ -142,7 +142,7 @@ int idx_snap_each(idx *ix, MDB_txn *txn, uint64_t sid, int all, idx_snap_fn fn, 
     int g = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     int r = 0;
     while (g == 0 && r == 0) {
-        uint64_t s;
+        uint64_t s = 0;
         idx_snap e;
         if ((r = snap_decode(&k, &v, &s, &e)))
             break;

@@ -36,7 +36,8 @@
  *   +4  u32 crc32c   of bytes 8..len-1
  *   +8  u8  kind     1 event, 2 delete, 3 tombstone, 4 seal, 5 stream
  *                    metadata, 6 snapshot
- *   +9  u8  flags    STELE_EVENT_JSON, STELE_META_JSON, REC_ID_MADE
+ *   +9  u8  flags    STELE_EVENT_JSON, STELE_META_JSON, STELE_EVENT_ID_ULID
+ *                    (0x4: the id is written as a ULID), REC_ID_MADE, REC_MULTI
  *   +10 u16 stream_len
  *   +12 u16 type_len
  *   +14 u16 ntags
@@ -118,7 +119,9 @@ enum rec_kind {
 /* flags bit: the record belongs to a multi-stream commit (its events may
  * name several streams, and snapshot records may follow them). */
 #define REC_MULTI 0x40u
-#define REC_FLAGS_MASK (STELE_EVENT_JSON | STELE_META_JSON | REC_ID_MADE | REC_MULTI)
+/* The event's own flags, kept as given (the id's text form among them). */
+#define REC_EVENT_FLAGS (STELE_EVENT_JSON | STELE_META_JSON | STELE_EVENT_ID_ULID)
+#define REC_FLAGS_MASK (REC_EVENT_FLAGS | REC_ID_MADE | REC_MULTI)
 
 /* A decoded record: pointers into the buffer it was decoded from. */
 typedef struct rec {

@@ -981,7 +981,7 @@ int pattern_compile(const char *json, size_t len, pattern **out, char *err, size
         rc = pc_fail(&c, "expected a JSON object");
         goto done;
     }
-    int next;
+    int next = 0;
     if ((rc = pc_check(&c, 0, &next, 1)))
         goto done;
     if (next != n || pc_ws(&c, (size_t)c.t[0].end) != len) {

@@ -369,7 +369,7 @@ int stele_rule_delete(stele_db *db, const char *name)
 {
     err_clear();
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -407,7 +407,7 @@ int stele_rule_set_enabled(stele_db *db, const char *name, int enabled)
 {
     err_clear();
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -618,7 +618,7 @@ int stele_rule_get(stele_db *db, const char *name, stele_rule_info **out)
         return err_set(STELE_EINVAL, "out is NULL");
     *out = NULL;
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -641,7 +641,7 @@ int stele_rule_read_dead(stele_db *db, const char *name, uint64_t from, size_t l
 {
     err_clear();
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -654,7 +654,7 @@ int stele_rule_redrive(stele_db *db, const char *name, uint64_t max, uint64_t *c
 {
     err_clear();
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -667,7 +667,7 @@ int stele_rule_truncate_dead(stele_db *db, const char *name, uint64_t before)
 {
     err_clear();
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -689,7 +689,7 @@ int stele_rule_replay_start(stele_db *db, const char *name, const stele_replay_w
     if (!w->by_time && w->has_to && w->to_pos != STELE_END && w->from_pos > w->to_pos)
         return err_set(STELE_EINVAL, "replay window: from is after to");
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -709,7 +709,7 @@ int stele_rule_replays(stele_db *db, const char *name, stele_replay_info **out, 
     if (!out || !n)
         return err_set(STELE_EINVAL, "a NULL argument");
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;
@@ -722,7 +722,7 @@ int stele_rule_replay_cancel(stele_db *db, const char *name, uint64_t id)
 {
     err_clear();
     rules_reg *reg;
-    rule *r;
+    rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
     if (rc)
         return rc;

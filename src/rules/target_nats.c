@@ -126,8 +126,16 @@ static void status_text(natsStatus s, const char *what, char err[256])
 {
     natsStatus ls = s;
     const char *t = nats_GetLastError(&ls);
-    snprintf(err, 256, "nats: %s: %s%s%.180s", what, natsStatus_GetText(s), t && *t ? ": " : "",
-             t ? t : "");
+    /* Composed whole, then cut to the 256 bytes of `err` (a long subject or
+     * library message loses its end, never the status). */
+    char full[768];
+    snprintf(full, sizeof full, "nats: %.300s: %s%s%.300s", what, natsStatus_GetText(s),
+             t && *t ? ": " : "", t ? t : "");
+    size_t n = strlen(full);
+    if (n > 255)
+        n = 255;
+    memcpy(err, full, n);
+    err[n] = 0;
 }
 
 static int nt_open(const rule_def *d, stele_db *db, const char *rule_name, void **conn,

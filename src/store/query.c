@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backend/page.h"
 #include "store/store_int.h"
 #include "util/util.h"
 
@@ -19,6 +20,7 @@ static const char *kind_name(int kind)
     case STELE_QUERY_TAG: return "tag";
     case STELE_QUERY_CORRELATION: return "correlation id";
     case STELE_QUERY_ACTOR: return "actor";
+    case STELE_QUERY_CAUSATION: return "causation id";
     default: return "all";
     }
 }
@@ -58,7 +60,7 @@ int stele_read_query(stele_db *db, const stele_query *q, stele_page **out)
     query_args a;
     memset(&a, 0, sizeof a);
     int rc;
-    if (q->kind < STELE_QUERY_CATEGORY || q->kind > STELE_QUERY_ALL)
+    if (q->kind < STELE_QUERY_CATEGORY || q->kind > STELE_QUERY_CAUSATION)
         return err_set(STELE_EINVAL, "query: unknown kind %d", q->kind);
     a.kind = q->kind;
     if (q->kind == STELE_QUERY_ALL) {
@@ -138,7 +140,7 @@ int stele_read_stream_to(stele_db *db, const char *stream, uint64_t from, int di
                          size_t limit, uint64_t to, stele_page **out)
 {
     err_clear();
-    size_t slen;
+    size_t slen = 0;
     int rc = check_stream_read(db, stream, direction, out, &slen);
     if (rc)
         return rc;
@@ -150,10 +152,89 @@ int stele_read_stream_as_of(stele_db *db, const char *stream, int64_t as_of_us, 
                             int direction, size_t limit, stele_page **out)
 {
     err_clear();
-    size_t slen;
+    size_t slen = 0;
     int rc = check_stream_read(db, stream, direction, out, &slen);
     if (rc)
         return rc;
     return db->be->ops->read_stream_to(db->be, stream, slen, from, direction == STELE_BACKWARDS,
                                        limit, STELE_END, 1, as_of_us, out);
+}
+
+/*
+ * A stream read bounded by time (seed 000's by-timestamp reads): the
+ * events created at or after `after_us` and before `before_us`. Commit
+ * times never go down along the log (the writer keeps them monotonic), so
+ * along a stream too: the upper bound is the as-of read's ("created at or
+ * before before_us - 1"), and the lower bound is the lowest revision whose
+ * first visible event is recent enough, found by bisecting the stream with
+ * one-event reads (O(log n) of them, on any backend). Forwards the read
+ * starts there; backwards it stops there.
+ */
+static int first_rev_after(stele_db *db, const char *stream, size_t slen, int64_t after_us,
+                           uint64_t last, uint64_t *out)
+{
+    uint64_t lo = 0, hi = last + 1;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        stele_page *pg;
+        int rc = db->be->ops->read_stream_to(db->be, stream, slen, mid, 0, 1, STELE_END, 0, 0,
+                                             &pg);
+        if (rc)
+            return rc;
+        const stele_event *e = pg->count ? stele_page_event(pg, 0) : NULL;
+        if (!e || e->created_us >= after_us) {
+            hi = mid;
+        } else {
+            lo = e->revision + 1;
+            if (lo > hi)
+                lo = hi;
+        }
+        stele_page_free(pg);
+    }
+    *out = lo;
+    return 0;
+}
+
+int stele_read_stream_between(stele_db *db, const char *stream, int64_t after_us,
+                              int64_t before_us, uint64_t from, int direction, size_t limit,
+                              stele_page **out)
+{
+    err_clear();
+    size_t slen = 0;
+    int rc = check_stream_read(db, stream, direction, out, &slen);
+    if (rc)
+        return rc;
+    if (after_us > before_us)
+        return err_set(STELE_EINVAL, "after is later than before");
+    int backwards = direction == STELE_BACKWARDS;
+    uint64_t lo = 0;
+    if (after_us != INT64_MIN) {
+        stele_stream_info info;
+        if ((rc = stele_stream_head(db, stream, &info)))
+            return rc;
+        if (info.last_revision != STELE_NONE &&
+            (rc = first_rev_after(db, stream, slen, after_us, info.last_revision, &lo)))
+            return rc;
+        if (info.last_revision == STELE_NONE)
+            lo = 0;
+        if (!backwards && from < lo)
+            from = lo;
+        if (backwards && from < lo)
+            from = lo > 0 ? lo - 1 : 0; /* nothing at or below `from` qualifies */
+    }
+    int bounded = before_us != INT64_MAX;
+    rc = db->be->ops->read_stream_to(db->be, stream, slen, from, backwards, limit, STELE_END,
+                                     bounded, bounded ? before_us - 1 : 0, out);
+    if (rc || !backwards || lo == 0)
+        return rc;
+    /* Backwards: cut the page where the events get older than `after`. */
+    stele_page *pg = *out;
+    size_t keep = 0;
+    while (keep < pg->count && stele_page_event(pg, keep)->revision >= lo)
+        keep++;
+    if (keep < pg->count || (pg->has_next && pg->next < lo)) {
+        pg->count = keep;
+        pg->has_next = 0;
+    }
+    return 0;
 }

@@ -4,6 +4,7 @@
  * backend then assumes valid input. Limits, name rules and ids are decided
  * here, so every backend enforces the same ones.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,7 +144,7 @@ int store_check_event(const stele_options *o, size_t i, const stele_event_in *e,
     if ((e->data_len && !e->data) || (e->metadata_len && !e->metadata))
         return err_set(STELE_EINVAL, "event %zu: %s is NULL with a non-zero length", i,
                        e->data_len && !e->data ? "data" : "metadata");
-    if (e->flags & ~(uint32_t)(STELE_EVENT_JSON | STELE_META_JSON))
+    if (e->flags & ~(uint32_t)(STELE_EVENT_JSON | STELE_META_JSON | STELE_EVENT_ID_ULID))
         return err_set(STELE_EINVAL, "event %zu: unknown flags 0x%x", i, e->flags);
     uint64_t payload = strlen(e->type) + (uint64_t)e->data_len + e->metadata_len;
     for (size_t t = 0; t < e->ntags; t++)
@@ -283,6 +284,29 @@ static int prepare(stele_db *db, const char *stream, int64_t expected,
     return 0;
 }
 
+/* The ids of the calling thread's last successful stele_append
+ * (stele_append_result.ids): one buffer per thread, replaced by the next
+ * append, freed when the thread exits. */
+static pthread_key_t ids_key;
+static pthread_once_t ids_once = PTHREAD_ONCE_INIT;
+
+static void ids_key_init(void)
+{
+    if (pthread_key_create(&ids_key, free))
+        abort();
+}
+
+static const uint8_t (*keep_ids(uint8_t (*ids)[16]))[16]
+{
+    pthread_once(&ids_once, ids_key_init);
+    free(pthread_getspecific(ids_key));
+    if (pthread_setspecific(ids_key, ids)) {
+        free(ids);
+        return NULL;
+    }
+    return (const uint8_t(*)[16])ids;
+}
+
 static int append_sync(stele_db *db, const char *stream, int64_t expected,
                        const stele_event_in *events, size_t n, int system,
                        stele_append_result *res)
@@ -297,6 +321,13 @@ static int append_sync(stele_db *db, const char *stream, int64_t expected,
         rc = proj_inline_append(db, pi, stream, expected, events, n, res);
     else if (rc == 0)
         rc = db->be->ops->append(db->be, &p.a, res);
+    if (res) {
+        res->ids = NULL;
+        if (rc == 0 && !pi) {
+            res->ids = keep_ids(p.ids);
+            p.ids = NULL;
+        }
+    }
     prepared_free(&p);
     return rc;
 }
@@ -329,12 +360,15 @@ typedef struct async_append {
     void *ctx;
     stele_event_in *ev;
     char *mem; /* stream, then per event: type, tags, data, metadata */
+    int via_inline; /* an inline projection's worker appends: ids unknown */
 } async_append;
 
 static void async_done(void *ctx, int rc, const stele_append_result *res, const char *msg)
 {
     async_append *aa = ctx;
-    aa->cb(aa->ctx, rc, res, msg);
+    stele_append_result r = *res;
+    r.ids = rc == 0 && !aa->via_inline ? (const uint8_t(*)[16])aa->p.ids : NULL;
+    aa->cb(aa->ctx, rc, &r, msg);
     prepared_free(&aa->p);
     free(aa->ev);
     free(aa->mem);
@@ -415,6 +449,7 @@ static int append_async(stele_db *db, const char *stream, int64_t expected,
         /* a category with an inline projection: its worker thread runs the
          * handlers, then appends; async_done frees the copies after */
         struct proj_inline *pi = system ? NULL : proj_inline_for(db, stream, aa->p.a.stream_len);
+        aa->via_inline = pi != NULL;
         rc = pi ? proj_inline_queue(db, pi, aa->p.a.stream, expected, aa->ev, n, async_done, aa)
                 : db->be->ops->append_async(db->be, &aa->p.a, async_done, aa);
     }
@@ -512,7 +547,7 @@ static int remove_stream(stele_db *db, const char *stream, int64_t expected, int
                          uint64_t *current)
 {
     err_clear();
-    size_t slen;
+    size_t slen = 0;
     if (current)
         *current = STELE_NONE;
     if (!db)

@@ -56,9 +56,9 @@ int store_view_check(const char *stream, size_t len, int *kind, const char **key
 int store_read_view(stele_db *db, const char *stream, size_t len, uint64_t from, int backwards,
                     size_t limit, stele_page **out)
 {
-    int kind;
-    const char *key;
-    size_t klen;
+    int kind = 0;
+    const char *key = NULL;
+    size_t klen = 0;
     int rc = store_view_check(stream, len, &kind, &key, &klen);
     if (rc)
         return rc;

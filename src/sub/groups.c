@@ -453,6 +453,7 @@ static int check_name(const char *what, const char *name, size_t max, int no_col
 static int check_target(stele_db *db, const char *stream, const char *group_name,
                         const char **norm)
 {
+    *norm = NULL;
     if (!db)
         return err_set(STELE_EINVAL, "db is NULL");
     int rc = check_group_stream(stream, norm);

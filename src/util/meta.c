@@ -5,8 +5,12 @@
  * Only top-level members of a metadata object count, and only string
  * values. Field names, first match wins in this order:
  *
- *   correlation id   "$correlationId", then "correlationId"
- *   actor            "$actor", then "userId", then "actorId"
+ *   correlation id   "$correlationId", then "correlationId", then
+ *                    "correlation_id"
+ *   causation id     "$causationId", then "causationId", then "causation_id"
+ *   actor            "$actor", then "userId", then "actorId", then "user_id"
+ *
+ * (the snake_case names are the seeds' conventions, seed 000 and 004).
  *
  * "First match" means the first of these names (in that order) whose value
  * is a usable string: a JSON string that, once its escapes are decoded, is
@@ -105,8 +109,9 @@ static long unescape(const char *s, size_t n, char *out, size_t cap)
 }
 
 /* Field names in order of precedence: rank 0 is the best. */
-static const char *const corr_names[] = {"$correlationId", "correlationId"};
-static const char *const actor_names[] = {"$actor", "userId", "actorId"};
+static const char *const corr_names[] = {"$correlationId", "correlationId", "correlation_id"};
+static const char *const actor_names[] = {"$actor", "userId", "actorId", "user_id"};
+static const char *const cause_names[] = {"$causationId", "causationId", "causation_id"};
 
 static int rank_of(const char *key, size_t n, const char *const *names, int count)
 {
@@ -120,6 +125,7 @@ int meta_ids_extract(const void *json, size_t len, meta_ids *out)
 {
     out->correlation_len = 0;
     out->actor_len = 0;
+    out->causation_len = 0;
     const char *js = json;
     size_t i0 = 0;
     while (i0 < len && (js[i0] == ' ' || js[i0] == '\t' || js[i0] == '\n' || js[i0] == '\r'))
@@ -141,7 +147,7 @@ int meta_ids_extract(const void *json, size_t len, meta_ids *out)
         jsmn_init(&p);
         n = jsmn_parse(&p, js, len, toks, (unsigned)need);
     }
-    int best_corr = 99, best_actor = 99;
+    int best_corr = 99, best_actor = 99, best_cause = 99;
     if (n > 0 && toks[0].type == JSMN_OBJECT) {
         for (int j = 1; j + 1 < n; j++) {
             if (toks[j].parent != 0 || toks[j].type != JSMN_STRING)
@@ -153,8 +159,9 @@ int meta_ids_extract(const void *json, size_t len, meta_ids *out)
             const jsmntok_t *v = &toks[j + 1];
             if (kl < 0 || v->type != JSMN_STRING)
                 continue;
-            int rc_ = rank_of(key, (size_t)kl, corr_names, 2);
-            int ra = rank_of(key, (size_t)kl, actor_names, 3);
+            int rc_ = rank_of(key, (size_t)kl, corr_names, 3);
+            int ra = rank_of(key, (size_t)kl, actor_names, 4);
+            int ru = rank_of(key, (size_t)kl, cause_names, 3);
             char *dst = NULL;
             size_t *dlen = NULL;
             int *best = NULL, rank = -1;
@@ -162,6 +169,8 @@ int meta_ids_extract(const void *json, size_t len, meta_ids *out)
                 dst = out->correlation, dlen = &out->correlation_len, best = &best_corr, rank = rc_;
             } else if (ra >= 0 && ra < best_actor) {
                 dst = out->actor, dlen = &out->actor_len, best = &best_actor, rank = ra;
+            } else if (ru >= 0 && ru < best_cause) {
+                dst = out->causation, dlen = &out->causation_len, best = &best_cause, rank = ru;
             }
             if (!dst)
                 continue;

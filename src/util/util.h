@@ -48,6 +48,8 @@ typedef struct meta_ids {
     size_t correlation_len;
     char actor[META_NAME_MAX + 1];
     size_t actor_len;
+    char causation[META_NAME_MAX + 1];
+    size_t causation_len;
 } meta_ids;
 /* 0, or STELE_ENOMEM. Metadata that is not a JSON object yields nothing. */
 int meta_ids_extract(const void *json, size_t len, meta_ids *out);

@@ -205,3 +205,91 @@ int stele_uuid_parse(const char *text, uint8_t id[16])
     memcpy(id, tmp, 16);
     return 0;
 }
+
+/*
+ * ULIDs (seed 004's event ids): the same 128 bits as a UUID, written as 26
+ * characters of Crockford's base32 (0-9, A-Z without I, L, O, U), the most
+ * significant bit first. 26 x 5 = 130 bits, so the first character carries
+ * only 3 bits and is 0-7. The 48-bit millisecond prefix of a ULID sits
+ * where a UUIDv7 keeps its timestamp, so an id the store makes reads as a
+ * valid ULID of its creation time. Parsing is case-insensitive (the spec's
+ * advice); the letters I, L, O, U are refused rather than guessed.
+ */
+static const char ulid_alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+static int ulid_digit(char c)
+{
+    if (c >= 'a' && c <= 'z')
+        c = (char)(c - 'a' + 'A');
+    for (int i = 0; i < 32; i++)
+        if (ulid_alphabet[i] == c)
+            return i;
+    return -1;
+}
+
+void stele_ulid_format(const uint8_t id[16], char out[27])
+{
+    /* 130 bits: two zero bits, then the id's 128, five at a time. */
+    for (int k = 0; k < 26; k++) {
+        int bit = k * 5 - 2; /* first bit of this character within the id */
+        int v = 0;
+        for (int j = 0; j < 5; j++, bit++) {
+            int b = bit < 0 ? 0 : (id[bit / 8] >> (7 - bit % 8)) & 1;
+            v = v << 1 | b;
+        }
+        out[k] = ulid_alphabet[v];
+    }
+    out[26] = '\0';
+}
+
+int stele_ulid_parse(const char *text, uint8_t id[16])
+{
+    if (!text || !id)
+        return err_set(STELE_EINVAL, "ULID: NULL argument");
+    uint8_t tmp[16] = {0};
+    for (int k = 0; k < 26; k++) {
+        if (text[k] == '\0')
+            return err_set(STELE_EINVAL, "invalid ULID: %d characters, want 26", k);
+        int v = ulid_digit(text[k]);
+        if (v < 0)
+            return err_set(STELE_EINVAL,
+                           "invalid ULID: character %d is not Crockford base32", k);
+        if (k == 0 && v > 7)
+            return err_set(STELE_EINVAL, "invalid ULID: larger than 128 bits (first "
+                                         "character above 7)");
+        int bit = k * 5 - 2;
+        for (int j = 4; j >= 0; j--, bit++)
+            if (bit >= 0 && (v >> j) & 1)
+                tmp[bit / 8] |= (uint8_t)(0x80 >> (bit % 8));
+    }
+    if (text[26] != '\0')
+        return err_set(STELE_EINVAL, "invalid ULID: longer than 26 characters");
+    memcpy(id, tmp, 16);
+    return 0;
+}
+
+int stele_id_parse(const char *text, uint8_t id[16], uint32_t *flags)
+{
+    if (!text || !id)
+        return err_set(STELE_EINVAL, "event id: NULL argument");
+    size_t n = strnlen(text, 37);
+    int rc;
+    if (n == 26) {
+        rc = stele_ulid_parse(text, id);
+        if (rc == 0 && flags)
+            *flags |= STELE_EVENT_ID_ULID;
+        return rc;
+    }
+    if (n == 36)
+        return stele_uuid_parse(text, id);
+    return err_set(STELE_EINVAL, "not a UUID (36 characters) or a ULID (26): %zu characters",
+                   n);
+}
+
+void stele_id_format(const uint8_t id[16], uint32_t flags, char out[37])
+{
+    if (flags & STELE_EVENT_ID_ULID)
+        stele_ulid_format(id, out);
+    else
+        stele_uuid_format(id, out);
+}

@@ -251,6 +251,49 @@ describe("gRPC wire", () => {
     assert.equal(ok.resp.getSuccess().getCurrentRevision(), "0");
   });
 
+  it("ULID event ids (seed 004): accepted on append, the same 128 bits read back as a UUID (HTTP keeps the ULID form); other data under a written id is refused", async () => {
+    const CROCK = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    const ulid = () => {
+      let n = (BigInt(Date.now()) << 80n) | BigInt("0x" + randomUUID().replace(/-/g, "").slice(0, 20));
+      let t = "";
+      for (let k = 0; k < 26; k++) {
+        t = CROCK[Number(n & 31n)] + t;
+        n >>= 5n;
+      }
+      return t;
+    };
+    const uuidOf = (u) => {
+      let n = 0n;
+      for (const ch of u) n = n * 32n + BigInt(CROCK.indexOf(ch));
+      const h = n.toString(16).padStart(32, "0");
+      return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+    };
+    const s = `ulid-${randomUUID()}`;
+    const u1 = ulid();
+    const plain = randomUUID();
+    await client.appendToStream(s, [
+      kurrent.jsonEvent({ id: u1, type: "A", data: { i: 1 } }),
+      kurrent.jsonEvent({ id: plain, type: "B", data: { i: 2 } }),
+    ]);
+    // An HTTP append with a ULID, read over gRPC.
+    const u2 = ulid();
+    const r = await srv.request("POST", `/streams/${s}`, { body: JSON.stringify([{ id: u2, type: "C", data: { i: 3 } }]) });
+    assert.equal(r.status, 201);
+    const got = (await collect(client.readStream(s))).map((e) => e.event.id);
+    assert.deepEqual(got, [uuidOf(u1), plain, uuidOf(u2)]);
+    const http = (await srv.request("GET", `/streams/${s}`)).json;
+    assert.deepEqual(http.events.map((e) => e.id), [u1, plain, u2]);
+    // The identical retry (ULID or its UUID) is idempotent; other data under the id is refused.
+    await client.appendToStream(s, [kurrent.jsonEvent({ id: u2, type: "C", data: { i: 3 } })]);
+    await client.appendToStream(s, [kurrent.jsonEvent({ id: uuidOf(u2), type: "C", data: { i: 3 } })]);
+    await assert.rejects(client.appendToStream(s, [kurrent.jsonEvent({ id: u2, type: "C", data: { i: 4 } })]));
+    assert.equal((await collect(client.readStream(s))).length, 3);
+    // A malformed id (neither a UUID nor a ULID) is refused; nothing is written.
+    await assert.rejects(client.appendToStream(s, [kurrent.jsonEvent({ id: "8" + u1.slice(1), type: "X", data: {} })]));
+    assert.equal((await collect(client.readStream(s))).length, 3);
+    await stillServes();
+  });
+
   it("HTTP/1.1 and gRPC share the port", async () => {
     const s = `both-${randomUUID()}`;
     await client.appendToStream(s, kurrent.jsonEvent({ type: "G", data: { via: "grpc" } }));

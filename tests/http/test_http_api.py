@@ -267,10 +267,12 @@ def idempotent_retry_and_id_conflict():
     append(s, [Ev("B", id_=b), Ev("A", id_=a)], status=409, code="ID_CONFLICT")
     append(s, [Ev("N", id_=new_id()), Ev("A", id_=a)], status=409, code="ID_CONFLICT")
     append(s, evs + [Ev("C", id_=new_id())], status=409, code="ID_CONFLICT")
-    # a single-event append repeating the first one's id is a retry (ids decide)
-    r = append(s, [Ev("X", id_=c)], status=200, record=False)
+    # a single-event append repeating the first one's id and event is a
+    # retry; the same id with another event is a conflict (issue 19)
+    r = append(s, [Ev("First", id_=c)], status=200, record=False)
     T.check((r.body["firstRevision"], r.body["idempotent"]) == (0, True),
             "retry of the first append", r.req, "revision 0, idempotent", r)
+    append(s, [Ev("X", id_=c)], status=409, code="ID_CONFLICT")
     append(s, [Ev("X", id_=c), Ev("Y", id_=new_id())], status=409, code="ID_CONFLICT")
     append("api-idem-other", evs, status=409, code="ID_CONFLICT")
     # duplicate ids in one append, the nil UUID, malformed ids

@@ -341,7 +341,7 @@ def bad_parameters():
         ("/streams/Order-1?to=x", "to must be a revision"),
         ("/streams/Order-1?to=1&asOf=2026-01-01T00:00:00Z", "give to or asOf, not both"),
         ("/streams/Order-1?asOf=yesterday", "asOf: 'yesterday' is not an RFC 3339 time"),
-        ("/streams/Order-1?after=2026-01-01T00:00:00Z", "after and before apply to queries"),
+        ("/streams/Order-1?after=2026-01-01T00:00:00Z&to=3", "give after/before (a time range) or to/asOf"),
         ("/all?to=3", "to and asOf apply to stream reads"),
         ("/types/Paid?direction=sideways", "direction must be"),
         ("/types/Paid?limit=0", "limit must be a number"),
