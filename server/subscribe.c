@@ -47,6 +47,11 @@
  * reads the store directly. Filtered and stream subscriptions always read
  * their own way (libstele's filters run inside stele_sub_next).
  *
+ * A subscriber without $ops (to $all, or to a view it may not read as a
+ * whole: access_filter_read) gets only the events of streams it may read;
+ * the others are passed like filtered events (checkpoints move over them),
+ * and it reads the store itself, never the shared cache.
+ *
  * States of a subscription: HISTORY (reading towards the end of the log),
  * LIVE (caught up: woken by commits), BEHIND (it was live, then fell more
  * than cfg.sub_behind_events or cfg.sub_behind_ms behind the head; it

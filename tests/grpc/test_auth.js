@@ -5,7 +5,10 @@
 // reads, $all reads, deletes and metadata; wrong passwords; per-call
 // credentials; the error shapes as KurrentDB returns them (PERMISSION_DENIED
 // with `exception: access-denied` -> AccessDeniedError; UNAUTHENTICATED for
-// wrong credentials).
+// wrong credentials). Also: view streams ($et-, $ce-) read and subscribed
+// filtered per user; multi-stream appends (AppendRecords, AppendSession)
+// allowed with $w on every stream and refused whole, nothing written, when
+// one stream (or a checked one) is not allowed; Users Details last_updated.
 "use strict";
 
 const { describe, it, before, after } = require("node:test");

@@ -9,6 +9,12 @@ against a real `stele serve --admin-password`:
   admin, users, API keys, projections, rules, metrics, health) against
   anonymous, a reader, a writer, an $ops user and an admin, compared with
   the table MATRIX below (stream ACLs set with KurrentDB's $acl);
+- reads across streams by users without $ops (queries, DCB queries, view
+  streams, SSE /subscribe/all and view subscriptions) return only the
+  streams each user may read; a view granted by policy is read whole;
+- multi-stream appends: $w on every stream, refused whole (nothing written)
+  when one is not writable; a DCB condition needs $ops; audited;
+- users' lastUpdated moves with each change;
 - users: create, duplicate, disable, enable, change own password (wrong and
   right current one; the old password stops working at once although it
   was cached), reset, delete; API keys: create, use as Bearer, revoke;
