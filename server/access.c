@@ -26,11 +26,18 @@
  * one the built-in default: every authenticated user for user streams,
  * `$admins` only for system streams (names starting with `$`).
  * Reading or writing a metastream (`$$name`, gRPC) is $mr / $mw on `name`.
- * `$admins` members pass every check. Reads of `$all` (and everything that
- * reads across streams: queries by category, type, tag, correlation,
- * actor; DCB queries; $all subscriptions) need `$admins` or `$ops`, as in
- * KurrentDB. The check reads the stream's metadata (an index lookup and a
- * small JSON parse) on each request.
+ * `$admins` members pass every check. Reads across streams ($all, its
+ * SSE and gRPC subscriptions, queries by category, type, tag, correlation,
+ * actor, DCB queries, and the view streams $ce-, $et-, $bc-, $streams) are
+ * open to every user and filtered per event's stream for users without
+ * `$ops` (access_filter_read, access_visible; the routes skip what the user
+ * may not read). A view the user may read by policy is not filtered. The
+ * name lists (streams, categories, types) and `$all` consumer groups
+ * still need `$ops`.
+ * Multi-stream appends need `$w` on each stream (access_append_multi); a
+ * DCB condition reads every stream, so it needs `$ops`. The check reads
+ * the stream's metadata (an index lookup and a small JSON parse) on each
+ * request.
  *
  * HTTP: http_need() maps method and path to what they require; the gate
  * (access_http_gate) authenticates (maybe waiting for the verifier
@@ -259,7 +266,53 @@ int access_stream(server *s, const auth_who *who, const char *stream, int op)
     return target[0] != '$'; /* defaults: user streams everyone, system streams $admins */
 }
 
+static void refuse(conn *c, const auth_refusal *ref, const char *who, const char *action);
+static void action_of(const conn *c, char *out, size_t cap);
+
 int access_filtered(const auth_who *who) { return !access_ops(who); }
+
+int access_is_view(const char *stream)
+{
+    return !strcmp(stream, "$streams") || !strncmp(stream, "$ce-", 4) ||
+           !strncmp(stream, "$et-", 4) || !strncmp(stream, "$bc-", 4);
+}
+
+int access_filter_read(server *s, const auth_who *who, const char *stream)
+{
+    if (!access_filtered(who))
+        return 0;
+    if (!stream)
+        return 1;
+    return access_is_view(stream) && !access_stream(s, who, stream, ACL_R);
+}
+
+int access_append_multi(conn *c, char *const *names, size_t n, int has_condition)
+{
+    const auth_who *who = &c->who;
+    char why[1300] = "";
+    if (who->open || who->admin)
+        return 0;
+    if (has_condition && !access_ops(who)) {
+        snprintf(why, sizeof why,
+                 "access denied: a condition (failIfEventsMatch) reads events of every "
+                 "stream; it needs $ops or $admins");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            if (!access_stream(c->srv, who, names[i], ACL_W)) {
+                snprintf(why, sizeof why, "access denied: %.100s may not write %.900s (streams[%zu])",
+                         who->name, names[i], i);
+                break;
+            }
+        }
+    }
+    if (!why[0])
+        return 0;
+    char action[300];
+    action_of(c, action, sizeof action);
+    auth_refusal ref = {.status = 403, .code = "ACCESS_DENIED", .message = why, .audit = 1};
+    refuse(c, &ref, who->name, action);
+    return -1;
+}
 
 int access_visible(conn *c, const char *stream)
 {
@@ -315,10 +368,18 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         n->kind = NEED_OPS;
     } else if (IS("/all") && get) {
         n->kind = NEED_USER; /* filtered per stream for users without $ops (routes.c) */
-    } else if (IS("/all") || IS("/subscribe/all") || IS("/query") ||
-               prefix(path, plen, "/categories") || prefix(path, plen, "/types") ||
-               prefix(path, plen, "/tags") || prefix(path, plen, "/correlations") ||
-               prefix(path, plen, "/actors")) {
+    } else if ((IS("/categories") || IS("/types")) && get) {
+        /* The name lists (routes_names.c): like GET /streams, a read of $all. */
+        n->kind = NEED_STREAM;
+        snprintf(n->stream, sizeof n->stream, "$all");
+        n->op = ACL_R;
+    } else if (IS("/subscribe/all") || IS("/query") || prefix(path, plen, "/categories") ||
+               prefix(path, plen, "/types") || prefix(path, plen, "/tags") ||
+               prefix(path, plen, "/correlations") || prefix(path, plen, "/actors")) {
+        /* Reads across streams: filtered per stream for users without
+         * $ops (routes.c, routes_multi.c, subscribe.c). */
+        n->kind = NEED_USER;
+    } else if (IS("/all")) {
         n->kind = NEED_STREAM;
         snprintf(n->stream, sizeof n->stream, "$all");
         n->op = ACL_R;
@@ -326,6 +387,8 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         const char *seg = path + 19;
         const char *end = memchr(seg, '/', plen - 19);
         need_stream(n, seg, end ? (size_t)(end - seg) : plen - 19, ACL_R);
+        if (n->kind == NEED_STREAM && !end && access_is_view(n->stream))
+            n->kind = NEED_USER; /* a view: filtered per stream (subscribe.c) */
     } else if (prefix(path, plen, "/subscriptions")) {
         /* Consumer groups: consuming (pull, ack, nack, subscribe, info) is
          * a read of the group's stream; creating, changing, deleting and
@@ -358,7 +421,7 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         snprintf(n->stream, sizeof n->stream, "$all");
         n->op = ACL_R;
     } else if (IS("/streams")) {
-        n->kind = NEED_OPS; /* multi-stream appends: see docs/security.md */
+        n->kind = NEED_USER; /* multi-stream appends: each stream's $w (routes_multi.c) */
     } else if (plen > 9 && !memcmp(path, "/streams/", 9)) {
         const char *seg = path + 9;
         size_t slen = plen - 9;
@@ -379,6 +442,8 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         } else
             op = get ? ACL_R : ACL_W;
         need_stream(n, seg, nlen, op);
+        if (n->kind == NEED_STREAM && rlen == 0 && m == HTTP_GET && access_is_view(n->stream))
+            n->kind = NEED_USER; /* a view: filtered per stream (routes.c) */
     } else {
         n->kind = get ? NEED_USER : NEED_ADMIN; /* the web UI, unknown paths (404) */
     }

@@ -19,13 +19,16 @@
  *                                        or $projection-managers
  *   PersistentSubscriptions: Read        read of its stream ($all: $ops)
  *     GetInfo, List                      any user; the rest $ops
- *   Streams: Read (a stream, also subscriptions; $all for anyone, filtered
- *     per stream by grpc_read.c for users without $ops), Append,
+ *   Streams: Read (a stream, also subscriptions; $all and views for
+ *     anyone, filtered per stream by grpc_read.c for users without $ops
+ *     who may not read the view itself), Append,
  *     BatchAppend (each append), Delete, Tombstone: the stream's ACL,
  *     checked on each request message that names a stream
  *   Users                                checked by grpc_users.c
- *   v2 AppendSession / Append: each request's stream; AppendRecords
- *     (several streams in one request) $ops, as HTTP's POST /streams
+ *   v2 AppendSession / Append: each request's stream ($w); AppendRecords:
+ *     $w on every stream a record names and $r or $w on every stream a
+ *     consistency check names, as HTTP's POST /streams; one refusal
+ *     refuses the whole request, so nothing of it is written
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,8 +65,6 @@ static int method_need(const char *path)
                                                                           : M_OPS;
     if (strstr(path, ".users.Users/"))
         return M_USER; /* grpc_users.c checks: $admins, or a user acting on itself */
-    if (ends_with(path, "/AppendRecords"))
-        return M_OPS;
     if (strstr(path, ".streams.Streams/") || strstr(path, ".v2.streams.StreamsService/"))
         return M_MSG;
     return M_USER;
@@ -181,6 +182,49 @@ static int stream_of(const EventStore__Client__StreamIdentifier *id, char *out, 
     return 0;
 }
 
+static const char *const op_names[] = {"read", "write", "delete", "read metadata of",
+                                       "write metadata of"};
+
+/* AppendRecords: $w on each record's stream (checked again only when the
+ * stream changes from one record to the next), $r or $w on each checked
+ * stream (a writer learns a stream's state from an expected revision
+ * anyway). Malformed requests (no stream) are left to grpc_v2.c. */
+static int records_check(gcall *call, const Kurrentdb__Protocol__V2__Streams__AppendRecordsRequest *r)
+{
+    const auth_who *who = &call->who;
+    const char *bad = NULL;
+    int bad_op = ACL_W;
+    for (size_t i = 0; !bad && i < r->n_records; i++) {
+        const char *st = r->records[i]->stream;
+        if (!st || !*st)
+            continue;
+        const char *prev = i ? r->records[i - 1]->stream : NULL;
+        if ((!prev || strcmp(prev, st)) && !access_stream(call->c->srv, who, st, ACL_W))
+            bad = st;
+    }
+    for (size_t i = 0; !bad && i < r->n_checks; i++) {
+        const Kurrentdb__Protocol__V2__Streams__ConsistencyCheck *c = r->checks[i];
+        const char *st = c->type_case ==
+                                 KURRENTDB__PROTOCOL__V2__STREAMS__CONSISTENCY_CHECK__TYPE_STREAM_STATE &&
+                                 c->stream_state
+                             ? c->stream_state->stream
+                             : NULL;
+        if (!st || !*st)
+            continue;
+        if (!access_stream(call->c->srv, who, st, ACL_R) &&
+            !access_stream(call->c->srv, who, st, ACL_W)) {
+            bad = st;
+            bad_op = ACL_R;
+        }
+    }
+    if (!bad)
+        return 0;
+    char why[1200];
+    snprintf(why, sizeof why, "%s may not %s %.1000s", who->name, op_names[bad_op], bad);
+    denied(call, why);
+    return -1;
+}
+
 int access_grpc_msg(gcall *call, const ProtobufCMessage *msg)
 {
     const auth_who *who = &call->who;
@@ -195,10 +239,12 @@ int access_grpc_msg(gcall *call, const ProtobufCMessage *msg)
         const EventStore__Client__Streams__ReadReq__Options *o = r->options;
         if (o && o->stream_option_case ==
                      EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_STREAM) {
-            if (o->stream && stream_of(o->stream->stream_identifier, stream, sizeof stream) == 0)
+            if (o->stream && stream_of(o->stream->stream_identifier, stream, sizeof stream) == 0 &&
+                !access_is_view(stream))
                 op = ACL_R;
         }
-        /* $all: any user; grpc_read.c sends only the streams it may read. */
+        /* $all and views ($ce-, $et-, $bc-, $streams): any user; grpc_read.c
+         * sends only the streams it may read. */
     } else if (d == &event_store__client__streams__append_req__descriptor) {
         const EventStore__Client__Streams__AppendReq *r = (const void *)msg;
         if (r->content_case == EVENT_STORE__CLIENT__STREAMS__APPEND_REQ__CONTENT_OPTIONS &&
@@ -236,15 +282,15 @@ int access_grpc_msg(gcall *call, const ProtobufCMessage *msg)
             snprintf(stream, sizeof stream, "%s", r->stream);
             op = ACL_W;
         }
+    } else if (d == &kurrentdb__protocol__v2__streams__append_records_request__descriptor) {
+        return records_check(call, (const void *)msg);
     }
     if (op < 0)
         return 0; /* names no stream: the service answers it (or it is checked above) */
     if (access_stream(call->c->srv, who, stream, op))
         return 0;
-    static const char *const ops[] = {"read", "write", "delete", "read metadata of",
-                                      "write metadata of"};
     char why[1200];
-    snprintf(why, sizeof why, "%s may not %s %s", who->name, ops[op], stream);
+    snprintf(why, sizeof why, "%s may not %s %s", who->name, op_names[op], stream);
     denied(call, why);
     return -1;
 }

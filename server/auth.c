@@ -20,6 +20,10 @@
  * against, so a fast hash suffices). Neither a password nor a key secret is
  * ever stored, logged or returned after creation.
  *
+ * Each user keeps the time of its last change event (created_us of its
+ * $UserCreated, $UserUpdated, $PasswordChanged, $UserEnabled or
+ * $UserDisabled): `lastUpdated` in /users and gRPC Users Details.
+ *
  * The table in memory is the fold of `$users`, read at start and caught up
  * once a second (auth_tick), so servers that share a PostgreSQL or
  * DynamoDB store see each other's changes within about a second. Changes go
@@ -77,6 +81,7 @@ typedef struct auth_user {
     char hash[crypto_pwhash_STRBYTES];
     int disabled, deleted;
     uint64_t version; /* bumped by every change: stale cache entries miss */
+    int64_t updated_us; /* created_us of the user's last change event */
 } auth_user;
 
 typedef struct auth_key {
@@ -279,6 +284,7 @@ static void fold(auth_state *a, const stele_event *e)
             snprintf(u->full_name, sizeof u->full_name, "%s", jstr(o, "fullName"));
             snprintf(u->hash, sizeof u->hash, "%s", jstr(o, "hash"));
             user_set_groups(u, json_object_get(o, "groups"));
+            u->updated_us = e->created_us;
         }
     } else if (!strcmp(type, "$ApiKeyCreated")) {
         if (a->nkeys == a->capkeys) {
@@ -308,6 +314,7 @@ static void fold(auth_state *a, const stele_event *e)
         if (!u)
             goto out;
         u->version++;
+        u->updated_us = e->created_us;
         if (!strcmp(type, "$UserUpdated")) {
             snprintf(u->full_name, sizeof u->full_name, "%s", jstr(o, "fullName"));
             user_set_groups(u, json_object_get(o, "groups"));
@@ -891,8 +898,11 @@ json_t *auth_user_json(server *s, const char *name)
     json_t *g = json_array();
     for (int i = 0; i < u->ngroups; i++)
         json_array_append_new(g, json_string(u->groups[i]));
-    return json_pack("{s:s,s:s,s:o,s:b}", "loginName", u->name, "fullName", u->full_name,
-                     "groups", g, "disabled", u->disabled);
+    char when[32];
+    stele_time_format(u->updated_us, when);
+    return json_pack("{s:s,s:s,s:o,s:b,s:s,s:I}", "loginName", u->name, "fullName",
+                     u->full_name, "groups", g, "disabled", u->disabled, "lastUpdated", when,
+                     "lastUpdatedUs", (json_int_t)u->updated_us);
 }
 
 json_t *auth_users_json(server *s)

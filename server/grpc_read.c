@@ -25,8 +25,9 @@
  * original as `event` and a synthetic `$>` link event as `link`, without
  * it the link event alone (docs/kurrentdb-compatibility.md).
  *
- * A $all read or subscription by a user without $ops skips the events of
- * streams the user may not read (visible(); docs/security.md): `count`
+ * A $all read or subscription by a user without $ops, or a view's by one
+ * who may not read the view itself, skips the events of streams the user
+ * may not read (visible(); docs/security.md): `count`
  * counts what is sent, so such a read may scan far to fill it.
  *
  * Subscriptions use libstele's (stele_subscribe_all/stream with the same
@@ -72,8 +73,8 @@ typedef struct read_st {
     size_t idx;
     /* Filter of a $all read (server side). */
     int filter_on_type; /* 0 none, 1 stream name, 2 event type */
-    /* $all read by a user without $ops: only the streams it may read
-     * (access.c), with the last stream's answer remembered. */
+    /* $all or a view read by a user without $ops: only the streams it
+     * may read (access.c), with the last stream's answer remembered. */
     int acl_filter, vis_ok;
     char vis_stream[256];
     char **prefixes;
@@ -631,6 +632,7 @@ void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
     if (o->stream_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_STREAM) {
         if (grpc_stream_name(call, o->stream->stream_identifier, st->stream, sizeof st->stream))
             return;
+        st->acl_filter = access_filter_read(s, &call->who, st->stream); /* a view */
         switch (o->stream->revision_option_case) {
         case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTIONS__REVISION_OPTION_REVISION:
             from = o->stream->revision;

@@ -316,7 +316,9 @@ static void send_details(gcall *call, json_t *u)
     d.n_groups = n;
     d.groups = groups;
     d.disabled = json_is_true(json_object_get(u, "disabled"));
-    d.last_updated = &when; /* not tracked: the epoch */
+    /* KurrentDB's DateTime: 100 ns ticks since the Unix epoch. */
+    when.ticks_since_epoch = (int64_t)json_integer_value(json_object_get(u, "lastUpdatedUs")) * 10;
+    d.last_updated = &when;
     resp.user_details = &d;
     grpc_send(call, &resp.base);
 }

@@ -448,12 +448,13 @@ static void ndjson_event(buf *b, const stele_page *pg, size_t i)
     buf_append(b, "\n", 1);
 }
 
-/* A read of $all by a user without $ops (access.c): only the events of
- * streams it may read are sent (access_visible), the rest are skipped;
- * `remaining` and the next link count what was scanned. */
+/* A read of $all, a query or a view by a user without $ops
+ * (access_filter_read): only the events of streams it may read are sent
+ * (access_visible), the rest are skipped; `remaining` and the next link
+ * count what was scanned. */
 static int hidden(conn *c, const read_job *j, const stele_event *e)
 {
-    return j->all && access_filtered(&c->who) && !access_visible(c, e->stream);
+    return j->filter && !access_visible(c, e->stream);
 }
 
 /* Queue a page as one chunk of NDJSON or of a JSON page's events, advance
@@ -619,6 +620,7 @@ static void handle_read(conn *c, const char *stream, const char *q, size_t qlen)
     read_job *j = &c->job;
     memset(j, 0, sizeof *j);
     j->all = stream == NULL;
+    j->filter = access_filter_read(c->srv, &c->who, stream);
     char link[900];
     if (stream) {
         snprintf(j->stream, sizeof j->stream, "%s", stream);

@@ -570,6 +570,10 @@ static void handle_multi(conn *c)
         }
         m.has_cond = 1;
     }
+    if (access_append_multi(c, m.names, m.n, m.has_cond)) {
+        mreq_free(&m); /* answered 403: nothing written */
+        return;
+    }
     m.recs = calloc(m.nrecs ? m.nrecs : 1, sizeof *m.recs);
     if (!m.recs) {
         snprintf(err, sizeof err, "out of memory");
@@ -685,9 +689,13 @@ static void handle_query(conn *c)
         buf b = {0};
         buf_append(&b, "{\"events\":[", 11);
         uint64_t newest = STELE_NONE;
+        int filter = access_filter_read(c->srv, &c->who, NULL);
+        size_t sent = 0;
         for (size_t i = 0; i < stele_page_count(pg); i++) {
             const stele_event *e = stele_page_event(pg, i);
-            if (i)
+            if (filter && !access_visible(c, e->stream))
+                continue; /* a stream this user may not read (docs/security.md) */
+            if (sent++)
                 buf_append(&b, ",", 1);
             json_w_event(&b, e);
             if (newest == STELE_NONE || e->position > newest)

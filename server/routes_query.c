@@ -149,6 +149,7 @@ int route_query_read(conn *c, const char *stream, const char *q, size_t qlen)
             return 1;
         }
         j->all = 1;
+        j->filter = access_filter_read(c->srv, &c->who, NULL);
         j->query = QJ_QUERY;
         j->q.kind = STELE_QUERY_ALL;
         snprintf(link, sizeof link, "/all?");
@@ -166,6 +167,7 @@ int route_query_read(conn *c, const char *stream, const char *q, size_t qlen)
         return 1;
     }
     snprintf(j->stream, sizeof j->stream, "%s", stream);
+    j->filter = access_filter_read(c->srv, &c->who, stream); /* a view as it was */
     char enc[800];
     url_encode(stream, strlen(stream), enc, sizeof enc);
     snprintf(link, sizeof link, "/streams/%s?", enc);
@@ -251,6 +253,7 @@ int route_query_request(conn *c, const char *path, size_t plen, const char *q, s
         return 1;
     j->query = QJ_QUERY;
     j->q.kind = kind;
+    j->filter = access_filter_read(c->srv, &c->who, NULL);
     char t[300];
     int r = query_get(q, qlen, "type", t, sizeof t);
     if (r < 0 || (r > 0 && strlen(t) >= sizeof j->qtype)) {

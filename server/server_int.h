@@ -87,6 +87,7 @@ typedef struct pager {
 /* An NDJSON read, or a JSON page produced in parts, in progress. */
 typedef struct read_job {
     int all;
+    int filter;            /* only streams the user may read (access_filter_read) */
     char stream[1024];
     uint64_t next;
     int backwards;
@@ -454,6 +455,15 @@ int access_acl_check(const char *val, size_t len, char *msg, size_t cap);
  * request's user (remembers the last stream asked). */
 int access_filtered(const auth_who *who);
 int access_visible(conn *c, const char *stream);
+/* A system view stream ($ce-, $et-, $bc-, $streams)? */
+int access_is_view(const char *stream);
+/* Must a read of `stream` (NULL: $all, a query or a DCB query) by `who`
+ * be filtered per stream? Yes for $all and queries without $ops, and for
+ * a view the user may not read as a whole. */
+int access_filter_read(server *s, const auth_who *who, const char *stream);
+/* POST /streams by c->who: 0 when it may write every named stream (and,
+ * with a condition, read across streams: $ops); else -1, answered 403. */
+int access_append_multi(conn *c, char *const *names, size_t n, int has_condition);
 /* routes_users.c: /users and /api-keys (1 if the path was theirs). */
 int route_users(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
 /* routes_backup.c: /admin/backup and /admin/archive; the backup thread

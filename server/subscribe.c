@@ -47,6 +47,11 @@
  * reads the store directly. Filtered and stream subscriptions always read
  * their own way (libstele's filters run inside stele_sub_next).
  *
+ * A subscriber without $ops (to $all, or to a view it may not read as a
+ * whole: access_filter_read) gets only the events of streams it may read;
+ * the others are passed like filtered events (checkpoints move over them),
+ * and it reads the store itself, never the shared cache.
+ *
  * States of a subscription: HISTORY (reading towards the end of the log),
  * LIVE (caught up: woken by commits), BEHIND (it was live, then fell more
  * than cfg.sub_behind_events or cfg.sub_behind_ms behind the head; it
@@ -188,6 +193,7 @@ typedef struct subscription {
     int64_t ckpt_ms;     /* and when */
     int64_t behind_since_ms; /* live but not at the end since (0: at the end) */
     int filtered;        /* $all with a filter: never uses the cache */
+    int acl_filter;      /* only streams the user may read (access_filter_read) */
     pager pg;            /* events per read, by their size */
 } subscription;
 
@@ -346,6 +352,8 @@ static int from_store(conn *c, subscription *u, size_t max_events, size_t *n, in
     buf *out = sse_stage(c);
     for (size_t i = 0; i < *n; i++) {
         const stele_event *e = stele_page_event(pg, i);
+        if (u->acl_filter && !access_visible(c, e->stream))
+            continue; /* passed by the checkpoints like a filtered event */
         char id[24];
         uint64_t v = u->all ? e->position : e->revision;
         if (!u->all)
@@ -700,6 +708,7 @@ static void subscribe(conn *c, const char *stream, const char *q, size_t qlen)
         if (rc == 0)
             rc = stele_subscribe_stream(s->db, stream, from, &u->sub);
         u->all = 0;
+        u->acl_filter = access_filter_read(s, &c->who, stream);
         snprintf(u->stream, sizeof u->stream, "%s", stream);
     } else {
         stele_filter f;
@@ -719,7 +728,8 @@ static void subscribe(conn *c, const char *stream, const char *q, size_t qlen)
         f.exclude_system = sq.exclude_system;
         rc = stele_subscribe_all(s->db, from, &f, &u->sub);
         u->all = 1;
-        u->filtered = sq.first_filter != NULL;
+        u->acl_filter = access_filter_read(s, &c->who, NULL);
+        u->filtered = sq.first_filter != NULL || u->acl_filter; /* no shared cache */
     }
     query_free(&sq);
     if (rc) {

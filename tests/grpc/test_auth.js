@@ -5,7 +5,10 @@
 // reads, $all reads, deletes and metadata; wrong passwords; per-call
 // credentials; the error shapes as KurrentDB returns them (PERMISSION_DENIED
 // with `exception: access-denied` -> AccessDeniedError; UNAUTHENTICATED for
-// wrong credentials).
+// wrong credentials). Also: view streams ($et-, $ce-) read and subscribed
+// filtered per user; multi-stream appends (AppendRecords, AppendSession)
+// allowed with $w on every stream and refused whole, nothing written, when
+// one stream (or a checked one) is not allowed; Users Details last_updated.
 "use strict";
 
 const { describe, it, before, after } = require("node:test");
@@ -17,7 +20,7 @@ const os = require("node:os");
 const path = require("node:path");
 const { randomUUID } = require("node:crypto");
 const { SteleServer, collect } = require("./stele_server");
-const { KurrentDBClient, jsonEvent, FORWARDS, START } = require("@kurrent/kurrentdb-client");
+const { KurrentDBClient, jsonEvent, FORWARDS, START, ANY, STREAM_STATE } = require("@kurrent/kurrentdb-client");
 
 const ADMIN_PW = `adm-${randomUUID().slice(0, 8)}`;
 let pki, srv;
@@ -200,6 +203,63 @@ describe("KurrentDB client with users and ACLs over TLS", () => {
     assert.ok(!seen.has(locked) && !seen.has("$users"), [...seen].join(","));
   });
 
+  it("view streams ($et-, $ce-) are filtered to the streams the user may read", async () => {
+    const streamsOf = async (c, view) => new Set((await collect(c.readStream(view, { resolveLinkTos: true, maxCount: 100000 })))
+      .map((e) => e.event && e.event.streamId));
+    const w = await streamsOf(client("writer", PW.writer), "$et-t");
+    assert.ok(w.has(open) && !w.has(locked), [...w].join(","));
+    const r = await streamsOf(client("reader", PW.reader), "$et-t");
+    assert.ok(r.has(open) && r.has(locked), [...r].join(","));
+    const wc = await streamsOf(client("writer", PW.writer), "$ce-locked");
+    assert.ok(!wc.has(locked), [...wc].join(","));
+    const rc = await streamsOf(client("reader", PW.reader), "$ce-locked");
+    assert.ok(rc.has(locked), [...rc].join(","));
+    // A subscription to a view: history filtered the same way.
+    const sub = client("writer", PW.writer).subscribeToStream("$et-t", { fromRevision: START, resolveLinkTos: true });
+    const seen = new Set();
+    for await (const e of sub) {
+      seen.add(e.event.streamId);
+      if (seen.has(open)) break;
+    }
+    await sub.unsubscribe();
+    assert.ok(!seen.has(locked), [...seen].join(","));
+  });
+
+  it("multi-stream appends: $w on every stream, all or nothing", async () => {
+    const DENIED = "AccessDeniedError/access-denied";
+    const rec = (streamName, i) => ({ streamName, record: ev(i) });
+    const count = async (s) => (await rest("GET", `/streams/${s}?limit=10000`)).json.events.length;
+    const secret = uniq("secret");
+    let r = await rest("POST", `/streams/${secret}`, [{ type: "t", data: {} }]);
+    assert.equal(r.status, 201, r.raw);
+    r = await rest("PUT", `/streams/${secret}/metadata`, { $acl: { $r: "$admins", $w: "$admins" } });
+    assert.ok(r.status === 200 || r.status === 201, r.raw);
+    const writer = client("writer", PW.writer), reader = client("reader", PW.reader);
+    const before = [await count(open), await count(locked)];
+    // A writer appends atomically to two streams it may write.
+    assert.equal(await outcome(writer.appendRecords([rec(open, 1), rec(locked, 2), rec(open, 3)])), "ok");
+    assert.equal(await outcome(writer.multiStreamAppend([
+      { streamName: open, expectedState: ANY, events: [ev(4)] },
+      { streamName: locked, expectedState: ANY, events: [ev(5)] }])), "ok");
+    assert.deepEqual([await count(open), await count(locked)], [before[0] + 3, before[1] + 2]);
+    // Refused as a whole when one stream is not writable: nothing written.
+    const mid = [await count(open), await count(locked), await count(secret)];
+    const refused = [
+      ["reader, AppendRecords", () => reader.appendRecords([rec(open, 6), rec(locked, 7)])],
+      ["writer, AppendRecords", () => writer.appendRecords([rec(open, 6), rec(secret, 7)])],
+      ["writer, a check on a stream it may neither read nor write",
+       () => writer.appendRecords([rec(open, 6)], [{ type: STREAM_STATE, streamName: secret, expectedState: ANY }])],
+      ["reader, AppendSession", () => reader.multiStreamAppend([
+        { streamName: open, expectedState: ANY, events: [ev(6)] },
+        { streamName: locked, expectedState: ANY, events: [ev(7)] }])],
+    ];
+    for (const [name, f] of refused) assert.equal(await outcome(f()), DENIED, name);
+    assert.deepEqual([await count(open), await count(locked), await count(secret)], mid, "nothing written");
+    // A check on a stream the user may read passes.
+    assert.equal(await outcome(reader.appendRecords([rec(open, 8)],
+      [{ type: STREAM_STATE, streamName: locked, expectedState: ANY }])), "ok");
+  });
+
   it("wrong passwords and unknown users are refused (UNAUTHENTICATED); nothing is written", async () => {
     const s = uniq("wrongpw");
     for (const c of [client("admin", "not-the-password"), client("nobody", "x")]) {
@@ -245,6 +305,7 @@ describe("KurrentDB client with users and ACLs over TLS", () => {
     });
     const admin = md("admin", ADMIN_PW);
     const name = uniq("u");
+    const t0 = BigInt(Date.now() - 3600000) * 10000n; // .NET ticks since the Unix epoch
     let r = await unary("Create", { options: { loginName: name, password: "pw-1", fullName: "U One", groups: ["readers"] } }, admin);
     assert.equal(r.code, 0, JSON.stringify(r));
     r = await unary("Create", { options: { loginName: name, password: "pw-1" } }, admin);
@@ -253,6 +314,9 @@ describe("KurrentDB client with users and ACLs over TLS", () => {
     assert.equal(r.code, 0);
     assert.deepEqual([r.out[0].loginName, r.out[0].fullName, r.out[0].groups, r.out[0].disabled],
                      [name, "U One", ["readers"], false]);
+    const created = BigInt(r.out[0].lastUpdated.ticksSinceEpoch);
+    assert.ok(created > t0 && created < BigInt(Date.now() + 3600000) * 10000n,
+              `last_updated is the creation time: ${created}`);
     // The new user reads the locked stream through its group.
     assert.equal(await outcome(collect(client(name, "pw-1").readStream(locked))), "ok");
     // Not an admin: denied as KurrentDB does.
@@ -267,7 +331,9 @@ describe("KurrentDB client with users and ACLs over TLS", () => {
     assert.equal(r.code, 0);
     assert.equal(await outcome(collect(client(name, "pw-1").readStream(locked))), "AccessDeniedError/access-denied");
     assert.equal((await unary("Disable", { options: { loginName: name } }, admin)).code, 0);
-    assert.equal((await details(name, admin)).out[0].disabled, true);
+    const dis = (await details(name, admin)).out[0];
+    assert.equal(dis.disabled, true);
+    assert.ok(BigInt(dis.lastUpdated.ticksSinceEpoch) > created, "an update and a disable move last_updated");
     assert.equal((await unary("Enable", { options: { loginName: name } }, admin)).code, 0);
     // Passwords: a wrong current one, the right one, a reset.
     r = await unary("ChangePassword", { options: { loginName: name, currentPassword: "nope", newPassword: "pw-2" } }, md(name, "pw-1"));

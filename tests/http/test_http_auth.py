@@ -9,6 +9,12 @@ against a real `stele serve --admin-password`:
   admin, users, API keys, projections, rules, metrics, health) against
   anonymous, a reader, a writer, an $ops user and an admin, compared with
   the table MATRIX below (stream ACLs set with KurrentDB's $acl);
+- reads across streams by users without $ops (queries, DCB queries, view
+  streams, SSE /subscribe/all and view subscriptions) return only the
+  streams each user may read; a view granted by policy is read whole;
+- multi-stream appends: $w on every stream, refused whole (nothing written)
+  when one is not writable; a DCB condition needs $ops; audited;
+- users' lastUpdated moves with each change;
 - users: create, duplicate, disable, enable, change own password (wrong and
   right current one; the old password stops working at once although it
   was cached), reset, delete; API keys: create, use as Bearer, revoke;
@@ -149,12 +155,31 @@ MATRIX = [
     ("GET", "/streams/acl-open/metadata", None, ANY_USER),
     ("GET", "/streams/%24users", None, {D}),
     ("GET", "/all", None, ANY_USER),  # filtered for users without $ops: all_filtered
-    ("GET", "/categories/acl", None, {O, D}),
-    ("GET", "/types/t", None, {O, D}),
-    ("POST", "/query", {"query": {"items": [{"types": ["t"]}]}}, {O, D}),
-    ("POST", "/streams", {"streams": []}, {O, D}),
+    # Reads across streams: any user, filtered per stream (filtered_reads).
+    ("GET", "/categories/acl", None, ANY_USER),
+    ("GET", "/types/t", None, ANY_USER),
+    ("GET", "/tags/x", None, ANY_USER),
+    ("GET", "/correlations/c", None, ANY_USER),
+    ("GET", "/actors/a", None, ANY_USER),
+    ("POST", "/query", {"query": [{"types": ["t"]}]}, ANY_USER),
+    ("GET", "/streams/%24ce-acl", None, ANY_USER),
+    ("GET", "/streams", None, {O, D}),  # name lists: a read of $all
+    ("GET", "/categories", None, {O, D}),
+    ("GET", "/types", None, {O, D}),
+    ("GET", "/streams/%24et-t", None, ANY_USER),
+    ("GET", "/streams/%24streams", None, ANY_USER),
+    ("GET", "/streams/%24ce-acl/metadata", None, {D}),
+    ("POST", "/streams/%24ce-acl", EV, {D}),
+    # Multi-stream appends: $w on each stream (multi_stream_appends); a
+    # condition reads every stream: $ops.
+    ("POST", "/streams", {"streams": []}, ANY_USER),  # 400 for all who pass
+    ("POST", "/streams", {"streams": [{"stream": "acl-open", "events": EV},
+                                      {"stream": "acl-locked", "events": EV}]}, {W, D}),
+    ("POST", "/streams", {"streams": [{"stream": "acl-open", "events": EV}],
+                          "condition": {"failIfEventsMatch": [{"types": ["none"]}]}}, {O, D}),
     ("GET", "/subscribe/streams/acl-locked", "SSE", {R, O, D}),
-    ("GET", "/subscribe/all", "SSE", {O, D}),
+    ("GET", "/subscribe/streams/%24ce-acl", "SSE", ANY_USER),
+    ("GET", "/subscribe/all", "SSE", ANY_USER),
     ("GET", "/subscriptions", None, ANY_USER),
     ("PUT", "/subscriptions/acl-open/g-%s", {}, {O, D}),
     ("POST", "/admin/scavenge", None, {O, D}),
@@ -371,6 +396,170 @@ def all_filtered():
     w = streams_seen("writer", False, "&after=2000-01-01T00:00:00Z")
     T.check("acl-locked" not in w and "acl-open" in w, "a $all read by time is filtered too",
             None, "no acl-locked", sorted(w))
+
+
+def auth_headers(who):
+    tok = base64.b64encode(("%s:%s" % (who, PW[who])).encode()).decode()
+    return {"Authorization": "Basic " + tok}
+
+
+def sse_streams(path, who):
+    """The streams of the events an SSE subscription sends `who` up to its
+    first caught-up."""
+    from stele_server import SSE
+    sub = SSE(S.port, path, headers=auth_headers(who))
+    seen = set()
+    try:
+        T.check(sub.status == 200, "SSE %s as %s" % (path, who), None, 200, sub.body)
+        while sub.status == 200:
+            m = sub.next()
+            if m is None or m["event"] == "caught-up":
+                break
+            if m["event"] == "message":
+                seen.add(json.loads(m["data"])["stream"])
+    finally:
+        sub.close()
+    return seen
+
+
+@T.case
+def filtered_reads():
+    # acl-locked: $r readers and $ops; acl-other: $r writer only; acl-open
+    # and acl-nodelete: anyone. Only the acl-* streams are compared (the
+    # other cases leave streams of type t behind). Each gets an event of type t with tag x, correlation c, actor a.
+    r = call(S.port, "POST", "/streams/acl-other", EV, user="admin")
+    T.check(r.status == 201, "acl-other", None, 201, r)
+    r = call(S.port, "PUT", "/streams/acl-other/metadata", {"$acl": {"$r": "writer"}},
+             user="admin")
+    T.check(r.status in (200, 201), "acl-other's $acl", None, 200, r)
+    ev = [{"type": "t", "data": {}, "tags": ["x"],
+           "metadata": {"$correlationId": "c", "$actor": "a"}}]
+    for st in ("acl-open", "acl-locked", "acl-other", "acl-nodelete"):
+        r = call(S.port, "POST", "/streams/" + st, ev, user="admin")
+        T.check(r.status == 201, "tagged event in " + st, None, 201, r)
+    everyone = {"acl-open", "acl-nodelete"}
+    want = {"reader": everyone | {"acl-locked"}, "writer": everyone | {"acl-other"},
+            "operator": everyone | {"acl-locked", "acl-other"},
+            "admin": everyone | {"acl-locked", "acl-other"}}
+    gets = ["/categories/acl", "/types/t", "/tags/x", "/correlations/c", "/actors/a",
+            "/streams/%24ce-acl", "/streams/%24et-t", "/streams/%24bc-c",
+            "/categories/acl?after=2000-01-01T00:00:00Z"]
+    for who, expect in want.items():
+        for path in gets:
+            for nd in (False, True):
+                h = {"Accept": "application/x-ndjson"} if nd else None
+                r = call(S.port, "GET", path + ("&" if "?" in path else "?") + "limit=10000",
+                         user=who, headers=h)
+                if r.status != 200:
+                    T.check(False, "GET %s as %s" % (path, who), None, 200, r)
+                    continue
+                evs = ([json.loads(x) for x in r.body.split(b"\n") if x.strip()] if nd
+                       else r.body["events"])
+                got = {e["stream"] for e in evs if e["stream"].startswith("acl-")}
+                T.check(got == expect, "GET %s as %s (ndjson=%s): only its streams"
+                        % (path, who, nd), None, sorted(expect), sorted(got))
+        r = call(S.port, "POST", "/query", {"query": [{"types": ["t"], "tags": ["x"]}],
+                                           "limit": 10000}, user=who)
+        got = ({e["stream"] for e in r.body["events"] if e["stream"].startswith("acl-")}
+               if r.status == 200 else r)
+        T.check(got == expect, "POST /query as %s: only its streams" % who, None,
+                sorted(expect), got)
+        r = call(S.port, "GET", "/streams/%24streams?limit=10000", user=who)
+        got = {e["stream"] for e in r.body["events"]} if r.status == 200 else set()
+        T.check(r.status == 200 and {x for x in got if x.startswith("acl-")} == expect and
+                ("$users" in got) == (who in ("operator", "admin")),
+                "GET $streams as %s: only its streams" % who, None, sorted(expect), r)
+        for path in ("/subscribe/all?from=start", "/subscribe/streams/%24ce-acl?from=start",
+                     "/subscribe/all?from=start&type=t"):
+            got = sse_streams(path, who)
+            acl = {x for x in got if x.startswith("acl-")}
+            T.check(acl == expect, "SSE %s as %s: only its streams" % (path, who), None,
+                    sorted(expect), sorted(got))
+            if who not in ("operator", "admin"):
+                T.check("$users" not in got, "SSE %s as %s: no $users" % (path, who), None,
+                        "no $users", sorted(got))
+    # A user whom a stream policy lets read a view reads it whole (views
+    # have no metadata of their own).
+    r = call(S.port, "PUT", "/policies",
+             {"streamPolicies": {"view": {"$r": "readers"}},
+              "streamRules": [{"startsWith": "$ce-acl", "policy": "view"}]}, user="admin")
+    T.check(r.status == 200, "a policy for $ce-acl", None, 200, r)
+    r = call(S.port, "GET", "/streams/%24ce-acl?limit=10000", user="reader")
+    got = {e["stream"] for e in r.body["events"]} if r.status == 200 else r
+    T.check(got == want["admin"], "reader granted $r on $ce-acl reads it whole", None,
+            sorted(want["admin"]), got)
+    got = sse_streams("/subscribe/streams/%24ce-acl?from=start", "reader")
+    T.check(got == want["admin"], "... and subscribes to it whole", None,
+            sorted(want["admin"]), sorted(got))
+    r = call(S.port, "GET", "/streams/%24ce-acl?limit=10000", user="writer")
+    got = {e["stream"] for e in r.body["events"]} if r.status == 200 else r
+    T.check(got == want["writer"], "writer still filtered", None, sorted(want["writer"]), got)
+    r = call(S.port, "PUT", "/policies", {}, user="admin")
+    T.check(r.status == 200, "policies cleared", None, 200, r)
+
+
+def count(stream):
+    r = call(S.port, "GET", "/streams/%s?limit=10000" % stream, user="admin")
+    return len(r.body["events"]) if r.status == 200 else 0
+
+
+@T.case
+def multi_stream_appends():
+    def multi(who, streams, cond=None):
+        body = {"streams": [{"stream": st, "events": [{"type": "m", "data": {"by": who}}]}
+                            for st in streams]}
+        if cond:
+            body["condition"] = cond
+        return call(S.port, "POST", "/streams", body, user=who)
+    before = {st: count(st) for st in ("acl-open", "acl-locked", "acl-nodelete")}
+    r = multi("writer", ["acl-open", "acl-locked"])
+    T.check(r.status == 201, "writer appends atomically to two streams it may write", None,
+            201, r)
+    T.check(count("acl-open") == before["acl-open"] + 1 and
+            count("acl-locked") == before["acl-locked"] + 1, "both written")
+    before = {st: count(st) for st in ("acl-open", "acl-locked", "$users")}
+    for who, streams in (("reader", ["acl-open", "acl-locked"]),
+                         ("writer", ["acl-open", "acl-locked", "$users"]),
+                         ("operator", ["acl-locked", "acl-open"])):
+        r = multi(who, streams)
+        T.check(r.status == 403 and r.code() == "ACCESS_DENIED",
+                "%s refused when one stream is not writable" % who, None, 403, r)
+        T.check(r.status != 403 or "acl-locked" in r.body["error"]["message"] or
+                "$users" in r.body["error"]["message"], "the refusal names the stream",
+                None, "a stream name", r)
+    after = {st: count(st) for st in before}
+    T.check(after == before, "nothing written by a refused multi-stream append", None,
+            before, after)
+    cond = {"failIfEventsMatch": [{"types": ["never-such"]}]}
+    r = multi("writer", ["acl-open"], cond)
+    T.check(r.status == 403, "a condition needs $ops (it reads every stream)", None, 403, r)
+    T.check(count("acl-open") == after["acl-open"], "nothing written")
+    r = multi("operator", ["acl-open"], cond)
+    T.check(r.status == 201, "$ops may append with a condition", None, 201, r)
+    r = multi("admin", ["acl-open", "acl-locked"], cond)
+    T.check(r.status == 201, "admin appends anywhere", None, 201, r)
+    log = open(S.log_path, "rb").read().decode(errors="replace")
+    T.check(re.search(r'msg=audit user="reader" .*action="POST /streams" result=denied', log)
+            is not None, "an audit line for a refused multi-stream append")
+
+
+@T.case
+def users_last_updated():
+    r = call(S.port, "PUT", "/users/lu-user", {"password": "lu-pw-1"}, user="admin")
+    T.check(r.status == 201, "created", None, 201, r)
+    first = call(S.port, "GET", "/users/lu-user", user="admin").body
+    T.check(first.get("lastUpdated", "").startswith("20") and first["lastUpdatedUs"] > 0,
+            "lastUpdated is the creation time", None, "a 20xx time", first)
+    r = call(S.port, "POST", "/users/lu-user", {"fullName": "L U"}, user="admin")
+    T.check(r.status == 200, "updated", None, 200, r)
+    second = call(S.port, "GET", "/users/lu-user", user="admin").body
+    T.check(second["lastUpdatedUs"] > first["lastUpdatedUs"], "an update moves lastUpdated",
+            None, "> %d" % first["lastUpdatedUs"], second)
+    call(S.port, "POST", "/users/lu-user/disable", user="admin")
+    third = call(S.port, "GET", "/users/lu-user", user="admin").body
+    T.check(third["lastUpdatedUs"] > second["lastUpdatedUs"], "disabling moves it too", None,
+            "> %d" % second["lastUpdatedUs"], third)
+    call(S.port, "DELETE", "/users/lu-user", user="admin")
 
 
 # ------------------------------------------------------------ hostile input
