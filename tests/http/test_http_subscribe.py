@@ -251,7 +251,10 @@ class Reader(threading.Thread):
 @T.case
 def no_gap_no_duplicate_while_8_writers_append():
     base = head()
-    wr = Writers(8, N_GAP, max_batch=50).start()
+    # The writers write at least N_GAP events and go on until every
+    # subscriber has joined (a loaded machine can take seconds to start
+    # eight), so the subscribers always switch to live while events arrive.
+    wr = Writers(8, N_GAP * 20, max_batch=50).start()
     readers = []
     ends = []  # (reader, head before, head after)
     rnd = random.Random(7)
@@ -273,6 +276,10 @@ def no_gap_no_duplicate_while_8_writers_append():
         readers.append(rd)
     T.check(during >= 4, "most subscribers started while the writers were writing (else the "
             "sizes are too small to test the switch to live)", None, ">= 4 of 8", during)
+    deadline = time.monotonic() + 120
+    while wr.alive() and head() < base + N_GAP and time.monotonic() < deadline:
+        time.sleep(0.05)
+    wr.stop = True
     wr.join()
     # One more event after the writers: a from=end subscriber that joined
     # after their last event (a loaded machine) still receives something.
@@ -283,8 +290,8 @@ def no_gap_no_duplicate_while_8_writers_append():
     for rd in readers:
         rd.join(120)
     lines = all_lines(0)
-    T.check(len(lines) == last + 1 and base + N_GAP + 1 == last + 1, "the $all read", None,
-            "%d events" % (base + N_GAP + 1), len(lines))
+    T.check(len(lines) == last + 1 and last + 1 >= base + N_GAP + 1, "the $all read", None,
+            "%d events, at least %d" % (last + 1, base + N_GAP + 1), len(lines))
     for n, rd in enumerate(readers):
         T.check(rd.error is None and not rd.is_alive(), "subscriber %d (%s) failed" % (n, rd.path),
                 None, "all events up to %d" % last, rd.error or "still running")
@@ -297,7 +304,7 @@ def no_gap_no_duplicate_while_8_writers_append():
             first = int(rd.path.split("from=")[1])
         check_sequence(rd.got, first, last, lines, "subscriber %d (%s)" % (n, rd.path))
     print("     %d subscribers x up to %d events while 8 writers appended at %.0f events/s"
-          % (len(readers), N_GAP, wr.rate))
+          % (len(readers), last - base, wr.rate))
 
 
 @T.case
@@ -329,7 +336,7 @@ def resume_with_last_event_id_after_the_client_died():
     c.close()
     check_sequence(got, base, last, all_lines(base), "resumed subscription")
     # the server let go of the dead subscriptions
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while metric("stele_subscribers") != 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     T.check(metric("stele_subscribers") == 0, "closed subscriptions are released", None, 0,
