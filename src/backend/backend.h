@@ -158,6 +158,9 @@ struct backend {
 
 /* The local engine (src/backend/local.c). */
 int local_open(const char *dir, const stele_options *opts, backend **out);
+/* The DynamoDB backend (src/backend/ddb.c): uri is
+ * dynamodb://PREFIX?endpoint=URL&region=R. */
+int ddb_open(const char *uri, const stele_options *opts, backend **out);
 /* Verify a closed local store (src/backend/local_check.c). */
 int local_check(const char *dir, char *report, size_t report_len);
 

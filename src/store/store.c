@@ -54,7 +54,7 @@ int stele_open(const char *dir, const stele_options *opts, stele_db **out)
     if (!db)
         return err_set(STELE_ENOMEM, "out of memory");
     db->opts = o;
-    int rc = local_open(dir, &o, &db->be);
+    int rc = !strncmp(dir, "dynamodb://", 11) ? ddb_open(dir, &o, &db->be) : local_open(dir, &o, &db->be);
     if (rc) {
         free(db);
         return rc;
