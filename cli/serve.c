@@ -23,7 +23,8 @@ typedef struct setting {
 static setting settings[] = {
     {"port", "TCP port to listen on (default 2113)", NULL},
     {"host", "IPv4 address to listen on (default 127.0.0.1; 0.0.0.0 for all)", NULL},
-    {"data", "store directory (default ./data)", NULL},
+    {"store", "store URI: DIR, file:DIR, postgres://..., dynamodb://... (default ./data)", NULL},
+    {"data", "store directory (the local form of --store)", NULL},
     {"log-level", "error, info (default) or debug (one line per request)", NULL},
     {"max-connections", "connections served at once (default 10000)", NULL},
     {"max-body", "largest request body in bytes (default 67108864)", NULL},
@@ -59,7 +60,8 @@ static setting settings[] = {
 static int serve_usage(FILE *f)
 {
     fprintf(f, "usage: stele serve [--name value ...] [--config FILE]\n\n"
-               "Runs the Stele server (HTTP/1.1 JSON API) on the store in --data.\n"
+               "Runs the Stele server (HTTP/1.1 JSON API) on the store named by --store\n"
+               "(or the directory --data).\n"
                "Each setting comes from its flag, else the environment variable shown,\n"
                "else the config file (--config or STELE_CONFIG), else its default.\n\n");
     for (size_t i = 0; i < NSETTINGS; i++) {
@@ -190,8 +192,15 @@ int cmd_serve(int argc, char **argv)
     }
     if ((st = find("host"))->value)
         cfg.host = st->value;
-    if ((st = find("data"))->value)
-        cfg.data_dir = st->value;
+    setting *data = find("data");
+    if ((st = find("store"))->value && data->value && strcmp(st->value, data->value) != 0) {
+        fprintf(stderr, "stele serve: both store (%s) and data (%s) are set: give one (flags, "
+                        "STELE_STORE/STELE_DATA or the config file)\n",
+                st->value, data->value);
+        return 2;
+    }
+    if (st->value || data->value)
+        cfg.data_dir = st->value ? st->value : data->value;
     if ((st = find("allowed-hosts"))->value)
         cfg.allowed_hosts = st->value;
     if ((st = find("allowed-origins"))->value)

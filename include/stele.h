@@ -84,7 +84,7 @@ typedef struct stele_db stele_db;
 
 /** Options for stele_open(). Zero means "the default" for every field. */
 typedef struct stele_options {
-    /** Bytes per log segment file. Default 64 MiB, minimum 64 KiB. */
+    /** Bytes per log segment file (local engine). Default 64 MiB, minimum 64 KiB. */
     uint64_t segment_size;
     /** Largest event (type + data + metadata + tags). Default 16 MiB. */
     uint64_t max_event_size;
@@ -100,7 +100,8 @@ typedef struct stele_options {
     uint32_t max_consumers_per_group;
 } stele_options;
 
-/** Verify every record checksum of the log at open (slow on big stores). */
+/** Verify every record checksum of the log at open (slow on big stores;
+ *  local engine). */
 #define STELE_OPEN_VERIFY 0x1u
 /** Do not create the directory or a new store: fail with ENOTFOUND. */
 #define STELE_OPEN_NOCREATE 0x2u
@@ -113,7 +114,12 @@ typedef struct stele_options {
 #define STELE_OPEN_NO_INDEXES 0x4u
 
 /**
- * Open (creating if needed) the store in directory `dir`.
+ * Open (creating if needed) the store named by `uri`: a directory path or
+ * `file:DIR` (the local engine), `postgres://...` / `postgresql://...` (a
+ * libpq connection URI) or `dynamodb://TABLE_PREFIX?endpoint=URL&region=R`
+ * (docs/architecture.md, "The backend contract"). A backend this build lacks fails with STELE_EINVAL
+ * naming it. The options marked "local engine" below are ignored by the
+ * other backends. For the local engine:
  * Recovers after a crash: a torn or partial commit at the end of the log is
  * cut off; damage anywhere else fails with STELE_ECORRUPT and a message that
  * names the segment file and byte offset. Only one process may have a store
@@ -124,7 +130,7 @@ typedef struct stele_options {
  * space is freed, then succeed again), stele_errmsg() then says so after
  * the 0 return, and stele_get_stats() reports readonly with the reason.
  */
-int stele_open(const char *dir, const stele_options *opts, stele_db **out);
+int stele_open(const char *uri, const stele_options *opts, stele_db **out);
 
 /**
  * Close the store: waits for appends already queued, syncs the indexes,

@@ -90,6 +90,38 @@ void server_log(server *s, int level, const char *fmt, ...)
             names[level < 0 ? 0 : level > 2 ? 2 : level], line);
 }
 
+/* The store URI for messages, its password (user:PASSWORD@ or a password=
+ * parameter) replaced by "***". */
+static const char *redact_uri(const char *uri, char *out, size_t n)
+{
+    const char *auth = strstr(uri, "://"), *colon = NULL, *at = NULL;
+    if (auth) {
+        auth += 3;
+        size_t alen = strcspn(auth, "/?#");
+        at = memrchr(auth, '@', alen);
+        colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    }
+    size_t o = 0;
+    for (const char *p = uri; *p && o + 1 < n;) {
+        const char *put = NULL;
+        if (colon && p == colon + 1) {
+            put = "***";
+            p = at;
+        } else if (strncmp(p, "password=", 9) == 0 && p > uri && (p[-1] == '?' || p[-1] == '&')) {
+            put = "password=***";
+            p += 9 + strcspn(p + 9, "&#");
+        }
+        if (!put) {
+            out[o++] = *p++;
+            continue;
+        }
+        for (; *put && o + 1 < n; put++)
+            out[o++] = *put;
+    }
+    out[o] = 0;
+    return out;
+}
+
 void server_config_init(server_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -539,10 +571,11 @@ int server_run(const server_config *cfg)
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    char shown[512];
+    redact_uri(cfg->data_dir, shown, sizeof shown);
     int src = stele_open(cfg->data_dir, &cfg->store, &s->db);
     if (src) {
-        fprintf(stderr, "stele serve: cannot open the store in %s: %s\n", cfg->data_dir,
-                stele_errmsg());
+        fprintf(stderr, "stele serve: cannot open the store %s: %s\n", shown, stele_errmsg());
         goto out;
     }
     if (listen_on(s) != 0 || guard_init(s) != 0)
@@ -568,7 +601,7 @@ int server_run(const server_config *cfg)
     if (stele_projections_start(s->db) != 0)
         server_log(s, 0, "msg=\"projections not started\" error=\"%s\"", stele_errmsg());
     server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s", cfg->host, s->port,
-               cfg->data_dir, STELE_VERSION);
+               shown, STELE_VERSION);
     route_health_tick(s); /* says so now if the store opened read-only */
     if (cfg->ready_fd >= 0) {
         char line[32];

@@ -16,7 +16,7 @@
 #include "stele.h"
 
 typedef struct server_config {
-    const char *data_dir;     /* store directory (default ./data) */
+    const char *data_dir;     /* store URI (stele_open), a directory by default ./data */
     const char *host;         /* listen address (default 127.0.0.1) */
     int port;                 /* default 2113 */
     size_t max_connections;   /* default 10000 */

@@ -87,8 +87,14 @@ typedef struct query_args {
 typedef void (*append_done_fn)(void *ctx, int rc, const stele_append_result *res,
                                const char *msg);
 
+/* The version of this table's layout and meaning. A backend sets
+ * `version` to the value it was built against; backend_open() refuses a
+ * mismatch. Bump it whenever a slot is added, removed or changes meaning. */
+#define BACKEND_OPS_VERSION 1u
+
 typedef struct backend_ops {
-    const char *name;
+    unsigned version; /* BACKEND_OPS_VERSION */
+    const char *name; /* "local", "postgres", "dynamodb": for messages and stats */
     int (*append)(backend *b, const append_args *a, stele_append_result *res);
     /* Queue an append; `done` runs exactly once (on a backend thread) after
      * it is durable or failed, and `a` must stay valid until then. Returns 0,
@@ -156,11 +162,25 @@ struct backend {
     const backend_ops *ops;
 };
 
+/* Open the store named by `uri` (src/backend/backend.c): a directory or
+ * file: URI (the local engine), postgres:// or postgresql:// (a libpq
+ * URI), dynamodb://. `opts` has its defaults filled in and was checked by
+ * stele_open. 0 with *out, or the error (EINVAL for a URI this build
+ * cannot open, naming what is missing). */
+int backend_open(const char *uri, const stele_options *opts, backend **out);
+/* 0 if b's ops implement BACKEND_OPS_VERSION; else closes b and returns
+ * EINTERNAL naming the backend and both versions. */
+int backend_check_version(backend *b);
+/* The directory of a local-engine URI (a pointer into `uri`), or NULL if
+ * `uri` names another backend or is a malformed file: URI. */
+const char *backend_local_dir(const char *uri);
+
+/* Each backend's open function: backend_open's table names them. */
+int pg_backend_open(const char *uri, const stele_options *opts, backend **out);
+int ddb_backend_open(const char *uri, const stele_options *opts, backend **out);
+
 /* The local engine (src/backend/local.c). */
 int local_open(const char *dir, const stele_options *opts, backend **out);
-/* The DynamoDB backend (src/backend/ddb.c): uri is
- * dynamodb://PREFIX?endpoint=URL&region=R. */
-int ddb_open(const char *uri, const stele_options *opts, backend **out);
 /* Verify a closed local store (src/backend/local_check.c). */
 int local_check(const char *dir, char *report, size_t report_len);
 

@@ -1361,6 +1361,7 @@ static void ddb_close(backend *b)
 }
 
 static const backend_ops ddb_ops = {
+    .version = BACKEND_OPS_VERSION,
     .name = "dynamodb",
     .append = ddb_append,
     .append_async = ddb_append_async,
@@ -1460,7 +1461,7 @@ static int parse_uri(ddb *D, const char *uri)
     return 0;
 }
 
-int ddb_open(const char *uri, const stele_options *opts, backend **out)
+int ddb_backend_open(const char *uri, const stele_options *opts, backend **out)
 {
     ddb *D = calloc(1, sizeof *D);
     if (!D)

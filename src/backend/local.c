@@ -947,6 +947,7 @@ static void local_close(backend *b)
 }
 
 static const backend_ops local_ops = {
+    .version = BACKEND_OPS_VERSION,
     .name = "local",
     .append = local_append,
     .append_async = local_append_async,

@@ -24,13 +24,13 @@
 #define MAX_TAGS 64u
 
 
-int stele_open(const char *dir, const stele_options *opts, stele_db **out)
+int stele_open(const char *uri, const stele_options *opts, stele_db **out)
 {
     err_clear();
-    if (!dir || !*dir || !out)
-        return err_set(STELE_EINVAL, "stele_open: %s is NULL or empty", !out ? "out" : "dir");
-    if (strlen(dir) > 3000)
-        return err_set(STELE_EINVAL, "stele_open: directory path is longer than 3000 bytes");
+    if (!uri || !*uri || !out)
+        return err_set(STELE_EINVAL, "stele_open: %s is NULL or empty", !out ? "out" : "uri");
+    if (strlen(uri) > 3000)
+        return err_set(STELE_EINVAL, "stele_open: store URI is longer than 3000 bytes");
     stele_options o = {0};
     if (opts)
         o = *opts;
@@ -54,7 +54,7 @@ int stele_open(const char *dir, const stele_options *opts, stele_db **out)
     if (!db)
         return err_set(STELE_ENOMEM, "out of memory");
     db->opts = o;
-    int rc = !strncmp(dir, "dynamodb://", 11) ? ddb_open(dir, &o, &db->be) : local_open(dir, &o, &db->be);
+    int rc = backend_open(uri, &o, &db->be);
     if (rc) {
         free(db);
         return rc;
@@ -551,10 +551,16 @@ int stele_scavenge(stele_db *db, const stele_scavenge_options *opts, stele_scave
     return db->be->ops->scavenge(db->be, opts, res ? res : &tmp);
 }
 
-int stele_check(const char *dir, char *report, size_t report_len)
+int stele_check(const char *uri, char *report, size_t report_len)
 {
     err_clear();
-    if (!dir || !*dir)
+    if (!uri || !*uri)
         return err_set(STELE_EINVAL, "dir is NULL or empty");
+    const char *dir = backend_local_dir(uri);
+    if (!dir)
+        return err_set(STELE_EINVAL,
+                       "%s: stele check verifies local stores (a directory); other backends "
+                       "are checked by their database",
+                       strncmp(uri, "file:", 5) == 0 ? uri : "store URI");
     return local_check(dir, report, report_len);
 }

@@ -98,8 +98,9 @@ class Server:
     reuses the same data directory. .cleanup() removes the directory.
     """
 
-    def __init__(self, args=(), data_dir=None, name="stele", nofile=None):
+    def __init__(self, args=(), data_dir=None, name="stele", nofile=None, store=None):
         self.args = list(args)
+        self.store = store  # a store URI for --store instead of --data data_dir
         self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) of the server process
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix="stele-http-")
@@ -122,7 +123,8 @@ class Server:
         self.starts += 1
         log.write(("---- start %d: %s\n" % (self.starts, " ".join(self.args))).encode())
         log.flush()
-        cmd = [STELE_BIN, "serve", "--port", "0", "--data", self.data_dir] + self.args
+        where = ["--store", self.store] if self.store else ["--data", self.data_dir]
+        cmd = [STELE_BIN, "serve", "--port", "0"] + where + self.args
         self.proc = subprocess.Popen(cmd, pass_fds=(w,), stdin=subprocess.DEVNULL,
                                      stdout=log, stderr=log, env=env,
                                      preexec_fn=self._preexec)
