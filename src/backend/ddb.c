@@ -500,7 +500,9 @@ static int plan(ddb *D, group *g, dreq *r, uint64_t *next)
         uint64_t cur = (!gs->st.found && !gs->touched) || gs->deleted ? STELE_NONE : gs->last;
         int recreate = gs->deleted && ds->expected >= 0 && gs->last != UINT64_MAX &&
                        (uint64_t)ds->expected == gs->last;
-        if (!recreate && !expected_ok(ds->expected, cur)) {
+        int ok = ds->expected == STELE_DELETED ? gs->st.found && gs->deleted
+                                                : recreate || expected_ok(ds->expected, cur);
+        if (!ok) {
             int t = check_retry(D, r);
             if (t < 0)
                 return t;
@@ -1297,11 +1299,11 @@ static void *poller_main(void *arg)
         int stop = D->stop;
         if (!stop) {
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
+            clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_nsec += (long)delay_ms * 1000000L;
             ts.tv_sec += ts.tv_nsec / 1000000000L;
             ts.tv_nsec %= 1000000000L;
-            pthread_cond_timedwait(&D->qcv, &D->qmu, &ts);
+            pthread_cond_timedwait(&D->pcv, &D->qmu, &ts);
             stop = D->stop;
         }
         pthread_mutex_unlock(&D->qmu);
@@ -1344,6 +1346,7 @@ static void ddb_close(backend *b)
     pthread_mutex_lock(&D->qmu);
     D->stop = 1;
     pthread_cond_broadcast(&D->qcv);
+    pthread_cond_broadcast(&D->pcv);
     pthread_mutex_unlock(&D->qmu);
     pthread_join(D->writer, NULL);
     pthread_join(D->poller, NULL);
@@ -1472,6 +1475,11 @@ int ddb_backend_open(const char *uri, const stele_options *opts, backend **out)
     pthread_cond_init(&D->ccv, NULL);
     pthread_mutex_init(&D->qmu, NULL);
     pthread_cond_init(&D->qcv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&D->pcv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&D->gmu, NULL);
     int rc = parse_uri(D, uri);
     if (rc == 0) {

@@ -59,6 +59,7 @@ typedef struct ddb {
     int seq_known;
     /* Commit notification: a poller watches the sequencer. */
     pthread_t poller;
+    pthread_cond_t pcv; /* the poller's sleep (with qmu) */
     pthread_mutex_t gmu;
     pthread_cond_t gcv;
     _Atomic uint32_t gen;

@@ -672,7 +672,7 @@ int ddb_query(backend *b, const query_args *q, stele_page **out)
     int any = 0, more = 0;
     while (rc == 0 && !page_full(pg, q->limit)) {
         json_t *vals = json_pack("{s:o, s:{s:s}, s:{s:s}, s:o}", ":k", ddb_s(q->key, q->key_len), ":lo", "N", lo,
-                                 ":hi", "N", hi, ":p", ddb_nu(q->from));
+                                 ":hi", "N", hi, ":p", ddb_nu(q->from > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : q->from));
         if (q->type)
             json_object_set_new(vals, ":t", ddb_s(q->type, q->type_len));
         char kc[128];
