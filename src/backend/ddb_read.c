@@ -407,16 +407,21 @@ static int feed_collect(ddb *D, uint64_t from, int backwards, uint64_t head, siz
         }
         size_t i;
         json_t *it;
+        int past = 0;
         json_array_foreach(items, i, it) {
             if (*n >= max)
                 break;
             uint64_t p = ddb_get_nu(it, "position");
-            if (!backwards && p >= head)
+            if (!backwards && p >= head) {
+                past = 1; /* committed after the sequencer was read */
                 break;
+            }
             if ((rc = feed_slots(it, lo, hi, backwards, sl, n, max)))
                 return rc;
             cur = p;
         }
+        if (past)
+            break;
     }
     return 0;
 }
