@@ -12,12 +12,19 @@ $DDB_CTL stops and restarts it):
   all three; one server is SIGKILLed mid-run and its writers carry on
   through the others (retrying with the same event ids): nothing
   acknowledged is lost, nothing doubled;
-- DynamoDB Local killed and restarted under load: appends fail with a
-  clear 5xx error naming DynamoDB while it is down, then succeed again;
-  $all stays gapless and holds every acknowledged event once.
+- DynamoDB unreachable under load (a proxy drops every connection,
+  transactions in flight included, for 1.5 s): appends fail with a clear
+  5xx error naming DynamoDB while it is down, writers retry with the same
+  event ids, then everything succeeds again; $all stays gapless and holds
+  every acknowledged event once;
+- DynamoDB Local itself stopped and restarted: clear errors, then appends
+  and reads work. (Under load this loses DynamoDB Local's own last
+  acknowledged transactions, SIGTERM or SIGKILL alike, so the outage
+  under load goes through the proxy.)
 """
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +36,79 @@ from stele_server import SSE, Client, Server, request  # noqa: E402
 
 ENDPOINT = os.environ["STELE_DDB_ENDPOINT"]
 CTL = os.environ["DDB_CTL"]
-STORE = "dynamodb://cl%d?endpoint=%s&region=us-east-1" % (os.getpid(), ENDPOINT)
+
+
+class Proxy:
+    """A TCP forwarder between the servers and DynamoDB Local: down()
+    drops every connection (requests in flight included) and refuses new
+    ones; up() accepts again. An outage of DynamoDB as the servers see it,
+    without DynamoDB Local's own durability in play (on disk it loses its
+    last acknowledged transactions when stopped: seen with SIGTERM and
+    SIGKILL alike)."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.lock = threading.Lock()
+        self.conns = []
+        self.lsock = None
+        self.up()
+
+    def up(self):
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", self.port))
+        self.lsock.listen(64)
+        threading.Thread(target=self._accept, args=(self.lsock,), daemon=True).start()
+
+    def down(self):
+        self.lsock.close()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                c.close()
+            self.conns = []
+
+    def _accept(self, ls):
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            try:
+                t = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.conns += [c, t]
+            threading.Thread(target=self._pipe, args=(c, t), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(t, c), daemon=True).start()
+
+    def _pipe(self, a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+PROXY = Proxy(int(ENDPOINT.rsplit(":", 1)[1]))
+STORE = "dynamodb://cl%d?endpoint=http://127.0.0.1:%d&region=us-east-1" % (os.getpid(), PROXY.port)
 
 failures = 0
 
@@ -219,13 +298,13 @@ def ddb_restart(servers):
     stopped = threading.Event()
 
     def bounce():
-        subprocess.run([CTL, "stop"], check=True)
+        PROXY.down()
         stopped.set()
         # While it is down: a clear error, nothing written.
         st, body = append(servers[0].port, "down-probe", [{"type": "X", "data": {}}])
         errors.append((st, body))
         time.sleep(1.5)
-        subprocess.run([CTL, "start"], check=True)
+        PROXY.up()
 
     t = threading.Thread(target=bounce)
 
@@ -237,18 +316,51 @@ def ddb_restart(servers):
 
     writers_run(ports_of, 4, 25, "bounce", acked, kill_at=30, on_kill=kick)
     t.join()
-    check(stopped.is_set(), "DynamoDB Local was stopped")
+    check(stopped.is_set(), "DynamoDB was unreachable")
     st, body = errors[0]
     check(500 <= st < 600 and "dynamodb" in json.dumps(body).lower(),
           "append while DynamoDB is down: clear 5xx, got %d %r" % (st, body))
     check(len(acked) == 100, "100 appends acknowledged (%d)" % len(acked))
     events = read_all(servers[1].port, frm)
     check_feed(events, frm, acked, "$all after the restart")
+    if failures and os.environ.get("AWS_CLI"):
+        have = {e["id"] for e in events}
+        prefix = STORE.split("//")[1].split("?")[0]
+        for p, stream, i, eid in acked:
+            if eid in have:
+                continue
+            for table, key in (("ids", {"eventId": {"S": eid}}),
+                               ("events", {"stream": {"S": stream}, "revision": {"N": str(i)}}),
+                               ("streams", {"stream": {"S": stream}}),
+                               ("streams", {"stream": {"S": "\x01seq"}})):
+                r = subprocess.run([os.environ["AWS_CLI"], "dynamodb", ENDPOINT, "DynamoDB_20120810.GetItem",
+                                    json.dumps({"TableName": prefix + "-" + table, "Key": key,
+                                                "ConsistentRead": True})], capture_output=True, text=True)
+                print("lost %s/%d at %d: %s: %s %s" % (stream, i, p, table, r.stdout.strip()[:300],
+                                                       r.stderr.strip()[:200]), file=sys.stderr)
     check(all(e["stream"] != "down-probe" for e in events), "the refused probe was not written")
     # And it works as before.
     s, b = append(servers[2].port, "after-restart", [{"type": "Ok", "data": {}}], "no_stream")
     check(s == 201, "append after the restart: %d %r" % (s, b))
-    print("dynamodb restart under load: %s, %d acknowledged: ok" % (st, len(acked)))
+    print("dynamodb unreachable under load: %s, %d acknowledged: ok" % (st, len(acked)))
+
+
+def ddb_local_restart(servers):
+    """DynamoDB Local itself stopped and started again (idle): a clear
+    error while it is down, appends and reads work after."""
+    s, b = append(servers[0].port, "restart-1", [{"type": "A", "data": {}}], "no_stream")
+    check(s == 201, "append before: %d %r" % (s, b))
+    subprocess.run([CTL, "stop"], check=True)
+    s, b = append(servers[1].port, "restart-1", [{"type": "B", "data": {}}], 0)
+    check(500 <= s < 600 and "dynamodb" in json.dumps(b).lower(), "while stopped: %d %r" % (s, b))
+    r = request(servers[2].port, "GET", "/streams/restart-1")
+    check(500 <= r.status < 600, "read while stopped: %d" % r.status)
+    subprocess.run([CTL, "start"], check=True)
+    s, b = append(servers[1].port, "restart-1", [{"type": "B", "data": {}}], 0)
+    check(s == 201 and b["firstRevision"] == 1, "after the restart: %d %r" % (s, b))
+    r = request(servers[2].port, "GET", "/streams/restart-1")
+    check(r.status == 200 and len(json.loads(r.raw)["events"]) == 2, "read after the restart")
+    print("dynamodb local restarted: ok")
 
 
 def main():
@@ -260,6 +372,7 @@ def main():
         idempotent(servers)
         feed_and_kill(servers)
         ddb_restart(servers)
+        ddb_local_restart(servers)
     finally:
         for s in servers:
             try:
