@@ -4,7 +4,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj clean
+.PHONY: all deps build run example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-patterns bench-rules bench-limits bench-proj bench-ddb clean
 
 all: build
 
@@ -60,6 +60,11 @@ bench-subs: build
 
 # Rules: delivery to a local webhook (events/s, append-to-delivery latency)
 # beside a hand-written SSE-to-POST worker (docs/benchmarks.md).
+# DynamoDB backend: appends through Stele on DynamoDB Local beside seed
+# 000's own path (Node, @aws-sdk/client-dynamodb) in one run (docs/benchmarks.md).
+bench-ddb: build
+	./bench/run_ddb.sh $(BUILD)
+
 bench-rules: build
 	./bench/run_rules.sh $(BUILD)
 

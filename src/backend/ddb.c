@@ -289,13 +289,14 @@ static int group_read(ddb *D, group *g)
     g->seq = 0;
     g->seq_t = 0;
     g->seq_found = 0;
-    json_t *req = json_pack("{s:{s:{s:o, s:b}}}", "RequestItems", D->t_streams, "Keys", keys,
-                            "ConsistentRead", 1);
+    json_t *req = json_pack("{s:{s:{s:o, s:b}}, s:s}", "RequestItems", D->t_streams, "Keys", keys,
+                            "ConsistentRead", 1, "ReturnConsumedCapacity", "TOTAL");
     for (int round = 0; req; round++) {
         json_t *resp;
         int rc = ddb_call(D, "BatchGetItem", req, &resp, NULL);
         if (rc)
             return rc;
+        ddb_count_capacity(D, resp, 0);
         json_t *items = json_object_get(json_object_get(resp, "Responses"), D->t_streams);
         size_t i;
         json_t *it;
@@ -323,7 +324,7 @@ static int group_read(ddb *D, group *g)
                 return err_set(STELE_EBUSY, "dynamodb BatchGetItem: keys left unprocessed");
             }
             usleep(10000u << (round < 5 ? round : 5));
-            req = json_pack("{s:{s:O}}", "RequestItems", D->t_streams, un);
+            req = json_pack("{s:{s:O}, s:s}", "RequestItems", D->t_streams, un, "ReturnConsumedCapacity", "TOTAL");
         }
         json_decref(resp);
     }
@@ -761,7 +762,7 @@ static json_t *build_txn(ddb *D, group *g, uint64_t next, int64_t created, act *
         }
     }
     *nacts = na;
-    return json_pack("{s:o, s:s}", "TransactItems", items, "ReturnConsumedCapacity", "NONE");
+    return json_pack("{s:o, s:s}", "TransactItems", items, "ReturnConsumedCapacity", "TOTAL");
 }
 
 /* ------------------------------------------------------------ the writer */
@@ -811,11 +812,13 @@ static void commit_group(ddb *D, group *g)
         char type[128];
         rc = ddb_call(D, "TransactWriteItems", txn, &resp, type);
         if (rc == 0) {
+            ddb_count_capacity(D, resp, 1);
             json_decref(resp);
             atomic_fetch_add(&D->groups, 1);
             for (size_t q = 0; q < g->nreqs; q++)
                 if (g->reqs[q]->planned)
                     atomic_fetch_add(&D->appends, 1);
+            atomic_fetch_add(&D->events, next - g->seq);
             atomic_store(&D->head, next);
             notify(D);
             return;
@@ -1343,6 +1346,16 @@ static int ddb_stats(backend *b, stele_stats *out)
 static void ddb_close(backend *b)
 {
     ddb *D = (ddb *)b;
+    /* For benchmarks: what the writer consumed (docs/backends.md). */
+    const char *cf = getenv("STELE_DDB_CAPACITY_FILE");
+    FILE *f = cf ? fopen(cf, "a") : NULL;
+    if (f) {
+        fprintf(f, "ddb appends=%llu groups=%llu retries=%llu events=%llu write_cu=%.1f read_cu=%.1f\n",
+                (unsigned long long)atomic_load(&D->appends), (unsigned long long)atomic_load(&D->groups),
+                (unsigned long long)atomic_load(&D->retries), (unsigned long long)atomic_load(&D->events),
+                atomic_load(&D->wcu_milli) / 1000.0, atomic_load(&D->rcu_milli) / 1000.0);
+        fclose(f);
+    }
     pthread_mutex_lock(&D->qmu);
     D->stop = 1;
     pthread_cond_broadcast(&D->qcv);

@@ -101,6 +101,20 @@ int ddb_call(ddb *D, const char *op, json_t *req, json_t **resp, char type[128])
     return rc;
 }
 
+void ddb_count_capacity(ddb *D, json_t *resp, int write)
+{
+    json_t *cc = json_object_get(resp, "ConsumedCapacity");
+    double units = 0;
+    if (json_is_array(cc)) {
+        size_t i;
+        json_t *c;
+        json_array_foreach(cc, i, c) units += json_number_value(json_object_get(c, "CapacityUnits"));
+    } else if (cc) {
+        units = json_number_value(json_object_get(cc, "CapacityUnits"));
+    }
+    atomic_fetch_add(write ? &D->wcu_milli : &D->rcu_milli, (uint64_t)(units * 1000.0 + 0.5));
+}
+
 /* ------------------------------------------------------ attribute values */
 
 json_t *ddb_s(const char *s, size_t n)

@@ -65,7 +65,8 @@ typedef struct ddb {
     _Atomic uint32_t gen;
     _Atomic uint64_t head; /* next position as last seen */
     ddb_watch *watches;
-    _Atomic uint64_t appends, groups, retries;
+    _Atomic uint64_t appends, groups, retries, events;
+    _Atomic uint64_t wcu_milli, rcu_milli; /* capacity the writer consumed, x1000 */
     _Atomic int down; /* the last call failed to reach DynamoDB */
     group *grp;       /* the writer's group (large: allocated once) */
 } ddb;
@@ -90,6 +91,9 @@ const char *ddb_get_s(json_t *item, const char *name, size_t *len);
  * missing: *out NULL, *len 0. */
 int ddb_get_b(json_t *item, const char *name, uint8_t **out, size_t *len);
 int ddb_migrate(ddb *D);
+/* Add an answer's ConsumedCapacity (an object or an array of them) to the
+ * writer's write (1) or read (0) units. */
+void ddb_count_capacity(ddb *D, json_t *resp, int write);
 
 /* A stream's item in the streams table. */
 typedef struct dstate {
