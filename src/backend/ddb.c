@@ -275,20 +275,109 @@ static int expected_ok(int64_t expected, uint64_t cur)
     }
 }
 
-/* Read the sequencer and the group's streams in one consistent
- * BatchGetItem (several when DynamoDB leaves keys unprocessed). */
-static int group_read(ddb *D, group *g)
+/*
+ * The writer's cache: the sequencer and the streams as its own last
+ * transactions left them. Planning from it saves the BatchGetItem of the
+ * next group; it is safe because every input of a plan is a condition of
+ * the transaction (the sequencer's value, each stream's ver), so a stale
+ * entry only costs a cancelled transaction and a fresh read. A request that
+ * fails its checks against cached states is planned again after a fresh
+ * read before its error is reported. Only the writer thread uses it.
+ */
+typedef struct centry {
+    char *name;
+    size_t len;
+    uint64_t ver, last, last_pos;
+    int deleted;
+} centry;
+
+#define DDB_CACHE 4096u
+
+typedef struct dcache {
+    int seq_known;
+    uint64_t seq;
+    int64_t seq_t;
+    centry e[DDB_CACHE];
+} dcache;
+
+static centry *cache_slot(dcache *c, const char *name, size_t len)
 {
-    json_t *keys = json_array();
-    json_array_append_new(keys, json_pack("{s:o}", "stream", ddb_s(DDB_SEQ_KEY, strlen(DDB_SEQ_KEY))));
-    for (size_t i = 0; i < g->ngs; i++) {
-        ddb_state_free(&g->gs[i].st);
-        ddb_state_parse(NULL, &g->gs[i].st);
-        json_array_append_new(keys, json_pack("{s:o}", "stream", ddb_s(g->gs[i].name, g->gs[i].len)));
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)name[i]) * 16777619u;
+    return &c->e[h % DDB_CACHE];
+}
+
+static void cache_drop(dcache *c, const char *name, size_t len)
+{
+    centry *e = cache_slot(c, name, len);
+    if (e->name && e->len == len && !memcmp(e->name, name, len)) {
+        free(e->name);
+        e->name = NULL;
     }
+}
+
+static void cache_put(dcache *c, const gstream *gs)
+{
+    centry *e = cache_slot(c, gs->name, gs->len);
+    if (!e->name || e->len != gs->len || memcmp(e->name, gs->name, gs->len)) {
+        free(e->name);
+        if (!(e->name = strndup(gs->name, gs->len)))
+            return;
+        e->len = gs->len;
+    }
+    e->ver = gs->st.found ? gs->st.ver + 1 : 1;
+    e->last = gs->last;
+    e->last_pos = gs->last_pos;
+    e->deleted = 0;
+}
+
+/* The group's streams and the sequencer from the cache where it has them,
+ * the rest in one consistent BatchGetItem (several when DynamoDB leaves
+ * keys unprocessed). *cached: something came from the cache. */
+static int group_read(ddb *D, group *g, int fresh, int *cached)
+{
+    dcache *c = D->cache;
+    json_t *keys = json_array();
+    *cached = 0;
     g->seq = 0;
     g->seq_t = 0;
     g->seq_found = 0;
+    if (!fresh && c->seq_known) {
+        g->seq = c->seq;
+        g->seq_t = c->seq_t;
+        g->seq_found = 1;
+        *cached = 1;
+    } else {
+        json_array_append_new(keys, json_pack("{s:o}", "stream", ddb_s(DDB_SEQ_KEY, strlen(DDB_SEQ_KEY))));
+    }
+    for (size_t i = 0; i < g->ngs; i++) {
+        gstream *gs = &g->gs[i];
+        ddb_state_free(&gs->st);
+        ddb_state_parse(NULL, &gs->st);
+        centry *e = cache_slot(c, gs->name, gs->len);
+        if (!fresh && e->name && e->len == gs->len && !memcmp(e->name, gs->name, gs->len)) {
+            gs->st.found = 1;
+            gs->st.ver = e->ver;
+            gs->st.last = e->last;
+            gs->st.last_pos = e->last_pos;
+            gs->st.deleted = e->deleted;
+            *cached = 1;
+            continue;
+        }
+        json_array_append_new(keys, json_pack("{s:o}", "stream", ddb_s(gs->name, gs->len)));
+    }
+    if (!json_array_size(keys)) {
+        json_decref(keys);
+        for (size_t i = 0; i < g->ngs; i++) {
+            gstream *gs = &g->gs[i];
+            gs->last = gs->st.last;
+            gs->last_pos = gs->st.last_pos;
+            gs->deleted = gs->st.deleted;
+            gs->touched = 0;
+        }
+        return 0;
+    }
     json_t *req = json_pack("{s:{s:{s:o, s:b}}, s:s}", "RequestItems", D->t_streams, "Keys", keys,
                             "ConsistentRead", 1, "ReturnConsumedCapacity", "TOTAL");
     for (int round = 0; req; round++) {
@@ -481,6 +570,9 @@ out:
 static int plan(ddb *D, group *g, dreq *r, uint64_t *next)
 {
     char eb[32];
+    r->mres.failed_stream = SIZE_MAX;
+    r->mres.current_revision = STELE_NONE;
+    r->res.current_revision = STELE_NONE;
     if (r->dup) {
         int t = check_retry(D, r);
         if (t < 0)
@@ -782,19 +874,45 @@ static void notify(ddb *D)
 
 /* Commit the group: plan, transact, and on a cancellation re-read and
  * plan again. Every request ends settled. */
+static void cache_forget_group(ddb *D, group *g)
+{
+    D->cache->seq_known = 0;
+    for (size_t i = 0; i < g->ngs; i++)
+        cache_drop(D->cache, g->gs[i].name, g->gs[i].len);
+}
+
 static void commit_group(ddb *D, group *g)
 {
     act acts[DDB_MAX_ACTIONS + 4];
+    int fresh = 0;
     for (int attempt = 0;; attempt++) {
-        int rc = group_read(D, g);
+        int cached;
+        int rc = group_read(D, g, fresh, &cached);
         uint64_t next = g->seq;
+        int refused = 0;
         for (size_t q = 0; rc == 0 && q < g->nreqs; q++) {
             dreq *r = g->reqs[q];
             if (r->planned || (r->rc && r->rc != 1) || r->idempotent)
                 continue;
             rc = plan(D, g, r, &next);
+            refused |= rc == 0 && r->rc != 0 && !r->idempotent;
+        }
+        if (rc == 0 && refused && cached) {
+            /* Checks failed against cached states: read them afresh and
+             * plan every request again before reporting anything. */
+            for (size_t q = 0; q < g->nreqs; q++) {
+                dreq *r = g->reqs[q];
+                if (!r->idempotent) {
+                    r->rc = 1;
+                    r->planned = 0;
+                }
+            }
+            cache_forget_group(D, g);
+            fresh = 1;
+            continue;
         }
         if (rc) {
+            cache_forget_group(D, g);
             for (size_t q = 0; q < g->nreqs; q++)
                 if (g->reqs[q]->rc == 1 || g->reqs[q]->planned)
                     g->reqs[q]->rc = rc, snprintf(g->reqs[q]->msg, sizeof g->reqs[q]->msg, "%s",
@@ -812,6 +930,12 @@ static void commit_group(ddb *D, group *g)
         char type[128];
         rc = ddb_call(D, "TransactWriteItems", txn, &resp, type);
         if (rc == 0) {
+            D->cache->seq_known = 1;
+            D->cache->seq = next;
+            D->cache->seq_t = created;
+            for (size_t i = 0; i < g->ngs; i++)
+                if (g->gs[i].touched && g->gs[i].last != g->gs[i].st.last)
+                    cache_put(D->cache, &g->gs[i]);
             ddb_count_capacity(D, resp, 1);
             json_decref(resp);
             atomic_fetch_add(&D->groups, 1);
@@ -843,6 +967,8 @@ static void commit_group(ddb *D, group *g)
             again = 1;
         }
         json_decref(resp);
+        cache_forget_group(D, g);
+        fresh = 1;
         if (again && attempt < 200) {
             atomic_fetch_add(&D->retries, 1);
             for (size_t q = 0; q < g->nreqs; q++)
@@ -1369,6 +1495,9 @@ static void ddb_close(backend *b)
         aws_client_free(D->clients[i]);
     aws_creds_clear(&D->creds);
     pool_unref(D->pl);
+    for (unsigned i = 0; i < DDB_CACHE; i++)
+        free(D->cache->e[i].name);
+    free(D->cache);
     free(D->grp);
     free(D->endpoint);
     free(D->region);
@@ -1521,7 +1650,8 @@ int ddb_backend_open(const char *uri, const stele_options *opts, backend **out)
     snprintf(D->t_ids, sizeof D->t_ids, "%s-ids", D->prefix ? D->prefix : "");
     snprintf(D->t_feed, sizeof D->t_feed, "%s-feed", D->prefix ? D->prefix : "");
     snprintf(D->t_snaps, sizeof D->t_snaps, "%s-snapshots", D->prefix ? D->prefix : "");
-    if (rc == 0 && (!(D->pl = pool_new()) || !(D->grp = calloc(1, sizeof *D->grp))))
+    if (rc == 0 && (!(D->pl = pool_new()) || !(D->grp = calloc(1, sizeof *D->grp)) ||
+                    !(D->cache = calloc(1, sizeof *D->cache))))
         rc = err_set(STELE_ENOMEM, "out of memory");
     if (rc == 0 && !(opts->flags & STELE_OPEN_NOCREATE))
         rc = ddb_migrate(D);
@@ -1535,6 +1665,7 @@ int ddb_backend_open(const char *uri, const stele_options *opts, backend **out)
         if (D->pl)
             pool_unref(D->pl);
         free(D->grp);
+        free(D->cache);
         free(D->endpoint);
         free(D->region);
         free(D->prefix);

@@ -36,6 +36,7 @@ typedef struct ddb_watch {
 
 typedef struct dreq dreq;
 typedef struct group group;
+typedef struct dcache dcache;
 
 typedef struct ddb {
     backend base;
@@ -55,8 +56,6 @@ typedef struct ddb {
     pthread_cond_t qcv;
     dreq *qhead, *qtail;
     int stop;
-    uint64_t seq;  /* the sequencer's value as the writer last knew it */
-    int seq_known;
     /* Commit notification: a poller watches the sequencer. */
     pthread_t poller;
     pthread_cond_t pcv; /* the poller's sleep (with qmu) */
@@ -69,6 +68,7 @@ typedef struct ddb {
     _Atomic uint64_t wcu_milli, rcu_milli; /* capacity the writer consumed, x1000 */
     _Atomic int down; /* the last call failed to reach DynamoDB */
     group *grp;       /* the writer's group (large: allocated once) */
+    dcache *cache;    /* the writer's cache of the sequencer and streams */
 } ddb;
 
 /* ddb_api.c: calls, attribute values, tables. */

@@ -398,6 +398,26 @@ static void test_subscribe(stele_db *db, stele_db *db2)
     passed++;
 }
 
+/* Each handle's writer caches what its own commits left; a commit through
+ * the other handle makes that stale, and neither a success nor an error
+ * may come from the stale copy. */
+static void test_stale_cache(stele_db *db, stele_db *db2)
+{
+    stele_event_in e = ev("C", "{}", NULL);
+    stele_append_result r;
+    CHECK_OK(stele_append(db, "cache-1", STELE_NO_STREAM, &e, 1, &r));  /* db caches rev 0 */
+    CHECK_OK(stele_append(db2, "cache-1", 0, &e, 1, &r));               /* now rev 1 */
+    CHECK_OK(stele_append(db, "cache-1", 1, &e, 1, &r));                /* db must not say 0 */
+    CHECK(r.first_revision == 2);
+    CHECK_OK(stele_append(db2, "cache-1", STELE_ANY, &e, 1, &r));       /* rev 3 */
+    CHECK_RC(stele_append(db, "cache-1", 2, &e, 1, &r), STELE_EWRONGREV);
+    CHECK(r.current_revision == 3);
+    uint64_t cur;
+    CHECK_OK(stele_tombstone_stream(db2, "cache-1", STELE_ANY, &cur));
+    CHECK_RC(stele_append(db, "cache-1", STELE_ANY, &e, 1, &r), STELE_EDELETED);
+    passed++;
+}
+
 static void test_bad_uri(void)
 {
     stele_db *db = NULL;
@@ -434,6 +454,7 @@ int main(void)
     test_seed004(db, db2);
     test_seed003(db);
     test_subscribe(db, db2);
+    test_stale_cache(db, db2);
     stele_close(db2);
     stele_close(db);
     return t_done("test_ddb", passed);
