@@ -1526,6 +1526,33 @@ typedef struct stele_stats {
 
 int stele_get_stats(stele_db *db, stele_stats *out);
 
+/* ------------------------------------------------------------- positions */
+
+/*
+ * $all positions are cursors owned by the store's backend: compare them as
+ * unsigned integers (a later commit has a larger position), but do no
+ * arithmetic on them; ask these instead. (The local engine's positions are
+ * gapless, but another backend's need not be.)
+ */
+
+/**
+ * The cursor from which a $all read returns the events after `position`
+ * (the cursor that follows an event you have handled). STELE_NONE ("no
+ * event yet") gives the first cursor.
+ */
+uint64_t stele_position_after(stele_db *db, uint64_t position);
+
+/**
+ * The last position that can precede cursor `next` (no event lies
+ * strictly between them): "everything up to here was handled", the form
+ * KurrentDB's checkpoints and SSE ids use. STELE_NONE for the first cursor.
+ */
+uint64_t stele_position_before(stele_db *db, uint64_t next);
+
+/** The end of $all now: the cursor after the last visible commit (0 for an
+ *  empty store). 0 or an error. */
+int stele_position_head(stele_db *db, uint64_t *next);
+
 /* ------------------------------------------------------------ scavenging */
 
 /** What a scavenge did (stele_scavenge). Sizes in bytes. */

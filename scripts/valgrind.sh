@@ -7,7 +7,7 @@ BUILD=${1:-build}
 command -v valgrind >/dev/null || { echo "valgrind missing (scripts/deps.sh installs it)" >&2; exit 1; }
 SUPP="$(dirname "$0")/valgrind.supp"
 status=0
-for t in test_util test_os_fault test_json test_async test_limits test_property test_streams_meta test_groups test_pattern test_pattern_prop test_diskfull test_multi test_views test_state test_rules test_proj; do
+for t in test_util test_os_fault test_json test_async test_limits test_property test_property_multi test_backend test_visibility test_streams_meta test_groups test_pattern test_pattern_prop test_diskfull test_multi test_views test_state test_rules test_proj; do
   bin="$BUILD/tests/$t"
   [ -x "$bin" ] || continue
   echo "valgrind: $t"

@@ -342,7 +342,17 @@ typedef struct info_mem {
 
 static int32_t i32(uint64_t v) { return v > INT32_MAX ? INT32_MAX : (int32_t)v; }
 
-static int build_info(const stele_group_info *g, info_mem *m)
+/* The last event covered by resume point `next` (a position for $all, a
+ * revision otherwise): STELE_NONE before the first. Positions are the
+ * store's: stele_position_before, never next - 1. */
+static uint64_t covered_by(stele_db *db, int all, uint64_t next)
+{
+    if (next == STELE_NONE || next == 0)
+        return STELE_NONE;
+    return all ? stele_position_before(db, next) : next - 1;
+}
+
+static int build_info(stele_db *db, const stele_group_info *g, info_mem *m)
 {
     PsInfo init = PS(SUBSCRIPTION_INFO__INIT);
     m->info = init;
@@ -373,11 +383,8 @@ static int build_info(const stele_group_info *g, info_mem *m)
     p->total_items = (int64_t)g->delivered;
     /* The checkpoint is where the group resumes: the last checkpointed
      * event is the one before it. */
-    pos_text(m->last_cp, sizeof m->last_cp, all,
-             g->checkpoint_saved == STELE_NONE || g->checkpoint_saved == 0 ? STELE_NONE
-                                                                         : g->checkpoint_saved - 1);
-    pos_text(m->last_known, sizeof m->last_known, all,
-             g->read_position == 0 ? STELE_NONE : g->read_position - 1);
+    pos_text(m->last_cp, sizeof m->last_cp, all, covered_by(db, all, g->checkpoint_saved));
+    pos_text(m->last_known, sizeof m->last_known, all, covered_by(db, all, g->read_position));
     pos_text(m->start, sizeof m->start, all, g->settings.start);
     p->last_checkpointed_event_position = m->last_cp;
     p->last_known_event_position = m->last_known;
@@ -425,7 +432,7 @@ static void get_info_msg(gcall *call, ProtobufCMessage *msg)
     }
     info_mem m;
     memset(&m, 0, sizeof m);
-    if (build_info(g, &m)) {
+    if (build_info(call->c->srv->db, g, &m)) {
         info_mem_free(&m);
         stele_group_info_free(g);
         grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -467,7 +474,7 @@ static void list_msg(gcall *call, ProtobufCMessage *msg)
     for (size_t i = 0; i < n && !oom; i++) {
         if (only && strcmp(gs[i].stream, only))
             continue;
-        if (build_info(&gs[i], &ms[k])) {
+        if (build_info(call->c->srv->db, &gs[i], &ms[k])) {
             oom = 1;
             break;
         }

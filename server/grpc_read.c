@@ -244,6 +244,7 @@ static void send_liveness(gcall *call, read_st *st, int live)
     EventStore__Client__Streams__ReadResp__Position pos =
         EVENT_STORE__CLIENT__STREAMS__READ_RESP__POSITION__INIT;
     uint64_t at = stele_sub_position(st->sub);
+    stele_db *db = call->c->srv->db;
     ReadResp r = EVENT_STORE__CLIENT__STREAMS__READ_RESP__INIT;
     EventStore__Client__Streams__ReadResp__CaughtUp cu =
         EVENT_STORE__CLIENT__STREAMS__READ_RESP__CAUGHT_UP__INIT;
@@ -254,7 +255,7 @@ static void send_liveness(gcall *call, read_st *st, int live)
     if (live) {
         cu.timestamp = &ts;
         if (st->all && have) {
-            pos.commit_position = pos.prepare_position = at - 1;
+            pos.commit_position = pos.prepare_position = stele_position_before(db, at);
             cu.position = &pos;
         } else if (!st->all && have) {
             cu.stream_revision_option_case =
@@ -266,7 +267,7 @@ static void send_liveness(gcall *call, read_st *st, int live)
     } else {
         fb.timestamp = &ts;
         if (st->all && have) {
-            pos.commit_position = pos.prepare_position = at - 1;
+            pos.commit_position = pos.prepare_position = stele_position_before(db, at);
             fb.position = &pos;
         } else if (!st->all && have) {
             fb.stream_revision_option_case =
@@ -494,7 +495,7 @@ static void sub_news(gcall *call, read_st *st)
     uint64_t at = stele_sub_position(st->sub);
     if (st->filtered && st->all && at != STELE_END && at > st->last_cp &&
         (at - st->last_cp >= st->cp_interval || (st->page_caught_up && !st->caught_up))) {
-        send_checkpoint(call, at - 1);
+        send_checkpoint(call, stele_position_before(call->c->srv->db, at));
         st->last_cp = at;
     }
     if (st->page_caught_up != st->caught_up) {
@@ -647,7 +648,10 @@ void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
 
     if (subscribe) {
         /* Subscriptions start after the given revision or position. */
-        uint64_t start = from_start ? 0 : from_end || from == STELE_END ? STELE_END : from + 1;
+        uint64_t start = from_start                     ? 0
+                         : from_end || from == STELE_END ? STELE_END
+                         : st->all                       ? stele_position_after(s->db, from)
+                                                         : from + 1;
         char full[200];
         if (limits_subscriptions_full(s, full, sizeof full)) {
             grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, full);

@@ -1140,7 +1140,7 @@ int json_w_base64(buf *b, const void *p, size_t len)
 {
     const uint8_t *s = p;
     if (len > (SIZE_MAX - 2) / 4 * 3 - 3)
-        return err_set(STELE_ENOMEM, "base64 of %zu bytes is too large", len);
+        return STELE_ENOMEM; /* base64 of len bytes would not fit in a size_t */
     size_t need = (len + 2) / 3 * 4 + 2;
     int rc = buf_reserve(b, need);
     if (rc)

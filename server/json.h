@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #include "stele.h"
-#include "util/util.h"
+#include "util/shared.h"
 
 /* Limits of an append body. A body nests at most JSON_MAX_DEPTH arrays and
  * objects deep, counting the envelope (the events array, the event object,

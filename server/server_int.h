@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 #include "server.h"
-#include "util/util.h"
+#include "util/shared.h"
 
 enum conn_state { CS_READING, CS_BUSY, CS_STREAMING, CS_CLOSING, CS_SSE };
 

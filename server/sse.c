@@ -342,9 +342,9 @@ int sse_on_commit(server *s)
     uint64_t v;
     if (read(s->watch_fd, &v, sizeof v) != (ssize_t)sizeof v)
         return 0; /* nothing new since the last call */
-    stele_stats st;
-    if (stele_get_stats(s->db, &st) == 0)
-        h->head = st.events;
+    uint64_t head;
+    if (stele_position_head(s->db, &head) == 0)
+        h->head = head;
     while (h->q[Q_WAIT].head)
         q_push(h, h->q[Q_WAIT].head, Q_READY);
     return 1;
@@ -416,9 +416,9 @@ int sse_hub_open(server *s)
         fprintf(stderr, "stele serve: cannot watch the store for commits: %s\n", stele_errmsg());
         return -1;
     }
-    stele_stats st;
-    if (stele_get_stats(s->db, &st) == 0)
-        s->sse->head = st.events;
+    uint64_t head;
+    if (stele_position_head(s->db, &head) == 0)
+        s->sse->head = head;
     /* Level-triggered: readable until sse_on_commit reads the counter, so a
      * commit that lands while feeds are being pumped is never missed. */
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->watch_fd};

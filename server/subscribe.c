@@ -37,7 +37,10 @@
  * Many live subscribers read the same new events. For those of $all
  * without a filter (the common case: projections, integrations) the newest
  * events are rendered once into a shared cache (sub_cache: the SSE text of
- * positions [lo, hi), at most CACHE_EVENTS / CACHE_BYTES) and each of them
+ * the events between cursors lo and hi, at most CACHE_EVENTS / CACHE_BYTES,
+ * each with its position: positions are the store's cursors, not
+ * necessarily gapless, so entries are found by position, never by
+ * subtraction) and each of them
  * gets a copy of the bytes, its cursor moved with stele_sub_seek(); a
  * subscriber at the cache's end reads the store and extends the cache for
  * the others. Only subscribers near the head use it: a catch-up far behind
@@ -74,12 +77,16 @@
 
 enum { SUB_HISTORY, SUB_LIVE, SUB_BEHIND };
 
-/* The SSE text of positions [lo, hi) of $all: event lo + i is
+/* The SSE text of every event of $all from cursor lo up to cursor hi: n
+ * events, event i at position pos[i] (ascending; lo <= pos[0], and hi is
+ * the cursor after pos[n - 1], or lo when n = 0), its text
  * text[off[i] .. off[i + 1]). */
 typedef struct sub_cache {
     uint64_t lo, hi;
+    size_t n;
     buf text;
-    size_t *off;  /* hi - lo + 1 entries used */
+    size_t *off;    /* n + 1 entries used */
+    uint64_t *pos;  /* n entries used */
     size_t off_cap;
 } sub_cache;
 
@@ -90,6 +97,7 @@ void subscribe_free_shared(server *s)
         return;
     buf_free(&k->text);
     free(k->off);
+    free(k->pos);
     free(k);
     s->sub_cache = NULL;
 }
@@ -99,7 +107,10 @@ static sub_cache *cache_of(server *s)
 {
     if (!s->sub_cache && (s->sub_cache = calloc(1, sizeof *s->sub_cache))) {
         s->sub_cache->off = malloc(sizeof *s->sub_cache->off * (CACHE_EVENTS + 1));
-        if (!s->sub_cache->off) {
+        s->sub_cache->pos = malloc(sizeof *s->sub_cache->pos * (CACHE_EVENTS + 1));
+        if (!s->sub_cache->off || !s->sub_cache->pos) {
+            free(s->sub_cache->off);
+            free(s->sub_cache->pos);
             free(s->sub_cache);
             s->sub_cache = NULL;
         } else {
@@ -114,6 +125,7 @@ static sub_cache *cache_of(server *s)
 static void cache_reset(sub_cache *k, uint64_t at)
 {
     k->lo = k->hi = at;
+    k->n = 0;
     k->text.len = 0;
     k->off[0] = 0;
 }
@@ -121,28 +133,48 @@ static void cache_reset(sub_cache *k, uint64_t at)
 /* Drop the older half when full, so appending stays cheap. */
 static void cache_make_room(sub_cache *k, size_t bytes)
 {
-    uint64_t n = k->hi - k->lo;
+    size_t n = k->n;
     if (n + 1 < CACHE_EVENTS && k->text.len + bytes <= CACHE_BYTES)
         return;
-    uint64_t drop = n / 2 ? n / 2 : n;
+    size_t drop = n / 2 ? n / 2 : n;
     size_t cut = k->off[drop];
     memmove(k->text.p, k->text.p + cut, k->text.len - cut);
     k->text.len -= cut;
-    for (uint64_t i = drop; i <= n; i++)
+    for (size_t i = drop; i <= n; i++)
         k->off[i - drop] = k->off[i] - cut;
-    k->lo += drop;
+    for (size_t i = drop; i < n; i++)
+        k->pos[i - drop] = k->pos[i];
+    k->n -= drop;
+    k->lo = k->n ? k->pos[0] : k->hi;
 }
 
-/* Append the SSE text of the event at position k->hi. */
-static void cache_add(sub_cache *k, const void *p, size_t len)
+/* Append the SSE text of the event at position `pos`, the first event at
+ * or after cursor k->hi. */
+static void cache_add(stele_db *db, sub_cache *k, uint64_t pos, const void *p, size_t len)
 {
     cache_make_room(k, len);
+    uint64_t next = stele_position_after(db, pos);
     if (buf_append(&k->text, p, len)) {
-        cache_reset(k, k->hi + 1);
+        cache_reset(k, next);
         return;
     }
-    k->hi++;
-    k->off[k->hi - k->lo] = k->text.len;
+    k->pos[k->n++] = pos;
+    k->off[k->n] = k->text.len;
+    k->hi = next;
+}
+
+/* The first cache entry at or after cursor `at` (k->n if none). */
+static size_t cache_find(const sub_cache *k, uint64_t at)
+{
+    size_t a = 0, b = k->n;
+    while (a < b) {
+        size_t m = a + (b - a) / 2;
+        if (k->pos[m] < at)
+            a = m + 1;
+        else
+            b = m;
+    }
+    return a;
 }
 
 typedef struct subscription {
@@ -185,13 +217,13 @@ static void u64_text(uint64_t v, char *out)
 
 /* What the subscription has covered: its resume point, i.e. the id of the
  * last event delivered or passed. 0 (none) before the first. */
-static int covered(const subscription *u, uint64_t *out)
+static int covered(stele_db *db, const subscription *u, uint64_t *out)
 {
     uint64_t next = stele_sub_position(u->sub);
     if (next == 0)
         return 0;
-    *out = next - 1;
-    return 1;
+    *out = u->all ? stele_position_before(db, next) : next - 1;
+    return *out != STELE_NONE;
 }
 
 /* A control event; with an id when `with_id` and it moves the resume
@@ -199,7 +231,7 @@ static int covered(const subscription *u, uint64_t *out)
 static void marker(conn *c, subscription *u, const char *event, int with_id, const char *extra)
 {
     uint64_t at;
-    int has = covered(u, &at);
+    int has = covered(c->srv->db, u, &at);
     char id[24], data[160];
     int set_id = with_id && has && (!u->has_id || at > u->id);
     if (set_id)
@@ -222,7 +254,7 @@ static void marker(conn *c, subscription *u, const char *event, int with_id, con
 static void maybe_checkpoint(conn *c, subscription *u, int64_t now)
 {
     uint64_t at;
-    if (!covered(u, &at) || (u->has_id && at <= u->id))
+    if (!covered(c->srv->db, u, &at) || (u->has_id && at <= u->id))
         return;
     uint64_t base = u->has_id ? u->ckpt_base : 0;
     if (at - base >= c->srv->cfg.sub_checkpoint_events || now - u->ckpt_ms >= CHECKPOINT_MS) {
@@ -270,17 +302,22 @@ static int from_cache(conn *c, subscription *u, size_t max_events, size_t *n, in
     uint64_t at = stele_sub_position(u->sub);
     if (!k || at < k->lo || at >= k->hi)
         return 0;
-    uint64_t take = k->hi - at < max_events ? k->hi - at : max_events;
-    size_t a = k->off[at - k->lo], b = k->off[at - k->lo + take];
+    size_t i = cache_find(k, at);
+    if (i == k->n)
+        return 0;
+    size_t take = k->n - i < max_events ? k->n - i : max_events;
+    size_t a = k->off[i], b = k->off[i + take];
     /* At most about PUMP_BYTES (one event at least), as from the store. */
     while (take > 1 && b - a > PUMP_BYTES)
-        b = k->off[at - k->lo + (take = take / 2)];
+        b = k->off[i + (take = take / 2)];
     sse_raw(c, k->text.p + a, b - a);
-    stele_sub_seek(u->sub, at + take);
+    uint64_t last = k->pos[i + take - 1];
+    int at_end = i + take == k->n;
+    stele_sub_seek(u->sub, at_end ? k->hi : stele_position_after(c->srv->db, last));
     u->has_id = 1;
-    u->id = at + take - 1;
-    *n = (size_t)take;
-    *caught = at + take == k->hi && k->hi >= sse_head(c->srv);
+    u->id = last;
+    *n = take;
+    *caught = at_end && k->hi >= sse_head(c->srv);
     return 1;
 }
 
@@ -322,10 +359,10 @@ static int from_store(conn *c, subscription *u, size_t max_events, size_t *n, in
         route_link_json(out, pg, i);
         if (buf_append(out, "\n\n", 2))
             abort();
-        if (k && v == k->hi)
-            cache_add(k, out->p + start, out->len - start);
-        else
-            k = NULL;
+        /* The subscriber read from k->hi on: each event is the next one
+         * after the cache's end. */
+        if (k)
+            cache_add(s->db, k, v, out->p + start, out->len - start);
         u->has_id = 1;
         u->id = v;
     }
@@ -385,7 +422,8 @@ static int sub_tick(conn *c, void *ctx, int64_t now)
     if (behind > s->cfg.sub_behind_events || now - u->behind_since_ms >= s->cfg.sub_behind_ms) {
         uint64_t next = stele_sub_position(u->sub);
         char extra[64];
-        snprintf(extra, sizeof extra, ",\"head\":%llu", (unsigned long long)(next + behind - 1));
+        uint64_t head = u->all ? stele_position_before(s->db, sse_head(s)) : next + behind - 1;
+        snprintf(extra, sizeof extra, ",\"head\":%llu", (unsigned long long)head);
         marker(c, u, "fell-behind", 0, extra);
         s->m.sse_fell_behind++;
         u->state = SUB_BEHIND;
@@ -598,7 +636,7 @@ static int start_at(conn *c, const sub_query *sq, int all, uint64_t *from)
                  what, last);
             return -1;
         }
-        *from = v + 1;
+        *from = all ? stele_position_after(c->srv->db, v) : v + 1;
         return 0;
     }
     const char *f = sq->from ? sq->from : "start";

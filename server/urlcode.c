@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "stele.h"
-#include "util/util.h" /* hex_digit */
+#include "util/shared.h" /* hex_digit */
 
 static int pct_decode(const char *in, size_t len, int plus_is_space, char *out, size_t outlen,
                   size_t *out_len)

@@ -703,7 +703,7 @@ static void verify_store(wstate *ws, const char *when)
 
 static void test_writers_readers(void)
 {
-    const char *dir = t_tmpdir("conc");
+    const char *dir = t_store("conc");
     stele_options o;
     memset(&o, 0, sizeof o);
     o.segment_size = 64 * 1024;
@@ -753,7 +753,7 @@ static void test_writers_readers(void)
     verify_store(ws, "after reopen");
     stele_close(db);
     db = NULL;
-    t_rmdir(dir);
+    t_store_drop(dir);
 }
 
 /* ------------------------------------------------------------------ race */
@@ -807,7 +807,7 @@ static void *racer_main(void *arg)
 
 static void test_race(void)
 {
-    const char *dir = t_tmpdir("race");
+    const char *dir = t_store("race");
     CHECK_OK(stele_open(dir, NULL, &db));
     pthread_t th[RACE_THREADS];
     CHECK(pthread_barrier_init(&race_start, NULL, RACE_THREADS + 1) == 0);
@@ -952,7 +952,7 @@ static void test_race(void)
     free(wn);
     stele_close(db);
     db = NULL;
-    t_rmdir(dir);
+    t_store_drop(dir);
 }
 
 int main(void)

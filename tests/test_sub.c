@@ -88,7 +88,7 @@ int main(void)
 {
     t_seed();
     per_writer = getenv("TEST_QUICK") ? 800 : 6250; /* 50,000 events in all */
-    const char *dir = t_tmpdir("sub");
+    const char *dir = t_store("sub");
     stele_options o = {.segment_size = 1 << 20};
     CHECK_OK(stele_open(dir, &o, &db));
     int passed = 0;
@@ -276,6 +276,6 @@ int main(void)
     }
 
     stele_close(db);
-    t_rmdir(dir);
+    t_store_drop(dir);
     return t_done("test_sub", passed);
 }

@@ -48,6 +48,27 @@ void t_fail_hook(void);
 const char *t_tmpdir(const char *tag);
 void t_rmdir(const char *path);
 
+/*
+ * The store a contract test runs on (docs/architecture.md, "The contract
+ * test suite"). Without STELE_TEST_STORE: a fresh temporary directory, as
+ * t_tmpdir. With STELE_TEST_STORE=TEMPLATE: the template with every "{}"
+ * replaced by a name unique to this case (letters, digits and '_': "tag_
+ * PID_N"), e.g. postgres://127.0.0.1:5433/stele?options=-csearch_path%3Dt_{}
+ * or dynamodb://t_{}_?endpoint=...; a backend makes the store on first
+ * open, empty. t_store_drop runs STELE_TEST_STORE_DROP (a shell command
+ * that finds the URI in "$1") if set, else removes the directory of a
+ * local store. t_store returns static storage of up to 8 slots.
+ */
+const char *t_store(const char *tag);
+void t_store_drop(const char *uri);
+/* 1 if the store is a plain directory (STELE_TEST_STORE unset, or a
+ * directory template): cases that look at the local engine's files may
+ * run. 0 for any URI, file: included. */
+int t_store_is_local(void);
+/* stele_check() on a local store; 0 (and an empty report) on another
+ * backend, which its database checks. */
+int t_store_check(const char *uri, char *report, size_t report_len);
+
 /* Seeded xorshift PRNG. t_seed() reads TEST_SEED or uses the time, prints
  * the seed, and returns it. */
 uint64_t t_seed(void);

@@ -8,6 +8,15 @@
  *
  * Arguments reach a backend already validated by src/store (names, sizes,
  * limits); backends assert rather than re-check them.
+ *
+ * The contract (docs/architecture.md, "The backend contract"): a backend is
+ * chosen by the store URI (backend_open, backend.c); its ops carry
+ * BACKEND_OPS_VERSION; it builds the pages it returns from neutral event
+ * fields (page_add in page.h); it decides visibility with the shared rule
+ * (vis_event_visible in visibility.h); it owns $all positions (pos_after,
+ * pos_before, pos_head); it sizes its own storage and enforces its own
+ * limits (ETOOBIG) beyond the public ones. A fresh URI opens an empty store
+ * (the contract tests make one per case from STELE_TEST_STORE).
  */
 #ifndef STELE_BACKEND_H
 #define STELE_BACKEND_H
@@ -29,14 +38,17 @@ typedef struct append_args {
     /* ids[i]: the client's id or one made by the store (made[i] = 1). */
     const uint8_t (*ids)[16];
     const uint8_t *made;
-    uint64_t bytes; /* encoded size of all events (local engine's records) */
+    uint64_t bytes; /* size of all events as the API edge measures it
+                     * (STORE_EVENT_FIXED in store_int.h), not the
+                     * backend's encoding: a backend sizes its own */
 } append_args;
 
 /*
  * A multi-stream append as the API edge prepared it (src/store/multi.c):
  * streams named once each, every record naming one of them, ids made or
- * checked, the condition's items non-empty. `bytes` is the encoded size of
- * every record of the commit (events and state snapshots).
+ * checked, the condition's items non-empty. `bytes` is the size of every
+ * event and state snapshot of the commit as the API edge measures it, not
+ * the backend's encoding.
  */
 typedef struct multi_stream_args {
     const char *stream;
@@ -90,7 +102,7 @@ typedef void (*append_done_fn)(void *ctx, int rc, const stele_append_result *res
 /* The version of this table's layout and meaning. A backend sets
  * `version` to the value it was built against; backend_open() refuses a
  * mismatch. Bump it whenever a slot is added, removed or changes meaning. */
-#define BACKEND_OPS_VERSION 1u
+#define BACKEND_OPS_VERSION 2u
 
 typedef struct backend_ops {
     unsigned version; /* BACKEND_OPS_VERSION */
@@ -144,6 +156,20 @@ typedef struct backend_ops {
                         stele_snapshot **out);
     int (*load)(backend *b, const char *stream, size_t len, size_t limit, stele_snapshot **snap,
                 stele_page **events);
+    /* $all positions are the backend's: opaque 64-bit cursors, totally
+     * ordered as unsigned integers in $all order (a later commit has a
+     * larger position), STELE_NONE never a position. Nothing above the
+     * backend does arithmetic on them; it asks these instead.
+     * pos_after(p): the cursor where a read of the events after p starts
+     * (read_all(pos_after(p)) never returns p itself or anything before).
+     * pos_before(p): a cursor c < p such that no event lies strictly
+     * between c and p (the "covered up to" form of cursor p, for
+     * checkpoints in KurrentDB's wire formats); STELE_NONE for the first.
+     * pos_head(): the cursor after the last commit visible to reads now
+     * (read_all from it returns nothing yet); 0 for an empty store. */
+    uint64_t (*pos_after)(backend *b, uint64_t pos);
+    uint64_t (*pos_before)(backend *b, uint64_t pos);
+    int (*pos_head)(backend *b, uint64_t *next);
     /* Commit notification, for subscriptions. commit_gen() changes after
      * every commit that is visible to reads; wait_commit() sleeps until it
      * differs from `gen` or `timeout_ms` passes (-1: no limit). watch()

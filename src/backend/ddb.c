@@ -71,7 +71,6 @@
 #include <unistd.h>
 
 #include "backend/ddb_int.h"
-#include "log/record.h"
 #include "util/util.h"
 
 /* ------------------------------------------------------------- requests */
@@ -1469,6 +1468,24 @@ static int ddb_stats(backend *b, stele_stats *out)
     return 0;
 }
 
+/* Positions are gapless: the next cursor is the next number. */
+static uint64_t ddb_pos_after(backend *b, uint64_t pos)
+{
+    (void)b;
+    return pos == STELE_NONE ? 0 : pos + 1;
+}
+
+static uint64_t ddb_pos_before(backend *b, uint64_t pos)
+{
+    (void)b;
+    return pos == 0 || pos == STELE_NONE ? STELE_NONE : pos - 1;
+}
+
+static int ddb_pos_head(backend *b, uint64_t *next)
+{
+    return ddb_seq_get((ddb *)b, next);
+}
+
 static void ddb_close(backend *b)
 {
     ddb *D = (ddb *)b;
@@ -1526,6 +1543,9 @@ static const backend_ops ddb_ops = {
     .put_snapshot = ddb_put_snapshot,
     .get_snapshot = ddb_get_snapshot,
     .load = ddb_load,
+    .pos_after = ddb_pos_after,
+    .pos_before = ddb_pos_before,
+    .pos_head = ddb_pos_head,
     .commit_gen = ddb_commit_gen,
     .wait_commit = ddb_wait_commit,
     .watch = ddb_watch_fd,

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "backend/ddb_int.h"
+#include "backend/visibility.h"
 #include "util/util.h"
 
 /* ------------------------------------------------------------- calls */
@@ -285,25 +286,27 @@ uint64_t ddb_visible_rev(const dstate *st)
     return st->last;
 }
 
-/* The same rule as the local engine's (docs/streams.md). */
+/* The rule every backend shares (visibility.c, docs/streams.md). */
+static stream_vis vis_of(const dstate *st)
+{
+    return (stream_vis){.last_rev = st->last,
+                        .truncate_before = st->deleted || st->tb ? st->tb : 0,
+                        .tombstoned = st->tombstoned,
+                        .max_age_us = st->max_age,
+                        .max_count = st->max_count,
+                        .meta_tb = st->md_tb};
+}
+
 uint64_t ddb_stream_start(const dstate *st)
 {
-    uint64_t lo = st->tb > st->md_tb ? st->tb : st->md_tb;
-    if (st->max_count && st->last != UINT64_MAX && st->last + 1 > st->max_count &&
-        st->last + 1 - st->max_count > lo)
-        lo = st->last + 1 - st->max_count;
-    return lo;
+    stream_vis v = vis_of(st);
+    return vis_stream_start(&v);
 }
 
 int ddb_event_visible(const dstate *st, uint64_t rev, int64_t created, int64_t now)
 {
-    if (st->tombstoned || st->last == UINT64_MAX || rev > st->last)
-        return 0;
-    if (rev < ddb_stream_start(st))
-        return 0;
-    if (st->max_age && st->max_age <= INT64_MAX && created < now - (int64_t)st->max_age)
-        return 0;
-    return 1;
+    stream_vis v = vis_of(st);
+    return vis_event_visible(&v, rev, created, now);
 }
 
 /* ------------------------------------------------------------- tables */

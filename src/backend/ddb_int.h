@@ -13,7 +13,7 @@
 
 #include "backend/backend.h"
 #include "rules/aws_http.h"
-#include "store/page.h"
+#include "backend/page.h"
 
 /* DynamoDB's own limits. */
 #define DDB_MAX_ACTIONS 100u          /* items per TransactWriteItems */

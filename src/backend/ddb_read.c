@@ -24,7 +24,6 @@
 #include <string.h>
 
 #include "backend/ddb_int.h"
-#include "log/record.h"
 #include "util/util.h"
 
 int ddb_page_add_item(stele_page *pg, json_t *item)
@@ -39,47 +38,28 @@ int ddb_page_add_item(stele_page *pg, json_t *item)
         ddb_get_n(item, "flags", &flags))
         return err_set(STELE_ECORRUPT, "dynamodb: an event item lacks stream, eventType, eventId, created or flags");
     uint64_t rev = ddb_get_nu(item, "revision"), pos = ddb_get_nu(item, "position");
-    int64_t made = 0;
-    ddb_get_n(item, "idMade", &made);
     uint8_t *data = NULL, *meta = NULL;
     size_t dl = 0, ml = 0;
     int rc = ddb_get_b(item, "data", &data, &dl);
     if (rc == 0)
         rc = ddb_get_b(item, "metadata", &meta, &ml);
     const char *tags[64];
-    char *tagcopy[64];
     size_t ntags = 0;
     json_t *tl_ = json_object_get(json_object_get(item, "tags"), "L");
     size_t i;
     json_t *t;
     json_array_foreach(tl_, i, t) {
         const char *s = json_string_value(json_object_get(t, "S"));
-        if (s && ntags < 64) {
-            tagcopy[ntags] = NULL;
+        if (s && ntags < 64)
             tags[ntags++] = s;
-        }
     }
     if (rc == 0) {
-        char *tcopy = strndup(type, tl);
-        stele_event_in ev = {.id = id, .type = tcopy, .data = data, .data_len = dl, .metadata = meta,
-                             .metadata_len = ml, .tags = tags, .ntags = ntags, .flags = (uint32_t)flags};
-        uint64_t sz = rec_event_size(sl, tl, tags, ntags, dl, ml);
-        uint8_t *rbuf = malloc(sz);
-        if (!rbuf || !tcopy) {
-            rc = err_set(STELE_ENOMEM, "out of memory");
-        } else {
-            rec_encode_event(rbuf, stream, sl, &ev, id, (uint8_t)((flags & (STELE_EVENT_JSON | STELE_META_JSON)) | (made ? REC_ID_MADE : 0)), 1, 0, pos, rev, created);
-            rec r;
-            const char *why;
-            if (rec_decode_trusted(rbuf, sz, &r, &why) != REC_OK)
-                rc = err_set(STELE_ECORRUPT, "dynamodb: event item does not make a record: %s", why);
-            else
-                rc = page_add(pg, &r);
-        }
-        free(rbuf);
-        free(tcopy);
+        page_event pe = {.stream = stream, .stream_len = sl, .type = type, .type_len = tl, .tags = tags,
+                         .ntags = ntags, .data = data, .data_len = dl, .metadata = meta, .metadata_len = ml,
+                         .id = id, .flags = (uint32_t)flags, .created_us = created, .revision = rev,
+                         .position = pos};
+        rc = page_add(pg, &pe);
     }
-    (void)tagcopy;
     free(data);
     free(meta);
     return rc;
@@ -616,27 +596,12 @@ int ddb_query(backend *b, const query_args *q, stele_page **out)
                         break;
                     continue;
                 }
-                stele_page *one;
-                (void)one;
-                /* copy the event through an item-free path: re-read is
-                 * wasteful, so re-encode from the event's fields */
-                stele_event_in ev = {.id = e->id, .type = e->type, .data = e->data, .data_len = e->data_len,
-                                     .metadata = e->metadata, .metadata_len = e->metadata_len, .tags = e->tags,
-                                     .ntags = e->ntags, .flags = e->flags};
-                uint64_t sz = rec_event_size(e->stream_len, e->type_len, e->tags, e->ntags, e->data_len,
-                                             e->metadata_len);
-                uint8_t *rbuf = malloc(sz);
-                if (!rbuf) {
-                    rc = err_set(STELE_ENOMEM, "out of memory");
-                    break;
-                }
-                rec_encode_event(rbuf, e->stream, e->stream_len, &ev, e->id, (uint8_t)e->flags, 1, 0, e->position, e->revision,
-                                 e->created_us);
-                rec r;
-                const char *why;
-                rc = rec_decode_trusted(rbuf, sz, &r, &why) == REC_OK ? page_add(pg, &r)
-                                                                     : err_set(STELE_EINTERNAL, "%s", why);
-                free(rbuf);
+                page_event pe = {.stream = e->stream, .stream_len = e->stream_len, .type = e->type,
+                                 .type_len = e->type_len, .tags = e->tags, .ntags = e->ntags, .data = e->data,
+                                 .data_len = e->data_len, .metadata = e->metadata,
+                                 .metadata_len = e->metadata_len, .id = e->id, .flags = e->flags,
+                                 .created_us = e->created_us, .revision = e->revision, .position = e->position};
+                rc = page_add(pg, &pe);
                 if (rc)
                     break;
             }

@@ -854,6 +854,19 @@ int local_submit(local *L, wreq *r) { return submit(L, r); }
 
 int local_enqueue(local *L, wreq *r) { return enqueue(L, r); }
 
+/* The bytes the append's records take in the log (the API edge measured
+ * it neutrally; the engine sizes its own encoding). */
+static uint64_t append_rec_bytes(const append_args *a)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        const stele_event_in *e = &a->events[i];
+        n += rec_event_size(a->stream_len, strlen(e->type), e->tags, e->ntags, e->data_len,
+                            e->metadata_len);
+    }
+    return n;
+}
+
 static int local_append(backend *b, const append_args *a, stele_append_result *res)
 {
     local *L = (local *)b;
@@ -864,7 +877,7 @@ static int local_append(backend *b, const append_args *a, stele_append_result *r
     r.stream = a->stream;
     r.stream_len = a->stream_len;
     r.expected = a->expected;
-    r.bytes = a->bytes;
+    r.bytes = append_rec_bytes(a);
     int rc = submit(L, &r);
     if (res)
         *res = r.res;
@@ -884,7 +897,7 @@ static int local_append_async(backend *b, const append_args *a, append_done_fn d
     r->stream = a->stream;
     r->stream_len = a->stream_len;
     r->expected = a->expected;
-    r->bytes = a->bytes;
+    r->bytes = append_rec_bytes(a);
     r->done_fn = done;
     r->done_ctx = ctx;
     int rc = enqueue(L, r);
@@ -946,9 +959,31 @@ static void local_close(backend *b)
     free(L);
 }
 
+/* Positions: gapless integers in commit order (docs/architecture.md). */
+static uint64_t local_pos_after(backend *b, uint64_t pos)
+{
+    (void)b;
+    return pos == STELE_NONE ? 0 : pos + 1;
+}
+
+static uint64_t local_pos_before(backend *b, uint64_t pos)
+{
+    (void)b;
+    return pos == 0 || pos == STELE_NONE ? STELE_NONE : pos - 1;
+}
+
+static int local_pos_head(backend *b, uint64_t *next)
+{
+    *next = atomic_load_explicit(&((local *)b)->pub_next_pos, memory_order_acquire);
+    return 0;
+}
+
 static const backend_ops local_ops = {
     .version = BACKEND_OPS_VERSION,
     .name = "local",
+    .pos_after = local_pos_after,
+    .pos_before = local_pos_before,
+    .pos_head = local_pos_head,
     .append = local_append,
     .append_async = local_append_async,
     .remove = local_remove,

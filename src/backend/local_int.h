@@ -26,7 +26,7 @@
 #include "backend/backend.h"
 #include "index/index.h"
 #include "log/log.h"
-#include "store/page.h"
+#include "backend/page.h"
 #include "util/util.h"
 
 #define GROUP_MAX_BYTES (32u << 20)
@@ -141,18 +141,21 @@ int tail_hint(local *L, uint64_t from, uint64_t *loc);
 
 /* local_read.c */
 
+/* Add the event record r to page pg through its neutral fields
+ * (page_add). 0, ENOMEM, or ECORRUPT for a record no writer made. */
+int local_page_add(stele_page *pg, const rec *r);
+
 /*
  * Whether the event at `revision` of a stream in state `st`, committed at
  * `created_us`, is visible to stream-shaped reads (stream reads, queries,
- * snapshot loads) at time `now_us`: not hidden by a tombstone, a soft
- * delete or the stream's retention. $all shows every event until it is
- * scavenged; this rule is also what the scavenger removes. One function, so
- * reads, queries and scavenging can never disagree.
+ * snapshot loads) at time `now_us`: the shared rule of
+ * src/backend/visibility.c (vis_event_visible) applied to the engine's
+ * stream state. $all shows every event until it is scavenged; this rule is
+ * also what the scavenger removes.
  */
 int event_visible(const idx_stream *st, uint64_t revision, int64_t created_us, int64_t now_us);
-/* The lowest revision event_visible() can accept, maxAge aside: the soft
- * delete's truncate-before, the metadata's truncateBefore and maxCount
- * counted back from the last revision. */
+/* The lowest revision event_visible() can accept, maxAge aside
+ * (vis_stream_start). */
 uint64_t stream_start(const idx_stream *st);
 void scratch_init(local *L, buf *b);
 void scratch_free(local *L, buf *b);

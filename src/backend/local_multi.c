@@ -817,6 +817,22 @@ int multi_removable(local *L, MDB_txn *txn, uint64_t at, int64_t now)
 
 static void reset_failed(wreq *r);
 
+/* The bytes the commit's records take in the log: its events and state
+ * snapshots (the API edge measured the commit neutrally). */
+static uint64_t multi_rec_bytes(const multi_args *m)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < m->nstreams; i++)
+        if (m->streams[i].state)
+            n += rec_body_size(m->streams[i].len, m->streams[i].state->state_len, 0);
+    for (size_t i = 0; i < m->nrecords; i++) {
+        const stele_event_in *e = &m->records[i].event;
+        n += rec_event_size(m->streams[m->records[i].stream].len, strlen(e->type), e->tags,
+                            e->ntags, e->data_len, e->metadata_len);
+    }
+    return n;
+}
+
 int local_append_multi(backend *b, const multi_args *m, stele_append_result *per_stream,
                        stele_multi_result *res)
 {
@@ -832,7 +848,7 @@ int local_append_multi(backend *b, const multi_args *m, stele_append_result *per
     r.mres = *res;
     r.stream = m->streams[0].stream;
     r.stream_len = m->streams[0].len;
-    r.bytes = m->bytes;
+    r.bytes = multi_rec_bytes(m);
     r.ms = calloc(m->nstreams, sizeof *r.ms);
     if (!r.ms)
         return err_set(STELE_ENOMEM, "out of memory");
@@ -894,7 +910,7 @@ int local_append_multi_async(backend *b, const multi_args *m, stele_append_resul
     r->mres = *init;
     r->stream = m->streams[0].stream;
     r->stream_len = m->streams[0].len;
-    r->bytes = m->bytes;
+    r->bytes = multi_rec_bytes(m);
     r->mdone_fn = done;
     r->done_ctx = ctx;
     r->ms = calloc(m->nstreams, sizeof *r->ms);
@@ -1006,7 +1022,7 @@ int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, 
         const char *why;
         size_t off = offs[q - chunk_start];
         rec_decode_trusted(chunk.p + off, chunk.len - off, &r, &why);
-        if ((rc = page_add(pg, &r)))
+        if ((rc = local_page_add(pg, &r)))
             break;
         if (bw && q == 0)
             break;

@@ -240,7 +240,7 @@ static int add_visible(filler *f, const rec *r)
 {
     int rc = stream_of(f->L, f->txn, &f->sc, r);
     if (rc == 0 && event_visible(&f->sc.st, r->revision, r->created_us, f->now_us))
-        rc = page_add(f->pg, r);
+        rc = local_page_add(f->pg, r);
     return rc;
 }
 

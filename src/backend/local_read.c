@@ -15,39 +15,68 @@
 #include <unistd.h>
 
 #include "backend/local_int.h"
+#include "backend/visibility.h"
 #include "log/record.h"
 #include "os/os.h"
 
 /* ----------------------------------------------------------------- reads */
 
-uint64_t stream_start(const idx_stream *st)
+/* The local engine's stream state as the shared visibility rule sees it
+ * (src/backend/visibility.c holds the rule itself). */
+static stream_vis vis_of(const idx_stream *st)
 {
-    uint64_t lo = st->truncate_before > st->meta_tb ? st->truncate_before : st->meta_tb;
-    if (st->max_count && st->last_rev != UINT64_MAX && st->last_rev + 1 > st->max_count &&
-        st->last_rev + 1 - st->max_count > lo)
-        lo = st->last_rev + 1 - st->max_count;
-    return lo;
+    return (stream_vis){.last_rev = st->last_rev,
+                        .truncate_before = st->truncate_before,
+                        .tombstoned = (st->flags & IDX_TOMBSTONED) != 0,
+                        .max_age_us = st->max_age_us,
+                        .max_count = st->max_count,
+                        .meta_tb = st->meta_tb};
 }
 
-/* The rule (docs/streams.md): a tombstone hides everything; below the
- * start (soft delete, truncateBefore, maxCount counted back from the last
- * revision) nothing is visible; maxAge hides events created more than
- * max_age_us before `now_us`. */
+uint64_t stream_start(const idx_stream *st)
+{
+    stream_vis v = vis_of(st);
+    return vis_stream_start(&v);
+}
+
 int event_visible(const idx_stream *st, uint64_t revision, int64_t created_us, int64_t now_us)
 {
-    if (st->flags & IDX_TOMBSTONED)
-        return 0;
-    if (st->last_rev == UINT64_MAX || revision > st->last_rev)
-        return 0;
-    if (revision < stream_start(st))
-        return 0;
-    if (st->max_age_us && st->max_age_us <= INT64_MAX &&
-        created_us < now_us - (int64_t)st->max_age_us)
-        return 0;
-    return 1;
+    stream_vis v = vis_of(st);
+    return vis_event_visible(&v, revision, created_us, now_us);
 }
 
 /* A scratch buffer seeded with a pool block (already mapped memory). */
+int local_page_add(stele_page *pg, const rec *r)
+{
+    /* The API edge allows at most 64 tags; a record with more was not
+     * written by this engine. */
+    const char *tags[64];
+    if (r->ntags > sizeof tags / sizeof tags[0])
+        return err_set(STELE_ECORRUPT, "event at position %llu has %u tags",
+                       (unsigned long long)r->position, (unsigned)r->ntags);
+    const uint8_t *t = r->tags;
+    for (unsigned i = 0; i < r->ntags; i++) {
+        tags[i] = (const char *)t + 2;
+        t += 3 + ld16(t);
+    }
+    page_event e = {.stream = r->stream,
+                    .stream_len = r->stream_len,
+                    .type = r->type,
+                    .type_len = r->type_len,
+                    .tags = tags,
+                    .ntags = r->ntags,
+                    .data = r->data,
+                    .data_len = r->data_len,
+                    .metadata = r->meta,
+                    .metadata_len = r->meta_len,
+                    .id = r->id,
+                    .flags = r->flags,
+                    .created_us = r->created_us,
+                    .revision = r->revision,
+                    .position = r->position};
+    return page_add(pg, &e);
+}
+
 void scratch_init(local *L, buf *b)
 {
     memset(b, 0, sizeof *b);
@@ -211,7 +240,7 @@ static int read_stream_try(local *L, const char *stream, size_t len, uint64_t fr
                 if (r.revision < from ||
                     !event_visible(&st, r.revision, r.created_us, now))
                     continue;
-                rc = page_add(pg, &r);
+                rc = local_page_add(pg, &r);
                 last = r.revision;
                 any = 1;
             }
@@ -242,7 +271,7 @@ static int read_stream_try(local *L, const char *stream, size_t len, uint64_t fr
                     aged = 1;
                     break;
                 }
-                rc = page_add(pg, &r);
+                rc = local_page_add(pg, &r);
                 last = r.revision;
                 any = 1;
             }
@@ -301,7 +330,7 @@ int scan_all(local *L, uint64_t loc, uint64_t end, uint64_t from, uint64_t to,
             continue;
         if (r.position > to || page_full(pg, limit))
             break;
-        if ((rc = page_add(pg, &r)))
+        if ((rc = local_page_add(pg, &r)))
             break;
     }
     log_iter_done(&it);

@@ -614,7 +614,7 @@ static int read_after(local *L, MDB_txn *txn, uint64_t visible, const idx_stream
             off += r.len;
             if (r.revision < from || !event_visible(st, r.revision, r.created_us, now))
                 continue;
-            rc = page_add(pg, &r);
+            rc = local_page_add(pg, &r);
             last = r.revision;
             any = 1;
         }

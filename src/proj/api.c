@@ -480,9 +480,8 @@ static int infos(stele_db *db, const char *name, stele_projection_info **out, si
     proj_sys *s;
     if (rc || (rc = proj_sys_get(db, &s)))
         return rc;
-    stele_stats st;
-    memset(&st, 0, sizeof st);
-    stele_get_stats(db, &st);
+    uint64_t head = 0; /* the end of $all, for the lag */
+    stele_position_head(db, &head);
     pthread_mutex_lock(&s->mu);
     size_t cnt = 0, bytes = 0;
     for (size_t i = 0; i < s->n; i++)
@@ -507,7 +506,7 @@ static int infos(stele_db *db, const char *name, stele_projection_info **out, si
     size_t k = 0;
     for (size_t i = 0; i < s->n; i++)
         if (!name || !strcmp(s->list[i]->def.name, name))
-            fill_info(s->list[i], &arr[k++], &area, st.events);
+            fill_info(s->list[i], &arr[k++], &area, head);
     pthread_mutex_unlock(&s->mu);
     *out = arr;
     if (n)
@@ -625,10 +624,8 @@ int stele_projection_wait(stele_db *db, const char *name, uint64_t position, int
         return rc;
     pthread_mutex_unlock(&s->admin);
     if (position == STELE_END) {
-        stele_stats st;
-        if ((rc = stele_get_stats(db, &st)))
+        if ((rc = stele_position_head(db, &position)))
             return rc;
-        position = st.events;
     }
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);

@@ -172,4 +172,8 @@ void proj_stop(proj *p);                         /* with s->admin held */
 int proj_check_settings(stele_db *db, const char *name, const stele_projection_settings *st,
                         proj_def *d);
 
+/* Stop the projections (run.c) after their current batch and free them.
+ * stele_close calls it through db->close_up[STORE_UP_PROJ]. */
+void proj_sys_close(stele_db *db);
+
 #endif

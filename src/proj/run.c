@@ -552,9 +552,8 @@ static void *run_main(void *arg)
     }
     uint64_t target = STELE_NONE;
     if (r.d.mode == STELE_PROJ_ONE_TIME) {
-        stele_stats st;
-        if (stele_get_stats(r.db, &st) == 0)
-            target = st.events;
+        if (stele_position_head(r.db, &target))
+            target = STELE_NONE;
     }
     pthread_mutex_lock(&p->sys->mu);
     p->position = pos;
@@ -609,7 +608,7 @@ static void *run_main(void *arg)
                 }
                 streams += (handled == 2 ? per_partition : 0) + (r.batch.nemits - emits_before);
                 if (streams >= BATCH_STREAMS && i + 1 < n) {
-                    cut = e->position + 1;
+                    cut = stele_position_after(r.db, e->position);
                     i++;
                     break;
                 }
@@ -751,6 +750,7 @@ int proj_sys_get(stele_db *db, proj_sys **out)
         s->list[s->n++] = p;
     }
     free(defs);
+    db->close_up[STORE_UP_PROJ] = proj_sys_close;
     db->projs = s;
     pthread_mutex_unlock(&init_mu);
     /* Finish interrupted resets, then start the enabled ones. */

@@ -351,8 +351,8 @@ int stele_projection_query(stele_db *db, const char *query, size_t query_len,
     uint32_t tmo = limits && limits->timeout_ms ? limits->timeout_ms : 1000;
     if (mem < (1u << 20) || mem > (4ull << 30) || tmo > 600000)
         return err_set(STELE_EINVAL, "limits: memory 1 MiB .. 4 GiB, timeout 1 .. 600000 ms");
-    stele_stats st;
-    int rc = stele_get_stats(db, &st);
+    uint64_t head;
+    int rc = stele_position_head(db, &head);
     if (rc)
         return rc;
     proj_js_cb cb = {.load = no_load, .emit = transient_emit};
@@ -366,14 +366,14 @@ int stele_projection_query(stele_db *db, const char *query, size_t query_len,
     buf out = {0};
     if (!(rc = proj_make_filter(proj_js_source(js), &f, &regex)))
         rc = stele_subscribe_all(db, 0, &f, &sub);
-    while (!rc && stele_sub_position(sub) < st.events) {
+    while (!rc && stele_sub_position(sub) < head) {
         stele_page *pg;
         if ((rc = stele_sub_next(sub, 4096, 0, &pg)))
             break;
         size_t n = stele_page_count(pg);
         for (size_t i = 0; i < n && !rc; i++) {
             const stele_event *e = stele_page_event(pg, i);
-            if (e->position >= st.events)
+            if (e->position >= head)
                 break;
             int handled;
             if ((rc = proj_js_event(js, e, &handled, err, sizeof err)))

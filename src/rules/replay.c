@@ -113,7 +113,7 @@ static void *replay_main(void *arg)
                     break;
                 }
                 atomic_fetch_add(&p->scanned, 1);
-                atomic_store(&p->next_position, e->position + 1);
+                atomic_store(&p->next_position, stele_position_after(db, e->position));
                 int m = rule_def_matches(def, e, &pinput);
                 if (m < 0) {
                     set_error(p, "out of memory matching events");
@@ -192,13 +192,11 @@ int replay_start(rule *r, const stele_replay_window *w, uint64_t id)
         p->w.to_pos = STELE_END;
     }
     if (!p->w.by_time && p->w.to_pos == STELE_END) {
-        stele_stats st;
-        int rc = stele_get_stats(db, &st);
+        int rc = stele_position_head(db, &p->w.to_pos);
         if (rc) {
             free(p);
             return rc;
         }
-        p->w.to_pos = st.events;
     }
     if (p->w.by_time) {
         /* Check the window against the time index now (EINVAL without it). */

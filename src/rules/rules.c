@@ -218,6 +218,7 @@ static int reg_get(stele_db *db, rules_reg **out)
                 free(reg);
                 reg = NULL;
             } else {
+                db->close_up[STORE_UP_RULES] = rules_close;
                 __atomic_store_n(&db->rules, reg, __ATOMIC_RELEASE);
             }
         }
@@ -595,11 +596,11 @@ int stele_rule_list(stele_db *db, stele_rule_info **out, size_t *n)
         return err_set(STELE_ENOMEM, "out of memory");
     qsort(v, k, sizeof *v, by_name);
     stele_rule_info *in = infos_alloc(k);
-    stele_stats st = {0};
-    stele_get_stats(db, &st);
+    uint64_t head = 0; /* the end of $all, for the lag */
+    stele_position_head(db, &head);
     for (size_t i = 0; i < k; i++) {
         if (in)
-            fill_info(db, (info_hdr *)in - 1, &in[i], v[i], st.events);
+            fill_info(db, (info_hdr *)in - 1, &in[i], v[i], head);
         rule_unref(v[i]);
     }
     free(v);
@@ -622,10 +623,10 @@ int stele_rule_get(stele_db *db, const char *name, stele_rule_info **out)
     if (rc)
         return rc;
     stele_rule_info *in = infos_alloc(1);
-    stele_stats st = {0};
-    stele_get_stats(db, &st);
+    uint64_t head = 0; /* the end of $all, for the lag */
+    stele_position_head(db, &head);
     if (in)
-        fill_info(db, (info_hdr *)in - 1, in, r, st.events);
+        fill_info(db, (info_hdr *)in - 1, in, r, head);
     rule_unref(r);
     if (!in)
         return err_set(STELE_ENOMEM, "out of memory");

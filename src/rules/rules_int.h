@@ -274,4 +274,8 @@ void replays_stop_all(rule *r);
 int replay_infos(rule *r, stele_replay_info **out, size_t *n);
 int replay_cancel(rule *r, uint64_t id);
 
+/* Stop the rules (rules.c): their threads and consumers. stele_close
+ * calls it through db->close_up[STORE_UP_RULES]. */
+void rules_close(stele_db *db);
+
 #endif

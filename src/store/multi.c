@@ -16,7 +16,6 @@
 #include <string.h>
 
 #include "backend/backend.h"
-#include "log/record.h"
 #include "store/store_int.h"
 #include "stele.h"
 #include "util/util.h"
@@ -108,7 +107,7 @@ static int prepare_multi(stele_db *db, const stele_append_stream *streams, size_
                        nstreams, STELE_MAX_APPEND_STREAMS);
     if (nrecords == 0 || !records)
         return err_set(STELE_EINVAL, "a multi-stream append needs at least one event");
-    if (nrecords > db->opts.max_append_size / REC_HEADER_SIZE)
+    if (nrecords > db->opts.max_append_size / STORE_EVENT_FIXED)
         return err_set(STELE_ETOOBIG, "append of %zu events is larger than the %llu-byte limit",
                        nrecords, (unsigned long long)db->opts.max_append_size);
     if (cond && (rc = check_query(cond)))
@@ -144,7 +143,7 @@ static int prepare_multi(stele_db *db, const stele_append_stream *streams, size_
                              (unsigned long long)db->opts.max_event_size);
             if (rc)
                 break;
-            total += rec_body_size(len, st->state_len, 0);
+            total += STORE_EVENT_FIXED + len + st->state_len;
         }
         p->ms[i] = (multi_stream_args){s->stream, len, s->expected, s->state, 0};
         names[i] = (name_ix){s->stream, i};

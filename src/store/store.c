@@ -9,7 +9,6 @@
 
 #include "backend/backend.h"
 #include "store/store_int.h"
-#include "log/record.h"
 #include "stele.h"
 #include "util/util.h"
 
@@ -67,9 +66,9 @@ void stele_close(stele_db *db)
 {
     if (!db)
         return;
-    proj_sys_close(db);
-    rules_close(db);
-    sub_groups_close(db);
+    for (int i = 0; i < STORE_UP_N; i++)
+        if (db->close_up[i])
+            db->close_up[i](db);
     db->be->ops->close(db->be);
     free(db);
 }
@@ -126,7 +125,8 @@ static int check_name(const char *what, size_t i, const char *s)
 }
 
 /* One event of an append to a stream whose name is `slen` bytes: 0 with
- * its record's size in *size, or EINVAL / ETOOBIG naming event i. */
+ * its size (STORE_EVENT_FIXED + name + payload) in *size, or EINVAL /
+ * ETOOBIG naming event i. */
 int store_check_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
                       uint64_t *size)
 {
@@ -152,8 +152,7 @@ int store_check_event(const stele_options *o, size_t i, const stele_event_in *e,
         payload > o->max_event_size)
         return err_set(STELE_ETOOBIG, "event %zu: %llu bytes, more than the %llu-byte event limit",
                        i, (unsigned long long)payload, (unsigned long long)o->max_event_size);
-    *size = rec_event_size(slen, strlen(e->type), e->tags, e->ntags, e->data_len,
-                           e->metadata_len);
+    *size = STORE_EVENT_FIXED + slen + payload;
     return 0;
 }
 
@@ -264,7 +263,7 @@ static int prepare(stele_db *db, const char *stream, int64_t expected,
         return rc;
     if (n == 0 || !events)
         return err_set(STELE_EINVAL, "an append needs at least one event");
-    if (n > db->opts.max_append_size / REC_HEADER_SIZE)
+    if (n > db->opts.max_append_size / STORE_EVENT_FIXED)
         return err_set(STELE_ETOOBIG, "append of %zu events is larger than the %llu-byte limit", n,
                        (unsigned long long)db->opts.max_append_size);
     p->ids = malloc(n * 16);
@@ -528,6 +527,24 @@ int stele_delete_stream(stele_db *db, const char *stream, int64_t expected, uint
 int stele_tombstone_stream(stele_db *db, const char *stream, int64_t expected, uint64_t *current)
 {
     return remove_stream(db, stream, expected, 1, current);
+}
+
+uint64_t stele_position_after(stele_db *db, uint64_t position)
+{
+    return db->be->ops->pos_after(db->be, position);
+}
+
+uint64_t stele_position_before(stele_db *db, uint64_t next)
+{
+    return db->be->ops->pos_before(db->be, next);
+}
+
+int stele_position_head(stele_db *db, uint64_t *next)
+{
+    err_clear();
+    if (!db || !next)
+        return err_set(STELE_EINVAL, "%s is NULL", !db ? "db" : "next");
+    return db->be->ops->pos_head(db->be, next);
 }
 
 int stele_get_stats(stele_db *db, stele_stats *out)

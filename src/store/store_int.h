@@ -17,6 +17,9 @@ struct sub_groups;
 struct proj_sys;
 struct rules_reg;
 
+/* Slots of stele_db.close_up, in the order stele_close stops them. */
+enum { STORE_UP_PROJ, STORE_UP_RULES, STORE_UP_GROUPS, STORE_UP_N };
+
 struct stele_db {
     backend *be;
     stele_options opts;
@@ -26,6 +29,11 @@ struct stele_db {
     struct proj_sys *projs;
     /* Rules (src/rules/rules.c); NULL until used. */
     struct rules_reg *rules;
+    /* How to stop each module above the store that keeps state here: set
+     * by the module when it starts, called by stele_close in slot order
+     * (projections, then rules, then consumer groups) before the backend
+     * closes. The store never names those modules. */
+    void (*close_up[STORE_UP_N])(stele_db *db);
 };
 
 /* Append to any stream, system streams ('$...') included; otherwise the
@@ -45,10 +53,6 @@ int store_set_metadata_system(stele_db *db, const char *stream, const stele_stre
                               int64_t expected_version, uint64_t *version);
 int store_get_metadata_system(stele_db *db, const char *stream, stele_stream_metadata **out);
 
-/* Stop the consumer groups (src/sub/groups.c): save their checkpoints and
- * free them. Called by stele_close before the backend closes. */
-void sub_groups_close(stele_db *db);
-
 /* Inline projections (src/proj/inline.c): the one covering the category
  * of user stream `stream` (NULL if none; starts the projection subsystem
  * on first use), and the append done through it: in the calling thread,
@@ -62,12 +66,6 @@ int proj_inline_append(stele_db *db, struct proj_inline *pi, const char *stream,
 int proj_inline_queue(stele_db *db, struct proj_inline *pi, const char *stream, int64_t expected,
                       const stele_event_in *events, size_t n, stele_append_cb cb, void *ctx);
 
-/* Stop the projections (src/proj/run.c) after their current batch and
- * free them. Called by stele_close before the consumer groups stop. */
-void proj_sys_close(stele_db *db);
-/* Stop the rules (src/rules/rules.c): their threads and consumers. Called
- * by stele_close before sub_groups_close. */
-void rules_close(stele_db *db);
 
 /* views.c: 1 if the stream name is a system view stream ($ce-{key},
  * $et-{key}, $bc-{key}, $streams) with its read_view kind and key (a
@@ -92,7 +90,14 @@ int check_stream(const char *stream, size_t *len);
 int check_expected(int64_t expected);
 /* A stream name; `system` = 1 allows '$' names. 0 or EINVAL. */
 int check_name_of(const char *stream, size_t *len, int system);
-/* One event of an append (store.c): 0 with its record size, or EINVAL /
+/* The size of an append as the API edge measures it, the same for every
+ * backend: each event counts STORE_EVENT_FIXED bytes plus its stream name,
+ * type, tags, data and metadata; a multi-stream append's state snapshot
+ * counts STORE_EVENT_FIXED plus its stream name and state. The public
+ * limits (max_append_size) apply to this measure; each backend enforces
+ * its own storage limits beyond it. */
+#define STORE_EVENT_FIXED 72u
+/* One event of an append (store.c): 0 with its size (as above), or EINVAL /
  * ETOOBIG naming event i. */
 int store_check_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
                       uint64_t *size);

@@ -8,7 +8,7 @@
  */
 #include <string.h>
 
-#include "store/page.h"
+#include "backend/page.h"
 #include "store/store_int.h"
 #include "util/util.h"
 

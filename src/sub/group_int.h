@@ -240,4 +240,8 @@ void gstore_filter_free(stele_filter *f);
 /* System stream names of a group; EINVAL if they do not fit. */
 int group_sys_names(const char *stream, const char *name, char ckpt[256], char parked[256]);
 
+/* Stop the consumer groups (groups.c): save their checkpoints and free
+ * them. stele_close calls it through db->close_up[STORE_UP_GROUPS]. */
+void sub_groups_close(stele_db *db);
+
 #endif

@@ -28,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store/page.h"
+#include "backend/page.h"
 #include "sub/group_int.h"
 
 #define TICK_MS 100
@@ -378,8 +378,10 @@ static int groups_get(stele_db *db, sub_groups **out)
     }
     int rc = 0;
     pthread_mutex_lock(&init_mu);
-    if (!(gs = db->groups) && (rc = registry_open(db, &gs)) == 0)
+    if (!(gs = db->groups) && (rc = registry_open(db, &gs)) == 0) {
+        db->close_up[STORE_UP_GROUPS] = sub_groups_close;
         __atomic_store_n(&db->groups, gs, __ATOMIC_RELEASE);
+    }
     pthread_mutex_unlock(&init_mu);
     *out = gs;
     return rc;
@@ -521,10 +523,7 @@ static int resolve_start(stele_db *db, const char *stream, stele_group_settings 
     if (s->start != STELE_END)
         return 0;
     if (!stream) {
-        stele_stats st;
-        int rc = db->be->ops->stats(db->be, &st);
-        s->start = st.events;
-        return rc;
+        return db->be->ops->pos_head(db->be, &s->start);
     }
     return next_revision(db, stream, &s->start);
 }
@@ -1306,9 +1305,7 @@ int stele_group_rewind(stele_db *db, const char *stream, const char *group_name,
         if (g->def.stream) {
             rc = next_revision(db, g->def.stream, &to);
         } else {
-            stele_stats st;
-            rc = stele_get_stats(db, &st);
-            to = st.events;
+            rc = stele_position_head(db, &to);
         }
     }
     if (rc == 0) {

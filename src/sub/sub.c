@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "store/page.h"
+#include "backend/page.h"
 #include "store/store_int.h"
 #include "sub/sub_int.h"
 #include "util/util.h"
@@ -61,12 +61,10 @@ int stele_subscribe_all(stele_db *db, uint64_t from, const stele_filter *filter,
         return rc;
     }
     if (from == STELE_END) {
-        stele_stats st;
-        if ((rc = db->be->ops->stats(db->be, &st))) {
+        if ((rc = db->be->ops->pos_head(db->be, &from))) {
             stele_sub_close(s);
             return rc;
         }
-        from = st.events;
     }
     s->next = from;
     *out = s;
@@ -170,8 +168,15 @@ static int read_once(stele_sub *s, size_t limit, stele_page **out, int *end, uin
         uint64_t rev = last->revision;
         if (s->view)
             stele_page_link(pg, n - 1, NULL, &rev);
-        next = (s->on_stream ? rev : last->position) + 1;
-        *scanned = next - s->next;
+        if (s->on_stream) {
+            next = rev + 1;
+            *scanned = next - s->next;
+        } else {
+            /* Positions are the backend's: no arithmetic here. A $all read
+             * returns every event from s->next on, so it scanned n. */
+            next = be->ops->pos_after(be, last->position);
+            *scanned = n;
+        }
     } else if (s->view && more && next > s->next) {
         /* Every event of the page was hidden: step over them. */
         *scanned = next - s->next;
@@ -183,7 +188,8 @@ static int read_once(stele_sub *s, size_t limit, stele_page **out, int *end, uin
         size_t kept = stele_page_count(pg);
         if (kept == limit && kept < n) {
             /* More matches may follow the last one kept: resume after it. */
-            next = stele_page_event(pg, kept - 1)->position + 1;
+            const stele_event *k = stele_page_event(pg, kept - 1);
+            next = be->ops->pos_after(be, k->position); /* filters are on $all only */
             *end = 0;
         }
     }

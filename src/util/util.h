@@ -1,7 +1,8 @@
 /*
  * util.h - small helpers shared by every layer of libstele: CRC32C, UUIDs,
- * UTF-8 name validation, clocks, the thread-local error message and a
- * growable byte buffer. No I/O here (that is os/).
+ * UTF-8 name validation, event metadata ids and the thread-local error
+ * message; and, through util/shared.h, the clocks, byte buffers and byte
+ * orders that server/ shares too. No I/O here (that is os/).
  */
 #ifndef STELE_UTIL_H
 #define STELE_UTIL_H
@@ -9,6 +10,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "util/shared.h"
 
 /* ---- CRC32C (Castagnoli). Hardware (SSE4.2) when the CPU has it, else a
  * table. crc32c(0, buf, len) starts a checksum; pass the previous result to
@@ -31,8 +34,6 @@ const char *utf8_check_name(const char *s, size_t len, size_t *bad_at);
  * rule), so categories partition $all. Used by the secondary index and by
  * subscription filters alike. */
 size_t stream_category_len(const char *stream, size_t len);
-/* The value of a hex digit, or -1. */
-int hex_digit(int c);
 /* Encode code point `cp` (<= 0x10FFFF) as UTF-8 into out; returns 1..4. */
 size_t utf8_encode(uint32_t cp, uint8_t out[4]);
 
@@ -51,49 +52,11 @@ typedef struct meta_ids {
 /* 0, or STELE_ENOMEM. Metadata that is not a JSON object yields nothing. */
 int meta_ids_extract(const void *json, size_t len, meta_ids *out);
 
-/* ---- clocks */
-int64_t time_now_us(void);   /* CLOCK_REALTIME, microseconds since epoch */
-uint64_t time_mono_ns(void); /* CLOCK_MONOTONIC, nanoseconds */
-
 /* ---- errors: set the calling thread's message (printf format) and return
  * `code`, so a failing path reads `return err_set(STELE_EINVAL, "...")`.
  * stele_errmsg() returns the message. */
 int err_set(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Clear the thread's message (start of a public call). */
 void err_clear(void);
-
-/* ---- buffers: a growable byte array. Zero-initialise, then use. */
-typedef struct buf {
-    uint8_t *p;
-    size_t len;
-    size_t cap;
-} buf;
-
-/* Ensure room for `extra` more bytes; 0 or STELE_ENOMEM. */
-int buf_reserve(buf *b, size_t extra);
-int buf_append(buf *b, const void *data, size_t n);
-void buf_free(buf *b);
-
-/* Little-endian loads/stores (the log format is little-endian). On a
- * little-endian host they compile to single unaligned moves. */
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#include <string.h>
-static inline void st16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-static inline void st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static inline void st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline uint64_t ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-#else
-static inline void st16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static inline void st32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static inline void st64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static inline uint32_t ld32(const uint8_t *p) { uint32_t v = 0; for (int i = 3; i >= 0; i--) v = (v << 8) | p[i]; return v; }
-static inline uint64_t ld64(const uint8_t *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = (v << 8) | p[i]; return v; }
-#endif
-/* Big-endian 64-bit, for index keys that must sort numerically. */
-static inline void stbe64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (56 - 8 * i)); }
-static inline uint64_t ldbe64(const uint8_t *p) { uint64_t v = 0; for (int i = 0; i < 8; i++) v = (v << 8) | p[i]; return v; }
 
 #endif

@@ -101,6 +101,14 @@ class Server:
     def __init__(self, args=(), data_dir=None, name="stele", nofile=None, store=None):
         self.args = list(args)
         self.store = store  # a store URI for --store instead of --data data_dir
+        # STELE_TEST_STORE (a URI template with {}, docs/architecture.md):
+        # a server given no store of its own gets a fresh one of that
+        # backend, dropped by cleanup() with STELE_TEST_STORE_DROP.
+        template = os.environ.get("STELE_TEST_STORE")
+        self.dropped_by_template = False
+        if store is None and data_dir is None and template and "{}" in template:
+            self.store = template.replace("{}", "http_%d_%s" % (os.getpid(), uuid.uuid4().hex[:8]))
+            self.dropped_by_template = True
         self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) of the server process
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix="stele-http-")
@@ -214,6 +222,9 @@ class Server:
             self.proc.kill()
             self.proc.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        drop = os.environ.get("STELE_TEST_STORE_DROP")
+        if self.dropped_by_template and drop:
+            subprocess.run(["sh", "-c", drop, "drop", self.store], check=False)
 
 
 # --------------------------------------------------------------- HTTP

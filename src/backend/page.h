@@ -1,6 +1,8 @@
 /*
  * page.h - building the stele_page a read returns, and the block pool that
- * feeds it.
+ * feeds it. Every backend builds its pages here from neutral event fields
+ * (page_event), whatever its storage looks like; the store above reads
+ * them. Nothing here knows the local engine's record format.
  *
  * A page owns copies of the record bodies it holds, so its events stay valid
  * after the log moves on, until stele_page_free(). A page costs about what
@@ -21,7 +23,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "log/record.h"
+#include <stddef.h>
+#include <stdint.h>
+
 #include "stele.h"
 
 #define POOL_BLOCK (1u << 20)
@@ -58,7 +62,7 @@ struct stele_page {
     size_t cur_size;     /* its size */
     size_t small_bytes;  /* bytes of small (malloc'd, growing) arena blocks so far */
     void *cur;           /* the block being filled, or NULL */
-    uint64_t bytes;      /* record bytes held */
+    uint64_t bytes;      /* event bytes held (page_event_bytes) */
     int has_next;
     uint64_t next;
     /* A read of a system view stream ($ce-...): the view's name and each
@@ -78,8 +82,33 @@ int page_new(pool *pl, stele_page **out);
  * pooled blocks from the start rather than small growing ones. */
 #define PAGE_SMALL_EVENTS 256u
 void page_expect(stele_page *pg, size_t limit);
-/* Copy the event record `r` into the page. 0 or STELE_ENOMEM. */
-int page_add(stele_page *pg, const rec *r);
+/* One event as a backend read it: every pointer valid for the duration of
+ * page_add(), which copies what they point to. Strings need not be
+ * NUL-terminated (lengths given), except tags, which are NUL-terminated
+ * strings. */
+typedef struct page_event {
+    const char *stream;
+    size_t stream_len;
+    const char *type;
+    size_t type_len;
+    const char *const *tags;
+    size_t ntags;
+    const void *data;
+    size_t data_len;
+    const void *metadata;
+    size_t metadata_len;
+    const uint8_t *id; /* 16 bytes */
+    uint32_t flags;    /* STELE_EVENT_JSON | STELE_META_JSON; others ignored */
+    int64_t created_us;
+    uint64_t revision;
+    uint64_t position;
+} page_event;
+/* The bytes an event counts for in a page (pg->bytes, PAGE_MAX_BYTES):
+ * PAGE_EVENT_FIXED plus its stream, type, tags, data and metadata. */
+#define PAGE_EVENT_FIXED 72u
+/* Copy event `e` into the page (stream, type, tags, data and metadata
+ * each NUL-terminated in the copy). 0 or STELE_ENOMEM. */
+int page_add(stele_page *pg, const page_event *e);
 /* Event i of the page. */
 static inline stele_event *page_ev(const stele_page *pg, size_t i)
 {

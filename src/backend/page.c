@@ -1,11 +1,15 @@
 /*
  * page.c - stele_page: events in fixed segments plus an arena holding the
- * record bodies they point into, all in blocks recycled through the store's
- * pool. Bodies are copied whole (stream, type, tags, data and metadata are
- * contiguous in a record), so adding an event is one memcpy and a few
- * pointer fix-ups.
+ * event bodies they point into, all in blocks recycled through the store's
+ * pool. page_add copies an event's parts from neutral fields (page_event)
+ * into one arena allocation laid out as
+ *
+ *   tag pointers | stream NUL | type NUL | tag NUL ... | data NUL | metadata NUL
+ *
+ * so an event costs one allocation and a few memcpys, and its strings are
+ * C strings for callers that want them.
  */
-#include "store/page.h"
+#include "backend/page.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -192,41 +196,59 @@ static stele_event *next_ev(stele_page *pg)
     return &pg->evseg[seg][pg->count % PAGE_EV_PER_SEG];
 }
 
-int page_add(stele_page *pg, const rec *r)
+int page_add(stele_page *pg, const page_event *in)
 {
     stele_event *e = next_ev(pg);
-    const uint8_t *body = (const uint8_t *)r->stream;
-    size_t body_len = (size_t)(r->meta + r->meta_len - body);
-    size_t tags_sz = r->ntags * sizeof(char *);
+    size_t tags_sz = in->ntags * sizeof(char *);
+    size_t body_len = in->stream_len + 1 + in->type_len + 1 + in->data_len + 1 +
+                      in->metadata_len + 1;
+    uint64_t counted = PAGE_EVENT_FIXED + in->stream_len + in->type_len + in->data_len +
+                       in->metadata_len;
+    for (size_t i = 0; i < in->ntags; i++) {
+        size_t tl = strlen(in->tags[i]);
+        body_len += tl + 1;
+        counted += tl;
+    }
     uint8_t *mem = e ? arena_alloc(pg, tags_sz + body_len) : NULL;
     if (!mem)
         return err_set(STELE_ENOMEM, "out of memory");
     const char **tags = (const char **)(void *)mem;
-    uint8_t *copy = mem + tags_sz;
-    memcpy(copy, body, body_len);
-    memcpy(e->id, r->id, 16);
-    e->stream = (const char *)copy;
-    e->stream_len = r->stream_len;
-    e->type = (const char *)copy + ((const uint8_t *)r->type - body);
-    e->type_len = r->type_len;
-    const uint8_t *t = copy + (r->tags - body);
-    for (unsigned i = 0; i < r->ntags; i++) {
-        uint16_t tl = ld16(t);
-        tags[i] = (const char *)t + 2;
-        t += 3 + tl;
+    char *p = (char *)mem + tags_sz;
+#define PAGE_PUT(dst, src, n)                                                                   \
+    do {                                                                                       \
+        dst = p;                                                                               \
+        if (n)                                                                                 \
+            memcpy(p, src, n);                                                                 \
+        p[n] = 0;                                                                              \
+        p += (n) + 1;                                                                          \
+    } while (0)
+    const char *s;
+    PAGE_PUT(s, in->stream, in->stream_len);
+    e->stream = s;
+    PAGE_PUT(s, in->type, in->type_len);
+    e->type = s;
+    for (size_t i = 0; i < in->ntags; i++) {
+        size_t tl = strlen(in->tags[i]);
+        PAGE_PUT(tags[i], in->tags[i], tl);
     }
+    PAGE_PUT(s, in->data, in->data_len);
+    e->data = (const uint8_t *)s;
+    PAGE_PUT(s, in->metadata, in->metadata_len);
+    e->metadata = (const uint8_t *)s;
+#undef PAGE_PUT
+    memcpy(e->id, in->id, 16);
+    e->stream_len = in->stream_len;
+    e->type_len = in->type_len;
     e->tags = tags;
-    e->ntags = r->ntags;
-    e->data = copy + (r->data - body);
-    e->data_len = r->data_len;
-    e->metadata = copy + (r->meta - body);
-    e->metadata_len = r->meta_len;
-    e->flags = r->flags & (STELE_EVENT_JSON | STELE_META_JSON);
-    e->created_us = r->created_us;
-    e->revision = r->revision;
-    e->position = r->position;
+    e->ntags = in->ntags;
+    e->data_len = in->data_len;
+    e->metadata_len = in->metadata_len;
+    e->flags = in->flags & (STELE_EVENT_JSON | STELE_META_JSON);
+    e->created_us = in->created_us;
+    e->revision = in->revision;
+    e->position = in->position;
     pg->count++;
-    pg->bytes += r->len;
+    pg->bytes += counted;
     return 0;
 }
 
