@@ -1086,7 +1086,8 @@ static int ddb_append(backend *b, const append_args *a, stele_append_result *res
         return rc;
     }
     req_wait(r);
-    *res = r->res;
+    if (res)
+        *res = r->res;
     rc = r->rc;
     if (rc)
         err_set(rc, "%s", r->msg);
@@ -1271,6 +1272,8 @@ static int ddb_remove(backend *b, const char *stream, size_t len, int64_t expect
     return err_set(STELE_EBUSY, "stream '%.*s' kept changing while being deleted", (int)len, stream);
 }
 
+static int snaps_trim(ddb *D, const char *stream, size_t len, uint32_t keep);
+
 static int ddb_set_metadata(backend *b, const char *stream, size_t len, const stele_stream_metadata *md,
                             int64_t expected, uint64_t *version)
 {
@@ -1326,10 +1329,69 @@ static int ddb_set_metadata(backend *b, const char *stream, size_t len, const st
             if (version)
                 *version = nv;
             notify(D);
-            return 0;
+            return snaps_trim(D, stream, len, md->max_snapshots ? md->max_snapshots : STELE_DEFAULT_MAX_SNAPSHOTS);
         }
     }
     return err_set(STELE_EBUSY, "stream '%.*s' kept changing", (int)len, stream);
+}
+
+/* The revisions of a stream's snapshots, ascending (malloc'd). */
+static int snaps_list(ddb *D, const char *stream, size_t len, uint64_t **revs, size_t *n)
+{
+    *revs = NULL;
+    *n = 0;
+    size_t cap = 0;
+    json_t *start = NULL;
+    for (;;) {
+        json_t *req = json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:{s:o}, s:b}", "TableName", D->t_snaps,
+                                "KeyConditionExpression", "#s = :s", "ProjectionExpression", "#r",
+                                "ExpressionAttributeNames", "#s", "stream", "#r", "revision",
+                                "ExpressionAttributeValues", ":s", ddb_s(stream, len), "ConsistentRead", 1);
+        if (start)
+            json_object_set_new(req, "ExclusiveStartKey", start);
+        json_t *resp;
+        int rc = ddb_call(D, "Query", req, &resp, NULL);
+        if (rc) {
+            free(*revs);
+            *revs = NULL;
+            return rc;
+        }
+        size_t i;
+        json_t *it;
+        json_array_foreach(json_object_get(resp, "Items"), i, it) {
+            if (*n == cap) {
+                uint64_t *nr = realloc(*revs, (cap = cap ? cap * 2 : 16) * sizeof *nr);
+                if (!nr) {
+                    json_decref(resp);
+                    free(*revs);
+                    *revs = NULL;
+                    return err_set(STELE_ENOMEM, "out of memory");
+                }
+                *revs = nr;
+            }
+            (*revs)[(*n)++] = ddb_get_nu(it, "revision");
+        }
+        json_t *lek = json_object_get(resp, "LastEvaluatedKey");
+        start = lek ? json_incref(lek) : NULL;
+        json_decref(resp);
+        if (!start)
+            return 0;
+    }
+}
+
+/* Delete the oldest snapshots beyond `keep`. */
+static int snaps_trim(ddb *D, const char *stream, size_t len, uint32_t keep)
+{
+    uint64_t *revs;
+    size_t n;
+    int rc = snaps_list(D, stream, len, &revs, &n);
+    for (size_t i = 0; rc == 0 && n > keep && i < n - keep; i++)
+        rc = ddb_call(D, "DeleteItem",
+                      json_pack("{s:s, s:{s:o, s:o}}", "TableName", D->t_snaps, "Key", "stream",
+                                ddb_s(stream, len), "revision", ddb_nu(revs[i])),
+                      NULL, NULL);
+    free(revs);
+    return rc;
 }
 
 static int ddb_put_snapshot(backend *b, const char *stream, size_t len, const stele_snapshot_in *s)
@@ -1348,20 +1410,42 @@ static int ddb_put_snapshot(backend *b, const char *stream, size_t len, const st
         rc = err_set(STELE_EINVAL, "snapshot revision %llu is beyond the stream's last revision %llu",
                      (unsigned long long)s->revision, (unsigned long long)cur);
     else if (s->revision < st.tb)
-        rc = err_set(STELE_EINVAL, "snapshot revision %llu is below the stream's start %llu",
+        rc = err_set(STELE_EINVAL, "snapshot revision %llu is below the stream's start %llu (soft delete)",
                      (unsigned long long)s->revision, (unsigned long long)st.tb);
     else if (s->state_len + 300 + len > DDB_MAX_ITEM)
         rc = err_set(STELE_ETOOBIG, "a snapshot of %zu bytes: a DynamoDB item holds at most 400 KB",
                      s->state_len);
+    uint32_t keep = st.max_snaps ? st.max_snaps : STELE_DEFAULT_MAX_SNAPSHOTS;
+    uint64_t tb = st.tb;
     ddb_state_free(&st);
     if (rc)
         return rc;
+    /* Retention: the latest `keep` (by revision) at or above the start. */
+    uint64_t *revs;
+    size_t n;
+    if ((rc = snaps_list(D, stream, len, &revs, &n)))
+        return rc;
+    size_t kept = 0, same = 0;
+    uint64_t oldest = UINT64_MAX;
+    for (size_t i = 0; i < n; i++) {
+        if (revs[i] < tb)
+            continue;
+        kept++;
+        same |= revs[i] == s->revision;
+        oldest = revs[i] < oldest ? revs[i] : oldest;
+    }
+    free(revs);
+    if (!same && kept >= keep && s->revision < oldest)
+        return err_set(STELE_EINVAL,
+                       "stream '%.*s' keeps its %u latest snapshots, and revision %llu is older than every one of them",
+                       (int)len, stream, keep, (unsigned long long)s->revision);
     json_t *it = json_pack("{s:o, s:o, s:o, s:o, s:o}", "stream", ddb_s(stream, len), "revision",
                            ddb_nu(s->revision), "schemaVersion", ddb_nu(s->schema_version), "flags",
                            ddb_n(s->flags & STELE_EVENT_JSON), "created", ddb_n(time_now_us()));
     if (s->state_len)
         json_object_set_new(it, "state", ddb_b(s->state, s->state_len));
-    return ddb_call(D, "PutItem", json_pack("{s:s, s:o}", "TableName", D->t_snaps, "Item", it), NULL, NULL);
+    rc = ddb_call(D, "PutItem", json_pack("{s:s, s:o}", "TableName", D->t_snaps, "Item", it), NULL, NULL);
+    return rc ? rc : snaps_trim(D, stream, len, keep);
 }
 
 /* ---------------------------------------------------- notification, stats */

@@ -489,14 +489,24 @@ int ddb_read_all(backend *b, uint64_t from, int backwards, size_t limit, stele_p
         from = head - 1;
     size_t max = limit < 1000 ? limit : 1000;
     slot *sl = malloc(max * sizeof *sl);
-    json_t *keep = json_array();
-    size_t n = 0;
+    json_t *keep = NULL;
     if (!sl)
         rc = err_set(STELE_ENOMEM, "out of memory");
-    if (rc == 0)
-        rc = feed_collect(D, from, backwards, head, max, keep, sl, &n);
-    if (rc == 0)
-        rc = fetch_slots(D, sl, n, limit, pg);
+    /* In rounds of at most 1,000 events until the page is full or $all ends. */
+    while (rc == 0 && !page_full(pg, limit)) {
+        size_t n = 0, want = limit - pg->count < max ? limit - pg->count : max;
+        json_decref(keep);
+        keep = json_array();
+        rc = feed_collect(D, from, backwards, head, want, keep, sl, &n);
+        if (rc == 0)
+            rc = fetch_slots(D, sl, n, limit, pg);
+        if (rc || n < want || !pg->count)
+            break;
+        uint64_t last = page_ev(pg, pg->count - 1)->position;
+        if (backwards ? last == 0 : last + 1 >= head)
+            break;
+        from = backwards ? last - 1 : last + 1;
+    }
     if (rc == 0 && pg->count) {
         uint64_t last = page_ev(pg, pg->count - 1)->position;
         if (!backwards && last + 1 < head) {
