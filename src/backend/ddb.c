@@ -1292,9 +1292,15 @@ static int ddb_set_metadata(backend *b, const char *stream, size_t len, const st
             ddb_state_free(&st);
             if (version)
                 *version = cur;
-            return err_set(STELE_EWRONGREV, "stream '%.*s' metadata: expected version %lld, but it is %s%llu",
-                           (int)len, stream, (long long)expected, cur == STELE_NONE ? "none " : "",
-                           (unsigned long long)(cur == STELE_NONE ? 0 : cur));
+            char eb[32];
+            const char *et = expected == STELE_NO_STREAM ? "none"
+                             : expected == STELE_STREAM_EXISTS ? "exists"
+                                                               : expected_text(expected, eb, sizeof eb);
+            if (cur == STELE_NONE)
+                return err_set(STELE_EWRONGREV, "stream '%.*s': expected metadata version %s, but it has no metadata",
+                               (int)len, stream, et);
+            return err_set(STELE_EWRONGREV, "stream '%.*s': expected metadata version %s, but its version is %llu",
+                           (int)len, stream, et, (unsigned long long)cur);
         }
         uint64_t nv = cur == STELE_NONE ? 0 : cur + 1;
         json_t *v = json_pack("{s:o, s:o, s:o, s:o, s:o}", ":mv", ddb_nu(nv), ":ma", ddb_nu(md->max_age_us),
@@ -1405,10 +1411,11 @@ static int ddb_put_snapshot(backend *b, const char *stream, size_t len, const st
     if (st.tombstoned)
         rc = err_set(STELE_EDELETED, "stream '%.*s' is tombstoned", (int)len, stream);
     else if (cur == STELE_NONE)
-        rc = err_set(STELE_ENOTFOUND, "stream '%.*s' not found", (int)len, stream);
+        rc = err_set(STELE_ENOTFOUND, "stream '%.*s' %s", (int)len, stream,
+                     !st.found || st.last == UINT64_MAX ? "has no events" : "is deleted");
     else if (s->revision > cur)
-        rc = err_set(STELE_EINVAL, "snapshot revision %llu is beyond the stream's last revision %llu",
-                     (unsigned long long)s->revision, (unsigned long long)cur);
+        rc = err_set(STELE_EINVAL, "snapshot revision %llu is beyond the last revision %llu of stream '%.*s'",
+                     (unsigned long long)s->revision, (unsigned long long)cur, (int)len, stream);
     else if (s->revision < st.tb)
         rc = err_set(STELE_EINVAL, "snapshot revision %llu is below the stream's start %llu (soft delete)",
                      (unsigned long long)s->revision, (unsigned long long)st.tb);
