@@ -98,6 +98,7 @@ struct dreq {
     int kind;
     dstr *streams;
     size_t nstreams;
+    const stele_condition *cond; /* DR_MULTI: NULL or the DCB condition */
     drec *recs;
     size_t nrecs;
     size_t actions;
@@ -524,6 +525,15 @@ static int check_retry(ddb *D, dreq *r)
         first_pos = pos < first_pos ? pos : first_pos;
         last_pos = pos > last_pos ? pos : last_pos;
     }
+    for (size_t i = 0; i < r->nrecs; i++)
+        if (r->recs[i].pos != first_pos + i) {
+            stele_uuid_format(r->recs[i].id, idt);
+            err_set(STELE_EIDCONFLICT,
+                    "event %zu: id %s was already written, but not by an append that this one repeats "
+                    "exactly (same events, same order)", i, idt);
+            req_fail(r, STELE_EIDCONFLICT);
+            goto out;
+        }
     if (last_pos - first_pos + 1 != r->nrecs) {
         err_set(STELE_EIDCONFLICT, "the event ids were written by several earlier appends");
         req_fail(r, STELE_EIDCONFLICT);
@@ -563,6 +573,65 @@ out:
     return rc ? rc : settled;
 }
 
+/* A multi-stream append's expectation for stream i, KurrentDB 26.1's table
+ * as the local engine applies it (local_multi.c): 0 or the failure, with
+ * the stream marked in per[] and the first failure reported. */
+static int multi_expect(group *g, dreq *r, size_t i)
+{
+    dstr *ds = &r->streams[i];
+    gstream *gs = gs_find(g, ds->name, ds->len);
+    int found = gs->st.found || gs->touched;
+    int tomb = gs->st.tombstoned;
+    int softdel = found && !tomb && gs->deleted;
+    int exists = found && !tomb && !softdel && gs->last != UINT64_MAX;
+    uint64_t cur = found && gs->last != UINT64_MAX ? gs->last : STELE_NONE;
+    int64_t e = ds->expected;
+    int rc = 0;
+    if (tomb) {
+        if (ds->nev || (e != STELE_ANY && e != STELE_NO_STREAM))
+            rc = STELE_EDELETED;
+    } else if (e == STELE_NO_STREAM) {
+        rc = exists ? STELE_EWRONGREV : 0;
+    } else if (e == STELE_STREAM_EXISTS) {
+        rc = softdel ? STELE_EDELETED : !exists ? STELE_EWRONGREV : 0;
+    } else if (e == STELE_DELETED) {
+        rc = softdel ? 0 : STELE_EWRONGREV;
+    } else if (e >= 0) {
+        rc = (exists || softdel) && cur == (uint64_t)e ? 0 : STELE_EWRONGREV;
+    }
+    if (!rc)
+        return 0;
+    r->per[i].failed = rc;
+    r->per[i].current_revision = cur;
+    if (r->mres.failed_stream != SIZE_MAX)
+        return rc;
+    char eb[32], cb[64];
+    const char *state = tomb ? "is tombstoned" : softdel ? "is soft-deleted" : exists ? "is at revision" : "has no events";
+    snprintf(cb, sizeof cb, exists ? " %llu" : softdel ? " (its last revision was %llu)" : "", (unsigned long long)cur);
+    r->mres.failed_stream = i;
+    r->mres.current_revision = cur;
+    const char *et = e == STELE_DELETED ? "deleted" : expected_text(e, eb, sizeof eb);
+    err_set(rc, "stream %zu '%.*s': expected %s, but the stream %s%s", i, (int)ds->len, ds->name, et, state, cb);
+    return rc;
+}
+
+/* All of them (or, with tomb_writes, only the tombstoned streams written). */
+static int multi_expectations(group *g, dreq *r, int tomb_writes)
+{
+    int first = 0;
+    for (size_t i = 0; i < r->nstreams; i++) {
+        gstream *gs = gs_find(g, r->streams[i].name, r->streams[i].len);
+        if (tomb_writes && !(r->streams[i].nev && gs->st.tombstoned))
+            continue;
+        int rc = multi_expect(g, r, i);
+        if (rc && !first)
+            first = rc;
+    }
+    if (first)
+        req_fail(r, first);
+    return first;
+}
+
 /* Plan r against the group's states: 0 with r->planned set (revisions and
  * positions assigned from *next), or r settled with its error. A negative
  * return is a failed read (the whole group fails with it). */
@@ -579,6 +648,33 @@ static int plan(ddb *D, group *g, dreq *r, uint64_t *next)
         if (t)
             return 0;
         r->dup = 0;
+    }
+    if (r->kind == DR_MULTI) {
+        for (size_t s = 0; s < r->nstreams; s++) {
+            r->per[s] = append_result_none();
+            r->per[s].failed = 0;
+        }
+        if (multi_expectations(g, r, 1))
+            return 0;
+        int t = check_retry(D, r);
+        if (t < 0)
+            return t;
+        if (t)
+            return 0;
+        if (multi_expectations(g, r, 0))
+            return 0;
+        for (size_t s = 0; s < r->nstreams; s++) {
+            dstr *ds = &r->streams[s];
+            gstream *gs = gs_find(g, ds->name, ds->len);
+            uint64_t cur = (!gs->st.found && !gs->touched) || gs->deleted ? STELE_NONE : gs->last;
+            if (ds->state && !ds->nev && cur == STELE_NONE) {
+                err_set(STELE_ENOTFOUND, "stream '%.*s': a state needs events", (int)ds->len, ds->name);
+                req_fail(r, STELE_ENOTFOUND);
+                r->mres.failed_stream = s;
+                return 0;
+            }
+        }
+        goto conditions;
     }
     for (size_t s = 0; s < r->nstreams; s++) {
         dstr *ds = &r->streams[s];
@@ -617,6 +713,43 @@ static int plan(ddb *D, group *g, dreq *r, uint64_t *next)
             err_set(STELE_ENOTFOUND, "stream '%.*s': a state needs events", (int)ds->len, ds->name);
             req_fail(r, STELE_ENOTFOUND);
             r->mres.failed_stream = s;
+            return 0;
+        }
+    }
+conditions:
+    if (r->cond) {
+        /* No event matching the query after cond->after: the committed ones
+         * below the sequencer (the transaction's condition on it keeps
+         * that true at commit), then those planned before in this group. */
+        uint64_t at = STELE_NONE;
+        uint64_t from = r->cond->after == STELE_NONE ? 0 : r->cond->after + 1;
+        if (from < g->seq) {
+            stele_page *pg;
+            int rc = ddb_read_matching(&D->base, r->cond, from, 0, 1, &pg);
+            if (rc)
+                return rc;
+            if (pg->count && page_ev(pg, 0)->position < g->seq)
+                at = page_ev(pg, 0)->position;
+            stele_page_free(pg);
+        }
+        for (size_t q = 0; at == STELE_NONE && q < g->nreqs; q++) {
+            dreq *o = g->reqs[q];
+            if (o == r || !o->planned)
+                continue;
+            for (size_t i = 0; i < o->nrecs && at == STELE_NONE; i++)
+                if (o->recs[i].pos >= from &&
+                    ddb_cond_match(r->cond, o->recs[i].ev->type, strlen(o->recs[i].ev->type),
+                                   o->recs[i].ev->tags, o->recs[i].ev->ntags))
+                    at = o->recs[i].pos;
+        }
+        if (at != STELE_NONE) {
+            char ab[32];
+            r->mres.condition_position = at;
+            snprintf(ab, sizeof ab, "%llu", (unsigned long long)r->cond->after);
+            err_set(STELE_ECONDITION,
+                    "append condition failed: the event at position %llu matches the condition's query (after %s)",
+                    (unsigned long long)at, r->cond->after == STELE_NONE ? "none" : ab);
+            req_fail(r, STELE_ECONDITION);
             return 0;
         }
     }
@@ -739,19 +872,23 @@ static json_t *build_txn(ddb *D, group *g, uint64_t next, int64_t created, act *
     size_t na = 0;
     /* The sequencer. */
     json_t *seq;
+    uint64_t new_streams = 0;
+    for (size_t i = 0; i < g->ngs; i++)
+        new_streams += g->gs[i].touched && !g->gs[i].st.found && g->gs[i].last != g->gs[i].st.last;
     if (g->seq_found)
-        seq = json_pack("{s:{s:s, s:{s:o}, s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o, s:o}}}", "Update",
+        seq = json_pack("{s:{s:s, s:{s:o}, s:s, s:s, s:{s:s, s:s, s:s}, s:{s:o, s:o, s:o, s:o}}}", "Update",
                         "TableName", D->t_streams, "Key", "stream", ddb_s(DDB_SEQ_KEY, strlen(DDB_SEQ_KEY)),
-                        "UpdateExpression", "SET #n = :n2, #t = :t", "ConditionExpression", "#n = :n",
-                        "ExpressionAttributeNames", "#n", "next", "#t", "t",
+                        "UpdateExpression", "SET #n = :n2, #t = :t ADD #c :c", "ConditionExpression", "#n = :n",
+                        "ExpressionAttributeNames", "#n", "next", "#t", "t", "#c", "streams",
                         "ExpressionAttributeValues", ":n", ddb_nu(g->seq), ":n2", ddb_nu(next), ":t",
-                        ddb_n(created));
+                        ddb_n(created), ":c", ddb_nu(new_streams));
     else
-        seq = json_pack("{s:{s:s, s:{s:o}, s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o}}}", "Update",
+        seq = json_pack("{s:{s:s, s:{s:o}, s:s, s:s, s:{s:s, s:s, s:s}, s:{s:o, s:o, s:o}}}", "Update",
                         "TableName", D->t_streams, "Key", "stream", ddb_s(DDB_SEQ_KEY, strlen(DDB_SEQ_KEY)),
-                        "UpdateExpression", "SET #n = :n2, #t = :t", "ConditionExpression",
+                        "UpdateExpression", "SET #n = :n2, #t = :t ADD #c :c", "ConditionExpression",
                         "attribute_not_exists(#n)", "ExpressionAttributeNames", "#n", "next", "#t", "t",
-                        "ExpressionAttributeValues", ":n2", ddb_nu(next), ":t", ddb_n(created));
+                        "#c", "streams", "ExpressionAttributeValues", ":n2", ddb_nu(next), ":t", ddb_n(created),
+                        ":c", ddb_nu(new_streams));
     json_array_append_new(items, seq);
     acts[na++] = (act){0, NULL};
     /* The feed item: the commit's events in position order, as runs of
@@ -793,6 +930,19 @@ static json_t *build_txn(ddb *D, group *g, uint64_t next, int64_t created, act *
     /* Streams the group changed: new state under the version read. */
     for (size_t i = 0; i < g->ngs; i++) {
         gstream *gs = &g->gs[i];
+        if (gs->touched && gs->last == gs->st.last) {
+            /* Checked, not written: its state must still hold at commit. */
+            json_t *cc = gs->st.found
+                ? json_pack("{s:{s:s, s:{s:o}, s:s, s:{s:o}}}", "ConditionCheck", "TableName", D->t_streams,
+                            "Key", "stream", ddb_s(gs->name, gs->len), "ConditionExpression", "ver = :v",
+                            "ExpressionAttributeValues", ":v", ddb_nu(gs->st.ver))
+                : json_pack("{s:{s:s, s:{s:o}, s:s, s:{s:s}}}", "ConditionCheck", "TableName", D->t_streams,
+                            "Key", "stream", ddb_s(gs->name, gs->len), "ConditionExpression",
+                            "attribute_not_exists(#k)", "ExpressionAttributeNames", "#k", "stream");
+            json_array_append_new(items, cc);
+            acts[na++] = (act){2, NULL};
+            continue;
+        }
         if (!gs->touched || gs->last == gs->st.last)
             continue;
         json_t *u;
@@ -918,8 +1068,21 @@ static void commit_group(ddb *D, group *g)
                                                   stele_errmsg());
             return;
         }
-        if (next == g->seq) /* nothing to write: every request settled */
+        if (next == g->seq) { /* nothing to write: every request settled */
+            int ok = 0;
+            for (size_t q = 0; q < g->nreqs; q++)
+                ok |= g->reqs[q]->rc == 0 && !g->reqs[q]->idempotent;
+            if (ok && cached) {
+                /* Check-only successes must not rest on cached states. */
+                for (size_t q = 0; q < g->nreqs; q++)
+                    if (!g->reqs[q]->idempotent)
+                        g->reqs[q]->rc = 1, g->reqs[q]->planned = 0;
+                cache_forget_group(D, g);
+                fresh = 1;
+                continue;
+            }
             return;
+        }
         int64_t created = time_now_us();
         if (created < g->seq_t)
             created = g->seq_t;
@@ -927,8 +1090,10 @@ static void commit_group(ddb *D, group *g)
         json_t *txn = build_txn(D, g, next, created, acts, &na);
         json_t *resp = NULL;
         char type[128];
+        json_t *dbg = getenv("STELE_DDB_DEBUG") ? json_incref(txn) : NULL;
         rc = ddb_call(D, "TransactWriteItems", txn, &resp, type);
         if (rc == 0) {
+            json_decref(dbg);
             D->cache->seq_known = 1;
             D->cache->seq = next;
             D->cache->seq_t = created;
@@ -955,6 +1120,11 @@ static void commit_group(ddb *D, group *g)
                 const char *code = json_string_value(json_object_get(why, "Code"));
                 if (!code || !strcmp(code, "None") || i >= na)
                     continue;
+                if (dbg) {
+                    char *t = json_dumps(json_array_get(json_object_get(dbg, "TransactItems"), i), JSON_COMPACT);
+                    fprintf(stderr, "ddb: cancelled: action %zu (kind %d): %s %.300s\n", i, acts[i].kind, code, t);
+                    free(t);
+                }
                 if (!strcmp(code, "ConditionalCheckFailed") && acts[i].kind == 4)
                     acts[i].r->dup = 1; /* a duplicate event id */
                 again = 1;              /* conflicts: read again, plan again */
@@ -966,6 +1136,7 @@ static void commit_group(ddb *D, group *g)
             again = 1;
         }
         json_decref(resp);
+        json_decref(dbg);
         cache_forget_group(D, g);
         fresh = 1;
         if (again && attempt < 200) {
@@ -1131,6 +1302,7 @@ static dreq *req_multi(const multi_args *m, stele_append_result *per)
     for (size_t i = 0; i < m->nrecords; i++)
         r->recs[i] = (drec){m->records[i].stream, &m->records[i].event, m->ids[i], m->made[i], 0, 0};
     r->per = per;
+    r->cond = m->cond;
     for (size_t s = 0; s < m->nstreams; s++)
         per[s] = append_result_none();
     r->mres = (stele_multi_result){STELE_NONE, STELE_NONE, 0, SIZE_MAX, STELE_NONE, STELE_NONE};
@@ -1139,9 +1311,7 @@ static dreq *req_multi(const multi_args *m, stele_append_result *per)
 
 static int multi_check(const multi_args *m)
 {
-    if (m->cond)
-        return err_set(STELE_EINVAL,
-                       "append conditions (DCB queries) are not supported by the dynamodb backend");
+    (void)m;
     return 0;
 }
 
@@ -1219,6 +1389,13 @@ static int state_update(ddb *D, const char *stream, size_t len, const dstate *st
         err_clear();
         return 1;
     }
+    if (rc == 0 && !st->found) /* a new stream: count it (stats) */
+        rc = ddb_call(D, "UpdateItem",
+                      json_pack("{s:s, s:{s:o}, s:s, s:{s:s}, s:{s:o}}", "TableName", D->t_streams, "Key",
+                                "stream", ddb_s(DDB_SEQ_KEY, strlen(DDB_SEQ_KEY)), "UpdateExpression",
+                                "ADD #c :one", "ExpressionAttributeNames", "#c", "streams",
+                                "ExpressionAttributeValues", ":one", ddb_n(1)),
+                      NULL, NULL);
     return rc;
 }
 
@@ -1549,11 +1726,18 @@ static int ddb_stats(backend *b, stele_stats *out)
 {
     ddb *D = (ddb *)b;
     memset(out, 0, sizeof *out);
-    uint64_t next;
-    int rc = ddb_seq_get(D, &next);
+    json_t *resp;
+    int rc = ddb_call(D, "GetItem",
+                      json_pack("{s:s, s:{s:o}, s:b}", "TableName", D->t_streams, "Key", "stream",
+                                ddb_s(DDB_SEQ_KEY, strlen(DDB_SEQ_KEY)), "ConsistentRead", 1),
+                      &resp, NULL);
     if (rc)
         return rc;
-    out->events = next;
+    json_t *it = json_object_get(resp, "Item");
+    int64_t v = 0;
+    out->events = it && ddb_get_n(it, "next", &v) == 0 ? (uint64_t)v : 0;
+    out->streams = it && ddb_get_n(it, "streams", &v) == 0 ? (uint64_t)v : 0;
+    json_decref(resp);
     out->appends = atomic_load(&D->appends);
     out->groups = atomic_load(&D->groups);
     return 0;
@@ -1628,7 +1812,7 @@ static const backend_ops ddb_ops = {
     .stats = ddb_stats,
     .append_multi = ddb_append_multi,
     .append_multi_async = ddb_append_multi_async,
-    .read_matching = NULL,
+    .read_matching = ddb_read_matching,
     .set_metadata = ddb_set_metadata,
     .get_metadata = ddb_get_metadata,
     .put_snapshot = ddb_put_snapshot,

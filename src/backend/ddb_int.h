@@ -133,6 +133,10 @@ int ddb_get_snapshot(backend *b, const char *stream, size_t len, uint64_t at_or_
                      stele_snapshot **out);
 int ddb_load(backend *b, const char *stream, size_t len, size_t limit, stele_snapshot **snap,
              stele_page **events);
+int ddb_read_matching(backend *b, const stele_condition *cond, uint64_t from, int backwards, size_t limit,
+                      stele_page **out);
+int ddb_cond_match(const stele_condition *c, const char *type, size_t type_len, const char *const *tags,
+                   size_t ntags);
 /* Add an event item to a page. */
 int ddb_page_add_item(stele_page *pg, json_t *item);
 

@@ -855,3 +855,78 @@ int ddb_load(backend *b, const char *stream, size_t len, size_t limit, stele_sna
     *events = pg;
     return 0;
 }
+
+/* ------------------------------------------------------------ DCB queries */
+
+/* Does an event (type, tags) match the condition's query? */
+int ddb_cond_match(const stele_condition *c, const char *type, size_t type_len, const char *const *tags,
+                   size_t ntags)
+{
+    for (size_t i = 0; i < c->nitems; i++) {
+        const stele_query_item *it = &c->items[i];
+        int ok = it->ntypes == 0;
+        for (size_t k = 0; !ok && k < it->ntypes; k++)
+            ok = strlen(it->types[k]) == type_len && !memcmp(it->types[k], type, type_len);
+        for (size_t k = 0; ok && k < it->ntags; k++) {
+            int has = 0;
+            for (size_t j = 0; !has && j < ntags; j++)
+                has = !strcmp(tags[j], it->tags[k]);
+            ok = has;
+        }
+        if (ok)
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * Events of $all matching a DCB query: $all read in pages and filtered
+ * (DynamoDB has no index over several types and tags at once; the cost
+ * is that of reading $all from `from`). The page's next is the position
+ * of the next match, as on the local engine.
+ */
+int ddb_read_matching(backend *b, const stele_condition *cond, uint64_t from, int backwards, size_t limit,
+                      stele_page **out)
+{
+    ddb *D = (ddb *)b;
+    stele_page *pg;
+    int rc = page_new(D->pl, &pg);
+    if (rc)
+        return rc;
+    page_expect(pg, limit);
+    uint64_t at = from;
+    int done = limit == 0;
+    while (rc == 0 && !done) {
+        stele_page *part;
+        if ((rc = ddb_read_all(b, at, backwards, 500, &part)))
+            break;
+        for (size_t i = 0; i < part->count; i++) {
+            stele_event *e = page_ev(part, i);
+            if (!ddb_cond_match(cond, e->type, e->type_len, e->tags, e->ntags))
+                continue;
+            if (page_full(pg, limit)) {
+                pg->has_next = 1;
+                pg->next = e->position;
+                done = 1;
+                break;
+            }
+            page_event pe = {.stream = e->stream, .stream_len = e->stream_len, .type = e->type,
+                             .type_len = e->type_len, .tags = e->tags, .ntags = e->ntags, .data = e->data,
+                             .data_len = e->data_len, .metadata = e->metadata, .metadata_len = e->metadata_len,
+                             .id = e->id, .flags = e->flags, .created_us = e->created_us,
+                             .revision = e->revision, .position = e->position};
+            if ((rc = page_add(pg, &pe)))
+                break;
+        }
+        if (!part->has_next)
+            done = 1;
+        at = part->next;
+        stele_page_free(part);
+    }
+    if (rc) {
+        stele_page_free(pg);
+        return rc;
+    }
+    *out = pg;
+    return 0;
+}
