@@ -108,6 +108,7 @@ struct dreq {
     int dup;         /* a duplicate id was reported: take the idempotency path */
     int idempotent;  /* settled as a retry of an earlier append */
     int planned;     /* part of the transaction being built */
+    int deferred;    /* shares a client id with an earlier append of the group: next group */
     /* results */
     stele_append_result res;        /* DR_APPEND */
     stele_append_result *per;       /* DR_MULTI: nstreams */
@@ -445,14 +446,31 @@ static int check_retry(ddb *D, dreq *r)
         json_decref(keys);
         return 0;
     }
-    json_t *resp;
-    int rc = ddb_call(D, "BatchGetItem",
-                      json_pack("{s:{s:{s:o, s:b}}}", "RequestItems", D->t_ids, "Keys", keys,
-                                "ConsistentRead", 1),
-                      &resp, NULL);
-    if (rc)
-        return rc;
-    json_t *items = json_object_get(json_object_get(resp, "Responses"), D->t_ids);
+    /* Every key, following UnprocessedKeys (DynamoDB may leave some). */
+    json_t *resp = json_object(), *items = json_array();
+    json_object_set_new(resp, "items", items);
+    json_t *req = json_pack("{s:{s:{s:o, s:b}}}", "RequestItems", D->t_ids, "Keys", keys, "ConsistentRead", 1);
+    int rc = 0;
+    for (int round = 0; req; round++) {
+        json_t *part;
+        if ((rc = ddb_call(D, "BatchGetItem", req, &part, NULL))) {
+            json_decref(resp);
+            return rc;
+        }
+        json_array_extend(items, json_object_get(json_object_get(part, "Responses"), D->t_ids));
+        json_t *un = json_object_get(json_object_get(part, "UnprocessedKeys"), D->t_ids);
+        req = NULL;
+        if (un && json_array_size(json_object_get(un, "Keys"))) {
+            if (round > 50) {
+                json_decref(part);
+                json_decref(resp);
+                return err_set(STELE_EBUSY, "dynamodb BatchGetItem: keys left unprocessed");
+            }
+            usleep(5000u << (round < 4 ? round : 4));
+            req = json_pack("{s:{s:O}}", "RequestItems", D->t_ids, un);
+        }
+        json_decref(part);
+    }
     /* found[i]: record i's id item, or NULL */
     json_t **found = calloc(r->nrecs, sizeof *found);
     size_t nfound = 0;
@@ -641,6 +659,21 @@ static int plan(ddb *D, group *g, dreq *r, uint64_t *next)
     r->mres.failed_stream = SIZE_MAX;
     r->mres.current_revision = STELE_NONE;
     r->res.current_revision = STELE_NONE;
+    /* The same client id in an earlier append of this group (a retry
+     * racing its original): one transaction cannot hold both id items, so
+     * this one waits for the next group, where it is a retry or a
+     * conflict. */
+    for (size_t q = 0; q < g->nreqs; q++) {
+        dreq *o = g->reqs[q];
+        if (o == r || !o->planned)
+            continue;
+        for (size_t i = 0; i < r->nrecs; i++)
+            for (size_t k = 0; !r->recs[i].made && k < o->nrecs; k++)
+                if (!o->recs[k].made && !memcmp(o->recs[k].id, r->recs[i].id, 16)) {
+                    r->deferred = 1;
+                    return 0;
+                }
+    }
     if (r->dup) {
         int t = check_retry(D, r);
         if (t < 0)
@@ -1041,10 +1074,10 @@ static void commit_group(ddb *D, group *g)
         int refused = 0;
         for (size_t q = 0; rc == 0 && q < g->nreqs; q++) {
             dreq *r = g->reqs[q];
-            if (r->planned || (r->rc && r->rc != 1) || r->idempotent)
+            if (r->planned || (r->rc && r->rc != 1) || r->idempotent || r->deferred)
                 continue;
             rc = plan(D, g, r, &next);
-            refused |= rc == 0 && r->rc != 0 && !r->idempotent;
+            refused |= rc == 0 && r->rc != 0 && r->rc != 1 && !r->idempotent;
         }
         if (rc == 0 && refused && cached) {
             /* Checks failed against cached states: read them afresh and
@@ -1054,6 +1087,7 @@ static void commit_group(ddb *D, group *g)
                 if (!r->idempotent) {
                     r->rc = 1;
                     r->planned = 0;
+                    r->deferred = 0;
                 }
             }
             cache_forget_group(D, g);
@@ -1076,7 +1110,7 @@ static void commit_group(ddb *D, group *g)
                 /* Check-only successes must not rest on cached states. */
                 for (size_t q = 0; q < g->nreqs; q++)
                     if (!g->reqs[q]->idempotent)
-                        g->reqs[q]->rc = 1, g->reqs[q]->planned = 0;
+                        g->reqs[q]->rc = 1, g->reqs[q]->planned = 0, g->reqs[q]->deferred = 0;
                 cache_forget_group(D, g);
                 fresh = 1;
                 continue;
@@ -1142,7 +1176,7 @@ static void commit_group(ddb *D, group *g)
         if (again && attempt < 200) {
             atomic_fetch_add(&D->retries, 1);
             for (size_t q = 0; q < g->nreqs; q++)
-                g->reqs[q]->planned = 0;
+                g->reqs[q]->planned = 0, g->reqs[q]->deferred = 0;
             err_clear();
             if (attempt > 2)
                 usleep((useconds_t)(1000 + rand() % (1000 * (attempt < 20 ? attempt : 20))));
@@ -1206,8 +1240,34 @@ static void *writer_main(void *arg)
         commit_group(D, g);
         for (size_t i = 0; i < g->ngs; i++)
             ddb_state_free(&g->gs[i].st);
+        /* Deferred appends go back to the head of the queue, in order. */
+        dreq *dh = NULL, *dl = NULL;
         for (size_t q = 0; q < g->nreqs; q++) {
             dreq *r = g->reqs[q];
+            if (r->deferred && r->rc == 1) {
+                r->deferred = 2;
+                r->next = NULL;
+                if (dl)
+                    dl->next = r;
+                else
+                    dh = r;
+                dl = r;
+            }
+        }
+        if (dh) {
+            pthread_mutex_lock(&D->qmu);
+            dl->next = D->qhead;
+            if (!D->qhead)
+                D->qtail = dl;
+            D->qhead = dh;
+            pthread_mutex_unlock(&D->qmu);
+        }
+        for (size_t q = 0; q < g->nreqs; q++) {
+            dreq *r = g->reqs[q];
+            if (r->deferred == 2) {
+                r->deferred = 0;
+                continue;
+            }
             if (r->rc == 1) { /* never planned: cannot happen */
                 err_set(STELE_EINTERNAL, "dynamodb: an append was left unplanned");
                 req_fail(r, STELE_EINTERNAL);
