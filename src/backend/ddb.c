@@ -671,6 +671,7 @@ static int plan(ddb *D, group *g, dreq *r, uint64_t *next)
             for (size_t k = 0; !r->recs[i].made && k < o->nrecs; k++)
                 if (!o->recs[k].made && !memcmp(o->recs[k].id, r->recs[i].id, 16)) {
                     r->deferred = 1;
+                    r->rc = 1; /* pending: an earlier attempt's plan must not count */
                     return 0;
                 }
     }
@@ -1175,8 +1176,13 @@ static void commit_group(ddb *D, group *g)
         fresh = 1;
         if (again && attempt < 200) {
             atomic_fetch_add(&D->retries, 1);
-            for (size_t q = 0; q < g->nreqs; q++)
-                g->reqs[q]->planned = 0, g->reqs[q]->deferred = 0;
+            for (size_t q = 0; q < g->nreqs; q++) {
+                dreq *r = g->reqs[q];
+                if (r->planned)
+                    r->rc = 1; /* planned, not written: plan again */
+                r->planned = 0;
+                r->deferred = 0;
+            }
             err_clear();
             if (attempt > 2)
                 usleep((useconds_t)(1000 + rand() % (1000 * (attempt < 20 ? attempt : 20))));
