@@ -53,11 +53,14 @@ class Proxy:
         self.port = s.getsockname()[1]
         s.close()
         self.lock = threading.Lock()
+        self.is_up = False
         self.conns = []
         self.lsock = None
         self.up()
 
     def up(self):
+        with self.lock:
+            self.is_up = True
         self.lsock = socket.socket()
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", self.port))
@@ -65,6 +68,8 @@ class Proxy:
         threading.Thread(target=self._accept, args=(self.lsock,), daemon=True).start()
 
     def down(self):
+        with self.lock:
+            self.is_up = False
         self.lsock.close()
         with self.lock:
             for c in self.conns:
@@ -87,6 +92,10 @@ class Proxy:
                 c.close()
                 continue
             with self.lock:
+                if not self.is_up:  # accepted while going down: drop it
+                    c.close()
+                    t.close()
+                    continue
                 self.conns += [c, t]
             threading.Thread(target=self._pipe, args=(c, t), daemon=True).start()
             threading.Thread(target=self._pipe, args=(t, c), daemon=True).start()
