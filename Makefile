@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 RELEASE_BUILD ?= build-release
 PREFIX ?= /usr/local
 
-.PHONY: all deps build run install release release-check example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-pg bench-patterns bench-rules bench-limits bench-proj bench-tls clean
+.PHONY: all deps build run install release release-check example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-pg bench-patterns bench-rules bench-limits bench-proj bench-tls bench-ddb clean
 
 all: build
 
@@ -62,6 +62,11 @@ bench-subs: build
 
 # Rules: delivery to a local webhook (events/s, append-to-delivery latency)
 # beside a hand-written SSE-to-POST worker (docs/benchmarks.md).
+# DynamoDB backend: appends through Stele on DynamoDB Local beside seed
+# 000's own path (Node, @aws-sdk/client-dynamodb) in one run (docs/benchmarks.md).
+bench-ddb: build
+	./bench/run_ddb.sh $(BUILD)
+
 bench-rules: build
 	./bench/run_rules.sh $(BUILD)
 

@@ -45,7 +45,7 @@ typedef struct backend_entry {
 static const backend_entry backends[] = {
     {"postgres", "PostgreSQL", PG_OPEN},
     {"postgresql", "PostgreSQL", PG_OPEN},
-    {"dynamodb", "DynamoDB", NULL},
+    {"dynamodb", "DynamoDB", ddb_backend_open},
 };
 #define NBACKENDS (sizeof backends / sizeof backends[0])
 

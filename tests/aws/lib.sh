@@ -1,5 +1,5 @@
 # Shared by the tests/aws scripts: npm packages, free ports, waiting.
-AWS_DIR=$(cd "$(dirname "$0")" && pwd)
+AWS_DIR=${AWS_DIR:-$(cd "$(dirname "$0")" && pwd)}
 command -v node >/dev/null || { echo "node missing (scripts/deps.sh installs it)" >&2; exit 1; }
 if [ ! -f "$AWS_DIR/node_modules/.package-lock.json" ] ||
    [ "$AWS_DIR/package-lock.json" -nt "$AWS_DIR/node_modules/.package-lock.json" ]; then

@@ -1,0 +1,461 @@
+/*
+ * test_ddb.c - the DynamoDB backend through the public API, against the
+ * DynamoDB Local that tests/ddb/run.sh starts ($STELE_DDB_URI names the
+ * store; each run uses a fresh table prefix). Covers: expected revisions,
+ * idempotent retries and id conflicts, the transaction limits, a gapless
+ * $all with concurrent writers (two handles = two servers), deletes,
+ * metadata, snapshots, seed 004 (state + event in one transaction; a
+ * version conflict and a duplicate each with their own error), seed 003's
+ * queries through the GSIs, and a subscription woken by another handle's
+ * commit.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+static int passed;
+static char uri[512];
+
+static stele_event_in ev(const char *type, const char *data, const uint8_t *id)
+{
+    return (stele_event_in){.id = id, .type = type, .data = data, .data_len = strlen(data),
+                            .flags = STELE_EVENT_JSON};
+}
+
+static size_t count(stele_page *pg)
+{
+    return stele_page_count(pg);
+}
+
+static void test_expected(stele_db *db)
+{
+    stele_append_result r;
+    stele_event_in e[3] = {ev("A", "{\"n\":0}", NULL), ev("B", "{\"n\":1}", NULL), ev("C", "{}", NULL)};
+    CHECK_OK(stele_append(db, "acct-1", STELE_NO_STREAM, e, 2, &r));
+    CHECK(r.first_revision == 0 && r.last_revision == 1);
+    CHECK_RC(stele_append(db, "acct-1", STELE_NO_STREAM, e, 1, &r), STELE_EWRONGREV);
+    CHECK(r.current_revision == 1);
+    CHECK_RC(stele_append(db, "acct-1", 0, e, 1, &r), STELE_EWRONGREV);
+    CHECK(strstr(stele_errmsg(), "its revision is 1") != NULL);
+    CHECK_OK(stele_append(db, "acct-1", 1, e + 2, 1, &r));
+    CHECK(r.first_revision == 2);
+    CHECK_RC(stele_append(db, "acct-none", STELE_STREAM_EXISTS, e, 1, &r), STELE_EWRONGREV);
+    CHECK_OK(stele_append(db, "acct-1", STELE_ANY, e, 1, &r));
+    CHECK(r.first_revision == 3);
+    stele_page *pg;
+    CHECK_OK(stele_read_stream(db, "acct-1", 0, STELE_FORWARDS, 2, &pg));
+    CHECK(count(pg) == 2);
+    uint64_t next;
+    CHECK(stele_page_next(pg, &next) == 1 && next == 2);
+    CHECK(!strcmp(stele_page_event(pg, 1)->type, "B"));
+    CHECK(stele_page_event(pg, 1)->data_len == 7 && !memcmp(stele_page_event(pg, 1)->data, "{\"n\":1}", 7));
+    stele_page_free(pg);
+    CHECK_OK(stele_read_stream(db, "acct-1", STELE_END, STELE_BACKWARDS, 10, &pg));
+    CHECK(count(pg) == 4 && stele_page_event(pg, 0)->revision == 3 && stele_page_event(pg, 3)->revision == 0);
+    stele_page_free(pg);
+    CHECK_RC(stele_read_stream(db, "never-written", 0, STELE_FORWARDS, 10, &pg), STELE_ENOTFOUND);
+    passed++;
+}
+
+static void test_idempotent(stele_db *db, stele_db *db2)
+{
+    uint8_t id1[16], id2[16], id3[16];
+    stele_uuid_parse("11111111-1111-4111-8111-111111111111", id1);
+    stele_uuid_parse("22222222-2222-4222-8222-222222222222", id2);
+    stele_uuid_parse("33333333-3333-4333-8333-333333333333", id3);
+    stele_event_in e[2] = {ev("Paid", "{}", id1), ev("Shipped", "{}", id2)};
+    stele_append_result r, r2;
+    CHECK_OK(stele_append(db, "order-9", STELE_NO_STREAM, e, 2, &r));
+    CHECK(!r.idempotent);
+    /* The same append again, through the other handle (another server). */
+    CHECK_OK(stele_append(db2, "order-9", STELE_NO_STREAM, e, 2, &r2));
+    CHECK(r2.idempotent && r2.first_revision == 0 && r2.last_revision == 1);
+    CHECK(r2.first_position == r.first_position && r2.last_position == r.last_position);
+    CHECK_OK(stele_append(db2, "order-9", STELE_ANY, e, 2, &r2));
+    CHECK(r2.idempotent);
+    /* An id reused elsewhere is a conflict, not a retry. */
+    stele_event_in f[1] = {ev("Paid", "{}", id1)};
+    CHECK_RC(stele_append(db, "order-10", STELE_ANY, f, 1, &r2), STELE_EIDCONFLICT);
+    CHECK(strstr(stele_errmsg(), "another stream") != NULL);
+    stele_event_in g[2] = {ev("Paid", "{}", id1), ev("X", "{}", id3)};
+    CHECK_RC(stele_append(db, "order-9", STELE_NO_STREAM, g, 2, &r2), STELE_EIDCONFLICT);
+    stele_page *pg;
+    CHECK_OK(stele_read_stream(db, "order-9", 0, STELE_FORWARDS, 10, &pg));
+    CHECK(count(pg) == 2);
+    stele_page_free(pg);
+    passed++;
+}
+
+static void test_limits(stele_db *db)
+{
+    /* 98 events with store-made ids fit (98 + stream + sequencer + feed =
+     * 101 > 100: no) -> 97 fit. */
+    stele_event_in e[100];
+    for (int i = 0; i < 100; i++)
+        e[i] = ev("Bulk", "{}", NULL);
+    stele_append_result r;
+    CHECK_RC(stele_append(db, "bulk-1", STELE_ANY, e, 100, &r), STELE_ETOOBIG);
+    CHECK(strstr(stele_errmsg(), "at most 97 events") != NULL);
+    CHECK_OK(stele_append(db, "bulk-1", STELE_NO_STREAM, e, 97, &r));
+    CHECK(r.last_revision == 96 && r.last_position - r.first_position == 96);
+    /* An item over 400 KB. */
+    size_t big = 420 * 1024;
+    char *data = malloc(big + 1);
+    memset(data, 'x', big);
+    data[big] = 0;
+    stele_event_in b = {.type = "Big", .data = data, .data_len = big};
+    CHECK_RC(stele_append(db, "bulk-2", STELE_ANY, &b, 1, &r), STELE_ETOOBIG);
+    CHECK(strstr(stele_errmsg(), "400 KB") != NULL);
+    b.data_len = 300 * 1024;
+    CHECK_OK(stele_append(db, "bulk-2", STELE_ANY, &b, 1, &r));
+    stele_page *pg;
+    CHECK_OK(stele_read_stream(db, "bulk-2", 0, STELE_FORWARDS, 1, &pg));
+    CHECK(count(pg) == 1 && stele_page_event(pg, 0)->data_len == 300 * 1024);
+    stele_page_free(pg);
+    free(data);
+    passed++;
+}
+
+typedef struct writer_arg {
+    stele_db *db;
+    int id;
+    int n;
+    int fails;
+} writer_arg;
+
+static void *writer(void *p)
+{
+    writer_arg *w = p;
+    char name[32], data[64];
+    snprintf(name, sizeof name, "w-%d", w->id);
+    for (int i = 0; i < w->n; i++) {
+        snprintf(data, sizeof data, "{\"w\":%d,\"i\":%d}", w->id, i);
+        stele_event_in e = ev("W", data, NULL);
+        stele_append_result r;
+        if (stele_append(w->db, name, i == 0 ? STELE_NO_STREAM : i - 1, &e, 1, &r))
+            w->fails++;
+    }
+    return NULL;
+}
+
+/* Eight writers over two handles: $all is gapless, every event once, each
+ * stream in order. */
+static void test_feed(stele_db *db, stele_db *db2)
+{
+    uint64_t start;
+    stele_stats st;
+    CHECK_OK(stele_get_stats(db, &st));
+    start = st.events;
+    pthread_t t[8];
+    writer_arg w[8];
+    for (int i = 0; i < 8; i++) {
+        w[i] = (writer_arg){i % 2 ? db2 : db, i, 25, 0};
+        pthread_create(&t[i], NULL, writer, &w[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        CHECK(w[i].fails == 0);
+    }
+    int seen[8] = {0};
+    uint64_t pos = start, n = 0;
+    for (;;) {
+        stele_page *pg;
+        CHECK_OK(stele_read_all(db2, pos, STELE_FORWARDS, 37, &pg));
+        for (size_t i = 0; i < count(pg); i++) {
+            const stele_event *e = stele_page_event(pg, i);
+            CHECK(e->position == pos);
+            pos++;
+            n++;
+            int wi, ii;
+            CHECK(sscanf(e->data, "{\"w\":%d,\"i\":%d}", &wi, &ii) == 2);
+            CHECK(ii == seen[wi]);
+            CHECK(e->revision == (uint64_t)ii);
+            seen[wi]++;
+        }
+        uint64_t next;
+        int more = stele_page_next(pg, &next) == 1;
+        stele_page_free(pg);
+        if (!more)
+            break;
+        CHECK(next == pos);
+    }
+    CHECK(n == 200);
+    for (int i = 0; i < 8; i++)
+        CHECK(seen[i] == 25);
+    /* Backwards from the end, across feed items. */
+    stele_page *pg;
+    CHECK_OK(stele_read_all(db, STELE_END, STELE_BACKWARDS, 10, &pg));
+    CHECK(count(pg) == 10 && stele_page_event(pg, 0)->position == pos - 1 &&
+          stele_page_event(pg, 9)->position == pos - 10);
+    stele_page_free(pg);
+    passed++;
+}
+
+static void test_delete_meta_snap(stele_db *db)
+{
+    stele_event_in e[5];
+    for (int i = 0; i < 5; i++)
+        e[i] = ev("E", "{}", NULL);
+    stele_append_result r;
+    CHECK_OK(stele_append(db, "del-1", STELE_NO_STREAM, e, 3, &r));
+    uint64_t cur;
+    CHECK_RC(stele_delete_stream(db, "del-1", 0, &cur), STELE_EWRONGREV);
+    CHECK_OK(stele_delete_stream(db, "del-1", 2, &cur));
+    stele_page *pg;
+    CHECK_RC(stele_read_stream(db, "del-1", 0, STELE_FORWARDS, 10, &pg), STELE_ENOTFOUND);
+    /* Appending again recreates it and continues the revisions. */
+    CHECK_OK(stele_append(db, "del-1", STELE_ANY, e, 1, &r));
+    CHECK(r.first_revision == 3);
+    CHECK_OK(stele_read_stream(db, "del-1", 0, STELE_FORWARDS, 10, &pg));
+    CHECK(count(pg) == 1 && stele_page_event(pg, 0)->revision == 3);
+    stele_page_free(pg);
+    CHECK_OK(stele_tombstone_stream(db, "del-1", STELE_ANY, &cur));
+    CHECK_RC(stele_append(db, "del-1", STELE_ANY, e, 1, &r), STELE_EDELETED);
+    CHECK_RC(stele_read_stream(db, "del-1", 0, STELE_FORWARDS, 10, &pg), STELE_EDELETED);
+
+    /* Metadata: maxCount hides older events; versions are checked. */
+    CHECK_OK(stele_append(db, "meta-1", STELE_NO_STREAM, e, 5, &r));
+    stele_stream_metadata md = {.max_count = 2, .custom = "{\"owner\":\"ops\"}", .custom_len = 15};
+    uint64_t v;
+    CHECK_OK(stele_set_stream_metadata(db, "meta-1", &md, STELE_NO_STREAM, &v));
+    CHECK(v == 0);
+    CHECK_RC(stele_set_stream_metadata(db, "meta-1", &md, STELE_NO_STREAM, &v), STELE_EWRONGREV);
+    stele_stream_metadata *got;
+    CHECK_OK(stele_get_stream_metadata(db, "meta-1", &got));
+    CHECK(got->max_count == 2 && got->version == 0 && got->custom_len == 15 &&
+          !memcmp(got->custom, "{\"owner\":\"ops\"}", 15));
+    stele_free(got);
+    CHECK_OK(stele_read_stream(db, "meta-1", 0, STELE_FORWARDS, 10, &pg));
+    CHECK(count(pg) == 2 && stele_page_event(pg, 0)->revision == 3);
+    stele_page_free(pg);
+
+    /* Snapshots and load. */
+    stele_snapshot_in s = {.revision = 3, .schema_version = 2, .flags = STELE_EVENT_JSON,
+                           .state = "{\"total\":3}", .state_len = 11};
+    CHECK_OK(stele_put_snapshot(db, "meta-1", &s));
+    s.revision = 9;
+    CHECK_RC(stele_put_snapshot(db, "meta-1", &s), STELE_EINVAL);
+    stele_snapshot *sn;
+    CHECK_OK(stele_get_snapshot(db, "meta-1", STELE_END, &sn));
+    CHECK(sn && sn->revision == 3 && sn->schema_version == 2 && sn->state_len == 11);
+    stele_free(sn);
+    CHECK_OK(stele_load_stream(db, "meta-1", 100, &sn, &pg));
+    CHECK(sn && sn->revision == 3 && count(pg) == 1 && stele_page_event(pg, 0)->revision == 4);
+    stele_free(sn);
+    stele_page_free(pg);
+    passed++;
+}
+
+/* Seed 004: the aggregate's state and its event in one transaction; a
+ * version conflict and a duplicate event each surface as their own error,
+ * and neither writes anything. */
+static void test_seed004(stele_db *db, stele_db *db2)
+{
+    uint8_t id1[16], id2[16];
+    stele_uuid_parse("44444444-4444-4444-8444-444444444441", id1);
+    stele_uuid_parse("44444444-4444-4444-8444-444444444442", id2);
+    stele_snapshot_in state = {.revision = 0, .flags = STELE_EVENT_JSON,
+                               .state = "{\"title\":\"Hi\",\"isPublic\":false}", .state_len = 31};
+    stele_append_stream s = {.stream = "BlogPost-1", .expected = STELE_NO_STREAM, .state = &state};
+    stele_append_record rec = {0, ev("BlogPostCreated", "{\"title\":\"Hi\"}", id1)};
+    stele_append_result per;
+    stele_multi_result mr;
+    CHECK_OK(stele_append_multi(db, &s, 1, &rec, 1, NULL, &per, &mr));
+    CHECK(per.first_revision == 0 && !mr.idempotent);
+    stele_snapshot *sn;
+    CHECK_OK(stele_get_snapshot(db2, "BlogPost-1", STELE_END, &sn));
+    CHECK(sn && sn->revision == 0 && sn->state_len == 31);
+    stele_free(sn);
+    /* Version conflict: another writer's expectation is stale. */
+    stele_snapshot_in state2 = {.revision = 1, .flags = STELE_EVENT_JSON,
+                                .state = "{\"title\":\"Hi\",\"isPublic\":true}", .state_len = 30};
+    stele_append_stream s2 = {.stream = "BlogPost-1", .expected = STELE_NO_STREAM, .state = &state2};
+    stele_append_record rec2 = {0, ev("BlogPostPublished", "{}", id2)};
+    CHECK_RC(stele_append_multi(db2, &s2, 1, &rec2, 1, NULL, &per, &mr), STELE_EWRONGREV);
+    CHECK(mr.failed_stream == 0 && mr.current_revision == 0);
+    /* Duplicate: the created event's id again, under a fresh expectation. */
+    s2.expected = 0;
+    stele_append_record dup = {0, ev("BlogPostPublished", "{}", id1)};
+    CHECK_RC(stele_append_multi(db2, &s2, 1, &dup, 1, NULL, &per, &mr), STELE_EIDCONFLICT);
+    CHECK_OK(stele_get_snapshot(db, "BlogPost-1", STELE_END, &sn));
+    CHECK(sn && sn->revision == 0);
+    stele_free(sn);
+    /* The real publish. */
+    CHECK_OK(stele_append_multi(db2, &s2, 1, &rec2, 1, NULL, &per, &mr));
+    CHECK(per.first_revision == 1);
+    CHECK_OK(stele_get_snapshot(db, "BlogPost-1", STELE_END, &sn));
+    CHECK(sn && sn->revision == 1 && sn->state_len == 30 && !memcmp(sn->state, state2.state, 30));
+    stele_free(sn);
+    /* The same request again: idempotent. */
+    CHECK_OK(stele_append_multi(db, &s2, 1, &rec2, 1, NULL, &per, &mr));
+    CHECK(mr.idempotent);
+    passed++;
+}
+
+/* Seed 003: events of an entity between two sequence numbers; by
+ * aggregate type and type in a time range; a user's events over time. */
+static void test_seed003(stele_db *db)
+{
+    const char *meta_a = "{\"userId\":\"alice\",\"correlationId\":\"req-1\"}";
+    const char *meta_b = "{\"userId\":\"bob\"}";
+    stele_append_result r;
+    int64_t t0 = 0;
+    for (int i = 0; i < 6; i++) {
+        stele_event_in e = ev(i % 2 ? "PriceChanged" : "ProductUpdated", "{}", NULL);
+        e.metadata = i % 3 ? meta_b : meta_a;
+        e.metadata_len = strlen(e.metadata);
+        e.flags |= STELE_META_JSON;
+        CHECK_OK(stele_append(db, i < 4 ? "Product-1" : "Product-2", STELE_ANY, &e, 1, &r));
+        if (i == 2) {
+            stele_page *pg;
+            CHECK_OK(stele_read_stream(db, "Product-1", 2, STELE_FORWARDS, 1, &pg));
+            t0 = stele_page_event(pg, 0)->created_us;
+            stele_page_free(pg);
+        }
+    }
+    stele_event_in other = ev("PriceChanged", "{}", NULL);
+    CHECK_OK(stele_append(db, "Order-77", STELE_ANY, &other, 1, &r));
+    /* Between sequence numbers 2 and 3 (revisions 1..2). */
+    stele_page *pg;
+    CHECK_OK(stele_read_stream_to(db, "Product-1", 1, STELE_FORWARDS, 100, 2, &pg));
+    CHECK(count(pg) == 2 && stele_page_event(pg, 0)->revision == 1 && stele_page_event(pg, 1)->revision == 2);
+    stele_page_free(pg);
+    /* Aggregate type Product, type PriceChanged: 3 events (i = 1, 3, 5). */
+    stele_query q = {.kind = STELE_QUERY_CATEGORY, .key = "Product", .type = "PriceChanged", .limit = 100};
+    CHECK_OK(stele_read_query(db, &q, &pg));
+    CHECK(count(pg) == 3);
+    for (size_t i = 0; i + 1 < count(pg); i++)
+        CHECK(stele_page_event(pg, i)->position < stele_page_event(pg, i + 1)->position);
+    stele_page_free(pg);
+    /* ... in a time range from the third event on: i = 3, 5. */
+    q.has_after = 1;
+    q.after_us = t0;
+    CHECK_OK(stele_read_query(db, &q, &pg));
+    CHECK(count(pg) == 2);
+    stele_page_free(pg);
+    /* Events of type PriceChanged across aggregates: 4 (Order-77 too). */
+    stele_query qt = {.kind = STELE_QUERY_TYPE, .key = "PriceChanged", .limit = 100};
+    CHECK_OK(stele_read_query(db, &qt, &pg));
+    CHECK(count(pg) == 4);
+    stele_page_free(pg);
+    /* Paging by position. */
+    qt.limit = 3;
+    CHECK_OK(stele_read_query(db, &qt, &pg));
+    uint64_t next;
+    CHECK(count(pg) == 3 && stele_page_next(pg, &next) == 1);
+    stele_page_free(pg);
+    qt.from = next;
+    CHECK_OK(stele_read_query(db, &qt, &pg));
+    CHECK(count(pg) == 1);
+    stele_page_free(pg);
+    /* A user's events over time: alice wrote i = 0, 3 (i % 3 == 0). */
+    stele_query qa = {.kind = STELE_QUERY_ACTOR, .key = "alice", .limit = 100};
+    CHECK_OK(stele_read_query(db, &qa, &pg));
+    CHECK(count(pg) == 2);
+    stele_page_free(pg);
+    qa.direction = STELE_BACKWARDS;
+    qa.from = STELE_END;
+    CHECK_OK(stele_read_query(db, &qa, &pg));
+    CHECK(count(pg) == 2 && stele_page_event(pg, 0)->position > stele_page_event(pg, 1)->position);
+    stele_page_free(pg);
+    stele_query qc = {.kind = STELE_QUERY_CORRELATION, .key = "req-1", .limit = 100};
+    CHECK_OK(stele_read_query(db, &qc, &pg));
+    CHECK(count(pg) == 2);
+    stele_page_free(pg);
+    stele_query qg = {.kind = STELE_QUERY_TAG, .key = "x", .limit = 100};
+    CHECK_RC(stele_read_query(db, &qg, &pg), STELE_EINVAL);
+    CHECK(strstr(stele_errmsg(), "dynamodb") != NULL);
+    passed++;
+}
+
+/* A subscriber on one handle sees a commit made through the other (the
+ * poller), every event once, in order. */
+static void test_subscribe(stele_db *db, stele_db *db2)
+{
+    stele_stats st;
+    CHECK_OK(stele_get_stats(db, &st));
+    stele_sub *sub;
+    CHECK_OK(stele_subscribe_all(db, st.events, NULL, &sub));
+    stele_event_in e[3] = {ev("S", "{\"k\":0}", NULL), ev("S", "{\"k\":1}", NULL), ev("S", "{\"k\":2}", NULL)};
+    stele_append_result r;
+    CHECK_OK(stele_append(db2, "sub-1", STELE_ANY, e, 3, &r));
+    size_t got = 0;
+    for (int tries = 0; got < 3 && tries < 100; tries++) {
+        stele_page *pg = NULL;
+        int rc = stele_sub_next(sub, 100, 1000, &pg);
+        CHECK(rc == 0);
+        for (size_t i = 0; pg && i < count(pg); i++) {
+            CHECK(stele_page_event(pg, i)->position == st.events + got);
+            got++;
+        }
+        stele_page_free(pg);
+    }
+    CHECK(got == 3);
+    stele_sub_close(sub);
+    passed++;
+}
+
+/* Each handle's writer caches what its own commits left; a commit through
+ * the other handle makes that stale, and neither a success nor an error
+ * may come from the stale copy. */
+static void test_stale_cache(stele_db *db, stele_db *db2)
+{
+    stele_event_in e = ev("C", "{}", NULL);
+    stele_append_result r;
+    CHECK_OK(stele_append(db, "cache-1", STELE_NO_STREAM, &e, 1, &r));  /* db caches rev 0 */
+    CHECK_OK(stele_append(db2, "cache-1", 0, &e, 1, &r));               /* now rev 1 */
+    CHECK_OK(stele_append(db, "cache-1", 1, &e, 1, &r));                /* db must not say 0 */
+    CHECK(r.first_revision == 2);
+    CHECK_OK(stele_append(db2, "cache-1", STELE_ANY, &e, 1, &r));       /* rev 3 */
+    CHECK_RC(stele_append(db, "cache-1", 2, &e, 1, &r), STELE_EWRONGREV);
+    CHECK(r.current_revision == 3);
+    uint64_t cur;
+    CHECK_OK(stele_tombstone_stream(db2, "cache-1", STELE_ANY, &cur));
+    CHECK_RC(stele_append(db, "cache-1", STELE_ANY, &e, 1, &r), STELE_EDELETED);
+    passed++;
+}
+
+static void test_bad_uri(void)
+{
+    stele_db *db = NULL;
+    CHECK_RC(stele_open("dynamodb://bad prefix?endpoint=http://127.0.0.1:1", NULL, &db), STELE_EINVAL);
+    CHECK(strstr(stele_errmsg(), "prefix") != NULL);
+    CHECK_RC(stele_open("dynamodb://p?endpoint=ftp://x", NULL, &db), STELE_EINVAL);
+    CHECK_RC(stele_open("dynamodb://p?endpoint=http://127.0.0.1:1&bogus=1", NULL, &db), STELE_EINVAL);
+    CHECK(strstr(stele_errmsg(), "bogus") != NULL);
+    /* Nothing listens: a clear I/O error naming the endpoint. */
+    CHECK_RC(stele_open("dynamodb://p?endpoint=http://127.0.0.1:1", NULL, &db), STELE_EIO);
+    CHECK(strstr(stele_errmsg(), "127.0.0.1:1") != NULL);
+    CHECK(db == NULL);
+    passed++;
+}
+
+int main(void)
+{
+    const char *endpoint = getenv("STELE_DDB_ENDPOINT");
+    if (!endpoint) {
+        fprintf(stderr, "test_ddb: STELE_DDB_ENDPOINT not set (tests/ddb/run.sh sets it)\n");
+        return 1;
+    }
+    snprintf(uri, sizeof uri, "dynamodb://t%llu?endpoint=%s&region=us-east-1",
+             (unsigned long long)(t_seed() % 1000000000ull), endpoint);
+    stele_db *db, *db2;
+    CHECK_OK(stele_open(uri, NULL, &db));
+    CHECK_OK(stele_open(uri, NULL, &db2));
+    test_bad_uri();
+    test_expected(db);
+    test_idempotent(db, db2);
+    test_limits(db);
+    test_feed(db, db2);
+    test_delete_meta_snap(db);
+    test_seed004(db, db2);
+    test_seed003(db);
+    test_subscribe(db, db2);
+    test_stale_cache(db, db2);
+    stele_close(db2);
+    stele_close(db);
+    return t_done("test_ddb", passed);
+}
