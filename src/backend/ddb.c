@@ -625,7 +625,12 @@ static int multi_expect(group *g, dreq *r, size_t i)
         return rc;
     char eb[32], cb[64];
     const char *state = tomb ? "is tombstoned" : softdel ? "is soft-deleted" : exists ? "is at revision" : "has no events";
-    snprintf(cb, sizeof cb, exists ? " %llu" : softdel ? " (its last revision was %llu)" : "", (unsigned long long)cur);
+    if (exists)
+        snprintf(cb, sizeof cb, " %llu", (unsigned long long)cur);
+    else if (softdel)
+        snprintf(cb, sizeof cb, " (its last revision was %llu)", (unsigned long long)cur);
+    else
+        cb[0] = 0;
     r->mres.failed_stream = i;
     r->mres.current_revision = cur;
     const char *et = e == STELE_DELETED ? "deleted" : expected_text(e, eb, sizeof eb);

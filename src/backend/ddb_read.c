@@ -301,8 +301,8 @@ static int feed_slots(json_t *item, uint64_t lo, uint64_t hi, int backwards, slo
         if (!s || r == UINT64_MAX || c == UINT64_MAX || k + c > DDB_MAX_ACTIONS)
             return err_set(STELE_ECORRUPT, "dynamodb: feed item at position %llu is malformed",
                            (unsigned long long)pos);
-        for (uint64_t j = 0; j < c; j++)
-            tmp[k++] = (slot){pos + k, r + j, s, len};
+        for (uint64_t j = 0; j < c; j++, k++)
+            tmp[k] = (slot){pos + k, r + j, s, len};
     }
     /* positions: pos + index */
     for (size_t j = 0; j < k; j++)

@@ -70,8 +70,12 @@ static int m_expectation(const multi_args *m, const mst *ms, size_t i, stele_app
                         : softdel ? "is soft-deleted"
                         : exists ? "is at revision"
                                  : "has no events";
-    snprintf(cb, sizeof cb, exists ? " %llu" : softdel ? " (its last revision was %llu)" : "",
-             (unsigned long long)cur);
+    if (exists)
+        snprintf(cb, sizeof cb, " %llu", (unsigned long long)cur);
+    else if (softdel)
+        snprintf(cb, sizeof cb, " (its last revision was %llu)", (unsigned long long)cur);
+    else
+        cb[0] = 0;
     res->failed_stream = i;
     res->current_revision = cur;
     err_set(rc, "stream %zu '%.*s': expected %s, but the stream %s%s", i, (int)s->len, s->stream,

@@ -344,7 +344,7 @@ static void test_seed003(stele_db *db)
     /* Paging by position. */
     qt.limit = 3;
     CHECK_OK(stele_read_query(db, &qt, &pg));
-    uint64_t next;
+    uint64_t next = 0;
     CHECK(count(pg) == 3 && stele_page_next(pg, &next) == 1);
     stele_page_free(pg);
     qt.from = next;
