@@ -276,7 +276,7 @@ static const bad_case bad_cases[] = {
     {"[{\"type\":\"A\",\"tags\":[[\"a\"]]}]", STELE_EINVAL, 0,
      "event 0: tag 0 must be a string, not an array"},
     {"[{\"type\":\"A\",\"id\":\"not-a-uuid\"}]", STELE_EINVAL, 0,
-     "event 0: \"id\" is not a UUID: \"not-a-uuid\""},
+     "event 0: \"id\" is not a UUID or a ULID: \"not-a-uuid\""},
     {"[{\"type\":\"A\",\"id\":\"0190f1a2-7c3e-7b21-9a4e-2f1c0d9e8b7\"}]", STELE_EINVAL, 0,
      "\"id\" is not a UUID"},
     {"[{\"type\":\"A\",\"id\":\"0190f1a2-7c3e-7b21-9a4e-2f1c0d9e8b7ab\"}]", STELE_EINVAL, 0,
