@@ -226,6 +226,30 @@ static void scavenge_start(conn *c)
         respond_status(c, rc ? 500 : running ? 200 : 202);
 }
 
+/* The admin jobs' (scavenge, backup) common gate: starting (POST) and
+ * stopping (DELETE) one is for loopback clients only, and only GET, POST and
+ * DELETE exist on `path`. 0 if the request goes on; else it has been
+ * answered. */
+int admin_job_gate(conn *c, const char *job, const char *path)
+{
+    int m = c->req.method;
+    if (m == HTTP_POST || m == HTTP_DELETE) {
+        char addr[64], what[64], msg[512];
+        if (!guard_peer_is_loopback(c, addr, sizeof addr)) {
+            snprintf(what, sizeof what, "%s a %s", m == HTTP_POST ? "starting" : "stopping", job);
+            guard_loopback_message(what, addr, msg, sizeof msg);
+            http_fail(c, 403, "PERMISSION_DENIED", msg);
+            return -1;
+        }
+    } else if (m != HTTP_GET) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "method %s is not allowed on %s", http_method_str(m), path);
+        http_fail(c, 405, "METHOD_NOT_ALLOWED", msg);
+        return -1;
+    }
+    return 0;
+}
+
 void route_admin(conn *c, const char *path, size_t plen)
 {
     int m = c->req.method;
@@ -241,24 +265,10 @@ void route_admin(conn *c, const char *path, size_t plen)
         http_fail(c, 404, "NOT_FOUND", msg);
         return;
     }
-    if (m == HTTP_POST || m == HTTP_DELETE) {
-        char addr[64], msg[512];
-        if (!guard_peer_is_loopback(c, addr, sizeof addr)) {
-            guard_loopback_message(m == HTTP_POST ? "starting a scavenge" : "stopping a scavenge",
-                                   addr, msg, sizeof msg);
-            http_fail(c, 403, "PERMISSION_DENIED", msg);
-            return;
-        }
-    }
+    if (admin_job_gate(c, "scavenge", "/admin/scavenge"))
+        return;
     if (m == HTTP_POST) {
         scavenge_start(c);
-        return;
-    }
-    if (m != HTTP_GET && m != HTTP_DELETE) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "method %s is not allowed on /admin/scavenge",
-                 http_method_str(m));
-        http_fail(c, 405, "METHOD_NOT_ALLOWED", msg);
         return;
     }
     struct admin *a = c->srv->admin;

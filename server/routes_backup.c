@@ -451,24 +451,10 @@ void route_backup(conn *c, const char *path, size_t plen)
         archive_status(c);
         return;
     }
-    if (m == HTTP_POST || m == HTTP_DELETE) {
-        char addr[64], msg[512];
-        if (!guard_peer_is_loopback(c, addr, sizeof addr)) {
-            guard_loopback_message(m == HTTP_POST ? "starting a backup" : "stopping a backup",
-                                   addr, msg, sizeof msg);
-            http_fail(c, 403, "PERMISSION_DENIED", msg);
-            return;
-        }
-    }
+    if (admin_job_gate(c, "backup", "/admin/backup"))
+        return;
     if (m == HTTP_POST) {
         backup_start(c);
-        return;
-    }
-    if (m != HTTP_GET && m != HTTP_DELETE) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "method %s is not allowed on /admin/backup",
-                 http_method_str(m));
-        http_fail(c, 405, "METHOD_NOT_ALLOWED", msg);
         return;
     }
     struct backup_admin *a = c->srv->backup;

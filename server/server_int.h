@@ -425,6 +425,9 @@ void stream_metadata_write(buf *b, const stele_stream_metadata *md, int kurrent)
 /* routes_admin.c */
 /* A request under /admin/. */
 void route_admin(conn *c, const char *path, size_t plen);
+/* routes_admin.c: loopback-only start/stop and the allowed methods of an
+ * admin job's path (scavenge, backup); 0 if the request goes on. */
+int admin_job_gate(conn *c, const char *job, const char *path);
 /* routes_ui.c: the web UI's assets at / and /ui/ (GET and HEAD); 1 if
  * the path is the UI's (answered), 0 otherwise. */
 int route_ui(conn *c, const char *path, size_t plen);
