@@ -70,6 +70,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "backend/expect.h"
 #include "backend/ddb_int.h"
 #include "util/util.h"
 
@@ -255,25 +256,6 @@ static gstream *gs_find(group *g, const char *name, size_t len)
         if (g->gs[i].len == len && !memcmp(g->gs[i].name, name, len))
             return &g->gs[i];
     return NULL;
-}
-
-static const char *expected_text(int64_t e, char *b, size_t n)
-{
-    if (e == STELE_ANY) return "any";
-    if (e == STELE_NO_STREAM) return "no_stream";
-    if (e == STELE_STREAM_EXISTS) return "stream_exists";
-    snprintf(b, n, "%lld", (long long)e);
-    return b;
-}
-
-static int expected_ok(int64_t expected, uint64_t cur)
-{
-    switch (expected) {
-    case STELE_ANY: return 1;
-    case STELE_NO_STREAM: return cur == STELE_NONE;
-    case STELE_STREAM_EXISTS: return cur != STELE_NONE;
-    default: return cur != STELE_NONE && cur == (uint64_t)expected;
-    }
 }
 
 /*
@@ -633,7 +615,7 @@ static int multi_expect(group *g, dreq *r, size_t i)
         cb[0] = 0;
     r->mres.failed_stream = i;
     r->mres.current_revision = cur;
-    const char *et = e == STELE_DELETED ? "deleted" : expected_text(e, eb, sizeof eb);
+    const char *et = e == STELE_DELETED ? "deleted" : expect_text(e, eb, sizeof eb);
     err_set(rc, "stream %zu '%.*s': expected %s, but the stream %s%s", i, (int)ds->len, ds->name, et, state, cb);
     return rc;
 }
@@ -728,7 +710,7 @@ static int plan(ddb *D, group *g, dreq *r, uint64_t *next)
         int recreate = gs->deleted && ds->expected >= 0 && gs->last != UINT64_MAX &&
                        (uint64_t)ds->expected == gs->last;
         int ok = ds->expected == STELE_DELETED ? gs->st.found && gs->deleted
-                                                : recreate || expected_ok(ds->expected, cur);
+                                                : recreate || expect_ok(ds->expected, cur);
         if (!ok) {
             int t = check_retry(D, r);
             if (t < 0)
@@ -740,10 +722,10 @@ static int plan(ddb *D, group *g, dreq *r, uint64_t *next)
             r->mres.current_revision = gs->deleted ? gs->last : cur;
             if (cur == STELE_NONE)
                 err_set(STELE_EWRONGREV, "stream '%.*s': expected revision %s, but the stream has no events",
-                        (int)ds->len, ds->name, expected_text(ds->expected, eb, sizeof eb));
+                        (int)ds->len, ds->name, expect_text(ds->expected, eb, sizeof eb));
             else
                 err_set(STELE_EWRONGREV, "stream '%.*s': expected revision %s, but its revision is %llu",
-                        (int)ds->len, ds->name, expected_text(ds->expected, eb, sizeof eb),
+                        (int)ds->len, ds->name, expect_text(ds->expected, eb, sizeof eb),
                         (unsigned long long)cur);
             req_fail(r, STELE_EWRONGREV);
             return 0;
@@ -1474,7 +1456,6 @@ static int ddb_remove(backend *b, const char *stream, size_t len, int64_t expect
                       uint64_t *current)
 {
     ddb *D = (ddb *)b;
-    char eb[32];
     for (int attempt = 0; attempt < 100; attempt++) {
         dstate st;
         int rc = ddb_state_get(D, stream, len, &st);
@@ -1494,14 +1475,9 @@ static int ddb_remove(backend *b, const char *stream, size_t len, int64_t expect
         }
         int was_last = st.deleted && expected >= 0 && st.last != UINT64_MAX &&
                        (uint64_t)expected == st.last;
-        if (!was_last && !expected_ok(expected, cur)) {
+        if (!was_last && !expect_ok(expected, cur)) {
             ddb_state_free(&st);
-            if (cur == STELE_NONE)
-                return err_set(STELE_EWRONGREV, "stream '%.*s': expected revision %s, but the stream has no events",
-                               (int)len, stream, expected_text(expected, eb, sizeof eb));
-            return err_set(STELE_EWRONGREV, "stream '%.*s': expected revision %s, but its revision is %llu",
-                           (int)len, stream, expected_text(expected, eb, sizeof eb),
-                           (unsigned long long)cur);
+            return expect_wrong_rev(stream, len, expected, cur);
         }
         json_t *v;
         const char *set;
@@ -1536,14 +1512,14 @@ static int ddb_set_metadata(backend *b, const char *stream, size_t len, const st
             return err_set(STELE_EDELETED, "stream '%.*s' is tombstoned", (int)len, stream);
         }
         uint64_t cur = st.md_version;
-        if (!expected_ok(expected, cur)) {
+        if (!expect_ok(expected, cur)) {
             ddb_state_free(&st);
             if (version)
                 *version = cur;
             char eb[32];
             const char *et = expected == STELE_NO_STREAM ? "none"
                              : expected == STELE_STREAM_EXISTS ? "exists"
-                                                               : expected_text(expected, eb, sizeof eb);
+                                                               : expect_text(expected, eb, sizeof eb);
             if (cur == STELE_NONE)
                 return err_set(STELE_EWRONGREV, "stream '%.*s': expected metadata version %s, but it has no metadata",
                                (int)len, stream, et);

@@ -74,6 +74,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend/expect.h"
 #include "backend/local_int.h"
 #include "log/record.h"
 #include "os/os.h"
@@ -134,38 +135,11 @@ static uint64_t visible_rev(const idx_stream *st, int found)
     return st->last_rev;
 }
 
-static int expected_ok(int64_t expected, uint64_t cur)
-{
-    switch (expected) {
-    case STELE_ANY: return 1;
-    case STELE_NO_STREAM: return cur == STELE_NONE;
-    case STELE_STREAM_EXISTS: return cur != STELE_NONE;
-    default: return cur != STELE_NONE && cur == (uint64_t)expected;
-    }
-}
-
-static const char *expected_text(int64_t expected, char *b, size_t n)
-{
-    if (expected == STELE_ANY) return "any";
-    if (expected == STELE_NO_STREAM) return "no_stream";
-    if (expected == STELE_STREAM_EXISTS) return "stream_exists";
-    snprintf(b, n, "%lld", (long long)expected);
-    return b;
-}
-
 static int wrong_rev(wreq *r, uint64_t cur)
 {
-    char eb[32];
     r->current = cur;
     r->res.current_revision = cur;
-    if (cur == STELE_NONE)
-        err_set(STELE_EWRONGREV, "stream '%.*s': expected revision %s, but the stream has no events",
-                (int)r->stream_len, r->stream, expected_text(r->expected, eb, sizeof eb));
-    else
-        err_set(STELE_EWRONGREV, "stream '%.*s': expected revision %s, but its revision is %llu",
-                (int)r->stream_len, r->stream, expected_text(r->expected, eb, sizeof eb),
-                (unsigned long long)cur);
-    return req_fail(r, STELE_EWRONGREV);
+    return req_fail(r, expect_wrong_rev(r->stream, r->stream_len, r->expected, cur));
 }
 
 /* -------------------------------------------------------------- planning */
@@ -310,7 +284,7 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
          * as the exact expected one (KurrentDB's rule). */
         int recreate = found && (r->st.flags & IDX_DELETED) && r->expected >= 0 &&
                        r->st.last_rev != UINT64_MAX && (uint64_t)r->expected == r->st.last_rev;
-        if (!recreate && !expected_ok(r->expected, cur)) {
+        if (!recreate && !expect_ok(r->expected, cur)) {
             wrong_rev(r, cur);
             return 0;
         }
@@ -333,7 +307,7 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
         }
         int was_last = found && (r->st.flags & IDX_DELETED) && r->expected >= 0 &&
                        r->st.last_rev != UINT64_MAX && (uint64_t)r->expected == r->st.last_rev;
-        if (!was_last && !expected_ok(r->expected, cur)) {
+        if (!was_last && !expect_ok(r->expected, cur)) {
             wrong_rev(r, cur);
             return 0;
         }

@@ -32,7 +32,7 @@ static const char *mexp_text(int64_t e, char *b, size_t n)
 {
     if (e == STELE_DELETED)
         return "deleted";
-    return pgw_expected_text(e, b, n);
+    return expect_text(e, b, n);
 }
 
 static int m_expectation(const multi_args *m, const mst *ms, size_t i, stele_append_result *ps,

@@ -106,10 +106,10 @@ int pg_remove(backend *b, const char *stream, size_t len, int64_t expected, int 
                       0);
     int was_last = st.deleted && expected >= 0 && st.last_rev != STELE_NONE &&
                    (uint64_t)expected == st.last_rev;
-    if (!was_last && !pgw_expected_ok(expected, cur)) {
+    if (!was_last && !expect_ok(expected, cur)) {
         if (current)
             *current = cur;
-        return finish(P, c, pgw_wrong_rev(name, len, expected, cur), 0);
+        return finish(P, c, expect_wrong_rev(name, len, expected, cur), 0);
     }
     const char *v[1] = {name};
     PGresult *r = NULL;

@@ -155,42 +155,11 @@ const idrow *pgw_find_id(const idrow *ids, size_t n, const uint8_t id[16])
     return NULL;
 }
 
-const char *pgw_expected_text(int64_t e, char *b, size_t n)
-{
-    if (e == STELE_ANY) return "any";
-    if (e == STELE_NO_STREAM) return "no_stream";
-    if (e == STELE_STREAM_EXISTS) return "stream_exists";
-    snprintf(b, n, "%lld", (long long)e);
-    return b;
-}
-
-int pgw_expected_ok(int64_t e, uint64_t cur)
-{
-    switch (e) {
-    case STELE_ANY: return 1;
-    case STELE_NO_STREAM: return cur == STELE_NONE;
-    case STELE_STREAM_EXISTS: return cur != STELE_NONE;
-    default: return cur != STELE_NONE && cur == (uint64_t)e;
-    }
-}
-
 uint64_t pgw_visible_rev(const pg_stream *st)
 {
     if (!st->exists || st->deleted || st->last_rev == STELE_NONE)
         return STELE_NONE;
     return st->last_rev;
-}
-
-int pgw_wrong_rev(const char *stream, size_t len, int64_t expected, uint64_t cur)
-{
-    char eb[32];
-    if (cur == STELE_NONE)
-        return err_set(STELE_EWRONGREV,
-                       "stream '%.*s': expected revision %s, but the stream has no events", (int)len,
-                       stream, pgw_expected_text(expected, eb, sizeof eb));
-    return err_set(STELE_EWRONGREV, "stream '%.*s': expected revision %s, but its revision is %llu",
-                   (int)len, stream, pgw_expected_text(expected, eb, sizeof eb),
-                   (unsigned long long)cur);
 }
 
 /* The idempotency rules of local.c's check_retry, on the looked-up ids:
@@ -273,9 +242,9 @@ static int plan(pg_req *r, bstream *s, const idrow *ids, size_t nids)
     uint64_t cur = pgw_visible_rev(st);
     int recreate = st->deleted && a->expected >= 0 && st->last_rev != STELE_NONE &&
                    (uint64_t)a->expected == st->last_rev;
-    if (!recreate && !pgw_expected_ok(a->expected, cur)) {
+    if (!recreate && !expect_ok(a->expected, cur)) {
         r->res.current_revision = cur;
-        pgw_wrong_rev(s->name, s->len, a->expected, cur);
+        expect_wrong_rev(s->name, s->len, a->expected, cur);
         req_fail(r, STELE_EWRONGREV);
         return 0;
     }

@@ -7,6 +7,7 @@
 #ifndef STELE_PG_WRITE_H
 #define STELE_PG_WRITE_H
 
+#include "backend/expect.h"
 #include "backend/pg_int.h"
 #include "util/util.h"
 
@@ -58,10 +59,7 @@ int pgw_arr_close(buf *b);
 void pgw_uuid_text(const uint8_t id[16], char out[37]);
 int pgw_bs_cmp(const void *a, const void *b);
 const idrow *pgw_find_id(const idrow *ids, size_t n, const uint8_t id[16]);
-const char *pgw_expected_text(int64_t e, char *b, size_t n);
-int pgw_expected_ok(int64_t e, uint64_t cur);
 uint64_t pgw_visible_rev(const pg_stream *st);
-int pgw_wrong_rev(const char *stream, size_t len, int64_t expected, uint64_t cur);
 /* pg_exec() that keeps the SQLSTATE of a failure in `state`; out may be
  * NULL. */
 int pgw_wexec(PGconn *c, const char *sql, int n, const char *const *vals, const int *lens,
