@@ -586,38 +586,17 @@ static int multi_expect(group *g, dreq *r, size_t i)
     int exists = found && !tomb && !softdel && gs->last != UINT64_MAX;
     uint64_t cur = found && gs->last != UINT64_MAX ? gs->last : STELE_NONE;
     int64_t e = ds->expected;
-    int rc = 0;
-    if (tomb) {
-        if (ds->nev || (e != STELE_ANY && e != STELE_NO_STREAM))
-            rc = STELE_EDELETED;
-    } else if (e == STELE_NO_STREAM) {
-        rc = exists ? STELE_EWRONGREV : 0;
-    } else if (e == STELE_STREAM_EXISTS) {
-        rc = softdel ? STELE_EDELETED : !exists ? STELE_EWRONGREV : 0;
-    } else if (e == STELE_DELETED) {
-        rc = softdel ? 0 : STELE_EWRONGREV;
-    } else if (e >= 0) {
-        rc = (exists || softdel) && cur == (uint64_t)e ? 0 : STELE_EWRONGREV;
-    }
+    expect_stream es = {tomb, softdel, exists, cur};
+    int rc = expect_multi_check(e, &es, ds->nev != 0);
     if (!rc)
         return 0;
     r->per[i].failed = rc;
     r->per[i].current_revision = cur;
     if (r->mres.failed_stream != SIZE_MAX)
         return rc;
-    char eb[32], cb[64];
-    const char *state = tomb ? "is tombstoned" : softdel ? "is soft-deleted" : exists ? "is at revision" : "has no events";
-    if (exists)
-        snprintf(cb, sizeof cb, " %llu", (unsigned long long)cur);
-    else if (softdel)
-        snprintf(cb, sizeof cb, " (its last revision was %llu)", (unsigned long long)cur);
-    else
-        cb[0] = 0;
     r->mres.failed_stream = i;
     r->mres.current_revision = cur;
-    const char *et = e == STELE_DELETED ? "deleted" : expect_text(e, eb, sizeof eb);
-    err_set(rc, "stream %zu '%.*s': expected %s, but the stream %s%s", i, (int)ds->len, ds->name, et, state, cb);
-    return rc;
+    return expect_multi_fail(rc, i, ds->name, ds->len, e, &es);
 }
 
 /* All of them (or, with tomb_writes, only the tombstoned streams written). */

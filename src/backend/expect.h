@@ -22,4 +22,22 @@ const char *expect_text(int64_t expected, char *b, size_t n);
 /* Sets STELE_EWRONGREV's message for `stream` and returns STELE_EWRONGREV. */
 int expect_wrong_rev(const char *stream, size_t len, int64_t expected, uint64_t cur);
 
+/* One stream of a multi-stream append as its backend found it. */
+typedef struct expect_stream {
+    int tombstoned;
+    int soft_deleted; /* and not tombstoned */
+    int exists;       /* has visible events */
+    uint64_t cur;     /* last revision (a soft-deleted stream's too); STELE_NONE */
+} expect_stream;
+
+/* A multi-stream append's expectation `e` for one stream (KurrentDB's
+ * table, docs/consistency.md; STELE_DELETED allowed), `writes` if the append
+ * writes events to it: 0, STELE_EWRONGREV or STELE_EDELETED. */
+int expect_multi_check(int64_t e, const expect_stream *st, int writes);
+
+/* Sets the message of a failed expectation (rc from expect_multi_check) of
+ * stream i of the append; returns rc. */
+int expect_multi_fail(int rc, size_t i, const char *stream, size_t len, int64_t e,
+                      const expect_stream *st);
+
 #endif

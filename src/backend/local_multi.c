@@ -54,6 +54,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/expect.h"
 #include "backend/local_int.h"
 #include "log/record.h"
 
@@ -272,16 +273,6 @@ static int fail(wreq *r, int rc)
     return 0;
 }
 
-static const char *exp_text(int64_t e, char *b, size_t n)
-{
-    if (e == STELE_ANY) return "any";
-    if (e == STELE_NO_STREAM) return "no_stream";
-    if (e == STELE_STREAM_EXISTS) return "stream_exists";
-    if (e == STELE_DELETED) return "deleted";
-    snprintf(b, n, "%lld", (long long)e);
-    return b;
-}
-
 /* Stream i's expectation: 0 passed, or the error (EWRONGREV / EDELETED),
  * recorded in r->ps[i]; the first failing stream also gives the request's
  * message, failed_stream and current_revision. */
@@ -294,40 +285,18 @@ static int expectation(wreq *r, size_t i)
     int exists = m->found && !tomb && !softdel && m->st.last_rev != UINT64_MAX;
     uint64_t cur = m->found && m->st.last_rev != UINT64_MAX ? m->st.last_rev : STELE_NONE;
     int64_t e = s->expected;
-    int rc = 0;
-    if (tomb) {
-        if (s->nevents || (e != STELE_ANY && e != STELE_NO_STREAM))
-            rc = STELE_EDELETED;
-    } else if (e == STELE_NO_STREAM) {
-        rc = exists ? STELE_EWRONGREV : 0;
-    } else if (e == STELE_STREAM_EXISTS) {
-        rc = softdel ? STELE_EDELETED : !exists ? STELE_EWRONGREV : 0;
-    } else if (e == STELE_DELETED) {
-        rc = softdel ? 0 : STELE_EWRONGREV;
-    } else if (e >= 0) {
-        rc = (exists || softdel) && cur == (uint64_t)e ? 0 : STELE_EWRONGREV;
-    }
+    expect_stream es = {tomb, softdel, exists, cur};
+    int rc = expect_multi_check(e, &es, s->nevents != 0);
     if (!rc)
         return 0;
     r->ps[i].failed = rc;
     r->ps[i].current_revision = cur;
     if (r->mres.failed_stream != SIZE_MAX)
         return rc; /* not the first */
-    char eb[32], cb[64];
-    const char *state = tomb ? "is tombstoned"
-                        : softdel ? "is soft-deleted"
-                        : exists ? "is at revision"
-                                 : "has no events";
-    cb[0] = 0;
-    if (exists || softdel)
-        snprintf(cb, sizeof cb, exists ? " %llu" : " (its last revision was %llu)",
-                 (unsigned long long)cur);
     r->mres.failed_stream = i;
     r->mres.current_revision = cur;
     r->current = cur;
-    err_set(rc, "stream %zu '%.*s': expected %s, but the stream %s%s", i, (int)s->len, s->stream,
-            exp_text(e, eb, sizeof eb), state, cb);
-    return rc;
+    return expect_multi_fail(rc, i, s->stream, s->len, e, &es);
 }
 
 /* Check the expectations of every stream (or, with `tomb_writes`, only of

@@ -28,13 +28,6 @@ typedef struct mst {
     uint64_t next_rev;
 } mst;
 
-static const char *mexp_text(int64_t e, char *b, size_t n)
-{
-    if (e == STELE_DELETED)
-        return "deleted";
-    return expect_text(e, b, n);
-}
-
 static int m_expectation(const multi_args *m, const mst *ms, size_t i, stele_append_result *ps,
                          stele_multi_result *res, int *first)
 {
@@ -45,19 +38,8 @@ static int m_expectation(const multi_args *m, const mst *ms, size_t i, stele_app
     int exists = st->exists && !tomb && !softdel && st->last_rev != STELE_NONE;
     uint64_t cur = st->last_rev;
     int64_t e = s->expected;
-    int rc = 0;
-    if (tomb) {
-        if (s->nevents || (e != STELE_ANY && e != STELE_NO_STREAM))
-            rc = STELE_EDELETED;
-    } else if (e == STELE_NO_STREAM) {
-        rc = exists ? STELE_EWRONGREV : 0;
-    } else if (e == STELE_STREAM_EXISTS) {
-        rc = softdel ? STELE_EDELETED : !exists ? STELE_EWRONGREV : 0;
-    } else if (e == STELE_DELETED) {
-        rc = softdel ? 0 : STELE_EWRONGREV;
-    } else if (e >= 0) {
-        rc = (exists || softdel) && cur == (uint64_t)e ? 0 : STELE_EWRONGREV;
-    }
+    expect_stream es = {tomb, softdel, exists, cur};
+    int rc = expect_multi_check(e, &es, s->nevents != 0);
     if (!rc)
         return 0;
     ps[i].failed = rc;
@@ -65,22 +47,9 @@ static int m_expectation(const multi_args *m, const mst *ms, size_t i, stele_app
     if (*first)
         return rc;
     *first = rc;
-    char eb[32], cb[64];
-    const char *state = tomb ? "is tombstoned"
-                        : softdel ? "is soft-deleted"
-                        : exists ? "is at revision"
-                                 : "has no events";
-    if (exists)
-        snprintf(cb, sizeof cb, " %llu", (unsigned long long)cur);
-    else if (softdel)
-        snprintf(cb, sizeof cb, " (its last revision was %llu)", (unsigned long long)cur);
-    else
-        cb[0] = 0;
     res->failed_stream = i;
     res->current_revision = cur;
-    err_set(rc, "stream %zu '%.*s': expected %s, but the stream %s%s", i, (int)s->len, s->stream,
-            mexp_text(e, eb, sizeof eb), state, cb);
-    return rc;
+    return expect_multi_fail(rc, i, s->stream, s->len, e, &es);
 }
 
 static int m_expectations(const multi_args *m, const mst *ms, stele_append_result *ps,
