@@ -588,6 +588,13 @@ int cli_report_error(const cli_response *r)
     return CLI_ESERVER;
 }
 
+void cli_lib_error(const char *cmd, const char *subject, int rc)
+{
+    const char *m = stele_errmsg();
+    fprintf(stderr, "stele %s: %s%s%s: %s\n", cmd, subject ? subject : "", subject ? ": " : "",
+            stele_error_info_of(rc)->code, *m ? m : stele_strerror(rc));
+}
+
 /* ------------------------------------------------------------ JSON */
 
 #define JSON_MAX_DEPTH 1000

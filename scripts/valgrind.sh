@@ -13,6 +13,7 @@ TESTS="
   test_os_fault
   test_json
   test_json_text
+  test_errors
   test_async
   test_limits
   test_property

@@ -51,27 +51,16 @@ typedef EventStore__Client__PersistentSubscriptions__SubscriptionInfo__Connectio
 
 static void fail_group(gcall *call, int rc, const char *stream, const char *group)
 {
-    const char *exception = NULL;
-    int status;
-    switch (rc) {
-    case STELE_ENOTFOUND:
-        status = GRPC_NOT_FOUND;
-        exception = "persistent-subscription-does-not-exist";
-        break;
-    case STELE_EEXISTS:
-        status = GRPC_ALREADY_EXISTS;
-        exception = "persistent-subscription-exists";
-        break;
-    default:
+    if (rc != STELE_ENOTFOUND && rc != STELE_EEXISTS) {
         grpc_fail_stele(call, rc, stele_errmsg(), stream);
         return;
     }
-    grpc_trailer(call, "exception", exception);
+    /* Before grpc_fail_code's exception trailer: the group's names, which
+     * the clients put in their typed errors. */
     grpc_trailer(call, "stream-name", stream ? stream : "$all");
     grpc_trailer(call, "group-name", group);
-    char text[600];
-    snprintf(text, sizeof text, "%s: %s", stele_errname(rc), stele_errmsg());
-    grpc_finish(call, status, text);
+    grpc_fail_code(call, rc == STELE_ENOTFOUND ? "GROUP_NOT_FOUND" : "GROUP_EXISTS",
+                   stele_errmsg());
 }
 
 /* The stream of a request: a stream identifier, or $all (stream NULL).

@@ -27,18 +27,14 @@
 static void fail(gcall *call, int rc)
 {
     const char *m = stele_errmsg();
-    char text[1200];
-    snprintf(text, sizeof text, "%s: %s", stele_errname(rc), m);
-    int status = rc == STELE_ENOTFOUND ? GRPC_NOT_FOUND
-               : rc == STELE_EEXISTS   ? GRPC_ALREADY_EXISTS
-               : rc == STELE_EINVAL || rc == STELE_ETOOBIG ? GRPC_INVALID_ARGUMENT
-               : rc == STELE_EBUSY ? GRPC_UNAVAILABLE
-                                   : -1;
-    if (status < 0) {
+    if (rc == STELE_ENOTFOUND)
+        grpc_fail_code(call, "PROJECTION_NOT_FOUND", m);
+    else if (rc == STELE_EEXISTS)
+        grpc_fail_code(call, "PROJECTION_EXISTS", m);
+    else if (rc == STELE_ETOOBIG) /* not an append: no append-size trailers */
+        grpc_fail_status(call, rc, m);
+    else
         grpc_fail_stele(call, rc, m, NULL);
-        return;
-    }
-    grpc_finish(call, status, text);
 }
 
 static void ok_empty(gcall *call, const ProtobufCMessageDescriptor *d)

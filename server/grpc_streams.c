@@ -606,7 +606,13 @@ static void batch_fail(gcall *call, const uint8_t corr[16], int corr_structured,
     EventStore__Client__Timeout tmo = EVENT_STORE__CLIENT__TIMEOUT__INIT;
     EventStore__Client__BadRequest bad = EVENT_STORE__CLIENT__BAD_REQUEST__INIT;
     char text[600];
-    snprintf(text, sizeof text, "%s: %s", rc == 1 ? "DEADLINE_EXCEEDED" : stele_errname(rc),
+    /* Status and code from the error vocabulary (docs/errors.md); rc 1 is
+     * the batch's own deadline. */
+    const stele_error_info *info =
+        stele_error_lookup(rc == 1 ? "DEADLINE_EXCEEDED" : NULL);
+    if (!info)
+        info = stele_error_info_of(rc);
+    snprintf(text, sizeof text, "%s: %s", info->code,
              message && *message ? message : stele_strerror(rc));
     switch (rc) {
     case STELE_EWRONGREV:
@@ -667,9 +673,7 @@ static void batch_fail(gcall *call, const uint8_t corr[16], int corr_structured,
         type_url = "type.googleapis.com/event_store.client.Timeout";
         break;
     default:
-        st.code = rc == STELE_EINVAL ? GOOGLE__RPC__CODE__INVALID_ARGUMENT
-                  : rc == STELE_EIDCONFLICT ? GOOGLE__RPC__CODE__ALREADY_EXISTS
-                                            : GOOGLE__RPC__CODE__UNAVAILABLE;
+        st.code = info->grpc_status; /* google.rpc.Code numbers are gRPC's */
         bad.message = text;
         details = &bad.base;
         type_url = "type.googleapis.com/event_store.client.BadRequest";

@@ -42,8 +42,7 @@ static void audit(gcall *call, const char *action, const char *result, const cha
 static int deny(gcall *call, const char *action)
 {
     audit(call, action, "denied", "needs $admins");
-    grpc_trailer(call, "exception", "access-denied");
-    grpc_finish(call, GRPC_PERMISSION_DENIED, "Access denied");
+    grpc_fail_code(call, "ACCESS_DENIED", "Access denied");
     return -1;
 }
 
@@ -57,8 +56,7 @@ static int check_name(gcall *call, const char *name, int must_exist)
         return -1;
     }
     if (must_exist && !auth_user_exists(call->c->srv, name)) {
-        grpc_trailer(call, "exception", "user-not-found");
-        grpc_finish(call, GRPC_NOT_FOUND, "no such user");
+        grpc_fail_code(call, "USER_NOT_FOUND", "no such user");
         return -1;
     }
     return 0;
