@@ -55,7 +55,7 @@ static void fail_info(gcall *call, const stele_error_info *e, int rc, const char
             grpc_trailer(call, "maximum-append-size", n);
         }
     }
-    char text[600];
+    char text[1200];
     snprintf(text, sizeof text, "%s: %s", e->code,
              message && *message ? message : e->rc ? stele_strerror(e->rc) : e->when);
     metrics_error(&call->c->srv->m, e->http_status, rc);
@@ -430,11 +430,10 @@ static void operations_stop_scavenge(gcall *call, ProtobufCMessage *msg)
     }
     uint64_t id;
     if (bad || admin_scavenge_stop(call->c->srv, want, &id)) {
-        grpc_trailer(call, "exception", "scavenge-not-found");
         grpc_trailer(call, "scavenge-id", given);
         char text[160];
-        snprintf(text, sizeof text, "ENOTFOUND: no running scavenge has id \"%.100s\"", given);
-        grpc_finish(call, GRPC_NOT_FOUND, text);
+        snprintf(text, sizeof text, "no running scavenge has id \"%.100s\"", given);
+        grpc_fail_code(call, "SCAVENGE_NOT_FOUND", text);
         return;
     }
     scavenge_reply(call, id, EVENT_STORE__CLIENT__OPERATIONS__SCAVENGE_RESP__SCAVENGE_RESULT__Stopped);

@@ -81,7 +81,7 @@ static int which_stream(gcall *call, int is_all, const EventStore__Client__Strea
 static int check_group(gcall *call, const char *group)
 {
     if (!group || !*group) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "a group name is required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "a group name is required");
         return -1;
     }
     return 0;
@@ -135,7 +135,7 @@ static int filter_from(gcall *call,
                   : NULL;
     int on_stream = f->filter_case == PS(CREATE_REQ__ALL_OPTIONS__FILTER_OPTIONS__FILTER_STREAM_IDENTIFIER);
     if (!x) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "a filter needs a stream name or event type expression");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "a filter needs a stream name or event type expression");
         return -1;
     }
     if (x->n_prefix) {
@@ -160,7 +160,7 @@ static void create_msg(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__PersistentSubscriptions__CreateReq *req = (void *)msg;
     EventStore__Client__PersistentSubscriptions__CreateReq__Options *o = req->options;
     if (!o || !o->settings) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Create: options and settings are required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "Create: options and settings are required");
         return;
     }
     if (check_group(call, o->group_name))
@@ -198,7 +198,7 @@ static void create_msg(gcall *call, ProtobufCMessage *msg)
         st.start = o->settings->revision; /* STELE_END == UINT64_MAX */
     }
     if (SETTINGS_NEGATIVE(o->settings)) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "settings may not be negative");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "settings may not be negative");
         return;
     }
     SETTINGS_APPLY(&st, o->settings);
@@ -211,7 +211,7 @@ static void create_msg(gcall *call, ProtobufCMessage *msg)
         else {
             char m[200];
             snprintf(m, sizeof m, "consumer strategy %.60s is not supported (RoundRobin, Pinned, DispatchToSingle)", cs);
-            grpc_finish(call, GRPC_INVALID_ARGUMENT, m);
+            grpc_fail_code(call, "INVALID_ARGUMENT", m);
             return;
         }
     }
@@ -230,7 +230,7 @@ static void update_msg(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__PersistentSubscriptions__UpdateReq *req = (void *)msg;
     EventStore__Client__PersistentSubscriptions__UpdateReq__Options *o = req->options;
     if (!o || !o->settings) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Update: options and settings are required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "Update: options and settings are required");
         return;
     }
     if (check_group(call, o->group_name))
@@ -259,7 +259,7 @@ static void update_msg(gcall *call, ProtobufCMessage *msg)
         start = o->settings->revision;
     }
     if (SETTINGS_NEGATIVE(o->settings)) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "settings may not be negative");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "settings may not be negative");
         return;
     }
     /* The filter cannot change: keep the group's own. */
@@ -288,7 +288,7 @@ static void delete_msg(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__PersistentSubscriptions__DeleteReq *req = (void *)msg;
     EventStore__Client__PersistentSubscriptions__DeleteReq__Options *o = req->options;
     if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Delete: options are required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "Delete: options are required");
         return;
     }
     char name[1024];
@@ -404,7 +404,7 @@ static void get_info_msg(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__PersistentSubscriptions__GetInfoReq *req = (void *)msg;
     EventStore__Client__PersistentSubscriptions__GetInfoReq__Options *o = req->options;
     if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "GetInfo: options are required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "GetInfo: options are required");
         return;
     }
     char name[1024];
@@ -492,7 +492,7 @@ static void replay_msg(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__PersistentSubscriptions__ReplayParkedReq *req = (void *)msg;
     EventStore__Client__PersistentSubscriptions__ReplayParkedReq__Options *o = req->options;
     if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "ReplayParked: options are required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "ReplayParked: options are required");
         return;
     }
     char name[1024];
@@ -635,7 +635,7 @@ static uint8_t (*ids_of(gcall *call, EventStore__Client__UUID **u, size_t n))[16
     for (size_t i = 0; i < n; i++)
         if (grpc_uuid_in(u[i], ids[i]) != 0) {
             free(ids);
-            grpc_finish(call, GRPC_INVALID_ARGUMENT, "an ack or nack names a malformed event id");
+            grpc_fail_code(call, "INVALID_ARGUMENT", "an ack or nack names a malformed event id");
             return NULL;
         }
     return ids;
@@ -648,7 +648,7 @@ static void ps_read_msg(gcall *call, ProtobufCMessage *msg)
     server *s = call->c->srv;
     if (!st) {
         if (req->content_case != PS(READ_REQ__CONTENT_OPTIONS)) {
-            grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: the first message must be the options");
+            grpc_fail_code(call, "INVALID_ARGUMENT", "Read: the first message must be the options");
             return;
         }
         EventStore__Client__PersistentSubscriptions__ReadReq__Options *o = req->options;
@@ -730,7 +730,7 @@ static void ps_read_msg(gcall *call, ProtobufCMessage *msg)
             return;
         }
     } else {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: options may be sent only once");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "Read: options may be sent only once");
         return;
     }
     grpc_want_more(call); /* slots were freed */

@@ -53,7 +53,7 @@ static void p_create(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__Projections__CreateReq *req = (void *)msg;
     EventStore__Client__Projections__CreateReq__Options *o = req->options;
     if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "options are missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "options are missing");
         return;
     }
     stele_projection_settings s;
@@ -86,7 +86,7 @@ static void p_create(gcall *call, ProtobufCMessage *msg)
         break;
     }
     default:
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "the mode (one_time, transient, continuous) is missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "the mode (one_time, transient, continuous) is missing");
         return;
     }
     int rc = stele_projection_create(call->c->srv->db, pname, &s);
@@ -104,7 +104,7 @@ static void p_update(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__Projections__UpdateReq *req = (void *)msg;
     EventStore__Client__Projections__UpdateReq__Options *o = req->options;
     if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "options are missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "options are missing");
         return;
     }
     int emit = o->emit_option_case ==
@@ -123,7 +123,7 @@ static void p_delete(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__Projections__DeleteReq *req = (void *)msg;
     EventStore__Client__Projections__DeleteReq__Options *o = req->options;
     if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "options are missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "options are missing");
         return;
     }
     unsigned flags = (o->delete_emitted_streams ? STELE_PROJ_DELETE_EMITTED : 0) |
@@ -421,7 +421,7 @@ static void p_state(gcall *call, ProtobufCMessage *msg)
 {
     EventStore__Client__Projections__StateReq *req = (void *)msg;
     if (!req->options) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "options are missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "options are missing");
         return;
     }
     state_or_result(call, req->options->name, req->options->partition, 0);
@@ -431,7 +431,7 @@ static void p_result(gcall *call, ProtobufCMessage *msg)
 {
     EventStore__Client__Projections__ResultReq *req = (void *)msg;
     if (!req->options) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "options are missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "options are missing");
         return;
     }
     state_or_result(call, req->options->name, req->options->partition, 1);

@@ -84,6 +84,8 @@ static const stele_error_info table[] = {
     {"REPLAY_NOT_FOUND", STELE_ENOTFOUND, 404, G_NOT_FOUND, NULL, "no such replay"},
     {"SNAPSHOT_NOT_FOUND", STELE_ENOTFOUND, 404, G_NOT_FOUND, NULL, "no snapshot"},
     {"STATE_NOT_FOUND", STELE_ENOTFOUND, 404, G_NOT_FOUND, NULL, "no saved state"},
+    {"SCAVENGE_NOT_FOUND", STELE_ENOTFOUND, 404, G_NOT_FOUND, "scavenge-not-found",
+     "no running scavenge has that id"},
     {"USER_NOT_FOUND", STELE_ENOTFOUND, 404, G_NOT_FOUND, "user-not-found", "no such user"},
     {"GROUP_EXISTS", STELE_EEXISTS, 409, G_ALREADY_EXISTS, "persistent-subscription-exists",
      "creating a consumer group that exists"},
