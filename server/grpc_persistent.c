@@ -135,7 +135,8 @@ static int filter_from(gcall *call,
                   : NULL;
     int on_stream = f->filter_case == PS(CREATE_REQ__ALL_OPTIONS__FILTER_OPTIONS__FILTER_STREAM_IDENTIFIER);
     if (!x) {
-        grpc_fail_code(call, "INVALID_ARGUMENT", "a filter needs a stream name or event type expression");
+        grpc_fail_code(call, "INVALID_ARGUMENT",
+                       "a filter needs a stream name or event type expression");
         return -1;
     }
     if (x->n_prefix) {

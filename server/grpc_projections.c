@@ -86,7 +86,8 @@ static void p_create(gcall *call, ProtobufCMessage *msg)
         break;
     }
     default:
-        grpc_fail_code(call, "INVALID_ARGUMENT", "the mode (one_time, transient, continuous) is missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT",
+                       "the mode (one_time, transient, continuous) is missing");
         return;
     }
     int rc = stele_projection_create(call->c->srv->db, pname, &s);

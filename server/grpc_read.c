@@ -357,7 +357,8 @@ static int take_filter(gcall *call, read_st *st, const FilterOptions *f, stele_f
         x = f->event_type;
     }
     if (!x) {
-        grpc_fail_code(call, "INVALID_ARGUMENT", "a filter needs a stream name or event type expression");
+        grpc_fail_code(call, "INVALID_ARGUMENT",
+                       "a filter needs a stream name or event type expression");
         return -1;
     }
     if (x->n_prefix) {

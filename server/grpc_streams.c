@@ -356,7 +356,8 @@ static void append_msg(gcall *call, ProtobufCMessage *msg)
         return;
     }
     if (req->content_case != EVENT_STORE__CLIENT__STREAMS__APPEND_REQ__CONTENT_PROPOSED_MESSAGE) {
-        grpc_fail_code(call, "INVALID_ARGUMENT", "Append: a message with neither options nor an event");
+        grpc_fail_code(call, "INVALID_ARGUMENT",
+                       "Append: a message with neither options nor an event");
         return;
     }
     if (!st->have_opts) {
@@ -798,7 +799,8 @@ static void batch_msg(gcall *call, ProtobufCMessage *msg)
         return;
     uint8_t corr[16];
     if (grpc_uuid_in(req->correlation_id, corr) != 0) {
-        grpc_fail_code(call, "INVALID_ARGUMENT", "BatchAppend: every request needs a correlation id");
+        grpc_fail_code(call, "INVALID_ARGUMENT",
+                       "BatchAppend: every request needs a correlation id");
         return;
     }
     batch **pp = &st->open;
