@@ -143,7 +143,8 @@ static int test_docs(void)
 }
 
 /* Call sites in the server's .c files that spell a status and a code together:
- * `(c, 404, "NOT_FOUND"`, `.status = 403, .code = "ACCESS_DENIED"`. Each
+ * `(c, 404, "NOT_FOUND"`, `.status = 403, .code = "ACCESS_DENIED"`,
+ * `ref->status = 401; ref->code = "UNAUTHENTICATED"`. Each
  * code must be in the table, with that status. */
 static int check_sites(const char *file, const char *s, int *sites)
 {
@@ -155,12 +156,15 @@ static int check_sites(const char *file, const char *s, int *sites)
             isdigit((unsigned char)p[3]) && isdigit((unsigned char)p[4]) && p[5] == ',') {
             status = (p[2] - '0') * 100 + (p[3] - '0') * 10 + (p[4] - '0');
             q = p + 6;
-        } else if (!strncmp(p, ".status = ", 10) && isdigit((unsigned char)p[10])) {
+        } else if ((!strncmp(p, ".status = ", 10) || !strncmp(p, ">status = ", 10)) &&
+                   isdigit((unsigned char)p[10])) {
+            /* `.status = 403, .code = "..."` and `ref->status = 401;
+             * ref->code = "..."` */
             status = atoi(p + 10);
-            q = strstr(p, ".code = ");
-            if (!q || q - p > 30)
+            q = strstr(p, "code = ");
+            if (!q || q - p > 40)
                 continue;
-            q += 7;
+            q += 6;
         } else {
             continue;
         }
