@@ -197,6 +197,14 @@ int cli_stream(cli_client *c, const char *path, const char *const *headers, cli_
  */
 int cli_report_error(const cli_response *r);
 
+/*
+ * A failed libstele call of a local command, as the server would name it:
+ * "stele <cmd>: <subject>: <CODE>: <message>" on stderr, CODE from the
+ * error vocabulary (stele_error_info_of, docs/errors.md); subject may be
+ * NULL.
+ */
+void cli_lib_error(const char *cmd, const char *subject, int rc);
+
 /* ------------------------------------------------------------ JSON */
 
 /* A span of JSON text (not NUL-terminated). */

@@ -128,8 +128,9 @@ static int verify(const char *dest, int human)
         return 0;
     }
     char report[1024];
-    if (stele_backup_verify(dest, report, sizeof report)) {
-        fprintf(stderr, "stele backup: verification failed: %s\n", stele_errmsg());
+    int vrc = stele_backup_verify(dest, report, sizeof report);
+    if (vrc) {
+        cli_lib_error("backup", "verification failed", vrc);
         return -1;
     }
     if (human)
@@ -155,7 +156,7 @@ static int backup_dir(const char *dir, const char *dest, int archive, int check,
     stele_db *db;
     int rc = stele_open(dir, &o, &db);
     if (rc) {
-        fprintf(stderr, "stele backup: %s: %s\n", dir, stele_errmsg());
+        cli_lib_error("backup", dir, rc);
         return rc == STELE_EINVAL ? CLI_EUSAGE : CLI_ESERVER;
     }
     int tty = cli_human(co) && isatty(2);
@@ -165,7 +166,7 @@ static int backup_dir(const char *dir, const char *dest, int archive, int check,
     if (tty)
         fprintf(stderr, "\n");
     if (rc)
-        fprintf(stderr, "stele backup: %s: %s\n", dest, stele_errmsg());
+        cli_lib_error("backup", dest, rc);
     stele_close(db);
     if (rc)
         return CLI_ESERVER;
@@ -353,7 +354,7 @@ int cmd_restore(int argc, char **argv)
     stele_restore_result res;
     int rc = stele_restore(src, dir, &o, &res);
     if (rc) {
-        fprintf(stderr, "stele restore: %s\n", stele_errmsg());
+        cli_lib_error("restore", NULL, rc);
         return CLI_ESERVER;
     }
     char t[32] = "-";

@@ -76,7 +76,7 @@ static int scavenge_dir(const char *dir, const cli_common *co)
     stele_db *db;
     int rc = stele_open(dir, &o, &db);
     if (rc) {
-        fprintf(stderr, "stele scavenge: %s: %s\n", dir, stele_errmsg());
+        cli_lib_error("scavenge", dir, rc);
         return rc == STELE_EINVAL ? CLI_EUSAGE : CLI_ESERVER;
     }
     int tty = cli_human(co) && isatty(2);
@@ -86,7 +86,7 @@ static int scavenge_dir(const char *dir, const cli_common *co)
     if (tty)
         fprintf(stderr, "\n");
     if (rc)
-        fprintf(stderr, "stele scavenge: %s: %s\n", dir, stele_errmsg());
+        cli_lib_error("scavenge", dir, rc);
     stele_close(db);
     if (rc)
         return CLI_ESERVER;
