@@ -39,7 +39,7 @@ test-asan: deps
 	cd $(ASAN_BUILD) && TEST_QUICK=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -L unit -j 2
 
-# The threaded tests (library and one server load test) under
+# The threaded tests (library, server load and SSE subscribers) under
 # ThreadSanitizer in build-tsan, at a reduced size; fails on any race
 # report (scripts/tsan.sh, docs/testing.md). A few minutes on 2 cores.
 .PHONY: test-tsan

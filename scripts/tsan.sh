@@ -4,8 +4,8 @@
 # Builds BUILD (default build-tsan) with -fsanitize=thread (STELE_TSAN), only
 # the targets the run needs, then runs the tests labelled "tsan" in
 # tests/CMakeLists.txt (the library's concurrency, subscription, consumer
-# group, async, multi-stream and projection tests, and http_load against a
-# real `stele serve`) at a reduced size: TEST_QUICK=1 for the C tests,
+# group, async, multi-stream and projection tests, and http_load and
+# http_subscribe against a real `stele serve`) at a reduced size: TEST_QUICK=1 for the C tests,
 # STELE_TEST_SCALE=0.1 for http_load. TSan stops a process at its first
 # report (halt_on_error=1) and writes it under BUILD/tsan-reports; the run
 # fails if any report was written, whichever process (a test, a server, a
