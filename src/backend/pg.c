@@ -6,7 +6,7 @@
  * server's) into commit notifications. The writes are in pg_write.c, the
  * reads in pg_read.c.
  *
- * Schema (version 1; seeds/001's tables and names where they fit):
+ * Schema (version 2; seeds/001's tables and names where they fit):
  *   stele_schema   one row: the schema version (migrations below).
  *   stele_feed     one row: the next global position. Every transaction
  *                  that writes events takes its positions by updating this
@@ -29,8 +29,9 @@
  *                  and metadata as bytes (bytea: Stele accepts any bytes,
  *                  and JSON PostgreSQL refuses, such as \u0000, must not fail
  *                  an append; the view stele_events_json casts JSON ones),
- *                  flags, tags (text[], GIN index), correlation id and actor
- *                  (taken from JSON metadata by Stele, indexed).
+ *                  flags, tags (text[], GIN index), correlation id, causation
+ *                  id and actor (taken from JSON metadata by Stele,
+ *                  indexed; the causation id since version 2).
  *   snapshots      seeds/001's snapshots, keyed by (stream_id, revision).
  * Consumer group checkpoints are events in system streams, as on every
  * backend, so seeds/001's subscription_checkpoints table is not used.
@@ -329,6 +330,12 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     "  CASE WHEN flags & 1 = 1 THEN convert_from(data, 'UTF8')::jsonb END AS event_data,"
     "  CASE WHEN flags & 2 = 2 THEN convert_from(meta, 'UTF8')::jsonb END AS metadata,"
     "  tags, created_at FROM events;",
+    /* 2: the causation id of JSON metadata, indexed for
+     * STELE_QUERY_CAUSATION as on the local engine. Events written before
+     * keep NULL there (they are not found by causation). */
+    "ALTER TABLE events ADD COLUMN causation_id text;"
+    "CREATE INDEX events_causation ON events (causation_id, global_position)"
+    "  WHERE causation_id IS NOT NULL;",
 };
 
 /* Several stores may share one database, each in its own PostgreSQL
@@ -619,7 +626,7 @@ static const backend_ops pg_ops = {
     .wait_commit = pg_wait_commit,
     .watch = pg_watch,
     .unwatch = pg_unwatch,
-    .scavenge = NULL,
+    .scavenge = pg_scavenge,
     .list_names = pg_list_names,
     .close = pg_close,
 };

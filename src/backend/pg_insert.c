@@ -140,7 +140,7 @@ out:
 
 /*
  * Binary array parameters. The batch's events go to PostgreSQL as one
- * INSERT ... SELECT FROM unnest($1, ..., $19): one array per column, in
+ * INSERT ... SELECT FROM unnest($1, ..., $20): one array per column, in
  * PostgreSQL's binary array format (ndim 1, has-null flag, element type,
  * length, lower bound 1, then each element as length + bytes, -1 for
  * NULL). One short statement whatever the batch size: nothing to parse
@@ -213,7 +213,7 @@ static void barr_done(barr *a)
     be32(h + 16, 1);
 }
 
-#define EV_COLS 19
+#define EV_COLS 20
 
 /* Insert the accepted events of the batch; 0 or the error. */
 int pgw_insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_t now,
@@ -222,7 +222,7 @@ int pgw_insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_t n
     static const uint32_t oids[EV_COLS] = {
         OID_INT8, OID_TEXT, OID_TEXT, OID_INT8, OID_UUID, OID_BOOL, OID_INT4, OID_INT4,
         OID_TEXT, OID_BYTEA, OID_BYTEA, OID_INT2, OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8,
-        OID_INT8, OID_INT8, OID_INT8};
+        OID_INT8, OID_INT8, OID_INT8, OID_TEXT};
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
         if (reqs[i]->accepted && !reqs[i]->res.idempotent)
@@ -267,7 +267,8 @@ int pgw_insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_t n
         for (size_t k = 0; k < a->n && rc == 0; k++, e++) {
             const stele_event_in *x = &a->events[k];
             uint8_t made = a->made[k] ? 1 : 0;
-            uint8_t fl[2] = {0, (uint8_t)(x->flags & (STELE_EVENT_JSON | STELE_META_JSON))};
+            uint8_t fl[2] = {
+                0, (uint8_t)(x->flags & (STELE_EVENT_JSON | STELE_META_JSON | STELE_EVENT_ID_ULID))};
             if ((rc = pgw_arr_open(&tb)))
                 break;
             for (size_t t = 0; t < x->ntags && rc == 0; t++)
@@ -295,6 +296,9 @@ int pgw_insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_t n
             if (rc == 0)
                 rc = vrev[4 * e + 3] >= 0 ? barr_i64(&col[18], vrev[4 * e + 3])
                                           : barr_add(&col[18], NULL, 0);
+            if (rc == 0)
+                rc = barr_add(&col[19], mi[e].causation_len ? mi[e].causation : NULL,
+                              mi[e].causation_len);
         }
     }
     if (rc == 0) {
@@ -313,14 +317,15 @@ int pgw_insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_t n
         rc = pgw_wexec(c,
                    "INSERT INTO events (global_position, stream_id, stream_type, revision, "
                    "event_id, id_made, commit_index, commit_count, event_type, data, meta, flags, "
-                   "tags, correlation_id, actor, ce_rev, et_rev, bc_rev, stream_no, created_us, "
-                   "created_at) SELECT p, sid, st, rv, eid, im, ci, cc, et, d, m, f, tg::text[], "
-                   "co, ac, ce, er, bc, sn, $20::bigint, to_timestamp($20::bigint / 1000000.0) "
-                   "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::uuid[], "
-                   "$6::bool[], $7::int[], $8::int[], $9::text[], $10::bytea[], $11::bytea[], "
-                   "$12::int2[], $13::text[], $14::text[], $15::text[], $16::bigint[], "
-                   "$17::bigint[], $18::bigint[], $19::bigint[]) AS u(p, sid, st, rv, eid, im, ci, "
-                   "cc, et, d, m, f, tg, co, ac, ce, er, bc, sn)",
+                   "tags, correlation_id, actor, ce_rev, et_rev, bc_rev, stream_no, causation_id, "
+                   "created_us, created_at) SELECT p, sid, st, rv, eid, im, ci, cc, et, d, m, f, "
+                   "tg::text[], co, ac, ce, er, bc, sn, cu, $21::bigint, "
+                   "to_timestamp($21::bigint / 1000000.0) FROM unnest($1::bigint[], $2::text[], "
+                   "$3::text[], $4::bigint[], $5::uuid[], $6::bool[], $7::int[], $8::int[], "
+                   "$9::text[], $10::bytea[], $11::bytea[], $12::int2[], $13::text[], $14::text[], "
+                   "$15::text[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], "
+                   "$20::text[]) AS u(p, sid, st, rv, eid, im, ci, cc, et, d, m, f, tg, co, ac, "
+                   "ce, er, bc, sn, cu)",
                    EV_COLS + 1, vals, lens, fmts, 0, NULL, "inserting events", state);
     }
     for (int j = 0; j < EV_COLS; j++)

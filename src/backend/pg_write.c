@@ -216,6 +216,15 @@ static int check_retry(pg_req *r, const bstream *s, const idrow *ids, size_t nid
             }
             last_pos = g->pos;
         }
+        for (size_t k = 0; k < a->n; k++) {
+            const idrow *g = a->made[k] ? NULL : pgw_find_id(ids, nids, a->ids[k]);
+            const char *part = g ? pgw_retry_diff(g, &a->events[k]) : NULL;
+            if (part) {
+                pgw_retry_conflict(a->ids[k], s->name, g->rev, part);
+                req_fail(r, STELE_EIDCONFLICT);
+                return 1;
+            }
+        }
         r->res.first_revision = f->rev;
         r->res.last_revision = f->rev + a->n - 1;
         r->res.first_position = f->pos;
@@ -367,7 +376,7 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
     idrow *ids = NULL;
     size_t nbs = 0, nids = 0;
     buf names = {0}, cats = {0}, idarr = {0};
-    PGresult *r = NULL;
+    PGresult *r = NULL, *idres = NULL;
     int rc = bs ? 0 : err_set(STELE_ENOMEM, "out of memory");
     int in_tx = 0;
     /* Distinct stream names, sorted. */
@@ -454,30 +463,8 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
         if (rc == 0)
             rc = pgw_arr_close(&idarr);
     }
-    if (rc == 0 && nclient) {
-        const char *v[1] = {(const char *)idarr.p};
-        rc = pgw_wexec(c,
-                   "SELECT event_id, stream_id, revision, global_position, commit_index, "
-                   "commit_count FROM events WHERE NOT id_made AND event_id = ANY($1::uuid[])",
-                   1, v, NULL, NULL, 1, &r, "looking up event ids", state);
-        if (rc == 0 && PQntuples(r)) {
-            nids = (size_t)PQntuples(r);
-            if (!(ids = calloc(nids, sizeof *ids)))
-                rc = err_set(STELE_ENOMEM, "out of memory");
-            for (size_t i = 0; rc == 0 && i < nids; i++) {
-                memcpy(ids[i].id, PQgetvalue(r, (int)i, 0), 16);
-                snprintf(ids[i].stream, sizeof ids[i].stream, "%.*s",
-                         PQgetlength(r, (int)i, 1), PQgetvalue(r, (int)i, 1));
-                ids[i].rev = pg_u64(r, (int)i, 2);
-                ids[i].pos = pg_u64(r, (int)i, 3);
-                ids[i].ci = pg_i32(r, (int)i, 4);
-                ids[i].cc = pg_i32(r, (int)i, 5);
-            }
-        }
-        if (r)
-            PQclear(r);
-        r = NULL;
-    }
+    if (rc == 0 && nclient)
+        rc = pgw_lookup_ids(c, (const char *)idarr.p, &ids, &nids, &idres, state);
     /* 3. Plan. */
     uint64_t nev = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
@@ -590,6 +577,8 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
     }
     free(bs);
     free(ids);
+    if (idres)
+        PQclear(idres);
     buf_free(&names);
     buf_free(&cats);
     buf_free(&idarr);

@@ -50,6 +50,9 @@ typedef struct idrow {
     char stream[256];
     uint64_t rev, pos;
     int32_t ci, cc;
+    /* The stored event: row `row` of pgw_lookup_ids()'s result. */
+    const PGresult *src;
+    int row;
 } idrow;
 
 /* A PostgreSQL array literal in b: open, add (quoted, escaped), close. */
@@ -69,6 +72,17 @@ int pgw_wexec(PGconn *c, const char *sql, int n, const char *const *vals, const 
  * revisions. Inside the transaction that holds the feed lock. */
 int pgw_insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_t now,
                       char state[6]);
+/* pg_retry.c: the rows of the client-given ids in `idarr` (a uuid[]
+ * literal) already written, with their stored events; *keep is the result
+ * the rows point into (caller PQclear()s it, and frees *ids). */
+int pgw_lookup_ids(PGconn *c, const char *idarr, idrow **ids, size_t *n, PGresult **keep,
+                   char state[6]);
+/* Which part of the stored event f differs from y ("type", "data",
+ * "metadata", "content type", "tags"), or NULL if none. */
+const char *pgw_retry_diff(const idrow *f, const stele_event_in *y);
+/* Set EIDCONFLICT for an id written at `rev` of `stream` with another
+ * `part`; returns STELE_EIDCONFLICT. */
+int pgw_retry_conflict(const uint8_t id[16], const char *stream, uint64_t rev, const char *part);
 /* pg_stream.c: keep the stream's `max` latest snapshots (0: the default). */
 int pgw_trim_snapshots(PGconn *c, const char *name, uint32_t max);
 /* pg_write.c: queue a request for the writer (ECLOSED when closing), and
