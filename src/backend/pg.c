@@ -9,8 +9,9 @@
  * Schema (version 2; seeds/001's tables and names where they fit):
  *   stele_schema   one row: the schema version (migrations below).
  *   stele_feed     one row: the next global position. Every transaction
- *                  that writes events takes its positions by updating this
- *                  row, as late as possible before COMMIT. The row lock is
+ *                  that writes events locks this row (FOR UPDATE, or an
+ *                  UPDATE), takes its positions from it and moves it on
+ *                  before COMMIT. The row lock is
  *                  held until the transaction ends, so commits that write
  *                  events are serialised on it: positions are gapless and
  *                  a transaction's positions become visible before the next

@@ -72,6 +72,30 @@ int pgw_wexec(PGconn *c, const char *sql, int n, const char *const *vals, const 
  * revisions. Inside the transaction that holds the feed lock. */
 int pgw_insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_t now,
                       char state[6]);
+/* The same in two steps (the writer pipelines them). First, under the feed
+ * lock, the view counters reqs[0..n) may touch: PGW_SEQ_READ_SQL with the
+ * text arrays pgw_seq_keys() fills (binary result). */
+#define PGW_SEQ_READ_SQL                                                                           \
+    "SELECT kind, key, next FROM stele_seq WHERE (kind, key) IN (SELECT * FROM "                  \
+    "unnest($1::text[], $2::text[]))"
+int pgw_seq_keys(pg_req **reqs, size_t n, const bstream *bs, buf *kinds, buf *keys);
+/* Then, after planning, the parameters of two statements that need no
+ * answer before the COMMIT: pgw_seq_write_sql (seq_vals, text) and
+ * pgw_insert_sql (vals/lens/fmts). total = 0: no event to insert. */
+#define PGW_EV_COLS 20
+typedef struct pgw_ins {
+    size_t total;
+    buf col[PGW_EV_COLS];
+    buf kinds, keys, nexts;
+    pg_num now;
+    const char *vals[PGW_EV_COLS + 1];
+    int lens[PGW_EV_COLS + 1], fmts[PGW_EV_COLS + 1];
+    const char *seq_vals[3];
+} pgw_ins;
+extern const char pgw_seq_write_sql[], pgw_insert_sql[];
+int pgw_ins_build(pgw_ins *x, pg_req **reqs, size_t n, const bstream *bs, const PGresult *seq,
+                  int64_t now);
+void pgw_ins_free(pgw_ins *x);
 /* pg_retry.c: the rows of the client-given ids in `idarr` (a uuid[]
  * literal) already written, with their stored events; *keep is the result
  * the rows point into (caller PQclear()s it, and frees *ids). */
