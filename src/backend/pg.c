@@ -383,9 +383,23 @@ static int pg_make_schema(PGconn *c)
     return pg_cmd(c, sql);
 }
 
+/* Whether the schema is already at this build's version: one statement,
+ * no lock, so a reopen of a migrated store costs one round trip. Any
+ * failure (no table yet, no schema) means "migrate". */
+static int pg_schema_current(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SELECT version FROM stele_schema");
+    int ok = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+             atoi(PQgetvalue(r, 0, 0)) == PG_SCHEMA_VERSION;
+    PQclear(r);
+    return ok;
+}
+
 /* Create or migrate the schema; 0 or the error. */
 static int pg_migrate(PGconn *c)
 {
+    if (pg_schema_current(c))
+        return 0;
     int rc = pg_cmd(c, "BEGIN");
     if (rc)
         return rc;
@@ -450,6 +464,7 @@ static void *listen_main(void *arg)
 {
     pg_backend *P = arg;
     PGconn *c = NULL;
+    int first = 1;
     while (!atomic_load(&P->listen_stop)) {
         if (!c || PQstatus(c) != CONNECTION_OK) {
             if (c)
@@ -461,17 +476,22 @@ static void *listen_main(void *arg)
                 if (c)
                     PQfinish(c);
                 c = NULL;
-                struct timespec ts = {0, 500 * 1000 * 1000};
-                nanosleep(&ts, NULL);
+                struct pollfd w = {P->listen_wake, POLLIN, 0};
+                poll(&w, 1, 500); /* or woken to stop */
                 continue;
             }
             PQclear(r);
-            atomic_fetch_add(&P->epoch, 1);
+            /* A reconnect: the database may have restarted, so connections
+             * made before are dropped rather than reused. The first
+             * connect of this store needs no such thing. */
+            if (!first)
+                atomic_fetch_add(&P->epoch, 1);
+            first = 0;
             pg_bump(P);
         }
-        struct pollfd pfd = {PQsocket(c), POLLIN, 0};
-        int n = poll(&pfd, 1, 200);
-        if (n <= 0)
+        struct pollfd pfd[2] = {{PQsocket(c), POLLIN, 0}, {P->listen_wake, POLLIN, 0}};
+        int n = poll(pfd, 2, 200);
+        if (n <= 0 || !(pfd[0].revents & (POLLIN | POLLERR | POLLHUP)))
             continue;
         if (!PQconsumeInput(c))
             continue; /* the status check above reconnects */
@@ -555,7 +575,11 @@ static void pg_close(backend *b)
     pg_backend *P = (pg_backend *)b;
     pg_writer_stop(P);
     atomic_store(&P->listen_stop, 1);
+    uint64_t one = 1;
+    ssize_t w = write(P->listen_wake, &one, sizeof one);
+    (void)w; /* EAGAIN: already readable */
     pthread_join(P->listener, NULL);
+    close(P->listen_wake);
     for (int i = 0; i < P->nidle; i++)
         PQfinish(P->idle[i]);
     for (int i = 0; i < P->nwatch; i++)
@@ -660,8 +684,17 @@ int pg_backend_open(const char *uri, const stele_options *opts, backend **out)
     pthread_cond_init(&P->gen_cv, NULL);
     P->idle[P->nidle++] = c;
     P->nconns = 1;
-    P->epoch = 1; /* the listener's first connect makes it 2: c is then dropped */
+    P->epoch = 1; /* bumped by the listener's reconnects (not its first connect) */
+    P->listen_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (P->listen_wake < 0) {
+        PQfinish(c);
+        pool_unref(P->pl);
+        free(P->uri);
+        free(P);
+        return err_set(STELE_ENOMEM, "cannot make the listener's eventfd");
+    }
     if ((rc = pg_writer_start(P))) {
+        close(P->listen_wake);
         PQfinish(c);
         pool_unref(P->pl);
         free(P->uri);
@@ -670,6 +703,7 @@ int pg_backend_open(const char *uri, const stele_options *opts, backend **out)
     }
     if (pthread_create(&P->listener, NULL, listen_main, P)) {
         pg_writer_stop(P);
+        close(P->listen_wake);
         PQfinish(c);
         pool_unref(P->pl);
         free(P->uri);

@@ -68,6 +68,7 @@ typedef struct pg_backend {
     /* The listener thread (LISTEN stele_commit) and commit notification. */
     pthread_t listener;
     _Atomic int listen_stop;
+    int listen_wake; /* eventfd: wakes the listener to stop at once */
     _Atomic uint32_t gen;
     pthread_mutex_t gen_mu;
     pthread_cond_t gen_cv;
