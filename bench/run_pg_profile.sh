@@ -9,20 +9,22 @@
 #    transaction (as bench/run_pg.sh);
 #  - for BUILD_DIR's stele and every OTHER_STELE binary given (an older
 #    build, to compare in the same conditions): one `stele serve --store
-#    postgresql://...` on a fresh database, bench_http 256 clients x 1
-#    event, exact expected revisions; then from the server's /metrics the
+#    postgresql://...` on a fresh database, bench_http 1 client x 1 event
+#    (SECS1 seconds: the latency of one append alone), then 256 clients x
+#    1 event, exact expected revisions; then from the server's /metrics the
 #    appends per group commit (is the batch filling?), and from
 #    pg_stat_statements the statements PostgreSQL ran for it: calls per
 #    group commit (round trips) and the time spent in each.
 #
-#   SECS=10 ROUNDS=2 bench/run_pg_profile.sh build /tmp/old/build/stele
+#   SECS=10 SECS1=5 ROUNDS=3 bench/run_pg_profile.sh build /tmp/old/build/stele
 set -euo pipefail
 
 BUILD=${1:-build}
 case "$BUILD" in /*) ;; *) BUILD="$PWD/$BUILD" ;; esac
 shift || true
 SECS=${SECS:-10}
-ROUNDS=${ROUNDS:-2}
+SECS1=${SECS1:-5}
+ROUNDS=${ROUNDS:-3}
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -70,7 +72,7 @@ stop_one() {
 }
 trap 'stop_one; bench_cleanup' EXIT
 
-metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v k="$2" '$1 == k {print $2; exit}'; }
+metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v k="$2" '$1 == k {v = $2} END {print v}'; }
 
 n=0
 for round in $(seq 1 "$ROUNDS"); do
@@ -91,11 +93,18 @@ for round in $(seq 1 "$ROUNDS"); do
         for _ in $(seq 1 600); do grep -q ready "$WORK/ready" 2>/dev/null && break; sleep 0.1; done
         port=$(awk '/ready/ {print $2}' "$WORK/ready")
         [ -n "$port" ] || { cat "$WORK/stele.log" >&2; bench_die "stele serve did not start"; }
+        # 1 x 1 first: one client, so every append is a batch of one and
+        # its latency is the writer's round trips plus the COMMIT.
+        line=$("$BH" --port "$port" --mode append --clients 1 --batch 1 --duration "$SECS1" \
+            --warmup 1 --workload 1x1 --target stele-pg --server-pid "$SPID")
+        say "round=$round binary=$bin $line"
         "${PSQL[@]}" -d "$db" -c "SELECT pg_stat_statements_reset()" >/dev/null
+        base_groups=$(metric "$port" stele_store_group_commits)
+        base_appends=$(metric "$port" stele_appends_total)
         line=$("$BH" --port "$port" --mode append --clients 256 --batch 1 --duration "$SECS" \
             --warmup 1 --workload 256x1 --target stele-pg --server-pid "$SPID")
-        groups=$(metric "$port" stele_store_group_commits)
-        appends=$(metric "$port" stele_appends_total)
+        groups=$(($(metric "$port" stele_store_group_commits) - base_groups))
+        appends=$(($(metric "$port" stele_appends_total) - base_appends))
         say "round=$round binary=$bin $line appends=$appends group_commits=$groups" \
             "appends_per_group=$(awk -v a="$appends" -v g="$groups" 'BEGIN {if (g > 0) printf "%.1f", a / g}')"
         # Statements of this database, heaviest first: calls per group

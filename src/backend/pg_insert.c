@@ -78,27 +78,48 @@ static int key_add(buf *kinds, buf *keys, char kind, const char *key, size_t len
 
 int pgw_seq_keys(pg_req **reqs, size_t n, const bstream *bs, buf *kinds, buf *keys)
 {
-    int rc = pgw_arr_open(kinds);
-    if (rc == 0)
-        rc = pgw_arr_open(keys);
-    if (rc == 0)
-        rc = key_add(kinds, keys, 's', "", 0, 1);
-    for (size_t i = 0; i < n && rc == 0; i++) {
+    size_t cap = 1;
+    for (size_t i = 0; i < n; i++)
+        cap += 1 + 2 * reqs[i]->a->n;
+    vkey *k = malloc(cap * sizeof *k);
+    meta_ids *mi = NULL;
+    size_t nmi = 0;
+    for (size_t i = 0; i < n; i++)
+        nmi += reqs[i]->a->n;
+    mi = calloc(nmi ? nmi : 1, sizeof *mi);
+    if (!k || !mi) {
+        free(k);
+        free(mi);
+        return err_set(STELE_ENOMEM, "out of memory");
+    }
+    /* Every key the batch may touch, each once (sorted, duplicates
+     * dropped): 's' for $streams, the categories, types, correlation ids. */
+    size_t nk = 0, e = 0;
+    k[nk++] = (vkey){'s', "", 0, 0};
+    for (size_t i = 0; i < n; i++) {
         const bstream *s = &bs[reqs[i]->sidx];
-        rc = key_add(kinds, keys, 'c', s->name, stream_category_len(s->name, s->len), 0);
-        for (size_t k = 0; k < reqs[i]->a->n && rc == 0; k++) {
-            const stele_event_in *x = &reqs[i]->a->events[k];
-            rc = key_add(kinds, keys, 't', x->type, strlen(x->type), 0);
-            meta_ids mi;
-            if (rc == 0 && (x->flags & STELE_META_JSON) && x->metadata_len) {
-                meta_ids_extract(x->metadata, x->metadata_len, &mi);
-                if (mi.correlation_len)
-                    rc = key_add(kinds, keys, 'b', mi.correlation, mi.correlation_len, 0);
+        k[nk++] = (vkey){'c', s->name, stream_category_len(s->name, s->len), 0};
+        for (size_t j = 0; j < reqs[i]->a->n; j++, e++) {
+            const stele_event_in *x = &reqs[i]->a->events[j];
+            k[nk++] = (vkey){'t', x->type, strlen(x->type), 0};
+            if ((x->flags & STELE_META_JSON) && x->metadata_len) {
+                meta_ids_extract(x->metadata, x->metadata_len, &mi[e]);
+                if (mi[e].correlation_len)
+                    k[nk++] = (vkey){'b', mi[e].correlation, mi[e].correlation_len, 0};
             }
         }
     }
+    qsort(k, nk, sizeof *k, vkey_cmp);
+    int rc = pgw_arr_open(kinds);
+    if (rc == 0)
+        rc = pgw_arr_open(keys);
+    for (size_t i = 0, out = 0; i < nk && rc == 0; i++)
+        if (i == 0 || !vkey_same(&k[i - 1], &k[i]))
+            rc = key_add(kinds, keys, k[i].kind, k[i].key, k[i].len, out++ == 0);
     if (rc == 0 && (rc = pgw_arr_close(kinds)) == 0)
         rc = pgw_arr_close(keys);
+    free(k);
+    free(mi);
     return rc;
 }
 

@@ -13,12 +13,12 @@
  *        Sync after it: a row with nothing in it counts as "never written");
  *      - BEGIN; locks the batch's stream rows in name order (FOR UPDATE):
  *        no other server can change them until COMMIT;
- *      - looks up the batch's client-given event ids with their stored
- *        events (the unique index on event_id is what makes them unique
- *        across servers; pg_retry.c compares a retry's events);
  *      - locks the stele_feed row and reads the next position (this
  *        serialises commits: see pg.c), and reads the view counters the
  *        batch may touch (pg_insert.c; nobody else writes them meanwhile);
+ *      - looks up the batch's client-given event ids with their stored
+ *        events (the unique index on event_id is what makes them unique
+ *        across servers; pg_retry.c compares a retry's events);
  *   2. plans each append in queue order in C, on the locked rows as the
  *      appends before it in the batch left them: tombstone, idempotent
  *      retry, expected revision (the same rules as the local engine). An
@@ -638,6 +638,15 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
     p1[n1++] = (pstmt){.sql = "SELECT stream_id, " PG_STREAM_COLS " FROM streams WHERE stream_id "
                               "= ANY($1::text[]) ORDER BY stream_id FOR UPDATE",
                        .n = 1, .vals = v_names, .binary = 1, .keep = 1, .what = "locking streams"};
+    int i_feed = (int)n1;
+    p1[n1++] = (pstmt){.sql = "SELECT next_position FROM stele_feed FOR UPDATE", .binary = 1,
+                       .keep = 1, .what = "locking the feed"};
+    int i_seq = (int)n1;
+    p1[n1++] = (pstmt){.sql = PGW_SEQ_READ_SQL, .n = 2, .vals = v_seq, .binary = 1, .keep = 1,
+                       .what = "reading view counters"};
+    /* Last: its rows carry the stored events of retries and may be big;
+     * only the Sync is sent after it, so the server never waits for us to
+     * read while we wait for it to read. */
     int i_ids = -1;
     if (nclient) {
         i_ids = (int)n1;
@@ -648,12 +657,6 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
                            .n = 1, .vals = v_ids, .binary = 1, .keep = 1,
                            .what = "looking up event ids"};
     }
-    int i_feed = (int)n1;
-    p1[n1++] = (pstmt){.sql = "SELECT next_position FROM stele_feed FOR UPDATE", .binary = 1,
-                       .keep = 1, .what = "locking the feed"};
-    int i_seq = (int)n1;
-    p1[n1++] = (pstmt){.sql = PGW_SEQ_READ_SQL, .n = 2, .vals = v_seq, .binary = 1, .keep = 1,
-                       .what = "reading view counters"};
     if (rc == 0)
         rc = pipe_run(c, p1, n1, state);
     uint64_t pos = 0;
