@@ -3,9 +3,9 @@
  * append, or a different one reusing them? (PostgreSQL's side of
  * local_retry.c; docs/consistency.md has the rule.)
  *
- * The writer (pg_write.c) and multi-stream appends (pg_multi.c) look up
- * the client-given ids of what they are about to write with one statement
- * (pgw_lookup_ids). Only ids already written come back, so an append of
+ * The writer (pg_write.c, in its first round trip) and multi-stream
+ * appends (pg_multi.c, pgw_lookup_ids) look up the client-given ids of
+ * what they are about to write with one statement (PGW_IDS_SQL). Only ids already written come back, so an append of
  * new ids pays for one index probe per id and nothing else; a row that
  * does come back carries the stored event's type, data, metadata, flags
  * and tags as well, so the retry check needs no second round trip.
@@ -36,31 +36,16 @@ static uint32_t rd32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-int pgw_lookup_ids(PGconn *c, const char *idarr, idrow **out, size_t *nout, PGresult **keep,
-                   char state[6])
+int pgw_ids_from(PGresult *r, idrow **out, size_t *nout)
 {
-    const char *v[1] = {idarr};
-    PGresult *r = NULL;
+    size_t n = (size_t)PQntuples(r);
     *out = NULL;
     *nout = 0;
-    *keep = NULL;
-    int rc = pgw_wexec(c,
-                       "SELECT event_id, stream_id, revision, global_position, commit_index, "
-                       "commit_count, event_type, data, meta, flags, tags FROM events WHERE NOT "
-                       "id_made AND event_id = ANY($1::uuid[])",
-                       1, v, NULL, NULL, 1, &r, "looking up event ids", state);
-    if (rc)
-        return rc;
-    size_t n = (size_t)PQntuples(r);
-    if (n == 0) {
-        PQclear(r);
+    if (n == 0)
         return 0;
-    }
     idrow *ids = calloc(n, sizeof *ids);
-    if (!ids) {
-        PQclear(r);
+    if (!ids)
         return err_set(STELE_ENOMEM, "out of memory");
-    }
     for (size_t i = 0; i < n; i++) {
         int row = (int)i;
         memcpy(ids[i].id, PQgetvalue(r, row, 0), 16);
@@ -75,8 +60,23 @@ int pgw_lookup_ids(PGconn *c, const char *idarr, idrow **out, size_t *nout, PGre
     }
     *out = ids;
     *nout = n;
-    *keep = r;
     return 0;
+}
+
+int pgw_lookup_ids(PGconn *c, const char *idarr, idrow **out, size_t *nout, PGresult **keep,
+                   char state[6])
+{
+    const char *v[1] = {idarr};
+    PGresult *r = NULL;
+    *out = NULL;
+    *nout = 0;
+    *keep = NULL;
+    int rc = pgw_wexec(c, PGW_IDS_SQL, 1, v, NULL, NULL, 1, &r, "looking up event ids", state);
+    if (rc == 0 && (rc = pgw_ids_from(r, out, nout)) == 0)
+        *keep = r;
+    else if (r)
+        PQclear(r);
+    return rc;
 }
 
 /* Whether the binary text[] `a` (alen bytes) holds exactly y's tags. */

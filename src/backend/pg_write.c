@@ -536,34 +536,6 @@ static int take_rows(pg_backend *P, const PGresult *r, bstream *bs, size_t nbs, 
     return 0;
 }
 
-/* The rows of step 2 (client-given ids already written). */
-static int take_ids(const PGresult *r, idrow **out, size_t *nout)
-{
-    size_t n = (size_t)PQntuples(r);
-    *out = NULL;
-    *nout = 0;
-    if (!n)
-        return 0;
-    idrow *ids = calloc(n, sizeof *ids);
-    if (!ids)
-        return err_set(STELE_ENOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        int row = (int)i;
-        memcpy(ids[i].id, PQgetvalue(r, row, 0), 16);
-        snprintf(ids[i].stream, sizeof ids[i].stream, "%.*s", PQgetlength(r, row, 1),
-                 PQgetvalue(r, row, 1));
-        ids[i].rev = pg_u64(r, row, 2);
-        ids[i].pos = pg_u64(r, row, 3);
-        ids[i].ci = pg_i32(r, row, 4);
-        ids[i].cc = pg_i32(r, row, 5);
-        ids[i].src = r;
-        ids[i].row = row;
-    }
-    *out = ids;
-    *nout = n;
-    return 0;
-}
-
 /*
  * Plan and commit reqs[0..n) in one transaction, in two round trips:
  *   1. (the missing stream rows, Sync,) BEGIN, lock the stream rows, look
@@ -650,10 +622,7 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
     int i_ids = -1;
     if (nclient) {
         i_ids = (int)n1;
-        p1[n1++] = (pstmt){.sql = "SELECT event_id, stream_id, revision, global_position, "
-                                  "commit_index, commit_count, event_type, data, meta, flags, "
-                                  "tags FROM events WHERE NOT id_made AND event_id = "
-                                  "ANY($1::uuid[])",
+        p1[n1++] = (pstmt){.sql = PGW_IDS_SQL,
                            .n = 1, .vals = v_ids, .binary = 1, .keep = 1,
                            .what = "looking up event ids"};
     }
@@ -661,7 +630,7 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
         rc = pipe_run(c, p1, n1, state);
     uint64_t pos = 0;
     if (rc == 0 && (rc = take_rows(P, p1[i_rows].res, bs, nbs, state)) == 0 && i_ids >= 0)
-        rc = take_ids(p1[i_ids].res, &ids, &nids);
+        rc = pgw_ids_from(p1[i_ids].res, &ids, &nids);
     if (rc == 0)
         pos = pg_u64(p1[i_feed].res, 0, 0);
     /* 3. Plan. */

@@ -96,9 +96,17 @@ extern const char pgw_seq_write_sql[], pgw_insert_sql[];
 int pgw_ins_build(pgw_ins *x, pg_req **reqs, size_t n, const bstream *bs, const PGresult *seq,
                   int64_t now);
 void pgw_ins_free(pgw_ins *x);
-/* pg_retry.c: the rows of the client-given ids in `idarr` (a uuid[]
- * literal) already written, with their stored events; *keep is the result
- * the rows point into (caller PQclear()s it, and frees *ids). */
+/* pg_retry.c: the client-given ids of $1 (a uuid[]) already written, with
+ * their stored events (binary result; pgw_ids_from reads it). */
+#define PGW_IDS_SQL                                                                                \
+    "SELECT event_id, stream_id, revision, global_position, commit_index, commit_count, "          \
+    "event_type, data, meta, flags, tags FROM events WHERE NOT id_made AND event_id = "           \
+    "ANY($1::uuid[])"
+/* The rows of a PGW_IDS_SQL result (which they point into: keep it until
+ * *ids is freed). */
+int pgw_ids_from(PGresult *r, idrow **ids, size_t *n);
+/* PGW_IDS_SQL for the ids in `idarr` (a uuid[] literal); *keep is the
+ * result the rows point into (caller PQclear()s it, and frees *ids). */
 int pgw_lookup_ids(PGconn *c, const char *idarr, idrow **ids, size_t *n, PGresult **keep,
                    char state[6]);
 /* Which part of the stored event f differs from y ("type", "data",
