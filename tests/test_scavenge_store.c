@@ -13,12 +13,18 @@
  * those commits, every kept event at its old position with its data;
  * stream reads and heads are unchanged; a second scavenge removes
  * nothing; appends go on at the next position; the progress callback is
- * called and can stop the scavenge. Replay with TEST_SEED=n.
+ * called and can stop the scavenge. Online: a scavenge runs while a writer
+ * appends and a reader tails $all: the reader sees strictly increasing
+ * positions and every acknowledged append, which is still there after.
+ * Replay with TEST_SEED=n.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <time.h>
 
 #include "stele.h"
@@ -135,6 +141,116 @@ static int stop_now(void *ctx, const stele_scavenge_result *so_far)
     (void)so_far;
     stop_calls++;
     return 1;
+}
+
+/* ------------------------------------------------------------ online */
+
+#define ONLINE_MAX 3000
+
+typedef struct online {
+    stele_db *db;
+    _Atomic int stop;
+    _Atomic int writer_done; /* set after the writer's last acknowledgement */
+    _Atomic int acked;
+    uint64_t pos[ONLINE_MAX];
+    uint64_t from; /* where the reader starts */
+    int bad;       /* reader: a position not above the one before */
+    size_t seen;
+    uint64_t *seen_pos;
+} online;
+
+static void *on_writer(void *arg)
+{
+    online *o = arg;
+    while (!atomic_load(&o->stop) && atomic_load(&o->acked) < ONLINE_MAX) {
+        stele_event_in ev = {.type = "Live", .data = "{}", .data_len = 2};
+        stele_append_result r;
+        if (stele_append(o->db, "live-1", STELE_ANY, &ev, 1, &r) != 0)
+            break;
+        o->pos[atomic_load(&o->acked)] = r.first_position;
+        atomic_fetch_add(&o->acked, 1);
+    }
+    atomic_store(&o->writer_done, 1);
+    return NULL;
+}
+
+static void *on_reader(void *arg)
+{
+    online *o = arg;
+    uint64_t from = o->from, last = STELE_NONE;
+    for (;;) {
+        int stopping = atomic_load(&o->writer_done);
+        stele_page *pg;
+        if (stele_read_all(o->db, from, STELE_FORWARDS, 50, &pg) != 0) {
+            o->bad = 1;
+            break;
+        }
+        size_t n = stele_page_count(pg);
+        for (size_t i = 0; i < n; i++) {
+            const stele_event *e = stele_page_event(pg, i);
+            if (last != STELE_NONE && e->position <= last)
+                o->bad = 1;
+            last = e->position;
+            if (e->stream_len == 6 && !memcmp(e->stream, "live-1", 6) && o->seen < ONLINE_MAX)
+                o->seen_pos[o->seen++] = e->position;
+        }
+        uint64_t next;
+        int more = stele_page_next(pg, &next) == 1;
+        stele_page_free(pg);
+        if (more) {
+            from = next;
+        } else {
+            if (last != STELE_NONE)
+                from = last + 1; /* the end of $all: tail from after it */
+            if (stopping)
+                break; /* caught up after the writer stopped */
+        }
+    }
+    return NULL;
+}
+
+static void test_online(stele_db *db)
+{
+    /* Dead data to remove: a stream written then deleted. */
+    for (int k = 0; k < 60; k++)
+        app(db, NS + 1, 4, 600);
+    static online o;
+    memset(&o, 0, sizeof o);
+    o.db = db;
+    CHECK_OK(stele_position_head(db, &o.from));
+    for (int k = 0; k < 40; k++)
+        app(db, NS + 1, 4, 600);
+    CHECK_OK(stele_delete_stream(db, names[NS + 1], STELE_ANY, NULL));
+    static uint64_t seen[ONLINE_MAX];
+    o.seen_pos = seen;
+    pthread_t w, r;
+    CHECK(pthread_create(&w, NULL, on_writer, &o) == 0);
+    CHECK(pthread_create(&r, NULL, on_reader, &o) == 0);
+    stele_scavenge_result res;
+    CHECK_OK(stele_scavenge(db, NULL, &res));
+    CHECK(res.events_removed > 0);
+    /* Let the writer go on a little after the scavenge. */
+    int at = atomic_load(&o.acked);
+    while (atomic_load(&o.acked) < at + 20 && !atomic_load(&o.writer_done))
+        sched_yield();
+    atomic_store(&o.stop, 1);
+    pthread_join(w, NULL);
+    pthread_join(r, NULL);
+    int acked = atomic_load(&o.acked);
+    printf("online: %d appends during the scavenge (%llu events removed), reader saw %zu\n",
+           acked, (unsigned long long)res.events_removed, o.seen);
+    CHECK(!o.bad);
+    CHECK(o.seen == (size_t)acked);
+    for (int i = 0; i < acked && (size_t)i < o.seen; i++)
+        CHECK(seen[i] == o.pos[i]);
+    /* Still all there, in a stream read. */
+    stele_page *pg;
+    CHECK_OK(stele_read_stream(db, "live-1", 0, STELE_FORWARDS, ONLINE_MAX + 1, &pg));
+    CHECK(stele_page_count(pg) == (size_t)acked);
+    for (size_t i = 0; i < stele_page_count(pg) && i < (size_t)acked; i++)
+        CHECK(stele_page_event(pg, i)->position == o.pos[i]);
+    stele_page_free(pg);
+    passed++;
 }
 
 static uint64_t vis[NS + 2][MAXC], vis2[MAXC];
@@ -286,6 +402,8 @@ int main(void)
     CHECK_OK(stele_scavenge(db, &so, &res));
     CHECK(stop_calls == 1 && res.stopped == 1);
     passed++;
+
+    test_online(db);
 
     stele_close(db);
     t_store_drop(uri);
