@@ -71,6 +71,7 @@ void stele_close(stele_db *db)
         if (db->close_up[i])
             db->close_up[i](db);
     db->be->ops->close(db->be);
+    store_chain_close(db);
     free(db);
 }
 
