@@ -288,8 +288,30 @@ static int check_records(const uint8_t *p, size_t n, uint64_t seq, uint64_t from
     return 0;
 }
 
+/* Only the members the format has (a renamed one is a change, not an
+ * extension). */
+static int only_keys(json_t *o, const char *const *keys, const char *what)
+{
+    const char *k;
+    json_t *val;
+    json_object_foreach(o, k, val)
+    {
+        int ok = 0;
+        for (const char *const *p = keys; *p && !ok; p++)
+            ok = strcmp(k, *p) == 0;
+        if (!ok)
+            return err_set(STELE_EINVAL, "export: unknown member \"%s\" in %s", k, what);
+    }
+    return 0;
+}
+
 static int verify_doc(json_t *doc, const uint8_t *public_key, stele_chain_verified *v)
 {
+    static const char *const top[] = {"format", "from", "to", "firstCommit", "prev",
+                                      "commits", "head", NULL};
+    static const char *const hk[] = {"commits", "position", "hash", "signature", "publicKey",
+                                     NULL};
+    static const char *const ck[] = {"records", "digest", NULL};
     const char *fmt = json_string_value(json_object_get(doc, "format"));
     if (!fmt || strcmp(fmt, CHAIN_FORMAT) != 0)
         return err_set(STELE_EINVAL, "not a Stele chain export (format \"%s\" expected)",
@@ -303,6 +325,8 @@ static int verify_doc(json_t *doc, const uint8_t *public_key, stele_chain_verifi
         return rc;
     if (!json_is_object(head) || !json_is_array(commits))
         return err_set(STELE_EINVAL, "export: \"head\" or \"commits\" is missing");
+    if ((rc = only_keys(doc, top, "the export")) || (rc = only_keys(head, hk, "the head")))
+        return rc;
     if ((rc = get_u64(head, "commits", &v->head.commits)) ||
         (rc = get_u64(head, "position", &v->head.position)) ||
         (rc = get_hex(head, "hash", v->head.hash, 32)))
@@ -313,6 +337,8 @@ static int verify_doc(json_t *doc, const uint8_t *public_key, stele_chain_verifi
     {
         uint64_t seq = k + i;
         uint8_t m[64], d[32];
+        if (!json_is_object(c) || json_object_size(c) != 1 || (rc = only_keys(c, ck, "a commit")))
+            return rc ? rc : err_set(STELE_EINVAL, "export: commit %zu is not one member", i);
         const char *b64 = json_string_value(json_object_get(c, "records"));
         if (b64) {
             size_t blen = strlen(b64), n = 0;
@@ -348,6 +374,11 @@ static int verify_doc(json_t *doc, const uint8_t *public_key, stele_chain_verifi
         if (get_hex(head, "signature", v->head.signature, 64)) {
             err_clear();
             return bad("export: %s", "the head is not signed");
+        }
+        uint8_t named[32];
+        if (get_hex(head, "publicKey", named, 32) || memcmp(named, public_key, 32) != 0) {
+            err_clear();
+            return bad("export: %s", "the head names another public key");
         }
         head_message(&v->head, m);
         if (crypto_sign_verify_detached(v->head.signature, m, sizeof m, public_key) != 0)
