@@ -270,11 +270,17 @@ static int check_records(const uint8_t *p, size_t n, uint64_t seq, uint64_t from
     while (off < n) {
         rec r;
         const char *why = "record runs past the end";
-        if (rec_decode(p + off, n - off, &r, &why) != REC_OK || r.kind == REC_CHAIN ||
-            r.kind == REC_SEAL) {
+        rec_status st = rec_decode(p + off, n - off, &r, &why);
+        if (st == REC_ZERO)
+            why = "a zero length";
+        if (st == REC_OK && (r.kind == REC_CHAIN || r.kind == REC_SEAL)) {
+            why = "not a record of a commit";
+            st = REC_BAD;
+        }
+        if (st != REC_OK) {
             char msg[160];
             snprintf(msg, sizeof msg, "commit %llu, record at byte %zu: %s",
-                     (unsigned long long)seq, off, r.kind == REC_CHAIN ? "a chain record" : why);
+                     (unsigned long long)seq, off, why);
             return bad("export: %s", msg);
         }
         if (r.kind == REC_EVENT && r.position >= from && r.position <= to) {
