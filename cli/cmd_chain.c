@@ -103,7 +103,7 @@ int cmd_verify(int argc, char **argv)
                    verify_synopsis);
             return CLI_OK;
         }
-        if ((r = cli_opt("verify", argc, argv, &i, "public-key", &v))) {
+        if ((r = cli_opt("verify", argc, argv, &i, "--public-key", &v))) {
             if (r < 0)
                 return CLI_EUSAGE;
             key = v;
@@ -178,7 +178,7 @@ int cmd_chain(int argc, char **argv)
                    chain_synopsis, CLI_DEFAULT_SERVER);
             return CLI_OK;
         }
-        if ((r = cli_opt("chain", argc, argv, &i, "out", &v))) {
+        if ((r = cli_opt("chain", argc, argv, &i, "--out", &v))) {
             if (r < 0)
                 return CLI_EUSAGE;
             out = v;
