@@ -937,6 +937,7 @@ static void local_close(backend *b)
         os_io->close(L->lockfd);
     }
     buf_free(&L->gbuf);
+    chain_close(L); /* local_chain.c */
     pool_unref(L->pl);
     pthread_mutex_destroy(&L->qmu);
     pthread_cond_destroy(&L->qcv);

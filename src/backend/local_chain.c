@@ -36,6 +36,7 @@
  * rebuilt index, an older store) it reads from the start once and records
  * where it got to.
  */
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +75,17 @@ uint8_t *chain_reserve(local *L)
     return cr;
 }
 
+/* SHA-256 of p[0..n) with the writer's fetched digest. */
+static int writer_sha256(local *L, const void *p, size_t n, uint8_t out[32])
+{
+    unsigned len = 0;
+    if (!EVP_DigestInit_ex2(L->chain.ctx, L->chain.md, NULL) ||
+        !EVP_DigestUpdate(L->chain.ctx, p, n) || !EVP_DigestFinal_ex(L->chain.ctx, out, &len) ||
+        len != 32)
+        return err_set(STELE_EINTERNAL, "SHA-256 failed (libcrypto)");
+    return 0;
+}
+
 int chain_seal_commit(local *L, MDB_txn *txn, uint8_t *cr, int64_t now)
 {
     if (!cr)
@@ -81,13 +93,16 @@ int chain_seal_commit(local *L, MDB_txn *txn, uint8_t *cr, int64_t now)
     const uint8_t *c = cr + CHAIN_REC_SIZE, *end = L->gbuf.p + L->gbuf.len;
     uint8_t data[CHAIN_DATA_SIZE];
     memcpy(data, L->chain.hash, 32);
-    SHA256(c, (size_t)(end - c), data + 32);
+    int rc = writer_sha256(L, c, (size_t)(end - c), data + 32);
+    if (rc)
+        return rc;
     for (const uint8_t *q = c; q < end; q += ld32(q))
         if (q[8] == REC_EVENT && ld64(q + 24) + 1 > L->chain.next_pos)
             L->chain.next_pos = ld64(q + 24) + 1;
     rec_encode_body(cr, REC_CHAIN, 0, "", 0, data, sizeof data, NULL, 0, L->chain.next_pos,
                     L->chain.seq, now);
-    chain_hash(data, L->chain.hash);
+    if ((rc = writer_sha256(L, data, sizeof data, L->chain.hash)))
+        return rc;
     L->chain.seq++;
     /* Group failures after this are sticky faults (local.c): the store is
      * reopened, and chain_open resumes from the log. */
@@ -142,9 +157,21 @@ static int scan_head(logf *lg, uint64_t from, uint64_t end, chain_scan *sc)
     return rc;
 }
 
+void chain_close(local *L)
+{
+    EVP_MD_CTX_free(L->chain.ctx);
+    EVP_MD_free(L->chain.md);
+    L->chain.ctx = NULL;
+    L->chain.md = NULL;
+}
+
 int chain_open(local *L)
 {
     pthread_mutex_init(&L->chain.mu, NULL);
+    L->chain.md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    L->chain.ctx = EVP_MD_CTX_new();
+    if (!L->chain.md || !L->chain.ctx)
+        return err_set(STELE_EINTERNAL, "SHA-256 is not available (libcrypto)");
     MDB_txn *txn;
     int rc = idx_begin(L->ix, 1, &txn);
     if (rc)

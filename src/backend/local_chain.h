@@ -21,6 +21,10 @@ typedef struct chain_state {
     uint64_t seq;          /* the next commit's number */
     uint8_t hash[32];      /* the last chained commit's hash (zeros: none) */
     uint64_t next_pos;     /* the log's next position after that commit */
+    /* SHA-256 fetched once (an implicit fetch per call costs about as much
+     * as hashing a small commit); writer's, freed by chain_close */
+    struct evp_md_st *md;
+    struct evp_md_ctx_st *ctx;
     /* the durable head, published after each group (under mu) */
     pthread_mutex_t mu;
     uint64_t pub_seq, pub_pos, pub_end;
@@ -41,6 +45,8 @@ void chain_publish(struct local *L);
 /* After recovery: find the chain's head, cut a chain record whose commit
  * was torn away, refuse STELE_OPEN_NO_CHAIN on a chained store. */
 int chain_open(struct local *L);
+/* Free what chain_open made (local_close). */
+void chain_close(struct local *L);
 /* `stele check`: verify the chain of a closed store; on success append a
  * line to note (the chain's length). ECORRUPT names the first broken
  * commit. */
