@@ -4,7 +4,7 @@
  * one opened with STELE_OPEN_NO_CHAIN, in alternating rounds of the same
  * run (so both see the same background load), through the public API.
  *
- *   bench_chain [--secs S] [--rounds R] [--dir DIR]
+ *   bench_chain [--secs S] [--rounds R] [--dir DIR] [--case TxB]
  *
  * Workloads: T threads each appending B events per append (about 300 bytes
  * of JSON each, fsync on, always): 1x1, 16x1, 64x1 and 1x100. Each runs R
@@ -217,6 +217,7 @@ static void workload(const char *base, int threads, int batch)
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
+    int only_t = 0, only_b = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--secs") && i + 1 < argc)
             secs = atof(argv[++i]);
@@ -224,8 +225,13 @@ int main(int argc, char **argv)
             rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
             dir = argv[++i];
+        else if (!strcmp(argv[i], "--case") && i + 1 < argc &&
+                 sscanf(argv[++i], "%dx%d", &only_t, &only_b) == 2 && only_t >= 1 &&
+                 only_t <= 64 && only_b >= 1 && only_b <= 100)
+            ;
         else {
-            fprintf(stderr, "usage: bench_chain [--secs S] [--rounds R] [--dir DIR]\n");
+            fprintf(stderr, "usage: bench_chain [--secs S] [--rounds R] [--dir DIR] "
+                            "[--case THREADSxBATCH (at most 64x100)]\n");
             return 2;
         }
     }
@@ -240,8 +246,11 @@ int main(int argc, char **argv)
         return 1;
     }
     static const int cases[][2] = {{1, 1}, {16, 1}, {64, 1}, {1, 100}};
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        workload(base, cases[i][0], cases[i][1]);
+    if (only_t)
+        workload(base, only_t, only_b);
+    else
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+            workload(base, cases[i][0], cases[i][1]);
     if (!dir)
         rmdir(base);
     return 0;
