@@ -425,10 +425,9 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         n->kind = NEED_GROUP; /* definitions name targets and their secrets */
         n->group = "$rule-managers";
     } else if (IS("/streams") && get) {
-        /* The list of stream names: like /categories, a read of $all. */
-        n->kind = NEED_STREAM;
-        snprintf(n->stream, sizeof n->stream, "$all");
-        n->op = ACL_R;
+        /* The list of stream names: filtered per stream for users without
+         * $ops (routes_names.c). */
+        n->kind = NEED_USER;
     } else if (IS("/streams")) {
         n->kind = NEED_USER; /* multi-stream appends: each stream's $w (routes_multi.c) */
     } else if (plen > 9 && !memcmp(path, "/streams/", 9)) {
