@@ -732,6 +732,7 @@ int server_run(const server_config *cfg)
     rc = 0;
 out:
     admin_shutdown(s); /* a running scavenge stops after its segment */
+    chain_routes_shutdown(s); /* waits for an export being built */
     auth_free(s);      /* joins the verifier thread; its completions are freed below */
     backup_shutdown(s); /* a running backup too (DEST keeps the previous one) */
     grpc_server_free(s); /* before stele_close: releases the commit watch */

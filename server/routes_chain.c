@@ -14,10 +14,16 @@
  *
  * The head shows no event data (any authenticated user); a proof or an
  * export holds events of any stream, so it needs $r on $all (access.c).
- * An export is built on the event loop, so one request covers at most
- * CHAIN_HTTP_MAX_RANGE positions; a bigger range is exported in pieces (each
- * verifies on its own) or offline with the library.
+ *
+ * A proof reads the chain record of every commit after its event: seconds
+ * for an old event of a big store. So an export is built on a thread of its
+ * own, never on the event loop, one at a time per server (another request
+ * meanwhile gets 503 BUSY), and its answer comes back as a completion; the
+ * thread is joined before the store closes (chain_routes_shutdown). One
+ * request covers at most CHAIN_HTTP_MAX_RANGE positions; a bigger range is
+ * exported in pieces (each verifies on its own) or with the library.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +33,66 @@
 #include "urlcode.h"
 
 #define CHAIN_HTTP_MAX_RANGE 10000u
+
+/* The one export thread (a server per process). */
+static pthread_mutex_t job_mu = PTHREAD_MUTEX_INITIALIZER;
+static int job_running, job_joinable;
+static pthread_t job_thread;
+
+typedef struct chain_job {
+    server *s;
+    completion *cp;
+    uint64_t from, to;
+    int rc;
+    char *json;
+    size_t len;
+    char msg[512];
+} chain_job;
+
+static void *job_main(void *arg)
+{
+    chain_job *j = arg;
+    j->rc = stele_chain_export(j->s->db, j->from, j->to, &j->json, &j->len);
+    if (j->rc)
+        snprintf(j->msg, sizeof j->msg, "%s", stele_errmsg());
+    pthread_mutex_lock(&job_mu);
+    job_running = 0;
+    pthread_mutex_unlock(&job_mu);
+    completion_post(j->s, j->cp);
+    return NULL;
+}
+
+static void job_free(void *p)
+{
+    chain_job *j = p;
+    stele_free(j->json);
+    free(j);
+}
+
+static void job_done(conn *c, completion *cp)
+{
+    chain_job *j = cp->extra;
+    c->state = CS_READING;
+    if (j->rc) {
+        http_stele_error(c, j->rc, j->msg, NULL);
+        conn_request_done(c);
+        return;
+    }
+    buf b = {0};
+    buf_append(&b, j->json, j->len);
+    http_json_done(c, 200, &b);
+}
+
+void chain_routes_shutdown(server *s)
+{
+    (void)s;
+    pthread_mutex_lock(&job_mu);
+    int join = job_joinable;
+    job_joinable = 0;
+    pthread_mutex_unlock(&job_mu);
+    if (join)
+        pthread_join(job_thread, NULL);
+}
 
 static void chain_fail(conn *c, int status, const char *code, const char *msg)
 {
@@ -105,18 +171,49 @@ static void export_range(conn *c, uint64_t from, uint64_t to)
         chain_fail(c, 413, "TOO_BIG", msg);
         return;
     }
-    char *json = NULL;
-    size_t len = 0;
-    int rc = stele_chain_export(c->srv->db, from, to, &json, &len);
-    if (rc) {
-        http_stele_error(c, rc, stele_errmsg(), NULL);
-        conn_request_done(c);
+    pthread_mutex_lock(&job_mu);
+    int busy = job_running;
+    int join = !busy && job_joinable;
+    if (!busy)
+        job_running = 1;
+    job_joinable = 0;
+    pthread_mutex_unlock(&job_mu);
+    if (busy) {
+        chain_fail(c, 503, "BUSY", "another export or proof is being built: retry shortly");
         return;
     }
-    buf b = {0};
-    buf_append(&b, json, len);
-    stele_free(json);
-    http_json_done(c, 200, &b);
+    if (join)
+        pthread_join(job_thread, NULL); /* the previous one, already finished */
+    chain_job *j = calloc(1, sizeof *j);
+    completion *cp = j ? calloc(1, sizeof *cp) : NULL;
+    if (!cp) {
+        free(j);
+        pthread_mutex_lock(&job_mu);
+        job_running = 0;
+        pthread_mutex_unlock(&job_mu);
+        chain_fail(c, 503, "UNAVAILABLE", "out of memory");
+        return;
+    }
+    *j = (chain_job){.s = c->srv, .cp = cp, .from = from, .to = to};
+    cp->c = c;
+    cp->done = job_done;
+    cp->extra = j;
+    cp->extra_free = job_free;
+    c->async_pending++;
+    c->state = CS_BUSY;
+    pthread_mutex_lock(&job_mu);
+    int started = pthread_create(&job_thread, NULL, job_main, j) == 0;
+    job_joinable = started;
+    if (!started)
+        job_running = 0;
+    pthread_mutex_unlock(&job_mu);
+    if (!started) {
+        c->async_pending--;
+        c->state = CS_READING;
+        free(cp);
+        free(j);
+        chain_fail(c, 503, "UNAVAILABLE", "cannot start the export thread");
+    }
 }
 
 int route_chain(conn *c, const char *path, size_t plen, const char *q, size_t qlen)

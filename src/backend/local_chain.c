@@ -31,8 +31,9 @@
  *     after, with prev = zeros.
  *
  * Where the head is found at open. The writer records in the index (meta
- * "chain") the location of the newest chain record; chain_open reads the
- * log from there to the end of the recovered log. Without that entry (a
+ * "chain") the location of a recent chain record (at most ANCHOR_EVERY
+ * bytes behind the newest, in the same segment); chain_open reads the log
+ * from there to the end of the recovered log. Without that entry (a
  * rebuilt index, an older store) it reads from the start once and records
  * where it got to.
  */
@@ -48,6 +49,7 @@
 
 #define CHAIN_KEY "chain"
 #define CHAIN_EXPORT_MAX (256ull << 20)
+#define ANCHOR_EVERY (1u << 20)
 
 static const uint8_t zero32[32];
 
@@ -105,8 +107,15 @@ int chain_seal_commit(local *L, MDB_txn *txn, uint8_t *cr, int64_t now)
         return rc;
     L->chain.seq++;
     /* Group failures after this are sticky faults (local.c): the store is
-     * reopened, and chain_open resumes from the log. */
-    return anchor_put(L, txn, L->ck.loc + (uint64_t)(cr - L->gbuf.p));
+     * reopened, and chain_open resumes from the log. The anchor needs only
+     * to be a chain record at most ANCHOR_EVERY bytes behind the head (open
+     * reads from it): one index write per that many bytes, not per commit. */
+    uint64_t loc = L->ck.loc + (uint64_t)(cr - L->gbuf.p);
+    if (L->chain.anchor != UINT64_MAX && loc_seg(loc) == loc_seg(L->chain.anchor) &&
+        loc - L->chain.anchor < ANCHOR_EVERY)
+        return 0;
+    L->chain.anchor = loc;
+    return anchor_put(L, txn, loc);
 }
 
 void chain_publish(local *L)
@@ -219,6 +228,7 @@ int chain_open(local *L)
     /* Where the next open starts looking, and the (possibly cut) end. */
     if ((rc = idx_reserve(L->ix)) || (rc = idx_begin(L->ix, 0, &txn)))
         return rc;
+    L->chain.anchor = sc.found ? sc.loc : UINT64_MAX;
     rc = anchor_put(L, txn, sc.found ? sc.loc : L->ck.loc);
     if (rc == 0)
         rc = idx_ckpt_put(L->ix, txn, &L->ck);

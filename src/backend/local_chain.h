@@ -25,6 +25,7 @@ typedef struct chain_state {
      * as hashing a small commit); writer's, freed by chain_close */
     struct evp_md_st *md;
     struct evp_md_ctx_st *ctx;
+    uint64_t anchor;       /* the chain record the index names (UINT64_MAX: none) */
     /* the durable head, published after each group (under mu) */
     pthread_mutex_t mu;
     uint64_t pub_seq, pub_pos, pub_end;

@@ -10,6 +10,8 @@ CLI (docs/security.md, "The hash chain"; docs/http-api.md).
     --public-key` (exit 0, the events counted); after any change to the
     file (a byte of the records, the head's hash, its position, the
     signature) verify exits 1; a wrong key exits 1;
+  - proofs are built off the event loop, one at a time: parallel requests
+    get 200 or 503 BUSY, hang-ups are harmless, the server answers meanwhile;
   - bad input: a missing or malformed position, from > to, a range past the
     head, a too-big range, other methods, unknown /chain paths: clear
     errors (400, 404, 405, 413), and the server keeps serving;
@@ -23,6 +25,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stele_server import STELE_BIN, Client, Server, Suite, stop_servers  # noqa: E402
@@ -165,6 +168,42 @@ def bad_input_gets_clear_errors():
     rc, out, err = stele("chain", "proof", "x")
     T.check(rc == 2, "CLI usage error", None, 2, (rc, out, err))
     T.expect(C.get("/chain/head"), 200)  # still serving
+
+
+@T.case
+def exports_run_off_the_loop():
+    """Proofs built on their own thread, one at a time: parallel requests
+    each get the proof or 503 BUSY (never anything else), a client that
+    hangs up mid-way harms nothing, and the server answers meanwhile."""
+    import socket
+    import threading
+    from stele_server import request
+    statuses = []
+
+    def one():
+        r = request(S.port, "GET", "/chain/proof?position=3", timeout=60)
+        statuses.append((r.status, r.body.get("error", {}).get("code")
+                         if isinstance(r.body, dict) else None))
+    th = [threading.Thread(target=one) for _ in range(6)]
+    for t in th:
+        t.start()
+    T.check(request(S.port, "GET", "/health/live", timeout=60).status == 200, "live meanwhile")
+    for t in th:
+        t.join(120)
+    ok = [s for s in statuses if s[0] == 200]
+    T.check(len(statuses) == 6 and ok and all(s[0] == 200 or s == (503, "BUSY")
+                                              for s in statuses),
+            "200 or 503 BUSY", None, "200 / 503 BUSY", statuses)
+    for _ in range(3):  # hang up before the answer
+        so = socket.create_connection(("127.0.0.1", S.port))
+        so.sendall(b"GET /chain/export?from=0&to=50 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        so.close()
+    for _ in range(600):  # retried while an abandoned export still runs
+        r = C.get("/chain/proof?position=5")
+        if r.status != 503:
+            break
+        time.sleep(0.1)
+    T.expect(r, 200)
 
 
 @T.case
