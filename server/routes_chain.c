@@ -168,7 +168,7 @@ static void export_range(conn *c, uint64_t from, uint64_t to)
     if (to - from >= CHAIN_HTTP_MAX_RANGE) {
         snprintf(msg, sizeof msg, "an export covers at most %u positions per request: export "
                  "the range in pieces", CHAIN_HTTP_MAX_RANGE);
-        chain_fail(c, 413, "TOO_BIG", msg);
+        chain_fail(c, 413, "TOO_LARGE", msg);
         return;
     }
     pthread_mutex_lock(&job_mu);
