@@ -122,7 +122,7 @@ static int cmd_check(int argc, char **argv)
     int rc = backup ? stele_backup_verify(argv[2], report, sizeof report)
                     : stele_check(argv[2], report, sizeof report);
     if (rc) {
-        fprintf(stderr, "stele check: %s: %s\n", argv[2], stele_errmsg());
+        cli_lib_error("check", argv[2], rc);
         return rc == STELE_ECORRUPT || (backup && rc == STELE_ENOTFOUND) ? 1 : 2;
     }
     fputs(report, stdout);

@@ -48,8 +48,9 @@ extern "C" {
 
 /*
  * Error codes. One table (X-macro) generates the enum, stele_strerror()
- * and stele_errname(), which the server uses as the stable code in HTTP and
- * gRPC error bodies.
+ * and stele_errname() (the C name without its 'E', also the label of the
+ * stele_errors_total metric). What each code is called on the wire is
+ * stele_error_info() below.
  */
 #define STELE_ERRORS(X)                                                          \
     X(EINVAL, -1, "invalid argument")                                            \
@@ -84,6 +85,41 @@ const char *stele_strerror(int code);
 /** Stable name of an error code without the E: "WRONGREV", "OK". Static. */
 STELE_API
 const char *stele_errname(int code);
+
+/**
+ * The error vocabulary (docs/errors.md): how an error is named on every
+ * door. `code` is the stable code HTTP error bodies carry, gRPC status
+ * messages start with and the CLI and the server's log print
+ * ("WRONG_EXPECTED_REVISION"); `http_status` and `grpc_status` are the
+ * statuses it leaves the server with; `exception` is the KurrentDB
+ * `exception` trailer the official gRPC clients turn into typed errors
+ * (NULL when there is none); `rc` is the STELE_E* code it stands for (0 for
+ * errors of the protocol itself, such as METHOD_NOT_ALLOWED). Several codes
+ * may share an rc when the server names the thing involved
+ * (GROUP_NOT_FOUND and STREAM_NOT_FOUND are both STELE_ENOTFOUND).
+ */
+typedef struct stele_error_info {
+    const char *code;
+    int rc;
+    int http_status;
+    int grpc_status;
+    const char *exception;
+    const char *when; /* one line for humans and docs */
+} stele_error_info;
+
+/** The vocabulary entry of an rc (0 or STELE_E*): never NULL; an unknown
+ *  code gets INTERNAL's entry. Static storage. */
+STELE_API
+const stele_error_info *stele_error_info_of(int rc);
+
+/** The entry with this stable code ("GROUP_NOT_FOUND"), or NULL. Static. */
+STELE_API
+const stele_error_info *stele_error_lookup(const char *code);
+
+/** The whole vocabulary, *n entries (the first one per rc is that rc's
+ *  own). Static storage. */
+STELE_API
+const stele_error_info *stele_error_table(size_t *n);
 
 /**
  * The message of the calling thread's most recent failed call, with

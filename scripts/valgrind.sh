@@ -12,6 +12,8 @@ TESTS="
   test_util
   test_os_fault
   test_json
+  test_json_text
+  test_errors
   test_async
   test_limits
   test_property

@@ -317,9 +317,13 @@ void request_reset(request *r);
 /* Queue a whole response. */
 void http_respond(conn *c, int status, const char *content_type, const void *body, size_t len,
                   const char *extra_headers);
-/* Queue {"error":{"code","message"}} with the status. */
+/* Queue {"error":{"code","message"}} with the status. `code` is one of the
+ * error vocabulary (docs/errors.md) with its status there; test_errors
+ * checks every call site that spells both. */
 void http_error(conn *c, int status, const char *code, const char *message);
-/* Map a libstele error to status + code and respond. */
+/* http_error with the status the vocabulary gives `code` ("GROUP_NOT_FOUND"). */
+void http_error_code(conn *c, const char *code, const char *message);
+/* Name a libstele error by the vocabulary (status + code) and respond. */
 void http_stele_error(conn *c, int rc, const char *message, const stele_append_result *res);
 /* A request answered: count its latency (as a non-append) and end it. */
 void http_request_finish(conn *c);
