@@ -34,6 +34,7 @@ TESTS="
   test_backup
   test_auth_header
   test_conventions
+  test_chain
 "
 for t in $TESTS; do
   bin="$BUILD/tests/$t"
