@@ -916,6 +916,7 @@ static void local_close(backend *b)
     local *L = (local *)b;
     if (!L)
         return;
+    group_mem_free(b);
     if (L->writer_started) {
         pthread_mutex_lock(&L->qmu);
         L->stopping = 1;
@@ -995,6 +996,7 @@ static const backend_ops local_ops = {
     .backup = local_backup,
     .scavenge = local_scavenge,
     .list_names = local_list_names,
+    .groups = &group_mem_ops,
     .close = local_close,
 };
 

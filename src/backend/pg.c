@@ -621,6 +621,7 @@ static const backend_ops pg_ops = {
     .unwatch = pg_unwatch,
     .scavenge = NULL,
     .list_names = pg_list_names,
+    .groups = &pg_group_ops,
     .close = pg_close,
 };
 

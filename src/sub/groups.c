@@ -290,6 +290,7 @@ static void *thread_main(void *arg)
             if (!g->deleted) {
                 group_expire(g, now);
                 group_maybe_save(g, now, 0);
+                gshare_tick(g, now);
                 if (commit && g->waiters)
                     pthread_cond_broadcast(&g->cv);
                 consumers += g->n_consumers;
@@ -333,6 +334,16 @@ static int registry_open(stele_db *db, sub_groups **out)
         return err_set(STELE_ENOMEM, "out of memory");
     gs->db = db;
     gs->watch_fd = gs->wake_fd = -1;
+    gs->lease_ms = db->opts.group_lease_ms ? db->opts.group_lease_ms : GROUP_LEASE_MS;
+    if (db->opts.node_name[0]) {
+        snprintf(gs->node, sizeof gs->node, "%s", db->opts.node_name);
+    } else {
+        uint8_t id[16];
+        uuid_v7(id);
+        char t[37];
+        stele_uuid_format(id, t);
+        snprintf(gs->node, sizeof gs->node, "node-%s", t);
+    }
     pthread_mutex_init(&gs->admin, NULL);
     pthread_mutex_init(&gs->mu, NULL);
     pthread_mutex_init(&gs->watch_mu, NULL);
@@ -403,6 +414,8 @@ void sub_groups_close(stele_db *db)
         pthread_mutex_lock(&g->mu);
         group_maybe_save(g, mono_ms(), 1);
         group_wait_pending(g);
+        /* Hand what this server claimed to the others at once. */
+        gshare_sync(g, mono_ms(), 1);
         pthread_mutex_unlock(&g->mu);
     }
     registry_free(gs);
@@ -686,6 +699,8 @@ int stele_group_delete(stele_db *db, const char *stream, const char *group_name)
     if (rc == 0)
         rc = gstore_write_def(db, EV_DELETED, &g->def);
     pthread_mutex_lock(&g->mu);
+    if (rc == 0 && gshare_reset(g, STELE_NONE))
+        err_clear(); /* the claims only hold a key no group uses any more */
     if (rc) {
         g->deleted = 0; /* still there: it goes on */
     } else {
