@@ -136,7 +136,8 @@ typedef struct backend_group_ops {
      * is its new start (from == to: every event of it is done, the claim
      * goes). Then renew every claim of `owner` to ttl_ms from now (ttl_ms
      * 0: release them, expired at once). Claims that are no longer the
-     * owner's are left alone. Out: the frontier, and the lowest `from` of
+     * owner's are left alone. Released claims have no owner (any server,
+     * this one too, may take them at once). Out: the frontier, and the lowest `from` of
      * other owners' claims (STELE_NONE if none). */
     int (*sync)(backend *b, const char *key, const char *owner, const group_claim *v, size_t n,
                 uint32_t ttl_ms, uint64_t *frontier, uint64_t *others);

@@ -150,9 +150,11 @@ static int mem_sync(backend *b, const char *key, const char *owner, const group_
             }
     uint64_t low = STELE_NONE;
     for (size_t j = 0; j < k->n; j++) {
-        if (!strcmp(k->v[j].owner, owner))
+        if (!strcmp(k->v[j].owner, owner)) {
             k->v[j].expires_ms = exp;
-        else if (low == STELE_NONE || k->v[j].from < low)
+            if (!ttl_ms)
+                k->v[j].owner[0] = '\0'; /* released: anyone's, this owner's too */
+        } else if (low == STELE_NONE || k->v[j].from < low)
             low = k->v[j].from;
     }
     *frontier = k->frontier;

@@ -196,6 +196,7 @@ static int pgg_sync(backend *b, const char *key, const char *owner, const group_
              " c.range_to = p.t AND p.f >= p.t RETURNING 1),"
              " u AS (UPDATE " T_CLAIMS " c SET"
              " expires = now() + $5::bigint * interval '1 millisecond',"
+             " owner = CASE WHEN $5::bigint < 0 THEN '' ELSE c.owner END,"
              " range_from = greatest(c.range_from,"
              " coalesce((SELECT p.f FROM p WHERE p.t = c.range_to), c.range_from))"
              " WHERE c.key = $1 AND c.owner = $2 AND"

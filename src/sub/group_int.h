@@ -251,8 +251,10 @@ int gshare_claim(group *g, uint64_t from, uint64_t to);
 void gshare_read_to(group *g, uint64_t to, uint64_t next);
 /* The checkpoint: every event of the group below it is done. */
 uint64_t gshare_checkpoint(const group *g);
-/* Report progress and renew the claims (release: give them up). */
-int gshare_sync(group *g, int64_t now, int release);
+/* Report progress and renew the claims (GSHARE_PROGRESS), give them up
+ * (GSHARE_RELEASE), or only renew them (GSHARE_RENEW). */
+enum { GSHARE_PROGRESS, GSHARE_RELEASE, GSHARE_RENEW };
+int gshare_sync(group *g, int64_t now, int mode);
 /* Renew the claims if a third of the lease passed. */
 void gshare_tick(group *g, int64_t now);
 /* Forget every claim; the group starts again at `pos` (STELE_NONE: it is

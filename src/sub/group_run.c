@@ -471,7 +471,7 @@ void group_maybe_save(group *g, int64_t now, int force)
     /* Tell the other servers how far this one is, and learn how far they
      * are: the checkpoint covers the whole group. A failure leaves this
      * server's own view, which is never ahead of the truth. */
-    int src = gshare_sync(g, now, 0);
+    int src = gshare_sync(g, now, GSHARE_PROGRESS);
     if (src == 0)
         ck = group_checkpoint(g);
     else

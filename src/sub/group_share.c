@@ -16,11 +16,12 @@
  *
  * A server renews all its claims every third of the lease (the groups
  * thread, gshare_tick) and reports how far the head of each range is done
- * (gshare_sync, also before every checkpoint). A server that dies stops
+ * right before it writes a checkpoint (gshare_sync), so what another
+ * server resumes from is what the checkpoint says, as on one server. A server that dies stops
  * renewing: when its claims expire, a server whose consumers are reading
  * takes them over one at a time (steal, at most every quarter lease) and
  * delivers the range from its reported `from`: events acked after the
- * last report are delivered again, none is lost (at least once).
+ * last checkpoint are delivered again, none is lost (at least once).
  *
  * The checkpoint (every event below it is done, across all servers) is
  * the lowest of: this server's first event not done, the unread part of a
@@ -218,11 +219,12 @@ uint64_t gshare_checkpoint(const group *g)
     return min_key(ck, f);
 }
 
-int gshare_sync(group *g, int64_t now, int release)
+int gshare_sync(group *g, int64_t now, int mode)
 {
     if (!g->share_ready)
         return 0;
-    size_t n = g->nranges;
+    int release = mode == GSHARE_RELEASE;
+    size_t n = mode == GSHARE_RENEW ? 0 : g->nranges;
     group_claim *v = malloc((n ? n : 1) * sizeof *v);
     if (!v)
         return err_set(STELE_ENOMEM, "out of memory");
@@ -239,7 +241,7 @@ int gshare_sync(group *g, int64_t now, int release)
     uint64_t f, others;
     int rc = gops(g)->sync(be(g), g->share_key, g->gs->node, v, n, release ? 0 : g->gs->lease_ms,
                            &f, &others);
-    if (rc == 0) {
+    if (rc == 0 && mode != GSHARE_RENEW) {
         size_t k = 0;
         for (size_t i = 0; i < n; i++) {
             if (v[i].from >= v[i].to && !release)
@@ -249,6 +251,8 @@ int gshare_sync(group *g, int64_t now, int release)
             k++;
         }
         g->nranges = k;
+    }
+    if (rc == 0) {
         g->frontier_seen = f;
         g->others_min = others;
         g->last_sync_ms = now;
@@ -261,7 +265,7 @@ void gshare_tick(group *g, int64_t now)
 {
     if (!g->share_ready || now - g->last_sync_ms < (int64_t)g->gs->lease_ms / 3)
         return;
-    int rc = gshare_sync(g, now, 0);
+    int rc = gshare_sync(g, now, GSHARE_RENEW);
     if (rc)
         snprintf(g->last_error, sizeof g->last_error, "%s: renewing the group's claims: %s",
                  stele_errname(rc), stele_errmsg());
