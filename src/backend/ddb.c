@@ -1852,7 +1852,7 @@ static const backend_ops ddb_ops = {
     .watch = ddb_watch_fd,
     .unwatch = ddb_unwatch,
     .scavenge = NULL,
-    .groups = &group_mem_ops,
+    .groups = &ddb_group_ops,
     .close = ddb_close,
 };
 
