@@ -5,25 +5,32 @@
  *
  * One table, "{prefix}-groups", made on first use (PAY_PER_REQUEST):
  *
- *   gkey (S, hash)  rto (N, range)   attributes
- *   group key       -1               frontier
- *   group key       range's `to`     rfrom, owner (absent once released), expires
+ *   gkey (S, hash)         rto (N, range)   attributes
+ *   group key              -1               frontier
+ *   group key              range's `to`     rfrom, owner (absent once released)
+ *   group key "#hb:" owner 0                expires (the owner's lease)
  *
+ * A claim's lease is its owner's heartbeat item, so renewing every claim
+ * of a server is one PutItem whatever it holds; a claim has expired when
+ * its owner's heartbeat is missing or past, or it has no owner.
  * - claim: one TransactWriteItems: the frontier item updated on the
- *   condition that it still holds `from`, and the claim item put on the
- *   condition that it does not exist. A cancelled transaction means
- *   another server moved the frontier first.
- * - steal: a consistent Query of the group's items, then an UpdateItem of
- *   the lowest expired claim of another owner, conditioned on the owner and
- *   expiry just read, so two servers never take the same one.
- * - sync: a consistent Query, then one conditional UpdateItem (owner = me)
- *   per claim of this owner (DeleteItem for finished ones).
- * DynamoDB has no clock of its own to compare with: expiries are the
- * servers' wall clocks in ms, so their clocks must agree to well within a
- * lease (NTP does); a clock ahead only makes it take over sooner, which
- * costs duplicates, never a lost event.
- * Capacity: a claim is 2 WCU (a transaction of two small items), a sync one
- * Query (0.5 RCU for a few claims) plus 1 WCU per claim held.
+ *   condition that it still holds `from`, the claim item put on the
+ *   condition that it does not exist, the heartbeat renewed. A cancelled
+ *   transaction means another server moved the frontier first.
+ * - steal: a consistent Query of the group's items and a read of the
+ *   owners' heartbeats, then a transaction that moves the lowest expired
+ *   claim of another owner to this one, conditioned on the owner just
+ *   read, so two servers never take the same one.
+ * - sync: the heartbeat put, a consistent Query, then one conditional
+ *   write (owner = me) per claim whose start moved or that is finished.
+ *   Releasing deletes the heartbeat and removes the owner of each claim.
+ * DynamoDB has no clock to compare with: expiries are the servers' wall
+ * clocks in ms, so their clocks must agree to well within a lease (NTP
+ * does); a clock ahead only makes a server take over sooner, which costs
+ * duplicates, never a lost event.
+ * Capacity (items under 1 KB): a claim 3 WCU x 2 (a transaction), a renewal
+ * 1 WCU + a Query (0.5 RCU per 4 KB of the group's claims), a checkpoint's
+ * sync that plus 1 WCU per claim that moved.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,6 +135,21 @@ static int dg_frontier(backend *b, const char *key, uint64_t start, uint64_t *fr
     return rc ? rc : read_frontier(D, t, key, frontier);
 }
 
+/* The heartbeat item of `owner` (the lease of all its claims of `key`). */
+static json_t *hb_key(const char *key, const char *owner)
+{
+    char k[600];
+    int n = snprintf(k, sizeof k, "%s#hb:%s", key, owner);
+    return json_pack("{s:o, s:o}", "gkey", ddb_s(k, (size_t)n), "rto", ddb_n(0));
+}
+
+static json_t *hb_put(const char *t, const char *key, const char *owner, uint32_t ttl_ms)
+{
+    json_t *item = hb_key(key, owner);
+    json_object_set_new(item, "expires", ddb_n(wall_ms() + ttl_ms));
+    return json_pack("{s:{s:s, s:o}}", "Put", "TableName", t, "Item", item);
+}
+
 static int dg_claim(backend *b, const char *key, const char *owner, uint64_t from, uint64_t to,
                     uint32_t ttl_ms, uint64_t *frontier)
 {
@@ -137,14 +159,13 @@ static int dg_claim(backend *b, const char *key, const char *owner, uint64_t fro
     json_t *claim = item_key(key, (int64_t)to);
     json_object_set_new(claim, "rfrom", ddb_n((int64_t)from));
     json_object_set_new(claim, "owner", ddb_s(owner, strlen(owner)));
-    json_object_set_new(claim, "expires", ddb_n(wall_ms() + ttl_ms));
     json_t *req = json_pack(
-        "{s:[{s:{s:s, s:o, s:s, s:s, s:{s:s}, s:{s:o, s:o}}}, {s:{s:s, s:o, s:s}}]}",
+        "{s:[{s:{s:s, s:o, s:s, s:s, s:{s:s}, s:{s:o, s:o}}}, {s:{s:s, s:o, s:s}}, o]}",
         "TransactItems", "Update", "TableName", t, "Key", item_key(key, FRONTIER_RTO),
         "UpdateExpression", "SET #f = :to", "ConditionExpression", "#f = :from",
         "ExpressionAttributeNames", "#f", "frontier", "ExpressionAttributeValues", ":to",
         ddb_n((int64_t)to), ":from", ddb_n((int64_t)from), "Put", "TableName", t, "Item", claim,
-        "ConditionExpression", "attribute_not_exists(gkey)");
+        "ConditionExpression", "attribute_not_exists(gkey)", hb_put(t, key, owner, ttl_ms));
     char type[128] = "";
     json_t *resp = NULL;
     int rc = ddb_call(D, "TransactWriteItems", req, &resp, type);
@@ -161,6 +182,27 @@ static int dg_claim(backend *b, const char *key, const char *owner, uint64_t fro
     return err_set(STELE_EWRONGREV, "another server claimed the group's events first");
 }
 
+/* Whether `owner`'s lease has run out (no heartbeat, or a past one). */
+static int hb_expired(ddb *D, const char *t, const char *key, const char *owner, int64_t now,
+                      int *expired)
+{
+    json_t *resp;
+    int rc = ddb_call(D, "GetItem",
+                      json_pack("{s:s, s:o, s:b}", "TableName", t, "Key", hb_key(key, owner),
+                                "ConsistentRead", 1),
+                      &resp, NULL);
+    if (rc)
+        return rc;
+    int64_t exp = 0;
+    json_t *it = json_object_get(resp, "Item");
+    *expired = !it || ddb_get_n(it, "expires", &exp) || exp <= now;
+    if (getenv("STELE_DEBUG_SHARE") && *expired)
+        fprintf(stderr, "hb %s: expired (item %d, exp %lld, now %lld)\n", owner, it != NULL,
+                (long long)exp, (long long)now);
+    json_decref(resp);
+    return 0;
+}
+
 static int dg_steal(backend *b, const char *key, const char *owner, uint32_t ttl_ms,
                     group_claim *out)
 {
@@ -172,21 +214,33 @@ static int dg_steal(backend *b, const char *key, const char *owner, uint32_t ttl
     if (rc)
         return rc;
     int64_t now = wall_ms();
-    /* Try the expired claims of others, lowest first, until one is ours. */
-    for (int tries = 0; tries < 8; tries++) {
+    /* Mark each claim of another owner expired or live (one heartbeat
+     * read per owner), then take the lowest expired one. */
+    json_t *live = json_object(), *items = json_object_get(resp, "Items");
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        int64_t rto;
+        if (ddb_get_n(it, "rto", &rto) || rto < 0)
+            continue;
+        const char *o = ddb_get_s(it, "owner", NULL);
+        if (!o || json_object_get(live, o))
+            continue;
+        int expired = 0;
+        if (strcmp(o, owner) && (rc = hb_expired(D, t, key, o, now, &expired)))
+            break;
+        json_object_set_new(live, o, json_boolean(!strcmp(o, owner) || !expired));
+    }
+    for (int tries = 0; rc == 0 && tries < 8; tries++) {
         json_t *best = NULL;
         int64_t best_from = 0;
-        size_t i;
-        json_t *it;
-        json_array_foreach(json_object_get(resp, "Items"), i, it) {
-            int64_t rto, rfrom, exp;
+        json_array_foreach(items, i, it) {
+            int64_t rto, rfrom;
             if (ddb_get_n(it, "rto", &rto) || rto < 0 || ddb_get_n(it, "rfrom", &rfrom) ||
-                ddb_get_n(it, "expires", &exp) || exp > now)
+                json_object_get(it, "taken"))
                 continue;
             const char *o = ddb_get_s(it, "owner", NULL);
-            if (o && !strcmp(o, owner))
-                continue;
-            if (json_object_get(it, "taken"))
+            if (o && json_is_true(json_object_get(live, o)))
                 continue;
             if (!best || rfrom < best_from) {
                 best = it;
@@ -196,43 +250,39 @@ static int dg_steal(backend *b, const char *key, const char *owner, uint32_t ttl
         if (!best)
             break;
         json_object_set_new(best, "taken", json_true()); /* not again */
-        int64_t rto, exp;
+        int64_t rto;
         ddb_get_n(best, "rto", &rto);
-        ddb_get_n(best, "expires", &exp);
         const char *o = ddb_get_s(best, "owner", NULL);
-        json_t *req;
+        json_t *upd = json_pack("{s:s, s:o, s:s, s:s, s:{s:s}, s:{s:o}}", "TableName", t, "Key",
+                                item_key(key, rto), "UpdateExpression", "SET #o = :me",
+                                "ConditionExpression",
+                                o ? "#o = :old" : "attribute_exists(rfrom) AND attribute_not_exists(#o)",
+                                "ExpressionAttributeNames", "#o", "owner",
+                                "ExpressionAttributeValues", ":me", ddb_s(owner, strlen(owner)));
         if (o)
-            req = json_pack("{s:s, s:o, s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o, s:o, s:o}}",
-                            "TableName", t, "Key", item_key(key, rto), "UpdateExpression",
-                            "SET #o = :me, #e = :exp", "ConditionExpression",
-                            "#o = :old AND #e = :oldexp", "ExpressionAttributeNames", "#o",
-                            "owner", "#e", "expires", "ExpressionAttributeValues", ":me",
-                            ddb_s(owner, strlen(owner)), ":exp", ddb_n(now + ttl_ms), ":old",
-                            ddb_s(o, strlen(o)), ":oldexp", ddb_n(exp));
-        else
-            req = json_pack("{s:s, s:o, s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o, s:o}}", "TableName",
-                            t, "Key", item_key(key, rto), "UpdateExpression",
-                            "SET #o = :me, #e = :exp", "ConditionExpression",
-                            "attribute_not_exists(#o) AND #e = :oldexp",
-                            "ExpressionAttributeNames", "#o", "owner", "#e", "expires",
-                            "ExpressionAttributeValues", ":me", ddb_s(owner, strlen(owner)),
-                            ":exp", ddb_n(now + ttl_ms), ":oldexp", ddb_n(exp));
+            json_object_set_new(json_object_get(upd, "ExpressionAttributeValues"), ":old",
+                                ddb_s(o, strlen(o)));
+        json_t *req = json_pack("{s:[{s:o}, o]}", "TransactItems", "Update", upd,
+                                hb_put(t, key, owner, ttl_ms));
         char type[128] = "";
-        rc = ddb_call(D, "UpdateItem", req, NULL, type);
+        json_t *r2 = NULL;
+        rc = ddb_call(D, "TransactWriteItems", req, &r2, type);
+        json_decref(r2);
         if (rc == 0) {
             out->from = (uint64_t)best_from;
             out->to = (uint64_t)rto;
+            json_decref(live);
             json_decref(resp);
             return 0;
         }
-        if (strcmp(type, "ConditionalCheckFailedException")) {
-            json_decref(resp);
-            return rc;
-        }
-        err_clear(); /* someone else took it, or it was renewed */
+        if (strcmp(type, "TransactionCanceledException"))
+            break;
+        err_clear(); /* someone else took it first */
+        rc = 0;
     }
+    json_decref(live);
     json_decref(resp);
-    return STELE_ENOTFOUND;
+    return rc ? rc : STELE_ENOTFOUND;
 }
 
 static int dg_sync(backend *b, const char *key, const char *owner, const group_claim *v,
@@ -241,11 +291,21 @@ static int dg_sync(backend *b, const char *key, const char *owner, const group_c
     ddb *D = (ddb *)b;
     char t[300];
     table_name(D, t, sizeof t);
-    json_t *resp;
-    int rc = group_items(D, t, key, &resp);
+    int rc;
+    if (ttl_ms) {
+        json_t *put = hb_put(t, key, owner, ttl_ms);
+        rc = ddb_call(D, "PutItem", json_incref(json_object_get(put, "Put")), NULL, NULL);
+        json_decref(put);
+    } else {
+        rc = ddb_call(D, "DeleteItem",
+                      json_pack("{s:s, s:o}", "TableName", t, "Key", hb_key(key, owner)), NULL,
+                      NULL);
+    }
+    json_t *resp = NULL;
+    if (rc == 0)
+        rc = group_items(D, t, key, &resp);
     if (rc)
         return rc;
-    int64_t now = wall_ms();
     uint64_t f = STELE_NONE, low = STELE_NONE;
     size_t i;
     json_t *it;
@@ -260,18 +320,21 @@ static int dg_sync(backend *b, const char *key, const char *owner, const group_c
             continue;
         }
         if (ddb_get_n(it, "rfrom", &rfrom))
-            continue;
+            continue; /* a heartbeat */
         const char *o = ddb_get_s(it, "owner", NULL);
         if (!o || strcmp(o, owner)) {
             if (low == STELE_NONE || (uint64_t)rfrom < low)
                 low = (uint64_t)rfrom;
             continue;
         }
-        /* One of ours: its new start, if reported. */
+        /* One of ours: write it only if its start moved, it is done, or
+         * it is released. */
         uint64_t nf = (uint64_t)rfrom;
         for (size_t k = 0; k < n; k++)
             if (v[k].to == (uint64_t)rto && v[k].from > nf)
                 nf = v[k].from;
+        if (nf == (uint64_t)rfrom && nf < (uint64_t)rto && ttl_ms)
+            continue;
         json_t *req;
         if (nf >= (uint64_t)rto)
             req = json_pack("{s:s, s:o, s:s, s:{s:s}, s:{s:o}}", "TableName", t, "Key",
@@ -279,14 +342,12 @@ static int dg_sync(backend *b, const char *key, const char *owner, const group_c
                             "ExpressionAttributeNames", "#o", "owner",
                             "ExpressionAttributeValues", ":me", ddb_s(owner, strlen(owner)));
         else
-            req = json_pack("{s:s, s:o, s:s, s:s, s:{s:s, s:s, s:s}, s:{s:o, s:o, s:o}}",
-                            "TableName", t, "Key", item_key(key, rto), "UpdateExpression",
-                            ttl_ms ? "SET #f = :f, #e = :e" : "SET #f = :f, #e = :e REMOVE #o",
+            req = json_pack("{s:s, s:o, s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o}}", "TableName", t,
+                            "Key", item_key(key, rto), "UpdateExpression",
+                            ttl_ms ? "SET #f = :f" : "SET #f = :f REMOVE #o",
                             "ConditionExpression", "#o = :me", "ExpressionAttributeNames", "#o",
-                            "owner", "#e", "expires", "#f", "rfrom",
-                            "ExpressionAttributeValues", ":me", ddb_s(owner, strlen(owner)),
-                            ":f", ddb_n((int64_t)nf), ":e",
-                            ddb_n(ttl_ms ? now + ttl_ms : now - 1000));
+                            "owner", "#f", "rfrom", "ExpressionAttributeValues", ":me",
+                            ddb_s(owner, strlen(owner)), ":f", ddb_n((int64_t)nf));
         char type[128] = "";
         rc = ddb_call(D, nf >= (uint64_t)rto ? "DeleteItem" : "UpdateItem", req, NULL, type);
         if (rc && !strcmp(type, "ConditionalCheckFailedException")) {
