@@ -196,9 +196,6 @@ static int hb_expired(ddb *D, const char *t, const char *key, const char *owner,
     int64_t exp = 0;
     json_t *it = json_object_get(resp, "Item");
     *expired = !it || ddb_get_n(it, "expires", &exp) || exp <= now;
-    if (getenv("STELE_DEBUG_SHARE") && *expired)
-        fprintf(stderr, "hb %s: expired (item %d, exp %lld, now %lld)\n", owner, it != NULL,
-                (long long)exp, (long long)now);
     json_decref(resp);
     return 0;
 }

@@ -65,9 +65,6 @@ static int share_ready(group *g)
         rc = gops(g)->sync(be(g), g->share_key, g->gs->node, NULL, 0, 0, &fr, &others);
     if (rc)
         return rc;
-    if (getenv("STELE_DEBUG_SHARE"))
-        fprintf(stderr, "share %s: ready %s at %llu\n", g->gs->node, g->share_key,
-                (unsigned long long)f);
     g->read_pos = f;
     g->frontier_seen = fr;
     g->others_min = others;
@@ -117,7 +114,7 @@ static grange *range_of(const group *g, uint64_t key)
 static int64_t steal_every_ms(const group *g)
 {
     int64_t t = g->gs->lease_ms / 4;
-    return t < 50 ? 50 : t > 2000 ? 2000 : t;
+    return t < 50 ? 50 : t > 1000 ? 1000 : t;
 }
 
 int gshare_next(group *g, int64_t now, uint64_t *from, uint64_t *to)
@@ -139,9 +136,6 @@ int gshare_next(group *g, int64_t now, uint64_t *from, uint64_t *to)
             if ((rc = range_add(g, c.from, c.to, c.from)))
                 return rc; /* it expires again and someone takes it */
             g->ranges_taken++;
-            if (getenv("STELE_DEBUG_SHARE"))
-                fprintf(stderr, "share %s: took [%llu,%llu)\n", g->gs->node,
-                        (unsigned long long)c.from, (unsigned long long)c.to);
             *from = c.from;
             *to = c.to;
             return 0;
@@ -159,9 +153,6 @@ int gshare_claim(group *g, uint64_t from, uint64_t to)
 {
     uint64_t f = STELE_NONE;
     int rc = gops(g)->claim(be(g), g->share_key, g->gs->node, from, to, g->gs->lease_ms, &f);
-    if (getenv("STELE_DEBUG_SHARE"))
-        fprintf(stderr, "share %s: claim [%llu,%llu) rc %d f %llu\n", g->gs->node,
-                (unsigned long long)from, (unsigned long long)to, rc, (unsigned long long)f);
     if (rc == STELE_EWRONGREV) {
         /* Another server claimed from `from`: its ranges start there. */
         if (g->others_min == STELE_NONE || from < g->others_min)
@@ -241,7 +232,7 @@ int gshare_sync(group *g, int64_t now, int mode)
      * message not done. */
     for (size_t i = 0; i < n; i++)
         v[i] = (group_claim){g->ranges[i].next, g->ranges[i].to};
-    for (size_t i = 0; i < g->main.n; i++) {
+    for (size_t i = 0; n && i < g->main.n; i++) {
         const gmsg *m = mq_at(&g->main, i);
         grange *r = m->state == M_DONE ? NULL : range_of(g, m->key);
         if (r && m->key < v[r - g->ranges].from)
@@ -275,8 +266,6 @@ void gshare_tick(group *g, int64_t now)
     if (!g->share_ready || now - g->last_sync_ms < (int64_t)g->gs->lease_ms / 3)
         return;
     int rc = gshare_sync(g, now, GSHARE_RENEW);
-    if (getenv("STELE_DEBUG_SHARE"))
-        fprintf(stderr, "share %s: renew rc %d at %lld\n", g->gs->node, rc, (long long)now);
     if (rc)
         snprintf(g->last_error, sizeof g->last_error, "%s: renewing the group's claims: %s",
                  stele_errname(rc), stele_errmsg());

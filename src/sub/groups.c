@@ -269,8 +269,6 @@ static void refresh(sub_groups *gs)
                           defs[i].ckpt_base == g->def.ckpt_base))
             i++;
         pthread_mutex_lock(&g->mu);
-        if (i == n && getenv("STELE_DEBUG_SHARE"))
-            fprintf(stderr, "refresh %s: group %s gone (%zu defs)\n", gs->node, g->def.name, n);
         if (i == n)
             g->deleted = 1;
         else if (!g->deleted)
