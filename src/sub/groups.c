@@ -1265,7 +1265,23 @@ int stele_group_replay_parked(stele_db *db, const char *stream, const char *grou
     int rc = lookup(db, stream, group_name, &g);
     if (rc)
         return rc;
+    /* Other servers of a shared store park into the same stream and
+     * truncate it too: replay what is there now. */
+    uint64_t next = 0, tb = 0;
+    stele_stream_metadata *md = NULL;
+    if (store_get_metadata_system(db, g->parked_stream, &md) == 0)
+        tb = md->truncate_before;
+    stele_free(md);
+    if (next_revision(db, g->parked_stream, &next))
+        next = 0;
+    err_clear();
     pthread_mutex_lock(&g->mu);
+    if (next > g->parked_next)
+        g->parked_next = next;
+    if (tb > g->parked_trunc)
+        g->parked_trunc = tb;
+    if (tb > g->meta_trunc)
+        g->meta_trunc = tb;
     rc = g->deleted ? gone(g) : group_start_replay(g, max, count);
     pthread_mutex_unlock(&g->mu);
     group_unref(g);
