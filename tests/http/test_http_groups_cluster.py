@@ -16,7 +16,9 @@ tests/ddb/run.sh, which starts DynamoDB Local and sets STELE_DDB_ENDPOINT.
   is acked at least once, none is lost, and only events that server had
   claimed are delivered twice (counted, not asserted: a live server late
   by a whole lease on its renewals may cause more, which at-least-once
-  allows).
+  allows);
+- events parked through one server are replayed through another that knew
+  the group before they were parked.
 
 Python 3 standard library only.
 """
@@ -240,6 +242,54 @@ def every_event_acked_once():
     T.check(not cons.errors, "no consumer errors", None, [], cons.errors[:3])
     r = request(S["srv"][1].port, "GET", gpath("shared"))
     T.expect(r, 200, what="info on another server")
+
+
+@T.case
+def parked_on_one_replayed_through_another():
+    srv = S["srv"]
+    path = "/subscriptions/GcPark-1/p"
+    r = request(srv[0].port, "PUT", path, json.dumps({"maxRetries": 0}))
+    T.expect(r, 201, what="create")
+    # Server 2 knows the group (and its parked stream's end) before anything
+    # is parked.
+    T.expect(request(srv[2].port, "GET", path), 200, what="info on server 2")
+    r = request(srv[0].port, "POST", "/streams/GcPark-1",
+                json.dumps([{"type": "Job", "data": {"i": i}} for i in range(5)]),
+                headers={"Content-Type": "application/json"})
+    T.expect(r, 201, what="append")
+    c0 = Client(srv[0].port)
+    parked = set()
+    for _ in range(20):
+        r = c0.get(path + "/messages?count=10&consumer=w&timeout=500")
+        T.expect(r, 200, what="pull on server 0")
+        ids = [m["event"]["id"] for m in r.body["messages"]]
+        if ids:
+            T.expect(c0.post(path + "/nack?action=park&reason=bad&consumer=w", json.dumps(ids)),
+                     204, what="park")
+            parked.update(ids)
+        if len(parked) == 5:
+            break
+    T.check(len(parked) == 5, "five events parked through server 0", None, 5, len(parked))
+    until = time.monotonic() + 30
+    while time.monotonic() < until:
+        r = request(srv[0].port, "GET", "/streams/" + q("$persistentsubscription-GcPark-1::p-parked"))
+        if r.status == 200 and len(r.body["events"]) >= 5:
+            break
+        time.sleep(0.1)
+    r = request(srv[2].port, "POST", path + "/parked/replay", "")
+    T.expect(r, 200, what="replay through server 2")
+    c2 = Client(srv[2].port)
+    got = set()
+    until = time.monotonic() + 30
+    while len(got) < 5 and time.monotonic() < until:
+        r = c2.get(path + "/messages?count=10&consumer=r&timeout=500")
+        T.expect(r, 200, what="pull on server 2")
+        ids = [m["event"]["id"] for m in r.body["messages"]]
+        got.update(ids)
+        if ids:
+            T.expect(c2.post(path + "/ack?consumer=r", json.dumps(ids)), 204, what="ack")
+    T.check(got == parked, "server 2 replays what server 0 parked", None, sorted(parked),
+            sorted(got))
 
 
 @T.case
