@@ -11,6 +11,7 @@
  *   a claim's start up only, drops finished claims, ignores claims that
  *   are no longer the caller's and reports the frontier and the lowest
  *   claim of others; reset drops claims and moves or forgets the frontier;
+ * - a node name that is not NUL-terminated is refused at open;
  * - racing claims from 4 threads: every key in exactly one claim;
  * - on a shared backend, two store handles ("servers") on one store with
  *   a consumer each: every event of the group delivered exactly once, and
@@ -273,8 +274,23 @@ static void test_two_handles(void)
     passed++;
 }
 
+/* Bad options: a node name without its NUL is refused at open. */
+static void test_bad_options(void)
+{
+    stele_options o = {0};
+    memset(o.node_name, 'x', sizeof o.node_name);
+    stele_db *db = NULL;
+    const char *uri = t_store("gshare_bad");
+    CHECK_RC(stele_open(uri, &o, &db), STELE_EINVAL);
+    CHECK(db == NULL);
+    CHECK(strstr(stele_errmsg(), "node_name") != NULL);
+    t_store_drop(uri);
+    passed++;
+}
+
 int main(void)
 {
+    test_bad_options();
     test_contract();
     test_race();
     test_two_handles();

@@ -20,6 +20,8 @@ tests/ddb/run.sh, which starts DynamoDB Local and sets STELE_DDB_ENDPOINT.
 - events parked through one server are replayed through another that knew
   the group before they were parked.
 
+Bad --node and --group-lease-ms values are refused (exit 2, a message).
+
 Python 3 standard library only.
 """
 import json
@@ -211,6 +213,19 @@ class Consumers:
         self.stop.set()
         for t in self.threads:
             t.join(30)
+
+
+@T.case
+def bad_node_and_lease():
+    import subprocess
+    from stele_server import STELE_BIN
+    for args, msg in ((["--node", "a b"], "node must be"), (["--node", ""], "node must be"),
+                      (["--node", "x" * 64], "node must be"),
+                      (["--group-lease-ms", "10"], "group-lease-ms must be")):
+        p = subprocess.run([STELE_BIN, "serve", "--port", "0", "--store", store_uri()] + args,
+                           capture_output=True, text=True, timeout=60)
+        T.check(p.returncode == 2 and msg in p.stderr, "refused: %r" % args, None,
+                "exit 2, " + msg, (p.returncode, p.stderr[-200:]))
 
 
 @T.case
