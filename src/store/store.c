@@ -51,7 +51,8 @@ int stele_open(const char *uri, const stele_options *opts, stele_db **out)
     if (!memchr(o.node_name, 0, sizeof o.node_name))
         return err_set(STELE_EINVAL, "node_name is not terminated within %d bytes",
                        STELE_NODE_NAME_MAX);
-    if (o.flags & ~(STELE_OPEN_VERIFY | STELE_OPEN_NOCREATE | STELE_OPEN_NO_INDEXES))
+    if (o.flags & ~(STELE_OPEN_VERIFY | STELE_OPEN_NOCREATE | STELE_OPEN_NO_INDEXES |
+                    STELE_OPEN_NO_CHAIN))
         return err_set(STELE_EINVAL, "unknown open flags 0x%x", o.flags);
     stele_db *db = calloc(1, sizeof *db);
     if (!db)
@@ -74,6 +75,7 @@ void stele_close(stele_db *db)
         if (db->close_up[i])
             db->close_up[i](db);
     db->be->ops->close(db->be);
+    store_chain_close(db);
     free(db);
 }
 
