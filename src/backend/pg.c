@@ -653,6 +653,7 @@ static const backend_ops pg_ops = {
     .unwatch = pg_unwatch,
     .scavenge = pg_scavenge,
     .list_names = pg_list_names,
+    .groups = &pg_group_ops,
     .close = pg_close,
 };
 
