@@ -78,6 +78,7 @@
 #include "backend/local_int.h"
 #include "log/record.h"
 #include "os/os.h"
+#include "util/assert.h"
 
 /* ------------------------------------------------------------ futexes */
 
@@ -429,6 +430,11 @@ static int seal(local *L, uint64_t seal_pos)
     log_seg *s = L->lg->segs[seg];
     uint8_t m[128];
     size_t n = rec_encode_marker(m, REC_SEAL, "", 0, seal_pos, UINT64_MAX, L->last_created);
+    /* The seal goes at the end of the written data, inside the segment.
+     * (Every group leaves room for it, but a segment file cut short by
+     * hand or by a torn tail may end right there: the write extends it.) */
+    STELE_ASSERT(n == seal_size() && loc_off(L->ck.loc) >= SEG_HEADER_SIZE &&
+                 loc_off(L->ck.loc) <= s->size);
     int rc = os_write_full(s->fd, m, n, loc_off(L->ck.loc));
     if (rc == 0)
         rc = os_io->fdatasync(s->fd);
@@ -579,6 +585,20 @@ static void fail_nospace(wreq *group, int rc, int all)
         }
 }
 
+/* The positions accepted request r was planned at continue the ones before
+ * it in the group (*next, which starts at the checkpoint's next position):
+ * no gap, no overlap. Advances *next past them. */
+static void assert_positions(const wreq *r, uint64_t *next)
+{
+    uint64_t first = 0, n = 0;
+    if (r->op == OP_APPEND)
+        first = r->res.first_position, n = r->a->n;
+    else if (r->op == OP_MULTI)
+        first = r->mres.first_position, n = r->m->nrecords;
+    STELE_ASSERT(n == 0 || first == *next);
+    *next += n;
+}
+
 static void write_group(local *L, wreq *group)
 {
     MDB_txn *txn;
@@ -599,6 +619,8 @@ static void write_group(local *L, wreq *group)
         return;
     }
     idx_ckpt before = L->ck;
+    /* No group is in flight: the checkpoint continues what readers saw. */
+    STELE_ASSERT(before.next_pos == atomic_load_explicit(&L->pub_next_pos, memory_order_relaxed));
     int64_t now = time_now_us();
     if (now < L->last_created)
         now = L->last_created;
@@ -669,11 +691,14 @@ static void write_group(local *L, wreq *group)
     } else if ((rc = buf_reserve(&L->gbuf, bytes))) {
         goto fail;
     }
+    uint64_t next_pos = before.next_pos;
     for (wreq *r = group; r && rc == 0; r = r->next) {
         if (!r->accepted)
             continue;
         uint64_t start = write_off + L->gbuf.len;
         uint8_t *p = L->gbuf.p + L->gbuf.len;
+        STELE_ASSERT(L->gbuf.len + r->bytes <= L->gbuf.cap);
+        assert_positions(r, &next_pos);
         L->ck.last_commit = loc_make(seg, (uint32_t)start);
         if (r->op == OP_APPEND) {
             const append_args *a = r->a;
@@ -694,6 +719,7 @@ static void write_group(local *L, wreq *group)
             idx_commit c = {r->st.sid, r->res.first_revision, loc_make(seg, (uint32_t)start),
                             r->res.first_position, (uint32_t)a->n,
                             (uint32_t)(write_off + L->gbuf.len - start)};
+            STELE_ASSERT(rc || (c.count >= 1 && c.bytes == r->bytes)); /* read_stream_try */
             if (rc == 0)
                 rc = idx_commit_put(L->ix, txn, &c);
         } else if (r->op == OP_MULTI) {
@@ -706,9 +732,15 @@ static void write_group(local *L, wreq *group)
                 p, r->op == OP_DELETE ? REC_DELETE : REC_TOMBSTONE, r->stream, r->stream_len,
                 r->st.truncate_before, r->current, now);
         }
+        /* The records take exactly the bytes planned for them. */
+        STELE_ASSERT(rc || write_off + L->gbuf.len - start == r->bytes);
     }
     /* The secondary indexes of the whole group (after the segment header). */
     size_t hdr = write_off == 0 ? SEG_HEADER_SIZE : 0;
+    /* The group is the sum of its planned records, its positions end where
+     * planning left the checkpoint, and the segment keeps room for a seal. */
+    STELE_ASSERT(rc || (L->gbuf.len - hdr == bytes && next_pos == L->ck.next_pos));
+    STELE_ASSERT(write_off + L->gbuf.len + seal_size() <= s->size);
     if (rc == 0)
         rc = idx_sec_commit(L->ix, txn, L->gbuf.p + hdr, L->gbuf.len - hdr,
                             loc_make(seg, (uint32_t)(write_off + hdr)));
@@ -855,6 +887,7 @@ static uint64_t append_rec_bytes(const append_args *a)
 
 static int local_append(backend *b, const append_args *a, stele_append_result *res)
 {
+    backend_assert_append(a);
     local *L = (local *)b;
     wreq r;
     memset(&r, 0, sizeof r);
@@ -874,6 +907,7 @@ static int local_append(backend *b, const append_args *a, stele_append_result *r
 
 static int local_append_async(backend *b, const append_args *a, append_done_fn done, void *ctx)
 {
+    backend_assert_append(a);
     local *L = (local *)b;
     wreq *r = calloc(1, sizeof *r);
     if (!r)
@@ -895,6 +929,7 @@ static int local_append_async(backend *b, const append_args *a, append_done_fn d
 static int local_remove(backend *b, const char *stream, size_t len, int64_t expected,
                         int tombstone, uint64_t *current)
 {
+    backend_assert_remove(stream, len, expected);
     local *L = (local *)b;
     wreq r;
     memset(&r, 0, sizeof r);

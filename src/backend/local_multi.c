@@ -819,6 +819,7 @@ static uint64_t multi_rec_bytes(const multi_args *m)
 int local_append_multi(backend *b, const multi_args *m, stele_append_result *per_stream,
                        stele_multi_result *res)
 {
+    backend_assert_multi(m);
     local *L = (local *)b;
     if (m->cond && !L->ix->sec_on)
         return err_set(STELE_EINVAL, "the store was opened with STELE_OPEN_NO_INDEXES: append "
@@ -879,6 +880,7 @@ int local_append_multi_async(backend *b, const multi_args *m, stele_append_resul
                              const stele_multi_result *init, stele_append_multi_cb done,
                              void *ctx, size_t nstreams)
 {
+    backend_assert_multi(m);
     local *L = (local *)b;
     (void)nstreams;
     if (m->cond && !L->ix->sec_on)

@@ -18,6 +18,7 @@
 #include "backend/visibility.h"
 #include "log/record.h"
 #include "os/os.h"
+#include "util/assert.h"
 
 /* ----------------------------------------------------------------- reads */
 
@@ -218,6 +219,9 @@ static int read_stream_try(local *L, const char *stream, size_t len, uint64_t fr
     while (rc == 0 && !page_full(pg, limit)) {
         if (c.first_pos >= visible)
             break;
+        /* An entry of this snapshot points inside the log it describes
+         * (write_group asserts the same before writing it). */
+        STELE_ASSERT(c.count >= 1 && c.loc + c.bytes <= end);
         if ((rc = read_commit(L, &c, &cb)) == LOG_REMOVED) {
             if (attempt == 0 &&
                 event_visible(&st, c.first_rev + c.count - 1, INT64_MIN, time_now_us())) {

@@ -25,6 +25,7 @@
 #include "backend/local_int.h"
 #include "log/record.h"
 #include "os/os.h"
+#include "util/assert.h"
 
 /* -------------------------------------------------------------- recovery */
 
@@ -487,6 +488,10 @@ static int commit_apply(rscan *sc, const rec *r)
 {
     local *L = sc->L;
     rcommit *c = &sc->c;
+    /* A commit starts with an event at or after the checkpoint's next
+     * position (scan_framing) and ends after its start. */
+    STELE_ASSERT(c->seen == c->count && c->nevents >= 1 && c->nevents <= c->count);
+    STELE_ASSERT(c->first_pos >= L->ck.next_pos && sc->it.loc > c->start);
     int rc = 0;
     for (size_t i = 0; i < c->npos && rc == 0; i++)
         rc = idx_pos_put(L->ix, sc->txn, c->pos[i][0], c->pos[i][1]);
@@ -512,6 +517,9 @@ static int scan_commit_rec(rscan *sc, const rec *r, uint64_t at)
     int rc;
     if (r->commit_index == 0 && (rc = commit_begin(c, r, at)))
         return rc;
+    /* Framing (scan_framing) and the decoder (commit_index < commit_count)
+     * put this record next in its commit. */
+    STELE_ASSERT(c->seen < c->count && r->commit_index == c->seen && c->seen < c->cap);
     memcpy(c->ids[c->seen], r->id, 16);
     c->made[c->seen] = (r->flags & REC_ID_MADE) != 0;
     if (c->seen == 0) {
@@ -533,6 +541,8 @@ static int scan_commit_rec(rscan *sc, const rec *r, uint64_t at)
 static int scan_checkpoint(rscan *sc)
 {
     local *L = sc->L;
+    /* Never between the records of one commit. */
+    STELE_ASSERT(sc->c.seen == sc->c.count && sc->after >= L->ck.loc);
     L->ck.loc = sc->after;
     int rc = idx_ckpt_put(L->ix, sc->txn, &L->ck);
     if (rc)
@@ -602,6 +612,8 @@ static int recover_finish(local *L, MDB_txn *txn, uint64_t after, int rc)
         if (loc_off(L->ck.loc) == 0 && loc_seg(L->ck.loc) < atomic_load(&lg->nsegs))
             L->ck.loc += SEG_HEADER_SIZE;
     }
+    /* The newest commit lies before where the log continues. */
+    STELE_ASSERT(rc || L->ck.last_commit == UINT64_MAX || L->ck.last_commit < L->ck.loc);
     if (rc == 0)
         rc = idx_ckpt_put(L->ix, txn, &L->ck);
     if (rc == 0) {
