@@ -1004,6 +1004,59 @@ int local_append_multi_async(backend *b, const multi_args *m, stele_append_resul
 
 /* ----------------------------------------------------------------- reads */
 
+/* The records of the run a DCB read is in: read whole, with each event's
+ * offset. */
+typedef struct rchunk {
+    buf b;
+    uint64_t loc, start; /* the run's loc (UINT64_MAX: none loaded), first position */
+    uint32_t count;
+    size_t *offs, noffs;
+} rchunk;
+
+/* Load `run` into ch and check each of its records is the event the index
+ * says. 0, LOG_REMOVED (scavenged away; nothing loaded), or an error. */
+static int chunk_load(local *L, rchunk *ch, const idx_run *run)
+{
+    ch->b.len = 0;
+    ch->loc = UINT64_MAX;
+    int rc = buf_reserve(&ch->b, run->bytes);
+    if (rc)
+        return rc;
+    if ((rc = log_read(L->lg, run->loc, ch->b.p, run->bytes)))
+        return rc;
+    ch->b.len = run->bytes;
+    if (ch->noffs < run->count) {
+        size_t *no = realloc(ch->offs, run->count * sizeof *no);
+        if (!no)
+            return err_set(STELE_ENOMEM, "out of memory");
+        ch->offs = no;
+        ch->noffs = run->count;
+    }
+    size_t off = 0;
+    for (uint32_t i = 0; i < run->count; i++) {
+        rec r;
+        const char *why = "the record runs past the indexed run";
+        ch->offs[i] = off;
+        rec_status st = off < ch->b.len ? rec_decode(ch->b.p + off, ch->b.len - off, &r, &why)
+                                        : REC_SHORT;
+        if (st != REC_OK || r.kind != REC_EVENT || r.position != run->start + i) {
+            char name[32];
+            log_seg_name(loc_seg(run->loc), name);
+            return err_set(STELE_ECORRUPT,
+                           "segment %s offset %llu: the index's run of position %llu does not "
+                           "match the log (%s)",
+                           name, (unsigned long long)(loc_off(run->loc) + off),
+                           (unsigned long long)(run->start + i),
+                           st != REC_OK ? why : "another record");
+        }
+        off += r.len;
+    }
+    ch->loc = run->loc;
+    ch->start = run->start;
+    ch->count = run->count;
+    return 0;
+}
+
 int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, int bw,
                         size_t limit, stele_page **out)
 {
@@ -1019,11 +1072,8 @@ int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, 
     stele_page *pg = NULL;
     dcb d;
     memset(&d, 0, sizeof d);
-    buf chunk;
-    scratch_init(L, &chunk);
-    uint64_t chunk_loc = UINT64_MAX, chunk_start = 0;
-    uint32_t chunk_count = 0;
-    size_t *offs = NULL, noffs = 0;
+    rchunk ch = {.loc = UINT64_MAX};
+    scratch_init(L, &ch.b);
     if ((rc = page_new(L->pl, &pg)) || (rc = dcb_open(L, txn, cond, &d)))
         goto done;
     page_expect(pg, limit);
@@ -1045,12 +1095,8 @@ int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, 
             pg->next = q;
             break;
         }
-        if (run.loc != chunk_loc || run.count != chunk_count) {
-            chunk.len = 0;
-            chunk_loc = UINT64_MAX;
-            if ((rc = buf_reserve(&chunk, run.bytes)))
-                break;
-            rc = log_read(L->lg, run.loc, chunk.p, run.bytes);
+        if (run.loc != ch.loc || run.count != ch.count) {
+            rc = chunk_load(L, &ch, &run);
             if (rc == LOG_REMOVED) {
                 err_clear(); /* scavenged away: skip the run's events */
                 rc = 0;
@@ -1061,47 +1107,11 @@ int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, 
             }
             if (rc)
                 break;
-            chunk.len = run.bytes;
-            if (noffs < run.count) {
-                size_t *no = realloc(offs, run.count * sizeof *no);
-                if (!no) {
-                    rc = err_set(STELE_ENOMEM, "out of memory");
-                    break;
-                }
-                offs = no;
-                noffs = run.count;
-            }
-            size_t off = 0;
-            for (uint32_t i = 0; i < run.count && rc == 0; i++) {
-                rec r;
-                const char *why = "the record runs past the indexed run";
-                offs[i] = off;
-                rec_status st = off < chunk.len
-                                    ? rec_decode(chunk.p + off, chunk.len - off, &r, &why)
-                                    : REC_SHORT;
-                if (st != REC_OK || r.kind != REC_EVENT || r.position != run.start + i) {
-                    char name[32];
-                    log_seg_name(loc_seg(run.loc), name);
-                    rc = err_set(STELE_ECORRUPT,
-                                 "segment %s offset %llu: the index's run of position %llu does "
-                                 "not match the log (%s)",
-                                 name, (unsigned long long)(loc_off(run.loc) + off),
-                                 (unsigned long long)(run.start + i),
-                                 st != REC_OK ? why : "another record");
-                    break;
-                }
-                off += r.len;
-            }
-            if (rc)
-                break;
-            chunk_loc = run.loc;
-            chunk_start = run.start;
-            chunk_count = run.count;
         }
         rec r;
         const char *why;
-        size_t off = offs[q - chunk_start];
-        rec_decode_trusted(chunk.p + off, chunk.len - off, &r, &why);
+        size_t off = ch.offs[q - ch.start];
+        rec_decode_trusted(ch.b.p + off, ch.b.len - off, &r, &why);
         if ((rc = local_page_add(pg, &r)))
             break;
         if (bw && q == 0)
@@ -1111,8 +1121,8 @@ int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, 
 done:
     dcb_close(&d);
     mdb_txn_abort(txn);
-    scratch_free(L, &chunk);
-    free(offs);
+    scratch_free(L, &ch.b);
+    free(ch.offs);
     if (rc) {
         stele_page_free(pg);
         return rc;
