@@ -667,7 +667,7 @@ static int group_plan(gwrite *g)
     for (wreq *r = g->group; r && rc == 0; r = r->next) {
         rc = plan(L, g->txn, r);
         if (r->accepted)
-            g->bytes += r->bytes;
+            g->bytes += r->bytes + chain_rec_bytes(L);
     }
     if (rc == 0 && g->bytes)
         return 1;
@@ -776,9 +776,10 @@ static int group_encode(gwrite *g)
     for (wreq *r = g->group; r && rc == 0; r = r->next) {
         if (!r->accepted)
             continue;
+        STELE_ASSERT(L->gbuf.len + chain_rec_bytes(L) + r->bytes <= L->gbuf.cap);
+        uint8_t *chain_rec = chain_reserve(L); /* local_chain.c */
         uint64_t start = g->write_off + L->gbuf.len;
         uint8_t *p = L->gbuf.p + L->gbuf.len;
-        STELE_ASSERT(L->gbuf.len + r->bytes <= L->gbuf.cap);
         assert_positions(r, &next_pos);
         L->ck.last_commit = loc_make(g->seg, (uint32_t)start);
         if (r->op == OP_APPEND) {
@@ -795,11 +796,14 @@ static int group_encode(gwrite *g)
         }
         /* The records take exactly the bytes planned for them. */
         STELE_ASSERT(rc || g->write_off + L->gbuf.len - start == r->bytes);
+        if (rc == 0)
+            rc = chain_seal_commit(L, g->txn, chain_rec, g->now);
     }
     /* The secondary indexes of the whole group (after the segment header). */
     size_t hdr = g->write_off == 0 ? SEG_HEADER_SIZE : 0;
     /* The group is the sum of its planned records, its positions end where
-     * planning left the checkpoint, and the segment keeps room for a seal. */
+     * planning left the checkpoint, and the segment keeps room for a seal.
+     * (Each accepted request's records follow its chain record, if any.) */
     STELE_ASSERT(rc || (L->gbuf.len - hdr == g->bytes && next_pos == L->ck.next_pos));
     STELE_ASSERT(g->write_off + L->gbuf.len + seal_size() <= g->s->size);
     if (rc == 0)
@@ -842,6 +846,7 @@ static void group_publish(gwrite *g)
     L->last_created = g->now;
     clear_nospace(L); /* e.g. the index's headroom could be had again */
     atomic_store_explicit(&L->pub_next_pos, L->ck.next_pos, memory_order_release);
+    chain_publish(L);
     if (L->ck.next_pos > g->before.next_pos)
         tail_push(L, g->before.next_pos, loc_make(g->seg, (uint32_t)g->write_off));
     notify_commit(L);
@@ -1059,6 +1064,7 @@ static void local_close(backend *b)
         os_io->close(L->lockfd);
     }
     buf_free(&L->gbuf);
+    chain_close(L); /* local_chain.c */
     pool_unref(L->pl);
     pthread_mutex_destroy(&L->qmu);
     pthread_cond_destroy(&L->qcv);
@@ -1121,6 +1127,8 @@ static const backend_ops local_ops = {
     .backup = local_backup,
     .scavenge = local_scavenge,
     .list_names = local_list_names,
+    .chain_head = local_chain_head,
+    .chain_export = local_chain_export,
     .close = local_close,
 };
 
@@ -1186,6 +1194,8 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
         rc = idx_open(dir, rebuild, !(opts->flags & STELE_OPEN_NO_INDEXES), &L->ix);
     if (rc == 0)
         rc = recover(L, rebuild);
+    if (rc == 0)
+        rc = chain_open(L); /* local_chain.c */
     if (rc == 0 && (opts->flags & STELE_OPEN_VERIFY))
         rc = verify_all(L);
     if (rc == 0) {
