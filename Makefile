@@ -41,6 +41,15 @@ test-asan: deps
 test-valgrind: build
 	./scripts/valgrind.sh $(BUILD)
 
+# The crash loop (tests/soak.c, docs/testing.md): ROUNDS times kill -9 of a
+# writer process under 8 writers, recover, verify every acknowledged event
+# and run `stele check`. CI runs 100 rounds.
+ROUNDS ?= 100
+.PHONY: soak
+soak: build
+	@cmake --build $(BUILD) -j $(JOBS) --target stele_soak
+	./$(BUILD)/tests/stele_soak --rounds $(ROUNDS) --stele ./$(BUILD)/stele
+
 bench: build
 	./bench/run.sh $(BUILD)
 

@@ -261,6 +261,19 @@ int backend_open(const char *uri, const stele_options *opts, backend **out);
 /* 0 if b's ops implement BACKEND_OPS_VERSION; else closes b and returns
  * EINTERNAL naming the backend and both versions. */
 int backend_check_version(backend *b);
+/*
+ * What the API edge (src/store) has checked before it calls a backend, as
+ * assertions (util/assert.h): each backend calls these on entry to its
+ * append, append_multi (and their async forms) and remove, instead of
+ * checking again. Names are 1..BACKEND_NAME_MAX bytes, expected revisions
+ * are valid, an append has events, ids and their "made" flags, a
+ * multi-stream append's records name its streams. The per-event walks run
+ * in debug builds only.
+ */
+#define BACKEND_NAME_MAX 255u
+void backend_assert_append(const append_args *a);
+void backend_assert_multi(const multi_args *m);
+void backend_assert_remove(const char *stream, size_t len, int64_t expected);
 /* The directory of a local-engine URI (a pointer into `uri`), or NULL if
  * `uri` names another backend or is a malformed file: URI. */
 const char *backend_local_dir(const char *uri);
