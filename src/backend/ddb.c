@@ -265,7 +265,7 @@ static const backend_ops ddb_ops = {
     .wait_commit = ddb_wait_commit,
     .watch = ddb_watch_fd,
     .unwatch = ddb_unwatch,
-    .scavenge = NULL,
+    .scavenge = ddb_scavenge,
     .list_names = ddb_list_names,
     .close = ddb_close,
 };

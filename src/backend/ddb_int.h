@@ -161,6 +161,9 @@ int ddb_read_matching(backend *b, const stele_condition *cond, uint64_t from, in
                       stele_page **out);
 int ddb_cond_match(const stele_condition *c, const char *type, size_t type_len, const char *const *tags,
                    size_t ntags);
+/* ddb_scavenge.c */
+int ddb_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);
+
 /* ddb_view.c */
 int ddb_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_t from, int backwards,
                   size_t limit, stele_page **out);

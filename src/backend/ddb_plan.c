@@ -155,8 +155,11 @@ int ddb_group_read(ddb *D, group *g, int fresh, int *cached)
                 continue;
             if (n == strlen(DDB_SEQ_KEY) && !memcmp(name, DDB_SEQ_KEY, n)) {
                 int64_t v;
-                g->seq_found = 1;
-                g->seq = ddb_get_n(it, "next", &v) == 0 ? (uint64_t)v : 0;
+                /* A metadata write to a new stream counts it on this item
+                 * (ddb_stream.c) before any commit: no `next` yet, and the
+                 * transaction then conditions on its absence. */
+                g->seq_found = ddb_get_n(it, "next", &v) == 0;
+                g->seq = g->seq_found ? (uint64_t)v : 0;
                 g->seq_t = ddb_get_n(it, "t", &v) == 0 ? v : 0;
                 g->sno = g->sno_next = ddb_get_n(it, "streamNo", &v) == 0 ? (uint64_t)v : 0;
                 continue;
@@ -278,6 +281,8 @@ static int retry_compare(ddb *D, dreq *r)
             size_t sl;
             const char *sn = ddb_get_s(it, "stream", &sl);
             uint64_t rev = ddb_get_nu(it, "revision");
+            if (json_object_get(it, "scavenged"))
+                continue; /* nothing left to differ from */
             for (size_t i = 0; sn && i < r->nrecs; i++) {
                 const dstr *s = &r->streams[r->recs[i].s];
                 if (r->recs[i].rev != rev || s->len != sl || memcmp(s->name, sn, sl))

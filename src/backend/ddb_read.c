@@ -115,7 +115,7 @@ static int query_stream(ddb *D, const char *stream, size_t len, const dstate *st
             uint64_t rev = ddb_get_nu(it, "revision");
             int64_t created = 0;
             ddb_get_n(it, "created", &created);
-            if (!ddb_event_visible(st, rev, created, now)) {
+            if (!ddb_event_visible(st, rev, created, now) || json_object_get(it, "scavenged")) {
                 if (backwards) {
                     *aged = 1;
                     break;
@@ -472,6 +472,8 @@ static int fetch_slots(ddb *D, const slot *sl, size_t n, size_t limit, stele_pag
             }
         }
         for (size_t j = 0; j < k && rc == 0 && !page_full(pg, limit); j++) {
+            if (got[j] && json_object_get(got[j], "scavenged"))
+                continue; /* reclaimed by a scavenge (ddb_scavenge.c) */
             if (!got[j]) {
                 rc = err_set(STELE_ECORRUPT, "dynamodb: the event at position %llu ('%.*s' revision %llu) is missing",
                              (unsigned long long)sl[at + j].pos, (int)sl[at + j].len, sl[at + j].stream,
@@ -616,10 +618,14 @@ static int query_by_all(ddb *D, const query_args *q, stele_page *pg)
     uint64_t from = q->from;
     int rc = 0, more = 0;
     uint64_t last = 0;
+    /* Chunks of $all grow from a little more than the page (a small page
+     * of a frequent tag, the newest match) to 500 events (a rare tag). */
+    size_t chunk = q->limit + 8 < 500 ? q->limit + 8 : 500;
     while (!page_full(pg, q->limit) || tag) {
         stele_page *part;
-        if ((rc = ddb_read_all(&D->base, from, q->backwards, 500, &part)))
+        if ((rc = ddb_read_all(&D->base, from, q->backwards, chunk, &part)))
             break;
+        chunk = chunk * 2 < 500 ? chunk * 2 : 500;
         int past = 0;
         for (size_t i = 0; i < part->count; i++) {
             stele_event *e = page_ev(part, i);

@@ -196,7 +196,7 @@ static int view_chunk(ddb *D, json_t *items, const char *ord_attr, uint64_t boun
     json_t *got[100], *keep;
     int rc = get_events(D, keys, got, &keep);
     for (size_t j = 0; rc == 0 && j < k && !*done; j++) {
-        if (!got[j])
+        if (!got[j] || json_object_get(got[j], "scavenged"))
             continue; /* scavenged */
         int vis = 0;
         if ((rc = vis_of_item(D, vc, got[j], &vis)) || !vis)
@@ -381,9 +381,12 @@ int ddb_list_names(backend *b, int kind, const char *prefix, const char *after, 
             kc = "#n = :n AND begins_with(#s, :p)";
             json_object_set_new(vals, ":p", ddb_s(p, pl));
         }
-        json_t *req = json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:o, s:i}", "TableName", D->t_streams, "IndexName",
-                                "byName", "KeyConditionExpression", kc, "ExpressionAttributeNames", "#n", "nk",
-                                "#s", "stream", "ExpressionAttributeValues", vals, "Limit", 500);
+        json_t *names = json_pack("{s:s}", "#n", "nk");
+        if (use_after || pl)
+            json_object_set_new(names, "#s", json_string("stream"));
+        json_t *req = json_pack("{s:s, s:s, s:s, s:o, s:o, s:i}", "TableName", D->t_streams, "IndexName",
+                                "byName", "KeyConditionExpression", kc, "ExpressionAttributeNames", names,
+                                "ExpressionAttributeValues", vals, "Limit", 500);
         if (start)
             json_object_set_new(req, "ExclusiveStartKey", start);
         start = NULL;

@@ -494,7 +494,7 @@ static void commit_group(ddb *D, group *g)
                     continue;
                 if (dbg) {
                     char *t = json_dumps(json_array_get(json_object_get(dbg, "TransactItems"), i), JSON_COMPACT);
-                    fprintf(stderr, "ddb: cancelled: action %zu (kind %d): %s %.300s\n", i, acts[i].kind, code, t);
+                    fprintf(stderr, "ddb: cancelled: action %zu (kind %d): %s %.1000s\n", i, acts[i].kind, code, t);
                     free(t);
                 }
                 if (!strcmp(code, "ConditionalCheckFailed") && acts[i].kind == 4)
