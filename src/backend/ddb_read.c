@@ -621,7 +621,7 @@ static int query_by_all(ddb *D, const query_args *q, stele_page *pg)
     /* Chunks of $all grow from a little more than the page (a small page
      * of a frequent tag, the newest match) to 500 events (a rare tag). */
     size_t chunk = q->limit + 8 < 500 ? q->limit + 8 : 500;
-    while (!page_full(pg, q->limit) || tag) {
+    while (!more) {
         stele_page *part;
         if ((rc = ddb_read_all(&D->base, from, q->backwards, chunk, &part)))
             break;
@@ -651,6 +651,7 @@ static int query_by_all(ddb *D, const query_args *q, stele_page *pg)
             }
             if (page_full(pg, q->limit)) {
                 more = 1;
+                last = e->position; /* the next match: the page's next */
                 break;
             }
             page_event pe = {.stream = e->stream, .stream_len = e->stream_len, .type = e->type,
@@ -660,7 +661,6 @@ static int query_by_all(ddb *D, const query_args *q, stele_page *pg)
                              .created_us = e->created_us, .revision = e->revision, .position = e->position};
             if ((rc = page_add(pg, &pe)))
                 break;
-            last = e->position;
         }
         int next = part->has_next;
         from = part->next;
@@ -671,10 +671,10 @@ static int query_by_all(ddb *D, const query_args *q, stele_page *pg)
     qcache_free(cache, nc);
     if (rc)
         return rc;
-    /* ALL: a full page may have more; TAG: only when a further match was seen. */
-    if (pg->count && (tag ? more : page_full(pg, q->limit)) && (!q->backwards || last > 0)) {
+    /* The next match's position, when one was seen past the full page. */
+    if (more) {
         pg->has_next = 1;
-        pg->next = q->backwards ? last - 1 : last + 1;
+        pg->next = last;
     }
     return 0;
 }
@@ -719,9 +719,10 @@ int ddb_query(backend *b, const query_args *q, stele_page **out)
     json_t *start = NULL;
     qstate *cache = NULL;
     size_t nc = 0;
-    uint64_t last = 0;
-    int any = 0, more = 0;
-    while (rc == 0 && !page_full(pg, q->limit)) {
+    int done = q->limit == 0;
+    /* Until the page is full and the next visible match is seen: the
+     * page's next is that match's position, as on the local engine. */
+    while (rc == 0 && !done) {
         json_t *vals = json_pack("{s:o, s:{s:s}, s:{s:s}, s:o}", ":k", ddb_s(q->key, q->key_len), ":lo", "N", lo,
                                  ":hi", "N", hi, ":p", ddb_nu(q->from > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : q->from));
         if (q->type)
@@ -745,35 +746,29 @@ int ddb_query(backend *b, const query_args *q, stele_page **out)
         size_t i;
         json_t *it;
         json_array_foreach(json_object_get(resp, "Items"), i, it) {
-            if (page_full(pg, q->limit)) {
-                more = 1;
-                break;
-            }
-            int vis;
+            int vis = 0;
             if ((rc = query_visible(D, &cache, &nc, it, &vis)))
                 break;
             if (!vis)
                 continue;
+            if (page_full(pg, q->limit)) {
+                pg->has_next = 1;
+                pg->next = ddb_get_nu(it, "position");
+                done = 1;
+                break;
+            }
             if ((rc = ddb_page_add_item(pg, it)))
                 break;
-            last = ddb_get_nu(it, "position");
-            any = 1;
         }
         json_t *lek = json_object_get(resp, "LastEvaluatedKey");
-        if (lek && !rc)
+        if (lek && !rc && !done)
             start = json_incref(lek);
         json_decref(resp);
         if (!start)
             break;
-        if (page_full(pg, q->limit))
-            more = 1;
     }
     json_decref(start);
     qcache_free(cache, nc);
-    if (rc == 0 && any && more && (!q->backwards || last > 0)) {
-        pg->has_next = 1;
-        pg->next = q->backwards ? last - 1 : last + 1;
-    }
     if (rc) {
         stele_page_free(pg);
         return rc;
