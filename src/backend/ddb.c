@@ -7,18 +7,22 @@
  * on-demand capacity):
  *   events     key (stream S, revision N): one item per event, seed 000's
  *              layout: position, eventId, eventType, data (B), metadata (B),
- *              tags, flags, created (µs), category, actor, correlationId, and
- *              timePos = created * 10^20 + position, the sort key of four
- *              GSIs: byType (eventType), byCategory (category, seed 003's
- *              aggregateType), byActor (actor, seed 003's userId) and
- *              byCorrelation.
+ *              tags, flags, created (µs), category, actor, correlationId,
+ *              causationId, and timePos = created * 10^20 + position, the
+ *              sort key of five GSIs: byType (eventType), byCategory
+ *              (category, seed 003's aggregateType), byActor (actor, seed
+ *              003's userId), byCorrelation and byCausation; view ordinals
+ *              (ceRev, etRev, bcRev, streamNo) keyed by four KEYS_ONLY view
+ *              GSIs (ddb_view.c). A scavenged event is a stub (ddb_scavenge.c).
  *   streams    key stream: each stream's state (lastRevision, lastPosition,
  *              deleted, tombstoned, truncateBefore, its metadata) with a
- *              version `ver` bumped by every write to it; and one more item,
- *              the sequencer (key "\x01seq"): next (the next position) and t
- *              (the last commit's created time).
- *   ids        key eventId: where each client-given event id was written,
- *              for idempotent retries.
+ *              version `ver` bumped by every write to it; the sequencer
+ *              (key "\x01seq"): next (the next position), t (the last
+ *              commit's created time), streamNo (streams numbered); the
+ *              view counters (keys "\x02" kind name); GSI byName (nk,
+ *              stream) lists streams, categories and types.
+ *   ids        key eventId: where each client-given event id was written
+ *              and the size of its append, for idempotent retries.
  *   feed       key (bucket N, position N): one item per commit, at its
  *              first position (bucket = position >> 12): the streams and
  *              revisions of its events in position order. $all reads go

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "backend/backend.h"
 #include "rules/aws_http.h"
@@ -30,6 +31,22 @@
 #define DDB_BUCKET_SHIFT 12
 #define DDB_CLIENTS 6
 #define DDB_SEQ_KEY "\001seq"
+
+/* The key of a counter item ("\x02" kind name) into out (>= 258 bytes). */
+static inline size_t ddb_key_name(char kind, const char *name, size_t len, char *out)
+{
+    out[0] = '\002';
+    out[1] = kind;
+    memcpy(out + 2, name, len);
+    return len + 2;
+}
+
+/* The category of a stream name: up to its first '-' (all of it when none). */
+static inline size_t ddb_category_len(const char *s, size_t n)
+{
+    const char *d = memchr(s, '-', n);
+    return d && d != s ? (size_t)(d - s) : n;
+}
 
 typedef struct ddb_watch {
     int fd;

@@ -44,13 +44,11 @@
 static int counter_get(ddb *D, char kind, const char *key, size_t len, uint64_t *next)
 {
     char kn[META_NAME_MAX + 3];
-    kn[0] = '\002';
-    kn[1] = kind;
-    memcpy(kn + 2, key, len);
+    size_t kl = ddb_key_name(kind, key, len, kn);
     json_t *resp;
     int rc = ddb_call(D, "GetItem",
                       json_pack("{s:s, s:{s:o}, s:b}", "TableName", D->t_streams, "Key", "stream",
-                                ddb_s(kn, len + 2), "ConsistentRead", 1),
+                                ddb_s(kn, kl), "ConsistentRead", 1),
                       &resp, NULL);
     if (rc)
         return rc;

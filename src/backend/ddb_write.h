@@ -94,22 +94,6 @@ typedef struct gkey {
     uint64_t read, next; /* as read; after the group's planned appends */
 } gkey;
 
-/* The key of a counter item ("\x02" kind name) into out (>= 258 bytes). */
-static inline size_t ddb_key_name(char kind, const char *name, size_t len, char *out)
-{
-    out[0] = '\002';
-    out[1] = kind;
-    memcpy(out + 2, name, len);
-    return len + 2;
-}
-
-/* The category of a stream name: up to its first '-' (all of it when none). */
-static inline size_t ddb_category_len(const char *s, size_t n)
-{
-    const char *d = memchr(s, '-', n);
-    return d && d != s ? (size_t)(d - s) : n;
-}
-
 struct group {
     dreq *reqs[DDB_MAX_ACTIONS];
     size_t nreqs;
