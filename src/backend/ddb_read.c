@@ -709,8 +709,14 @@ int ddb_query(backend *b, const query_args *q, stele_page **out)
     /* timePos range from the time range; the position bound as a filter. */
     char lo[64], hi[64];
     snprintf(lo, sizeof lo, "%lld%020d", (long long)(q->has_after && q->after_us > 0 ? q->after_us : 0), 0);
-    if (q->has_before)
-        snprintf(hi, sizeof hi, "%lld%020d", (long long)(q->before_us > 0 ? q->before_us : 0), 0);
+    if (q->has_before && (q->before_us <= 0 || (q->has_after && q->after_us >= q->before_us))) {
+        *out = pg; /* an empty range (BETWEEN refuses lo > hi) */
+        return 0;
+    }
+    if (q->has_before && q->before_us == 1) /* created < before: up to before - 1 us */
+        snprintf(hi, sizeof hi, "99999999999999999999");
+    else if (q->has_before)
+        snprintf(hi, sizeof hi, "%lld99999999999999999999", (long long)q->before_us - 1);
     else
         snprintf(hi, sizeof hi, "99999999999999999999999999999999999999");
     char filter[256];
