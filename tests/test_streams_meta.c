@@ -1163,8 +1163,11 @@ static void crash_child(const char *dir, uint64_t seed, int fd)
         gen_op(&g, &m, i, &o, 0);
         uint64_t v, mv;
         int rc = do_op(db, &m, &o, &v);
-        if (rc != model_apply(&m, &o, &mv))
+        int mrc = model_apply(&m, &o, &mv);
+        if (rc != mrc) {
+            fprintf(stderr, "crash child: op %d returned %d (%s), the model %d\n", i, rc, stele_errmsg(), mrc);
             _exit(4);
+        }
         uint32_t done = (uint32_t)i;
         if (write(fd, &done, sizeof done) != (ssize_t)sizeof done)
             _exit(5);
@@ -1235,6 +1238,8 @@ static void test_crash(void)
         kill(pid, SIGKILL);
         int status;
         waitpid(pid, &status, 0);
+        if (!WIFSIGNALED(status))
+            fprintf(stderr, "crash child exited by itself with %d\n", WEXITSTATUS(status));
         CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
         while (read(pfd[0], &x, sizeof x) == (ssize_t)sizeof x)
             last = (int)x;
