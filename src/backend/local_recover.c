@@ -447,6 +447,8 @@ int recover(local *L, int rebuild)
                 if (rc == 0)
                     rc = c.multi ? multi_recover_commit(L, txn, c.start, c.bytes)
                                  : apply_event_commit(L, txn, &c);
+                if (rc == 0 && (r.flags & REC_REMOVES))
+                    rc = rm_recover(L, txn, &r, at); /* the delete it carries */
                 L->ck.last_commit = c.start;
                 L->ck.next_pos = c.first_pos + c.nevents;
                 L->last_created = r.created_us;

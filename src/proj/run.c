@@ -379,6 +379,9 @@ static int cb_emit(void *ctx, const proj_emit *e)
         return rc;
     if (e->stream_len > 12 && !memcmp(e->stream, "$projections", 12))
         return err_set(STELE_EINVAL, "a projection may not emit to $projections-... streams");
+    if (e->stream_len == 8 && !memcmp(e->stream, "$deletes", 8))
+        return err_set(STELE_EINVAL, "a projection may not emit to $deletes (the store's record "
+                                     "of stream deletes)");
     pcommit_event *pe = pcommit_add(&r->batch, 0);
     if (!pe)
         return err_set(STELE_ENOMEM, "out of memory");
