@@ -137,7 +137,8 @@ static int check_removes(checker *k, const rec *r, uint64_t at)
     if (rec_removes_decode(r, &rm) || r->stream_len != sizeof REC_REMOVES_STREAM - 1 ||
         memcmp(r->stream, REC_REMOVES_STREAM, r->stream_len) ||
         r->type_len != sizeof REC_REMOVES_TYPE - 1 ||
-        memcmp(r->type, REC_REMOVES_TYPE, r->type_len) || rm.stream[0] == '$')
+        memcmp(r->type, REC_REMOVES_TYPE, r->type_len) ||
+        (rm.stream_len == r->stream_len && !memcmp(rm.stream, r->stream, r->stream_len)))
         return damage(at, "malformed stream delete record", NULL);
     sslot *s = st_get(&k->streams, rm.stream, rm.stream_len);
     if (!s)

@@ -21,8 +21,9 @@
  * REC_DELETE / REC_TOMBSTONE marker of an older store is applied.
  *
  * Invariants: `$deletes` is written only here (src/store refuses every
- * other write to it, and deletes of names starting with '$'), so its
- * revisions are gapless and each is one delete; the record is never
+ * other write to it; nothing deletes it), so its revisions are gapless and
+ * each is one delete (of any stream, system streams the store removes
+ * itself included, e.g. a deleted projection's); the record is never
  * scavenged (local_scavenge.c keeps it like a marker), since recovery
  * needs it to know the stream is deleted.
  */
