@@ -32,35 +32,17 @@
 #include <string.h>
 
 #include "backend/local_int.h"
+#include "backend/removes.h"
 #include "log/record.h"
 #include "util/util.h"
 
 #define RM_STREAM_LEN (sizeof REC_REMOVES_STREAM - 1)
 
-/* Append `s` as a JSON string (quoted, escaped) at *p. */
-static char *json_str(char *p, const char *s, size_t n)
-{
-    *p++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            *p++ = '\\';
-            *p++ = (char)c;
-        } else if (c < 0x20) {
-            p += sprintf(p, "\\u%04x", c);
-        } else {
-            *p++ = (char)c;
-        }
-    }
-    *p++ = '"';
-    return p;
-}
-
 /* The most bytes the record of a removal of a stream of `len` bytes takes:
  * the group's byte budget before planning (rm_plan sets the exact size). */
 uint64_t rm_bytes_bound(size_t len)
 {
-    return rec_event_size(RM_STREAM_LEN, sizeof REC_REMOVES_TYPE - 1, NULL, 0, 6 * len + 128,
+    return rec_event_size(RM_STREAM_LEN, sizeof REC_REMOVES_TYPE - 1, NULL, 0, removes_cap(len),
                           REC_REMOVES_FIXED + len);
 }
 
@@ -79,27 +61,12 @@ int rm_plan(local *L, MDB_txn *txn, wreq *r)
     uint64_t rev = st.last_rev == UINT64_MAX ? 0 : st.last_rev + 1;
     uint64_t pos = L->ck.next_pos;
     /* data (JSON) then the removes block, in one allocation */
-    size_t cap = 6 * r->stream_len + 128 + REC_REMOVES_FIXED + r->stream_len;
     free(r->rm_buf);
-    if (!(r->rm_buf = malloc(cap)))
+    if (!(r->rm_buf = malloc(removes_cap(r->stream_len))))
         return err_set(STELE_ENOMEM, "out of memory");
     int tomb = r->op == OP_TOMBSTONE;
-    char *p = (char *)r->rm_buf;
-    p += sprintf(p, "{\"streamId\":");
-    p = json_str(p, r->stream, r->stream_len);
-    if (r->current == STELE_NONE)
-        p += sprintf(p, ",\"revision\":null");
-    else
-        p += sprintf(p, ",\"revision\":%llu", (unsigned long long)r->current);
-    if (tomb)
-        p += sprintf(p, ",\"truncateBefore\":null,\"tombstone\":true}");
-    else
-        p += sprintf(p, ",\"truncateBefore\":%llu,\"tombstone\":false}",
-                     (unsigned long long)r->st.truncate_before);
-    r->rm_data_len = (size_t)(p - (char *)r->rm_buf);
-    rec_removes_encode((uint8_t *)p, tomb ? REC_TOMBSTONE : REC_DELETE,
-                       tomb ? 0 : r->st.truncate_before, r->current, r->stream, r->stream_len);
-    r->rm_meta_len = REC_REMOVES_FIXED + r->stream_len;
+    removes_build(r->rm_buf, r->stream, r->stream_len, tomb, r->current,
+                  tomb ? 0 : r->st.truncate_before, &r->rm_data_len, &r->rm_meta_len);
     r->bytes = rec_event_size(RM_STREAM_LEN, sizeof REC_REMOVES_TYPE - 1, NULL, 0, r->rm_data_len,
                               r->rm_meta_len);
     st.last_rev = rev;
