@@ -32,6 +32,7 @@ TESTS="
   test_backup
   test_auth_header
   test_conventions
+  test_deletes
 "
 for t in $TESTS; do
   bin="$BUILD/tests/$t"

@@ -19,7 +19,9 @@
  *     position of the stream's `$streamDeleted` event;
  *   - every other stream's partition counts its events and saw no $deleted.
  * A crash at any moment, also between a handler call and its commit, must
- * leave each of these true. Replay with TEST_SEED=n (the timing varies).
+ * leave each of these true. A contract test: it runs on PostgreSQL too
+ * (the child's transactions die with it). Replay with TEST_SEED=n (the
+ * timing varies).
  */
 #include "testutil.h"
 
@@ -182,7 +184,7 @@ static void verify(const char *dir, size_t *ndeleted, size_t *nstreams)
     }
     stele_close(db);
     char report[512] = "";
-    rc = stele_check(dir, report, sizeof report);
+    rc = t_store_check(dir, report, sizeof report);
     if (rc)
         fprintf(stderr, "stele check: %s %s\n", stele_errmsg(), report);
     CHECK_OK(rc);
@@ -191,7 +193,8 @@ static void verify(const char *dir, size_t *ndeleted, size_t *nstreams)
 int main(void)
 {
     t_seed();
-    const char *dir = t_tmpdir("proj-deleted-crash");
+    /* a contract test: on PostgreSQL too (tests/contract/pg.sh) */
+    const char *dir = t_store("proj_deleted_crash");
     stele_db *db;
     CHECK_OK(stele_open(dir, NULL, &db));
     stele_projection_settings s = {.query = query, .query_len = strlen(query), .enabled = 1};
@@ -226,6 +229,6 @@ int main(void)
            "rounds\n",
            nst, ndel, acked, ROUNDS);
     CHECK(acked > 0);
-    t_rmdir(dir);
+    t_store_drop(dir);
     return t_done("test_proj_deleted_crash", ROUNDS);
 }
