@@ -110,7 +110,7 @@ static long long member(const char *json, const char *key)
     return p ? strtoll(p + strlen(pat), NULL, 10) : -1;
 }
 
-static void verify(const char *dir, size_t *ndeleted, size_t *nstreams)
+static void verify(const char *dir, int rounds, size_t *ndeleted, size_t *nstreams)
 {
     stele_db *db;
     CHECK_OK(stele_open(dir, NULL, &db));
@@ -146,7 +146,7 @@ static void verify(const char *dir, size_t *ndeleted, size_t *nstreams)
     if (rc == 0)
         stele_page_free(pg);
     *ndeleted = *nstreams = 0;
-    for (int k = 0; k < MAXK; k++) {
+    for (int k = 0; k < rounds * 1000 && k < MAXK; k++) {
         if (acked_del[k] && !deleted[k]) {
             fprintf(stderr, "Cart-%d: the acknowledged delete is not in $deletes\n", k);
             CHECK(0);
@@ -154,8 +154,12 @@ static void verify(const char *dir, size_t *ndeleted, size_t *nstreams)
         char name[32];
         snprintf(name, sizeof name, "Cart-%d", k);
         stele_stream_info info;
-        if (stele_stream_head(db, name, &info) != 0) {
-            CHECK(!deleted[k]);
+        int hrc = stele_stream_head(db, name, &info);
+        if (hrc != 0) {
+            if (deleted[k] || hrc != STELE_ENOTFOUND)
+                fprintf(stderr, "%s: head: %s (%s)%s\n", name, stele_errname(hrc),
+                        stele_errmsg(), deleted[k] ? ", but it is in $deletes" : "");
+            CHECK(hrc == STELE_ENOTFOUND && !deleted[k]);
             continue;
         }
         (*nstreams)++;
@@ -221,7 +225,7 @@ int main(void)
             fprintf(stderr, "round %d: the child exited with %d\n", round, WEXITSTATUS(status));
             CHECK(0);
         }
-        verify(dir, &ndel, &nst);
+        verify(dir, round + 1, &ndel, &nst);
     }
     for (int k = 0; k < MAXK; k++)
         acked += acked_del[k];
