@@ -36,6 +36,7 @@ TESTS="
   test_auth_header
   test_conventions
   test_chain
+  test_deletes
 "
 for t in $TESTS; do
   bin="$BUILD/tests/$t"

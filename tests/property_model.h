@@ -21,8 +21,11 @@
  *
  * Semantics where stele.h is silent or ambiguous (resolved as KurrentDB does,
  * unless the header says otherwise):
- *  A1 Positions are taken by events only: soft delete and tombstone do not
- *     take a position; the first append of a store starts at position 0.
+ *  A1 Positions are taken by events only; the first append of a store
+ *     starts at position 0. A soft delete or tombstone that succeeds is
+ *     itself an event: `$streamDeleted` in the system stream `$deletes`, at
+ *     the next position, with the facts in its data (JSON) and metadata
+ *     (the removes block of src/log/record.h) (docs/projections.md).
  *  A2 Appending to a soft-deleted stream (not written since): ANY and
  *     NO_STREAM succeed (the header: such a stream "has no events");
  *     STREAM_EXISTS fails with EWRONGREV, current_revision = STELE_NONE
@@ -130,11 +133,12 @@ typedef struct mappend {
 static stele_db *db;
 static stele_options opts;
 static const char *dir;
-static char names[NS][300];
+static char names[NS + 1][300]; /* names[NS]: $deletes */
+#define DELS NS
 
 static mev *evs;
 static size_t N, evcap;
-static mstream st[NS];
+static mstream st[NS + 1];
 static mappend *aps;
 static size_t naps, apcap;
 
@@ -263,6 +267,7 @@ static void init_pools(void)
         snprintf(names[i], sizeof names[i], "tomb-%d", i);
     for (; i < NS; i++)
         snprintf(names[i], sizeof names[i], "reserved-\xe2\x9c\x93-%d", i); /* ✓ */
+    snprintf(names[DELS], sizeof names[DELS], "$deletes");
     if (strlen(names[20]) != 255) {
         fprintf(stderr, "bad test setup: long name is %zu bytes\n", strlen(names[20]));
         abort();
@@ -308,7 +313,7 @@ static void model_reset(void)
     free(evs);
     evs = NULL;
     N = evcap = 0;
-    for (int s = 0; s < NS; s++)
+    for (int s = 0; s <= NS; s++)
         free(st[s].pos);
     memset(st, 0, sizeof st);
     free(aps);
@@ -650,7 +655,7 @@ static void check_stats(void)
         return;
     }
     uint64_t streams = 0;
-    for (int i = 0; i < NS; i++)
+    for (int i = 0; i <= NS; i++) /* $deletes too */
         streams += st[i].ever;
     if (s.events != N)
         fail("stats.events %" PRIu64 ", want %zu", s.events, N);
@@ -1105,6 +1110,69 @@ static void op_conflict(void)
     post_write_checks(target);
 }
 
+/* A delete or tombstone of stream s succeeded (before the model applies
+ * it): its `$streamDeleted` event in `$deletes` (A1). */
+static void model_removed(int s, int tomb)
+{
+    if (naps == apcap) {
+        apcap = apcap ? apcap * 2 : 256;
+        aps = xrealloc(aps, apcap * sizeof *aps);
+    }
+    mappend *ap = &aps[naps];
+    memset(ap, 0, sizeof *ap);
+    ap->stream = DELS;
+    ap->expected = STELE_ANY;
+    ap->n = 1;
+    ap->first_rev = st[DELS].nrev;
+    ap->first_pos = N;
+    if (N == evcap) {
+        evcap = evcap ? evcap * 2 : 1024;
+        evs = xrealloc(evs, evcap * sizeof *evs);
+    }
+    uint64_t cur = stream_cur(s), tb = tomb ? 0 : st[s].nrev;
+    const char *name = names[s];
+    size_t nl = strlen(name);
+    char *d = xrealloc(NULL, 6 * nl + 128), *p = d;
+    p += sprintf(p, "{\"streamId\":\"");
+    for (size_t i = 0; i < nl; i++) {
+        if (name[i] == '"' || name[i] == '\\')
+            *p++ = '\\';
+        *p++ = name[i];
+    }
+    *p++ = '"';
+    if (cur == STELE_NONE)
+        p += sprintf(p, ",\"revision\":null");
+    else
+        p += sprintf(p, ",\"revision\":%" PRIu64, cur);
+    if (tomb)
+        p += sprintf(p, ",\"truncateBefore\":null,\"tombstone\":true}");
+    else
+        p += sprintf(p, ",\"truncateBefore\":%" PRIu64 ",\"tombstone\":false}", tb);
+    uint8_t *mb = xrealloc(NULL, 24 + nl);
+    memset(mb, 0, 24);
+    mb[0] = tomb ? 3 : 2;
+    for (int k = 0; k < 8; k++) {
+        mb[8 + k] = (uint8_t)(tb >> (8 * k));
+        mb[16 + k] = (uint8_t)(cur >> (8 * k));
+    }
+    memcpy(mb + 24, name, nl);
+    mev *m = &evs[N];
+    memset(m, 0, sizeof *m);
+    m->stream = DELS;
+    m->revision = st[DELS].nrev;
+    m->type = "$streamDeleted";
+    m->data = (uint8_t *)d;
+    m->data_len = (size_t)(p - d);
+    m->meta = mb;
+    m->meta_len = 24 + nl;
+    m->flags = STELE_EVENT_JSON;
+    m->append = naps;
+    stream_push(DELS, N);
+    N++;
+    naps++;
+    st[DELS].ever = 1;
+}
+
 static void op_delete(int tomb)
 {
     int s = tomb ? TOMB_FIRST + (int)t_rand_below(NS - TOMB_FIRST) : pick_stream();
@@ -1162,6 +1230,8 @@ static void op_delete(int tomb)
         tally.del_ok += rc == 0 && applies;
         tally.del_other += !(rc == 0 && applies);
     }
+    if (rc == 0)
+        model_removed(s, tomb);
     if (rc == 0 && applies) {
         if (tomb) {
             m->tombstoned = 1;

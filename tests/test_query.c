@@ -98,7 +98,7 @@ typedef struct mev {
     int corr, actor; /* -1: none */
     uint64_t rev, pos;
     int64_t created; /* INT64_MIN until synced from $all */
-    char data[48];
+    char data[192];
     uint32_t pad; /* data is `data` with a "p" member of pad 'x's added */
 } mev;
 
@@ -392,6 +392,24 @@ static void random_delete(stele_db *db)
         CHECK_OK(stele_delete_stream(db, stream_names[s], STELE_ANY, NULL));
         ms[s].truncate_before = ms[s].next_rev;
     }
+    /* Each delete is an event of $deletes at the next position
+     * (docs/projections.md "$deleted"): stream -64 in the model. */
+    mev *e = ev_add();
+    mstream *d = &ms[NSTREAMS + 63];
+    e->stream = -64;
+    e->type = -1;
+    snprintf(e->sname, sizeof e->sname, "$deletes");
+    uint64_t next;
+    CHECK_OK(stele_position_head(db, &next));
+    e->pos = next - 1;
+    e->rev = d->next_rev++;
+    int tomb = ms[s].tombstoned;
+    char tb[32] = "null";
+    if (!tomb)
+        snprintf(tb, sizeof tb, "%llu", (unsigned long long)ms[s].next_rev);
+    snprintf(e->data, sizeof e->data,
+             "{\"streamId\":\"%s\",\"revision\":%llu,\"truncateBefore\":%s,\"tombstone\":%s}",
+             stream_names[s], (unsigned long long)ms[s].next_rev - 1, tb, tomb ? "true" : "false");
 }
 
 /* ------------------------------------------------------------- checking */

@@ -337,6 +337,8 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
         rc = idx_stream_put(L->ix, txn, r->stream, r->stream_len, &r->st);
     if (rc == 0 && r->op != OP_APPEND)
         rc = sm_on_remove(L, txn, &r->st); /* the snapshots it hides */
+    if (rc == 0 && r->op != OP_APPEND)
+        rc = rm_plan(L, txn, r); /* its `$deletes` event (local_removes.c) */
     if (rc == 0 && r->op == OP_APPEND) {
         /* The commit's entry, so a retry later in this same group is
          * recognised; write_group() fills in where it lands. */
@@ -790,9 +792,7 @@ static int group_encode(gwrite *g)
             rc = sm_encode(L, g->txn, r, p, loc_make(g->seg, (uint32_t)start), g->now);
             L->gbuf.len += r->bytes;
         } else {
-            L->gbuf.len += rec_encode_marker(
-                p, r->op == OP_DELETE ? REC_DELETE : REC_TOMBSTONE, r->stream, r->stream_len,
-                r->st.truncate_before, r->current, g->now);
+            rc = rm_encode(L, g->txn, r, g->seg, g->write_off, g->now); /* local_removes.c */
         }
         /* The records take exactly the bytes planned for them. */
         STELE_ASSERT(rc || g->write_off + L->gbuf.len - start == r->bytes);
@@ -1033,8 +1033,9 @@ static int local_remove(backend *b, const char *stream, size_t len, int64_t expe
     r.stream = stream;
     r.stream_len = len;
     r.expected = expected;
-    r.bytes = rec_marker_size(len);
+    r.bytes = rm_bytes_bound(len);
     int rc = submit(L, &r);
+    free(r.rm_buf);
     if (current)
         *current = r.current;
     return rc;

@@ -130,6 +130,30 @@ typedef struct checker {
     buf cbuf;
 } checker;
 
+/* A delete recorded as an event of `$deletes` (REC_REMOVES, record.h):
+ * well formed, in `$deletes`, and its effect applied like a marker's. */
+static int check_removes(checker *k, const rec *r, uint64_t at)
+{
+    rec_removes rm;
+    if (rec_removes_decode(r, &rm) || r->stream_len != sizeof REC_REMOVES_STREAM - 1 ||
+        memcmp(r->stream, REC_REMOVES_STREAM, r->stream_len) ||
+        r->type_len != sizeof REC_REMOVES_TYPE - 1 ||
+        memcmp(r->type, REC_REMOVES_TYPE, r->type_len) ||
+        (rm.stream_len == r->stream_len && !memcmp(rm.stream, r->stream, r->stream_len)))
+        return damage(at, "malformed stream delete record", NULL);
+    sslot *s = st_get(&k->streams, rm.stream, rm.stream_len);
+    if (!s)
+        return err_set(STELE_ENOMEM, "out of memory");
+    if (rm.kind == REC_DELETE) {
+        s->truncate_before = rm.truncate_before;
+        s->flags |= IDX_DELETED;
+    } else {
+        s->flags |= IDX_TOMBSTONED;
+    }
+    k->markers++;
+    return 0;
+}
+
 /* Positions [from, to) were removed by scavenging. */
 static int add_gap(checker *k, uint64_t from, uint64_t to)
 {
@@ -544,6 +568,8 @@ static int check_log(checker *k, char *summary, size_t summary_len)
                 ((rc = check_commit(k, commit_start, it.loc, &first, count,
                                     (const uint8_t(*)[16])ids, made)) ||
                  (rc = check_sec(k, commit_start, it.loc, &first))))
+                break;
+            if ((r.flags & REC_REMOVES) && (rc = check_removes(k, &r, at)))
                 break;
         }
     }

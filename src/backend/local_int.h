@@ -63,6 +63,11 @@ typedef struct wreq {
     int accepted;
     idx_stream st;         /* stream state after this request */
     int new_stream;
+    /* OP_DELETE / OP_TOMBSTONE: its `$deletes` event (local_removes.c);
+     * rm_buf holds the data then the removes block, freed by the caller */
+    uint8_t *rm_buf;
+    size_t rm_data_len, rm_meta_len;
+    uint64_t rm_sid, rm_rev, rm_pos;
 
     _Atomic uint32_t done;
     append_done_fn done_fn; /* async: called instead of the futex wake */
@@ -290,6 +295,21 @@ int local_append_multi_async(backend *b, const multi_args *m, stele_append_resul
 void multi_finish_async(wreq *r);
 int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, int backwards,
                         size_t limit, stele_page **out);
+
+/* local_removes.c: a delete or tombstone as an event of `$deletes` */
+
+/* The record bytes a removal of a stream of `len` bytes takes at most. */
+uint64_t rm_bytes_bound(size_t len);
+/* After plan() accepted an OP_DELETE / OP_TOMBSTONE: take its position and
+ * `$deletes` revision, record `$deletes`' state and commit entry, build
+ * the record's parts and set r->bytes. 0 or an index error. */
+int rm_plan(local *L, MDB_txn *txn, wreq *r);
+/* Encode its record at the end of L->gbuf (the group's buffer starting at
+ * `write_off` of segment `seg`) and point the indexes at it. */
+int rm_encode(local *L, MDB_txn *txn, wreq *r, uint32_t seg, uint64_t write_off, int64_t now);
+/* Recovery: after the REC_REMOVES record `r` at `at` was applied as an
+ * event of `$deletes`, apply the delete it carries. */
+int rm_recover(local *L, MDB_txn *txn, const rec *r, uint64_t at);
 
 /* local_recover.c */
 void boot_id(char out[64]);

@@ -500,6 +500,10 @@ static int commit_apply(rscan *sc, const rec *r)
     if (rc == 0)
         rc = c->multi ? multi_recover_commit(L, sc->txn, c->start, c->bytes)
                       : apply_event_commit(L, sc->txn, c);
+    /* A delete's record (a commit of its own, so at c->start): the delete
+     * it carries (local_removes.c). */
+    if (rc == 0 && (r->flags & REC_REMOVES))
+        rc = rm_recover(L, sc->txn, r, c->start);
     L->ck.last_commit = c->start;
     L->ck.next_pos = c->first_pos + c->nevents;
     L->last_created = r->created_us;

@@ -121,6 +121,11 @@ int pgw_trim_snapshots(PGconn *c, const char *name, uint32_t max);
  * (on the writer thread) make its connection usable. */
 int pgw_enqueue(pg_backend *P, pg_req *r);
 void pgw_writer_conn(pg_backend *P);
+/* pg_deletes.c: inside pg_remove()'s transaction, after the stream `name`
+ * was marked deleted (tombstone) with visible revision `cur` and
+ * truncate-before `tb`: its `$streamDeleted` event in `$deletes`. */
+int pg_record_remove(PGconn *c, const char *name, size_t len, int tombstone, uint64_t cur,
+                     uint64_t tb);
 /* pg_multi.c: on the writer thread, one queued multi-stream append. */
 void pgw_process_multi(pg_backend *P, pg_req *r);
 

@@ -304,7 +304,8 @@ static int keep_last_state(runner *r, const char *key, size_t klen, int shared)
 static int want_snapshot(runner *r, const stele_event *e, char *err, size_t errlen)
 {
     if (!r->d.snapshot_every || !r->src->foreach_stream ||
-        (e->revision + 1) % r->d.snapshot_every != 0)
+        (e->revision + 1) % r->d.snapshot_every != 0 ||
+        (r->src->on_deleted && e->stream_len == 8 && !memcmp(e->stream, "$deletes", 8)))
         return 0;
     pcommit_event *pe = pcommit_add(&r->batch, 1);
     if (!pe)
@@ -379,6 +380,9 @@ static int cb_emit(void *ctx, const proj_emit *e)
         return rc;
     if (e->stream_len > 12 && !memcmp(e->stream, "$projections", 12))
         return err_set(STELE_EINVAL, "a projection may not emit to $projections-... streams");
+    if (e->stream_len == 8 && !memcmp(e->stream, "$deletes", 8))
+        return err_set(STELE_EINVAL, "a projection may not emit to $deletes (the store's record "
+                                     "of stream deletes)");
     pcommit_event *pe = pcommit_add(&r->batch, 0);
     if (!pe)
         return err_set(STELE_ENOMEM, "out of memory");
@@ -483,6 +487,28 @@ static int add_state(runner *r, const char *key, size_t klen, int shared, const 
     return 0;
 }
 
+/* The record of a partition the $deleted handler dropped: state null,
+ * "dropped":true after position and epoch in its metadata (pstore.c
+ * reads it as no state), in the batch's commit like any state. */
+static int add_drop(runner *r, const char *key, size_t klen)
+{
+    pcommit_event *pe = pcommit_add(&r->batch, 1);
+    if (!pe)
+        return err_set(STELE_ENOMEM, "out of memory");
+    int rc = pstore_partition_stream(&r->d, key, klen, 0, pe->stream);
+    if (rc)
+        return rc;
+    snprintf(pe->type, sizeof pe->type, "$ProjectionState");
+    char meta[128];
+    int n = snprintf(meta, sizeof meta, "{\"position\":%llu,\"epoch\":%llu,\"dropped\":true}",
+                     (unsigned long long)r->last_handled, (unsigned long long)r->d.epoch);
+    if (buf_append(&pe->data, "null", 4) || buf_append(&pe->meta, meta, (size_t)n))
+        return err_set(STELE_ENOMEM, "out of memory");
+    pe->flags = STELE_EVENT_JSON | STELE_META_JSON;
+    pstore_event_id(&r->d, "state", r->last_handled, 0, key, klen, pe->id);
+    return 0;
+}
+
 static int add_result(runner *r, const char *key, size_t klen, buf *tmp, char *err, size_t errlen)
 {
     int has;
@@ -549,6 +575,15 @@ static int prepare(runner *r, uint64_t next, char **keys_out[], size_t **lens_ou
         return rc;
     r->gen++;
     for (size_t i = 0; i < n && !rc; i++) {
+        if (r->src->on_deleted && proj_js_dropped(r->js, keys[i], lens[i])) {
+            rc = add_drop(r, keys[i], lens[i]); /* no result for it */
+            knode *x = kset_touch(&r->cache, keys[i], lens[i], NULL);
+            if (!x)
+                rc = err_set(STELE_ENOMEM, "out of memory");
+            else
+                x->gen = r->gen;
+            continue;
+        }
         if ((rc = proj_js_state(r->js, keys[i], lens[i], 0, &tmp, err, errlen)))
             break;
         if (tmp.len > r->d.max_state_size) {
@@ -734,6 +769,50 @@ static int regex_quote(buf *b, const char *s)
     return rc;
 }
 
+/* The filter of a query whose $deleted handler runs: its source plus the
+ * stream $deletes, as one stream regex (types, when fromStreams names $et-
+ * views, cannot be mixed with it: then everything, checked in
+ * JavaScript as for mixed names). */
+static int deletes_filter(const proj_source *src, stele_filter *f, char **regex)
+{
+    buf b = {0};
+    static const char head[] = "^(\\$deletes";
+    int rc = buf_append(&b, head, sizeof head - 1);
+    for (size_t i = 0; i < src->nstreams && !rc; i++) {
+        const char *name = src->streams[i];
+        if (!strncmp(name, "$et-", 4)) {
+            buf_free(&b);
+            return 0;
+        }
+        rc = buf_append(&b, "|", 1);
+        if (!rc && !strncmp(name, "$ce-", 4)) {
+            rc = regex_quote(&b, name + 4);
+            if (!rc)
+                rc = buf_append(&b, "(-.*)?", 6);
+        } else if (!rc) {
+            rc = regex_quote(&b, name);
+        }
+    }
+    for (size_t i = 0; i < src->ncategories && !rc; i++) {
+        rc = buf_append(&b, "|", 1);
+        if (!rc)
+            rc = regex_quote(&b, src->categories[i]);
+        if (!rc)
+            rc = buf_append(&b, "(-.*)?", 6);
+    }
+    if (!rc && !src->ncategories && !src->nstreams) /* fromAll: user streams */
+        rc = buf_append(&b, "|[^$].*", 7);
+    if (!rc)
+        rc = buf_append(&b, ")$", 3);
+    if (rc) {
+        buf_free(&b);
+        return err_set(STELE_ENOMEM, "out of memory");
+    }
+    *regex = (char *)b.p;
+    f->stream_regex = *regex;
+    return 0;
+}
+
 /*
  * The subscription filter of the query's source. fromStream(s) may name
  * the views $ce-C and $et-T (KurrentDB's link streams; Stele has none, so
@@ -746,6 +825,8 @@ int proj_make_filter(const proj_source *src, stele_filter *f, char **regex)
 {
     memset(f, 0, sizeof *f);
     *regex = NULL;
+    if (src->on_deleted)
+        return deletes_filter(src, f, regex);
     if (src->ncategories) {
         f->categories = (const char *const *)src->categories;
         f->n_categories = src->ncategories;

@@ -80,8 +80,8 @@ void stele_close(stele_db *db)
 }
 
 /* Check a stream name; 0 or EINVAL with the reason. Names starting with
- * '$' are system streams: readable by anyone, written only by the store
- * itself (`system` = 1). */
+ * '$' are system streams: readable by anyone (`system` = 2), written only
+ * by the store itself (`system` = 1), and `$deletes` by nobody. */
 int check_name_of(const char *stream, size_t *len, int system)
 {
     if (!stream)
@@ -98,6 +98,14 @@ int check_name_of(const char *stream, size_t *len, int system)
     if (stream[0] == '$' && !system)
         return err_set(STELE_EINVAL, "stream name '%s': names starting with '$' are reserved",
                        stream);
+    /* `$deletes` holds the store's own record of every delete (one event per
+     * delete, local_removes.c): no append may forge one, not even the
+     * store's projections (emit, linkTo, copyTo). Reads pass system = 2. */
+    if (system == 1 && n == sizeof STORE_DELETES - 1 && !memcmp(stream, STORE_DELETES, n))
+        return err_set(STELE_EINVAL,
+                       "stream name '%s': written only by the store, one event per stream "
+                       "delete",
+                       stream);
     *len = n;
     return 0;
 }
@@ -111,7 +119,7 @@ int check_stream(const char *stream, size_t *len)
 /* A stream to read: system streams too. */
 int store_check_read_stream(const char *stream, size_t *len)
 {
-    return check_name_of(stream, len, 1);
+    return check_name_of(stream, len, 2);
 }
 
 static int check_name(const char *what, size_t i, const char *s)

@@ -94,6 +94,8 @@ int store_check_read_stream(const char *stream, size_t *len);
 int check_stream(const char *stream, size_t *len);
 int check_expected(int64_t expected);
 /* A stream name; `system` = 1 allows '$' names. 0 or EINVAL. */
+/* The system stream of stream deletes (docs/projections.md "$deleted"). */
+#define STORE_DELETES "$deletes"
 int check_name_of(const char *stream, size_t *len, int system);
 /* The size of an append as the API edge measures it, the same for every
  * backend: each event counts STORE_EVENT_FIXED bytes plus its stream name,
