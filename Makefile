@@ -7,7 +7,7 @@ JOBS ?= $(shell nproc)
 RELEASE_BUILD ?= build-release
 PREFIX ?= /usr/local
 
-.PHONY: all deps build run install release release-check example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-pg bench-patterns bench-rules bench-limits bench-proj bench-tls bench-ddb clean
+.PHONY: all deps build run install release release-check example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-pg bench-pg-profile bench-patterns bench-rules bench-limits bench-proj bench-tls bench-ddb bench-chain clean
 
 all: build
 
@@ -49,6 +49,15 @@ test-tsan: deps
 test-valgrind: build
 	./scripts/valgrind.sh $(BUILD)
 
+# The crash loop (tests/soak.c, docs/testing.md): ROUNDS times kill -9 of a
+# writer process under 8 writers, recover, verify every acknowledged event
+# and run `stele check`. CI runs 100 rounds.
+ROUNDS ?= 100
+.PHONY: soak
+soak: build
+	@cmake --build $(BUILD) -j $(JOBS) --target stele_soak
+	./$(BUILD)/tests/stele_soak --rounds $(ROUNDS) --stele ./$(BUILD)/stele
+
 bench: build
 	./bench/run.sh $(BUILD)
 
@@ -77,6 +86,11 @@ bench-ddb: build
 
 bench-rules: build
 	./bench/run_rules.sh $(BUILD)
+
+# The hash chain's cost: durable appends with and without it, alternating
+# rounds of one run; an export's and a proof's time (docs/benchmarks.md).
+bench-chain: build
+	./bench/run_chain.sh $(BUILD)
 
 # Scavenging benchmark: Stele's scavenge vs PostgreSQL's VACUUM on half-deleted
 # stores, and append latency while each runs (docs/benchmarks.md).
@@ -124,6 +138,11 @@ bench-multi: build
 # latency across servers (starts its own PostgreSQL; docs/benchmarks.md).
 bench-pg: build
 	./bench/run_pg.sh $(BUILD)
+
+# Where Stele's PostgreSQL writer spends its time at 256 x 1 (appends per
+# group commit, statements per batch; OTHER=path/to/older/stele compares).
+bench-pg-profile: build
+	./bench/run_pg_profile.sh $(BUILD) $(OTHER)
 
 # Event pattern matching (rules): 100 rules of mixed operators over 1M
 # events, one thread, no store involved (docs/benchmarks.md).

@@ -32,6 +32,10 @@ int cmd_query(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_projection(int argc, char **argv);
 int cmd_user(int argc, char **argv); /* cmd_user.c: also `stele api-key` */
+/* cmd_chain.c: the hash chain */
+int cmd_keygen(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_chain(int argc, char **argv);
 
 /* Exit codes of the client commands. */
 enum {

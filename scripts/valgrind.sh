@@ -22,6 +22,7 @@ TESTS="
   test_visibility
   test_streams_meta
   test_groups
+  test_group_share
   test_pattern
   test_pattern_prop
   test_diskfull
@@ -34,6 +35,8 @@ TESTS="
   test_backup
   test_auth_header
   test_conventions
+  test_chain
+  test_deletes
 "
 for t in $TESTS; do
   bin="$BUILD/tests/$t"

@@ -854,6 +854,8 @@ void route_request(conn *c)
         return;
     if (route_names(c, path, plen, q, qlen)) /* GET /streams, /categories, /types */
         return;
+    if (route_chain(c, path, plen, q, qlen)) /* the hash chain (routes_chain.c) */
+        return;
     if (route_multi(c, path, plen))
         return;
     if (route_rules(c, path, plen, q, qlen))

@@ -438,6 +438,10 @@ int route_ui(conn *c, const char *path, size_t plen);
 /* routes_names.c: GET /streams, /categories, /types (name listings); 1 if
  * answered, 0 otherwise (POST /streams is a multi-stream append). */
 int route_names(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+/* GET /chain/head, /chain/proof, /chain/export (routes_chain.c): 1 if handled. */
+int route_chain(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+/* Join the export thread of routes_chain.c (before the store closes). */
+void chain_routes_shutdown(server *s);
 /* Stop a running scavenge and join its thread (before the store closes). */
 void admin_shutdown(server *s);
 /* The scavenge thread for other front ends (gRPC Operations). Start one:

@@ -412,7 +412,12 @@ static void test_scavenge_states(void)
  * ($deleted, $init, $any) calls only $any, never the special handler. When
  * $deleted is built, this test must change with it.
  */
-static void test_deleted_not_called(void)
+/* $deleted (docs/projections.md): a delete or tombstone is an event of
+ * $deletes in $all; a foreachStream() projection's $deleted handler runs
+ * once for the deleted stream's partition, in the batch's commit. Its
+ * result is the new state (undefined: changed in place); null drops the
+ * partition, which an event of the stream recreated starts again. */
+static void test_deleted(void)
 {
     const char *dir = t_tmpdir("proj_deleted");
     stele_db *db;
@@ -421,30 +426,99 @@ static void test_deleted_not_called(void)
         "fromCategory('Cart').foreachStream().when({\n"
         "  $init: function(){ return {n: 0, types: []}; },\n"
         "  $any: function(s, e){ s.n++; s.types.push(e.eventType); },\n"
-        "  $deleted: function(s, e){ s.deleted = true; return s; }});";
+        "  $deleted: function(s, e){\n"
+        "    if (e.body.tombstone || e.streamId === 'Cart-5') return null;\n"
+        "    s.calls = (s.calls || 0) + 1; s.del = e.streamId + '@' + e.sequenceNumber;\n"
+        "    s.at = e.body.truncateBefore; }});";
     CHECK_OK(try_create(db, "del", q, 0));
     append_json(db, "Cart-1", "ItemAdded", "{}");
     append_json(db, "Cart-2", "ItemAdded", "{}");
     append_json(db, "Cart-3", "ItemAdded", "{}");
+    append_json(db, "Cart-5", "ItemAdded", "{}");
+    append_json(db, "Cart-5", "ItemAdded", "{}");
+    append_json(db, "Other-1", "ItemAdded", "{}");
     wait_all(db, "del");
     uint64_t cur = 0;
     CHECK_OK(stele_delete_stream(db, "Cart-1", STELE_ANY, &cur));
     CHECK_OK(stele_tombstone_stream(db, "Cart-2", STELE_ANY, &cur));
-    /* special names as a client's event types */
+    CHECK_OK(stele_delete_stream(db, "Cart-5", STELE_ANY, &cur));
+    CHECK_OK(stele_delete_stream(db, "Other-1", STELE_ANY, &cur)); /* not its source */
+    /* special names as a client's event types still call $any */
     append_json(db, "Cart-3", "$deleted", "{}");
     append_json(db, "Cart-3", "$init", "{}");
     wait_all(db, "del");
-    expect_state(db, "del", "Cart-1", "{\"n\":1,\"types\":[\"ItemAdded\"]}");
-    expect_state(db, "del", "Cart-2", "{\"n\":1,\"types\":[\"ItemAdded\"]}");
+    static const char c1[] =
+        "{\"n\":1,\"types\":[\"ItemAdded\"],\"calls\":1,\"del\":\"Cart-1@0\",\"at\":1}";
+    expect_state(db, "del", "Cart-1", c1);
+    expect_state(db, "del", "Cart-2", NULL); /* dropped */
+    expect_state(db, "del", "Cart-5", NULL);
     expect_state(db, "del", "Cart-3", "{\"n\":3,\"types\":[\"ItemAdded\",\"$deleted\",\"$init\"]}");
-    /* the same after a restart: nothing was queued for later */
+    stele_partition *parts;
+    size_t np;
+    int more;
+    CHECK_OK(stele_projection_partitions(db, "del", NULL, 100, NULL, NULL, &parts, &np, &more));
+    CHECK(np == 2 && !strcmp(parts[0].key, "Cart-1") && !strcmp(parts[1].key, "Cart-3"));
+    stele_free(parts);
+    /* a restart runs nothing twice; a recreated stream's dropped partition
+     * starts again from $init, a kept one goes on */
     stele_close(db);
     CHECK_OK(stele_open(dir, NULL, &db));
-    append_json(db, "Cart-4", "ItemAdded", "{}");
+    append_json(db, "Cart-5", "ItemAdded", "{}");
+    append_json(db, "Cart-1", "ItemRemoved", "{}");
     wait_all(db, "del");
-    expect_state(db, "del", "Cart-1", "{\"n\":1,\"types\":[\"ItemAdded\"]}");
-    expect_state(db, "del", "Cart-2", "{\"n\":1,\"types\":[\"ItemAdded\"]}");
-    expect_state(db, "del", "Cart-4", "{\"n\":1,\"types\":[\"ItemAdded\"]}");
+    expect_state(db, "del", "Cart-5", "{\"n\":1,\"types\":[\"ItemAdded\"]}");
+    expect_state(db, "del", "Cart-1",
+                 "{\"n\":2,\"types\":[\"ItemAdded\",\"ItemRemoved\"],\"calls\":1,"
+                 "\"del\":\"Cart-1@0\",\"at\":1}");
+    expect_state(db, "del", "Cart-2", NULL);
+    /* a reset rebuilds the same states from the log */
+    CHECK_OK(stele_projection_reset(db, "del"));
+    wait_all(db, "del");
+    expect_state(db, "del", "Cart-2", NULL);
+    expect_state(db, "del", "Cart-5", "{\"n\":1,\"types\":[\"ItemAdded\"]}");
+    expect_state(db, "del", "Cart-1",
+                 "{\"n\":2,\"types\":[\"ItemAdded\",\"ItemRemoved\"],\"calls\":1,"
+                 "\"del\":\"Cart-1@0\",\"at\":1}");
+
+    /* nobody writes $deletes: not a client, not a projection's emit */
+    stele_event_in ev = {.type = "$streamDeleted", .data = "{}", .data_len = 2,
+                         .flags = STELE_EVENT_JSON};
+    CHECK_RC(stele_append(db, "$deletes", STELE_ANY, &ev, 1, NULL), STELE_EINVAL);
+    static const char forge[] =
+        "fromCategory('Cart').when({$any: function(s, e){\n"
+        "  emit('$deletes', '$streamDeleted', {streamId: 'Cart-3'}); }});";
+    CHECK_OK(try_create(db, "forge", forge, 1));
+    append_json(db, "Cart-3", "ItemAdded", "{}");
+    stele_projection_info *in = NULL;
+    for (int k = 0; k < 600; k++) {
+        stele_projection_info_free(in);
+        CHECK_OK(stele_projection_get(db, "forge", &in));
+        if (!strcmp(in->status, "Faulted"))
+            break;
+        usleep(10000);
+    }
+    CHECK(!strcmp(in->status, "Faulted") && strstr(in->fault, "$deletes"));
+    stele_projection_info_free(in);
+    stele_page *pg;
+    CHECK_OK(stele_read_stream(db, "$deletes", 0, STELE_FORWARDS, 100, &pg));
+    /* the four deletes above (a reset's own deletes of the projection's
+     * streams are there too), nothing forged */
+    size_t user = 0;
+    for (size_t i = 0; i < stele_page_count(pg); i++) {
+        const stele_event *e = stele_page_event(pg, i);
+        CHECK(!strcmp(e->type, "$streamDeleted") && e->revision == i);
+        static const char cart[] = "{\"streamId\":\"Cart-", other[] = "{\"streamId\":\"Other-",
+                          forged[] = "{\"streamId\":\"Cart-3\"";
+        user += !strncmp(e->data, cart, sizeof cart - 1) ||
+                !strncmp(e->data, other, sizeof other - 1);
+        CHECK(strncmp(e->data, forged, sizeof forged - 1));
+    }
+    if (user != 4)
+        for (size_t i = 0; i < stele_page_count(pg); i++)
+            fprintf(stderr, "$deletes %zu: %.*s\n", i, (int)stele_page_event(pg, i)->data_len,
+                    (const char *)stele_page_event(pg, i)->data);
+    CHECK(user == 4);
+    stele_page_free(pg);
     stele_close(db);
     t_rmdir(dir);
     passed++;
@@ -459,6 +533,6 @@ int main(int argc, char **argv)
     test_streams_matching();
     test_options();
     test_scavenge_states();
-    test_deleted_not_called();
+    test_deleted();
     return t_done("test_proj_gaps", passed);
 }

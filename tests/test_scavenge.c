@@ -90,6 +90,8 @@ static size_t ev_data(const char *stream, uint64_t rev, uint8_t *out)
 
 static int ev_ok(const stele_event *e)
 {
+    if (!strcmp(e->stream, "$deletes")) /* a delete's event: not ours to make */
+        return e->type && !strcmp(e->type, "$streamDeleted");
     uint8_t want[MAXDATA];
     size_t n = ev_data(e->stream, e->revision, want);
     return e->data_len == n && memcmp(e->data, want, n) == 0;
@@ -131,7 +133,7 @@ typedef struct mstream {
 } mstream;
 
 typedef struct model {
-    mstream st[NSTREAMS + 1]; /* the last one is the filler stream */
+    mstream st[NSTREAMS + 2]; /* then the filler stream, then $deletes */
     int nst;
     mcommit *c;
     int nc;
@@ -163,9 +165,10 @@ static void m_append(model *m, stele_db *db, int s, uint32_t n)
 static void m_init(model *m, const char *prefix)
 {
     memset(m, 0, sizeof *m);
-    m->nst = NSTREAMS + 1;
+    m->nst = NSTREAMS + 2;
     for (int s = 0; s < m->nst; s++) {
-        snprintf(m->st[s].name, sizeof m->st[s].name, s == NSTREAMS ? "%s-filler" : "%s-%02d",
+        snprintf(m->st[s].name, sizeof m->st[s].name,
+                 s == NSTREAMS + 1 ? "$deletes" : s == NSTREAMS ? "%s-filler" : "%s-%02d",
                  prefix, s);
         m->st[s].last_commit = -1;
     }
@@ -177,6 +180,18 @@ static void m_free(model *m)
 {
     free(m->c);
     free(m->removed);
+}
+
+/* A delete or tombstone was acknowledged: it is an event of $deletes at
+ * the next position (docs/projections.md "$deleted"), never scavenged. */
+static void m_deleted(model *m)
+{
+    mstream *d = &m->st[NSTREAMS + 1];
+    CHECK(m->nc < MAXCOMMITS);
+    m->c[m->nc] = (mcommit){NSTREAMS + 1, d->next_rev, m->next_pos, 1};
+    d->last_commit = m->nc++;
+    d->next_rev++;
+    m->next_pos++;
 }
 
 /* Random operations on the first NSTREAMS streams. */
@@ -193,10 +208,12 @@ static void m_random_ops(model *m, stele_db *db, int ops)
             CHECK_OK(stele_delete_stream(db, x->name, STELE_ANY, &cur));
             x->truncate_before = x->next_rev;
             x->deleted = 1;
+            m_deleted(m);
         } else if (r < 9 && s % 7 == 3) {
             uint64_t cur;
             CHECK_OK(stele_tombstone_stream(db, x->name, STELE_ANY, &cur));
             x->tombstoned = 1;
+            m_deleted(m);
         } else {
             m_append(m, db, s, 1 + (uint32_t)t_rand_below(4));
         }
@@ -454,6 +471,7 @@ static void test_model(void)
             CHECK_OK(stele_delete_stream(db, x->name, STELE_ANY, NULL));
             x->truncate_before = x->next_rev;
             x->deleted = 1;
+            m_deleted(&m);
         }
     }
     m_random_ops(&m, db, 200);

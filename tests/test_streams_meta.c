@@ -107,7 +107,7 @@ typedef struct mstream {
 } mstream;
 
 typedef struct model {
-    mstream s[NSTREAMS];
+    mstream s[NSTREAMS + 1]; /* then $deletes: one event per delete */
     uint64_t next_pos;
     int pos_stream[MAXPOS];
     uint64_t pos_rev[MAXPOS];
@@ -120,6 +120,19 @@ static void model_init(model *m, const char *prefix)
         snprintf(m->s[i].name, sizeof m->s[i].name, "%s-%d", prefix, i);
         m->s[i].version = STELE_NONE;
     }
+    snprintf(m->s[NSTREAMS].name, sizeof m->s[NSTREAMS].name, "$deletes");
+}
+
+/* A delete or tombstone is also an event of $deletes (docs/projections.md). */
+static void model_deleted(model *m)
+{
+    mstream *d = &m->s[NSTREAMS];
+    CHECK(d->n < MAXEV && m->next_pos < MAXPOS);
+    d->pos[d->n] = m->next_pos;
+    m->pos_stream[m->next_pos] = NSTREAMS;
+    m->pos_rev[m->next_pos] = d->n;
+    m->next_pos++;
+    d->n++;
 }
 
 static uint32_t msnaps_max(const mstream *s)
@@ -345,11 +358,13 @@ static int model_apply(model *m, const op *o, uint64_t *ver)
         s->tb = s->n;
         s->deleted = 1;
         msnaps_drop_below(s, s->tb);
+        model_deleted(m);
         return 0;
     default:
         s->tomb = 1;
         s->exists = 1;
         s->nsnaps = 0;
+        model_deleted(m);
         return 0;
     }
 }
@@ -862,13 +877,18 @@ static void test_retention(void)
     CHECK_OK(stele_tombstone_stream(db, S, STELE_ANY, NULL));
     CHECK_RC(stele_get_snapshot(db, S, STELE_END, &g), STELE_EDELETED);
     CHECK_RC(stele_get_stream_metadata(db, S, &md), STELE_EDELETED);
-    /* Snapshots and metadata are never in $all. */
+    /* Snapshots and metadata are never in $all; the delete and the
+     * tombstone are (one $deletes event each, docs/projections.md). */
     stele_stats st;
     CHECK_OK(stele_get_stats(db, &st));
-    CHECK(st.events == 14);
+    CHECK(st.events == 16);
     stele_page *all;
     CHECK_OK(stele_read_all(db, 0, STELE_FORWARDS, 1000, &all));
-    CHECK(stele_page_count(all) == 14);
+    CHECK(stele_page_count(all) == 16);
+    size_t ndel = 0;
+    for (size_t i = 0; i < 16; i++)
+        ndel += !strcmp(stele_page_event(all, i)->stream, "$deletes");
+    CHECK(ndel == 2);
     stele_page_free(all);
     /* A second stream whose soft delete leaves one of three snapshots. */
     append_n(db, "Order-2", 4);
@@ -1163,8 +1183,11 @@ static void crash_child(const char *dir, uint64_t seed, int fd)
         gen_op(&g, &m, i, &o, 0);
         uint64_t v, mv;
         int rc = do_op(db, &m, &o, &v);
-        if (rc != model_apply(&m, &o, &mv))
+        int mrc = model_apply(&m, &o, &mv);
+        if (rc != mrc) {
+            fprintf(stderr, "crash child: op %d returned %d (%s), the model %d\n", i, rc, stele_errmsg(), mrc);
             _exit(4);
+        }
         uint32_t done = (uint32_t)i;
         if (write(fd, &done, sizeof done) != (ssize_t)sizeof done)
             _exit(5);
@@ -1235,6 +1258,8 @@ static void test_crash(void)
         kill(pid, SIGKILL);
         int status;
         waitpid(pid, &status, 0);
+        if (!WIFSIGNALED(status))
+            fprintf(stderr, "crash child exited by itself with %d\n", WEXITSTATUS(status));
         CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
         while (read(pfd[0], &x, sizeof x) == (ssize_t)sizeof x)
             last = (int)x;

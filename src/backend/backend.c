@@ -19,13 +19,13 @@
  * a backend built against another version of backend.h is refused at open,
  * never called with a table whose slots mean something else.
  */
-#include <assert.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "backend/backend.h"
+#include "util/assert.h"
 #include "util/util.h"
 
 typedef int (*backend_open_fn)(const char *uri, const stele_options *opts, backend **out);
@@ -114,7 +114,7 @@ int backend_open(const char *uri, const stele_options *opts, backend **out)
     }
     if (rc)
         return rc;
-    assert(*out && (*out)->ops);
+    STELE_ASSERT(*out && (*out)->ops);
     if ((rc = backend_check_version(*out)))
         *out = NULL;
     return rc;
@@ -131,4 +131,47 @@ int backend_check_version(backend *b)
     return err_set(STELE_EINTERNAL,
                    "backend '%s' implements contract version %u, this build needs %u", name, v,
                    (unsigned)BACKEND_OPS_VERSION);
+}
+
+/* ------------------------------------------------ the API edge's promises */
+
+static int expected_ok(int64_t e)
+{
+    return e >= 0 || e == STELE_ANY || e == STELE_NO_STREAM || e == STELE_STREAM_EXISTS;
+}
+
+void backend_assert_append(const append_args *a)
+{
+    STELE_ASSERT(a && a->stream && a->stream_len >= 1 && a->stream_len <= BACKEND_NAME_MAX);
+    STELE_ASSERT(a->n >= 1 && a->events && a->ids && a->made && expected_ok(a->expected));
+#if STELE_DEBUG_ASSERTS_ON
+    for (size_t i = 0; i < a->n; i++) {
+        STELE_ASSERT(a->events[i].type && a->made[i] <= 1 && !uuid_is_nil(a->ids[i]));
+        STELE_ASSERT(a->events[i].data || a->events[i].data_len == 0);
+        STELE_ASSERT(a->events[i].metadata || a->events[i].metadata_len == 0);
+    }
+#endif
+}
+
+void backend_assert_multi(const multi_args *m)
+{
+    STELE_ASSERT(m && m->streams && m->nstreams >= 1 && m->nstreams <= STELE_MAX_APPEND_STREAMS);
+    STELE_ASSERT(m->records && m->nrecords >= 1 && m->ids && m->made);
+#if STELE_DEBUG_ASSERTS_ON
+    size_t events = 0;
+    for (size_t i = 0; i < m->nstreams; i++) {
+        STELE_ASSERT(m->streams[i].stream && m->streams[i].len >= 1 &&
+                     m->streams[i].len <= BACKEND_NAME_MAX);
+        events += m->streams[i].nevents;
+    }
+    STELE_ASSERT(events == m->nrecords);
+    for (size_t k = 0; k < m->nrecords; k++)
+        STELE_ASSERT(m->records[k].stream < m->nstreams && m->made[k] <= 1 &&
+                     !uuid_is_nil(m->ids[k]));
+#endif
+}
+
+void backend_assert_remove(const char *stream, size_t len, int64_t expected)
+{
+    STELE_ASSERT(stream && len >= 1 && len <= BACKEND_NAME_MAX && expected_ok(expected));
 }

@@ -325,30 +325,103 @@ static json_t *gsi(const char *name, const char *h)
                      "Projection", "ProjectionType", "ALL");
 }
 
+/* A view index: only the keys (the events are then read consistently). */
+static json_t *gsi_keys(const char *name, const char *h, const char *r)
+{
+    return json_pack("{s:s, s:o, s:{s:s}}", "IndexName", name, "KeySchema", keydef(h, r), "Projection",
+                     "ProjectionType", "KEYS_ONLY");
+}
+
+/* Wait until the table and its indexes are ACTIVE (at once on DynamoDB
+ * Local); *desc (if not NULL) gets the last description. */
+static int wait_active(ddb *D, const char *table, json_t **desc)
+{
+    for (int i = 0; i < 3000; i++) {
+        json_t *resp;
+        int rc = ddb_call(D, "DescribeTable", json_pack("{s:s}", "TableName", table), &resp, NULL);
+        if (rc)
+            return rc;
+        json_t *t = json_object_get(resp, "Table");
+        const char *s = json_string_value(json_object_get(t, "TableStatus"));
+        int active = s && !strcmp(s, "ACTIVE");
+        size_t k;
+        json_t *ix;
+        json_array_foreach(json_object_get(t, "GlobalSecondaryIndexes"), k, ix) {
+            const char *is = json_string_value(json_object_get(ix, "IndexStatus"));
+            active = active && (!is || !strcmp(is, "ACTIVE"));
+        }
+        if (active) {
+            if (desc)
+                *desc = resp;
+            else
+                json_decref(resp);
+            return 0;
+        }
+        json_decref(resp);
+        usleep(200000);
+    }
+    return err_set(STELE_EIO, "dynamodb: table %s did not become ACTIVE", table);
+}
+
+/* A table created by an earlier version lacks the newer indexes: add each
+ * missing one (UpdateTable takes one at a time; DynamoDB backfills it). */
+static int add_missing_indexes(ddb *D, const char *table, json_t *want, json_t *attrs)
+{
+    json_t *desc;
+    int rc = wait_active(D, table, &desc);
+    if (rc)
+        return rc;
+    size_t i;
+    json_t *w;
+    json_array_foreach(want, i, w) {
+        const char *name = json_string_value(json_object_get(w, "IndexName"));
+        int have = 0;
+        size_t k;
+        json_t *ix;
+        json_array_foreach(json_object_get(json_object_get(desc, "Table"), "GlobalSecondaryIndexes"), k, ix)
+            have |= !strcmp(json_string_value(json_object_get(ix, "IndexName")), name);
+        if (have)
+            continue;
+        /* The definitions of the index's key attributes only. */
+        json_t *defs = json_array(), *ks;
+        size_t a, b;
+        json_t *ad;
+        json_array_foreach(json_object_get(w, "KeySchema"), a, ks) {
+            json_array_foreach(attrs, b, ad) {
+                if (json_equal(json_object_get(ad, "AttributeName"), json_object_get(ks, "AttributeName")))
+                    json_array_append(defs, ad);
+            }
+        }
+        rc = ddb_call(D, "UpdateTable",
+                      json_pack("{s:s, s:o, s:[{s:{s:O, s:O, s:O}}]}", "TableName", table, "AttributeDefinitions",
+                                defs, "GlobalSecondaryIndexUpdates", "Create", "IndexName",
+                                json_object_get(w, "IndexName"), "KeySchema", json_object_get(w, "KeySchema"),
+                                "Projection", json_object_get(w, "Projection")),
+                      NULL, NULL);
+        if (rc == 0)
+            rc = wait_active(D, table, NULL);
+        if (rc)
+            break;
+    }
+    json_decref(desc);
+    return rc;
+}
+
 static int create(ddb *D, const char *table, json_t *req)
 {
     char type[128];
     json_object_set_new(req, "TableName", json_string(table));
     json_object_set_new(req, "BillingMode", json_string("PAY_PER_REQUEST"));
+    json_t *want = json_incref(json_object_get(req, "GlobalSecondaryIndexes"));
+    json_t *attrs = json_incref(json_object_get(req, "AttributeDefinitions"));
     int rc = ddb_call(D, "CreateTable", req, NULL, type);
     if (rc && !strcmp(type, "ResourceInUseException")) {
         err_clear();
-        rc = 0;
+        rc = want ? add_missing_indexes(D, table, want, attrs) : 0;
     }
-    /* Wait until the table is ACTIVE (at once on DynamoDB Local). */
-    for (int i = 0; rc == 0 && i < 600; i++) {
-        json_t *resp;
-        rc = ddb_call(D, "DescribeTable", json_pack("{s:s}", "TableName", table), &resp, NULL);
-        if (rc)
-            break;
-        const char *s = json_string_value(json_object_get(json_object_get(resp, "Table"), "TableStatus"));
-        int active = s && !strcmp(s, "ACTIVE");
-        json_decref(resp);
-        if (active)
-            return 0;
-        usleep(200000);
-    }
-    return rc ? rc : err_set(STELE_EIO, "dynamodb: table %s did not become ACTIVE", table);
+    json_decref(want);
+    json_decref(attrs);
+    return rc ? rc : wait_active(D, table, NULL);
 }
 
 #define ATTR(n, t) json_pack("{s:s, s:s}", "AttributeName", n, "AttributeType", t)
@@ -357,18 +430,26 @@ int ddb_migrate(ddb *D)
 {
     int rc;
     json_t *ev = json_pack(
-        "{s:[o,o,o,o,o,o], s:o, s:[o,o,o,o]}", "AttributeDefinitions", ATTR("stream", "S"),
-        ATTR("revision", "N"), ATTR("eventType", "S"), ATTR("category", "S"), ATTR("actor", "S"),
-        ATTR("timePos", "N"), "KeySchema", keydef("stream", "revision"), "GlobalSecondaryIndexes",
-        gsi("byType", "eventType"), gsi("byCategory", "category"), gsi("byActor", "actor"),
-        gsi("byCorrelation", "correlationId"));
-    /* correlationId's definition */
-    json_array_append_new(json_object_get(ev, "AttributeDefinitions"), ATTR("correlationId", "S"));
+        "{s:[o,o,o,o,o,o,o,o,o,o,o,o,o], s:o, s:[o,o,o,o,o,o,o,o,o]}", "AttributeDefinitions",
+        ATTR("stream", "S"), ATTR("revision", "N"), ATTR("eventType", "S"), ATTR("category", "S"),
+        ATTR("actor", "S"), ATTR("timePos", "N"), ATTR("correlationId", "S"), ATTR("causationId", "S"),
+        ATTR("ceRev", "N"), ATTR("etRev", "N"), ATTR("bcRev", "N"), ATTR("nk", "S"), ATTR("streamNo", "N"),
+        "KeySchema", keydef("stream", "revision"), "GlobalSecondaryIndexes", gsi("byType", "eventType"),
+        gsi("byCategory", "category"), gsi("byActor", "actor"), gsi("byCorrelation", "correlationId"),
+        gsi("byCausation", "causationId"), gsi_keys("viewCategory", "category", "ceRev"),
+        gsi_keys("viewType", "eventType", "etRev"), gsi_keys("viewCorrelation", "correlationId", "bcRev"),
+        gsi_keys("viewStreams", "nk", "streamNo"));
     if ((rc = create(D, D->t_events, ev)))
         return rc;
+    /* byName: streams (nk "s") and the view counters of categories ("c")
+     * and types ("t") in byte order of their keys, for stele_list_names. */
     if ((rc = create(D, D->t_streams,
-                     json_pack("{s:[o], s:o}", "AttributeDefinitions", ATTR("stream", "S"),
-                               "KeySchema", keydef("stream", NULL)))))
+                     json_pack("{s:[o,o], s:o, s:[{s:s, s:o, s:{s:s, s:[s,s,s,s,s]}}]}", "AttributeDefinitions",
+                               ATTR("stream", "S"), ATTR("nk", "S"), "KeySchema", keydef("stream", NULL),
+                               "GlobalSecondaryIndexes", "IndexName", "byName", "KeySchema",
+                               keydef("nk", "stream"), "Projection", "ProjectionType", "INCLUDE",
+                               "NonKeyAttributes", "lastRevision", "lastPosition", "deleted", "tombstoned",
+                               "next"))))
         return rc;
     if ((rc = create(D, D->t_ids,
                      json_pack("{s:[o], s:o}", "AttributeDefinitions", ATTR("eventId", "S"),

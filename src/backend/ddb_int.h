@@ -1,7 +1,9 @@
 /*
- * ddb_int.h - internals of the DynamoDB backend (ddb.c, ddb_api.c,
- * ddb_read.c). The table layout, the feed and the limits are described
- * at the top of ddb.c and in docs/backends.md.
+ * ddb_int.h - internals of the DynamoDB backend (ddb.c: open, close,
+ * notification; ddb_api.c: calls and tables; ddb_write.c and ddb_plan.c:
+ * the writer; ddb_stream.c: deletes, metadata, snapshots; ddb_read.c:
+ * reads and queries). The table layout, the feed and the limits are
+ * described at the top of ddb.c and in docs/backends.md.
  */
 #ifndef STELE_DDB_INT_H
 #define STELE_DDB_INT_H
@@ -10,6 +12,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "backend/backend.h"
 #include "rules/aws_http.h"
@@ -28,6 +31,22 @@
 #define DDB_BUCKET_SHIFT 12
 #define DDB_CLIENTS 6
 #define DDB_SEQ_KEY "\001seq"
+
+/* The key of a counter item ("\x02" kind name) into out (>= 258 bytes). */
+static inline size_t ddb_key_name(char kind, const char *name, size_t len, char *out)
+{
+    out[0] = '\002';
+    out[1] = kind;
+    memcpy(out + 2, name, len);
+    return len + 2;
+}
+
+/* The category of a stream name: up to its first '-' (all of it when none). */
+static inline size_t ddb_category_len(const char *s, size_t n)
+{
+    const char *d = memchr(s, '-', n);
+    return d && d != s ? (size_t)(d - s) : n;
+}
 
 typedef struct ddb_watch {
     int fd;
@@ -119,6 +138,28 @@ int ddb_event_visible(const dstate *st, uint64_t rev, int64_t created, int64_t n
 /* The sequencer (next position), read consistently. */
 int ddb_seq_get(ddb *D, uint64_t *next);
 
+/* ddb.c: wake this server's subscribers (a commit became visible). */
+void ddb_notify(ddb *D);
+
+/* ddb_write.c: the writer thread and the append entry points. */
+int ddb_writer_new(ddb *D);
+void ddb_writer_free(ddb *D);
+void *ddb_writer_main(void *arg);
+int ddb_append(backend *b, const append_args *a, stele_append_result *res);
+int ddb_append_async(backend *b, const append_args *a, append_done_fn done, void *ctx);
+int ddb_append_multi(backend *b, const multi_args *m, stele_append_result *per,
+                     stele_multi_result *res);
+int ddb_append_multi_async(backend *b, const multi_args *m, stele_append_result *per,
+                           const stele_multi_result *init, stele_append_multi_cb done,
+                           void *ctx, size_t nstreams);
+
+/* ddb_stream.c */
+int ddb_remove(backend *b, const char *stream, size_t len, int64_t expected, int tombstone,
+               uint64_t *current);
+int ddb_set_metadata(backend *b, const char *stream, size_t len, const stele_stream_metadata *md,
+                     int64_t expected, uint64_t *version);
+int ddb_put_snapshot(backend *b, const char *stream, size_t len, const stele_snapshot_in *s);
+
 /* ddb_read.c */
 int ddb_read_stream(backend *b, const char *stream, size_t len, uint64_t from, int backwards,
                     size_t limit, stele_page **out);
@@ -137,6 +178,15 @@ int ddb_read_matching(backend *b, const stele_condition *cond, uint64_t from, in
                       stele_page **out);
 int ddb_cond_match(const stele_condition *c, const char *type, size_t type_len, const char *const *tags,
                    size_t ntags);
+/* ddb_scavenge.c */
+int ddb_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);
+
+/* ddb_view.c */
+int ddb_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_t from, int backwards,
+                  size_t limit, stele_page **out);
+int ddb_list_names(backend *b, int kind, const char *prefix, const char *after, size_t limit, unsigned flags,
+                   int (*fn)(void *ctx, const stele_name_info *info), void *ctx);
+
 /* Add an event item to a page. */
 int ddb_page_add_item(stele_page *pg, json_t *item);
 

@@ -115,7 +115,7 @@ static int query_stream(ddb *D, const char *stream, size_t len, const dstate *st
             uint64_t rev = ddb_get_nu(it, "revision");
             int64_t created = 0;
             ddb_get_n(it, "created", &created);
-            if (!ddb_event_visible(st, rev, created, now)) {
+            if (!ddb_event_visible(st, rev, created, now) || json_object_get(it, "scavenged")) {
                 if (backwards) {
                     *aged = 1;
                     break;
@@ -138,10 +138,10 @@ static int query_stream(ddb *D, const char *stream, size_t len, const dstate *st
     return rc;
 }
 
-int ddb_read_stream(backend *b, const char *stream, size_t len, uint64_t from, int backwards,
-                    size_t limit, stele_page **out)
+/* A stream read of revisions <= cap (UINT64_MAX: no cap). */
+static int read_stream_capped(ddb *D, const char *stream, size_t len, uint64_t from, int backwards,
+                              size_t limit, uint64_t cap, stele_page **out)
 {
-    ddb *D = (ddb *)b;
     dstate st;
     int rc = read_state(D, stream, len, &st);
     if (rc)
@@ -152,7 +152,7 @@ int ddb_read_stream(backend *b, const char *stream, size_t len, uint64_t from, i
         return rc;
     }
     page_expect(pg, limit);
-    uint64_t lo = ddb_stream_start(&st), hi = st.last;
+    uint64_t lo = ddb_stream_start(&st), hi = st.last < cap ? st.last : cap;
     if (!backwards && from < lo)
         from = lo;
     if (backwards && from > hi)
@@ -181,27 +181,59 @@ int ddb_read_stream(backend *b, const char *stream, size_t len, uint64_t from, i
     return 0;
 }
 
+int ddb_read_stream(backend *b, const char *stream, size_t len, uint64_t from, int backwards,
+                    size_t limit, stele_page **out)
+{
+    return read_stream_capped((ddb *)b, stream, len, from, backwards, limit, UINT64_MAX, out);
+}
+
+/* The last revision created at or before as_of (STELE_NONE: none):
+ * created times grow along the stream, so the events up to it are a
+ * prefix; its items are read in key order until one is later. */
+static int rev_as_of(ddb *D, const char *stream, size_t len, int64_t as_of_us, uint64_t *to)
+{
+    *to = STELE_NONE;
+    json_t *start = NULL;
+    for (;;) {
+        json_t *req = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:{s:o}, s:b, s:b}", "TableName",
+                                D->t_events, "KeyConditionExpression", "#s = :s", "ProjectionExpression",
+                                "#r, #c", "ExpressionAttributeNames", "#s", "stream", "#c", "created", "#r",
+                                "revision", "ExpressionAttributeValues", ":s", ddb_s(stream, len),
+                                "ConsistentRead", 1, "ScanIndexForward", 1);
+        if (start)
+            json_object_set_new(req, "ExclusiveStartKey", start);
+        json_t *resp;
+        int rc = ddb_call(D, "Query", req, &resp, NULL);
+        if (rc)
+            return rc;
+        size_t i;
+        json_t *it;
+        int past = 0;
+        json_array_foreach(json_object_get(resp, "Items"), i, it) {
+            int64_t c = 0;
+            ddb_get_n(it, "created", &c);
+            if (c > as_of_us) {
+                past = 1;
+                break;
+            }
+            *to = ddb_get_nu(it, "revision");
+        }
+        json_t *lek = json_object_get(resp, "LastEvaluatedKey");
+        start = lek && !past ? json_incref(lek) : NULL;
+        json_decref(resp);
+        if (!start)
+            return 0;
+    }
+}
+
 int ddb_read_stream_to(backend *b, const char *stream, size_t len, uint64_t from, int backwards,
                        size_t limit, uint64_t to, int has_as_of, int64_t as_of_us, stele_page **out)
 {
     ddb *D = (ddb *)b;
+    int rc;
     if (has_as_of) {
-        /* The last revision created at or before as_of: created times grow
-         * along the stream, so it bounds a prefix. */
-        json_t *resp;
-        int rc = ddb_call(D, "Query",
-                          json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o}, s:b, s:b}", "TableName", D->t_events,
-                                    "KeyConditionExpression", "#s = :s", "FilterExpression",
-                                    "#c <= :t", "ExpressionAttributeNames", "#s", "stream", "#c", "created",
-                                    "ExpressionAttributeValues", ":s", ddb_s(stream, len),
-                                    ":t", ddb_n(as_of_us), "ConsistentRead", 1, "ScanIndexForward", 1),
-                          &resp, NULL);
-        if (rc)
+        if ((rc = rev_as_of(D, stream, len, as_of_us, &to)))
             return rc;
-        json_t *items = json_object_get(resp, "Items");
-        size_t n = json_array_size(items);
-        to = n ? ddb_get_nu(json_array_get(items, n - 1), "revision") : STELE_NONE;
-        json_decref(resp);
         if (to == STELE_NONE) {
             stele_page *pg;
             dstate st;
@@ -214,21 +246,7 @@ int ddb_read_stream_to(backend *b, const char *stream, size_t len, uint64_t from
             return 0;
         }
     }
-    if (backwards)
-        return ddb_read_stream(b, stream, len, from < to ? from : to, 1, limit, out);
-    if (from > to) {
-        int rc = ddb_read_stream(b, stream, len, from, 0, 0, out);
-        return rc;
-    }
-    size_t lim = to - from + 1 < limit ? (size_t)(to - from + 1) : limit;
-    stele_page *pg;
-    int rc = ddb_read_stream(b, stream, len, from, 0, lim, &pg);
-    if (rc)
-        return rc;
-    if (pg->has_next && pg->next > to)
-        pg->has_next = 0;
-    *out = pg;
-    return 0;
+    return read_stream_capped(D, stream, len, from, backwards, limit, to, out);
 }
 
 int ddb_head(backend *b, const char *stream, size_t len, stele_stream_info *out)
@@ -454,6 +472,8 @@ static int fetch_slots(ddb *D, const slot *sl, size_t n, size_t limit, stele_pag
             }
         }
         for (size_t j = 0; j < k && rc == 0 && !page_full(pg, limit); j++) {
+            if (got[j] && json_object_get(got[j], "scavenged"))
+                continue; /* reclaimed by a scavenge (ddb_scavenge.c) */
             if (!got[j]) {
                 rc = err_set(STELE_ECORRUPT, "dynamodb: the event at position %llu ('%.*s' revision %llu) is missing",
                              (unsigned long long)sl[at + j].pos, (int)sl[at + j].len, sl[at + j].stream,
@@ -536,12 +556,9 @@ typedef struct qstate {
 
 /* Is this event visible to queries (its stream's rules)? States are read
  * once per query and stream. */
-static int query_visible(ddb *D, qstate **cache, size_t *nc, json_t *it, int *vis)
+static int query_visible_ev(ddb *D, qstate **cache, size_t *nc, const char *s, size_t len, uint64_t rev,
+                            int64_t created, int *vis)
 {
-    size_t len;
-    const char *s = ddb_get_s(it, "stream", &len);
-    if (!s)
-        return err_set(STELE_ECORRUPT, "dynamodb: event item without a stream");
     qstate *q = NULL;
     for (size_t i = 0; i < *nc; i++)
         if ((*cache)[i].len == len && !memcmp((*cache)[i].name, s, len))
@@ -561,10 +578,104 @@ static int query_visible(ddb *D, qstate **cache, size_t *nc, json_t *it, int *vi
             return rc;
         }
     }
+    *vis = !q->st.deleted || rev >= q->st.tb;
+    *vis = *vis && ddb_event_visible(&q->st, rev, created, time_now_us());
+    return 0;
+}
+
+static int query_visible(ddb *D, qstate **cache, size_t *nc, json_t *it, int *vis)
+{
+    size_t len;
+    const char *s = ddb_get_s(it, "stream", &len);
+    if (!s)
+        return err_set(STELE_ECORRUPT, "dynamodb: event item without a stream");
     int64_t created = 0;
     ddb_get_n(it, "created", &created);
-    *vis = !q->st.deleted || ddb_get_nu(it, "revision") >= q->st.tb;
-    *vis = *vis && ddb_event_visible(&q->st, ddb_get_nu(it, "revision"), created, time_now_us());
+    return query_visible_ev(D, cache, nc, s, len, ddb_get_nu(it, "revision"), created, vis);
+}
+
+static void qcache_free(qstate *cache, size_t nc)
+{
+    for (size_t i = 0; i < nc; i++) {
+        free(cache[i].name);
+        ddb_state_free(&cache[i].st);
+    }
+    free(cache);
+}
+
+/*
+ * A query by reading $all: STELE_QUERY_ALL (a time range of $all, every
+ * event) and STELE_QUERY_TAG (DynamoDB cannot key an index on a list, so
+ * tags are matched while $all is read, with the type restriction and the
+ * stream's visibility rules; the cost is that of reading $all from
+ * `from`, docs/backends.md).
+ */
+static int query_by_all(ddb *D, const query_args *q, stele_page *pg)
+{
+    int tag = q->kind == STELE_QUERY_TAG;
+    qstate *cache = NULL;
+    size_t nc = 0;
+    uint64_t from = q->from;
+    int rc = 0, more = 0;
+    uint64_t last = 0;
+    /* Chunks of $all grow from a little more than the page (a small page
+     * of a frequent tag, the newest match) to 500 events (a rare tag). */
+    size_t chunk = q->limit + 8 < 500 ? q->limit + 8 : 500;
+    while (!more) {
+        stele_page *part;
+        if ((rc = ddb_read_all(&D->base, from, q->backwards, chunk, &part)))
+            break;
+        chunk = chunk * 2 < 500 ? chunk * 2 : 500;
+        int past = 0;
+        for (size_t i = 0; i < part->count; i++) {
+            stele_event *e = page_ev(part, i);
+            if ((q->has_after && e->created_us < q->after_us) || (q->has_before && e->created_us >= q->before_us)) {
+                past = q->backwards ? (q->has_after && e->created_us < q->after_us)
+                                    : (q->has_before && e->created_us >= q->before_us);
+                if (past)
+                    break;
+                continue;
+            }
+            if (tag) {
+                int has = 0;
+                for (size_t t = 0; !has && t < e->ntags; t++)
+                    has = strlen(e->tags[t]) == q->key_len && !memcmp(e->tags[t], q->key, q->key_len);
+                if (!has || (q->type && (e->type_len != q->type_len || memcmp(e->type, q->type, q->type_len))))
+                    continue;
+                int vis;
+                if ((rc = query_visible_ev(D, &cache, &nc, e->stream, e->stream_len, e->revision, e->created_us,
+                                           &vis)))
+                    break;
+                if (!vis)
+                    continue;
+            }
+            if (page_full(pg, q->limit)) {
+                more = 1;
+                last = e->position; /* the next match: the page's next */
+                break;
+            }
+            page_event pe = {.stream = e->stream, .stream_len = e->stream_len, .type = e->type,
+                             .type_len = e->type_len, .tags = e->tags, .ntags = e->ntags, .data = e->data,
+                             .data_len = e->data_len, .metadata = e->metadata,
+                             .metadata_len = e->metadata_len, .id = e->id, .flags = e->flags,
+                             .created_us = e->created_us, .revision = e->revision, .position = e->position};
+            if ((rc = page_add(pg, &pe)))
+                break;
+        }
+        int next = part->has_next;
+        from = part->next;
+        stele_page_free(part);
+        if (rc || past || more || !next)
+            break;
+    }
+    qcache_free(cache, nc);
+    if (rc)
+        return rc;
+    /* The next match's position, when one was seen past the full page. */
+    if (more) {
+        pg->has_next = 1;
+        pg->next = last;
+    }
     return 0;
 }
 
@@ -577,56 +688,18 @@ int ddb_query(backend *b, const query_args *q, stele_page **out)
     case STELE_QUERY_CATEGORY: index = "byCategory", attr = "category"; break;
     case STELE_QUERY_ACTOR: index = "byActor", attr = "actor"; break;
     case STELE_QUERY_CORRELATION: index = "byCorrelation", attr = "correlationId"; break;
-    case STELE_QUERY_ALL: break;
+    case STELE_QUERY_CAUSATION: index = "byCausation", attr = "causationId"; break;
+    case STELE_QUERY_ALL: case STELE_QUERY_TAG: break;
     default:
-        return err_set(STELE_EINVAL, "tag queries are not supported by the dynamodb backend "
-                                     "(DynamoDB indexes cannot key on a list of tags)");
+        return err_set(STELE_EINVAL, "dynamodb: unknown query kind %d", q->kind);
     }
     stele_page *pg;
     int rc = page_new(D->pl, &pg);
     if (rc)
         return rc;
     page_expect(pg, q->limit);
-    if (q->kind == STELE_QUERY_ALL) {
-        /* $all with a time range: read pages of $all and keep the range. */
-        uint64_t from = q->from;
-        while (!page_full(pg, q->limit)) {
-            stele_page *part;
-            if ((rc = ddb_read_all(b, from, q->backwards, 500, &part)))
-                break;
-            int past = 0;
-            for (size_t i = 0; i < part->count && !page_full(pg, q->limit); i++) {
-                stele_event *e = page_ev(part, i);
-                if ((q->has_after && e->created_us < q->after_us) || (q->has_before && e->created_us >= q->before_us)) {
-                    past = q->backwards ? (q->has_after && e->created_us < q->after_us)
-                                        : (q->has_before && e->created_us >= q->before_us);
-                    if (past)
-                        break;
-                    continue;
-                }
-                page_event pe = {.stream = e->stream, .stream_len = e->stream_len, .type = e->type,
-                                 .type_len = e->type_len, .tags = e->tags, .ntags = e->ntags, .data = e->data,
-                                 .data_len = e->data_len, .metadata = e->metadata,
-                                 .metadata_len = e->metadata_len, .id = e->id, .flags = e->flags,
-                                 .created_us = e->created_us, .revision = e->revision, .position = e->position};
-                rc = page_add(pg, &pe);
-                if (rc)
-                    break;
-            }
-            int more = part->has_next;
-            from = part->next;
-            stele_page_free(part);
-            if (rc || past || !more)
-                break;
-        }
-        if (rc == 0 && page_full(pg, q->limit) && pg->count) {
-            uint64_t last = page_ev(pg, pg->count - 1)->position;
-            if (!q->backwards || last > 0) {
-                pg->has_next = 1;
-                pg->next = q->backwards ? last - 1 : last + 1;
-            }
-        }
-        if (rc) {
+    if (q->kind == STELE_QUERY_ALL || q->kind == STELE_QUERY_TAG) {
+        if ((rc = query_by_all(D, q, pg))) {
             stele_page_free(pg);
             return rc;
         }
@@ -636,8 +709,14 @@ int ddb_query(backend *b, const query_args *q, stele_page **out)
     /* timePos range from the time range; the position bound as a filter. */
     char lo[64], hi[64];
     snprintf(lo, sizeof lo, "%lld%020d", (long long)(q->has_after && q->after_us > 0 ? q->after_us : 0), 0);
-    if (q->has_before)
-        snprintf(hi, sizeof hi, "%lld%020d", (long long)(q->before_us > 0 ? q->before_us : 0), 0);
+    if (q->has_before && (q->before_us <= 0 || (q->has_after && q->after_us >= q->before_us))) {
+        *out = pg; /* an empty range (BETWEEN refuses lo > hi) */
+        return 0;
+    }
+    if (q->has_before && q->before_us == 1) /* created < before: up to before - 1 us */
+        snprintf(hi, sizeof hi, "99999999999999999999");
+    else if (q->has_before)
+        snprintf(hi, sizeof hi, "%lld99999999999999999999", (long long)q->before_us - 1);
     else
         snprintf(hi, sizeof hi, "99999999999999999999999999999999999999");
     char filter[256];
@@ -646,9 +725,10 @@ int ddb_query(backend *b, const query_args *q, stele_page **out)
     json_t *start = NULL;
     qstate *cache = NULL;
     size_t nc = 0;
-    uint64_t last = 0;
-    int any = 0, more = 0;
-    while (rc == 0 && !page_full(pg, q->limit)) {
+    int done = q->limit == 0;
+    /* Until the page is full and the next visible match is seen: the
+     * page's next is that match's position, as on the local engine. */
+    while (rc == 0 && !done) {
         json_t *vals = json_pack("{s:o, s:{s:s}, s:{s:s}, s:o}", ":k", ddb_s(q->key, q->key_len), ":lo", "N", lo,
                                  ":hi", "N", hi, ":p", ddb_nu(q->from > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : q->from));
         if (q->type)
@@ -672,39 +752,29 @@ int ddb_query(backend *b, const query_args *q, stele_page **out)
         size_t i;
         json_t *it;
         json_array_foreach(json_object_get(resp, "Items"), i, it) {
-            if (page_full(pg, q->limit)) {
-                more = 1;
-                break;
-            }
-            int vis;
+            int vis = 0;
             if ((rc = query_visible(D, &cache, &nc, it, &vis)))
                 break;
             if (!vis)
                 continue;
+            if (page_full(pg, q->limit)) {
+                pg->has_next = 1;
+                pg->next = ddb_get_nu(it, "position");
+                done = 1;
+                break;
+            }
             if ((rc = ddb_page_add_item(pg, it)))
                 break;
-            last = ddb_get_nu(it, "position");
-            any = 1;
         }
         json_t *lek = json_object_get(resp, "LastEvaluatedKey");
-        if (lek && !rc)
+        if (lek && !rc && !done)
             start = json_incref(lek);
         json_decref(resp);
         if (!start)
             break;
-        if (page_full(pg, q->limit))
-            more = 1;
     }
     json_decref(start);
-    for (size_t i = 0; i < nc; i++) {
-        free(cache[i].name);
-        ddb_state_free(&cache[i].st);
-    }
-    free(cache);
-    if (rc == 0 && any && more && (!q->backwards || last > 0)) {
-        pg->has_next = 1;
-        pg->next = q->backwards ? last - 1 : last + 1;
-    }
+    qcache_free(cache, nc);
     if (rc) {
         stele_page_free(pg);
         return rc;

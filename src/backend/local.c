@@ -78,6 +78,7 @@
 #include "backend/local_int.h"
 #include "log/record.h"
 #include "os/os.h"
+#include "util/assert.h"
 
 /* ------------------------------------------------------------ futexes */
 
@@ -336,6 +337,8 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
         rc = idx_stream_put(L->ix, txn, r->stream, r->stream_len, &r->st);
     if (rc == 0 && r->op != OP_APPEND)
         rc = sm_on_remove(L, txn, &r->st); /* the snapshots it hides */
+    if (rc == 0 && r->op != OP_APPEND)
+        rc = rm_plan(L, txn, r); /* its `$deletes` event (local_removes.c) */
     if (rc == 0 && r->op == OP_APPEND) {
         /* The commit's entry, so a retry later in this same group is
          * recognised; write_group() fills in where it lands. */
@@ -429,6 +432,11 @@ static int seal(local *L, uint64_t seal_pos)
     log_seg *s = L->lg->segs[seg];
     uint8_t m[128];
     size_t n = rec_encode_marker(m, REC_SEAL, "", 0, seal_pos, UINT64_MAX, L->last_created);
+    /* The seal goes at the end of the written data, inside the segment.
+     * (Every group leaves room for it, but a segment file cut short by
+     * hand or by a torn tail may end right there: the write extends it.) */
+    STELE_ASSERT(n == seal_size() && loc_off(L->ck.loc) >= SEG_HEADER_SIZE &&
+                 loc_off(L->ck.loc) <= s->size);
     int rc = os_write_full(s->fd, m, n, loc_off(L->ck.loc));
     if (rc == 0)
         rc = os_io->fdatasync(s->fd);
@@ -579,174 +587,294 @@ static void fail_nospace(wreq *group, int rc, int all)
         }
 }
 
-static void write_group(local *L, wreq *group)
+/* The positions accepted request r was planned at continue the ones before
+ * it in the group (*next, which starts at the checkpoint's next position):
+ * no gap, no overlap. Advances *next past them. */
+static void assert_positions(const wreq *r, uint64_t *next)
 {
-    MDB_txn *txn;
+    uint64_t first = 0, n = 0;
+    if (r->op == OP_APPEND)
+        first = r->res.first_position, n = r->a->n;
+    else if (r->op == OP_MULTI)
+        first = r->mres.first_position, n = r->m->nrecords;
+    STELE_ASSERT(n == 0 || first == *next);
+    *next += n;
+}
+
+/*
+ * write_group() in steps, sharing one gwrite:
+ *   group_begin    the index's headroom and the write transaction;
+ *   group_plan     plan every request (plan()), sum the accepted bytes;
+ *   group_place    the segment and offset the group goes to (sealing a
+ *                  full segment, making the next one);
+ *   group_encode   the records into L->gbuf and their index entries;
+ *   group_durable  the checkpoint, one write, one fdatasync, the index
+ *                  commit;
+ *   group_publish  the new end of the log for readers and subscribers.
+ * A step that ends the group early completes its requests itself
+ * (group_begin, group_plan, group_place when there is no space: not
+ * sticky); any other error goes back to write_group, which fails the
+ * group as a storage fault (sticky).
+ */
+typedef struct gwrite {
+    local *L;
+    wreq *group;
+    MDB_txn *txn;      /* NULL once committed */
+    idx_ckpt before;   /* the checkpoint before the group (past a new seal) */
+    int64_t now;       /* the group's created time */
+    uint64_t bytes;    /* the accepted requests' records */
+    log_seg *s;        /* where the group goes: segment, its number, offset */
+    uint32_t seg;
+    uint64_t write_off;
+} gwrite;
+
+/* 1 to go on, or 0 when the group is over (every request failed). */
+static int group_begin(gwrite *g)
+{
+    local *L = g->L;
     int rc = idx_reserve(L->ix);
     if (rc == STELE_ENOSPC) {
         char why[400];
         snprintf(why, sizeof why, "%.380s", stele_errmsg());
         local_set_nospace(L, why);
-        fail_nospace(group, nospace_err(L), 1);
-        return;
+        fail_nospace(g->group, nospace_err(L), 1);
+        return 0;
     }
     if (rc == 0)
-        rc = idx_begin(L->ix, 0, &txn);
+        rc = idx_begin(L->ix, 0, &g->txn);
     if (rc) {
         set_fault(L, rc);
-        for (wreq *r = group; r; r = r->next)
+        for (wreq *r = g->group; r; r = r->next)
             req_fail(r, rc);
-        return;
+        return 0;
     }
-    idx_ckpt before = L->ck;
-    int64_t now = time_now_us();
-    if (now < L->last_created)
-        now = L->last_created;
-    uint64_t bytes = 0;
-    for (wreq *r = group; r; r = r->next)
-        r->group = group;
-    for (wreq *r = group; r && rc == 0; r = r->next) {
-        rc = plan(L, txn, r);
+    g->before = L->ck;
+    /* No group is in flight: the checkpoint continues what readers saw. */
+    STELE_ASSERT(g->before.next_pos ==
+                 atomic_load_explicit(&L->pub_next_pos, memory_order_relaxed));
+    g->now = time_now_us();
+    if (g->now < L->last_created)
+        g->now = L->last_created;
+    return 1;
+}
+
+/* Plan the requests in order. 1 to go on; 0 when the group is over: the
+ * index failed (every request fails, a fault) or nothing was accepted. */
+static int group_plan(gwrite *g)
+{
+    local *L = g->L;
+    int rc = 0;
+    for (wreq *r = g->group; r; r = r->next)
+        r->group = g->group;
+    for (wreq *r = g->group; r && rc == 0; r = r->next) {
+        rc = plan(L, g->txn, r);
         if (r->accepted)
-            bytes += r->bytes;
+            g->bytes += r->bytes + chain_rec_bytes(L);
     }
+    if (rc == 0 && g->bytes)
+        return 1;
+    mdb_txn_abort(g->txn);
+    L->ck = g->before;
     if (rc) {
         /* Fail every request of the group, decided or not: nothing of it
          * is written. */
-        mdb_txn_abort(txn);
-        L->ck = before;
         set_fault(L, rc);
-        for (wreq *r = group; r; r = r->next) {
+        for (wreq *r = g->group; r; r = r->next) {
             r->accepted = 0;
             r->res.idempotent = 0;
             r->mres.idempotent = 0;
             r->msg[0] = 0;
             req_fail(r, rc);
         }
-        return;
     }
-    if (bytes == 0) {
-        mdb_txn_abort(txn);
-        L->ck = before;
-        return;
-    }
-    /* Place the group: it must leave room for the seal record; when it
-     * does not, seal the segment and continue in a new one. */
+    return 0;
+}
+
+/* Place the group: it must leave room for the seal record; when it does
+ * not, seal the segment and continue in a new one. 0 to go on, 1 when the
+ * group is over (no space for the next segment: nothing of it written, its
+ * requests failed, not a fault), or an error (a fault, a failed seal
+ * included). */
+static int group_place(gwrite *g)
+{
+    local *L = g->L;
     log_seg *s = loc_seg(L->ck.loc) < atomic_load(&L->lg->nsegs) ? L->lg->segs[loc_seg(L->ck.loc)]
                                                                   : NULL;
-    if (s && loc_off(L->ck.loc) + bytes + seal_size() > s->size) {
+    int rc;
+    if (s && loc_off(L->ck.loc) + g->bytes + seal_size() > s->size) {
         uint64_t log_bytes = L->ck.log_bytes;
-        rc = seal(L, before.next_pos);
-        if (rc)
-            goto fail;
+        if ((rc = seal(L, g->before.next_pos)))
+            return rc;
         /* The seal is durable: whatever becomes of this group, the log
          * now continues at the start of the next segment. */
-        before.loc = L->ck.loc;
-        before.log_bytes += L->ck.log_bytes - log_bytes;
+        g->before.loc = L->ck.loc;
+        g->before.log_bytes += L->ck.log_bytes - log_bytes;
         s = NULL;
     }
     if (!s) {
-        rc = make_tail_segment(L, loc_seg(L->ck.loc), bytes);
+        rc = make_tail_segment(L, loc_seg(L->ck.loc), g->bytes);
         if (rc == STELE_ENOSPC) {
-            mdb_txn_abort(txn);
-            L->ck = before;
-            fail_nospace(group, rc, 0);
-            return;
+            mdb_txn_abort(g->txn);
+            L->ck = g->before;
+            fail_nospace(g->group, rc, 0);
+            return 1;
         }
         if (rc)
-            goto fail;
+            return rc;
         s = L->lg->segs[loc_seg(L->ck.loc)];
     }
-    uint32_t seg = loc_seg(L->ck.loc);
-    uint64_t write_off = loc_off(L->ck.loc);
-    L->gbuf.len = 0;
-    if (write_off == 0) {
-        if ((rc = buf_reserve(&L->gbuf, SEG_HEADER_SIZE + bytes)))
-            goto fail;
-        seg_header_encode(L->gbuf.p, seg, before.next_pos, now);
-        s->first_position = before.next_pos;
-        L->gbuf.len = SEG_HEADER_SIZE;
-    } else if ((rc = buf_reserve(&L->gbuf, bytes))) {
-        goto fail;
+    g->s = s;
+    g->seg = loc_seg(L->ck.loc);
+    g->write_off = loc_off(L->ck.loc);
+    return 0;
+}
+
+/* An append's event records at the end of L->gbuf, its sparse position
+ * entries and its commit entry. */
+static int encode_append(gwrite *g, wreq *r, uint64_t start)
+{
+    local *L = g->L;
+    const append_args *a = r->a;
+    int rc = 0;
+    for (size_t i = 0; i < a->n && rc == 0; i++) {
+        uint64_t pos = r->res.first_position + i;
+        uint64_t loc = loc_make(g->seg, (uint32_t)(g->write_off + L->gbuf.len));
+        if (L->ck.last_pos_loc == UINT64_MAX || loc_seg(L->ck.last_pos_loc) != g->seg ||
+            loc - L->ck.last_pos_loc >= IDX_POS_STRIDE) {
+            rc = idx_pos_put(L->ix, g->txn, pos, loc);
+            L->ck.last_pos_loc = loc;
+        }
+        L->gbuf.len += rec_encode_event(
+            L->gbuf.p + L->gbuf.len, a->stream, a->stream_len, &a->events[i], a->ids[i],
+            (uint8_t)((a->events[i].flags & REC_EVENT_FLAGS) | (a->made[i] ? REC_ID_MADE : 0)),
+            (uint32_t)a->n, (uint32_t)i, pos, r->res.first_revision + i, g->now);
     }
-    for (wreq *r = group; r && rc == 0; r = r->next) {
+    idx_commit c = {r->st.sid, r->res.first_revision, loc_make(g->seg, (uint32_t)start),
+                    r->res.first_position, (uint32_t)a->n,
+                    (uint32_t)(g->write_off + L->gbuf.len - start)};
+    STELE_ASSERT(rc || (c.count >= 1 && c.bytes == r->bytes)); /* read_stream_try */
+    if (rc == 0)
+        rc = idx_commit_put(L->ix, g->txn, &c);
+    return rc;
+}
+
+/* Encode the accepted requests' records into L->gbuf (after a segment
+ * header when the group starts a segment) and index them. */
+static int group_encode(gwrite *g)
+{
+    local *L = g->L;
+    int rc;
+    L->gbuf.len = 0;
+    if (g->write_off == 0) {
+        if ((rc = buf_reserve(&L->gbuf, SEG_HEADER_SIZE + g->bytes)))
+            return rc;
+        seg_header_encode(L->gbuf.p, g->seg, g->before.next_pos, g->now);
+        g->s->first_position = g->before.next_pos;
+        L->gbuf.len = SEG_HEADER_SIZE;
+    } else if ((rc = buf_reserve(&L->gbuf, g->bytes))) {
+        return rc;
+    }
+    uint64_t next_pos = g->before.next_pos;
+    for (wreq *r = g->group; r && rc == 0; r = r->next) {
         if (!r->accepted)
             continue;
-        uint64_t start = write_off + L->gbuf.len;
+        STELE_ASSERT(L->gbuf.len + chain_rec_bytes(L) + r->bytes <= L->gbuf.cap);
+        uint8_t *chain_rec = chain_reserve(L); /* local_chain.c */
+        uint64_t start = g->write_off + L->gbuf.len;
         uint8_t *p = L->gbuf.p + L->gbuf.len;
-        L->ck.last_commit = loc_make(seg, (uint32_t)start);
+        assert_positions(r, &next_pos);
+        L->ck.last_commit = loc_make(g->seg, (uint32_t)start);
         if (r->op == OP_APPEND) {
-            const append_args *a = r->a;
-            for (size_t i = 0; i < a->n && rc == 0; i++) {
-                uint64_t pos = r->res.first_position + i;
-                uint64_t loc = loc_make(seg, (uint32_t)(write_off + L->gbuf.len));
-                if (L->ck.last_pos_loc == UINT64_MAX || loc_seg(L->ck.last_pos_loc) != seg ||
-                    loc - L->ck.last_pos_loc >= IDX_POS_STRIDE) {
-                    rc = idx_pos_put(L->ix, txn, pos, loc);
-                    L->ck.last_pos_loc = loc;
-                }
-                L->gbuf.len += rec_encode_event(
-                    L->gbuf.p + L->gbuf.len, a->stream, a->stream_len, &a->events[i], a->ids[i],
-                    (uint8_t)((a->events[i].flags & REC_EVENT_FLAGS) |
-                              (a->made[i] ? REC_ID_MADE : 0)),
-                    (uint32_t)a->n, (uint32_t)i, pos, r->res.first_revision + i, now);
-            }
-            idx_commit c = {r->st.sid, r->res.first_revision, loc_make(seg, (uint32_t)start),
-                            r->res.first_position, (uint32_t)a->n,
-                            (uint32_t)(write_off + L->gbuf.len - start)};
-            if (rc == 0)
-                rc = idx_commit_put(L->ix, txn, &c);
+            rc = encode_append(g, r, start);
         } else if (r->op == OP_MULTI) {
-            rc = multi_encode(L, txn, r, seg, write_off, now);
+            rc = multi_encode(L, g->txn, r, g->seg, g->write_off, g->now);
         } else if (r->op == OP_METADATA || r->op == OP_SNAPSHOT) {
-            rc = sm_encode(L, txn, r, p, loc_make(seg, (uint32_t)start), now);
+            rc = sm_encode(L, g->txn, r, p, loc_make(g->seg, (uint32_t)start), g->now);
             L->gbuf.len += r->bytes;
         } else {
-            L->gbuf.len += rec_encode_marker(
-                p, r->op == OP_DELETE ? REC_DELETE : REC_TOMBSTONE, r->stream, r->stream_len,
-                r->st.truncate_before, r->current, now);
+            rc = rm_encode(L, g->txn, r, g->seg, g->write_off, g->now); /* local_removes.c */
         }
+        /* The records take exactly the bytes planned for them. */
+        STELE_ASSERT(rc || g->write_off + L->gbuf.len - start == r->bytes);
+        if (rc == 0)
+            rc = chain_seal_commit(L, g->txn, chain_rec, g->now);
     }
     /* The secondary indexes of the whole group (after the segment header). */
-    size_t hdr = write_off == 0 ? SEG_HEADER_SIZE : 0;
+    size_t hdr = g->write_off == 0 ? SEG_HEADER_SIZE : 0;
+    /* The group is the sum of its planned records, its positions end where
+     * planning left the checkpoint, and the segment keeps room for a seal.
+     * (Each accepted request's records follow its chain record, if any.) */
+    STELE_ASSERT(rc || (L->gbuf.len - hdr == g->bytes && next_pos == L->ck.next_pos));
+    STELE_ASSERT(g->write_off + L->gbuf.len + seal_size() <= g->s->size);
     if (rc == 0)
-        rc = idx_sec_commit(L->ix, txn, L->gbuf.p + hdr, L->gbuf.len - hdr,
-                            loc_make(seg, (uint32_t)(write_off + hdr)));
-    if (rc)
-        goto fail;
-    L->ck.log_bytes += L->gbuf.len - (write_off == 0 ? SEG_HEADER_SIZE : 0);
-    L->ck.loc = loc_make(seg, (uint32_t)(write_off + L->gbuf.len));
+        rc = idx_sec_commit(L->ix, g->txn, L->gbuf.p + hdr, L->gbuf.len - hdr,
+                            loc_make(g->seg, (uint32_t)(g->write_off + hdr)));
+    return rc;
+}
+
+/* The checkpoint into the transaction, the group's bytes with one write
+ * and one fdatasync, then the index commit (not fsynced: the log is the
+ * truth). */
+static int group_durable(gwrite *g)
+{
+    local *L = g->L;
+    L->ck.log_bytes += L->gbuf.len - (g->write_off == 0 ? SEG_HEADER_SIZE : 0);
+    L->ck.loc = loc_make(g->seg, (uint32_t)(g->write_off + L->gbuf.len));
     L->ck.log_bytes -= atomic_exchange(&L->scav_unaccounted, 0); /* scavenged away */
-    if ((rc = idx_ckpt_put(L->ix, txn, &L->ck)))
-        goto fail;
-    rc = os_write_full(s->fd, L->gbuf.p, L->gbuf.len, write_off);
+    int rc = idx_ckpt_put(L->ix, g->txn, &L->ck);
+    if (rc)
+        return rc;
+    rc = os_write_full(g->s->fd, L->gbuf.p, L->gbuf.len, g->write_off);
     if (rc == 0)
-        rc = os_io->fdatasync(s->fd);
+        rc = os_io->fdatasync(g->s->fd);
     if (rc) {
         char name[32];
-        log_seg_name(seg, name);
-        rc = err_set(rc == -ENOSPC ? STELE_ENOSPC : STELE_EIO, "write to segment %s offset %llu: %s",
-                     name, (unsigned long long)write_off, strerror(-rc));
-        goto fail;
+        log_seg_name(g->seg, name);
+        return err_set(rc == -ENOSPC ? STELE_ENOSPC : STELE_EIO,
+                       "write to segment %s offset %llu: %s", name,
+                       (unsigned long long)g->write_off, strerror(-rc));
     }
-    rc = idx_commit_txn(txn);
-    txn = NULL;
-    if (rc)
-        goto fail;
-    L->last_created = now;
+    rc = idx_commit_txn(g->txn);
+    g->txn = NULL;
+    return rc;
+}
+
+/* The group is durable and indexed: show it to readers and subscribers. */
+static void group_publish(gwrite *g)
+{
+    local *L = g->L;
+    L->last_created = g->now;
     clear_nospace(L); /* e.g. the index's headroom could be had again */
     atomic_store_explicit(&L->pub_next_pos, L->ck.next_pos, memory_order_release);
-    if (L->ck.next_pos > before.next_pos)
-        tail_push(L, before.next_pos, loc_make(seg, (uint32_t)write_off));
+    chain_publish(L);
+    if (L->ck.next_pos > g->before.next_pos)
+        tail_push(L, g->before.next_pos, loc_make(g->seg, (uint32_t)g->write_off));
     notify_commit(L);
     atomic_fetch_add(&L->n_groups, 1);
-    for (wreq *r = group; r; r = r->next)
+    for (wreq *r = g->group; r; r = r->next)
         if (r->accepted)
             atomic_fetch_add(&L->n_appends, 1);
-    return;
-fail:
-    if (txn)
-        mdb_txn_abort(txn);
+}
+
+static void write_group(local *L, wreq *group)
+{
+    gwrite g = {.L = L, .group = group};
+    if (!group_begin(&g) || !group_plan(&g))
+        return;
+    int rc = group_place(&g);
+    if (rc > 0)
+        return;
+    if (rc == 0)
+        rc = group_encode(&g);
+    if (rc == 0)
+        rc = group_durable(&g);
+    if (rc == 0) {
+        group_publish(&g);
+        return;
+    }
+    /* A storage fault: the group fails, and so does every later append. */
+    if (g.txn)
+        mdb_txn_abort(g.txn);
     set_fault(L, rc);
     for (wreq *r = group; r; r = r->next)
         if (r->accepted) {
@@ -855,6 +983,7 @@ static uint64_t append_rec_bytes(const append_args *a)
 
 static int local_append(backend *b, const append_args *a, stele_append_result *res)
 {
+    backend_assert_append(a);
     local *L = (local *)b;
     wreq r;
     memset(&r, 0, sizeof r);
@@ -874,6 +1003,7 @@ static int local_append(backend *b, const append_args *a, stele_append_result *r
 
 static int local_append_async(backend *b, const append_args *a, append_done_fn done, void *ctx)
 {
+    backend_assert_append(a);
     local *L = (local *)b;
     wreq *r = calloc(1, sizeof *r);
     if (!r)
@@ -895,6 +1025,7 @@ static int local_append_async(backend *b, const append_args *a, append_done_fn d
 static int local_remove(backend *b, const char *stream, size_t len, int64_t expected,
                         int tombstone, uint64_t *current)
 {
+    backend_assert_remove(stream, len, expected);
     local *L = (local *)b;
     wreq r;
     memset(&r, 0, sizeof r);
@@ -902,8 +1033,9 @@ static int local_remove(backend *b, const char *stream, size_t len, int64_t expe
     r.stream = stream;
     r.stream_len = len;
     r.expected = expected;
-    r.bytes = rec_marker_size(len);
+    r.bytes = rm_bytes_bound(len);
     int rc = submit(L, &r);
+    free(r.rm_buf);
     if (current)
         *current = r.current;
     return rc;
@@ -916,6 +1048,7 @@ static void local_close(backend *b)
     local *L = (local *)b;
     if (!L)
         return;
+    group_mem_free(b);
     if (L->writer_started) {
         pthread_mutex_lock(&L->qmu);
         L->stopping = 1;
@@ -933,6 +1066,7 @@ static void local_close(backend *b)
         os_io->close(L->lockfd);
     }
     buf_free(&L->gbuf);
+    chain_close(L); /* local_chain.c */
     pool_unref(L->pl);
     pthread_mutex_destroy(&L->qmu);
     pthread_cond_destroy(&L->qcv);
@@ -995,6 +1129,9 @@ static const backend_ops local_ops = {
     .backup = local_backup,
     .scavenge = local_scavenge,
     .list_names = local_list_names,
+    .chain_head = local_chain_head,
+    .chain_export = local_chain_export,
+    .groups = &group_mem_ops,
     .close = local_close,
 };
 
@@ -1060,6 +1197,8 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
         rc = idx_open(dir, rebuild, !(opts->flags & STELE_OPEN_NO_INDEXES), &L->ix);
     if (rc == 0)
         rc = recover(L, rebuild);
+    if (rc == 0)
+        rc = chain_open(L); /* local_chain.c */
     if (rc == 0 && (opts->flags & STELE_OPEN_VERIFY))
         rc = verify_all(L);
     if (rc == 0) {

@@ -422,18 +422,12 @@ static int backup_point(local *L, bk_manifest *m)
     return 0;
 }
 
-int local_backup(backend *be, const char *dest, const stele_backup_options *opts,
-                 stele_backup_result *res)
+/* One writer per destination: a second backup (another process, or the
+ * archive thread and an admin backup) into it waits for nothing and
+ * fails. The lock goes with the descriptor: 0 with *fd, EBUSY, or an I/O
+ * error. */
+static int backup_lock(const char *dest, int *fd)
 {
-    local *L = (local *)be;
-    uint64_t t0 = time_mono_ns();
-    int archive = opts && (opts->flags & STELE_BACKUP_ARCHIVE);
-    int rc = make_dirs(dest);
-    if (rc)
-        return rc;
-    /* One writer per destination: a second backup (another process, or
-     * the archive thread and an admin backup) into it waits for nothing
-     * and fails. The lock goes with the descriptor. */
     char lpath[4200];
     snprintf(lpath, sizeof lpath, "%s/stele-backup.lock", dest);
     int lockfd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -443,6 +437,71 @@ int local_backup(backend *be, const char *dest, const stele_backup_options *opts
         close(lockfd);
         return err_set(STELE_EBUSY, "another backup is writing into %s", dest);
     }
+    *fd = lockfd;
+    return 0;
+}
+
+/* Segment `segno` of the backup point (`sealed`, or the tail up to
+ * m->end_loc) into the backup: copied, or kept when the previous backup
+ * (`old`) already holds it whole; then added to m's manifest. */
+static int backup_segment(bk_run *b, const bk_manifest *old, bk_manifest *m, uint32_t segno,
+                          int sealed, int archive)
+{
+    local *L = b->L;
+    stele_backup_result *res = b->res;
+    const bk_seg *prev = NULL;
+    if (old->nsegs && segno >= old->segs[0].segno && segno - old->segs[0].segno < old->nsegs)
+        prev = &old->segs[segno - old->segs[0].segno];
+    log_seg *s = log_seg_get(L->lg, segno);
+    if (!s) {
+        char name[32];
+        log_seg_name(segno, name);
+        return err_set(STELE_ECORRUPT, "segment %s is missing from the store", name);
+    }
+    bk_seg e;
+    int keep = 0, rc = 0;
+    if (sealed && prev && prev->sealed && copy_present(b->dest, prev)) {
+        if (archive) {
+            keep = 1;
+        } else {
+            uint8_t h[SEG_HEADER_SIZE];
+            int64_t fsize = os_file_size(s->fd);
+            if (os_read_full(s->fd, h, sizeof h, 0) == 0 && fsize >= 0 &&
+                (uint64_t)fsize == prev->size && crc32c(0, h, sizeof h) == prev->hdr_crc)
+                keep = 1;
+        }
+    }
+    if (keep) {
+        e = *prev;
+        res->segments_kept++;
+    } else {
+        rc = copy_segment(b, segno, s, sealed ? UINT64_MAX : loc_off(m->end_loc), prev, &e);
+        e.sealed = sealed;
+        if (rc == 0)
+            res->segments_copied++;
+    }
+    log_seg_put(s);
+    if (rc == 0)
+        rc = bk_manifest_add(m, &e);
+    if (rc == 0) {
+        res->segments++;
+        res->bytes_total += e.bytes;
+    }
+    return rc;
+}
+
+int local_backup(backend *be, const char *dest, const stele_backup_options *opts,
+                 stele_backup_result *res)
+{
+    local *L = (local *)be;
+    uint64_t t0 = time_mono_ns();
+    int archive = opts && (opts->flags & STELE_BACKUP_ARCHIVE);
+    int lockfd = -1;
+    int rc = make_dirs(dest);
+    if (rc == 0)
+        rc = backup_lock(dest, &lockfd);
+    if (rc)
+        return rc;
     bk_manifest old, m = {0};
     rc = bk_manifest_read(dest, &old);
     if (rc == STELE_ENOTFOUND) {
@@ -473,47 +532,8 @@ int local_backup(backend *be, const char *dest, const stele_backup_options *opts
     uint32_t upto = has_tail ? last + 1 : last;
     res->segments_todo = upto > first ? upto - first : 0;
     for (uint32_t segno = first; rc == 0 && segno < upto; segno++) {
-        int sealed = segno < last;
-        const bk_seg *prev = NULL;
-        if (old.nsegs && segno >= old.segs[0].segno && segno - old.segs[0].segno < old.nsegs)
-            prev = &old.segs[segno - old.segs[0].segno];
-        log_seg *s = log_seg_get(L->lg, segno);
-        if (!s) {
-            char name[32];
-            log_seg_name(segno, name);
-            rc = err_set(STELE_ECORRUPT, "segment %s is missing from the store", name);
+        if ((rc = backup_segment(&b, &old, &m, segno, segno < last, archive)))
             break;
-        }
-        bk_seg e;
-        int keep = 0;
-        if (sealed && prev && prev->sealed && copy_present(dest, prev)) {
-            if (archive) {
-                keep = 1;
-            } else {
-                uint8_t h[SEG_HEADER_SIZE];
-                int64_t fsize = os_file_size(s->fd);
-                if (os_read_full(s->fd, h, sizeof h, 0) == 0 && fsize >= 0 &&
-                    (uint64_t)fsize == prev->size && crc32c(0, h, sizeof h) == prev->hdr_crc)
-                    keep = 1;
-            }
-        }
-        if (keep) {
-            e = *prev;
-            res->segments_kept++;
-        } else {
-            rc = copy_segment(&b, segno, s, sealed ? UINT64_MAX : loc_off(m.end_loc), prev,
-                              &e);
-            e.sealed = sealed;
-            if (rc == 0)
-                res->segments_copied++;
-        }
-        log_seg_put(s);
-        if (rc == 0)
-            rc = bk_manifest_add(&m, &e);
-        if (rc)
-            break;
-        res->segments++;
-        res->bytes_total += e.bytes;
         res->segments_done++;
         res->end_position = m.end_position;
         res->end_time_us = m.end_time;

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "backend/local_chain.h"
 #include "index/index.h"
 #include "log/log.h"
 #include "util/util.h"
@@ -128,6 +129,30 @@ typedef struct checker {
     int have_created;
     buf cbuf;
 } checker;
+
+/* A delete recorded as an event of `$deletes` (REC_REMOVES, record.h):
+ * well formed, in `$deletes`, and its effect applied like a marker's. */
+static int check_removes(checker *k, const rec *r, uint64_t at)
+{
+    rec_removes rm;
+    if (rec_removes_decode(r, &rm) || r->stream_len != sizeof REC_REMOVES_STREAM - 1 ||
+        memcmp(r->stream, REC_REMOVES_STREAM, r->stream_len) ||
+        r->type_len != sizeof REC_REMOVES_TYPE - 1 ||
+        memcmp(r->type, REC_REMOVES_TYPE, r->type_len) ||
+        (rm.stream_len == r->stream_len && !memcmp(rm.stream, r->stream, r->stream_len)))
+        return damage(at, "malformed stream delete record", NULL);
+    sslot *s = st_get(&k->streams, rm.stream, rm.stream_len);
+    if (!s)
+        return err_set(STELE_ENOMEM, "out of memory");
+    if (rm.kind == REC_DELETE) {
+        s->truncate_before = rm.truncate_before;
+        s->flags |= IDX_DELETED;
+    } else {
+        s->flags |= IDX_TOMBSTONED;
+    }
+    k->markers++;
+    return 0;
+}
 
 /* Positions [from, to) were removed by scavenging. */
 static int add_gap(checker *k, uint64_t from, uint64_t to)
@@ -544,6 +569,8 @@ static int check_log(checker *k, char *summary, size_t summary_len)
                                     (const uint8_t(*)[16])ids, made)) ||
                  (rc = check_sec(k, commit_start, it.loc, &first))))
                 break;
+            if ((r.flags & REC_REMOVES) && (rc = check_removes(k, &r, at)))
+                break;
         }
     }
     log_iter_free(&it);
@@ -776,6 +803,8 @@ int local_check(const char *dir, char *report, size_t report_len)
         rc = check_log(&k, note, sizeof note);
     if (rc == 0 && k.have_index)
         rc = check_index(&k);
+    if (rc == 0)
+        rc = chain_check(k.lg, note, sizeof note); /* local_chain.c */
     if (rc == 0 && report) {
         char scav[96] = "";
         uint32_t nscav = 0;

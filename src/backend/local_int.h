@@ -27,6 +27,7 @@
 #include "index/index.h"
 #include "log/log.h"
 #include "backend/page.h"
+#include "backend/local_chain.h"
 #include "util/util.h"
 
 #define GROUP_MAX_BYTES (32u << 20)
@@ -62,6 +63,11 @@ typedef struct wreq {
     int accepted;
     idx_stream st;         /* stream state after this request */
     int new_stream;
+    /* OP_DELETE / OP_TOMBSTONE: its `$deletes` event (local_removes.c);
+     * rm_buf holds the data then the removes block, freed by the caller */
+    uint8_t *rm_buf;
+    size_t rm_data_len, rm_meta_len;
+    uint64_t rm_sid, rm_rev, rm_pos;
 
     _Atomic uint32_t done;
     append_done_fn done_fn; /* async: called instead of the futex wake */
@@ -133,6 +139,9 @@ typedef struct local {
     /* Record bytes scavenging removed that the checkpoint's log_bytes
      * still counts; the writer subtracts them at its next commit. */
     _Atomic uint64_t scav_unaccounted;
+
+    /* the hash chain (local_chain.c) */
+    chain_state chain;
 } local;
 
 /* Find the start of the latest group at or before `from` in the tail
@@ -240,6 +249,12 @@ int local_enqueue(local *L, wreq *r);
 
 /* local_scavenge.c */
 int local_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);
+/* The hash chain's head and export (local_chain.c; backend_ops). */
+int local_chain_head(backend *b, stele_chain_head *out);
+int local_chain_export(backend *b, uint64_t from, uint64_t to,
+                       int (*fn)(void *ctx, uint64_t seq, const uint8_t *bytes, size_t n,
+                                 const uint8_t digest[32]),
+                       void *ctx, uint64_t *first_seq, uint8_t prev[32], stele_chain_head *head);
 
 /* local_query.c */
 /* Recovery's hook: index the secondary entries of the complete commit
@@ -280,6 +295,21 @@ int local_append_multi_async(backend *b, const multi_args *m, stele_append_resul
 void multi_finish_async(wreq *r);
 int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, int backwards,
                         size_t limit, stele_page **out);
+
+/* local_removes.c: a delete or tombstone as an event of `$deletes` */
+
+/* The record bytes a removal of a stream of `len` bytes takes at most. */
+uint64_t rm_bytes_bound(size_t len);
+/* After plan() accepted an OP_DELETE / OP_TOMBSTONE: take its position and
+ * `$deletes` revision, record `$deletes`' state and commit entry, build
+ * the record's parts and set r->bytes. 0 or an index error. */
+int rm_plan(local *L, MDB_txn *txn, wreq *r);
+/* Encode its record at the end of L->gbuf (the group's buffer starting at
+ * `write_off` of segment `seg`) and point the indexes at it. */
+int rm_encode(local *L, MDB_txn *txn, wreq *r, uint32_t seg, uint64_t write_off, int64_t now);
+/* Recovery: after the REC_REMOVES record `r` at `at` was applied as an
+ * event of `$deletes`, apply the delete it carries. */
+int rm_recover(local *L, MDB_txn *txn, const rec *r, uint64_t at);
 
 /* local_recover.c */
 void boot_id(char out[64]);

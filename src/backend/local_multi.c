@@ -327,41 +327,38 @@ static int id_conflict(wreq *r, size_t k, const char *why)
     return 1;
 }
 
-/* Is r a retry of a multi-stream append already written? 1 settled (the
- * original result, or a conflict), 0 not a retry, or an index error. */
-static int multi_retry(local *L, MDB_txn *txn, wreq *r)
+/* r's first client-given id (record k0) was never written: neither may
+ * any other of its ids be. 0 (not a retry), 1 (a conflict, r failed), or
+ * an index error. */
+static int retry_none_written(local *L, MDB_txn *txn, wreq *r, size_t k0)
 {
     const multi_args *m = r->m;
-    size_t k0 = 0;
-    while (k0 < m->nrecords && m->made[k0])
-        k0++;
-    if (k0 == m->nrecords)
-        return 0;
     uint64_t sid, rev, pos;
-    int rc = idx_id_get(L->ix, txn, m->ids[k0], &sid, &rev, &pos);
-    if (rc && rc != STELE_ENOTFOUND)
-        return rc;
-    if (rc == STELE_ENOTFOUND) {
-        err_clear();
-        for (size_t k = k0 + 1; k < m->nrecords; k++) {
-            if (m->made[k])
-                continue;
-            rc = idx_id_get(L->ix, txn, m->ids[k], &sid, &rev, &pos);
-            if (rc == STELE_ENOTFOUND)
-                continue;
-            if (rc)
-                return rc;
-            char why[64];
-            snprintf(why, sizeof why, " (position %llu)", (unsigned long long)pos);
-            return id_conflict(r, k, why);
-        }
-        err_clear();
-        return 0;
+    err_clear();
+    for (size_t k = k0 + 1; k < m->nrecords; k++) {
+        if (m->made[k])
+            continue;
+        int rc = idx_id_get(L->ix, txn, m->ids[k], &sid, &rev, &pos);
+        if (rc == STELE_ENOTFOUND)
+            continue;
+        if (rc)
+            return rc;
+        char why[64];
+        snprintf(why, sizeof why, " (position %llu)", (unsigned long long)pos);
+        return id_conflict(r, k, why);
     }
-    if (k0 != 0 || pos < k0)
-        return id_conflict(r, k0, ", but not by an append that this one repeats (every event "
-                                  "of a retry carries its id)");
-    uint64_t pos0 = pos;
+    err_clear();
+    return 0;
+}
+
+/* Every record of r must be where a retry's would be: its id written at
+ * position pos0 + k, in its stream, at consecutive revisions. Fills the
+ * per-stream results. 0 (so far a retry), 1 (a conflict), or an index
+ * error. */
+static int retry_gather(local *L, MDB_txn *txn, wreq *r, size_t k0, uint64_t pos0)
+{
+    const multi_args *m = r->m;
+    uint64_t sid, rev, pos;
     for (size_t i = 0; i < m->nstreams; i++)
         r->ms[i].next_rev = UINT64_MAX;
     for (size_t k = 0; k < m->nrecords; k++) {
@@ -370,7 +367,7 @@ static int multi_retry(local *L, MDB_txn *txn, wreq *r)
         if (m->made[k])
             return id_conflict(r, k0, ", but this append has events without ids, so it cannot "
                                       "repeat it");
-        rc = idx_id_get(L->ix, txn, m->ids[k], &sid, &rev, &pos);
+        int rc = idx_id_get(L->ix, txn, m->ids[k], &sid, &rev, &pos);
         if (rc && rc != STELE_ENOTFOUND)
             return rc;
         if (rc || !ms->found || sid != ms->st.sid || pos != pos0 + k ||
@@ -388,46 +385,82 @@ static int multi_retry(local *L, MDB_txn *txn, wreq *r)
         ps->idempotent = 1;
         ms->next_rev = rev + 1;
     }
-    /* The commit there must hold exactly these events. */
+    return 0;
+}
+
+/* The commit at pos0 must hold exactly r's events: 1 if it does (*differs
+ * then names a part of event *differs_k that is not the same, or is NULL),
+ * 0 if not, or an error. */
+static int retry_commit_same(local *L, MDB_txn *txn, wreq *r, uint64_t pos0,
+                             const char **differs, size_t *differs_k)
+{
+    const multi_args *m = r->m;
     size_t s0 = m->records[0].stream;
     idx_rev_cursor cur = {0};
     idx_commit c;
-    rc = idx_rev_open(L->ix, txn, r->ms[s0].st.sid, &cur);
+    int rc = idx_rev_open(L->ix, txn, r->ms[s0].st.sid, &cur);
     if (rc == 0)
         rc = idx_rev_seek(&cur, r->ps[s0].first_revision, 0, &c);
     idx_rev_close(&cur);
     if (rc && rc != STELE_ENOTFOUND)
         return rc;
-    int same = rc == 0 && c.first_pos == pos0;
+    if (rc || c.first_pos != pos0)
+        return 0;
+    log_iter it;
+    log_iter_init(&it, L->lg, c.loc, UINT64_MAX);
+    size_t events = 0;
+    uint32_t count = 1;
+    int same = 1;
+    for (uint32_t i = 0; i < count && same; i++) {
+        rec rr;
+        uint64_t at;
+        int short_tail;
+        int st = log_iter_next(&it, &rr, &at, &short_tail);
+        if (st < 0) {
+            log_iter_free(&it);
+            return st;
+        }
+        same = st == LOG_ITER_REC && rr.commit_index == i;
+        if (same && i == 0)
+            count = rr.commit_count;
+        events += same && rr.kind == REC_EVENT;
+        if (same && rr.kind == REC_EVENT && !*differs && rr.position >= pos0 &&
+            rr.position - pos0 < m->nrecords) {
+            *differs_k = (size_t)(rr.position - pos0);
+            *differs = retry_event_diff(&rr, &m->records[*differs_k].event);
+        }
+    }
+    log_iter_free(&it);
+    return same && events == m->nrecords;
+}
+
+/* Is r a retry of a multi-stream append already written? 1 settled (the
+ * original result, or a conflict), 0 not a retry, or an index error. */
+static int multi_retry(local *L, MDB_txn *txn, wreq *r)
+{
+    const multi_args *m = r->m;
+    size_t k0 = 0;
+    while (k0 < m->nrecords && m->made[k0])
+        k0++;
+    if (k0 == m->nrecords)
+        return 0;
+    uint64_t sid, rev, pos;
+    int rc = idx_id_get(L->ix, txn, m->ids[k0], &sid, &rev, &pos);
+    if (rc && rc != STELE_ENOTFOUND)
+        return rc;
+    if (rc == STELE_ENOTFOUND)
+        return retry_none_written(L, txn, r, k0);
+    if (k0 != 0 || pos < k0)
+        return id_conflict(r, k0, ", but not by an append that this one repeats (every event "
+                                  "of a retry carries its id)");
+    uint64_t pos0 = pos;
+    if ((rc = retry_gather(L, txn, r, k0, pos0)))
+        return rc;
     const char *differs = NULL; /* the same ids for other events (local_retry.c) */
     size_t differs_k = 0;
-    if (same) {
-        log_iter it;
-        log_iter_init(&it, L->lg, c.loc, UINT64_MAX);
-        size_t events = 0;
-        uint32_t count = 1;
-        for (uint32_t i = 0; i < count && same; i++) {
-            rec rr;
-            uint64_t at;
-            int short_tail;
-            int st = log_iter_next(&it, &rr, &at, &short_tail);
-            if (st < 0) {
-                log_iter_free(&it);
-                return st;
-            }
-            same = st == LOG_ITER_REC && rr.commit_index == i;
-            if (same && i == 0)
-                count = rr.commit_count;
-            events += same && rr.kind == REC_EVENT;
-            if (same && rr.kind == REC_EVENT && !differs && rr.position >= pos0 &&
-                rr.position - pos0 < m->nrecords) {
-                differs_k = (size_t)(rr.position - pos0);
-                differs = retry_event_diff(&rr, &m->records[differs_k].event);
-            }
-        }
-        log_iter_free(&it);
-        same = same && events == m->nrecords;
-    }
+    int same = retry_commit_same(L, txn, r, pos0, &differs, &differs_k);
+    if (same < 0)
+        return same;
     if (!same || differs) {
         err_clear();
         for (size_t i = 0; i < m->nstreams; i++)
@@ -451,13 +484,13 @@ static uint64_t state_tag(const wreq *r, size_t i)
     return (1ull << 63) | ((((uint64_t)(uintptr_t)r) << 12) | (uint64_t)i);
 }
 
-int multi_plan(local *L, MDB_txn *txn, wreq *r)
+/* Each named stream's state (ms[i].st; found or not). */
+static int multi_load_streams(local *L, MDB_txn *txn, wreq *r)
 {
     const multi_args *m = r->m;
     mstream *ms = r->ms;
-    int rc;
     for (size_t i = 0; i < m->nstreams; i++) {
-        rc = idx_stream_get(L->ix, txn, m->streams[i].stream, m->streams[i].len, &ms[i].st);
+        int rc = idx_stream_get(L->ix, txn, m->streams[i].stream, m->streams[i].len, &ms[i].st);
         if (rc && rc != STELE_ENOTFOUND)
             return rc;
         ms[i].found = rc == 0;
@@ -467,14 +500,26 @@ int multi_plan(local *L, MDB_txn *txn, wreq *r)
         }
     }
     err_clear();
+    return 0;
+}
+
+/* The request's checks in KurrentDB's order: tombstones, a retry,
+ * expected revisions, the DCB condition, states without events. 0 to go
+ * on, 1 when the request is settled (failed, or a retry), or an index
+ * error. */
+static int multi_checks(local *L, MDB_txn *txn, wreq *r)
+{
+    const multi_args *m = r->m;
+    const mstream *ms = r->ms;
+    int rc;
     /* A tombstoned stream is never written, not even by a retry (as for
      * single appends). */
     if (expectations(r, 1))
-        return 0;
+        return 1;
     if ((rc = multi_retry(L, txn, r)))
-        return rc < 0 ? rc : 0;
+        return rc < 0 ? rc : 1;
     if (expectations(r, 0))
-        return 0;
+        return 1;
     if (m->cond) {
         uint64_t at = 0;
         if ((rc = condition_check(L, txn, r, &at)) < 0)
@@ -487,7 +532,8 @@ int multi_plan(local *L, MDB_txn *txn, wreq *r)
                     "append condition failed: the event at position %llu matches the condition's "
                     "query (after %s)",
                     (unsigned long long)at, m->cond->after == STELE_NONE ? "none" : ab);
-            return fail(r, STELE_ECONDITION);
+            fail(r, STELE_ECONDITION);
+            return 1;
         }
     }
     for (size_t i = 0; i < m->nstreams; i++) {
@@ -501,11 +547,20 @@ int multi_plan(local *L, MDB_txn *txn, wreq *r)
                     "stream %zu '%.*s': a state needs events to be the fold of, and the stream "
                     "has none and gets none in this append",
                     i, (int)m->streams[i].len, m->streams[i].stream);
-            return fail(r, STELE_ENOTFOUND);
+            fail(r, STELE_ENOTFOUND);
+            return 1;
         }
     }
-    /* Revisions and positions. */
-    uint64_t pos0 = L->ck.next_pos;
+    return 0;
+}
+
+/* Revisions and positions (from *pos0, the checkpoint's next position),
+ * and each written stream's new state. */
+static int multi_assign(local *L, MDB_txn *txn, wreq *r, uint64_t *pos0)
+{
+    const multi_args *m = r->m;
+    mstream *ms = r->ms;
+    *pos0 = L->ck.next_pos;
     for (size_t i = 0; i < m->nstreams; i++)
         ms[i].next_rev = ms[i].st.last_rev == UINT64_MAX ? 0 : ms[i].st.last_rev + 1;
     for (size_t k = 0; k < m->nrecords; k++) {
@@ -514,13 +569,13 @@ int multi_plan(local *L, MDB_txn *txn, wreq *r)
         uint64_t rev = ms[i].next_rev++;
         if (ps->first_revision == STELE_NONE) {
             ps->first_revision = rev;
-            ps->first_position = pos0 + k;
+            ps->first_position = *pos0 + k;
         }
         ps->last_revision = rev;
-        ps->last_position = pos0 + k;
+        ps->last_position = *pos0 + k;
     }
-    r->mres.first_position = pos0;
-    r->mres.last_position = pos0 + m->nrecords - 1;
+    r->mres.first_position = *pos0;
+    r->mres.last_position = *pos0 + m->nrecords - 1;
     L->ck.next_pos += m->nrecords;
     for (size_t i = 0; i < m->nstreams; i++) {
         if (!m->streams[i].nevents)
@@ -533,12 +588,21 @@ int multi_plan(local *L, MDB_txn *txn, wreq *r)
         ms[i].st.last_rev = r->ps[i].last_revision;
         ms[i].st.last_pos = r->ps[i].last_position;
         ms[i].st.flags &= ~IDX_DELETED;
-        if ((rc = idx_stream_put(L->ix, txn, m->streams[i].stream, m->streams[i].len, &ms[i].st)))
+        int rc = idx_stream_put(L->ix, txn, m->streams[i].stream, m->streams[i].len, &ms[i].st);
+        if (rc)
             return rc;
     }
-    /* Ids, and a provisional commit entry per run (write_group's
-     * multi_encode() fills in where it lands), so later requests of the
-     * group recognise a retry. */
+    return 0;
+}
+
+/* Ids, and a provisional commit entry per run (write_group's
+ * multi_encode() fills in where it lands), so later requests of the group
+ * recognise a retry; then the states' entries. */
+static int multi_index(local *L, MDB_txn *txn, wreq *r, uint64_t pos0)
+{
+    const multi_args *m = r->m;
+    mstream *ms = r->ms;
+    int rc = 0;
     for (size_t i = 0; i < m->nstreams; i++)
         ms[i].next_rev = r->ps[i].first_revision;
     size_t run_s = SIZE_MAX;
@@ -565,7 +629,18 @@ int multi_plan(local *L, MDB_txn *txn, wreq *r)
                                (uint32_t)rec_body_size(m->streams[i].len, s->state_len, 0),
                                s->schema_version, state_tag(r, i));
     }
+    return rc;
+}
+
+int multi_plan(local *L, MDB_txn *txn, wreq *r)
+{
+    uint64_t pos0;
+    int rc = multi_load_streams(L, txn, r);
+    if (rc == 0)
+        rc = multi_checks(L, txn, r);
     if (rc)
+        return rc < 0 ? rc : 0;
+    if ((rc = multi_assign(L, txn, r, &pos0)) || (rc = multi_index(L, txn, r, pos0)))
         return rc;
     r->accepted = 1;
     return 0;
@@ -645,15 +720,85 @@ typedef struct rslot {
     idx_stream st;
 } rslot;
 
+/* The streams a commit being recovered names, in order of first use. */
+typedef struct rslots {
+    rslot *v;
+    size_t n, cap;
+    size_t last; /* the slot of the previous event, SIZE_MAX before one */
+} rslots;
+
+/* The slot of event r's stream, made on the stream's first event in the
+ * commit with its state from the index (or as a new stream). 0 with *out,
+ * or an error. */
+static int rslot_of(local *L, MDB_txn *txn, rslots *ss, const rec *r, size_t *out)
+{
+    size_t s = SIZE_MAX;
+    if (ss->last != SIZE_MAX && ss->v[ss->last].len == r->stream_len &&
+        !memcmp(ss->v[ss->last].name, r->stream, r->stream_len))
+        s = ss->last;
+    for (size_t j = 0; s == SIZE_MAX && j < ss->n; j++)
+        if (ss->v[j].len == r->stream_len && !memcmp(ss->v[j].name, r->stream, r->stream_len))
+            s = j;
+    if (s == SIZE_MAX) {
+        if (ss->n == ss->cap) {
+            size_t nc = ss->cap ? ss->cap * 2 : 16;
+            rslot *ns = realloc(ss->v, nc * sizeof *ns);
+            if (!ns)
+                return err_set(STELE_ENOMEM, "out of memory");
+            ss->v = ns;
+            ss->cap = nc;
+        }
+        rslot *sl = &ss->v[ss->n];
+        memset(sl, 0, sizeof *sl);
+        sl->name = r->stream;
+        sl->len = r->stream_len;
+        int rc = idx_stream_get(L->ix, txn, r->stream, r->stream_len, &sl->st);
+        if (rc == STELE_ENOTFOUND) {
+            memset(&sl->st, 0, sizeof sl->st);
+            sl->st.sid = L->ck.next_sid++;
+            sl->st.last_rev = sl->st.last_pos = UINT64_MAX;
+            L->ck.streams++;
+            rc = 0;
+        }
+        if (rc)
+            return rc;
+        s = ss->n++;
+    }
+    ss->last = s;
+    *out = s;
+    return 0;
+}
+
+/* Event r (at byte `off` of the commit in segment `name`) moves its
+ * stream's slot on: revisions follow each other within the commit; its
+ * client-given id is indexed. */
+static int rslot_event(local *L, MDB_txn *txn, rslot *sl, const rec *r, const char *name,
+                       uint64_t off)
+{
+    if (sl->touched && r->revision != sl->next_rev)
+        return err_set(STELE_ECORRUPT,
+                       "segment %s offset %llu: revision %llu of stream '%.*s' does not follow "
+                       "%llu in its commit",
+                       name, (unsigned long long)off, (unsigned long long)r->revision,
+                       (int)r->stream_len, r->stream, (unsigned long long)(sl->next_rev - 1));
+    sl->touched = 1;
+    sl->next_rev = r->revision + 1;
+    sl->st.last_rev = r->revision;
+    sl->st.last_pos = r->position;
+    sl->st.flags &= ~IDX_DELETED;
+    if (!(r->flags & REC_ID_MADE))
+        return idx_id_put(L->ix, txn, r->id, sl->st.sid, r->revision, r->position);
+    return 0;
+}
+
 int multi_recover_commit(local *L, MDB_txn *txn, uint64_t start, uint64_t bytes)
 {
     uint8_t *p = malloc(bytes ? bytes : 1);
-    rslot *slots = NULL;
-    size_t nslots = 0, cap = 0;
+    rslots ss = {.last = SIZE_MAX};
     if (!p)
         return err_set(STELE_ENOMEM, "out of memory");
     int rc = log_read(L->lg, start, p, bytes);
-    size_t off = 0, run_s = SIZE_MAX, last = SIZE_MAX;
+    size_t off = 0, run_s = SIZE_MAX;
     uint64_t run_off = 0;
     int states_put = 0;
     idx_commit c = {0};
@@ -669,60 +814,10 @@ int multi_recover_commit(local *L, MDB_txn *txn, uint64_t start, uint64_t bytes)
             break;
         }
         size_t s = SIZE_MAX;
-        if (!end && r.kind == REC_EVENT) {
-            if (last != SIZE_MAX && slots[last].len == r.stream_len &&
-                !memcmp(slots[last].name, r.stream, r.stream_len))
-                s = last;
-            for (size_t j = 0; s == SIZE_MAX && j < nslots; j++)
-                if (slots[j].len == r.stream_len && !memcmp(slots[j].name, r.stream, r.stream_len))
-                    s = j;
-            if (s == SIZE_MAX) {
-                if (nslots == cap) {
-                    size_t nc = cap ? cap * 2 : 16;
-                    rslot *ns = realloc(slots, nc * sizeof *ns);
-                    if (!ns) {
-                        rc = err_set(STELE_ENOMEM, "out of memory");
-                        break;
-                    }
-                    slots = ns;
-                    cap = nc;
-                }
-                rslot *sl = &slots[nslots];
-                memset(sl, 0, sizeof *sl);
-                sl->name = r.stream;
-                sl->len = r.stream_len;
-                rc = idx_stream_get(L->ix, txn, r.stream, r.stream_len, &sl->st);
-                if (rc == STELE_ENOTFOUND) {
-                    memset(&sl->st, 0, sizeof sl->st);
-                    sl->st.sid = L->ck.next_sid++;
-                    sl->st.last_rev = sl->st.last_pos = UINT64_MAX;
-                    L->ck.streams++;
-                    rc = 0;
-                }
-                if (rc)
-                    break;
-                s = nslots++;
-            }
-            last = s;
-            rslot *sl = &slots[s];
-            if (sl->touched && r.revision != sl->next_rev) {
-                rc = err_set(STELE_ECORRUPT,
-                             "segment %s offset %llu: revision %llu of stream '%.*s' does not "
-                             "follow %llu in its commit",
-                             name, (unsigned long long)(loc_off(start) + off),
-                             (unsigned long long)r.revision, (int)r.stream_len, r.stream,
-                             (unsigned long long)(sl->next_rev - 1));
-                break;
-            }
-            sl->touched = 1;
-            sl->next_rev = r.revision + 1;
-            sl->st.last_rev = r.revision;
-            sl->st.last_pos = r.position;
-            sl->st.flags &= ~IDX_DELETED;
-            if (!(r.flags & REC_ID_MADE) &&
-                (rc = idx_id_put(L->ix, txn, r.id, sl->st.sid, r.revision, r.position)))
-                break;
-        }
+        if (!end && r.kind == REC_EVENT &&
+            ((rc = rslot_of(L, txn, &ss, &r, &s)) ||
+             (rc = rslot_event(L, txn, &ss.v[s], &r, name, loc_off(start) + off))))
+            break;
         /* Runs of one stream's records: one commit entry each. */
         if (s != run_s) {
             if (run_s != SIZE_MAX) {
@@ -732,7 +827,7 @@ int multi_recover_commit(local *L, MDB_txn *txn, uint64_t start, uint64_t bytes)
             }
             run_s = s;
             if (s != SIZE_MAX) {
-                c = (idx_commit){slots[s].st.sid, r.revision, start + off, r.position, 0, 0};
+                c = (idx_commit){ss.v[s].st.sid, r.revision, start + off, r.position, 0, 0};
                 run_off = off;
             }
         }
@@ -740,8 +835,8 @@ int multi_recover_commit(local *L, MDB_txn *txn, uint64_t start, uint64_t bytes)
             c.count++;
         if (s == SIZE_MAX && !states_put) {
             /* Past the events: the streams' states, before any snapshot. */
-            for (size_t j = 0; j < nslots && rc == 0; j++)
-                rc = idx_stream_put(L->ix, txn, slots[j].name, slots[j].len, &slots[j].st);
+            for (size_t j = 0; j < ss.n && rc == 0; j++)
+                rc = idx_stream_put(L->ix, txn, ss.v[j].name, ss.v[j].len, &ss.v[j].st);
             states_put = 1;
         }
         if (rc || end)
@@ -752,7 +847,7 @@ int multi_recover_commit(local *L, MDB_txn *txn, uint64_t start, uint64_t bytes)
     }
     if (rc == 0 && L->ix->sec_on)
         rc = idx_sec_commit(L->ix, txn, p, bytes, start);
-    free(slots);
+    free(ss.v);
     free(p);
     return rc;
 }
@@ -819,6 +914,7 @@ static uint64_t multi_rec_bytes(const multi_args *m)
 int local_append_multi(backend *b, const multi_args *m, stele_append_result *per_stream,
                        stele_multi_result *res)
 {
+    backend_assert_multi(m);
     local *L = (local *)b;
     if (m->cond && !L->ix->sec_on)
         return err_set(STELE_EINVAL, "the store was opened with STELE_OPEN_NO_INDEXES: append "
@@ -879,6 +975,7 @@ int local_append_multi_async(backend *b, const multi_args *m, stele_append_resul
                              const stele_multi_result *init, stele_append_multi_cb done,
                              void *ctx, size_t nstreams)
 {
+    backend_assert_multi(m);
     local *L = (local *)b;
     (void)nstreams;
     if (m->cond && !L->ix->sec_on)
@@ -907,6 +1004,59 @@ int local_append_multi_async(backend *b, const multi_args *m, stele_append_resul
 
 /* ----------------------------------------------------------------- reads */
 
+/* The records of the run a DCB read is in: read whole, with each event's
+ * offset. */
+typedef struct rchunk {
+    buf b;
+    uint64_t loc, start; /* the run's loc (UINT64_MAX: none loaded), first position */
+    uint32_t count;
+    size_t *offs, noffs;
+} rchunk;
+
+/* Load `run` into ch and check each of its records is the event the index
+ * says. 0, LOG_REMOVED (scavenged away; nothing loaded), or an error. */
+static int chunk_load(local *L, rchunk *ch, const idx_run *run)
+{
+    ch->b.len = 0;
+    ch->loc = UINT64_MAX;
+    int rc = buf_reserve(&ch->b, run->bytes);
+    if (rc)
+        return rc;
+    if ((rc = log_read(L->lg, run->loc, ch->b.p, run->bytes)))
+        return rc;
+    ch->b.len = run->bytes;
+    if (ch->noffs < run->count) {
+        size_t *no = realloc(ch->offs, run->count * sizeof *no);
+        if (!no)
+            return err_set(STELE_ENOMEM, "out of memory");
+        ch->offs = no;
+        ch->noffs = run->count;
+    }
+    size_t off = 0;
+    for (uint32_t i = 0; i < run->count; i++) {
+        rec r;
+        const char *why = "the record runs past the indexed run";
+        ch->offs[i] = off;
+        rec_status st = off < ch->b.len ? rec_decode(ch->b.p + off, ch->b.len - off, &r, &why)
+                                        : REC_SHORT;
+        if (st != REC_OK || r.kind != REC_EVENT || r.position != run->start + i) {
+            char name[32];
+            log_seg_name(loc_seg(run->loc), name);
+            return err_set(STELE_ECORRUPT,
+                           "segment %s offset %llu: the index's run of position %llu does not "
+                           "match the log (%s)",
+                           name, (unsigned long long)(loc_off(run->loc) + off),
+                           (unsigned long long)(run->start + i),
+                           st != REC_OK ? why : "another record");
+        }
+        off += r.len;
+    }
+    ch->loc = run->loc;
+    ch->start = run->start;
+    ch->count = run->count;
+    return 0;
+}
+
 int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, int bw,
                         size_t limit, stele_page **out)
 {
@@ -922,11 +1072,8 @@ int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, 
     stele_page *pg = NULL;
     dcb d;
     memset(&d, 0, sizeof d);
-    buf chunk;
-    scratch_init(L, &chunk);
-    uint64_t chunk_loc = UINT64_MAX, chunk_start = 0;
-    uint32_t chunk_count = 0;
-    size_t *offs = NULL, noffs = 0;
+    rchunk ch = {.loc = UINT64_MAX};
+    scratch_init(L, &ch.b);
     if ((rc = page_new(L->pl, &pg)) || (rc = dcb_open(L, txn, cond, &d)))
         goto done;
     page_expect(pg, limit);
@@ -948,12 +1095,8 @@ int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, 
             pg->next = q;
             break;
         }
-        if (run.loc != chunk_loc || run.count != chunk_count) {
-            chunk.len = 0;
-            chunk_loc = UINT64_MAX;
-            if ((rc = buf_reserve(&chunk, run.bytes)))
-                break;
-            rc = log_read(L->lg, run.loc, chunk.p, run.bytes);
+        if (run.loc != ch.loc || run.count != ch.count) {
+            rc = chunk_load(L, &ch, &run);
             if (rc == LOG_REMOVED) {
                 err_clear(); /* scavenged away: skip the run's events */
                 rc = 0;
@@ -964,47 +1107,11 @@ int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, 
             }
             if (rc)
                 break;
-            chunk.len = run.bytes;
-            if (noffs < run.count) {
-                size_t *no = realloc(offs, run.count * sizeof *no);
-                if (!no) {
-                    rc = err_set(STELE_ENOMEM, "out of memory");
-                    break;
-                }
-                offs = no;
-                noffs = run.count;
-            }
-            size_t off = 0;
-            for (uint32_t i = 0; i < run.count && rc == 0; i++) {
-                rec r;
-                const char *why = "the record runs past the indexed run";
-                offs[i] = off;
-                rec_status st = off < chunk.len
-                                    ? rec_decode(chunk.p + off, chunk.len - off, &r, &why)
-                                    : REC_SHORT;
-                if (st != REC_OK || r.kind != REC_EVENT || r.position != run.start + i) {
-                    char name[32];
-                    log_seg_name(loc_seg(run.loc), name);
-                    rc = err_set(STELE_ECORRUPT,
-                                 "segment %s offset %llu: the index's run of position %llu does "
-                                 "not match the log (%s)",
-                                 name, (unsigned long long)(loc_off(run.loc) + off),
-                                 (unsigned long long)(run.start + i),
-                                 st != REC_OK ? why : "another record");
-                    break;
-                }
-                off += r.len;
-            }
-            if (rc)
-                break;
-            chunk_loc = run.loc;
-            chunk_start = run.start;
-            chunk_count = run.count;
         }
         rec r;
         const char *why;
-        size_t off = offs[q - chunk_start];
-        rec_decode_trusted(chunk.p + off, chunk.len - off, &r, &why);
+        size_t off = ch.offs[q - ch.start];
+        rec_decode_trusted(ch.b.p + off, ch.b.len - off, &r, &why);
         if ((rc = local_page_add(pg, &r)))
             break;
         if (bw && q == 0)
@@ -1014,8 +1121,8 @@ int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, 
 done:
     dcb_close(&d);
     mdb_txn_abort(txn);
-    scratch_free(L, &chunk);
-    free(offs);
+    scratch_free(L, &ch.b);
+    free(ch.offs);
     if (rc) {
         stele_page_free(pg);
         return rc;

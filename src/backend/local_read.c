@@ -18,6 +18,7 @@
 #include "backend/visibility.h"
 #include "log/record.h"
 #include "os/os.h"
+#include "util/assert.h"
 
 /* ----------------------------------------------------------------- reads */
 
@@ -184,6 +185,115 @@ int local_read_stream(backend *b, const char *stream, size_t len, uint64_t from,
     return rc;
 }
 
+/* One stream read in progress (read_stream_try and its steps). */
+typedef struct sread {
+    idx_stream st;
+    stele_page *pg;
+    size_t limit;
+    uint64_t from, lo, hi; /* start, and the visible revisions' range */
+    int64_t now;
+    uint64_t last;         /* the last revision added to pg */
+    int any, aged;         /* something was added; maxAge ended the read */
+} sread;
+
+/* The visible events of commit c (its records in cb) at or after `from`. */
+static int commit_forwards(sread *sr, const idx_commit *c, const buf *cb)
+{
+    size_t off = 0;
+    int rc = 0;
+    for (uint32_t i = 0; i < c->count && rc == 0 && !page_full(sr->pg, sr->limit); i++) {
+        rec r;
+        if ((rc = commit_rec(c, cb, off, &r)))
+            break;
+        off += r.len;
+        if (r.revision < sr->from || !event_visible(&sr->st, r.revision, r.created_us, sr->now))
+            continue;
+        rc = local_page_add(sr->pg, &r);
+        sr->last = r.revision;
+        sr->any = 1;
+    }
+    return rc;
+}
+
+/* The same backwards: from `from` down, stopping where maxAge hides the
+ * rest. */
+static int commit_backwards(sread *sr, const idx_commit *c, const buf *cb)
+{
+    /* Records are variable-sized: find their offsets, then go back. */
+    size_t *offs = malloc(c->count * sizeof *offs);
+    if (!offs)
+        return err_set(STELE_ENOMEM, "out of memory");
+    size_t off = 0;
+    int rc = 0;
+    for (uint32_t i = 0; i < c->count && rc == 0; i++) {
+        rec r;
+        offs[i] = off;
+        if ((rc = commit_rec(c, cb, off, &r)) == 0)
+            off += r.len;
+    }
+    for (uint32_t i = c->count; i-- > 0 && rc == 0 && !page_full(sr->pg, sr->limit);) {
+        rec r;
+        if ((rc = commit_rec(c, cb, offs[i], &r)))
+            break;
+        if (r.revision > sr->from)
+            continue;
+        if (r.revision < sr->lo)
+            break;
+        /* Created times never decrease along a stream, so what maxAge
+         * hides is a prefix: nothing older is visible. */
+        if (!event_visible(&sr->st, r.revision, r.created_us, sr->now)) {
+            sr->aged = 1;
+            break;
+        }
+        rc = local_page_add(sr->pg, &r);
+        sr->last = r.revision;
+        sr->any = 1;
+    }
+    free(offs);
+    return rc;
+}
+
+/* Walk the stream's commits from the one holding `from`, adding their
+ * visible events, within the snapshot (visible, end). READ_STALE when a
+ * commit scavenging removed should still be visible (attempt 0 only). */
+static int walk_stream(local *L, sread *sr, idx_rev_cursor *cur, int backwards, int attempt,
+                       uint64_t visible, uint64_t end)
+{
+    buf cb;
+    scratch_init(L, &cb);
+    idx_commit c;
+    int rc = idx_rev_seek(cur, sr->from, backwards, &c);
+    while (rc == 0 && !page_full(sr->pg, sr->limit)) {
+        if (c.first_pos >= visible)
+            break;
+        /* An entry of this snapshot points inside the log it describes
+         * (write_group asserts the same before writing it). */
+        STELE_ASSERT(c.count >= 1 && c.loc + c.bytes <= end);
+        if ((rc = read_commit(L, &c, &cb)) == LOG_REMOVED) {
+            if (attempt == 0 &&
+                event_visible(&sr->st, c.first_rev + c.count - 1, INT64_MIN, time_now_us())) {
+                rc = READ_STALE;
+                break;
+            }
+            if (backwards && c.first_rev <= sr->lo)
+                break;
+            rc = idx_rev_step(cur, backwards, &c);
+            continue;
+        }
+        if (rc)
+            break;
+        /* Decode the commit's records; walk them in the read's direction. */
+        rc = backwards ? commit_backwards(sr, &c, &cb) : commit_forwards(sr, &c, &cb);
+        if (rc || page_full(sr->pg, sr->limit))
+            break;
+        if (backwards && (c.first_rev <= sr->lo || sr->aged))
+            break;
+        rc = idx_rev_step(cur, backwards, &c);
+    }
+    scratch_free(L, &cb);
+    return rc == STELE_ENOTFOUND ? 0 : rc;
+}
+
 static int read_stream_try(local *L, const char *stream, size_t len, uint64_t from,
                            int backwards, size_t limit, int attempt, stele_page **out)
 {
@@ -192,119 +302,43 @@ static int read_stream_try(local *L, const char *stream, size_t len, uint64_t fr
     int rc = snapshot(L, &txn, &visible, &end);
     if (rc)
         return rc;
-    idx_stream st;
-    stele_page *pg = NULL;
+    sread sr = {.limit = limit};
     idx_rev_cursor cur = {0};
-    buf cb;
-    scratch_init(L, &cb);
-    if ((rc = stream_state(L, txn, stream, len, &st)) || (rc = page_new(L->pl, &pg)))
+    if ((rc = stream_state(L, txn, stream, len, &sr.st)) || (rc = page_new(L->pl, &sr.pg)))
         goto done;
-    page_expect(pg, limit);
+    page_expect(sr.pg, limit);
     /* Retention moves the start up; maxAge is checked per event below. */
-    uint64_t lo = stream_start(&st), hi = st.last_rev;
-    int64_t now = time_now_us();
-    if (!backwards && from < lo)
-        from = lo;
-    if (backwards && from > hi)
-        from = hi;
-    if (from < lo || from > hi || limit == 0)
+    sr.lo = stream_start(&sr.st);
+    sr.hi = sr.st.last_rev;
+    sr.now = time_now_us();
+    if (!backwards && from < sr.lo)
+        from = sr.lo;
+    if (backwards && from > sr.hi)
+        from = sr.hi;
+    sr.from = from;
+    if (from < sr.lo || from > sr.hi || limit == 0)
         goto done;
-    if ((rc = idx_rev_open(L->ix, txn, st.sid, &cur)))
+    if ((rc = idx_rev_open(L->ix, txn, sr.st.sid, &cur)))
         goto done;
-    idx_commit c;
-    rc = idx_rev_seek(&cur, from, backwards, &c);
-    uint64_t last = 0;
-    int any = 0, aged = 0;
-    while (rc == 0 && !page_full(pg, limit)) {
-        if (c.first_pos >= visible)
-            break;
-        if ((rc = read_commit(L, &c, &cb)) == LOG_REMOVED) {
-            if (attempt == 0 &&
-                event_visible(&st, c.first_rev + c.count - 1, INT64_MIN, time_now_us())) {
-                rc = READ_STALE;
-                break;
-            }
-            if (backwards && c.first_rev <= lo)
-                break;
-            rc = idx_rev_step(&cur, backwards, &c);
-            continue;
-        }
-        if (rc)
-            break;
-        /* Decode the commit's records; walk them in the read's direction. */
-        size_t off = 0;
-        if (!backwards) {
-            for (uint32_t i = 0; i < c.count && rc == 0 && !page_full(pg, limit); i++) {
-                rec r;
-                if ((rc = commit_rec(&c, &cb, off, &r)))
-                    break;
-                off += r.len;
-                if (r.revision < from ||
-                    !event_visible(&st, r.revision, r.created_us, now))
-                    continue;
-                rc = local_page_add(pg, &r);
-                last = r.revision;
-                any = 1;
-            }
-        } else {
-            /* Records are variable-sized: find their offsets, then go back. */
-            size_t *offs = malloc(c.count * sizeof *offs);
-            if (!offs) {
-                rc = err_set(STELE_ENOMEM, "out of memory");
-                break;
-            }
-            for (uint32_t i = 0; i < c.count && rc == 0; i++) {
-                rec r;
-                offs[i] = off;
-                if ((rc = commit_rec(&c, &cb, off, &r)) == 0)
-                    off += r.len;
-            }
-            for (uint32_t i = c.count; i-- > 0 && rc == 0 && !page_full(pg, limit);) {
-                rec r;
-                if ((rc = commit_rec(&c, &cb, offs[i], &r)))
-                    break;
-                if (r.revision > from)
-                    continue;
-                if (r.revision < lo)
-                    break;
-                /* Created times never decrease along a stream, so what
-                 * maxAge hides is a prefix: nothing older is visible. */
-                if (!event_visible(&st, r.revision, r.created_us, now)) {
-                    aged = 1;
-                    break;
-                }
-                rc = local_page_add(pg, &r);
-                last = r.revision;
-                any = 1;
-            }
-            free(offs);
-        }
-        if (rc || page_full(pg, limit))
-            break;
-        if (backwards && (c.first_rev <= lo || aged))
-            break;
-        rc = idx_rev_step(&cur, backwards, &c);
-    }
-    if (rc == STELE_ENOTFOUND)
-        rc = 0;
-    if (rc == 0 && any) {
-        if (!backwards && last < hi && last + 1 < UINT64_MAX) {
+    rc = walk_stream(L, &sr, &cur, backwards, attempt, visible, end);
+    if (rc == 0 && sr.any) {
+        stele_page *pg = sr.pg;
+        if (!backwards && sr.last < sr.hi && sr.last + 1 < UINT64_MAX) {
             pg->has_next = 1;
-            pg->next = last + 1;
-        } else if (backwards && last > lo && !aged) {
+            pg->next = sr.last + 1;
+        } else if (backwards && sr.last > sr.lo && !sr.aged) {
             pg->has_next = 1;
-            pg->next = last - 1;
+            pg->next = sr.last - 1;
         }
     }
 done:
     idx_rev_close(&cur);
     mdb_txn_abort(txn);
-    scratch_free(L, &cb);
     if (rc) {
-        stele_page_free(pg);
+        stele_page_free(sr.pg);
         return rc;
     }
-    *out = pg;
+    *out = sr.pg;
     return 0;
 }
 

@@ -25,6 +25,7 @@
 #include "backend/local_int.h"
 #include "log/record.h"
 #include "os/os.h"
+#include "util/assert.h"
 
 /* -------------------------------------------------------------- recovery */
 
@@ -228,43 +229,66 @@ static int seg_has_records(logf *lg, uint32_t segno)
     return memcmp(w, zero, sizeof w) != 0;
 }
 
-int recover(local *L, int rebuild)
+/*
+ * recover() in named steps:
+ *   recover_checkpoint  open the write transaction, take the index's
+ *                       checkpoint (or start from nothing for a rebuild,
+ *                       or when the log lost what the index holds);
+ *   recover_segments    settle the last segment: a damaged header, one
+ *                       torn at creation, a new store;
+ *   recover_scan        walk the log from the checkpoint, applying each
+ *                       complete commit (scan_*), cutting a torn tail;
+ *   recover_finish      start the next segment after a sealed one, write
+ *                       the checkpoint, commit and sync the index.
+ */
+
+/* Open the recovery transaction (*txn) and set L->ck to where the log must
+ * be replayed from. On error *txn may be open (the caller aborts it). */
+static int recover_checkpoint(local *L, int rebuild, MDB_txn **txn)
 {
-    logf *lg = L->lg;
-    MDB_txn *txn = NULL;
     int rc = idx_reserve(L->ix);
     if (rc == 0)
-        rc = idx_begin(L->ix, 0, &txn);
+        rc = idx_begin(L->ix, 0, txn);
     if (rc)
         return rc;
-    rc = rebuild ? STELE_ENOTFOUND : idx_ckpt_get(L->ix, txn, &L->ck);
+    rc = rebuild ? STELE_ENOTFOUND : idx_ckpt_get(L->ix, *txn, &L->ck);
     if (rc == 0 && !last_commit_intact(L)) {
         /* The log lost what the index says it holds (truncated or zeroed
          * after it was indexed): the index cannot be trusted; rebuild. */
-        rc = idx_drop_all(L->ix, txn);
+        rc = idx_drop_all(L->ix, *txn);
         if (rc == 0)
             rc = STELE_ENOTFOUND;
     }
     if (rc == STELE_ENOTFOUND) {
         memset(&L->ck, 0, sizeof L->ck);
-        L->ck.loc = loc_make(lg->first_seg, 0);
+        L->ck.loc = loc_make(L->lg->first_seg, 0);
         L->ck.next_sid = 1;
         L->ck.last_pos_loc = UINT64_MAX;
         L->ck.last_commit = UINT64_MAX;
         rc = 0;
     }
+    return rc;
+}
+
+/* Settle the last segment before the walk: a damaged header is an error,
+ * one torn at creation is dropped or its header rewritten, and a new store
+ * gets its first segment. */
+static int recover_segments(local *L)
+{
+    logf *lg = L->lg;
+    int rc = 0;
     uint32_t nsegs = atomic_load(&lg->nsegs);
     /* A last segment without a valid header: the header is written in the
      * same write as the segment's first records, so a torn creation leaves
      * no records behind it. Records there mean the header is damaged. */
-    if (rc == 0 && nsegs > lg->first_seg && lg->segs[nsegs - 1]->first_position == UINT64_MAX &&
+    if (nsegs > lg->first_seg && lg->segs[nsegs - 1]->first_position == UINT64_MAX &&
         seg_has_records(lg, nsegs - 1)) {
         char name[32];
         log_seg_name(nsegs - 1, name);
-        rc = err_set(STELE_ECORRUPT, "segment %s offset 0: segment header is damaged", name);
+        return err_set(STELE_ECORRUPT, "segment %s offset 0: segment header is damaged", name);
     }
     /* Torn at creation: drop it (its predecessor is sealed). */
-    if (rc == 0 && nsegs > lg->first_seg && lg->segs[nsegs - 1]->first_position == UINT64_MAX &&
+    if (nsegs > lg->first_seg && lg->segs[nsegs - 1]->first_position == UINT64_MAX &&
         nsegs - 1 > lg->first_seg &&
         (loc_seg(L->ck.loc) < nsegs - 1 || L->ck.loc == loc_make(nsegs - 1, 0))) {
         rc = log_drop_last(lg);
@@ -292,187 +316,292 @@ int recover(local *L, int rebuild)
             rc = err_set(STELE_EIO, "write segment header: %s", strerror(-rc));
         s->first_position = L->ck.next_pos;
     }
-    if (rc) {
-        mdb_txn_abort(txn);
-        return rc;
-    }
+    return rc;
+}
 
+/* Recovery's walk over the log from the checkpoint. */
+typedef struct rscan {
+    local *L;
+    MDB_txn *txn;    /* the write transaction; NULL once it is gone */
     log_iter it;
-    log_iter_init(&it, lg, L->ck.loc, UINT64_MAX);
-    rcommit c = {0};
-    uint64_t in_txn = 0, after = L->ck.loc;
+    rcommit c;       /* the commit being gathered (seen < count) */
+    uint64_t in_txn; /* events applied in txn */
+    uint64_t after;  /* just past the last complete commit or record */
+} rscan;
+
+/* Framing: a commit's records are consecutive, and a new commit starts at
+ * the next position. 0, or ECORRUPT naming the record at `at`. */
+static int scan_framing(rscan *sc, const rec *r, uint64_t at)
+{
+    local *L = sc->L;
+    rcommit *c = &sc->c;
+    int ok = 1;
+    if (c->seen < c->count && c->multi) {
+        /* Events at consecutive positions, then snapshots. */
+        ok = (r->flags & REC_MULTI) && r->commit_index == c->seen &&
+             r->commit_count == c->count &&
+             (r->kind == REC_EVENT ? !c->in_states && r->position == c->first_pos + c->nevents
+                                   : r->kind == REC_SNAPSHOT);
+        if (ok && r->kind == REC_SNAPSHOT)
+            c->in_states = 1;
+    } else if (c->seen < c->count) {
+        ok = r->kind == REC_EVENT && r->commit_index == c->seen && r->commit_count == c->count &&
+             r->position == c->first_pos + c->seen && r->revision == c->first_rev + c->seen &&
+             r->stream_len == c->stream_len && !memcmp(r->stream, c->stream, c->stream_len) &&
+             !(r->flags & REC_MULTI);
+    } else if (r->kind == REC_EVENT) {
+        /* Gapless, except where scavenging removed events. */
+        ok = r->commit_index == 0 &&
+             (r->position == L->ck.next_pos ||
+              (r->position > L->ck.next_pos && log_seg_scavenged(L->lg, loc_seg(at))));
+    }
+    if (ok)
+        return 0;
+    char name[32];
+    log_seg_name(loc_seg(at), name);
+    return err_set(STELE_ECORRUPT, "segment %s offset %u: record out of sequence", name,
+                   loc_off(at));
+}
+
+/* The walk met damage (st < 0, at `at`) or the end of the data inside a
+ * commit (st == LOG_ITER_END). Only the last segment may be torn: a torn
+ * tail is cut off and the walk ends there (0); anything else is damage
+ * (its error). */
+static int scan_stop(rscan *sc, int st, uint64_t at)
+{
+    local *L = sc->L;
+    rcommit *c = &sc->c;
+    uint32_t last_seg = atomic_load(&L->lg->nsegs) - 1;
+    uint64_t bad = st < 0 ? at : sc->it.loc;
+    int torn = loc_seg(bad) == last_seg && !log_seg_scavenged(L->lg, loc_seg(bad)) &&
+               (st == LOG_ITER_END ||
+                (st == STELE_ECORRUPT && !log_valid_record_after(L->lg, bad, L->ck.next_pos)));
+    if (!torn) {
+        if (st == LOG_ITER_END) {
+            char name[32];
+            log_seg_name(loc_seg(bad), name);
+            st = err_set(STELE_ECORRUPT,
+                         "segment %s offset %u: commit is incomplete in a sealed segment", name,
+                         loc_off(bad));
+        }
+        return st;
+    }
+    uint64_t cut = c->seen < c->count ? c->start : bad;
+    int rc = cut_tail(L, cut);
+    if (rc)
+        return rc;
+    sc->after = cut;
+    c->seen = c->count = 0;
+    return 0;
+}
+
+/* The data ended between commits: only the last segment may end unsealed. */
+static int scan_end(rscan *sc)
+{
+    logf *lg = sc->L->lg;
+    uint32_t last_seg = atomic_load(&lg->nsegs) - 1;
+    if (atomic_load(&lg->nsegs) > lg->first_seg && loc_seg(sc->it.loc) < last_seg) {
+        char name[32];
+        log_seg_name(loc_seg(sc->it.loc), name);
+        return err_set(STELE_ECORRUPT,
+                       "segment %s offset %u: data ends without a seal, but later segments exist",
+                       name, loc_off(sc->it.loc));
+    }
+    return 0;
+}
+
+static void scan_seal(rscan *sc, const rec *r, uint64_t at)
+{
+    local *L = sc->L;
+    /* Events removed from the end of a scavenged segment: the seal still
+     * names the next position. */
+    if (r->position > L->ck.next_pos && log_seg_scavenged(L->lg, loc_seg(at)))
+        L->ck.next_pos = r->position;
+    L->ck.log_bytes += r->len;
+    sc->after = sc->it.loc;
+}
+
+/* A record that is a commit by itself: metadata, a snapshot, a delete or a
+ * tombstone. */
+static int scan_single(rscan *sc, const rec *r, uint64_t at)
+{
+    local *L = sc->L;
+    int rc = r->kind == REC_METADATA || r->kind == REC_SNAPSHOT ? sm_apply(L, sc->txn, r, at)
+                                                                : apply_marker(L, sc->txn, r);
+    L->ck.last_commit = at;
+    L->ck.log_bytes += r->len;
+    sc->after = sc->it.loc;
+    return rc;
+}
+
+/* Record r (commit_index 0) starts a commit: reset the gatherer and make
+ * room for the commit's ids. */
+static int commit_begin(rcommit *c, const rec *r, uint64_t at)
+{
+    c->start = at;
+    c->count = r->commit_count;
+    c->seen = 0;
+    c->first_rev = r->revision;
+    c->first_pos = r->position;
+    c->stream_len = r->stream_len;
+    memcpy(c->stream, r->stream, r->stream_len);
+    c->multi = (r->flags & REC_MULTI) != 0;
+    c->in_states = 0;
+    c->nevents = 0;
+    if (c->cap < c->count) {
+        free(c->ids);
+        free(c->made);
+        c->ids = malloc((size_t)c->count * 16);
+        c->made = malloc(c->count);
+        c->cap = c->ids && c->made ? c->count : 0;
+        if (!c->cap)
+            return err_set(STELE_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+/* Note the sparse position entry record r (an event at `at`) needs, to be
+ * written once its commit is complete. */
+static int commit_note_pos(rcommit *c, const rec *r, uint64_t at)
+{
+    if (c->last_pos_loc != UINT64_MAX && loc_seg(c->last_pos_loc) == loc_seg(at) &&
+        at - c->last_pos_loc < IDX_POS_STRIDE)
+        return 0;
+    if (c->npos == c->poscap) {
+        size_t cap = c->poscap ? c->poscap * 2 : 16;
+        uint64_t(*np)[2] = realloc(c->pos, cap * sizeof *np);
+        if (!np)
+            return err_set(STELE_ENOMEM, "out of memory");
+        c->pos = np;
+        c->poscap = cap;
+    }
+    c->pos[c->npos][0] = r->position;
+    c->pos[c->npos][1] = at;
+    c->npos++;
+    c->last_pos_loc = at;
+    return 0;
+}
+
+/* The commit is complete (its last record r was just read): apply it to
+ * the index and move the checkpoint past it. */
+static int commit_apply(rscan *sc, const rec *r)
+{
+    local *L = sc->L;
+    rcommit *c = &sc->c;
+    /* A commit starts with an event at or after the checkpoint's next
+     * position (scan_framing) and ends after its start. */
+    STELE_ASSERT(c->seen == c->count && c->nevents >= 1 && c->nevents <= c->count);
+    STELE_ASSERT(c->first_pos >= L->ck.next_pos && sc->it.loc > c->start);
+    int rc = 0;
+    for (size_t i = 0; i < c->npos && rc == 0; i++)
+        rc = idx_pos_put(L->ix, sc->txn, c->pos[i][0], c->pos[i][1]);
+    L->ck.last_pos_loc = c->last_pos_loc;
+    L->ck.log_bytes += c->bytes;
+    if (rc == 0)
+        rc = c->multi ? multi_recover_commit(L, sc->txn, c->start, c->bytes)
+                      : apply_event_commit(L, sc->txn, c);
+    /* A delete's record (a commit of its own, so at c->start): the delete
+     * it carries (local_removes.c). */
+    if (rc == 0 && (r->flags & REC_REMOVES))
+        rc = rm_recover(L, sc->txn, r, c->start);
+    L->ck.last_commit = c->start;
+    L->ck.next_pos = c->first_pos + c->nevents;
+    L->last_created = r->created_us;
+    sc->after = sc->it.loc;
+    sc->in_txn += c->count;
+    return rc;
+}
+
+/* Gather record r (an event, or a multi-stream commit's snapshot) at `at`
+ * into its commit; apply the commit once it is complete. */
+static int scan_commit_rec(rscan *sc, const rec *r, uint64_t at)
+{
+    local *L = sc->L;
+    rcommit *c = &sc->c;
+    int rc;
+    if (r->commit_index == 0 && (rc = commit_begin(c, r, at)))
+        return rc;
+    /* Framing (scan_framing) and the decoder (commit_index < commit_count)
+     * put this record next in its commit. */
+    STELE_ASSERT(c->seen < c->count && r->commit_index == c->seen && c->seen < c->cap);
+    memcpy(c->ids[c->seen], r->id, 16);
+    c->made[c->seen] = (r->flags & REC_ID_MADE) != 0;
+    if (c->seen == 0) {
+        c->npos = 0;
+        c->bytes = 0;
+        c->last_pos_loc = L->ck.last_pos_loc;
+    }
+    c->nevents += r->kind == REC_EVENT;
+    if (r->kind == REC_EVENT && (rc = commit_note_pos(c, r, at)))
+        return rc;
+    c->bytes += r->len;
+    if (++c->seen == c->count)
+        return commit_apply(sc, r);
+    return 0;
+}
+
+/* Commit what has been applied so far with its checkpoint and go on in a
+ * new transaction, so a long replay holds no giant transaction. */
+static int scan_checkpoint(rscan *sc)
+{
+    local *L = sc->L;
+    /* Never between the records of one commit. */
+    STELE_ASSERT(sc->c.seen == sc->c.count && sc->after >= L->ck.loc);
+    L->ck.loc = sc->after;
+    int rc = idx_ckpt_put(L->ix, sc->txn, &L->ck);
+    if (rc)
+        return rc; /* the caller aborts sc->txn */
+    rc = idx_commit_txn(sc->txn);
+    sc->txn = NULL;
+    if (rc == 0)
+        rc = idx_reserve(L->ix);
+    if (rc == 0)
+        rc = idx_begin(L->ix, 0, &sc->txn);
+    if (rc)
+        sc->txn = NULL;
+    sc->in_txn = 0;
+    return rc;
+}
+
+/* Walk the log from L->ck.loc to its end, applying every complete commit.
+ * 0 at the end of the data (a torn tail cut off), or the error that
+ * stopped it. */
+static int recover_scan(rscan *sc)
+{
     for (;;) {
         rec r;
         uint64_t at = 0;
         int short_tail = 0;
-        int st = log_iter_next(&it, &r, &at, &short_tail);
-        uint32_t last_seg = atomic_load(&lg->nsegs) - 1;
+        int st = log_iter_next(&sc->it, &r, &at, &short_tail);
         if (st == LOG_ITER_REC) {
-            /* Framing: a commit's records are consecutive. */
-            int ok = 1;
-            if (c.seen < c.count && c.multi) {
-                /* Events at consecutive positions, then snapshots. */
-                ok = (r.flags & REC_MULTI) && r.commit_index == c.seen &&
-                     r.commit_count == c.count &&
-                     (r.kind == REC_EVENT ? !c.in_states && r.position == c.first_pos + c.nevents
-                                          : r.kind == REC_SNAPSHOT);
-                if (ok && r.kind == REC_SNAPSHOT)
-                    c.in_states = 1;
-            } else if (c.seen < c.count) {
-                ok = r.kind == REC_EVENT && r.commit_index == c.seen && r.commit_count == c.count &&
-                     r.position == c.first_pos + c.seen && r.revision == c.first_rev + c.seen &&
-                     r.stream_len == c.stream_len && !memcmp(r.stream, c.stream, c.stream_len) &&
-                     !(r.flags & REC_MULTI);
-            } else if (r.kind == REC_EVENT) {
-                /* Gapless, except where scavenging removed events. */
-                ok = r.commit_index == 0 &&
-                     (r.position == L->ck.next_pos ||
-                      (r.position > L->ck.next_pos && log_seg_scavenged(lg, loc_seg(at))));
-            }
-            if (!ok) {
-                char name[32];
-                log_seg_name(loc_seg(at), name);
-                rc = err_set(STELE_ECORRUPT, "segment %s offset %u: record out of sequence", name,
-                             loc_off(at));
-                st = rc;
-                short_tail = 0;
-            }
+            int bad = scan_framing(sc, &r, at);
+            if (bad)
+                st = bad;
         }
-        if (st < 0 || (st == LOG_ITER_END && c.seen < c.count)) {
-            /* Damage or a torn tail. Only the last segment may be torn. */
-            uint64_t bad = st < 0 ? at : it.loc;
-            int torn = loc_seg(bad) == last_seg && !log_seg_scavenged(lg, loc_seg(bad)) &&
-                       (st == LOG_ITER_END ||
-                        (st == STELE_ECORRUPT && !log_valid_record_after(L->lg, bad, L->ck.next_pos)));
-            if (!torn) {
-                if (st == LOG_ITER_END) {
-                    char name[32];
-                    log_seg_name(loc_seg(bad), name);
-                    st = err_set(STELE_ECORRUPT,
-                                 "segment %s offset %u: commit is incomplete in a sealed segment",
-                                 name, loc_off(bad));
-                }
-                rc = st;
-                break;
-            }
-            uint64_t cut = c.seen < c.count ? c.start : bad;
-            if ((rc = cut_tail(L, cut)))
-                break;
-            after = cut;
-            c.seen = c.count = 0;
-            break;
-        }
-        if (st == LOG_ITER_END) {
-            if (atomic_load(&lg->nsegs) > lg->first_seg && loc_seg(it.loc) < last_seg) {
-                char name[32];
-                log_seg_name(loc_seg(it.loc), name);
-                rc = err_set(STELE_ECORRUPT,
-                             "segment %s offset %u: data ends without a seal, but later segments "
-                             "exist",
-                             name, loc_off(it.loc));
-            }
-            break;
-        }
+        if (st < 0 || (st == LOG_ITER_END && sc->c.seen < sc->c.count))
+            return scan_stop(sc, st, at);
+        if (st == LOG_ITER_END)
+            return scan_end(sc);
         if (r.kind == REC_SEAL) {
-            /* Events removed from the end of a scavenged segment: the seal
-             * still names the next position. */
-            if (r.position > L->ck.next_pos && log_seg_scavenged(lg, loc_seg(at)))
-                L->ck.next_pos = r.position;
-            L->ck.log_bytes += r.len;
-            after = it.loc;
+            scan_seal(sc, &r, at);
             continue;
         }
-        if (r.kind != REC_EVENT && c.seen == c.count) {
-            rc = r.kind == REC_METADATA || r.kind == REC_SNAPSHOT ? sm_apply(L, txn, &r, at)
-                                                                 : apply_marker(L, txn, &r);
-            L->ck.last_commit = at;
-            L->ck.log_bytes += r.len;
-            after = it.loc;
-        } else {
-            if (r.commit_index == 0) {
-                c.start = at;
-                c.count = r.commit_count;
-                c.seen = 0;
-                c.first_rev = r.revision;
-                c.first_pos = r.position;
-                c.stream_len = r.stream_len;
-                memcpy(c.stream, r.stream, r.stream_len);
-                c.multi = (r.flags & REC_MULTI) != 0;
-                c.in_states = 0;
-                c.nevents = 0;
-                if (c.cap < c.count) {
-                    free(c.ids);
-                    free(c.made);
-                    c.ids = malloc((size_t)c.count * 16);
-                    c.made = malloc(c.count);
-                    c.cap = c.ids && c.made ? c.count : 0;
-                    if (!c.cap) {
-                        rc = err_set(STELE_ENOMEM, "out of memory");
-                        break;
-                    }
-                }
-            }
-            memcpy(c.ids[c.seen], r.id, 16);
-            c.made[c.seen] = (r.flags & REC_ID_MADE) != 0;
-            if (c.seen == 0) {
-                c.npos = 0;
-                c.bytes = 0;
-                c.last_pos_loc = L->ck.last_pos_loc;
-            }
-            c.nevents += r.kind == REC_EVENT;
-            if (r.kind == REC_EVENT &&
-                (c.last_pos_loc == UINT64_MAX || loc_seg(c.last_pos_loc) != loc_seg(at) ||
-                 at - c.last_pos_loc >= IDX_POS_STRIDE)) {
-                if (c.npos == c.poscap) {
-                    size_t cap = c.poscap ? c.poscap * 2 : 16;
-                    uint64_t(*np)[2] = realloc(c.pos, cap * sizeof *np);
-                    if (!np) {
-                        rc = err_set(STELE_ENOMEM, "out of memory");
-                        break;
-                    }
-                    c.pos = np;
-                    c.poscap = cap;
-                }
-                c.pos[c.npos][0] = r.position;
-                c.pos[c.npos][1] = at;
-                c.npos++;
-                c.last_pos_loc = at;
-            }
-            c.bytes += r.len;
-            if (++c.seen == c.count) {
-                for (size_t i = 0; i < c.npos && rc == 0; i++)
-                    rc = idx_pos_put(L->ix, txn, c.pos[i][0], c.pos[i][1]);
-                L->ck.last_pos_loc = c.last_pos_loc;
-                L->ck.log_bytes += c.bytes;
-                if (rc == 0)
-                    rc = c.multi ? multi_recover_commit(L, txn, c.start, c.bytes)
-                                 : apply_event_commit(L, txn, &c);
-                L->ck.last_commit = c.start;
-                L->ck.next_pos = c.first_pos + c.nevents;
-                L->last_created = r.created_us;
-                after = it.loc;
-                in_txn += c.count;
-            }
-        }
+        int rc = r.kind != REC_EVENT && sc->c.seen == sc->c.count ? scan_single(sc, &r, at)
+                                                                  : scan_commit_rec(sc, &r, at);
         if (rc)
-            break;
-        if (in_txn >= RECOVERY_TXN_EVENTS && c.seen == c.count) {
-            L->ck.loc = after;
-            if ((rc = idx_ckpt_put(L->ix, txn, &L->ck)) || (rc = idx_commit_txn(txn))) {
-                txn = NULL;
-                break;
-            }
-            if ((rc = idx_reserve(L->ix)) || (rc = idx_begin(L->ix, 0, &txn))) {
-                txn = NULL;
-                break;
-            }
-            in_txn = 0;
-        }
+            return rc;
+        if (sc->in_txn >= RECOVERY_TXN_EVENTS && sc->c.seen == sc->c.count &&
+            (rc = scan_checkpoint(sc)))
+            return rc;
     }
-    log_iter_free(&it);
-    free(c.ids);
-    free(c.made);
-    free(c.pos);
+}
+
+/* After the walk (rc its result): the log continues at `after`; start the
+ * next segment if the log ends sealed, then commit the checkpoint (txn is
+ * consumed) and sync the index. */
+static int recover_finish(local *L, MDB_txn *txn, uint64_t after, int rc)
+{
+    logf *lg = L->lg;
     if (rc == 0) {
         L->ck.loc = after;
         /* The log ends in a sealed segment (seen now, or when there was no
@@ -487,6 +616,8 @@ int recover(local *L, int rebuild)
         if (loc_off(L->ck.loc) == 0 && loc_seg(L->ck.loc) < atomic_load(&lg->nsegs))
             L->ck.loc += SEG_HEADER_SIZE;
     }
+    /* The newest commit lies before where the log continues. */
+    STELE_ASSERT(rc || L->ck.last_commit == UINT64_MAX || L->ck.last_commit < L->ck.loc);
     if (rc == 0)
         rc = idx_ckpt_put(L->ix, txn, &L->ck);
     if (rc == 0) {
@@ -498,6 +629,27 @@ int recover(local *L, int rebuild)
     if (rc == 0)
         rc = idx_sync(L->ix);
     return rc;
+}
+
+int recover(local *L, int rebuild)
+{
+    MDB_txn *txn = NULL;
+    int rc = recover_checkpoint(L, rebuild, &txn);
+    if (rc == 0)
+        rc = recover_segments(L);
+    if (rc) {
+        if (txn)
+            mdb_txn_abort(txn);
+        return rc;
+    }
+    rscan sc = {.L = L, .txn = txn, .after = L->ck.loc};
+    log_iter_init(&sc.it, L->lg, L->ck.loc, UINT64_MAX);
+    rc = recover_scan(&sc);
+    log_iter_free(&sc.it);
+    free(sc.c.ids);
+    free(sc.c.made);
+    free(sc.c.pos);
+    return recover_finish(L, sc.txn, sc.after, rc);
 }
 
 /* Verify every record of the log (STELE_OPEN_VERIFY). */

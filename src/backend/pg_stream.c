@@ -136,6 +136,9 @@ int pg_remove(backend *b, const char *stream, size_t len, int64_t expected, int 
     }
     if (rc == 0)
         PQclear(r);
+    if (rc == 0) /* its event in $deletes, in this transaction (pg_deletes.c) */
+        rc = pg_record_remove(c, name, len, tombstone, cur,
+                              st.last_rev == STELE_NONE ? 0 : st.last_rev + 1);
     if (rc == 0 && current)
         *current = cur;
     return finish(P, c, rc, 1);

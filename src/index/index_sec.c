@@ -403,6 +403,53 @@ static int time_add(idx *ix, MDB_txn *txn, int64_t created, uint64_t pos)
     return idx_err(rc, "put time entry");
 }
 
+/* Event record r, at `at`, of commit number `commit` in the batch: its
+ * category, type, tags, and the correlation id, actor and causation id of
+ * its JSON metadata. */
+static int batch_add_event(sec_batch *b, const rec *r, uint32_t commit, uint64_t at)
+{
+    uint64_t pos = r->position;
+    int rc = batch_add(b, SEC_CATEGORY, r->stream, sec_category_len(r->stream, r->stream_len),
+                       commit, pos, at, r->len);
+    if (rc == 0)
+        rc = batch_add(b, SEC_TYPE, r->type, r->type_len, commit, pos, at, r->len);
+    const uint8_t *t = r->tags;
+    for (unsigned k = 0; k < r->ntags && rc == 0; k++) {
+        uint16_t tl = ld16(t);
+        rc = batch_add(b, SEC_TAG, (const char *)t + 2, tl, commit, pos, at, r->len);
+        t += 3 + tl;
+    }
+    if (rc == 0 && (r->flags & STELE_META_JSON) && r->meta_len) {
+        meta_ids *m = &b->metas[b->nmetas++];
+        rc = meta_ids_extract(r->meta, r->meta_len, m);
+        if (rc == 0)
+            rc = batch_add(b, SEC_CORRELATION, m->correlation, m->correlation_len, commit, pos,
+                           at, r->len);
+        if (rc == 0)
+            rc = batch_add(b, SEC_ACTOR, m->actor, m->actor_len, commit, pos, at, r->len);
+        if (rc == 0)
+            rc = batch_add(b, SEC_CAUSATION, m->causation, m->causation_len, commit, pos, at,
+                           r->len);
+    }
+    return rc;
+}
+
+/* WALK_CHECK: the time index's first position for `created` is the
+ * commit's first event (first_time 2: scavenging removed events before
+ * this commit, so the entry may name a removed commit of the same time). */
+static int check_time(idx *ix, MDB_txn *txn, int64_t created, uint64_t first_pos,
+                      int first_time)
+{
+    uint64_t p;
+    int r = idx_time_first(ix, txn, created, &p);
+    if (r == 0 && p != first_pos && !(first_time == 2 && p < first_pos))
+        r = STELE_ENOTFOUND;
+    if (r == STELE_ENOTFOUND)
+        return err_set(STELE_ECORRUPT, "index: no time entry for position %llu (created %lld us)",
+                       (unsigned long long)first_pos, (long long)created);
+    return r;
+}
+
 static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, uint64_t loc,
                        int del, int first_time, uint64_t *items)
 {
@@ -428,6 +475,10 @@ static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, u
         rec r;
         const char *why = "not an event record";
         rec_status st = rec_decode_trusted(recs + off, len - off, &r, &why);
+        if (st == REC_OK && r.kind == REC_CHAIN) { /* the hash chain's: not indexed */
+            off += r.len;
+            continue;
+        }
         int marker = st == REC_OK && (r.kind == REC_DELETE || r.kind == REC_TOMBSTONE ||
                                       r.kind == REC_METADATA || r.kind == REC_SNAPSHOT);
         if (st != REC_OK || (r.kind != REC_EVENT && !marker) || i >= nrec) {
@@ -444,34 +495,12 @@ static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, u
             off += r.len;
             continue;
         }
-        uint64_t at = loc + off, pos = r.position;
         if (!have_event) {
             have_event = 1;
             created = r.created_us;
-            first_pos = pos;
+            first_pos = r.position;
         }
-        rc = batch_add(&b, SEC_CATEGORY, r.stream, sec_category_len(r.stream, r.stream_len),
-                       commit, pos, at, r.len);
-        if (rc == 0)
-            rc = batch_add(&b, SEC_TYPE, r.type, r.type_len, commit, pos, at, r.len);
-        const uint8_t *t = r.tags;
-        for (unsigned k = 0; k < r.ntags && rc == 0; k++) {
-            uint16_t tl = ld16(t);
-            rc = batch_add(&b, SEC_TAG, (const char *)t + 2, tl, commit, pos, at, r.len);
-            t += 3 + tl;
-        }
-        if (rc == 0 && (r.flags & STELE_META_JSON) && r.meta_len) {
-            meta_ids *m = &b.metas[b.nmetas++];
-            rc = meta_ids_extract(r.meta, r.meta_len, m);
-            if (rc == 0)
-                rc = batch_add(&b, SEC_CORRELATION, m->correlation, m->correlation_len, commit,
-                               pos, at, r.len);
-            if (rc == 0)
-                rc = batch_add(&b, SEC_ACTOR, m->actor, m->actor_len, commit, pos, at, r.len);
-            if (rc == 0)
-                rc = batch_add(&b, SEC_CAUSATION, m->causation, m->causation_len, commit, pos,
-                               at, r.len);
-        }
+        rc = batch_add_event(&b, &r, commit, loc + off);
         off += r.len;
     }
     MDB_cursor *cur = NULL;
@@ -488,20 +517,8 @@ static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, u
         rc = time_add(ix, txn, created, first_pos);
     if (items)
         *items += b.checked;
-    if (rc == 0 && del == WALK_CHECK && have_event && first_time) {
-        uint64_t p;
-        int r = idx_time_first(ix, txn, created, &p);
-        /* first_time 2: scavenging removed events before this commit, so
-         * the entry may name a removed commit of the same time. */
-        if (r == 0 && p != first_pos && !(first_time == 2 && p < first_pos))
-            r = STELE_ENOTFOUND;
-        if (r)
-            rc = r == STELE_ENOTFOUND
-                     ? err_set(STELE_ECORRUPT,
-                               "index: no time entry for position %llu (created %lld us)",
-                               (unsigned long long)first_pos, (long long)created)
-                     : r;
-    }
+    if (rc == 0 && del == WALK_CHECK && have_event && first_time)
+        rc = check_time(ix, txn, created, first_pos, first_time);
     for (int k = 0; k < NKINDS; k++)
         free(b.k[k].e);
     free(b.vals);

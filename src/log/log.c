@@ -151,6 +151,111 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* A leftover of a crash in the log directory (a half-made or finished
+ * spare, a scavenged copy never renamed into place): dealt with here.
+ * 1 if `name` was one, else 0. */
+static int log_leftover(logf *lg, const char *name, uint64_t seg_size)
+{
+    char path[4200];
+    if (strcmp(name, "spare.tmp") == 0) {
+        snprintf(path, sizeof path, "%s/spare.tmp", lg->dir);
+        os_io->unlink(path); /* a half-made spare from before a crash */
+        return 1;
+    }
+    if (strcmp(name, "spare.zero") == 0) {
+        /* A finished spare (renamed only once zero-filled and synced). */
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/spare.zero", lg->dir);
+        if (stat(path, &sb) == 0 && (uint64_t)sb.st_size == seg_size) {
+            lg->spare_ready = 1;
+            lg->spare_size = seg_size;
+        } else {
+            os_io->unlink(path);
+        }
+        return 1;
+    }
+    size_t len = strlen(name);
+    if (len == 17 && strcmp(name + 8, ".seg.scav") == 0) {
+        /* A scavenged segment that was not renamed into place before a
+         * crash: the original is still there. */
+        snprintf(path, sizeof path, "%s/%.17s", lg->dir, name);
+        os_io->unlink(path);
+        return 1;
+    }
+    return 0;
+}
+
+/* The numbers of the segment files in the log directory (unsorted, in
+ * *nums, malloc'd; *n of them), leftovers dealt with on the way. */
+static int log_list_segments(logf *lg, uint64_t seg_size, uint32_t **nums, size_t *n)
+{
+    DIR *d = opendir(lg->dir);
+    if (!d)
+        return err_set(errno == ENOENT ? STELE_ENOTFOUND : STELE_EIO, "open %s: %s", lg->dir,
+                       strerror(errno));
+    size_t cap = 0;
+    struct dirent *de;
+    int rc = 0;
+    while ((de = readdir(d))) {
+        const char *name = de->d_name;
+        if (log_leftover(lg, name, seg_size))
+            continue;
+        if (strlen(name) != 12 || strcmp(name + 8, ".seg") != 0)
+            continue;
+        char *end;
+        unsigned long v = strtoul(name, &end, 10);
+        if (end != name + 8 || v >= LOG_MAX_SEGS)
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 64;
+            uint32_t *nn = realloc(*nums, cap * sizeof *nn);
+            if (!nn) {
+                rc = err_set(STELE_ENOMEM, "out of memory");
+                break;
+            }
+            *nums = nn;
+        }
+        (*nums)[(*n)++] = (uint32_t)v;
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Open segment `segno`, the i-th of n, and read its header: a damaged
+ * header is an error except in the last segment (torn at creation:
+ * recovery decides). */
+static int log_open_segment(logf *lg, uint32_t segno, size_t i, size_t n)
+{
+    log_seg *s;
+    int rc = open_seg(lg, segno, &s);
+    if (rc)
+        return rc;
+    lg->segs[segno] = s;
+    atomic_store(&lg->nsegs, segno + 1);
+    uint8_t hdr[SEG_HEADER_SIZE];
+    char name[32];
+    log_seg_name(segno, name);
+    if (s->size < SEG_HEADER_SIZE || os_read_full(s->fd, hdr, sizeof hdr, 0)) {
+        /* A last segment shorter than a header was torn at creation;
+         * recovery decides. */
+        memset(hdr, 0, sizeof hdr);
+    }
+    seg_info si;
+    const char *why = seg_header_read(hdr, &si);
+    s->first_position = si.first_position;
+    if (why && i + 1 < n)
+        rc = err_set(STELE_ECORRUPT, "segment %s offset 0: %s", name, why);
+    else if (!why && si.segno != segno)
+        rc = err_set(STELE_ECORRUPT, "segment %s offset 0: header names segment %llu", name,
+                     (unsigned long long)si.segno);
+    else if (why)
+        s->first_position = UINT64_MAX; /* last segment, header invalid */
+    else if (si.version == SEG_VERSION_SCAVENGED && (rc = log_seg_load_table(s, segno, &si)) == 0 &&
+             atomic_load(&lg->first_scavenged) == UINT32_MAX)
+        atomic_store(&lg->first_scavenged, segno);
+    return rc;
+}
+
 int log_open(const char *dir, uint64_t seg_size, int create, logf **out)
 {
     logf *lg = calloc(1, sizeof *lg);
@@ -167,66 +272,11 @@ int log_open(const char *dir, uint64_t seg_size, int create, logf **out)
         log_close(lg);
         return rc;
     }
-    DIR *d = opendir(lg->dir);
-    if (!d) {
-        int rc = err_set(errno == ENOENT ? STELE_ENOTFOUND : STELE_EIO, "open %s: %s", lg->dir,
-                         strerror(errno));
-        log_close(lg);
-        return rc;
-    }
     uint32_t *nums = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *de;
-    int rc = 0;
-    while ((de = readdir(d))) {
-        const char *name = de->d_name;
-        if (strcmp(name, "spare.tmp") == 0) {
-            char path[4200];
-            snprintf(path, sizeof path, "%s/spare.tmp", lg->dir);
-            os_io->unlink(path); /* a half-made spare from before a crash */
-            continue;
-        }
-        if (strcmp(name, "spare.zero") == 0) {
-            /* A finished spare (renamed only once zero-filled and synced). */
-            char path[4200];
-            struct stat sb;
-            snprintf(path, sizeof path, "%s/spare.zero", lg->dir);
-            if (stat(path, &sb) == 0 && (uint64_t)sb.st_size == seg_size) {
-                lg->spare_ready = 1;
-                lg->spare_size = seg_size;
-            } else {
-                os_io->unlink(path);
-            }
-            continue;
-        }
-        size_t len = strlen(name);
-        if (len == 17 && strcmp(name + 8, ".seg.scav") == 0) {
-            /* A scavenged segment that was not renamed into place before a
-             * crash: the original is still there. */
-            char path[4200];
-            snprintf(path, sizeof path, "%s/%.17s", lg->dir, name);
-            os_io->unlink(path);
-            continue;
-        }
-        if (len != 12 || strcmp(name + 8, ".seg") != 0)
-            continue;
-        char *end;
-        unsigned long v = strtoul(name, &end, 10);
-        if (end != name + 8 || v >= LOG_MAX_SEGS)
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            uint32_t *nn = realloc(nums, cap * sizeof *nums);
-            if (!nn) {
-                rc = err_set(STELE_ENOMEM, "out of memory");
-                break;
-            }
-            nums = nn;
-        }
-        nums[n++] = (uint32_t)v;
-    }
-    closedir(d);
+    size_t n = 0;
+    int rc = log_list_segments(lg, seg_size, &nums, &n);
     if (rc == 0 && n) {
+        /* Segments are numbered without gaps. */
         qsort(nums, n, sizeof *nums, cmp_u32);
         for (size_t i = 1; i < n && rc == 0; i++)
             if (nums[i] != nums[i - 1] + 1) {
@@ -235,36 +285,8 @@ int log_open(const char *dir, uint64_t seg_size, int create, logf **out)
                 rc = err_set(STELE_ECORRUPT, "log: segment %s is missing", name);
             }
         lg->first_seg = nums[0];
-        for (size_t i = 0; i < n && rc == 0; i++) {
-            log_seg *s;
-            rc = open_seg(lg, nums[i], &s);
-            if (rc)
-                break;
-            lg->segs[nums[i]] = s;
-            atomic_store(&lg->nsegs, nums[i] + 1);
-            uint8_t hdr[SEG_HEADER_SIZE];
-            char name[32];
-            log_seg_name(nums[i], name);
-            if (s->size < SEG_HEADER_SIZE || os_read_full(s->fd, hdr, sizeof hdr, 0)) {
-                /* A last segment shorter than a header was torn at creation;
-                 * recovery decides. */
-                memset(hdr, 0, sizeof hdr);
-            }
-            seg_info si;
-            const char *why = seg_header_read(hdr, &si);
-            s->first_position = si.first_position;
-            if (why && i + 1 < n)
-                rc = err_set(STELE_ECORRUPT, "segment %s offset 0: %s", name, why);
-            else if (!why && si.segno != nums[i])
-                rc = err_set(STELE_ECORRUPT, "segment %s offset 0: header names segment %llu",
-                             name, (unsigned long long)si.segno);
-            else if (why)
-                s->first_position = UINT64_MAX; /* last segment, header invalid */
-            else if (si.version == SEG_VERSION_SCAVENGED &&
-                     (rc = log_seg_load_table(s, nums[i], &si)) == 0 &&
-                     atomic_load(&lg->first_scavenged) == UINT32_MAX)
-                atomic_store(&lg->first_scavenged, nums[i]);
-        }
+        for (size_t i = 0; i < n && rc == 0; i++)
+            rc = log_open_segment(lg, nums[i], i, n);
     }
     free(nums);
     if (rc) {
@@ -693,6 +715,7 @@ static int64_t iter_fill(log_iter *it, uint64_t need)
 int log_iter_next(log_iter *it, rec *r, uint64_t *at, int *short_tail)
 {
     *short_tail = 0;
+again:
     it->raw = NULL;
     if (it->loc >= it->end)
         return LOG_ITER_END;
@@ -752,6 +775,11 @@ int log_iter_next(log_iter *it, rec *r, uint64_t *at, int *short_tail)
     if (st == REC_BAD)
         return err_set(STELE_ECORRUPT, "segment %s offset %llu: %s", name,
                        (unsigned long long)it->ploc, why);
+    if (r->kind == REC_CHAIN && !it->chain) {
+        it->loc = vat + r->len;
+        it->ploc += r->len;
+        goto again;
+    }
     it->raw = p;
     if (r->kind == REC_SEAL) {
         it->loc = loc_make(segno + 1, 0);

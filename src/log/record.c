@@ -173,8 +173,10 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
     r->id = p + 48;
     r->data_len = ld32(p + 64);
     r->meta_len = ld32(p + 68);
-    if (r->kind < REC_EVENT || r->kind > REC_SNAPSHOT || (r->flags & ~REC_FLAGS_MASK) ||
-        r->commit_count == 0 || r->commit_index >= r->commit_count) {
+    if (r->kind < REC_EVENT || r->kind > REC_CHAIN || (r->flags & ~REC_FLAGS_MASK) ||
+        r->commit_count == 0 || r->commit_index >= r->commit_count ||
+        ((r->flags & REC_REMOVES) &&
+         (r->kind != REC_EVENT || r->commit_count != 1 || (r->flags & REC_MULTI)))) {
         *why = "malformed record header";
         return REC_BAD;
     }
@@ -182,6 +184,12 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
         ((r->commit_count != 1 && !(r->kind == REC_SNAPSHOT && (r->flags & REC_MULTI))) || r->type_len || r->ntags ||
          (r->kind == REC_METADATA && r->data_len != REC_META_DATA_SIZE))) {
         *why = "malformed metadata or snapshot record";
+        return REC_BAD;
+    }
+    if (r->kind == REC_CHAIN &&
+        (r->commit_count != 1 || r->type_len || r->ntags || r->stream_len || r->flags ||
+         r->data_len != CHAIN_DATA_SIZE || r->meta_len || len != CHAIN_REC_SIZE)) {
+        *why = "malformed chain record";
         return REC_BAD;
     }
     /* Walk the body with bounds checks against len. */
@@ -293,4 +301,35 @@ rec_status rec_decode(const uint8_t *p, uint64_t avail, rec *r, const char **why
 rec_status rec_decode_trusted(const uint8_t *p, uint64_t avail, rec *r, const char **why)
 {
     return decode(p, avail, r, why, 0);
+}
+
+/* ------------------------------------------------------------ removes */
+
+int rec_removes_decode(const rec *r, rec_removes *out)
+{
+    if (r->kind != REC_EVENT || !(r->flags & REC_REMOVES) || r->meta_len <= REC_REMOVES_FIXED ||
+        r->meta_len - REC_REMOVES_FIXED > 0xffffu ||
+        (r->meta[0] != REC_DELETE && r->meta[0] != REC_TOMBSTONE))
+        return -1;
+    for (int i = 1; i < 8; i++)
+        if (r->meta[i])
+            return -1;
+    out->kind = r->meta[0];
+    out->truncate_before = ld64(r->meta + 8);
+    out->last_rev = ld64(r->meta + 16);
+    out->stream = (const char *)r->meta + REC_REMOVES_FIXED;
+    out->stream_len = r->meta_len - REC_REMOVES_FIXED;
+    if (memchr(out->stream, 0, out->stream_len))
+        return -1;
+    return 0;
+}
+
+void rec_removes_encode(uint8_t *out, uint8_t kind, uint64_t truncate_before, uint64_t last_rev,
+                        const char *stream, size_t stream_len)
+{
+    memset(out, 0, REC_REMOVES_FIXED);
+    out[0] = kind;
+    st64(out + 8, truncate_before);
+    st64(out + 16, last_rev);
+    memcpy(out + REC_REMOVES_FIXED, stream, stream_len);
 }

@@ -84,6 +84,28 @@
  * are exactly as before, so stores that never use multi-stream appends keep
  * their bytes; a reader that predates REC_MULTI refuses the flag (malformed
  * record header) instead of misreading such a commit.
+ *
+ * A stream delete or tombstone (since the `$deleted` work, December 2026)
+ * is one event record flagged REC_REMOVES: a commit of its own
+ * (commit_count 1, never REC_MULTI) in the system stream `$deletes`, type
+ * `$streamDeleted`, with a position and the next revision of `$deletes`
+ * like any event, so `$all` readers and projections see the delete in
+ * commit order. Its data is JSON for readers: {"streamId": S, "revision":
+ * R or null, "truncateBefore": T or null, "tombstone": B}. Its metadata is
+ * the fixed block below, which recovery, `stele check` and scavenging read
+ * (they never parse JSON):
+ *
+ *   removes block (little-endian)
+ *   +0  u8  REC_DELETE or REC_TOMBSTONE
+ *   +1  u8[7] zero
+ *   +8  u64 truncate-before revision (delete; 0 for a tombstone)
+ *   +16 u64 the deleted stream's last revision then (UINT64_MAX if none)
+ *   +24 the deleted stream's name (the rest of the metadata, no NUL)
+ *
+ * The record and the delete are one: kept or cut whole like any commit.
+ * REC_DELETE / REC_TOMBSTONE marker records (kinds 2 and 3) are what older
+ * stores hold; they are still read and applied the same way. A reader that
+ * predates REC_REMOVES refuses the flag (malformed record header).
  */
 #ifndef STELE_RECORD_H
 #define STELE_RECORD_H
@@ -108,7 +130,24 @@ enum rec_kind {
     REC_SEAL = 4,
     REC_METADATA = 5,
     REC_SNAPSHOT = 6,
+    REC_CHAIN = 7,
 };
+
+/*
+ * A chain record (kind 7, src/backend/local_chain.c) sits immediately before
+ * every commit written since the hash chain began: stream and type empty, no
+ * tags, a zero id, commit_count 1, position = the log's next position after
+ * its commit, revision = the commit's number in the chain (0, 1, ...), and a
+ * CHAIN_DATA_SIZE-byte data block:
+ *   +0  u8[32] prev    the chain hash of the previous chained commit (zeros
+ *                      for the first)
+ *   +32 u8[32] digest  SHA-256 of the commit's records, byte for byte
+ * The commit's chain hash is SHA-256(prev || digest). It is not part of the
+ * commit (commit_count does not count it); log iterators skip it unless
+ * asked (log_iter.chain), so only the chain code sees it.
+ */
+#define CHAIN_DATA_SIZE 64u
+#define CHAIN_REC_SIZE 144u /* REC_HEADER_SIZE + 2 NULs + 64, padded */
 
 /* The fixed data block of a REC_METADATA record (layout above). */
 #define REC_META_DATA_SIZE 32u
@@ -119,9 +158,15 @@ enum rec_kind {
 /* flags bit: the record belongs to a multi-stream commit (its events may
  * name several streams, and snapshot records may follow them). */
 #define REC_MULTI 0x40u
+/* flags bit: the event records a stream delete or tombstone (the removes
+ * block above); only on a single-record REC_EVENT commit in `$deletes`. */
+#define REC_REMOVES 0x20u
+#define REC_REMOVES_FIXED 24u
+#define REC_REMOVES_STREAM "$deletes"
+#define REC_REMOVES_TYPE "$streamDeleted"
 /* The event's own flags, kept as given (the id's text form among them). */
 #define REC_EVENT_FLAGS (STELE_EVENT_JSON | STELE_META_JSON | STELE_EVENT_ID_ULID)
-#define REC_FLAGS_MASK (REC_EVENT_FLAGS | REC_ID_MADE | REC_MULTI)
+#define REC_FLAGS_MASK (REC_EVENT_FLAGS | REC_ID_MADE | REC_MULTI | REC_REMOVES)
 
 /* A decoded record: pointers into the buffer it was decoded from. */
 typedef struct rec {
@@ -175,6 +220,21 @@ size_t rec_encode_body_in(uint8_t *out, uint8_t kind, uint8_t flags, const char 
                           size_t stream_len, const void *data, size_t data_len,
                           uint32_t commit_count, uint32_t commit_index, uint64_t position,
                           uint64_t revision, int64_t created_us);
+
+/* The removes block of a REC_REMOVES record, decoded: 0, or -1 when the
+ * block is malformed (then the record is damage). */
+typedef struct rec_removes {
+    uint8_t kind; /* REC_DELETE or REC_TOMBSTONE */
+    uint64_t truncate_before;
+    uint64_t last_rev;
+    const char *stream; /* not NUL-terminated */
+    size_t stream_len;
+} rec_removes;
+int rec_removes_decode(const rec *r, rec_removes *out);
+/* Encode the block for a removal of `stream` into out (REC_REMOVES_FIXED
+ * + stream_len bytes). */
+void rec_removes_encode(uint8_t *out, uint8_t kind, uint64_t truncate_before, uint64_t last_rev,
+                        const char *stream, size_t stream_len);
 
 /* Outcome of decoding the bytes at some offset. */
 typedef enum rec_status {

@@ -597,7 +597,7 @@ int stele_projection_state(stele_db *db, const char *name, const char *partition
         rc = pstore_load_state(db, &d, partition, strlen(partition), 0, &b, &pos, &found);
     }
     proj_def_free(&d);
-    if (rc || !found) {
+    if (rc || found != 1) { /* 2: dropped by $deleted */
         buf_free(&b);
         return rc;
     }

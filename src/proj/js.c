@@ -167,7 +167,8 @@ static proj_js *self(duk_context *ctx)
     return mf.udata;
 }
 
-/* __stele_load(key, shared) -> null | [json, position] */
+/* __stele_load(key, shared) -> null | [json, position] | [json, position,
+ * true] (a partition the $deleted handler dropped) */
 static duk_ret_t nat_load(duk_context *ctx)
 {
     proj_js *js = self(ctx);
@@ -194,6 +195,10 @@ static duk_ret_t nat_load(duk_context *ctx)
     duk_put_prop_index(ctx, -2, 0);
     duk_push_number(ctx, pos == STELE_NONE ? -1.0 : (double)pos);
     duk_put_prop_index(ctx, -2, 1);
+    if (found == 2) { /* dropped by $deleted: [json, position, true] */
+        duk_push_true(ctx);
+        duk_put_prop_index(ctx, -2, 2);
+    }
     return 1;
 }
 
@@ -375,6 +380,7 @@ static int read_source(proj_js *js)
     js->src.all = flag(ctx, "all");
     js->src.partitioned = flag(ctx, "partitioned");
     js->src.foreach_stream = flag(ctx, "foreachStream");
+    js->src.on_deleted = flag(ctx, "onDeleted");
     js->src.bi_state = flag(ctx, "biState");
     js->src.output_state = flag(ctx, "outputState");
     duk_get_prop_string(ctx, -1, "transforms");
@@ -657,6 +663,19 @@ void proj_js_committed(proj_js *js, const char *key, size_t klen, int shared, ui
     duk_insert(js->ctx, -2);
     if (call_api(js, "committed", 2, err, sizeof err) == 0)
         duk_pop(js->ctx);
+}
+
+int proj_js_dropped(proj_js *js, const char *key, size_t klen)
+{
+    char err[64];
+    if (js->dead || setjmp(js->jb))
+        return 0;
+    duk_push_lstring(js->ctx, key, klen);
+    if (call_api(js, "isDropped", 1, err, sizeof err))
+        return 0;
+    int d = duk_to_boolean(js->ctx, -1);
+    duk_pop(js->ctx);
+    return d;
 }
 
 void proj_js_evict(proj_js *js, const char *key, size_t klen)

@@ -48,6 +48,9 @@ typedef struct proj_source {
     char **streams;
     size_t nstreams;
     int partitioned, foreach_stream, bi_state, output_state, has_transforms;
+    /* a $deleted handler that runs: foreachStream() and not reading
+     * $deletes itself (then the runner subscribes to $deletes too) */
+    int on_deleted;
     char *result_stream; /* NULL: the default */
     char *json;          /* the whole description, for status */
 } proj_source;
@@ -92,6 +95,8 @@ int proj_js_result(proj_js *js, const char *key, size_t klen, buf *out, int *has
 /* After a commit: the partition's stored state now holds events up to
  * `position`. */
 void proj_js_committed(proj_js *js, const char *key, size_t klen, int shared, uint64_t position);
+/* Did the $deleted handler drop the partition (since it was loaded)? */
+int proj_js_dropped(proj_js *js, const char *key, size_t klen);
 /* Drop a clean partition from the heap (it is loaded again when needed). */
 void proj_js_evict(proj_js *js, const char *key, size_t klen);
 /* Bytes the heap uses now. */

@@ -305,7 +305,12 @@ var __stele = (function (global) {
                 else if (m.indexOf('$et-') === 0) check.et[m.substring(4)] = true;
                 else check.s[m] = true;
             }
+        /* $deleted runs for foreachStream() projections whose source does
+         * not name $deletes itself (then its events are ordinary ones) */
+        var del = def.handlers.$deleted;
+        if (del === undefined || !def.foreachStream || readsDeletes()) del = null;
         hot = {
+            del: del,
             check: check,
             hs: hs, any: def.handlers.$any, pb: def.partitionBy, fe: def.foreachStream,
             bi: biState(), states: states, statePos: statePos,
@@ -336,8 +341,83 @@ var __stele = (function (global) {
         return ck.ce[d > 0 ? streamId.substring(0, d) : streamId] === true;
     }
 
+    function readsDeletes() {
+        for (var i = 0; i < def.streams.length; i++)
+            if (def.streams[i] === '$deletes' || def.streams[i] === '$ce-$deletes') return true;
+        for (var j = 0; j < def.categories.length; j++)
+            if (def.categories[j] === '$deletes') return true;
+        return false;
+    }
+
+    /* Could the source have handled events of stream `sid`? (Only a
+     * partition that exists is told of its stream's delete; this saves a
+     * store lookup for streams the source never reads.) */
+    function mayRead(c, sid) {
+        var sys = sid.charAt(0) === '$';
+        if (def.all) return !sys && (c.matching === null || matches(c, sid));
+        var d = sid.indexOf('-'), cat = d > 0 ? sid.substring(0, d) : sid;
+        for (var i = 0; i < def.categories.length; i++)
+            if (def.categories[i] === cat) return true;
+        for (var j = 0; j < def.streams.length; j++) {
+            var n = def.streams[j];
+            if (n === sid || n === '$ce-' + cat || n.indexOf('$et-') === 0) return true;
+        }
+        return false;
+    }
+
+    /* A partition the $deleted handler dropped: not loaded again, its
+     * stored record says so (run.c add_drop); an event of a recreated
+     * stream starts it again from $init. */
+    var DROPPED = { dropped: true };
+
+    /* The `$streamDeleted` event of `$deletes` at `position`: the deleted
+     * stream's partition, if it has one, goes through $deleted(state, ev)
+     * once; the handler's result is the new state, as for any handler
+     * (undefined: the state as it was, changed in place), except null,
+     * which drops the partition. */
+    function onDeleted(c, seq, raw, mraw, flags, created, position) {
+        var ev0 = new Ev('$deletes', '$streamDeleted', seq, raw, mraw, flags, created, position);
+        var raw0 = ev0.bodyRaw, info = parseOr(raw0);
+        if (info === undefined || info === null || typeof info.streamId !== 'string') return 0;
+        var sid = info.streamId;
+        if (!mayRead(c, sid)) return 0;
+        var st = c.states, sp = c.statePos;
+        var s = st[sid];
+        if (s === undefined) {
+            var r = __stele_load(sid, false);
+            if (r === null) return 0; /* no partition: nothing to tell */
+            s = r[2] === true ? DROPPED : JSON.parse(r[0]);
+            sp[sid] = r[1];
+            st[sid] = s;
+        }
+        if (s === DROPPED || position <= sp[sid]) return 0;
+        var ev = new Ev(sid, '$streamDeleted', info.revision === null ? -1 : info.revision,
+                        raw0, '', 1, created, position);
+        ev.partition = sid;
+        c.cur = ev;
+        var rr;
+        if (c.bi) {
+            loadShared();
+            var pair = [s, shared];
+            rr = c.del(pair, ev);
+            if (rr !== undefined) pair = rr;
+            rr = pair === null ? null : pair[0];
+            if (pair !== null && position > sharedPos) { shared = pair[1]; sharedDirty = true; }
+        } else {
+            rr = c.del(s, ev);
+            if (rr === undefined) rr = s;
+        }
+        c.cur = null;
+        st[sid] = rr === null ? DROPPED : rr;
+        var dm = c.dirtyMark;
+        if (dm[sid] !== 1) { dm[sid] = 1; c.dirty.push(sid); return 2; }
+        return 1;
+    }
+
     function on(streamId, type, seq, raw, mraw, flags, created, position) {
         var c = hot;
+        if (c.del !== null && streamId === '$deletes')
+            return type === '$streamDeleted' ? onDeleted(c, seq, raw, mraw, flags, created, position) : 0;
         var h = c.hs[type];
         if (h === undefined) {
             h = c.any;
@@ -361,9 +441,11 @@ var __stele = (function (global) {
         if (s === undefined) {
             var r = __stele_load(key, false);
             if (r === null) { s = initState(); sp[key] = -1; }
+            else if (r[2] === true) { s = DROPPED; sp[key] = r[1]; }
             else { s = JSON.parse(r[0]); sp[key] = r[1]; }
             st[key] = s;
         }
+        if (s === DROPPED) s = st[key] = initState(); /* its stream was recreated */
         /* Exactly once: a stored state may already include events after
          * the checkpoint when its commit was not atomic (see run.c); such
          * an event is not applied to it again. */
@@ -455,6 +537,7 @@ var __stele = (function (global) {
             return JSON.stringify({
                 all: def.all, categories: def.categories, streams: def.streams, handlers: names,
                 partitioned: !!(def.partitionBy || def.foreachStream), foreachStream: def.foreachStream, biState: biState(),
+                onDeleted: hot.del !== null,
                 streamsMatching: def.matching !== null,
                 outputState: def.outputState, resultStream: def.resultStream,
                 transforms: def.transforms.length, options: def.options
@@ -467,6 +550,7 @@ var __stele = (function (global) {
             return d;
         },
         sharedDirty: function () { var d = sharedDirty; sharedDirty = false; return d; },
+        isDropped: function (key) { return states[key] === DROPPED; },
         stateJson: function (key) {
             var s = states[key];
             return s === undefined ? 'null' : JSON.stringify(s) || 'null';
@@ -492,7 +576,8 @@ var __stele = (function (global) {
                 return JSON.stringify(t ? result(s0) : s0) || 'null';
             }
             var out = {};
-            for (var k in states) out[k] = t ? result(states[k]) : states[k];
+            for (var k in states)
+                if (states[k] !== DROPPED) out[k] = t ? result(states[k]) : states[k];
             return JSON.stringify(out);
         }
     };

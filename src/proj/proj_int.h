@@ -123,7 +123,9 @@ int proj_def_copy(proj_def *dst, const proj_def *src);
 /* pstore.c: checkpoint, states */
 int pstore_read_checkpoint(stele_db *db, const proj_def *d, uint64_t *position);
 /* The stored state of a partition: *found = 0 if none (or of an older
- * epoch). The JSON goes to *out, the position it covers to *pos. */
+ * epoch), 2 if the `$deleted` handler dropped it (then *pos is the
+ * position of that drop and *out is unchanged). The JSON goes to *out, the
+ * position it covers to *pos. */
 int pstore_load_state(stele_db *db, const proj_def *d, const char *key, size_t klen,
                       int shared, buf *out, uint64_t *pos, int *found);
 /* Make `stream` keep only its last event (maxCount 1, other metadata

@@ -374,6 +374,16 @@ int pstore_read_checkpoint(stele_db *db, const proj_def *d, uint64_t *position)
     return 0;
 }
 
+/* Does a state record say its partition was dropped ("dropped":true in
+ * its metadata, after position and epoch)? */
+static int dropped_mark(const stele_event *e)
+{
+    static const char mark[] = ",\"dropped\":true}";
+    size_t n = sizeof mark - 1;
+    return e->metadata_len > n &&
+           !memcmp((const char *)e->metadata + e->metadata_len - n, mark, n);
+}
+
 int pstore_load_state(stele_db *db, const proj_def *d, const char *key, size_t klen,
                       int shared, buf *out, uint64_t *pos, int *found)
 {
@@ -387,7 +397,13 @@ int pstore_load_state(stele_db *db, const proj_def *d, const char *key, size_t k
     if ((rc = last_event(db, name, &pg, &e)))
         return rc;
     uint64_t p, epoch;
-    if (e && pos_epoch(e->metadata, e->metadata_len, &p, &epoch) == 0 && epoch == d->epoch) {
+    if (e && pos_epoch(e->metadata, e->metadata_len, &p, &epoch) == 0 && epoch == d->epoch &&
+        dropped_mark(e)) {
+        /* dropped by the $deleted handler (run.c add_drop): no state */
+        *pos = p;
+        *found = 2;
+    } else if (e && pos_epoch(e->metadata, e->metadata_len, &p, &epoch) == 0 &&
+               epoch == d->epoch) {
         if (buf_append(out, e->data, e->data_len)) {
             stele_page_free(pg);
             return err_set(STELE_ENOMEM, "out of memory");

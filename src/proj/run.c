@@ -304,7 +304,8 @@ static int keep_last_state(runner *r, const char *key, size_t klen, int shared)
 static int want_snapshot(runner *r, const stele_event *e, char *err, size_t errlen)
 {
     if (!r->d.snapshot_every || !r->src->foreach_stream ||
-        (e->revision + 1) % r->d.snapshot_every != 0)
+        (e->revision + 1) % r->d.snapshot_every != 0 ||
+        (r->src->on_deleted && e->stream_len == 8 && !memcmp(e->stream, "$deletes", 8)))
         return 0;
     pcommit_event *pe = pcommit_add(&r->batch, 1);
     if (!pe)
@@ -379,6 +380,9 @@ static int cb_emit(void *ctx, const proj_emit *e)
         return rc;
     if (e->stream_len > 12 && !memcmp(e->stream, "$projections", 12))
         return err_set(STELE_EINVAL, "a projection may not emit to $projections-... streams");
+    if (e->stream_len == 8 && !memcmp(e->stream, "$deletes", 8))
+        return err_set(STELE_EINVAL, "a projection may not emit to $deletes (the store's record "
+                                     "of stream deletes)");
     pcommit_event *pe = pcommit_add(&r->batch, 0);
     if (!pe)
         return err_set(STELE_ENOMEM, "out of memory");
@@ -483,6 +487,28 @@ static int add_state(runner *r, const char *key, size_t klen, int shared, const 
     return 0;
 }
 
+/* The record of a partition the $deleted handler dropped: state null,
+ * "dropped":true after position and epoch in its metadata (pstore.c
+ * reads it as no state), in the batch's commit like any state. */
+static int add_drop(runner *r, const char *key, size_t klen)
+{
+    pcommit_event *pe = pcommit_add(&r->batch, 1);
+    if (!pe)
+        return err_set(STELE_ENOMEM, "out of memory");
+    int rc = pstore_partition_stream(&r->d, key, klen, 0, pe->stream);
+    if (rc)
+        return rc;
+    snprintf(pe->type, sizeof pe->type, "$ProjectionState");
+    char meta[128];
+    int n = snprintf(meta, sizeof meta, "{\"position\":%llu,\"epoch\":%llu,\"dropped\":true}",
+                     (unsigned long long)r->last_handled, (unsigned long long)r->d.epoch);
+    if (buf_append(&pe->data, "null", 4) || buf_append(&pe->meta, meta, (size_t)n))
+        return err_set(STELE_ENOMEM, "out of memory");
+    pe->flags = STELE_EVENT_JSON | STELE_META_JSON;
+    pstore_event_id(&r->d, "state", r->last_handled, 0, key, klen, pe->id);
+    return 0;
+}
+
 static int add_result(runner *r, const char *key, size_t klen, buf *tmp, char *err, size_t errlen)
 {
     int has;
@@ -549,6 +575,15 @@ static int prepare(runner *r, uint64_t next, char **keys_out[], size_t **lens_ou
         return rc;
     r->gen++;
     for (size_t i = 0; i < n && !rc; i++) {
+        if (r->src->on_deleted && proj_js_dropped(r->js, keys[i], lens[i])) {
+            rc = add_drop(r, keys[i], lens[i]); /* no result for it */
+            knode *x = kset_touch(&r->cache, keys[i], lens[i], NULL);
+            if (!x)
+                rc = err_set(STELE_ENOMEM, "out of memory");
+            else
+                x->gen = r->gen;
+            continue;
+        }
         if ((rc = proj_js_state(r->js, keys[i], lens[i], 0, &tmp, err, errlen)))
             break;
         if (tmp.len > r->d.max_state_size) {
@@ -734,6 +769,50 @@ static int regex_quote(buf *b, const char *s)
     return rc;
 }
 
+/* The filter of a query whose $deleted handler runs: its source plus the
+ * stream $deletes, as one stream regex (types, when fromStreams names $et-
+ * views, cannot be mixed with it: then everything, checked in
+ * JavaScript as for mixed names). */
+static int deletes_filter(const proj_source *src, stele_filter *f, char **regex)
+{
+    buf b = {0};
+    static const char head[] = "^(\\$deletes";
+    int rc = buf_append(&b, head, sizeof head - 1);
+    for (size_t i = 0; i < src->nstreams && !rc; i++) {
+        const char *name = src->streams[i];
+        if (!strncmp(name, "$et-", 4)) {
+            buf_free(&b);
+            return 0;
+        }
+        rc = buf_append(&b, "|", 1);
+        if (!rc && !strncmp(name, "$ce-", 4)) {
+            rc = regex_quote(&b, name + 4);
+            if (!rc)
+                rc = buf_append(&b, "(-.*)?", 6);
+        } else if (!rc) {
+            rc = regex_quote(&b, name);
+        }
+    }
+    for (size_t i = 0; i < src->ncategories && !rc; i++) {
+        rc = buf_append(&b, "|", 1);
+        if (!rc)
+            rc = regex_quote(&b, src->categories[i]);
+        if (!rc)
+            rc = buf_append(&b, "(-.*)?", 6);
+    }
+    if (!rc && !src->ncategories && !src->nstreams) /* fromAll: user streams */
+        rc = buf_append(&b, "|[^$].*", 7);
+    if (!rc)
+        rc = buf_append(&b, ")$", 3);
+    if (rc) {
+        buf_free(&b);
+        return err_set(STELE_ENOMEM, "out of memory");
+    }
+    *regex = (char *)b.p;
+    f->stream_regex = *regex;
+    return 0;
+}
+
 /*
  * The subscription filter of the query's source. fromStream(s) may name
  * the views $ce-C and $et-T (KurrentDB's link streams; Stele has none, so
@@ -746,6 +825,8 @@ int proj_make_filter(const proj_source *src, stele_filter *f, char **regex)
 {
     memset(f, 0, sizeof *f);
     *regex = NULL;
+    if (src->on_deleted)
+        return deletes_filter(src, f, regex);
     if (src->ncategories) {
         f->categories = (const char *const *)src->categories;
         f->n_categories = src->ncategories;
@@ -800,6 +881,144 @@ int proj_make_filter(const proj_source *src, stele_filter *f, char **regex)
     return 0;
 }
 
+/* Tell waiters (stele_projection_wait ...) the projection reached `pos`. */
+static void publish_position(proj *p, uint64_t pos)
+{
+    pthread_mutex_lock(&p->sys->mu);
+    p->position = pos;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->sys->mu);
+}
+
+/* Set the runner up: its copy of the definition, the JavaScript, the
+ * checkpoint (*pos) and emitted streams, and a subscription from the
+ * checkpoint. 0, or an error with `err` filled. */
+static int run_start(runner *r, uint64_t *pos, stele_sub **sub, char **regex, char *err,
+                     size_t errlen)
+{
+    proj *p = r->p;
+    pthread_mutex_lock(&p->sys->mu);
+    int rc = proj_def_copy(&r->d, &p->def);
+    pthread_mutex_unlock(&p->sys->mu);
+    if (rc) {
+        snprintf(err, errlen, "out of memory");
+        return rc;
+    }
+    proj_js_cb cb = {.ctx = r, .load = cb_load, .emit = cb_emit, .log = cb_log};
+    if ((rc = proj_js_new(r->d.query, r->d.query_len, r->d.memory_limit, r->d.timeout_ms, &cb,
+                          &r->js, err, errlen)))
+        return rc;
+    r->src = proj_js_source(r->js);
+    pthread_mutex_lock(&p->sys->mu);
+    free(p->definition);
+    p->definition = strdup(r->src->json);
+    pthread_mutex_unlock(&p->sys->mu);
+    char ckname[256];
+    if ((rc = pstore_read_checkpoint(r->db, &r->d, pos)) || (rc = load_emitted(r)) ||
+        (rc = pstore_stream_name(&r->d, "checkpoint", ckname)) ||
+        (rc = pstore_keep_last(r->db, ckname))) {
+        snprintf(err, errlen, "reading the checkpoint: %s", stele_errmsg());
+        return rc;
+    }
+    stele_filter f;
+    if (!(rc = proj_make_filter(r->src, &f, regex)))
+        rc = stele_subscribe_all(r->db, *pos, &f, sub);
+    if (rc)
+        snprintf(err, errlen, "subscribing: %s", stele_errmsg());
+    return rc;
+}
+
+/* Where run_page is in the projection's feed. */
+typedef struct rpos {
+    uint64_t pos;       /* read up to here */
+    uint64_t last_ckpt; /* the last checkpoint committed */
+    uint64_t target;    /* one-time projections: where to stop, else STELE_NONE */
+    uint64_t fault_pos; /* the event whose handler failed */
+    size_t per_partition;
+} rpos;
+
+/* Events [*i, n) of the page through the handlers, up to a batch's worth
+ * of streams (*i moves past them; *cut is where the next batch starts when
+ * the batch was cut short). Counts handled events in *handled_n and sets
+ * *any when one was. 0 or the handler's error (fault_pos set). */
+static int run_events(runner *r, stele_page *pg, size_t *i, size_t n, rpos *rp,
+                      uint64_t *handled_n, uint64_t *cut, int *any, char *err, size_t errlen)
+{
+    size_t streams = 0; /* an upper bound */
+    int rc = 0;
+    for (; *i < n; (*i)++) {
+        const stele_event *e = stele_page_event(pg, *i);
+        if (rp->target != STELE_NONE && e->position >= rp->target) {
+            *i = n;
+            break;
+        }
+        r->cur_pos = e->position;
+        r->cur = e;
+        r->emit_seq = 0;
+        int handled;
+        size_t emits_before = r->batch.nemits;
+        rc = proj_js_event(r->js, e, &handled, err, errlen);
+        r->cur = NULL;
+        if (rc) {
+            rp->fault_pos = e->position;
+            break;
+        }
+        if (handled) {
+            (*handled_n)++;
+            r->last_handled = e->position;
+            *any = 1;
+            if ((rc = want_snapshot(r, e, err, errlen))) {
+                rp->fault_pos = e->position;
+                break;
+            }
+        }
+        streams += (handled == 2 ? rp->per_partition : 0) + (r->batch.nemits - emits_before);
+        if (streams >= BATCH_STREAMS && *i + 1 < n) {
+            *cut = stele_position_after(r->db, e->position);
+            (*i)++;
+            break;
+        }
+    }
+    return rc;
+}
+
+/* One page of events: a page may hold several batches: each ends before
+ * it names more streams than one commit takes, is committed, and the next
+ * goes on from the following event of the same page. 0 or an error. */
+static int run_page(runner *r, stele_sub *sub, stele_page *pg, rpos *rp, char *err,
+                    size_t errlen)
+{
+    proj *p = r->p;
+    size_t n = stele_page_count(pg), i = 0;
+    int rc = 0;
+    do {
+        uint64_t t0 = time_mono_ns(), handled_n = 0, cut = STELE_NONE;
+        int any = 0;
+        size_t first = i;
+        rc = run_events(r, pg, &i, n, rp, &handled_n, &cut, &any, err, errlen);
+        atomic_fetch_add(&p->handler_ns, time_mono_ns() - t0);
+        atomic_fetch_add(&p->events_read, (i > n ? n : i) - first);
+        atomic_fetch_add(&p->events_processed, handled_n);
+        if (rc)
+            break;
+        uint64_t next = cut != STELE_NONE ? cut : stele_sub_position(sub);
+        if (rp->target != STELE_NONE && next > rp->target)
+            next = rp->target;
+        int done = rp->target != STELE_NONE && next >= rp->target;
+        if (any || r->batch.nemits || next - rp->last_ckpt >= IDLE_CKPT_GAP ||
+            (done && next > rp->last_ckpt)) {
+            if ((rc = commit(r, next, err, errlen)))
+                break;
+            rp->last_ckpt = next;
+        }
+        rp->pos = next;
+        trim_cache(r);
+        if (!r->fl.active) /* else finish() moves it when acknowledged */
+            publish_position(p, rp->pos);
+    } while (i < n);
+    return rc;
+}
+
 static void *run_main(void *arg)
 {
     proj *p = arg;
@@ -811,63 +1030,28 @@ static void *run_main(void *arg)
     kset_init(&r.cache);
     kset_init(&r.emitted);
     char err[1024] = "";
-    uint64_t fault_pos = STELE_NONE;
+    rpos rp = {.target = STELE_NONE, .fault_pos = STELE_NONE};
     stele_sub *sub = NULL;
     char *regex = NULL;
     int final = PS_STOPPED;
+    int rc;
 
-    pthread_mutex_lock(&p->sys->mu);
-    int rc = proj_def_copy(&r.d, &p->def);
-    pthread_mutex_unlock(&p->sys->mu);
-    if (rc) {
-        snprintf(err, sizeof err, "out of memory");
+    if ((rc = run_start(&r, &rp.pos, &sub, &regex, err, sizeof err))) {
         final = PS_FAULTED;
         goto out;
     }
-    proj_js_cb cb = {.ctx = &r, .load = cb_load, .emit = cb_emit, .log = cb_log};
-    if ((rc = proj_js_new(r.d.query, r.d.query_len, r.d.memory_limit, r.d.timeout_ms, &cb, &r.js,
-                          err, sizeof err))) {
-        final = PS_FAULTED;
-        goto out;
-    }
-    r.src = proj_js_source(r.js);
-    pthread_mutex_lock(&p->sys->mu);
-    free(p->definition);
-    p->definition = strdup(r.src->json);
-    pthread_mutex_unlock(&p->sys->mu);
-    uint64_t pos;
-    char ckname[256];
-    if ((rc = pstore_read_checkpoint(r.db, &r.d, &pos)) || (rc = load_emitted(&r)) ||
-        (rc = pstore_stream_name(&r.d, "checkpoint", ckname)) ||
-        (rc = pstore_keep_last(r.db, ckname))) {
-        snprintf(err, sizeof err, "reading the checkpoint: %s", stele_errmsg());
-        final = PS_FAULTED;
-        goto out;
-    }
-    stele_filter f;
-    if (!(rc = proj_make_filter(r.src, &f, &regex)))
-        rc = stele_subscribe_all(r.db, pos, &f, &sub);
-    if (rc) {
-        snprintf(err, sizeof err, "subscribing: %s", stele_errmsg());
-        final = PS_FAULTED;
-        goto out;
-    }
-    uint64_t target = STELE_NONE;
     if (r.d.mode == STELE_PROJ_ONE_TIME) {
-        if (stele_position_head(r.db, &target))
-            target = STELE_NONE;
+        if (stele_position_head(r.db, &rp.target))
+            rp.target = STELE_NONE;
     }
-    pthread_mutex_lock(&p->sys->mu);
-    p->position = pos;
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->sys->mu);
-    uint64_t last_ckpt = pos;
+    publish_position(p, rp.pos);
+    rp.last_ckpt = rp.pos;
     /* streams written per newly dirty partition: its state and a result;
      * registrations, the checkpoint and the shared state go to a few
      * streams of their own (BATCH_STREAMS leaves room for them) */
-    size_t per_partition = 1 + (r.src->output_state || r.src->has_transforms);
+    rp.per_partition = 1 + (r.src->output_state || r.src->has_transforms);
     while (!atomic_load(&p->stop)) {
-        if (target != STELE_NONE && pos >= target) {
+        if (rp.target != STELE_NONE && rp.pos >= rp.target) {
             if ((rc = finish(&r, err, sizeof err))) {
                 final = PS_FAULTED;
                 break;
@@ -883,76 +1067,12 @@ static void *run_main(void *arg)
             final = PS_FAULTED;
             break;
         }
-        size_t n = stele_page_count(pg), i = 0;
-        if (n == 0 && r.fl.active && (rc = finish(&r, err, sizeof err))) {
+        if (stele_page_count(pg) == 0 && r.fl.active && (rc = finish(&r, err, sizeof err))) {
             stele_page_free(pg);
             final = PS_FAULTED;
             break;
         }
-        /* A page may hold several batches: each ends before it names more
-         * streams than one commit takes, is committed, and the next goes on
-         * from the following event of the same page. */
-        do {
-            uint64_t t0 = time_mono_ns(), handled_n = 0, cut = STELE_NONE;
-            int any = 0;
-            size_t streams = 0, first = i; /* streams: an upper bound */
-            for (; i < n; i++) {
-                const stele_event *e = stele_page_event(pg, i);
-                if (target != STELE_NONE && e->position >= target) {
-                    i = n;
-                    break;
-                }
-                r.cur_pos = e->position;
-                r.cur = e;
-                r.emit_seq = 0;
-                int handled;
-                size_t emits_before = r.batch.nemits;
-                rc = proj_js_event(r.js, e, &handled, err, sizeof err);
-                r.cur = NULL;
-                if (rc) {
-                    fault_pos = e->position;
-                    break;
-                }
-                if (handled) {
-                    handled_n++;
-                    r.last_handled = e->position;
-                    any = 1;
-                    if ((rc = want_snapshot(&r, e, err, sizeof err))) {
-                        fault_pos = e->position;
-                        break;
-                    }
-                }
-                streams += (handled == 2 ? per_partition : 0) + (r.batch.nemits - emits_before);
-                if (streams >= BATCH_STREAMS && i + 1 < n) {
-                    cut = stele_position_after(r.db, e->position);
-                    i++;
-                    break;
-                }
-            }
-            atomic_fetch_add(&p->handler_ns, time_mono_ns() - t0);
-            atomic_fetch_add(&p->events_read, (i > n ? n : i) - first);
-            atomic_fetch_add(&p->events_processed, handled_n);
-            if (rc)
-                break;
-            uint64_t next = cut != STELE_NONE ? cut : stele_sub_position(sub);
-            if (target != STELE_NONE && next > target)
-                next = target;
-            int done = target != STELE_NONE && next >= target;
-            if (any || r.batch.nemits || next - last_ckpt >= IDLE_CKPT_GAP ||
-                (done && next > last_ckpt)) {
-                if ((rc = commit(&r, next, err, sizeof err)))
-                    break;
-                last_ckpt = next;
-            }
-            pos = next;
-            trim_cache(&r);
-            if (!r.fl.active) { /* else finish() moves it when acknowledged */
-                pthread_mutex_lock(&p->sys->mu);
-                p->position = pos;
-                pthread_cond_broadcast(&p->cv);
-                pthread_mutex_unlock(&p->sys->mu);
-            }
-        } while (i < n);
+        rc = run_page(&r, sub, pg, &rp, err, sizeof err);
         stele_page_free(pg);
         if (rc) {
             final = PS_FAULTED;
@@ -978,9 +1098,9 @@ out:
     pcommit_free(&r.batch);
     atomic_store(&p->partitions_cached, 0);
     atomic_store(&p->heap_bytes, 0);
-    if (final == PS_FAULTED && fault_pos == STELE_NONE && !err[0])
+    if (final == PS_FAULTED && rp.fault_pos == STELE_NONE && !err[0])
         snprintf(err, sizeof err, "%s", stele_errmsg());
-    set_status(p, final, final == PS_FAULTED ? err : NULL, fault_pos);
+    set_status(p, final, final == PS_FAULTED ? err : NULL, rp.fault_pos);
     proj_def_free(&r.d);
     return NULL;
 }

@@ -154,7 +154,7 @@ int stele_projection_partitions(stele_db *db, const char *name, const char *afte
         int found;
         if ((rc = pstore_load_state(db, &d, keys[i].k, keys[i].n, 0, &states, &pos, &found)))
             break;
-        if (!found)
+        if (found != 1) /* none, or dropped by $deleted */
             continue;
         if (f) {
             int eq;

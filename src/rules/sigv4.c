@@ -199,58 +199,103 @@ static char *trim_value(const char *s)
     return out;
 }
 
+static void free_headers(hdr *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(h[i].name);
+        free(h[i].value);
+    }
+    free(h);
+}
+
+/* The request's headers with lower-case names and trimmed values, in
+ * SigV4's canonical order; NULL when out of memory. */
+static hdr *sorted_headers(const sigv4_request *r)
+{
+    hdr *h = calloc(r->nheaders ? r->nheaders : 1, sizeof *h);
+    if (!h)
+        return NULL;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        h[i].name = strdup(r->headers[i].name);
+        h[i].value = trim_value(r->headers[i].value);
+        h[i].order = i;
+        if (!h[i].name || !h[i].value) {
+            free_headers(h, r->nheaders);
+            return NULL;
+        }
+        for (char *p = h[i].name; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+    }
+    qsort(h, r->nheaders, sizeof *h, hdr_cmp);
+    return h;
+}
+
+/* The canonical request (METHOD, URI, QUERY, HEADERS, SIGNED, payload
+ * hash, one per line) and the signed headers' list. 0, or -1 when out of
+ * memory. */
+static int canonical_request(const sigv4_request *r, const hdr *h, buf *creq, buf *signed_h)
+{
+    const char *path = r->path && *r->path ? r->path : "/";
+    if (put_str(creq, r->method) || put_str(creq, "\n") ||
+        put_encoded(creq, path, strlen(path), 1) || put_str(creq, "\n") ||
+        put_query(creq, r->query) || put_str(creq, "\n"))
+        return -1;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        int repeat = i && strcmp(h[i].name, h[i - 1].name) == 0;
+        if (repeat) {
+            /* replace the previous "\n" by ",value\n" */
+            creq->len--;
+            if (put_str(creq, ",") || put_str(creq, h[i].value) || put_str(creq, "\n"))
+                return -1;
+            continue;
+        }
+        if (put_str(creq, h[i].name) || put_str(creq, ":") || put_str(creq, h[i].value) ||
+            put_str(creq, "\n") || (signed_h->len && put_str(signed_h, ";")) ||
+            put_str(signed_h, h[i].name))
+            return -1;
+    }
+    char phash[65];
+    sigv4_sha256_hex(r->payload ? r->payload : "", r->payload ? r->payload_len : 0, phash);
+    if (put_str(creq, "\n") || buf_append(creq, signed_h->p, signed_h->len) ||
+        put_str(creq, "\n") || put_str(creq, phash))
+        return -1;
+    return 0;
+}
+
+/* The signature of the string to sign, with the key derived from the
+ * secret, the day, the region and the service, into k. 0 or -1. */
+static int sign(const aws_creds *c, const sigv4_request *r, const char *day, const buf *sts,
+                unsigned char k[32])
+{
+    size_t sn = strlen(c->secret_key);
+    char *k0 = malloc(sn + 5);
+    if (!k0)
+        return -1;
+    memcpy(k0, "AWS4", 4);
+    memcpy(k0 + 4, c->secret_key, sn + 1);
+    int ok = hmac256(k0, sn + 4, day, 8, k) == 0 &&
+             hmac256(k, 32, r->region, strlen(r->region), k) == 0 &&
+             hmac256(k, 32, r->service, strlen(r->service), k) == 0 &&
+             hmac256(k, 32, "aws4_request", 12, k) == 0 && hmac256(k, 32, sts->p, sts->len, k) == 0;
+    OPENSSL_cleanse(k0, sn + 4);
+    free(k0);
+    return ok ? 0 : -1;
+}
+
 char *sigv4_authorization(const sigv4_request *r, const aws_creds *c, char **creq_out)
 {
     if (creq_out)
         *creq_out = NULL;
     if (!r->amz_date || strlen(r->amz_date) != 16 || r->amz_date[8] != 'T')
         return NULL;
-    hdr *h = calloc(r->nheaders ? r->nheaders : 1, sizeof *h);
+    hdr *h = sorted_headers(r);
     if (!h)
         return NULL;
     buf creq = {0}, signed_h = {0}, sts = {0}, out = {0};
     char *result = NULL;
-    int ok = 1;
-    for (size_t i = 0; i < r->nheaders && ok; i++) {
-        h[i].name = strdup(r->headers[i].name);
-        h[i].value = trim_value(r->headers[i].value);
-        h[i].order = i;
-        if (!h[i].name || !h[i].value)
-            ok = 0;
-        else
-            for (char *p = h[i].name; *p; p++)
-                *p = (char)tolower((unsigned char)*p);
-    }
-    if (ok)
-        qsort(h, r->nheaders, sizeof *h, hdr_cmp);
+    int ok = canonical_request(r, h, &creq, &signed_h) == 0;
 
-    /* METHOD \n URI \n QUERY \n */
-    const char *path = r->path && *r->path ? r->path : "/";
-    if (!ok || put_str(&creq, r->method) || put_str(&creq, "\n") ||
-        put_encoded(&creq, path, strlen(path), 1) || put_str(&creq, "\n") || put_query(&creq, r->query) ||
-        put_str(&creq, "\n"))
-        ok = 0;
-    /* HEADERS \n, and SIGNED */
-    for (size_t i = 0; i < r->nheaders && ok; i++) {
-        int repeat = i && strcmp(h[i].name, h[i - 1].name) == 0;
-        if (repeat) {
-            /* replace the previous "\n" by ",value\n" */
-            creq.len--;
-            if (put_str(&creq, ",") || put_str(&creq, h[i].value) || put_str(&creq, "\n"))
-                ok = 0;
-            continue;
-        }
-        if (put_str(&creq, h[i].name) || put_str(&creq, ":") || put_str(&creq, h[i].value) ||
-            put_str(&creq, "\n") || (signed_h.len && put_str(&signed_h, ";")) || put_str(&signed_h, h[i].name))
-            ok = 0;
-    }
-    char phash[65], chash[65];
-    sigv4_sha256_hex(r->payload ? r->payload : "", r->payload ? r->payload_len : 0, phash);
-    if (!ok || put_str(&creq, "\n") || buf_append(&creq, signed_h.p, signed_h.len) || put_str(&creq, "\n") ||
-        put_str(&creq, phash))
-        ok = 0;
-
-    char day[9], scope[256];
+    char day[9], scope[256], chash[65];
     memcpy(day, r->amz_date, 8);
     day[8] = 0;
     int sl = snprintf(scope, sizeof scope, "%s/%s/%s/aws4_request", day, r->region, r->service);
@@ -258,34 +303,22 @@ char *sigv4_authorization(const sigv4_request *r, const aws_creds *c, char **cre
         ok = 0;
     if (ok) {
         sigv4_sha256_hex(creq.p, creq.len, chash);
-        if (put_str(&sts, "AWS4-HMAC-SHA256\n") || put_str(&sts, r->amz_date) || put_str(&sts, "\n") ||
-            put_str(&sts, scope) || put_str(&sts, "\n") || put_str(&sts, chash))
+        if (put_str(&sts, "AWS4-HMAC-SHA256\n") || put_str(&sts, r->amz_date) ||
+            put_str(&sts, "\n") || put_str(&sts, scope) || put_str(&sts, "\n") ||
+            put_str(&sts, chash))
             ok = 0;
     }
     unsigned char k[32];
-    if (ok) {
-        size_t sn = strlen(c->secret_key);
-        char *k0 = malloc(sn + 5);
-        if (!k0) {
-            ok = 0;
-        } else {
-            memcpy(k0, "AWS4", 4);
-            memcpy(k0 + 4, c->secret_key, sn + 1);
-            ok = hmac256(k0, sn + 4, day, 8, k) == 0 && hmac256(k, 32, r->region, strlen(r->region), k) == 0 &&
-                 hmac256(k, 32, r->service, strlen(r->service), k) == 0 &&
-                 hmac256(k, 32, "aws4_request", 12, k) == 0 && hmac256(k, 32, sts.p, sts.len, k) == 0;
-            OPENSSL_cleanse(k0, sn + 4);
-            free(k0);
-        }
-    }
+    if (ok && sign(c, r, day, &sts, k))
+        ok = 0;
     if (ok) {
         char sig[65];
         hexify(k, 32, sig);
         OPENSSL_cleanse(k, sizeof k);
-        if (put_str(&out, "AWS4-HMAC-SHA256 Credential=") || put_str(&out, c->access_key) || put_str(&out, "/") ||
-            put_str(&out, scope) || put_str(&out, ", SignedHeaders=") ||
-            buf_append(&out, signed_h.p, signed_h.len) || put_str(&out, ", Signature=") || put_str(&out, sig) ||
-            buf_append(&out, "", 1))
+        if (put_str(&out, "AWS4-HMAC-SHA256 Credential=") || put_str(&out, c->access_key) ||
+            put_str(&out, "/") || put_str(&out, scope) || put_str(&out, ", SignedHeaders=") ||
+            buf_append(&out, signed_h.p, signed_h.len) || put_str(&out, ", Signature=") ||
+            put_str(&out, sig) || buf_append(&out, "", 1))
             ok = 0;
     }
     if (ok) {
@@ -296,11 +329,7 @@ char *sigv4_authorization(const sigv4_request *r, const aws_creds *c, char **cre
             creq.p = NULL;
         }
     }
-    for (size_t i = 0; i < r->nheaders; i++) {
-        free(h[i].name);
-        free(h[i].value);
-    }
-    free(h);
+    free_headers(h, r->nheaders);
     buf_free(&creq);
     buf_free(&signed_h);
     buf_free(&sts);

@@ -211,12 +211,12 @@ static void fail_rest(tgt_result *res, size_t from, size_t n, int kind, const ch
     }
 }
 
-static void rq_deliver(void *conn, const rule_def *d, const stele_event *const *evs, size_t n,
+/* Publish the events in order (persistent, with the event's id, type and
+ * time) until one cannot be: its result says why (and the rest's, when
+ * the connection failed). r->next_tag counts what was published. */
+static void rq_publish(rmq_conn *r, const rmq_cfg *g, const stele_event *const *evs, size_t n,
                        uint64_t replay_id, tgt_result *res)
 {
-    rmq_conn *r = conn;
-    const rmq_cfg *g = d->tcfg;
-    uint64_t first = r->next_tag;
     size_t sent = 0;
     for (; sent < n; sent++) {
         const stele_event *e = evs[sent];
@@ -258,8 +258,15 @@ static void rq_deliver(void *conn, const rule_def *d, const stele_event *const *
         }
         r->next_tag++;
     }
-    /* Read confirms for tags [first, first + published). */
-    size_t published = (size_t)(r->next_tag - first);
+}
+
+/* Read the broker's confirms for tags [first, first + published) until
+ * each is settled (delivered, or to retry: returned or nacked), the
+ * confirm time runs out or the connection breaks (the unsettled ones are
+ * then retried). */
+static void rq_confirms(rmq_conn *r, const rmq_cfg *g, uint64_t first, size_t published,
+                        tgt_result *res)
+{
     size_t settled = 0;
     int returned = 0, broken = 0;
     char err[256] = "";
@@ -334,6 +341,16 @@ static void rq_deliver(void *conn, const rule_def *d, const stele_event *const *
                 res[i].kind = broken;
                 snprintf(res[i].error, sizeof res[i].error, "%s", err);
             }
+}
+
+static void rq_deliver(void *conn, const rule_def *d, const stele_event *const *evs, size_t n,
+                       uint64_t replay_id, tgt_result *res)
+{
+    rmq_conn *r = conn;
+    const rmq_cfg *g = d->tcfg;
+    uint64_t first = r->next_tag;
+    rq_publish(r, g, evs, n, replay_id, res);
+    rq_confirms(r, g, first, (size_t)(r->next_tag - first), res);
 }
 
 const target_ops target_rabbitmq = {

@@ -48,7 +48,11 @@ int stele_open(const char *uri, const stele_options *opts, stele_db **out)
         return err_set(STELE_EINVAL, "segment_size must be between 64 KiB and 2 GiB");
     if (o.max_event_size > (1ull << 30) || o.max_append_size > (1ull << 30))
         return err_set(STELE_EINVAL, "max_event_size and max_append_size must be at most 1 GiB");
-    if (o.flags & ~(STELE_OPEN_VERIFY | STELE_OPEN_NOCREATE | STELE_OPEN_NO_INDEXES))
+    if (!memchr(o.node_name, 0, sizeof o.node_name))
+        return err_set(STELE_EINVAL, "node_name is not terminated within %d bytes",
+                       STELE_NODE_NAME_MAX);
+    if (o.flags & ~(STELE_OPEN_VERIFY | STELE_OPEN_NOCREATE | STELE_OPEN_NO_INDEXES |
+                    STELE_OPEN_NO_CHAIN))
         return err_set(STELE_EINVAL, "unknown open flags 0x%x", o.flags);
     stele_db *db = calloc(1, sizeof *db);
     if (!db)
@@ -71,12 +75,13 @@ void stele_close(stele_db *db)
         if (db->close_up[i])
             db->close_up[i](db);
     db->be->ops->close(db->be);
+    store_chain_close(db);
     free(db);
 }
 
 /* Check a stream name; 0 or EINVAL with the reason. Names starting with
- * '$' are system streams: readable by anyone, written only by the store
- * itself (`system` = 1). */
+ * '$' are system streams: readable by anyone (`system` = 2), written only
+ * by the store itself (`system` = 1), and `$deletes` by nobody. */
 int check_name_of(const char *stream, size_t *len, int system)
 {
     if (!stream)
@@ -93,6 +98,14 @@ int check_name_of(const char *stream, size_t *len, int system)
     if (stream[0] == '$' && !system)
         return err_set(STELE_EINVAL, "stream name '%s': names starting with '$' are reserved",
                        stream);
+    /* `$deletes` holds the store's own record of every delete (one event per
+     * delete, local_removes.c): no append may forge one, not even the
+     * store's projections (emit, linkTo, copyTo). Reads pass system = 2. */
+    if (system == 1 && n == sizeof STORE_DELETES - 1 && !memcmp(stream, STORE_DELETES, n))
+        return err_set(STELE_EINVAL,
+                       "stream name '%s': written only by the store, one event per stream "
+                       "delete",
+                       stream);
     *len = n;
     return 0;
 }
@@ -106,7 +119,7 @@ int check_stream(const char *stream, size_t *len)
 /* A stream to read: system streams too. */
 int store_check_read_stream(const char *stream, size_t *len)
 {
-    return check_name_of(stream, len, 1);
+    return check_name_of(stream, len, 2);
 }
 
 static int check_name(const char *what, size_t i, const char *s)

@@ -34,7 +34,12 @@ struct stele_db {
      * (projections, then rules, then consumer groups) before the backend
      * closes. The store never names those modules. */
     void (*close_up[STORE_UP_N])(stele_db *db);
+    /* The hash chain's signing key (chain.c); NULL: heads are unsigned. */
+    struct store_chain_key *chain_key;
 };
+
+/* Forget the signing key (stele_close; chain.c). */
+void store_chain_close(stele_db *db);
 
 /* Append to any stream, system streams ('$...') included; otherwise the
  * same checks and results as stele_append(). */
@@ -89,6 +94,8 @@ int store_check_read_stream(const char *stream, size_t *len);
 int check_stream(const char *stream, size_t *len);
 int check_expected(int64_t expected);
 /* A stream name; `system` = 1 allows '$' names. 0 or EINVAL. */
+/* The system stream of stream deletes (docs/projections.md "$deleted"). */
+#define STORE_DELETES "$deletes"
 int check_name_of(const char *stream, size_t *len, int system);
 /* The size of an append as the API edge measures it, the same for every
  * backend: each event counts STORE_EVENT_FIXED bytes plus its stream name,

@@ -18,6 +18,7 @@
 #include "backend/page.h"
 #include "store/store_int.h"
 #include "sub/sub_int.h"
+#include "util/assert.h"
 #include "util/util.h"
 
 /* A filtered read scans at most this many events per page... */
@@ -128,6 +129,27 @@ int stele_subscribe_stream(stele_db *db, const char *stream, uint64_t from, stel
     return 0;
 }
 
+#if STELE_DEBUG_ASSERTS_ON
+/* Debug builds: a forward read from `from` returned events at or after it,
+ * each after the one before (revisions of a stream or its view's links,
+ * positions of $all), in backend order (the backends' positions and
+ * revisions are increasing integers). */
+static int page_in_order(const stele_sub *s, stele_page *pg, uint64_t from)
+{
+    uint64_t prev = from;
+    for (size_t i = 0; i < stele_page_count(pg); i++) {
+        const stele_event *e = stele_page_event(pg, i);
+        uint64_t at = s->on_stream ? e->revision : e->position;
+        if (s->view)
+            stele_page_link(pg, i, NULL, &at);
+        if (at < prev || (i && at == prev))
+            return 0;
+        prev = at;
+    }
+    return 1;
+}
+#endif
+
 static int keep_event(const void *ctx, const stele_event *e)
 {
     return sub_filter_match(ctx, e);
@@ -163,6 +185,9 @@ static int read_once(stele_sub *s, size_t limit, stele_page **out, int *end, uin
     size_t n = stele_page_count(pg);
     uint64_t next;
     int more = stele_page_next(pg, &next);
+#if STELE_DEBUG_ASSERTS_ON
+    STELE_DEBUG_ASSERT(page_in_order(s, pg, s->next));
+#endif
     if (n) {
         const stele_event *last = stele_page_event(pg, n - 1);
         uint64_t rev = last->revision;
@@ -193,8 +218,11 @@ static int read_once(stele_sub *s, size_t limit, stele_page **out, int *end, uin
             *end = 0;
         }
     }
-    if (n)
+    if (n) {
+        /* The cursor only moves forwards (stele_sub_seek aside). */
+        STELE_ASSERT(next > s->next);
         s->next = next;
+    }
     *out = pg;
     return 0;
 }

@@ -82,25 +82,67 @@ static void test_idempotent(stele_db *db, stele_db *db2)
     CHECK(strstr(stele_errmsg(), "another stream") != NULL);
     stele_event_in g[2] = {ev("Paid", "{}", id1), ev("X", "{}", id3)};
     CHECK_RC(stele_append(db, "order-9", STELE_NO_STREAM, g, 2, &r2), STELE_EIDCONFLICT);
+    /* A part of the original append is not a retry of it. */
+    CHECK_RC(stele_append(db2, "order-9", STELE_NO_STREAM, e, 1, &r2), STELE_EIDCONFLICT);
+    CHECK(strstr(stele_errmsg(), "earlier append of 2 events") != NULL);
+    /* The same ids with other data (issue 19): a conflict naming the part,
+     * through either handle; the stored events stay. */
+    stele_event_in h[2] = {ev("Paid", "{}", id1), ev("Shipped", "{\"late\":true}", id2)};
+    CHECK_RC(stele_append(db2, "order-9", STELE_NO_STREAM, h, 2, &r2), STELE_EIDCONFLICT);
+    CHECK(strstr(stele_errmsg(), "different data") != NULL);
+    h[1] = ev("Returned", "{}", id2);
+    CHECK_RC(stele_append(db, "order-9", STELE_NO_STREAM, h, 2, &r2), STELE_EIDCONFLICT);
+    CHECK(strstr(stele_errmsg(), "different type") != NULL);
+    h[1] = ev("Shipped", "{}", id2);
+    h[1].flags = 0;
+    CHECK_RC(stele_append(db, "order-9", STELE_NO_STREAM, h, 2, &r2), STELE_EIDCONFLICT);
+    CHECK(strstr(stele_errmsg(), "different content type") != NULL);
     stele_page *pg;
     CHECK_OK(stele_read_stream(db, "order-9", 0, STELE_FORWARDS, 10, &pg));
     CHECK(count(pg) == 2);
+    CHECK(count(pg) == 2 && stele_page_event(pg, 1)->data_len == 2);
     stele_page_free(pg);
+    /* A ULID-given id keeps its form (STELE_EVENT_ID_ULID), on reads and
+     * on $all; a retry in the other form is the same event. */
+    uint8_t u[16];
+    CHECK_OK(stele_ulid_parse("01JEZ8Q5R1XW3K9V7T2M4N6P8B", u));
+    stele_event_in ue = ev("Ul", "{}", u);
+    ue.flags |= STELE_EVENT_ID_ULID;
+    CHECK_OK(stele_append(db, "ulid-1", STELE_NO_STREAM, &ue, 1, &r));
+    CHECK_OK(stele_read_stream(db2, "ulid-1", 0, STELE_FORWARDS, 10, &pg));
+    CHECK(count(pg) == 1 && (stele_page_event(pg, 0)->flags & STELE_EVENT_ID_ULID));
+    CHECK(count(pg) == 1 && !memcmp(stele_page_event(pg, 0)->id, u, 16));
+    stele_page_free(pg);
+    CHECK_OK(stele_read_all(db, r.first_position, STELE_FORWARDS, 1, &pg));
+    CHECK(count(pg) == 1 && (stele_page_event(pg, 0)->flags & STELE_EVENT_ID_ULID));
+    stele_page_free(pg);
+    ue.flags &= ~STELE_EVENT_ID_ULID;
+    CHECK_OK(stele_append(db2, "ulid-1", STELE_NO_STREAM, &ue, 1, &r2));
+    CHECK(r2.idempotent && r2.first_position == r.first_position);
     passed++;
 }
 
 static void test_limits(stele_db *db)
 {
-    /* 98 events with store-made ids fit (98 + stream + sequencer + feed =
-     * 101 > 100: no) -> 97 fit. */
+    /* Events of one type with store-made ids: n + stream + category and
+     * type counters + sequencer + feed <= 100 -> 95 fit. */
     stele_event_in e[100];
     for (int i = 0; i < 100; i++)
         e[i] = ev("Bulk", "{}", NULL);
     stele_append_result r;
-    CHECK_RC(stele_append(db, "bulk-1", STELE_ANY, e, 100, &r), STELE_ETOOBIG);
-    CHECK(strstr(stele_errmsg(), "at most 97 events") != NULL);
-    CHECK_OK(stele_append(db, "bulk-1", STELE_NO_STREAM, e, 97, &r));
-    CHECK(r.last_revision == 96 && r.last_position - r.first_position == 96);
+    CHECK_RC(stele_append(db, "bulk-1", STELE_ANY, e, 96, &r), STELE_ETOOBIG);
+    CHECK(strstr(stele_errmsg(), "at most 95 events") != NULL);
+    CHECK_OK(stele_append(db, "bulk-1", STELE_NO_STREAM, e, 95, &r));
+    CHECK(r.last_revision == 94 && r.last_position - r.first_position == 94);
+    /* Each distinct type costs its counter item. */
+    char tn[50][8];
+    for (int i = 0; i < 50; i++) {
+        snprintf(tn[i], sizeof tn[i], "T%d", i);
+        e[i].type = tn[i];
+    }
+    CHECK_RC(stele_append(db, "bulk-3", STELE_ANY, e, 50, &r), STELE_ETOOBIG);
+    CHECK(strstr(stele_errmsg(), "51 view counters") != NULL);
+    CHECK_OK(stele_append(db, "bulk-3", STELE_ANY, e, 48, &r));
     /* An item over 400 KB. */
     size_t big = 420 * 1024;
     char *data = malloc(big + 1);
@@ -365,9 +407,30 @@ static void test_seed003(stele_db *db)
     CHECK_OK(stele_read_query(db, &qc, &pg));
     CHECK(count(pg) == 2);
     stele_page_free(pg);
+    /* Tags: matched while $all is read (no index keys a list). */
+    const char *tg[2] = {"tag:seed003", "x"};
+    stele_event_in te = ev("Tagged", "{}", NULL);
+    te.tags = tg;
+    te.ntags = 2;
+    stele_append_result tr;
+    CHECK_OK(stele_append(db, "tagged-1", STELE_ANY, &te, 1, &tr));
+    te.ntags = 1;
+    CHECK_OK(stele_append(db, "tagged-2", STELE_ANY, &te, 1, &tr));
     stele_query qg = {.kind = STELE_QUERY_TAG, .key = "x", .limit = 100};
-    CHECK_RC(stele_read_query(db, &qg, &pg), STELE_EINVAL);
-    CHECK(strstr(stele_errmsg(), "dynamodb") != NULL);
+    CHECK_OK(stele_read_query(db, &qg, &pg));
+    CHECK(count(pg) == 1 && !strcmp(stele_page_event(pg, 0)->stream, "tagged-1"));
+    stele_page_free(pg);
+    qg.key = "tag:seed003";
+    qg.limit = 1;
+    CHECK_OK(stele_read_query(db, &qg, &pg));
+    uint64_t nx;
+    CHECK(count(pg) == 1 && stele_page_next(pg, &nx) == 1);
+    stele_page_free(pg);
+    qg.from = nx;
+    CHECK_OK(stele_read_query(db, &qg, &pg));
+    CHECK(count(pg) == 1 && stele_page_event(pg, 0)->position == tr.first_position);
+    CHECK(stele_page_next(pg, &nx) == 0);
+    stele_page_free(pg);
     passed++;
 }
 
@@ -401,6 +464,175 @@ static void test_subscribe(stele_db *db, stele_db *db2)
 /* Each handle's writer caches what its own commits left; a commit through
  * the other handle makes that stale, and neither a success nor an error
  * may come from the stale copy. */
+/* The view streams ($ce-, $et-, $bc-, $streams) numbered by the writer,
+ * across two handles (two servers); deletes leave gaps, never renumber;
+ * name listing (streams, categories, types) with prefixes and paging
+ * (system names: test_names_ddb). */
+static uint64_t link_rev(stele_page *pg, size_t i)
+{
+    const char *view;
+    uint64_t rev = STELE_NONE;
+    CHECK(stele_page_link(pg, i, &view, &rev) == 1);
+    return rev;
+}
+
+static void test_views(stele_db *db, stele_db *db2)
+{
+    stele_page *pg;
+    CHECK_RC(stele_read_stream(db, "$ce-vw", 0, STELE_FORWARDS, 10, &pg), STELE_ENOTFOUND);
+    stele_event_in a = ev("VwA", "{}", NULL), b = ev("VwB", "{}", NULL);
+    const char *m = "{\"$correlationId\":\"corr-vw\"}";
+    a.metadata = b.metadata = m;
+    a.metadata_len = b.metadata_len = strlen(m);
+    a.flags = b.flags = STELE_EVENT_JSON | STELE_META_JSON;
+    stele_event_in ab[2] = {a, b};
+    stele_append_result r1, r2, r3;
+    CHECK_OK(stele_append(db, "vw-1", STELE_NO_STREAM, ab, 2, &r1));
+    CHECK_OK(stele_append(db2, "vw-2", STELE_NO_STREAM, &a, 1, &r2));
+    CHECK_OK(stele_append(db, "vw-1", STELE_ANY, &b, 1, &r3));
+    /* $ce-vw: four events, ordinals 0..3 in position order, through either handle. */
+    CHECK_OK(stele_read_stream(db2, "$ce-vw", 0, STELE_FORWARDS, 10, &pg));
+    CHECK(count(pg) == 4);
+    for (size_t i = 0; i < count(pg) && i < 4; i++)
+        CHECK(link_rev(pg, i) == i);
+    CHECK(count(pg) == 4 && stele_page_event(pg, 2)->position == r2.first_position);
+    CHECK(count(pg) == 4 && !strcmp(stele_page_event(pg, 3)->stream, "vw-1"));
+    uint64_t next;
+    CHECK(stele_page_next(pg, &next) == 0);
+    stele_page_free(pg);
+    /* Paging: two at a time, then backwards from the end. */
+    CHECK_OK(stele_read_stream(db, "$ce-vw", 1, STELE_FORWARDS, 2, &pg));
+    CHECK(count(pg) == 2 && link_rev(pg, 0) == 1 && link_rev(pg, 1) == 2);
+    CHECK(stele_page_next(pg, &next) == 1 && next == 3);
+    stele_page_free(pg);
+    CHECK_OK(stele_read_stream(db, "$ce-vw", STELE_END, STELE_BACKWARDS, 3, &pg));
+    CHECK(count(pg) == 3 && link_rev(pg, 0) == 3 && link_rev(pg, 2) == 1);
+    CHECK(stele_page_next(pg, &next) == 1 && next == 0);
+    stele_page_free(pg);
+    /* $et-VwA: revisions 0 (vw-1), 1 (vw-2); $bc-corr-vw: all four. */
+    CHECK_OK(stele_read_stream(db, "$et-VwA", 0, STELE_FORWARDS, 10, &pg));
+    CHECK(count(pg) == 2 && !strcmp(stele_page_event(pg, 1)->stream, "vw-2") && link_rev(pg, 1) == 1);
+    stele_page_free(pg);
+    CHECK_OK(stele_read_stream(db, "$bc-corr-vw", 0, STELE_FORWARDS, 10, &pg));
+    CHECK(count(pg) == 4);
+    stele_page_free(pg);
+    /* A soft delete of vw-2 leaves a gap in $ce-vw; the numbers stay. */
+    uint64_t cur;
+    CHECK_OK(stele_delete_stream(db, "vw-2", STELE_ANY, &cur));
+    CHECK_OK(stele_read_stream(db2, "$ce-vw", 0, STELE_FORWARDS, 10, &pg));
+    CHECK(count(pg) == 3 && link_rev(pg, 1) == 1 && link_rev(pg, 2) == 3);
+    stele_page_free(pg);
+    /* $streams: each stream once, under its ordinal, with its first event. */
+    CHECK_OK(stele_read_stream(db, "$streams", 0, STELE_FORWARDS, 10000, &pg));
+    int seen1 = 0;
+    uint64_t prev = 0;
+    for (size_t i = 0; i < count(pg); i++) {
+        uint64_t o = link_rev(pg, i);
+        CHECK(i == 0 || o > prev);
+        prev = o;
+        if (!strcmp(stele_page_event(pg, i)->stream, "vw-1")) {
+            seen1++;
+            CHECK(stele_page_event(pg, i)->revision == 0);
+        }
+        CHECK(strcmp(stele_page_event(pg, i)->stream, "vw-2") != 0); /* deleted */
+    }
+    CHECK(seen1 == 1);
+    stele_page_free(pg);
+    /* Names. */
+    stele_name_info *nl;
+    size_t n;
+    CHECK_OK(stele_list_names(db2, STELE_NAMES_STREAMS, "vw-", NULL, 100, 0, &nl, &n));
+    CHECK(n == 2 && !strcmp(nl[0].name, "vw-1") && nl[0].count == 3 && !nl[0].deleted);
+    CHECK(n == 2 && !strcmp(nl[1].name, "vw-2") && nl[1].deleted && nl[1].last_position == r2.first_position);
+    stele_names_free(nl);
+    CHECK_OK(stele_list_names(db, STELE_NAMES_STREAMS, "vw-", "vw-1", 100, 0, &nl, &n));
+    CHECK(n == 1 && !strcmp(nl[0].name, "vw-2"));
+    stele_names_free(nl);
+    CHECK_OK(stele_list_names(db, STELE_NAMES_CATEGORIES, "vw", NULL, 100, 0, &nl, &n));
+    CHECK(n == 1 && !strcmp(nl[0].name, "vw") && nl[0].count == 4);
+    stele_names_free(nl);
+    CHECK_OK(stele_list_names(db, STELE_NAMES_TYPES, "Vw", NULL, 1, 0, &nl, &n));
+    CHECK(n == 1 && !strcmp(nl[0].name, "VwA") && nl[0].count == 2);
+    stele_names_free(nl);
+    CHECK_OK(stele_list_names(db, STELE_NAMES_TYPES, "Vw", "VwA", 10, 0, &nl, &n));
+    CHECK(n == 1 && !strcmp(nl[0].name, "VwB") && nl[0].count == 2);
+    stele_names_free(nl);
+    /* The causation index (issue 19): causation_id in metadata. */
+    stele_event_in c = ev("Caused", "{}", NULL);
+    const char *cm = "{\"causation_id\":\"cause-vw\"}";
+    c.metadata = cm;
+    c.metadata_len = strlen(cm);
+    c.flags |= STELE_META_JSON;
+    CHECK_OK(stele_append(db2, "vw-3", STELE_NO_STREAM, &c, 1, &r1));
+    stele_query q = {.kind = STELE_QUERY_CAUSATION, .key = "cause-vw", .direction = STELE_FORWARDS, .limit = 10};
+    CHECK_OK(stele_read_query(db, &q, &pg));
+    CHECK(count(pg) == 1 && stele_page_event(pg, 0)->position == r1.first_position);
+    stele_page_free(pg);
+    passed++;
+}
+
+/* Scavenging: hidden events become stubs; stream reads are unchanged,
+ * $all skips them (never an error), queries and views lose them, a retry
+ * of a scavenged append stays idempotent, loosening retention does not
+ * bring them back. */
+static void test_scavenge(stele_db *db, stele_db *db2)
+{
+    uint8_t ids[3][16];
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(stele_uuid_parse(i == 0 ? "44444444-4444-4444-8444-444444444401"
+                                  : i == 1 ? "44444444-4444-4444-8444-444444444402"
+                                           : "44444444-4444-4444-8444-444444444403", ids[i]));
+    stele_event_in e[5];
+    for (int i = 0; i < 5; i++)
+        e[i] = ev("Scv", "{\"x\":1}", i < 3 ? ids[i] : NULL);
+    stele_append_result r1, r2, r;
+    CHECK_OK(stele_append(db, "scv-1", STELE_NO_STREAM, e, 3, &r1));
+    CHECK_OK(stele_append(db, "scv-1", 2, e + 3, 2, &r2));
+    CHECK_OK(stele_append(db2, "scv-2", STELE_NO_STREAM, e + 3, 2, &r));
+    uint64_t cur;
+    CHECK_OK(stele_tombstone_stream(db2, "scv-2", STELE_ANY, &cur));
+    stele_stream_metadata md = {.max_count = 2};
+    uint64_t ver;
+    CHECK_OK(stele_set_stream_metadata(db, "scv-1", &md, STELE_ANY, &ver));
+    stele_scavenge_result res;
+    CHECK_OK(stele_scavenge(db, NULL, &res));
+    CHECK(res.events_removed >= 5 && res.segments_rewritten >= 2);
+    CHECK(res.bytes_removed >= 5 * 7);
+    /* Again: nothing more to do for these two. */
+    stele_scavenge_result res2;
+    CHECK_OK(stele_scavenge(db2, NULL, &res2));
+    CHECK(res2.events_removed == 0);
+    stele_page *pg;
+    CHECK_OK(stele_read_stream(db2, "scv-1", 0, STELE_FORWARDS, 10, &pg));
+    CHECK(count(pg) == 2 && stele_page_event(pg, 0)->revision == 3);
+    stele_page_free(pg);
+    /* $all over the range: scv-1's two visible events only, no error. */
+    CHECK_OK(stele_read_all(db, r1.first_position, STELE_FORWARDS, 7, &pg));
+    size_t n1 = 0;
+    for (size_t i = 0; i < count(pg); i++) {
+        CHECK(strcmp(stele_page_event(pg, i)->stream, "scv-2") != 0);
+        n1 += !strcmp(stele_page_event(pg, i)->stream, "scv-1");
+    }
+    CHECK(n1 == 2);
+    stele_page_free(pg);
+    CHECK_OK(stele_read_stream(db, "$ce-scv", 0, STELE_FORWARDS, 10, &pg));
+    CHECK(count(pg) == 2 && link_rev(pg, 0) == 3 && link_rev(pg, 1) == 4);
+    stele_page_free(pg);
+    /* The first append again: still its idempotent success. */
+    CHECK_OK(stele_append(db2, "scv-1", STELE_NO_STREAM, e, 3, &r));
+    CHECK(r.idempotent && r.first_position == r1.first_position);
+    /* Retention loosened: the stubs stay hidden. */
+    md.max_count = 0;
+    CHECK_OK(stele_set_stream_metadata(db, "scv-1", &md, STELE_ANY, &ver));
+    CHECK_OK(stele_read_stream(db, "scv-1", 0, STELE_FORWARDS, 10, &pg));
+    CHECK(count(pg) == 2 && stele_page_event(pg, 0)->revision == 3);
+    stele_page_free(pg);
+    CHECK_OK(stele_read_stream(db, "scv-1", STELE_END, STELE_BACKWARDS, 10, &pg));
+    CHECK(count(pg) == 2 && stele_page_event(pg, 1)->revision == 3);
+    stele_page_free(pg);
+    passed++;
+}
+
 static void test_stale_cache(stele_db *db, stele_db *db2)
 {
     stele_event_in e = ev("C", "{}", NULL);
@@ -455,6 +687,8 @@ int main(void)
     test_seed003(db);
     test_subscribe(db, db2);
     test_stale_cache(db, db2);
+    test_views(db, db2);
+    test_scavenge(db, db2);
     stele_close(db2);
     stele_close(db);
     return t_done("test_ddb", passed);

@@ -783,6 +783,9 @@ class Ledger:
         self.by_pos = {}     # position -> (stream, revision, Ev)
         self.by_ack = []     # (stream, events, result)
         self.attempted = {}  # id -> (stream, Ev) of appends that may have been written
+        # stream -> acknowledged deletes/tombstones: each is an event of
+        # $deletes (docs/projections.md "$deleted")
+        self.deletes = {}
         self.lock = threading.Lock()
 
     def attempt(self, stream, events):
@@ -792,6 +795,16 @@ class Ledger:
             for ev in events:
                 if ev.id is not None:
                     self.attempted[ev.id.lower()] = (stream, ev)
+
+    def deleted(self, stream):
+        """Note an acknowledged delete or tombstone of `stream`: verify()
+        expects its `$streamDeleted` event in $all."""
+        with self.lock:
+            self.deletes[stream] = self.deletes.get(stream, 0) + 1
+
+    def events(self):
+        """How many events $all must hold: appended ones and deletes."""
+        return len(self.by_pos) + sum(self.deletes.values())
 
     def record(self, stream, events, res):
         """Record an acknowledged append (a 201 or 200 body). Returns a list
@@ -847,6 +860,7 @@ class Ledger:
                 c.close()
         probs = []
         seen = set()
+        pending = dict(self.deletes)
         for n, line in enumerate(lines):
             try:
                 pos = json.loads(line)["position"]
@@ -859,6 +873,14 @@ class Ledger:
                     break
             seen.add(pos)
             want = self.by_pos.get(pos)
+            if want is None and b'"stream":"$deletes"' in line:
+                sid = json.loads(line).get("data", {}).get("streamId")
+                if exact and not pending.get(sid):
+                    probs.append("position %d: a delete of %r that was never acknowledged"
+                                 % (pos, sid))
+                elif sid in pending:
+                    pending[sid] -= 1
+                continue
             if want is None:
                 try:
                     obj = json.loads(line)
@@ -881,6 +903,9 @@ class Ledger:
                 probs.append("position %d: %s" % (pos, "; ".join(d)))
             if len(probs) > 20:
                 break
+        for sid, k in pending.items():
+            if k > 0:
+                probs.append("%d acknowledged deletes of %r missing from /all" % (k, sid))
         missing = sorted(set(self.by_pos) - seen)
         if missing:
             probs.append("%d acknowledged events missing from /all, first positions %r"
