@@ -55,7 +55,7 @@ def pad8(n):
 
 
 def record(kind, stream, typ=b"", tags=(), data=b"", meta=b"", flags=0, count=1, index=0,
-           pos=0, rev=0, created=1796000000000000, eid=b"\x01" * 16):
+           pos=0, rev=0, created=1796000000000000, eid=b"\x01" * 16, crc_ok=True):
     body = stream + b"\0" + typ + b"\0"
     for t in tags:
         body += struct.pack("<H", len(t)) + t + b"\0"
@@ -65,7 +65,7 @@ def record(kind, stream, typ=b"", tags=(), data=b"", meta=b"", flags=0, count=1,
                        index, pos, rev, created, eid, len(data), len(meta))
     rest = head + body
     rest += b"\0" * (n - 8 - len(rest))
-    return struct.pack("<II", n, crc32c(rest)) + rest
+    return struct.pack("<II", n, crc32c(rest) if crc_ok else 0) + rest
 
 
 def seg_header(segno=0, first=0, created=1796000000000000):
@@ -408,6 +408,29 @@ def h2_seeds():
     ]
 
 
+def recover_seeds():
+    # The template store (fuzz_recover.c) holds positions 0..3; order-1 is
+    # at revision 1, order-2 at 1. Byte 0 odd: the driver fixes the CRCs.
+    nxt = record(1, b"order-1", b"OrderShipped", data=b'{"s":1}', flags=1, pos=4, rev=2)
+    two = record(1, b"order-3", b"A", data=b"1", count=2, index=0, pos=4, rev=0) + \
+        record(1, b"order-3", b"A", data=b"2", count=2, index=1, pos=5, rev=1)
+    return [
+        b"\0" + nxt,                                   # a whole valid commit
+        b"\0" + nxt[:40],                              # torn in the header
+        b"\0" + nxt[:len(nxt) - 8],                    # torn in the body
+        b"\0" + two[:len(two) // 2 + 8],               # first record of two
+        b"\0" + two,
+        b"\1" + record(1, b"order-1", b"X", pos=9, rev=7, crc_ok=False),  # gap in positions
+        b"\1" + record(2, b"order-1", pos=1, rev=1),   # a delete commit
+        b"\1" + record(3, b"order-2", rev=1),          # a tombstone
+        b"\1" + record(4, b"", pos=4),                 # a seal
+        b"\1" + record(1, b"order-1", b"Y", count=3, index=1, pos=4, rev=2),
+        b"\0" + b"\xff" * 200,
+        b"\0" + b"\0" * 80,
+        b"\1" + struct.pack("<I", 72) + b"\0" * 68,
+    ]
+
+
 def main():
     recs, _ = record_seeds()
     put("record", recs)
@@ -422,6 +445,7 @@ def main():
     put("http", http_seeds())
     put("grpc", grpc_seeds())
     put("h2", h2_seeds())
+    put("recover", recover_seeds())
 
 
 if __name__ == "__main__":
