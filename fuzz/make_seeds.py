@@ -431,6 +431,61 @@ def recover_seeds():
     ]
 
 
+def proj_seeds():
+    import json
+
+    def d(query, **k):
+        o = {"name": "p1", "query": query, "mode": "Continuous", "enabled": 1,
+             "emitEnabled": 0, "memoryLimit": 16777216, "timeoutMs": 250,
+             "cachePartitions": 1000, "maxStateSize": 16777216, "snapshotEvery": 0,
+             "epoch": 0, "resetPending": 0, "deleted": 0}
+        o.update(k)
+        return json.dumps(o)
+    return [
+        d("fromAll().when({$init: function(){return {n:0}}, $any: function(s,e){s.n++}})"),
+        d("fromStream('order-1').when({OrderPlaced: function(s,e){s.t=(s.t||0)+e.body.total}})"),
+        d("fromCategory('order').foreachStream().when({$any: function(s,e){return s}})",
+          mode="OneTime"),
+        d("options({resultStreamName:'r', $includeLinks:true}); fromStreams(['a','b'])"
+          ".partitionBy(function(e){return e.body.k}).when({$any:function(s,e){}})"
+          ".transformBy(function(s){return s}).outputState()", mode="Inline"),
+        d("fromAll().when({$any:function(s,e){emit('x','T',{a:1}); linkTo('y',e)}})",
+          emitEnabled=1),
+        d("fromAll().when({"),
+        d("while(true){}"),
+        d("fromAll()", memoryLimit=1e300, timeoutMs=-5, epoch=1.5e19),
+        d("x", name="n" * 120),
+        '{"name":"p","query":"fromAll()","deleted":true,"resetPending":true}',
+        '{"name":"p"}',
+        '[1,2]',
+        'not json',
+    ]
+
+
+def tls_seeds(http, h2):
+    import ssl
+    out = []
+    for alpn in (["http/1.1"], ["h2"], None):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        inc, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(inc, outb, server_hostname="localhost")
+        try:
+            obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        out.append(b"\0" + outb.read())              # a ClientHello, raw
+    out.append(b"\0" + b"GET /health/live HTTP/1.1\r\n\r\n")  # cleartext: refused
+    out.append(b"\0\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00")  # a tiny bad hello
+    out += [b"\1" + x for x in http[:6]]              # HTTP/1.1 over TLS
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    out += [b"\3" + preface + x for x in h2[:3]]      # HTTP/2 over TLS
+    return out
+
+
 def main():
     recs, _ = record_seeds()
     put("record", recs)
@@ -446,6 +501,8 @@ def main():
     put("grpc", grpc_seeds())
     put("h2", h2_seeds())
     put("recover", recover_seeds())
+    put("proj", proj_seeds())
+    put("tls", tls_seeds(http_seeds(), h2_seeds()))
 
 
 if __name__ == "__main__":

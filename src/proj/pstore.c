@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "proj/proj_int.h"
+#include "proj/pstore_int.h"
 
 /* ---------------------------------------------------------------- names */
 
@@ -873,3 +874,6 @@ int pstore_find_snapshot(stele_db *db, const proj_def *d, const char *stream, ui
     }
     return 0;
 }
+
+/* The fuzz driver's door to parse_def() (pstore_int.h). */
+int pstore_parse_def_int(const stele_event *e, proj_def *d) { return parse_def(e, d); }
