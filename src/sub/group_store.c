@@ -329,7 +329,8 @@ static int jget(const jdoc *d, int obj, const char *key)
 {
     size_t kl = strlen(key);
     int j = obj + 1;
-    for (int k = 0; k < d->t[obj].size && j < d->n; k++) {
+    /* j + 1: a key needs its value token (a cut document may end at a key). */
+    for (int k = 0; k < d->t[obj].size && j + 1 < d->n; k++) {
         const jsmntok_t *t = &d->t[j];
         int match = t->type == JSMN_STRING && (size_t)(t->end - t->start) == kl &&
                     !memcmp(d->s + t->start, key, kl);
