@@ -130,7 +130,7 @@ static int last_segment(char *path, size_t cap)
     while ((e = readdir(d)) != NULL)
         if (strlen(e->d_name) == 12 && !strcmp(e->d_name + 8, ".seg") &&
             strcmp(e->d_name, best) > 0)
-            snprintf(best, sizeof best, "%s", e->d_name);
+            memcpy(best, e->d_name, 13); /* NNNNNNNN.seg and its NUL */
     closedir(d);
     if (!best[0])
         return -1;
