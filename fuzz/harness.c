@@ -74,7 +74,9 @@ void fz_server_config(server_config *cfg)
     cfg->data_dir = fz_tmpdir("server");
     cfg->host = "127.0.0.1";
     cfg->port = 0;
-    cfg->log_level = -1;
+    /* FUZZ_SERVER_LOG=N: the server's log level (silent by default). */
+    const char *lv = getenv("FUZZ_SERVER_LOG");
+    cfg->log_level = lv ? atoi(lv) : -1;
     cfg->auth_fail_limit = 1000000;
 }
 

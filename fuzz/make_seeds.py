@@ -377,7 +377,13 @@ def grpc_seeds():
         grpc_input(3, [DELETE]),
         grpc_input(4, [DELETE]),
         grpc_input(9, [fld(1, fld(4, fld(1, sid("order-1")) + fld(3, b"")) + fld(2, "g1") +
-                             fld(5, fld(1, 1) + fld(4, 10) + fld(8, 1000)))]),
+                             fld(3, fld(5, 10) + fld(7, 10) + fld(8, 1000) + fld(9, 5) +
+                                 fld(10, 500) + fld(11, 20) + fld(12, 500) + fld(14, 30000) +
+                                 fld(15, 2000) + fld(16, "RoundRobin")))]),
+        grpc_input(9, [fld(1, fld(5, fld(2, b"") + fld(4, fld(2, fld(2, "Order")) + fld(3, 5))) +
+                             fld(2, "g2") + fld(3, fld(16, "Pinned") + fld(14, 1000)))]),
+        grpc_input(12, [fld(1, fld(1, sid("order-1")) + fld(2, "g1") + fld(3, 10)),
+                        fld(2, fld(1, b"") + fld(2, b""))]),
         grpc_input(17, [fld(1, fld(3, fld(1, "p1") + fld(2, "fromAll().when({})")))]),
         grpc_input(27, [fld(1, fld(1, "bob") + fld(2, "pw") + fld(3, "Bob"))]),
         grpc_input(35, [fld(1, fld(1, "order-1"))]),
