@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 RELEASE_BUILD ?= build-release
 PREFIX ?= /usr/local
 
-.PHONY: all deps build run install release release-check example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-pg bench-patterns bench-rules bench-limits bench-proj bench-tls bench-ddb clean
+.PHONY: all deps build run install release release-check example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-pg bench-patterns bench-rules bench-limits bench-proj bench-tls bench-ddb bench-chain clean
 
 all: build
 
@@ -82,6 +82,11 @@ bench-ddb: build
 
 bench-rules: build
 	./bench/run_rules.sh $(BUILD)
+
+# The hash chain's cost: durable appends with and without it, alternating
+# rounds of one run; an export's and a proof's time (docs/benchmarks.md).
+bench-chain: build
+	./bench/run_chain.sh $(BUILD)
 
 # Scavenging benchmark: Stele's scavenge vs PostgreSQL's VACUUM on half-deleted
 # stores, and append latency while each runs (docs/benchmarks.md).

@@ -47,6 +47,8 @@
 
 #include "stele.h"
 
+#include "measure.h"
+
 #define DATA_LEN 200
 
 static struct {
@@ -55,13 +57,6 @@ static struct {
     int writers;
     double secs;
 } o = {NULL, 10000000, 1000, 1000, 4, 10};
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void die(const char *what)
 {
@@ -127,9 +122,9 @@ static double appends_for(appenders *a, double secs)
 {
     appenders_start(a);
     struct timespec ts = {(time_t)secs, (long)((secs - (double)(time_t)secs) * 1e9)};
-    uint64_t c0 = atomic_load(&a->count), t0 = now_ns();
+    uint64_t c0 = atomic_load(&a->count), t0 = bench_now_ns();
     nanosleep(&ts, NULL);
-    uint64_t c1 = atomic_load(&a->count), t1 = now_ns();
+    uint64_t c1 = atomic_load(&a->count), t1 = bench_now_ns();
     appenders_stop(a);
     return (double)(c1 - c0) / ((double)(t1 - t0) / 1e9);
 }
@@ -146,12 +141,12 @@ static int interleave_cb(void *ctx, const stele_backup_result *so_far)
 {
     (void)so_far;
     interleave *iv = ctx;
-    uint64_t t = now_ns(), busy = t - iv->mark_ns;
+    uint64_t t = bench_now_ns(), busy = t - iv->mark_ns;
     iv->busy_ns += busy;
     atomic_store(&iv->a->phase, 0);
     struct timespec ts = {(time_t)(busy / 1000000000ull), (long)(busy % 1000000000ull)};
     nanosleep(&ts, NULL);
-    uint64_t t2 = now_ns();
+    uint64_t t2 = bench_now_ns();
     iv->idle_ns += t2 - t;
     atomic_store(&iv->a->phase, 1);
     iv->mark_ns = t2;
@@ -204,7 +199,7 @@ int main(int argc, char **argv)
     if (stele_open(store, NULL, &db))
         die("open");
     /* load */
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     stele_event_in *ev = calloc(o.batch, sizeof *ev);
     char *data = malloc(o.batch * DATA_LEN);
     for (uint64_t done = 0, k = 0; done < o.events; k++) {
@@ -224,7 +219,7 @@ int main(int argc, char **argv)
     free(data);
     stele_stats st;
     stele_get_stats(db, &st);
-    double load_s = (double)(now_ns() - t0) / 1e9;
+    double load_s = (double)(bench_now_ns() - t0) / 1e9;
     printf("load events=%llu log_bytes=%llu segments=%llu seconds=%.1f events_per_s=%.0f\n",
            (unsigned long long)st.events, (unsigned long long)st.log_bytes,
            (unsigned long long)st.segments, load_s, (double)st.events / load_s);
@@ -243,11 +238,11 @@ int main(int argc, char **argv)
     sync();
     appenders_start(&a);
     uint64_t c0 = atomic_load(&a.count);
-    t0 = now_ns();
+    t0 = bench_now_ns();
     stele_backup_result r;
     if (stele_backup(db, bk, NULL, &r))
         die("backup");
-    uint64_t t1 = now_ns(), c1 = atomic_load(&a.count);
+    uint64_t t1 = bench_now_ns(), c1 = atomic_load(&a.count);
     appenders_stop(&a);
     double bs = (double)(t1 - t0) / 1e9;
     printf("backup_with_appends bytes=%llu segments=%llu seconds=%.2f MB_per_s=%.0f "
@@ -269,7 +264,7 @@ int main(int argc, char **argv)
     atomic_store(&a.by_phase[0], 0);
     atomic_store(&a.by_phase[1], 0);
     appenders_start(&a);
-    iv.mark_ns = now_ns();
+    iv.mark_ns = bench_now_ns();
     stele_backup_options io = {0, interleave_cb, &iv};
     if (stele_backup(db, bk2, &io, &r))
         die("interleaved backup");
@@ -284,10 +279,10 @@ int main(int argc, char **argv)
                ((double)atomic_load(&a.by_phase[0]) / idle_s));
     fflush(stdout);
 
-    t0 = now_ns();
+    t0 = bench_now_ns();
     if (stele_backup(db, bk, NULL, &r))
         die("incremental backup");
-    bs = (double)(now_ns() - t0) / 1e9;
+    bs = (double)(bench_now_ns() - t0) / 1e9;
     printf("backup_incremental segments_kept=%llu segments_copied=%llu bytes_copied=%llu "
            "seconds=%.2f\n",
            (unsigned long long)r.segments_kept, (unsigned long long)r.segments_copied,
@@ -297,10 +292,10 @@ int main(int argc, char **argv)
 
     stele_restore_options ro = {.flags = STELE_RESTORE_TO_POSITION, .to_position = mid};
     stele_restore_result rr;
-    t0 = now_ns();
+    t0 = bench_now_ns();
     if (stele_restore(bk, rs, &ro, &rr))
         die("restore");
-    double rsec = (double)(now_ns() - t0) / 1e9;
+    double rsec = (double)(bench_now_ns() - t0) / 1e9;
     printf("restore_mid to_position=%llu events=%llu log_bytes=%llu segments=%llu seconds=%.1f "
            "(copy, index rebuild and check)\n",
            (unsigned long long)mid, (unsigned long long)rr.end_position,

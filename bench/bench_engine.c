@@ -44,6 +44,8 @@
 
 #include "stele.h"
 
+#include "measure.h"
+
 #define DATA_LEN 200
 #define EVENT_TYPE "OrderPlaced"
 #define STREAM_1000X1 "bench-read-1000x1"     /* 1,000 single-event appends */
@@ -159,13 +161,6 @@ static void parse_flags(int argc, char **argv, bopts *o)
 
 /* ------------------------------------------------------------ helpers */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t rng_next(uint64_t *s)
 {
     /* splitmix64: fine for ids and picking streams. */
@@ -177,7 +172,7 @@ static uint64_t rng_next(uint64_t *s)
 
 static uint64_t rng_seed(int salt)
 {
-    return now_ns() ^ ((uint64_t)getpid() << 32) ^ ((uint64_t)(salt + 1) * 0x632be59bd9b4e019ull);
+    return bench_now_ns() ^ ((uint64_t)getpid() << 32) ^ ((uint64_t)(salt + 1) * 0x632be59bd9b4e019ull);
 }
 
 /* A random (version 4) UUID, never nil. */
@@ -368,18 +363,18 @@ static double fsync_loop(int fd, uint64_t first, uint64_t n, uint64_t *lat)
 {
     static uint8_t block[4096];
     memset(block, 'a', sizeof block);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = first; i < first + n; i++) {
-        uint64_t a = now_ns();
+        uint64_t a = bench_now_ns();
         block[0] = (uint8_t)i;
         if (pwrite(fd, block, sizeof block, (off_t)(i * sizeof block)) != (ssize_t)sizeof block ||
             fdatasync(fd) != 0) {
             perror("bench_engine: fsync: pwrite/fdatasync");
             exit(1);
         }
-        lat[i - first] = now_ns() - a;
+        lat[i - first] = bench_now_ns() - a;
     }
-    return (double)(now_ns() - t0) / 1e9;
+    return (double)(bench_now_ns() - t0) / 1e9;
 }
 
 /* A file of `size` zero bytes, written (in 1 MiB writes, as the engine
@@ -487,9 +482,9 @@ static void *append_main(void *arg)
         if (o->client_ids)
             for (int i = 0; i < b; i++)
                 random_id(&w->rng, ids[i]);
-        uint64_t t0 = now_ns();
+        uint64_t t0 = bench_now_ns();
         int rc = stele_append(w->db, stream, STELE_ANY, ev, (size_t)b, NULL);
-        w->lat[k] = now_ns() - t0;
+        w->lat[k] = bench_now_ns() - t0;
         if (rc) {
             fprintf(stderr, "bench_engine: append: %s: %s\n", stele_errname(rc), stele_errmsg());
             w->rc = rc;
@@ -537,10 +532,10 @@ static void cmd_append(const bopts *o)
     uint64_t wc0 = read_wchar();
     pthread_barrier_wait(&start);
     double c0 = cpu_secs();
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (int t = 0; t < T; t++)
         pthread_join(th[t], NULL);
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(bench_now_ns() - t0) / 1e9;
     double cpu = cpu_secs() - c0;
     uint64_t wc1 = read_wchar();
     for (int t = 0; t < T; t++)
@@ -605,17 +600,17 @@ static void cmd_append_vs_fsync(const bopts *o)
     double fsecs = 0, asecs = 0;
     for (uint64_t r = 0; r < rounds; r++) {
         fsecs += fsync_loop(fd, r * per, per, flat + r * per);
-        uint64_t t0 = now_ns();
+        uint64_t t0 = bench_now_ns();
         for (uint64_t i = r * per; i < (r + 1) * per; i++) {
             if (o->client_ids)
                 random_id(&rng, id);
-            uint64_t a = now_ns();
+            uint64_t a = bench_now_ns();
             int rc = stele_append(db, "bench-vs-fsync", STELE_ANY, &ev, 1, NULL);
-            alat[i] = now_ns() - a;
+            alat[i] = bench_now_ns() - a;
             if (rc)
                 die("append", rc);
         }
-        asecs += (double)(now_ns() - t0) / 1e9;
+        asecs += (double)(bench_now_ns() - t0) / 1e9;
     }
     close(fd);
     unlink(raw);
@@ -776,7 +771,7 @@ static void cmd_build(const bopts *o)
     _Atomic uint64_t next = 0;
     if (!w || !th)
         exit(1);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (int t = 0; t < T; t++) {
         w[t] = (bworker){db, o, t, &next, total, perm, rng_seed(t + 1000), 0};
         if (pthread_create(&th[t], NULL, build_main, &w[t]) != 0)
@@ -784,7 +779,7 @@ static void cmd_build(const bopts *o)
     }
     for (int t = 0; t < T; t++)
         pthread_join(th[t], NULL);
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(bench_now_ns() - t0) / 1e9;
     for (int t = 0; t < T; t++)
         if (w[t].rc)
             exit(1);
@@ -793,9 +788,9 @@ static void cmd_build(const bopts *o)
     if (rc)
         die("stats", rc);
     print_mem(o->client_ids ? "build_ids_client" : "build");
-    uint64_t c0 = now_ns();
+    uint64_t c0 = bench_now_ns();
     stele_close(db);
-    double close_secs = (double)(now_ns() - c0) / 1e9;
+    double close_secs = (double)(bench_now_ns() - c0) / 1e9;
     char logdir[4300], idxdir[4300];
     join_path(logdir, sizeof logdir, path, "log");
     join_path(idxdir, sizeof idxdir, path, "index");
@@ -824,9 +819,9 @@ static void read_stream_bench(stele_db *db, const char *stream, const char *name
     int rc = stele_stream_head(db, stream, &info);
     if (rc)
         die(stream, rc);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t r = 0; r < reps; r++) {
-        uint64_t a = now_ns();
+        uint64_t a = bench_now_ns();
         uint64_t from = 0;
         for (;;) {
             stele_page *pg;
@@ -842,9 +837,9 @@ static void read_stream_bench(stele_db *db, const char *stream, const char *name
             if (!more || n == 0)
                 break;
         }
-        lat[r] = now_ns() - a;
+        lat[r] = bench_now_ns() - a;
     }
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(bench_now_ns() - t0) / 1e9;
     uint64_t per = events / reps;
     double p50 = pct_us(lat, reps, 0.50, 0);
     double p99 = pct_us(lat, reps, 0.99, 1);
@@ -884,7 +879,7 @@ static void cmd_read_all(const bopts *o)
         die("stats", rc);
     uint64_t events = 0, bytes = 0, pages = 0, from = 0, expect = 0;
     int ordered = 1;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (;;) {
         stele_page *pg;
         rc = stele_read_all(db, from, STELE_FORWARDS, o->page, &pg);
@@ -903,7 +898,7 @@ static void cmd_read_all(const bopts *o)
         if (!more || n == 0)
             break;
     }
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(bench_now_ns() - t0) / 1e9;
     printf("read_all events=%llu page=%zu pages=%llu secs=%.6f events_per_s=%.0f mib_per_s=%.0f\n",
            (unsigned long long)events, o->page, (unsigned long long)pages, secs, events / secs,
            (double)bytes / (1 << 20) / secs);
@@ -932,9 +927,9 @@ static void cmd_open_clean(const bopts *o)
         exit(1);
     stele_stats st = {0};
     for (uint64_t r = 0; r < reps; r++) {
-        uint64_t t0 = now_ns();
+        uint64_t t0 = bench_now_ns();
         stele_db *db = open_store(path, STELE_OPEN_NOCREATE);
-        double s = (double)(now_ns() - t0) / 1e9;
+        double s = (double)(bench_now_ns() - t0) / 1e9;
         int rc = stele_get_stats(db, &st);
         if (rc)
             die("stats", rc);
@@ -1035,9 +1030,9 @@ static void cmd_open_kill(const bopts *o)
     kill(pid, SIGKILL);
     int status;
     waitpid(pid, &status, 0);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     db = open_store(path, STELE_OPEN_NOCREATE);
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(bench_now_ns() - t0) / 1e9;
     stele_stats st;
     rc = stele_get_stats(db, &st);
     if (rc)
@@ -1138,7 +1133,7 @@ static void cmd_mixed(const bopts *o)
     m.events_at_start = st.events;
     print_mem(o->client_ids ? "mixed_open_ids_client" : "mixed_open");
     pthread_t r, a;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     pthread_create(&r, NULL, mixed_reader, &m);
     pthread_create(&a, NULL, mixed_appender, &m);
     struct timespec ts = {(time_t)o->secs, (long)((o->secs - (double)(time_t)o->secs) * 1e9)};
@@ -1146,7 +1141,7 @@ static void cmd_mixed(const bopts *o)
     atomic_store(&m.stop, 1);
     pthread_join(r, NULL);
     pthread_join(a, NULL);
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(bench_now_ns() - t0) / 1e9;
     if (m.rc)
         exit(1);
     printf("mixed secs=%.2f ids=%s reads=%llu read_events=%llu appends=%llu append_events=%llu "

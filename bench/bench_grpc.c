@@ -62,6 +62,8 @@
 #include "streams.pb-c.h"
 #include "v2_streams.pb-c.h"
 
+#include "measure.h"
+
 static struct {
     const char *host;
     int port;
@@ -75,13 +77,6 @@ static struct {
     int server_pid;
 } opt = {.host = "127.0.0.1", .port = 2113, .clients = 1, .streams = 1, .batch = 1,
          .duration = 10, .warmup = 1, .target = "stele", .data_bytes = 200};
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void die(const char *what)
 {
@@ -100,30 +95,6 @@ static void usage(void)
 }
 
 /* ------------------------------------------------------------ CPU */
-
-static double self_cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
-
-static void machine_cpu(unsigned long long *busy, unsigned long long *total)
-{
-    unsigned long long v[10] = {0};
-    *busy = *total = 0;
-    FILE *f = fopen("/proc/stat", "r");
-    if (!f)
-        return;
-    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-               &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]) >= 8) {
-        for (int i = 0; i < 8; i++)
-            *total += v[i];
-        *busy = *total - v[3] - v[4];
-    }
-    fclose(f);
-}
 
 /* CPU seconds of the server process (all its threads). */
 static double server_cpu_s(int pid)
@@ -147,37 +118,7 @@ static double server_cpu_s(int pid)
 
 /* ------------------------------------------------------------ latencies */
 
-static uint64_t *g_lat;
-static size_t g_nlat, g_caplat;
-
-static void lat_add(uint64_t ns)
-{
-    if (g_nlat == g_caplat) {
-        g_caplat = g_caplat ? g_caplat * 2 : 65536;
-        g_lat = realloc(g_lat, g_caplat * sizeof *g_lat);
-        if (!g_lat)
-            die("realloc");
-    }
-    g_lat[g_nlat++] = ns;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double lat_ms(double p)
-{
-    if (!g_nlat)
-        return 0;
-    size_t k = (size_t)(p * (double)g_nlat + 0.999999);
-    if (k < 1)
-        k = 1;
-    if (k > g_nlat)
-        k = g_nlat;
-    return (double)g_lat[k - 1] / 1e6;
-}
+static bench_lats g_lat;
 
 /* ------------------------------------------------------------ messages */
 
@@ -317,14 +258,14 @@ static void start_call(slot *s);
 /* One answer arrived: count it, then send the next call if running. */
 static void answered(slot *s, int ok, int conflict, uint64_t current, int have_current)
 {
-    uint64_t t = now_ns();
+    uint64_t t = bench_now_ns();
     s->busy = 0;
     g_inflight--;
     if (t >= g_win_start && t <= g_win_end) {
         g_requests++;
         if (ok) {
             g_events += (unsigned long long)opt.batch * (opt.records_mode ? 2u : 1u);
-            lat_add(t - s->t0);
+            bench_lat_add(&g_lat, t - s->t0);
         } else if (conflict) {
             g_conflicts++;
         } else {
@@ -554,7 +495,7 @@ static void start_call(slot *s)
     sid.stream_name.len = strlen(s->stream);
     s->busy = 1;
     g_inflight++;
-    s->t0 = now_ns();
+    s->t0 = bench_now_ns();
     s->req.len = s->req_off = 0;
     if (opt.records_mode) {
         /* records 0..batch-1 to <stream>-a, then batch to <stream>-b; the
@@ -768,7 +709,7 @@ int main(int argc, char **argv)
             snprintf(s->stream, sizeof s->stream, "%s-%s-%d-%d", opt.prefix, opt.workload, i, j);
         }
     }
-    uint64_t t_begin = now_ns();
+    uint64_t t_begin = bench_now_ns();
     g_win_start = t_begin + (uint64_t)(opt.warmup * 1e9);
     g_win_end = g_win_start + (uint64_t)(opt.duration * 1e9);
     for (int i = 0; i < nc; i++)
@@ -805,18 +746,18 @@ int main(int argc, char **argv)
                 exit(1);
             }
         }
-        uint64_t t = now_ns();
+        uint64_t t = bench_now_ns();
         if (!window_started && t >= g_win_start) {
             window_started = 1;
-            cpu0 = self_cpu_s();
+            cpu0 = bench_self_cpu_s();
             srv0 = server_cpu_s(opt.server_pid);
-            machine_cpu(&mb0, &mt0);
+            bench_machine_cpu(&mb0, &mt0);
         }
         if (!g_stopping && t >= g_win_end) {
             g_stopping = 1;
-            cpu1 = self_cpu_s();
+            cpu1 = bench_self_cpu_s();
             srv1 = server_cpu_s(opt.server_pid);
-            machine_cpu(&mb1, &mt1);
+            bench_machine_cpu(&mb1, &mt1);
             drain_deadline = t + 10000000000ull;
             /* Let open BatchAppend calls end. */
             for (int i = 0; i < nc; i++)
@@ -827,7 +768,7 @@ int main(int argc, char **argv)
         if (g_stopping && (g_inflight == 0 || t > drain_deadline))
             break;
     }
-    qsort(g_lat, g_nlat, sizeof *g_lat, cmp_u64);
+    bench_lat_sort(&g_lat);
     double secs = opt.duration;
     double busy = mt1 > mt0 ? 100.0 * (double)(mb1 - mb0) / (double)(mt1 - mt0) : 0;
     char srv[32];
@@ -839,8 +780,8 @@ int main(int argc, char **argv)
            "requests_per_s=%.0f events=%llu requests=%llu errors=%llu conflicts=%llu seconds=%.2f "
            "clients=%d streams=%d batch=%d mode=%s expect=%s client_cpu=%.0f%% server_cpu=%s "
            "cpu_busy=%.0f%%\n",
-           opt.workload, opt.target, (double)g_events / secs, lat_ms(0.50), lat_ms(0.99),
-           lat_ms(0.999), (double)g_requests / secs, g_events, g_requests, g_errors, g_conflicts,
+           opt.workload, opt.target, (double)g_events / secs, bench_lat_ms(&g_lat, 0.50), bench_lat_ms(&g_lat, 0.99),
+           bench_lat_ms(&g_lat, 0.999), (double)g_requests / secs, g_events, g_requests, g_errors, g_conflicts,
            secs, opt.clients, opt.streams, opt.batch, opt.batch_mode ? "batch" : opt.records_mode ? "records" : "append",
            opt.expect_any ? "any" : "exact", 100.0 * (cpu1 - cpu0) / secs, srv, busy);
     return g_errors || g_conflicts ? 1 : 0;

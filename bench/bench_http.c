@@ -75,6 +75,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "measure.h"
+
 /* ------------------------------------------------------------ options */
 
 static struct {
@@ -111,136 +113,9 @@ static void usage(void)
 
 /* ------------------------------------------------------------ time, cpu */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static double self_cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
-
-/* Machine-wide jiffies: busy and total (busy excludes idle and iowait). */
-static void machine_cpu(unsigned long long *busy, unsigned long long *total)
-{
-    unsigned long long v[10] = {0};
-    *busy = *total = 0;
-    FILE *f = fopen("/proc/stat", "r");
-    if (!f)
-        return;
-    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-               &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]) >= 8) {
-        for (int i = 0; i < 8; i++)
-            *total += v[i];
-        *busy = *total - v[3] - v[4];
-    }
-    fclose(f);
-}
-
-/* CPU seconds of process `pid` and of its direct children (a server's
- * worker processes, as PostgreSQL's backends), from /proc; 0 if pid <= 0. */
-static double proc_tree_cpu_s(int pid)
-{
-    if (pid <= 0)
-        return 0;
-    double hz = (double)sysconf(_SC_CLK_TCK), total = 0;
-    DIR *d = opendir("/proc");
-    if (!d)
-        return 0;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] < '1' || de->d_name[0] > '9')
-            continue;
-        char path[300], line[1024];
-        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t n = fread(line, 1, sizeof line - 1, f);
-        fclose(f);
-        line[n] = 0;
-        char *p = strrchr(line, ')');
-        if (!p)
-            continue;
-        /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt
-         * majflt cmajflt utime stime */
-        char st;
-        int ppid;
-        unsigned long long ut, stt;
-        if (sscanf(p + 2, "%c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &st, &ppid, &ut,
-                   &stt) != 4)
-            continue;
-        if (atoi(de->d_name) == pid || ppid == pid)
-            total += (double)(ut + stt) / hz;
-    }
-    closedir(d);
-    return total;
-}
-
 /* ------------------------------------------------------------ latencies */
 
-typedef struct lats {
-    uint64_t *v;
-    size_t n, cap;
-} lats;
-
-static void lat_add(lats *l, uint64_t ns)
-{
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 65536;
-        l->v = realloc(l->v, l->cap * sizeof *l->v);
-        if (!l->v) {
-            perror("realloc");
-            exit(1);
-        }
-    }
-    l->v[l->n++] = ns;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* The p-quantile (nearest rank) in milliseconds; 0 when empty. */
-static double lat_ms(const lats *l, double p)
-{
-    if (!l->n)
-        return 0;
-    size_t k = (size_t)(p * (double)l->n + 0.999999);
-    if (k < 1)
-        k = 1;
-    if (k > l->n)
-        k = l->n;
-    return (double)l->v[k - 1] / 1e6;
-}
-
 /* ------------------------------------------------------------ the payload */
-
-/* DATA_BYTES bytes of JSON: an order-like object padded with a note. */
-static char *make_data(int bytes)
-{
-    static const char head[] = "{\"orderId\":\"ord-000000001\",\"customerId\":\"cust-00042\","
-                               "\"currency\":\"EUR\",\"total\":12345,\"items\":[{\"sku\":\"SKU-1\","
-                               "\"qty\":2},{\"sku\":\"SKU-2\",\"qty\":1}],\"note\":\"";
-    int pad = bytes - (int)(sizeof head - 1) - 2;
-    if (pad < 0) {
-        fprintf(stderr, "bench_http: --data-bytes must be at least %d\n", (int)sizeof head + 1);
-        exit(2);
-    }
-    char *d = malloc((size_t)bytes + 1);
-    memcpy(d, head, sizeof head - 1);
-    memset(d + sizeof head - 1, 'x', (size_t)pad);
-    memcpy(d + bytes - 2, "\"}", 3);
-    return d;
-}
 
 /* The append body: a JSON array of K events. */
 static char *make_body(int k, const char *data, size_t *len)
@@ -299,7 +174,7 @@ static size_t g_body_len;
 static int g_ep;
 static int g_stopping;
 static uint64_t g_win_start, g_win_end;
-static lats g_lat;
+static bench_lats g_lat;
 static unsigned long long g_events, g_requests, g_errors, g_conflicts, g_bad_rev;
 static int g_inflight;
 static int g_reported_error;
@@ -401,7 +276,7 @@ static void start_request(hconn *c)
     c->key_state = 0;
     c->t_first = 0;
     g_inflight++;
-    c->t0 = now_ns();
+    c->t0 = bench_now_ns();
     conn_send(c);
 }
 
@@ -465,7 +340,7 @@ static long long json_num_after(const char *body, size_t len, const char *key, i
 /* A whole response has arrived (body in c->in[head_len..] unless chunked). */
 static void response_done(hconn *c, const char *body, size_t blen)
 {
-    uint64_t t = now_ns();
+    uint64_t t = bench_now_ns();
     int in_window = t >= g_win_start && t <= g_win_end;
     c->busy = 0;
     g_inflight--;
@@ -518,7 +393,7 @@ static void response_done(hconn *c, const char *body, size_t blen)
             g_events += ev;
             g_requests++;
         }
-        lat_add(&g_lat, (opt.mode_read && opt.page == 0 ? c->t_first : t) - c->t0);
+        bench_lat_add(&g_lat, (opt.mode_read && opt.page == 0 ? c->t_first : t) - c->t0);
     }
 }
 
@@ -605,7 +480,7 @@ static size_t chunked_feed(hconn *c, size_t off)
         } else if (c->ch_state == CH_DATA) {
             size_t n = avail < c->ch_left ? avail : (size_t)c->ch_left;
             if (!c->t_first)
-                c->t_first = now_ns();
+                c->t_first = bench_now_ns();
             c->lines += opt.json ? count_key(c, p, n) : count_nl(p, n);
             c->ch_left -= n;
             off += n;
@@ -682,7 +557,7 @@ static void conn_recv(hconn *c)
                 if (c->in_len < need)
                     break;
                 if (!c->t_first)
-                    c->t_first = now_ns();
+                    c->t_first = bench_now_ns();
                 c->key_state = 0;
                 c->lines = opt.json ? count_key(c, c->in + c->head_len, need - c->head_len)
                                     : count_nl(c->in + c->head_len, need - c->head_len);
@@ -792,7 +667,7 @@ int main(int argc, char **argv)
         opt.prefix = pfx;
     }
     if (!opt.mode_read && !opt.mode_ping) {
-        char *data = make_data(opt.data_bytes);
+        char *data = bench_order_json("bench_http", opt.data_bytes);
         g_body = make_body(opt.batch, data, &g_body_len);
         free(data);
     }
@@ -813,7 +688,7 @@ int main(int argc, char **argv)
     }
 
     int stream_once = opt.mode_read && opt.page == 0;
-    uint64_t t_begin = now_ns();
+    uint64_t t_begin = bench_now_ns();
     if (stream_once) {
         g_win_start = t_begin;
         g_win_end = UINT64_MAX;
@@ -825,9 +700,9 @@ int main(int argc, char **argv)
     unsigned long long mb0 = 0, mt0 = 0, mb1, mt1;
     int window_started = 0;
     if (g_win_start <= t_begin) {
-        cpu0 = self_cpu_s();
-        srv0 = proc_tree_cpu_s(opt.server_pid);
-        machine_cpu(&mb0, &mt0);
+        cpu0 = bench_self_cpu_s();
+        srv0 = bench_proc_tree_cpu_s(opt.server_pid);
+        bench_machine_cpu(&mb0, &mt0);
         window_started = 1;
     }
     for (int i = 0; i < opt.clients; i++)
@@ -847,28 +722,28 @@ int main(int argc, char **argv)
             if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 conn_recv(c);
         }
-        uint64_t t = now_ns();
+        uint64_t t = bench_now_ns();
         if (!window_started && t >= g_win_start) {
-            cpu0 = self_cpu_s();
-            srv0 = proc_tree_cpu_s(opt.server_pid);
-            machine_cpu(&mb0, &mt0);
+            cpu0 = bench_self_cpu_s();
+            srv0 = bench_proc_tree_cpu_s(opt.server_pid);
+            bench_machine_cpu(&mb0, &mt0);
             window_started = 1;
         }
         if (stream_once) {
             if (g_inflight == 0) {
                 t_last_done = t;
-                cpu1 = self_cpu_s();
-                srv1 = proc_tree_cpu_s(opt.server_pid);
-                machine_cpu(&mb1, &mt1);
+                cpu1 = bench_self_cpu_s();
+                srv1 = bench_proc_tree_cpu_s(opt.server_pid);
+                bench_machine_cpu(&mb1, &mt1);
                 break;
             }
             continue;
         }
         if (!g_stopping && t >= g_win_end) {
             g_stopping = 1;
-            cpu1 = self_cpu_s();
-            srv1 = proc_tree_cpu_s(opt.server_pid);
-            machine_cpu(&mb1, &mt1);
+            cpu1 = bench_self_cpu_s();
+            srv1 = bench_proc_tree_cpu_s(opt.server_pid);
+            bench_machine_cpu(&mb1, &mt1);
             drain_deadline = t + 30000000000ull;
         }
         if (g_stopping && (g_inflight == 0 || t > drain_deadline))
@@ -879,7 +754,7 @@ int main(int argc, char **argv)
                 g_inflight);
 
     double secs = stream_once ? (double)(t_last_done - g_win_start) / 1e9 : opt.duration;
-    qsort(g_lat.v, g_lat.n, sizeof *g_lat.v, cmp_u64);
+    bench_lat_sort(&g_lat);
     char srv_pct[32] = "n/a";
     if (opt.server_pid > 0)
         snprintf(srv_pct, sizeof srv_pct, "%.0f%%", 100.0 * (srv1 - srv0) / secs);
@@ -895,8 +770,8 @@ int main(int argc, char **argv)
     printf("http workload=%s target=%s events_per_s=%.0f p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f "
            "requests_per_s=%.0f events=%llu requests=%llu errors=%llu conflicts=%llu "
            "seconds=%.2f clients=%d batch=%ld client_cpu=%.0f%% server_cpu=%s other_cpu=%s cpu_busy=%.0f%%%s\n",
-           opt.workload, opt.target, (double)g_events / secs, lat_ms(&g_lat, 0.50),
-           lat_ms(&g_lat, 0.99), lat_ms(&g_lat, 0.999), (double)g_requests / secs, g_events,
+           opt.workload, opt.target, (double)g_events / secs, bench_lat_ms(&g_lat, 0.50),
+           bench_lat_ms(&g_lat, 0.99), bench_lat_ms(&g_lat, 0.999), (double)g_requests / secs, g_events,
            g_requests, g_errors + g_bad_rev, g_conflicts, secs, opt.clients,
            opt.mode_read ? opt.page : opt.mode_ping ? 0 : (long)opt.batch, 100.0 * (cpu1 - cpu0) / secs, srv_pct, other_pct, cpu_busy,
            stream_once ? " latency=first_byte" : "");

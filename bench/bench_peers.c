@@ -73,6 +73,8 @@
 
 #include "pg_seed.h"
 
+#include "measure.h"
+
 /* ------------------------------------------------------------ options */
 
 enum { T_PG, T_REDIS };
@@ -114,138 +116,16 @@ static void die(const char *what)
 
 /* ------------------------------------------------------------ time, cpu, latencies */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void sleep_until(uint64_t t)
 {
-    for (uint64_t n = now_ns(); n < t; n = now_ns()) {
+    for (uint64_t n = bench_now_ns(); n < t; n = bench_now_ns()) {
         uint64_t d = t - n;
         struct timespec ts = {(time_t)(d / 1000000000u), (long)(d % 1000000000u)};
         nanosleep(&ts, NULL);
     }
 }
 
-static double self_cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
-
-static void machine_cpu(unsigned long long *busy, unsigned long long *total)
-{
-    unsigned long long v[10] = {0};
-    *busy = *total = 0;
-    FILE *f = fopen("/proc/stat", "r");
-    if (!f)
-        return;
-    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-               &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]) >= 8) {
-        for (int i = 0; i < 8; i++)
-            *total += v[i];
-        *busy = *total - v[3] - v[4];
-    }
-    fclose(f);
-}
-
-/* CPU seconds of process `pid` and of its direct children (a server's
- * worker processes, as PostgreSQL's backends), from /proc; 0 if pid <= 0. */
-static double proc_tree_cpu_s(int pid)
-{
-    if (pid <= 0)
-        return 0;
-    double hz = (double)sysconf(_SC_CLK_TCK), total = 0;
-    DIR *d = opendir("/proc");
-    if (!d)
-        return 0;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] < '1' || de->d_name[0] > '9')
-            continue;
-        char path[300], line[1024];
-        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t n = fread(line, 1, sizeof line - 1, f);
-        fclose(f);
-        line[n] = 0;
-        char *p = strrchr(line, ')');
-        if (!p)
-            continue;
-        /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt
-         * majflt cmajflt utime stime */
-        char st;
-        int ppid;
-        unsigned long long ut, stt;
-        if (sscanf(p + 2, "%c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &st, &ppid, &ut,
-                   &stt) != 4)
-            continue;
-        if (atoi(de->d_name) == pid || ppid == pid)
-            total += (double)(ut + stt) / hz;
-    }
-    closedir(d);
-    return total;
-}
-
-typedef struct lats {
-    uint64_t *v;
-    size_t n, cap;
-} lats;
-
-static void lat_add(lats *l, uint64_t ns)
-{
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 4096;
-        l->v = realloc(l->v, l->cap * sizeof *l->v);
-        if (!l->v)
-            die("realloc");
-    }
-    l->v[l->n++] = ns;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double lat_ms(const lats *l, double p)
-{
-    if (!l->n)
-        return 0;
-    size_t k = (size_t)(p * (double)l->n + 0.999999);
-    if (k < 1)
-        k = 1;
-    if (k > l->n)
-        k = l->n;
-    return (double)l->v[k - 1] / 1e6;
-}
-
 /* ------------------------------------------------------------ payload (as bench_http) */
-
-static char *make_data(int bytes)
-{
-    static const char head[] = "{\"orderId\":\"ord-000000001\",\"customerId\":\"cust-00042\","
-                               "\"currency\":\"EUR\",\"total\":12345,\"items\":[{\"sku\":\"SKU-1\","
-                               "\"qty\":2},{\"sku\":\"SKU-2\",\"qty\":1}],\"note\":\"";
-    int pad = bytes - (int)(sizeof head - 1) - 2;
-    if (pad < 0) {
-        fprintf(stderr, "bench_peers: --data-bytes must be at least %d\n", (int)sizeof head + 1);
-        exit(2);
-    }
-    char *d = malloc((size_t)bytes + 1);
-    memcpy(d, head, sizeof head - 1);
-    memset(d + sizeof head - 1, 'x', (size_t)pad);
-    memcpy(d + bytes - 2, "\"}", 3);
-    return d;
-}
 
 static char *g_data;
 
@@ -256,7 +136,7 @@ typedef struct worker {
     pthread_t th;
     char stream[128];
     long long expected; /* PG: version (0 = none); Redis: XLEN */
-    lats lat;
+    bench_lats lat;
     unsigned long long events, requests, errors, conflicts;
     /* PostgreSQL */
     PGconn *pg;
@@ -291,14 +171,14 @@ static void report_once(const char *fmt, const char *a, const char *b)
 
 static void record(worker *w, uint64_t t0, int ok, unsigned long long ev)
 {
-    uint64_t t = now_ns();
+    uint64_t t = bench_now_ns();
     if (t < g_win_start || t > g_win_end)
         return;
     if (ok) {
         w->events += ev;
         w->requests++;
     }
-    lat_add(&w->lat, t - t0);
+    bench_lat_add(&w->lat, t - t0);
 }
 
 /* ------------------------------------------------------------ PostgreSQL */
@@ -373,7 +253,7 @@ static void pg_append(worker *w)
     char exp[32];
     snprintf(exp, sizeof exp, "%lld", w->expected);
     const char *v[3] = {w->stream, exp, g_pg_array};
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     PGresult *r = PQexecPrepared(w->pg, "append", 3, v, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(r);
     int ok = 0, conflict = 0;
@@ -396,7 +276,7 @@ static void pg_append(worker *w)
     }
     PQclear(r);
     record(w, t0, ok, (unsigned long long)opt.batch);
-    uint64_t t = now_ns();
+    uint64_t t = bench_now_ns();
     if (t >= g_win_start && t <= g_win_end) {
         if (conflict)
             w->conflicts++;
@@ -413,7 +293,7 @@ static void pg_read(worker *w)
     snprintf(from, sizeof from, "%llu", w->from);
     snprintf(lim, sizeof lim, "%ld", opt.page);
     const char *v[2] = {from, lim};
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     PGresult *r = PQexecPrepared(w->pg, "read", 2, v, NULL, NULL, 0);
     int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     unsigned long long n = 0;
@@ -432,7 +312,7 @@ static void pg_read(worker *w)
     }
     PQclear(r);
     record(w, t0, ok, n);
-    if (!ok && now_ns() >= g_win_start && now_ns() <= g_win_end)
+    if (!ok && bench_now_ns() >= g_win_start && bench_now_ns() <= g_win_end)
         w->errors++;
 }
 
@@ -668,7 +548,7 @@ static void redis_append_done(worker *w, size_t n)
         report_once("bench_peers: redis: append: %s%s\n", msg, "");
     }
     record(w, w->t0, ok, (unsigned long long)opt.batch);
-    uint64_t t = now_ns();
+    uint64_t t = bench_now_ns();
     if (t >= g_win_start && t <= g_win_end) {
         if (conflict)
             w->conflicts++;
@@ -773,7 +653,7 @@ static void redis_read_done(worker *w, size_t n)
         report_once("bench_peers: redis: read: %s%s\n", msg, "");
     }
     record(w, w->t0, ok, entries);
-    uint64_t t = now_ns();
+    uint64_t t = bench_now_ns();
     if (!ok && t >= g_win_start && t <= g_win_end)
         w->errors++;
 }
@@ -810,7 +690,7 @@ static void redis_start(worker *w)
     else
         redis_read_prepare(w);
     w->rb_len = 0;
-    w->t0 = now_ns();
+    w->t0 = bench_now_ns();
     redis_send_more(w);
 }
 
@@ -880,8 +760,8 @@ static void *redis_loop_main(void *arg)
     while (inflight > 0) {
         int stop = atomic_load_explicit(&g_stop, memory_order_relaxed);
         if (stop && !deadline)
-            deadline = now_ns() + 30000000000ull;
-        if (deadline && now_ns() > deadline) {
+            deadline = bench_now_ns() + 30000000000ull;
+        if (deadline && bench_now_ns() > deadline) {
             fprintf(stderr, "bench_peers: redis: %d requests still in flight after 30 s\n", inflight);
             break;
         }
@@ -1001,7 +881,7 @@ int main(int argc, char **argv)
         snprintf(pfx, sizeof pfx, opt.mode == M_READ ? "bench" : "bench%ld", (long)getpid());
         opt.prefix = pfx;
     }
-    g_data = make_data(opt.data_bytes);
+    g_data = bench_order_json("bench_peers", opt.data_bytes);
     if (opt.mode == M_APPEND) {
         size_t dl = strlen(g_data);
         if (opt.target == T_PG) {
@@ -1046,19 +926,19 @@ int main(int argc, char **argv)
         pthread_attr_destroy(&at);
     }
     pthread_barrier_wait(&g_ready);
-    uint64_t t_begin = now_ns();
+    uint64_t t_begin = bench_now_ns();
     g_win_start = t_begin + (uint64_t)(opt.warmup * 1e9);
     g_win_end = g_win_start + (uint64_t)(opt.duration * 1e9);
     atomic_store(&g_go, 1);
     sleep_until(g_win_start);
-    double cpu0 = self_cpu_s(), srv0 = proc_tree_cpu_s(opt.server_pid);
+    double cpu0 = bench_self_cpu_s(), srv0 = bench_proc_tree_cpu_s(opt.server_pid);
     unsigned long long mb0, mt0, mb1, mt1;
-    machine_cpu(&mb0, &mt0);
+    bench_machine_cpu(&mb0, &mt0);
     sleep_until(g_win_end);
-    double cpu1 = self_cpu_s(), srv1 = proc_tree_cpu_s(opt.server_pid);
-    machine_cpu(&mb1, &mt1);
+    double cpu1 = bench_self_cpu_s(), srv1 = bench_proc_tree_cpu_s(opt.server_pid);
+    bench_machine_cpu(&mb1, &mt1);
     atomic_store(&g_stop, 1);
-    lats all = {0};
+    bench_lats all = {0};
     unsigned long long events = 0, requests = 0, errors = 0, conflicts = 0;
     if (opt.target == T_REDIS)
         pthread_join(redis_thread, NULL);
@@ -1067,7 +947,7 @@ int main(int argc, char **argv)
         if (opt.target == T_PG)
             pthread_join(w->th, NULL);
         for (size_t k = 0; k < w->lat.n; k++)
-            lat_add(&all, w->lat.v[k]);
+            bench_lat_add(&all, w->lat.v[k]);
         events += w->events;
         requests += w->requests;
         errors += w->errors;
@@ -1079,7 +959,7 @@ int main(int argc, char **argv)
             free(w->keys[k]);
         free(w->keys);
     }
-    qsort(all.v, all.n, sizeof *all.v, cmp_u64);
+    bench_lat_sort(&all);
     double secs = opt.duration;
     char srv_pct[32] = "n/a";
     if (opt.server_pid > 0)
@@ -1097,7 +977,7 @@ int main(int argc, char **argv)
            "requests_per_s=%.0f events=%llu requests=%llu errors=%llu conflicts=%llu "
            "seconds=%.2f clients=%d batch=%ld client_cpu=%.0f%% server_cpu=%s other_cpu=%s cpu_busy=%.0f%%\n",
            opt.workload, opt.target == T_PG ? "postgres" : "redis", (double)events / secs,
-           lat_ms(&all, 0.50), lat_ms(&all, 0.99), lat_ms(&all, 0.999), (double)requests / secs,
+           bench_lat_ms(&all, 0.50), bench_lat_ms(&all, 0.99), bench_lat_ms(&all, 0.999), (double)requests / secs,
            events, requests, errors, conflicts, secs, opt.clients,
            opt.mode == M_READ ? opt.page : (long)opt.batch, 100.0 * (cpu1 - cpu0) / secs,
            srv_pct, other_pct, cpu_busy);

@@ -38,6 +38,8 @@
 
 #include "pg_seed.h"
 
+#include "measure.h"
+
 static struct {
     const char *conninfo;
     int setup;
@@ -50,13 +52,6 @@ static void usage(void)
     fprintf(stderr, "usage: bench_pgnotify --conninfo STR --mode setup|latency [--rate R]\n"
                     "         [--clients C] [--duration S] [--warmup S] [--data-bytes B]\n");
     exit(2);
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static PGconn *connect_pg(void)
@@ -121,20 +116,20 @@ static void *appender(void *arg)
         uint64_t k = atomic_fetch_add(&g_next, 1);
         if (k >= g_total)
             break;
-        uint64_t due = g_t0 + k * g_period, t = now_ns();
+        uint64_t due = g_t0 + k * g_period, t = bench_now_ns();
         if (due > t) {
             struct timespec ts = {(time_t)((due - t) / 1000000000u), (long)((due - t) % 1000000000u)};
             nanosleep(&ts, NULL);
         } else if (t - due > 2000000) {
             atomic_fetch_add(&g_late, 1);
         }
-        if (now_ns() >= g_win_end)
+        if (bench_now_ns() >= g_win_end)
             break;
         snprintf(ver, sizeof ver, "%lld", version);
         const char *v[3] = {stream, ver, g_array};
-        uint64_t t0 = now_ns();
+        uint64_t t0 = bench_now_ns();
         r = PQexecPrepared(c, "append", 3, v, NULL, NULL, 0);
-        uint64_t t1 = now_ns();
+        uint64_t t1 = bench_now_ns();
         if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
             if (atomic_fetch_add(&g_errors, 1) < 5)
                 fprintf(stderr, "bench_pgnotify: append: %s", PQerrorMessage(c));
@@ -163,7 +158,7 @@ static void *listener(void *arg)
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 100) <= 0)
             continue;
-        uint64_t t = now_ns();
+        uint64_t t = bench_now_ns();
         if (!PQconsumeInput(c)) {
             fprintf(stderr, "bench_pgnotify: listener: %s", PQerrorMessage(c));
             exit(1);
@@ -229,7 +224,7 @@ static int run_latency(void)
     while (!atomic_load(&g_listening))
         usleep(1000);
     g_period = (uint64_t)(1e9 / opt.rate);
-    g_t0 = now_ns() + 100000000u;
+    g_t0 = bench_now_ns() + 100000000u;
     g_win_start = g_t0 + (uint64_t)(opt.warmup * 1e9);
     g_win_end = g_win_start + (uint64_t)(opt.duration * 1e9);
     pthread_t *at = calloc((size_t)opt.clients, sizeof *at);

@@ -71,6 +71,8 @@
 
 #include "stele.h"
 
+#include "measure.h"
+
 #define DATA_LEN 200
 #define MAX_PARAMS 4096
 
@@ -148,13 +150,6 @@ static void parse_flags(int argc, char **argv)
 }
 
 /* ------------------------------------------------------------ helpers */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -294,7 +289,7 @@ static void *append_main(void *arg)
     char (*tagtext)[2][32] = malloc((size_t)b * sizeof *tagtext);
     if (!ev || !data || !meta || !tags || !tagtext)
         exit(1);
-    uint64_t rng = now_ns() ^ (uint64_t)w->tid * 0x632be59bd9b4e019ull;
+    uint64_t rng = bench_now_ns() ^ (uint64_t)w->tid * 0x632be59bd9b4e019ull;
     for (int i = 0; i < b; i++) {
         make_json(data + (size_t)i * DATA_LEN, (uint64_t)w->tid * 1000003u + (uint64_t)i);
         ev[i] = (stele_event_in){.type = "OrderPlaced", .data = data + (size_t)i * DATA_LEN,
@@ -329,8 +324,9 @@ static void *append_main(void *arg)
                 snprintf(tagtext[i][0], 32, "tenant:%llu", (unsigned long long)(r >> 16) % 50);
             }
         }
-        uint64_t t0 = now_ns();        int rc = stele_append(w->db, stream, STELE_ANY, ev, (size_t)b, NULL);
-        w->lat[k] = now_ns() - t0;
+        uint64_t t0 = bench_now_ns();
+        int rc = stele_append(w->db, stream, STELE_ANY, ev, (size_t)b, NULL);
+        w->lat[k] = bench_now_ns() - t0;
         if (rc)
             die("append", rc);
     }
@@ -369,10 +365,10 @@ static double append_round(int no_indexes, int full, double *p50, double *p99, d
     }
     pthread_barrier_wait(&start);
     double c0 = cpu_secs();
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (int t = 0; t < T; t++)
         pthread_join(th[t], NULL);
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(bench_now_ns() - t0) / 1e9;
     *cpu_pct = 100.0 * (cpu_secs() - c0) / secs;
     *p50 = pct_ms(lat, appends, 0.5) * 1000;
     *p99 = pct_ms(lat, appends, 0.99) * 1000;
@@ -504,7 +500,7 @@ static void cmd_build(void)
         exit(1);
     uint64_t per = appends / (uint64_t)T;
     double c0 = cpu_secs();
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (int t = 0; t < T; t++) {
         w[t] = (bworker){db, order, per * (uint64_t)t,
                          t == T - 1 ? appends - per * (uint64_t)t : per, t};
@@ -513,11 +509,11 @@ static void cmd_build(void)
     }
     for (int t = 0; t < T; t++)
         pthread_join(th[t], NULL);
-    double secs = (double)(now_ns() - t0) / 1e9, cpu = cpu_secs() - c0;
+    double secs = (double)(bench_now_ns() - t0) / 1e9, cpu = cpu_secs() - c0;
     fprintf(stderr, "\r");
-    uint64_t c1 = now_ns();
+    uint64_t c1 = bench_now_ns();
     stele_close(db);
-    double close_s = (double)(now_ns() - c1) / 1e9;
+    double close_s = (double)(bench_now_ns() - c1) / 1e9;
     snprintf(sub, sizeof sub, "%s/log", path);
     double log_mib = du_mib(sub);
     snprintf(sub, sizeof sub, "%s/index", path);
@@ -548,10 +544,10 @@ static void cmd_open(void)
         snprintf(cmd, sizeof cmd, "%s/index", path);
         rm_rf(cmd);
     }
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     double c0 = cpu_secs();
     stele_db *db = open_store(path, 0);
-    double secs = (double)(now_ns() - t0) / 1e9, cpu = cpu_secs() - c0;
+    double secs = (double)(bench_now_ns() - t0) / 1e9, cpu = cpu_secs() - c0;
     stele_stats st;
     int rc = stele_get_stats(db, &st);
     if (rc)
@@ -696,9 +692,9 @@ static void run_all(const char *target, run_fn fn, void *ctx)
         fn(ctx, &params[i]);
     for (uint64_t r = 0; r < opt.reps; r++)
         for (size_t i = 0; i < nparams; i++) {
-            uint64_t t0 = now_ns();
+            uint64_t t0 = bench_now_ns();
             uint64_t n = fn(ctx, &params[i]);
-            tally_add(params[i].is_type ? &typ : &cat, now_ns() - t0, n);
+            tally_add(params[i].is_type ? &typ : &cat, bench_now_ns() - t0, n);
         }
     report("query_category", target, &cat);
     report("query_type_time", target, &typ);
@@ -784,10 +780,10 @@ static void cmd_views(void)
         uint64_t last = 0;
         stele_page_link(pg, 0, NULL, &last);
         stele_page_free(pg);
-        uint64_t at = rng_next(&rng) % (last + 1), t0 = now_ns();
+        uint64_t at = rng_next(&rng) % (last + 1), t0 = bench_now_ns();
         if ((rc = stele_read_stream(db, view, at, STELE_FORWARDS, 1, &pg)))
             die("view read", rc);
-        lat[r] = now_ns() - t0;
+        lat[r] = bench_now_ns() - t0;
         stele_page_free(pg);
     }
     printf("view_seek reads=%llu p50_us=%.1f p99_us=%.1f\n", (unsigned long long)reps,
@@ -795,13 +791,13 @@ static void cmd_views(void)
     free(lat);
     for (int round = 0; round < 2; round++) {
         for (int as_view = 1; as_view >= 0; as_view--) {
-            uint64_t t0 = now_ns(), n = 0;
+            uint64_t t0 = bench_now_ns(), n = 0;
             for (uint64_t c = 0; c < cats && c < 10; c++) {
                 char cat[16];
                 snprintf(cat, sizeof cat, "cat%03llu", (unsigned long long)c);
                 n += read_category(db, cat, as_view);
             }
-            double secs = (double)(now_ns() - t0) / 1e9;
+            double secs = (double)(bench_now_ns() - t0) / 1e9;
             printf("%s round=%d events=%llu secs=%.3f events_per_s=%.0f\n",
                    as_view ? "view_read" : "query_read", round, (unsigned long long)n, secs,
                    (double)n / secs);
@@ -1003,7 +999,7 @@ static void cmd_pgload(void)
     PGconn *c = pg_connect();
     pg_exec(c, "SET synchronous_commit = on");
     pg_exec(c, pg_schema);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     PGresult *r = PQexec(c, "COPY events (id, stream_id, stream_type, event_type, event_data, "
                             "metadata, version, global_position, created_at) FROM STDIN");
     if (PQresultStatus(r) != PGRES_COPY_IN) {
@@ -1066,17 +1062,17 @@ static void cmd_pgload(void)
     PQclear(r);
     free(out);
     stele_close(db);
-    double copy_s = (double)(now_ns() - t0) / 1e9;
+    double copy_s = (double)(bench_now_ns() - t0) / 1e9;
     fprintf(stderr, "\rbench_query pgload: %llu rows copied in %.0f s; indexing\n",
             (unsigned long long)rows, copy_s);
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT setval('events_global_position_seq', %llu)",
              (unsigned long long)rows + 1);
     pg_exec(c, sql);
-    uint64_t t1 = now_ns();
+    uint64_t t1 = bench_now_ns();
     for (size_t i = 0; i < sizeof pg_indexes / sizeof pg_indexes[0]; i++)
         pg_exec(c, pg_indexes[i]);
-    double index_s = (double)(now_ns() - t1) / 1e9;
+    double index_s = (double)(bench_now_ns() - t1) / 1e9;
     printf("pgload rows=%llu copy_s=%.1f index_s=%.1f table_mib=%.0f indexes_mib=%.0f "
            "seed_query_indexes_mib=%.0f\n",
            (unsigned long long)rows, copy_s, index_s,

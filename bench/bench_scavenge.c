@@ -58,6 +58,8 @@
 #include <libpq-fe.h>
 
 #include "pg_seed.h"
+
+#include "measure.h"
 #endif
 
 #define DATA_LEN 200
@@ -69,13 +71,6 @@ typedef struct opts {
 } opts;
 
 static opts o = {NULL, NULL, 4000000, 1000, 100, 10};
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void die(const char *what, const char *msg)
 {
@@ -186,12 +181,12 @@ static int interleave_cb(void *ctx, const stele_scavenge_result *so_far)
 {
     (void)so_far;
     interleave *iv = ctx;
-    uint64_t t = now_ns(), d = t - iv->busy_from;
+    uint64_t t = bench_now_ns(), d = t - iv->busy_from;
     win_add(&iv->busy, iv->busy_from, t);
     uint64_t pause = d > PAUSE_MIN_NS ? d : PAUSE_MIN_NS;
     struct timespec ts = {(time_t)(pause / 1000000000ull), (long)(pause % 1000000000ull)};
     nanosleep(&ts, NULL);
-    iv->busy_from = now_ns();
+    iv->busy_from = bench_now_ns();
     win_add(&iv->idle, t, iv->busy_from);
     return 0;
 }
@@ -262,9 +257,9 @@ static void *stele_append_main(void *arg)
     stele_event_in ev = {.type = "OrderPlaced", .data = g_data, .data_len = DATA_LEN,
                          .flags = STELE_EVENT_JSON};
     while (!atomic_load(&a->stop)) {
-        uint64_t t0 = now_ns();
+        uint64_t t0 = bench_now_ns();
         stele_must(stele_append(a->db, "bench-live", STELE_ANY, &ev, 1, NULL), "append");
-        lat_add(&a->l, t0, now_ns() - t0);
+        lat_add(&a->l, t0, bench_now_ns() - t0);
     }
     return NULL;
 }
@@ -307,10 +302,10 @@ static void run_with_appends(const char *path, int paced)
     interleave iv = {0};
     stele_scavenge_options so = {interleave_cb, &iv};
     stele_scavenge_result r;
-    uint64_t s0 = now_ns();
+    uint64_t s0 = bench_now_ns();
     iv.busy_from = s0;
     stele_must(stele_scavenge(db, paced ? &so : NULL, &r), "scavenge");
-    uint64_t s1 = now_ns();
+    uint64_t s1 = bench_now_ns();
     if (paced)
         win_add(&iv.busy, iv.busy_from, s1);
     atomic_store(&ap.stop, 1);
@@ -343,7 +338,7 @@ static int bench_stele(void)
     run_cmd(cmd);
 
     /* Build, delete every other stream. */
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     stele_db *db = open_store(a);
     enum { BUILDERS = 8 };
     pthread_t th[BUILDERS];
@@ -364,7 +359,7 @@ static int bench_stele(void)
     stele_close(db);
     fprintf(stderr, "bench_scavenge: built %llu events (%.0f MB of log) in %.1f s\n",
             (unsigned long long)st.events, (double)st.log_bytes / 1e6,
-            (double)(now_ns() - t0) / 1e9);
+            (double)(bench_now_ns() - t0) / 1e9);
     snprintf(cmd, sizeof cmd, "cp -a '%s' '%s' && cp -a '%s' '%s.orig' && sync", a, b, a, b);
     run_cmd(cmd);
 
@@ -372,12 +367,12 @@ static int bench_stele(void)
     db = open_store(a);
     appender ap = {.db = db};
     pthread_t at;
-    uint64_t s0 = now_ns();
+    uint64_t s0 = bench_now_ns();
     pthread_create(&at, NULL, stele_append_main, &ap);
     usleep((useconds_t)(o.secs * 1e6));
     atomic_store(&ap.stop, 1);
     pthread_join(at, NULL);
-    uint64_t s1 = now_ns();
+    uint64_t s1 = bench_now_ns();
     printf("append_idle threads=1 batch=1 secs=%.1f", (double)(s1 - s0) / 1e9);
     lat_print(&ap.l, s0, s1);
     printf("\n");
@@ -450,12 +445,12 @@ static void *pg_append_main(void *arg)
         char exp[32];
         snprintf(exp, sizeof exp, "%lld", version);
         const char *v[3] = {"bench-live", exp, g_data};
-        uint64_t t0 = now_ns();
+        uint64_t t0 = bench_now_ns();
         r = PQexecPrepared(a->pg, "append", 3, v, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_COMMAND_OK || atol(PQcmdTuples(r)) != 1)
             die("append", PQerrorMessage(a->pg));
         PQclear(r);
-        lat_add(&a->l, t0, now_ns() - t0);
+        lat_add(&a->l, t0, bench_now_ns() - t0);
         version++;
     }
     return NULL;
@@ -473,9 +468,9 @@ static void pg_reclaim(PGconn *c, const char *name, const char *sql)
     pthread_t at;
     pthread_create(&at, NULL, pg_append_main, &ap);
     usleep(1000 * 1000);
-    uint64_t s0 = now_ns();
+    uint64_t s0 = bench_now_ns();
     pg_exec(c, sql);
-    uint64_t s1 = now_ns();
+    uint64_t s1 = bench_now_ns();
     atomic_store(&ap.stop, 1);
     pthread_join(at, NULL);
     uint64_t after = pg_u64(c, "SELECT pg_total_relation_size('events')");
@@ -503,7 +498,7 @@ static int bench_pg(void)
     pg_exec(c, PG_SCHEMA);
     /* Load (not timed): the same streams, events and batches as the Stele
      * store, in position order, a round of appends per statement. */
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     uint64_t per = o.events / o.streams, rounds = per / o.batch;
     char sql[1024];
     for (uint64_t r = 0; r < rounds; r++) {
@@ -521,16 +516,16 @@ static int bench_pg(void)
     pg_exec(c, "CHECKPOINT");
     fprintf(stderr, "bench_scavenge: postgres loaded %llu rows in %.1f s\n",
             (unsigned long long)pg_u64(c, "SELECT count(*) FROM events"),
-            (double)(now_ns() - t0) / 1e9);
+            (double)(bench_now_ns() - t0) / 1e9);
 
     appender ap = {.pg = pg_connect()};
     pthread_t at;
-    uint64_t s0 = now_ns();
+    uint64_t s0 = bench_now_ns();
     pthread_create(&at, NULL, pg_append_main, &ap);
     usleep((useconds_t)(o.secs * 1e6));
     atomic_store(&ap.stop, 1);
     pthread_join(at, NULL);
-    uint64_t s1 = now_ns();
+    uint64_t s1 = bench_now_ns();
     printf("append_idle threads=1 batch=1 secs=%.1f", (double)(s1 - s0) / 1e9);
     lat_print(&ap.l, s0, s1);
     printf("\n");

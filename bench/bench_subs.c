@@ -61,6 +61,8 @@
 
 #include "stele.h"
 
+#include "measure.h"
+
 /* ------------------------------------------------------------ options */
 
 enum { M_BUILD, M_CATCHUP, M_LATENCY, M_FANOUT };
@@ -97,21 +99,6 @@ static void die(const char *what)
 
 /* ------------------------------------------------------------ time, cpu */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static double self_cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
-
 static double proc_cpu_s(int pid)
 {
     if (pid <= 0)
@@ -138,7 +125,7 @@ typedef struct cpu_mark {
 
 static cpu_mark cpu_now(void)
 {
-    cpu_mark m = {now_ns(), self_cpu_s(), proc_cpu_s(opt.server_pid)};
+    cpu_mark m = {bench_now_ns(), bench_self_cpu_s(), proc_cpu_s(opt.server_pid)};
     return m;
 }
 
@@ -228,7 +215,7 @@ static int run_build(void)
         evs[i].data_len = strlen(data);
         evs[i].flags = STELE_EVENT_JSON;
     }
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     unsigned long long done = 0;
     for (unsigned long long k = 0; done < opt.events; k++) {
         size_t n = opt.events - done < (unsigned long long)batch ? (size_t)(opt.events - done)
@@ -241,7 +228,7 @@ static int run_build(void)
         }
         done += n;
     }
-    double s = (double)(now_ns() - t0) / 1e9;
+    double s = (double)(bench_now_ns() - t0) / 1e9;
     stele_close(db);
     printf("subs build events=%llu batch=%d data_bytes=%d seconds=%.1f events_per_s=%.0f\n",
            done, batch, opt.data_bytes, s, (double)done / s);
@@ -620,7 +607,7 @@ static int run_catchup(void)
     uint64_t last_report = a.t;
     while (!g_done) {
         poll_once(1000);
-        uint64_t t = now_ns();
+        uint64_t t = bench_now_ns();
         if (t - last_report > 5000000000ull) {
             fprintf(stderr, "bench_subs: %llu events\n", (unsigned long long)s->events);
             last_report = t;
@@ -668,13 +655,13 @@ static void send_append(conn *c)
     c->body_len = g_body_len;
     c->body_sent = 0;
     c->busy = 1;
-    c->t_sent = now_ns();
+    c->t_sent = bench_now_ns();
     conn_write(c);
 }
 
 static void on_append_response(conn *c, const char *body, size_t len)
 {
-    uint64_t t = now_ns();
+    uint64_t t = bench_now_ns();
     c->busy = 0;
     if (c->status != 201 && c->status != 200) {
         if (g_errors++ < 5)
@@ -736,7 +723,7 @@ static void latency_event(conn *c, uint64_t id)
 {
     (void)c;
     if (id >= g_base && id - g_base < g_cap && !g_recv[id - g_base])
-        g_recv[id - g_base] = now_ns();
+        g_recv[id - g_base] = bench_now_ns();
 }
 
 static int run_latency(void)
@@ -758,14 +745,14 @@ static int run_latency(void)
     while (!s->caught_up)
         poll_once(1000);
     open_appenders(clients);
-    uint64_t t0 = now_ns(), period = (uint64_t)(1e9 / opt.rate);
+    uint64_t t0 = bench_now_ns(), period = (uint64_t)(1e9 / opt.rate);
     g_win_start = t0 + (uint64_t)(opt.warmup * 1e9);
     g_win_end = g_win_start + (uint64_t)(opt.duration * 1e9);
     cpu_mark a = {0}, b = {0};
     int a_taken = 0;
     uint64_t sent = 0, late = 0;
     for (;;) {
-        uint64_t t = now_ns();
+        uint64_t t = bench_now_ns();
         if (!a_taken && t >= g_win_start) {
             a = cpu_now();
             a_taken = 1;
@@ -789,17 +776,17 @@ static int run_latency(void)
          * resolution): appends go out in small bursts, and this loop does
          * not spin on the CPUs the server needs. */
         due = t0 + sent * period;
-        int64_t wait_ns = (int64_t)due - (int64_t)now_ns();
+        int64_t wait_ns = (int64_t)due - (int64_t)bench_now_ns();
         poll_once(wait_ns > 1000000 ? (int)(wait_ns / 1000000) : 1);
     }
     b = cpu_now();
     /* Drain: every append answered and every event received (5 s at most). */
-    uint64_t stop = now_ns() + 5000000000ull;
+    uint64_t stop = bench_now_ns() + 5000000000ull;
     for (;;) {
         int busy = 0;
         for (int i = 0; i < g_napp; i++)
             busy |= g_app[i]->busy;
-        if ((!busy && s->next_id > g_max_pos) || now_ns() > stop)
+        if ((!busy && s->next_id > g_max_pos) || bench_now_ns() > stop)
             break;
         poll_once(10);
     }
@@ -878,7 +865,7 @@ static int fanout_subscribers(int in, int out)
     fan_result res = {0};
     for (;;) {
         poll_once(10);
-        uint64_t t = now_ns(), sum = 0;
+        uint64_t t = bench_now_ns(), sum = 0;
         for (int i = 0; i < opt.subs; i++)
             sum += subs[i]->events;
         if (!have0 && t >= win[0]) {
@@ -937,7 +924,7 @@ static int run_fanout(void)
         }
     }
     open_appenders(clients);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     g_win_start = t0 + (uint64_t)(opt.warmup * 1e9);
     g_win_end = g_win_start + (uint64_t)(opt.duration * 1e9);
     uint64_t win[2] = {g_win_start, g_win_end};
@@ -947,7 +934,7 @@ static int run_fanout(void)
     double child_a = 0, child_b;
     int a_taken = 0;
     for (;;) {
-        uint64_t t = now_ns();
+        uint64_t t = bench_now_ns();
         if (!a_taken && t >= g_win_start) {
             a = cpu_now();
             child_a = proc_cpu_s(child);

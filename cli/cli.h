@@ -32,6 +32,10 @@ int cmd_query(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_projection(int argc, char **argv);
 int cmd_user(int argc, char **argv); /* cmd_user.c: also `stele api-key` */
+/* cmd_chain.c: the hash chain */
+int cmd_keygen(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_chain(int argc, char **argv);
 
 /* Exit codes of the client commands. */
 enum {
@@ -197,6 +201,14 @@ int cli_stream(cli_client *c, const char *path, const char *const *headers, cli_
  */
 int cli_report_error(const cli_response *r);
 
+/*
+ * A failed libstele call of a local command, as the server would name it:
+ * "stele <cmd>: <subject>: <CODE>: <message>" on stderr, CODE from the
+ * error vocabulary (stele_error_info_of, docs/errors.md); subject may be
+ * NULL.
+ */
+void cli_lib_error(const char *cmd, const char *subject, int rc);
+
 /* ------------------------------------------------------------ JSON */
 
 /* A span of JSON text (not NUL-terminated). */
@@ -234,6 +246,32 @@ int cli_json_u64(cli_span v, uint64_t *out);
 
 /* Whether the value is the literal true. */
 int cli_json_true(cli_span v);
+
+/* The non-negative integer member `key` of `obj`; 0 when absent or not one. */
+uint64_t cli_json_field_u64(cli_span obj, const char *key);
+
+/* ------------------------------------------------------------ admin jobs */
+
+/* A long admin operation on the server (admin_job.c): /admin/NAME. */
+typedef struct cli_job {
+    const char *command; /* for messages: "backup", "scavenge" */
+    const char *name;    /* the path under /admin/ and the response's member */
+    const char *body;    /* the POST's JSON body, or NULL for none */
+    int wait;            /* poll until the status is not "running" */
+    void (*progress)(cli_span state); /* called while running; may be NULL */
+} cli_job;
+
+/*
+ * Start the job and, with job->wait, poll it until it ends. On CLI_OK,
+ * *state is the job's object in resp->body and *status its status (the
+ * caller frees it, and resp->body, in every case); otherwise the exit code,
+ * after printing why (a refusal through cli_report_error).
+ */
+int cli_admin_job(cli_client *c, const cli_job *job, cli_response *resp, cli_span *state,
+                  char **status);
+
+/* Print the job's "error" message as a result line, if it has one. */
+void cli_job_print_error(cli_span job);
 
 /* ------------------------------------------------------------ tables */
 

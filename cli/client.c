@@ -36,6 +36,7 @@
 
 #include "cli.h"
 #include "stele.h"
+#include "util/json_text.h"
 
 /* ------------------------------------------------------------ options */
 
@@ -587,6 +588,13 @@ int cli_report_error(const cli_response *r)
     return CLI_ESERVER;
 }
 
+void cli_lib_error(const char *cmd, const char *subject, int rc)
+{
+    const char *m = stele_errmsg();
+    fprintf(stderr, "stele %s: %s%s%s: %s\n", cmd, subject ? subject : "", subject ? ": " : "",
+            stele_error_info_of(rc)->code, *m ? m : stele_strerror(rc));
+}
+
 /* ------------------------------------------------------------ JSON */
 
 #define JSON_MAX_DEPTH 1000
@@ -611,17 +619,6 @@ static const char *j_fail(jctx *c, const char *p)
     return NULL;
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* p at '"': returns the position after the closing quote. */
 static const char *j_string(jctx *c, const char *p)
 {
@@ -636,7 +633,7 @@ static const char *j_string(jctx *c, const char *p)
                 break;
             if (*p == 'u') {
                 for (int k = 1; k <= 4; k++)
-                    if (p + k >= c->end || hexval(p[k]) < 0)
+                    if (p + k >= c->end || hex_digit((unsigned char)p[k]) < 0)
                         return j_fail(c, p + k < c->end ? p + k : c->end);
                 p += 4;
             } else if (!*p || !strchr("\"\\/bfnrt", *p)) {
@@ -806,34 +803,8 @@ int cli_json_next(cli_span arr, size_t *pos, cli_span *elem)
 
 static void put_utf8(cli_buf *b, unsigned long cp)
 {
-    char u[4];
-    size_t n;
-    if (cp < 0x80) {
-        u[0] = (char)cp;
-        n = 1;
-    } else if (cp < 0x800) {
-        u[0] = (char)(0xC0 | cp >> 6);
-        u[1] = (char)(0x80 | (cp & 0x3F));
-        n = 2;
-    } else if (cp < 0x10000) {
-        u[0] = (char)(0xE0 | cp >> 12);
-        u[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-        u[2] = (char)(0x80 | (cp & 0x3F));
-        n = 3;
-    } else {
-        u[0] = (char)(0xF0 | cp >> 18);
-        u[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-        u[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-        u[3] = (char)(0x80 | (cp & 0x3F));
-        n = 4;
-    }
-    cli_buf_add(b, u, n);
-}
-
-static unsigned long hex4(const char *p)
-{
-    return (unsigned long)(hexval(p[0]) << 12 | hexval(p[1]) << 8 | hexval(p[2]) << 4 |
-                           hexval(p[3]));
+    uint8_t u[4];
+    cli_buf_add(b, (const char *)u, jtext_utf8_put((uint32_t)cp, u));
 }
 
 char *cli_json_str(cli_span v)
@@ -851,10 +822,10 @@ char *cli_json_str(cli_span v)
         }
         char ch = *++p;
         if (ch == 'u') {
-            unsigned long cp = hex4(p + 1);
+            unsigned long cp = (unsigned long)jtext_hex4(p + 1); /* j_string checked the digits */
             p += 4;
             if (cp >= 0xD800 && cp < 0xDC00 && e - p > 6 && p[1] == '\\' && p[2] == 'u') {
-                unsigned long lo = hex4(p + 3);
+                long lo = jtext_hex4(p + 3);
                 if (lo >= 0xDC00 && lo < 0xE000) {
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                     p += 6;

@@ -128,8 +128,9 @@ static int verify(const char *dest, int human)
         return 0;
     }
     char report[1024];
-    if (stele_backup_verify(dest, report, sizeof report)) {
-        fprintf(stderr, "stele backup: verification failed: %s\n", stele_errmsg());
+    int vrc = stele_backup_verify(dest, report, sizeof report);
+    if (vrc) {
+        cli_lib_error("backup", "verification failed", vrc);
         return -1;
     }
     if (human)
@@ -155,7 +156,7 @@ static int backup_dir(const char *dir, const char *dest, int archive, int check,
     stele_db *db;
     int rc = stele_open(dir, &o, &db);
     if (rc) {
-        fprintf(stderr, "stele backup: %s: %s\n", dir, stele_errmsg());
+        cli_lib_error("backup", dir, rc);
         return rc == STELE_EINVAL ? CLI_EUSAGE : CLI_ESERVER;
     }
     int tty = cli_human(co) && isatty(2);
@@ -165,7 +166,7 @@ static int backup_dir(const char *dir, const char *dest, int archive, int check,
     if (tty)
         fprintf(stderr, "\n");
     if (rc)
-        fprintf(stderr, "stele backup: %s: %s\n", dest, stele_errmsg());
+        cli_lib_error("backup", dest, rc);
     stele_close(db);
     if (rc)
         return CLI_ESERVER;
@@ -179,13 +180,13 @@ static int backup_dir(const char *dir, const char *dest, int archive, int check,
 
 /* ---------------------------------------------------------------- online */
 
-static uint64_t field(cli_span obj, const char *key)
+/* Progress on a terminal while the server copies. */
+static void show_progress(cli_span bk)
 {
-    cli_span v;
-    uint64_t x = 0;
-    if (cli_json_get(obj, key, &v))
-        cli_json_u64(v, &x);
-    return x;
+    fprintf(stderr, "\rbacking up: segment %llu of %llu, %llu bytes copied",
+            (unsigned long long)cli_json_field_u64(bk, "segmentsDone"),
+            (unsigned long long)cli_json_field_u64(bk, "segmentsTodo"),
+            (unsigned long long)cli_json_field_u64(bk, "bytesCopied"));
 }
 
 static int backup_server(const cli_common *co, const char *dest, int check)
@@ -199,51 +200,26 @@ static int backup_server(const cli_common *co, const char *dest, int check)
         cli_buf_free(&body);
         return CLI_ECONNECT;
     }
-    static const char *const hdrs[] = {"Content-Type: application/json", NULL};
-    cli_response resp;
-    int rc = cli_request(c, "POST", "/admin/backup", hdrs, body.p, body.len, NULL, &resp);
-    cli_buf_free(&body);
-    char *status = NULL;
-    cli_span bk = {"", 0};
     int tty = cli_human(co) && isatty(2);
-    while (rc == CLI_OK) {
-        if (resp.status < 200 || resp.status >= 300) {
-            rc = cli_report_error(&resp);
-            break;
-        }
-        cli_span all = {resp.body.p ? resp.body.p : "", resp.body.len}, v;
-        free(status);
-        status = NULL;
-        if (cli_json_get(all, "backup", &bk) && cli_json_get(bk, "status", &v))
-            status = cli_json_str(v);
-        if (!status) {
-            fprintf(stderr, "stele backup: unexpected response from the server\n");
-            rc = CLI_ESERVER;
-            break;
-        }
-        if (strcmp(status, "running") != 0)
-            break;
-        if (tty)
-            fprintf(stderr, "\rbacking up: segment %llu of %llu, %llu bytes copied",
-                    (unsigned long long)field(bk, "segmentsDone"),
-                    (unsigned long long)field(bk, "segmentsTodo"),
-                    (unsigned long long)field(bk, "bytesCopied"));
-        usleep(300 * 1000);
-        cli_buf_free(&resp.body);
-        rc = cli_request(c, "GET", "/admin/backup", NULL, NULL, 0, NULL, &resp);
-    }
+    cli_job job = {.command = "backup", .name = "backup", .body = body.p, .wait = 1,
+                   .progress = tty ? show_progress : NULL};
+    cli_response resp;
+    cli_span bk;
+    char *status;
+    int rc = cli_admin_job(c, &job, &resp, &bk, &status);
+    cli_buf_free(&body);
     if (tty)
         fprintf(stderr, "\n");
     int v = 0;
     if (rc == CLI_OK) {
         stele_backup_result r = {
-            .segments = field(bk, "segments"),
-            .segments_copied = field(bk, "segmentsCopied"),
-            .segments_kept = field(bk, "segmentsKept"),
-            .bytes_copied = field(bk, "bytesCopied"),
-            .bytes_total = field(bk, "bytesTotal"),
-            .end_position = field(bk, "endPosition"),
-            .duration_us = field(bk, "durationMs") * 1000,
+            .segments = cli_json_field_u64(bk, "segments"),
+            .segments_copied = cli_json_field_u64(bk, "segmentsCopied"),
+            .segments_kept = cli_json_field_u64(bk, "segmentsKept"),
+            .bytes_copied = cli_json_field_u64(bk, "bytesCopied"),
+            .bytes_total = cli_json_field_u64(bk, "bytesTotal"),
+            .end_position = cli_json_field_u64(bk, "endPosition"),
+            .duration_us = cli_json_field_u64(bk, "durationMs") * 1000,
         };
         cli_span et;
         if (cli_json_get(bk, "endTime", &et)) {
@@ -255,12 +231,7 @@ static int backup_server(const cli_common *co, const char *dest, int check)
         int failed = strcmp(status, "done") != 0;
         if (cli_human(co)) {
             print_result(status, dest, &r);
-            cli_span err, msg;
-            if (cli_json_get(bk, "error", &err) && cli_json_get(err, "message", &msg)) {
-                char *m = cli_json_str(msg);
-                printf("%-20s%s\n", "error", m ? m : "?");
-                free(m);
-            }
+            cli_job_print_error(bk);
         }
         if (!failed && check)
             v = verify(dest, cli_human(co));
@@ -383,7 +354,7 @@ int cmd_restore(int argc, char **argv)
     stele_restore_result res;
     int rc = stele_restore(src, dir, &o, &res);
     if (rc) {
-        fprintf(stderr, "stele restore: %s\n", stele_errmsg());
+        cli_lib_error("restore", NULL, rc);
         return CLI_ESERVER;
     }
     char t[32] = "-";

@@ -39,8 +39,9 @@ int cmd_migrate(int argc, char **argv)
         return 2;
     }
     stele_db *db = NULL;
-    if (stele_open(uri, NULL, &db)) {
-        fprintf(stderr, "stele migrate: cannot open the store: %s\n", stele_errmsg());
+    int orc = stele_open(uri, NULL, &db);
+    if (orc) {
+        cli_lib_error("migrate", "cannot open the store", orc);
         return 1;
     }
     stele_close(db);

@@ -76,7 +76,7 @@ static int scavenge_dir(const char *dir, const cli_common *co)
     stele_db *db;
     int rc = stele_open(dir, &o, &db);
     if (rc) {
-        fprintf(stderr, "stele scavenge: %s: %s\n", dir, stele_errmsg());
+        cli_lib_error("scavenge", dir, rc);
         return rc == STELE_EINVAL ? CLI_EUSAGE : CLI_ESERVER;
     }
     int tty = cli_human(co) && isatty(2);
@@ -86,7 +86,7 @@ static int scavenge_dir(const char *dir, const cli_common *co)
     if (tty)
         fprintf(stderr, "\n");
     if (rc)
-        fprintf(stderr, "stele scavenge: %s: %s\n", dir, stele_errmsg());
+        cli_lib_error("scavenge", dir, rc);
     stele_close(db);
     if (rc)
         return CLI_ESERVER;
@@ -105,69 +105,29 @@ static int scavenge_dir(const char *dir, const cli_common *co)
 
 /* ---------------------------------------------------------------- online */
 
-/* The "scavenge" object of a response and its status string (caller frees). */
-static char *status_of(const cli_response *resp, cli_span *scav)
-{
-    cli_span body = {resp->body.p ? resp->body.p : "", resp->body.len}, v;
-    if (!cli_json_get(body, "scavenge", scav) || !cli_json_get(*scav, "status", &v))
-        return NULL;
-    return cli_json_str(v);
-}
-
-static uint64_t field(cli_span obj, const char *key)
-{
-    cli_span v;
-    uint64_t x = 0;
-    if (cli_json_get(obj, key, &v))
-        cli_json_u64(v, &x);
-    return x;
-}
-
 static int scavenge_server(const cli_common *co, int wait)
 {
     cli_client *c = cli_client_open(co->server);
     if (!c)
         return CLI_ECONNECT;
+    cli_job job = {.command = "scavenge", .name = "scavenge", .wait = wait};
     cli_response resp;
-    int rc = cli_request(c, "POST", "/admin/scavenge", NULL, "", 0, NULL, &resp);
-    char *status = NULL;
-    cli_span scav = {"", 0};
-    while (rc == CLI_OK) {
-        if (resp.status < 200 || resp.status >= 300) {
-            rc = cli_report_error(&resp);
-            break;
-        }
-        free(status);
-        status = status_of(&resp, &scav);
-        if (!status) {
-            fprintf(stderr, "stele scavenge: unexpected response from the server\n");
-            rc = CLI_ESERVER;
-            break;
-        }
-        if (!wait || strcmp(status, "running") != 0)
-            break;
-        usleep(300 * 1000);
-        cli_buf_free(&resp.body);
-        rc = cli_request(c, "GET", "/admin/scavenge", NULL, NULL, 0, NULL, &resp);
-    }
+    cli_span scav;
+    char *status;
+    int rc = cli_admin_job(c, &job, &resp, &scav, &status);
     if (rc == CLI_OK) {
         if (cli_human(co)) {
             stele_scavenge_result r = {
-                .segments_scanned = field(scav, "segmentsScanned"),
-                .segments_rewritten = field(scav, "segmentsRewritten"),
-                .events_removed = field(scav, "eventsRemoved"),
-                .bytes_removed = field(scav, "bytesRemoved"),
-                .bytes_reclaimed = field(scav, "bytesReclaimed"),
-                .bytes_scanned = field(scav, "bytesScanned"),
-                .duration_us = field(scav, "durationMs") * 1000,
+                .segments_scanned = cli_json_field_u64(scav, "segmentsScanned"),
+                .segments_rewritten = cli_json_field_u64(scav, "segmentsRewritten"),
+                .events_removed = cli_json_field_u64(scav, "eventsRemoved"),
+                .bytes_removed = cli_json_field_u64(scav, "bytesRemoved"),
+                .bytes_reclaimed = cli_json_field_u64(scav, "bytesReclaimed"),
+                .bytes_scanned = cli_json_field_u64(scav, "bytesScanned"),
+                .duration_us = cli_json_field_u64(scav, "durationMs") * 1000,
             };
             print_result(status, &r);
-            cli_span err, msg;
-            if (cli_json_get(scav, "error", &err) && cli_json_get(err, "message", &msg)) {
-                char *m = cli_json_str(msg);
-                printf("%-20s%s\n", "error", m ? m : "?");
-                free(m);
-            }
+            cli_job_print_error(scav);
         } else {
             fwrite(resp.body.p ? resp.body.p : "", 1, resp.body.len, stdout);
         }

@@ -14,6 +14,8 @@
  *   stele check DIR          verify a store (checksums, framing, index), or a backup
  *   stele backup DEST        back the store up (cli/cmd_backup.c)
  *   stele restore SRC        a new store from a backup, to a point
+ *   stele keygen, verify     the hash chain's keys and offline checks; and
+ *   stele chain ...          its head, proofs and exports (cli/cmd_chain.c)
  *   stele version
  */
 #include <stdio.h>
@@ -45,6 +47,9 @@ static const command commands[] = {
     {"user", cmd_user},
     {"api-key", cmd_user},
     {"migrate", cmd_migrate},
+    {"keygen", cmd_keygen},
+    {"verify", cmd_verify},
+    {"chain", cmd_chain},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -60,7 +65,9 @@ static int usage(FILE *f)
                "  restore SRC --data NEW [--to-position P | --to-time T]\n"
                "                  a new store from a backup or archive, as of one commit\n"
                "  migrate --store URI\n"
-               "                  create or migrate a store's schema (PostgreSQL) and exit\n\n"
+               "                  create or migrate a store's schema (PostgreSQL) and exit\n"
+               "  keygen FILE     a new Ed25519 key for serve --signing-key (FILE.pub: public)\n"
+               "  verify FILE     verify a hash-chain export offline (--public-key FILE)\n\n"
                "Client (of a running server: --server URL, else $STELE_SERVER,\n"
                "else " CLI_DEFAULT_SERVER "):\n"
                "  append STREAM   append events from arguments, a JSON file or NDJSON on stdin\n"
@@ -79,6 +86,8 @@ static int usage(FILE *f)
                "                  put, delete, pause, resume, dead-letters, redrive, replay\n"
                "  projection ...  projections: list, create, status, update, enable, disable,\n"
                "                  reset, delete, state, partitions, fold, run\n"
+               "  chain head|proof P|export F T\n"
+               "                  the hash chain's head, an event's proof, an export\n"
                "  scavenge        give back the space of deleted events (--dir DIR: offline)\n"
                "  user ...        users of a server with users: list, get, create, update,\n"
                "                  delete, enable, disable, password, reset-password\n"
@@ -113,7 +122,7 @@ static int cmd_check(int argc, char **argv)
     int rc = backup ? stele_backup_verify(argv[2], report, sizeof report)
                     : stele_check(argv[2], report, sizeof report);
     if (rc) {
-        fprintf(stderr, "stele check: %s: %s\n", argv[2], stele_errmsg());
+        cli_lib_error("check", argv[2], rc);
         return rc == STELE_ECORRUPT || (backup && rc == STELE_ENOTFOUND) ? 1 : 2;
     }
     fputs(report, stdout);

@@ -65,6 +65,8 @@ static setting settings[] = {
      NULL},
     {"admin-password", "creates the user admin ($admins) if missing; then every request "
                        "must authenticate (docs/security.md)", NULL},
+    {"signing-key", "Ed25519 key file (stele keygen): chain heads and exports are signed "
+                    "(docs/security.md)", NULL},
     {"insecure", "(no value) allow a non-loopback --host without TLS and users", NULL},
     {"auth-fail-limit", "failed authentications per client address a minute before it is "
                         "refused for the rest of the minute (default 5)", NULL},
@@ -255,6 +257,7 @@ int cmd_serve(int argc, char **argv)
     if ((st = find("insecure"))->value && (cfg.insecure = yes(st)) < 0)
         return 2;
     cfg.admin_password = find("admin-password")->value;
+    cfg.signing_key = find("signing-key")->value;
     if ((st = find("archive-dir"))->value && *st->value)
         cfg.archive_dir = st->value;
     if ((st = find("log-level"))->value) {

@@ -48,8 +48,9 @@ extern "C" {
 
 /*
  * Error codes. One table (X-macro) generates the enum, stele_strerror()
- * and stele_errname(), which the server uses as the stable code in HTTP and
- * gRPC error bodies.
+ * and stele_errname() (the C name without its 'E', also the label of the
+ * stele_errors_total metric). What each code is called on the wire is
+ * stele_error_info() below.
  */
 #define STELE_ERRORS(X)                                                          \
     X(EINVAL, -1, "invalid argument")                                            \
@@ -84,6 +85,41 @@ const char *stele_strerror(int code);
 /** Stable name of an error code without the E: "WRONGREV", "OK". Static. */
 STELE_API
 const char *stele_errname(int code);
+
+/**
+ * The error vocabulary (docs/errors.md): how an error is named on every
+ * door. `code` is the stable code HTTP error bodies carry, gRPC status
+ * messages start with and the CLI and the server's log print
+ * ("WRONG_EXPECTED_REVISION"); `http_status` and `grpc_status` are the
+ * statuses it leaves the server with; `exception` is the KurrentDB
+ * `exception` trailer the official gRPC clients turn into typed errors
+ * (NULL when there is none); `rc` is the STELE_E* code it stands for (0 for
+ * errors of the protocol itself, such as METHOD_NOT_ALLOWED). Several codes
+ * may share an rc when the server names the thing involved
+ * (GROUP_NOT_FOUND and STREAM_NOT_FOUND are both STELE_ENOTFOUND).
+ */
+typedef struct stele_error_info {
+    const char *code;
+    int rc;
+    int http_status;
+    int grpc_status;
+    const char *exception;
+    const char *when; /* one line for humans and docs */
+} stele_error_info;
+
+/** The vocabulary entry of an rc (0 or STELE_E*): never NULL; an unknown
+ *  code gets INTERNAL's entry. Static storage. */
+STELE_API
+const stele_error_info *stele_error_info_of(int rc);
+
+/** The entry with this stable code ("GROUP_NOT_FOUND"), or NULL. Static. */
+STELE_API
+const stele_error_info *stele_error_lookup(const char *code);
+
+/** The whole vocabulary, *n entries (the first one per rc is that rc's
+ *  own). Static storage. */
+STELE_API
+const stele_error_info *stele_error_table(size_t *n);
 
 /**
  * The message of the calling thread's most recent failed call, with
@@ -127,6 +163,13 @@ typedef struct stele_options {
  * without this flag rebuilds every index from the log once.
  */
 #define STELE_OPEN_NO_INDEXES 0x4u
+/**
+ * Write no hash-chain records (local engine; docs/security.md, "The hash
+ * chain"): only for a store that has none yet (measuring the chain's cost,
+ * or a store that must stay readable by builds before the chain). Opening a
+ * store whose chain has begun with this flag fails with STELE_EINVAL.
+ */
+#define STELE_OPEN_NO_CHAIN 0x100u
 
 /**
  * Open (creating if needed) the store named by `uri`: a directory path or
@@ -1840,6 +1883,91 @@ int stele_scavenge(stele_db *db, const stele_scavenge_options *opts,
  */
 STELE_API
 int stele_check(const char *dir, char *report, size_t report_len);
+
+/* -------------------------------------------------------------- hash chain */
+
+/**
+ * The head of the store's hash chain (local engine; docs/security.md, "The
+ * hash chain"). Every commit since the chain began carries
+ * h = SHA-256(h_prev || SHA-256(the commit's records)); the head is the
+ * newest durable one.
+ */
+typedef struct stele_chain_head {
+    /** Chained commits so far (the next commit's number). 0: no chain yet. */
+    uint64_t commits;
+    /** Every event below this position written since the chain began is
+     *  covered by `hash`. */
+    uint64_t position;
+    /** The newest commit's chain hash (zeros when commits is 0). */
+    uint8_t hash[32];
+    /** 1 when `signature` holds the Ed25519 signature of the head by the
+     *  key set with stele_chain_set_signing_key() (over the bytes
+     *  "stele-chain-head/1", commits and position as little-endian u64,
+     *  hash), and `public_key` its public key. */
+    int is_signed;
+    uint8_t signature[64];
+    uint8_t public_key[32];
+} stele_chain_head;
+
+/**
+ * Sign chain heads (stele_chain_get_head, stele_chain_export) from now on with
+ * the Ed25519 key in `key_file` (a file holding the 32-byte seed as 64 hex
+ * digits, as `stele keygen` writes it); NULL stops signing. EINVAL (message
+ * says why) for a missing or malformed file. The key is kept in memory
+ * until stele_close().
+ */
+STELE_API
+int stele_chain_set_signing_key(stele_db *db, const char *key_file);
+
+/**
+ * Make a new Ed25519 signing key: its 32-byte seed is written as 64 hex
+ * digits to `key_file` (created, mode 0600; EEXISTS if it exists) and its
+ * public key, as 64 hex digits and a NUL, to public_hex.
+ */
+STELE_API
+int stele_chain_keygen(const char *key_file, char public_hex[65]);
+
+/** Fill *out with the chain head. EINVAL on a backend without a chain
+ *  (PostgreSQL, DynamoDB: the chain is a local-engine feature). */
+STELE_API
+int stele_chain_get_head(stele_db *db, stele_chain_head *out);
+
+/**
+ * Export the events at positions `from`..`to` (inclusive) with what links
+ * them to the current chain head, as a JSON document (format
+ * "stele-chain-export/1", docs/security.md): the chain hash before their
+ * first commit, the records of every commit holding them, the digest of
+ * every later commit up to the head, and the head with its signature when a
+ * signing key is set. stele_chain_verify() checks it offline. The proof of
+ * one event is the export of `from` = `to` = its position. *json (NUL
+ * terminated, *len bytes) is freed with stele_free(). EINVAL: bad range or
+ * no chain on this backend; ENOTFOUND: `from` is not a stored event, or it
+ * was written before the chain began; ETOOBIG: the export would pass
+ * 256 MiB.
+ */
+STELE_API
+int stele_chain_export(stele_db *db, uint64_t from, uint64_t to, char **json, size_t *len);
+
+/** What stele_chain_verify() found in a sound export. */
+typedef struct stele_chain_verified {
+    uint64_t events;       /**< events of the range in the export */
+    uint64_t first, last;  /**< their first and last positions */
+    uint64_t commits;      /**< commits from the first one to the head */
+    int is_signed;         /**< the head's signature was checked */
+    stele_chain_head head; /**< the head the export links to */
+} stele_chain_verified;
+
+/**
+ * Verify an export made by stele_chain_export() without the store: every
+ * record's checksum, the chain from its first commit to its head, and, when
+ * `public_key` (32 bytes) is given, the head's Ed25519 signature by that key
+ * (an unsigned export then fails). 0 if sound (*out filled, may be NULL);
+ * ECORRUPT with the first mismatch in stele_errmsg(); EINVAL for text that
+ * is not an export. Needs no open store.
+ */
+STELE_API
+int stele_chain_verify(const char *json, size_t len, const uint8_t *public_key,
+                       stele_chain_verified *out);
 
 /* ------------------------------------------------------ backup and restore */
 

@@ -12,6 +12,8 @@ TESTS="
   test_util
   test_os_fault
   test_json
+  test_json_text
+  test_errors
   test_async
   test_limits
   test_property
@@ -32,6 +34,7 @@ TESTS="
   test_backup
   test_auth_header
   test_conventions
+  test_chain
 "
 for t in $TESTS; do
   bin="$BUILD/tests/$t"

@@ -366,6 +366,15 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         n->kind = NEED_USER; /* /users checks itself (routes_users.c) */
     } else if (prefix(path, plen, "/admin")) {
         n->kind = NEED_OPS;
+    } else if (prefix(path, plen, "/chain")) {
+        /* The hash chain (routes_chain.c): the head shows no event data;
+         * a proof or an export holds events of any stream (a read of $all). */
+        n->kind = NEED_USER;
+        if (!IS("/chain/head")) {
+            n->kind = NEED_STREAM;
+            snprintf(n->stream, sizeof n->stream, "$all");
+            n->op = ACL_R;
+        }
     } else if (IS("/all") && get) {
         n->kind = NEED_USER; /* filtered per stream for users without $ops (routes.c) */
     } else if ((IS("/categories") || IS("/types")) && get) {
@@ -416,10 +425,9 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         n->kind = NEED_GROUP; /* definitions name targets and their secrets */
         n->group = "$rule-managers";
     } else if (IS("/streams") && get) {
-        /* The list of stream names: like /categories, a read of $all. */
-        n->kind = NEED_STREAM;
-        snprintf(n->stream, sizeof n->stream, "$all");
-        n->op = ACL_R;
+        /* The list of stream names: filtered per stream for users without
+         * $ops (routes_names.c). */
+        n->kind = NEED_USER;
     } else if (IS("/streams")) {
         n->kind = NEED_USER; /* multi-stream appends: each stream's $w (routes_multi.c) */
     } else if (plen > 9 && !memcmp(path, "/streams/", 9)) {

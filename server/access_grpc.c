@@ -76,8 +76,7 @@ static void denied(gcall *call, const char *what)
     auth_peer_addr(call->c, addr, sizeof addr);
     auth_audit(call->c->srv, call->who.name, addr, (const char *)call->path.p, "denied", "%s",
                what);
-    grpc_trailer(call, "exception", "access-denied");
-    grpc_finish(call, GRPC_PERMISSION_DENIED, "Access denied");
+    grpc_fail_code(call, "ACCESS_DENIED", "Access denied");
 }
 
 static void refused(gcall *call, const char *user, const auth_refusal *ref)
@@ -88,11 +87,8 @@ static void refused(gcall *call, const char *user, const auth_refusal *ref)
         auth_audit(call->c->srv, user, addr, (const char *)call->path.p,
                    ref->status == 429 ? "throttled" : "unauthenticated", "%s", ref->message);
     }
-    grpc_finish(call,
-                ref->status == 429   ? GRPC_RESOURCE_EXHAUSTED
-                : ref->status == 503 ? GRPC_UNAVAILABLE
-                                     : GRPC_UNAUTHENTICATED,
-                ref->message);
+    const stele_error_info *e = stele_error_lookup(ref->code); /* docs/errors.md */
+    grpc_finish(call, e ? e->grpc_status : GRPC_UNAUTHENTICATED, ref->message);
 }
 
 /* The method-level check once `who` is known: 0 go on, -1 finished. */

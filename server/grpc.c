@@ -40,37 +40,12 @@ uint64_t grpc_max_append_size(const server *s)
     return s->cfg.store.max_append_size ? s->cfg.store.max_append_size : (64u << 20);
 }
 
-void grpc_fail_stele(gcall *call, int rc, const char *message, const char *stream)
+/* Status, exception trailer, message and metrics of one vocabulary entry. */
+static void fail_info(gcall *call, const stele_error_info *e, int rc, const char *message,
+                      const char *stream, int trailers)
 {
-    int status;
-    const char *exception = NULL;
-    switch (rc) {
-    case STELE_EINVAL: status = GRPC_INVALID_ARGUMENT; break;
-    case STELE_ENOTFOUND: status = GRPC_NOT_FOUND; exception = "stream-not-found"; break;
-    case STELE_EWRONGREV:
-        status = GRPC_FAILED_PRECONDITION;
-        exception = "wrong-expected-version";
-        break;
-    case STELE_EDELETED:
-        status = GRPC_FAILED_PRECONDITION;
-        exception = "stream-deleted";
-        break;
-    case STELE_ETOOBIG:
-        status = GRPC_INVALID_ARGUMENT;
-        exception = "maximum-append-size-exceeded";
-        break;
-    case STELE_EIDCONFLICT: status = GRPC_ALREADY_EXISTS; break;
-    case STELE_EREADONLY:
-    case STELE_ECLOSED:
-    case STELE_EIO:
-    case STELE_ENOSPC:
-    case STELE_EBUSY: status = GRPC_UNAVAILABLE; break;
-    case STELE_ECORRUPT: status = GRPC_DATA_LOSS; break;
-    case STELE_ENOMEM: status = GRPC_RESOURCE_EXHAUSTED; break;
-    default: status = GRPC_INTERNAL; break;
-    }
-    if (exception) {
-        grpc_trailer(call, "exception", exception);
+    if (e->exception && trailers) {
+        grpc_trailer(call, "exception", e->exception);
         if (stream)
             grpc_trailer(call, "stream-name", stream);
         if (rc == STELE_ETOOBIG) {
@@ -80,12 +55,29 @@ void grpc_fail_stele(gcall *call, int rc, const char *message, const char *strea
             grpc_trailer(call, "maximum-append-size", n);
         }
     }
-    char text[600];
-    snprintf(text, sizeof text, "%s: %s", stele_errname(rc),
-             message && *message ? message : stele_strerror(rc));
-    metrics_error(&call->c->srv->m, rc == STELE_ENOTFOUND ? 404 : rc == STELE_EDELETED ? 410 : 400,
-                  rc);
-    grpc_finish(call, status, text);
+    char text[1200];
+    snprintf(text, sizeof text, "%s: %s", e->code,
+             message && *message ? message : e->rc ? stele_strerror(e->rc) : e->when);
+    metrics_error(&call->c->srv->m, e->http_status, rc);
+    grpc_finish(call, e->grpc_status, text);
+}
+
+void grpc_fail_stele(gcall *call, int rc, const char *message, const char *stream)
+{
+    fail_info(call, stele_error_info_of(rc), rc, message, stream, 1);
+}
+
+void grpc_fail_status(gcall *call, int rc, const char *message)
+{
+    fail_info(call, stele_error_info_of(rc), rc, message, NULL, 0);
+}
+
+void grpc_fail_code(gcall *call, const char *code, const char *message)
+{
+    const stele_error_info *e = stele_error_lookup(code);
+    if (!e)
+        e = stele_error_info_of(STELE_EINTERNAL); /* a code missing from the table */
+    fail_info(call, e, e->rc, message, NULL, 1);
 }
 
 /* ------------------------------------------------------------ appends */
@@ -438,11 +430,10 @@ static void operations_stop_scavenge(gcall *call, ProtobufCMessage *msg)
     }
     uint64_t id;
     if (bad || admin_scavenge_stop(call->c->srv, want, &id)) {
-        grpc_trailer(call, "exception", "scavenge-not-found");
         grpc_trailer(call, "scavenge-id", given);
         char text[160];
-        snprintf(text, sizeof text, "ENOTFOUND: no running scavenge has id \"%.100s\"", given);
-        grpc_finish(call, GRPC_NOT_FOUND, text);
+        snprintf(text, sizeof text, "no running scavenge has id \"%.100s\"", given);
+        grpc_fail_code(call, "SCAVENGE_NOT_FOUND", text);
         return;
     }
     scavenge_reply(call, id, EVENT_STORE__CLIENT__OPERATIONS__SCAVENGE_RESP__SCAVENGE_RESULT__Stopped);

@@ -164,9 +164,18 @@ int64_t grpc_time_left(const gcall *call);
 
 /* grpc.c */
 const grpc_method *grpc_find_method(const char *path, size_t len);
-/* Map a libstele error to a gRPC status, with KurrentDB's `exception`
- * trailers where the clients expect one (stream-deleted ...). */
+/* Finish with a libstele error as the error vocabulary names it
+ * (stele_error_info_of, docs/errors.md): its gRPC status, KurrentDB's
+ * `exception` trailer where the clients expect one (stream-deleted ...)
+ * with `stream-name`, and the message "CODE: message". */
 void grpc_fail_stele(gcall *call, int rc, const char *message, const char *stream);
+/* The same for a vocabulary code that names the failure more precisely
+ * ("GROUP_NOT_FOUND", "ACCESS_DENIED"): its status and exception trailer,
+ * no stream trailer; the message "CODE: message". */
+void grpc_fail_code(gcall *call, const char *code, const char *message);
+/* A libstele error's status and "CODE: message" only, without trailers
+ * (for calls the KurrentDB exceptions are not about, such as projections). */
+void grpc_fail_status(gcall *call, int rc, const char *message);
 /* Effective limits of the store (the configured value or its default). */
 uint64_t grpc_max_append_size(const server *s);
 

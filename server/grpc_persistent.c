@@ -51,27 +51,16 @@ typedef EventStore__Client__PersistentSubscriptions__SubscriptionInfo__Connectio
 
 static void fail_group(gcall *call, int rc, const char *stream, const char *group)
 {
-    const char *exception = NULL;
-    int status;
-    switch (rc) {
-    case STELE_ENOTFOUND:
-        status = GRPC_NOT_FOUND;
-        exception = "persistent-subscription-does-not-exist";
-        break;
-    case STELE_EEXISTS:
-        status = GRPC_ALREADY_EXISTS;
-        exception = "persistent-subscription-exists";
-        break;
-    default:
+    if (rc != STELE_ENOTFOUND && rc != STELE_EEXISTS) {
         grpc_fail_stele(call, rc, stele_errmsg(), stream);
         return;
     }
-    grpc_trailer(call, "exception", exception);
+    /* Before grpc_fail_code's exception trailer: the group's names, which
+     * the clients put in their typed errors. */
     grpc_trailer(call, "stream-name", stream ? stream : "$all");
     grpc_trailer(call, "group-name", group);
-    char text[600];
-    snprintf(text, sizeof text, "%s: %s", stele_errname(rc), stele_errmsg());
-    grpc_finish(call, status, text);
+    grpc_fail_code(call, rc == STELE_ENOTFOUND ? "GROUP_NOT_FOUND" : "GROUP_EXISTS",
+                   stele_errmsg());
 }
 
 /* The stream of a request: a stream identifier, or $all (stream NULL).
@@ -92,7 +81,7 @@ static int which_stream(gcall *call, int is_all, const EventStore__Client__Strea
 static int check_group(gcall *call, const char *group)
 {
     if (!group || !*group) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "a group name is required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "a group name is required");
         return -1;
     }
     return 0;
@@ -146,7 +135,8 @@ static int filter_from(gcall *call,
                   : NULL;
     int on_stream = f->filter_case == PS(CREATE_REQ__ALL_OPTIONS__FILTER_OPTIONS__FILTER_STREAM_IDENTIFIER);
     if (!x) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "a filter needs a stream name or event type expression");
+        grpc_fail_code(call, "INVALID_ARGUMENT",
+                       "a filter needs a stream name or event type expression");
         return -1;
     }
     if (x->n_prefix) {
@@ -171,7 +161,7 @@ static void create_msg(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__PersistentSubscriptions__CreateReq *req = (void *)msg;
     EventStore__Client__PersistentSubscriptions__CreateReq__Options *o = req->options;
     if (!o || !o->settings) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Create: options and settings are required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "Create: options and settings are required");
         return;
     }
     if (check_group(call, o->group_name))
@@ -209,7 +199,7 @@ static void create_msg(gcall *call, ProtobufCMessage *msg)
         st.start = o->settings->revision; /* STELE_END == UINT64_MAX */
     }
     if (SETTINGS_NEGATIVE(o->settings)) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "settings may not be negative");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "settings may not be negative");
         return;
     }
     SETTINGS_APPLY(&st, o->settings);
@@ -222,7 +212,7 @@ static void create_msg(gcall *call, ProtobufCMessage *msg)
         else {
             char m[200];
             snprintf(m, sizeof m, "consumer strategy %.60s is not supported (RoundRobin, Pinned, DispatchToSingle)", cs);
-            grpc_finish(call, GRPC_INVALID_ARGUMENT, m);
+            grpc_fail_code(call, "INVALID_ARGUMENT", m);
             return;
         }
     }
@@ -241,7 +231,7 @@ static void update_msg(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__PersistentSubscriptions__UpdateReq *req = (void *)msg;
     EventStore__Client__PersistentSubscriptions__UpdateReq__Options *o = req->options;
     if (!o || !o->settings) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Update: options and settings are required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "Update: options and settings are required");
         return;
     }
     if (check_group(call, o->group_name))
@@ -270,7 +260,7 @@ static void update_msg(gcall *call, ProtobufCMessage *msg)
         start = o->settings->revision;
     }
     if (SETTINGS_NEGATIVE(o->settings)) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "settings may not be negative");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "settings may not be negative");
         return;
     }
     /* The filter cannot change: keep the group's own. */
@@ -299,7 +289,7 @@ static void delete_msg(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__PersistentSubscriptions__DeleteReq *req = (void *)msg;
     EventStore__Client__PersistentSubscriptions__DeleteReq__Options *o = req->options;
     if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Delete: options are required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "Delete: options are required");
         return;
     }
     char name[1024];
@@ -415,7 +405,7 @@ static void get_info_msg(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__PersistentSubscriptions__GetInfoReq *req = (void *)msg;
     EventStore__Client__PersistentSubscriptions__GetInfoReq__Options *o = req->options;
     if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "GetInfo: options are required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "GetInfo: options are required");
         return;
     }
     char name[1024];
@@ -503,7 +493,7 @@ static void replay_msg(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__PersistentSubscriptions__ReplayParkedReq *req = (void *)msg;
     EventStore__Client__PersistentSubscriptions__ReplayParkedReq__Options *o = req->options;
     if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "ReplayParked: options are required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "ReplayParked: options are required");
         return;
     }
     char name[1024];
@@ -646,7 +636,7 @@ static uint8_t (*ids_of(gcall *call, EventStore__Client__UUID **u, size_t n))[16
     for (size_t i = 0; i < n; i++)
         if (grpc_uuid_in(u[i], ids[i]) != 0) {
             free(ids);
-            grpc_finish(call, GRPC_INVALID_ARGUMENT, "an ack or nack names a malformed event id");
+            grpc_fail_code(call, "INVALID_ARGUMENT", "an ack or nack names a malformed event id");
             return NULL;
         }
     return ids;
@@ -659,7 +649,7 @@ static void ps_read_msg(gcall *call, ProtobufCMessage *msg)
     server *s = call->c->srv;
     if (!st) {
         if (req->content_case != PS(READ_REQ__CONTENT_OPTIONS)) {
-            grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: the first message must be the options");
+            grpc_fail_code(call, "INVALID_ARGUMENT", "Read: the first message must be the options");
             return;
         }
         EventStore__Client__PersistentSubscriptions__ReadReq__Options *o = req->options;
@@ -741,7 +731,7 @@ static void ps_read_msg(gcall *call, ProtobufCMessage *msg)
             return;
         }
     } else {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: options may be sent only once");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "Read: options may be sent only once");
         return;
     }
     grpc_want_more(call); /* slots were freed */

@@ -27,18 +27,14 @@
 static void fail(gcall *call, int rc)
 {
     const char *m = stele_errmsg();
-    char text[1200];
-    snprintf(text, sizeof text, "%s: %s", stele_errname(rc), m);
-    int status = rc == STELE_ENOTFOUND ? GRPC_NOT_FOUND
-               : rc == STELE_EEXISTS   ? GRPC_ALREADY_EXISTS
-               : rc == STELE_EINVAL || rc == STELE_ETOOBIG ? GRPC_INVALID_ARGUMENT
-               : rc == STELE_EBUSY ? GRPC_UNAVAILABLE
-                                   : -1;
-    if (status < 0) {
+    if (rc == STELE_ENOTFOUND)
+        grpc_fail_code(call, "PROJECTION_NOT_FOUND", m);
+    else if (rc == STELE_EEXISTS)
+        grpc_fail_code(call, "PROJECTION_EXISTS", m);
+    else if (rc == STELE_ETOOBIG) /* not an append: no append-size trailers */
+        grpc_fail_status(call, rc, m);
+    else
         grpc_fail_stele(call, rc, m, NULL);
-        return;
-    }
-    grpc_finish(call, status, text);
 }
 
 static void ok_empty(gcall *call, const ProtobufCMessageDescriptor *d)
@@ -57,7 +53,7 @@ static void p_create(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__Projections__CreateReq *req = (void *)msg;
     EventStore__Client__Projections__CreateReq__Options *o = req->options;
     if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "options are missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "options are missing");
         return;
     }
     stele_projection_settings s;
@@ -90,7 +86,8 @@ static void p_create(gcall *call, ProtobufCMessage *msg)
         break;
     }
     default:
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "the mode (one_time, transient, continuous) is missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT",
+                       "the mode (one_time, transient, continuous) is missing");
         return;
     }
     int rc = stele_projection_create(call->c->srv->db, pname, &s);
@@ -108,7 +105,7 @@ static void p_update(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__Projections__UpdateReq *req = (void *)msg;
     EventStore__Client__Projections__UpdateReq__Options *o = req->options;
     if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "options are missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "options are missing");
         return;
     }
     int emit = o->emit_option_case ==
@@ -127,7 +124,7 @@ static void p_delete(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__Projections__DeleteReq *req = (void *)msg;
     EventStore__Client__Projections__DeleteReq__Options *o = req->options;
     if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "options are missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "options are missing");
         return;
     }
     unsigned flags = (o->delete_emitted_streams ? STELE_PROJ_DELETE_EMITTED : 0) |
@@ -425,7 +422,7 @@ static void p_state(gcall *call, ProtobufCMessage *msg)
 {
     EventStore__Client__Projections__StateReq *req = (void *)msg;
     if (!req->options) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "options are missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "options are missing");
         return;
     }
     state_or_result(call, req->options->name, req->options->partition, 0);
@@ -435,7 +432,7 @@ static void p_result(gcall *call, ProtobufCMessage *msg)
 {
     EventStore__Client__Projections__ResultReq *req = (void *)msg;
     if (!req->options) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "options are missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "options are missing");
         return;
     }
     state_or_result(call, req->options->name, req->options->partition, 1);

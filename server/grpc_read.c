@@ -357,7 +357,8 @@ static int take_filter(gcall *call, read_st *st, const FilterOptions *f, stele_f
         x = f->event_type;
     }
     if (!x) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "a filter needs a stream name or event type expression");
+        grpc_fail_code(call, "INVALID_ARGUMENT",
+                       "a filter needs a stream name or event type expression");
         return -1;
     }
     if (x->n_prefix) {
@@ -387,7 +388,7 @@ static int take_filter(gcall *call, read_st *st, const FilterOptions *f, stele_f
             char why[128], msg[300];
             regerror(rc, &st->re, why, sizeof why);
             snprintf(msg, sizeof msg, "invalid filter regex (POSIX extended): %s", why);
-            grpc_finish(call, GRPC_INVALID_ARGUMENT, msg);
+            grpc_fail_code(call, "INVALID_ARGUMENT", msg);
             return -1;
         }
         st->has_re = 1;
@@ -607,7 +608,7 @@ void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
     ReadOptions *o = req->options;
     server *s = call->c->srv;
     if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: options are required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "Read: options are required");
         return;
     }
     read_st *st = calloc(1, sizeof *st);
@@ -623,7 +624,7 @@ void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
                                               EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__UUIDOPTION__CONTENT_STRUCTURED);
     int subscribe = o->count_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__COUNT_OPTION_SUBSCRIPTION;
     if (!subscribe && o->count_option_case != EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__COUNT_OPTION_COUNT) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: either count or subscription is required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "Read: either count or subscription is required");
         return;
     }
     st->remaining = subscribe ? UINT64_MAX : o->count;
@@ -663,13 +664,13 @@ void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
             break;
         }
     } else {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: a stream or $all is required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "Read: a stream or $all is required");
         return;
     }
     stele_filter sf, *filter = NULL;
     if (o->filter_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__FILTER_OPTION_FILTER) {
         if (!st->all) {
-            grpc_finish(call, GRPC_INVALID_ARGUMENT, "Read: filters apply to $all only");
+            grpc_fail_code(call, "INVALID_ARGUMENT", "Read: filters apply to $all only");
             return;
         }
         if (take_filter(call, st, o->filter, &sf))

@@ -64,11 +64,11 @@ static int64_t expected_of(int which, uint64_t revision)
 int grpc_stream_name(gcall *call, const StreamIdentifier *id, char *out, size_t cap)
 {
     if (!id || id->stream_name.len == 0) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "a stream name is required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "a stream name is required");
         return -1;
     }
     if (id->stream_name.len >= cap || memchr(id->stream_name.data, 0, id->stream_name.len)) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT,
+        grpc_fail_code(call, "INVALID_ARGUMENT",
                     id->stream_name.len >= cap ? "stream name is too long"
                                                : "stream name contains a NUL byte");
         return -1;
@@ -339,7 +339,7 @@ static void append_msg(gcall *call, ProtobufCMessage *msg)
         return;
     if (req->content_case == EVENT_STORE__CLIENT__STREAMS__APPEND_REQ__CONTENT_OPTIONS) {
         if (st->have_opts) {
-            grpc_finish(call, GRPC_INVALID_ARGUMENT, "Append: options sent twice");
+            grpc_fail_code(call, "INVALID_ARGUMENT", "Append: options sent twice");
             return;
         }
         if (grpc_stream_name(call, req->options->stream_identifier, st->stream,
@@ -350,17 +350,18 @@ static void append_msg(gcall *call, ProtobufCMessage *msg)
         st->expected_rev = req->options->revision;
         st->expected = expected_of(st->expected_case, st->expected_rev);
         if (st->expected == -100) {
-            grpc_finish(call, GRPC_INVALID_ARGUMENT, "expected revision is out of range");
+            grpc_fail_code(call, "INVALID_ARGUMENT", "expected revision is out of range");
             return;
         }
         return;
     }
     if (req->content_case != EVENT_STORE__CLIENT__STREAMS__APPEND_REQ__CONTENT_PROPOSED_MESSAGE) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Append: a message with neither options nor an event");
+        grpc_fail_code(call, "INVALID_ARGUMENT",
+                       "Append: a message with neither options nor an event");
         return;
     }
     if (!st->have_opts) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Append: the first message must be the options");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "Append: the first message must be the options");
         return;
     }
     ProposedMessage *pm = req->proposed_message;
@@ -378,7 +379,7 @@ static void append_end(gcall *call)
 {
     append_st *st = call->st;
     if (!st || !st->have_opts) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Append: no options were sent");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "Append: no options were sent");
         return;
     }
     server *s = call->c->srv;
@@ -426,7 +427,7 @@ static void append_end(gcall *call)
                 grpc_trailer(call, "exception", "missing-required-metadata-property");
                 grpc_trailer(call, "required-metadata-properties", missing);
             }
-            grpc_finish(call, GRPC_INVALID_ARGUMENT, why);
+            grpc_fail_code(call, "INVALID_ARGUMENT", why);
             free(evs);
             free(ids);
             free(op);
@@ -606,7 +607,13 @@ static void batch_fail(gcall *call, const uint8_t corr[16], int corr_structured,
     EventStore__Client__Timeout tmo = EVENT_STORE__CLIENT__TIMEOUT__INIT;
     EventStore__Client__BadRequest bad = EVENT_STORE__CLIENT__BAD_REQUEST__INIT;
     char text[600];
-    snprintf(text, sizeof text, "%s: %s", rc == 1 ? "DEADLINE_EXCEEDED" : stele_errname(rc),
+    /* Status and code from the error vocabulary (docs/errors.md); rc 1 is
+     * the batch's own deadline. */
+    const stele_error_info *info =
+        stele_error_lookup(rc == 1 ? "DEADLINE_EXCEEDED" : NULL);
+    if (!info)
+        info = stele_error_info_of(rc);
+    snprintf(text, sizeof text, "%s: %s", info->code,
              message && *message ? message : stele_strerror(rc));
     switch (rc) {
     case STELE_EWRONGREV:
@@ -667,9 +674,7 @@ static void batch_fail(gcall *call, const uint8_t corr[16], int corr_structured,
         type_url = "type.googleapis.com/event_store.client.Timeout";
         break;
     default:
-        st.code = rc == STELE_EINVAL ? GOOGLE__RPC__CODE__INVALID_ARGUMENT
-                  : rc == STELE_EIDCONFLICT ? GOOGLE__RPC__CODE__ALREADY_EXISTS
-                                            : GOOGLE__RPC__CODE__UNAVAILABLE;
+        st.code = info->grpc_status; /* google.rpc.Code numbers are gRPC's */
         bad.message = text;
         details = &bad.base;
         type_url = "type.googleapis.com/event_store.client.BadRequest";
@@ -794,7 +799,8 @@ static void batch_msg(gcall *call, ProtobufCMessage *msg)
         return;
     uint8_t corr[16];
     if (grpc_uuid_in(req->correlation_id, corr) != 0) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "BatchAppend: every request needs a correlation id");
+        grpc_fail_code(call, "INVALID_ARGUMENT",
+                       "BatchAppend: every request needs a correlation id");
         return;
     }
     batch **pp = &st->open;
@@ -803,7 +809,7 @@ static void batch_msg(gcall *call, ProtobufCMessage *msg)
     batch *b = *pp;
     if (!b) {
         if (!req->options) {
-            grpc_finish(call, GRPC_INVALID_ARGUMENT,
+            grpc_fail_code(call, "INVALID_ARGUMENT",
                         "BatchAppend: the first request of a batch must carry its options");
             return;
         }
@@ -892,7 +898,7 @@ static void delete_common(gcall *call, int tomb, const StreamIdentifier *sid, in
         return;
     int64_t expected = expected_of(which, rev);
     if (expected == -100) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "expected revision is out of range");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "expected revision is out of range");
         return;
     }
     server *s = call->c->srv;
@@ -904,16 +910,12 @@ static void delete_common(gcall *call, int tomb, const StreamIdentifier *sid, in
     if (rc == STELE_EWRONGREV) {
         char exp[32], act[32];
         snprintf(exp, sizeof exp, "%lld", (long long)expected);
-        grpc_trailer(call, "exception", "wrong-expected-version");
-        grpc_trailer(call, "stream-name", stream);
         grpc_trailer(call, "expected-version", exp);
         if (current != STELE_NONE) {
             snprintf(act, sizeof act, "%llu", (unsigned long long)current);
             grpc_trailer(call, "actual-version", act);
         }
-        char msg[600];
-        snprintf(msg, sizeof msg, "WRONGREV: %s", stele_errmsg());
-        grpc_finish(call, GRPC_FAILED_PRECONDITION, msg);
+        grpc_fail_stele(call, rc, stele_errmsg(), stream); /* exception, stream-name */
         return;
     }
     if (rc) {
@@ -939,7 +941,7 @@ static void delete_msg(gcall *call, ProtobufCMessage *msg)
 {
     EventStore__Client__Streams__DeleteReq *req = (void *)msg;
     if (!req->options) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Delete: options are required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "Delete: options are required");
         return;
     }
     delete_common(call, 0, req->options->stream_identifier,
@@ -950,7 +952,7 @@ static void tombstone_msg(gcall *call, ProtobufCMessage *msg)
 {
     EventStore__Client__Streams__TombstoneReq *req = (void *)msg;
     if (!req->options) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "Tombstone: options are required");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "Tombstone: options are required");
         return;
     }
     delete_common(call, 1, req->options->stream_identifier,

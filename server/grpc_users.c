@@ -42,8 +42,7 @@ static void audit(gcall *call, const char *action, const char *result, const cha
 static int deny(gcall *call, const char *action)
 {
     audit(call, action, "denied", "needs $admins");
-    grpc_trailer(call, "exception", "access-denied");
-    grpc_finish(call, GRPC_PERMISSION_DENIED, "Access denied");
+    grpc_fail_code(call, "ACCESS_DENIED", "Access denied");
     return -1;
 }
 
@@ -51,14 +50,13 @@ static int deny(gcall *call, const char *action)
 static int check_name(gcall *call, const char *name, int must_exist)
 {
     if (!name || !auth_name_ok(name)) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT,
+        grpc_fail_code(call, "INVALID_ARGUMENT",
                     "login_name: 1-127 printable characters without spaces, ':', '\"', '\\' "
                     "or '/'");
         return -1;
     }
     if (must_exist && !auth_user_exists(call->c->srv, name)) {
-        grpc_trailer(call, "exception", "user-not-found");
-        grpc_finish(call, GRPC_NOT_FOUND, "no such user");
+        grpc_fail_code(call, "USER_NOT_FOUND", "no such user");
         return -1;
     }
     return 0;
@@ -69,7 +67,7 @@ static int password_ok(gcall *call, const char *pw, const char *what)
     if (!pw || !*pw || strlen(pw) >= AUTH_PASSWORD_MAX) {
         char msg[128];
         snprintf(msg, sizeof msg, "%s: 1 to %d bytes", what, AUTH_PASSWORD_MAX - 1);
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, msg);
+        grpc_fail_code(call, "INVALID_ARGUMENT", msg);
         return 0;
     }
     return 1;
@@ -78,14 +76,14 @@ static int password_ok(gcall *call, const char *pw, const char *what)
 static json_t *groups_json(gcall *call, size_t n, char **groups)
 {
     if (n > AUTH_MAX_GROUPS) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "at most 8 groups");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "at most 8 groups");
         return NULL;
     }
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++) {
         if (!auth_name_ok(groups[i])) {
             json_decref(a);
-            grpc_finish(call, GRPC_INVALID_ARGUMENT, "groups must be names");
+            grpc_fail_code(call, "INVALID_ARGUMENT", "groups must be names");
             return NULL;
         }
         json_array_append_new(a, json_string(groups[i]));
@@ -221,7 +219,7 @@ static void users_create(gcall *call, ProtobufCMessage *msg)
     if (!access_admin(&call->who)) {
         deny(call, "create user");
     } else if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "options missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "options missing");
     } else if (check_name(call, o->login_name, 0) == 0 && password_ok(call, o->password, "password")) {
         if (auth_user_exists(call->c->srv, o->login_name)) {
             grpc_finish(call, GRPC_ALREADY_EXISTS, "the user exists already");
@@ -242,7 +240,7 @@ static void users_update(gcall *call, ProtobufCMessage *msg)
     if (!access_admin(&call->who)) {
         deny(call, "update user");
     } else if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "options missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "options missing");
     } else if (check_name(call, o->login_name, 1) == 0) {
         json_t *g = groups_json(call, o->n_groups, o->groups);
         if (g && o->password && *o->password) {
@@ -358,7 +356,7 @@ static void users_change_password(gcall *call, ProtobufCMessage *msg)
     EventStore__Client__Users__ChangePasswordReq *r = (void *)msg;
     EventStore__Client__Users__ChangePasswordReq__Options *o = r->options;
     if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "options missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "options missing");
         return;
     }
     if (!access_admin(&call->who) && strcmp(call->who.name, o->login_name)) {
@@ -380,7 +378,7 @@ static void users_reset_password(gcall *call, ProtobufCMessage *msg)
     if (!access_admin(&call->who)) {
         deny(call, "reset password");
     } else if (!o) {
-        grpc_finish(call, GRPC_INVALID_ARGUMENT, "options missing");
+        grpc_fail_code(call, "INVALID_ARGUMENT", "options missing");
     } else if (check_name(call, o->login_name, 1) == 0 &&
                password_ok(call, o->new_password, "new_password")) {
         start_hash(call, H_RESET, o->login_name, NULL, NULL, o->new_password, NULL);

@@ -215,7 +215,7 @@ static void fail_record_size(gcall *call, const char *stream, const V2Record *r,
     d.max_size = max > INT32_MAX ? INT32_MAX : (int32_t)max;
     char text[600];
     snprintf(text, sizeof text,
-             "ETOOBIG: a record of stream '%.200s' is %llu bytes, over the limit of %llu bytes",
+             "TOO_LARGE: a record of stream '%.200s' is %llu bytes, over the limit of %llu bytes",
              stream, (unsigned long long)size, (unsigned long long)max);
     v2_fail(call, GRPC_INVALID_ARGUMENT, text, "AppendRecordSizeExceededErrorDetails", &d.base);
 }
@@ -228,7 +228,7 @@ static void fail_transaction_size(gcall *call, uint64_t size, uint64_t max)
     d.max_size = max > INT32_MAX ? INT32_MAX : (int32_t)max;
     char text[200];
     snprintf(text, sizeof text,
-             "ETOOBIG: the append is at least %llu bytes, over the limit of %llu bytes",
+             "TOO_LARGE: the append is at least %llu bytes, over the limit of %llu bytes",
              (unsigned long long)size, (unsigned long long)max);
     v2_fail(call, GRPC_ABORTED, text, "AppendTransactionSizeExceededErrorDetails", &d.base);
 }
@@ -338,7 +338,7 @@ static int record_in(gcall *call, v2_op *op, size_t k, const V2Record *r, const 
     memset(ev, 0, sizeof *ev);
     if (!r->schema || !r->schema->name || !*r->schema->name) {
         v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                     "EINVAL: record %zu: schema.name (the record's type) is required", k);
+                     "INVALID_ARGUMENT: record %zu: schema.name (the record's type) is required", k);
         return -1;
     }
     ev->type = r->schema->name;
@@ -348,7 +348,7 @@ static int record_in(gcall *call, v2_op *op, size_t k, const V2Record *r, const 
         const char *reason;
         if (json_validate((const char *)r->data.data, r->data.len, &at, &reason)) {
             v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                         "EINVAL: record %zu: the schema format is JSON but the data is not JSON "
+                         "INVALID_ARGUMENT: record %zu: the schema format is JSON but the data is not JSON "
                          "(byte %zu: %s)",
                          k, at, reason);
             return -1;
@@ -361,7 +361,7 @@ static int record_in(gcall *call, v2_op *op, size_t k, const V2Record *r, const 
     case KURRENTDB__PROTOCOL__V2__STREAMS__SCHEMA_FORMAT__SCHEMA_FORMAT_BYTES: break;
     default:
         v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                     "EINVAL: record %zu: schema.format must be JSON, PROTOBUF, AVRO or BYTES "
+                     "INVALID_ARGUMENT: record %zu: schema.format must be JSON, PROTOBUF, AVRO or BYTES "
                      "(got %d)",
                      k, (int)r->schema->format);
         return -1;
@@ -372,7 +372,7 @@ static int record_in(gcall *call, v2_op *op, size_t k, const V2Record *r, const 
         KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORD__RECORD_ID_OPTION_RECORD_ID) {
         if (!r->record_id || stele_id_parse(r->record_id, op->ids[k], &ev->flags)) {
             v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                         "EINVAL: record %zu: record_id \"%.64s\" is not a UUID or a ULID", k,
+                         "INVALID_ARGUMENT: record %zu: record_id \"%.64s\" is not a UUID or a ULID", k,
                          r->record_id ? r->record_id : "");
             return -1;
         }
@@ -407,7 +407,7 @@ static int record_in(gcall *call, v2_op *op, size_t k, const V2Record *r, const 
         free(fe);
         free(fp);
         if (bad) {
-            v2_fail_text(call, GRPC_INVALID_ARGUMENT, "EINVAL: record %zu: %s", k, why);
+            v2_fail_text(call, GRPC_INVALID_ARGUMENT, "INVALID_ARGUMENT: record %zu: %s", k, why);
             return -1;
         }
         *meta_len = meta->len - *meta_off;
@@ -540,7 +540,7 @@ static void session_msg(gcall *call, ProtobufCMessage *msg)
         return;
     if (!req->stream || !*req->stream) {
         v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                     "EINVAL: append request %zu of the session names no stream", st->kept.n);
+                     "INVALID_ARGUMENT: append request %zu of the session names no stream", st->kept.n);
         return;
     }
     for (size_t i = 0; i < st->kept.n; i++)
@@ -550,7 +550,7 @@ static void session_msg(gcall *call, ProtobufCMessage *msg)
             d.stream = req->stream;
             char text[600];
             snprintf(text, sizeof text,
-                     "EINVAL: stream '%.400s' appears twice in the append session (requests %zu "
+                     "INVALID_ARGUMENT: stream '%.400s' appears twice in the append session (requests %zu "
                      "and %zu); send each stream's records in one request",
                      req->stream, i, st->kept.n);
             v2_fail(call, GRPC_ABORTED, text, "StreamAlreadyInAppendSessionErrorDetails", &d.base);
@@ -558,7 +558,7 @@ static void session_msg(gcall *call, ProtobufCMessage *msg)
         }
     if (st->kept.n >= STELE_MAX_APPEND_STREAMS) {
         v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                     "EINVAL: an append session may name at most %u streams",
+                     "INVALID_ARGUMENT: an append session may name at most %u streams",
                      STELE_MAX_APPEND_STREAMS);
         return;
     }
@@ -567,7 +567,7 @@ static void session_msg(gcall *call, ProtobufCMessage *msg)
         int64_t e;
         if (expected_in(req->expected_revision, &e)) {
             v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                         "EINVAL: stream '%.400s': expected revision %lld is not a revision, -1 "
+                         "INVALID_ARGUMENT: stream '%.400s': expected revision %lld is not a revision, -1 "
                          "(no stream), -2 (any), -4 (exists) or -5 (soft-deleted)",
                          req->stream, (long long)req->expected_revision);
             return;
@@ -594,11 +594,11 @@ static void session_end(gcall *call)
     session_st *st = call->st;
     if (!st || st->kept.n == 0) {
         v2_fail_text(call, GRPC_FAILED_PRECONDITION,
-                     "EINVAL: the append session ended without any append request");
+                     "INVALID_ARGUMENT: the append session ended without any append request");
         return;
     }
     if (st->nrecords == 0) {
-        v2_fail_text(call, GRPC_INVALID_ARGUMENT, "EINVAL: the %s has no records to append",
+        v2_fail_text(call, GRPC_INVALID_ARGUMENT, "INVALID_ARGUMENT: the %s has no records to append",
                      call->m->client_streaming ? "append session" : "append");
         return;
     }
@@ -636,9 +636,9 @@ static void v2_store_error(gcall *call, v2_op *op)
     if (op->rc == STELE_ETOOBIG) {
         fail_transaction_size(call, op->bytes, grpc_max_append_size(call->c->srv));
     } else if (op->rc == STELE_EINVAL) {
-        v2_fail_text(call, GRPC_INVALID_ARGUMENT, "EINVAL: %s", op->msg);
+        v2_fail_text(call, GRPC_INVALID_ARGUMENT, "INVALID_ARGUMENT: %s", op->msg);
     } else if (op->rc == STELE_EIDCONFLICT) {
-        v2_fail_text(call, GRPC_ALREADY_EXISTS, "EIDCONFLICT: %s", op->msg);
+        v2_fail_text(call, GRPC_ALREADY_EXISTS, "ID_CONFLICT: %s", op->msg);
     } else {
         grpc_fail_stele(call, op->rc, op->msg, NULL);
     }
@@ -691,7 +691,7 @@ static void session_conflict(gcall *call, v2_op *op)
             KURRENTDB__PROTOCOL__V2__STREAMS__ERRORS__STREAM_TOMBSTONED_ERROR_DETAILS__INIT;
         d.stream = (char *)stream;
         char text[600];
-        snprintf(text, sizeof text, "EDELETED: stream '%.400s' is tombstoned", stream);
+        snprintf(text, sizeof text, "STREAM_DELETED: stream '%.400s' is tombstoned", stream);
         v2_fail(call, GRPC_FAILED_PRECONDITION, text, "StreamTombstonedErrorDetails", &d.base);
         return;
     }
@@ -707,7 +707,7 @@ static void session_conflict(gcall *call, v2_op *op)
                             : (int64_t)op->res.current_revision;
     char text[700];
     snprintf(text, sizeof text,
-             "WRONGREV: stream '%.400s': expected revision %lld, current revision %lld", stream,
+             "WRONG_EXPECTED_REVISION: stream '%.400s': expected revision %lld, current revision %lld", stream,
              (long long)d.expected_revision, (long long)d.actual_revision);
     v2_fail(call, GRPC_FAILED_PRECONDITION, text, "StreamRevisionConflictErrorDetails", &d.base);
 }
@@ -792,20 +792,20 @@ static void records_msg(gcall *call, ProtobufCMessage *msg)
     V2RecordsRequest *req = (V2RecordsRequest *)msg;
     if (req->n_records == 0) {
         v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                     "EINVAL: AppendRecords needs at least one record");
+                     "INVALID_ARGUMENT: AppendRecords needs at least one record");
         return;
     }
     for (size_t i = 0; i < req->n_records; i++) {
         const V2Record *r = req->records[i];
         if (r->stream_option_case != KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORD__STREAM_OPTION_STREAM ||
             !r->stream || !*r->stream) {
-            v2_fail_text(call, GRPC_INVALID_ARGUMENT, "EINVAL: record %zu names no stream", i);
+            v2_fail_text(call, GRPC_INVALID_ARGUMENT, "INVALID_ARGUMENT: record %zu names no stream", i);
             return;
         }
     }
     if (req->n_checks > STELE_MAX_APPEND_STREAMS) {
         v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                     "EINVAL: AppendRecords names more than %u streams (%zu checks)",
+                     "INVALID_ARGUMENT: AppendRecords names more than %u streams (%zu checks)",
                      STELE_MAX_APPEND_STREAMS, req->n_checks);
         return;
     }
@@ -814,7 +814,7 @@ static void records_msg(gcall *call, ProtobufCMessage *msg)
         if (c->type_case != KURRENTDB__PROTOCOL__V2__STREAMS__CONSISTENCY_CHECK__TYPE_STREAM_STATE ||
             !c->stream_state) {
             v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                         "EINVAL: consistency check %zu is of a kind this server does not know "
+                         "INVALID_ARGUMENT: consistency check %zu is of a kind this server does not know "
                          "(only stream_state checks are supported)",
                          i);
             return;
@@ -822,13 +822,13 @@ static void records_msg(gcall *call, ProtobufCMessage *msg)
         const char *cs = c->stream_state->stream;
         if (!cs || !*cs) {
             v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                         "EINVAL: consistency check %zu names no stream", i);
+                         "INVALID_ARGUMENT: consistency check %zu names no stream", i);
             return;
         }
         int64_t e;
         if (expected_in(c->stream_state->expected_state, &e)) {
             v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                         "EINVAL: consistency check %zu (stream '%.400s'): expected state %lld is "
+                         "INVALID_ARGUMENT: consistency check %zu (stream '%.400s'): expected state %lld is "
                          "not a revision, -1 (no stream), -2 (any), -4 (exists) or -5 "
                          "(soft-deleted)",
                          i, cs, (long long)c->stream_state->expected_state);
@@ -837,7 +837,7 @@ static void records_msg(gcall *call, ProtobufCMessage *msg)
         for (size_t j = 0; j < i; j++)
             if (!strcmp(req->checks[j]->stream_state->stream, cs)) {
                 v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                             "EINVAL: consistency checks %zu and %zu both check stream '%.400s'; "
+                             "INVALID_ARGUMENT: consistency checks %zu and %zu both check stream '%.400s'; "
                              "give each stream at most one check",
                              j, i, cs);
                 return;
@@ -867,7 +867,7 @@ static void records_msg(gcall *call, ProtobufCMessage *msg)
         size_t x = stream_index(op, slots, &n, r->stream);
         if (x == SIZE_MAX) {
             v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                         "EINVAL: AppendRecords names more than %u streams (record %zu names "
+                         "INVALID_ARGUMENT: AppendRecords names more than %u streams (record %zu names "
                          "stream number %u)",
                          STELE_MAX_APPEND_STREAMS, k, STELE_MAX_APPEND_STREAMS + 1);
             goto fail;
@@ -960,7 +960,7 @@ static void records_violations(gcall *call, v2_op *op)
     d.violations = ptrs;
     char full[900];
     snprintf(full, sizeof full, "%s: %zu consistency check%s failed, first: %s",
-             op->rc == STELE_EDELETED ? "EDELETED" : "WRONGREV", n, n == 1 ? "" : "s", text);
+             stele_error_info_of(op->rc)->code, n, n == 1 ? "" : "s", text);
     v2_fail(call, GRPC_FAILED_PRECONDITION, full, "AppendConsistencyViolationErrorDetails", &d.base);
     free(vs);
     free(ss);

@@ -449,25 +449,20 @@ void http_error(conn *c, int status, const char *code, const char *message)
                code);
 }
 
+void http_error_code(conn *c, const char *code, const char *message)
+{
+    const stele_error_info *e = stele_error_lookup(code);
+    if (!e) /* a code missing from the table: a bug, said as one */
+        e = stele_error_info_of(STELE_EINTERNAL);
+    http_error(c, e->http_status, e->code, message);
+}
+
 void http_stele_error(conn *c, int rc, const char *message, const stele_append_result *res)
 {
-    int status;
-    const char *code;
-    switch (rc) {
-    case STELE_EINVAL: status = 400; code = "INVALID_ARGUMENT"; break;
-    case STELE_ENOTFOUND: status = 404; code = "STREAM_NOT_FOUND"; break;
-    case STELE_EWRONGREV: status = 409; code = "WRONG_EXPECTED_REVISION"; break;
-    case STELE_EIDCONFLICT: status = 409; code = "ID_CONFLICT"; break;
-    case STELE_EDELETED: status = 410; code = "STREAM_DELETED"; break;
-    case STELE_ETOOBIG: status = 413; code = "TOO_LARGE"; break;
-    case STELE_EREADONLY: status = 503; code = "READ_ONLY"; break;
-    case STELE_ECLOSED: status = 503; code = "UNAVAILABLE"; break;
-    case STELE_EIO: status = 503; code = "IO_ERROR"; break;
-    case STELE_ENOSPC: status = 503; code = "NO_SPACE"; break;
-    case STELE_EBUSY: status = 503; code = "BUSY"; break;
-    case STELE_ECORRUPT: status = 500; code = "CORRUPT"; break;
-    default: status = 500; code = "INTERNAL"; break;
-    }
+    /* The error vocabulary (src/util/errors.c, docs/errors.md) names it. */
+    const stele_error_info *e = stele_error_info_of(rc);
+    int status = e->http_status;
+    const char *code = e->code;
     buf b = {0};
     if (rc == STELE_EWRONGREV && res)
         json_w_error_rev(&b, code, message, res->current_revision);

@@ -3,7 +3,8 @@
  *
  * Parsing an append body takes two passes:
  *
- *  1. Validation: a recursive descent over the whole body checks it
+ *  1. Validation (util/json_text.c, shared with every JSON reader of
+ *     Stele): a recursive descent over the whole body checks it
  *     against RFC 8259 (structure, string escapes including surrogate pairs,
  *     UTF-8 per Unicode table 3-7, the number grammar, the three literals,
  *     nesting depth, nothing but whitespace after the value) and counts its
@@ -43,6 +44,8 @@
 #define JSMN_STRICT
 #define JSMN_PARENT_LINKS
 #include <jsmn.h>
+
+#include "util/json_text.h"
 
 /* ------------------------------------------------------------------ arena */
 
@@ -100,330 +103,10 @@ void json_append_free(json_append *a)
 
 /* ------------------------------------------------------------- validation */
 
-#define JSON_STR_(x) #x
-#define JSON_STR(x) JSON_STR_(x)
-
-/* Byte classes for the string scanner: 0 plain ASCII, 1 needs a look
- * ('"', '\\', control characters), 2 non-ASCII (a UTF-8 sequence). */
-static const uint8_t str_class[256] = {
-    /* 0x00..0x1f: control characters */
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 1 /* " */, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 /* \ */, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-};
-
-/* Length of the well-formed UTF-8 sequence at s[0..n) (Unicode table 3-7:
- * shortest form, no surrogates, at most U+10FFFF), or 0 if it is not one.
- * s[0] >= 0x80. */
-static size_t utf8_seq(const uint8_t *s, size_t n)
-{
-    uint8_t c = s[0], lo = 0x80, hi = 0xbf;
-    size_t len;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-    } else
-        return 0;
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t k = 2; k < len; k++)
-        if ((s[k] & 0xc0) != 0x80)
-            return 0;
-    return len;
-}
-
-static int hexval(uint8_t c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* The 4 hex digits at s (already known to be there), as a number; -1 if
- * one is not a hex digit. */
-static long hex4(const uint8_t *s)
-{
-    long v = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = hexval(s[i]);
-        if (h < 0)
-            return -1;
-        v = v << 4 | h;
-    }
-    return v;
-}
-
-typedef struct vstate {
-    const uint8_t *s;
-    size_t len, pos;
-    int depth;
-    size_t nvalues;
-    size_t err_at;
-    const char *why;
-    bool show_char; /* the error is about the character at err_at */
-} vstate;
-
-static int v_fail(vstate *v, size_t at, const char *why, bool show_char)
-{
-    v->err_at = at;
-    v->why = why;
-    v->show_char = show_char;
-    return -1;
-}
-
-static int v_eof(vstate *v) { return v_fail(v, v->len, "unexpected end of input", false); }
-
-static void v_ws(vstate *v)
-{
-    while (v->pos < v->len) {
-        uint8_t c = v->s[v->pos];
-        if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
-            return;
-        v->pos++;
-    }
-}
-
-static int v_string(vstate *v)
-{
-    const uint8_t *s = v->s;
-    size_t i = v->pos + 1; /* past the opening quote */
-    for (;;) {
-        while (i < v->len && str_class[s[i]] == 0)
-            i++;
-        if (i >= v->len)
-            return v_eof(v);
-        uint8_t c = s[i];
-        if (c == '"') {
-            v->pos = i + 1;
-            v->nvalues++;
-            return 0;
-        }
-        if (c >= 0x80) {
-            size_t n = utf8_seq(s + i, v->len - i);
-            if (!n)
-                return v_fail(v, i, "invalid UTF-8 in string", false);
-            i += n;
-            continue;
-        }
-        if (c < 0x20)
-            return v_fail(v, i, "unescaped control character in string", false);
-        /* A backslash. */
-        if (i + 1 >= v->len)
-            return v_eof(v);
-        switch (s[i + 1]) {
-        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
-            i += 2;
-            continue;
-        case 'u':
-            break;
-        default:
-            return v_fail(v, i, "invalid escape in string", false);
-        }
-        if (i + 6 > v->len)
-            return v_eof(v);
-        long cp = hex4(s + i + 2);
-        if (cp < 0)
-            return v_fail(v, i, "invalid \\u escape", false);
-        if (cp >= 0xdc00 && cp <= 0xdfff)
-            return v_fail(v, i, "lone surrogate in \\u escape", false);
-        if (cp >= 0xd800 && cp <= 0xdbff) {
-            /* A high surrogate must be followed by an escaped low one. */
-            long lo = -1;
-            if (i + 12 <= v->len && s[i + 6] == '\\' && s[i + 7] == 'u')
-                lo = hex4(s + i + 8);
-            if (lo < 0xdc00 || lo > 0xdfff)
-                return v_fail(v, i, "lone surrogate in \\u escape", false);
-            i += 6;
-        }
-        i += 6;
-    }
-}
-
-static int v_digits(vstate *v)
-{
-    if (v->pos >= v->len)
-        return v_eof(v);
-    if (v->s[v->pos] < '0' || v->s[v->pos] > '9')
-        return v_fail(v, v->pos, "digit expected in number", false);
-    while (v->pos < v->len && v->s[v->pos] >= '0' && v->s[v->pos] <= '9')
-        v->pos++;
-    return 0;
-}
-
-static int v_number(vstate *v)
-{
-    const uint8_t *s = v->s;
-    if (s[v->pos] == '-')
-        v->pos++;
-    if (v->pos < v->len && s[v->pos] == '0') {
-        v->pos++;
-        if (v->pos < v->len && s[v->pos] >= '0' && s[v->pos] <= '9')
-            return v_fail(v, v->pos - 1, "leading zero in number", false);
-    } else if (v_digits(v)) {
-        return -1;
-    }
-    if (v->pos < v->len && s[v->pos] == '.') {
-        v->pos++;
-        if (v_digits(v))
-            return -1;
-    }
-    if (v->pos < v->len && (s[v->pos] == 'e' || s[v->pos] == 'E')) {
-        v->pos++;
-        if (v->pos < v->len && (s[v->pos] == '+' || s[v->pos] == '-'))
-            v->pos++;
-        if (v_digits(v))
-            return -1;
-    }
-    v->nvalues++;
-    return 0;
-}
-
-static int v_literal(vstate *v, const char *word, size_t n)
-{
-    if (v->len - v->pos < n) {
-        if (memcmp(v->s + v->pos, word, v->len - v->pos) == 0)
-            return v_eof(v);
-        return v_fail(v, v->pos, "invalid literal", false);
-    }
-    if (memcmp(v->s + v->pos, word, n) != 0)
-        return v_fail(v, v->pos, "invalid literal", false);
-    v->pos += n;
-    v->nvalues++;
-    return 0;
-}
-
-static int v_value(vstate *v);
-
-/* An array or object; v->pos is at its opening bracket. */
-static int v_container(vstate *v)
-{
-    bool object = v->s[v->pos] == '{';
-    uint8_t close = object ? '}' : ']';
-    if (++v->depth > JSON_MAX_DEPTH)
-        return v_fail(v, v->pos, "nesting deeper than " JSON_STR(JSON_MAX_DEPTH), false);
-    v->nvalues++;
-    v->pos++;
-    v_ws(v);
-    if (v->pos >= v->len)
-        return v_eof(v);
-    if (v->s[v->pos] == close) {
-        v->pos++;
-        v->depth--;
-        return 0;
-    }
-    for (;;) {
-        if (object) {
-            if (v->s[v->pos] != '"')
-                return v_fail(v, v->pos, "expected a string key", true);
-            if (v_string(v))
-                return -1;
-            v_ws(v);
-            if (v->pos >= v->len)
-                return v_eof(v);
-            if (v->s[v->pos] != ':')
-                return v_fail(v, v->pos, "expected ':'", true);
-            v->pos++;
-        }
-        if (v_value(v))
-            return -1;
-        v_ws(v);
-        if (v->pos >= v->len)
-            return v_eof(v);
-        uint8_t c = v->s[v->pos];
-        if (c == close) {
-            v->pos++;
-            v->depth--;
-            return 0;
-        }
-        if (c != ',')
-            return v_fail(v, v->pos, object ? "expected ',' or '}'" : "expected ',' or ']'",
-                          true);
-        v->pos++;
-        v_ws(v);
-        if (v->pos >= v->len)
-            return v_eof(v);
-        if (v->s[v->pos] == close)
-            return v_fail(v, v->pos - 1, "trailing comma", false);
-    }
-}
-
-/* A value after optional whitespace. */
-static int v_value(vstate *v)
-{
-    v_ws(v);
-    if (v->pos >= v->len)
-        return v_eof(v);
-    switch (v->s[v->pos]) {
-    case '{': case '[':
-        return v_container(v);
-    case '"':
-        return v_string(v);
-    case '-': case '0': case '1': case '2': case '3': case '4':
-    case '5': case '6': case '7': case '8': case '9':
-        return v_number(v);
-    case 't':
-        return v_literal(v, "true", 4);
-    case 'f':
-        return v_literal(v, "false", 5);
-    case 'n':
-        return v_literal(v, "null", 4);
-    default:
-        return v_fail(v, v->pos, "unexpected character", true);
-    }
-}
-
-/* The whole text: one value and whitespace around it. */
-static int v_text(vstate *v, const char *s, size_t len)
-{
-    memset(v, 0, sizeof *v);
-    v->s = (const uint8_t *)s;
-    v->len = len;
-    if (v_value(v))
-        return -1;
-    v_ws(v);
-    if (v->pos < v->len)
-        return v_fail(v, v->pos, "data after the JSON value", true);
-    return 0;
-}
-
+/* The validator lives in util/json_text.c, shared by every JSON reader. */
 int json_validate(const char *s, size_t len, size_t *err_at, const char **why)
 {
-    vstate v;
-    if (v_text(&v, s, len) == 0)
-        return 0;
-    if (err_at)
-        *err_at = v.err_at;
-    if (why)
-        *why = v.why;
-    return STELE_EINVAL;
+    return jtext_validate(s, len, err_at, why) ? STELE_EINVAL : 0;
 }
 
 /* ----------------------------------------------------------------- base64 */
@@ -561,50 +244,8 @@ static const char *tok_kind(const pctx *p, int i)
  * has room for n bytes: escapes only ever shrink. Returns the length. */
 static size_t str_unescape(const char *raw, size_t n, char *out)
 {
-    size_t o = 0, i = 0;
-    while (i < n) {
-        const char *bs = memchr(raw + i, '\\', n - i);
-        size_t run = bs ? (size_t)(bs - (raw + i)) : n - i;
-        memcpy(out + o, raw + i, run);
-        o += run;
-        i += run;
-        if (i >= n)
-            break;
-        char e = raw[i + 1];
-        i += 2;
-        switch (e) {
-        case 'b': out[o++] = '\b'; continue;
-        case 'f': out[o++] = '\f'; continue;
-        case 'n': out[o++] = '\n'; continue;
-        case 'r': out[o++] = '\r'; continue;
-        case 't': out[o++] = '\t'; continue;
-        case 'u': break;
-        default: out[o++] = e; continue; /* " \ / */
-        }
-        uint32_t cp = (uint32_t)hex4((const uint8_t *)raw + i);
-        i += 4;
-        if (cp >= 0xd800 && cp <= 0xdbff) {
-            uint32_t lo = (uint32_t)hex4((const uint8_t *)raw + i + 2);
-            i += 6;
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-        }
-        if (cp < 0x80) {
-            out[o++] = (char)cp;
-        } else if (cp < 0x800) {
-            out[o++] = (char)(0xc0 | cp >> 6);
-            out[o++] = (char)(0x80 | (cp & 0x3f));
-        } else if (cp < 0x10000) {
-            out[o++] = (char)(0xe0 | cp >> 12);
-            out[o++] = (char)(0x80 | (cp >> 6 & 0x3f));
-            out[o++] = (char)(0x80 | (cp & 0x3f));
-        } else {
-            out[o++] = (char)(0xf0 | cp >> 18);
-            out[o++] = (char)(0x80 | (cp >> 12 & 0x3f));
-            out[o++] = (char)(0x80 | (cp >> 6 & 0x3f));
-            out[o++] = (char)(0x80 | (cp & 0x3f));
-        }
-    }
-    return o;
+    long len = jtext_unescape(raw, n, out, n);
+    return len < 0 ? 0 : (size_t)len; /* never: the body was validated */
 }
 
 static const char *tok_raw(const pctx *p, int i, size_t *n)
@@ -1009,8 +650,9 @@ int json_parse_append(const char *body, size_t len, json_append *out, char *err,
     if (!body)
         len = 0;
 
-    vstate v;
-    if (v_text(&v, body, len)) {
+    jtext_scan v;
+    jtext_scan_init(&v, body, len, JSON_MAX_DEPTH);
+    if (jtext_scan_text(&v)) {
         out->bad_json = 1;
         uint8_t c = v.err_at < len ? (uint8_t)body[v.err_at] : 0;
         if (v.err_at >= len && len == 0)
@@ -1070,61 +712,7 @@ int json_w_raw(buf *b, const void *p, size_t len) { return buf_append(b, p, len)
 
 #define W(b, lit) buf_append((b), (lit), sizeof(lit) - 1)
 
-int json_w_str(buf *b, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    const uint8_t *u = (const uint8_t *)s;
-    int rc = buf_reserve(b, len + 2);
-    if (rc)
-        return rc;
-    b->p[b->len++] = '"';
-    size_t i = 0;
-    while (i < len) {
-        size_t run = i;
-        for (;;) {
-            while (run < len && str_class[u[run]] == 0)
-                run++;
-            if (run < len && u[run] >= 0x80) {
-                size_t n = utf8_seq(u + run, len - run);
-                if (n) {
-                    run += n;
-                    continue;
-                }
-            }
-            break;
-        }
-        if ((rc = buf_append(b, u + i, run - i)))
-            return rc;
-        i = run;
-        if (i >= len)
-            break;
-        uint8_t c = u[i++];
-        char esc[6] = {'\\', 0, 0, 0, 0, 0};
-        size_t n = 2;
-        switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        default:
-            /* Another control character, or a byte of invalid UTF-8. */
-            if (c >= 0x80) {
-                memcpy(esc, "\\ufffd", 6);
-            } else {
-                memcpy(esc, "\\u00", 4);
-                esc[4] = hex[c >> 4];
-                esc[5] = hex[c & 0xf];
-            }
-            n = 6;
-        }
-        if ((rc = buf_append(b, esc, n)))
-            return rc;
-    }
-    return buf_append(b, "\"", 1);
-}
+int json_w_str(buf *b, const char *s, size_t len) { return jtext_escape(b, s, len); }
 
 int json_w_u64(buf *b, uint64_t v)
 {

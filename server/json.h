@@ -21,13 +21,14 @@
 #include <stdint.h>
 
 #include "stele.h"
+#include "util/json_text.h"
 #include "util/shared.h"
 
 /* Limits of an append body. A body nests at most JSON_MAX_DEPTH arrays and
  * objects deep, counting the envelope (the events array, the event object,
  * and the {"events": ...} object if used). JSON_MAX_VALUES bounds the
  * tokenizer's memory (20 bytes per JSON value of the body). */
-#define JSON_MAX_DEPTH 64
+#define JSON_MAX_DEPTH JTEXT_MAX_DEPTH
 #define JSON_MAX_EVENTS 100000
 #define JSON_MAX_TAGS 64
 #define JSON_MAX_VALUES (1u << 22)

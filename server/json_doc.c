@@ -142,83 +142,23 @@ int json_doc_get(const json_doc *d, int obj, const char *key)
     return -1;
 }
 
-static int hex4(const char *p, unsigned *v)
-{
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        unsigned h = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
-                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
-                     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
-                                            : 16u;
-        if (h > 15)
-            return -1;
-        *v = *v << 4 | h;
-    }
-    return 0;
-}
-
-static char *put_utf8(char *o, unsigned cp)
-{
-    if (cp < 0x80) {
-        *o++ = (char)cp;
-    } else if (cp < 0x800) {
-        *o++ = (char)(0xc0 | cp >> 6);
-        *o++ = (char)(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-        *o++ = (char)(0xe0 | cp >> 12);
-        *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
-        *o++ = (char)(0x80 | (cp & 0x3f));
-    } else {
-        *o++ = (char)(0xf0 | cp >> 18);
-        *o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
-        *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
-        *o++ = (char)(0x80 | (cp & 0x3f));
-    }
-    return o;
-}
-
 char *json_doc_str(const json_doc *d, int i)
 {
     if (i < 0 || i >= d->n || d->t[i].type != JSMN_STRING)
         return NULL;
     const char *p = d->s + d->t[i].start;
     size_t len = (size_t)(d->t[i].end - d->t[i].start);
-    char *out = malloc(len + 1), *o = out;
+    char *out = malloc(len + 1);
     if (!out)
         return NULL;
-    /* The body is valid JSON: every escape is complete and well formed. */
-    for (size_t k = 0; k < len; k++) {
-        if (p[k] != '\\') {
-            *o++ = p[k];
-            continue;
-        }
-        char e = p[++k];
-        unsigned cp, lo;
-        switch (e) {
-        case 'b': *o++ = '\b'; break;
-        case 'f': *o++ = '\f'; break;
-        case 'n': *o++ = '\n'; break;
-        case 'r': *o++ = '\r'; break;
-        case 't': *o++ = '\t'; break;
-        case 'u':
-            hex4(p + k + 1, &cp);
-            k += 4;
-            if (cp >= 0xd800 && cp <= 0xdbff && k + 6 < len && p[k + 1] == '\\' &&
-                p[k + 2] == 'u' && hex4(p + k + 3, &lo) == 0 && lo >= 0xdc00 && lo <= 0xdfff) {
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                k += 6;
-            }
-            if (cp == 0) {
-                free(out);
-                return NULL;
-            }
-            o = put_utf8(o, cp);
-            break;
-        default: *o++ = e; break; /* " \ / */
-        }
+    /* The body is valid JSON, so the decode succeeds; U+0000 cannot be
+     * part of a C string. */
+    long n = jtext_unescape(p, len, out, len);
+    if (n < 0 || memchr(out, 0, (size_t)n)) {
+        free(out);
+        return NULL;
     }
-    *o = 0;
+    out[n] = 0;
     return out;
 }
 

@@ -602,6 +602,10 @@ int server_run(const server_config *cfg)
         fprintf(stderr, "stele serve: cannot open the store %s: %s\n", shown, stele_errmsg());
         goto out;
     }
+    if (cfg->signing_key && stele_chain_set_signing_key(s->db, cfg->signing_key) != 0) {
+        fprintf(stderr, "stele serve: --signing-key: %s\n", stele_errmsg());
+        goto out;
+    }
     if (tls_init(s) != 0 || auth_init(s) != 0 || security_check_listen(s) != 0 ||
         listen_on(s) != 0 || guard_init(s) != 0)
         goto out;
@@ -728,6 +732,7 @@ int server_run(const server_config *cfg)
     rc = 0;
 out:
     admin_shutdown(s); /* a running scavenge stops after its segment */
+    chain_routes_shutdown(s); /* waits for an export being built */
     auth_free(s);      /* joins the verifier thread; its completions are freed below */
     backup_shutdown(s); /* a running backup too (DEST keeps the previous one) */
     grpc_server_free(s); /* before stele_close: releases the commit watch */

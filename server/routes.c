@@ -757,7 +757,7 @@ void route_health_tick(server *s)
         return;
     if (st.readonly && !s->store_readonly)
         server_log(s, 0, "msg=\"store is read-only\" code=%s reason=\"%s\"",
-                   stele_errname(st.readonly_code), st.readonly_reason);
+                   stele_error_info_of(st.readonly_code)->code, st.readonly_reason);
     else if (!st.readonly && s->store_readonly)
         server_log(s, 0, "msg=\"store is writable again\"");
     s->store_readonly = st.readonly;
@@ -853,6 +853,8 @@ void route_request(conn *c)
     if (route_projections(c, path, plen, q, qlen))
         return;
     if (route_names(c, path, plen, q, qlen)) /* GET /streams, /categories, /types */
+        return;
+    if (route_chain(c, path, plen, q, qlen)) /* the hash chain (routes_chain.c) */
         return;
     if (route_multi(c, path, plen))
         return;

@@ -119,7 +119,7 @@ static void write_status(struct admin *a, buf *b)
     buf_append(b, num, strlen(num));
     if (a->state == SCAV_FAILED) {
         buf_append(b, ",\"error\":{\"code\":", 18);
-        const char *code = stele_errname(a->rc);
+        const char *code = stele_error_info_of(a->rc)->code;
         json_w_str(b, code, strlen(code));
         buf_append(b, ",\"message\":", 11);
         json_w_str(b, a->msg, strlen(a->msg));

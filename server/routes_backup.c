@@ -169,7 +169,7 @@ static void write_status(struct backup_admin *a, buf *b)
     write_counts(b, &a->res);
     if (a->state == BK_FAILED) {
         buf_append(b, ",\"error\":{\"code\":", 18);
-        const char *code = stele_errname(a->rc);
+        const char *code = stele_error_info_of(a->rc)->code;
         json_w_str(b, code, strlen(code));
         buf_append(b, ",\"message\":", 11);
         json_w_str(b, a->msg, strlen(a->msg));
@@ -309,7 +309,8 @@ static void archive_run(struct archive *ar)
     ar->last_run_us = wall_us();
     if (rc) {
         ar->failures++;
-        snprintf(ar->error, sizeof ar->error, "%s: %s", stele_errname(rc), stele_errmsg());
+        snprintf(ar->error, sizeof ar->error, "%s: %s", stele_error_info_of(rc)->code,
+                 stele_errmsg());
     } else {
         ar->last_ok_us = ar->last_run_us;
         ar->last = res;

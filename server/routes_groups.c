@@ -101,11 +101,11 @@ static void group_error(conn *c, int rc, const char *what)
     const char *msg = stele_errmsg();
     if (rc == STELE_ENOTFOUND) {
         snprintf(code, sizeof code, "%s_NOT_FOUND", what);
-        http_error(c, 404, code, msg);
+        http_error_code(c, code, msg);
         metrics_error(&c->srv->m, 404, rc);
     } else if (rc == STELE_EEXISTS) {
         snprintf(code, sizeof code, "%s_EXISTS", what);
-        http_error(c, 409, code, msg);
+        http_error_code(c, code, msg);
         metrics_error(&c->srv->m, 409, rc);
     } else {
         http_stele_error(c, rc, msg, NULL);
@@ -972,7 +972,7 @@ static int push_pump(conn *c, void *ctx, size_t max_events)
     int rc = stele_consumer_read(f->cons, want, 0, &b);
     if (rc) {
         buf e = {0};
-        json_w_error(&e, rc == STELE_ENOTFOUND ? "GROUP_NOT_FOUND" : stele_errname(rc),
+        json_w_error(&e, rc == STELE_ENOTFOUND ? "GROUP_NOT_FOUND" : stele_error_info_of(rc)->code,
                      stele_errmsg());
         sse_event(c, "error", NULL, e.p, e.len);
         buf_free(&e);

@@ -196,23 +196,9 @@ static void w_rev(buf *b, const char *name, uint64_t v)
 static void multi_error(conn *c, int rc, const char *msg, const stele_multi_result *mr,
                         const stele_append_result *ps, char *const *names, size_t nstreams)
 {
-    int status = 500;
-    const char *code = "INTERNAL";
-    switch (rc) {
-    case STELE_EINVAL: status = 400; code = "INVALID_ARGUMENT"; break;
-    case STELE_ENOTFOUND: status = 404; code = "STREAM_NOT_FOUND"; break;
-    case STELE_EWRONGREV: status = 409; code = "WRONG_EXPECTED_REVISION"; break;
-    case STELE_EIDCONFLICT: status = 409; code = "ID_CONFLICT"; break;
-    case STELE_ECONDITION: status = 409; code = "CONDITION_FAILED"; break;
-    case STELE_EDELETED: status = 410; code = "STREAM_DELETED"; break;
-    case STELE_ETOOBIG: status = 413; code = "TOO_LARGE"; break;
-    case STELE_EREADONLY: status = 503; code = "READ_ONLY"; break;
-    case STELE_ECLOSED: status = 503; code = "UNAVAILABLE"; break;
-    case STELE_EBUSY: status = 503; code = "BUSY"; break;
-    case STELE_EIO: status = 503; code = "IO_ERROR"; break;
-    case STELE_ENOSPC: status = 503; code = "NO_SPACE"; break;
-    default: break;
-    }
+    const stele_error_info *e = stele_error_info_of(rc); /* docs/errors.md */
+    int status = e->http_status;
+    const char *code = e->code;
     buf b = {0};
     buf_append(&b, "{\"error\":{\"code\":", 17);
     json_w_str(&b, code, strlen(code));

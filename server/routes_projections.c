@@ -47,15 +47,11 @@ static void lib_error(conn *c, int rc)
 {
     const char *m = stele_errmsg();
     if (rc == STELE_ENOTFOUND)
-        http_error(c, 404, "PROJECTION_NOT_FOUND", m);
+        http_error_code(c, "PROJECTION_NOT_FOUND", m);
     else if (rc == STELE_EEXISTS)
-        http_error(c, 409, "PROJECTION_EXISTS", m);
-    else if (rc == STELE_EBUSY)
-        http_error(c, 503, "BUSY", m);
-    else {
-        http_stele_error(c, rc, m, NULL);
-        return; /* http_stele_error finished the request */
-    }
+        http_error_code(c, "PROJECTION_EXISTS", m);
+    else
+        http_stele_error(c, rc, m, NULL); /* queues the answer only */
     conn_request_done(c);
 }
 

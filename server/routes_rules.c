@@ -37,9 +37,8 @@ static void rule_error(conn *c, int rc, const char *what)
     char code[48];
     if (rc == STELE_ENOTFOUND) {
         snprintf(code, sizeof code, "%s_NOT_FOUND", what);
-        http_fail(c, 404, code, stele_errmsg());
-    } else if (rc == STELE_EBUSY) {
-        http_fail(c, 429, "BUSY", stele_errmsg());
+        http_error_code(c, code, stele_errmsg());
+        conn_request_done(c);
     } else {
         http_stele_error(c, rc, stele_errmsg(), NULL);
         conn_request_done(c);

@@ -52,6 +52,7 @@ typedef struct server_config {
     const char *tls_client_ca;   /* require client certificates signed by this CA */
     int allow_cleartext;         /* with TLS: also serve cleartext clients */
     /* Users (server/auth.c, docs/security.md). */
+    const char *signing_key;     /* Ed25519 seed file: chain heads are signed (NULL: not) */
     const char *admin_password;  /* creates the user `admin` if it does not exist */
     int insecure;                /* allow a non-loopback address without TLS and users */
     int auth_fail_limit;         /* failed authentications per address a minute before

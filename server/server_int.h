@@ -317,9 +317,13 @@ void request_reset(request *r);
 /* Queue a whole response. */
 void http_respond(conn *c, int status, const char *content_type, const void *body, size_t len,
                   const char *extra_headers);
-/* Queue {"error":{"code","message"}} with the status. */
+/* Queue {"error":{"code","message"}} with the status. `code` is one of the
+ * error vocabulary (docs/errors.md) with its status there; test_errors
+ * checks every call site that spells both. */
 void http_error(conn *c, int status, const char *code, const char *message);
-/* Map a libstele error to status + code and respond. */
+/* http_error with the status the vocabulary gives `code` ("GROUP_NOT_FOUND"). */
+void http_error_code(conn *c, const char *code, const char *message);
+/* Name a libstele error by the vocabulary (status + code) and respond. */
 void http_stele_error(conn *c, int rc, const char *message, const stele_append_result *res);
 /* A request answered: count its latency (as a non-append) and end it. */
 void http_request_finish(conn *c);
@@ -434,6 +438,10 @@ int route_ui(conn *c, const char *path, size_t plen);
 /* routes_names.c: GET /streams, /categories, /types (name listings); 1 if
  * answered, 0 otherwise (POST /streams is a multi-stream append). */
 int route_names(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+/* GET /chain/head, /chain/proof, /chain/export (routes_chain.c): 1 if handled. */
+int route_chain(conn *c, const char *path, size_t plen, const char *q, size_t qlen);
+/* Join the export thread of routes_chain.c (before the store closes). */
+void chain_routes_shutdown(server *s);
 /* Stop a running scavenge and join its thread (before the store closes). */
 void admin_shutdown(server *s);
 /* The scavenge thread for other front ends (gRPC Operations). Start one:

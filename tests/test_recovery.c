@@ -408,7 +408,7 @@ typedef struct recinfo {
     char stream[64];
 } recinfo;
 
-/* Every record of segment `segno` (decoded with rec_decode). */
+/* Every record of segment `segno` (decoded with rec_decode) but chain records. */
 static int scan_segment(const char *dir, uint32_t segno, recinfo **out)
 {
     char path[600];
@@ -428,6 +428,10 @@ static int scan_segment(const char *dir, uint32_t segno, recinfo **out)
             fprintf(stderr, "%s offset %" PRIu64 ": rec_decode %d %s\n", path, off, st, why);
             CHECK(st == REC_OK);
             break;
+        }
+        if (r.kind == REC_CHAIN) { /* the hash chain's, before each commit: not listed */
+            off += r.len;
+            continue;
         }
         if (n == cap) {
             cap = cap ? cap * 2 : 64;

@@ -191,6 +191,16 @@ typedef struct backend_ops {
     int (*list_names)(backend *b, int kind, const char *prefix, const char *after, size_t limit,
                       unsigned flags, int (*fn)(void *ctx, const stele_name_info *info),
                       void *ctx);
+    /* The hash chain (local_chain.c; NULL: the backend has none). The head
+     * (unsigned), and the commits from the one holding position `from` to
+     * the head: fn gets each in order, with its records (bytes, n) when it
+     * holds an event at or before `to` (or lies between such commits), else
+     * only its digest (bytes NULL). */
+    int (*chain_head)(backend *b, stele_chain_head *out);
+    int (*chain_export)(backend *b, uint64_t from, uint64_t to,
+                        int (*fn)(void *ctx, uint64_t seq, const uint8_t *bytes, size_t n,
+                                  const uint8_t digest[32]),
+                        void *ctx, uint64_t *first_seq, uint8_t prev[32], stele_chain_head *head);
     void (*close)(backend *b);
 } backend_ops;
 

@@ -608,7 +608,7 @@ static void write_group(local *L, wreq *group)
     for (wreq *r = group; r && rc == 0; r = r->next) {
         rc = plan(L, txn, r);
         if (r->accepted)
-            bytes += r->bytes;
+            bytes += r->bytes + chain_rec_bytes(L);
     }
     if (rc) {
         /* Fail every request of the group, decided or not: nothing of it
@@ -672,6 +672,7 @@ static void write_group(local *L, wreq *group)
     for (wreq *r = group; r && rc == 0; r = r->next) {
         if (!r->accepted)
             continue;
+        uint8_t *chain_rec = chain_reserve(L); /* local_chain.c */
         uint64_t start = write_off + L->gbuf.len;
         uint8_t *p = L->gbuf.p + L->gbuf.len;
         L->ck.last_commit = loc_make(seg, (uint32_t)start);
@@ -706,6 +707,8 @@ static void write_group(local *L, wreq *group)
                 p, r->op == OP_DELETE ? REC_DELETE : REC_TOMBSTONE, r->stream, r->stream_len,
                 r->st.truncate_before, r->current, now);
         }
+        if (rc == 0)
+            rc = chain_seal_commit(L, txn, chain_rec, now);
     }
     /* The secondary indexes of the whole group (after the segment header). */
     size_t hdr = write_off == 0 ? SEG_HEADER_SIZE : 0;
@@ -736,6 +739,7 @@ static void write_group(local *L, wreq *group)
     L->last_created = now;
     clear_nospace(L); /* e.g. the index's headroom could be had again */
     atomic_store_explicit(&L->pub_next_pos, L->ck.next_pos, memory_order_release);
+    chain_publish(L);
     if (L->ck.next_pos > before.next_pos)
         tail_push(L, before.next_pos, loc_make(seg, (uint32_t)write_off));
     notify_commit(L);
@@ -933,6 +937,7 @@ static void local_close(backend *b)
         os_io->close(L->lockfd);
     }
     buf_free(&L->gbuf);
+    chain_close(L); /* local_chain.c */
     pool_unref(L->pl);
     pthread_mutex_destroy(&L->qmu);
     pthread_cond_destroy(&L->qcv);
@@ -995,6 +1000,8 @@ static const backend_ops local_ops = {
     .backup = local_backup,
     .scavenge = local_scavenge,
     .list_names = local_list_names,
+    .chain_head = local_chain_head,
+    .chain_export = local_chain_export,
     .close = local_close,
 };
 
@@ -1060,6 +1067,8 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
         rc = idx_open(dir, rebuild, !(opts->flags & STELE_OPEN_NO_INDEXES), &L->ix);
     if (rc == 0)
         rc = recover(L, rebuild);
+    if (rc == 0)
+        rc = chain_open(L); /* local_chain.c */
     if (rc == 0 && (opts->flags & STELE_OPEN_VERIFY))
         rc = verify_all(L);
     if (rc == 0) {

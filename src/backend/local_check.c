@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "backend/local_chain.h"
 #include "index/index.h"
 #include "log/log.h"
 #include "util/util.h"
@@ -780,6 +781,8 @@ int local_check(const char *dir, char *report, size_t report_len)
         rc = check_log(&k, note, sizeof note);
     if (rc == 0 && k.have_index)
         rc = check_index(&k);
+    if (rc == 0)
+        rc = chain_check(k.lg, note, sizeof note); /* local_chain.c */
     if (rc == 0 && report) {
         char scav[96] = "";
         uint32_t nscav = 0;

@@ -27,6 +27,7 @@
 #include "index/index.h"
 #include "log/log.h"
 #include "backend/page.h"
+#include "backend/local_chain.h"
 #include "util/util.h"
 
 #define GROUP_MAX_BYTES (32u << 20)
@@ -133,6 +134,9 @@ typedef struct local {
     /* Record bytes scavenging removed that the checkpoint's log_bytes
      * still counts; the writer subtracts them at its next commit. */
     _Atomic uint64_t scav_unaccounted;
+
+    /* the hash chain (local_chain.c) */
+    chain_state chain;
 } local;
 
 /* Find the start of the latest group at or before `from` in the tail
@@ -240,6 +244,12 @@ int local_enqueue(local *L, wreq *r);
 
 /* local_scavenge.c */
 int local_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);
+/* The hash chain's head and export (local_chain.c; backend_ops). */
+int local_chain_head(backend *b, stele_chain_head *out);
+int local_chain_export(backend *b, uint64_t from, uint64_t to,
+                       int (*fn)(void *ctx, uint64_t seq, const uint8_t *bytes, size_t n,
+                                 const uint8_t digest[32]),
+                       void *ctx, uint64_t *first_seq, uint8_t prev[32], stele_chain_head *head);
 
 /* local_query.c */
 /* Recovery's hook: index the secondary entries of the complete commit

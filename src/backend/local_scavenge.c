@@ -99,6 +99,7 @@ static int seg_pass(local *L, MDB_txn *txn, uint32_t seg, int64_t now, log_rewri
 {
     log_iter it;
     log_iter_init(&it, L->lg, loc_make(seg, 0), loc_make(seg + 1, 0));
+    it.chain = 1; /* chain records stay (record_live), removed commits' too */
     memset(p, 0, sizeof *p);
     int rc = 0, sealed = 0, remove = 0;
     uint32_t left = 0; /* records of the current commit still to come */

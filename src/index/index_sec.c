@@ -428,6 +428,10 @@ static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, u
         rec r;
         const char *why = "not an event record";
         rec_status st = rec_decode_trusted(recs + off, len - off, &r, &why);
+        if (st == REC_OK && r.kind == REC_CHAIN) { /* the hash chain's: not indexed */
+            off += r.len;
+            continue;
+        }
         int marker = st == REC_OK && (r.kind == REC_DELETE || r.kind == REC_TOMBSTONE ||
                                       r.kind == REC_METADATA || r.kind == REC_SNAPSHOT);
         if (st != REC_OK || (r.kind != REC_EVENT && !marker) || i >= nrec) {

@@ -693,6 +693,7 @@ static int64_t iter_fill(log_iter *it, uint64_t need)
 int log_iter_next(log_iter *it, rec *r, uint64_t *at, int *short_tail)
 {
     *short_tail = 0;
+again:
     it->raw = NULL;
     if (it->loc >= it->end)
         return LOG_ITER_END;
@@ -752,6 +753,11 @@ int log_iter_next(log_iter *it, rec *r, uint64_t *at, int *short_tail)
     if (st == REC_BAD)
         return err_set(STELE_ECORRUPT, "segment %s offset %llu: %s", name,
                        (unsigned long long)it->ploc, why);
+    if (r->kind == REC_CHAIN && !it->chain) {
+        it->loc = vat + r->len;
+        it->ploc += r->len;
+        goto again;
+    }
     it->raw = p;
     if (r->kind == REC_SEAL) {
         it->loc = loc_make(segno + 1, 0);

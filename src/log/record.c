@@ -173,7 +173,7 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
     r->id = p + 48;
     r->data_len = ld32(p + 64);
     r->meta_len = ld32(p + 68);
-    if (r->kind < REC_EVENT || r->kind > REC_SNAPSHOT || (r->flags & ~REC_FLAGS_MASK) ||
+    if (r->kind < REC_EVENT || r->kind > REC_CHAIN || (r->flags & ~REC_FLAGS_MASK) ||
         r->commit_count == 0 || r->commit_index >= r->commit_count) {
         *why = "malformed record header";
         return REC_BAD;
@@ -182,6 +182,12 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
         ((r->commit_count != 1 && !(r->kind == REC_SNAPSHOT && (r->flags & REC_MULTI))) || r->type_len || r->ntags ||
          (r->kind == REC_METADATA && r->data_len != REC_META_DATA_SIZE))) {
         *why = "malformed metadata or snapshot record";
+        return REC_BAD;
+    }
+    if (r->kind == REC_CHAIN &&
+        (r->commit_count != 1 || r->type_len || r->ntags || r->stream_len || r->flags ||
+         r->data_len != CHAIN_DATA_SIZE || r->meta_len || len != CHAIN_REC_SIZE)) {
+        *why = "malformed chain record";
         return REC_BAD;
     }
     /* Walk the body with bounds checks against len. */

@@ -108,7 +108,24 @@ enum rec_kind {
     REC_SEAL = 4,
     REC_METADATA = 5,
     REC_SNAPSHOT = 6,
+    REC_CHAIN = 7,
 };
+
+/*
+ * A chain record (kind 7, src/backend/local_chain.c) sits immediately before
+ * every commit written since the hash chain began: stream and type empty, no
+ * tags, a zero id, commit_count 1, position = the log's next position after
+ * its commit, revision = the commit's number in the chain (0, 1, ...), and a
+ * CHAIN_DATA_SIZE-byte data block:
+ *   +0  u8[32] prev    the chain hash of the previous chained commit (zeros
+ *                      for the first)
+ *   +32 u8[32] digest  SHA-256 of the commit's records, byte for byte
+ * The commit's chain hash is SHA-256(prev || digest). It is not part of the
+ * commit (commit_count does not count it); log iterators skip it unless
+ * asked (log_iter.chain), so only the chain code sees it.
+ */
+#define CHAIN_DATA_SIZE 64u
+#define CHAIN_REC_SIZE 144u /* REC_HEADER_SIZE + 2 NULs + 64, padded */
 
 /* The fixed data block of a REC_METADATA record (layout above). */
 #define REC_META_DATA_SIZE 32u

@@ -41,6 +41,7 @@
 #include <string.h>
 
 #include "rules/pattern_int.h"
+#include "util/json_text.h"
 #include "util/util.h"
 
 #define JSMN_STATIC
@@ -159,34 +160,15 @@ static size_t pc_tok_end(const pc_ctx *c, int i)
 /* Decode UTF-8 at s[*i..n): the code point, or -1 if malformed. */
 static long pc_utf8(const unsigned char *s, size_t n, size_t *i)
 {
-    unsigned c = s[*i];
-    if (c < 0x80) {
+    if (s[*i] < 0x80) {
         (*i)++;
-        return c;
+        return 0;
     }
-    int len;
-    uint32_t cp, min;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2, cp = c & 0x1f, min = 0x80;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3, cp = c & 0x0f, min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4, cp = c & 0x07, min = 0x10000;
-    } else {
+    size_t len = jtext_utf8_seq(s + *i, n - *i);
+    if (!len)
         return -1;
-    }
-    if (*i + (size_t)len > n)
-        return -1;
-    for (int k = 1; k < len; k++) {
-        unsigned cc = s[*i + (size_t)k];
-        if ((cc & 0xc0) != 0x80)
-            return -1;
-        cp = (cp << 6) | (cc & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return -1;
-    *i += (size_t)len;
-    return (long)cp;
+    *i += len;
+    return 0;
 }
 
 /* Check the body of string token i and decode it into the arena
@@ -222,37 +204,20 @@ static int pc_string(pc_ctx *c, int i, char **out, size_t *outn)
             p += 2;
             continue;
         }
-        if (e != 'u' || p + 6 > n)
+        uint32_t cp;
+        int used = e == 'u' ? jtext_u_escape((const char *)s + p, n - p, &cp) : JTEXT_U_SHORT;
+        if (used == JTEXT_U_SHORT)
             return pc_fail(c, "invalid JSON: bad escape at byte %zu", (size_t)c->t[i].start + p);
-        uint32_t cp = 0;
-        for (int d = 0; d < 4; d++) {
-            int h = hex_digit(s[p + 2 + (size_t)d]);
-            if (h < 0)
-                return pc_fail(c, "invalid JSON: bad \\u escape at byte %zu",
-                               (size_t)c->t[i].start + p);
-            cp = cp << 4 | (uint32_t)h;
-        }
-        p += 6;
-        if (cp >= 0xd800 && cp <= 0xdbff) {
-            uint32_t lo = 0;
-            int ok = p + 6 <= n && s[p] == '\\' && s[p + 1] == 'u';
-            for (int d = 0; ok && d < 4; d++) {
-                int h = hex_digit(s[p + 2 + (size_t)d]);
-                ok = h >= 0;
-                lo = lo << 4 | (uint32_t)(h < 0 ? 0 : h);
-            }
-            if (!ok || lo < 0xdc00 || lo > 0xdfff)
-                return pc_fail(c, "invalid JSON: unpaired surrogate at byte %zu",
-                               (size_t)c->t[i].start + p - 6);
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-            p += 6;
-        } else if (cp >= 0xdc00 && cp <= 0xdfff) {
+        if (used == JTEXT_U_HEX)
+            return pc_fail(c, "invalid JSON: bad \\u escape at byte %zu",
+                           (size_t)c->t[i].start + p);
+        if (used < 0)
             return pc_fail(c, "invalid JSON: unpaired surrogate at byte %zu",
-                           (size_t)c->t[i].start + p - 6);
-        }
+                           (size_t)c->t[i].start + p);
+        p += (size_t)used;
         if (cp == 0)
             return pc_fail(c, "strings may not contain U+0000");
-        k += utf8_encode(cp, (uint8_t *)o + k);
+        k += jtext_utf8_put(cp, (uint8_t *)o + k);
     }
     o[k] = 0;
     *out = o;

@@ -44,6 +44,7 @@
 #include <string.h>
 
 #include "rules/pattern_int.h"
+#include "util/json_text.h"
 #include "util/util.h"
 
 #define JSMN_STATIC
@@ -276,34 +277,17 @@ static const char *pi_unescape(pi_arena *a, const char *s, size_t n, size_t *out
             i += 2;
             continue;
         }
-        uint32_t cp = 0;
-        int ok = e == 'u' && i + 6 <= n;
-        for (int d = 0; ok && d < 4; d++) {
-            int h = hex_digit(s[i + 2 + (size_t)d]);
-            ok = h >= 0;
-            cp = cp << 4 | (uint32_t)(h < 0 ? 0 : h);
-        }
-        if (!ok) {
+        long hi = e == 'u' && i + 6 <= n ? jtext_hex4(s + i + 2) : -1;
+        if (hi < 0) {
             o[k++] = s[i++];
             continue;
         }
-        i += 6;
-        if (cp >= 0xd800 && cp <= 0xdbff && i + 6 <= n && s[i] == '\\' && s[i + 1] == 'u') {
-            uint32_t lo = 0;
-            int ok2 = 1;
-            for (int d = 0; ok2 && d < 4; d++) {
-                int h = hex_digit(s[i + 2 + (size_t)d]);
-                ok2 = h >= 0;
-                lo = lo << 4 | (uint32_t)(h < 0 ? 0 : h);
-            }
-            if (ok2 && lo >= 0xdc00 && lo <= 0xdfff) {
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                i += 6;
-            }
-        }
-        if (cp >= 0xd800 && cp <= 0xdfff)
+        uint32_t cp;
+        int used = jtext_u_escape(s + i, n - i, &cp);
+        if (used < 0) /* a lone surrogate */
             cp = 0xfffd;
-        k += utf8_encode(cp, (uint8_t *)o + k);
+        i += used < 0 ? 6 : (size_t)used;
+        k += jtext_utf8_put(cp, (uint8_t *)o + k);
     }
     o[k] = 0;
     *outn = k;

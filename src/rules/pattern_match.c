@@ -34,6 +34,7 @@
 #include <wctype.h>
 
 #include "rules/pattern_int.h"
+#include "util/json_text.h"
 #include "util/util.h"
 
 /* ------------------------------------------------------------- lower case */
@@ -80,7 +81,7 @@ size_t pat_lower(const char *s, size_t n, char *out)
             if (w <= 0x10ffff && !(w >= 0xd800 && w <= 0xdfff))
                 lc = (uint32_t)w;
         }
-        o += utf8_encode(lc, (uint8_t *)out + o);
+        o += jtext_utf8_put(lc, (uint8_t *)out + o);
         i += (size_t)len;
     }
     return o;

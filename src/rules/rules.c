@@ -260,8 +260,15 @@ static int not_found(const char *name)
     return err_set(STELE_ENOTFOUND, "rule '%s' does not exist", name);
 }
 
+/* The start of every call on one rule: clear the error, check the name,
+ * and take a reference on the rule (the caller drops it with rule_unref).
+ * `reg` may be NULL when the caller needs only the rule. */
 static int lookup(stele_db *db, const char *name, rules_reg **reg, rule **r)
 {
+    err_clear();
+    rules_reg *own;
+    if (!reg)
+        reg = &own;
     if (!db)
         return err_set(STELE_EINVAL, "db is NULL");
     int rc = rule_name_check(name);
@@ -367,7 +374,6 @@ int stele_rule_put(stele_db *db, const char *name, const char *json, size_t len,
 
 int stele_rule_delete(stele_db *db, const char *name)
 {
-    err_clear();
     rules_reg *reg;
     rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
@@ -405,7 +411,6 @@ int stele_rule_delete(stele_db *db, const char *name)
 
 int stele_rule_set_enabled(stele_db *db, const char *name, int enabled)
 {
-    err_clear();
     rules_reg *reg;
     rule *r = NULL;
     int rc = lookup(db, name, &reg, &r);
@@ -617,9 +622,8 @@ int stele_rule_get(stele_db *db, const char *name, stele_rule_info **out)
     if (!out)
         return err_set(STELE_EINVAL, "out is NULL");
     *out = NULL;
-    rules_reg *reg;
     rule *r = NULL;
-    int rc = lookup(db, name, &reg, &r);
+    int rc = lookup(db, name, NULL, &r);
     if (rc)
         return rc;
     stele_rule_info *in = infos_alloc(1);
@@ -639,10 +643,8 @@ int stele_rule_get(stele_db *db, const char *name, stele_rule_info **out)
 int stele_rule_read_dead(stele_db *db, const char *name, uint64_t from, size_t limit,
                          stele_page **out)
 {
-    err_clear();
-    rules_reg *reg;
     rule *r = NULL;
-    int rc = lookup(db, name, &reg, &r);
+    int rc = lookup(db, name, NULL, &r);
     if (rc)
         return rc;
     rc = stele_group_read_parked(db, "$all", r->group, from, limit, out);
@@ -652,10 +654,8 @@ int stele_rule_read_dead(stele_db *db, const char *name, uint64_t from, size_t l
 
 int stele_rule_redrive(stele_db *db, const char *name, uint64_t max, uint64_t *count)
 {
-    err_clear();
-    rules_reg *reg;
     rule *r = NULL;
-    int rc = lookup(db, name, &reg, &r);
+    int rc = lookup(db, name, NULL, &r);
     if (rc)
         return rc;
     rc = stele_group_replay_parked(db, "$all", r->group, max, count);
@@ -665,10 +665,8 @@ int stele_rule_redrive(stele_db *db, const char *name, uint64_t max, uint64_t *c
 
 int stele_rule_truncate_dead(stele_db *db, const char *name, uint64_t before)
 {
-    err_clear();
-    rules_reg *reg;
     rule *r = NULL;
-    int rc = lookup(db, name, &reg, &r);
+    int rc = lookup(db, name, NULL, &r);
     if (rc)
         return rc;
     rc = stele_group_truncate_parked(db, "$all", r->group, before);
@@ -708,9 +706,8 @@ int stele_rule_replays(stele_db *db, const char *name, stele_replay_info **out, 
     err_clear();
     if (!out || !n)
         return err_set(STELE_EINVAL, "a NULL argument");
-    rules_reg *reg;
     rule *r = NULL;
-    int rc = lookup(db, name, &reg, &r);
+    int rc = lookup(db, name, NULL, &r);
     if (rc)
         return rc;
     rc = replay_infos(r, out, n);
@@ -720,10 +717,8 @@ int stele_rule_replays(stele_db *db, const char *name, stele_replay_info **out, 
 
 int stele_rule_replay_cancel(stele_db *db, const char *name, uint64_t id)
 {
-    err_clear();
-    rules_reg *reg;
     rule *r = NULL;
-    int rc = lookup(db, name, &reg, &r);
+    int rc = lookup(db, name, NULL, &r);
     if (rc)
         return rc;
     rc = replay_cancel(r, id);

@@ -48,7 +48,8 @@ int stele_open(const char *uri, const stele_options *opts, stele_db **out)
         return err_set(STELE_EINVAL, "segment_size must be between 64 KiB and 2 GiB");
     if (o.max_event_size > (1ull << 30) || o.max_append_size > (1ull << 30))
         return err_set(STELE_EINVAL, "max_event_size and max_append_size must be at most 1 GiB");
-    if (o.flags & ~(STELE_OPEN_VERIFY | STELE_OPEN_NOCREATE | STELE_OPEN_NO_INDEXES))
+    if (o.flags & ~(STELE_OPEN_VERIFY | STELE_OPEN_NOCREATE | STELE_OPEN_NO_INDEXES |
+                    STELE_OPEN_NO_CHAIN))
         return err_set(STELE_EINVAL, "unknown open flags 0x%x", o.flags);
     stele_db *db = calloc(1, sizeof *db);
     if (!db)
@@ -71,6 +72,7 @@ void stele_close(stele_db *db)
         if (db->close_up[i])
             db->close_up[i](db);
     db->be->ops->close(db->be);
+    store_chain_close(db);
     free(db);
 }
 

@@ -34,7 +34,12 @@ struct stele_db {
      * (projections, then rules, then consumer groups) before the backend
      * closes. The store never names those modules. */
     void (*close_up[STORE_UP_N])(stele_db *db);
+    /* The hash chain's signing key (chain.c); NULL: heads are unsigned. */
+    struct store_chain_key *chain_key;
 };
+
+/* Forget the signing key (stele_close; chain.c). */
+void store_chain_close(stele_db *db);
 
 /* Append to any stream, system streams ('$...') included; otherwise the
  * same checks and results as stele_append(). */

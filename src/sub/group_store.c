@@ -40,6 +40,7 @@
 
 #include "sub/group_int.h"
 #include "sub/group_store_int.h"
+#include "util/json_text.h"
 
 /* ------------------------------------------------------------ events */
 
@@ -362,90 +363,25 @@ static int jnum(const jdoc *d, int i, uint64_t *out)
     return 0;
 }
 
-static int hex4(const char *p, unsigned *v)
-{
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        unsigned h = c >= '0' && c <= '9' ? (unsigned)(c - '0')
-                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
-                     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
-                                            : 16u;
-        if (h > 15)
-            return -1;
-        *v = *v << 4 | h;
-    }
-    return 0;
-}
-
-/* The unescaped text of string token i (malloc'd), or NULL. */
+/* The unescaped text of string token i (malloc'd), or NULL if it is not a
+ * string, is malformed (the record is the store's own, but checked all the
+ * same) or holds U+0000. */
 static char *jstr(const jdoc *d, int i)
 {
     if (i < 0 || d->t[i].type != JSMN_STRING)
         return NULL;
     const char *p = d->s + d->t[i].start;
     size_t len = (size_t)(d->t[i].end - d->t[i].start);
-    char *out = malloc(len + 1), *o = out;
+    char *out = malloc(len + 1);
     if (!out)
         return NULL;
-    for (size_t k = 0; k < len; k++) {
-        if (p[k] != '\\') {
-            *o++ = p[k];
-            continue;
-        }
-        if (++k >= len)
-            goto bad;
-        switch (p[k]) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '/': *o++ = '/'; break;
-        case 'b': *o++ = '\b'; break;
-        case 'f': *o++ = '\f'; break;
-        case 'n': *o++ = '\n'; break;
-        case 'r': *o++ = '\r'; break;
-        case 't': *o++ = '\t'; break;
-        case 'u': {
-            unsigned cp, lo;
-            if (k + 4 >= len || hex4(p + k + 1, &cp))
-                goto bad;
-            k += 4;
-            if (cp >= 0xd800 && cp <= 0xdbff) {
-                if (k + 6 >= len || p[k + 1] != '\\' || p[k + 2] != 'u' || hex4(p + k + 3, &lo) ||
-                    lo < 0xdc00 || lo > 0xdfff)
-                    goto bad;
-                k += 6;
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-            } else if (cp >= 0xdc00 && cp <= 0xdfff) {
-                goto bad;
-            }
-            if (cp == 0)
-                goto bad;
-            if (cp < 0x80) {
-                *o++ = (char)cp;
-            } else if (cp < 0x800) {
-                *o++ = (char)(0xc0 | cp >> 6);
-                *o++ = (char)(0x80 | (cp & 0x3f));
-            } else if (cp < 0x10000) {
-                *o++ = (char)(0xe0 | cp >> 12);
-                *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
-                *o++ = (char)(0x80 | (cp & 0x3f));
-            } else {
-                *o++ = (char)(0xf0 | cp >> 18);
-                *o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
-                *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
-                *o++ = (char)(0x80 | (cp & 0x3f));
-            }
-            break;
-        }
-        default:
-            goto bad;
-        }
+    long n = jtext_unescape(p, len, out, len);
+    if (n < 0 || memchr(out, 0, (size_t)n)) {
+        free(out);
+        return NULL;
     }
-    *o = 0;
+    out[n] = 0;
     return out;
-bad:
-    free(out);
-    return NULL;
 }
 
 /* ------------------------------------------------------------ filters */

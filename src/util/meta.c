@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "stele.h"
+#include "util/json_text.h"
 #include "util/util.h"
 
 #define JSMN_STATIC
@@ -39,74 +40,6 @@
 #include <jsmn.h>
 
 #define STACK_TOKENS 64
-
-static int hex4(const char *p, uint32_t *out)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = hex_digit(p[i]);
-        if (h < 0)
-            return -1;
-        v = (v << 4) | (uint32_t)h;
-    }
-    *out = v;
-    return 0;
-}
-
-/*
- * Decode the body of a JSON string (between its quotes) into out (cap
- * bytes). Returns the decoded length, or -1 if it is malformed or does not
- * fit. The result is not checked for UTF-8 here (the caller does).
- */
-static long unescape(const char *s, size_t n, char *out, size_t cap)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        char ch = s[i];
-        if (ch != '\\') {
-            if (o == cap)
-                return -1;
-            out[o++] = ch;
-            i++;
-            continue;
-        }
-        if (i + 1 >= n)
-            return -1;
-        char e = s[i + 1];
-        i += 2;
-        const char *simple = strchr("\"\\/bfnrt", e);
-        if (simple && e) {
-            static const char map[] = "\"\\/\b\f\n\r\t";
-            if (o == cap)
-                return -1;
-            out[o++] = map[simple - "\"\\/bfnrt"];
-            continue;
-        }
-        if (e != 'u' || i + 4 > n)
-            return -1;
-        uint32_t cp;
-        if (hex4(s + i, &cp))
-            return -1;
-        i += 4;
-        if (cp >= 0xD800 && cp <= 0xDBFF) {
-            uint32_t lo;
-            if (i + 6 > n || s[i] != '\\' || s[i + 1] != 'u' || hex4(s + i + 2, &lo) ||
-                lo < 0xDC00 || lo > 0xDFFF)
-                return -1;
-            i += 6;
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-        } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-            return -1;
-        }
-        uint8_t u[4];
-        size_t k = utf8_encode(cp, u);
-        if (cap - o < k)
-            return -1;
-        memcpy(out + o, u, k);
-        o += k;
-    }
-    return (long)o;
-}
 
 /* Field names in order of precedence: rank 0 is the best. */
 static const char *const corr_names[] = {"$correlationId", "correlationId", "correlation_id"};
@@ -154,7 +87,7 @@ int meta_ids_extract(const void *json, size_t len, meta_ids *out)
                 continue;
             /* A key: decode it (the names we look for are short). */
             char key[32];
-            long kl = unescape(js + toks[j].start, (size_t)(toks[j].end - toks[j].start), key,
+            long kl = jtext_unescape(js + toks[j].start, (size_t)(toks[j].end - toks[j].start), key,
                                sizeof key);
             const jsmntok_t *v = &toks[j + 1];
             if (kl < 0 || v->type != JSMN_STRING)
@@ -175,7 +108,7 @@ int meta_ids_extract(const void *json, size_t len, meta_ids *out)
             if (!dst)
                 continue;
             char val[META_NAME_MAX];
-            long vl = unescape(js + v->start, (size_t)(v->end - v->start), val, sizeof val);
+            long vl = jtext_unescape(js + v->start, (size_t)(v->end - v->start), val, sizeof val);
             size_t bad;
             if (vl <= 0 || utf8_check_name(val, (size_t)vl, &bad))
                 continue;

@@ -34,8 +34,8 @@ const char *utf8_check_name(const char *s, size_t len, size_t *bad_at);
  * rule), so categories partition $all. Used by the secondary index and by
  * subscription filters alike. */
 size_t stream_category_len(const char *stream, size_t len);
-/* Encode code point `cp` (<= 0x10FFFF) as UTF-8 into out; returns 1..4. */
-size_t utf8_encode(uint32_t cp, uint8_t out[4]);
+/* Encoding a code point as UTF-8 and the other JSON text helpers:
+ * util/json_text.h. */
 
 /* ---- event metadata (meta.c): the correlation id and the actor of an
  * event, from top-level string members of its JSON metadata, for the

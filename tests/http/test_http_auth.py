@@ -163,7 +163,10 @@ MATRIX = [
     ("GET", "/actors/a", None, ANY_USER),
     ("POST", "/query", {"query": [{"types": ["t"]}]}, ANY_USER),
     ("GET", "/streams/%24ce-acl", None, ANY_USER),
-    ("GET", "/streams", None, {O, D}),  # name lists: a read of $all
+    ("GET", "/streams", None, ANY_USER),  # filtered per stream (name_list_filtered)
+    ("GET", "/chain/head", None, ANY_USER),  # the hash chain's head: no event data
+    ("GET", "/chain/proof?position=0", None, {O, D}),  # events of any stream: $r on $all
+    ("GET", "/chain/export?from=0&to=1", None, {O, D}),
     ("GET", "/categories", None, {O, D}),
     ("GET", "/types", None, {O, D}),
     ("GET", "/streams/%24et-t", None, ANY_USER),
@@ -217,6 +220,23 @@ def acl_matrix():
                 bad.append("%s %s as %s: want %s, got %r" % (method, p, who, want, r))
     T.check(not bad, "every endpoint x principal as in MATRIX", None, "no mismatch",
             "\n    ".join(bad))
+
+
+@T.case
+def name_list_filtered():
+    """GET /streams by a user without $ops lists only the streams it may
+    read; $ops and $admins see all of them."""
+    def names(who):
+        r = call(S.port, "GET", "/streams?limit=10000", user=who)
+        T.check(r.status == 200, "GET /streams as " + who, None, 200, r)
+        return {x["name"] for x in r.body["streams"]}
+    for who, sees_locked in (("reader", True), ("writer", False), ("operator", True),
+                             ("admin", True)):
+        got = names(who)
+        T.check("acl-open" in got and ("acl-locked" in got) == sees_locked,
+                "the names %s may read" % who, None,
+                "acl-open%s" % (" and acl-locked" if sees_locked else ", not acl-locked"),
+                sorted(got))
 
 
 @T.case

@@ -138,7 +138,7 @@ def disk_full_read_only_then_resume():
         srv.start()
         with open(srv.log_path, "rb") as f:
             text = f.read().decode("utf-8", "replace").split("---- start 2")[-1]
-        T.check("store is read-only" in text and "NOSPC" in text,
+        T.check("store is read-only" in text and "code=NO_SPACE" in text,
                 "the server says the store opened read-only", None,
                 "a 'store is read-only' line", text[-1500:])
         T.check(read_all(srv.port, "full") == acked, "reads after reopening full", None,

@@ -25,6 +25,7 @@ import uuid
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nats_server import Client, NatsServer  # noqa: E402
+import rules_common  # noqa: E402
 from stele_server import Server, Suite, request  # noqa: E402
 
 WRITERS = 4
@@ -59,13 +60,7 @@ def req(method, path, body=None, timeout=30):
 
 
 def wait_for(cond, what, timeout=180, dump=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    T.fail("timed out waiting for " + what, None, None, dump() if dump else None)
+    return rules_common.wait_for(T, cond, what, timeout, dump)
 
 
 def target(**kw):
@@ -199,27 +194,12 @@ def every_event_exactly_once():
 
 @T.case
 def errors_dead_lettered_with_server_text():
-    retry = {"maxAttempts": 3, "backoffMs": 10, "maxBackoffMs": 50}
     rules = {
         "badtoken": (target(tokenEnv="STELE_NATS_BAD"), "uthorization"),
         "nostream": (target(subject="elsewhere.{{type}}"), "responders"),
         "noenv": (target(tokenEnv="STELE_NATS_UNSET"), "STELE_NATS_UNSET"),
     }
-    for name, (t, _) in rules.items():
-        T.expect(req("PUT", "/rules/" + name, json.dumps(
-            {"pattern": {"type": ["Probe"]}, "target": t, "retry": retry})), 201)
-    T.expect(req("POST", "/streams/Probe-1", json.dumps([{"type": "Probe", "data": {}}])), 201)
-    for name, (_, text) in rules.items():
-        wait_for(lambda: T.expect(req("GET", "/rules/" + name), 200)["stats"]["deadLetters"] == 1,
-                 "a dead letter for " + name, timeout=120)
-        reason = T.expect(req("GET", "/rules/%s/dead-letters" % name),
-                          200)["deadLetters"][0]["deadLettered"]["reason"]
-        T.check(text in reason and "3 attempts" in reason, "dead letter reason (%s)" % name,
-                None, text, reason)
-        T.check(TOKEN not in reason and "wrong-token" not in reason, "no token in the reason")
-    T.check(S["srv"].alive(), "the server is still up")
-    log = open(S["srv"].log_path, errors="replace").read()
-    T.check(TOKEN not in log and "wrong-token" not in log, "no token in the log")
+    rules_common.dead_letters_carry_text(T, req, S["srv"], rules, [TOKEN, "wrong-token"])
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import uuid
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pg_server import PgServer  # noqa: E402
+import rules_common  # noqa: E402
 from stele_server import Server, Suite, request  # noqa: E402
 
 WRITERS = 4
@@ -62,14 +63,8 @@ def conninfo():
     return "host=127.0.0.1 port=%d dbname=shop user=stele" % S["pg"].port
 
 
-def wait_for(cond, what, timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    T.fail("timed out waiting for " + what)
+def wait_for(cond, what, timeout=180, dump=None):
+    return rules_common.wait_for(T, cond, what, timeout, dump)
 
 
 SQL = {
@@ -242,7 +237,6 @@ def read_model_exactly_once():
 
 @T.case
 def errors_dead_lettered_with_postgres_text():
-    retry = {"maxAttempts": 3, "backoffMs": 10, "maxBackoffMs": 50}
     rules = {
         "badpw": ({"type": "postgres", "conninfo": conninfo(), "passwordEnv": "STELE_PG_BAD",
                    "sql": SQL}, "password authentication failed"),
@@ -252,23 +246,8 @@ def errors_dead_lettered_with_postgres_text():
         "nofile": ({"type": "postgres", "conninfo": conninfo(),
                     "passwordFile": "/nonexistent/pw", "sql": SQL}, "passwordFile"),
     }
-    for name, (target, _) in rules.items():
-        T.expect(req("PUT", "/rules/" + name, json.dumps(
-            {"pattern": {"type": ["Probe"]}, "target": target, "retry": retry})), 201)
-    r = req("POST", "/streams/Probe-1", json.dumps([{"type": "Probe", "data": {"n": 1}}]))
-    T.expect(r, 201)
-    for name, (_, text) in rules.items():
-        wait_for(lambda: T.expect(req("GET", "/rules/" + name), 200)["stats"]["deadLetters"] == 1,
-                 "a dead letter for " + name, timeout=120)
-        dl = T.expect(req("GET", "/rules/%s/dead-letters" % name), 200)["deadLetters"]
-        reason = dl[0]["deadLettered"]["reason"]
-        T.check(text in reason and "3 attempts" in reason,
-                "dead letter carries PostgreSQL's error (%s)" % name, None, text, reason)
-        T.check(PASSWORD not in reason and "not-the-password" not in reason,
-                "no password in the reason", None, None, reason)
-    T.check(S["srv"].alive(), "the server is still up")
-    log = open(S["srv"].log_path, errors="replace").read()
-    T.check(PASSWORD not in log and "not-the-password" not in log, "no password in the log")
+    rules_common.dead_letters_carry_text(T, req, S["srv"], rules, [PASSWORD, "not-the-password"],
+                                         data={"n": 1})
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import uuid
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rabbitmq_server import RabbitServer  # noqa: E402
+import rules_common  # noqa: E402
 from stele_server import Server, Suite, request  # noqa: E402
 
 WRITERS = 4
@@ -63,13 +64,7 @@ def req(method, path, body=None, timeout=30):
 
 
 def wait_for(cond, what, timeout=180, dump=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    T.fail("timed out waiting for " + what, None, None, dump() if dump else None)
+    return rules_common.wait_for(T, cond, what, timeout, dump)
 
 
 def target(**kw):
@@ -169,28 +164,12 @@ def every_event_arrives():
 
 @T.case
 def errors_dead_lettered_with_broker_text():
-    retry = {"maxAttempts": 3, "backoffMs": 10, "maxBackoffMs": 50}
     rules = {
         "badpw": (target(passwordEnv="STELE_RMQ_BAD"), "login"),
         "noexchange": (target(exchange="missing-{{type}}"), "NOT_FOUND"),
         "noroute": (target(routingKey="nobody.{{type}}"), "NO_ROUTE"),
     }
-    for name, (t, _) in rules.items():
-        T.expect(req("PUT", "/rules/" + name, json.dumps(
-            {"pattern": {"type": ["Probe"]}, "target": t, "retry": retry})), 201)
-    T.expect(req("POST", "/streams/Probe-1", json.dumps([{"type": "Probe", "data": {}}])), 201)
-    for name, (_, text) in rules.items():
-        wait_for(lambda: T.expect(req("GET", "/rules/" + name), 200)["stats"]["deadLetters"] == 1,
-                 "a dead letter for " + name, timeout=120,
-                 dump=lambda: req("GET", "/rules/" + name).body)
-        reason = T.expect(req("GET", "/rules/%s/dead-letters" % name),
-                          200)["deadLetters"][0]["deadLettered"]["reason"]
-        T.check(text in reason and "3 attempts" in reason, "dead letter reason (%s)" % name,
-                None, text, reason)
-        T.check("wrong-password" not in reason, "no password in the reason")
-    T.check(S["srv"].alive(), "the server is still up")
-    log = open(S["srv"].log_path, errors="replace").read()
-    T.check("wrong-password" not in log, "no password in the log")
+    rules_common.dead_letters_carry_text(T, req, S["srv"], rules, ["wrong-password"])
 
 
 if __name__ == "__main__":
