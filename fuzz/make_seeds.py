@@ -139,7 +139,7 @@ def json_doc_seeds():
         '{"x":"\\ud83d\\ude00","y":"\\u0000"}',
         '{"a" 1}',
         '[1,]',
-        '"\xc3\x28"',
+        b'"\xc3\x28"',
         '{' * 80,
         '',
     ]
@@ -492,11 +492,26 @@ def tls_seeds(http, h2):
     return out
 
 
+def json_text_seeds():
+    return json_doc_seeds()[:8] + [
+        'plain ascii',
+        'a\\"b\\\\c\\/d\\b\\f\\n\\r\\t',
+        '\\u00e9\\ud83d\\ude00\\u0000',
+        '\\ud800',
+        '\\udc00\\ud800',
+        '\\u12',
+        b'\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80',
+        b'\xc0\xaf\xed\xa0\x80\xf4\x90\x80\x80\xff',
+        b'\x01\x1f\x7f',
+    ]
+
+
 def main():
     recs, _ = record_seeds()
     put("record", recs)
     put("json_append", json_append_seeds())
     put("json_doc", json_doc_seeds())
+    put("json_text", json_text_seeds())
     put("urlcode", url_seeds())
     put("meta_ids", meta_ids_seeds())
     put("meta_json", meta_json_seeds())
