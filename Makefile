@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 RELEASE_BUILD ?= build-release
 PREFIX ?= /usr/local
 
-.PHONY: all deps build run install release release-check example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-pg bench-patterns bench-rules bench-limits bench-proj bench-tls bench-ddb bench-chain clean
+.PHONY: all deps build run install release release-check example test test-unit test-asan test-valgrind bench bench-http bench-grpc bench-subs bench-scavenge bench-query bench-multi bench-pg bench-pg-profile bench-patterns bench-rules bench-limits bench-proj bench-tls bench-ddb bench-chain clean
 
 all: build
 
@@ -134,6 +134,11 @@ bench-multi: build
 # latency across servers (starts its own PostgreSQL; docs/benchmarks.md).
 bench-pg: build
 	./bench/run_pg.sh $(BUILD)
+
+# Where Stele's PostgreSQL writer spends its time at 256 x 1 (appends per
+# group commit, statements per batch; OTHER=path/to/older/stele compares).
+bench-pg-profile: build
+	./bench/run_pg_profile.sh $(BUILD) $(OTHER)
 
 # Event pattern matching (rules): 100 rules of mixed operators over 1M
 # events, one thread, no store involved (docs/benchmarks.md).

@@ -50,6 +50,10 @@ static setting settings[] = {
     {"max-subscriptions", "subscriptions open at once, SSE and gRPC (default 10000)", NULL},
     {"max-groups", "consumer groups that may exist (default 1000)", NULL},
     {"max-consumers-per-group", "consumers connected to one group at once (default 100)", NULL},
+    {"node", "this server's name among the servers sharing consumer groups (default: random; "
+             "a server restarted under its name takes its claims back at once)", NULL},
+    {"group-lease-ms", "ms before a dead server's claimed group events go to another server "
+                       "(default 10000)", NULL},
     {"archive-dir", "copy each sealed log segment, and the tail on a schedule, into this directory"
                     " (default: no archive; docs/operations.md)", NULL},
     {"archive-interval", "seconds between copies of the tail into the archive (default 60)", NULL},
@@ -236,6 +240,15 @@ int cmd_serve(int argc, char **argv)
     }
     if ((st = find("host"))->value)
         cfg.host = st->value;
+    if ((st = find("node"))->value) {
+        size_t n = strlen(st->value);
+        if (n == 0 || n >= sizeof cfg.store.node_name || strpbrk(st->value, " \t\r\n")) {
+            fprintf(stderr, "stele serve: node must be 1..%zu bytes without spaces\n",
+                    sizeof cfg.store.node_name - 1);
+            return 2;
+        }
+        memcpy(cfg.store.node_name, st->value, n + 1);
+    }
     setting *data = find("data");
     if ((st = find("store"))->value && data->value && strcmp(st->value, data->value) != 0) {
         fprintf(stderr, "stele serve: both store (%s) and data (%s) are set: give one (flags, "
@@ -295,6 +308,7 @@ int cmd_serve(int argc, char **argv)
         {"max-subscriptions", 1, 10000000, &cfg.max_subscriptions, 0},
         {"max-groups", 1, 1000000, &cfg.store.max_groups, 4},
         {"max-consumers-per-group", 1, 1000000, &cfg.store.max_consumers_per_group, 4},
+        {"group-lease-ms", 300, 3600000, &cfg.store.group_lease_ms, 4},
         {"auth-fail-limit", 1, 1000000, &cfg.auth_fail_limit, 5},
         {"archive-interval", 1, 86400, &cfg.archive_interval_ms, 1},
     };

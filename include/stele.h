@@ -134,6 +134,9 @@ const char *stele_errmsg(void);
 typedef struct stele_db stele_db;
 
 /** Options for stele_open(). Zero means "the default" for every field. */
+/** Bytes of stele_options.node_name, with its NUL. */
+#define STELE_NODE_NAME_MAX 64
+
 typedef struct stele_options {
     /** Bytes per log segment file (local engine). Default 64 MiB, minimum 64 KiB. */
     uint64_t segment_size;
@@ -149,6 +152,16 @@ typedef struct stele_options {
     /** Consumers connected to one group at once: stele_group_connect()
      *  fails with STELE_EBUSY beyond it. 0: the default, 100. */
     uint32_t max_consumers_per_group;
+    /** This process's name among the servers that share the store's
+     *  consumer groups (docs/consumer-groups.md, "Several servers"): the
+     *  owner of the event ranges it claims. A process restarted under the
+     *  same name takes its own claims back at once; others wait for them to
+     *  expire. Empty: a random name per handle. */
+    char node_name[STELE_NODE_NAME_MAX];
+    /** How long a consumer group's claimed events stay with a server that
+     *  stopped renewing its claims (it died) before another server takes
+     *  them over, in ms. Renewed every third of it. 0: the default, 10,000. */
+    uint32_t group_lease_ms;
 } stele_options;
 
 /** Verify every record checksum of the log at open (slow on big stores;

@@ -22,6 +22,7 @@ TESTS="
   test_visibility
   test_streams_meta
   test_groups
+  test_group_share
   test_pattern
   test_pattern_prop
   test_diskfull

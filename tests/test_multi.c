@@ -395,6 +395,18 @@ static void test_retry(void)
     CHECK(ps2[0].first_revision == ps[0].first_revision && ps2[0].last_revision == 1);
     CHECK(ps2[1].last_position == ps[1].last_position && ps2[1].idempotent);
     CHECK(all_count(db) == n);
+    /* the same ids in the same places with another event: a conflict that
+     * names what differs (issue 19; on every backend) */
+    stele_append_record rd[3] = {r[0], r[1], r[2]};
+    rd[1].event.data = "{\"n\":2}";
+    rd[1].event.data_len = 7;
+    CHECK_RC(stele_append_multi(db, s, 2, rd, 3, NULL, NULL, NULL), STELE_EIDCONFLICT);
+    CHECK(strstr(stele_errmsg(), "data") != NULL);
+    rd[1] = r[1];
+    rd[2].event.type = "Other";
+    CHECK_RC(stele_append_multi(db, s, 2, rd, 3, NULL, NULL, NULL), STELE_EIDCONFLICT);
+    CHECK(strstr(stele_errmsg(), "type") != NULL);
+    CHECK(all_count(db) == n);
     /* a subset, or another order: a conflict */
     CHECK_RC(stele_append_multi(db, s, 2, r, 2, NULL, NULL, NULL), STELE_EIDCONFLICT);
     stele_append_record rr[3] = {r[1], r[0], r[2]};

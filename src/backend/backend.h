@@ -102,7 +102,49 @@ typedef void (*append_done_fn)(void *ctx, int rc, const stele_append_result *res
 /* The version of this table's layout and meaning. A backend sets
  * `version` to the value it was built against; backend_open() refuses a
  * mismatch. Bump it whenever a slot is added, removed or changes meaning. */
-#define BACKEND_OPS_VERSION 4u
+#define BACKEND_OPS_VERSION 5u
+
+/*
+ * Consumer groups shared by every server of a store (src/sub/group_share.c,
+ * docs/consumer-groups.md "Several servers"). A group incarnation, named
+ * by `key`, has in the backend a frontier (everything of its stream below
+ * it has been claimed) and claims: ranges [from, to) of positions ($all)
+ * or revisions (a stream), disjoint, each held by one owner (a server's
+ * node name) until an expiry. An owner delivers only the events of its
+ * claims; a range whose holder stopped renewing it is taken over by
+ * another server. Times are the backend's clock where it has one
+ * (PostgreSQL's now()), so servers' clocks do not matter there.
+ */
+typedef struct group_claim {
+    uint64_t from, to;
+} group_claim;
+
+typedef struct backend_group_ops {
+    /* The frontier of `key`, set to `start` when the key has no state yet. */
+    int (*frontier)(backend *b, const char *key, uint64_t start, uint64_t *frontier);
+    /* If the frontier is `from`, move it to `to` and give [from, to) to
+     * `owner` for ttl_ms. STELE_EWRONGREV with *frontier = the frontier
+     * now if it moved (nothing claimed). */
+    int (*claim)(backend *b, const char *key, const char *owner, uint64_t from, uint64_t to,
+                 uint32_t ttl_ms, uint64_t *frontier);
+    /* Take over the expired claim of lowest `from` of another owner, for
+     * `owner` until ttl_ms from now: 0 with *out, or STELE_ENOTFOUND (no
+     * error message set) when no such claim has expired. */
+    int (*steal)(backend *b, const char *key, const char *owner, uint32_t ttl_ms,
+                 group_claim *out);
+    /* Report owner's progress: v[i].to names one of its claims, v[i].from
+     * is its new start (from == to: every event of it is done, the claim
+     * goes). Then renew every claim of `owner` to ttl_ms from now (ttl_ms
+     * 0: release them, expired at once). Claims that are no longer the
+     * owner's are left alone. Released claims have no owner (any server,
+     * this one too, may take them at once). Out: the frontier, and the lowest `from` of
+     * other owners' claims (STELE_NONE if none). */
+    int (*sync)(backend *b, const char *key, const char *owner, const group_claim *v, size_t n,
+                uint32_t ttl_ms, uint64_t *frontier, uint64_t *others);
+    /* Drop every claim and set the frontier to `pos` (a rewind), or forget
+     * the key (pos STELE_NONE: the group is deleted). */
+    int (*reset)(backend *b, const char *key, uint64_t pos);
+} backend_group_ops;
 
 typedef struct backend_ops {
     unsigned version; /* BACKEND_OPS_VERSION */
@@ -201,6 +243,8 @@ typedef struct backend_ops {
                         int (*fn)(void *ctx, uint64_t seq, const uint8_t *bytes, size_t n,
                                   const uint8_t digest[32]),
                         void *ctx, uint64_t *first_seq, uint8_t prev[32], stele_chain_head *head);
+    /* Consumer groups shared across servers (above); never NULL. */
+    const backend_group_ops *groups;
     void (*close)(backend *b);
 } backend_ops;
 
@@ -224,6 +268,14 @@ const char *backend_local_dir(const char *uri);
 /* Each backend's open function: backend_open's table names them. */
 int pg_backend_open(const char *uri, const stele_options *opts, backend **out);
 int ddb_backend_open(const char *uri, const stele_options *opts, backend **out);
+
+/* Claims kept in this process's memory (group_mem.c): the local engine's
+ * groups (one process has the store: it owns every claim). */
+extern const backend_group_ops group_mem_ops;
+void group_mem_free(backend *b);
+/* The PostgreSQL and DynamoDB tables (pg_groups.c, ddb_groups.c). */
+extern const backend_group_ops pg_group_ops;
+extern const backend_group_ops ddb_group_ops;
 
 /* The local engine (src/backend/local.c). */
 int local_open(const char *dir, const stele_options *opts, backend **out);

@@ -1852,6 +1852,7 @@ static const backend_ops ddb_ops = {
     .watch = ddb_watch_fd,
     .unwatch = ddb_unwatch,
     .scavenge = NULL,
+    .groups = &ddb_group_ops,
     .close = ddb_close,
 };
 

@@ -920,6 +920,7 @@ static void local_close(backend *b)
     local *L = (local *)b;
     if (!L)
         return;
+    group_mem_free(b);
     if (L->writer_started) {
         pthread_mutex_lock(&L->qmu);
         L->stopping = 1;
@@ -1002,6 +1003,7 @@ static const backend_ops local_ops = {
     .list_names = local_list_names,
     .chain_head = local_chain_head,
     .chain_export = local_chain_export,
+    .groups = &group_mem_ops,
     .close = local_close,
 };
 

@@ -6,11 +6,12 @@
  * server's) into commit notifications. The writes are in pg_write.c, the
  * reads in pg_read.c.
  *
- * Schema (version 1; seeds/001's tables and names where they fit):
+ * Schema (version 2; seeds/001's tables and names where they fit):
  *   stele_schema   one row: the schema version (migrations below).
  *   stele_feed     one row: the next global position. Every transaction
- *                  that writes events takes its positions by updating this
- *                  row, as late as possible before COMMIT. The row lock is
+ *                  that writes events locks this row (FOR UPDATE, or an
+ *                  UPDATE), takes its positions from it and moves it on
+ *                  before COMMIT. The row lock is
  *                  held until the transaction ends, so commits that write
  *                  events are serialised on it: positions are gapless and
  *                  a transaction's positions become visible before the next
@@ -29,8 +30,9 @@
  *                  and metadata as bytes (bytea: Stele accepts any bytes,
  *                  and JSON PostgreSQL refuses, such as \u0000, must not fail
  *                  an append; the view stele_events_json casts JSON ones),
- *                  flags, tags (text[], GIN index), correlation id and actor
- *                  (taken from JSON metadata by Stele, indexed).
+ *                  flags, tags (text[], GIN index), correlation id, causation
+ *                  id and actor (taken from JSON metadata by Stele,
+ *                  indexed; the causation id since version 2).
  *   snapshots      seeds/001's snapshots, keyed by (stream_id, revision).
  * Consumer group checkpoints are events in system streams, as on every
  * backend, so seeds/001's subscription_checkpoints table is not used.
@@ -329,6 +331,12 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     "  CASE WHEN flags & 1 = 1 THEN convert_from(data, 'UTF8')::jsonb END AS event_data,"
     "  CASE WHEN flags & 2 = 2 THEN convert_from(meta, 'UTF8')::jsonb END AS metadata,"
     "  tags, created_at FROM events;",
+    /* 2: the causation id of JSON metadata, indexed for
+     * STELE_QUERY_CAUSATION as on the local engine. Events written before
+     * keep NULL there (they are not found by causation). */
+    "ALTER TABLE events ADD COLUMN causation_id text;"
+    "CREATE INDEX events_causation ON events (causation_id, global_position)"
+    "  WHERE causation_id IS NOT NULL;",
 };
 
 /* Several stores may share one database, each in its own PostgreSQL
@@ -375,9 +383,23 @@ static int pg_make_schema(PGconn *c)
     return pg_cmd(c, sql);
 }
 
+/* Whether the schema is already at this build's version: one statement,
+ * no lock, so a reopen of a migrated store costs one round trip. Any
+ * failure (no table yet, no schema) means "migrate". */
+static int pg_schema_current(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SELECT version FROM stele_schema");
+    int ok = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+             atoi(PQgetvalue(r, 0, 0)) == PG_SCHEMA_VERSION;
+    PQclear(r);
+    return ok;
+}
+
 /* Create or migrate the schema; 0 or the error. */
 static int pg_migrate(PGconn *c)
 {
+    if (pg_schema_current(c))
+        return 0;
     int rc = pg_cmd(c, "BEGIN");
     if (rc)
         return rc;
@@ -442,6 +464,7 @@ static void *listen_main(void *arg)
 {
     pg_backend *P = arg;
     PGconn *c = NULL;
+    int first = 1;
     while (!atomic_load(&P->listen_stop)) {
         if (!c || PQstatus(c) != CONNECTION_OK) {
             if (c)
@@ -453,17 +476,22 @@ static void *listen_main(void *arg)
                 if (c)
                     PQfinish(c);
                 c = NULL;
-                struct timespec ts = {0, 500 * 1000 * 1000};
-                nanosleep(&ts, NULL);
+                struct pollfd w = {P->listen_wake, POLLIN, 0};
+                poll(&w, 1, 500); /* or woken to stop */
                 continue;
             }
             PQclear(r);
-            atomic_fetch_add(&P->epoch, 1);
+            /* A reconnect: the database may have restarted, so connections
+             * made before are dropped rather than reused. The first
+             * connect of this store needs no such thing. */
+            if (!first)
+                atomic_fetch_add(&P->epoch, 1);
+            first = 0;
             pg_bump(P);
         }
-        struct pollfd pfd = {PQsocket(c), POLLIN, 0};
-        int n = poll(&pfd, 1, 200);
-        if (n <= 0)
+        struct pollfd pfd[2] = {{PQsocket(c), POLLIN, 0}, {P->listen_wake, POLLIN, 0}};
+        int n = poll(pfd, 2, 200);
+        if (n <= 0 || !(pfd[0].revents & (POLLIN | POLLERR | POLLHUP)))
             continue;
         if (!PQconsumeInput(c))
             continue; /* the status check above reconnects */
@@ -547,7 +575,11 @@ static void pg_close(backend *b)
     pg_backend *P = (pg_backend *)b;
     pg_writer_stop(P);
     atomic_store(&P->listen_stop, 1);
+    uint64_t one = 1;
+    ssize_t w = write(P->listen_wake, &one, sizeof one);
+    (void)w; /* EAGAIN: already readable */
     pthread_join(P->listener, NULL);
+    close(P->listen_wake);
     for (int i = 0; i < P->nidle; i++)
         PQfinish(P->idle[i]);
     for (int i = 0; i < P->nwatch; i++)
@@ -619,8 +651,9 @@ static const backend_ops pg_ops = {
     .wait_commit = pg_wait_commit,
     .watch = pg_watch,
     .unwatch = pg_unwatch,
-    .scavenge = NULL,
+    .scavenge = pg_scavenge,
     .list_names = pg_list_names,
+    .groups = &pg_group_ops,
     .close = pg_close,
 };
 
@@ -652,8 +685,17 @@ int pg_backend_open(const char *uri, const stele_options *opts, backend **out)
     pthread_cond_init(&P->gen_cv, NULL);
     P->idle[P->nidle++] = c;
     P->nconns = 1;
-    P->epoch = 1; /* the listener's first connect makes it 2: c is then dropped */
+    P->epoch = 1; /* bumped by the listener's reconnects (not its first connect) */
+    P->listen_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (P->listen_wake < 0) {
+        PQfinish(c);
+        pool_unref(P->pl);
+        free(P->uri);
+        free(P);
+        return err_set(STELE_ENOMEM, "cannot make the listener's eventfd");
+    }
     if ((rc = pg_writer_start(P))) {
+        close(P->listen_wake);
         PQfinish(c);
         pool_unref(P->pl);
         free(P->uri);
@@ -662,6 +704,7 @@ int pg_backend_open(const char *uri, const stele_options *opts, backend **out)
     }
     if (pthread_create(&P->listener, NULL, listen_main, P)) {
         pg_writer_stop(P);
+        close(P->listen_wake);
         PQfinish(c);
         pool_unref(P->pl);
         free(P->uri);

@@ -17,7 +17,7 @@
 #include "backend/visibility.h"
 
 /* The schema version this build writes (pg.c's migrations). */
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 /* The NOTIFY channel every commit signals. */
 #define PG_CHANNEL "stele_commit"
 /* Read connections kept per server. */
@@ -68,6 +68,7 @@ typedef struct pg_backend {
     /* The listener thread (LISTEN stele_commit) and commit notification. */
     pthread_t listener;
     _Atomic int listen_stop;
+    int listen_wake; /* eventfd: wakes the listener to stop at once */
     _Atomic uint32_t gen;
     pthread_mutex_t gen_mu;
     pthread_cond_t gen_cv;
@@ -153,6 +154,8 @@ int pg_read_stream_to(backend *b, const char *stream, size_t len, uint64_t from,
 int pg_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_t from,
                  int backwards, size_t limit, stele_page **out);
 int pg_stats(backend *b, stele_stats *out);
+/* pg_scavenge.c: stele_scavenge on PostgreSQL. */
+int pg_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);
 /* pg_names.c: stele_list_names on PostgreSQL. */
 int pg_list_names(backend *b, int kind, const char *prefix, const char *after, size_t limit,
                   unsigned flags, int (*fn)(void *ctx, const stele_name_info *info), void *ctx);

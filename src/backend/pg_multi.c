@@ -91,33 +91,15 @@ static int m_retry(PGconn *c, const multi_args *m, mst *ms, stele_append_result 
         }
     if (rc == 0)
         rc = pgw_arr_close(&arr);
-    PGresult *r = NULL;
-    if (rc == 0) {
-        const char *v[1] = {(const char *)arr.p};
-        rc = pg_exec(c,
-                     "SELECT event_id, stream_id, revision, global_position, commit_index, "
-                     "commit_count FROM events WHERE NOT id_made AND event_id = ANY($1::uuid[])",
-                     1, v, NULL, NULL, 1, &r, "looking up event ids");
-    }
+    PGresult *keep = NULL;
+    idrow *ids = NULL;
+    size_t nids = 0;
+    char state[6] = "";
+    if (rc == 0)
+        rc = pgw_lookup_ids(c, (const char *)arr.p, &ids, &nids, &keep, state);
     buf_free(&arr);
     if (rc)
         return rc;
-    size_t nids = (size_t)PQntuples(r);
-    idrow *ids = nids ? calloc(nids, sizeof *ids) : NULL;
-    if (nids && !ids) {
-        PQclear(r);
-        return err_set(STELE_ENOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < nids; i++) {
-        memcpy(ids[i].id, PQgetvalue(r, (int)i, 0), 16);
-        snprintf(ids[i].stream, sizeof ids[i].stream, "%.*s", PQgetlength(r, (int)i, 1),
-                 PQgetvalue(r, (int)i, 1));
-        ids[i].rev = pg_u64(r, (int)i, 2);
-        ids[i].pos = pg_u64(r, (int)i, 3);
-        ids[i].ci = pg_i32(r, (int)i, 4);
-        ids[i].cc = pg_i32(r, (int)i, 5);
-    }
-    PQclear(r);
     const idrow *f0 = pgw_find_id(ids, nids, m->ids[k0]);
     int out = 0;
     if (!f0) {
@@ -130,16 +112,19 @@ static int m_retry(PGconn *c, const multi_args *m, mst *ms, stele_append_result 
             }
         }
         free(ids);
+        PQclear(keep);
         return out;
     }
     if (k0 != 0) {
         free(ids);
+        PQclear(keep);
         return m_conflict(m, k0, ", but not by an append that this one repeats (every event of "
                                  "a retry carries its id)");
     }
     uint64_t pos0 = f0->pos;
     if (f0->ci != 0 || (size_t)f0->cc != m->nrecords) {
         free(ids);
+        PQclear(keep);
         return m_conflict(m, 0, ", by an append that this one does not repeat exactly");
     }
     for (size_t i = 0; i < m->nstreams; i++)
@@ -152,11 +137,21 @@ static int m_retry(PGconn *c, const multi_args *m, mst *ms, stele_append_result 
             for (size_t i = 0; i < m->nstreams; i++)
                 ps[i] = append_result_none();
             free(ids);
+            PQclear(keep);
             return m_conflict(m, 0, ", by an append that this one does not repeat exactly");
         }
         if (ms[s].next_rev == STELE_NONE) {
             ps[s].first_revision = f->rev;
             ps[s].first_position = f->pos;
+        }
+        const char *part = pgw_retry_diff(f, &m->records[k].event);
+        if (part) {
+            for (size_t i = 0; i < m->nstreams; i++)
+                ps[i] = append_result_none();
+            int crc = pgw_retry_conflict(m->ids[k], f->stream, f->rev, part);
+            free(ids);
+            PQclear(keep);
+            return crc;
         }
         ps[s].last_revision = f->rev;
         ps[s].last_position = f->pos;
@@ -164,6 +159,7 @@ static int m_retry(PGconn *c, const multi_args *m, mst *ms, stele_append_result 
         ms[s].next_rev = f->rev + 1;
     }
     free(ids);
+    PQclear(keep);
     res->first_position = pos0;
     res->last_position = pos0 + m->nrecords - 1;
     res->idempotent = 1;

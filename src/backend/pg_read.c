@@ -82,7 +82,8 @@ static int add_row(stele_page *pg, const PGresult *r, int i, buf *scratch)
         .metadata = PQgetvalue(r, i, 6),
         .metadata_len = (size_t)PQgetlength(r, i, 6),
         .id = (const uint8_t *)PQgetvalue(r, i, 2),
-        .flags = (uint32_t)(PQgetvalue(r, i, 7)[1] & 3),
+        .flags = (uint32_t)(PQgetvalue(r, i, 7)[1] &
+                            (STELE_EVENT_JSON | STELE_META_JSON | STELE_EVENT_ID_ULID)),
         .created_us = pg_i64(r, i, 9),
         .revision = pg_u64(r, i, 1),
         .position = pg_u64(r, i, 0),
@@ -333,6 +334,7 @@ int pg_query(backend *b, const query_args *q, stele_page **out)
     case STELE_QUERY_TAG: keycond = "cardinality(e.tags) > 0 AND e.tags @> ARRAY[$1::text]"; break;
     case STELE_QUERY_CORRELATION: keycond = "e.correlation_id = $1"; break;
     case STELE_QUERY_ACTOR: keycond = "e.actor = $1"; break;
+    case STELE_QUERY_CAUSATION: keycond = "e.causation_id = $1"; break;
     default: keycond = "$1::text IS NULL OR TRUE"; break;
     }
     char vis[700], sql[2000];

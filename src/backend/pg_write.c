@@ -4,22 +4,29 @@
  * the caller's thread. pg.c describes the schema and the lock order.
  *
  * Group commit. Callers queue appends; the writer takes every queued one
- * (up to PG_BATCH_MAX) and commits them in one transaction:
- *   0. makes sure every stream of the batch has a row (an INSERT ... ON
- *      CONFLICT DO NOTHING in its own short transaction, names sorted: a
- *      row with nothing in it counts as "never written");
- *   1. BEGIN; locks the batch's stream rows in name order (FOR UPDATE):
- *      no other server can change them until COMMIT;
- *   2. looks up the batch's client-given event ids (the unique index on
- *      event_id is what makes them unique across servers);
- *   3. plans each append in queue order in C, on the locked rows as the
+ * (up to PG_BATCH_MAX) and commits them in one transaction, in two round
+ * trips (libpq pipeline mode: a round trip's statements go out together
+ * and their results are read together):
+ *   1. first round trip:
+ *      - makes sure every stream of the batch has a row (an INSERT ... ON
+ *        CONFLICT DO NOTHING in its own short transaction, names sorted, a
+ *        Sync after it: a row with nothing in it counts as "never written");
+ *      - BEGIN; locks the batch's stream rows in name order (FOR UPDATE):
+ *        no other server can change them until COMMIT;
+ *      - locks the stele_feed row and reads the next position (this
+ *        serialises commits: see pg.c), and reads the view counters the
+ *        batch may touch (pg_insert.c; nobody else writes them meanwhile);
+ *      - looks up the batch's client-given event ids with their stored
+ *        events (the unique index on event_id is what makes them unique
+ *        across servers; pg_retry.c compares a retry's events);
+ *   2. plans each append in queue order in C, on the locked rows as the
  *      appends before it in the batch left them: tombstone, idempotent
  *      retry, expected revision (the same rules as the local engine). An
- *      append that fails a check is simply left out: the others go on;
- *   4. takes the positions of every accepted event at once by updating the
- *      stele_feed row (this serialises commits: see pg.c), inserts the
- *      events in one statement, updates the stream rows, NOTIFYs;
- *   5. COMMIT, then answers every append of the batch.
+ *      append that fails a check is simply left out: the others go on.
+ *      Positions and view revisions are assigned here;
+ *   3. second round trip: the view counters, every event in one statement,
+ *      the stream rows, the feed row, NOTIFY, COMMIT; then answers every
+ *      append of the batch.
  * An append is acknowledged only after COMMIT returned. Two appends of one
  * batch that carry the same event id are not planned together: the second
  * and those after it go back to the queue for the next batch, which then
@@ -216,6 +223,15 @@ static int check_retry(pg_req *r, const bstream *s, const idrow *ids, size_t nid
             }
             last_pos = g->pos;
         }
+        for (size_t k = 0; k < a->n; k++) {
+            const idrow *g = a->made[k] ? NULL : pgw_find_id(ids, nids, a->ids[k]);
+            const char *part = g ? pgw_retry_diff(g, &a->events[k]) : NULL;
+            if (part) {
+                pgw_retry_conflict(a->ids[k], s->name, g->rev, part);
+                req_fail(r, STELE_EIDCONFLICT);
+                return 1;
+            }
+        }
         r->res.first_revision = f->rev;
         r->res.last_revision = f->rev + a->n - 1;
         r->res.first_position = f->pos;
@@ -354,10 +370,184 @@ static void known_add(pg_backend *P, const char *name)
     P->known_n++;
 }
 
-/* Plan and commit reqs[0..n) in one transaction. Returns 0 when every
- * request has its outcome (rc in each); STELE_EBUSY with *retry_alone set
- * when the batch should be tried one request at a time; another code when
- * the whole batch failed (set in every request by the caller). */
+/* ------------------------------------------------------------ pipelines */
+
+/* One statement of a pipeline; `res` receives its result when `keep`. */
+typedef struct pstmt {
+    const char *sql;
+    int n;
+    const char *const *vals;
+    const int *lens, *fmts;
+    int binary, keep, sync_after;
+    const char *what;
+    PGresult *res;
+} pstmt;
+
+/*
+ * Send st[0..n) in one pipeline (a Sync after each statement marked
+ * sync_after and after the last: each Sync ends an implicit transaction,
+ * so a statement before BEGIN commits on its own), then read every
+ * result. One round trip for all of them. 0 when every statement
+ * succeeded (kept results in res, the caller PQclear()s them); else the
+ * first failure as pg_fail() makes it, its SQLSTATE in `state`, and every
+ * kept result cleared. A connection left in pipeline mode (lost in the
+ * middle) is the caller's to drop.
+ */
+static int pipe_run(PGconn *c, pstmt *st, size_t n, char state[6])
+{
+    int rc = 0;
+    if (!PQenterPipelineMode(c))
+        return pg_fail(c, NULL, "entering pipeline mode");
+    size_t sent = 0, syncs = 0;
+    for (size_t i = 0; i < n; i++) {
+        st[i].res = NULL;
+        if (!PQsendQueryParams(c, st[i].sql, st[i].n, NULL, st[i].vals, st[i].lens, st[i].fmts,
+                               st[i].binary)) {
+            rc = pg_fail(c, NULL, st[i].what);
+            break;
+        }
+        sent++;
+        if ((st[i].sync_after || i + 1 == n) && PQpipelineSync(c))
+            syncs++;
+    }
+    if (sent && sent < n && PQpipelineSync(c))
+        syncs++;
+    /* Results: one per statement (each followed by a NULL), one
+     * PGRES_PIPELINE_SYNC per Sync. */
+    size_t got = 0, synced = 0;
+    int nulls = 0;
+    while ((got < sent || synced < syncs) && nulls < 2) {
+        PGresult *r = PQgetResult(c);
+        if (!r) {
+            nulls++;
+            continue;
+        }
+        nulls = 0;
+        ExecStatusType es = PQresultStatus(r);
+        if (es == PGRES_PIPELINE_SYNC) {
+            synced++;
+            PQclear(r);
+            continue;
+        }
+        size_t i = got < sent ? got++ : sent - 1;
+        if (es == PGRES_TUPLES_OK || es == PGRES_COMMAND_OK) {
+            if (st[i].keep && !st[i].res && rc == 0)
+                st[i].res = r;
+            else
+                PQclear(r);
+        } else if (es == PGRES_PIPELINE_ABORTED) {
+            PQclear(r);
+            if (rc == 0)
+                rc = err_set(STELE_EINTERNAL, "PostgreSQL: %s: not run (pipeline aborted)",
+                             st[i].what);
+        } else if (rc == 0) {
+            const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            snprintf(state, 6, "%s", code ? code : "");
+            rc = pg_fail(c, r, st[i].what);
+        } else {
+            PQclear(r);
+        }
+    }
+    if (rc == 0 && (got < sent || synced < syncs))
+        rc = pg_fail(c, NULL, "reading pipeline results");
+    if (PQpipelineStatus(c) != PQ_PIPELINE_OFF && !PQexitPipelineMode(c) && rc == 0)
+        rc = pg_fail(c, NULL, "leaving pipeline mode");
+    if (rc)
+        for (size_t i = 0; i < n; i++)
+            if (st[i].res) {
+                PQclear(st[i].res);
+                st[i].res = NULL;
+            }
+    return rc;
+}
+
+/* Distinct stream names of the batch into bs (sorted), each request's
+ * index in it into its sidx; the number of names. */
+static size_t batch_streams(pg_req **reqs, size_t n, bstream *bs)
+{
+    size_t nbs = 0;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(bs[nbs].name, sizeof bs[nbs].name, "%.*s", (int)reqs[i]->a->stream_len,
+                 reqs[i]->a->stream);
+        bs[nbs].len = reqs[i]->a->stream_len;
+        nbs++;
+    }
+    qsort(bs, nbs, sizeof *bs, pgw_bs_cmp);
+    size_t u = 0;
+    for (size_t i = 0; i < nbs; i++)
+        if (u == 0 || strcmp(bs[u - 1].name, bs[i].name) != 0)
+            bs[u++] = bs[i];
+    for (size_t i = 0; i < n; i++) {
+        char nm[256];
+        snprintf(nm, sizeof nm, "%.*s", (int)reqs[i]->a->stream_len, reqs[i]->a->stream);
+        reqs[i]->sidx = find_stream(bs, u, nm);
+    }
+    return u;
+}
+
+/* The text arrays of the changed stream rows (name, last revision, last
+ * position, first new position) for the UPDATE of step 4. */
+static int changed_rows(const bstream *bs, size_t nbs, buf *un, buf *ulr, buf *ulp, buf *ufp)
+{
+    int rc = 0, first = 1;
+    if ((rc = pgw_arr_open(un)) || (rc = pgw_arr_open(ulr)) || (rc = pgw_arr_open(ulp)) ||
+        (rc = pgw_arr_open(ufp)))
+        return rc;
+    for (size_t i = 0; i < nbs && rc == 0; i++) {
+        if (!bs[i].changed || !bs[i].first_new_pos)
+            continue;
+        pg_num a1, a2, a3;
+        const char *lr = pg_numtxt(&a1, (int64_t)bs[i].st.last_rev);
+        const char *lp = pg_numtxt(&a2, (int64_t)bs[i].st.last_pos);
+        const char *fp = pg_numtxt(&a3, (int64_t)bs[i].first_new_pos - 1);
+        if (!(rc = pgw_arr_add(un, bs[i].name, bs[i].len, first)) &&
+            !(rc = pgw_arr_add(ulr, lr, strlen(lr), first)) &&
+            !(rc = pgw_arr_add(ulp, lp, strlen(lp), first)))
+            rc = pgw_arr_add(ufp, fp, strlen(fp), first);
+        first = 0;
+    }
+    if (rc == 0 && !(rc = pgw_arr_close(un)) && !(rc = pgw_arr_close(ulr)) &&
+        !(rc = pgw_arr_close(ulp)))
+        rc = pgw_arr_close(ufp);
+    return rc;
+}
+
+/* The rows of step 1 (locked stream rows) into bs; a missing row (the
+ * known-streams cache was wrong) is a retryable error (40001). */
+static int take_rows(pg_backend *P, const PGresult *r, bstream *bs, size_t nbs, char state[6])
+{
+    for (int i = 0; i < PQntuples(r); i++) {
+        char nm[256];
+        snprintf(nm, sizeof nm, "%.*s", PQgetlength(r, i, 0), PQgetvalue(r, i, 0));
+        int j = find_stream(bs, nbs, nm);
+        if (j >= 0) {
+            pg_stream_from(r, i, 1, &bs[j].st);
+            bs[j].found = 1;
+        }
+    }
+    for (size_t i = 0; i < nbs; i++)
+        if (!bs[i].found) {
+            known_clear(P);
+            snprintf(state, 6, "40001");
+            return err_set(STELE_EINTERNAL, "stream '%s' has no row", bs[i].name);
+        }
+    for (size_t i = 0; i < nbs; i++)
+        known_add(P, bs[i].name);
+    return 0;
+}
+
+/*
+ * Plan and commit reqs[0..n) in one transaction, in two round trips:
+ *   1. (the missing stream rows, Sync,) BEGIN, lock the stream rows, look
+ *      up the client-given ids, lock the feed row and read the next
+ *      position, read the view counters the batch may touch;
+ *   2. after planning in C: the view counters, the events, the stream
+ *      rows, the feed row, NOTIFY, COMMIT.
+ * Returns 0 when every request has its outcome (rc in each); STELE_EBUSY
+ * with *retry_alone set when the batch should be tried one request at a
+ * time; another code when the whole batch failed (set in every request by
+ * the caller).
+ */
 static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
 {
     PGconn *c = P->wconn;
@@ -366,83 +556,29 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
     bstream *bs = calloc(n, sizeof *bs);
     idrow *ids = NULL;
     size_t nbs = 0, nids = 0;
-    buf names = {0}, cats = {0}, idarr = {0};
-    PGresult *r = NULL;
+    buf names = {0}, cats = {0}, idarr = {0}, skinds = {0}, skeys = {0};
+    buf un = {0}, ulr = {0}, ulp = {0}, ufp = {0};
+    pgw_ins ins;
+    memset(&ins, 0, sizeof ins);
+    pstmt p1[6], p2[6];
+    memset(p1, 0, sizeof p1);
+    memset(p2, 0, sizeof p2);
+    size_t n1 = 0, n2 = 0;
     int rc = bs ? 0 : err_set(STELE_ENOMEM, "out of memory");
-    int in_tx = 0;
-    /* Distinct stream names, sorted. */
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        snprintf(bs[nbs].name, sizeof bs[nbs].name, "%.*s", (int)reqs[i]->a->stream_len,
-                 reqs[i]->a->stream);
-        bs[nbs].len = reqs[i]->a->stream_len;
-        nbs++;
-    }
-    if (rc == 0) {
-        qsort(bs, nbs, sizeof *bs, pgw_bs_cmp);
-        size_t u = 0;
-        for (size_t i = 0; i < nbs; i++)
-            if (u == 0 || strcmp(bs[u - 1].name, bs[i].name) != 0)
-                bs[u++] = bs[i];
-        nbs = u;
-        for (size_t i = 0; i < n; i++) {
-            char nm[256];
-            snprintf(nm, sizeof nm, "%.*s", (int)reqs[i]->a->stream_len, reqs[i]->a->stream);
-            reqs[i]->sidx = find_stream(bs, nbs, nm);
-        }
-    }
-    /* 0. Every stream has a row (the known ones are skipped). */
+    if (rc == 0)
+        nbs = batch_streams(reqs, n, bs);
+    /* The arrays of round trip 1. */
     int unknown = 0;
+    size_t nclient = 0;
     if (rc == 0 && !(rc = pgw_arr_open(&names)) && !(rc = pgw_arr_open(&cats))) {
         for (size_t i = 0; i < nbs && rc == 0; i++) {
             rc = pgw_arr_add(&names, bs[i].name, bs[i].len, i == 0);
             if (rc == 0 && !known_has(P, bs[i].name))
                 rc = pgw_arr_add(&cats, bs[i].name, bs[i].len, unknown++ == 0);
         }
-        if (rc == 0 && !(rc = pgw_arr_close(&names)) && !(rc = pgw_arr_close(&cats)) &&
-            unknown) {
-            /* The category: the name up to its first '-' (the whole name when
-             * it has none or starts with one), as stream_category_len(). */
-            const char *v[1] = {(const char *)cats.p};
-            rc = pgw_wexec(c,
-                           "INSERT INTO streams (stream_id, stream_type) SELECT n, CASE WHEN "
-                           "strpos(n, '-') > 1 THEN substr(n, 1, strpos(n, '-') - 1) ELSE n END "
-                           "FROM unnest($1::text[]) AS u(n) ORDER BY u.n ON CONFLICT DO NOTHING",
-                           1, v, NULL, NULL, 0, NULL, "creating stream rows", state);
-        }
+        if (rc == 0 && !(rc = pgw_arr_close(&names)))
+            rc = pgw_arr_close(&cats);
     }
-    /* 1. Lock the rows. */
-    if (rc == 0 && (rc = pg_cmd(c, "BEGIN")) == 0)
-        in_tx = 1;
-    if (rc == 0) {
-        const char *v[1] = {(const char *)names.p};
-        rc = pgw_wexec(c,
-                   "SELECT stream_id, " PG_STREAM_COLS " FROM streams WHERE stream_id = "
-                   "ANY($1::text[]) ORDER BY stream_id FOR UPDATE",
-                   1, v, NULL, NULL, 1, &r, "locking streams", state);
-        for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
-            char nm[256];
-            snprintf(nm, sizeof nm, "%.*s", PQgetlength(r, i, 0), PQgetvalue(r, i, 0));
-            int j = find_stream(bs, nbs, nm);
-            if (j >= 0) {
-                pg_stream_from(r, i, 1, &bs[j].st);
-                bs[j].found = 1;
-            }
-        }
-        /* A row missing (the cache was wrong): start again without it. */
-        for (size_t i = 0; rc == 0 && i < nbs; i++)
-            if (!bs[i].found) {
-                known_clear(P);
-                snprintf(state, 6, "40001");
-                rc = err_set(STELE_EINTERNAL, "stream '%s' has no row", bs[i].name);
-            }
-        for (size_t i = 0; rc == 0 && i < nbs; i++)
-            known_add(P, bs[i].name);
-        if (r)
-            PQclear(r);
-        r = NULL;
-    }
-    /* 2. Client-given ids already written. */
-    size_t nclient = 0;
     if (rc == 0 && !(rc = pgw_arr_open(&idarr))) {
         for (size_t i = 0; i < n && rc == 0; i++)
             for (size_t k = 0; k < reqs[i]->a->n && rc == 0; k++)
@@ -454,30 +590,49 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
         if (rc == 0)
             rc = pgw_arr_close(&idarr);
     }
-    if (rc == 0 && nclient) {
-        const char *v[1] = {(const char *)idarr.p};
-        rc = pgw_wexec(c,
-                   "SELECT event_id, stream_id, revision, global_position, commit_index, "
-                   "commit_count FROM events WHERE NOT id_made AND event_id = ANY($1::uuid[])",
-                   1, v, NULL, NULL, 1, &r, "looking up event ids", state);
-        if (rc == 0 && PQntuples(r)) {
-            nids = (size_t)PQntuples(r);
-            if (!(ids = calloc(nids, sizeof *ids)))
-                rc = err_set(STELE_ENOMEM, "out of memory");
-            for (size_t i = 0; rc == 0 && i < nids; i++) {
-                memcpy(ids[i].id, PQgetvalue(r, (int)i, 0), 16);
-                snprintf(ids[i].stream, sizeof ids[i].stream, "%.*s",
-                         PQgetlength(r, (int)i, 1), PQgetvalue(r, (int)i, 1));
-                ids[i].rev = pg_u64(r, (int)i, 2);
-                ids[i].pos = pg_u64(r, (int)i, 3);
-                ids[i].ci = pg_i32(r, (int)i, 4);
-                ids[i].cc = pg_i32(r, (int)i, 5);
-            }
-        }
-        if (r)
-            PQclear(r);
-        r = NULL;
+    if (rc == 0)
+        rc = pgw_seq_keys(reqs, n, bs, &skinds, &skeys);
+    const char *v_cats[1] = {(const char *)cats.p}, *v_names[1] = {(const char *)names.p};
+    const char *v_ids[1] = {(const char *)idarr.p};
+    const char *v_seq[2] = {(const char *)skinds.p, (const char *)skeys.p};
+    /* 0. Every stream has a row (the known ones are skipped): its own
+     * transaction. The category: the name up to its first '-' (the whole
+     * name when it has none or starts with one), as stream_category_len(). */
+    if (unknown)
+        p1[n1++] = (pstmt){.sql = "INSERT INTO streams (stream_id, stream_type) SELECT n, CASE "
+                                  "WHEN strpos(n, '-') > 1 THEN substr(n, 1, strpos(n, '-') - 1) "
+                                  "ELSE n END FROM unnest($1::text[]) AS u(n) ORDER BY u.n ON "
+                                  "CONFLICT DO NOTHING",
+                           .n = 1, .vals = v_cats, .sync_after = 1,
+                           .what = "creating stream rows"};
+    p1[n1++] = (pstmt){.sql = "BEGIN", .what = "BEGIN"};
+    int i_rows = (int)n1;
+    p1[n1++] = (pstmt){.sql = "SELECT stream_id, " PG_STREAM_COLS " FROM streams WHERE stream_id "
+                              "= ANY($1::text[]) ORDER BY stream_id FOR UPDATE",
+                       .n = 1, .vals = v_names, .binary = 1, .keep = 1, .what = "locking streams"};
+    int i_feed = (int)n1;
+    p1[n1++] = (pstmt){.sql = "SELECT next_position FROM stele_feed FOR UPDATE", .binary = 1,
+                       .keep = 1, .what = "locking the feed"};
+    int i_seq = (int)n1;
+    p1[n1++] = (pstmt){.sql = PGW_SEQ_READ_SQL, .n = 2, .vals = v_seq, .binary = 1, .keep = 1,
+                       .what = "reading view counters"};
+    /* Last: its rows carry the stored events of retries and may be big;
+     * only the Sync is sent after it, so the server never waits for us to
+     * read while we wait for it to read. */
+    int i_ids = -1;
+    if (nclient) {
+        i_ids = (int)n1;
+        p1[n1++] = (pstmt){.sql = PGW_IDS_SQL,
+                           .n = 1, .vals = v_ids, .binary = 1, .keep = 1,
+                           .what = "looking up event ids"};
     }
+    if (rc == 0)
+        rc = pipe_run(c, p1, n1, state);
+    uint64_t pos = 0;
+    if (rc == 0 && (rc = take_rows(P, p1[i_rows].res, bs, nbs, state)) == 0 && i_ids >= 0)
+        rc = pgw_ids_from(p1[i_ids].res, &ids, &nids);
+    if (rc == 0)
+        pos = pg_u64(p1[i_feed].res, 0, 0);
     /* 3. Plan. */
     uint64_t nev = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
@@ -488,19 +643,13 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
         if (plan(q, &bs[q->sidx], ids, nids))
             nev += q->a->n;
     }
-    /* 4. Positions, rows, notification. */
+    /* 4. Positions, rows, notification, commit: one round trip. */
+    pg_num nextb;
+    const char *v_next[1] = {pg_numtxt(&nextb, (int64_t)(pos + nev))};
+    const char *v_rows[4];
+    int committing = 0;
     if (rc == 0 && nev) {
-        pg_num nb;
-        const char *v[1] = {pg_numtxt(&nb, (int64_t)nev)};
-        rc = pgw_wexec(c,
-                   "UPDATE stele_feed SET next_position = next_position + $1::bigint "
-                   "RETURNING next_position - $1::bigint",
-                   1, v, NULL, NULL, 1, &r, "taking positions", state);
-        uint64_t pos = rc == 0 ? pg_u64(r, 0, 0) : 0;
-        if (r)
-            PQclear(r);
-        r = NULL;
-        for (size_t i = 0; i < n && rc == 0; i++) {
+        for (size_t i = 0; i < n; i++) {
             pg_req *q = reqs[i];
             if (!q->accepted || q->res.idempotent)
                 continue;
@@ -512,53 +661,38 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
             s->st.last_pos = q->res.last_position;
             pos += q->a->n;
         }
+        rc = pgw_ins_build(&ins, reqs, n, bs, p1[i_seq].res, time_now_us());
         if (rc == 0)
-            rc = pgw_insert_events(c, reqs, n, bs, time_now_us(), state);
-        /* The changed stream rows. */
-        buf un = {0}, ulr = {0}, ulp = {0}, ufp = {0};
-        int first = 1;
-        if (rc == 0 && !(rc = pgw_arr_open(&un)) && !(rc = pgw_arr_open(&ulr)) && !(rc = pgw_arr_open(&ulp)) &&
-            !(rc = pgw_arr_open(&ufp))) {
-            for (size_t i = 0; i < nbs && rc == 0; i++) {
-                if (!bs[i].changed || !bs[i].first_new_pos)
-                    continue;
-                pg_num a1, a2, a3;
-                const char *lr = pg_numtxt(&a1, (int64_t)bs[i].st.last_rev);
-                const char *lp = pg_numtxt(&a2, (int64_t)bs[i].st.last_pos);
-                const char *fp = pg_numtxt(&a3, (int64_t)bs[i].first_new_pos - 1);
-                if (!(rc = pgw_arr_add(&un, bs[i].name, bs[i].len, first)) &&
-                    !(rc = pgw_arr_add(&ulr, lr, strlen(lr), first)) &&
-                    !(rc = pgw_arr_add(&ulp, lp, strlen(lp), first)))
-                    rc = pgw_arr_add(&ufp, fp, strlen(fp), first);
-                first = 0;
-            }
-            if (rc == 0 && !(rc = pgw_arr_close(&un)) && !(rc = pgw_arr_close(&ulr)) &&
-                !(rc = pgw_arr_close(&ulp)) && !(rc = pgw_arr_close(&ufp))) {
-                const char *v4[4] = {(const char *)un.p, (const char *)ulr.p,
-                                     (const char *)ulp.p, (const char *)ufp.p};
-                rc = pgw_wexec(c,
-                           "UPDATE streams AS s SET last_revision = u.lr, last_position = u.lp, "
-                           "first_position = COALESCE(s.first_position, u.fp), deleted = false "
-                           "FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) "
-                           "AS u(n, lr, lp, fp) WHERE s.stream_id = u.n",
-                           4, v4, NULL, NULL, 0, NULL, "updating streams", state);
-            }
-        }
-        buf_free(&un);
-        buf_free(&ulr);
-        buf_free(&ulp);
-        buf_free(&ufp);
-        if (rc == 0)
-            rc = pgw_wexec(c, "NOTIFY " PG_CHANNEL, 0, NULL, NULL, NULL, 0, NULL, "notifying", state);
+            rc = changed_rows(bs, nbs, &un, &ulr, &ulp, &ufp);
+        v_rows[0] = (const char *)un.p;
+        v_rows[1] = (const char *)ulr.p;
+        v_rows[2] = (const char *)ulp.p;
+        v_rows[3] = (const char *)ufp.p;
+        p2[n2++] = (pstmt){.sql = pgw_seq_write_sql, .n = 3, .vals = ins.seq_vals,
+                           .what = "numbering view events"};
+        p2[n2++] = (pstmt){.sql = pgw_insert_sql, .n = PGW_EV_COLS + 1, .vals = ins.vals,
+                           .lens = ins.lens, .fmts = ins.fmts, .what = "inserting events"};
+        p2[n2++] = (pstmt){.sql = "UPDATE streams AS s SET last_revision = u.lr, last_position = "
+                                  "u.lp, first_position = COALESCE(s.first_position, u.fp), "
+                                  "deleted = false FROM unnest($1::text[], $2::bigint[], "
+                                  "$3::bigint[], $4::bigint[]) AS u(n, lr, lp, fp) WHERE "
+                                  "s.stream_id = u.n",
+                           .n = 4, .vals = v_rows, .what = "updating streams"};
+        p2[n2++] = (pstmt){.sql = "UPDATE stele_feed SET next_position = $1::bigint", .n = 1,
+                           .vals = v_next, .what = "taking positions"};
+        p2[n2++] = (pstmt){.sql = "NOTIFY " PG_CHANNEL, .what = "notifying"};
     }
-    /* 5. Commit. */
-    int committing = 0;
+    p2[n2++] = (pstmt){.sql = "COMMIT", .what = "committing"};
     if (rc == 0) {
-        committing = 1;
-        rc = pgw_wexec(c, "COMMIT", 0, NULL, NULL, NULL, 0, NULL, "committing", state);
-        in_tx = 0;
+        committing = nev > 0;
+        rc = pipe_run(c, p2, n2, state);
     }
-    if (rc && in_tx && PQstatus(c) == CONNECTION_OK) {
+    if (PQpipelineStatus(c) != PQ_PIPELINE_OFF) {
+        /* Lost in the middle of a pipeline: the connection is unusable. */
+        PQfinish(P->wconn);
+        P->wconn = c = NULL;
+    }
+    if (c && PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE) {
         PGresult *x = PQexec(c, "ROLLBACK");
         PQclear(x);
     }
@@ -588,11 +722,21 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
         atomic_fetch_add(&P->appends, n);
         pg_bump(P);
     }
+    for (size_t i = 0; i < n1; i++)
+        if (p1[i].res)
+            PQclear(p1[i].res);
+    pgw_ins_free(&ins);
     free(bs);
     free(ids);
     buf_free(&names);
     buf_free(&cats);
     buf_free(&idarr);
+    buf_free(&skinds);
+    buf_free(&skeys);
+    buf_free(&un);
+    buf_free(&ulr);
+    buf_free(&ulp);
+    buf_free(&ufp);
     return rc;
 }
 

@@ -50,6 +50,9 @@ typedef struct idrow {
     char stream[256];
     uint64_t rev, pos;
     int32_t ci, cc;
+    /* The stored event: row `row` of pgw_lookup_ids()'s result. */
+    const PGresult *src;
+    int row;
 } idrow;
 
 /* A PostgreSQL array literal in b: open, add (quoted, escaped), close. */
@@ -69,6 +72,49 @@ int pgw_wexec(PGconn *c, const char *sql, int n, const char *const *vals, const 
  * revisions. Inside the transaction that holds the feed lock. */
 int pgw_insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_t now,
                       char state[6]);
+/* The same in two steps (the writer pipelines them). First, under the feed
+ * lock, the view counters reqs[0..n) may touch: PGW_SEQ_READ_SQL with the
+ * text arrays pgw_seq_keys() fills (binary result). */
+#define PGW_SEQ_READ_SQL                                                                           \
+    "SELECT kind, key, next FROM stele_seq WHERE (kind, key) IN (SELECT * FROM "                  \
+    "unnest($1::text[], $2::text[]))"
+int pgw_seq_keys(pg_req **reqs, size_t n, const bstream *bs, buf *kinds, buf *keys);
+/* Then, after planning, the parameters of two statements that need no
+ * answer before the COMMIT: pgw_seq_write_sql (seq_vals, text) and
+ * pgw_insert_sql (vals/lens/fmts). total = 0: no event to insert. */
+#define PGW_EV_COLS 20
+typedef struct pgw_ins {
+    size_t total;
+    buf col[PGW_EV_COLS];
+    buf kinds, keys, nexts;
+    pg_num now;
+    const char *vals[PGW_EV_COLS + 1];
+    int lens[PGW_EV_COLS + 1], fmts[PGW_EV_COLS + 1];
+    const char *seq_vals[3];
+} pgw_ins;
+extern const char pgw_seq_write_sql[], pgw_insert_sql[];
+int pgw_ins_build(pgw_ins *x, pg_req **reqs, size_t n, const bstream *bs, const PGresult *seq,
+                  int64_t now);
+void pgw_ins_free(pgw_ins *x);
+/* pg_retry.c: the client-given ids of $1 (a uuid[]) already written, with
+ * their stored events (binary result; pgw_ids_from reads it). */
+#define PGW_IDS_SQL                                                                                \
+    "SELECT event_id, stream_id, revision, global_position, commit_index, commit_count, "          \
+    "event_type, data, meta, flags, tags FROM events WHERE NOT id_made AND event_id = "           \
+    "ANY($1::uuid[])"
+/* The rows of a PGW_IDS_SQL result (which they point into: keep it until
+ * *ids is freed). */
+int pgw_ids_from(PGresult *r, idrow **ids, size_t *n);
+/* PGW_IDS_SQL for the ids in `idarr` (a uuid[] literal); *keep is the
+ * result the rows point into (caller PQclear()s it, and frees *ids). */
+int pgw_lookup_ids(PGconn *c, const char *idarr, idrow **ids, size_t *n, PGresult **keep,
+                   char state[6]);
+/* Which part of the stored event f differs from y ("type", "data",
+ * "metadata", "content type", "tags"), or NULL if none. */
+const char *pgw_retry_diff(const idrow *f, const stele_event_in *y);
+/* Set EIDCONFLICT for an id written at `rev` of `stream` with another
+ * `part`; returns STELE_EIDCONFLICT. */
+int pgw_retry_conflict(const uint8_t id[16], const char *stream, uint64_t rev, const char *part);
 /* pg_stream.c: keep the stream's `max` latest snapshots (0: the default). */
 int pgw_trim_snapshots(PGconn *c, const char *name, uint32_t max);
 /* pg_write.c: queue a request for the writer (ECLOSED when closing), and

@@ -48,6 +48,9 @@ int stele_open(const char *uri, const stele_options *opts, stele_db **out)
         return err_set(STELE_EINVAL, "segment_size must be between 64 KiB and 2 GiB");
     if (o.max_event_size > (1ull << 30) || o.max_append_size > (1ull << 30))
         return err_set(STELE_EINVAL, "max_event_size and max_append_size must be at most 1 GiB");
+    if (!memchr(o.node_name, 0, sizeof o.node_name))
+        return err_set(STELE_EINVAL, "node_name is not terminated within %d bytes",
+                       STELE_NODE_NAME_MAX);
     if (o.flags & ~(STELE_OPEN_VERIFY | STELE_OPEN_NOCREATE | STELE_OPEN_NO_INDEXES |
                     STELE_OPEN_NO_CHAIN))
         return err_set(STELE_EINVAL, "unknown open flags 0x%x", o.flags);

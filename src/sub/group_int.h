@@ -28,6 +28,7 @@
 #define GROUP_NAMES_MAX 218u /* stream + group, so the system names fit */
 #define REASON_MAX 1024u
 #define GROUP_WATCH_MAX 16u
+#define GROUP_LEASE_MS 10000u /* stele_options.group_lease_ms's default */
 
 #define CONFIG_STREAM "$persistent-config"
 #define SYS_PREFIX "$persistentsubscription-"
@@ -97,6 +98,12 @@ typedef struct pin_map {
 /* ------------------------------------------------------------ groups */
 
 typedef struct group group;
+
+/* A range of the group's keys this server claimed (group_share.c). */
+typedef struct grange {
+    uint64_t from, to; /* the claim as last synced; events in [from, to) */
+    uint64_t next;     /* the next key to read into the queue (to: all read) */
+} grange;
 
 struct stele_consumer {
     group *g;
@@ -171,6 +178,17 @@ struct group {
 
     uint64_t delivered, acked, nacked, timed_out, parked_total;
 
+    /* Sharing with other servers (group_share.c): the claims this server
+     * holds, the frontier and other owners' lowest claim at the last sync. */
+    char share_key[300];
+    int share_ready;
+    int unordered;  /* the main queue's keys do not ascend (a taken-over range) */
+    grange *ranges;
+    size_t nranges, cap_ranges;
+    uint64_t frontier_seen, others_min;
+    int64_t last_sync_ms, last_steal_ms;
+    uint64_t ranges_claimed, ranges_taken, claim_conflicts;
+
     group *next;
 };
 
@@ -187,6 +205,8 @@ typedef struct sub_groups {
     _Atomic int stopping;
     int watch_fds[GROUP_WATCH_MAX];
     unsigned nwatch;
+    char node[STELE_NODE_NAME_MAX]; /* the owner name of this handle's claims */
+    uint32_t lease_ms;
 } sub_groups;
 
 /* groups.c */
@@ -219,6 +239,28 @@ int group_rewind(group *g, uint64_t key, int64_t now);
 uint64_t group_checkpoint(const group *g);
 /* Wake waiting consumers and event-loop watchers. */
 void group_wake(group *g);
+
+/* group_share.c: claims shared with other servers. All with g->mu held. */
+/* What to read next: [*from, *to) of a taken-over range (*to a key), or
+ * new events from *from (*to STELE_NONE). */
+int gshare_next(group *g, int64_t now, uint64_t *from, uint64_t *to);
+/* Claim [from, to) of new events. 0, or STELE_EWRONGREV when another
+ * server claimed from `from` first (g->read_pos is then the new frontier). */
+int gshare_claim(group *g, uint64_t from, uint64_t to);
+/* The range ending at `to` was read up to `next` (`to`: all of it). */
+void gshare_read_to(group *g, uint64_t to, uint64_t next);
+/* The checkpoint: every event of the group below it is done. */
+uint64_t gshare_checkpoint(const group *g);
+/* Report progress and renew the claims (GSHARE_PROGRESS), give them up
+ * (GSHARE_RELEASE), or only renew them (GSHARE_RENEW). */
+enum { GSHARE_PROGRESS, GSHARE_RELEASE, GSHARE_RENEW };
+int gshare_sync(group *g, int64_t now, int mode);
+/* Renew the claims if a third of the lease passed. */
+void gshare_tick(group *g, int64_t now);
+/* Forget every claim; the group starts again at `pos` (STELE_NONE: it is
+ * deleted). */
+int gshare_reset(group *g, uint64_t pos);
+void gshare_free(group *g);
 
 /* group_store.c: the system streams. */
 /* Fold $persistent-config into the live definitions: *defs (n of them),

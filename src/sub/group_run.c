@@ -96,6 +96,10 @@ static gmsg *mq_find(const mqueue *q, uint64_t key)
         else
             hi = mid;
     }
+    /* A range taken over from another server sits out of key order. */
+    for (size_t i = 0; i < q->n; i++)
+        if (mq_at(q, i)->key == key)
+            return mq_at(q, i);
     return NULL;
 }
 
@@ -196,6 +200,7 @@ void group_runtime_free(group *g)
     mq_free(&g->main);
     mq_free(&g->replay);
     pins_free(&g->pins);
+    gshare_free(g);
     stele_sub_close(g->sub);
     g->sub = NULL;
 }
@@ -215,7 +220,7 @@ int group_apply_settings(group *g, const stele_group_settings *s)
 
 uint64_t group_checkpoint(const group *g)
 {
-    return g->main.n ? mq_at(&g->main, 0)->key : g->read_pos;
+    return gshare_checkpoint(g);
 }
 
 void group_wake(group *g)
@@ -242,6 +247,8 @@ static void pop_done(group *g)
         g->main.head = (g->main.head + 1) & (g->main.cap - 1);
         g->main.n--;
     }
+    if (g->main.n == 0)
+        g->unordered = 0;
     while (g->replay.n && mq_at(&g->replay, 0)->state == M_DONE) {
         ev_blob_unref(mq_at(&g->replay, 0)->ev);
         g->replay.head = (g->replay.head + 1) & (g->replay.cap - 1);
@@ -461,6 +468,14 @@ void group_maybe_save(group *g, int64_t now, int force)
               (now - g->last_save_ms >= (int64_t)s->checkpoint_after_ms && worth);
     if (!due)
         return;
+    /* Tell the other servers how far this one is, and learn how far they
+     * are: the checkpoint covers the whole group. A failure leaves this
+     * server's own view, which is never ahead of the truth. */
+    int src = gshare_sync(g, now, GSHARE_PROGRESS);
+    if (src == 0)
+        ck = group_checkpoint(g);
+    else
+        set_error(g, src);
     buf b = {0};
     save_ctx *sc = malloc(sizeof *sc);
     int rc = gstore_checkpoint_json(&b, ck, g->parked_trunc);
@@ -496,55 +511,117 @@ static int is_group_stream(const stele_event *e)
             (e->stream_len == sizeof CONFIG_STREAM - 1 && !memcmp(e->stream, CONFIG_STREAM, e->stream_len)));
 }
 
-/* Read more events into the main queue, up to its room. 1 if some came. */
-static int fill(group *g)
+static int64_t mono_now_ms(void) { return (int64_t)(time_mono_ns() / 1000000u); }
+
+/* Open (or move) the subscription so that it reads from `from`. */
+static int sub_at(group *g, uint64_t from)
 {
-    size_t size = g->def.set.buffer_size;
-    if (g->main.n >= size)
+    if (g->sub && stele_sub_position(g->sub) == from)
         return 0;
-    int rc;
-    if (!g->sub) {
-        rc = g->def.stream
-                 ? stele_subscribe_stream(g->gs->db, g->def.stream, g->read_pos, &g->sub)
-                 : stele_subscribe_all(g->gs->db, g->read_pos, g->filter_in, &g->sub);
-        if (rc)
-            goto fail;
-    }
-    stele_page *pg;
-    if ((rc = stele_sub_next(g->sub, size - g->main.n, 0, &pg)))
-        goto fail;
-    g->read_err = 0;
-    size_t n = stele_page_count(pg), added = 0;
+    stele_sub_close(g->sub);
+    g->sub = NULL;
+    return g->def.stream ? stele_subscribe_stream(g->gs->db, g->def.stream, from, &g->sub)
+                         : stele_subscribe_all(g->gs->db, from, g->filter_in, &g->sub);
+}
+
+/* A stream's key is its revision; a view stream's ($ce-...), the event's
+ * revision in the view; $all's, the position. */
+static uint64_t key_of(group *g, stele_page *pg, size_t i)
+{
+    const stele_event *e = stele_page_event(pg, i);
+    uint64_t key = g->def.stream ? e->revision : e->position;
+    if (g->def.stream)
+        stele_page_link(pg, i, NULL, &key);
+    return key;
+}
+
+/* Queue the events [0, n) of a page read from a range ending at `to`. 1
+ * if some came. */
+static int queue_page(group *g, stele_page *pg, size_t n, uint64_t to)
+{
+    size_t added = 0;
     for (size_t i = 0; i < n; i++) {
         const stele_event *e = stele_page_event(pg, i);
         if (!g->def.stream && is_group_stream(e))
             continue;
-        /* A stream's key is its revision; a view stream's ($ce-...), the
-         * event's revision in the view. */
-        uint64_t key = g->def.stream ? e->revision : e->position;
-        if (g->def.stream)
-            stele_page_link(pg, i, NULL, &key);
+        uint64_t key = key_of(g, pg, i);
         ev_blob *b = ev_blob_copy(e);
         gmsg *m = b ? mq_push(&g->main) : NULL;
         if (!m) {
-            /* Nothing is lost: reading resumes after the last event kept. */
+            /* Nothing is lost: the rest of the range is read later. */
             ev_blob_unref(b);
-            stele_sub_close(g->sub);
-            g->sub = NULL;
-            g->read_pos = key;
-            stele_page_free(pg);
-            rc = err_set(STELE_ENOMEM, "out of memory");
-            goto fail;
+            gshare_read_to(g, to, key);
+            int rc = err_set(STELE_ENOMEM, "out of memory");
+            g->read_err = rc;
+            set_error(g, rc);
+            return added > 0;
         }
+        if (g->main.n > 1 && mq_at(&g->main, g->main.n - 2)->key > key)
+            g->unordered = 1;
         m->ev = b;
         m->key = key;
         m->state = M_AVAIL;
         g->main_avail++;
         added++;
     }
-    stele_page_free(pg);
-    g->read_pos = stele_sub_position(g->sub);
     return added > 0;
+}
+
+/*
+ * Read more events into the main queue, up to its room. 1 if some came.
+ * What is read is what this server may deliver (group_share.c): the rest
+ * of a range taken over from a server that died, or new events from the
+ * frontier, claimed once read (a lost race drops the page and reads again
+ * from where the winner stopped).
+ */
+static int fill(group *g)
+{
+    size_t size = g->def.set.buffer_size;
+    int rc = 0;
+    for (int attempt = 0; attempt < 4 && g->main.n < size; attempt++) {
+        uint64_t from, to;
+        if ((rc = gshare_next(g, mono_now_ms(), &from, &to)) || (rc = sub_at(g, from)))
+            goto fail;
+        stele_page *pg;
+        if ((rc = stele_sub_next(g->sub, size - g->main.n, 0, &pg)))
+            goto fail;
+        g->read_err = 0;
+        size_t n = stele_page_count(pg), keep = n;
+        uint64_t end = stele_sub_position(g->sub);
+        if (to != STELE_NONE) {
+            for (size_t i = 0; i < n && keep == n; i++)
+                if (key_of(g, pg, i) >= to)
+                    keep = i;
+            /* An empty read: nothing of the range is left to read. */
+            if (keep < n || end > to || (n == 0 && end == from))
+                end = to;
+            int added = queue_page(g, pg, keep, to);
+            stele_page_free(pg);
+            gshare_read_to(g, to, end);
+            if (added)
+                return 1;
+            continue;
+        }
+        if (end == from) {
+            stele_page_free(pg);
+            return 0; /* nothing new */
+        }
+        rc = gshare_claim(g, from, end);
+        if (rc == STELE_EWRONGREV) {
+            err_clear();
+            stele_page_free(pg);
+            continue;
+        }
+        if (rc) {
+            stele_page_free(pg);
+            goto fail;
+        }
+        int added = queue_page(g, pg, n, end);
+        stele_page_free(pg);
+        if (added)
+            return 1;
+    }
+    return 0;
 fail:
     g->read_err = rc;
     set_error(g, rc);
@@ -797,6 +874,9 @@ int group_rewind(group *g, uint64_t key, int64_t now)
     g->main_avail = 0;
     stele_sub_close(g->sub);
     g->sub = NULL;
+    int rc = gshare_reset(g, key);
+    if (rc)
+        return rc;
     g->read_pos = key;
     g->read_err = 0;
     g->done_since_save = 1;

@@ -244,6 +244,82 @@ static group *find(sub_groups *gs, const char *stream, const char *name)
     return g;
 }
 
+/*
+ * Groups made, changed or deleted by another server of a shared store
+ * (PostgreSQL, DynamoDB): fold $persistent-config again; add the groups
+ * this handle lacks, apply new settings, and drop the groups that are gone
+ * (their consumers then get ENOTFOUND, as after a delete here). With
+ * gs->admin held. The local engine has one process: nothing to learn.
+ */
+#define REFRESH_MS 5000
+static void refresh(sub_groups *gs)
+{
+    if (!strcmp(gs->db->be->ops->name, "local"))
+        return;
+    group_def *defs;
+    size_t n;
+    if (gstore_load_defs(gs->db, &defs, &n)) {
+        err_clear(); /* keep what is known; the caller reports a miss */
+        return;
+    }
+    pthread_mutex_lock(&gs->mu);
+    for (group *g = gs->list; g; g = g->next) {
+        size_t i = 0;
+        while (i < n && !(same(g, defs[i].stream, defs[i].name) &&
+                          defs[i].ckpt_base == g->def.ckpt_base))
+            i++;
+        pthread_mutex_lock(&g->mu);
+        if (i == n)
+            g->deleted = 1;
+        else if (!g->deleted)
+            group_apply_settings(g, &defs[i].set);
+        pthread_cond_broadcast(&g->cv);
+        pthread_mutex_unlock(&g->mu);
+    }
+    for (group **pp = &gs->list; *pp;) {
+        group *g = *pp;
+        if (g->deleted) {
+            *pp = g->next;
+            group_unref(g);
+        } else {
+            pp = &g->next;
+        }
+    }
+    pthread_mutex_unlock(&gs->mu);
+    for (size_t i = 0; i < n; i++) {
+        group *g = NULL;
+        pthread_mutex_lock(&gs->mu);
+        for (g = gs->list; g && !same(g, defs[i].stream, defs[i].name); g = g->next)
+            ;
+        pthread_mutex_unlock(&gs->mu);
+        if (g || group_new(gs, &defs[i], 0, &g)) {
+            group_def_free(&defs[i]);
+            err_clear();
+            continue;
+        }
+        pthread_mutex_lock(&gs->mu);
+        g->next = gs->list;
+        gs->list = g;
+        pthread_mutex_unlock(&gs->mu);
+    }
+    free(defs);
+}
+
+/* find(), learning first what other servers did if the group is unknown;
+ * `admin`: gs->admin is held. */
+static group *find_shared(sub_groups *gs, const char *stream, const char *name, int admin)
+{
+    group *g = find(gs, stream, name);
+    if (g)
+        return g;
+    if (!admin)
+        pthread_mutex_lock(&gs->admin);
+    refresh(gs);
+    if (!admin)
+        pthread_mutex_unlock(&gs->admin);
+    return find(gs, stream, name);
+}
+
 static int not_found(const char *stream, const char *name)
 {
     return err_set(STELE_ENOTFOUND, "consumer group '%s' on %s%s%s does not exist", name,
@@ -255,6 +331,7 @@ static int not_found(const char *stream, const char *name)
 static void *thread_main(void *arg)
 {
     sub_groups *gs = arg;
+    int64_t last_refresh = mono_ms();
     for (;;) {
         int64_t now = mono_ms(), wait = TICK_MS;
         size_t listeners = 0;
@@ -290,6 +367,7 @@ static void *thread_main(void *arg)
             if (!g->deleted) {
                 group_expire(g, now);
                 group_maybe_save(g, now, 0);
+                gshare_tick(g, now);
                 if (commit && g->waiters)
                     pthread_cond_broadcast(&g->cv);
                 consumers += g->n_consumers;
@@ -298,6 +376,12 @@ static void *thread_main(void *arg)
         }
         pthread_mutex_unlock(&gs->mu);
         sync_parked_meta(gs);
+        /* What other servers of a shared store did to the groups. */
+        if (now - last_refresh >= REFRESH_MS && pthread_mutex_trylock(&gs->admin) == 0) {
+            refresh(gs);
+            pthread_mutex_unlock(&gs->admin);
+            last_refresh = now;
+        }
         /* Event loops only care when someone could read what came. */
         if (commit && consumers)
             groups_notify(gs);
@@ -333,6 +417,16 @@ static int registry_open(stele_db *db, sub_groups **out)
         return err_set(STELE_ENOMEM, "out of memory");
     gs->db = db;
     gs->watch_fd = gs->wake_fd = -1;
+    gs->lease_ms = db->opts.group_lease_ms ? db->opts.group_lease_ms : GROUP_LEASE_MS;
+    if (db->opts.node_name[0]) {
+        snprintf(gs->node, sizeof gs->node, "%s", db->opts.node_name);
+    } else {
+        uint8_t id[16];
+        uuid_v7(id);
+        char t[37];
+        stele_uuid_format(id, t);
+        snprintf(gs->node, sizeof gs->node, "node-%s", t);
+    }
     pthread_mutex_init(&gs->admin, NULL);
     pthread_mutex_init(&gs->mu, NULL);
     pthread_mutex_init(&gs->watch_mu, NULL);
@@ -403,6 +497,8 @@ void sub_groups_close(stele_db *db)
         pthread_mutex_lock(&g->mu);
         group_maybe_save(g, mono_ms(), 1);
         group_wait_pending(g);
+        /* Hand what this server claimed to the others at once. */
+        gshare_sync(g, mono_ms(), GSHARE_RELEASE);
         pthread_mutex_unlock(&g->mu);
     }
     registry_free(gs);
@@ -545,7 +641,7 @@ int stele_group_create(stele_db *db, const char *stream, const char *group_name,
     if (rc)
         return rc;
     pthread_mutex_lock(&gs->admin);
-    group *g = find(gs, st, group_name);
+    group *g = find_shared(gs, st, group_name, 1);
     if (g) {
         group_unref(g);
         pthread_mutex_unlock(&gs->admin);
@@ -624,7 +720,7 @@ int stele_group_update(stele_db *db, const char *stream, const char *group_name,
     if (rc)
         return rc;
     pthread_mutex_lock(&gs->admin);
-    group *g = find(gs, st, group_name);
+    group *g = find_shared(gs, st, group_name, 1);
     if (!g) {
         pthread_mutex_unlock(&gs->admin);
         return not_found(st, group_name);
@@ -665,7 +761,7 @@ int stele_group_delete(stele_db *db, const char *stream, const char *group_name)
     if (rc)
         return rc;
     pthread_mutex_lock(&gs->admin);
-    group *g = find(gs, st, group_name);
+    group *g = find_shared(gs, st, group_name, 1);
     if (!g) {
         pthread_mutex_unlock(&gs->admin);
         return not_found(st, group_name);
@@ -686,6 +782,8 @@ int stele_group_delete(stele_db *db, const char *stream, const char *group_name)
     if (rc == 0)
         rc = gstore_write_def(db, EV_DELETED, &g->def);
     pthread_mutex_lock(&g->mu);
+    if (rc == 0 && gshare_reset(g, STELE_NONE))
+        err_clear(); /* the claims only hold a key no group uses any more */
     if (rc) {
         g->deleted = 0; /* still there: it goes on */
     } else {
@@ -840,6 +938,9 @@ int stele_group_list(stele_db *db, stele_group_info **out, size_t *n)
     int rc = groups_get(db, &gs);
     if (rc)
         return rc;
+    pthread_mutex_lock(&gs->admin);
+    refresh(gs);
+    pthread_mutex_unlock(&gs->admin);
     pthread_mutex_lock(&gs->mu);
     size_t cnt = 0;
     for (group *g = gs->list; g; g = g->next)
@@ -880,7 +981,7 @@ int stele_group_get(stele_db *db, const char *stream, const char *group_name,
         rc = groups_get(db, &gs);
     if (rc)
         return rc;
-    group *g = find(gs, st, group_name);
+    group *g = find_shared(gs, st, group_name, 0);
     if (!g)
         return not_found(st, group_name);
     rc = build_infos(&g, 1, out);
@@ -906,7 +1007,7 @@ int stele_group_connect(stele_db *db, const char *stream, const char *group_name
         rc = groups_get(db, &gs);
     if (rc)
         return rc;
-    group *g = find(gs, st, group_name);
+    group *g = find_shared(gs, st, group_name, 0);
     if (!g)
         return not_found(st, group_name);
     gconsumer *c = calloc(1, sizeof *c);
@@ -1099,7 +1200,7 @@ static int lookup(stele_db *db, const char *stream, const char *group_name, grou
         rc = groups_get(db, &gs);
     if (rc)
         return rc;
-    if (!(*g = find(gs, st, group_name)))
+    if (!(*g = find_shared(gs, st, group_name, 0)))
         return not_found(st, group_name);
     return 0;
 }
@@ -1164,7 +1265,23 @@ int stele_group_replay_parked(stele_db *db, const char *stream, const char *grou
     int rc = lookup(db, stream, group_name, &g);
     if (rc)
         return rc;
+    /* Other servers of a shared store park into the same stream and
+     * truncate it too: replay what is there now. */
+    uint64_t next = 0, tb = 0;
+    stele_stream_metadata *md = NULL;
+    if (store_get_metadata_system(db, g->parked_stream, &md) == 0)
+        tb = md->truncate_before;
+    stele_free(md);
+    if (next_revision(db, g->parked_stream, &next))
+        next = 0;
+    err_clear();
     pthread_mutex_lock(&g->mu);
+    if (next > g->parked_next)
+        g->parked_next = next;
+    if (tb > g->parked_trunc)
+        g->parked_trunc = tb;
+    if (tb > g->meta_trunc)
+        g->meta_trunc = tb;
     rc = g->deleted ? gone(g) : group_start_replay(g, max, count);
     pthread_mutex_unlock(&g->mu);
     group_unref(g);

@@ -4,7 +4,8 @@
 # every "--data DIR" becomes a libpq URI naming a database of its own
 # (created on first use, named after DIR, so a restart on the same DIR
 # finds the same data). run_on_pg.py sets STELE_REAL_BIN, PGW_HOST and
-# PGW_PORT. Other commands and arguments pass through unchanged.
+# PGW_PORT. `serve` also gets --node named after DIR. Other commands and
+# arguments pass through unchanged.
 set -e
 args=()
 while [ $# -gt 0 ]; do
@@ -16,6 +17,10 @@ while [ $# -gt 0 ]; do
            -c "CREATE DATABASE $db" >/dev/null
     fi
     args+=("--data" "postgresql:///$db?host=$PGW_HOST&port=$PGW_PORT&user=postgres")
+    # A server restarted on the same DIR is the same node: it takes back
+    # its consumer groups' claims at once, as one local server would
+    # (docs/consumer-groups.md, "Several servers").
+    [ "${args[0]}" = "serve" ] && args+=("--node" "$db")
     shift 2
   else
     args+=("$1")

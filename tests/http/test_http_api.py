@@ -274,13 +274,7 @@ def idempotent_retry_and_id_conflict():
     r = append(s, [Ev("First", id_=c)], status=200, record=False)
     T.check((r.body["firstRevision"], r.body["idempotent"]) == (0, True),
             "retry of the first append", r.req, "revision 0, idempotent", r)
-    if ON_PG:
-        # Known gap, docs/backends.md: PostgreSQL recognises a retry by its
-        # ids only and does not yet compare the stored event (issue 19's
-        # ID_CONFLICT on different data is the local engine's so far).
-        print("     skipped on PostgreSQL: a retry with a different event is not compared yet")
-    else:
-        append(s, [Ev("X", id_=c)], status=409, code="ID_CONFLICT")
+    append(s, [Ev("X", id_=c)], status=409, code="ID_CONFLICT")
     append(s, [Ev("X", id_=c), Ev("Y", id_=new_id())], status=409, code="ID_CONFLICT")
     append("api-idem-other", evs, status=409, code="ID_CONFLICT")
     # duplicate ids in one append, the nil UUID, malformed ids
