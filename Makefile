@@ -46,6 +46,19 @@ test-asan: deps
 test-tsan: deps
 	./scripts/tsan.sh $(TSAN_BUILD)
 
+# Coverage-guided fuzzing (fuzz/, docs/testing.md): builds every libFuzzer
+# driver with clang in $(FUZZ_BUILD), then fuzzes each for FUZZ_SECONDS
+# (one at a time, niced); new corpus entries stay in $(FUZZ_BUILD)/fuzz-out.
+# FUZZ_DRIVERS="http grpc" picks some. `make test` replays the corpora.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_DRIVERS ?=
+.PHONY: fuzz
+fuzz: deps
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTELE_FUZZ=ON -DSTELE_WERROR=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_drivers
+	./scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_DRIVERS)
+
 test-valgrind: build
 	./scripts/valgrind.sh $(BUILD)
 

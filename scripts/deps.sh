@@ -10,7 +10,7 @@
 # so `cc` runs but cannot link), and each command the build and tests call
 # must be on PATH. Checking only our own package names missed the first.
 set -e
-PKGS="build-essential libc6-dev gcc make cmake pkg-config liblmdb-dev lmdb-utils libhttp-parser-dev libjsmn-dev libcurl4-openssl-dev valgrind curl python3 libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler nghttp2-client libjansson-dev libssl-dev libsodium-dev prometheus duktape-dev libpq-dev postgresql libnats-dev nats-server librabbitmq-dev rabbitmq-server openjdk-17-jre-headless clang man-db systemd"
+PKGS="build-essential libc6-dev gcc make cmake pkg-config liblmdb-dev lmdb-utils libhttp-parser-dev libjsmn-dev libcurl4-openssl-dev valgrind curl python3 libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler nghttp2-client libjansson-dev libssl-dev libsodium-dev prometheus duktape-dev libpq-dev postgresql libnats-dev nats-server librabbitmq-dev rabbitmq-server openjdk-17-jre-headless clang libclang-rt-14-dev man-db systemd"
 TOOLS="cc make cmake pkg-config protoc-c valgrind curl python3 nghttp promtool psql nats-server java clang man systemd-analyze"
 missing=""
 for p in $PKGS; do

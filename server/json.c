@@ -1,29 +1,28 @@
 /*
  * json.c - append bodies in, events and errors out (see json.h).
  *
- * Parsing an append body takes two passes:
+ * Parsing an append body takes one pass over its bytes:
  *
- *  1. Validation (util/json_text.c, shared with every JSON reader of
- *     Stele): a recursive descent over the whole body checks it
- *     against RFC 8259 (structure, string escapes including surrogate pairs,
- *     UTF-8 per Unicode table 3-7, the number grammar, the three literals,
- *     nesting depth, nothing but whitespace after the value) and counts its
- *     values. The tokenizer below is lenient about all of this on purpose
- *     (it is a tokenizer, not a validator), so nothing reaches it unchecked;
- *     the first error is reported with its byte offset.
- *  2. Tokenizing: jsmn (strict mode, parent links) turns the now-valid body
- *     into exactly that many tokens, each a type and a byte span. The
- *     envelope walk reads the spans: `data` / `metadata` values become
- *     spans of the body (byte-exact, never re-serialised), strings the store
- *     needs NUL-terminated (type, tags) are unescaped into an arena, base64
- *     is decoded into the arena.
+ *  Validation and tokenizing together (util/json_text.c, the validator
+ *  shared with every JSON reader of Stele, asked to record tokens): a
+ *  recursive descent over the whole body checks it against RFC 8259
+ *  (structure, string escapes including surrogate pairs, UTF-8 per Unicode
+ *  table 3-7, the number grammar, the three literals, nesting depth,
+ *  nothing but whitespace after the value) and records each value as a
+ *  token, a type and a byte span; the first error is reported with its
+ *  byte offset. (Until issue 21 the validator ran first and jsmn then
+ *  tokenized the same bytes again: two passes.) The envelope walk reads
+ *  the spans: `data` / `metadata` values become
+ *  spans of the body (byte-exact, never re-serialised), strings the store
+ *  needs NUL-terminated (type, tags) are unescaped into an arena, base64
+ *  is decoded into the arena.
  *
- * jsmn token layout, relied on below: tokens are in document order; a
- * string token's span excludes its quotes; an object's `size` is its
+ * Token layout (jsmn's, see json_text.h), relied on below: tokens are in
+ * document order; a string token's span excludes its quotes; an object's `size` is its
  * number of keys and each key token is followed by its value's tokens; a
  * token's subtree is every following token that starts before it ends.
  *
- * Memory: the tokens (20 bytes per JSON value, at most JSON_MAX_VALUES) live
+ * Memory: the tokens (16 bytes per JSON value, at most JSON_MAX_VALUES) live
  * only during the parse; what the events point to (arena) lives until
  * json_append_free.
  */
@@ -36,14 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* jsmn is private to this file: static functions (JSMN_STATIC; no other
- * file includes jsmn.h, they use json.h), structure checks on (JSMN_STRICT)
- * and parent links, which make closing a container O(depth) instead of a
- * backwards scan over all tokens. */
-#define JSMN_STATIC
-#define JSMN_STRICT
-#define JSMN_PARENT_LINKS
-#include <jsmn.h>
 
 #include "util/json_text.h"
 
@@ -190,7 +181,7 @@ int json_b64_decode(const char *in, size_t n, uint8_t *out, size_t *outn, size_t
 
 typedef struct pctx {
     const char *body;
-    const jsmntok_t *t;
+    const jtext_tok *t;
     int nt;
     json_append *out;
     char *err;
@@ -222,11 +213,11 @@ static int tok_skip(const pctx *p, int i)
 static const char *tok_kind(const pctx *p, int i)
 {
     switch (p->t[i].type) {
-    case JSMN_OBJECT:
+    case JTEXT_T_OBJECT:
         return "an object";
-    case JSMN_ARRAY:
+    case JTEXT_T_ARRAY:
         return "an array";
-    case JSMN_STRING:
+    case JTEXT_T_STRING:
         return "a string";
     default:
         switch (p->body[p->t[i].start]) {
@@ -326,7 +317,7 @@ static int oom(pctx *p) { return fail(p, STELE_ENOMEM, "out of memory parsing th
  * quotes it). */
 static int tok_base64(pctx *p, int v, const char *what, uint8_t **out, size_t *len)
 {
-    if (p->t[v].type != JSMN_STRING)
+    if (p->t[v].type != JTEXT_T_STRING)
         return fail(p, STELE_EINVAL, "%s must be a string, not %s", what, tok_kind(p, v));
     size_t n;
     const char *text = tok_raw(p, v, &n);
@@ -362,8 +353,8 @@ static int event_base64(pctx *p, size_t ei, int v, const char *name, const void 
 
 static int event_tags(pctx *p, size_t ei, int v, stele_event_in *ev)
 {
-    const jsmntok_t *a = &p->t[v];
-    if (a->type != JSMN_ARRAY)
+    const jtext_tok *a = &p->t[v];
+    if (a->type != JTEXT_T_ARRAY)
         return fail(p, STELE_EINVAL, "event %zu: \"tags\" must be an array of strings, not %s",
                     ei, tok_kind(p, v));
     if (a->size > JSON_MAX_TAGS)
@@ -376,7 +367,7 @@ static int event_tags(pctx *p, size_t ei, int v, stele_event_in *ev)
         return oom(p);
     int j = v + 1;
     for (int k = 0; k < a->size; k++) {
-        if (p->t[j].type != JSMN_STRING)
+        if (p->t[j].type != JTEXT_T_STRING)
             return fail(p, STELE_EINVAL, "event %zu: tag %d must be a string, not %s", ei, k,
                         tok_kind(p, j));
         size_t n;
@@ -396,7 +387,7 @@ static int event_tags(pctx *p, size_t ei, int v, stele_event_in *ev)
 /* Event object at token i (event index ei) into *ev. */
 static int parse_event(pctx *p, int i, size_t ei, stele_event_in *ev)
 {
-    if (p->t[i].type != JSMN_OBJECT)
+    if (p->t[i].type != JTEXT_T_OBJECT)
         return fail(p, STELE_EINVAL, "event %zu: must be an object, not %s", ei, tok_kind(p, i));
     unsigned seen = 0;
     int j = i + 1;
@@ -410,11 +401,11 @@ static int parse_event(pctx *p, int i, size_t ei, stele_event_in *ev)
         if (seen & (1u << f))
             return fail(p, STELE_EINVAL, "event %zu: duplicate field \"%s\"", ei, event_fields[f]);
         seen |= 1u << f;
-        const jsmntok_t *t = &p->t[v];
+        const jtext_tok *t = &p->t[v];
         int rc = 0;
         switch (f) {
         case F_ID: {
-            if (t->type != JSMN_STRING)
+            if (t->type != JTEXT_T_STRING)
                 return fail(p, STELE_EINVAL, "event %zu: \"id\" must be a string, not %s", ei,
                             tok_kind(p, v));
             char text[64];
@@ -430,7 +421,7 @@ static int parse_event(pctx *p, int i, size_t ei, stele_event_in *ev)
             break;
         }
         case F_TYPE: {
-            if (t->type != JSMN_STRING)
+            if (t->type != JTEXT_T_STRING)
                 return fail(p, STELE_EINVAL, "event %zu: \"type\" must be a string, not %s", ei,
                             tok_kind(p, v));
             size_t n;
@@ -446,7 +437,7 @@ static int parse_event(pctx *p, int i, size_t ei, stele_event_in *ev)
         case F_META: {
             /* The value's exact bytes; a string token's span excludes its
              * quotes. */
-            int quote = t->type == JSMN_STRING;
+            int quote = t->type == JTEXT_T_STRING;
             const char *span = p->body + t->start - quote;
             size_t n = (size_t)(t->end - t->start) + 2 * (size_t)quote;
             if (f == F_DATA) {
@@ -470,7 +461,7 @@ static int parse_event(pctx *p, int i, size_t ei, stele_event_in *ev)
             rc = event_tags(p, ei, v, ev);
             break;
         case F_CTYPE:
-            if (t->type != JSMN_STRING)
+            if (t->type != JTEXT_T_STRING)
                 return fail(p, STELE_EINVAL, "event %zu: \"contentType\" must be a string, not %s",
                             ei, tok_kind(p, v));
             break;
@@ -495,9 +486,9 @@ static int parse_event(pctx *p, int i, size_t ei, stele_event_in *ev)
 
 static int parse_expected(pctx *p, int v)
 {
-    const jsmntok_t *t = &p->t[v];
+    const jtext_tok *t = &p->t[v];
     char q[72];
-    if (t->type == JSMN_STRING) {
+    if (t->type == JTEXT_T_STRING) {
         static const char *const names[] = {"any", "no_stream", "stream_exists"};
         static const int64_t values[] = {STELE_ANY, STELE_NO_STREAM, STELE_STREAM_EXISTS};
         int f = field_index(p, v, names, 3);
@@ -507,7 +498,7 @@ static int parse_expected(pctx *p, int v)
             return fail(p, STELE_EINVAL, EXPECTED_MSG ", not \"%s\"", tok_quote(p, v, q));
         return 0;
     }
-    if (t->type != JSMN_PRIMITIVE)
+    if (t->type != JTEXT_T_PRIMITIVE)
         return fail(p, STELE_EINVAL, EXPECTED_MSG ", not %s", tok_kind(p, v));
     /* A number that is a plain non-negative integer (no sign, fraction or
      * exponent) within int64_t. */
@@ -547,7 +538,7 @@ static int state_schema(pctx *p, int v)
     size_t n;
     const char *raw = tok_raw(p, v, &n);
     uint64_t r = 0;
-    int ok = p->t[v].type == JSMN_PRIMITIVE && n > 0;
+    int ok = p->t[v].type == JTEXT_T_PRIMITIVE && n > 0;
     for (size_t k = 0; ok && k < n; k++) {
         ok = raw[k] >= '0' && raw[k] <= '9';
         r = r * 10 + (uint64_t)(raw[k] - '0');
@@ -564,7 +555,7 @@ static int parse_root(pctx *p)
 {
     int events = -1;
     char q[72];
-    if (p->t[0].type == JSMN_OBJECT) {
+    if (p->t[0].type == JTEXT_T_OBJECT) {
         static const char *const root_fields[] = {"expectedRevision", "events", "state",
                                                   "stateBase64", "stateSchemaVersion"};
         unsigned seen = 0;
@@ -587,8 +578,8 @@ static int parse_root(pctx *p)
                 events = v;
             } else if (f == 2) {
                 /* The value's exact bytes (a string keeps its quotes). */
-                const jsmntok_t *t = &p->t[v];
-                int quote = t->type == JSMN_STRING;
+                const jtext_tok *t = &p->t[v];
+                int quote = t->type == JTEXT_T_STRING;
                 p->out->state = p->body + t->start - quote;
                 p->out->state_len = (size_t)(t->end - t->start) + 2 * (size_t)quote;
                 p->out->state_flags = STELE_EVENT_JSON;
@@ -609,7 +600,7 @@ static int parse_root(pctx *p)
                         "\"stateBase64\"");
         if (events < 0)
             return fail(p, STELE_EINVAL, "missing \"events\"");
-        if (p->t[events].type != JSMN_ARRAY)
+        if (p->t[events].type != JTEXT_T_ARRAY)
             return fail(p, STELE_EINVAL, "\"events\" must be an array, not %s",
                         tok_kind(p, events));
     } else {
@@ -652,7 +643,23 @@ int json_parse_append(const char *body, size_t len, json_append *out, char *err,
 
     jtext_scan v;
     jtext_scan_init(&v, body, len, JSON_MAX_DEPTH);
-    if (jtext_scan_text(&v)) {
+    /* A first guess at the token count (about one value per 24 bytes of a
+     * typical event); the scanner grows it. */
+    v.tok_max = JSON_MAX_VALUES;
+    v.tok_cap = len / 24 + 16;
+    if (v.tok_cap > v.tok_max)
+        v.tok_cap = v.tok_max;
+    v.toks = malloc(v.tok_cap * sizeof *v.toks);
+    if (!v.toks)
+        return oom(&p);
+    int scanned = jtext_scan_text(&v);
+    jtext_tok *toks = v.toks;
+    if (!scanned && v.tok_oom) {
+        free(toks);
+        return oom(&p);
+    }
+    if (scanned) {
+        free(toks);
         out->bad_json = 1;
         uint8_t c = v.err_at < len ? (uint8_t)body[v.err_at] : 0;
         if (v.err_at >= len && len == 0)
@@ -665,37 +672,29 @@ int json_parse_append(const char *body, size_t len, json_append *out, char *err,
                         v.why, c);
         return fail(&p, STELE_EINVAL, "invalid JSON at byte %zu: %s", v.err_at, v.why);
     }
-    if (v.nvalues > JSON_MAX_VALUES)
+    if (v.nvalues > JSON_MAX_VALUES) {
+        free(toks);
         return fail(&p, STELE_ETOOBIG, "the body has %zu JSON values, more than %u", v.nvalues,
                     JSON_MAX_VALUES);
+    }
 
-    /* The envelope is an array or an object (jsmn's strict mode would also
-     * refuse a bare number at the end of the input). */
+    /* The envelope is an array or an object (the envelope walk reads
+     * nothing else). */
     size_t first = 0;
     while (body[first] == ' ' || body[first] == '\t' || body[first] == '\n' ||
            body[first] == '\r')
         first++;
-    if (body[first] != '[' && body[first] != '{')
+    if (body[first] != '[' && body[first] != '{') {
+        free(toks);
         return fail(&p, STELE_EINVAL, "the body must be an array of events or an object with "
                     "\"events\", not %s", body[first] == '"' ? "a string"
                     : body[first] == 't' || body[first] == 'f' ? "a boolean"
                     : body[first] == 'n' ? "null" : "a number");
-
-    jsmntok_t *toks = malloc(v.nvalues * sizeof *toks);
-    if (!toks)
-        return oom(&p);
-    jsmn_parser jp;
-    jsmn_init(&jp);
-    int nt = jsmn_parse(&jp, body, len, toks, (unsigned)v.nvalues);
-    int rc;
-    if (nt != (int)v.nvalues) {
-        /* Cannot happen: the body was validated and the count is exact. */
-        rc = fail(&p, STELE_EINTERNAL, "JSON tokenizer disagrees with the validator (%d)", nt);
-    } else {
-        p.t = toks;
-        p.nt = nt;
-        rc = parse_root(&p);
     }
+
+    p.t = toks;
+    p.nt = (int)v.nvalues;
+    int rc = parse_root(&p);
     free(toks);
     if (rc) {
         int bad = out->bad_json;

@@ -2,8 +2,9 @@
  * net.c - the event loop: the listening socket, connections, timeouts,
  * append completions and graceful shutdown, all on one thread with epoll.
  *
- * Connections are edge-triggered: on readable we read until EAGAIN, then let
- * http.c parse; on writable we flush `out`. A connection whose response
+ * Connections are edge-triggered: on readable we read until EAGAIN (or, on
+ * a plain socket whose peer has not hung up, until a short read, which
+ * means the socket is drained), then let http.c parse; on writable we flush `out`. A connection whose response
  * cannot be written (the client stopped reading) holds at most one part of
  * output: NDJSON reads and large JSON pages produce their next part only
  * once `out` drains. Pipelined requests are back-pressured the same way:
@@ -320,7 +321,8 @@ static void conn_read(conn *c)
             conn_close(c);
             return;
         }
-        ssize_t n = conn_recv(c, c->in.p + c->in.len, c->in.cap - c->in.len);
+        size_t room = c->in.cap - c->in.len;
+        ssize_t n = conn_recv(c, c->in.p + c->in.len, room);
         if (n > 0) {
             c->in.len += (size_t)n;
             c->last_activity_ms = now_ms();
@@ -330,6 +332,13 @@ static void conn_read(conn *c)
                 if (c->fd < 0)
                     return;
             }
+            /* A short read of a plain socket drained it: bytes that arrive
+             * later raise a new edge, so the recv that would only say
+             * EAGAIN is saved (one recv per request). Not with TLS (the
+             * library may hold decrypted bytes), nor once the peer hung up
+             * (its FIN may already sit behind the bytes: read to EOF). */
+            if ((size_t)n < room && !c->peer_hup && conn_is_plain(c))
+                break;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -678,6 +687,8 @@ int server_run(const server_config *cfg)
                 }
             } else {
                 conn *c = p;
+                if (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                    c->peer_hup = 1;
                 if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                     conn_read(c);
                 if (c->fd >= 0 && (evs[i].events & EPOLLOUT))

@@ -140,6 +140,7 @@ typedef struct conn {
     int dead;                 /* closed while async_pending: free on arrival */
     int proto_known;          /* HTTP/1.1 or HTTP/2 decided from the first bytes */
     int read_paused;          /* input left in the socket: `out` must drain first */
+    int peer_hup;             /* epoll saw RDHUP/HUP/ERR: read to EOF, not to a short read */
     int in_process;           /* http_conn_process is running (no re-entry) */
     size_t blank_bytes;       /* line breaks before a request line (cut at a bound) */
     int got_bytes;            /* anything arrived yet (else: request timeout) */
@@ -279,6 +280,8 @@ void tls_reload(server *s); /* SIGHUP: new certificate, or keep the old one */
  * connection was closed (refused cleartext, EOF). */
 int tls_conn_start(conn *c);
 ssize_t conn_recv(conn *c, void *p, size_t len);
+/* 1 when the connection is plain TCP (no TLS layer buffering records). */
+int conn_is_plain(const conn *c);
 ssize_t conn_send(conn *c, const void *p, size_t len);
 void tls_conn_close(conn *c);
 void tls_metrics(server *s, buf *out);

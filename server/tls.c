@@ -368,6 +368,8 @@ static ssize_t tls_fail(conn *c, int r, int is_read)
     }
 }
 
+int conn_is_plain(const conn *c) { return c->tls_state == TLS_PLAIN; }
+
 ssize_t conn_recv(conn *c, void *p, size_t len)
 {
     if (!c->ssl)

@@ -252,6 +252,56 @@ static int test_random(void)
     return 1;
 }
 
+/* The scanner's tokens (one pass: validate and tokenize, server/json.c):
+ * jsmn's layout, grown from nothing, capped at tok_max. */
+static int test_tokens(void)
+{
+    const char *text = " [{\"a\": \"x\\\"y\", \"b\": [1, -2.5e3, true, null, []]}, {}, \"\"] ";
+    jtext_scan v;
+    jtext_scan_init(&v, text, strlen(text), 0);
+    v.tok_max = 100; /* toks NULL, tok_cap 0: the scanner allocates */
+    CHECK(jtext_scan_text(&v) == 0);
+    CHECK(!v.tok_oom && v.nvalues == 13);
+    static const struct {
+        int type, size;
+        const char *span;
+    } want[] = {
+        {JTEXT_T_ARRAY, 3, NULL}, {JTEXT_T_OBJECT, 2, NULL}, {JTEXT_T_STRING, 0, "a"},
+        {JTEXT_T_STRING, 0, "x\\\"y"}, {JTEXT_T_STRING, 0, "b"}, {JTEXT_T_ARRAY, 5, NULL},
+        {JTEXT_T_PRIMITIVE, 0, "1"}, {JTEXT_T_PRIMITIVE, 0, "-2.5e3"},
+        {JTEXT_T_PRIMITIVE, 0, "true"}, {JTEXT_T_PRIMITIVE, 0, "null"},
+        {JTEXT_T_ARRAY, 0, "[]"}, {JTEXT_T_OBJECT, 0, "{}"}, {JTEXT_T_STRING, 0, ""},
+    };
+    for (size_t i = 0; i < 13; i++) {
+        const jtext_tok *t = &v.toks[i];
+        CHECK(t->type == want[i].type);
+        CHECK(t->size == want[i].size);
+        if (want[i].span) {
+            CHECK((size_t)(t->end - t->start) == strlen(want[i].span));
+            CHECK(!memcmp(text + t->start, want[i].span, strlen(want[i].span)));
+        }
+    }
+    /* The outer array spans from its bracket to just past its end. */
+    CHECK(v.toks[0].start == 1 && text[v.toks[0].end - 1] == ']' &&
+          (size_t)v.toks[0].end == strlen(text) - 1);
+    CHECK(text[v.toks[1].start] == '{' && text[v.toks[1].end - 1] == '}');
+    free(v.toks);
+
+    /* Past tok_max values are counted, not recorded; growth is bounded. */
+    jtext_scan_init(&v, text, strlen(text), 0);
+    v.tok_max = 4;
+    CHECK(jtext_scan_text(&v) == 0);
+    CHECK(v.nvalues == 13 && v.tok_cap == 4 && !v.tok_oom);
+    CHECK(v.toks[3].type == JTEXT_T_STRING && v.toks[0].size == 3);
+    free(v.toks);
+
+    /* Without tok_max nothing is recorded, and errors are unchanged. */
+    jtext_scan_init(&v, "[1,]", 4, 0);
+    CHECK(jtext_scan_text(&v) == -1 && v.toks == NULL);
+    CHECK(!strcmp(v.why, "trailing comma"));
+    return 1;
+}
+
 int main(void)
 {
     t_seed();
@@ -263,5 +313,6 @@ int main(void)
     passed += test_escape();
     passed += test_validate();
     passed += test_random();
+    passed += test_tokens();
     return t_done("test_json_text", passed);
 }

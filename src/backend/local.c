@@ -597,6 +597,8 @@ static void assert_positions(const wreq *r, uint64_t *next)
         first = r->res.first_position, n = r->a->n;
     else if (r->op == OP_MULTI)
         first = r->mres.first_position, n = r->m->nrecords;
+    else if (r->op == OP_DELETE || r->op == OP_TOMBSTONE)
+        first = r->rm_pos, n = 1; /* its `$deletes` event */
     STELE_ASSERT(n == 0 || first == *next);
     *next += n;
 }

@@ -815,6 +815,10 @@ int log_valid_record_after(logf *lg, uint64_t bad, uint64_t next_pos)
             uint64_t pos = ld64(b.p + i + 24);
             if (pos < next_pos || pos - next_pos > (1ull << 32))
                 continue;
+            /* A record cannot run past the segment: no buffer for one that
+             * claims to (a torn length could ask for 4 GiB). */
+            if (len > s->size - (off + i))
+                continue;
             uint8_t *rp = b.p + i;
             uint8_t *big = NULL;
             if (i + len > n) {

@@ -199,6 +199,11 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
     r->stream = (const char *)q;
     q += r->stream_len + 1;
     if (r->kind == REC_DELETE || r->kind == REC_TOMBSTONE || r->kind == REC_SEAL) {
+        /* A marker is a header and a name (rec_encode_marker): lengths of a
+         * type, tags or data it does not have would point past its body
+         * for any reader that trusted them (found by fuzz/fuzz_record.c). */
+        if (r->type_len || r->ntags || r->data_len || r->meta_len)
+            goto malformed;
         r->type = "";
         r->tags = q;
         r->data = r->meta = q;

@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "proj/proj_int.h"
+#include "proj/pstore_int.h"
 
 /* ---------------------------------------------------------------- names */
 
@@ -212,6 +213,27 @@ static const char *const def_fields[F_N] = {
     "name", "query", "mode", "enabled", "emitEnabled", "memoryLimit", "timeoutMs",
     "cachePartitions", "maxStateSize", "epoch", "resetPending", "deleted", "snapshotEvery"};
 
+/* A stored count as pstore_write_def wrote it (%llu), read back as a
+ * double: 0 and *out, or -1 if negative, fractional or above `max` (a
+ * value no writer made; converting it would be undefined behaviour).
+ * UINT64_MAX reads back as 2^64. */
+static int def_count(double v, uint64_t max, uint64_t *out)
+{
+    if (!(v >= 0))
+        return -1;
+    if (v >= 18446744073709551616.0) {
+        if (v > 18446744073709551616.0 || max != UINT64_MAX)
+            return -1;
+        *out = UINT64_MAX;
+        return 0;
+    }
+    uint64_t u = (uint64_t)v;
+    if ((double)u != v || u > max)
+        return -1;
+    *out = u;
+    return 0;
+}
+
 static int parse_def(const stele_event *e, proj_def *d)
 {
     char *strs[F_N];
@@ -228,6 +250,19 @@ static int parse_def(const stele_event *e, proj_def *d)
         return err_set(STELE_ECORRUPT, "projection definition at position %llu lacks a name "
                        "or query", (unsigned long long)e->position);
     }
+    /* The counts first: a definition with one out of range is refused. */
+    static const int count_fields[] = {F_MEM, F_TIMEOUT, F_CACHE, F_MAXSTATE, F_EPOCH, F_SNAP};
+    uint64_t counts[F_N] = {0};
+    for (size_t i = 0; i < sizeof count_fields / sizeof count_fields[0]; i++) {
+        int f = count_fields[i];
+        uint64_t max = f == F_TIMEOUT || f == F_CACHE || f == F_SNAP ? UINT32_MAX : UINT64_MAX;
+        if (def_count(nums[f], max, &counts[f])) {
+            for (int k = 0; k < F_N; k++)
+                free(strs[k]);
+            return err_set(STELE_ECORRUPT, "projection definition at position %llu: %s is "
+                           "out of range", (unsigned long long)e->position, def_fields[f]);
+        }
+    }
     snprintf(d->name, sizeof d->name, "%s", strs[F_NAME]);
     d->query = strs[F_QUERY];
     strs[F_QUERY] = NULL;
@@ -237,12 +272,12 @@ static int parse_def(const stele_event *e, proj_def *d)
                                                                : STELE_PROJ_CONTINUOUS;
     d->enabled = nums[F_ENABLED] != 0;
     d->emit_enabled = nums[F_EMIT] != 0;
-    d->memory_limit = (uint64_t)nums[F_MEM];
-    d->timeout_ms = (uint32_t)nums[F_TIMEOUT];
-    d->cache_partitions = (uint32_t)nums[F_CACHE];
-    d->max_state_size = (uint64_t)nums[F_MAXSTATE];
-    d->epoch = (uint64_t)nums[F_EPOCH];
-    d->snapshot_every = (uint32_t)nums[F_SNAP];
+    d->memory_limit = counts[F_MEM];
+    d->timeout_ms = (uint32_t)counts[F_TIMEOUT];
+    d->cache_partitions = (uint32_t)counts[F_CACHE];
+    d->max_state_size = counts[F_MAXSTATE];
+    d->epoch = counts[F_EPOCH];
+    d->snapshot_every = (uint32_t)counts[F_SNAP];
     d->reset_pending = nums[F_RESET] != 0;
     d->deleted = nums[F_DELETED] != 0;
     for (int i = 0; i < F_N; i++)
@@ -889,3 +924,6 @@ int pstore_find_snapshot(stele_db *db, const proj_def *d, const char *stream, ui
     }
     return 0;
 }
+
+/* The fuzz driver's door to parse_def() (pstore_int.h). */
+int pstore_parse_def_int(const stele_event *e, proj_def *d) { return parse_def(e, d); }

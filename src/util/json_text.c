@@ -5,8 +5,9 @@
  *
  * The validator is a recursive descent whose depth is bounded by
  * max_depth, so hostile nesting cannot exhaust the stack. It counts values
- * so that a tokenizer run afterwards (jsmn in server/json.c) can be given
- * exactly the tokens it needs. Its messages are part of the HTTP API
+ * and, when asked (tok_max), records each as a token (type and byte span,
+ * jsmn's layout), so server/json.c validates and tokenizes an append body in
+ * one pass. Its messages are part of the HTTP API
  * ("invalid JSON at byte 17: leading zero in number") and of
  * stele_set_stream_metadata's errors: tests pin them.
  *
@@ -17,6 +18,7 @@
 #include "util/json_text.h"
 
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "stele.h"
@@ -252,6 +254,36 @@ static int v_fail(jtext_scan *v, size_t at, const char *why, bool show_char)
 
 static int v_eof(jtext_scan *v) { return v_fail(v, v->len, "unexpected end of input", false); }
 
+/* Record value number v->nvalues (about to be counted) as a token: its
+ * index, or -1 when not recording (off, past tok_max, or out of memory). */
+static long v_tok(jtext_scan *v, int type, size_t start)
+{
+    size_t i = v->nvalues;
+    if (i >= v->tok_max)
+        return -1;
+    if (i >= v->tok_cap) {
+        size_t cap = v->tok_cap ? v->tok_cap * 2 : 64;
+        if (cap > v->tok_max)
+            cap = v->tok_max;
+        jtext_tok *t = realloc(v->toks, cap * sizeof *t);
+        if (!t) {
+            v->tok_oom = 1;
+            v->tok_max = 0;
+            return -1;
+        }
+        v->toks = t;
+        v->tok_cap = cap;
+    }
+    v->toks[i] = (jtext_tok){type, (int)start, (int)start, 0};
+    return (long)i;
+}
+
+static void v_tok_end(jtext_scan *v, long k, size_t end)
+{
+    if (k >= 0)
+        v->toks[k].end = (int)end;
+}
+
 void jtext_scan_init(jtext_scan *v, const char *s, size_t len, int max_depth)
 {
     if (max_depth <= 0 || max_depth > JTEXT_MAX_DEPTH)
@@ -283,6 +315,8 @@ int jtext_scan_string(jtext_scan *v)
             return v_eof(v);
         uint8_t c = s[i];
         if (c == '"') {
+            if (v->tok_max)
+                v_tok_end(v, v_tok(v, JTEXT_T_STRING, v->pos + 1), i);
             v->pos = i + 1;
             v->nvalues++;
             return 0;
@@ -334,6 +368,7 @@ static int v_digits(jtext_scan *v)
 static int v_number(jtext_scan *v)
 {
     const uint8_t *s = v->s;
+    size_t start = v->pos;
     if (s[v->pos] == '-')
         v->pos++;
     if (v->pos < v->len && s[v->pos] == '0') {
@@ -355,6 +390,8 @@ static int v_number(jtext_scan *v)
         if (v_digits(v))
             return -1;
     }
+    if (v->tok_max)
+        v_tok_end(v, v_tok(v, JTEXT_T_PRIMITIVE, start), v->pos);
     v->nvalues++;
     return 0;
 }
@@ -368,6 +405,8 @@ static int v_literal(jtext_scan *v, const char *word, size_t n)
     }
     if (memcmp(v->s + v->pos, word, n) != 0)
         return v_fail(v, v->pos, "invalid literal", false);
+    if (v->tok_max)
+        v_tok_end(v, v_tok(v, JTEXT_T_PRIMITIVE, v->pos), v->pos + n);
     v->pos += n;
     v->nvalues++;
     return 0;
@@ -380,6 +419,7 @@ static int v_container(jtext_scan *v)
     uint8_t close = object ? '}' : ']';
     if (++v->depth > v->max_depth)
         return v_fail(v, v->pos, "nesting deeper than " JT_STR(JTEXT_MAX_DEPTH), false);
+    long me = v->tok_max ? v_tok(v, object ? JTEXT_T_OBJECT : JTEXT_T_ARRAY, v->pos) : -1;
     v->nvalues++;
     v->pos++;
     jtext_scan_ws(v);
@@ -387,10 +427,13 @@ static int v_container(jtext_scan *v)
         return v_eof(v);
     if (v->s[v->pos] == close) {
         v->pos++;
+        v_tok_end(v, me, v->pos);
         v->depth--;
         return 0;
     }
     for (;;) {
+        if (me >= 0)
+            v->toks[me].size++; /* realloc may move toks: index, never a pointer */
         if (object) {
             if (v->s[v->pos] != '"')
                 return v_fail(v, v->pos, "expected a string key", true);
@@ -411,6 +454,7 @@ static int v_container(jtext_scan *v)
         uint8_t c = v->s[v->pos];
         if (c == close) {
             v->pos++;
+            v_tok_end(v, me, v->pos);
             v->depth--;
             return 0;
         }

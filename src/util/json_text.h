@@ -79,6 +79,18 @@ int jtext_escape(buf *b, const char *s, size_t len);
  * walks its top-level object) calls jtext_scan_string and jtext_scan_value
  * for the parts below.
  */
+/* A token recorded during the scan (jtext_scan.tok_max > 0): one per
+ * value, in document order, tokens[k] being the k-th value counted. A
+ * string's span excludes its quotes (object keys are string tokens too); a
+ * container's span runs from its bracket to just past its closing one and
+ * `size` is its number of elements (array) or keys (object); each key is
+ * followed by its value's tokens. So a token's subtree is every following
+ * token that starts before it ends. */
+enum { JTEXT_T_PRIMITIVE = 1, JTEXT_T_STRING, JTEXT_T_OBJECT, JTEXT_T_ARRAY };
+typedef struct jtext_tok {
+    int type, start, end, size;
+} jtext_tok;
+
 typedef struct jtext_scan {
     const uint8_t *s;
     size_t len, pos;
@@ -87,6 +99,15 @@ typedef struct jtext_scan {
     size_t err_at;   /* after a failure: byte offset */
     const char *why; /* after a failure: static text ("trailing comma") */
     int show_char;   /* the failure is about the character at err_at */
+    /* Optional tokens, so one pass both validates and tokenizes: set
+     * tok_max to record the first tok_max values into `toks` (grown with
+     * realloc from toks/tok_cap, which may start NULL/0; the caller frees
+     * toks). A failed realloc stops recording and sets tok_oom; values past
+     * tok_max are counted, not recorded. Bodies must be shorter than
+     * INT32_MAX bytes. */
+    jtext_tok *toks;
+    size_t tok_cap, tok_max;
+    int tok_oom;
 } jtext_scan;
 
 /* max_depth is at most JTEXT_MAX_DEPTH (0: that), so the depth message

@@ -19,7 +19,10 @@
  * bit-length dedicated counter" (method 1 of section 6.2), which gives the
  * invariant this file exists for: every id this process makes compares
  * greater (memcmp) than every id it made before, whatever the threads and
- * the clock do. Under one mutex we keep the last (ms, counter) pair:
+ * the clock do. The last (ms, counter) pair is one 64-bit atomic word,
+ * ms << 12 | counter, advanced with compare-and-swap (no lock per id; issue
+ * 21). Each successful swap makes the word strictly greater, so ids are
+ * ordered by the order of their swaps:
  *   - a later millisecond starts a new counter at a random value below
  *     0x800 (the RFC's advice: random, so ids reveal less, with the top bit
  *     clear so at least 2048 ids fit in the millisecond);
@@ -28,12 +31,14 @@
  *   - a counter past 0xFFF moves the timestamp one millisecond ahead of
  *     the clock and starts a new counter. The clock catches up later.
  *
- * Random bits come from getrandom(2) through a pool refilled 1 KiB at a
- * time, not a syscall per id. After fork() the child drops the pool it
- * inherited so parent and child never hand out the same random bits.
+ * Random bits come from getrandom(2) through a pool per thread refilled
+ * 1 KiB at a time, not a syscall per id. After fork() every pool is stale
+ * (a generation number changes in the child), so parent and child never
+ * hand out the same random bits.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/random.h>
@@ -44,13 +49,13 @@
 
 #define UUID_POOL_SIZE 1024
 
-static pthread_mutex_t uuid_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t uuid_once = PTHREAD_ONCE_INIT;
-static uint64_t uuid_last_ms;
-static uint32_t uuid_counter;
-static uint8_t uuid_pool[UUID_POOL_SIZE];
-static size_t uuid_pool_pos = UUID_POOL_SIZE; /* empty: fill on first use */
-static uint64_t uuid_fallback_state;
+static _Atomic uint64_t uuid_state;    /* ms << 12 | counter of the last id */
+static _Atomic unsigned uuid_fork_gen; /* bumped in a forked child */
+static _Thread_local uint8_t uuid_pool[UUID_POOL_SIZE];
+static _Thread_local size_t uuid_pool_pos = UUID_POOL_SIZE; /* empty: fill on first use */
+static _Thread_local unsigned uuid_pool_gen;
+static _Thread_local uint64_t uuid_fallback_state;
 
 /* Fill `n` bytes from the kernel. getrandom without flags blocks only until
  * the kernel's pool is first seeded, and may return short when a signal
@@ -91,63 +96,56 @@ static void rand_fill(uint8_t *p, size_t n)
     errno = saved_errno;
 }
 
-/* Take `n` random bytes from the pool. Caller holds uuid_lock. */
+/* Take `n` random bytes from this thread's pool. */
 static void pool_take(uint8_t *out, size_t n)
 {
-    if (UUID_POOL_SIZE - uuid_pool_pos < n) {
+    unsigned gen = atomic_load_explicit(&uuid_fork_gen, memory_order_relaxed);
+    if (UUID_POOL_SIZE - uuid_pool_pos < n || uuid_pool_gen != gen) {
         rand_fill(uuid_pool, UUID_POOL_SIZE);
         uuid_pool_pos = 0;
+        uuid_pool_gen = gen;
     }
     memcpy(out, uuid_pool + uuid_pool_pos, n);
     uuid_pool_pos += n;
 }
 
-static uint32_t counter_seed(void)
-{
-    uint8_t r[2];
-    pool_take(r, 2);
-    return ((uint32_t)r[0] << 8 | r[1]) & 0x7ff;
-}
-
-/* fork() copies the lock and the pool. Hold the lock across fork so the
- * child never inherits it locked by a thread that does not exist there,
- * and empty the child's pool so it draws fresh bytes of its own. */
-static void uuid_atfork_prepare(void) { pthread_mutex_lock(&uuid_lock); }
-static void uuid_atfork_parent(void) { pthread_mutex_unlock(&uuid_lock); }
+/* fork() copies the pools: the child's are marked stale. */
 static void uuid_atfork_child(void)
 {
-    uuid_pool_pos = UUID_POOL_SIZE;
-    pthread_mutex_unlock(&uuid_lock);
+    atomic_fetch_add_explicit(&uuid_fork_gen, 1, memory_order_relaxed);
 }
 
-static void uuid_init(void)
-{
-    pthread_atfork(uuid_atfork_prepare, uuid_atfork_parent, uuid_atfork_child);
-}
+static void uuid_init(void) { pthread_atfork(NULL, NULL, uuid_atfork_child); }
 
 void uuid_v7(uint8_t out[16])
 {
     pthread_once(&uuid_once, uuid_init);
+    uint8_t r[10]; /* 2 bytes: a new counter's seed; 8: rand_b */
+    pool_take(r, sizeof r);
+    uint32_t seed = ((uint32_t)r[0] << 8 | r[1]) & 0x7ff;
     int64_t now_us = time_now_us();
-    uint64_t now_ms = now_us > 0 ? (uint64_t)now_us / 1000 : 0;
+    uint64_t now_ms = (now_us > 0 ? (uint64_t)now_us / 1000 : 0) & 0xffffffffffffull;
 
-    pthread_mutex_lock(&uuid_lock);
-    if (now_ms > uuid_last_ms) {
-        uuid_last_ms = now_ms;
-        uuid_counter = counter_seed();
-    } else if (++uuid_counter > 0xfff) {
-        uuid_last_ms++;
-        uuid_counter = counter_seed();
-    }
-    uint64_t ms = uuid_last_ms;
-    uint32_t counter = uuid_counter;
-    pool_take(out + 8, 8);
-    pthread_mutex_unlock(&uuid_lock);
+    uint64_t old = atomic_load_explicit(&uuid_state, memory_order_relaxed), next;
+    do {
+        uint64_t last_ms = old >> 12;
+        if (now_ms > last_ms)
+            next = now_ms << 12 | seed;
+        else if ((old & 0xfff) == 0xfff)
+            next = (last_ms + 1) << 12 | seed;
+        else
+            next = old + 1;
+    } while (!atomic_compare_exchange_weak_explicit(&uuid_state, &old, next,
+                                                    memory_order_relaxed,
+                                                    memory_order_relaxed));
+    uint64_t ms = next >> 12;
+    uint32_t counter = (uint32_t)(next & 0xfff);
 
     for (int i = 0; i < 6; i++)
         out[i] = (uint8_t)(ms >> (40 - 8 * i));
     out[6] = (uint8_t)(0x70 | (counter >> 8));
     out[7] = (uint8_t)counter;
+    memcpy(out + 8, r + 2, 8);
     out[8] = (uint8_t)(0x80 | (out[8] & 0x3f));
 }
 

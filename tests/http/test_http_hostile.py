@@ -507,6 +507,30 @@ def half_closed_client_gets_its_response():
 
 
 @T.case
+def half_closed_client_is_closed_after_its_response():
+    # The server stops reading a plain socket at a short read (the socket is
+    # drained, issue 21), unless the peer hung up: then it reads on to the
+    # FIN, answers and closes. On the server with the default 60 s idle
+    # timeout, a missed FIN would leave the connection open past the 45 s
+    # this waits ("timeout" instead of "eof").
+    for req in (b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n" * 3):
+        s = connect(D.port)
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            s.sendall(req)
+            s.shutdown(socket.SHUT_WR)
+            got, how = recv_all(s, 45)
+        finally:
+            s.close()
+        n = req.count(b"GET ")
+        resps = parse_responses(got, allow_partial=True)
+        T.check(how == "eof" and len(resps) == n and all(r.status == 200 for r in resps),
+                "every request of a half-closed client is answered, then the server closes",
+                req[:60], "%d responses 200, then EOF" % n, (how, got[:300]))
+
+
+@T.case
 def body_larger_than_the_limit():
     # the whole oversized body is sent anyway
     big = b'[{"type":"Big","data":"' + b"x" * (4 << 20) + b'"}]'
