@@ -2,6 +2,7 @@
 # Both install missing Debian packages (scripts/deps.sh) and build first.
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 JOBS ?= $(shell nproc)
 RELEASE_BUILD ?= build-release
 PREFIX ?= /usr/local
@@ -37,6 +38,13 @@ test-asan: deps
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && TEST_QUICK=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -L unit -j 2
+
+# The threaded tests (library, server load and SSE subscribers) under
+# ThreadSanitizer in build-tsan, at a reduced size; fails on any race
+# report (scripts/tsan.sh, docs/testing.md). A few minutes on 2 cores.
+.PHONY: test-tsan
+test-tsan: deps
+	./scripts/tsan.sh $(TSAN_BUILD)
 
 # Coverage-guided fuzzing (fuzz/, docs/testing.md): builds every libFuzzer
 # driver with clang in $(FUZZ_BUILD), then fuzzes each for FUZZ_SECONDS
@@ -176,4 +184,4 @@ release-check:
 	./scripts/release-check.sh
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(RELEASE_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(RELEASE_BUILD)

@@ -6,8 +6,8 @@
 #include <time.h>
 #include <unistd.h>
 
-int t_failures;
-static uint64_t rng_state = 88172645463325252ull;
+_Atomic int t_failures;
+static _Atomic uint64_t rng_state = 88172645463325252ull;
 
 void t_fail_hook(void)
 {
@@ -122,11 +122,15 @@ uint64_t t_seed(void)
 
 uint64_t t_rand(void)
 {
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return rng_state = x;
+    uint64_t old = atomic_load_explicit(&rng_state, memory_order_relaxed), x;
+    do {
+        x = old;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    } while (!atomic_compare_exchange_weak_explicit(&rng_state, &old, x, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return x;
 }
 
 uint64_t t_rand_below(uint64_t n) { return n ? t_rand() % n : 0; }

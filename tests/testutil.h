@@ -6,13 +6,16 @@
 #ifndef STELE_TESTUTIL_H
 #define STELE_TESTUTIL_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "stele.h"
 
-extern int t_failures;
+/* Atomic: the CHECK macros run in writer and reader threads too (and the
+ * ThreadSanitizer build, make test-tsan, would call a plain ++ a race). */
+extern _Atomic int t_failures;
 
 #define CHECK(cond)                                                              \
     do {                                                                         \
@@ -70,7 +73,9 @@ int t_store_is_local(void);
 int t_store_check(const char *uri, char *report, size_t report_len);
 
 /* Seeded xorshift PRNG. t_seed() reads TEST_SEED or uses the time, prints
- * the seed, and returns it. */
+ * the seed, and returns it. One state shared by every thread, advanced by
+ * compare-and-swap so that threads drawing at once never race (the order in
+ * which threads draw is not replayable; a single thread's run is). */
 uint64_t t_seed(void);
 uint64_t t_rand(void);
 uint64_t t_rand_below(uint64_t n);

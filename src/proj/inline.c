@@ -70,7 +70,10 @@ static int no_emit(void *ctx, const proj_emit *e)
 
 struct proj_inline *proj_inline_for(stele_db *db, const char *stream, size_t len)
 {
-    proj_sys *s = db->projs;
+    /* Every append asks, from any thread, without init_mu: an acquire load
+     * pairs with proj_sys_get's release store, so a registry seen here is
+     * seen whole (ThreadSanitizer, make test-tsan). */
+    proj_sys *s = __atomic_load_n(&db->projs, __ATOMIC_ACQUIRE);
     if (!s) {
         if (proj_sys_get(db, &s)) {
             err_clear();

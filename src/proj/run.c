@@ -1199,7 +1199,9 @@ int proj_sys_get(stele_db *db, proj_sys **out)
     }
     free(defs);
     db->close_up[STORE_UP_PROJ] = proj_sys_close;
-    db->projs = s;
+    /* Published with release: proj_inline_for reads db->projs without
+     * init_mu on every append (an acquire load). */
+    __atomic_store_n(&db->projs, s, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&init_mu);
     /* Finish interrupted resets, then start the enabled ones. */
     pthread_mutex_lock(&s->admin);

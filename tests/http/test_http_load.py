@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """
 test_http_load.py - volume and lifecycle against a real `stele serve`:
-NDJSON streaming of 100,000 events (and the server's memory while a slow
-client reads it), concurrent appenders racing on shared streams, keep-alive
-and pipelining, restart with the data intact, SIGTERM and kill -9 in the
-middle of a load of appends (every acknowledged append survives, byte for
-byte).
+NDJSON streaming of 100,000 events (fewer with STELE_TEST_SCALE) and the
+server's memory while a slow client reads it, concurrent appenders racing
+on shared streams, keep-alive and pipelining, restart with the data intact,
+SIGTERM and kill -9 in the middle of a load of appends (every acknowledged
+append survives, byte for byte).
 """
 import hashlib
 import http.client
@@ -26,8 +26,16 @@ T = Suite("test_http_load")
 L = Ledger()
 S = None
 
-N_EVENTS = 100000
+# STELE_TEST_SCALE (default 1) shrinks the volume: the ThreadSanitizer run
+# (make test-tsan, docs/testing.md) uses 0.1, 10,000 events, as a server
+# under TSan runs several times slower. The checks stay the same.
+SCALE = float(os.environ.get("STELE_TEST_SCALE", "1"))
+# STELE_TEST_SANITIZER=thread: the server runs under a sanitizer whose
+# shadow memory and allocator make its RSS no measure of Stele's own memory,
+# so the memory bound is printed but not judged (the rest of the case is).
+SANITIZER = os.environ.get("STELE_TEST_SANITIZER", "")
 BATCH = 1000
+N_EVENTS = max(10, int(100 * SCALE)) * BATCH
 PAD = "p" * int(os.environ.get("PADN", "200"))
 
 
@@ -143,7 +151,9 @@ def slow_ndjson_reader_keeps_server_memory_bounded():
     got = 0
     try:
         s.sendall(b"GET /all HTTP/1.1\r\nHost: x\r\nAccept: application/x-ndjson\r\n\r\n")
-        t_end = time.monotonic() + 5
+        # 5 s at ~200 KB/s reads ~1 MB; a smaller store gets 2 s, so that
+        # "slow" still means well under a quarter of it
+        t_end = time.monotonic() + (5 if SCALE >= 1 else 2)
         k = 0
         while time.monotonic() < t_end:
             b = s.recv(4096)
@@ -168,7 +178,9 @@ def slow_ndjson_reader_keeps_server_memory_bounded():
     # holding the read in memory would grow by the whole stream; a page at a
     # time stays far below half of it
     bound_mb = stream_bytes / 2.0 / (1 << 20)
-    T.check(growth_mb < bound_mb, "server RSS grew while streaming %d MB to a slow reader"
+    if SANITIZER:
+        print("     (memory bound not judged under %s sanitizer)" % SANITIZER)
+    T.check(SANITIZER or growth_mb < bound_mb, "server RSS grew while streaming %d MB to a slow reader"
             % (stream_bytes >> 20), "GET /all (NDJSON), read at ~200 KB/s",
             "growth < %.0f MiB (baseline %d KiB)" % (bound_mb, base),
             "peak %d KiB (+%.1f MiB)" % (peak, growth_mb))
