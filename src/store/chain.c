@@ -322,7 +322,7 @@ static int verify_doc(json_t *doc, const uint8_t *public_key, stele_chain_verifi
     if (!fmt || strcmp(fmt, CHAIN_FORMAT) != 0)
         return err_set(STELE_EINVAL, "not a Stele chain export (format \"%s\" expected)",
                        CHAIN_FORMAT);
-    uint64_t from, to, k;
+    uint64_t from = 0, to = 0, k = 0; /* set by get_u64 (gcc -O3 cannot tell) */
     uint8_t h[32];
     json_t *head = json_object_get(doc, "head"), *commits = json_object_get(doc, "commits");
     int rc;
