@@ -533,6 +533,10 @@ var __stele = (function (global) {
                 fail('bi-state ($initShared or options({biState: true})) needs partitionBy() or foreachStream()');
             if (def.options.biState === false && def.handlers.$initShared !== undefined)
                 fail('options({biState: false}) contradicts the $initShared handler');
+            /* as KurrentDB: a delete names a stream, so only a projection
+             * with one partition per stream can be told of it */
+            if (def.handlers.$deleted !== undefined && !def.foreachStream)
+                fail('a $deleted handler needs foreachStream(): a stream delete reaches the deleted stream\'s own partition only; remove $deleted or use foreachStream()');
             makeHot();
             return JSON.stringify({
                 all: def.all, categories: def.categories, streams: def.streams, handlers: names,
