@@ -492,37 +492,42 @@ var __stele = (function (global) {
     /* Reconstructing one stream's state (state.c): the stream is one
      * partition; the shared state of a bi-state query starts empty. */
     function foldEvent(streamId, type, seq, raw, mraw, flags, created, position) {
-        var h = hot.hs[type];
+        var c = hot;
+        var h = c.hs[type];
         if (h === undefined) {
-            h = hot.any;
+            h = c.any;
             if (h === undefined) return 0;
         }
-        if (type === '$>' && !hot.links) return 0;
+        if (type === '$>' && !c.links) return 0;
         var ev = new Ev(streamId, type, seq, raw, mraw, flags, created, position);
         ev.partition = streamId;
-        hot.cur = ev;
-        hot.folding = true;
-        try {
-            if (hot.bi) {
-                var pair = [foldState, initShared()];
-                var rr = h(pair, ev);
-                if (rr !== undefined) pair = rr;
-                foldState = pair[0];
-            } else {
-                var r = h(foldState, ev);
-                if (r !== undefined) foldState = r;
-            }
-        } finally {
-            hot.cur = null;
-            hot.folding = false;
+        /* No try/finally (as in on()): a handler that throws leaves
+         * cur/folding set, and its runtime is freed (state.c) or not used
+         * again (inline.c); foldStart resets them anyway. */
+        c.cur = ev;
+        c.folding = true;
+        if (c.bi) {
+            var pair = [foldState, initShared()];
+            var rr = h(pair, ev);
+            if (rr !== undefined) pair = rr;
+            foldState = pair[0];
+        } else {
+            var r = h(foldState, ev);
+            if (r !== undefined) foldState = r;
         }
+        c.cur = null;
+        c.folding = false;
         return 1;
     }
 
     return {
         on: on,
         foldEvent: foldEvent,
-        foldStart: function (raw) { foldState = raw === null ? initState() : JSON.parse(raw); },
+        foldStart: function (raw) {
+            hot.cur = null;
+            hot.folding = false;
+            foldState = raw === null ? initState() : JSON.parse(raw);
+        },
         foldJson: function () { return JSON.stringify(foldState) || 'null'; },
         stateOf: function (key) { return states[key]; },
         describe: function () {
