@@ -133,6 +133,41 @@ static void create(stele_db *db, const char *name, const char *q)
     CHECK_OK(stele_projection_create(db, name, &st));
 }
 
+struct async_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, rc;
+};
+
+static void async_cb(void *ctx, int rc, const stele_append_result *res, const char *msg)
+{
+    (void)res, (void)msg;
+    struct async_wait *a = ctx;
+    pthread_mutex_lock(&a->mu);
+    a->done = 1;
+    a->rc = rc;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* An append through stele_append_async (the projection's workers). */
+static int add_async(stele_db *db, const char *stream, long v)
+{
+    char d[64];
+    snprintf(d, sizeof d, "{\"v\":%ld}", v);
+    stele_event_in ev = {.type = "Add", .data = d, .data_len = strlen(d),
+                         .flags = STELE_EVENT_JSON};
+    struct async_wait aw = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    int rc = stele_append_async(db, stream, STELE_ANY, &ev, 1, async_cb, &aw);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&aw.mu);
+    while (!aw.done)
+        pthread_cond_wait(&aw.cv, &aw.mu);
+    pthread_mutex_unlock(&aw.mu);
+    return aw.rc;
+}
+
 /* ------------------------------------------------------------ invalidation */
 
 static void test_invalidation(void)
@@ -196,10 +231,15 @@ static void test_invalidation(void)
     bypass(db, s, 8);
     CHECK_OK(add(db, s, STELE_ANY, "Add", 1));
     check_state(db, s, 1, "after a restart");
-    /* a changed query: the old states are not the new query's */
+    CHECK_OK(add_async(db, s, 3));
+    check_state(db, s, 1, "async");
+    /* a changed query: the old states are not the new query's (and the
+     * old projection's worker thread ends) */
     CHECK_OK(stele_projection_update(db, "wal", Q2, strlen(Q2), -1));
     CHECK_OK(add(db, s, STELE_ANY, "Add", 1));
     check_state(db, s, 2, "after an update");
+    CHECK_OK(add_async(db, s, 4));
+    check_state(db, s, 2, "async, after an update");
     /* disabled: appends go through without it; enabled again, it folds
      * them in */
     CHECK_OK(stele_projection_disable(db, "wal"));
@@ -207,6 +247,8 @@ static void test_invalidation(void)
     CHECK_OK(stele_projection_enable(db, "wal"));
     CHECK_OK(add(db, s, STELE_ANY, "Add", 1));
     check_state(db, s, 2, "after disable, enable");
+    CHECK_OK(add_async(db, s, 5));
+    check_state(db, s, 2, "async, after disable, enable");
     /* deleted and created again with the first query (the same snapshot
      * tag as the first states: the newest one with it is older than the
      * head, the events after it are folded) */
@@ -230,23 +272,6 @@ struct writer {
     int id;
     int refused;
 };
-
-struct async_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done, rc;
-};
-
-static void async_cb(void *ctx, int rc, const stele_append_result *res, const char *msg)
-{
-    (void)res, (void)msg;
-    struct async_wait *a = ctx;
-    pthread_mutex_lock(&a->mu);
-    a->done = 1;
-    a->rc = rc;
-    pthread_cond_signal(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-}
 
 static void *writer(void *arg)
 {

@@ -66,14 +66,16 @@ typedef struct ijob {
 } ijob;
 
 /* One async worker: the jobs of the streams that hash to it, in order
- * (so two async appends to one stream run in the order they came). */
+ * (so two async appends to one stream run in the order they came). Its
+ * thread (detached) starts with the first job; once the projection is
+ * dropped (stop) it ends when its queue is empty, and a job queued after
+ * that (an append that found the projection just before) starts another. */
 typedef struct iworker {
     struct proj_inline *pi;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     ijob *head, *tail;
     int stop, has_thread;
-    pthread_t thread;
 } iworker;
 
 /* One runtime of the pool; js is made on first use, freed after a
@@ -108,6 +110,9 @@ struct proj_inline {
     ient **slots;
     size_t nslots, cbytes;
     iworker w[INL_WORKERS];
+    pthread_mutex_t tmu; /* nthreads: worker threads running */
+    pthread_cond_t tcv;
+    int nthreads;
 };
 
 static int no_load(void *ctx, const char *k, size_t kl, int sh, buf *o, uint64_t *p, int *f)
@@ -456,8 +461,10 @@ static void *worker(void *arg)
         while (!w->head && !w->stop)
             pthread_cond_wait(&w->cv, &w->mu);
         ijob *j = w->head;
-        if (!j)
-            break; /* stopping with nothing left */
+        if (!j) {
+            w->has_thread = 0; /* stopping with nothing left */
+            break;
+        }
         w->head = j->next;
         if (!w->head)
             w->tail = NULL;
@@ -472,6 +479,10 @@ static void *worker(void *arg)
         pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);
+    pthread_mutex_lock(&pi->tmu);
+    pi->nthreads--;
+    pthread_cond_broadcast(&pi->tcv);
+    pthread_mutex_unlock(&pi->tmu);
     return NULL;
 }
 
@@ -493,8 +504,20 @@ int proj_inline_queue(stele_db *db, struct proj_inline *pi, const char *stream, 
     iworker *w = &pi->w[name_hash(stream, strlen(stream)) % INL_WORKERS];
     pthread_mutex_lock(&w->mu);
     if (!w->has_thread) {
-        if (pthread_create(&w->thread, NULL, worker, w)) {
+        pthread_mutex_lock(&pi->tmu);
+        pi->nthreads++;
+        pthread_mutex_unlock(&pi->tmu);
+        pthread_attr_t at;
+        pthread_t th;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        int e = pthread_create(&th, &at, worker, w);
+        pthread_attr_destroy(&at);
+        if (e) {
             pthread_mutex_unlock(&w->mu);
+            pthread_mutex_lock(&pi->tmu);
+            pi->nthreads--;
+            pthread_mutex_unlock(&pi->tmu);
             free(j->stream);
             free(j);
             return err_set(STELE_ENOMEM, "cannot start the inline projection's thread");
@@ -523,6 +546,8 @@ static void inline_free(struct proj_inline *pi)
         pthread_mutex_destroy(&pi->w[i].mu);
         pthread_cond_destroy(&pi->w[i].cv);
     }
+    pthread_mutex_destroy(&pi->tmu);
+    pthread_cond_destroy(&pi->tcv);
     for (size_t i = 0; i < pi->nslots; i++)
         free(pi->slots[i]);
     free(pi->slots);
@@ -584,6 +609,8 @@ static int inline_new(const proj_def *d, struct proj_inline **out)
     }
     proj_js_free(js);
     pthread_mutex_init(&pi->cmu, NULL);
+    pthread_mutex_init(&pi->tmu, NULL);
+    pthread_cond_init(&pi->tcv, NULL);
     for (size_t i = 0; i < INL_RUNTIMES; i++)
         pthread_mutex_init(&pi->rt[i].mu, NULL);
     for (size_t i = 0; i < INL_WORKERS; i++) {
@@ -627,12 +654,48 @@ int proj_inline_add(proj_sys *s, const proj_def *d)
     return 0;
 }
 
+/* Tell pi's workers to end once their queues are empty. */
+static void stop_workers(struct proj_inline *pi)
+{
+    for (size_t k = 0; k < INL_WORKERS; k++) {
+        iworker *w = &pi->w[k];
+        pthread_mutex_lock(&w->mu);
+        w->stop = 1;
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    }
+}
+
+/* A dropped projection is kept (an append may still hold it) until the
+ * store closes; what it holds goes now: its workers end when idle, its
+ * cached states and its idle runtimes are freed (an append still running
+ * makes what it needs again). */
+static void inline_release(struct proj_inline *pi)
+{
+    stop_workers(pi);
+    pthread_mutex_lock(&pi->cmu);
+    for (size_t i = 0; i < pi->nslots; i++) {
+        free(pi->slots[i]);
+        pi->slots[i] = NULL;
+    }
+    pi->cbytes = 0;
+    pthread_mutex_unlock(&pi->cmu);
+    for (size_t i = 0; i < INL_RUNTIMES; i++)
+        if (pthread_mutex_trylock(&pi->rt[i].mu) == 0) {
+            proj_js_free(pi->rt[i].js);
+            pi->rt[i].js = NULL;
+            pthread_mutex_unlock(&pi->rt[i].mu);
+        }
+}
+
 void proj_inline_drop(proj_sys *s, const char *name)
 {
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < s->ninline; i++)
-        if (!strcmp(s->inl[i]->name, name))
+        if (!s->inl[i]->dead && !strcmp(s->inl[i]->name, name)) {
             s->inl[i]->dead = 1;
+            inline_release(s->inl[i]);
+        }
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -640,15 +703,12 @@ void proj_inline_close(proj_sys *s)
 {
     for (size_t i = 0; i < s->ninline; i++) {
         struct proj_inline *pi = s->inl[i];
-        for (size_t k = 0; k < INL_WORKERS; k++) {
-            iworker *w = &pi->w[k];
-            pthread_mutex_lock(&w->mu);
-            w->stop = 1;
-            pthread_cond_signal(&w->cv);
-            pthread_mutex_unlock(&w->mu);
-            if (w->has_thread)
-                pthread_join(w->thread, NULL); /* it finishes the queued appends first */
-        }
+        stop_workers(pi);
+        /* the workers finish the queued appends first */
+        pthread_mutex_lock(&pi->tmu);
+        while (pi->nthreads)
+            pthread_cond_wait(&pi->tcv, &pi->tmu);
+        pthread_mutex_unlock(&pi->tmu);
         inline_free(pi);
     }
     free(s->inl);
