@@ -372,7 +372,11 @@ static void cmd_inline(void)
             for (int t = 0; t < T; t++)
                 pthread_join(th[t], NULL);
             double r = (double)(inl_per_thread * (uint64_t)T) / (now_s() - t0);
-            cpu[with] += (cpu_s() - c0) / rounds;
+            double c = cpu_s() - c0;
+            fprintf(stderr, "bench_proj inline: round %d %s: %.0f appends/s, %.1f CPU us each\n",
+                    round, with ? "with" : "without", r,
+                    c / (double)(inl_per_thread * (uint64_t)T) * 1e6);
+            cpu[with] += c / rounds;
             rate[with] += r / rounds;
             stele_close(inl_db);
         }
