@@ -332,12 +332,13 @@ static void conn_read(conn *c)
                 if (c->fd < 0)
                     return;
             }
-            /* A short read of a plain socket drained it: bytes that arrive
-             * later raise a new edge, so the recv that would only say
-             * EAGAIN is saved (one recv per request). Not with TLS (the
-             * library may hold decrypted bytes), nor once the peer hung up
-             * (its FIN may already sit behind the bytes: read to EOF). */
-            if ((size_t)n < room && !c->peer_hup && conn_is_plain(c))
+            /* A short read drained the socket: bytes that arrive later
+             * raise a new edge, so the recv that would only say EAGAIN is
+             * saved (one recv per request). With TLS, only when the
+             * library holds no bytes either (tls.c watches its socket
+             * reads). Not once the peer hung up (its FIN may already sit
+             * behind the bytes: read to EOF). */
+            if (!c->peer_hup && conn_recv_drained(c, (size_t)n, room))
                 break;
             continue;
         }
@@ -503,6 +504,7 @@ static void check_timeouts(server *s)
     int64_t now = now_ms();
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
+        tls_conn_tick(c, now);
         if (c->h2) {
             h2_tick(c, now);
             continue;

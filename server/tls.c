@@ -61,6 +61,9 @@
 
 #include "server_int.h"
 
+/* A connection quiet for this long gives its record buffers back. */
+#define TLS_IDLE_RELEASE_MS 1000
+
 typedef struct tls_server {
     SSL_CTX *ctx;
     uint64_t handshakes, handshake_failures, cleartext_refused, reloads, reload_failures;
@@ -156,8 +159,10 @@ static SSL_CTX *tls_ctx_new(const server_config *cfg, char *err, size_t cap)
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                              SSL_MODE_RELEASE_BUFFERS);
+    /* No SSL_MODE_RELEASE_BUFFERS: it frees and reallocates both record
+     * buffers around every request; tls_conn_tick frees them once a
+     * connection is idle instead. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* One recv() fills the record buffer with whatever arrived, instead of
      * one for each record's header and one for its body. */
     SSL_CTX_set_read_ahead(ctx, 1);
@@ -275,6 +280,28 @@ static void tls_refuse_cleartext(conn *c)
     conn_close(c);
 }
 
+/*
+ * Watches the socket reads OpenSSL makes for a connection: a read that got
+ * fewer bytes than it asked for drained the socket (as a short recv() does
+ * on a plain connection), so once the library holds no buffered bytes
+ * either, conn_read may stop without the SSL_read that would only answer
+ * WANT_READ (one read() system call and a trip through the record layer
+ * per request saved). With read-ahead, OpenSSL asks for all the room left
+ * in its record buffer, so "short" means what it means for recv().
+ */
+static long tls_bio_cb(BIO *b, int oper, const char *argp, size_t len, int argi, long argl,
+                       int ret, size_t *processed)
+{
+    (void)argp;
+    (void)argi;
+    (void)argl;
+    if (oper == (BIO_CB_READ | BIO_CB_RETURN)) {
+        conn *c = (conn *)BIO_get_callback_arg(b);
+        c->tls_drained = ret > 0 && processed && *processed < len;
+    }
+    return ret;
+}
+
 int tls_conn_start(conn *c)
 {
     server *s = c->srv;
@@ -310,6 +337,9 @@ int tls_conn_start(conn *c)
         return -1;
     }
     SSL_set_accept_state(ssl);
+    BIO *rbio = SSL_get_rbio(ssl);
+    BIO_set_callback_arg(rbio, (char *)c);
+    BIO_set_callback_ex(rbio, tls_bio_cb);
     c->ssl = ssl;
     c->tls_state = TLS_ON;
     return 1;
@@ -368,7 +398,14 @@ static ssize_t tls_fail(conn *c, int r, int is_read)
     }
 }
 
-int conn_is_plain(const conn *c) { return c->tls_state == TLS_PLAIN; }
+/* SSL_get_error needs an empty error queue before the call. Emptying it
+ * costs a walk over all its slots, and it is almost always empty already
+ * (a failure drains it in tls_errtext): look first. */
+static void tls_clear_errors(void)
+{
+    if (ERR_peek_error())
+        ERR_clear_error();
+}
 
 ssize_t conn_recv(conn *c, void *p, size_t len)
 {
@@ -376,9 +413,11 @@ ssize_t conn_recv(conn *c, void *p, size_t len)
         return recv(c->fd, p, len, 0);
     if (len > INT_MAX)
         len = INT_MAX;
-    ERR_clear_error();
+    tls_clear_errors();
     errno = 0;
     c->tls_read_wants_write = 0;
+    c->tls_drained = 0;
+    c->tls_bufs_freed = 0;
     int r = SSL_read(c->ssl, p, (int)len);
     if (!c->tls_established && SSL_is_init_finished(c->ssl))
         tls_handshake_done(c);
@@ -387,15 +426,25 @@ ssize_t conn_recv(conn *c, void *p, size_t len)
     return tls_fail(c, r, 1);
 }
 
+int conn_recv_drained(const conn *c, size_t got, size_t room)
+{
+    if (!c->ssl)
+        return got < room;
+    /* A socket read during this SSL_read came back short, and OpenSSL
+     * holds no further bytes (records or read-ahead). */
+    return c->tls_drained && !SSL_has_pending(c->ssl);
+}
+
 ssize_t conn_send(conn *c, const void *p, size_t len)
 {
     if (!c->ssl)
         return send(c->fd, p, len, MSG_NOSIGNAL);
     if (len > INT_MAX)
         len = INT_MAX;
-    ERR_clear_error();
+    tls_clear_errors();
     errno = 0;
     c->tls_write_wants_read = 0;
+    c->tls_bufs_freed = 0;
     int r = SSL_write(c->ssl, p, (int)len);
     if (r > 0)
         return r;
@@ -405,6 +454,18 @@ ssize_t conn_send(conn *c, const void *p, size_t len)
         return -1;
     }
     return n;
+}
+
+void tls_conn_tick(conn *c, int64_t now)
+{
+    /* Idle for a second with nothing left to send: give back the record
+     * buffers (about 34 KB; OpenSSL refuses while it holds unread or
+     * unsent bytes). The next read or write allocates them again. */
+    if (!c->ssl || c->tls_bufs_freed || !c->tls_established || conn_unsent(c) ||
+        now - c->last_activity_ms < TLS_IDLE_RELEASE_MS)
+        return;
+    if (SSL_free_buffers(c->ssl) == 1)
+        c->tls_bufs_freed = 1;
 }
 
 void tls_conn_close(conn *c)
