@@ -260,6 +260,13 @@ void conn_request_done(conn *c)
     c->state = c->keep_alive && !c->srv->stopping ? CS_READING : CS_CLOSING;
     request_reset(&c->req);
     c->request_start_ms = 0;
+    /* Inside the parsing loop with more requests already buffered
+     * (pipelining): their responses join this one in `out` and leave
+     * together when the loop ends (http_conn_process), one write and, over
+     * TLS, one record for the lot instead of one per response. */
+    if (c->in_process && c->state == CS_READING && c->in_off < c->in.len &&
+        conn_unsent(c) < CONN_OUT_HIGH_WATER)
+        return;
     conn_flush(c);
     /* Pipelined requests already buffered: parsed now if the response
      * went out (else when it drains: conn_flush), unless the parsing loop

@@ -67,6 +67,7 @@
 typedef struct tls_server {
     SSL_CTX *ctx;
     uint64_t handshakes, handshake_failures, cleartext_refused, reloads, reload_failures;
+    uint64_t buffers_released; /* idle connections that gave back their buffers */
 } tls_server;
 
 enum { TLS_UNDECIDED = 0, TLS_PLAIN, TLS_ON };
@@ -464,8 +465,10 @@ void tls_conn_tick(conn *c, int64_t now)
     if (!c->ssl || c->tls_bufs_freed || !c->tls_established || conn_unsent(c) ||
         now - c->last_activity_ms < TLS_IDLE_RELEASE_MS)
         return;
-    if (SSL_free_buffers(c->ssl) == 1)
+    if (SSL_free_buffers(c->ssl) == 1) {
         c->tls_bufs_freed = 1;
+        c->srv->tls->buffers_released++;
+    }
 }
 
 void tls_conn_close(conn *c)
@@ -501,6 +504,11 @@ void tls_metrics(server *s, buf *out)
                  "a TLS-only port.\n# TYPE stele_tls_cleartext_refused_total counter\n"
                  "stele_tls_cleartext_refused_total %llu\n",
                  (unsigned long long)t->cleartext_refused);
+    metrics_line(out,
+                 "# HELP stele_tls_buffers_released_total Times an idle TLS connection gave "
+                 "back its record buffers.\n# TYPE stele_tls_buffers_released_total counter\n"
+                 "stele_tls_buffers_released_total %llu\n",
+                 (unsigned long long)t->buffers_released);
     metrics_line(out,
                  "# HELP stele_tls_reloads_total Certificate reloads (SIGHUP) by result.\n"
                  "# TYPE stele_tls_reloads_total counter\n"
