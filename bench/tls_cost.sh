@@ -8,13 +8,18 @@
 # valgrind --tool=callgrind serves bench_http's 256x1 workload (256
 # connections, one 200-byte event per append, keep-alive) for CG_SECS (8)
 # seconds in clear, then a fresh one the same over TLS. Reported per append
-# (stele_appends_total from /metrics; start-up included, the same for
-# both): the server's instructions (Ir), those spent inside libssl and
-# libcrypto, in malloc/free (calls), and, from a run under strace -f -c for
-# 3 s, read/recv and write/send calls. Nothing asserts a figure.
+# (stele_appends_total from /metrics, counted once every connection is
+# open; 256 handshakes under valgrind are slow, hence --request-timeout):
+# the server's instructions (Ir), those of its event-loop thread
+# (HTTP and TLS; the writer thread's share moves with the size of commit
+# groups, i.e. with the load) and the loop's share inside libssl and
+# libcrypto; and, from a run under strace -f -c for 3 s, read/recv and
+# write/send calls. Nothing asserts a figure.
 #
 #   bench/tls_cost.sh build           about 1 minute
 #   TARGETS="tls" bench/tls_cost.sh   only one of clear, tls
+#   STELE_BIN=/tmp/old/stele ...       measure another build's server
+# `make bench-tls` runs it after bench/run_tls.sh's rounds (COST=0: not).
 set -euo pipefail
 
 BUILD=${1:-build}
@@ -25,7 +30,7 @@ TARGETS=${TARGETS:-"clear tls"}
 . "$(dirname "$0")/lib.sh"
 bench_deps valgrind strace
 bench_build "$BUILD" stele bench_http
-STELE="$BUILD/stele"
+STELE=${STELE_BIN:-$BUILD/stele} # STELE_BIN: another build's server (a before/after pair)
 BH="$BUILD/bench/bench_http"
 bench_workdir tlscost
 
@@ -45,7 +50,7 @@ start() {
     rm -f "$WORK/ready"
     rm -rf "$WORK/data"
     STELE_READY_FD=3 "$@" "$STELE" serve --port 0 --data "$WORK/data" --log-level error \
-        --tls-cert "$PKI/srv.pem" --tls-key "$PKI/srv.key" --allow-cleartext \
+        --tls-cert "$PKI/srv.pem" --tls-key "$PKI/srv.key" --allow-cleartext --request-timeout 600 \
         3>"$WORK/ready" 2>>"$WORK/log" &
     PID=$!
     for _ in $(seq 1 1200); do grep -q ready "$WORK/ready" 2>/dev/null && break; sleep 0.1; done
@@ -64,11 +69,12 @@ appends() {
 }
 tls_args() { [ "$1" = tls ] && echo "--tls-ca $PKI/ca.pem" || true; }
 
-echo "# stele TLS cost per append, 256x1, commit $(git -C "$ROOT" rev-parse --short HEAD), $(openssl version)"
+echo "# stele TLS cost per append, 256x1, server $STELE (tree at $(git -C "$ROOT" rev-parse --short HEAD)), $(openssl version)"
 for t in $TARGETS; do
     # Counting starts once every connection is open (handshakes done) and
     # appends flow: the counters are zeroed then, and dumped before the end.
-    start valgrind --tool=callgrind --callgrind-out-file="$WORK/cg-$t.out" --dump-instr=no
+    start valgrind --tool=callgrind --callgrind-out-file="$WORK/cg-$t.out" --dump-instr=no \
+        --separate-threads=yes
     # shellcheck disable=SC2046
     "$BH" --port "$PORT" $(tls_args "$t") --mode append --clients 256 --batch 1 --warmup 3 \
         --duration "$CG_SECS" --prefix "cg$t" >"$WORK/cg-$t.txt" &
@@ -80,14 +86,21 @@ for t in $TARGETS; do
     n=$(($(appends) - n0))
     callgrind_control -d "$PID" >/dev/null
     stop
-    f=$(ls -t "$WORK"/cg-"$t".out.* | head -1)
+    # Thread 1 is the event loop (HTTP, TLS); the others are the store's
+    # writer and helpers, whose cost per append moves with the size of
+    # the commit groups (the load), not with the transport.
+    sum_ir() { awk '/PROGRAM TOTALS/ {gsub(",","",$1); s += $1} END {print s + 0}'; }
+    total=0
+    for f in "$WORK"/cg-"$t".out.*-*; do
+        total=$((total + $(callgrind_annotate --threshold=100 "$f" 2>/dev/null | sum_ir)))
+    done
+    f=$(ls "$WORK"/cg-"$t".out.*-01 | tail -1)
     ann=$(callgrind_annotate --threshold=100 --inclusive=no "$f" 2>/dev/null)
-    total=$(echo "$ann" | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
+    loop=$(echo "$ann" | sum_ir)
     ssl=$(echo "$ann" | awk '/libssl|libcrypto/ {gsub(",","",$1); s += $1} END {print s + 0}')
-    mall=$(echo "$ann" | awk '/malloc|free|realloc/ {gsub(",","",$1); s += $1} END {print s + 0}')
     echo "callgrind 256x1 target=$t appends=$n server_Ir_per_append=$((total / n))" \
-        "in_libssl_libcrypto=$((ssl / n)) in_malloc_free=$((mall / n))"
-    cp "$f" "$WORK/../tls-cost-$t.callgrind" 2>/dev/null || true
+        "loop_thread_Ir_per_append=$((loop / n)) loop_in_libssl_libcrypto=$((ssl / n))"
+    cp "$f" "${CG_KEEP:-$WORK}/tls-cost-$t.callgrind" 2>/dev/null || true
 done
 for t in $TARGETS; do
     start strace -f -c -o "$WORK/st-$t.txt" -e trace=recvfrom,read,sendto,write,epoll_wait,epoll_ctl
