@@ -385,13 +385,17 @@ static ssize_t tls_fail(conn *c, int r, int is_read)
         return -1;
     default: {
         c->tls_failed = 1;
-        char err[256];
-        tls_errtext(err, sizeof err);
-        if (!c->tls_established) {
+        if (!c->tls_established)
             c->srv->tls->handshake_failures++;
-            server_log(c->srv, 2, "msg=\"tls handshake failed\" fd=%d error=\"%s\"", c->fd, err);
+        /* The text only when it is logged (a client that closes without
+         * close_notify lands here; formatting costs more than the rest). */
+        if (c->srv->cfg.log_level >= 2) {
+            char err[256];
+            tls_errtext(err, sizeof err);
+            server_log(c->srv, 2, "msg=\"%s\" fd=%d error=\"%s\"",
+                       c->tls_established ? "tls error" : "tls handshake failed", c->fd, err);
         } else {
-            server_log(c->srv, 2, "msg=\"tls error\" fd=%d error=\"%s\"", c->fd, err);
+            ERR_clear_error();
         }
         errno = EPROTO;
         return -1;
