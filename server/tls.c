@@ -28,12 +28,18 @@
  * side on the other event (tls_after_event). SSL_write runs with partial
  * writes and a moving buffer allowed: conn_flush retries from `out` at
  * the same offset with at least as many bytes, which OpenSSL accepts.
- * Idle connections release their TLS buffers (SSL_MODE_RELEASE_BUFFERS):
- * 10,000 idle TLS clients cost little more than 10,000 plain ones. Reads
- * run with read-ahead (one recv per batch of records, not two per record);
- * bytes OpenSSL buffered are drained by the same read loop, which stops
- * only at WANT_READ, or are read when a paused connection resumes
- * (conn_flush calls conn_read), never left waiting for an epoll event.
+ * Memory: a busy connection keeps its two record buffers (about 17 KB
+ * each) from request to request; one quiet for TLS_IDLE_RELEASE_MS gives
+ * them back (tls_conn_tick, from net.c's once-a-second pass), so idle
+ * clients cost little more than plain ones. (SSL_MODE_RELEASE_BUFFERS
+ * would free and reallocate both around every request.) Reads run with
+ * read-ahead (one recv per batch of records, not two per record). The read
+ * loop stops once a socket read under SSL_read came back short (seen by a
+ * callback on the socket BIO: the socket is drained, a later byte raises
+ * a new edge) and OpenSSL holds no bytes (SSL_has_pending), else at
+ * WANT_READ; bytes OpenSSL buffered are read when a paused connection
+ * resumes (conn_flush calls conn_read), never left waiting for an epoll
+ * event.
  *
  * Settings: TLS 1.2 and 1.3 only; TLS 1.2 with forward-secret AEAD suites
  * only (also what HTTP/2 requires); no renegotiation, no compression.
