@@ -337,16 +337,23 @@ int tls_conn_start(conn *c)
         tls_refuse_cleartext(c);
         return -1;
     }
+    /* Two socket BIOs on the one descriptor (closed by conn_close, not by
+     * them): the reading one carries tls_bio_cb, the writing one nothing,
+     * so the dozen BIO_ctrl calls of each SSL_write skip the callback. */
     SSL *ssl = SSL_new(s->tls->ctx);
-    if (!ssl || SSL_set_fd(ssl, c->fd) != 1) {
+    BIO *rbio = BIO_new_socket(c->fd, BIO_NOCLOSE);
+    BIO *wbio = BIO_new_socket(c->fd, BIO_NOCLOSE);
+    if (!ssl || !rbio || !wbio) {
         SSL_free(ssl);
+        BIO_free(rbio);
+        BIO_free(wbio);
         conn_close(c);
         return -1;
     }
-    SSL_set_accept_state(ssl);
-    BIO *rbio = SSL_get_rbio(ssl);
     BIO_set_callback_arg(rbio, (char *)c);
     BIO_set_callback_ex(rbio, tls_bio_cb);
+    SSL_set_bio(ssl, rbio, wbio); /* the SSL object owns both now */
+    SSL_set_accept_state(ssl);
     c->ssl = ssl;
     c->tls_state = TLS_ON;
     return 1;
