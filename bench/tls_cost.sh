@@ -67,7 +67,7 @@ trap 'stop; bench_cleanup' EXIT
 appends() {
     curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^stele_appends_total/ {print $2}'
 }
-tls_args() { [ "$1" = tls ] && echo "--tls-ca $PKI/ca.pem" || true; }
+tls_args() { if [ "$1" = tls ]; then echo "--tls-ca $PKI/ca.pem"; fi; }
 
 echo "# stele TLS cost per append, 256x1, server $STELE (tree at $(git -C "$ROOT" rev-parse --short HEAD)), $(openssl version)"
 for t in $TARGETS; do
@@ -98,7 +98,7 @@ for t in $TARGETS; do
     for f in "$WORK"/cg-"$t".out.*-*; do
         total=$((total + $(callgrind_annotate --threshold=100 "$f" 2>/dev/null | sum_ir)))
     done
-    f=$(ls "$WORK"/cg-"$t".out.*-01 | tail -1)
+    f=$(find "$WORK" -name "cg-$t.out.*-01" | sort | tail -1)
     ann=$(callgrind_annotate --threshold=100 --inclusive=no "$f" 2>/dev/null)
     loop=$(echo "$ann" | sum_ir)
     ssl=$(echo "$ann" | awk '/libssl|libcrypto/ {gsub(",","",$1); s += $1} END {print s + 0}')
