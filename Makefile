@@ -136,7 +136,8 @@ bench-limits: build
 	./bench/run_limits.sh $(BUILD)
 
 # TLS beside cleartext on one server (appends, reads, pings; ratio
-# tls/cleartext per workload; docs/benchmarks.md). About 2 minutes.
+# tls/cleartext per workload; then instructions and system calls per append
+# under callgrind and strace; docs/benchmarks.md). About 4.5 minutes.
 bench-tls: build
 	./bench/run_tls.sh $(BUILD)
 
