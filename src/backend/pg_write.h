@@ -87,14 +87,22 @@ typedef struct pgw_ins {
     size_t total;
     buf col[PGW_EV_COLS];
     buf kinds, keys, nexts;
-    pg_num now;
-    const char *vals[PGW_EV_COLS + 1];
-    int lens[PGW_EV_COLS + 1], fmts[PGW_EV_COLS + 1];
+    pg_num now, count;
+    /* The columns, created_us, and (relative form) the event count. */
+    const char *vals[PGW_EV_COLS + 2];
+    int lens[PGW_EV_COLS + 2], fmts[PGW_EV_COLS + 2];
     const char *seq_vals[3];
 } pgw_ins;
 extern const char pgw_seq_write_sql[], pgw_insert_sql[];
 int pgw_ins_build(pgw_ins *x, pg_req **reqs, size_t n, const bstream *bs, const PGresult *seq,
                   int64_t now);
+/* The relative form (pg_insert.c's top; `rel` 1, seq unused): positions in
+ * the requests' results are offsets from the batch's first position, and
+ * the statements are pgw_feed_take_sql ($1: x->total), pgw_seq_add_sql
+ * (seq_vals) and pgw_insert_rel_sql (vals/lens/fmts, PGW_EV_COLS + 2). */
+extern const char pgw_feed_take_sql[], pgw_seq_add_sql[], pgw_insert_rel_sql[];
+int pgw_ins_make(pgw_ins *x, pg_req **reqs, size_t n, const bstream *bs, const PGresult *seq,
+                 int rel, int64_t now);
 void pgw_ins_free(pgw_ins *x);
 /* pg_retry.c: the client-given ids of $1 (a uuid[]) already written, with
  * their stored events (binary result; pgw_ids_from reads it). */
@@ -117,16 +125,16 @@ const char *pgw_retry_diff(const idrow *f, const stele_event_in *y);
 int pgw_retry_conflict(const uint8_t id[16], const char *stream, uint64_t rev, const char *part);
 /* pg_stream.c: keep the stream's `max` latest snapshots (0: the default). */
 int pgw_trim_snapshots(PGconn *c, const char *name, uint32_t max);
-/* pg_write.c: queue a request for the writer (ECLOSED when closing), and
- * (on the writer thread) make its connection usable. */
+/* pg_write.c: queue a request for the writers (ECLOSED when closing), and
+ * (on a writer thread) make its connection usable. */
 int pgw_enqueue(pg_backend *P, pg_req *r);
-void pgw_writer_conn(pg_backend *P);
+void pgw_writer_conn(pg_writer *W);
 /* pg_deletes.c: inside pg_remove()'s transaction, after the stream `name`
  * was marked deleted (tombstone) with visible revision `cur` and
  * truncate-before `tb`: its `$streamDeleted` event in `$deletes`. */
 int pg_record_remove(PGconn *c, const char *name, size_t len, int tombstone, uint64_t cur,
                      uint64_t tb);
-/* pg_multi.c: on the writer thread, one queued multi-stream append. */
-void pgw_process_multi(pg_backend *P, pg_req *r);
+/* pg_multi.c: on a writer thread, one queued multi-stream append. */
+void pgw_process_multi(pg_writer *W, pg_req *r);
 
 #endif
