@@ -3,30 +3,37 @@
  * on one writer thread per server, and deletes, metadata and snapshots in
  * the caller's thread. pg.c describes the schema and the lock order.
  *
- * Group commit. Callers queue appends; the writer takes every queued one
- * (up to PG_BATCH_MAX) and commits them in one transaction, in two round
- * trips (libpq pipeline mode: a round trip's statements go out together
- * and their results are read together):
+ * Group commit. Callers queue appends; a writer thread (PG_WRITERS of
+ * them, each with its own connection: that many batches in flight) takes
+ * every queued one (up to PG_BATCH_MAX) and commits them in one
+ * transaction, in two round trips (libpq pipeline mode: a round trip's
+ * statements go out together and their results are read together):
  *   1. first round trip:
  *      - makes sure every stream of the batch has a row (an INSERT ... ON
  *        CONFLICT DO NOTHING in its own short transaction, names sorted, a
  *        Sync after it: a row with nothing in it counts as "never written");
  *      - BEGIN; locks the batch's stream rows in name order (FOR UPDATE):
- *        no other server can change them until COMMIT;
- *      - locks the stele_feed row and reads the next position (this
- *        serialises commits: see pg.c), and reads the view counters the
- *        batch may touch (pg_insert.c; nobody else writes them meanwhile);
+ *        no other server or writer can change them until COMMIT;
  *      - looks up the batch's client-given event ids with their stored
  *        events (the unique index on event_id is what makes them unique
- *        across servers; pg_retry.c compares a retry's events);
+ *        across servers and batches; pg_retry.c compares a retry's events);
  *   2. plans each append in queue order in C, on the locked rows as the
  *      appends before it in the batch left them: tombstone, idempotent
  *      retry, expected revision (the same rules as the local engine). An
  *      append that fails a check is simply left out: the others go on.
- *      Positions and view revisions are assigned here;
- *   3. second round trip: the view counters, every event in one statement,
- *      the stream rows, the feed row, NOTIFY, COMMIT; then answers every
- *      append of the batch.
+ *      Positions are assigned here as offsets from the batch's first one,
+ *      view revisions as distances back from their counters' new values;
+ *   3. second round trip: the feed row taken and moved on (this serialises
+ *      commits of events: see pg.c), the view counters, every event in one
+ *      statement (positions and view revisions made absolute by
+ *      PostgreSQL, pg_insert.c), the stream rows, the batch's first
+ *      position read back, NOTIFY, COMMIT; then answers every append.
+ * Batches in flight. The feed row is held only in the second round trip,
+ * so one writer's first round trip and planning overlap the other's
+ * COMMIT. Queue order per stream: requests leave the queue through a door
+ * (P->door) that a writer holds until its batch's stream rows are locked,
+ * so a later batch with one of those streams waits in PostgreSQL for this
+ * batch's COMMIT and sees its result (writer_main()).
  * An append is acknowledged only after COMMIT returned. Two appends of one
  * batch that carry the same event id are not planned together: the second
  * and those after it go back to the queue for the next batch, which then
