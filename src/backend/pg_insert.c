@@ -4,24 +4,15 @@
  * under the feed lock, then every event in one INSERT ... FROM unnest() of
  * binary arrays.
  *
- * Two forms. Absolute (multi-stream appends, pgw_insert_events()): under
- * the feed lock, read the view counters the batch may touch
- * (PGW_SEQ_READ_SQL with pgw_seq_keys()' arrays); after planning, build
- * both statements at once (pgw_ins_build): the counters' new values
- * (absolute: no other transaction writes stele_seq while this one holds
- * the feed row) and the events with their positions and view revisions.
- *
- * Relative (the batch writer, pg_write.c, which takes the feed row only in
- * its last round trip so that another batch can be planned meanwhile):
- * positions are offsets from the batch's first position and view
- * revisions are counted back from the counter's new value, both turned
- * into numbers by PostgreSQL in the transaction that holds the feed row:
- * pgw_feed_take_sql moves the feed on by the batch's event count,
- * pgw_seq_add_sql adds each key's count to its counter, and
- * pgw_insert_rel_sql inserts the events at (new next_position - count +
- * offset), view revision (new counter - back). Nothing waits for an answer
- * before the COMMIT either way, so the statements go out with the stream
- * updates and the COMMIT in one round trip.
+ * Two steps, so the writer can pipeline them (pg_write.c): under the feed
+ * lock, read the view counters the batch may touch (PGW_SEQ_READ_SQL with
+ * pgw_seq_keys()' arrays); after planning, build both statements at once
+ * (pgw_ins_build): the counters' new values (absolute: no other
+ * transaction writes stele_seq while this one holds the feed row) and the
+ * events with their positions and view revisions. Nothing in the second
+ * step waits for a result of the database, so it goes out with the stream
+ * updates and the COMMIT in one round trip. pgw_insert_events() runs both
+ * steps one statement at a time (multi-stream appends).
  */
 #ifdef STELE_WITH_POSTGRES
 #include <stdio.h>
@@ -134,10 +125,8 @@ int pgw_seq_keys(pg_req **reqs, size_t n, const bstream *bs, buf *kinds, buf *ke
 
 /* Fill vrev[4 * total] (-1: none) for the batch's events, described by
  * cat/type/corr/rev0 per event, from the counters in `seq`, and the
- * counters' new values into the arrays kinds, keys, nexts. Relative
- * (`rel`): vrev is how far back from the counter's new value (1 for the
- * batch's last event of that key), and nexts the batch's count per key. */
-static int view_revs(const PGresult *seq, int rel, size_t total, char (*cat)[256], const char **type,
+ * counters' new values into the arrays kinds, keys, nexts. */
+static int view_revs(const PGresult *seq, size_t total, char (*cat)[256], const char **type,
                      const meta_ids *mi, const uint8_t *rev0, int64_t *vrev, buf *kinds,
                      buf *keys, buf *nexts)
 {
@@ -163,18 +152,15 @@ static int view_revs(const PGresult *seq, int rel, size_t total, char (*cat)[256
         rc = pgw_arr_open(nexts);
     size_t ngroups = 0;
     for (size_t i = 0; i < nk && rc == 0;) {
-        int64_t base = rel ? 0 : seq_base(seq, k[i].kind, k[i].key, k[i].len);
-        size_t end = i;
-        while (end < nk && vkey_same(&k[i], &k[end]))
-            end++;
-        int64_t cnt = (int64_t)(end - i);
-        for (size_t j = i; j < end; j++) {
+        int64_t base = seq_base(seq, k[i].kind, k[i].key, k[i].len);
+        size_t j = i;
+        while (j < nk && vkey_same(&k[i], &k[j])) {
             int slot = k[j].kind == 'c' ? 0 : k[j].kind == 't' ? 1 : k[j].kind == 'b' ? 2 : 3;
-            vrev[4 * k[j].ev + slot] = rel ? cnt - (int64_t)(j - i) : base + (int64_t)(j - i);
+            vrev[4 * k[j].ev + slot] = base + (int64_t)(j - i);
+            j++;
         }
-        size_t j = end;
         pg_num nb;
-        const char *nx = pg_numtxt(&nb, base + cnt);
+        const char *nx = pg_numtxt(&nb, base + (int64_t)(j - i));
         rc = key_add(kinds, keys, k[i].kind, k[i].key, k[i].len, ngroups == 0);
         if (rc == 0)
             rc = pgw_arr_add(nexts, nx, strlen(nx), ngroups == 0);
@@ -279,32 +265,6 @@ const char pgw_insert_sql[] =
     "$17::bigint[], $18::bigint[], $19::bigint[], $20::text[]) AS u(p, sid, st, rv, eid, im, ci, "
     "cc, et, d, m, f, tg, co, ac, ce, er, bc, sn, cu)";
 
-const char pgw_feed_take_sql[] =
-    "UPDATE stele_feed SET next_position = next_position + $1::bigint";
-
-const char pgw_seq_add_sql[] =
-    "INSERT INTO stele_seq (kind, key, next) SELECT * FROM unnest($1::text[], $2::text[], "
-    "$3::bigint[]) AS u(kind, key, next) ORDER BY 1, 2 ON CONFLICT (kind, key) DO UPDATE SET "
-    "next = stele_seq.next + EXCLUDED.next";
-
-/* $22: the batch's event count; the feed row and the counters already
- * moved on by this transaction (so its own new values are what it reads). */
-const char pgw_insert_rel_sql[] =
-    "INSERT INTO events (global_position, stream_id, stream_type, revision, event_id, id_made, "
-    "commit_index, commit_count, event_type, data, meta, flags, tags, correlation_id, actor, "
-    "ce_rev, et_rev, bc_rev, stream_no, causation_id, created_us, created_at) SELECT fd.base + "
-    "u.p, u.sid, u.st, u.rv, u.eid, u.im, u.ci, u.cc, u.et, u.d, u.m, u.f, u.tg::text[], u.co, "
-    "u.ac, qc.next - u.ce, qt.next - u.er, qb.next - u.bc, qs.next - u.sn, u.cu, $21::bigint, "
-    "to_timestamp($21::bigint / 1000000.0) FROM unnest($1::bigint[], $2::text[], $3::text[], "
-    "$4::bigint[], $5::uuid[], $6::bool[], $7::int[], $8::int[], $9::text[], $10::bytea[], "
-    "$11::bytea[], $12::int2[], $13::text[], $14::text[], $15::text[], $16::bigint[], "
-    "$17::bigint[], $18::bigint[], $19::bigint[], $20::text[]) AS u(p, sid, st, rv, eid, im, ci, "
-    "cc, et, d, m, f, tg, co, ac, ce, er, bc, sn, cu) CROSS JOIN (SELECT next_position - "
-    "$22::bigint AS base FROM stele_feed) AS fd LEFT JOIN stele_seq AS qc ON qc.kind = 'c' AND "
-    "qc.key = u.st LEFT JOIN stele_seq AS qt ON qt.kind = 't' AND qt.key = u.et LEFT JOIN "
-    "stele_seq AS qb ON qb.kind = 'b' AND qb.key = u.co LEFT JOIN stele_seq AS qs ON qs.kind = "
-    "'s' AND qs.key = '' AND u.sn IS NOT NULL";
-
 void pgw_ins_free(pgw_ins *x)
 {
     for (int j = 0; j < PGW_EV_COLS; j++)
@@ -317,12 +277,6 @@ void pgw_ins_free(pgw_ins *x)
 
 int pgw_ins_build(pgw_ins *x, pg_req **reqs, size_t n, const bstream *bs, const PGresult *seq,
                   int64_t now)
-{
-    return pgw_ins_make(x, reqs, n, bs, seq, 0, now);
-}
-
-int pgw_ins_make(pgw_ins *x, pg_req **reqs, size_t n, const bstream *bs, const PGresult *seq,
-                 int rel, int64_t now)
 {
     static const uint32_t oids[PGW_EV_COLS] = {
         OID_INT8, OID_TEXT, OID_TEXT, OID_INT8, OID_UUID, OID_BOOL, OID_INT4, OID_INT4,
@@ -362,7 +316,7 @@ int pgw_ins_make(pgw_ins *x, pg_req **reqs, size_t n, const bstream *bs, const P
         }
     }
     if (rc == 0)
-        rc = view_revs(seq, rel, total, cat, type, mi, rev0, vrev, &x->kinds, &x->keys, &x->nexts);
+        rc = view_revs(seq, total, cat, type, mi, rev0, vrev, &x->kinds, &x->keys, &x->nexts);
     for (int j = 0; j < PGW_EV_COLS && rc == 0; j++)
         rc = barr_init(&col[j], oids[j]);
     for (size_t i = 0, e = 0; rc == 0 && i < n; i++) {
@@ -421,9 +375,6 @@ int pgw_ins_make(pgw_ins *x, pg_req **reqs, size_t n, const bstream *bs, const P
         x->vals[PGW_EV_COLS] = pg_numtxt(&x->now, now);
         x->lens[PGW_EV_COLS] = 0;
         x->fmts[PGW_EV_COLS] = 0;
-        x->vals[PGW_EV_COLS + 1] = pg_numtxt(&x->count, (int64_t)total);
-        x->lens[PGW_EV_COLS + 1] = 0;
-        x->fmts[PGW_EV_COLS + 1] = 0;
         x->seq_vals[0] = (const char *)x->kinds.p;
         x->seq_vals[1] = (const char *)x->keys.p;
         x->seq_vals[2] = (const char *)x->nexts.p;

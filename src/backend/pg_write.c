@@ -579,14 +579,15 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
     bstream *bs = calloc(n, sizeof *bs);
     idrow *ids = NULL;
     size_t nbs = 0, nids = 0;
-    buf names = {0}, cats = {0}, idarr = {0};
+    buf names = {0}, cats = {0}, idarr = {0}, skinds = {0}, skeys = {0};
     buf un = {0}, ulr = {0}, ulp = {0}, ufp = {0};
     pgw_ins ins;
     memset(&ins, 0, sizeof ins);
-    pstmt p1[5], p2[8];
+    pstmt p1[5], p2[2], p3[5];
     memset(p1, 0, sizeof p1);
     memset(p2, 0, sizeof p2);
-    size_t n1 = 0, n2 = 0;
+    memset(p3, 0, sizeof p3);
+    size_t n1 = 0, n2 = 0, n3 = 0;
     int rc = bs ? 0 : err_set(STELE_ENOMEM, "out of memory");
     if (rc == 0)
         nbs = batch_streams(reqs, n, bs);
@@ -663,14 +664,33 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
         if (plan(q, &bs[q->sidx], ids, nids))
             nev += q->a->n;
     }
-    /* 4. Positions (relative to the batch's first one until PostgreSQL
-     * gives that in this round trip), rows, notification, commit. */
+    /* 4. The feed row (taken here, so that until now the other writer's
+     * batch could commit) with the batch's first position, and the view
+     * counters it may touch: one round trip (nobody else writes them
+     * while this transaction holds the feed row). */
     pg_num nevb;
     const char *v_nev[1] = {pg_numtxt(&nevb, (int64_t)nev)};
-    const char *v_rows[5];
-    int committing = 0, i_base = -1;
+    const char *v_seq[2];
+    const char *v_rows[4];
+    int committing = 0;
     if (rc == 0 && nev) {
-        uint64_t pos = 0;
+        rc = pgw_seq_keys(reqs, n, bs, &skinds, &skeys);
+        v_seq[0] = (const char *)skinds.p;
+        v_seq[1] = (const char *)skeys.p;
+        p2[n2++] = (pstmt){.sql = "UPDATE stele_feed SET next_position = next_position + "
+                                  "$1::bigint RETURNING next_position - $1::bigint",
+                           .n = 1, .vals = v_nev, .binary = 1, .keep = 1,
+                           .what = "taking positions"};
+        p2[n2++] = (pstmt){.sql = PGW_SEQ_READ_SQL, .n = 2, .vals = v_seq, .binary = 1,
+                           .keep = 1, .what = "reading view counters"};
+        if (rc == 0)
+            rc = pipe_run(c, p2, n2, state);
+        if (rc == 0 && PQntuples(p2[0].res) != 1)
+            rc = err_set(STELE_EINTERNAL, "PostgreSQL: stele_feed has no row");
+    }
+    /* 5. Positions, rows, notification, commit: one round trip. */
+    if (rc == 0 && nev) {
+        uint64_t pos = pg_u64(p2[0].res, 0, 0);
         for (size_t i = 0; i < n; i++) {
             pg_req *q = reqs[i];
             if (!q->accepted || q->res.idempotent)
@@ -683,54 +703,30 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
             s->st.last_pos = q->res.last_position;
             pos += q->a->n;
         }
-        assert(pos == nev);
-        rc = pgw_ins_make(&ins, reqs, n, bs, NULL, 1, time_now_us());
+        assert(pos == pg_u64(p2[0].res, 0, 0) + nev);
+        rc = pgw_ins_build(&ins, reqs, n, bs, p2[1].res, time_now_us());
         if (rc == 0)
             rc = changed_rows(bs, nbs, &un, &ulr, &ulp, &ufp);
         v_rows[0] = (const char *)un.p;
         v_rows[1] = (const char *)ulr.p;
         v_rows[2] = (const char *)ulp.p;
         v_rows[3] = (const char *)ufp.p;
-        v_rows[4] = v_nev[0];
-        /* The feed row first: from here to COMMIT this transaction is the
-         * only one writing events (pg.c), and the counters follow. */
-        p2[n2++] = (pstmt){.sql = pgw_feed_take_sql, .n = 1, .vals = v_nev,
-                           .what = "taking positions"};
-        p2[n2++] = (pstmt){.sql = pgw_seq_add_sql, .n = 3, .vals = ins.seq_vals,
+        p3[n3++] = (pstmt){.sql = pgw_seq_write_sql, .n = 3, .vals = ins.seq_vals,
                            .what = "numbering view events"};
-        p2[n2++] = (pstmt){.sql = pgw_insert_rel_sql, .n = PGW_EV_COLS + 2, .vals = ins.vals,
+        p3[n3++] = (pstmt){.sql = pgw_insert_sql, .n = PGW_EV_COLS + 1, .vals = ins.vals,
                            .lens = ins.lens, .fmts = ins.fmts, .what = "inserting events"};
-        p2[n2++] = (pstmt){.sql = "UPDATE streams AS s SET last_revision = u.lr, last_position = "
-                                  "fd.base + u.lp, first_position = COALESCE(s.first_position, "
-                                  "fd.base + u.fp), deleted = false FROM unnest($1::text[], "
-                                  "$2::bigint[], $3::bigint[], $4::bigint[]) AS u(n, lr, lp, fp) "
-                                  "CROSS JOIN (SELECT next_position - $5::bigint AS base FROM "
-                                  "stele_feed) AS fd WHERE s.stream_id = u.n",
-                           .n = 5, .vals = v_rows, .what = "updating streams"};
-        i_base = (int)n2;
-        p2[n2++] = (pstmt){.sql = "SELECT next_position - $1::bigint FROM stele_feed", .n = 1,
-                           .vals = v_nev, .binary = 1, .keep = 1,
-                           .what = "reading the batch's first position"};
-        p2[n2++] = (pstmt){.sql = "NOTIFY " PG_CHANNEL, .what = "notifying"};
+        p3[n3++] = (pstmt){.sql = "UPDATE streams AS s SET last_revision = u.lr, last_position = "
+                                  "u.lp, first_position = COALESCE(s.first_position, u.fp), "
+                                  "deleted = false FROM unnest($1::text[], $2::bigint[], "
+                                  "$3::bigint[], $4::bigint[]) AS u(n, lr, lp, fp) WHERE "
+                                  "s.stream_id = u.n",
+                           .n = 4, .vals = v_rows, .what = "updating streams"};
+        p3[n3++] = (pstmt){.sql = "NOTIFY " PG_CHANNEL, .what = "notifying"};
     }
-    p2[n2++] = (pstmt){.sql = "COMMIT", .what = "committing"};
+    p3[n3++] = (pstmt){.sql = "COMMIT", .what = "committing"};
     if (rc == 0) {
         committing = nev > 0;
-        rc = pipe_run(c, p2, n2, state);
-    }
-    if (rc == 0 && i_base >= 0) {
-        if (!p2[i_base].res || PQntuples(p2[i_base].res) != 1) {
-            rc = err_set(STELE_EINTERNAL, "PostgreSQL: no first position for the batch");
-        } else {
-            uint64_t base = pg_u64(p2[i_base].res, 0, 0);
-            for (size_t i = 0; i < n; i++) {
-                pg_req *q = reqs[i];
-                if (!q->accepted || q->res.idempotent)
-                    continue;
-                q->res.first_position += base;
-                q->res.last_position += base;
-            }
-        }
+        rc = pipe_run(c, p3, n3, state);
     }
     if (PQpipelineStatus(c) != PQ_PIPELINE_OFF) {
         /* Lost in the middle of a pipeline: the connection is unusable. */
@@ -774,6 +770,8 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
         if (p2[i].res)
             PQclear(p2[i].res);
     pgw_ins_free(&ins);
+    buf_free(&skinds);
+    buf_free(&skeys);
     free(bs);
     free(ids);
     buf_free(&names);

@@ -87,22 +87,14 @@ typedef struct pgw_ins {
     size_t total;
     buf col[PGW_EV_COLS];
     buf kinds, keys, nexts;
-    pg_num now, count;
-    /* The columns, created_us, and (relative form) the event count. */
-    const char *vals[PGW_EV_COLS + 2];
-    int lens[PGW_EV_COLS + 2], fmts[PGW_EV_COLS + 2];
+    pg_num now;
+    const char *vals[PGW_EV_COLS + 1];
+    int lens[PGW_EV_COLS + 1], fmts[PGW_EV_COLS + 1];
     const char *seq_vals[3];
 } pgw_ins;
 extern const char pgw_seq_write_sql[], pgw_insert_sql[];
 int pgw_ins_build(pgw_ins *x, pg_req **reqs, size_t n, const bstream *bs, const PGresult *seq,
                   int64_t now);
-/* The relative form (pg_insert.c's top; `rel` 1, seq unused): positions in
- * the requests' results are offsets from the batch's first position, and
- * the statements are pgw_feed_take_sql ($1: x->total), pgw_seq_add_sql
- * (seq_vals) and pgw_insert_rel_sql (vals/lens/fmts, PGW_EV_COLS + 2). */
-extern const char pgw_feed_take_sql[], pgw_seq_add_sql[], pgw_insert_rel_sql[];
-int pgw_ins_make(pgw_ins *x, pg_req **reqs, size_t n, const bstream *bs, const PGresult *seq,
-                 int rel, int64_t now);
 void pgw_ins_free(pgw_ins *x);
 /* pg_retry.c: the client-given ids of $1 (a uuid[]) already written, with
  * their stored events (binary result; pgw_ids_from reads it). */
