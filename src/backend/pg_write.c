@@ -6,7 +6,7 @@
  * Group commit. Callers queue appends; a writer thread (PG_WRITERS of
  * them, each with its own connection: that many batches in flight) takes
  * every queued one (up to PG_BATCH_MAX) and commits them in one
- * transaction, in two round trips (libpq pipeline mode: a round trip's
+ * transaction, in three round trips (libpq pipeline mode: a round trip's
  * statements go out together and their results are read together):
  *   1. first round trip:
  *      - makes sure every stream of the batch has a row (an INSERT ... ON
@@ -20,20 +20,21 @@
  *   2. plans each append in queue order in C, on the locked rows as the
  *      appends before it in the batch left them: tombstone, idempotent
  *      retry, expected revision (the same rules as the local engine). An
- *      append that fails a check is simply left out: the others go on.
- *      Positions are assigned here as offsets from the batch's first one,
- *      view revisions as distances back from their counters' new values;
- *   3. second round trip: the feed row taken and moved on (this serialises
- *      commits of events: see pg.c), the view counters, every event in one
- *      statement (positions and view revisions made absolute by
- *      PostgreSQL, pg_insert.c), the stream rows, the batch's first
- *      position read back, NOTIFY, COMMIT; then answers every append.
- * Batches in flight. The feed row is held only in the second round trip,
- * so one writer's first round trip and planning overlap the other's
- * COMMIT. Queue order per stream: requests leave the queue through a door
- * (P->door) that a writer holds until its batch's stream rows are locked,
- * so a later batch with one of those streams waits in PostgreSQL for this
- * batch's COMMIT and sees its result (writer_main()).
+ *      append that fails a check is simply left out: the others go on;
+ *   3. second round trip: takes the feed row, moving it on by the batch's
+ *      event count (UPDATE ... RETURNING: this serialises commits of
+ *      events, see pg.c), and reads the view counters the batch may touch
+ *      (pg_insert.c; nobody else writes them meanwhile). Positions and view
+ *      revisions are assigned in C;
+ *   4. third round trip: the view counters, every event in one statement,
+ *      the stream rows, NOTIFY, COMMIT; then answers every append.
+ * Batches in flight. The feed row is held only from the second round trip
+ * to COMMIT, so one writer's first round trip and planning overlap the
+ * other's insert and COMMIT. Queue order per stream: requests leave the
+ * queue through a door (P->door) that a writer holds until its batch's
+ * stream rows are locked, so a later batch with one of those streams waits
+ * in PostgreSQL for this batch's COMMIT and sees its result
+ * (writer_main()).
  * An append is acknowledged only after COMMIT returned. Two appends of one
  * batch that carry the same event id are not planned together: the second
  * and those after it go back to the queue for the next batch, which then
@@ -551,19 +552,18 @@ static int take_rows(pg_backend *P, const PGresult *r, bstream *bs, size_t nbs, 
 }
 
 /*
- * Plan and commit reqs[0..n) in one transaction on W's connection, in two
+ * Plan and commit reqs[0..n) in one transaction on W's connection, in three
  * round trips:
  *   1. (the missing stream rows, Sync,) BEGIN, lock the stream rows, look
  *      up the client-given ids; then *door (when not NULL) is unlocked and
  *      set to NULL: this batch holds its stream rows, so another writer
  *      may take the next requests off the queue;
- *   2. after planning in C, with positions and view revisions relative to
- *      the batch (pg_insert.c): take the feed row and move it on, add to
- *      the view counters, the events, the stream rows, read the batch's
- *      first position, NOTIFY, COMMIT.
- * The feed row is held only during the second round trip, so the first
- * round trip and the planning of one batch overlap the COMMIT of the batch
- * in flight on the other connection.
+ *   2. after planning in C: take the feed row (the batch's first position)
+ *      and read the view counters the batch may touch;
+ *   3. the view counters, the events, the stream rows, NOTIFY, COMMIT.
+ * The feed row is held from the second round trip to COMMIT only, so the
+ * first round trip and the planning of one batch overlap the insert and
+ * COMMIT of the batch in flight on the other connection.
  * Returns 0 when every request has its outcome (rc in each); STELE_EBUSY
  * with *retry_alone set when the batch should be tried one request at a
  * time; another code when the whole batch failed (set in every request by
