@@ -9,7 +9,8 @@
 #    transaction (as bench/run_pg.sh);
 #  - for BUILD_DIR's stele and every OTHER_STELE binary given (an older
 #    build, to compare in the same conditions), and for each writer count
-#    in WRITERS (STELE_PG_WRITERS: batches in flight per server): one
+#    in WRITERS (STELE_PG_WRITERS: batches in flight per server; BUILD_DIR's
+#    binary only, an older one runs once with its own writer): one
 #    `stele serve --store postgresql://...` on a fresh database, bench_http
 #    1 client x 1 event (SECS1 seconds: the latency of one append alone),
 #    then 256 clients x 1 event, exact expected revisions; then from the
@@ -22,6 +23,8 @@
 #
 #   SECS=10 SECS1=5 ROUNDS=3 bench/run_pg_profile.sh build /tmp/old/build/stele
 #   WRITERS="2 1" (the default) compares two batches in flight with one.
+#   BIG=1 also runs 16 clients x 1,000 events per binary and writer count
+#   (after the 256 x 1 run, on the same database).
 set -euo pipefail
 
 BUILD=${1:-build}
@@ -67,9 +70,17 @@ for round in $(seq 1 "$ROUNDS"); do
         "pg_cpu_ms_per_1k_events=$(per "$(echo "$line" | field pg_cpu_s)" "$((ev * SECS))" 1000000)" \
         "wal_syncs=$fs wal_sync_ms=$fsms"
     for bin in "${BINS[@]}"; do
-        for w in $WRITERS; do
+        # WRITERS applies to BUILD_DIR's binary; an older one runs once
+        # with its own writer ("-").
+        ws=$WRITERS
+        [ "$bin" = "${BINS[0]}" ] || ws="-"
+        for w in $ws; do
             n=$((n + 1))
-            STELE_PG_WRITERS=$w stele_pg_start 1 "prof$n" "$bin"
+            if [ "$w" = - ]; then
+                stele_pg_start 1 "prof$n" "$bin"
+            else
+                STELE_PG_WRITERS=$w stele_pg_start 1 "prof$n" "$bin"
+            fi
             port=${SPORTS[0]} spid=${SPIDS[0]}
             "${PSQL[@]}" -d "prof$n" -c "CREATE EXTENSION pg_stat_statements" >/dev/null
             # 1 x 1 first: one client, so every append is a batch of one and
@@ -107,6 +118,14 @@ ORDER BY s.total_exec_time DESC LIMIT 12;
 SQL
             tee -a "$OUT" <"$WORK/stmts"
             : >"$WORK/stmts"
+            if [ "${BIG:-0}" = 1 ]; then
+                c0=$(tree_cpu_s "$PG_PID")
+                line=$("$BH" --port "$port" --mode append --clients 16 --batch 1000 \
+                    --duration "$SECS" --warmup 1 --workload 16x1000 --target stele-pg \
+                    --server-pid "$spid")
+                c1=$(tree_cpu_s "$PG_PID")
+                say "round=$round binary=$bin writers=$w $line pg_cpu_s=$(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}')"
+            fi
             stele_pg_stop
         done
     done
