@@ -63,6 +63,7 @@ bench_workdir() {
 bench_cleanup() {
     set +e
     stop_stele
+    [ "${#SPIDS[@]}" -gt 0 ] && stele_pg_stop
     if [ -n "${REDIS_PID:-}" ]; then
         kill -TERM "$REDIS_PID" 2>/dev/null
         wait "$REDIS_PID" 2>/dev/null
@@ -197,4 +198,108 @@ bench_save() {
     dest="$ROOT/bench/results/$1-$(date -u +%Y%m%dT%H%M%SZ).txt"
     cp "$OUT" "$dest"
     echo "$BENCH_NAME: saved $dest" >&2
+}
+
+# ------------------------------------------------------------ PostgreSQL peers
+# (bench/run_pg.sh and bench/run_pg_profile.sh)
+
+# pg_seed_schema: in the cluster pg_start made, seeds/001's events table
+# (bench/pg_seed.h's) in database `bench`, and pgbench scripts for it:
+# $WORK/seed1.sql (one event per transaction: the version read and the row
+# inserted in one statement; UNIQUE (stream_id, version) is the concurrency
+# check) and $WORK/seed1000.sql (1,000 events per transaction). Sets PSQL
+# (psql on the cluster, as an array).
+pg_seed_schema() {
+    PSQL=(psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres)
+    "${PSQL[@]}" -d bench -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+CREATE TABLE events (
+  id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+  stream_id VARCHAR(255) NOT NULL,
+  stream_type VARCHAR(255) NOT NULL,
+  event_type VARCHAR(255) NOT NULL,
+  event_data JSONB NOT NULL,
+  metadata JSONB DEFAULT '{}',
+  version BIGINT NOT NULL,
+  global_position BIGSERIAL,
+  created_at TIMESTAMPTZ DEFAULT NOW(),
+  CONSTRAINT unique_stream_version UNIQUE (stream_id, version));
+CREATE INDEX idx_events_stream ON events(stream_id, version);
+CREATE INDEX idx_events_global ON events(global_position);
+CREATE INDEX idx_events_type ON events(event_type);
+SQL
+    cat >"$WORK/seed1.sql" <<'SQL'
+INSERT INTO events (stream_id, stream_type, event_type, event_data, version)
+SELECT 'Order-' || :client_id, 'Order', 'OrderPlaced', '{"customer":"c-1","total":4200,"items":[1,2,3]}',
+       COALESCE(MAX(version), 0) + 1 FROM events WHERE stream_id = 'Order-' || :client_id;
+SQL
+    cat >"$WORK/seed1000.sql" <<'SQL'
+INSERT INTO events (stream_id, stream_type, event_type, event_data, version)
+SELECT 'Batch-' || :client_id, 'Batch', 'OrderPlaced', '{"customer":"c-1","total":4200,"items":[1,2,3]}',
+       v.m + g FROM generate_series(1, 1000) g,
+       (SELECT COALESCE(MAX(version), 0) AS m FROM events WHERE stream_id = 'Batch-' || :client_id) v;
+SQL
+}
+
+# tree_cpu_s PID: CPU seconds (user + system) of PID, its live descendants
+# and the children it has reaped (PostgreSQL's postmaster reaps every
+# backend: its tree's CPU is the cluster's).
+tree_cpu_s() {
+    local tck
+    tck=$(getconf CLK_TCK)
+    ps -e -o pid=,ppid= | awk -v root="$1" '
+        { parent[$1] = $2 }
+        END { n = 1; keep[root] = 1; changed = 1
+              while (changed) { changed = 0
+                  for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; changed = 1 } }
+              for (p in keep) print p }' |
+        while read -r p; do
+            # Fields after the command (which may hold spaces): utime is
+            # the 14th of the line, cutime and cstime the 16th and 17th.
+            sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null |
+                awk -v self="$([ "$p" = "$1" ] && echo 1 || echo 0)" \
+                    '{ t = $12 + $13; if (self) t += $14 + $15; print t }'
+        done | awk -v tck="$tck" '{ s += $1 } END { printf "%.2f", s / tck }'
+}
+
+# pg_seed_bench FILE CLIENTS EVENTS_PER_TXN: pgbench on seeds/001's schema
+# for $SECS seconds; prints "events_per_s=... tps=... lat_avg_ms=...
+# pg_cpu_s=..." (pg_cpu_s: the cluster's CPU seconds during the run).
+pg_seed_bench() {
+    local r tps c0 c1
+    c0=$(tree_cpu_s "$PG_PID")
+    r=$(as_postgres "$PGBIN/pgbench" -n -h 127.0.0.1 -p "$PG_PORT" -U postgres -f "$1" -c "$2" \
+        -j 2 -T "$SECS" bench 2>&1)
+    c1=$(tree_cpu_s "$PG_PID")
+    tps=$(echo "$r" | awk '/^tps = / {print $3; exit}')
+    [ -n "$tps" ] || { echo "$r" | tail -5 >&2; bench_die "pgbench failed (output above)"; }
+    echo "events_per_s=$(awk -v t="$tps" -v k="$3" 'BEGIN {printf "%.0f", t * k}') tps=$tps" \
+        "$(echo "$r" | awk '/latency average/ {print "lat_avg_ms=" $4}')" \
+        "pg_cpu_s=$(awk -v a="$c0" -v b="$c1" 'BEGIN {printf "%.2f", b - a}')"
+}
+
+# stele_pg_start N DB [STELE_BINARY]: a fresh database DB in the cluster
+# and N `stele serve --store postgresql://.../DB` (each on a free port):
+# SPIDS and SPORTS (arrays); logs to $WORK/stele.log. stele_pg_stop stops
+# them.
+SPIDS=() SPORTS=()
+stele_pg_start() {
+    local bin=${3:-$STELE} uri="postgresql://postgres@127.0.0.1:$PG_PORT/$2" i
+    SPIDS=() SPORTS=()
+    "${PSQL[@]}" -d postgres -c "CREATE DATABASE $2" >/dev/null
+    for i in $(seq 1 "$1"); do
+        rm -f "$WORK/ready$i"
+        STELE_READY_FD=3 "$bin" serve --port 0 --store "$uri" --log-level error \
+            3>"$WORK/ready$i" 2>>"$WORK/stele.log" &
+        SPIDS+=($!)
+        for _ in $(seq 1 600); do grep -q ready "$WORK/ready$i" 2>/dev/null && break; sleep 0.1; done
+        SPORTS+=("$(awk '/ready/ {print $2}' "$WORK/ready$i")")
+        [ -n "${SPORTS[-1]}" ] || { cat "$WORK/stele.log" >&2; bench_die "stele serve did not start"; }
+    done
+}
+
+stele_pg_stop() {
+    local p
+    for p in "${SPIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${SPIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    SPIDS=()
 }

@@ -8,15 +8,23 @@
 #  - seeds/001's schema under pgbench, 256 clients, one event per
 #    transaction (as bench/run_pg.sh);
 #  - for BUILD_DIR's stele and every OTHER_STELE binary given (an older
-#    build, to compare in the same conditions): one `stele serve --store
-#    postgresql://...` on a fresh database, bench_http 1 client x 1 event
-#    (SECS1 seconds: the latency of one append alone), then 256 clients x
-#    1 event, exact expected revisions; then from the server's /metrics the
-#    appends per group commit (is the batch filling?), and from
-#    pg_stat_statements the statements PostgreSQL ran for it: calls per
-#    group commit (round trips) and the time spent in each.
+#    build, to compare in the same conditions), and for each writer count
+#    in WRITERS (STELE_PG_WRITERS: batches in flight per server; BUILD_DIR's
+#    binary only, an older one runs once with its own writer): one
+#    `stele serve --store postgresql://...` on a fresh database, bench_http
+#    1 client x 1 event (SECS1 seconds: the latency of one append alone),
+#    then 256 clients x 1 event, exact expected revisions; then from the
+#    server's /metrics the appends per group commit (is the batch
+#    filling?), from pg_stat_wal the WAL flushes and their time per group
+#    commit, the CPU seconds of PostgreSQL (every backend) and of the
+#    server per 1,000 events, and from pg_stat_statements the statements
+#    PostgreSQL ran for it: calls per group commit (round trips) and the
+#    time spent in each.
 #
 #   SECS=10 SECS1=5 ROUNDS=3 bench/run_pg_profile.sh build /tmp/old/build/stele
+#   WRITERS="2 1" (the default) compares two batches in flight with one.
+#   BIG=1 also runs 16 clients x 1,000 events per binary and writer count
+#   (after the 256 x 1 run, on the same database).
 set -euo pipefail
 
 BUILD=${1:-build}
@@ -25,6 +33,7 @@ shift || true
 SECS=${SECS:-10}
 SECS1=${SECS1:-5}
 ROUNDS=${ROUNDS:-3}
+WRITERS=${WRITERS:-2 1}
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -36,80 +45,70 @@ bench_workdir pgprof
 
 bench_header "stele on PostgreSQL: writer profile" src include server
 pg_start "shared_buffers = 128MB" "max_connections = 320" "max_wal_size = 1GB" \
-    "shared_preload_libraries = 'pg_stat_statements'" "pg_stat_statements.track = top"
+    "shared_preload_libraries = 'pg_stat_statements'" "pg_stat_statements.track = top" \
+    "track_wal_io_timing = on"
 say "# $("$PGBIN/postgres" --version); fsync=on synchronous_commit=on shared_buffers=128MB"
-PSQL=(psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres)
+pg_seed_schema
 
-"${PSQL[@]}" -d bench -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
-CREATE TABLE events (
-  id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
-  stream_id VARCHAR(255) NOT NULL,
-  stream_type VARCHAR(255) NOT NULL,
-  event_type VARCHAR(255) NOT NULL,
-  event_data JSONB NOT NULL,
-  metadata JSONB DEFAULT '{}',
-  version BIGINT NOT NULL,
-  global_position BIGSERIAL,
-  created_at TIMESTAMPTZ DEFAULT NOW(),
-  CONSTRAINT unique_stream_version UNIQUE (stream_id, version));
-CREATE INDEX idx_events_stream ON events(stream_id, version);
-CREATE INDEX idx_events_global ON events(global_position);
-CREATE INDEX idx_events_type ON events(event_type);
-SQL
-cat >"$WORK/seed1.sql" <<'SQL'
-INSERT INTO events (stream_id, stream_type, event_type, event_data, version)
-SELECT 'Order-' || :client_id, 'Order', 'OrderPlaced', '{"customer":"c-1","total":4200,"items":[1,2,3]}',
-       COALESCE(MAX(version), 0) + 1 FROM events WHERE stream_id = 'Order-' || :client_id;
-SQL
-
-SPID=""
-stop_one() {
-    if [ -n "$SPID" ]; then
-        kill -TERM "$SPID" 2>/dev/null || true
-        wait "$SPID" 2>/dev/null || true
-        SPID=""
-    fi
-}
-trap 'stop_one; bench_cleanup' EXIT
+trap 'stele_pg_stop; bench_cleanup' EXIT
 
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v k="$2" '$1 == k {v = $2} END {print v}'; }
+
+# wal: the cluster's WAL flushes (fsyncs) and the ms they took, since
+# the last pg_stat_reset_shared('wal').
+wal() { "${PSQL[@]}" -d postgres -At -F ' ' -c "SELECT wal_sync, round(wal_sync_time::numeric, 1) FROM pg_stat_wal"; }
+per() { awk -v a="$1" -v b="$2" -v k="${3:-1}" 'BEGIN {if (b > 0) printf "%.2f", k * a / b; else print "n/a"}'; }
 
 n=0
 for round in $(seq 1 "$ROUNDS"); do
     load
-    r=$(as_postgres "$PGBIN/pgbench" -n -h 127.0.0.1 -p "$PG_PORT" -U postgres -f "$WORK/seed1.sql" \
-        -c 256 -j 2 -T "$SECS" bench 2>&1)
-    say "round=$round pgbench workload=256x1 target=seed-schema events_per_s=$(echo "$r" |
-        awk '/^tps = / {printf "%.0f", $3; exit}')"
+    "${PSQL[@]}" -d postgres -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
+    line=$(pg_seed_bench "$WORK/seed1.sql" 256 1)
+    read -r fs fsms < <(wal)
+    ev=$(echo "$line" | field events_per_s)
+    say "round=$round pgbench workload=256x1 target=seed-schema $line" \
+        "pg_cpu_ms_per_1k_events=$(per "$(echo "$line" | field pg_cpu_s)" "$((ev * SECS))" 1000000)" \
+        "wal_syncs=$fs wal_sync_ms=$fsms"
     for bin in "${BINS[@]}"; do
-        n=$((n + 1))
-        db="prof$n"
-        "${PSQL[@]}" -d postgres -c "CREATE DATABASE $db" >/dev/null
-        "${PSQL[@]}" -d "$db" -c "CREATE EXTENSION pg_stat_statements" >/dev/null
-        rm -f "$WORK/ready"
-        STELE_READY_FD=3 "$bin" serve --port 0 --store "postgresql://postgres@127.0.0.1:$PG_PORT/$db" \
-            --log-level error 3>"$WORK/ready" 2>>"$WORK/stele.log" &
-        SPID=$!
-        for _ in $(seq 1 600); do grep -q ready "$WORK/ready" 2>/dev/null && break; sleep 0.1; done
-        port=$(awk '/ready/ {print $2}' "$WORK/ready")
-        [ -n "$port" ] || { cat "$WORK/stele.log" >&2; bench_die "stele serve did not start"; }
-        # 1 x 1 first: one client, so every append is a batch of one and
-        # its latency is the writer's round trips plus the COMMIT.
-        line=$("$BH" --port "$port" --mode append --clients 1 --batch 1 --duration "$SECS1" \
-            --warmup 1 --workload 1x1 --target stele-pg --server-pid "$SPID")
-        say "round=$round binary=$bin $line"
-        "${PSQL[@]}" -d "$db" -c "SELECT pg_stat_statements_reset()" >/dev/null
-        base_groups=$(metric "$port" stele_store_group_commits)
-        base_appends=$(metric "$port" stele_appends_total)
-        line=$("$BH" --port "$port" --mode append --clients 256 --batch 1 --duration "$SECS" \
-            --warmup 1 --workload 256x1 --target stele-pg --server-pid "$SPID")
-        groups=$(($(metric "$port" stele_store_group_commits) - base_groups))
-        appends=$(($(metric "$port" stele_appends_total) - base_appends))
-        say "round=$round binary=$bin $line appends=$appends group_commits=$groups" \
-            "appends_per_group=$(awk -v a="$appends" -v g="$groups" 'BEGIN {if (g > 0) printf "%.1f", a / g}')"
-        # Statements of this database, heaviest first: calls per group
-        # commit, total and mean time inside PostgreSQL.
-        "${PSQL[@]}" -d "$db" -At -F ' ' -v g="${groups:-0}" >>"$WORK/stmts" <<'SQL'
+        # WRITERS applies to BUILD_DIR's binary; an older one runs once
+        # with its own writer ("-").
+        ws=$WRITERS
+        [ "$bin" = "${BINS[0]}" ] || ws="-"
+        for w in $ws; do
+            n=$((n + 1))
+            if [ "$w" = - ]; then
+                stele_pg_start 1 "prof$n" "$bin"
+            else
+                STELE_PG_WRITERS=$w stele_pg_start 1 "prof$n" "$bin"
+            fi
+            port=${SPORTS[0]} spid=${SPIDS[0]}
+            "${PSQL[@]}" -d "prof$n" -c "CREATE EXTENSION pg_stat_statements" >/dev/null
+            # 1 x 1 first: one client, so every append is a batch of one and
+            # its latency is the writer's round trips plus the COMMIT.
+            line=$("$BH" --port "$port" --mode append --clients 1 --batch 1 --duration "$SECS1" \
+                --warmup 1 --workload 1x1 --target stele-pg --server-pid "$spid")
+            say "round=$round binary=$bin writers=$w $line"
+            "${PSQL[@]}" -d "prof$n" -c "SELECT pg_stat_statements_reset()" >/dev/null
+            "${PSQL[@]}" -d postgres -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
+            base_groups=$(metric "$port" stele_store_group_commits)
+            base_appends=$(metric "$port" stele_appends_total)
+            c0=$(tree_cpu_s "$PG_PID") s0=$(tree_cpu_s "$spid")
+            line=$("$BH" --port "$port" --mode append --clients 256 --batch 1 --duration "$SECS" \
+                --warmup 1 --workload 256x1 --target stele-pg --server-pid "$spid")
+            c1=$(tree_cpu_s "$PG_PID") s1=$(tree_cpu_s "$spid")
+            read -r fs fsms < <(wal)
+            groups=$(($(metric "$port" stele_store_group_commits) - base_groups))
+            appends=$(($(metric "$port" stele_appends_total) - base_appends))
+            # CPU and WAL over the whole run (warm-up included), so per
+            # append of the whole run, counted by /metrics.
+            say "round=$round binary=$bin writers=$w $line appends=$appends group_commits=$groups" \
+                "appends_per_group=$(per "$appends" "$groups")" \
+                "pg_cpu_ms_per_1k_events=$(per "$(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}')" "$appends" 1000000)" \
+                "server_cpu_ms_per_1k_events=$(per "$(awk -v a="$s0" -v b="$s1" 'BEGIN {print b - a}')" "$appends" 1000000)" \
+                "wal_syncs_per_group=$(per "$fs" "$groups") wal_sync_ms_per_group=$(per "$fsms" "$groups")"
+            # Statements of this database, heaviest first: calls per group
+            # commit, total and mean time inside PostgreSQL.
+            "${PSQL[@]}" -d "prof$n" -At -F ' ' -v g="${groups:-0}" >>"$WORK/stmts" <<'SQL'
 SELECT 'stmt calls=' || s.calls || ' per_group=' || round(s.calls::numeric / GREATEST(:g, 1), 2)
        || ' total_ms=' || round(s.total_exec_time::numeric, 0) || ' mean_ms='
        || round(s.mean_exec_time::numeric, 3) || ' sql=' || left(regexp_replace(s.query, '\s+', ' ', 'g'), 70)
@@ -117,9 +116,18 @@ FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
 WHERE d.datname = current_database() AND s.calls > 10
 ORDER BY s.total_exec_time DESC LIMIT 12;
 SQL
-        tee -a "$OUT" <"$WORK/stmts"
-        : >"$WORK/stmts"
-        stop_one
+            tee -a "$OUT" <"$WORK/stmts"
+            : >"$WORK/stmts"
+            if [ "${BIG:-0}" = 1 ]; then
+                c0=$(tree_cpu_s "$PG_PID")
+                line=$("$BH" --port "$port" --mode append --clients 16 --batch 1000 \
+                    --duration "$SECS" --warmup 1 --workload 16x1000 --target stele-pg \
+                    --server-pid "$spid")
+                c1=$(tree_cpu_s "$PG_PID")
+                say "round=$round binary=$bin writers=$w $line pg_cpu_s=$(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}')"
+            fi
+            stele_pg_stop
+        done
     done
 done
 load

@@ -3,7 +3,11 @@
  * callback; every queued append calls back exactly once, in queue order per
  * stream, after it is readable; the caller's buffers may be reused at once;
  * wrong expected revisions come back through the callback with the current
- * revision; close waits for queued appends.
+ * revision; close waits for queued appends. A contract test too: on
+ * PostgreSQL (test_async_pg) the appends are committed by several writer
+ * connections with batches in flight at once, and queue order per stream,
+ * the expected revisions that depend on it, and one $all in commit order
+ * holding every acknowledged event are what this checks there.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -43,7 +47,7 @@ static void wait_for(int n)
 int main(void)
 {
     t_seed();
-    const char *dir = t_tmpdir("async");
+    const char *dir = t_store("async");
     stele_options o = {.segment_size = 64 << 10};
     stele_db *db;
     CHECK_OK(stele_open(dir, &o, &db));
@@ -101,6 +105,33 @@ int main(void)
             CHECK(!strcmp(e->type, type));
             CHECK(e->ntags == 2 && !strcmp(e->tags[0], "tag-a") && !strcmp(e->tags[1], "tag-b"));
             CHECK(e->position == slots[i].res.first_position);
+            /* Revision order is position order in a stream. */
+            CHECK(k == 0 || e->position > stele_page_event(pg, k - 1)->position);
+        }
+        stele_page_free(pg);
+    }
+    passed++;
+
+    /* $all: every acknowledged event once, in position order, each where
+     * its acknowledgment put it. */
+    {
+        stele_page *pg;
+        CHECK_OK(stele_read_all(db, 0, STELE_FORWARDS, 2 * N, &pg));
+        CHECK(stele_page_count(pg) == N);
+        static unsigned char seen[N];
+        memset(seen, 0, sizeof seen);
+        for (size_t k = 0; k < stele_page_count(pg); k++) {
+            const stele_event *e = stele_page_event(pg, k);
+            CHECK(k == 0 || e->position > stele_page_event(pg, k - 1)->position);
+            int i = -1;
+            char txt[64];
+            snprintf(txt, sizeof txt, "%.*s", (int)(e->data_len < 63 ? e->data_len : 63),
+                     (const char *)e->data);
+            CHECK(sscanf(txt, "{\"i\":%d}", &i) == 1 && i >= 0 && i < N);
+            CHECK(!seen[i]);
+            seen[i] = 1;
+            CHECK(e->position == slots[i].res.first_position);
+            CHECK(e->revision == (uint64_t)(i / 10));
         }
         stele_page_free(pg);
     }
@@ -132,6 +163,6 @@ int main(void)
     stele_close(db);
     passed++;
 
-    t_rmdir(dir);
+    t_store_drop(dir);
     return t_done("test_async", passed);
 }

@@ -24,6 +24,11 @@
 #define PG_POOL_MAX 8
 /* Appends one writer transaction takes at most. */
 #define PG_BATCH_MAX 512
+/* Writer threads (each with its own connection, so as many batches in
+ * flight) by default, and at most; STELE_PG_WRITERS overrides the default
+ * (pg_write.c). */
+#define PG_WRITERS 2
+#define PG_WRITERS_MAX 4
 #define PG_WATCH_MAX 64
 
 /* A stream's row (table streams) as C sees it; STELE_NONE for "none". */
@@ -38,8 +43,17 @@ typedef struct pg_stream {
 } pg_stream;
 
 typedef struct pg_req pg_req;
+typedef struct pg_backend pg_backend;
 
-typedef struct pg_backend {
+/* One writer thread and its connection (pg_write.c). */
+typedef struct pg_writer {
+    pg_backend *P;
+    pthread_t thread;
+    PGconn *conn;
+    uint32_t epoch; /* P->epoch when conn was made */
+} pg_writer;
+
+struct pg_backend {
     backend base;
     char *uri;
     stele_options opts;
@@ -53,16 +67,20 @@ typedef struct pg_backend {
      * have restarted): connections made before are dropped, not reused. */
     _Atomic uint32_t epoch;
     uint32_t idle_epoch[PG_POOL_MAX];
-    uint32_t wconn_epoch;
-    /* The writer thread, its connection and its queue. */
-    pthread_t writer;
-    PGconn *wconn;
+    /* The writer threads and their queue. `door` is held by the writer
+     * taking requests off the queue until its batch holds its stream rows
+     * (pg_write.c: queue order per stream across batches in flight). */
+    pg_writer writers[PG_WRITERS_MAX];
+    int nwriters;
+    pthread_mutex_t door;
     pthread_mutex_t q_mu;
     pthread_cond_t q_cv;
     pg_req *q_head, *q_tail;
     int stopping;
-    /* Names of streams known to have a row (the writer's own cache: rows
-     * are never removed, so a name once seen needs no INSERT again). */
+    /* Names of streams known to have a row (the writers' cache, under
+     * known_mu: rows are never removed, so a name once seen needs no
+     * INSERT again). */
+    pthread_mutex_t known_mu;
     char **known;
     size_t known_cap, known_n;
     /* The listener thread (LISTEN stele_commit) and commit notification. */
@@ -76,7 +94,7 @@ typedef struct pg_backend {
     int nwatch;
     /* Counters since open (stats). */
     _Atomic uint64_t appends, groups;
-} pg_backend;
+};
 
 /* pg.c */
 /* A connection: an idle one, a new one, or NULL with the error set. */

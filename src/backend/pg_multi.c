@@ -459,12 +459,12 @@ int pg_append_multi_async(backend *b, const multi_args *m, stele_append_result *
     return rc;
 }
 
-/* On the writer thread: one queued multi-stream append. */
-void pgw_process_multi(pg_backend *P, pg_req *r)
+/* On a writer thread: one queued multi-stream append. */
+void pgw_process_multi(pg_writer *W, pg_req *r)
 {
-    pgw_writer_conn(P);
+    pgw_writer_conn(W);
     err_clear();
-    int rc = P->wconn ? multi_run(P, P->wconn, r->m, r->ps, &r->mres) : STELE_EIO;
+    int rc = W->conn ? multi_run(W->P, W->conn, r->m, r->ps, &r->mres) : STELE_EIO;
     r->mdone(r->ctx, rc, r->ps, r->nstreams, &r->mres, rc ? stele_errmsg() : "");
     free(r);
 }

@@ -3,30 +3,38 @@
  * on one writer thread per server, and deletes, metadata and snapshots in
  * the caller's thread. pg.c describes the schema and the lock order.
  *
- * Group commit. Callers queue appends; the writer takes every queued one
- * (up to PG_BATCH_MAX) and commits them in one transaction, in two round
- * trips (libpq pipeline mode: a round trip's statements go out together
- * and their results are read together):
+ * Group commit. Callers queue appends; a writer thread (PG_WRITERS of
+ * them, each with its own connection: that many batches in flight) takes
+ * every queued one (up to PG_BATCH_MAX) and commits them in one
+ * transaction, in three round trips (libpq pipeline mode: a round trip's
+ * statements go out together and their results are read together):
  *   1. first round trip:
  *      - makes sure every stream of the batch has a row (an INSERT ... ON
  *        CONFLICT DO NOTHING in its own short transaction, names sorted, a
  *        Sync after it: a row with nothing in it counts as "never written");
  *      - BEGIN; locks the batch's stream rows in name order (FOR UPDATE):
- *        no other server can change them until COMMIT;
- *      - locks the stele_feed row and reads the next position (this
- *        serialises commits: see pg.c), and reads the view counters the
- *        batch may touch (pg_insert.c; nobody else writes them meanwhile);
+ *        no other server or writer can change them until COMMIT;
  *      - looks up the batch's client-given event ids with their stored
  *        events (the unique index on event_id is what makes them unique
- *        across servers; pg_retry.c compares a retry's events);
+ *        across servers and batches; pg_retry.c compares a retry's events);
  *   2. plans each append in queue order in C, on the locked rows as the
  *      appends before it in the batch left them: tombstone, idempotent
  *      retry, expected revision (the same rules as the local engine). An
- *      append that fails a check is simply left out: the others go on.
- *      Positions and view revisions are assigned here;
- *   3. second round trip: the view counters, every event in one statement,
- *      the stream rows, the feed row, NOTIFY, COMMIT; then answers every
- *      append of the batch.
+ *      append that fails a check is simply left out: the others go on;
+ *   3. second round trip: takes the feed row, moving it on by the batch's
+ *      event count (UPDATE ... RETURNING: this serialises commits of
+ *      events, see pg.c), and reads the view counters the batch may touch
+ *      (pg_insert.c; nobody else writes them meanwhile). Positions and view
+ *      revisions are assigned in C;
+ *   4. third round trip: the view counters, every event in one statement,
+ *      the stream rows, NOTIFY, COMMIT; then answers every append.
+ * Batches in flight. The feed row is held only from the second round trip
+ * to COMMIT, so one writer's first round trip and planning overlap the
+ * other's insert and COMMIT. Queue order per stream: requests leave the
+ * queue through a door (P->door) that a writer holds until its batch's
+ * stream rows are locked, so a later batch with one of those streams waits
+ * in PostgreSQL for this batch's COMMIT and sees its result
+ * (writer_main()).
  * An append is acknowledged only after COMMIT returned. Two appends of one
  * batch that carry the same event id are not planned together: the second
  * and those after it go back to the queue for the next batch, which then
@@ -39,6 +47,7 @@
  * ids is safe (idempotent).
  */
 #ifdef STELE_WITH_POSTGRES
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,6 +322,7 @@ static uint64_t name_hash(const char *s, size_t len)
     return h;
 }
 
+/* Callers hold known_mu. */
 static void known_clear(pg_backend *P)
 {
     for (size_t i = 0; i < P->known_cap; i++)
@@ -324,6 +334,7 @@ static void known_clear(pg_backend *P)
 
 static int known_has(const pg_backend *P, const char *name)
 {
+    /* Under known_mu. */
     if (!P->known_cap)
         return 0;
     size_t m = P->known_cap - 1;
@@ -335,6 +346,7 @@ static int known_has(const pg_backend *P, const char *name)
 
 static void known_add(pg_backend *P, const char *name)
 {
+    /* Under known_mu. */
     if (known_has(P, name))
         return;
     if ((P->known_n + 1) * 2 > P->known_cap) {
@@ -525,32 +537,43 @@ static int take_rows(pg_backend *P, const PGresult *r, bstream *bs, size_t nbs, 
             bs[j].found = 1;
         }
     }
+    pthread_mutex_lock(&P->known_mu);
     for (size_t i = 0; i < nbs; i++)
         if (!bs[i].found) {
             known_clear(P);
+            pthread_mutex_unlock(&P->known_mu);
             snprintf(state, 6, "40001");
             return err_set(STELE_EINTERNAL, "stream '%s' has no row", bs[i].name);
         }
     for (size_t i = 0; i < nbs; i++)
         known_add(P, bs[i].name);
+    pthread_mutex_unlock(&P->known_mu);
     return 0;
 }
 
 /*
- * Plan and commit reqs[0..n) in one transaction, in two round trips:
+ * Plan and commit reqs[0..n) in one transaction on W's connection, in three
+ * round trips:
  *   1. (the missing stream rows, Sync,) BEGIN, lock the stream rows, look
- *      up the client-given ids, lock the feed row and read the next
- *      position, read the view counters the batch may touch;
- *   2. after planning in C: the view counters, the events, the stream
- *      rows, the feed row, NOTIFY, COMMIT.
+ *      up the client-given ids; then *door (when not NULL) is unlocked and
+ *      set to NULL: this batch holds its stream rows, so another writer
+ *      may take the next requests off the queue;
+ *   2. after planning in C: take the feed row (the batch's first position)
+ *      and read the view counters the batch may touch;
+ *   3. the view counters, the events, the stream rows, NOTIFY, COMMIT.
+ * The feed row is held from the second round trip to COMMIT only, so the
+ * first round trip and the planning of one batch overlap the insert and
+ * COMMIT of the batch in flight on the other connection.
  * Returns 0 when every request has its outcome (rc in each); STELE_EBUSY
  * with *retry_alone set when the batch should be tried one request at a
  * time; another code when the whole batch failed (set in every request by
  * the caller).
  */
-static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
+static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
+                     pthread_mutex_t **door)
 {
-    PGconn *c = P->wconn;
+    pg_backend *P = W->P;
+    PGconn *c = W->conn;
     char state[6] = "";
     *retry_alone = 0;
     bstream *bs = calloc(n, sizeof *bs);
@@ -560,10 +583,11 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
     buf un = {0}, ulr = {0}, ulp = {0}, ufp = {0};
     pgw_ins ins;
     memset(&ins, 0, sizeof ins);
-    pstmt p1[6], p2[6];
+    pstmt p1[5], p2[2], p3[5];
     memset(p1, 0, sizeof p1);
     memset(p2, 0, sizeof p2);
-    size_t n1 = 0, n2 = 0;
+    memset(p3, 0, sizeof p3);
+    size_t n1 = 0, n2 = 0, n3 = 0;
     int rc = bs ? 0 : err_set(STELE_ENOMEM, "out of memory");
     if (rc == 0)
         nbs = batch_streams(reqs, n, bs);
@@ -571,11 +595,13 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
     int unknown = 0;
     size_t nclient = 0;
     if (rc == 0 && !(rc = pgw_arr_open(&names)) && !(rc = pgw_arr_open(&cats))) {
+        pthread_mutex_lock(&P->known_mu);
         for (size_t i = 0; i < nbs && rc == 0; i++) {
             rc = pgw_arr_add(&names, bs[i].name, bs[i].len, i == 0);
             if (rc == 0 && !known_has(P, bs[i].name))
                 rc = pgw_arr_add(&cats, bs[i].name, bs[i].len, unknown++ == 0);
         }
+        pthread_mutex_unlock(&P->known_mu);
         if (rc == 0 && !(rc = pgw_arr_close(&names)))
             rc = pgw_arr_close(&cats);
     }
@@ -590,11 +616,8 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
         if (rc == 0)
             rc = pgw_arr_close(&idarr);
     }
-    if (rc == 0)
-        rc = pgw_seq_keys(reqs, n, bs, &skinds, &skeys);
     const char *v_cats[1] = {(const char *)cats.p}, *v_names[1] = {(const char *)names.p};
     const char *v_ids[1] = {(const char *)idarr.p};
-    const char *v_seq[2] = {(const char *)skinds.p, (const char *)skeys.p};
     /* 0. Every stream has a row (the known ones are skipped): its own
      * transaction. The category: the name up to its first '-' (the whole
      * name when it has none or starts with one), as stream_category_len(). */
@@ -610,12 +633,6 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
     p1[n1++] = (pstmt){.sql = "SELECT stream_id, " PG_STREAM_COLS " FROM streams WHERE stream_id "
                               "= ANY($1::text[]) ORDER BY stream_id FOR UPDATE",
                        .n = 1, .vals = v_names, .binary = 1, .keep = 1, .what = "locking streams"};
-    int i_feed = (int)n1;
-    p1[n1++] = (pstmt){.sql = "SELECT next_position FROM stele_feed FOR UPDATE", .binary = 1,
-                       .keep = 1, .what = "locking the feed"};
-    int i_seq = (int)n1;
-    p1[n1++] = (pstmt){.sql = PGW_SEQ_READ_SQL, .n = 2, .vals = v_seq, .binary = 1, .keep = 1,
-                       .what = "reading view counters"};
     /* Last: its rows carry the stored events of retries and may be big;
      * only the Sync is sent after it, so the server never waits for us to
      * read while we wait for it to read. */
@@ -628,11 +645,15 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
     }
     if (rc == 0)
         rc = pipe_run(c, p1, n1, state);
-    uint64_t pos = 0;
+    /* The stream rows are locked (or the batch failed): the next batch may
+     * be taken off the queue; one that shares a stream with this one waits
+     * for this COMMIT in its own first round trip. */
+    if (*door) {
+        pthread_mutex_unlock(*door);
+        *door = NULL;
+    }
     if (rc == 0 && (rc = take_rows(P, p1[i_rows].res, bs, nbs, state)) == 0 && i_ids >= 0)
         rc = pgw_ids_from(p1[i_ids].res, &ids, &nids);
-    if (rc == 0)
-        pos = pg_u64(p1[i_feed].res, 0, 0);
     /* 3. Plan. */
     uint64_t nev = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
@@ -643,12 +664,33 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
         if (plan(q, &bs[q->sidx], ids, nids))
             nev += q->a->n;
     }
-    /* 4. Positions, rows, notification, commit: one round trip. */
-    pg_num nextb;
-    const char *v_next[1] = {pg_numtxt(&nextb, (int64_t)(pos + nev))};
+    /* 4. The feed row (taken here, so that until now the other writer's
+     * batch could commit) with the batch's first position, and the view
+     * counters it may touch: one round trip (nobody else writes them
+     * while this transaction holds the feed row). */
+    pg_num nevb;
+    const char *v_nev[1] = {pg_numtxt(&nevb, (int64_t)nev)};
+    const char *v_seq[2];
     const char *v_rows[4];
     int committing = 0;
     if (rc == 0 && nev) {
+        rc = pgw_seq_keys(reqs, n, bs, &skinds, &skeys);
+        v_seq[0] = (const char *)skinds.p;
+        v_seq[1] = (const char *)skeys.p;
+        p2[n2++] = (pstmt){.sql = "UPDATE stele_feed SET next_position = next_position + "
+                                  "$1::bigint RETURNING next_position - $1::bigint",
+                           .n = 1, .vals = v_nev, .binary = 1, .keep = 1,
+                           .what = "taking positions"};
+        p2[n2++] = (pstmt){.sql = PGW_SEQ_READ_SQL, .n = 2, .vals = v_seq, .binary = 1,
+                           .keep = 1, .what = "reading view counters"};
+        if (rc == 0)
+            rc = pipe_run(c, p2, n2, state);
+        if (rc == 0 && PQntuples(p2[0].res) != 1)
+            rc = err_set(STELE_EINTERNAL, "PostgreSQL: stele_feed has no row");
+    }
+    /* 5. Positions, rows, notification, commit: one round trip. */
+    if (rc == 0 && nev) {
+        uint64_t pos = pg_u64(p2[0].res, 0, 0);
         for (size_t i = 0; i < n; i++) {
             pg_req *q = reqs[i];
             if (!q->accepted || q->res.idempotent)
@@ -661,36 +703,35 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
             s->st.last_pos = q->res.last_position;
             pos += q->a->n;
         }
-        rc = pgw_ins_build(&ins, reqs, n, bs, p1[i_seq].res, time_now_us());
+        assert(pos == pg_u64(p2[0].res, 0, 0) + nev);
+        rc = pgw_ins_build(&ins, reqs, n, bs, p2[1].res, time_now_us());
         if (rc == 0)
             rc = changed_rows(bs, nbs, &un, &ulr, &ulp, &ufp);
         v_rows[0] = (const char *)un.p;
         v_rows[1] = (const char *)ulr.p;
         v_rows[2] = (const char *)ulp.p;
         v_rows[3] = (const char *)ufp.p;
-        p2[n2++] = (pstmt){.sql = pgw_seq_write_sql, .n = 3, .vals = ins.seq_vals,
+        p3[n3++] = (pstmt){.sql = pgw_seq_write_sql, .n = 3, .vals = ins.seq_vals,
                            .what = "numbering view events"};
-        p2[n2++] = (pstmt){.sql = pgw_insert_sql, .n = PGW_EV_COLS + 1, .vals = ins.vals,
+        p3[n3++] = (pstmt){.sql = pgw_insert_sql, .n = PGW_EV_COLS + 1, .vals = ins.vals,
                            .lens = ins.lens, .fmts = ins.fmts, .what = "inserting events"};
-        p2[n2++] = (pstmt){.sql = "UPDATE streams AS s SET last_revision = u.lr, last_position = "
+        p3[n3++] = (pstmt){.sql = "UPDATE streams AS s SET last_revision = u.lr, last_position = "
                                   "u.lp, first_position = COALESCE(s.first_position, u.fp), "
                                   "deleted = false FROM unnest($1::text[], $2::bigint[], "
                                   "$3::bigint[], $4::bigint[]) AS u(n, lr, lp, fp) WHERE "
                                   "s.stream_id = u.n",
                            .n = 4, .vals = v_rows, .what = "updating streams"};
-        p2[n2++] = (pstmt){.sql = "UPDATE stele_feed SET next_position = $1::bigint", .n = 1,
-                           .vals = v_next, .what = "taking positions"};
-        p2[n2++] = (pstmt){.sql = "NOTIFY " PG_CHANNEL, .what = "notifying"};
+        p3[n3++] = (pstmt){.sql = "NOTIFY " PG_CHANNEL, .what = "notifying"};
     }
-    p2[n2++] = (pstmt){.sql = "COMMIT", .what = "committing"};
+    p3[n3++] = (pstmt){.sql = "COMMIT", .what = "committing"};
     if (rc == 0) {
         committing = nev > 0;
-        rc = pipe_run(c, p2, n2, state);
+        rc = pipe_run(c, p3, n3, state);
     }
     if (PQpipelineStatus(c) != PQ_PIPELINE_OFF) {
         /* Lost in the middle of a pipeline: the connection is unusable. */
-        PQfinish(P->wconn);
-        P->wconn = c = NULL;
+        PQfinish(W->conn);
+        W->conn = c = NULL;
     }
     if (c && PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE) {
         PGresult *x = PQexec(c, "ROLLBACK");
@@ -725,14 +766,17 @@ static int run_batch(pg_backend *P, pg_req **reqs, size_t n, int *retry_alone)
     for (size_t i = 0; i < n1; i++)
         if (p1[i].res)
             PQclear(p1[i].res);
+    for (size_t i = 0; i < n2; i++)
+        if (p2[i].res)
+            PQclear(p2[i].res);
     pgw_ins_free(&ins);
+    buf_free(&skinds);
+    buf_free(&skeys);
     free(bs);
     free(ids);
     buf_free(&names);
     buf_free(&cats);
     buf_free(&idarr);
-    buf_free(&skinds);
-    buf_free(&skeys);
     buf_free(&un);
     buf_free(&ulr);
     buf_free(&ulp);
@@ -767,40 +811,48 @@ static void fail_all(pg_req **reqs, size_t n, int rc)
     }
 }
 
-/* The writer's connection, remade when broken or older than the
- * listener's last reconnect (the database may have restarted). */
-void pgw_writer_conn(pg_backend *P)
+/* A writer's connection, remade when broken or older than the listener's
+ * last reconnect (the database may have restarted). */
+void pgw_writer_conn(pg_writer *W)
 {
-    if (P->wconn && (PQstatus(P->wconn) != CONNECTION_OK ||
-                     P->wconn_epoch != atomic_load(&P->epoch))) {
-        PQfinish(P->wconn);
-        P->wconn = NULL;
+    if (W->conn &&
+        (PQstatus(W->conn) != CONNECTION_OK || W->epoch != atomic_load(&W->P->epoch))) {
+        PQfinish(W->conn);
+        W->conn = NULL;
     }
-    if (!P->wconn) {
-        P->wconn_epoch = atomic_load(&P->epoch);
-        P->wconn = pg_connect(P->uri);
+    if (!W->conn) {
+        W->epoch = atomic_load(&W->P->epoch);
+        W->conn = pg_connect(W->P->uri);
     }
 }
 
-static void process(pg_backend *P, pg_req **reqs, size_t n)
+/* Commit reqs[0..n) and answer them. *door, when not NULL, is the queue's
+ * door this writer holds: unlocked (and set to NULL) as soon as the batch
+ * holds its stream rows, or on failure. */
+static void process(pg_writer *W, pg_req **reqs, size_t n, pthread_mutex_t **door)
 {
-    pgw_writer_conn(P);
-    if (!P->wconn) {
+    pgw_writer_conn(W);
+    if (!W->conn) {
+        if (*door) {
+            pthread_mutex_unlock(*door);
+            *door = NULL;
+        }
         fail_all(reqs, n, STELE_EIO);
         for (size_t i = 0; i < n; i++)
             req_done(reqs[i]);
         return;
     }
     int retry_alone = 0;
-    int rc = run_batch(P, reqs, n, &retry_alone);
+    int rc = run_batch(W, reqs, n, &retry_alone, door);
+    assert(*door == NULL);
     if (rc && retry_alone && n > 1) {
         for (size_t i = 0; i < n; i++)
-            process(P, &reqs[i], 1);
+            process(W, &reqs[i], 1, door);
         return;
     }
     if (rc && retry_alone) {
         /* A deadlock or serialization failure alone: try once more. */
-        rc = run_batch(P, reqs, n, &retry_alone);
+        rc = run_batch(W, reqs, n, &retry_alone, door);
     }
     if (rc)
         fail_all(reqs, n, rc);
@@ -808,16 +860,30 @@ static void process(pg_backend *P, pg_req **reqs, size_t n)
         req_done(reqs[i]);
 }
 
+/*
+ * A writer thread. Batches in flight: one per writer. Queue order per
+ * stream holds across them because requests leave the queue only through
+ * the door: a writer takes the door, takes the queued requests, and keeps
+ * the door until its batch's first round trip has locked the batch's
+ * stream rows. A later batch that shares a stream therefore asks for that
+ * row after this one holds it, and PostgreSQL makes it wait for this
+ * batch's COMMIT (then reads the row as this batch left it). A multi-stream
+ * append is run with the door held from start to end.
+ */
 static void *writer_main(void *arg)
 {
-    pg_backend *P = arg;
+    pg_writer *W = arg;
+    pg_backend *P = W->P;
     pg_req **reqs = malloc(PG_BATCH_MAX * sizeof *reqs);
     for (;;) {
+        pthread_mutex_t *door = &P->door;
+        pthread_mutex_lock(door);
         pthread_mutex_lock(&P->q_mu);
         while (!P->q_head && !P->stopping)
             pthread_cond_wait(&P->q_cv, &P->q_mu);
         if (!P->q_head && P->stopping) {
             pthread_mutex_unlock(&P->q_mu);
+            pthread_mutex_unlock(door);
             break;
         }
         if (P->q_head && P->q_head->kind == REQ_MULTI) {
@@ -826,7 +892,8 @@ static void *writer_main(void *arg)
             if (!P->q_head)
                 P->q_tail = NULL;
             pthread_mutex_unlock(&P->q_mu);
-            pgw_process_multi(P, one);
+            pgw_process_multi(W, one);
+            pthread_mutex_unlock(door);
             continue;
         }
         size_t n = 0;
@@ -837,8 +904,10 @@ static void *writer_main(void *arg)
         if (!P->q_head)
             P->q_tail = NULL;
         pthread_mutex_unlock(&P->q_mu);
-        if (!reqs)
+        if (!reqs) {
+            pthread_mutex_unlock(door);
             break;
+        }
         /* Cut the batch before the first request repeating an earlier id. */
         size_t cut = n;
         for (size_t i = 1; i < n; i++)
@@ -847,20 +916,44 @@ static void *writer_main(void *arg)
                 break;
             }
         requeue(P, reqs + cut, n - cut);
-        process(P, reqs, cut);
+        process(W, reqs, cut, &door);
+        assert(door == NULL);
     }
     free(reqs);
-    known_clear(P);
-    if (P->wconn)
-        PQfinish(P->wconn);
-    P->wconn = NULL;
+    if (W->conn)
+        PQfinish(W->conn);
+    W->conn = NULL;
     return NULL;
+}
+
+/* How many writers: STELE_PG_WRITERS (1..PG_WRITERS_MAX) or PG_WRITERS. */
+static int writers_wanted(void)
+{
+    const char *e = getenv("STELE_PG_WRITERS");
+    if (e && *e) {
+        char *end;
+        long v = strtol(e, &end, 10);
+        if (*end == 0 && v >= 1 && v <= PG_WRITERS_MAX)
+            return (int)v;
+    }
+    return PG_WRITERS;
 }
 
 int pg_writer_start(pg_backend *P)
 {
-    if (pthread_create(&P->writer, NULL, writer_main, P))
-        return err_set(STELE_ENOMEM, "cannot start the PostgreSQL writer thread");
+    pthread_mutex_init(&P->door, NULL);
+    pthread_mutex_init(&P->known_mu, NULL);
+    int want = writers_wanted();
+    P->nwriters = 0;
+    for (int i = 0; i < want; i++) {
+        pg_writer *W = &P->writers[i];
+        W->P = P;
+        if (pthread_create(&W->thread, NULL, writer_main, W)) {
+            pg_writer_stop(P);
+            return err_set(STELE_ENOMEM, "cannot start the PostgreSQL writer threads");
+        }
+        P->nwriters++;
+    }
     return 0;
 }
 
@@ -870,7 +963,12 @@ void pg_writer_stop(pg_backend *P)
     P->stopping = 1;
     pthread_cond_broadcast(&P->q_cv);
     pthread_mutex_unlock(&P->q_mu);
-    pthread_join(P->writer, NULL);
+    for (int i = 0; i < P->nwriters; i++)
+        pthread_join(P->writers[i].thread, NULL);
+    P->nwriters = 0;
+    pthread_mutex_lock(&P->known_mu);
+    known_clear(P);
+    pthread_mutex_unlock(&P->known_mu);
 }
 
 /* ------------------------------------------------------------ appends */

@@ -117,16 +117,16 @@ const char *pgw_retry_diff(const idrow *f, const stele_event_in *y);
 int pgw_retry_conflict(const uint8_t id[16], const char *stream, uint64_t rev, const char *part);
 /* pg_stream.c: keep the stream's `max` latest snapshots (0: the default). */
 int pgw_trim_snapshots(PGconn *c, const char *name, uint32_t max);
-/* pg_write.c: queue a request for the writer (ECLOSED when closing), and
- * (on the writer thread) make its connection usable. */
+/* pg_write.c: queue a request for the writers (ECLOSED when closing), and
+ * (on a writer thread) make its connection usable. */
 int pgw_enqueue(pg_backend *P, pg_req *r);
-void pgw_writer_conn(pg_backend *P);
+void pgw_writer_conn(pg_writer *W);
 /* pg_deletes.c: inside pg_remove()'s transaction, after the stream `name`
  * was marked deleted (tombstone) with visible revision `cur` and
  * truncate-before `tb`: its `$streamDeleted` event in `$deletes`. */
 int pg_record_remove(PGconn *c, const char *name, size_t len, int tombstone, uint64_t cur,
                      uint64_t tb);
-/* pg_multi.c: on the writer thread, one queued multi-stream append. */
-void pgw_process_multi(pg_backend *P, pg_req *r);
+/* pg_multi.c: on a writer thread, one queued multi-stream append. */
+void pgw_process_multi(pg_writer *W, pg_req *r);
 
 #endif
