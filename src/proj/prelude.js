@@ -16,7 +16,8 @@
  * Natives provided by js.c: __stele_load(key, shared) -> null or
  * [json, position]; __stele_emit(stream, type, data, metadata, isJson,
  * metaIsJson); __stele_log(text); __stele_raw(which, n) -> the data (0)
- * or metadata (1) of event number n while its handler runs.
+ * or metadata (1) of event number n while its handler runs;
+ * __stele_body(n) -> that data parsed, or null to leave it to JSON.parse.
  */
 var __stele = (function (global) {
     'use strict';
@@ -241,7 +242,17 @@ var __stele = (function (global) {
     });
     Object.defineProperty(Ev.prototype, 'body', {
         get: function () {
-            if (!('_b' in this)) this._b = this.isJson ? parseOr(this.bodyRaw) : undefined;
+            if (!('_b' in this)) {
+                var b;
+                if (!this.isJson) b = undefined;
+                else if (this._r === undefined && this._g !== undefined) {
+                    /* the event being handled: parsed in C, or null when
+                     * JSON.parse must decide (js.c, jsjson.c) */
+                    b = __stele_body(this._g);
+                    if (b === null) b = parseOr(this.bodyRaw);
+                } else b = parseOr(this.bodyRaw);
+                this._b = b;
+            }
             return this._b;
         },
         set: function (v) { this._b = v; }
@@ -414,8 +425,10 @@ var __stele = (function (global) {
         return 1;
     }
 
+    /* Called with `this` = hot (js.c keeps it at hand): a closure
+     * variable would be looked up by name. */
     function on(streamId, type, seq, raw, mraw, flags, created, position) {
-        var c = hot;
+        var c = this;
         if (c.del !== null && streamId === '$deletes')
             return type === '$streamDeleted' ? onDeleted(c, seq, raw, mraw, flags, created, position) : 0;
         var h = c.hs[type];
@@ -525,6 +538,7 @@ var __stele = (function (global) {
         foldStart: function (raw) { foldState = raw === null ? initState() : JSON.parse(raw); },
         foldJson: function () { return JSON.stringify(foldState) || 'null'; },
         stateOf: function (key) { return states[key]; },
+        hot: function () { return hot; },
         describe: function () {
             if (!def.defined) fail('the query selects no source: start it with fromAll(), fromCategory(), fromStream() ...');
             var names = [];
