@@ -321,6 +321,8 @@ var __stele = (function (global) {
         var del = def.handlers.$deleted;
         if (del === undefined || !def.foreachStream || readsDeletes()) del = null;
         hot = {
+            /* what on() would otherwise look up by name on every event */
+            Ev: Ev, load: __stele_load, init: def.handlers.$init, dropped: DROPPED,
             del: del,
             check: check,
             hs: hs, any: def.handlers.$any, pb: def.partitionBy, fe: def.foreachStream,
@@ -439,7 +441,7 @@ var __stele = (function (global) {
         if (type === '$>' && !c.links) return 0;
         if (c.matching !== null && !matches(c, streamId)) return 0;
         if (c.check !== null && !sourceHas(c.check, streamId, type)) return 0;
-        var ev = new Ev(streamId, type, seq, raw, mraw, flags, created, position);
+        var ev = new c.Ev(streamId, type, seq, raw, mraw, flags, created, position);
         var key = '';
         if (c.pb !== null) {
             key = c.pb(ev);
@@ -452,13 +454,18 @@ var __stele = (function (global) {
         var st = c.states, sp = c.statePos;
         var s = st[key];
         if (s === undefined) {
-            var r = __stele_load(key, false);
-            if (r === null) { s = initState(); sp[key] = -1; }
-            else if (r[2] === true) { s = DROPPED; sp[key] = r[1]; }
+            var r = c.load(key, false);
+            if (r === null) {
+                var init = c.init; /* initState(), inline */
+                s = init === undefined ? {} : init();
+                if (s === undefined) s = {};
+                sp[key] = -1;
+            }
+            else if (r[2] === true) { s = c.dropped; sp[key] = r[1]; }
             else { s = JSON.parse(r[0]); sp[key] = r[1]; }
             st[key] = s;
         }
-        if (s === DROPPED) s = st[key] = initState(); /* its stream was recreated */
+        if (s === c.dropped) s = st[key] = initState(); /* its stream was recreated */
         /* Exactly once: a stored state may already include events after
          * the checkpoint when its commit was not atomic (see run.c); such
          * an event is not applied to it again. */
