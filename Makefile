@@ -136,7 +136,8 @@ bench-limits: build
 	./bench/run_limits.sh $(BUILD)
 
 # TLS beside cleartext on one server (appends, reads, pings; ratio
-# tls/cleartext per workload; docs/benchmarks.md). About 2 minutes.
+# tls/cleartext per workload; then instructions and system calls per append
+# under callgrind and strace; docs/benchmarks.md). About 4.5 minutes.
 bench-tls: build
 	./bench/run_tls.sh $(BUILD)
 
@@ -167,6 +168,13 @@ bench-patterns: build
 # (installs and starts PostgreSQL itself; docs/benchmarks.md).
 bench-proj: build
 	./bench/run_proj.sh $(BUILD)
+
+# Inline projections' appends with / without (wall, CPU-seconds, callgrind
+# instructions per append; docs/benchmarks.md). PEER_BUILD=dir adds that
+# build's bench_proj for a before/after in the same run.
+.PHONY: bench-inline
+bench-inline: build
+	./bench/run_inline.sh $(BUILD)
 
 # A user's build: optimised, warnings shown but not fatal (STELE_WERROR off),
 # installed under PREFIX (default /usr/local), staged under DESTDIR if set.

@@ -10,10 +10,13 @@
 # each target's median round and the ratios tls/cleartext and
 # tls+auth/cleartext per workload (goal: at least 0.8 for 256x1).
 #
-#   bench/run_tls.sh build          about 3 minutes; saved to
+#   bench/run_tls.sh build          about 4.5 minutes; saved to
 #                                   bench/results/tls-<UTC date-time>.txt
 #   QUICK=1 bench/run_tls.sh build  1 short round (not saved)
 #   ROUNDS=5 ...                    rounds per workload (default 3)
+#   COST=0 ...                      without bench/tls_cost.sh at the end
+#                                   (instructions and system calls per
+#                                   append under callgrind and strace)
 #
 # Workloads (200-byte events, exact expected revisions):
 #   ping256    256 connections, GET /health/live (the round trip alone)
@@ -127,4 +130,10 @@ load
 say "# ratios (median rounds, same run; clear and tls: the same server)"
 RATIOS=$(grep '^ratio ' "$OUT" | sed 's/^/#   /')
 say "$RATIOS"
+# What one append costs the server in instructions and system calls, TLS
+# beside clear (bench/tls_cost.sh, about 1.5 minutes): unlike the rates
+# above, these figures do not move with other load on the machine.
+if [ "${COST:-1}" = 1 ] && [ "${QUICK:-0}" != 1 ]; then
+    say "$("$(dirname "$0")/tls_cost.sh" "$BUILD" 2>&1 | grep -v '^sending command')"
+fi
 bench_save tls

@@ -33,6 +33,7 @@ TESTS="
   test_proj
   test_proj_gaps
   test_proj_json
+  test_proj_inline
   test_backup
   test_auth_header
   test_conventions

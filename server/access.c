@@ -26,16 +26,20 @@
  * one the built-in default: every authenticated user for user streams,
  * `$admins` only for system streams (names starting with `$`).
  * Reading or writing a metastream (`$$name`, gRPC) is $mr / $mw on `name`.
- * `$admins` members pass every check. Reads across streams ($all, its
+ * `$admins` members pass every check. `$all` (a reserved name
+ * without metadata) takes its ACL from the stream policy for the name
+ * `$all`, else `$ops` and `$admins` (KurrentDB: `$all` reads need
+ * `$admins` unless `$$$all` grants more). Reads across streams ($all, its
  * SSE and gRPC subscriptions, queries by category, type, tag, correlation,
  * actor, DCB queries, and the view streams $ce-, $et-, $bc-, $streams) are
  * open to every user and filtered per event's stream for users without
- * `$ops` (access_filter_read, access_visible; the routes skip what the user
- * may not read). A view the user may read by policy is not filtered. The
- * name lists (streams, categories, types) and `$all` consumer groups
- * still need `$ops`.
+ * `$r` on `$all` (access_filter_read, access_visible; the routes skip what
+ * the user may not read). A view the user may read by policy is not
+ * filtered. The category and type lists, chain proofs and exports, and
+ * `$all` consumer groups need `$r` on `$all`; the list of stream names is
+ * filtered.
  * Multi-stream appends need `$w` on each stream (access_append_multi); a
- * DCB condition reads every stream, so it needs `$ops`. The check reads
+ * DCB condition reads every stream, so it needs `$r` on `$all`. The check reads
  * the stream's metadata (an index lookup and a small JSON parse) on each
  * request.
  *
@@ -246,8 +250,16 @@ int access_stream(server *s, const auth_who *who, const char *stream, int op)
         return 1;
     if (!who->authenticated)
         return 0;
-    if (!strcmp(stream, "$all"))
-        return who->ops;
+    if (!strcmp(stream, "$all")) {
+        /* `$all` has no metadata here (the name is reserved): its ACL is
+         * the stream policy that applies to the name `$all` (a rule
+         * `{"startsWith": "$all", ...}`, else the system streams'
+         * default), as KurrentDB's `$$$all` grants reads of `$all`; the
+         * built-in default is `$ops` and `$admins`. */
+        if (who->ops)
+            return 1;
+        return policy_says(s, stream, op, who) > 0;
+    }
     const char *target = stream;
     if (!strncmp(stream, "$$", 2) && stream[2]) {
         target = stream + 2;
@@ -279,8 +291,8 @@ int access_is_view(const char *stream)
 
 int access_filter_read(server *s, const auth_who *who, const char *stream)
 {
-    if (!access_filtered(who))
-        return 0;
+    if (!access_filtered(who) || access_stream(s, who, "$all", ACL_R))
+        return 0; /* $r on $all: every event, every view, whole */
     if (!stream)
         return 1;
     return access_is_view(stream) && !access_stream(s, who, stream, ACL_R);
@@ -292,10 +304,10 @@ int access_append_multi(conn *c, char *const *names, size_t n, int has_condition
     char why[1300] = "";
     if (who->open || who->admin)
         return 0;
-    if (has_condition && !access_ops(who)) {
+    if (has_condition && !access_stream(c->srv, who, "$all", ACL_R)) {
         snprintf(why, sizeof why,
                  "access denied: a condition (failIfEventsMatch) reads events of every "
-                 "stream; it needs $ops or $admins");
+                 "stream; it needs $r on $all ($ops, $admins or a stream policy)");
     } else {
         for (size_t i = 0; i < n; i++) {
             if (!access_stream(c->srv, who, names[i], ACL_W)) {
@@ -450,8 +462,10 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         } else
             op = get ? ACL_R : ACL_W;
         need_stream(n, seg, nlen, op);
-        if (n->kind == NEED_STREAM && rlen == 0 && m == HTTP_GET && access_is_view(n->stream))
-            n->kind = NEED_USER; /* a view: filtered per stream (routes.c) */
+        /* A view: filtered per stream (routes.c). HEAD is checked as GET
+         * is, so its answer never depends on the view's own ACL. */
+        if (n->kind == NEED_STREAM && rlen == 0 && get && access_is_view(n->stream))
+            n->kind = NEED_USER;
     } else {
         n->kind = get ? NEED_USER : NEED_ADMIN; /* the web UI, unknown paths (404) */
     }

@@ -649,7 +649,7 @@ void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
         }
     } else if (o->stream_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_ALL) {
         st->all = 1;
-        st->acl_filter = !access_ops(&call->who);
+        st->acl_filter = access_filter_read(s, &call->who, NULL);
         switch (o->all->all_option_case) {
         case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__ALL_OPTIONS__ALL_OPTION_POSITION:
             from = o->all->position ? o->all->position->commit_position : 0;

@@ -5,7 +5,9 @@
  * The parser is paused at the end of every message, so one request is
  * served at a time and pipelined requests wait in the input buffer until the
  * response before them is queued; responses therefore leave in request
- * order even when an append completes asynchronously.
+ * order even when an append completes asynchronously. Responses answered
+ * at once to pipelined requests gather in `out` while the parsing loop
+ * runs and leave in one write (over TLS, one record) when it stops.
  *
  * A client that does not read its responses stops the parsing of its
  * further pipelined requests (net.c: back-pressure). Requests other than
@@ -383,6 +385,10 @@ void http_conn_process(conn *c)
          * moved the connection to BUSY/STREAMING; the loop ends there. */
     }
     c->in_process = 0;
+    /* Responses of pipelined requests wait in `out` until here
+     * (conn_request_done): one write for all of them. */
+    if (c->fd >= 0 && conn_unsent(c))
+        conn_flush(c);
 }
 
 /* ------------------------------------------------------------ responses */

@@ -260,6 +260,13 @@ void conn_request_done(conn *c)
     c->state = c->keep_alive && !c->srv->stopping ? CS_READING : CS_CLOSING;
     request_reset(&c->req);
     c->request_start_ms = 0;
+    /* Inside the parsing loop with more requests already buffered
+     * (pipelining): their responses join this one in `out` and leave
+     * together when the loop ends (http_conn_process), one write and, over
+     * TLS, one record for the lot instead of one per response. */
+    if (c->in_process && c->state == CS_READING && c->in_off < c->in.len &&
+        conn_unsent(c) < CONN_OUT_HIGH_WATER)
+        return;
     conn_flush(c);
     /* Pipelined requests already buffered: parsed now if the response
      * went out (else when it drains: conn_flush), unless the parsing loop
@@ -332,12 +339,13 @@ static void conn_read(conn *c)
                 if (c->fd < 0)
                     return;
             }
-            /* A short read of a plain socket drained it: bytes that arrive
-             * later raise a new edge, so the recv that would only say
-             * EAGAIN is saved (one recv per request). Not with TLS (the
-             * library may hold decrypted bytes), nor once the peer hung up
-             * (its FIN may already sit behind the bytes: read to EOF). */
-            if ((size_t)n < room && !c->peer_hup && conn_is_plain(c))
+            /* A short read drained the socket: bytes that arrive later
+             * raise a new edge, so the recv that would only say EAGAIN is
+             * saved (one recv per request). With TLS, only when the
+             * library holds no bytes either (tls.c watches its socket
+             * reads). Not once the peer hung up (its FIN may already sit
+             * behind the bytes: read to EOF). */
+            if (!c->peer_hup && conn_recv_drained(c, (size_t)n, room))
                 break;
             continue;
         }
@@ -503,6 +511,7 @@ static void check_timeouts(server *s)
     int64_t now = now_ms();
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
+        tls_conn_tick(c, now);
         if (c->h2) {
             h2_tick(c, now);
             continue;

@@ -155,6 +155,8 @@ typedef struct conn {
     int tls_failed;           /* a fatal TLS error: no close_notify */
     int tls_read_wants_write; /* SSL_read needs the socket writable */
     int tls_write_wants_read; /* SSL_write needs the socket readable */
+    int tls_drained;          /* the last socket read under SSL_read was short */
+    int tls_bufs_freed;       /* idle: the record buffers were given back */
     auth_who who;             /* the current request's principal (auth.c) */
     char vis_stream[256];     /* access_visible's last answer: stream, */
     int vis_ok;               /* ... and whether it was readable */
@@ -280,8 +282,12 @@ void tls_reload(server *s); /* SIGHUP: new certificate, or keep the old one */
  * connection was closed (refused cleartext, EOF). */
 int tls_conn_start(conn *c);
 ssize_t conn_recv(conn *c, void *p, size_t len);
-/* 1 when the connection is plain TCP (no TLS layer buffering records). */
-int conn_is_plain(const conn *c);
+/* After conn_recv returned `got` bytes into `room`: 1 when the socket is
+ * known drained (bytes arriving later raise a new epoll edge) and no layer
+ * holds more, so the read loop may stop without a read that says EAGAIN. */
+int conn_recv_drained(const conn *c, size_t got, size_t room);
+/* Once a second: an idle TLS connection frees its record buffers. */
+void tls_conn_tick(conn *c, int64_t now);
 ssize_t conn_send(conn *c, const void *p, size_t len);
 void tls_conn_close(conn *c);
 void tls_metrics(server *s, buf *out);

@@ -28,12 +28,18 @@
  * side on the other event (tls_after_event). SSL_write runs with partial
  * writes and a moving buffer allowed: conn_flush retries from `out` at
  * the same offset with at least as many bytes, which OpenSSL accepts.
- * Idle connections release their TLS buffers (SSL_MODE_RELEASE_BUFFERS):
- * 10,000 idle TLS clients cost little more than 10,000 plain ones. Reads
- * run with read-ahead (one recv per batch of records, not two per record);
- * bytes OpenSSL buffered are drained by the same read loop, which stops
- * only at WANT_READ, or are read when a paused connection resumes
- * (conn_flush calls conn_read), never left waiting for an epoll event.
+ * Memory: a busy connection keeps its two record buffers (about 17 KB
+ * each) from request to request; one quiet for TLS_IDLE_RELEASE_MS gives
+ * them back (tls_conn_tick, from net.c's once-a-second pass), so idle
+ * clients cost little more than plain ones. (SSL_MODE_RELEASE_BUFFERS
+ * would free and reallocate both around every request.) Reads run with
+ * read-ahead (one recv per batch of records, not two per record). The read
+ * loop stops once a socket read under SSL_read came back short (seen by a
+ * callback on the socket BIO: the socket is drained, a later byte raises
+ * a new edge) and OpenSSL holds no bytes (SSL_has_pending), else at
+ * WANT_READ; bytes OpenSSL buffered are read when a paused connection
+ * resumes (conn_flush calls conn_read), never left waiting for an epoll
+ * event.
  *
  * Settings: TLS 1.2 and 1.3 only; TLS 1.2 with forward-secret AEAD suites
  * only (also what HTTP/2 requires); no renegotiation, no compression.
@@ -61,9 +67,13 @@
 
 #include "server_int.h"
 
+/* A connection quiet for this long gives its record buffers back. */
+#define TLS_IDLE_RELEASE_MS 1000
+
 typedef struct tls_server {
     SSL_CTX *ctx;
     uint64_t handshakes, handshake_failures, cleartext_refused, reloads, reload_failures;
+    uint64_t buffers_released; /* idle connections that gave back their buffers */
 } tls_server;
 
 enum { TLS_UNDECIDED = 0, TLS_PLAIN, TLS_ON };
@@ -156,8 +166,10 @@ static SSL_CTX *tls_ctx_new(const server_config *cfg, char *err, size_t cap)
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                              SSL_MODE_RELEASE_BUFFERS);
+    /* No SSL_MODE_RELEASE_BUFFERS: it frees and reallocates both record
+     * buffers around every request; tls_conn_tick frees them once a
+     * connection is idle instead. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* One recv() fills the record buffer with whatever arrived, instead of
      * one for each record's header and one for its body. */
     SSL_CTX_set_read_ahead(ctx, 1);
@@ -275,6 +287,28 @@ static void tls_refuse_cleartext(conn *c)
     conn_close(c);
 }
 
+/*
+ * Watches the socket reads OpenSSL makes for a connection: a read that got
+ * fewer bytes than it asked for drained the socket (as a short recv() does
+ * on a plain connection), so once the library holds no buffered bytes
+ * either, conn_read may stop without the SSL_read that would only answer
+ * WANT_READ (one read() system call and a trip through the record layer
+ * per request saved). With read-ahead, OpenSSL asks for all the room left
+ * in its record buffer, so "short" means what it means for recv().
+ */
+static long tls_bio_cb(BIO *b, int oper, const char *argp, size_t len, int argi, long argl,
+                       int ret, size_t *processed)
+{
+    (void)argp;
+    (void)argi;
+    (void)argl;
+    if (oper == (BIO_CB_READ | BIO_CB_RETURN)) {
+        conn *c = (conn *)BIO_get_callback_arg(b);
+        c->tls_drained = ret > 0 && processed && *processed < len;
+    }
+    return ret;
+}
+
 int tls_conn_start(conn *c)
 {
     server *s = c->srv;
@@ -303,12 +337,22 @@ int tls_conn_start(conn *c)
         tls_refuse_cleartext(c);
         return -1;
     }
+    /* Two socket BIOs on the one descriptor (closed by conn_close, not by
+     * them): the reading one carries tls_bio_cb, the writing one nothing,
+     * so the dozen BIO_ctrl calls of each SSL_write skip the callback. */
     SSL *ssl = SSL_new(s->tls->ctx);
-    if (!ssl || SSL_set_fd(ssl, c->fd) != 1) {
+    BIO *rbio = BIO_new_socket(c->fd, BIO_NOCLOSE);
+    BIO *wbio = BIO_new_socket(c->fd, BIO_NOCLOSE);
+    if (!ssl || !rbio || !wbio) {
         SSL_free(ssl);
+        BIO_free(rbio);
+        BIO_free(wbio);
         conn_close(c);
         return -1;
     }
+    BIO_set_callback_arg(rbio, (char *)c);
+    BIO_set_callback_ex(rbio, tls_bio_cb);
+    SSL_set_bio(ssl, rbio, wbio); /* the SSL object owns both now */
     SSL_set_accept_state(ssl);
     c->ssl = ssl;
     c->tls_state = TLS_ON;
@@ -354,13 +398,17 @@ static ssize_t tls_fail(conn *c, int r, int is_read)
         return -1;
     default: {
         c->tls_failed = 1;
-        char err[256];
-        tls_errtext(err, sizeof err);
-        if (!c->tls_established) {
+        if (!c->tls_established)
             c->srv->tls->handshake_failures++;
-            server_log(c->srv, 2, "msg=\"tls handshake failed\" fd=%d error=\"%s\"", c->fd, err);
+        /* The text only when it is logged (a client that closes without
+         * close_notify lands here; formatting costs more than the rest). */
+        if (c->srv->cfg.log_level >= 2) {
+            char err[256];
+            tls_errtext(err, sizeof err);
+            server_log(c->srv, 2, "msg=\"%s\" fd=%d error=\"%s\"",
+                       c->tls_established ? "tls error" : "tls handshake failed", c->fd, err);
         } else {
-            server_log(c->srv, 2, "msg=\"tls error\" fd=%d error=\"%s\"", c->fd, err);
+            ERR_clear_error();
         }
         errno = EPROTO;
         return -1;
@@ -368,7 +416,14 @@ static ssize_t tls_fail(conn *c, int r, int is_read)
     }
 }
 
-int conn_is_plain(const conn *c) { return c->tls_state == TLS_PLAIN; }
+/* SSL_get_error needs an empty error queue before the call. Emptying it
+ * costs a walk over all its slots, and it is almost always empty already
+ * (a failure drains it in tls_errtext): look first. */
+static void tls_clear_errors(void)
+{
+    if (ERR_peek_error())
+        ERR_clear_error();
+}
 
 ssize_t conn_recv(conn *c, void *p, size_t len)
 {
@@ -376,9 +431,11 @@ ssize_t conn_recv(conn *c, void *p, size_t len)
         return recv(c->fd, p, len, 0);
     if (len > INT_MAX)
         len = INT_MAX;
-    ERR_clear_error();
+    tls_clear_errors();
     errno = 0;
     c->tls_read_wants_write = 0;
+    c->tls_drained = 0;
+    c->tls_bufs_freed = 0;
     int r = SSL_read(c->ssl, p, (int)len);
     if (!c->tls_established && SSL_is_init_finished(c->ssl))
         tls_handshake_done(c);
@@ -387,15 +444,25 @@ ssize_t conn_recv(conn *c, void *p, size_t len)
     return tls_fail(c, r, 1);
 }
 
+int conn_recv_drained(const conn *c, size_t got, size_t room)
+{
+    if (!c->ssl)
+        return got < room;
+    /* A socket read during this SSL_read came back short, and OpenSSL
+     * holds no further bytes (records or read-ahead). */
+    return c->tls_drained && !SSL_has_pending(c->ssl);
+}
+
 ssize_t conn_send(conn *c, const void *p, size_t len)
 {
     if (!c->ssl)
         return send(c->fd, p, len, MSG_NOSIGNAL);
     if (len > INT_MAX)
         len = INT_MAX;
-    ERR_clear_error();
+    tls_clear_errors();
     errno = 0;
     c->tls_write_wants_read = 0;
+    c->tls_bufs_freed = 0;
     int r = SSL_write(c->ssl, p, (int)len);
     if (r > 0)
         return r;
@@ -405,6 +472,20 @@ ssize_t conn_send(conn *c, const void *p, size_t len)
         return -1;
     }
     return n;
+}
+
+void tls_conn_tick(conn *c, int64_t now)
+{
+    /* Idle for a second with nothing left to send: give back the record
+     * buffers (about 34 KB; OpenSSL refuses while it holds unread or
+     * unsent bytes). The next read or write allocates them again. */
+    if (!c->ssl || c->tls_bufs_freed || !c->tls_established || conn_unsent(c) ||
+        now - c->last_activity_ms < TLS_IDLE_RELEASE_MS)
+        return;
+    if (SSL_free_buffers(c->ssl) == 1) {
+        c->tls_bufs_freed = 1;
+        c->srv->tls->buffers_released++;
+    }
 }
 
 void tls_conn_close(conn *c)
@@ -440,6 +521,11 @@ void tls_metrics(server *s, buf *out)
                  "a TLS-only port.\n# TYPE stele_tls_cleartext_refused_total counter\n"
                  "stele_tls_cleartext_refused_total %llu\n",
                  (unsigned long long)t->cleartext_refused);
+    metrics_line(out,
+                 "# HELP stele_tls_buffers_released_total Times an idle TLS connection gave "
+                 "back its record buffers.\n# TYPE stele_tls_buffers_released_total counter\n"
+                 "stele_tls_buffers_released_total %llu\n",
+                 (unsigned long long)t->buffers_released);
     metrics_line(out,
                  "# HELP stele_tls_reloads_total Certificate reloads (SIGHUP) by result.\n"
                  "# TYPE stele_tls_reloads_total counter\n"

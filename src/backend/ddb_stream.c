@@ -64,6 +64,7 @@ static int state_update(ddb *D, const char *stream, size_t len, const dstate *st
 int ddb_remove(backend *b, const char *stream, size_t len, int64_t expected, int tombstone,
                       uint64_t *current)
 {
+    backend_assert_remove(stream, len, expected);
     ddb *D = (ddb *)b;
     for (int attempt = 0; attempt < 100; attempt++) {
         dstate st;

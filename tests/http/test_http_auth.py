@@ -13,7 +13,10 @@ against a real `stele serve --admin-password`:
   streams, SSE /subscribe/all and view subscriptions) return only the
   streams each user may read; a view granted by policy is read whole;
 - multi-stream appends: $w on every stream, refused whole (nothing written)
-  when one is not writable; a DCB condition needs $ops; audited;
+  when one is not writable; a DCB condition needs $r on $all; audited;
+- `$r` on `$all` granted by a stream policy for `$all`: unfiltered reads,
+  category and type lists, `$all` consumer groups, proofs, DCB conditions;
+  HEAD is checked as GET (a view's own ACL never makes it a 403);
 - users' lastUpdated moves with each change;
 - users: create, duplicate, disable, enable, change own password (wrong and
   right current one; the old password stops working at once although it
@@ -163,6 +166,13 @@ MATRIX = [
     ("GET", "/actors/a", None, ANY_USER),
     ("POST", "/query", {"query": [{"types": ["t"]}]}, ANY_USER),
     ("GET", "/streams/%24ce-acl", None, ANY_USER),
+    # HEAD is checked as GET: the same answer for every user (the route's
+    # 405), never a 403 from the view's own ACL.
+    ("HEAD", "/streams/%24ce-acl", None, ANY_USER),
+    ("HEAD", "/streams/acl-locked", None, {R, O, D}),
+    # $all consumer groups: $r on $all ($ops, $admins; all_acl_by_policy).
+    ("GET", "/subscriptions/%24all", None, {O, D}),
+    ("GET", "/subscriptions/%24all/g-none", None, {O, D}),
     ("GET", "/streams", None, ANY_USER),  # filtered per stream (name_list_filtered)
     ("GET", "/chain/head", None, ANY_USER),  # the hash chain's head: no event data
     ("GET", "/chain/proof?position=0", None, {O, D}),  # events of any stream: $r on $all
@@ -204,8 +214,8 @@ def acl_matrix():
         for who in WHO:
             p = path % who if "%s" in path else path
             kw = {} if who == A else {"user": who}
-            stream = body == "SSE"
-            b = None if stream else body
+            stream = body == "SSE" or method == "HEAD"  # the head only
+            b = None if body == "SSE" else body
             r = call(S.port, method, p, b, stream=stream, **kw)
             if who in allowed:
                 ok = r.status not in (401, 403)
@@ -416,6 +426,63 @@ def all_filtered():
     w = streams_seen("writer", False, "&after=2000-01-01T00:00:00Z")
     T.check("acl-locked" not in w and "acl-open" in w, "a $all read by time is filtered too",
             None, "no acl-locked", sorted(w))
+
+
+@T.case
+def all_acl_by_policy():
+    # `$all` has no metadata: a stream policy for the name `$all` grants
+    # `$r` on it (KurrentDB's $$$all ACL). readers then read every event
+    # unfiltered, list categories and types, use `$all` consumer groups,
+    # proofs and DCB conditions; writer (not in readers) stays filtered.
+    r = call(S.port, "POST", "/streams/hid-1", EV, user="admin")
+    T.check(r.status == 201, "hid-1", None, 201, r)
+    r = call(S.port, "PUT", "/streams/hid-1/metadata", {"$acl": {"$r": "$admins"}},
+             user="admin")
+    T.check(r.status in (200, 201), "hid-1's $acl", None, 200, r)
+    r = call(S.port, "PUT", "/subscriptions/%24all/g-audit", {}, user="admin")
+    T.check(r.status in (200, 201), "an $all consumer group", None, 201, r)
+    cond = {"streams": [{"stream": "acl-open", "events": EV}],
+            "condition": {"failIfEventsMatch": [{"types": ["none"]}]}}
+    checks = [("GET", "/categories", None), ("GET", "/types", None),
+              ("GET", "/chain/proof?position=0", None),
+              ("GET", "/subscriptions/%24all/g-audit", None),
+              ("GET", "/subscriptions/%24all", None), ("POST", "/streams", cond)]
+
+    def seen_in_all(who):
+        r = call(S.port, "GET", "/all?limit=10000", user=who)
+        return {e["stream"] for e in r.body["events"]} if r.status == 200 else r
+
+    for granted in (False, True):
+        if granted:
+            r = call(S.port, "PUT", "/policies",
+                     {"streamPolicies": {"audit": {"$r": "readers"}},
+                      "streamRules": [{"startsWith": "$all", "policy": "audit"}]},
+                     user="admin")
+            T.check(r.status == 200, "a policy for $all", None, 200, r)
+        for method, path, body in checks:
+            r = call(S.port, method, path, body, user="reader")
+            want = "allowed" if granted else "403"
+            ok = r.status not in (401, 403) if granted else r.status == 403
+            T.check(ok, "%s %s as reader, $r on $all granted=%s" % (method, path, granted),
+                    None, want, r)
+            r = call(S.port, method, path, body, user="writer")
+            T.check(r.status == 403, "%s %s as writer (granted=%s)" % (method, path, granted),
+                    None, 403, r)
+        got = seen_in_all("reader")
+        T.check(isinstance(got, set) and ("hid-1" in got) == granted and
+                ("$users" in got) == granted,
+                "GET /all as reader: whole only when granted (%s)" % granted, None,
+                "hid-1 and $users" if granted else "neither", got)
+        got = sse_streams("/subscribe/streams/%24ce-hid?from=start", "reader")
+        T.check(("hid-1" in got) == granted, "a view whole only when granted (%s)" % granted,
+                None, granted, sorted(got))
+        got = seen_in_all("writer")
+        T.check(isinstance(got, set) and "hid-1" not in got, "writer still filtered", None,
+                "no hid-1", got)
+    r = call(S.port, "PUT", "/policies", {}, user="admin")
+    T.check(r.status == 200, "policies cleared", None, 200, r)
+    r = call(S.port, "GET", "/categories", user="reader")
+    T.check(r.status == 403, "the grant goes with the policy", None, 403, r)
 
 
 def auth_headers(who):

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# bench/tls_cost.sh [BUILD_DIR] - what one append costs the server over TLS
+# beside cleartext, in instructions and system calls: figures that the
+# other load on a shared machine does not change (issue 17; run by
+# `make bench-tls` after the throughput rounds, or alone).
+#
+# One `stele serve --tls-cert --tls-key --allow-cleartext` (no users) under
+# valgrind --tool=callgrind serves bench_http's 256x1 workload (256
+# connections, one 200-byte event per append, keep-alive) for CG_SECS (8)
+# seconds in clear, then a fresh one the same over TLS. Reported per append
+# (stele_appends_total from /metrics, counted once every connection is
+# open; 256 handshakes under valgrind are slow, hence --request-timeout):
+# the server's instructions (Ir), those of its event-loop thread
+# (HTTP and TLS; the writer thread's share moves with the size of commit
+# groups, i.e. with the load) and the loop's share inside libssl and
+# libcrypto; and, from a run under strace -f -c for 3 s, read/recv and
+# write/send calls. Nothing asserts a figure.
+#
+#   bench/tls_cost.sh build           about 1 minute
+#   TARGETS="tls" bench/tls_cost.sh   only one of clear, tls
+#   STELE_BIN=/tmp/old/stele ...       measure another build's server
+# `make bench-tls` runs it after bench/run_tls.sh's rounds (COST=0: not).
+set -euo pipefail
+
+BUILD=${1:-build}
+case "$BUILD" in /*) ;; *) BUILD="$PWD/$BUILD" ;; esac
+CG_SECS=${CG_SECS:-8}
+TARGETS=${TARGETS:-"clear tls"}
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+bench_deps valgrind strace
+bench_build "$BUILD" stele bench_http
+STELE=${STELE_BIN:-$BUILD/stele} # STELE_BIN: another build's server (a before/after pair)
+BH="$BUILD/bench/bench_http"
+bench_workdir tlscost
+
+PKI="$WORK/pki"
+mkdir "$PKI"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$PKI/ca.key" \
+    -out "$PKI/ca.pem" -days 2 -subj /CN=bench-ca 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$PKI/srv.key" \
+    -out "$PKI/srv.csr" -subj /CN=localhost 2>/dev/null
+echo "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$PKI/ext"
+openssl x509 -req -in "$PKI/srv.csr" -CA "$PKI/ca.pem" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -out "$PKI/srv.pem" -days 2 -extfile "$PKI/ext" 2>/dev/null
+
+PID=""
+# start WRAPPER...: a fresh server under the wrapper; $PORT, $PID.
+start() {
+    rm -f "$WORK/ready"
+    rm -rf "$WORK/data"
+    STELE_READY_FD=3 "$@" "$STELE" serve --port 0 --data "$WORK/data" --log-level error \
+        --tls-cert "$PKI/srv.pem" --tls-key "$PKI/srv.key" --allow-cleartext --request-timeout 600 \
+        3>"$WORK/ready" 2>>"$WORK/log" &
+    PID=$!
+    for _ in $(seq 1 1200); do grep -q ready "$WORK/ready" 2>/dev/null && break; sleep 0.1; done
+    PORT=$(awk '/ready/ {print $2}' "$WORK/ready")
+    [ -n "$PORT" ] || { cat "$WORK/log" >&2; bench_die "stele serve did not start"; }
+}
+stop() {
+    pkill -TERM -P "$PID" 2>/dev/null || true # strace's child, if any
+    kill -TERM "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+    PID=""
+}
+trap 'stop; bench_cleanup' EXIT
+appends() {
+    curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^stele_appends_total/ {print $2}'
+}
+tls_args() { if [ "$1" = tls ]; then echo "--tls-ca $PKI/ca.pem"; fi; }
+
+echo "# stele TLS cost per append, 256x1, server $STELE (tree at $(git -C "$ROOT" rev-parse --short HEAD)), $(openssl version)"
+for t in $TARGETS; do
+    # Counting starts once every connection is open (handshakes done) and
+    # appends flow: the counters are zeroed then, and dumped before the end.
+    start valgrind --tool=callgrind --callgrind-out-file="$WORK/cg-$t.out" --dump-instr=no \
+        --separate-threads=yes
+    # shellcheck disable=SC2046
+    "$BH" --port "$PORT" $(tls_args "$t") --mode append --clients 256 --batch 1 --warmup 3 \
+        --duration $((CG_SECS + 600)) --prefix "cg$t" >"$WORK/cg-$t.txt" 2>&1 &
+    BHPID=$!
+    for _ in $(seq 1 3000); do [ "$(appends)" -gt 500 ] 2>/dev/null && break; sleep 0.1; done
+    # The window: CG_SECS of appends while every connection stays open
+    # (neither the handshakes nor the closes fall in it).
+    callgrind_control -z "$PID" >/dev/null
+    n0=$(appends)
+    sleep "$CG_SECS"
+    callgrind_control -d "$PID" >/dev/null
+    n=$(($(appends) - n0))
+    kill "$BHPID" 2>/dev/null || true
+    wait "$BHPID" 2>/dev/null || true
+    stop
+    # Thread 1 is the event loop (HTTP, TLS); the others are the store's
+    # writer and helpers, whose cost per append moves with the size of
+    # the commit groups (the load), not with the transport.
+    sum_ir() { awk '/PROGRAM TOTALS/ {gsub(",","",$1); s += $1} END {print s + 0}'; }
+    total=0
+    for f in "$WORK"/cg-"$t".out.*-*; do
+        total=$((total + $(callgrind_annotate --threshold=100 "$f" 2>/dev/null | sum_ir)))
+    done
+    f=$(find "$WORK" -name "cg-$t.out.*-01" | sort | tail -1)
+    ann=$(callgrind_annotate --threshold=100 --inclusive=no "$f" 2>/dev/null)
+    loop=$(echo "$ann" | sum_ir)
+    ssl=$(echo "$ann" | awk '/libssl|libcrypto/ {gsub(",","",$1); s += $1} END {print s + 0}')
+    echo "callgrind 256x1 target=$t appends=$n server_Ir_per_append=$((total / n))" \
+        "loop_thread_Ir_per_append=$((loop / n)) loop_in_libssl_libcrypto=$((ssl / n))"
+    cp "$f" "${CG_KEEP:-$WORK}/tls-cost-$t.callgrind" 2>/dev/null || true
+done
+for t in $TARGETS; do
+    start strace -f -c -o "$WORK/st-$t.txt" -e trace=recvfrom,read,sendto,write,epoll_wait,epoll_ctl
+    # shellcheck disable=SC2046
+    "$BH" --port "$PORT" $(tls_args "$t") --mode append --clients 256 --batch 1 --warmup 0.5 \
+        --duration 3 --prefix "st$t" >"$WORK/st-run-$t.txt"
+    n=$(appends)
+    stop
+    awk -v n="$n" -v t="$t" '$NF ~ /^(recvfrom|read|sendto|write|epoll_wait|epoll_ctl)$/ {
+        c = ($4 ~ /^[0-9]+$/) ? $4 : $3; s = s sprintf(" %s=%.2f", $NF, c / n) }
+        END { print "strace 256x1 target=" t " appends=" n " calls_per_append:" s }' "$WORK/st-$t.txt"
+done
