@@ -10,6 +10,13 @@
 #   EVENTS=200000 bench/run_proj.sh   another size (QUICK=1: 100,000, not saved)
 #   PG_SECONDS=60                     how long the PostgreSQL worker may run
 #   BENCH_DIR=/mnt/disk ...           where the stores go ($TMPDIR or /tmp)
+#   CALLGRIND=0                       skip the instruction counts (on by
+#                                     default when valgrind is installed:
+#                                     count and perstream under callgrind
+#                                     on a 50,000-event store, whole
+#                                     process, instructions per event; a
+#                                     figure that does not move with the
+#                                     machine's load)
 #
 # Steps (bench/bench_proj.c has the details): load EVENTS events (2/3 of
 # them OrderPlaced of a new order, 1/3 OrderShipped; one stream per order);
@@ -53,6 +60,21 @@ run fold --dir "$WORK/fold" --snapshot-every 100 --reps "$REPS"
 mkdir -p "$WORK/inline"
 run inline --dir "$WORK/inline" --events "${INLINE_APPENDS:-8000}"
 say "# store size: $(du -sh "$WORK/store" | cut -f1)"
+
+if [ "${CALLGRIND:-1}" = 1 ] && command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null; then
+    "$BP" load --dir "$WORK/cg-base" --events 50000 >/dev/null 2>&1
+    for m in count perstream; do
+        rm -rf "$WORK/cg" && cp -a "$WORK/cg-base" "$WORK/cg"
+        valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "$BP" "$m" --dir "$WORK/cg" \
+            --cache 10000 >/dev/null 2>&1
+        total=$(callgrind_annotate "$WORK/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
+        handlers=$(callgrind_annotate --inclusive=yes "$WORK/cg.out" 2>/dev/null |
+            awk '/proj_js_event \[/ && !done {gsub(",","",$1); print $1; done = 1}')
+        say "callgrind $m events=50000 instructions=$total per_event=$((total / 50000))" \
+            "handler_calls_per_event=$((${handlers:-0} / 50000))"
+    done
+    rm -rf "$WORK/cg" "$WORK/cg-base" "$WORK/cg.out"
+fi
 
 pg_start "shared_buffers = 512MB" "max_wal_size = 16GB"
 say "# $("$PGBIN/postgres" --version); fsync=on synchronous_commit=on shared_buffers=512MB"

@@ -43,9 +43,11 @@
 #include "duktape.h"
 #include "prelude.h"
 #include "proj/js.h"
+#include "proj/jsjson.h"
 
 #define IDX_API 0 /* the __stele object */
 #define IDX_ON 1  /* __stele.on */
+#define IDX_HOT 2 /* its `this`: the per-event path's object (prelude.js) */
 
 struct proj_js {
     duk_context *ctx;
@@ -64,6 +66,7 @@ struct proj_js {
      * while its handler runs; gen numbers the events. */
     const stele_event *cur;
     double gen;
+    proj_json_toks toks; /* __stele_body's token buffer */
 };
 
 /* ------------------------------------------------------------ limits */
@@ -235,6 +238,21 @@ static duk_ret_t nat_raw(duk_context *ctx)
     else if (e->metadata_len)
         duk_push_lstring(ctx, (const char *)e->metadata, e->metadata_len);
     else
+        duk_push_null(ctx);
+    return 1;
+}
+
+/* __stele_body(n): event n's data parsed (jsjson.c) while its handler
+ * runs, or null when that fast path leaves it to JSON.parse. */
+static duk_ret_t nat_body(duk_context *ctx)
+{
+    proj_js *js = self(ctx);
+    double n = duk_to_number(ctx, 0);
+    if (!js->cur || n != js->gen)
+        return duk_error(ctx, DUK_ERR_ERROR,
+                         "an event's data can be read only while its handler runs");
+    const stele_event *e = js->cur;
+    if (proj_json_push(ctx, (const char *)e->data, e->data_len, &js->toks))
         duk_push_null(ctx);
     return 1;
 }
@@ -430,6 +448,7 @@ static int setup(proj_js *js, const char *query, size_t len, char *err, size_t e
     } natives[] = {{"__stele_load", nat_load, 2},
                    {"__stele_emit", nat_emit, 6},
                    {"__stele_raw", nat_raw, 2},
+                   {"__stele_body", nat_body, 1},
                    {"__stele_log", nat_log, 1}};
     for (size_t i = 0; i < sizeof natives / sizeof natives[0]; i++) {
         duk_push_c_function(ctx, natives[i].f, natives[i].nargs);
@@ -464,9 +483,11 @@ static int setup(proj_js *js, const char *query, size_t len, char *err, size_t e
     if ((rc = call_api(js, "describe", 0, err, errlen)))
         return rc;
     rc = read_source(js);
-    if (rc)
+    if (rc) {
         snprintf(err, errlen, "out of memory");
-    return rc;
+        return rc;
+    }
+    return call_api(js, "hot", 0, err, errlen); /* IDX_HOT */
 }
 
 int proj_js_new(const char *query, size_t len, size_t mem_limit, uint32_t timeout_ms,
@@ -505,6 +526,7 @@ void proj_js_free(proj_js *js)
     if (js->ctx && !js->dead)
         duk_destroy_heap(js->ctx);
     source_free(&js->src);
+    proj_json_toks_free(&js->toks);
     if (!js->dead)
         free(js);
 }
@@ -519,6 +541,7 @@ int proj_js_event(proj_js *js, const stele_event *e, int *handled, char *err, si
     GUARD(js, err, errlen);
     duk_context *ctx = js->ctx;
     duk_dup(ctx, IDX_ON);
+    duk_dup(ctx, IDX_HOT);
     duk_push_lstring(ctx, e->stream, e->stream_len);
     duk_push_lstring(ctx, e->type, e->type_len);
     duk_push_number(ctx, (double)e->revision);
@@ -531,7 +554,7 @@ int proj_js_event(proj_js *js, const stele_event *e, int *handled, char *err, si
     duk_push_number(ctx, (double)e->created_us);
     duk_push_number(ctx, (double)e->position);
     arm(js);
-    int rc = duk_pcall(ctx, 8);
+    int rc = duk_pcall_method(ctx, 8);
     disarm(js);
     js->cur = NULL;
     if (rc != DUK_EXEC_SUCCESS) {

@@ -16,7 +16,8 @@
  * Natives provided by js.c: __stele_load(key, shared) -> null or
  * [json, position]; __stele_emit(stream, type, data, metadata, isJson,
  * metaIsJson); __stele_log(text); __stele_raw(which, n) -> the data (0)
- * or metadata (1) of event number n while its handler runs.
+ * or metadata (1) of event number n while its handler runs;
+ * __stele_body(n) -> that data parsed, or null to leave it to JSON.parse.
  */
 var __stele = (function (global) {
     'use strict';
@@ -241,7 +242,17 @@ var __stele = (function (global) {
     });
     Object.defineProperty(Ev.prototype, 'body', {
         get: function () {
-            if (!('_b' in this)) this._b = this.isJson ? parseOr(this.bodyRaw) : undefined;
+            if (!('_b' in this)) {
+                var b;
+                if (!this.isJson) b = undefined;
+                else if (this._r === undefined && this._g !== undefined) {
+                    /* the event being handled: parsed in C, or null when
+                     * JSON.parse must decide (js.c, jsjson.c) */
+                    b = __stele_body(this._g);
+                    if (b === null) b = parseOr(this.bodyRaw);
+                } else b = parseOr(this.bodyRaw);
+                this._b = b;
+            }
             return this._b;
         },
         set: function (v) { this._b = v; }
@@ -310,6 +321,8 @@ var __stele = (function (global) {
         var del = def.handlers.$deleted;
         if (del === undefined || !def.foreachStream || readsDeletes()) del = null;
         hot = {
+            /* what on() would otherwise look up by name on every event */
+            Ev: Ev, load: __stele_load, init: def.handlers.$init, dropped: DROPPED,
             del: del,
             check: check,
             hs: hs, any: def.handlers.$any, pb: def.partitionBy, fe: def.foreachStream,
@@ -414,8 +427,10 @@ var __stele = (function (global) {
         return 1;
     }
 
+    /* Called with `this` = hot (js.c keeps it at hand): a closure
+     * variable would be looked up by name. */
     function on(streamId, type, seq, raw, mraw, flags, created, position) {
-        var c = hot;
+        var c = this;
         if (c.del !== null && streamId === '$deletes')
             return type === '$streamDeleted' ? onDeleted(c, seq, raw, mraw, flags, created, position) : 0;
         var h = c.hs[type];
@@ -426,7 +441,7 @@ var __stele = (function (global) {
         if (type === '$>' && !c.links) return 0;
         if (c.matching !== null && !matches(c, streamId)) return 0;
         if (c.check !== null && !sourceHas(c.check, streamId, type)) return 0;
-        var ev = new Ev(streamId, type, seq, raw, mraw, flags, created, position);
+        var ev = new c.Ev(streamId, type, seq, raw, mraw, flags, created, position);
         var key = '';
         if (c.pb !== null) {
             key = c.pb(ev);
@@ -439,13 +454,18 @@ var __stele = (function (global) {
         var st = c.states, sp = c.statePos;
         var s = st[key];
         if (s === undefined) {
-            var r = __stele_load(key, false);
-            if (r === null) { s = initState(); sp[key] = -1; }
-            else if (r[2] === true) { s = DROPPED; sp[key] = r[1]; }
+            var r = c.load(key, false);
+            if (r === null) {
+                var init = c.init; /* initState(), inline */
+                s = init === undefined ? {} : init();
+                if (s === undefined) s = {};
+                sp[key] = -1;
+            }
+            else if (r[2] === true) { s = c.dropped; sp[key] = r[1]; }
             else { s = JSON.parse(r[0]); sp[key] = r[1]; }
             st[key] = s;
         }
-        if (s === DROPPED) s = st[key] = initState(); /* its stream was recreated */
+        if (s === c.dropped) s = st[key] = initState(); /* its stream was recreated */
         /* Exactly once: a stored state may already include events after
          * the checkpoint when its commit was not atomic (see run.c); such
          * an event is not applied to it again. */
@@ -530,6 +550,7 @@ var __stele = (function (global) {
         },
         foldJson: function () { return JSON.stringify(foldState) || 'null'; },
         stateOf: function (key) { return states[key]; },
+        hot: function () { return hot; },
         describe: function () {
             if (!def.defined) fail('the query selects no source: start it with fromAll(), fromCategory(), fromStream() ...');
             var names = [];

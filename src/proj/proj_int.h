@@ -144,6 +144,12 @@ typedef struct pcommit_event {
     buf data, meta;
     uint32_t flags;
     uint8_t id[16];
+    /* A record of the states pass whose id is made only if the batch is
+     * committed in steps (one commit needs none: pstore.c): the inputs of
+     * pstore_event_id, kept instead of hashing every state's id. */
+    const char *lazy_kind; /* NULL: id is set */
+    uint64_t lazy_pos;
+    buf lazy_key;
 } pcommit_event;
 
 typedef struct pcommit {
@@ -155,6 +161,10 @@ typedef struct pcommit {
 } pcommit;
 
 pcommit_event *pcommit_add(pcommit *c, int state);
+/* Record pstore_event_id(d, kind, position, 0, key) as pe's id, made
+ * when needed. kind is a static string. 0 or STELE_ENOMEM. */
+int pcommit_lazy_id(pcommit_event *pe, const char *kind, uint64_t position, const char *key,
+                    size_t klen);
 void pcommit_clear(pcommit *c);
 void pcommit_free(pcommit *c);
 /* Commit a batch: emitted events, then states, then the checkpoint

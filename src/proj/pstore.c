@@ -556,7 +556,28 @@ pcommit_event *pcommit_add(pcommit *c, int state)
     e->meta.len = 0;
     e->flags = 0;
     e->stream[0] = e->type[0] = 0;
+    e->lazy_kind = NULL;
     return e;
+}
+
+int pcommit_lazy_id(pcommit_event *pe, const char *kind, uint64_t position, const char *key,
+                    size_t klen)
+{
+    pe->lazy_kind = kind;
+    pe->lazy_pos = position;
+    pe->lazy_key.len = 0;
+    if (klen && buf_append(&pe->lazy_key, key, klen))
+        return err_set(STELE_ENOMEM, "out of memory");
+    return 0;
+}
+
+/* The ids left to make (commit_steps needs every one). */
+static void make_lazy_ids(const proj_def *d, pcommit_event *evs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (evs[i].lazy_kind)
+            pstore_event_id(d, evs[i].lazy_kind, evs[i].lazy_pos, 0,
+                            (const char *)evs[i].lazy_key.p, evs[i].lazy_key.len, evs[i].id);
 }
 
 void pcommit_clear(pcommit *c)
@@ -570,10 +591,12 @@ void pcommit_free(pcommit *c)
     for (size_t i = 0; i < c->cap_emits; i++) {
         buf_free(&c->emits[i].data);
         buf_free(&c->emits[i].meta);
+        buf_free(&c->emits[i].lazy_key);
     }
     for (size_t i = 0; i < c->cap_states; i++) {
         buf_free(&c->states[i].data);
         buf_free(&c->states[i].meta);
+        buf_free(&c->states[i].lazy_key);
     }
     free(c->emits);
     free(c->states);
@@ -681,6 +704,8 @@ static void checkpoint_event(const proj_def *d, const pcommit *c, char *t, size_
 
 static int commit_steps(stele_db *db, const proj_def *d, pcommit *c)
 {
+    make_lazy_ids(d, c->emits, c->nemits);
+    make_lazy_ids(d, c->states, c->nstates);
     int rc = append_each(db, c->emits, c->nemits);
     if (!rc)
         rc = append_each(db, c->states, c->nstates);

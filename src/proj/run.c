@@ -482,7 +482,8 @@ static int add_state(runner *r, const char *key, size_t klen, int shared, const 
     }
     if (buf_append(&pe->meta, r->state_meta, r->state_meta_len))
         return err_set(STELE_ENOMEM, "out of memory");
-    pstore_event_id(&r->d, shared ? "shared" : "state", r->last_handled, 0, key, klen, pe->id);
+    if (pcommit_lazy_id(pe, shared ? "shared" : "state", r->last_handled, key, klen))
+        return err_set(STELE_ENOMEM, "out of memory");
     atomic_fetch_add(&r->p->state_bytes, json->len);
     return 0;
 }
@@ -505,7 +506,8 @@ static int add_drop(runner *r, const char *key, size_t klen)
     if (buf_append(&pe->data, "null", 4) || buf_append(&pe->meta, meta, (size_t)n))
         return err_set(STELE_ENOMEM, "out of memory");
     pe->flags = STELE_EVENT_JSON | STELE_META_JSON;
-    pstore_event_id(&r->d, "state", r->last_handled, 0, key, klen, pe->id);
+    if (pcommit_lazy_id(pe, "state", r->last_handled, key, klen))
+        return err_set(STELE_ENOMEM, "out of memory");
     return 0;
 }
 
@@ -542,7 +544,8 @@ static int add_result(runner *r, const char *key, size_t klen, buf *tmp, char *e
     if (buf_append(&pe->data, tmp->p, tmp->len))
         return err_set(STELE_ENOMEM, "out of memory");
     pe->flags = STELE_EVENT_JSON;
-    pstore_event_id(&r->d, "result", r->last_handled, 0, key, klen, pe->id);
+    if (pcommit_lazy_id(pe, "result", r->last_handled, key, klen))
+        return err_set(STELE_ENOMEM, "out of memory");
     return 0;
 }
 
@@ -615,7 +618,8 @@ static int prepare(runner *r, uint64_t next, char **keys_out[], size_t **lens_ou
                 rc = err_set(STELE_ENOMEM, "out of memory");
                 break;
             }
-            pstore_event_id(&r->d, "partition", 0, 0, keys[i], lens[i], reg->id);
+            if ((rc = pcommit_lazy_id(reg, "partition", 0, keys[i], lens[i])))
+                break;
             x->is_new = 0;
         }
         if (r->src->output_state || r->src->has_transforms)
