@@ -518,9 +518,11 @@ int ddb_read_all(backend *b, uint64_t from, int backwards, size_t limit, stele_p
         rc = feed_collect(D, from, backwards, head, want, keep, sl, &n);
         if (rc == 0)
             rc = fetch_slots(D, sl, n, limit, pg);
-        if (rc || n < want || !pg->count)
+        if (rc || n < want || n == 0)
             break;
-        uint64_t last = page_ev(pg, pg->count - 1)->position;
+        /* On past the last position read, kept or not: a round of
+         * scavenged stubs only adds nothing to the page. */
+        uint64_t last = sl[n - 1].pos;
         if (backwards ? last == 0 : last + 1 >= head)
             break;
         from = backwards ? last - 1 : last + 1;
