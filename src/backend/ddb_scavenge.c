@@ -329,7 +329,9 @@ int ddb_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_
                 rc = scavenge_stream(D, name, len, &st, res);
             ddb_state_free(&st);
             res->duration_us = (uint64_t)(time_now_us() - t0);
-            if (rc || (opts && opts->progress && opts->progress(opts->ctx, res))) {
+            if (rc == 0 && opts && opts->progress && opts->progress(opts->ctx, res))
+                res->stopped = 1; /* the caller asked to stop */
+            if (rc || res->stopped) {
                 stop = 1;
                 break;
             }
