@@ -133,19 +133,9 @@ int ddb_remove(backend *b, const char *stream, size_t len, int64_t expected, int
     r->recs[0] = (drec){0, &r->rm_ev, r->rm_id, 1, 0, 0, 0, 0, 0, 0};
     r->res = append_result_none();
     r->mres.failed_stream = SIZE_MAX;
-    int rc = ddb_req_size(r);
-    if (rc == 0)
-        rc = ddb_enqueue(D, r);
-    if (rc) {
-        ddb_req_free(r);
-        return rc;
-    }
-    ddb_req_wait(r);
+    int rc = ddb_req_run(D, r);
     if (current)
         *current = r->rm_current;
-    rc = r->rc;
-    if (rc)
-        err_set(rc, "%s", r->msg);
     ddb_req_free(r);
     return rc;
 }

@@ -111,32 +111,16 @@ static int write_stubs(ddb *D, json_t *puts)
  * stream's item is read consistently. 1 yes, 0 no, or an error. */
 static int commit_dead_elsewhere(ddb *D, uint64_t c0, uint64_t cn, const char *stream, size_t len, int64_t now)
 {
-    json_t *feed = NULL;
-    for (int k = 0; k < 2 && !feed; k++) {
-        uint64_t bucket = (c0 >> DDB_BUCKET_SHIFT) - (uint64_t)k;
-        if (k && !(c0 >> DDB_BUCKET_SHIFT))
-            break;
-        json_t *resp;
-        int rc = ddb_call(D, "Query",
-                          json_pack("{s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o}, s:b, s:b, s:i}", "TableName",
-                                    D->t_feed, "KeyConditionExpression", "#b = :b AND #p <= :p",
-                                    "ExpressionAttributeNames", "#b", "bucket", "#p", "position",
-                                    "ExpressionAttributeValues", ":b", ddb_nu(bucket), ":p", ddb_nu(c0),
-                                    "ConsistentRead", 1, "ScanIndexForward", 0, "Limit", 1),
-                          &resp, NULL);
-        if (rc)
-            return rc;
-        json_t *it = json_array_get(json_object_get(resp, "Items"), 0);
-        if (it)
-            feed = json_incref(it);
-        json_decref(resp);
+    json_t *keep = json_array(), *feed;
+    int rc = ddb_feed_at(D, c0, &keep, &feed);
+    if (rc || !feed) {
+        json_decref(keep);
+        return rc; /* no commit found: keep the events */
     }
-    if (!feed)
-        return 0; /* no commit found: keep the events */
     int64_t created = 0;
     ddb_get_n(feed, "created", &created);
     uint64_t pos = ddb_get_nu(feed, "position");
-    int dead = 1, rc = 0;
+    int dead = 1;
     size_t i;
     json_t *part;
     json_array_foreach(json_object_get(json_object_get(feed, "parts"), "L"), i, part) {
@@ -164,7 +148,7 @@ static int commit_dead_elsewhere(ddb *D, uint64_t c0, uint64_t cn, const char *s
         if (!dead)
             break;
     }
-    json_decref(feed);
+    json_decref(keep);
     return rc ? rc : dead;
 }
 
@@ -227,74 +211,111 @@ static int run_decide(ddb *D, const char *stream, size_t len, const dstate *st, 
     return rc < 0 ? rc : 0;
 }
 
+/* One stream's walk (scavenge_stream). */
+typedef struct swalk {
+    ddb *D;
+    const char *stream;
+    size_t len;
+    const dstate *st;
+    stele_scavenge_result *res;
+    crun run;
+    json_t *puts;
+    uint64_t removed;
+    int64_t now;
+} swalk;
+
+/* A page of the stream's events, in revision order: 1 at the first
+ * visible one (the end of the hidden prefix). */
+static int walk_page(void *ctx, json_t *items)
+{
+    swalk *w = ctx;
+    int rc = 0;
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        uint64_t rev = ddb_get_nu(it, "revision"), c0, cn;
+        int64_t created = 0;
+        ddb_get_n(it, "created", &created);
+        w->res->bytes_scanned += item_bytes(it);
+        item_commit(it, &c0, &cn);
+        int visible = !json_object_get(it, "scavenged") && ddb_event_visible(w->st, rev, created, w->now);
+        if (json_array_size(w->run.items) && c0 != w->run.c0 &&
+            (rc = run_decide(w->D, w->stream, w->len, w->st, &w->run, w->puts, &w->removed, w->res, w->now)))
+            return rc; /* the run's commit has no more events here: decided */
+        if (visible) {
+            /* A visible event keeps its commit (and ends the prefix). */
+            json_array_clear(w->run.items);
+            return 1;
+        }
+        w->run.c0 = c0;
+        w->run.cn = cn;
+        json_array_append(w->run.items, it);
+    }
+    if (json_array_size(w->puts) >= 500) { /* keep memory bounded */
+        rc = write_stubs(w->D, w->puts);
+        w->puts = json_array();
+    }
+    return rc;
+}
+
 /* Stub the dead commits of one stream's hidden prefix. */
 static int scavenge_stream(ddb *D, const char *stream, size_t len, const dstate *st, stele_scavenge_result *res)
 {
-    json_t *start = NULL, *puts = json_array();
-    crun run = {0, 0, json_array()};
-    int64_t now = time_now_us();
-    int rc = 0, done = 0;
-    uint64_t removed = 0;
-    while (!done && rc == 0) {
-        json_t *req = json_pack("{s:s, s:s, s:{s:s}, s:{s:o}, s:b, s:b, s:i}", "TableName", D->t_events,
-                                "KeyConditionExpression", "#s = :s", "ExpressionAttributeNames", "#s", "stream",
-                                "ExpressionAttributeValues", ":s", ddb_s(stream, len), "ConsistentRead", 1,
-                                "ScanIndexForward", 1, "Limit", 200);
-        if (start)
-            json_object_set_new(req, "ExclusiveStartKey", start);
-        start = NULL;
-        json_t *resp;
-        if ((rc = ddb_call(D, "Query", req, &resp, NULL)))
-            break;
-        size_t i;
-        json_t *it;
-        json_array_foreach(json_object_get(resp, "Items"), i, it) {
-            uint64_t rev = ddb_get_nu(it, "revision"), c0, cn;
-            int64_t created = 0;
-            ddb_get_n(it, "created", &created);
-            res->bytes_scanned += item_bytes(it);
-            item_commit(it, &c0, &cn);
-            int visible = !json_object_get(it, "scavenged") && ddb_event_visible(st, rev, created, now);
-            if (json_array_size(run.items) && c0 != run.c0) {
-                /* the run's commit has no more events here: all hidden */
-                if ((rc = run_decide(D, stream, len, st, &run, puts, &removed, res, now)))
-                    break;
-            }
-            if (visible) {
-                /* A visible event keeps its commit (and ends the prefix). */
-                json_array_clear(run.items);
-                done = 1;
-                break;
-            }
-            run.c0 = c0;
-            run.cn = cn;
-            json_array_append(run.items, it);
-        }
-        json_t *lek = json_object_get(resp, "LastEvaluatedKey");
-        if (lek && !done && rc == 0)
-            start = json_incref(lek);
-        json_decref(resp);
-        if (json_array_size(puts) >= 500 && rc == 0) { /* keep memory bounded */
-            rc = write_stubs(D, puts);
-            puts = json_array();
-        }
-        if (!start)
-            break;
-    }
-    json_decref(start);
-    if (rc == 0) /* the stream's end: the last run is whole */
-        rc = run_decide(D, stream, len, st, &run, puts, &removed, res, now);
-    json_decref(run.items);
+    swalk w = {D, stream, len, st, res, {0, 0, json_array()}, json_array(), 0, time_now_us()};
+    json_t *req = json_pack("{s:s, s:s, s:{s:s}, s:{s:o}, s:b, s:b, s:i}", "TableName", D->t_events,
+                            "KeyConditionExpression", "#s = :s", "ExpressionAttributeNames", "#s", "stream",
+                            "ExpressionAttributeValues", ":s", ddb_s(stream, len), "ConsistentRead", 1,
+                            "ScanIndexForward", 1, "Limit", 200);
+    int rc = ddb_pages(D, "Query", req, walk_page, &w);
+    if (rc == 0) /* the stream's end or its first visible event: the last run is whole */
+        rc = run_decide(D, stream, len, st, &w.run, w.puts, &w.removed, res, w.now);
+    json_decref(w.run.items);
     if (rc == 0) {
-        rc = write_stubs(D, puts);
-        puts = NULL;
+        rc = write_stubs(D, w.puts);
+        w.puts = NULL;
     }
-    json_decref(puts);
-    if (rc == 0 && removed) {
-        res->events_removed += removed;
+    json_decref(w.puts);
+    if (rc == 0 && w.removed) {
+        res->events_removed += w.removed;
         res->segments_rewritten++;
     }
     return rc;
+}
+
+/* The whole walk (ddb_scavenge). */
+typedef struct sall {
+    ddb *D;
+    const stele_scavenge_options *opts;
+    stele_scavenge_result *res;
+    int64_t t0;
+} sall;
+
+/* A page of the streams table: each stream's walk; 1 when the progress
+ * callback asks to stop. */
+static int streams_page(void *ctx, json_t *items)
+{
+    sall *a = ctx;
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        size_t len;
+        const char *name = ddb_get_s(it, "stream", &len);
+        if (!name || !len || name[0] == '\001' || name[0] == '\002')
+            continue; /* the sequencer, view counters */
+        dstate st;
+        ddb_state_parse(it, &st);
+        a->res->segments_scanned++;
+        int rc = st.last != UINT64_MAX ? scavenge_stream(a->D, name, len, &st, a->res) : 0;
+        ddb_state_free(&st);
+        a->res->duration_us = (uint64_t)(time_now_us() - a->t0);
+        if (rc)
+            return rc;
+        if (a->opts && a->opts->progress && a->opts->progress(a->opts->ctx, a->res)) {
+            a->res->stopped = 1; /* the caller asked to stop */
+            return 1;
+        }
+    }
+    return 0;
 }
 
 int ddb_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res)
@@ -304,46 +325,10 @@ int ddb_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_
     if (!res)
         res = &tmp;
     memset(res, 0, sizeof *res);
-    int64_t t0 = time_now_us();
-    json_t *start = NULL;
-    int rc = 0, stop = 0;
-    while (rc == 0 && !stop) {
-        json_t *req = json_pack("{s:s, s:b, s:i}", "TableName", D->t_streams, "ConsistentRead", 1, "Limit", 100);
-        if (start)
-            json_object_set_new(req, "ExclusiveStartKey", start);
-        start = NULL;
-        json_t *resp;
-        if ((rc = ddb_call(D, "Scan", req, &resp, NULL)))
-            break;
-        size_t i;
-        json_t *it;
-        json_array_foreach(json_object_get(resp, "Items"), i, it) {
-            size_t len;
-            const char *name = ddb_get_s(it, "stream", &len);
-            if (!name || !len || name[0] == '\001' || name[0] == '\002')
-                continue; /* the sequencer, view counters */
-            dstate st;
-            ddb_state_parse(it, &st);
-            res->segments_scanned++;
-            if (st.last != UINT64_MAX)
-                rc = scavenge_stream(D, name, len, &st, res);
-            ddb_state_free(&st);
-            res->duration_us = (uint64_t)(time_now_us() - t0);
-            if (rc == 0 && opts && opts->progress && opts->progress(opts->ctx, res))
-                res->stopped = 1; /* the caller asked to stop */
-            if (rc || res->stopped) {
-                stop = 1;
-                break;
-            }
-        }
-        json_t *lek = json_object_get(resp, "LastEvaluatedKey");
-        if (lek && !stop && rc == 0)
-            start = json_incref(lek);
-        json_decref(resp);
-        if (!start)
-            break;
-    }
-    json_decref(start);
-    res->duration_us = (uint64_t)(time_now_us() - t0);
+    sall a = {D, opts, res, time_now_us()};
+    int rc = ddb_pages(D, "Scan",
+                       json_pack("{s:s, s:b, s:i}", "TableName", D->t_streams, "ConsistentRead", 1, "Limit", 100),
+                       streams_page, &a);
+    res->duration_us = (uint64_t)(time_now_us() - a.t0);
     return rc;
 }

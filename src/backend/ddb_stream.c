@@ -130,48 +130,46 @@ int ddb_set_metadata(backend *b, const char *stream, size_t len, const stele_str
     return err_set(STELE_EBUSY, "stream '%.*s' kept changing", (int)len, stream);
 }
 
+/* snaps_list's pages: the revisions into a growing array. */
+typedef struct rlist {
+    uint64_t *revs;
+    size_t n, cap;
+} rlist;
+
+static int revs_page(void *ctx, json_t *items)
+{
+    rlist *l = ctx;
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        if (l->n == l->cap) {
+            uint64_t *nr = realloc(l->revs, (l->cap = l->cap ? l->cap * 2 : 16) * sizeof *nr);
+            if (!nr)
+                return err_set(STELE_ENOMEM, "out of memory");
+            l->revs = nr;
+        }
+        l->revs[l->n++] = ddb_get_nu(it, "revision");
+    }
+    return 0;
+}
+
 /* The revisions of a stream's snapshots, ascending (malloc'd). */
 static int snaps_list(ddb *D, const char *stream, size_t len, uint64_t **revs, size_t *n)
 {
-    *revs = NULL;
-    *n = 0;
-    size_t cap = 0;
-    json_t *start = NULL;
-    for (;;) {
-        json_t *req = json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:{s:o}, s:b}", "TableName", D->t_snaps,
-                                "KeyConditionExpression", "#s = :s", "ProjectionExpression", "#r",
-                                "ExpressionAttributeNames", "#s", "stream", "#r", "revision",
-                                "ExpressionAttributeValues", ":s", ddb_s(stream, len), "ConsistentRead", 1);
-        if (start)
-            json_object_set_new(req, "ExclusiveStartKey", start);
-        json_t *resp;
-        int rc = ddb_call(D, "Query", req, &resp, NULL);
-        if (rc) {
-            free(*revs);
-            *revs = NULL;
-            return rc;
-        }
-        size_t i;
-        json_t *it;
-        json_array_foreach(json_object_get(resp, "Items"), i, it) {
-            if (*n == cap) {
-                uint64_t *nr = realloc(*revs, (cap = cap ? cap * 2 : 16) * sizeof *nr);
-                if (!nr) {
-                    json_decref(resp);
-                    free(*revs);
-                    *revs = NULL;
-                    return err_set(STELE_ENOMEM, "out of memory");
-                }
-                *revs = nr;
-            }
-            (*revs)[(*n)++] = ddb_get_nu(it, "revision");
-        }
-        json_t *lek = json_object_get(resp, "LastEvaluatedKey");
-        start = lek ? json_incref(lek) : NULL;
-        json_decref(resp);
-        if (!start)
-            return 0;
+    rlist l = {NULL, 0, 0};
+    json_t *req = json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:{s:o}, s:b}", "TableName", D->t_snaps,
+                            "KeyConditionExpression", "#s = :s", "ProjectionExpression", "#r",
+                            "ExpressionAttributeNames", "#s", "stream", "#r", "revision",
+                            "ExpressionAttributeValues", ":s", ddb_s(stream, len), "ConsistentRead", 1);
+    int rc = ddb_pages(D, "Query", req, revs_page, &l);
+    if (rc) {
+        free(l.revs);
+        l.revs = NULL;
+        l.n = 0;
     }
+    *revs = l.revs;
+    *n = l.n;
+    return rc;
 }
 
 /* Delete the oldest snapshots beyond `keep`. */

@@ -62,7 +62,7 @@ static void req_complete(dreq *r)
     syscall(SYS_futex, &r->finished, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-void ddb_req_wait(dreq *r)
+static void req_wait(dreq *r)
 {
     while (!atomic_load(&r->finished))
         syscall(SYS_futex, &r->finished, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
@@ -79,7 +79,7 @@ static uint64_t event_item_size(size_t stream_len, const stele_event_in *ev)
 }
 
 /* Check an append against the transaction limits; 0 or ETOOBIG. */
-int ddb_req_size(dreq *r)
+static int req_size(dreq *r)
 {
     size_t ids = 0;
     r->bytes = 0;
@@ -135,7 +135,7 @@ int ddb_req_size(dreq *r)
     return 0;
 }
 
-int ddb_enqueue(ddb *D, dreq *r)
+static int enqueue(ddb *D, dreq *r)
 {
     pthread_mutex_lock(&D->qmu);
     if (D->stop) {
@@ -721,25 +721,28 @@ static dreq *req_single(const append_args *a)
     return r;
 }
 
+int ddb_req_run(ddb *D, dreq *r)
+{
+    int rc = req_size(r);
+    if (rc == 0)
+        rc = enqueue(D, r);
+    if (rc)
+        return rc;
+    req_wait(r);
+    if (r->rc)
+        err_set(r->rc, "%s", r->msg);
+    return r->rc;
+}
+
 int ddb_append(backend *b, const append_args *a, stele_append_result *res)
 {
     ddb *D = (ddb *)b;
     dreq *r = req_single(a);
     if (!r)
         return err_set(STELE_ENOMEM, "out of memory");
-    int rc = ddb_req_size(r);
-    if (rc == 0)
-        rc = ddb_enqueue(D, r);
-    if (rc) {
-        ddb_req_free(r);
-        return rc;
-    }
-    ddb_req_wait(r);
+    int rc = ddb_req_run(D, r);
     if (res)
         *res = r->res;
-    rc = r->rc;
-    if (rc)
-        err_set(rc, "%s", r->msg);
     ddb_req_free(r);
     return rc;
 }
@@ -752,9 +755,9 @@ int ddb_append_async(backend *b, const append_args *a, append_done_fn done, void
         return err_set(STELE_ENOMEM, "out of memory");
     r->done = done;
     r->ctx = ctx;
-    int rc = ddb_req_size(r);
+    int rc = req_size(r);
     if (rc == 0)
-        rc = ddb_enqueue(D, r);
+        rc = enqueue(D, r);
     if (rc)
         ddb_req_free(r);
     return rc;
@@ -807,17 +810,8 @@ int ddb_append_multi(backend *b, const multi_args *m, stele_append_result *per,
     dreq *r = req_multi(m, per);
     if (!r)
         return err_set(STELE_ENOMEM, "out of memory");
-    if ((rc = ddb_req_size(r)) == 0)
-        rc = ddb_enqueue(D, r);
-    if (rc) {
-        ddb_req_free(r);
-        return rc;
-    }
-    ddb_req_wait(r);
+    rc = ddb_req_run(D, r);
     *res = r->mres;
-    rc = r->rc;
-    if (rc)
-        err_set(rc, "%s", r->msg);
     ddb_req_free(r);
     return rc;
 }
@@ -837,8 +831,8 @@ int ddb_append_multi_async(backend *b, const multi_args *m, stele_append_result 
     r->mdone = done;
     r->ctx = ctx;
     (void)nstreams;
-    if ((rc = ddb_req_size(r)) == 0)
-        rc = ddb_enqueue(D, r);
+    if ((rc = req_size(r)) == 0)
+        rc = enqueue(D, r);
     if (rc)
         ddb_req_free(r);
     return rc;

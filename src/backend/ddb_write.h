@@ -201,11 +201,11 @@ void ddb_plan_accept(group *g, dreq *r, uint64_t *next);
 
 /* ddb_write.c: requests (the writer completes each exactly once). */
 void ddb_req_free(dreq *r);
-/* Check r against the transaction limits (sets its action and byte
- * counts); 0 or ETOOBIG. */
-int ddb_req_size(dreq *r);
-int ddb_enqueue(ddb *D, dreq *r);
-void ddb_req_wait(dreq *r);
+/* Check r against the transaction limits, queue it and wait for the
+ * writer (the synchronous calls): r's result code, with its message set as
+ * the error (ETOOBIG or ECLOSED before queueing). The caller reads r's
+ * results, then frees it. */
+int ddb_req_run(ddb *D, dreq *r);
 
 /* ddb_deletes.c: a removal's plan and its stream's item. */
 int ddb_plan_remove(group *g, dreq *r, uint64_t *next);
