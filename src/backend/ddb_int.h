@@ -1,7 +1,8 @@
 /*
  * ddb_int.h - internals of the DynamoDB backend (ddb.c: open, close,
  * notification; ddb_api.c: calls and tables; ddb_write.c and ddb_plan.c:
- * the writer; ddb_stream.c: deletes, metadata, snapshots; ddb_read.c:
+ * the writer; ddb_deletes.c: deletes as events of `$deletes`;
+ * ddb_stream.c: metadata, snapshots; ddb_read.c:
  * reads and queries). The table layout, the feed and the limits are
  * described at the top of ddb.c and in docs/backends.md.
  */

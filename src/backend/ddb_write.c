@@ -22,7 +22,8 @@
  * appends with STELE_EIO: it may have committed, and a retry with the same
  * event ids is idempotent.
  *
- * Requests: every append (single or multi-stream) becomes a dreq that the
+ * Requests: every append (single or multi-stream) and every delete or
+ * tombstone (ddb_deletes.c: alone in its group) becomes a dreq that the
  * caller's thread queues and, for the synchronous calls, waits on (a
  * futex); the writer completes each exactly once.
  */
