@@ -827,6 +827,55 @@ static void test_stale_cache(stele_db *db, stele_db *db2)
     passed++;
 }
 
+/* Credentials from the shared credentials file (AWS_SHARED_CREDENTIALS_FILE
+ * and AWS_PROFILE) when the environment has none: the handle reaches the
+ * same tables (DynamoDB Local keeps one database per access key); with
+ * neither, the open fails with a message naming what is missing. */
+static void test_creds_file(void)
+{
+    /* No other handle is open: their threads must not read the
+     * environment while it changes. */
+    stele_db *db;
+    CHECK_OK(stele_open(uri, NULL, &db));
+    stele_event_in e = ev("Cred", "{}", NULL);
+    stele_append_result r;
+    CHECK_OK(stele_append(db, "creds-1", STELE_NO_STREAM, &e, 1, &r));
+    stele_close(db);
+    char *key = strdup(getenv("AWS_ACCESS_KEY_ID")), *secret = strdup(getenv("AWS_SECRET_ACCESS_KEY"));
+    char path[] = "/tmp/stele-creds-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fprintf(f, "[default]\naws_access_key_id = AKIDNOTTHISONE\naws_secret_access_key = x\n\n"
+               "[stele-test]\naws_access_key_id = %s\naws_secret_access_key = %s\n", key, secret);
+    fclose(f);
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    setenv("AWS_SHARED_CREDENTIALS_FILE", path, 1);
+    setenv("AWS_PROFILE", "stele-test", 1);
+    stele_db *db3;
+    CHECK_OK(stele_open(uri, NULL, &db3));
+    stele_page *pg;
+    CHECK_OK(stele_read_stream(db3, "creds-1", 0, STELE_FORWARDS, 10, &pg));
+    CHECK(count(pg) == 1 && stele_page_event(pg, 0)->position == r.first_position);
+    stele_page_free(pg);
+    stele_close(db3);
+    /* Neither in the environment nor in a file. */
+    setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/stele-creds", 1);
+    int rc = stele_open(uri, NULL, &db3);
+    CHECK(rc == STELE_EINVAL && strstr(stele_errmsg(), "access key") != NULL);
+    if (rc == 0)
+        stele_close(db3);
+    unlink(path);
+    unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+    unsetenv("AWS_PROFILE");
+    setenv("AWS_ACCESS_KEY_ID", key, 1);
+    setenv("AWS_SECRET_ACCESS_KEY", secret, 1);
+    free(key);
+    free(secret);
+    passed++;
+}
+
 static void test_bad_uri(void)
 {
     stele_db *db = NULL;
@@ -869,5 +918,6 @@ int main(void)
     test_scavenge(db, db2);
     stele_close(db2);
     stele_close(db);
+    test_creds_file();
     return t_done("test_ddb", passed);
 }
