@@ -17,6 +17,8 @@ $DDB_CTL stops and restarts it):
   5xx error naming DynamoDB while it is down, writers retry with the same
   event ids, then everything succeeds again; $all stays gapless and holds
   every acknowledged event once;
+- `stele migrate --store dynamodb://...` creates the five tables (twice:
+  the second keeps them) and refuses a bad URI with its reason;
 - DynamoDB Local itself stopped and restarted: clear errors, then appends
   and reads work; and again under load (4 writers): clear errors, every
   writer finishes, $all gapless and each event once. (Stopping it loses
@@ -437,7 +439,27 @@ def ddb_local_restart_load(servers):
           "emulator: ok" % (len(acked), len(events), len(lost)))
 
 
+def migrate():
+    """`stele migrate --store dynamodb://...` creates the five tables and
+    exits; a second run keeps them; a bad URI is refused with its reason."""
+    from stele_server import STELE_BIN
+    store = "dynamodb://mig%d?endpoint=%s&region=us-east-1" % (os.getpid(), ENDPOINT)
+    for _ in range(2):
+        r = subprocess.run([STELE_BIN, "migrate", "--store", store], capture_output=True, text=True, timeout=120)
+        check(r.returncode == 0, "stele migrate: %d %s" % (r.returncode, r.stderr.strip()[-300:]))
+    r = subprocess.run([os.environ["AWS_CLI"], "dynamodb", ENDPOINT, "DynamoDB_20120810.ListTables", "{}"],
+                       capture_output=True, text=True)
+    names = set(json.loads(r.stdout or "{}").get("TableNames", []))
+    want = {"mig%d-%s" % (os.getpid(), t) for t in ("events", "streams", "ids", "feed", "snapshots")}
+    check(want <= names, "migrate made %s (have %s)" % (sorted(want), sorted(names)[:12]))
+    r = subprocess.run([STELE_BIN, "migrate", "--store", "dynamodb://bad prefix?endpoint=" + ENDPOINT],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode != 0 and "prefix" in r.stderr, "bad URI: %d %r" % (r.returncode, r.stderr[-200:]))
+    print("migrate: ok")
+
+
 def main():
+    migrate()
     servers = [Server(store=STORE, name="s%d" % k) for k in range(3)]
     try:
         for s in servers:
