@@ -168,6 +168,13 @@ bench-patterns: build
 bench-proj: build
 	./bench/run_proj.sh $(BUILD)
 
+# Inline projections' appends with / without (wall, CPU-seconds, callgrind
+# instructions per append; docs/benchmarks.md). PEER_BUILD=dir adds that
+# build's bench_proj for a before/after in the same run.
+.PHONY: bench-inline
+bench-inline: build
+	./bench/run_inline.sh $(BUILD)
+
 # A user's build: optimised, warnings shown but not fatal (STELE_WERROR off),
 # installed under PREFIX (default /usr/local), staged under DESTDIR if set.
 # Needs only the build dependencies (docs/operations.md, "Installing").

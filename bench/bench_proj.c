@@ -55,7 +55,8 @@
 static struct {
     const char *dir, *conninfo;
     uint64_t events;
-    uint32_t cache, snapshot_every, reps, seconds;
+    uint32_t cache, snapshot_every, reps, seconds, rounds;
+    int mode; /* inline: 0 both, 1 with only, 2 without only */
 } opt = {.events = 1000000, .cache = 10000, .snapshot_every = 100, .reps = 200, .seconds = 60};
 
 static double now_s(void)
@@ -337,7 +338,9 @@ static void *inl_thread(void *arg)
 
 /* Appends of one event by 8 threads to 1,000 streams of one category,
  * with an inline projection on it and without, alternating rounds on
- * fresh stores. */
+ * fresh stores (--rounds, default 3; --mode with|without: one of them
+ * only, for instruction counts under callgrind). Wall rate and CPU
+ * seconds (user + system, every thread) of each. */
 static void cmd_inline(void)
 {
     static const char q[] =
@@ -346,10 +349,12 @@ static void cmd_inline(void)
         "  Deposited: function (s, e) { s.balance += e.body.amount; s.n++; }});";
     const int T = 8;
     inl_per_thread = opt.events / (uint64_t)T;
-    double rate[2] = {0, 0};
-    int rounds = 3;
+    double rate[2] = {0, 0}, cpu[2] = {0, 0};
+    int rounds = opt.rounds ? (int)opt.rounds : 3;
     for (int round = 0; round < rounds; round++) {
         for (int with = 0; with < 2; with++) {
+            if ((opt.mode == 1 && !with) || (opt.mode == 2 && with))
+                continue;
             char dir[4096];
             snprintf(dir, sizeof dir, "%s/inline-%d-%d", opt.dir, round, with);
             if (stele_open(dir, NULL, &inl_db))
@@ -361,20 +366,27 @@ static void cmd_inline(void)
                     die("create");
             }
             pthread_t th[8];
-            double t0 = now_s();
+            double t0 = now_s(), c0 = cpu_s();
             for (int t = 0; t < T; t++)
                 pthread_create(&th[t], NULL, inl_thread, (void *)(uintptr_t)t);
             for (int t = 0; t < T; t++)
                 pthread_join(th[t], NULL);
             double r = (double)(inl_per_thread * (uint64_t)T) / (now_s() - t0);
+            double c = cpu_s() - c0;
+            fprintf(stderr, "bench_proj inline: round %d %s: %.0f appends/s, %.1f CPU us each\n",
+                    round, with ? "with" : "without", r,
+                    c / (double)(inl_per_thread * (uint64_t)T) * 1e6);
+            cpu[with] += c / rounds;
             rate[with] += r / rounds;
             stele_close(inl_db);
         }
     }
+    double n = (double)(inl_per_thread * (uint64_t)T);
     printf("inline threads=%d appends=%llu events_per_append=1 without_per_s=%.0f "
-           "with_inline_per_s=%.0f ratio=%.2f rounds=%d\n",
-           T, (unsigned long long)(inl_per_thread * (uint64_t)T), rate[0], rate[1],
-           rate[1] / rate[0], rounds);
+           "with_inline_per_s=%.0f ratio=%.2f cpu_us_per_append_without=%.1f "
+           "cpu_us_per_append_with=%.1f cpu_ratio=%.2f rounds=%d\n",
+           T, (unsigned long long)n, rate[0], rate[1], rate[0] > 0 ? rate[1] / rate[0] : 0,
+           cpu[0] / n * 1e6, cpu[1] / n * 1e6, cpu[1] > 0 ? cpu[0] / cpu[1] : 0, rounds);
 }
 
 /* ------------------------------------------------------------ PostgreSQL */
@@ -535,7 +547,7 @@ int main(int argc, char **argv)
     if (argc < 2) {
         fprintf(stderr,
                 "usage: bench_proj load|count|perstream|fold|inline --dir D [--events N] [--cache N]\n"
-                "                  [--snapshot-every N] [--reps N]\n"
+                "                  [--snapshot-every N] [--reps N] [--rounds N] [--mode with|without]\n"
                 "       bench_proj pgload|pgworker --conninfo STR [--events N] [--seconds S]\n");
         return 2;
     }
@@ -555,6 +567,10 @@ int main(int argc, char **argv)
             opt.reps = (uint32_t)strtoul(v, NULL, 10);
         else if (!strcmp(k, "--seconds"))
             opt.seconds = (uint32_t)strtoul(v, NULL, 10);
+        else if (!strcmp(k, "--rounds"))
+            opt.rounds = (uint32_t)strtoul(v, NULL, 10);
+        else if (!strcmp(k, "--mode"))
+            opt.mode = !strcmp(v, "with") ? 1 : !strcmp(v, "without") ? 2 : 0;
         else {
             fprintf(stderr, "bench_proj: unknown option %s\n", k);
             return 2;

@@ -32,6 +32,7 @@ TESTS="
   test_rules
   test_proj
   test_proj_gaps
+  test_proj_inline
   test_backup
   test_auth_header
   test_conventions

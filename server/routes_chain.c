@@ -224,16 +224,17 @@ int route_chain(conn *c, const char *path, size_t plen, const char *q, size_t ql
     int which = IS("/chain/head") ? 1 : IS("/chain/proof") ? 2 : IS("/chain/export") ? 3 : 0;
 #undef IS
     char msg[300];
+    int shown = plen > 200 ? 200 : (int)plen; /* path is not NUL-terminated */
     if (!which) {
-        snprintf(msg, sizeof msg, "no route for %.200s (the chain has /chain/head, /chain/proof "
-                 "and /chain/export)", path);
+        snprintf(msg, sizeof msg, "no route for %.*s (the chain has /chain/head, /chain/proof "
+                 "and /chain/export)", shown, path);
         chain_fail(c, 404, "NOT_FOUND", msg);
         return 1;
     }
     int m = c->req.method;
     if (m != HTTP_GET) {
-        snprintf(msg, sizeof msg, "method %s is not allowed on %.200s (GET only)",
-                 http_method_str(m), path);
+        snprintf(msg, sizeof msg, "method %s is not allowed on %.*s (GET only)",
+                 http_method_str(m), shown, path);
         chain_fail(c, 405, "METHOD_NOT_ALLOWED", msg);
         return 1;
     }

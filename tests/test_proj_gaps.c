@@ -403,15 +403,6 @@ static void test_scavenge_states(void)
 
 /* ------------------------------------------------------------ $deleted */
 
-/*
- * $deleted is accepted and never called (docs/projections.md, "$deleted"):
- * a delete takes no $all position, so the runner cannot see it. This pins
- * that behaviour until the delete's commit carries a record (the plan in
- * the docs): a soft delete or a tombstone leaves the partition's state as
- * it was, and a client's event whose type is a handler's special name
- * ($deleted, $init, $any) calls only $any, never the special handler. When
- * $deleted is built, this test must change with it.
- */
 /* $deleted (docs/projections.md): a delete or tombstone is an event of
  * $deletes in $all; a foreachStream() projection's $deleted handler runs
  * once for the deleted stream's partition, in the batch's commit. Its

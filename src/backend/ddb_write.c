@@ -737,6 +737,7 @@ int ddb_req_run(ddb *D, dreq *r)
 
 int ddb_append(backend *b, const append_args *a, stele_append_result *res)
 {
+    backend_assert_append(a);
     ddb *D = (ddb *)b;
     dreq *r = req_single(a);
     if (!r)
@@ -750,6 +751,7 @@ int ddb_append(backend *b, const append_args *a, stele_append_result *res)
 
 int ddb_append_async(backend *b, const append_args *a, append_done_fn done, void *ctx)
 {
+    backend_assert_append(a);
     ddb *D = (ddb *)b;
     dreq *r = req_single(a);
     if (!r)
@@ -804,6 +806,7 @@ static int multi_check(const multi_args *m)
 int ddb_append_multi(backend *b, const multi_args *m, stele_append_result *per,
                             stele_multi_result *res)
 {
+    backend_assert_multi(m);
     ddb *D = (ddb *)b;
     int rc = multi_check(m);
     if (rc)
@@ -821,6 +824,7 @@ int ddb_append_multi_async(backend *b, const multi_args *m, stele_append_result 
                                   const stele_multi_result *init, stele_append_multi_cb done,
                                   void *ctx, size_t nstreams)
 {
+    backend_assert_multi(m);
     ddb *D = (ddb *)b;
     int rc = multi_check(m);
     if (rc)

@@ -381,215 +381,278 @@ static int check_streammeta(checker *k, const rec *r, uint64_t at)
     return 0;
 }
 
+/* The walk of check_log: where it is in the log, and in the commit whose
+ * records it is reading (seen of count records so far). */
+typedef struct lwalk {
+    checker *k;
+    log_iter it;
+    uint32_t nsegs;
+    uint32_t seg_checked; /* the segment whose header was compared */
+    uint32_t scav_seg;    /* the segment `scavenged` describes */
+    int scavenged;
+    uint64_t next_pos;
+    uint64_t tail_note; /* an incomplete commit at the tail, cut at next open */
+    uint64_t commit_start;
+    uint32_t count, seen, cap;
+    uint8_t (*ids)[16];
+    uint8_t *made;
+    rec first; /* the commit's first event */
+    char first_stream[256];
+    int multi, in_states;
+} lwalk;
+
+/* A record at `at` in a segment not seen yet: its header's first position
+ * must continue the log. */
+static int walk_segment_header(lwalk *w, uint64_t at)
+{
+    if (loc_seg(at) == w->seg_checked)
+        return 0;
+    w->seg_checked = loc_seg(at);
+    if (w->k->lg->segs[w->seg_checked]->first_position != w->next_pos)
+        return damage(loc_make(w->seg_checked, 0), "segment header's first position is wrong",
+                      NULL);
+    return 0;
+}
+
+/* The data stopped at a bad record (st < 0, at `at`) or in the middle of
+ * a commit. Past the checkpoint in the last segment that is a torn write
+ * the next open cuts (noted, not damage); anywhere else, damage. */
+static int walk_bad_end(lwalk *w, int st, uint64_t at)
+{
+    checker *k = w->k;
+    uint64_t bad = st < 0 ? at : w->it.loc;
+    uint64_t cstart = w->seen < w->count ? w->commit_start : bad;
+    uint64_t from_pos = w->seen < w->count ? w->first.position : w->next_pos;
+    if (loc_seg(bad) == w->nsegs - 1 && !log_seg_scavenged(k->lg, loc_seg(bad)) &&
+        (!k->have_index || cstart >= k->ck.loc) &&
+        !(st < 0 && log_valid_record_after(k->lg, bad, from_pos))) {
+        w->tail_note = cstart;
+        err_clear();
+        return 0;
+    }
+    return st < 0 ? st : damage(bad, "incomplete commit", NULL);
+}
+
+/* The data ended between commits: only the last segment may end unsealed. */
+static int walk_end(lwalk *w)
+{
+    if (loc_seg(w->it.loc) < w->nsegs - 1)
+        return damage(w->it.loc, "data ends without a seal, but later segments exist", NULL);
+    return 0;
+}
+
+static int walk_seal(lwalk *w, const rec *r, uint64_t at)
+{
+    if (w->seen < w->count || r->position < w->next_pos ||
+        (r->position > w->next_pos && !w->scavenged))
+        return damage(at, "seal record does not match the segment's events", NULL);
+    int rc = r->position > w->next_pos ? add_gap(w->k, w->next_pos, r->position) : 0;
+    w->next_pos = r->position;
+    return rc;
+}
+
+/* The next record of a multi-stream commit: events at consecutive
+ * positions, then state snapshots (the streams' revisions are checked in
+ * check_multi). 1: a snapshot, handled; 0: an event, for walk_event. */
+static int walk_multi_next(lwalk *w, const rec *r, uint64_t at)
+{
+    checker *k = w->k;
+    if (!(r->flags & REC_MULTI) || r->commit_index != w->seen || r->commit_count != w->count ||
+        (r->kind == REC_EVENT ? w->in_states || r->position != w->next_pos
+                              : r->kind != REC_SNAPSHOT))
+        return damage(at, "record out of sequence in its multi-stream commit", NULL);
+    if (r->kind != REC_SNAPSHOT)
+        return 0;
+    w->in_states = 1;
+    if (++w->seen == w->count) {
+        int rc = check_multi(k, w->commit_start, w->it.loc,
+                             k->have_index && w->commit_start < k->ck.loc);
+        if (rc)
+            return rc;
+    }
+    return 1;
+}
+
+/* The next event of a single-stream commit: same stream, next revision
+ * and position. */
+static int walk_commit_next(lwalk *w, const rec *r, uint64_t at)
+{
+    if (r->kind != REC_EVENT || r->commit_index != w->seen || r->commit_count != w->count ||
+        r->position != w->next_pos || r->revision != w->first.revision + w->seen ||
+        r->stream_len != w->first.stream_len ||
+        memcmp(r->stream, w->first_stream, r->stream_len) || (r->flags & REC_MULTI))
+        return damage(at, "record out of sequence in its commit", NULL);
+    return 0;
+}
+
+/* An event starts a commit, of one stream or (REC_MULTI) of several: at
+ * the next position (or past a scavenged gap), at index 0, and for one
+ * stream at its next revision (or past revisions scavenging removed since
+ * the stream's previous commit). */
+static int walk_commit_start(lwalk *w, const rec *r, uint64_t at)
+{
+    checker *k = w->k;
+    int gap_ok = w->scavenged && r->position > w->next_pos;
+    if (r->commit_index != 0 || (r->position != w->next_pos && !gap_ok))
+        return damage(at,
+                      r->position != w->next_pos ? "position is not the next one (gap)"
+                                                 : "commit does not start at index 0",
+                      NULL);
+    int rc;
+    if (gap_ok) {
+        if ((rc = add_gap(k, w->next_pos, r->position)))
+            return rc;
+        w->next_pos = r->position;
+    }
+    w->commit_start = at;
+    w->count = r->commit_count;
+    w->seen = 0;
+    w->multi = (r->flags & REC_MULTI) != 0;
+    w->in_states = 0;
+    w->first = *r;
+    if (!w->multi) {
+        memcpy(w->first_stream, r->stream, r->stream_len);
+        w->first.stream = w->first_stream;
+    }
+    if (w->cap < w->count) {
+        free(w->ids);
+        free(w->made);
+        w->ids = malloc((size_t)w->count * 16);
+        w->made = malloc(w->count);
+        w->cap = w->ids && w->made ? w->count : 0;
+        if (!w->cap)
+            return err_set(STELE_ENOMEM, "out of memory");
+    }
+    if (w->multi)
+        return 0;
+    sslot *s = st_get(&k->streams, r->stream, r->stream_len);
+    if (!s)
+        return err_set(STELE_ENOMEM, "out of memory");
+    if (s->flags & IDX_TOMBSTONED)
+        return damage(at, "event in a tombstoned stream", NULL);
+    if (r->revision != s->next_rev &&
+        !(r->revision > s->next_rev && r->revision - s->next_rev <= k->removed - s->removed_at)) {
+        char what[64];
+        snprintf(what, sizeof what, " (revision %llu, expected %llu)",
+                 (unsigned long long)r->revision, (unsigned long long)s->next_rev);
+        return damage(at, "stream revisions are not contiguous", what);
+    }
+    return 0;
+}
+
+/* A delete or tombstone record of the older format (a record of its own
+ * kind, not a `$deletes` event). */
+static int walk_marker(lwalk *w, const rec *r)
+{
+    sslot *s = st_get(&w->k->streams, r->stream, r->stream_len);
+    if (!s)
+        return err_set(STELE_ENOMEM, "out of memory");
+    if (r->kind == REC_DELETE) {
+        s->truncate_before = r->position;
+        s->flags |= IDX_DELETED;
+    } else {
+        s->flags |= IDX_TOMBSTONED;
+    }
+    w->k->markers++;
+    return 0;
+}
+
+/* An event of the current commit passed its checks: count it, and once the
+ * commit is complete check it against the index. */
+static int walk_event(lwalk *w, const rec *r, uint64_t at)
+{
+    checker *k = w->k;
+    memcpy(w->ids[w->seen], r->id, 16);
+    w->made[w->seen] = (r->flags & REC_ID_MADE) != 0;
+    w->next_pos++;
+    k->events++;
+    if (++w->seen < w->count)
+        return 0;
+    int indexed = k->have_index && w->commit_start < k->ck.loc;
+    if (w->multi)
+        return check_multi(k, w->commit_start, w->it.loc, indexed);
+    sslot *s = st_get(&k->streams, w->first.stream, w->first.stream_len);
+    s->next_rev = w->first.revision + w->count;
+    s->last_pos = r->position;
+    s->flags &= ~IDX_DELETED;
+    s->removed_at = k->removed;
+    int rc = 0;
+    if (indexed && ((rc = check_commit(k, w->commit_start, w->it.loc, &w->first, w->count,
+                                       (const uint8_t(*)[16])w->ids, w->made)) ||
+                    (rc = check_sec(k, w->commit_start, w->it.loc, &w->first))))
+        return rc;
+    if (r->flags & REC_REMOVES)
+        rc = check_removes(k, r, at);
+    return rc;
+}
+
+/* One record that is not a seal. */
+static int walk_record(lwalk *w, const rec *r, uint64_t at)
+{
+    checker *k = w->k;
+    if (k->have_index && w->seen == w->count && at >= k->ck.loc)
+        k->unindexed = 1;
+    int rc;
+    if (w->seen < w->count)
+        rc = w->multi ? walk_multi_next(w, r, at) : walk_commit_next(w, r, at);
+    else if (r->kind == REC_EVENT)
+        rc = walk_commit_start(w, r, at);
+    else if (r->kind == REC_METADATA || r->kind == REC_SNAPSHOT)
+        return check_streammeta(k, r, at);
+    else
+        return walk_marker(w, r);
+    if (rc)
+        return rc < 0 ? rc : 0;
+    return walk_event(w, r, at);
+}
+
+/* Walk the whole log once: framing, positions, revisions, and each commit
+ * against the index (walk_* above). */
 static int check_log(checker *k, char *summary, size_t summary_len)
 {
     logf *lg = k->lg;
-    uint32_t nsegs = atomic_load(&lg->nsegs);
-    if (nsegs == lg->first_seg)
+    lwalk w = {.k = k, .nsegs = atomic_load(&lg->nsegs), .seg_checked = lg->first_seg,
+               .scav_seg = UINT32_MAX};
+    if (w.nsegs == lg->first_seg)
         return err_set(STELE_ECORRUPT, "log: no segment files");
-    log_iter it;
-    log_iter_init(&it, lg, loc_make(lg->first_seg, 0), UINT64_MAX);
-    uint64_t next_pos = lg->segs[lg->first_seg]->first_position;
-    uint64_t commit_start = 0, tail_note = 0;
-    uint32_t count = 0, seen = 0, cap = 0, seg_checked = lg->first_seg;
-    uint32_t scav_seg = UINT32_MAX; /* the segment `scavenged` describes */
-    int scavenged = 0;
-    uint8_t(*ids)[16] = NULL;
-    uint8_t *made = NULL;
-    rec first = {0};
-    char first_stream[256];
-    int rc = 0, multi = 0, in_states = 0;
+    log_iter_init(&w.it, lg, loc_make(lg->first_seg, 0), UINT64_MAX);
+    w.next_pos = lg->segs[lg->first_seg]->first_position;
+    int rc = 0;
     for (;;) {
         rec r;
         uint64_t at = 0;
         int short_tail = 0;
-        int st = log_iter_next(&it, &r, &at, &short_tail);
-        if (st == LOG_ITER_REC && loc_seg(at) != seg_checked) {
-            seg_checked = loc_seg(at);
-            if (lg->segs[seg_checked]->first_position != next_pos) {
-                rc = damage(loc_make(seg_checked, 0), "segment header's first position is wrong",
-                            NULL);
-                break;
-            }
-        }
-        if (st < 0 || (st == LOG_ITER_END && seen < count)) {
-            uint64_t bad = st < 0 ? at : it.loc;
-            uint64_t cstart = seen < count ? commit_start : bad;
-            /* Past the checkpoint in the last segment: a torn write that the
-             * next open cuts. Anywhere else: damage. */
-            uint64_t from_pos = seen < count ? first.position : next_pos;
-            if (loc_seg(bad) == nsegs - 1 && !log_seg_scavenged(lg, loc_seg(bad)) &&
-                (!k->have_index || cstart >= k->ck.loc) &&
-                !(st < 0 && log_valid_record_after(lg, bad, from_pos))) {
-                tail_note = cstart;
-                rc = 0;
-                err_clear();
-                break;
-            }
-            rc = st < 0 ? st : damage(bad, "incomplete commit", NULL);
+        int st = log_iter_next(&w.it, &r, &at, &short_tail);
+        if (st == LOG_ITER_REC && (rc = walk_segment_header(&w, at)))
+            break;
+        if (st < 0 || (st == LOG_ITER_END && w.seen < w.count)) {
+            rc = walk_bad_end(&w, st, at);
             break;
         }
         if (st == LOG_ITER_END) {
-            if (loc_seg(it.loc) < nsegs - 1) {
-                rc = damage(it.loc, "data ends without a seal, but later segments exist", NULL);
-            }
+            rc = walk_end(&w);
             break;
         }
-        if (k->have_index && seen == count && r.kind != REC_SEAL && at >= k->ck.loc)
-            k->unindexed = 1;
-        if (loc_seg(at) != scav_seg) {
-            scav_seg = loc_seg(at);
-            scavenged = log_seg_scavenged(lg, scav_seg);
+        if (loc_seg(at) != w.scav_seg) {
+            w.scav_seg = loc_seg(at);
+            w.scavenged = log_seg_scavenged(lg, w.scav_seg);
         }
-        if (r.kind == REC_SEAL) {
-            if (seen < count || r.position < next_pos || (r.position > next_pos && !scavenged)) {
-                rc = damage(at, "seal record does not match the segment's events", NULL);
-                break;
-            }
-            if (r.position > next_pos && (rc = add_gap(k, next_pos, r.position)))
-                break;
-            next_pos = r.position;
-            continue;
-        }
-        if (seen < count && multi) {
-            /* Events at consecutive positions, then state snapshots; the
-             * streams' revisions are checked in check_multi(). */
-            if (!(r.flags & REC_MULTI) || r.commit_index != seen || r.commit_count != count ||
-                (r.kind == REC_EVENT ? in_states || r.position != next_pos
-                                     : r.kind != REC_SNAPSHOT)) {
-                rc = damage(at, "record out of sequence in its multi-stream commit", NULL);
-                break;
-            }
-            if (r.kind == REC_SNAPSHOT) {
-                in_states = 1;
-                if (++seen == count && (rc = check_multi(k, commit_start, it.loc,
-                                                         k->have_index &&
-                                                             commit_start < k->ck.loc)))
-                    break;
-                continue;
-            }
-        } else if (seen < count) {
-            if (r.kind != REC_EVENT || r.commit_index != seen || r.commit_count != count ||
-                r.position != next_pos || r.revision != first.revision + seen ||
-                r.stream_len != first.stream_len || memcmp(r.stream, first_stream, r.stream_len) ||
-                (r.flags & REC_MULTI)) {
-                rc = damage(at, "record out of sequence in its commit", NULL);
-                break;
-            }
-        } else if (r.kind == REC_EVENT) {
-            int gap_ok = scavenged && r.position > next_pos;
-            if (r.commit_index != 0 || (r.position != next_pos && !gap_ok)) {
-                rc = damage(at, r.position != next_pos ? "position is not the next one (gap)"
-                                                       : "commit does not start at index 0",
-                            NULL);
-                break;
-            }
-            if (gap_ok) {
-                if ((rc = add_gap(k, next_pos, r.position)))
-                    break;
-                next_pos = r.position;
-            }
-            /* The first event of a commit, of one stream or (REC_MULTI)
-             * of several. */
-            commit_start = at;
-            count = r.commit_count;
-            seen = 0;
-            multi = (r.flags & REC_MULTI) != 0;
-            in_states = 0;
-            first = r;
-            if (!multi) {
-                memcpy(first_stream, r.stream, r.stream_len);
-                first.stream = first_stream;
-            }
-            if (cap < count) {
-                free(ids);
-                free(made);
-                ids = malloc((size_t)count * 16);
-                made = malloc(count);
-                cap = ids && made ? count : 0;
-                if (!cap) {
-                    rc = err_set(STELE_ENOMEM, "out of memory");
-                    break;
-                }
-            }
-            if (!multi) {
-                sslot *s = st_get(&k->streams, r.stream, r.stream_len);
-                if (!s) {
-                    rc = err_set(STELE_ENOMEM, "out of memory");
-                    break;
-                }
-                if (s->flags & IDX_TOMBSTONED) {
-                    rc = damage(at, "event in a tombstoned stream", NULL);
-                    break;
-                }
-                /* Revisions skip only over events scavenging removed since the
-                 * stream's previous commit. */
-                if (r.revision != s->next_rev &&
-                    !(r.revision > s->next_rev &&
-                      r.revision - s->next_rev <= k->removed - s->removed_at)) {
-                    char what[64];
-                    snprintf(what, sizeof what, " (revision %llu, expected %llu)",
-                             (unsigned long long)r.revision, (unsigned long long)s->next_rev);
-                    rc = damage(at, "stream revisions are not contiguous", what);
-                    break;
-                }
-            }
-        } else if (r.kind == REC_METADATA || r.kind == REC_SNAPSHOT) {
-            if ((rc = check_streammeta(k, &r, at)))
-                break;
-            continue;
-        } else {
-            /* delete / tombstone */
-            sslot *s = st_get(&k->streams, r.stream, r.stream_len);
-            if (!s) {
-                rc = err_set(STELE_ENOMEM, "out of memory");
-                break;
-            }
-            if (r.kind == REC_DELETE) {
-                s->truncate_before = r.position;
-                s->flags |= IDX_DELETED;
-            } else {
-                s->flags |= IDX_TOMBSTONED;
-            }
-            k->markers++;
-            continue;
-        }
-        memcpy(ids[seen], r.id, 16);
-        made[seen] = (r.flags & REC_ID_MADE) != 0;
-        next_pos++;
-        k->events++;
-        if (++seen == count && multi) {
-            if ((rc = check_multi(k, commit_start, it.loc,
-                                  k->have_index && commit_start < k->ck.loc)))
-                break;
-        } else if (seen == count) {
-            sslot *s = st_get(&k->streams, first.stream, first.stream_len);
-            s->next_rev = first.revision + count;
-            s->last_pos = r.position;
-            s->flags &= ~IDX_DELETED;
-            s->removed_at = k->removed;
-            if (k->have_index && commit_start < k->ck.loc &&
-                ((rc = check_commit(k, commit_start, it.loc, &first, count,
-                                    (const uint8_t(*)[16])ids, made)) ||
-                 (rc = check_sec(k, commit_start, it.loc, &first))))
-                break;
-            if ((r.flags & REC_REMOVES) && (rc = check_removes(k, &r, at)))
-                break;
-        }
+        if ((rc = r.kind == REC_SEAL ? walk_seal(&w, &r, at) : walk_record(&w, &r, at)))
+            break;
     }
-    log_iter_free(&it);
-    free(ids);
-    free(made);
-    k->next_pos = next_pos;
+    log_iter_free(&w.it);
+    free(w.ids);
+    free(w.made);
+    k->next_pos = w.next_pos;
     if (rc)
         return rc;
-    if (tail_note) {
+    if (w.tail_note) {
         char name[32];
-        log_seg_name(loc_seg(tail_note), name);
+        log_seg_name(loc_seg(w.tail_note), name);
         snprintf(summary, summary_len,
                  "note: an incomplete commit at segment %s offset %u (a torn write) is cut at the "
                  "next open\n",
-                 name, loc_off(tail_note));
+                 name, loc_off(w.tail_note));
     }
     return 0;
 }

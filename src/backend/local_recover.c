@@ -482,6 +482,27 @@ static int commit_note_pos(rcommit *c, const rec *r, uint64_t at)
     return 0;
 }
 
+/* The append edge refuses an event id given twice in one append
+ * (store_check_ids), so a commit holding one is not the writer's: a
+ * crafted or damaged log whose checksums still match. Applying it would map
+ * the id to its second event only (stele check would then report the
+ * first); recovery refuses it instead, naming where it lies. */
+static int commit_ids_unique(const rcommit *c)
+{
+    long dup = uuid_find_dup((const uint8_t(*)[16])c->ids, c->made, c->count);
+    if (dup == -1)
+        return 0;
+    if (dup == -2)
+        return err_set(STELE_ENOMEM, "out of memory");
+    char name[32], t[37];
+    log_seg_name(loc_seg(c->start), name);
+    stele_uuid_format(c->ids[dup], t);
+    return err_set(STELE_ECORRUPT,
+                   "segment %s offset %u: the commit holds event id %s twice, which no writer "
+                   "makes (damaged or altered log)",
+                   name, loc_off(c->start), t);
+}
+
 /* The commit is complete (its last record r was just read): apply it to
  * the index and move the checkpoint past it. */
 static int commit_apply(rscan *sc, const rec *r)
@@ -492,7 +513,7 @@ static int commit_apply(rscan *sc, const rec *r)
      * position (scan_framing) and ends after its start. */
     STELE_ASSERT(c->seen == c->count && c->nevents >= 1 && c->nevents <= c->count);
     STELE_ASSERT(c->first_pos >= L->ck.next_pos && sc->it.loc > c->start);
-    int rc = 0;
+    int rc = commit_ids_unique(c);
     for (size_t i = 0; i < c->npos && rc == 0; i++)
         rc = idx_pos_put(L->ix, sc->txn, c->pos[i][0], c->pos[i][1]);
     L->ck.last_pos_loc = c->last_pos_loc;
@@ -525,7 +546,9 @@ static int scan_commit_rec(rscan *sc, const rec *r, uint64_t at)
      * put this record next in its commit. */
     STELE_ASSERT(c->seen < c->count && r->commit_index == c->seen && c->seen < c->cap);
     memcpy(c->ids[c->seen], r->id, 16);
-    c->made[c->seen] = (r->flags & REC_ID_MADE) != 0;
+    /* made: the id was made by the writer, or the record is not an event
+     * (a multi-stream commit's snapshot): neither is a client's id. */
+    c->made[c->seen] = (r->flags & REC_ID_MADE) != 0 || r->kind != REC_EVENT;
     if (c->seen == 0) {
         c->npos = 0;
         c->bytes = 0;

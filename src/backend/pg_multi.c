@@ -427,6 +427,7 @@ static int multi_run(pg_backend *P, PGconn *c, const multi_args *m, stele_append
 int pg_append_multi(backend *b, const multi_args *m, stele_append_result *per_stream,
                     stele_multi_result *res)
 {
+    backend_assert_multi(m);
     pg_backend *P = (pg_backend *)b;
     PGconn *c = pg_conn_get(P);
     if (!c)
@@ -440,6 +441,7 @@ int pg_append_multi_async(backend *b, const multi_args *m, stele_append_result *
                           const stele_multi_result *init, stele_append_multi_cb done, void *ctx,
                           size_t nstreams)
 {
+    backend_assert_multi(m);
     pg_backend *P = (pg_backend *)b;
     pg_req *r = calloc(1, sizeof *r);
     if (!r)

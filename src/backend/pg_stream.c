@@ -84,6 +84,7 @@ int pgw_trim_snapshots(PGconn *c, const char *name, uint32_t max)
 int pg_remove(backend *b, const char *stream, size_t len, int64_t expected, int tombstone,
               uint64_t *current)
 {
+    backend_assert_remove(stream, len, expected);
     pg_backend *P = (pg_backend *)b;
     char name[256];
     snprintf(name, sizeof name, "%.*s", (int)len, stream);

@@ -877,6 +877,7 @@ void pg_writer_stop(pg_backend *P)
 
 int pg_append_async(backend *b, const append_args *a, append_done_fn done, void *ctx)
 {
+    backend_assert_append(a);
     pg_backend *P = (pg_backend *)b;
     pg_req *r = calloc(1, sizeof *r);
     if (!r)
@@ -913,6 +914,7 @@ static void wake(void *ctx, int rc, const stele_append_result *res, const char *
 
 int pg_append(backend *b, const append_args *a, stele_append_result *res)
 {
+    backend_assert_append(a);
     waiter w = {.finished = 0};
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);

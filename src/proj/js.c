@@ -393,6 +393,8 @@ static int read_source(proj_js *js)
     int rc = str_list(ctx, "categories", &js->src.categories, &js->src.ncategories);
     if (!rc)
         rc = str_list(ctx, "streams", &js->src.streams, &js->src.nstreams);
+    if (!rc)
+        rc = str_list(ctx, "handlers", &js->src.handlers, &js->src.nhandlers);
     duk_pop(ctx);
     if (!js->src.json)
         rc = STELE_ENOMEM;
@@ -405,8 +407,11 @@ static void source_free(proj_source *s)
         free(s->categories[i]);
     for (size_t i = 0; i < s->nstreams; i++)
         free(s->streams[i]);
+    for (size_t i = 0; i < s->nhandlers; i++)
+        free(s->handlers[i]);
     free(s->categories);
     free(s->streams);
+    free(s->handlers);
     free(s->result_stream);
     free(s->json);
     memset(s, 0, sizeof *s);

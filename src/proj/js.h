@@ -51,6 +51,8 @@ typedef struct proj_source {
     /* a $deleted handler that runs: foreachStream() and not reading
      * $deletes itself (then the runner subscribes to $deletes too) */
     int on_deleted;
+    char **handlers; /* the names given to when(), special ones included */
+    size_t nhandlers;
     char *result_stream; /* NULL: the default */
     char *json;          /* the whole description, for status */
 } proj_source;

@@ -492,37 +492,42 @@ var __stele = (function (global) {
     /* Reconstructing one stream's state (state.c): the stream is one
      * partition; the shared state of a bi-state query starts empty. */
     function foldEvent(streamId, type, seq, raw, mraw, flags, created, position) {
-        var h = hot.hs[type];
+        var c = hot;
+        var h = c.hs[type];
         if (h === undefined) {
-            h = hot.any;
+            h = c.any;
             if (h === undefined) return 0;
         }
-        if (type === '$>' && !hot.links) return 0;
+        if (type === '$>' && !c.links) return 0;
         var ev = new Ev(streamId, type, seq, raw, mraw, flags, created, position);
         ev.partition = streamId;
-        hot.cur = ev;
-        hot.folding = true;
-        try {
-            if (hot.bi) {
-                var pair = [foldState, initShared()];
-                var rr = h(pair, ev);
-                if (rr !== undefined) pair = rr;
-                foldState = pair[0];
-            } else {
-                var r = h(foldState, ev);
-                if (r !== undefined) foldState = r;
-            }
-        } finally {
-            hot.cur = null;
-            hot.folding = false;
+        /* No try/finally (as in on()): a handler that throws leaves
+         * cur/folding set, and its runtime is freed (state.c) or not used
+         * again (inline.c); foldStart resets them anyway. */
+        c.cur = ev;
+        c.folding = true;
+        if (c.bi) {
+            var pair = [foldState, initShared()];
+            var rr = h(pair, ev);
+            if (rr !== undefined) pair = rr;
+            foldState = pair[0];
+        } else {
+            var r = h(foldState, ev);
+            if (r !== undefined) foldState = r;
         }
+        c.cur = null;
+        c.folding = false;
         return 1;
     }
 
     return {
         on: on,
         foldEvent: foldEvent,
-        foldStart: function (raw) { foldState = raw === null ? initState() : JSON.parse(raw); },
+        foldStart: function (raw) {
+            hot.cur = null;
+            hot.folding = false;
+            foldState = raw === null ? initState() : JSON.parse(raw);
+        },
         foldJson: function () { return JSON.stringify(foldState) || 'null'; },
         stateOf: function (key) { return states[key]; },
         describe: function () {
@@ -533,6 +538,10 @@ var __stele = (function (global) {
                 fail('bi-state ($initShared or options({biState: true})) needs partitionBy() or foreachStream()');
             if (def.options.biState === false && def.handlers.$initShared !== undefined)
                 fail('options({biState: false}) contradicts the $initShared handler');
+            /* as KurrentDB: a delete names a stream, so only a projection
+             * with one partition per stream can be told of it */
+            if (def.handlers.$deleted !== undefined && !def.foreachStream)
+                fail('a $deleted handler needs foreachStream(): a stream delete reaches the deleted stream\'s own partition only; remove $deleted or use foreachStream()');
             makeHot();
             return JSON.stringify({
                 all: def.all, categories: def.categories, streams: def.streams, handlers: names,

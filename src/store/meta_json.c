@@ -81,110 +81,132 @@ static int cmp_names(const void *a, const void *b)
     return x->at < y->at ? -1 : x->at > y->at;
 }
 
+/* The walk of a custom metadata object: the scanner, and the top-level
+ * member names seen (decoded into `names`, located by `ms`). */
+typedef struct mwalk {
+    jtext_scan v;
+    size_t len, max_fields;
+    buf names;
+    mname *ms;
+    size_t nm, cap;
+} mwalk;
+
+/* A member name was just decoded at names[off..]: within the limit, not
+ * reserved; remember it for the duplicate check. */
+static int member_take(mwalk *w, size_t at, size_t off)
+{
+    const uint8_t *name = w->names.p + off;
+    size_t n = w->names.len - off;
+    if (w->nm == w->max_fields)
+        return err_set(STELE_EINVAL, "custom metadata has more than %zu members", w->max_fields);
+    if (is_reserved(name, n))
+        return err_set(STELE_EINVAL,
+                       "custom metadata: member name '%.*s' is reserved (maxAge, maxCount, "
+                       "truncateBefore, maxSnapshots and names starting with '$')",
+                       (int)(n > 64 ? 64 : n), (const char *)name);
+    if (w->nm == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 16;
+        mname *nms = realloc(w->ms, cap * sizeof *nms);
+        if (!nms)
+            return err_set(STELE_ENOMEM, "out of memory");
+        w->ms = nms;
+        w->cap = cap;
+    }
+    w->ms[w->nm++] = (mname){off, n, at};
+    return 0;
+}
+
+/* bad(), then 1: the member walk stops. */
+static int stop(jtext_scan *v, size_t at, const char *why)
+{
+    bad(v, at, why);
+    return 1;
+}
+
+/* One member, "name": value, then ',' or '}'. 0: more members follow;
+ * 1: the object ended; an error (rc, or v.why set by the scanner) stops. */
+static int member_walk(mwalk *w, int *rc)
+{
+    jtext_scan *v = &w->v;
+    size_t len = w->len;
+    if (v->pos >= len)
+        return stop(v, len, "unexpected end of input");
+    if (v->s[v->pos] != '"')
+        return stop(v, v->pos, "expected a string key");
+    size_t at = v->pos, off = w->names.len;
+    if (member_name(v, &w->names))
+        return 1;
+    if ((*rc = member_take(w, at, off)))
+        return 1;
+    jtext_scan_ws(v);
+    if (v->pos >= len || v->s[v->pos] != ':')
+        return stop(v, v->pos, v->pos >= len ? "unexpected end of input" : "expected ':'");
+    v->pos++;
+    if (jtext_scan_value(v))
+        return 1;
+    jtext_scan_ws(v);
+    if (v->pos < len && v->s[v->pos] == ',') {
+        v->pos++;
+        jtext_scan_ws(v);
+        if (v->pos < len && v->s[v->pos] == '}')
+            return stop(v, v->pos - 1, "trailing comma");
+        return 0;
+    }
+    if (v->pos < len && v->s[v->pos] == '}') {
+        v->pos++;
+        return 1;
+    }
+    return stop(v, v->pos, v->pos >= len ? "unexpected end of input" : "expected ',' or '}'");
+}
+
+/* No member name twice (sorted, then neighbours compared). */
+static int members_unique(mwalk *w)
+{
+    if (w->nm < 2)
+        return 0;
+    cmp_names_buf = &w->names; /* qsort has no context argument in C11 */
+    qsort(w->ms, w->nm, sizeof *w->ms, cmp_names);
+    for (size_t k = 1; k < w->nm; k++) {
+        const mname *x = &w->ms[k - 1], *y = &w->ms[k];
+        if (y->len == x->len && !memcmp(w->names.p + y->off, w->names.p + x->off, y->len))
+            return err_set(STELE_EINVAL, "custom metadata: member name '%.*s' appears twice",
+                           (int)(y->len > 64 ? 64 : y->len), (const char *)w->names.p + y->off);
+    }
+    return 0;
+}
+
 int meta_json_check_custom(const char *s, size_t len, size_t max_fields)
 {
-    jtext_scan v;
-    jtext_scan_init(&v, s, len, META_JSON_DEPTH);
-    jtext_scan_ws(&v);
-    if (v.pos >= len || v.s[v.pos] != '{')
-        return err_set(STELE_EINVAL, "custom metadata must be a JSON object (at byte %zu)", v.pos);
-    /* Walk the top-level object here to see its member names. */
-    buf names = {0};
-    mname *ms = NULL;
-    size_t nm = 0, cap = 0;
-    int rc = 0;
-    /* Decoded names are never longer than their JSON text. */
-    if (buf_reserve(&names, len + 1))
+    mwalk w = {.len = len, .max_fields = max_fields};
+    jtext_scan *v = &w.v;
+    jtext_scan_init(v, s, len, META_JSON_DEPTH);
+    jtext_scan_ws(v);
+    if (v->pos >= len || v->s[v->pos] != '{')
+        return err_set(STELE_EINVAL, "custom metadata must be a JSON object (at byte %zu)", v->pos);
+    /* Walk the top-level object here to see its member names. Decoded
+     * names are never longer than their JSON text. */
+    if (buf_reserve(&w.names, len + 1))
         return err_set(STELE_ENOMEM, "out of memory");
-    v.depth = 1;
-    v.pos++;
-    jtext_scan_ws(&v);
-    if (v.pos < len && v.s[v.pos] == '}') {
-        v.pos++;
-    } else {
-        for (;;) {
-            if (v.pos >= len) {
-                bad(&v, len, "unexpected end of input");
-                break;
-            }
-            if (v.s[v.pos] != '"') {
-                bad(&v, v.pos, "expected a string key");
-                break;
-            }
-            size_t at = v.pos, off = names.len;
-            if (member_name(&v, &names))
-                break;
-            if (nm == max_fields) {
-                rc = err_set(STELE_EINVAL, "custom metadata has more than %zu members", max_fields);
-                break;
-            }
-            if (is_reserved(names.p + off, names.len - off)) {
-                rc = err_set(STELE_EINVAL,
-                             "custom metadata: member name '%.*s' is reserved (maxAge, "
-                             "maxCount, truncateBefore, maxSnapshots and names starting with "
-                             "'$')",
-                             (int)(names.len - off > 64 ? 64 : names.len - off),
-                             (const char *)names.p + off);
-                break;
-            }
-            if (nm == cap) {
-                cap = cap ? cap * 2 : 16;
-                mname *nms = realloc(ms, cap * sizeof *ms);
-                if (!nms) {
-                    rc = err_set(STELE_ENOMEM, "out of memory");
-                    break;
-                }
-                ms = nms;
-            }
-            ms[nm++] = (mname){off, names.len - off, at};
-            jtext_scan_ws(&v);
-            if (v.pos >= len || v.s[v.pos] != ':') {
-                bad(&v, v.pos, v.pos >= len ? "unexpected end of input" : "expected ':'");
-                break;
-            }
-            v.pos++;
-            if (jtext_scan_value(&v))
-                break;
-            jtext_scan_ws(&v);
-            if (v.pos < len && v.s[v.pos] == ',') {
-                v.pos++;
-                jtext_scan_ws(&v);
-                if (v.pos < len && v.s[v.pos] == '}') {
-                    bad(&v, v.pos - 1, "trailing comma");
-                    break;
-                }
-                continue;
-            }
-            if (v.pos < len && v.s[v.pos] == '}') {
-                v.pos++;
-                break;
-            }
-            bad(&v, v.pos, v.pos >= len ? "unexpected end of input" : "expected ',' or '}'");
-            break;
-        }
+    int rc = 0;
+    v->depth = 1;
+    v->pos++;
+    jtext_scan_ws(v);
+    if (v->pos < len && v->s[v->pos] == '}')
+        v->pos++;
+    else
+        while (!member_walk(&w, &rc))
+            ;
+    if (rc == 0 && !v->why) {
+        jtext_scan_ws(v);
+        if (v->pos < len)
+            bad(v, v->pos, "data after the JSON value");
     }
-    if (rc == 0 && !v.why) {
-        jtext_scan_ws(&v);
-        if (v.pos < len)
-            bad(&v, v.pos, "data after the JSON value");
-    }
-    if (rc == 0 && v.why)
-        rc = err_set(STELE_EINVAL, "custom metadata is not valid JSON: %s at byte %zu", v.why,
-                     v.err_at);
-    if (rc == 0 && nm > 1) {
-        cmp_names_buf = &names; /* qsort has no context argument in C11 */
-        qsort(ms, nm, sizeof *ms, cmp_names);
-        for (size_t k = 1; k < nm; k++)
-            if (ms[k].len == ms[k - 1].len &&
-                !memcmp(names.p + ms[k].off, names.p + ms[k - 1].off, ms[k].len)) {
-                rc = err_set(STELE_EINVAL,
-                             "custom metadata: member name '%.*s' appears twice",
-                             (int)(ms[k].len > 64 ? 64 : ms[k].len),
-                             (const char *)names.p + ms[k].off);
-                break;
-            }
-    }
-    free(ms);
-    buf_free(&names);
+    if (rc == 0 && v->why)
+        rc = err_set(STELE_EINVAL, "custom metadata is not valid JSON: %s at byte %zu", v->why,
+                     v->err_at);
+    if (rc == 0)
+        rc = members_unique(&w);
+    free(w.ms);
+    buf_free(&w.names);
     return rc;
 }

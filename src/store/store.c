@@ -198,8 +198,6 @@ int check_expected(int64_t expected)
                    (long long)expected);
 }
 
-static int cmp_id(const void *a, const void *b) { return memcmp(a, b, 16); }
-
 int store_take_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
                      uint64_t *total, uint8_t id[16], uint8_t *made, size_t *nclient)
 {
@@ -228,23 +226,14 @@ int store_check_ids(const uint8_t (*ids)[16], const uint8_t *made, size_t n, siz
 {
     if (nclient < 2)
         return 0;
-    uint8_t(*sorted)[16] = malloc(nclient * 16);
-    if (!sorted)
+    long dup = uuid_find_dup(ids, made, n);
+    if (dup == -2)
         return err_set(STELE_ENOMEM, "out of memory");
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!made[i])
-            memcpy(sorted[k++], ids[i], 16);
-    qsort(sorted, nclient, 16, cmp_id);
-    int rc = 0;
-    for (size_t i = 1; i < nclient && rc == 0; i++)
-        if (!memcmp(sorted[i - 1], sorted[i], 16)) {
-            char t[37];
-            stele_uuid_format(sorted[i], t);
-            rc = err_set(STELE_EINVAL, "event id %s appears twice in the append", t);
-        }
-    free(sorted);
-    return rc;
+    if (dup < 0)
+        return 0;
+    char t[37];
+    stele_uuid_format(ids[dup], t);
+    return err_set(STELE_EINVAL, "event id %s appears twice in the append", t);
 }
 
 /* An append checked and ready for a backend: the ids (client-given or

@@ -23,6 +23,11 @@ uint32_t crc32c(uint32_t crc, const void *buf, size_t len);
  * made by this process strictly increasing, then random bits. Thread-safe. */
 void uuid_v7(uint8_t out[16]);
 int uuid_is_nil(const uint8_t id[16]);
+/* The first id that appears twice among the n ids whose skip[i] is 0
+ * (skip may be NULL): its index into ids, -1 if none, or -2 when out of
+ * memory. Used by the append edge and by recovery, which must refuse the
+ * same commits (a writer never makes one with an id twice). */
+long uuid_find_dup(const uint8_t (*ids)[16], const uint8_t *skip, size_t n);
 
 /* ---- names: UTF-8 validation for stream names, event types and tags.
  * Returns NULL if `s` (len bytes) is valid UTF-8 (no overlongs, no

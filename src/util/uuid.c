@@ -40,6 +40,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -290,4 +291,42 @@ void stele_id_format(const uint8_t id[16], uint32_t flags, char out[37])
         stele_ulid_format(id, out);
     else
         stele_uuid_format(id, out);
+}
+
+static int uuid_cmp_ref(const void *a, const void *b, void *arg)
+{
+    const uint8_t(*ids)[16] = arg;
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    int c = memcmp(ids[x], ids[y], 16);
+    return c ? c : (x > y) - (x < y);
+}
+
+long uuid_find_dup(const uint8_t (*ids)[16], const uint8_t *skip, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += !skip || !skip[i];
+    if (k < 2)
+        return -1;
+    if (k <= 8) { /* small appends: no allocation */
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = i + 1; j < n && (!skip || !skip[i]); j++)
+                if ((!skip || !skip[j]) && !memcmp(ids[i], ids[j], 16))
+                    return (long)j;
+        return -1;
+    }
+    size_t *ord = malloc(k * sizeof *ord);
+    if (!ord)
+        return -2;
+    k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!skip || !skip[i])
+            ord[k++] = i;
+    qsort_r(ord, k, sizeof *ord, uuid_cmp_ref, (void *)ids);
+    long dup = -1;
+    for (size_t i = 1; i < k && dup < 0; i++)
+        if (!memcmp(ids[ord[i - 1]], ids[ord[i]], 16))
+            dup = (long)ord[i];
+    free(ord);
+    return dup;
 }

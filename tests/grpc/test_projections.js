@@ -181,6 +181,13 @@ describe("projections over gRPC with @kurrent/kurrentdb-client", () => {
     await assert.rejects(client.createProjection("bad", "fromAll().when({X: function(s, e) { s.x = ; }});"),
       (e) => /SyntaxError/.test(e.message));
     await assert.rejects(client.createProjection("count-by-type", Q.countByType), (e) => /exists/.test(e.message));
+    // as KurrentDB: $deleted only with foreachStream() (docs/projections.md)
+    await assert.rejects(client.createProjection("deleted-by-part",
+      "fromAll().partitionBy(function(e){ return 'p'; }).when({$any: function(s, e){ s.n = 1; }, $deleted: function(s, e){ return null; }});"),
+      (e) => /foreachStream\(\)/.test(e.message));
+    await assert.rejects(client.updateProjection("count-by-type",
+      "fromAll().when({$any: function(s, e){ s.n = 1; }, $deleted: function(s, e){ return null; }});"),
+      (e) => /foreachStream\(\)/.test(e.message));
     await assert.rejects(client.getProjectionState("nope"), (e) => /no projection/.test(e.message));
     await assert.rejects(client.enableProjection("nope"));
     await client.restartSubsystem();

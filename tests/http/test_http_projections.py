@@ -456,5 +456,37 @@ def sigkill_rounds():
         T.check(got == want, "round %d: summary" % rnd, None, want, got)
 
 
+@T.case
+def deleted_needs_foreach_stream():
+    """As KurrentDB: $deleted is only for foreachStream() projections. A
+    partitionBy() projection or one without partitions that has it is
+    refused on every door (HTTP create, update and transient queries, the
+    CLI), with the reason, and nothing is stored."""
+    part = "fromCategory('Order').partitionBy(function(e){ return 'p'; }).when({" \
+        "$any: function(s, e){ s.n = (s.n || 0) + 1; }, $deleted: function(s, e){ return null; }});"
+    whole = "fromAll().when({$any: function(s, e){ s.n = (s.n || 0) + 1; }, " \
+        "$deleted: function(s, e){ s.gone = true; }});"
+    for i, q in enumerate((part, whole)):
+        r = C.post("/projections/del-%d" % i, q)
+        T.expect(r, 400, "INVALID_ARGUMENT")
+        T.check("foreachStream()" in r.body["error"]["message"], "the reason", r.req,
+                "foreachStream()", r.body)
+        T.expect(C.get("/projections/del-%d" % i), 404, "PROJECTION_NOT_FOUND")
+        T.expect(C.post("/projections/transient", q), 400, "INVALID_ARGUMENT")
+        rc, out, err = stele("projection", "create", "del-cli-%d" % i, "--query", q)
+        T.check(rc == 1 and "INVALID_ARGUMENT" in err and "foreachStream()" in err,
+                "CLI create", None, 1, (rc, out, err))
+    ok = "fromCategory('Order').foreachStream().when({$any: function(s, e){ s.n = (s.n || 0) + 1; }, " \
+        "$deleted: function(s, e){ return null; }});"
+    T.expect(C.post("/projections/del-ok", ok), 201)
+    r = C.request("PUT", "/projections/del-ok/query", part.encode())
+    T.expect(r, 400, "INVALID_ARGUMENT")
+    rc, out, err = stele("projection", "update", "del-ok", "--query", whole)
+    T.check(rc == 1 and "foreachStream()" in err, "CLI update", None, 1, (rc, out, err))
+    q = C.get("/projections/del-ok/query")
+    T.check(q.status == 200 and q.raw.decode() == ok, "the query is unchanged", q.req, ok, q)
+    T.expect(C.delete("/projections/del-ok"), 200)
+
+
 if __name__ == "__main__":
     T.run(setup, teardown)
