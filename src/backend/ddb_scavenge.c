@@ -4,9 +4,9 @@
  * tombstoned streams, and past their stream's maxCount, truncateBefore or
  * maxAge.
  *
- * A hidden event's item is replaced by a stub: the same key (stream,
- * revision) with its position, created time and eventId, `scavenged` = 1,
- * and nothing else. The data, metadata, type, tags and index attributes go,
+ * A removed event's item is replaced by a stub: the same key (stream,
+ * revision) with its position, created time, eventId and append marks
+ * (cFirst, cCount, below), `scavenged` = 1, and nothing else. The data, metadata, type, tags and index attributes go,
  * so the item shrinks to a few dozen bytes and drops out of every GSI
  * (queries and views: a view keeps its numbering, with a gap). The stub
  * keeps $all whole: a $all read still finds an item at every position
