@@ -44,7 +44,8 @@
  * transaction (group commit), so events/s grows with concurrency.
  *
  * The writer (group commit in one TransactWriteItems) is described in
- * ddb_write.c and ddb_plan.c; deletes, metadata and snapshots in
+ * ddb_write.c and ddb_plan.c; deletes (each with its `$streamDeleted`
+ * event in `$deletes`) in ddb_deletes.c; metadata and snapshots in
  * ddb_stream.c; reads, $all and queries in ddb_read.c; calls, attribute
  * values and tables in ddb_api.c. This file opens and closes a store and
  * runs commit notification.

@@ -102,6 +102,25 @@ int ddb_call(ddb *D, const char *op, json_t *req, json_t **resp, char type[128])
     return rc;
 }
 
+int ddb_pages(ddb *D, const char *op, json_t *req, int (*fn)(void *ctx, json_t *items), void *ctx)
+{
+    int rc = 0;
+    for (;;) {
+        json_t *resp;
+        if ((rc = ddb_call(D, op, json_incref(req), &resp, NULL)))
+            break;
+        rc = fn(ctx, json_object_get(resp, "Items"));
+        json_t *lek = json_object_get(resp, "LastEvaluatedKey");
+        if (rc == 0 && lek)
+            json_object_set(req, "ExclusiveStartKey", lek);
+        json_decref(resp);
+        if (rc || !lek)
+            break;
+    }
+    json_decref(req);
+    return rc < 0 ? rc : 0;
+}
+
 void ddb_count_capacity(ddb *D, json_t *resp, int write)
 {
     json_t *cc = json_object_get(resp, "ConsumedCapacity");

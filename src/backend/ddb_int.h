@@ -1,7 +1,8 @@
 /*
  * ddb_int.h - internals of the DynamoDB backend (ddb.c: open, close,
  * notification; ddb_api.c: calls and tables; ddb_write.c and ddb_plan.c:
- * the writer; ddb_stream.c: deletes, metadata, snapshots; ddb_read.c:
+ * the writer; ddb_deletes.c: deletes as events of `$deletes`;
+ * ddb_stream.c: metadata, snapshots; ddb_read.c:
  * reads and queries). The table layout, the feed and the limits are
  * described at the top of ddb.c and in docs/backends.md.
  */
@@ -98,6 +99,10 @@ typedef struct ddb {
  * error type in type (if not NULL) and the raw answer in *resp for
  * TransactionCanceledException. */
 int ddb_call(ddb *D, const char *op, json_t *req, json_t **resp, char type[128]);
+/* A Query or Scan (req, consumed) page after page: fn(ctx, items) for each
+ * answer's Items in order, until fn returns nonzero (> 0: stop; < 0: that
+ * error, set) or the last page. 0 or an error. */
+int ddb_pages(ddb *D, const char *op, json_t *req, int (*fn)(void *ctx, json_t *items), void *ctx);
 json_t *ddb_s(const char *s, size_t n);
 json_t *ddb_n(int64_t v);
 json_t *ddb_nu(uint64_t v); /* UINT64_MAX as -1 */
@@ -186,6 +191,10 @@ int ddb_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_
                   size_t limit, stele_page **out);
 int ddb_list_names(backend *b, int kind, const char *prefix, const char *after, size_t limit, unsigned flags,
                    int (*fn)(void *ctx, const stele_name_info *info), void *ctx);
+
+/* The feed item of the commit (group) holding position p, or *item NULL
+ * if none; the answers are appended to the array *keep (which owns them). */
+int ddb_feed_at(ddb *D, uint64_t p, json_t **keep, json_t **item);
 
 /* Add an event item to a page. */
 int ddb_page_add_item(stele_page *pg, json_t *item);

@@ -134,6 +134,7 @@ int ddb_group_read(ddb *D, group *g, int fresh, int *cached)
             gs->last_pos = gs->st.last_pos;
             gs->deleted = gs->st.deleted;
             gs->touched = 0;
+            gs->rm = 0;
         }
         return 0;
     }
@@ -195,6 +196,7 @@ int ddb_group_read(ddb *D, group *g, int fresh, int *cached)
         gs->last_pos = gs->st.last_pos;
         gs->deleted = gs->st.deleted;
         gs->touched = 0;
+        gs->rm = 0;
     }
     return 0;
 }
@@ -539,6 +541,8 @@ static int multi_expectations(group *g, dreq *r, int tomb_writes)
 int ddb_plan(ddb *D, group *g, dreq *r, uint64_t *next)
 {
     char eb[32];
+    if (r->kind == DR_REMOVE)
+        return ddb_plan_remove(g, r, next);
     r->mres.failed_stream = SIZE_MAX;
     r->mres.current_revision = STELE_NONE;
     r->res.current_revision = STELE_NONE;
@@ -670,7 +674,12 @@ conditions:
             return 0;
         }
     }
-    /* Accepted: assign revisions and positions. */
+    ddb_plan_accept(g, r, next);
+    return 0;
+}
+
+void ddb_plan_accept(group *g, dreq *r, uint64_t *next)
+{
     for (size_t s = 0; s < r->nstreams; s++) {
         gstream *gs = gs_find(g, r->streams[s].name, r->streams[s].len);
         r->streams[s].first_rev = gs->last == UINT64_MAX ? 0 : gs->last + 1;
@@ -706,7 +715,7 @@ conditions:
     }
     r->planned = 1;
     r->rc = 0;
-    if (r->kind == DR_APPEND) {
+    if (r->kind != DR_MULTI) {
         r->res.first_revision = r->recs[0].rev;
         r->res.last_revision = r->recs[r->nrecs - 1].rev;
         r->res.first_position = first;
@@ -734,6 +743,5 @@ conditions:
         r->mres.last_position = r->nrecs ? *next - 1 : STELE_NONE;
         r->mres.idempotent = 0;
     }
-    return 0;
 }
 

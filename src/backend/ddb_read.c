@@ -83,6 +83,44 @@ static int read_state(ddb *D, const char *stream, size_t len, dstate *st)
     return rc;
 }
 
+/* A stream read's pages (query_stream). */
+typedef struct spage {
+    const dstate *st;
+    int backwards;
+    size_t limit;
+    stele_page *pg;
+    uint64_t *last;
+    int *any, *aged;
+    int64_t now;
+} spage;
+
+static int stream_page(void *ctx, json_t *items)
+{
+    spage *sp = ctx;
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        if (page_full(sp->pg, sp->limit))
+            return 1;
+        uint64_t rev = ddb_get_nu(it, "revision");
+        int64_t created = 0;
+        ddb_get_n(it, "created", &created);
+        if (!ddb_event_visible(sp->st, rev, created, sp->now) || json_object_get(it, "scavenged")) {
+            if (sp->backwards) {
+                *sp->aged = 1;
+                return 1;
+            }
+            continue;
+        }
+        int rc = ddb_page_add_item(sp->pg, it);
+        if (rc)
+            return rc;
+        *sp->last = rev;
+        *sp->any = 1;
+    }
+    return page_full(sp->pg, sp->limit);
+}
+
 /* Events of the stream with lo <= revision <= hi into pg, in the read's
  * direction, visible under st. *last: the last revision added; *aged: a
  * backwards read met an event maxAge hides. */
@@ -90,52 +128,17 @@ static int query_stream(ddb *D, const char *stream, size_t len, const dstate *st
                         uint64_t hi, int backwards, size_t limit, stele_page *pg, uint64_t *last,
                         int *any, int *aged)
 {
-    json_t *start = NULL;
-    int64_t now = time_now_us();
-    int rc = 0;
-    while (!page_full(pg, limit)) {
-        size_t want = limit - pg->count;
-        json_t *req = json_pack("{s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o, s:o}, s:b, s:b, s:i}", "TableName", D->t_events,
-                                "KeyConditionExpression", "#s = :s AND #r BETWEEN :a AND :b",
-                                "ExpressionAttributeNames", "#s", "stream", "#r", "revision",
-                                "ExpressionAttributeValues", ":s", ddb_s(stream, len), ":a", ddb_nu(lo), ":b",
-                                ddb_nu(hi), "ConsistentRead", 1, "ScanIndexForward", !backwards, "Limit",
-                                (int)(want > 1000 ? 1000 : want));
-        if (start)
-            json_object_set_new(req, "ExclusiveStartKey", start);
-        start = NULL;
-        json_t *resp;
-        if ((rc = ddb_call(D, "Query", req, &resp, NULL)))
-            return rc;
-        size_t i;
-        json_t *it;
-        json_array_foreach(json_object_get(resp, "Items"), i, it) {
-            if (page_full(pg, limit))
-                break;
-            uint64_t rev = ddb_get_nu(it, "revision");
-            int64_t created = 0;
-            ddb_get_n(it, "created", &created);
-            if (!ddb_event_visible(st, rev, created, now) || json_object_get(it, "scavenged")) {
-                if (backwards) {
-                    *aged = 1;
-                    break;
-                }
-                continue;
-            }
-            if ((rc = ddb_page_add_item(pg, it)))
-                break;
-            *last = rev;
-            *any = 1;
-        }
-        json_t *lek = json_object_get(resp, "LastEvaluatedKey");
-        if (lek && !rc && !*aged)
-            start = json_incref(lek);
-        json_decref(resp);
-        if (rc || !start)
-            break;
-    }
-    json_decref(start);
-    return rc;
+    if (page_full(pg, limit))
+        return 0;
+    size_t want = limit - pg->count;
+    spage sp = {st, backwards, limit, pg, last, any, aged, time_now_us()};
+    json_t *req = json_pack("{s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o, s:o}, s:b, s:b, s:i}", "TableName", D->t_events,
+                            "KeyConditionExpression", "#s = :s AND #r BETWEEN :a AND :b",
+                            "ExpressionAttributeNames", "#s", "stream", "#r", "revision",
+                            "ExpressionAttributeValues", ":s", ddb_s(stream, len), ":a", ddb_nu(lo), ":b",
+                            ddb_nu(hi), "ConsistentRead", 1, "ScanIndexForward", !backwards, "Limit",
+                            (int)(want > 1000 ? 1000 : want));
+    return ddb_pages(D, "Query", req, stream_page, &sp);
 }
 
 /* A stream read of revisions <= cap (UINT64_MAX: no cap). */
@@ -187,43 +190,40 @@ int ddb_read_stream(backend *b, const char *stream, size_t len, uint64_t from, i
     return read_stream_capped((ddb *)b, stream, len, from, backwards, limit, UINT64_MAX, out);
 }
 
+/* rev_as_of's pages: *to follows the items until one is later. */
+typedef struct apage {
+    int64_t as_of_us;
+    uint64_t *to;
+} apage;
+
+static int as_of_page(void *ctx, json_t *items)
+{
+    apage *ap = ctx;
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        int64_t c = 0;
+        ddb_get_n(it, "created", &c);
+        if (c > ap->as_of_us)
+            return 1;
+        *ap->to = ddb_get_nu(it, "revision");
+    }
+    return 0;
+}
+
 /* The last revision created at or before as_of (STELE_NONE: none):
  * created times grow along the stream, so the events up to it are a
  * prefix; its items are read in key order until one is later. */
 static int rev_as_of(ddb *D, const char *stream, size_t len, int64_t as_of_us, uint64_t *to)
 {
     *to = STELE_NONE;
-    json_t *start = NULL;
-    for (;;) {
-        json_t *req = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:{s:o}, s:b, s:b}", "TableName",
-                                D->t_events, "KeyConditionExpression", "#s = :s", "ProjectionExpression",
-                                "#r, #c", "ExpressionAttributeNames", "#s", "stream", "#c", "created", "#r",
-                                "revision", "ExpressionAttributeValues", ":s", ddb_s(stream, len),
-                                "ConsistentRead", 1, "ScanIndexForward", 1);
-        if (start)
-            json_object_set_new(req, "ExclusiveStartKey", start);
-        json_t *resp;
-        int rc = ddb_call(D, "Query", req, &resp, NULL);
-        if (rc)
-            return rc;
-        size_t i;
-        json_t *it;
-        int past = 0;
-        json_array_foreach(json_object_get(resp, "Items"), i, it) {
-            int64_t c = 0;
-            ddb_get_n(it, "created", &c);
-            if (c > as_of_us) {
-                past = 1;
-                break;
-            }
-            *to = ddb_get_nu(it, "revision");
-        }
-        json_t *lek = json_object_get(resp, "LastEvaluatedKey");
-        start = lek && !past ? json_incref(lek) : NULL;
-        json_decref(resp);
-        if (!start)
-            return 0;
-    }
+    apage ap = {as_of_us, to};
+    json_t *req = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:{s:o}, s:b, s:b}", "TableName",
+                            D->t_events, "KeyConditionExpression", "#s = :s", "ProjectionExpression",
+                            "#r, #c", "ExpressionAttributeNames", "#s", "stream", "#c", "created", "#r",
+                            "revision", "ExpressionAttributeValues", ":s", ddb_s(stream, len),
+                            "ConsistentRead", 1, "ScanIndexForward", 1);
+    return ddb_pages(D, "Query", req, as_of_page, &ap);
 }
 
 int ddb_read_stream_to(backend *b, const char *stream, size_t len, uint64_t from, int backwards,
@@ -275,8 +275,7 @@ typedef struct slot {
     size_t len;
 } slot;
 
-/* The feed commit item containing position p (NULL if none). */
-static int feed_at(ddb *D, uint64_t p, json_t **keep, json_t **item)
+int ddb_feed_at(ddb *D, uint64_t p, json_t **keep, json_t **item)
 {
     *item = NULL;
     uint64_t b = p >> DDB_BUCKET_SHIFT;
@@ -340,7 +339,7 @@ static int feed_collect(ddb *D, uint64_t from, int backwards, uint64_t head, siz
 {
     *n = 0;
     json_t *item;
-    int rc = feed_at(D, from, &keep, &item);
+    int rc = ddb_feed_at(D, from, &keep, &item);
     if (rc || !item)
         return rc;
     uint64_t lo = backwards ? 0 : from, hi = backwards ? from : head - 1;
@@ -374,7 +373,7 @@ static int feed_collect(ddb *D, uint64_t from, int backwards, uint64_t head, siz
                 /* the last commit of bucket b-1 */
                 json_t *it2;
                 uint64_t p = (b << DDB_BUCKET_SHIFT) - 1;
-                if ((rc = feed_at(D, p, &keep, &it2)))
+                if ((rc = ddb_feed_at(D, p, &keep, &it2)))
                     return rc;
                 if (!it2)
                     break;
@@ -518,9 +517,11 @@ int ddb_read_all(backend *b, uint64_t from, int backwards, size_t limit, stele_p
         rc = feed_collect(D, from, backwards, head, want, keep, sl, &n);
         if (rc == 0)
             rc = fetch_slots(D, sl, n, limit, pg);
-        if (rc || n < want || !pg->count)
+        if (rc || n < want || n == 0)
             break;
-        uint64_t last = page_ev(pg, pg->count - 1)->position;
+        /* On past the last position read, kept or not: a round of
+         * scavenged stubs only adds nothing to the page. */
+        uint64_t last = sl[n - 1].pos;
         if (backwards ? last == 0 : last + 1 >= head)
             break;
         from = backwards ? last - 1 : last + 1;
@@ -679,6 +680,38 @@ static int query_by_all(ddb *D, const query_args *q, stele_page *pg)
     return 0;
 }
 
+/* A GSI query's pages (ddb_query). */
+typedef struct qpage {
+    ddb *D;
+    const query_args *q;
+    stele_page *pg;
+    qstate *cache;
+    size_t nc;
+} qpage;
+
+static int index_page(void *ctx, json_t *items)
+{
+    qpage *qp = ctx;
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        int vis = 0;
+        int rc = query_visible(qp->D, &qp->cache, &qp->nc, it, &vis);
+        if (rc)
+            return rc;
+        if (!vis)
+            continue;
+        if (page_full(qp->pg, qp->q->limit)) {
+            qp->pg->has_next = 1;
+            qp->pg->next = ddb_get_nu(it, "position");
+            return 1;
+        }
+        if ((rc = ddb_page_add_item(qp->pg, it)))
+            return rc;
+    }
+    return 0;
+}
+
 int ddb_query(backend *b, const query_args *q, stele_page **out)
 {
     ddb *D = (ddb *)b;
@@ -722,59 +755,25 @@ int ddb_query(backend *b, const query_args *q, stele_page **out)
     char filter[256];
     snprintf(filter, sizeof filter, "#p %s :p%s", q->backwards ? "<=" : ">=",
              q->type ? " AND #t = :t" : "");
-    json_t *start = NULL;
-    qstate *cache = NULL;
-    size_t nc = 0;
-    int done = q->limit == 0;
+    qpage qp = {D, q, pg, NULL, 0};
     /* Until the page is full and the next visible match is seen: the
      * page's next is that match's position, as on the local engine. */
-    while (rc == 0 && !done) {
+    if (q->limit != 0) {
         json_t *vals = json_pack("{s:o, s:{s:s}, s:{s:s}, s:o}", ":k", ddb_s(q->key, q->key_len), ":lo", "N", lo,
                                  ":hi", "N", hi, ":p", ddb_nu(q->from > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : q->from));
         if (q->type)
             json_object_set_new(vals, ":t", ddb_s(q->type, q->type_len));
-        char kc[128];
-        snprintf(kc, sizeof kc, "#a = :k AND #tp BETWEEN :lo AND :hi");
         json_t *names = json_pack("{s:s, s:s, s:s}", "#a", attr, "#tp", "timePos", "#p", "position");
         if (q->type)
             json_object_set_new(names, "#t", json_string("eventType"));
         json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:b, s:i}", "TableName", D->t_events, "IndexName",
-                                index, "KeyConditionExpression", kc, "FilterExpression", filter,
-                                "ExpressionAttributeNames", names,
+                                index, "KeyConditionExpression", "#a = :k AND #tp BETWEEN :lo AND :hi",
+                                "FilterExpression", filter, "ExpressionAttributeNames", names,
                                 "ExpressionAttributeValues", vals, "ScanIndexForward", !q->backwards, "Limit",
                                 1000);
-        if (start)
-            json_object_set_new(req, "ExclusiveStartKey", start);
-        start = NULL;
-        json_t *resp;
-        if ((rc = ddb_call(D, "Query", req, &resp, NULL)))
-            break;
-        size_t i;
-        json_t *it;
-        json_array_foreach(json_object_get(resp, "Items"), i, it) {
-            int vis = 0;
-            if ((rc = query_visible(D, &cache, &nc, it, &vis)))
-                break;
-            if (!vis)
-                continue;
-            if (page_full(pg, q->limit)) {
-                pg->has_next = 1;
-                pg->next = ddb_get_nu(it, "position");
-                done = 1;
-                break;
-            }
-            if ((rc = ddb_page_add_item(pg, it)))
-                break;
-        }
-        json_t *lek = json_object_get(resp, "LastEvaluatedKey");
-        if (lek && !rc && !done)
-            start = json_incref(lek);
-        json_decref(resp);
-        if (!start)
-            break;
+        rc = ddb_pages(D, "Query", req, index_page, &qp);
     }
-    json_decref(start);
-    qcache_free(cache, nc);
+    qcache_free(qp.cache, qp.nc);
     if (rc) {
         stele_page_free(pg);
         return rc;

@@ -4,9 +4,9 @@
  * tombstoned streams, and past their stream's maxCount, truncateBefore or
  * maxAge.
  *
- * A hidden event's item is replaced by a stub: the same key (stream,
- * revision) with its position, created time and eventId, `scavenged` = 1,
- * and nothing else. The data, metadata, type, tags and index attributes go,
+ * A removed event's item is replaced by a stub: the same key (stream,
+ * revision) with its position, created time, eventId and append marks
+ * (cFirst, cCount, below), `scavenged` = 1, and nothing else. The data, metadata, type, tags and index attributes go,
  * so the item shrinks to a few dozen bytes and drops out of every GSI
  * (queries and views: a view keeps its numbering, with a gap). The stub
  * keeps $all whole: a $all read still finds an item at every position
@@ -17,13 +17,28 @@
  * idempotent success it was (the id item is kept; ddb_plan.c compares
  * nothing with a stub).
  *
+ * What goes: whole appends (commits), as on the local engine and
+ * PostgreSQL, so a retry check or a reader never finds half an append. An
+ * append is removed when every one of its events is hidden and it is not
+ * the last append of any stream it wrote (that one stays, as everywhere:
+ * the stream's head keeps its event). The events of an append of n > 1
+ * events carry its first position and n (cFirst, cCount, ddb_write.c), so
+ * the walk knows which events go together; an event without them is an
+ * append of its own (single-event appends, and events written before
+ * appends were marked). An append over several streams is removed when
+ * its events in the other streams are hidden too: the feed item of its
+ * group names them, and their streams' items are read.
+ *
  * The walk: every stream item of the streams table (a consistent Scan),
  * then the stream's events from revision 0 while they are hidden. The
  * hidden events of a stream are always a prefix of it (truncate-before,
  * maxCount and deletes hide revisions below a bound; created times grow
  * along the stream, so maxAge hides a prefix too), so the walk stops at
- * the first visible event. Stubs are written with BatchWriteItem (25 a
- * call). Online: appends and reads go on; an event hidden after its
+ * the first visible event, which keeps the append it belongs to. An
+ * append's events in one stream are consecutive revisions, so the walk
+ * decides each append when it has passed its last event here (a run of
+ * at most 100 events in memory). Stubs are written with BatchWriteItem (25
+ * a call). Online: appends and reads go on; an event hidden after its
  * stream's item was read waits for the next scavenge.
  *
  * Result fields on this backend: segments_scanned counts the streams
@@ -90,72 +105,217 @@ static int write_stubs(ddb *D, json_t *puts)
     return rc;
 }
 
-/* Stub the hidden prefix of one stream. */
+/* Are the events of the commit at positions c0 .. c0 + cn - 1 outside
+ * `stream` all hidden, and none of them its stream's last? (A multi-stream
+ * append.) The feed item of the group holding c0 names them; each other
+ * stream's item is read consistently. 1 yes, 0 no, or an error. */
+static int commit_dead_elsewhere(ddb *D, uint64_t c0, uint64_t cn, const char *stream, size_t len, int64_t now)
+{
+    json_t *keep = json_array(), *feed;
+    int rc = ddb_feed_at(D, c0, &keep, &feed);
+    if (rc || !feed) {
+        json_decref(keep);
+        return rc; /* no commit found: keep the events */
+    }
+    int64_t created = 0;
+    ddb_get_n(feed, "created", &created);
+    uint64_t pos = ddb_get_nu(feed, "position");
+    int dead = 1;
+    size_t i;
+    json_t *part;
+    json_array_foreach(json_object_get(json_object_get(feed, "parts"), "L"), i, part) {
+        json_t *m = json_object_get(part, "M");
+        size_t sl;
+        const char *sn = ddb_get_s(m, "s", &sl);
+        uint64_t r0 = ddb_get_nu(m, "r"), n = ddb_get_nu(m, "n");
+        if (!sn || r0 == UINT64_MAX || n == UINT64_MAX) {
+            dead = 0;
+            break;
+        }
+        /* The part's positions pos .. pos + n - 1 against the commit's. */
+        uint64_t lo = pos > c0 ? pos : c0, hi = pos + n < c0 + cn ? pos + n : c0 + cn;
+        pos += n;
+        if (lo >= hi || (sl == len && !memcmp(sn, stream, len)))
+            continue;
+        dstate st;
+        if ((rc = ddb_state_get(D, sn, sl, &st)))
+            break;
+        if (st.last_pos != UINT64_MAX && st.last_pos >= c0 && st.last_pos < c0 + cn)
+            dead = 0; /* that stream's last commit */
+        for (uint64_t p = lo; p < hi && dead; p++)
+            dead = !ddb_event_visible(&st, r0 + (p - (pos - n)), created, now);
+        ddb_state_free(&st);
+        if (!dead)
+            break;
+    }
+    json_decref(keep);
+    return rc ? rc : dead;
+}
+
+/* One stream's events of one commit (an append), in revision order. */
+typedef struct crun {
+    uint64_t c0, cn;        /* the commit's first position and size */
+    json_t *items;          /* this stream's items of it */
+} crun;
+
+/* The commit of an event item: its first position and size (an item
+ * without cFirst is an append of one event, or one written before
+ * appends were marked). */
+static void item_commit(json_t *it, uint64_t *c0, uint64_t *cn)
+{
+    *c0 = ddb_get_nu(it, "cFirst");
+    *cn = ddb_get_nu(it, "cCount");
+    if (*c0 == UINT64_MAX || *cn == UINT64_MAX) {
+        *c0 = ddb_get_nu(it, "position");
+        *cn = 1;
+    }
+}
+
+/* Decide a run whose events in this stream are all hidden: the commit
+ * goes when it is not the stream's last commit and its events in other
+ * streams (if any) are hidden too; its stubs go into puts. */
+static int run_decide(ddb *D, const char *stream, size_t len, const dstate *st, crun *run, json_t *puts,
+                      uint64_t *removed, stele_scavenge_result *res, int64_t now)
+{
+    size_t n = json_array_size(run->items), stubs = 0, i;
+    json_t *it;
+    json_array_foreach(run->items, i, it)
+        stubs += json_object_get(it, "scavenged") != NULL;
+    if (stubs == n) { /* nothing left to remove (or an empty run) */
+        json_array_clear(run->items);
+        return 0;
+    }
+    int rc = 0, dead = !(st->last_pos != UINT64_MAX && st->last_pos >= run->c0 &&
+                         st->last_pos < run->c0 + run->cn);
+    if (dead && n < run->cn)
+        dead = rc = commit_dead_elsewhere(D, run->c0, run->cn, stream, len, now);
+    if (rc < 0)
+        dead = 0;
+    json_array_foreach(run->items, i, it) {
+        if (!dead || json_object_get(it, "scavenged"))
+            continue;
+        json_t *stub = json_pack("{s:o, s:o, s:O, s:O, s:o}", "stream", ddb_s(stream, len), "revision",
+                                 ddb_nu(ddb_get_nu(it, "revision")), "position", json_object_get(it, "position"),
+                                 "created", json_object_get(it, "created"), "scavenged", ddb_n(1));
+        static const char *const keep[] = {"eventId", "cFirst", "cCount"};
+        for (int k = 0; k < 3; k++)
+            if (json_object_get(it, keep[k]))
+                json_object_set(stub, keep[k], json_object_get(it, keep[k]));
+        json_array_append_new(puts, json_pack("{s:{s:o}}", "PutRequest", "Item", stub));
+        uint64_t sz = item_bytes(it);
+        (*removed)++;
+        res->bytes_removed += sz;
+        res->bytes_reclaimed += sz;
+    }
+    json_array_clear(run->items);
+    return rc < 0 ? rc : 0;
+}
+
+/* One stream's walk (scavenge_stream). */
+typedef struct swalk {
+    ddb *D;
+    const char *stream;
+    size_t len;
+    const dstate *st;
+    stele_scavenge_result *res;
+    crun run;
+    json_t *puts;
+    uint64_t removed;
+    int64_t now;
+} swalk;
+
+/* A page of the stream's events, in revision order: 1 at the first
+ * visible one (the end of the hidden prefix). */
+static int walk_page(void *ctx, json_t *items)
+{
+    swalk *w = ctx;
+    int rc = 0;
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        uint64_t rev = ddb_get_nu(it, "revision"), c0, cn;
+        int64_t created = 0;
+        ddb_get_n(it, "created", &created);
+        w->res->bytes_scanned += item_bytes(it);
+        item_commit(it, &c0, &cn);
+        int visible = !json_object_get(it, "scavenged") && ddb_event_visible(w->st, rev, created, w->now);
+        if (json_array_size(w->run.items) && c0 != w->run.c0 &&
+            (rc = run_decide(w->D, w->stream, w->len, w->st, &w->run, w->puts, &w->removed, w->res, w->now)))
+            return rc; /* the run's commit has no more events here: decided */
+        if (visible) {
+            /* A visible event keeps its commit (and ends the prefix). */
+            json_array_clear(w->run.items);
+            return 1;
+        }
+        w->run.c0 = c0;
+        w->run.cn = cn;
+        json_array_append(w->run.items, it);
+    }
+    if (json_array_size(w->puts) >= 500) { /* keep memory bounded */
+        rc = write_stubs(w->D, w->puts);
+        w->puts = json_array();
+    }
+    return rc;
+}
+
+/* Stub the dead commits of one stream's hidden prefix. */
 static int scavenge_stream(ddb *D, const char *stream, size_t len, const dstate *st, stele_scavenge_result *res)
 {
-    json_t *start = NULL, *puts = json_array();
-    int64_t now = time_now_us();
-    int rc = 0, done = 0;
-    uint64_t removed = 0;
-    while (!done && rc == 0) {
-        json_t *req = json_pack("{s:s, s:s, s:{s:s}, s:{s:o}, s:b, s:b, s:i}", "TableName", D->t_events,
-                                "KeyConditionExpression", "#s = :s", "ExpressionAttributeNames", "#s", "stream",
-                                "ExpressionAttributeValues", ":s", ddb_s(stream, len), "ConsistentRead", 1,
-                                "ScanIndexForward", 1, "Limit", 200);
-        if (start)
-            json_object_set_new(req, "ExclusiveStartKey", start);
-        start = NULL;
-        json_t *resp;
-        if ((rc = ddb_call(D, "Query", req, &resp, NULL)))
-            break;
-        size_t i;
-        json_t *it;
-        json_array_foreach(json_object_get(resp, "Items"), i, it) {
-            uint64_t rev = ddb_get_nu(it, "revision");
-            int64_t created = 0;
-            ddb_get_n(it, "created", &created);
-            uint64_t sz = item_bytes(it);
-            res->bytes_scanned += sz;
-            if (ddb_event_visible(st, rev, created, now)) {
-                done = 1;
-                break;
-            }
-            if (json_object_get(it, "scavenged"))
-                continue;
-            json_t *stub = json_pack("{s:o, s:o, s:O, s:O, s:o}", "stream", ddb_s(stream, len), "revision",
-                                     ddb_nu(rev), "position", json_object_get(it, "position"), "created",
-                                     json_object_get(it, "created"), "scavenged", ddb_n(1));
-            if (json_object_get(it, "eventId"))
-                json_object_set(stub, "eventId", json_object_get(it, "eventId"));
-            json_array_append_new(puts, json_pack("{s:{s:o}}", "PutRequest", "Item", stub));
-            removed++;
-            res->bytes_removed += sz;
-            res->bytes_reclaimed += sz;
-        }
-        json_t *lek = json_object_get(resp, "LastEvaluatedKey");
-        if (lek && !done)
-            start = json_incref(lek);
-        json_decref(resp);
-        if (!start)
-            break;
-        if (json_array_size(puts) >= 500) { /* keep memory bounded */
-            if ((rc = write_stubs(D, puts)))
-                puts = NULL;
-            else
-                puts = json_array();
-        }
+    swalk w = {D, stream, len, st, res, {0, 0, json_array()}, json_array(), 0, time_now_us()};
+    json_t *req = json_pack("{s:s, s:s, s:{s:s}, s:{s:o}, s:b, s:b, s:i}", "TableName", D->t_events,
+                            "KeyConditionExpression", "#s = :s", "ExpressionAttributeNames", "#s", "stream",
+                            "ExpressionAttributeValues", ":s", ddb_s(stream, len), "ConsistentRead", 1,
+                            "ScanIndexForward", 1, "Limit", 200);
+    int rc = ddb_pages(D, "Query", req, walk_page, &w);
+    if (rc == 0) /* the stream's end or its first visible event: the last run is whole */
+        rc = run_decide(D, stream, len, st, &w.run, w.puts, &w.removed, res, w.now);
+    json_decref(w.run.items);
+    if (rc == 0) {
+        rc = write_stubs(D, w.puts);
+        w.puts = NULL;
     }
-    json_decref(start);
-    if (rc == 0 && puts) {
-        rc = write_stubs(D, puts);
-        puts = NULL;
-    }
-    json_decref(puts);
-    if (rc == 0 && removed) {
-        res->events_removed += removed;
+    json_decref(w.puts);
+    if (rc == 0 && w.removed) {
+        res->events_removed += w.removed;
         res->segments_rewritten++;
     }
     return rc;
+}
+
+/* The whole walk (ddb_scavenge). */
+typedef struct sall {
+    ddb *D;
+    const stele_scavenge_options *opts;
+    stele_scavenge_result *res;
+    int64_t t0;
+} sall;
+
+/* A page of the streams table: each stream's walk; 1 when the progress
+ * callback asks to stop. */
+static int streams_page(void *ctx, json_t *items)
+{
+    sall *a = ctx;
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        size_t len;
+        const char *name = ddb_get_s(it, "stream", &len);
+        if (!name || !len || name[0] == '\001' || name[0] == '\002')
+            continue; /* the sequencer, view counters */
+        dstate st;
+        ddb_state_parse(it, &st);
+        a->res->segments_scanned++;
+        int rc = st.last != UINT64_MAX ? scavenge_stream(a->D, name, len, &st, a->res) : 0;
+        ddb_state_free(&st);
+        a->res->duration_us = (uint64_t)(time_now_us() - a->t0);
+        if (rc)
+            return rc;
+        if (a->opts && a->opts->progress && a->opts->progress(a->opts->ctx, a->res)) {
+            a->res->stopped = 1; /* the caller asked to stop */
+            return 1;
+        }
+    }
+    return 0;
 }
 
 int ddb_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res)
@@ -165,44 +325,10 @@ int ddb_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_
     if (!res)
         res = &tmp;
     memset(res, 0, sizeof *res);
-    int64_t t0 = time_now_us();
-    json_t *start = NULL;
-    int rc = 0, stop = 0;
-    while (rc == 0 && !stop) {
-        json_t *req = json_pack("{s:s, s:b, s:i}", "TableName", D->t_streams, "ConsistentRead", 1, "Limit", 100);
-        if (start)
-            json_object_set_new(req, "ExclusiveStartKey", start);
-        start = NULL;
-        json_t *resp;
-        if ((rc = ddb_call(D, "Scan", req, &resp, NULL)))
-            break;
-        size_t i;
-        json_t *it;
-        json_array_foreach(json_object_get(resp, "Items"), i, it) {
-            size_t len;
-            const char *name = ddb_get_s(it, "stream", &len);
-            if (!name || !len || name[0] == '\001' || name[0] == '\002')
-                continue; /* the sequencer, view counters */
-            dstate st;
-            ddb_state_parse(it, &st);
-            res->segments_scanned++;
-            if (st.last != UINT64_MAX)
-                rc = scavenge_stream(D, name, len, &st, res);
-            ddb_state_free(&st);
-            res->duration_us = (uint64_t)(time_now_us() - t0);
-            if (rc || (opts && opts->progress && opts->progress(opts->ctx, res))) {
-                stop = 1;
-                break;
-            }
-        }
-        json_t *lek = json_object_get(resp, "LastEvaluatedKey");
-        if (lek && !stop && rc == 0)
-            start = json_incref(lek);
-        json_decref(resp);
-        if (!start)
-            break;
-    }
-    json_decref(start);
-    res->duration_us = (uint64_t)(time_now_us() - t0);
+    sall a = {D, opts, res, time_now_us()};
+    int rc = ddb_pages(D, "Scan",
+                       json_pack("{s:s, s:b, s:i}", "TableName", D->t_streams, "ConsistentRead", 1, "Limit", 100),
+                       streams_page, &a);
+    res->duration_us = (uint64_t)(time_now_us() - a.t0);
     return rc;
 }

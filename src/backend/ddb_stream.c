@@ -1,13 +1,13 @@
 /*
  * ddb_stream.c - the DynamoDB backend's writes to one stream outside the
- * writer: soft deletes and tombstones, metadata, and snapshots (seed 003's
- * table) with their retention.
+ * writer: metadata, and snapshots (seed 003's table) with their retention.
+ * (Deletes and tombstones go through the writer: ddb_deletes.c.)
  *
- * Each of them is one UpdateItem of the stream's item under the condition
- * `ver = <the version read>` (or, for a stream without an item,
+ * A metadata change is one UpdateItem of the stream's item under the
+ * condition `ver = <the version read>` (or, for a stream without an item,
  * attribute_not_exists), so it is serialised with the writer's
- * transactions, which condition on the same `ver` and bump it: a delete or
- * a metadata change that races an append makes one of them start again
+ * transactions, which condition on the same `ver` and bump it: a metadata
+ * change that races an append or a delete makes one of them start again
  * from a fresh read (ddb_write.c re-plans; here the loop reads again, up
  * to 100 times, then STELE_EBUSY). Snapshots are plain items keyed by
  * (stream, revision); the oldest beyond maxSnapshots are deleted after
@@ -21,7 +21,7 @@
 #include "backend/expect.h"
 #include "util/util.h"
 
-/* ------------------------------------------- deletes, metadata, snapshots */
+/* ------------------------------------------------- metadata, snapshots */
 
 /* Update a stream's item under the version read (any concurrent append,
  * delete or metadata change moves it). values: the update's own; the
@@ -59,51 +59,6 @@ static int state_update(ddb *D, const char *stream, size_t len, const dstate *st
                                 "ExpressionAttributeValues", ":one", ddb_n(1)),
                       NULL, NULL);
     return rc;
-}
-
-int ddb_remove(backend *b, const char *stream, size_t len, int64_t expected, int tombstone,
-                      uint64_t *current)
-{
-    backend_assert_remove(stream, len, expected);
-    ddb *D = (ddb *)b;
-    for (int attempt = 0; attempt < 100; attempt++) {
-        dstate st;
-        int rc = ddb_state_get(D, stream, len, &st);
-        if (rc)
-            return rc;
-        if (st.tombstoned) {
-            ddb_state_free(&st);
-            return err_set(STELE_EDELETED, "stream '%.*s' is tombstoned", (int)len, stream);
-        }
-        uint64_t cur = ddb_visible_rev(&st);
-        if (current)
-            *current = cur;
-        if (!tombstone && cur == STELE_NONE) {
-            ddb_state_free(&st);
-            return err_set(STELE_ENOTFOUND, "stream '%.*s' %s", (int)len, stream,
-                           st.found ? "is already deleted" : "does not exist");
-        }
-        int was_last = st.deleted && expected >= 0 && st.last != UINT64_MAX &&
-                       (uint64_t)expected == st.last;
-        if (!was_last && !expect_ok(expected, cur)) {
-            ddb_state_free(&st);
-            return expect_wrong_rev(stream, len, expected, cur);
-        }
-        json_t *v;
-        const char *set;
-        if (tombstone) {
-            v = json_pack("{s:o, s:o, s:o}", ":t", ddb_n(1), ":lr", ddb_nu(st.last), ":lp", ddb_nu(st.last_pos));
-            set = "tombstoned = :t, lastRevision = :lr, lastPosition = :lp";
-        } else {
-            v = json_pack("{s:o, s:o}", ":d", ddb_n(1), ":tb", ddb_nu(st.last + 1));
-            set = "deleted = :d, truncateBefore = :tb";
-        }
-        rc = state_update(D, stream, len, &st, set, v);
-        ddb_state_free(&st);
-        if (rc <= 0)
-            return rc;
-    }
-    return err_set(STELE_EBUSY, "stream '%.*s' kept changing while being deleted", (int)len, stream);
 }
 
 static int snaps_trim(ddb *D, const char *stream, size_t len, uint32_t keep);
@@ -175,48 +130,46 @@ int ddb_set_metadata(backend *b, const char *stream, size_t len, const stele_str
     return err_set(STELE_EBUSY, "stream '%.*s' kept changing", (int)len, stream);
 }
 
+/* snaps_list's pages: the revisions into a growing array. */
+typedef struct rlist {
+    uint64_t *revs;
+    size_t n, cap;
+} rlist;
+
+static int revs_page(void *ctx, json_t *items)
+{
+    rlist *l = ctx;
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        if (l->n == l->cap) {
+            uint64_t *nr = realloc(l->revs, (l->cap = l->cap ? l->cap * 2 : 16) * sizeof *nr);
+            if (!nr)
+                return err_set(STELE_ENOMEM, "out of memory");
+            l->revs = nr;
+        }
+        l->revs[l->n++] = ddb_get_nu(it, "revision");
+    }
+    return 0;
+}
+
 /* The revisions of a stream's snapshots, ascending (malloc'd). */
 static int snaps_list(ddb *D, const char *stream, size_t len, uint64_t **revs, size_t *n)
 {
-    *revs = NULL;
-    *n = 0;
-    size_t cap = 0;
-    json_t *start = NULL;
-    for (;;) {
-        json_t *req = json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:{s:o}, s:b}", "TableName", D->t_snaps,
-                                "KeyConditionExpression", "#s = :s", "ProjectionExpression", "#r",
-                                "ExpressionAttributeNames", "#s", "stream", "#r", "revision",
-                                "ExpressionAttributeValues", ":s", ddb_s(stream, len), "ConsistentRead", 1);
-        if (start)
-            json_object_set_new(req, "ExclusiveStartKey", start);
-        json_t *resp;
-        int rc = ddb_call(D, "Query", req, &resp, NULL);
-        if (rc) {
-            free(*revs);
-            *revs = NULL;
-            return rc;
-        }
-        size_t i;
-        json_t *it;
-        json_array_foreach(json_object_get(resp, "Items"), i, it) {
-            if (*n == cap) {
-                uint64_t *nr = realloc(*revs, (cap = cap ? cap * 2 : 16) * sizeof *nr);
-                if (!nr) {
-                    json_decref(resp);
-                    free(*revs);
-                    *revs = NULL;
-                    return err_set(STELE_ENOMEM, "out of memory");
-                }
-                *revs = nr;
-            }
-            (*revs)[(*n)++] = ddb_get_nu(it, "revision");
-        }
-        json_t *lek = json_object_get(resp, "LastEvaluatedKey");
-        start = lek ? json_incref(lek) : NULL;
-        json_decref(resp);
-        if (!start)
-            return 0;
+    rlist l = {NULL, 0, 0};
+    json_t *req = json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:{s:o}, s:b}", "TableName", D->t_snaps,
+                            "KeyConditionExpression", "#s = :s", "ProjectionExpression", "#r",
+                            "ExpressionAttributeNames", "#s", "stream", "#r", "revision",
+                            "ExpressionAttributeValues", ":s", ddb_s(stream, len), "ConsistentRead", 1);
+    int rc = ddb_pages(D, "Query", req, revs_page, &l);
+    if (rc) {
+        free(l.revs);
+        l.revs = NULL;
+        l.n = 0;
     }
+    *revs = l.revs;
+    *n = l.n;
+    return rc;
 }
 
 /* Delete the oldest snapshots beyond `keep`. */

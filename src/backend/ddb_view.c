@@ -257,6 +257,26 @@ static int view_streams_chunk(ddb *D, json_t *items, size_t limit, stele_page *p
     return rc;
 }
 
+/* A view read's pages (ddb_read_view): ord NULL for $streams. */
+typedef struct vpage {
+    ddb *D;
+    const char *ord;
+    uint64_t bound;
+    int backwards;
+    size_t limit;
+    vcache *vc;
+    stele_page *pg;
+} vpage;
+
+static int view_page(void *ctx, json_t *items)
+{
+    vpage *v = ctx;
+    int done = 0;
+    int rc = v->ord ? view_chunk(v->D, items, v->ord, v->bound, v->backwards, v->limit, v->vc, v->pg, &done)
+                    : view_streams_chunk(v->D, items, v->limit, v->pg, &done);
+    return rc ? rc : done;
+}
+
 int ddb_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_t from, int backwards,
                   size_t limit, stele_page **out)
 {
@@ -306,33 +326,15 @@ int ddb_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_
         return 0;
     }
     vcache vc = {0};
-    json_t *start = NULL;
-    int done = 0;
-    while (rc == 0 && !done) {
-        size_t want = limit - (pg->count < limit ? pg->count : limit) + 1;
-        json_t *req = json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o}, s:b, s:i}", "TableName", D->t_events,
-                                "IndexName", index, "KeyConditionExpression",
-                                backwards ? "#h = :h AND #o <= :o" : "#h = :h AND #o >= :o",
-                                "ExpressionAttributeNames", "#h", hash, "#o", ord, "ExpressionAttributeValues",
-                                ":h", ck ? ddb_s(key, key_len) : ddb_s("s", 1), ":o", ddb_nu(from),
-                                "ScanIndexForward", !backwards, "Limit", (int)(want > 100 ? 100 : want));
-        if (start)
-            json_object_set_new(req, "ExclusiveStartKey", start);
-        start = NULL;
-        json_t *resp;
-        if ((rc = ddb_call(D, "Query", req, &resp, NULL)))
-            break;
-        json_t *items = json_object_get(resp, "Items");
-        rc = ck ? view_chunk(D, items, ord, bound, backwards, limit, &vc, pg, &done)
-                : view_streams_chunk(D, items, limit, pg, &done);
-        json_t *lek = json_object_get(resp, "LastEvaluatedKey");
-        if (lek && rc == 0 && !done)
-            start = json_incref(lek);
-        json_decref(resp);
-        if (!start)
-            break;
-    }
-    json_decref(start);
+    size_t want = limit + 1;
+    vpage v = {D, ck ? ord : NULL, bound, backwards, limit, &vc, pg};
+    json_t *req = json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o}, s:b, s:i}", "TableName", D->t_events,
+                            "IndexName", index, "KeyConditionExpression",
+                            backwards ? "#h = :h AND #o <= :o" : "#h = :h AND #o >= :o",
+                            "ExpressionAttributeNames", "#h", hash, "#o", ord, "ExpressionAttributeValues",
+                            ":h", ck ? ddb_s(key, key_len) : ddb_s("s", 1), ":o", ddb_nu(from),
+                            "ScanIndexForward", !backwards, "Limit", (int)(want > 100 ? 100 : want));
+    rc = ddb_pages(D, "Query", req, view_page, &v);
     vcache_free(&vc);
     if (rc) {
         stele_page_free(pg);
@@ -343,6 +345,57 @@ int ddb_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_
 }
 
 /* ------------------------------------------------------------------ names */
+
+/* A name listing's pages (ddb_list_names). */
+typedef struct npage {
+    int kind;
+    unsigned flags;
+    const char *p; /* the prefix as a key, pl bytes */
+    size_t pl, skip;
+    int use_after;
+    size_t limit, sent;
+    int (*fn)(void *ctx, const stele_name_info *info);
+    void *ctx;
+    int rc; /* what fn returned to stop */
+} npage;
+
+static int names_page(void *ctx, json_t *items)
+{
+    npage *np = ctx;
+    char name[META_NAME_MAX + 1];
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        size_t kl;
+        const char *k = ddb_get_s(it, "stream", &kl);
+        if (!k || kl < np->skip || kl - np->skip > META_NAME_MAX)
+            continue;
+        if (kl < np->pl || memcmp(k, np->p, np->pl)) {
+            if (np->use_after)
+                return 1; /* past the prefix range */
+            continue;
+        }
+        memcpy(name, k + np->skip, kl - np->skip);
+        name[kl - np->skip] = 0;
+        if ((np->flags & STELE_NAMES_NO_SYSTEM) && name[0] == '$')
+            continue;
+        stele_name_info in = {.name = name};
+        if (np->kind == STELE_NAMES_STREAMS) {
+            uint64_t last = ddb_get_nu(it, "lastRevision"), lp = ddb_get_nu(it, "lastPosition");
+            int64_t v;
+            in.count = last == UINT64_MAX ? 0 : last + 1;
+            in.last_position = lp == UINT64_MAX ? STELE_END : lp;
+            in.deleted = ddb_get_n(it, "deleted", &v) == 0 && v;
+            in.tombstoned = ddb_get_n(it, "tombstoned", &v) == 0 && v;
+        } else {
+            uint64_t c = ddb_get_nu(it, "next");
+            in.count = c == UINT64_MAX ? 0 : c;
+        }
+        if ((np->rc = np->fn(np->ctx, &in)) != 0 || ++np->sent >= np->limit)
+            return 1;
+    }
+    return 0;
+}
 
 int ddb_list_names(backend *b, int kind, const char *prefix, const char *after, size_t limit, unsigned flags,
                    int (*fn)(void *ctx, const stele_name_info *info), void *ctx)
@@ -365,73 +418,22 @@ int ddb_list_names(backend *b, int kind, const char *prefix, const char *after, 
      * the prefix. */
     int cmp = memcmp(a, p, al < pl ? al : pl);
     int use_after = al > skip && (cmp > 0 || (cmp == 0 && al >= pl));
-    json_t *start = NULL;
-    size_t sent = 0;
-    int rc = 0, stop = 0;
-    char name[META_NAME_MAX + 1];
-    while (!stop && rc == 0) {
-        json_t *vals = json_pack("{s:o}", ":n", ddb_s(nk, 1));
-        const char *kc = "#n = :n";
-        if (use_after) {
-            kc = "#n = :n AND #s > :a";
-            json_object_set_new(vals, ":a", ddb_s(a, al));
-        } else if (pl) {
-            kc = "#n = :n AND begins_with(#s, :p)";
-            json_object_set_new(vals, ":p", ddb_s(p, pl));
-        }
-        json_t *names = json_pack("{s:s}", "#n", "nk");
-        if (use_after || pl)
-            json_object_set_new(names, "#s", json_string("stream"));
-        json_t *req = json_pack("{s:s, s:s, s:s, s:o, s:o, s:i}", "TableName", D->t_streams, "IndexName",
-                                "byName", "KeyConditionExpression", kc, "ExpressionAttributeNames", names,
-                                "ExpressionAttributeValues", vals, "Limit", 500);
-        if (start)
-            json_object_set_new(req, "ExclusiveStartKey", start);
-        start = NULL;
-        json_t *resp;
-        if ((rc = ddb_call(D, "Query", req, &resp, NULL)))
-            break;
-        size_t i;
-        json_t *it;
-        json_array_foreach(json_object_get(resp, "Items"), i, it) {
-            size_t kl;
-            const char *k = ddb_get_s(it, "stream", &kl);
-            if (!k || kl < skip || kl - skip > META_NAME_MAX)
-                continue;
-            if (kl < pl || memcmp(k, p, pl)) {
-                stop = use_after; /* past the prefix range */
-                if (stop)
-                    break;
-                continue;
-            }
-            memcpy(name, k + skip, kl - skip);
-            name[kl - skip] = 0;
-            if ((flags & STELE_NAMES_NO_SYSTEM) && name[0] == '$')
-                continue;
-            stele_name_info in = {.name = name};
-            if (kind == STELE_NAMES_STREAMS) {
-                uint64_t last = ddb_get_nu(it, "lastRevision"), lp = ddb_get_nu(it, "lastPosition");
-                int64_t v;
-                in.count = last == UINT64_MAX ? 0 : last + 1;
-                in.last_position = lp == UINT64_MAX ? STELE_END : lp;
-                in.deleted = ddb_get_n(it, "deleted", &v) == 0 && v;
-                in.tombstoned = ddb_get_n(it, "tombstoned", &v) == 0 && v;
-            } else {
-                uint64_t c = ddb_get_nu(it, "next");
-                in.count = c == UINT64_MAX ? 0 : c;
-            }
-            if ((rc = fn(ctx, &in)) != 0 || ++sent >= limit) {
-                stop = 1;
-                break;
-            }
-        }
-        json_t *lek = json_object_get(resp, "LastEvaluatedKey");
-        if (lek && !stop && rc == 0)
-            start = json_incref(lek);
-        json_decref(resp);
-        if (!start)
-            break;
+    json_t *vals = json_pack("{s:o}", ":n", ddb_s(nk, 1));
+    const char *kc = "#n = :n";
+    if (use_after) {
+        kc = "#n = :n AND #s > :a";
+        json_object_set_new(vals, ":a", ddb_s(a, al));
+    } else if (pl) {
+        kc = "#n = :n AND begins_with(#s, :p)";
+        json_object_set_new(vals, ":p", ddb_s(p, pl));
     }
-    json_decref(start);
-    return rc;
+    json_t *names = json_pack("{s:s}", "#n", "nk");
+    if (use_after || pl)
+        json_object_set_new(names, "#s", json_string("stream"));
+    json_t *req = json_pack("{s:s, s:s, s:s, s:o, s:o, s:i}", "TableName", D->t_streams, "IndexName", "byName",
+                            "KeyConditionExpression", kc, "ExpressionAttributeNames", names,
+                            "ExpressionAttributeValues", vals, "Limit", 500);
+    npage np = {kind, flags, p, pl, skip, use_after, limit, 0, fn, ctx, 0};
+    int rc = ddb_pages(D, "Query", req, names_page, &np);
+    return rc ? rc : np.rc;
 }

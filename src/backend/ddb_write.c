@@ -22,7 +22,8 @@
  * appends with STELE_EIO: it may have committed, and a retry with the same
  * event ids is idempotent.
  *
- * Requests: every append (single or multi-stream) becomes a dreq that the
+ * Requests: every append (single or multi-stream) and every delete or
+ * tombstone (ddb_deletes.c: alone in its group) becomes a dreq that the
  * caller's thread queues and, for the synchronous calls, waits on (a
  * futex); the writer completes each exactly once.
  */
@@ -36,8 +37,9 @@
 #include "backend/ddb_write.h"
 #include "util/util.h"
 
-static void req_free(dreq *r)
+void ddb_req_free(dreq *r)
 {
+    free(r->rm_buf);
     free(r->streams);
     free(r->recs);
     free(r->meta);
@@ -49,12 +51,12 @@ static void req_complete(dreq *r)
 {
     if (r->kind == DR_APPEND && r->done) {
         r->done(r->ctx, r->rc, &r->res, r->rc ? r->msg : "");
-        req_free(r);
+        ddb_req_free(r);
         return;
     }
     if (r->kind == DR_MULTI && r->mdone) {
         r->mdone(r->ctx, r->rc, r->per, r->nstreams, &r->mres, r->rc ? r->msg : "");
-        req_free(r);
+        ddb_req_free(r);
         return;
     }
     atomic_store(&r->finished, 1);
@@ -155,7 +157,11 @@ static int enqueue(ddb *D, dreq *r)
 
 /* ------------------------------------------------------------ the items */
 
-static json_t *event_item(const char *stream, size_t len, const drec *d, const meta_ids *m, int64_t created)
+/* An event's item; an append of n > 1 events gives each of them its
+ * first position and n (cFirst, cCount: scavenging removes whole appends,
+ * ddb_scavenge.c). */
+static json_t *event_item(const char *stream, size_t len, const drec *d, const meta_ids *m, int64_t created,
+                          uint64_t c_first, size_t c_count)
 {
     const stele_event_in *ev = d->ev;
     char idt[37];
@@ -171,6 +177,10 @@ static json_t *event_item(const char *stream, size_t len, const drec *d, const m
                            ddb_s(stream, cl));
     if (d->made)
         json_object_set_new(it, "idMade", ddb_n(1));
+    if (c_count > 1) {
+        json_object_set_new(it, "cFirst", ddb_nu(c_first));
+        json_object_set_new(it, "cCount", ddb_nu(c_count));
+    }
     if (ev->data_len)
         json_object_set_new(it, "data", ddb_b(ev->data, ev->data_len));
     if (ev->metadata_len) {
@@ -223,7 +233,8 @@ static json_t *build_txn(ddb *D, group *g, uint64_t next, int64_t created, act *
     json_t *seq;
     uint64_t new_streams = 0;
     for (size_t i = 0; i < g->ngs; i++)
-        new_streams += g->gs[i].touched && !g->gs[i].st.found && g->gs[i].last != g->gs[i].st.last;
+        new_streams += g->gs[i].touched && !g->gs[i].st.found &&
+                       (g->gs[i].last != g->gs[i].st.last || g->gs[i].rm);
     if (g->seq_found)
         seq = json_pack("{s:{s:s, s:{s:o}, s:s, s:s, s:{s:s, s:s, s:s, s:s}, s:{s:o, s:o, s:o, s:o, s:o}}}",
                         "Update", "TableName", D->t_streams, "Key", "stream",
@@ -281,6 +292,11 @@ static json_t *build_txn(ddb *D, group *g, uint64_t next, int64_t created, act *
     /* Streams the group changed: new state under the version read. */
     for (size_t i = 0; i < g->ngs; i++) {
         gstream *gs = &g->gs[i];
+        if (gs->rm) { /* the stream a removal deletes (ddb_deletes.c) */
+            json_array_append_new(items, ddb_remove_item(D, gs));
+            acts[na++] = (act){2, NULL};
+            continue;
+        }
         if (gs->touched && gs->last == gs->st.last) {
             /* Checked, not written: its state must still hold at commit. */
             json_t *cc = gs->st.found
@@ -350,7 +366,9 @@ static json_t *build_txn(ddb *D, group *g, uint64_t next, int64_t created, act *
         for (size_t i = 0; i < r->nrecs; i++) {
             drec *d = &r->recs[i];
             dstr *s = &r->streams[d->s];
-            json_array_append_new(items, PUT_NEW(D->t_events, event_item(s->name, s->len, d, &r->meta[i], created),
+            json_array_append_new(items, PUT_NEW(D->t_events,
+                                                 event_item(s->name, s->len, d, &r->meta[i], created,
+                                                            r->recs[0].pos, r->nrecs),
                                                  "revision"));
             acts[na++] = (act){3, r};
             if (!d->made) {
@@ -401,7 +419,10 @@ static void cache_forget_group(ddb *D, group *g)
 static void commit_group(ddb *D, group *g)
 {
     act acts[DDB_MAX_ACTIONS + 4];
-    int fresh = 0;
+    /* A removal plans from every attribute of its stream's item (the
+     * cache keeps only a few): it always reads afresh. */
+    int removal = g->nreqs && g->reqs[0]->kind == DR_REMOVE;
+    int fresh = removal;
     for (int attempt = 0;; attempt++) {
         int cached;
         int rc = ddb_group_read(D, g, fresh, &cached);
@@ -470,7 +491,9 @@ static void commit_group(ddb *D, group *g)
             for (size_t i = 0; i < g->nkeys; i++)
                 ddb_cache_put_key(D->cache, &g->keys[i]);
             for (size_t i = 0; i < g->ngs; i++)
-                if (g->gs[i].touched && g->gs[i].last != g->gs[i].st.last)
+                if (g->gs[i].rm)
+                    ddb_cache_drop(D->cache, g->gs[i].name, g->gs[i].len);
+                else if (g->gs[i].touched && g->gs[i].last != g->gs[i].st.last)
                     ddb_cache_put(D->cache, &g->gs[i]);
             ddb_count_capacity(D, resp, 1);
             json_decref(resp);
@@ -526,7 +549,11 @@ static void commit_group(ddb *D, group *g)
             continue;
         }
         if (again)
-            rc = err_set(STELE_EBUSY, "dynamodb: the append lost 200 races for the sequencer; retry later");
+            rc = err_set(STELE_EBUSY, "dynamodb: the %s lost 200 races for the sequencer; retry later",
+                         removal ? "delete" : "append");
+        else if (rc == STELE_EIO && removal)
+            err_set(STELE_EIO, "%s (the delete may have been written: read the stream to see)",
+                    stele_errmsg());
         else if (rc == STELE_EIO)
             err_set(STELE_EIO, "%s (the append may have been written: retry with the same event ids, "
                     "which is idempotent)", stele_errmsg());
@@ -581,6 +608,10 @@ void *ddb_writer_main(void *arg)
         g->nkeys = 0;
         while (D->qhead && g->nreqs < DDB_MAX_ACTIONS) {
             dreq *r = D->qhead;
+            /* A removal commits alone: its plan reads its stream afresh
+             * and may not meet an append to it in the same group. */
+            if (g->nreqs && (r->kind == DR_REMOVE || g->reqs[0]->kind == DR_REMOVE))
+                break;
             size_t extra = 0;
             for (size_t s = 0; s < r->nstreams; s++)
                 extra += !gs_find(g, r->streams[s].name, r->streams[s].len);
@@ -674,7 +705,7 @@ static dreq *req_single(const append_args *a)
     r->streams = calloc(1, sizeof *r->streams);
     r->recs = calloc(a->n, sizeof *r->recs);
     if (!r->streams || !r->recs) {
-        req_free(r);
+        ddb_req_free(r);
         return NULL;
     }
     r->nstreams = 1;
@@ -683,12 +714,25 @@ static dreq *req_single(const append_args *a)
     for (size_t i = 0; i < a->n; i++)
         r->recs[i] = (drec){0, &a->events[i], a->ids[i], a->made[i], 0, 0, 0, 0, 0, 0};
     if (req_meta(r)) {
-        req_free(r);
+        ddb_req_free(r);
         return NULL;
     }
     r->res = append_result_none();
     r->mres.failed_stream = SIZE_MAX;
     return r;
+}
+
+int ddb_req_run(ddb *D, dreq *r)
+{
+    int rc = req_size(r);
+    if (rc == 0)
+        rc = enqueue(D, r);
+    if (rc)
+        return rc;
+    req_wait(r);
+    if (r->rc)
+        err_set(r->rc, "%s", r->msg);
+    return r->rc;
 }
 
 int ddb_append(backend *b, const append_args *a, stele_append_result *res)
@@ -698,20 +742,10 @@ int ddb_append(backend *b, const append_args *a, stele_append_result *res)
     dreq *r = req_single(a);
     if (!r)
         return err_set(STELE_ENOMEM, "out of memory");
-    int rc = req_size(r);
-    if (rc == 0)
-        rc = enqueue(D, r);
-    if (rc) {
-        req_free(r);
-        return rc;
-    }
-    req_wait(r);
+    int rc = ddb_req_run(D, r);
     if (res)
         *res = r->res;
-    rc = r->rc;
-    if (rc)
-        err_set(rc, "%s", r->msg);
-    req_free(r);
+    ddb_req_free(r);
     return rc;
 }
 
@@ -728,7 +762,7 @@ int ddb_append_async(backend *b, const append_args *a, append_done_fn done, void
     if (rc == 0)
         rc = enqueue(D, r);
     if (rc)
-        req_free(r);
+        ddb_req_free(r);
     return rc;
 }
 
@@ -741,7 +775,7 @@ static dreq *req_multi(const multi_args *m, stele_append_result *per)
     r->streams = calloc(m->nstreams, sizeof *r->streams);
     r->recs = calloc(m->nrecords ? m->nrecords : 1, sizeof *r->recs);
     if (!r->streams || !r->recs) {
-        req_free(r);
+        ddb_req_free(r);
         return NULL;
     }
     r->nstreams = m->nstreams;
@@ -752,7 +786,7 @@ static dreq *req_multi(const multi_args *m, stele_append_result *per)
     for (size_t i = 0; i < m->nrecords; i++)
         r->recs[i] = (drec){m->records[i].stream, &m->records[i].event, m->ids[i], m->made[i], 0, 0, 0, 0, 0, 0};
     if (req_meta(r)) {
-        req_free(r);
+        ddb_req_free(r);
         return NULL;
     }
     r->per = per;
@@ -780,18 +814,9 @@ int ddb_append_multi(backend *b, const multi_args *m, stele_append_result *per,
     dreq *r = req_multi(m, per);
     if (!r)
         return err_set(STELE_ENOMEM, "out of memory");
-    if ((rc = req_size(r)) == 0)
-        rc = enqueue(D, r);
-    if (rc) {
-        req_free(r);
-        return rc;
-    }
-    req_wait(r);
+    rc = ddb_req_run(D, r);
     *res = r->mres;
-    rc = r->rc;
-    if (rc)
-        err_set(rc, "%s", r->msg);
-    req_free(r);
+    ddb_req_free(r);
     return rc;
 }
 
@@ -814,7 +839,7 @@ int ddb_append_multi_async(backend *b, const multi_args *m, stele_append_result 
     if ((rc = req_size(r)) == 0)
         rc = enqueue(D, r);
     if (rc)
-        req_free(r);
+        ddb_req_free(r);
     return rc;
 }
 

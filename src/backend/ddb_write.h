@@ -33,7 +33,10 @@ typedef struct drec {
     uint64_t ce, et, bc, sno;
 } drec;
 
-enum { DR_APPEND, DR_MULTI };
+/* DR_REMOVE: a soft delete or tombstone (ddb_deletes.c): streams[0] is
+ * `$deletes` with the one `$streamDeleted` event, streams[1] the stream
+ * removed (nev 0); it is always alone in its group. */
+enum { DR_APPEND, DR_MULTI, DR_REMOVE };
 
 struct dreq {
     int kind;
@@ -53,7 +56,7 @@ struct dreq {
     int planned;     /* part of the transaction being built */
     int deferred;    /* shares a client id with an earlier append of the group: next group */
     /* results */
-    stele_append_result res;        /* DR_APPEND */
+    stele_append_result res;        /* DR_APPEND, DR_REMOVE ($deletes' event) */
     stele_append_result *per;       /* DR_MULTI: nstreams */
     stele_multi_result mres;
     /* completion */
@@ -62,6 +65,14 @@ struct dreq {
     void *ctx;
     _Atomic uint32_t finished;
     dreq *next;
+    /* DR_REMOVE: tombstone or soft delete, the removed stream's visible
+     * revision before it (the caller's `current`), its event's id and
+     * its data and metadata (removes_build(), made when planned) */
+    int rm_tomb;
+    uint64_t rm_current;
+    uint8_t rm_id[16];
+    stele_event_in rm_ev;
+    uint8_t *rm_buf;
 };
 
 static inline void ddb_req_fail(dreq *r, int rc)
@@ -78,6 +89,8 @@ typedef struct gstream {
     uint64_t last, last_pos; /* after the group's planned appends */
     int deleted;
     int touched;
+    int rm;        /* planned removal: 0 none, 1 soft delete, 2 tombstone */
+    uint64_t rm_tb; /* a soft delete's truncate-before */
 } gstream;
 
 /*
@@ -182,5 +195,20 @@ void ddb_cache_drop_key(dcache *c, const gkey *k);
 int ddb_group_read(ddb *D, group *g, int fresh, int *cached);
 /* Plan r against the group's states (see ddb_plan.c). */
 int ddb_plan(ddb *D, group *g, dreq *r, uint64_t *next);
+/* r accepted: its revisions, positions and view ordinals from the group's
+ * states and *next, and its result. */
+void ddb_plan_accept(group *g, dreq *r, uint64_t *next);
+
+/* ddb_write.c: requests (the writer completes each exactly once). */
+void ddb_req_free(dreq *r);
+/* Check r against the transaction limits, queue it and wait for the
+ * writer (the synchronous calls): r's result code, with its message set as
+ * the error (ETOOBIG or ECLOSED before queueing). The caller reads r's
+ * results, then frees it. */
+int ddb_req_run(ddb *D, dreq *r);
+
+/* ddb_deletes.c: a removal's plan and its stream's item. */
+int ddb_plan_remove(group *g, dreq *r, uint64_t *next);
+json_t *ddb_remove_item(ddb *D, const gstream *gs);
 
 #endif
