@@ -651,8 +651,8 @@ static int group_begin(gwrite *g)
         return 0;
     }
     g->before = L->ck;
-    /* No group is in flight: the checkpoint continues what readers saw. */
-    STELE_ASSERT(g->before.next_pos ==
+    /* Groups in flight are ahead of what readers saw, never behind. */
+    STELE_ASSERT(g->before.next_pos >=
                  atomic_load_explicit(&L->pub_next_pos, memory_order_relaxed));
     g->now = time_now_us();
     if (g->now < L->last_created)
@@ -692,6 +692,8 @@ static int group_plan(gwrite *g)
     return 0;
 }
 
+static void sync_drain(local *L);
+
 /* Place the group: it must leave room for the seal record; when it does
  * not, seal the segment and continue in a new one. 0 to go on, 1 when the
  * group is over (no space for the next segment: nothing of it written, its
@@ -705,6 +707,10 @@ static int group_place(gwrite *g)
     int rc;
     if (s && loc_off(L->ck.loc) + g->bytes + seal_size() > s->size) {
         uint64_t log_bytes = L->ck.log_bytes;
+        /* The seal's fdatasync would also flush the groups in flight: let
+         * the syncer finish them first, so that only one thread sees an
+         * fsync error for them (see "The pipeline"). */
+        sync_drain(L);
         if ((rc = seal(L, g->before.next_pos)))
             return rc;
         /* The seal is durable: whatever becomes of this group, the log
@@ -814,10 +820,11 @@ static int group_encode(gwrite *g)
     return rc;
 }
 
-/* The checkpoint into the transaction, the group's bytes with one write
- * and one fdatasync, then the index commit (not fsynced: the log is the
- * truth). */
-static int group_durable(gwrite *g)
+/* The checkpoint into the transaction, the group's bytes with one write,
+ * then the index commit (not fsynced: the log is the truth). The
+ * fdatasync is the syncer's (syncer_main): the write comes before the
+ * commit, so the index never names bytes the log file does not hold. */
+static int group_write(gwrite *g)
 {
     local *L = g->L;
     L->ck.log_bytes += L->gbuf.len - (g->write_off == 0 ? SEG_HEADER_SIZE : 0);
@@ -827,8 +834,6 @@ static int group_durable(gwrite *g)
     if (rc)
         return rc;
     rc = os_write_full(g->s->fd, L->gbuf.p, L->gbuf.len, g->write_off);
-    if (rc == 0)
-        rc = os_io->fdatasync(g->s->fd);
     if (rc) {
         char name[32];
         log_seg_name(g->seg, name);
@@ -841,24 +846,25 @@ static int group_durable(gwrite *g)
     return rc;
 }
 
-/* The group is durable and indexed: show it to readers and subscribers. */
-static void group_publish(gwrite *g)
+/* The group is written and indexed: what the syncer needs to make it
+ * durable and then publish it. */
+static void group_handover(gwrite *g, gsync *b)
 {
     local *L = g->L;
     L->last_created = g->now;
     clear_nospace(L); /* e.g. the index's headroom could be had again */
-    atomic_store_explicit(&L->pub_next_pos, L->ck.next_pos, memory_order_release);
-    chain_publish(L);
-    if (L->ck.next_pos > g->before.next_pos)
-        tail_push(L, g->before.next_pos, loc_make(g->seg, (uint32_t)g->write_off));
-    notify_commit(L);
-    atomic_fetch_add(&L->n_groups, 1);
-    for (wreq *r = g->group; r; r = r->next)
-        if (r->accepted)
-            atomic_fetch_add(&L->n_appends, 1);
+    b->s = g->s;
+    b->seg = g->seg;
+    b->write_off = g->write_off;
+    b->before_pos = g->before.next_pos;
+    b->next_pos = L->ck.next_pos;
+    b->loc = L->ck.loc;
+    chain_mark(L, &b->chain);
 }
 
-static void write_group(local *L, wreq *group)
+/* Plan, encode, write and index a group (the syncer makes it durable). On
+ * return every request is decided; b->s is set when something was written. */
+static void write_group(local *L, wreq *group, gsync *b)
 {
     gwrite g = {.L = L, .group = group};
     if (!group_begin(&g) || !group_plan(&g))
@@ -869,9 +875,9 @@ static void write_group(local *L, wreq *group)
     if (rc == 0)
         rc = group_encode(&g);
     if (rc == 0)
-        rc = group_durable(&g);
+        rc = group_write(&g);
     if (rc == 0) {
-        group_publish(&g);
+        group_handover(&g, b);
         return;
     }
     /* A storage fault: the group fails, and so does every later append. */
@@ -885,9 +891,216 @@ static void write_group(local *L, wreq *group)
         }
 }
 
+/* ------------------------------------------------------------ the pipeline */
+
+/*
+ * The pipeline. The writer thread plans, encodes, hashes, writes (pwrite,
+ * into the page cache) and indexes (an LMDB commit, not fsynced) group N,
+ * then hands it to the syncer thread, which fdatasyncs it and only then
+ * publishes it and completes its requests. While N's fdatasync is in
+ * flight the writer takes the requests queued meanwhile as group N+1 and
+ * does all of its work up to its own hand-over; it then waits until the
+ * syncer has taken N+1 (that is, until N is durable) before it takes more.
+ * So at most one group is being synced, one waits for the syncer, and the
+ * CPU work of a group overlaps the previous group's disk flush.
+ *
+ * Invariants.
+ *   - Acknowledgement, publication (pub_next_pos, pub_loc, the chain head,
+ *     the tail ring, commit notifications) and completion of every request,
+ *     rejected ones included, happen in the syncer in group order, after
+ *     the fdatasync that covers the group. A rejection decided against a
+ *     group that then fails to sync becomes a failure (EREADONLY).
+ *   - Positions are assigned by the writer in group order, as before; the
+ *     log file holds group N before the index names it (write before
+ *     commit), so after a crash of the process the index is still a prefix
+ *     of the log (recovery unchanged). A machine crash rebuilds the index
+ *     from the log, as before.
+ *   - The index may thus be ahead of what is durable by one or two groups.
+ *     Readers take durable snapshots only: local_rtxn waits until the
+ *     snapshot's checkpoint location is published (at most the fdatasync
+ *     in flight). The writer and syncer threads themselves (and callbacks
+ *     they run) never wait there; they bound event reads by the published
+ *     position instead.
+ *   - A failed fdatasync is a sticky fault, and since the index may then
+ *     hold groups the log lost, the lock file says "open fault": the next
+ *     open rebuilds the index from the log (local_recover.c), and close
+ *     does not mark the store clean.
+ *   - Only the syncer fdatasyncs a segment that holds groups in flight: the
+ *     writer drains the pipeline before it seals a segment, so no fsync
+ *     error can be consumed by one thread while another acknowledges.
+ */
+static _Thread_local int pipeline_thread;
+
+int local_rtxn(local *L, MDB_txn **txn, idx_ckpt *ck)
+{
+    int rc = idx_begin(L->ix, 1, txn);
+    if (rc)
+        return rc;
+    rc = idx_ckpt_get(L->ix, *txn, ck);
+    if (rc) {
+        mdb_txn_abort(*txn);
+        return rc == STELE_ENOTFOUND ? err_set(STELE_ECORRUPT, "index: no checkpoint") : rc;
+    }
+    for (;;) {
+        uint32_t gen = atomic_load(&L->commit_gen);
+        if (ck->loc <= atomic_load_explicit(&L->pub_loc, memory_order_acquire))
+            return 0;
+        if (pipeline_thread || atomic_load(&L->fault)) {
+            pthread_mutex_lock(&L->pub_mu);
+            ck->next_pos = atomic_load(&L->pub_next_pos);
+            ck->loc = atomic_load(&L->pub_loc);
+            pthread_mutex_unlock(&L->pub_mu);
+            return 0;
+        }
+        local_wait_commit(&L->base, gen, 100);
+    }
+}
+
+/* A durable group: show it to readers and subscribers. */
+static void sync_publish(local *L, const gsync *b)
+{
+    pthread_mutex_lock(&L->pub_mu);
+    atomic_store_explicit(&L->pub_next_pos, b->next_pos, memory_order_release);
+    atomic_store_explicit(&L->pub_loc, b->loc, memory_order_release);
+    pthread_mutex_unlock(&L->pub_mu);
+    chain_publish(L, &b->chain);
+    if (b->next_pos > b->before_pos)
+        tail_push(L, b->before_pos, loc_make(b->seg, (uint32_t)b->write_off));
+    notify_commit(L);
+    atomic_fetch_add(&L->n_groups, 1);
+    for (wreq *r = b->group; r; r = r->next)
+        if (r->accepted)
+            atomic_fetch_add(&L->n_appends, 1);
+}
+
+/* fdatasync every segment the groups wrote to (each once). 0 or an error. */
+static int sync_segments(gsync *list)
+{
+    for (gsync *b = list; b; b = b->next) {
+        if (!b->s)
+            continue;
+        int seen = 0;
+        for (gsync *a = list; a != b && !seen; a = a->next)
+            seen = a->s == b->s;
+        if (seen)
+            continue;
+        int rc = os_io->fdatasync(b->s->fd);
+        if (rc) {
+            char name[32];
+            log_seg_name(b->seg, name);
+            return err_set(rc == -ENOSPC ? STELE_ENOSPC : STELE_EIO,
+                           "fdatasync of segment %s: %s", name, strerror(-rc));
+        }
+    }
+    return 0;
+}
+
+/* The requests of a group decided against a state that did not become
+ * durable: every one that would have succeeded fails with rc (message
+ * set). */
+static void sync_fail(gsync *b, int rc)
+{
+    for (wreq *r = b->group; r; r = r->next)
+        if (r->rc == 0) {
+            r->accepted = 0;
+            r->res.idempotent = 0;
+            r->mres.idempotent = 0;
+            r->msg[0] = 0;
+            req_fail(r, rc);
+        }
+}
+
+static void *syncer_main(void *arg)
+{
+    local *L = arg;
+    pipeline_thread = 1;
+    int failed = 0;
+    for (;;) {
+        pthread_mutex_lock(&L->smu);
+        while (!L->shead && !L->sstop)
+            pthread_cond_wait(&L->scv, &L->smu);
+        gsync *list = L->shead;
+        L->shead = L->stail = NULL;
+        L->sbusy = list != NULL;
+        pthread_cond_broadcast(&L->scv); /* the hand-over slot is free */
+        pthread_mutex_unlock(&L->smu);
+        if (!list)
+            break;
+        int rc = failed ? 0 : sync_segments(list), now_failed = 0;
+        if (rc) {
+            /* Sticky, and the index may name what the log lost: the next
+             * open rebuilds it. */
+            set_fault(L, rc);
+            atomic_store(&L->sync_fault, 1);
+            char msg[600];
+            snprintf(msg, sizeof msg, "%s", stele_errmsg());
+            write_marker(L, "open fault\n");
+            err_set(rc, "%s", msg);
+            failed = now_failed = 1;
+        }
+        int waiters = 0;
+        for (gsync *b = list, *nb; b; b = nb) {
+            nb = b->next;
+            if (now_failed) {
+                sync_fail(b, rc);
+            } else if (failed) {
+                err_set(STELE_EREADONLY, "store is read-only after a storage fault (%.160s); "
+                        "reopen it", L->fault_msg);
+                sync_fail(b, STELE_EREADONLY);
+            } else if (b->s) {
+                sync_publish(L, b);
+            }
+            for (wreq *r = b->group, *nx; r; r = nx) {
+                nx = r->next;
+                waiters |= r->done_fn == NULL;
+                req_finish(r); /* r may be gone after this */
+            }
+            atomic_store_explicit(&b->busy, 0, memory_order_release);
+        }
+        if (now_failed)
+            notify_commit(L); /* readers waiting in local_rtxn see the fault */
+        atomic_fetch_add_explicit(&L->done_gen, 1, memory_order_release);
+        if (waiters)
+            syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+        pthread_mutex_lock(&L->smu);
+        L->sbusy = 0;
+        pthread_cond_broadcast(&L->scv);
+        pthread_mutex_unlock(&L->smu);
+    }
+    return NULL;
+}
+
+/* Hand a decided group to the syncer, then wait until the syncer has taken
+ * it (the group before it is durable): the next group is prepared while
+ * this one is synced. */
+static void sync_handover(local *L, gsync *b)
+{
+    pthread_mutex_lock(&L->smu);
+    if (L->stail)
+        L->stail->next = b;
+    else
+        L->shead = b;
+    L->stail = b;
+    pthread_cond_broadcast(&L->scv);
+    while (L->shead)
+        pthread_cond_wait(&L->scv, &L->smu);
+    pthread_mutex_unlock(&L->smu);
+}
+
+/* Wait until every group handed over is durable and completed. */
+static void sync_drain(local *L)
+{
+    pthread_mutex_lock(&L->smu);
+    while (L->shead || L->sbusy)
+        pthread_cond_wait(&L->scv, &L->smu);
+    pthread_mutex_unlock(&L->smu);
+}
+
 static void *writer_main(void *arg)
 {
     local *L = arg;
+    pipeline_thread = 1;
+    unsigned slot = 0;
     for (;;) {
         pthread_mutex_lock(&L->qmu);
         while (!L->qhead && !L->stopping)
@@ -909,6 +1122,12 @@ static void *writer_main(void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&L->qmu);
 
+        /* One group syncing, one handed over, this one: three slots. */
+        gsync *b = &L->gs[slot++ % GSYNC_SLOTS];
+        STELE_ASSERT(!atomic_load_explicit(&b->busy, memory_order_acquire));
+        memset(b, 0, sizeof *b);
+        b->busy = 1;
+        b->group = group;
         int fault = atomic_load(&L->fault);
         if (fault) {
             for (wreq *r = group; r; r = r->next) {
@@ -918,18 +1137,14 @@ static void *writer_main(void *arg)
                          L->fault_msg);
             }
         } else {
-            write_group(L, group);
+            write_group(L, group, b);
         }
-        int waiters = 0;
-        for (wreq *r = group, *nx; r; r = nx) {
-            nx = r->next;
-            waiters |= r->done_fn == NULL;
-            req_finish(r); /* r may be gone after this */
-        }
-        atomic_fetch_add_explicit(&L->done_gen, 1, memory_order_release);
-        if (waiters)
-            syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+        sync_handover(L, b);
     }
+    pthread_mutex_lock(&L->smu);
+    L->sstop = 1;
+    pthread_cond_broadcast(&L->scv);
+    pthread_mutex_unlock(&L->smu);
     return NULL;
 }
 
@@ -1056,9 +1271,19 @@ static void local_close(backend *b)
         L->stopping = 1;
         pthread_cond_signal(&L->qcv);
         pthread_mutex_unlock(&L->qmu);
-        pthread_join(L->writer, NULL);
+        pthread_join(L->writer, NULL); /* it stops the syncer on its way out */
     }
-    int clean = L->writer_started && L->ix && idx_sync(L->ix) == 0;
+    if (L->syncer_started) {
+        pthread_mutex_lock(&L->smu);
+        L->sstop = 1;
+        pthread_cond_broadcast(&L->scv);
+        pthread_mutex_unlock(&L->smu);
+        pthread_join(L->syncer, NULL);
+    }
+    /* After a failed fdatasync the lock file says "open fault" (the next
+     * open rebuilds the index): leave it so. */
+    int clean = L->writer_started && !atomic_load(&L->sync_fault) && L->ix &&
+                idx_sync(L->ix) == 0;
     idx_close(L->ix);
     log_close(L->lg);
     if (L->lockfd >= 0) {
@@ -1072,6 +1297,9 @@ static void local_close(backend *b)
     pool_unref(L->pl);
     pthread_mutex_destroy(&L->qmu);
     pthread_cond_destroy(&L->qcv);
+    pthread_mutex_destroy(&L->smu);
+    pthread_cond_destroy(&L->scv);
+    pthread_mutex_destroy(&L->pub_mu);
     for (unsigned i = 0; i < L->nwatch; i++)
         close(L->watch_fds[i]);
     pthread_mutex_destroy(&L->watch_mu);
@@ -1152,6 +1380,9 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     L->lockfd = -1;
     pthread_mutex_init(&L->qmu, NULL);
     pthread_cond_init(&L->qcv, NULL);
+    pthread_mutex_init(&L->smu, NULL);
+    pthread_cond_init(&L->scv, NULL);
+    pthread_mutex_init(&L->pub_mu, NULL);
     pthread_mutex_init(&L->watch_mu, NULL);
     pthread_mutex_init(&L->tail_mu, NULL);
     pthread_mutex_init(&L->scav_mu, NULL);
@@ -1205,7 +1436,14 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
         rc = verify_all(L);
     if (rc == 0) {
         atomic_store(&L->pub_next_pos, L->ck.next_pos);
+        atomic_store(&L->pub_loc, L->ck.loc);
         rc = log_start_prealloc(L->lg);
+    }
+    if (rc == 0) {
+        if (pthread_create(&L->syncer, NULL, syncer_main, L) != 0)
+            rc = err_set(STELE_EINTERNAL, "cannot start the syncer thread");
+        else
+            L->syncer_started = 1;
     }
     if (rc == 0) {
         if (pthread_create(&L->writer, NULL, writer_main, L) != 0)

@@ -77,6 +77,21 @@ typedef struct wreq {
 
 #define TAIL_GROUPS 256
 
+/* A group the writer has written and indexed, on its way through the
+ * syncer (local.c "The pipeline"). */
+typedef struct gsync {
+    wreq *group;
+    log_seg *s;            /* the segment written to; NULL when nothing was */
+    uint32_t seg;
+    uint64_t write_off;
+    uint64_t before_pos;   /* the log's next position before the group */
+    uint64_t next_pos, loc;/* ... and after it: published once durable */
+    chain_pub chain;       /* the hash chain's head after it */
+    _Atomic int busy;      /* from the writer's take to the syncer's completion */
+    struct gsync *next;
+} gsync;
+#define GSYNC_SLOTS 3
+
 typedef struct local {
     backend base;
     char dir[4096];
@@ -93,6 +108,17 @@ typedef struct local {
     pthread_t writer;
     int writer_started;
 
+    /* the syncer (local.c "The pipeline"): groups written and indexed by
+     * the writer, waiting for the fdatasync that makes them durable */
+    pthread_mutex_t smu;
+    pthread_cond_t scv;        /* a group handed over; the hand-over slot emptied */
+    struct gsync *shead, *stail;
+    int sstop, sbusy;          /* sbusy: the syncer is working on a list */
+    gsync gs[GSYNC_SLOTS];     /* the writer's, in turn */
+    pthread_t syncer;
+    int syncer_started;
+    _Atomic int sync_fault;    /* an fdatasync failed: the index may be ahead of the log */
+
     /* writer-owned state */
     idx_ckpt ck;           /* what the next checkpoint will say */
     int64_t last_created;
@@ -101,6 +127,12 @@ typedef struct local {
     /* Readers take visibility from their LMDB snapshot (snapshot()); this
      * is only the event count for stats. */
     _Atomic uint64_t pub_next_pos;
+    /* The log location the last durable group ends at (the checkpoint's
+     * loc it committed); an LMDB snapshot whose checkpoint is past it holds
+     * a group not yet fsynced, and local_rtxn waits for it. pub_mu pairs
+     * it with pub_next_pos for readers after a fault. */
+    _Atomic uint64_t pub_loc;
+    pthread_mutex_t pub_mu;
     _Atomic int fault;
     char fault_msg[512];
     /* Read-only for lack of space (local.c "Running out of space"): not
@@ -147,6 +179,14 @@ typedef struct local {
 /* Find the start of the latest group at or before `from` in the tail
  * ring: 1 and *loc set, or 0. */
 int tail_hint(local *L, uint64_t from, uint64_t *loc);
+
+/* A read transaction over durable data only (local.c "The pipeline"), and
+ * its checkpoint: the index may hold a group whose fdatasync is still in
+ * flight, so this waits (at most that fdatasync) until the snapshot's
+ * groups are durable. After a storage fault it does not wait: ck's next_pos
+ * and loc are then the last durable group's, which bounds what event reads
+ * return. 0, or an error (no transaction then). */
+int local_rtxn(local *L, MDB_txn **txn, idx_ckpt *ck);
 
 /* local_retry.c: an append recognised as a retry by its ids (check_retry
  * in local.c) against the original: 0 when every event is the same, 1
