@@ -12,12 +12,14 @@
  *   2. encodes the accepted requests' records into one buffer (rolling to a
  *      new segment first if they do not fit), records where each commit
  *      landed and the checkpoint;
- *   3. writes the buffer with one pwrite and one fdatasync;
+ *   3. writes the buffer with one pwrite;
  *   4. commits the LMDB transaction (not fsynced: the log is the truth);
- *   5. publishes the new end of the log (store-release) and wakes every
+ *   5. hands the group to the syncer thread, which runs one fdatasync, then
+ *      publishes the new end of the log (store-release) and wakes every
  *      request of the group.
  * Checks and writes are therefore serialised without locks, and one fsync
- * covers the whole group.
+ * covers the whole group. While the syncer flushes group N, the writer does
+ * steps 1-4 of group N+1 ("The pipeline" below).
  *
  * Faults are sticky: if a write, an fdatasync or an index commit fails, the
  * group's requests fail, nothing of it is acknowledged, and every later
@@ -42,9 +44,10 @@
  * like any other (sticky).
  *
  * Reads run in the caller's thread with an LMDB read transaction (MVCC: the
- * writer never waits for them) and pread(2) of the segments; they ignore
- * anything at or past the published position, so a reader never sees part
- * of a group.
+ * writer never waits for them; local_rtxn makes them wait for the fdatasync
+ * in flight when their snapshot holds a group not yet durable) and pread(2)
+ * of the segments, bounded by their snapshot's checkpoint, so a reader
+ * never sees part of a group.
  *
  * Recovery (open). The file stele.lock is flocked while the store is open
  * and says "open <boot id>" until a clean close writes "closed". LMDB
@@ -52,8 +55,9 @@
  *   - clean close, or a crash of the process (same boot id): the index is
  *     consistent with a prefix of the log; replay the log from its
  *     checkpoint;
- *   - the machine crashed while the store was open (other boot id): the
- *     index may have lost writes in any order; rebuild it from the log.
+ *   - the machine crashed while the store was open (other boot id), or an
+ *     fdatasync failed ("open fault"): the index may have lost writes in
+ *     any order, or name groups the log lost; rebuild it from the log.
  * Replaying stops at the end of the written data. An incomplete commit
  * there (a torn write) is cut off; a damaged record with valid records after
  * it is damage and open fails with its segment and offset.
