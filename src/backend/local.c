@@ -614,9 +614,9 @@ static void assert_positions(const wreq *r, uint64_t *next)
  *   group_place    the segment and offset the group goes to (sealing a
  *                  full segment, making the next one);
  *   group_encode   the records into L->gbuf and their index entries;
- *   group_durable  the checkpoint, one write, one fdatasync, the index
- *                  commit;
- *   group_publish  the new end of the log for readers and subscribers.
+ *   group_write    the checkpoint, one write, the index commit;
+ *   group_handover what the syncer needs to make the group durable and
+ *                  then publish it (syncer_main, sync_publish).
  * A step that ends the group early completes its requests itself
  * (group_begin, group_plan, group_place when there is no space: not
  * sticky); any other error goes back to write_group, which fails the
