@@ -929,6 +929,11 @@ static void write_group(local *L, wreq *group, gsync *b)
  *     hold groups the log lost, the lock file says "open fault": the next
  *     open rebuilds the index from the log (local_recover.c), and close
  *     does not mark the store clean.
+ *   - Readers may wait for the syncer, so the syncer must never wait for
+ *     a reader: async requests' callbacks (which may take locks a reader
+ *     holds, e.g. a consumer group's) run in a third thread, the
+ *     completer, in group order after their group is published; waiting
+ *     callers are woken by the syncer itself.
  *   - Only the syncer fdatasyncs a segment that holds groups in flight: the
  *     writer drains the pipeline before it seals a segment, so no fsync
  *     error can be consumed by one thread while another acknowledges.
@@ -1043,6 +1048,7 @@ static void *syncer_main(void *arg)
             failed = now_failed = 1;
         }
         int waiters = 0;
+        wreq *ahead = NULL, *atail = NULL; /* async requests, for the completer */
         for (gsync *b = list, *nb; b; b = nb) {
             nb = b->next;
             if (now_failed) {
@@ -1056,10 +1062,29 @@ static void *syncer_main(void *arg)
             }
             for (wreq *r = b->group, *nx; r; r = nx) {
                 nx = r->next;
-                waiters |= r->done_fn == NULL;
+                if (r->done_fn || r->mdone_fn) {
+                    r->next = NULL; /* to the completer, in order */
+                    if (atail)
+                        atail->next = r;
+                    else
+                        ahead = r;
+                    atail = r;
+                    continue;
+                }
+                waiters = 1;
                 req_finish(r); /* r may be gone after this */
             }
             atomic_store_explicit(&b->busy, 0, memory_order_release);
+        }
+        if (ahead) {
+            pthread_mutex_lock(&L->cmu);
+            if (L->ctail)
+                L->ctail->next = ahead;
+            else
+                L->chead = ahead;
+            L->ctail = atail;
+            pthread_cond_signal(&L->ccv);
+            pthread_mutex_unlock(&L->cmu);
         }
         if (now_failed)
             notify_commit(L); /* readers waiting in local_rtxn see the fault */
@@ -1070,6 +1095,33 @@ static void *syncer_main(void *arg)
         L->sbusy = 0;
         pthread_cond_broadcast(&L->scv);
         pthread_mutex_unlock(&L->smu);
+    }
+    pthread_mutex_lock(&L->cmu);
+    L->cstop = 1;
+    pthread_cond_signal(&L->ccv);
+    pthread_mutex_unlock(&L->cmu);
+    return NULL;
+}
+
+/* Completes async requests of durable groups in group order (their
+ * callbacks may take locks that readers waiting in local_rtxn hold). */
+static void *completer_main(void *arg)
+{
+    local *L = arg;
+    pipeline_thread = 1;
+    for (;;) {
+        pthread_mutex_lock(&L->cmu);
+        while (!L->chead && !L->cstop)
+            pthread_cond_wait(&L->ccv, &L->cmu);
+        wreq *list = L->chead;
+        L->chead = L->ctail = NULL;
+        pthread_mutex_unlock(&L->cmu);
+        if (!list)
+            break;
+        for (wreq *r = list, *nx; r; r = nx) {
+            nx = r->next;
+            req_finish(r); /* r is gone after this */
+        }
     }
     return NULL;
 }
@@ -1284,6 +1336,13 @@ static void local_close(backend *b)
         pthread_mutex_unlock(&L->smu);
         pthread_join(L->syncer, NULL);
     }
+    if (L->completer_started) {
+        pthread_mutex_lock(&L->cmu);
+        L->cstop = 1;
+        pthread_cond_signal(&L->ccv);
+        pthread_mutex_unlock(&L->cmu);
+        pthread_join(L->completer, NULL);
+    }
     /* After a failed fdatasync the lock file says "open fault" (the next
      * open rebuilds the index): leave it so. */
     int clean = L->writer_started && !atomic_load(&L->sync_fault) && L->ix &&
@@ -1304,6 +1363,8 @@ static void local_close(backend *b)
     pthread_mutex_destroy(&L->smu);
     pthread_cond_destroy(&L->scv);
     pthread_mutex_destroy(&L->pub_mu);
+    pthread_mutex_destroy(&L->cmu);
+    pthread_cond_destroy(&L->ccv);
     for (unsigned i = 0; i < L->nwatch; i++)
         close(L->watch_fds[i]);
     pthread_mutex_destroy(&L->watch_mu);
@@ -1387,6 +1448,8 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     pthread_mutex_init(&L->smu, NULL);
     pthread_cond_init(&L->scv, NULL);
     pthread_mutex_init(&L->pub_mu, NULL);
+    pthread_mutex_init(&L->cmu, NULL);
+    pthread_cond_init(&L->ccv, NULL);
     pthread_mutex_init(&L->watch_mu, NULL);
     pthread_mutex_init(&L->tail_mu, NULL);
     pthread_mutex_init(&L->scav_mu, NULL);
@@ -1442,6 +1505,12 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
         atomic_store(&L->pub_next_pos, L->ck.next_pos);
         atomic_store(&L->pub_loc, L->ck.loc);
         rc = log_start_prealloc(L->lg);
+    }
+    if (rc == 0) {
+        if (pthread_create(&L->completer, NULL, completer_main, L) != 0)
+            rc = err_set(STELE_EINTERNAL, "cannot start the completer thread");
+        else
+            L->completer_started = 1;
     }
     if (rc == 0) {
         if (pthread_create(&L->syncer, NULL, syncer_main, L) != 0)

@@ -115,6 +115,15 @@ typedef struct local {
     struct gsync *shead, *stail;
     int sstop, sbusy;          /* sbusy: the syncer is working on a list */
     gsync gs[GSYNC_SLOTS];     /* the writer's, in turn */
+    /* the completer: runs the callbacks of async requests of durable
+     * groups, so that a callback waiting for a lock a reader holds never
+     * holds up the syncer (local.c "The pipeline") */
+    pthread_mutex_t cmu;
+    pthread_cond_t ccv;
+    struct wreq *chead, *ctail;
+    int cstop;
+    pthread_t completer;
+    int completer_started;
     pthread_t syncer;
     int syncer_started;
     _Atomic int sync_fault;    /* an fdatasync failed: the index may be ahead of the log */
