@@ -87,20 +87,26 @@
 /* ------------------------------------------------------------ futexes */
 
 /*
- * Waiting callers sleep on one shared word, done_gen, which the writer bumps
- * once per finished group: a single FUTEX_WAKE wakes the whole group,
- * instead of one system call per request (a quarter of the writer's time
- * with 64 appending threads). A caller re-checks its own `done` flag, so a
- * wake for another group only costs it one more turn of the loop; reading
- * the generation before the flag means a wake cannot be missed.
+ * A waiting caller sleeps on its own request's `done` word, and the syncer
+ * (local.c "The pipeline") wakes only requests whose caller is asleep
+ * there. (One shared word woken once per group was cheaper in system calls
+ * when every waiter belonged to the group being completed; with two groups
+ * in flight, half the waiters would wake for nothing on every group, each a
+ * context switch, which cost more CPU per event than the targeted wakes,
+ * and these are the syncer's, off the writer's path.)
  */
 static void req_wait(local *L, wreq *r)
 {
+    (void)L;
     for (;;) {
-        uint32_t gen = atomic_load_explicit(&L->done_gen, memory_order_acquire);
-        if (atomic_load_explicit(&r->done, memory_order_acquire))
+        uint32_t zero = 0;
+        /* 0 -> 2: "a caller sleeps here"; the syncer sets 1 and wakes
+         * only requests marked 2. */
+        if (!atomic_compare_exchange_strong_explicit(&r->done, &zero, 2, memory_order_acquire,
+                                                     memory_order_acquire) &&
+            zero == 1)
             return;
-        syscall(SYS_futex, &L->done_gen, FUTEX_WAIT_PRIVATE, gen, NULL, NULL, 0);
+        syscall(SYS_futex, &r->done, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
     }
 }
 
@@ -121,7 +127,12 @@ static void req_finish(wreq *r)
         free(r);
         return;
     }
-    atomic_store_explicit(&r->done, 1, memory_order_release);
+    /* r may be gone as soon as done is 1 (the caller returns): the wake
+     * uses only its address, and a wake of a word reused since is harmless
+     * (every futex waiter here re-checks its condition). */
+    uint32_t *word = (uint32_t *)&r->done;
+    if (atomic_exchange_explicit(&r->done, 1, memory_order_acq_rel) == 2)
+        syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 static int req_fail(wreq *r, int rc)
@@ -1047,7 +1058,6 @@ static void *syncer_main(void *arg)
             err_set(rc, "%s", msg);
             failed = now_failed = 1;
         }
-        int waiters = 0;
         wreq *ahead = NULL, *atail = NULL; /* async requests, for the completer */
         for (gsync *b = list, *nb; b; b = nb) {
             nb = b->next;
@@ -1071,7 +1081,6 @@ static void *syncer_main(void *arg)
                     atail = r;
                     continue;
                 }
-                waiters = 1;
                 req_finish(r); /* r may be gone after this */
             }
             atomic_store_explicit(&b->busy, 0, memory_order_release);
@@ -1088,9 +1097,6 @@ static void *syncer_main(void *arg)
         }
         if (now_failed)
             notify_commit(L); /* readers waiting in local_rtxn see the fault */
-        atomic_fetch_add_explicit(&L->done_gen, 1, memory_order_release);
-        if (waiters)
-            syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
         pthread_mutex_lock(&L->smu);
         L->sbusy = 0;
         pthread_cond_broadcast(&L->scv);

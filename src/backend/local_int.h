@@ -69,7 +69,7 @@ typedef struct wreq {
     size_t rm_data_len, rm_meta_len;
     uint64_t rm_sid, rm_rev, rm_pos;
 
-    _Atomic uint32_t done;
+    _Atomic uint32_t done; /* futex word: 0, 2 (a caller sleeps), 1 (done) */
     append_done_fn done_fn; /* async: called instead of the futex wake */
     void *done_ctx;
     struct wreq *next;
@@ -152,7 +152,6 @@ typedef struct local {
     int64_t nospace_tried_ms;
     pool *pl;              /* read buffers, shared with live pages */
     _Atomic uint64_t n_appends, n_groups;
-    _Atomic uint32_t done_gen; /* bumped once per finished group (futex word) */
 
     /* Commit notification (subscriptions): commit_gen is bumped after each
      * group that committed something, then sleepers are woken (futex) and
