@@ -19,7 +19,7 @@
  *      request of the group.
  * Checks and writes are therefore serialised without locks, and one fsync
  * covers the whole group. While the syncer flushes group N, the writer does
- * steps 1-4 of group N+1 ("The pipeline" below).
+ * steps 1-4 of group N+1 (local_pipeline.c).
  *
  * Faults are sticky: if a write, an fdatasync or an index commit fails, the
  * group's requests fail, nothing of it is acknowledged, and every later
@@ -88,7 +88,7 @@
 
 /*
  * A waiting caller sleeps on its own request's `done` word, and the syncer
- * (local.c "The pipeline") wakes only requests whose caller is asleep
+ * (local_pipeline.c) wakes only requests whose caller is asleep
  * there. (One shared word woken once per group was cheaper in system calls
  * when every waiter belonged to the group being completed; with two groups
  * in flight, half the waiters would wake for nothing on every group, each a
@@ -112,7 +112,7 @@ static void req_wait(local *L, wreq *r)
 
 /* Complete a request: call an async request's callback, or mark a waiting
  * caller's request done (the caller is woken with its group). */
-static void req_finish(wreq *r)
+void local_req_finish(wreq *r)
 {
     if (r->rc && !r->msg[0])
         snprintf(r->msg, sizeof r->msg, "%s", stele_errmsg());
@@ -135,7 +135,7 @@ static void req_finish(wreq *r)
         syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-static int req_fail(wreq *r, int rc)
+int local_req_fail(wreq *r, int rc)
 {
     r->rc = rc;
     snprintf(r->msg, sizeof r->msg, "%s", stele_errmsg());
@@ -155,7 +155,7 @@ static int wrong_rev(wreq *r, uint64_t cur)
 {
     r->current = cur;
     r->res.current_revision = cur;
-    return req_fail(r, expect_wrong_rev(r->stream, r->stream_len, r->expected, cur));
+    return local_req_fail(r, expect_wrong_rev(r->stream, r->stream_len, r->expected, cur));
 }
 
 /* -------------------------------------------------------------- planning */
@@ -180,7 +180,7 @@ static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
     stele_uuid_format(a->ids[0], idt);
     if (!found || sid != r->st.sid) {
         err_set(STELE_EIDCONFLICT, "event id %s was already written to another stream", idt);
-        req_fail(r, STELE_EIDCONFLICT);
+        local_req_fail(r, STELE_EIDCONFLICT);
         return 1;
     }
     /* Only an exact expected revision pins where the retry must sit; for
@@ -192,7 +192,7 @@ static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
                 "event id %s was already written at revision %llu of '%.*s', not where this "
                 "append's expected revision puts it",
                 idt, (unsigned long long)rev, (int)r->stream_len, r->stream);
-        req_fail(r, STELE_EIDCONFLICT);
+        local_req_fail(r, STELE_EIDCONFLICT);
         return 1;
     }
     /* The original append must have been exactly these events. */
@@ -209,7 +209,7 @@ static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
                 "event id %s was already written at revision %llu of '%.*s' by an append that "
                 "this one does not repeat exactly",
                 idt, (unsigned long long)rev, (int)r->stream_len, r->stream);
-        req_fail(r, STELE_EIDCONFLICT);
+        local_req_fail(r, STELE_EIDCONFLICT);
         return 1;
     }
     uint64_t last_pos = pos;
@@ -230,7 +230,7 @@ static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
                     "event id %s was already written at revision %llu of '%.*s', but event %zu "
                     "of this append does not repeat that append",
                     idt, (unsigned long long)rev, (int)r->stream_len, r->stream, i);
-            req_fail(r, STELE_EIDCONFLICT);
+            local_req_fail(r, STELE_EIDCONFLICT);
         return 1;
         }
         last_pos = poss[i] = p2;
@@ -259,7 +259,7 @@ others:
         stele_uuid_format(a->ids[i], idt);
         err_set(STELE_EIDCONFLICT, "event %zu: id %s was already written (position %llu)", i, idt,
                 (unsigned long long)pos);
-        req_fail(r, STELE_EIDCONFLICT);
+        local_req_fail(r, STELE_EIDCONFLICT);
         return 1;
     }
     return 0;
@@ -284,7 +284,7 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
     rc = 0;
     if (found && (r->st.flags & IDX_TOMBSTONED)) {
         err_set(STELE_EDELETED, "stream '%.*s' is tombstoned", (int)r->stream_len, r->stream);
-        req_fail(r, STELE_EDELETED);
+        local_req_fail(r, STELE_EDELETED);
         return 0;
     }
     uint64_t cur = visible_rev(&r->st, found);
@@ -318,7 +318,7 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
         if (r->op == OP_DELETE && cur == STELE_NONE) {
             err_set(STELE_ENOTFOUND, "stream '%.*s' %s", (int)r->stream_len, r->stream,
                     found ? "is already deleted" : "does not exist");
-            req_fail(r, STELE_ENOTFOUND);
+            local_req_fail(r, STELE_ENOTFOUND);
             return 0;
         }
         int was_last = found && (r->st.flags & IDX_DELETED) && r->expected >= 0 &&
@@ -369,7 +369,7 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
 
 /* ------------------------------------------------------------ the writer */
 
-static void set_fault(local *L, int rc)
+void local_set_fault(local *L, int rc)
 {
     if (atomic_load(&L->fault))
         return;
@@ -471,7 +471,7 @@ static int seal(local *L, uint64_t seal_pos)
 /* Note where a committed group starts (see local_int.h). A group in a new
  * segment empties the ring first, so every entry points into the segment
  * being written (never into one a scavenger may rewrite). */
-static void tail_push(local *L, uint64_t position, uint64_t loc)
+void local_tail_push(local *L, uint64_t position, uint64_t loc)
 {
     pthread_mutex_lock(&L->tail_mu);
     if (L->tail_n && loc_seg(L->tail[(L->tail_first + L->tail_n - 1) % TAIL_GROUPS].loc) !=
@@ -511,7 +511,7 @@ int tail_hint(local *L, uint64_t from, uint64_t *loc)
 
 /* After a group's index transaction committed (its events are readable):
  * wake subscribers sleeping in wait_commit() and signal every watch fd. */
-static void notify_commit(local *L)
+void local_notify_commit(local *L)
 {
     atomic_fetch_add(&L->commit_gen, 1);
     if (atomic_load(&L->commit_sleepers))
@@ -598,7 +598,7 @@ static void fail_nospace(wreq *group, int rc, int all)
             r->accepted = 0;
             r->res.idempotent = 0;
             r->msg[0] = 0;
-            req_fail(r, rc);
+            local_req_fail(r, rc);
         }
 }
 
@@ -660,9 +660,9 @@ static int group_begin(gwrite *g)
     if (rc == 0)
         rc = idx_begin(L->ix, 0, &g->txn);
     if (rc) {
-        set_fault(L, rc);
+        local_set_fault(L, rc);
         for (wreq *r = g->group; r; r = r->next)
-            req_fail(r, rc);
+            local_req_fail(r, rc);
         return 0;
     }
     g->before = L->ck;
@@ -695,19 +695,17 @@ static int group_plan(gwrite *g)
     if (rc) {
         /* Fail every request of the group, decided or not: nothing of it
          * is written. */
-        set_fault(L, rc);
+        local_set_fault(L, rc);
         for (wreq *r = g->group; r; r = r->next) {
             r->accepted = 0;
             r->res.idempotent = 0;
             r->mres.idempotent = 0;
             r->msg[0] = 0;
-            req_fail(r, rc);
+            local_req_fail(r, rc);
         }
     }
     return 0;
 }
-
-static void sync_drain(local *L);
 
 /* Place the group: it must leave room for the seal record; when it does
  * not, seal the segment and continue in a new one. 0 to go on, 1 when the
@@ -724,8 +722,8 @@ static int group_place(gwrite *g)
         uint64_t log_bytes = L->ck.log_bytes;
         /* The seal's fdatasync would also flush the groups in flight: let
          * the syncer finish them first, so that only one thread sees an
-         * fsync error for them (see "The pipeline"). */
-        sync_drain(L);
+         * fsync error for them (see local_pipeline.c). */
+        local_sync_drain(L);
         if ((rc = seal(L, g->before.next_pos)))
             return rc;
         /* The seal is durable: whatever becomes of this group, the log
@@ -898,270 +896,18 @@ static void write_group(local *L, wreq *group, gsync *b)
     /* A storage fault: the group fails, and so does every later append. */
     if (g.txn)
         mdb_txn_abort(g.txn);
-    set_fault(L, rc);
+    local_set_fault(L, rc);
     for (wreq *r = group; r; r = r->next)
         if (r->accepted) {
             r->accepted = 0;
-            req_fail(r, rc);
+            local_req_fail(r, rc);
         }
-}
-
-/* ------------------------------------------------------------ the pipeline */
-
-/*
- * The pipeline. The writer thread plans, encodes, hashes, writes (pwrite,
- * into the page cache) and indexes (an LMDB commit, not fsynced) group N,
- * then hands it to the syncer thread, which fdatasyncs it and only then
- * publishes it and completes its requests. While N's fdatasync is in
- * flight the writer takes the requests queued meanwhile as group N+1 and
- * does all of its work up to its own hand-over; it then waits until the
- * syncer has taken N+1 (that is, until N is durable) before it takes more.
- * So at most one group is being synced, one waits for the syncer, and the
- * CPU work of a group overlaps the previous group's disk flush.
- *
- * Invariants.
- *   - Acknowledgement, publication (pub_next_pos, pub_loc, the chain head,
- *     the tail ring, commit notifications) and completion of every request,
- *     rejected ones included, happen in the syncer in group order, after
- *     the fdatasync that covers the group. A rejection decided against a
- *     group that then fails to sync becomes a failure (EREADONLY).
- *   - Positions are assigned by the writer in group order, as before; the
- *     log file holds group N before the index names it (write before
- *     commit), so after a crash of the process the index is still a prefix
- *     of the log (recovery unchanged). A machine crash rebuilds the index
- *     from the log, as before.
- *   - The index may thus be ahead of what is durable by one or two groups.
- *     Readers take durable snapshots only: local_rtxn waits until the
- *     snapshot's checkpoint location is published (at most the fdatasync
- *     in flight). The writer and syncer threads themselves (and callbacks
- *     they run) never wait there; they bound event reads by the published
- *     position instead.
- *   - A failed fdatasync is a sticky fault, and since the index may then
- *     hold groups the log lost, the lock file says "open fault": the next
- *     open rebuilds the index from the log (local_recover.c), and close
- *     does not mark the store clean.
- *   - Readers may wait for the syncer, so the syncer must never wait for
- *     a reader: async requests' callbacks (which may take locks a reader
- *     holds, e.g. a consumer group's) run in a third thread, the
- *     completer, in group order after their group is published; waiting
- *     callers are woken by the syncer itself.
- *   - Only the syncer fdatasyncs a segment that holds groups in flight: the
- *     writer drains the pipeline before it seals a segment, so no fsync
- *     error can be consumed by one thread while another acknowledges.
- */
-static _Thread_local int pipeline_thread;
-
-int local_rtxn(local *L, MDB_txn **txn, idx_ckpt *ck)
-{
-    int rc = idx_begin(L->ix, 1, txn);
-    if (rc)
-        return rc;
-    rc = idx_ckpt_get(L->ix, *txn, ck);
-    if (rc) {
-        mdb_txn_abort(*txn);
-        return rc == STELE_ENOTFOUND ? err_set(STELE_ECORRUPT, "index: no checkpoint") : rc;
-    }
-    for (;;) {
-        uint32_t gen = atomic_load(&L->commit_gen);
-        if (ck->loc <= atomic_load_explicit(&L->pub_loc, memory_order_acquire))
-            return 0;
-        if (pipeline_thread || atomic_load(&L->fault)) {
-            pthread_mutex_lock(&L->pub_mu);
-            ck->next_pos = atomic_load(&L->pub_next_pos);
-            ck->loc = atomic_load(&L->pub_loc);
-            pthread_mutex_unlock(&L->pub_mu);
-            return 0;
-        }
-        local_wait_commit(&L->base, gen, 100);
-    }
-}
-
-/* A durable group: show it to readers and subscribers. */
-static void sync_publish(local *L, const gsync *b)
-{
-    pthread_mutex_lock(&L->pub_mu);
-    atomic_store_explicit(&L->pub_next_pos, b->next_pos, memory_order_release);
-    atomic_store_explicit(&L->pub_loc, b->loc, memory_order_release);
-    pthread_mutex_unlock(&L->pub_mu);
-    chain_publish(L, &b->chain);
-    if (b->next_pos > b->before_pos)
-        tail_push(L, b->before_pos, loc_make(b->seg, (uint32_t)b->write_off));
-    notify_commit(L);
-    atomic_fetch_add(&L->n_groups, 1);
-    for (wreq *r = b->group; r; r = r->next)
-        if (r->accepted)
-            atomic_fetch_add(&L->n_appends, 1);
-}
-
-/* fdatasync every segment the groups wrote to (each once). 0 or an error. */
-static int sync_segments(gsync *list)
-{
-    for (gsync *b = list; b; b = b->next) {
-        if (!b->s)
-            continue;
-        int seen = 0;
-        for (gsync *a = list; a != b && !seen; a = a->next)
-            seen = a->s == b->s;
-        if (seen)
-            continue;
-        int rc = os_io->fdatasync(b->s->fd);
-        if (rc) {
-            char name[32];
-            log_seg_name(b->seg, name);
-            return err_set(rc == -ENOSPC ? STELE_ENOSPC : STELE_EIO,
-                           "fdatasync of segment %s: %s", name, strerror(-rc));
-        }
-    }
-    return 0;
-}
-
-/* The requests of a group decided against a state that did not become
- * durable: every one that would have succeeded fails with rc (message
- * set). */
-static void sync_fail(gsync *b, int rc)
-{
-    for (wreq *r = b->group; r; r = r->next)
-        if (r->rc == 0) {
-            r->accepted = 0;
-            r->res.idempotent = 0;
-            r->mres.idempotent = 0;
-            r->msg[0] = 0;
-            req_fail(r, rc);
-        }
-}
-
-static void *syncer_main(void *arg)
-{
-    local *L = arg;
-    pipeline_thread = 1;
-    int failed = 0;
-    for (;;) {
-        pthread_mutex_lock(&L->smu);
-        while (!L->shead && !L->sstop)
-            pthread_cond_wait(&L->scv, &L->smu);
-        gsync *list = L->shead;
-        L->shead = L->stail = NULL;
-        L->sbusy = list != NULL;
-        pthread_cond_broadcast(&L->scv); /* the hand-over slot is free */
-        pthread_mutex_unlock(&L->smu);
-        if (!list)
-            break;
-        int rc = failed ? 0 : sync_segments(list), now_failed = 0;
-        if (rc) {
-            /* Sticky, and the index may name what the log lost: the next
-             * open rebuilds it. */
-            set_fault(L, rc);
-            atomic_store(&L->sync_fault, 1);
-            char msg[600];
-            snprintf(msg, sizeof msg, "%s", stele_errmsg());
-            write_marker(L, "open fault\n");
-            err_set(rc, "%s", msg);
-            failed = now_failed = 1;
-        }
-        wreq *ahead = NULL, *atail = NULL; /* async requests, for the completer */
-        for (gsync *b = list, *nb; b; b = nb) {
-            nb = b->next;
-            if (now_failed) {
-                sync_fail(b, rc);
-            } else if (failed) {
-                err_set(STELE_EREADONLY, "store is read-only after a storage fault (%.160s); "
-                        "reopen it", L->fault_msg);
-                sync_fail(b, STELE_EREADONLY);
-            } else if (b->s) {
-                sync_publish(L, b);
-            }
-            for (wreq *r = b->group, *nx; r; r = nx) {
-                nx = r->next;
-                if (r->done_fn || r->mdone_fn) {
-                    r->next = NULL; /* to the completer, in order */
-                    if (atail)
-                        atail->next = r;
-                    else
-                        ahead = r;
-                    atail = r;
-                    continue;
-                }
-                req_finish(r); /* r may be gone after this */
-            }
-            atomic_store_explicit(&b->busy, 0, memory_order_release);
-        }
-        if (ahead) {
-            pthread_mutex_lock(&L->cmu);
-            if (L->ctail)
-                L->ctail->next = ahead;
-            else
-                L->chead = ahead;
-            L->ctail = atail;
-            pthread_cond_signal(&L->ccv);
-            pthread_mutex_unlock(&L->cmu);
-        }
-        if (now_failed)
-            notify_commit(L); /* readers waiting in local_rtxn see the fault */
-        pthread_mutex_lock(&L->smu);
-        L->sbusy = 0;
-        pthread_cond_broadcast(&L->scv);
-        pthread_mutex_unlock(&L->smu);
-    }
-    pthread_mutex_lock(&L->cmu);
-    L->cstop = 1;
-    pthread_cond_signal(&L->ccv);
-    pthread_mutex_unlock(&L->cmu);
-    return NULL;
-}
-
-/* Completes async requests of durable groups in group order (their
- * callbacks may take locks that readers waiting in local_rtxn hold). */
-static void *completer_main(void *arg)
-{
-    local *L = arg;
-    pipeline_thread = 1;
-    for (;;) {
-        pthread_mutex_lock(&L->cmu);
-        while (!L->chead && !L->cstop)
-            pthread_cond_wait(&L->ccv, &L->cmu);
-        wreq *list = L->chead;
-        L->chead = L->ctail = NULL;
-        pthread_mutex_unlock(&L->cmu);
-        if (!list)
-            break;
-        for (wreq *r = list, *nx; r; r = nx) {
-            nx = r->next;
-            req_finish(r); /* r is gone after this */
-        }
-    }
-    return NULL;
-}
-
-/* Hand a decided group to the syncer, then wait until the syncer has taken
- * it (the group before it is durable): the next group is prepared while
- * this one is synced. */
-static void sync_handover(local *L, gsync *b)
-{
-    pthread_mutex_lock(&L->smu);
-    if (L->stail)
-        L->stail->next = b;
-    else
-        L->shead = b;
-    L->stail = b;
-    pthread_cond_broadcast(&L->scv);
-    while (L->shead)
-        pthread_cond_wait(&L->scv, &L->smu);
-    pthread_mutex_unlock(&L->smu);
-}
-
-/* Wait until every group handed over is durable and completed. */
-static void sync_drain(local *L)
-{
-    pthread_mutex_lock(&L->smu);
-    while (L->shead || L->sbusy)
-        pthread_cond_wait(&L->scv, &L->smu);
-    pthread_mutex_unlock(&L->smu);
 }
 
 static void *writer_main(void *arg)
 {
     local *L = arg;
-    pipeline_thread = 1;
+    local_pipeline_thread();
     unsigned slot = 0;
     for (;;) {
         pthread_mutex_lock(&L->qmu);
@@ -1201,7 +947,7 @@ static void *writer_main(void *arg)
         } else {
             write_group(L, group, b);
         }
-        sync_handover(L, b);
+        local_sync_handover(L, b);
     }
     pthread_mutex_lock(&L->smu);
     L->sstop = 1;
@@ -1513,13 +1259,13 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
         rc = log_start_prealloc(L->lg);
     }
     if (rc == 0) {
-        if (pthread_create(&L->completer, NULL, completer_main, L) != 0)
+        if (pthread_create(&L->completer, NULL, local_completer_main, L) != 0)
             rc = err_set(STELE_EINTERNAL, "cannot start the completer thread");
         else
             L->completer_started = 1;
     }
     if (rc == 0) {
-        if (pthread_create(&L->syncer, NULL, syncer_main, L) != 0)
+        if (pthread_create(&L->syncer, NULL, local_syncer_main, L) != 0)
             rc = err_set(STELE_EINTERNAL, "cannot start the syncer thread");
         else
             L->syncer_started = 1;

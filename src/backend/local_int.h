@@ -78,7 +78,7 @@ typedef struct wreq {
 #define TAIL_GROUPS 256
 
 /* A group the writer has written and indexed, on its way through the
- * syncer (local.c "The pipeline"). */
+ * syncer (local_pipeline.c). */
 typedef struct gsync {
     wreq *group;
     log_seg *s;            /* the segment written to; NULL when nothing was */
@@ -108,7 +108,7 @@ typedef struct local {
     pthread_t writer;
     int writer_started;
 
-    /* the syncer (local.c "The pipeline"): groups written and indexed by
+    /* the syncer (local_pipeline.c): groups written and indexed by
      * the writer, waiting for the fdatasync that makes them durable */
     pthread_mutex_t smu;
     pthread_cond_t scv;        /* a group handed over; the hand-over slot emptied */
@@ -117,7 +117,7 @@ typedef struct local {
     gsync gs[GSYNC_SLOTS];     /* the writer's, in turn */
     /* the completer: runs the callbacks of async requests of durable
      * groups, so that a callback waiting for a lock a reader holds never
-     * holds up the syncer (local.c "The pipeline") */
+     * holds up the syncer (local_pipeline.c) */
     pthread_mutex_t cmu;
     pthread_cond_t ccv;
     struct wreq *chead, *ctail;
@@ -188,13 +188,34 @@ typedef struct local {
  * ring: 1 and *loc set, or 0. */
 int tail_hint(local *L, uint64_t from, uint64_t *loc);
 
-/* A read transaction over durable data only (local.c "The pipeline"), and
+/* A read transaction over durable data only (local_pipeline.c), and
  * its checkpoint: the index may hold a group whose fdatasync is still in
  * flight, so this waits (at most that fdatasync) until the snapshot's
  * groups are durable. After a storage fault it does not wait: ck's next_pos
  * and loc are then the last durable group's, which bounds what event reads
  * return. 0, or an error (no transaction then). */
 int local_rtxn(local *L, MDB_txn **txn, idx_ckpt *ck);
+
+/* local_pipeline.c: the syncer and completer threads' bodies (arg: the
+ * local); the writer's hand-over of a decided group (returns once the
+ * syncer took it) and wait for every handed-over group to complete; mark
+ * the calling thread as one of the pipeline's (local_rtxn never waits in
+ * it). */
+void *local_syncer_main(void *arg);
+void *local_completer_main(void *arg);
+void local_sync_handover(local *L, gsync *b);
+void local_sync_drain(local *L);
+void local_pipeline_thread(void);
+
+/* local.c, for local_pipeline.c: complete a request (a callback or the
+ * waiting caller's wake); fail it with rc and the current message; make a
+ * storage fault sticky; note where a published group starts (tail ring);
+ * tell subscribers and waiting readers that something was published. */
+void local_req_finish(wreq *r);
+int local_req_fail(wreq *r, int rc);
+void local_set_fault(local *L, int rc);
+void local_tail_push(local *L, uint64_t position, uint64_t loc);
+void local_notify_commit(local *L);
 
 /* local_retry.c: an append recognised as a retry by its ids (check_retry
  * in local.c) against the original: 0 when every event is the same, 1

@@ -457,7 +457,7 @@ int local_read_all(backend *b, uint64_t from, int backwards, size_t limit,
 
 /* The stream's last revision below position `visible`, when its state in
  * the index is ahead of it: only after a storage fault, when the index may
- * hold a group whose fdatasync failed (local.c "The pipeline"). Groups are
+ * hold a group whose fdatasync failed (local_pipeline.c). Groups are
  * whole, so the last commit below `visible` ends the durable stream. */
 static int head_durable(local *L, MDB_txn *txn, idx_stream *st, uint64_t visible)
 {
