@@ -50,7 +50,8 @@ int local_list_names(backend *b, int kind, const char *prefix, const char *after
 {
     local *L = (local *)b;
     MDB_txn *txn;
-    int rc = idx_begin(L->ix, 1, &txn);
+    idx_ckpt ck;
+    int rc = local_rtxn(L, &txn, &ck);
     if (rc)
         return rc;
     names_ctx x = {.fn = fn, .ctx = ctx};
