@@ -40,7 +40,8 @@
  * Subscriptions: the store's watch eventfd wakes sse.c after commits, and
  * after every batch of epoll events sse_run() pumps the feeds that are
  * ready; if some are left (its per-turn budget ran out) the next epoll_wait
- * does not sleep.
+ * does not sleep. Commits that sse.c holds back to batch them for many
+ * live subscribers (cfg.sub_batch_us) bound the wait: sse_due().
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -140,6 +141,7 @@ void server_config_init(server_config *cfg)
     cfg->sse_stall_timeout_ms = 60000;
     cfg->sub_behind_events = 10000;
     cfg->sub_behind_ms = 5000;
+    cfg->sub_batch_us = 5000;
     cfg->sub_checkpoint_events = 1000;
     cfg->memory_budget = (size_t)1 << 30;
     cfg->max_streams_per_connection = 100;
@@ -466,7 +468,8 @@ static void drain_completions(server *s)
 {
     /* Appends complete after their commit is announced on the watch fd:
      * if that announcement is still unread, serve the subscribers first,
-     * so an event never waits behind the acknowledgements of its commit. */
+     * so an event never waits behind the acknowledgements of its commit
+     * (unless sse.c holds the commit to batch it for many subscribers). */
     if (sse_on_commit(s))
         sse_run(s);
     uint64_t v;
@@ -656,7 +659,15 @@ int server_run(const server_config *cfg)
     struct epoll_event evs[256];
     int sse_busy = 0;
     for (;;) {
-        int n = epoll_wait(s->epfd, evs, 256, sse_busy ? 0 : 250);
+        /* Sleep at most 250 ms, not at all while feeds are ready, and not
+         * past the moment held commits wake the live subscribers. */
+        int64_t due = sse_due(s);
+        struct timespec wait = {0, 250000000};
+        if (sse_busy || due == 0)
+            wait.tv_nsec = 0;
+        else if (due > 0 && due < wait.tv_nsec)
+            wait.tv_nsec = (long)due;
+        int n = epoll_pwait2(s->epfd, evs, 256, &wait, NULL);
         /* A commit first: live subscribers get their events before this
          * batch's other work (acknowledgements, new requests) is done. */
         for (int i = 0; i < n; i++)
@@ -701,6 +712,7 @@ int server_run(const server_config *cfg)
                     conn_flush(c);
             }
         }
+        sse_due(s); /* wakes the live feeds if their held commits are due */
         sse_busy = sse_run(s);
         int64_t now = now_ms();
         accept_resume(s, now);

@@ -582,6 +582,11 @@ void sse_raw(conn *c, const void *p, size_t len);
 /* Inside pump() only: the buffer of this pump's output, for a feed that
  * writes whole SSE events straight into it (no line breaks in data). */
 buf *sse_stage(conn *c);
+/* Like sse_raw, for bytes shared by many feeds (rendered once): during a
+ * pump with nothing staged yet they are sent as the pump's chunk straight
+ * from `p` (one sendmsg, no copy unless the socket is full); `p` need only
+ * stay valid for the call. */
+void sse_shared(conn *c, const void *p, size_t len);
 
 /* Pump this connection again soon even without a commit (if it waits). */
 void sse_wake(conn *c);
@@ -598,6 +603,9 @@ void sse_hub_close(server *s);
 int sse_on_commit(server *s);        /* a commit happened: 1 (feeds made
                                         ready), 0 if none since last time */
 int sse_run(server *s);              /* pump ready feeds; 1 if more wait */
+int64_t sse_due(server *s);          /* ns until held commits wake the live
+                                        feeds (-1: none held); at 0 it wakes
+                                        them now */
 void sse_tick(server *s, int64_t now);
 void sse_drained(conn *c);           /* conn_flush emptied `out` */
 void sse_detach(conn *c);            /* conn_close: forget the feed */

@@ -41,7 +41,8 @@
  * each with its position: positions are the store's cursors, not
  * necessarily gapless, so entries are found by position, never by
  * subtraction) and each of them
- * gets a copy of the bytes, its cursor moved with stele_sub_seek(); a
+ * is sent the bytes straight from the cache (sse_shared: one sendmsg, no
+ * copy unless its socket is full), its cursor moved with stele_sub_seek(); a
  * subscriber at the cache's end reads the store and extends the cache for
  * the others. Only subscribers near the head use it: a catch-up far behind
  * reads the store directly. Filtered and stream subscriptions always read
@@ -316,7 +317,7 @@ static int from_cache(conn *c, subscription *u, size_t max_events, size_t *n, in
     /* At most about PUMP_BYTES (one event at least), as from the store. */
     while (take > 1 && b - a > PUMP_BYTES)
         b = k->off[i + (take = take / 2)];
-    sse_raw(c, k->text.p + a, b - a);
+    sse_shared(c, k->text.p + a, b - a);
     uint64_t last = k->pos[i + take - 1];
     int at_end = i + take == k->n;
     stele_sub_seek(u->sub, at_end ? k->hi : stele_position_after(c->srv->db, last));
