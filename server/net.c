@@ -479,14 +479,21 @@ static void drain_completions(server *s)
     completion *list = s->cq_head;
     s->cq_head = s->cq_tail = NULL;
     pthread_mutex_unlock(&s->cq_mu);
+    conn *pump = NULL; /* HTTP/2 connections with answers to write */
     while (list) {
         completion *next = list->next;
         conn *c = list->c;
         int was_dead = c->dead; /* a close from here on buries it itself */
         c->async_pending--;
-        if (list->op)
+        if (list->op) {
             grpc_completion(c, list); /* frees its operation, dead or not */
-        else if (!was_dead && list->done)
+            if (!c->dead && !c->pump_queued) {
+                c->pump_queued = 1;
+                c->async_pending++; /* held until pumped below */
+                c->pump_next = pump;
+                pump = c;
+            }
+        } else if (!was_dead && list->done)
             list->done(c, list);
         else if (!was_dead)
             route_append_done(c, list);
@@ -496,6 +503,18 @@ static void drain_completions(server *s)
             conn_free(c); /* closed while appends were in flight */
         free(list);
         list = next;
+    }
+    /* One pump per connection: the answers of every call completed in this
+     * batch (256 appends multiplexed on one connection) leave in one send. */
+    while (pump) {
+        conn *c = pump;
+        pump = c->pump_next;
+        c->pump_queued = 0;
+        c->async_pending--;
+        if (!c->dead)
+            h2_writable(c);
+        else if (!c->async_pending)
+            conn_free(c); /* closed meanwhile: its last holder frees it */
     }
 }
 

@@ -146,6 +146,8 @@ typedef struct conn {
     int got_bytes;            /* anything arrived yet (else: request timeout) */
     pager rpg;                /* reads' page sizes by bytes, kept across requests */
     struct h2_session *h2;    /* HTTP/2 (gRPC) connection: h2.c */
+    struct conn *pump_next;   /* drain_completions: gRPC answers to write, */
+    int pump_queued;          /* ... once per connection per batch */
     struct sse_conn *sse;     /* SSE: the event stream (sse.c) */
     void *gwait;              /* a consumer-group pull waiting (routes_groups.c) */
     /* tls.c: the transport (plain or TLS; decided by the first byte). */
