@@ -141,7 +141,7 @@ void server_config_init(server_config *cfg)
     cfg->sse_stall_timeout_ms = 60000;
     cfg->sub_behind_events = 10000;
     cfg->sub_behind_ms = 5000;
-    cfg->sub_batch_us = 5000;
+    cfg->sub_batch_us = 2000;
     cfg->sub_checkpoint_events = 1000;
     cfg->memory_budget = (size_t)1 << 30;
     cfg->max_streams_per_connection = 100;

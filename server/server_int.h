@@ -193,6 +193,8 @@ typedef struct metrics {
     /* Subscriptions over SSE (sse.c, subscribe.c). */
     uint64_t subscriptions_total;  /* SSE responses started */
     uint64_t sse_events;           /* events sent to subscribers */
+    uint64_t sse_events_shared;    /* ... of them, copied from the rendering
+                                      shared by all subscribers (sub_cache) */
     uint64_t sse_checkpoints;      /* checkpoint markers sent */
     uint64_t sse_caught_up;        /* caught-up markers sent */
     uint64_t sse_fell_behind;      /* fell-behind markers sent */

@@ -20,8 +20,8 @@
  * Commits. The server holds one stele_watch eventfd. When it is readable,
  * every waiting feed moves to the ready queue: one wake-up per batch of
  * commits for all subscribers, however many there are. Under a stream of
- * commits the wake-ups are spaced by 20 µs per live feed, at most
- * cfg.sub_batch_us (round_gap_ns): the first commit after a quiet spell
+ * commits the wake-ups are spaced by cfg.sub_batch_us with 100 live feeds
+ * or more, by that share of it with fewer (round_gap_ns): the first commit after a quiet spell
  * wakes the live feeds at once (no added latency at low rates); the commits
  * that follow within the interval are held and woken together when it ends
  * (sse_due), so each live subscriber gets one send per interval however
@@ -55,9 +55,9 @@
 #define SSE_PUMP_EVENTS 512u
 #define SSE_TURN_PUMPS 64u
 #define SSE_TURN_NS 5000000u
-/* Wake-up rounds of live feeds: at least this far apart per feed woken
- * (round_gap_ns). */
-#define SSE_ROUND_NS_PER_FEED 20000u
+/* Wake-up rounds of live feeds are cfg.sub_batch_us apart with this many
+ * waiting feeds or more, proportionally less with fewer (round_gap_ns). */
+#define SSE_ROUND_FEEDS 100u
 /* Compact `out` (move the unsent bytes to the front) past this offset. */
 #define SSE_COMPACT_AT (64u << 10)
 
@@ -409,16 +409,18 @@ void sse_drained(conn *c)
         q_push(c->srv->sse, c->sse, Q_READY);
 }
 
-/* The least time between two wake-up rounds: SSE_ROUND_NS_PER_FEED per
- * waiting feed, at most cfg.sub_batch_us. A round costs about one send per
- * feed (a few µs on loopback, the receiver's TCP work included), so this
- * keeps the rounds to a fraction of the loop's time: one subscriber is
- * never held (20 µs), a hundred are woken at most every 2 ms. */
+/* The least time between two wake-up rounds: cfg.sub_batch_us with
+ * SSE_ROUND_FEEDS or more waiting feeds, that share of it with fewer. A
+ * round costs about one send per feed (a few µs on loopback, the
+ * receiver's TCP work included), so the rounds stay a bounded share of the
+ * loop's time, while the wait stays bounded too: by default one subscriber
+ * is never held more than 20 µs, a hundred or more 2 ms. */
 static uint64_t round_gap_ns(const server *s)
 {
-    uint64_t most = (uint64_t)s->cfg.sub_batch_us * 1000u;
-    uint64_t gap = (uint64_t)s->sse->q[Q_WAIT].n * SSE_ROUND_NS_PER_FEED;
-    return gap < most ? gap : most;
+    uint64_t n = s->sse->q[Q_WAIT].n;
+    if (n > SSE_ROUND_FEEDS)
+        n = SSE_ROUND_FEEDS;
+    return (uint64_t)s->cfg.sub_batch_us * 1000u * n / SSE_ROUND_FEEDS;
 }
 
 /* Move every waiting feed to the ready queue: one wake-up round. */
