@@ -445,6 +445,22 @@ static void accept_all(server *s)
     }
 }
 
+/* epoll_wait with a timeout in nanoseconds (held subscriber rounds are due
+ * within a fraction of a millisecond): epoll_pwait2 (Linux 5.11), else,
+ * where the kernel or valgrind lacks it (ENOSYS), epoll_wait with the
+ * timeout rounded up to whole milliseconds. */
+static int loop_wait(int epfd, struct epoll_event *evs, int max, const struct timespec *t)
+{
+    static int no_pwait2;
+    if (!no_pwait2) {
+        int n = epoll_pwait2(epfd, evs, max, t, NULL);
+        if (n >= 0 || errno != ENOSYS)
+            return n;
+        no_pwait2 = 1;
+    }
+    return epoll_wait(epfd, evs, max, (int)((t->tv_nsec + 999999) / 1000000));
+}
+
 /* ------------------------------------------------------------ completions */
 
 void completion_post(server *s, completion *cp)
@@ -686,7 +702,7 @@ int server_run(const server_config *cfg)
             wait.tv_nsec = 0;
         else if (due > 0 && due < wait.tv_nsec)
             wait.tv_nsec = (long)due;
-        int n = epoll_pwait2(s->epfd, evs, 256, &wait, NULL);
+        int n = loop_wait(s->epfd, evs, 256, &wait);
         /* A commit first: live subscribers get their events before this
          * batch's other work (acknowledgements, new requests) is done. */
         for (int i = 0; i < n; i++)
