@@ -180,7 +180,9 @@ void grpc_completion(conn *c, completion *cp)
         op->cleanup(op);
     free(op);
     grpc_call_release(call);
-    h2_pump(c);
+    /* No h2_pump here: drain_completions pumps each connection once after
+     * its whole batch of completions, so the answers of many calls on one
+     * connection go out in one send. */
 }
 
 void grpc_completion_discard(completion *cp)

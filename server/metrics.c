@@ -146,6 +146,9 @@ void metrics_render(server *s, buf *out)
     GAUGE("stele_subscribers", "Event streams (SSE) open.", sse_count(s));
     COUNTER("stele_subscriptions_total", "Event streams (SSE) started.", m->subscriptions_total);
     COUNTER("stele_subscription_events_total", "Events sent to subscribers.", m->sse_events);
+    COUNTER("stele_subscription_events_shared_total",
+            "Events sent to subscribers from the rendering shared by all of them.",
+            m->sse_events_shared);
     COUNTER("stele_subscription_checkpoints_total", "Checkpoint markers sent.", m->sse_checkpoints);
     COUNTER("stele_subscription_caught_up_total", "Caught-up markers sent.", m->sse_caught_up);
     COUNTER("stele_subscription_fell_behind_total", "Fell-behind markers sent.",

@@ -40,7 +40,8 @@
  * Subscriptions: the store's watch eventfd wakes sse.c after commits, and
  * after every batch of epoll events sse_run() pumps the feeds that are
  * ready; if some are left (its per-turn budget ran out) the next epoll_wait
- * does not sleep.
+ * does not sleep. Commits that sse.c holds back to batch them for many
+ * live subscribers (cfg.sub_batch_us) bound the wait: sse_due().
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -140,6 +141,7 @@ void server_config_init(server_config *cfg)
     cfg->sse_stall_timeout_ms = 60000;
     cfg->sub_behind_events = 10000;
     cfg->sub_behind_ms = 5000;
+    cfg->sub_batch_us = 2000;
     cfg->sub_checkpoint_events = 1000;
     cfg->memory_budget = (size_t)1 << 30;
     cfg->max_streams_per_connection = 100;
@@ -451,6 +453,22 @@ static void accept_all(server *s)
     }
 }
 
+/* epoll_wait with a timeout in nanoseconds (held subscriber rounds are due
+ * within a fraction of a millisecond): epoll_pwait2 (Linux 5.11), else,
+ * where the kernel or valgrind lacks it (ENOSYS), epoll_wait with the
+ * timeout rounded up to whole milliseconds. */
+static int loop_wait(int epfd, struct epoll_event *evs, int max, const struct timespec *t)
+{
+    static int no_pwait2;
+    if (!no_pwait2) {
+        int n = epoll_pwait2(epfd, evs, max, t, NULL);
+        if (n >= 0 || errno != ENOSYS)
+            return n;
+        no_pwait2 = 1;
+    }
+    return epoll_wait(epfd, evs, max, (int)((t->tv_nsec + 999999) / 1000000));
+}
+
 /* ------------------------------------------------------------ completions */
 
 void completion_post(server *s, completion *cp)
@@ -474,7 +492,8 @@ static void drain_completions(server *s)
 {
     /* Appends complete after their commit is announced on the watch fd:
      * if that announcement is still unread, serve the subscribers first,
-     * so an event never waits behind the acknowledgements of its commit. */
+     * so an event never waits behind the acknowledgements of its commit
+     * (unless sse.c holds the commit to batch it for many subscribers). */
     if (sse_on_commit(s))
         sse_run(s);
     uint64_t v;
@@ -484,14 +503,21 @@ static void drain_completions(server *s)
     completion *list = s->cq_head;
     s->cq_head = s->cq_tail = NULL;
     pthread_mutex_unlock(&s->cq_mu);
+    conn *pump = NULL; /* HTTP/2 connections with answers to write */
     while (list) {
         completion *next = list->next;
         conn *c = list->c;
         int was_dead = c->dead; /* a close from here on buries it itself */
         c->async_pending--;
-        if (list->op)
+        if (list->op) {
             grpc_completion(c, list); /* frees its operation, dead or not */
-        else if (!was_dead && list->done)
+            if (!c->dead && !c->pump_queued) {
+                c->pump_queued = 1;
+                c->async_pending++; /* held until pumped below */
+                c->pump_next = pump;
+                pump = c;
+            }
+        } else if (!was_dead && list->done)
             list->done(c, list);
         else if (!was_dead)
             route_append_done(c, list);
@@ -501,6 +527,18 @@ static void drain_completions(server *s)
             conn_free(c); /* closed while appends were in flight */
         free(list);
         list = next;
+    }
+    /* One pump per connection: the answers of every call completed in this
+     * batch (256 appends multiplexed on one connection) leave in one send. */
+    while (pump) {
+        conn *c = pump;
+        pump = c->pump_next;
+        c->pump_queued = 0;
+        c->async_pending--;
+        if (!c->dead)
+            h2_writable(c);
+        else if (!c->async_pending)
+            conn_free(c); /* closed meanwhile: its last holder frees it */
     }
 }
 
@@ -665,7 +703,15 @@ int server_run(const server_config *cfg)
     struct epoll_event evs[256];
     int sse_busy = 0;
     for (;;) {
-        int n = epoll_wait(s->epfd, evs, 256, sse_busy ? 0 : 250);
+        /* Sleep at most 250 ms, not at all while feeds are ready, and not
+         * past the moment held commits wake the live subscribers. */
+        int64_t due = sse_due(s);
+        struct timespec wait = {0, 250000000};
+        if (sse_busy || due == 0)
+            wait.tv_nsec = 0;
+        else if (due > 0 && due < wait.tv_nsec)
+            wait.tv_nsec = (long)due;
+        int n = loop_wait(s->epfd, evs, 256, &wait);
         /* A commit first: live subscribers get their events before this
          * batch's other work (acknowledgements, new requests) is done. */
         for (int i = 0; i < n; i++)
@@ -710,6 +756,7 @@ int server_run(const server_config *cfg)
                     conn_flush(c);
             }
         }
+        sse_due(s); /* wakes the live feeds if their held commits are due */
         sse_busy = sse_run(s);
         int64_t now = now_ms();
         accept_resume(s, now);

@@ -31,6 +31,10 @@ typedef struct server_config {
     uint64_t sub_behind_events; /* a live subscriber this many events behind the head
                                    has fallen behind, default 10000 */
     int sub_behind_ms;        /* ... or one not caught up for this long, default 5 s */
+    int sub_batch_us;         /* under a stream of commits, 100 or more live
+                                 subscribers are woken at most once per this many
+                                 µs, fewer in proportion (1: 1/100 of it); 0: at
+                                 every commit; default 2000 */
     uint64_t sub_checkpoint_events; /* filtered $all: a checkpoint after this many
                                        events passed unsent, default 1000 (and at
                                        least every second while any pass) */

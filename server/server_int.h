@@ -146,6 +146,8 @@ typedef struct conn {
     int got_bytes;            /* anything arrived yet (else: request timeout) */
     pager rpg;                /* reads' page sizes by bytes, kept across requests */
     struct h2_session *h2;    /* HTTP/2 (gRPC) connection: h2.c */
+    struct conn *pump_next;   /* drain_completions: gRPC answers to write, */
+    int pump_queued;          /* ... once per connection per batch */
     struct sse_conn *sse;     /* SSE: the event stream (sse.c) */
     void *gwait;              /* a consumer-group pull waiting (routes_groups.c) */
     /* tls.c: the transport (plain or TLS; decided by the first byte). */
@@ -193,6 +195,8 @@ typedef struct metrics {
     /* Subscriptions over SSE (sse.c, subscribe.c). */
     uint64_t subscriptions_total;  /* SSE responses started */
     uint64_t sse_events;           /* events sent to subscribers */
+    uint64_t sse_events_shared;    /* ... of them, copied from the rendering
+                                      shared by all subscribers (sub_cache) */
     uint64_t sse_checkpoints;      /* checkpoint markers sent */
     uint64_t sse_caught_up;        /* caught-up markers sent */
     uint64_t sse_fell_behind;      /* fell-behind markers sent */
@@ -588,6 +592,11 @@ void sse_raw(conn *c, const void *p, size_t len);
 /* Inside pump() only: the buffer of this pump's output, for a feed that
  * writes whole SSE events straight into it (no line breaks in data). */
 buf *sse_stage(conn *c);
+/* Like sse_raw, for bytes shared by many feeds (rendered once): during a
+ * pump with nothing staged yet they are sent as the pump's chunk straight
+ * from `p` (one sendmsg, no copy unless the socket is full); `p` need only
+ * stay valid for the call. */
+void sse_shared(conn *c, const void *p, size_t len);
 
 /* Pump this connection again soon even without a commit (if it waits). */
 void sse_wake(conn *c);
@@ -604,6 +613,9 @@ void sse_hub_close(server *s);
 int sse_on_commit(server *s);        /* a commit happened: 1 (feeds made
                                         ready), 0 if none since last time */
 int sse_run(server *s);              /* pump ready feeds; 1 if more wait */
+int64_t sse_due(server *s);          /* ns until held commits wake the live
+                                        feeds (-1: none held); at 0 it wakes
+                                        them now */
 void sse_tick(server *s, int64_t now);
 void sse_drained(conn *c);           /* conn_flush emptied `out` */
 void sse_detach(conn *c);            /* conn_close: forget the feed */

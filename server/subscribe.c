@@ -41,7 +41,8 @@
  * each with its position: positions are the store's cursors, not
  * necessarily gapless, so entries are found by position, never by
  * subtraction) and each of them
- * gets a copy of the bytes, its cursor moved with stele_sub_seek(); a
+ * is sent the bytes straight from the cache (sse_shared: one sendmsg, no
+ * copy unless its socket is full), its cursor moved with stele_sub_seek(); a
  * subscriber at the cache's end reads the store and extends the cache for
  * the others. Only subscribers near the head use it: a catch-up far behind
  * reads the store directly. Filtered and stream subscriptions always read
@@ -182,6 +183,19 @@ static size_t cache_find(const sub_cache *k, uint64_t at)
     return a;
 }
 
+/* The cached SSE text of the event at position `pos` (1), or 0. */
+static int cache_text(const sub_cache *k, uint64_t pos, const char **p, size_t *len)
+{
+    if (!k || !k->n || pos < k->pos[0] || pos > k->pos[k->n - 1])
+        return 0;
+    size_t i = cache_find(k, pos);
+    if (i == k->n || k->pos[i] != pos)
+        return 0;
+    *p = (const char *)k->text.p + k->off[i];
+    *len = k->off[i + 1] - k->off[i];
+    return 1;
+}
+
 typedef struct subscription {
     stele_sub *sub;
     int all;             /* $all (ids are positions) or a stream (revisions) */
@@ -316,12 +330,13 @@ static int from_cache(conn *c, subscription *u, size_t max_events, size_t *n, in
     /* At most about PUMP_BYTES (one event at least), as from the store. */
     while (take > 1 && b - a > PUMP_BYTES)
         b = k->off[i + (take = take / 2)];
-    sse_raw(c, k->text.p + a, b - a);
+    sse_shared(c, k->text.p + a, b - a);
     uint64_t last = k->pos[i + take - 1];
     int at_end = i + take == k->n;
     stele_sub_seek(u->sub, at_end ? k->hi : stele_position_after(c->srv->db, last));
     u->has_id = 1;
     u->id = last;
+    c->srv->m.sse_events_shared += take;
     *n = take;
     *caught = at_end && k->hi >= sse_head(c->srv);
     return 1;
@@ -348,7 +363,11 @@ static int from_store(conn *c, subscription *u, size_t max_events, size_t *n, in
     *n = stele_page_count(pg);
     /* Each event is rendered once, straight into the pump's output (event
      * JSON has no line breaks: route_event_json keeps it on one line), and
-     * copied into the cache when it extends it. */
+     * copied into the cache when it extends it. A subscriber that reads its
+     * own way (a filter, a stream, access rules) takes an event the cache
+     * already holds from there instead of rendering it again: the same
+     * event JSON, behind its own id line. */
+    sub_cache *shared = k ? NULL : s->sub_cache;
     buf *out = sse_stage(c);
     for (size_t i = 0; i < *n; i++) {
         const stele_event *e = stele_page_event(pg, i);
@@ -356,9 +375,21 @@ static int from_store(conn *c, subscription *u, size_t max_events, size_t *n, in
             continue; /* passed by the checkpoints like a filtered event */
         char id[24];
         uint64_t v = u->all ? e->position : e->revision;
-        if (!u->all)
-            stele_page_link(pg, i, NULL, &v); /* a view: its own revisions */
+        int link = !u->all && stele_page_link(pg, i, NULL, &v); /* a view: its revisions */
         u64_text(v, id);
+        const char *t;
+        size_t tl;
+        if (shared && !link && cache_text(shared, e->position, &t, &tl)) {
+            /* t is "id: <position>\ndata: <json>\n\n": keep from "\ndata: " on. */
+            const char *d = memchr(t, '\n', tl);
+            if (buf_append(out, "id: ", 4) || buf_append(out, id, strlen(id)) ||
+                buf_append(out, d, tl - (size_t)(d - t)))
+                abort();
+            s->m.sse_events_shared++;
+            u->has_id = 1;
+            u->id = v;
+            continue;
+        }
         size_t start = out->len;
         if (buf_append(out, "id: ", 4) || buf_append(out, id, strlen(id)) ||
             buf_append(out, "\ndata: ", 7))

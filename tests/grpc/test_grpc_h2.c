@@ -16,7 +16,8 @@
  *     reset after an OK status (a reset while the request content is still
  *     unread, as for an unknown method);
  *   - a client that resets a stream mid-read; 300 concurrent streams on one
- *     connection; non-POST (405) and non-gRPC content types (415);
+ *     connection; 256 concurrent Append calls on one connection, answered,
+ *     then abandoned in flight; non-POST (405) and non-gRPC content types (415);
  *     garbage after the preface (the connection is closed);
  *   - v2 multi-stream appends (AppendRecords, AppendSession) abandoned in
  *     flight: the client goes away while the worker threads commit them;
@@ -743,6 +744,56 @@ static void test_reset_and_many(void)
     free(small);
 }
 
+/* 256 Append calls at once on one connection, as a KurrentDB client
+ * multiplexes them: the server answers the calls completed by one batch of
+ * commits with one pump of the connection (drain_completions), and every
+ * call gets its OK. Then the same 256 abandoned in flight: the client
+ * closes the connection while they commit, and the server (which holds the
+ * connection until that pump) survives and serves the next client. */
+static void test_many_appends(void)
+{
+    static uint8_t *bodies[256];
+    size_t lens[256];
+    for (int round = 0; round < 2; round++) {
+        h2c *c = h2c_open();
+        /* The server's SETTINGS first: 256 calls exceed its 100 concurrent
+         * streams, so the client must know to queue the rest. */
+        CHECK(h2c_roundtrip(c));
+        int first = c->n;
+        for (int i = 0; i < 256; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "many-append-%d-%d-%d", (int)getpid(), round, i);
+            bodies[i] = append_req(name, 1 + i % 3, 100, &lens[i]);
+            h2c_call(c, "/event_store.client.streams.Streams/Append", bodies[i], lens[i], NULL, NULL,
+                     NULL);
+        }
+        if (round == 0) {
+            h2c_run(c, 30000, all_closed, NULL);
+            int ok = 0;
+            for (int i = first; i < c->n; i++)
+                ok += c->st[i].closed && c->st[i].grpc_status == 0;
+            printf("many appends: %d of 256 answered OK on one connection (first: closed %d, "
+                   "grpc %d, rst %u)\n", ok, c->st[first].closed, c->st[first].grpc_status,
+                   c->st[first].rst_code);
+            CHECK(ok == 256);
+        } else {
+            h2c_run(c, 20, NULL, NULL); /* the requests leave, the answers are not read */
+        }
+        h2c_close(c);
+        for (int i = 0; i < 256; i++)
+            free(bodies[i]);
+    }
+    CHECK(server_alive());
+    h2c *c = h2c_open();
+    size_t len;
+    uint8_t *body = append_req("many-append-after", 1, 100, &len);
+    stream_rec *r = h2c_call(c, "/event_store.client.streams.Streams/Append", body, len, NULL, NULL, NULL);
+    h2c_run(c, 30000, rec_closed, r);
+    CHECK(r->closed && r->grpc_status == 0);
+    h2c_close(c);
+    free(body);
+}
+
 /* One commit that ends several subscriptions at once (a tombstone): each
  * ends with FAILED_PRECONDITION (stream-deleted), and the server, which
  * wakes them all from one list, survives them leaving it. */
@@ -973,6 +1024,9 @@ static void test_v2_abandoned(void)
         stream_rec *r = h2c_call(d, "/kurrentdb.protocol.v2.streams.StreamsService/AppendRecords",
                                  bodies[i], lens[i], NULL, NULL, NULL);
         h2c_run(d, 10000, rec_closed, r);
+        if (r->grpc_status != 0)
+            printf("v2 retry %d: closed %d, grpc-status %d \"%s\", rst %u\n", i, r->closed,
+                   r->grpc_status, r->grpc_message, r->rst_code);
         CHECK(r->grpc_status == 0);
     }
     h2c_close(d);
@@ -1176,6 +1230,8 @@ int main(void)
         test_memory_budget();
     if (PART("v2"))
         test_v2_abandoned();
+    if (PART("manyappends"))
+        test_many_appends();
 #undef PART
     CHECK(server_alive());
     /* A graceful stop with a live subscription: the subscription ends with
