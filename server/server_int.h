@@ -292,6 +292,8 @@ ssize_t conn_recv(conn *c, void *p, size_t len);
 int conn_recv_drained(const conn *c, size_t got, size_t room);
 /* Once a second: an idle TLS connection frees its record buffers. */
 void tls_conn_tick(conn *c, int64_t now);
+/* 1 when the connection is plain TCP (no TLS layer buffering records). */
+int conn_is_plain(const conn *c);
 ssize_t conn_send(conn *c, const void *p, size_t len);
 void tls_conn_close(conn *c);
 void tls_metrics(server *s, buf *out);

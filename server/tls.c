@@ -444,6 +444,8 @@ ssize_t conn_recv(conn *c, void *p, size_t len)
     return tls_fail(c, r, 1);
 }
 
+int conn_is_plain(const conn *c) { return c->tls_state == TLS_PLAIN; }
+
 int conn_recv_drained(const conn *c, size_t got, size_t room)
 {
     if (!c->ssl)
