@@ -145,8 +145,9 @@ static void rnd_value(buf *b, int depth)
         size_t n = (size_t)(t_rand() % 5);
         buf_append(b, obj ? "{" : "[", 1);
         for (size_t i = 0; i < n; i++) {
+            int plain = t_rand() % 4 != 0;
             if (i)
-                buf_append(b, t_rand() % 4 ? "," : " , ", t_rand() % 4 ? 1 : 3);
+                buf_append(b, plain ? "," : " , ", plain ? 1 : 3);
             if (obj) {
                 const char *s = t_rand() % 5 == 0 ? strs[t_rand() % (sizeof strs / sizeof strs[0])]
                                                   : NULL;
@@ -183,9 +184,8 @@ int main(void)
     buf b = {0};
     for (int i = 0; i < 3000; i++, n++) {
         b.len = 0;
-        buf_append(&b, t_rand() % 2 ? "{\"v\":" : "[", t_rand() % 2 ? 5 : 1);
-        /* the opening above is closed to match below */
-        int obj = b.p[0] == '{';
+        int obj = t_rand() % 2;
+        buf_append(&b, obj ? "{\"v\":" : "[", obj ? 5 : 1); /* closed to match below */
         rnd_value(&b, 0);
         buf_append(&b, obj ? "}" : "]", 1);
         feed((const char *)b.p, b.len);
