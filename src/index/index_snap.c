@@ -114,16 +114,21 @@ done:
     return r;
 }
 
-/* The current entry of `cur` (0), or STELE_ENOTFOUND past sid's entries. */
-static int snap_here(int g, const MDB_val *k, const MDB_val *v, uint64_t sid, idx_snap *e)
+/* Where a cursor step landed: 0 on an entry of the stream whose key prefix
+ * is `sk` (its revision in *rev), STELE_ENOTFOUND past the stream's
+ * entries. Only the key is looked at: the walk needs no values. */
+static int snap_at_key(int g, const MDB_val *k, const uint8_t sk[8], uint64_t *rev)
 {
-    uint64_t s = 0;
     if (g == MDB_NOTFOUND)
         return STELE_ENOTFOUND;
     if (g)
         return idx_err(g, "snapshot cursor");
-    int rc = snap_decode(k, v, &s, e);
-    return rc ? rc : s == sid ? 0 : STELE_ENOTFOUND;
+    if (k->mv_size != 16)
+        return err_set(STELE_ECORRUPT, "index: malformed snapshot entry");
+    if (memcmp(k->mv_data, sk, 8))
+        return STELE_ENOTFOUND;
+    *rev = ldbe64((const uint8_t *)k->mv_data + 8);
+    return 0;
 }
 
 /* With `cur` on sid's highest entry: delete every entry of sid below its
@@ -131,35 +136,34 @@ static int snap_here(int g, const MDB_val *k, const MDB_val *v, uint64_t sid, id
 static int snap_trim_down(MDB_cursor *cur, uint64_t sid, uint64_t keep)
 {
     MDB_val k, v;
-    idx_snap e;
-    uint64_t kept_low = 0;
+    uint8_t sk[8];
+    stbe64(sk, sid);
+    uint64_t rev = 0, kept_low = 0;
     int rc = 0;
     if (!keep)
         return err_set(STELE_EINTERNAL, "index: keep no snapshots");
     for (uint64_t i = 0; i < keep && rc == 0; i++) {
-        if (i > 0)
-            rc = snap_here(mdb_cursor_get(cur, &k, &v, MDB_PREV), &k, &v, sid, &e);
-        else
-            rc = snap_here(mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT), &k, &v, sid, &e);
-        kept_low = e.revision;
+        rc = snap_at_key(mdb_cursor_get(cur, &k, &v, i ? MDB_PREV : MDB_GET_CURRENT), &k, sk,
+                         &rev);
+        kept_low = rev;
     }
     if (rc == 0) /* the first entry below the kept ones, if any */
-        rc = snap_here(mdb_cursor_get(cur, &k, &v, MDB_PREV), &k, &v, sid, &e);
+        rc = snap_at_key(mdb_cursor_get(cur, &k, &v, MDB_PREV), &k, sk, &rev);
     if (rc)
         return rc == STELE_ENOTFOUND ? 0 : rc;
     /* Usually the only one (the stream held keep + 1): look one further
      * down before deleting, so the common case needs no seek. */
-    uint64_t victim = e.revision;
+    uint64_t victim = rev;
     int more = 0;
     int g = mdb_cursor_get(cur, &k, &v, MDB_PREV);
     if (g == 0) {
-        more = snap_here(g, &k, &v, sid, &e) == 0;
+        more = snap_at_key(g, &k, sk, &rev) == 0;
         g = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     } else if (g == MDB_NOTFOUND) {
         g = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT); /* the table's start: not moved */
     }
-    rc = snap_here(g, &k, &v, sid, &e);
-    if (rc == STELE_ENOTFOUND || (rc == 0 && e.revision != victim))
+    rc = snap_at_key(g, &k, sk, &rev);
+    if (rc == STELE_ENOTFOUND || (rc == 0 && rev != victim))
         return err_set(STELE_EINTERNAL, "index: snapshot cursor lost its place");
     if (rc)
         return rc;
@@ -170,8 +174,8 @@ static int snap_trim_down(MDB_cursor *cur, uint64_t sid, uint64_t keep)
         uint8_t key[16];
         snap_key(key, sid, 0);
         k = (MDB_val){sizeof key, key};
-        rc = snap_here(mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE), &k, &v, sid, &e);
-        if (rc == STELE_ENOTFOUND || (rc == 0 && e.revision >= kept_low))
+        rc = snap_at_key(mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE), &k, sk, &rev);
+        if (rc == STELE_ENOTFOUND || (rc == 0 && rev >= kept_low))
             return 0;
         if (rc == 0)
             rc = idx_err(mdb_cursor_del(cur, 0), "delete snapshot");
@@ -191,10 +195,13 @@ int idx_snap_trim(idx *ix, MDB_txn *txn, uint64_t sid, uint64_t keep)
     uint8_t key[16];
     snap_key(key, sid + 1, 0);
     MDB_val k = {sizeof key, key}, v;
-    idx_snap e;
+    uint8_t sk[8];
+    uint64_t rev;
+    stbe64(sk, sid);
     int g = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    g = mdb_cursor_get(cur, &k, &v, g == MDB_NOTFOUND ? MDB_LAST : g ? g : MDB_PREV);
-    rc = snap_here(g, &k, &v, sid, &e);
+    if (g == 0 || g == MDB_NOTFOUND)
+        g = mdb_cursor_get(cur, &k, &v, g == 0 ? MDB_PREV : MDB_LAST);
+    rc = snap_at_key(g, &k, sk, &rev);
     if (rc == 0)
         rc = snap_trim_down(cur, sid, keep);
     mdb_cursor_close(cur);
