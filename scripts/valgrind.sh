@@ -30,6 +30,7 @@ TESTS="
   test_multi
   test_views
   test_state
+  test_snap_trim
   test_rules
   test_proj
   test_proj_gaps

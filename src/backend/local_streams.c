@@ -112,14 +112,20 @@ static int drop_snaps(local *L, MDB_txn *txn, uint64_t sid, uint64_t below, uint
     return rc;
 }
 
-/* Keep only the stream's max_snapshots highest revisions. */
+/* Keep only the stream's max_snapshots highest revisions (without counting
+ * them: src/index/index_snap.c). */
 static int trim_snaps(local *L, MDB_txn *txn, const idx_stream *st)
 {
-    uint64_t n;
-    int rc = idx_snap_count(L->ix, txn, st->sid, &n, NULL);
-    if (rc || n <= max_snaps(st))
-        return rc;
-    return drop_snaps(L, txn, st->sid, UINT64_MAX, n - max_snaps(st));
+    return idx_snap_trim(L->ix, txn, st->sid, max_snaps(st));
+}
+
+/* The writer placed the record tagged `tag` at `loc`: point the entry at it,
+ * unless a later request of the group replaced or dropped the entry. */
+static int snap_placed(local *L, MDB_txn *txn, uint64_t sid, uint64_t revision, uint64_t tag,
+                       uint64_t loc)
+{
+    int rc = idx_snap_repoint(L->ix, txn, sid, revision, tag, loc);
+    return rc == STELE_ENOTFOUND ? 0 : rc;
 }
 
 int sm_on_remove(local *L, MDB_txn *txn, const idx_stream *st)
@@ -280,15 +286,7 @@ int sm_encode(local *L, MDB_txn *txn, wreq *r, uint8_t *out, uint64_t loc, int64
                                s->schema_version, s->revision, now);
     if (n != r->bytes)
         return err_set(STELE_EINTERNAL, "snapshot record size mismatch");
-    idx_snap e;
-    rc = idx_snap_get(L->ix, txn, r->st.sid, s->revision, &e);
-    if (rc == STELE_ENOTFOUND)
-        return 0; /* dropped again by a later request of the group */
-    if (rc == 0 && e.loc == tag) {
-        e.loc = loc;
-        rc = idx_snap_put(L->ix, txn, r->st.sid, &e);
-    }
-    return rc;
+    return snap_placed(L, txn, r->st.sid, s->revision, tag, loc);
 }
 
 /* ------------------------------------------------- multi-stream commits */
@@ -296,23 +294,19 @@ int sm_encode(local *L, MDB_txn *txn, wreq *r, uint8_t *out, uint64_t loc, int64
 int sm_plan_state(local *L, MDB_txn *txn, const idx_stream *st, uint64_t revision,
                   uint32_t bytes, uint32_t schema_version, uint64_t tag)
 {
+    /* A state is stored at the stream's last revision, above any snapshot
+     * it has: put and trim in one cursor pass. */
     idx_snap e = {revision, tag, bytes, schema_version};
-    int rc = idx_snap_put(L->ix, txn, st->sid, &e);
-    return rc ? rc : trim_snaps(L, txn, st);
+    if (revision != st->last_rev)
+        return err_set(STELE_EINTERNAL, "state at revision %llu, the stream is at %llu",
+                       (unsigned long long)revision, (unsigned long long)st->last_rev);
+    return idx_snap_put_top(L->ix, txn, st->sid, &e, max_snaps(st));
 }
 
 int sm_encode_state(local *L, MDB_txn *txn, uint64_t sid, uint64_t revision, uint64_t tag,
                     uint64_t loc)
 {
-    idx_snap e;
-    int rc = idx_snap_get(L->ix, txn, sid, revision, &e);
-    if (rc == STELE_ENOTFOUND)
-        return 0; /* dropped again by a later request of the group */
-    if (rc == 0 && e.loc == tag) {
-        e.loc = loc;
-        rc = idx_snap_put(L->ix, txn, sid, &e);
-    }
-    return rc;
+    return snap_placed(L, txn, sid, revision, tag, loc);
 }
 
 /* ------------------------------------------------------------ recovery */

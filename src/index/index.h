@@ -173,6 +173,15 @@ int idx_snap_get(idx *ix, MDB_txn *txn, uint64_t sid, uint64_t rev, idx_snap *ou
 int idx_snap_floor(idx *ix, MDB_txn *txn, uint64_t sid, uint64_t rev, idx_snap *out);
 /* How many entries the stream has, and the lowest one (if any). */
 int idx_snap_count(idx *ix, MDB_txn *txn, uint64_t sid, uint64_t *n, idx_snap *lowest);
+/* Keep sid's `keep` (>= 1) highest snapshot entries, delete the others. */
+int idx_snap_trim(idx *ix, MDB_txn *txn, uint64_t sid, uint64_t keep);
+/* idx_snap_put of an entry the caller knows is sid's highest (a state at
+ * the stream's last revision), then idx_snap_trim with the same cursor. */
+int idx_snap_put_top(idx *ix, MDB_txn *txn, uint64_t sid, const idx_snap *s, uint64_t keep);
+/* Point sid's entry at `rev` to loc `to` if it points at `from`;
+ * STELE_ENOTFOUND if there is no such entry or it points elsewhere. */
+int idx_snap_repoint(idx *ix, MDB_txn *txn, uint64_t sid, uint64_t rev, uint64_t from,
+                     uint64_t to);
 /* Visit every entry of the stream (all streams if `all`), in key order;
  * stops at the first non-zero return of `fn` and returns it. */
 typedef int (*idx_snap_fn)(void *ctx, uint64_t sid, const idx_snap *s);
