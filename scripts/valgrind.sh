@@ -11,7 +11,6 @@ status=0
 TESTS="
   test_util
   test_os_fault
-  test_pipeline
   test_json
   test_json_text
   test_errors

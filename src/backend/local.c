@@ -12,14 +12,12 @@
  *   2. encodes the accepted requests' records into one buffer (rolling to a
  *      new segment first if they do not fit), records where each commit
  *      landed and the checkpoint;
- *   3. writes the buffer with one pwrite;
+ *   3. writes the buffer with one pwrite and one fdatasync;
  *   4. commits the LMDB transaction (not fsynced: the log is the truth);
- *   5. hands the group to the syncer thread, which runs one fdatasync, then
- *      publishes the new end of the log (store-release) and wakes every
+ *   5. publishes the new end of the log (store-release) and wakes every
  *      request of the group.
  * Checks and writes are therefore serialised without locks, and one fsync
- * covers the whole group. While the syncer flushes group N, the writer does
- * steps 1-4 of group N+1 (local_pipeline.c).
+ * covers the whole group.
  *
  * Faults are sticky: if a write, an fdatasync or an index commit fails, the
  * group's requests fail, nothing of it is acknowledged, and every later
@@ -44,10 +42,9 @@
  * like any other (sticky).
  *
  * Reads run in the caller's thread with an LMDB read transaction (MVCC: the
- * writer never waits for them; local_rtxn makes them wait for the fdatasync
- * in flight when their snapshot holds a group not yet durable) and pread(2)
- * of the segments, bounded by their snapshot's checkpoint, so a reader
- * never sees part of a group.
+ * writer never waits for them) and pread(2) of the segments; they ignore
+ * anything at or past the published position, so a reader never sees part
+ * of a group.
  *
  * Recovery (open). The file stele.lock is flocked while the store is open
  * and says "open <boot id>" until a clean close writes "closed". LMDB
@@ -55,9 +52,8 @@
  *   - clean close, or a crash of the process (same boot id): the index is
  *     consistent with a prefix of the log; replay the log from its
  *     checkpoint;
- *   - the machine crashed while the store was open (other boot id), or an
- *     fdatasync failed ("open fault"): the index may have lost writes in
- *     any order, or name groups the log lost; rebuild it from the log.
+ *   - the machine crashed while the store was open (other boot id): the
+ *     index may have lost writes in any order; rebuild it from the log.
  * Replaying stops at the end of the written data. An incomplete commit
  * there (a torn write) is cut off; a damaged record with valid records after
  * it is damage and open fails with its segment and offset.
@@ -87,32 +83,26 @@
 /* ------------------------------------------------------------ futexes */
 
 /*
- * A waiting caller sleeps on its own request's `done` word, and the syncer
- * (local_pipeline.c) wakes only requests whose caller is asleep
- * there. (One shared word woken once per group was cheaper in system calls
- * when every waiter belonged to the group being completed; with two groups
- * in flight, half the waiters would wake for nothing on every group, each a
- * context switch, which cost more CPU per event than the targeted wakes,
- * and these are the syncer's, off the writer's path.)
+ * Waiting callers sleep on one shared word, done_gen, which the writer bumps
+ * once per finished group: a single FUTEX_WAKE wakes the whole group,
+ * instead of one system call per request (a quarter of the writer's time
+ * with 64 appending threads). A caller re-checks its own `done` flag, so a
+ * wake for another group only costs it one more turn of the loop; reading
+ * the generation before the flag means a wake cannot be missed.
  */
 static void req_wait(local *L, wreq *r)
 {
-    (void)L;
     for (;;) {
-        uint32_t zero = 0;
-        /* 0 -> 2: "a caller sleeps here"; the syncer sets 1 and wakes
-         * only requests marked 2. */
-        if (!atomic_compare_exchange_strong_explicit(&r->done, &zero, 2, memory_order_acquire,
-                                                     memory_order_acquire) &&
-            zero == 1)
+        uint32_t gen = atomic_load_explicit(&L->done_gen, memory_order_acquire);
+        if (atomic_load_explicit(&r->done, memory_order_acquire))
             return;
-        syscall(SYS_futex, &r->done, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+        syscall(SYS_futex, &L->done_gen, FUTEX_WAIT_PRIVATE, gen, NULL, NULL, 0);
     }
 }
 
 /* Complete a request: call an async request's callback, or mark a waiting
  * caller's request done (the caller is woken with its group). */
-void local_req_finish(wreq *r)
+static void req_finish(wreq *r)
 {
     if (r->rc && !r->msg[0])
         snprintf(r->msg, sizeof r->msg, "%s", stele_errmsg());
@@ -127,15 +117,10 @@ void local_req_finish(wreq *r)
         free(r);
         return;
     }
-    /* r may be gone as soon as done is 1 (the caller returns): the wake
-     * uses only its address, and a wake of a word reused since is harmless
-     * (every futex waiter here re-checks its condition). */
-    uint32_t *word = (uint32_t *)&r->done;
-    if (atomic_exchange_explicit(&r->done, 1, memory_order_acq_rel) == 2)
-        syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    atomic_store_explicit(&r->done, 1, memory_order_release);
 }
 
-int local_req_fail(wreq *r, int rc)
+static int req_fail(wreq *r, int rc)
 {
     r->rc = rc;
     snprintf(r->msg, sizeof r->msg, "%s", stele_errmsg());
@@ -155,7 +140,7 @@ static int wrong_rev(wreq *r, uint64_t cur)
 {
     r->current = cur;
     r->res.current_revision = cur;
-    return local_req_fail(r, expect_wrong_rev(r->stream, r->stream_len, r->expected, cur));
+    return req_fail(r, expect_wrong_rev(r->stream, r->stream_len, r->expected, cur));
 }
 
 /* -------------------------------------------------------------- planning */
@@ -180,7 +165,7 @@ static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
     stele_uuid_format(a->ids[0], idt);
     if (!found || sid != r->st.sid) {
         err_set(STELE_EIDCONFLICT, "event id %s was already written to another stream", idt);
-        local_req_fail(r, STELE_EIDCONFLICT);
+        req_fail(r, STELE_EIDCONFLICT);
         return 1;
     }
     /* Only an exact expected revision pins where the retry must sit; for
@@ -192,7 +177,7 @@ static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
                 "event id %s was already written at revision %llu of '%.*s', not where this "
                 "append's expected revision puts it",
                 idt, (unsigned long long)rev, (int)r->stream_len, r->stream);
-        local_req_fail(r, STELE_EIDCONFLICT);
+        req_fail(r, STELE_EIDCONFLICT);
         return 1;
     }
     /* The original append must have been exactly these events. */
@@ -209,7 +194,7 @@ static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
                 "event id %s was already written at revision %llu of '%.*s' by an append that "
                 "this one does not repeat exactly",
                 idt, (unsigned long long)rev, (int)r->stream_len, r->stream);
-        local_req_fail(r, STELE_EIDCONFLICT);
+        req_fail(r, STELE_EIDCONFLICT);
         return 1;
     }
     uint64_t last_pos = pos;
@@ -230,7 +215,7 @@ static int check_retry(local *L, MDB_txn *txn, wreq *r, int found)
                     "event id %s was already written at revision %llu of '%.*s', but event %zu "
                     "of this append does not repeat that append",
                     idt, (unsigned long long)rev, (int)r->stream_len, r->stream, i);
-            local_req_fail(r, STELE_EIDCONFLICT);
+            req_fail(r, STELE_EIDCONFLICT);
         return 1;
         }
         last_pos = poss[i] = p2;
@@ -259,7 +244,7 @@ others:
         stele_uuid_format(a->ids[i], idt);
         err_set(STELE_EIDCONFLICT, "event %zu: id %s was already written (position %llu)", i, idt,
                 (unsigned long long)pos);
-        local_req_fail(r, STELE_EIDCONFLICT);
+        req_fail(r, STELE_EIDCONFLICT);
         return 1;
     }
     return 0;
@@ -284,7 +269,7 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
     rc = 0;
     if (found && (r->st.flags & IDX_TOMBSTONED)) {
         err_set(STELE_EDELETED, "stream '%.*s' is tombstoned", (int)r->stream_len, r->stream);
-        local_req_fail(r, STELE_EDELETED);
+        req_fail(r, STELE_EDELETED);
         return 0;
     }
     uint64_t cur = visible_rev(&r->st, found);
@@ -318,7 +303,7 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
         if (r->op == OP_DELETE && cur == STELE_NONE) {
             err_set(STELE_ENOTFOUND, "stream '%.*s' %s", (int)r->stream_len, r->stream,
                     found ? "is already deleted" : "does not exist");
-            local_req_fail(r, STELE_ENOTFOUND);
+            req_fail(r, STELE_ENOTFOUND);
             return 0;
         }
         int was_last = found && (r->st.flags & IDX_DELETED) && r->expected >= 0 &&
@@ -369,7 +354,7 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
 
 /* ------------------------------------------------------------ the writer */
 
-void local_set_fault(local *L, int rc)
+static void set_fault(local *L, int rc)
 {
     if (atomic_load(&L->fault))
         return;
@@ -471,7 +456,7 @@ static int seal(local *L, uint64_t seal_pos)
 /* Note where a committed group starts (see local_int.h). A group in a new
  * segment empties the ring first, so every entry points into the segment
  * being written (never into one a scavenger may rewrite). */
-void local_tail_push(local *L, uint64_t position, uint64_t loc)
+static void tail_push(local *L, uint64_t position, uint64_t loc)
 {
     pthread_mutex_lock(&L->tail_mu);
     if (L->tail_n && loc_seg(L->tail[(L->tail_first + L->tail_n - 1) % TAIL_GROUPS].loc) !=
@@ -511,7 +496,7 @@ int tail_hint(local *L, uint64_t from, uint64_t *loc)
 
 /* After a group's index transaction committed (its events are readable):
  * wake subscribers sleeping in wait_commit() and signal every watch fd. */
-void local_notify_commit(local *L)
+static void notify_commit(local *L)
 {
     atomic_fetch_add(&L->commit_gen, 1);
     if (atomic_load(&L->commit_sleepers))
@@ -598,7 +583,7 @@ static void fail_nospace(wreq *group, int rc, int all)
             r->accepted = 0;
             r->res.idempotent = 0;
             r->msg[0] = 0;
-            local_req_fail(r, rc);
+            req_fail(r, rc);
         }
 }
 
@@ -625,9 +610,9 @@ static void assert_positions(const wreq *r, uint64_t *next)
  *   group_place    the segment and offset the group goes to (sealing a
  *                  full segment, making the next one);
  *   group_encode   the records into L->gbuf and their index entries;
- *   group_write    the checkpoint, one write, the index commit;
- *   group_handover what the syncer needs to make the group durable and
- *                  then publish it (syncer_main, sync_publish).
+ *   group_durable  the checkpoint, one write, one fdatasync, the index
+ *                  commit;
+ *   group_publish  the new end of the log for readers and subscribers.
  * A step that ends the group early completes its requests itself
  * (group_begin, group_plan, group_place when there is no space: not
  * sticky); any other error goes back to write_group, which fails the
@@ -660,14 +645,14 @@ static int group_begin(gwrite *g)
     if (rc == 0)
         rc = idx_begin(L->ix, 0, &g->txn);
     if (rc) {
-        local_set_fault(L, rc);
+        set_fault(L, rc);
         for (wreq *r = g->group; r; r = r->next)
-            local_req_fail(r, rc);
+            req_fail(r, rc);
         return 0;
     }
     g->before = L->ck;
-    /* Groups in flight are ahead of what readers saw, never behind. */
-    STELE_ASSERT(g->before.next_pos >=
+    /* No group is in flight: the checkpoint continues what readers saw. */
+    STELE_ASSERT(g->before.next_pos ==
                  atomic_load_explicit(&L->pub_next_pos, memory_order_relaxed));
     g->now = time_now_us();
     if (g->now < L->last_created)
@@ -695,13 +680,13 @@ static int group_plan(gwrite *g)
     if (rc) {
         /* Fail every request of the group, decided or not: nothing of it
          * is written. */
-        local_set_fault(L, rc);
+        set_fault(L, rc);
         for (wreq *r = g->group; r; r = r->next) {
             r->accepted = 0;
             r->res.idempotent = 0;
             r->mres.idempotent = 0;
             r->msg[0] = 0;
-            local_req_fail(r, rc);
+            req_fail(r, rc);
         }
     }
     return 0;
@@ -720,10 +705,6 @@ static int group_place(gwrite *g)
     int rc;
     if (s && loc_off(L->ck.loc) + g->bytes + seal_size() > s->size) {
         uint64_t log_bytes = L->ck.log_bytes;
-        /* The seal's fdatasync would also flush the groups in flight: let
-         * the syncer finish them first, so that only one thread sees an
-         * fsync error for them (see local_pipeline.c). */
-        local_sync_drain(L);
         if ((rc = seal(L, g->before.next_pos)))
             return rc;
         /* The seal is durable: whatever becomes of this group, the log
@@ -833,11 +814,10 @@ static int group_encode(gwrite *g)
     return rc;
 }
 
-/* The checkpoint into the transaction, the group's bytes with one write,
- * then the index commit (not fsynced: the log is the truth). The
- * fdatasync is the syncer's (syncer_main): the write comes before the
- * commit, so the index never names bytes the log file does not hold. */
-static int group_write(gwrite *g)
+/* The checkpoint into the transaction, the group's bytes with one write
+ * and one fdatasync, then the index commit (not fsynced: the log is the
+ * truth). */
+static int group_durable(gwrite *g)
 {
     local *L = g->L;
     L->ck.log_bytes += L->gbuf.len - (g->write_off == 0 ? SEG_HEADER_SIZE : 0);
@@ -847,6 +827,8 @@ static int group_write(gwrite *g)
     if (rc)
         return rc;
     rc = os_write_full(g->s->fd, L->gbuf.p, L->gbuf.len, g->write_off);
+    if (rc == 0)
+        rc = os_io->fdatasync(g->s->fd);
     if (rc) {
         char name[32];
         log_seg_name(g->seg, name);
@@ -859,25 +841,24 @@ static int group_write(gwrite *g)
     return rc;
 }
 
-/* The group is written and indexed: what the syncer needs to make it
- * durable and then publish it. */
-static void group_handover(gwrite *g, gsync *b)
+/* The group is durable and indexed: show it to readers and subscribers. */
+static void group_publish(gwrite *g)
 {
     local *L = g->L;
     L->last_created = g->now;
     clear_nospace(L); /* e.g. the index's headroom could be had again */
-    b->s = g->s;
-    b->seg = g->seg;
-    b->write_off = g->write_off;
-    b->before_pos = g->before.next_pos;
-    b->next_pos = L->ck.next_pos;
-    b->loc = L->ck.loc;
-    chain_mark(L, &b->chain);
+    atomic_store_explicit(&L->pub_next_pos, L->ck.next_pos, memory_order_release);
+    chain_publish(L);
+    if (L->ck.next_pos > g->before.next_pos)
+        tail_push(L, g->before.next_pos, loc_make(g->seg, (uint32_t)g->write_off));
+    notify_commit(L);
+    atomic_fetch_add(&L->n_groups, 1);
+    for (wreq *r = g->group; r; r = r->next)
+        if (r->accepted)
+            atomic_fetch_add(&L->n_appends, 1);
 }
 
-/* Plan, encode, write and index a group (the syncer makes it durable). On
- * return every request is decided; b->s is set when something was written. */
-static void write_group(local *L, wreq *group, gsync *b)
+static void write_group(local *L, wreq *group)
 {
     gwrite g = {.L = L, .group = group};
     if (!group_begin(&g) || !group_plan(&g))
@@ -888,27 +869,25 @@ static void write_group(local *L, wreq *group, gsync *b)
     if (rc == 0)
         rc = group_encode(&g);
     if (rc == 0)
-        rc = group_write(&g);
+        rc = group_durable(&g);
     if (rc == 0) {
-        group_handover(&g, b);
+        group_publish(&g);
         return;
     }
     /* A storage fault: the group fails, and so does every later append. */
     if (g.txn)
         mdb_txn_abort(g.txn);
-    local_set_fault(L, rc);
+    set_fault(L, rc);
     for (wreq *r = group; r; r = r->next)
         if (r->accepted) {
             r->accepted = 0;
-            local_req_fail(r, rc);
+            req_fail(r, rc);
         }
 }
 
 static void *writer_main(void *arg)
 {
     local *L = arg;
-    local_pipeline_thread();
-    unsigned slot = 0;
     for (;;) {
         pthread_mutex_lock(&L->qmu);
         while (!L->qhead && !L->stopping)
@@ -930,12 +909,6 @@ static void *writer_main(void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&L->qmu);
 
-        /* One group syncing, one handed over, this one: three slots. */
-        gsync *b = &L->gs[slot++ % GSYNC_SLOTS];
-        STELE_ASSERT(!atomic_load_explicit(&b->busy, memory_order_acquire));
-        memset(b, 0, sizeof *b);
-        b->busy = 1;
-        b->group = group;
         int fault = atomic_load(&L->fault);
         if (fault) {
             for (wreq *r = group; r; r = r->next) {
@@ -945,14 +918,18 @@ static void *writer_main(void *arg)
                          L->fault_msg);
             }
         } else {
-            write_group(L, group, b);
+            write_group(L, group);
         }
-        local_sync_handover(L, b);
+        int waiters = 0;
+        for (wreq *r = group, *nx; r; r = nx) {
+            nx = r->next;
+            waiters |= r->done_fn == NULL;
+            req_finish(r); /* r may be gone after this */
+        }
+        atomic_fetch_add_explicit(&L->done_gen, 1, memory_order_release);
+        if (waiters)
+            syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
     }
-    pthread_mutex_lock(&L->smu);
-    L->sstop = 1;
-    pthread_cond_broadcast(&L->scv);
-    pthread_mutex_unlock(&L->smu);
     return NULL;
 }
 
@@ -1079,26 +1056,9 @@ static void local_close(backend *b)
         L->stopping = 1;
         pthread_cond_signal(&L->qcv);
         pthread_mutex_unlock(&L->qmu);
-        pthread_join(L->writer, NULL); /* it stops the syncer on its way out */
+        pthread_join(L->writer, NULL);
     }
-    if (L->syncer_started) {
-        pthread_mutex_lock(&L->smu);
-        L->sstop = 1;
-        pthread_cond_broadcast(&L->scv);
-        pthread_mutex_unlock(&L->smu);
-        pthread_join(L->syncer, NULL);
-    }
-    if (L->completer_started) {
-        pthread_mutex_lock(&L->cmu);
-        L->cstop = 1;
-        pthread_cond_signal(&L->ccv);
-        pthread_mutex_unlock(&L->cmu);
-        pthread_join(L->completer, NULL);
-    }
-    /* After a failed fdatasync the lock file says "open fault" (the next
-     * open rebuilds the index): leave it so. */
-    int clean = L->writer_started && !atomic_load(&L->sync_fault) && L->ix &&
-                idx_sync(L->ix) == 0;
+    int clean = L->writer_started && L->ix && idx_sync(L->ix) == 0;
     idx_close(L->ix);
     log_close(L->lg);
     if (L->lockfd >= 0) {
@@ -1112,11 +1072,6 @@ static void local_close(backend *b)
     pool_unref(L->pl);
     pthread_mutex_destroy(&L->qmu);
     pthread_cond_destroy(&L->qcv);
-    pthread_mutex_destroy(&L->smu);
-    pthread_cond_destroy(&L->scv);
-    pthread_mutex_destroy(&L->pub_mu);
-    pthread_mutex_destroy(&L->cmu);
-    pthread_cond_destroy(&L->ccv);
     for (unsigned i = 0; i < L->nwatch; i++)
         close(L->watch_fds[i]);
     pthread_mutex_destroy(&L->watch_mu);
@@ -1197,11 +1152,6 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     L->lockfd = -1;
     pthread_mutex_init(&L->qmu, NULL);
     pthread_cond_init(&L->qcv, NULL);
-    pthread_mutex_init(&L->smu, NULL);
-    pthread_cond_init(&L->scv, NULL);
-    pthread_mutex_init(&L->pub_mu, NULL);
-    pthread_mutex_init(&L->cmu, NULL);
-    pthread_cond_init(&L->ccv, NULL);
     pthread_mutex_init(&L->watch_mu, NULL);
     pthread_mutex_init(&L->tail_mu, NULL);
     pthread_mutex_init(&L->scav_mu, NULL);
@@ -1255,20 +1205,7 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
         rc = verify_all(L);
     if (rc == 0) {
         atomic_store(&L->pub_next_pos, L->ck.next_pos);
-        atomic_store(&L->pub_loc, L->ck.loc);
         rc = log_start_prealloc(L->lg);
-    }
-    if (rc == 0) {
-        if (pthread_create(&L->completer, NULL, local_completer_main, L) != 0)
-            rc = err_set(STELE_EINTERNAL, "cannot start the completer thread");
-        else
-            L->completer_started = 1;
-    }
-    if (rc == 0) {
-        if (pthread_create(&L->syncer, NULL, local_syncer_main, L) != 0)
-            rc = err_set(STELE_EINTERNAL, "cannot start the syncer thread");
-        else
-            L->syncer_started = 1;
     }
     if (rc == 0) {
         if (pthread_create(&L->writer, NULL, writer_main, L) != 0)

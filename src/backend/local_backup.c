@@ -397,11 +397,14 @@ static int store_identity(local *L, int64_t *created)
 static int backup_point(local *L, bk_manifest *m)
 {
     MDB_txn *txn;
-    idx_ckpt ck;
-    int rc = local_rtxn(L, &txn, &ck); /* durable groups only */
+    int rc = idx_begin(L->ix, 1, &txn);
     if (rc)
         return rc;
+    idx_ckpt ck;
+    rc = idx_ckpt_get(L->ix, txn, &ck);
     mdb_txn_abort(txn);
+    if (rc)
+        return rc == STELE_ENOTFOUND ? err_set(STELE_ECORRUPT, "index: no checkpoint") : rc;
     m->end_loc = ck.loc;
     m->end_position = ck.next_pos;
     m->end_time = 0;

@@ -118,21 +118,13 @@ int chain_seal_commit(local *L, MDB_txn *txn, uint8_t *cr, int64_t now)
     return anchor_put(L, txn, loc);
 }
 
-void chain_mark(local *L, chain_pub *p)
-{
-    p->seq = L->chain.seq;
-    p->pos = L->chain.next_pos;
-    p->end = L->ck.loc;
-    memcpy(p->hash, L->chain.hash, 32);
-}
-
-void chain_publish(local *L, const chain_pub *p)
+void chain_publish(local *L)
 {
     pthread_mutex_lock(&L->chain.mu);
-    L->chain.pub_seq = p->seq;
-    L->chain.pub_pos = p->pos;
-    L->chain.pub_end = p->end;
-    memcpy(L->chain.pub_hash, p->hash, 32);
+    L->chain.pub_seq = L->chain.seq;
+    L->chain.pub_pos = L->chain.next_pos;
+    L->chain.pub_end = L->ck.loc;
+    memcpy(L->chain.pub_hash, L->chain.hash, 32);
     pthread_mutex_unlock(&L->chain.mu);
 }
 
@@ -244,11 +236,8 @@ int chain_open(local *L)
         rc = idx_commit_txn(txn);
     else
         mdb_txn_abort(txn);
-    if (rc == 0) {
-        chain_pub p;
-        chain_mark(L, &p);
-        chain_publish(L, &p);
-    }
+    if (rc == 0)
+        chain_publish(L);
     return rc;
 }
 

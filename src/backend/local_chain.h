@@ -41,16 +41,8 @@ uint8_t *chain_reserve(struct local *L);
  * fill in its chain record `cr` and advance the chain; records where the chain
  * stands in the index (meta "chain"). No-op for rec NULL. */
 int chain_seal_commit(struct local *L, MDB_txn *txn, uint8_t *cr, int64_t now);
-/* The head as it stands after a group (writer), to publish once that
- * group is durable (syncer). */
-typedef struct chain_pub {
-    uint64_t seq, pos, end;
-    uint8_t hash[32];
-} chain_pub;
-/* Writer: the head after the group just written (end = L->ck.loc). */
-void chain_mark(struct local *L, chain_pub *p);
-/* After the group is durable: publish the head chain_mark took. */
-void chain_publish(struct local *L, const chain_pub *p);
+/* After a group is durable: publish the head (end = L->ck.loc). */
+void chain_publish(struct local *L);
 /* After recovery: find the chain's head, cut a chain record whose commit
  * was torn away, refuse STELE_OPEN_NO_CHAIN on a chained store. */
 int chain_open(struct local *L);

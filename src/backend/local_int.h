@@ -69,28 +69,13 @@ typedef struct wreq {
     size_t rm_data_len, rm_meta_len;
     uint64_t rm_sid, rm_rev, rm_pos;
 
-    _Atomic uint32_t done; /* futex word: 0, 2 (a caller sleeps), 1 (done) */
+    _Atomic uint32_t done;
     append_done_fn done_fn; /* async: called instead of the futex wake */
     void *done_ctx;
     struct wreq *next;
 } wreq;
 
 #define TAIL_GROUPS 256
-
-/* A group the writer has written and indexed, on its way through the
- * syncer (local_pipeline.c). */
-typedef struct gsync {
-    wreq *group;
-    log_seg *s;            /* the segment written to; NULL when nothing was */
-    uint32_t seg;
-    uint64_t write_off;
-    uint64_t before_pos;   /* the log's next position before the group */
-    uint64_t next_pos, loc;/* ... and after it: published once durable */
-    chain_pub chain;       /* the hash chain's head after it */
-    _Atomic int busy;      /* from the writer's take to the syncer's completion */
-    struct gsync *next;
-} gsync;
-#define GSYNC_SLOTS 3
 
 typedef struct local {
     backend base;
@@ -108,26 +93,6 @@ typedef struct local {
     pthread_t writer;
     int writer_started;
 
-    /* the syncer (local_pipeline.c): groups written and indexed by
-     * the writer, waiting for the fdatasync that makes them durable */
-    pthread_mutex_t smu;
-    pthread_cond_t scv;        /* a group handed over; the hand-over slot emptied */
-    struct gsync *shead, *stail;
-    int sstop, sbusy;          /* sbusy: the syncer is working on a list */
-    gsync gs[GSYNC_SLOTS];     /* the writer's, in turn */
-    /* the completer: runs the callbacks of async requests of durable
-     * groups, so that a callback waiting for a lock a reader holds never
-     * holds up the syncer (local_pipeline.c) */
-    pthread_mutex_t cmu;
-    pthread_cond_t ccv;
-    struct wreq *chead, *ctail;
-    int cstop;
-    pthread_t completer;
-    int completer_started;
-    pthread_t syncer;
-    int syncer_started;
-    _Atomic int sync_fault;    /* an fdatasync failed: the index may be ahead of the log */
-
     /* writer-owned state */
     idx_ckpt ck;           /* what the next checkpoint will say */
     int64_t last_created;
@@ -136,12 +101,6 @@ typedef struct local {
     /* Readers take visibility from their LMDB snapshot (snapshot()); this
      * is only the event count for stats. */
     _Atomic uint64_t pub_next_pos;
-    /* The log location the last durable group ends at (the checkpoint's
-     * loc it committed); an LMDB snapshot whose checkpoint is past it holds
-     * a group not yet fsynced, and local_rtxn waits for it. pub_mu pairs
-     * it with pub_next_pos for readers after a fault. */
-    _Atomic uint64_t pub_loc;
-    pthread_mutex_t pub_mu;
     _Atomic int fault;
     char fault_msg[512];
     /* Read-only for lack of space (local.c "Running out of space"): not
@@ -152,6 +111,7 @@ typedef struct local {
     int64_t nospace_tried_ms;
     pool *pl;              /* read buffers, shared with live pages */
     _Atomic uint64_t n_appends, n_groups;
+    _Atomic uint32_t done_gen; /* bumped once per finished group (futex word) */
 
     /* Commit notification (subscriptions): commit_gen is bumped after each
      * group that committed something, then sleepers are woken (futex) and
@@ -187,35 +147,6 @@ typedef struct local {
 /* Find the start of the latest group at or before `from` in the tail
  * ring: 1 and *loc set, or 0. */
 int tail_hint(local *L, uint64_t from, uint64_t *loc);
-
-/* A read transaction over durable data only (local_pipeline.c), and
- * its checkpoint: the index may hold a group whose fdatasync is still in
- * flight, so this waits (at most that fdatasync) until the snapshot's
- * groups are durable. After a storage fault it does not wait: ck's next_pos
- * and loc are then the last durable group's, which bounds what event reads
- * return. 0, or an error (no transaction then). */
-int local_rtxn(local *L, MDB_txn **txn, idx_ckpt *ck);
-
-/* local_pipeline.c: the syncer and completer threads' bodies (arg: the
- * local); the writer's hand-over of a decided group (returns once the
- * syncer took it) and wait for every handed-over group to complete; mark
- * the calling thread as one of the pipeline's (local_rtxn never waits in
- * it). */
-void *local_syncer_main(void *arg);
-void *local_completer_main(void *arg);
-void local_sync_handover(local *L, gsync *b);
-void local_sync_drain(local *L);
-void local_pipeline_thread(void);
-
-/* local.c, for local_pipeline.c: complete a request (a callback or the
- * waiting caller's wake); fail it with rc and the current message; make a
- * storage fault sticky; note where a published group starts (tail ring);
- * tell subscribers and waiting readers that something was published. */
-void local_req_finish(wreq *r);
-int local_req_fail(wreq *r, int rc);
-void local_set_fault(local *L, int rc);
-void local_tail_push(local *L, uint64_t position, uint64_t loc);
-void local_notify_commit(local *L);
 
 /* local_retry.c: an append recognised as a retry by its ids (check_retry
  * in local.c) against the original: 0 when every event is the same, 1

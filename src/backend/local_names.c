@@ -50,8 +50,7 @@ int local_list_names(backend *b, int kind, const char *prefix, const char *after
 {
     local *L = (local *)b;
     MDB_txn *txn;
-    idx_ckpt ck;
-    int rc = local_rtxn(L, &txn, &ck);
+    int rc = idx_begin(L->ix, 1, &txn);
     if (rc)
         return rc;
     names_ctx x = {.fn = fn, .ctx = ctx};

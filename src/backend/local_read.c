@@ -131,10 +131,15 @@ int commit_rec(const idx_commit *c, const buf *b, size_t off, rec *r)
  */
 int snapshot(local *L, MDB_txn **txn, uint64_t *visible, uint64_t *end)
 {
-    idx_ckpt ck;
-    int rc = local_rtxn(L, txn, &ck); /* durable groups only (local.c) */
+    int rc = idx_begin(L->ix, 1, txn);
     if (rc)
         return rc;
+    idx_ckpt ck;
+    rc = idx_ckpt_get(L->ix, *txn, &ck);
+    if (rc) {
+        mdb_txn_abort(*txn);
+        return rc == STELE_ENOTFOUND ? err_set(STELE_ECORRUPT, "index: no checkpoint") : rc;
+    }
     *visible = ck.next_pos;
     *end = ck.loc;
     return 0;
@@ -455,39 +460,15 @@ int local_read_all(backend *b, uint64_t from, int backwards, size_t limit,
     return 0;
 }
 
-/* The stream's last revision below position `visible`, when its state in
- * the index is ahead of it: only after a storage fault, when the index may
- * hold a group whose fdatasync failed (local_pipeline.c). Groups are
- * whole, so the last commit below `visible` ends the durable stream. */
-static int head_durable(local *L, MDB_txn *txn, idx_stream *st, uint64_t visible)
-{
-    idx_rev_cursor cur = {0};
-    idx_commit c;
-    int rc = idx_rev_open(L->ix, txn, st->sid, &cur);
-    if (rc == 0)
-        rc = idx_rev_seek(&cur, st->last_rev, 1, &c);
-    while (rc == 0 && c.first_pos >= visible)
-        rc = idx_rev_step(&cur, 1, &c);
-    idx_rev_close(&cur);
-    if (rc)
-        return rc;
-    st->last_rev = c.first_rev + c.count - 1;
-    st->last_pos = c.first_pos + c.count - 1;
-    return 0;
-}
-
 int local_head(backend *b, const char *stream, size_t len, stele_stream_info *out)
 {
     local *L = (local *)b;
     MDB_txn *txn;
-    idx_ckpt ck;
-    int rc = local_rtxn(L, &txn, &ck);
+    int rc = idx_begin(L->ix, 1, &txn);
     if (rc)
         return rc;
     idx_stream st;
     rc = idx_stream_get(L->ix, txn, stream, len, &st);
-    if (rc == 0 && st.last_pos != UINT64_MAX && st.last_pos >= ck.next_pos)
-        rc = head_durable(L, txn, &st, ck.next_pos);
     mdb_txn_abort(txn);
     if (rc == STELE_ENOTFOUND)
         return err_set(STELE_ENOTFOUND, "stream '%.*s' not found", (int)len, stream);

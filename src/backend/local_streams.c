@@ -473,8 +473,7 @@ int local_get_metadata(backend *b, const char *stream, size_t len, stele_stream_
 {
     local *L = (local *)b;
     MDB_txn *txn;
-    idx_ckpt ck;
-    int rc = local_rtxn(L, &txn, &ck);
+    int rc = idx_begin(L->ix, 1, &txn);
     if (rc)
         return rc;
     idx_stream st;
