@@ -9,8 +9,8 @@
  *   - STELE_DEBUG_ASSERT does the same in a debug build (NDEBUG unset, as
  *     in the ASan build) and never evaluates its expression otherwise;
  *   - the writer's "positions continue the checkpoint" assertion: a child
- *     opens a store, moves the writer's next position back behind what
- *     readers saw (as a bug in planning would), appends, and must die of SIGABRT naming that
+ *     opens a store, moves the writer's next position behind its back (as a
+ *     bug in planning would), appends, and must die of SIGABRT naming that
  *     assertion, with nothing written: the store reopens with its events
  *     intact and `stele check` passes.
  */
@@ -122,10 +122,9 @@ static void break_the_writer(void *arg)
     stele_db *db;
     if (stele_open(g_dir, NULL, &db) != 0)
         _exit(3);
-    /* A planning bug: the writer's next position falls behind what was
-     * published (groups in flight may be ahead of readers, never behind).
-     * The writer is idle, waiting for the queue's lock, which this append
-     * takes after the change. */
+    /* A planning bug: the writer's next position no longer continues what
+     * was published. The writer is idle, waiting for the queue's lock,
+     * which this append takes after the change. */
     local *L = (local *)db->be;
     L->ck.next_pos -= 1;
     append_one(db, 2);
@@ -146,7 +145,7 @@ static void test_writer_invariant(void)
     int st = in_child(break_the_writer, NULL, err, sizeof err);
     CHECK(died_of_abort(st));
     CHECK(strstr(err, "stele: assertion failed: ") != NULL);
-    CHECK(strstr(err, "before.next_pos >=") != NULL && strstr(err, "pub_next_pos") != NULL);
+    CHECK(strstr(err, "before.next_pos ==") != NULL && strstr(err, "pub_next_pos") != NULL);
 
     /* Nothing of the bad group reached the log: the store is as before. */
     CHECK_OK(stele_open(g_dir, NULL, &db));
