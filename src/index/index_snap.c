@@ -238,7 +238,7 @@ int idx_snap_repoint(idx *ix, MDB_txn *txn, uint64_t sid, uint64_t rev, uint64_t
     uint8_t key[16];
     snap_key(key, sid, rev);
     MDB_val k = {sizeof key, key}, v;
-    idx_snap e;
+    idx_snap e = {0}; /* set by snap_decode on success (gcc -O3 cannot tell) */
     uint64_t s;
     int g = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
     if (g == MDB_NOTFOUND)

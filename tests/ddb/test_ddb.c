@@ -566,7 +566,7 @@ static void test_seed003(stele_db *db)
     qg.key = "tag:seed003";
     qg.limit = 1;
     CHECK_OK(stele_read_query(db, &qg, &pg));
-    uint64_t nx;
+    uint64_t nx = 0;
     CHECK(count(pg) == 1 && stele_page_next(pg, &nx) == 1);
     stele_page_free(pg);
     qg.from = nx;
