@@ -142,6 +142,25 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* A connect() interrupted by a signal (libFuzzer's SIGINT when a run is
+ * stopped) goes on in the background: wait for it and read its outcome. */
+static int connect_finish(int fd)
+{
+    if (errno != EINTR)
+        return 0;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int r;
+    do
+        r = poll(&p, 1, 5000);
+    while (r < 0 && errno == EINTR);
+    int err = 0;
+    socklen_t elen = sizeof err;
+    if (r != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0)
+        return 0;
+    errno = err;
+    return err == 0;
+}
+
 size_t fz_exchange(int port, const uint8_t *data, size_t len, int quiet_ms)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -149,7 +168,7 @@ size_t fz_exchange(int port, const uint8_t *data, size_t len, int quiet_ms)
         abort();
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && !connect_finish(fd)) {
         fprintf(stderr, "fuzz: cannot connect to the server: %s\n", strerror(errno));
         abort();
     }
