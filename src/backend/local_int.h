@@ -157,6 +157,12 @@ int retry_compare(local *L, wreq *r, uint64_t sid, const idx_commit *orig, const
 /* Which part of a stored event record differs from an offered event
  * ("data", "type", ...), or NULL if they are the same event. */
 const char *retry_event_diff(const rec *r, const stele_event_in *e);
+/* The request accepted earlier in r's group whose events start at
+ * position pos0 (a single or multi-stream append, not written yet): 1 when
+ * it has as many events as r, with *differs naming the first part that
+ * differs (event *differs_k) or NULL when every event is the same; 0 when
+ * there is no such request. */
+int retry_in_group(const wreq *r, uint64_t pos0, const char **differs, size_t *differs_k);
 
 /* local_read.c */
 

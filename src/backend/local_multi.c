@@ -406,6 +406,8 @@ static int retry_commit_same(local *L, MDB_txn *txn, wreq *r, uint64_t pos0,
         return rc;
     if (rc || c.first_pos != pos0)
         return 0;
+    if (c.bytes == 0) /* accepted earlier in this group: not on disk yet */
+        return retry_in_group(r, pos0, differs, differs_k);
     log_iter it;
     log_iter_init(&it, L->lg, c.loc, UINT64_MAX);
     size_t events = 0;

@@ -21,13 +21,14 @@
  *     the offered event by position;
  *   - accepted earlier in this same group (two copies of one append raced
  *     into one group commit): it is not on disk yet, so the offered events
- *     are compared with that request's events in memory;
+ *     are compared with that request's events in memory (retry_in_group,
+ *     for single and multi-stream appends alike);
  *   - scavenged away (the stream was deleted): nothing is left to compare,
  *     and the retry stays the idempotent success it was.
  *
- * Multi-stream appends (local_multi.c) already walk the original commit's
- * records to check the retry; they compare each event with
- * retry_event_diff() on the way.
+ * Multi-stream appends (local_multi.c) walk the original commit's records
+ * to check the retry and compare each event with retry_event_diff() on
+ * the way; an original in the same group goes through retry_in_group.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,25 +103,54 @@ static void conflict(wreq *r, size_t i, uint64_t rev, const char *part)
     retry_fail(r, STELE_EIDCONFLICT);
 }
 
+/* Event k of an append or a multi-stream append, in request order (the
+ * order of its positions). */
+static const stele_event_in *req_event(const wreq *r, size_t k)
+{
+    return r->op == OP_MULTI ? &r->m->records[k].event : &r->a->events[k];
+}
+
+static size_t req_events(const wreq *r)
+{
+    return r->op == OP_MULTI ? r->m->nrecords : r->a->n;
+}
+
+int retry_in_group(const wreq *r, uint64_t pos0, const char **differs, size_t *differs_k)
+{
+    *differs = NULL;
+    for (const wreq *o = r->group; o && o != r; o = o->next) {
+        if (!o->accepted || (o->op != OP_APPEND && o->op != OP_MULTI))
+            continue;
+        uint64_t first = o->op == OP_MULTI ? o->mres.first_position : o->res.first_position;
+        if (first != pos0)
+            continue;
+        size_t n = req_events(r);
+        if (req_events(o) != n)
+            return 0;
+        for (size_t k = 0; k < n && !*differs; k++) {
+            *differs = diff_in(req_event(o, k), req_event(r, k));
+            *differs_k = k;
+        }
+        return 1;
+    }
+    return 0;
+}
+
 int retry_compare(local *L, wreq *r, uint64_t sid, const idx_commit *orig, const uint64_t *pos)
 {
     const append_args *a = r->a;
+    (void)sid;
     if (orig->bytes == 0) {
-        /* Accepted earlier in this group: compare in memory. */
-        for (wreq *o = r->group; o && o != r; o = o->next) {
-            if (!o->accepted || o->op != OP_APPEND || o->st.sid != sid ||
-                o->res.first_revision != orig->first_rev || o->a->n != a->n)
-                continue;
-            for (size_t i = 0; i < a->n; i++) {
-                const char *d = diff_in(&o->a->events[i], &a->events[i]);
-                if (d) {
-                    conflict(r, i, orig->first_rev, d);
-                    return 1;
-                }
-            }
-            return 0;
+        /* Accepted earlier in this group: compare in memory. A request of
+         * another length there (a multi-stream commit that also wrote other
+         * streams) leaves the ids to decide, as check_retry did. */
+        const char *d;
+        size_t k;
+        if (retry_in_group(r, pos[0], &d, &k) && d) {
+            conflict(r, k, orig->first_rev, d);
+            return 1;
         }
-        return 0; /* a multi-stream commit of this group: ids alone decide */
+        return 0;
     }
     buf b;
     scratch_init(L, &b);
