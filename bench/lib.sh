@@ -109,6 +109,20 @@ stop_stele() {
     fi
 }
 
+# bench_test_pki DIR: a test CA (DIR/ca.pem) and a server certificate for
+# localhost and 127.0.0.1 (DIR/srv.pem, DIR/srv.key), P-256 as most
+# deployments' ECDSA certificates.
+bench_test_pki() {
+    mkdir -p "$1"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1/ca.key" \
+        -out "$1/ca.pem" -days 2 -subj /CN=bench-ca 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1/srv.key" \
+        -out "$1/srv.csr" -subj /CN=localhost 2>/dev/null
+    echo "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$1/ext"
+    openssl x509 -req -in "$1/srv.csr" -CA "$1/ca.pem" -CAkey "$1/ca.key" -CAcreateserial \
+        -out "$1/srv.pem" -days 2 -extfile "$1/ext" 2>/dev/null
+}
+
 # pg_start [SETTING...]: a fresh PostgreSQL cluster in $WORK/pg on a free
 # port with fsync and synchronous_commit on (the defaults, stated anyway)
 # and the given postgresql.conf lines ("shared_buffers = 512MB"), started,

@@ -35,14 +35,7 @@ BH="$BUILD/bench/bench_http"
 bench_workdir tlscost
 
 PKI="$WORK/pki"
-mkdir "$PKI"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$PKI/ca.key" \
-    -out "$PKI/ca.pem" -days 2 -subj /CN=bench-ca 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$PKI/srv.key" \
-    -out "$PKI/srv.csr" -subj /CN=localhost 2>/dev/null
-echo "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$PKI/ext"
-openssl x509 -req -in "$PKI/srv.csr" -CA "$PKI/ca.pem" -CAkey "$PKI/ca.key" -CAcreateserial \
-    -out "$PKI/srv.pem" -days 2 -extfile "$PKI/ext" 2>/dev/null
+bench_test_pki "$PKI"
 
 PID=""
 # start WRAPPER...: a fresh server under the wrapper; $PORT, $PID.
