@@ -681,6 +681,28 @@ def ndjson_lines(raw):
     return raw[:-1].split(b"\n")
 
 
+def all_next(port, suite):
+    """The next position of $all (0 on an empty store)."""
+    r = request(port, "GET", "/all?direction=backwards&limit=1")
+    suite.expect(r, 200)
+    ev = r.body["events"]
+    return ev[0]["position"] + 1 if ev else 0
+
+
+def all_lines_from(port, suite, frm):
+    """{position: raw JSON line} of $all from `frm`, in one NDJSON read;
+    positions are gapless, so the ends are checked and the rest numbered."""
+    r = request(port, "GET", "/all?from=%d" % frm, headers={"Accept": "application/x-ndjson"},
+                timeout=300)
+    suite.expect(r, 200)
+    lines = ndjson_lines(r.raw)
+    if lines:
+        suite.check(json.loads(lines[0])["position"] == frm and
+                    json.loads(lines[-1])["position"] == frm + len(lines) - 1,
+                    "$all positions are gapless", None, frm, lines[0][:100])
+    return {frm + k: line for k, line in enumerate(lines)}
+
+
 # --------------------------------------------------------------- events
 
 def new_id():

@@ -24,8 +24,8 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stele_server import (STELE_BIN, Client, Ev, Server, Suite, body_of,  # noqa: E402
-                          check_servers, ndjson_lines, request, stop_servers)
+from stele_server import (STELE_BIN, Client, Ev, Server, Suite, all_lines_from,  # noqa: E402
+                          all_next, body_of, check_servers, request, stop_servers)
 
 T = Suite("test_cli_tail")
 S = None
@@ -136,15 +136,12 @@ def append(stream, events):
 
 
 def all_lines(frm):
-    r = request(S.port, "GET", "/all?from=%d" % frm, headers={"Accept": "application/x-ndjson"})
-    T.expect(r, 200)
-    return ndjson_lines(r.raw)
+    return list(all_lines_from(S.port, T, frm).values())
 
 
 def head():
-    r = request(S.port, "GET", "/all?direction=backwards&limit=1")
-    ev = r.body["events"]
-    return ev[0]["position"] + 1 if ev else 0
+    """The next position of $all."""
+    return all_next(S.port, T)
 
 
 # ------------------------------------------------------------------ cases

@@ -30,8 +30,8 @@ import threading
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stele_server import (SSE, STELE_BIN, Client, Ev, Server, Suite, body_of,  # noqa: E402
-                          check_servers, ndjson_lines, request, stop_servers)
+from stele_server import (SSE, STELE_BIN, Client, Ev, Server, Suite, all_lines_from,  # noqa: E402
+                          all_next, body_of, check_servers, request, stop_servers)
 
 T = Suite("test_http_fanout")
 S = None
@@ -55,18 +55,12 @@ def after_case():
 
 def head():
     """The next position of $all."""
-    r = request(S.port, "GET", "/all?direction=backwards&limit=1")
-    T.expect(r, 200)
-    ev = r.body["events"]
-    return ev[0]["position"] + 1 if ev else 0
+    return all_next(S.port, T)
 
 
 def all_lines(frm):
     """{position: raw JSON line} of $all from `frm` (gapless positions)."""
-    r = request(S.port, "GET", "/all?from=%d" % frm, headers={"Accept": "application/x-ndjson"},
-                timeout=300)
-    T.expect(r, 200)
-    return {frm + k: line for k, line in enumerate(ndjson_lines(r.raw))}
+    return all_lines_from(S.port, T, frm)
 
 
 def metric(name):

@@ -34,8 +34,8 @@ import urllib.parse
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stele_server import (SSE, STELE_BIN, Client, Ev, Server, Suite, body_of,  # noqa: E402
-                          check_servers, new_id, request, stop_servers)
+from stele_server import (SSE, STELE_BIN, Client, Ev, Server, Suite, all_next,  # noqa: E402
+                          body_of, check_servers, new_id, request, stop_servers)
 
 QUICK = bool(os.environ.get("TEST_QUICK"))
 T = Suite("test_http_groups")
@@ -84,10 +84,8 @@ def append(client, stream, n, type_="Work"):
 
 
 def head():
-    r = request(S.port, "GET", "/all?direction=backwards&limit=1")
-    T.expect(r, 200)
-    ev = r.body["events"]
-    return ev[0]["position"] + 1 if ev else 0
+    """The next position of $all."""
+    return all_next(S.port, T)
 
 
 def pull(client, stream, group, consumer, count=10, timeout=0):

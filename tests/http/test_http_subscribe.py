@@ -30,8 +30,8 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stele_server import (SSE, Client, Ev, Ledger, Server, Suite, body_of,  # noqa: E402
-                          check_servers, ndjson_lines, request, stop_servers)
+from stele_server import (SSE, Client, Ev, Ledger, Server, Suite, all_lines_from,  # noqa: E402
+                          all_next, body_of, check_servers, request, stop_servers)
 
 QUICK = bool(os.environ.get("TEST_QUICK"))
 # STELE_TEST_SANITIZER=thread (make test-tsan, docs/testing.md): the
@@ -65,24 +65,12 @@ def after_case():
 
 def head():
     """The next position of $all."""
-    r = request(S.port, "GET", "/all?direction=backwards&limit=1")
-    T.expect(r, 200)
-    ev = r.body["events"]
-    return ev[0]["position"] + 1 if ev else 0
+    return all_next(S.port, T)
 
 
 def all_lines(frm=0):
     """{position: raw JSON line} of $all from `frm`, one NDJSON read."""
-    r = request(S.port, "GET", "/all?from=%d" % frm, headers={"Accept": "application/x-ndjson"},
-                timeout=300)
-    T.expect(r, 200)
-    lines = ndjson_lines(r.raw)
-    # positions are gapless: check the ends, number the rest
-    if lines:
-        T.check(json.loads(lines[0])["position"] == frm and
-                json.loads(lines[-1])["position"] == frm + len(lines) - 1,
-                "$all positions are gapless", None, frm, lines[0][:100])
-    return {frm + k: line for k, line in enumerate(lines)}
+    return all_lines_from(S.port, T, frm)
 
 
 def metric(name):
