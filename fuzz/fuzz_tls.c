@@ -10,8 +10,8 @@
  *         cleartext, which the server must refuse with its one 400);
  *   odd:  the driver makes a real TLS 1.3 handshake (OpenSSL client,
  *         ALPN h2 when byte 0 & 2, else http/1.1), sends the rest as
- *         application data and reads the answer until the server closes
- *         or goes quiet.
+ *         application data and its close_notify, and reads the answer
+ *         until the server closes or goes quiet.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -82,6 +82,10 @@ static void over_tls(const uint8_t *data, size_t size, int h2)
                 break;
             off += (size_t)k;
         }
+        /* Done sending: close_notify, so the server answers and closes
+         * instead of waiting for the next request (a quiet wait per input
+         * held the driver to a few runs a second). */
+        SSL_shutdown(ssl);
         char sink[16384];
         for (;;) {
             if (!SSL_pending(ssl)) {
