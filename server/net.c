@@ -631,49 +631,34 @@ static void raise_fd_limit(void)
     }
 }
 
-int server_run(const server_config *cfg)
+/* Open the store and every subsystem, the listener and the loop's own
+ * descriptors (commits, completions, signals in `mask`); say "ready".
+ * 0, or 1 after saying what failed. */
+static int server_start(server *s, const sigset_t *mask)
 {
-    server *s = calloc(1, sizeof *s);
-    if (!s)
-        return 1;
-    s->cfg = *cfg;
-    s->lfd = s->epfd = s->evfd = s->sigfd = s->watch_fd = s->group_fd = s->statm_fd = -1;
-    pthread_mutex_init(&s->cq_mu, NULL);
-    raise_fd_limit();
-    limits_init(s);
-    int rc = 1;
-
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP); /* reload the TLS certificate */
-    pthread_sigmask(SIG_BLOCK, &mask, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
+    const server_config *cfg = &s->cfg;
     char shown[512];
     redact_uri(cfg->data_dir, shown, sizeof shown);
-    int src = stele_open(cfg->data_dir, &cfg->store, &s->db);
-    if (src) {
+    if (stele_open(cfg->data_dir, &cfg->store, &s->db)) {
         fprintf(stderr, "stele serve: cannot open the store %s: %s\n", shown, stele_errmsg());
-        goto out;
+        return 1;
     }
     if (cfg->signing_key && stele_chain_set_signing_key(s->db, cfg->signing_key) != 0) {
         fprintf(stderr, "stele serve: --signing-key: %s\n", stele_errmsg());
-        goto out;
+        return 1;
     }
     if (tls_init(s) != 0 || auth_init(s) != 0 || security_check_listen(s) != 0 ||
         listen_on(s) != 0 || guard_init(s) != 0)
-        goto out;
+        return 1;
     if (archive_start(s) != 0)
-        goto out;
+        return 1;
     if (grpc_server_init(s) != 0) {
         fprintf(stderr, "stele serve: cannot set up gRPC: %s\n", stele_errmsg());
-        goto out;
+        return 1;
     }
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     s->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    s->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    s->sigfd = signalfd(-1, mask, SFD_NONBLOCK | SFD_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->lfd};
     epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->lfd, &ev);
     ev.data.ptr = &s->evfd;
@@ -681,7 +666,7 @@ int server_run(const server_config *cfg)
     ev.data.ptr = &s->sigfd;
     epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->sigfd, &ev);
     if (sse_hub_open(s) != 0 || groups_srv_open(s) != 0)
-        goto out;
+        return 1;
     if (stele_rules_start(s->db))
         server_log(s, 0, "msg=\"rules not started\" error=\"%s\"", stele_errmsg());
     grpc_add_fds(s);
@@ -698,7 +683,108 @@ int server_run(const server_config *cfg)
         ssize_t w = write(cfg->ready_fd, line, (size_t)n);
         (void)w;
     }
+    return 0;
+}
 
+/* SIGHUP reloads the TLS certificate; SIGTERM and SIGINT stop. */
+static void on_signals(server *s)
+{
+    struct signalfd_siginfo si;
+    while (read(s->sigfd, &si, sizeof si) == sizeof si) {
+        if (si.ssi_signo == SIGHUP) {
+            tls_reload(s);
+            continue;
+        }
+        if (!s->stopping)
+            server_log(s, 1, "msg=\"stopping\" signal=%u", si.ssi_signo);
+        s->stopping = 1;
+    }
+}
+
+static void on_conn_event(conn *c, uint32_t events)
+{
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->peer_hup = 1;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        conn_read(c);
+    if (c->fd >= 0 && (events & EPOLLOUT))
+        conn_flush(c);
+    /* TLS: a read that waited for writable, a write that waited for
+     * readable (tls.c). */
+    if (c->fd >= 0 && c->tls_read_wants_write && (events & EPOLLOUT))
+        conn_read(c);
+    if (c->fd >= 0 && c->tls_write_wants_read && (events & EPOLLIN))
+        conn_flush(c);
+}
+
+/* One turn's events. A commit first: live subscribers get their events
+ * before this batch's other work (acknowledgements, new requests). */
+static void dispatch(server *s, const struct epoll_event *evs, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (evs[i].data.ptr == &s->watch_fd && sse_on_commit(s))
+            sse_run(s);
+    for (int i = 0; i < n; i++) {
+        void *p = evs[i].data.ptr;
+        if (p == &s->lfd)
+            accept_all(s);
+        else if (p == &s->evfd)
+            drain_completions(s);
+        else if (p == &s->watch_fd)
+            continue; /* done above */
+        else if (p == &s->group_fd)
+            groups_on_watch(s);
+        else if (p == s->grpc)
+            grpc_on_commit(s);
+        else if (p == &s->sigfd)
+            on_signals(s);
+        else
+            on_conn_event(p, evs[i].events);
+    }
+}
+
+/* Timers: every turn (<= 250 ms) and once a second. */
+static void housekeeping(server *s, int64_t now, int64_t *last_tick)
+{
+    accept_resume(s, now);
+    groups_tick(s, now); /* long-poll deadlines */
+    if (now - *last_tick >= 1000) {
+        check_timeouts(s);
+        route_health_tick(s);
+        sse_tick(s, now);
+        limits_tick(s);
+        auth_tick(s);
+        *last_tick = now;
+    }
+    bury(s);
+}
+
+/* A stop under way: the listener closes at once, event streams end, idle
+ * connections close, busy ones get STOP_GRACE_MS. 1 when the loop may
+ * end. */
+static int stop_step(server *s, int64_t now, int64_t *stop_at)
+{
+    if (!*stop_at) {
+        s->accept_paused_until = 0; /* the listener closes now */
+        sse_stop(s);                /* end every event stream cleanly */
+        *stop_at = now + STOP_GRACE_MS;
+        epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->lfd, NULL);
+        close(s->lfd);
+        s->lfd = -1;
+    }
+    int busy = 0;
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->h2 ? h2_stop(c) : c->state == CS_READING && !c->request_start_ms && c->out.len == 0)
+            conn_close(c);
+        else
+            busy++;
+    }
+    return !busy || now > *stop_at;
+}
+
+static void event_loop(server *s)
+{
     int64_t last_tick = now_ms(), stop_at = 0;
     struct epoll_event evs[256];
     int sse_busy = 0;
@@ -711,98 +797,28 @@ int server_run(const server_config *cfg)
             wait.tv_nsec = 0;
         else if (due > 0 && due < wait.tv_nsec)
             wait.tv_nsec = (long)due;
-        int n = loop_wait(s->epfd, evs, 256, &wait);
-        /* A commit first: live subscribers get their events before this
-         * batch's other work (acknowledgements, new requests) is done. */
-        for (int i = 0; i < n; i++)
-            if (evs[i].data.ptr == &s->watch_fd && sse_on_commit(s))
-                sse_run(s);
-        for (int i = 0; i < n; i++) {
-            void *p = evs[i].data.ptr;
-            if (p == &s->lfd) {
-                accept_all(s);
-            } else if (p == &s->evfd) {
-                drain_completions(s);
-            } else if (p == &s->watch_fd) {
-                /* done above */
-            } else if (p == &s->group_fd) {
-                groups_on_watch(s);
-            } else if (p == s->grpc) {
-                grpc_on_commit(s);
-            } else if (p == &s->sigfd) {
-                struct signalfd_siginfo si;
-                while (read(s->sigfd, &si, sizeof si) == sizeof si) {
-                    if (si.ssi_signo == SIGHUP) {
-                        tls_reload(s);
-                        continue;
-                    }
-                    if (!s->stopping)
-                        server_log(s, 1, "msg=\"stopping\" signal=%u", si.ssi_signo);
-                    s->stopping = 1;
-                }
-            } else {
-                conn *c = p;
-                if (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-                    c->peer_hup = 1;
-                if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-                    conn_read(c);
-                if (c->fd >= 0 && (evs[i].events & EPOLLOUT))
-                    conn_flush(c);
-                /* TLS: a read that waited for writable, a write that waited
-                 * for readable (tls.c). */
-                if (c->fd >= 0 && c->tls_read_wants_write && (evs[i].events & EPOLLOUT))
-                    conn_read(c);
-                if (c->fd >= 0 && c->tls_write_wants_read && (evs[i].events & EPOLLIN))
-                    conn_flush(c);
-            }
-        }
+        dispatch(s, evs, loop_wait(s->epfd, evs, 256, &wait));
         sse_due(s); /* wakes the live feeds if their held commits are due */
         sse_busy = sse_run(s);
         int64_t now = now_ms();
-        accept_resume(s, now);
-        groups_tick(s, now); /* long-poll deadlines: every turn (<= 250 ms) */
-        if (now - last_tick >= 1000) {
-            check_timeouts(s);
-            route_health_tick(s);
-            sse_tick(s, now);
-            limits_tick(s);
-            auth_tick(s);
-            last_tick = now;
-        }
-        bury(s);
-        if (s->stopping) {
-            if (!stop_at) {
-                s->accept_paused_until = 0; /* the listener closes now */
-                sse_stop(s); /* end every event stream cleanly */
-                stop_at = now + STOP_GRACE_MS;
-                epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->lfd, NULL);
-                close(s->lfd);
-                s->lfd = -1;
-            }
-            /* Close idle connections; wait for busy ones. */
-            int busy = 0;
-            for (conn *c = s->conns, *next; c; c = next) {
-                next = c->next;
-                if (c->h2 ? h2_stop(c)
-                          : c->state == CS_READING && !c->request_start_ms && c->out.len == 0)
-                    conn_close(c);
-                else
-                    busy++;
-            }
-            if (!busy || now > stop_at)
-                break;
-        }
+        housekeeping(s, now, &last_tick);
+        if (s->stopping && stop_step(s, now, &stop_at))
+            break;
     }
     while (s->conns)
         conn_close(s->conns);
     bury(s);
-    rc = 0;
-out:
-    admin_shutdown(s); /* a running scavenge stops after its segment */
+}
+
+/* Stop every subsystem (each waits for its own work), close the store and
+ * free what its last callbacks posted, then the descriptors. */
+static void server_teardown(server *s)
+{
+    admin_shutdown(s);        /* a running scavenge stops after its segment */
     chain_routes_shutdown(s); /* waits for an export being built */
-    auth_free(s);      /* joins the verifier thread; its completions are freed below */
-    backup_shutdown(s); /* a running backup too (DEST keeps the previous one) */
-    grpc_server_free(s); /* before stele_close: releases the commit watch */
+    auth_free(s);             /* joins the verifier thread; its completions are freed below */
+    backup_shutdown(s);       /* a running backup too (DEST keeps the previous one) */
+    grpc_server_free(s);      /* before stele_close: releases the commit watch */
     groups_srv_close(s);
     sse_hub_close(s);
     archive_stop(s); /* the last copy of the tail, before the store closes */
@@ -837,6 +853,31 @@ out:
     tls_free(s);
     pthread_mutex_destroy(&s->cq_mu);
     limits_free(s);
+}
+
+int server_run(const server_config *cfg)
+{
+    server *s = calloc(1, sizeof *s);
+    if (!s)
+        return 1;
+    s->cfg = *cfg;
+    s->lfd = s->epfd = s->evfd = s->sigfd = s->watch_fd = s->group_fd = s->statm_fd = -1;
+    pthread_mutex_init(&s->cq_mu, NULL);
+    raise_fd_limit();
+    limits_init(s);
+
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP); /* reload the TLS certificate */
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = server_start(s, &mask);
+    if (rc == 0)
+        event_loop(s);
+    server_teardown(s);
     free(s);
     return rc;
 }
