@@ -602,6 +602,133 @@ void grpc_read_close(gcall *call)
 
 /* ------------------------------------------------------------ the request */
 
+/* Where a read or subscription starts: a revision of st->stream or a
+ * position of $all (st->all), or the start or end. 0, or 1 when the call
+ * was failed. */
+typedef struct read_from {
+    uint64_t at;
+    int start, end;
+} read_from;
+
+static int take_from(gcall *call, read_st *st, const ReadOptions *o, read_from *f)
+{
+    server *s = call->c->srv;
+    *f = (read_from){0, 0, 0};
+    if (o->stream_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_STREAM) {
+        if (grpc_stream_name(call, o->stream->stream_identifier, st->stream, sizeof st->stream))
+            return 1;
+        st->acl_filter = access_filter_read(s, &call->who, st->stream); /* a view */
+        switch (o->stream->revision_option_case) {
+        case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTIONS__REVISION_OPTION_REVISION:
+            f->at = o->stream->revision;
+            break;
+        case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTIONS__REVISION_OPTION_END:
+            f->end = 1;
+            f->at = STELE_END;
+            break;
+        default:
+            f->start = 1;
+            break;
+        }
+        return 0;
+    }
+    if (o->stream_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_ALL) {
+        st->all = 1;
+        st->acl_filter = access_filter_read(s, &call->who, NULL);
+        switch (o->all->all_option_case) {
+        case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__ALL_OPTIONS__ALL_OPTION_POSITION:
+            f->at = o->all->position ? o->all->position->commit_position : 0;
+            break;
+        case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__ALL_OPTIONS__ALL_OPTION_END:
+            f->end = 1;
+            f->at = STELE_END;
+            break;
+        default:
+            f->start = 1;
+            break;
+        }
+        return 0;
+    }
+    grpc_fail_code(call, "INVALID_ARGUMENT", "Read: a stream or $all is required");
+    return 1;
+}
+
+/* A random (version 4) id for a subscription's confirmation. */
+static void subscription_id(char id[37])
+{
+    uint8_t raw[16];
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (!f || fread(raw, 1, 16, f) != 16)
+        memset(raw, 0x33, 16);
+    if (f)
+        fclose(f);
+    raw[6] = (uint8_t)((raw[6] & 0x0f) | 0x40);
+    raw[8] = (uint8_t)((raw[8] & 0x3f) | 0x80);
+    stele_uuid_format(raw, id);
+}
+
+/* A subscription: it starts after the given revision or position,
+ * confirms, then catches up and goes live (produce_sub). */
+static void start_subscription(gcall *call, read_st *st, const read_from *f, const stele_filter *filter)
+{
+    server *s = call->c->srv;
+    uint64_t start = f->start                       ? 0
+                     : f->end || f->at == STELE_END ? STELE_END
+                     : st->all                      ? stele_position_after(s->db, f->at)
+                                                    : f->at + 1;
+    char full[200];
+    if (limits_subscriptions_full(s, full, sizeof full)) {
+        grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, full);
+        return;
+    }
+    int rc = st->all ? stele_subscribe_all(s->db, start, filter, &st->sub)
+                     : stele_subscribe_stream(s->db, st->stream, start, &st->sub);
+    if (rc) {
+        grpc_fail_stele(call, rc, stele_errmsg(), st->all ? NULL : st->stream);
+        return;
+    }
+    st->last_cp = start == STELE_END ? stele_sub_position(st->sub) : start;
+    char id[37];
+    subscription_id(id);
+    EventStore__Client__Streams__ReadResp__SubscriptionConfirmation conf =
+        EVENT_STORE__CLIENT__STREAMS__READ_RESP__SUBSCRIPTION_CONFIRMATION__INIT;
+    conf.subscription_id = id;
+    ReadResp r = EVENT_STORE__CLIENT__STREAMS__READ_RESP__INIT;
+    r.content_case = EVENT_STORE__CLIENT__STREAMS__READ_RESP__CONTENT_CONFIRMATION;
+    r.confirmation = &conf;
+    grpc_send(call, &r.base);
+    grpc_sub_register(call);
+    produce_sub(call, st);
+}
+
+/* A read of `count` events from f (produce_read, or the metastream). */
+static void start_read(gcall *call, read_st *st, const read_from *f)
+{
+    uint64_t from = f->at;
+    /* Backwards from an explicit $all position: the events before it. */
+    if (st->all && st->backwards && !f->end && !f->start) {
+        from = stele_position_before(call->c->srv->db, from);
+        if (from == STELE_NONE) {
+            grpc_finish(call, GRPC_OK, NULL);
+            return;
+        }
+    }
+    if (!st->backwards && f->end) {
+        grpc_finish(call, GRPC_OK, NULL); /* nothing lies after the end */
+        return;
+    }
+    st->next = from;
+    if (st->remaining == 0) {
+        grpc_finish(call, GRPC_OK, NULL);
+        return;
+    }
+    if (!st->all && !strncmp(st->stream, "$$", 2)) {
+        read_metastream(call, st, from, f->end);
+        return;
+    }
+    produce_read(call, st);
+}
+
 void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
 {
     ReadReq *req = (ReadReq *)msg;
@@ -628,45 +755,9 @@ void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
         return;
     }
     st->remaining = subscribe ? UINT64_MAX : o->count;
-    uint64_t from;
-    int from_end = 0, from_start = 0;
-    if (o->stream_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_STREAM) {
-        if (grpc_stream_name(call, o->stream->stream_identifier, st->stream, sizeof st->stream))
-            return;
-        st->acl_filter = access_filter_read(s, &call->who, st->stream); /* a view */
-        switch (o->stream->revision_option_case) {
-        case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTIONS__REVISION_OPTION_REVISION:
-            from = o->stream->revision;
-            break;
-        case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTIONS__REVISION_OPTION_END:
-            from_end = 1;
-            from = STELE_END;
-            break;
-        default:
-            from_start = 1;
-            from = 0;
-            break;
-        }
-    } else if (o->stream_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__STREAM_OPTION_ALL) {
-        st->all = 1;
-        st->acl_filter = access_filter_read(s, &call->who, NULL);
-        switch (o->all->all_option_case) {
-        case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__ALL_OPTIONS__ALL_OPTION_POSITION:
-            from = o->all->position ? o->all->position->commit_position : 0;
-            break;
-        case EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__ALL_OPTIONS__ALL_OPTION_END:
-            from_end = 1;
-            from = STELE_END;
-            break;
-        default:
-            from_start = 1;
-            from = 0;
-            break;
-        }
-    } else {
-        grpc_fail_code(call, "INVALID_ARGUMENT", "Read: a stream or $all is required");
+    read_from f;
+    if (take_from(call, st, o, &f))
         return;
-    }
     stele_filter sf, *filter = NULL;
     if (o->filter_option_case == EVENT_STORE__CLIENT__STREAMS__READ_REQ__OPTIONS__FILTER_OPTION_FILTER) {
         if (!st->all) {
@@ -677,68 +768,8 @@ void grpc_read_msg(gcall *call, ProtobufCMessage *msg)
             return;
         filter = &sf;
     }
-
-    if (subscribe) {
-        /* Subscriptions start after the given revision or position. */
-        uint64_t start = from_start                     ? 0
-                         : from_end || from == STELE_END ? STELE_END
-                         : st->all                       ? stele_position_after(s->db, from)
-                                                         : from + 1;
-        char full[200];
-        if (limits_subscriptions_full(s, full, sizeof full)) {
-            grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, full);
-            return;
-        }
-        int rc = st->all ? stele_subscribe_all(s->db, start, filter, &st->sub)
-                         : stele_subscribe_stream(s->db, st->stream, start, &st->sub);
-        if (rc) {
-            grpc_fail_stele(call, rc, stele_errmsg(), st->all ? NULL : st->stream);
-            return;
-        }
-        st->last_cp = start == STELE_END ? stele_sub_position(st->sub) : start;
-        char id[37];
-        uint8_t raw[16];
-        FILE *f = fopen("/dev/urandom", "rb");
-        if (!f || fread(raw, 1, 16, f) != 16)
-            memset(raw, 0x33, 16);
-        if (f)
-            fclose(f);
-        raw[6] = (uint8_t)((raw[6] & 0x0f) | 0x40);
-        raw[8] = (uint8_t)((raw[8] & 0x3f) | 0x80);
-        stele_uuid_format(raw, id);
-        EventStore__Client__Streams__ReadResp__SubscriptionConfirmation conf =
-            EVENT_STORE__CLIENT__STREAMS__READ_RESP__SUBSCRIPTION_CONFIRMATION__INIT;
-        conf.subscription_id = id;
-        ReadResp r = EVENT_STORE__CLIENT__STREAMS__READ_RESP__INIT;
-        r.content_case = EVENT_STORE__CLIENT__STREAMS__READ_RESP__CONTENT_CONFIRMATION;
-        r.confirmation = &conf;
-        grpc_send(call, &r.base);
-        grpc_sub_register(call);
-        produce_sub(call, st);
-        return;
-    }
-
-    /* A read. Backwards from an explicit $all position: the events before
-     * it. */
-    if (st->all && st->backwards && !from_end && !from_start) {
-        if (from == 0) {
-            grpc_finish(call, GRPC_OK, NULL);
-            return;
-        }
-        from--;
-    }
-    if (!st->backwards && from_end) {
-        grpc_finish(call, GRPC_OK, NULL); /* nothing lies after the end */
-        return;
-    }
-    st->next = from;
-    if (st->remaining == 0) {
-        grpc_finish(call, GRPC_OK, NULL);
-        return;
-    }
-    if (!st->all && !strncmp(st->stream, "$$", 2)) {
-        read_metastream(call, st, from, from_end);
-        return;
-    }
-    produce_read(call, st);
+    if (subscribe)
+        start_subscription(call, st, &f, filter);
+    else
+        start_read(call, st, &f);
 }
