@@ -459,25 +459,53 @@ static int parse_stream(conn *c, mreq *m, size_t i, int o, char *err, size_t err
     return 0;
 }
 
-static void handle_multi(conn *c)
+/* The body's "condition": {"failIfEventsMatch": query, "after": position
+ * or null}. 0, or -1 with err set. */
+static int parse_condition(const json_doc *d, int cond, mreq *m, char *err, size_t errlen)
+{
+    if (json_doc_type(d, cond) != JD_OBJECT) {
+        snprintf(err, errlen, "\"condition\" must be an object with \"failIfEventsMatch\"");
+        return -1;
+    }
+    int q = json_doc_get(d, cond, "failIfEventsMatch"), af = json_doc_get(d, cond, "after");
+    for (int k = 0; k < json_doc_size(d, cond); k++) {
+        int key, val;
+        json_doc_member(d, cond, k, &key, &val);
+        if (!json_doc_eq(d, key, "failIfEventsMatch") && !json_doc_eq(d, key, "after")) {
+            snprintf(err, errlen, "condition: unknown field (expected "
+                     "\"failIfEventsMatch\" and \"after\")");
+            return -1;
+        }
+    }
+    if (q < 0) {
+        snprintf(err, errlen, "condition: missing \"failIfEventsMatch\"");
+        return -1;
+    }
+    if (parse_query(d, q, "failIfEventsMatch", &m->cond_q, err, errlen))
+        return -1;
+    m->cond = (stele_condition){m->cond_q.items, m->cond_q.n, STELE_NONE};
+    if (af >= 0 && json_doc_type(d, af) != JD_NULL && json_doc_u64(d, af, &m->cond.after)) {
+        snprintf(err, errlen, "condition: \"after\" must be a position or null");
+        return -1;
+    }
+    m->has_cond = 1;
+    return 0;
+}
+
+/* The body into m: its streams with their events and states, and the
+ * condition. 0, or the HTTP status to answer (400, 413) with err set. */
+static int parse_multi(conn *c, mreq *m, char *err, size_t errlen)
 {
     request *r = &c->req;
-    mreq m;
-    memset(&m, 0, sizeof m);
-    char err[600];
-    int rc = json_doc_parse_max((const char *)r->body.p, r->body.len, MULTI_MAX_BODY, &m.d, err,
-                                sizeof err);
-    if (rc) {
-        http_error(c, rc == STELE_ETOOBIG ? 413 : 400,
-                   rc == STELE_ETOOBIG ? "TOO_LARGE" : "INVALID_JSON", err);
-        conn_request_done(c);
-        return;
-    }
-    const json_doc *d = m.d;
+    int rc = json_doc_parse_max((const char *)r->body.p, r->body.len, MULTI_MAX_BODY, &m->d, err,
+                                errlen);
+    if (rc)
+        return rc == STELE_ETOOBIG ? 413 : 400;
+    const json_doc *d = m->d;
     int sa = -1, cond = -1;
     if (json_doc_type(d, 0) != JD_OBJECT) {
-        snprintf(err, sizeof err, "the body must be an object with \"streams\"");
-        goto bad_req;
+        snprintf(err, errlen, "the body must be an object with \"streams\"");
+        return 400;
     }
     for (int k = 0; k < json_doc_size(d, 0); k++) {
         int key, val;
@@ -487,75 +515,59 @@ static void handle_multi(conn *c)
         else if (json_doc_eq(d, key, "condition"))
             cond = val;
         else {
-            snprintf(err, sizeof err, "unknown field (expected \"streams\" and \"condition\")");
-            goto bad_req;
+            snprintf(err, errlen, "unknown field (expected \"streams\" and \"condition\")");
+            return 400;
         }
     }
     if (sa < 0 || json_doc_type(d, sa) != JD_ARRAY || json_doc_size(d, sa) == 0) {
-        snprintf(err, sizeof err, "\"streams\" must be a non-empty array");
-        goto bad_req;
+        snprintf(err, errlen, "\"streams\" must be a non-empty array");
+        return 400;
     }
-    m.n = (size_t)json_doc_size(d, sa);
-    if (m.n > STELE_MAX_APPEND_STREAMS) {
-        snprintf(err, sizeof err, "%zu streams, more than %u in one append", m.n,
+    m->n = (size_t)json_doc_size(d, sa);
+    if (m->n > STELE_MAX_APPEND_STREAMS) {
+        snprintf(err, errlen, "%zu streams, more than %u in one append", m->n,
                  STELE_MAX_APPEND_STREAMS);
-        http_error(c, 413, "TOO_LARGE", err);
+        return 413;
+    }
+    m->streams = calloc(m->n, sizeof *m->streams);
+    m->states = calloc(m->n, sizeof *m->states);
+    m->state_mem = calloc(m->n, sizeof *m->state_mem);
+    m->names = calloc(m->n, sizeof *m->names);
+    m->ev = calloc(m->n, sizeof *m->ev);
+    if (!m->streams || !m->states || !m->state_mem || !m->names || !m->ev) {
+        snprintf(err, errlen, "out of memory");
+        return 400;
+    }
+    int j = sa + 1;
+    for (size_t i = 0; i < m->n; i++) {
+        int pr = parse_stream(c, m, i, j, err, errlen);
+        if (pr)
+            return pr == -2 ? 413 : 400;
+        m->nrecs += m->ev[i].n;
+        j = json_doc_next(d, j);
+    }
+    if (cond >= 0 && parse_condition(d, cond, m, err, errlen))
+        return 400;
+    return 0;
+}
+
+static void handle_multi(conn *c)
+{
+    mreq m;
+    memset(&m, 0, sizeof m);
+    char err[600];
+    int st = parse_multi(c, &m, err, sizeof err);
+    if (st == 413 || (st && !m.d)) {
+        if (st == 413)
+            http_error(c, 413, "TOO_LARGE", err);
+        else
+            http_error(c, 400, "INVALID_JSON", err);
         conn_request_done(c);
         mreq_free(&m);
         return;
     }
-    m.streams = calloc(m.n, sizeof *m.streams);
-    m.states = calloc(m.n, sizeof *m.states);
-    m.state_mem = calloc(m.n, sizeof *m.state_mem);
-    m.names = calloc(m.n, sizeof *m.names);
-    m.ev = calloc(m.n, sizeof *m.ev);
-    if (!m.streams || !m.states || !m.state_mem || !m.names || !m.ev) {
-        snprintf(err, sizeof err, "out of memory");
+    if (st)
         goto bad_req;
-    }
-    int j = sa + 1;
-    for (size_t i = 0; i < m.n; i++) {
-        int pr = parse_stream(c, &m, i, j, err, sizeof err);
-        if (pr == -2) {
-            http_error(c, 413, "TOO_LARGE", err);
-            conn_request_done(c);
-            mreq_free(&m);
-            return;
-        }
-        if (pr)
-            goto bad_req;
-        m.nrecs += m.ev[i].n;
-        j = json_doc_next(d, j);
-    }
-    if (cond >= 0) {
-        if (json_doc_type(d, cond) != JD_OBJECT) {
-            snprintf(err, sizeof err, "\"condition\" must be an object with \"failIfEventsMatch\"");
-            goto bad_req;
-        }
-        int q = json_doc_get(d, cond, "failIfEventsMatch"), af = json_doc_get(d, cond, "after");
-        for (int k = 0; k < json_doc_size(d, cond); k++) {
-            int key, val;
-            json_doc_member(d, cond, k, &key, &val);
-            if (!json_doc_eq(d, key, "failIfEventsMatch") && !json_doc_eq(d, key, "after")) {
-                snprintf(err, sizeof err, "condition: unknown field (expected "
-                         "\"failIfEventsMatch\" and \"after\")");
-                goto bad_req;
-            }
-        }
-        if (q < 0) {
-            snprintf(err, sizeof err, "condition: missing \"failIfEventsMatch\"");
-            goto bad_req;
-        }
-        if (parse_query(d, q, "failIfEventsMatch", &m.cond_q, err, sizeof err))
-            goto bad_req;
-        m.cond = (stele_condition){m.cond_q.items, m.cond_q.n, STELE_NONE};
-        if (af >= 0 && json_doc_type(d, af) != JD_NULL &&
-            json_doc_u64(d, af, &m.cond.after)) {
-            snprintf(err, sizeof err, "condition: \"after\" must be a position or null");
-            goto bad_req;
-        }
-        m.has_cond = 1;
-    }
     if (access_append_multi(c, m.names, m.n, m.has_cond)) {
         mreq_free(&m); /* answered 403: nothing written */
         return;
@@ -578,12 +590,12 @@ static void handle_multi(conn *c)
     x->n = m.n;
     x->names = m.names; /* the completion answers with them */
     m.names = NULL;
-    c->srv->m.append_bytes += r->body.len;
+    c->srv->m.append_bytes += c->req.body.len;
     c->srv->m.append_events += m.nrecs;
     c->async_pending = 1;
     c->state = CS_BUSY;
-    rc = stele_append_multi_async(c->srv->db, m.streams, m.n, m.recs, m.nrecs,
-                                  m.has_cond ? &m.cond : NULL, multi_cb, x);
+    int rc = stele_append_multi_async(c->srv->db, m.streams, m.n, m.recs, m.nrecs,
+                                      m.has_cond ? &m.cond : NULL, multi_cb, x);
     mreq_free(&m); /* the store copied the request */
     if (rc) {
         c->async_pending = 0;
