@@ -311,11 +311,12 @@ static int retry_compare(ddb *D, dreq *r)
     return rc ? rc : failed;
 }
 
-/* Is r a retry of an append already written? Reads where its client ids
- * went. Returns 1 when settled (r holds the original result or an id
- * conflict), 0 when not a retry, or an error of the read itself. */
-static int check_retry(ddb *D, dreq *r)
+/* The id items of r's client-given ids (at most 100), consistent reads,
+ * following UnprocessedKeys (DynamoDB may leave some): 0 with *items an
+ * array (owned by *resp; NULL when r has no client ids), or an error. */
+static int fetch_id_items(ddb *D, const dreq *r, json_t **resp, json_t **items)
 {
+    *resp = *items = NULL;
     size_t nids = 0;
     json_t *keys = json_array();
     for (size_t i = 0; i < r->nrecs && nids < 100; i++)
@@ -329,24 +330,21 @@ static int check_retry(ddb *D, dreq *r)
         json_decref(keys);
         return 0;
     }
-    /* Every key, following UnprocessedKeys (DynamoDB may leave some). */
-    json_t *resp = json_object(), *items = json_array();
-    json_object_set_new(resp, "items", items);
+    *resp = json_object();
+    *items = json_array();
+    json_object_set_new(*resp, "items", *items);
     json_t *req = json_pack("{s:{s:{s:o, s:b}}}", "RequestItems", D->t_ids, "Keys", keys, "ConsistentRead", 1);
-    int rc = 0;
     for (int round = 0; req; round++) {
         json_t *part;
-        if ((rc = ddb_call(D, "BatchGetItem", req, &part, NULL))) {
-            json_decref(resp);
+        int rc = ddb_call(D, "BatchGetItem", req, &part, NULL);
+        if (rc)
             return rc;
-        }
-        json_array_extend(items, json_object_get(json_object_get(part, "Responses"), D->t_ids));
+        json_array_extend(*items, json_object_get(json_object_get(part, "Responses"), D->t_ids));
         json_t *un = json_object_get(json_object_get(part, "UnprocessedKeys"), D->t_ids);
         req = NULL;
         if (un && json_array_size(json_object_get(un, "Keys"))) {
             if (round > 50) {
                 json_decref(part);
-                json_decref(resp);
                 return err_set(STELE_EBUSY, "dynamodb BatchGetItem: keys left unprocessed");
             }
             usleep(5000u << (round < 4 ? round : 4));
@@ -354,10 +352,13 @@ static int check_retry(ddb *D, dreq *r)
         }
         json_decref(part);
     }
-    /* found[i]: record i's id item, or NULL */
-    json_t **found = calloc(r->nrecs, sizeof *found);
-    size_t nfound = 0;
-    size_t k;
+    return 0;
+}
+
+/* found[i]: the id item of record i, or NULL. The number found. */
+static size_t match_id_items(const dreq *r, json_t *items, json_t **found)
+{
+    size_t nfound = 0, k;
     json_t *it;
     json_array_foreach(items, k, it) {
         const char *t = ddb_get_s(it, "eventId", NULL);
@@ -365,23 +366,29 @@ static int check_retry(ddb *D, dreq *r)
         if (!t || stele_uuid_parse(t, id))
             continue;
         for (size_t i = 0; i < r->nrecs; i++)
-            if (!r->recs[i].made && !memcmp(r->recs[i].id, id, 16) && found) {
+            if (!r->recs[i].made && !memcmp(r->recs[i].id, id, 16)) {
                 found[i] = it;
                 nfound++;
                 break;
             }
     }
-    int settled = 0;
-    if (!found) {
-        rc = err_set(STELE_ENOMEM, "out of memory");
-        goto out;
-    }
-    if (!nfound)
-        goto out;
-    settled = 1;
+    return nfound;
+}
+
+static int retry_conflict(dreq *r)
+{
+    ddb_req_fail(r, STELE_EIDCONFLICT);
+    return 1;
+}
+
+/* Every event of r must have been written by one earlier append: same
+ * streams, consecutive revisions per stream, in this order, all of that
+ * append. Fills each record's rev and pos and the streams' first_rev and
+ * nev. 0 (so far a retry, *first and *last its positions) or 1 (r failed
+ * with EIDCONFLICT). */
+static int retry_shape(dreq *r, json_t **found, uint64_t *first, uint64_t *last)
+{
     char idt[37];
-    /* Every event must have been written by one earlier append: same
-     * streams, consecutive revisions per stream, in this order. */
     uint64_t first_pos = UINT64_MAX, last_pos = 0;
     for (size_t s = 0; s < r->nstreams; s++) {
         r->streams[s].first_rev = UINT64_MAX;
@@ -391,13 +398,11 @@ static int check_retry(ddb *D, dreq *r)
         drec *d = &r->recs[i];
         dstr *s = &r->streams[d->s];
         if (d->made || !found[i]) {
-            stele_uuid_format(d->id, idt);
             err_set(STELE_EIDCONFLICT,
                     "event %zu: an earlier append wrote some of this append's event ids but not "
                     "event %zu's, so this is not a retry of it",
                     i, i);
-            ddb_req_fail(r, STELE_EIDCONFLICT);
-            goto out;
+            return retry_conflict(r);
         }
         size_t n;
         const char *sn = ddb_get_s(found[i], "stream", &n);
@@ -405,8 +410,7 @@ static int check_retry(ddb *D, dreq *r)
         stele_uuid_format(d->id, idt);
         if (!sn || n != s->len || memcmp(sn, s->name, n)) {
             err_set(STELE_EIDCONFLICT, "event id %s was already written to another stream", idt);
-            ddb_req_fail(r, STELE_EIDCONFLICT);
-            goto out;
+            return retry_conflict(r);
         }
         uint64_t want = s->nev == 0 ? (s->expected >= 0 ? (uint64_t)s->expected + 1 : rev)
                                     : s->first_rev + s->nev;
@@ -415,8 +419,7 @@ static int check_retry(ddb *D, dreq *r)
                     "event id %s was already written at revision %llu of '%.*s', not where this "
                     "append puts it",
                     idt, (unsigned long long)rev, (int)s->len, s->name);
-            ddb_req_fail(r, STELE_EIDCONFLICT);
-            goto out;
+            return retry_conflict(r);
         }
         if (s->nev == 0)
             s->first_rev = rev;
@@ -432,8 +435,7 @@ static int check_retry(ddb *D, dreq *r)
             err_set(STELE_EIDCONFLICT,
                     "event %zu: id %s was already written, but not by an append that this one repeats "
                     "exactly (same events, same order)", i, idt);
-            ddb_req_fail(r, STELE_EIDCONFLICT);
-            goto out;
+            return retry_conflict(r);
         }
     /* The original append's size (id items written before it was kept
      * have none): a retry repeats all of it, not a part. */
@@ -444,20 +446,21 @@ static int check_retry(ddb *D, dreq *r)
                     "the event ids were written by an earlier append of %llu events; this one has %zu, "
                     "so it is not a retry of it",
                     (unsigned long long)count, r->nrecs);
-            ddb_req_fail(r, STELE_EIDCONFLICT);
-            goto out;
+            return retry_conflict(r);
         }
     }
     if (last_pos - first_pos + 1 != r->nrecs) {
         err_set(STELE_EIDCONFLICT, "the event ids were written by several earlier appends");
-        ddb_req_fail(r, STELE_EIDCONFLICT);
-        goto out;
+        return retry_conflict(r);
     }
-    if ((rc = retry_compare(D, r)) != 0) {
-        if (rc > 0)
-            rc = 0; /* settled: r failed with EIDCONFLICT */
-        goto out;
-    }
+    *first = first_pos;
+    *last = last_pos;
+    return 0;
+}
+
+/* r is the retry of the append at [first_pos, last_pos]: its result. */
+static void retry_result(dreq *r, uint64_t first_pos, uint64_t last_pos)
+{
     r->rc = 0;
     r->idempotent = 1;
     if (r->kind == DR_APPEND) {
@@ -466,27 +469,53 @@ static int check_retry(ddb *D, dreq *r)
         r->res.first_position = first_pos;
         r->res.last_position = last_pos;
         r->res.idempotent = 1;
-    } else {
-        for (size_t s = 0; s < r->nstreams; s++) {
-            stele_append_result *p = &r->per[s];
-            p->idempotent = 1;
-            if (!r->streams[s].nev)
-                continue;
-            p->first_revision = r->streams[s].first_rev;
-            p->last_revision = r->streams[s].first_rev + r->streams[s].nev - 1;
-        }
-        for (size_t i = 0; i < r->nrecs; i++) {
-            stele_append_result *p = &r->per[r->recs[i].s];
-            if (p->first_position == STELE_NONE || r->recs[i].pos < p->first_position)
-                p->first_position = r->recs[i].pos;
-            if (p->last_position == STELE_NONE || r->recs[i].pos > p->last_position)
-                p->last_position = r->recs[i].pos;
-        }
-        r->mres.first_position = first_pos;
-        r->mres.last_position = last_pos;
-        r->mres.idempotent = 1;
+        return;
     }
-out:
+    for (size_t s = 0; s < r->nstreams; s++) {
+        stele_append_result *p = &r->per[s];
+        p->idempotent = 1;
+        if (!r->streams[s].nev)
+            continue;
+        p->first_revision = r->streams[s].first_rev;
+        p->last_revision = r->streams[s].first_rev + r->streams[s].nev - 1;
+    }
+    for (size_t i = 0; i < r->nrecs; i++) {
+        stele_append_result *p = &r->per[r->recs[i].s];
+        if (p->first_position == STELE_NONE || r->recs[i].pos < p->first_position)
+            p->first_position = r->recs[i].pos;
+        if (p->last_position == STELE_NONE || r->recs[i].pos > p->last_position)
+            p->last_position = r->recs[i].pos;
+    }
+    r->mres.first_position = first_pos;
+    r->mres.last_position = last_pos;
+    r->mres.idempotent = 1;
+}
+
+/* Is r a retry of an append already written? Reads where its client ids
+ * went. Returns 1 when settled (r holds the original result or an id
+ * conflict), 0 when not a retry, or an error of the read itself. */
+static int check_retry(ddb *D, dreq *r)
+{
+    json_t *resp, *items;
+    int rc = fetch_id_items(D, r, &resp, &items);
+    if (rc || !items) {
+        json_decref(resp);
+        return rc;
+    }
+    json_t **found = calloc(r->nrecs, sizeof *found);
+    int settled = 0;
+    uint64_t first_pos, last_pos;
+    if (!found)
+        rc = err_set(STELE_ENOMEM, "out of memory");
+    else if (match_id_items(r, items, found) == 0)
+        settled = 0;
+    else if ((settled = retry_shape(r, found, &first_pos, &last_pos)) == 0) {
+        settled = 1;
+        if ((rc = retry_compare(D, r)) > 0)
+            rc = 0; /* settled: r failed with EIDCONFLICT */
+        else if (rc == 0)
+            retry_result(r, first_pos, last_pos);
+    }
     free(found);
     json_decref(resp);
     return rc ? rc : settled;
