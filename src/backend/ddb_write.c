@@ -224,37 +224,54 @@ typedef struct act {
               "ConditionExpression", "attribute_not_exists(#k)", "ExpressionAttributeNames", "#k", \
               keyattr)
 
-/* Build the group's transaction; fills acts. */
-static json_t *build_txn(ddb *D, group *g, uint64_t next, int64_t created, act *acts, size_t *nacts)
+/* The transaction being built: its actions and what each one is. */
+typedef struct txn_b {
+    json_t *items;
+    act *acts;
+    size_t na;
+} txn_b;
+
+static void txn_add(txn_b *t, json_t *item, int kind, dreq *r)
 {
-    json_t *items = json_array();
-    size_t na = 0;
-    /* The sequencer. */
-    json_t *seq;
+    json_array_append_new(t->items, item);
+    t->acts[t->na++] = (act){kind, r};
+}
+
+/* The sequencer: moves from g->seq to `next` (conditional on g->seq, or
+ * made by the first commit), with the count of streams made. */
+static json_t *seq_action(ddb *D, const group *g, uint64_t next, int64_t created)
+{
     uint64_t new_streams = 0;
     for (size_t i = 0; i < g->ngs; i++)
         new_streams += g->gs[i].touched && !g->gs[i].st.found &&
                        (g->gs[i].last != g->gs[i].st.last || g->gs[i].rm);
     if (g->seq_found)
-        seq = json_pack("{s:{s:s, s:{s:o}, s:s, s:s, s:{s:s, s:s, s:s, s:s}, s:{s:o, s:o, s:o, s:o, s:o}}}",
-                        "Update", "TableName", D->t_streams, "Key", "stream",
-                        ddb_s(DDB_SEQ_KEY, strlen(DDB_SEQ_KEY)), "UpdateExpression",
-                        "SET #n = :n2, #t = :t, #sn = :sn ADD #c :c", "ConditionExpression", "#n = :n",
-                        "ExpressionAttributeNames", "#n", "next", "#t", "t", "#c", "streams", "#sn", "streamNo",
-                        "ExpressionAttributeValues", ":n", ddb_nu(g->seq), ":n2", ddb_nu(next), ":t",
-                        ddb_n(created), ":c", ddb_nu(new_streams), ":sn", ddb_nu(g->sno_next));
-    else
-        seq = json_pack("{s:{s:s, s:{s:o}, s:s, s:s, s:{s:s, s:s, s:s, s:s}, s:{s:o, s:o, s:o, s:o}}}",
-                        "Update", "TableName", D->t_streams, "Key", "stream",
-                        ddb_s(DDB_SEQ_KEY, strlen(DDB_SEQ_KEY)), "UpdateExpression",
-                        "SET #n = :n2, #t = :t, #sn = :sn ADD #c :c", "ConditionExpression",
-                        "attribute_not_exists(#n)", "ExpressionAttributeNames", "#n", "next", "#t", "t",
-                        "#c", "streams", "#sn", "streamNo", "ExpressionAttributeValues", ":n2", ddb_nu(next),
-                        ":t", ddb_n(created), ":c", ddb_nu(new_streams), ":sn", ddb_nu(g->sno_next));
-    json_array_append_new(items, seq);
-    acts[na++] = (act){0, NULL};
-    /* The feed item: the commit's events in position order, as runs of
-     * one stream's consecutive revisions. */
+        return json_pack("{s:{s:s, s:{s:o}, s:s, s:s, s:{s:s, s:s, s:s, s:s}, s:{s:o, s:o, s:o, s:o, s:o}}}",
+                         "Update", "TableName", D->t_streams, "Key", "stream",
+                         ddb_s(DDB_SEQ_KEY, strlen(DDB_SEQ_KEY)), "UpdateExpression",
+                         "SET #n = :n2, #t = :t, #sn = :sn ADD #c :c", "ConditionExpression", "#n = :n",
+                         "ExpressionAttributeNames", "#n", "next", "#t", "t", "#c", "streams", "#sn", "streamNo",
+                         "ExpressionAttributeValues", ":n", ddb_nu(g->seq), ":n2", ddb_nu(next), ":t",
+                         ddb_n(created), ":c", ddb_nu(new_streams), ":sn", ddb_nu(g->sno_next));
+    return json_pack("{s:{s:s, s:{s:o}, s:s, s:s, s:{s:s, s:s, s:s, s:s}, s:{s:o, s:o, s:o, s:o}}}",
+                     "Update", "TableName", D->t_streams, "Key", "stream",
+                     ddb_s(DDB_SEQ_KEY, strlen(DDB_SEQ_KEY)), "UpdateExpression",
+                     "SET #n = :n2, #t = :t, #sn = :sn ADD #c :c", "ConditionExpression",
+                     "attribute_not_exists(#n)", "ExpressionAttributeNames", "#n", "next", "#t", "t",
+                     "#c", "streams", "#sn", "streamNo", "ExpressionAttributeValues", ":n2", ddb_nu(next),
+                     ":t", ddb_n(created), ":c", ddb_nu(new_streams), ":sn", ddb_nu(g->sno_next));
+}
+
+static json_t *feed_part(const char *rs, size_t rl, uint64_t rfirst, uint64_t rcount)
+{
+    return json_pack("{s:{s:o, s:o, s:o}}", "M", "s", ddb_s(rs, rl), "r", ddb_nu(rfirst), "n",
+                     ddb_nu(rcount));
+}
+
+/* The feed item: the commit's events in position order, as runs of one
+ * stream's consecutive revisions. */
+static json_t *feed_action(ddb *D, const group *g, uint64_t next, int64_t created)
+{
     json_t *parts = json_array();
     const char *rs = NULL;
     size_t rl = 0;
@@ -270,8 +287,7 @@ static json_t *build_txn(ddb *D, group *g, uint64_t next, int64_t created, act *
                 continue;
             }
             if (rs)
-                json_array_append_new(parts, json_pack("{s:{s:o, s:o, s:o}}", "M", "s", ddb_s(rs, rl),
-                                                       "r", ddb_nu(rfirst), "n", ddb_nu(rcount)));
+                json_array_append_new(parts, feed_part(rs, rl, rfirst, rcount));
             rs = s->name;
             rl = s->len;
             rfirst = r->recs[i].rev;
@@ -279,26 +295,26 @@ static json_t *build_txn(ddb *D, group *g, uint64_t next, int64_t created, act *
         }
     }
     if (rs)
-        json_array_append_new(parts, json_pack("{s:{s:o, s:o, s:o}}", "M", "s", ddb_s(rs, rl), "r",
-                                               ddb_nu(rfirst), "n", ddb_nu(rcount)));
-    json_array_append_new(items,
-                          PUT_NEW(D->t_feed,
-                                  json_pack("{s:o, s:o, s:o, s:o, s:{s:o}}", "bucket",
-                                            ddb_nu(g->seq >> DDB_BUCKET_SHIFT), "position", ddb_nu(g->seq),
-                                            "count", ddb_nu(next - g->seq), "created", ddb_n(created),
-                                            "parts", "L", parts),
-                                  "position"));
-    acts[na++] = (act){1, NULL};
-    /* Streams the group changed: new state under the version read. */
+        json_array_append_new(parts, feed_part(rs, rl, rfirst, rcount));
+    return PUT_NEW(D->t_feed,
+                   json_pack("{s:o, s:o, s:o, s:o, s:{s:o}}", "bucket",
+                             ddb_nu(g->seq >> DDB_BUCKET_SHIFT), "position", ddb_nu(g->seq),
+                             "count", ddb_nu(next - g->seq), "created", ddb_n(created),
+                             "parts", "L", parts),
+                   "position");
+}
+
+/* Streams the group changed: new state under the version read; streams
+ * only checked: their state must still hold at commit. */
+static void stream_actions(ddb *D, const group *g, txn_b *t)
+{
     for (size_t i = 0; i < g->ngs; i++) {
-        gstream *gs = &g->gs[i];
+        const gstream *gs = &g->gs[i];
         if (gs->rm) { /* the stream a removal deletes (ddb_deletes.c) */
-            json_array_append_new(items, ddb_remove_item(D, gs));
-            acts[na++] = (act){2, NULL};
+            txn_add(t, ddb_remove_item(D, gs), 2, NULL);
             continue;
         }
         if (gs->touched && gs->last == gs->st.last) {
-            /* Checked, not written: its state must still hold at commit. */
             json_t *cc = gs->st.found
                 ? json_pack("{s:{s:s, s:{s:o}, s:s, s:{s:o}}}", "ConditionCheck", "TableName", D->t_streams,
                             "Key", "stream", ddb_s(gs->name, gs->len), "ConditionExpression", "ver = :v",
@@ -306,8 +322,7 @@ static json_t *build_txn(ddb *D, group *g, uint64_t next, int64_t created, act *
                 : json_pack("{s:{s:s, s:{s:o}, s:s, s:{s:s}}}", "ConditionCheck", "TableName", D->t_streams,
                             "Key", "stream", ddb_s(gs->name, gs->len), "ConditionExpression",
                             "attribute_not_exists(#k)", "ExpressionAttributeNames", "#k", "stream");
-            json_array_append_new(items, cc);
-            acts[na++] = (act){2, NULL};
+            txn_add(t, cc, 2, NULL);
             continue;
         }
         if (!gs->touched || gs->last == gs->st.last)
@@ -328,14 +343,17 @@ static json_t *build_txn(ddb *D, group *g, uint64_t next, int64_t created, act *
                                   "deleted", ddb_n(0), "tombstoned", ddb_n(0), "ver", ddb_n(1),
                                   "metaVersion", ddb_n(-1), "nk", ddb_s("s", 1)),
                         "stream");
-        json_array_append_new(items, u);
-        acts[na++] = (act){2, NULL};
+        txn_add(t, u, 2, NULL);
     }
-    /* View counters the group moved: their new counts under the value read
-     * (the sequencer's condition already orders every commit; this one
-     * guards a counter taken from a stale cache). */
+}
+
+/* View counters the group moved: their new counts under the value read
+ * (the sequencer's condition already orders every commit; this one guards
+ * a counter taken from a stale cache). */
+static void view_counter_actions(ddb *D, const group *g, txn_b *t)
+{
     for (size_t i = 0; i < g->nkeys; i++) {
-        gkey *k = &g->keys[i];
+        const gkey *k = &g->keys[i];
         if (k->next == k->read)
             continue;
         char kn[META_NAME_MAX + 3];
@@ -356,9 +374,13 @@ static json_t *build_txn(ddb *D, group *g, uint64_t next, int64_t created, act *
             json_object_set_new(up, "UpdateExpression", json_string("SET #n2 = :n2, nk = :k"));
             json_object_set_new(json_object_get(up, "ExpressionAttributeNames"), "#n2", json_string("next"));
         }
-        json_array_append_new(items, u);
-        acts[na++] = (act){6, NULL};
+        txn_add(t, u, 6, NULL);
     }
+}
+
+/* Each planned request's events, id items and states. */
+static void request_actions(ddb *D, const group *g, int64_t created, txn_b *t)
+{
     for (size_t q = 0; q < g->nreqs; q++) {
         dreq *r = g->reqs[q];
         if (!r->planned)
@@ -366,21 +388,21 @@ static json_t *build_txn(ddb *D, group *g, uint64_t next, int64_t created, act *
         for (size_t i = 0; i < r->nrecs; i++) {
             drec *d = &r->recs[i];
             dstr *s = &r->streams[d->s];
-            json_array_append_new(items, PUT_NEW(D->t_events,
-                                                 event_item(s->name, s->len, d, &r->meta[i], created,
-                                                            r->recs[0].pos, r->nrecs),
-                                                 "revision"));
-            acts[na++] = (act){3, r};
+            txn_add(t,
+                    PUT_NEW(D->t_events,
+                            event_item(s->name, s->len, d, &r->meta[i], created, r->recs[0].pos, r->nrecs),
+                            "revision"),
+                    3, r);
             if (!d->made) {
                 char idt[37];
                 stele_uuid_format(d->id, idt);
-                json_array_append_new(
-                    items, PUT_NEW(D->t_ids,
-                                   json_pack("{s:o, s:o, s:o, s:o, s:o}", "eventId", ddb_s(idt, 36), "stream",
-                                             ddb_s(s->name, s->len), "revision", ddb_nu(d->rev),
-                                             "position", ddb_nu(d->pos), "count", ddb_nu(r->nrecs)),
-                                   "eventId"));
-                acts[na++] = (act){4, r};
+                txn_add(t,
+                        PUT_NEW(D->t_ids,
+                                json_pack("{s:o, s:o, s:o, s:o, s:o}", "eventId", ddb_s(idt, 36), "stream",
+                                          ddb_s(s->name, s->len), "revision", ddb_nu(d->rev), "position",
+                                          ddb_nu(d->pos), "count", ddb_nu(r->nrecs)),
+                                "eventId"),
+                        4, r);
             }
         }
         for (size_t s = 0; s < r->nstreams; s++) {
@@ -395,12 +417,22 @@ static json_t *build_txn(ddb *D, group *g, uint64_t next, int64_t created, act *
                                    ddb_n(st->flags & STELE_EVENT_JSON), "created", ddb_n(created));
             if (st->state_len)
                 json_object_set_new(it, "state", ddb_b(st->state, st->state_len));
-            json_array_append_new(items, json_pack("{s:{s:s, s:o}}", "Put", "TableName", D->t_snaps, "Item", it));
-            acts[na++] = (act){5, r};
+            txn_add(t, json_pack("{s:{s:s, s:o}}", "Put", "TableName", D->t_snaps, "Item", it), 5, r);
         }
     }
-    *nacts = na;
-    return json_pack("{s:o, s:s}", "TransactItems", items, "ReturnConsumedCapacity", "TOTAL");
+}
+
+/* Build the group's transaction; fills acts. */
+static json_t *build_txn(ddb *D, group *g, uint64_t next, int64_t created, act *acts, size_t *nacts)
+{
+    txn_b t = {json_array(), acts, 0};
+    txn_add(&t, seq_action(D, g, next, created), 0, NULL);
+    txn_add(&t, feed_action(D, g, next, created), 1, NULL);
+    stream_actions(D, g, &t);
+    view_counter_actions(D, g, &t);
+    request_actions(D, g, created, &t);
+    *nacts = t.na;
+    return json_pack("{s:o, s:s}", "TransactItems", t.items, "ReturnConsumedCapacity", "TOTAL");
 }
 
 /* ------------------------------------------------------------ the writer */
@@ -416,6 +448,114 @@ static void cache_forget_group(ddb *D, group *g)
         ddb_cache_drop_key(D->cache, &g->keys[i]);
 }
 
+/* Plan every request again from states read afresh (the group's cached
+ * ones are forgotten); idempotent retries stay settled. */
+static void replan_fresh(ddb *D, group *g)
+{
+    for (size_t q = 0; q < g->nreqs; q++) {
+        dreq *r = g->reqs[q];
+        if (!r->idempotent) {
+            r->rc = 1;
+            r->planned = 0;
+            r->deferred = 0;
+        }
+    }
+    cache_forget_group(D, g);
+}
+
+/* Read the group's states and plan each open request: 0 with *next the
+ * sequencer after the planned events and *refused set when a check
+ * failed, or the read's error. */
+static int plan_group(ddb *D, group *g, int fresh, int *cached, uint64_t *next, int *refused)
+{
+    int rc = ddb_group_read(D, g, fresh, cached);
+    *next = g->seq;
+    *refused = 0;
+    for (size_t q = 0; rc == 0 && q < g->nreqs; q++) {
+        dreq *r = g->reqs[q];
+        if (r->planned || (r->rc && r->rc != 1) || r->idempotent || r->deferred)
+            continue;
+        rc = ddb_plan(D, g, r, next);
+        *refused |= rc == 0 && r->rc != 0 && r->rc != 1 && !r->idempotent;
+    }
+    return rc;
+}
+
+/* The transaction committed: the cache learns the new states, the
+ * counters move, subscribers are told. */
+static void group_committed(ddb *D, group *g, uint64_t next, int64_t created, json_t *resp)
+{
+    D->cache->seq_known = 1;
+    D->cache->seq = next;
+    D->cache->seq_t = created;
+    D->cache->sno = g->sno_next;
+    for (size_t i = 0; i < g->nkeys; i++)
+        ddb_cache_put_key(D->cache, &g->keys[i]);
+    for (size_t i = 0; i < g->ngs; i++)
+        if (g->gs[i].rm)
+            ddb_cache_drop(D->cache, g->gs[i].name, g->gs[i].len);
+        else if (g->gs[i].touched && g->gs[i].last != g->gs[i].st.last)
+            ddb_cache_put(D->cache, &g->gs[i]);
+    ddb_count_capacity(D, resp, 1);
+    atomic_fetch_add(&D->groups, 1);
+    for (size_t q = 0; q < g->nreqs; q++)
+        if (g->reqs[q]->planned)
+            atomic_fetch_add(&D->appends, 1);
+    atomic_fetch_add(&D->events, next - g->seq);
+    atomic_store(&D->head, next);
+    ddb_notify(D);
+}
+
+/* Whether a failed TransactWriteItems lost a race (read again, plan
+ * again): a cancellation (a failed id item's condition marks its request
+ * a duplicate) or a transaction conflict. STELE_DDB_DEBUG: the cancelled
+ * actions go to stderr (`dbg` is the transaction). */
+static int lost_race(const char *type, json_t *resp, const act *acts, size_t na, json_t *dbg)
+{
+    if (!strcmp(type, "TransactionConflictException") || !strcmp(type, "TransactionInProgressException"))
+        return 1;
+    if (strcmp(type, "TransactionCanceledException"))
+        return 0;
+    json_t *reasons = json_object_get(resp, "CancellationReasons");
+    if (!json_array_size(reasons))
+        return 1;
+    int again = 0;
+    size_t i;
+    json_t *why;
+    json_array_foreach(reasons, i, why) {
+        const char *code = json_string_value(json_object_get(why, "Code"));
+        if (!code || !strcmp(code, "None") || i >= na)
+            continue;
+        if (dbg) {
+            char *t = json_dumps(json_array_get(json_object_get(dbg, "TransactItems"), i), JSON_COMPACT);
+            fprintf(stderr, "ddb: cancelled: action %zu (kind %d): %s %.1000s\n", i, acts[i].kind, code, t);
+            free(t);
+        }
+        if (!strcmp(code, "ConditionalCheckFailed") && acts[i].kind == 4)
+            acts[i].r->dup = 1; /* a duplicate event id */
+        again = 1;              /* conflicts: read again, plan again */
+    }
+    return again;
+}
+
+/* The transaction failed for good: each planned request gets the error,
+ * worded for what the caller can do. */
+static void group_failed(group *g, int rc, int again, int removal)
+{
+    if (again)
+        rc = err_set(STELE_EBUSY, "dynamodb: the %s lost 200 races for the sequencer; retry later",
+                     removal ? "delete" : "append");
+    else if (rc == STELE_EIO && removal)
+        err_set(STELE_EIO, "%s (the delete may have been written: read the stream to see)",
+                stele_errmsg());
+    else if (rc == STELE_EIO)
+        err_set(STELE_EIO, "%s (the append may have been written: retry with the same event ids, "
+                "which is idempotent)", stele_errmsg());
+    for (size_t q = 0; q < g->nreqs; q++)
+        if (g->reqs[q]->planned)
+            ddb_req_fail(g->reqs[q], rc);
+}
+
 static void commit_group(ddb *D, group *g)
 {
     act acts[DDB_MAX_ACTIONS + 4];
@@ -424,29 +564,13 @@ static void commit_group(ddb *D, group *g)
     int removal = g->nreqs && g->reqs[0]->kind == DR_REMOVE;
     int fresh = removal;
     for (int attempt = 0;; attempt++) {
-        int cached;
-        int rc = ddb_group_read(D, g, fresh, &cached);
-        uint64_t next = g->seq;
-        int refused = 0;
-        for (size_t q = 0; rc == 0 && q < g->nreqs; q++) {
-            dreq *r = g->reqs[q];
-            if (r->planned || (r->rc && r->rc != 1) || r->idempotent || r->deferred)
-                continue;
-            rc = ddb_plan(D, g, r, &next);
-            refused |= rc == 0 && r->rc != 0 && r->rc != 1 && !r->idempotent;
-        }
+        int cached, refused;
+        uint64_t next;
+        int rc = plan_group(D, g, fresh, &cached, &next, &refused);
         if (rc == 0 && refused && cached) {
             /* Checks failed against cached states: read them afresh and
              * plan every request again before reporting anything. */
-            for (size_t q = 0; q < g->nreqs; q++) {
-                dreq *r = g->reqs[q];
-                if (!r->idempotent) {
-                    r->rc = 1;
-                    r->planned = 0;
-                    r->deferred = 0;
-                }
-            }
-            cache_forget_group(D, g);
+            replan_fresh(D, g);
             fresh = 1;
             continue;
         }
@@ -464,10 +588,7 @@ static void commit_group(ddb *D, group *g)
                 ok |= g->reqs[q]->rc == 0 && !g->reqs[q]->idempotent;
             if (ok && cached) {
                 /* Check-only successes must not rest on cached states. */
-                for (size_t q = 0; q < g->nreqs; q++)
-                    if (!g->reqs[q]->idempotent)
-                        g->reqs[q]->rc = 1, g->reqs[q]->planned = 0, g->reqs[q]->deferred = 0;
-                cache_forget_group(D, g);
+                replan_fresh(D, g);
                 fresh = 1;
                 continue;
             }
@@ -484,52 +605,11 @@ static void commit_group(ddb *D, group *g)
         rc = ddb_call(D, "TransactWriteItems", txn, &resp, type);
         if (rc == 0) {
             json_decref(dbg);
-            D->cache->seq_known = 1;
-            D->cache->seq = next;
-            D->cache->seq_t = created;
-            D->cache->sno = g->sno_next;
-            for (size_t i = 0; i < g->nkeys; i++)
-                ddb_cache_put_key(D->cache, &g->keys[i]);
-            for (size_t i = 0; i < g->ngs; i++)
-                if (g->gs[i].rm)
-                    ddb_cache_drop(D->cache, g->gs[i].name, g->gs[i].len);
-                else if (g->gs[i].touched && g->gs[i].last != g->gs[i].st.last)
-                    ddb_cache_put(D->cache, &g->gs[i]);
-            ddb_count_capacity(D, resp, 1);
+            group_committed(D, g, next, created, resp);
             json_decref(resp);
-            atomic_fetch_add(&D->groups, 1);
-            for (size_t q = 0; q < g->nreqs; q++)
-                if (g->reqs[q]->planned)
-                    atomic_fetch_add(&D->appends, 1);
-            atomic_fetch_add(&D->events, next - g->seq);
-            atomic_store(&D->head, next);
-            ddb_notify(D);
             return;
         }
-        int again = 0;
-        if (!strcmp(type, "TransactionCanceledException")) {
-            json_t *reasons = json_object_get(resp, "CancellationReasons");
-            size_t i;
-            json_t *why;
-            json_array_foreach(reasons, i, why) {
-                const char *code = json_string_value(json_object_get(why, "Code"));
-                if (!code || !strcmp(code, "None") || i >= na)
-                    continue;
-                if (dbg) {
-                    char *t = json_dumps(json_array_get(json_object_get(dbg, "TransactItems"), i), JSON_COMPACT);
-                    fprintf(stderr, "ddb: cancelled: action %zu (kind %d): %s %.1000s\n", i, acts[i].kind, code, t);
-                    free(t);
-                }
-                if (!strcmp(code, "ConditionalCheckFailed") && acts[i].kind == 4)
-                    acts[i].r->dup = 1; /* a duplicate event id */
-                again = 1;              /* conflicts: read again, plan again */
-            }
-            if (!json_array_size(reasons))
-                again = 1;
-        } else if (!strcmp(type, "TransactionConflictException") ||
-                   !strcmp(type, "TransactionInProgressException")) {
-            again = 1;
-        }
+        int again = lost_race(type, resp, acts, na, dbg);
         json_decref(resp);
         json_decref(dbg);
         cache_forget_group(D, g);
@@ -548,18 +628,7 @@ static void commit_group(ddb *D, group *g)
                 usleep((useconds_t)(1000 + rand() % (1000 * (attempt < 20 ? attempt : 20))));
             continue;
         }
-        if (again)
-            rc = err_set(STELE_EBUSY, "dynamodb: the %s lost 200 races for the sequencer; retry later",
-                         removal ? "delete" : "append");
-        else if (rc == STELE_EIO && removal)
-            err_set(STELE_EIO, "%s (the delete may have been written: read the stream to see)",
-                    stele_errmsg());
-        else if (rc == STELE_EIO)
-            err_set(STELE_EIO, "%s (the append may have been written: retry with the same event ids, "
-                    "which is idempotent)", stele_errmsg());
-        for (size_t q = 0; q < g->nreqs; q++)
-            if (g->reqs[q]->planned)
-                ddb_req_fail(g->reqs[q], rc);
+        group_failed(g, rc, again, removal);
         return;
     }
 }
