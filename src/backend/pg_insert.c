@@ -4,25 +4,15 @@
  * under the feed lock, then every event in one INSERT ... FROM unnest() of
  * binary arrays.
  *
- * Two ways to number them:
- *  - absolute (pgw_insert_events(): multi-stream appends, deletes): the
- *    caller holds the feed row and knows its positions; PGW_SEQ_READ_SQL
- *    reads the view counters, pgw_ins_build() with that result numbers
- *    the events, pgw_seq_write_sql stores the counters' new values (no
- *    other transaction writes stele_seq while this one holds the feed
- *    row), pgw_insert_sql inserts the events;
- *  - relative (pg_write.c's group commit): pgw_ins_build() with no counters
- *    numbers everything from 0 within the batch: positions 0..total-1,
- *    and for each view an event's key (its index in the batch's sorted
- *    keys) and its rank under that key. PostgreSQL makes them absolute in
- *    the statements that follow the feed row's UPDATE in the same
- *    pipeline: pgw_seq_add_sql adds the batch's counts to the counters,
- *    pgw_insert_rel_sql reads the batch's first position back from the
- *    feed row it just moved and each key's base from the counters it just
- *    bumped (once per statement, an InitPlan: no join per event), and
- *    adds them. So nothing between taking the feed row and COMMIT waits
- *    for the client: the row is held for one round trip of PostgreSQL's
- *    own work, not for a round trip plus the writer's planning.
+ * Two steps, so the writer can pipeline them (pg_write.c): under the feed
+ * lock, read the view counters the batch may touch (PGW_SEQ_READ_SQL with
+ * pgw_seq_keys()' arrays); after planning, build both statements at once
+ * (pgw_ins_build): the counters' new values (absolute: no other
+ * transaction writes stele_seq while this one holds the feed row) and the
+ * events with their positions and view revisions. Nothing in the second
+ * step waits for a result of the database, so it goes out with the stream
+ * updates and the COMMIT in one round trip. pgw_insert_events() runs both
+ * steps one statement at a time (multi-stream appends).
  */
 #ifdef STELE_WITH_POSTGRES
 #include <stdio.h>
@@ -135,10 +125,7 @@ int pgw_seq_keys(pg_req **reqs, size_t n, const bstream *bs, buf *kinds, buf *ke
 
 /* Fill vrev[4 * total] (-1: none) for the batch's events, described by
  * cat/type/corr/rev0 per event, from the counters in `seq`, and the
- * counters' new values into the arrays kinds, keys, nexts.
- * Relative (seq NULL): an event's value is PGW_VREL(key, rank), key the
- * 1-based index of its (kind, key) in the arrays and rank its place among
- * the batch's events under that key; nexts holds each key's count. */
+ * counters' new values into the arrays kinds, keys, nexts. */
 static int view_revs(const PGresult *seq, size_t total, char (*cat)[256], const char **type,
                      const meta_ids *mi, const uint8_t *rev0, int64_t *vrev, buf *kinds,
                      buf *keys, buf *nexts)
@@ -165,12 +152,11 @@ static int view_revs(const PGresult *seq, size_t total, char (*cat)[256], const 
         rc = pgw_arr_open(nexts);
     size_t ngroups = 0;
     for (size_t i = 0; i < nk && rc == 0;) {
-        int64_t base = seq ? seq_base(seq, k[i].kind, k[i].key, k[i].len) : 0;
+        int64_t base = seq_base(seq, k[i].kind, k[i].key, k[i].len);
         size_t j = i;
         while (j < nk && vkey_same(&k[i], &k[j])) {
             int slot = k[j].kind == 'c' ? 0 : k[j].kind == 't' ? 1 : k[j].kind == 'b' ? 2 : 3;
-            vrev[4 * k[j].ev + slot] = seq ? base + (int64_t)(j - i)
-                                           : PGW_VREL((int64_t)ngroups + 1, (int64_t)(j - i));
+            vrev[4 * k[j].ev + slot] = base + (int64_t)(j - i);
             j++;
         }
         pg_num nb;
@@ -267,34 +253,6 @@ const char pgw_seq_write_sql[] =
     "INSERT INTO stele_seq (kind, key, next) SELECT * FROM unnest($1::text[], $2::text[], "
     "$3::bigint[]) AS u(kind, key, next) ORDER BY 1, 2 ON CONFLICT (kind, key) DO UPDATE SET "
     "next = EXCLUDED.next";
-
-const char pgw_seq_add_sql[] =
-    "INSERT INTO stele_seq (kind, key, next) SELECT * FROM unnest($1::text[], $2::text[], "
-    "$3::bigint[]) AS u(kind, key, next) ORDER BY 1, 2 ON CONFLICT (kind, key) DO UPDATE SET "
-    "next = stele_seq.next + EXCLUDED.next";
-
-/* The relative form: $22 the batch's event count (the feed row has moved
- * on by it), $23..$25 the keys and their counts (pgw_seq_add_sql has added
- * them). fd is computed once: the batch's first position b and each key's
- * base vb[i] (one element per key, in the keys' order, whatever the
- * counters hold: a scalar subquery per key, not a join that could drop
- * one); a view value PGW_VREL(key, rank) becomes vb[key] + rank. */
-#define PGW_REL(c) "fd.vb[(" c " >> 32)::int] + (" c " & 4294967295)"
-const char pgw_insert_rel_sql[] =
-    "INSERT INTO events (global_position, stream_id, stream_type, revision, event_id, id_made, "
-    "commit_index, commit_count, event_type, data, meta, flags, tags, correlation_id, actor, "
-    "ce_rev, et_rev, bc_rev, stream_no, causation_id, created_us, created_at) SELECT fd.b + p, "
-    "sid, st, rv, eid, im, ci, cc, et, d, m, f, tg::text[], co, ac, " PGW_REL("ce") ", "
-    PGW_REL("er") ", " PGW_REL("bc") ", " PGW_REL("sn") ", cu, $21::bigint, "
-    "to_timestamp($21::bigint / 1000000.0) FROM (SELECT next_position - $22::bigint AS b, "
-    "ARRAY(SELECT (SELECT s.next FROM stele_seq s WHERE s.kind = k.kind AND s.key = k.key) - "
-    "k.c FROM unnest($23::text[], $24::text[], $25::bigint[]) WITH ORDINALITY AS k(kind, key, "
-    "c, i) ORDER BY k.i) AS vb FROM stele_feed WHERE id = 1) AS fd, unnest($1::bigint[], "
-    "$2::text[], "
-    "$3::text[], $4::bigint[], $5::uuid[], $6::bool[], $7::int[], $8::int[], $9::text[], "
-    "$10::bytea[], $11::bytea[], $12::int2[], $13::text[], $14::text[], $15::text[], "
-    "$16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], $20::text[]) AS u(p, sid, st, "
-    "rv, eid, im, ci, cc, et, d, m, f, tg, co, ac, ce, er, bc, sn, cu)";
 
 const char pgw_insert_sql[] =
     "INSERT INTO events (global_position, stream_id, stream_type, revision, event_id, id_made, "
@@ -420,11 +378,6 @@ int pgw_ins_build(pgw_ins *x, pg_req **reqs, size_t n, const bstream *bs, const 
         x->seq_vals[0] = (const char *)x->kinds.p;
         x->seq_vals[1] = (const char *)x->keys.p;
         x->seq_vals[2] = (const char *)x->nexts.p;
-        /* The relative form's extra parameters (text; lens and fmts are
-         * still 0 from the memset). */
-        x->vals[PGW_EV_COLS + 1] = pg_numtxt(&x->ntotal, (int64_t)total);
-        for (int j = 0; j < 3; j++)
-            x->vals[PGW_EV_COLS + 2 + j] = x->seq_vals[j];
     }
     buf_free(&tb);
     free(cat);

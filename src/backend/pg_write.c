@@ -6,7 +6,7 @@
  * Group commit. Callers queue appends; a writer thread (PG_WRITERS of
  * them, each with its own connection: that many batches in flight) takes
  * every queued one (up to PG_BATCH_MAX) and commits them in one
- * transaction, in two round trips (libpq pipeline mode: a round trip's
+ * transaction, in three round trips (libpq pipeline mode: a round trip's
  * statements go out together and their results are read together):
  *   1. first round trip:
  *      - makes sure every stream of the batch has a row (an INSERT ... ON
@@ -20,21 +20,17 @@
  *   2. plans each append in queue order in C, on the locked rows as the
  *      appends before it in the batch left them: tombstone, idempotent
  *      retry, expected revision (the same rules as the local engine). An
- *      append that fails a check is simply left out: the others go on.
- *      Positions and view numbers are assigned relative to the batch
- *      (from 0), and the events' arrays built (pg_insert.c);
+ *      append that fails a check is simply left out: the others go on;
  *   3. second round trip: takes the feed row, moving it on by the batch's
  *      event count (UPDATE ... RETURNING: this serialises commits of
- *      events, see pg.c), bumps the view counters, inserts every event in
- *      one statement that makes its positions and view numbers absolute
- *      from the feed row and the counters as this transaction left them,
- *      updates the stream rows, NOTIFY, COMMIT; then answers every append
- *      (the RETURNING gives the batch's first position).
- * Batches in flight. The feed row is held only during the second round
- * trip's statements and COMMIT, all run by PostgreSQL without waiting for
- * this process, so one writer's first round trip and planning overlap the
- * other's insert and COMMIT, and the serial section is PostgreSQL's own
- * work plus the WAL flush. Queue order per stream: requests leave the
+ *      events, see pg.c), and reads the view counters the batch may touch
+ *      (pg_insert.c; nobody else writes them meanwhile). Positions and view
+ *      revisions are assigned in C;
+ *   4. third round trip: the view counters, every event in one statement,
+ *      the stream rows, NOTIFY, COMMIT; then answers every append.
+ * Batches in flight. The feed row is held only from the second round trip
+ * to COMMIT, so one writer's first round trip and planning overlap the
+ * other's insert and COMMIT. Queue order per stream: requests leave the
  * queue through a door (P->door) that a writer holds until its batch's
  * stream rows are locked, so a later batch with one of those streams waits
  * in PostgreSQL for this batch's COMMIT and sees its result
@@ -556,19 +552,18 @@ static int take_rows(pg_backend *P, const PGresult *r, bstream *bs, size_t nbs, 
 }
 
 /*
- * Plan and commit reqs[0..n) in one transaction on W's connection, in two
+ * Plan and commit reqs[0..n) in one transaction on W's connection, in three
  * round trips:
  *   1. (the missing stream rows, Sync,) BEGIN, lock the stream rows, look
  *      up the client-given ids; then *door (when not NULL) is unlocked and
  *      set to NULL: this batch holds its stream rows, so another writer
  *      may take the next requests off the queue;
- *   2. after planning in C (positions and view numbers relative to the
- *      batch): take the feed row, the view counters, the events, the
- *      stream rows, NOTIFY, COMMIT.
- * The feed row is held from the second round trip's first statement to
- * COMMIT only, so the first round trip and the planning of one batch
- * overlap the insert and COMMIT of the batch in flight on the other
- * connection.
+ *   2. after planning in C: take the feed row (the batch's first position)
+ *      and read the view counters the batch may touch;
+ *   3. the view counters, the events, the stream rows, NOTIFY, COMMIT.
+ * The feed row is held from the second round trip to COMMIT only, so the
+ * first round trip and the planning of one batch overlap the insert and
+ * COMMIT of the batch in flight on the other connection.
  * Returns 0 when every request has its outcome (rc in each); STELE_EBUSY
  * with *retry_alone set when the batch should be tried one request at a
  * time; another code when the whole batch failed (set in every request by
@@ -584,15 +579,15 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
     bstream *bs = calloc(n, sizeof *bs);
     idrow *ids = NULL;
     size_t nbs = 0, nids = 0;
-    buf names = {0}, cats = {0}, idarr = {0};
+    buf names = {0}, cats = {0}, idarr = {0}, skinds = {0}, skeys = {0};
     buf un = {0}, ulr = {0}, ulp = {0}, ufp = {0};
     pgw_ins ins;
     memset(&ins, 0, sizeof ins);
-    pstmt p1[5], p3[6];
+    pstmt p1[5], p2[2], p3[5];
     memset(p1, 0, sizeof p1);
+    memset(p2, 0, sizeof p2);
     memset(p3, 0, sizeof p3);
-    size_t n1 = 0, n3 = 0;
-    int i_feed = -1;
+    size_t n1 = 0, n2 = 0, n3 = 0;
     int rc = bs ? 0 : err_set(STELE_ENOMEM, "out of memory");
     if (rc == 0)
         nbs = batch_streams(reqs, n, bs);
@@ -669,18 +664,33 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
         if (plan(q, &bs[q->sidx], ids, nids))
             nev += q->a->n;
     }
-    /* 4. Relative positions (from 0 in the batch) and view numbers in C;
-     * then one round trip that takes the feed row, lets PostgreSQL make
-     * them absolute (pg_insert.c), writes the stream rows, NOTIFY and
-     * COMMIT. The feed row is held only while PostgreSQL runs these
-     * statements and the COMMIT: no round trip to this process in between.
-     */
+    /* 4. The feed row (taken here, so that until now the other writer's
+     * batch could commit) with the batch's first position, and the view
+     * counters it may touch: one round trip (nobody else writes them
+     * while this transaction holds the feed row). */
     pg_num nevb;
     const char *v_nev[1] = {pg_numtxt(&nevb, (int64_t)nev)};
-    const char *v_rows[5];
+    const char *v_seq[2];
+    const char *v_rows[4];
     int committing = 0;
     if (rc == 0 && nev) {
-        uint64_t pos = 0;
+        rc = pgw_seq_keys(reqs, n, bs, &skinds, &skeys);
+        v_seq[0] = (const char *)skinds.p;
+        v_seq[1] = (const char *)skeys.p;
+        p2[n2++] = (pstmt){.sql = "UPDATE stele_feed SET next_position = next_position + "
+                                  "$1::bigint RETURNING next_position - $1::bigint",
+                           .n = 1, .vals = v_nev, .binary = 1, .keep = 1,
+                           .what = "taking positions"};
+        p2[n2++] = (pstmt){.sql = PGW_SEQ_READ_SQL, .n = 2, .vals = v_seq, .binary = 1,
+                           .keep = 1, .what = "reading view counters"};
+        if (rc == 0)
+            rc = pipe_run(c, p2, n2, state);
+        if (rc == 0 && PQntuples(p2[0].res) != 1)
+            rc = err_set(STELE_EINTERNAL, "PostgreSQL: stele_feed has no row");
+    }
+    /* 5. Positions, rows, notification, commit: one round trip. */
+    if (rc == 0 && nev) {
+        uint64_t pos = pg_u64(p2[0].res, 0, 0);
         for (size_t i = 0; i < n; i++) {
             pg_req *q = reqs[i];
             if (!q->accepted || q->res.idempotent)
@@ -693,52 +703,30 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
             s->st.last_pos = q->res.last_position;
             pos += q->a->n;
         }
-        assert(pos == nev);
-        rc = pgw_ins_build(&ins, reqs, n, bs, NULL, time_now_us());
-        assert(rc || ins.total == nev);
+        assert(pos == pg_u64(p2[0].res, 0, 0) + nev);
+        rc = pgw_ins_build(&ins, reqs, n, bs, p2[1].res, time_now_us());
         if (rc == 0)
             rc = changed_rows(bs, nbs, &un, &ulr, &ulp, &ufp);
         v_rows[0] = (const char *)un.p;
         v_rows[1] = (const char *)ulr.p;
         v_rows[2] = (const char *)ulp.p;
         v_rows[3] = (const char *)ufp.p;
-        v_rows[4] = v_nev[0];
-        i_feed = (int)n3;
-        p3[n3++] = (pstmt){.sql = "UPDATE stele_feed SET next_position = next_position + "
-                                  "$1::bigint WHERE id = 1 RETURNING next_position - $1::bigint",
-                           .n = 1, .vals = v_nev, .binary = 1, .keep = 1,
-                           .what = "taking positions"};
-        p3[n3++] = (pstmt){.sql = pgw_seq_add_sql, .n = 3, .vals = ins.seq_vals,
+        p3[n3++] = (pstmt){.sql = pgw_seq_write_sql, .n = 3, .vals = ins.seq_vals,
                            .what = "numbering view events"};
-        p3[n3++] = (pstmt){.sql = pgw_insert_rel_sql, .n = PGW_EV_COLS + 5, .vals = ins.vals,
+        p3[n3++] = (pstmt){.sql = pgw_insert_sql, .n = PGW_EV_COLS + 1, .vals = ins.vals,
                            .lens = ins.lens, .fmts = ins.fmts, .what = "inserting events"};
         p3[n3++] = (pstmt){.sql = "UPDATE streams AS s SET last_revision = u.lr, last_position = "
-                                  "fd.b + u.lp, first_position = COALESCE(s.first_position, "
-                                  "fd.b + u.fp), deleted = false FROM (SELECT next_position - "
-                                  "$5::bigint AS b FROM stele_feed WHERE id = 1) AS fd, "
-                                  "unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) "
-                                  "AS u(n, lr, lp, fp) WHERE s.stream_id = u.n",
-                           .n = 5, .vals = v_rows, .what = "updating streams"};
+                                  "u.lp, first_position = COALESCE(s.first_position, u.fp), "
+                                  "deleted = false FROM unnest($1::text[], $2::bigint[], "
+                                  "$3::bigint[], $4::bigint[]) AS u(n, lr, lp, fp) WHERE "
+                                  "s.stream_id = u.n",
+                           .n = 4, .vals = v_rows, .what = "updating streams"};
         p3[n3++] = (pstmt){.sql = "NOTIFY " PG_CHANNEL, .what = "notifying"};
     }
     p3[n3++] = (pstmt){.sql = "COMMIT", .what = "committing"};
     if (rc == 0) {
         committing = nev > 0;
         rc = pipe_run(c, p3, n3, state);
-    }
-    /* Committed: the batch's first position, read back from the feed row,
-     * makes the answers absolute. */
-    if (rc == 0 && nev && PQntuples(p3[i_feed].res) != 1)
-        rc = err_set(STELE_EINTERNAL, "PostgreSQL: stele_feed has no row");
-    if (rc == 0 && nev) {
-        uint64_t base = pg_u64(p3[i_feed].res, 0, 0);
-        for (size_t i = 0; i < n; i++) {
-            pg_req *q = reqs[i];
-            if (!q->accepted || q->res.idempotent)
-                continue;
-            q->res.first_position += base;
-            q->res.last_position += base;
-        }
     }
     if (PQpipelineStatus(c) != PQ_PIPELINE_OFF) {
         /* Lost in the middle of a pipeline: the connection is unusable. */
@@ -778,10 +766,12 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
     for (size_t i = 0; i < n1; i++)
         if (p1[i].res)
             PQclear(p1[i].res);
-    for (size_t i = 0; i < n3; i++)
-        if (p3[i].res)
-            PQclear(p3[i].res);
+    for (size_t i = 0; i < n2; i++)
+        if (p2[i].res)
+            PQclear(p2[i].res);
     pgw_ins_free(&ins);
+    buf_free(&skinds);
+    buf_free(&skeys);
     free(bs);
     free(ids);
     buf_free(&names);

@@ -81,27 +81,18 @@ int pgw_insert_events(PGconn *c, pg_req **reqs, size_t n, bstream *bs, int64_t n
 int pgw_seq_keys(pg_req **reqs, size_t n, const bstream *bs, buf *kinds, buf *keys);
 /* Then, after planning, the parameters of two statements that need no
  * answer before the COMMIT: pgw_seq_write_sql (seq_vals, text) and
- * pgw_insert_sql (vals/lens/fmts, its first PGW_EV_COLS + 1). total = 0:
- * no event to insert.
- * Relative numbering (seq NULL: the group commit, pg_insert.c's design
- * block): the requests' positions run from 0 in the batch; the statements
- * are then pgw_seq_add_sql (seq_vals) and pgw_insert_rel_sql (vals/lens/
- * fmts, all PGW_EV_COLS + 5), sent after the UPDATE that moves the feed
- * row on by `total`, in the same transaction. A view value in the
- * relative form: a key's 1-based index and the event's rank under it. */
+ * pgw_insert_sql (vals/lens/fmts). total = 0: no event to insert. */
 #define PGW_EV_COLS 20
-#define PGW_VREL(key, rank) ((int64_t)(key) << 32 | (int64_t)(rank))
 typedef struct pgw_ins {
     size_t total;
     buf col[PGW_EV_COLS];
     buf kinds, keys, nexts;
-    pg_num now, ntotal;
-    const char *vals[PGW_EV_COLS + 5];
-    int lens[PGW_EV_COLS + 5], fmts[PGW_EV_COLS + 5];
+    pg_num now;
+    const char *vals[PGW_EV_COLS + 1];
+    int lens[PGW_EV_COLS + 1], fmts[PGW_EV_COLS + 1];
     const char *seq_vals[3];
 } pgw_ins;
 extern const char pgw_seq_write_sql[], pgw_insert_sql[];
-extern const char pgw_seq_add_sql[], pgw_insert_rel_sql[];
 int pgw_ins_build(pgw_ins *x, pg_req **reqs, size_t n, const bstream *bs, const PGresult *seq,
                   int64_t now);
 void pgw_ins_free(pgw_ins *x);
