@@ -24,6 +24,7 @@
 #   SECS=10 SECS1=5 ROUNDS=3 bench/run_pg_profile.sh build /tmp/old/build/stele
 #   WRITERS="2 1" (the default) compares two batches in flight with one.
 #   BIG=1 also runs 16 clients x 1,000 events per binary and writer count
+#   (CPU per event of PostgreSQL and the server, and its statements)
 #   (after the 256 x 1 run, on the same database).
 set -euo pipefail
 
@@ -119,12 +120,33 @@ SQL
             tee -a "$OUT" <"$WORK/stmts"
             : >"$WORK/stmts"
             if [ "${BIG:-0}" = 1 ]; then
-                c0=$(tree_cpu_s "$PG_PID")
+                "${PSQL[@]}" -d "prof$n" -c "SELECT pg_stat_statements_reset()" >/dev/null
+                base_groups=$(metric "$port" stele_store_group_commits)
+                c0=$(tree_cpu_s "$PG_PID") s0=$(tree_cpu_s "$spid")
                 line=$("$BH" --port "$port" --mode append --clients 16 --batch 1000 \
                     --duration "$SECS" --warmup 1 --workload 16x1000 --target stele-pg \
                     --server-pid "$spid")
-                c1=$(tree_cpu_s "$PG_PID")
-                say "round=$round binary=$bin writers=$w $line pg_cpu_s=$(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}')"
+                c1=$(tree_cpu_s "$PG_PID") s1=$(tree_cpu_s "$spid")
+                groups=$(($(metric "$port" stele_store_group_commits) - base_groups))
+                # CPU per event over the measured seconds plus the warm-up
+                # (counted at the measured rate), as bench/run_pg.sh does.
+                ev=$(($(echo "$line" | field events_per_s) * (SECS + 1)))
+                say "round=$round binary=$bin writers=$w $line pg_cpu_s=$(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}')" \
+                    "group_commits=$groups" \
+                    "pg_cpu_us_per_event=$(per "$(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}')" "$ev" 1000000)" \
+                    "server_cpu_us_per_event=$(per "$(awk -v a="$s0" -v b="$s1" 'BEGIN {print b - a}')" "$ev" 1000000)"
+                # The statements of the 16 x 1,000 run (big batches: the
+                # insert's time per group commit).
+                "${PSQL[@]}" -d "prof$n" -At -F ' ' -v g="${groups:-0}" >>"$WORK/stmts" <<'SQL'
+SELECT 'stmt16x1000 calls=' || s.calls || ' per_group=' || round(s.calls::numeric / GREATEST(:g, 1), 2)
+       || ' total_ms=' || round(s.total_exec_time::numeric, 0) || ' mean_ms='
+       || round(s.mean_exec_time::numeric, 3) || ' sql=' || left(regexp_replace(s.query, '\s+', ' ', 'g'), 70)
+FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+WHERE d.datname = current_database() AND s.calls > 2
+ORDER BY s.total_exec_time DESC LIMIT 6;
+SQL
+                tee -a "$OUT" <"$WORK/stmts"
+                : >"$WORK/stmts"
             fi
             stele_pg_stop
         done
