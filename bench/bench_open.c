@@ -6,12 +6,12 @@
  * rebuilt from the log, the behaviour before durable checkpoints).
  * bench/run_open.sh (`make bench-open`) runs the sequence.
  *
- *   build  --dir D --events N [--streams S] [--batch B] [--threads T]
- *          make the store D/store: T threads append N events (200-byte
- *          JSON, server ids) in appends of B (default 100) to S streams in
- *          100 categories, each event of one of 1,000 types (the shape of
- *          bench_query's query store, whose rebuild docs/benchmarks.md
- *          gives), while the
+ *   build  --dir D --events N [--streams S] [--batch B] [--threads T] [--types K]
+ *          append to the store D/store (made if missing): T threads append
+ *          N events (200-byte JSON, server ids) in appends of B (default
+ *          100) to S streams in 100 categories, each event of one of K
+ *          (default 1,000) types (the shape of bench_query's query store,
+ *          whose rebuild docs/benchmarks.md gives), while the
  *          checkpointer takes durable checkpoints as usual; then the
  *          process exits without closing the store, right after its last
  *          acknowledged append (a crash at the worst moment: the log after
@@ -41,7 +41,7 @@
 
 typedef struct opts {
     const char *dir;
-    uint64_t events, streams, batch, threads;
+    uint64_t events, streams, batch, threads, types;
     int keep;
 } opts;
 
@@ -91,7 +91,7 @@ static void *build_worker(void *arg)
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            ev[i].type = w->types[x % 1000];
+            ev[i].type = w->types[x % w->o->types];
         }
         int rc = stele_append(w->db, stream, STELE_ANY, ev, n, NULL);
         if (rc)
@@ -127,9 +127,10 @@ static void cmd_build(const opts *o)
     for (uint64_t i = 0; i < o->threads; i++)
         pthread_join(th[i], NULL);
     double secs = (double)(bench_now_ns() - t0) / 1e9;
-    printf("build events=%llu streams=%llu batch=%llu threads=%llu secs=%.3f cpu_secs=%.3f "
-           "events_per_s=%.0f durable_checkpoints=%llu\n",
+    printf("build events=%llu streams=%llu types=%llu batch=%llu threads=%llu secs=%.3f "
+           "cpu_secs=%.3f events_per_s=%.0f durable_checkpoints=%llu\n",
            (unsigned long long)atomic_load(&g_acked), (unsigned long long)o->streams,
+           (unsigned long long)o->types,
            (unsigned long long)o->batch, (unsigned long long)o->threads, secs,
            bench_self_cpu_s() - c0, (double)atomic_load(&g_acked) / secs,
            (unsigned long long)atomic_load(&ckpt_taken_total));
@@ -199,10 +200,10 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr, "usage: bench_open build|crash-open|open --dir D [--events N] "
-                        "[--streams S] [--batch B] [--threads T] [--keep]\n");
+                        "[--streams S] [--batch B] [--threads T] [--types K] [--keep]\n");
         return 2;
     }
-    opts o = {.events = 1000000, .streams = 10000, .batch = 100, .threads = 4};
+    opts o = {.events = 1000000, .streams = 10000, .batch = 100, .threads = 4, .types = 1000};
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--keep")) {
@@ -221,6 +222,8 @@ int main(int argc, char **argv)
             o.streams = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--batch"))
             o.batch = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--types"))
+            o.types = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--threads"))
             o.threads = strtoull(v, NULL, 10);
         else {
@@ -229,8 +232,8 @@ int main(int argc, char **argv)
         }
         i++;
     }
-    if (!o.dir || !o.streams || !o.batch || !o.threads) {
-        fprintf(stderr, "bench_open: --dir is required; counts must be > 0\n");
+    if (!o.dir || !o.streams || !o.batch || !o.threads || !o.types || o.types > 1000) {
+        fprintf(stderr, "bench_open: --dir is required; counts must be > 0, --types at most 1000\n");
         return 2;
     }
     if (!strcmp(argv[1], "build"))

@@ -31,7 +31,7 @@
  *               rebuild, same data.
  *   off         STELE_INDEX_CKPT_MS=0: full rebuild, same data.
  *   same boot   a process crash: RECOVER_FAST, and the open writes a new
- *               index/durable.
+ *               index/durable; a clean close removes it.
  *
  * Replay with TEST_SEED=n; TEST_KEEP_DIRS=1 keeps the directories.
  */
@@ -589,6 +589,7 @@ static void case_same_boot(void)
     CHECK(durable_exists(dir)); /* a new one, for this open */
     verify(db);
     stele_close(db);
+    CHECK(!durable_exists(dir)); /* nothing holds its snapshot after close */
     check_store(dir);
     t_rmdir(dir);
 }

@@ -121,7 +121,10 @@ int ckpt_open_index(local *L, int crashed, int sec_on)
     if (rc)
         return rc;
     rc = recover(L, fresh, &rep);
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&mu);
     recover_last = rep;
+    pthread_mutex_unlock(&mu);
     return rc;
 }
 
@@ -201,6 +204,11 @@ void ckpt_stop(local *L)
         pthread_join(cp->th, NULL);
     }
     idx_durable_release(L->ix);
+    /* Nothing holds its snapshot now: a writer that bypasses stele_open
+     * (a tool, a test damaging the index) could reuse its pages. */
+    if (L->ix && cp->every_ms)
+        idx_durable_forget(L->dir);
+    err_clear();
     pthread_mutex_destroy(&cp->mu);
     pthread_cond_destroy(&cp->cv);
     free(cp);

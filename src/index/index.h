@@ -330,6 +330,9 @@ void idx_durable_release(idx *ix);
  * then removed durably, since nothing protects its snapshot any more.
  * 0 or an error. */
 int idx_durable_prepare(const char *dir, int crashed, int use, idx_durable_info *info);
+/* Remove index/durable (and a leftover temporary file) durably: 0 or an
+ * error. Done at close too, once its snapshot is no longer held. */
+int idx_durable_forget(const char *dir);
 /* After opening a restored index: is it the snapshot `info` names
  * (transaction id, checkpoint, each table's first and last entries)?
  * 0, or STELE_ECORRUPT saying what differs (the caller rebuilds). */

@@ -316,13 +316,13 @@ static int restore_meta(const char *dir, const uint8_t *fb)
 int idx_durable_prepare(const char *dir, int crashed, int use, idx_durable_info *info)
 {
     memset(info, 0, sizeof *info);
-    char file[4200], tmp[4200], idir[4200];
-    paths(dir, file, tmp, idir, sizeof file);
     int rc = 0;
     if (crashed) {
         uint8_t *fb = NULL;
         size_t n = 0;
         int found = use ? read_file(dir, &fb, &n) : STELE_ENOTFOUND;
+        if (found != 0 && found != STELE_ENOTFOUND)
+            return found;
         if (found == 0 && (rc = restore_meta(dir, fb)) == 0) {
             info->restored = 1;
             info->txnid = ld64(fb + 16);
@@ -341,7 +341,14 @@ int idx_durable_prepare(const char *dir, int crashed, int use, idx_durable_info 
             return rc;
     }
     /* From here on the file names nothing this process protects. */
-    rc = remove_file(tmp);
+    return idx_durable_forget(dir);
+}
+
+int idx_durable_forget(const char *dir)
+{
+    char file[4200], tmp[4200], idir[4200];
+    paths(dir, file, tmp, idir, sizeof file);
+    int rc = remove_file(tmp);
     int had = rc < 0 ? rc : remove_file(file);
     if (rc < 0 || had < 0)
         return rc < 0 ? rc : had;
