@@ -17,6 +17,15 @@
  * checkpoint takes. STELE_INDEX_CKPT_MS=0 turns durable checkpoints off
  * (a machine crash then rebuilds the whole index, as before them).
  *
+ * The price is indirect. While a snapshot is held LMDB cannot reuse the
+ * pages later commits free, so every commit's copy-on-write pages are new
+ * pages that the next msync writes to disk, and the file grows by what the
+ * index rewrites in one interval. Commits that touch few index keys per
+ * event barely notice; commits whose events each touch their own keys
+ * (many event types at random) rewrite kilobytes of index per event and
+ * are limited by the disk's write bandwidth (docs/benchmarks.md, "Open
+ * after a machine crash").
+ *
  * Open (local_open in local.c) calls, in order:
  *   ckpt_prepare     before the lock-file marker is rewritten: after a
  *                    machine crash (the marker names another boot) set the
