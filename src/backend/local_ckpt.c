@@ -215,9 +215,16 @@ void ckpt_stop(local *L)
     idx_durable_release(L->ix);
     /* Nothing holds its snapshot now: a writer that bypasses stele_open
      * (a tool, a test damaging the index) could reuse its pages. */
-    if (L->ix && cp->every_ms)
+    if (L->ix && cp->every_ms) {
+        /* Keep the thread's message: a failed open closes through here. */
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", stele_errmsg());
         idx_durable_forget(L->dir);
-    err_clear();
+        if (msg[0])
+            err_set(0, "%s", msg);
+        else
+            err_clear();
+    }
     pthread_mutex_destroy(&cp->mu);
     pthread_cond_destroy(&cp->cv);
     free(cp);
