@@ -25,6 +25,9 @@
  *               Several rounds with different random pages.
  *   thread      the same with the checkpoint taken by the checkpointer
  *               thread (STELE_INDEX_CKPT_EVENTS) after one big append.
+ *   failed      the checkpointer's next checkpoint fails (EIO on the
+ *               fdatasync of index/durable.tmp): the one taken at open stays
+ *               valid, and the crash recovers from it.
  *   bad file    index/durable with a flipped byte: full rebuild, same data.
  *   mismatch    index/durable valid (checksum recomputed) but naming
  *               another index checkpoint: the check refuses it, full
@@ -47,6 +50,7 @@
 #include <unistd.h>
 
 #include "backend/local_int.h"
+#include "os/os.h"
 #include "util/util.h"
 
 #define MAXEV 8192
@@ -438,17 +442,43 @@ static void child_crash_after_thread(const char *dir, const char *img)
     g_left_open = db;
 }
 
+/* The checkpoint at open succeeds (copy the index then); the thread's
+ * next one fails writing index/durable (EIO on its fdatasync); more
+ * appends; crash. The checkpoint at open must still be good. */
+static void child_crash_after_failed(const char *dir, const char *img)
+{
+    setenv("STELE_INDEX_CKPT_EVENTS", "100", 1);
+    stele_db *db = open_db(dir);
+    char path[600];
+    snprintf(path, sizeof path, "%s/index/data.mdb", dir);
+    copy_file(path, img);
+    uint64_t failed = ckpt_failed_total, taken = ckpt_taken_total;
+    os_fault_arm(OS_FAULT_EIO_SYNC, "durable.tmp", 0, 0);
+    append_batch(db, 150);
+    for (int i = 0; i < 6000 && ckpt_failed_total == failed; i++)
+        usleep(10000);
+    CHECK(ckpt_failed_total == failed + 1 && ckpt_taken_total == taken);
+    os_fault_reset();
+    append_some(db, g_nb);
+    g_left_open = db;
+}
+
 static void reset_model(void) { memset(M, 0, sizeof *M); }
 
 /* Build a store whose last durable checkpoint covers `covered` events and
  * which then crashed with more events acknowledged. */
-static void crashed_store(const char *dir, const char *img, int thread)
+enum { VIA_OPEN, VIA_THREAD, VIA_FAILED };
+
+static void crashed_store(const char *dir, const char *img, int via)
 {
     reset_model();
     in_child(child_first, dir, img);
     CHECK(M->n == g_na);
-    in_child(thread ? child_crash_after_thread : child_crash_after_open, dir, img);
-    CHECK(M->n == g_na + g_nb + (thread ? 600 : 0));
+    in_child(via == VIA_THREAD   ? child_crash_after_thread
+             : via == VIA_FAILED ? child_crash_after_failed
+                                 : child_crash_after_open,
+             dir, img);
+    CHECK(M->n == g_na + g_nb + (via == VIA_THREAD ? 600 : via == VIA_FAILED ? 150 : 0));
     size_t changed = crash_index(dir, img);
     CHECK(changed >= 2); /* at least the meta pages */
     other_boot(dir);
@@ -492,7 +522,7 @@ static void case_open(int round)
     snprintf(img, sizeof img, "%s.img", dir);
     g_na = 400 + (size_t)round * 100;
     g_nb = 200;
-    crashed_store(dir, img, 0);
+    crashed_store(dir, img, VIA_OPEN);
     reopen_expect(dir, RECOVER_DURABLE, g_na);
     unlink(img);
     t_rmdir(dir);
@@ -505,8 +535,21 @@ static void case_thread(void)
     snprintf(img, sizeof img, "%s.img", dir);
     g_na = 300;
     g_nb = 150;
-    crashed_store(dir, img, 1);
+    crashed_store(dir, img, VIA_THREAD);
     reopen_expect(dir, RECOVER_DURABLE, g_na + 600);
+    unlink(img);
+    t_rmdir(dir);
+}
+
+static void case_failed(void)
+{
+    const char *dir = t_tmpdir("idxckpt-failed");
+    char img[600];
+    snprintf(img, sizeof img, "%s.img", dir);
+    g_na = 300;
+    g_nb = 100;
+    crashed_store(dir, img, VIA_FAILED);
+    reopen_expect(dir, RECOVER_DURABLE, g_na);
     unlink(img);
     t_rmdir(dir);
 }
@@ -518,7 +561,7 @@ static void case_bad_file(void)
     snprintf(img, sizeof img, "%s.img", dir);
     g_na = 300;
     g_nb = 120;
-    crashed_store(dir, img, 0);
+    crashed_store(dir, img, VIA_OPEN);
     snprintf(path, sizeof path, "%s/index/durable", dir);
     size_t n;
     uint8_t *p = read_all(path, &n);
@@ -539,7 +582,7 @@ static void case_mismatch(void)
     snprintf(img, sizeof img, "%s.img", dir);
     g_na = 300;
     g_nb = 120;
-    crashed_store(dir, img, 0);
+    crashed_store(dir, img, VIA_OPEN);
     snprintf(path, sizeof path, "%s/index/durable", dir);
     size_t n;
     uint8_t *p = read_all(path, &n);
@@ -562,7 +605,7 @@ static void case_off(void)
     snprintf(img, sizeof img, "%s.img", dir);
     g_na = 300;
     g_nb = 120;
-    crashed_store(dir, img, 0);
+    crashed_store(dir, img, VIA_OPEN);
     setenv("STELE_INDEX_CKPT_MS", "0", 1);
     reopen_expect(dir, RECOVER_REBUILD, 0);
     CHECK(strstr(g_why, "off") != NULL);
@@ -616,6 +659,8 @@ int main(void)
     }
     printf("thread\n");
     case_thread();
+    printf("failed checkpoint\n");
+    case_failed();
     printf("bad file\n");
     case_bad_file();
     printf("mismatch\n");

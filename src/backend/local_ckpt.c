@@ -57,6 +57,7 @@
 
 recover_report recover_last;
 _Atomic uint64_t ckpt_taken_total;
+_Atomic uint64_t ckpt_failed_total;
 
 struct ckpt_ctl {
     pthread_t th;
@@ -169,6 +170,7 @@ static void *ckpt_main(void *arg)
             last = now;
             atomic_fetch_add(&ckpt_taken_total, 1);
         } else if (rc != STELE_ENOTFOUND) {
+            atomic_fetch_add(&ckpt_failed_total, 1);
             cp->failed = 1;
             snprintf(cp->failed_msg, sizeof cp->failed_msg, "%s", stele_errmsg());
             break;
@@ -186,6 +188,7 @@ int ckpt_start(local *L)
     /* The recovered state: recovery synced it, so this is cheap. */
     int rc = idx_durable_take(L->ix, L->dir, NULL);
     if (rc && rc != STELE_ENOTFOUND) {
+        atomic_fetch_add(&ckpt_failed_total, 1);
         cp->failed = 1;
         snprintf(cp->failed_msg, sizeof cp->failed_msg, "%s", stele_errmsg());
         err_clear();

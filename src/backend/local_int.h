@@ -329,8 +329,9 @@ typedef struct recover_report {
 /* The last open's recovery in this process (tests and benchmarks read it;
  * opens running at the same time overwrite each other's). */
 extern recover_report recover_last;
-/* Durable index checkpoints taken by this process (all stores). */
-extern _Atomic uint64_t ckpt_taken_total;
+/* Durable index checkpoints taken, and failed, in this process (all
+ * stores). */
+extern _Atomic uint64_t ckpt_taken_total, ckpt_failed_total;
 
 /* local_ckpt.c: durable index checkpoints (see the file's comment for the
  * order local_open calls them in) */
