@@ -105,6 +105,12 @@ bench-rules: build
 bench-chain: build
 	./bench/run_chain.sh $(BUILD)
 
+# Open after a machine crash: stores of 1M and 10M events opened with the
+# durable index checkpoint and with a full index rebuild (docs/benchmarks.md).
+.PHONY: bench-open
+bench-open: build
+	./bench/run_open.sh $(BUILD)
+
 # Scavenging benchmark: Stele's scavenge vs PostgreSQL's VACUUM on half-deleted
 # stores, and append latency while each runs (docs/benchmarks.md).
 bench-scavenge: build

@@ -40,6 +40,7 @@ TESTS="
   test_conventions
   test_chain
   test_deletes
+  test_idx_ckpt
 "
 for t in $TESTS; do
   bin="$BUILD/tests/$t"

@@ -53,7 +53,9 @@
  *     consistent with a prefix of the log; replay the log from its
  *     checkpoint;
  *   - the machine crashed while the store was open (other boot id): the
- *     index may have lost writes in any order; rebuild it from the log.
+ *     index may have lost writes in any order; go back to its last durable
+ *     checkpoint and replay the log after it, or rebuild it from the log
+ *     (local_ckpt.c, index_durable.c).
  * Replaying stops at the end of the written data. An incomplete commit
  * there (a torn write) is cut off; a damaged record with valid records after
  * it is damage and open fails with its segment and offset.
@@ -1058,6 +1060,7 @@ static void local_close(backend *b)
         pthread_mutex_unlock(&L->qmu);
         pthread_join(L->writer, NULL);
     }
+    ckpt_stop(L); /* local_ckpt.c */
     int clean = L->writer_started && L->ix && idx_sync(L->ix) == 0;
     idx_close(L->ix);
     log_close(L->lg);
@@ -1184,7 +1187,9 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     }
     if (rc == 0)
         rc = log_open(dir, opts->segment_size, create, &L->lg);
-    /* A machine crash while the store was open: rebuild the index. */
+    /* A machine crash while the store was open: the index goes back to its
+     * durable checkpoint, or is rebuilt (local_ckpt.c). Settled before the
+     * marker names this boot, so a crash in between comes back here. */
     char boot[64], text[128];
     boot_id(boot);
     int rebuild = 0;
@@ -1194,11 +1199,11 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     }
     snprintf(text, sizeof text, "open %s\n", boot);
     if (rc == 0)
+        rc = ckpt_prepare(L, rebuild);
+    if (rc == 0)
         rc = write_marker(L, text);
     if (rc == 0)
-        rc = idx_open(dir, rebuild, !(opts->flags & STELE_OPEN_NO_INDEXES), &L->ix);
-    if (rc == 0)
-        rc = recover(L, rebuild);
+        rc = ckpt_open_index(L, rebuild, !(opts->flags & STELE_OPEN_NO_INDEXES));
     if (rc == 0)
         rc = chain_open(L); /* local_chain.c */
     if (rc == 0 && (opts->flags & STELE_OPEN_VERIFY))
@@ -1207,6 +1212,8 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
         atomic_store(&L->pub_next_pos, L->ck.next_pos);
         rc = log_start_prealloc(L->lg);
     }
+    if (rc == 0)
+        rc = ckpt_start(L);
     if (rc == 0) {
         if (pthread_create(&L->writer, NULL, writer_main, L) != 0)
             rc = err_set(STELE_EINTERNAL, "cannot start the writer thread");

@@ -142,6 +142,9 @@ typedef struct local {
 
     /* the hash chain (local_chain.c) */
     chain_state chain;
+
+    /* durable index checkpoints (local_ckpt.c) */
+    struct ckpt_ctl *cp;
 } local;
 
 /* Find the start of the latest group at or before `from` in the tail
@@ -317,10 +320,41 @@ int rm_encode(local *L, MDB_txn *txn, wreq *r, uint32_t seg, uint64_t write_off,
  * event of `$deletes`, apply the delete it carries. */
 int rm_recover(local *L, MDB_txn *txn, const rec *r, uint64_t at);
 
+/* How an open recovered (local_recover.c, local_ckpt.c). */
+enum { RECOVER_FAST = 1, RECOVER_DURABLE, RECOVER_REBUILD };
+typedef struct recover_report {
+    int mode;          /* RECOVER_FAST: clean close or process crash, from
+                          the index's checkpoint; RECOVER_DURABLE: machine
+                          crash, from the durable checkpoint; RECOVER_REBUILD:
+                          from the start of the log */
+    uint64_t from_pos; /* the log was replayed from this position ... */
+    uint64_t to_pos;   /* ... up to this one (the next position) */
+    uint64_t txnid;    /* RECOVER_DURABLE: the LMDB snapshot restored */
+    char why[208];     /* RECOVER_REBUILD: why */
+} recover_report;
+/* The last open's recovery in this process (tests and benchmarks read it;
+ * opens running at the same time overwrite each other's). */
+extern recover_report recover_last;
+/* Durable index checkpoints taken, and failed, in this process (all
+ * stores). */
+extern _Atomic uint64_t ckpt_taken_total, ckpt_failed_total;
+
+/* local_ckpt.c: durable index checkpoints (see the file's comment for the
+ * order local_open calls them in) */
+struct ckpt_ctl;
+typedef struct ckpt_ctl ckpt_ctl;
+int ckpt_prepare(local *L, int crashed);
+int ckpt_open_index(local *L, int crashed, int sec_on);
+int ckpt_start(local *L);
+void ckpt_stop(local *L);
+
 /* local_recover.c */
 void boot_id(char out[64]);
 int write_marker(local *L, const char *text);
-int recover(local *L, int rebuild);
+/* Replay the log into the index from its checkpoint (from nothing if
+ * `rebuild`); *rep gets the positions replayed (and mode RECOVER_REBUILD
+ * if the index had to be dropped). */
+int recover(local *L, int rebuild, recover_report *rep);
 int verify_all(local *L);
 
 #endif

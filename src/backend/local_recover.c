@@ -244,7 +244,7 @@ static int seg_has_records(logf *lg, uint32_t segno)
 
 /* Open the recovery transaction (*txn) and set L->ck to where the log must
  * be replayed from. On error *txn may be open (the caller aborts it). */
-static int recover_checkpoint(local *L, int rebuild, MDB_txn **txn)
+static int recover_checkpoint(local *L, int rebuild, MDB_txn **txn, recover_report *rep)
 {
     int rc = idx_reserve(L->ix);
     if (rc == 0)
@@ -258,6 +258,8 @@ static int recover_checkpoint(local *L, int rebuild, MDB_txn **txn)
         rc = idx_drop_all(L->ix, *txn);
         if (rc == 0)
             rc = STELE_ENOTFOUND;
+        rep->mode = RECOVER_REBUILD;
+        snprintf(rep->why, sizeof rep->why, "the log no longer holds the index's newest commit");
     }
     if (rc == STELE_ENOTFOUND) {
         memset(&L->ck, 0, sizeof L->ck);
@@ -654,10 +656,11 @@ static int recover_finish(local *L, MDB_txn *txn, uint64_t after, int rc)
     return rc;
 }
 
-int recover(local *L, int rebuild)
+int recover(local *L, int rebuild, recover_report *rep)
 {
     MDB_txn *txn = NULL;
-    int rc = recover_checkpoint(L, rebuild, &txn);
+    int rc = recover_checkpoint(L, rebuild, &txn, rep);
+    rep->from_pos = L->ck.next_pos;
     if (rc == 0)
         rc = recover_segments(L);
     if (rc) {
@@ -672,7 +675,9 @@ int recover(local *L, int rebuild)
     free(sc.c.ids);
     free(sc.c.made);
     free(sc.c.pos);
-    return recover_finish(L, sc.txn, sc.after, rc);
+    rc = recover_finish(L, sc.txn, sc.after, rc);
+    rep->to_pos = L->ck.next_pos;
+    return rc;
 }
 
 /* Verify every record of the log (STELE_OPEN_VERIFY). */

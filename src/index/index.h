@@ -27,7 +27,10 @@
  * and opening catches it up from the checkpoint. Transactions are not
  * fsynced (MDB_NOSYNC): after a process crash LMDB is intact (its pages are
  * in the page cache) and the lost suffix is replayed from the log; after a
- * machine crash the store rebuilds the index from the log (see local.c).
+ * machine crash the store goes back to the last durable checkpoint (an
+ * fsynced snapshot named in index/durable, index_durable.c) and replays
+ * the log after it, or rebuilds the index from the log when there is none
+ * (see local_ckpt.c).
  */
 #ifndef STELE_INDEX_H
 #define STELE_INDEX_H
@@ -98,6 +101,10 @@ typedef struct idx {
     MDB_dbi sec, time;  /* secondary indexes (index_sec.c) */
     int sec_on;         /* sec and time are maintained (IDX_F_SEC) */
     uint64_t reserved; /* bytes of data.mdb allocated on disk */
+    /* The read transaction on the snapshot index/durable names, held until
+     * the next durable checkpoint is written (index_durable.c). */
+    MDB_txn *durable_held;
+    uint64_t durable_txnid;
 } idx;
 
 /* Open (creating) the index in `dir`/index. `fresh` drops everything first
@@ -296,6 +303,42 @@ int idx_sec_keys(idx *ix, MDB_txn *txn, int kind, const char *prefix, size_t ple
  * greatest <= sid (backwards) that has a commit, and its last commit
  * (index.c). 0, or STELE_ENOTFOUND when there is none. */
 int idx_rev_stream_at(idx *ix, MDB_txn *txn, uint64_t sid, int backwards, idx_commit *last);
+
+/* ------------------------------ durable checkpoints (index_durable.c) */
+
+/* What idx_durable_prepare found after a machine crash. */
+typedef struct idx_durable_info {
+    int restored;        /* data.mdb was set back to snapshot `txnid` */
+    uint64_t txnid;
+    uint8_t ckpt[56];    /* the index checkpoint stored in that snapshot */
+    char why[208];       /* why not restored (no file, bad checksum ...) */
+} idx_durable_info;
+
+/* Make the current index snapshot durable and name it in index/durable
+ * (`dir` is the store's directory): capture it under LMDB's write lock,
+ * sync the map, write the file, then hold a read transaction on it until
+ * the next call (or idx_durable_release). 0 with *txnid, STELE_ENOTFOUND
+ * when there is nothing to name yet, or an error (the previous durable
+ * checkpoint then stays valid and held). Not concurrently with itself. */
+int idx_durable_take(idx *ix, const char *dir, uint64_t *txnid);
+/* Stop holding the named snapshot (before idx_close). */
+void idx_durable_release(idx *ix);
+/* Before the index is opened. `crashed` (the machine crashed while the
+ * store was open): with `use`, set data.mdb back to the snapshot that
+ * index/durable names (info->restored) if that file is valid; otherwise
+ * remove data.mdb (the caller rebuilds). In every case index/durable is
+ * then removed durably, since nothing protects its snapshot any more.
+ * 0 or an error. */
+int idx_durable_prepare(const char *dir, int crashed, int use, idx_durable_info *info);
+/* Remove index/durable (and a leftover temporary file) durably: 0 or an
+ * error. Done at close too, once its snapshot is no longer held. */
+int idx_durable_forget(const char *dir);
+/* After opening a restored index: is it the snapshot `info` names
+ * (transaction id, checkpoint, each table's first and last entries)?
+ * 0, or STELE_ECORRUPT saying what differs (the caller rebuilds). */
+int idx_durable_check(idx *ix, const idx_durable_info *info);
+/* Remove index/data.mdb and lock.mdb (the index is closed). */
+int idx_remove_files(const char *dir);
 
 /* Map an LMDB return code to a STELE_E* code, setting the message. */
 int idx_err(int mdb_rc, const char *what);
