@@ -81,7 +81,7 @@ callgrind_ir() {
 }
 
 bench_header "stele open after a machine crash, durable index checkpoints on and off" src include bench
-say "# policy: STELE_INDEX_CKPT_MS=${STELE_INDEX_CKPT_MS:-1000 (default)} STELE_INDEX_CKPT_EVENTS=${STELE_INDEX_CKPT_EVENTS:-200000 (default)}"
+say "# policy: STELE_INDEX_CKPT_MS=${STELE_INDEX_CKPT_MS:-1000 (the bench's value; off by default)} STELE_INDEX_CKPT_EVENTS=${STELE_INDEX_CKPT_EVENTS:-200000 (default)}"
 load
 
 say "## 1. the writer with durable checkpoints on and off (each round a fresh store)"
