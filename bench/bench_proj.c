@@ -193,6 +193,10 @@ static void run_projection(const char *label, const char *name, const char *quer
     if (stele_projection_create(db, name, &s))
         die("create");
     double peak_seen = 0, anon_peak = 0;
+    /* memory when the per-stream projection has made 1M partitions (two
+     * of every three events start an order): the process's peak so far
+     * (VmHWM), and what it held then, anonymous and mapped files */
+    double m_peak = -1, m_anon = -1, m_file = -1;
     for (;;) {
         int rc = stele_projection_wait(db, name, STELE_END, 1000);
         double r, p;
@@ -207,6 +211,11 @@ static void run_projection(const char *label, const char *name, const char *quer
             die("wait");
         stele_projection_info *in;
         if (stele_projection_get(db, name, &in) == 0) {
+            if (m_peak < 0 && !strcmp(label, "perstream") && in->events_processed >= 1500000) {
+                m_peak = p > peak_seen ? p : peak_seen;
+                m_anon = rss_anon;
+                m_file = rss_file;
+            }
             fprintf(stderr, "\rbench_proj %s: %llu / %llu, %llu partitions cached, rss %.0f MiB",
                     label, (unsigned long long)in->position, (unsigned long long)in->head,
                     (unsigned long long)in->partitions_cached, r);
@@ -224,13 +233,17 @@ static void run_projection(const char *label, const char *name, const char *quer
     printf("%s events=%llu processed=%llu seconds=%.1f events_per_s=%.0f commits=%llu "
            "state_mib_written=%.0f cache=%u rss_before_mib=%.0f rss_after_mib=%.0f "
            "rss_peak_mib=%.0f rss_anon_peak_mib=%.0f rss_file_mib=%.0f heap_mib=%.1f "
-           "handler_s=%.1f cpu_s=%.1f events_per_cpu_s=%.0f\n",
+           "handler_s=%.1f cpu_s=%.1f events_per_cpu_s=%.0f",
            label, (unsigned long long)in->events_read, (unsigned long long)in->events_processed,
            dt, (double)in->events_read / dt, (unsigned long long)in->commits,
            (double)in->state_bytes / 1048576.0, opt.cache, r0, r1, p1 > peak_seen ? p1 : peak_seen,
            anon_peak > rss_anon ? anon_peak : rss_anon, rss_file,
            (double)in->heap_bytes / 1048576.0, (double)in->handler_ns / 1e9, dc,
            (double)in->events_read / dc);
+    if (m_peak >= 0)
+        printf(" at_1m_partitions_rss_peak_mib=%.0f at_1m_partitions_rss_anon_mib=%.0f "
+               "at_1m_partitions_rss_file_mib=%.0f", m_peak, m_anon, m_file);
+    printf("\n");
     stele_projection_info_free(in);
     stele_close(db);
 }

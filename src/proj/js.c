@@ -50,6 +50,8 @@
 #define IDX_API 0 /* the __stele object */
 #define IDX_ON 1  /* __stele.on */
 #define IDX_HOT 2 /* its `this`: the per-event path's object (prelude.js) */
+#define IDX_STATES 3   /* hot.states: partition -> state */
+#define IDX_STATEPOS 4 /* hot.statePos: partition -> position its stored state covers */
 
 struct proj_js {
     duk_context *ctx;
@@ -498,7 +500,15 @@ static int setup(proj_js *js, const char *query, size_t len, char *err, size_t e
         snprintf(err, errlen, "out of memory");
         return rc;
     }
-    return call_api(js, "hot", 0, err, errlen); /* IDX_HOT */
+    if ((rc = call_api(js, "hot", 0, err, errlen))) /* IDX_HOT */
+        return rc;
+    if (duk_get_top(ctx) != IDX_HOT + 1) {
+        snprintf(err, errlen, "internal error: the runtime's value stack is not as expected");
+        return STELE_EINTERNAL;
+    }
+    duk_get_prop_string(ctx, IDX_HOT, "states");   /* IDX_STATES */
+    duk_get_prop_string(ctx, IDX_HOT, "statePos"); /* IDX_STATEPOS */
+    return 0;
 }
 
 int proj_js_new(const char *query, size_t len, size_t mem_limit, uint32_t timeout_ms,
@@ -698,10 +708,9 @@ void proj_js_committed(proj_js *js, const char *key, size_t klen, int shared, ui
             duk_pop(js->ctx);
         return;
     }
-    duk_push_lstring(js->ctx, key, klen);
-    duk_insert(js->ctx, -2);
-    if (call_api(js, "committed", 2, err, sizeof err) == 0)
-        duk_pop(js->ctx);
+    /* statePos[key] = position, without a call into JavaScript (one per
+     * committed partition: a call costs more than the put) */
+    duk_put_prop_lstring(js->ctx, IDX_STATEPOS, key, klen);
 }
 
 int proj_js_dropped(proj_js *js, const char *key, size_t klen)
@@ -719,12 +728,12 @@ int proj_js_dropped(proj_js *js, const char *key, size_t klen)
 
 void proj_js_evict(proj_js *js, const char *key, size_t klen)
 {
-    char err[64];
     if (js->dead || setjmp(js->jb))
         return;
-    duk_push_lstring(js->ctx, key, klen);
-    if (call_api(js, "evict", 1, err, sizeof err) == 0)
-        duk_pop(js->ctx);
+    /* delete states[key], statePos[key]: plain configurable properties of
+     * objects without prototype, so nothing can run or throw */
+    duk_del_prop_lstring(js->ctx, IDX_STATES, key, klen);
+    duk_del_prop_lstring(js->ctx, IDX_STATEPOS, key, klen);
 }
 
 /* ------------------------------------------------------------ records */
