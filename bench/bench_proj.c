@@ -12,7 +12,10 @@
  *   count     a counting projection over $all (fromAll, $any: s.count++):
  *             time from creation until it has committed every event;
  *             events/s, resident memory (VmRSS now, VmHWM peak) of this
- *             process (store + projection)
+ *             process (store + projection); the CPU seconds of the
+ *             process and of its busiest thread (the runner: the wall
+ *             rate with a core of its own cannot beat events per runner
+ *             CPU-second)
  *   perstream seed 001's order summary as a Stele projection:
  *             fromCategory('Order').foreachStream() with OrderPlaced /
  *             OrderShipped handlers: one partition per order (2N/3 of them),
@@ -37,6 +40,7 @@
  * One result line per command on stdout (name key=value ...), progress on
  * stderr. Nothing here judges a number.
  */
+#include <dirent.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -182,6 +186,38 @@ static double cpu_s(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+/* CPU seconds of this process's busiest live thread (the projection's
+ * runner, which handles every event): with a core of its own, the wall
+ * rate cannot beat events / this. */
+static double busiest_thread_cpu_s(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *de;
+    double best = 0;
+    long hz = sysconf(_SC_CLK_TCK);
+    while (d && (de = readdir(d))) {
+        char path[300], line[1024];
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fgets(line, sizeof line, f)) {
+            char *p = strrchr(line, ')'); /* the name may hold spaces */
+            unsigned long long ut, st;
+            if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+                            &st) == 2 &&
+                (double)(ut + st) / (double)hz > best)
+                best = (double)(ut + st) / (double)hz;
+        }
+        fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return best;
+}
+
 static void run_projection(const char *label, const char *name, const char *query)
 {
     stele_db *db = open_store();
@@ -240,6 +276,9 @@ static void run_projection(const char *label, const char *name, const char *quer
            anon_peak > rss_anon ? anon_peak : rss_anon, rss_file,
            (double)in->heap_bytes / 1048576.0, (double)in->handler_ns / 1e9, dc,
            (double)in->events_read / dc);
+    double bt = busiest_thread_cpu_s();
+    printf(" runner_cpu_s=%.1f events_per_runner_cpu_s=%.0f", bt,
+           bt > 0 ? (double)in->events_read / bt : 0.0);
     if (m_peak >= 0)
         printf(" at_1m_partitions_rss_peak_mib=%.0f at_1m_partitions_rss_anon_mib=%.0f "
                "at_1m_partitions_rss_file_mib=%.0f", m_peak, m_anon, m_file);
