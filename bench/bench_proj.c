@@ -12,7 +12,10 @@
  *   count     a counting projection over $all (fromAll, $any: s.count++):
  *             time from creation until it has committed every event;
  *             events/s, resident memory (VmRSS now, VmHWM peak) of this
- *             process (store + projection)
+ *             process (store + projection); the CPU seconds of the
+ *             process and of its busiest thread (the runner: the wall
+ *             rate with a core of its own cannot beat events per runner
+ *             CPU-second)
  *   perstream seed 001's order summary as a Stele projection:
  *             fromCategory('Order').foreachStream() with OrderPlaced /
  *             OrderShipped handlers: one partition per order (2N/3 of them),
@@ -37,6 +40,7 @@
  * One result line per command on stdout (name key=value ...), progress on
  * stderr. Nothing here judges a number.
  */
+#include <dirent.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -182,6 +186,38 @@ static double cpu_s(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+/* CPU seconds of this process's busiest live thread (the projection's
+ * runner, which handles every event): with a core of its own, the wall
+ * rate cannot beat events / this. */
+static double busiest_thread_cpu_s(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *de;
+    double best = 0;
+    long hz = sysconf(_SC_CLK_TCK);
+    while (d && (de = readdir(d))) {
+        char path[300], line[1024];
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fgets(line, sizeof line, f)) {
+            char *p = strrchr(line, ')'); /* the name may hold spaces */
+            unsigned long long ut, st;
+            if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+                            &st) == 2 &&
+                (double)(ut + st) / (double)hz > best)
+                best = (double)(ut + st) / (double)hz;
+        }
+        fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return best;
+}
+
 static void run_projection(const char *label, const char *name, const char *query)
 {
     stele_db *db = open_store();
@@ -193,6 +229,10 @@ static void run_projection(const char *label, const char *name, const char *quer
     if (stele_projection_create(db, name, &s))
         die("create");
     double peak_seen = 0, anon_peak = 0;
+    /* memory when the per-stream projection has made 1M partitions (two
+     * of every three events start an order): the process's peak so far
+     * (VmHWM), and what it held then, anonymous and mapped files */
+    double m_peak = -1, m_anon = -1, m_file = -1;
     for (;;) {
         int rc = stele_projection_wait(db, name, STELE_END, 1000);
         double r, p;
@@ -207,6 +247,11 @@ static void run_projection(const char *label, const char *name, const char *quer
             die("wait");
         stele_projection_info *in;
         if (stele_projection_get(db, name, &in) == 0) {
+            if (m_peak < 0 && !strcmp(label, "perstream") && in->events_processed >= 1500000) {
+                m_peak = p > peak_seen ? p : peak_seen;
+                m_anon = rss_anon;
+                m_file = rss_file;
+            }
             fprintf(stderr, "\rbench_proj %s: %llu / %llu, %llu partitions cached, rss %.0f MiB",
                     label, (unsigned long long)in->position, (unsigned long long)in->head,
                     (unsigned long long)in->partitions_cached, r);
@@ -224,13 +269,20 @@ static void run_projection(const char *label, const char *name, const char *quer
     printf("%s events=%llu processed=%llu seconds=%.1f events_per_s=%.0f commits=%llu "
            "state_mib_written=%.0f cache=%u rss_before_mib=%.0f rss_after_mib=%.0f "
            "rss_peak_mib=%.0f rss_anon_peak_mib=%.0f rss_file_mib=%.0f heap_mib=%.1f "
-           "handler_s=%.1f cpu_s=%.1f events_per_cpu_s=%.0f\n",
+           "handler_s=%.1f cpu_s=%.1f events_per_cpu_s=%.0f",
            label, (unsigned long long)in->events_read, (unsigned long long)in->events_processed,
            dt, (double)in->events_read / dt, (unsigned long long)in->commits,
            (double)in->state_bytes / 1048576.0, opt.cache, r0, r1, p1 > peak_seen ? p1 : peak_seen,
            anon_peak > rss_anon ? anon_peak : rss_anon, rss_file,
            (double)in->heap_bytes / 1048576.0, (double)in->handler_ns / 1e9, dc,
            (double)in->events_read / dc);
+    double bt = busiest_thread_cpu_s();
+    printf(" runner_cpu_s=%.1f events_per_runner_cpu_s=%.0f", bt,
+           bt > 0 ? (double)in->events_read / bt : 0.0);
+    if (m_peak >= 0)
+        printf(" at_1m_partitions_rss_peak_mib=%.0f at_1m_partitions_rss_anon_mib=%.0f "
+               "at_1m_partitions_rss_file_mib=%.0f", m_peak, m_anon, m_file);
+    printf("\n");
     stele_projection_info_free(in);
     stele_close(db);
 }

@@ -7,6 +7,13 @@
 #                                     for 10M; 1M keeps the run near two
 #                                     minutes on a shared 2-vCPU machine);
 #                                     results saved to bench/results/proj-<UTC>.txt
+#   EVENTS=10000000 CALLGRIND=0 bench/run_proj.sh build
+#                                     the size (~10 minutes on a
+#                                     quiet machine, most of it PostgreSQL's
+#                                     COPY); the perstream line gives
+#                                     events/s and, from 1.5M events on,
+#                                     at_1m_partitions_rss_* (peak,
+#                                     anonymous, mapped files, MiB)
 #   EVENTS=200000 bench/run_proj.sh   another size (QUICK=1: 100,000, not saved)
 #   PG_SECONDS=60                     how long the PostgreSQL worker may run
 #   BENCH_DIR=/mnt/disk ...           where the stores go ($TMPDIR or /tmp)

@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include "stele.h"
 #include "util/util.h"
@@ -112,6 +115,43 @@ static int format_settle(idx *ix, MDB_txn *txn, int fresh)
     return rc;
 }
 
+/* IDX_RESIDENT_MAX, or STELE_INDEX_RESIDENT_MB (MiB; 0: never drop). */
+static uint64_t resident_max(void)
+{
+    const char *v = getenv("STELE_INDEX_RESIDENT_MB");
+    if (v && *v)
+        return (uint64_t)strtoull(v, NULL, 10) << 20;
+    return IDX_RESIDENT_MAX;
+}
+
+/* Where LMDB mapped data.mdb (it tells only of a fixed map): the shared
+ * mapping of that file (device and inode of its descriptor, offset 0) in
+ * /proc/self/maps. NULL if not found: then nothing is ever dropped. */
+static void *map_address(MDB_env *env)
+{
+    int fd;
+    struct stat sb;
+    if (mdb_env_get_fd(env, &fd) || fstat(fd, &sb))
+        return NULL;
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        return NULL;
+    char line[4352];
+    void *addr = NULL;
+    while (!addr && fgets(line, sizeof line, f)) {
+        unsigned long long start, end, off, ino;
+        unsigned maj, mnr;
+        char perms[8];
+        if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &start, &end, perms, &off, &maj, &mnr,
+                   &ino) == 7 &&
+            perms[3] == 's' && off == 0 && ino == (unsigned long long)sb.st_ino &&
+            maj == major(sb.st_dev) && mnr == minor(sb.st_dev))
+            addr = (void *)(uintptr_t)start;
+    }
+    fclose(f);
+    return addr;
+}
+
 int idx_open(const char *dir, int fresh, int sec_on, idx **out)
 {
     char path[4200];
@@ -122,6 +162,7 @@ int idx_open(const char *dir, int fresh, int sec_on, idx **out)
     if (!ix)
         return err_set(STELE_ENOMEM, "out of memory");
     ix->sec_on = sec_on != 0;
+    ix->resident_max = resident_max();
     int rc = mdb_env_create(&ix->env);
     if (rc == 0)
         rc = mdb_env_set_maxdbs(ix->env, 16);
@@ -163,6 +204,8 @@ int idx_open(const char *dir, int fresh, int sec_on, idx **out)
         mdb_txn_abort(txn);
     if (rc == 0 && fresh)
         rc = mdb_env_sync(ix->env, 1);
+    if (rc == 0 && ix->resident_max)
+        ix->map = map_address(ix->env);
     if (rc) {
         int r = idx_err(rc, "open tables");
         idx_close(ix);
@@ -192,6 +235,39 @@ int idx_sync(idx *ix) { return idx_err(mdb_env_sync(ix->env, 1), "sync"); }
  * fallocate; running out of disk is then STELE_ENOSPC here, before any
  * transaction touches the unallocated part.
  */
+/*
+ * Resident pages. A process's RSS counts every page of data.mdb it has
+ * touched since the page was mapped, so a store that writes or reads a
+ * large index shows most of it as resident (a per-stream projection with
+ * 666,667 partitions: 265 MiB of its 289 MiB), though those pages are the
+ * kernel's page cache: clean or written back as the kernel likes, and
+ * reclaimable. So before a write transaction, at most once a second and
+ * only when the used part of the map is over IDX_RESIDENT_MAX, the writer
+ * unmaps them with madvise(MADV_DONTNEED). The map is a MAP_SHARED file
+ * mapping (MDB_WRITEMAP), so this discards nothing: the kernel moves a
+ * page's dirty bit to the page cache as it unmaps it, and the next access
+ * maps the same page cache page again. Readers in other threads holding
+ * pointers into the map (zero-copy reads) fault the page back in on their
+ * next access; a write transaction of another thread (LMDB has one at a
+ * time) does the same. What changes is what RSS and ps count; a cgroup's
+ * memory charge includes the page cache either way. The cost is a minor
+ * fault for each page touched again after a drop (tests:
+ * test_index_resident; figures: docs/benchmarks.md).
+ */
+static void trim_resident(idx *ix, uint64_t used)
+{
+    uint64_t max = ix->resident_max;
+    if (!max || used <= max || !ix->map)
+        return;
+    uint64_t now = time_mono_ns();
+    if (now - ix->trimmed_ns < 1000000000ull)
+        return;
+    ix->trimmed_ns = now;
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t len = (size_t)((used + (uint64_t)pg - 1) / (uint64_t)pg * (uint64_t)pg);
+    (void)madvise(ix->map, len, MADV_DONTNEED); /* advice: a failure changes nothing */
+}
+
 int idx_reserve(idx *ix)
 {
     MDB_envinfo info;
@@ -202,6 +278,7 @@ int idx_reserve(idx *ix)
     if (rc)
         return idx_err(rc, "info");
     uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+    trim_resident(ix, used);
     int fd;
     if ((rc = mdb_env_get_fd(ix->env, &fd)))
         return idx_err(rc, "get fd");

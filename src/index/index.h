@@ -105,6 +105,9 @@ typedef struct idx {
      * the next durable checkpoint is written (index_durable.c). */
     MDB_txn *durable_held;
     uint64_t durable_txnid;
+    uint64_t resident_max; /* IDX_RESIDENT_MAX or its override */
+    void *map;             /* where data.mdb is mapped (NULL: unknown) */
+    uint64_t trimmed_ns;   /* when idx_reserve last dropped the map's pages */
 } idx;
 
 /* Open (creating) the index in `dir`/index. `fresh` drops everything first
@@ -119,9 +122,13 @@ int idx_sync(idx *ix);
 int idx_begin(idx *ix, int rdonly, MDB_txn **txn);
 /* Before a write transaction: make sure the disk blocks under the next
  * bytes of the map (up to IDX_HEADROOM) are allocated (see index.c). 0 or
- * STELE_ENOSPC / STELE_EIO. */
+ * STELE_ENOSPC / STELE_EIO. At most once a second, when the map's used
+ * part is over IDX_RESIDENT_MAX, it also drops the map's pages from the
+ * process's resident set (they stay in the page cache; index.c). */
 int idx_reserve(idx *ix);
 #define IDX_HEADROOM (64ull << 20)
+/* STELE_INDEX_RESIDENT_MB overrides it; 0 never drops. */
+#define IDX_RESIDENT_MAX (64ull << 20)
 /* Commit; on failure the txn is gone. 0 or a STELE_E* code. */
 int idx_commit_txn(MDB_txn *txn);
 

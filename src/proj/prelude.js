@@ -9,7 +9,9 @@
  * Partition states live in `states` (an object with no prototype, keyed by
  * partition) as a cache: a partition not in it is loaded from the store
  * through the native __stele_load(key, shared), and the runner evicts
- * clean partitions with __stele_evict(). Partitions whose handlers ran
+ * clean partitions (js.c deletes them from hot.states and hot.statePos,
+ * and records committed positions in hot.statePos, without calls into
+ * JavaScript). Partitions whose handlers ran
  * since the last commit are listed in `dirty`; the runner takes them with
  * __stele_take_dirty() and serialises each with __stele_state_json().
  *
@@ -591,9 +593,7 @@ var __stele = (function (global) {
             var r = result(states[key]);
             return r === null || r === undefined ? null : JSON.stringify(r);
         },
-        committed: function (key, position) { statePos[key] = position; },
         sharedCommitted: function (position) { sharedPos = position; },
-        evict: function (key) { delete states[key]; delete statePos[key]; },
         /* Fold helper for reconstructing one stream's state (state.c). */
         setState: function (key, raw) { states[key] = raw === null ? initState() : JSON.parse(raw); statePos[key] = -1; },
         count: function () { var n = 0; for (var k in states) n++; return n; },

@@ -763,11 +763,31 @@ static long stab_index(stab *t, const char *name)
     return (long)t->n++;
 }
 
+/* Order of a batch's states, registrations, results and snapshots in its
+ * commit (an array of pointers into the batch's states): by stream name,
+ * and in batch order within a stream (the addresses break ties, so the
+ * sort is stable). */
+static int state_cmp(const void *a, const void *b)
+{
+    const pcommit_event *x = *(const pcommit_event *const *)a;
+    const pcommit_event *y = *(const pcommit_event *const *)b;
+    int c = strcmp(x->stream, y->stream);
+    return c ? c : (x > y) - (x < y);
+}
+
 /*
  * The batch as one stele_append_multi commit: every emitted event, state,
  * registration, result and the checkpoint, all or nothing. Returns 1
  * (without writing) when the batch does not fit one commit (streams or
  * bytes over the limits): the caller then commits it in steps.
+ *
+ * Emitted events keep the order the handlers emitted them in; the rest is
+ * sorted by stream name (state_cmp). So the partition registrations of a
+ * batch are one run of records in one stream (one commit entry in the
+ * index and one run per secondary key, instead of one each per new
+ * partition between its states), and new state streams go into the
+ * index's stream table in key order, next to each other. Readers never
+ * depend on the order of records inside one commit across streams.
  */
 static int commit_multi(stele_db *db, const proj_def *d, pcommit *c)
 {
@@ -786,11 +806,19 @@ static int commit_multi(stele_db *db, const proj_def *d, pcommit *c)
     int rc = recs ? pstore_stream_name(d, "checkpoint", ckname)
                   : err_set(STELE_ENOMEM, "out of memory");
     size_t k = 0;
+    pcommit_event **order = NULL;
+    if (!rc && c->nstates && !(order = malloc(c->nstates * sizeof *order)))
+        rc = err_set(STELE_ENOMEM, "out of memory");
+    if (!rc && c->nstates) {
+        for (size_t i = 0; i < c->nstates; i++)
+            order[i] = &c->states[i];
+        qsort(order, c->nstates, sizeof *order, state_cmp);
+    }
     for (size_t pass = 0; pass < 2 && !rc; pass++) {
-        pcommit_event *evs = pass ? c->states : c->emits;
         size_t n = pass ? c->nstates : c->nemits;
         for (size_t i = 0; i < n && !rc; i++) {
-            long ix = stab_index(&t, evs[i].stream);
+            pcommit_event *ev = pass ? order[i] : &c->emits[i];
+            long ix = stab_index(&t, ev->stream);
             if (ix < 0) {
                 rc = err_set(STELE_ENOMEM, "out of memory");
                 break;
@@ -800,11 +828,11 @@ static int commit_multi(stele_db *db, const proj_def *d, pcommit *c)
              * partly written in steps must find them. States,
              * registrations and results need none in one commit (a
              * duplicate of those is harmless), which spares the id index. */
-            recs[k].event = (stele_event_in){.id = pass ? NULL : evs[i].id, .type = evs[i].type,
-                                             .data = evs[i].data.p, .data_len = evs[i].data.len,
-                                             .metadata = evs[i].meta.p,
-                                             .metadata_len = evs[i].meta.len,
-                                             .flags = evs[i].flags};
+            recs[k].event = (stele_event_in){.id = pass ? NULL : ev->id, .type = ev->type,
+                                             .data = ev->data.p, .data_len = ev->data.len,
+                                             .metadata = ev->meta.p,
+                                             .metadata_len = ev->meta.len,
+                                             .flags = ev->flags};
             k++;
         }
     }
@@ -839,6 +867,7 @@ static int commit_multi(stele_db *db, const proj_def *d, pcommit *c)
     }
     free(st);
     free(recs);
+    free(order);
     free(t.names);
     free(t.slots);
     return rc;
