@@ -4,7 +4,7 @@
  * one opened with STELE_OPEN_NO_CHAIN, in alternating rounds of the same
  * run (so both see the same background load), through the public API.
  *
- *   bench_chain [--secs S] [--rounds R] [--dir DIR] [--case TxB]
+ *   bench_chain [--secs S] [--rounds R] [--dir DIR] [--case TxB] [--only chain|plain]
  *
  * Workloads: T threads each appending B events per append (about 300 bytes
  * of JSON each, fsync on, always): 1x1, 16x1, 64x1 and 1x100. Each runs R
@@ -13,7 +13,9 @@
  * load on the machine hits both about equally, and prints
  *
  *   chain threads=16 batch=1 rounds=20 chain_events_per_s=... \
- *         plain_events_per_s=... ratio=0.98 median_round_ratio=0.99
+ *         plain_events_per_s=... ratio=0.98 median_round_ratio=0.99 \
+ *         chain_cpu_us_per_event=... plain_cpu_us_per_event=... \
+ *         writer_us_per_event=CHAIN/PLAIN p10_us=CHAIN/PLAIN p50_us=CHAIN/PLAIN
  *
  * ratio = chain / plain over all rounds; median_round_ratio is the median
  * of the rounds' own ratios (robust to one disturbed slice); and the
@@ -23,8 +25,18 @@
  * CPU-bound: the chain's cost is then at its most visible. Then the cost of proofs: one
  * `export` line with the time of stele_chain_export and stele_chain_verify
  * of 1,000 events and of one event's proof near the start of the store.
+ * Two figures that background load disturbs least are printed beside the
+ * ratios: the store's writer thread's CPU time per event (writer_us, from
+ * /proc/self/task/N/schedstat of the thread named stele-writer; with 64
+ * threads the writer is the serial bottleneck); and the median (p50) and 10th
+ * percentile (p10) of the first thread's append latency (with one appending
+ * thread, its critical path; p10 is what an undisturbed append takes).
+ * --only runs one side alone (no ratio, no export): for callgrind, where the
+ * instructions of one side per event are the measure (bench/run_chain.sh
+ * CALLGRIND=1).
  * Nothing here asserts a timing: the numbers are reported, never judged.
  */
+#include <dirent.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -40,8 +52,17 @@
 
 static double secs = 0.5;
 static int rounds = 20;
+static int only; /* 0 both, 1 chain only, 2 plain only */
 static _Atomic int stop_flag;
 static _Atomic uint64_t appended;
+
+/* Append latencies of worker 0 (microseconds), per side. */
+#define LAT_MAX 200000
+typedef struct lat {
+    float *v;
+    size_t n;
+} lat;
+static lat *lat_cur;
 
 static double now(void)
 {
@@ -72,11 +93,14 @@ static void *work(void *arg)
     uint64_t n = 0;
     while (!atomic_load(&stop_flag)) {
         snprintf(stream, sizeof stream, "Order-%d-%llu", w->id, (unsigned long long)(n % 50));
+        double t0 = w->id == 0 ? now() : 0;
         if (stele_append(w->db, stream, STELE_ANY, ev, (size_t)w->batch, NULL)) {
             fprintf(stderr, "append: %s\n", stele_errmsg());
             w->failed = 1;
             break;
         }
+        if (w->id == 0 && lat_cur->n < LAT_MAX)
+            lat_cur->v[lat_cur->n++] = (float)((now() - t0) * 1e6);
         n++;
         atomic_fetch_add(&appended, (uint64_t)w->batch);
     }
@@ -91,14 +115,71 @@ static double cpu_now(void)
            ru.ru_stime.tv_usec / 1e6;
 }
 
-/* One timed phase: events/s; adds the process's CPU seconds to *cpu and the
- * events to *events. */
-static double phase(stele_db *db, int threads, int batch, double *cpu, double *events)
+/* CPU seconds used so far by this process's threads named `name` (the
+ * scheduler's nanosecond count; 0 if /proc is not there). */
+static double thread_cpu(const char *name)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return 0;
+    double sum = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], comm[64] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (!fgets(comm, sizeof comm, f))
+            comm[0] = 0;
+        fclose(f);
+        comm[strcspn(comm, "\n")] = 0;
+        if (strcmp(comm, name))
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", e->d_name);
+        unsigned long long ns = 0;
+        if ((f = fopen(path, "r"))) {
+            if (fscanf(f, "%llu", &ns) != 1)
+                ns = 0;
+            fclose(f);
+        }
+        sum += ns / 1e9;
+    }
+    closedir(d);
+    return sum;
+}
+
+typedef struct side {
+    double cpu, events, writer;
+    lat lat;
+} side;
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(lat *l, double p)
+{
+    if (!l->n)
+        return 0;
+    qsort(l->v, l->n, sizeof l->v[0], cmp_float);
+    return l->v[(size_t)(p * (double)(l->n - 1))];
+}
+
+/* One timed phase: events/s; adds the process's CPU seconds, the writer's
+ * and the events to *sd. */
+static double phase(stele_db *db, int threads, int batch, side *sd)
 {
     pthread_t th[64];
     worker w[64];
     atomic_store(&stop_flag, 0);
     atomic_store(&appended, 0);
+    lat_cur = &sd->lat;
+    double w0 = thread_cpu("stele-writer");
     double t0 = now(), c0 = cpu_now();
     for (int i = 0; i < threads; i++) {
         w[i] = (worker){db, i, batch, 0};
@@ -109,8 +190,9 @@ static double phase(stele_db *db, int threads, int batch, double *cpu, double *e
     for (int i = 0; i < threads; i++)
         pthread_join(th[i], NULL);
     double dt = now() - t0;
-    *cpu += cpu_now() - c0;
-    *events += (double)atomic_load(&appended);
+    sd->cpu += cpu_now() - c0;
+    sd->writer += thread_cpu("stele-writer") - w0;
+    sd->events += (double)atomic_load(&appended);
     for (int i = 0; i < threads; i++)
         if (w[i].failed)
             exit(1);
@@ -150,17 +232,40 @@ static void workload(const char *base, int threads, int batch)
     char dc[600], dp[600];
     snprintf(dc, sizeof dc, "%s/chain-%dx%d", base, threads, batch);
     snprintf(dp, sizeof dp, "%s/plain-%dx%d", base, threads, batch);
+    side C = {0}, P = {0};
+    C.lat.v = malloc(LAT_MAX * sizeof(float));
+    P.lat.v = malloc(LAT_MAX * sizeof(float));
+    if (!C.lat.v || !P.lat.v)
+        exit(1);
+    if (only) {
+        const char *d = only == 1 ? dc : dp;
+        stele_db *db = open_at(d, only == 1 ? 0 : STELE_OPEN_NO_CHAIN);
+        double rate = 0;
+        for (int r = 0; r < rounds; r++)
+            rate += phase(db, threads, batch, &C);
+        printf("%s threads=%d batch=%d rounds=%d secs=%.1f events=%.0f events_per_s=%.0f "
+               "cpu_us_per_event=%.2f writer_us_per_event=%.2f p10_us=%.0f p50_us=%.0f\n",
+               only == 1 ? "chain" : "plain", threads, batch, rounds, secs, C.events,
+               rate / rounds, C.cpu / C.events * 1e6, C.writer / C.events * 1e6,
+               pct(&C.lat, 0.1), pct(&C.lat, 0.5));
+        free(C.lat.v);
+        free(P.lat.v);
+        fflush(stdout);
+        stele_close(db);
+        rmrf(d);
+        return;
+    }
     stele_db *c = open_at(dc, 0), *p = open_at(dp, STELE_OPEN_NO_CHAIN);
-    double sc = 0, sp = 0, ratios[1000], cpu_c = 0, cpu_p = 0, ev_c = 0, ev_p = 0;
+    double sc = 0, sp = 0, ratios[1000];
     for (int r = 0; r < rounds; r++) {
         /* Alternate which goes first, so neither always follows the other. */
         double a, b;
         if (r % 2) {
-            b = phase(p, threads, batch, &cpu_p, &ev_p);
-            a = phase(c, threads, batch, &cpu_c, &ev_c);
+            b = phase(p, threads, batch, &P);
+            a = phase(c, threads, batch, &C);
         } else {
-            a = phase(c, threads, batch, &cpu_c, &ev_c);
-            b = phase(p, threads, batch, &cpu_p, &ev_p);
+            a = phase(c, threads, batch, &C);
+            b = phase(p, threads, batch, &P);
         }
         sc += a;
         sp += b;
@@ -173,9 +278,14 @@ static void workload(const char *base, int threads, int batch)
                             : (ratios[rounds / 2 - 1] + ratios[rounds / 2]) / 2;
     printf("chain threads=%d batch=%d rounds=%d secs=%.1f chain_events_per_s=%.0f "
            "plain_events_per_s=%.0f ratio=%.3f median_round_ratio=%.3f "
-           "chain_cpu_us_per_event=%.2f plain_cpu_us_per_event=%.2f\n",
+           "chain_cpu_us_per_event=%.2f plain_cpu_us_per_event=%.2f "
+           "writer_us_per_event=%.2f/%.2f p10_us=%.0f/%.0f p50_us=%.0f/%.0f\n",
            threads, batch, rounds, secs, sc / rounds, sp / rounds, sc / sp, med,
-           cpu_c / ev_c * 1e6, cpu_p / ev_p * 1e6);
+           C.cpu / C.events * 1e6, P.cpu / P.events * 1e6, C.writer / C.events * 1e6,
+           P.writer / P.events * 1e6, pct(&C.lat, 0.1),
+           pct(&P.lat, 0.1), pct(&C.lat, 0.5), pct(&P.lat, 0.5));
+    free(C.lat.v);
+    free(P.lat.v);
     fflush(stdout);
     stele_chain_head h;
     stele_chain_get_head(c, &h);
@@ -229,9 +339,12 @@ int main(int argc, char **argv)
                  sscanf(argv[++i], "%dx%d", &only_t, &only_b) == 2 && only_t >= 1 &&
                  only_t <= 64 && only_b >= 1 && only_b <= 100)
             ;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc &&
+                 (!strcmp(argv[i + 1], "chain") || !strcmp(argv[i + 1], "plain")))
+            only = !strcmp(argv[++i], "chain") ? 1 : 2;
         else {
             fprintf(stderr, "usage: bench_chain [--secs S] [--rounds R] [--dir DIR] "
-                            "[--case THREADSxBATCH (at most 64x100)]\n");
+                            "[--case THREADSxBATCH (at most 64x100)] [--only chain|plain]\n");
             return 2;
         }
     }

@@ -1215,10 +1215,12 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     if (rc == 0)
         rc = ckpt_start(L);
     if (rc == 0) {
-        if (pthread_create(&L->writer, NULL, writer_main, L) != 0)
+        if (pthread_create(&L->writer, NULL, writer_main, L) != 0) {
             rc = err_set(STELE_EINTERNAL, "cannot start the writer thread");
-        else
+        } else {
             L->writer_started = 1;
+            pthread_setname_np(L->writer, "stele-writer"); /* top -H, bench_chain */
+        }
     }
     if (rc) {
         int keep = L->writer_started;
