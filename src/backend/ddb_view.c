@@ -543,7 +543,7 @@ static int hole_judge(ddb *D, const vdef *vd, uint64_t h, uint64_t bound, int *s
     int member = 0;
     while (rc == 0 && from < phi && !member) {
         stele_page *pg;
-        if ((rc = ddb_read_all(&D->base, from, 0, 1000, &pg)))
+        if ((rc = ddb_read_all(&D->base, from, 0, phi - from < 1000 ? (size_t)(phi - from) : 1000, &pg)))
             break;
         size_t n = stele_page_count(pg);
         for (size_t i = 0; i < n && !member; i++) {
