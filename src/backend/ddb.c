@@ -53,7 +53,10 @@
  * Commit notification. A poller thread reads the sequencer (10 ms after a
  * change, backing off to 100 ms when idle) and bumps the commit generation
  * when it moves, so subscribers on every server wake within ~100 ms of a
- * commit elsewhere; the server's own commits wake them at once.
+ * commit elsewhere; the server's own commits wake them at once. A view
+ * read that stopped at an ordinal whose index entry has not arrived
+ * (ddb_view.c) sets view_hole, and the next poll wakes subscribers too,
+ * so a view subscriber reads again within ~100 ms without a new commit.
  */
 #include <errno.h>
 #include <linux/futex.h>
@@ -163,8 +166,11 @@ static void *poller_main(void *arg)
             atomic_store(&D->head, next);
             ddb_notify(D);
             delay_ms = 10;
-        } else if (delay_ms < 100) {
-            delay_ms = delay_ms * 2 > 100 ? 100 : delay_ms * 2;
+        } else {
+            if (atomic_exchange(&D->view_hole, 0))
+                ddb_notify(D); /* a view reader waits for an index entry: read again */
+            if (delay_ms < 100)
+                delay_ms = delay_ms * 2 > 100 ? 100 : delay_ms * 2;
         }
     }
     return NULL;

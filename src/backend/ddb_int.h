@@ -87,6 +87,7 @@ typedef struct ddb {
     _Atomic uint64_t appends, groups, retries, events;
     _Atomic uint64_t wcu_milli, rcu_milli; /* capacity the writer consumed, x1000 */
     _Atomic int down; /* the last call failed to reach DynamoDB */
+    _Atomic int view_hole; /* a view read stopped at an ordinal not yet indexed */
     group *grp;       /* the writer's group (large: allocated once) */
     dcache *cache;    /* the writer's cache of the sequencer and streams */
 } ddb;

@@ -5,10 +5,15 @@
  * maxAge.
  *
  * A removed event's item is replaced by a stub: the same key (stream,
- * revision) with its position, created time, eventId and append marks
- * (cFirst, cCount, below), `scavenged` = 1, and nothing else. The data, metadata, type, tags and index attributes go,
- * so the item shrinks to a few dozen bytes and drops out of every GSI
- * (queries and views: a view keeps its numbering, with a gap). The stub
+ * revision) with its position, created time, eventId, append marks
+ * (cFirst, cCount, below) and view keys (category and ceRev, eventType and
+ * etRev, correlationId and bcRev, nk and streamNo), `scavenged` = 1, and
+ * nothing else. The data, metadata, tags, timePos and actor/causation go,
+ * so the item shrinks to a few dozen bytes and drops out of every query
+ * GSI (their sort key is timePos) but keeps its entries in the view GSIs:
+ * a view still finds an entry at each of its ordinals and skips the stub,
+ * so a missing entry means "not indexed yet" (ddb_view.c). Stubs written
+ * before they kept view keys leave holes that ddb_view.c judges. The stub
  * keeps $all whole: a $all read still finds an item at every position
  * below the sequencer and skips the stubs, so a missing item stays an
  * error, never a silent skip (ddb_read.c). Stream reads never show a stub
@@ -58,6 +63,8 @@
 static uint64_t item_bytes(json_t *it)
 {
     uint64_t n = 0;
+    if (json_object_get(it, "scavenged"))
+        return 0; /* a stub: its view keys are not payload */
     static const char *const b64[] = {"data", "metadata"};
     for (int i = 0; i < 2; i++) {
         const char *s = json_string_value(json_object_get(json_object_get(it, b64[i]), "B"));
@@ -197,8 +204,13 @@ static int run_decide(ddb *D, const char *stream, size_t len, const dstate *st, 
         json_t *stub = json_pack("{s:o, s:o, s:O, s:O, s:o}", "stream", ddb_s(stream, len), "revision",
                                  ddb_nu(ddb_get_nu(it, "revision")), "position", json_object_get(it, "position"),
                                  "created", json_object_get(it, "created"), "scavenged", ddb_n(1));
-        static const char *const keep[] = {"eventId", "cFirst", "cCount"};
-        for (int k = 0; k < 3; k++)
+        /* The view keys stay (their GSIs' entries with them): the event
+         * keeps its place in its views, so a view reader tells the stub
+         * (skipped) from an entry not yet indexed (waited for). Without
+         * timePos the stub is in no query index. */
+        static const char *const keep[] = {"eventId", "cFirst",        "cCount", "category", "ceRev", "eventType",
+                                           "etRev",   "correlationId", "bcRev",  "nk",       "streamNo"};
+        for (size_t k = 0; k < sizeof keep / sizeof keep[0]; k++)
             if (json_object_get(it, keep[k]))
                 json_object_set(stub, keep[k], json_object_get(it, keep[k]));
         json_array_append_new(puts, json_pack("{s:{s:o}}", "PutRequest", "Item", stub));
