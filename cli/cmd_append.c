@@ -273,97 +273,100 @@ static int append_multi(const cli_common *co, const char *file)
     return rc;
 }
 
-int cmd_append(int argc, char **argv)
+/* The parsed command line. */
+typedef struct append_args {
+    cli_common co;
+    arg_event ev;
+    const char *stream, *expect, *file, *multi;
+} append_args;
+
+/* Options and STREAM from argv[2] on: -1 to go on, else the exit status
+ * (usage printed or an error given). */
+static int parse_args(int argc, char **argv, append_args *aa)
 {
-    cli_common co = {0};
-    arg_event ev = {0};
-    const char *stream = NULL, *expect = NULL, *file = NULL, *multi = NULL, *v;
+    arg_event *ev = &aa->ev;
+    const char *v;
     int opts_done = 0, r;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (opts_done || a[0] != '-' || !a[1]) {
-            if (stream)
+            if (aa->stream)
                 return cli_usage_error("append", synopsis, "unexpected argument '%s'", a);
-            stream = a;
+            aa->stream = a;
             continue;
         }
         if (!strcmp(a, "--")) {
             opts_done = 1;
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             return usage();
-        } else if ((r = cli_common_opt(&co, "append", argc, argv, &i))) {
-            if (r < 0)
-                return CLI_EUSAGE;
-        } else if ((r = cli_opt("append", argc, argv, &i, "--expect", &expect)) ||
-                   (r = cli_opt("append", argc, argv, &i, "--file", &file)) ||
-                   (r = cli_opt("append", argc, argv, &i, "--multi", &multi)) ||
-                   (r = cli_opt("append", argc, argv, &i, "--type", &ev.type)) ||
-                   (r = cli_opt("append", argc, argv, &i, "--data", &ev.data)) ||
-                   (r = cli_opt("append", argc, argv, &i, "--metadata", &ev.metadata)) ||
-                   (r = cli_opt("append", argc, argv, &i, "--id", &ev.id))) {
+        } else if ((r = cli_common_opt(&aa->co, "append", argc, argv, &i)) ||
+                   (r = cli_opt("append", argc, argv, &i, "--expect", &aa->expect)) ||
+                   (r = cli_opt("append", argc, argv, &i, "--file", &aa->file)) ||
+                   (r = cli_opt("append", argc, argv, &i, "--multi", &aa->multi)) ||
+                   (r = cli_opt("append", argc, argv, &i, "--type", &ev->type)) ||
+                   (r = cli_opt("append", argc, argv, &i, "--data", &ev->data)) ||
+                   (r = cli_opt("append", argc, argv, &i, "--metadata", &ev->metadata)) ||
+                   (r = cli_opt("append", argc, argv, &i, "--id", &ev->id))) {
             if (r < 0)
                 return CLI_EUSAGE;
         } else if ((r = cli_opt("append", argc, argv, &i, "--tag", &v))) {
             if (r < 0)
                 return CLI_EUSAGE;
-            if (ev.ntags == MAX_TAGS)
+            if (ev->ntags == MAX_TAGS)
                 return cli_usage_error("append", synopsis, "more than %d tags", MAX_TAGS);
-            ev.tags[ev.ntags++] = v;
+            ev->tags[ev->ntags++] = v;
         } else {
             return cli_usage_error("append", synopsis, "unknown option '%s'", a);
         }
     }
-    if (multi) {
-        if (stream || expect || file || ev.type || ev.data || ev.metadata || ev.id || ev.ntags)
-            return cli_usage_error("append", synopsis,
-                                   "--multi FILE takes no STREAM, --expect, --file or event "
-                                   "options: the file names the streams");
-        return append_multi(&co, multi);
-    }
-    if (!stream || !*stream)
+    return -1;
+}
+
+/* One stream's append: STREAM, --expect and one source of events (the
+ * event options, --file or stdin). -1 when fine, else CLI_EUSAGE after a
+ * message. */
+static int check_args(const append_args *aa)
+{
+    const arg_event *ev = &aa->ev;
+    if (!aa->stream || !*aa->stream)
         return cli_usage_error("append", synopsis, "missing STREAM");
-    if (expect && !cli_valid_expected(expect))
+    if (aa->expect && !cli_valid_expected(aa->expect))
         return cli_usage_error("append", synopsis,
                                "--expect must be any, no_stream, stream_exists or a revision "
                                "number (got '%s')",
-                               expect);
-    int from_args = ev.type || ev.data || ev.metadata || ev.id || ev.ntags;
-    if (from_args && file)
+                               aa->expect);
+    int from_args = ev->type || ev->data || ev->metadata || ev->id || ev->ntags;
+    if (from_args && aa->file)
         return cli_usage_error("append", synopsis, "give either --type (with --data ...) or --file");
-    if (from_args && !ev.type)
+    if (from_args && !ev->type)
         return cli_usage_error("append", synopsis, "--data, --metadata, --id and --tag need --type");
-    if (!from_args && !file && isatty(STDIN_FILENO))
+    if (!from_args && !aa->file && isatty(STDIN_FILENO))
         return cli_usage_error("append", synopsis,
                                "no events: give --type and --data, --file FILE, or NDJSON on stdin");
+    return -1;
+}
 
-    cli_buf body = {0};
-    int rc = from_args ? body_from_args(&ev, &body)
-             : file    ? body_from_file(file, &body)
-                       : body_from_stdin(&body);
-    if (rc) {
-        cli_buf_free(&body);
-        return rc;
-    }
-
-    cli_client *c = cli_client_open(co.server);
-    if (!c) {
-        cli_buf_free(&body);
+/* POST the events in body to the stream, with the expected revision; the
+ * exit status. */
+static int send_append(const append_args *aa, const cli_buf *body)
+{
+    cli_client *c = cli_client_open(aa->co.server);
+    if (!c)
         return CLI_ECONNECT;
-    }
     char hexpect[64];
     const char *headers[2] = {NULL, NULL};
-    if (expect) {
-        snprintf(hexpect, sizeof hexpect, "Stele-Expected-Revision: %s", expect);
+    if (aa->expect) {
+        snprintf(hexpect, sizeof hexpect, "Stele-Expected-Revision: %s", aa->expect);
         headers[0] = hexpect;
     }
-    char *path = cli_stream_path(c, stream, NULL);
+    char *path = cli_stream_path(c, aa->stream, NULL);
     cli_response resp;
-    rc = cli_request(c, "POST", path, headers, body.p, body.len, NULL, &resp);
+    int rc = cli_request(c, "POST", path, headers, body->p, body->len, NULL, &resp);
     if (rc == CLI_OK) {
         if (resp.status < 200 || resp.status >= 300) {
             rc = cli_report_error(&resp);
-        } else if (cli_human(&co)) {
-            print_result(stream, &resp);
+        } else if (cli_human(&aa->co)) {
+            print_result(aa->stream, &resp);
         } else {
             fwrite(resp.body.p ? resp.body.p : "", 1, resp.body.len, stdout);
             if (!resp.body.len || resp.body.p[resp.body.len - 1] != '\n')
@@ -373,7 +376,33 @@ int cmd_append(int argc, char **argv)
     rc = cli_finish_output("append", rc);
     free(path);
     cli_buf_free(&resp.body);
-    cli_buf_free(&body);
     cli_client_close(c);
+    return rc;
+}
+
+int cmd_append(int argc, char **argv)
+{
+    append_args aa = {0};
+    const arg_event *ev = &aa.ev;
+    int rc = parse_args(argc, argv, &aa);
+    if (rc >= 0)
+        return rc;
+    if (aa.multi) {
+        if (aa.stream || aa.expect || aa.file || ev->type || ev->data || ev->metadata || ev->id ||
+            ev->ntags)
+            return cli_usage_error("append", synopsis,
+                                   "--multi FILE takes no STREAM, --expect, --file or event "
+                                   "options: the file names the streams");
+        return append_multi(&aa.co, aa.multi);
+    }
+    if ((rc = check_args(&aa)) >= 0)
+        return rc;
+    cli_buf body = {0};
+    rc = ev->type ? body_from_args(ev, &body)
+         : aa.file ? body_from_file(aa.file, &body)
+                   : body_from_stdin(&body);
+    if (!rc)
+        rc = send_append(&aa, &body);
+    cli_buf_free(&body);
     return rc;
 }

@@ -459,6 +459,166 @@ static const sub subs[] = {
     {"truncate-parked", 2, "DELETE", "/parked"},
 };
 
+enum { NFLISTS = 7 };
+
+/* The parsed command line. */
+typedef struct groups_args {
+    const sub *sc;
+    int is_set; /* create or update: settings flags allowed, a body sent */
+    cli_common co;
+    settings_args sa;
+    flist fl[NFLISTS];
+    const char *pos[3], *from, *limit, *max, *before;
+    const char *stream, *group; /* from pos and --all */
+    int npos, all;
+} groups_args;
+
+/* argv[*i], an option other than --help: 0 when taken, else CLI_EUSAGE
+ * after a message. */
+static int parse_opt(int argc, char **argv, int *i, groups_args *ga)
+{
+    const char *a = argv[*i], *name = ga->sc->name;
+    int r, taken = 0;
+    if (!strcmp(a, "--all")) {
+        ga->all = 1;
+        return 0;
+    }
+    if ((r = cli_common_opt(&ga->co, "groups", argc, argv, i)))
+        return r < 0 ? CLI_EUSAGE : 0;
+    if (!strcmp(name, "parked") &&
+        ((r = cli_opt("groups", argc, argv, i, "--from", &ga->from)) ||
+         (r = cli_opt("groups", argc, argv, i, "--limit", &ga->limit))))
+        return r < 0 ? CLI_EUSAGE : 0;
+    if (!strcmp(name, "replay-parked") && (r = cli_opt("groups", argc, argv, i, "--max", &ga->max)))
+        return r < 0 ? CLI_EUSAGE : 0;
+    if (!strcmp(name, "truncate-parked") &&
+        (r = cli_opt("groups", argc, argv, i, "--before", &ga->before)))
+        return r < 0 ? CLI_EUSAGE : 0;
+    if (ga->is_set &&
+        (r = parse_setting(argc, argv, i, &ga->sa, ga->fl, NFLISTS, "groups", &taken), r || taken))
+        return r ? CLI_EUSAGE : 0;
+    return cli_usage_error("groups", synopsis, "unknown option '%s' for %s", a, name);
+}
+
+/* Options and positional arguments from argv[3] on: -1 to go on, else the
+ * exit status. */
+static int parse_args(int argc, char **argv, groups_args *ga)
+{
+    int opts_done = 0;
+    for (int i = 3; i < argc; i++) {
+        const char *a = argv[i];
+        if (opts_done || a[0] != '-' || !a[1]) {
+            if (ga->npos == 3)
+                return cli_usage_error("groups", synopsis, "unexpected argument '%s'", a);
+            ga->pos[ga->npos++] = a;
+        } else if (!strcmp(a, "--")) {
+            opts_done = 1;
+        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            return usage();
+        } else {
+            int rc = parse_opt(argc, argv, &i, ga);
+            if (rc)
+                return rc;
+        }
+    }
+    return -1;
+}
+
+/* STREAM (or --all) and GROUP from the positional arguments, and the
+ * numbers checked: -1 when fine, else CLI_EUSAGE after a message. */
+static int check_args(groups_args *ga)
+{
+    int need = ga->sc->args;
+    int k = 0;
+    ga->stream = ga->all ? "$all" : NULL;
+    if (!ga->all && ga->npos > k)
+        ga->stream = ga->pos[k++];
+    if (need == 2 && ga->npos > k)
+        ga->group = ga->pos[k++];
+    const char *stream = ga->stream, *group = ga->group;
+    int bad = ga->npos > k || (need == 2 && (!stream || !group)) || (stream && !*stream) ||
+              (group && !*group);
+    const char *numbad = NULL;
+    if (ga->from && !is_uint(ga->from))
+        numbad = "--from";
+    else if (ga->limit && !is_uint(ga->limit))
+        numbad = "--limit";
+    else if (ga->max && !is_uint(ga->max))
+        numbad = "--max";
+    else if (ga->before && !is_uint(ga->before))
+        numbad = "--before";
+    if (numbad)
+        return cli_usage_error("groups", synopsis, "%s needs a non-negative number", numbad);
+    if (bad)
+        return cli_usage_error("groups", synopsis,
+                               need == 2 ? "%s needs STREAM (or --all) and GROUP"
+                                         : "%s takes at most a STREAM",
+                               ga->sc->name);
+    return -1;
+}
+
+/* The group's path with the subcommand's suffix and query parameters;
+ * caller frees. */
+static char *build_path(const groups_args *ga)
+{
+    cli_buf q = {0};
+    cli_buf_adds(&q, ga->sc->suffix ? ga->sc->suffix : "");
+    const char *qp[4][2] = {
+        {"from", ga->from}, {"limit", ga->limit}, {"max", ga->max}, {"before", ga->before}};
+    for (int j = 0; j < 4; j++)
+        if (qp[j][1]) {
+            cli_buf_adds(&q, strchr(q.p, '?') ? "&" : "?");
+            cli_buf_adds(&q, qp[j][0]);
+            cli_buf_adds(&q, "=");
+            cli_buf_adds(&q, qp[j][1]);
+        }
+    char *path = group_path(ga->stream, ga->group, q.p);
+    cli_buf_free(&q);
+    return path;
+}
+
+/* A successful answer on a terminal: a table, the group's settings or a
+ * sentence. */
+static void print_human(const groups_args *ga, cli_span out)
+{
+    const char *name = ga->sc->name, *group = ga->group, *stream = ga->stream;
+    if (!strcmp(name, "list"))
+        print_list(out);
+    else if (!strcmp(name, "parked"))
+        print_parked(out);
+    else if (!strcmp(name, "delete"))
+        printf("deleted group %s on %s\n", group, stream);
+    else if (!strcmp(name, "truncate-parked"))
+        printf("truncated the parked messages of group %s on %s\n", group, stream);
+    else if (!strcmp(name, "replay-parked")) {
+        cli_span v;
+        uint64_t n = 0;
+        if (cli_json_get(out, "replaying", &v))
+            cli_json_u64(v, &n);
+        printf("replaying %llu parked message%s of group %s on %s\n", (unsigned long long)n,
+               n == 1 ? "" : "s", group, stream);
+    } else
+        print_info(out);
+}
+
+/* A successful answer: for people on a terminal, else one JSON line per
+ * group or message, or the server's JSON. */
+static void print_answer(const groups_args *ga, const cli_response *resp)
+{
+    cli_span out = {resp->body.p ? resp->body.p : "", resp->body.len};
+    if (cli_human(&ga->co)) {
+        print_human(ga, out);
+    } else if (!strcmp(ga->sc->name, "list")) {
+        print_lines(out, "groups");
+    } else if (!strcmp(ga->sc->name, "parked")) {
+        print_lines(out, "messages");
+    } else if (resp->body.len) {
+        fwrite(resp->body.p, 1, resp->body.len, stdout);
+        if (resp->body.p[resp->body.len - 1] != '\n')
+            putchar('\n');
+    }
+}
+
 int cmd_groups(int argc, char **argv)
 {
     if (argc < 3)
@@ -471,109 +631,31 @@ int cmd_groups(int argc, char **argv)
             sc = &subs[k];
     if (!sc)
         return cli_usage_error("groups", synopsis, "unknown subcommand '%s'", argv[2]);
-    int is_set = !strcmp(sc->name, "create") || !strcmp(sc->name, "update");
-
-    cli_common co = {0};
-    settings_args sa;
-    memset(&sa, 0, sizeof sa);
-    flist fl[] = {{"--stream-prefix", "streamPrefixes", {0}, 0},
-                  {"--category", "categories", {0}, 0},
-                  {"--type", "types", {0}, 0},
-                  {"--type-prefix", "typePrefixes", {0}, 0},
-                  {"--tag", "tags", {0}, 0},
-                  {"--stream-regex", "streamRegex", {0}, 0},
-                  {"--type-regex", "typeRegex", {0}, 0}};
-    int nfl = (int)(sizeof fl / sizeof fl[0]);
-    const char *pos[3] = {NULL, NULL, NULL}, *from = NULL, *limit = NULL, *max = NULL,
-               *before = NULL;
-    int npos = 0, all = 0, opts_done = 0, r;
-    for (int i = 3; i < argc; i++) {
-        const char *a = argv[i];
-        int taken = 0;
-        if (opts_done || a[0] != '-' || !a[1]) {
-            if (npos == 3)
-                return cli_usage_error("groups", synopsis, "unexpected argument '%s'", a);
-            pos[npos++] = a;
-        } else if (!strcmp(a, "--")) {
-            opts_done = 1;
-        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            return usage();
-        } else if (!strcmp(a, "--all")) {
-            all = 1;
-        } else if ((r = cli_common_opt(&co, "groups", argc, argv, &i))) {
-            if (r < 0)
-                return CLI_EUSAGE;
-        } else if (!strcmp(sc->name, "parked") &&
-                   ((r = cli_opt("groups", argc, argv, &i, "--from", &from)) ||
-                    (r = cli_opt("groups", argc, argv, &i, "--limit", &limit)))) {
-            if (r < 0)
-                return CLI_EUSAGE;
-        } else if (!strcmp(sc->name, "replay-parked") &&
-                   (r = cli_opt("groups", argc, argv, &i, "--max", &max))) {
-            if (r < 0)
-                return CLI_EUSAGE;
-        } else if (!strcmp(sc->name, "truncate-parked") &&
-                   (r = cli_opt("groups", argc, argv, &i, "--before", &before))) {
-            if (r < 0)
-                return CLI_EUSAGE;
-        } else if (is_set && (r = parse_setting(argc, argv, &i, &sa, fl, nfl, "groups", &taken),
-                              r != 0 || taken)) {
-            if (r) {
-                cli_buf_free(&sa.fields);
-                return CLI_EUSAGE;
-            }
-        } else {
-            cli_buf_free(&sa.fields);
-            return cli_usage_error("groups", synopsis, "unknown option '%s' for %s", a, sc->name);
-        }
+    groups_args ga = {
+        .sc = sc,
+        .is_set = !strcmp(sc->name, "create") || !strcmp(sc->name, "update"),
+        .fl = {{"--stream-prefix", "streamPrefixes", {0}, 0},
+               {"--category", "categories", {0}, 0},
+               {"--type", "types", {0}, 0},
+               {"--type-prefix", "typePrefixes", {0}, 0},
+               {"--tag", "tags", {0}, 0},
+               {"--stream-regex", "streamRegex", {0}, 0},
+               {"--type-regex", "typeRegex", {0}, 0}},
+    };
+    int rc = parse_args(argc, argv, &ga);
+    if (rc < 0)
+        rc = check_args(&ga);
+    if (rc >= 0) {
+        cli_buf_free(&ga.sa.fields);
+        cli_buf_free(&ga.sa.filter);
+        return rc;
     }
-    /* STREAM (or --all) and GROUP. */
-    const char *stream = all ? "$all" : NULL, *group = NULL;
-    int need = sc->args;
-    int k = 0;
-    if (!all && npos > k)
-        stream = pos[k++];
-    if (need == 2 && npos > k)
-        group = pos[k++];
-    int bad = npos > k || (need == 2 && (!stream || !group)) || (stream && !*stream) ||
-              (group && !*group);
-    const char *numbad = NULL;
-    if (from && !is_uint(from))
-        numbad = "--from";
-    else if (limit && !is_uint(limit))
-        numbad = "--limit";
-    else if (max && !is_uint(max))
-        numbad = "--max";
-    else if (before && !is_uint(before))
-        numbad = "--before";
-    if (bad || numbad) {
-        cli_buf_free(&sa.fields);
-        cli_buf_free(&sa.filter);
-        if (numbad)
-            return cli_usage_error("groups", synopsis, "%s needs a non-negative number", numbad);
-        return cli_usage_error("groups", synopsis,
-                               need == 2 ? "%s needs STREAM (or --all) and GROUP"
-                                         : "%s takes at most a STREAM",
-                               sc->name);
-    }
+    char *body = ga.is_set ? settings_body(&ga.sa, ga.fl, NFLISTS) : NULL;
+    cli_buf_free(&ga.sa.fields);
+    cli_buf_free(&ga.sa.filter);
+    char *path = build_path(&ga);
 
-    char *body = is_set ? settings_body(&sa, fl, nfl) : NULL;
-    cli_buf_free(&sa.fields);
-    cli_buf_free(&sa.filter);
-    cli_buf q = {0};
-    cli_buf_adds(&q, sc->suffix ? sc->suffix : "");
-    const char *qp[4][2] = {{"from", from}, {"limit", limit}, {"max", max}, {"before", before}};
-    for (int j = 0; j < 4; j++)
-        if (qp[j][1]) {
-            cli_buf_adds(&q, strchr(q.p, '?') ? "&" : "?");
-            cli_buf_adds(&q, qp[j][0]);
-            cli_buf_adds(&q, "=");
-            cli_buf_adds(&q, qp[j][1]);
-        }
-    char *path = group_path(stream, group, q.p);
-    cli_buf_free(&q);
-
-    cli_client *c = cli_client_open(co.server);
+    cli_client *c = cli_client_open(ga.co.server);
     if (!c) {
         free(body);
         free(path);
@@ -581,39 +663,13 @@ int cmd_groups(int argc, char **argv)
     }
     cli_response resp;
     /* An update or replay with no body still needs a (empty) POST body. */
-    int rc = cli_request(c, sc->method, path, NULL, body ? body : (is_set ? "" : NULL),
-                         body ? strlen(body) : 0, NULL, &resp);
+    rc = cli_request(c, sc->method, path, NULL, body ? body : (ga.is_set ? "" : NULL),
+                     body ? strlen(body) : 0, NULL, &resp);
     if (rc == CLI_OK) {
-        cli_span out = {resp.body.p ? resp.body.p : "", resp.body.len};
-        if (resp.status < 200 || resp.status >= 300) {
+        if (resp.status < 200 || resp.status >= 300)
             rc = cli_report_error(&resp);
-        } else if (cli_human(&co)) {
-            if (!strcmp(sc->name, "list"))
-                print_list(out);
-            else if (!strcmp(sc->name, "parked"))
-                print_parked(out);
-            else if (!strcmp(sc->name, "delete"))
-                printf("deleted group %s on %s\n", group, stream);
-            else if (!strcmp(sc->name, "truncate-parked"))
-                printf("truncated the parked messages of group %s on %s\n", group, stream);
-            else if (!strcmp(sc->name, "replay-parked")) {
-                cli_span v;
-                uint64_t n = 0;
-                if (cli_json_get(out, "replaying", &v))
-                    cli_json_u64(v, &n);
-                printf("replaying %llu parked message%s of group %s on %s\n",
-                       (unsigned long long)n, n == 1 ? "" : "s", group, stream);
-            } else
-                print_info(out);
-        } else if (!strcmp(sc->name, "list")) {
-            print_lines(out, "groups");
-        } else if (!strcmp(sc->name, "parked")) {
-            print_lines(out, "messages");
-        } else if (resp.body.len) {
-            fwrite(resp.body.p, 1, resp.body.len, stdout);
-            if (resp.body.p[resp.body.len - 1] != '\n')
-                putchar('\n');
-        }
+        else
+            print_answer(&ga, &resp);
     }
     rc = cli_finish_output("groups", rc);
     free(body);

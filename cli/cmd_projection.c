@@ -90,32 +90,170 @@ static void print_status_row(cli_span p, int header)
     free(st);
 }
 
-int cmd_projection(int argc, char **argv)
+/* The parsed command line. */
+typedef struct proj_args {
+    cli_common co;
+    const char *sub, *name, *stream, *file, *query;
+    const char *partition, *after, *limit, *where, *to, *as_of, *mem, *timeout, *cache, *snap;
+    int onetime, emit, disabled, del_state, del_emitted, result;
+} proj_args;
+
+/* Each subcommand appends its path (and query string) to *path after
+ * "/projections/NAME" when `under_name`, and returns the HTTP method. */
+typedef const char *proj_path_fn(cli_client *c, const proj_args *a, cli_buf *path);
+
+static const char *proj_list(cli_client *c, const proj_args *a, cli_buf *path)
 {
-    /* argv[0] "stele", argv[1] "projection": work from the subcommand */
-    argc--;
-    argv++;
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
-        return argc < 2 ? cli_usage_error("projection", synopsis, "a subcommand is missing")
-                        : usage();
-    const char *sub = argv[1];
-    static const char *const subs[] = {"list", "create", "status", "query", "update",
-                                       "enable", "disable", "reset", "delete", "state",
-                                       "partitions", "fold", "run", NULL};
-    int known = 0;
-    for (int i = 0; subs[i]; i++)
-        known |= !strcmp(sub, subs[i]);
-    if (!known)
-        return cli_usage_error("projection", synopsis, "unknown subcommand '%s'", sub);
-    cli_common co = {0};
-    const char *name = NULL, *stream = NULL, *file = NULL, *query = NULL, *v;
-    const char *partition = NULL, *after = NULL, *limit = NULL, *where = NULL, *to = NULL,
-               *as_of = NULL, *mem = NULL, *timeout = NULL, *cache = NULL, *snap = NULL;
-    int onetime = 0, emit = -1, disabled = 0, del_state = 0, del_emitted = 0, result = 0;
+    (void)c;
+    (void)a;
+    cli_buf_adds(path, "/projections");
+    return "GET";
+}
+
+static const char *proj_run(cli_client *c, const proj_args *a, cli_buf *path)
+{
+    (void)c;
+    (void)a;
+    cli_buf_adds(path, "/projections/transient");
+    return "POST";
+}
+
+/* GET /streams/STREAM/state?projection=NAME[&to=|&asOf=] */
+static const char *proj_fold(cli_client *c, const proj_args *a, cli_buf *path)
+{
+    char *es = cli_escape(c, a->stream);
+    cli_buf_adds(path, "/streams/");
+    cli_buf_adds(path, es);
+    cli_buf_adds(path, "/state");
+    free(es);
+    param(c, path, "projection", a->name);
+    if (a->to)
+        param(c, path, "to", a->to);
+    if (a->as_of)
+        param(c, path, "asOf", a->as_of);
+    return "GET";
+}
+
+static const char *proj_create(cli_client *c, const proj_args *a, cli_buf *path)
+{
+    cli_buf_adds(path, a->onetime ? "?mode=onetime" : "?mode=continuous");
+    if (a->emit == 1)
+        param(c, path, "emit", "true");
+    if (a->disabled)
+        param(c, path, "enabled", "false");
+    if (a->mem)
+        param(c, path, "memoryLimit", a->mem);
+    if (a->timeout)
+        param(c, path, "timeoutMs", a->timeout);
+    if (a->cache)
+        param(c, path, "cachePartitions", a->cache);
+    if (a->snap)
+        param(c, path, "snapshotEvery", a->snap);
+    return "POST";
+}
+
+static const char *proj_status(cli_client *c, const proj_args *a, cli_buf *path)
+{
+    (void)c;
+    (void)a;
+    (void)path;
+    return "GET";
+}
+
+static const char *proj_query(cli_client *c, const proj_args *a, cli_buf *path)
+{
+    (void)c;
+    (void)a;
+    cli_buf_adds(path, "/query");
+    return "GET";
+}
+
+static const char *proj_update(cli_client *c, const proj_args *a, cli_buf *path)
+{
+    cli_buf_adds(path, "/query");
+    if (a->emit >= 0)
+        param(c, path, "emit", a->emit ? "true" : "false");
+    return "PUT";
+}
+
+/* enable, disable, reset: POST /projections/NAME/<sub> */
+static const char *proj_command(cli_client *c, const proj_args *a, cli_buf *path)
+{
+    (void)c;
+    cli_buf_adds(path, "/");
+    cli_buf_adds(path, a->sub);
+    return "POST";
+}
+
+static const char *proj_delete(cli_client *c, const proj_args *a, cli_buf *path)
+{
+    if (a->del_state)
+        param(c, path, "deleteState", "true");
+    if (a->del_emitted)
+        param(c, path, "deleteEmittedStreams", "true");
+    return "DELETE";
+}
+
+static const char *proj_state(cli_client *c, const proj_args *a, cli_buf *path)
+{
+    cli_buf_adds(path, a->result ? "/result" : "/state");
+    if (a->partition)
+        param(c, path, "partition", a->partition);
+    return "GET";
+}
+
+static const char *proj_partitions(cli_client *c, const proj_args *a, cli_buf *path)
+{
+    cli_buf_adds(path, "/partitions");
+    if (a->after)
+        param(c, path, "after", a->after);
+    if (a->limit)
+        param(c, path, "limit", a->limit);
+    if (a->where) {
+        const char *eq = strchr(a->where, '=');
+        char *f = strndup(a->where, (size_t)(eq - a->where));
+        param(c, path, "field", f);
+        param(c, path, "value", eq + 1);
+        free(f);
+    }
+    return "GET";
+}
+
+/* How each subcommand prints a successful answer on a terminal. */
+enum { PROJ_OUT_JSON, PROJ_OUT_TABLE, PROJ_OUT_ROW };
+
+static const struct proj_sub {
+    const char *name;
+    proj_path_fn *path;
+    int under_name; /* the path starts with /projections/NAME */
+    int needs_query;
+    int out;
+} proj_subs[] = {
+    {"list", proj_list, 0, 0, PROJ_OUT_TABLE},
+    {"create", proj_create, 1, 1, PROJ_OUT_ROW},
+    {"status", proj_status, 1, 0, PROJ_OUT_ROW},
+    {"query", proj_query, 1, 0, PROJ_OUT_JSON},
+    {"update", proj_update, 1, 1, PROJ_OUT_ROW},
+    {"enable", proj_command, 1, 0, PROJ_OUT_ROW},
+    {"disable", proj_command, 1, 0, PROJ_OUT_ROW},
+    {"reset", proj_command, 1, 0, PROJ_OUT_ROW},
+    {"delete", proj_delete, 1, 0, PROJ_OUT_JSON},
+    {"state", proj_state, 1, 0, PROJ_OUT_JSON},
+    {"partitions", proj_partitions, 1, 0, PROJ_OUT_JSON},
+    {"fold", proj_fold, 0, 0, PROJ_OUT_JSON},
+    {"run", proj_run, 0, 1, PROJ_OUT_JSON},
+    {NULL, NULL, 0, 0, 0},
+};
+
+/* Options and positional arguments from argv[2] on into *a: -1 to go on,
+ * else the exit status (usage printed or an error given). */
+static int parse_args(int argc, char **argv, proj_args *a)
+{
+    const char *v;
     for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
+        const char *s = argv[i];
         int r;
-        if ((r = cli_common_opt(&co, "projection", argc, argv, &i)) != 0) {
+        if ((r = cli_common_opt(&a->co, "projection", argc, argv, &i)) != 0) {
             if (r < 0)
                 return CLI_EUSAGE;
             continue;
@@ -124,7 +262,7 @@ int cmd_projection(int argc, char **argv)
     if ((r = cli_opt("projection", argc, argv, &i, n, &v)) != 0) {            \
         if (r < 0)                                                            \
             return CLI_EUSAGE;                                                \
-        var = v;                                                              \
+        a->var = v;                                                           \
         continue;                                                             \
     }
         OPT("--file", file)
@@ -140,159 +278,125 @@ int cmd_projection(int argc, char **argv)
         OPT("--cache-partitions", cache)
         OPT("--snapshot-every", snap)
 #undef OPT
-        if (!strcmp(a, "--onetime"))
-            onetime = 1;
-        else if (!strcmp(a, "--emit"))
-            emit = 1;
-        else if (!strcmp(a, "--no-emit"))
-            emit = 0;
-        else if (!strcmp(a, "--disabled"))
-            disabled = 1;
-        else if (!strcmp(a, "--delete-state"))
-            del_state = 1;
-        else if (!strcmp(a, "--delete-emitted"))
-            del_emitted = 1;
-        else if (!strcmp(a, "--result"))
-            result = 1;
-        else if (!strcmp(a, "--help"))
+        if (!strcmp(s, "--onetime"))
+            a->onetime = 1;
+        else if (!strcmp(s, "--emit"))
+            a->emit = 1;
+        else if (!strcmp(s, "--no-emit"))
+            a->emit = 0;
+        else if (!strcmp(s, "--disabled"))
+            a->disabled = 1;
+        else if (!strcmp(s, "--delete-state"))
+            a->del_state = 1;
+        else if (!strcmp(s, "--delete-emitted"))
+            a->del_emitted = 1;
+        else if (!strcmp(s, "--result"))
+            a->result = 1;
+        else if (!strcmp(s, "--help"))
             return usage();
-        else if (a[0] == '-' && a[1])
-            return cli_usage_error("projection", synopsis, "unknown option '%s'", a);
-        else if (!name)
-            name = a;
-        else if (!stream && !strcmp(sub, "fold"))
-            stream = a;
+        else if (s[0] == '-' && s[1])
+            return cli_usage_error("projection", synopsis, "unknown option '%s'", s);
+        else if (!a->name)
+            a->name = s;
+        else if (!a->stream && !strcmp(a->sub, "fold"))
+            a->stream = s;
         else
-            return cli_usage_error("projection", synopsis, "unexpected argument '%s'", a);
+            return cli_usage_error("projection", synopsis, "unexpected argument '%s'", s);
     }
-    int needs_name = strcmp(sub, "list") != 0 && strcmp(sub, "run") != 0;
-    if (needs_name && !name)
+    return -1;
+}
+
+/* The arguments each subcommand needs, and those that exclude each other:
+ * -1 when fine, else CLI_EUSAGE after a message. */
+static int check_args(const struct proj_sub *sp, const proj_args *a)
+{
+    int needs_name = strcmp(a->sub, "list") != 0 && strcmp(a->sub, "run") != 0;
+    if (needs_name && !a->name)
         return cli_usage_error("projection", synopsis, "the projection NAME is missing");
-    if (!strcmp(sub, "fold") && !stream)
+    if (!strcmp(a->sub, "fold") && !a->stream)
         return cli_usage_error("projection", synopsis, "fold needs NAME and STREAM");
-    int needs_query = !strcmp(sub, "create") || !strcmp(sub, "update") || !strcmp(sub, "run");
-    if (needs_query && !!file == !!query)
+    if (sp->needs_query && !!a->file == !!a->query)
         return cli_usage_error("projection", synopsis, "give the query with --file or --query");
-    if (to && as_of)
+    if (a->to && a->as_of)
         return cli_usage_error("projection", synopsis, "give --to or --as-of, not both");
-    if (where && !strchr(where, '='))
+    if (a->where && !strchr(a->where, '='))
         return cli_usage_error("projection", synopsis, "--where takes FIELD=JSON");
+    return -1;
+}
+
+/* A successful answer: a table or status row on a terminal, else the
+ * server's JSON on one line. */
+static int print_answer(const struct proj_sub *sp, const proj_args *a, cli_response *resp)
+{
+    cli_span b = {resp->body.p ? resp->body.p : "", resp->body.len};
+    if (cli_human(&a->co) && sp->out == PROJ_OUT_TABLE) {
+        cli_span arr, p;
+        size_t pos = 0;
+        int first = 1;
+        if (cli_json_get(b, "projections", &arr))
+            while (cli_json_next(arr, &pos, &p)) {
+                print_status_row(p, first);
+                first = 0;
+            }
+        if (first)
+            printf("no projections\n");
+    } else if (cli_human(&a->co) && sp->out == PROJ_OUT_ROW) {
+        print_status_row(b, 1);
+    } else {
+        fwrite(b.p, 1, b.n, stdout);
+        if (b.n && b.p[b.n - 1] != '\n')
+            putchar('\n');
+    }
+    return cli_finish_output("projection", CLI_OK);
+}
+
+int cmd_projection(int argc, char **argv)
+{
+    /* argv[0] "stele", argv[1] "projection": work from the subcommand */
+    argc--;
+    argv++;
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+        return argc < 2 ? cli_usage_error("projection", synopsis, "a subcommand is missing")
+                        : usage();
+    proj_args a = {.sub = argv[1], .emit = -1};
+    const struct proj_sub *sp = proj_subs;
+    while (sp->name && strcmp(sp->name, a.sub))
+        sp++;
+    if (!sp->name)
+        return cli_usage_error("projection", synopsis, "unknown subcommand '%s'", a.sub);
+    int rc = parse_args(argc, argv, &a);
+    if (rc < 0)
+        rc = check_args(sp, &a);
+    if (rc >= 0)
+        return rc;
     cli_buf body = {0};
-    if (file && cli_buf_slurp(&body, file)) {
-        fprintf(stderr, "stele projection: cannot read %s\n", file);
+    if (a.file && cli_buf_slurp(&body, a.file)) {
+        fprintf(stderr, "stele projection: cannot read %s\n", a.file);
         cli_buf_free(&body);
         return CLI_EUSAGE;
     }
-    if (query)
-        cli_buf_adds(&body, query);
+    if (a.query)
+        cli_buf_adds(&body, a.query);
 
-    cli_client *c = cli_client_open(co.server);
+    cli_client *c = cli_client_open(a.co.server);
     if (!c) {
         cli_buf_free(&body);
         return CLI_ECONNECT;
     }
     cli_buf path = {0};
-    const char *method = "GET";
-    char *en = name ? cli_escape(c, name) : NULL;
-    if (!strcmp(sub, "list")) {
-        cli_buf_adds(&path, "/projections");
-    } else if (!strcmp(sub, "run")) {
-        method = "POST";
-        cli_buf_adds(&path, "/projections/transient");
-    } else if (!strcmp(sub, "fold")) {
-        char *es = cli_escape(c, stream);
-        cli_buf_adds(&path, "/streams/");
-        cli_buf_adds(&path, es);
-        cli_buf_adds(&path, "/state");
-        free(es);
-        param(c, &path, "projection", name);
-        if (to)
-            param(c, &path, "to", to);
-        if (as_of)
-            param(c, &path, "asOf", as_of);
-    } else {
+    if (sp->under_name) {
+        char *en = cli_escape(c, a.name);
         cli_buf_adds(&path, "/projections/");
         cli_buf_adds(&path, en);
-        if (!strcmp(sub, "create")) {
-            method = "POST";
-            cli_buf_adds(&path, onetime ? "?mode=onetime" : "?mode=continuous");
-            if (emit == 1)
-                param(c, &path, "emit", "true");
-            if (disabled)
-                param(c, &path, "enabled", "false");
-            if (mem)
-                param(c, &path, "memoryLimit", mem);
-            if (timeout)
-                param(c, &path, "timeoutMs", timeout);
-            if (cache)
-                param(c, &path, "cachePartitions", cache);
-            if (snap)
-                param(c, &path, "snapshotEvery", snap);
-        } else if (!strcmp(sub, "update")) {
-            method = "PUT";
-            cli_buf_adds(&path, "/query");
-            if (emit >= 0)
-                param(c, &path, "emit", emit ? "true" : "false");
-        } else if (!strcmp(sub, "query")) {
-            cli_buf_adds(&path, "/query");
-        } else if (!strcmp(sub, "enable") || !strcmp(sub, "disable") || !strcmp(sub, "reset")) {
-            method = "POST";
-            cli_buf_adds(&path, "/");
-            cli_buf_adds(&path, sub);
-        } else if (!strcmp(sub, "delete")) {
-            method = "DELETE";
-            if (del_state)
-                param(c, &path, "deleteState", "true");
-            if (del_emitted)
-                param(c, &path, "deleteEmittedStreams", "true");
-        } else if (!strcmp(sub, "state")) {
-            cli_buf_adds(&path, result ? "/result" : "/state");
-            if (partition)
-                param(c, &path, "partition", partition);
-        } else if (!strcmp(sub, "partitions")) {
-            cli_buf_adds(&path, "/partitions");
-            if (after)
-                param(c, &path, "after", after);
-            if (limit)
-                param(c, &path, "limit", limit);
-            if (where) {
-                const char *eq = strchr(where, '=');
-                char *f = strndup(where, (size_t)(eq - where));
-                param(c, &path, "field", f);
-                param(c, &path, "value", eq + 1);
-                free(f);
-            }
-        }
+        free(en);
     }
-    free(en);
+    const char *method = sp->path(c, &a, &path);
     cli_response resp = {0};
-    int rc = cli_request(c, method, path.p, NULL, body.p, body.len, NULL, &resp);
+    rc = cli_request(c, method, path.p, NULL, body.p, body.len, NULL, &resp);
     if (rc == CLI_OK && (resp.status < 200 || resp.status > 299))
         rc = cli_report_error(&resp);
-    else if (rc == CLI_OK) {
-        cli_span b = {resp.body.p ? resp.body.p : "", resp.body.len};
-        if (cli_human(&co) && !strcmp(sub, "list")) {
-            cli_span arr, p;
-            size_t pos = 0;
-            int first = 1;
-            if (cli_json_get(b, "projections", &arr))
-                while (cli_json_next(arr, &pos, &p)) {
-                    print_status_row(p, first);
-                    first = 0;
-                }
-            if (first)
-                printf("no projections\n");
-        } else if (cli_human(&co) && (!strcmp(sub, "status") || !strcmp(sub, "create") ||
-                                      !strcmp(sub, "enable") || !strcmp(sub, "disable") ||
-                                      !strcmp(sub, "reset") || !strcmp(sub, "update"))) {
-            print_status_row(b, 1);
-        } else {
-            fwrite(b.p, 1, b.n, stdout);
-            if (b.n && b.p[b.n - 1] != '\n')
-                putchar('\n');
-        }
-        rc = cli_finish_output("projection", CLI_OK);
-    }
+    else if (rc == CLI_OK)
+        rc = print_answer(sp, &a, &resp);
     cli_buf_free(&resp.body);
     cli_buf_free(&path);
     cli_buf_free(&body);

@@ -118,160 +118,265 @@ static void print_table(cli_span out)
     }
 }
 
-int cmd_rules(int argc, char **argv)
+/* The parsed command line: pos[0] the rule name, pos[1] a replay id. */
+typedef struct rules_args {
+    cli_common co;
+    const char *sub, *pos[2], *file, *from, *to, *limit, *max, *before, *def;
+} rules_args;
+
+/* Each subcommand appends to *path (already "/rules[/NAME]"), sets
+ * *has_body when it sends one, and returns the HTTP method. */
+typedef const char *rules_path_fn(const rules_args *a, cli_buf *path, int *has_body);
+
+static const char *rules_get(const rules_args *a, cli_buf *path, int *has_body)
 {
-    if (argc < 3)
-        return cli_usage_error("rules", synopsis, "missing a subcommand");
-    const char *sub = argv[2];
-    if (!strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help"))
-        return usage();
-    static const char *const subs[] = {"list", "get", "put", "delete", "pause", "resume",
-                                       "dead-letters", "redrive", "truncate-dead", "replay",
-                                       "replays", "cancel-replay", NULL};
-    int known = 0;
-    for (int k = 0; subs[k]; k++)
-        known |= !strcmp(sub, subs[k]);
-    if (!known)
-        return cli_usage_error("rules", synopsis, "unknown subcommand '%s'", sub);
-    cli_common co = {0};
-    const char *pos[2] = {NULL, NULL}, *file = NULL, *from = NULL, *to = NULL, *limit = NULL,
-               *max = NULL, *before = NULL, *def = NULL;
+    (void)a;
+    (void)path;
+    (void)has_body;
+    return "GET";
+}
+
+static const char *rules_put(const rules_args *a, cli_buf *path, int *has_body)
+{
+    (void)a;
+    (void)path;
+    (void)has_body;
+    return "PUT";
+}
+
+static const char *rules_delete(const rules_args *a, cli_buf *path, int *has_body)
+{
+    (void)a;
+    (void)path;
+    (void)has_body;
+    return "DELETE";
+}
+
+/* pause, resume: POST /rules/NAME/<sub> with an empty body */
+static const char *rules_pause(const rules_args *a, cli_buf *path, int *has_body)
+{
+    cli_buf_adds(path, strcmp(a->sub, "pause") ? "/resume" : "/pause");
+    *has_body = 1;
+    return "POST";
+}
+
+static const char *rules_dead_letters(const rules_args *a, cli_buf *path, int *has_body)
+{
+    (void)has_body;
+    cli_buf_adds(path, "/dead-letters?limit=");
+    cli_buf_adds(path, a->limit ? a->limit : "100");
+    cli_buf_adds(path, "&from=");
+    cli_buf_adds(path, a->from ? a->from : "0");
+    return "GET";
+}
+
+static const char *rules_redrive(const rules_args *a, cli_buf *path, int *has_body)
+{
+    cli_buf_adds(path, "/dead-letters/redrive?max=");
+    cli_buf_adds(path, a->max ? a->max : "0");
+    *has_body = 1;
+    return "POST";
+}
+
+static const char *rules_truncate_dead(const rules_args *a, cli_buf *path, int *has_body)
+{
+    (void)has_body;
+    cli_buf_adds(path, "/dead-letters");
+    if (a->before) {
+        cli_buf_adds(path, "?before=");
+        cli_buf_adds(path, a->before);
+    }
+    return "DELETE";
+}
+
+static const char *rules_replay(const rules_args *a, cli_buf *path, int *has_body)
+{
+    (void)a;
+    (void)has_body;
+    cli_buf_adds(path, "/replays");
+    return "POST";
+}
+
+/* replays [ID] (GET) and cancel-replay ID (DELETE) */
+static const char *rules_replays(const rules_args *a, cli_buf *path, int *has_body)
+{
+    (void)has_body;
+    cli_buf_adds(path, "/replays");
+    if (a->pos[1]) {
+        cli_buf_adds(path, "/");
+        cli_buf_adds(path, a->pos[1]);
+    }
+    return strcmp(a->sub, "cancel-replay") ? "GET" : "DELETE";
+}
+
+static const struct rules_sub {
+    const char *name;
+    rules_path_fn *path;
+} rules_subs[] = {
+    {"list", rules_get},
+    {"get", rules_get},
+    {"put", rules_put},
+    {"delete", rules_delete},
+    {"pause", rules_pause},
+    {"resume", rules_pause},
+    {"dead-letters", rules_dead_letters},
+    {"redrive", rules_redrive},
+    {"truncate-dead", rules_truncate_dead},
+    {"replay", rules_replay},
+    {"replays", rules_replays},
+    {"cancel-replay", rules_replays},
+    {NULL, NULL},
+};
+
+/* Options and positional arguments from argv[3] on: -1 to go on, else the
+ * exit status (usage printed or an error given). */
+static int parse_args(int argc, char **argv, rules_args *ra)
+{
     int npos = 0, r;
+    int put = !strcmp(ra->sub, "put");
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i];
-        if (a[0] != '-' || !a[1] || (!strcmp(sub, "put") && a[0] == '{')) {
-            if (!strcmp(sub, "put") && npos == 1) {
-                def = a;
+        if (a[0] != '-' || !a[1] || (put && a[0] == '{')) {
+            if (put && npos == 1) {
+                ra->def = a;
                 continue;
             }
             if (npos == 2)
                 return cli_usage_error("rules", synopsis, "unexpected argument '%s'", a);
-            pos[npos++] = a;
-        } else if (!strcmp(a, "-") && !strcmp(sub, "put")) {
-            def = "-";
+            ra->pos[npos++] = a;
+        } else if (!strcmp(a, "-") && put) {
+            ra->def = "-";
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             return usage();
-        } else if ((r = cli_common_opt(&co, "rules", argc, argv, &i)) ||
-                   (r = cli_opt("rules", argc, argv, &i, "--file", &file)) ||
-                   (r = cli_opt("rules", argc, argv, &i, "--from", &from)) ||
-                   (r = cli_opt("rules", argc, argv, &i, "--to", &to)) ||
-                   (r = cli_opt("rules", argc, argv, &i, "--limit", &limit)) ||
-                   (r = cli_opt("rules", argc, argv, &i, "--max", &max)) ||
-                   (r = cli_opt("rules", argc, argv, &i, "--before", &before))) {
+        } else if ((r = cli_common_opt(&ra->co, "rules", argc, argv, &i)) ||
+                   (r = cli_opt("rules", argc, argv, &i, "--file", &ra->file)) ||
+                   (r = cli_opt("rules", argc, argv, &i, "--from", &ra->from)) ||
+                   (r = cli_opt("rules", argc, argv, &i, "--to", &ra->to)) ||
+                   (r = cli_opt("rules", argc, argv, &i, "--limit", &ra->limit)) ||
+                   (r = cli_opt("rules", argc, argv, &i, "--max", &ra->max)) ||
+                   (r = cli_opt("rules", argc, argv, &i, "--before", &ra->before))) {
             if (r < 0)
                 return CLI_EUSAGE;
         } else {
             return cli_usage_error("rules", synopsis, "unknown option '%s'", a);
         }
     }
-    int need_name = strcmp(sub, "list") != 0;
-    if (need_name && !pos[0])
+    return -1;
+}
+
+/* The arguments each subcommand needs and the numbers: -1 when fine, else
+ * CLI_EUSAGE after a message. */
+static int check_args(const rules_args *a)
+{
+    const char *sub = a->sub;
+    if (strcmp(sub, "list") != 0 && !a->pos[0])
         return cli_usage_error("rules", synopsis, "%s: missing the rule name", sub);
-    if (!strcmp(sub, "cancel-replay") && (!pos[1] || !is_digits(pos[1])))
+    if (!strcmp(sub, "cancel-replay") && (!a->pos[1] || !is_digits(a->pos[1])))
         return cli_usage_error("rules", synopsis, "cancel-replay: missing the replay id");
-    if (!strcmp(sub, "replays") && pos[1] && !is_digits(pos[1]))
+    if (!strcmp(sub, "replays") && a->pos[1] && !is_digits(a->pos[1]))
         return cli_usage_error("rules", synopsis, "replays: the replay id is a number");
-    if (!strcmp(sub, "replay") && !from)
+    if (!strcmp(sub, "replay") && !a->from)
         return cli_usage_error("rules", synopsis, "replay: --from is required");
-    const char *nums[4][2] = {{"--limit", limit}, {"--max", max}, {"--before", before},
+    const char *nums[4][2] = {{"--limit", a->limit}, {"--max", a->max}, {"--before", a->before},
                               {NULL, NULL}};
     for (int k = 0; nums[k][0]; k++)
         if (nums[k][1] && !is_digits(nums[k][1]))
             return cli_usage_error("rules", synopsis, "%s must be a number", nums[k][0]);
-    if (from && strcmp(sub, "replay") && !is_digits(from))
+    if (a->from && strcmp(sub, "replay") && !is_digits(a->from))
         return cli_usage_error("rules", synopsis, "--from must be a number");
+    return -1;
+}
 
+/* put's definition (--file FILE, JSON or - for stdin) into *body: -1 when
+ * read, else CLI_EUSAGE after a message. */
+static int read_definition(const rules_args *a, cli_buf *body)
+{
+    if ((a->file != NULL) + (a->def != NULL) != 1)
+        return cli_usage_error("rules", synopsis,
+                               "put: give the definition once: --file FILE, JSON or -");
+    FILE *f = a->file ? fopen(a->file, "rb") : a->def && !strcmp(a->def, "-") ? stdin : NULL;
+    if (a->file && !f) {
+        fprintf(stderr, "stele: cannot open %s\n", a->file);
+        return CLI_EUSAGE;
+    }
+    if (!f) {
+        cli_buf_adds(body, a->def);
+        return -1;
+    }
+    int bad = read_all(f, body);
+    if (f != stdin)
+        fclose(f);
+    if (bad) {
+        fprintf(stderr, "stele: cannot read the definition\n");
+        cli_buf_free(body);
+        return CLI_EUSAGE;
+    }
+    return -1;
+}
+
+/* The request body of put and replay into *body (*has_body set): -1 to go
+ * on, else the exit status. */
+static int build_body(const rules_args *a, cli_buf *body, int *has_body)
+{
+    if (!strcmp(a->sub, "put")) {
+        int rc = read_definition(a, body);
+        if (rc >= 0)
+            return rc;
+        *has_body = 1;
+    } else if (!strcmp(a->sub, "replay")) {
+        add_end(body, "{\"from\":", a->from);
+        if (a->to)
+            add_end(body, ",\"to\":", a->to);
+        cli_buf_adds(body, "}");
+        *has_body = 1;
+    }
+    return -1;
+}
+
+int cmd_rules(int argc, char **argv)
+{
+    if (argc < 3)
+        return cli_usage_error("rules", synopsis, "missing a subcommand");
+    rules_args ra = {.sub = argv[2]};
+    if (!strcmp(ra.sub, "--help") || !strcmp(ra.sub, "-h") || !strcmp(ra.sub, "help"))
+        return usage();
+    const struct rules_sub *sp = rules_subs;
+    while (sp->name && strcmp(sp->name, ra.sub))
+        sp++;
+    if (!sp->name)
+        return cli_usage_error("rules", synopsis, "unknown subcommand '%s'", ra.sub);
     cli_buf body = {0};
     int has_body = 0;
-    if (!strcmp(sub, "put")) {
-        if ((file != NULL) + (def != NULL) != 1)
-            return cli_usage_error("rules", synopsis,
-                                   "put: give the definition once: --file FILE, JSON or -");
-        FILE *f = file ? fopen(file, "rb") : def && !strcmp(def, "-") ? stdin : NULL;
-        if (file && !f) {
-            fprintf(stderr, "stele: cannot open %s\n", file);
-            return CLI_EUSAGE;
-        }
-        if (f) {
-            int bad = read_all(f, &body);
-            if (f != stdin)
-                fclose(f);
-            if (bad) {
-                fprintf(stderr, "stele: cannot read the definition\n");
-                cli_buf_free(&body);
-                return CLI_EUSAGE;
-            }
-        } else {
-            cli_buf_adds(&body, def);
-        }
-        has_body = 1;
-    } else if (!strcmp(sub, "replay")) {
-        add_end(&body, "{\"from\":", from);
-        if (to)
-            add_end(&body, ",\"to\":", to);
-        cli_buf_adds(&body, "}");
-        has_body = 1;
-    }
+    int rc = parse_args(argc, argv, &ra);
+    if (rc < 0)
+        rc = check_args(&ra);
+    if (rc < 0)
+        rc = build_body(&ra, &body, &has_body);
+    if (rc >= 0)
+        return rc;
 
-    cli_client *c = cli_client_open(co.server);
+    cli_client *c = cli_client_open(ra.co.server);
     if (!c) {
         cli_buf_free(&body);
         return CLI_ECONNECT;
     }
     cli_buf path = {0};
     cli_buf_adds(&path, "/rules");
-    if (pos[0]) {
-        char *e = cli_escape(c, pos[0]);
+    if (ra.pos[0]) {
+        char *e = cli_escape(c, ra.pos[0]);
         cli_buf_adds(&path, "/");
         cli_buf_adds(&path, e);
         free(e);
     }
-    const char *method = "GET";
-    if (!strcmp(sub, "put")) {
-        method = "PUT";
-    } else if (!strcmp(sub, "delete")) {
-        method = "DELETE";
-    } else if (!strcmp(sub, "pause") || !strcmp(sub, "resume")) {
-        method = "POST";
-        cli_buf_adds(&path, strcmp(sub, "pause") ? "/resume" : "/pause");
-        has_body = 1;
-    } else if (!strcmp(sub, "dead-letters")) {
-        cli_buf_adds(&path, "/dead-letters?limit=");
-        cli_buf_adds(&path, limit ? limit : "100");
-        cli_buf_adds(&path, "&from=");
-        cli_buf_adds(&path, from ? from : "0");
-    } else if (!strcmp(sub, "redrive")) {
-        method = "POST";
-        cli_buf_adds(&path, "/dead-letters/redrive?max=");
-        cli_buf_adds(&path, max ? max : "0");
-        has_body = 1;
-    } else if (!strcmp(sub, "truncate-dead")) {
-        method = "DELETE";
-        cli_buf_adds(&path, "/dead-letters");
-        if (before) {
-            cli_buf_adds(&path, "?before=");
-            cli_buf_adds(&path, before);
-        }
-    } else if (!strcmp(sub, "replay")) {
-        method = "POST";
-        cli_buf_adds(&path, "/replays");
-    } else if (!strcmp(sub, "replays") || !strcmp(sub, "cancel-replay")) {
-        cli_buf_adds(&path, "/replays");
-        if (pos[1]) {
-            cli_buf_adds(&path, "/");
-            cli_buf_adds(&path, pos[1]);
-        }
-        if (!strcmp(sub, "cancel-replay"))
-            method = "DELETE";
-    }
+    const char *method = sp->path(&ra, &path, &has_body);
     cli_response resp;
-    int rc = cli_request(c, method, path.p, NULL, has_body ? (body.p ? body.p : "") : NULL,
-                         body.len, NULL, &resp);
+    rc = cli_request(c, method, path.p, NULL, has_body ? (body.p ? body.p : "") : NULL, body.len,
+                     NULL, &resp);
     if (rc == CLI_OK) {
         cli_span out = {resp.body.p ? resp.body.p : "", resp.body.len};
         if (resp.status < 200 || resp.status >= 300)
             rc = cli_report_error(&resp);
-        else if (!strcmp(sub, "list") && cli_human(&co))
+        else if (!strcmp(ra.sub, "list") && cli_human(&ra.co))
             print_table(out);
         else if (resp.body.len) {
             fwrite(resp.body.p, 1, resp.body.len, stdout);

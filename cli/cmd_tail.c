@@ -241,27 +241,51 @@ static int valid_from(const char *s)
     return 1;
 }
 
-int cmd_tail(int argc, char **argv)
+enum { NFILTERS = 7 };
+
+/* The parsed command line. */
+typedef struct tail_args {
+    cli_common co;
+    filters fl[NFILTERS];
+    const char *stream, *from;
+    int all, exclude_system, any_filter;
+} tail_args;
+
+/* A filter option (argv[*i] is an option none of the others took): -1 to
+ * go on, else the exit status after a message. */
+static int filter_opt(tail_args *ta, int argc, char **argv, int *i)
 {
-    cli_common co = {0};
-    filters fl[] = {
-        {"category", "--filter-category", {0}, 0},
-        {"type", "--filter-type", {0}, 0},
-        {"typePrefix", "--filter-type-prefix", {0}, 0},
-        {"typeRegex", "--filter-type-regex", {0}, 0},
-        {"streamPrefix", "--filter-stream-prefix", {0}, 0},
-        {"streamRegex", "--filter-stream-regex", {0}, 0},
-        {"tag", "--filter-tag", {0}, 0},
-    };
-    const size_t nfl = sizeof fl / sizeof fl[0];
-    const char *stream = NULL, *from = "end";
-    int all = 0, exclude_system = 0, opts_done = 0, r, any_filter = 0;
+    size_t k;
+    int r = 0;
+    const char *v = NULL;
+    for (k = 0; k < NFILTERS; k++)
+        if ((r = cli_opt("tail", argc, argv, i, ta->fl[k].flag, &v)))
+            break;
+    if (k == NFILTERS)
+        return cli_usage_error("tail", synopsis, "unknown option '%s'", argv[*i]);
+    if (r < 0)
+        return CLI_EUSAGE;
+    filters *f = &ta->fl[k];
+    if (!*v)
+        return cli_usage_error("tail", synopsis, "%s needs a non-empty value", f->flag);
+    if (f->n == MAX_LIST)
+        return cli_usage_error("tail", synopsis, "more than %d %s options", MAX_LIST, f->flag);
+    f->v[f->n++] = v;
+    ta->any_filter = 1;
+    return -1;
+}
+
+/* Options and STREAM from argv[2] on, then their consistency: -1 to go
+ * on, else the exit status (usage printed or an error given). */
+static int parse_args(int argc, char **argv, tail_args *ta)
+{
+    int opts_done = 0, r;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (opts_done || a[0] != '-' || !a[1]) {
-            if (stream)
+            if (ta->stream)
                 return cli_usage_error("tail", synopsis, "unexpected argument '%s'", a);
-            stream = a;
+            ta->stream = a;
             continue;
         }
         if (!strcmp(a, "--")) {
@@ -271,116 +295,118 @@ int cmd_tail(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
             return usage();
         if (!strcmp(a, "--all")) {
-            all = 1;
+            ta->all = 1;
             continue;
         }
         if (!strcmp(a, "--exclude-system")) {
-            exclude_system = 1;
-            any_filter = 1;
+            ta->exclude_system = 1;
+            ta->any_filter = 1;
             continue;
         }
-        if ((r = cli_common_opt(&co, "tail", argc, argv, &i)) ||
-            (r = cli_opt("tail", argc, argv, &i, "--from", &from))) {
+        if ((r = cli_common_opt(&ta->co, "tail", argc, argv, &i)) ||
+            (r = cli_opt("tail", argc, argv, &i, "--from", &ta->from))) {
             if (r < 0)
                 return CLI_EUSAGE;
             continue;
         }
-        size_t k;
-        const char *v = NULL;
-        for (k = 0; k < nfl; k++)
-            if ((r = cli_opt("tail", argc, argv, &i, fl[k].flag, &v)))
-                break;
-        if (k == nfl)
-            return cli_usage_error("tail", synopsis, "unknown option '%s'", a);
-        if (r < 0)
-            return CLI_EUSAGE;
-        if (!*v)
-            return cli_usage_error("tail", synopsis, "%s needs a non-empty value", fl[k].flag);
-        if (fl[k].n == MAX_LIST)
-            return cli_usage_error("tail", synopsis, "more than %d %s options", MAX_LIST,
-                                   fl[k].flag);
-        fl[k].v[fl[k].n++] = v;
-        any_filter = 1;
+        if ((r = filter_opt(ta, argc, argv, &i)) >= 0)
+            return r;
     }
-    if (all && stream)
+    if (ta->all && ta->stream)
         return cli_usage_error("tail", synopsis, "give STREAM or --all, not both");
-    if (!all && (!stream || !*stream))
+    if (!ta->all && (!ta->stream || !*ta->stream))
         return cli_usage_error("tail", synopsis, "missing STREAM (or --all)");
-    if (!all && any_filter)
+    if (!ta->all && ta->any_filter)
         return cli_usage_error("tail", synopsis, "filters work with --all only");
-    if (!valid_from(from))
+    if (!valid_from(ta->from))
         return cli_usage_error("tail", synopsis,
-                               "--from must be a number, 'start' or 'end' (got '%s')", from);
+                               "--from must be a number, 'start' or 'end' (got '%s')", ta->from);
+    return -1;
+}
 
-    cli_client *c = cli_client_open(co.server);
-    if (!c)
-        return CLI_ECONNECT;
-    cli_buf path = {0};
-    if (all) {
-        cli_buf_adds(&path, "/subscribe/all?from=");
+/* /subscribe/all or /subscribe/streams/NAME, with from= and the filters. */
+static void build_path(cli_client *c, const tail_args *ta, cli_buf *path)
+{
+    if (ta->all) {
+        cli_buf_adds(path, "/subscribe/all?from=");
     } else {
-        char *p = cli_stream_path(c, stream, NULL);
-        cli_buf_adds(&path, "/subscribe");
-        cli_buf_adds(&path, p);
-        cli_buf_adds(&path, "?from=");
+        char *p = cli_stream_path(c, ta->stream, NULL);
+        cli_buf_adds(path, "/subscribe");
+        cli_buf_adds(path, p);
+        cli_buf_adds(path, "?from=");
         free(p);
     }
-    cli_buf_adds(&path, from);
-    for (size_t k = 0; k < nfl; k++)
-        for (size_t j = 0; j < fl[k].n; j++) {
-            char *enc = cli_escape(c, fl[k].v[j]);
-            cli_buf_adds(&path, "&");
-            cli_buf_adds(&path, fl[k].name);
-            cli_buf_adds(&path, "=");
-            cli_buf_adds(&path, enc);
+    cli_buf_adds(path, ta->from);
+    for (size_t k = 0; k < NFILTERS; k++)
+        for (size_t j = 0; j < ta->fl[k].n; j++) {
+            char *enc = cli_escape(c, ta->fl[k].v[j]);
+            cli_buf_adds(path, "&");
+            cli_buf_adds(path, ta->fl[k].name);
+            cli_buf_adds(path, "=");
+            cli_buf_adds(path, enc);
             free(enc);
         }
-    if (exclude_system)
-        cli_buf_adds(&path, "&excludeSystem=true");
+    if (ta->exclude_system)
+        cli_buf_adds(path, "&excludeSystem=true");
+}
 
+/* SIGINT and SIGTERM end the tail cleanly (the loop sees `interrupted`). */
+static void catch_signals(void)
+{
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+}
 
-    tail t;
-    memset(&t, 0, sizeof t);
-    t.human = cli_human(&co);
-    t.width = cli_term_width();
-    int rc = CLI_OK, connected = 0, pause_ms = 250, reported = 0;
+/* One connection: the stream read until it ends, resuming after
+ * t->last_id when set. The response status in *status, the transport
+ * error in err; when the server refused (reported on stderr), *refused is
+ * the exit status, else -1. cli_stream's result. */
+static int stream_once(cli_client *c, const char *path, tail *t, int *status, int *refused,
+                       char *err, size_t errsz)
+{
+    char hdr[64];
+    const char *headers[3] = {"Accept: text/event-stream", NULL, NULL};
+    if (t->last_id[0]) {
+        snprintf(hdr, sizeof hdr, "Last-Event-ID: %s", t->last_id);
+        headers[1] = hdr;
+    }
+    cli_response resp;
+    t->line.len = t->data.len = 0;
+    t->event[0] = '\0';
+    t->has_id = t->after_cr = 0;
+    int got = cli_stream(c, path, headers, on_data, t, should_stop, IDLE_S, &resp, err, errsz);
+    *status = resp.status;
+    *refused = -1;
+    int ok_status = resp.status >= 200 && resp.status < 300;
+    if (got != CLI_EUSAGE && resp.status && !ok_status && resp.status != 503)
+        *refused = cli_report_error(&resp); /* a bad filter, a tombstoned stream */
+    cli_buf_free(&resp.body);
+    return got;
+}
+
+/* Reads until interrupted, the output closes, the stream is deleted or a
+ * lasting error; reconnects with backoff after a dropped connection once
+ * connected. The exit status. */
+static int follow(cli_client *c, const char *path, tail *t)
+{
+    int connected = 0, pause_ms = 250, reported = 0;
     while (!interrupted) {
-        char hdr[64];
-        const char *headers[3] = {"Accept: text/event-stream", NULL, NULL};
-        if (t.last_id[0]) {
-            snprintf(hdr, sizeof hdr, "Last-Event-ID: %s", t.last_id);
-            headers[1] = hdr;
-        }
-        cli_response resp;
         char err[512];
-        t.line.len = t.data.len = 0;
-        t.event[0] = '\0';
-        t.has_id = t.after_cr = 0;
-        int got = cli_stream(c, path.p, headers, on_data, &t, should_stop, IDLE_S, &resp, err,
-                             sizeof err);
-        int ok_status = resp.status >= 200 && resp.status < 300;
+        int status, refused;
+        int got = stream_once(c, path, t, &status, &refused, err, sizeof err);
+        int ok_status = status >= 200 && status < 300;
         if (got == CLI_EUSAGE) {
             fprintf(stderr, "stele: bad server URL '%s': %s\n", cli_client_url(c), err);
-            cli_buf_free(&resp.body);
-            rc = CLI_EUSAGE;
-            break;
+            return CLI_EUSAGE;
         }
-        if (resp.status && !ok_status && resp.status != 503) {
-            rc = cli_report_error(&resp); /* a bad filter, a tombstoned stream */
-            cli_buf_free(&resp.body);
-            break;
-        }
-        cli_buf_free(&resp.body);
-        if (t.out_closed || t.deleted || interrupted) {
-            rc = t.deleted ? CLI_ESERVER : CLI_OK;
-            break;
-        }
+        if (refused >= 0)
+            return refused;
+        if (t->out_closed || t->deleted || interrupted)
+            return t->deleted ? CLI_ESERVER : CLI_OK;
         if (ok_status) {
             connected = 1;
             pause_ms = 250;
@@ -388,21 +414,52 @@ int cmd_tail(int argc, char **argv)
         } else if (!connected) {
             fprintf(stderr, "stele: cannot reach %s: %s\n", cli_client_url(c),
                     err[0] ? err : "the server is unavailable");
-            rc = CLI_ECONNECT;
-            break;
+            return CLI_ECONNECT;
         }
         /* The connection dropped, or the server ended the stream (it is
          * stopping): resume after the last id. */
         if (!reported) {
             fprintf(stderr, "stele tail: connection lost (%s); reconnecting%s%s\n",
-                    err[0] ? err : resp.status == 503 ? "server unavailable"
-                                                      : "the server ended the stream",
-                    t.last_id[0] ? " after id " : "", t.last_id);
+                    err[0] ? err : status == 503 ? "server unavailable"
+                                                 : "the server ended the stream",
+                    t->last_id[0] ? " after id " : "", t->last_id);
             reported = 1;
         }
         sleep_ms(pause_ms);
         pause_ms = pause_ms * 2 > MAX_PAUSE_MS ? MAX_PAUSE_MS : pause_ms * 2;
     }
+    return CLI_OK;
+}
+
+int cmd_tail(int argc, char **argv)
+{
+    tail_args ta = {
+        .fl = {
+            {"category", "--filter-category", {0}, 0},
+            {"type", "--filter-type", {0}, 0},
+            {"typePrefix", "--filter-type-prefix", {0}, 0},
+            {"typeRegex", "--filter-type-regex", {0}, 0},
+            {"streamPrefix", "--filter-stream-prefix", {0}, 0},
+            {"streamRegex", "--filter-stream-regex", {0}, 0},
+            {"tag", "--filter-tag", {0}, 0},
+        },
+        .from = "end",
+    };
+    int rc = parse_args(argc, argv, &ta);
+    if (rc >= 0)
+        return rc;
+    cli_client *c = cli_client_open(ta.co.server);
+    if (!c)
+        return CLI_ECONNECT;
+    cli_buf path = {0};
+    build_path(c, &ta, &path);
+    catch_signals();
+
+    tail t;
+    memset(&t, 0, sizeof t);
+    t.human = cli_human(&ta.co);
+    t.width = cli_term_width();
+    rc = follow(c, path.p, &t);
     cli_buf_free(&t.line);
     cli_buf_free(&t.data);
     cli_buf_free(&path);

@@ -76,156 +76,234 @@ static void add_segment(cli_buf *b, const char *s)
     }
 }
 
-int cmd_user(int argc, char **argv)
-{
-    int keys = !strcmp(argv[1], "api-key");
-    const char *cmd = keys ? "api-key" : "user";
-    cli_common co = {0};
-    const char *sub = NULL, *name = NULL, *full = NULL, *pwenv = "STELE_NEW_PASSWORD",
-               *keyname = NULL;
+/* The parsed command line. */
+typedef struct user_args {
+    const char *cmd; /* "user" or "api-key" */
+    cli_common co;
+    const char *sub, *name, *full, *pwenv, *keyname;
     const char *groups[16];
-    int ngroups = 0, groups_given = 0;
+    int ngroups, groups_given;
+} user_args;
+
+/* Options, the subcommand and NAME from argv[2] on: -1 to go on, else the
+ * exit status (usage printed or an error given). */
+static int parse_args(int argc, char **argv, user_args *ua)
+{
+    const char *cmd = ua->cmd;
     for (int i = 2; i < argc; i++) {
         const char *v;
         int r;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
             return usage();
-        if ((r = cli_common_opt(&co, cmd, argc, argv, &i)) < 0)
-            return CLI_EUSAGE;
-        if (r)
+        if ((r = cli_common_opt(&ua->co, cmd, argc, argv, &i)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--full-name", &ua->full)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--password-env", &ua->pwenv)) ||
+            (r = cli_opt(cmd, argc, argv, &i, "--name", &ua->keyname))) {
+            if (r < 0)
+                return CLI_EUSAGE;
             continue;
-        if ((r = cli_opt(cmd, argc, argv, &i, "--full-name", &full)) < 0)
-            return CLI_EUSAGE;
-        if (r)
-            continue;
-        if ((r = cli_opt(cmd, argc, argv, &i, "--password-env", &pwenv)) < 0)
-            return CLI_EUSAGE;
-        if (r)
-            continue;
-        if ((r = cli_opt(cmd, argc, argv, &i, "--name", &keyname)) < 0)
-            return CLI_EUSAGE;
-        if (r)
-            continue;
+        }
         if ((r = cli_opt(cmd, argc, argv, &i, "--group", &v)) < 0)
             return CLI_EUSAGE;
         if (r) {
-            if (ngroups == 16)
+            if (ua->ngroups == 16)
                 return cli_usage_error(cmd, synopsis, "at most 16 --group");
-            groups[ngroups++] = v;
-            groups_given = 1;
+            ua->groups[ua->ngroups++] = v;
+            ua->groups_given = 1;
             continue;
         }
         if (argv[i][0] == '-' && argv[i][1])
             return cli_usage_error(cmd, synopsis, "unknown option '%s'", argv[i]);
-        if (!sub)
-            sub = argv[i];
-        else if (!name)
-            name = argv[i];
+        if (!ua->sub)
+            ua->sub = argv[i];
+        else if (!ua->name)
+            ua->name = argv[i];
         else
             return cli_usage_error(cmd, synopsis, "unexpected argument '%s'", argv[i]);
     }
-    if (!sub)
+    if (!ua->sub)
         return cli_usage_error(cmd, synopsis, "what to do? (list, get, create ...)");
-    int needs_name = strcmp(sub, "list") != 0;
-    if (needs_name && !name)
-        return cli_usage_error(cmd, synopsis, "%s needs a %s", sub, keys ? "user or id" : "name");
-    cli_buf path = {0}, body = {0};
-    const char *method = "GET";
-    int rc;
-    if (keys) {
-        cli_buf_adds(&path, "/api-keys");
-        if (!strcmp(sub, "create")) {
-            method = "POST";
-            cli_buf_adds(&body, "{\"loginName\":");
-            cli_buf_add_jstr(&body, name);
-            cli_buf_adds(&body, ",\"name\":");
-            cli_buf_add_jstr(&body, keyname ? keyname : "");
-            cli_buf_adds(&body, "}");
-        } else if (!strcmp(sub, "revoke")) {
-            method = "DELETE";
-            cli_buf_adds(&path, "/");
-            add_segment(&path, name);
-        } else if (strcmp(sub, "list")) {
-            cli_buf_free(&path);
-            return cli_usage_error(cmd, synopsis, "unknown: %s", sub);
-        }
-    } else {
-        cli_buf_adds(&path, "/users");
-        if (name) {
-            cli_buf_adds(&path, "/");
-            add_segment(&path, name);
-        }
-        const char *pw = NULL;
-        if (!strcmp(sub, "create") || !strcmp(sub, "password") ||
-            !strcmp(sub, "reset-password")) {
-            pw = getenv(pwenv);
-            if (!pw || !*pw) {
-                cli_buf_free(&path);
-                return cli_usage_error(cmd, synopsis, "set the new password in $%s", pwenv);
-            }
-        }
-        if (!strcmp(sub, "list") || !strcmp(sub, "get")) {
-        } else if (!strcmp(sub, "create") || !strcmp(sub, "update")) {
-            method = !strcmp(sub, "create") ? "PUT" : "POST";
-            cli_buf_adds(&body, "{");
-            if (pw) {
-                cli_buf_adds(&body, "\"password\":");
-                cli_buf_add_jstr(&body, pw);
-                cli_buf_adds(&body, ",");
-            }
-            if (full) {
-                cli_buf_adds(&body, "\"fullName\":");
-                cli_buf_add_jstr(&body, full);
-                cli_buf_adds(&body, ",");
-            }
-            if (groups_given || pw) {
-                cli_buf_adds(&body, "\"groups\":[");
-                for (int g = 0; g < ngroups; g++) {
-                    if (g)
-                        cli_buf_adds(&body, ",");
-                    cli_buf_add_jstr(&body, groups[g]);
-                }
-                cli_buf_adds(&body, "],");
-            }
-            if (body.len > 1)
-                body.len--; /* the last comma */
-            cli_buf_adds(&body, "}");
-        } else if (!strcmp(sub, "delete")) {
-            method = "DELETE";
-        } else if (!strcmp(sub, "enable") || !strcmp(sub, "disable")) {
-            method = "POST";
-            cli_buf_adds(&path, "/");
-            cli_buf_adds(&path, sub);
-        } else if (!strcmp(sub, "password") || !strcmp(sub, "reset-password")) {
-            method = "POST";
-            cli_buf_adds(&path, !strcmp(sub, "password") ? "/password" : "/reset-password");
-            cli_buf_adds(&body, "{\"newPassword\":");
-            cli_buf_add_jstr(&body, pw);
-            if (!strcmp(sub, "password")) {
-                const char *cur = getenv("STELE_CURRENT_PASSWORD");
-                if (!cur || !*cur) {
-                    cli_buf_free(&path);
-                    cli_buf_free(&body);
-                    return cli_usage_error(cmd, synopsis,
-                                           "set the current password in $STELE_CURRENT_PASSWORD");
-                }
-                cli_buf_adds(&body, ",\"currentPassword\":");
-                cli_buf_add_jstr(&body, cur);
-            }
-            cli_buf_adds(&body, "}");
-        } else {
-            cli_buf_free(&path);
-            cli_buf_free(&body);
-            return cli_usage_error(cmd, synopsis, "unknown: %s", sub);
-        }
+    if (strcmp(ua->sub, "list") != 0 && !ua->name)
+        return cli_usage_error(cmd, synopsis, "%s needs a %s", ua->sub,
+                               !strcmp(cmd, "api-key") ? "user or id" : "name");
+    return -1;
+}
+
+/* A request being built: path and body grow, method starts as GET; pw is
+ * the new password for the subcommands that set one. */
+typedef struct user_req {
+    cli_buf path, body;
+    const char *method;
+    const char *pw;
+} user_req;
+
+/* Each subcommand completes *q: -1 to send it, else the exit status. */
+typedef int user_sub_fn(const user_args *a, user_req *q);
+
+static int key_list(const user_args *a, user_req *q)
+{
+    (void)a;
+    (void)q;
+    return -1;
+}
+
+static int key_create(const user_args *a, user_req *q)
+{
+    q->method = "POST";
+    cli_buf_adds(&q->body, "{\"loginName\":");
+    cli_buf_add_jstr(&q->body, a->name);
+    cli_buf_adds(&q->body, ",\"name\":");
+    cli_buf_add_jstr(&q->body, a->keyname ? a->keyname : "");
+    cli_buf_adds(&q->body, "}");
+    return -1;
+}
+
+static int key_revoke(const user_args *a, user_req *q)
+{
+    q->method = "DELETE";
+    cli_buf_adds(&q->path, "/");
+    add_segment(&q->path, a->name);
+    return -1;
+}
+
+/* list, get: GET /users[/NAME] as it is */
+static int user_get(const user_args *a, user_req *q)
+{
+    (void)a;
+    (void)q;
+    return -1;
+}
+
+/* create (PUT) and update (POST): the given fields; groups are sent when
+ * given, and always with a password (a new user). */
+static int user_put(const user_args *a, user_req *q)
+{
+    cli_buf *b = &q->body;
+    q->method = !strcmp(a->sub, "create") ? "PUT" : "POST";
+    cli_buf_adds(b, "{");
+    if (q->pw) {
+        cli_buf_adds(b, "\"password\":");
+        cli_buf_add_jstr(b, q->pw);
+        cli_buf_adds(b, ",");
     }
-    cli_buf_add(&path, "", 1);
-    if (body.len)
-        cli_buf_add(&body, "", 1);
-    rc = run(&co, method, path.p, body.len ? body.p : NULL);
-    if (body.p)
-        memset(body.p, 0, body.len);
-    cli_buf_free(&path);
-    cli_buf_free(&body);
+    if (a->full) {
+        cli_buf_adds(b, "\"fullName\":");
+        cli_buf_add_jstr(b, a->full);
+        cli_buf_adds(b, ",");
+    }
+    if (a->groups_given || q->pw) {
+        cli_buf_adds(b, "\"groups\":[");
+        for (int g = 0; g < a->ngroups; g++) {
+            if (g)
+                cli_buf_adds(b, ",");
+            cli_buf_add_jstr(b, a->groups[g]);
+        }
+        cli_buf_adds(b, "],");
+    }
+    if (b->len > 1)
+        b->len--; /* the last comma */
+    cli_buf_adds(b, "}");
+    return -1;
+}
+
+static int user_delete(const user_args *a, user_req *q)
+{
+    (void)a;
+    q->method = "DELETE";
+    return -1;
+}
+
+/* enable, disable: POST /users/NAME/<sub> */
+static int user_enable(const user_args *a, user_req *q)
+{
+    q->method = "POST";
+    cli_buf_adds(&q->path, "/");
+    cli_buf_adds(&q->path, a->sub);
+    return -1;
+}
+
+/* password (with the current one) and reset-password */
+static int user_password(const user_args *a, user_req *q)
+{
+    int own = !strcmp(a->sub, "password");
+    q->method = "POST";
+    cli_buf_adds(&q->path, own ? "/password" : "/reset-password");
+    cli_buf_adds(&q->body, "{\"newPassword\":");
+    cli_buf_add_jstr(&q->body, q->pw);
+    if (own) {
+        const char *cur = getenv("STELE_CURRENT_PASSWORD");
+        if (!cur || !*cur)
+            return cli_usage_error(a->cmd, synopsis,
+                                   "set the current password in $STELE_CURRENT_PASSWORD");
+        cli_buf_adds(&q->body, ",\"currentPassword\":");
+        cli_buf_add_jstr(&q->body, cur);
+    }
+    cli_buf_adds(&q->body, "}");
+    return -1;
+}
+
+typedef struct user_sub {
+    const char *name;
+    user_sub_fn *fn;
+    int new_password; /* takes the new password from --password-env */
+} user_sub;
+
+static const user_sub key_subs[] = {
+    {"list", key_list, 0},
+    {"create", key_create, 0},
+    {"revoke", key_revoke, 0},
+    {NULL, NULL, 0},
+};
+
+static const user_sub user_subs[] = {
+    {"list", user_get, 0},          {"get", user_get, 0},
+    {"create", user_put, 1},        {"update", user_put, 0},
+    {"delete", user_delete, 0},     {"enable", user_enable, 0},
+    {"disable", user_enable, 0},    {"password", user_password, 1},
+    {"reset-password", user_password, 1}, {NULL, NULL, 0},
+};
+
+/* The request for the subcommand into *q: -1 to send it, else the exit
+ * status after a message. */
+static int build_request(const user_args *a, user_req *q)
+{
+    int keys = !strcmp(a->cmd, "api-key");
+    const user_sub *s = keys ? key_subs : user_subs;
+    while (s->name && strcmp(s->name, a->sub))
+        s++;
+    cli_buf_adds(&q->path, keys ? "/api-keys" : "/users");
+    if (!keys && a->name) {
+        cli_buf_adds(&q->path, "/");
+        add_segment(&q->path, a->name);
+    }
+    if (!s->name)
+        return cli_usage_error(a->cmd, synopsis, "unknown: %s", a->sub);
+    if (s->new_password) {
+        q->pw = getenv(a->pwenv);
+        if (!q->pw || !*q->pw)
+            return cli_usage_error(a->cmd, synopsis, "set the new password in $%s", a->pwenv);
+    }
+    return s->fn(a, q);
+}
+
+int cmd_user(int argc, char **argv)
+{
+    user_args ua = {.cmd = !strcmp(argv[1], "api-key") ? "api-key" : "user",
+                    .pwenv = "STELE_NEW_PASSWORD"};
+    int rc = parse_args(argc, argv, &ua);
+    if (rc >= 0)
+        return rc;
+    user_req q = {.method = "GET"};
+    rc = build_request(&ua, &q);
+    if (rc < 0) {
+        cli_buf_add(&q.path, "", 1);
+        if (q.body.len)
+            cli_buf_add(&q.body, "", 1);
+        rc = run(&ua.co, q.method, q.path.p, q.body.len ? q.body.p : NULL);
+    }
+    if (q.body.p)
+        memset(q.body.p, 0, q.body.len); /* it may hold a password */
+    cli_buf_free(&q.path);
+    cli_buf_free(&q.body);
     return rc;
 }

@@ -191,9 +191,10 @@ static int yes(const setting *st)
     return -1;
 }
 
-int cmd_serve(int argc, char **argv)
+/* Flags from argv[2] on into the settings table (and --config into
+ * *config): -1 to go on, else the exit status after usage. */
+static int parse_flags(int argc, char **argv, const char **config)
 {
-    const char *config = getenv("STELE_CONFIG");
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
@@ -208,7 +209,7 @@ int cmd_serve(int argc, char **argv)
             return serve_usage(stderr);
         }
         if (!strcmp(a + 2, "config")) {
-            config = argv[++i];
+            *config = argv[++i];
             continue;
         }
         setting *st = find(a + 2);
@@ -218,6 +219,12 @@ int cmd_serve(int argc, char **argv)
         }
         st->value = argv[++i];
     }
+    return -1;
+}
+
+/* Settings no flag gave from STELE_<NAME> (dashes as underscores). */
+static void settings_from_env(void)
+{
     for (size_t i = 0; i < NSETTINGS; i++) {
         if (settings[i].value)
             continue;
@@ -227,28 +234,29 @@ int cmd_serve(int argc, char **argv)
             *p = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
         settings[i].value = getenv(env);
     }
-    if (config && read_config(config))
-        return 2;
+}
 
-    server_config cfg;
-    server_config_init(&cfg);
+/* port, host, node and the data directory (store or its older name,
+ * data): 0, or 2 after a message. */
+static int apply_location(server_config *cfg)
+{
     long long v;
     setting *st;
     if ((st = find("port"))->value) {
         if (num("port", st->value, 0, 65535, &v))
             return 2;
-        cfg.port = (int)v;
+        cfg->port = (int)v;
     }
     if ((st = find("host"))->value)
-        cfg.host = st->value;
+        cfg->host = st->value;
     if ((st = find("node"))->value) {
         size_t n = strlen(st->value);
-        if (n == 0 || n >= sizeof cfg.store.node_name || strpbrk(st->value, " \t\r\n")) {
+        if (n == 0 || n >= sizeof cfg->store.node_name || strpbrk(st->value, " \t\r\n")) {
             fprintf(stderr, "stele serve: node must be 1..%zu bytes without spaces\n",
-                    sizeof cfg.store.node_name - 1);
+                    sizeof cfg->store.node_name - 1);
             return 2;
         }
-        memcpy(cfg.store.node_name, st->value, n + 1);
+        memcpy(cfg->store.node_name, st->value, n + 1);
     }
     setting *data = find("data");
     if ((st = find("store"))->value && data->value && strcmp(st->value, data->value) != 0) {
@@ -258,62 +266,79 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     if (st->value || data->value)
-        cfg.data_dir = st->value ? st->value : data->value;
+        cfg->data_dir = st->value ? st->value : data->value;
+    return 0;
+}
+
+/* Allowed hosts and origins, TLS, credentials, archive and log level: 0,
+ * or 2 after a message. */
+static int apply_access(server_config *cfg)
+{
+    setting *st;
     if ((st = find("allowed-hosts"))->value)
-        cfg.allowed_hosts = st->value;
+        cfg->allowed_hosts = st->value;
     if ((st = find("allowed-origins"))->value)
-        cfg.allowed_origins = st->value;
-    cfg.tls_cert = find("tls-cert")->value;
-    cfg.tls_key = find("tls-key")->value;
-    cfg.tls_client_ca = find("tls-client-ca")->value;
-    if ((st = find("allow-cleartext"))->value && (cfg.allow_cleartext = yes(st)) < 0)
+        cfg->allowed_origins = st->value;
+    cfg->tls_cert = find("tls-cert")->value;
+    cfg->tls_key = find("tls-key")->value;
+    cfg->tls_client_ca = find("tls-client-ca")->value;
+    if ((st = find("allow-cleartext"))->value && (cfg->allow_cleartext = yes(st)) < 0)
         return 2;
-    if ((st = find("insecure"))->value && (cfg.insecure = yes(st)) < 0)
+    if ((st = find("insecure"))->value && (cfg->insecure = yes(st)) < 0)
         return 2;
-    cfg.admin_password = find("admin-password")->value;
-    cfg.signing_key = find("signing-key")->value;
+    cfg->admin_password = find("admin-password")->value;
+    cfg->signing_key = find("signing-key")->value;
     if ((st = find("archive-dir"))->value && *st->value)
-        cfg.archive_dir = st->value;
+        cfg->archive_dir = st->value;
     if ((st = find("log-level"))->value) {
         if (!strcmp(st->value, "error"))
-            cfg.log_level = 0;
+            cfg->log_level = 0;
         else if (!strcmp(st->value, "info"))
-            cfg.log_level = 1;
+            cfg->log_level = 1;
         else if (!strcmp(st->value, "debug"))
-            cfg.log_level = 2;
+            cfg->log_level = 2;
         else {
             fprintf(stderr, "stele serve: log-level must be error, info or debug\n");
             return 2;
         }
     }
+    return 0;
+}
+
+/* The numeric limits, each checked against its range: 0, or 2 after a
+ * message. */
+static int apply_numbers(server_config *cfg)
+{
     struct {
         const char *name;
         long long min, max;
         void *dst;
         int kind; /* 0 size_t, 1 int ms from seconds, 2 uint64, 3 size_t MiB, 4 uint32, 5 int */
     } nums[] = {
-        {"max-connections", 1, 1000000, &cfg.max_connections, 0},
-        {"max-body", 1024, 1LL << 30, &cfg.max_body_bytes, 0},
-        {"idle-timeout", 1, 86400, &cfg.idle_timeout_ms, 1},
-        {"request-timeout", 1, 86400, &cfg.request_timeout_ms, 1},
-        {"segment-size", 65536, 2LL << 30, &cfg.store.segment_size, 2},
-        {"max-event-size", 1, 1LL << 30, &cfg.store.max_event_size, 2},
-        {"max-append-size", 1, 1LL << 30, &cfg.store.max_append_size, 2},
-        {"sse-keepalive", 1, 3600, &cfg.sse_keepalive_ms, 1},
-        {"sse-stall-timeout", 1, 86400, &cfg.sse_stall_timeout_ms, 1},
-        {"sub-behind-events", 1, 1LL << 40, &cfg.sub_behind_events, 2},
-        {"sub-behind-seconds", 1, 86400, &cfg.sub_behind_ms, 1},
-        {"sub-checkpoint-events", 1, 1LL << 40, &cfg.sub_checkpoint_events, 2},
-        {"sub-batch-us", 0, 1000000, &cfg.sub_batch_us, 5},
-        {"memory-budget", 0, 1LL << 30, &cfg.memory_budget, 3},
-        {"max-streams-per-connection", 1, 1LL << 20, &cfg.max_streams_per_connection, 0},
-        {"max-subscriptions", 1, 10000000, &cfg.max_subscriptions, 0},
-        {"max-groups", 1, 1000000, &cfg.store.max_groups, 4},
-        {"max-consumers-per-group", 1, 1000000, &cfg.store.max_consumers_per_group, 4},
-        {"group-lease-ms", 300, 3600000, &cfg.store.group_lease_ms, 4},
-        {"auth-fail-limit", 1, 1000000, &cfg.auth_fail_limit, 5},
-        {"archive-interval", 1, 86400, &cfg.archive_interval_ms, 1},
+        {"max-connections", 1, 1000000, &cfg->max_connections, 0},
+        {"max-body", 1024, 1LL << 30, &cfg->max_body_bytes, 0},
+        {"idle-timeout", 1, 86400, &cfg->idle_timeout_ms, 1},
+        {"request-timeout", 1, 86400, &cfg->request_timeout_ms, 1},
+        {"segment-size", 65536, 2LL << 30, &cfg->store.segment_size, 2},
+        {"max-event-size", 1, 1LL << 30, &cfg->store.max_event_size, 2},
+        {"max-append-size", 1, 1LL << 30, &cfg->store.max_append_size, 2},
+        {"sse-keepalive", 1, 3600, &cfg->sse_keepalive_ms, 1},
+        {"sse-stall-timeout", 1, 86400, &cfg->sse_stall_timeout_ms, 1},
+        {"sub-behind-events", 1, 1LL << 40, &cfg->sub_behind_events, 2},
+        {"sub-behind-seconds", 1, 86400, &cfg->sub_behind_ms, 1},
+        {"sub-checkpoint-events", 1, 1LL << 40, &cfg->sub_checkpoint_events, 2},
+        {"sub-batch-us", 0, 1000000, &cfg->sub_batch_us, 5},
+        {"memory-budget", 0, 1LL << 30, &cfg->memory_budget, 3},
+        {"max-streams-per-connection", 1, 1LL << 20, &cfg->max_streams_per_connection, 0},
+        {"max-subscriptions", 1, 10000000, &cfg->max_subscriptions, 0},
+        {"max-groups", 1, 1000000, &cfg->store.max_groups, 4},
+        {"max-consumers-per-group", 1, 1000000, &cfg->store.max_consumers_per_group, 4},
+        {"group-lease-ms", 300, 3600000, &cfg->store.group_lease_ms, 4},
+        {"auth-fail-limit", 1, 1000000, &cfg->auth_fail_limit, 5},
+        {"archive-interval", 1, 86400, &cfg->archive_interval_ms, 1},
     };
+    long long v;
+    setting *st;
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (!(st = find(nums[i].name))->value)
             continue;
@@ -332,6 +357,25 @@ int cmd_serve(int argc, char **argv)
         else
             *(uint64_t *)nums[i].dst = (uint64_t)v;
     }
+    return 0;
+}
+
+/* Settings come from flags, then STELE_* variables, then the config file
+ * (each only where the earlier ones are silent). */
+int cmd_serve(int argc, char **argv)
+{
+    const char *config = getenv("STELE_CONFIG");
+    int rc = parse_flags(argc, argv, &config);
+    if (rc >= 0)
+        return rc;
+    settings_from_env();
+    if (config && read_config(config))
+        return 2;
+
+    server_config cfg;
+    server_config_init(&cfg);
+    if (apply_location(&cfg) || apply_access(&cfg) || apply_numbers(&cfg))
+        return 2;
     const char *ready = getenv("STELE_READY_FD");
     if (ready)
         cfg.ready_fd = atoi(ready);

@@ -365,11 +365,20 @@ static void need_stream(need *n, const char *seg, size_t len, int op)
     n->stream[out] = 0;
 }
 
-static void http_need(int m, const char *path, size_t plen, need *n)
+/* A read of $all: the lists and exports that hold any stream's data. */
+static void need_all(need *n)
 {
-    memset(n, 0, sizeof *n);
-    int get = m == HTTP_GET || m == HTTP_HEAD;
+    n->kind = NEED_STREAM;
+    snprintf(n->stream, sizeof n->stream, "$all");
+    n->op = ACL_R;
+}
+
 #define IS(lit) (plen == sizeof(lit) - 1 && !memcmp(path, lit, plen))
+
+/* The server's own paths and the reads across streams: 1 with *n set, 0
+ * for a path of streams, groups, projections or rules. */
+static int need_server(int get, const char *path, size_t plen, need *n)
+{
     if (IS("/health/live") || IS("/health/ready")) {
         n->kind = NEED_NONE;
     } else if (get && (IS("/") || prefix(path, plen, "/ui/"))) {
@@ -382,18 +391,13 @@ static void http_need(int m, const char *path, size_t plen, need *n)
         /* The hash chain (routes_chain.c): the head shows no event data;
          * a proof or an export holds events of any stream (a read of $all). */
         n->kind = NEED_USER;
-        if (!IS("/chain/head")) {
-            n->kind = NEED_STREAM;
-            snprintf(n->stream, sizeof n->stream, "$all");
-            n->op = ACL_R;
-        }
+        if (!IS("/chain/head"))
+            need_all(n);
     } else if (IS("/all") && get) {
         n->kind = NEED_USER; /* filtered per stream for users without $ops (routes.c) */
     } else if ((IS("/categories") || IS("/types")) && get) {
         /* The name lists (routes_names.c): like GET /streams, a read of $all. */
-        n->kind = NEED_STREAM;
-        snprintf(n->stream, sizeof n->stream, "$all");
-        n->op = ACL_R;
+        need_all(n);
     } else if (IS("/subscribe/all") || IS("/query") || prefix(path, plen, "/categories") ||
                prefix(path, plen, "/types") || prefix(path, plen, "/tags") ||
                prefix(path, plen, "/correlations") || prefix(path, plen, "/actors")) {
@@ -401,76 +405,98 @@ static void http_need(int m, const char *path, size_t plen, need *n)
          * $ops (routes.c, routes_multi.c, subscribe.c). */
         n->kind = NEED_USER;
     } else if (IS("/all")) {
-        n->kind = NEED_STREAM;
-        snprintf(n->stream, sizeof n->stream, "$all");
-        n->op = ACL_R;
-    } else if (prefix(path, plen, "/subscribe/streams/")) {
+        need_all(n);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* Consumer groups (/subscriptions...): consuming (pull, ack, nack,
+ * subscribe, info) is a read of the group's stream; creating, changing,
+ * deleting and parked-message handling are for $ops. */
+static void need_groups(int m, const char *path, size_t plen, need *n)
+{
+    const char *seg = path + 14;
+    size_t rest = plen - 14;
+    if (rest <= 1 || *seg != '/') {
+        n->kind = NEED_USER;
+        return;
+    }
+    seg++, rest--;
+    const char *slash = memchr(seg, '/', rest);
+    size_t slen = slash ? (size_t)(slash - seg) : rest;
+    const char *after = slash ? memchr(slash + 1, '/', rest - slen - 1) : NULL;
+    int admin_op = (!after && (m == HTTP_PUT || m == HTTP_POST || m == HTTP_DELETE)) ||
+                   (after && memmem(after, plen - (size_t)(after - path), "/parked", 7));
+    if (admin_op)
+        n->kind = NEED_OPS;
+    else
+        need_stream(n, seg, slen, ACL_R);
+}
+
+/* /streams/NAME[/...]: the stream's ACL entry for what the method does to
+ * the stream, its metadata or its snapshots; its groups are for $ops. */
+static void need_stream_path(int m, int get, const char *path, size_t plen, need *n)
+{
+    const char *seg = path + 9;
+    size_t slen = plen - 9;
+    const char *slash = memchr(seg, '/', slen);
+    size_t nlen = slash ? (size_t)(slash - seg) : slen;
+    const char *rest = slash ? slash : "";
+    size_t rlen = slash ? slen - nlen : 0;
+    int op;
+    if (rlen == 0)
+        op = get ? ACL_R : m == HTTP_DELETE ? ACL_D : ACL_W;
+    else if (rlen >= 9 && !memcmp(rest, "/metadata", 9))
+        op = get ? ACL_MR : ACL_MW;
+    else if (rlen >= 10 && !memcmp(rest, "/snapshots", 10))
+        op = get ? ACL_R : ACL_W;
+    else if (rlen >= 7 && !memcmp(rest, "/groups", 7)) {
+        n->kind = NEED_OPS;
+        return;
+    } else
+        op = get ? ACL_R : ACL_W;
+    need_stream(n, seg, nlen, op);
+    /* A view: filtered per stream (routes.c). HEAD is checked as GET
+     * is, so its answer never depends on the view's own ACL. */
+    if (n->kind == NEED_STREAM && rlen == 0 && get && access_is_view(n->stream))
+        n->kind = NEED_USER;
+}
+
+static void http_need(int m, const char *path, size_t plen, need *n)
+{
+    memset(n, 0, sizeof *n);
+    int get = m == HTTP_GET || m == HTTP_HEAD;
+    if (need_server(get, path, plen, n))
+        return;
+    if (prefix(path, plen, "/subscribe/streams/")) {
         const char *seg = path + 19;
         const char *end = memchr(seg, '/', plen - 19);
         need_stream(n, seg, end ? (size_t)(end - seg) : plen - 19, ACL_R);
         if (n->kind == NEED_STREAM && !end && access_is_view(n->stream))
             n->kind = NEED_USER; /* a view: filtered per stream (subscribe.c) */
     } else if (prefix(path, plen, "/subscriptions")) {
-        /* Consumer groups: consuming (pull, ack, nack, subscribe, info) is
-         * a read of the group's stream; creating, changing, deleting and
-         * parked-message handling are for $ops. */
-        const char *seg = path + 14;
-        size_t rest = plen - 14;
-        if (rest > 1 && *seg == '/') {
-            seg++, rest--;
-            const char *slash = memchr(seg, '/', rest);
-            size_t slen = slash ? (size_t)(slash - seg) : rest;
-            const char *after = slash ? memchr(slash + 1, '/', rest - slen - 1) : NULL;
-            int admin_op = (!after && (m == HTTP_PUT || m == HTTP_POST || m == HTTP_DELETE)) ||
-                           (after && memmem(after, plen - (size_t)(after - path), "/parked", 7));
-            if (admin_op)
-                n->kind = NEED_OPS;
-            else
-                need_stream(n, seg, slen, ACL_R);
-        } else {
-            n->kind = NEED_USER;
-        }
+        need_groups(m, path, plen, n);
     } else if (prefix(path, plen, "/projections")) {
         n->kind = get ? NEED_USER : NEED_GROUP;
         n->group = "$projection-managers";
     } else if (prefix(path, plen, "/rules")) {
         n->kind = NEED_GROUP; /* definitions name targets and their secrets */
         n->group = "$rule-managers";
-    } else if (IS("/streams") && get) {
-        /* The list of stream names: filtered per stream for users without
-         * $ops (routes_names.c). */
-        n->kind = NEED_USER;
     } else if (IS("/streams")) {
-        n->kind = NEED_USER; /* multi-stream appends: each stream's $w (routes_multi.c) */
+        /* GET: the list of stream names, filtered per stream for users
+         * without $ops (routes_names.c); POST: multi-stream appends, each
+         * stream's $w (routes_multi.c). */
+        n->kind = NEED_USER;
     } else if (plen > 9 && !memcmp(path, "/streams/", 9)) {
-        const char *seg = path + 9;
-        size_t slen = plen - 9;
-        const char *slash = memchr(seg, '/', slen);
-        size_t nlen = slash ? (size_t)(slash - seg) : slen;
-        const char *rest = slash ? slash : "";
-        size_t rlen = slash ? slen - nlen : 0;
-        int op;
-        if (rlen == 0)
-            op = get ? ACL_R : m == HTTP_DELETE ? ACL_D : ACL_W;
-        else if (rlen >= 9 && !memcmp(rest, "/metadata", 9))
-            op = get ? ACL_MR : ACL_MW;
-        else if (rlen >= 10 && !memcmp(rest, "/snapshots", 10))
-            op = get ? ACL_R : ACL_W;
-        else if (rlen >= 7 && !memcmp(rest, "/groups", 7)) {
-            n->kind = NEED_OPS;
-            return;
-        } else
-            op = get ? ACL_R : ACL_W;
-        need_stream(n, seg, nlen, op);
-        /* A view: filtered per stream (routes.c). HEAD is checked as GET
-         * is, so its answer never depends on the view's own ACL. */
-        if (n->kind == NEED_STREAM && rlen == 0 && get && access_is_view(n->stream))
-            n->kind = NEED_USER;
+        need_stream_path(m, get, path, plen, n);
     } else {
         n->kind = get ? NEED_USER : NEED_ADMIN; /* the web UI, unknown paths (404) */
     }
-#undef IS
 }
+
+#undef IS
 
 static const char *op_name(int op)
 {

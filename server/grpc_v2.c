@@ -787,72 +787,90 @@ static size_t stream_index(v2_op *op, uint16_t *slots, size_t *n, const char *st
     return (*n)++;
 }
 
-static void records_msg(gcall *call, ProtobufCMessage *msg)
+/* At least one record, each naming a stream: 0, or -1 after failing the
+ * call. */
+static int check_records(gcall *call, const V2RecordsRequest *req)
 {
-    V2RecordsRequest *req = (V2RecordsRequest *)msg;
     if (req->n_records == 0) {
         v2_fail_text(call, GRPC_INVALID_ARGUMENT,
                      "INVALID_ARGUMENT: AppendRecords needs at least one record");
-        return;
+        return -1;
     }
     for (size_t i = 0; i < req->n_records; i++) {
         const V2Record *r = req->records[i];
         if (r->stream_option_case != KURRENTDB__PROTOCOL__V2__STREAMS__APPEND_RECORD__STREAM_OPTION_STREAM ||
             !r->stream || !*r->stream) {
             v2_fail_text(call, GRPC_INVALID_ARGUMENT, "INVALID_ARGUMENT: record %zu names no stream", i);
-            return;
+            return -1;
         }
     }
+    return 0;
+}
+
+/* Consistency check i: a stream_state check naming a stream, with a known
+ * expected state, the only one on its stream. 0, or -1 after failing the
+ * call. */
+static int check_one_check(gcall *call, const V2RecordsRequest *req, size_t i)
+{
+    const V2Check *c = req->checks[i];
+    if (c->type_case != KURRENTDB__PROTOCOL__V2__STREAMS__CONSISTENCY_CHECK__TYPE_STREAM_STATE ||
+        !c->stream_state) {
+        v2_fail_text(call, GRPC_INVALID_ARGUMENT,
+                     "INVALID_ARGUMENT: consistency check %zu is of a kind this server does not know "
+                     "(only stream_state checks are supported)",
+                     i);
+        return -1;
+    }
+    const char *cs = c->stream_state->stream;
+    if (!cs || !*cs) {
+        v2_fail_text(call, GRPC_INVALID_ARGUMENT,
+                     "INVALID_ARGUMENT: consistency check %zu names no stream", i);
+        return -1;
+    }
+    int64_t e;
+    if (expected_in(c->stream_state->expected_state, &e)) {
+        v2_fail_text(call, GRPC_INVALID_ARGUMENT,
+                     "INVALID_ARGUMENT: consistency check %zu (stream '%.400s'): expected state %lld is "
+                     "not a revision, -1 (no stream), -2 (any), -4 (exists) or -5 "
+                     "(soft-deleted)",
+                     i, cs, (long long)c->stream_state->expected_state);
+        return -1;
+    }
+    for (size_t j = 0; j < i; j++)
+        if (!strcmp(req->checks[j]->stream_state->stream, cs)) {
+            v2_fail_text(call, GRPC_INVALID_ARGUMENT,
+                         "INVALID_ARGUMENT: consistency checks %zu and %zu both check stream '%.400s'; "
+                         "give each stream at most one check",
+                         j, i, cs);
+            return -1;
+        }
+    return 0;
+}
+
+/* The checks: at most STELE_MAX_APPEND_STREAMS, each valid. 0, or -1
+ * after failing the call. */
+static int check_checks(gcall *call, const V2RecordsRequest *req)
+{
     if (req->n_checks > STELE_MAX_APPEND_STREAMS) {
         v2_fail_text(call, GRPC_INVALID_ARGUMENT,
                      "INVALID_ARGUMENT: AppendRecords names more than %u streams (%zu checks)",
                      STELE_MAX_APPEND_STREAMS, req->n_checks);
-        return;
+        return -1;
     }
-    for (size_t i = 0; i < req->n_checks; i++) {
-        const V2Check *c = req->checks[i];
-        if (c->type_case != KURRENTDB__PROTOCOL__V2__STREAMS__CONSISTENCY_CHECK__TYPE_STREAM_STATE ||
-            !c->stream_state) {
-            v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                         "INVALID_ARGUMENT: consistency check %zu is of a kind this server does not know "
-                         "(only stream_state checks are supported)",
-                         i);
-            return;
-        }
-        const char *cs = c->stream_state->stream;
-        if (!cs || !*cs) {
-            v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                         "INVALID_ARGUMENT: consistency check %zu names no stream", i);
-            return;
-        }
-        int64_t e;
-        if (expected_in(c->stream_state->expected_state, &e)) {
-            v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                         "INVALID_ARGUMENT: consistency check %zu (stream '%.400s'): expected state %lld is "
-                         "not a revision, -1 (no stream), -2 (any), -4 (exists) or -5 "
-                         "(soft-deleted)",
-                         i, cs, (long long)c->stream_state->expected_state);
-            return;
-        }
-        for (size_t j = 0; j < i; j++)
-            if (!strcmp(req->checks[j]->stream_state->stream, cs)) {
-                v2_fail_text(call, GRPC_INVALID_ARGUMENT,
-                             "INVALID_ARGUMENT: consistency checks %zu and %zu both check stream '%.400s'; "
-                             "give each stream at most one check",
-                             j, i, cs);
-                return;
-            }
-    }
-    size_t maxstreams = req->n_checks + req->n_records;
-    if (maxstreams > STELE_MAX_APPEND_STREAMS)
-        maxstreams = STELE_MAX_APPEND_STREAMS;
-    v2_op *op = op_create(call, maxstreams, req->n_records);
-    if (!op)
-        return;
+    for (size_t i = 0; i < req->n_checks; i++)
+        if (check_one_check(call, req, i))
+            return -1;
+    return 0;
+}
+
+/* op's streams (checked ones first, in check order, then those records
+ * add) and records from req. 0, or -1 after failing the call. */
+static int records_fill(gcall *call, v2_op *op, const V2RecordsRequest *req)
+{
     uint16_t *slots = calloc(V2_HASH_SLOTS, sizeof *slots);
     if (!slots) {
         grpc_finish(call, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-        goto fail;
+        return -1;
     }
     size_t n = 0;
     for (size_t i = 0; i < req->n_checks; i++) {
@@ -870,26 +888,44 @@ static void records_msg(gcall *call, ProtobufCMessage *msg)
                          "INVALID_ARGUMENT: AppendRecords names more than %u streams (record %zu names "
                          "stream number %u)",
                          STELE_MAX_APPEND_STREAMS, k, STELE_MAX_APPEND_STREAMS + 1);
-            goto fail;
+            free(slots);
+            return -1;
         }
         op->writes[x] = 1;
         op->records[k].stream = x;
-        if (record_in(call, op, k, r, r->stream))
-            goto fail;
+        if (record_in(call, op, k, r, r->stream)) {
+            free(slots);
+            return -1;
+        }
     }
     free(slots);
-    slots = NULL;
     op->nstreams = n;
+    return 0;
+}
+
+static void records_msg(gcall *call, ProtobufCMessage *msg)
+{
+    V2RecordsRequest *req = (V2RecordsRequest *)msg;
+    if (check_records(call, req) || check_checks(call, req))
+        return;
+    size_t maxstreams = req->n_checks + req->n_records;
+    if (maxstreams > STELE_MAX_APPEND_STREAMS)
+        maxstreams = STELE_MAX_APPEND_STREAMS;
+    v2_op *op = op_create(call, maxstreams, req->n_records);
+    if (!op)
+        return;
+    if (records_fill(call, op, req)) {
+        op_free(op);
+        return;
+    }
     op_set_meta(op);
-    if (grpc_kept_add(call, &op->kept, req))
-        goto fail;
+    if (grpc_kept_add(call, &op->kept, req)) {
+        op_free(op);
+        return;
+    }
     op->base.done = records_done;
     tombstoned_check_only(call->c->srv, op);
     v2_submit(call, op);
-    return;
-fail:
-    free(slots);
-    op_free(op);
 }
 
 /* Stream i failed its check with `failed` (EWRONGREV / EDELETED) and the

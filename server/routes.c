@@ -765,6 +765,136 @@ void route_health_tick(server *s)
 
 /* ------------------------------------------------------------ routing */
 
+static void method_not_allowed(conn *c, const char *path, size_t plen)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "method %s is not allowed on %.*s", http_method_str(c->req.method),
+             (int)(plen > 200 ? 200 : plen), path);
+    fail(c, 405, "METHOD_NOT_ALLOWED", msg);
+}
+
+static void handle_live(conn *c)
+{
+    static const char b[] = "{\"status\":\"live\"}\n";
+    http_respond(c, 200, "application/json", b, sizeof b - 1, NULL);
+    finish(c, 0);
+}
+
+/* 200 while the store takes appends; 503 with the reason when it is
+ * read-only, failing or the server is stopping. */
+static void handle_ready(conn *c)
+{
+    stele_stats st;
+    int src = stele_get_stats(c->srv->db, &st);
+    if (src || st.readonly || c->srv->stopping) {
+        if (c->srv->stopping)
+            fail(c, 503, "UNAVAILABLE", "shutting down");
+        else if (src)
+            fail(c, 503, "UNAVAILABLE", stele_errmsg());
+        else
+            fail(c, 503, st.readonly_code == STELE_ENOSPC ? "NO_SPACE" : "READ_ONLY",
+                 st.readonly_reason);
+        return;
+    }
+    static const char b[] = "{\"status\":\"ready\"}\n";
+    http_respond(c, 200, "application/json", b, sizeof b - 1, NULL);
+    finish(c, 0);
+}
+
+static void handle_metrics(conn *c)
+{
+    buf b = {0};
+    metrics_render(c->srv, &b);
+    http_respond(c, 200, "text/plain; version=0.0.4", b.p, b.len, NULL);
+    buf_free(&b);
+    finish(c, 0);
+}
+
+/* The server's own GET-only paths. */
+static const struct {
+    const char *path;
+    void (*get)(conn *c);
+} fixed_routes[] = {
+    {"/health/live", handle_live},
+    {"/health/ready", handle_ready},
+    {"/info", handle_info},
+    {"/metrics", handle_metrics},
+};
+
+/* 1 when path is one of fixed_routes (answered), else 0. */
+static int route_fixed(conn *c, const char *path, size_t plen)
+{
+    for (size_t i = 0; i < sizeof fixed_routes / sizeof fixed_routes[0]; i++) {
+        const char *p = fixed_routes[i].path;
+        if (strlen(p) != plen || memcmp(path, p, plen))
+            continue;
+        if (c->req.method != HTTP_GET)
+            method_not_allowed(c, path, plen);
+        else
+            fixed_routes[i].get(c);
+        return 1;
+    }
+    return 0;
+}
+
+/* /streams/NAME[/...]: the stream itself (append, read, delete), its head,
+ * its state and the sub-resources of routes_streams.c. 1 when answered,
+ * 0 when no route takes the path. */
+static int route_stream(conn *c, const char *path, size_t plen, const char *q, size_t qlen)
+{
+    int m = c->req.method;
+    const char *seg = path + 9;
+    size_t slen = plen - 9;
+    const char *slash = memchr(seg, '/', slen);
+    size_t name_len = slash ? (size_t)(slash - seg) : slen;
+    const char *rest = slash ? slash : "";
+    size_t rest_len = slash ? slen - name_len : 0;
+    char name[1024];
+    size_t nlen;
+    if (name_len == 0 || url_decode(seg, name_len, name, sizeof name, &nlen) != 0) {
+        fail(c, 400, "INVALID_ARGUMENT", "malformed stream name in the path");
+        return 1;
+    }
+    if (memchr(name, 0, nlen)) {
+        fail(c, 400, "INVALID_ARGUMENT", "stream name contains a NUL byte");
+        return 1;
+    }
+    if (rest_len == 0) {
+        if (m == HTTP_POST)
+            handle_append(c, name);
+        else if (m == HTTP_GET)
+            handle_read(c, name, q, qlen);
+        else if (m == HTTP_DELETE)
+            handle_delete(c, name, q, qlen);
+        else
+            method_not_allowed(c, path, plen);
+        return 1;
+    }
+    if (rest_len == 5 && !memcmp(rest, "/head", 5)) {
+        if (m != HTTP_GET)
+            method_not_allowed(c, path, plen);
+        else
+            handle_head(c, name);
+        return 1;
+    }
+    /* state reconstructed with a projection (routes_projections.c) */
+    if (rest_len == 6 && !memcmp(rest, "/state", 6) && route_stream_state(c, name, q, qlen))
+        return 1;
+    /* metadata, snapshots, load (routes_streams.c) */
+    return route_streams(c, m, name, rest, rest_len, q, qlen);
+}
+
+/* The routers of the other route files, in order; each returns 1 when it
+ * took the request. */
+static int route_others(conn *c, const char *path, size_t plen, const char *q, size_t qlen)
+{
+    return route_users(c, path, plen, q, qlen) || route_subscribe(c, path, plen, q, qlen) ||
+           route_groups(c, path, plen, q, qlen) || route_projections(c, path, plen, q, qlen) ||
+           route_names(c, path, plen, q, qlen) || /* GET /streams, /categories, /types */
+           route_chain(c, path, plen, q, qlen) || /* the hash chain (routes_chain.c) */
+           route_multi(c, path, plen) || route_rules(c, path, plen, q, qlen);
+}
+
 void route_request(conn *c)
 {
     request *r = &c->req;
@@ -786,136 +916,30 @@ void route_request(conn *c)
         return;
     if (access_http_gate(c, path, plen)) /* users and access (access.c) */
         return;
-
-#define PATH_IS(lit) (plen == sizeof(lit) - 1 && !memcmp(path, lit, plen))
     if (route_ui(c, path, plen)) /* the web UI: / and /ui/ (routes_ui.c) */
         return;
-    if (PATH_IS("/health/live")) {
-        if (m != HTTP_GET)
-            goto method;
-        static const char b[] = "{\"status\":\"live\"}\n";
-        http_respond(c, 200, "application/json", b, sizeof b - 1, NULL);
-        finish(c, 0);
+    if (route_fixed(c, path, plen))
         return;
-    }
-    if (PATH_IS("/health/ready")) {
-        if (m != HTTP_GET)
-            goto method;
-        stele_stats st;
-        int src = stele_get_stats(c->srv->db, &st);
-        if (src || st.readonly || c->srv->stopping) {
-            if (c->srv->stopping)
-                fail(c, 503, "UNAVAILABLE", "shutting down");
-            else if (src)
-                fail(c, 503, "UNAVAILABLE", stele_errmsg());
-            else
-                fail(c, 503, st.readonly_code == STELE_ENOSPC ? "NO_SPACE" : "READ_ONLY",
-                     st.readonly_reason);
-            return;
-        }
-        static const char b[] = "{\"status\":\"ready\"}\n";
-        http_respond(c, 200, "application/json", b, sizeof b - 1, NULL);
-        finish(c, 0);
-        return;
-    }
-    if (PATH_IS("/info")) {
-        if (m != HTTP_GET)
-            goto method;
-        handle_info(c);
-        return;
-    }
-    if (PATH_IS("/metrics")) {
-        if (m != HTTP_GET)
-            goto method;
-        buf b = {0};
-        metrics_render(c->srv, &b);
-        http_respond(c, 200, "text/plain; version=0.0.4", b.p, b.len, NULL);
-        buf_free(&b);
-        finish(c, 0);
-        return;
-    }
     if (plen >= 7 && !memcmp(path, "/admin/", 7)) {
         route_admin(c, path, plen);
         return;
     }
-    if (PATH_IS("/all")) {
+    if (plen == 4 && !memcmp(path, "/all", 4)) {
         if (m != HTTP_GET)
-            goto method;
-        handle_read(c, NULL, q, qlen);
+            method_not_allowed(c, path, plen);
+        else
+            handle_read(c, NULL, q, qlen);
         return;
     }
-    if (route_users(c, path, plen, q, qlen))
+    if (route_others(c, path, plen, q, qlen))
         return;
-    if (route_subscribe(c, path, plen, q, qlen))
+    if (plen > 9 && !memcmp(path, "/streams/", 9) && route_stream(c, path, plen, q, qlen))
         return;
-    if (route_groups(c, path, plen, q, qlen))
-        return;
-    if (route_projections(c, path, plen, q, qlen))
-        return;
-    if (route_names(c, path, plen, q, qlen)) /* GET /streams, /categories, /types */
-        return;
-    if (route_chain(c, path, plen, q, qlen)) /* the hash chain (routes_chain.c) */
-        return;
-    if (route_multi(c, path, plen))
-        return;
-    if (route_rules(c, path, plen, q, qlen))
-        return;
-    if (plen > 9 && !memcmp(path, "/streams/", 9)) {
-        const char *seg = path + 9;
-        size_t slen = plen - 9;
-        const char *slash = memchr(seg, '/', slen);
-        size_t name_len = slash ? (size_t)(slash - seg) : slen;
-        const char *rest = slash ? slash : "";
-        size_t rest_len = slash ? slen - name_len : 0;
-        char name[1024];
-        size_t nlen;
-        if (name_len == 0 || url_decode(seg, name_len, name, sizeof name, &nlen) != 0) {
-            fail(c, 400, "INVALID_ARGUMENT", "malformed stream name in the path");
-            return;
-        }
-        if (memchr(name, 0, nlen)) {
-            fail(c, 400, "INVALID_ARGUMENT", "stream name contains a NUL byte");
-            return;
-        }
-        if (rest_len == 0) {
-            if (m == HTTP_POST)
-                handle_append(c, name);
-            else if (m == HTTP_GET)
-                handle_read(c, name, q, qlen);
-            else if (m == HTTP_DELETE)
-                handle_delete(c, name, q, qlen);
-            else
-                goto method;
-            return;
-        }
-        if (rest_len == 5 && !memcmp(rest, "/head", 5)) {
-            if (m != HTTP_GET)
-                goto method;
-            handle_head(c, name);
-            return;
-        }
-        /* state reconstructed with a projection (routes_projections.c) */
-        if (rest_len == 6 && !memcmp(rest, "/state", 6) && route_stream_state(c, name, q, qlen))
-            return;
-        /* metadata, snapshots, load (routes_streams.c) */
-        if (route_streams(c, m, name, rest, rest_len, q, qlen))
-            return;
-    }
-#undef PATH_IS
     /* /categories/, /types/, /tags/, /correlations/, /actors/ */
     if (route_query_request(c, path, plen, q, qlen))
         return;
-    {
-        char msg[256];
-        snprintf(msg, sizeof msg, "no route for %s %.*s", http_method_str(m),
-                 (int)(plen > 200 ? 200 : plen), path);
-        fail(c, 404, "NOT_FOUND", msg);
-        return;
-    }
-method : {
     char msg[256];
-    snprintf(msg, sizeof msg, "method %s is not allowed on %.*s", http_method_str(m),
+    snprintf(msg, sizeof msg, "no route for %s %.*s", http_method_str(m),
              (int)(plen > 200 ? 200 : plen), path);
-    fail(c, 405, "METHOD_NOT_ALLOWED", msg);
-}
+    fail(c, 404, "NOT_FOUND", msg);
 }

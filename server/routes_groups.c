@@ -1166,6 +1166,109 @@ static void handle_parked_truncate(conn *c, const target *t, const char *q, size
 
 /* ------------------------------------------------------------ routing */
 
+/* What a group route did with the request. */
+enum { ROUTE_DONE, ROUTE_METHOD, ROUTE_NONE };
+
+/* /subscriptions/STREAM/GROUP itself: PUT creates, POST updates, DELETE,
+ * GET its info. */
+static int route_group_itself(conn *c, const target *t)
+{
+    int m = c->req.method;
+    if (m == HTTP_PUT)
+        handle_create_update(c, t, 0);
+    else if (m == HTTP_POST)
+        handle_create_update(c, t, 1);
+    else if (m == HTTP_DELETE)
+        handle_delete(c, t);
+    else if (m == HTTP_GET)
+        handle_info(c, t);
+    else
+        return ROUTE_METHOD;
+    return ROUTE_DONE;
+}
+
+/* The group's sub-resources (seg[2] on): messages, ack, nack, subscribe,
+ * parked, rewind and parked/replay. */
+static int route_group_part(conn *c, const target *t, const char **seg, const size_t *len,
+                            int nseg, const char *q, size_t qlen)
+{
+    int m = c->req.method;
+#define SEG_IS(i, lit) (len[i] == sizeof(lit) - 1 && !memcmp(seg[i], lit, len[i]))
+    if (nseg == 3 && SEG_IS(2, "messages")) {
+        if (m != HTTP_GET)
+            return ROUTE_METHOD;
+        handle_pull(c, t, q, qlen);
+    } else if ((nseg == 3 || nseg == 4) && (SEG_IS(2, "ack") || SEG_IS(2, "nack"))) {
+        if (m != HTTP_POST)
+            return ROUTE_METHOD;
+        char id[64] = "";
+        if (nseg == 4 && url_decode_name(seg[3], len[3], id, sizeof id))
+            http_fail(c, 400, "INVALID_ARGUMENT", "malformed event id in the path");
+        else
+            handle_settle(c, t, nseg == 4 ? id : NULL, q, qlen, SEG_IS(2, "nack"));
+    } else if (nseg == 3 && SEG_IS(2, "subscribe")) {
+        if (m != HTTP_GET)
+            return ROUTE_METHOD;
+        handle_push(c, t, q, qlen);
+    } else if (nseg == 3 && SEG_IS(2, "parked")) {
+        if (m == HTTP_GET)
+            handle_parked_read(c, t, q, qlen);
+        else if (m == HTTP_DELETE)
+            handle_parked_truncate(c, t, q, qlen);
+        else
+            return ROUTE_METHOD;
+    } else if (nseg == 3 && SEG_IS(2, "rewind")) {
+        if (m != HTTP_POST)
+            return ROUTE_METHOD;
+        route_group_rewind(c, t->stream, t->gname, q, qlen);
+    } else if (nseg == 4 && SEG_IS(2, "parked") && SEG_IS(3, "replay")) {
+        if (m != HTTP_POST)
+            return ROUTE_METHOD;
+        handle_parked_replay(c, t, q, qlen);
+    } else {
+        return ROUTE_NONE;
+    }
+#undef SEG_IS
+    return ROUTE_DONE;
+}
+
+/* The path after /subscriptions/: STREAM lists its groups, STREAM/GROUP
+ * and deeper go to the group. */
+static int route_under(conn *c, const char *rest, size_t rlen, const char *q, size_t qlen)
+{
+    const char *seg[5];
+    size_t len[5];
+    int nseg = url_path_split(rest, rlen, seg, len, 5);
+    if (nseg < 0) {
+        http_fail(c, 404, "NOT_FOUND", "no such subscriptions route");
+        return ROUTE_DONE;
+    }
+    target t;
+    memset(&t, 0, sizeof t);
+    if (url_decode_name(seg[0], len[0], t.sname, sizeof t.sname)) {
+        http_fail(c, 400, "INVALID_ARGUMENT", "malformed stream name in the path");
+        return ROUTE_DONE;
+    }
+    t.stream = strcmp(t.sname, "$all") ? t.sname : NULL;
+    if (nseg == 1) {
+        if (c->req.method != HTTP_GET)
+            return ROUTE_METHOD;
+        handle_list(c, t.sname);
+        return ROUTE_DONE;
+    }
+    if (url_decode_name(seg[1], len[1], t.gname, sizeof t.gname)) {
+        http_fail(c, 400, "INVALID_ARGUMENT", "malformed group name in the path");
+        return ROUTE_DONE;
+    }
+    char es[800], eg[800];
+    url_encode(t.sname, strlen(t.sname), es, sizeof es);
+    url_encode(t.gname, strlen(t.gname), eg, sizeof eg);
+    snprintf(t.base, sizeof t.base, "/subscriptions/%s/%s", es, eg);
+    if (nseg == 2)
+        return route_group_itself(c, &t);
+    return route_group_part(c, &t, seg, len, nseg, q, qlen);
+}
+
 int route_groups(conn *c, const char *path, size_t plen, const char *q, size_t qlen)
 {
     static const char pre[] = "/subscriptions";
@@ -1173,111 +1276,24 @@ int route_groups(conn *c, const char *path, size_t plen, const char *q, size_t q
     if (plen < pl || memcmp(path, pre, pl) || (plen > pl && path[pl] != '/'))
         return 0;
     int m = c->req.method;
-    char msg[300];
+    int r;
     if (plen == pl || plen == pl + 1) {
-        if (m != HTTP_GET)
-            goto method;
-        handle_list(c, NULL);
-        return 1;
+        r = m == HTTP_GET ? ROUTE_DONE : ROUTE_METHOD;
+        if (r == ROUTE_DONE)
+            handle_list(c, NULL);
+    } else {
+        r = route_under(c, path + pl + 1, plen - pl - 1, q, qlen);
     }
-    /* Segments after /subscriptions/. */
-    const char *seg[5];
-    size_t len[5];
-    int nseg = url_path_split(path + pl + 1, plen - pl - 1, seg, len, 5);
-    if (nseg < 0) {
-        http_fail(c, 404, "NOT_FOUND", "no such subscriptions route");
-        return 1;
+    char msg[300];
+    if (r == ROUTE_NONE) {
+        snprintf(msg, sizeof msg, "no route for %s %.*s", http_method_str(m),
+                 (int)(plen > 200 ? 200 : plen), path);
+        http_fail(c, 404, "NOT_FOUND", msg);
+    } else if (r == ROUTE_METHOD) {
+        snprintf(msg, sizeof msg, "method %s is not allowed on %.*s", http_method_str(m),
+                 (int)(plen > 200 ? 200 : plen), path);
+        http_fail(c, 405, "METHOD_NOT_ALLOWED", msg);
     }
-    target t;
-    memset(&t, 0, sizeof t);
-    if (url_decode_name(seg[0], len[0], t.sname, sizeof t.sname)) {
-        http_fail(c, 400, "INVALID_ARGUMENT", "malformed stream name in the path");
-        return 1;
-    }
-    t.stream = strcmp(t.sname, "$all") ? t.sname : NULL;
-    if (nseg == 1) {
-        if (m != HTTP_GET)
-            goto method;
-        handle_list(c, t.sname);
-        return 1;
-    }
-    if (url_decode_name(seg[1], len[1], t.gname, sizeof t.gname)) {
-        http_fail(c, 400, "INVALID_ARGUMENT", "malformed group name in the path");
-        return 1;
-    }
-    {
-        char es[800], eg[800];
-        url_encode(t.sname, strlen(t.sname), es, sizeof es);
-        url_encode(t.gname, strlen(t.gname), eg, sizeof eg);
-        snprintf(t.base, sizeof t.base, "/subscriptions/%s/%s", es, eg);
-    }
-#define SEG_IS(i, lit) (len[i] == sizeof(lit) - 1 && !memcmp(seg[i], lit, len[i]))
-    if (nseg == 2) {
-        if (m == HTTP_PUT)
-            handle_create_update(c, &t, 0);
-        else if (m == HTTP_POST)
-            handle_create_update(c, &t, 1);
-        else if (m == HTTP_DELETE)
-            handle_delete(c, &t);
-        else if (m == HTTP_GET)
-            handle_info(c, &t);
-        else
-            goto method;
-        return 1;
-    }
-    if (nseg == 3 && SEG_IS(2, "messages")) {
-        if (m != HTTP_GET)
-            goto method;
-        handle_pull(c, &t, q, qlen);
-        return 1;
-    }
-    if ((nseg == 3 || nseg == 4) && (SEG_IS(2, "ack") || SEG_IS(2, "nack"))) {
-        if (m != HTTP_POST)
-            goto method;
-        char id[64] = "";
-        if (nseg == 4 && url_decode_name(seg[3], len[3], id, sizeof id)) {
-            http_fail(c, 400, "INVALID_ARGUMENT", "malformed event id in the path");
-            return 1;
-        }
-        handle_settle(c, &t, nseg == 4 ? id : NULL, q, qlen, SEG_IS(2, "nack"));
-        return 1;
-    }
-    if (nseg == 3 && SEG_IS(2, "subscribe")) {
-        if (m != HTTP_GET)
-            goto method;
-        handle_push(c, &t, q, qlen);
-        return 1;
-    }
-    if (nseg == 3 && SEG_IS(2, "parked")) {
-        if (m == HTTP_GET)
-            handle_parked_read(c, &t, q, qlen);
-        else if (m == HTTP_DELETE)
-            handle_parked_truncate(c, &t, q, qlen);
-        else
-            goto method;
-        return 1;
-    }
-    if (nseg == 3 && SEG_IS(2, "rewind")) {
-        if (m != HTTP_POST)
-            goto method;
-        route_group_rewind(c, t.stream, t.gname, q, qlen);
-        return 1;
-    }
-    if (nseg == 4 && SEG_IS(2, "parked") && SEG_IS(3, "replay")) {
-        if (m != HTTP_POST)
-            goto method;
-        handle_parked_replay(c, &t, q, qlen);
-        return 1;
-    }
-#undef SEG_IS
-    snprintf(msg, sizeof msg, "no route for %s %.*s", http_method_str(m),
-             (int)(plen > 200 ? 200 : plen), path);
-    http_fail(c, 404, "NOT_FOUND", msg);
-    return 1;
-method:
-    snprintf(msg, sizeof msg, "method %s is not allowed on %.*s", http_method_str(m),
-             (int)(plen > 200 ? 200 : plen), path);
-    http_fail(c, 405, "METHOD_NOT_ALLOWED", msg);
     return 1;
 }
 

@@ -609,26 +609,21 @@ bad_req:
     bad(c, err);
 }
 
-static void handle_query(conn *c)
-{
-    request *r = &c->req;
-    json_doc *d;
-    char err[600];
-    int rc = json_doc_parse((const char *)r->body.p, r->body.len, &d, err, sizeof err);
-    if (rc) {
-        http_error(c, rc == STELE_ETOOBIG ? 413 : 400,
-                   rc == STELE_ETOOBIG ? "TOO_LARGE" : "INVALID_JSON", err);
-        conn_request_done(c);
-        return;
-    }
+/* A query read's body: the query, where to start, which way, how many. */
+typedef struct query_read {
     query_buf qb;
-    memset(&qb, 0, sizeof qb);
+    uint64_t from, limit;
+    int backwards;
+} query_read;
+
+/* The body's members ("query", "from", "direction", "limit") into *qr:
+ * 0, or -1 with the reason in err. */
+static int parse_query_read(const json_doc *d, query_read *qr, char *err, size_t errlen)
+{
     int q = -1, fr = -1, dir = -1, lim = -1;
-    uint64_t from = 0, limit = 100;
-    int backwards = 0;
     if (json_doc_type(d, 0) != JD_OBJECT) {
-        snprintf(err, sizeof err, "the body must be an object with \"query\"");
-        goto bad_req;
+        snprintf(err, errlen, "the body must be an object with \"query\"");
+        return -1;
     }
     for (int k = 0; k < json_doc_size(d, 0); k++) {
         int key, val;
@@ -642,81 +637,107 @@ static void handle_query(conn *c)
         else if (json_doc_eq(d, key, "limit"))
             lim = val;
         else {
-            snprintf(err, sizeof err,
+            snprintf(err, errlen,
                      "unknown field (expected \"query\", \"from\", \"direction\", \"limit\")");
-            goto bad_req;
+            return -1;
         }
     }
     if (q < 0) {
-        snprintf(err, sizeof err, "missing \"query\"");
-        goto bad_req;
+        snprintf(err, errlen, "missing \"query\"");
+        return -1;
     }
-    if (parse_query(d, q, "query", &qb, err, sizeof err))
-        goto bad_req;
+    if (parse_query(d, q, "query", &qr->qb, err, errlen))
+        return -1;
     if (dir >= 0) {
         if (json_doc_eq(d, dir, "backwards"))
-            backwards = 1;
+            qr->backwards = 1;
         else if (!json_doc_eq(d, dir, "forwards")) {
-            snprintf(err, sizeof err, "\"direction\" must be \"forwards\" or \"backwards\"");
-            goto bad_req;
+            snprintf(err, errlen, "\"direction\" must be \"forwards\" or \"backwards\"");
+            return -1;
         }
     }
-    from = backwards ? STELE_END : 0;
+    qr->from = qr->backwards ? STELE_END : 0;
     if (fr >= 0 && !(json_doc_type(d, fr) == JD_STRING && json_doc_eq(d, fr, "end")) &&
-        json_doc_u64(d, fr, &from)) {
-        snprintf(err, sizeof err, "\"from\" must be a position or \"end\"");
-        goto bad_req;
+        json_doc_u64(d, fr, &qr->from)) {
+        snprintf(err, errlen, "\"from\" must be a position or \"end\"");
+        return -1;
     }
     if (fr >= 0 && json_doc_eq(d, fr, "end"))
-        from = STELE_END;
-    if (lim >= 0 && (json_doc_u64(d, lim, &limit) || limit == 0 || limit > QUERY_MAX_LIMIT)) {
-        snprintf(err, sizeof err, "\"limit\" must be 1..%d", QUERY_MAX_LIMIT);
-        goto bad_req;
+        qr->from = STELE_END;
+    qr->limit = 100;
+    if (lim >= 0 &&
+        (json_doc_u64(d, lim, &qr->limit) || qr->limit == 0 || qr->limit > QUERY_MAX_LIMIT)) {
+        snprintf(err, errlen, "\"limit\" must be 1..%d", QUERY_MAX_LIMIT);
+        return -1;
     }
-    stele_condition cond = {qb.items, qb.n, STELE_NONE};
+    return 0;
+}
+
+/* The page's events this user may read, its `next` position and "after":
+ * the newest position the page shows, the condition's `after` for a
+ * decision based on this read (forwards: read every page first). Frees
+ * pg. */
+static void reply_query_page(conn *c, stele_page *pg)
+{
+    buf b = {0};
+    buf_append(&b, "{\"events\":[", 11);
+    uint64_t newest = STELE_NONE;
+    int filter = access_filter_read(c->srv, &c->who, NULL);
+    size_t sent = 0;
+    for (size_t i = 0; i < stele_page_count(pg); i++) {
+        const stele_event *e = stele_page_event(pg, i);
+        if (filter && !access_visible(c, e->stream))
+            continue; /* a stream this user may not read (docs/security.md) */
+        if (sent++)
+            buf_append(&b, ",", 1);
+        json_w_event(&b, e);
+        if (newest == STELE_NONE || e->position > newest)
+            newest = e->position;
+    }
+    buf_append(&b, "]", 1);
+    uint64_t next;
+    w_rev(&b, "next", stele_page_next(pg, &next) ? next : STELE_NONE);
+    w_rev(&b, "after", newest);
+    buf_append(&b, "}\n", 2);
+    http_respond(c, 200, "application/json", b.p, b.len, NULL);
+    buf_free(&b);
+    stele_page_free(pg);
+    metrics_observe(&c->srv->m, 0, (double)(time_mono_ns() - c->t_start_ns) / 1e9);
+    conn_request_done(c);
+}
+
+static void handle_query(conn *c)
+{
+    request *r = &c->req;
+    json_doc *d;
+    char err[600];
+    int rc = json_doc_parse((const char *)r->body.p, r->body.len, &d, err, sizeof err);
+    if (rc) {
+        http_error(c, rc == STELE_ETOOBIG ? 413 : 400,
+                   rc == STELE_ETOOBIG ? "TOO_LARGE" : "INVALID_JSON", err);
+        conn_request_done(c);
+        return;
+    }
+    query_read qr;
+    memset(&qr, 0, sizeof qr);
+    if (parse_query_read(d, &qr, err, sizeof err)) {
+        query_free(&qr.qb);
+        json_doc_free(d);
+        bad(c, err);
+        return;
+    }
+    stele_condition cond = {qr.qb.items, qr.qb.n, STELE_NONE};
     stele_page *pg;
-    rc = stele_read_matching(c->srv->db, &cond, from, backwards ? STELE_BACKWARDS : STELE_FORWARDS,
-                             (size_t)limit, &pg);
+    rc = stele_read_matching(c->srv->db, &cond, qr.from,
+                             qr.backwards ? STELE_BACKWARDS : STELE_FORWARDS, (size_t)qr.limit, &pg);
     if (rc) {
         http_stele_error(c, rc, stele_errmsg(), NULL);
         conn_request_done(c);
     } else {
-        /* "after": the newest position the page shows, the condition's
-         * `after` for a decision based on this read (forwards: read every
-         * page first). */
-        buf b = {0};
-        buf_append(&b, "{\"events\":[", 11);
-        uint64_t newest = STELE_NONE;
-        int filter = access_filter_read(c->srv, &c->who, NULL);
-        size_t sent = 0;
-        for (size_t i = 0; i < stele_page_count(pg); i++) {
-            const stele_event *e = stele_page_event(pg, i);
-            if (filter && !access_visible(c, e->stream))
-                continue; /* a stream this user may not read (docs/security.md) */
-            if (sent++)
-                buf_append(&b, ",", 1);
-            json_w_event(&b, e);
-            if (newest == STELE_NONE || e->position > newest)
-                newest = e->position;
-        }
-        buf_append(&b, "]", 1);
-        uint64_t next;
-        w_rev(&b, "next", stele_page_next(pg, &next) ? next : STELE_NONE);
-        w_rev(&b, "after", newest);
-        buf_append(&b, "}\n", 2);
-        http_respond(c, 200, "application/json", b.p, b.len, NULL);
-        buf_free(&b);
-        stele_page_free(pg);
-        metrics_observe(&c->srv->m, 0, (double)(time_mono_ns() - c->t_start_ns) / 1e9);
-        conn_request_done(c);
+        reply_query_page(c, pg);
     }
-    query_free(&qb);
+    query_free(&qr.qb);
     json_doc_free(d);
-    return;
-bad_req:
-    query_free(&qb);
-    json_doc_free(d);
-    bad(c, err);
 }
 
 int route_multi(conn *c, const char *path, size_t plen)

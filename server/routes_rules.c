@@ -398,111 +398,135 @@ static void handle_replay_start(conn *c, const char *name)
     http_json_done(c, 202, &b);
 }
 
+/* What a rule route did with the request. */
+enum { ROUTE_DONE, ROUTE_METHOD, ROUTE_NONE };
+
+/* /rules/NAME: PUT, GET, DELETE */
+static int route_rule(conn *c, const char *name)
+{
+    int m = c->req.method;
+    if (m == HTTP_PUT)
+        handle_put(c, name);
+    else if (m == HTTP_GET)
+        respond_rule(c, 200, name);
+    else if (m == HTTP_DELETE)
+        respond_empty(c, stele_rule_delete(c->srv->db, name), "RULE");
+    else
+        return ROUTE_METHOD;
+    return ROUTE_DONE;
+}
+
+/* POST /rules/NAME/pause or /resume */
+static void handle_pause(conn *c, const char *name, int resume)
+{
+    int rc = stele_rule_set_enabled(c->srv->db, name, resume);
+    if (rc)
+        return rule_error(c, rc, "RULE");
+    respond_rule(c, 200, name);
+}
+
+/* /rules/NAME/replays/ID: GET reads it, DELETE cancels it. */
+static int route_replay(conn *c, const char *name, const char *seg, size_t len)
+{
+    char idt[24];
+    size_t il;
+    char *e2;
+    unsigned long long id = 0;
+    if (len == 0 || len >= sizeof idt || url_decode(seg, len, idt, sizeof idt, &il) ||
+        (id = strtoull(idt, &e2, 10), *e2) || idt[0] < '0' || idt[0] > '9') {
+        http_fail(c, 404, "REPLAY_NOT_FOUND", "replay ids are numbers");
+        return ROUTE_DONE;
+    }
+    int m = c->req.method;
+    if (m == HTTP_GET)
+        handle_replays(c, name, id, 1);
+    else if (m == HTTP_DELETE)
+        respond_empty(c, stele_rule_replay_cancel(c->srv->db, name, id), "REPLAY");
+    else
+        return ROUTE_METHOD;
+    return ROUTE_DONE;
+}
+
+/* The rule's sub-resources (seg[1] on): pause, resume, dead-letters,
+ * dead-letters/redrive, replays, replays/ID. */
+static int route_rule_part(conn *c, const char *name, const char **seg, const size_t *len,
+                           int nseg, const char *q, size_t qlen)
+{
+    int m = c->req.method;
+#define SEG_IS(i, lit) (len[i] == sizeof(lit) - 1 && !memcmp(seg[i], lit, len[i]))
+    if (nseg == 2 && (SEG_IS(1, "pause") || SEG_IS(1, "resume"))) {
+        if (m != HTTP_POST)
+            return ROUTE_METHOD;
+        handle_pause(c, name, SEG_IS(1, "resume"));
+    } else if (nseg == 2 && SEG_IS(1, "dead-letters")) {
+        if (m == HTTP_GET)
+            handle_dead_read(c, name, q, qlen);
+        else if (m == HTTP_DELETE)
+            handle_dead_truncate(c, name, q, qlen);
+        else
+            return ROUTE_METHOD;
+    } else if (nseg == 3 && SEG_IS(1, "dead-letters") && SEG_IS(2, "redrive")) {
+        if (m != HTTP_POST)
+            return ROUTE_METHOD;
+        handle_redrive(c, name, q, qlen);
+    } else if (nseg == 2 && SEG_IS(1, "replays")) {
+        if (m == HTTP_POST)
+            handle_replay_start(c, name);
+        else if (m == HTTP_GET)
+            handle_replays(c, name, 0, 0);
+        else
+            return ROUTE_METHOD;
+    } else if (nseg == 3 && SEG_IS(1, "replays")) {
+        return route_replay(c, name, seg[2], len[2]);
+    } else {
+        return ROUTE_NONE;
+    }
+#undef SEG_IS
+    return ROUTE_DONE;
+}
+
+/* A rule makes the server send requests to any URL it names: until the
+ * server has authentication, changing rules (anything but GET) is
+ * accepted only from a loopback peer, like the other operations that
+ * reconfigure the server (guard.c). 0, or -1 after a 403. */
+static int change_allowed(conn *c)
+{
+    char addr[64], msg[512];
+    if (c->req.method == HTTP_GET || guard_peer_is_loopback(c, addr, sizeof addr))
+        return 0;
+    guard_loopback_message("changing rules", addr, msg, sizeof msg);
+    http_fail(c, 403, "PERMISSION_DENIED", msg);
+    return -1;
+}
+
 int route_rules(conn *c, const char *path, size_t plen, const char *q, size_t qlen)
 {
     static const char pre[] = "/rules";
     size_t pl = sizeof pre - 1;
     if (plen < pl || memcmp(path, pre, pl) || (plen > pl && path[pl] != '/'))
         return 0;
-    int m = c->req.method;
+    int r;
     if (plen <= pl + 1) {
-        if (m != HTTP_GET)
-            goto method;
-        handle_list(c);
-        return 1;
-    }
-    const char *seg[4];
-    size_t len[4];
-    int nseg = url_path_split(path + pl + 1, plen - pl - 1, seg, len, 4);
-    char name[STELE_RULE_NAME_MAX + 1];
-    if (nseg < 0 || url_decode_name(seg[0], len[0], name, sizeof name)) {
-        http_fail(c, 404, "NOT_FOUND", "no such rules route (rule names are 1..100 of A-Z a-z 0-9 . _ -)");
-        return 1;
-    }
-    /* A rule makes the server send requests to any URL it names: until the
-     * server has authentication, changing rules (anything but GET) is
-     * accepted only from a loopback peer, like the other operations that
-     * reconfigure the server (guard.c). */
-    if (m != HTTP_GET) {
-        char addr[64], msg[512];
-        if (!guard_peer_is_loopback(c, addr, sizeof addr)) {
-            guard_loopback_message("changing rules", addr, msg, sizeof msg);
-            http_fail(c, 403, "PERMISSION_DENIED", msg);
+        r = c->req.method == HTTP_GET ? ROUTE_DONE : ROUTE_METHOD;
+        if (r == ROUTE_DONE)
+            handle_list(c);
+    } else {
+        const char *seg[4];
+        size_t len[4];
+        int nseg = url_path_split(path + pl + 1, plen - pl - 1, seg, len, 4);
+        char name[STELE_RULE_NAME_MAX + 1];
+        if (nseg < 0 || url_decode_name(seg[0], len[0], name, sizeof name)) {
+            http_fail(c, 404, "NOT_FOUND", "no such rules route (rule names are 1..100 of A-Z a-z 0-9 . _ -)");
             return 1;
         }
-    }
-#define SEG_IS(i, lit) (len[i] == sizeof(lit) - 1 && !memcmp(seg[i], lit, len[i]))
-    if (nseg == 1) {
-        if (m == HTTP_PUT) {
-            handle_put(c, name);
-        } else if (m == HTTP_GET) {
-            respond_rule(c, 200, name);
-        } else if (m == HTTP_DELETE) {
-            respond_empty(c, stele_rule_delete(c->srv->db, name), "RULE");
-        } else {
-            goto method;
-        }
-        return 1;
-    }
-    if (nseg == 2 && (SEG_IS(1, "pause") || SEG_IS(1, "resume"))) {
-        if (m != HTTP_POST)
-            goto method;
-        int rc = stele_rule_set_enabled(c->srv->db, name, SEG_IS(1, "resume"));
-        if (rc) {
-            rule_error(c, rc, "RULE");
+        if (change_allowed(c))
             return 1;
-        }
-        respond_rule(c, 200, name);
-        return 1;
+        r = nseg == 1 ? route_rule(c, name) : route_rule_part(c, name, seg, len, nseg, q, qlen);
     }
-    if (nseg == 2 && SEG_IS(1, "dead-letters")) {
-        if (m == HTTP_GET)
-            handle_dead_read(c, name, q, qlen);
-        else if (m == HTTP_DELETE)
-            handle_dead_truncate(c, name, q, qlen);
-        else
-            goto method;
-        return 1;
-    }
-    if (nseg == 3 && SEG_IS(1, "dead-letters") && SEG_IS(2, "redrive")) {
-        if (m != HTTP_POST)
-            goto method;
-        handle_redrive(c, name, q, qlen);
-        return 1;
-    }
-    if (nseg == 2 && SEG_IS(1, "replays")) {
-        if (m == HTTP_POST)
-            handle_replay_start(c, name);
-        else if (m == HTTP_GET)
-            handle_replays(c, name, 0, 0);
-        else
-            goto method;
-        return 1;
-    }
-    if (nseg == 3 && SEG_IS(1, "replays")) {
-        char idt[24];
-        size_t il;
-        char *e2;
-        unsigned long long id = 0;
-        if (len[2] == 0 || len[2] >= sizeof idt || url_decode(seg[2], len[2], idt, sizeof idt, &il) ||
-            (id = strtoull(idt, &e2, 10), *e2) || idt[0] < '0' || idt[0] > '9') {
-            http_fail(c, 404, "REPLAY_NOT_FOUND", "replay ids are numbers");
-            return 1;
-        }
-        if (m == HTTP_GET) {
-            handle_replays(c, name, id, 1);
-        } else if (m == HTTP_DELETE) {
-            respond_empty(c, stele_rule_replay_cancel(c->srv->db, name, id), "REPLAY");
-        } else {
-            goto method;
-        }
-        return 1;
-    }
-#undef SEG_IS
-    http_fail(c, 404, "NOT_FOUND", "no such rules route");
-    return 1;
-method:
-    http_fail(c, 405, "METHOD_NOT_ALLOWED", "method not allowed here");
+    if (r == ROUTE_NONE)
+        http_fail(c, 404, "NOT_FOUND", "no such rules route");
+    else if (r == ROUTE_METHOD)
+        http_fail(c, 405, "METHOD_NOT_ALLOWED", "method not allowed here");
     return 1;
 }
 

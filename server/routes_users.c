@@ -192,124 +192,131 @@ static int password_ok(conn *c, const char *pw, const char *what)
     return 1;
 }
 
-static void user_route(conn *c, const char *name, const char *rest, size_t rlen)
+/* PUT /users/NAME (admin): a new user; its password is hashed off the
+ * event loop (start_hash), which answers. */
+static void user_create(conn *c, const char *name)
 {
-    int m = c->req.method;
-    int admin = access_admin(&c->who);
-    int self = c->who.authenticated && !strcmp(c->who.name, name);
-    char action[200];
-    if (rlen == 0) {
-        if (m == HTTP_GET) {
-            if (!admin && !self)
-                return deny(c, "user details");
-            json_t *u = auth_user_json(c->srv, name);
-            if (!u)
-                return (void)http_fail(c, 404, "NOT_FOUND", "no such user");
-            return reply_json(c, 200, u);
-        }
-        snprintf(action, sizeof action, "%s user %s", http_method_str(m), name);
-        if (!admin)
-            return deny(c, action);
-        if (m == HTTP_PUT) {
-            json_t *o = body_object(c);
-            if (!o)
-                return;
-            const char *pw = str_member(o, "password");
-            char msg[200];
-            json_t *g = json_object_get(o, "groups");
-            if (!password_ok(c, pw, "password")) {
-            } else if (!groups_ok(g, msg, sizeof msg)) {
-                http_fail(c, 400, "INVALID_ARGUMENT", msg);
-            } else if (auth_user_exists(c->srv, name)) {
-                http_fail(c, 409, "ALREADY_EXISTS", "the user exists already");
-            } else {
-                pending_user *pu = calloc(1, sizeof *pu);
-                if (!pu) {
-                    http_fail(c, 503, "UNAVAILABLE", "out of memory");
-                } else {
-                    pu->kind = PU_CREATE;
-                    snprintf(pu->name, sizeof pu->name, "%s", name);
-                    const char *fn = str_member(o, "fullName");
-                    snprintf(pu->full_name, sizeof pu->full_name, "%s", fn ? fn : "");
-                    pu->groups = g ? json_incref(g) : NULL;
-                    start_hash(c, pu, pw, NULL, NULL);
-                }
-            }
-            if (pw)
-                sodium_memzero((char *)pw, strlen(pw));
-            json_decref(o);
-            return;
-        }
-        if (!auth_user_exists(c->srv, name))
-            return (void)http_fail(c, 404, "NOT_FOUND", "no such user");
-        json_t *ev = NULL;
-        const char *type = NULL;
-        if (m == HTTP_POST) {
-            json_t *o = body_object(c);
-            if (!o)
-                return;
-            json_t *cur = auth_user_json(c->srv, name);
-            json_t *g = json_object_get(o, "groups");
-            char msg[200];
-            if (!groups_ok(g, msg, sizeof msg)) {
-                json_decref(o);
-                json_decref(cur);
-                return (void)http_fail(c, 400, "INVALID_ARGUMENT", msg);
-            }
+    json_t *o = body_object(c);
+    if (!o)
+        return;
+    const char *pw = str_member(o, "password");
+    char msg[200];
+    json_t *g = json_object_get(o, "groups");
+    if (!password_ok(c, pw, "password")) {
+    } else if (!groups_ok(g, msg, sizeof msg)) {
+        http_fail(c, 400, "INVALID_ARGUMENT", msg);
+    } else if (auth_user_exists(c->srv, name)) {
+        http_fail(c, 409, "ALREADY_EXISTS", "the user exists already");
+    } else {
+        pending_user *pu = calloc(1, sizeof *pu);
+        if (!pu) {
+            http_fail(c, 503, "UNAVAILABLE", "out of memory");
+        } else {
+            pu->kind = PU_CREATE;
+            snprintf(pu->name, sizeof pu->name, "%s", name);
             const char *fn = str_member(o, "fullName");
-            ev = json_pack("{s:s,s:s,s:O}", "loginName", name, "fullName",
+            snprintf(pu->full_name, sizeof pu->full_name, "%s", fn ? fn : "");
+            pu->groups = g ? json_incref(g) : NULL;
+            start_hash(c, pu, pw, NULL, NULL);
+        }
+    }
+    if (pw)
+        sodium_memzero((char *)pw, strlen(pw));
+    json_decref(o);
+}
+
+/* Writes the user event ev (taken; NULL: out of memory) and audits it:
+ * 0, or the error already answered. */
+static int write_user_event(conn *c, const char *action, const char *name, const char *type,
+                            json_t *ev)
+{
+    char err[256];
+    int rc = ev ? auth_write(c->srv, type, ev, err, sizeof err) : STELE_ENOMEM;
+    json_decref(ev);
+    if (rc) {
+        audit(c, action, "failed", err);
+        http_stele_error(c, rc, err, NULL);
+        return rc;
+    }
+    audit(c, action, "ok", name);
+    return 0;
+}
+
+/* POST /users/NAME (admin): new full name and groups; those not given
+ * stay. */
+static void user_update(conn *c, const char *name, const char *action)
+{
+    json_t *o = body_object(c);
+    if (!o)
+        return;
+    json_t *cur = auth_user_json(c->srv, name);
+    json_t *g = json_object_get(o, "groups");
+    char msg[200];
+    if (!groups_ok(g, msg, sizeof msg)) {
+        json_decref(o);
+        json_decref(cur);
+        return (void)http_fail(c, 400, "INVALID_ARGUMENT", msg);
+    }
+    const char *fn = str_member(o, "fullName");
+    json_t *ev = json_pack("{s:s,s:s,s:O}", "loginName", name, "fullName",
                            fn ? fn : str_member(cur, "fullName"), "groups",
                            g ? g : json_object_get(cur, "groups"));
-            type = "$UserUpdated";
-            json_decref(o);
-            json_decref(cur);
-        } else if (m == HTTP_DELETE) {
-            ev = json_pack("{s:s}", "loginName", name);
-            type = "$UserDeleted";
-        } else {
-            return (void)http_fail(c, 405, "METHOD_NOT_ALLOWED", "GET, PUT, POST or DELETE");
-        }
-        char err[256];
-        int rc = ev ? auth_write(c->srv, type, ev, err, sizeof err) : STELE_ENOMEM;
-        json_decref(ev);
-        if (rc) {
-            audit(c, action, "failed", err);
-            return (void)http_stele_error(c, rc, err, NULL);
-        }
-        audit(c, action, "ok", name);
-        if (m == HTTP_DELETE) {
-            http_respond(c, 204, NULL, NULL, 0, NULL);
-            return http_request_finish(c);
-        }
-        return reply_json(c, 200, auth_user_json(c->srv, name));
+    json_decref(o);
+    json_decref(cur);
+    if (!write_user_event(c, action, name, "$UserUpdated", ev))
+        reply_json(c, 200, auth_user_json(c->srv, name));
+}
+
+/* DELETE /users/NAME (admin) */
+static void user_delete(conn *c, const char *name, const char *action)
+{
+    json_t *ev = json_pack("{s:s}", "loginName", name);
+    if (write_user_event(c, action, name, "$UserDeleted", ev))
+        return;
+    http_respond(c, 204, NULL, NULL, 0, NULL);
+    http_request_finish(c);
+}
+
+/* /users/NAME: GET (admin or the user), PUT, POST, DELETE (admin). */
+static void user_resource(conn *c, const char *name, int admin, int self)
+{
+    int m = c->req.method;
+    char action[200];
+    if (m == HTTP_GET) {
+        if (!admin && !self)
+            return deny(c, "user details");
+        json_t *u = auth_user_json(c->srv, name);
+        if (!u)
+            return (void)http_fail(c, 404, "NOT_FOUND", "no such user");
+        return reply_json(c, 200, u);
     }
-    if (m != HTTP_POST)
-        return (void)http_fail(c, 405, "METHOD_NOT_ALLOWED", "POST");
-    snprintf(action, sizeof action, "%.*s user %s", (int)(rlen - 1), rest + 1, name);
-    int enable = rlen == 7 && !memcmp(rest, "/enable", 7);
-    int disable = rlen == 8 && !memcmp(rest, "/disable", 8);
-    int change = rlen == 9 && !memcmp(rest, "/password", 9);
-    int reset = rlen == 15 && !memcmp(rest, "/reset-password", 15);
-    if (!enable && !disable && !change && !reset)
-        return (void)http_fail(c, 404, "NOT_FOUND", "no such route");
-    if (!admin && !(change && self))
+    snprintf(action, sizeof action, "%s user %s", http_method_str(m), name);
+    if (!admin)
         return deny(c, action);
+    if (m == HTTP_PUT)
+        return user_create(c, name);
     if (!auth_user_exists(c->srv, name))
         return (void)http_fail(c, 404, "NOT_FOUND", "no such user");
-    if (enable || disable) {
-        json_t *ev = json_pack("{s:s}", "loginName", name);
-        char err[256];
-        int rc = ev ? auth_write(c->srv, enable ? "$UserEnabled" : "$UserDisabled", ev, err,
-                                 sizeof err)
-                    : STELE_ENOMEM;
-        json_decref(ev);
-        if (rc) {
-            audit(c, action, "failed", err);
-            return (void)http_stele_error(c, rc, err, NULL);
-        }
-        audit(c, action, "ok", name);
-        return reply_json(c, 200, auth_user_json(c->srv, name));
-    }
+    if (m == HTTP_POST)
+        return user_update(c, name, action);
+    if (m == HTTP_DELETE)
+        return user_delete(c, name, action);
+    http_fail(c, 405, "METHOD_NOT_ALLOWED", "GET, PUT, POST or DELETE");
+}
+
+/* POST /users/NAME/enable or /disable (admin) */
+static void user_enable(conn *c, const char *name, const char *action, int enable)
+{
+    json_t *ev = json_pack("{s:s}", "loginName", name);
+    if (!write_user_event(c, action, name, enable ? "$UserEnabled" : "$UserDisabled", ev))
+        reply_json(c, 200, auth_user_json(c->srv, name));
+}
+
+/* POST /users/NAME/password (the user, with the current password, or an
+ * admin) and /reset-password (admin): the new password is hashed off the
+ * event loop (start_hash), which answers. */
+static void user_password(conn *c, const char *name, int admin, int reset, int change)
+{
     json_t *o = body_object(c);
     if (!o)
         return;
@@ -331,6 +338,32 @@ static void user_route(conn *c, const char *name, const char *rest, size_t rlen)
     if (cur)
         sodium_memzero((char *)cur, strlen(cur));
     json_decref(o);
+}
+
+static void user_route(conn *c, const char *name, const char *rest, size_t rlen)
+{
+    int m = c->req.method;
+    int admin = access_admin(&c->who);
+    int self = c->who.authenticated && !strcmp(c->who.name, name);
+    if (rlen == 0)
+        return user_resource(c, name, admin, self);
+    if (m != HTTP_POST)
+        return (void)http_fail(c, 405, "METHOD_NOT_ALLOWED", "POST");
+    char action[200];
+    snprintf(action, sizeof action, "%.*s user %s", (int)(rlen - 1), rest + 1, name);
+    int enable = rlen == 7 && !memcmp(rest, "/enable", 7);
+    int disable = rlen == 8 && !memcmp(rest, "/disable", 8);
+    int change = rlen == 9 && !memcmp(rest, "/password", 9);
+    int reset = rlen == 15 && !memcmp(rest, "/reset-password", 15);
+    if (!enable && !disable && !change && !reset)
+        return (void)http_fail(c, 404, "NOT_FOUND", "no such route");
+    if (!admin && !(change && self))
+        return deny(c, action);
+    if (!auth_user_exists(c->srv, name))
+        return (void)http_fail(c, 404, "NOT_FOUND", "no such user");
+    if (enable || disable)
+        return user_enable(c, name, action, enable);
+    user_password(c, name, admin, reset, change);
 }
 
 static void keys_route(conn *c, const char *id, size_t idlen)

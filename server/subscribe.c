@@ -533,6 +533,103 @@ static void query_free(sub_query *sq)
     free(sq->type_regex);
 }
 
+/* from and lastEventId: given once, short enough for dst (size cap);
+ * *slot then points at dst. 0, or -1 after a 400. */
+static int take_once(conn *c, const char *key, const char *val, const char **slot, char *dst,
+                     size_t cap)
+{
+    if (*slot || strlen(val) >= cap) {
+        fail(c, 400, "INVALID_ARGUMENT", *slot ? "%s given more than once" : "%s is too long",
+             key);
+        return -1;
+    }
+    memcpy(dst, val, strlen(val) + 1);
+    *slot = dst;
+    return 0;
+}
+
+/* typeRegex or streamRegex: once, 1..MAX_REGEX bytes. 0, or -1 after an
+ * error answer. */
+static int take_regex(conn *c, sub_query *sq, const char *key, const char *val)
+{
+    char **slot = key[0] == 't' ? &sq->type_regex : &sq->stream_regex;
+    if (*slot) {
+        fail(c, 400, "INVALID_ARGUMENT", "%s given more than once", key);
+        return -1;
+    }
+    if (!val[0] || strlen(val) > MAX_REGEX) {
+        if (val[0])
+            fail(c, 400, "INVALID_ARGUMENT", "%s is longer than %d bytes", key, MAX_REGEX);
+        else
+            fail(c, 400, "INVALID_ARGUMENT", "%s is empty", key);
+        return -1;
+    }
+    if (!(*slot = strdup(val))) {
+        fail(c, 500, "INTERNAL", "out of memory");
+        return -1;
+    }
+    if (!sq->first_filter)
+        sq->first_filter = key[0] == 't' ? "typeRegex" : "streamRegex";
+    return 0;
+}
+
+/* One value of a list filter (list_names; repeatable up to MAX_LIST):
+ * 0, or -1 after an error answer (an unknown key included). */
+static int take_list(conn *c, sub_query *sq, const char *key, const char *val)
+{
+    int l = 0;
+    while (l < 5 && strcmp(key, list_names[l]))
+        l++;
+    if (l == 5) {
+        fail(c, 400, "INVALID_ARGUMENT",
+             "unknown query parameter '%s' (known: from, lastEventId, streamPrefix, "
+             "category, type, typePrefix, typeRegex, streamRegex, tag, excludeSystem)",
+             key);
+        return -1;
+    }
+    size_t len = strlen(val);
+    if (len == 0 || len > MAX_NAME) {
+        fail(c, 400, "INVALID_ARGUMENT", "%s value %zu %s", key, sq->nlist[l],
+             len ? "is longer than 255 bytes" : "is empty");
+        return -1;
+    }
+    if (sq->nlist[l] == MAX_LIST) {
+        fail(c, 400, "INVALID_ARGUMENT", "more than %d %s values", MAX_LIST, key);
+        return -1;
+    }
+    if (!(sq->lists[l][sq->nlist[l]] = strdup(val))) {
+        fail(c, 500, "INTERNAL", "out of memory");
+        return -1;
+    }
+    sq->nlist[l]++;
+    if (!sq->first_filter)
+        sq->first_filter = list_names[l];
+    return 0;
+}
+
+/* One decoded parameter into *sq: 0, or -1 after an error answer. */
+static int take_param(conn *c, sub_query *sq, const char *key, const char *val)
+{
+    if (!strcmp(key, "from"))
+        return take_once(c, key, val, &sq->from, sq->from_buf, sizeof sq->from_buf);
+    if (!strcmp(key, "lastEventId"))
+        return take_once(c, key, val, &sq->last_id, sq->last_id_buf, sizeof sq->last_id_buf);
+    if (!strcmp(key, "excludeSystem")) {
+        if (strcmp(val, "true") && strcmp(val, "false")) {
+            fail(c, 400, "INVALID_ARGUMENT", "excludeSystem must be true or false (got '%.40s')",
+                 val);
+            return -1;
+        }
+        sq->exclude_system = !strcmp(val, "true");
+        if (!sq->first_filter && sq->exclude_system)
+            sq->first_filter = "excludeSystem";
+        return 0;
+    }
+    if (!strcmp(key, "typeRegex") || !strcmp(key, "streamRegex"))
+        return take_regex(c, sq, key, val);
+    return take_list(c, sq, key, val);
+}
+
 /* Parse the query into *sq; on a bad parameter respond 400 and return -1. */
 static int parse_query(conn *c, const char *q, size_t qlen, sub_query *sq)
 {
@@ -560,85 +657,8 @@ static int parse_query(conn *c, const char *q, size_t qlen, sub_query *sq)
                  "query parameter '%s' has a bad %%-escape (or %%00)", key);
             return -1;
         }
-        if (!strcmp(key, "from")) {
-            if (sq->from || strlen(val) >= sizeof sq->from_buf) {
-                fail(c, 400, "INVALID_ARGUMENT", sq->from ? "from given more than once"
-                                                          : "from is too long");
-                return -1;
-            }
-            memcpy(sq->from_buf, val, strlen(val) + 1);
-            sq->from = sq->from_buf;
-            continue;
-        }
-        if (!strcmp(key, "lastEventId")) {
-            if (sq->last_id || strlen(val) >= sizeof sq->last_id_buf) {
-                fail(c, 400, "INVALID_ARGUMENT", sq->last_id ? "lastEventId given more than once"
-                                                             : "lastEventId is too long");
-                return -1;
-            }
-            memcpy(sq->last_id_buf, val, strlen(val) + 1);
-            sq->last_id = sq->last_id_buf;
-            continue;
-        }
-        if (!strcmp(key, "excludeSystem")) {
-            if (strcmp(val, "true") && strcmp(val, "false")) {
-                fail(c, 400, "INVALID_ARGUMENT", "excludeSystem must be true or false (got '%.40s')",
-                     val);
-                return -1;
-            }
-            sq->exclude_system = !strcmp(val, "true");
-            if (!sq->first_filter && sq->exclude_system)
-                sq->first_filter = "excludeSystem";
-            continue;
-        }
-        if (is_regex) {
-            char **slot = key[0] == 't' ? &sq->type_regex : &sq->stream_regex;
-            if (*slot) {
-                fail(c, 400, "INVALID_ARGUMENT", "%s given more than once", key);
-                return -1;
-            }
-            if (!val[0] || strlen(val) > MAX_REGEX) {
-                if (val[0])
-                    fail(c, 400, "INVALID_ARGUMENT", "%s is longer than %d bytes", key, MAX_REGEX);
-                else
-                    fail(c, 400, "INVALID_ARGUMENT", "%s is empty", key);
-                return -1;
-            }
-            if (!(*slot = strdup(val))) {
-                fail(c, 500, "INTERNAL", "out of memory");
-                return -1;
-            }
-            if (!sq->first_filter)
-                sq->first_filter = key[0] == 't' ? "typeRegex" : "streamRegex";
-            continue;
-        }
-        int l = 0;
-        while (l < 5 && strcmp(key, list_names[l]))
-            l++;
-        if (l == 5) {
-            fail(c, 400, "INVALID_ARGUMENT",
-                 "unknown query parameter '%s' (known: from, lastEventId, streamPrefix, "
-                 "category, type, typePrefix, typeRegex, streamRegex, tag, excludeSystem)",
-                 key);
+        if (take_param(c, sq, key, val))
             return -1;
-        }
-        size_t len = strlen(val);
-        if (len == 0 || len > MAX_NAME) {
-            fail(c, 400, "INVALID_ARGUMENT", "%s value %zu %s", key, sq->nlist[l],
-                 len ? "is longer than 255 bytes" : "is empty");
-            return -1;
-        }
-        if (sq->nlist[l] == MAX_LIST) {
-            fail(c, 400, "INVALID_ARGUMENT", "more than %d %s values", MAX_LIST, key);
-            return -1;
-        }
-        if (!(sq->lists[l][sq->nlist[l]] = strdup(val))) {
-            fail(c, 500, "INTERNAL", "out of memory");
-            return -1;
-        }
-        sq->nlist[l]++;
-        if (!sq->first_filter)
-            sq->first_filter = list_names[l];
     }
 }
 

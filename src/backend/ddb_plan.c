@@ -73,18 +73,12 @@ void ddb_cache_drop_key(dcache *c, const gkey *k)
     ddb_cache_drop(c, kn, kl);
 }
 
-/* The group's streams and the sequencer from the cache where it has them,
- * the rest in one consistent BatchGetItem (several when DynamoDB leaves
- * keys unprocessed). *cached: something came from the cache. */
-int ddb_group_read(ddb *D, group *g, int fresh, int *cached)
+/* The sequencer, the group's streams and its keys from the cache where it
+ * has them (unless fresh); the keys of the rest appended to keys.
+ * *cached: something came from the cache. */
+static void read_cached(ddb *D, group *g, int fresh, int *cached, json_t *keys)
 {
     dcache *c = D->cache;
-    json_t *keys = json_array();
-    *cached = 0;
-    g->seq = 0;
-    g->seq_t = 0;
-    g->seq_found = 0;
-    g->sno = 0;
     if (!fresh && c->seq_known) {
         g->seq = c->seq;
         g->seq_t = c->seq_t;
@@ -125,19 +119,44 @@ int ddb_group_read(ddb *D, group *g, int fresh, int *cached)
         }
         json_array_append_new(keys, json_pack("{s:o}", "stream", ddb_s(kn, kl)));
     }
-    g->sno_next = g->sno;
-    if (!json_array_size(keys)) {
-        json_decref(keys);
-        for (size_t i = 0; i < g->ngs; i++) {
-            gstream *gs = &g->gs[i];
-            gs->last = gs->st.last;
-            gs->last_pos = gs->st.last_pos;
-            gs->deleted = gs->st.deleted;
-            gs->touched = 0;
-            gs->rm = 0;
-        }
-        return 0;
+}
+
+/* One item of the streams table read for g: the sequencer, a key counter
+ * ('\002' kind name) or one of the group's streams. */
+static void take_item(group *g, json_t *it)
+{
+    size_t n;
+    int64_t v;
+    const char *name = ddb_get_s(it, "stream", &n);
+    if (!name)
+        return;
+    if (n == strlen(DDB_SEQ_KEY) && !memcmp(name, DDB_SEQ_KEY, n)) {
+        /* A metadata write to a new stream counts it on this item
+         * (ddb_stream.c) before any commit: no `next` yet, and the
+         * transaction then conditions on its absence. */
+        g->seq_found = ddb_get_n(it, "next", &v) == 0;
+        g->seq = g->seq_found ? (uint64_t)v : 0;
+        g->seq_t = ddb_get_n(it, "t", &v) == 0 ? v : 0;
+        g->sno = g->sno_next = ddb_get_n(it, "streamNo", &v) == 0 ? (uint64_t)v : 0;
+        return;
     }
+    if (n >= 2 && name[0] == '\002') {
+        gkey *k = gk_find(g, name[1], name + 2, n - 2);
+        if (k) {
+            k->found = 1;
+            k->read = k->next = ddb_get_n(it, "next", &v) == 0 ? (uint64_t)v : 0;
+        }
+        return;
+    }
+    gstream *gs = gs_find(g, name, n);
+    if (gs)
+        ddb_state_parse(it, &gs->st);
+}
+
+/* keys (taken) read in consistent BatchGetItems, following UnprocessedKeys
+ * with backoff: 0, or an error. */
+static int read_items(ddb *D, group *g, json_t *keys)
+{
     json_t *req = json_pack("{s:{s:{s:o, s:b}}, s:s}", "RequestItems", D->t_streams, "Keys", keys,
                             "ConsistentRead", 1, "ReturnConsumedCapacity", "TOTAL");
     for (int round = 0; req; round++) {
@@ -149,35 +168,8 @@ int ddb_group_read(ddb *D, group *g, int fresh, int *cached)
         json_t *items = json_object_get(json_object_get(resp, "Responses"), D->t_streams);
         size_t i;
         json_t *it;
-        json_array_foreach(items, i, it) {
-            size_t n;
-            const char *name = ddb_get_s(it, "stream", &n);
-            if (!name)
-                continue;
-            if (n == strlen(DDB_SEQ_KEY) && !memcmp(name, DDB_SEQ_KEY, n)) {
-                int64_t v;
-                /* A metadata write to a new stream counts it on this item
-                 * (ddb_stream.c) before any commit: no `next` yet, and the
-                 * transaction then conditions on its absence. */
-                g->seq_found = ddb_get_n(it, "next", &v) == 0;
-                g->seq = g->seq_found ? (uint64_t)v : 0;
-                g->seq_t = ddb_get_n(it, "t", &v) == 0 ? v : 0;
-                g->sno = g->sno_next = ddb_get_n(it, "streamNo", &v) == 0 ? (uint64_t)v : 0;
-                continue;
-            }
-            if (n >= 2 && name[0] == '\002') {
-                gkey *k = gk_find(g, name[1], name + 2, n - 2);
-                int64_t v;
-                if (k) {
-                    k->found = 1;
-                    k->read = k->next = ddb_get_n(it, "next", &v) == 0 ? (uint64_t)v : 0;
-                }
-                continue;
-            }
-            gstream *gs = gs_find(g, name, n);
-            if (gs)
-                ddb_state_parse(it, &gs->st);
-        }
+        json_array_foreach(items, i, it)
+            take_item(g, it);
         json_t *un = json_object_get(json_object_get(resp, "UnprocessedKeys"), D->t_streams);
         req = NULL;
         if (un && json_array_size(json_object_get(un, "Keys"))) {
@@ -190,6 +182,12 @@ int ddb_group_read(ddb *D, group *g, int fresh, int *cached)
         }
         json_decref(resp);
     }
+    return 0;
+}
+
+/* The group's streams start planning from their read states. */
+static void start_streams(group *g)
+{
     for (size_t i = 0; i < g->ngs; i++) {
         gstream *gs = &g->gs[i];
         gs->last = gs->st.last;
@@ -198,6 +196,29 @@ int ddb_group_read(ddb *D, group *g, int fresh, int *cached)
         gs->touched = 0;
         gs->rm = 0;
     }
+}
+
+/* The group's streams and the sequencer from the cache where it has them,
+ * the rest in one consistent BatchGetItem (several when DynamoDB leaves
+ * keys unprocessed). *cached: something came from the cache. */
+int ddb_group_read(ddb *D, group *g, int fresh, int *cached)
+{
+    json_t *keys = json_array();
+    *cached = 0;
+    g->seq = 0;
+    g->seq_t = 0;
+    g->seq_found = 0;
+    g->sno = 0;
+    read_cached(D, g, fresh, cached, keys);
+    g->sno_next = g->sno;
+    if (!json_array_size(keys)) {
+        json_decref(keys);
+    } else {
+        int rc = read_items(D, g, keys);
+        if (rc)
+            return rc;
+    }
+    start_streams(g);
     return 0;
 }
 
@@ -564,21 +585,11 @@ static int multi_expectations(group *g, dreq *r, int tomb_writes)
     return first;
 }
 
-/* Plan r against the group's states: 0 with r->planned set (revisions and
- * positions assigned from *next), or r settled with its error. A negative
- * return is a failed read (the whole group fails with it). */
-int ddb_plan(ddb *D, group *g, dreq *r, uint64_t *next)
+/* The same client id in an earlier append of this group (a retry racing
+ * its original): one transaction cannot hold both id items, so r waits
+ * for the next group, where it is a retry or a conflict. 1 when deferred. */
+static int defer_same_ids(group *g, dreq *r)
 {
-    char eb[32];
-    if (r->kind == DR_REMOVE)
-        return ddb_plan_remove(g, r, next);
-    r->mres.failed_stream = SIZE_MAX;
-    r->mres.current_revision = STELE_NONE;
-    r->res.current_revision = STELE_NONE;
-    /* The same client id in an earlier append of this group (a retry
-     * racing its original): one transaction cannot hold both id items, so
-     * this one waits for the next group, where it is a retry or a
-     * conflict. */
     for (size_t q = 0; q < g->nreqs; q++) {
         dreq *o = g->reqs[q];
         if (o == r || !o->planned)
@@ -588,44 +599,74 @@ int ddb_plan(ddb *D, group *g, dreq *r, uint64_t *next)
                 if (!o->recs[k].made && !memcmp(o->recs[k].id, r->recs[i].id, 16)) {
                     r->deferred = 1;
                     r->rc = 1; /* pending: an earlier attempt's plan must not count */
-                    return 0;
+                    return 1;
                 }
     }
-    if (r->dup) {
-        int t = check_retry(D, r);
-        if (t < 0)
-            return t;
-        if (t)
-            return 0;
-        r->dup = 0;
+    return 0;
+}
+
+/* Stream s of r offers a state but has no events and gets none: 1 with r
+ * failed, else 0. */
+static int state_without_events(dreq *r, size_t s, uint64_t cur)
+{
+    dstr *ds = &r->streams[s];
+    if (!ds->state || ds->nev || cur != STELE_NONE)
+        return 0;
+    err_set(STELE_ENOTFOUND, "stream '%.*s': a state needs events", (int)ds->len, ds->name);
+    ddb_req_fail(r, STELE_ENOTFOUND);
+    r->mres.failed_stream = s;
+    return 1;
+}
+
+/* A multi-stream append: writes to tombstoned streams fail before the
+ * retry check, the other expectations after it. 0 to go on, 1 when r is
+ * settled, or a negative read error. */
+static int plan_multi(ddb *D, group *g, dreq *r)
+{
+    for (size_t s = 0; s < r->nstreams; s++) {
+        r->per[s] = append_result_none();
+        r->per[s].failed = 0;
     }
-    if (r->kind == DR_MULTI) {
-        for (size_t s = 0; s < r->nstreams; s++) {
-            r->per[s] = append_result_none();
-            r->per[s].failed = 0;
-        }
-        if (multi_expectations(g, r, 1))
-            return 0;
-        int t = check_retry(D, r);
-        if (t < 0)
-            return t;
-        if (t)
-            return 0;
-        if (multi_expectations(g, r, 0))
-            return 0;
-        for (size_t s = 0; s < r->nstreams; s++) {
-            dstr *ds = &r->streams[s];
-            gstream *gs = gs_find(g, ds->name, ds->len);
-            uint64_t cur = (!gs->st.found && !gs->touched) || gs->deleted ? STELE_NONE : gs->last;
-            if (ds->state && !ds->nev && cur == STELE_NONE) {
-                err_set(STELE_ENOTFOUND, "stream '%.*s': a state needs events", (int)ds->len, ds->name);
-                ddb_req_fail(r, STELE_ENOTFOUND);
-                r->mres.failed_stream = s;
-                return 0;
-            }
-        }
-        goto conditions;
+    if (multi_expectations(g, r, 1))
+        return 1;
+    int t = check_retry(D, r);
+    if (t)
+        return t;
+    if (multi_expectations(g, r, 0))
+        return 1;
+    for (size_t s = 0; s < r->nstreams; s++) {
+        dstr *ds = &r->streams[s];
+        gstream *gs = gs_find(g, ds->name, ds->len);
+        uint64_t cur = (!gs->st.found && !gs->touched) || gs->deleted ? STELE_NONE : gs->last;
+        if (state_without_events(r, s, cur))
+            return 1;
     }
+    return 0;
+}
+
+/* r fails with EWRONGREV on stream s, whose revision is cur. */
+static void wrong_revision(dreq *r, size_t s, const gstream *gs, uint64_t cur)
+{
+    char eb[32];
+    dstr *ds = &r->streams[s];
+    r->res.current_revision = cur;
+    r->mres.failed_stream = s;
+    r->mres.current_revision = gs->deleted ? gs->last : cur;
+    if (cur == STELE_NONE)
+        err_set(STELE_EWRONGREV, "stream '%.*s': expected revision %s, but the stream has no events",
+                (int)ds->len, ds->name, expect_text(ds->expected, eb, sizeof eb));
+    else
+        err_set(STELE_EWRONGREV, "stream '%.*s': expected revision %s, but its revision is %llu",
+                (int)ds->len, ds->name, expect_text(ds->expected, eb, sizeof eb),
+                (unsigned long long)cur);
+    ddb_req_fail(r, STELE_EWRONGREV);
+}
+
+/* A single-stream append (one stream per dstr): tombstones, the expected
+ * revision (a retry is checked before failing it) and states. 0 to go on,
+ * 1 when r is settled, or a negative read error. */
+static int plan_streams(ddb *D, group *g, dreq *r)
+{
     for (size_t s = 0; s < r->nstreams; s++) {
         dstr *ds = &r->streams[s];
         gstream *gs = gs_find(g, ds->name, ds->len);
@@ -633,7 +674,7 @@ int ddb_plan(ddb *D, group *g, dreq *r, uint64_t *next)
             err_set(STELE_EDELETED, "stream '%.*s' is tombstoned", (int)ds->len, ds->name);
             ddb_req_fail(r, STELE_EDELETED);
             r->mres.failed_stream = s;
-            return 0;
+            return 1;
         }
         uint64_t cur = (!gs->st.found && !gs->touched) || gs->deleted ? STELE_NONE : gs->last;
         int recreate = gs->deleted && ds->expected >= 0 && gs->last != UINT64_MAX &&
@@ -642,68 +683,82 @@ int ddb_plan(ddb *D, group *g, dreq *r, uint64_t *next)
                                                 : recreate || expect_ok(ds->expected, cur);
         if (!ok) {
             int t = check_retry(D, r);
-            if (t < 0)
-                return t;
             if (t)
-                return 0;
-            r->res.current_revision = cur;
-            r->mres.failed_stream = s;
-            r->mres.current_revision = gs->deleted ? gs->last : cur;
-            if (cur == STELE_NONE)
-                err_set(STELE_EWRONGREV, "stream '%.*s': expected revision %s, but the stream has no events",
-                        (int)ds->len, ds->name, expect_text(ds->expected, eb, sizeof eb));
-            else
-                err_set(STELE_EWRONGREV, "stream '%.*s': expected revision %s, but its revision is %llu",
-                        (int)ds->len, ds->name, expect_text(ds->expected, eb, sizeof eb),
-                        (unsigned long long)cur);
-            ddb_req_fail(r, STELE_EWRONGREV);
-            return 0;
+                return t;
+            wrong_revision(r, s, gs, cur);
+            return 1;
         }
-        if (ds->state && !ds->nev && cur == STELE_NONE) {
-            err_set(STELE_ENOTFOUND, "stream '%.*s': a state needs events", (int)ds->len, ds->name);
-            ddb_req_fail(r, STELE_ENOTFOUND);
-            r->mres.failed_stream = s;
-            return 0;
-        }
+        if (state_without_events(r, s, cur))
+            return 1;
     }
-conditions:
-    if (r->cond) {
-        /* No event matching the query after cond->after: the committed ones
-         * below the sequencer (the transaction's condition on it keeps
-         * that true at commit), then those planned before in this group. */
-        uint64_t at = STELE_NONE;
-        uint64_t from = r->cond->after == STELE_NONE ? 0 : r->cond->after + 1;
-        if (from < g->seq) {
-            stele_page *pg;
-            int rc = ddb_read_matching(&D->base, r->cond, from, 0, 1, &pg);
-            if (rc)
-                return rc;
-            if (pg->count && page_ev(pg, 0)->position < g->seq)
-                at = page_ev(pg, 0)->position;
-            stele_page_free(pg);
-        }
-        for (size_t q = 0; at == STELE_NONE && q < g->nreqs; q++) {
-            dreq *o = g->reqs[q];
-            if (o == r || !o->planned)
-                continue;
-            for (size_t i = 0; i < o->nrecs && at == STELE_NONE; i++)
-                if (o->recs[i].pos >= from &&
-                    ddb_cond_match(r->cond, o->recs[i].ev->type, strlen(o->recs[i].ev->type),
-                                   o->recs[i].ev->tags, o->recs[i].ev->ntags))
-                    at = o->recs[i].pos;
-        }
-        if (at != STELE_NONE) {
-            char ab[32];
-            r->mres.condition_position = at;
-            snprintf(ab, sizeof ab, "%llu", (unsigned long long)r->cond->after);
-            err_set(STELE_ECONDITION,
-                    "append condition failed: the event at position %llu matches the condition's query (after %s)",
-                    (unsigned long long)at, r->cond->after == STELE_NONE ? "none" : ab);
-            ddb_req_fail(r, STELE_ECONDITION);
-            return 0;
-        }
+    return 0;
+}
+
+/* r's append condition: no event matching the query after cond->after,
+ * neither the committed ones below the sequencer (the transaction's
+ * condition on it keeps that true at commit) nor those planned before in
+ * this group. 0 when it holds, 1 when r failed with ECONDITION, or a
+ * negative read error. */
+static int check_condition(ddb *D, group *g, dreq *r)
+{
+    uint64_t at = STELE_NONE;
+    uint64_t from = r->cond->after == STELE_NONE ? 0 : r->cond->after + 1;
+    if (from < g->seq) {
+        stele_page *pg;
+        int rc = ddb_read_matching(&D->base, r->cond, from, 0, 1, &pg);
+        if (rc)
+            return rc;
+        if (pg->count && page_ev(pg, 0)->position < g->seq)
+            at = page_ev(pg, 0)->position;
+        stele_page_free(pg);
     }
-    ddb_plan_accept(g, r, next);
+    for (size_t q = 0; at == STELE_NONE && q < g->nreqs; q++) {
+        dreq *o = g->reqs[q];
+        if (o == r || !o->planned)
+            continue;
+        for (size_t i = 0; i < o->nrecs && at == STELE_NONE; i++)
+            if (o->recs[i].pos >= from &&
+                ddb_cond_match(r->cond, o->recs[i].ev->type, strlen(o->recs[i].ev->type),
+                               o->recs[i].ev->tags, o->recs[i].ev->ntags))
+                at = o->recs[i].pos;
+    }
+    if (at == STELE_NONE)
+        return 0;
+    char ab[32];
+    r->mres.condition_position = at;
+    snprintf(ab, sizeof ab, "%llu", (unsigned long long)r->cond->after);
+    err_set(STELE_ECONDITION,
+            "append condition failed: the event at position %llu matches the condition's query (after %s)",
+            (unsigned long long)at, r->cond->after == STELE_NONE ? "none" : ab);
+    ddb_req_fail(r, STELE_ECONDITION);
+    return 1;
+}
+
+/* Plan r against the group's states: 0 with r->planned set (revisions and
+ * positions assigned from *next), or r settled with its error. A negative
+ * return is a failed read (the whole group fails with it). */
+int ddb_plan(ddb *D, group *g, dreq *r, uint64_t *next)
+{
+    if (r->kind == DR_REMOVE)
+        return ddb_plan_remove(g, r, next);
+    r->mres.failed_stream = SIZE_MAX;
+    r->mres.current_revision = STELE_NONE;
+    r->res.current_revision = STELE_NONE;
+    if (defer_same_ids(g, r))
+        return 0;
+    if (r->dup) {
+        int t = check_retry(D, r);
+        if (t)
+            return t < 0 ? t : 0;
+        r->dup = 0;
+    }
+    int t = r->kind == DR_MULTI ? plan_multi(D, g, r) : plan_streams(D, g, r);
+    if (!t && r->cond)
+        t = check_condition(D, g, r);
+    if (t < 0)
+        return t;
+    if (!t)
+        ddb_plan_accept(g, r, next);
     return 0;
 }
 
