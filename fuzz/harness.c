@@ -161,7 +161,7 @@ static int connect_finish(int fd)
     return err == 0;
 }
 
-size_t fz_exchange(int port, const uint8_t *data, size_t len, int quiet_ms)
+int fz_connect(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -172,6 +172,12 @@ size_t fz_exchange(int port, const uint8_t *data, size_t len, int quiet_ms)
         fprintf(stderr, "fuzz: cannot connect to the server: %s\n", strerror(errno));
         abort();
     }
+    return fd;
+}
+
+size_t fz_exchange(int port, const uint8_t *data, size_t len, int quiet_ms)
+{
+    int fd = fz_connect(port);
     fcntl(fd, F_SETFL, O_NONBLOCK);
     size_t off = 0, got = 0;
     int wr_open = 1;

@@ -35,4 +35,8 @@ int fz_server_start(const server_config *cfg);
  * `quiet_ms`. Returns the bytes read (discarded). */
 size_t fz_exchange(int port, const uint8_t *data, size_t len, int quiet_ms);
 
+/* A blocking connection to the server on 127.0.0.1:port (a connect that
+ * libFuzzer's SIGINT interrupts completes first); aborts if it fails. */
+int fz_connect(int port);
+
 #endif
