@@ -515,53 +515,53 @@ static void reopen_expect(const char *dir, int mode, uint64_t from)
     stele_close(db);
 }
 
-static void case_open(int round)
+/* A store left by crashed_store in a fresh directory (its image in img,
+ * 600 bytes), after g_na events before the checkpoint and g_nb after. */
+static const char *crashed_case(const char *tag, size_t na, size_t nb, int via, char *img)
 {
-    const char *dir = t_tmpdir("idxckpt-open");
-    char img[600];
-    snprintf(img, sizeof img, "%s.img", dir);
-    g_na = 400 + (size_t)round * 100;
-    g_nb = 200;
-    crashed_store(dir, img, VIA_OPEN);
-    reopen_expect(dir, RECOVER_DURABLE, g_na);
+    const char *dir = t_tmpdir(tag);
+    snprintf(img, 600, "%s.img", dir);
+    g_na = na;
+    g_nb = nb;
+    crashed_store(dir, img, via);
+    return dir;
+}
+
+static void case_done(const char *dir, const char *img)
+{
     unlink(img);
     t_rmdir(dir);
+}
+
+static void case_open(int round)
+{
+    char img[600];
+    const char *dir = crashed_case("idxckpt-open", 400 + (size_t)round * 100, 200, VIA_OPEN, img);
+    reopen_expect(dir, RECOVER_DURABLE, g_na);
+    case_done(dir, img);
 }
 
 static void case_thread(void)
 {
-    const char *dir = t_tmpdir("idxckpt-thread");
     char img[600];
-    snprintf(img, sizeof img, "%s.img", dir);
-    g_na = 300;
-    g_nb = 150;
-    crashed_store(dir, img, VIA_THREAD);
+    const char *dir = crashed_case("idxckpt-thread", 300, 150, VIA_THREAD, img);
     reopen_expect(dir, RECOVER_DURABLE, g_na + 600);
-    unlink(img);
-    t_rmdir(dir);
+    case_done(dir, img);
 }
 
 static void case_failed(void)
 {
-    const char *dir = t_tmpdir("idxckpt-failed");
     char img[600];
-    snprintf(img, sizeof img, "%s.img", dir);
-    g_na = 300;
-    g_nb = 100;
-    crashed_store(dir, img, VIA_FAILED);
+    const char *dir = crashed_case("idxckpt-failed", 300, 100, VIA_FAILED, img);
     reopen_expect(dir, RECOVER_DURABLE, g_na);
-    unlink(img);
-    t_rmdir(dir);
+    case_done(dir, img);
 }
 
 static void case_bad_file(void)
 {
-    const char *dir = t_tmpdir("idxckpt-bad");
-    char img[600], path[600];
-    snprintf(img, sizeof img, "%s.img", dir);
-    g_na = 300;
-    g_nb = 120;
-    crashed_store(dir, img, VIA_OPEN);
+    char img[600];
+    char path[600];
+    const char *dir = crashed_case("idxckpt-bad", 300, 120, VIA_OPEN, img);
     snprintf(path, sizeof path, "%s/index/durable", dir);
     size_t n;
     uint8_t *p = read_all(path, &n);
@@ -571,18 +571,14 @@ static void case_bad_file(void)
     free(p);
     reopen_expect(dir, RECOVER_REBUILD, 0);
     CHECK(strstr(g_why, "checksum") != NULL);
-    unlink(img);
-    t_rmdir(dir);
+    case_done(dir, img);
 }
 
 static void case_mismatch(void)
 {
-    const char *dir = t_tmpdir("idxckpt-mismatch");
-    char img[600], path[600];
-    snprintf(img, sizeof img, "%s.img", dir);
-    g_na = 300;
-    g_nb = 120;
-    crashed_store(dir, img, VIA_OPEN);
+    char img[600];
+    char path[600];
+    const char *dir = crashed_case("idxckpt-mismatch", 300, 120, VIA_OPEN, img);
     snprintf(path, sizeof path, "%s/index/durable", dir);
     size_t n;
     uint8_t *p = read_all(path, &n);
@@ -594,25 +590,19 @@ static void case_mismatch(void)
     free(p);
     reopen_expect(dir, RECOVER_REBUILD, 0);
     CHECK(strstr(g_why, "differs") != NULL);
-    unlink(img);
-    t_rmdir(dir);
+    case_done(dir, img);
 }
 
 static void case_off(void)
 {
-    const char *dir = t_tmpdir("idxckpt-off");
     char img[600];
-    snprintf(img, sizeof img, "%s.img", dir);
-    g_na = 300;
-    g_nb = 120;
-    crashed_store(dir, img, VIA_OPEN);
+    const char *dir = crashed_case("idxckpt-off", 300, 120, VIA_OPEN, img);
     setenv("STELE_INDEX_CKPT_MS", "0", 1);
     reopen_expect(dir, RECOVER_REBUILD, 0);
     CHECK(strstr(g_why, "off") != NULL);
     CHECK(!durable_exists(dir));
     setenv("STELE_INDEX_CKPT_MS", "3600000", 1);
-    unlink(img);
-    t_rmdir(dir);
+    case_done(dir, img);
 }
 
 static void child_crash(const char *dir, const char *img)
