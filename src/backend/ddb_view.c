@@ -270,19 +270,24 @@ typedef struct vpage {
 } vpage;
 
 /* The entry's ordinal in the read's order: 0 take it, 1 skip it, -1 a
- * hole at v->expect comes first. */
+ * hole at v->expect comes first (v->hole is then set: the read stops). */
 static int entry_check(vpage *v, uint64_t o)
 {
     if (lag_hidden(v->vd->ord, o))
         return 1; /* as if its index entry had not arrived */
+    int c;
     if (!v->backwards) {
         if (o >= v->bound || o < v->expect)
             return 1; /* numbered after the counter was read */
-        return o > v->expect ? -1 : 0;
+        c = o > v->expect ? -1 : 0;
+    } else {
+        if (v->bottom || o > v->expect)
+            return 1;
+        c = o < v->expect ? -1 : 0;
     }
-    if (v->bottom || o > v->expect)
-        return 1;
-    return o < v->expect ? -1 : 0;
+    if (c < 0)
+        v->hole = 1;
+    return c;
 }
 
 static void entry_taken(vpage *v, uint64_t o)
@@ -312,10 +317,8 @@ static int view_chunk(vpage *v, json_t *items)
         if (!s || o == UINT64_MAX || k == 100)
             continue;
         int c = entry_check(v, o);
-        if (c < 0) {
-            v->hole = 1;
+        if (c < 0)
             break;
-        }
         if (c > 0)
             continue;
         entry_taken(v, o);
@@ -361,10 +364,8 @@ static int view_streams_chunk(vpage *v, json_t *items)
         if (!s || o == UINT64_MAX)
             continue;
         int c = entry_check(v, o);
-        if (c < 0) {
-            v->hole = 1;
+        if (c < 0)
             break;
-        }
         if (c > 0)
             continue;
         stele_page *one;
