@@ -41,6 +41,8 @@ start() { # start BIN: a fresh server; sets P and PORT
     PORT=$(awk '/ready/ {print $2}' "$WORK/ready")
 }
 stop() { kill -TERM "$P"; wait "$P" || true; P=; }
+# ticks PID: the process's user and system CPU in clock ticks ("U S").
+ticks() { awk '{sub(/.*\) /, ""); print $12, $13}' "/proc/$1/stat"; }
 metric() { curl -s "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 EVENTS="syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,task-clock"
 
@@ -55,17 +57,31 @@ measure() {
     local a0 e0
     a0=$(metric stele_appends_total)
     e0=$(metric stele_append_events_total)
+    local k0 k1
+    k0=$(ticks "$P")
     perf stat -x, -e "$EVENTS" -p "$P" -o "$WORK/stat" -- sleep "$((SECS - 1))" 2>/dev/null
     local a1 e1
     a1=$(metric stele_appends_total)
     e1=$(metric stele_append_events_total)
+    k1=$(ticks "$P")
     wait "$g" || true
-    awk -F, -v n="$name" -v a=$((a1 - a0)) -v e=$((e1 - e0)) -v out="$(tr '\n' ' ' <"$WORK/out")" '
+    # user and system µs per append from the ticks (the perf window and the
+    # append counters cover about the same SECS-1 seconds).
+    awk -F, -v n="$name" -v a=$((a1 - a0)) -v e=$((e1 - e0)) -v out="$(tr '\n' ' ' <"$WORK/out")" \
+        -v k0="$k0" -v k1="$k1" -v hz="$(getconf CLK_TCK)" '
         /sys_enter_send|sys_enter_writev/ {s += $1} /task-clock/ {t = $1}
+        function field(k,   m) {
+            if (!match(out, k "=[0-9.]+")) return -1
+            return substr(out, RSTART + length(k) + 1, RLENGTH - length(k) - 1)
+        }
         END {
-            match(out, /events_per_s=[0-9.]+/); eps = substr(out, RSTART + 13, RLENGTH - 13)
-            printf "%s events_per_s=%s server_cpu_us_per_append=%.1f server_cpu_us_per_1k_events=%.0f sends_per_append=%.3f appends=%d\n",
-                n, eps, t * 1000 / a, t * 1e6 / e, s / a, a
+            split(k0, x, " "); split(k1, y, " ")
+            printf "%s events_per_s=%s server_cpu_us_per_append=%.1f server_usr_us_per_append=%.1f server_sys_us_per_append=%.1f server_cpu_us_per_1k_events=%.0f sends_per_append=%.3f appends=%d",
+                n, field("events_per_s"), t * 1000 / a, (y[1] - x[1]) * 1e6 / hz / a, (y[2] - x[2]) * 1e6 / hz / a, t * 1e6 / e, s / a, a
+            if (field("sub_bytes_per_append") >= 0)
+                printf " sub_bytes_per_append=%s subscriber_cpu_pct=%s client_cpu_pct=%s",
+                    field("sub_bytes_per_append"), field("subscriber_cpu"), field("client_cpu")
+            printf "\n"
         }' "$WORK/stat" | tee -a "$WORK/lines"
 }
 
