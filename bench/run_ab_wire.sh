@@ -79,8 +79,9 @@ measure() {
             printf "%s events_per_s=%s server_cpu_us_per_append=%.1f server_usr_us_per_append=%.1f server_sys_us_per_append=%.1f server_cpu_us_per_1k_events=%.0f sends_per_append=%.3f appends=%d",
                 n, field("events_per_s"), t * 1000 / a, (y[1] - x[1]) * 1e6 / hz / a, (y[2] - x[2]) * 1e6 / hz / a, t * 1e6 / e, s / a, a
             if (field("sub_bytes_per_append") >= 0)
-                printf " sub_bytes_per_append=%s subscriber_cpu_pct=%s client_cpu_pct=%s",
-                    field("sub_bytes_per_append"), field("subscriber_cpu"), field("client_cpu")
+                printf " sub_bytes_per_append=%s subscriber_cpu_pct=%s client_cpu_pct=%s ack_p50_ms=%s ack_p99_ms=%s",
+                    field("sub_bytes_per_append"), field("subscriber_cpu"), field("client_cpu"),
+                    field("ack_p50_ms"), field("ack_p99_ms")
             printf "\n"
         }' "$WORK/stat" | tee -a "$WORK/lines"
 }

@@ -77,11 +77,11 @@
 /* Bytes of events per pump, about (one event at least): with the hub's
  * high-water mark, what a subscriber that does not read holds. */
 #define PUMP_BYTES (128u << 10)
-/* From the shared rendering a pump takes up to twice that, and up to
- * CACHE_PUMP_MUL times the hub's events per pump: such a pump is one
- * sendmsg whatever it carries, and a round of many live subscribers spaced
- * by sse.c for their cost carries more than PUMP_BYTES under a heavy
- * stream of appends (one more send each, otherwise). */
+/* A pump of the shared rendering (and the read that extends it) takes up
+ * to twice that, and up to CACHE_PUMP_MUL times the hub's events per pump:
+ * such a pump is one sendmsg whatever it carries, and a round of many live
+ * subscribers spaced by sse.c for their cost carries more than PUMP_BYTES
+ * under a heavy stream of appends (one more send each, otherwise). */
 #define CACHE_PUMP_BYTES (2 * PUMP_BYTES)
 #define CACHE_PUMP_MUL 4u
 
@@ -363,8 +363,15 @@ static int from_store(conn *c, subscription *u, size_t max_events, size_t *n, in
         else if (at != k->hi)
             k = NULL; /* behind the cache (at < lo): leave it to the others */
     }
+    /* The subscriber that extends the shared rendering reads as much as the
+     * others then take from it in one pump each. */
+    size_t bytes = PUMP_BYTES;
+    if (k) {
+        bytes = CACHE_PUMP_BYTES;
+        max_events *= CACHE_PUMP_MUL;
+    }
     stele_page *pg;
-    int rc = stele_sub_next(u->sub, pager_limit(&u->pg, PUMP_BYTES, max_events), 0, &pg);
+    int rc = stele_sub_next(u->sub, pager_limit(&u->pg, bytes, max_events), 0, &pg);
     if (rc)
         return rc;
     pager_observe(&u->pg, pg);
