@@ -8,6 +8,10 @@
 #   fanout   bench_subs fanout (64 connections x 1 event, closed loop) with 0
 #            and with 100 live $all subscribers: appends/s, the ratio
 #            100/0, server CPU-µs per append, subscriber sends per append
+#   latency  bench_subs latency: one live subscriber, 1,000 appends/s of 1
+#            event over 16 connections: append acknowledged and event
+#            received, p50/p99 (that one subscriber is never held in rounds,
+#            so both binaries should match)
 #   grpc     gRPC Append 256 x 1 on one connection (as the KurrentDB clients
 #            multiplex calls) and 16 x 1,000, gRPC BatchAppend 16 x 1,000,
 #            HTTP 256 x 1 and 16 x 1,000: events/s, server CPU-µs per
@@ -26,7 +30,7 @@ NEW=$(readlink -f "$2")
 BUILD=$(readlink -f "${3:-build}")
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
-PARTS=${PARTS:-fanout grpc}
+PARTS=${PARTS:-fanout grpc}  # latency: only when named
 part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 command -v perf >/dev/null || { echo "run_ab_wire.sh: perf is needed (apt-get install linux-perf)" >&2; exit 2; }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/stele-ab.XXXXXX")
@@ -102,6 +106,14 @@ for r in $(seq 1 "$ROUNDS"); do
                     --warmup 1 --duration "$SECS" --server-pid "$P"
                 stop
             done
+        fi
+        if part latency; then
+            start "$bin"
+            line=$("$BS" latency --port "$PORT" --rate 1000 --clients 16 --warmup 1 --duration "$SECS" --server-pid "$P")
+            # the same key=value shape as measure's lines, for the medians
+            echo "$which latency-1000/s $(tr ' ' '\n' <<<"$line" | grep -E '^(achieved|ack_p50_ms|ack_p99_ms|event_p50_ms|event_p99_ms|event_minus_ack_p99_ms)=' | tr '\n' ' ' | sed 's/ $//; s/^achieved=/events_per_s=/')" |
+                tee -a "$WORK/lines"
+            stop
         fi
         if part grpc; then
             start "$bin"
