@@ -25,7 +25,10 @@
  * wakes the live feeds at once (no added latency at low rates); the commits
  * that follow within the interval are held and woken together when it ends
  * (sse_due), so each live subscriber gets one send per interval however
- * many commit groups the writer makes. This is what keeps many subscribers
+ * many commit groups the writer makes. With ten live feeds or more the
+ * interval also stretches to twenty times what the last rounds cost, up to
+ * ten times cfg.sub_batch_us, so the rounds keep to about 5% of the loop's
+ * time on any machine (round_gap_ns). This is what keeps many subscribers
  * cheap for the writers: a loopback send costs the sender the receiver's
  * TCP work too, a few microseconds each, and the loop that sends them also
  * serves the appends. A lone subscriber is never held.
@@ -426,8 +429,9 @@ void sse_drained(conn *c)
 
 /* The least time between two wake-up rounds: cfg.sub_batch_us with
  * SSE_ROUND_FEEDS or more waiting feeds, that share of it with fewer. A
- * round costs about one send per feed (5-8 µs each on loopback here, the
- * receiver's TCP work and wake-up included: bench_subs_floor), so the
+ * round costs about one send per feed (3.7 µs for a small one on loopback
+ * here, 7-9 µs for 50 KB, the receiver's TCP work and wake-up included:
+ * bench_subs_floor), so the
  * rounds stay a bounded share of the loop's time, while the wait stays
  * bounded too: by default one subscriber is never held more than 20 µs, a
  * hundred or more 2 ms. With SSE_STRETCH_FEEDS feeds or more, the gap
@@ -436,8 +440,9 @@ void sse_drained(conn *c)
  * by default): on a busy server a hundred sends take about half a
  * millisecond, so rounds every 2 ms would take a quarter of the thread
  * that also serves the appends. A round's cost barely grows with its
- * events (bytes are cheap next to sends; pumps carry up to PUMP_BYTES), so
- * a longer gap lowers the rounds' share and the gap settles. */
+ * events (bytes are cheap next to sends, and a pump from the shared
+ * rendering carries up to 256 KiB: subscribe.c), so a longer gap lowers
+ * the rounds' share and the gap settles. */
 static uint64_t round_gap_ns(const server *s)
 {
     const sse_hub *h = s->sse;
