@@ -99,7 +99,9 @@ static void die(const char *what)
 
 /* ------------------------------------------------------------ time, cpu */
 
-static double proc_cpu_s(int pid)
+/* The CPU time of process `pid` in seconds: user + system, or only one of
+ * them (which: 0 both, 1 user, 2 system). */
+static double proc_cpu_part_s(int pid, int which)
 {
     if (pid <= 0)
         return 0;
@@ -115,17 +117,24 @@ static double proc_cpu_s(int pid)
     unsigned long long ut, st;
     if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return 0;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    unsigned long long v = which == 1 ? ut : which == 2 ? st : ut + st;
+    return (double)v / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double proc_cpu_s(int pid)
+{
+    return proc_cpu_part_s(pid, 0);
 }
 
 typedef struct cpu_mark {
     uint64_t t;
-    double self, server;
+    double self, server, server_sys;
 } cpu_mark;
 
 static cpu_mark cpu_now(void)
 {
-    cpu_mark m = {bench_now_ns(), bench_self_cpu_s(), proc_cpu_s(opt.server_pid)};
+    cpu_mark m = {bench_now_ns(), bench_self_cpu_s(), proc_cpu_s(opt.server_pid),
+                  proc_cpu_part_s(opt.server_pid, 2)};
     return m;
 }
 
@@ -134,8 +143,9 @@ static void cpu_fmt(char *out, size_t len, cpu_mark a, cpu_mark b)
 {
     double s = (double)(b.t - a.t) / 1e9;
     if (opt.server_pid > 0)
-        snprintf(out, len, "client_cpu=%.0f%% server_cpu=%.0f%%", 100 * (b.self - a.self) / s,
-                 100 * (b.server - a.server) / s);
+        snprintf(out, len, "client_cpu=%.0f%% server_cpu=%.0f%% server_sys=%.0f%%",
+                 100 * (b.self - a.self) / s, 100 * (b.server - a.server) / s,
+                 100 * (b.server_sys - a.server_sys) / s);
     else
         snprintf(out, len, "client_cpu=%.0f%% server_cpu=n/a", 100 * (b.self - a.self) / s);
 }
@@ -284,11 +294,13 @@ struct conn {
     uint64_t events, next_id, bytes;
     int caught_up;
     int bad_order;
+    int peer_hup; /* the server closed its side (EPOLLRDHUP) */
 };
 
 enum { K_SUB, K_APPEND };
 
 static int g_ep;
+static uint64_t g_sub_recvs; /* recv calls on subscriptions that returned data */
 static on_event_fn g_on_event;
 static on_control_fn g_on_control;
 
@@ -321,7 +333,7 @@ static conn *conn_new(int kind, int idx)
     c->in_cap = 1 << 20;
     if (!(c->in = malloc(c->in_cap)))
         die("malloc");
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = c};
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
     if (epoll_ctl(g_ep, EPOLL_CTL_ADD, c->fd, &ev))
         die("epoll_ctl");
     return c;
@@ -466,10 +478,17 @@ static void conn_read(conn *c)
 {
     for (;;) {
         if (c->kind == K_SUB && c->have_head) {
-            char buf[1 << 18];
+            static char buf[1 << 18];
             ssize_t n = recv(c->fd, buf, sizeof buf, 0);
             if (n > 0) {
+                g_sub_recvs++;
                 body_feed(c, buf, (size_t)n);
+                /* A short read drained the socket: edge-triggered epoll
+                 * reports the next bytes that arrive, so no recv that
+                 * would only say EAGAIN; once the server has closed, read
+                 * on to the end, which ends the run). */
+                if ((size_t)n < sizeof buf && !c->peer_hup)
+                    return;
                 continue;
             }
             if (n == 0) {
@@ -555,6 +574,8 @@ static void poll_once(int timeout_ms)
             conn *c = evs[i].data.ptr;
             if ((c->kind == K_SUB) != (pass == 0))
                 continue;
+            if (evs[i].events & (EPOLLRDHUP | EPOLLHUP))
+                c->peer_hup = 1;
             if (evs[i].events & EPOLLOUT)
                 conn_write(c);
             if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
@@ -833,7 +854,7 @@ static void fanout_event(conn *c, uint64_t id)
 /* What the subscriber process reports to the appending one. */
 typedef struct fan_result {
     int complete, bad;
-    uint64_t window_events;
+    uint64_t window_events, window_bytes, window_recvs;
 } fan_result;
 
 /*
@@ -860,20 +881,26 @@ static int fanout_subscribers(int in, int out)
     if (read(in, win, sizeof win) != (ssize_t)sizeof win)
         die("read window");
     fcntl(in, F_SETFL, fcntl(in, F_GETFL) | O_NONBLOCK);
-    uint64_t e0 = 0, e1 = 0, target = 0, stop = 0;
+    uint64_t e0 = 0, e1 = 0, b0 = 0, b1 = 0, r0 = 0, r1 = 0, target = 0, stop = 0;
     int have0 = 0, have1 = 0, have_target = 0;
     fan_result res = {0};
     for (;;) {
         poll_once(10);
-        uint64_t t = bench_now_ns(), sum = 0;
-        for (int i = 0; i < opt.subs; i++)
+        uint64_t t = bench_now_ns(), sum = 0, bytes = 0;
+        for (int i = 0; i < opt.subs; i++) {
             sum += subs[i]->events;
+            bytes += subs[i]->bytes;
+        }
         if (!have0 && t >= win[0]) {
             e0 = sum;
+            b0 = bytes;
+            r0 = g_sub_recvs;
             have0 = 1;
         }
         if (!have1 && t >= win[1]) {
             e1 = sum;
+            b1 = bytes;
+            r1 = g_sub_recvs;
             have1 = 1;
         }
         if (!have_target && read(in, &target, sizeof target) == (ssize_t)sizeof target) {
@@ -891,6 +918,8 @@ static int fanout_subscribers(int in, int out)
     for (int i = 0; i < opt.subs; i++)
         res.bad += subs[i]->bad_order;
     res.window_events = e1 - e0;
+    res.window_bytes = b1 - b0;
+    res.window_recvs = r1 - r0;
     if (write(out, &res, sizeof res) != (ssize_t)sizeof res)
         die("write");
     return 0;
@@ -973,11 +1002,14 @@ static int run_fanout(void)
     double s = (double)(b.t - a.t) / 1e9;
     printf("subs fanout subs=%d clients=%d batch=%d events_per_s=%.0f appends_per_s=%.0f "
            "ack_p50_ms=%.3f ack_p99_ms=%.3f sub_events_per_s=%.0f subs_complete=%d/%d "
-           "out_of_order=%d errors=%llu %s subscriber_cpu=%.0f%%\n",
+           "out_of_order=%d errors=%llu %s subscriber_cpu=%.0f%% sub_bytes_per_append=%.0f "
+           "sub_recvs_per_append=%.2f\n",
            opt.subs, clients, opt.batch ? opt.batch : 1, (double)g_acked_events / opt.duration,
            (double)g_acked_req / opt.duration, q_ms(&g_lat_ack, .5), q_ms(&g_lat_ack, .99),
            (double)res.window_events / opt.duration, res.complete, opt.subs, res.bad,
-           (unsigned long long)g_errors, cpu, 100 * (child_b - child_a) / s);
+           (unsigned long long)g_errors, cpu, 100 * (child_b - child_a) / s,
+           g_acked_req ? (double)res.window_bytes / (double)g_acked_req : 0,
+           g_acked_req ? (double)res.window_recvs / (double)g_acked_req : 0);
     return res.bad || res.complete != opt.subs || g_errors;
 }
 

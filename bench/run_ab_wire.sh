@@ -8,6 +8,10 @@
 #   fanout   bench_subs fanout (64 connections x 1 event, closed loop) with 0
 #            and with 100 live $all subscribers: appends/s, the ratio
 #            100/0, server CPU-µs per append, subscriber sends per append
+#   latency  bench_subs latency: one live subscriber, 1,000 appends/s of 1
+#            event over 16 connections: append acknowledged and event
+#            received, p50/p99 (that one subscriber is never held in rounds,
+#            so both binaries should match)
 #   grpc     gRPC Append 256 x 1 on one connection (as the KurrentDB clients
 #            multiplex calls) and 16 x 1,000, gRPC BatchAppend 16 x 1,000,
 #            HTTP 256 x 1 and 16 x 1,000: events/s, server CPU-µs per
@@ -26,7 +30,7 @@ NEW=$(readlink -f "$2")
 BUILD=$(readlink -f "${3:-build}")
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
-PARTS=${PARTS:-fanout grpc}
+PARTS=${PARTS:-fanout grpc}  # latency: only when named
 part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 command -v perf >/dev/null || { echo "run_ab_wire.sh: perf is needed (apt-get install linux-perf)" >&2; exit 2; }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/stele-ab.XXXXXX")
@@ -41,6 +45,8 @@ start() { # start BIN: a fresh server; sets P and PORT
     PORT=$(awk '/ready/ {print $2}' "$WORK/ready")
 }
 stop() { kill -TERM "$P"; wait "$P" || true; P=; }
+# ticks PID: the process's user and system CPU in clock ticks ("U S").
+ticks() { awk '{sub(/.*\) /, ""); print $12, $13}' "/proc/$1/stat"; }
 metric() { curl -s "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 EVENTS="syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,task-clock"
 
@@ -55,17 +61,32 @@ measure() {
     local a0 e0
     a0=$(metric stele_appends_total)
     e0=$(metric stele_append_events_total)
+    local k0 k1
+    k0=$(ticks "$P")
     perf stat -x, -e "$EVENTS" -p "$P" -o "$WORK/stat" -- sleep "$((SECS - 1))" 2>/dev/null
     local a1 e1
     a1=$(metric stele_appends_total)
     e1=$(metric stele_append_events_total)
+    k1=$(ticks "$P")
     wait "$g" || true
-    awk -F, -v n="$name" -v a=$((a1 - a0)) -v e=$((e1 - e0)) -v out="$(tr '\n' ' ' <"$WORK/out")" '
+    # user and system µs per append from the ticks (the perf window and the
+    # append counters cover about the same SECS-1 seconds).
+    awk -F, -v n="$name" -v a=$((a1 - a0)) -v e=$((e1 - e0)) -v out="$(tr '\n' ' ' <"$WORK/out")" \
+        -v k0="$k0" -v k1="$k1" -v hz="$(getconf CLK_TCK)" '
         /sys_enter_send|sys_enter_writev/ {s += $1} /task-clock/ {t = $1}
+        function field(k,   m) {
+            if (!match(out, k "=[0-9.]+")) return -1
+            return substr(out, RSTART + length(k) + 1, RLENGTH - length(k) - 1)
+        }
         END {
-            match(out, /events_per_s=[0-9.]+/); eps = substr(out, RSTART + 13, RLENGTH - 13)
-            printf "%s events_per_s=%s server_cpu_us_per_append=%.1f server_cpu_us_per_1k_events=%.0f sends_per_append=%.3f appends=%d\n",
-                n, eps, t * 1000 / a, t * 1e6 / e, s / a, a
+            split(k0, x, " "); split(k1, y, " ")
+            printf "%s events_per_s=%s server_cpu_us_per_append=%.1f server_usr_us_per_append=%.1f server_sys_us_per_append=%.1f server_cpu_us_per_1k_events=%.0f sends_per_append=%.3f appends=%d",
+                n, field("events_per_s"), t * 1000 / a, (y[1] - x[1]) * 1e6 / hz / a, (y[2] - x[2]) * 1e6 / hz / a, t * 1e6 / e, s / a, a
+            if (field("sub_bytes_per_append") >= 0)
+                printf " sub_bytes_per_append=%s subscriber_cpu_pct=%s client_cpu_pct=%s ack_p50_ms=%s ack_p99_ms=%s",
+                    field("sub_bytes_per_append"), field("subscriber_cpu"), field("client_cpu"),
+                    field("ack_p50_ms"), field("ack_p99_ms")
+            printf "\n"
         }' "$WORK/stat" | tee -a "$WORK/lines"
 }
 
@@ -85,6 +106,14 @@ for r in $(seq 1 "$ROUNDS"); do
                     --warmup 1 --duration "$SECS" --server-pid "$P"
                 stop
             done
+        fi
+        if part latency; then
+            start "$bin"
+            line=$("$BS" latency --port "$PORT" --rate 1000 --clients 16 --warmup 1 --duration "$SECS" --server-pid "$P")
+            # the same key=value shape as measure's lines, for the medians
+            echo "$which latency-1000/s $(tr ' ' '\n' <<<"$line" | grep -E '^(achieved|ack_p50_ms|ack_p99_ms|event_p50_ms|event_p99_ms|event_minus_ack_p99_ms)=' | tr '\n' ' ' | sed 's/ $//; s/^achieved=/events_per_s=/')" |
+                tee -a "$WORK/lines"
+            stop
         fi
         if part grpc; then
             start "$bin"

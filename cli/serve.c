@@ -41,7 +41,7 @@ static setting settings[] = {
     {"sub-behind-events", "a live subscriber this far behind has fallen behind (default 10000)",
      NULL},
     {"sub-behind-seconds", "... or one not caught up for this many seconds (default 5)", NULL},
-    {"sub-batch-us", "under a stream of commits, 100 or more live subscribers are woken at most once per this many microseconds, fewer in proportion (0: at every commit; default 2000)", NULL},
+    {"sub-batch-us", "under a stream of commits, 100 or more live subscribers are woken at most once per this many microseconds, fewer in proportion; with 10 or more, up to 10 times longer when the rounds are dear (0: at every commit; default 2000)", NULL},
     {"sub-checkpoint-events", "a checkpoint after this many filtered-out events (default 1000)",
      NULL},
     {"memory-budget", "MiB of memory above which new requests get 503 BUSY (default 1024; 0 off)",

@@ -25,7 +25,10 @@
  * wakes the live feeds at once (no added latency at low rates); the commits
  * that follow within the interval are held and woken together when it ends
  * (sse_due), so each live subscriber gets one send per interval however
- * many commit groups the writer makes. This is what keeps many subscribers
+ * many commit groups the writer makes. With ten live feeds or more the
+ * interval also stretches to twenty times what the last rounds cost, up to
+ * ten times cfg.sub_batch_us, so the rounds keep to about 5% of the loop's
+ * time on any machine (round_gap_ns). This is what keeps many subscribers
  * cheap for the writers: a loopback send costs the sender the receiver's
  * TCP work too, a few microseconds each, and the loop that sends them also
  * serves the appends. A lone subscriber is never held.
@@ -58,6 +61,13 @@
 /* Wake-up rounds of live feeds are cfg.sub_batch_us apart with this many
  * waiting feeds or more, proportionally less with fewer (round_gap_ns). */
 #define SSE_ROUND_FEEDS 100u
+/* With SSE_STRETCH_FEEDS waiting feeds or more, rounds are spaced further
+ * when they are dear: by SSE_ROUND_SHARE times what the last rounds' pumps
+ * took (so the rounds take about 1/SSE_ROUND_SHARE of the loop's time),
+ * up to SSE_ROUND_STRETCH times the gap above. */
+#define SSE_STRETCH_FEEDS 10u
+#define SSE_ROUND_SHARE 20u
+#define SSE_ROUND_STRETCH 10u
 /* Compact `out` (move the unsent bytes to the front) past this offset. */
 #define SSE_COMPACT_AT (64u << 10)
 
@@ -68,6 +78,8 @@ typedef struct sse_conn {
     const sse_source *src;
     void *ctx;
     int q;
+    int in_round; /* woken by a round and not waiting again yet: its pumps
+                     are the round's cost */
     struct sse_conn *prev, *next;
     int64_t last_write_ms; /* for keep-alive comments */
 } sse_conn;
@@ -85,6 +97,8 @@ typedef struct sse_hub {
     buf stage;       /* that pump's output, sent as one chunk */
     uint64_t round_ns; /* when waiting feeds were last woken by a commit */
     uint64_t due_ns;   /* a commit is held until then (0: none held) */
+    uint64_t round_spent_ns; /* time in pumps of feeds woken by a round, since the last one */
+    uint64_t round_cost_ns;  /* that, smoothed over the last rounds */
 } sse_hub;
 
 /* ------------------------------------------------------------ queues */
@@ -367,9 +381,10 @@ static void settle(sse_hub *h, conn *c, int r)
     if (c->fd < 0 || !c->sse)
         return;
     sse_conn *sc = c->sse;
-    if (r == SSE_WAIT)
+    if (r == SSE_WAIT) {
+        sc->in_round = 0;
         q_push(h, sc, Q_WAIT);
-    else if (unsent(c) >= SSE_HIGH_WATER)
+    } else if (unsent(c) >= SSE_HIGH_WATER)
         q_push(h, sc, Q_BLOCKED);
     else
         q_push(h, sc, Q_READY);
@@ -388,11 +403,14 @@ int sse_run(server *s)
             q_push(h, sc, Q_BLOCKED);
             continue;
         }
+        uint64_t t0 = sc->in_round ? time_mono_ns() : 0;
         h->pumping = c;
         int r = sc->src->pump(c, sc->ctx, SSE_PUMP_EVENTS);
         h->pumping = NULL;
         stage_flush(h, c);
-        settle(h, c, r);
+        settle(h, c, r); /* may free sc */
+        if (t0)
+            h->round_spent_ns += time_mono_ns() - t0;
     }
     return h->q[Q_READY].head != NULL;
 }
@@ -411,23 +429,43 @@ void sse_drained(conn *c)
 
 /* The least time between two wake-up rounds: cfg.sub_batch_us with
  * SSE_ROUND_FEEDS or more waiting feeds, that share of it with fewer. A
- * round costs about one send per feed (a few µs on loopback, the
- * receiver's TCP work included), so the rounds stay a bounded share of the
- * loop's time, while the wait stays bounded too: by default one subscriber
- * is never held more than 20 µs, a hundred or more 2 ms. */
+ * round costs about one send per feed (3.7 µs for a small one on loopback
+ * here, 7-9 µs for 50 KB, the receiver's TCP work and wake-up included:
+ * bench_subs_floor), so the
+ * rounds stay a bounded share of the loop's time, while the wait stays
+ * bounded too: by default one subscriber is never held more than 20 µs, a
+ * hundred or more 2 ms. With SSE_STRETCH_FEEDS feeds or more, the gap
+ * grows to SSE_ROUND_SHARE times the smoothed cost of a round when that is
+ * longer, up to SSE_ROUND_STRETCH times the base gap (20 ms for a hundred
+ * by default): on a busy server a hundred sends take about half a
+ * millisecond, so rounds every 2 ms would take a quarter of the thread
+ * that also serves the appends. A round's cost barely grows with its
+ * events (bytes are cheap next to sends, and a pump from the shared
+ * rendering carries up to 256 KiB: subscribe.c), so a longer gap lowers
+ * the rounds' share and the gap settles. */
 static uint64_t round_gap_ns(const server *s)
 {
-    uint64_t n = s->sse->q[Q_WAIT].n;
+    const sse_hub *h = s->sse;
+    uint64_t n = h->q[Q_WAIT].n;
     if (n > SSE_ROUND_FEEDS)
         n = SSE_ROUND_FEEDS;
-    return (uint64_t)s->cfg.sub_batch_us * 1000u * n / SSE_ROUND_FEEDS;
+    uint64_t base = (uint64_t)s->cfg.sub_batch_us * 1000u * n / SSE_ROUND_FEEDS;
+    if (n < SSE_STRETCH_FEEDS)
+        return base;
+    uint64_t want = h->round_cost_ns * SSE_ROUND_SHARE, cap = base * SSE_ROUND_STRETCH;
+    return want < base ? base : want > cap ? cap : want;
 }
 
-/* Move every waiting feed to the ready queue: one wake-up round. */
+/* Move every waiting feed to the ready queue: one wake-up round. The
+ * pumps since the last round (of feeds that round woke) were its cost. */
 static void wake_round(sse_hub *h, uint64_t now)
 {
-    while (h->q[Q_WAIT].head)
+    h->round_cost_ns = (h->round_cost_ns * 3 + h->round_spent_ns) / 4;
+    h->round_spent_ns = 0;
+    while (h->q[Q_WAIT].head) {
+        h->q[Q_WAIT].head->in_round = 1;
         q_push(h, h->q[Q_WAIT].head, Q_READY);
+    }
     h->round_ns = now;
     h->due_ns = 0;
 }

@@ -77,6 +77,13 @@
 /* Bytes of events per pump, about (one event at least): with the hub's
  * high-water mark, what a subscriber that does not read holds. */
 #define PUMP_BYTES (128u << 10)
+/* A pump of the shared rendering (and the read that extends it) takes up
+ * to twice that, and up to CACHE_PUMP_MUL times the hub's events per pump:
+ * such a pump is one sendmsg whatever it carries, and a round of many live
+ * subscribers spaced by sse.c for their cost carries more than PUMP_BYTES
+ * under a heavy stream of appends (one more send each, otherwise). */
+#define CACHE_PUMP_BYTES (2 * PUMP_BYTES)
+#define CACHE_PUMP_MUL 4u
 
 #define CACHE_EVENTS 8192u
 #define CACHE_BYTES (8u << 20)
@@ -325,10 +332,11 @@ static int from_cache(conn *c, subscription *u, size_t max_events, size_t *n, in
     size_t i = cache_find(k, at);
     if (i == k->n)
         return 0;
+    max_events *= CACHE_PUMP_MUL;
     size_t take = k->n - i < max_events ? k->n - i : max_events;
     size_t a = k->off[i], b = k->off[i + take];
-    /* At most about PUMP_BYTES (one event at least), as from the store. */
-    while (take > 1 && b - a > PUMP_BYTES)
+    /* At most about CACHE_PUMP_BYTES (one event at least). */
+    while (take > 1 && b - a > CACHE_PUMP_BYTES)
         b = k->off[i + (take = take / 2)];
     sse_shared(c, k->text.p + a, b - a);
     uint64_t last = k->pos[i + take - 1];
@@ -355,8 +363,15 @@ static int from_store(conn *c, subscription *u, size_t max_events, size_t *n, in
         else if (at != k->hi)
             k = NULL; /* behind the cache (at < lo): leave it to the others */
     }
+    /* The subscriber that extends the shared rendering reads as much as the
+     * others then take from it in one pump each. */
+    size_t bytes = PUMP_BYTES;
+    if (k) {
+        bytes = CACHE_PUMP_BYTES;
+        max_events *= CACHE_PUMP_MUL;
+    }
     stele_page *pg;
-    int rc = stele_sub_next(u->sub, pager_limit(&u->pg, PUMP_BYTES, max_events), 0, &pg);
+    int rc = stele_sub_next(u->sub, pager_limit(&u->pg, bytes, max_events), 0, &pg);
     if (rc)
         return rc;
     pager_observe(&u->pg, pg);

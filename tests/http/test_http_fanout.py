@@ -6,7 +6,8 @@ keep them cheap for the writers (issue 21 item 5):
 
 - 120 live subscribers (100 of $all, 10 filtered by category, 10 of single
   streams) while 8 writers append concurrently: the server wakes them in
-  rounds (commits held for up to 2 ms and sent together)
+  rounds (commits held for 2 ms, up to 20 ms when the rounds are dear,
+  and sent together)
   and sends each one's events with one sendmsg straight from the shared
   rendering; every subscriber must still get exactly its events, in order,
   each byte for byte as the $all read renders it (stream subscriptions
