@@ -27,7 +27,20 @@
  *      (pg_insert.c; nobody else writes them meanwhile). Positions and view
  *      revisions are assigned in C;
  *   4. third round trip: the view counters, every event in one statement,
- *      the stream rows, NOTIFY, COMMIT; then answers every append.
+ *      the stream rows, then COMMIT with synchronous_commit off (the feed
+ *      row is released without waiting for the WAL flush), and in the same
+ *      pipeline a second, synchronous transaction: PG_DURABLE_INSERT and
+ *      NOTIFY. Its COMMIT flushes the WAL past the first one and moves the
+ *      durable position (pg.c, "Durability") past this batch and every
+ *      batch committed before it; then answers every append.
+ * What is held. The feed row is held from the second round trip to the
+ * first COMMIT, which no longer waits for a flush: the flushes of the
+ * second transactions of every writer and server overlap and merge
+ * (PostgreSQL flushes up to the latest WAL record it has, so one flush
+ * covers every commit before it), instead of one flush per batch inside
+ * the serial section. Every answer of a batch (accepted, idempotent retry,
+ * wrong expected revision) is given only after the second COMMIT, so no
+ * answer reports anything a crash could lose.
  * Batches in flight. The feed row is held only from the second round trip
  * to COMMIT, so one writer's first round trip and planning overlap the
  * other's insert and COMMIT. Queue order per stream: requests leave the
@@ -51,6 +64,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend/pg_write.h"
 #include "util/util.h"
@@ -473,6 +487,35 @@ static int pipe_run(PGconn *c, pstmt *st, size_t n, char state[6])
     return rc;
 }
 
+/* Whether the test hook's pause applies to the batch reqs[0..n). */
+static int pause_wanted(const pg_backend *P, pg_req **reqs, size_t n)
+{
+    size_t pl = strlen(P->pause_prefix);
+    for (size_t i = 0; i < n; i++)
+        if (reqs[i]->a->stream_len >= pl && memcmp(reqs[i]->a->stream, P->pause_prefix, pl) == 0)
+            return 1;
+    return 0;
+}
+
+/* stele_durable gets a row per batch; every PGW_PRUNE_EVERY batches a
+ * writer deletes the rows below the largest visible one. That one is
+ * durable (it became visible after its flush), so the durable position
+ * stays where it is even if this delete survives a crash and rows inserted
+ * meanwhile do not. No flush is waited for: a lost delete is only redone
+ * later. A failure is left for the next batch to meet. */
+#define PGW_PRUNE_EVERY 1024
+
+static void prune_durable(PGconn *c)
+{
+    PGresult *r = PQexec(c, "BEGIN; SET LOCAL synchronous_commit = off; DELETE FROM "
+                            "stele_durable WHERE next_position < " PG_DURABLE "; COMMIT");
+    PQclear(r);
+    if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE) {
+        r = PQexec(c, "ROLLBACK");
+        PQclear(r);
+    }
+}
+
 /* Distinct stream names of the batch into bs (sorted), each request's
  * index in it into its sidx; the number of names. */
 static size_t batch_streams(pg_req **reqs, size_t n, bstream *bs)
@@ -583,7 +626,7 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
     buf un = {0}, ulr = {0}, ulp = {0}, ufp = {0};
     pgw_ins ins;
     memset(&ins, 0, sizeof ins);
-    pstmt p1[5], p2[2], p3[5];
+    pstmt p1[5], p2[2], p3[8];
     memset(p1, 0, sizeof p1);
     memset(p2, 0, sizeof p2);
     memset(p3, 0, sizeof p3);
@@ -721,12 +764,32 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
                                   "$3::bigint[], $4::bigint[]) AS u(n, lr, lp, fp) WHERE "
                                   "s.stream_id = u.n",
                            .n = 4, .vals = v_rows, .what = "updating streams"};
-        p3[n3++] = (pstmt){.sql = "NOTIFY " PG_CHANNEL, .what = "notifying"};
     }
+    /* The events' COMMIT does not wait for the WAL flush; the synchronous
+     * transaction after it (the rest of this pipeline, up to its Sync)
+     * does, and only then are the appends answered (the top of this
+     * file). */
+    p3[n3++] = (pstmt){.sql = "SET LOCAL synchronous_commit = off",
+                       .what = "committing without a flush"};
     p3[n3++] = (pstmt){.sql = "COMMIT", .what = "committing"};
+    size_t n3a = n3;
+    p3[n3++] = (pstmt){.sql = PG_DURABLE_INSERT, .what = "recording the durable position"};
+    if (rc == 0 && nev)
+        p3[n3++] = (pstmt){.sql = "NOTIFY " PG_CHANNEL, .what = "notifying"};
     if (rc == 0) {
         committing = nev > 0;
-        rc = pipe_run(c, p3, n3, state);
+        if (P->pause_ms && pause_wanted(P, reqs, n)) {
+            /* The test hook: the two commits in two round trips, with a
+             * pause between them. */
+            rc = pipe_run(c, p3, n3a, state);
+            if (rc == 0) {
+                struct timespec ts = {P->pause_ms / 1000, (long)(P->pause_ms % 1000) * 1000000L};
+                nanosleep(&ts, NULL);
+                rc = pipe_run(c, p3 + n3a, n3 - n3a, state);
+            }
+        } else {
+            rc = pipe_run(c, p3, n3, state);
+        }
     }
     if (PQpipelineStatus(c) != PQ_PIPELINE_OFF) {
         /* Lost in the middle of a pipeline: the connection is unusable. */
@@ -763,6 +826,8 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
         atomic_fetch_add(&P->appends, n);
         pg_bump(P);
     }
+    if (rc == 0 && c && atomic_fetch_add(&P->prune_tick, 1) % PGW_PRUNE_EVERY == 0)
+        prune_durable(c);
     for (size_t i = 0; i < n1; i++)
         if (p1[i].res)
             PQclear(p1[i].res);
@@ -941,6 +1006,12 @@ static int writers_wanted(void)
 
 int pg_writer_start(pg_backend *P)
 {
+    const char *hook = getenv("STELE_PG_TEST_PAUSE");
+    const char *colon = hook ? strrchr(hook, ':') : NULL;
+    if (colon && (size_t)(colon - hook) < sizeof P->pause_prefix) {
+        snprintf(P->pause_prefix, sizeof P->pause_prefix, "%.*s", (int)(colon - hook), hook);
+        P->pause_ms = atoi(colon + 1);
+    }
     pthread_mutex_init(&P->door, NULL);
     pthread_mutex_init(&P->known_mu, NULL);
     int want = writers_wanted();
