@@ -106,8 +106,17 @@ struct pg_backend {
     int nwatch;
     /* Counters since open (stats). */
     _Atomic uint64_t appends, groups;
-    /* Batches since the writers last pruned stele_durable (pg_write.c). */
-    _Atomic uint32_t prune_tick;
+    /* The flusher (pg_write.c): requests of batches whose events are
+     * committed without a flush wait in its list (fl_head, under fl_mu)
+     * for the synchronous commit that makes them durable and answers
+     * them; it has a connection of its own. */
+    pg_writer flusher;
+    int flusher_on, fl_stopping;
+    pthread_mutex_t fl_mu;
+    pthread_cond_t fl_cv;
+    pg_req *fl_head, *fl_tail;
+    /* Durable commits since the flusher last pruned stele_durable. */
+    uint32_t prune_tick;
     /* Test hook (STELE_PG_TEST_PAUSE=PREFIX:MS): a batch with an append to
      * a stream whose name starts with PREFIX waits MS milliseconds between
      * its events' COMMIT and the durable COMMIT (tests/http). */
