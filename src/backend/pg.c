@@ -45,7 +45,7 @@
  * two transactions can wait on each other in a cycle.
  *
  * Durability. An append batch commits its events with synchronous_commit
- * off (pg_write.c): the feed row is released as soon as the commit record
+ * off (pg_write.c; answered later by the flusher): the feed row is released as soon as the commit record
  * is in the WAL buffers, not after the flush, so the next batch can take
  * it at once. Such a commit is visible before it is durable: a PostgreSQL
  * crash may lose it and hand its positions out again. So readers never go
@@ -58,11 +58,12 @@
  *     transaction that had committed (its commit record in the WAL) before
  *     the insert read the feed row: the feed row is held to COMMIT and the
  *     positions are gapless. So a visible D has all of [0, D) flushed.
- *   - Any session may run it at any time (a writer after each batch, a
- *     reader that met a stream row newer than D, the multi-stream and
- *     delete transactions before their own synchronous COMMIT); several
- *     writers and servers insert rows of their own (no row lock between
- *     them, so their flushes merge), and the largest visible row wins.
+ *   - Any session may run it at any time (the flusher, before it answers
+ *     the batches committed so far; a reader that met a stream row newer
+ *     than D; the multi-stream and delete transactions before their own
+ *     synchronous COMMIT); several servers insert rows of their own (no
+ *     row lock between them, so their flushes merge), and the largest
+ *     visible row wins.
  *   - Old rows are pruned (pg_write.c) below the largest visible one,
  *     which is durable, so D never goes down, even across a crash.
  * A crash between a batch's two commits loses at most positions >= D,
