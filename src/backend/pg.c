@@ -37,8 +37,37 @@
  * Consumer group checkpoints are events in system streams, as on every
  * backend, so seeds/001's subscription_checkpoints table is not used.
  *
+ *   stele_durable  (version 3) the durable position: rows of one bigint,
+ *                  the largest is the position below which every event is
+ *                  flushed to the WAL (see "Durability").
+ *
  * Lock order, everywhere: stream rows in name order, then stele_feed. No
  * two transactions can wait on each other in a cycle.
+ *
+ * Durability. An append batch commits its events with synchronous_commit
+ * off (pg_write.c; answered later by the flusher): the feed row is released as soon as the commit record
+ * is in the WAL buffers, not after the flush, so the next batch can take
+ * it at once. Such a commit is visible before it is durable: a PostgreSQL
+ * crash may lose it and hand its positions out again. So readers never go
+ * past the durable position D = max(stele_durable.next_position):
+ *   - D moves only by PG_DURABLE_INSERT, which records stele_feed's next
+ *     position as its transaction sees it, in a *synchronous* transaction:
+ *     that transaction's COMMIT is flushed before it becomes visible, and
+ *     the WAL is flushed in order, so every commit record written before it
+ *     is flushed too. Every position below the recorded value belongs to a
+ *     transaction that had committed (its commit record in the WAL) before
+ *     the insert read the feed row: the feed row is held to COMMIT and the
+ *     positions are gapless. So a visible D has all of [0, D) flushed.
+ *   - Any session may run it at any time (the flusher, before it answers
+ *     the batches committed so far; a reader that met a stream row newer
+ *     than D; the multi-stream and delete transactions before their own
+ *     synchronous COMMIT); several servers insert rows of their own (no
+ *     row lock between them, so their flushes merge), and the largest
+ *     visible row wins.
+ *   - Old rows are pruned (pg_write.c) below the largest visible one,
+ *     which is durable, so D never goes down, even across a crash.
+ * A crash between a batch's two commits loses at most positions >= D,
+ * which no reader was shown and no append was acknowledged with.
  */
 #ifdef STELE_WITH_POSTGRES
 #include <errno.h>
@@ -152,22 +181,54 @@ void pg_stream_from(const PGresult *r, int row, int c, pg_stream *st)
 
 int pg_stream_get(PGconn *c, const char *stream, size_t len, pg_stream *st)
 {
+    return pg_stream_get_x(c, stream, len, st, 1);
+}
+
+int pg_stream_get_x(PGconn *c, const char *stream, size_t len, pg_stream *st, int cover)
+{
     char name[256];
     snprintf(name, sizeof name, "%.*s", (int)len, stream);
     const char *v[1] = {name};
     PGresult *r = NULL;
-    int rc = pg_exec(c, "SELECT " PG_STREAM_COLS " FROM streams WHERE stream_id = $1", 1, v, NULL,
-                     NULL, 1, &r, "reading a stream");
+    int rc = pg_exec(c, "SELECT " PG_STREAM_COLS ", " PG_DURABLE " FROM streams WHERE stream_id = $1",
+                     1, v, NULL, NULL, 1, &r, "reading a stream");
     if (rc)
         return rc;
     memset(st, 0, sizeof *st);
+    uint64_t durable = 0;
     if (PQntuples(r) == 0) {
         st->last_rev = st->last_pos = st->first_pos = st->meta_version = STELE_NONE;
     } else {
         pg_stream_from(r, 0, 0, st);
+        durable = pg_u64(r, 0, 11);
     }
     PQclear(r);
-    return 0;
+    /* The row as read was committed; once D covers its last position, it
+     * is durable (rows change with no new position only in synchronous
+     * transactions: deletes, metadata). */
+    if (cover && st->last_pos != STELE_NONE && st->last_pos >= durable)
+        rc = pg_durable_cover(c);
+    return rc;
+}
+
+int pg_durable_cover(PGconn *c)
+{
+    return pg_cmd(c, PG_DURABLE_INSERT "; NOTIFY " PG_CHANNEL);
+}
+
+int pg_durable_settle(PGconn *c, int rc)
+{
+    if (rc == 0 || rc == STELE_EIO || rc == STELE_EINTERNAL || rc == STELE_ENOMEM ||
+        rc == STELE_ECLOSED || rc == STELE_EINVAL || rc == STELE_ETOOBIG)
+        return rc;
+    if (!c || PQstatus(c) != CONNECTION_OK || PQtransactionStatus(c) != PQTRANS_IDLE)
+        return err_set(STELE_EIO, "PostgreSQL unavailable: the answer could not be made durable");
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", stele_errmsg());
+    int crc = pg_durable_cover(c);
+    if (crc)
+        return crc;
+    return err_set(rc, "%s", msg);
 }
 
 void pg_stream_vis(const pg_stream *st, stream_vis *v)
@@ -337,6 +398,11 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     "ALTER TABLE events ADD COLUMN causation_id text;"
     "CREATE INDEX events_causation ON events (causation_id, global_position)"
     "  WHERE causation_id IS NOT NULL;",
+    /* 3: the durable position (the top of this file, "Durability"). What
+     * was written before was committed synchronously: all of it is. */
+    "CREATE TABLE stele_durable (next_position bigint NOT NULL);"
+    "CREATE INDEX stele_durable_next ON stele_durable (next_position);"
+    "INSERT INTO stele_durable SELECT next_position FROM stele_feed;",
 };
 
 /* Several stores may share one database, each in its own PostgreSQL
@@ -603,9 +669,8 @@ static uint64_t pg_pos_before(backend *b, uint64_t pos)
     return pos == 0 || pos == STELE_NONE ? STELE_NONE : pos - 1;
 }
 
-/* The next position: every event below it is committed and visible, since
- * stele_feed is only advanced by a transaction that then commits (or rolls
- * back the advance), and reading the row waits for no one (MVCC). */
+/* The next position readers may see: the durable position (the top of
+ * this file); every event below it is committed, visible and flushed. */
 static int pg_pos_head(backend *b, uint64_t *next)
 {
     pg_backend *P = (pg_backend *)b;
@@ -613,7 +678,7 @@ static int pg_pos_head(backend *b, uint64_t *next)
     if (!c)
         return STELE_EIO;
     PGresult *r = NULL;
-    int rc = pg_exec(c, "SELECT next_position FROM stele_feed", 0, NULL, NULL, NULL, 1, &r,
+    int rc = pg_exec(c, "SELECT " PG_DURABLE, 0, NULL, NULL, NULL, 1, &r,
                      "reading the head of $all");
     pg_conn_put(P, c);
     if (rc)

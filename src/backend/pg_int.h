@@ -17,7 +17,7 @@
 #include "backend/visibility.h"
 
 /* The schema version this build writes (pg.c's migrations). */
-#define PG_SCHEMA_VERSION 2
+#define PG_SCHEMA_VERSION 3
 /* The NOTIFY channel every commit signals. */
 #define PG_CHANNEL "stele_commit"
 /* Read connections kept per server. */
@@ -30,6 +30,18 @@
 #define PG_WRITERS 2
 #define PG_WRITERS_MAX 4
 #define PG_WATCH_MAX 64
+
+/* The durable position (pg.c, "Durability"): every position below it is
+ * committed and flushed to PostgreSQL's WAL, so no crash can lose it.
+ * Every read is bounded by it, as an SQL expression (an InitPlan: computed
+ * once per statement). */
+#define PG_DURABLE "(SELECT coalesce(max(next_position), 0) FROM stele_durable)"
+/* Moves the durable position up to the feed's next position: run in a
+ * synchronous transaction (the session default), whose COMMIT flushes the
+ * WAL past every commit it can see and becomes visible only after that
+ * flush. */
+#define PG_DURABLE_INSERT                                                                          \
+    "INSERT INTO stele_durable (next_position) SELECT next_position FROM stele_feed"
 
 /* A stream's row (table streams) as C sees it; STELE_NONE for "none". */
 typedef struct pg_stream {
@@ -94,6 +106,22 @@ struct pg_backend {
     int nwatch;
     /* Counters since open (stats). */
     _Atomic uint64_t appends, groups;
+    /* The flusher (pg_write.c): requests of batches whose events are
+     * committed without a flush wait in its list (fl_head, under fl_mu)
+     * for the synchronous commit that makes them durable and answers
+     * them; it has a connection of its own. */
+    pg_writer flusher;
+    int flusher_on, fl_stopping;
+    pthread_mutex_t fl_mu;
+    pthread_cond_t fl_cv;
+    pg_req *fl_head, *fl_tail;
+    /* Durable commits since the flusher last pruned stele_durable. */
+    uint32_t prune_tick;
+    /* Test hook (STELE_PG_TEST_PAUSE=PREFIX:MS): a batch with an append to
+     * a stream whose name starts with PREFIX waits MS milliseconds between
+     * its events' COMMIT and the durable COMMIT (tests/http). */
+    char pause_prefix[64];
+    int pause_ms;
 };
 
 /* pg.c */
@@ -130,8 +158,21 @@ uint64_t pg_rev(const PGresult *r, int row, int col);
     "last_revision, last_position, first_position, truncate_before, deleted, tombstoned, "         \
     "meta_version, max_age_us, max_count, meta_truncate_before, max_snapshots"
 void pg_stream_from(const PGresult *r, int row, int col0, pg_stream *st);
-/* Read a stream's row (unlocked); a missing row is exists = 0. */
+/* Read a stream's row (unlocked); a missing row is exists = 0. A row last
+ * changed by a batch that is not durable yet is made durable first
+ * (pg_durable_cover), so what a reader is told is never lost. */
 int pg_stream_get(PGconn *c, const char *stream, size_t len, pg_stream *st);
+/* The same; with cover = 0 the row is taken as it is (inside a read-only
+ * transaction, after a pg_stream_get() outside it). */
+int pg_stream_get_x(PGconn *c, const char *stream, size_t len, pg_stream *st, int cover);
+/* Move the durable position up to the feed's next position in a
+ * synchronous transaction of its own, and notify every server. */
+int pg_durable_cover(PGconn *c);
+/* After an append or other write answered with an error that reports
+ * what the transaction saw (a wrong expected revision, a conflict): make
+ * what it saw durable before the answer goes out; rc, or the failure of
+ * the cover (EIO). Errors that report nothing pass through. */
+int pg_durable_settle(PGconn *c, int rc);
 /* The first revision the stream shows (soft delete, truncateBefore,
  * maxCount). */
 uint64_t pg_stream_start(const pg_stream *st);

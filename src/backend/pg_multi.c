@@ -19,6 +19,9 @@
  * lock: from here on no other commit of events can happen until ours ends),
  * and only then the DCB condition, so it sees every event committed
  * before ours and none can slip in between the check and the commit.
+ * The transaction commits synchronously and records the durable position
+ * before its COMMIT (pg.c, "Durability"); a refusal is answered after
+ * pg_durable_settle() made what it saw durable.
  */
 
 typedef struct mst {
@@ -376,6 +379,12 @@ static int multi_run(pg_backend *P, PGconn *c, const multi_args *m, stele_append
             rc = pgw_wexec(c, "NOTIFY " PG_CHANNEL, 0, NULL, NULL, NULL, 0, NULL, "notifying", state);
     }
     int committing = 0;
+    /* The durable position moves past this transaction's events (and every
+     * commit it saw: a retry's original, the events its condition read) in
+     * this synchronous transaction itself (pg.c, "Durability"). */
+    if (tx && rc == 0)
+        rc = pgw_wexec(c, PG_DURABLE_INSERT, 0, NULL, NULL, NULL, 0, NULL,
+                       "recording the durable position", state);
     if (tx && rc == 0) {
         committing = 1;
         rc = pgw_wexec(c, "COMMIT", 0, NULL, NULL, NULL, 0, NULL, "committing", state);
@@ -393,6 +402,9 @@ static int multi_run(pg_backend *P, PGconn *c, const multi_args *m, stele_append
                      "%s; the connection was lost during COMMIT, so the append may or may not "
                      "have been written: retry it with the same event ids",
                      stele_errmsg());
+    /* A refusal (expectation, condition, conflict) reports what the rolled
+     * back transaction saw: made durable before it is answered. */
+    rc = pg_durable_settle(c, rc);
     if (rc == 0 && !settled && m->nrecords) {
         atomic_fetch_add(&P->appends, 1);
         atomic_fetch_add(&P->groups, 1);

@@ -6,6 +6,12 @@
  * key). Names are compared and ordered COLLATE "C" so the order is byte
  * order whatever the database's collation (the same pages as the local
  * engine); a page is one statement, so one snapshot.
+ *
+ * Durability (pg.c): the rows' counts and last positions may include a
+ * batch that is committed but not durable yet. The statement also says
+ * whether its snapshot holds any such batch (the feed ahead of the durable
+ * position); if so the durable position is moved up (pg_durable_cover)
+ * before the page is given out: what the snapshot showed is then durable.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,12 +31,14 @@ int pg_list_names(backend *b, int kind, const char *prefix, const char *after, s
                         kind == STELE_NAMES_CATEGORIES ? "c" : "t"};
     const char *sql =
         kind == STELE_NAMES_STREAMS
-            ? "SELECT stream_id, last_revision, last_position, deleted, tombstoned FROM streams "
+            ? "SELECT stream_id, last_revision, last_position, deleted, tombstoned, (SELECT "
+              "next_position FROM stele_feed) > " PG_DURABLE " FROM streams "
               "WHERE starts_with(stream_id, $1) AND stream_id COLLATE \"C\" > $2 "
               "AND NOT ($3::boolean AND starts_with(stream_id, '$')) "
               "AND (last_revision >= 0 OR deleted OR tombstoned OR meta_version >= 0) "
               "ORDER BY stream_id COLLATE \"C\" LIMIT $4::bigint"
-            : "SELECT key, next FROM stele_seq WHERE kind = $5 AND starts_with(key, $1) "
+            : "SELECT key, next, 0, 0, 0, (SELECT next_position FROM stele_feed) > " PG_DURABLE
+              " FROM stele_seq WHERE kind = $5 AND starts_with(key, $1) "
               "AND key COLLATE \"C\" > $2 AND NOT ($3::boolean AND starts_with(key, '$')) "
               "ORDER BY key COLLATE \"C\" LIMIT $4::bigint";
     PGconn *c = pg_conn_get(P);
@@ -39,6 +47,8 @@ int pg_list_names(backend *b, int kind, const char *prefix, const char *after, s
     PGresult *r = NULL;
     int rc = pg_exec(c, sql, kind == STELE_NAMES_STREAMS ? 4 : 5, v, NULL, NULL, 0, &r,
                      "listing names");
+    if (rc == 0 && PQntuples(r) && PQgetvalue(r, 0, 5)[0] == 't' && (rc = pg_durable_cover(c)))
+        PQclear(r);
     pg_conn_put(P, c);
     if (rc)
         return rc;

@@ -15,6 +15,11 @@
  * and finds every later event there, including ones another server is
  * committing right now (they appear only after every smaller position).
  *
+ * Nothing a crash can lose is shown: every read of events stops below the
+ * durable position (PG_DURABLE, pg.c "Durability"), a gapless prefix of
+ * the visible positions; a stream's row is made durable before it is used
+ * (pg_stream_get); a view exists once its first event is durable.
+ *
  * Pages: rows come back in binary and are turned into the local engine's
  * record encoding, which the shared page code copies (page_add); reads
  * fetch at most PG_CHUNK rows a statement and stop when the page is full.
@@ -167,9 +172,9 @@ static int new_page(pg_backend *P, size_t limit, stele_page **out)
 }
 
 /* The stream's row with the read errors of the local engine. */
-static int stream_state(PGconn *c, const char *stream, size_t len, pg_stream *st)
+static int stream_state_x(PGconn *c, const char *stream, size_t len, pg_stream *st, int cover)
 {
-    int rc = pg_stream_get(c, stream, len, st);
+    int rc = pg_stream_get_x(c, stream, len, st, cover);
     if (rc)
         return rc;
     if (!st->exists)
@@ -179,6 +184,11 @@ static int stream_state(PGconn *c, const char *stream, size_t len, pg_stream *st
     if (st->deleted || st->last_rev == STELE_NONE)
         return err_set(STELE_ENOTFOUND, "stream '%.*s' not found (deleted)", (int)len, stream);
     return 0;
+}
+
+static int stream_state(PGconn *c, const char *stream, size_t len, pg_stream *st)
+{
+    return stream_state_x(c, stream, len, st, 1);
 }
 
 /* A stream read between revisions lo..hi (inclusive) of a stream whose
@@ -197,8 +207,8 @@ static int read_range(PGconn *c, stele_page *pg, const char *name, uint64_t from
     snprintf(sql, sizeof sql,
              "SELECT " PG_EVENT_COLS " FROM events e JOIN streams s ON s.stream_id = e.stream_id "
              "WHERE e.stream_id = $1 AND %s AND e.revision BETWEEN $3::bigint AND $4::bigint "
-             "AND e.created_us <= $5::bigint AND e.revision %s $6::bigint ORDER BY e.revision %s "
-             "LIMIT $7::bigint",
+             "AND e.created_us <= $5::bigint AND e.global_position < " PG_DURABLE " AND "
+             "e.revision %s $6::bigint ORDER BY e.revision %s LIMIT $7::bigint",
              vis, backwards ? "<=" : ">=", backwards ? "DESC" : "ASC");
     pg_num b2, b3, b4, b5;
     const char *vals[7] = {name,
@@ -278,11 +288,11 @@ int pg_read_all(backend *b, uint64_t from, int backwards, size_t limit, stele_pa
         return STELE_EIO;
     }
     const char *sql = backwards ? "SELECT " PG_EVENT_COLS " FROM events e WHERE "
-                                  "e.global_position <= $1::bigint ORDER BY e.global_position "
-                                  "DESC LIMIT $2::bigint"
+                                  "e.global_position <= $1::bigint AND e.global_position < "
+                                  PG_DURABLE " ORDER BY e.global_position DESC LIMIT $2::bigint"
                                 : "SELECT " PG_EVENT_COLS " FROM events e WHERE "
-                                  "e.global_position >= $1::bigint ORDER BY e.global_position "
-                                  "LIMIT $2::bigint";
+                                  "e.global_position >= $1::bigint AND e.global_position < "
+                                  PG_DURABLE " ORDER BY e.global_position LIMIT $2::bigint";
     const char *vals[2];
     uint64_t last = 0;
     rc = fill(c, pg, sql, 2, vals, NULL, NULL, from, backwards, limit, 0, 0, &last,
@@ -345,8 +355,8 @@ int pg_query(backend *b, const query_args *q, stele_page **out)
     snprintf(sql, sizeof sql,
              "SELECT " PG_EVENT_COLS " FROM events e JOIN streams s ON s.stream_id = e.stream_id "
              "WHERE (%s) AND %s AND ($3::text IS NULL OR e.event_type = $3) AND e.created_us >= "
-             "$4::bigint AND e.created_us < $5::bigint AND e.global_position %s $6::bigint ORDER "
-             "BY e.global_position %s LIMIT $7::bigint",
+             "$4::bigint AND e.created_us < $5::bigint AND e.global_position < " PG_DURABLE " AND "
+             "e.global_position %s $6::bigint ORDER BY e.global_position %s LIMIT $7::bigint",
              keycond, vis, q->backwards ? "<=" : ">=", q->backwards ? "DESC" : "ASC");
     pg_num b2, b4, b5;
     const char *vals[7] = {q->key ? key : NULL,
@@ -410,15 +420,16 @@ int pg_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_t
         snprintf(sql, sizeof sql,
                  "SELECT " PG_EVENT_COLS ", z.stream_no FROM events z CROSS JOIN LATERAL "
                  "(SELECT e.* FROM events e JOIN streams s ON s.stream_id = e.stream_id WHERE "
-                 "e.stream_id = z.stream_id AND %s ORDER BY e.revision LIMIT 1) e WHERE "
-                 "$1::text IS NULL AND z.stream_no IS NOT NULL AND z.stream_no %s $3::bigint "
-                 "ORDER BY z.stream_no %s LIMIT $4::bigint",
+                 "e.stream_id = z.stream_id AND %s AND e.global_position < " PG_DURABLE " ORDER "
+                 "BY e.revision LIMIT 1) e WHERE $1::text IS NULL AND z.stream_no IS NOT NULL AND "
+                 "z.global_position < " PG_DURABLE " AND z.stream_no %s $3::bigint ORDER BY "
+                 "z.stream_no %s LIMIT $4::bigint",
                  vis, backwards ? "<=" : ">=", backwards ? "DESC" : "ASC");
     else
         snprintf(sql, sizeof sql,
                  "SELECT " PG_EVENT_COLS ", e.%s FROM events e JOIN streams s ON "
-                 "s.stream_id = e.stream_id WHERE e.%s = $1 AND %s AND e.%s %s $3::bigint "
-                 "ORDER BY e.%s %s LIMIT $4::bigint",
+                 "s.stream_id = e.stream_id WHERE e.%s = $1 AND %s AND e.global_position < "
+                 PG_DURABLE " AND e.%s %s $3::bigint ORDER BY e.%s %s LIMIT $4::bigint",
                  rcol, col, vis, rcol, backwards ? "<=" : ">=", rcol,
                  backwards ? "DESC" : "ASC");
     char vname[300];
@@ -435,8 +446,16 @@ int pg_read_view(backend *b, int kind, const char *key, size_t key_len, uint64_t
         return STELE_EIO;
     PGresult *r = NULL;
     const char *ev[2] = {skind, k};
-    int rc = pg_exec(c, "SELECT 1 FROM stele_seq WHERE kind = $1 AND key = $2", 2, ev, NULL,
-                     NULL, 0, &r, "reading a view");
+    /* The view exists once its first event (number 0) is durable; one
+     * removed by a scavenge no longer holds it back. */
+    char xsql[600];
+    snprintf(xsql, sizeof xsql,
+             "SELECT 1 FROM stele_seq WHERE kind = $1 AND key = $2 AND NOT EXISTS (SELECT 1 FROM "
+             "events e WHERE %s AND e.%s = 0 AND e.global_position >= " PG_DURABLE ")",
+             kind == VIEW_STREAMS ? "$2 = $2" : kind == STELE_QUERY_CATEGORY ? "e.stream_type = $2"
+             : kind == STELE_QUERY_TYPE ? "e.event_type = $2" : "e.correlation_id = $2",
+             kind == VIEW_STREAMS ? "stream_no" : rcol);
+    int rc = pg_exec(c, xsql, 2, ev, NULL, NULL, 0, &r, "reading a view");
     if (rc == 0) {
         int none = PQntuples(r) == 0;
         PQclear(r);
@@ -538,8 +557,8 @@ int pg_read_matching(backend *b, const stele_condition *cond, uint64_t from, int
     if (rc == 0) {
         size_t used = strlen(sql);
         snprintf(sql + used, 65536 - used,
-                 " AND e.global_position %s $%d::bigint ORDER BY e.global_position %s LIMIT "
-                 "$%d::bigint",
+                 " AND e.global_position < " PG_DURABLE " AND e.global_position %s $%d::bigint "
+                 "ORDER BY e.global_position %s LIMIT $%d::bigint",
                  backwards ? "<=" : ">=", np + 1, backwards ? "DESC" : "ASC", np + 2);
     }
     stele_page *pg = NULL;
@@ -575,7 +594,7 @@ int pg_stats(backend *b, stele_stats *out)
         return STELE_EIO;
     PGresult *r = NULL;
     int rc = pg_exec(c,
-                     "SELECT (SELECT next_position FROM stele_feed), (SELECT count(*) FROM streams "
+                     "SELECT " PG_DURABLE ", (SELECT count(*) FROM streams "
                      "WHERE last_revision >= 0 OR deleted OR tombstoned OR meta_version >= 0), "
                      "pg_total_relation_size('events')",
                      0, NULL, NULL, NULL, 0, &r, "reading stats");
@@ -604,14 +623,22 @@ int pg_get_metadata(backend *b, const char *stream, size_t len, stele_stream_met
         return STELE_EIO;
     const char *v[1] = {name};
     PGresult *r = NULL;
-    int rc = pg_exec(c, "SELECT " PG_STREAM_COLS ", meta_custom FROM streams WHERE stream_id = $1",
+    int rc = pg_exec(c,
+                     "SELECT " PG_STREAM_COLS ", meta_custom, " PG_DURABLE " FROM streams WHERE "
+                     "stream_id = $1",
                      1, v, NULL, NULL, 1, &r, "reading metadata");
+    pg_stream st = {0};
+    if (rc == 0 && PQntuples(r)) {
+        pg_stream_from(r, 0, 0, &st);
+        /* A row last changed by a batch not durable yet: made durable
+         * before it is reported (pg_stream_get). */
+        if (st.last_pos != STELE_NONE && st.last_pos >= pg_u64(r, 0, 12) &&
+            (rc = pg_durable_cover(c)))
+            PQclear(r);
+    }
     pg_conn_put(P, c);
     if (rc)
         return rc;
-    pg_stream st = {0};
-    if (PQntuples(r))
-        pg_stream_from(r, 0, 0, &st);
     if (!st.exists) {
         PQclear(r);
         return err_set(STELE_ENOTFOUND, "stream '%s' not found", name);
@@ -718,10 +745,15 @@ int pg_load(backend *b, const char *stream, size_t len, size_t limit, stele_snap
     pg_stream st;
     stele_snapshot *s = NULL;
     stele_page *pg = NULL;
-    int rc = pg_cmd(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    /* First outside the snapshot, where a stream row newer than the durable
+     * position can be made durable (a read-only transaction cannot); the
+     * read inside then only sees more, and its events stop below D. */
+    int rc = stream_state(c, stream, len, &st);
+    if (rc == 0)
+        rc = pg_cmd(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     int tx = rc == 0;
     if (rc == 0)
-        rc = stream_state(c, stream, len, &st);
+        rc = stream_state_x(c, stream, len, &st, 0);
     if (rc == 0)
         rc = snap_at(c, &st, name, STELE_END, &s);
     if (rc == 0)

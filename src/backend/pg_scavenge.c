@@ -106,7 +106,7 @@ int pg_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_r
     PGresult *r = NULL;
     int rc = table_size(c, &before);
     if (rc == 0)
-        rc = pg_exec(c, "SELECT next_position FROM stele_feed", 0, NULL, NULL, NULL, 1, &r,
+        rc = pg_exec(c, "SELECT " PG_DURABLE, 0, NULL, NULL, NULL, 1, &r,
                      "reading the head of $all");
     if (rc == 0) {
         head = pg_u64(r, 0, 0);

@@ -49,8 +49,13 @@ static int lock_stream(PGconn *c, const char *name, size_t len, int create, pg_s
     return 0;
 }
 
+/* End the transaction: on success the durable position moves past every
+ * commit it saw (pg.c, "Durability"; the COMMIT is synchronous); a refusal
+ * (expected revision, tombstone) is made durable before it is answered. */
 static int finish(pg_backend *P, PGconn *c, int rc, int notify)
 {
+    if (rc == 0)
+        rc = pg_cmd(c, PG_DURABLE_INSERT);
     if (rc == 0 && notify)
         rc = pg_cmd(c, "NOTIFY " PG_CHANNEL);
     if (rc == 0)
@@ -59,6 +64,7 @@ static int finish(pg_backend *P, PGconn *c, int rc, int notify)
         PGresult *x = PQexec(c, "ROLLBACK");
         PQclear(x);
     }
+    rc = pg_durable_settle(c, rc);
     if (rc == 0 && notify)
         pg_bump(P);
     pg_conn_put(P, c);

@@ -27,7 +27,21 @@
  *      (pg_insert.c; nobody else writes them meanwhile). Positions and view
  *      revisions are assigned in C;
  *   4. third round trip: the view counters, every event in one statement,
- *      the stream rows, NOTIFY, COMMIT; then answers every append.
+ *      the stream rows, then COMMIT with synchronous_commit off: the feed
+ *      row is released without waiting for the WAL flush;
+ *   5. the batch's requests, with their outcomes, go to the flusher, and
+ *      the writer takes the next batch at once.
+ * The flusher (one thread and connection per server) takes every request
+ * handed to it so far and runs one small synchronous transaction,
+ * PG_DURABLE_INSERT and NOTIFY: its COMMIT flushes the WAL past every
+ * batch committed before it and moves the durable position (pg.c,
+ * "Durability") past them; then it answers those requests, in the order
+ * they were handed over. One flush thus answers every batch committed
+ * meanwhile, by both writers, and the flushes of other servers' flushers
+ * merge with it in PostgreSQL. Every answer (accepted, idempotent retry,
+ * wrong expected revision) is given only after that COMMIT, so no answer
+ * reports anything a crash could lose. The feed row is held from the
+ * second round trip to the first COMMIT only: no flush inside it.
  * Batches in flight. The feed row is held only from the second round trip
  * to COMMIT, so one writer's first round trip and planning overlap the
  * other's insert and COMMIT. Queue order per stream: requests leave the
@@ -51,6 +65,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend/pg_write.h"
 #include "util/util.h"
@@ -473,6 +488,25 @@ static int pipe_run(PGconn *c, pstmt *st, size_t n, char state[6])
     return rc;
 }
 
+/* stele_durable gets a row per durable commit; every PGW_PRUNE_EVERY of
+ * them the flusher deletes the rows below the largest visible one. That one is
+ * durable (it became visible after its flush), so the durable position
+ * stays where it is even if this delete survives a crash and rows inserted
+ * meanwhile do not. No flush is waited for: a lost delete is only redone
+ * later. A failure is left for the next batch to meet. */
+#define PGW_PRUNE_EVERY 1024
+
+static void prune_durable(PGconn *c)
+{
+    PGresult *r = PQexec(c, "BEGIN; SET LOCAL synchronous_commit = off; DELETE FROM "
+                            "stele_durable WHERE next_position < " PG_DURABLE "; COMMIT");
+    PQclear(r);
+    if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE) {
+        r = PQexec(c, "ROLLBACK");
+        PQclear(r);
+    }
+}
+
 /* Distinct stream names of the batch into bs (sorted), each request's
  * index in it into its sidx; the number of names. */
 static size_t batch_streams(pg_req **reqs, size_t n, bstream *bs)
@@ -583,7 +617,7 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
     buf un = {0}, ulr = {0}, ulp = {0}, ufp = {0};
     pgw_ins ins;
     memset(&ins, 0, sizeof ins);
-    pstmt p1[5], p2[2], p3[5];
+    pstmt p1[5], p2[2], p3[8];
     memset(p1, 0, sizeof p1);
     memset(p2, 0, sizeof p2);
     memset(p3, 0, sizeof p3);
@@ -721,8 +755,12 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
                                   "$3::bigint[], $4::bigint[]) AS u(n, lr, lp, fp) WHERE "
                                   "s.stream_id = u.n",
                            .n = 4, .vals = v_rows, .what = "updating streams"};
-        p3[n3++] = (pstmt){.sql = "NOTIFY " PG_CHANNEL, .what = "notifying"};
     }
+    /* The events' COMMIT does not wait for the WAL flush; the flusher's
+     * synchronous transaction does, and only then are the appends
+     * answered (the top of this file). */
+    p3[n3++] = (pstmt){.sql = "SET LOCAL synchronous_commit = off",
+                       .what = "committing without a flush"};
     p3[n3++] = (pstmt){.sql = "COMMIT", .what = "committing"};
     if (rc == 0) {
         committing = nev > 0;
@@ -761,7 +799,6 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
     if (rc == 0 && nev) {
         atomic_fetch_add(&P->groups, 1);
         atomic_fetch_add(&P->appends, n);
-        pg_bump(P);
     }
     for (size_t i = 0; i < n1; i++)
         if (p1[i].res)
@@ -826,6 +863,110 @@ void pgw_writer_conn(pg_writer *W)
     }
 }
 
+/* ------------------------------------------------------------ the flusher */
+
+/* Whether an outcome reports nothing a crash could lose (a failure of the
+ * batch as a whole): answered without waiting for a durable commit. */
+static int needs_no_flush(const pg_req *r)
+{
+    return r->rc == STELE_EIO || r->rc == STELE_EINTERNAL || r->rc == STELE_ENOMEM ||
+           r->rc == STELE_ECLOSED;
+}
+
+/* Hand reqs[0..n) (their outcomes set) to the flusher, in order. */
+static void to_flusher(pg_backend *P, pg_req **reqs, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (needs_no_flush(reqs[i]))
+            req_done(reqs[i]);
+        else
+            reqs[k++] = reqs[i];
+    }
+    if (!k)
+        return;
+    pthread_mutex_lock(&P->fl_mu);
+    for (size_t i = 0; i < k; i++) {
+        reqs[i]->next = NULL;
+        if (P->fl_tail)
+            P->fl_tail->next = reqs[i];
+        else
+            P->fl_head = reqs[i];
+        P->fl_tail = reqs[i];
+    }
+    pthread_cond_signal(&P->fl_cv);
+    pthread_mutex_unlock(&P->fl_mu);
+}
+
+/* Whether the test hook's pause applies to the list `r`. */
+static int pause_wanted_list(const pg_backend *P, const pg_req *r)
+{
+    size_t pl = strlen(P->pause_prefix);
+    for (; r; r = r->next)
+        if (r->kind == REQ_APPEND && r->a->stream_len >= pl &&
+            memcmp(r->a->stream, P->pause_prefix, pl) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * The flusher thread: takes every request handed over so far, makes them
+ * durable with one synchronous commit (PG_DURABLE_INSERT, NOTIFY) and
+ * answers them in order. If that commit fails, the requests it should have
+ * answered fail with EIO: their events are committed but may be lost by a
+ * crash, so the outcome is unknown and a retry with the same ids is the
+ * way to learn it.
+ */
+static void *flusher_main(void *arg)
+{
+    pg_backend *P = arg;
+    pg_writer *F = &P->flusher;
+    for (;;) {
+        pthread_mutex_lock(&P->fl_mu);
+        while (!P->fl_head && !P->fl_stopping)
+            pthread_cond_wait(&P->fl_cv, &P->fl_mu);
+        pg_req *list = P->fl_head;
+        P->fl_head = P->fl_tail = NULL;
+        pthread_mutex_unlock(&P->fl_mu);
+        if (!list)
+            break; /* stopping, and nothing left */
+        if (P->pause_ms && pause_wanted_list(P, list)) {
+            struct timespec ts = {P->pause_ms / 1000, (long)(P->pause_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        err_clear();
+        pgw_writer_conn(F);
+        int rc = F->conn ? pg_cmd(F->conn, PG_DURABLE_INSERT "; NOTIFY " PG_CHANNEL) : STELE_EIO;
+        char msg[512] = "";
+        if (rc)
+            snprintf(msg, sizeof msg,
+                     "%s; the append was committed but not yet made durable when this happened, "
+                     "so it may or may not have been written: retry it with the same event ids "
+                     "(retries are idempotent)",
+                     stele_errmsg());
+        while (list) {
+            pg_req *r = list;
+            list = r->next;
+            if (rc) {
+                r->rc = STELE_EIO;
+                r->res = append_result_none();
+                r->accepted = 0;
+                snprintf(r->msg, sizeof r->msg, "%s", msg);
+            }
+            req_done(r);
+        }
+        if (rc == 0) {
+            pg_bump(P);
+            if (++P->prune_tick % PGW_PRUNE_EVERY == 0)
+                prune_durable(F->conn);
+        }
+    }
+    if (F->conn)
+        PQfinish(F->conn);
+    F->conn = NULL;
+    return NULL;
+}
+
 /* Commit reqs[0..n) and answer them. *door, when not NULL, is the queue's
  * door this writer holds: unlocked (and set to NULL) as soon as the batch
  * holds its stream rows, or on failure. */
@@ -838,8 +979,7 @@ static void process(pg_writer *W, pg_req **reqs, size_t n, pthread_mutex_t **doo
             *door = NULL;
         }
         fail_all(reqs, n, STELE_EIO);
-        for (size_t i = 0; i < n; i++)
-            req_done(reqs[i]);
+        to_flusher(W->P, reqs, n);
         return;
     }
     int retry_alone = 0;
@@ -856,8 +996,7 @@ static void process(pg_writer *W, pg_req **reqs, size_t n, pthread_mutex_t **doo
     }
     if (rc)
         fail_all(reqs, n, rc);
-    for (size_t i = 0; i < n; i++)
-        req_done(reqs[i]);
+    to_flusher(W->P, reqs, n);
 }
 
 /*
@@ -941,8 +1080,20 @@ static int writers_wanted(void)
 
 int pg_writer_start(pg_backend *P)
 {
+    const char *hook = getenv("STELE_PG_TEST_PAUSE");
+    const char *colon = hook ? strrchr(hook, ':') : NULL;
+    if (colon && (size_t)(colon - hook) < sizeof P->pause_prefix) {
+        snprintf(P->pause_prefix, sizeof P->pause_prefix, "%.*s", (int)(colon - hook), hook);
+        P->pause_ms = atoi(colon + 1);
+    }
     pthread_mutex_init(&P->door, NULL);
     pthread_mutex_init(&P->known_mu, NULL);
+    pthread_mutex_init(&P->fl_mu, NULL);
+    pthread_cond_init(&P->fl_cv, NULL);
+    P->flusher.P = P;
+    if (pthread_create(&P->flusher.thread, NULL, flusher_main, P))
+        return err_set(STELE_ENOMEM, "cannot start the PostgreSQL flusher thread");
+    P->flusher_on = 1;
     int want = writers_wanted();
     P->nwriters = 0;
     for (int i = 0; i < want; i++) {
@@ -966,6 +1117,15 @@ void pg_writer_stop(pg_backend *P)
     for (int i = 0; i < P->nwriters; i++)
         pthread_join(P->writers[i].thread, NULL);
     P->nwriters = 0;
+    /* Then the flusher, once it has answered everything handed to it. */
+    if (P->flusher_on) {
+        pthread_mutex_lock(&P->fl_mu);
+        P->fl_stopping = 1;
+        pthread_cond_broadcast(&P->fl_cv);
+        pthread_mutex_unlock(&P->fl_mu);
+        pthread_join(P->flusher.thread, NULL);
+        P->flusher_on = 0;
+    }
     pthread_mutex_lock(&P->known_mu);
     known_clear(P);
     pthread_mutex_unlock(&P->known_mu);
