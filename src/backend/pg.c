@@ -728,6 +728,15 @@ int pg_backend_open(const char *uri, const stele_options *opts, backend **out)
     if (!c)
         return STELE_EIO;
     int rc = pg_migrate(c);
+    /* A server that stopped between a batch's two commits (killed, or its
+     * flusher's connection lost) left committed events above the durable
+     * position, which no reader sees until a later durable commit: make
+     * them durable now rather than at the next append or stream read, so a
+     * restarted server (and what it replays, such as projections) starts
+     * from everything committed. They were never acknowledged, so showing
+     * them is as correct as losing them would have been. */
+    if (rc == 0)
+        rc = pg_durable_cover(c);
     if (rc) {
         PQfinish(c);
         return rc;
