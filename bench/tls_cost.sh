@@ -25,6 +25,7 @@ set -euo pipefail
 BUILD=${1:-build}
 case "$BUILD" in /*) ;; *) BUILD="$PWD/$BUILD" ;; esac
 CG_SECS=${CG_SECS:-8}
+CLIENTS=${CLIENTS:-256} # connections, one event per append (1: the 1x1 path)
 TARGETS=${TARGETS:-"clear tls"}
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -69,7 +70,7 @@ for t in $TARGETS; do
     start valgrind --tool=callgrind --callgrind-out-file="$WORK/cg-$t.out" --dump-instr=no \
         --separate-threads=yes
     # shellcheck disable=SC2046
-    "$BH" --port "$PORT" $(tls_args "$t") --mode append --clients 256 --batch 1 --warmup 3 \
+    "$BH" --port "$PORT" $(tls_args "$t") --mode append --clients "$CLIENTS" --batch 1 --warmup 3 \
         --duration $((CG_SECS + 600)) --prefix "cg$t" >"$WORK/cg-$t.txt" 2>&1 &
     BHPID=$!
     for _ in $(seq 1 3000); do [ "$(appends)" -gt 500 ] 2>/dev/null && break; sleep 0.1; done
@@ -95,18 +96,18 @@ for t in $TARGETS; do
     ann=$(callgrind_annotate --threshold=100 --inclusive=no "$f" 2>/dev/null)
     loop=$(echo "$ann" | sum_ir)
     ssl=$(echo "$ann" | awk '/libssl|libcrypto/ {gsub(",","",$1); s += $1} END {print s + 0}')
-    echo "callgrind 256x1 target=$t appends=$n server_Ir_per_append=$((total / n))" \
+    echo "callgrind ${CLIENTS}x1 target=$t appends=$n server_Ir_per_append=$((total / n))" \
         "loop_thread_Ir_per_append=$((loop / n)) loop_in_libssl_libcrypto=$((ssl / n))"
     cp "$f" "${CG_KEEP:-$WORK}/tls-cost-$t.callgrind" 2>/dev/null || true
 done
 for t in $TARGETS; do
     start strace -f -c -o "$WORK/st-$t.txt" -e trace=recvfrom,read,sendto,write,epoll_wait,epoll_ctl
     # shellcheck disable=SC2046
-    "$BH" --port "$PORT" $(tls_args "$t") --mode append --clients 256 --batch 1 --warmup 0.5 \
+    "$BH" --port "$PORT" $(tls_args "$t") --mode append --clients "$CLIENTS" --batch 1 --warmup 0.5 \
         --duration 3 --prefix "st$t" >"$WORK/st-run-$t.txt"
     n=$(appends)
     stop
-    awk -v n="$n" -v t="$t" '$NF ~ /^(recvfrom|read|sendto|write|epoll_wait|epoll_ctl)$/ {
+    awk -v n="$n" -v t="$t" -v c="$CLIENTS" '$NF ~ /^(recvfrom|read|sendto|write|epoll_wait|epoll_ctl)$/ {
         c = ($4 ~ /^[0-9]+$/) ? $4 : $3; s = s sprintf(" %s=%.2f", $NF, c / n) }
-        END { print "strace 256x1 target=" t " appends=" n " calls_per_append:" s }' "$WORK/st-$t.txt"
+        END { print "strace " c "x1 target=" t " appends=" n " calls_per_append:" s }' "$WORK/st-$t.txt"
 done

@@ -148,12 +148,16 @@ void server_config_init(server_config *cfg)
     cfg->max_subscriptions = 10000;
     cfg->ready_fd = -1;
     cfg->archive_interval_ms = 60000;
+    const char *early = getenv("STELE_EARLY_REPLY");
+    cfg->no_early_reply = early && !strcmp(early, "0");
 }
 
 /* ------------------------------------------------------------ connections */
 
 static void conn_free(conn *c)
 {
+    if (c->fd_held)
+        close(c->held_fd);
     if (c->h2)
         h2_free(c);
     request_reset(&c->req);
@@ -175,7 +179,14 @@ void conn_close(conn *c)
         groups_conn_gone(c);
     epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     tls_conn_close(c);
-    close(c->fd);
+    /* The writer thread may still send an append's answer on it
+     * (http_early.c): the number must not be reused before that. */
+    if (c->early_inflight) {
+        c->held_fd = c->fd;
+        c->fd_held = 1;
+    } else {
+        close(c->fd);
+    }
     c->fd = -1;
     if (c->prev)
         c->prev->next = c->next;
