@@ -420,7 +420,9 @@ static void accept_resume(server *s, int64_t now)
 static void accept_all(server *s)
 {
     for (;;) {
-        int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        int fd = accept4(s->lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -447,6 +449,12 @@ static void accept_all(server *s)
         }
         c->srv = s;
         c->fd = fd;
+        /* The peer's address, once (auth and audit name it per request). */
+        if (peer.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&peer)->sin_addr, c->peer, sizeof c->peer);
+        else if (peer.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&peer)->sin6_addr, c->peer,
+                      sizeof c->peer);
         c->last_activity_ms = now_ms();
         http_conn_init(c);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
@@ -501,10 +509,11 @@ void completion_post(server *s, completion *cp)
 
 static void drain_completions(server *s)
 {
-    /* Appends complete after their commit is announced on the watch fd:
-     * if that announcement is still unread, serve the subscribers first,
-     * so an event never waits behind the acknowledgements of its commit
-     * (unless sse.c holds the commit to batch it for many subscribers). */
+    /* The writer announces a commit on the watch fd right after
+     * completing its appends: if an announcement is already unread, serve
+     * the subscribers first, so an event does not wait behind the
+     * acknowledgements of its commit (unless sse.c holds the commit to
+     * batch it for many subscribers). */
     if (sse_on_commit(s))
         sse_run(s);
     uint64_t v;

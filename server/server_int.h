@@ -166,6 +166,7 @@ typedef struct conn {
     int early_inflight;       /* its answer may still be sent on the descriptor */
     int fd_held;              /* closed meanwhile: held_fd stays open until then */
     int held_fd;
+    char peer[48];            /* the peer's address as text ("" if unknown) */
     struct conn *prev, *next;
 } conn;
 
