@@ -139,13 +139,21 @@ measure() {
     local t=$1 wl=$2 p=${PID[$1]} port=${PORT[$1]}
     shift 2
     "$@" >"$WORK/out" 2>&1 &
-    local g=$! win a0 a1 u0 s0 u1 s1 tck
+    local g=$! win a0 a1 u0 s0 u1 s1 ms
     win=$(awk -v s="$SECS" 'BEGIN {printf "%.1f", s - 0.6}')
-    tck=$(getconf CLK_TCK)
+    # bench_http opens its connections (TLS handshakes) before its warm-up:
+    # the window opens WARM after the first appends, inside its counted part.
+    if [ "$wl" != noop ]; then
+        a0=$(metric "$port" stele_appends_total)
+        for _ in $(seq 1 600); do
+            [ "$(metric "$port" stele_appends_total)" != "$a0" ] && break
+            sleep 0.05
+        done
+    fi
     sleep "$(awk -v w="$WARM" 'BEGIN {print w + 0.3}')"
     a0=$(metric "$port" stele_appends_total)
     read -r u0 s0 <<<"$(cpu_ticks "$p")"
-    perf stat -x, -e raw_syscalls:sys_enter -p "$p" -o "$WORK/stat" -- sleep "$win" 2>/dev/null || true
+    perf stat -x, -e raw_syscalls:sys_enter,task-clock -p "$p" -o "$WORK/stat" -- sleep "$win" 2>/dev/null || true
     a1=$(metric "$port" stele_appends_total)
     read -r u1 s1 <<<"$(cpu_ticks "$p")"
     wait "$g" || true
@@ -160,11 +168,15 @@ measure() {
         errs=$(tr ' ' '\n' <"$WORK/out" | awk -F= '$1 == "errors" || $1 == "conflicts" {s += $2} END {print s + 0}')
     fi
     sc=$(awk -F, '/raw_syscalls/ {print $1}' "$WORK/stat" 2>/dev/null)
+    ms=$(awk -F, '/task-clock/ {print $1}' "$WORK/stat" 2>/dev/null)
     local line
+    # CPU: perf's task-clock (precise), split into user and system in the
+    # proportion of /proc's tick counts (10 ms ticks: too coarse alone).
     line=$(awk -v t="$t" -v wl="$wl" -v r="$rate" -v p50="${p50:-0}" -v e="$errs" -v a=$((a1 - a0)) \
-        -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v tck="$tck" -v sc="${sc:-0}" 'BEGIN {
+        -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v ms="${ms:-0}" -v sc="${sc:-0}" 'BEGIN {
         printf "wire round=%s target=%s workload=%s rate=%s p50_ms=%s errors=%s", ENVIRON["ROUND"], t, wl, r, p50, e
-        if (a > 0) printf " window_appends=%d cpu_user_us_per_append=%.1f cpu_sys_us_per_append=%.1f syscalls_per_append=%.2f", a, u * 1e6 / tck / a, s * 1e6 / tck / a, sc / a
+        fu = (u + s > 0) ? u / (u + s) : 0.5
+        if (a > 0) printf " window_appends=%d cpu_us_per_append=%.1f cpu_user_us_per_append=%.1f cpu_sys_us_per_append=%.1f syscalls_per_append=%.2f", a, ms * 1000 / a, ms * 1000 * fu / a, ms * 1000 * (1 - fu) / a, sc / a
         else if (wl == "noop") printf " window_appends=0"
         printf "\n" }')
     say "$line"
@@ -234,7 +246,7 @@ for line in sys.stdin:
 med = {}
 for key, rs in rows.items():
     m = {}
-    for k in ("rate", "p50_ms", "cpu_user_us_per_append", "cpu_sys_us_per_append", "syscalls_per_append"):
+    for k in ("rate", "p50_ms", "cpu_us_per_append", "cpu_user_us_per_append", "cpu_sys_us_per_append", "syscalls_per_append"):
         vals = [float(r[k]) for r in rs if k in r and r[k].replace(".", "", 1).isdigit()]
         if vals:
             m[k] = statistics.median(vals)
