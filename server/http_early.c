@@ -21,10 +21,12 @@
  * same head fields, the same body renderer).
  *
  * When. Only when, at submit time on the loop thread: the connection is
- * plain TCP (a TLS session belongs to the loop thread: OpenSSL objects are
- * not shared between threads), HTTP/1.1, with nothing unsent in `out` (no
- * earlier response may follow this one), and the append succeeds (errors
- * take the loop's path, with their logging and metrics). While the append
+ * plain TCP, HTTP/1.1, with nothing unsent in `out` (no earlier response
+ * may follow this one), and the append succeeds (errors take the loop's
+ * path, with their logging and metrics). Over TLS the writer only renders
+ * the answer and the loop encrypts and sends it (an OpenSSL session is
+ * the loop thread's alone: its objects are not shared between threads),
+ * which still takes the rendering off the loop. While the append
  * is in flight the connection is CS_BUSY: the loop writes nothing to it
  * and parses no further request (pipelined bytes wait in `in`), so the
  * writer's bytes are the only ones on the socket and the order of
@@ -56,6 +58,7 @@
 /* What the writer thread sent, and what is left for the loop. */
 typedef struct early_reply {
     size_t len, off;
+    int sent; /* the writer sent it (else it only rendered it: TLS) */
     char p[];
 } early_reply;
 
@@ -91,13 +94,19 @@ int http_append_body(buf *b, const stele_append_result *res, const uint8_t (*ids
 void early_prepare(conn *c, early_ctx *e)
 {
     e->fd = -1;
+    e->render = 0;
     memset(&e->fields, 0, sizeof e->fields);
-    if (c->srv->cfg.no_early_reply || c->h2 || !conn_is_plain(c) || conn_unsent(c) != 0)
+    if (c->srv->cfg.no_early_reply || c->h2)
         return;
     if (http_head_fields(c, &e->fields, "application/json")) {
         buf_free(&e->fields);
         return;
     }
+    e->render = 1;
+    /* Over TLS the writer renders the answer and the loop encrypts and
+     * sends it (an SSL object is the loop's alone). */
+    if (!conn_is_plain(c) || conn_unsent(c) != 0)
+        return;
     e->fd = c->fd;
     c->early_inflight = 1;
 }
@@ -107,7 +116,7 @@ void early_ctx_free(early_ctx *e) { buf_free(&e->fields); }
 int early_send(early_ctx *e, completion *cp, const uint8_t (*ids)[16], const uint8_t *ulid,
                size_t nids)
 {
-    if (e->fd < 0 || cp->rc != 0)
+    if (!e->render || cp->rc != 0)
         return 0;
     buf body = {0};
     if (http_append_body(&body, &cp->res, ids, ulid, nids)) {
@@ -135,7 +144,8 @@ int early_send(early_ctx *e, completion *cp, const uint8_t (*ids)[16], const uin
     buf_free(&body);
     r->len = len;
     r->off = 0;
-    while (r->off < r->len) {
+    r->sent = e->fd >= 0;
+    while (e->fd >= 0 && r->off < r->len) {
         ssize_t n = send(e->fd, r->p + r->off, r->len - r->off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0)
             r->off += (size_t)n;
@@ -155,7 +165,7 @@ void early_done(conn *c, completion *cp)
     early_reply *r = cp->extra;
     c->early_inflight = 0;
     c->srv->m.appends++;
-    c->srv->m.early_replies++;
+    c->srv->m.early_replies += r->sent;
     if (r->off < r->len && buf_append(&c->out, r->p + r->off, r->len - r->off)) {
         /* The rest of an answer that cannot be queued: the client would
          * see half a response; end the connection instead. */

@@ -356,14 +356,15 @@ int http_head_fields(conn *c, buf *b, const char *content_type);
 
 /* http_early.c: appends answered from the store's writer thread. */
 typedef struct early_ctx {
-    int fd;      /* -1: the loop answers */
+    int fd;      /* the writer sends on it; -1: the loop sends */
+    int render;  /* the writer renders the answer (plain and TLS) */
     buf fields;  /* the head's fields, rendered at submit */
 } early_ctx;
 /* Loop thread, before submitting a plain append: whether the writer may
  * answer it (sets e->fd and c->early_inflight). */
 void early_prepare(conn *c, early_ctx *e);
 void early_ctx_free(early_ctx *e);
-/* Writer thread, in the append's callback: render and send the answer of a
+/* Writer thread, in the append's callback: render (and on plain TCP send) the answer of a
  * successful append; 1 when it did (cp->done/extra set), 0 when the loop
  * answers. */
 int early_send(early_ctx *e, completion *cp, const uint8_t (*ids)[16], const uint8_t *ulid,
