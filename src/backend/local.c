@@ -862,8 +862,7 @@ static void group_publish(gwrite *g)
             atomic_fetch_add(&L->n_appends, 1);
 }
 
-/* 1 when the group was published (the caller signals the commit once its
- * requests are completed: notify_commit), else 0. */
+/* 1 when the group was written and published. */
 static int write_group(local *L, wreq *group)
 {
     gwrite g = {.L = L, .group = group};
@@ -916,7 +915,7 @@ static void *writer_main(void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&L->qmu);
 
-        int fault = atomic_load(&L->fault), published = 0;
+        int fault = atomic_load(&L->fault), written = 0;
         if (fault) {
             for (wreq *r = group; r; r = r->next) {
                 r->rc = STELE_EREADONLY;
@@ -925,7 +924,7 @@ static void *writer_main(void *arg)
                          L->fault_msg);
             }
         } else {
-            published = write_group(L, group);
+            written = write_group(L, group);
         }
         int waiters = 0;
         for (wreq *r = group, *nx; r; r = nx) {
@@ -936,7 +935,7 @@ static void *writer_main(void *arg)
         atomic_fetch_add_explicit(&L->done_gen, 1, memory_order_release);
         if (waiters)
             syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-        if (published)
+        if (written)
             notify_commit(L);
     }
     return NULL;
