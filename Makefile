@@ -147,6 +147,14 @@ bench-limits: build
 bench-tls: build
 	./bench/run_tls.sh $(BUILD)
 
+# Issue 21's wire goals in one run (docs/benchmarks.md): the disk's fdatasync
+# rate beside HTTP 1x1, wrk's no-op ceiling beside 256x1 appends, TLS 256x1
+# beside cleartext, PostgreSQL and Redis beside; STELE_OLD=path/to/stele
+# alternates another build's server with this one. About 7 minutes.
+.PHONY: bench-wire
+bench-wire: build
+	./bench/run_wire.sh $(BUILD)
+
 # Multi-stream appends and DCB conditions: transfers vs single appends in
 # process, over HTTP and on PostgreSQL; DCB conditional appends with 1 and 64
 # clients (docs/benchmarks.md). A minute or two.

@@ -25,6 +25,9 @@ set -euo pipefail
 BUILD=${1:-build}
 case "$BUILD" in /*) ;; *) BUILD="$PWD/$BUILD" ;; esac
 CG_SECS=${CG_SECS:-8}
+CLIENTS=${CLIENTS:-256} # connections, one event per append (1: the 1x1 path)
+# the system calls counted under strace
+TRACED="recvfrom|read|sendto|write|epoll_wait|epoll_pwait2|epoll_ctl|futex|getpeername|pwrite64|fdatasync"
 TARGETS=${TARGETS:-"clear tls"}
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -62,14 +65,14 @@ appends() {
 }
 tls_args() { if [ "$1" = tls ]; then echo "--tls-ca $PKI/ca.pem"; fi; }
 
-echo "# stele TLS cost per append, 256x1, server $STELE (tree at $(git -C "$ROOT" rev-parse --short HEAD)), $(openssl version)"
+echo "# stele TLS cost per append, ${CLIENTS}x1, server $STELE (tree at $(git -C "$ROOT" rev-parse --short HEAD)), $(openssl version)"
 for t in $TARGETS; do
     # Counting starts once every connection is open (handshakes done) and
     # appends flow: the counters are zeroed then, and dumped before the end.
     start valgrind --tool=callgrind --callgrind-out-file="$WORK/cg-$t.out" --dump-instr=no \
         --separate-threads=yes
     # shellcheck disable=SC2046
-    "$BH" --port "$PORT" $(tls_args "$t") --mode append --clients 256 --batch 1 --warmup 3 \
+    "$BH" --port "$PORT" $(tls_args "$t") --mode append --clients "$CLIENTS" --batch 1 --warmup 3 \
         --duration $((CG_SECS + 600)) --prefix "cg$t" >"$WORK/cg-$t.txt" 2>&1 &
     BHPID=$!
     for _ in $(seq 1 3000); do [ "$(appends)" -gt 500 ] 2>/dev/null && break; sleep 0.1; done
@@ -95,18 +98,18 @@ for t in $TARGETS; do
     ann=$(callgrind_annotate --threshold=100 --inclusive=no "$f" 2>/dev/null)
     loop=$(echo "$ann" | sum_ir)
     ssl=$(echo "$ann" | awk '/libssl|libcrypto/ {gsub(",","",$1); s += $1} END {print s + 0}')
-    echo "callgrind 256x1 target=$t appends=$n server_Ir_per_append=$((total / n))" \
+    echo "callgrind ${CLIENTS}x1 target=$t appends=$n server_Ir_per_append=$((total / n))" \
         "loop_thread_Ir_per_append=$((loop / n)) loop_in_libssl_libcrypto=$((ssl / n))"
     cp "$f" "${CG_KEEP:-$WORK}/tls-cost-$t.callgrind" 2>/dev/null || true
 done
 for t in $TARGETS; do
-    start strace -f -c -o "$WORK/st-$t.txt" -e trace=recvfrom,read,sendto,write,epoll_wait,epoll_ctl
+    start strace -f -c -o "$WORK/st-$t.txt" -e trace="$(echo "$TRACED" | tr '|' ,)"
     # shellcheck disable=SC2046
-    "$BH" --port "$PORT" $(tls_args "$t") --mode append --clients 256 --batch 1 --warmup 0.5 \
+    "$BH" --port "$PORT" $(tls_args "$t") --mode append --clients "$CLIENTS" --batch 1 --warmup 0.5 \
         --duration 3 --prefix "st$t" >"$WORK/st-run-$t.txt"
     n=$(appends)
     stop
-    awk -v n="$n" -v t="$t" '$NF ~ /^(recvfrom|read|sendto|write|epoll_wait|epoll_ctl)$/ {
+    awk -v n="$n" -v t="$t" -v cl="$CLIENTS" -v re="^($TRACED)\$" '$NF ~ re {
         c = ($4 ~ /^[0-9]+$/) ? $4 : $3; s = s sprintf(" %s=%.2f", $NF, c / n) }
-        END { print "strace 256x1 target=" t " appends=" n " calls_per_append:" s }' "$WORK/st-$t.txt"
+        END { print "strace " cl "x1 target=" t " appends=" n " calls_per_append:" s }' "$WORK/st-$t.txt"
 done

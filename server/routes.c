@@ -142,10 +142,10 @@ bad:
  * it (ULID or UUID). The request's side is an append_ctx (the connection
  * and the forms), the answer's an append_ids in the completion's `extra`.
  */
-#define LIT(b, lit) buf_append((b), (lit), sizeof(lit) - 1)
 
 typedef struct append_ctx {
     conn *c;
+    early_ctx early; /* the writer may answer (http_early.c) */
     size_t n;
     uint8_t ulid[]; /* 1: event i's id was given as a ULID */
 } append_ctx;
@@ -168,7 +168,11 @@ static void append_cb(void *ctx, int rc, const stele_append_result *res, const c
     cp->rc = rc;
     cp->res = *res;
     cp->res.ids = NULL;
-    if (rc == 0 && res->ids) {
+    /* A plain connection's successful append is answered from here, and
+     * its completion only does the loop's bookkeeping (http_early.c). */
+    int early = early_send(&x->early, cp, (const uint8_t(*)[16])res->ids, x->ulid,
+                           res->ids ? x->n : 0);
+    if (!early && rc == 0 && res->ids) {
         append_ids *ai = malloc(sizeof *ai + x->n * 17);
         if (ai) { /* without memory the answer just lacks the ids */
             ai->n = x->n;
@@ -180,6 +184,7 @@ static void append_cb(void *ctx, int rc, const stele_append_result *res, const c
             cp->extra_free = free;
         }
     }
+    early_ctx_free(&x->early);
     free(x);
     snprintf(cp->msg, sizeof cp->msg, "%s", msg);
     pthread_mutex_lock(&s->cq_mu);
@@ -336,11 +341,14 @@ static void handle_append(conn *c, const char *stream)
     x->n = ja.n;
     for (size_t i = 0; i < ja.n; i++)
         x->ulid[i] = (ja.events[i].flags & STELE_EVENT_ID_ULID) != 0;
+    early_prepare(c, &x->early);
     c->async_pending = 1;
     c->state = CS_BUSY;
     rc = stele_append_async(c->srv->db, stream, expected, ja.events, ja.n, append_cb, x);
     json_append_free(&ja);
     if (rc) {
+        early_ctx_free(&x->early);
+        c->early_inflight = 0;
         free(x);
         c->async_pending = 0;
         c->state = CS_READING;
@@ -351,6 +359,7 @@ static void handle_append(conn *c, const char *stream)
 
 void route_append_done(conn *c, const completion *cp)
 {
+    c->early_inflight = 0;
     c->srv->m.appends++;
     if (cp->rc) {
         http_stele_error(c, cp->rc, cp->msg, &cp->res);
@@ -361,31 +370,8 @@ void route_append_done(conn *c, const completion *cp)
          * stream and in $all. */
         const append_ids *ai = cp->extra;
         buf b = {0};
-        char head[256];
-        int n = snprintf(head, sizeof head,
-                         "{\"firstRevision\":%llu,\"lastRevision\":%llu,\"firstPosition\":%llu,"
-                         "\"lastPosition\":%llu,\"idempotent\":%s,\"events\":[",
-                         (unsigned long long)cp->res.first_revision,
-                         (unsigned long long)cp->res.last_revision,
-                         (unsigned long long)cp->res.first_position,
-                         (unsigned long long)cp->res.last_position,
-                         cp->res.idempotent ? "true" : "false");
-        int bad = buf_append(&b, head, (size_t)n);
-        uint64_t count = cp->res.last_revision - cp->res.first_revision + 1;
-        for (uint64_t i = 0; i < count && !bad; i++) {
-            char item[160];
-            int k = snprintf(item, sizeof item, "%s{", i ? "," : "");
-            bad |= buf_append(&b, item, (size_t)k);
-            if (ai && i < ai->n)
-                bad |= LIT(&b, "\"id\":") || json_w_id(&b, ai->ids[i],
-                                                      ai->ulid[i] ? STELE_EVENT_ID_ULID : 0) ||
-                       LIT(&b, ",");
-            k = snprintf(item, sizeof item, "\"revision\":%llu,\"position\":%llu}",
-                         (unsigned long long)(cp->res.first_revision + i),
-                         (unsigned long long)(cp->res.first_position + i));
-            bad |= buf_append(&b, item, (size_t)k);
-        }
-        bad |= LIT(&b, "]}\n");
+        int bad = http_append_body(&b, &cp->res, ai ? (const uint8_t(*)[16])ai->ids : NULL,
+                                   ai ? ai->ulid : NULL, ai ? ai->n : 0);
         if (bad)
             http_error(c, 500, "INTERNAL", "out of memory");
         else

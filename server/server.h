@@ -59,6 +59,8 @@ typedef struct server_config {
     const char *signing_key;     /* Ed25519 seed file: chain heads are signed (NULL: not) */
     const char *admin_password;  /* creates the user `admin` if it does not exist */
     int insecure;                /* allow a non-loopback address without TLS and users */
+    int no_early_reply;          /* answer appends from the loop only (STELE_EARLY_REPLY=0;
+                                    http_early.c) */
     int auth_fail_limit;         /* failed authentications per address a minute before
                                     429 / RESOURCE_EXHAUSTED; default 5 */
     /* The continuous archive (routes_backup.c, docs/operations.md): NULL

@@ -162,6 +162,11 @@ typedef struct conn {
     auth_who who;             /* the current request's principal (auth.c) */
     char vis_stream[256];     /* access_visible's last answer: stream, */
     int vis_ok;               /* ... and whether it was readable */
+    /* http_early.c: an append the writer thread may answer itself. */
+    int early_inflight;       /* its answer may still be sent on the descriptor */
+    int fd_held;              /* closed meanwhile: held_fd stays open until then */
+    int held_fd;
+    char peer[48];            /* the peer's address as text ("" if unknown) */
     struct conn *prev, *next;
 } conn;
 
@@ -200,6 +205,7 @@ typedef struct metrics {
     uint64_t sse_checkpoints;      /* checkpoint markers sent */
     uint64_t sse_caught_up;        /* caught-up markers sent */
     uint64_t sse_fell_behind;      /* fell-behind markers sent */
+    uint64_t early_replies;        /* appends answered by the writer (http_early.c) */
     /* Limits (limits.c). */
     uint64_t busy_refusals;        /* work refused over the memory budget */
     uint64_t limit_refusals;       /* refused by a count limit (subscriptions) */
@@ -342,6 +348,32 @@ void http_error_code(conn *c, const char *code, const char *message);
 void http_stele_error(conn *c, int rc, const char *message, const stele_append_result *res);
 /* A request answered: count its latency (as a non-append) and end it. */
 void http_request_finish(conn *c);
+/* The same for an append. */
+void http_append_finish(conn *c);
+/* A response's head fields after the status line (Server, Content-Type,
+ * Connection, CORS), as http_respond writes them; nonzero without memory. */
+int http_head_fields(conn *c, buf *b, const char *content_type);
+
+/* http_early.c: appends answered from the store's writer thread. */
+typedef struct early_ctx {
+    int fd;      /* the writer sends on it; -1: the loop sends */
+    int render;  /* the writer renders the answer (plain and TLS) */
+    buf fields;  /* the head's fields, rendered at submit */
+} early_ctx;
+/* Loop thread, before submitting a plain append: whether the writer may
+ * answer it (sets e->fd and c->early_inflight). */
+void early_prepare(conn *c, early_ctx *e);
+void early_ctx_free(early_ctx *e);
+/* Writer thread, in the append's callback: render (and on plain TCP send) the answer of a
+ * successful append; 1 when it did (cp->done/extra set), 0 when the loop
+ * answers. */
+int early_send(early_ctx *e, completion *cp, const uint8_t (*ids)[16], const uint8_t *ulid,
+               size_t nids);
+void early_done(conn *c, completion *cp);
+/* An append's answer body (route_append_done and early_send); nonzero
+ * without memory. */
+int http_append_body(buf *b, const stele_append_result *res, const uint8_t (*ids)[16],
+                     const uint8_t *ulid, size_t nids);
 /* http_error, then end the request. */
 void http_fail(conn *c, int status, const char *code, const char *message);
 /* Answer the JSON in `b` (a newline is added; `b` is freed) and finish. */

@@ -15,7 +15,10 @@
  *   3. writes the buffer with one pwrite and one fdatasync;
  *   4. commits the LMDB transaction (not fsynced: the log is the truth);
  *   5. publishes the new end of the log (store-release) and wakes every
- *      request of the group.
+ *      request of the group;
+ *   6. then signals the commit to subscribers (watch fds, wait_commit):
+ *      after the acknowledgements, so that an acknowledgement (an HTTP
+ *      answer sent from the callback) does not wait behind those wake-ups.
  * Checks and writes are therefore serialised without locks, and one fsync
  * covers the whole group.
  *
@@ -853,28 +856,28 @@ static void group_publish(gwrite *g)
     chain_publish(L);
     if (L->ck.next_pos > g->before.next_pos)
         tail_push(L, g->before.next_pos, loc_make(g->seg, (uint32_t)g->write_off));
-    notify_commit(L);
     atomic_fetch_add(&L->n_groups, 1);
     for (wreq *r = g->group; r; r = r->next)
         if (r->accepted)
             atomic_fetch_add(&L->n_appends, 1);
 }
 
-static void write_group(local *L, wreq *group)
+/* 1 when the group was written and published. */
+static int write_group(local *L, wreq *group)
 {
     gwrite g = {.L = L, .group = group};
     if (!group_begin(&g) || !group_plan(&g))
-        return;
+        return 0;
     int rc = group_place(&g);
     if (rc > 0)
-        return;
+        return 0;
     if (rc == 0)
         rc = group_encode(&g);
     if (rc == 0)
         rc = group_durable(&g);
     if (rc == 0) {
         group_publish(&g);
-        return;
+        return 1;
     }
     /* A storage fault: the group fails, and so does every later append. */
     if (g.txn)
@@ -885,6 +888,7 @@ static void write_group(local *L, wreq *group)
             r->accepted = 0;
             req_fail(r, rc);
         }
+    return 0;
 }
 
 static void *writer_main(void *arg)
@@ -911,7 +915,7 @@ static void *writer_main(void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&L->qmu);
 
-        int fault = atomic_load(&L->fault);
+        int fault = atomic_load(&L->fault), written = 0;
         if (fault) {
             for (wreq *r = group; r; r = r->next) {
                 r->rc = STELE_EREADONLY;
@@ -920,7 +924,7 @@ static void *writer_main(void *arg)
                          L->fault_msg);
             }
         } else {
-            write_group(L, group);
+            written = write_group(L, group);
         }
         int waiters = 0;
         for (wreq *r = group, *nx; r; r = nx) {
@@ -931,6 +935,8 @@ static void *writer_main(void *arg)
         atomic_fetch_add_explicit(&L->done_gen, 1, memory_order_release);
         if (waiters)
             syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+        if (written)
+            notify_commit(L);
     }
     return NULL;
 }

@@ -1,0 +1,178 @@
+/*
+ * http_early.c - the early reply: a plain HTTP/1.1 append answered from the
+ * store's writer thread, right after its group commit, instead of by the
+ * event loop after a wake-up.
+ *
+ * Why. An append's acknowledgement used to cross two threads after the
+ * fdatasync: the writer posted a completion and wrote the loop's eventfd,
+ * the loop thread woke (on a 2-vCPU VM often a halted vCPU: an IPI and a
+ * VM exit), rendered the answer and sent it. With one client and one event
+ * per append (1x1) that hand-off sat on every append's latency; with 256
+ * connections the loop thread, which also parses every request, spent a
+ * third of its time in `send`. Now the writer renders and sends the answer
+ * itself, and the completion it still posts only does the loop's
+ * bookkeeping (metrics, the connection's state, the next pipelined
+ * request), off the client's path.
+ *
+ * What is unchanged. The callback that sends runs where the old one posted
+ * its completion: after the group's fdatasync, index commit and publish, so
+ * an acknowledged event is durable and readable, and positions stay in
+ * commit order. The bytes are those route_append_done() would write (the
+ * same head fields, the same body renderer).
+ *
+ * When. Only when, at submit time on the loop thread: the connection is
+ * plain TCP, HTTP/1.1, with nothing unsent in `out` (no earlier response
+ * may follow this one), and the append succeeds (errors take the loop's
+ * path, with their logging and metrics). Over TLS the writer only renders
+ * the answer and the loop encrypts and sends it (an OpenSSL session is
+ * the loop thread's alone: its objects are not shared between threads),
+ * which still takes the rendering off the loop. While the append
+ * is in flight the connection is CS_BUSY: the loop writes nothing to it
+ * and parses no further request (pipelined bytes wait in `in`), so the
+ * writer's bytes are the only ones on the socket and the order of
+ * responses holds.
+ *
+ * Invariants.
+ *   - The writer touches no field of the conn: what it needs (the
+ *     descriptor, the head fields) is copied into the early_ctx at submit,
+ *     and the kernel serialises send() against the loop's recv().
+ *   - The descriptor outlives the send: while c->early_inflight, conn_close
+ *     keeps it open (c->held_fd) and conn_free closes it, once the
+ *     completion arrived. A number cannot be reused by a new connection
+ *     while the writer may still write to it.
+ *   - What the writer could not send (the socket buffer full, or an error)
+ *     goes to `out` in early_done: the loop's flush sends the rest or sees
+ *     the error and closes, as for any response.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "json.h"
+#include "server_int.h"
+
+#define LIT(b, lit) buf_append((b), (lit), sizeof(lit) - 1)
+
+/* What the writer thread sent, and what is left for the loop. */
+typedef struct early_reply {
+    size_t len, off;
+    int sent; /* the writer sent it (else it only rendered it: TLS) */
+    char p[];
+} early_reply;
+
+int http_append_body(buf *b, const stele_append_result *res, const uint8_t (*ids)[16],
+                     const uint8_t *ulid, size_t nids)
+{
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "{\"firstRevision\":%llu,\"lastRevision\":%llu,\"firstPosition\":%llu,"
+                     "\"lastPosition\":%llu,\"idempotent\":%s,\"events\":[",
+                     (unsigned long long)res->first_revision,
+                     (unsigned long long)res->last_revision,
+                     (unsigned long long)res->first_position,
+                     (unsigned long long)res->last_position, res->idempotent ? "true" : "false");
+    int bad = buf_append(b, head, (size_t)n);
+    uint64_t count = res->last_revision - res->first_revision + 1;
+    for (uint64_t i = 0; i < count && !bad; i++) {
+        char item[160];
+        int k = snprintf(item, sizeof item, "%s{", i ? "," : "");
+        bad |= buf_append(b, item, (size_t)k);
+        if (ids && i < nids)
+            bad |= LIT(b, "\"id\":") ||
+                   json_w_id(b, ids[i], ulid[i] ? STELE_EVENT_ID_ULID : 0) || LIT(b, ",");
+        k = snprintf(item, sizeof item, "\"revision\":%llu,\"position\":%llu}",
+                     (unsigned long long)(res->first_revision + i),
+                     (unsigned long long)(res->first_position + i));
+        bad |= buf_append(b, item, (size_t)k);
+    }
+    bad |= LIT(b, "]}\n");
+    return bad;
+}
+
+void early_prepare(conn *c, early_ctx *e)
+{
+    e->fd = -1;
+    e->render = 0;
+    memset(&e->fields, 0, sizeof e->fields);
+    if (c->srv->cfg.no_early_reply || c->h2)
+        return;
+    if (http_head_fields(c, &e->fields, "application/json")) {
+        buf_free(&e->fields);
+        return;
+    }
+    e->render = 1;
+    /* Over TLS the writer renders the answer and the loop encrypts and
+     * sends it (an SSL object is the loop's alone). */
+    if (!conn_is_plain(c) || conn_unsent(c) != 0)
+        return;
+    e->fd = c->fd;
+    c->early_inflight = 1;
+}
+
+void early_ctx_free(early_ctx *e) { buf_free(&e->fields); }
+
+int early_send(early_ctx *e, completion *cp, const uint8_t (*ids)[16], const uint8_t *ulid,
+               size_t nids)
+{
+    if (!e->render || cp->rc != 0)
+        return 0;
+    buf body = {0};
+    if (http_append_body(&body, &cp->res, ids, ulid, nids)) {
+        buf_free(&body);
+        return 0; /* out of memory: the loop answers (500) */
+    }
+    int status = cp->res.idempotent ? 200 : 201;
+    char line[64], cl[64];
+    int ln = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
+    int cn = snprintf(cl, sizeof cl, "Content-Length: %zu\r\n\r\n", body.len);
+    size_t len = (size_t)ln + e->fields.len + (size_t)cn + body.len;
+    early_reply *r = malloc(sizeof *r + len);
+    if (!r) {
+        buf_free(&body);
+        return 0;
+    }
+    char *p = r->p;
+    memcpy(p, line, (size_t)ln);
+    p += ln;
+    memcpy(p, e->fields.p, e->fields.len);
+    p += e->fields.len;
+    memcpy(p, cl, (size_t)cn);
+    p += cn;
+    memcpy(p, body.p, body.len);
+    buf_free(&body);
+    r->len = len;
+    r->off = 0;
+    r->sent = e->fd >= 0;
+    while (e->fd >= 0 && r->off < r->len) {
+        ssize_t n = send(e->fd, r->p + r->off, r->len - r->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0)
+            r->off += (size_t)n;
+        else if (n < 0 && errno == EINTR)
+            continue;
+        else
+            break; /* full, or failed: the loop sends the rest or sees the error */
+    }
+    cp->done = early_done;
+    cp->extra = r;
+    cp->extra_free = free;
+    return 1;
+}
+
+void early_done(conn *c, completion *cp)
+{
+    early_reply *r = cp->extra;
+    c->early_inflight = 0;
+    c->srv->m.appends++;
+    c->srv->m.early_replies += r->sent;
+    if (r->off < r->len && buf_append(&c->out, r->p + r->off, r->len - r->off)) {
+        /* The rest of an answer that cannot be queued: the client would
+         * see half a response; end the connection instead. */
+        conn_close(c);
+        return;
+    }
+    c->state = CS_READING;
+    server_log(c->srv, 2, "msg=request method=POST path=/streams rc=0 early=1");
+    http_append_finish(c);
+}
