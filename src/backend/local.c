@@ -810,6 +810,10 @@ static int group_encode(gwrite *g)
      * (Each accepted request's records follow its chain record, if any.) */
     STELE_ASSERT(rc || (L->gbuf.len - hdr == g->bytes && next_pos == L->ck.next_pos));
     STELE_ASSERT(g->write_off + L->gbuf.len + seal_size() <= g->s->size);
+    /* The commits' chain records are written pending, their digests
+     * taken while the group is written (local_chain.c). */
+    if (rc == 0)
+        chain_hash_start(L, g->s->fd, g->write_off);
     if (rc == 0)
         rc = idx_sec_commit(L->ix, g->txn, L->gbuf.p + hdr, L->gbuf.len - hdr,
                             loc_make(g->seg, (uint32_t)(g->write_off + hdr)));
@@ -850,7 +854,6 @@ static void group_publish(gwrite *g)
     L->last_created = g->now;
     clear_nospace(L); /* e.g. the index's headroom could be had again */
     atomic_store_explicit(&L->pub_next_pos, L->ck.next_pos, memory_order_release);
-    chain_publish(L);
     if (L->ck.next_pos > g->before.next_pos)
         tail_push(L, g->before.next_pos, loc_make(g->seg, (uint32_t)g->write_off));
     notify_commit(L);
@@ -860,21 +863,22 @@ static void group_publish(gwrite *g)
             atomic_fetch_add(&L->n_appends, 1);
 }
 
-static void write_group(local *L, wreq *group)
+/* 1 when the group was written and published. */
+static int write_group(local *L, wreq *group)
 {
     gwrite g = {.L = L, .group = group};
     if (!group_begin(&g) || !group_plan(&g))
-        return;
+        return 0;
     int rc = group_place(&g);
     if (rc > 0)
-        return;
+        return 0;
     if (rc == 0)
         rc = group_encode(&g);
     if (rc == 0)
         rc = group_durable(&g);
     if (rc == 0) {
         group_publish(&g);
-        return;
+        return 1;
     }
     /* A storage fault: the group fails, and so does every later append. */
     if (g.txn)
@@ -885,6 +889,7 @@ static void write_group(local *L, wreq *group)
             r->accepted = 0;
             req_fail(r, rc);
         }
+    return 0;
 }
 
 static void *writer_main(void *arg)
@@ -911,7 +916,7 @@ static void *writer_main(void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&L->qmu);
 
-        int fault = atomic_load(&L->fault);
+        int fault = atomic_load(&L->fault), written = 0;
         if (fault) {
             for (wreq *r = group; r; r = r->next) {
                 r->rc = STELE_EREADONLY;
@@ -920,7 +925,7 @@ static void *writer_main(void *arg)
                          L->fault_msg);
             }
         } else {
-            write_group(L, group);
+            written = write_group(L, group);
         }
         int waiters = 0;
         for (wreq *r = group, *nx; r; r = nx) {
@@ -931,6 +936,11 @@ static void *writer_main(void *arg)
         atomic_fetch_add_explicit(&L->done_gen, 1, memory_order_release);
         if (waiters)
             syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+        /* The group's chain records, now that its appenders are on their
+         * way (local_chain.c, "Hashing after the fsync"). */
+        int rc = chain_group_done(L, written);
+        if (rc)
+            set_fault(L, rc);
     }
     return NULL;
 }
