@@ -28,7 +28,8 @@
  * Two figures that background load disturbs least are printed beside the
  * ratios: the store's writer thread's CPU time per event (writer_us, from
  * /proc/self/task/N/schedstat of the thread named stele-writer; with 64
- * threads the writer is the serial bottleneck); and the median (p50) and 10th
+ * threads the writer is the serial bottleneck) plus, for the chain, its
+ * hasher thread's (hasher_us, stele-hasher); and the median (p50) and 10th
  * percentile (p10) of the first thread's append latency (with one appending
  * thread, its critical path; p10 is what an undisturbed append takes).
  * --only runs one side alone (no ratio, no export): for callgrind, where the
@@ -152,7 +153,7 @@ static double thread_cpu(const char *name)
 }
 
 typedef struct side {
-    double cpu, events, writer;
+    double cpu, events, writer, hasher;
     lat lat;
 } side;
 
@@ -171,7 +172,7 @@ static double pct(lat *l, double p)
 }
 
 /* One timed phase: events/s; adds the process's CPU seconds, the writer's
- * and the events to *sd. */
+ * and the hasher's, and the events to *sd. */
 static double phase(stele_db *db, int threads, int batch, side *sd)
 {
     pthread_t th[64];
@@ -179,7 +180,7 @@ static double phase(stele_db *db, int threads, int batch, side *sd)
     atomic_store(&stop_flag, 0);
     atomic_store(&appended, 0);
     lat_cur = &sd->lat;
-    double w0 = thread_cpu("stele-writer");
+    double w0 = thread_cpu("stele-writer"), h0 = thread_cpu("stele-hasher");
     double t0 = now(), c0 = cpu_now();
     for (int i = 0; i < threads; i++) {
         w[i] = (worker){db, i, batch, 0};
@@ -192,6 +193,7 @@ static double phase(stele_db *db, int threads, int batch, side *sd)
     double dt = now() - t0;
     sd->cpu += cpu_now() - c0;
     sd->writer += thread_cpu("stele-writer") - w0;
+    sd->hasher += thread_cpu("stele-hasher") - h0;
     sd->events += (double)atomic_load(&appended);
     for (int i = 0; i < threads; i++)
         if (w[i].failed)
@@ -244,10 +246,11 @@ static void workload(const char *base, int threads, int batch)
         for (int r = 0; r < rounds; r++)
             rate += phase(db, threads, batch, &C);
         printf("%s threads=%d batch=%d rounds=%d secs=%.1f events=%.0f events_per_s=%.0f "
-               "cpu_us_per_event=%.2f writer_us_per_event=%.2f p10_us=%.0f p50_us=%.0f\n",
+               "cpu_us_per_event=%.2f writer_us_per_event=%.2f hasher_us_per_event=%.2f "
+               "p10_us=%.0f p50_us=%.0f\n",
                only == 1 ? "chain" : "plain", threads, batch, rounds, secs, C.events,
                rate / rounds, C.cpu / C.events * 1e6, C.writer / C.events * 1e6,
-               pct(&C.lat, 0.1), pct(&C.lat, 0.5));
+               C.hasher / C.events * 1e6, pct(&C.lat, 0.1), pct(&C.lat, 0.5));
         free(C.lat.v);
         free(P.lat.v);
         fflush(stdout);
@@ -279,10 +282,11 @@ static void workload(const char *base, int threads, int batch)
     printf("chain threads=%d batch=%d rounds=%d secs=%.1f chain_events_per_s=%.0f "
            "plain_events_per_s=%.0f ratio=%.3f median_round_ratio=%.3f "
            "chain_cpu_us_per_event=%.2f plain_cpu_us_per_event=%.2f "
-           "writer_us_per_event=%.2f/%.2f p10_us=%.0f/%.0f p50_us=%.0f/%.0f\n",
+           "writer_us_per_event=%.2f/%.2f hasher_us_per_event=%.2f "
+           "p10_us=%.0f/%.0f p50_us=%.0f/%.0f\n",
            threads, batch, rounds, secs, sc / rounds, sp / rounds, sc / sp, med,
            C.cpu / C.events * 1e6, P.cpu / P.events * 1e6, C.writer / C.events * 1e6,
-           P.writer / P.events * 1e6, pct(&C.lat, 0.1),
+           P.writer / P.events * 1e6, C.hasher / C.events * 1e6, pct(&C.lat, 0.1),
            pct(&P.lat, 0.1), pct(&C.lat, 0.5), pct(&P.lat, 0.5));
     free(C.lat.v);
     free(P.lat.v);

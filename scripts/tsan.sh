@@ -20,6 +20,7 @@ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTELE_TSAN=ON -DSTELE
 cmake --build "$BUILD" -j "$JOBS" --target stele tsan_race_canary test_concurrency test_sub \
     test_groups test_async test_multi test_proj
 cmake --build "$BUILD" -j "$JOBS" --target test_proj_inline
+cmake --build "$BUILD" -j "$JOBS" --target test_chain
 built=$(date +%s)
 reports="$PWD/$BUILD/tsan-reports"
 rm -rf "$reports"

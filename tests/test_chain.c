@@ -29,6 +29,23 @@
  *             sizes: the head counts every commit, `stele check` verifies
  *             them all, a reopen finds the same head, and a byte flipped in
  *             a large commit (CRC fixed) breaks the chain at that commit.
+ *   pending   (local_chain.c, "Open after a crash"; the log cut after a
+ *             group of 3 or more commits so that it is the last) its chain
+ *             records all pending, as a crash before their rewrite leaves
+ *             them: `stele check` counts them as awaiting, open writes them
+ *             byte for byte as the writer did and the head is the one it
+ *             published; a changed byte in a pending commit (CRC fixed)
+ *             gives another head;
+ *   tornrw    the group's records torn (inside the header, inside the data),
+ *             pending and complete at once: check counts them as awaiting,
+ *             events still read, open writes them exactly; complete records
+ *             after a pending one of their group are accepted;
+ *   damage    a complete record of a later group after a pending or torn
+ *             one, and a complete record after a pending one that does not
+ *             link to it: check and open refuse (ECORRUPT), the log
+ *             untouched;
+ *   sealed    a chain record with a bad checksum in a sealed segment (no
+ *             rewrite can be torn there): check reports it.
  *
  * Replay with TEST_SEED=n.
  */
@@ -685,11 +702,352 @@ static void test_groups(void)
     passed++;
 }
 
+/* ------------------------------------------------------------ pending */
+
+/* The chain records of a segment image, in order. */
+typedef struct crlist {
+    uint64_t off[8192];
+    int64_t created[8192];
+    size_t n;
+    uint64_t end; /* the end of the written data */
+} crlist;
+
+static int list_chain(void *ctx, uint8_t *img, const rec *r, uint64_t off, uint64_t cseq,
+                      uint64_t coff)
+{
+    (void)img;
+    (void)cseq;
+    (void)coff;
+    crlist *l = ctx;
+    if (r->kind == REC_CHAIN && l->n < 8192) {
+        l->off[l->n] = off;
+        l->created[l->n++] = r->created_us;
+    }
+    l->end = off + r->len;
+    return 0;
+}
+
+/* What a crash before the rewrite leaves: the record as the writer first
+ * wrote it (flags REC_CHAIN_PENDING, data zeros), from its complete form. */
+static void make_pending(uint8_t *cr)
+{
+    cr[9] = REC_CHAIN_PENDING;
+    memset(cr + REC_CHAIN_DATA_OFF, 0, CHAIN_DATA_SIZE);
+    fix_crc(cr);
+}
+
+/* A rewrite torn at byte `cut`: the first `cut` bytes of the complete form
+ * `full`, the rest of the pending one. */
+static void make_torn(uint8_t *cr, const uint8_t *full, size_t cut)
+{
+    uint8_t pend[CHAIN_REC_SIZE];
+    memcpy(pend, full, CHAIN_REC_SIZE);
+    make_pending(pend);
+    memcpy(cr, full, cut);
+    memcpy(cr + cut, pend + cut, CHAIN_REC_SIZE - cut);
+}
+
+#define PEND_SEG (16u << 20)
+
+static stele_db *open_pend(const char *dir)
+{
+    stele_options o = {.segment_size = PEND_SEG};
+    stele_db *db = NULL;
+    CHECK_OK(stele_open(dir, &o, &db));
+    return db;
+}
+
+static void crashed_marker(const char *dir)
+{
+    char lock[600];
+    snprintf(lock, sizeof lock, "%s/stele.lock", dir);
+    FILE *f = fopen(lock, "w");
+    CHECK(f != NULL);
+    fputs("open crashed-boot\n", f); /* a machine crash: the index is rebuilt */
+    fclose(f);
+}
+
+typedef struct pend_fx {
+    char base[512];           /* the store, cut after its chosen group */
+    char seg[600];
+    uint8_t *img;             /* its segment image */
+    size_t len;
+    crlist l;
+    size_t g0, g1;            /* the group's chain records: l.off[g0..g1] */
+    stele_chain_head want;    /* the head after that group */
+} pend_fx;
+
+/* A store of mixed groups (8 threads); the log is cut after its largest
+ * group of at least 3 commits, which so becomes the last group a crash can
+ * leave pending. */
+static void pend_setup(pend_fx *fx)
+{
+    snprintf(fx->base, sizeof fx->base, "%s", t_tmpdir("chain-pend")); /* (slots rotate) */
+    stele_options o = {0};
+    o.segment_size = PEND_SEG;
+    stele_db *db = NULL;
+    CHECK_OK(stele_open(fx->base, &o, &db));
+    pthread_t th[GROUP_THREADS];
+    group_arg args[GROUP_THREADS];
+    for (int i = 0; i < GROUP_THREADS; i++) {
+        args[i] = (group_arg){db, i, quick ? 20 : 40, 0};
+        CHECK(pthread_create(&th[i], NULL, group_writer, &args[i]) == 0);
+    }
+    for (int i = 0; i < GROUP_THREADS; i++)
+        pthread_join(th[i], NULL);
+    stele_close(db);
+    CHECK(seg_count(fx->base) == 1);
+    seg_path(fx->base, 0, fx->seg, sizeof fx->seg);
+    fx->img = slurp(fx->seg, &fx->len);
+    memset(&fx->l, 0, sizeof fx->l);
+    walk(fx->img, fx->len, list_chain, &fx->l);
+    /* The largest run of chain records with one group time, not the first. */
+    size_t best = 0, best_n = 0;
+    for (size_t i = 1; i < fx->l.n;) {
+        size_t j = i;
+        while (j + 1 < fx->l.n && fx->l.created[j + 1] == fx->l.created[i])
+            j++;
+        if (j - i + 1 > best_n && fx->l.created[i - 1] != fx->l.created[i]) {
+            best = i;
+            best_n = j - i + 1;
+        }
+        i = j + 1;
+    }
+    CHECK(best_n >= 3);
+    fx->g0 = best;
+    fx->g1 = best + best_n - 1;
+    /* Cut the log after the group's last commit. */
+    uint64_t cut = fx->g1 + 1 < fx->l.n ? fx->l.off[fx->g1 + 1] : fx->l.end;
+    memset(fx->img + cut, 0, fx->len - cut);
+    put_file(fx->seg, fx->img, fx->len);
+    /* Open it once (the index rebuilt from the cut log) and close it: the
+     * base every case changes. */
+    crashed_marker(fx->base);
+    stele_close(open_pend(fx->base));
+    free(fx->img);
+    fx->img = slurp(fx->seg, &fx->len);
+    CHECK(memcmp(fx->img + cut, (uint8_t[CHAIN_REC_SIZE]){0}, CHAIN_REC_SIZE) == 0);
+    rec r;
+    const char *why;
+    CHECK(rec_decode(fx->img + fx->l.off[fx->g1], CHAIN_REC_SIZE, &r, &why) == REC_OK);
+    fx->want.commits = r.revision + 1;
+    fx->want.position = r.position;
+    SHA256(r.data, CHAIN_DATA_SIZE, fx->want.hash);
+}
+
+/* A copy of the fixture's store with its segment image replaced by img. */
+static const char *pend_variant(pend_fx *fx, const char *name, const uint8_t *img)
+{
+    const char *d = t_tmpdir(name);
+    copy_dir(fx->base, d);
+    char seg[600];
+    seg_path(d, 0, seg, sizeof seg);
+    put_file(seg, img, fx->len);
+    crashed_marker(d); /* a machine crash: open rebuilds the index */
+    return d;
+}
+
+/* Open d: the head must be the fixture's, and the log byte for byte the
+ * one the writer wrote; then `stele check` verifies every commit. */
+static void pend_reopen_exact(pend_fx *fx, const char *d)
+{
+    stele_db *db = open_pend(d);
+    stele_chain_head h;
+    CHECK_OK(stele_chain_get_head(db, &h));
+    CHECK(h.commits == fx->want.commits && h.position == fx->want.position);
+    CHECK(memcmp(h.hash, fx->want.hash, 32) == 0);
+    stele_close(db);
+    char seg[600];
+    seg_path(d, 0, seg, sizeof seg);
+    size_t len;
+    uint8_t *img = slurp(seg, &len);
+    uint64_t cut = fx->l.off[fx->g1] + CHAIN_REC_SIZE;
+    CHECK(len == fx->len && memcmp(img, fx->img, cut) == 0);
+    free(img);
+    char want[64];
+    snprintf(want, sizeof want, "hash chain: %" PRIu64 " commits verified", fx->want.commits);
+    check_ok(d, want);
+}
+
+/* The last group's chain records all pending (a crash after its fsync,
+ * before its rewrite): check counts them as awaiting, open writes them
+ * exactly as the writer would have. */
+static void test_pending(pend_fx *fx)
+{
+    uint8_t *img = malloc(fx->len);
+    memcpy(img, fx->img, fx->len);
+    for (size_t i = fx->g0; i <= fx->g1; i++)
+        make_pending(img + fx->l.off[i]);
+    const char *d = pend_variant(fx, "chain-pend-all", img);
+    char want[96];
+    snprintf(want, sizeof want, "hash chain: %" PRIu64 " commits verified",
+             fx->want.commits - (fx->g1 - fx->g0 + 1));
+    check_ok(d, want);
+    snprintf(want, sizeof want, "%zu commits await their chain record", fx->g1 - fx->g0 + 1);
+    check_ok(d, want);
+    pend_reopen_exact(fx, d);
+    t_rmdir(d);
+
+    /* A byte of a pending commit's event changed (CRC fixed): the store
+     * opens and fills the record from what it finds, so the head differs
+     * from the one published before (which a signed head exposes). */
+    memcpy(img, fx->img, fx->len);
+    make_pending(img + fx->l.off[fx->g1]);
+    uint8_t *ev = img + fx->l.off[fx->g1] + CHAIN_REC_SIZE;
+    rec r;
+    const char *why;
+    CHECK(rec_decode(ev, fx->len - (size_t)(ev - img), &r, &why) == REC_OK &&
+          r.kind == REC_EVENT && r.data_len > 10);
+    ((uint8_t *)r.data)[5] ^= 0x04;
+    fix_crc(ev);
+    d = pend_variant(fx, "chain-pend-tamper", img);
+    stele_db *db = open_pend(d);
+    stele_chain_head h;
+    CHECK_OK(stele_chain_get_head(db, &h));
+    CHECK(h.commits == fx->want.commits && memcmp(h.hash, fx->want.hash, 32) != 0);
+    stele_close(db);
+    t_rmdir(d);
+    free(img);
+    passed++;
+}
+
+/* A torn rewrite: the group's records a mix of torn (at a byte inside the
+ * header, or inside the data), pending and complete ones, as pages and
+ * sectors of an unsynced rewrite reach the disk in any order. */
+static void test_torn_rewrite(pend_fx *fx)
+{
+    uint8_t *img = malloc(fx->len);
+    memcpy(img, fx->img, fx->len);
+    size_t n = fx->g1 - fx->g0 + 1;
+    for (size_t k = 0; k < n; k++) {
+        uint8_t *cr = img + fx->l.off[fx->g0 + k];
+        const uint8_t *full = fx->img + fx->l.off[fx->g0 + k];
+        if (k == 0)
+            make_torn(cr, full, 8 + 8 * t_rand_below(8)); /* new CRC and flags, old data */
+        else if (k == n - 1)
+            make_torn(cr, full, REC_CHAIN_DATA_OFF + 8 + 8 * t_rand_below(6)); /* half */
+        else if (k % 2)
+            make_pending(cr);
+        /* else: complete (its page reached the disk) */
+    }
+    /* Each torn record's checksum fails. */
+    rec r;
+    const char *why;
+    CHECK(rec_decode(img + fx->l.off[fx->g0], CHAIN_REC_SIZE, &r, &why) == REC_BAD);
+    CHECK(rec_decode(img + fx->l.off[fx->g1], CHAIN_REC_SIZE, &r, &why) == REC_BAD);
+    const char *d = pend_variant(fx, "chain-torn-rw", img);
+    check_ok(d, "commits await their chain record");
+    /* Events still read (readers step over the torn records). */
+    stele_db *db = open_pend(d);
+    CHECK(next_position(db) == fx->want.position);
+    stele_close(db);
+    t_rmdir(d);
+    /* And the same opened without a check first. */
+    d = pend_variant(fx, "chain-torn-rw2", img);
+    pend_reopen_exact(fx, d);
+    t_rmdir(d);
+
+    /* Complete records after a pending one of their own group. */
+    memcpy(img, fx->img, fx->len);
+    make_pending(img + fx->l.off[fx->g0]);
+    d = pend_variant(fx, "chain-pend-first", img);
+    pend_reopen_exact(fx, d);
+    t_rmdir(d);
+    free(img);
+    passed++;
+}
+
+/* Damage, refused by open and by check, with the log left as it was. */
+static void expect_damage(pend_fx *fx, const char *name, const uint8_t *img, const char *what)
+{
+    const char *d = pend_variant(fx, name, img);
+    char report[2048];
+    CHECK_RC(stele_check(d, report, sizeof report), STELE_ECORRUPT);
+    if (!strstr(stele_errmsg(), "hash chain"))
+        fprintf(stderr, "%s: check said: %s\n", name, stele_errmsg());
+    CHECK(strstr(stele_errmsg(), "hash chain") != NULL);
+    stele_options o = {.segment_size = PEND_SEG};
+    stele_db *db = NULL;
+    CHECK_RC(stele_open(d, &o, &db), STELE_ECORRUPT);
+    if (!strstr(stele_errmsg(), what))
+        fprintf(stderr, "%s: want \"%s\" in: %s\n", name, what, stele_errmsg());
+    CHECK(strstr(stele_errmsg(), what) != NULL);
+    char seg[600];
+    seg_path(d, 0, seg, sizeof seg);
+    size_t len;
+    uint8_t *now = slurp(seg, &len);
+    if (len != fx->len || memcmp(now, img, len) != 0) {
+        size_t i = 0;
+        while (i < len && i < fx->len && now[i] == img[i])
+            i++;
+        fprintf(stderr, "%s: the log changed (length %zu, was %zu; first difference at %zu)\n",
+                name, len, fx->len, i);
+    }
+    CHECK(len == fx->len && memcmp(now, img, len) == 0);
+    free(now);
+    t_rmdir(d);
+}
+
+static void test_pending_damage(pend_fx *fx)
+{
+    uint8_t *img = malloc(fx->len);
+    /* The group before's last record pending, this group's complete: a
+     * complete record of a later group after a pending one. */
+    memcpy(img, fx->img, fx->len);
+    make_pending(img + fx->l.off[fx->g0 - 1]);
+    expect_damage(fx, "chain-dmg-later", img, "of a later group after a pending one");
+    /* The same with the earlier record torn instead. */
+    memcpy(img, fx->img, fx->len);
+    make_torn(img + fx->l.off[fx->g0 - 1], fx->img + fx->l.off[fx->g0 - 1], 16);
+    expect_damage(fx, "chain-dmg-torn", img, "of a later group after a pending one");
+    /* A complete record after a pending one of its group, its prev
+     * changed (CRC fixed): it does not link. */
+    memcpy(img, fx->img, fx->len);
+    make_pending(img + fx->l.off[fx->g0]);
+    uint8_t *cr = img + fx->l.off[fx->g0 + 1];
+    cr[REC_CHAIN_DATA_OFF + 3] ^= 0x10;
+    fix_crc(cr);
+    expect_damage(fx, "chain-dmg-link", img, "does not match its commit");
+    free(img);
+    passed++;
+}
+
+/* A chain record with a bad checksum where no rewrite can be torn (a
+ * sealed segment): check reports it; events still read. */
+static void test_torn_sealed(const char *dir)
+{
+    const char *copy = t_tmpdir("chain-torn-sealed");
+    copy_dir(dir, copy);
+    char seg[600];
+    seg_path(copy, 1, seg, sizeof seg);
+    size_t len;
+    uint8_t *img = slurp(seg, &len);
+    crlist *l = calloc(1, sizeof *l);
+    walk(img, len, list_chain, l);
+    CHECK(l->n > 3);
+    uint8_t *cr = img + l->off[l->n / 2];
+    uint8_t full[CHAIN_REC_SIZE];
+    memcpy(full, cr, sizeof full);
+    make_torn(cr, full, REC_CHAIN_DATA_OFF + 40);
+    put_file(seg, img, len);
+    char report[2048];
+    CHECK_RC(stele_check(copy, report, sizeof report), STELE_ECORRUPT);
+    if (!strstr(stele_errmsg(), "no rewrite can have been torn"))
+        fprintf(stderr, "check said: %s\n", stele_errmsg());
+    CHECK(strstr(stele_errmsg(), "no rewrite can have been torn") != NULL);
+    CHECK(strstr(stele_errmsg(), "00000001.seg") != NULL);
+    free(l);
+    free(img);
+    t_rmdir(copy);
+    passed++;
+}
+
 int main(void)
 {
     t_seed();
     quick = getenv("TEST_QUICK") != NULL;
-    const char *dir = t_tmpdir("chain");
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", t_tmpdir("chain")); /* (t_tmpdir's slots rotate) */
     uint64_t commits = 0;
     test_build_and_resume(dir, &commits);
     test_flip(dir);
@@ -698,6 +1056,15 @@ int main(void)
     test_old_store();
     test_scavenge();
     test_groups();
+    pend_fx *fx = calloc(1, sizeof *fx);
+    pend_setup(fx);
+    test_pending(fx);
+    test_torn_rewrite(fx);
+    test_pending_damage(fx);
+    free(fx->img);
+    t_rmdir(fx->base);
+    free(fx);
+    test_torn_sealed(dir);
     t_rmdir(dir);
     return t_done("test_chain", passed);
 }

@@ -6,8 +6,10 @@
  * after the open.
  *
  *   sticky faults  for SHORT_WRITE, EIO_WRITE, ENOSPC and EIO_SYNC, firing
- *                  at the 0th, 1st, 5th matching call and on a segment roll
- *                  (the seal, and the first write/sync of the next segment):
+ *                  in the 1st, 2nd and 6th append and on a segment roll
+ *                  (the seal, and the first write/sync of the next segment;
+ *                  an append is two writes, its group's and its chain
+ *                  records' rewrite after the acknowledgement, and one sync):
  *                  the failing append returns EIO (ENOSPC for ENOSPC) with a
  *                  message, every later append / delete / tombstone returns
  *                  EREADONLY naming the original fault, reads return exactly
@@ -16,11 +18,15 @@
  *                  is there byte for byte, the failed append is wholly absent
  *                  (or, for EIO_SYNC, whose data reached the file, wholly
  *                  present), positions are gapless, appends work again and
- *                  `stele check` passes;
+ *                  `stele check` passes. A write fault in a chain rewrite
+ *                  fails no append (its own was acknowledged): the next
+ *                  one is read-only naming it, and after reopen the
+ *                  acknowledged append is there, its chain record written;
  *   torn exit      a forked child appends until TORN_EXIT writes a prefix of
  *                  `torn_bytes` of some write and _exit(99)s: inside the
  *                  header of a new segment, in the middle of a segment, and
- *                  in a seal record. It reports every acknowledged append on
+ *                  in a seal record, and in the in-place rewrite of a
+ *                  chain record (reopen fills it in). It reports every acknowledged append on
  *                  a pipe; after reopen all of them are there, the torn
  *                  append is not, and check passes;
  *   threads        4 threads append when the fault fires: no thread gets
@@ -294,8 +300,11 @@ static void verify(stele_db *db, const tracker *t, int allow_failed, found *f, c
                           sno, ano, a->res.first_position, a->res.first_revision, e->position,
                           e->revision);
                 }
+                /* allow_failed 2: also an append in flight when the child
+                 * died (-999), whose own write was whole before it. */
                 if (a->rc != 0 &&
-                    !(allow_failed && (a->rc == STELE_EIO || a->rc == STELE_ENOSPC))) {
+                    !(allow_failed && (a->rc == STELE_EIO || a->rc == STELE_ENOSPC ||
+                                       (allow_failed == 2 && a->rc == -999)))) {
                     stele_page_free(pg);
                     VFAIL("append %d/%" PRIu64 " failed (%s) but is in the store at position "
                           "%" PRIu64,
@@ -474,7 +483,19 @@ static uint64_t find_roll(void)
     return roll;
 }
 
-static void sticky_case(os_fault_kind kind, unsigned after, const char *where)
+/* Matching calls per append: a write of the group and, after its fsync
+ * and acknowledgement, a write of its hash chain records in place
+ * (local_chain.c, "Hashing after the fsync"); one fdatasync. The roll adds
+ * one of each (the seal) before the append's own. */
+static int is_sync(os_fault_kind kind) { return kind == OS_FAULT_EIO_SYNC; }
+#define WRITES_PER_APPEND 2u
+
+/* The fault fires at matching call `after`, inside append `expect`; with
+ * `rewrite`, at the rewrite of append `expect`'s chain records, after it
+ * was acknowledged: then the next append is the first to fail, read-only
+ * (the fault is sticky) with a message naming the chain's write. */
+static void sticky_case(os_fault_kind kind, unsigned after, uint64_t expect, int rewrite,
+                        const char *where)
 {
     char what[160];
     snprintf(what, sizeof what, "%s after %u (%s)", kind_name(kind), after, where);
@@ -500,16 +521,19 @@ static void sticky_case(os_fault_kind kind, unsigned after, const char *where)
             break;
     }
     uint64_t failed_ano = ano;
-    int want = kind == OS_FAULT_ENOSPC ? STELE_ENOSPC : STELE_EIO;
+    int want = rewrite ? STELE_EREADONLY : kind == OS_FAULT_ENOSPC ? STELE_ENOSPC : STELE_EIO;
     if (rc != want)
         fprintf(stderr, "%s: append %" PRIu64 " returned %s (%s), want %s\n", what, ano,
                 stele_errname(rc), msg, stele_errname(want));
     CHECK(rc == want);
     CHECK(msg[0] != 0);
     CHECK(os_fault_fired() >= 1);
-    /* One write and one sync per append; the roll adds one of each before
-     * the append's own. */
-    CHECK(ano == after || ano + 1 == after);
+    if (ano != expect + (rewrite != 0))
+        fprintf(stderr, "%s: append %" PRIu64 " failed, want %" PRIu64 "\n", what, ano,
+                expect + (rewrite != 0));
+    CHECK(ano == expect + (rewrite != 0));
+    if (rewrite)
+        CHECK(strstr(msg, "hash chain") != NULL);
     snprintf(fault_msg, sizeof fault_msg, "%s", msg);
     printf("  %-32s append %" PRIu64 " failed: %s: %s\n", what, ano, stele_errname(rc), msg);
 
@@ -554,11 +578,18 @@ static void test_sticky(uint64_t roll)
     static const os_fault_kind kinds[] = {OS_FAULT_SHORT_WRITE, OS_FAULT_EIO_WRITE,
                                           OS_FAULT_ENOSPC, OS_FAULT_EIO_SYNC};
     for (int k = 0; k < 4; k++) {
-        sticky_case(kinds[k], 0, "first append");
-        sticky_case(kinds[k], 1, "second append");
-        sticky_case(kinds[k], 5, "sixth append");
-        sticky_case(kinds[k], (unsigned)roll, "roll: the seal");
-        sticky_case(kinds[k], (unsigned)roll + 1, "roll: the next segment");
+        unsigned per = is_sync(kinds[k]) ? 1 : WRITES_PER_APPEND, r = (unsigned)roll * per;
+        sticky_case(kinds[k], 0, 0, 0, "first append");
+        sticky_case(kinds[k], per, 1, 0, "second append");
+        sticky_case(kinds[k], 5 * per, 5, 0, "sixth append");
+        sticky_case(kinds[k], r, roll, 0, "roll: the seal");
+        sticky_case(kinds[k], r + 1, roll, 0, "roll: the next segment");
+        if (is_sync(kinds[k]))
+            continue;
+        /* The chain records' rewrite (no fsync of its own) fails. */
+        sticky_case(kinds[k], 1, 0, 1, "first append's chain rewrite");
+        sticky_case(kinds[k], 5 * per + 1, 5, 1, "sixth append's chain rewrite");
+        sticky_case(kinds[k], r + 2, roll, 1, "roll: the chain rewrite");
     }
 }
 
@@ -608,7 +639,18 @@ static void child_main(const char *dir, const char *part, unsigned after, size_t
     _exit(4);
 }
 
+static int torn_case_allow(const char *part, unsigned after, size_t torn, const char *where,
+                           int allow_unacked);
+
 static int torn_case(const char *part, unsigned after, size_t torn, const char *where)
+{
+    return torn_case_allow(part, after, torn, where, 0);
+}
+
+/* allow_unacked: the write torn comes after the append's fsync, so the
+ * append it was in may be present whole though not acknowledged. */
+static int torn_case_allow(const char *part, unsigned after, size_t torn, const char *where,
+                           int allow_unacked)
 {
     char what[160];
     snprintf(what, sizeof what, "TORN_EXIT %s after %u torn %zu (%s)", part, after, torn, where);
@@ -654,7 +696,9 @@ static int torn_case(const char *part, unsigned after, size_t torn, const char *
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 99)
         fprintf(stderr, "%s: child status 0x%x (want exit 99)\n", what, status);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 99);
-    CHECK(torn_ano >= 0); /* it died inside an append */
+    /* It died inside an append (or, for a chain rewrite, which follows
+     * the acknowledgement, perhaps between two). */
+    CHECK(torn_ano >= 0 || allow_unacked);
 
     /* Did this case tear a segment header? (It does unless the roll made
      * the new segment itself instead of using the preallocated spare.) */
@@ -667,8 +711,9 @@ static int torn_case(const char *part, unsigned after, size_t torn, const char *
     if (!strcmp(part, "00000001.seg") && stat(seg1, &sb) == 0 && sb.st_size == SEG)
         tore_header = 1;
     /* The torn append's records were cut short (torn < its size), so it
-     * must be absent: it is recorded as not acknowledged. */
-    reopen_and_check(dir, t, 0, what);
+     * must be absent: it is recorded as not acknowledged. (Unless the write
+     * torn was its chain rewrite: allow_unacked.) */
+    reopen_and_check(dir, t, allow_unacked, what);
     free(t);
     t_rmdir(dir);
     g_passed++;
@@ -689,11 +734,18 @@ static void test_torn(uint64_t roll)
     /* The 4th append's write, in the middle of segment 0. */
     static const size_t middle[] = {0, 1, 4, 7, 8, 71, 72, 73, 150, 300};
     for (size_t i = 0; i < sizeof middle / sizeof middle[0]; i++)
-        torn_case(".seg", 3, middle[i], "mid segment");
+        torn_case(".seg", 3 * WRITES_PER_APPEND, middle[i], "mid segment");
+    /* The rewrite of the 4th append's chain record, in place after its
+     * fsync (acknowledged or not yet: its events are durable, so reopen
+     * may find it whole): the torn record (a prefix new, the rest pending)
+     * is filled in at open, and the chain verifies. */
+    static const size_t rewrite[] = {0, 4, 8, 12, 72, 74, 100, 137, 143};
+    for (size_t i = 0; i < sizeof rewrite / sizeof rewrite[0]; i++)
+        torn_case_allow(".seg", 3 * WRITES_PER_APPEND + 1, rewrite[i], "chain rewrite", 2);
     /* The seal record at the roll. */
     static const size_t seal[] = {0, 8, 40, 79};
     for (size_t i = 0; i < sizeof seal / sizeof seal[0]; i++)
-        torn_case(".seg", (unsigned)roll, seal[i], "seal record");
+        torn_case(".seg", (unsigned)roll * WRITES_PER_APPEND, seal[i], "seal record");
 }
 
 /* -------------------------------------------------------------- threads */
@@ -763,7 +815,11 @@ static void threads_case(os_fault_kind kind, unsigned after)
             fprintf(stderr, "%s: thread %d: first failure %s (%s)\n", what, i, stele_errname(rc),
                     args[i].first_fail_msg);
         CHECK(rc == want || rc == STELE_EREADONLY);
-        faulted += rc == want;
+        /* A write fault on a group's chain rewrite (after its appends were
+         * acknowledged) fails no append itself: the next ones are read-only,
+         * naming it. */
+        faulted += rc == want || (rc == STELE_EREADONLY &&
+                                  strstr(args[i].first_fail_msg, "hash chain") != NULL);
         CHECK_RC(args[i].after_fail_rc, STELE_EREADONLY);
         for (uint64_t a = 0; a < MAXA; a++)
             acked += t->a[i][a].tried && t->a[i][a].rc == 0;

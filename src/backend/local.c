@@ -813,6 +813,10 @@ static int group_encode(gwrite *g)
      * (Each accepted request's records follow its chain record, if any.) */
     STELE_ASSERT(rc || (L->gbuf.len - hdr == g->bytes && next_pos == L->ck.next_pos));
     STELE_ASSERT(g->write_off + L->gbuf.len + seal_size() <= g->s->size);
+    /* The commits' chain records are written pending, their digests
+     * taken while the group is written (local_chain.c). */
+    if (rc == 0)
+        chain_hash_start(L, g->s->fd, g->write_off);
     if (rc == 0)
         rc = idx_sec_commit(L->ix, g->txn, L->gbuf.p + hdr, L->gbuf.len - hdr,
                             loc_make(g->seg, (uint32_t)(g->write_off + hdr)));
@@ -853,7 +857,6 @@ static void group_publish(gwrite *g)
     L->last_created = g->now;
     clear_nospace(L); /* e.g. the index's headroom could be had again */
     atomic_store_explicit(&L->pub_next_pos, L->ck.next_pos, memory_order_release);
-    chain_publish(L);
     if (L->ck.next_pos > g->before.next_pos)
         tail_push(L, g->before.next_pos, loc_make(g->seg, (uint32_t)g->write_off));
     atomic_fetch_add(&L->n_groups, 1);
@@ -937,6 +940,12 @@ static void *writer_main(void *arg)
             syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
         if (written)
             notify_commit(L);
+        /* The group's chain records, now that its appenders and the
+         * subscribers are on their way (local_chain.c, "Hashing after the
+         * fsync"). */
+        int rc = chain_group_done(L, written);
+        if (rc)
+            set_fault(L, rc);
     }
     return NULL;
 }

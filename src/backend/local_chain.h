@@ -8,12 +8,25 @@
 
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "stele.h"
 
 struct local;
 struct logf;
+
+/* One commit of the group being written, between chain_seal_commit and
+ * chain_group_done: where its chain record and records are in L->gbuf,
+ * what its chain record will say, and its digest once hashed. */
+typedef struct chain_job {
+    size_t cr_off, end_off;   /* chain record at cr_off, records up to end_off */
+    uint64_t loc;             /* the chain record's location in the log */
+    uint64_t seq, next_pos;
+    uint8_t digest[32];
+    int failed;               /* libcrypto failed on it */
+} chain_job;
 
 typedef struct chain_state {
     /* writer-owned */
@@ -26,9 +39,31 @@ typedef struct chain_state {
     struct evp_md_st *md;
     struct evp_md_ctx_st *ctx;
     uint64_t anchor;       /* the chain record the index names (UINT64_MAX: none) */
+    uint64_t last_loc;     /* the last chain record of the last group written
+                            * (UINT64_MAX: none) */
+    /* the group's commits awaiting their digests (writer-owned, read by the
+     * hasher between chain_hash_start and chain_group_done) */
+    chain_job *jobs;
+    size_t njobs, jobs_cap;
+    uint64_t job_bytes;
+    int fd;                /* the group's segment and where L->gbuf goes in it */
+    uint64_t write_off;
+    int64_t now;           /* the group's created time */
+    /* The hasher thread: digests a large group's commits while the writer
+     * indexes it (local_chain.c, "The hasher"). Under hmu: */
+    pthread_t hasher;
+    int hasher_started, hstop, writer_waiting;
+    pthread_mutex_t hmu;
+    pthread_cond_t hcv, wcv;
+    size_t hjobs, hnext;   /* jobs handed to the hasher, the next unclaimed */
+    _Atomic size_t hdone;  /* jobs digested (the writer spins on it briefly) */
+    const uint8_t *hbase;  /* L->gbuf.p of the handed-over group */
+    struct evp_md_ctx_st *hctx; /* the hasher's */
     /* the durable head, published after each group (under mu) */
     pthread_mutex_t mu;
     uint64_t pub_seq, pub_pos, pub_end;
+    uint64_t pub_groups;   /* L->n_groups when the head was last published */
+    pthread_cond_t pubcv;  /* broadcast then */
     uint8_t pub_hash[32];
 } chain_state;
 
@@ -37,10 +72,21 @@ uint64_t chain_rec_bytes(struct local *L);
 /* Reserve the chain record of the commit about to be encoded at the end of
  * L->gbuf; NULL when the chain is off. */
 uint8_t *chain_reserve(struct local *L);
-/* The commit's records are encoded after `rec` up to the end of L->gbuf:
- * fill in its chain record `cr` and advance the chain; records where the chain
- * stands in the index (meta "chain"). No-op for rec NULL. */
+/* The commit's records are encoded after `cr` up to the end of L->gbuf:
+ * give it the chain's next number, write its chain record pending (its
+ * prev and digest come in chain_group_done) and, at a group's first commit,
+ * record where the chain stands in the index (meta "chain"). No-op for cr
+ * NULL. */
 int chain_seal_commit(struct local *L, MDB_txn *txn, uint8_t *cr, int64_t now);
+/* The group's commits are all encoded and go to segment file fd at
+ * write_off: a large group's are handed to the hasher thread, to be
+ * digested while the writer writes and fsyncs the group. */
+void chain_hash_start(struct local *L, int fd, uint64_t write_off);
+/* After the group is acknowledged, before the next: digest what the hasher
+ * has not, fold the hashes, rewrite the group's chain records in place and
+ * publish the head. ok 0 (the group failed): only wait for the hasher, so
+ * L->gbuf is the writer's again. An error is a storage fault. */
+int chain_group_done(struct local *L, int ok);
 /* After a group is durable: publish the head (end = L->ck.loc). */
 void chain_publish(struct local *L);
 /* After recovery: find the chain's head, cut a chain record whose commit

@@ -685,6 +685,7 @@ int verify_all(local *L)
 {
     log_iter it;
     log_iter_init(&it, L->lg, loc_make(L->lg->first_seg, 0), L->ck.loc);
+    it.chain = 1; /* chain records too (chain_open has written any a crash left) */
     int rc = 0;
     for (;;) {
         rec r;

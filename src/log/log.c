@@ -759,6 +759,14 @@ again:
     rec_status st = rec_decode(p, (uint64_t)avail, r, &why);
     if (st == REC_ZERO)
         return LOG_ITER_END;
+    /* A chain record torn in its rewrite (record.h): no event in it, and
+     * only the chain's walks (it->chain) judge it, so a reader racing the
+     * writer's rewrite, or after a crash, steps over it. */
+    if (st == REC_BAD && !it->chain && rec_chain_torn(p, (uint64_t)avail)) {
+        it->loc = vat + CHAIN_REC_SIZE;
+        it->ploc += CHAIN_REC_SIZE;
+        goto again;
+    }
     /* Messages name the offset in the file (for a scavenged segment, also
      * the original one the index uses). */
     char name[48];

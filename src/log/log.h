@@ -150,7 +150,8 @@ typedef struct log_iter {
     uint64_t ploc;  /* file offset of the next record in seg */
     const uint8_t *raw; /* the last record's bytes (valid until the next call) */
     int chain;      /* 1: return chain records (REC_CHAIN) too; 0 (the
-                     * default): skip them, as if they were not there */
+                     * default): skip them, as if they were not there,
+                     * also one torn in its rewrite (rec_chain_torn) */
 } log_iter;
 
 typedef enum log_iter_status {

@@ -187,7 +187,8 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
         return REC_BAD;
     }
     if (r->kind == REC_CHAIN &&
-        (r->commit_count != 1 || r->type_len || r->ntags || r->stream_len || r->flags ||
+        (r->commit_count != 1 || r->type_len || r->ntags || r->stream_len ||
+         (r->flags & ~REC_CHAIN_PENDING) ||
          r->data_len != CHAIN_DATA_SIZE || r->meta_len || len != CHAIN_REC_SIZE)) {
         *why = "malformed chain record";
         return REC_BAD;
@@ -306,6 +307,24 @@ rec_status rec_decode(const uint8_t *p, uint64_t avail, rec *r, const char **why
 rec_status rec_decode_trusted(const uint8_t *p, uint64_t avail, rec *r, const char **why)
 {
     return decode(p, avail, r, why, 0);
+}
+
+int rec_chain_torn(const uint8_t *p, uint64_t avail)
+{
+    if (avail < CHAIN_REC_SIZE || ld32(p) != CHAIN_REC_SIZE || p[8] != REC_CHAIN ||
+        (p[9] & ~REC_CHAIN_PENDING) ||
+        crc32c(0, p + 8, CHAIN_REC_SIZE - 8) == ld32(p + 4))
+        return 0;
+    /* The shared bytes as a pending record of this number, position and
+     * time has them. */
+    static const uint8_t zeros[CHAIN_DATA_SIZE];
+    uint8_t t[CHAIN_REC_SIZE];
+    rec_encode_body(t, REC_CHAIN, REC_CHAIN_PENDING, "", 0, zeros, sizeof zeros, NULL, 0,
+                    ld64(p + 24), ld64(p + 32), (int64_t)ld64(p + 40));
+    return memcmp(p, t, 4) == 0 && memcmp(p + 10, t + 10, REC_CHAIN_DATA_OFF - 10) == 0 &&
+           memcmp(p + REC_CHAIN_DATA_OFF + CHAIN_DATA_SIZE,
+                  t + REC_CHAIN_DATA_OFF + CHAIN_DATA_SIZE,
+                  CHAIN_REC_SIZE - REC_CHAIN_DATA_OFF - CHAIN_DATA_SIZE) == 0;
 }
 
 /* ------------------------------------------------------------ removes */

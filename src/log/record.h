@@ -145,7 +145,15 @@ enum rec_kind {
  * The commit's chain hash is SHA-256(prev || digest). It is not part of the
  * commit (commit_count does not count it); log iterators skip it unless
  * asked (log_iter.chain), so only the chain code sees it.
+ *
+ * Flags: 0, or REC_CHAIN_PENDING with a zero data block: the writer puts a
+ * pending record in the commit's group write and rewrites it in place once
+ * the group is durable and hashed (local_chain.c, "Hashing after the
+ * fsync"). Only the last groups before a crash can still hold pending
+ * records; open fills them in from their commits' bytes. (Builds before
+ * this flag refuse a chain record with flags set as malformed.)
  */
+#define REC_CHAIN_PENDING 0x01u
 #define CHAIN_DATA_SIZE 64u
 #define CHAIN_REC_SIZE 144u /* REC_HEADER_SIZE + 2 NULs + 64, padded */
 
@@ -251,6 +259,15 @@ rec_status rec_decode(const uint8_t *p, uint64_t avail, rec *r, const char **why
  * or already verified (the writer's own group; recovery's replayed
  * commits): every other check stays. */
 rec_status rec_decode_trusted(const uint8_t *p, uint64_t avail, rec *r, const char **why);
+
+/* A chain record torn while rewritten in place (local_chain.c, "Torn
+ * rewrites"): 1 when `p` holds CHAIN_REC_SIZE bytes whose checksum fails
+ * but which carry every byte a pending chain record and its complete form
+ * share (all but the CRC, the flags, 0 or REC_CHAIN_PENDING, and the 64
+ * data bytes at REC_CHAIN_DATA_OFF). Event readers skip such a record (it
+ * holds no event); only the chain's own walks judge it. */
+int rec_chain_torn(const uint8_t *p, uint64_t avail);
+#define REC_CHAIN_DATA_OFF (REC_HEADER_SIZE + 2u)
 
 /* Segment header. */
 void seg_header_encode(uint8_t out[SEG_HEADER_SIZE], uint64_t segno, uint64_t first_position,
