@@ -98,9 +98,13 @@ int chain_seal_commit(local *L, MDB_txn *txn, uint8_t *cr, int64_t now)
     int rc = writer_sha256(L, c, (size_t)(end - c), data + 32);
     if (rc)
         return rc;
+    uint8_t kind;
+    uint64_t pos;
+    int64_t t;
     for (const uint8_t *q = c; q < end; q += ld32(q))
-        if (q[8] == REC_EVENT && ld64(q + 24) + 1 > L->chain.next_pos)
-            L->chain.next_pos = ld64(q + 24) + 1;
+        if (!rec_peek(q, (uint64_t)(end - q), &kind, &pos, &t) && kind == REC_EVENT &&
+            pos + 1 > L->chain.next_pos)
+            L->chain.next_pos = pos + 1;
     rec_encode_body(cr, REC_CHAIN, 0, "", 0, data, sizeof data, NULL, 0, L->chain.next_pos,
                     L->chain.seq, now);
     if ((rc = writer_sha256(L, data, sizeof data, L->chain.hash)))
