@@ -22,12 +22,9 @@ static uint64_t pad8(uint64_t n) { return (n + (REC_ALIGN - 1)) & ~(uint64_t)(RE
  * others, so a record has one encoding). */
 static unsigned varint_len(uint64_t v)
 {
-    unsigned n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
+    /* 7 bits a byte: the bits v needs, rounded up to sevens. */
+    unsigned bits = 64 - (unsigned)__builtin_clzll(v | 1);
+    return (bits + 6) / 7;
 }
 
 static uint8_t *varint_put(uint8_t *p, uint64_t v)
@@ -40,9 +37,9 @@ static uint8_t *varint_put(uint8_t *p, uint64_t v)
     return p;
 }
 
-/* The varint at *q (before end), at most `max`: its value, *q moved past
- * it; -1 when it runs past end, is longer than needed or exceeds max. */
-static int varint_get(const uint8_t **q, const uint8_t *end, uint64_t max, uint64_t *out)
+/* The varint at *q (before end): its value, *q moved past it; -1 when it
+ * runs past end, is longer than needed or exceeds 64 bits. */
+static int varint_slow(const uint8_t **q, const uint8_t *end, uint64_t *out)
 {
     const uint8_t *p = *q;
     uint64_t v = 0;
@@ -57,14 +54,32 @@ static int varint_get(const uint8_t **q, const uint8_t *end, uint64_t max, uint6
         if (!(b & 0x80)) {
             if (b == 0 && shift)
                 return -1; /* a longer form than needed */
-            if (v > max)
-                return -1;
             *q = p;
             *out = v;
             return 0;
         }
     }
     return -1;
+}
+
+/* varint_slow() with the one- and two-byte forms (counts, lengths, small
+ * revisions) inline. */
+static inline int varint_get(const uint8_t **q, const uint8_t *end, uint64_t *out)
+{
+    const uint8_t *p = *q;
+    if (end - p >= 2) {
+        if (p[0] < 0x80) {
+            *out = p[0];
+            *q = p + 1;
+            return 0;
+        }
+        if (p[1] < 0x80) {
+            *out = (uint64_t)(p[0] & 0x7f) | (uint64_t)p[1] << 7;
+            *q = p + 2;
+            return p[1] ? 0 : -1;
+        }
+    }
+    return varint_slow(q, end, out);
 }
 
 /* ------------------------------------------------ the kind of new events */
@@ -117,10 +132,9 @@ uint64_t rec_event_size(size_t stream_len, size_t type_len, const char *const *t
     uint64_t body = body_size(stream_len, type_len, tags, ntags, data_len, meta_len);
     if (rec_event_kind() == REC_EVENT)
         return pad8(REC_HEADER_SIZE + body);
-    /* The widest numbers a record can hold. */
-    return pad8(compact_head(stream_len, type_len, ntags, data_len, meta_len, UINT32_MAX,
-                             UINT32_MAX, UINT64_MAX, UINT64_MAX) +
-                body);
+    /* The widest numbers a record can hold: u32s take 5 bytes, u64s 10,
+     * u16s 3. */
+    return pad8(REC_COMPACT_FIXED + 5 + 5 + 10 + 10 + 3 + 3 + 3 + 5 + 5 + body);
 }
 
 uint64_t rec_event_size_at(size_t stream_len, size_t type_len, const char *const *tags,
@@ -158,11 +172,12 @@ size_t rec_encode_event(uint8_t *out, const char *stream, size_t stream_len,
                         uint64_t revision, int64_t created_us)
 {
     size_t type_len = strlen(ev->type);
-    uint64_t len = rec_event_size_at(stream_len, type_len, ev->tags, ev->ntags, ev->data_len,
-                                     ev->metadata_len, commit_count, commit_index, position,
-                                     revision);
+    uint64_t len = 0; /* a compact record's is known once its body is written */
     uint8_t *p;
     if (rec_event_kind() == REC_EVENT) {
+        len = rec_event_size_at(stream_len, type_len, ev->tags, ev->ntags, ev->data_len,
+                                ev->metadata_len, commit_count, commit_index, position,
+                                revision);
         put_header(out, (uint32_t)len, REC_EVENT, flags, stream_len, type_len, ev->ntags,
                    commit_count, commit_index, position, revision, created_us);
         memcpy(out + 48, id, 16);
@@ -205,6 +220,10 @@ size_t rec_encode_event(uint8_t *out, const char *stream, size_t stream_len,
     if (ev->metadata_len)
         memcpy(p, ev->metadata, ev->metadata_len);
     p += ev->metadata_len;
+    if (!len) {
+        len = pad8((uint64_t)(p - out));
+        st32(out, (uint32_t)len);
+    }
     memset(p, 0, (size_t)(out + len - p));
     st32(out + 4, crc32c(0, out + 8, len - 8));
     return len;
@@ -280,11 +299,16 @@ static const uint8_t *compact_header(const uint8_t *p, uint32_t len, rec *r)
 {
     const uint8_t *q = p + REC_COMPACT_FIXED, *end = p + len;
     uint64_t v[9];
-    static const uint64_t max[9] = {UINT32_MAX, UINT32_MAX, UINT64_MAX, UINT64_MAX, 0xffff,
-                                    0xffff,     0xffff,     UINT32_MAX, UINT32_MAX};
-    for (int i = 0; i < 9; i++)
-        if (varint_get(&q, end, max[i], &v[i]))
-            return NULL;
+    if (varint_get(&q, end, &v[0]) || varint_get(&q, end, &v[1]) ||
+        varint_get(&q, end, &v[2]) || varint_get(&q, end, &v[3]) ||
+        varint_get(&q, end, &v[4]) || varint_get(&q, end, &v[5]) ||
+        varint_get(&q, end, &v[6]) || varint_get(&q, end, &v[7]) ||
+        varint_get(&q, end, &v[8]))
+        return NULL;
+    /* Each number within its field: u32 counts and data lengths, u16
+     * name, type and tag counts. */
+    if ((v[0] | v[1] | v[7] | v[8]) > UINT32_MAX || (v[4] | v[5] | v[6]) > 0xffff)
+        return NULL;
     r->kind = REC_EVENT;
     r->compact = 1;
     r->flags = p[9];
@@ -425,15 +449,16 @@ int rec_peek(const uint8_t *p, uint64_t n, uint8_t *kind, uint64_t *position,
     if (len < REC_MIN_SIZE || len % REC_ALIGN)
         return -1;
     if (p[8] == REC_COMPACT) {
-        rec r;
-        uint64_t have = n < len ? n : len;
-        /* The varints end well before REC_HEADER_SIZE bytes unless the
-         * record is shorter, and then n covers it. */
-        if (!compact_header(p, (uint32_t)have, &r))
+        /* Only the varints up to the position (count, index, position):
+         * they end within REC_PEEK_SIZE bytes, or within the record. */
+        const uint8_t *q = p + REC_COMPACT_FIXED, *end = p + (n < len ? n : len);
+        uint64_t count, index, pos;
+        if (varint_get(&q, end, &count) || varint_get(&q, end, &index) ||
+            varint_get(&q, end, &pos))
             return -1;
         *kind = REC_EVENT;
-        *position = r.position;
-        *created_us = r.created_us;
+        *position = pos;
+        *created_us = (int64_t)ld64(p + 26);
         return 0;
     }
     if (p[8] < REC_EVENT || p[8] > REC_CHAIN || len < REC_HEADER_SIZE || n < REC_HEADER_SIZE)
