@@ -3,7 +3,10 @@
  * (kind 1 event records, as every build before the compact record wrote)
  * opens, reads, checks, indexes, backs up, restores and scavenges the same
  * under a build that writes compact records (kind 8), and the two formats
- * live side by side in one log.
+ * live side by side in one log. The old part is written by this build with
+ * STELE_RECORD_KIND's switch (rec_set_event_kind): its kind 1 records are
+ * byte for byte the previous build's (test_record.c's test_golden pins
+ * them against that build's output).
  *
  *   1. kind 1: appends (single and batched, tags, metadata, client and
  *      ULID ids), a multi-stream commit with a state snapshot, stream
