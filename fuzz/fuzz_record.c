@@ -21,12 +21,58 @@ static void check_rec(const rec *r, uint64_t avail)
 {
     /* What a reader relies on after REC_OK: the parts lie inside the
      * record, and the record inside the bytes given. */
-    if (r->len < REC_HEADER_SIZE || r->len > avail || r->len % REC_ALIGN)
+    if (r->len < REC_MIN_SIZE || r->len > avail || r->len % REC_ALIGN)
         abort();
     if (r->stream && r->stream[r->stream_len] != 0)
         abort();
     if (r->type && r->type[r->type_len] != 0)
         abort();
+    if (r->kind == REC_EVENT && r->meta + r->meta_len > r->at + r->len)
+        abort();
+}
+
+/* A compact record has one encoding: encoding what it decoded to gives
+ * its bytes back (the CRC aside, which the trusted walk does not check). */
+static void check_compact(const rec *r)
+{
+    if (!r->compact)
+        return;
+    const char *tags[64];
+    char type[65536];
+    const uint8_t *t = r->tags;
+    if (r->ntags > 64)
+        return;
+    /* The encoder takes C strings: a NUL inside a type or tag (which the
+     * API never lets through) would not survive the trip. */
+    if (memchr(r->type, 0, r->type_len))
+        return;
+    for (unsigned i = 0; i < r->ntags; i++) {
+        tags[i] = (const char *)t + 2;
+        if (memchr(t + 2, 0, ld16(t)))
+            return;
+        t += 3 + ld16(t);
+    }
+    memcpy(type, r->type, r->type_len);
+    type[r->type_len] = 0;
+    stele_event_in ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = type;
+    ev.tags = tags;
+    ev.ntags = r->ntags;
+    ev.data = r->data;
+    ev.data_len = r->data_len;
+    ev.metadata = r->meta;
+    ev.metadata_len = r->meta_len;
+    uint8_t *out = malloc(r->len);
+    if (!out)
+        return;
+    rec_set_event_kind(REC_COMPACT);
+    size_t n = rec_encode_event(out, r->stream, r->stream_len, &ev, r->id, r->flags,
+                                r->commit_count, r->commit_index, r->position, r->revision,
+                                r->created_us);
+    if (n != r->len || ld32(out) != ld32(r->at) || memcmp(out + 8, r->at + 8, n - 8))
+        abort();
+    free(out);
 }
 
 static void walk(const uint8_t *p, size_t n, int trusted)
@@ -43,6 +89,7 @@ static void walk(const uint8_t *p, size_t n, int trusted)
             break;
         }
         check_rec(&r, n - off);
+        check_compact(&r);
         off += r.len;
     }
 }
@@ -67,9 +114,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t start = size >= SEG_HEADER_SIZE && !memcmp(p, SEG_MAGIC, 8) ? SEG_HEADER_SIZE : 0;
     if (fix_crc) {
         size_t off = start;
-        while (off + REC_HEADER_SIZE <= size) {
+        while (off + REC_MIN_SIZE <= size) {
             uint32_t len = ld32(p + off);
-            if (len < REC_HEADER_SIZE || len % REC_ALIGN || len > size - off)
+            if (len < REC_MIN_SIZE || len % REC_ALIGN || len > size - off)
                 break;
             st32(p + off + 4, crc32c(0, p + off + 8, len - 8));
             off += len;

@@ -165,9 +165,9 @@ static int damage_tail(const uint8_t *data, size_t size)
     memcpy(file + end, data + 1, size - 1);
     if (data[0] & 1) {
         uint64_t off = end, stop = end + size - 1;
-        while (off + REC_HEADER_SIZE <= stop) {
+        while (off + REC_MIN_SIZE <= stop) {
             uint32_t len = ld32(file + off);
-            if (len < REC_HEADER_SIZE || len % REC_ALIGN || len > stop - off)
+            if (len < REC_MIN_SIZE || len % REC_ALIGN || len > stop - off)
                 break;
             st32(file + off + 4, crc32c(0, file + off + 8, len - 8));
             off += len;

@@ -68,6 +68,30 @@ def record(kind, stream, typ=b"", tags=(), data=b"", meta=b"", flags=0, count=1,
     return struct.pack("<II", n, crc32c(rest) if crc_ok else 0) + rest
 
 
+def varint(v):
+    out = b""
+    while v >= 0x80:
+        out += bytes([(v & 0x7F) | 0x80])
+        v >>= 7
+    return out + bytes([v])
+
+
+def compact(stream, typ=b"", tags=(), data=b"", meta=b"", flags=0, count=1, index=0, pos=0,
+            rev=0, created=1796000000000000, eid=b"\x01" * 16, crc_ok=True):
+    """A compact event record (kind 8, record.h)."""
+    body = stream + b"\0" + typ + b"\0"
+    for t in tags:
+        body += struct.pack("<H", len(t)) + t + b"\0"
+    body += data + meta
+    head = struct.pack("<BB16sq", 8, flags, eid, created)
+    for v in (count, index, pos, rev, len(stream), len(typ), len(tags), len(data), len(meta)):
+        head += varint(v)
+    rest = head + body
+    n = pad8(8 + len(rest))
+    rest += b"\0" * (n - 8 - len(rest))
+    return struct.pack("<II", n, crc32c(rest) if crc_ok else 0) + rest
+
+
 def seg_header(segno=0, first=0, created=1796000000000000):
     tail = struct.pack("<QQq", segno, first, created) + b"\0" * 24
     return b"STELESEG" + struct.pack("<II", 1, crc32c(tail)) + tail
@@ -99,6 +123,26 @@ def record_seeds():
     bad = bytearray(ev(5))
     bad[80] ^= 0xFF
     out.append(bytes(bad))
+    # Compact event records (kind 8): a commit of three, one with tags,
+    # a multi-stream commit beside kind 1 records, big numbers, an empty
+    # event, an overlong varint (refused) and bad padding (refused).
+    c8 = lambda i, **k: compact(b"order-1", b"OrderPlaced", data=b'{"n":%d}' % i, flags=1,
+                                count=3, index=i, pos=1000000 + i, rev=70000 + i, **k)
+    out.append(seg_header() + c8(0) + c8(1) + c8(2))
+    out.append(seg_header() + ev(0) + compact(b"a", b"T", tags=(b"t1", b"tenant:x"), data=b"xy",
+                                                meta=b'{"m":1}', flags=3 | 0x80, pos=1))
+    out.append(compact(b"m", b"T", data=b"1", flags=0x40 | 1, count=2, index=0) +
+               record(6, b"m", data=b"{}", flags=0x40 | 1, count=2, index=1))
+    out.append(compact(b"x", b"A", count=0xFFFFFFFF, index=0xFFFFFFFE, pos=(1 << 63) + 5,
+                       rev=(1 << 64) - 2, created=-1))
+    out.append(compact(b"", b""))
+    over = bytearray(compact(b"s", b"T", data=b"12345"))
+    over[34:35] = b"\x81\x00"          # count 1 written in two bytes
+    over[0] += 0
+    out.append(bytes(over[:len(over) - 1]))
+    badpad = bytearray(compact(b"s", b"T", data=b"1"))
+    badpad[-1] = 1
+    out.append(bytes(badpad))
     return out, seg
 
 

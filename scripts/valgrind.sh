@@ -41,6 +41,8 @@ TESTS="
   test_chain
   test_deletes
   test_idx_ckpt
+  test_record
+  test_record_compat
 "
 for t in $TESTS; do
   bin="$BUILD/tests/$t"

@@ -702,11 +702,21 @@ static void last_commit(const char *path, long *commit, long *last_rec, long *en
     long off = SEG_HEADER_SIZE;
     *commit = *last_rec = *end = -1;
     for (;;) {
-        uint8_t h[REC_HEADER_SIZE];
+        /* Records of every kind (a compact one's header has no fixed
+         * layout): decoded whole. */
+        uint8_t h[4], *whole;
+        rec r;
+        const char *why;
         fseek(f, off, SEEK_SET);
-        if (fread(h, 1, sizeof h, f) != sizeof h || ld32(h) == 0)
+        if (fread(h, 1, sizeof h, f) != sizeof h || ld32(h) == 0 || !(whole = malloc(ld32(h))))
             break;
-        if (ld32(h + 20) == 0)
+        fseek(f, off, SEEK_SET);
+        int ok = fread(whole, 1, ld32(h), f) == ld32(h) &&
+                 rec_decode(whole, ld32(h), &r, &why) == REC_OK;
+        free(whole);
+        if (!ok)
+            break;
+        if (r.commit_index == 0)
             *commit = off;
         *last_rec = off;
         off += ld32(h);

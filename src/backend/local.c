@@ -255,6 +255,20 @@ others:
     return 0;
 }
 
+/* The exact bytes of an append's records once its first position and
+ * revision are known (a compact record's varints depend on them; the API
+ * edge's append_rec_bytes is the budget). */
+static uint64_t append_rec_bytes_at(const append_args *a, uint64_t pos, uint64_t rev)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        const stele_event_in *e = &a->events[i];
+        n += rec_event_size_at(a->stream_len, strlen(e->type), e->tags, e->ntags, e->data_len,
+                               e->metadata_len, (uint32_t)a->n, (uint32_t)i, pos + i, rev + i);
+    }
+    return n;
+}
+
 /* Plan one request inside the group's transaction. A request that fails
  * its checks gets its error and 0 is returned; on acceptance it records the
  * new stream state, ids and commit and advances the next position. A
@@ -301,6 +315,7 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
         r->res.first_position = L->ck.next_pos;
         r->res.last_position = L->ck.next_pos + a->n - 1;
         L->ck.next_pos += a->n;
+        r->bytes = append_rec_bytes_at(a, r->res.first_position, first_rev);
         r->st.last_rev = r->res.last_revision;
         r->st.last_pos = r->res.last_position;
         r->st.flags &= ~IDX_DELETED;

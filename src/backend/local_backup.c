@@ -251,7 +251,7 @@ static int copy_range(bk_run *b, const char *name, log_seg *s, int out, const ch
                 use = (size_t)(next - off);
                 break;
             }
-            if (len < REC_HEADER_SIZE || len % REC_ALIGN || next + len > *end)
+            if (len < REC_MIN_SIZE || len % REC_ALIGN || next + len > *end)
                 return err_set(STELE_ECORRUPT,
                                "segment %s offset %" PRIu64 ": bad record length %u", name, next,
                                len);
@@ -409,15 +409,11 @@ static int backup_point(local *L, bk_manifest *m)
     m->end_position = ck.next_pos;
     m->end_time = 0;
     if (ck.last_commit != UINT64_MAX) {
-        uint8_t hdr[REC_HEADER_SIZE];
-        rc = log_read(L->lg, ck.last_commit, hdr, sizeof hdr);
-        if (rc == 0) {
-            int64_t t;
-            memcpy(&t, hdr + 40, 8);
-            m->end_time = (int64_t)le64toh((uint64_t)t);
-        } else if (rc != LOG_REMOVED) {
+        uint8_t kind;
+        uint64_t pos;
+        rc = log_peek(L->lg, ck.last_commit, &kind, &pos, &m->end_time);
+        if (rc && rc != LOG_REMOVED)
             return rc;
-        }
     }
     return 0;
 }

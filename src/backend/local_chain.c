@@ -96,9 +96,13 @@ int chain_seal_commit(local *L, MDB_txn *txn, uint8_t *cr, int64_t now)
     if (!cr)
         return 0;
     const uint8_t *c = cr + CHAIN_REC_SIZE, *end = L->gbuf.p + L->gbuf.len;
+    uint8_t kind;
+    uint64_t pos;
+    int64_t t;
     for (const uint8_t *q = c; q < end; q += ld32(q))
-        if (q[8] == REC_EVENT && ld64(q + 24) + 1 > L->chain.next_pos)
-            L->chain.next_pos = ld64(q + 24) + 1;
+        if (!rec_peek(q, (uint64_t)(end - q), &kind, &pos, &t) && kind == REC_EVENT &&
+            pos + 1 > L->chain.next_pos)
+            L->chain.next_pos = pos + 1;
     if (L->chain.njobs == L->chain.jobs_cap) {
         size_t cap = L->chain.jobs_cap ? L->chain.jobs_cap * 2 : 64;
         chain_job *nj = realloc(L->chain.jobs, cap * sizeof *nj);

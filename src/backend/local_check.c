@@ -277,7 +277,7 @@ static int check_multi(checker *k, uint64_t start, uint64_t end, int indexed)
     int rc = buf_reserve(&b, n);
     if (rc == 0)
         rc = log_read(k->lg, start, b.p, n);
-    uint32_t cap = (uint32_t)(n / REC_HEADER_SIZE) + 1;
+    uint32_t cap = (uint32_t)(n / REC_MIN_SIZE) + 1;
     uint8_t(*ids)[16] = malloc((size_t)cap * 16);
     uint8_t *made = malloc(cap);
     const rec **seen = malloc((size_t)cap * sizeof *seen);
@@ -297,8 +297,7 @@ static int check_multi(checker *k, uint64_t start, uint64_t end, int indexed)
         /* The end of a run of one stream's records. */
         if (nrec > run0 && (!ev || r->stream_len != recs[run0].stream_len ||
                             memcmp(r->stream, recs[run0].stream, r->stream_len))) {
-            uint64_t rs = start + (uint64_t)((const uint8_t *)recs[run0].stream -
-                                             REC_HEADER_SIZE - b.p);
+            uint64_t rs = start + (uint64_t)(recs[run0].at - b.p);
             uint64_t re = start + off;
             if (indexed && (rc = check_commit(k, rs, re, &recs[run0], (uint32_t)(nrec - run0),
                                               (const uint8_t(*)[16])ids + run0, made + run0)))
@@ -806,13 +805,14 @@ static int check_index(checker *k)
     if (rc == 0 && (rc = idx_err(mdb_cursor_open(k->txn, k->ix->pos, &cur), "cursor")) == 0) {
         MDB_val key, val;
         int g = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
-        uint8_t hdr[REC_HEADER_SIZE];
         while (g == 0 && rc == 0) {
-            uint64_t pos = ldbe64(key.mv_data), loc = ld64(val.mv_data);
-            int r = log_read(k->lg, loc, hdr, sizeof hdr);
+            uint64_t pos = ldbe64(key.mv_data), loc = ld64(val.mv_data), at_pos = 0;
+            uint8_t kind = 0;
+            int64_t created;
+            int r = log_peek(k->lg, loc, &kind, &at_pos, &created);
             if (r == LOG_REMOVED && in_gap(k, pos, pos + 1)) {
                 err_clear(); /* the entry of a scavenged event: reads start after it */
-            } else if (r || hdr[8] != REC_EVENT || ld64(hdr + 24) != pos) {
+            } else if (r || kind != REC_EVENT || at_pos != pos) {
                 err_clear();
                 rc = err_set(STELE_ECORRUPT, "index: position entry %llu points to the wrong place",
                              (unsigned long long)pos);

@@ -634,6 +634,31 @@ static int multi_index(local *L, MDB_txn *txn, wreq *r, uint64_t pos0)
     return rc;
 }
 
+/* The exact bytes of the commit's records once positions and revisions
+ * are assigned (a compact record's varints depend on them; the API edge's
+ * multi_rec_bytes is the budget). */
+static uint64_t multi_rec_bytes_at(wreq *r, uint64_t pos0)
+{
+    const multi_args *m = r->m;
+    mstream *ms = r->ms;
+    uint32_t count = (uint32_t)m->nrecords;
+    uint64_t n = 0;
+    for (size_t i = 0; i < m->nstreams; i++) {
+        ms[i].next_rev = r->ps[i].first_revision;
+        if (m->streams[i].state) {
+            n += rec_body_size(m->streams[i].len, m->streams[i].state->state_len, 0);
+            count++;
+        }
+    }
+    for (size_t k = 0; k < m->nrecords; k++) {
+        size_t i = m->records[k].stream;
+        const stele_event_in *e = &m->records[k].event;
+        n += rec_event_size_at(m->streams[i].len, strlen(e->type), e->tags, e->ntags, e->data_len,
+                               e->metadata_len, count, (uint32_t)k, pos0 + k, ms[i].next_rev++);
+    }
+    return n;
+}
+
 int multi_plan(local *L, MDB_txn *txn, wreq *r)
 {
     uint64_t pos0;
@@ -644,6 +669,7 @@ int multi_plan(local *L, MDB_txn *txn, wreq *r)
         return rc < 0 ? rc : 0;
     if ((rc = multi_assign(L, txn, r, &pos0)) || (rc = multi_index(L, txn, r, pos0)))
         return rc;
+    r->bytes = multi_rec_bytes_at(r, pos0);
     r->accepted = 1;
     return 0;
 }

@@ -67,8 +67,8 @@ int rm_plan(local *L, MDB_txn *txn, wreq *r)
     int tomb = r->op == OP_TOMBSTONE;
     removes_build(r->rm_buf, r->stream, r->stream_len, tomb, r->current,
                   tomb ? 0 : r->st.truncate_before, &r->rm_data_len, &r->rm_meta_len);
-    r->bytes = rec_event_size(RM_STREAM_LEN, sizeof REC_REMOVES_TYPE - 1, NULL, 0, r->rm_data_len,
-                              r->rm_meta_len);
+    r->bytes = rec_event_size_at(RM_STREAM_LEN, sizeof REC_REMOVES_TYPE - 1, NULL, 0,
+                                 r->rm_data_len, r->rm_meta_len, 1, 0, pos, rev);
     st.last_rev = rev;
     st.last_pos = pos;
     L->ck.next_pos++;

@@ -131,7 +131,7 @@ static int commit_stream(local *L, const idx_commit *c, buf *b, char *name, size
     uint8_t head[4];
     int rc = log_read(L->lg, c->loc, head, sizeof head);
     uint32_t n = rc == 0 ? ld32(head) : 0;
-    if (rc == 0 && (n < REC_HEADER_SIZE || n > c->bytes))
+    if (rc == 0 && (n < REC_MIN_SIZE || n > c->bytes))
         rc = err_set(STELE_ECORRUPT, "index: the commit of stream %llu has a bad first record",
                      (unsigned long long)c->sid);
     if (rc == 0 && (rc = buf_reserve(b, n)) == 0)

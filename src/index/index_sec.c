@@ -463,7 +463,7 @@ static int walk_commit(idx *ix, MDB_txn *txn, const uint8_t *recs, size_t len, u
     /* Metadata names need storage until the batch is written: count the
      * records first (they are self-describing). */
     size_t nrec = 0;
-    for (size_t off = 0; off + 4 <= len && ld32(recs + off) >= REC_HEADER_SIZE;
+    for (size_t off = 0; off + 4 <= len && ld32(recs + off) >= REC_MIN_SIZE;
          off += ld32(recs + off))
         nrec++;
     b.metas = malloc((nrec ? nrec : 1) * sizeof *b.metas);

@@ -420,6 +420,25 @@ int log_drop_last(logf *lg)
     return rc ? io_err(rc, "remove", path) : 0;
 }
 
+int log_peek(logf *lg, uint64_t loc, uint8_t *kind, uint64_t *position, int64_t *created_us)
+{
+    uint8_t h[REC_PEEK_SIZE];
+    int rc = log_read(lg, loc, h, 4);
+    if (rc)
+        return rc;
+    uint32_t len = ld32(h);
+    size_t n = len < sizeof h ? len : sizeof h;
+    if (len < REC_MIN_SIZE || (rc = log_read(lg, loc, h, n)) == 0) {
+        if (len < REC_MIN_SIZE || rec_peek(h, n, kind, position, created_us)) {
+            char name[32];
+            log_seg_name(loc_seg(loc), name);
+            rc = err_set(STELE_ECORRUPT, "segment %s offset %u: not a record header", name,
+                         loc_off(loc));
+        }
+    }
+    return rc;
+}
+
 int log_read(logf *lg, uint64_t loc, void *b, size_t n)
 {
     uint32_t segno = loc_seg(loc);
@@ -808,19 +827,22 @@ int log_valid_record_after(logf *lg, uint64_t bad, uint64_t next_pos)
     buf b = {0};
     int found = 0;
     const uint64_t CH = 4u << 20;
-    while (off + REC_HEADER_SIZE <= s->size && !found) {
+    while (off + REC_MIN_SIZE <= s->size && !found) {
         uint64_t n = s->size - off < CH ? s->size - off : CH;
         b.len = 0;
         if (buf_reserve(&b, n) || os_read_full(s->fd, b.p, n, off))
             break;
         int nonzero = 0;
-        for (uint64_t i = 0; i + REC_HEADER_SIZE <= n; i += REC_ALIGN) {
+        for (uint64_t i = 0; i + REC_MIN_SIZE <= n; i += REC_ALIGN) {
             uint32_t len = ld32(b.p + i);
             if (len)
                 nonzero = 1;
-            if (len < REC_HEADER_SIZE || len % REC_ALIGN || b.p[i + 8] != REC_EVENT)
+            /* An event record of either kind (1 or compact 8). */
+            uint8_t kind;
+            uint64_t pos;
+            int64_t created;
+            if (rec_peek(b.p + i, n - i, &kind, &pos, &created) || kind != REC_EVENT)
                 continue;
-            uint64_t pos = ld64(b.p + i + 24);
             if (pos < next_pos || pos - next_pos > (1ull << 32))
                 continue;
             /* A record cannot run past the segment: no buffer for one that
@@ -847,7 +869,11 @@ int log_valid_record_after(logf *lg, uint64_t bad, uint64_t next_pos)
         }
         if (!nonzero)
             break; /* a whole chunk of zeros: past any torn write */
-        off += n - REC_HEADER_SIZE + REC_ALIGN;
+        if (off + n >= s->size)
+            break; /* the chunk ran to the end of the file */
+        /* The next chunk repeats the last headers this one could not
+         * peek whole. */
+        off += n - REC_PEEK_SIZE + REC_ALIGN;
     }
     buf_free(&b);
     return found;

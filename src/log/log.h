@@ -100,6 +100,11 @@ int log_drop_last(logf *lg);
 /* Read `n` bytes at `loc`. 0 or a STELE_E* code (message set); LOG_REMOVED
  * if scavenging removed the record at `loc`. */
 int log_read(logf *lg, uint64_t loc, void *buf, size_t n);
+
+/* The kind, position and created time of the record at `loc` (rec_peek:
+ * header only, no CRC), reading no further than the record. 0, a code
+ * from log_read, or STELE_ECORRUPT when the bytes are not a record. */
+int log_peek(logf *lg, uint64_t loc, uint8_t *kind, uint64_t *position, int64_t *created_us);
 #define LOG_REMOVED STELE_ENOTFOUND
 
 /* Pin segment `segno` (NULL if there is none) so that it stays usable

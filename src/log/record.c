@@ -7,20 +7,146 @@
  */
 #include "log/record.h"
 
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util/util.h"
 
 static uint64_t pad8(uint64_t n) { return (n + (REC_ALIGN - 1)) & ~(uint64_t)(REC_ALIGN - 1); }
 
+/* ------------------------------------------------------------- varints */
+
+/* Unsigned LEB128: 7 bits a byte, low first, the high bit set on every
+ * byte but the last. Always the shortest form (the decoder refuses
+ * others, so a record has one encoding). */
+static unsigned varint_len(uint64_t v)
+{
+    /* 7 bits a byte: the bits v needs, rounded up to sevens. */
+    unsigned bits = 64 - (unsigned)__builtin_clzll(v | 1);
+    return (bits + 6) / 7;
+}
+
+static uint8_t *varint_put(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* The varint at *q (before end): its value, *q moved past it; -1 when it
+ * runs past end, is longer than needed or exceeds 64 bits. */
+static int varint_slow(const uint8_t **q, const uint8_t *end, uint64_t *out)
+{
+    const uint8_t *p = *q;
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (p == end)
+            return -1;
+        uint8_t b = *p++;
+        uint64_t bits = (uint64_t)(b & 0x7f);
+        if (shift == 63 && bits > 1)
+            return -1; /* past 64 bits */
+        v |= bits << shift;
+        if (!(b & 0x80)) {
+            if (b == 0 && shift)
+                return -1; /* a longer form than needed */
+            *q = p;
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* varint_slow() with the one- and two-byte forms (counts, lengths, small
+ * revisions) inline. */
+static inline int varint_get(const uint8_t **q, const uint8_t *end, uint64_t *out)
+{
+    const uint8_t *p = *q;
+    if (end - p >= 2) {
+        if (p[0] < 0x80) {
+            *out = p[0];
+            *q = p + 1;
+            return 0;
+        }
+        if (p[1] < 0x80) {
+            *out = (uint64_t)(p[0] & 0x7f) | (uint64_t)p[1] << 7;
+            *q = p + 2;
+            return p[1] ? 0 : -1;
+        }
+    }
+    return varint_slow(q, end, out);
+}
+
+/* ------------------------------------------------ the kind of new events */
+
+static atomic_int event_kind; /* 0: not chosen yet */
+
+uint8_t rec_event_kind(void)
+{
+    int k = atomic_load_explicit(&event_kind, memory_order_relaxed);
+    if (k == 0) {
+        const char *e = getenv("STELE_RECORD_KIND");
+        k = e && !strcmp(e, "1") ? REC_EVENT : REC_COMPACT;
+        int unset = 0;
+        if (!atomic_compare_exchange_strong(&event_kind, &unset, k))
+            k = unset;
+    }
+    return (uint8_t)k;
+}
+
+void rec_set_event_kind(uint8_t kind)
+{
+    atomic_store(&event_kind, kind == REC_EVENT ? REC_EVENT : REC_COMPACT);
+}
+
+/* --------------------------------------------------------- event records */
+
+/* The body both event kinds share: stream, type and tags with their NULs,
+ * data and metadata. */
+static uint64_t body_size(size_t stream_len, size_t type_len, const char *const *tags,
+                          size_t ntags, size_t data_len, size_t meta_len)
+{
+    uint64_t n = stream_len + 1 + type_len + 1;
+    for (size_t i = 0; i < ntags; i++)
+        n += 2 + strlen(tags[i]) + 1;
+    return n + (uint64_t)data_len + meta_len;
+}
+
+static uint64_t compact_head(size_t stream_len, size_t type_len, size_t ntags, size_t data_len,
+                             size_t meta_len, uint32_t count, uint32_t index, uint64_t position,
+                             uint64_t revision)
+{
+    return REC_COMPACT_FIXED + varint_len(count) + varint_len(index) + varint_len(position) +
+           varint_len(revision) + varint_len(stream_len) + varint_len(type_len) +
+           varint_len(ntags) + varint_len(data_len) + varint_len(meta_len);
+}
+
 uint64_t rec_event_size(size_t stream_len, size_t type_len, const char *const *tags,
                         size_t ntags, size_t data_len, size_t meta_len)
 {
-    uint64_t n = REC_HEADER_SIZE + stream_len + 1 + type_len + 1;
-    for (size_t i = 0; i < ntags; i++)
-        n += 2 + strlen(tags[i]) + 1;
-    n += (uint64_t)data_len + meta_len;
-    return pad8(n);
+    uint64_t body = body_size(stream_len, type_len, tags, ntags, data_len, meta_len);
+    if (rec_event_kind() == REC_EVENT)
+        return pad8(REC_HEADER_SIZE + body);
+    /* The widest numbers a record can hold: u32s take 5 bytes, u64s 10,
+     * u16s 3. */
+    return pad8(REC_COMPACT_FIXED + 5 + 5 + 10 + 10 + 3 + 3 + 3 + 5 + 5 + body);
+}
+
+uint64_t rec_event_size_at(size_t stream_len, size_t type_len, const char *const *tags,
+                           size_t ntags, size_t data_len, size_t meta_len, uint32_t commit_count,
+                           uint32_t commit_index, uint64_t position, uint64_t revision)
+{
+    uint64_t body = body_size(stream_len, type_len, tags, ntags, data_len, meta_len);
+    if (rec_event_kind() == REC_EVENT)
+        return pad8(REC_HEADER_SIZE + body);
+    return pad8(compact_head(stream_len, type_len, ntags, data_len, meta_len, commit_count,
+                             commit_index, position, revision) +
+                body);
 }
 
 static void put_header(uint8_t *out, uint32_t len, uint8_t kind, uint8_t flags,
@@ -46,14 +172,35 @@ size_t rec_encode_event(uint8_t *out, const char *stream, size_t stream_len,
                         uint64_t revision, int64_t created_us)
 {
     size_t type_len = strlen(ev->type);
-    uint64_t len = rec_event_size(stream_len, type_len, ev->tags, ev->ntags, ev->data_len,
-                                  ev->metadata_len);
-    put_header(out, (uint32_t)len, REC_EVENT, flags, stream_len, type_len, ev->ntags,
-               commit_count, commit_index, position, revision, created_us);
-    memcpy(out + 48, id, 16);
-    st32(out + 64, (uint32_t)ev->data_len);
-    st32(out + 68, (uint32_t)ev->metadata_len);
-    uint8_t *p = out + REC_HEADER_SIZE;
+    uint64_t len = 0; /* a compact record's is known once its body is written */
+    uint8_t *p;
+    if (rec_event_kind() == REC_EVENT) {
+        len = rec_event_size_at(stream_len, type_len, ev->tags, ev->ntags, ev->data_len,
+                                ev->metadata_len, commit_count, commit_index, position,
+                                revision);
+        put_header(out, (uint32_t)len, REC_EVENT, flags, stream_len, type_len, ev->ntags,
+                   commit_count, commit_index, position, revision, created_us);
+        memcpy(out + 48, id, 16);
+        st32(out + 64, (uint32_t)ev->data_len);
+        st32(out + 68, (uint32_t)ev->metadata_len);
+        p = out + REC_HEADER_SIZE;
+    } else {
+        st32(out, (uint32_t)len);
+        out[8] = REC_COMPACT;
+        out[9] = flags;
+        memcpy(out + 10, id, 16);
+        st64(out + 26, (uint64_t)created_us);
+        p = out + REC_COMPACT_FIXED;
+        p = varint_put(p, commit_count);
+        p = varint_put(p, commit_index);
+        p = varint_put(p, position);
+        p = varint_put(p, revision);
+        p = varint_put(p, stream_len);
+        p = varint_put(p, type_len);
+        p = varint_put(p, ev->ntags);
+        p = varint_put(p, ev->data_len);
+        p = varint_put(p, ev->metadata_len);
+    }
     memcpy(p, stream, stream_len);
     p += stream_len;
     *p++ = 0;
@@ -73,6 +220,10 @@ size_t rec_encode_event(uint8_t *out, const char *stream, size_t stream_len,
     if (ev->metadata_len)
         memcpy(p, ev->metadata, ev->metadata_len);
     p += ev->metadata_len;
+    if (!len) {
+        len = pad8((uint64_t)(p - out));
+        st32(out, (uint32_t)len);
+    }
     memset(p, 0, (size_t)(out + len - p));
     st32(out + 4, crc32c(0, out + 8, len - 8));
     return len;
@@ -142,6 +293,39 @@ size_t rec_encode_body_in(uint8_t *out, uint8_t kind, uint8_t flags, const char 
                        created_us);
 }
 
+/* The header of a compact record (its len checked): the fields of *r and
+ * where its body starts, or NULL when a varint is malformed. */
+static const uint8_t *compact_header(const uint8_t *p, uint32_t len, rec *r)
+{
+    const uint8_t *q = p + REC_COMPACT_FIXED, *end = p + len;
+    uint64_t v[9];
+    if (varint_get(&q, end, &v[0]) || varint_get(&q, end, &v[1]) ||
+        varint_get(&q, end, &v[2]) || varint_get(&q, end, &v[3]) ||
+        varint_get(&q, end, &v[4]) || varint_get(&q, end, &v[5]) ||
+        varint_get(&q, end, &v[6]) || varint_get(&q, end, &v[7]) ||
+        varint_get(&q, end, &v[8]))
+        return NULL;
+    /* Each number within its field: u32 counts and data lengths, u16
+     * name, type and tag counts. */
+    if ((v[0] | v[1] | v[7] | v[8]) > UINT32_MAX || (v[4] | v[5] | v[6]) > 0xffff)
+        return NULL;
+    r->kind = REC_EVENT;
+    r->compact = 1;
+    r->flags = p[9];
+    r->id = p + 10;
+    r->created_us = (int64_t)ld64(p + 26);
+    r->commit_count = (uint32_t)v[0];
+    r->commit_index = (uint32_t)v[1];
+    r->position = v[2];
+    r->revision = v[3];
+    r->stream_len = (uint16_t)v[4];
+    r->type_len = (uint16_t)v[5];
+    r->ntags = (uint16_t)v[6];
+    r->data_len = (uint32_t)v[7];
+    r->meta_len = (uint32_t)v[8];
+    return q;
+}
+
 static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **why, int crc)
 {
     if (avail < 4)
@@ -149,30 +333,44 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
     uint32_t len = ld32(p);
     if (len == 0)
         return REC_ZERO;
-    if (len < REC_HEADER_SIZE || len % REC_ALIGN) {
+    if (len < REC_MIN_SIZE || len % REC_ALIGN) {
         *why = "bad record length";
         return REC_BAD;
     }
     if (len > avail)
         return REC_SHORT;
+    if (p[8] != REC_COMPACT && len < REC_HEADER_SIZE) {
+        *why = "bad record length";
+        return REC_BAD;
+    }
     if (crc && crc32c(0, p + 8, len - 8) != ld32(p + 4)) {
         *why = "checksum mismatch";
         return REC_BAD;
     }
     r->len = len;
-    r->kind = p[8];
-    r->flags = p[9];
-    r->stream_len = ld16(p + 10);
-    r->type_len = ld16(p + 12);
-    r->ntags = ld16(p + 14);
-    r->commit_count = ld32(p + 16);
-    r->commit_index = ld32(p + 20);
-    r->position = ld64(p + 24);
-    r->revision = ld64(p + 32);
-    r->created_us = (int64_t)ld64(p + 40);
-    r->id = p + 48;
-    r->data_len = ld32(p + 64);
-    r->meta_len = ld32(p + 68);
+    r->at = p;
+    const uint8_t *body = p + REC_HEADER_SIZE;
+    if (p[8] == REC_COMPACT) {
+        if (!(body = compact_header(p, len, r))) {
+            *why = "malformed record header";
+            return REC_BAD;
+        }
+    } else {
+        r->kind = p[8];
+        r->compact = 0;
+        r->flags = p[9];
+        r->stream_len = ld16(p + 10);
+        r->type_len = ld16(p + 12);
+        r->ntags = ld16(p + 14);
+        r->commit_count = ld32(p + 16);
+        r->commit_index = ld32(p + 20);
+        r->position = ld64(p + 24);
+        r->revision = ld64(p + 32);
+        r->created_us = (int64_t)ld64(p + 40);
+        r->id = p + 48;
+        r->data_len = ld32(p + 64);
+        r->meta_len = ld32(p + 68);
+    }
     if (r->kind < REC_EVENT || r->kind > REC_CHAIN || (r->flags & ~REC_FLAGS_MASK) ||
         r->commit_count == 0 || r->commit_index >= r->commit_count ||
         ((r->flags & REC_REMOVES) &&
@@ -194,7 +392,7 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
         return REC_BAD;
     }
     /* Walk the body with bounds checks against len. */
-    const uint8_t *end = p + len, *q = p + REC_HEADER_SIZE;
+    const uint8_t *end = p + len, *q = body;
     if ((uint64_t)(end - q) < (uint64_t)r->stream_len + 1 || q[r->stream_len] != 0)
         goto malformed;
     r->stream = (const char *)q;
@@ -227,10 +425,49 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
         goto malformed;
     r->data = q;
     r->meta = q + r->data_len;
+    if (r->compact) {
+        /* Exactly the padding to the next multiple of 8, all zeros: one
+         * encoding per record. */
+        q += (uint64_t)r->data_len + r->meta_len;
+        if (end - q >= (ptrdiff_t)REC_ALIGN)
+            goto malformed;
+        for (; q < end; q++)
+            if (*q)
+                goto malformed;
+    }
     return REC_OK;
 malformed:
     *why = "malformed record body";
     return REC_BAD;
+}
+
+int rec_peek(const uint8_t *p, uint64_t n, uint8_t *kind, uint64_t *position,
+             int64_t *created_us)
+{
+    if (n < REC_MIN_SIZE)
+        return -1;
+    uint32_t len = ld32(p);
+    if (len < REC_MIN_SIZE || len % REC_ALIGN)
+        return -1;
+    if (p[8] == REC_COMPACT) {
+        /* Only the varints up to the position (count, index, position):
+         * they end within REC_PEEK_SIZE bytes, or within the record. */
+        const uint8_t *q = p + REC_COMPACT_FIXED, *end = p + (n < len ? n : len);
+        uint64_t count, index, pos;
+        if (varint_get(&q, end, &count) || varint_get(&q, end, &index) ||
+            varint_get(&q, end, &pos))
+            return -1;
+        *kind = REC_EVENT;
+        *position = pos;
+        *created_us = (int64_t)ld64(p + 26);
+        return 0;
+    }
+    if (p[8] < REC_EVENT || p[8] > REC_CHAIN || len < REC_HEADER_SIZE || n < REC_HEADER_SIZE)
+        return -1;
+    *kind = p[8];
+    *position = ld64(p + 24);
+    *created_us = (int64_t)ld64(p + 40);
+    return 0;
 }
 
 void seg_header_encode(uint8_t out[SEG_HEADER_SIZE], uint64_t segno, uint64_t first_position,

@@ -106,6 +106,30 @@
  * REC_DELETE / REC_TOMBSTONE marker records (kinds 2 and 3) are what older
  * stores hold; they are still read and applied the same way. A reader that
  * predates REC_REMOVES refuses the flag (malformed record header).
+ *
+ * The compact event record (kind 8, REC_COMPACT; since December 2026,
+ * issue 21) carries exactly what a kind 1 event record carries, with the
+ * numbers as varints (unsigned LEB128, shortest form) instead of a fixed
+ * 72-byte header. It keeps `len` and the CRC at the front, its length a
+ * multiple of 8 and its start a multiple of 8, so framing, torn-tail and
+ * damage rules are those of every other record:
+ *
+ *   +0  u32 len      whole record, padding included (multiple of 8, >= 48)
+ *   +4  u32 crc32c   of bytes 8..len-1
+ *   +8  u8  kind     8
+ *   +9  u8  flags    as a kind 1 event record
+ *   +10 u8[16] event id
+ *   +26 i64 created (µs)
+ *   +34 varints: commit_count, commit_index, position, revision,
+ *       stream_len, type_len, ntags, data_len, metadata_len
+ *   then the body of a kind 1 record: stream bytes, NUL; type bytes, NUL;
+ *       per tag: u16 len, bytes, NUL; data; metadata; zero padding (< 8)
+ *
+ * Decoding gives the same `rec` as the kind 1 record of the same event
+ * (kind REC_EVENT, compact set), so nothing above the decoder tells them
+ * apart. New events are written as kind 8 (rec_event_kind()); kind 1
+ * records stay readable for ever. A build before kind 8 refuses it as a
+ * malformed record header: the kind is the format mark.
  */
 #ifndef STELE_RECORD_H
 #define STELE_RECORD_H
@@ -122,6 +146,14 @@
 #define SEG_HEADER_SIZE 64u
 #define REC_HEADER_SIZE 72u
 #define REC_ALIGN 8u
+/* A compact record's fixed part (len, crc, kind, flags, id, created) and
+ * the smallest record of any kind (a compact one with every varint one
+ * byte, two NULs, padded). */
+#define REC_COMPACT_FIXED 34u
+#define REC_MIN_SIZE 48u
+/* Bytes that hold the header of any record (a compact one's widest
+ * varints included): what rec_peek() reads. */
+#define REC_PEEK_SIZE 88u
 
 enum rec_kind {
     REC_EVENT = 1,
@@ -131,6 +163,7 @@ enum rec_kind {
     REC_METADATA = 5,
     REC_SNAPSHOT = 6,
     REC_CHAIN = 7,
+    REC_COMPACT = 8, /* on disk only: decoded as REC_EVENT with `compact` set */
 };
 
 /*
@@ -181,6 +214,8 @@ typedef struct rec {
     uint32_t len;
     uint8_t kind;
     uint8_t flags;
+    uint8_t compact;   /* written as kind 8 (kind says REC_EVENT) */
+    const uint8_t *at; /* the record's first byte */
     uint32_t commit_count;
     uint32_t commit_index;
     uint64_t position;
@@ -199,12 +234,28 @@ typedef struct rec {
     uint32_t meta_len;
 } rec;
 
-/* Size of an event record with these parts (padding included). */
+/* The kind new event records are written in: REC_COMPACT, or REC_EVENT
+ * when the environment says STELE_RECORD_KIND=1 (to write a store the
+ * previous format's builds read) or a test chose it. Process-wide. */
+uint8_t rec_event_kind(void);
+/* Choose it (REC_EVENT or REC_COMPACT), for tests: only while no store of
+ * this process is being written. */
+void rec_set_event_kind(uint8_t kind);
+
+/* The most bytes an event record with these parts takes (padding
+ * included), whatever its position and revision: a kind 1 record's exact
+ * size; the budget of a compact one before the writer plans it. */
 uint64_t rec_event_size(size_t stream_len, size_t type_len, const char *const *tags,
                         size_t ntags, size_t data_len, size_t meta_len);
+/* The exact size of the record rec_encode_event() writes for these parts
+ * and numbers. */
+uint64_t rec_event_size_at(size_t stream_len, size_t type_len, const char *const *tags,
+                           size_t ntags, size_t data_len, size_t meta_len, uint32_t commit_count,
+                           uint32_t commit_index, uint64_t position, uint64_t revision);
 
-/* Encode an event record into `out` (rec_event_size bytes, zeroed by the
- * caller is not needed). Returns the bytes written. */
+/* Encode an event record, in rec_event_kind(), into `out` (room for
+ * rec_event_size_at bytes; zeroing by the caller is not needed). Returns
+ * the bytes written. */
 size_t rec_encode_event(uint8_t *out, const char *stream, size_t stream_len,
                         const stele_event_in *ev, const uint8_t id[16], uint8_t flags,
                         uint32_t commit_count, uint32_t commit_index, uint64_t position,
@@ -268,6 +319,14 @@ rec_status rec_decode_trusted(const uint8_t *p, uint64_t avail, rec *r, const ch
  * holds no event); only the chain's own walks judge it. */
 int rec_chain_torn(const uint8_t *p, uint64_t avail);
 #define REC_CHAIN_DATA_OFF (REC_HEADER_SIZE + 2u)
+
+/* The kind (REC_EVENT for a compact record), position and created time
+ * of the record whose first `n` bytes are at p, read without checking its
+ * CRC or body: for scans that look at headers only. n is at least
+ * REC_PEEK_SIZE or the record's length. 0, or -1 when the bytes do not
+ * start a record header this build writes or reads. */
+int rec_peek(const uint8_t *p, uint64_t n, uint8_t *kind, uint64_t *position,
+             int64_t *created_us);
 
 /* Segment header. */
 void seg_header_encode(uint8_t out[SEG_HEADER_SIZE], uint64_t segno, uint64_t first_position,

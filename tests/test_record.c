@@ -1,0 +1,458 @@
+/*
+ * test_record.c - the two event record kinds (src/log/record.c): every
+ * event encodes and decodes to the same fields as a kind 1 record and as a
+ * compact (kind 8) one; sizes are exact and within the planning budget;
+ * the other kinds are untouched by the choice; damaged or non-canonical
+ * compact records are refused; rec_peek reads both headers.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log/record.h"
+#include "testutil.h"
+#include "util/util.h"
+
+/* One event and the numbers a writer gives it. */
+typedef struct ev_case {
+    const char *stream;
+    size_t stream_len;
+    stele_event_in ev;
+    uint8_t id[16];
+    uint8_t flags;
+    uint32_t count, index;
+    uint64_t position, revision;
+    int64_t created;
+} ev_case;
+
+/* Encode c in `kind`, check the size functions against it, decode it
+ * (with and without the CRC) and compare every field with c. Returns the
+ * record's length; *out (malloc'd) holds its bytes. */
+static uint32_t round_trip(const ev_case *c, uint8_t kind, uint8_t **out)
+{
+    rec_set_event_kind(kind);
+    size_t type_len = strlen(c->ev.type);
+    uint64_t exact = rec_event_size_at(c->stream_len, type_len, c->ev.tags, c->ev.ntags,
+                                       c->ev.data_len, c->ev.metadata_len, c->count, c->index,
+                                       c->position, c->revision);
+    uint64_t budget = rec_event_size(c->stream_len, type_len, c->ev.tags, c->ev.ntags,
+                                     c->ev.data_len, c->ev.metadata_len);
+    CHECK(exact <= budget);
+    CHECK(exact % REC_ALIGN == 0 && exact >= REC_MIN_SIZE);
+    uint8_t *p = malloc(exact + 16);
+    CHECK(p != NULL);
+    memset(p, 0xAA, exact + 16);
+    size_t n = rec_encode_event(p, c->stream, c->stream_len, &c->ev, c->id, c->flags, c->count,
+                                c->index, c->position, c->revision, c->created);
+    CHECK(n == exact);
+    CHECK(p[8] == kind);
+    for (int trusted = 0; trusted < 2; trusted++) {
+        rec r;
+        const char *why = NULL;
+        /* Extra bytes after the record do not matter. */
+        rec_status st = trusted ? rec_decode_trusted(p, exact + 16, &r, &why)
+                                : rec_decode(p, exact + 16, &r, &why);
+        CHECK(st == REC_OK);
+        if (st != REC_OK) {
+            fprintf(stderr, "decode: %s\n", why ? why : "?");
+            continue;
+        }
+        CHECK(r.len == exact);
+        CHECK(r.at == p);
+        CHECK(r.kind == REC_EVENT);
+        CHECK(r.compact == (kind == REC_COMPACT));
+        CHECK(r.flags == c->flags);
+        CHECK(r.commit_count == c->count && r.commit_index == c->index);
+        CHECK(r.position == c->position && r.revision == c->revision);
+        CHECK(r.created_us == c->created);
+        CHECK(memcmp(r.id, c->id, 16) == 0);
+        CHECK(r.stream_len == c->stream_len && !memcmp(r.stream, c->stream, c->stream_len) &&
+              r.stream[r.stream_len] == 0);
+        CHECK(r.type_len == type_len && !memcmp(r.type, c->ev.type, type_len));
+        CHECK(r.ntags == c->ev.ntags);
+        const uint8_t *t = r.tags;
+        for (size_t i = 0; i < c->ev.ntags; i++) {
+            size_t tl = strlen(c->ev.tags[i]);
+            CHECK(ld16(t) == tl && !memcmp(t + 2, c->ev.tags[i], tl) && t[2 + tl] == 0);
+            t += 3 + tl;
+        }
+        CHECK(r.data_len == c->ev.data_len &&
+              (!c->ev.data_len || !memcmp(r.data, c->ev.data, c->ev.data_len)));
+        CHECK(r.meta_len == c->ev.metadata_len &&
+              (!c->ev.metadata_len || !memcmp(r.meta, c->ev.metadata, c->ev.metadata_len)));
+        CHECK(r.meta + r.meta_len <= p + r.len);
+    }
+    uint8_t k;
+    uint64_t pos;
+    int64_t created;
+    CHECK(rec_peek(p, exact, &k, &pos, &created) == 0);
+    CHECK(k == REC_EVENT && pos == c->position && created == c->created);
+    *out = p;
+    return (uint32_t)exact;
+}
+
+/* Both kinds of c decode to the same event; the compact one is no bigger. */
+static void both(const ev_case *c)
+{
+    uint8_t *a, *b;
+    uint32_t la = round_trip(c, REC_EVENT, &a);
+    uint32_t lb = round_trip(c, REC_COMPACT, &b);
+    CHECK(lb <= la);
+    /* A truncated record is short, never bad or read past its end. */
+    for (uint32_t cut = 4; cut < lb; cut += 4) {
+        uint8_t *q = malloc(cut);
+        memcpy(q, b, cut);
+        rec r;
+        const char *why;
+        CHECK(rec_decode(q, cut, &r, &why) == REC_SHORT);
+        free(q);
+    }
+    free(a);
+    free(b);
+}
+
+static ev_case base_case(void)
+{
+    ev_case c;
+    memset(&c, 0, sizeof c);
+    c.stream = "Order-123";
+    c.stream_len = 9;
+    c.ev.type = "OrderPlaced";
+    c.ev.data = "{\"total\":42,\"items\":[1,2,3]}";
+    c.ev.data_len = strlen(c.ev.data);
+    c.ev.flags = STELE_EVENT_JSON;
+    for (int i = 0; i < 16; i++)
+        c.id[i] = (uint8_t)(0x10 + i);
+    c.flags = STELE_EVENT_JSON;
+    c.count = 1;
+    c.position = 1234567;
+    c.revision = 3;
+    c.created = 1796000000123456;
+    return c;
+}
+
+static void test_round_trips(void)
+{
+    ev_case c = base_case();
+    both(&c);
+
+    /* Empty data and metadata, a one-byte stream and type. */
+    c.stream = "s";
+    c.stream_len = 1;
+    c.ev.type = "T";
+    c.ev.data = NULL;
+    c.ev.data_len = 0;
+    c.flags = 0;
+    c.position = c.revision = 0;
+    both(&c);
+
+    /* Metadata, tags, a ULID id made by the store, a multi-stream commit. */
+    c = base_case();
+    static const char *tags[] = {"vip", "tenant:acme", "x"};
+    c.ev.tags = tags;
+    c.ev.ntags = 3;
+    c.ev.metadata = "{\"$correlationId\":\"c-1\"}";
+    c.ev.metadata_len = strlen(c.ev.metadata);
+    c.flags = STELE_EVENT_JSON | STELE_META_JSON | STELE_EVENT_ID_ULID | REC_ID_MADE | REC_MULTI;
+    c.count = 1000;
+    c.index = 999;
+    both(&c);
+
+    /* The widest numbers, a created time before the epoch. */
+    c = base_case();
+    c.count = UINT32_MAX;
+    c.index = UINT32_MAX - 1;
+    c.position = UINT64_MAX - 1;
+    c.revision = UINT64_MAX;
+    c.created = INT64_MIN;
+    both(&c);
+    c.created = -1;
+    c.position = (uint64_t)1 << 63;
+    both(&c);
+
+    /* Every varint boundary of the position (1..10 bytes). */
+    c = base_case();
+    for (int bits = 0; bits < 64; bits += 7) {
+        c.position = ((uint64_t)1 << bits) - 1;
+        both(&c);
+        c.position = (uint64_t)1 << bits;
+        both(&c);
+    }
+
+    /* The largest stream name, type and tags a record holds, big data. */
+    c = base_case();
+    char *big = malloc(65535 + 1);
+    memset(big, 's', 65535);
+    big[65535] = 0;
+    c.stream = big;
+    c.stream_len = 65535;
+    c.ev.type = big;
+    const char *many[64];
+    char tag255[256];
+    memset(tag255, 't', 255);
+    tag255[255] = 0;
+    for (int i = 0; i < 64; i++)
+        many[i] = tag255;
+    c.ev.tags = many;
+    c.ev.ntags = 64;
+    size_t dl = 1u << 20;
+    char *data = malloc(dl);
+    for (size_t i = 0; i < dl; i++)
+        data[i] = (char)(i * 7);
+    c.ev.data = data;
+    c.ev.data_len = dl;
+    c.ev.metadata = data;
+    c.ev.metadata_len = 300;
+    uint8_t *a, *b;
+    round_trip(&c, REC_EVENT, &a);
+    round_trip(&c, REC_COMPACT, &b);
+    free(a);
+    free(b);
+    free(data);
+    free(big);
+
+    /* A stream delete as an event (REC_REMOVES) in either kind. */
+    c = base_case();
+    uint8_t block[REC_REMOVES_FIXED + 7];
+    rec_removes_encode(block, REC_DELETE, 5, 4, "Order-1", 7);
+    c.stream = REC_REMOVES_STREAM;
+    c.stream_len = strlen(REC_REMOVES_STREAM);
+    c.ev.type = REC_REMOVES_TYPE;
+    c.ev.metadata = block;
+    c.ev.metadata_len = sizeof block;
+    c.flags = STELE_EVENT_JSON | REC_ID_MADE | REC_REMOVES;
+    for (int k = 0; k < 2; k++) {
+        uint8_t *p;
+        uint32_t len = round_trip(&c, k ? REC_COMPACT : REC_EVENT, &p);
+        rec r;
+        const char *why;
+        CHECK(rec_decode(p, len, &r, &why) == REC_OK);
+        rec_removes rm;
+        CHECK(rec_removes_decode(&r, &rm) == 0);
+        CHECK(rm.kind == REC_DELETE && rm.truncate_before == 5 && rm.last_rev == 4 &&
+              rm.stream_len == 7 && !memcmp(rm.stream, "Order-1", 7));
+        free(p);
+    }
+}
+
+/* A ~100-byte event (the benchmark's) takes fewer bytes as kind 8. */
+static void test_smaller(void)
+{
+    ev_case c = base_case();
+    char data[100];
+    memset(data, 'x', sizeof data);
+    c.ev.data = data;
+    c.ev.data_len = sizeof data;
+    uint8_t *a, *b;
+    uint32_t la = round_trip(&c, REC_EVENT, &a);
+    uint32_t lb = round_trip(&c, REC_COMPACT, &b);
+    printf("a 100-byte event: kind 1 %u bytes, kind 8 %u bytes\n", la, lb);
+    CHECK(lb + 16 <= la);
+    free(a);
+    free(b);
+}
+
+/* Metadata, snapshot, chain and marker records keep their kinds and bytes
+ * whichever kind events are written in. */
+static void test_other_kinds(void)
+{
+    uint8_t x[2][512], block[REC_META_DATA_SIZE] = {0};
+    size_t n[2];
+    for (int k = 0; k < 2; k++) {
+        rec_set_event_kind(k ? REC_COMPACT : REC_EVENT);
+        uint8_t *p = x[k];
+        size_t off = 0;
+        off += rec_encode_body(p + off, REC_METADATA, 0, "s-1", 3, block, sizeof block, "{}", 2,
+                               0, 7, 1000);
+        off += rec_encode_body(p + off, REC_SNAPSHOT, STELE_EVENT_JSON, "s-1", 3, "{\"n\":1}", 7,
+                               NULL, 0, 1, 7, 1000);
+        off += rec_encode_body_in(p + off, REC_SNAPSHOT, 0, "s-1", 3, "z", 1, 2, 1, 1, 7, 1000);
+        uint8_t chain[CHAIN_DATA_SIZE] = {1};
+        off += rec_encode_body(p + off, REC_CHAIN, 0, "", 0, chain, sizeof chain, NULL, 0, 9, 0,
+                               1000);
+        off += rec_encode_marker(p + off, REC_SEAL, "", 0, 9, UINT64_MAX, 1000);
+        n[k] = off;
+        static const uint8_t kinds[] = {REC_METADATA, REC_SNAPSHOT, REC_SNAPSHOT, REC_CHAIN,
+                                        REC_SEAL};
+        size_t at = 0;
+        for (int i = 0; i < 5; i++) {
+            rec r;
+            const char *why;
+            CHECK(rec_decode(p + at, off - at, &r, &why) == REC_OK);
+            CHECK(r.kind == kinds[i] && !r.compact && p[at + 8] == kinds[i]);
+            at += r.len;
+        }
+        CHECK(at == off);
+    }
+    CHECK(n[0] == n[1] && memcmp(x[0], x[1], n[0]) == 0);
+}
+
+/* Fix the CRC of the record at p after an edit. */
+static void fix_crc(uint8_t *p) { st32(p + 4, crc32c(0, p + 8, ld32(p) - 8)); }
+
+static rec_status dec(const uint8_t *p, uint64_t n)
+{
+    rec r;
+    const char *why = NULL;
+    rec_status st = rec_decode(p, n, &r, &why);
+    if (st == REC_BAD)
+        CHECK(why != NULL);
+    return st;
+}
+
+/* Damage and non-canonical forms are refused (with a right CRC too). */
+static void test_refused(void)
+{
+    ev_case c = base_case();
+    c.ev.data = "xyz"; /* 3 bytes: the record has padding */
+    c.ev.data_len = 3;
+    uint8_t *p;
+    uint32_t len = round_trip(&c, REC_COMPACT, &p);
+    uint8_t *q = malloc(len + 64);
+
+    /* A flipped bit anywhere after the CRC: checksum mismatch. */
+    for (uint32_t i = 8; i < len; i++) {
+        memcpy(q, p, len);
+        q[i] ^= 0x04;
+        CHECK(dec(q, len) == REC_BAD);
+    }
+    /* Padding that is not zero. */
+    memcpy(q, p, len);
+    q[len - 1] = 1;
+    fix_crc(q);
+    CHECK(dec(q, len) == REC_BAD);
+    /* Eight more bytes of padding (a length past the body's padding). */
+    memcpy(q, p, len);
+    memset(q + len, 0, 8);
+    st32(q, len + 8);
+    fix_crc(q);
+    CHECK(dec(q, len + 8) == REC_BAD);
+    /* An overlong varint: commit_count 1 as 0x81 0x00, the body moved up. */
+    memset(q, 0, len + 64);
+    memcpy(q, p, REC_COMPACT_FIXED);
+    q[REC_COMPACT_FIXED] = 0x81;
+    q[REC_COMPACT_FIXED + 1] = 0x00;
+    memcpy(q + REC_COMPACT_FIXED + 2, p + REC_COMPACT_FIXED + 1, len - REC_COMPACT_FIXED - 1);
+    fix_crc(q);
+    CHECK(dec(q, len) == REC_BAD);
+    /* A stream length past the record; a commit_index past the count. */
+    memcpy(q, p, len);
+    rec r;
+    const char *why;
+    CHECK(rec_decode(p, len, &r, &why) == REC_OK);
+    /* The last five varints (one byte each here) are stream_len, type_len,
+     * ntags, data_len and meta_len. */
+    size_t sl_at = (size_t)((const uint8_t *)r.stream - p) - 5;
+    CHECK(q[sl_at] == 9);
+    q[sl_at] = 0x7f;
+    fix_crc(q);
+    CHECK(dec(q, len) == REC_BAD);
+    memcpy(q, p, len);
+    q[REC_COMPACT_FIXED + 1] = 1; /* index 1 of a commit of 1 */
+    fix_crc(q);
+    CHECK(dec(q, len) == REC_BAD);
+    /* A compact record shorter than the smallest record. */
+    memcpy(q, p, len);
+    st32(q, REC_MIN_SIZE - 8);
+    CHECK(dec(q, len) == REC_BAD);
+    /* REC_REMOVES in a multi-stream commit: refused like kind 1's. */
+    memcpy(q, p, len);
+    q[9] |= REC_REMOVES | REC_MULTI;
+    fix_crc(q);
+    CHECK(dec(q, len) == REC_BAD);
+    /* An unknown flag. */
+    memcpy(q, p, len);
+    q[9] |= 0x08;
+    fix_crc(q);
+    CHECK(dec(q, len) == REC_BAD);
+    /* A length below a kind 1 header for another kind: the smallest
+     * compact record, relabelled. */
+    ev_case s = base_case();
+    s.stream = "s";
+    s.stream_len = 1;
+    s.ev.type = "T";
+    s.ev.data_len = 0;
+    s.position = s.revision = 0;
+    uint8_t *small;
+    CHECK(round_trip(&s, REC_COMPACT, &small) == REC_MIN_SIZE);
+    small[8] = REC_EVENT;
+    fix_crc(small);
+    CHECK(dec(small, REC_MIN_SIZE) == REC_BAD);
+    free(small);
+    /* A kind past 8 (what a build of the next format would write). */
+    memcpy(q, p, len);
+    q[8] = 9;
+    fix_crc(q);
+    CHECK(dec(q, len) == REC_BAD);
+    uint8_t k;
+    uint64_t pos;
+    int64_t t;
+    CHECK(rec_peek(q, len, &k, &pos, &t) == -1);
+    free(q);
+    free(p);
+}
+
+/* The bytes of one event in each kind, pinned: kind 1's as the build
+ * before kind 8 wrote them (its record.c produced this hex), kind 8's as
+ * docs/file-format.md lays them out. A change of either is a format change. */
+static void test_golden(void)
+{
+    static const char k1[] =
+        "8800000010dcdc8b018309000b000200030000000100000087d61200000000002a000000000000004022"
+        "06d673610600a0a1a2a3a4a5a6a7a8a9aaabacadaeaf0c000000070000004f726465722d313233004f"
+        "72646572506c61636564000300766970000b0074656e616e743a61636d65007b22746f74616c223a34"
+        "327d7b226d223a317d000000";
+    static const char k8[] =
+        "70000000c42126d50883a0a1a2a3a4a5a6a7a8a9aaabacadaeaf402206d673610600030187ad4b2a09"
+        "0b020c074f726465722d313233004f72646572506c61636564000300766970000b0074656e616e743a"
+        "61636d65007b22746f74616c223a34327d7b226d223a317d000000000000";
+    static const char *tags[] = {"vip", "tenant:acme"};
+    stele_event_in ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = "OrderPlaced";
+    ev.data = "{\"total\":42}";
+    ev.data_len = 12;
+    ev.metadata = "{\"m\":1}";
+    ev.metadata_len = 7;
+    ev.tags = tags;
+    ev.ntags = 2;
+    uint8_t id[16];
+    for (int i = 0; i < 16; i++)
+        id[i] = (uint8_t)(0xa0 + i);
+    for (int k = 0; k < 2; k++) {
+        const char *want = k ? k8 : k1;
+        rec_set_event_kind(k ? REC_COMPACT : REC_EVENT);
+        uint8_t out[512];
+        size_t n = rec_encode_event(out, "Order-123", 9, &ev, id, 0x03 | REC_ID_MADE, 3, 1,
+                                    1234567, 42, 1796000000123456LL);
+        char hex[1025];
+        for (size_t i = 0; i < n && i < 512; i++)
+            snprintf(hex + 2 * i, 3, "%02x", out[i]);
+        CHECK(strlen(want) == 2 * n && !memcmp(hex, want, 2 * n));
+    }
+}
+
+/* The writer's kind: STELE_RECORD_KIND=1 chooses kind 1 before any write;
+ * rec_set_event_kind overrides. */
+static void test_kind_choice(void)
+{
+    rec_set_event_kind(REC_EVENT);
+    CHECK(rec_event_kind() == REC_EVENT);
+    rec_set_event_kind(REC_COMPACT);
+    CHECK(rec_event_kind() == REC_COMPACT);
+    rec_set_event_kind(0); /* anything else: compact */
+    CHECK(rec_event_kind() == REC_COMPACT);
+}
+
+int main(void)
+{
+    test_round_trips();
+    test_smaller();
+    test_other_kinds();
+    test_refused();
+    test_golden();
+    test_kind_choice();
+    if (t_failures)
+        fprintf(stderr, "%d failures\n", t_failures);
+    return t_failures ? 1 : 0;
+}
