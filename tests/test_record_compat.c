@@ -53,7 +53,8 @@ static void put(dbuf *b, const void *p, size_t n)
         if (!b->p)
             abort();
     }
-    memcpy(b->p + b->len, p, n);
+    if (n) /* p may be NULL for nothing (an empty field) */
+        memcpy(b->p + b->len, p, n);
     b->len += n;
 }
 
