@@ -1043,7 +1043,8 @@ void stele_sub_close(stele_sub *sub);
 /**
  * For event loops: a new non-blocking eventfd that becomes readable after
  * every commit (read it to reset it, then call stele_sub_next() with
- * timeout 0). Release it with stele_unwatch() before stele_close().
+ * timeout 0). The writer signals it once it has answered the commit's
+ * appends, so it may become readable just after stele_append() returned. Release it with stele_unwatch() before stele_close().
  * At most 64 watches per store.
  */
 STELE_API

@@ -6,6 +6,7 @@
  * a filter that matches nothing still advances the position; bad filters
  * are refused with the reason.
  */
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -185,6 +186,11 @@ int main(void)
         }
         stele_event_in e = {.type = "Happened"};
         CHECK_OK(stele_append(db, "Later-1", STELE_NO_STREAM, &e, 1, NULL));
+        /* The fd fires after the commit, which may be just after the
+         * append returned (the writer signals watchers once it has
+         * answered the group's appends). */
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        CHECK(poll(&pfd, 1, 10000) == 1);
         CHECK(read(fd, &junk, sizeof junk) == sizeof junk);
         CHECK_OK(stele_sub_next(s, 10, 1000, &pg));
         CHECK(stele_page_count(pg) == 1);
