@@ -379,9 +379,9 @@ static void test_refused(void)
     fix_crc(small);
     CHECK(dec(small, REC_MIN_SIZE) == REC_BAD);
     free(small);
-    /* A kind past 8 (what a build of the next format would write). */
+    /* A kind past 9 (what a build of the next format would write). */
     memcpy(q, p, len);
-    q[8] = 9;
+    q[8] = 10;
     fix_crc(q);
     CHECK(dec(q, len) == REC_BAD);
     uint8_t k;
@@ -440,8 +440,10 @@ static void test_kind_choice(void)
     CHECK(rec_event_kind() == REC_EVENT);
     rec_set_event_kind(REC_COMPACT);
     CHECK(rec_event_kind() == REC_COMPACT);
-    rec_set_event_kind(0); /* anything else: compact */
-    CHECK(rec_event_kind() == REC_COMPACT);
+    rec_set_event_kind(REC_SHARED);
+    CHECK(rec_event_kind() == REC_SHARED);
+    rec_set_event_kind(0); /* anything else: the newest, shared names */
+    CHECK(rec_event_kind() == REC_SHARED);
 }
 
 int main(void)

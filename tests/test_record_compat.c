@@ -324,7 +324,7 @@ static kinds count_kinds(const char *dir)
         for (;;) {
             rec r;
             const char *why;
-            if (rec_decode(p + off, (uint64_t)sb.st_size - off, &r, &why) != REC_OK)
+            if (rec_decode_in(p, off, (uint64_t)sb.st_size - off, &r, &why) != REC_OK)
                 break;
             if (r.kind == REC_EVENT && r.compact) {
                 k.k8++;
