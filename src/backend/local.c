@@ -773,14 +773,15 @@ static int encode_append(gwrite *g, wreq *r, uint64_t start)
             L->ck.last_pos_loc = loc;
         }
         const stele_event_in *e = &a->events[i];
+        size_t tl = strlen(e->type);
         uint32_t sb, tb;
-        rec_share_next(&sh, a->stream, a->stream_len, e->type, e->tags, e->ntags, e->data_len,
-                       e->metadata_len, (uint32_t)a->n, (uint32_t)i, pos,
-                       r->res.first_revision + i, &sb, &tb);
-        L->gbuf.len += rec_encode_event_shared(
+        rec_share_refs(&sh, a->stream, a->stream_len, e->type, tl, (uint32_t)i, &sb, &tb);
+        size_t n = rec_encode_event_shared(
             L->gbuf.p + L->gbuf.len, a->stream, a->stream_len, e, a->ids[i],
             (uint8_t)((e->flags & REC_EVENT_FLAGS) | (a->made[i] ? REC_ID_MADE : 0)),
             (uint32_t)a->n, (uint32_t)i, pos, r->res.first_revision + i, g->now, sb, tb);
+        rec_share_add(&sh, a->stream, a->stream_len, e->type, tl, sb, tb, n);
+        L->gbuf.len += n;
     }
     idx_commit c = {r->st.sid, r->res.first_revision, loc_make(g->seg, (uint32_t)start),
                     r->res.first_position, (uint32_t)a->n,

@@ -728,12 +728,14 @@ int multi_encode(local *L, MDB_txn *txn, wreq *r, uint32_t seg, uint64_t write_o
         uint8_t flags = (uint8_t)((e->flags & REC_EVENT_FLAGS) |
                                   (m->made[k] ? REC_ID_MADE : 0) | REC_MULTI);
         uint32_t sb, tb;
-        uint64_t rev = ms[i].next_rev++;
-        rec_share_next(&sh, m->streams[i].stream, m->streams[i].len, e->type, e->tags, e->ntags,
-                       e->data_len, e->metadata_len, count, (uint32_t)k, pos, rev, &sb, &tb);
-        L->gbuf.len += rec_encode_event_shared(L->gbuf.p + L->gbuf.len, m->streams[i].stream,
-                                               m->streams[i].len, e, m->ids[k], flags, count,
-                                               (uint32_t)k, pos, rev, now, sb, tb);
+        size_t tl = strlen(e->type);
+        rec_share_refs(&sh, m->streams[i].stream, m->streams[i].len, e->type, tl, (uint32_t)k,
+                       &sb, &tb);
+        size_t n = rec_encode_event_shared(L->gbuf.p + L->gbuf.len, m->streams[i].stream,
+                                           m->streams[i].len, e, m->ids[k], flags, count,
+                                           (uint32_t)k, pos, ms[i].next_rev++, now, sb, tb);
+        rec_share_add(&sh, m->streams[i].stream, m->streams[i].len, e->type, tl, sb, tb, n);
+        L->gbuf.len += n;
         c.count++;
     }
     uint32_t index = (uint32_t)m->nrecords;

@@ -87,6 +87,11 @@ static inline int varint_get(const uint8_t **q, const uint8_t *end, uint64_t *ou
             *q = p + 2;
             return p[1] ? 0 : -1;
         }
+        if (end - p >= 3 && p[2] < 0x80) { /* positions below 2^21, refs */
+            *out = (uint64_t)(p[0] & 0x7f) | (uint64_t)(p[1] & 0x7f) << 7 | (uint64_t)p[2] << 14;
+            *q = p + 3;
+            return p[2] ? 0 : -1;
+        }
     }
     return varint_slow(q, end, out);
 }
@@ -203,7 +208,9 @@ void rec_share_init(rec_share *sh) { memset(sh, 0, sizeof *sh); }
 static uint32_t share_find(const rec_share *sh, int f, const char *s, size_t len)
 {
     for (uint32_t i = 0; i < sh->n[f] && i < REC_SHARE_SLOTS; i++) {
-        if (sh->slot[f][i].len != len || memcmp(sh->slot[f][i].s, s, len))
+        /* The same string (a client's batch often repeats one type), or
+         * equal bytes. */
+        if (sh->slot[f][i].len != len || (sh->slot[f][i].s != s && memcmp(sh->slot[f][i].s, s, len)))
             continue;
         uint64_t back = sh->off - sh->slot[f][i].at;
         if (back > UINT32_MAX || varint_len(back / REC_ALIGN) >= varint_len(len) + len + 1)
@@ -221,27 +228,41 @@ static void share_note(rec_share *sh, int f, const char *s, size_t len)
     sh->slot[f][i].at = sh->off;
 }
 
+void rec_share_refs(const rec_share *sh, const char *stream, size_t stream_len, const char *type,
+                    size_t type_len, uint32_t commit_index, uint32_t *stream_back,
+                    uint32_t *type_back)
+{
+    *stream_back = *type_back = 0;
+    if (rec_event_kind() == REC_SHARED && commit_index > 0) {
+        *stream_back = share_find(sh, 0, stream, stream_len);
+        *type_back = share_find(sh, 1, type, type_len);
+    }
+}
+
+void rec_share_add(rec_share *sh, const char *stream, size_t stream_len, const char *type,
+                   size_t type_len, uint32_t stream_back, uint32_t type_back, uint64_t bytes)
+{
+    if (!stream_back)
+        share_note(sh, 0, stream, stream_len);
+    if (!type_back)
+        share_note(sh, 1, type, type_len);
+    sh->off += bytes;
+}
+
 uint64_t rec_share_next(rec_share *sh, const char *stream, size_t stream_len, const char *type,
                         const char *const *tags, size_t ntags, size_t data_len, size_t meta_len,
                         uint32_t commit_count, uint32_t commit_index, uint64_t position,
                         uint64_t revision, uint32_t *stream_back, uint32_t *type_back)
 {
     size_t type_len = strlen(type);
-    uint32_t sb = 0, tb = 0;
-    if (rec_event_kind() == REC_SHARED && commit_index > 0) {
-        sb = share_find(sh, 0, stream, stream_len);
-        tb = share_find(sh, 1, type, type_len);
-    }
+    uint32_t sb, tb;
+    rec_share_refs(sh, stream, stream_len, type, type_len, commit_index, &sb, &tb);
     uint64_t n = sb || tb ? shared_size(stream_len, type_len, tags, ntags, data_len, meta_len,
                                         commit_count, commit_index, position, revision, sb, tb)
                           : rec_event_size_at(stream_len, type_len, tags, ntags, data_len,
                                               meta_len, commit_count, commit_index, position,
                                               revision);
-    if (!sb)
-        share_note(sh, 0, stream, stream_len);
-    if (!tb)
-        share_note(sh, 1, type, type_len);
-    sh->off += n;
+    rec_share_add(sh, stream, stream_len, type, type_len, sb, tb, n);
     *stream_back = sb;
     *type_back = tb;
     return n;
@@ -443,7 +464,18 @@ static const uint8_t *compact_header(const uint8_t *p, uint32_t len, rec *r)
     return q;
 }
 
+/* crc: check the CRC; head: a holder's decode, which needs the header and
+ * the stream and type only (the rest of the body is not walked). */
+static rec_status decode_part(const uint8_t *p, uint64_t avail, rec *r, const char **why, int crc,
+                              int head);
+
 static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **why, int crc)
+{
+    return decode_part(p, avail, r, why, crc, 0);
+}
+
+static rec_status decode_part(const uint8_t *p, uint64_t avail, rec *r, const char **why, int crc,
+                              int head)
 {
     if (avail < 4)
         return avail == 0 ? REC_ZERO : REC_SHORT;
@@ -540,6 +572,8 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
         r->type = (const char *)q;
         q += r->type_len + 1;
     }
+    if (head)
+        return r->far ? REC_FAR : REC_OK;
     r->tags = q;
     for (unsigned i = 0; i < r->ntags; i++) {
         if (end - q < 3)
@@ -702,15 +736,21 @@ int rec_share_apply(rec *r, unsigned which, const rec *h, const char **why)
 static rec_status resolve(const uint8_t *base, uint64_t off, rec *r, const char **why, int crc)
 {
     static const unsigned fields[2] = {REC_FAR_STREAM, REC_FAR_TYPE};
+    rec h;
+    uint32_t h_back = 0; /* h holds the record that far back (the usual
+                          * holder of both fields is one record) */
     for (int i = 0; i < 2; i++) {
         unsigned f = fields[i];
         uint32_t back = f == REC_FAR_STREAM ? r->stream_back : r->type_back;
         if (!(r->far & f) || back > off)
             continue;
-        rec h;
-        /* The holder ends at or before r: back bytes hold it. */
-        rec_status st = decode(base + off - back, back, &h, why, crc);
+        /* The holder ends at or before r: back bytes hold it. Its CRC is
+         * checked (unless trusted), its names bounds-checked; the rest of
+         * its body is not needed here. */
+        rec_status st = back == h_back ? REC_OK
+                                       : decode_part(base + off - back, back, &h, why, crc, 1);
         if (st == REC_OK || st == REC_FAR) {
+            h_back = back;
             if (rec_share_apply(r, f, &h, why))
                 return REC_BAD;
             continue;

@@ -311,6 +311,14 @@ uint64_t rec_share_next(rec_share *sh, const char *stream, size_t stream_len, co
                         uint32_t commit_count, uint32_t commit_index, uint64_t position,
                         uint64_t revision, uint32_t *stream_back, uint32_t *type_back);
 void rec_share_skip(rec_share *sh, uint64_t bytes);
+/* rec_share_next() in two steps, for an encoder that learns the size by
+ * writing the record: the refs for the next record, then the record
+ * written (its refs and bytes). */
+void rec_share_refs(const rec_share *sh, const char *stream, size_t stream_len, const char *type,
+                    size_t type_len, uint32_t commit_index, uint32_t *stream_back,
+                    uint32_t *type_back);
+void rec_share_add(rec_share *sh, const char *stream, size_t stream_len, const char *type,
+                   size_t type_len, uint32_t stream_back, uint32_t type_back, uint64_t bytes);
 
 /* The most bytes an event record with these parts takes (padding
  * included), whatever its position and revision: a kind 1 record's exact
