@@ -210,7 +210,8 @@ static uint32_t share_find(const rec_share *sh, int f, const char *s, size_t len
     for (uint32_t i = 0; i < sh->n[f] && i < REC_SHARE_SLOTS; i++) {
         /* The same string (a client's batch often repeats one type), or
          * equal bytes. */
-        if (sh->slot[f][i].len != len || (sh->slot[f][i].s != s && memcmp(sh->slot[f][i].s, s, len)))
+        const char *held = sh->slot[f][i].s;
+        if (sh->slot[f][i].len != len || (held != s && memcmp(held, s, len)))
             continue;
         uint64_t back = sh->off - sh->slot[f][i].at;
         if (back > UINT32_MAX || varint_len(back / REC_ALIGN) >= varint_len(len) + len + 1)
