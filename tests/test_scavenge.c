@@ -1403,11 +1403,18 @@ static void shared_verify(stele_db *db)
     CHECK(shared_page_ok(pg) == 2);
     stele_page_free(pg);
     CHECK_RC(stele_read_stream(db, "mk-a", 0, 0, 100, &pg), STELE_ENOTFOUND);
-    /* One at a time: each read starts inside the commit. */
+    /* One at a time: each read starts inside the commit, by revision and
+     * by position ($all, forwards and backwards). */
     for (uint64_t rev = 5; rev < 10; rev++) {
         CHECK_OK(stele_read_stream(db, "keep-1", rev, 0, 1, &pg));
         CHECK(shared_page_ok(pg) == 1);
+        uint64_t pos = stele_page_count(pg) ? stele_page_event(pg, 0)->position : 0;
         stele_page_free(pg);
+        for (int bw = 0; bw < 2; bw++) {
+            CHECK_OK(stele_read_all(db, pos, bw, 1, &pg));
+            CHECK(shared_page_ok(pg) == 1 && stele_page_event(pg, 0)->position == pos);
+            stele_page_free(pg);
+        }
     }
     /* By type (runs that start inside commits) and $all. */
     stele_query q;
