@@ -68,6 +68,7 @@ typedef struct bopts {
     /* `all` only */
     uint64_t store_events, store_streams;
     uint64_t fsync_events;
+    uint64_t ceiling_syncs; /* append: raw syncs for the ceiling (0: none) */
 } bopts;
 
 static void usage(void)
@@ -78,7 +79,9 @@ static void usage(void)
             "  append_vs_fsync --dir D --events N --reps ROUNDS [--ids server|client]\n"
             "               1x1 appends and raw fdatasync, interleaved in ROUNDS\n"
             "  append       --dir D --threads T --batch B --events N [--ids server|client]\n"
-            "               [--streams S] [--name NAME] [--keep]\n"
+            "               [--streams S] [--name NAME] [--keep] [--ceiling-syncs K]\n"
+            "               (K raw pwrite+fdatasync of one full group's bytes after the\n"
+            "               run give the closed-loop ceiling; default 50, 0: none)\n"
             "  build        --dir D --events N --streams S --batch B --threads T\n"
             "               [--ids server|client]                   makes D/store\n"
             "  read_stream  --dir D --reps R                        reads D/store\n"
@@ -148,6 +151,8 @@ static void parse_flags(int argc, char **argv, bopts *o)
             o->store_streams = parse_u64(f, v);
         else if (strcmp(f, "--fsync-events") == 0)
             o->fsync_events = parse_u64(f, v);
+        else if (strcmp(f, "--ceiling-syncs") == 0)
+            o->ceiling_syncs = parse_u64(f, v);
         else {
             fprintf(stderr, "bench_engine: unknown flag %s\n", f);
             usage();
@@ -438,6 +443,54 @@ static void cmd_fsync(const bopts *o)
     fflush(stdout);
 }
 
+/* ------------------------------------------------------------ the ceiling */
+
+/*
+ * The physical bound of an append workload, measured on the same disk right
+ * after it ran: `n` pwrite+fdatasync of `bytes` (one full group's log
+ * records) at consecutive offsets of a pre-zeroed file in `dir`, as the
+ * writer writes its segments. The mean time of one such sync in *mean_s and
+ * the median in *p50_s.
+ *
+ * A closed loop with T appenders of B events and one writer can have at
+ * most T appends in a group, and each group costs at least one such sync,
+ * so events/s <= T * B / sync. With one appender nothing overlaps: each
+ * append costs its sync plus its own CPU (the caller's checks, the writer's
+ * encoding and indexing, in series), so events/s <= B / (sync + CPU per
+ * append). Both are upper bounds: the real loop also waits for the writer
+ * to take the group and for the appenders to wake.
+ */
+static void group_sync_probe(const char *dir, uint64_t bytes, uint64_t n, double *mean_s,
+                             double *p50_s)
+{
+    char path[4200];
+    join_path(path, sizeof path, dir, "ceiling-probe.dat");
+    if (bytes == 0)
+        bytes = 1;
+    int fd = prezeroed_file(path, bytes * n);
+    uint8_t *buf = malloc(bytes);
+    uint64_t *lat = calloc(n, sizeof *lat);
+    if (!buf || !lat)
+        exit(1);
+    memset(buf, 'a', bytes);
+    uint64_t t0 = bench_now_ns();
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t a = bench_now_ns();
+        buf[0] = (uint8_t)i;
+        if (pwrite(fd, buf, bytes, (off_t)(i * bytes)) != (ssize_t)bytes || fdatasync(fd) != 0) {
+            perror("bench_engine: ceiling probe: pwrite/fdatasync");
+            exit(1);
+        }
+        lat[i] = bench_now_ns() - a;
+    }
+    *mean_s = (double)(bench_now_ns() - t0) / 1e9 / (double)n;
+    *p50_s = pct_us(lat, n, 0.50, 0) / 1e6;
+    close(fd);
+    unlink(path);
+    free(buf);
+    free(lat);
+}
+
 /* ------------------------------------------------------------ appends */
 
 typedef struct aworker {
@@ -509,6 +562,10 @@ static void cmd_append(const bopts *o)
     rm_rf(path);
     stele_db *db = open_store(path, 0);
     settle(path);
+    stele_stats st0;
+    int rc = stele_get_stats(db, &st0);
+    if (rc)
+        die("stats", rc);
     int T = o->threads;
     uint64_t appends = o->events / (uint64_t)o->batch;
     if (appends < (uint64_t)T)
@@ -542,21 +599,38 @@ static void cmd_append(const bopts *o)
         if (w[t].rc)
             exit(1);
     stele_stats st;
-    int rc = stele_get_stats(db, &st);
+    rc = stele_get_stats(db, &st);
     if (rc)
         die("stats", rc);
     uint64_t events = appends * (uint64_t)o->batch;
     double p50 = pct_us(lat, appends, 0.50, 0);
     double p99 = pct_us(lat, appends, 0.99, 1);
+    uint64_t groups = st.groups - st0.groups;
     printf("%s threads=%d batch=%d ids=%s events=%llu appends=%llu secs=%.6f events_per_s=%.0f "
            "appends_per_s=%.0f p50_us=%.1f p99_us=%.1f groups=%llu appends_per_group=%.1f "
-           "cpu_pct=%.0f write_syscall_bytes_per_event=%.0f\n",
+           "cpu_pct=%.0f cpu_us_per_event=%.3f write_syscall_bytes_per_event=%.0f",
            name, T, o->batch, o->client_ids ? "client" : "server", (unsigned long long)events,
            (unsigned long long)appends, secs, events / secs, appends / secs, p50, p99,
-           (unsigned long long)st.groups, st.groups ? (double)st.appends / st.groups : 0.0,
-           100.0 * cpu / secs, (double)(wc1 - wc0) / events);
-    fflush(stdout);
+           (unsigned long long)groups, groups ? (double)(st.appends - st0.appends) / groups : 0.0,
+           100.0 * cpu / secs, cpu * 1e6 / events, (double)(wc1 - wc0) / events);
     stele_close(db);
+    if (o->ceiling_syncs) {
+        /* The closed loop's bound (group_sync_probe): a full group is T
+         * appends' log records (chain record included). */
+        double per_append = (double)(st.log_bytes - st0.log_bytes) / appends;
+        uint64_t gbytes = (uint64_t)(per_append * (T < (int)appends ? T : (int)appends) + 0.5);
+        double sync_s, sync_p50_s;
+        group_sync_probe(o->dir, gbytes, o->ceiling_syncs, &sync_s, &sync_p50_s);
+        double ceiling = T == 1 ? o->batch / (sync_s + cpu / appends)
+                                : (double)T * o->batch / sync_s;
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        printf(" group_log_bytes=%llu disk_sync_us=%.1f disk_sync_p50_us=%.1f "
+               "ceiling_events_per_s=%.0f of_ceiling=%.3f ceiling_cpu_events_per_s=%.0f",
+               (unsigned long long)gbytes, sync_s * 1e6, sync_p50_s * 1e6, ceiling,
+               events / secs / ceiling, cpu > 0 ? (double)(ncpu > 0 ? ncpu : 1) * events / cpu : 0.0);
+    }
+    printf("\n");
+    fflush(stdout);
     if (!o->keep)
         rm_rf(path);
     pthread_barrier_destroy(&start);
@@ -1210,6 +1284,7 @@ int main(int argc, char **argv)
     o.secs = 10;
     o.store_events = 200000;
     o.store_streams = 2000;
+    o.ceiling_syncs = 50;
     const char *cmd = argv[1];
     static const char *const cmds[] = {"fsync",    "append_vs_fsync", "append",     "build",
                                        "read_stream", "read_all",     "open_clean", "open_kill",
