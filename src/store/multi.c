@@ -164,8 +164,9 @@ static int prepare_multi(stele_db *db, const stele_append_stream *streams, size_
         if (r->stream >= nstreams)
             return err_set(STELE_EINVAL, "event %zu names stream %zu, but the append has %zu", i,
                            r->stream, nstreams);
-        if ((rc = store_take_event(&db->opts, i, &r->event, p->ms[r->stream].len, &total,
-                                   p->ids[i], &p->made[i], &nclient)))
+        if ((rc = store_take_event(&db->opts, i, &r->event, p->ms[r->stream].len,
+                                   i ? records[i - 1].event.type : NULL, &total, p->ids[i],
+                                   &p->made[i], &nclient)))
             return rc;
         p->ms[r->stream].nevents++;
     }
