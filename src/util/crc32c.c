@@ -14,7 +14,7 @@
  *     pointer is 8-aligned. Used when the CPU reports SSE4.2. The
  *     instruction takes three cycles but can start one every cycle, so a
  *     single chain of steps runs at a third of the speed the CPU allows:
- *     from 48 bytes on, the buffer is cut into three lanes of equal length
+ *     from 192 bytes on, the buffer is cut into three lanes of equal length
  *     whose chains run side by side, and the lanes' registers are joined
  *     with the shift below ("Lanes").
  *   - crc32c_sw: slicing-by-8 over eight 256-entry tables, built once on
@@ -26,8 +26,9 @@
  * x^(8n) modulo the polynomial. shift is linear too, so for a fixed n it is
  * four lookups, one per byte of r, in tables of 256 entries; those tables
  * are built once (with the instruction itself, over zeros) for the lane
- * lengths LANE_LONG, LANE_MID and LANE_SHORT. A record of ~270 bytes is one
- * round of 3 x 64 bytes, one of 3 x 16, and a short tail.
+ * lengths LANE_LONG and LANE_MID. A record of ~270 bytes is one round of
+ * 3 x 64 bytes and a tail of 80 (a third, shorter lane length measured
+ * slower: its shifts cost more than its lanes save).
  *
  * (The slicing-by-8 tables below are the software path's.)
  * The CPU check runs once (pthread_once too) and is cached.
@@ -87,11 +88,10 @@ static uint32_t crc32c_sw(uint32_t crc, const uint8_t *p, size_t len)
 
 #define LANE_LONG 1024u
 #define LANE_MID 64u
-#define LANE_SHORT 16u
 
 /* shift_tab[l][k][b]: byte b at byte k of a register, after the zero bytes
- * of lane length l (LANE_LONG, LANE_MID, LANE_SHORT). */
-static uint32_t shift_tab[3][4][256];
+ * of lane length l (LANE_LONG, LANE_MID). */
+static uint32_t shift_tab[2][4][256];
 
 static uint32_t zeros_raw(uint32_t r, size_t n)
 {
@@ -103,8 +103,8 @@ static uint32_t zeros_raw(uint32_t r, size_t n)
 
 static void shift_build(void)
 {
-    static const size_t lanes[3] = {LANE_LONG, LANE_MID, LANE_SHORT};
-    for (int l = 0; l < 3; l++)
+    static const size_t lanes[2] = {LANE_LONG, LANE_MID};
+    for (int l = 0; l < 2; l++)
         for (int k = 0; k < 4; k++)
             for (uint32_t b = 0; b < 256; b++)
                 shift_tab[l][k][b] = zeros_raw(b << (8 * k), lanes[l]);
@@ -151,10 +151,9 @@ static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p, size_t len)
         len--;
     }
     pthread_once(&crc_detect_once, crc_detect); /* the lanes' tables */
-    if (len >= 3 * LANE_SHORT) {
+    if (len >= 3 * LANE_MID) {
         crc = lanes3(crc, &p, &len, LANE_LONG, shift_tab[0]);
         crc = lanes3(crc, &p, &len, LANE_MID, shift_tab[1]);
-        crc = lanes3(crc, &p, &len, LANE_SHORT, shift_tab[2]);
     }
     uint64_t c64 = crc;
     while (len >= 8) {
