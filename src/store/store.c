@@ -204,8 +204,8 @@ int check_expected(int64_t expected)
 }
 
 int store_take_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
-                     const char *checked_type, uint64_t *total, uint8_t id[16], uint8_t *made,
-                     size_t *nclient)
+                     const char *checked_type, int64_t now_us, uint64_t *total, uint8_t id[16],
+                     uint8_t *made, size_t *nclient)
 {
     uint64_t size;
     int rc = store_check_event(o, i, e, slen, checked_type, &size);
@@ -222,7 +222,7 @@ int store_take_event(const stele_options *o, size_t i, const stele_event_in *e, 
         *made = 0;
         (*nclient)++;
     } else {
-        uuid_v7(id);
+        uuid_v7_at(id, now_us);
         *made = 1;
     }
     return 0;
@@ -281,9 +281,10 @@ static int prepare(stele_db *db, const char *stream, int64_t expected,
     p->made = (uint8_t *)(p->ids + n);
     uint64_t total = 0;
     size_t nclient = 0;
+    int64_t now_us = time_now_us();
     for (size_t i = 0; i < n; i++)
         if ((rc = store_take_event(&db->opts, i, &events[i], slen, i ? events[i - 1].type : NULL,
-                                   &total, p->ids[i], &p->made[i], &nclient)))
+                                   now_us, &total, p->ids[i], &p->made[i], &nclient)))
             return rc;
     if ((rc = store_check_ids((const uint8_t(*)[16])p->ids, p->made, n, nclient)))
         return rc;

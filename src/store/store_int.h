@@ -114,10 +114,11 @@ int store_check_event(const stele_options *o, size_t i, const stele_event_in *e,
 /* Event i of an append, checked (store_check_event) and taken: its size
  * added to *total (ETOOBIG once that passes the append limit), its id the
  * client's (never the nil UUID; *nclient counted) or a new UUIDv7 (*made
- * set). 0 or the error. */
+ * set) made at `now_us` (the append reads the clock once). 0 or the
+ * error. */
 int store_take_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
-                     const char *checked_type, uint64_t *total, uint8_t id[16], uint8_t *made,
-                     size_t *nclient);
+                     const char *checked_type, int64_t now_us, uint64_t *total, uint8_t id[16],
+                     uint8_t *made, size_t *nclient);
 /* The nclient client-given ids among ids[0..n) (made[i] == 0) are unique,
  * so that a retry is recognisable: 0, EINVAL naming a repeated one, or
  * ENOMEM. */
