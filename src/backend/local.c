@@ -349,13 +349,16 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
         L->ck.streams++;
         r->new_stream = 1;
     }
+    int client_ids = 0;
     if (r->op == OP_APPEND) {
         /* Index the client-given ids (later requests of the group see them). */
         const append_args *a = r->a;
         for (size_t i = 0; i < a->n && rc == 0; i++)
-            if (!a->made[i])
+            if (!a->made[i]) {
+                client_ids = 1;
                 rc = idx_id_put(L->ix, txn, a->ids[i], r->st.sid, r->res.first_revision + i,
                                 r->res.first_position + i);
+            }
     }
     if (rc == 0)
         rc = idx_stream_put(L->ix, txn, r->stream, r->stream_len, &r->st);
@@ -363,9 +366,12 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
         rc = sm_on_remove(L, txn, &r->st); /* the snapshots it hides */
     if (rc == 0 && r->op != OP_APPEND)
         rc = rm_plan(L, txn, r); /* its `$deletes` event (local_removes.c) */
-    if (rc == 0 && r->op == OP_APPEND) {
+    if (rc == 0 && r->op == OP_APPEND && client_ids) {
         /* The commit's entry, so a retry later in this same group is
-         * recognised; write_group() fills in where it lands. */
+         * recognised; write_group() fills in where it lands. A retry is
+         * found only through a client-given id (the ids table holds no
+         * other), so an append without one gets its entry only there: one
+         * LMDB put per append less. */
         idx_commit c = {r->st.sid, r->res.first_revision, 0, r->res.first_position,
                         (uint32_t)r->a->n, 0};
         rc = idx_commit_put(L->ix, txn, &c);
