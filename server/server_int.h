@@ -69,6 +69,7 @@ typedef struct request {
     int too_large;         /* 413 once the headers are done */
     int headers_too_large; /* 431 */
     int begun;             /* the request line started (on_message_begin) */
+    int fresh;             /* as request_reset left it: nothing written since */
     int bad_version;       /* 505: not HTTP/1.0 or 1.1 */
     int busy;              /* over the memory budget: 503 BUSY */
     /* auth.c: the Authorization header (wiped with the request). */
@@ -167,6 +168,7 @@ typedef struct conn {
     int fd_held;              /* closed meanwhile: held_fd stays open until then */
     int held_fd;
     char peer[48];            /* the peer's address as text ("" if unknown) */
+    char host_ok[64];         /* guard.c: the last Host value found allowed */
     struct conn *prev, *next;
 } conn;
 
