@@ -98,7 +98,9 @@ void early_prepare(conn *c, early_ctx *e)
     memset(&e->fields, 0, sizeof e->fields);
     if (c->srv->cfg.no_early_reply || c->h2)
         return;
-    if (http_head_fields(c, &e->fields, "application/json")) {
+    /* One allocation for the few head fields (instead of the buffer
+     * growing while they are appended). */
+    if (buf_reserve(&e->fields, 160) || http_head_fields(c, &e->fields, "application/json")) {
         buf_free(&e->fields);
         return;
     }
