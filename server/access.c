@@ -45,7 +45,11 @@
  *
  * HTTP: http_need() maps method and path to what they require; the gate
  * (access_http_gate) authenticates (maybe waiting for the verifier
- * thread), then checks, answering 401 / 403 / 429 itself.
+ * thread), then checks, answering 401 / 403 / 429 itself. With
+ * authentication off (no user: the open server) the gate decides nothing:
+ * every request is the open superuser, whom every check lets through, so
+ * it skips straight to the route (no path analysis, no peer address); the
+ * checks are the same once a user exists.
  */
 #include <jansson.h>
 #include <stdio.h>
