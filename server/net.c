@@ -37,7 +37,9 @@
  * (the listener leaves epoll for a moment, see accept_pause) instead of
  * spinning on a listener that stays readable.
  *
- * Subscriptions: the store's watch eventfd wakes sse.c after commits, and
+ * Subscriptions: the store's watch eventfd wakes sse.c after commits (and
+ * gRPC's subscriptions: commit_seen; the group watch wakes consumer groups
+ * and gRPC too, so the writer signals two eventfds per commit, not four), and
  * after every batch of epoll events sse_run() pumps the feeds that are
  * ready; if some are left (its per-turn budget ran out) the next epoll_wait
  * does not sleep. Commits that sse.c holds back to batch them for many
@@ -507,6 +509,17 @@ void completion_post(server *s, completion *cp)
     }
 }
 
+/* A commit announced on the server's watch fd (read once here for SSE
+ * and gRPC: the writer signals one eventfd, not one per consumer): 1 if
+ * there was one. */
+static int commit_seen(server *s)
+{
+    if (!sse_on_commit(s))
+        return 0;
+    grpc_on_commit(s);
+    return 1;
+}
+
 static void drain_completions(server *s)
 {
     /* The writer announces a commit on the watch fd right after
@@ -514,7 +527,7 @@ static void drain_completions(server *s)
      * the subscribers first, so an event does not wait behind the
      * acknowledgements of its commit (unless sse.c holds the commit to
      * batch it for many subscribers). */
-    if (sse_on_commit(s))
+    if (commit_seen(s))
         sse_run(s);
     uint64_t v;
     ssize_t r = read(s->evfd, &v, sizeof v);
@@ -689,7 +702,6 @@ static int server_start(server *s, const sigset_t *mask)
         return 1;
     if (stele_rules_start(s->db))
         server_log(s, 0, "msg=\"rules not started\" error=\"%s\"", stele_errmsg());
-    grpc_add_fds(s);
     if (stele_projections_start(s->db) != 0)
         server_log(s, 0, "msg=\"projections not started\" error=\"%s\"", stele_errmsg());
     server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s tls=%s auth=%s",
@@ -742,7 +754,7 @@ static void on_conn_event(conn *c, uint32_t events)
 static void dispatch(server *s, const struct epoll_event *evs, int n)
 {
     for (int i = 0; i < n; i++)
-        if (evs[i].data.ptr == &s->watch_fd && sse_on_commit(s))
+        if (evs[i].data.ptr == &s->watch_fd && commit_seen(s))
             sse_run(s);
     for (int i = 0; i < n; i++) {
         void *p = evs[i].data.ptr;
@@ -752,10 +764,10 @@ static void dispatch(server *s, const struct epoll_event *evs, int n)
             drain_completions(s);
         else if (p == &s->watch_fd)
             continue; /* done above */
-        else if (p == &s->group_fd)
-            groups_on_watch(s);
-        else if (p == s->grpc)
+        else if (p == &s->group_fd) {
+            groups_on_watch(s); /* consumer groups over HTTP, then gRPC's */
             grpc_on_commit(s);
+        }
         else if (p == &s->sigfd)
             on_signals(s);
         else

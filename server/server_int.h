@@ -323,10 +323,9 @@ void h2_free(conn *c);
 /* grpc.c: process-wide gRPC state; completions of gRPC appends. */
 int grpc_server_init(server *s);
 void grpc_server_free(server *s);
-/* Add the eventfds gRPC waits on (commits for subscriptions, consumer
- * group news) to the loop, with data.ptr = s->grpc; grpc_on_commit() when
- * one is readable. */
-void grpc_add_fds(server *s);
+/* Wake gRPC's subscriptions: called by the loop when the server's commit
+ * watch (s->watch_fd) or group watch (s->group_fd) had news, so gRPC needs
+ * no eventfds of its own. Does nothing without gRPC. */
 void grpc_on_commit(server *s);
 void grpc_completion(conn *c, completion *cp);
 /* Free a completion's operation without delivering it (shutdown). */
