@@ -492,22 +492,33 @@ static int loop_wait(int epfd, struct epoll_event *evs, int max, const struct ti
 
 /* ------------------------------------------------------------ completions */
 
-void completion_post(server *s, completion *cp)
+/* Queue a completion for the loop (any thread). The eventfd is written
+ * once until the loop drains (cq_signalled: one wake-up per batch), and
+ * for a quiet post only if the loop asked for it (cq_wake_wanted). */
+static void cq_push(server *s, completion *cp, int quiet)
 {
     pthread_mutex_lock(&s->cq_mu);
-    int was_empty = s->cq_head == NULL;
     if (s->cq_tail)
         s->cq_tail->next = cp;
     else
         s->cq_head = cp;
     s->cq_tail = cp;
+    int wake = !s->cq_signalled && (!quiet || s->cq_wake_wanted);
+    if (wake) {
+        s->cq_signalled = 1;
+        s->cq_wake_wanted = 0;
+    }
     pthread_mutex_unlock(&s->cq_mu);
-    if (was_empty) {
+    if (wake) {
         uint64_t one = 1;
         ssize_t w = write(s->evfd, &one, sizeof one);
         (void)w;
     }
 }
+
+void completion_post(server *s, completion *cp) { cq_push(s, cp, 0); }
+
+void completion_post_quiet(server *s, completion *cp) { cq_push(s, cp, 1); }
 
 /* A commit announced on the server's watch fd (read once here for SSE
  * and gRPC: the writer signals one eventfd, not one per consumer): 1 if
@@ -520,7 +531,12 @@ static int commit_seen(server *s)
     return 1;
 }
 
-static void drain_completions(server *s)
+/* evfd_ready: the eventfd is known readable (its epoll event), so it is
+ * read even if cq_signalled was reset meanwhile (a post that signalled
+ * after a drain took the list and cleared the flag); otherwise it is read
+ * only when signalled, so a drain at the top of a turn costs no system
+ * call. Returns whether it read the eventfd. */
+static int drain_completions(server *s, int evfd_ready)
 {
     /* The writer announces a commit on the watch fd right after
      * completing its appends: if an announcement is already unread, serve
@@ -529,12 +545,21 @@ static void drain_completions(server *s)
      * batch it for many subscribers). */
     if (commit_seen(s))
         sse_run(s);
-    uint64_t v;
-    ssize_t r = read(s->evfd, &v, sizeof v);
-    (void)r;
+    pthread_mutex_lock(&s->cq_mu);
+    int signalled = s->cq_signalled;
+    pthread_mutex_unlock(&s->cq_mu);
+    /* Read before taking the list: a post after the read finds the flag
+     * still set (no write) and its completion is taken below; a post
+     * after the list is taken finds it clear and writes again. */
+    if (signalled || evfd_ready) {
+        uint64_t v;
+        ssize_t r = read(s->evfd, &v, sizeof v);
+        (void)r;
+    }
     pthread_mutex_lock(&s->cq_mu);
     completion *list = s->cq_head;
     s->cq_head = s->cq_tail = NULL;
+    s->cq_signalled = 0;
     pthread_mutex_unlock(&s->cq_mu);
     conn *pump = NULL; /* HTTP/2 connections with answers to write */
     while (list) {
@@ -573,6 +598,19 @@ static void drain_completions(server *s)
         else if (!c->async_pending)
             conn_free(c); /* closed meanwhile: its last holder frees it */
     }
+    return signalled || evfd_ready;
+}
+
+/* The top of a loop turn: completions posted quietly (answers the writer
+ * already sent) are handled before this turn's events, so a request, a
+ * close or a /metrics on any connection sees them done. 1 if the eventfd
+ * was read. */
+static int drain_quiet(server *s)
+{
+    pthread_mutex_lock(&s->cq_mu);
+    int pending = s->cq_head != NULL;
+    pthread_mutex_unlock(&s->cq_mu);
+    return pending ? drain_completions(s, 0) : 0;
 }
 
 /* ------------------------------------------------------------ timeouts */
@@ -735,6 +773,20 @@ static void on_signals(server *s)
 
 static void on_conn_event(conn *c, uint32_t events)
 {
+    if (c->early_inflight && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+        /* Input (a next request, a close) while the writer answers this
+         * connection's append: its completion may be posted quietly, so
+         * ask for a wake-up, and take what is already queued (maybe it). */
+        server *s = c->srv;
+        pthread_mutex_lock(&s->cq_mu);
+        s->cq_wake_wanted = 1;
+        int queued = s->cq_head != NULL;
+        pthread_mutex_unlock(&s->cq_mu);
+        if (queued)
+            drain_completions(s, 0);
+        if (c->fd < 0)
+            return;
+    }
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->peer_hup = 1;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
@@ -753,6 +805,7 @@ static void on_conn_event(conn *c, uint32_t events)
  * before this batch's other work (acknowledgements, new requests). */
 static void dispatch(server *s, const struct epoll_event *evs, int n)
 {
+    int evfd_read = drain_quiet(s);
     for (int i = 0; i < n; i++)
         if (evs[i].data.ptr == &s->watch_fd && commit_seen(s))
             sse_run(s);
@@ -761,7 +814,7 @@ static void dispatch(server *s, const struct epoll_event *evs, int n)
         if (p == &s->lfd)
             accept_all(s);
         else if (p == &s->evfd)
-            drain_completions(s);
+            drain_completions(s, !evfd_read); /* read already: it may be empty */
         else if (p == &s->watch_fd)
             continue; /* done above */
         else if (p == &s->group_fd) {

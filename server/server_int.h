@@ -224,6 +224,10 @@ typedef struct server {
     conn *graveyard; /* closed this loop turn; freed after the event batch */
     pthread_mutex_t cq_mu;
     completion *cq_head, *cq_tail;
+    /* Under cq_mu: the eventfd was written since the loop's last drain;
+     * and the loop waits for an early answer's completion (a connection
+     * with one in flight had input), so a quiet post must wake it. */
+    int cq_signalled, cq_wake_wanted;
     int stopping;
     metrics m;
     struct grpc_server *grpc; /* gRPC state shared by connections (grpc.c) */
@@ -283,6 +287,10 @@ void server_log(server *s, int level, const char *fmt, ...) __attribute__((forma
 
 /* Hand a completion to the loop (from any thread; wakes it). */
 void completion_post(server *s, completion *cp);
+/* Post without waking the loop unless it asked (cq_wake_wanted): for a
+ * completion that only does bookkeeping (an answer the writer already
+ * sent whole), which the loop picks up at the start of its next turn. */
+void completion_post_quiet(server *s, completion *cp);
 
 /* tls.c: the transport of every connection (see its header comment).
  * conn_recv/conn_send behave like recv/send on a non-blocking socket. */
@@ -359,6 +367,7 @@ int http_head_fields(conn *c, buf *b, const char *content_type);
 typedef struct early_ctx {
     int fd;      /* the writer sends on it; -1: the loop sends */
     int render;  /* the writer renders the answer (plain and TLS) */
+    int quiet;   /* sent whole, its completion need not wake the loop */
     buf fields;  /* the head's fields, rendered at submit */
 } early_ctx;
 /* Loop thread, before submitting a plain append: whether the writer may
@@ -371,6 +380,9 @@ void early_ctx_free(early_ctx *e);
 int early_send(early_ctx *e, completion *cp, const uint8_t (*ids)[16], const uint8_t *ulid,
                size_t nids);
 void early_done(conn *c, completion *cp);
+/* Writer thread, after early_send: 1 if the answer left whole and its
+ * completion may be posted quietly (completion_post_quiet). */
+int early_quiet(const early_ctx *e, const completion *cp);
 /* An append's answer body (route_append_done and early_send); nonzero
  * without memory. */
 int http_append_body(buf *b, const stele_append_result *res, const uint8_t (*ids)[16],
