@@ -26,6 +26,7 @@
  *
  * Nothing here asserts a timing: the numbers are reported, never judged.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -68,6 +69,7 @@ typedef struct bopts {
     /* `all` only */
     uint64_t store_events, store_streams;
     uint64_t fsync_events;
+    uint64_t ceiling_syncs; /* append: raw syncs for the ceiling (0: none) */
 } bopts;
 
 static void usage(void)
@@ -78,7 +80,9 @@ static void usage(void)
             "  append_vs_fsync --dir D --events N --reps ROUNDS [--ids server|client]\n"
             "               1x1 appends and raw fdatasync, interleaved in ROUNDS\n"
             "  append       --dir D --threads T --batch B --events N [--ids server|client]\n"
-            "               [--streams S] [--name NAME] [--keep]\n"
+            "               [--streams S] [--name NAME] [--keep] [--ceiling-syncs K]\n"
+            "               (K raw pwrite+fdatasync of one full group's bytes after the\n"
+            "               run give the closed-loop ceiling; default 50, 0: none)\n"
             "  build        --dir D --events N --streams S --batch B --threads T\n"
             "               [--ids server|client]                   makes D/store\n"
             "  read_stream  --dir D --reps R                        reads D/store\n"
@@ -148,6 +152,8 @@ static void parse_flags(int argc, char **argv, bopts *o)
             o->store_streams = parse_u64(f, v);
         else if (strcmp(f, "--fsync-events") == 0)
             o->fsync_events = parse_u64(f, v);
+        else if (strcmp(f, "--ceiling-syncs") == 0)
+            o->ceiling_syncs = parse_u64(f, v);
         else {
             fprintf(stderr, "bench_engine: unknown flag %s\n", f);
             usage();
@@ -438,6 +444,98 @@ static void cmd_fsync(const bopts *o)
     fflush(stdout);
 }
 
+/* CPU time (ns, /proc/.../schedstat) of this process's thread named
+ * `comm` (the engine names its writer "stele-writer"); 0 if none. */
+static uint64_t thread_cpu_ns(const char *comm)
+{
+    DIR *d = opendir("/proc/self/task");
+    uint64_t ns = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], name[64] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (!fgets(name, sizeof name, f))
+            name[0] = 0;
+        fclose(f);
+        name[strcspn(name, "\n")] = 0;
+        if (strcmp(name, comm) != 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", e->d_name);
+        f = fopen(path, "r");
+        unsigned long long v;
+        if (f && fscanf(f, "%llu", &v) == 1)
+            ns += v;
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return ns;
+}
+
+static uint64_t thread_self_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------ the ceiling */
+
+/*
+ * The physical bound of an append workload, measured on the same disk right
+ * after it ran: `n` pwrite+fdatasync of `bytes` (one full group's log
+ * records) at consecutive offsets of a pre-zeroed file in `dir`, as the
+ * writer writes its segments. The mean time of one such sync in *mean_s and
+ * the median in *p50_s.
+ *
+ * A closed loop with T appenders of B events and one writer can have at
+ * most T appends in a group, and each group costs at least one such sync
+ * plus the writer's own CPU for it (planning, encoding, indexing: serial,
+ * before the write), so events/s <= T * B / (sync + T * writer CPU per
+ * append). With one appender nothing of the append overlaps: its caller's
+ * checks come first too, so events/s <= B / (sync + (caller + writer) CPU
+ * per append). The CPU of the other threads (the chain's hasher, the
+ * segment preallocation, LMDB's page writes) can overlap and is not in
+ * the bound. Both are upper bounds: the real loop also waits for the
+ * writer to take the group and for the appenders to wake.
+ */
+static void group_sync_probe(const char *dir, uint64_t bytes, uint64_t n, double *mean_s,
+                             double *p50_s)
+{
+    char path[4200];
+    join_path(path, sizeof path, dir, "ceiling-probe.dat");
+    if (bytes == 0)
+        bytes = 1;
+    int fd = prezeroed_file(path, bytes * n);
+    uint8_t *buf = malloc(bytes);
+    uint64_t *lat = calloc(n, sizeof *lat);
+    if (!buf || !lat)
+        exit(1);
+    memset(buf, 'a', bytes);
+    uint64_t t0 = bench_now_ns();
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t a = bench_now_ns();
+        buf[0] = (uint8_t)i;
+        if (pwrite(fd, buf, bytes, (off_t)(i * bytes)) != (ssize_t)bytes || fdatasync(fd) != 0) {
+            perror("bench_engine: ceiling probe: pwrite/fdatasync");
+            exit(1);
+        }
+        lat[i] = bench_now_ns() - a;
+    }
+    *mean_s = (double)(bench_now_ns() - t0) / 1e9 / (double)n;
+    *p50_s = pct_us(lat, n, 0.50, 0) / 1e6;
+    close(fd);
+    unlink(path);
+    free(buf);
+    free(lat);
+}
+
 /* ------------------------------------------------------------ appends */
 
 typedef struct aworker {
@@ -449,6 +547,7 @@ typedef struct aworker {
     uint64_t rng;
     pthread_barrier_t *start;
     int rc;
+    uint64_t cpu_ns; /* this appender thread's CPU while appending */
 } aworker;
 
 static void *append_main(void *arg)
@@ -475,6 +574,7 @@ static void *append_main(void *arg)
     char stream[64];
     snprintf(stream, sizeof stream, "bench-%d", w->tid);
     pthread_barrier_wait(w->start);
+    uint64_t cpu0 = thread_self_cpu_ns();
     for (uint64_t k = 0; k < w->nappends; k++) {
         if (o->streams)
             snprintf(stream, sizeof stream, "bench-%llu",
@@ -491,6 +591,7 @@ static void *append_main(void *arg)
             break;
         }
     }
+    w->cpu_ns = thread_self_cpu_ns() - cpu0;
     free(ev);
     free(ids);
     free(data);
@@ -509,6 +610,10 @@ static void cmd_append(const bopts *o)
     rm_rf(path);
     stele_db *db = open_store(path, 0);
     settle(path);
+    stele_stats st0;
+    int rc = stele_get_stats(db, &st0);
+    if (rc)
+        die("stats", rc);
     int T = o->threads;
     uint64_t appends = o->events / (uint64_t)o->batch;
     if (appends < (uint64_t)T)
@@ -523,13 +628,14 @@ static void cmd_append(const bopts *o)
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, (unsigned)T + 1);
     for (int t = 0; t < T; t++) {
-        w[t] = (aworker){db, o, t, per, lat + (uint64_t)t * per, rng_seed(t), &start, 0};
+        w[t] = (aworker){db, o, t, per, lat + (uint64_t)t * per, rng_seed(t), &start, 0, 0};
         if (pthread_create(&th[t], NULL, append_main, &w[t]) != 0) {
             fprintf(stderr, "bench_engine: cannot start thread %d\n", t);
             exit(1);
         }
     }
     uint64_t wc0 = read_wchar();
+    uint64_t wcpu0 = thread_cpu_ns("stele-writer");
     pthread_barrier_wait(&start);
     double c0 = cpu_secs();
     uint64_t t0 = bench_now_ns();
@@ -538,25 +644,49 @@ static void cmd_append(const bopts *o)
     double secs = (double)(bench_now_ns() - t0) / 1e9;
     double cpu = cpu_secs() - c0;
     uint64_t wc1 = read_wchar();
+    double wcpu = (double)(thread_cpu_ns("stele-writer") - wcpu0) / 1e9, ccpu = 0;
+    for (int t = 0; t < T; t++)
+        ccpu += (double)w[t].cpu_ns / 1e9;
     for (int t = 0; t < T; t++)
         if (w[t].rc)
             exit(1);
     stele_stats st;
-    int rc = stele_get_stats(db, &st);
+    rc = stele_get_stats(db, &st);
     if (rc)
         die("stats", rc);
     uint64_t events = appends * (uint64_t)o->batch;
     double p50 = pct_us(lat, appends, 0.50, 0);
     double p99 = pct_us(lat, appends, 0.99, 1);
+    uint64_t groups = st.groups - st0.groups;
     printf("%s threads=%d batch=%d ids=%s events=%llu appends=%llu secs=%.6f events_per_s=%.0f "
            "appends_per_s=%.0f p50_us=%.1f p99_us=%.1f groups=%llu appends_per_group=%.1f "
-           "cpu_pct=%.0f write_syscall_bytes_per_event=%.0f\n",
+           "cpu_pct=%.0f cpu_us_per_event=%.3f writer_cpu_us_per_event=%.3f "
+           "caller_cpu_us_per_event=%.3f write_syscall_bytes_per_event=%.0f",
            name, T, o->batch, o->client_ids ? "client" : "server", (unsigned long long)events,
            (unsigned long long)appends, secs, events / secs, appends / secs, p50, p99,
-           (unsigned long long)st.groups, st.groups ? (double)st.appends / st.groups : 0.0,
-           100.0 * cpu / secs, (double)(wc1 - wc0) / events);
-    fflush(stdout);
+           (unsigned long long)groups, groups ? (double)(st.appends - st0.appends) / groups : 0.0,
+           100.0 * cpu / secs, cpu * 1e6 / events, wcpu * 1e6 / events, ccpu * 1e6 / events,
+           (double)(wc1 - wc0) / events);
     stele_close(db);
+    if (o->ceiling_syncs) {
+        /* The closed loop's bound (group_sync_probe): a full group is T
+         * appends' log records (chain record included). */
+        double per_append = (double)(st.log_bytes - st0.log_bytes) / appends;
+        uint64_t gbytes = (uint64_t)(per_append * (T < (int)appends ? T : (int)appends) + 0.5);
+        double sync_s, sync_p50_s;
+        group_sync_probe(o->dir, gbytes, o->ceiling_syncs, &sync_s, &sync_p50_s);
+        double serial = T == 1 ? (wcpu + ccpu) / appends : (double)T * wcpu / appends;
+        double ceiling = (double)T * o->batch / (sync_s + serial);
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        printf(" group_log_bytes=%llu disk_sync_us=%.1f disk_sync_p50_us=%.1f "
+               "ceiling_events_per_s=%.0f of_ceiling=%.3f ceiling_sync_only_events_per_s=%.0f "
+               "ceiling_cpu_events_per_s=%.0f",
+               (unsigned long long)gbytes, sync_s * 1e6, sync_p50_s * 1e6, ceiling,
+               events / secs / ceiling, (double)T * o->batch / sync_s,
+               cpu > 0 ? (double)(ncpu > 0 ? ncpu : 1) * events / cpu : 0.0);
+    }
+    printf("\n");
+    fflush(stdout);
     if (!o->keep)
         rm_rf(path);
     pthread_barrier_destroy(&start);
@@ -1210,6 +1340,7 @@ int main(int argc, char **argv)
     o.secs = 10;
     o.store_events = 200000;
     o.store_streams = 2000;
+    o.ceiling_syncs = 50;
     const char *cmd = argv[1];
     static const char *const cmds[] = {"fsync",    "append_vs_fsync", "append",     "build",
                                        "read_stream", "read_all",     "open_clean", "open_kill",

@@ -7,11 +7,14 @@
  * bench/run_open.sh (`make bench-open`) runs the sequence.
  *
  *   build  --dir D --events N [--streams S] [--batch B] [--threads T] [--types K]
+ *          [--data-bytes DB]
  *          append to the store D/store (made if missing): T threads append
- *          N events (200-byte JSON, server ids) in appends of B (default
- *          100) to S streams in 100 categories, each event of one of K
- *          (default 1,000) types (the shape of bench_query's query store,
- *          whose rebuild docs/benchmarks.md gives), while the
+ *          N events (DB bytes of JSON, default 200; server ids) in appends
+ *          of B (default 100) to S streams in 100 categories, each event of
+ *          one of K (default 1,000) types (the shape of bench_query's query
+ *          store, whose rebuild docs/benchmarks.md gives; --data-bytes 16
+ *          --types 1 is close to bench_engine's one-type events, small
+ *          enough for a 100M-event store to fit a shared disk), while the
  *          checkpointer takes durable checkpoints as usual; then the
  *          process exits without closing the store, right after its last
  *          acknowledged append (a crash at the worst moment: the log after
@@ -41,7 +44,7 @@
 
 typedef struct opts {
     const char *dir;
-    uint64_t events, streams, batch, threads, types;
+    uint64_t events, streams, batch, threads, types, data_bytes;
     int keep;
 } opts;
 
@@ -73,7 +76,7 @@ static void *build_worker(void *arg)
     if (!ev)
         exit(1);
     for (uint64_t i = 0; i < w->o->batch; i++)
-        ev[i] = (stele_event_in){NULL, "OrderPlaced", w->data, 200, NULL, 0, NULL, 0,
+        ev[i] = (stele_event_in){NULL, "OrderPlaced", w->data, w->o->data_bytes, NULL, 0, NULL, 0,
                                  STELE_EVENT_JSON};
     uint64_t x = w->seed;
     for (uint64_t done = 0; done < w->events;) {
@@ -103,6 +106,24 @@ static void *build_worker(void *arg)
     return NULL;
 }
 
+/* The events' data: bench_order_json's order when DB bytes hold it, else
+ * {"n":"xx..."} padded to exactly DB bytes (at least 8), still valid JSON. */
+static char *event_data(uint64_t bytes)
+{
+    static const size_t order_min = 152; /* bench_order_json's fixed fields, an empty note */
+    if (bytes >= order_min)
+        return bench_order_json("bench_open", (int)bytes);
+    char *d = malloc(bytes + 1);
+    if (!d) {
+        perror("malloc");
+        exit(1);
+    }
+    memcpy(d, "{\"n\":\"", 6);
+    memset(d + 6, 'x', bytes - 8);
+    memcpy(d + bytes - 2, "\"}", 3);
+    return d;
+}
+
 static void cmd_build(const opts *o)
 {
     char path[4200];
@@ -112,7 +133,7 @@ static void cmd_build(const opts *o)
     int rc = stele_open(path, &so, &db);
     if (rc)
         die("open", rc);
-    char *data = bench_order_json("bench_open", 200);
+    char *data = event_data(o->data_bytes);
     static char types[1000][16];
     for (int i = 0; i < 1000; i++)
         snprintf(types[i], sizeof types[i], "type%04d", i);
@@ -127,10 +148,10 @@ static void cmd_build(const opts *o)
     for (uint64_t i = 0; i < o->threads; i++)
         pthread_join(th[i], NULL);
     double secs = (double)(bench_now_ns() - t0) / 1e9;
-    printf("build events=%llu streams=%llu types=%llu batch=%llu threads=%llu secs=%.3f "
-           "cpu_secs=%.3f events_per_s=%.0f durable_checkpoints=%llu\n",
+    printf("build events=%llu streams=%llu types=%llu data_bytes=%llu batch=%llu threads=%llu "
+           "secs=%.3f cpu_secs=%.3f events_per_s=%.0f durable_checkpoints=%llu\n",
            (unsigned long long)atomic_load(&g_acked), (unsigned long long)o->streams,
-           (unsigned long long)o->types,
+           (unsigned long long)o->types, (unsigned long long)o->data_bytes,
            (unsigned long long)o->batch, (unsigned long long)o->threads, secs,
            bench_self_cpu_s() - c0, (double)atomic_load(&g_acked) / secs,
            (unsigned long long)atomic_load(&ckpt_taken_total));
@@ -184,7 +205,7 @@ static void cmd_open(const opts *o, int crash)
            crash ? "crash_open" : "clean_open", (unsigned long long)st.events,
            (unsigned long long)st.streams, secs, cpu, mode_name(rep.mode),
            (unsigned long long)rep.from_pos, (unsigned long long)(rep.to_pos - rep.from_pos),
-           ckms && !strcmp(ckms, "0") ? "off" : "on");
+           ckms && strtoull(ckms, NULL, 10) > 0 ? "on" : "off");
     fflush(stdout);
     if (st.events != rep.to_pos) {
         fprintf(stderr, "bench_open: %llu events, recovery ended at %llu\n",
@@ -200,10 +221,12 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr, "usage: bench_open build|crash-open|open --dir D [--events N] "
-                        "[--streams S] [--batch B] [--threads T] [--types K] [--keep]\n");
+                        "[--streams S] [--batch B] [--threads T] [--types K] [--data-bytes DB] "
+                        "[--keep]\n");
         return 2;
     }
-    opts o = {.events = 1000000, .streams = 10000, .batch = 100, .threads = 4, .types = 1000};
+    opts o = {.events = 1000000, .streams = 10000, .batch = 100, .threads = 4, .types = 1000,
+              .data_bytes = 200};
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--keep")) {
@@ -224,6 +247,8 @@ int main(int argc, char **argv)
             o.batch = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--types"))
             o.types = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--data-bytes"))
+            o.data_bytes = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--threads"))
             o.threads = strtoull(v, NULL, 10);
         else {
@@ -232,8 +257,10 @@ int main(int argc, char **argv)
         }
         i++;
     }
-    if (!o.dir || !o.streams || !o.batch || !o.threads || !o.types || o.types > 1000) {
-        fprintf(stderr, "bench_open: --dir is required; counts must be > 0, --types at most 1000\n");
+    if (!o.dir || !o.streams || !o.batch || !o.threads || !o.types || o.types > 1000 ||
+        o.data_bytes < 8 || o.data_bytes > 1000000) {
+        fprintf(stderr, "bench_open: --dir is required; counts must be > 0, --types at most "
+                        "1000, --data-bytes from 8 to 1000000\n");
         return 2;
     }
     if (!strcmp(argv[1], "build"))

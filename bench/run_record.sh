@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # bench/run_record.sh - bytes written and instructions per event with the
-# previous record format (kind 1 event records) beside the compact one
-# (kind 8, docs/file-format.md), in one run, on the same binary: the
-# writer's format is chosen with STELE_RECORD_KIND=1 (kind 1) or left to
-# its default (kind 8).
+# record formats side by side (docs/file-format.md): kind 1 event records,
+# compact ones (kind 8) and compact ones sharing the stream name and type
+# within a commit (kind 9, the default), in one run, on the same binary:
+# the writer's format is chosen with STELE_RECORD_KIND=1 or =8, or left to
+# its default (kind 9 where a name can be shared, kind 8 elsewhere).
 #
-# For each round and each format, bench_engine's three append workloads
+# For each round and each format, bench_engine's append workloads
 # (200-byte JSON events, stream bench-N, type OrderPlaced, server ids):
 #   1x1      1 thread, 1 event per append
 #   64x1     64 threads, 1 event per append
+#   1x10     1 thread, 10 events per append
 #   1x1000   1 thread, 1,000 events per append
 # giving events/s, CPU % and write_syscall_bytes_per_event (bytes passed to
 # write(2)/pwrite(2) by the process per event: records, chain records,
@@ -27,9 +29,9 @@ set -euo pipefail
 BUILD=${1:-build}
 case "$BUILD" in /*) ;; *) BUILD="$PWD/$BUILD" ;; esac
 if [ "${QUICK:-0}" = 1 ]; then
-    ROUNDS=${ROUNDS:-1} N1=2000 N64=32000 N1000=200000 CG_SMALL=20000 CG_BIG=60000
+    ROUNDS=${ROUNDS:-1} N1=2000 N64=32000 N10=20000 N1000=200000 CG_SMALL=20000 CG_BIG=60000
 else
-    ROUNDS=${ROUNDS:-3} N1=10000 N64=128000 N1000=2000000 CG_SMALL=50000 CG_BIG=150000
+    ROUNDS=${ROUNDS:-3} N1=10000 N64=128000 N10=100000 N1000=2000000 CG_SMALL=50000 CG_BIG=150000
 fi
 CALLGRIND=${CALLGRIND:-1}
 
@@ -46,7 +48,7 @@ run() {
     local kind=$1 name=$2
     shift 2
     local envs=()
-    [ "$kind" = 1 ] && envs=(STELE_RECORD_KIND=1)
+    [ "$kind" != 9 ] && envs=(STELE_RECORD_KIND="$kind")
     say "# \$ ${envs[*]:+${envs[*]} }bench_engine append --dir D $* --ids server --name $name"
     rm -rf "$WORK/store"
     env "${envs[@]}" "$BE" append --dir "$WORK/store" "$@" --ids server --name "$name" \
@@ -57,7 +59,7 @@ run() {
 # callgrind_ir KIND EVENTS: total instructions of a 1x1000 run of EVENTS.
 callgrind_ir() {
     local kind=$1 events=$2 envs=() f="$WORK/cg.out"
-    [ "$kind" = 1 ] && envs=(STELE_RECORD_KIND=1)
+    [ "$kind" != 9 ] && envs=(STELE_RECORD_KIND="$kind")
     rm -rf "$WORK/store" "$f"
     env "${envs[@]}" valgrind --tool=callgrind --callgrind-out-file="$f" "$BE" append \
         --dir "$WORK/store" --threads 1 --batch 1000 --events "$events" --ids server \
@@ -66,13 +68,14 @@ callgrind_ir() {
     rm -rf "$WORK/store" "$f" "$f.log"
 }
 
-bench_header "stele record formats: kind 1 (STELE_RECORD_KIND=1) beside kind 8 (default)" src include bench
+bench_header "stele record formats: kind 1 (STELE_RECORD_KIND=1), kind 8 (=8) and kind 9 (default)" src include bench
 load
 for r in $(seq "$ROUNDS"); do
     say "## round $r"
-    for kind in 1 8; do
+    for kind in 1 8 9; do
         run "$kind" "kind${kind}_1x1" --threads 1 --batch 1 --events "$N1"
         run "$kind" "kind${kind}_64x1" --threads 64 --batch 1 --events "$N64"
+        run "$kind" "kind${kind}_1x10" --threads 1 --batch 10 --events "$N10"
         run "$kind" "kind${kind}_1x1000" --threads 1 --batch 1000 --events "$N1000"
     done
     load
@@ -80,7 +83,7 @@ done
 
 if [ "$CALLGRIND" = 1 ]; then
     say "## instructions per event, 1x1000 (callgrind, all threads): (Ir($CG_BIG) - Ir($CG_SMALL)) / $((CG_BIG - CG_SMALL))"
-    for kind in 1 8; do
+    for kind in 1 8 9; do
         small=$(callgrind_ir "$kind" "$CG_SMALL")
         big=$(callgrind_ir "$kind" "$CG_BIG")
         say "callgrind kind$kind ir_${CG_SMALL}=$small ir_${CG_BIG}=$big ir_per_event=$(( (big - small) / (CG_BIG - CG_SMALL) ))"

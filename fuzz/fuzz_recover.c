@@ -158,7 +158,7 @@ static int damage_tail(const uint8_t *data, size_t size)
     for (;;) {
         rec r;
         const char *why;
-        if (rec_decode(file + end, (uint64_t)st.st_size - end, &r, &why) != REC_OK)
+        if (rec_decode_in(file, end, (uint64_t)st.st_size - end, &r, &why) != REC_OK)
             break;
         end += r.len;
     }
@@ -179,7 +179,8 @@ static int damage_tail(const uint8_t *data, size_t size)
     for (uint64_t off = end; off + 8 <= end + size - 1; off += REC_ALIGN) {
         rec r;
         const char *why;
-        if (rec_decode(file + off, end + size - 1 - off, &r, &why) == REC_OK) {
+        rec_status rs = rec_decode(file + off, end + size - 1 - off, &r, &why);
+        if (rs == REC_OK || rs == REC_FAR) { /* as log_valid_record_after */
             valid = 1;
             break;
         }

@@ -92,6 +92,34 @@ def compact(stream, typ=b"", tags=(), data=b"", meta=b"", flags=0, count=1, inde
     return struct.pack("<II", n, crc32c(rest) if crc_ok else 0) + rest
 
 
+def shared(stream, typ=b"", tags=(), data=b"", meta=b"", flags=0, count=2, index=1, pos=1,
+           rev=1, sref=0, tref=0, created=1796000000000000, eid=b"\x02" * 16, crc_ok=True):
+    """A shared-names event record (kind 9, record.h): sref / tref are the
+    distances back (in 8-byte units) to the records holding the stream and
+    the type; 0 writes that field inline."""
+    body = b""
+    if not sref:
+        body += stream + b"\0"
+    if not tref:
+        body += typ + b"\0"
+    for t in tags:
+        body += struct.pack("<H", len(t)) + t + b"\0"
+    body += data + meta
+    head = struct.pack("<BB16sq", 9, flags, eid, created)
+    for v in (count, index, pos, rev, sref, tref):
+        head += varint(v)
+    if not sref:
+        head += varint(len(stream))
+    if not tref:
+        head += varint(len(typ))
+    for v in (len(tags), len(data), len(meta)):
+        head += varint(v)
+    rest = head + body
+    n = pad8(8 + len(rest))
+    rest += b"\0" * (n - 8 - len(rest))
+    return struct.pack("<II", n, crc32c(rest) if crc_ok else 0) + rest
+
+
 def seg_header(segno=0, first=0, created=1796000000000000):
     tail = struct.pack("<QQq", segno, first, created) + b"\0" * 24
     return b"STELESEG" + struct.pack("<II", 1, crc32c(tail)) + tail
@@ -143,6 +171,33 @@ def record_seeds():
     badpad = bytearray(compact(b"s", b"T", data=b"1"))
     badpad[-1] = 1
     out.append(bytes(badpad))
+    # Shared names (kind 9): a commit of four whose later records take the
+    # stream (and the type) from the first, one with its own type that the
+    # last takes; a multi-stream commit A, B, A; a record whose holder is
+    # not in the input (REC_FAR); refused shapes (no ref, index 0, a ref to
+    # a record of another time, a ref into the middle of a record).
+    first = compact(b"order-1", b"OrderPlaced", data=b'{"n":0}', flags=1, count=4, pos=10, rev=0)
+    u = len(first) // 8
+    s1 = shared(b"order-1", b"OrderPlaced", data=b'{"n":1}', flags=1, count=4, index=1, pos=11,
+                rev=1, sref=u, tref=u)
+    s2 = shared(b"order-1", b"ItemAdded", tags=(b"vip",), data=b'{"n":2}', flags=1, count=4,
+                index=2, pos=12, rev=2, sref=(len(first) + len(s1)) // 8)
+    s3 = shared(b"order-1", b"ItemAdded", data=b'{"n":3}', flags=1, count=4, index=3, pos=13,
+                rev=3, sref=(len(first) + len(s1) + len(s2)) // 8, tref=len(s2) // 8)
+    out.append(seg_header(first=10) + first + s1 + s2 + s3)
+    ma = compact(b"multi-a", b"Moved", data=b"1", flags=0x40, count=3, pos=20)
+    mb = shared(b"multi-b", b"Moved", data=b"2", flags=0x40, count=3, index=1, pos=21, rev=0,
+                tref=len(ma) // 8)
+    mc = shared(b"multi-a", b"Moved", data=b"3", flags=0x40, count=3, index=2, pos=22, rev=1,
+                sref=(len(ma) + len(mb)) // 8, tref=(len(ma) + len(mb)) // 8)
+    out.append(seg_header(first=20) + ma + mb + mc)
+    out.append(s1)                                                     # holder not given
+    out.append(first + shared(b"order-1", b"T", count=4, index=1, pos=11, rev=1))  # no ref
+    out.append(shared(b"order-1", b"T", count=4, index=0, pos=10, sref=1))        # index 0
+    out.append(first + shared(b"order-1", b"OrderPlaced", count=4, index=1, pos=11, rev=1,
+                              sref=u, tref=u, created=5))               # another commit
+    out.append(first + shared(b"order-1", b"OrderPlaced", count=4, index=1, pos=11, rev=1,
+                              sref=u - 1, tref=u))                      # mid-record
     return out, seg
 
 

@@ -199,7 +199,7 @@ static void walk(uint8_t *img, size_t len, walk_fn fn, void *ctx)
     while (off < len) {
         rec r;
         const char *why;
-        if (rec_decode(img + off, len - off, &r, &why) != REC_OK)
+        if (rec_decode_in(img, off, len - off, &r, &why) != REC_OK)
             break;
         if (r.kind == REC_CHAIN) {
             cseq = r.revision;
@@ -294,7 +294,7 @@ static void test_flip(const char *dir)
     /* A byte of the event's data, then its CRC made right again. */
     rec r;
     const char *why;
-    CHECK(rec_decode(img + k.off, len - k.off, &r, &why) == REC_OK);
+    CHECK(rec_decode_in(img, k.off, len - k.off, &r, &why) == REC_OK);
     size_t at = (size_t)(r.data - img) + 3;
     img[at] ^= 0x01;
     fix_crc(img + k.off);
@@ -320,7 +320,7 @@ static void test_flip(const char *dir)
     uint64_t commit_start = k.chain_off + CHAIN_REC_SIZE, commit_end = commit_start;
     while (commit_end < len) {
         rec q;
-        CHECK(rec_decode(img + commit_end, len - commit_end, &q, &why) == REC_OK);
+        CHECK(rec_decode_in(img, commit_end, len - commit_end, &q, &why) == REC_OK);
         commit_end += q.len;
         if (q.commit_index + 1 == q.commit_count)
             break;
@@ -686,7 +686,7 @@ static void test_groups(void)
     CHECK(k.off != 0);
     rec r;
     const char *why;
-    CHECK(rec_decode(img + k.off, len - k.off, &r, &why) == REC_OK);
+    CHECK(rec_decode_in(img, k.off, len - k.off, &r, &why) == REC_OK);
     img[(size_t)(r.data - img) + 500] ^= 0x20;
     fix_crc(img + k.off);
     put_file(seg, img, len);
@@ -896,7 +896,7 @@ static void test_pending(pend_fx *fx)
     uint8_t *ev = img + fx->l.off[fx->g1] + CHAIN_REC_SIZE;
     rec r;
     const char *why;
-    CHECK(rec_decode(ev, fx->len - (size_t)(ev - img), &r, &why) == REC_OK &&
+    CHECK(rec_decode_in(img, (size_t)(ev - img), fx->len - (size_t)(ev - img), &r, &why) == REC_OK &&
           r.kind == REC_EVENT && r.data_len > 10);
     ((uint8_t *)r.data)[5] ^= 0x04;
     fix_crc(ev);

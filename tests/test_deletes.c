@@ -261,7 +261,7 @@ static void test_old_store(void)
     for (;;) {
         rec r;
         const char *why;
-        if (rec_decode(seg + off, n - off, &r, &why) != REC_OK)
+        if (rec_decode_in(seg, off, n - off, &r, &why) != REC_OK)
             break;
         off += r.len;
     }

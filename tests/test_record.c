@@ -3,7 +3,10 @@
  * event encodes and decodes to the same fields as a kind 1 record and as a
  * compact (kind 8) one; sizes are exact and within the planning budget;
  * the other kinds are untouched by the choice; damaged or non-canonical
- * compact records are refused; rec_peek reads both headers.
+ * compact records are refused; rec_peek reads both headers. Shared names
+ * (kind 9): a commit laid out with rec_share_next decodes to the same
+ * fields, alone (REC_FAR, then rec_share_apply) or with the bytes before
+ * it (rec_decode_in); wrong holders and non-canonical records are refused.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -379,9 +382,9 @@ static void test_refused(void)
     fix_crc(small);
     CHECK(dec(small, REC_MIN_SIZE) == REC_BAD);
     free(small);
-    /* A kind past 8 (what a build of the next format would write). */
+    /* A kind past 9 (what a build of the next format would write). */
     memcpy(q, p, len);
-    q[8] = 9;
+    q[8] = 10;
     fix_crc(q);
     CHECK(dec(q, len) == REC_BAD);
     uint8_t k;
@@ -440,8 +443,172 @@ static void test_kind_choice(void)
     CHECK(rec_event_kind() == REC_EVENT);
     rec_set_event_kind(REC_COMPACT);
     CHECK(rec_event_kind() == REC_COMPACT);
-    rec_set_event_kind(0); /* anything else: compact */
-    CHECK(rec_event_kind() == REC_COMPACT);
+    rec_set_event_kind(REC_SHARED);
+    CHECK(rec_event_kind() == REC_SHARED);
+    rec_set_event_kind(0); /* anything else: the newest, shared names */
+    CHECK(rec_event_kind() == REC_SHARED);
+}
+
+
+/* ------------------------------------------------------- shared names */
+
+/* Lay out and encode a commit of n events (streams[i], types[i]) in the
+ * current event kind; offs[i] gets each record's offset. Returns bytes. */
+static size_t lay_commit(uint8_t *out, size_t n, const char *const *streams,
+                         const char *const *types, size_t *offs, int64_t created)
+{
+    static const char *tags[] = {"vip"};
+    rec_share sh;
+    rec_share_init(&sh);
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        stele_event_in ev = {.type = types[i], .data = "{\"x\":1}", .data_len = 7,
+                             .tags = i % 2 ? tags : NULL, .ntags = i % 2,
+                             .flags = STELE_EVENT_JSON};
+        uint8_t id[16];
+        memset(id, (int)i + 1, sizeof id);
+        uint32_t sb, tb;
+        uint64_t size = rec_share_next(&sh, streams[i], strlen(streams[i]), types[i], ev.tags,
+                                       ev.ntags, ev.data_len, 0, (uint32_t)n, (uint32_t)i,
+                                       1000 + i, 50 + i, &sb, &tb);
+        size_t w = rec_encode_event_shared(out + off, streams[i], strlen(streams[i]), &ev, id,
+                                           STELE_EVENT_JSON, (uint32_t)n, (uint32_t)i, 1000 + i,
+                                           50 + i, created, sb, tb);
+        CHECK(w == size);
+        offs[i] = off;
+        off += w;
+    }
+    return off;
+}
+
+static void test_shared(void)
+{
+    const char *st[4] = {"Order-123", "Order-123", "Order-123", "Order-123"};
+    const char *ty[4] = {"ItemAdded", "ItemAdded", "OrderPlaced", "ItemAdded"};
+    uint8_t *b = calloc(1, 4096), *b8 = calloc(1, 4096);
+    size_t offs[4], offs8[4];
+    rec_set_event_kind(REC_COMPACT);
+    size_t n8 = lay_commit(b8, 4, st, ty, offs8, 77);
+    rec_set_event_kind(REC_SHARED);
+    size_t n9 = lay_commit(b, 4, st, ty, offs, 77);
+    printf("4 events in one commit: %zu bytes as kind 8, %zu with shared names\n", n8, n9);
+    CHECK(n9 < n8);
+    /* The first record holds both (kind 8); the others share. */
+    CHECK(b[8] == REC_COMPACT && b[offs[1] + 8] == REC_SHARED && b[offs[3] + 8] == REC_SHARED);
+    for (int i = 0; i < 4; i++) {
+        for (int trusted = 0; trusted < 2; trusted++) {
+            rec r, r8;
+            const char *why = NULL;
+            rec_status st9 = trusted ? rec_decode_trusted_in(b, offs[i], n9 - offs[i], &r, &why)
+                                     : rec_decode_in(b, offs[i], n9 - offs[i], &r, &why);
+            CHECK(st9 == REC_OK);
+            CHECK(rec_decode_in(b8, offs8[i], n8 - offs8[i], &r8, &why) == REC_OK);
+            CHECK(r.kind == REC_EVENT && r.compact == (i ? 2 : 1) && !r.far);
+            CHECK(r.stream_len == r8.stream_len && !memcmp(r.stream, r8.stream, r.stream_len));
+            CHECK(r.type_len == r8.type_len && !memcmp(r.type, r8.type, r.type_len));
+            CHECK(r.type[r.type_len] == 0 && r.stream[r.stream_len] == 0);
+            CHECK(r.position == r8.position && r.revision == r8.revision &&
+                  r.commit_index == r8.commit_index && r.ntags == r8.ntags &&
+                  r.data_len == r8.data_len && !memcmp(r.data, r8.data, r.data_len) &&
+                  !memcmp(r.id, r8.id, 16) && r.flags == r8.flags);
+        }
+    }
+    /* Alone, record 2 (its own type, the stream shared) is REC_FAR: the
+     * holder is record 0, which then resolves it. */
+    rec r, h;
+    const char *why = NULL;
+    CHECK(rec_decode(b + offs[2], n9 - offs[2], &r, &why) == REC_FAR);
+    CHECK(r.far == REC_FAR_STREAM && r.stream_back == offs[2] - offs[0]);
+    CHECK(r.type_len == 11 && !memcmp(r.type, "OrderPlaced", 11));
+    CHECK(rec_decode(b, n9, &h, &why) == REC_OK);
+    CHECK(rec_share_apply(&r, REC_FAR_STREAM, &h, &why) == 0 && !r.far);
+    CHECK(r.stream_len == 9 && !memcmp(r.stream, "Order-123", 9));
+    /* A record of the commit that does not hold the field cannot give it
+     * (refs never chain), nor a later record. */
+    rec r1, r3;
+    CHECK(rec_decode(b + offs[1], n9 - offs[1], &r1, &why) == REC_FAR);
+    CHECK(rec_decode(b + offs[3], n9 - offs[3], &r3, &why) == REC_FAR);
+    CHECK(rec_share_apply(&r3, REC_FAR_STREAM, &r1, &why) == -1);
+    CHECK(rec_decode(b + offs[2], n9 - offs[2], &r, &why) == REC_FAR);
+    rec r2 = r;
+    CHECK(rec_share_apply(&r1, REC_FAR_STREAM, &r2, &why) == -1);
+    /* Holders are looked for only in the bytes given: starting the buffer
+     * after record 0 leaves the stream far. */
+    CHECK(rec_decode_in(b + offs[1], offs[3] - offs[1], n9 - offs[3], &r, &why) == REC_FAR);
+    /* Multi-stream: A, B, A, B with one type: each record shares what an
+     * earlier one holds. */
+    const char *ms[4] = {"Multi-a", "Multi-b", "Multi-a", "Multi-b"};
+    const char *mt[4] = {"Moved", "Moved", "Moved", "Moved"};
+    size_t moffs[4];
+    size_t mn = lay_commit(b, 4, ms, mt, moffs, 77);
+    CHECK(b[moffs[1] + 8] == REC_SHARED); /* the type */
+    for (int i = 0; i < 4; i++) {
+        CHECK(rec_decode_in(b, moffs[i], mn - moffs[i], &r, &why) == REC_OK);
+        CHECK(r.stream_len == 7 && !memcmp(r.stream, ms[i], 7) && r.type_len == 5);
+    }
+    /* The writer's other kinds share nothing. */
+    rec_set_event_kind(REC_EVENT);
+    size_t n1 = lay_commit(b, 4, st, ty, offs, 77);
+    CHECK(n1 > n8 && b[offs[3] + 8] == REC_EVENT);
+    rec_set_event_kind(REC_SHARED);
+    free(b8);
+    free(b);
+}
+
+/* A holder of another commit (another time, or index), a kind 9 record at
+ * index 0, one with no ref, and a ref past the segment's start are
+ * refused; CRCs are checked on holders too. */
+static void test_shared_refused(void)
+{
+    const char *st[2] = {"Order-1", "Order-1"};
+    const char *ty[2] = {"T", "T"};
+    uint8_t *b = calloc(1, 1024);
+    size_t offs[2];
+    rec_set_event_kind(REC_SHARED);
+    size_t n = lay_commit(b, 2, st, ty, offs, 5);
+    rec r;
+    const char *why = NULL;
+    CHECK(b[offs[1] + 8] == REC_SHARED);
+    CHECK(rec_decode_in(b, offs[1], n - offs[1], &r, &why) == REC_OK);
+    /* The holder's time changed: not of this commit. */
+    uint8_t *q = malloc(n);
+    memcpy(q, b, n);
+    st64(q + 26, 6);
+    fix_crc(q);
+    CHECK(rec_decode_in(q, offs[1], n - offs[1], &r, &why) == REC_BAD);
+    /* The holder's CRC broken: bad (trusted decoding does not look). */
+    memcpy(q, b, n);
+    q[40] ^= 1;
+    CHECK(rec_decode_in(q, offs[1], n - offs[1], &r, &why) == REC_BAD);
+    /* A ref to no record (one unit short). */
+    memcpy(q, b, n);
+    /* varints at +34: count, index, position (2 bytes), revision, then
+     * the stream ref. */
+    uint8_t *ref = q + offs[1] + 34 + 1 + 1 + 2 + 1;
+    CHECK(*ref == offs[1] / REC_ALIGN);
+    *ref = (uint8_t)(*ref - 1);
+    fix_crc(q + offs[1]);
+    CHECK(rec_decode_in(q, offs[1], n - offs[1], &r, &why) == REC_BAD);
+    /* Both refs zero: kind 8 would say it; refused. */
+    memcpy(q, b, n);
+    ref = q + offs[1] + 34 + 5;
+    ref[0] = 0;
+    ref[1] = 0;
+    fix_crc(q + offs[1]);
+    CHECK(rec_decode(q + offs[1], n - offs[1], &r, &why) == REC_BAD);
+    /* Kind 9 as the first record of a commit. */
+    memcpy(q, b, n);
+    q[8] = REC_SHARED;
+    fix_crc(q);
+    CHECK(rec_decode(q, n, &r, &why) == REC_BAD);
+    /* rec_peek reads a kind 9 header as an event. */
+    uint8_t k;
+    uint64_t pos;
+    int64_t t;
+    CHECK(rec_peek(b + offs[1], n - offs[1], &k, &pos, &t) == 0 && k == REC_EVENT &&
+          pos == 1001 && t == 5);
+    free(q);
+    free(b);
 }
 
 int main(void)
@@ -452,6 +619,8 @@ int main(void)
     test_refused();
     test_golden();
     test_kind_choice();
+    test_shared();
+    test_shared_refused();
     if (t_failures)
         fprintf(stderr, "%d failures\n", t_failures);
     return t_failures ? 1 : 0;

@@ -422,7 +422,7 @@ static int scan_segment(const char *dir, uint32_t segno, recinfo **out)
     for (;;) {
         rec r;
         const char *why = "";
-        rec_status st = rec_decode(p + off, off < len ? len - off : 0, &r, &why);
+        rec_status st = rec_decode_in(p, off, off < len ? len - off : 0, &r, &why);
         if (st == REC_ZERO)
             break;
         if (st != REC_OK) {
@@ -1259,7 +1259,7 @@ static void test_duplicate_id(const store *s)
     while (off < len) {
         rec r;
         const char *why = "";
-        if (rec_decode(p + off, len - off, &r, &why) != REC_OK || r.kind == REC_SEAL)
+        if (rec_decode_in(p, off, len - off, &r, &why) != REC_OK || r.kind == REC_SEAL)
             break;
         int client = r.kind == REC_EVENT && !(r.flags & (REC_ID_MADE | REC_MULTI));
         if (r.kind == REC_EVENT && r.commit_index == 0)
@@ -1280,11 +1280,11 @@ static void test_duplicate_id(const store *s)
     }
     rec r;
     const char *why = "";
-    CHECK(rec_decode(p + at, len - at, &r, &why) == REC_OK);
+    CHECK(rec_decode_in(p, at, len - at, &r, &why) == REC_OK);
     memcpy(p + (r.id - p), prev.id, 16);
     uint32_t rlen = ld32(p + at);
     st32(p + at + 4, crc32c(0, p + at + 8, rlen - 8));
-    CHECK(rec_decode(p + at, len - at, &r, &why) == REC_OK); /* the CRC is right again */
+    CHECK(rec_decode_in(p, at, len - at, &r, &why) == REC_OK); /* the CRC is right again */
     int fd = open(seg, O_WRONLY);
     CHECK(fd >= 0 && pwrite(fd, p + at, rlen, (off_t)at) == (ssize_t)rlen);
     close(fd);

@@ -261,10 +261,14 @@ others:
 static uint64_t append_rec_bytes_at(const append_args *a, uint64_t pos, uint64_t rev)
 {
     uint64_t n = 0;
+    rec_share sh; /* stream and types shared within the commit (record.h) */
+    rec_share_init(&sh);
+    uint32_t sb, tb;
     for (size_t i = 0; i < a->n; i++) {
         const stele_event_in *e = &a->events[i];
-        n += rec_event_size_at(a->stream_len, strlen(e->type), e->tags, e->ntags, e->data_len,
-                               e->metadata_len, (uint32_t)a->n, (uint32_t)i, pos + i, rev + i);
+        n += rec_share_next(&sh, a->stream, a->stream_len, e->type, e->tags, e->ntags,
+                            e->data_len, e->metadata_len, (uint32_t)a->n, (uint32_t)i, pos + i,
+                            rev + i, &sb, &tb);
     }
     return n;
 }
@@ -345,13 +349,16 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
         L->ck.streams++;
         r->new_stream = 1;
     }
+    int client_ids = 0;
     if (r->op == OP_APPEND) {
         /* Index the client-given ids (later requests of the group see them). */
         const append_args *a = r->a;
         for (size_t i = 0; i < a->n && rc == 0; i++)
-            if (!a->made[i])
+            if (!a->made[i]) {
+                client_ids = 1;
                 rc = idx_id_put(L->ix, txn, a->ids[i], r->st.sid, r->res.first_revision + i,
                                 r->res.first_position + i);
+            }
     }
     if (rc == 0)
         rc = idx_stream_put(L->ix, txn, r->stream, r->stream_len, &r->st);
@@ -359,9 +366,12 @@ static int plan(local *L, MDB_txn *txn, wreq *r)
         rc = sm_on_remove(L, txn, &r->st); /* the snapshots it hides */
     if (rc == 0 && r->op != OP_APPEND)
         rc = rm_plan(L, txn, r); /* its `$deletes` event (local_removes.c) */
-    if (rc == 0 && r->op == OP_APPEND) {
+    if (rc == 0 && r->op == OP_APPEND && client_ids) {
         /* The commit's entry, so a retry later in this same group is
-         * recognised; write_group() fills in where it lands. */
+         * recognised; write_group() fills in where it lands. A retry is
+         * found only through a client-given id (the ids table holds no
+         * other), so an append without one gets its entry only there: one
+         * LMDB put per append less. */
         idx_commit c = {r->st.sid, r->res.first_revision, 0, r->res.first_position,
                         (uint32_t)r->a->n, 0};
         rc = idx_commit_put(L->ix, txn, &c);
@@ -758,6 +768,8 @@ static int encode_append(gwrite *g, wreq *r, uint64_t start)
     local *L = g->L;
     const append_args *a = r->a;
     int rc = 0;
+    rec_share sh; /* laid out as append_rec_bytes_at planned */
+    rec_share_init(&sh);
     for (size_t i = 0; i < a->n && rc == 0; i++) {
         uint64_t pos = r->res.first_position + i;
         uint64_t loc = loc_make(g->seg, (uint32_t)(g->write_off + L->gbuf.len));
@@ -766,10 +778,16 @@ static int encode_append(gwrite *g, wreq *r, uint64_t start)
             rc = idx_pos_put(L->ix, g->txn, pos, loc);
             L->ck.last_pos_loc = loc;
         }
-        L->gbuf.len += rec_encode_event(
-            L->gbuf.p + L->gbuf.len, a->stream, a->stream_len, &a->events[i], a->ids[i],
-            (uint8_t)((a->events[i].flags & REC_EVENT_FLAGS) | (a->made[i] ? REC_ID_MADE : 0)),
-            (uint32_t)a->n, (uint32_t)i, pos, r->res.first_revision + i, g->now);
+        const stele_event_in *e = &a->events[i];
+        size_t tl = strlen(e->type);
+        uint32_t sb, tb;
+        rec_share_refs(&sh, a->stream, a->stream_len, e->type, tl, (uint32_t)i, &sb, &tb);
+        size_t n = rec_encode_event_shared(
+            L->gbuf.p + L->gbuf.len, a->stream, a->stream_len, e, a->ids[i],
+            (uint8_t)((e->flags & REC_EVENT_FLAGS) | (a->made[i] ? REC_ID_MADE : 0)),
+            (uint32_t)a->n, (uint32_t)i, pos, r->res.first_revision + i, g->now, sb, tb);
+        rec_share_add(&sh, a->stream, a->stream_len, e->type, tl, sb, tb, n);
+        L->gbuf.len += n;
     }
     idx_commit c = {r->st.sid, r->res.first_revision, loc_make(g->seg, (uint32_t)start),
                     r->res.first_position, (uint32_t)a->n,

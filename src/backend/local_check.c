@@ -289,7 +289,7 @@ static int check_multi(checker *k, uint64_t start, uint64_t end, int indexed)
         int end_ = off == n;
         rec *r = &recs[nrec];
         const char *why = "bad record";
-        if (!end_ && rec_decode_trusted(b.p + off, n - off, r, &why) != REC_OK) {
+        if (!end_ && rec_decode_trusted_in(b.p, off, n - off, r, &why) != REC_OK) {
             rc = damage(start + off, why, NULL);
             break;
         }

@@ -188,7 +188,7 @@ uint64_t stream_start(const idx_stream *st);
 void scratch_init(local *L, buf *b);
 void scratch_free(local *L, buf *b);
 int read_commit(local *L, const idx_commit *c, buf *b);
-int commit_rec(const idx_commit *c, const buf *b, size_t off, rec *r);
+int commit_rec(local *L, log_holders *h, const idx_commit *c, const buf *b, size_t off, rec *r);
 int snapshot(local *L, MDB_txn **txn, uint64_t *visible, uint64_t *end);
 int stream_state(local *L, MDB_txn *txn, const char *stream, size_t len, idx_stream *st);
 int scan_all(local *L, uint64_t loc, uint64_t end, uint64_t from, uint64_t to, size_t limit,

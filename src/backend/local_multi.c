@@ -609,6 +609,8 @@ static int multi_index(local *L, MDB_txn *txn, wreq *r, uint64_t pos0)
         ms[i].next_rev = r->ps[i].first_revision;
     size_t run_s = SIZE_MAX;
     idx_commit c = {0};
+    rec_share sh;
+    rec_share_init(&sh);
     for (size_t k = 0; k <= m->nrecords && rc == 0; k++) {
         size_t i = k < m->nrecords ? m->records[k].stream : SIZE_MAX;
         if (i != run_s) {
@@ -650,11 +652,17 @@ static uint64_t multi_rec_bytes_at(wreq *r, uint64_t pos0)
             count++;
         }
     }
+    /* The events come first in the commit: their names are shared from
+     * its start (multi_encode lays them out the same way). */
+    rec_share sh;
+    rec_share_init(&sh);
+    uint32_t sb, tb;
     for (size_t k = 0; k < m->nrecords; k++) {
         size_t i = m->records[k].stream;
         const stele_event_in *e = &m->records[k].event;
-        n += rec_event_size_at(m->streams[i].len, strlen(e->type), e->tags, e->ntags, e->data_len,
-                               e->metadata_len, count, (uint32_t)k, pos0 + k, ms[i].next_rev++);
+        n += rec_share_next(&sh, m->streams[i].stream, m->streams[i].len, e->type, e->tags,
+                            e->ntags, e->data_len, e->metadata_len, count, (uint32_t)k, pos0 + k,
+                            ms[i].next_rev++, &sb, &tb);
     }
     return n;
 }
@@ -690,6 +698,8 @@ int multi_encode(local *L, MDB_txn *txn, wreq *r, uint32_t seg, uint64_t write_o
     size_t run_s = SIZE_MAX;
     uint64_t run_off = 0;
     idx_commit c = {0};
+    rec_share sh;
+    rec_share_init(&sh);
     for (size_t k = 0; k <= m->nrecords && rc == 0; k++) {
         size_t i = k < m->nrecords ? m->records[k].stream : SIZE_MAX;
         uint64_t off = write_off + L->gbuf.len;
@@ -717,9 +727,15 @@ int multi_encode(local *L, MDB_txn *txn, wreq *r, uint32_t seg, uint64_t write_o
         const stele_event_in *e = &m->records[k].event;
         uint8_t flags = (uint8_t)((e->flags & REC_EVENT_FLAGS) |
                                   (m->made[k] ? REC_ID_MADE : 0) | REC_MULTI);
-        L->gbuf.len += rec_encode_event(L->gbuf.p + L->gbuf.len, m->streams[i].stream,
-                                        m->streams[i].len, e, m->ids[k], flags, count,
-                                        (uint32_t)k, pos, ms[i].next_rev++, now);
+        uint32_t sb, tb;
+        size_t tl = strlen(e->type);
+        rec_share_refs(&sh, m->streams[i].stream, m->streams[i].len, e->type, tl, (uint32_t)k,
+                       &sb, &tb);
+        size_t n = rec_encode_event_shared(L->gbuf.p + L->gbuf.len, m->streams[i].stream,
+                                           m->streams[i].len, e, m->ids[k], flags, count,
+                                           (uint32_t)k, pos, ms[i].next_rev++, now, sb, tb);
+        rec_share_add(&sh, m->streams[i].stream, m->streams[i].len, e->type, tl, sb, tb, n);
+        L->gbuf.len += n;
         c.count++;
     }
     uint32_t index = (uint32_t)m->nrecords;
@@ -836,7 +852,7 @@ int multi_recover_commit(local *L, MDB_txn *txn, uint64_t start, uint64_t bytes)
         rec r;
         const char *why = "record runs past its commit";
         int end = off == bytes;
-        if (!end && rec_decode_trusted(p + off, bytes - off, &r, &why) != REC_OK) {
+        if (!end && rec_decode_trusted_in(p, off, bytes - off, &r, &why) != REC_OK) {
             rc = err_set(STELE_ECORRUPT, "segment %s offset %llu: %s", name,
                          (unsigned long long)(loc_off(start) + off), why);
             break;
@@ -1039,6 +1055,7 @@ typedef struct rchunk {
     uint64_t loc, start; /* the run's loc (UINT64_MAX: none loaded), first position */
     uint32_t count;
     size_t *offs, noffs;
+    log_holders hold; /* kind 9 holders before the run (record.h) */
 } rchunk;
 
 /* Load `run` into ch and check each of its records is the event the index
@@ -1065,8 +1082,13 @@ static int chunk_load(local *L, rchunk *ch, const idx_run *run)
         rec r;
         const char *why = "the record runs past the indexed run";
         ch->offs[i] = off;
-        rec_status st = off < ch->b.len ? rec_decode(ch->b.p + off, ch->b.len - off, &r, &why)
+        rec_status st = off < ch->b.len ? rec_decode_in(ch->b.p, off, ch->b.len - off, &r, &why)
                                         : REC_SHORT;
+        if (st == REC_FAR) {
+            if ((rc = log_share_fetch(L->lg, run->loc + off, &r, &ch->hold)))
+                return rc;
+            st = REC_OK;
+        }
         if (st != REC_OK || r.kind != REC_EVENT || r.position != run->start + i) {
             char name[32];
             log_seg_name(loc_seg(run->loc), name);
@@ -1139,7 +1161,9 @@ int local_read_matching(backend *b, const stele_condition *cond, uint64_t from, 
         rec r;
         const char *why;
         size_t off = ch.offs[q - ch.start];
-        rec_decode_trusted(ch.b.p + off, ch.b.len - off, &r, &why);
+        if (rec_decode_trusted_in(ch.b.p, off, ch.b.len - off, &r, &why) == REC_FAR &&
+            (rc = log_share_fetch(L->lg, ch.loc + off, &r, &ch.hold)))
+            break;
         if ((rc = local_page_add(pg, &r)))
             break;
         if (bw && q == 0)
@@ -1151,6 +1175,7 @@ done:
     mdb_txn_abort(txn);
     scratch_free(L, &ch.b);
     free(ch.offs);
+    log_holders_free(&ch.hold);
     if (rc) {
         stele_page_free(pg);
         return rc;

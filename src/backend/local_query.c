@@ -234,6 +234,7 @@ typedef struct filler {
     buf chunk;
     size_t *offs; /* backwards: record offsets of one stretch */
     size_t offcap;
+    log_holders hold; /* kind 9 holders before a stretch (record.h) */
 } filler;
 
 static int add_visible(filler *f, const rec *r)
@@ -266,7 +267,12 @@ static int add_stretch(filler *f, const cand *c, size_t base)
         uint64_t pos = run->start + i, loc = run->loc + (off - base);
         const char *why = "the record runs past the indexed run";
         size_t avail = base + run->bytes - off;
-        rec_status st = rec_decode(f->chunk.p + off, avail, &r, &why);
+        rec_status st = rec_decode_in(f->chunk.p, off, avail, &r, &why);
+        if (st == REC_FAR) { /* a holder before the run: read it */
+            if ((rc = log_share_fetch(f->L->lg, loc, &r, &f->hold)))
+                return rc;
+            st = REC_OK;
+        }
         if (st != REC_OK)
             return bad_entry(pos, loc, st == REC_ZERO ? "there is no record" : why);
         if (r.kind != REC_EVENT || r.position != pos)
@@ -287,8 +293,11 @@ static int add_stretch(filler *f, const cand *c, size_t base)
             break;
         rec r;
         const char *why;
-        rec_decode(f->chunk.p + f->offs[i], base + run->bytes - f->offs[i], &r, &why);
-        rc = add_visible(f, &r);
+        if (rec_decode_in(f->chunk.p, f->offs[i], base + run->bytes - f->offs[i], &r, &why) ==
+            REC_FAR)
+            rc = log_share_fetch(f->L->lg, run->loc + (f->offs[i] - base), &r, &f->hold);
+        if (rc == 0)
+            rc = add_visible(f, &r);
     }
     return rc;
 }
@@ -438,6 +447,7 @@ int local_query_sec(local *L, MDB_txn *txn, const query_args *q, uint64_t lo, ui
     free(c);
     free(f.offs);
     scratch_free(L, &f.chunk);
+    log_holders_free(&f.hold);
     idx_sec_close(&cs.a);
     idx_sec_close(&cs.b);
     return rc;

@@ -71,8 +71,12 @@ int local_page_add(stele_page *pg, const rec *r)
                     .metadata = r->meta,
                     .metadata_len = r->meta_len,
                     .id = r->id,
-                    .block = r->stream,
-                    .block_len = (size_t)(r->meta + r->meta_len - (const uint8_t *)r->stream),
+                    /* One copy of the body, unless a kind 9 record's name
+                     * or type lives in another record (record.h). */
+                    .block = r->compact == 2 ? NULL : r->stream,
+                    .block_len = r->compact == 2
+                                     ? 0
+                                     : (size_t)(r->meta + r->meta_len - (const uint8_t *)r->stream),
                     .flags = r->flags,
                     .created_us = r->created_us,
                     .revision = r->revision,
@@ -109,10 +113,19 @@ int read_commit(local *L, const idx_commit *c, buf *b)
 
 /* Decode the record at p (within a commit read whole); damage is ECORRUPT
  * naming where. */
-int commit_rec(const idx_commit *c, const buf *b, size_t off, rec *r)
+int commit_rec(local *L, log_holders *h, const idx_commit *c, const buf *b, size_t off, rec *r)
 {
     const char *why = "record runs past its commit";
-    rec_status st = off < b->len ? rec_decode(b->p + off, b->len - off, r, &why) : REC_SHORT;
+    rec_status st =
+        off < b->len ? rec_decode_in(b->p, off, b->len - off, r, &why) : REC_SHORT;
+    /* A kind 9 record whose holder is before the bytes read (a stream's
+     * run inside a multi-stream commit): read it. */
+    if (st == REC_FAR) {
+        int rc = log_share_fetch(L->lg, c->loc + off, r, h);
+        if (rc)
+            return rc;
+        st = REC_OK;
+    }
     if (st == REC_OK && r->kind == REC_EVENT)
         return 0;
     if (st == REC_OK)
@@ -194,6 +207,8 @@ typedef struct sread {
     int64_t now;
     uint64_t last;         /* the last revision added to pg */
     int any, aged;         /* something was added; maxAge ended the read */
+    local *L;
+    log_holders hold;      /* kind 9 holders read by commit_rec */
 } sread;
 
 /* The visible events of commit c (its records in cb) at or after `from`. */
@@ -203,7 +218,7 @@ static int commit_forwards(sread *sr, const idx_commit *c, const buf *cb)
     int rc = 0;
     for (uint32_t i = 0; i < c->count && rc == 0 && !page_full(sr->pg, sr->limit); i++) {
         rec r;
-        if ((rc = commit_rec(c, cb, off, &r)))
+        if ((rc = commit_rec(sr->L, &sr->hold, c, cb, off, &r)))
             break;
         off += r.len;
         if (r.revision < sr->from || !event_visible(&sr->st, r.revision, r.created_us, sr->now))
@@ -228,12 +243,12 @@ static int commit_backwards(sread *sr, const idx_commit *c, const buf *cb)
     for (uint32_t i = 0; i < c->count && rc == 0; i++) {
         rec r;
         offs[i] = off;
-        if ((rc = commit_rec(c, cb, off, &r)) == 0)
+        if ((rc = commit_rec(sr->L, &sr->hold, c, cb, off, &r)) == 0)
             off += r.len;
     }
     for (uint32_t i = c->count; i-- > 0 && rc == 0 && !page_full(sr->pg, sr->limit);) {
         rec r;
-        if ((rc = commit_rec(c, cb, offs[i], &r)))
+        if ((rc = commit_rec(sr->L, &sr->hold, c, cb, offs[i], &r)))
             break;
         if (r.revision > sr->from)
             continue;
@@ -302,7 +317,7 @@ static int read_stream_try(local *L, const char *stream, size_t len, uint64_t fr
     int rc = snapshot(L, &txn, &visible, &end);
     if (rc)
         return rc;
-    sread sr = {.limit = limit};
+    sread sr = {.limit = limit, .L = L};
     idx_rev_cursor cur = {0};
     if ((rc = stream_state(L, txn, stream, len, &sr.st)) || (rc = page_new(L->pl, &sr.pg)))
         goto done;
@@ -334,6 +349,7 @@ static int read_stream_try(local *L, const char *stream, size_t len, uint64_t fr
 done:
     idx_rev_close(&cur);
     mdb_txn_abort(txn);
+    log_holders_free(&sr.hold);
     if (rc) {
         stele_page_free(sr.pg);
         return rc;

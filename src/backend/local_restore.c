@@ -146,6 +146,8 @@ static int rs_walk_seg(rs_file *f, rs_walk *w)
         rec_status st = rec_decode(f->map + off, end - off, &r, &why);
         if (st == REC_ZERO)
             break;
+        if (st == REC_FAR) /* valid; the walk needs no names (positions, times) */
+            st = REC_OK;
         if (st != REC_OK)
             return err_set(STELE_ECORRUPT, "backup %s: %s offset %" PRIu64 ": %s", f->src,
                            f->rel, off, st == REC_SHORT ? "record runs past the end" : why);

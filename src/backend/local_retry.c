@@ -154,6 +154,7 @@ int retry_compare(local *L, wreq *r, uint64_t sid, const idx_commit *orig, const
     }
     buf b;
     scratch_init(L, &b);
+    log_holders hold = {0};
     int rc = read_commit(L, orig, &b);
     if (rc == LOG_REMOVED) {
         err_clear();
@@ -163,7 +164,14 @@ int retry_compare(local *L, wreq *r, uint64_t sid, const idx_commit *orig, const
     for (size_t off = 0; rc == 0 && off < b.len;) {
         rec rr;
         const char *why = "bad record";
-        if (rec_decode(b.p + off, b.len - off, &rr, &why) != REC_OK) {
+        rec_status st = rec_decode_in(b.p, off, b.len - off, &rr, &why);
+        /* A holder before the bytes read (a multi-stream commit's run). */
+        if (st == REC_FAR) {
+            if ((rc = log_share_fetch(L->lg, orig->loc + off, &rr, &hold)))
+                break;
+            st = REC_OK;
+        }
+        if (st != REC_OK) {
             rc = err_set(STELE_ECORRUPT, "reading the original of a retried append: %s", why);
             break;
         }
@@ -176,6 +184,7 @@ int retry_compare(local *L, wreq *r, uint64_t sid, const idx_commit *orig, const
             const char *d = retry_event_diff(&rr, &a->events[i]);
             if (d) {
                 scratch_free(L, &b);
+                log_holders_free(&hold);
                 conflict(r, i, orig->first_rev, d);
                 return 1;
             }
@@ -183,6 +192,7 @@ int retry_compare(local *L, wreq *r, uint64_t sid, const idx_commit *orig, const
         }
     }
     scratch_free(L, &b);
+    log_holders_free(&hold);
     /* Events a scavenge removed from the commit are not found: they
      * compare as equal (nothing is left to differ from). A read failure
      * fails this append alone: the group's index transaction is fine. */

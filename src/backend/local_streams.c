@@ -591,6 +591,7 @@ static int read_after(local *L, MDB_txn *txn, uint64_t visible, const idx_stream
     idx_rev_cursor cur = {0};
     buf cb;
     scratch_init(L, &cb);
+    log_holders hold = {0};
     uint64_t last = 0;
     int any = 0;
     idx_commit c;
@@ -603,7 +604,7 @@ static int read_after(local *L, MDB_txn *txn, uint64_t visible, const idx_stream
         size_t off = 0;
         for (uint32_t i = 0; i < c.count && rc == 0 && !page_full(pg, limit); i++) {
             rec r;
-            if ((rc = commit_rec(&c, &cb, off, &r)))
+            if ((rc = commit_rec(L, &hold, &c, &cb, off, &r)))
                 break;
             off += r.len;
             if (r.revision < from || !event_visible(st, r.revision, r.created_us, now))
@@ -624,6 +625,7 @@ static int read_after(local *L, MDB_txn *txn, uint64_t visible, const idx_stream
     }
     idx_rev_close(&cur);
     scratch_free(L, &cb);
+    log_holders_free(&hold);
     return rc;
 }
 

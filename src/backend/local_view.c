@@ -141,12 +141,25 @@ static int commit_stream(local *L, const idx_commit *c, buf *b, char *name, size
     rec r;
     const char *why = "not an event";
     rec_status st = rec_decode(b->p, n, &r, &why);
-    if (st != REC_OK || r.kind != REC_EVENT || r.stream_len > 255)
+    /* A stream's run inside a multi-stream commit may name its stream by
+     * an earlier record (kind 9): read that one. */
+    log_holders hold = {0};
+    if (st == REC_FAR) {
+        if ((rc = log_share_fetch(L->lg, c->loc, &r, &hold))) {
+            log_holders_free(&hold);
+            return rc;
+        }
+        st = REC_OK;
+    }
+    if (st != REC_OK || r.kind != REC_EVENT || r.stream_len > 255) {
+        log_holders_free(&hold);
         return err_set(STELE_ECORRUPT, "index: the commit of stream %llu: %s",
                        (unsigned long long)c->sid, st == REC_OK ? "not an event" : why);
+    }
     memcpy(name, r.stream, r.stream_len);
     name[r.stream_len] = 0;
     *len = r.stream_len;
+    log_holders_free(&hold);
     return 0;
 }
 

@@ -681,12 +681,79 @@ void log_iter_done(log_iter *it)
     if (it->seg)
         log_seg_put(it->seg);
     it->seg = NULL;
+    /* Holders are the iterator's own (never the caller's chunk), and never
+     * span segments. */
+    if (it->hold) {
+        log_holders_free(it->hold);
+        free(it->hold);
+        it->hold = NULL;
+    }
 }
 
 void log_iter_free(log_iter *it)
 {
     log_iter_done(it);
     buf_free(&it->chunk);
+}
+
+/* ------------------------------------------------- shared names (kind 9) */
+
+void log_holders_free(log_holders *h)
+{
+    for (int i = 0; i < 2; i++) {
+        buf_free(&h->b[i]);
+        h->loc[i] = 0;
+    }
+}
+
+int log_share_fetch(logf *lg, uint64_t loc, rec *r, log_holders *h)
+{
+    static const unsigned fields[2] = {REC_FAR_STREAM, REC_FAR_TYPE};
+    for (int i = 0; i < 2 && r->far; i++) {
+        uint32_t back = i == 0 ? r->stream_back : r->type_back;
+        if (!(r->far & fields[i]))
+            continue;
+        char name[32];
+        const char *why = "its holder is before the segment's first record";
+        int rc = 0;
+        uint64_t hl = loc - back;
+        if (loc_off(loc) < SEG_HEADER_SIZE + (uint64_t)back)
+            goto bad;
+        if (h->loc[i] != hl) {
+            /* Its length, then the record (it ends at or before r). */
+            uint8_t head[4];
+            h->loc[i] = 0;
+            if ((rc = log_read(lg, hl, head, sizeof head)))
+                goto fail;
+            uint32_t len = ld32(head);
+            why = "its holder's length is bad";
+            if (len < REC_MIN_SIZE || len > back || len % REC_ALIGN)
+                goto bad;
+            h->b[i].len = 0;
+            if ((rc = buf_reserve(&h->b[i], len)) || (rc = log_read(lg, hl, h->b[i].p, len)))
+                goto fail;
+            rec_status st = rec_decode(h->b[i].p, len, &h->r[i], &why);
+            if (st != REC_OK && st != REC_FAR)
+                goto bad;
+            h->loc[i] = hl;
+        }
+        if (rec_share_apply(r, fields[i], &h->r[i], &why))
+            goto bad;
+        continue;
+    bad:
+        log_seg_name(loc_seg(loc), name);
+        return err_set(STELE_ECORRUPT, "segment %s offset %u: %s", name, loc_off(loc), why);
+    fail:
+        /* A holder removed or unreadable: whole commits are scavenged, so
+         * its record's commit is damaged. */
+        if (rc == LOG_REMOVED) {
+            log_seg_name(loc_seg(loc), name);
+            return err_set(STELE_ECORRUPT, "segment %s offset %u: the record holding its names "
+                           "was removed", name, loc_off(loc));
+        }
+        return rc;
+    }
+    return 0;
 }
 
 /* Make file bytes [ploc, ploc+need) of the pinned segment available in the
@@ -775,7 +842,21 @@ again:
         }
     }
     const char *why = NULL;
-    rec_status st = rec_decode(p, (uint64_t)avail, r, &why);
+    /* A kind 9 record's holders, earlier in its commit, are in the chunk
+     * unless the chunk starts inside the commit (a commit is contiguous in
+     * the file, scavenged or not). */
+    rec_status st = rec_decode_in(it->chunk.p, (uint64_t)(p - it->chunk.p), (uint64_t)avail, r,
+                                  &why);
+    if (st == REC_FAR) {
+        if (!it->hold && !(it->hold = calloc(1, sizeof *it->hold)))
+            return err_set(STELE_ENOMEM, "out of memory");
+        int rc = log_share_fetch(it->lg, vat, r, it->hold);
+        if (rc) {
+            *at = vat;
+            return rc;
+        }
+        st = REC_OK;
+    }
     if (st == REC_ZERO)
         return LOG_ITER_END;
     /* A chain record torn in its rewrite (record.h): no event in it, and
@@ -861,7 +942,8 @@ int log_valid_record_after(logf *lg, uint64_t bad, uint64_t next_pos)
             }
             rec r;
             const char *why;
-            if (rec_decode(rp, len, &r, &why) == REC_OK)
+            rec_status st = rec_decode(rp, len, &r, &why);
+            if (st == REC_OK || st == REC_FAR) /* valid; its names are not needed */
                 found = 1;
             free(big);
             if (found)

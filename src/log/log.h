@@ -144,6 +144,22 @@ void log_seg_name(uint32_t segno, char out[32]);
  * (a location; UINT64_MAX for "as far as there is data"). A seal record
  * moves it to the next segment.
  */
+/* Holders of kind 9 records read from the log by log_share_fetch(): the
+ * last one read for each field (stream, type), kept so that the records of
+ * one commit read one after another cost one read per holder. Zero-
+ * initialise; log_holders_free() at the end. */
+typedef struct log_holders {
+    buf b[2];
+    uint64_t loc[2]; /* original location of b[i]'s record; 0: none */
+    rec r[2];
+} log_holders;
+void log_holders_free(log_holders *h);
+/* Resolve the far fields of r (decoded as REC_FAR from the record at
+ * original location loc) by reading their holders: 0, or ECORRUPT naming
+ * the record when a holder is missing or cannot hold the field. r's stream
+ * and type then point into h, valid until the next call with h. */
+int log_share_fetch(logf *lg, uint64_t loc, rec *r, log_holders *h);
+
 typedef struct log_iter {
     logf *lg;
     uint64_t loc;   /* original location just past the last record returned */
@@ -157,6 +173,7 @@ typedef struct log_iter {
     int chain;      /* 1: return chain records (REC_CHAIN) too; 0 (the
                      * default): skip them, as if they were not there,
                      * also one torn in its rewrite (rec_chain_torn) */
+    log_holders *hold; /* kind 9 holders before the chunk (made when needed) */
 } log_iter;
 
 typedef enum log_iter_status {

@@ -4,6 +4,15 @@
  * checked against the record's own length before it is used, so a damaged
  * or hostile file can make rec_decode() say REC_BAD but never read out of
  * bounds.
+ *
+ * Shared names (kind 9). A kind 9 record names the holders of its stream
+ * and type by distance back (in units of REC_ALIGN). decode() checks the
+ * record alone and leaves those fields "far"; resolve() then looks for the
+ * holders in the bytes before the record when the caller has them
+ * (rec_decode_in), and rec_share_apply() takes a field from a holder read
+ * elsewhere (log_share_fetch). A holder must be an event of the same
+ * commit with the field inline, so a record resolves the same way
+ * wherever its holder's bytes come from, and never through a chain.
  */
 #include "log/record.h"
 
@@ -78,6 +87,11 @@ static inline int varint_get(const uint8_t **q, const uint8_t *end, uint64_t *ou
             *q = p + 2;
             return p[1] ? 0 : -1;
         }
+        if (end - p >= 3 && p[2] < 0x80) { /* positions below 2^21, refs */
+            *out = (uint64_t)(p[0] & 0x7f) | (uint64_t)(p[1] & 0x7f) << 7 | (uint64_t)p[2] << 14;
+            *q = p + 3;
+            return p[2] ? 0 : -1;
+        }
     }
     return varint_slow(q, end, out);
 }
@@ -91,7 +105,9 @@ uint8_t rec_event_kind(void)
     int k = atomic_load_explicit(&event_kind, memory_order_relaxed);
     if (k == 0) {
         const char *e = getenv("STELE_RECORD_KIND");
-        k = e && !strcmp(e, "1") ? REC_EVENT : REC_COMPACT;
+        k = e && !strcmp(e, "1")   ? REC_EVENT
+            : e && !strcmp(e, "8") ? REC_COMPACT
+                                   : REC_SHARED;
         int unset = 0;
         if (!atomic_compare_exchange_strong(&event_kind, &unset, k))
             k = unset;
@@ -101,7 +117,8 @@ uint8_t rec_event_kind(void)
 
 void rec_set_event_kind(uint8_t kind)
 {
-    atomic_store(&event_kind, kind == REC_EVENT ? REC_EVENT : REC_COMPACT);
+    atomic_store(&event_kind,
+                 kind == REC_EVENT || kind == REC_COMPACT ? kind : (uint8_t)REC_SHARED);
 }
 
 /* --------------------------------------------------------- event records */
@@ -166,10 +183,108 @@ static void put_header(uint8_t *out, uint32_t len, uint8_t kind, uint8_t flags,
     st64(out + 40, (uint64_t)created);
 }
 
+/* A kind 9 record's size: the compact one's, less each shared field's
+ * length varint, bytes and NUL, plus both refs. */
+static uint64_t shared_size(size_t stream_len, size_t type_len, const char *const *tags,
+                            size_t ntags, size_t data_len, size_t meta_len, uint32_t count,
+                            uint32_t index, uint64_t position, uint64_t revision,
+                            uint32_t stream_back, uint32_t type_back)
+{
+    uint64_t n = compact_head(stream_len, type_len, ntags, data_len, meta_len, count, index,
+                              position, revision) +
+                 body_size(stream_len, type_len, tags, ntags, data_len, meta_len);
+    n += varint_len(stream_back / REC_ALIGN) + varint_len(type_back / REC_ALIGN);
+    if (stream_back)
+        n -= varint_len(stream_len) + stream_len + 1;
+    if (type_back)
+        n -= varint_len(type_len) + type_len + 1;
+    return pad8(n);
+}
+
+void rec_share_init(rec_share *sh) { memset(sh, 0, sizeof *sh); }
+
+/* The distance back to a remembered holder of s in field f (0: none, or
+ * not worth it: a ref no shorter than the field inline). */
+static uint32_t share_find(const rec_share *sh, int f, const char *s, size_t len)
+{
+    for (uint32_t i = 0; i < sh->n[f] && i < REC_SHARE_SLOTS; i++) {
+        /* The same string (a client's batch often repeats one type), or
+         * equal bytes. */
+        const char *held = sh->slot[f][i].s;
+        if (sh->slot[f][i].len != len || (held != s && memcmp(held, s, len)))
+            continue;
+        uint64_t back = sh->off - sh->slot[f][i].at;
+        if (back > UINT32_MAX || varint_len(back / REC_ALIGN) >= varint_len(len) + len + 1)
+            return 0;
+        return (uint32_t)back;
+    }
+    return 0;
+}
+
+static void share_note(rec_share *sh, int f, const char *s, size_t len)
+{
+    uint32_t i = sh->n[f]++ % REC_SHARE_SLOTS; /* the oldest goes */
+    sh->slot[f][i].s = s;
+    sh->slot[f][i].len = len;
+    sh->slot[f][i].at = sh->off;
+}
+
+void rec_share_refs(const rec_share *sh, const char *stream, size_t stream_len, const char *type,
+                    size_t type_len, uint32_t commit_index, uint32_t *stream_back,
+                    uint32_t *type_back)
+{
+    *stream_back = *type_back = 0;
+    if (rec_event_kind() == REC_SHARED && commit_index > 0) {
+        *stream_back = share_find(sh, 0, stream, stream_len);
+        *type_back = share_find(sh, 1, type, type_len);
+    }
+}
+
+void rec_share_add(rec_share *sh, const char *stream, size_t stream_len, const char *type,
+                   size_t type_len, uint32_t stream_back, uint32_t type_back, uint64_t bytes)
+{
+    if (!stream_back)
+        share_note(sh, 0, stream, stream_len);
+    if (!type_back)
+        share_note(sh, 1, type, type_len);
+    sh->off += bytes;
+}
+
+uint64_t rec_share_next(rec_share *sh, const char *stream, size_t stream_len, const char *type,
+                        const char *const *tags, size_t ntags, size_t data_len, size_t meta_len,
+                        uint32_t commit_count, uint32_t commit_index, uint64_t position,
+                        uint64_t revision, uint32_t *stream_back, uint32_t *type_back)
+{
+    size_t type_len = strlen(type);
+    uint32_t sb, tb;
+    rec_share_refs(sh, stream, stream_len, type, type_len, commit_index, &sb, &tb);
+    uint64_t n = sb || tb ? shared_size(stream_len, type_len, tags, ntags, data_len, meta_len,
+                                        commit_count, commit_index, position, revision, sb, tb)
+                          : rec_event_size_at(stream_len, type_len, tags, ntags, data_len,
+                                              meta_len, commit_count, commit_index, position,
+                                              revision);
+    rec_share_add(sh, stream, stream_len, type, type_len, sb, tb, n);
+    *stream_back = sb;
+    *type_back = tb;
+    return n;
+}
+
+void rec_share_skip(rec_share *sh, uint64_t bytes) { sh->off += bytes; }
+
 size_t rec_encode_event(uint8_t *out, const char *stream, size_t stream_len,
                         const stele_event_in *ev, const uint8_t id[16], uint8_t flags,
                         uint32_t commit_count, uint32_t commit_index, uint64_t position,
                         uint64_t revision, int64_t created_us)
+{
+    return rec_encode_event_shared(out, stream, stream_len, ev, id, flags, commit_count,
+                                   commit_index, position, revision, created_us, 0, 0);
+}
+
+size_t rec_encode_event_shared(uint8_t *out, const char *stream, size_t stream_len,
+                               const stele_event_in *ev, const uint8_t id[16], uint8_t flags,
+                               uint32_t commit_count, uint32_t commit_index, uint64_t position,
+                               uint64_t revision, int64_t created_us, uint32_t stream_back,
+                               uint32_t type_back)
 {
     size_t type_len = strlen(ev->type);
     uint64_t len = 0; /* a compact record's is known once its body is written */
@@ -185,8 +300,9 @@ size_t rec_encode_event(uint8_t *out, const char *stream, size_t stream_len,
         st32(out + 68, (uint32_t)ev->metadata_len);
         p = out + REC_HEADER_SIZE;
     } else {
+        int shared = stream_back || type_back;
         st32(out, (uint32_t)len);
-        out[8] = REC_COMPACT;
+        out[8] = shared ? REC_SHARED : REC_COMPACT;
         out[9] = flags;
         memcpy(out + 10, id, 16);
         st64(out + 26, (uint64_t)created_us);
@@ -195,18 +311,28 @@ size_t rec_encode_event(uint8_t *out, const char *stream, size_t stream_len,
         p = varint_put(p, commit_index);
         p = varint_put(p, position);
         p = varint_put(p, revision);
-        p = varint_put(p, stream_len);
-        p = varint_put(p, type_len);
+        if (shared) {
+            p = varint_put(p, stream_back / REC_ALIGN);
+            p = varint_put(p, type_back / REC_ALIGN);
+        }
+        if (!stream_back)
+            p = varint_put(p, stream_len);
+        if (!type_back)
+            p = varint_put(p, type_len);
         p = varint_put(p, ev->ntags);
         p = varint_put(p, ev->data_len);
         p = varint_put(p, ev->metadata_len);
     }
-    memcpy(p, stream, stream_len);
-    p += stream_len;
-    *p++ = 0;
-    memcpy(p, ev->type, type_len);
-    p += type_len;
-    *p++ = 0;
+    if (!stream_back) {
+        memcpy(p, stream, stream_len);
+        p += stream_len;
+        *p++ = 0;
+    }
+    if (!type_back) {
+        memcpy(p, ev->type, type_len);
+        p += type_len;
+        *p++ = 0;
+    }
     for (size_t i = 0; i < ev->ntags; i++) {
         size_t tl = strlen(ev->tags[i]);
         st16(p, (uint16_t)tl);
@@ -293,15 +419,25 @@ size_t rec_encode_body_in(uint8_t *out, uint8_t kind, uint8_t flags, const char 
                        created_us);
 }
 
-/* The header of a compact record (its len checked): the fields of *r and
- * where its body starts, or NULL when a varint is malformed. */
+/* The header of a compact record, kind 8 or 9 (its len checked): the
+ * fields of *r and where its body starts, or NULL when a varint is
+ * malformed. */
 static const uint8_t *compact_header(const uint8_t *p, uint32_t len, rec *r)
 {
     const uint8_t *q = p + REC_COMPACT_FIXED, *end = p + len;
-    uint64_t v[9];
+    uint64_t v[9], ref[2] = {0, 0};
     if (varint_get(&q, end, &v[0]) || varint_get(&q, end, &v[1]) ||
-        varint_get(&q, end, &v[2]) || varint_get(&q, end, &v[3]) ||
-        varint_get(&q, end, &v[4]) || varint_get(&q, end, &v[5]) ||
+        varint_get(&q, end, &v[2]) || varint_get(&q, end, &v[3]))
+        return NULL;
+    if (p[8] == REC_SHARED) {
+        /* One encoding per event: a record sharing nothing is kind 8, and
+         * the first of its commit has nothing before it to share. */
+        if (varint_get(&q, end, &ref[0]) || varint_get(&q, end, &ref[1]) ||
+            (ref[0] | ref[1]) > UINT32_MAX / REC_ALIGN || !(ref[0] | ref[1]) || v[1] == 0)
+            return NULL;
+    }
+    v[4] = v[5] = 0;
+    if ((!ref[0] && varint_get(&q, end, &v[4])) || (!ref[1] && varint_get(&q, end, &v[5])) ||
         varint_get(&q, end, &v[6]) || varint_get(&q, end, &v[7]) ||
         varint_get(&q, end, &v[8]))
         return NULL;
@@ -310,7 +446,10 @@ static const uint8_t *compact_header(const uint8_t *p, uint32_t len, rec *r)
     if ((v[0] | v[1] | v[7] | v[8]) > UINT32_MAX || (v[4] | v[5] | v[6]) > 0xffff)
         return NULL;
     r->kind = REC_EVENT;
-    r->compact = 1;
+    r->compact = p[8] == REC_SHARED ? 2 : 1;
+    r->stream_back = (uint32_t)ref[0] * REC_ALIGN;
+    r->type_back = (uint32_t)ref[1] * REC_ALIGN;
+    r->far = (uint8_t)((ref[0] ? REC_FAR_STREAM : 0) | (ref[1] ? REC_FAR_TYPE : 0));
     r->flags = p[9];
     r->id = p + 10;
     r->created_us = (int64_t)ld64(p + 26);
@@ -326,7 +465,18 @@ static const uint8_t *compact_header(const uint8_t *p, uint32_t len, rec *r)
     return q;
 }
 
+/* crc: check the CRC; head: a holder's decode, which needs the header and
+ * the stream and type only (the rest of the body is not walked). */
+static rec_status decode_part(const uint8_t *p, uint64_t avail, rec *r, const char **why, int crc,
+                              int head);
+
 static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **why, int crc)
+{
+    return decode_part(p, avail, r, why, crc, 0);
+}
+
+static rec_status decode_part(const uint8_t *p, uint64_t avail, rec *r, const char **why, int crc,
+                              int head)
 {
     if (avail < 4)
         return avail == 0 ? REC_ZERO : REC_SHORT;
@@ -339,7 +489,8 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
     }
     if (len > avail)
         return REC_SHORT;
-    if (p[8] != REC_COMPACT && len < REC_HEADER_SIZE) {
+    int compact = p[8] == REC_COMPACT || p[8] == REC_SHARED;
+    if (!compact && len < REC_HEADER_SIZE) {
         *why = "bad record length";
         return REC_BAD;
     }
@@ -350,7 +501,7 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
     r->len = len;
     r->at = p;
     const uint8_t *body = p + REC_HEADER_SIZE;
-    if (p[8] == REC_COMPACT) {
+    if (compact) {
         if (!(body = compact_header(p, len, r))) {
             *why = "malformed record header";
             return REC_BAD;
@@ -358,6 +509,8 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
     } else {
         r->kind = p[8];
         r->compact = 0;
+        r->far = 0;
+        r->stream_back = r->type_back = 0;
         r->flags = p[9];
         r->stream_len = ld16(p + 10);
         r->type_len = ld16(p + 12);
@@ -393,10 +546,14 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
     }
     /* Walk the body with bounds checks against len. */
     const uint8_t *end = p + len, *q = body;
-    if ((uint64_t)(end - q) < (uint64_t)r->stream_len + 1 || q[r->stream_len] != 0)
-        goto malformed;
-    r->stream = (const char *)q;
-    q += r->stream_len + 1;
+    if (r->far & REC_FAR_STREAM) {
+        r->stream = ""; /* until resolved: REC_FAR keeps callers off it */
+    } else {
+        if ((uint64_t)(end - q) < (uint64_t)r->stream_len + 1 || q[r->stream_len] != 0)
+            goto malformed;
+        r->stream = (const char *)q;
+        q += r->stream_len + 1;
+    }
     if (r->kind == REC_DELETE || r->kind == REC_TOMBSTONE || r->kind == REC_SEAL) {
         /* A marker is a header and a name (rec_encode_marker): lengths of a
          * type, tags or data it does not have would point past its body
@@ -408,10 +565,16 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
         r->data = r->meta = q;
         return REC_OK;
     }
-    if ((uint64_t)(end - q) < (uint64_t)r->type_len + 1 || q[r->type_len] != 0)
-        goto malformed;
-    r->type = (const char *)q;
-    q += r->type_len + 1;
+    if (r->far & REC_FAR_TYPE) {
+        r->type = "";
+    } else {
+        if ((uint64_t)(end - q) < (uint64_t)r->type_len + 1 || q[r->type_len] != 0)
+            goto malformed;
+        r->type = (const char *)q;
+        q += r->type_len + 1;
+    }
+    if (head)
+        return r->far ? REC_FAR : REC_OK;
     r->tags = q;
     for (unsigned i = 0; i < r->ntags; i++) {
         if (end - q < 3)
@@ -435,7 +598,7 @@ static rec_status decode(const uint8_t *p, uint64_t avail, rec *r, const char **
             if (*q)
                 goto malformed;
     }
-    return REC_OK;
+    return r->far ? REC_FAR : REC_OK;
 malformed:
     *why = "malformed record body";
     return REC_BAD;
@@ -449,7 +612,7 @@ int rec_peek(const uint8_t *p, uint64_t n, uint8_t *kind, uint64_t *position,
     uint32_t len = ld32(p);
     if (len < REC_MIN_SIZE || len % REC_ALIGN)
         return -1;
-    if (p[8] == REC_COMPACT) {
+    if (p[8] == REC_COMPACT || p[8] == REC_SHARED) {
         /* Only the varints up to the position (count, index, position):
          * they end within REC_PEEK_SIZE bytes, or within the record. */
         const uint8_t *q = p + REC_COMPACT_FIXED, *end = p + (n < len ? n : len);
@@ -544,6 +707,75 @@ rec_status rec_decode(const uint8_t *p, uint64_t avail, rec *r, const char **why
 rec_status rec_decode_trusted(const uint8_t *p, uint64_t avail, rec *r, const char **why)
 {
     return decode(p, avail, r, why, 0);
+}
+
+int rec_share_apply(rec *r, unsigned which, const rec *h, const char **why)
+{
+    int stream = which == REC_FAR_STREAM;
+    if (!(r->far & which))
+        return 0;
+    if (h->kind != REC_EVENT || (h->far & which) || h->commit_count != r->commit_count ||
+        h->commit_index >= r->commit_index || h->created_us != r->created_us ||
+        ((h->flags ^ r->flags) & REC_MULTI) ||
+        h->position - h->commit_index != r->position - r->commit_index) {
+        *why = stream ? "the record holding its stream name is not of its commit"
+                      : "the record holding its event type is not of its commit";
+        return -1;
+    }
+    if (stream) {
+        r->stream = h->stream;
+        r->stream_len = h->stream_len;
+    } else {
+        r->type = h->type;
+        r->type_len = h->type_len;
+    }
+    r->far &= (uint8_t)~which;
+    return 0;
+}
+
+/* Resolve r's far fields from holders in base[0..off) (r is at base+off). */
+static rec_status resolve(const uint8_t *base, uint64_t off, rec *r, const char **why, int crc)
+{
+    static const unsigned fields[2] = {REC_FAR_STREAM, REC_FAR_TYPE};
+    rec h;
+    uint32_t h_back = 0; /* h holds the record that far back (the usual
+                          * holder of both fields is one record) */
+    for (int i = 0; i < 2; i++) {
+        unsigned f = fields[i];
+        uint32_t back = f == REC_FAR_STREAM ? r->stream_back : r->type_back;
+        if (!(r->far & f) || back > off)
+            continue;
+        /* The holder ends at or before r: back bytes hold it. Its CRC is
+         * checked (unless trusted), its names bounds-checked; the rest of
+         * its body is not needed here. */
+        rec_status st = back == h_back ? REC_OK
+                                       : decode_part(base + off - back, back, &h, why, crc, 1);
+        if (st == REC_OK || st == REC_FAR) {
+            h_back = back;
+            if (rec_share_apply(r, f, &h, why))
+                return REC_BAD;
+            continue;
+        }
+        if (st != REC_BAD)
+            *why = f == REC_FAR_STREAM ? "no record holds its stream name"
+                                       : "no record holds its event type";
+        return REC_BAD;
+    }
+    return r->far ? REC_FAR : REC_OK;
+}
+
+rec_status rec_decode_in(const uint8_t *base, uint64_t off, uint64_t avail, rec *r,
+                         const char **why)
+{
+    rec_status st = decode(base + off, avail, r, why, 1);
+    return st == REC_FAR ? resolve(base, off, r, why, 1) : st;
+}
+
+rec_status rec_decode_trusted_in(const uint8_t *base, uint64_t off, uint64_t avail, rec *r,
+                                 const char **why)
+{
+    rec_status st = decode(base + off, avail, r, why, 0);
+    return st == REC_FAR ? resolve(base, off, r, why, 0) : st;
 }
 
 int rec_chain_torn(const uint8_t *p, uint64_t avail)

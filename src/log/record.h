@@ -127,9 +127,42 @@
  *
  * Decoding gives the same `rec` as the kind 1 record of the same event
  * (kind REC_EVENT, compact set), so nothing above the decoder tells them
- * apart. New events are written as kind 8 (rec_event_kind()); kind 1
- * records stay readable for ever. A build before kind 8 refuses it as a
- * malformed record header: the kind is the format mark.
+ * apart. Kind 1 records stay readable for ever. A build before kind 8
+ * refuses it as a malformed record header: the kind is the format mark.
+ *
+ * The shared-names event record (kind 9, REC_SHARED; since December 2026,
+ * issue 21 item 3) is a compact record whose stream name, type or both are
+ * not repeated: each is held by an earlier event record of the same commit
+ * (its *holder*, which carries that field inline) and named by how far
+ * back that record starts:
+ *
+ *   +0..+33 as kind 8 (len, crc, kind 9, flags, id, created)
+ *   +34 varints: commit_count, commit_index, position, revision,
+ *       stream_ref, type_ref   (0: inline here; else the holder starts
+ *                               ref * 8 bytes before this record)
+ *       stream_len             (only when stream_ref is 0)
+ *       type_len               (only when type_ref is 0)
+ *       ntags, data_len, metadata_len
+ *   then: stream bytes, NUL (only when inline); type bytes, NUL (only when
+ *       inline); per tag: u16 len, bytes, NUL; data; metadata; zero padding
+ *
+ * At least one ref is nonzero (else the record is written as kind 8), and
+ * commit_index 0 has none. The holder is an event record (kind 1, 8, or 9
+ * with that field inline) of the same commit: same commit_count, created
+ * time and REC_MULTI flag, a lower commit_index, and the same first
+ * position (position - commit_index). Refs never chain: the holder has the
+ * field itself. Scavenging keeps or removes whole commits, so a kept record
+ * keeps its holders, at the same original locations (the index's and the
+ * relocation table's coordinates), and every record can be decoded from its
+ * own bytes and at most two earlier records of its commit.
+ *
+ * rec_decode() resolves nothing: a valid kind 9 record whose holders lie
+ * outside the bytes given is REC_FAR, every field but the far ones filled
+ * and stream_back / type_back saying where their holders start (bytes
+ * before the record). rec_decode_in() resolves holders found earlier in the
+ * same buffer; log_share_fetch() (log.h) reads the others. New events are
+ * written as kind 9 where a field can be shared and kind 8 otherwise
+ * (rec_event_kind()); STELE_RECORD_KIND=8 or =1 writes the older kinds.
  */
 #ifndef STELE_RECORD_H
 #define STELE_RECORD_H
@@ -164,7 +197,12 @@ enum rec_kind {
     REC_SNAPSHOT = 6,
     REC_CHAIN = 7,
     REC_COMPACT = 8, /* on disk only: decoded as REC_EVENT with `compact` set */
+    REC_SHARED = 9,  /* on disk only: decoded as REC_EVENT, `compact` 2 */
 };
+
+/* Bits of rec.far: a field of a kind 9 record not resolved yet. */
+#define REC_FAR_STREAM 0x1u
+#define REC_FAR_TYPE 0x2u
 
 /*
  * A chain record (kind 7, src/backend/local_chain.c) sits immediately before
@@ -214,7 +252,10 @@ typedef struct rec {
     uint32_t len;
     uint8_t kind;
     uint8_t flags;
-    uint8_t compact;   /* written as kind 8 (kind says REC_EVENT) */
+    uint8_t compact;   /* written as kind 8 (1) or 9 (2); kind says REC_EVENT */
+    uint8_t far;       /* REC_FAR_* fields whose holder is still to be read */
+    uint32_t stream_back; /* kind 9: bytes back to the holder of the stream, */
+    uint32_t type_back;   /* and of the type; 0 when inline */
     const uint8_t *at; /* the record's first byte */
     uint32_t commit_count;
     uint32_t commit_index;
@@ -234,13 +275,50 @@ typedef struct rec {
     uint32_t meta_len;
 } rec;
 
-/* The kind new event records are written in: REC_COMPACT, or REC_EVENT
- * when the environment says STELE_RECORD_KIND=1 (to write a store the
- * previous format's builds read) or a test chose it. Process-wide. */
+/* The kind new event records are written in: REC_SHARED (kind 9 where a
+ * name can be shared, kind 8 where not), or REC_COMPACT (kind 8 only) or
+ * REC_EVENT when the environment says STELE_RECORD_KIND=8 or =1 (to write
+ * a store an older build reads) or a test chose it. Process-wide. */
 uint8_t rec_event_kind(void);
-/* Choose it (REC_EVENT or REC_COMPACT), for tests: only while no store of
- * this process is being written. */
+/* Choose it (REC_EVENT, REC_COMPACT or REC_SHARED; anything else means
+ * REC_SHARED), for tests: only while no store of this process is being
+ * written. */
 void rec_set_event_kind(uint8_t kind);
+
+/*
+ * Laying out the event records of one commit with shared names: call
+ * rec_share_next() once per event record, in commit order, with the same
+ * arguments when planning and when encoding (it is deterministic). It
+ * returns the record's exact size and the refs to pass to
+ * rec_encode_event_shared(). A few recent holders of each field are
+ * remembered (REC_SHARE_SLOTS); a name not among them is written inline
+ * and becomes a holder. Records of other kinds in the commit (a multi-stream
+ * commit's snapshots) are added with rec_share_skip().
+ */
+#define REC_SHARE_SLOTS 4
+typedef struct rec_share {
+    uint64_t off; /* bytes of the commit laid out so far */
+    uint32_t n[2];
+    struct {
+        const char *s;
+        size_t len;
+        uint64_t at;
+    } slot[2][REC_SHARE_SLOTS];
+} rec_share;
+void rec_share_init(rec_share *sh);
+uint64_t rec_share_next(rec_share *sh, const char *stream, size_t stream_len, const char *type,
+                        const char *const *tags, size_t ntags, size_t data_len, size_t meta_len,
+                        uint32_t commit_count, uint32_t commit_index, uint64_t position,
+                        uint64_t revision, uint32_t *stream_back, uint32_t *type_back);
+void rec_share_skip(rec_share *sh, uint64_t bytes);
+/* rec_share_next() in two steps, for an encoder that learns the size by
+ * writing the record: the refs for the next record, then the record
+ * written (its refs and bytes). */
+void rec_share_refs(const rec_share *sh, const char *stream, size_t stream_len, const char *type,
+                    size_t type_len, uint32_t commit_index, uint32_t *stream_back,
+                    uint32_t *type_back);
+void rec_share_add(rec_share *sh, const char *stream, size_t stream_len, const char *type,
+                   size_t type_len, uint32_t stream_back, uint32_t type_back, uint64_t bytes);
 
 /* The most bytes an event record with these parts takes (padding
  * included), whatever its position and revision: a kind 1 record's exact
@@ -260,6 +338,15 @@ size_t rec_encode_event(uint8_t *out, const char *stream, size_t stream_len,
                         const stele_event_in *ev, const uint8_t id[16], uint8_t flags,
                         uint32_t commit_count, uint32_t commit_index, uint64_t position,
                         uint64_t revision, int64_t created_us);
+
+/* rec_encode_event() of a record laid out by rec_share_next(): kind 9
+ * when a back distance is nonzero (the event kind is REC_SHARED), else as
+ * rec_encode_event(). */
+size_t rec_encode_event_shared(uint8_t *out, const char *stream, size_t stream_len,
+                               const stele_event_in *ev, const uint8_t id[16], uint8_t flags,
+                               uint32_t commit_count, uint32_t commit_index, uint64_t position,
+                               uint64_t revision, int64_t created_us, uint32_t stream_back,
+                               uint32_t type_back);
 
 /* Encode a delete, tombstone or seal record (REC_HEADER_SIZE + name). */
 uint64_t rec_marker_size(size_t stream_len);
@@ -301,6 +388,8 @@ typedef enum rec_status {
     REC_ZERO,      /* a zero length word: the end of written data */
     REC_SHORT,     /* the record runs past the bytes available */
     REC_BAD,       /* bad length, CRC mismatch or malformed body */
+    REC_FAR,       /* a valid kind 9 record whose holder (r->far) lies
+                      before the bytes given: everything else is filled */
 } rec_status;
 
 /* Decode the record at `p` with `avail` bytes available. On REC_OK fills
@@ -310,6 +399,20 @@ rec_status rec_decode(const uint8_t *p, uint64_t avail, rec *r, const char **why
  * or already verified (the writer's own group; recovery's replayed
  * commits): every other check stays. */
 rec_status rec_decode_trusted(const uint8_t *p, uint64_t avail, rec *r, const char **why);
+/* Decode the record at base + off (avail bytes from there), resolving a
+ * kind 9 record's holders that lie in base[0..off): bytes read together
+ * from one location, so contiguous as written. REC_FAR when a holder lies
+ * before base. The _trusted form skips every CRC, the holders' too. */
+rec_status rec_decode_in(const uint8_t *base, uint64_t off, uint64_t avail, rec *r,
+                         const char **why);
+rec_status rec_decode_trusted_in(const uint8_t *base, uint64_t off, uint64_t avail, rec *r,
+                                 const char **why);
+/* Take r's far field `which` (REC_FAR_STREAM or REC_FAR_TYPE) from
+ * `holder`, the record decoded at r->stream_back (or type_back) bytes
+ * before r: 0, or -1 with *why when it cannot hold it (not an event of
+ * r's commit, or without that field inline). r then points into holder's
+ * bytes. */
+int rec_share_apply(rec *r, unsigned which, const rec *holder, const char **why);
 
 /* A chain record torn while rewritten in place (local_chain.c, "Torn
  * rewrites"): 1 when `p` holds CHAIN_REC_SIZE bytes whose checksum fails

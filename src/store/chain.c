@@ -270,7 +270,7 @@ static int check_records(const uint8_t *p, size_t n, uint64_t seq, uint64_t from
     while (off < n) {
         rec r;
         const char *why = "record runs past the end";
-        rec_status st = rec_decode(p + off, n - off, &r, &why);
+        rec_status st = rec_decode_in(p, off, n - off, &r, &why); /* the whole commit */
         if (st == REC_ZERO)
             why = "a zero length";
         if (st == REC_OK && (r.kind == REC_CHAIN || r.kind == REC_SEAL)) {

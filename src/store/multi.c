@@ -159,12 +159,14 @@ static int prepare_multi(stele_db *db, const stele_append_stream *streams, size_
     if (rc)
         return rc;
     size_t nclient = 0;
+    int64_t now_us = time_now_us();
     for (size_t i = 0; i < nrecords; i++) {
         const stele_append_record *r = &records[i];
         if (r->stream >= nstreams)
             return err_set(STELE_EINVAL, "event %zu names stream %zu, but the append has %zu", i,
                            r->stream, nstreams);
-        if ((rc = store_take_event(&db->opts, i, &r->event, p->ms[r->stream].len, &total,
+        if ((rc = store_take_event(&db->opts, i, &r->event, p->ms[r->stream].len,
+                                   i ? records[i - 1].event.type : NULL, now_us, &total,
                                    p->ids[i], &p->made[i], &nclient)))
             return rc;
         p->ms[r->stream].nevents++;

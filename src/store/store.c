@@ -122,11 +122,13 @@ int store_check_read_stream(const char *stream, size_t *len)
     return check_name_of(stream, len, 2);
 }
 
-static int check_name(const char *what, size_t i, const char *s)
+/* A type or tag of event i: 0 with its length in *len, or EINVAL. */
+static int check_name(const char *what, size_t i, const char *s, size_t *len)
 {
     if (!s)
         return err_set(STELE_EINVAL, "event %zu: %s is NULL", i, what);
     size_t n = strnlen(s, MAX_NAME + 1);
+    *len = n;
     if (n == 0)
         return err_set(STELE_EINVAL, "event %zu: %s is empty", i, what);
     if (n > MAX_NAME)
@@ -142,26 +144,29 @@ static int check_name(const char *what, size_t i, const char *s)
  * its size (STORE_EVENT_FIXED + name + payload) in *size, or EINVAL /
  * ETOOBIG naming event i. */
 int store_check_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
-                      uint64_t *size)
+                      const char *checked_type, uint64_t *size)
 {
     int rc;
-    if ((rc = check_name("type", i, e->type)))
+    size_t type_len, tag_len;
+    if (e->type && e->type == checked_type)
+        type_len = strlen(e->type); /* valid, so at most MAX_NAME bytes */
+    else if ((rc = check_name("type", i, e->type, &type_len)))
         return rc;
     if (e->ntags > MAX_TAGS)
         return err_set(STELE_EINVAL, "event %zu: %zu tags, more than %u", i, e->ntags, MAX_TAGS);
     if (e->ntags && !e->tags)
         return err_set(STELE_EINVAL, "event %zu: tags is NULL", i);
-    for (size_t t = 0; t < e->ntags; t++)
-        if ((rc = check_name("tag", i, e->tags[t])))
+    uint64_t payload = type_len + (uint64_t)e->data_len + e->metadata_len;
+    for (size_t t = 0; t < e->ntags; t++) {
+        if ((rc = check_name("tag", i, e->tags[t], &tag_len)))
             return rc;
+        payload += tag_len;
+    }
     if ((e->data_len && !e->data) || (e->metadata_len && !e->metadata))
         return err_set(STELE_EINVAL, "event %zu: %s is NULL with a non-zero length", i,
                        e->data_len && !e->data ? "data" : "metadata");
     if (e->flags & ~(uint32_t)(STELE_EVENT_JSON | STELE_META_JSON | STELE_EVENT_ID_ULID))
         return err_set(STELE_EINVAL, "event %zu: unknown flags 0x%x", i, e->flags);
-    uint64_t payload = strlen(e->type) + (uint64_t)e->data_len + e->metadata_len;
-    for (size_t t = 0; t < e->ntags; t++)
-        payload += strlen(e->tags[t]);
     if (e->data_len > o->max_event_size || e->metadata_len > o->max_event_size ||
         payload > o->max_event_size)
         return err_set(STELE_ETOOBIG, "event %zu: %llu bytes, more than the %llu-byte event limit",
@@ -199,10 +204,11 @@ int check_expected(int64_t expected)
 }
 
 int store_take_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
-                     uint64_t *total, uint8_t id[16], uint8_t *made, size_t *nclient)
+                     const char *checked_type, int64_t now_us, uint64_t *total, uint8_t id[16],
+                     uint8_t *made, size_t *nclient)
 {
     uint64_t size;
-    int rc = store_check_event(o, i, e, slen, &size);
+    int rc = store_check_event(o, i, e, slen, checked_type, &size);
     if (rc)
         return rc;
     *total += size;
@@ -216,7 +222,7 @@ int store_take_event(const stele_options *o, size_t i, const stele_event_in *e, 
         *made = 0;
         (*nclient)++;
     } else {
-        uuid_v7(id);
+        uuid_v7_at(id, now_us);
         *made = 1;
     }
     return 0;
@@ -246,8 +252,7 @@ typedef struct prepared {
 
 static void prepared_free(prepared *p)
 {
-    free(p->ids);
-    free(p->made);
+    free(p->ids); /* made lives in the same block */
     p->ids = NULL;
     p->made = NULL;
 }
@@ -269,15 +274,17 @@ static int prepare(stele_db *db, const char *stream, int64_t expected,
     if (n > db->opts.max_append_size / STORE_EVENT_FIXED)
         return err_set(STELE_ETOOBIG, "append of %zu events is larger than the %llu-byte limit", n,
                        (unsigned long long)db->opts.max_append_size);
-    p->ids = malloc(n * 16);
-    p->made = malloc(n);
-    if (!p->ids || !p->made)
+    /* One block: the ids, then the made flags (keep_ids keeps it whole). */
+    p->ids = malloc(n * 17);
+    if (!p->ids)
         return err_set(STELE_ENOMEM, "out of memory");
+    p->made = (uint8_t *)(p->ids + n);
     uint64_t total = 0;
     size_t nclient = 0;
+    int64_t now_us = time_now_us();
     for (size_t i = 0; i < n; i++)
-        if ((rc = store_take_event(&db->opts, i, &events[i], slen, &total, p->ids[i], &p->made[i],
-                                   &nclient)))
+        if ((rc = store_take_event(&db->opts, i, &events[i], slen, i ? events[i - 1].type : NULL,
+                                   now_us, &total, p->ids[i], &p->made[i], &nclient)))
             return rc;
     if ((rc = store_check_ids((const uint8_t(*)[16])p->ids, p->made, n, nclient)))
         return rc;

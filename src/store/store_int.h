@@ -105,15 +105,20 @@ int check_name_of(const char *stream, size_t *len, int system);
  * its own storage limits beyond it. */
 #define STORE_EVENT_FIXED 72u
 /* One event of an append (store.c): 0 with its size (as above), or EINVAL /
- * ETOOBIG naming event i. */
+ * ETOOBIG naming event i. `checked_type` is a type string this append
+ * already checked (the previous event's, or NULL): an event whose type is
+ * that same pointer skips the name check (a batch usually repeats one
+ * type; the caller's strings do not change during the call). */
 int store_check_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
-                      uint64_t *size);
+                      const char *checked_type, uint64_t *size);
 /* Event i of an append, checked (store_check_event) and taken: its size
  * added to *total (ETOOBIG once that passes the append limit), its id the
  * client's (never the nil UUID; *nclient counted) or a new UUIDv7 (*made
- * set). 0 or the error. */
+ * set) made at `now_us` (the append reads the clock once). 0 or the
+ * error. */
 int store_take_event(const stele_options *o, size_t i, const stele_event_in *e, size_t slen,
-                     uint64_t *total, uint8_t id[16], uint8_t *made, size_t *nclient);
+                     const char *checked_type, int64_t now_us, uint64_t *total, uint8_t id[16],
+                     uint8_t *made, size_t *nclient);
 /* The nclient client-given ids among ids[0..n) (made[i] == 0) are unique,
  * so that a retry is recognisable: 0, EINVAL naming a repeated one, or
  * ENOMEM. */

@@ -22,6 +22,10 @@ uint32_t crc32c(uint32_t crc, const void *buf, size_t len);
 /* A fresh RFC 9562 UUIDv7: 48-bit Unix ms, then a counter that keeps ids
  * made by this process strictly increasing, then random bits. Thread-safe. */
 void uuid_v7(uint8_t out[16]);
+/* uuid_v7 with the time already read (time_now_us()): a batch of ids reads
+ * the clock once; ids stay unique and ordered (a time behind the last id's
+ * continues its counter). */
+void uuid_v7_at(uint8_t out[16], int64_t now_us);
 int uuid_is_nil(const uint8_t id[16]);
 /* The first id that appears twice among the n ids whose skip[i] is 0
  * (skip may be NULL): its index into ids, -1 if none, or -2 when out of

@@ -118,13 +118,14 @@ static void uuid_atfork_child(void)
 
 static void uuid_init(void) { pthread_atfork(NULL, NULL, uuid_atfork_child); }
 
-void uuid_v7(uint8_t out[16])
+void uuid_v7(uint8_t out[16]) { uuid_v7_at(out, time_now_us()); }
+
+void uuid_v7_at(uint8_t out[16], int64_t now_us)
 {
     pthread_once(&uuid_once, uuid_init);
     uint8_t r[10]; /* 2 bytes: a new counter's seed; 8: rand_b */
     pool_take(r, sizeof r);
     uint32_t seed = ((uint32_t)r[0] << 8 | r[1]) & 0x7ff;
-    int64_t now_us = time_now_us();
     uint64_t now_ms = (now_us > 0 ? (uint64_t)now_us / 1000 : 0) & 0xffffffffffffull;
 
     uint64_t old = atomic_load_explicit(&uuid_state, memory_order_relaxed), next;
