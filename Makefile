@@ -155,6 +155,13 @@ bench-tls: build
 bench-wire: build
 	./bench/run_wire.sh $(BUILD)
 
+# The same wire's cost in instructions (callgrind, tmpfs store): the loop
+# thread's and the whole server's per wrk POST append and per no-op; with
+# STELE_OLD=path/to/stele another build first. About 3 minutes.
+.PHONY: bench-wire-cost
+bench-wire-cost: build
+	./bench/wire_cost.sh $(BUILD)
+
 # Multi-stream appends and DCB conditions: transfers vs single appends in
 # process, over HTTP and on PostgreSQL; DCB conditional appends with 1 and 64
 # clients (docs/benchmarks.md). A minute or two.

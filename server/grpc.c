@@ -6,8 +6,10 @@
  * `exception` trailers, which the official clients turn into typed errors),
  * appends handed to the store for a call, the request messages a method
  * keeps, error details packed as a google.protobuf.Any, and the list of
- * subscriptions woken by commits (one stele_watch eventfd on the loop for
- * them all).
+ * subscriptions woken by commits: the server's own commit and group
+ * watches (sse.c, routes_groups.c) call grpc_on_commit, so the writer
+ * signals one eventfd of each kind per commit for SSE, consumer groups and
+ * gRPC together, and the loop reads each once.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -27,8 +29,6 @@
 
 typedef struct grpc_server {
     server *s;
-    int watch_fd;    /* stele_watch: after each commit */
-    int group_fd;    /* stele_group_watch: consumer groups may have work */
     gcall *subs;
     uint8_t instance_id[16]; /* this node, for Gossip */
 } grpc_server;
@@ -225,21 +225,11 @@ void grpc_sub_unregister(gcall *call)
     call->sub_prev = call->sub_next = NULL;
 }
 
-void grpc_add_fds(server *s)
-{
-    grpc_server *g = s->grpc;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = g};
-    epoll_ctl(s->epfd, EPOLL_CTL_ADD, g->watch_fd, &ev);
-    epoll_ctl(s->epfd, EPOLL_CTL_ADD, g->group_fd, &ev);
-}
-
 void grpc_on_commit(server *s)
 {
     grpc_server *g = s->grpc;
-    uint64_t v;
-    ssize_t r = read(g->watch_fd, &v, sizeof v); /* non-blocking: either may be empty */
-    r = read(g->group_fd, &v, sizeof v);
-    (void)r;
+    if (!g)
+        return;
     /* Wake every subscription, then send on their connections. Pumping
      * may end calls (and unlink them from g->subs), so the connections are
      * collected first; a connection stays allocated until the end of the
@@ -487,17 +477,6 @@ int grpc_server_init(server *s)
     if (!g)
         return STELE_ENOMEM;
     g->s = s;
-    g->watch_fd = g->group_fd = -1;
-    int rc = stele_watch(s->db, &g->watch_fd);
-    if (!rc) {
-        rc = stele_group_watch(s->db, &g->group_fd);
-        if (rc)
-            stele_unwatch(s->db, g->watch_fd);
-    }
-    if (rc) {
-        free(g);
-        return rc;
-    }
     /* A random (version 4) instance id for this run of the server. */
     FILE *f = fopen("/dev/urandom", "rb");
     if (!f || fread(g->instance_id, 1, 16, f) != 16)
@@ -524,10 +503,6 @@ void grpc_server_free(server *s)
             call->m->on_close(call);
         call->st = NULL;
     }
-    if (g->watch_fd >= 0 && s->db)
-        stele_unwatch(s->db, g->watch_fd);
-    if (g->group_fd >= 0 && s->db)
-        stele_group_unwatch(s->db, g->group_fd);
     free(g);
     s->grpc = NULL;
 }

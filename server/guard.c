@@ -290,7 +290,12 @@ int guard_http_request(conn *c)
     const struct guard *g = c->srv->guard;
     request *r = &c->req;
     char msg[900];
-    if (r->has_host) {
+    /* A connection's requests carry the same Host: the last one found
+     * allowed is remembered (the allowed names do not change while
+     * serving), and the same value again skips parsing and lookups. */
+    if (r->has_host && !r->host_too_long && c->host_ok[0] && !strcmp(r->host, c->host_ok)) {
+        /* allowed before */
+    } else if (r->has_host) {
         char h[256];
         if (r->host_too_long || host_part(r->host, h, sizeof h) || !host_allowed(g, h)) {
             snprintf(msg, sizeof msg,
@@ -301,6 +306,8 @@ int guard_http_request(conn *c)
             refuse(c, 403, "HOST_NOT_ALLOWED", msg);
             return -1;
         }
+        if (strlen(r->host) < sizeof c->host_ok)
+            strcpy(c->host_ok, r->host);
     }
     if (r->has_origin) {
         char norm[sizeof r->origin];

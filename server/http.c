@@ -43,7 +43,42 @@ enum {
     HDR_FETCH_SITE,
     HDR_FETCH_MODE,
     HDR_AUTHORIZATION,
+    HDR_ACR_METHOD,     /* Access-Control-Request-Method: only noted */
+    HDR_REQUESTED_WITH, /* X-Requested-With: only noted */
 };
+
+/* The header names the server reads. A name is looked up by its length
+ * first, so most headers (and every unknown one) cost a few integer
+ * compares instead of a dozen case-insensitive string compares. */
+static const struct {
+    const char *name;
+    size_t len;
+    int id;
+} known_headers[] = {
+#define H(lit, id) {lit, sizeof(lit) - 1, id}
+    H("Host", HDR_HOST),
+    H("Accept", HDR_ACCEPT),
+    H("Origin", HDR_ORIGIN),
+    H("Content-Type", HDR_CONTENT_TYPE),
+    H("Authorization", HDR_AUTHORIZATION),
+    H("Last-Event-ID", HDR_LAST_EVENT_ID),
+    H("If-None-Match", HDR_IF_NONE_MATCH),
+    H("Sec-Fetch-Site", HDR_FETCH_SITE),
+    H("Sec-Fetch-Mode", HDR_FETCH_MODE),
+    H("X-Requested-With", HDR_REQUESTED_WITH),
+    H("Stele-Expected-Revision", HDR_EXPECTED),
+    H("Access-Control-Request-Method", HDR_ACR_METHOD),
+#undef H
+};
+
+/* The HDR_* of a header name (case-insensitive), HDR_OTHER if unknown. */
+static int header_known(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof known_headers / sizeof known_headers[0]; i++)
+        if (known_headers[i].len == len && !strcasecmp(known_headers[i].name, name))
+            return known_headers[i].id;
+    return HDR_OTHER;
+}
 
 static http_parser_settings settings;
 
@@ -65,7 +100,11 @@ static int add_header_bytes(conn *c, size_t n)
 static int on_message_begin(http_parser *p)
 {
     conn *c = conn_of(p);
-    request_reset(&c->req);
+    /* conn_request_done reset the request after the last one: only a
+     * request that something wrote into since is reset again. */
+    if (!c->req.fresh)
+        request_reset(&c->req);
+    c->req.fresh = 0;
     c->req.begun = 1;
     if (!c->request_start_ms)
         c->request_start_ms = now_ms();
@@ -82,10 +121,20 @@ static int on_url(http_parser *p, const char *at, size_t len)
 
 /* RFC 9110 token characters: a header name with anything else (a space
  * before the colon, say) is a 400, never a guess (request smuggling). */
-static int is_tchar(unsigned char ch)
+static int is_tchar_slow(unsigned char ch)
 {
     return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
            (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* is_tchar_slow as a table (filled once, by http_conn_init): one load per
+ * byte of every header name. */
+static unsigned char tchar_table[256];
+
+static void tchar_table_fill(void)
+{
+    for (int ch = 0; ch < 256; ch++)
+        tchar_table[ch] = (unsigned char)(is_tchar_slow((unsigned char)ch) != 0);
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t len)
@@ -94,7 +143,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     if (add_header_bytes(c, len))
         return -1;
     for (size_t i = 0; i < len; i++)
-        if (!is_tchar((unsigned char)at[i]))
+        if (!tchar_table[(unsigned char)at[i]])
             return -1;
     request *r = &c->req;
     if (r->in_header_value) {
@@ -127,54 +176,67 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     request *r = &c->req;
     if (!r->in_header_value) {
         r->in_header_value = 1;
-        if (!strcasecmp(r->hdr_name, "Stele-Expected-Revision")) {
+        switch (header_known(r->hdr_name, r->hdr_name_len)) {
+        case HDR_EXPECTED:
             r->header_id = HDR_EXPECTED;
             r->has_expected = 1;
             r->expected[0] = 0;
-        } else if (!strcasecmp(r->hdr_name, "Accept")) {
+            break;
+        case HDR_ACCEPT:
             r->header_id = HDR_ACCEPT;
-        } else if (!strcasecmp(r->hdr_name, "Content-Type")) {
+            break;
+        case HDR_CONTENT_TYPE:
             r->header_id = HDR_CONTENT_TYPE;
             r->has_content_type = 1;
             r->content_type[0] = 0;
-        } else if (!strcasecmp(r->hdr_name, "Origin")) {
+            break;
+        case HDR_ORIGIN:
             /* A second Origin or Host header joins the first one's value:
              * the result matches nothing and is refused. */
             r->header_id = HDR_ORIGIN;
             if (r->has_origin)
                 append_value(r->origin, sizeof r->origin, ",", 1);
             r->has_origin = 1;
-        } else if (!strcasecmp(r->hdr_name, "Host")) {
+            break;
+        case HDR_HOST:
             r->header_id = HDR_HOST;
             if (r->has_host)
                 append_value(r->host, sizeof r->host, ",", 1);
             r->has_host = 1;
-        } else if (!strcasecmp(r->hdr_name, "Sec-Fetch-Site")) {
+            break;
+        case HDR_FETCH_SITE:
             r->header_id = HDR_FETCH_SITE;
             r->fetch_site[0] = 0;
-        } else if (!strcasecmp(r->hdr_name, "Sec-Fetch-Mode")) {
+            break;
+        case HDR_FETCH_MODE:
             r->header_id = HDR_FETCH_MODE;
             r->fetch_mode[0] = 0;
-        } else if (!strcasecmp(r->hdr_name, "Access-Control-Request-Method")) {
+            break;
+        case HDR_ACR_METHOD:
             r->header_id = HDR_OTHER;
             r->has_acr_method = 1;
-        } else if (!strcasecmp(r->hdr_name, "X-Requested-With")) {
+            break;
+        case HDR_REQUESTED_WITH:
             r->header_id = HDR_OTHER; /* scripts' requests: no browser prompt on 401 */
             r->has_requested_with = 1;
-        } else if (!strcasecmp(r->hdr_name, "Authorization")) {
+            break;
+        case HDR_AUTHORIZATION:
             /* A second Authorization header joins the first: refused. */
             r->header_id = HDR_AUTHORIZATION;
             if (r->has_authorization)
                 r->authorization_too_long = 1;
             r->has_authorization = 1;
-        } else if (!strcasecmp(r->hdr_name, "Last-Event-ID")) {
+            break;
+        case HDR_LAST_EVENT_ID:
             r->header_id = HDR_LAST_EVENT_ID;
             r->has_last_event_id = 1;
             r->last_event_id[0] = 0;
-        } else if (!strcasecmp(r->hdr_name, "If-None-Match")) {
+            break;
+        case HDR_IF_NONE_MATCH:
             r->header_id = HDR_IF_NONE_MATCH;
             r->if_none_match[0] = 0;
-        } else {
+            break;
+        default:
             r->header_id = HDR_OTHER;
         }
     }
@@ -222,6 +284,8 @@ static int exempt_from_budget(const buf *url)
  * headers are complete, from every value the server reads. */
 static void trim_ows(char *v)
 {
+    if (!v[0])
+        return; /* most of them: headers the request did not send */
     size_t n = strlen(v), b = 0;
     while (b < n && (v[b] == ' ' || v[b] == '\t'))
         b++;
@@ -284,6 +348,7 @@ static int on_message_complete(http_parser *p)
 void http_conn_init(conn *c)
 {
     if (!settings.on_message_complete) {
+        tchar_table_fill();
         settings.on_message_begin = on_message_begin;
         settings.on_url = on_url;
         settings.on_header_field = on_header_field;
@@ -309,6 +374,7 @@ void request_reset(request *r)
     memset(r, 0, sizeof *r);
     r->url = url;
     r->body = body;
+    r->fresh = 1;
 }
 
 void http_conn_process(conn *c)

@@ -51,6 +51,8 @@ struct json_arena {
 #define ARENA_ALIGN _Alignof(max_align_t)
 #define ARENA_HDR ((sizeof(json_arena) + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1))
 #define ARENA_BLOCK 8192
+/* Tokens of a small body live on json_parse_append's stack (16 bytes each). */
+#define JSON_STACK_TOKENS 128
 
 static void *arena_alloc(json_append *a, size_t n)
 {
@@ -63,7 +65,11 @@ static void *arena_alloc(json_append *a, size_t n)
         h->used += n;
         return p;
     }
-    size_t cap = n > ARENA_BLOCK / 4 ? n : ARENA_BLOCK;
+    /* The first block is sized for the body (json_parse_append's hint):
+     * a one-event append needs a few hundred bytes, which malloc serves
+     * from its per-thread cache, where 8 KiB would take its slow path. */
+    size_t block = !h && a->arena_first ? a->arena_first : ARENA_BLOCK;
+    size_t cap = n > block / 4 ? n : block;
     json_arena *blk = malloc(ARENA_HDR + cap);
     if (!blk)
         return NULL;
@@ -634,6 +640,10 @@ int json_parse_append(const char *body, size_t len, json_append *out, char *err,
     memset(out, 0, sizeof *out);
     out->expected = STELE_ANY;
     pctx p = {.body = body, .out = out, .err = err, .errlen = errlen};
+    /* What a body of len bytes usually needs from the arena: its events
+     * (about one per 100 bytes, so twice the body is generous) and their
+     * unescaped types and ids; more gets further blocks. */
+    out->arena_first = len < (ARENA_BLOCK - 256) / 2 ? 2 * len + 256 : ARENA_BLOCK;
     if (errlen)
         err[0] = '\0';
     if (len > (size_t)INT32_MAX - 1)
@@ -644,16 +654,25 @@ int json_parse_append(const char *body, size_t len, json_append *out, char *err,
     jtext_scan v;
     jtext_scan_init(&v, body, len, JSON_MAX_DEPTH);
     /* A first guess at the token count (about one value per 24 bytes of a
-     * typical event); the scanner grows it. */
+     * typical event); the scanner grows it. A small body (a few events)
+     * tokenizes into an array on the stack: no allocation at all unless
+     * it holds more values than that array. */
+    jtext_tok stack_toks[JSON_STACK_TOKENS];
     v.tok_max = JSON_MAX_VALUES;
     v.tok_cap = len / 24 + 16;
     if (v.tok_cap > v.tok_max)
         v.tok_cap = v.tok_max;
-    v.toks = malloc(v.tok_cap * sizeof *v.toks);
-    if (!v.toks)
-        return oom(&p);
+    if (v.tok_cap <= JSON_STACK_TOKENS) {
+        v.toks = stack_toks;
+        v.tok_cap = JSON_STACK_TOKENS;
+        v.toks_borrowed = 1;
+    } else {
+        v.toks = malloc(v.tok_cap * sizeof *v.toks);
+        if (!v.toks)
+            return oom(&p);
+    }
     int scanned = jtext_scan_text(&v);
-    jtext_tok *toks = v.toks;
+    jtext_tok *toks = v.toks_borrowed ? NULL : v.toks; /* what to free */
     if (!scanned && v.tok_oom) {
         free(toks);
         return oom(&p);
@@ -692,7 +711,7 @@ int json_parse_append(const char *body, size_t len, json_append *out, char *err,
                     : body[first] == 'n' ? "null" : "a number");
     }
 
-    p.t = toks;
+    p.t = v.toks;
     p.nt = (int)v.nvalues;
     int rc = parse_root(&p);
     free(toks);

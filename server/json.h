@@ -63,6 +63,7 @@ typedef struct json_append {
      * (INVALID_ARGUMENT). */
     int bad_json;
     json_arena *arena;
+    size_t arena_first; /* private: the size of the arena's first block */
 } json_append;
 
 /**

@@ -37,7 +37,9 @@
  * (the listener leaves epoll for a moment, see accept_pause) instead of
  * spinning on a listener that stays readable.
  *
- * Subscriptions: the store's watch eventfd wakes sse.c after commits, and
+ * Subscriptions: the store's watch eventfd wakes sse.c after commits (and
+ * gRPC's subscriptions: commit_seen; the group watch wakes consumer groups
+ * and gRPC too, so the writer signals two eventfds per commit, not four), and
  * after every batch of epoll events sse_run() pumps the feeds that are
  * ready; if some are left (its per-turn budget ran out) the next epoll_wait
  * does not sleep. Commits that sse.c holds back to batch them for many
@@ -490,38 +492,74 @@ static int loop_wait(int epfd, struct epoll_event *evs, int max, const struct ti
 
 /* ------------------------------------------------------------ completions */
 
-void completion_post(server *s, completion *cp)
+/* Queue a completion for the loop (any thread). The eventfd is written
+ * once until the loop drains (cq_signalled: one wake-up per batch), and
+ * for a quiet post only if the loop asked for it (cq_wake_wanted). */
+static void cq_push(server *s, completion *cp, int quiet)
 {
     pthread_mutex_lock(&s->cq_mu);
-    int was_empty = s->cq_head == NULL;
     if (s->cq_tail)
         s->cq_tail->next = cp;
     else
         s->cq_head = cp;
     s->cq_tail = cp;
+    int wake = !s->cq_signalled && (!quiet || s->cq_wake_wanted);
+    if (wake) {
+        s->cq_signalled = 1;
+        s->cq_wake_wanted = 0;
+    }
     pthread_mutex_unlock(&s->cq_mu);
-    if (was_empty) {
+    if (wake) {
         uint64_t one = 1;
         ssize_t w = write(s->evfd, &one, sizeof one);
         (void)w;
     }
 }
 
-static void drain_completions(server *s)
+void completion_post(server *s, completion *cp) { cq_push(s, cp, 0); }
+
+void completion_post_quiet(server *s, completion *cp) { cq_push(s, cp, 1); }
+
+/* A commit announced on the server's watch fd (read once here for SSE
+ * and gRPC: the writer signals one eventfd, not one per consumer): 1 if
+ * there was one. */
+static int commit_seen(server *s)
+{
+    if (!sse_on_commit(s))
+        return 0;
+    grpc_on_commit(s);
+    return 1;
+}
+
+/* evfd_ready: the eventfd is known readable (its epoll event), so it is
+ * read even if cq_signalled was reset meanwhile (a post that signalled
+ * after a drain took the list and cleared the flag); otherwise it is read
+ * only when signalled, so a drain at the top of a turn costs no system
+ * call. Returns whether it read the eventfd. */
+static int drain_completions(server *s, int evfd_ready)
 {
     /* The writer announces a commit on the watch fd right after
      * completing its appends: if an announcement is already unread, serve
      * the subscribers first, so an event does not wait behind the
      * acknowledgements of its commit (unless sse.c holds the commit to
      * batch it for many subscribers). */
-    if (sse_on_commit(s))
+    if (commit_seen(s))
         sse_run(s);
-    uint64_t v;
-    ssize_t r = read(s->evfd, &v, sizeof v);
-    (void)r;
+    pthread_mutex_lock(&s->cq_mu);
+    int signalled = s->cq_signalled;
+    pthread_mutex_unlock(&s->cq_mu);
+    /* Read before taking the list: a post after the read finds the flag
+     * still set (no write) and its completion is taken below; a post
+     * after the list is taken finds it clear and writes again. */
+    if (signalled || evfd_ready) {
+        uint64_t v;
+        ssize_t r = read(s->evfd, &v, sizeof v);
+        (void)r;
+    }
     pthread_mutex_lock(&s->cq_mu);
     completion *list = s->cq_head;
     s->cq_head = s->cq_tail = NULL;
+    s->cq_signalled = 0;
     pthread_mutex_unlock(&s->cq_mu);
     conn *pump = NULL; /* HTTP/2 connections with answers to write */
     while (list) {
@@ -560,6 +598,19 @@ static void drain_completions(server *s)
         else if (!c->async_pending)
             conn_free(c); /* closed meanwhile: its last holder frees it */
     }
+    return signalled || evfd_ready;
+}
+
+/* The top of a loop turn: completions posted quietly (answers the writer
+ * already sent) are handled before this turn's events, so a request, a
+ * close or a /metrics on any connection sees them done. 1 if the eventfd
+ * was read. */
+static int drain_quiet(server *s)
+{
+    pthread_mutex_lock(&s->cq_mu);
+    int pending = s->cq_head != NULL;
+    pthread_mutex_unlock(&s->cq_mu);
+    return pending ? drain_completions(s, 0) : 0;
 }
 
 /* ------------------------------------------------------------ timeouts */
@@ -689,7 +740,6 @@ static int server_start(server *s, const sigset_t *mask)
         return 1;
     if (stele_rules_start(s->db))
         server_log(s, 0, "msg=\"rules not started\" error=\"%s\"", stele_errmsg());
-    grpc_add_fds(s);
     if (stele_projections_start(s->db) != 0)
         server_log(s, 0, "msg=\"projections not started\" error=\"%s\"", stele_errmsg());
     server_log(s, 1, "msg=\"listening\" addr=%s:%d data=%s version=%s tls=%s auth=%s",
@@ -723,6 +773,20 @@ static void on_signals(server *s)
 
 static void on_conn_event(conn *c, uint32_t events)
 {
+    if (c->early_inflight && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+        /* Input (a next request, a close) while the writer answers this
+         * connection's append: its completion may be posted quietly, so
+         * ask for a wake-up, and take what is already queued (maybe it). */
+        server *s = c->srv;
+        pthread_mutex_lock(&s->cq_mu);
+        s->cq_wake_wanted = 1;
+        int queued = s->cq_head != NULL;
+        pthread_mutex_unlock(&s->cq_mu);
+        if (queued)
+            drain_completions(s, 0);
+        if (c->fd < 0)
+            return;
+    }
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->peer_hup = 1;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
@@ -741,21 +805,22 @@ static void on_conn_event(conn *c, uint32_t events)
  * before this batch's other work (acknowledgements, new requests). */
 static void dispatch(server *s, const struct epoll_event *evs, int n)
 {
+    int evfd_read = drain_quiet(s);
     for (int i = 0; i < n; i++)
-        if (evs[i].data.ptr == &s->watch_fd && sse_on_commit(s))
+        if (evs[i].data.ptr == &s->watch_fd && commit_seen(s))
             sse_run(s);
     for (int i = 0; i < n; i++) {
         void *p = evs[i].data.ptr;
         if (p == &s->lfd)
             accept_all(s);
         else if (p == &s->evfd)
-            drain_completions(s);
+            drain_completions(s, !evfd_read); /* read already: it may be empty */
         else if (p == &s->watch_fd)
             continue; /* done above */
-        else if (p == &s->group_fd)
-            groups_on_watch(s);
-        else if (p == s->grpc)
+        else if (p == &s->group_fd) {
+            groups_on_watch(s); /* consumer groups over HTTP, then gRPC's */
             grpc_on_commit(s);
+        }
         else if (p == &s->sigfd)
             on_signals(s);
         else

@@ -184,25 +184,16 @@ static void append_cb(void *ctx, int rc, const stele_append_result *res, const c
             cp->extra_free = free;
         }
     }
+    int quiet = early && early_quiet(&x->early, cp);
     early_ctx_free(&x->early);
     free(x);
     snprintf(cp->msg, sizeof cp->msg, "%s", msg);
-    pthread_mutex_lock(&s->cq_mu);
-    int was_empty = s->cq_head == NULL;
-    if (s->cq_tail)
-        s->cq_tail->next = cp;
+    /* One wake-up per batch (completion_post); none at all for an answer
+     * the client already has, unless the loop waits for it (http_early.c). */
+    if (quiet)
+        completion_post_quiet(s, cp);
     else
-        s->cq_head = cp;
-    s->cq_tail = cp;
-    pthread_mutex_unlock(&s->cq_mu);
-    /* One wake-up per batch: the loop drains the whole list, so only the
-     * completion that finds it empty needs to signal (one per group commit
-     * instead of one per append). */
-    if (was_empty) {
-        uint64_t one = 1;
-        ssize_t w = write(s->evfd, &one, sizeof one);
-        (void)w;
-    }
+        completion_post(s, cp);
 }
 
 /*

@@ -69,6 +69,7 @@ typedef struct request {
     int too_large;         /* 413 once the headers are done */
     int headers_too_large; /* 431 */
     int begun;             /* the request line started (on_message_begin) */
+    int fresh;             /* as request_reset left it: nothing written since */
     int bad_version;       /* 505: not HTTP/1.0 or 1.1 */
     int busy;              /* over the memory budget: 503 BUSY */
     /* auth.c: the Authorization header (wiped with the request). */
@@ -167,6 +168,7 @@ typedef struct conn {
     int fd_held;              /* closed meanwhile: held_fd stays open until then */
     int held_fd;
     char peer[48];            /* the peer's address as text ("" if unknown) */
+    char host_ok[64];         /* guard.c: the last Host value found allowed */
     struct conn *prev, *next;
 } conn;
 
@@ -222,6 +224,10 @@ typedef struct server {
     conn *graveyard; /* closed this loop turn; freed after the event batch */
     pthread_mutex_t cq_mu;
     completion *cq_head, *cq_tail;
+    /* Under cq_mu: the eventfd was written since the loop's last drain;
+     * and the loop waits for an early answer's completion (a connection
+     * with one in flight had input), so a quiet post must wake it. */
+    int cq_signalled, cq_wake_wanted;
     int stopping;
     metrics m;
     struct grpc_server *grpc; /* gRPC state shared by connections (grpc.c) */
@@ -281,6 +287,10 @@ void server_log(server *s, int level, const char *fmt, ...) __attribute__((forma
 
 /* Hand a completion to the loop (from any thread; wakes it). */
 void completion_post(server *s, completion *cp);
+/* Post without waking the loop unless it asked (cq_wake_wanted): for a
+ * completion that only does bookkeeping (an answer the writer already
+ * sent whole), which the loop picks up at the start of its next turn. */
+void completion_post_quiet(server *s, completion *cp);
 
 /* tls.c: the transport of every connection (see its header comment).
  * conn_recv/conn_send behave like recv/send on a non-blocking socket. */
@@ -321,10 +331,9 @@ void h2_free(conn *c);
 /* grpc.c: process-wide gRPC state; completions of gRPC appends. */
 int grpc_server_init(server *s);
 void grpc_server_free(server *s);
-/* Add the eventfds gRPC waits on (commits for subscriptions, consumer
- * group news) to the loop, with data.ptr = s->grpc; grpc_on_commit() when
- * one is readable. */
-void grpc_add_fds(server *s);
+/* Wake gRPC's subscriptions: called by the loop when the server's commit
+ * watch (s->watch_fd) or group watch (s->group_fd) had news, so gRPC needs
+ * no eventfds of its own. Does nothing without gRPC. */
 void grpc_on_commit(server *s);
 void grpc_completion(conn *c, completion *cp);
 /* Free a completion's operation without delivering it (shutdown). */
@@ -358,6 +367,7 @@ int http_head_fields(conn *c, buf *b, const char *content_type);
 typedef struct early_ctx {
     int fd;      /* the writer sends on it; -1: the loop sends */
     int render;  /* the writer renders the answer (plain and TLS) */
+    int quiet;   /* sent whole, its completion need not wake the loop */
     buf fields;  /* the head's fields, rendered at submit */
 } early_ctx;
 /* Loop thread, before submitting a plain append: whether the writer may
@@ -370,6 +380,9 @@ void early_ctx_free(early_ctx *e);
 int early_send(early_ctx *e, completion *cp, const uint8_t (*ids)[16], const uint8_t *ulid,
                size_t nids);
 void early_done(conn *c, completion *cp);
+/* Writer thread, after early_send: 1 if the answer left whole and its
+ * completion may be posted quietly (completion_post_quiet). */
+int early_quiet(const early_ctx *e, const completion *cp);
 /* An append's answer body (route_append_done and early_send); nonzero
  * without memory. */
 int http_append_body(buf *b, const stele_append_result *res, const uint8_t (*ids)[16],

@@ -176,6 +176,15 @@ static SSL_CTX *tls_ctx_new(const server_config *cfg, char *err, size_t cap)
     const char *step = "cipher list";
     if (SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") != 1)
         goto fail;
+    /* TLS 1.3: AES-128-GCM first (the server's preference decides; Go's
+     * TLS stack orders them so too): with AES-NI it is the cheapest per
+     * record (10 AES rounds, not 14), and still 128-bit security;
+     * AES-256-GCM and ChaCha20-Poly1305 remain for clients that offer
+     * only those. */
+    step = "TLS 1.3 cipher suites";
+    if (SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                                      "TLS_CHACHA20_POLY1305_SHA256") != 1)
+        goto fail;
     step = cfg->tls_cert;
     if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1)
         goto fail;

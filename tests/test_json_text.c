@@ -302,6 +302,100 @@ static int test_tokens(void)
     return 1;
 }
 
+/* The string scanner looks at 16 bytes per step where it can (SSE2): a
+ * quote, a backslash, a control character or a non-ASCII byte at every
+ * offset of a long string, the body ending at every length, must be seen
+ * exactly where the byte-by-byte loop sees it. */
+static int test_string_blocks(void)
+{
+    char text[80];
+    for (size_t at = 0; at < 48; at++) {
+        for (int kind = 0; kind < 6; kind++) {
+            /* ["aaaa...X...aaaa"] with X at offset `at` of the string */
+            size_t n = 0;
+            text[n++] = '[';
+            text[n++] = '"';
+            size_t start = n;
+            memset(text + n, 'a', 56);
+            n += 56;
+            text[n++] = '"';
+            text[n++] = ']';
+            char *x = text + start + at;
+            size_t err_at = 0;
+            const char *why = NULL;
+            int rc;
+            switch (kind) {
+            case 0: /* a control character: refused at its offset */
+                *x = '\n';
+                rc = jtext_validate(text, n, &err_at, &why);
+                CHECK(rc == -1 && err_at == start + at);
+                CHECK(!strcmp(why, "unescaped control character in string"));
+                break;
+            case 1: /* an escaped quote: accepted */
+                x[0] = '\\', x[1] = '"';
+                CHECK(jtext_validate(text, n, NULL, NULL) == 0);
+                break;
+            case 2: /* two-byte UTF-8 (é): accepted */
+                x[0] = (char)0xc3, x[1] = (char)0xa9;
+                CHECK(jtext_validate(text, n, NULL, NULL) == 0);
+                break;
+            case 3: /* a byte that is never UTF-8: refused at its offset */
+                *x = (char)0xff;
+                rc = jtext_validate(text, n, &err_at, &why);
+                CHECK(rc == -1 && err_at == start + at && !strcmp(why, "invalid UTF-8 in string"));
+                break;
+            case 4: /* the string ends early: what follows is not JSON */
+                *x = '"';
+                rc = jtext_validate(text, n, &err_at, &why);
+                CHECK(rc == -1 && err_at == start + at + 1);
+                break;
+            default: /* cut after X: the input ends inside the string */
+                rc = jtext_validate(text, start + at, &err_at, &why);
+                CHECK(rc == -1 && err_at == start + at && !strcmp(why, "unexpected end of input"));
+                break;
+            }
+        }
+    }
+    /* A string token's span is exact whatever its length. */
+    for (size_t len = 0; len < 40; len++) {
+        size_t n = 0;
+        text[n++] = '"';
+        memset(text + n, 'b', len);
+        n += len;
+        text[n++] = '"';
+        jtext_scan v;
+        jtext_tok one[1];
+        jtext_scan_init(&v, text, n, 0);
+        v.toks = one, v.tok_cap = 1, v.tok_max = 1, v.toks_borrowed = 1;
+        CHECK(jtext_scan_text(&v) == 0 && v.toks_borrowed && v.toks == one);
+        CHECK(one[0].type == JTEXT_T_STRING && one[0].start == 1 && (size_t)one[0].end == 1 + len);
+    }
+    return 1;
+}
+
+/* Tokens into the caller's array (toks_borrowed): growing copies them
+ * into a malloc'd array and leaves the caller's alone. */
+static int test_tokens_borrowed(void)
+{
+    const char *text = "[1,2,3,[4,5],{\"k\":6},\"s\"]";
+    jtext_tok mine[3];
+    memset(mine, 0, sizeof mine);
+    jtext_scan v;
+    jtext_scan_init(&v, text, strlen(text), 0);
+    v.toks = mine, v.tok_cap = 3, v.tok_max = 100, v.toks_borrowed = 1;
+    CHECK(jtext_scan_text(&v) == 0);
+    CHECK(v.nvalues == 11 && !v.toks_borrowed && v.toks != mine && v.tok_cap >= 11);
+    CHECK(v.toks[0].type == JTEXT_T_ARRAY && v.toks[0].size == 6);
+    CHECK(v.toks[1].type == JTEXT_T_PRIMITIVE && text[v.toks[1].start] == '1');
+    CHECK(v.toks[4].type == JTEXT_T_ARRAY && v.toks[4].size == 2);
+    CHECK(v.toks[8].type == JTEXT_T_STRING && text[v.toks[8].start] == 'k');
+    CHECK(v.toks[10].type == JTEXT_T_STRING && text[v.toks[10].start] == 's');
+    /* the first three were recorded into `mine` before the move */
+    CHECK(mine[0].type == JTEXT_T_ARRAY && mine[2].type == JTEXT_T_PRIMITIVE);
+    free(v.toks);
+    return 1;
+}
+
 int main(void)
 {
     t_seed();
@@ -314,5 +408,7 @@ int main(void)
     passed += test_validate();
     passed += test_random();
     passed += test_tokens();
+    passed += test_string_blocks();
+    passed += test_tokens_borrowed();
     return t_done("test_json_text", passed);
 }

@@ -20,6 +20,9 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "stele.h"
 
@@ -256,7 +259,20 @@ static int v_eof(jtext_scan *v) { return v_fail(v, v->len, "unexpected end of in
 
 /* Record value number v->nvalues (about to be counted) as a token: its
  * index, or -1 when not recording (off, past tok_max, or out of memory). */
-static long v_tok(jtext_scan *v, int type, size_t start)
+static long v_tok_grow(jtext_scan *v, int type, size_t start);
+
+static inline long v_tok(jtext_scan *v, int type, size_t start)
+{
+    size_t i = v->nvalues;
+    if (i < v->tok_cap && i < v->tok_max) {
+        v->toks[i] = (jtext_tok){type, (int)start, (int)start, 0};
+        return (long)i;
+    }
+    return v_tok_grow(v, type, start);
+}
+
+/* v_tok past the array's capacity (or past tok_max: -1). */
+static __attribute__((noinline)) long v_tok_grow(jtext_scan *v, int type, size_t start)
 {
     size_t i = v->nvalues;
     if (i >= v->tok_max)
@@ -265,7 +281,13 @@ static long v_tok(jtext_scan *v, int type, size_t start)
         size_t cap = v->tok_cap ? v->tok_cap * 2 : 64;
         if (cap > v->tok_max)
             cap = v->tok_max;
-        jtext_tok *t = realloc(v->toks, cap * sizeof *t);
+        jtext_tok *t = v->toks_borrowed ? malloc(cap * sizeof *t)
+                                         : realloc(v->toks, cap * sizeof *t);
+        if (t && v->toks_borrowed) {
+            if (v->tok_cap)
+                memcpy(t, v->toks, v->tok_cap * sizeof *t);
+            v->toks_borrowed = 0;
+        }
         if (!t) {
             v->tok_oom = 1;
             v->tok_max = 0;
@@ -294,6 +316,15 @@ void jtext_scan_init(jtext_scan *v, const char *s, size_t len, int max_depth)
     v->max_depth = max_depth;
 }
 
+/* jtext_scan_ws inside the scanner: most calls find no whitespace at all
+ * (compact JSON), which costs one compare here. */
+static inline void ws(jtext_scan *v)
+{
+    if (v->pos < v->len && v->s[v->pos] > ' ')
+        return;
+    jtext_scan_ws(v);
+}
+
 void jtext_scan_ws(jtext_scan *v)
 {
     while (v->pos < v->len) {
@@ -304,13 +335,37 @@ void jtext_scan_ws(jtext_scan *v)
     }
 }
 
+/* The first byte at or after i (below len) that is not plain ASCII in a
+ * string (str_class != 0: '"', '\\', a control character or a non-ASCII
+ * byte), or len. With SSE2, 16 bytes per step: a byte below 0x20 or from
+ * 0x80 up is exactly one below 0x20 as a signed byte. */
+static inline size_t str_plain_run(const uint8_t *s, size_t i, size_t len)
+{
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+    const __m128i space = _mm_set1_epi8(0x20);
+    while (len - i >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
+                                 _mm_cmplt_epi8(x, space));
+        unsigned bits = (unsigned)_mm_movemask_epi8(m);
+        if (bits)
+            return i + (size_t)__builtin_ctz(bits);
+        i += 16;
+    }
+#endif
+    while (i < len && str_class[s[i]] == 0)
+        i++;
+    return i;
+}
+
 int jtext_scan_string(jtext_scan *v)
 {
     const uint8_t *s = v->s;
     size_t i = v->pos + 1; /* past the opening quote */
     for (;;) {
-        while (i < v->len && str_class[s[i]] == 0)
-            i++;
+        if (i < v->len)
+            i = str_plain_run(s, i, v->len);
         if (i >= v->len)
             return v_eof(v);
         uint8_t c = s[i];
@@ -422,7 +477,7 @@ static int v_container(jtext_scan *v)
     long me = v->tok_max ? v_tok(v, object ? JTEXT_T_OBJECT : JTEXT_T_ARRAY, v->pos) : -1;
     v->nvalues++;
     v->pos++;
-    jtext_scan_ws(v);
+    ws(v);
     if (v->pos >= v->len)
         return v_eof(v);
     if (v->s[v->pos] == close) {
@@ -439,7 +494,7 @@ static int v_container(jtext_scan *v)
                 return v_fail(v, v->pos, "expected a string key", true);
             if (jtext_scan_string(v))
                 return -1;
-            jtext_scan_ws(v);
+            ws(v);
             if (v->pos >= v->len)
                 return v_eof(v);
             if (v->s[v->pos] != ':')
@@ -448,7 +503,7 @@ static int v_container(jtext_scan *v)
         }
         if (jtext_scan_value(v))
             return -1;
-        jtext_scan_ws(v);
+        ws(v);
         if (v->pos >= v->len)
             return v_eof(v);
         uint8_t c = v->s[v->pos];
@@ -462,7 +517,7 @@ static int v_container(jtext_scan *v)
             return v_fail(v, v->pos, object ? "expected ',' or '}'" : "expected ',' or ']'",
                           true);
         v->pos++;
-        jtext_scan_ws(v);
+        ws(v);
         if (v->pos >= v->len)
             return v_eof(v);
         if (v->s[v->pos] == close)
@@ -472,7 +527,7 @@ static int v_container(jtext_scan *v)
 
 int jtext_scan_value(jtext_scan *v)
 {
-    jtext_scan_ws(v);
+    ws(v);
     if (v->pos >= v->len)
         return v_eof(v);
     switch (v->s[v->pos]) {
@@ -498,7 +553,7 @@ int jtext_scan_text(jtext_scan *v)
 {
     if (jtext_scan_value(v))
         return -1;
-    jtext_scan_ws(v);
+    ws(v);
     if (v->pos < v->len)
         return v_fail(v, v->pos, "data after the JSON value", true);
     return 0;

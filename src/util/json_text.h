@@ -108,6 +108,10 @@ typedef struct jtext_scan {
     jtext_tok *toks;
     size_t tok_cap, tok_max;
     int tok_oom;
+    /* toks is the caller's own array (on its stack, say), never to be
+     * realloc'd or freed: growing past tok_cap copies the tokens into a
+     * malloc'd array (the caller's to free) and clears this. */
+    int toks_borrowed;
 } jtext_scan;
 
 /* max_depth is at most JTEXT_MAX_DEPTH (0: that), so the depth message

@@ -716,6 +716,58 @@ def brute_force_is_throttled():
         srv.cleanup()
 
 
+@T.case
+def open_server_first_user_same_connection():
+    """Without users the gate lets every request through as the open
+    superuser, and a connection keeps that principal between requests
+    (access.c's fast path): once the first user exists, the same
+    keep-alive connection must authenticate like any other."""
+    import http.client
+    import time
+    saved = os.environ.pop("STELE_ADMIN_PASSWORD", None)
+    try:
+        srv = Server([], name="open-first").start()
+    finally:
+        if saved is not None:
+            os.environ["STELE_ADMIN_PASSWORD"] = saved
+    try:
+        conn = http.client.HTTPConnection(HOST, srv.port, timeout=30)
+
+        def req(method, path, body=None, user=None, password=None):
+            h = {"Content-Type": "application/json"}
+            if user:
+                h["Authorization"] = "Basic " + base64.b64encode(
+                    ("%s:%s" % (user, password)).encode()).decode()
+            conn.request(method, path, None if body is None else json.dumps(body), h)
+            r = conn.getresponse()
+            return r.status, r.read()
+
+        st, _ = req("POST", "/streams/open-first", [{"type": "t", "data": {"n": 1}}])
+        T.check(st == 201, "open: an append without credentials", None, 201, st)
+        st, _ = req("PUT", "/users/first", {"password": "first-pw-1", "groups": ["$admins"]})
+        T.check(st == 201, "open: the first user created", None, 201, st)
+        # Authentication turns on when the server's tick reads the new
+        # user (about a second): poll on the same connection, no timing
+        # assertion beyond a generous bound.
+        st = 201
+        for i in range(300):
+            st, _ = req("POST", "/streams/open-first", [{"type": "t", "data": {"n": 2 + i}}])
+            if st == 401:
+                break
+            time.sleep(0.05)
+        T.check(st == 401, "the same connection must now authenticate", None, 401, st)
+        st, _ = req("GET", "/streams/open-first")
+        T.check(st == 401, "a read without credentials too", None, 401, st)
+        st, body = req("GET", "/streams/open-first", user="first", password="first-pw-1")
+        T.check(st == 200, "with credentials", None, 200, st)
+        st, _ = req("GET", "/streams/open-first", user="first", password="wrong-pw")
+        T.check(st == 401, "a wrong password on the same connection", None, 401, st)
+        conn.close()
+    finally:
+        T.check(srv.stop() == 0, "exits 0")
+        srv.cleanup()
+
+
 # ------------------------------------------------------------ persistence, secrets
 
 def data_regions(path, chunk=16 << 20):
