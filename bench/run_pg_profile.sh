@@ -23,8 +23,9 @@
 #
 #   SECS=10 SECS1=5 ROUNDS=3 bench/run_pg_profile.sh build /tmp/old/build/stele
 #   WRITERS="2 1" (the default) compares two batches in flight with one.
-#   PERF=1 samples PostgreSQL's processes with perf during 256 x 1 and
-#   prints the functions with the most self time.
+#   PERF=1 samples PostgreSQL's processes and the server with perf during
+#   256 x 1 and prints the functions with the most self time (and the
+#   share of PostgreSQL's time under parse, analysis, planning, execution).
 #   BIG=1 also runs 16 clients x 1,000 events per binary and writer count
 #   (CPU per event of PostgreSQL and the server, and its statements)
 #   (after the 256 x 1 run, on the same database).
@@ -103,13 +104,20 @@ for round in $(seq 1 "$ROUNDS"); do
                 perf record -q -F 499 -g -o "$WORK/perf.data" \
                     -p "$(pgrep -d, -P "$PG_PID")" >/dev/null 2>&1 &
                 perfpid=$!
+                perf record -q -F 499 -g -o "$WORK/perf-srv.data" -p "$spid" >/dev/null 2>&1 &
+                perfspid=$!
             fi
             line=$("$BH" --port "$port" --mode append --clients 256 --batch 1 --duration "$SECS" \
                 --warmup 1 --workload 256x1 --target stele-pg --server-pid "$spid")
             c1=$(tree_cpu_s "$PG_PID") s1=$(tree_cpu_s "$spid")
             if [ -n "$perfpid" ]; then
-                kill -INT "$perfpid"
+                kill -INT "$perfpid" "$perfspid"
                 wait "$perfpid" || true
+                wait "$perfspid" || true
+                # The server's own functions with the most self time.
+                perf report -i "$WORK/perf-srv.data" --no-children --sort sym --stdio 2>/dev/null |
+                    awk '/^ +[0-9.]+%/ {print "perf_server round='"$round"' self=" $1, $3, $4}' |
+                    head -25 | tee -a "$OUT" || true
                 # Self time per function over every PostgreSQL process.
                 perf report -i "$WORK/perf.data" --no-children --sort sym --stdio 2>/dev/null |
                     awk '/^ +[0-9.]+%/ {print "perf round='"$round"' self=" $1, $3, $4}' |

@@ -76,15 +76,18 @@
  * quoted and escaped; `first` says whether it is the first element. */
 int pgw_arr_add(buf *b, const char *s, size_t len, int first)
 {
-    int rc = first ? 0 : buf_append(b, ",", 1);
-    if (rc == 0)
-        rc = buf_append(b, "\"", 1);
+    int rc = buf_append(b, first ? "\"" : ",\"", first ? 1 : 2);
+    /* Runs without a quote or backslash go in one call each. */
+    size_t from = 0;
     for (size_t i = 0; i < len && rc == 0; i++) {
-        if (s[i] == '"' || s[i] == '\\')
+        if (s[i] != '"' && s[i] != '\\')
+            continue;
+        if (!(rc = buf_append(b, s + from, i - from)))
             rc = buf_append(b, "\\", 1);
-        if (rc == 0)
-            rc = buf_append(b, &s[i], 1);
+        from = i;
     }
+    if (rc == 0)
+        rc = buf_append(b, s + from, len - from);
     return rc ? rc : buf_append(b, "\"", 1);
 }
 
@@ -851,8 +854,12 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
         PGresult *x = PQexec(c, "ROLLBACK");
         PQclear(x);
     }
+    /* 26000: a named statement is gone (a pooler in front of PostgreSQL
+     * ran DISCARD ALL): prepare them again, and retry. */
+    if (rc && strcmp(state, "26000") == 0)
+        W->prepared = 0;
     if (rc && (strcmp(state, "23505") == 0 || strcmp(state, "40P01") == 0 ||
-               strcmp(state, "40001") == 0)) {
+               strcmp(state, "40001") == 0 || strcmp(state, "26000") == 0)) {
         *retry_alone = 1;
         if (n == 1 && strcmp(state, "23505") == 0) {
             char t[37] = "";
