@@ -469,32 +469,33 @@ typedef struct pstmt {
     PGresult *res;
 } pstmt;
 
-/*
- * Send st[0..n) in one pipeline (a Sync after each statement marked
- * sync_after and after the last: each Sync ends an implicit transaction,
- * so a statement before BEGIN commits on its own), then read every
- * result. One round trip for all of them. 0 when every statement
- * succeeded (kept results in res, the caller PQclear()s them); else the
- * first failure as pg_fail() makes it, its SQLSTATE in `state`, and every
- * kept result cleared. A connection left in pipeline mode (lost in the
- * middle) is the caller's to drop.
- */
 static void pw_name(int i, char out[24])
 {
     snprintf(out, 24, "stele_w%d", i);
 }
 
-/* Prepare on W's connection the named statements of st[0..n) that it has
- * not prepared yet (one round trip each, once per connection). */
-static int pw_prepare(pg_writer *W, const pstmt *st, size_t n, char state[6])
+/* Prepare on W's connection every named statement it has not prepared
+ * yet (one round trip each, once per connection). The first round trip of
+ * a batch comes first, so this happens outside any transaction. A name
+ * that exists already (42P05: W->prepared was cleared after a 26000 while
+ * some statements were still there) is deallocated and prepared anew, so
+ * its text is this binary's. */
+static int pw_prepare(pg_writer *W, char state[6])
 {
-    for (size_t i = 0; i < n; i++) {
-        int k = st[i].prep - 1;
-        if (k < 0 || (W->prepared & (1u << k)))
+    for (int k = 0; k < PW_COUNT; k++) {
+        if (W->prepared & (1u << k))
             continue;
         char name[24];
         pw_name(k, name);
         PGresult *r = PQprepare(W->conn, name, pw_stmts[k].sql, pw_stmts[k].nparams, NULL);
+        if (r && strcmp(sqlstate(r), "42P05") == 0) {
+            char sql[48];
+            snprintf(sql, sizeof sql, "DEALLOCATE %s", name);
+            PQclear(r);
+            r = PQexec(W->conn, sql);
+            PQclear(r);
+            r = PQprepare(W->conn, name, pw_stmts[k].sql, pw_stmts[k].nparams, NULL);
+        }
         if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
             snprintf(state, 6, "%s", sqlstate(r));
             return pg_fail(W->conn, r, "preparing the writer's statements");
@@ -505,10 +506,20 @@ static int pw_prepare(pg_writer *W, const pstmt *st, size_t n, char state[6])
     return 0;
 }
 
+/*
+ * Send st[0..n) in one pipeline (a Sync after each statement marked
+ * sync_after and after the last: each Sync ends an implicit transaction,
+ * so a statement before BEGIN commits on its own), then read every
+ * result. One round trip for all of them. 0 when every statement
+ * succeeded (kept results in res, the caller PQclear()s them); else the
+ * first failure as pg_fail() makes it, its SQLSTATE in `state`, and every
+ * kept result cleared. A connection left in pipeline mode (lost in the
+ * middle) is the caller's to drop.
+ */
 static int pipe_run(pg_writer *W, pstmt *st, size_t n, char state[6])
 {
     PGconn *c = W->conn;
-    int rc = pw_prepare(W, st, n, state);
+    int rc = pw_prepare(W, state);
     if (rc)
         return rc;
     if (!PQenterPipelineMode(c))
