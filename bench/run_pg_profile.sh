@@ -42,6 +42,9 @@ WRITERS=${WRITERS:-2 1}
 . "$(dirname "$0")/lib.sh"
 
 bench_deps postgresql libpq-dev curl
+if [ "${PERF:-0}" = 1 ] && ! command -v perf >/dev/null; then
+    bench_die "PERF=1 needs perf (Debian package linux-perf)"
+fi
 bench_build "$BUILD" stele bench_http
 BINS=("$BUILD/stele" "$@")
 BH="$BUILD/bench/bench_http"
