@@ -23,6 +23,9 @@
 #
 #   SECS=10 SECS1=5 ROUNDS=3 bench/run_pg_profile.sh build /tmp/old/build/stele
 #   WRITERS="2 1" (the default) compares two batches in flight with one.
+#   PERF=1 samples PostgreSQL's processes and the server with perf during
+#   256 x 1 and prints the functions with the most self time (and the
+#   share of PostgreSQL's time under parse, analysis, planning, execution).
 #   BIG=1 also runs 16 clients x 1,000 events per binary and writer count
 #   (CPU per event of PostgreSQL and the server, and its statements)
 #   (after the 256 x 1 run, on the same database).
@@ -39,6 +42,9 @@ WRITERS=${WRITERS:-2 1}
 . "$(dirname "$0")/lib.sh"
 
 bench_deps postgresql libpq-dev curl
+if [ "${PERF:-0}" = 1 ] && ! command -v perf >/dev/null; then
+    bench_die "PERF=1 needs perf (Debian package linux-perf)"
+fi
 bench_build "$BUILD" stele bench_http
 BINS=("$BUILD/stele" "$@")
 BH="$BUILD/bench/bench_http"
@@ -47,7 +53,7 @@ bench_workdir pgprof
 bench_header "stele on PostgreSQL: writer profile" src include server
 pg_start "shared_buffers = 128MB" "max_connections = 320" "max_wal_size = 1GB" \
     "shared_preload_libraries = 'pg_stat_statements'" "pg_stat_statements.track = top" \
-    "track_wal_io_timing = on"
+    "pg_stat_statements.track_planning = on" "track_wal_io_timing = on"
 say "# $("$PGBIN/postgres" --version); fsync=on synchronous_commit=on shared_buffers=128MB"
 pg_seed_schema
 
@@ -94,9 +100,38 @@ for round in $(seq 1 "$ROUNDS"); do
             base_groups=$(metric "$port" stele_store_group_commits)
             base_appends=$(metric "$port" stele_appends_total)
             c0=$(tree_cpu_s "$PG_PID") s0=$(tree_cpu_s "$spid")
+            # PERF=1: perf samples of PostgreSQL's backends (the server's
+            # connections, made at its start) during the 256 x 1 run.
+            perfpid=
+            if [ "${PERF:-0}" = 1 ]; then
+                perf record -q -F 499 -g -o "$WORK/perf.data" \
+                    -p "$(pgrep -d, -P "$PG_PID")" >/dev/null 2>&1 &
+                perfpid=$!
+                perf record -q -F 499 -g -o "$WORK/perf-srv.data" -p "$spid" >/dev/null 2>&1 &
+                perfspid=$!
+            fi
             line=$("$BH" --port "$port" --mode append --clients 256 --batch 1 --duration "$SECS" \
                 --warmup 1 --workload 256x1 --target stele-pg --server-pid "$spid")
             c1=$(tree_cpu_s "$PG_PID") s1=$(tree_cpu_s "$spid")
+            if [ -n "$perfpid" ]; then
+                kill -INT "$perfpid" "$perfspid"
+                wait "$perfpid" || true
+                wait "$perfspid" || true
+                # The server's own functions with the most self time.
+                perf report -i "$WORK/perf-srv.data" --no-children --sort sym --stdio 2>/dev/null |
+                    awk '/^ +[0-9.]+%/ {print "perf_server round='"$round"' self=" $1, $3, $4}' |
+                    head -25 | tee -a "$OUT" || true
+                # Self time per function over every PostgreSQL process.
+                perf report -i "$WORK/perf.data" --no-children --sort sym --stdio 2>/dev/null |
+                    awk '/^ +[0-9.]+%/ {print "perf round='"$round"' self=" $1, $3, $4}' |
+                    head -30 | tee -a "$OUT" || true
+                # Time under the phases of a statement (children included):
+                # parse, analysis, planning, execution, index upkeep, commit.
+                perf report -i "$WORK/perf.data" --children --sort sym --stdio 2>/dev/null |
+                    awk '/^ +[0-9.]+%/ && $4 ~ /^(PostgresMain|pg_parse_query|parse_analyze_fixedparams|parse_analyze_varparams|pg_analyze_and_rewrite_varparams|pg_analyze_and_rewrite_fixedparams|pg_plan_queries|GetCachedPlan|standard_ExecutorRun|ExecInsertIndexTuples|heap_insert|heap_multi_insert|ExecUpdate|CommitTransactionCommand|XLogFlush|exec_bind_message|exec_execute_message|exec_parse_message|exec_simple_query|ProcessClientReadInterrupt|pq_getbyte|secure_read|secure_write|ExecLockRows|ProcessUtility)$/ {print "perf_phase round='"$round"' children=" $1, "self=" $2, $4}' |
+                    tee -a "$OUT" || true
+                [ -z "${PERF_KEEP:-}" ] || cp "$WORK/perf.data" "$PERF_KEEP"
+            fi
             read -r fs fsms < <(wal)
             groups=$(($(metric "$port" stele_store_group_commits) - base_groups))
             appends=$(($(metric "$port" stele_appends_total) - base_appends))
@@ -112,7 +147,8 @@ for round in $(seq 1 "$ROUNDS"); do
             "${PSQL[@]}" -d "prof$n" -At -F ' ' -v g="${groups:-0}" >>"$WORK/stmts" <<'SQL'
 SELECT 'stmt calls=' || s.calls || ' per_group=' || round(s.calls::numeric / GREATEST(:g, 1), 2)
        || ' total_ms=' || round(s.total_exec_time::numeric, 0) || ' mean_ms='
-       || round(s.mean_exec_time::numeric, 3) || ' sql=' || left(regexp_replace(s.query, '\s+', ' ', 'g'), 70)
+       || round(s.mean_exec_time::numeric, 3) || ' plans=' || s.plans || ' plan_ms='
+       || round(s.total_plan_time::numeric, 0) || ' sql=' || left(regexp_replace(s.query, '\s+', ' ', 'g'), 70)
 FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
 WHERE d.datname = current_database() AND s.calls > 10
 ORDER BY s.total_exec_time DESC LIMIT 12;

@@ -63,6 +63,9 @@ typedef struct pg_writer {
     pthread_t thread;
     PGconn *conn;
     uint32_t epoch; /* P->epoch when conn was made */
+    /* Which of the writer's named statements conn has prepared (bit i:
+     * pg_write.c's statement i); 0 whenever conn is made anew. */
+    uint32_t prepared;
 } pg_writer;
 
 struct pg_backend {

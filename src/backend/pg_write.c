@@ -76,15 +76,18 @@
  * quoted and escaped; `first` says whether it is the first element. */
 int pgw_arr_add(buf *b, const char *s, size_t len, int first)
 {
-    int rc = first ? 0 : buf_append(b, ",", 1);
-    if (rc == 0)
-        rc = buf_append(b, "\"", 1);
+    int rc = buf_append(b, first ? "\"" : ",\"", first ? 1 : 2);
+    /* Runs without a quote or backslash go in one call each. */
+    size_t from = 0;
     for (size_t i = 0; i < len && rc == 0; i++) {
-        if (s[i] == '"' || s[i] == '\\')
+        if (s[i] != '"' && s[i] != '\\')
+            continue;
+        if (!(rc = buf_append(b, s + from, i - from)))
             rc = buf_append(b, "\\", 1);
-        if (rc == 0)
-            rc = buf_append(b, &s[i], 1);
+        from = i;
     }
+    if (rc == 0)
+        rc = buf_append(b, s + from, len - from);
     return rc ? rc : buf_append(b, "\"", 1);
 }
 
@@ -399,8 +402,64 @@ static void known_add(pg_backend *P, const char *name)
 
 /* ------------------------------------------------------------ pipelines */
 
-/* One statement of a pipeline; `res` receives its result when `keep`. */
+/*
+ * The writer's statements, prepared once per connection as named
+ * statements ("stele_w<i>") and then only bound and executed: PostgreSQL
+ * parses, analyses and plans each of them once per connection instead of
+ * once per batch. (At 256 clients x 1 event those three steps were a
+ * quarter of PostgreSQL's CPU, and the ones in round trips 2 and 3 ran
+ * while the batch held the feed row: docs/benchmarks.md.) After five runs
+ * PostgreSQL keeps a generic plan when it costs no more than the custom
+ * ones; every statement here has one plan shape whatever its arrays hold.
+ * Prepared statements outlive transactions and their rollbacks, and a
+ * schema change only makes PostgreSQL re-plan them; a new connection
+ * (W->prepared = 0) prepares them again.
+ */
+enum {
+    PW_CREATE_ROWS,
+    PW_LOCK_ROWS,
+    PW_IDS,
+    PW_FEED,
+    PW_SEQ_READ,
+    PW_SEQ_WRITE,
+    PW_INSERT,
+    PW_STREAMS,
+    PW_COUNT
+};
+
+static const char pw_create_rows_sql[] =
+    "INSERT INTO streams (stream_id, stream_type) SELECT n, CASE WHEN strpos(n, '-') > 1 THEN "
+    "substr(n, 1, strpos(n, '-') - 1) ELSE n END FROM unnest($1::text[]) AS u(n) ORDER BY u.n "
+    "ON CONFLICT DO NOTHING";
+static const char pw_lock_rows_sql[] = "SELECT stream_id, " PG_STREAM_COLS
+                                       " FROM streams WHERE stream_id = ANY($1::text[]) ORDER BY "
+                                       "stream_id FOR UPDATE";
+static const char pw_feed_sql[] = "UPDATE stele_feed SET next_position = next_position + "
+                                  "$1::bigint RETURNING next_position - $1::bigint";
+static const char pw_streams_sql[] =
+    "UPDATE streams AS s SET last_revision = u.lr, last_position = u.lp, first_position = "
+    "COALESCE(s.first_position, u.fp), deleted = false FROM unnest($1::text[], $2::bigint[], "
+    "$3::bigint[], $4::bigint[]) AS u(n, lr, lp, fp) WHERE s.stream_id = u.n";
+
+static const struct {
+    const char *sql;
+    int nparams;
+} pw_stmts[PW_COUNT] = {
+    [PW_CREATE_ROWS] = {pw_create_rows_sql, 1},
+    [PW_LOCK_ROWS] = {pw_lock_rows_sql, 1},
+    [PW_IDS] = {PGW_IDS_SQL, 1},
+    [PW_FEED] = {pw_feed_sql, 1},
+    [PW_SEQ_READ] = {PGW_SEQ_READ_SQL, 2},
+    [PW_SEQ_WRITE] = {pgw_seq_write_sql, 3},
+    [PW_INSERT] = {pgw_insert_sql, PGW_EV_COLS + 1},
+    [PW_STREAMS] = {pw_streams_sql, 4},
+};
+
+/* One statement of a pipeline; `res` receives its result when `keep`.
+ * `prep` is 1 + its index in pw_stmts (then `sql` is unused), or 0 for a
+ * statement sent as text (BEGIN, COMMIT, SET LOCAL). */
 typedef struct pstmt {
+    int prep;
     const char *sql;
     int n;
     const char *const *vals;
@@ -409,6 +468,43 @@ typedef struct pstmt {
     const char *what;
     PGresult *res;
 } pstmt;
+
+static void pw_name(int i, char out[24])
+{
+    snprintf(out, 24, "stele_w%d", i);
+}
+
+/* Prepare on W's connection every named statement it has not prepared
+ * yet (one round trip each, once per connection). The first round trip of
+ * a batch comes first, so this happens outside any transaction. A name
+ * that exists already (42P05: W->prepared was cleared after a 26000 while
+ * some statements were still there) is deallocated and prepared anew, so
+ * its text is this binary's. */
+static int pw_prepare(pg_writer *W, char state[6])
+{
+    for (int k = 0; k < PW_COUNT; k++) {
+        if (W->prepared & (1u << k))
+            continue;
+        char name[24];
+        pw_name(k, name);
+        PGresult *r = PQprepare(W->conn, name, pw_stmts[k].sql, pw_stmts[k].nparams, NULL);
+        if (r && strcmp(sqlstate(r), "42P05") == 0) {
+            char sql[48];
+            snprintf(sql, sizeof sql, "DEALLOCATE %s", name);
+            PQclear(r);
+            r = PQexec(W->conn, sql);
+            PQclear(r);
+            r = PQprepare(W->conn, name, pw_stmts[k].sql, pw_stmts[k].nparams, NULL);
+        }
+        if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+            snprintf(state, 6, "%s", sqlstate(r));
+            return pg_fail(W->conn, r, "preparing the writer's statements");
+        }
+        PQclear(r);
+        W->prepared |= 1u << k;
+    }
+    return 0;
+}
 
 /*
  * Send st[0..n) in one pipeline (a Sync after each statement marked
@@ -420,16 +516,24 @@ typedef struct pstmt {
  * kept result cleared. A connection left in pipeline mode (lost in the
  * middle) is the caller's to drop.
  */
-static int pipe_run(PGconn *c, pstmt *st, size_t n, char state[6])
+static int pipe_run(pg_writer *W, pstmt *st, size_t n, char state[6])
 {
-    int rc = 0;
+    PGconn *c = W->conn;
+    int rc = pw_prepare(W, state);
+    if (rc)
+        return rc;
     if (!PQenterPipelineMode(c))
         return pg_fail(c, NULL, "entering pipeline mode");
     size_t sent = 0, syncs = 0;
     for (size_t i = 0; i < n; i++) {
         st[i].res = NULL;
-        if (!PQsendQueryParams(c, st[i].sql, st[i].n, NULL, st[i].vals, st[i].lens, st[i].fmts,
-                               st[i].binary)) {
+        char name[24];
+        if (st[i].prep)
+            pw_name(st[i].prep - 1, name);
+        if (st[i].prep ? !PQsendQueryPrepared(c, name, st[i].n, st[i].vals, st[i].lens,
+                                              st[i].fmts, st[i].binary)
+                       : !PQsendQueryParams(c, st[i].sql, st[i].n, NULL, st[i].vals, st[i].lens,
+                                            st[i].fmts, st[i].binary)) {
             rc = pg_fail(c, NULL, st[i].what);
             break;
         }
@@ -656,29 +760,22 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
      * transaction. The category: the name up to its first '-' (the whole
      * name when it has none or starts with one), as stream_category_len(). */
     if (unknown)
-        p1[n1++] = (pstmt){.sql = "INSERT INTO streams (stream_id, stream_type) SELECT n, CASE "
-                                  "WHEN strpos(n, '-') > 1 THEN substr(n, 1, strpos(n, '-') - 1) "
-                                  "ELSE n END FROM unnest($1::text[]) AS u(n) ORDER BY u.n ON "
-                                  "CONFLICT DO NOTHING",
-                           .n = 1, .vals = v_cats, .sync_after = 1,
+        p1[n1++] = (pstmt){.prep = 1 + PW_CREATE_ROWS, .n = 1, .vals = v_cats, .sync_after = 1,
                            .what = "creating stream rows"};
     p1[n1++] = (pstmt){.sql = "BEGIN", .what = "BEGIN"};
     int i_rows = (int)n1;
-    p1[n1++] = (pstmt){.sql = "SELECT stream_id, " PG_STREAM_COLS " FROM streams WHERE stream_id "
-                              "= ANY($1::text[]) ORDER BY stream_id FOR UPDATE",
-                       .n = 1, .vals = v_names, .binary = 1, .keep = 1, .what = "locking streams"};
+    p1[n1++] = (pstmt){.prep = 1 + PW_LOCK_ROWS, .n = 1, .vals = v_names, .binary = 1, .keep = 1, .what = "locking streams"};
     /* Last: its rows carry the stored events of retries and may be big;
      * only the Sync is sent after it, so the server never waits for us to
      * read while we wait for it to read. */
     int i_ids = -1;
     if (nclient) {
         i_ids = (int)n1;
-        p1[n1++] = (pstmt){.sql = PGW_IDS_SQL,
-                           .n = 1, .vals = v_ids, .binary = 1, .keep = 1,
+        p1[n1++] = (pstmt){.prep = 1 + PW_IDS, .n = 1, .vals = v_ids, .binary = 1, .keep = 1,
                            .what = "looking up event ids"};
     }
     if (rc == 0)
-        rc = pipe_run(c, p1, n1, state);
+        rc = pipe_run(W, p1, n1, state);
     /* The stream rows are locked (or the batch failed): the next batch may
      * be taken off the queue; one that shares a stream with this one waits
      * for this COMMIT in its own first round trip. */
@@ -711,14 +808,12 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
         rc = pgw_seq_keys(reqs, n, bs, &skinds, &skeys);
         v_seq[0] = (const char *)skinds.p;
         v_seq[1] = (const char *)skeys.p;
-        p2[n2++] = (pstmt){.sql = "UPDATE stele_feed SET next_position = next_position + "
-                                  "$1::bigint RETURNING next_position - $1::bigint",
-                           .n = 1, .vals = v_nev, .binary = 1, .keep = 1,
+        p2[n2++] = (pstmt){.prep = 1 + PW_FEED, .n = 1, .vals = v_nev, .binary = 1, .keep = 1,
                            .what = "taking positions"};
-        p2[n2++] = (pstmt){.sql = PGW_SEQ_READ_SQL, .n = 2, .vals = v_seq, .binary = 1,
+        p2[n2++] = (pstmt){.prep = 1 + PW_SEQ_READ, .n = 2, .vals = v_seq, .binary = 1,
                            .keep = 1, .what = "reading view counters"};
         if (rc == 0)
-            rc = pipe_run(c, p2, n2, state);
+            rc = pipe_run(W, p2, n2, state);
         if (rc == 0 && PQntuples(p2[0].res) != 1)
             rc = err_set(STELE_EINTERNAL, "PostgreSQL: stele_feed has no row");
     }
@@ -745,16 +840,11 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
         v_rows[1] = (const char *)ulr.p;
         v_rows[2] = (const char *)ulp.p;
         v_rows[3] = (const char *)ufp.p;
-        p3[n3++] = (pstmt){.sql = pgw_seq_write_sql, .n = 3, .vals = ins.seq_vals,
+        p3[n3++] = (pstmt){.prep = 1 + PW_SEQ_WRITE, .n = 3, .vals = ins.seq_vals,
                            .what = "numbering view events"};
-        p3[n3++] = (pstmt){.sql = pgw_insert_sql, .n = PGW_EV_COLS + 1, .vals = ins.vals,
+        p3[n3++] = (pstmt){.prep = 1 + PW_INSERT, .n = PGW_EV_COLS + 1, .vals = ins.vals,
                            .lens = ins.lens, .fmts = ins.fmts, .what = "inserting events"};
-        p3[n3++] = (pstmt){.sql = "UPDATE streams AS s SET last_revision = u.lr, last_position = "
-                                  "u.lp, first_position = COALESCE(s.first_position, u.fp), "
-                                  "deleted = false FROM unnest($1::text[], $2::bigint[], "
-                                  "$3::bigint[], $4::bigint[]) AS u(n, lr, lp, fp) WHERE "
-                                  "s.stream_id = u.n",
-                           .n = 4, .vals = v_rows, .what = "updating streams"};
+        p3[n3++] = (pstmt){.prep = 1 + PW_STREAMS, .n = 4, .vals = v_rows, .what = "updating streams"};
     }
     /* The events' COMMIT does not wait for the WAL flush; the flusher's
      * synchronous transaction does, and only then are the appends
@@ -764,7 +854,7 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
     p3[n3++] = (pstmt){.sql = "COMMIT", .what = "committing"};
     if (rc == 0) {
         committing = nev > 0;
-        rc = pipe_run(c, p3, n3, state);
+        rc = pipe_run(W, p3, n3, state);
     }
     if (PQpipelineStatus(c) != PQ_PIPELINE_OFF) {
         /* Lost in the middle of a pipeline: the connection is unusable. */
@@ -775,8 +865,12 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
         PGresult *x = PQexec(c, "ROLLBACK");
         PQclear(x);
     }
+    /* 26000: a named statement is gone (a pooler in front of PostgreSQL
+     * ran DISCARD ALL): prepare them again, and retry. */
+    if (rc && strcmp(state, "26000") == 0)
+        W->prepared = 0;
     if (rc && (strcmp(state, "23505") == 0 || strcmp(state, "40P01") == 0 ||
-               strcmp(state, "40001") == 0)) {
+               strcmp(state, "40001") == 0 || strcmp(state, "26000") == 0)) {
         *retry_alone = 1;
         if (n == 1 && strcmp(state, "23505") == 0) {
             char t[37] = "";
@@ -860,6 +954,7 @@ void pgw_writer_conn(pg_writer *W)
     if (!W->conn) {
         W->epoch = atomic_load(&W->P->epoch);
         W->conn = pg_connect(W->P->uri);
+        W->prepared = 0;
     }
 }
 

@@ -14,7 +14,10 @@ backend promises:
   every acknowledged event is there, at its acknowledged position, and no
   subscriber skips a position;
 - PostgreSQL restarted under load: appends fail with a clear 503 while it
-  is down, succeed again after, and nothing acknowledged is lost.
+  is down, succeed again after, and nothing acknowledged is lost (the
+  writers' new connections prepare their statements again);
+- stream names, types and correlation ids with quotes, backslashes, commas
+  and braces go through the writer's text arrays unchanged.
 """
 import json
 import os
@@ -351,6 +354,49 @@ def view_numbers_follow_positions_across_servers():
                    "s.last_revision <> e.rv OR s.first_position > e.lo", db="stele")
     T.check(rows == [["0"]], "stream rows name their last event's position and revision", None,
             [["0"]], rows)
+
+
+@T.case
+def quotes_and_backslashes_in_names():
+    # The writer sends stream names, types and correlation ids to
+    # PostgreSQL in text array literals (pg_write.c, pgw_arr_add): quotes,
+    # backslashes, commas and braces must arrive as they were sent, in one
+    # batch with plain names.
+    from urllib.parse import quote
+    srv = S["srv"]
+    names = ['q"uo\\te-1', '"', '\\', 'a\\"b"\\c-2', '{x,y}-"z"', 'plain-q1']
+    errors, acked = [], {}
+    lock = threading.Lock()
+
+    def w(k, name):
+        for j in range(4):
+            ev = {"type": 'T"%d\\' % (j % 2), "data": {"k": k, "j": j}, "id": str(uuid.uuid4()),
+                  "metadata": {"$correlationId": 'c"\\%d' % k}}
+            r = post(srv[(k + j) % 3].port, quote(name, safe=""), [ev],
+                     expected=j - 1 if j else "no_stream")
+            if r.status not in (200, 201):
+                errors.append((name, r.status, r.raw[:200]))
+            else:
+                with lock:
+                    acked[ev["id"]] = (name, j, ev["type"])
+
+    ws = [threading.Thread(target=w, args=(k, n)) for k, n in enumerate(names)]
+    for t in ws:
+        t.start()
+    for t in ws:
+        t.join()
+    T.check(not errors, "appends to names with quotes and backslashes accepted", None, [],
+            errors[:3])
+    got = {e["id"]: (e["stream"], e["revision"], e["type"]) for e in read_all(srv[1].port)
+           if e["id"] in acked}
+    T.check(got == acked, "$all gives each event its stream, revision and type as sent", None,
+            sorted(acked.values())[:4], sorted(got.values())[:4])
+    for name in names:
+        r = request(srv[2].port, "GET", "/streams/" + quote(name, safe="") + "?limit=10")
+        evs = json.loads(r.raw)["events"] if r.status == 200 else []
+        T.check(r.status == 200 and [e["revision"] for e in evs] == [0, 1, 2, 3],
+                "stream %r reads back revisions 0..3" % name, None, [0, 1, 2, 3],
+                (r.status, [e.get("revision") for e in evs]))
 
 
 if __name__ == "__main__":
