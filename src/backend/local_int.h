@@ -143,6 +143,17 @@ typedef struct local {
     /* the hash chain (local_chain.c) */
     chain_state chain;
 
+    /* The syncer (local.c, "Overlap"): runs a large group's fdatasync while
+     * the writer indexes and hashes the group. Under smu; the writer waits
+     * for sync_busy to fall back to 0. */
+    pthread_t syncer;
+    int syncer_started;
+    pthread_mutex_t smu;
+    pthread_cond_t scv_go, scv_done;
+    int sync_fd, sync_busy, sync_rc, sync_stop;
+    uint64_t overlap_min;  /* group bytes from which the fsync is overlapped */
+    _Atomic uint64_t n_overlapped; /* groups whose fdatasync the syncer ran */
+
     /* durable index checkpoints (local_ckpt.c) */
     struct ckpt_ctl *cp;
 } local;
