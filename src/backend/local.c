@@ -411,6 +411,8 @@ static uint64_t seal_size(void) { return rec_marker_size(0); }
  * index entries and hashes. A failed fdatasync is reported by the writer
  * like its own (a sticky fault; the transaction is aborted).
  */
+_Atomic uint64_t local_overlap_groups;
+
 static void *syncer_main(void *arg)
 {
     local *L = arg;
@@ -451,7 +453,7 @@ static int sync_wait(local *L)
         pthread_cond_wait(&L->scv_done, &L->smu);
     int rc = L->sync_rc;
     pthread_mutex_unlock(&L->smu);
-    atomic_fetch_add_explicit(&L->n_overlapped, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&local_overlap_groups, 1, memory_order_relaxed);
     return rc;
 }
 

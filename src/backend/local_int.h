@@ -152,7 +152,6 @@ typedef struct local {
     pthread_cond_t scv_go, scv_done;
     int sync_fd, sync_busy, sync_rc, sync_stop;
     uint64_t overlap_min;  /* group bytes from which the fsync is overlapped */
-    _Atomic uint64_t n_overlapped; /* groups whose fdatasync the syncer ran */
 
     /* durable index checkpoints (local_ckpt.c) */
     struct ckpt_ctl *cp;
@@ -346,6 +345,9 @@ typedef struct recover_report {
 /* The last open's recovery in this process (tests and benchmarks read it;
  * opens running at the same time overwrite each other's). */
 extern recover_report recover_last;
+/* Groups whose fdatasync the syncer ran (local.c, "Overlap"), in every
+ * store of the process: for tests and benchmarks. */
+extern _Atomic uint64_t local_overlap_groups;
 /* Durable index checkpoints taken, and failed, in this process (all
  * stores). */
 extern _Atomic uint64_t ckpt_taken_total, ckpt_failed_total;
