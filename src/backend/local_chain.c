@@ -165,6 +165,10 @@ int chain_seal_commit(local *L, MDB_txn *txn, uint8_t *cr, int64_t now)
  *      lesson), waits for the commit in progress, folds the hashes in commit
  *      order (h = SHA-256(prev || digest)), rewrites the group's chain
  *      records in place with one pwrite (no fsync), and publishes the head.
+ *      For a group the writer overlaps with its fdatasync (local.c,
+ *      "Overlap") the CPU part of this step (chain_group_fold: the
+ *      digests, the wait for the hasher, the fold into L->gbuf) already ran
+ *      during the fdatasync, and only the rewrite and the head are left.
  *
  * A single appender thus prepares its next append while its last commit is
  * hashed, and a busy writer leaves the hashing to the hasher during its
