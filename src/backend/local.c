@@ -397,9 +397,11 @@ static uint64_t seal_size(void) { return rec_marker_size(0); }
  * secondary index entries, idx_sec_commit; the hash chain's digests and
  * fold, chain_group_fold) does not have to precede it. So for a group of
  * overlap_min bytes or more the writer hands the fdatasync to the syncer
- * thread right after the group's pwrite, does that work meanwhile, and then
- * waits for the syncer: a lone appender of a large commit waits
- * max(fdatasync, index + hash) instead of their sum. Everything else keeps
+ * thread right after the group's pwrite, does that work meanwhile (the
+ * chain's fold only if the fdatasync is still running by then: otherwise
+ * it stays after the acknowledgement, where it overlaps the appenders'
+ * next requests), and then waits for the syncer: a lone appender of a
+ * large commit waits max(fdatasync, index + hash) instead of their sum. Everything else keeps
  * its order: the LMDB transaction is committed only after the fdatasync
  * returned (so readers, durable index checkpoints and recovery never see a
  * group that is not durable), the group is acknowledged after that, and the
@@ -413,6 +415,19 @@ static uint64_t seal_size(void) { return rec_marker_size(0); }
  */
 _Atomic uint64_t local_overlap_groups;
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The writer's moving average of fdatasync times (1/8 weight per group). */
+static void fsync_took(local *L, uint64_t ns)
+{
+    L->fsync_avg_ns = L->fsync_avg_ns - L->fsync_avg_ns / 8 + ns / 8;
+}
+
 static void *syncer_main(void *arg)
 {
     local *L = arg;
@@ -424,9 +439,12 @@ static void *syncer_main(void *arg)
             break;
         int fd = L->sync_fd;
         pthread_mutex_unlock(&L->smu);
+        uint64_t t0 = mono_ns();
         int rc = os_io->fdatasync(fd);
+        uint64_t ns = mono_ns() - t0;
         pthread_mutex_lock(&L->smu);
         L->sync_rc = rc;
+        L->sync_ns = ns;
         L->sync_busy = 0;
         pthread_cond_signal(&L->scv_done);
     }
@@ -445,6 +463,15 @@ static void sync_start(local *L, int fd)
     pthread_mutex_unlock(&L->smu);
 }
 
+/* 1 while the syncer's fdatasync has not returned. */
+static int sync_running(local *L)
+{
+    pthread_mutex_lock(&L->smu);
+    int busy = L->sync_busy;
+    pthread_mutex_unlock(&L->smu);
+    return busy;
+}
+
 /* The fdatasync's result (0 or -errno). */
 static int sync_wait(local *L)
 {
@@ -452,19 +479,29 @@ static int sync_wait(local *L)
     while (L->sync_busy)
         pthread_cond_wait(&L->scv_done, &L->smu);
     int rc = L->sync_rc;
+    uint64_t ns = L->sync_ns;
     pthread_mutex_unlock(&L->smu);
+    fsync_took(L, ns);
     atomic_fetch_add_explicit(&local_overlap_groups, 1, memory_order_relaxed);
     return rc;
 }
 
 #define OVERLAP_MIN_DEFAULT 8192u
+/* Below this average fdatasync time (a tmpfs, a disk with a
+ * power-protected cache) there is nothing to hide behind: a hand-off costs
+ * about 7 us of wall time here (docs/benchmarks.md, "Overlap"). */
+#define OVERLAP_SYNC_MIN_NS 25000u
 
 /* STELE_OVERLAP_MIN: group bytes from which the fdatasync is overlapped
- * (default OVERLAP_MIN_DEFAULT; 0 every group; "off" none). */
+ * (default OVERLAP_MIN_DEFAULT, and only while fdatasyncs take
+ * OVERLAP_SYNC_MIN_NS or more on average; a number: that size, whatever
+ * the fdatasyncs take; 0 every group; "off" none). */
 static int syncer_start(local *L)
 {
     const char *v = getenv("STELE_OVERLAP_MIN");
     L->overlap_min = OVERLAP_MIN_DEFAULT;
+    L->overlap_timed = !(v && *v);
+    L->fsync_avg_ns = 1000000; /* assume a disk until measured */
     if (v && *v) {
         char *end;
         unsigned long long n = strtoull(v, &end, 10);
@@ -977,11 +1014,17 @@ static int group_durable(gwrite *g)
     if (rc == 0 && g->overlap) {
         sync_start(L, g->s->fd);
         work = group_index_sec(g);
-        if (work == 0)
+        /* The chain's fold only while the fdatasync still runs: once it
+         * has returned, folding here would only delay the acknowledgement,
+         * and after it (chain_group_done) the fold overlaps the
+         * appenders' next requests instead (a tmpfs, a fast disk). */
+        if (work == 0 && sync_running(L))
             work = chain_group_fold(L, 1);
         rc = sync_wait(L);
     } else if (rc == 0) {
+        uint64_t t0 = mono_ns();
         rc = os_io->fdatasync(g->s->fd);
+        fsync_took(L, mono_ns() - t0);
     }
     if (rc) {
         char name[32];
@@ -1021,7 +1064,8 @@ static int write_group(local *L, wreq *group)
     int rc = group_place(&g);
     if (rc > 0)
         return 0;
-    g.overlap = L->syncer_started && g.bytes >= L->overlap_min;
+    g.overlap = L->syncer_started && g.bytes >= L->overlap_min &&
+                (!L->overlap_timed || L->fsync_avg_ns >= OVERLAP_SYNC_MIN_NS);
     if (rc == 0)
         rc = group_encode(&g);
     if (rc == 0)

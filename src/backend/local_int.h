@@ -151,7 +151,10 @@ typedef struct local {
     pthread_mutex_t smu;
     pthread_cond_t scv_go, scv_done;
     int sync_fd, sync_busy, sync_rc, sync_stop;
+    uint64_t sync_ns;      /* the last fdatasync's duration (syncer's) */
     uint64_t overlap_min;  /* group bytes from which the fsync is overlapped */
+    int overlap_timed;     /* also require fdatasyncs slower than a hand-off */
+    uint64_t fsync_avg_ns; /* writer's: moving average of fdatasync times */
 
     /* durable index checkpoints (local_ckpt.c) */
     struct ckpt_ctl *cp;
