@@ -989,7 +989,7 @@ static int group_encode(gwrite *g)
     /* The commits' chain records are written pending, their digests
      * taken while the group is written (local_chain.c). */
     if (rc == 0)
-        chain_hash_start(L, g->s->fd, g->write_off);
+        chain_hash_start(L, g->s->fd, g->write_off, !g->overlap);
     if (rc == 0 && !g->overlap)
         rc = group_index_sec(g);
     return rc;
@@ -1014,10 +1014,11 @@ static int group_durable(gwrite *g)
     if (rc == 0 && g->overlap) {
         sync_start(L, g->s->fd);
         work = group_index_sec(g);
-        /* The chain's fold only while the fdatasync still runs: once it
-         * has returned, folding here would only delay the acknowledgement,
-         * and after it (chain_group_done) the fold overlaps the
-         * appenders' next requests instead (a tmpfs, a fast disk). */
+        /* The chain's digests and fold (by the writer: the group was not
+         * given to the hasher) only while the fdatasync still runs: once
+         * it has returned, folding here would only delay the
+         * acknowledgement, and after it (chain_group_done) the fold
+         * overlaps the appenders' next requests instead. */
         if (work == 0 && sync_running(L))
             work = chain_group_fold(L, 1);
         rc = sync_wait(L);

@@ -217,12 +217,12 @@ static void *hasher_main(void *arg)
     return NULL;
 }
 
-void chain_hash_start(local *L, int fd, uint64_t write_off)
+void chain_hash_start(local *L, int fd, uint64_t write_off, int hasher)
 {
     chain_state *cs = &L->chain;
     cs->fd = fd;
     cs->write_off = write_off;
-    if (!cs->hasher_started || cs->njobs == 0 || cs->job_bytes < CHAIN_HASHER_MIN)
+    if (!hasher || !cs->hasher_started || cs->njobs == 0 || cs->job_bytes < CHAIN_HASHER_MIN)
         return;
     pthread_mutex_lock(&cs->hmu);
     cs->hbase = L->gbuf.p;
