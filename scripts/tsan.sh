@@ -21,6 +21,7 @@ cmake --build "$BUILD" -j "$JOBS" --target stele tsan_race_canary test_concurren
     test_groups test_async test_multi test_proj
 cmake --build "$BUILD" -j "$JOBS" --target test_proj_inline
 cmake --build "$BUILD" -j "$JOBS" --target test_chain
+cmake --build "$BUILD" -j "$JOBS" --target test_overlap
 built=$(date +%s)
 reports="$PWD/$BUILD/tsan-reports"
 rm -rf "$reports"

@@ -43,6 +43,7 @@ TESTS="
   test_idx_ckpt
   test_record
   test_record_compat
+  test_overlap
 "
 for t in $TESTS; do
   bin="$BUILD/tests/$t"

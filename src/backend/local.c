@@ -12,8 +12,13 @@
  *   2. encodes the accepted requests' records into one buffer (rolling to a
  *      new segment first if they do not fit), records where each commit
  *      landed and the checkpoint;
- *   3. writes the buffer with one pwrite and one fdatasync;
- *   4. commits the LMDB transaction (not fsynced: the log is the truth);
+ *   3. writes the buffer with one pwrite and one fdatasync (a large
+ *      group's fdatasync runs on the syncer thread while the writer puts
+ *      the group's secondary index entries and folds its hash chain:
+ *      "Overlap" below);
+ *   4. commits the LMDB transaction (not fsynced: the log is the truth),
+ *      always after the fdatasync returned: readers take visibility from
+ *      the index, so it never shows a group that is not durable;
  *   5. publishes the new end of the log (store-release) and wakes every
  *      request of the group;
  *   6. then signals the commit to subscribers (watch fds, wait_commit):
@@ -394,6 +399,148 @@ static void set_fault(local *L, int rc)
 
 static uint64_t seal_size(void) { return rec_marker_size(0); }
 
+/* ------------------------------------------------------------ the syncer */
+
+/*
+ * Overlap (issue 21 item 2). A group's fdatasync is the longest step of the
+ * writer's turn, and the CPU work that needs only the group's bytes (the
+ * secondary index entries, idx_sec_commit; the hash chain's digests and
+ * fold, chain_group_fold) does not have to precede it. So for a group of
+ * overlap_min bytes or more the writer hands the fdatasync to the syncer
+ * thread right after the group's pwrite, does that work meanwhile (the
+ * chain's fold only if the fdatasync is still running by then: otherwise
+ * it stays after the acknowledgement, where it overlaps the appenders'
+ * next requests), and then waits for the syncer: a lone appender of a
+ * large commit waits max(fdatasync, index + hash) instead of their sum. Everything else keeps
+ * its order: the LMDB transaction is committed only after the fdatasync
+ * returned (so readers, durable index checkpoints and recovery never see a
+ * group that is not durable), the group is acknowledged after that, and the
+ * chain records' rewrite still goes out after the acknowledgement (the
+ * group's I/O is the same sequence of calls either way: the fault and crash
+ * tests count them). A smaller group does all of it on the writer, as
+ * before: handing over costs two futex wake-ups and a thread switch each
+ * way (measured in docs/benchmarks.md, "Overlap"), more than a few events'
+ * index entries and hashes. A failed fdatasync is reported by the writer
+ * like its own (a sticky fault; the transaction is aborted).
+ */
+_Atomic uint64_t local_overlap_groups;
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The writer's moving average of fdatasync times (1/8 weight per group). */
+static void fsync_took(local *L, uint64_t ns)
+{
+    L->fsync_avg_ns = L->fsync_avg_ns - L->fsync_avg_ns / 8 + ns / 8;
+}
+
+static void *syncer_main(void *arg)
+{
+    local *L = arg;
+    pthread_mutex_lock(&L->smu);
+    for (;;) {
+        while (!L->sync_busy && !L->sync_stop)
+            pthread_cond_wait(&L->scv_go, &L->smu);
+        if (!L->sync_busy)
+            break;
+        int fd = L->sync_fd;
+        pthread_mutex_unlock(&L->smu);
+        uint64_t t0 = mono_ns();
+        int rc = os_io->fdatasync(fd);
+        uint64_t ns = mono_ns() - t0;
+        pthread_mutex_lock(&L->smu);
+        L->sync_rc = rc;
+        L->sync_ns = ns;
+        L->sync_busy = 0;
+        pthread_cond_signal(&L->scv_done);
+    }
+    pthread_mutex_unlock(&L->smu);
+    return NULL;
+}
+
+static void sync_start(local *L, int fd)
+{
+    pthread_mutex_lock(&L->smu);
+    STELE_ASSERT(!L->sync_busy);
+    L->sync_fd = fd;
+    L->sync_rc = 0;
+    L->sync_busy = 1;
+    pthread_cond_signal(&L->scv_go);
+    pthread_mutex_unlock(&L->smu);
+}
+
+/* 1 while the syncer's fdatasync has not returned. */
+static int sync_running(local *L)
+{
+    pthread_mutex_lock(&L->smu);
+    int busy = L->sync_busy;
+    pthread_mutex_unlock(&L->smu);
+    return busy;
+}
+
+/* The fdatasync's result (0 or -errno). */
+static int sync_wait(local *L)
+{
+    pthread_mutex_lock(&L->smu);
+    while (L->sync_busy)
+        pthread_cond_wait(&L->scv_done, &L->smu);
+    int rc = L->sync_rc;
+    uint64_t ns = L->sync_ns;
+    pthread_mutex_unlock(&L->smu);
+    fsync_took(L, ns);
+    atomic_fetch_add_explicit(&local_overlap_groups, 1, memory_order_relaxed);
+    return rc;
+}
+
+#define OVERLAP_MIN_DEFAULT 8192u
+/* Below this average fdatasync time (a tmpfs, a disk with a
+ * power-protected cache) there is nothing to hide behind: a hand-off costs
+ * about 7 us of wall time here (docs/benchmarks.md, "Overlap"). */
+#define OVERLAP_SYNC_MIN_NS 25000u
+
+/* STELE_OVERLAP_MIN: group bytes from which the fdatasync is overlapped
+ * (default OVERLAP_MIN_DEFAULT, and only while fdatasyncs take
+ * OVERLAP_SYNC_MIN_NS or more on average; a number: that size, whatever
+ * the fdatasyncs take; 0 every group; "off" none). */
+static int syncer_start(local *L)
+{
+    const char *v = getenv("STELE_OVERLAP_MIN");
+    L->overlap_min = OVERLAP_MIN_DEFAULT;
+    L->overlap_timed = !(v && *v);
+    L->fsync_avg_ns = 1000000; /* assume a disk until measured */
+    if (v && *v) {
+        char *end;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (!strcmp(v, "off"))
+            L->overlap_min = UINT64_MAX;
+        else if (!*end)
+            L->overlap_min = n;
+    }
+    if (L->overlap_min == UINT64_MAX)
+        return 0;
+    if (pthread_create(&L->syncer, NULL, syncer_main, L) != 0)
+        return err_set(STELE_EINTERNAL, "cannot start the syncer thread");
+    L->syncer_started = 1;
+    pthread_setname_np(L->syncer, "stele-syncer");
+    return 0;
+}
+
+static void syncer_stop(local *L)
+{
+    if (!L->syncer_started)
+        return;
+    pthread_mutex_lock(&L->smu);
+    L->sync_stop = 1;
+    pthread_cond_signal(&L->scv_go);
+    pthread_mutex_unlock(&L->smu);
+    pthread_join(L->syncer, NULL);
+    L->syncer_started = 0;
+}
+
 /* ------------------------------------------------------------ no space */
 
 #define NOSPACE_RETRY_MS 1000
@@ -658,6 +805,7 @@ typedef struct gwrite {
     log_seg *s;        /* where the group goes: segment, its number, offset */
     uint32_t seg;
     uint64_t write_off;
+    int overlap;       /* the fdatasync goes to the syncer ("Overlap") */
 } gwrite;
 
 /* 1 to go on, or 0 when the group is over (every request failed). */
@@ -798,8 +946,19 @@ static int encode_append(gwrite *g, wreq *r, uint64_t start)
     return rc;
 }
 
+/* The secondary index entries of the whole group (after the segment
+ * header), from its encoded records. */
+static int group_index_sec(gwrite *g)
+{
+    local *L = g->L;
+    size_t hdr = g->write_off == 0 ? SEG_HEADER_SIZE : 0;
+    return idx_sec_commit(L->ix, g->txn, L->gbuf.p + hdr, L->gbuf.len - hdr,
+                          loc_make(g->seg, (uint32_t)(g->write_off + hdr)));
+}
+
 /* Encode the accepted requests' records into L->gbuf (after a segment
- * header when the group starts a segment) and index them. */
+ * header when the group starts a segment) and index them (the secondary
+ * indexes later, in the overlap window, when the group is overlapped). */
 static int group_encode(gwrite *g)
 {
     local *L = g->L;
@@ -839,7 +998,6 @@ static int group_encode(gwrite *g)
         if (rc == 0)
             rc = chain_seal_commit(L, g->txn, chain_rec, g->now);
     }
-    /* The secondary indexes of the whole group (after the segment header). */
     size_t hdr = g->write_off == 0 ? SEG_HEADER_SIZE : 0;
     /* The group is the sum of its planned records, its positions end where
      * planning left the checkpoint, and the segment keeps room for a seal.
@@ -849,16 +1007,17 @@ static int group_encode(gwrite *g)
     /* The commits' chain records are written pending, their digests
      * taken while the group is written (local_chain.c). */
     if (rc == 0)
-        chain_hash_start(L, g->s->fd, g->write_off);
-    if (rc == 0)
-        rc = idx_sec_commit(L->ix, g->txn, L->gbuf.p + hdr, L->gbuf.len - hdr,
-                            loc_make(g->seg, (uint32_t)(g->write_off + hdr)));
+        chain_hash_start(L, g->s->fd, g->write_off, !g->overlap);
+    if (rc == 0 && !g->overlap)
+        rc = group_index_sec(g);
     return rc;
 }
 
 /* The checkpoint into the transaction, the group's bytes with one write
  * and one fdatasync, then the index commit (not fsynced: the log is the
- * truth). */
+ * truth). An overlapped group's fdatasync runs on the syncer while the
+ * writer puts its secondary index entries and folds its chain records
+ * ("Overlap"); the commit waits for both. */
 static int group_durable(gwrite *g)
 {
     local *L = g->L;
@@ -869,8 +1028,23 @@ static int group_durable(gwrite *g)
     if (rc)
         return rc;
     rc = os_write_full(g->s->fd, L->gbuf.p, L->gbuf.len, g->write_off);
-    if (rc == 0)
+    int work = 0; /* the overlap window's own error (its message set) */
+    if (rc == 0 && g->overlap) {
+        sync_start(L, g->s->fd);
+        work = group_index_sec(g);
+        /* The chain's digests and fold (by the writer: the group was not
+         * given to the hasher) only while the fdatasync still runs: once
+         * it has returned, folding here would only delay the
+         * acknowledgement, and after it (chain_group_done) the fold
+         * overlaps the appenders' next requests instead. */
+        if (work == 0 && sync_running(L))
+            work = chain_group_fold(L, 1);
+        rc = sync_wait(L);
+    } else if (rc == 0) {
+        uint64_t t0 = mono_ns();
         rc = os_io->fdatasync(g->s->fd);
+        fsync_took(L, mono_ns() - t0);
+    }
     if (rc) {
         char name[32];
         log_seg_name(g->seg, name);
@@ -878,6 +1052,8 @@ static int group_durable(gwrite *g)
                        "write to segment %s offset %llu: %s", name,
                        (unsigned long long)g->write_off, strerror(-rc));
     }
+    if (work)
+        return work;
     rc = idx_commit_txn(g->txn);
     g->txn = NULL;
     return rc;
@@ -907,6 +1083,8 @@ static int write_group(local *L, wreq *group)
     int rc = group_place(&g);
     if (rc > 0)
         return 0;
+    g.overlap = L->syncer_started && g.bytes >= L->overlap_min &&
+                (!L->overlap_timed || L->fsync_avg_ns >= OVERLAP_SYNC_MIN_NS);
     if (rc == 0)
         rc = group_encode(&g);
     if (rc == 0)
@@ -1108,6 +1286,7 @@ static void local_close(backend *b)
         pthread_mutex_unlock(&L->qmu);
         pthread_join(L->writer, NULL);
     }
+    syncer_stop(L);
     ckpt_stop(L); /* local_ckpt.c */
     int clean = L->writer_started && L->ix && idx_sync(L->ix) == 0;
     idx_close(L->ix);
@@ -1129,6 +1308,9 @@ static void local_close(backend *b)
     pthread_mutex_destroy(&L->tail_mu);
     pthread_mutex_destroy(&L->scav_mu);
     pthread_mutex_destroy(&L->nospace_mu);
+    pthread_mutex_destroy(&L->smu);
+    pthread_cond_destroy(&L->scv_go);
+    pthread_cond_destroy(&L->scv_done);
     free(L);
 }
 
@@ -1207,6 +1389,9 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     pthread_mutex_init(&L->tail_mu, NULL);
     pthread_mutex_init(&L->scav_mu, NULL);
     pthread_mutex_init(&L->nospace_mu, NULL);
+    pthread_mutex_init(&L->smu, NULL);
+    pthread_cond_init(&L->scv_go, NULL);
+    pthread_cond_init(&L->scv_done, NULL);
     snprintf(L->dir, sizeof L->dir, "%s", dir);
     int rc = 0;
     int create = !(opts->flags & STELE_OPEN_NOCREATE);
@@ -1262,6 +1447,8 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     }
     if (rc == 0)
         rc = ckpt_start(L);
+    if (rc == 0)
+        rc = syncer_start(L);
     if (rc == 0) {
         if (pthread_create(&L->writer, NULL, writer_main, L) != 0) {
             rc = err_set(STELE_EINTERNAL, "cannot start the writer thread");

@@ -50,6 +50,7 @@
 #include "backend/local_int.h"
 #include "log/record.h"
 #include "os/os.h"
+#include "util/assert.h"
 
 #define CHAIN_KEY "chain"
 #define CHAIN_EXPORT_MAX (256ull << 20)
@@ -164,6 +165,10 @@ int chain_seal_commit(local *L, MDB_txn *txn, uint8_t *cr, int64_t now)
  *      lesson), waits for the commit in progress, folds the hashes in commit
  *      order (h = SHA-256(prev || digest)), rewrites the group's chain
  *      records in place with one pwrite (no fsync), and publishes the head.
+ *      For a group the writer overlaps with its fdatasync (local.c,
+ *      "Overlap") the CPU part of this step (chain_group_fold: the
+ *      digests, the wait for the hasher, the fold into L->gbuf) already ran
+ *      during the fdatasync, and only the rewrite and the head are left.
  *
  * A single appender thus prepares its next append while its last commit is
  * hashed, and a busy writer leaves the hashing to the hasher during its
@@ -212,12 +217,12 @@ static void *hasher_main(void *arg)
     return NULL;
 }
 
-void chain_hash_start(local *L, int fd, uint64_t write_off)
+void chain_hash_start(local *L, int fd, uint64_t write_off, int hasher)
 {
     chain_state *cs = &L->chain;
     cs->fd = fd;
     cs->write_off = write_off;
-    if (!cs->hasher_started || cs->njobs == 0 || cs->job_bytes < CHAIN_HASHER_MIN)
+    if (!hasher || !cs->hasher_started || cs->njobs == 0 || cs->job_bytes < CHAIN_HASHER_MIN)
         return;
     pthread_mutex_lock(&cs->hmu);
     cs->hbase = L->gbuf.p;
@@ -238,9 +243,16 @@ static void caught_up(local *L)
     pthread_mutex_unlock(&L->chain.mu);
 }
 
-int chain_group_done(local *L, int ok)
+/* Digest what the hasher has not claimed, wait for the rest, and fold the
+ * hashes into the group's chain records in L->gbuf (CPU only, no I/O).
+ * ok 0 (the group failed): only wait for the hasher. Runs once per group,
+ * either in the overlap window (local.c, "Overlap": while the syncer runs
+ * the group's fdatasync) or in chain_group_done. */
+int chain_group_fold(local *L, int ok)
 {
     chain_state *cs = &L->chain;
+    STELE_ASSERT(!cs->folded);
+    cs->folded = 1;
     if (cs->hjobs) {
         /* Take what the hasher has not claimed, then wait for the rest. */
         pthread_mutex_lock(&cs->hmu);
@@ -263,30 +275,48 @@ int chain_group_done(local *L, int ok)
         for (size_t i = 0; i < cs->njobs; i++)
             digest_job(cs->md, cs->ctx, L->gbuf.p, &cs->jobs[i]);
     }
+    cs->folded_ok = 0;
+    if (!ok || !cs->njobs)
+        return 0;
+    /* The fold, in commit order, and the chain records in L->gbuf. */
+    for (size_t i = 0; i < cs->njobs; i++) {
+        chain_job *j = &cs->jobs[i];
+        uint8_t data[CHAIN_DATA_SIZE];
+        memcpy(data, cs->hash, 32);
+        memcpy(data + 32, j->digest, 32);
+        if (j->failed || sha256_with(cs->md, cs->ctx, data, sizeof data, cs->hash))
+            return err_set(STELE_EINTERNAL, "SHA-256 failed (libcrypto)");
+        rec_encode_body(L->gbuf.p + j->cr_off, REC_CHAIN, 0, "", 0, data, sizeof data, NULL, 0,
+                        j->next_pos, j->seq, cs->now);
+    }
+    cs->folded_ok = 1;
+    return 0;
+}
+
+int chain_group_done(local *L, int ok)
+{
+    chain_state *cs = &L->chain;
+    int rc = 0;
+    if (!cs->folded)
+        rc = chain_group_fold(L, ok);
+    cs->folded = 0;
     size_t n = cs->njobs;
     cs->njobs = 0;
     cs->job_bytes = 0;
-    int rc = 0;
-    if (ok && n) {
-        /* The fold, in commit order, and the chain records in place. */
-        for (size_t i = 0; i < n && rc == 0; i++) {
-            chain_job *j = &cs->jobs[i];
-            uint8_t data[CHAIN_DATA_SIZE];
-            memcpy(data, cs->hash, 32);
-            memcpy(data + 32, j->digest, 32);
-            if (j->failed || sha256_with(cs->md, cs->ctx, data, sizeof data, cs->hash))
-                rc = err_set(STELE_EINTERNAL, "SHA-256 failed (libcrypto)");
-            else
-                rec_encode_body(L->gbuf.p + j->cr_off, REC_CHAIN, 0, "", 0, data, sizeof data,
-                                NULL, 0, j->next_pos, j->seq, cs->now);
-        }
+    if (ok && rc == 0 && n && cs->folded_ok) {
+        /* The group's chain records in place, with one pwrite (no fsync):
+         * after the acknowledgement, so the group's I/O is the same
+         * sequence whether or not its fold ran in the overlap window. */
         size_t from = cs->jobs[0].cr_off, to = cs->jobs[n - 1].cr_off + CHAIN_REC_SIZE;
-        int w = rc ? 0 : os_write_full(cs->fd, L->gbuf.p + from, to - from, cs->write_off + from);
+        int w = os_write_full(cs->fd, L->gbuf.p + from, to - from, cs->write_off + from);
         if (w)
             rc = err_set(STELE_EIO, "write the hash chain's records: %s", strerror(-w));
-        if (rc == 0)
+        else
             cs->last_loc = cs->jobs[n - 1].loc;
+    } else if (ok && n && rc == 0) {
+        rc = err_set(STELE_EINTERNAL, "hash chain: the group's records were not folded");
     }
+    cs->folded_ok = 0;
     if (ok && rc == 0)
         chain_publish(L);
     else

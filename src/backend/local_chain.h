@@ -46,6 +46,7 @@ typedef struct chain_state {
     chain_job *jobs;
     size_t njobs, jobs_cap;
     uint64_t job_bytes;
+    int folded, folded_ok; /* chain_group_fold ran for the group (and folded it) */
     int fd;                /* the group's segment and where L->gbuf goes in it */
     uint64_t write_off;
     int64_t now;           /* the group's created time */
@@ -79,9 +80,17 @@ uint8_t *chain_reserve(struct local *L);
  * NULL. */
 int chain_seal_commit(struct local *L, MDB_txn *txn, uint8_t *cr, int64_t now);
 /* The group's commits are all encoded and go to segment file fd at
- * write_off: a large group's are handed to the hasher thread, to be
- * digested while the writer writes and fsyncs the group. */
-void chain_hash_start(struct local *L, int fd, uint64_t write_off);
+ * write_off: a large group's are handed to the hasher thread (hasher 1),
+ * to be digested while the writer writes and fsyncs the group. hasher 0:
+ * the writer digests them itself (an overlapped group: local.c, "Overlap",
+ * where waiting for a third thread before the acknowledgement did not pay). */
+void chain_hash_start(struct local *L, int fd, uint64_t write_off, int hasher);
+/* Digest what the hasher has not, wait for it and fold the hashes into the
+ * group's chain records in L->gbuf: CPU only, so the writer may run it while
+ * the syncer runs the group's fdatasync (local.c, "Overlap"). At most once
+ * per group; chain_group_done runs it when nobody did. ok 0: only wait for
+ * the hasher. An error fails the group. */
+int chain_group_fold(struct local *L, int ok);
 /* After the group is acknowledged, before the next: digest what the hasher
  * has not, fold the hashes, rewrite the group's chain records in place and
  * publish the head. ok 0 (the group failed): only wait for the hasher, so

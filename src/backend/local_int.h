@@ -143,6 +143,19 @@ typedef struct local {
     /* the hash chain (local_chain.c) */
     chain_state chain;
 
+    /* The syncer (local.c, "Overlap"): runs a large group's fdatasync while
+     * the writer indexes and hashes the group. Under smu; the writer waits
+     * for sync_busy to fall back to 0. */
+    pthread_t syncer;
+    int syncer_started;
+    pthread_mutex_t smu;
+    pthread_cond_t scv_go, scv_done;
+    int sync_fd, sync_busy, sync_rc, sync_stop;
+    uint64_t sync_ns;      /* the last fdatasync's duration (syncer's) */
+    uint64_t overlap_min;  /* group bytes from which the fsync is overlapped */
+    int overlap_timed;     /* also require fdatasyncs slower than a hand-off */
+    uint64_t fsync_avg_ns; /* writer's: moving average of fdatasync times */
+
     /* durable index checkpoints (local_ckpt.c) */
     struct ckpt_ctl *cp;
 } local;
@@ -335,6 +348,9 @@ typedef struct recover_report {
 /* The last open's recovery in this process (tests and benchmarks read it;
  * opens running at the same time overwrite each other's). */
 extern recover_report recover_last;
+/* Groups whose fdatasync the syncer ran (local.c, "Overlap"), in every
+ * store of the process: for tests and benchmarks. */
+extern _Atomic uint64_t local_overlap_groups;
 /* Durable index checkpoints taken, and failed, in this process (all
  * stores). */
 extern _Atomic uint64_t ckpt_taken_total, ckpt_failed_total;
