@@ -105,21 +105,7 @@ trap 'stop_targets; bench_cleanup' EXIT
 # wrk's POST of one event, expected revision any: one stream per wrk
 # thread (2), and no request() function, so that wrk builds each thread's
 # request once, as for the no-op GET: the same client cost on both sides.
-cat >"$WORK/post.lua" <<'LUA'
-local nthreads = 0
-function setup(thread)
-    thread:set("tid", nthreads)
-    nthreads = nthreads + 1
-end
-function init(args)
-    wrk.method = "POST"
-    wrk.path = "/streams/" .. (args[1] or "w") .. "-" .. tid
-    wrk.headers["Content-Type"] = "application/json"
-    wrk.body = '[{"type":"BenchEvent","data":{"customer":"c-0001","total":4200,"currency":"EUR",' ..
-        '"items":[{"sku":"sku-1","qty":1},{"sku":"sku-2","qty":2}],"note":"' ..
-        string.rep("x", 64) .. '"}}]'
-end
-LUA
+cp "$(dirname "$0")/wrk_post.lua" "$WORK/post.lua"
 
 bench_header "stele on the wire: 1x1 against the disk, 256x1 against wrk's no-op, TLS, peers" src include server
 say "# targets: $(for t in $TARGETS; do printf '%s=%s ' "$t" "${BIN[$t]}"; done)"

@@ -44,21 +44,7 @@ fi
 BIN[new]=$BUILD/stele
 TARGETS="$TARGETS new"
 
-cat >"$WORK/post.lua" <<'LUA'
-local nthreads = 0
-function setup(thread)
-    thread:set("tid", nthreads)
-    nthreads = nthreads + 1
-end
-function init(args)
-    wrk.method = "POST"
-    wrk.path = "/streams/" .. (args[1] or "w") .. "-" .. tid
-    wrk.headers["Content-Type"] = "application/json"
-    wrk.body = '[{"type":"BenchEvent","data":{"customer":"c-0001","total":4200,"currency":"EUR",' ..
-        '"items":[{"sku":"sku-1","qty":1},{"sku":"sku-2","qty":2}],"note":"' ..
-        string.rep("x", 64) .. '"}}]'
-end
-LUA
+cp "$(dirname "$0")/wrk_post.lua" "$WORK/post.lua"
 
 PID=""
 WRK=""
