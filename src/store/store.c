@@ -147,7 +147,7 @@ int store_check_event(const stele_options *o, size_t i, const stele_event_in *e,
                       const char *checked_type, uint64_t *size)
 {
     int rc;
-    size_t type_len, tag_len;
+    size_t type_len = 0, tag_len = 0;
     if (e->type && e->type == checked_type)
         type_len = strlen(e->type); /* valid, so at most MAX_NAME bytes */
     else if ((rc = check_name("type", i, e->type, &type_len)))
