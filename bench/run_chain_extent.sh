@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# bench/run_chain_extent.sh OLD_BUILD NEW_BUILD [ROUNDS] - the hash chain's
+# disk cost at 1 x 100 before and after carrying a group's chain records
+# into the next group's write (docs/benchmarks.md, "Carrying the chain
+# records into the next write"), three ways, the two builds alternating:
+#
+#   1. bench_chain_extent: the write patterns alone on this disk (no
+#      engine): no chain, rewrite in place, carried (fdatasync p10/p50, and
+#      the group's whole write + fdatasync p50, µs);
+#   2. strace -f -T of `bench_chain --case 1x100 --only chain|plain --secs 1`
+#      for each build: fdatasync p10/p50 and writes per fdatasync;
+#   3. bench_chain --case 1x100 and --case 64x1 (chain / without ratio,
+#      p10, p50, CPU µs per event), OLD and NEW alternating ROUNDS times.
+#
+#   git worktree add -f /tmp/old-chain main && cmake -S /tmp/old-chain -B /tmp/old-chain/build \
+#       -DCMAKE_BUILD_TYPE=RelWithDebInfo && cmake --build /tmp/old-chain/build --target bench_chain
+#   bench/run_chain_extent.sh /tmp/old-chain/build build 3     # about 4 minutes
+#
+# Saved to bench/results/chain-extent-<UTC>.txt. BENCH_DIR: where the
+# stores go (default /tmp, the disk).
+set -euo pipefail
+OLD=${1:?usage: run_chain_extent.sh OLD_BUILD NEW_BUILD [ROUNDS]}
+NEW=${2:?usage: run_chain_extent.sh OLD_BUILD NEW_BUILD [ROUNDS]}
+ROUNDS=${3:-3}
+cmake --build "$NEW" --target bench_chain bench_chain_extent -j2 >/dev/null
+command -v strace >/dev/null || { echo "strace is needed (apt-get install strace)" >&2; exit 1; }
+DIR=$(mktemp -d "${BENCH_DIR:-/tmp}/stele-chain-extent-XXXXXX")
+trap 'rm -rf "$DIR"' EXIT
+OUT="$DIR/result.txt"
+say() { echo "$@" | tee -a "$OUT"; }
+say "# $(date -u +%FT%TZ) $(uname -srm), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); git $(git rev-parse --short HEAD 2>/dev/null || echo unknown); OLD=$OLD NEW=$NEW"
+
+say "## 1. write patterns alone (bench_chain_extent, 30,000-byte groups)"
+"$NEW/bench/bench_chain_extent" --dir "$DIR" --groups 1000 --reps 10 | grep '^extent' | tee -a "$OUT"
+
+say "## 2. strace of bench_chain --case 1x100 --secs 1 (fdatasync µs; writes = pwrite64 + pwritev on the log)"
+strace_one() { # label binary side
+    rm -rf "$DIR/s"
+    mkdir -p "$DIR/s"
+    strace -f -T -e trace=fdatasync,pwrite64,pwritev -o "$DIR/st.txt" \
+        "$2/bench/bench_chain" --case 1x100 --only "$3" --secs 1 --rounds 1 --dir "$DIR/s" >/dev/null
+    python3 - "$DIR/st.txt" "$1" "$3" <<'PY' | tee -a "$OUT"
+import re, sys
+syncs, writes, vecs = [], 0, 0
+for line in open(sys.argv[1]):
+    if 'resumed' in line or 'unfinished' in line:
+        continue
+    m = re.search(r'<([0-9.]+)>\s*$', line)
+    if 'fdatasync(' in line and m:
+        syncs.append(float(m.group(1)) * 1e6)
+    elif 'pwritev(' in line:
+        vecs += 1
+    elif 'pwrite64(' in line:
+        writes += 1
+syncs.sort()
+n = len(syncs)
+p = lambda q: syncs[int(q * (n - 1))] if n else 0
+print(f"strace build={sys.argv[2]} side={sys.argv[3]} fdatasyncs={n} fdatasync_p10_us={p(0.1):.0f} "
+      f"fdatasync_p50_us={p(0.5):.0f} pwrite={writes} pwritev={vecs} "
+      f"writes_per_sync={(writes + vecs) / max(n, 1):.2f}")
+PY
+}
+for i in $(seq "$ROUNDS"); do
+    for side in chain plain; do
+        strace_one old "$OLD" $side
+        strace_one new "$NEW" $side
+    done
+done
+
+say "## 3. bench_chain, OLD and NEW alternating (chain / without; p10/p50 µs chain/without; CPU µs per event)"
+for i in $(seq "$ROUNDS"); do
+    for b in old new; do
+        bin=$OLD; [ $b = new ] && bin=$NEW
+        for c in 1x100 64x1; do
+            rm -rf "$DIR/s"
+            mkdir -p "$DIR/s"
+            line=$("$bin/bench/bench_chain" --case $c --secs 0.5 --rounds 8 --dir "$DIR/s" | tail -1)
+            say "$b $line"
+        done
+    done
+done
+mkdir -p bench/results
+cp "$OUT" "bench/results/chain-extent-$(date -u +%Y%m%dT%H%M%SZ).txt"
