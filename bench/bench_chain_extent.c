@@ -6,19 +6,24 @@
  * "Carrying the chain records into the next write"):
  *
  *   alone    pwrite(group), fdatasync                 (no chain: the floor)
- *   inplace  pwrite(group), fdatasync, then pwrite of 128 bytes at the
+ *   inplace  pwrite(group), fdatasync, then pwrite of 144 bytes at the
  *            group's start (the chain records' rewrite in place after the
  *            acknowledgement, main until 2026-12-07): the next fdatasync
  *            writes that page, a whole group behind, and the new group
  *   carried  pwritev(the previous group from its first byte, group),
  *            fdatasync (branch chain21c: the previous group's folded
  *            records carried in front of the next group, one range)
+ *   trailing pwrite(group), fdatasync, then pwrite of the group's last 144
+ *            bytes (not built: a chain record after its commit instead of
+ *            before, rewritten in place; its page is the next group's
+ *            first, which that group's write dirties anyway)
  *
- * The patterns alternate, `reps` times each, a fresh pre-zeroed file per
- * run; per pattern it prints the median over runs of each run's fdatasync
- * p10 / p50 and of the whole group's (writes + fdatasync) p50, in µs.
+ * The patterns take turns in blocks of 50 groups within each run (a fresh
+ * pre-zeroed file of `groups` groups per run, `reps` runs); per pattern it
+ * prints the p10 / p50 of the fdatasyncs and of the whole group (writes +
+ * fdatasync), in µs, over all counted groups.
  *
- *   bench_chain_extent [--dir DIR] [--groups N] [--size BYTES] [--reps R]
+ *   bench_chain_extent [--dir DIR] [--groups N] [--size BYTES] [--block N] [--reps R]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,8 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { ALONE, INPLACE, CARRIED, NPAT };
-static const char *pat_name[NPAT] = {"alone", "inplace", "carried"};
+enum { ALONE, INPLACE, CARRIED, TRAILING, NPAT };
+static const char *pat_name[NPAT] = {"alone", "inplace", "carried", "trailing"};
 
 static double now_us(void)
 {
@@ -71,8 +76,13 @@ static void full_pwrite(int fd, const void *p, size_t n, off_t off)
     }
 }
 
-/* One run of `pat`: p10 and p50 of the fdatasyncs and p50 of the groups. */
-static void run(const char *dir, int pat, size_t groups, size_t size, double out[3])
+/* Append groups to a fresh pre-zeroed file, the patterns taking turns in
+ * blocks of `block` groups (so that a machine whose load drifts over
+ * seconds weighs on them alike); the first 2 groups of a block, which see
+ * the previous pattern's leftovers, are not counted. sync[p] and whole[p]
+ * get each counted group's fdatasync and writes + fdatasync, µs. */
+static size_t run(const char *dir, size_t groups, size_t size, size_t block, double *sync[NPAT],
+                  double *whole[NPAT], size_t cnt[NPAT])
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/extent-%d.dat", dir, (int)getpid());
@@ -95,10 +105,8 @@ static void run(const char *dir, int pat, size_t groups, size_t size, double out
         die("malloc");
     for (size_t i = 0; i < size; i++)
         g[i] = (char)(i * 31 + 7);
-    double *sync = malloc(groups * sizeof *sync), *whole = malloc(groups * sizeof *whole);
-    if (!sync || !whole)
-        die("malloc");
     for (size_t k = 0; k < groups; k++) {
+        int pat = (int)((k / block) % NPAT);
         off_t off = (off_t)(k * size);
         double t0 = now_us();
         if (pat == CARRIED && k > 0) {
@@ -116,24 +124,24 @@ static void run(const char *dir, int pat, size_t groups, size_t size, double out
         /* The chain records' rewrite after the acknowledgement: not timed
          * (the appender is already on its way), paid by the next sync. */
         if (pat == INPLACE)
-            full_pwrite(fd, g, 128, off);
-        sync[k] = t2 - t1;
-        whole[k] = t2 - t0;
+            full_pwrite(fd, g, 144, off);
+        else if (pat == TRAILING)
+            full_pwrite(fd, g, 144, off + (off_t)size - 144);
+        if (k % block >= 2) {
+            sync[pat][cnt[pat]] = t2 - t1;
+            whole[pat][cnt[pat]++] = t2 - t0;
+        }
     }
-    out[0] = pct(sync, groups, 0.10);
-    out[1] = pct(sync, groups, 0.50);
-    out[2] = pct(whole, groups, 0.50);
-    free(sync);
-    free(whole);
     free(g);
     close(fd);
     unlink(path);
+    return groups;
 }
 
 int main(int argc, char **argv)
 {
     const char *dir = "/tmp";
-    size_t groups = 3000, size = 30000;
+    size_t groups = 3000, size = 30000, block = 50;
     int reps = 4;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--dir"))
@@ -142,35 +150,37 @@ int main(int argc, char **argv)
             groups = strtoul(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--size"))
             size = strtoul(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--block"))
+            block = strtoul(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--reps"))
             reps = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "usage: bench_chain_extent [--dir DIR] [--groups N] [--size BYTES] "
-                            "[--reps R]\n");
+                            "[--block N] [--reps R]\n");
             return 2;
         }
     }
-    if (groups < 10 || size < 256 || reps < 1 || reps > 100) {
-        fprintf(stderr, "bench_chain_extent: groups >= 10, size >= 256, 1 <= reps <= 100\n");
+    if (groups < 30 || size < 256 || block < 5 || reps < 1 || reps > 100) {
+        fprintf(stderr, "bench_chain_extent: groups >= 30, size >= 256, block >= 5, "
+                        "1 <= reps <= 100\n");
         return 2;
     }
-    double res[NPAT][100][3];
-    for (int r = 0; r < reps; r++)
-        for (int p = 0; p < NPAT; p++) {
-            run(dir, p, groups, size, res[p][r]);
-            printf("  rep %d %-8s fdatasync p10 %6.1f p50 %6.1f us, group p50 %6.1f us\n", r + 1,
-                   pat_name[p], res[p][r][0], res[p][r][1], res[p][r][2]);
-            fflush(stdout);
-        }
+    double *sync[NPAT], *whole[NPAT];
+    size_t cnt[NPAT] = {0};
     for (int p = 0; p < NPAT; p++) {
-        double m[3][100];
-        for (int j = 0; j < 3; j++)
-            for (int r = 0; r < reps; r++)
-                m[j][r] = res[p][r][j];
-        printf("extent pattern=%s groups=%zu size=%zu reps=%d fdatasync_p10_us=%.1f "
-               "fdatasync_p50_us=%.1f group_p50_us=%.1f\n",
-               pat_name[p], groups, size, reps, pct(m[0], (size_t)reps, 0.5),
-               pct(m[1], (size_t)reps, 0.5), pct(m[2], (size_t)reps, 0.5));
+        sync[p] = malloc(groups * (size_t)reps * sizeof(double));
+        whole[p] = malloc(groups * (size_t)reps * sizeof(double));
+        if (!sync[p] || !whole[p])
+            die("malloc");
     }
+    for (int r = 0; r < reps; r++)
+        run(dir, groups, size, block, sync, whole, cnt);
+    for (int p = 0; p < NPAT; p++)
+        printf("extent pattern=%s groups=%zu size=%zu block=%zu reps=%d counted=%zu "
+               "fdatasync_p10_us=%.1f fdatasync_p50_us=%.1f group_p10_us=%.1f "
+               "group_p50_us=%.1f\n",
+               pat_name[p], groups, size, block, reps, cnt[p], pct(sync[p], cnt[p], 0.10),
+               pct(sync[p], cnt[p], 0.50), pct(whole[p], cnt[p], 0.10),
+               pct(whole[p], cnt[p], 0.50));
     return 0;
 }

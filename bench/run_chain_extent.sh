@@ -5,16 +5,16 @@
 # records into the next write"), three ways, the two builds alternating:
 #
 #   1. bench_chain_extent: the write patterns alone on this disk (no
-#      engine): no chain, rewrite in place, carried (fdatasync p10/p50, and
-#      the group's whole write + fdatasync p50, µs);
-#   2. strace -f -T of `bench_chain --case 1x100 --only chain|plain --secs 1`
+#      engine), taking turns every 50 groups: no chain, rewrite in place,
+#      carried, trailing (fdatasync and write + fdatasync p10/p50, µs);
+#   2. strace -f -T of `bench_chain --case 1x100 --only chain|plain --secs 0.5`
 #      for each build: fdatasync p10/p50 and writes per fdatasync;
 #   3. bench_chain --case 1x100 and --case 64x1 (chain / without ratio,
 #      p10, p50, CPU µs per event), OLD and NEW alternating ROUNDS times.
 #
 #   git worktree add -f /tmp/old-chain main && cmake -S /tmp/old-chain -B /tmp/old-chain/build \
 #       -DCMAKE_BUILD_TYPE=RelWithDebInfo && cmake --build /tmp/old-chain/build --target bench_chain
-#   bench/run_chain_extent.sh /tmp/old-chain/build build 3     # about 4 minutes
+#   bench/run_chain_extent.sh /tmp/old-chain/build build 3     # about 3 minutes
 #
 # Saved to bench/results/chain-extent-<UTC>.txt. BENCH_DIR: where the
 # stores go (default /tmp, the disk).
@@ -31,14 +31,14 @@ say() { echo "$@" | tee -a "$OUT"; }
 say "# $(date -u +%FT%TZ) $(uname -srm), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); git $(git rev-parse --short HEAD 2>/dev/null || echo unknown); OLD=$OLD NEW=$NEW"
 
 say "## 1. write patterns alone (bench_chain_extent, 30,000-byte groups)"
-"$NEW/bench/bench_chain_extent" --dir "$DIR" --groups 1000 --reps 10 | grep '^extent' | tee -a "$OUT"
+"$NEW/bench/bench_chain_extent" --dir "$DIR" --groups 3000 --reps 5 | grep '^extent' | tee -a "$OUT"
 
-say "## 2. strace of bench_chain --case 1x100 --secs 1 (fdatasync µs; writes = pwrite64 + pwritev on the log)"
+say "## 2. strace of bench_chain --case 1x100 --secs 0.5 (fdatasync µs; writes = pwrite64 + pwritev on the log)"
 strace_one() { # label binary side
     rm -rf "$DIR/s"
     mkdir -p "$DIR/s"
     strace -f -T -e trace=fdatasync,pwrite64,pwritev -o "$DIR/st.txt" \
-        "$2/bench/bench_chain" --case 1x100 --only "$3" --secs 1 --rounds 1 --dir "$DIR/s" >/dev/null
+        "$2/bench/bench_chain" --case 1x100 --only "$3" --secs 0.5 --rounds 1 --dir "$DIR/s" >/dev/null
     python3 - "$DIR/st.txt" "$1" "$3" <<'PY' | tee -a "$OUT"
 import re, sys
 syncs, writes, vecs = [], 0, 0

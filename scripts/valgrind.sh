@@ -39,6 +39,7 @@ TESTS="
   test_auth_header
   test_conventions
   test_chain
+  test_chain_carry
   test_deletes
   test_idx_ckpt
   test_record

@@ -18,6 +18,10 @@
  *   backup   a backup right after an append holds that append's chain
  *            record complete; a second backup extends the tail's copy, and
  *            the restore opens and verifies;
+ *   threads  4 threads append while another exports the newest event
+ *            and backs the store up, over and over: every export verifies,
+ *            the backup restores, and check verifies the chain (TSan runs
+ *            it: the carry is shared under its mutex);
  *   faults   a write fault in an append's write (which carries the previous
  *            append's records) fails that append, and after reopen the
  *            previous one is there with its record written; a fault in the
@@ -29,6 +33,7 @@
 #include "testutil.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -262,6 +267,70 @@ static void test_backup(void)
     passed++;
 }
 
+typedef struct carry_th {
+    stele_db *db;
+    int id;
+} carry_th;
+
+static void *appender(void *p)
+{
+    carry_th *a = p;
+    char stream[32];
+    snprintf(stream, sizeof stream, "T-%d", a->id);
+    for (int i = 0; i < 150; i++)
+        append(a->db, stream, 1 + (size_t)(i % 3), 100);
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    const char *dir = t_tmpdir("carry-threads");
+    char bk[600], rs[600];
+    snprintf(bk, sizeof bk, "%s", t_tmpdir("carry-threads-bk"));
+    snprintf(rs, sizeof rs, "%s", t_tmpdir("carry-threads-rs"));
+    t_rmdir(rs);
+    stele_db *db = open_store(dir, 256u << 10);
+    append(db, "T-0", 1, 100);
+    pthread_t th[4];
+    carry_th args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (carry_th){.db = db, .id = i};
+        CHECK(pthread_create(&th[i], NULL, appender, &args[i]) == 0);
+    }
+    int exports = 0, backups = 0;
+    for (int round = 0; round < 40; round++) {
+        stele_chain_head h;
+        CHECK_OK(stele_chain_get_head(db, &h));
+        char *json = NULL;
+        size_t len = 0;
+        CHECK_OK(stele_chain_export(db, h.position - 1, h.position - 1, &json, &len));
+        stele_chain_verified v;
+        CHECK_OK(stele_chain_verify(json, len, NULL, &v));
+        CHECK(v.events == 1);
+        stele_free(json);
+        exports++;
+        if (round % 8 == 0) {
+            stele_backup_result r;
+            CHECK_OK(stele_backup(db, bk, NULL, &r));
+            backups++;
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    stele_backup_result r;
+    CHECK_OK(stele_backup(db, bk, NULL, &r));
+    stele_close(db);
+    check_store(dir, 0);
+    CHECK_OK(stele_restore(bk, rs, NULL, NULL));
+    check_store(rs, 0);
+    printf("  threads: %d exports and %d backups while 4 threads appended\n", exports,
+           backups + 1);
+    t_rmdir(rs);
+    t_rmdir(bk);
+    t_rmdir(dir);
+    passed++;
+}
+
 /* A write fault in the second append's write, which carries the first
  * append's chain record. */
 static void test_fault_carried(void)
@@ -327,6 +396,7 @@ int main(void)
     test_large();
     test_seal();
     test_backup();
+    test_threads();
     test_fault_carried();
     test_fault_inplace();
     return t_done("test_chain_carry", passed);
