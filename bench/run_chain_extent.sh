@@ -7,14 +7,17 @@
 #   1. bench_chain_extent: the write patterns alone on this disk (no
 #      engine), taking turns every 50 groups: no chain, rewrite in place,
 #      carried, trailing (fdatasync and write + fdatasync p10/p50, µs);
-#   2. strace -f -T of `bench_chain --case 1x100 --only chain|plain --secs 0.5`
-#      for each build: fdatasync p10/p50 and writes per fdatasync;
+#   2. strace -f -T of `bench_chain --case 1x100 --only chain|plain --secs 0.3`
+#      for OLD, NEW and NEW with STELE_CHAIN_CARRY_MAX=off (the in-place
+#      rewrite in the same binary), ROUNDS alternations: fdatasync
+#      p10/p25/p50 over all samples, writes per fdatasync;
 #   3. bench_chain --case 1x100 and --case 64x1 (chain / without ratio,
-#      p10, p50, CPU µs per event), OLD and NEW alternating ROUNDS times.
+#      p10, p50, CPU µs per event), OLD, NEW and NEW-off alternating
+#      ROUNDS times.
 #
 #   git worktree add -f /tmp/old-chain main && cmake -S /tmp/old-chain -B /tmp/old-chain/build \
 #       -DCMAKE_BUILD_TYPE=RelWithDebInfo && cmake --build /tmp/old-chain/build --target bench_chain
-#   bench/run_chain_extent.sh /tmp/old-chain/build build 3     # about 3 minutes
+#   bench/run_chain_extent.sh /tmp/old-chain/build build 3     # about 5 minutes
 #
 # Saved to bench/results/chain-extent-<UTC>.txt. BENCH_DIR: where the
 # stores go (default /tmp, the disk).
@@ -33,48 +36,65 @@ say "# $(date -u +%FT%TZ) $(uname -srm), $(nproc) CPUs, load $(cut -d' ' -f1-3 /
 say "## 1. write patterns alone (bench_chain_extent, 30,000-byte groups)"
 "$NEW/bench/bench_chain_extent" --dir "$DIR" --groups 3000 --reps 5 | grep '^extent' | tee -a "$OUT"
 
-say "## 2. strace of bench_chain --case 1x100 --secs 0.5 (fdatasync µs; writes = pwrite64 + pwritev on the log)"
-strace_one() { # label binary side
+say "## 2. strace of bench_chain --case 1x100 --secs 0.3, ROUNDS alternations; fdatasync µs over all of a side's samples; writes = pwrite64 + pwritev on the log per fdatasync"
+say "##    (new-off: the new build with STELE_CHAIN_CARRY_MAX=off, the in-place rewrite)"
+strace_one() { # label build side [env...]
+    local label=$1 bin=$2 side=$3
+    shift 3
     rm -rf "$DIR/s"
     mkdir -p "$DIR/s"
-    strace -f -T -e trace=fdatasync,pwrite64,pwritev -o "$DIR/st.txt" \
-        "$2/bench/bench_chain" --case 1x100 --only "$3" --secs 0.5 --rounds 1 --dir "$DIR/s" >/dev/null
-    python3 - "$DIR/st.txt" "$1" "$3" <<'PY' | tee -a "$OUT"
+    env "$@" strace -f -T -e trace=fdatasync,pwrite64,pwritev -o "$DIR/st.txt" \
+        "$bin/bench/bench_chain" --case 1x100 --only "$side" --secs 0.3 --rounds 1 --dir "$DIR/s" >/dev/null
+    python3 - "$DIR/st.txt" >>"$DIR/samples-$label-$side" <<'PY'
 import re, sys
-syncs, writes, vecs = [], 0, 0
+w = 0
 for line in open(sys.argv[1]):
     if 'resumed' in line or 'unfinished' in line:
         continue
     m = re.search(r'<([0-9.]+)>\s*$', line)
     if 'fdatasync(' in line and m:
-        syncs.append(float(m.group(1)) * 1e6)
-    elif 'pwritev(' in line:
-        vecs += 1
-    elif 'pwrite64(' in line:
-        writes += 1
-syncs.sort()
-n = len(syncs)
-p = lambda q: syncs[int(q * (n - 1))] if n else 0
-print(f"strace build={sys.argv[2]} side={sys.argv[3]} fdatasyncs={n} fdatasync_p10_us={p(0.1):.0f} "
-      f"fdatasync_p50_us={p(0.5):.0f} pwrite={writes} pwritev={vecs} "
-      f"writes_per_sync={(writes + vecs) / max(n, 1):.2f}")
+        print(f"s {float(m.group(1)) * 1e6:.1f}")
+    elif 'pwritev(' in line or 'pwrite64(' in line:
+        print("w")
 PY
 }
 for i in $(seq "$ROUNDS"); do
     for side in chain plain; do
         strace_one old "$OLD" $side
         strace_one new "$NEW" $side
+        strace_one new-off "$NEW" $side STELE_CHAIN_CARRY_MAX=off
+    done
+done
+for label in old new new-off; do
+    for side in chain plain; do
+        python3 - "$DIR/samples-$label-$side" "$label" "$side" <<'PY' | tee -a "$OUT"
+import sys
+s, w = [], 0
+for line in open(sys.argv[1]):
+    if line.startswith('s '):
+        s.append(float(line[2:]))
+    elif line.startswith('w'):
+        w += 1
+s.sort()
+n = len(s)
+p = lambda q: s[int(q * (n - 1))] if n else 0
+print(f"strace build={sys.argv[2]} side={sys.argv[3]} fdatasyncs={n} fdatasync_p10_us={p(0.1):.0f} "
+      f"fdatasync_p25_us={p(0.25):.0f} fdatasync_p50_us={p(0.5):.0f} writes_per_sync={w / max(n, 1):.2f}")
+PY
     done
 done
 
-say "## 3. bench_chain, OLD and NEW alternating (chain / without; p10/p50 µs chain/without; CPU µs per event)"
+say "## 3. bench_chain, OLD, NEW and NEW with STELE_CHAIN_CARRY_MAX=off alternating (chain / without; p10/p50 µs chain/without; CPU µs per event)"
 for i in $(seq "$ROUNDS"); do
-    for b in old new; do
-        bin=$OLD; [ $b = new ] && bin=$NEW
+    for b in old new new-off; do
+        bin=$OLD carry=
+        [ $b != old ] && bin=$NEW
+        [ $b = new-off ] && carry=off
         for c in 1x100 64x1; do
             rm -rf "$DIR/s"
             mkdir -p "$DIR/s"
-            line=$("$bin/bench/bench_chain" --case $c --secs 0.5 --rounds 8 --dir "$DIR/s" | tail -1)
+            line=$(STELE_CHAIN_CARRY_MAX=$carry "$bin/bench/bench_chain" --case $c --secs 0.5 \
+                --rounds 8 --dir "$DIR/s" | tail -1)
             say "$b $line"
         done
     done

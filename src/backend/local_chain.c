@@ -303,7 +303,7 @@ int chain_group_fold(local *L, int ok)
  * rewritten page a whole group behind and the new group (+8 us per group
  * on this project's disk, docs/benchmarks.md "Where the chain's cost on disk
  * goes"). So when the range from the group's first chain record to its end
- * is at most CHAIN_CARRY_MAX bytes, chain_group_done keeps it (the group's
+ * is at most CHAIN_CARRY_MAX bytes (STELE_CHAIN_CARRY_MAX), chain_group_done keeps it (the group's
  * buffer is swapped with cs->carry: no copy) and the next group's write
  * starts with it: one pwritev of one contiguous range, the carried bytes
  * (its events unchanged, its chain records complete) then the new group's.
@@ -329,6 +329,22 @@ int chain_group_fold(local *L, int ok)
  * backup on another thread may flush it.
  */
 #define CHAIN_CARRY_MAX (64u << 10)
+
+/* STELE_CHAIN_CARRY_MAX: the largest range carried (bytes; default
+ * CHAIN_CARRY_MAX; 0 or "off": none, every group rewritten in place as
+ * before 2026-12-07), to compare the two in one binary
+ * (docs/operations.md). */
+static uint64_t carry_max_setting(void)
+{
+    const char *v = getenv("STELE_CHAIN_CARRY_MAX");
+    if (!v || !*v)
+        return CHAIN_CARRY_MAX;
+    if (!strcmp(v, "off"))
+        return 0;
+    char *end;
+    unsigned long long n = strtoull(v, &end, 10);
+    return *end ? CHAIN_CARRY_MAX : n;
+}
 
 static void carry_park(local *L, size_t from)
 {
@@ -430,7 +446,7 @@ int chain_group_done(local *L, int ok)
          * own I/O is the same whether or not its fold ran in the overlap
          * window. */
         size_t from = cs->jobs[0].cr_off, to = cs->jobs[n - 1].cr_off + CHAIN_REC_SIZE;
-        if (L->gbuf.len - from <= CHAIN_CARRY_MAX) {
+        if (L->gbuf.len - from <= cs->carry_max) {
             carry_park(L, from);
             cs->last_loc = cs->jobs[n - 1].loc;
         } else {
@@ -732,6 +748,7 @@ int chain_open(local *L)
 {
     pthread_mutex_init(&L->chain.mu, NULL);
     pthread_mutex_init(&L->chain.cmu, NULL);
+    L->chain.carry_max = carry_max_setting();
     pthread_cond_init(&L->chain.pubcv, NULL);
     L->chain.md = EVP_MD_fetch(NULL, "SHA256", NULL);
     L->chain.ctx = EVP_MD_CTX_new();

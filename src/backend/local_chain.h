@@ -74,6 +74,7 @@ typedef struct chain_state {
     size_t carry_from;     /* write carry.p[carry_from .. carry.len) */
     uint64_t carry_off;    /* at this offset of carry_fd */
     int carry_fd, carried; /* carried 1: not in the file yet */
+    uint64_t carry_max;    /* STELE_CHAIN_CARRY_MAX (writer-owned) */
 } chain_state;
 
 /* Bytes of chain record each commit adds (0 when the chain is off). */
