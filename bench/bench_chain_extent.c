@@ -3,7 +3,7 @@
  * records costs the next group's fdatasync on this disk, without the
  * engine: groups of `size` bytes appended to a pre-zeroed file, each
  * followed by fdatasync, in three write patterns (docs/benchmarks.md,
- * "Carrying the chain records into the next write"):
+ * "The chain's rewrite in one range with the next group"):
  *
  *   alone    pwrite(group), fdatasync                 (no chain: the floor)
  *   inplace  pwrite(group), fdatasync, then pwrite of 144 bytes at the
@@ -11,12 +11,17 @@
  *            acknowledgement, main until 2026-12-07): the next fdatasync
  *            writes that page, a whole group behind, and the new group
  *   carried  pwritev(the previous group from its first byte, group),
- *            fdatasync (branch chain21c: the previous group's folded
- *            records carried in front of the next group, one range)
+ *            fdatasync (branch chain21c's first version: the previous
+ *            group's folded records carried in front of the next group,
+ *            one range, the copy on the group's path)
  *   trailing pwrite(group), fdatasync, then pwrite of the group's last 144
  *            bytes (not built: a chain record after its commit instead of
  *            before, rewritten in place; its page is the next group's
  *            first, which that group's write dirties anyway)
+ *   whole    pwrite(group), fdatasync, then pwrite of the whole group again
+ *            (branch chain21c: its records rewritten in place after the
+ *            acknowledgement from the first chain record to the group's
+ *            end: one range with the next group, the copy off the path)
  *
  * The patterns take turns in blocks of 50 groups within each run (a fresh
  * pre-zeroed file of `groups` groups per run, `reps` runs); per pattern it
@@ -35,8 +40,8 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { ALONE, INPLACE, CARRIED, TRAILING, NPAT };
-static const char *pat_name[NPAT] = {"alone", "inplace", "carried", "trailing"};
+enum { ALONE, INPLACE, CARRIED, TRAILING, WHOLE, NPAT };
+static const char *pat_name[NPAT] = {"alone", "inplace", "carried", "trailing", "whole"};
 
 static double now_us(void)
 {
@@ -127,6 +132,8 @@ static size_t run(const char *dir, size_t groups, size_t size, size_t block, dou
             full_pwrite(fd, g, 144, off);
         else if (pat == TRAILING)
             full_pwrite(fd, g, 144, off + (off_t)size - 144);
+        else if (pat == WHOLE)
+            full_pwrite(fd, g, size, off);
         if (k % block >= 2) {
             sync[pat][cnt[pat]] = t2 - t1;
             whole[pat][cnt[pat]++] = t2 - t0;

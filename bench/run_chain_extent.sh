@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # bench/run_chain_extent.sh OLD_BUILD NEW_BUILD [ROUNDS] - the hash chain's
-# disk cost at 1 x 100 before and after carrying a group's chain records
-# into the next group's write (docs/benchmarks.md, "Carrying the chain
-# records into the next write"), three ways, the two builds alternating:
+# disk cost at 1 x 100 before and after rewriting a group's chain records
+# in one range with the next group (docs/benchmarks.md, "The chain's
+# rewrite in one range with the next group"), three ways, the builds
+# alternating:
 #
 #   1. bench_chain_extent: the write patterns alone on this disk (no
-#      engine), taking turns every 50 groups: no chain, rewrite in place,
-#      carried, trailing (fdatasync and write + fdatasync p10/p50, µs);
+#      engine), taking turns every 50 groups: no chain, records rewritten
+#      in place, carried, trailing, whole (fdatasync and write + fdatasync
+#      p10/p50, µs);
 #   2. strace -f -T of `bench_chain --case 1x100 --only chain|plain --secs 0.3`
-#      for OLD, NEW and NEW with STELE_CHAIN_CARRY_MAX=off (the in-place
-#      rewrite in the same binary), ROUNDS alternations: fdatasync
+#      for OLD, NEW and NEW with STELE_CHAIN_REWRITE_MAX=off (the records
+#      alone in the same binary), ROUNDS alternations: fdatasync
 #      p10/p25/p50 over all samples, writes per fdatasync;
 #   3. bench_chain --case 1x100 and --case 64x1 (chain / without ratio,
 #      p10, p50, CPU µs per event), OLD, NEW and NEW-off alternating
@@ -37,7 +39,7 @@ say "## 1. write patterns alone (bench_chain_extent, 30,000-byte groups)"
 "$NEW/bench/bench_chain_extent" --dir "$DIR" --groups 3000 --reps 5 | grep '^extent' | tee -a "$OUT"
 
 say "## 2. strace of bench_chain --case 1x100 --secs 0.3, ROUNDS alternations; fdatasync µs over all of a side's samples; writes = pwrite64 + pwritev on the log per fdatasync"
-say "##    (new-off: the new build with STELE_CHAIN_CARRY_MAX=off, the in-place rewrite)"
+say "##    (new-off: the new build with STELE_CHAIN_REWRITE_MAX=off, the records rewritten alone)"
 strace_one() { # label build side [env...]
     local label=$1 bin=$2 side=$3
     shift 3
@@ -62,7 +64,7 @@ for i in $(seq "$ROUNDS"); do
     for side in chain plain; do
         strace_one old "$OLD" $side
         strace_one new "$NEW" $side
-        strace_one new-off "$NEW" $side STELE_CHAIN_CARRY_MAX=off
+        strace_one new-off "$NEW" $side STELE_CHAIN_REWRITE_MAX=off
     done
 done
 for label in old new new-off; do
@@ -84,16 +86,16 @@ PY
     done
 done
 
-say "## 3. bench_chain, OLD, NEW and NEW with STELE_CHAIN_CARRY_MAX=off alternating (chain / without; p10/p50 µs chain/without; CPU µs per event)"
+say "## 3. bench_chain, OLD, NEW and NEW with STELE_CHAIN_REWRITE_MAX=off alternating (chain / without; p10/p50 µs chain/without; CPU µs per event)"
 for i in $(seq "$ROUNDS"); do
     for b in old new new-off; do
-        bin=$OLD carry=
+        bin=$OLD setting=
         [ $b != old ] && bin=$NEW
-        [ $b = new-off ] && carry=off
+        [ $b = new-off ] && setting=off
         for c in 1x100 64x1; do
             rm -rf "$DIR/s"
             mkdir -p "$DIR/s"
-            line=$(STELE_CHAIN_CARRY_MAX=$carry "$bin/bench/bench_chain" --case $c --secs 0.5 \
+            line=$(STELE_CHAIN_REWRITE_MAX=$setting "$bin/bench/bench_chain" --case $c --secs 0.5 \
                 --rounds 8 --dir "$DIR/s" | tail -1)
             say "$b $line"
         done

@@ -39,7 +39,7 @@ TESTS="
   test_auth_header
   test_conventions
   test_chain
-  test_chain_carry
+  test_chain_rewrite
   test_deletes
   test_idx_ckpt
   test_record

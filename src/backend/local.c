@@ -883,8 +883,7 @@ static int group_place(gwrite *g)
     int rc;
     if (s && loc_off(L->ck.loc) + g->bytes + seal_size() > s->size) {
         uint64_t log_bytes = L->ck.log_bytes;
-        /* A segment is sealed with its chain records written. */
-        if ((rc = chain_flush(L)) || (rc = seal(L, g->before.next_pos)))
+        if ((rc = seal(L, g->before.next_pos)))
             return rc;
         /* The seal is durable: whatever becomes of this group, the log
          * now continues at the start of the next segment. */
@@ -1028,9 +1027,7 @@ static int group_durable(gwrite *g)
     int rc = idx_ckpt_put(L->ix, g->txn, &L->ck);
     if (rc)
         return rc;
-    /* With the last group's chain records in front (local_chain.c,
-     * "Carried to the next write"). */
-    rc = chain_write_group(L, g->s->fd, L->gbuf.len, g->write_off);
+    rc = os_write_full(g->s->fd, L->gbuf.p, L->gbuf.len, g->write_off);
     int work = 0; /* the overlap window's own error (its message set) */
     if (rc == 0 && g->overlap) {
         sync_start(L, g->s->fd);
@@ -1288,10 +1285,6 @@ static void local_close(backend *b)
         pthread_cond_signal(&L->qcv);
         pthread_mutex_unlock(&L->qmu);
         pthread_join(L->writer, NULL);
-        /* The last group's chain records, if carried (local_chain.c); a
-         * failure leaves them pending, which the next open writes. */
-        if (!atomic_load(&L->fault) && chain_flush(L))
-            err_clear();
     }
     syncer_stop(L);
     ckpt_stop(L); /* local_ckpt.c */

@@ -405,11 +405,10 @@ static int backup_point(local *L, bk_manifest *m)
     mdb_txn_abort(txn);
     if (rc)
         return rc == STELE_ENOTFOUND ? err_set(STELE_ECORRUPT, "index: no checkpoint") : rc;
-    /* Every chain record before the point in the file (local_chain.c,
-     * "Carried to the next write"): the tail's copy is only ever extended
-     * by later backups, so it must hold them complete. */
-    if ((rc = chain_flush_through(L, ck.loc)))
-        return rc;
+    /* Every chain record before the point rewritten (local_chain.c): the
+     * tail's copy is only ever extended by later backups, so a record
+     * copied pending would stay pending in it. */
+    chain_wait_rewritten(L, ck.loc);
     m->end_loc = ck.loc;
     m->end_position = ck.next_pos;
     m->end_time = 0;

@@ -41,7 +41,6 @@
  * fsync ("Hashing after the fsync" below); a crash can leave the last
  * group's pending or torn, and open writes them ("Open after a crash").
  */
-#include <errno.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -296,136 +295,41 @@ int chain_group_fold(local *L, int ok)
 }
 
 /*
- * Carried to the next write. A group's chain records are its first bytes
- * (one commit) or spread over it (many), and rewriting them in place after
- * the acknowledgement dirties pages the group's fdatasync had cleaned: the
- * next group's fdatasync then writes two separate ranges of the file, the
- * rewritten page a whole group behind and the new group (+8 us per group
- * on this project's disk, docs/benchmarks.md "Where the chain's cost on disk
- * goes"). So when the range from the group's first chain record to its end
- * is at most CHAIN_CARRY_MAX bytes (STELE_CHAIN_CARRY_MAX), chain_group_done keeps it (the group's
- * buffer is swapped with cs->carry: no copy) and the next group's write
- * starts with it: one pwritev of one contiguous range, the carried bytes
- * (its events unchanged, its chain records complete) then the new group's.
- * Bytes before the records' first page are not rewritten, and the range's
- * events are the same bytes as on disk, so rewriting them changes nothing
- * a reader or a crash can see. A larger group (1 x 1,000 events: rewriting
- * 300 KB costs more than the second range) is rewritten in place as before.
- *
- * The carried records reach the file with the next group's write, or on
- * their own (chain_flush) before a seal (a segment is sealed only with its
- * chain records written), before an export or a backup reads the log, and
- * at close; the next group's fdatasync or the seal makes them durable. So,
- * as before, only the records of the last group acknowledged before a
- * crash, and of a later group written but not acknowledged, can be found
- * pending or torn by the next open (a carried range torn by a crash in the
- * next group's write leaves a prefix of it complete), and chain_open fills
- * them in. The head is published when the group is folded and parked,
- * exactly when it was published after the in-place rewrite before: it
- * does not wait for the records to reach the file (a head once published
- * is reproduced by the next open in any case).
- *
- * cmu guards the carry: the writer parks and writes it, and an export or a
- * backup on another thread may flush it.
+ * The rewrite's range. A group's chain record is its first bytes (one
+ * commit) or spread over it (many). Rewriting only the records dirties
+ * the page of the first one again after the group's fdatasync cleaned it;
+ * the next group's fdatasync then writes two separate ranges of the file,
+ * that page, a whole group behind, and the new group: +8 us per group on
+ * this project's disk, what was left of the chain's cost at 1 x 100
+ * (docs/benchmarks.md, "Where the chain's cost on disk goes"). So when the
+ * range from the group's first chain record to its end is at most
+ * rewrite_max bytes, the rewrite runs on to the group's end: every page
+ * from the first record on is dirty, the last one adjoins the next group,
+ * and the next fdatasync writes one range. The bytes after the records are
+ * the group's own, unchanged (a reader or a crash sees the same events),
+ * and the pwrite still comes after the acknowledgement, so copying them
+ * again is off the appenders' path. Measured against carrying the range
+ * into the next group's write (one pwritev; branch chain21c's first
+ * version), which put that copy on the path and gained nothing at 1 x 100:
+ * docs/benchmarks.md, "The chain's rewrite in one range with the next
+ * group". Above rewrite_max (1 x 1,000 events: writing 300 KB again costs
+ * more than the second range) only the records are rewritten, as before.
  */
-#define CHAIN_CARRY_MAX (64u << 10)
+#define CHAIN_REWRITE_MAX (64u << 10)
 
-/* STELE_CHAIN_CARRY_MAX: the largest range carried (bytes; default
- * CHAIN_CARRY_MAX; 0 or "off": none, every group rewritten in place as
- * before 2026-12-07), to compare the two in one binary
- * (docs/operations.md). */
-static uint64_t carry_max_setting(void)
+/* STELE_CHAIN_REWRITE_MAX: the largest range rewritten whole (bytes;
+ * default CHAIN_REWRITE_MAX; 0 or "off": only the records, as before
+ * 2026-12-07), to compare both in one binary (docs/operations.md). */
+static uint64_t rewrite_max_setting(void)
 {
-    const char *v = getenv("STELE_CHAIN_CARRY_MAX");
+    const char *v = getenv("STELE_CHAIN_REWRITE_MAX");
     if (!v || !*v)
-        return CHAIN_CARRY_MAX;
+        return CHAIN_REWRITE_MAX;
     if (!strcmp(v, "off"))
         return 0;
     char *end;
     unsigned long long n = strtoull(v, &end, 10);
-    return *end ? CHAIN_CARRY_MAX : n;
-}
-
-static void carry_park(local *L, size_t from)
-{
-    chain_state *cs = &L->chain;
-    pthread_mutex_lock(&cs->cmu);
-    /* The group's own write took the last carry with it. */
-    STELE_ASSERT(!cs->carried);
-    buf b = L->gbuf;
-    L->gbuf = cs->carry;
-    L->gbuf.len = 0;
-    cs->carry = b;
-    cs->carry_from = from;
-    cs->carry_off = cs->write_off + from;
-    cs->carry_fd = cs->fd;
-    cs->carried = 1;
-    pthread_mutex_unlock(&cs->cmu);
-}
-
-/* The carried range on its own (under cmu). */
-static int carry_write(chain_state *cs)
-{
-    int w = os_write_full(cs->carry_fd, cs->carry.p + cs->carry_from,
-                          cs->carry.len - cs->carry_from, cs->carry_off);
-    if (w == 0)
-        cs->carried = 0;
-    return w;
-}
-
-int chain_write_group(local *L, int fd, size_t n, uint64_t off)
-{
-    chain_state *cs = &L->chain;
-    int w;
-    pthread_mutex_lock(&cs->cmu);
-    size_t cn = cs->carry.len - cs->carry_from;
-    if (cs->carried && cs->carry_fd == fd && cs->carry_off + cn == off) {
-        struct iovec v[2] = {{cs->carry.p + cs->carry_from, cn}, {L->gbuf.p, n}};
-        w = os_writev_full(fd, v, 2, cs->carry_off);
-        /* Written, or a fault that stops the store (the next open writes
-         * whatever did not reach the file): never written again. */
-        cs->carried = 0;
-    } else {
-        /* Not adjacent (cannot happen: a seal flushes the carry first). */
-        w = cs->carried ? carry_write(cs) : 0;
-        if (w == 0)
-            w = os_write_full(fd, L->gbuf.p, n, off);
-    }
-    pthread_mutex_unlock(&cs->cmu);
-    return w;
-}
-
-int chain_flush_through(local *L, uint64_t end)
-{
-    /* Until the writer has folded and parked (or written) the chain
-     * records of every group before `end` (pub_end passes a group's end
-     * when its head is published; an appender, and the index checkpoint,
-     * see the group before that). After a storage fault nothing more is
-     * published: the wait is rechecked every 50 ms and ends. */
-    pthread_mutex_lock(&L->chain.mu);
-    while (L->chain.on && L->chain.pub_end < end && !atomic_load(&L->fault)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&L->chain.pubcv, &L->chain.mu, &ts);
-    }
-    pthread_mutex_unlock(&L->chain.mu);
-    return chain_flush(L);
-}
-
-int chain_flush(local *L)
-{
-    chain_state *cs = &L->chain;
-    pthread_mutex_lock(&cs->cmu);
-    int w = cs->carried ? carry_write(cs) : 0;
-    pthread_mutex_unlock(&cs->cmu);
-    return w ? err_set(w == -ENOSPC ? STELE_ENOSPC : STELE_EIO,
-                       "write the hash chain's records: %s", strerror(-w))
-             : 0;
+    return *end ? CHAIN_REWRITE_MAX : n;
 }
 
 int chain_group_done(local *L, int ok)
@@ -439,23 +343,19 @@ int chain_group_done(local *L, int ok)
     cs->njobs = 0;
     cs->job_bytes = 0;
     if (ok && rc == 0 && n && cs->folded_ok) {
-        /* The group's chain records: carried to the next group's write
-         * when the range from the first to the group's end is small
-         * ("Carried to the next write"), else in place now with one pwrite
-         * (no fsync). Either way after the acknowledgement, so the group's
-         * own I/O is the same whether or not its fold ran in the overlap
-         * window. */
+        /* The group's chain records in place, with one pwrite (no fsync):
+         * after the acknowledgement, so the group's I/O is the same
+         * sequence whether or not its fold ran in the overlap window. The
+         * range runs on to the group's end when that is short ("The
+         * rewrite's range"). */
         size_t from = cs->jobs[0].cr_off, to = cs->jobs[n - 1].cr_off + CHAIN_REC_SIZE;
-        if (L->gbuf.len - from <= cs->carry_max) {
-            carry_park(L, from);
+        if (L->gbuf.len - from <= cs->rewrite_max)
+            to = L->gbuf.len;
+        int w = os_write_full(cs->fd, L->gbuf.p + from, to - from, cs->write_off + from);
+        if (w)
+            rc = err_set(STELE_EIO, "write the hash chain's records: %s", strerror(-w));
+        else
             cs->last_loc = cs->jobs[n - 1].loc;
-        } else {
-            int w = os_write_full(cs->fd, L->gbuf.p + from, to - from, cs->write_off + from);
-            if (w)
-                rc = err_set(STELE_EIO, "write the hash chain's records: %s", strerror(-w));
-            else
-                cs->last_loc = cs->jobs[n - 1].loc;
-        }
     } else if (ok && n && rc == 0) {
         rc = err_set(STELE_EINTERNAL, "hash chain: the group's records were not folded");
     }
@@ -733,8 +633,6 @@ void chain_close(local *L)
         pthread_cond_destroy(&cs->hcv);
         pthread_cond_destroy(&cs->wcv);
     }
-    buf_free(&cs->carry);
-    cs->carried = 0;
     EVP_MD_CTX_free(cs->hctx);
     EVP_MD_CTX_free(cs->ctx);
     EVP_MD_free(cs->md);
@@ -747,8 +645,7 @@ void chain_close(local *L)
 int chain_open(local *L)
 {
     pthread_mutex_init(&L->chain.mu, NULL);
-    pthread_mutex_init(&L->chain.cmu, NULL);
-    L->chain.carry_max = carry_max_setting();
+    L->chain.rewrite_max = rewrite_max_setting();
     pthread_cond_init(&L->chain.pubcv, NULL);
     L->chain.md = EVP_MD_fetch(NULL, "SHA256", NULL);
     L->chain.ctx = EVP_MD_CTX_new();
@@ -1047,12 +944,14 @@ int chain_check(logf *lg, char *note, size_t note_len)
 
 /* ------------------------------------------------------------ head, export */
 
-/* The head and the end of the log it covers, read together. */
+/* The head and the end of the log it covers, read together (an export
+ * reading the end apart could take in a group published in between and
+ * count more commits than its head). */
 static void head_get(local *L, stele_chain_head *out, uint64_t *end)
 {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&L->chain.mu);
-    /* Every acknowledged group, folded (chain_group_done). */
+    /* Every acknowledged group's chain records (chain_group_done). */
     while (L->chain.on && L->chain.pub_groups < atomic_load(&L->n_groups))
         pthread_cond_wait(&L->chain.pubcv, &L->chain.mu);
     out->commits = L->chain.pub_seq;
@@ -1067,6 +966,26 @@ int local_chain_head(backend *b, stele_chain_head *out)
     uint64_t end;
     head_get((local *)b, out, &end);
     return 0;
+}
+
+void chain_wait_rewritten(local *L, uint64_t end)
+{
+    /* pub_end passes a group's end when its records are rewritten and its
+     * head published; an appender, and the index checkpoint, see the group
+     * before that. After a storage fault nothing more is published: the
+     * wait is rechecked every 50 ms and ends. */
+    pthread_mutex_lock(&L->chain.mu);
+    while (L->chain.on && L->chain.pub_end < end && !atomic_load(&L->fault)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&L->chain.pubcv, &L->chain.mu, &ts);
+    }
+    pthread_mutex_unlock(&L->chain.mu);
 }
 
 /* The location of the first record of the event at `pos`; ENOTFOUND if no
@@ -1113,12 +1032,6 @@ int local_chain_export(backend *b, uint64_t from, uint64_t to,
     local *L = (local *)b;
     uint64_t end;
     head_get(L, head, &end);
-    /* The head's chain records in the file, where the export reads them:
-     * the last group's may still be carried ("Carried to the next
-     * write"). */
-    int frc = chain_flush(L);
-    if (frc)
-        return frc;
     if (from > to)
         return err_set(STELE_EINVAL, "from (%llu) is after to (%llu)", (unsigned long long)from,
                        (unsigned long long)to);

@@ -13,7 +13,6 @@
 #include <stdint.h>
 
 #include "stele.h"
-#include "util/shared.h"
 
 struct local;
 struct logf;
@@ -67,14 +66,8 @@ typedef struct chain_state {
     uint64_t pub_groups;   /* L->n_groups when the head was last published */
     pthread_cond_t pubcv;  /* broadcast then */
     uint8_t pub_hash[32];
-    /* The last group's folded chain records, carried to the next group's
-     * write (local_chain.c, "Carried to the next write"). Under cmu: */
-    pthread_mutex_t cmu;
-    buf carry;             /* the group's buffer (swapped with L->gbuf) */
-    size_t carry_from;     /* write carry.p[carry_from .. carry.len) */
-    uint64_t carry_off;    /* at this offset of carry_fd */
-    int carry_fd, carried; /* carried 1: not in the file yet */
-    uint64_t carry_max;    /* STELE_CHAIN_CARRY_MAX (writer-owned) */
+    uint64_t rewrite_max;  /* STELE_CHAIN_REWRITE_MAX (local_chain.c, "The
+                            * rewrite's range") */
 } chain_state;
 
 /* Bytes of chain record each commit adds (0 when the chain is off). */
@@ -105,17 +98,11 @@ int chain_group_fold(struct local *L, int ok);
  * publish the head. ok 0 (the group failed): only wait for the hasher, so
  * L->gbuf is the writer's again. An error is a storage fault. */
 int chain_group_done(struct local *L, int ok);
-/* The group's write (L->gbuf.p[0..n) at `off` of fd), with the last
- * group's carried chain records in front when they end where it begins:
- * one pwritev of one contiguous range. 0 or -errno, like os_write_full. */
-int chain_write_group(struct local *L, int fd, size_t n, uint64_t off);
-/* Write the carried chain records on their own (before a seal, for an
- * export, at close); 0 or an error (message set). */
-int chain_flush(struct local *L);
-/* Another thread than the writer (a backup): wait until the writer is
- * done with the chain records of every group before log location `end`
- * (an index checkpoint's), then chain_flush: all of them are in the file. */
-int chain_flush_through(struct local *L, uint64_t end);
+/* Another thread than the writer (a backup): wait until the chain records
+ * of every group before log location `end` (an index checkpoint's) are
+ * rewritten, i.e. their head published, or a storage fault stopped the
+ * writer. */
+void chain_wait_rewritten(struct local *L, uint64_t end);
 /* After a group is durable: publish the head (end = L->ck.loc). */
 void chain_publish(struct local *L);
 /* After recovery: find the chain's head, cut a chain record whose commit

@@ -45,17 +45,6 @@ static ssize_t posix_pwrite(int fd, const void *buf, size_t n, uint64_t off)
     return r < 0 ? -errno : r;
 }
 
-static ssize_t posix_pwritev(int fd, const struct iovec *iov, int n, uint64_t off)
-{
-    if (off > INT64_MAX)
-        return -EINVAL;
-    ssize_t r;
-    do
-        r = pwritev(fd, iov, n, (off_t)off);
-    while (r < 0 && errno == EINTR);
-    return r < 0 ? -errno : r;
-}
-
 static ssize_t posix_pread(int fd, void *buf, size_t n, uint64_t off)
 {
     if (off > INT64_MAX)
@@ -127,7 +116,6 @@ static int posix_unlink(const char *path)
 const os_ops os_posix = {
     .open = posix_open,
     .pwrite = posix_pwrite,
-    .pwritev = posix_pwritev,
     .pread = posix_pread,
     .fdatasync = posix_fdatasync,
     .fsync = posix_fsync,
@@ -151,37 +139,6 @@ int os_write_full(int fd, const void *buf, size_t n, uint64_t off)
         p += r;
         n -= (size_t)r;
         off += (uint64_t)r;
-    }
-    return 0;
-}
-
-int os_writev_full(int fd, const struct iovec *iov, int n, uint64_t off)
-{
-    struct iovec v[OS_IOV_MAX];
-    int k = 0;
-    for (int i = 0; i < n && i < OS_IOV_MAX; i++)
-        if (iov[i].iov_len)
-            v[k++] = iov[i];
-    if (n > OS_IOV_MAX)
-        return -EINVAL;
-    struct iovec *at = v;
-    while (k > 0) {
-        ssize_t r = os_io->pwritev(fd, at, k, off);
-        if (r < 0)
-            return (int)r;
-        if (r == 0)
-            return -EIO; /* no progress and no error: would loop forever */
-        off += (uint64_t)r;
-        /* Step over what was written: whole buffers, then part of one. */
-        while (k > 0 && (size_t)r >= at->iov_len) {
-            r -= (ssize_t)at->iov_len;
-            at++;
-            k--;
-        }
-        if (k > 0) {
-            at->iov_base = (uint8_t *)at->iov_base + r;
-            at->iov_len -= (size_t)r;
-        }
     }
     return 0;
 }

@@ -14,13 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
-#include <sys/uio.h>
 
 typedef struct os_ops {
     int (*open)(const char *path, int flags, int mode);  /* fd or -errno */
     ssize_t (*pwrite)(int fd, const void *buf, size_t n, uint64_t off);
-    /* One write of several buffers to one contiguous range (pwritev(2)). */
-    ssize_t (*pwritev)(int fd, const struct iovec *iov, int n, uint64_t off);
     ssize_t (*pread)(int fd, void *buf, size_t n, uint64_t off);
     int (*fdatasync)(int fd);
     int (*fsync)(int fd);
@@ -38,11 +35,6 @@ extern const os_ops os_posix;
  * progress). 0, or -errno; a write that made no progress and reported no
  * error is -EIO. */
 int os_write_full(int fd, const void *buf, size_t n, uint64_t off);
-/* Write all of iov[0..n) (n <= OS_IOV_MAX), one after the other, at `off`
- * with one pwritev (looping over short writes that made progress): one
- * contiguous range of the file from one call. 0, or -errno. */
-#define OS_IOV_MAX 4
-int os_writev_full(int fd, const struct iovec *iov, int n, uint64_t off);
 /* Read exactly `n` bytes at `off`. 0, -errno, or -ENODATA at end of file. */
 int os_read_full(int fd, void *buf, size_t n, uint64_t off);
 /* fsync a directory so a create/rename/unlink in it is durable. */
@@ -58,7 +50,6 @@ int64_t os_file_size(int fd);
  */
 typedef enum os_fault_kind {
     OS_FAULT_NONE = 0,
-    /* (a pwritev counts as one pwrite of its buffers joined) */
     OS_FAULT_SHORT_WRITE, /* pwrite writes half and returns the short count,
                              then -EIO on the retry */
     OS_FAULT_EIO_WRITE,   /* pwrite writes nothing, -EIO */

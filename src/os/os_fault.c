@@ -187,27 +187,6 @@ static ssize_t fault_pwrite(int fd, const void *buf, size_t n, uint64_t off)
     }
 }
 
-/* A pwritev is one pwrite of its buffers joined, for every fault kind
- * (what reaches the file is a prefix of that range), so the buffers are
- * joined and written through fault_pwrite: one counted call. */
-static ssize_t fault_pwritev(int fd, const struct iovec *iov, int n, uint64_t off)
-{
-    size_t total = 0;
-    for (int i = 0; i < n; i++)
-        total += iov[i].iov_len;
-    uint8_t *joined = malloc(total ? total : 1);
-    if (!joined)
-        return -ENOMEM;
-    size_t at = 0;
-    for (int i = 0; i < n; i++) {
-        memcpy(joined + at, iov[i].iov_base, iov[i].iov_len);
-        at += iov[i].iov_len;
-    }
-    ssize_t r = fault_pwrite(fd, joined, total, off);
-    free(joined);
-    return r;
-}
-
 static int sync_fault(int fd)
 {
     crash_point(fd, NULL, NULL);
@@ -281,7 +260,6 @@ static int fault_unlink(const char *path)
 static const os_ops os_faulty = {
     .open = fault_open,
     .pwrite = fault_pwrite,
-    .pwritev = fault_pwritev,
     .pread = fault_pread,
     .fdatasync = fault_fdatasync,
     .fsync = fault_fsync,
