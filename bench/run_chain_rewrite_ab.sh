@@ -3,8 +3,8 @@
 # rewrite run on to the group's end (the default) against the records alone
 # (STELE_CHAIN_REWRITE_MAX=off, main before 2026-12-07) in one binary, and
 # the store without a chain as the floor: bench_chain --only chain|plain
-# at 1 x 100 and 64 x 1, short runs taking turns ROUNDS times (a loaded
-# machine's drift weighs on all three alike); prints the medians over the
+# at 1 x 100 and 64 x 1, short runs taking turns ROUNDS times, the order
+# turning each round (a loaded machine's drift weighs on all three alike); prints the medians over the
 # rounds of each one's events/s, append p10 and p50 (µs) and CPU µs per
 # event (docs/benchmarks.md, "The chain's rewrite in one range with the
 # next group"). Saved to bench/results/chain-rewrite-ab-<UTC>.txt.
@@ -18,7 +18,10 @@ OUT="$DIR/result.txt"
 echo "# $(date -u +%FT%TZ) $(uname -srm), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); git $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" | tee "$OUT"
 for i in $(seq "$ROUNDS"); do
     for c in 1x100 64x1; do
-        for v in whole:chain:64k records:chain:off plain:plain:64k; do
+        # the order turns each round, so that no side always runs first
+        vs=(whole:chain:64k records:chain:off plain:plain:64k)
+        for k in 0 1 2; do
+            v=${vs[$(((i + k) % 3))]}
             IFS=: read -r label side setting <<<"$v"
             [ "$setting" = 64k ] && setting=
             rm -rf "$DIR/s"
