@@ -313,16 +313,24 @@ int chain_group_fold(local *L, int ok)
  * version), which put that copy on the path and gained nothing at 1 x 100:
  * docs/benchmarks.md, "The chain's rewrite in one range with the next
  * group". Above rewrite_max (1 x 1,000 events: writing 300 KB again costs
- * more than the second range) only the records are rewritten, as before.
+ * more than the second range), and while the store's fdatasyncs are fast
+ * (a tmpfs: no second range to save, only the copy), only the records are
+ * rewritten, as before.
  */
 #define CHAIN_REWRITE_MAX (64u << 10)
+/* ... and by default only while the store's fdatasyncs take this long on
+ * average (the writer's moving average, local.c): on a tmpfs there is no
+ * second range to save, only the copy (the overlap's threshold). */
+#define CHAIN_REWRITE_SYNC_MIN_NS 25000u
 
 /* STELE_CHAIN_REWRITE_MAX: the largest range rewritten whole (bytes;
- * default CHAIN_REWRITE_MAX; 0 or "off": only the records, as before
+ * default CHAIN_REWRITE_MAX while fdatasyncs are slow; a number: that
+ * size, whatever they take; 0 or "off": only the records, as before
  * 2026-12-07), to compare both in one binary (docs/operations.md). */
-static uint64_t rewrite_max_setting(void)
+static uint64_t rewrite_max_setting(int *timed)
 {
     const char *v = getenv("STELE_CHAIN_REWRITE_MAX");
+    *timed = !(v && *v);
     if (!v || !*v)
         return CHAIN_REWRITE_MAX;
     if (!strcmp(v, "off"))
@@ -349,7 +357,8 @@ int chain_group_done(local *L, int ok)
          * range runs on to the group's end when that is short ("The
          * rewrite's range"). */
         size_t from = cs->jobs[0].cr_off, to = cs->jobs[n - 1].cr_off + CHAIN_REC_SIZE;
-        if (L->gbuf.len - from <= cs->rewrite_max)
+        if (L->gbuf.len - from <= cs->rewrite_max &&
+            (!cs->rewrite_timed || L->fsync_avg_ns >= CHAIN_REWRITE_SYNC_MIN_NS))
             to = L->gbuf.len;
         int w = os_write_full(cs->fd, L->gbuf.p + from, to - from, cs->write_off + from);
         if (w)
@@ -645,7 +654,7 @@ void chain_close(local *L)
 int chain_open(local *L)
 {
     pthread_mutex_init(&L->chain.mu, NULL);
-    L->chain.rewrite_max = rewrite_max_setting();
+    L->chain.rewrite_max = rewrite_max_setting(&L->chain.rewrite_timed);
     pthread_cond_init(&L->chain.pubcv, NULL);
     L->chain.md = EVP_MD_fetch(NULL, "SHA256", NULL);
     L->chain.ctx = EVP_MD_CTX_new();

@@ -68,6 +68,7 @@ typedef struct chain_state {
     uint8_t pub_hash[32];
     uint64_t rewrite_max;  /* STELE_CHAIN_REWRITE_MAX (local_chain.c, "The
                             * rewrite's range") */
+    int rewrite_timed;     /* ... only while fdatasyncs are slow (not set) */
 } chain_state;
 
 /* Bytes of chain record each commit adds (0 when the chain is off). */
