@@ -17,7 +17,7 @@
 #include "backend/visibility.h"
 
 /* The schema version this build writes (pg.c's migrations). */
-#define PG_SCHEMA_VERSION 3
+#define PG_SCHEMA_VERSION 4
 /* The NOTIFY channel every commit signals. */
 #define PG_CHANNEL "stele_commit"
 /* Read connections kept per server. */
@@ -125,6 +125,13 @@ struct pg_backend {
      * its events' COMMIT and the durable COMMIT (tests/http). */
     char pause_prefix[64];
     int pause_ms;
+    /* Test hook (STELE_PG_TEST_DISCARD=N): before every Nth batch a writer
+     * drops its prepared statements behind its own back, as a pooler's
+     * DISCARD ALL would, alternately all of them (DISCARD ALL) and one
+     * (DEALLOCATE), so the 26000 and 42P05 recoveries of pg_write.c run
+     * (tests/http/test_http_pg_schema.py). */
+    int discard_every;
+    _Atomic uint32_t discard_tick;
 };
 
 /* pg.c */
@@ -231,6 +238,11 @@ int pg_load(backend *b, const char *stream, size_t len, size_t limit, stele_snap
 /* The SQL condition (on events e joined with streams s, now in $1's
  * place given as `nowp`) under which an event is visible in its stream. */
 void pg_visible_sql(char *out, size_t n, const char *nowp);
+/* An SQL scalar subquery: the first view number (rcol: ce_rev, et_rev)
+ * under col = key whose event's position is `cmp` (">=" or ">") pos,
+ * found by a binary search over the view's index (pg_read.c). */
+void pg_rank_bound_sql(char *out, size_t n, const char *col, const char *rcol, const char *key,
+                       const char *pos, const char *cmp);
 /* Append the rows of an event result (PG_EVENT_COLS) to a page. */
 #define PG_EVENT_COLS                                                                              \
     "e.global_position, e.revision, e.event_id, e.stream_id, e.event_type, e.data, e.meta, "       \

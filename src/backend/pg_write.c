@@ -1062,6 +1062,32 @@ static void *flusher_main(void *arg)
     return NULL;
 }
 
+/* The test hook STELE_PG_TEST_DISCARD (pg_int.h): every discard_every-th
+ * batch, forget the prepared statements in PostgreSQL while W->prepared
+ * still says they are there. Odd turns DISCARD ALL (every statement gone:
+ * the batch meets 26000), even turns DEALLOCATE the row-locking statement
+ * only (26000 for it, then 42P05 for the others when they are prepared
+ * again). Outside any transaction: between batches. */
+static void test_discard(pg_writer *W)
+{
+    pg_backend *P = W->P;
+    if (!P->discard_every || !W->conn || !W->prepared)
+        return;
+    uint32_t t = atomic_fetch_add(&P->discard_tick, 1) + 1;
+    if (t % (uint32_t)P->discard_every)
+        return;
+    char sql[48];
+    if ((t / (uint32_t)P->discard_every) % 2) {
+        snprintf(sql, sizeof sql, "DISCARD ALL");
+    } else {
+        char name[24];
+        pw_name(PW_LOCK_ROWS, name);
+        snprintf(sql, sizeof sql, "DEALLOCATE %s", name);
+    }
+    PGresult *r = PQexec(W->conn, sql);
+    PQclear(r);
+}
+
 /* Commit reqs[0..n) and answer them. *door, when not NULL, is the queue's
  * door this writer holds: unlocked (and set to NULL) as soon as the batch
  * holds its stream rows, or on failure. */
@@ -1077,6 +1103,7 @@ static void process(pg_writer *W, pg_req **reqs, size_t n, pthread_mutex_t **doo
         to_flusher(W->P, reqs, n);
         return;
     }
+    test_discard(W);
     int retry_alone = 0;
     int rc = run_batch(W, reqs, n, &retry_alone, door);
     assert(*door == NULL);
@@ -1181,6 +1208,8 @@ int pg_writer_start(pg_backend *P)
         snprintf(P->pause_prefix, sizeof P->pause_prefix, "%.*s", (int)(colon - hook), hook);
         P->pause_ms = atoi(colon + 1);
     }
+    const char *disc = getenv("STELE_PG_TEST_DISCARD");
+    P->discard_every = disc && atoi(disc) > 0 ? atoi(disc) : 0;
     pthread_mutex_init(&P->door, NULL);
     pthread_mutex_init(&P->known_mu, NULL);
     pthread_mutex_init(&P->fl_mu, NULL);
