@@ -47,8 +47,13 @@
  * for a plain event. Partial ones (correlation, causation, actor, tags,
  * $bc-, $streams) only for events that carry what they index.
  *
- * Lock order, everywhere: stream rows in name order, then stele_feed. No
- * two transactions can wait on each other in a cycle.
+ * Lock order, everywhere (since schema version 4): stele_feed, then
+ * stream rows (in name order where several are locked at once). Append
+ * batches read their stream rows without a lock and update them, checking
+ * the version read, after taking the feed row (pg_write.c); deletes and
+ * multi-stream appends take the feed row before locking theirs; metadata
+ * and snapshots lock a stream row and never the feed. No two transactions
+ * can wait on each other in a cycle.
  *
  * Durability. An append batch commits its events with synchronous_commit
  * off (pg_write.c; answered later by the flusher): the feed row is released as soon as the commit record
@@ -415,7 +420,13 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
      * (pg_read.c, pg_rank_bound_sql); DCB reads by type use events_et's
      * leading column. Nothing is rewritten: only the two indexes go. */
     "DROP INDEX IF EXISTS events_category;"
-    "DROP INDEX IF EXISTS events_type;",
+    "DROP INDEX IF EXISTS events_type;"
+    /* and the check of an append batch's stream rows (pg_write.c): the
+     * UPDATE wrote `got` of the `want` rows it read; fewer means another
+     * transaction changed one since, and the batch must not commit. */
+    "CREATE FUNCTION stele_stream_rows(want int, got bigint) RETURNS int LANGUAGE plpgsql AS "
+    "$f$ BEGIN IF got <> want THEN RAISE EXCEPTION 'a stream row changed after the batch read it "
+    "(% of % rows unchanged)', got, want USING ERRCODE = '40001'; END IF; RETURN 0; END $f$;",
 };
 
 /* Several stores may share one database, each in its own PostgreSQL

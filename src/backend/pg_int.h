@@ -87,6 +87,13 @@ struct pg_backend {
      * (pg_write.c: queue order per stream across batches in flight). */
     pg_writer writers[PG_WRITERS_MAX];
     int nwriters;
+    /* Batches in flight (pg_write.c, "Queue order"): each writer's batch's
+     * stream names, sorted, from its registration (under the door) to the
+     * end of its transaction; under fly_mu, fly_cv broadcast on each end. */
+    pthread_mutex_t fly_mu;
+    pthread_cond_t fly_cv;
+    const void *fly[PG_WRITERS_MAX];
+    size_t fly_n[PG_WRITERS_MAX];
     pthread_mutex_t door;
     pthread_mutex_t q_mu;
     pthread_cond_t q_cv;
