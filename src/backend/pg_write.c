@@ -751,7 +751,7 @@ static void fly_enter(pg_writer *W, const bstream *bs, size_t nbs)
     pthread_mutex_lock(&P->fly_mu);
     for (;;) {
         int busy = 0;
-        for (int k = 0; k < P->nwriters && !busy; k++)
+        for (int k = 0; k < PG_WRITERS_MAX && !busy; k++)
             if (k != me && P->fly[k])
                 busy = nbs == 0 || fly_overlap(bs, nbs, P->fly[k], P->fly_n[k]);
         if (!busy)
