@@ -948,11 +948,17 @@ static int run_latency(void)
 
 /* ------------------------------------------------------------ fanout */
 
+/* Subscriber 0 times each event it receives (the others only count and
+ * check), for the delivery latency under the heavy stream. */
 static void fanout_event(conn *c, uint64_t id)
 {
-    (void)c;
-    (void)id;
+    if (c->idx == 0 && id >= g_base && id - g_base < g_cap && !g_recv[id - g_base])
+        g_recv[id - g_base] = bench_now_ns();
 }
+
+/* Positions timed per run in fanout (appends' send and acknowledgement,
+ * subscriber 0's receipt): more than a run of 12 s makes on this machine. */
+#define FAN_TIMED (4u << 20)
 
 /* What the subscriber process reports to the appending one. */
 typedef struct fan_result {
@@ -1025,6 +1031,19 @@ static int fanout_subscribers(int in, int out)
     res.window_recvs = r1 - r0;
     if (write(out, &res, sizeof res) != (ssize_t)sizeof res)
         die("write");
+    /* Then subscriber 0's receipt times up to the target. */
+    uint64_t n = target >= g_base ? target - g_base + 1 : 0;
+    n = n < g_cap ? n : g_cap;
+    if (write(out, &n, sizeof n) != (ssize_t)sizeof n)
+        die("write");
+    for (uint64_t done = 0; done < n;) {
+        ssize_t w = write(out, (char *)g_recv + done * 8, (size_t)(n - done) * 8 > (1u << 20)
+                                                              ? (1u << 20)
+                                                              : (size_t)(n - done) * 8);
+        if (w <= 0 || w % 8)
+            die("write");
+        done += (uint64_t)w / 8;
+    }
     return 0;
 }
 
@@ -1033,6 +1052,15 @@ static int run_fanout(void)
     int clients = opt.clients ? opt.clients : 64;
     g_on_event = fanout_event;
     g_cap = 0;
+    if (opt.subs > 0) {
+        g_base = store_head();
+        g_cap = FAN_TIMED;
+        g_sent = calloc(g_cap, sizeof *g_sent);
+        g_ack = calloc(g_cap, sizeof *g_ack);
+        g_recv = calloc(g_cap, sizeof *g_recv);
+        if (!g_sent || !g_ack || !g_recv)
+            die("calloc");
+    }
     int p2c[2] = {-1, -1}, c2p[2] = {-1, -1};
     pid_t child = -1;
     if (opt.subs > 0) {
@@ -1096,13 +1124,32 @@ static int run_fanout(void)
     }
     fan_result res = {0};
     if (child > 0) {
+        uint64_t n = 0;
         if (write(p2c[1], &g_max_pos, sizeof g_max_pos) != (ssize_t)sizeof g_max_pos ||
-            read(c2p[0], &res, sizeof res) != (ssize_t)sizeof res) {
+            read(c2p[0], &res, sizeof res) != (ssize_t)sizeof res ||
+            read(c2p[0], &n, sizeof n) != (ssize_t)sizeof n || n > g_cap) {
             fprintf(stderr, "bench_subs: the subscriber process failed\n");
             return 1;
         }
+        for (uint64_t got = 0; got < n * 8;) {
+            ssize_t r = read(c2p[0], (char *)g_recv + got, (size_t)(n * 8 - got));
+            if (r <= 0)
+                die("read receipt times");
+            got += (uint64_t)r;
+        }
         waitpid(child, NULL, 0);
     }
+    /* Delivery to subscriber 0 of the events appended in the window: from
+     * the append's send, and minus its acknowledgement (negative: the
+     * event arrived first). */
+    lats ev = {0}, beyond = {0};
+    for (uint64_t i = 0; i < g_cap; i++)
+        if (g_recv[i] && g_sent[i] >= g_win_start && g_sent[i] < g_win_end) {
+            lat_add(&ev, (int64_t)(g_recv[i] - g_sent[i]));
+            lat_add(&beyond, (int64_t)g_recv[i] - (int64_t)g_ack[i]);
+        }
+    qsort(ev.v, ev.n, sizeof *ev.v, cmp_i64);
+    qsort(beyond.v, beyond.n, sizeof *beyond.v, cmp_i64);
     qsort(g_lat_ack.v, g_lat_ack.n, sizeof *g_lat_ack.v, cmp_i64);
     char cpu[128];
     cpu_fmt(cpu, sizeof cpu, a, b);
@@ -1129,13 +1176,15 @@ static int run_fanout(void)
     printf("subs fanout subs=%d clients=%d batch=%d events_per_s=%.0f appends_per_s=%.0f "
            "ack_p50_ms=%.3f ack_p99_ms=%.3f sub_events_per_s=%.0f subs_complete=%d/%d "
            "out_of_order=%d errors=%llu %s subscriber_cpu=%.0f%% sub_bytes_per_append=%.0f "
-           "sub_recvs_per_append=%.2f%s\n",
+           "sub_recvs_per_append=%.2f event_p50_ms=%.3f event_p99_ms=%.3f "
+           "event_minus_ack_p50_ms=%.3f event_minus_ack_p99_ms=%.3f%s\n",
            opt.subs, clients, opt.batch ? opt.batch : 1, (double)g_acked_events / opt.duration,
            (double)g_acked_req / opt.duration, q_ms(&g_lat_ack, .5), q_ms(&g_lat_ack, .99),
            (double)res.window_events / opt.duration, res.complete, opt.subs, res.bad,
            (unsigned long long)g_errors, cpu, 100 * (child_b - child_a) / s,
            g_acked_req ? (double)res.window_bytes / (double)g_acked_req : 0,
-           g_acked_req ? (double)res.window_recvs / (double)g_acked_req : 0, cost);
+           g_acked_req ? (double)res.window_recvs / (double)g_acked_req : 0, q_ms(&ev, .5),
+           q_ms(&ev, .99), q_ms(&beyond, .5), q_ms(&beyond, .99), cost);
     return res.bad || res.complete != opt.subs || g_errors;
 }
 
