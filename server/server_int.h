@@ -647,6 +647,9 @@ void sse_shared(conn *c, const void *p, size_t len);
 
 /* Pump this connection again soon even without a commit (if it waits). */
 void sse_wake(conn *c);
+/* now_ms() for a feed's pump: the clock read once when the pump started
+ * (now_ms() itself outside a pump). */
+int64_t sse_now_ms(const conn *c);
 
 /* The next position of $all as of the latest commit the hub saw. */
 uint64_t sse_head(const server *s);
