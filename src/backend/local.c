@@ -19,8 +19,9 @@
  *   4. commits the LMDB transaction (not fsynced: the log is the truth),
  *      always after the fdatasync returned: readers take visibility from
  *      the index, so it never shows a group that is not durable;
- *   5. publishes the new end of the log (store-release) and wakes every
- *      request of the group;
+ *   5. publishes the new end of the log (store-release) and completes
+ *      every request of the group (local_wake.c: the writer wakes one
+ *      waiting appender, which wakes others: a wake tree);
  *   6. then signals the commit to subscribers (watch fds, wait_commit):
  *      after the acknowledgements, so that an acknowledgement (an HTTP
  *      answer sent from the callback) does not wait behind those wake-ups.
@@ -90,45 +91,8 @@
 #include "os/os.h"
 #include "util/assert.h"
 
-/* ------------------------------------------------------------ futexes */
-
-/*
- * Waiting callers sleep on one shared word, done_gen, which the writer bumps
- * once per finished group: a single FUTEX_WAKE wakes the whole group,
- * instead of one system call per request (a quarter of the writer's time
- * with 64 appending threads). A caller re-checks its own `done` flag, so a
- * wake for another group only costs it one more turn of the loop; reading
- * the generation before the flag means a wake cannot be missed.
- */
-static void req_wait(local *L, wreq *r)
-{
-    for (;;) {
-        uint32_t gen = atomic_load_explicit(&L->done_gen, memory_order_acquire);
-        if (atomic_load_explicit(&r->done, memory_order_acquire))
-            return;
-        syscall(SYS_futex, &L->done_gen, FUTEX_WAIT_PRIVATE, gen, NULL, NULL, 0);
-    }
-}
-
-/* Complete a request: call an async request's callback, or mark a waiting
- * caller's request done (the caller is woken with its group). */
-static void req_finish(wreq *r)
-{
-    if (r->rc && !r->msg[0])
-        snprintf(r->msg, sizeof r->msg, "%s", stele_errmsg());
-    if (r->mdone_fn) {
-        multi_finish_async(r); /* local_multi.c */
-        return;
-    }
-    if (r->done_fn) {
-        if (r->rc == STELE_EWRONGREV)
-            r->res.current_revision = r->current;
-        r->done_fn(r->done_ctx, r->rc, &r->res, r->rc ? r->msg : "");
-        free(r);
-        return;
-    }
-    atomic_store_explicit(&r->done, 1, memory_order_release);
-}
+/* Waiting callers and how the writer wakes them: local_wake.c (a wake
+ * tree: the writer wakes one waiter, the woken wake the rest). */
 
 static int req_fail(wreq *r, int rc)
 {
@@ -1140,15 +1104,7 @@ static void *writer_main(void *arg)
         } else {
             written = write_group(L, group);
         }
-        int waiters = 0;
-        for (wreq *r = group, *nx; r; r = nx) {
-            nx = r->next;
-            waiters |= r->done_fn == NULL;
-            req_finish(r); /* r may be gone after this */
-        }
-        atomic_fetch_add_explicit(&L->done_gen, 1, memory_order_release);
-        if (waiters)
-            syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+        wake_group(group); /* no request of it is touched after this */
         if (written)
             notify_commit(L);
         /* The group's chain records, now that its appenders and the
@@ -1188,7 +1144,7 @@ static int submit(local *L, wreq *r)
     int rc = enqueue(L, r);
     if (rc)
         return rc;
-    req_wait(L, r);
+    wake_wait(r);
     if (r->rc)
         return err_set(r->rc, "%s", r->msg);
     return 0;

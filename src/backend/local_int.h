@@ -37,6 +37,9 @@ enum { OP_APPEND, OP_DELETE, OP_TOMBSTONE, OP_METADATA, OP_SNAPSHOT, OP_MULTI };
 
 struct mstream;
 
+/* How many waiters each woken appender wakes (local_wake.c). */
+#define WAKE_FANOUT 2
+
 typedef struct wreq {
     int op;
     const append_args *a;  /* OP_APPEND */
@@ -69,7 +72,9 @@ typedef struct wreq {
     size_t rm_data_len, rm_meta_len;
     uint64_t rm_sid, rm_rev, rm_pos;
 
-    _Atomic uint32_t done;
+    _Atomic uint32_t done;  /* a waiter's futex word (local_wake.c) */
+    struct wreq *kids[WAKE_FANOUT]; /* the waiters it releases (local_wake.c) */
+    struct wreq *wnext;     /* the group's next waiter (writer scratch) */
     append_done_fn done_fn; /* async: called instead of the futex wake */
     void *done_ctx;
     struct wreq *next;
@@ -111,7 +116,6 @@ typedef struct local {
     int64_t nospace_tried_ms;
     pool *pl;              /* read buffers, shared with live pages */
     _Atomic uint64_t n_appends, n_groups;
-    _Atomic uint32_t done_gen; /* bumped once per finished group (futex word) */
 
     /* Commit notification (subscriptions): commit_gen is bumped after each
      * group that committed something, then sleepers are woken (futex) and
@@ -268,6 +272,15 @@ void local_set_nospace(local *L, const char *why);
 int local_submit(local *L, wreq *r);
 /* Queue a request without waiting (its done_fn / mdone_fn completes it). */
 int local_enqueue(local *L, wreq *r);
+
+/* local_wake.c: waking a finished group's waiting appenders (a wake tree) */
+/* The caller: sleep until the writer (or another appender) released `r`,
+ * then release the waiters below it in its group's tree. */
+void wake_wait(wreq *r);
+/* The writer, once the group is published (or failed) and every request's
+ * result is final: complete the asynchronous requests and release the
+ * waiters' tree. No request of `group` may be touched after this. */
+void wake_group(wreq *group);
 
 /* local_scavenge.c */
 int local_scavenge(backend *b, const stele_scavenge_options *opts, stele_scavenge_result *res);

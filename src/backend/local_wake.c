@@ -1,0 +1,152 @@
+/*
+ * local_wake.c - how a finished group's waiting appenders are woken: a
+ * wake tree, so that the writer wakes one thread and the woken threads
+ * wake the rest.
+ *
+ * Why. A caller of stele_append (and of the other synchronous writes)
+ * sleeps on a futex until the writer has made its group durable and
+ * published it. Waking a sleeping thread is a scheduler operation (about
+ * 1-3 us of kernel CPU on this VM, try_to_wake_up); waking the 40-60
+ * appenders of a 64-thread group from the writer made it the largest item
+ * of the writer's CPU per append (perf: 59 % of the writer's samples at
+ * 64 x 1, docs/benchmarks.md "Wake tree"), and the writer's CPU is serial:
+ * it bounds the group rate. So the writer wakes only the group's first
+ * waiter; every woken waiter, before it returns to its caller, wakes up to
+ * WAKE_FANOUT waiters after it (a complete WAKE_FANOUT-ary tree over the
+ * group's waiters in queue order: the children of waiter i are
+ * F*i+1 .. F*i+F). The wake-ups then run on the appenders' threads, in
+ * parallel with the writer's next group.
+ *
+ * The word. Each waiting request has its own futex word, wreq.done:
+ *   WAKE_PENDING   the request is not finished; its thread is awake;
+ *   WAKE_SLEEPING  not finished, and its thread is in (or entering)
+ *                  FUTEX_WAIT: whoever finishes it must FUTEX_WAKE it;
+ *   WAKE_DONE      finished: rc, msg and the results are final.
+ * The waiter moves PENDING -> SLEEPING by compare-and-swap before it
+ * sleeps; the releaser moves the word to DONE by an atomic exchange and
+ * makes the system call only if it took SLEEPING off it. An appender that
+ * has not gone to sleep yet costs no system call.
+ *
+ * Who may touch what. A waiter's wreq lives on its caller's stack and is
+ * gone as soon as the caller sees DONE. So:
+ *   - the writer fills in every waiter's results and its `kids` (the
+ *     waiters it must release), then releases the root(s) only: the writer
+ *     never touches a request after releasing it, and it does not release
+ *     any other (so none of them can return while the writer still reads
+ *     or writes it);
+ *   - a released waiter reads its own `kids` (written by the writer before
+ *     the release chain that reached it: each release is an exchange with
+ *     acquire-release order, each wait ends with an acquire load, so the
+ *     writer's stores happen before the kid's reads) and releases each of
+ *     them, then returns. Until it releases a kid, that kid cannot return
+ *     (its word is not DONE), so the parent's exchange on the kid's word
+ *     is on live memory. After the exchange the parent only passes the
+ *     word's address to FUTEX_WAKE, which for a private futex never reads
+ *     the memory; if the kid meanwhile returned (a spurious wake-up showed
+ *     it DONE), the wake reaches at most some later futex waiter at that
+ *     address, and every futex waiter in this process (and in glibc) loops
+ *     on its own condition, so an extra wake-up is harmless.
+ *
+ * No wake-up is lost. By induction over the tree: the root is released by
+ * the writer. A released waiter is woken if it was sleeping (the exchange
+ * took SLEEPING, so the FUTEX_WAKE follows; if it was between its CAS and
+ * its FUTEX_WAIT, the kernel's wait compares the word, sees DONE and
+ * returns at once), or sees DONE at its next check if it was awake. Every
+ * waiter that sees DONE releases all its kids before it returns, whether
+ * or not it slept. So every waiter of the group is released, after the
+ * writer published the group.
+ *
+ * No appender returns before its group is durable and published: a
+ * request's word becomes DONE only through this tree, which the writer
+ * starts after write_group() returned (the fdatasync, the index commit and
+ * the new end all came first), and only for requests whose results are
+ * final.
+ *
+ * Asynchronous requests (done_fn, mdone_fn: the HTTP server's appends)
+ * have no waiting thread: the writer calls their callbacks itself, as
+ * before, and they take no place in the tree.
+ */
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "backend/local_int.h"
+
+enum { WAKE_PENDING = 0, WAKE_DONE = 1, WAKE_SLEEPING = 2 };
+
+/* Finish waiter `r`: its results are final. After this call `r` may be
+ * gone; only its address is used, by the kernel, which does not read it. */
+static void wake_release(wreq *r)
+{
+    _Atomic uint32_t *w = &r->done;
+    if (atomic_exchange_explicit(w, WAKE_DONE, memory_order_acq_rel) == WAKE_SLEEPING)
+        syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+void wake_wait(wreq *r)
+{
+    uint32_t v = atomic_load_explicit(&r->done, memory_order_acquire);
+    while (v != WAKE_DONE) {
+        if (v == WAKE_PENDING &&
+            !atomic_compare_exchange_weak_explicit(&r->done, &v, WAKE_SLEEPING,
+                                                   memory_order_acquire, memory_order_acquire))
+            continue; /* v now holds the word */
+        syscall(SYS_futex, &r->done, FUTEX_WAIT_PRIVATE, WAKE_SLEEPING, NULL, NULL, 0);
+        v = atomic_load_explicit(&r->done, memory_order_acquire);
+    }
+    /* Released: release the waiters below this one, then return. */
+    for (int i = 0; i < WAKE_FANOUT && r->kids[i]; i++)
+        wake_release(r->kids[i]);
+}
+
+/* Complete an asynchronous request: its callback (which frees it). */
+static void finish_async(wreq *r)
+{
+    if (r->mdone_fn) {
+        multi_finish_async(r); /* local_multi.c */
+        return;
+    }
+    if (r->rc == STELE_EWRONGREV)
+        r->res.current_revision = r->current;
+    r->done_fn(r->done_ctx, r->rc, &r->res, r->rc ? r->msg : "");
+    free(r);
+}
+
+void wake_group(wreq *group)
+{
+    /* One pass in queue order: asynchronous requests complete now; the
+     * waiters are linked (wnext) into the tree, each one's kids filled in
+     * as the next ones arrive. `parent` walks the waiters F kids at a
+     * time, always behind `tail`. */
+    wreq *root = NULL, *tail = NULL, *parent = NULL;
+    int slot = 0;
+    for (wreq *r = group, *nx; r; r = nx) {
+        nx = r->next;
+        if (r->rc && !r->msg[0])
+            snprintf(r->msg, sizeof r->msg, "%s", stele_errmsg());
+        if (r->mdone_fn || r->done_fn) {
+            finish_async(r); /* r is gone */
+            continue;
+        }
+        for (int i = 0; i < WAKE_FANOUT; i++)
+            r->kids[i] = NULL;
+        r->wnext = NULL;
+        if (!root) {
+            root = tail = parent = r;
+            continue;
+        }
+        tail->wnext = r;
+        tail = r;
+        parent->kids[slot] = r;
+        if (++slot == WAKE_FANOUT) {
+            slot = 0;
+            parent = parent->wnext;
+        }
+    }
+    if (root)
+        wake_release(root); /* the writer touches no waiter after this */
+}
