@@ -3,8 +3,9 @@
  * appender of a finished group is released exactly once, with its own
  * result, whatever the group's size and whether it was asleep yet.
  *
- * 1. The tree alone: groups of 1..100 requests (every shape of a binary
- *    tree up to seven levels), asynchronous requests mixed in (they take no
+ * 1. The tree alone: groups of 1..100 requests in six tree shapes (one
+ *    root and fan-out 2, with and without gathering; the writer waking
+ *    every waiter; 3 roots of chains; 2 and 8 roots of fan-out 8), asynchronous requests mixed in (they take no
  *    place in the tree), each waiter a thread with its request on its own
  *    stack; half of them start waiting before the group is released and
  *    half after (so both the sleeping and the not-yet-sleeping paths run).
@@ -82,6 +83,8 @@ static void *waiter_main(void *arg)
     return NULL; /* r is gone now: nothing may touch it */
 }
 
+static local *fake; /* the store: only its wake_left is used */
+
 static void tree_group(int n, int async_every)
 {
     waiter ws[MAXG];
@@ -133,8 +136,9 @@ static void tree_group(int n, int async_every)
         r->next = i + 1 < n ? reqs[i + 1] : NULL;
     }
     pthread_barrier_wait(&before); /* the early ones are (about to be) asleep */
-    wake_group(reqs[0]);
+    wake_group(fake, reqs[0]);
     atomic_store(&go_late, 1);
+    wake_gather(fake); /* returns once every waiter released its kids */
     int bad = 0, released = 0;
     for (int i = 0; i < n; i++) {
         if (is_async[i]) {
@@ -356,14 +360,29 @@ static void engine(void)
 int main(void)
 {
     t_seed();
+    fake = calloc(1, sizeof *fake);
+    CHECK(fake != NULL);
+    wake_config(fake);
     if (getenv("TEST_QUICK"))
         per = 20;
     static const int sizes[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100};
-    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
-        tree_group(sizes[s], 0);
-        tree_group(sizes[s], 4); /* every fourth request asynchronous */
-        tree_group(sizes[s], 1); /* only asynchronous requests */
+    /* Tree shapes: (roots, fan-out, gather); UINT32_MAX roots is the
+     * writer waking every waiter itself. */
+    static const uint32_t shapes[][3] = {
+        {1, 2, 1}, {1, 2, 0}, {UINT32_MAX, 2, 0}, {3, 1, 1}, {2, 8, 1}, {8, 8, 0}};
+    size_t nshapes = getenv("TEST_QUICK") ? 2 : sizeof shapes / sizeof shapes[0];
+    for (size_t h = 0; h < nshapes; h++) {
+        fake->wake_roots = shapes[h][0];
+        fake->wake_fanout = shapes[h][1];
+        fake->wake_gather = (int)shapes[h][2];
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            tree_group(sizes[s], 0);
+            tree_group(sizes[s], 4); /* every fourth request asynchronous */
+            tree_group(sizes[s], 1); /* only asynchronous requests */
+        }
     }
+    CHECK(atomic_load(&fake->wake_left) == 0);
+    free(fake);
     printf("tree: groups of 1..100 released\n");
     engine();
     return t_done("test_wake", 2);

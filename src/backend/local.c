@@ -1104,7 +1104,7 @@ static void *writer_main(void *arg)
         } else {
             written = write_group(L, group);
         }
-        wake_group(group); /* no request of it is touched after this */
+        wake_group(L, group); /* no request of it is touched after this */
         if (written)
             notify_commit(L);
         /* The group's chain records, now that its appenders and the
@@ -1113,6 +1113,7 @@ static void *writer_main(void *arg)
         int rc = chain_group_done(L, written);
         if (rc)
             set_fault(L, rc);
+        wake_gather(L); /* the next group takes the woken appenders' requests */
     }
     return NULL;
 }
@@ -1339,6 +1340,7 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
         return err_set(STELE_ENOMEM, "out of memory");
     }
     L->lockfd = -1;
+    wake_config(L); /* local_wake.c */
     pthread_mutex_init(&L->qmu, NULL);
     pthread_cond_init(&L->qcv, NULL);
     pthread_mutex_init(&L->watch_mu, NULL);
