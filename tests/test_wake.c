@@ -3,9 +3,10 @@
  * appender of a finished group is released exactly once, with its own
  * result, whatever the group's size and whether it was asleep yet.
  *
- * 1. The tree alone: groups of 1..100 requests in six tree shapes (one
- *    root and fan-out 2, with and without gathering; the writer waking
- *    every waiter; 3 roots of chains; 2 and 8 roots of fan-out 8), asynchronous requests mixed in (they take no
+ * 1. The wake-up alone: groups of 1..100 requests woken in bulk, by
+ *    relay, and in six tree shapes (one root and fan-out 2, with and
+ *    without gathering; the writer waking every waiter; 3 roots of chains;
+ *    2 and 8 roots of fan-out 8), asynchronous requests mixed in (they take no
  *    place in the tree), each waiter a thread with its request on its own
  *    stack; half of them start waiting before the group is released and
  *    half after (so both the sleeping and the not-yet-sleeping paths run).
@@ -47,6 +48,7 @@ typedef struct waiter {
     int bad;                   /* wrong result seen */
 } waiter;
 
+static local *fake; /* the store: only its wake fields are used */
 static _Atomic int async_calls[MAXG];
 static int async_bad;
 
@@ -73,7 +75,7 @@ static void *waiter_main(void *arg)
     } else {
         pthread_barrier_wait(w->before);
     }
-    wake_wait(&r);
+    wake_wait(fake, &r);
     /* The writer set these before releasing the group. */
     int want_rc = w->idx % 3 == 0 ? STELE_EWRONGREV : 0;
     if (r.rc != want_rc || r.res.first_position != 1000u + (unsigned)w->idx ||
@@ -82,8 +84,6 @@ static void *waiter_main(void *arg)
     atomic_store(&w->returned, 1);
     return NULL; /* r is gone now: nothing may touch it */
 }
-
-static local *fake; /* the store: only its wake_left is used */
 
 static void tree_group(int n, int async_every)
 {
@@ -368,13 +368,16 @@ int main(void)
     static const int sizes[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100};
     /* Tree shapes: (roots, fan-out, gather); UINT32_MAX roots is the
      * writer waking every waiter itself. */
-    static const uint32_t shapes[][3] = {
-        {1, 2, 1}, {1, 2, 0}, {UINT32_MAX, 2, 0}, {3, 1, 1}, {2, 8, 1}, {8, 8, 0}};
-    size_t nshapes = getenv("TEST_QUICK") ? 2 : sizeof shapes / sizeof shapes[0];
+    static const uint32_t shapes[][4] = {
+        {WAKE_TREE, 1, 2, 1}, {WAKE_BULK, 0, 0, 0}, {WAKE_RELAY, 0, 0, 0},
+        {WAKE_TREE, 1, 2, 0}, {WAKE_TREE, UINT32_MAX, 2, 0}, {WAKE_TREE, 3, 1, 1},
+        {WAKE_TREE, 2, 8, 1}, {WAKE_TREE, 8, 8, 0}};
+    size_t nshapes = getenv("TEST_QUICK") ? 3 : sizeof shapes / sizeof shapes[0];
     for (size_t h = 0; h < nshapes; h++) {
-        fake->wake_roots = shapes[h][0];
-        fake->wake_fanout = shapes[h][1];
-        fake->wake_gather = (int)shapes[h][2];
+        fake->wake_mode = (int)shapes[h][0];
+        fake->wake_roots = shapes[h][1];
+        fake->wake_fanout = shapes[h][2];
+        fake->wake_gather = (int)shapes[h][3];
         for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
             tree_group(sizes[s], 0);
             tree_group(sizes[s], 4); /* every fourth request asynchronous */

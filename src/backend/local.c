@@ -1145,7 +1145,7 @@ static int submit(local *L, wreq *r)
     int rc = enqueue(L, r);
     if (rc)
         return rc;
-    wake_wait(r);
+    wake_wait(L, r);
     if (r->rc)
         return err_set(r->rc, "%s", r->msg);
     return 0;
@@ -1155,10 +1155,17 @@ int local_submit(local *L, wreq *r) { return submit(L, r); }
 
 int local_enqueue(local *L, wreq *r) { return enqueue(L, r); }
 
-/* The bytes the append's records take in the log (the API edge measured
- * it neutrally; the engine sizes its own encoding). */
+/* The append's weight in the queue's group budget (GROUP_MAX_BYTES): the
+ * API edge's measure of it (store_int.h, STORE_EVENT_FIXED per event plus
+ * its names and payloads), which the edge has computed already. The
+ * budget only caps a group's size; the writer sizes the exact records once
+ * positions are known (plan, append_rec_bytes_at), so measuring the
+ * encoding here too (a second pass over every event on the caller's path)
+ * is not needed. The encoding's size stands in when the edge gave none. */
 static uint64_t append_rec_bytes(const append_args *a)
 {
+    if (a->bytes)
+        return a->bytes;
     uint64_t n = 0;
     for (size_t i = 0; i < a->n; i++) {
         const stele_event_in *e = &a->events[i];

@@ -37,6 +37,8 @@ enum { OP_APPEND, OP_DELETE, OP_TOMBSTONE, OP_METADATA, OP_SNAPSHOT, OP_MULTI };
 
 struct mstream;
 
+/* How a finished group's waiters are woken (local_wake.c). */
+enum { WAKE_BULK, WAKE_RELAY, WAKE_TREE };
 /* At most how many waiters each woken appender wakes (local_wake.c). */
 #define WAKE_FANOUT_MAX 8
 
@@ -120,6 +122,9 @@ typedef struct local {
     /* The last group's waiters that have not yet released their kids
      * (local_wake.c, "Gathering"); a futex word the writer may wait on. */
     _Atomic uint32_t wake_left;
+    int wake_mode;         /* WAKE_BULK, WAKE_RELAY, WAKE_TREE (wake_config) */
+    _Atomic uint32_t done_gen;   /* bulk, relay: the waiters' futex word */
+    _Atomic uint32_t wake_relay; /* relay: 1 while the bulk wake is owed */
     uint32_t wake_roots, wake_fanout; /* the tree's shape (wake_config) */
     int wake_gather;
 
@@ -282,7 +287,7 @@ int local_enqueue(local *L, wreq *r);
 /* local_wake.c: waking a finished group's waiting appenders (a wake tree) */
 /* The caller: sleep until the writer (or another appender) released `r`,
  * then release the waiters below it in its group's tree. */
-void wake_wait(wreq *r);
+void wake_wait(local *L, wreq *r);
 /* The writer, once the group is published (or failed) and every request's
  * result is final: complete the asynchronous requests and release the
  * waiters' tree. No request of `group` may be touched after this. */

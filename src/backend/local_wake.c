@@ -87,6 +87,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -95,6 +96,7 @@
 enum { WAKE_PENDING = 0, WAKE_DONE = 1, WAKE_SLEEPING = 2 };
 
 /* The defaults of wake_config(). */
+#define WAKE_MODE_DEFAULT WAKE_TREE
 #define WAKE_ROOTS_DEFAULT 1
 #define WAKE_FANOUT_DEFAULT 2
 #define WAKE_GATHER_DEFAULT 1
@@ -112,8 +114,27 @@ static void wake_release(wreq *r)
         syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-void wake_wait(wreq *r)
+/* Bulk and relay: every waiter sleeps on the store's one word, done_gen
+ * ("Bulk and relay" above). */
+static void wait_shared(local *L, wreq *r)
 {
+    for (;;) {
+        uint32_t gen = atomic_load_explicit(&L->done_gen, memory_order_acquire);
+        if (atomic_load_explicit(&r->done, memory_order_acquire) == WAKE_DONE)
+            return;
+        syscall(SYS_futex, &L->done_gen, FUTEX_WAIT_PRIVATE, gen, NULL, NULL, 0);
+        if (L->wake_mode == WAKE_RELAY && atomic_load_explicit(&L->wake_relay, memory_order_relaxed) &&
+            atomic_exchange(&L->wake_relay, 0))
+            syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    }
+}
+
+void wake_wait(local *L, wreq *r)
+{
+    if (L->wake_mode != WAKE_TREE) {
+        wait_shared(L, r);
+        return;
+    }
     uint32_t v = atomic_load_explicit(&r->done, memory_order_acquire);
     while (v != WAKE_DONE) {
         if (v == WAKE_PENDING &&
@@ -160,8 +181,41 @@ static void finish_async(wreq *r)
     free(r);
 }
 
+/* Bulk and relay: mark every waiter done, then wake them all (bulk) or
+ * one of them, which wakes them all (relay). */
+static void group_shared(local *L, wreq *group)
+{
+    int waiters = 0;
+    for (wreq *r = group, *nx; r; r = nx) {
+        nx = r->next;
+        if (r->rc && !r->msg[0])
+            snprintf(r->msg, sizeof r->msg, "%s", stele_errmsg());
+        if (r->mdone_fn || r->done_fn) {
+            finish_async(r); /* r is gone */
+            continue;
+        }
+        waiters = 1;
+        atomic_store_explicit(&r->done, WAKE_DONE, memory_order_release); /* r may be gone */
+    }
+    /* The generation moves before the relay is offered: whoever takes the
+     * relay wakes every sleeper of the old generation. */
+    atomic_fetch_add_explicit(&L->done_gen, 1, memory_order_release);
+    if (!waiters)
+        return;
+    if (L->wake_mode == WAKE_BULK) {
+        syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+        return;
+    }
+    atomic_store(&L->wake_relay, 1);
+    syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
 void wake_group(local *L, wreq *group)
 {
+    if (L->wake_mode != WAKE_TREE) {
+        group_shared(L, group);
+        return;
+    }
     /* One pass in queue order: asynchronous requests complete now; the
      * waiters are linked (wnext). Waiters 0 .. roots-1 are the writer's to
      * release; waiter i >= roots is a kid of waiter (i - roots) / fanout:
@@ -218,6 +272,10 @@ void wake_group(local *L, wreq *group)
 void wake_config(local *L)
 {
     const char *v;
+    L->wake_mode = WAKE_MODE_DEFAULT;
+    if ((v = getenv("STELE_WAKE")) && *v)
+        L->wake_mode = !strcmp(v, "bulk") ? WAKE_BULK : !strcmp(v, "relay") ? WAKE_RELAY
+                       : !strcmp(v, "tree") ? WAKE_TREE : L->wake_mode;
     L->wake_roots = WAKE_ROOTS_DEFAULT;
     L->wake_fanout = WAKE_FANOUT_DEFAULT;
     L->wake_gather = WAKE_GATHER_DEFAULT;
