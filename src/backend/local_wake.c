@@ -1,86 +1,94 @@
 /*
- * local_wake.c - how a finished group's waiting appenders are woken: a
- * wake tree, so that the writer wakes one thread and the woken threads
- * wake the rest.
+ * local_wake.c - how a finished group's waiting appenders are woken.
  *
  * Why. A caller of stele_append (and of the other synchronous writes)
  * sleeps on a futex until the writer has made its group durable and
- * published it. Waking a sleeping thread is a scheduler operation (about
- * 1-3 us of kernel CPU on this VM, try_to_wake_up); waking the 40-60
- * appenders of a 64-thread group from the writer made it the largest item
- * of the writer's CPU per append (perf: 59 % of the writer's samples at
- * 64 x 1, docs/benchmarks.md "Wake tree"), and the writer's CPU is serial:
- * it bounds the group rate. So the writer wakes only the group's first
- * waiter; every woken waiter, before it returns to its caller, wakes up to
- * WAKE_FANOUT waiters after it (a complete WAKE_FANOUT-ary tree over the
- * group's waiters in queue order: the children of waiter i are
- * F*i+1 .. F*i+F). The wake-ups then run on the appenders' threads, in
- * parallel with the writer's next group.
+ * published it. Waking a sleeping thread is a scheduler operation (1-3 us
+ * of kernel CPU each on this VM: try_to_wake_up), and the writer used to
+ * wake a 64-thread group's 40-60 sleepers itself: perf put 59 % of the
+ * writer's CPU at 64 x 1 in that one FUTEX_WAKE (docs/benchmarks.md,
+ * "Waking the appenders"). The writer's CPU is serial, and it bounds the
+ * group rate. Three ways are here (STELE_WAKE; wake_config):
  *
- * The word. Each waiting request has its own futex word, wreq.done:
- *   WAKE_PENDING   the request is not finished; its thread is awake;
- *   WAKE_SLEEPING  not finished, and its thread is in (or entering)
- *                  FUTEX_WAIT: whoever finishes it must FUTEX_WAKE it;
- *   WAKE_DONE      finished: rc, msg and the results are final.
- * The waiter moves PENDING -> SLEEPING by compare-and-swap before it
- * sleeps; the releaser moves the word to DONE by an atomic exchange and
- * makes the system call only if it took SLEEPING off it. An appender that
- * has not gone to sleep yet costs no system call.
+ *   relay (default)  the writer marks every waiter done and wakes one
+ *                    sleeper; that one, on waking, wakes all the others
+ *                    with one FUTEX_WAKE, on its own CPU. The writer's
+ *                    wake-up cost is one thread's; the batched wake-up
+ *                    keeps the kernel's cost per thread as low as bulk's.
+ *                    Groups of WAKE_RELAY_MIN waiters or fewer (one
+ *                    client) are woken directly.
+ *   bulk             the writer wakes every sleeper with one FUTEX_WAKE
+ *                    (the engine before issue 21's wake work).
+ *   tree             each waiter has its own futex word; the writer
+ *                    releases STELE_WAKE_ROOTS waiters, each released
+ *                    waiter releases STELE_WAKE_FANOUT more before it
+ *                    returns (a complete tree over the group in queue
+ *                    order), and with STELE_WAKE_GATHER the writer waits
+ *                    for the whole tree before its next group. Measured
+ *                    slower than relay here (every hop waits for a CPU,
+ *                    separate wake-ups cost more than one batched one);
+ *                    kept to compare on other machines.
  *
- * Who may touch what. A waiter's wreq lives on its caller's stack and is
- * gone as soon as the caller sees DONE. So:
- *   - the writer fills in every waiter's results and its `kids` (the
- *     waiters it must release), then releases the root(s) only: the writer
- *     never touches a request after releasing it, and it does not release
- *     any other (so none of them can return while the writer still reads
- *     or writes it);
- *   - a released waiter reads its own `kids` (written by the writer before
- *     the release chain that reached it: each release is an exchange with
- *     acquire-release order, each wait ends with an acquire load, so the
- *     writer's stores happen before the kid's reads) and releases each of
- *     them, then returns. Until it releases a kid, that kid cannot return
- *     (its word is not DONE), so the parent's exchange on the kid's word
- *     is on live memory. After the exchange the parent only passes the
- *     word's address to FUTEX_WAKE, which for a private futex never reads
- *     the memory; if the kid meanwhile returned (a spurious wake-up showed
- *     it DONE), the wake reaches at most some later futex waiter at that
- *     address, and every futex waiter in this process (and in glibc) loops
- *     on its own condition, so an extra wake-up is harmless.
+ * Bulk and relay: the word. Waiters sleep on one store-wide word,
+ * done_gen, and each checks its own request's `done` flag. The writer
+ * stores every waiter's `done` (reading its `next` first: a waiter whose
+ * flag is set may return and its request, on its stack, is gone), then
+ * bumps done_gen, then wakes. A waiter reads done_gen before its flag, so
+ * if it saw the old generation it either sees the flag or sleeps with the
+ * old value, which FUTEX_WAIT refuses once the generation moved: a waiter
+ * that misses the flag is asleep on the old generation before the bump, or
+ * does not sleep at all.
  *
- * No wake-up is lost. By induction over the tree: the root is released by
- * the writer. A released waiter is woken if it was sleeping (the exchange
- * took SLEEPING, so the FUTEX_WAKE follows; if it was between its CAS and
- * its FUTEX_WAIT, the kernel's wait compares the word, sees DONE and
- * returns at once), or sees DONE at its next check if it was awake. Every
- * waiter that sees DONE releases all its kids before it returns, whether
- * or not it slept. So every waiter of the group is released, after the
- * writer published the group.
+ * Relay: no wake-up is lost. After the bump the writer sets wake_relay
+ * and wakes one sleeper. Every thread that returns from its FUTEX_WAIT and
+ * finds wake_relay set takes it (an atomic exchange: exactly one thread
+ * takes each offer) and wakes every sleeper of done_gen. Take a waiter W
+ * of the group that sleeps (on the old generation, before the bump). If
+ * the writer's wake finds a sleeper, that thread takes the offer unless
+ * another took it first; either way a taker's wake-all comes after the
+ * offer, so after the bump, and W is still asleep on the old generation
+ * (nothing else wakes it but a spurious wake-up, after which it sees its
+ * flag): the wake-all wakes W. If the writer's wake found no sleeper, W
+ * was not asleep at that moment, so it never slept on the old generation
+ * (it cannot start after the bump): it sees its flag. A sleeper of the
+ * next group woken this way checks its flag, offers nothing, sleeps again.
+ * An offer nobody takes stays set; the next taker's wake-all is then
+ * spurious, which every waiter tolerates.
  *
- * No appender returns before its group is durable and published: a
- * request's word becomes DONE only through this tree, which the writer
- * starts after write_group() returned (the fdatasync, the index commit and
- * the new end all came first), and only for requests whose results are
- * final.
+ * The tree: the word. Each waiting request has its own futex word,
+ * wreq.done: WAKE_PENDING (not finished, thread awake), WAKE_SLEEPING
+ * (not finished, thread in or entering FUTEX_WAIT: whoever finishes it
+ * must FUTEX_WAKE it), WAKE_DONE (finished: rc, msg, results final). The
+ * waiter moves PENDING -> SLEEPING by compare-and-swap before it sleeps;
+ * the releaser moves the word to DONE by an atomic exchange and makes the
+ * system call only if it took SLEEPING off it.
  *
- * Gathering. Released from waking, the writer would take its next group
- * at once, when only the first few woken appenders have queued again: a
- * closed loop of T appenders then splits into two half-size groups per
- * round, each with its own fdatasync and fixed costs (measured: 64 x 1
- * went from 57-64 appends per group to 29, and from 8.2 to 9.3 us of
- * CPU per event). So after a group of WAKE_GATHER_MIN waiters or more, the
- * writer, once its own after-acknowledgement work is done, waits until
- * every waiter of the group has released its kids (wake_left, counted
- * down by each waiter after its releases), and only then takes the queue:
- * the wake-ups run on the appenders' CPUs, in parallel, while the writer
- * sleeps instead of spending that CPU itself. Smaller groups (one client,
- * a few) are not waited for: there the writer would only sleep twice
- * instead of once. A waiter touches wake_left (the store's memory) before
- * its own call returns, so a store closed after every call returned is
- * never touched.
+ * The tree: who may touch what. A waiter's wreq is gone as soon as its
+ * caller sees DONE. So the writer fills in every waiter's results and
+ * `kids` before it releases the roots, and touches no waiter after
+ * releasing it; a released waiter reads its own `kids` (the writer's
+ * stores happen before: each release is an acquire-release exchange, each
+ * wait ends with an acquire load) and releases them, then returns. Until
+ * it releases a kid, the kid cannot return, so the exchange is on live
+ * memory; afterwards only the word's address goes to FUTEX_WAKE, which for
+ * a private futex never reads memory; if the kid already returned, the
+ * wake reaches at most a later futex waiter at that address, and every
+ * futex waiter (here and in glibc) loops on its condition.
  *
+ * The tree: no wake-up is lost, by induction over it: a released waiter
+ * is woken if it was sleeping (the exchange took SLEEPING, so the
+ * FUTEX_WAKE follows; between its CAS and FUTEX_WAIT, the kernel's
+ * compare sees DONE), or sees DONE at its next check; and every waiter
+ * that sees DONE releases all its kids before returning. Gathering: each
+ * waiter counts down wake_left after its releases (before its own call
+ * returns, so a store closed after every call returned is never touched);
+ * the writer sleeps on that word until it reaches zero.
+ *
+ * In every mode no appender returns before its group is durable and
+ * published: a request is marked done only in wake_group(), which the
+ * writer calls after write_group() returned, with every result final.
  * Asynchronous requests (done_fn, mdone_fn: the HTTP server's appends)
- * have no waiting thread: the writer calls their callbacks itself, as
- * before, and they take no place in the tree.
+ * have no waiting thread: the writer calls their callbacks, as before.
  */
 #include <limits.h>
 #include <linux/futex.h>
@@ -96,7 +104,9 @@
 enum { WAKE_PENDING = 0, WAKE_DONE = 1, WAKE_SLEEPING = 2 };
 
 /* The defaults of wake_config(). */
-#define WAKE_MODE_DEFAULT WAKE_TREE
+#define WAKE_MODE_DEFAULT WAKE_RELAY
+/* Relay: groups of at most this many waiters are woken by the writer. */
+#define WAKE_RELAY_MIN 2
 #define WAKE_ROOTS_DEFAULT 1
 #define WAKE_FANOUT_DEFAULT 2
 #define WAKE_GATHER_DEFAULT 1
@@ -185,7 +195,7 @@ static void finish_async(wreq *r)
  * one of them, which wakes them all (relay). */
 static void group_shared(local *L, wreq *group)
 {
-    int waiters = 0;
+    uint32_t waiters = 0;
     for (wreq *r = group, *nx; r; r = nx) {
         nx = r->next;
         if (r->rc && !r->msg[0])
@@ -194,7 +204,7 @@ static void group_shared(local *L, wreq *group)
             finish_async(r); /* r is gone */
             continue;
         }
-        waiters = 1;
+        waiters++;
         atomic_store_explicit(&r->done, WAKE_DONE, memory_order_release); /* r may be gone */
     }
     /* The generation moves before the relay is offered: whoever takes the
@@ -202,7 +212,9 @@ static void group_shared(local *L, wreq *group)
     atomic_fetch_add_explicit(&L->done_gen, 1, memory_order_release);
     if (!waiters)
         return;
-    if (L->wake_mode == WAKE_BULK) {
+    /* A group of one or two waiters (one client, a few) is woken directly:
+     * a relay would cost its one waiter a system call for nothing. */
+    if (L->wake_mode == WAKE_BULK || waiters <= WAKE_RELAY_MIN) {
         syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
         return;
     }
