@@ -10,22 +10,28 @@
  * "Waking the appenders"). The writer's CPU is serial, and it bounds the
  * group rate. Three ways are here (STELE_WAKE; wake_config):
  *
- *   relay (default)  the writer marks every waiter done and wakes one
+ *   relay            the writer marks every waiter done and wakes one
  *                    sleeper; that one, on waking, wakes all the others
  *                    with one FUTEX_WAKE, on its own CPU. The writer's
  *                    wake-up cost is one thread's; the batched wake-up
  *                    keeps the kernel's cost per thread as low as bulk's.
  *                    Groups of WAKE_RELAY_MIN waiters or fewer (one
  *                    client) are woken directly.
- *   bulk             the writer wakes every sleeper with one FUTEX_WAKE
- *                    (the engine before issue 21's wake work).
+ *   bulk (default)   the writer wakes every sleeper with one FUTEX_WAKE
+ *                    (the engine before issue 21's wake work). Relay
+ *                    halves the writer's wake-up CPU, but on this loaded
+ *                    2-vCPU machine it lost wall-clock throughput in
+ *                    every run (the relaying thread waits for a CPU
+ *                    before anyone else is woken): docs/benchmarks.md,
+ *                    "Waking the appenders". Bulk stays the default until
+ *                    a quiet machine says otherwise.
  *   tree             each waiter has its own futex word; the writer
  *                    releases STELE_WAKE_ROOTS waiters, each released
  *                    waiter releases STELE_WAKE_FANOUT more before it
  *                    returns (a complete tree over the group in queue
  *                    order), and with STELE_WAKE_GATHER the writer waits
  *                    for the whole tree before its next group. Measured
- *                    slower than relay here (every hop waits for a CPU,
+ *                    slower than bulk here (every hop waits for a CPU,
  *                    separate wake-ups cost more than one batched one);
  *                    kept to compare on other machines.
  *
@@ -104,7 +110,7 @@
 enum { WAKE_PENDING = 0, WAKE_DONE = 1, WAKE_SLEEPING = 2 };
 
 /* The defaults of wake_config(). */
-#define WAKE_MODE_DEFAULT WAKE_RELAY
+#define WAKE_MODE_DEFAULT WAKE_BULK
 /* Relay: groups of at most this many waiters are woken by the writer. */
 #define WAKE_RELAY_MIN 2
 #define WAKE_ROOTS_DEFAULT 1
