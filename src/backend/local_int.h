@@ -125,6 +125,7 @@ typedef struct local {
     int wake_mode;         /* WAKE_BULK, WAKE_RELAY, WAKE_TREE (wake_config) */
     _Atomic uint32_t done_gen;   /* bulk, relay: the waiters' futex word */
     _Atomic uint32_t wake_relay; /* relay: 1 while the bulk wake is owed */
+    uint32_t wake_relay_n;       /* relay: sleepers the writer wakes */
     uint32_t wake_roots, wake_fanout; /* the tree's shape (wake_config) */
     int wake_gather;
 

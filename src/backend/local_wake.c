@@ -113,6 +113,9 @@ enum { WAKE_PENDING = 0, WAKE_DONE = 1, WAKE_SLEEPING = 2 };
 #define WAKE_MODE_DEFAULT WAKE_BULK
 /* Relay: groups of at most this many waiters are woken by the writer. */
 #define WAKE_RELAY_MIN 2
+/* Relay: how many sleepers the writer wakes (the first to run takes the
+ * relay; the others only check their flags). */
+#define WAKE_RELAY_N_DEFAULT 1
 #define WAKE_ROOTS_DEFAULT 1
 #define WAKE_FANOUT_DEFAULT 2
 #define WAKE_GATHER_DEFAULT 1
@@ -225,7 +228,7 @@ static void group_shared(local *L, wreq *group)
         return;
     }
     atomic_store(&L->wake_relay, 1);
-    syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, (int)L->wake_relay_n, NULL, NULL, 0);
 }
 
 void wake_group(local *L, wreq *group)
@@ -304,6 +307,11 @@ void wake_config(local *L)
     if ((v = getenv("STELE_WAKE_FANOUT")) && *v) {
         long n = strtol(v, NULL, 10);
         L->wake_fanout = n < 1 ? 1 : n > WAKE_FANOUT_MAX ? WAKE_FANOUT_MAX : (uint32_t)n;
+    }
+    L->wake_relay_n = WAKE_RELAY_N_DEFAULT;
+    if ((v = getenv("STELE_WAKE_RELAY_N")) && *v) {
+        long n = strtol(v, NULL, 10);
+        L->wake_relay_n = n < 1 ? 1 : n > 64 ? 64 : (uint32_t)n;
     }
     if ((v = getenv("STELE_WAKE_GATHER")) && *v)
         L->wake_gather = strtol(v, NULL, 10) != 0;
