@@ -11,7 +11,8 @@
  * group rate. Three ways are here (STELE_WAKE; wake_config):
  *
  *   relay            the writer marks every waiter done and wakes one
- *                    sleeper; that one, on waking, wakes all the others
+ *                    sleeper (STELE_WAKE_RELAY_N: that many, the first
+ *                    to run relays); that one wakes all the others
  *                    with one FUTEX_WAKE, on its own CPU. The writer's
  *                    wake-up cost is one thread's; the batched wake-up
  *                    keeps the kernel's cost per thread as low as bulk's.
