@@ -485,12 +485,49 @@ ssize_t conn_send(conn *c, const void *p, size_t len)
     return n;
 }
 
+int tls_early_lend(conn *c)
+{
+    if (!c->ssl || !c->tls_established || c->tls_failed || c->tls_read_wants_write ||
+        c->tls_write_wants_read)
+        return 0;
+    /* While the writer holds the object the loop does not read (conn_read
+     * puts it off): unless the last socket read came back short with
+     * nothing buffered in OpenSSL, read once the object is back. */
+    if (!c->tls_drained || SSL_has_pending(c->ssl))
+        c->tls_read_deferred = 1;
+    return 1;
+}
+
+int tls_early_write(struct ssl_st *ssl, const char *p, size_t len, size_t *off)
+{
+    /* The writer thread's own error queue (OpenSSL keeps one per thread). */
+    tls_clear_errors();
+    while (*off < len) {
+        size_t n = len - *off;
+        int r = SSL_write(ssl, p + *off, n > INT_MAX ? INT_MAX : (int)n);
+        if (r > 0) {
+            *off += (size_t)r;
+            continue;
+        }
+        int e = SSL_get_error(ssl, r);
+        if (e == SSL_ERROR_WANT_WRITE)
+            return TLS_EARLY_WANT_WRITE;
+        if (e == SSL_ERROR_WANT_READ)
+            return TLS_EARLY_WANT_READ;
+        ERR_clear_error(); /* the loop logs nothing for it: the peer went away */
+        return TLS_EARLY_FAILED;
+    }
+    return TLS_EARLY_SENT;
+}
+
 void tls_conn_tick(conn *c, int64_t now)
 {
     /* Idle for a second with nothing left to send: give back the record
      * buffers (about 34 KB; OpenSSL refuses while it holds unread or
-     * unsent bytes). The next read or write allocates them again. */
+     * unsent bytes). The next read or write allocates them again. Never
+     * while the writer holds the object (an answer in flight). */
     if (!c->ssl || c->tls_bufs_freed || !c->tls_established || conn_unsent(c) ||
+        c->early_inflight ||
         now - c->last_activity_ms < TLS_IDLE_RELEASE_MS)
         return;
     if (SSL_free_buffers(c->ssl) == 1) {
@@ -501,13 +538,24 @@ void tls_conn_tick(conn *c, int64_t now)
 
 void tls_conn_close(conn *c)
 {
-    if (!c->ssl)
+    /* The writer may be in SSL_write on it (http_early.c): conn_free
+     * frees it once the answer's completion arrived. */
+    if (!c->ssl || c->early_inflight)
         return;
     /* Best effort close_notify (never waits); then the object goes. */
     if (c->tls_established && !c->tls_failed) {
         ERR_clear_error();
         SSL_shutdown(c->ssl);
     }
+    ERR_clear_error();
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+}
+
+void tls_conn_free(conn *c)
+{
+    if (!c->ssl)
+        return;
     ERR_clear_error();
     SSL_free(c->ssl);
     c->ssl = NULL;
