@@ -146,6 +146,7 @@ enum { CH_SIZE, CH_DATA, CH_DATA_END, CH_TRAILER, CH_DONE };
 typedef struct hconn {
     int fd, idx;
     SSL *ssl;           /* --tls-ca */
+    int drained;        /* TLS: the last socket read under SSL_read came back short */
     char *tx;           /* TLS: the request in one piece (SSL_write has no iovec) */
     char stream[128];
     long long expected; /* -1: no_stream */
@@ -187,12 +188,34 @@ static void die(const char *what)
     exit(1);
 }
 
+/*
+ * The client reads as the server does (server/tls.c): a socket read under
+ * SSL_read that came back short drained the socket, so with nothing
+ * buffered in OpenSSL either the read loop stops there, without the
+ * SSL_read (and the read() system call) that would only say WANT_READ.
+ * One read per response, as in clear; the write BIO carries no callback.
+ */
+static long tls_bio_cb(BIO *b, int oper, const char *argp, size_t len, int argi, long argl,
+                       int ret, size_t *processed)
+{
+    (void)argp;
+    (void)argi;
+    (void)argl;
+    if (oper == (BIO_CB_READ | BIO_CB_RETURN))
+        *(int *)(void *)BIO_get_callback_arg(b) = ret > 0 && processed && *processed < len;
+    return ret;
+}
+
 /* A TLS client on connected, still blocking socket fd (handshake done). */
-static SSL *tls_connect(int fd)
+static SSL *tls_connect(int fd, int *drained)
 {
     SSL *ssl = SSL_new(g_tls);
-    if (!ssl || SSL_set_fd(ssl, fd) != 1)
+    BIO *rbio = BIO_new_socket(fd, BIO_NOCLOSE), *wbio = BIO_new_socket(fd, BIO_NOCLOSE);
+    if (!ssl || !rbio || !wbio)
         die("SSL_new");
+    BIO_set_callback_arg(rbio, (char *)drained);
+    BIO_set_callback_ex(rbio, tls_bio_cb);
+    SSL_set_bio(ssl, rbio, wbio);
     SSL_set_tlsext_host_name(ssl, "localhost");
     SSL_set1_host(ssl, "localhost");
     if (SSL_connect(ssl) != 1) {
@@ -203,7 +226,7 @@ static SSL *tls_connect(int fd)
     return ssl;
 }
 
-static int connect_to(SSL **ssl)
+static int connect_to(SSL **ssl, int *drained)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -217,7 +240,7 @@ static int connect_to(SSL **ssl)
         die("connect");
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    *ssl = g_tls ? tls_connect(fd) : NULL;
+    *ssl = g_tls ? tls_connect(fd, drained) : NULL;
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     return fd;
 }
@@ -508,6 +531,7 @@ static void conn_recv(hconn *c)
         size_t room = c->in_cap - c->in_len;
         ssize_t r;
         if (c->ssl) {
+            c->drained = 0;
             int k = SSL_read(c->ssl, c->in + c->in_len, (int)(room > (1u << 30) ? 1u << 30 : room));
             int e = k > 0 ? 0 : SSL_get_error(c->ssl, k);
             if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
@@ -570,7 +594,7 @@ static void conn_recv(hconn *c)
         }
         /* A short read drained the socket: with edge-triggered epoll, more
          * data makes a new event, so no recv just to see EAGAIN. */
-        if ((size_t)r < room && !c->ssl) /* TLS: one record per read; go on to WANT_READ */
+        if (c->ssl ? c->drained && !SSL_has_pending(c->ssl) : (size_t)r < room)
             return;
     }
 }
@@ -677,7 +701,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt.clients; i++) {
         hconn *c = &cs[i];
         c->idx = i;
-        c->fd = connect_to(&c->ssl);
+        c->fd = connect_to(&c->ssl, &c->drained);
         c->expected = -1;
         snprintf(c->stream, sizeof c->stream, "%s-%s-%d", opt.prefix, opt.workload, i);
         if (opt.mode_read && opt.page > 0 && opt.range)
