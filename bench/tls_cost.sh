@@ -14,11 +14,14 @@
 # (HTTP and TLS; the writer thread's share moves with the size of commit
 # groups, i.e. with the load) and the loop's share inside libssl and
 # libcrypto; and, from a run under strace -f -c for 3 s, read/recv and
-# write/send calls. Nothing asserts a figure.
+# write/send calls. Then the client's own instructions per append (bench_http
+# under callgrind against a server at full speed). Nothing asserts a figure.
 #
 #   bench/tls_cost.sh build           about 1 minute
 #   TARGETS="tls" bench/tls_cost.sh   only one of clear, tls
 #   STELE_BIN=/tmp/old/stele ...       measure another build's server
+#   BH_BIN=/tmp/old/bench_http ...     the client's part with another client
+#   CLIENT_COST=0 ...                  without the client's part
 # `make bench-tls` runs it after bench/run_tls.sh's rounds (COST=0: not).
 set -euo pipefail
 
@@ -102,6 +105,37 @@ for t in $TARGETS; do
         "loop_thread_Ir_per_append=$((loop / n)) loop_in_libssl_libcrypto=$((ssl / n))"
     cp "$f" "${CG_KEEP:-$WORK}/tls-cost-$t.callgrind" 2>/dev/null || true
 done
+# The client's side: bench_http (one thread) under callgrind against a
+# server running at full speed, the same window once every connection is
+# open: what the client pays per append, in clear and over TLS. The client
+# shares the machine's cores with the server, so its TLS cost is part of
+# the throughput ratio (CLIENT_COST=0: skip; BH_BIN: another bench_http).
+BHC=${BH_BIN:-$BH}
+if [ "${CLIENT_COST:-1}" = 1 ]; then
+    for t in $TARGETS; do
+        start
+        # shellcheck disable=SC2046
+        valgrind --tool=callgrind --callgrind-out-file="$WORK/cgc-$t.out" --dump-instr=no \
+            "$BHC" --port "$PORT" $(tls_args "$t") --mode append --clients "$CLIENTS" --batch 1 \
+            --warmup 3 --duration $((CG_SECS + 600)) --prefix "cgc$t" >"$WORK/cgc-$t.txt" 2>&1 &
+        BHPID=$!
+        for _ in $(seq 1 3000); do [ "$(appends)" -gt 500 ] 2>/dev/null && break; sleep 0.1; done
+        callgrind_control -z "$BHPID" >/dev/null
+        n0=$(appends)
+        sleep "$CG_SECS"
+        callgrind_control -d "$BHPID" >/dev/null
+        n=$(($(appends) - n0))
+        kill "$BHPID" 2>/dev/null || true
+        wait "$BHPID" 2>/dev/null || true
+        stop
+        f=$(find "$WORK" -name "cgc-$t.out.*" | sort | tail -1)
+        ann=$(callgrind_annotate --threshold=100 --inclusive=no "$f" 2>/dev/null)
+        ir=$(echo "$ann" | awk '/PROGRAM TOTALS/ {gsub(",","",$1); s += $1} END {print s + 0}')
+        ssl=$(echo "$ann" | awk '/libssl|libcrypto/ {gsub(",","",$1); s += $1} END {print s + 0}')
+        echo "callgrind ${CLIENTS}x1 target=$t client=bench_http appends=$n" \
+            "client_Ir_per_append=$((ir / n)) client_in_libssl_libcrypto=$((ssl / n))"
+    done
+fi
 for t in $TARGETS; do
     start strace -f -c -o "$WORK/st-$t.txt" -e trace="$(echo "$TRACED" | tr '|' ,)"
     # shellcheck disable=SC2046
