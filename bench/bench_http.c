@@ -189,33 +189,91 @@ static void die(const char *what)
 }
 
 /*
- * The client reads as the server does (server/tls.c): a socket read under
- * SSL_read that came back short drained the socket, so with nothing
- * buffered in OpenSSL either the read loop stops there, without the
- * SSL_read (and the read() system call) that would only say WANT_READ.
- * One read per response, as in clear; the write BIO carries no callback.
+ * The client's socket under OpenSSL is the server's (server/tls.c,
+ * tls_sock_*): a BIO method doing send/recv and answering libssl's few
+ * control questions, the reading one noting a short read (the socket
+ * drained), so that with nothing buffered in OpenSSL either the read loop
+ * stops there, without the SSL_read (and the read() system call) that
+ * would only say WANT_READ. One read per response, as in clear. The
+ * handshake runs on the still blocking socket through the same BIOs.
  */
-static long tls_bio_cb(BIO *b, int oper, const char *argp, size_t len, int argi, long argl,
-                       int ret, size_t *processed)
+typedef struct bsock {
+    int fd, eof;
+    int *drained;
+} bsock;
+
+static BIO_METHOD *g_bio_method;
+
+static int bsock_write(BIO *b, const char *p, size_t len, size_t *done)
 {
-    (void)argp;
-    (void)argi;
-    (void)argl;
-    if (oper == (BIO_CB_READ | BIO_CB_RETURN))
-        *(int *)(void *)BIO_get_callback_arg(b) = ret > 0 && processed && *processed < len;
-    return ret;
+    bsock *t = BIO_get_data(b);
+    ssize_t n;
+    do
+        n = send(t->fd, p, len, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    BIO_clear_retry_flags(b);
+    *done = n > 0 ? (size_t)n : 0;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        BIO_set_retry_write(b);
+    return n >= 0;
+}
+
+static int bsock_read(BIO *b, char *p, size_t len, size_t *done)
+{
+    bsock *t = BIO_get_data(b);
+    ssize_t n;
+    do
+        n = recv(t->fd, p, len, 0);
+    while (n < 0 && errno == EINTR);
+    BIO_clear_retry_flags(b);
+    if (t->drained)
+        *t->drained = n > 0 && (size_t)n < len;
+    *done = n > 0 ? (size_t)n : 0;
+    if (n == 0)
+        t->eof = 1;
+    else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        BIO_set_retry_read(b);
+    return n > 0;
+}
+
+static long bsock_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    (void)ptr;
+    if (cmd == BIO_CTRL_FLUSH)
+        return 1;
+    if (cmd == BIO_CTRL_EOF)
+        return ((bsock *)BIO_get_data(b))->eof;
+    return 0;
+}
+
+static BIO *bsock_new(int fd, int *drained)
+{
+    if (!g_bio_method) {
+        g_bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "bench socket");
+        if (!g_bio_method || !BIO_meth_set_write_ex(g_bio_method, bsock_write) ||
+            !BIO_meth_set_read_ex(g_bio_method, bsock_read) ||
+            !BIO_meth_set_ctrl(g_bio_method, bsock_ctrl))
+            die("BIO_meth_new");
+    }
+    bsock *t = calloc(1, sizeof *t);
+    BIO *b = t ? BIO_new(g_bio_method) : NULL;
+    if (!b)
+        die("BIO_new");
+    t->fd = fd;
+    t->drained = drained;
+    BIO_set_data(b, t); /* not freed: the process ends with its connections */
+    BIO_set_init(b, 1);
+    return b;
 }
 
 /* A TLS client on connected, still blocking socket fd (handshake done). */
 static SSL *tls_connect(int fd, int *drained)
 {
     SSL *ssl = SSL_new(g_tls);
-    BIO *rbio = BIO_new_socket(fd, BIO_NOCLOSE), *wbio = BIO_new_socket(fd, BIO_NOCLOSE);
-    if (!ssl || !rbio || !wbio)
+    if (!ssl)
         die("SSL_new");
-    BIO_set_callback_arg(rbio, (char *)drained);
-    BIO_set_callback_ex(rbio, tls_bio_cb);
-    SSL_set_bio(ssl, rbio, wbio);
+    SSL_set_bio(ssl, bsock_new(fd, drained), bsock_new(fd, NULL));
     SSL_set_tlsext_host_name(ssl, "localhost");
     SSL_set1_host(ssl, "localhost");
     if (SSL_connect(ssl) != 1) {
