@@ -21,21 +21,37 @@
  * same head fields, the same body renderer).
  *
  * When. Only when, at submit time on the loop thread: the connection is
- * plain TCP, HTTP/1.1, with nothing unsent in `out` (no earlier response
- * may follow this one), and the append succeeds (errors take the loop's
- * path, with their logging and metrics). Over TLS the writer only renders
- * the answer and the loop encrypts and sends it (an OpenSSL session is
- * the loop thread's alone: its objects are not shared between threads),
- * which still takes the rendering off the loop. While the append
- * is in flight the connection is CS_BUSY: the loop writes nothing to it
- * and parses no further request (pipelined bytes wait in `in`), so the
- * writer's bytes are the only ones on the socket and the order of
- * responses holds.
+ * HTTP/1.1, with nothing unsent in `out` (no earlier response may follow
+ * this one), and the append succeeds (errors take the loop's path, with
+ * their logging and metrics). While the append is in flight the
+ * connection is CS_BUSY: the loop writes nothing to it and parses no
+ * further request (pipelined bytes wait in `in`), so the writer's bytes
+ * are the only ones on the socket and the order of responses holds.
+ *
+ * Over TLS (branch tls21c). An SSL object must not be used by two threads
+ * at once, so it is lent: at submit (tls_early_lend: an established
+ * session, no retry pending) the writer gets the SSL pointer, and until
+ * the completion is back the loop does not touch the object at all. It
+ * does not read (conn_read notes tls_read_deferred and returns; input
+ * still asks for a wake-up, as below), flush (nothing is queued), free
+ * the record buffers (tls_conn_tick) nor shut or free the session
+ * (conn_close leaves it to conn_free, after the completion). The writer
+ * encrypts and sends the answer with SSL_write; a full socket
+ * (WANT_WRITE) or a session wanting to read hands the rest back through
+ * `out`, which conn_flush retries with the same bytes (OpenSSL's
+ * moving-buffer mode), and a failed session closes the connection. Once
+ * back, the loop reads what may have arrived meanwhile (conn_read_resume):
+ * lending notes whether the socket was known drained with nothing
+ * buffered in OpenSSL, and any epoll input during the flight sets the
+ * flag too. The mutexes of the engine's queue and of the completion list
+ * order the two threads' uses of the object. Measured:
+ * docs/benchmarks.md "TLS 256x1: the writer encrypts its answers".
  *
  * Invariants.
  *   - The writer touches no field of the conn: what it needs (the
- *     descriptor, the head fields) is copied into the early_ctx at submit,
- *     and the kernel serialises send() against the loop's recv().
+ *     descriptor or the lent SSL object, the head fields) is copied into
+ *     the early_ctx at submit, and the kernel serialises send() against
+ *     the loop's recv() (over TLS the loop does not read meanwhile).
  *   - The descriptor outlives the send: while c->early_inflight, conn_close
  *     keeps it open (c->held_fd) and conn_free closes it, once the
  *     completion arrived. A number cannot be reused by a new connection

@@ -50,6 +50,14 @@
  * server asks for one and refuses a handshake without a certificate
  * signed by that CA.
  *
+ * Answers from the writer thread (http_early.c): an HTTP/1.1 append's
+ * answer is encrypted and sent by the store's writer thread through the
+ * connection's SSL object, lent to it from submit to completion
+ * (tls_early_lend, tls_early_write); meanwhile the loop leaves the object
+ * alone (conn_read, conn_flush, tls_conn_tick and tls_conn_close wait), so
+ * one thread uses it at a time. The writer's OpenSSL error queue is its
+ * own (OpenSSL keeps one per thread).
+ *
  * Reload: SIGHUP builds a new SSL_CTX from the same files. If that fails
  * (a missing file, a key that does not match) the error is logged and the
  * old context stays; if it works, new connections use it while existing
