@@ -326,6 +326,7 @@ static void conn_read(conn *c)
         c->tls_read_deferred = 1;
         return;
     }
+    c->tls_read_deferred = 0; /* this read goes on until the socket is drained */
     for (;;) {
         if (c->in_off == c->in.len)
             c->in.len = c->in_off = 0;
