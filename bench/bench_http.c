@@ -146,6 +146,7 @@ enum { CH_SIZE, CH_DATA, CH_DATA_END, CH_TRAILER, CH_DONE };
 typedef struct hconn {
     int fd, idx;
     SSL *ssl;           /* --tls-ca */
+    int drained;        /* TLS: the last socket read under SSL_read came back short */
     char *tx;           /* TLS: the request in one piece (SSL_write has no iovec) */
     char stream[128];
     long long expected; /* -1: no_stream */
@@ -187,12 +188,92 @@ static void die(const char *what)
     exit(1);
 }
 
+/*
+ * The client's socket under OpenSSL is the server's (server/tls.c,
+ * tls_sock_*): a BIO method doing send/recv and answering libssl's few
+ * control questions, the reading one noting a short read (the socket
+ * drained), so that with nothing buffered in OpenSSL either the read loop
+ * stops there, without the SSL_read (and the read() system call) that
+ * would only say WANT_READ. One read per response, as in clear. The
+ * handshake runs on the still blocking socket through the same BIOs.
+ */
+typedef struct bsock {
+    int fd, eof;
+    int *drained;
+} bsock;
+
+static BIO_METHOD *g_bio_method;
+
+static int bsock_write(BIO *b, const char *p, size_t len, size_t *done)
+{
+    bsock *t = BIO_get_data(b);
+    ssize_t n;
+    do
+        n = send(t->fd, p, len, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    BIO_clear_retry_flags(b);
+    *done = n > 0 ? (size_t)n : 0;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        BIO_set_retry_write(b);
+    return n >= 0;
+}
+
+static int bsock_read(BIO *b, char *p, size_t len, size_t *done)
+{
+    bsock *t = BIO_get_data(b);
+    ssize_t n;
+    do
+        n = recv(t->fd, p, len, 0);
+    while (n < 0 && errno == EINTR);
+    BIO_clear_retry_flags(b);
+    if (t->drained)
+        *t->drained = n > 0 && (size_t)n < len;
+    *done = n > 0 ? (size_t)n : 0;
+    if (n == 0)
+        t->eof = 1;
+    else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        BIO_set_retry_read(b);
+    return n > 0;
+}
+
+static long bsock_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    (void)ptr;
+    if (cmd == BIO_CTRL_FLUSH)
+        return 1;
+    if (cmd == BIO_CTRL_EOF)
+        return ((bsock *)BIO_get_data(b))->eof;
+    return 0;
+}
+
+static BIO *bsock_new(int fd, int *drained)
+{
+    if (!g_bio_method) {
+        g_bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "bench socket");
+        if (!g_bio_method || !BIO_meth_set_write_ex(g_bio_method, bsock_write) ||
+            !BIO_meth_set_read_ex(g_bio_method, bsock_read) ||
+            !BIO_meth_set_ctrl(g_bio_method, bsock_ctrl))
+            die("BIO_meth_new");
+    }
+    bsock *t = calloc(1, sizeof *t);
+    BIO *b = t ? BIO_new(g_bio_method) : NULL;
+    if (!b)
+        die("BIO_new");
+    t->fd = fd;
+    t->drained = drained;
+    BIO_set_data(b, t); /* not freed: the process ends with its connections */
+    BIO_set_init(b, 1);
+    return b;
+}
+
 /* A TLS client on connected, still blocking socket fd (handshake done). */
-static SSL *tls_connect(int fd)
+static SSL *tls_connect(int fd, int *drained)
 {
     SSL *ssl = SSL_new(g_tls);
-    if (!ssl || SSL_set_fd(ssl, fd) != 1)
+    if (!ssl)
         die("SSL_new");
+    SSL_set_bio(ssl, bsock_new(fd, drained), bsock_new(fd, NULL));
     SSL_set_tlsext_host_name(ssl, "localhost");
     SSL_set1_host(ssl, "localhost");
     if (SSL_connect(ssl) != 1) {
@@ -203,7 +284,7 @@ static SSL *tls_connect(int fd)
     return ssl;
 }
 
-static int connect_to(SSL **ssl)
+static int connect_to(SSL **ssl, int *drained)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -217,7 +298,7 @@ static int connect_to(SSL **ssl)
         die("connect");
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    *ssl = g_tls ? tls_connect(fd) : NULL;
+    *ssl = g_tls ? tls_connect(fd, drained) : NULL;
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     return fd;
 }
@@ -508,6 +589,7 @@ static void conn_recv(hconn *c)
         size_t room = c->in_cap - c->in_len;
         ssize_t r;
         if (c->ssl) {
+            c->drained = 0;
             int k = SSL_read(c->ssl, c->in + c->in_len, (int)(room > (1u << 30) ? 1u << 30 : room));
             int e = k > 0 ? 0 : SSL_get_error(c->ssl, k);
             if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
@@ -570,7 +652,7 @@ static void conn_recv(hconn *c)
         }
         /* A short read drained the socket: with edge-triggered epoll, more
          * data makes a new event, so no recv just to see EAGAIN. */
-        if ((size_t)r < room && !c->ssl) /* TLS: one record per read; go on to WANT_READ */
+        if (c->ssl ? c->drained && !SSL_has_pending(c->ssl) : (size_t)r < room)
             return;
     }
 }
@@ -677,7 +759,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt.clients; i++) {
         hconn *c = &cs[i];
         c->idx = i;
-        c->fd = connect_to(&c->ssl);
+        c->fd = connect_to(&c->ssl, &c->drained);
         c->expected = -1;
         snprintf(c->stream, sizeof c->stream, "%s-%s-%d", opt.prefix, opt.workload, i);
         if (opt.mode_read && opt.page > 0 && opt.range)

@@ -31,16 +31,30 @@
  *       every event (up to the last position) and reports the events they
  *       received per second. The subscribers run in a child process (its
  *       CPU is subscriber_cpu), so parsing their streams never delays the
- *       appenders' next request.
+ *       appenders' next request. The line ends with the window's CPU per
+ *       append by who spends it: the server's loop thread, its writer and
+ *       other threads (/proc/PID/task), the appending connections, the
+ *       subscribers' user time (parsing) and system time (recv), and the
+ *       subscribers' CPU per event received.
+ *
+ *   bench_subs parse-check
+ *       The subscribers' SSE scanner against streams of known shape fed in
+ *       pieces of every size; exits 1 if a clean stream is miscounted or a
+ *       gap, duplicate or swap goes unseen (the test bench_subs_parse).
  *
  * One thread, one epoll loop for every connection, so the load generator
  * costs the server as little CPU as this small machine allows; its own CPU
  * (client_cpu) and the server's (server_cpu, with --server-pid) are in the
  * result line. The SSE parser only looks at line starts ("id: ", "event:",
- * blank lines): it checks order and counts, it does not decode JSON.
+ * blank lines): it checks order and counts, it does not decode JSON. A
+ * whole event of the usual shape ("id: N", one data line, a blank line) is
+ * taken in one step (the id's digits, one memchr over the data line), with
+ * no copy and no allocation; anything else, or an event cut by a read, goes
+ * through the byte-wise scanner, which checks the same things.
  * Nothing here judges a number.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -65,7 +79,7 @@
 
 /* ------------------------------------------------------------ options */
 
-enum { M_BUILD, M_CATCHUP, M_LATENCY, M_FANOUT };
+enum { M_BUILD, M_CATCHUP, M_LATENCY, M_FANOUT, M_PARSE_CHECK };
 
 static struct {
     int mode;
@@ -87,7 +101,8 @@ static void usage(void)
             "       bench_subs latency --port P --rate R [--clients C] [--duration S] [--warmup S]\n"
             "                          [--data-bytes B] [--server-pid PID]\n"
             "       bench_subs fanout --port P --subs N [--clients C] [--batch K] [--duration S]\n"
-            "                         [--warmup S] [--data-bytes B] [--server-pid PID]\n");
+            "                         [--warmup S] [--data-bytes B] [--server-pid PID]\n"
+            "       bench_subs parse-check\n");
     exit(2);
 }
 
@@ -124,6 +139,51 @@ static double proc_cpu_part_s(int pid, int which)
 static double proc_cpu_s(int pid)
 {
     return proc_cpu_part_s(pid, 0);
+}
+
+/* The CPU seconds (user + system) of the server's threads by role: [0] its
+ * main thread (the event loop: HTTP, SSE pumps and their sends), [1] the
+ * store's writer ("stele-writer"), [2] every other thread (the syncer, the
+ * preallocator ...). From /proc/PID/task/TID/stat and .../comm. */
+static void proc_thread_cpu_s(int pid, double out[3])
+{
+    out[0] = out[1] = out[2] = 0;
+    if (pid <= 0)
+        return;
+    char path[96];
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        int tid = atoi(de->d_name);
+        if (tid <= 0)
+            continue;
+        char comm[32] = "";
+        snprintf(path, sizeof path, "/proc/%d/task/%d/comm", pid, tid);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (!fgets(comm, sizeof comm, f))
+                comm[0] = 0;
+            fclose(f);
+        }
+        snprintf(path, sizeof path, "/proc/%d/task/%d/stat", pid, tid);
+        if (!(f = fopen(path, "r")))
+            continue;
+        char line[1024];
+        size_t n = fread(line, 1, sizeof line - 1, f);
+        fclose(f);
+        line[n] = 0;
+        char *p = strrchr(line, ')');
+        unsigned long long ut, st;
+        if (!p ||
+            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+            continue;
+        int role = tid == pid ? 0 : !strncmp(comm, "stele-writer", 12) ? 1 : 2;
+        out[role] += (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    }
+    closedir(d);
 }
 
 typedef struct cpu_mark {
@@ -292,6 +352,7 @@ struct conn {
     sse_scan sc;
     /* subscriber */
     uint64_t events, next_id, bytes;
+    int next_known; /* next_id is known: from an event or a control event */
     int caught_up;
     int bad_order;
     int peer_hup; /* the server closed its side (EPOLLRDHUP) */
@@ -363,19 +424,48 @@ static void sse_message_end(conn *c)
 {
     sse_scan *s = &c->sc;
     if (s->msg_id && !s->msg_event) {
-        if (s->msg_idv != c->next_id && c->events)
+        /* Each event's id is the one after the last id seen: no gap, no
+         * duplicate, in order. */
+        if (s->msg_idv != c->next_id && c->next_known)
             c->bad_order++;
         c->next_id = s->msg_idv + 1;
+        c->next_known = 1;
         c->events++;
         g_on_event(c, s->msg_idv);
     } else if (s->msg_event) {
+        /* A control event's id is the resume point; one without an id
+         * before any event or id (caught-up on an empty store) says
+         * nothing was covered: the first event must be 0 (next_id's
+         * initial value). */
         if (s->msg_id)
             c->next_id = s->msg_idv + 1;
+        c->next_known = 1;
         c->caught_up = 1;
         if (g_on_control)
             g_on_control(c);
     }
     s->msg_event = s->msg_id = 0;
+}
+
+/* The common message whole at p[0..n): "id: " decimal digits, "\n",
+ * "data: " and one line, "\n\n". Its length, its id in *id; 0 when the
+ * bytes are anything else or cut short (the byte-wise scanner takes them). */
+static size_t sse_whole_event(const char *p, size_t n, uint64_t *id)
+{
+    if (n < 13 || memcmp(p, "id: ", 4))
+        return 0;
+    size_t i = 4;
+    uint64_t v = 0;
+    while (i < n && p[i] >= '0' && p[i] <= '9' && i < 24)
+        v = v * 10 + (uint64_t)(p[i++] - '0');
+    if (i == 4 || n - i < 9 || p[i] != '\n' || memcmp(p + i + 1, "data: ", 6))
+        return 0;
+    i += 7;
+    const char *nl = memchr(p + i, '\n', n - i);
+    if (!nl || (size_t)(nl - p) + 1 >= n || nl[1] != '\n')
+        return 0;
+    *id = v;
+    return (size_t)(nl - p) + 2;
 }
 
 /* Scan de-chunked body bytes. */
@@ -385,6 +475,19 @@ static void sse_feed(conn *c, const char *p, size_t n)
     size_t i = 0;
     c->bytes += n;
     while (i < n) {
+        /* Between messages, take whole events in one step: a look at the
+         * line starts, one memchr over the data line. */
+        if (!s->headlen && !s->skipping && !s->in_id && !s->msg_id && !s->msg_event) {
+            uint64_t id;
+            size_t k = sse_whole_event(p + i, n - i, &id);
+            if (k) {
+                s->msg_id = 1;
+                s->msg_idv = id;
+                sse_message_end(c);
+                i += k;
+                continue;
+            }
+        }
         if (s->skipping) {
             const char *nl = memchr(p + i, '\n', n - i);
             if (!nl)
@@ -845,11 +948,17 @@ static int run_latency(void)
 
 /* ------------------------------------------------------------ fanout */
 
+/* Subscriber 0 times each event it receives (the others only count and
+ * check), for the delivery latency under the heavy stream. */
 static void fanout_event(conn *c, uint64_t id)
 {
-    (void)c;
-    (void)id;
+    if (c->idx == 0 && id >= g_base && id - g_base < g_cap && !g_recv[id - g_base])
+        g_recv[id - g_base] = bench_now_ns();
 }
+
+/* Positions timed per run in fanout (appends' send and acknowledgement,
+ * subscriber 0's receipt): more than a run of 12 s makes on this machine. */
+#define FAN_TIMED (4u << 20)
 
 /* What the subscriber process reports to the appending one. */
 typedef struct fan_result {
@@ -922,6 +1031,19 @@ static int fanout_subscribers(int in, int out)
     res.window_recvs = r1 - r0;
     if (write(out, &res, sizeof res) != (ssize_t)sizeof res)
         die("write");
+    /* Then subscriber 0's receipt times up to the target. */
+    uint64_t n = target >= g_base ? target - g_base + 1 : 0;
+    n = n < g_cap ? n : g_cap;
+    if (write(out, &n, sizeof n) != (ssize_t)sizeof n)
+        die("write");
+    for (uint64_t done = 0; done < n;) {
+        ssize_t w = write(out, (char *)g_recv + done * 8, (size_t)(n - done) * 8 > (1u << 20)
+                                                              ? (1u << 20)
+                                                              : (size_t)(n - done) * 8);
+        if (w <= 0 || w % 8)
+            die("write");
+        done += (uint64_t)w / 8;
+    }
     return 0;
 }
 
@@ -930,6 +1052,15 @@ static int run_fanout(void)
     int clients = opt.clients ? opt.clients : 64;
     g_on_event = fanout_event;
     g_cap = 0;
+    if (opt.subs > 0) {
+        g_base = store_head();
+        g_cap = FAN_TIMED;
+        g_sent = calloc(g_cap, sizeof *g_sent);
+        g_ack = calloc(g_cap, sizeof *g_ack);
+        g_recv = calloc(g_cap, sizeof *g_recv);
+        if (!g_sent || !g_ack || !g_recv)
+            die("calloc");
+    }
     int p2c[2] = {-1, -1}, c2p[2] = {-1, -1};
     pid_t child = -1;
     if (opt.subs > 0) {
@@ -960,13 +1091,15 @@ static int run_fanout(void)
     if (child > 0 && write(p2c[1], win, sizeof win) != (ssize_t)sizeof win)
         die("write");
     cpu_mark a = {0}, b;
-    double child_a = 0, child_b;
+    double child_a = 0, child_b, cu_a = 0, cu_b, th_a[3] = {0}, th_b[3];
     int a_taken = 0;
     for (;;) {
         uint64_t t = bench_now_ns();
         if (!a_taken && t >= g_win_start) {
             a = cpu_now();
             child_a = proc_cpu_s(child);
+            cu_a = proc_cpu_part_s(child, 1);
+            proc_thread_cpu_s(opt.server_pid, th_a);
             a_taken = 1;
         }
         if (t >= g_win_end)
@@ -978,6 +1111,8 @@ static int run_fanout(void)
     }
     b = cpu_now();
     child_b = proc_cpu_s(child);
+    cu_b = proc_cpu_part_s(child, 1);
+    proc_thread_cpu_s(opt.server_pid, th_b);
     /* Drain the appends; then every subscriber must reach the last one. */
     for (;;) {
         int busy = 0;
@@ -989,28 +1124,171 @@ static int run_fanout(void)
     }
     fan_result res = {0};
     if (child > 0) {
+        uint64_t n = 0;
         if (write(p2c[1], &g_max_pos, sizeof g_max_pos) != (ssize_t)sizeof g_max_pos ||
-            read(c2p[0], &res, sizeof res) != (ssize_t)sizeof res) {
+            read(c2p[0], &res, sizeof res) != (ssize_t)sizeof res ||
+            read(c2p[0], &n, sizeof n) != (ssize_t)sizeof n || n > g_cap) {
             fprintf(stderr, "bench_subs: the subscriber process failed\n");
             return 1;
         }
+        for (uint64_t got = 0; got < n * 8;) {
+            ssize_t r = read(c2p[0], (char *)g_recv + got, (size_t)(n * 8 - got));
+            if (r <= 0)
+                die("read receipt times");
+            got += (uint64_t)r;
+        }
         waitpid(child, NULL, 0);
     }
+    /* Delivery to subscriber 0 of the events appended in the window: from
+     * the append's send, and minus its acknowledgement (negative: the
+     * event arrived first). */
+    lats ev = {0}, beyond = {0};
+    for (uint64_t i = 0; i < g_cap; i++)
+        if (g_recv[i] && g_sent[i] >= g_win_start && g_sent[i] < g_win_end) {
+            lat_add(&ev, (int64_t)(g_recv[i] - g_sent[i]));
+            lat_add(&beyond, (int64_t)g_recv[i] - (int64_t)g_ack[i]);
+        }
+    qsort(ev.v, ev.n, sizeof *ev.v, cmp_i64);
+    qsort(beyond.v, beyond.n, sizeof *beyond.v, cmp_i64);
     qsort(g_lat_ack.v, g_lat_ack.n, sizeof *g_lat_ack.v, cmp_i64);
     char cpu[128];
     cpu_fmt(cpu, sizeof cpu, a, b);
     double s = (double)(b.t - a.t) / 1e9;
+    /* The same window's CPU per append, by who spends it (microseconds):
+     * the server's event loop, its writer and its other threads; the
+     * appending connections (this process); the subscribers' process,
+     * user (parsing) and system (recv, the copy out of the socket). And
+     * the subscribers' CPU per event received (nanoseconds). */
+    double ap = g_acked_req ? (double)g_acked_req * (b.t - a.t) / 1e9 / opt.duration : 0;
+    double sub_ev = (double)res.window_events * (b.t - a.t) / 1e9 / opt.duration;
+    double su = cu_b - cu_a, ss = (child_b - child_a) - su;
+    char cost[512] = "";
+    if (ap > 0)
+        snprintf(cost, sizeof cost,
+                 " server_us_per_append=%.2f loop_us_per_append=%.2f "
+                 "writer_us_per_append=%.2f other_us_per_append=%.2f client_us_per_append=%.2f "
+                 "sub_user_us_per_append=%.2f sub_sys_us_per_append=%.2f "
+                 "sub_user_ns_per_event=%.1f sub_sys_ns_per_event=%.1f",
+                 (b.server - a.server) * 1e6 / ap, (th_b[0] - th_a[0]) * 1e6 / ap,
+                 (th_b[1] - th_a[1]) * 1e6 / ap, (th_b[2] - th_a[2]) * 1e6 / ap,
+                 (b.self - a.self) * 1e6 / ap, su * 1e6 / ap, ss * 1e6 / ap,
+                 sub_ev > 0 ? su * 1e9 / sub_ev : 0, sub_ev > 0 ? ss * 1e9 / sub_ev : 0);
     printf("subs fanout subs=%d clients=%d batch=%d events_per_s=%.0f appends_per_s=%.0f "
            "ack_p50_ms=%.3f ack_p99_ms=%.3f sub_events_per_s=%.0f subs_complete=%d/%d "
            "out_of_order=%d errors=%llu %s subscriber_cpu=%.0f%% sub_bytes_per_append=%.0f "
-           "sub_recvs_per_append=%.2f\n",
+           "sub_recvs_per_append=%.2f event_p50_ms=%.3f event_p99_ms=%.3f "
+           "event_minus_ack_p50_ms=%.3f event_minus_ack_p99_ms=%.3f%s\n",
            opt.subs, clients, opt.batch ? opt.batch : 1, (double)g_acked_events / opt.duration,
            (double)g_acked_req / opt.duration, q_ms(&g_lat_ack, .5), q_ms(&g_lat_ack, .99),
            (double)res.window_events / opt.duration, res.complete, opt.subs, res.bad,
            (unsigned long long)g_errors, cpu, 100 * (child_b - child_a) / s,
            g_acked_req ? (double)res.window_bytes / (double)g_acked_req : 0,
-           g_acked_req ? (double)res.window_recvs / (double)g_acked_req : 0);
+           g_acked_req ? (double)res.window_recvs / (double)g_acked_req : 0, q_ms(&ev, .5),
+           q_ms(&ev, .99), q_ms(&beyond, .5), q_ms(&beyond, .99), cost);
     return res.bad || res.complete != opt.subs || g_errors;
+}
+
+/* ------------------------------------------------------------ parse-check */
+
+/* The subscribers' scanner against streams of known shape, fed in pieces
+ * of every size from 1 byte to the whole (so every message is cut at every
+ * byte somewhere): a clean stream must count every event with no error; a
+ * gap, a duplicate or a swap must each be caught. Exit 0 when all hold. */
+static void check_noop(conn *c, uint64_t id)
+{
+    (void)c;
+    (void)id;
+}
+
+/* A chunked SSE body: caught-up (with id `first - 1`, or none when
+ * first == 0), then events with ids ids[0..n), a comment and a
+ * checkpoint in between, a multi-line data event, chunks of `per` events. */
+static size_t check_stream(char *out, size_t cap, uint64_t first, const uint64_t *ids, size_t n,
+                           size_t per)
+{
+    char body[1 << 16];
+    size_t len = 0, o = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i == 0) {
+            if (first)
+                len += (size_t)snprintf(body + len, sizeof body - len,
+                                        "event: caught-up\nid: %llu\ndata: {\"position\":%llu}\n\n",
+                                        (unsigned long long)first - 1,
+                                        (unsigned long long)first - 1);
+            else
+                len += (size_t)snprintf(body + len, sizeof body - len,
+                                        "event: caught-up\ndata: {\"position\":null}\n\n");
+        } else {
+            uint64_t v = ids[i - 1];
+            if (i % 7 == 3)
+                len += (size_t)snprintf(body + len, sizeof body - len, ": keep-alive\n\n");
+            if (i % 5 == 4)
+                len += (size_t)snprintf(body + len, sizeof body - len,
+                                        "id: %llu\ndata: {\"a\":1,\ndata: \"b\":2}\n\n",
+                                        (unsigned long long)v);
+            else
+                len += (size_t)snprintf(body + len, sizeof body - len,
+                                        "id: %llu\ndata: {\"id\":\"x\",\"stream\":\"s-1\","
+                                        "\"data\":{\"note\":\"id: 9\\n\"}}\n\n",
+                                        (unsigned long long)v);
+        }
+        if (i % per == 0 || i == n) {
+            o += (size_t)snprintf(out + o, cap - o, "%zx\r\n", len);
+            memcpy(out + o, body, len);
+            o += len;
+            memcpy(out + o, "\r\n", 2);
+            o += 2;
+            len = 0;
+        }
+    }
+    return o;
+}
+
+static int run_parse_check(void)
+{
+    static char wire[1 << 20];
+    uint64_t ids[200];
+    int fails = 0;
+    g_on_event = check_noop;
+    /* kind 0: clean; 1: a gap; 2: a duplicate; 3: two swapped; 4: clean
+     * from an empty store (the first event must be 0); 5: that, but the
+     * first event is 1. */
+    for (int kind = 0; kind < 6; kind++) {
+        uint64_t first = kind >= 4 ? 0 : 1000;
+        size_t n = 150;
+        for (size_t i = 0; i < n; i++)
+            ids[i] = first + i + (kind == 5);
+        if (kind == 1)
+            for (size_t i = 77; i < n; i++)
+                ids[i]++;
+        if (kind == 2)
+            ids[77] = ids[76];
+        if (kind == 3) {
+            uint64_t t = ids[77];
+            ids[77] = ids[78];
+            ids[78] = t;
+        }
+        size_t len = check_stream(wire, sizeof wire, first, ids, n, 1 + (size_t)kind * 9);
+        for (size_t piece = 1; piece <= len; piece += piece < 64 ? 1 : piece / 4) {
+            conn c;
+            memset(&c, 0, sizeof c);
+            for (size_t at = 0; at < len; at += piece)
+                body_feed(&c, wire + at, len - at < piece ? len - at : piece);
+            int clean = kind == 0 || kind == 4;
+            if (c.events != n || !c.caught_up || (clean ? c.bad_order != 0 : c.bad_order == 0) ||
+                c.next_id != ids[n - 1] + 1) {
+                fprintf(stderr,
+                        "parse-check: kind %d in pieces of %zu: events=%llu bad_order=%d "
+                        "next=%llu\n",
+                        kind, piece, (unsigned long long)c.events, c.bad_order,
+                        (unsigned long long)c.next_id);
+                fails++;
+                break;
+            }
+        }
+    }
+    printf("subs parse-check %s\n", fails ? "FAILED" : "ok");
+    return fails != 0;
 }
 
 /* ------------------------------------------------------------ main */
@@ -1027,6 +1305,8 @@ int main(int argc, char **argv)
         opt.mode = M_LATENCY;
     else if (!strcmp(argv[1], "fanout"))
         opt.mode = M_FANOUT;
+    else if (!strcmp(argv[1], "parse-check"))
+        return run_parse_check();
     else
         usage();
     static const struct option lo[] = {

@@ -27,6 +27,10 @@
 #   CALLGRIND=0 ...                     no instruction counts
 #   QUICK=1 ...                         1 round, small runs, not saved
 #   BENCH_DIR=/mnt/disk ...             where the stores go ($TMPDIR or /tmp)
+#   VARIANTS="a=K=V,K2=V2 b=K=V" ...    the new binary again per variant, with
+#                                       those environment settings (e.g. the
+#                                       wake tree's STELE_WAKE_*: docs/benchmarks.md,
+#                                       "Wake tree"); named new-a, new-b
 set -euo pipefail
 
 BUILD=${1:-build}
@@ -63,10 +67,13 @@ fi
 # run WHICH NAME ARGS...: one append run in a fresh store; the new binary
 # also measures the ceiling.
 run() {
-    local which=$1 name=$2 bin extra=()
+    local which=$1 name=$2 bin extra=() envs=()
     shift 2
     if [ "$which" = new ]; then
         bin=$NEW extra=(--ceiling-syncs "$SYNCS")
+    elif [ "${which#new-}" != "$which" ]; then
+        bin=$NEW extra=(--ceiling-syncs "$SYNCS")
+        IFS=, read -r -a envs <<<"$(variant_env "${which#new-}")"
     else
         bin=$OLD
     fi
@@ -74,7 +81,7 @@ run() {
     rm -rf "$WORK/store"
     # An older bench_engine prints no cpu_us_per_event: derived from its
     # cpu_pct (whole percent) and secs.
-    "$bin" append --dir "$WORK/store" "$@" --ids server --name "${which}_$name" "${extra[@]}" |
+    env "${envs[@]}" "$bin" append --dir "$WORK/store" "$@" --ids server --name "${which}_$name" "${extra[@]}" |
         awk '!/ cpu_us_per_event=/ {
                  for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
                  if (f["events"] > 0)
@@ -82,6 +89,16 @@ run() {
              } { print }' | tee -a "$OUT" | tee -a "$WORK/lines"
     rm -rf "$WORK/store"
 }
+
+# variant_env NAME: the comma-separated settings of VARIANTS' NAME.
+variant_env() {
+    local v
+    for v in ${VARIANTS:-}; do
+        [ "${v%%=*}" = "$1" ] && { echo "${v#*=}"; return; }
+    done
+}
+NEWS="new"
+for v in ${VARIANTS:-}; do NEWS="$NEWS new-${v%%=*}"; done
 
 # callgrind_ir WHICH EVENTS ARGS...: "total sha256" instructions of one run.
 callgrind_ir() {
@@ -106,8 +123,8 @@ say "# new: $NEW"
 load
 for r in $(seq "$ROUNDS"); do
     say "## round $r"
-    order="old new"
-    [ $((r % 2)) = 0 ] && order="new old"
+    order="old $NEWS"
+    [ $((r % 2)) = 0 ] && order="$NEWS old"
     for which in $order; do
         run "$which" 64x1 --threads 64 --batch 1 --events "$N64"
         run "$which" 1x1000 --threads 1 --batch 1000 --events "$N1000"
@@ -117,15 +134,18 @@ done
 
 say "## medians over $ROUNDS rounds"
 for wl in 64x1 1x1000; do
-    for which in old new; do
+    for which in old $NEWS; do
         grep "^${which}_$wl " "$WORK/lines" >"$WORK/sel" || true
         n=$(wc -l <"$WORK/sel")
         [ "$n" -gt 0 ] || continue
         m=$(median events_per_s "$n" "$WORK/sel")
         say "median ${which}_$wl events_per_s=$(echo "$m" | field events_per_s) cpu_us_per_event=$(
-            median cpu_us_per_event "$n" "$WORK/sel" | field cpu_us_per_event) $(
+            median cpu_us_per_event "$n" "$WORK/sel" | field cpu_us_per_event) writer_cpu_us_per_event=$(
+            median writer_cpu_us_per_event "$n" "$WORK/sel" | field writer_cpu_us_per_event) caller_cpu_us_per_event=$(
+            median caller_cpu_us_per_event "$n" "$WORK/sel" | field caller_cpu_us_per_event) appends_per_group=$(
+            median appends_per_group "$n" "$WORK/sel" | field appends_per_group) $(
             echo "$m" | tr ' ' '\n' | grep '^rounds_')$(
-            [ "$which" = new ] && echo " ceiling_events_per_s=$(echo "$m" | field ceiling_events_per_s) disk_sync_us=$(echo "$m" | field disk_sync_us)")"
+            [ "$which" != old ] && echo " ceiling_events_per_s=$(echo "$m" | field ceiling_events_per_s) disk_sync_us=$(echo "$m" | field disk_sync_us)")"
     done
 done
 

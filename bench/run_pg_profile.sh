@@ -61,9 +61,12 @@ trap 'stele_pg_stop; bench_cleanup' EXIT
 
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v k="$2" '$1 == k {v = $2} END {print v}'; }
 
-# wal: the cluster's WAL flushes (fsyncs) and the ms they took, since
-# the last pg_stat_reset_shared('wal').
-wal() { "${PSQL[@]}" -d postgres -At -F ' ' -c "SELECT wal_sync, round(wal_sync_time::numeric, 1) FROM pg_stat_wal"; }
+# wal: the cluster's WAL flushes (fsyncs), the ms they took, the WAL
+# records and bytes written, since the last pg_stat_reset_shared('wal').
+# Records and bytes per event do not depend on the machine's load: they
+# count what PostgreSQL wrote for each append (index entries, row locks,
+# row versions).
+wal() { "${PSQL[@]}" -d postgres -At -F ' ' -c "SELECT wal_sync, round(wal_sync_time::numeric, 1), wal_records, wal_bytes FROM pg_stat_wal"; }
 per() { awk -v a="$1" -v b="$2" -v k="${3:-1}" 'BEGIN {if (b > 0) printf "%.2f", k * a / b; else print "n/a"}'; }
 
 n=0
@@ -71,7 +74,7 @@ for round in $(seq 1 "$ROUNDS"); do
     load
     "${PSQL[@]}" -d postgres -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
     line=$(pg_seed_bench "$WORK/seed1.sql" 256 1)
-    read -r fs fsms < <(wal)
+    read -r fs fsms wrec wbytes < <(wal)
     ev=$(echo "$line" | field events_per_s)
     say "round=$round pgbench workload=256x1 target=seed-schema $line" \
         "pg_cpu_ms_per_1k_events=$(per "$(echo "$line" | field pg_cpu_s)" "$((ev * SECS))" 1000000)" \
@@ -132,7 +135,7 @@ for round in $(seq 1 "$ROUNDS"); do
                     tee -a "$OUT" || true
                 [ -z "${PERF_KEEP:-}" ] || cp "$WORK/perf.data" "$PERF_KEEP"
             fi
-            read -r fs fsms < <(wal)
+            read -r fs fsms wrec wbytes < <(wal)
             groups=$(($(metric "$port" stele_store_group_commits) - base_groups))
             appends=$(($(metric "$port" stele_appends_total) - base_appends))
             # CPU and WAL over the whole run (warm-up included), so per
@@ -141,7 +144,8 @@ for round in $(seq 1 "$ROUNDS"); do
                 "appends_per_group=$(per "$appends" "$groups")" \
                 "pg_cpu_ms_per_1k_events=$(per "$(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}')" "$appends" 1000000)" \
                 "server_cpu_ms_per_1k_events=$(per "$(awk -v a="$s0" -v b="$s1" 'BEGIN {print b - a}')" "$appends" 1000000)" \
-                "wal_syncs_per_group=$(per "$fs" "$groups") wal_sync_ms_per_group=$(per "$fsms" "$groups")"
+                "wal_syncs_per_group=$(per "$fs" "$groups") wal_sync_ms_per_group=$(per "$fsms" "$groups")" \
+                "wal_records_per_event=$(per "$wrec" "$appends") wal_bytes_per_event=$(per "$wbytes" "$appends")"
             # Statements of this database, heaviest first: calls per group
             # commit, total and mean time inside PostgreSQL.
             "${PSQL[@]}" -d "prof$n" -At -F ' ' -v g="${groups:-0}" >>"$WORK/stmts" <<'SQL'

@@ -45,6 +45,7 @@ TESTS="
   test_record
   test_record_compat
   test_overlap
+  test_wake
 "
 for t in $TESTS; do
   bin="$BUILD/tests/$t"

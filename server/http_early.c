@@ -21,21 +21,37 @@
  * same head fields, the same body renderer).
  *
  * When. Only when, at submit time on the loop thread: the connection is
- * plain TCP, HTTP/1.1, with nothing unsent in `out` (no earlier response
- * may follow this one), and the append succeeds (errors take the loop's
- * path, with their logging and metrics). Over TLS the writer only renders
- * the answer and the loop encrypts and sends it (an OpenSSL session is
- * the loop thread's alone: its objects are not shared between threads),
- * which still takes the rendering off the loop. While the append
- * is in flight the connection is CS_BUSY: the loop writes nothing to it
- * and parses no further request (pipelined bytes wait in `in`), so the
- * writer's bytes are the only ones on the socket and the order of
- * responses holds.
+ * HTTP/1.1, with nothing unsent in `out` (no earlier response may follow
+ * this one), and the append succeeds (errors take the loop's path, with
+ * their logging and metrics). While the append is in flight the
+ * connection is CS_BUSY: the loop writes nothing to it and parses no
+ * further request (pipelined bytes wait in `in`), so the writer's bytes
+ * are the only ones on the socket and the order of responses holds.
+ *
+ * Over TLS (branch tls21c). An SSL object must not be used by two threads
+ * at once, so it is lent: at submit (tls_early_lend: an established
+ * session, no retry pending) the writer gets the SSL pointer, and until
+ * the completion is back the loop does not touch the object at all. It
+ * does not read (conn_read notes tls_read_deferred and returns; input
+ * still asks for a wake-up, as below), flush (nothing is queued), free
+ * the record buffers (tls_conn_tick) nor shut or free the session
+ * (conn_close leaves it to conn_free, after the completion). The writer
+ * encrypts and sends the answer with SSL_write; a full socket
+ * (WANT_WRITE) or a session wanting to read hands the rest back through
+ * `out`, which conn_flush retries with the same bytes (OpenSSL's
+ * moving-buffer mode), and a failed session closes the connection. Once
+ * back, the loop reads what may have arrived meanwhile (conn_read_resume):
+ * lending notes whether the socket was known drained with nothing
+ * buffered in OpenSSL, and any epoll input during the flight sets the
+ * flag too. The mutexes of the engine's queue and of the completion list
+ * order the two threads' uses of the object. Measured:
+ * docs/benchmarks.md "TLS 256x1: the writer encrypts its answers".
  *
  * Invariants.
  *   - The writer touches no field of the conn: what it needs (the
- *     descriptor, the head fields) is copied into the early_ctx at submit,
- *     and the kernel serialises send() against the loop's recv().
+ *     descriptor or the lent SSL object, the head fields) is copied into
+ *     the early_ctx at submit, and the kernel serialises send() against
+ *     the loop's recv() (over TLS the loop does not read meanwhile).
  *   - The descriptor outlives the send: while c->early_inflight, conn_close
  *     keeps it open (c->held_fd) and conn_free closes it, once the
  *     completion arrived. A number cannot be reused by a new connection
@@ -73,7 +89,9 @@
 /* What the writer thread sent, and what is left for the loop. */
 typedef struct early_reply {
     size_t len, off;
-    int sent; /* the writer sent it (else it only rendered it: TLS) */
+    int sent; /* the writer sent it (else it only rendered it) */
+    int tls;  /* through a lent SSL object: how it went (TLS_EARLY_*) */
+    int tls_status;
     char p[];
 } early_reply;
 
@@ -109,6 +127,7 @@ int http_append_body(buf *b, const stele_append_result *res, const uint8_t (*ids
 void early_prepare(conn *c, early_ctx *e)
 {
     e->fd = -1;
+    e->ssl = NULL;
     e->render = 0;
     e->quiet = 0;
     memset(&e->fields, 0, sizeof e->fields);
@@ -121,10 +140,20 @@ void early_prepare(conn *c, early_ctx *e)
         return;
     }
     e->render = 1;
-    /* Over TLS the writer renders the answer and the loop encrypts and
-     * sends it (an SSL object is the loop's alone). */
-    if (!conn_is_plain(c) || conn_unsent(c) != 0)
+    if (conn_unsent(c) != 0)
         return;
+    if (!conn_is_plain(c)) {
+        /* TLS: the SSL object is lent to the writer, which encrypts and
+         * sends the answer; the loop does not touch it until the
+         * completion (conn_read, conn_flush, the tick and conn_close wait).
+         * Else (a handshake or a retry pending) the loop sends it. */
+        if (!tls_early_lend(c))
+            return;
+        e->ssl = c->ssl;
+        e->quiet = c->keep_alive && c->in_off == c->in.len && !c->tls_read_deferred;
+        c->early_inflight = 1;
+        return;
+    }
     e->fd = c->fd;
     /* Its completion may skip waking the loop when the answer leaves
      * whole, unless the connection closes after it or already holds
@@ -172,7 +201,11 @@ int early_send(early_ctx *e, completion *cp, const uint8_t (*ids)[16], const uin
     buf_free(&body);
     r->len = len;
     r->off = 0;
-    r->sent = e->fd >= 0;
+    r->sent = e->fd >= 0 || e->ssl;
+    r->tls = e->ssl != NULL;
+    r->tls_status = TLS_EARLY_SENT;
+    if (e->ssl)
+        r->tls_status = tls_early_write(e->ssl, r->p, r->len, &r->off);
     while (e->fd >= 0 && r->off < r->len) {
         ssize_t n = send(e->fd, r->p + r->off, r->len - r->off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0)
@@ -194,6 +227,16 @@ void early_done(conn *c, completion *cp)
     c->early_inflight = 0;
     c->srv->m.appends++;
     c->srv->m.early_replies += r->sent;
+    if (r->tls) { /* the SSL object is the loop's again */
+        c->tls_bufs_freed = 0;
+        if (r->tls_status == TLS_EARLY_FAILED) {
+            c->tls_failed = 1; /* no close_notify on a broken session */
+            conn_close(c);
+            return;
+        }
+        if (r->tls_status == TLS_EARLY_WANT_READ)
+            c->tls_write_wants_read = 1;
+    }
     if (r->off < r->len && buf_append(&c->out, r->p + r->off, r->len - r->off)) {
         /* The rest of an answer that cannot be queued: the client would
          * see half a response; end the connection instead. */
@@ -203,4 +246,7 @@ void early_done(conn *c, completion *cp)
     c->state = CS_READING;
     server_log(c->srv, 2, "msg=request method=POST path=/streams rc=0 early=1");
     http_append_finish(c);
+    /* TLS: what arrived while the writer held the SSL object. */
+    if (r->tls)
+        conn_read_resume(c);
 }

@@ -158,6 +158,7 @@ void server_config_init(server_config *cfg)
 
 static void conn_free(conn *c)
 {
+    tls_conn_free(c); /* an SSL object conn_close left to an answer in flight */
     if (c->fd_held)
         close(c->held_fd);
     if (c->h2)
@@ -224,6 +225,10 @@ static void conn_process(conn *c);
 /* Write what `out` holds; keeps EPOLLOUT armed only while output is stuck. */
 void conn_flush(conn *c)
 {
+    /* TLS: the writer thread holds the SSL object until the answer's
+     * completion (http_early.c); `out` is empty meanwhile. */
+    if (c->ssl && c->early_inflight)
+        return;
     while (c->fd >= 0 && c->out_off < c->out.len) {
         ssize_t n = conn_send(c, c->out.p + c->out_off, c->out.len - c->out_off);
         if (n > 0) {
@@ -315,6 +320,13 @@ static void conn_read(conn *c)
 {
     if (c->tls_state == 0 && tls_conn_start(c) <= 0)
         return; /* waiting for the first byte, or refused and closed */
+    /* TLS with the SSL object lent to the writer (an append's answer in
+     * flight, http_early.c): read when it is back (conn_read_resume). */
+    if (c->ssl && c->early_inflight) {
+        c->tls_read_deferred = 1;
+        return;
+    }
+    c->tls_read_deferred = 0; /* this read goes on until the socket is drained */
     for (;;) {
         if (c->in_off == c->in.len)
             c->in.len = c->in_off = 0;
@@ -353,6 +365,10 @@ static void conn_read(conn *c)
                 conn_process(c); /* enforce limits as bytes arrive */
                 if (c->fd < 0)
                     return;
+                /* The request went to the writer with the SSL object
+                 * (tls_early_lend noted whether to read again). */
+                if (c->ssl && c->early_inflight)
+                    return;
             }
             /* A short read drained the socket: bytes that arrive later
              * raise a new edge, so the recv that would only say EAGAIN is
@@ -379,6 +395,14 @@ static void conn_read(conn *c)
     }
     if (c->state == CS_READING)
         conn_process(c);
+}
+
+void conn_read_resume(conn *c)
+{
+    if (c->fd < 0 || !c->tls_read_deferred || (c->ssl && c->early_inflight))
+        return;
+    c->tls_read_deferred = 0;
+    conn_read(c);
 }
 
 /*

@@ -160,6 +160,7 @@ typedef struct conn {
     int tls_write_wants_read; /* SSL_write needs the socket readable */
     int tls_drained;          /* the last socket read under SSL_read was short */
     int tls_bufs_freed;       /* idle: the record buffers were given back */
+    int tls_read_deferred;    /* the writer holds the SSL object: read once it is back */
     auth_who who;             /* the current request's principal (auth.c) */
     char vis_stream[256];     /* access_visible's last answer: stream, */
     int vis_ok;               /* ... and whether it was readable */
@@ -279,6 +280,9 @@ void pager_observe(pager *p, const stele_page *pg);
 #define CONN_OUT_HIGH_WATER (256u << 10)
 size_t conn_unsent(const conn *c);
 void conn_flush(conn *c);
+/* TLS: the read put off while the writer held the connection's SSL object
+ * (http_early.c), done once it is back. */
+void conn_read_resume(conn *c);
 void conn_close(conn *c);
 /* Continue after a response was queued: back to READING (or CLOSING). */
 void conn_request_done(conn *c);
@@ -312,7 +316,20 @@ void tls_conn_tick(conn *c, int64_t now);
 int conn_is_plain(const conn *c);
 ssize_t conn_send(conn *c, const void *p, size_t len);
 void tls_conn_close(conn *c);
+/* conn_free: the SSL object that conn_close left to an answer in flight. */
+void tls_conn_free(conn *c);
 void tls_metrics(server *s, buf *out);
+/* Loop thread, before submitting an append whose answer the writer would
+ * encrypt and send (http_early.c): 1 if the SSL object may be lent to the
+ * writer (an established session with no retry pending); then notes in
+ * c->tls_read_deferred whether bytes may be left to read once it is back. */
+int tls_early_lend(conn *c);
+/* Writer thread: SSL_write the answer's `len` bytes on a lent SSL object,
+ * advancing *off; returns TLS_EARLY_SENT (all of it), TLS_EARLY_WANT_WRITE
+ * or TLS_EARLY_WANT_READ (the loop retries the rest from `out`), or
+ * TLS_EARLY_FAILED (the session is unusable: close). */
+enum { TLS_EARLY_SENT = 0, TLS_EARLY_WANT_WRITE, TLS_EARLY_WANT_READ, TLS_EARLY_FAILED };
+int tls_early_write(struct ssl_st *ssl, const char *p, size_t len, size_t *off);
 
 /* h2.c: HTTP/2 connections (gRPC). h2_detect looks at the first bytes of a
  * connection: 1 = the HTTP/2 preface (the session is set up), 0 = HTTP/1.1,
@@ -366,6 +383,7 @@ int http_head_fields(conn *c, buf *b, const char *content_type);
 /* http_early.c: appends answered from the store's writer thread. */
 typedef struct early_ctx {
     int fd;      /* the writer sends on it; -1: the loop sends */
+    struct ssl_st *ssl; /* TLS: the writer encrypts and sends through it */
     int render;  /* the writer renders the answer (plain and TLS) */
     int quiet;   /* sent whole, its completion need not wake the loop */
     buf fields;  /* the head's fields, rendered at submit */
@@ -647,6 +665,9 @@ void sse_shared(conn *c, const void *p, size_t len);
 
 /* Pump this connection again soon even without a commit (if it waits). */
 void sse_wake(conn *c);
+/* now_ms() for a feed's pump: the clock read once when the pump started
+ * (now_ms() itself outside a pump). */
+int64_t sse_now_ms(const conn *c);
 
 /* The next position of $all as of the latest commit the hub saw. */
 uint64_t sse_head(const server *s);

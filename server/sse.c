@@ -99,6 +99,7 @@ typedef struct sse_hub {
     uint64_t due_ns;   /* a commit is held until then (0: none held) */
     uint64_t round_spent_ns; /* time in pumps of feeds woken by a round, since the last one */
     uint64_t round_cost_ns;  /* that, smoothed over the last rounds */
+    uint64_t now_ns; /* the clock when the running pump started (0: none runs) */
 } sse_hub;
 
 /* ------------------------------------------------------------ queues */
@@ -143,6 +144,35 @@ static size_t unsent(const conn *c)
 
 /* ------------------------------------------------------------ output */
 
+/* The time in milliseconds (now_ms's clock): during a pump, the clock
+ * sse_run read when it started, so a pump and its sends read it once. */
+static int64_t hub_now_ms(const sse_hub *h)
+{
+    return h->now_ns ? (int64_t)(h->now_ns / 1000000u) : now_ms();
+}
+
+int64_t sse_now_ms(const conn *c)
+{
+    return hub_now_ms(c->srv->sse);
+}
+
+/* "<len in hex>\r\n", the head of a chunk, into h (at least 20 bytes): its
+ * length. (snprintf cost about 700 instructions per chunk here.) */
+static int chunk_head(char *h, size_t len)
+{
+    char tmp[16];
+    int n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[len & 15u];
+        len >>= 4;
+    } while (len);
+    for (int i = 0; i < n; i++)
+        h[i] = tmp[n - 1 - i];
+    h[n] = '\r';
+    h[n + 1] = '\n';
+    return n + 2;
+}
+
 /* Keep `out` from growing while a slow client drains it from the front. */
 static void out_compact(conn *c)
 {
@@ -163,7 +193,7 @@ static void out_compact(conn *c)
 static void chunk_out(conn *c, const void *p, size_t len)
 {
     char h[24];
-    int hl = snprintf(h, sizeof h, "%zx\r\n", len);
+    int hl = chunk_head(h, len);
     if (unsent(c) == 0 && conn_is_plain(c)) {
         struct iovec iov[3] = {{h, (size_t)hl}, {(void *)p, len}, {(void *)"\r\n", 2}};
         struct msghdr m = {.msg_iov = iov, .msg_iovlen = 3};
@@ -202,7 +232,7 @@ static void stage_flush(sse_hub *h, conn *c)
     if (c->fd >= 0) {
         chunk_out(c, h->stage.p, h->stage.len);
         if (c->sse)
-            c->sse->last_write_ms = now_ms();
+            c->sse->last_write_ms = hub_now_ms(h);
     }
     h->stage.len = 0;
     if (h->stage.cap > (1u << 20))
@@ -278,7 +308,7 @@ void sse_shared(conn *c, const void *p, size_t len)
     }
     chunk_out(c, p, len);
     if (c->sse)
-        c->sse->last_write_ms = now_ms();
+        c->sse->last_write_ms = hub_now_ms(h);
 }
 
 buf *sse_stage(conn *c)
@@ -390,12 +420,14 @@ static void settle(sse_hub *h, conn *c, int r)
         q_push(h, sc, Q_READY);
 }
 
+/* One clock read per pump: the time a pump ends is the next one's start,
+ * for the turn's budget, the rounds' cost and the pump's own clock
+ * (sse_now_ms: keep-alive and checkpoint times). */
 int sse_run(server *s)
 {
     sse_hub *h = s->sse;
-    uint64_t until = time_mono_ns() + SSE_TURN_NS;
-    for (unsigned k = 0; k < SSE_TURN_PUMPS && h->q[Q_READY].head && time_mono_ns() < until;
-         k++) {
+    uint64_t t = time_mono_ns(), until = t + SSE_TURN_NS;
+    for (unsigned k = 0; k < SSE_TURN_PUMPS && h->q[Q_READY].head && t < until; k++) {
         sse_conn *sc = h->q[Q_READY].head;
         conn *c = sc->c;
         q_remove(h, sc);
@@ -403,14 +435,18 @@ int sse_run(server *s)
             q_push(h, sc, Q_BLOCKED);
             continue;
         }
-        uint64_t t0 = sc->in_round ? time_mono_ns() : 0;
+        int in_round = sc->in_round;
+        h->now_ns = t;
         h->pumping = c;
         int r = sc->src->pump(c, sc->ctx, SSE_PUMP_EVENTS);
         h->pumping = NULL;
         stage_flush(h, c);
+        h->now_ns = 0;
         settle(h, c, r); /* may free sc */
-        if (t0)
-            h->round_spent_ns += time_mono_ns() - t0;
+        uint64_t end = time_mono_ns();
+        if (in_round)
+            h->round_spent_ns += end - t;
+        t = end;
     }
     return h->q[Q_READY].head != NULL;
 }

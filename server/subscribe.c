@@ -436,7 +436,7 @@ static int sub_pump(conn *c, void *ctx, size_t max_events)
         if (rc)
             return feed_error(c, rc);
     }
-    int64_t now = now_ms();
+    int64_t now = sse_now_ms(c);
     if (n) {
         s->m.sse_events += n;
         u->ckpt_base = u->id;

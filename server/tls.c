@@ -34,8 +34,8 @@
  * clients cost little more than plain ones. (SSL_MODE_RELEASE_BUFFERS
  * would free and reallocate both around every request.) Reads run with
  * read-ahead (one recv per batch of records, not two per record). The read
- * loop stops once a socket read under SSL_read came back short (seen by a
- * callback on the socket BIO: the socket is drained, a later byte raises
+ * loop stops once a socket read under SSL_read came back short (seen by
+ * our socket BIO, tls_sock_read: the socket is drained, a later byte raises
  * a new edge) and OpenSSL holds no bytes (SSL_has_pending), else at
  * WANT_READ; bytes OpenSSL buffered are read when a paused connection
  * resumes (conn_flush calls conn_read), never left waiting for an epoll
@@ -49,6 +49,14 @@
  * in clear). Client certificates: with --tls-client-ca the
  * server asks for one and refuses a handshake without a certificate
  * signed by that CA.
+ *
+ * Answers from the writer thread (http_early.c): an HTTP/1.1 append's
+ * answer is encrypted and sent by the store's writer thread through the
+ * connection's SSL object, lent to it from submit to completion
+ * (tls_early_lend, tls_early_write); meanwhile the loop leaves the object
+ * alone (conn_read, conn_flush, tls_conn_tick and tls_conn_close wait), so
+ * one thread uses it at a time. The writer's OpenSSL error queue is its
+ * own (OpenSSL keeps one per thread).
  *
  * Reload: SIGHUP builds a new SSL_CTX from the same files. If that fails
  * (a missing file, a key that does not match) the error is logged and the
@@ -77,6 +85,10 @@ typedef struct tls_server {
 } tls_server;
 
 enum { TLS_UNDECIDED = 0, TLS_PLAIN, TLS_ON };
+
+/* Our socket BIO (see tls_sock_read), one method for the process. */
+static BIO_METHOD *tls_sock_method;
+static int tls_sock_method_init(void);
 
 /* The newest OpenSSL error as text (and clear the queue). */
 static void tls_errtext(char *out, size_t cap)
@@ -231,8 +243,10 @@ int tls_init(server *s)
         return -1;
     }
     tls_server *t = calloc(1, sizeof *t);
-    if (!t)
+    if (!t || tls_sock_method_init() != 0) {
+        free(t);
         return -1;
+    }
     char err[512];
     t->ctx = tls_ctx_new(cfg, err, sizeof err);
     if (!t->ctx) {
@@ -252,6 +266,9 @@ void tls_free(server *s)
     SSL_CTX_free(s->tls->ctx);
     free(s->tls);
     s->tls = NULL;
+    /* Every connection (and its BIOs) is gone by now. */
+    BIO_meth_free(tls_sock_method);
+    tls_sock_method = NULL;
 }
 
 int tls_enabled(const server *s) { return s->tls != NULL; }
@@ -297,25 +314,131 @@ static void tls_refuse_cleartext(conn *c)
 }
 
 /*
- * Watches the socket reads OpenSSL makes for a connection: a read that got
- * fewer bytes than it asked for drained the socket (as a short recv() does
- * on a plain connection), so once the library holds no buffered bytes
- * either, conn_read may stop without the SSL_read that would only answer
- * WANT_READ (one read() system call and a trip through the record layer
- * per request saved). With read-ahead, OpenSSL asks for all the room left
- * in its record buffer, so "short" means what it means for recv().
+ * The socket under OpenSSL: a BIO method of our own instead of OpenSSL's
+ * socket BIO, doing exactly what the record layer needs and no more. Per
+ * record, libssl asks its BIOs a dozen questions through BIO_ctrl (kernel
+ * TLS? pending bytes? flush?); the socket BIO answers them through its
+ * generic control function, and the read side went through a callback
+ * (before and after each read) to learn whether the socket was drained.
+ * Here the control function answers the few questions asked, and the read
+ * itself notes a short read: a read that got fewer bytes than it asked
+ * for drained the socket (as a short recv() does on a plain connection),
+ * so once the library holds no buffered bytes either, conn_read may stop
+ * without the SSL_read that would only answer WANT_READ (one read() system
+ * call and a trip through the record layer per request saved). With
+ * read-ahead, OpenSSL asks for all the room left in its record buffer, so
+ * "short" means what it means for recv().
+ *
+ * Each BIO holds its own copy of the descriptor (the writer thread writes
+ * through it while the loop may close the connection: http_early.c keeps
+ * the number open until then) and, for the reading one, where to note a
+ * drained socket (the connection's tls_drained, the loop's alone: the
+ * writer never reads). The descriptor is closed by conn_close, not here.
  */
-static long tls_bio_cb(BIO *b, int oper, const char *argp, size_t len, int argi, long argl,
-                       int ret, size_t *processed)
+typedef struct tls_sock {
+    int fd;
+    int eof;      /* a read returned 0: BIO_eof, as the socket BIO says it */
+    int *drained; /* the reading BIO: set on a short read */
+} tls_sock;
+
+static int tls_sock_write(BIO *b, const char *p, size_t len, size_t *done)
 {
-    (void)argp;
-    (void)argi;
-    (void)argl;
-    if (oper == (BIO_CB_READ | BIO_CB_RETURN)) {
-        conn *c = (conn *)BIO_get_callback_arg(b);
-        c->tls_drained = ret > 0 && processed && *processed < len;
+    tls_sock *t = BIO_get_data(b);
+    ssize_t n;
+    do
+        n = send(t->fd, p, len, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    BIO_clear_retry_flags(b);
+    if (n >= 0) {
+        *done = (size_t)n;
+        return 1;
     }
-    return ret;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        BIO_set_retry_write(b);
+    *done = 0;
+    return 0;
+}
+
+static int tls_sock_read(BIO *b, char *p, size_t len, size_t *done)
+{
+    tls_sock *t = BIO_get_data(b);
+    ssize_t n;
+    do
+        n = recv(t->fd, p, len, 0);
+    while (n < 0 && errno == EINTR);
+    BIO_clear_retry_flags(b);
+    if (t->drained)
+        *t->drained = n > 0 && (size_t)n < len;
+    if (n > 0) {
+        *done = (size_t)n;
+        return 1;
+    }
+    if (n == 0)
+        t->eof = 1; /* libssl then reports an unexpected EOF (no close_notify) */
+    else if (errno == EAGAIN || errno == EWOULDBLOCK)
+        BIO_set_retry_read(b);
+    *done = 0;
+    return 0; /* 0 bytes: end of stream (SSL_ERROR_SYSCALL or ZERO_RETURN) */
+}
+
+static long tls_sock_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    switch (cmd) {
+    case BIO_CTRL_FLUSH: /* every write goes straight to the socket */
+        return 1;
+    case BIO_CTRL_EOF:
+        return ((tls_sock *)BIO_get_data(b))->eof;
+    case BIO_C_GET_FD: {
+        tls_sock *t = BIO_get_data(b);
+        if (ptr)
+            *(int *)ptr = t->fd;
+        return t->fd;
+    }
+    default: /* no kernel TLS, nothing pending, no close flag to change */
+        return 0;
+    }
+}
+
+static int tls_sock_destroy(BIO *b)
+{
+    free(BIO_get_data(b));
+    BIO_set_data(b, NULL);
+    BIO_set_init(b, 0);
+    return 1;
+}
+
+/* The method, made once (tls_init); -1 without memory. */
+static int tls_sock_method_init(void)
+{
+    if (tls_sock_method)
+        return 0;
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
+                                 "stele socket");
+    if (!m || !BIO_meth_set_write_ex(m, tls_sock_write) ||
+        !BIO_meth_set_read_ex(m, tls_sock_read) || !BIO_meth_set_ctrl(m, tls_sock_ctrl) ||
+        !BIO_meth_set_destroy(m, tls_sock_destroy)) {
+        BIO_meth_free(m);
+        return -1;
+    }
+    tls_sock_method = m;
+    return 0;
+}
+
+static BIO *tls_sock_new(int fd, int *drained)
+{
+    tls_sock *t = malloc(sizeof *t);
+    BIO *b = t ? BIO_new(tls_sock_method) : NULL;
+    if (!b) {
+        free(t);
+        return NULL;
+    }
+    t->fd = fd;
+    t->eof = 0;
+    t->drained = drained;
+    BIO_set_data(b, t);
+    BIO_set_init(b, 1);
+    return b;
 }
 
 int tls_conn_start(conn *c)
@@ -346,12 +469,12 @@ int tls_conn_start(conn *c)
         tls_refuse_cleartext(c);
         return -1;
     }
-    /* Two socket BIOs on the one descriptor (closed by conn_close, not by
-     * them): the reading one carries tls_bio_cb, the writing one nothing,
-     * so the dozen BIO_ctrl calls of each SSL_write skip the callback. */
+    /* Two BIOs of our socket method on the one descriptor: the reading
+     * one notes a drained socket, the writing one is the writer thread's
+     * while it holds the SSL object (http_early.c). */
     SSL *ssl = SSL_new(s->tls->ctx);
-    BIO *rbio = BIO_new_socket(c->fd, BIO_NOCLOSE);
-    BIO *wbio = BIO_new_socket(c->fd, BIO_NOCLOSE);
+    BIO *rbio = tls_sock_new(c->fd, &c->tls_drained);
+    BIO *wbio = tls_sock_new(c->fd, NULL);
     if (!ssl || !rbio || !wbio) {
         SSL_free(ssl);
         BIO_free(rbio);
@@ -359,8 +482,6 @@ int tls_conn_start(conn *c)
         conn_close(c);
         return -1;
     }
-    BIO_set_callback_arg(rbio, (char *)c);
-    BIO_set_callback_ex(rbio, tls_bio_cb);
     SSL_set_bio(ssl, rbio, wbio); /* the SSL object owns both now */
     SSL_set_accept_state(ssl);
     c->ssl = ssl;
@@ -485,12 +606,49 @@ ssize_t conn_send(conn *c, const void *p, size_t len)
     return n;
 }
 
+int tls_early_lend(conn *c)
+{
+    if (!c->ssl || !c->tls_established || c->tls_failed || c->tls_read_wants_write ||
+        c->tls_write_wants_read)
+        return 0;
+    /* While the writer holds the object the loop does not read (conn_read
+     * puts it off): unless the last socket read came back short with
+     * nothing buffered in OpenSSL, read once the object is back. */
+    if (!c->tls_drained || SSL_has_pending(c->ssl))
+        c->tls_read_deferred = 1;
+    return 1;
+}
+
+int tls_early_write(struct ssl_st *ssl, const char *p, size_t len, size_t *off)
+{
+    /* The writer thread's own error queue (OpenSSL keeps one per thread). */
+    tls_clear_errors();
+    while (*off < len) {
+        size_t n = len - *off;
+        int r = SSL_write(ssl, p + *off, n > INT_MAX ? INT_MAX : (int)n);
+        if (r > 0) {
+            *off += (size_t)r;
+            continue;
+        }
+        int e = SSL_get_error(ssl, r);
+        if (e == SSL_ERROR_WANT_WRITE)
+            return TLS_EARLY_WANT_WRITE;
+        if (e == SSL_ERROR_WANT_READ)
+            return TLS_EARLY_WANT_READ;
+        ERR_clear_error(); /* the loop logs nothing for it: the peer went away */
+        return TLS_EARLY_FAILED;
+    }
+    return TLS_EARLY_SENT;
+}
+
 void tls_conn_tick(conn *c, int64_t now)
 {
     /* Idle for a second with nothing left to send: give back the record
      * buffers (about 34 KB; OpenSSL refuses while it holds unread or
-     * unsent bytes). The next read or write allocates them again. */
+     * unsent bytes). The next read or write allocates them again. Never
+     * while the writer holds the object (an answer in flight). */
     if (!c->ssl || c->tls_bufs_freed || !c->tls_established || conn_unsent(c) ||
+        c->early_inflight ||
         now - c->last_activity_ms < TLS_IDLE_RELEASE_MS)
         return;
     if (SSL_free_buffers(c->ssl) == 1) {
@@ -501,13 +659,24 @@ void tls_conn_tick(conn *c, int64_t now)
 
 void tls_conn_close(conn *c)
 {
-    if (!c->ssl)
+    /* The writer may be in SSL_write on it (http_early.c): conn_free
+     * frees it once the answer's completion arrived. */
+    if (!c->ssl || c->early_inflight)
         return;
     /* Best effort close_notify (never waits); then the object goes. */
     if (c->tls_established && !c->tls_failed) {
         ERR_clear_error();
         SSL_shutdown(c->ssl);
     }
+    ERR_clear_error();
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+}
+
+void tls_conn_free(conn *c)
+{
+    if (!c->ssl)
+        return;
     ERR_clear_error();
     SSL_free(c->ssl);
     c->ssl = NULL;

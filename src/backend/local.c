@@ -19,8 +19,9 @@
  *   4. commits the LMDB transaction (not fsynced: the log is the truth),
  *      always after the fdatasync returned: readers take visibility from
  *      the index, so it never shows a group that is not durable;
- *   5. publishes the new end of the log (store-release) and wakes every
- *      request of the group;
+ *   5. publishes the new end of the log (store-release) and completes
+ *      every request of the group (local_wake.c: the writer wakes one
+ *      waiting appender, which wakes others: a wake tree);
  *   6. then signals the commit to subscribers (watch fds, wait_commit):
  *      after the acknowledgements, so that an acknowledgement (an HTTP
  *      answer sent from the callback) does not wait behind those wake-ups.
@@ -90,45 +91,8 @@
 #include "os/os.h"
 #include "util/assert.h"
 
-/* ------------------------------------------------------------ futexes */
-
-/*
- * Waiting callers sleep on one shared word, done_gen, which the writer bumps
- * once per finished group: a single FUTEX_WAKE wakes the whole group,
- * instead of one system call per request (a quarter of the writer's time
- * with 64 appending threads). A caller re-checks its own `done` flag, so a
- * wake for another group only costs it one more turn of the loop; reading
- * the generation before the flag means a wake cannot be missed.
- */
-static void req_wait(local *L, wreq *r)
-{
-    for (;;) {
-        uint32_t gen = atomic_load_explicit(&L->done_gen, memory_order_acquire);
-        if (atomic_load_explicit(&r->done, memory_order_acquire))
-            return;
-        syscall(SYS_futex, &L->done_gen, FUTEX_WAIT_PRIVATE, gen, NULL, NULL, 0);
-    }
-}
-
-/* Complete a request: call an async request's callback, or mark a waiting
- * caller's request done (the caller is woken with its group). */
-static void req_finish(wreq *r)
-{
-    if (r->rc && !r->msg[0])
-        snprintf(r->msg, sizeof r->msg, "%s", stele_errmsg());
-    if (r->mdone_fn) {
-        multi_finish_async(r); /* local_multi.c */
-        return;
-    }
-    if (r->done_fn) {
-        if (r->rc == STELE_EWRONGREV)
-            r->res.current_revision = r->current;
-        r->done_fn(r->done_ctx, r->rc, &r->res, r->rc ? r->msg : "");
-        free(r);
-        return;
-    }
-    atomic_store_explicit(&r->done, 1, memory_order_release);
-}
+/* Waiting callers and how the writer wakes them: local_wake.c (a wake
+ * tree: the writer wakes one waiter, the woken wake the rest). */
 
 static int req_fail(wreq *r, int rc)
 {
@@ -1140,15 +1104,7 @@ static void *writer_main(void *arg)
         } else {
             written = write_group(L, group);
         }
-        int waiters = 0;
-        for (wreq *r = group, *nx; r; r = nx) {
-            nx = r->next;
-            waiters |= r->done_fn == NULL;
-            req_finish(r); /* r may be gone after this */
-        }
-        atomic_fetch_add_explicit(&L->done_gen, 1, memory_order_release);
-        if (waiters)
-            syscall(SYS_futex, &L->done_gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+        wake_group(L, group); /* no request of it is touched after this */
         if (written)
             notify_commit(L);
         /* The group's chain records, now that its appenders and the
@@ -1157,6 +1113,7 @@ static void *writer_main(void *arg)
         int rc = chain_group_done(L, written);
         if (rc)
             set_fault(L, rc);
+        wake_gather(L); /* the next group takes the woken appenders' requests */
     }
     return NULL;
 }
@@ -1188,7 +1145,7 @@ static int submit(local *L, wreq *r)
     int rc = enqueue(L, r);
     if (rc)
         return rc;
-    req_wait(L, r);
+    wake_wait(L, r);
     if (r->rc)
         return err_set(r->rc, "%s", r->msg);
     return 0;
@@ -1198,10 +1155,17 @@ int local_submit(local *L, wreq *r) { return submit(L, r); }
 
 int local_enqueue(local *L, wreq *r) { return enqueue(L, r); }
 
-/* The bytes the append's records take in the log (the API edge measured
- * it neutrally; the engine sizes its own encoding). */
+/* The append's weight in the queue's group budget (GROUP_MAX_BYTES): the
+ * API edge's measure of it (store_int.h, STORE_EVENT_FIXED per event plus
+ * its names and payloads), which the edge has computed already. The
+ * budget only caps a group's size; the writer sizes the exact records once
+ * positions are known (plan, append_rec_bytes_at), so measuring the
+ * encoding here too (a second pass over every event on the caller's path)
+ * is not needed. The encoding's size stands in when the edge gave none. */
 static uint64_t append_rec_bytes(const append_args *a)
 {
+    if (a->bytes)
+        return a->bytes;
     uint64_t n = 0;
     for (size_t i = 0; i < a->n; i++) {
         const stele_event_in *e = &a->events[i];
@@ -1383,6 +1347,7 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
         return err_set(STELE_ENOMEM, "out of memory");
     }
     L->lockfd = -1;
+    wake_config(L); /* local_wake.c */
     pthread_mutex_init(&L->qmu, NULL);
     pthread_cond_init(&L->qcv, NULL);
     pthread_mutex_init(&L->watch_mu, NULL);

@@ -5,11 +5,11 @@
  * locks the deleted stream's row and marks it, so the delete and its event
  * commit or roll back together.
  *
- * Lock order (pg.c): the deleted stream's row, then `$deletes`' row, then
- * the stele_feed row that hands out positions, as an append batch takes its
- * stream rows and then the feed. `$deletes` is never locked first: no
- * append or multi-stream append may name it (src/store refuses it), so no
- * cycle can form. The event goes in through pgw_insert_events(), the path
+ * Lock order (pg.c): the stele_feed row that hands out positions (taken by
+ * pg_remove() first), then the deleted stream's row, then `$deletes`' row,
+ * as an append batch takes the feed and then updates its stream rows.
+ * `$deletes` is never locked first: no append or multi-stream append may
+ * name it (src/store refuses it), so no cycle can form. The event goes in through pgw_insert_events(), the path
  * every append takes, so its position, view revisions and columns are made
  * exactly as an appended event's.
  */

@@ -17,7 +17,7 @@
 #include "backend/visibility.h"
 
 /* The schema version this build writes (pg.c's migrations). */
-#define PG_SCHEMA_VERSION 3
+#define PG_SCHEMA_VERSION 4
 /* The NOTIFY channel every commit signals. */
 #define PG_CHANNEL "stele_commit"
 /* Read connections kept per server. */
@@ -87,6 +87,13 @@ struct pg_backend {
      * (pg_write.c: queue order per stream across batches in flight). */
     pg_writer writers[PG_WRITERS_MAX];
     int nwriters;
+    /* Batches in flight (pg_write.c, "Queue order"): each writer's batch's
+     * stream names, sorted, from its registration (under the door) to the
+     * end of its transaction; under fly_mu, fly_cv broadcast on each end. */
+    pthread_mutex_t fly_mu;
+    pthread_cond_t fly_cv;
+    const void *fly[PG_WRITERS_MAX];
+    size_t fly_n[PG_WRITERS_MAX];
     pthread_mutex_t door;
     pthread_mutex_t q_mu;
     pthread_cond_t q_cv;
@@ -125,6 +132,13 @@ struct pg_backend {
      * its events' COMMIT and the durable COMMIT (tests/http). */
     char pause_prefix[64];
     int pause_ms;
+    /* Test hook (STELE_PG_TEST_DISCARD=N): before every Nth batch a writer
+     * drops its prepared statements behind its own back, as a pooler's
+     * DISCARD ALL would, alternately all of them (DISCARD ALL) and one
+     * (DEALLOCATE), so the 26000 and 42P05 recoveries of pg_write.c run
+     * (tests/http/test_http_pg_schema.py). */
+    int discard_every;
+    _Atomic uint32_t discard_tick;
 };
 
 /* pg.c */
@@ -231,6 +245,11 @@ int pg_load(backend *b, const char *stream, size_t len, size_t limit, stele_snap
 /* The SQL condition (on events e joined with streams s, now in $1's
  * place given as `nowp`) under which an event is visible in its stream. */
 void pg_visible_sql(char *out, size_t n, const char *nowp);
+/* An SQL scalar subquery: the first view number (rcol: ce_rev, et_rev)
+ * under col = key whose event's position is `cmp` (">=" or ">") pos,
+ * found by a binary search over the view's index (pg_read.c). */
+void pg_rank_bound_sql(char *out, size_t n, const char *col, const char *rcol, const char *key,
+                       const char *pos, const char *cmp);
 /* Append the rows of an event result (PG_EVENT_COLS) to a page. */
 #define PG_EVENT_COLS                                                                              \
     "e.global_position, e.revision, e.event_id, e.stream_id, e.event_type, e.data, e.meta, "       \

@@ -209,6 +209,11 @@ static int multi_run(pg_backend *P, PGconn *c, const multi_args *m, stele_append
                    2, nv, NULL, NULL, 0, NULL, "creating stream rows", state);
     if (rc == 0 && (rc = pg_cmd(c, "BEGIN")) == 0)
         tx = 1;
+    /* The feed row before the stream rows (pg.c, "Lock order"): append
+     * batches update their stream rows while they hold it. */
+    if (rc == 0)
+        rc = pgw_wexec(c, "SELECT 1 FROM stele_feed FOR UPDATE", 0, NULL, NULL, NULL, 0, NULL,
+                       "locking the feed", state);
     PGresult *r = NULL;
     if (rc == 0)
         rc = pgw_wexec(c,

@@ -329,6 +329,35 @@ int pg_head(backend *b, const char *stream, size_t len, stele_stream_info *out)
 
 /* ------------------------------------------------------------ queries */
 
+/*
+ * The smallest view number `rcol` under `col` = `key` whose event's
+ * position is `cmp` `pos` (">=" or ">"), or one past the largest number
+ * when there is none: a binary search over the view's unique index
+ * (col, rcol), about log2(n) probes, each the first event numbered at or
+ * after the middle. Numbers may have holes (a scavenge removes events), so
+ * the search keeps the best event found so far (`cand`) beside its range
+ * [lo, hi). Invariant: the answer is cand or lies in [lo, hi); every
+ * probe either finds an event that qualifies (answer <= its number: hi
+ * moves down to the middle, the numbers between the middle and it having
+ * no event) or one that does not (every event numbered up to it is
+ * before `pos`, by the order numbers and positions share: lo moves past
+ * it).
+ */
+void pg_rank_bound_sql(char *out, size_t n, const char *col, const char *rcol, const char *key,
+                       const char *pos, const char *cmp)
+{
+    snprintf(out, n,
+             "(WITH RECURSIVE b(lo, hi, cand) AS (SELECT 0::bigint, m.h, m.h FROM (SELECT "
+             "coalesce(max(x.%2$s) + 1, 0) AS h FROM events x WHERE x.%1$s = %3$s) m UNION ALL "
+             "SELECT CASE WHEN f.p IS NULL OR f.p %5$s %4$s::bigint THEN b.lo ELSE f.r + 1 END, "
+             "CASE WHEN f.p IS NULL OR f.p %5$s %4$s::bigint THEN (b.lo + b.hi) / 2 ELSE b.hi "
+             "END, CASE WHEN f.p %5$s %4$s::bigint THEN LEAST(b.cand, f.r) ELSE b.cand END FROM "
+             "b LEFT JOIN LATERAL (SELECT x.%2$s AS r, x.global_position AS p FROM events x "
+             "WHERE x.%1$s = %3$s AND x.%2$s >= (b.lo + b.hi) / 2 ORDER BY x.%2$s LIMIT 1) f ON "
+             "true WHERE b.lo < b.hi) SELECT min(cand) FROM b)",
+             col, rcol, key, pos, cmp);
+}
+
 int pg_query(backend *b, const query_args *q, stele_page **out)
 {
     pg_backend *P = (pg_backend *)b;
@@ -338,16 +367,34 @@ int pg_query(backend *b, const query_args *q, stele_page **out)
     if (q->type)
         snprintf(type, sizeof type, "%.*s", (int)q->type_len, q->type);
     const char *keycond = "TRUE";
+    const char *order = "e.global_position";
+    char ranked[1400];
     switch (q->kind) {
-    case STELE_QUERY_CATEGORY: keycond = "e.stream_type = $1"; break;
-    case STELE_QUERY_TYPE: keycond = "e.event_type = $1"; break;
+    case STELE_QUERY_CATEGORY:
+    case STELE_QUERY_TYPE: {
+        /* No (category, position) or (type, position) index since schema
+         * version 4: the view numbers' indexes serve these queries. Within
+         * one category (type) the view numbers follow position order, so
+         * the events at or after position $6 are those numbered at or
+         * after the first such event's number (pg_rank_bound_sql), and
+         * ordering by number is ordering by position. */
+        int cat = q->kind == STELE_QUERY_CATEGORY;
+        const char *col = cat ? "stream_type" : "event_type", *rcol = cat ? "ce_rev" : "et_rev";
+        char bound[1100];
+        pg_rank_bound_sql(bound, sizeof bound, col, rcol, "$1", "$6", q->backwards ? ">" : ">=");
+        snprintf(ranked, sizeof ranked, "e.%s = $1 AND e.%s %s %s", col, rcol,
+                 q->backwards ? "<" : ">=", bound);
+        keycond = ranked;
+        order = cat ? "e.ce_rev" : "e.et_rev";
+        break;
+    }
     case STELE_QUERY_TAG: keycond = "cardinality(e.tags) > 0 AND e.tags @> ARRAY[$1::text]"; break;
     case STELE_QUERY_CORRELATION: keycond = "e.correlation_id = $1"; break;
     case STELE_QUERY_ACTOR: keycond = "e.actor = $1"; break;
     case STELE_QUERY_CAUSATION: keycond = "e.causation_id = $1"; break;
     default: keycond = "$1::text IS NULL OR TRUE"; break;
     }
-    char vis[700], sql[2000];
+    char vis[700], sql[3600];
     if (q->kind == STELE_QUERY_ALL)
         snprintf(vis, sizeof vis, "TRUE AND $2::bigint IS NOT NULL");
     else
@@ -356,8 +403,8 @@ int pg_query(backend *b, const query_args *q, stele_page **out)
              "SELECT " PG_EVENT_COLS " FROM events e JOIN streams s ON s.stream_id = e.stream_id "
              "WHERE (%s) AND %s AND ($3::text IS NULL OR e.event_type = $3) AND e.created_us >= "
              "$4::bigint AND e.created_us < $5::bigint AND e.global_position < " PG_DURABLE " AND "
-             "e.global_position %s $6::bigint ORDER BY e.global_position %s LIMIT $7::bigint",
-             keycond, vis, q->backwards ? "<=" : ">=", q->backwards ? "DESC" : "ASC");
+             "e.global_position %s $6::bigint ORDER BY %s %s LIMIT $7::bigint",
+             keycond, vis, q->backwards ? "<=" : ">=", order, q->backwards ? "DESC" : "ASC");
     pg_num b2, b4, b5;
     const char *vals[7] = {q->key ? key : NULL,
                            pg_numtxt(&b2, time_now_us()),

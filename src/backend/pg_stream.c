@@ -17,8 +17,8 @@
 
 /* BEGIN and lock one stream's row (made first when `create`); *found = 0
  * when it has none. */
-static int lock_stream(PGconn *c, const char *name, size_t len, int create, pg_stream *st,
-                       int *found)
+static int lock_stream(PGconn *c, const char *name, size_t len, int create, int feed,
+                       pg_stream *st, int *found)
 {
     char cat[256];
     snprintf(cat, sizeof cat, "%.*s", (int)stream_category_len(name, len), name);
@@ -34,6 +34,11 @@ static int lock_stream(PGconn *c, const char *name, size_t len, int create, pg_s
     else if (create)
         return rc;
     if ((rc = pg_cmd(c, "BEGIN")))
+        return rc;
+    /* A transaction that will take a position (a delete records its
+     * $deletes event) takes the feed row before any stream row, as append
+     * batches do (pg.c, "Lock order"). */
+    if (feed && (rc = pg_cmd(c, "SELECT 1 FROM stele_feed FOR UPDATE")))
         return rc;
     rc = pg_exec(c, "SELECT " PG_STREAM_COLS " FROM streams WHERE stream_id = $1 FOR UPDATE", 1, v,
                  NULL, NULL, 1, &r, "locking a stream");
@@ -99,7 +104,7 @@ int pg_remove(backend *b, const char *stream, size_t len, int64_t expected, int 
         return STELE_EIO;
     pg_stream st;
     int found;
-    int rc = lock_stream(c, name, len, tombstone, &st, &found);
+    int rc = lock_stream(c, name, len, tombstone, 1, &st, &found);
     if (rc)
         return finish(P, c, rc, 0);
     found = found && st.exists;
@@ -171,7 +176,7 @@ int pg_set_metadata(backend *b, const char *stream, size_t len, const stele_stre
         return STELE_EIO;
     pg_stream st;
     int found;
-    int rc = lock_stream(c, name, len, 1, &st, &found);
+    int rc = lock_stream(c, name, len, 1, 0, &st, &found);
     if (rc)
         return finish(P, c, rc, 0);
     if (st.tombstoned)
@@ -230,7 +235,7 @@ int pg_put_snapshot(backend *b, const char *stream, size_t len, const stele_snap
         return STELE_EIO;
     pg_stream st;
     int found;
-    int rc = lock_stream(c, name, len, 0, &st, &found);
+    int rc = lock_stream(c, name, len, 0, 0, &st, &found);
     if (rc)
         return finish(P, c, rc, 0);
     if (st.tombstoned)

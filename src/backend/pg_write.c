@@ -12,13 +12,14 @@
  *      - makes sure every stream of the batch has a row (an INSERT ... ON
  *        CONFLICT DO NOTHING in its own short transaction, names sorted, a
  *        Sync after it: a row with nothing in it counts as "never written");
- *      - BEGIN; locks the batch's stream rows in name order (FOR UPDATE):
- *        no other server or writer can change them until COMMIT;
+ *      - BEGIN; reads the batch's stream rows with their versions (xmin),
+ *        without a lock (schema version 4; before, FOR UPDATE here and an
+ *        UPDATE in step 4: two writes of each row per batch);
  *      - looks up the batch's client-given event ids with their stored
  *        events (the unique index on event_id is what makes them unique
  *        across servers and batches; pg_retry.c compares a retry's events);
- *   2. plans each append in queue order in C, on the locked rows as the
- *      appends before it in the batch left them: tombstone, idempotent
+ *   2. plans each append in queue order in C, on the rows as read and as
+ *      the appends before it in the batch left them: tombstone, idempotent
  *      retry, expected revision (the same rules as the local engine). An
  *      append that fails a check is simply left out: the others go on;
  *   3. second round trip: takes the feed row, moving it on by the batch's
@@ -26,9 +27,16 @@
  *      events, see pg.c), and reads the view counters the batch may touch
  *      (pg_insert.c; nobody else writes them meanwhile). Positions and view
  *      revisions are assigned in C;
- *   4. third round trip: the view counters, every event in one statement,
- *      the stream rows, then COMMIT with synchronous_commit off: the feed
- *      row is released without waiting for the WAL flush;
+ *   4. third round trip: the view counters, the stream rows, every event
+ *      in one statement, then COMMIT with synchronous_commit off: the feed
+ *      row is released without waiting for the WAL flush. The stream rows'
+ *      UPDATE writes a row only if it is still the version read (same
+ *      xmin) and fails the batch with 40001 unless it wrote every one: the
+ *      expected-revision check and the write are one statement, and a row
+ *      changed by another server, a delete or metadata since the read
+ *      sends the batch back to be retried (append by append, each reading
+ *      its row anew). PostgreSQL's row lock, taken by that UPDATE, keeps
+ *      two transactions from writing one row version twice;
  *   5. the batch's requests, with their outcomes, go to the flusher, and
  *      the writer takes the next batch at once.
  * The flusher (one thread and connection per server) takes every request
@@ -45,10 +53,13 @@
  * Batches in flight. The feed row is held only from the second round trip
  * to COMMIT, so one writer's first round trip and planning overlap the
  * other's insert and COMMIT. Queue order per stream: requests leave the
- * queue through a door (P->door) that a writer holds until its batch's
- * stream rows are locked, so a later batch with one of those streams waits
- * in PostgreSQL for this batch's COMMIT and sees its result
- * (writer_main()).
+ * queue through a door (P->door); the writer holding it registers its
+ * batch's streams as in flight (fly_enter), first waiting until no batch
+ * in flight on this server shares a stream with it, then leaves the door.
+ * A later batch with one of those streams thus reads the row only after
+ * this batch's COMMIT, and sees its result, as the FOR UPDATE wait gave
+ * before; between servers the version check above does it (a stale read
+ * fails the UPDATE, and the retry reads the new row).
  * An append is acknowledged only after COMMIT returned. Two appends of one
  * batch that carry the same event id are not planned together: the second
  * and those after it go back to the queue for the next batch, which then
@@ -431,15 +442,24 @@ static const char pw_create_rows_sql[] =
     "INSERT INTO streams (stream_id, stream_type) SELECT n, CASE WHEN strpos(n, '-') > 1 THEN "
     "substr(n, 1, strpos(n, '-') - 1) ELSE n END FROM unnest($1::text[]) AS u(n) ORDER BY u.n "
     "ON CONFLICT DO NOTHING";
+/* The stream rows as they are, not locked: the UPDATE of the third round
+ * trip (pw_streams_sql) checks that each changed row is still the version
+ * read (its xmin), so the check and the write are one statement. */
 static const char pw_lock_rows_sql[] = "SELECT stream_id, " PG_STREAM_COLS
-                                       " FROM streams WHERE stream_id = ANY($1::text[]) ORDER BY "
-                                       "stream_id FOR UPDATE";
+                                       ", xmin::text FROM streams WHERE stream_id = "
+                                       "ANY($1::text[])";
 static const char pw_feed_sql[] = "UPDATE stele_feed SET next_position = next_position + "
                                   "$1::bigint RETURNING next_position - $1::bigint";
+/* The changed stream rows, each only if it is still the version the first
+ * round trip read (same xmin: no other transaction changed it since); then
+ * stele_stream_rows() (schema version 4) raises 40001 unless all $6 were
+ * written, which aborts the batch before its events go in. */
 static const char pw_streams_sql[] =
-    "UPDATE streams AS s SET last_revision = u.lr, last_position = u.lp, first_position = "
-    "COALESCE(s.first_position, u.fp), deleted = false FROM unnest($1::text[], $2::bigint[], "
-    "$3::bigint[], $4::bigint[]) AS u(n, lr, lp, fp) WHERE s.stream_id = u.n";
+    "WITH c AS (UPDATE streams AS s SET last_revision = u.lr, last_position = u.lp, "
+    "first_position = COALESCE(s.first_position, u.fp), deleted = false FROM unnest($1::text[], "
+    "$2::bigint[], $3::bigint[], $4::bigint[], $5::text[]) AS u(n, lr, lp, fp, x) WHERE "
+    "s.stream_id = u.n AND s.xmin = u.x::xid RETURNING 1) SELECT stele_stream_rows($6::int, "
+    "(SELECT count(*) FROM c))";
 
 static const struct {
     const char *sql;
@@ -452,7 +472,7 @@ static const struct {
     [PW_SEQ_READ] = {PGW_SEQ_READ_SQL, 2},
     [PW_SEQ_WRITE] = {pgw_seq_write_sql, 3},
     [PW_INSERT] = {pgw_insert_sql, PGW_EV_COLS + 1},
-    [PW_STREAMS] = {pw_streams_sql, 4},
+    [PW_STREAMS] = {pw_streams_sql, 6},
 };
 
 /* One statement of a pipeline; `res` receives its result when `keep`.
@@ -636,12 +656,15 @@ static size_t batch_streams(pg_req **reqs, size_t n, bstream *bs)
 }
 
 /* The text arrays of the changed stream rows (name, last revision, last
- * position, first new position) for the UPDATE of step 4. */
-static int changed_rows(const bstream *bs, size_t nbs, buf *un, buf *ulr, buf *ulp, buf *ufp)
+ * position, first new position, the xmin read) for the UPDATE of step 4;
+ * their number in *nrows. */
+static int changed_rows(const bstream *bs, size_t nbs, buf *un, buf *ulr, buf *ulp, buf *ufp,
+                        buf *ux, size_t *nrows)
 {
     int rc = 0, first = 1;
+    *nrows = 0;
     if ((rc = pgw_arr_open(un)) || (rc = pgw_arr_open(ulr)) || (rc = pgw_arr_open(ulp)) ||
-        (rc = pgw_arr_open(ufp)))
+        (rc = pgw_arr_open(ufp)) || (rc = pgw_arr_open(ux)))
         return rc;
     for (size_t i = 0; i < nbs && rc == 0; i++) {
         if (!bs[i].changed || !bs[i].first_new_pos)
@@ -652,17 +675,19 @@ static int changed_rows(const bstream *bs, size_t nbs, buf *un, buf *ulr, buf *u
         const char *fp = pg_numtxt(&a3, (int64_t)bs[i].first_new_pos - 1);
         if (!(rc = pgw_arr_add(un, bs[i].name, bs[i].len, first)) &&
             !(rc = pgw_arr_add(ulr, lr, strlen(lr), first)) &&
-            !(rc = pgw_arr_add(ulp, lp, strlen(lp), first)))
-            rc = pgw_arr_add(ufp, fp, strlen(fp), first);
+            !(rc = pgw_arr_add(ulp, lp, strlen(lp), first)) &&
+            !(rc = pgw_arr_add(ufp, fp, strlen(fp), first)))
+            rc = pgw_arr_add(ux, bs[i].xmin, strlen(bs[i].xmin), first);
         first = 0;
+        (*nrows)++;
     }
     if (rc == 0 && !(rc = pgw_arr_close(un)) && !(rc = pgw_arr_close(ulr)) &&
-        !(rc = pgw_arr_close(ulp)))
-        rc = pgw_arr_close(ufp);
+        !(rc = pgw_arr_close(ulp)) && !(rc = pgw_arr_close(ufp)))
+        rc = pgw_arr_close(ux);
     return rc;
 }
 
-/* The rows of step 1 (locked stream rows) into bs; a missing row (the
+/* The rows of step 1 (the stream rows as read) into bs; a missing row (the
  * known-streams cache was wrong) is a retryable error (40001). */
 static int take_rows(pg_backend *P, const PGresult *r, bstream *bs, size_t nbs, char state[6])
 {
@@ -672,6 +697,8 @@ static int take_rows(pg_backend *P, const PGresult *r, bstream *bs, size_t nbs, 
         int j = find_stream(bs, nbs, nm);
         if (j >= 0) {
             pg_stream_from(r, i, 1, &bs[j].st);
+            snprintf(bs[j].xmin, sizeof bs[j].xmin, "%.*s", PQgetlength(r, i, 12),
+                     PQgetvalue(r, i, 12));
             bs[j].found = 1;
         }
     }
@@ -689,16 +716,79 @@ static int take_rows(pg_backend *P, const PGresult *r, bstream *bs, size_t nbs, 
     return 0;
 }
 
+/* ------------------------------------------------------------ in flight */
+
+static int fly_slot(const pg_writer *W)
+{
+    return (int)(W - W->P->writers);
+}
+
+/* Whether the sorted names a[0..na) and b[0..nb) share one. */
+static int fly_overlap(const bstream *a, size_t na, const bstream *b, size_t nb)
+{
+    size_t i = 0, j = 0;
+    while (i < na && j < nb) {
+        int c = strcmp(a[i].name, b[j].name);
+        if (c == 0)
+            return 1;
+        if (c < 0)
+            i++;
+        else
+            j++;
+    }
+    return 0;
+}
+
+/* Register W's batch (bs[0..nbs), sorted) as in flight, first waiting
+ * until no other writer's batch in flight shares a stream with it. Called
+ * with the queue's door held, so batches register in queue order. With
+ * nbs == 0, wait until no batch at all is in flight (a multi-stream
+ * append) and register nothing. */
+static void fly_enter(pg_writer *W, const bstream *bs, size_t nbs)
+{
+    pg_backend *P = W->P;
+    int me = fly_slot(W);
+    pthread_mutex_lock(&P->fly_mu);
+    for (;;) {
+        int busy = 0;
+        for (int k = 0; k < PG_WRITERS_MAX && !busy; k++)
+            if (k != me && P->fly[k])
+                busy = nbs == 0 || fly_overlap(bs, nbs, P->fly[k], P->fly_n[k]);
+        if (!busy)
+            break;
+        pthread_cond_wait(&P->fly_cv, &P->fly_mu);
+    }
+    if (nbs) {
+        P->fly[me] = bs;
+        P->fly_n[me] = nbs;
+    }
+    pthread_mutex_unlock(&P->fly_mu);
+}
+
+/* W's batch has ended (committed, rolled back or lost). */
+static void fly_leave(pg_writer *W)
+{
+    pg_backend *P = W->P;
+    pthread_mutex_lock(&P->fly_mu);
+    P->fly[fly_slot(W)] = NULL;
+    P->fly_n[fly_slot(W)] = 0;
+    pthread_cond_broadcast(&P->fly_cv);
+    pthread_mutex_unlock(&P->fly_mu);
+}
+
 /*
  * Plan and commit reqs[0..n) in one transaction on W's connection, in three
  * round trips:
- *   1. (the missing stream rows, Sync,) BEGIN, lock the stream rows, look
- *      up the client-given ids; then *door (when not NULL) is unlocked and
- *      set to NULL: this batch holds its stream rows, so another writer
- *      may take the next requests off the queue;
+ *   0. register the batch's streams as in flight (fly_enter: waits for an
+ *      earlier batch in flight with one of them to end), then unlock
+ *      *door (when not NULL) and set it to NULL: another writer may take
+ *      the next requests off the queue;
+ *   1. (the missing stream rows, Sync,) BEGIN, read the stream rows, look
+ *      up the client-given ids;
  *   2. after planning in C: take the feed row (the batch's first position)
  *      and read the view counters the batch may touch;
- *   3. the view counters, the events, the stream rows, NOTIFY, COMMIT.
+ *   3. the view counters, the stream rows (checked: 40001 if one changed
+ *      since step 1), the events, COMMIT.
  * The feed row is held from the second round trip to COMMIT only, so the
  * first round trip and the planning of one batch overlap the insert and
  * COMMIT of the batch in flight on the other connection.
@@ -718,7 +808,9 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
     idrow *ids = NULL;
     size_t nbs = 0, nids = 0;
     buf names = {0}, cats = {0}, idarr = {0}, skinds = {0}, skeys = {0};
-    buf un = {0}, ulr = {0}, ulp = {0}, ufp = {0};
+    buf un = {0}, ulr = {0}, ulp = {0}, ufp = {0}, ux = {0};
+    size_t nrows = 0;
+    pg_num nrowsb;
     pgw_ins ins;
     memset(&ins, 0, sizeof ins);
     pstmt p1[5], p2[2], p3[8];
@@ -729,6 +821,16 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
     int rc = bs ? 0 : err_set(STELE_ENOMEM, "out of memory");
     if (rc == 0)
         nbs = batch_streams(reqs, n, bs);
+    /* In flight from here to the end of the transaction: a later batch
+     * with one of these streams waits for it (queue order), so the door
+     * can be left at once. */
+    int flying = rc == 0 && nbs > 0;
+    if (flying)
+        fly_enter(W, bs, nbs);
+    if (*door) {
+        pthread_mutex_unlock(*door);
+        *door = NULL;
+    }
     /* The arrays of round trip 1. */
     int unknown = 0;
     size_t nclient = 0;
@@ -764,7 +866,8 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
                            .what = "creating stream rows"};
     p1[n1++] = (pstmt){.sql = "BEGIN", .what = "BEGIN"};
     int i_rows = (int)n1;
-    p1[n1++] = (pstmt){.prep = 1 + PW_LOCK_ROWS, .n = 1, .vals = v_names, .binary = 1, .keep = 1, .what = "locking streams"};
+    p1[n1++] = (pstmt){.prep = 1 + PW_LOCK_ROWS, .n = 1, .vals = v_names, .binary = 1, .keep = 1,
+                       .what = "reading streams"};
     /* Last: its rows carry the stored events of retries and may be big;
      * only the Sync is sent after it, so the server never waits for us to
      * read while we wait for it to read. */
@@ -776,13 +879,6 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
     }
     if (rc == 0)
         rc = pipe_run(W, p1, n1, state);
-    /* The stream rows are locked (or the batch failed): the next batch may
-     * be taken off the queue; one that shares a stream with this one waits
-     * for this COMMIT in its own first round trip. */
-    if (*door) {
-        pthread_mutex_unlock(*door);
-        *door = NULL;
-    }
     if (rc == 0 && (rc = take_rows(P, p1[i_rows].res, bs, nbs, state)) == 0 && i_ids >= 0)
         rc = pgw_ids_from(p1[i_ids].res, &ids, &nids);
     /* 3. Plan. */
@@ -802,7 +898,7 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
     pg_num nevb;
     const char *v_nev[1] = {pg_numtxt(&nevb, (int64_t)nev)};
     const char *v_seq[2];
-    const char *v_rows[4];
+    const char *v_rows[6];
     int committing = 0;
     if (rc == 0 && nev) {
         rc = pgw_seq_keys(reqs, n, bs, &skinds, &skeys);
@@ -835,16 +931,20 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
         assert(pos == pg_u64(p2[0].res, 0, 0) + nev);
         rc = pgw_ins_build(&ins, reqs, n, bs, p2[1].res, time_now_us());
         if (rc == 0)
-            rc = changed_rows(bs, nbs, &un, &ulr, &ulp, &ufp);
+            rc = changed_rows(bs, nbs, &un, &ulr, &ulp, &ufp, &ux, &nrows);
         v_rows[0] = (const char *)un.p;
         v_rows[1] = (const char *)ulr.p;
         v_rows[2] = (const char *)ulp.p;
         v_rows[3] = (const char *)ufp.p;
+        v_rows[4] = (const char *)ux.p;
+        v_rows[5] = pg_numtxt(&nrowsb, (int64_t)nrows);
         p3[n3++] = (pstmt){.prep = 1 + PW_SEQ_WRITE, .n = 3, .vals = ins.seq_vals,
                            .what = "numbering view events"};
+        /* The stream rows before the events: a row changed since it was
+         * read fails the batch (40001) before the insert does its work. */
+        p3[n3++] = (pstmt){.prep = 1 + PW_STREAMS, .n = 6, .vals = v_rows, .what = "updating streams"};
         p3[n3++] = (pstmt){.prep = 1 + PW_INSERT, .n = PGW_EV_COLS + 1, .vals = ins.vals,
                            .lens = ins.lens, .fmts = ins.fmts, .what = "inserting events"};
-        p3[n3++] = (pstmt){.prep = 1 + PW_STREAMS, .n = 4, .vals = v_rows, .what = "updating streams"};
     }
     /* The events' COMMIT does not wait for the WAL flush; the flusher's
      * synchronous transaction does, and only then are the appends
@@ -865,6 +965,8 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
         PGresult *x = PQexec(c, "ROLLBACK");
         PQclear(x);
     }
+    if (flying)
+        fly_leave(W);
     /* 26000: a named statement is gone (a pooler in front of PostgreSQL
      * ran DISCARD ALL): prepare them again, and retry. */
     if (rc && strcmp(state, "26000") == 0)
@@ -912,6 +1014,7 @@ static int run_batch(pg_writer *W, pg_req **reqs, size_t n, int *retry_alone,
     buf_free(&ulr);
     buf_free(&ulp);
     buf_free(&ufp);
+    buf_free(&ux);
     return rc;
 }
 
@@ -1062,6 +1165,34 @@ static void *flusher_main(void *arg)
     return NULL;
 }
 
+/* The test hook STELE_PG_TEST_DISCARD (pg_int.h): every discard_every-th
+ * batch, forget the prepared statements in PostgreSQL while W->prepared
+ * still says they are there. Odd turns DISCARD ALL (every statement gone:
+ * the batch meets 26000), even turns DEALLOCATE the row-locking statement
+ * only (26000 for it, then 42P05 for the others when they are prepared
+ * again). Outside any transaction: between batches. */
+static void test_discard(pg_writer *W)
+{
+    pg_backend *P = W->P;
+    if (!P->discard_every || !W->conn || !W->prepared)
+        return;
+    uint32_t t = atomic_fetch_add(&P->discard_tick, 1) + 1;
+    if (t % (uint32_t)P->discard_every)
+        return;
+    char sql[48];
+    if ((t / (uint32_t)P->discard_every) % 2) {
+        snprintf(sql, sizeof sql, "DISCARD ALL");
+    } else {
+        char name[24];
+        pw_name(PW_LOCK_ROWS, name);
+        snprintf(sql, sizeof sql, "DEALLOCATE %s", name);
+    }
+    PGresult *r = PQexec(W->conn, sql);
+    PQclear(r);
+}
+
+#define PGW_RETRIES_ALONE 32
+
 /* Commit reqs[0..n) and answer them. *door, when not NULL, is the queue's
  * door this writer holds: unlocked (and set to NULL) as soon as the batch
  * holds its stream rows, or on failure. */
@@ -1077,6 +1208,7 @@ static void process(pg_writer *W, pg_req **reqs, size_t n, pthread_mutex_t **doo
         to_flusher(W->P, reqs, n);
         return;
     }
+    test_discard(W);
     int retry_alone = 0;
     int rc = run_batch(W, reqs, n, &retry_alone, door);
     assert(*door == NULL);
@@ -1085,10 +1217,13 @@ static void process(pg_writer *W, pg_req **reqs, size_t n, pthread_mutex_t **doo
             process(W, &reqs[i], 1, door);
         return;
     }
-    if (rc && retry_alone) {
-        /* A deadlock or serialization failure alone: try once more. */
+    /* Alone: a stream row changed by another server between this
+     * append's read and its UPDATE (40001), a deadlock, a discarded
+     * statement: try again, reading the row anew. Each 40001 means some
+     * other transaction changed the row, so the retries make progress;
+     * the bound only stops a pathological loop. */
+    for (int tries = 0; rc && retry_alone && tries < PGW_RETRIES_ALONE; tries++)
         rc = run_batch(W, reqs, n, &retry_alone, door);
-    }
     if (rc)
         fail_all(reqs, n, rc);
     to_flusher(W->P, reqs, n);
@@ -1098,11 +1233,11 @@ static void process(pg_writer *W, pg_req **reqs, size_t n, pthread_mutex_t **doo
  * A writer thread. Batches in flight: one per writer. Queue order per
  * stream holds across them because requests leave the queue only through
  * the door: a writer takes the door, takes the queued requests, and keeps
- * the door until its batch's first round trip has locked the batch's
- * stream rows. A later batch that shares a stream therefore asks for that
- * row after this one holds it, and PostgreSQL makes it wait for this
- * batch's COMMIT (then reads the row as this batch left it). A multi-stream
- * append is run with the door held from start to end.
+ * the door until its batch is registered as in flight. A later batch that
+ * shares a stream therefore waits (fly_enter) for this batch's end before
+ * it reads that row, and reads it as this batch left it. A multi-stream
+ * append waits until no batch is in flight and runs with the door held
+ * from start to end.
  */
 static void *writer_main(void *arg)
 {
@@ -1126,6 +1261,7 @@ static void *writer_main(void *arg)
             if (!P->q_head)
                 P->q_tail = NULL;
             pthread_mutex_unlock(&P->q_mu);
+            fly_enter(W, NULL, 0); /* no batch in flight: queue order */
             pgw_process_multi(W, one);
             pthread_mutex_unlock(door);
             continue;
@@ -1181,7 +1317,11 @@ int pg_writer_start(pg_backend *P)
         snprintf(P->pause_prefix, sizeof P->pause_prefix, "%.*s", (int)(colon - hook), hook);
         P->pause_ms = atoi(colon + 1);
     }
+    const char *disc = getenv("STELE_PG_TEST_DISCARD");
+    P->discard_every = disc && atoi(disc) > 0 ? atoi(disc) : 0;
     pthread_mutex_init(&P->door, NULL);
+    pthread_mutex_init(&P->fly_mu, NULL);
+    pthread_cond_init(&P->fly_cv, NULL);
     pthread_mutex_init(&P->known_mu, NULL);
     pthread_mutex_init(&P->fl_mu, NULL);
     pthread_cond_init(&P->fl_cv, NULL);

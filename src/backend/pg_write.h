@@ -42,7 +42,8 @@ typedef struct bstream {
     pg_stream st;
     int changed;
     uint64_t first_new_pos; /* first position given to it in this batch */
-    int found;              /* its row was there when locked */
+    int found;              /* its row was there when read */
+    char xmin[16];          /* the version read (its xmin): the UPDATE's check */
 } bstream;
 
 typedef struct idrow {
