@@ -63,7 +63,7 @@ PY
 for i in $(seq "$ROUNDS"); do
     for side in chain plain; do
         strace_one old "$OLD" $side
-        strace_one new "$NEW" $side
+        strace_one new "$NEW" $side STELE_CHAIN_REWRITE_MAX=auto
         strace_one new-off "$NEW" $side STELE_CHAIN_REWRITE_MAX=off
     done
 done
@@ -91,6 +91,7 @@ for i in $(seq "$ROUNDS"); do
     for b in old new new-off; do
         bin=$OLD setting=
         [ $b != old ] && bin=$NEW
+        [ $b = new ] && setting=auto
         [ $b = new-off ] && setting=off
         for c in 1x100 64x1; do
             rm -rf "$DIR/s"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run_chain_rewrite_ab.sh [BUILD] [ROUNDS] - the chain records'
-# rewrite run on to the group's end (the default) against the records alone
-# (STELE_CHAIN_REWRITE_MAX=off, main before 2026-12-07) in one binary, and
+# rewrite run on to the group's end (STELE_CHAIN_REWRITE_MAX=auto) against the records alone
+# (the default since the quiet run of 2026-12-07, 20:10 UTC) in one binary, and
 # the store without a chain as the floor: bench_chain --only chain|plain
 # at 1 x 100 and 64 x 1, short runs taking turns ROUNDS times, the order
 # turning each round (a loaded machine's drift weighs on all three alike); prints the medians over the
@@ -23,7 +23,7 @@ for i in $(seq "$ROUNDS"); do
         for k in 0 1 2; do
             v=${vs[$(((i + k) % 3))]}
             IFS=: read -r label side setting <<<"$v"
-            [ "$setting" = 64k ] && setting=
+            [ "$setting" = 64k ] && setting=auto
             rm -rf "$DIR/s"
             mkdir -p "$DIR/s"
             line=$(STELE_CHAIN_REWRITE_MAX=$setting "$BUILD/bench/bench_chain" --case $c --only $side \

@@ -13,10 +13,10 @@
  *            rewrite runs to the end of the group write it follows;
  *   large    a commit of ~110 KB (past the 64 KiB limit): its rewrite is
  *            the chain record alone (144 bytes);
- *            (these run with STELE_CHAIN_REWRITE_MAX=65536: the default
+ *            (these run with STELE_CHAIN_REWRITE_MAX=65536: the "auto"
  *            size whatever the fdatasyncs take, $TMPDIR may be a tmpfs)
- *   off      STELE_CHAIN_REWRITE_MAX=off: the chain record alone, as
- *            before 2026-12-07;
+ *   off      STELE_CHAIN_REWRITE_MAX=off: the chain record alone, the
+ *            default;
  *   backup   a backup right after each of several appends: the copy's
  *            chain records are all complete (a backup waits for the
  *            rewrite of the groups before its point; later backups only

@@ -315,29 +315,34 @@ int chain_group_fold(local *L, int ok)
  * group". Above rewrite_max (1 x 1,000 events: writing 300 KB again costs
  * more than the second range), and while the store's fdatasyncs are fast
  * (a tmpfs: no second range to save, only the copy), only the records are
- * rewritten, as before.
+ * rewritten, as before. This whole-range rewrite is off by default (below:
+ * measured on a quiet machine, it did not pay on this project's disk).
  */
 #define CHAIN_REWRITE_MAX (64u << 10)
-/* ... and by default only while the store's fdatasyncs take this long on
+/* ... and with "auto" only while the store's fdatasyncs take this long on
  * average (the writer's moving average, local.c): on a tmpfs there is no
  * second range to save, only the copy (the overlap's threshold). */
 #define CHAIN_REWRITE_SYNC_MIN_NS 25000u
 
-/* STELE_CHAIN_REWRITE_MAX: the largest range rewritten whole (bytes;
- * default CHAIN_REWRITE_MAX while fdatasyncs are slow; a number: that
- * size, whatever they take; 0 or "off": only the records, as before
- * 2026-12-07), to compare both in one binary (docs/operations.md). */
+/* STELE_CHAIN_REWRITE_MAX: the largest range rewritten whole, in bytes.
+ * Unset, 0 or "off" (the default): only the records, as before 2026-12-07:
+ * on the quiet machine of 20:10 UTC that day the whole range lost to the
+ * records alone at 1 x 100 (482,892 against 491,046 events/s, p50 178
+ * against 170 us; docs/benchmarks.md, "Quiet-machine runs of 2026-12-07,
+ * 20:07"). "auto": CHAIN_REWRITE_MAX while the fdatasyncs are slow; a
+ * number: that size whatever they take. Kept to compare both in one
+ * binary on other disks (docs/operations.md). */
 static uint64_t rewrite_max_setting(int *timed)
 {
     const char *v = getenv("STELE_CHAIN_REWRITE_MAX");
-    *timed = !(v && *v);
-    if (!v || !*v)
-        return CHAIN_REWRITE_MAX;
-    if (!strcmp(v, "off"))
+    *timed = v && !strcmp(v, "auto");
+    if (!v || !*v || !strcmp(v, "off"))
         return 0;
+    if (*timed)
+        return CHAIN_REWRITE_MAX;
     char *end;
     unsigned long long n = strtoull(v, &end, 10);
-    return *end ? CHAIN_REWRITE_MAX : n;
+    return *end ? 0 : n;
 }
 
 int chain_group_done(local *L, int ok)
