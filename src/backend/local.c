@@ -20,8 +20,9 @@
  *      always after the fdatasync returned: readers take visibility from
  *      the index, so it never shows a group that is not durable;
  *   5. publishes the new end of the log (store-release) and completes
- *      every request of the group (local_wake.c: the writer wakes one
- *      waiting appender, which wakes others: a wake tree);
+ *      every request of the group (local_wake.c: by default one
+ *      FUTEX_WAKE for all its waiting appenders; STELE_WAKE=relay or
+ *      tree hands the wake-ups on to the woken);
  *   6. then signals the commit to subscribers (watch fds, wait_commit):
  *      after the acknowledgements, so that an acknowledgement (an HTTP
  *      answer sent from the callback) does not wait behind those wake-ups.
@@ -91,8 +92,8 @@
 #include "os/os.h"
 #include "util/assert.h"
 
-/* Waiting callers and how the writer wakes them: local_wake.c (a wake
- * tree: the writer wakes one waiter, the woken wake the rest). */
+/* Waiting callers and how the writer wakes them: local_wake.c (by default
+ * one FUTEX_WAKE per group; relay and tree hand the wake-ups on). */
 
 static int req_fail(wreq *r, int rc)
 {
