@@ -285,7 +285,8 @@ int local_submit(local *L, wreq *r);
 /* Queue a request without waiting (its done_fn / mdone_fn completes it). */
 int local_enqueue(local *L, wreq *r);
 
-/* local_wake.c: waking a finished group's waiting appenders (bulk by default; relay and tree: STELE_WAKE) */
+/* local_wake.c: waking a finished group's waiting appenders (bulk by
+ * default; relay and tree: STELE_WAKE) */
 /* The caller: sleep until the writer (or another appender) released `r`,
  * then release the waiters below it in its group's tree. */
 void wake_wait(local *L, wreq *r);
