@@ -22,6 +22,7 @@ cmake --build "$BUILD" -j "$JOBS" --target stele tsan_race_canary test_concurren
 cmake --build "$BUILD" -j "$JOBS" --target test_proj_inline
 cmake --build "$BUILD" -j "$JOBS" --target test_chain
 cmake --build "$BUILD" -j "$JOBS" --target test_overlap
+cmake --build "$BUILD" -j "$JOBS" --target test_wake test_chain_rewrite
 built=$(date +%s)
 reports="$PWD/$BUILD/tsan-reports"
 rm -rf "$reports"
