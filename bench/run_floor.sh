@@ -30,6 +30,9 @@
 #                    1x1, noop and 256x1 in the same rounds (stele-NAME)
 #   FLOOR_SPIN_US=50 ...   the floor's loop also polls that long before it
 #                    sleeps (target floorspin, 1x1 only)
+#   TMPFS=1 ...      Stele with its store on /dev/shm too (target steletmpfs,
+#                    1x1 only): its round trip without the disk, beside
+#                    floornosync's
 #   PARTS="wire engine" ...   the wire parts, the in-process parts or both
 #   BENCH_DIR=/mnt/disk ...  where the stores go ($TMPDIR or /tmp; not tmpfs)
 #
@@ -69,6 +72,11 @@ for v in ${STELE_VARIANTS:-}; do
     ENVS[stele-${v%%=*}]=${v#*=}
 done
 [ -n "${FLOOR_SPIN_US:-}" ] && SERVERS="$SERVERS floorspin"
+SHM=""
+if [ "${TMPFS:-0}" = 1 ]; then
+    SERVERS="$SERVERS steletmpfs"
+    SHM=$(mktemp -d /dev/shm/stele-floor.XXXXXX)
+fi
 SERVERS="$SERVERS floornosync"
 
 start_server() { # start_server NAME
@@ -76,6 +84,10 @@ start_server() { # start_server NAME
     rm -f "$WORK/ready-$s"
     mkdir -p "$WORK/data-$s"
     case "$s" in
+        steletmpfs)
+            STELE_READY_FD=3 "$BUILD/stele" serve --port 0 --data "$SHM/data" \
+                --log-level error 3>"$WORK/ready-$s" 2>>"$WORK/$s.log" &
+            ;;
         stele*)
             IFS=, read -r -a envs <<<"${ENVS[$s]}"
             env "${envs[@]}" STELE_READY_FD=3 "$BUILD/stele" serve --port 0 --data "$WORK/data-$s" \
@@ -106,7 +118,7 @@ stop_servers() {
 if [[ " $PARTS " == *" wire "* ]]; then
     for s in $SERVERS; do start_server "$s"; done
 fi
-trap 'stop_servers; bench_cleanup' EXIT
+trap 'stop_servers; [ -n "$SHM" ] && rm -rf "$SHM"; bench_cleanup' EXIT
 cp "$(dirname "$0")/wrk_post.lua" "$WORK/post.lua"
 
 bench_header "issue 21's goals: Stele beside the machine's floor (bench_floor), same run" src include server bench
@@ -162,7 +174,7 @@ for ROUND in $(seq 1 "$ROUNDS"); do
                 --warmup "$WARM" --duration "$SECS" --prefix "${PREFIX}r${ROUND}${t}a"
         done
         for t in $(rot "$SERVERS"); do
-            case "$t" in floorspin | floornosync) continue ;; esac
+            case "$t" in floorspin | floornosync | steletmpfs) continue ;; esac
             wire "$t" noop wrk -t2 -c256 -d"$((WARM + SECS))s" --latency \
                 "http://127.0.0.1:${PORT[$t]}/health/live"
             sync
@@ -240,11 +252,16 @@ def rate(t, w):
 def q(a, b):
     return "%.3f" % (a / b) if a and b else "n/a"
 disk = rate("disk", "fsync")
-stele = [t for (t, w) in med if t.startswith("stele") and w == "1x1"]
+stele = [t for (t, w) in med if t.startswith("stele") and t != "steletmpfs" and w == "1x1"]
 for t in sorted(stele):
     print("goal 1x1/disk (0.9): %s/disk=%s floor/disk=%s floornosync/disk=%s %s/floor=%s" % (
         t, q(rate(t, "1x1"), disk), q(rate("floor", "1x1"), disk), q(rate("floornosync", "1x1"), disk),
         t, q(rate(t, "1x1"), rate("floor", "1x1"))))
+if rate("steletmpfs", "1x1"):
+    print("round trip without the disk: steletmpfs=%.0f/s p50 %.3f ms floornosync=%.0f/s p50 %.3f ms "
+          "steletmpfs/floornosync=%s" % (rate("steletmpfs", "1x1"), med[("steletmpfs", "1x1")]["p50_ms"],
+          rate("floornosync", "1x1") or 0, med.get(("floornosync", "1x1"), {}).get("p50_ms", 0),
+          q(rate("steletmpfs", "1x1"), rate("floornosync", "1x1"))))
 if rate("floorspin", "1x1"):
     print("goal 1x1/disk (0.9): floorspin/disk=%s floorspin/floor=%s" % (
         q(rate("floorspin", "1x1"), disk), q(rate("floorspin", "1x1"), rate("floor", "1x1"))))

@@ -97,6 +97,10 @@ typedef struct local {
     pthread_mutex_t qmu;
     pthread_cond_t qcv;
     wreq *qhead, *qtail;
+    /* Set with qhead under qmu, read by the writer while it spins without
+     * it (local.c, "The writer's spin"); spin_ns its budget, 0: off. */
+    _Atomic int queued;
+    uint64_t spin_ns;
     int stopping;
     pthread_t writer;
     int writer_started;
