@@ -33,7 +33,8 @@
 #   TMPFS=1 ...      Stele with its store on /dev/shm too (target steletmpfs,
 #                    1x1 only): its round trip without the disk, beside
 #                    floornosync's
-#   PARTS="wire engine" ...   the wire parts, the in-process parts or both
+#   PARTS="1x1 256 engine" ...   which parts run: 1x1 (every server), 256
+#                    (noop, 256x1 and wrk256), engine (in process)
 #   BENCH_DIR=/mnt/disk ...  where the stores go ($TMPDIR or /tmp; not tmpfs)
 #
 # The order of the targets rotates in every round. Saved to
@@ -48,12 +49,12 @@ WARM=${WARM:-1}
 FSYNC_N=${FSYNC_N:-3000}
 N64=${N64:-256000}
 N1000=${N1000:-2000000}
-PARTS=${PARTS:-"wire engine"}
+PARTS=${PARTS:-"1x1 256 engine"}
 FLOOR_BYTES=${FLOOR_BYTES:-300}
 
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
-bench_deps wrk
+bench_deps wrk linux-perf
 bench_build "$BUILD" stele bench_http bench_engine bench_floor
 BH="$BUILD/bench/bench_http"
 BE="$BUILD/bench/bench_engine"
@@ -115,7 +116,7 @@ stop_servers() {
         PID[$s]=""
     done
 }
-if [[ " $PARTS " == *" wire "* ]]; then
+if [[ " $PARTS " == *" 1x1 "* || " $PARTS " == *" 256 "* ]]; then
     for s in $SERVERS; do start_server "$s"; done
 fi
 trap 'stop_servers; [ -n "$SHM" ] && rm -rf "$SHM"; bench_cleanup' EXIT
@@ -125,16 +126,19 @@ bench_header "issue 21's goals: Stele beside the machine's floor (bench_floor), 
 say "# servers: $SERVERS$(for s in $SERVERS; do [ -n "${ENVS[$s]:-}" ] && printf ' %s: %s' "$s" "${ENVS[$s]}"; done)"
 say "# $(wrk --version 2>&1 | head -1); rounds=$ROUNDS secs=$SECS warmup=$WARM parts=\"$PARTS\" floor_record_bytes=$FLOOR_BYTES"
 
-ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-
 # wire TARGET WORKLOAD CMD...: one load generator run against TARGET; its
-# rate, p50 and the server's CPU per request (/proc ticks over the run).
+# rate, p50, and the server's CPU and system calls per request (perf stat
+# on the server over the whole run, warm-up included, divided by every
+# request of the run: the requests counted by the load generator over its
+# counted part, scaled by the run's length over that part).
 wire() {
-    local t=$1 wl=$2 p=${PID[$1]} t0 t1 rate p50 reqs errs
+    local t=$1 wl=$2 p=${PID[$1]} rate p50 reqs errs ps
     shift 2
-    t0=$(ticks "$p")
+    perf stat -x, -e task-clock,raw_syscalls:sys_enter -p "$p" -o "$WORK/stat" &
+    ps=$!
     "$@" >"$WORK/out" 2>&1 || { cat "$WORK/out" >&2; bench_die "$t $wl failed"; }
-    t1=$(ticks "$p")
+    kill -INT "$ps" 2>/dev/null || true
+    wait "$ps" 2>/dev/null || true
     if grep -q '^Requests/sec' "$WORK/out"; then # wrk
         rate=$(awk '/^Requests\/sec/ {printf "%.0f", $2}' "$WORK/out")
         p50=$(awk '$1 == "50%" {v = $2; if (v ~ /us$/) {sub(/us/, "", v); v /= 1000} else if (v ~ /ms$/) sub(/ms/, "", v); else if (v ~ /s$/) {sub(/s/, "", v); v *= 1000}; printf "%.3f", v}' "$WORK/out")
@@ -146,9 +150,12 @@ wire() {
         reqs=$(tr ' ' '\n' <"$WORK/out" | awk -F= '$1 == "requests" {print $2}')
         errs=$(tr ' ' '\n' <"$WORK/out" | awk -F= '$1 == "errors" || $1 == "conflicts" {s += $2} END {print s + 0}')
     fi
+    # bench_http counts SECS of WARM + SECS (plus the drain); wrk all of it
+    [ "$wl" = noop ] || [ "$wl" = wrk256 ] || reqs=$(awk -v r="${reqs:-0}" -v w="$WARM" -v s="$SECS" \
+        'BEGIN {printf "%.0f", r * (w + s) / s}')
     say "floor round=$ROUND target=$t workload=$wl rate=$rate p50_ms=${p50:-0} errors=$errs" \
-        "server_cpu_us_per_req=$(awk -v a="$t0" -v b="$t1" -v n="${reqs:-0}" -v hz="$(getconf CLK_TCK)" \
-            'BEGIN {printf "%.1f", (n > 0 ? (b - a) / hz * 1e6 / n : 0)}')"
+        "$(awk -F, -v n="${reqs:-0}" '/task-clock/ {c = $1} /raw_syscalls/ {k = $1}
+            END {if (n > 0) printf "server_cpu_us_per_req=%.1f syscalls_per_req=%.2f", c * 1000 / n, k / n}' "$WORK/stat")"
 }
 
 # rot LIST: LIST rotated by the round number.
@@ -167,12 +174,14 @@ for ROUND in $(seq 1 "$ROUNDS"); do
     sync
     "$BE" fsync --dir "$WORK/fsync" --events "$FSYNC_N" >"$WORK/fs.txt"
     say "floor round=$ROUND target=disk workload=fsync rate=$(tr ' ' '\n' <"$WORK/fs.txt" | awk -F= '$1 == "prezeroed" {print $2}') p50_ms=$(tr ' ' '\n' <"$WORK/fs.txt" | awk -F= '$1 == "prezeroed_p50_us" {printf "%.3f", $2 / 1000}') errors=0"
-    if [[ " $PARTS " == *" wire "* ]]; then
+    if [[ " $PARTS " == *" 1x1 "* ]]; then
         for t in $(rot "$SERVERS"); do
             sync
             wire "$t" 1x1 "$BH" --port "${PORT[$t]}" --mode append --clients 1 --batch 1 \
                 --warmup "$WARM" --duration "$SECS" --prefix "${PREFIX}r${ROUND}${t}a"
         done
+    fi
+    if [[ " $PARTS " == *" 256 "* ]]; then
         for t in $(rot "$SERVERS"); do
             case "$t" in floorspin | floornosync | steletmpfs) continue ;; esac
             wire "$t" noop wrk -t2 -c256 -d"$((WARM + SECS))s" --latency \
@@ -239,7 +248,8 @@ def num(s):
         return None
 for key, rs in sorted(rows.items()):
     m = {}
-    for k in ("rate", "p50_ms", "server_cpu_us_per_req", "cpu_us_per_event", "appends_per_group",
+    for k in ("rate", "p50_ms", "server_cpu_us_per_req", "syscalls_per_req", "cpu_us_per_event",
+              "appends_per_group",
               "group_sync_us", "ceiling"):
         vals = [num(r[k]) for r in rs if k in r and num(r[k]) is not None]
         if vals:
@@ -273,6 +283,21 @@ for t in sorted(stele):
             t, q(rate("floor", "256x1"), rate(t, "noop")), t, q(rate(t, "256x1"), rate("floor", "256x1")),
             t, q(rate(t, "noop"), rate("floor", "noop")),
             t, q(rate(t, "wrk256"), rate(t, "noop")), q(rate("floor", "wrk256"), rate("floor", "noop"))))
+# Paired: in each round the ratio of two targets measured in it, then the
+# median of those (steadier than a ratio of medians here).
+def paired(t, w, ref, rw):
+    a = {r["round"]: num(r["rate"]) for r in rows.get((t, w), [])}
+    b = {r["round"]: num(r["rate"]) for r in rows.get((ref, rw), [])}
+    v = [a[k] / b[k] for k in a if k in b and a[k] and b[k]]
+    return ("%.3f (rounds %s)" % (statistics.median(v), ",".join("%.2f" % x for x in v))) if v else "n/a"
+for (t, w) in sorted(med):
+    if w == "1x1":
+        print("paired 1x1 %s/disk=%s %s/floor=%s %s/stele=%s" % (t, paired(t, w, "disk", "fsync"),
+              t, paired(t, w, "floor", w), t, paired(t, w, "stele", w)))
+for (t, w) in sorted(med):
+    if w == "256x1":
+        print("paired 256x1 %s: 256x1/noop=%s, 256x1/stele=%s, wrk256/noop=%s" % (t,
+              paired(t, w, t, "noop"), paired(t, w, "stele", w), paired(t, "wrk256", t, "noop")))
 for w, goal in (("64x1", 300000), ("1x1000", 3000000)):
     if rate("stele", w):
         print("goal %s (%d/s): stele=%.0f floor=%.0f stele/goal=%s floor/goal=%s stele/floor=%s "
