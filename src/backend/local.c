@@ -21,8 +21,8 @@
  *      the index, so it never shows a group that is not durable;
  *   5. publishes the new end of the log (store-release) and completes
  *      every request of the group (local_wake.c: by default one
- *      FUTEX_WAKE for all its waiting appenders; STELE_WAKE=relay or
- *      tree hands the wake-ups on to the woken);
+ *      FUTEX_WAKE for all its waiting appenders; STELE_WAKE=relay
+ *      hands the wake-ups on to the first woken);
  *   6. then signals the commit to subscribers (watch fds, wait_commit):
  *      after the acknowledgements, so that an acknowledgement (an HTTP
  *      answer sent from the callback) does not wait behind those wake-ups.
@@ -93,7 +93,7 @@
 #include "util/assert.h"
 
 /* Waiting callers and how the writer wakes them: local_wake.c (by default
- * one FUTEX_WAKE per group; relay and tree hand the wake-ups on). */
+ * one FUTEX_WAKE per group; relay hands the wake-ups on). */
 
 static int req_fail(wreq *r, int rc)
 {
@@ -1070,46 +1070,10 @@ static int write_group(local *L, wreq *group)
     return 0;
 }
 
-/*
- * The writer's spin (STELE_WRITER_SPIN_US, off by default). After a group
- * of one request the writer has likely just answered a lone client, whose
- * next request arrives one round trip later (tens of µs on loopback). If
- * the queue is empty then, the writer polls it for up to spin_ns before it
- * sleeps on the condition variable, so that the next request does not
- * wait for a sleeping thread to be woken (on a VM, an idle vCPU's wake-up
- * is a halt exit). Only after one-request groups, and once per group: a
- * busy writer (groups of many) and an idle store never spin.
- */
-static int writer_spin(local *L)
-{
-    uint64_t end = mono_ns() + L->spin_ns;
-    do {
-        for (int i = 0; i < 64; i++) {
-            if (atomic_load_explicit(&L->queued, memory_order_relaxed))
-                return 1;
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        }
-    } while (mono_ns() < end);
-    return 0;
-}
-
-static void spin_config(local *L)
-{
-    const char *v = getenv("STELE_WRITER_SPIN_US");
-    L->spin_ns = v && *v ? strtoull(v, NULL, 10) * 1000u : 0;
-    if (L->spin_ns > 1000000u)
-        L->spin_ns = 1000000u;
-}
-
 static void *writer_main(void *arg)
 {
     local *L = arg;
-    int lone = 0; /* the last group had one request */
     for (;;) {
-        if (lone && L->spin_ns)
-            writer_spin(L);
         pthread_mutex_lock(&L->qmu);
         while (!L->qhead && !L->stopping)
             pthread_cond_wait(&L->qcv, &L->qmu);
@@ -1125,13 +1089,10 @@ static void *writer_main(void *arg)
             bytes += last->bytes;
         }
         L->qhead = last->next;
-        if (!L->qhead) {
+        if (!L->qhead)
             L->qtail = NULL;
-            atomic_store_explicit(&L->queued, 0, memory_order_relaxed);
-        }
         last->next = NULL;
         pthread_mutex_unlock(&L->qmu);
-        lone = group == last;
 
         int fault = atomic_load(&L->fault), written = 0;
         if (fault) {
@@ -1153,7 +1114,6 @@ static void *writer_main(void *arg)
         int rc = chain_group_done(L, written);
         if (rc)
             set_fault(L, rc);
-        wake_gather(L); /* the next group takes the woken appenders' requests */
     }
     return NULL;
 }
@@ -1174,7 +1134,6 @@ static int enqueue(local *L, wreq *r)
     else
         L->qhead = r;
     L->qtail = r;
-    atomic_store_explicit(&L->queued, 1, memory_order_relaxed);
     pthread_cond_signal(&L->qcv);
     pthread_mutex_unlock(&L->qmu);
     return 0;
@@ -1389,7 +1348,6 @@ int local_open(const char *dir, const stele_options *opts, backend **out)
     }
     L->lockfd = -1;
     wake_config(L); /* local_wake.c */
-    spin_config(L);
     pthread_mutex_init(&L->qmu, NULL);
     pthread_cond_init(&L->qcv, NULL);
     pthread_mutex_init(&L->watch_mu, NULL);
