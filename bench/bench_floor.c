@@ -7,10 +7,13 @@
  *   bench_floor disk  --dir D [--bytes B] [--writes N]
  *       the disk's own rate: B-byte pwrite + fdatasync at consecutive
  *       offsets of a pre-zeroed file in D (default 4,096 bytes).
- *   bench_floor serve --dir D [--port P] [--nosync] [--ready-fd FD]
+ *   bench_floor serve --dir D [--port P] [--nosync] [--spin-us N] [--handoff]
+ *                     [--ready-fd FD]
  *       the ideal append server (below), until SIGTERM or SIGINT; prints
  *       its port ("ready PORT", on FD if given, else stdout) and, at the
- *       end, its appends, groups and CPU.
+ *       end, its appends, groups and CPU. --spin-us: after a turn with
+ *       work the loop polls (epoll_wait with no timeout) for N µs before
+ *       it sleeps. --handoff: Stele's shape, two threads (below).
  *   bench_floor wire1 --dir D [--secs S] [--rounds R] [--bytes B]
  *       the ideal 1 x 1: in each round the disk's rate for the record the
  *       server writes, the server with fdatasync and the server without
@@ -38,6 +41,14 @@
  * epoll_wait, recv, pwrite, fdatasync, send: nothing between the request
  * and the disk but the kernel. The log is a pre-zeroed 64 MiB file (as
  * Stele's segments are pre-zeroed), written from offset 0 and wrapping.
+ * With --handoff the loop does not write: at the end of its turn it hands
+ * the turn's records and answers to a writer thread (mutex and condition
+ * variable) and goes back to epoll at once; the writer takes everything
+ * handed over since its last group, writes and fdatasyncs it and sends
+ * the answers itself. That is the shape of Stele's server (an event loop
+ * and a writer thread answering plain HTTP appends) with none of its
+ * work: the hand-off's cost at 1 x 1, and the loop reading on while the
+ * disk syncs at 256 x 1.
  *
  * The group commit (group). T threads each append B records of --bytes
  * bytes per call and wait for them to be durable: under a mutex the
@@ -142,7 +153,7 @@ static double median(double *v, int n)
 
 typedef struct fopts {
     const char *dir;
-    int port, nosync, ready_fd, rounds, threads, batch, spin_us;
+    int port, nosync, ready_fd, rounds, threads, batch, spin_us, handoff;
     double secs;
     long bytes, writes, events, syncs;
 } fopts;
@@ -151,7 +162,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: bench_floor disk  --dir D [--bytes B] [--writes N]\n"
-            "       bench_floor serve --dir D [--port P] [--nosync] [--ready-fd FD]\n"
+            "       bench_floor serve --dir D [--port P] [--nosync] [--spin-us N] [--handoff]\n"
+            "                         [--ready-fd FD]\n"
             "       bench_floor wire1 --dir D [--secs S] [--rounds R] [--bytes B]\n"
             "       bench_floor group --dir D --threads T --batch B [--events N] [--rounds R]\n"
             "                         [--bytes B] [--syncs K]\n"
@@ -175,8 +187,8 @@ static void parse(int argc, char **argv, fopts *o)
 {
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
-        if (!strcmp(f, "--nosync")) {
-            o->nosync = 1;
+        if (!strcmp(f, "--nosync") || !strcmp(f, "--handoff")) {
+            *(f[2] == 'n' ? &o->nosync : &o->handoff) = 1;
             continue;
         }
         if (i + 1 >= argc)
@@ -293,6 +305,7 @@ typedef struct fconn {
     int fd;
     size_t in_len, out_len, out_off;
     int deferred; /* answers wait for this turn's fdatasync */
+    int inflight, closing; /* --handoff: answers the writer owes (under its mutex) */
     char in[CONN_BUF];
     char out[CONN_BUF];
 } fconn;
@@ -324,11 +337,118 @@ static int conn_flush(int ep, fconn *c)
     return 0;
 }
 
+/* --handoff: the writer thread's state (serve_loop, handoff_writer). */
+typedef struct fanswer {
+    fconn *c;
+    int len;
+    char b[232];
+} fanswer;
+
+typedef struct fhandoff {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char *recs, *wrecs; /* the next group's records; the one being written */
+    size_t rlen, rcap;
+    fanswer *ans, *wans;
+    int nans, acap, stop;
+    int logfd, nosync;
+    uint64_t off, groups;
+} fhandoff;
+
+static fhandoff *g_ho; /* NULL: one thread */
+
 static void conn_close(int ep, fconn *c)
 {
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+    if (g_ho) {
+        pthread_mutex_lock(&g_ho->mu);
+        if (c->inflight) { /* the writer closes it after its answers */
+            c->closing = 1;
+            pthread_mutex_unlock(&g_ho->mu);
+            return;
+        }
+        pthread_mutex_unlock(&g_ho->mu);
+    }
     close(c->fd);
     free(c);
+}
+
+/* The writer thread of --handoff: takes the loop's published group,
+ * writes and fdatasyncs it, then sends its answers itself (as Stele's
+ * writer answers plain HTTP appends). One request in flight per
+ * connection is assumed (bench_http's and wrk's way), so the loop's own
+ * answers (no-ops) never interleave with these. */
+static void *handoff_writer(void *arg)
+{
+    fhandoff *h = arg;
+    for (;;) {
+        pthread_mutex_lock(&h->mu);
+        while (!h->rlen && !h->stop)
+            pthread_cond_wait(&h->cv, &h->mu);
+        if (!h->rlen) {
+            pthread_mutex_unlock(&h->mu);
+            return NULL;
+        }
+        char *r = h->recs;
+        h->recs = h->wrecs;
+        h->wrecs = r;
+        fanswer *a = h->ans;
+        h->ans = h->wans;
+        h->wans = a;
+        size_t len = h->rlen;
+        int na = h->nans;
+        h->rlen = 0;
+        h->nans = 0;
+        pthread_mutex_unlock(&h->mu);
+        log_write(h->logfd, &h->off, h->wrecs, len, h->nosync);
+        h->groups++;
+        for (int i = 0; i < na; i++) {
+            fanswer *x = &h->wans[i];
+            ssize_t k = send(x->c->fd, x->b, (size_t)x->len, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (k >= 0 && k != x->len) {
+                fprintf(stderr, "bench_floor: a partial answer (a full socket buffer)\n");
+                exit(1);
+            }
+        }
+        pthread_mutex_lock(&h->mu);
+        for (int i = 0; i < na; i++) {
+            fconn *c = h->wans[i].c;
+            if (--c->inflight == 0 && c->closing) {
+                close(c->fd);
+                free(c);
+            }
+        }
+        pthread_mutex_unlock(&h->mu);
+    }
+}
+
+/* --handoff: publish the loop's turn (its records and the answers in the
+ * deferred connections' buffers) to the writer. */
+static void handoff_publish(fhandoff *h, const char *grp, size_t glen, fconn **pend, int npend)
+{
+    pthread_mutex_lock(&h->mu);
+    if (h->rlen + glen > h->rcap || h->nans + npend > h->acap) {
+        fprintf(stderr, "bench_floor: the writer's group overflows its buffer\n");
+        exit(1);
+    }
+    memcpy(h->recs + h->rlen, grp, glen);
+    h->rlen += glen;
+    for (int i = 0; i < npend; i++) {
+        fconn *c = pend[i];
+        fanswer *x = &h->ans[h->nans++];
+        if (c->out_len > sizeof x->b) {
+            fprintf(stderr, "bench_floor: --handoff: one request in flight per connection\n");
+            exit(1);
+        }
+        x->c = c;
+        x->len = (int)c->out_len;
+        memcpy(x->b, c->out, c->out_len);
+        c->out_len = c->out_off = 0;
+        c->deferred = 0;
+        c->inflight++;
+    }
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
 }
 
 /* A header's value as a number (case-insensitive name), or `dflt`. */
@@ -416,8 +536,27 @@ typedef struct serve_stats {
 } serve_stats;
 
 /* The server's loop until g_stop; `lfd` listens. */
-static serve_stats serve_loop(int lfd, int logfd, int nosync, int spin_us)
+static serve_stats serve_loop(int lfd, int logfd, int nosync, int spin_us, int handoff)
 {
+    fhandoff h = {0};
+    pthread_t wt;
+    if (handoff) {
+        pthread_mutex_init(&h.mu, NULL);
+        pthread_cond_init(&h.cv, NULL);
+        h.rcap = 64u << 20;
+        h.acap = 2 * MAX_CONNS;
+        h.recs = malloc(h.rcap);
+        h.wrecs = malloc(h.rcap);
+        h.ans = calloc((size_t)h.acap, sizeof *h.ans);
+        h.wans = calloc((size_t)h.acap, sizeof *h.wans);
+        if (!h.recs || !h.wrecs || !h.ans || !h.wans)
+            die("malloc");
+        h.logfd = logfd;
+        h.nosync = nosync;
+        g_ho = &h;
+        if (pthread_create(&wt, NULL, handoff_writer, &h) != 0)
+            die("pthread_create");
+    }
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
         die("epoll_create1");
@@ -496,6 +635,11 @@ static serve_stats serve_loop(int lfd, int logfd, int nosync, int spin_us)
                 conn_close(ep, c);
             }
         }
+        if (handoff) {
+            if (glen)
+                handoff_publish(&h, grp, glen, pend, npend);
+            continue;
+        }
         if (glen) {
             log_write(logfd, &off, grp, glen, nosync);
             st.groups++;
@@ -505,6 +649,19 @@ static serve_stats serve_loop(int lfd, int logfd, int nosync, int spin_us)
             if (conn_flush(ep, pend[i]) != 0)
                 conn_close(ep, pend[i]);
         }
+    }
+    if (handoff) {
+        pthread_mutex_lock(&h.mu);
+        h.stop = 1;
+        pthread_cond_signal(&h.cv);
+        pthread_mutex_unlock(&h.mu);
+        pthread_join(wt, NULL);
+        st.groups = h.groups;
+        g_ho = NULL;
+        free(h.recs);
+        free(h.wrecs);
+        free(h.ans);
+        free(h.wans);
     }
     st.cpu_s = cpu_s(RUSAGE_SELF) - c0;
     free(grp);
@@ -551,7 +708,7 @@ static void cmd_serve(const fopts *o)
         printf("ready %d\n", port);
         fflush(stdout);
     }
-    serve_stats st = serve_loop(lfd, logfd, o->nosync, o->spin_us);
+    serve_stats st = serve_loop(lfd, logfd, o->nosync, o->spin_us, o->handoff);
     printf("floor serve sync=%d appends=%llu groups=%llu appends_per_group=%.1f "
            "cpu_us_per_append=%.2f\n",
            !o->nosync, (unsigned long long)st.appends, (unsigned long long)st.groups,
@@ -604,7 +761,7 @@ static wire_result wire_run(const fopts *o, int nosync, int spin_us, const char 
         close(sp[0]);
         int logfd = log_open(o->dir, "floor-wire1.log");
         stop_signals();
-        serve_stats st = serve_loop(lfd, logfd, nosync, spin_us);
+        serve_stats st = serve_loop(lfd, logfd, nosync, spin_us, 0);
         if (write(sp[1], &st, sizeof st) != (ssize_t)sizeof st)
             _exit(1);
         _exit(0);

@@ -8,13 +8,15 @@
 #           file in the stores' directory (bench_engine fsync, as
 #           run_wire.sh: the goal's denominator for both)
 #   1x1     bench_http, 1 connection, 1 event per append, against `stele
-#           serve` and against `bench_floor serve` (one epoll thread: recv,
-#           pwrite, fdatasync, send); the floor without fdatasync too (the
+#           serve` and against `bench_floor serve` (floor: one epoll thread:
+#           recv, pwrite, fdatasync, send; floorho: Stele's shape, an event
+#           loop handing each turn's appends to a writer thread that syncs
+#           and answers); the floor without fdatasync too (floornosync: the
 #           round trip alone). Goal: Stele >= 0.9 of disk
-#   noop    wrk -t2 -c256 GET /health/live against each server
-#   256x1   bench_http, 256 connections, 1 event per append, against each
-#           server. Goal: Stele >= 0.75 of Stele's noop
-#   wrk256  wrk POSTing 1 event per request, 256 connections, each server
+#   noop    wrk -t2 -c256 GET /health/live against stele, floor, floorho
+#   256x1   bench_http, 256 connections, 1 event per append, against the
+#           same. Goal: Stele >= 0.75 of Stele's noop
+#   wrk256  wrk POSTing 1 event per request, 256 connections, the same
 #   64x1    in process, 64 threads x 1 event: bench_engine append against
 #           bench_floor group (mutex, futex, one writer thread). Goal 300,000/s
 #   1x1000  in process, 1 thread x 1,000 events: the same. Goal 3M/s
@@ -66,7 +68,7 @@ esac
 
 # ------------------------------------------------------------ servers
 declare -A PORT PID ENVS
-SERVERS="stele floor"
+SERVERS="stele floor floorho"
 ENVS[stele]=""
 for v in ${STELE_VARIANTS:-}; do
     SERVERS="$SERVERS stele-${v%%=*}"
@@ -95,6 +97,10 @@ start_server() { # start_server NAME
                 --log-level error 3>"$WORK/ready-$s" 2>>"$WORK/$s.log" &
             ;;
         floor) "$BF" serve --dir "$WORK/data-$s" --ready-fd 3 3>"$WORK/ready-$s" >>"$WORK/$s.log" 2>&1 & ;;
+        floorho)
+            "$BF" serve --dir "$WORK/data-$s" --handoff --ready-fd 3 3>"$WORK/ready-$s" \
+                >>"$WORK/$s.log" 2>&1 &
+            ;;
         floorspin)
             "$BF" serve --dir "$WORK/data-$s" --spin-us "$FLOOR_SPIN_US" --ready-fd 3 \
                 3>"$WORK/ready-$s" >>"$WORK/$s.log" 2>&1 &
@@ -272,6 +278,10 @@ if rate("steletmpfs", "1x1"):
           "steletmpfs/floornosync=%s" % (rate("steletmpfs", "1x1"), med[("steletmpfs", "1x1")]["p50_ms"],
           rate("floornosync", "1x1") or 0, med.get(("floornosync", "1x1"), {}).get("p50_ms", 0),
           q(rate("steletmpfs", "1x1"), rate("floornosync", "1x1"))))
+if rate("floorho", "1x1"):
+    print("goal 1x1/disk (0.9): floorho/disk=%s floorho/floor=%s stele/floorho=%s" % (
+        q(rate("floorho", "1x1"), disk), q(rate("floorho", "1x1"), rate("floor", "1x1")),
+        q(rate("stele", "1x1"), rate("floorho", "1x1"))))
 if rate("floorspin", "1x1"):
     print("goal 1x1/disk (0.9): floorspin/disk=%s floorspin/floor=%s" % (
         q(rate("floorspin", "1x1"), disk), q(rate("floorspin", "1x1"), rate("floor", "1x1"))))
@@ -283,6 +293,11 @@ for t in sorted(stele):
             t, q(rate("floor", "256x1"), rate(t, "noop")), t, q(rate(t, "256x1"), rate("floor", "256x1")),
             t, q(rate(t, "noop"), rate("floor", "noop")),
             t, q(rate(t, "wrk256"), rate(t, "noop")), q(rate("floor", "wrk256"), rate("floor", "noop"))))
+if rate("floorho", "256x1"):
+    print("goal 256x1/noop (0.75): floorho=%s floorho256x1/stelenoop=%s stele256x1/floorho256x1=%s "
+          "wrk256/noop: floorho=%s" % (q(rate("floorho", "256x1"), rate("floorho", "noop")),
+          q(rate("floorho", "256x1"), rate("stele", "noop")), q(rate("stele", "256x1"), rate("floorho", "256x1")),
+          q(rate("floorho", "wrk256"), rate("floorho", "noop"))))
 # Paired: in each round the ratio of two targets measured in it, then the
 # median of those (steadier than a ratio of medians here).
 def paired(t, w, ref, rw):
