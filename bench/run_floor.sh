@@ -22,7 +22,9 @@
 #   1x1000  in process, 1 thread x 1,000 events: the same. Goal 3M/s
 #
 # For each goal the summary prints Stele / disk (or the goal's own
-# denominator), floor / disk and Stele / floor, medians of the rounds.
+# denominator), floor / disk and Stele / floor, medians of the rounds; at
+# 1x1 also each run against a short disk probe right before it (ADJ_N
+# writes, default 500: the `adjacent` lines).
 #
 #   bench/run_floor.sh build                 3 rounds, about 6 minutes
 #   ROUNDS=5 SECS=5 WARM=1 ...               rounds, seconds per run, warm-up
@@ -49,6 +51,8 @@ ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
 WARM=${WARM:-1}
 FSYNC_N=${FSYNC_N:-3000}
+ADJ_N=${ADJ_N:-500}
+ADJ=""
 N64=${N64:-256000}
 N1000=${N1000:-2000000}
 PARTS=${PARTS:-"1x1 256 engine"}
@@ -160,6 +164,7 @@ wire() {
     [ "$wl" = noop ] || [ "$wl" = wrk256 ] || reqs=$(awk -v r="${reqs:-0}" -v w="$WARM" -v s="$SECS" \
         'BEGIN {printf "%.0f", r * (w + s) / s}')
     say "floor round=$ROUND target=$t workload=$wl rate=$rate p50_ms=${p50:-0} errors=$errs" \
+        "${ADJ:+disk_before=$ADJ}" \
         "$(awk -F, -v n="${reqs:-0}" '/task-clock/ {c = $1} /raw_syscalls/ {k = $1}
             END {if (n > 0) printf "server_cpu_us_per_req=%.1f syscalls_per_req=%.2f", c * 1000 / n, k / n}' "$WORK/stat")"
 }
@@ -183,8 +188,13 @@ for ROUND in $(seq 1 "$ROUNDS"); do
     if [[ " $PARTS " == *" 1x1 "* ]]; then
         for t in $(rot "$SERVERS"); do
             sync
+            # The disk right before each 1x1 run too (ADJ_N writes): the
+            # ratio to it moves less than the ratio to the round's probe.
+            "$BE" fsync --dir "$WORK/fsync" --events "$ADJ_N" >"$WORK/fs.txt"
+            ADJ=$(tr ' ' '\n' <"$WORK/fs.txt" | awk -F= '$1 == "prezeroed" {print $2}')
             wire "$t" 1x1 "$BH" --port "${PORT[$t]}" --mode append --clients 1 --batch 1 \
                 --warmup "$WARM" --duration "$SECS" --prefix "${PREFIX}r${ROUND}${t}a"
+            ADJ=""
         done
     fi
     if [[ " $PARTS " == *" 256 "* ]]; then
@@ -309,6 +319,14 @@ for (t, w) in sorted(med):
     if w == "1x1":
         print("paired 1x1 %s/disk=%s %s/floor=%s %s/stele=%s" % (t, paired(t, w, "disk", "fsync"),
               t, paired(t, w, "floor", w), t, paired(t, w, "stele", w)))
+# 1x1 against the disk probed right before it (disk_before)
+for (t, w) in sorted(med):
+    if w == "1x1":
+        v = [num(r["rate"]) / num(r["disk_before"]) for r in rows[(t, w)]
+             if num(r.get("disk_before", "x"))]
+        if v:
+            print("adjacent 1x1 %s/disk_before=%.3f (rounds %s)" % (t, statistics.median(v),
+                  ",".join("%.2f" % x for x in v)))
 for (t, w) in sorted(med):
     if w == "256x1":
         print("paired 256x1 %s: 256x1/noop=%s, 256x1/stele=%s, wrk256/noop=%s" % (t,
