@@ -146,7 +146,12 @@ wire() {
     shift 2
     perf stat -x, -e task-clock,raw_syscalls:sys_enter -p "$p" -o "$WORK/stat" &
     ps=$!
-    "$@" >"$WORK/out" 2>&1 || { cat "$WORK/out" >&2; bench_die "$t $wl failed"; }
+    if ! "$@" >"$WORK/out" 2>&1; then
+        cat "$WORK/out" >&2
+        kill -0 "$p" 2>/dev/null || wait "$p" ||
+            echo "$BENCH_NAME: $t exited with status $?; its log: $(tail -5 "$WORK/$t.log")" >&2
+        bench_die "$t $wl failed"
+    fi
     kill -INT "$ps" 2>/dev/null || true
     wait "$ps" 2>/dev/null || true
     if grep -q '^Requests/sec' "$WORK/out"; then # wrk
