@@ -184,6 +184,8 @@ rot() {
 }
 
 PREFIX="f$(date +%s)"
+# wrk runs WARM + SECS whole seconds (it has no warm-up of its own)
+WRK_S=$(awk -v w="$WARM" -v s="$SECS" 'BEGIN {printf "%d", w + s + 0.999}')
 export ROUND
 for ROUND in $(seq 1 "$ROUNDS"); do
     load
@@ -205,13 +207,13 @@ for ROUND in $(seq 1 "$ROUNDS"); do
     if [[ " $PARTS " == *" 256 "* ]]; then
         for t in $(rot "$SERVERS"); do
             case "$t" in floorspin | floornosync | steletmpfs) continue ;; esac
-            wire "$t" noop wrk -t2 -c256 -d"$((WARM + SECS))s" --latency \
+            wire "$t" noop wrk -t2 -c256 -d"${WRK_S}s" --latency \
                 "http://127.0.0.1:${PORT[$t]}/health/live"
             sync
             wire "$t" 256x1 "$BH" --port "${PORT[$t]}" --mode append --clients 256 --batch 1 \
                 --warmup "$WARM" --duration "$SECS" --prefix "${PREFIX}r${ROUND}${t}b"
             sync
-            wire "$t" wrk256 wrk -t2 -c256 -d"$((WARM + SECS))s" --latency -s "$WORK/post.lua" \
+            wire "$t" wrk256 wrk -t2 -c256 -d"${WRK_S}s" --latency -s "$WORK/post.lua" \
                 "http://127.0.0.1:${PORT[$t]}" -- "${PREFIX}r${ROUND}${t}"
         done
     fi
