@@ -23,7 +23,9 @@
  *   - A chain record is immediately followed by all the records of its
  *     commit (same group write, same segment), or by nothing in a scavenged
  *     segment (its commit removed), or by nothing at the tail (its commit
- *     was torn: chain_open cuts it).
+ *     was torn: chain_open cuts it). A trailing record (below, "Trailing
+ *     records") mirrors this: it immediately follows its commit, or no
+ *     commit in a scavenged segment; a commit at the tail may lack it.
  *   - Once the chain has begun, every commit has one; their numbers
  *     (revision field) count up by one from 0.
  *   - A store written before the chain (or with STELE_OPEN_NO_CHAIN) has
@@ -40,6 +42,26 @@
  * Chain records are written pending and filled in after the group's
  * fsync ("Hashing after the fsync" below); a crash can leave the last
  * group's pending or torn, and open writes them ("Open after a crash").
+ *
+ * Trailing records (since 2026-12-08). A chain record may instead follow
+ * its commit (flag REC_CHAIN_TRAILING): the writer puts it after the
+ * commit's records in the group write, so the record rewritten after the
+ * acknowledgement lies in the group's last page(s), which the next group's
+ * write starts in anyway. With leading records that rewrite dirtied the
+ * group's first page again, a second range a whole group behind in the
+ * next fdatasync (docs/benchmarks.md, "Where the chain's cost on disk
+ * goes"). The writer uses one layout per open (STELE_CHAIN_LAYOUT,
+ * layout_setting: trailing unless "leading"), so a store written before
+ * switches where the new build first appends, anywhere in a segment. The
+ * walks (open's scan, stele check, exports) take each record as its flag
+ * says: a leading record owns the first whole commit after it, a trailing
+ * one the whole commit just before it (commits found by their records'
+ * commit_count); a commit no record owns is one from before the chain
+ * began, damage after it, or, at the end of the log only, a commit whose
+ * trailing record a crash tore away (its group's write never completed, so
+ * it was never acknowledged): open writes that record after it, as the
+ * writer would have. Everything else about pending records holds for
+ * both layouts (the flag is kept when a record is completed).
  */
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -151,14 +173,16 @@ int chain_seal_commit(local *L, MDB_txn *txn, uint8_t *mark, int64_t now)
      * record is complete on disk whenever this group's index transaction
      * is (its rewrite went out before this group's fdatasync), so open
      * finds the hash before any record a crash left pending or torn
-     * (chain_open). With no earlier record, this one: number 0, prev zeros. */
+     * (chain_open). With no earlier record, this one: number 0, prev zeros
+     * (a trailing one's commit, so that open reads the commit before it). */
     uint64_t loc = L->ck.loc + (uint64_t)(cr - L->gbuf.p);
     j->loc = loc;
     if (L->chain.njobs != 1 ||
         (L->chain.anchor != UINT64_MAX && loc_seg(loc) == loc_seg(L->chain.anchor) &&
          loc - L->chain.anchor < ANCHOR_EVERY))
         return 0;
-    L->chain.anchor = L->chain.last_loc != UINT64_MAX ? L->chain.last_loc : loc;
+    uint64_t first = L->chain.trailing ? L->ck.loc + (uint64_t)(c - L->gbuf.p) : loc;
+    L->chain.anchor = L->chain.last_loc != UINT64_MAX ? L->chain.last_loc : first;
     return anchor_put(L, txn, L->chain.anchor);
 }
 
@@ -725,12 +749,14 @@ static int fill_pending(local *L, chain_scan *sc)
                             p->data, sizeof p->data, NULL, 0, p->position, p->seq, p->created);
             log_seg *s = L->lg->segs[loc_seg(p->loc)];
             /* An appended record takes the room its group's write had
-             * planned for it (with the seal's after it). */
-            if (p->append && loc_off(p->loc) + CHAIN_REC_SIZE + rec_marker_size(0) > s->size)
-                return damaged_after(p->loc, "no room for a commit's trailing chain record");
+             * planned for it; in a segment file cut short (by hand, or a
+             * file system that lost its end) the write extends the file,
+             * as the seal after it will (local.c, seal). */
             int w = os_write_full(s->fd, rec_bytes, sizeof rec_bytes, loc_off(p->loc));
             if (w)
                 return err_set(STELE_EIO, "write a pending chain record: %s", strerror(-w));
+            if (p->append && loc_off(p->loc) + CHAIN_REC_SIZE > s->size)
+                s->size = loc_off(p->loc) + CHAIN_REC_SIZE; /* no reader yet: open */
             if (p->append) {
                 STELE_ASSERT(p->loc == L->ck.loc);
                 L->ck.loc = p->loc + CHAIN_REC_SIZE;
