@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # Run the library's unit tests under valgrind's leak checker: any leak or
 # memory error fails. Tests that honour TEST_QUICK run a reduced workload
 # (valgrind is ~30x slower). Usage: scripts/valgrind.sh BUILD_DIR
@@ -6,7 +6,6 @@ set -e
 BUILD=${1:-build}
 command -v valgrind >/dev/null || { echo "valgrind missing (scripts/deps.sh installs it)" >&2; exit 1; }
 SUPP="$(dirname "$0")/valgrind.supp"
-status=0
 # One test per line, so branches that add tests merge without conflict.
 TESTS="
   test_util
@@ -47,18 +46,23 @@ TESTS="
   test_overlap
   test_wake
 "
-for t in $TESTS; do
+# Two tests at a time (valgrind runs one thread at a time, so each takes
+# one core; VALGRIND_JOBS overrides). Each test's log is kept; a failing
+# test's is printed whole.
+export BUILD SUPP
+run_one() {
+  t=$1
   bin="$BUILD/tests/$t"
-  [ -x "$bin" ] || continue
-  echo "valgrind: $t"
-  if ! TEST_QUICK=1 STELE_INDEX_MAP_MB=256 valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
-        --errors-for-leak-kinds=definite,indirect --error-exitcode=3 \
-        --suppressions="$SUPP" "$bin" >"$BUILD/valgrind-$t.log" 2>&1; then
+  [ -x "$bin" ] || exit 0
+  if ! TEST_QUICK=1 STELE_INDEX_MAP_MB=256 valgrind -q --leak-check=full \
+        --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
+        --error-exitcode=3 --suppressions="$SUPP" "$bin" >"$BUILD/valgrind-$t.log" 2>&1; then
     cat "$BUILD/valgrind-$t.log"
     echo "valgrind: $t FAILED" >&2
-    status=1
-  else
-    tail -1 "$BUILD/valgrind-$t.log"
+    exit 1
   fi
-done
-exit $status
+  echo "valgrind: $t: $(tail -1 "$BUILD/valgrind-$t.log")"
+}
+export -f run_one
+# xargs exits non-zero if any test failed.
+printf '%s\n' $TESTS | xargs -P "${VALGRIND_JOBS:-2}" -I{} bash -c 'run_one "$1"' _ {}

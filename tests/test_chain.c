@@ -45,7 +45,19 @@
  *             link to it: check and open refuse (ECORRUPT), the log
  *             untouched;
  *   sealed    a chain record with a bad checksum in a sealed segment (no
- *             rewrite can be torn there): check reports it.
+ *             rewrite can be torn there): check reports it;
+ *   mixed     a store written in the other layout, then appended to in this
+ *             one (the switch inside a segment, as when a store written
+ *             before 2026-12-08 is opened): check verifies every commit, a
+ *             reopen finds the same head, an export across the switch
+ *             verifies, a byte flipped on either side breaks the chain at
+ *             its commit; and (pending) a crash's pending group of one
+ *             layout opened in the other: written exactly, the chain goes
+ *             on.
+ *
+ * The cases run in the layout STELE_CHAIN_LAYOUT names (CTest: test_chain
+ * trailing, the default; test_chain_leading); in trailing, torn also cuts
+ * a commit's trailing record alone (open writes it back exactly).
  *
  * Replay with TEST_SEED=n.
  */
@@ -68,6 +80,10 @@
 static int passed;
 /* TEST_QUICK (ASan, valgrind): smaller workloads, the same checks. */
 static int quick;
+/* The layout the stores are written in (STELE_CHAIN_LAYOUT, as the engine
+ * reads it): chain records after their commits (the default), or before
+ * them ("leading", the layout before 2026-12-08; CTest runs both). */
+static int trailing;
 
 static stele_db *open_store(const char *dir, uint32_t flags)
 {
@@ -189,9 +205,28 @@ static void copy_dir(const char *from, const char *to)
 }
 
 /* Walk segment `seg` of the file image: calls fn for each record with the
- * number of the last chain record before it (UINT64_MAX if none). */
+ * number and offset of the chain record of its commit (UINT64_MAX if none):
+ * the last one before it, or with trailing records the first one after it;
+ * for a chain record, its own. */
 typedef int (*walk_fn)(void *ctx, uint8_t *p, const rec *r, uint64_t off, uint64_t chain_seq,
                        uint64_t chain_off);
+
+/* The chain record after `off` in the image (its offset, or 0). */
+static uint64_t next_chain(const uint8_t *img, size_t len, uint64_t off, uint64_t *seq)
+{
+    while (off < len) {
+        rec r;
+        const char *why;
+        if (rec_decode_in(img, off, len - off, &r, &why) != REC_OK || r.kind == REC_SEAL)
+            return 0;
+        if (r.kind == REC_CHAIN) {
+            *seq = r.revision;
+            return off;
+        }
+        off += r.len;
+    }
+    return 0;
+}
 
 static void walk(uint8_t *img, size_t len, walk_fn fn, void *ctx)
 {
@@ -204,12 +239,34 @@ static void walk(uint8_t *img, size_t len, walk_fn fn, void *ctx)
         if (r.kind == REC_CHAIN) {
             cseq = r.revision;
             coff = off;
+        } else if (trailing && !(coff = next_chain(img, len, off, &cseq))) {
+            cseq = UINT64_MAX;
         }
         if (fn(ctx, img, &r, off, cseq, coff))
             break;
         if (r.kind == REC_SEAL)
             break;
         off += r.len;
+    }
+}
+
+/* The bytes [*start, *end) of the commit holding the record at `off`. */
+static void commit_bounds(const uint8_t *img, size_t len, uint64_t off, uint64_t *start,
+                          uint64_t *end)
+{
+    uint64_t q = SEG_HEADER_SIZE;
+    *start = *end = 0;
+    while (q < len) {
+        rec r;
+        const char *why;
+        CHECK(rec_decode_in(img, q, len - q, &r, &why) == REC_OK);
+        if (r.kind != REC_CHAIN && r.kind != REC_SEAL && r.commit_index == 0)
+            *start = q;
+        q += r.len;
+        if (q > off && r.kind != REC_CHAIN && r.commit_index + 1 == r.commit_count) {
+            *end = q;
+            return;
+        }
     }
 }
 
@@ -244,6 +301,17 @@ static void fix_crc(uint8_t *p)
 }
 
 /* ---------------------------------------------------------------- cases */
+
+static void crashed_marker(const char *dir);
+
+/* The layout stores opened from now on write (1 trailing). */
+static void set_layout(int trail)
+{
+    if (trail)
+        unsetenv("STELE_CHAIN_LAYOUT");
+    else
+        setenv("STELE_CHAIN_LAYOUT", "leading", 1);
+}
 
 static void test_build_and_resume(const char *dir, uint64_t *commits)
 {
@@ -317,14 +385,10 @@ static void test_flip(const char *dir)
      * breaks instead. */
     uint8_t *cr = img + k.chain_off;
     CHECK(cr[8] == REC_CHAIN);
-    uint64_t commit_start = k.chain_off + CHAIN_REC_SIZE, commit_end = commit_start;
-    while (commit_end < len) {
-        rec q;
-        CHECK(rec_decode_in(img, commit_end, len - commit_end, &q, &why) == REC_OK);
-        commit_end += q.len;
-        if (q.commit_index + 1 == q.commit_count)
-            break;
-    }
+    CHECK(!(cr[9] & REC_CHAIN_TRAILING) == !trailing);
+    uint64_t commit_start, commit_end;
+    commit_bounds(img, len, k.off, &commit_start, &commit_end);
+    CHECK(trailing ? commit_end == k.chain_off : commit_start == k.chain_off + CHAIN_REC_SIZE);
     SHA256(img + commit_start, commit_end - commit_start, cr + REC_HEADER_SIZE + 2 + 32);
     fix_crc(cr);
     put_file(seg, img, len);
@@ -466,6 +530,59 @@ static int find_last_chain(void *ctx, uint8_t *img, const rec *r, uint64_t off, 
     return 0;
 }
 
+/* Trailing records: the last commit's record torn away, the commit whole
+ * (pages reach the disk in any order): check counts the commit as
+ * awaiting its record; open writes it after the commit, byte for byte the
+ * record the writer wrote, and the head is the one published before; the
+ * chain goes on. Then the commit torn too: cut, the head one commit back. */
+static void torn_trailing(const char *copy, const char *seg, uint8_t *img, size_t len,
+                          uint64_t off, const stele_chain_head *before)
+{
+    uint8_t full[CHAIN_REC_SIZE];
+    memcpy(full, img + off, sizeof full);
+    CHECK(full[9] == REC_CHAIN_TRAILING);
+    memset(img + off, 0, CHAIN_REC_SIZE);
+    put_file(seg, img, len);
+    crashed_marker(copy);
+    char want[96];
+    snprintf(want, sizeof want, "hash chain: %" PRIu64 " commits verified",
+             before->commits - 1);
+    check_ok(copy, want);
+    check_ok(copy, "1 commits await their chain record");
+    stele_db *db = open_store(copy, 0);
+    stele_chain_head h;
+    CHECK_OK(stele_chain_get_head(db, &h));
+    CHECK(h.commits == before->commits && h.position == before->position);
+    CHECK(memcmp(h.hash, before->hash, 32) == 0);
+    stele_close(db);
+    free(img);
+    img = slurp(seg, &len);
+    CHECK(memcmp(img + off, full, sizeof full) == 0);
+    snprintf(want, sizeof want, "hash chain: %" PRIu64 " commits verified", before->commits);
+    check_ok(copy, want);
+
+    /* The commit torn as well (its last record and the chain record gone):
+     * recovery cuts the commit, the head is the one before. */
+    uint64_t start, end;
+    commit_bounds(img, len, off - 8, &start, &end);
+    CHECK(end == off);
+    memset(img + end - 8, 0xA5, 8); /* the commit's last record's padding */
+    memset(img + off, 0, CHAIN_REC_SIZE);
+    put_file(seg, img, len);
+    free(img);
+    crashed_marker(copy);
+    db = open_store(copy, 0);
+    CHECK_OK(stele_chain_get_head(db, &h));
+    CHECK(h.commits == before->commits - 1);
+    append_n(db, "Torn", 1);
+    CHECK_OK(stele_chain_get_head(db, &h));
+    CHECK(h.commits == before->commits && memcmp(h.hash, before->hash, 32) != 0);
+    stele_close(db);
+    check_ok(copy, "hash chain: ");
+    t_rmdir(copy);
+    passed++;
+}
+
 static void test_torn(const char *dir)
 {
     const char *copy = t_tmpdir("chain-torn");
@@ -484,6 +601,10 @@ static void test_torn(const char *dir)
     last_chain lc = {0};
     walk(img, len, find_last_chain, &lc);
     CHECK(lc.off && lc.seq + 1 == before.commits);
+    if (trailing) {
+        torn_trailing(copy, seg, img, len, lc.off, &before);
+        return;
+    }
     uint64_t end = lc.off + CHAIN_REC_SIZE;
     while (end < len && ld32(img + end))
         end += ld32(img + end);
@@ -731,7 +852,7 @@ static int list_chain(void *ctx, uint8_t *img, const rec *r, uint64_t off, uint6
  * wrote it (flags REC_CHAIN_PENDING, data zeros), from its complete form. */
 static void make_pending(uint8_t *cr)
 {
-    cr[9] = REC_CHAIN_PENDING;
+    cr[9] = REC_CHAIN_PENDING | (cr[9] & REC_CHAIN_TRAILING);
     memset(cr + REC_CHAIN_DATA_OFF, 0, CHAIN_DATA_SIZE);
     fix_crc(cr);
 }
@@ -816,8 +937,9 @@ static void pend_setup(pend_fx *fx)
     CHECK(best_n >= 3);
     fx->g0 = best;
     fx->g1 = best + best_n - 1;
-    /* Cut the log after the group's last commit. */
-    uint64_t cut = fx->g1 + 1 < fx->l.n ? fx->l.off[fx->g1 + 1] : fx->l.end;
+    /* Cut the log after the group's last commit (and its record). */
+    uint64_t cut = trailing ? fx->l.off[fx->g1] + CHAIN_REC_SIZE
+                   : fx->g1 + 1 < fx->l.n ? fx->l.off[fx->g1 + 1] : fx->l.end;
     memset(fx->img + cut, 0, fx->len - cut);
     put_file(fx->seg, fx->img, fx->len);
     /* Open it once (the index rebuilt from the cut log) and close it: the
@@ -888,14 +1010,31 @@ static void test_pending(pend_fx *fx)
     pend_reopen_exact(fx, d);
     t_rmdir(d);
 
+    /* The same pending group opened in the other layout: its records are
+     * written as they were, and the chain goes on in the other one. */
+    memcpy(img, fx->img, fx->len);
+    for (size_t i = fx->g0; i <= fx->g1; i++)
+        make_pending(img + fx->l.off[i]);
+    d = pend_variant(fx, "chain-pend-switch", img);
+    set_layout(!trailing);
+    pend_reopen_exact(fx, d);
+    stele_db *sw = open_pend(d);
+    append_n(sw, "Switch", 2);
+    append_n(sw, "Switch", 1);
+    stele_close(sw);
+    set_layout(trailing);
+    snprintf(want, sizeof want, "hash chain: %" PRIu64 " commits verified", fx->want.commits + 2);
+    check_ok(d, want);
+    t_rmdir(d);
+
     /* A byte of a pending commit's event changed (CRC fixed): the store
      * opens and fills the record from what it finds, so the head differs
      * from the one published before (which a signed head exposes). */
-    memcpy(img, fx->img, fx->len);
-    make_pending(img + fx->l.off[fx->g1]);
-    uint8_t *ev = img + fx->l.off[fx->g1] + CHAIN_REC_SIZE;
     rec r;
     const char *why;
+    memcpy(img, fx->img, fx->len);
+    make_pending(img + fx->l.off[fx->g1]);
+    uint8_t *ev = img + (trailing ? fx->l.off[fx->g1 - 1] : fx->l.off[fx->g1]) + CHAIN_REC_SIZE;
     CHECK(rec_decode_in(img, (size_t)(ev - img), fx->len - (size_t)(ev - img), &r, &why) == REC_OK &&
           r.kind == REC_EVENT && r.data_len > 10);
     ((uint8_t *)r.data)[5] ^= 0x04;
@@ -1042,10 +1181,86 @@ static void test_torn_sealed(const char *dir)
     passed++;
 }
 
+/* Flip an event's data byte (CRC fixed) in segment `seg`, written wholly in
+ * layout `trail`: check reports the chain broken at that event's commit. */
+static void flip_in(const char *dir, uint32_t seg_no, int trail)
+{
+    const char *copy = t_tmpdir("chain-mixed-flip");
+    copy_dir(dir, copy);
+    char seg[600];
+    seg_path(copy, seg_no, seg, sizeof seg);
+    size_t len;
+    uint8_t *img = slurp(seg, &len);
+    int was = trailing;
+    trailing = trail;
+    pick k = {.want = (int)t_rand_below(10)};
+    walk(img, len, pick_event, &k);
+    trailing = was;
+    CHECK(k.off != 0);
+    rec r;
+    const char *why;
+    CHECK(rec_decode_in(img, k.off, len - k.off, &r, &why) == REC_OK);
+    ((uint8_t *)r.data)[2] ^= 0x01;
+    fix_crc(img + k.off);
+    put_file(seg, img, len);
+    char report[2048], want[96];
+    CHECK_RC(stele_check(copy, report, sizeof report), STELE_ECORRUPT);
+    snprintf(want, sizeof want, "hash chain broken at commit %" PRIu64 " ", k.chain_seq);
+    if (!strstr(stele_errmsg(), want) || !strstr(stele_errmsg(), "do not match the digest"))
+        fprintf(stderr, "want \"%s\" in: %s\n", want, stele_errmsg());
+    CHECK(strstr(stele_errmsg(), want) != NULL);
+    CHECK(strstr(stele_errmsg(), "do not match the digest") != NULL);
+    free(img);
+    t_rmdir(copy);
+}
+
+static void test_mixed(void)
+{
+    const char *dir = t_tmpdir("chain-mixed");
+    set_layout(!trailing);
+    stele_db *db = open_store(dir, 0);
+    uint64_t c = fill(db, quick ? 100 : 160);
+    stele_close(db);
+    int first_segs = seg_count(dir);
+    set_layout(trailing);
+    db = open_store(dir, 0);
+    uint64_t mid = next_position(db);
+    c += fill(db, quick ? 100 : 160);
+    stele_chain_head h;
+    CHECK_OK(stele_chain_get_head(db, &h));
+    CHECK(h.commits == c && h.position == next_position(db));
+    /* An export across the switch. */
+    char *json = NULL;
+    size_t len = 0;
+    stele_chain_verified v;
+    CHECK_OK(stele_chain_export(db, mid - 25, mid + 25, &json, &len));
+    CHECK_OK(stele_chain_verify(json, len, NULL, &v));
+    CHECK(v.events == 51 && v.first == mid - 25 && v.last == mid + 25);
+    stele_free(json);
+    stele_close(db);
+    char want[64];
+    snprintf(want, sizeof want, "hash chain: %" PRIu64 " commits verified", c);
+    check_ok(dir, want);
+    db = open_store(dir, 0);
+    stele_chain_head h2;
+    CHECK_OK(stele_chain_get_head(db, &h2));
+    CHECK(h2.commits == h.commits && memcmp(h2.hash, h.hash, 32) == 0);
+    stele_close(db);
+    /* Both layouts in the store, and a flip found on either side. */
+    CHECK(first_segs >= 2 && seg_count(dir) > first_segs);
+    flip_in(dir, 0, !trailing);
+    flip_in(dir, (uint32_t)seg_count(dir) - 1, trailing);
+    t_rmdir(dir);
+    passed++;
+}
+
 int main(void)
 {
     t_seed();
     quick = getenv("TEST_QUICK") != NULL;
+    const char *layout = getenv("STELE_CHAIN_LAYOUT");
+    trailing = !(layout && !strcmp(layout, "leading"));
+    printf("  layout: chain records %s their commits\n", trailing ? "after" : "before");
     char dir[512];
     snprintf(dir, sizeof dir, "%s", t_tmpdir("chain")); /* (t_tmpdir's slots rotate) */
     uint64_t commits = 0;
@@ -1065,6 +1280,7 @@ int main(void)
     t_rmdir(fx->base);
     free(fx);
     test_torn_sealed(dir);
+    test_mixed();
     t_rmdir(dir);
     return t_done("test_chain", passed);
 }

@@ -24,6 +24,13 @@
  *   threads  4 threads append while another reads the head, exports the
  *            newest event and backs up, over and over: every export
  *            verifies, the restore verifies (TSan runs it).
+ *   trailing (the default layout since 2026-12-08, local_chain.c "Trailing
+ *            records") one-commit groups: each rewrite is the 144-byte
+ *            record that ends its group write, so it adjoins the next
+ *            group's; backup and threads again in this layout.
+ *
+ * whole, many, large and off run with STELE_CHAIN_LAYOUT=leading (chain
+ * records before their commits), the layout whose rewrite range they test.
  *
  * `stele check` verifies every store at the end. Replay with TEST_SEED=n.
  */
@@ -191,7 +198,54 @@ static size_t check_rewrites(int whole, size_t rec_len, const char *what)
     return rewrites;
 }
 
+/* Trailing records: every rewrite is one record (CHAIN_REC_SIZE bytes)
+ * that ends exactly where a group write of that file ended. Returns the
+ * number of rewrites seen. */
+static size_t check_trailing_rewrites(void)
+{
+    size_t rewrites = 0;
+    pthread_mutex_lock(&g_wmu);
+    for (size_t i = 1; i < g_nw; i++) {
+        wrec *w = &g_w[i];
+        if (w->n != CHAIN_REC_SIZE || !starts_with(w, REC_CHAIN))
+            continue;
+        wrec *g = NULL;
+        for (size_t j = i; j-- > 0;)
+            if (g_w[j].fd == w->fd && g_w[j].n > CHAIN_REC_SIZE &&
+                g_w[j].off + g_w[j].n == w->off + w->n) {
+                g = &g_w[j];
+                break;
+            }
+        if (!g)
+            fprintf(stderr, "trailing: rewrite at %" PRIu64 " ends no group write\n", w->off);
+        CHECK(g != NULL);
+        rewrites++;
+    }
+    pthread_mutex_unlock(&g_wmu);
+    return rewrites;
+}
+
 /* -------------------------------------------------------------- cases */
+
+static void test_trailing(void)
+{
+    const char *dir = t_tmpdir("rw-trail");
+    rec_install();
+    stele_db *db = open_store(dir, 16u << 20);
+    rec_clear();
+    for (int i = 0; i < 20; i++) {
+        append(db, "T-1", 1 + (size_t)(i % 4), 50 + t_rand_below(2000));
+        stele_chain_head h;
+        CHECK_OK(stele_chain_get_head(db, &h)); /* waits for the rewrite */
+        CHECK(h.commits == (uint64_t)i + 1);
+    }
+    CHECK(check_trailing_rewrites() == 20);
+    stele_close(db);
+    rec_uninstall();
+    check_store(dir);
+    t_rmdir(dir);
+    passed++;
+}
 
 static void test_whole(void)
 {
@@ -308,9 +362,11 @@ static void test_backup(void)
         size_t n = chain_flags(p, flags, 64);
         CHECK(n == (size_t)i + 1);
         for (size_t k = 0; k < n; k++) {
-            if (flags[k] != 0)
+            if (flags[k] & REC_CHAIN_PENDING)
                 fprintf(stderr, "backup %d: chain record %zu copied pending\n", i, k);
-            CHECK(flags[k] == 0);
+            CHECK(!(flags[k] & REC_CHAIN_PENDING));
+            /* The layout the store writes. */
+            CHECK(!!(flags[k] & REC_CHAIN_TRAILING) == !getenv("STELE_CHAIN_LAYOUT"));
         }
     }
     stele_close(db);
@@ -383,9 +439,14 @@ int main(void)
      * whole range is rewritten only while they are slow (a disk), and
      * $TMPDIR may be a tmpfs. */
     setenv("STELE_CHAIN_REWRITE_MAX", "65536", 1);
+    setenv("STELE_CHAIN_LAYOUT", "leading", 1);
     test_whole();
     test_many();
     test_large_and_off();
+    test_backup();
+    test_threads();
+    unsetenv("STELE_CHAIN_LAYOUT");
+    test_trailing();
     test_backup();
     test_threads();
     return t_done("test_chain_rewrite", passed);

@@ -718,9 +718,11 @@ static void last_commit(const char *path, long *commit, long *last_rec, long *en
         free(whole);
         if (!ok)
             break;
-        if (r.commit_index == 0)
+        /* (A chain record, before or after its commit, is not part of it.) */
+        if (r.kind != REC_CHAIN && r.commit_index == 0)
             *commit = off;
-        *last_rec = off;
+        if (r.kind != REC_CHAIN)
+            *last_rec = off;
         off += ld32(h);
     }
     *end = off;

@@ -946,9 +946,18 @@ static void flip(const char *dir, uint32_t segno, uint64_t off)
     close(fd);
 }
 
-/* The offset just past the first event record of a segment (its last
- * byte is covered by the checksum, whatever the record's kind). */
+/* The offset of the first record of `kind` in a segment (with `end`, just
+ * past it: its last byte is covered by the checksum, whatever the record's
+ * kind). A chain record comes before or after its commit (the store's
+ * layout, STELE_CHAIN_LAYOUT). */
+static uint64_t first_of(const char *dir, uint32_t segno, uint8_t kind, int end);
+
 static uint64_t first_event_end(const char *dir, uint32_t segno)
+{
+    return first_of(dir, segno, REC_EVENT, 1);
+}
+
+static uint64_t first_of(const char *dir, uint32_t segno, uint8_t kind, int end)
 {
     char p[700];
     snprintf(p, sizeof p, "%s/log/%08u.seg", dir, segno);
@@ -961,9 +970,9 @@ static uint64_t first_event_end(const char *dir, uint32_t segno)
         uint32_t len = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 |
                        (uint32_t)h[3] << 24;
         CHECK(len >= 8 && len % 8 == 0);
-        if (h[8] == REC_EVENT || h[8] == REC_COMPACT) {
+        if (h[8] == kind || (kind == REC_EVENT && h[8] == REC_COMPACT)) {
             close(fd);
-            return off + len;
+            return end ? off + len : off;
         }
         off += len;
     }
@@ -989,8 +998,7 @@ static void test_damage(void)
     seg_info si;
     CHECK(find_scavenged(good, &segno, &si) == 0);
 
-    /* An event record of the scavenged segment (the first record is its
-     * first commit's chain record). */
+    /* An event record of the scavenged segment. */
     copy_store(good, dir);
     flip(dir, segno, first_event_end(dir, segno) - 1);
     CHECK_RC(stele_check(dir, NULL, 0), STELE_ECORRUPT);
@@ -1004,7 +1012,7 @@ static void test_damage(void)
      * checksum fails (it may be a rewrite torn by a crash), and the chain's
      * walk reports it, since no rewrite can be torn in a sealed segment. */
     copy_store(good, dir);
-    flip(dir, segno, SEG_HEADER_SIZE + 100);
+    flip(dir, segno, first_of(dir, segno, REC_CHAIN, 0) + 100);
     CHECK_RC(stele_check(dir, NULL, 0), STELE_ECORRUPT);
     if (!strstr(stele_errmsg(), "hash chain broken"))
         fprintf(stderr, "check of a flipped scavenged chain record: %s\n", stele_errmsg());

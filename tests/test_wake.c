@@ -1,15 +1,14 @@
 /*
- * test_wake.c - the wake tree (src/backend/local_wake.c): every waiting
- * appender of a finished group is released exactly once, with its own
- * result, whatever the group's size and whether it was asleep yet.
+ * test_wake.c - waking the appenders (src/backend/local_wake.c): every
+ * waiting appender of a finished group is released exactly once, with its
+ * own result, whatever the group's size and whether it was asleep yet.
  *
- * 1. The wake-up alone: groups of 1..100 requests woken in bulk, by
- *    relay, and in six tree shapes (one root and fan-out 2, with and
- *    without gathering; the writer waking every waiter; 3 roots of chains;
- *    2 and 8 roots of fan-out 8), asynchronous requests mixed in (they take no
- *    place in the tree), each waiter a thread with its request on its own
- *    stack; half of them start waiting before the group is released and
- *    half after (so both the sleeping and the not-yet-sleeping paths run).
+ * 1. The wake-up alone: groups of 1..100 requests woken in bulk and by
+ *    relay (with one and with four sleepers woken by the writer),
+ *    asynchronous requests mixed in, each waiter a thread with its
+ *    request on its own stack; half of them start waiting before the group
+ *    is released and half after (so both the sleeping and the
+ *    not-yet-sleeping paths run).
  *    Each waiter must come back with exactly the result the "writer" set
  *    for it; each callback must run once. A lost wake-up hangs the test
  *    (CTest's timeout fails it: no clock in here).
@@ -33,7 +32,7 @@
 
 #include "backend/local_int.h"
 
-/* ------------------------------------------------------------ 1. the tree */
+/* ------------------------------------------------------------ 1. the wake-up */
 
 #define MAXG 100
 
@@ -85,7 +84,7 @@ static void *waiter_main(void *arg)
     return NULL; /* r is gone now: nothing may touch it */
 }
 
-static void tree_group(int n, int async_every)
+static void wake_one_group(int n, int async_every)
 {
     waiter ws[MAXG];
     pthread_t th[MAXG];
@@ -138,7 +137,6 @@ static void tree_group(int n, int async_every)
     pthread_barrier_wait(&before); /* the early ones are (about to be) asleep */
     wake_group(fake, reqs[0]);
     atomic_store(&go_late, 1);
-    wake_gather(fake); /* returns once every waiter released its kids */
     int bad = 0, released = 0;
     for (int i = 0; i < n; i++) {
         if (is_async[i]) {
@@ -366,27 +364,19 @@ int main(void)
     if (getenv("TEST_QUICK"))
         per = 20;
     static const int sizes[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100};
-    /* Tree shapes: (roots, fan-out, gather); UINT32_MAX roots is the
-     * writer waking every waiter itself. */
-    static const uint32_t shapes[][4] = {
-        {WAKE_TREE, 1, 2, 1}, {WAKE_BULK, 0, 0, 0}, {WAKE_RELAY, 0, 0, 0},
-        {WAKE_TREE, 1, 2, 0}, {WAKE_TREE, UINT32_MAX, 2, 0}, {WAKE_TREE, 3, 1, 1},
-        {WAKE_TREE, 2, 8, 1}, {WAKE_TREE, 8, 8, 0}};
-    size_t nshapes = getenv("TEST_QUICK") ? 3 : sizeof shapes / sizeof shapes[0];
-    for (size_t h = 0; h < nshapes; h++) {
-        fake->wake_mode = (int)shapes[h][0];
-        fake->wake_roots = shapes[h][1];
-        fake->wake_fanout = shapes[h][2];
-        fake->wake_gather = (int)shapes[h][3];
+    /* The ways of waking: (mode, sleepers the writer wakes in relay). */
+    static const uint32_t ways[][2] = {{WAKE_BULK, 0}, {WAKE_RELAY, 1}, {WAKE_RELAY, 4}};
+    for (size_t h = 0; h < sizeof ways / sizeof ways[0]; h++) {
+        fake->wake_mode = (int)ways[h][0];
+        fake->wake_relay_n = ways[h][1];
         for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
-            tree_group(sizes[s], 0);
-            tree_group(sizes[s], 4); /* every fourth request asynchronous */
-            tree_group(sizes[s], 1); /* only asynchronous requests */
+            wake_one_group(sizes[s], 0);
+            wake_one_group(sizes[s], 4); /* every fourth request asynchronous */
+            wake_one_group(sizes[s], 1); /* only asynchronous requests */
         }
     }
-    CHECK(atomic_load(&fake->wake_left) == 0);
     free(fake);
-    printf("tree: groups of 1..100 released\n");
+    printf("wake: groups of 1..100 released\n");
     engine();
     return t_done("test_wake", 2);
 }

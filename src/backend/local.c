@@ -21,8 +21,8 @@
  *      the index, so it never shows a group that is not durable;
  *   5. publishes the new end of the log (store-release) and completes
  *      every request of the group (local_wake.c: by default one
- *      FUTEX_WAKE for all its waiting appenders; STELE_WAKE=relay or
- *      tree hands the wake-ups on to the woken);
+ *      FUTEX_WAKE for all its waiting appenders; STELE_WAKE=relay
+ *      hands the wake-ups on to the first woken);
  *   6. then signals the commit to subscribers (watch fds, wait_commit):
  *      after the acknowledgements, so that an acknowledgement (an HTTP
  *      answer sent from the callback) does not wait behind those wake-ups.
@@ -93,7 +93,7 @@
 #include "util/assert.h"
 
 /* Waiting callers and how the writer wakes them: local_wake.c (by default
- * one FUTEX_WAKE per group; relay and tree hand the wake-ups on). */
+ * one FUTEX_WAKE per group; relay hands the wake-ups on). */
 
 static int req_fail(wreq *r, int rc)
 {
@@ -1114,7 +1114,6 @@ static void *writer_main(void *arg)
         int rc = chain_group_done(L, written);
         if (rc)
             set_fault(L, rc);
-        wake_gather(L); /* the next group takes the woken appenders' requests */
     }
     return NULL;
 }

@@ -23,7 +23,9 @@
  *   - A chain record is immediately followed by all the records of its
  *     commit (same group write, same segment), or by nothing in a scavenged
  *     segment (its commit removed), or by nothing at the tail (its commit
- *     was torn: chain_open cuts it).
+ *     was torn: chain_open cuts it). A trailing record (below, "Trailing
+ *     records") mirrors this: it immediately follows its commit, or no
+ *     commit in a scavenged segment; a commit at the tail may lack it.
  *   - Once the chain has begun, every commit has one; their numbers
  *     (revision field) count up by one from 0.
  *   - A store written before the chain (or with STELE_OPEN_NO_CHAIN) has
@@ -40,6 +42,26 @@
  * Chain records are written pending and filled in after the group's
  * fsync ("Hashing after the fsync" below); a crash can leave the last
  * group's pending or torn, and open writes them ("Open after a crash").
+ *
+ * Trailing records (since 2026-12-08). A chain record may instead follow
+ * its commit (flag REC_CHAIN_TRAILING): the writer puts it after the
+ * commit's records in the group write, so the record rewritten after the
+ * acknowledgement lies in the group's last page(s), which the next group's
+ * write starts in anyway. With leading records that rewrite dirtied the
+ * group's first page again, a second range a whole group behind in the
+ * next fdatasync (docs/benchmarks.md, "Where the chain's cost on disk
+ * goes"). The writer uses one layout per open (STELE_CHAIN_LAYOUT,
+ * layout_setting: trailing unless "leading"), so a store written before
+ * switches where the new build first appends, anywhere in a segment. The
+ * walks (open's scan, stele check, exports) take each record as its flag
+ * says: a leading record owns the first whole commit after it, a trailing
+ * one the whole commit just before it (commits found by their records'
+ * commit_count); a commit no record owns is one from before the chain
+ * began, damage after it, or, at the end of the log only, a commit whose
+ * trailing record a crash tore away (its group's write never completed, so
+ * it was never acknowledged): open writes that record after it, as the
+ * writer would have. Everything else about pending records holds for
+ * both layouts (the flag is kept when a record is completed).
  */
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -78,9 +100,16 @@ uint8_t *chain_reserve(local *L)
 {
     if (!L->chain.on)
         return NULL;
-    uint8_t *cr = L->gbuf.p + L->gbuf.len;
-    L->gbuf.len += CHAIN_REC_SIZE;
-    return cr;
+    uint8_t *mark = L->gbuf.p + L->gbuf.len;
+    if (!L->chain.trailing)
+        L->gbuf.len += CHAIN_REC_SIZE;
+    return mark;
+}
+
+/* The flags of a chain record this writer writes. */
+static unsigned rec_flags(const chain_state *cs, int pending)
+{
+    return (pending ? REC_CHAIN_PENDING : 0) | (cs->trailing ? REC_CHAIN_TRAILING : 0);
 }
 
 /* SHA-256 of p[0..n) with a fetched digest and the caller's context. */
@@ -93,11 +122,19 @@ static int sha256_with(EVP_MD *md, EVP_MD_CTX *ctx, const void *p, size_t n, uin
                : -1;
 }
 
-int chain_seal_commit(local *L, MDB_txn *txn, uint8_t *cr, int64_t now)
+int chain_seal_commit(local *L, MDB_txn *txn, uint8_t *mark, int64_t now)
 {
-    if (!cr)
+    if (!mark)
         return 0;
-    const uint8_t *c = cr + CHAIN_REC_SIZE, *end = L->gbuf.p + L->gbuf.len;
+    /* The commit's records, and its chain record before or after them. */
+    const uint8_t *c = L->chain.trailing ? mark : mark + CHAIN_REC_SIZE;
+    const uint8_t *end = L->gbuf.p + L->gbuf.len;
+    uint8_t *cr = mark;
+    if (L->chain.trailing) {
+        STELE_ASSERT(L->gbuf.len + CHAIN_REC_SIZE <= L->gbuf.cap);
+        cr = L->gbuf.p + L->gbuf.len;
+        L->gbuf.len += CHAIN_REC_SIZE;
+    }
     uint8_t kind;
     uint64_t pos;
     int64_t t;
@@ -115,17 +152,18 @@ int chain_seal_commit(local *L, MDB_txn *txn, uint8_t *cr, int64_t now)
     }
     chain_job *j = &L->chain.jobs[L->chain.njobs++];
     j->cr_off = (size_t)(cr - L->gbuf.p);
-    j->end_off = L->gbuf.len;
+    j->from_off = (size_t)(c - L->gbuf.p);
+    j->to_off = (size_t)(end - L->gbuf.p);
     j->seq = L->chain.seq++;
     j->next_pos = L->chain.next_pos;
     j->failed = 0;
     L->chain.now = now;
-    L->chain.job_bytes += j->end_off - j->cr_off - CHAIN_REC_SIZE;
+    L->chain.job_bytes += j->to_off - j->from_off;
     /* Written pending (record.h): its digest is filled in by
      * chain_group_done once the group is durable (the hasher reads the
      * commits meanwhile). */
     static const uint8_t zeros[CHAIN_DATA_SIZE];
-    rec_encode_body(cr, REC_CHAIN, REC_CHAIN_PENDING, "", 0, zeros, sizeof zeros, NULL, 0,
+    rec_encode_body(cr, REC_CHAIN, rec_flags(&L->chain, 1), "", 0, zeros, sizeof zeros, NULL, 0,
                     j->next_pos, j->seq, now);
     /* Group failures after this are sticky faults (local.c): the store is
      * reopened, and chain_open resumes from the log. The anchor is where
@@ -135,14 +173,16 @@ int chain_seal_commit(local *L, MDB_txn *txn, uint8_t *cr, int64_t now)
      * record is complete on disk whenever this group's index transaction
      * is (its rewrite went out before this group's fdatasync), so open
      * finds the hash before any record a crash left pending or torn
-     * (chain_open). With no earlier record, this one: number 0, prev zeros. */
+     * (chain_open). With no earlier record, this one: number 0, prev zeros
+     * (a trailing one's commit, so that open reads the commit before it). */
     uint64_t loc = L->ck.loc + (uint64_t)(cr - L->gbuf.p);
     j->loc = loc;
     if (L->chain.njobs != 1 ||
         (L->chain.anchor != UINT64_MAX && loc_seg(loc) == loc_seg(L->chain.anchor) &&
          loc - L->chain.anchor < ANCHOR_EVERY))
         return 0;
-    L->chain.anchor = L->chain.last_loc != UINT64_MAX ? L->chain.last_loc : loc;
+    uint64_t first = L->chain.trailing ? L->ck.loc + (uint64_t)(c - L->gbuf.p) : loc;
+    L->chain.anchor = L->chain.last_loc != UINT64_MAX ? L->chain.last_loc : first;
     return anchor_put(L, txn, L->chain.anchor);
 }
 
@@ -191,8 +231,7 @@ int chain_seal_commit(local *L, MDB_txn *txn, uint8_t *cr, int64_t now)
 
 static void digest_job(EVP_MD *md, EVP_MD_CTX *ctx, const uint8_t *base, chain_job *j)
 {
-    size_t from = j->cr_off + CHAIN_REC_SIZE;
-    j->failed = sha256_with(md, ctx, base + from, j->end_off - from, j->digest) != 0;
+    j->failed = sha256_with(md, ctx, base + j->from_off, j->to_off - j->from_off, j->digest) != 0;
 }
 
 static void *hasher_main(void *arg)
@@ -287,8 +326,8 @@ int chain_group_fold(local *L, int ok)
         memcpy(data + 32, j->digest, 32);
         if (j->failed || sha256_with(cs->md, cs->ctx, data, sizeof data, cs->hash))
             return err_set(STELE_EINTERNAL, "SHA-256 failed (libcrypto)");
-        rec_encode_body(L->gbuf.p + j->cr_off, REC_CHAIN, 0, "", 0, data, sizeof data, NULL, 0,
-                        j->next_pos, j->seq, cs->now);
+        rec_encode_body(L->gbuf.p + j->cr_off, REC_CHAIN, rec_flags(cs, 0), "", 0, data,
+                        sizeof data, NULL, 0, j->next_pos, j->seq, cs->now);
     }
     cs->folded_ok = 1;
     return 0;
@@ -343,6 +382,16 @@ static uint64_t rewrite_max_setting(int *timed)
     char *end;
     unsigned long long n = strtoull(v, &end, 10);
     return *end ? 0 : n;
+}
+
+/* STELE_CHAIN_LAYOUT: "leading" writes each chain record before its
+ * commit (the layout before 2026-12-08, readable by older builds, kept to
+ * compare in one binary); unset or "trailing" (the default) after it
+ * ("Trailing records"). */
+static int layout_setting(void)
+{
+    const char *v = getenv("STELE_CHAIN_LAYOUT");
+    return !(v && !strcmp(v, "leading"));
 }
 
 int chain_group_done(local *L, int ok)
@@ -425,8 +474,12 @@ typedef struct chain_pend {
     uint64_t loc, seq, position;
     int64_t created;
     uint8_t digest[32];
-    int empty;                     /* no commit followed it */
-    int complete;                  /* a complete record after a pending one: */
+    int empty;                     /* no commit of its own (yet) */
+    int complete;                  /* a complete record after a pending one */
+    int trailing;                  /* REC_CHAIN_TRAILING */
+    int append;                    /* not in the log: a trailing record torn
+                                    * away after its commit, written at loc
+                                    * (the log's end) */
     uint8_t data[CHAIN_DATA_SIZE]; /* what it holds */
 } chain_pend;
 
@@ -436,21 +489,31 @@ typedef struct chain_pend {
  * complete and not the chain's first, so the hash before it is not known
  * from the range. */
 typedef struct chain_scan {
-    int found, followed, complete, first_pending;
+    int found, followed, complete, first_pending, trailing;
     uint64_t loc, seq, position;
     uint8_t data[CHAIN_DATA_SIZE]; /* the newest complete record's before them */
     chain_pend *pend;
     size_t npend, cap;
 } chain_scan;
 
-static int pend_close(local *L, chain_scan *sc, buf *bytes, int *open)
+/* Which chain record a commit belongs to (both layouts; "Trailing
+ * records"): a leading record owns the first commit after it, a trailing
+ * one the commit just before it. The walks count each commit's records
+ * (commit_count) to find where it ends. */
+typedef struct commit_track {
+    buf bytes;          /* the current (or last) commit's records */
+    uint32_t left;      /* its records still to come */
+    int lead_wait;      /* the newest chain record is leading and awaits its commit */
+    int unclaimed;      /* `bytes` is a whole commit no record owns yet */
+    uint64_t at;        /* its first record */
+    uint64_t next_pos;  /* the log's next position after it (its events, or as before) */
+    int64_t created;
+} commit_track;
+
+static int pend_digest(local *L, chain_pend *p, const buf *bytes)
 {
-    if (!*open)
-        return 0;
-    *open = 0;
-    chain_pend *p = &sc->pend[sc->npend - 1];
-    p->empty = bytes->len == 0;
-    if (!p->empty && sha256_with(L->chain.md, L->chain.ctx, bytes->p, bytes->len, p->digest))
+    p->empty = 0;
+    if (sha256_with(L->chain.md, L->chain.ctx, bytes->p, bytes->len, p->digest))
         return err_set(STELE_EINTERNAL, "SHA-256 failed (libcrypto)");
     return 0;
 }
@@ -466,7 +529,7 @@ static int torn_at(logf *lg, uint64_t at, rec *r)
     memset(r, 0, sizeof *r);
     r->len = CHAIN_REC_SIZE;
     r->kind = REC_CHAIN;
-    r->flags = REC_CHAIN_PENDING;
+    r->flags = REC_CHAIN_PENDING | (p[9] & REC_CHAIN_TRAILING);
     r->commit_count = 1;
     r->position = ld64(p + 24);
     r->revision = ld64(p + 32);
@@ -500,6 +563,97 @@ static int damaged_after(uint64_t at, const char *what)
                    loc_off(at));
 }
 
+static chain_pend *pend_add(chain_scan *sc)
+{
+    if (sc->npend == sc->cap) {
+        size_t nc = sc->cap ? sc->cap * 2 : 16;
+        chain_pend *np = realloc(sc->pend, nc * sizeof *np);
+        if (!np)
+            return NULL;
+        sc->pend = np;
+        sc->cap = nc;
+    }
+    chain_pend *p = &sc->pend[sc->npend++];
+    memset(p, 0, sizeof *p);
+    return p;
+}
+
+static int scan_chain_rec(local *L, chain_scan *sc, commit_track *ct, const rec *r, uint64_t at)
+{
+    int pending = (r->flags & REC_CHAIN_PENDING) != 0;
+    int trailing = (r->flags & REC_CHAIN_TRAILING) != 0;
+    if (ct->left)
+        return damaged_after(at, "a chain record inside a commit");
+    if (sc->npend && sc->pend[sc->npend - 1].empty)
+        return damaged_after(sc->pend[sc->npend - 1].loc,
+                             "a pending chain record has no commit of its own");
+    /* A commit no record owns: before the chain began, or this trailing
+     * record's own. */
+    int own = trailing && ct->unclaimed;
+    if (ct->unclaimed && !own && sc->found)
+        return damaged_after(ct->at, "a commit without its chain record after the chain began");
+    ct->unclaimed = 0;
+    ct->lead_wait = !trailing;
+    if (!pending && sc->npend && r->created_us != sc->pend[sc->npend - 1].created)
+        return damaged_after(at, "a complete chain record of a later group after a pending one");
+    if (pending || sc->npend) {
+        sc->first_pending |= !sc->found && r->revision != 0;
+        chain_pend *p = pend_add(sc);
+        if (!p)
+            return err_set(STELE_ENOMEM, "out of memory");
+        *p = (chain_pend){.loc = at, .seq = r->revision, .position = r->position,
+                          .created = r->created_us, .complete = !pending, .trailing = trailing,
+                          .empty = 1};
+        if (!pending)
+            memcpy(p->data, r->data, CHAIN_DATA_SIZE);
+        int rc;
+        if (own && (rc = pend_digest(L, p, &ct->bytes)))
+            return rc;
+    } else {
+        sc->complete = 1;
+        memcpy(sc->data, r->data, CHAIN_DATA_SIZE);
+    }
+    sc->found = 1;
+    sc->followed = 0;
+    sc->trailing = trailing;
+    sc->loc = at;
+    sc->seq = r->revision;
+    sc->position = r->position;
+    return 0;
+}
+
+/* A record of a commit (not a chain record or a seal). */
+static int scan_commit_rec(local *L, chain_scan *sc, commit_track *ct, const rec *r, uint64_t at,
+                           const uint8_t *raw)
+{
+    sc->followed = 1;
+    int rc;
+    if (ct->left == 0) {
+        if (ct->unclaimed && sc->found)
+            return damaged_after(ct->at, "a commit without its chain record after the chain "
+                                         "began");
+        ct->unclaimed = 0;
+        ct->left = r->commit_count;
+        ct->bytes.len = 0;
+        ct->at = at;
+        ct->created = r->created_us;
+        ct->next_pos = sc->found ? sc->position : 0;
+    }
+    if ((rc = buf_append(&ct->bytes, raw, r->len)))
+        return rc;
+    if (r->kind == REC_EVENT && r->position + 1 > ct->next_pos)
+        ct->next_pos = r->position + 1;
+    if (--ct->left)
+        return 0;
+    if (!ct->lead_wait) {
+        ct->unclaimed = 1;
+        return 0;
+    }
+    ct->lead_wait = 0;
+    chain_pend *p = sc->npend ? &sc->pend[sc->npend - 1] : NULL;
+    return p && p->loc == sc->loc && !p->trailing ? pend_digest(L, p, &ct->bytes) : 0;
+}
+
 static int scan_head(local *L, uint64_t from, uint64_t end, chain_scan *sc)
 {
     chain_pend *keep = sc->pend;
@@ -510,8 +664,9 @@ static int scan_head(local *L, uint64_t from, uint64_t end, chain_scan *sc)
     log_iter it;
     log_iter_init(&it, L->lg, from, end);
     it.chain = 1;
-    buf bytes = {0};
-    int rc = 0, open = 0;
+    commit_track ct;
+    memset(&ct, 0, sizeof ct);
+    int rc = 0;
     for (;;) {
         rec r;
         uint64_t at;
@@ -524,62 +679,38 @@ static int scan_head(local *L, uint64_t from, uint64_t end, chain_scan *sc)
         if (st == LOG_ITER_END)
             break;
         if (r.kind == REC_CHAIN) {
-            if ((rc = pend_close(L, sc, &bytes, &open)))
+            if ((rc = scan_chain_rec(L, sc, &ct, &r, at)))
                 break;
-            if (sc->npend && sc->pend[sc->npend - 1].empty) {
-                rc = damaged_after(sc->pend[sc->npend - 1].loc,
-                                   "a pending chain record is not followed by its commit");
-                break;
-            }
-            int pending = (r.flags & REC_CHAIN_PENDING) != 0;
-            if (!pending && sc->npend && r.created_us != sc->pend[sc->npend - 1].created) {
-                rc = damaged_after(at, "a complete chain record of a later group after a pending "
-                                       "one");
-                break;
-            }
-            if (pending || sc->npend) {
-                sc->first_pending |= !sc->found && r.revision != 0;
-                if (sc->npend == sc->cap) {
-                    size_t nc = sc->cap ? sc->cap * 2 : 16;
-                    chain_pend *np = realloc(sc->pend, nc * sizeof *np);
-                    if (!np) {
-                        rc = err_set(STELE_ENOMEM, "out of memory");
-                        break;
-                    }
-                    sc->pend = np;
-                    sc->cap = nc;
-                }
-                chain_pend *p = &sc->pend[sc->npend++];
-                memset(p, 0, sizeof *p);
-                *p = (chain_pend){.loc = at, .seq = r.revision, .position = r.position,
-                                  .created = r.created_us, .complete = !pending};
-                if (!pending)
-                    memcpy(p->data, r.data, CHAIN_DATA_SIZE);
-                open = 1;
-                bytes.len = 0;
-            } else {
-                sc->complete = 1;
-                memcpy(sc->data, r.data, CHAIN_DATA_SIZE);
-            }
-            sc->found = 1;
-            sc->followed = 0;
-            sc->loc = at;
-            sc->seq = r.revision;
-            sc->position = r.position;
         } else if (r.kind != REC_SEAL) {
-            sc->followed = 1;
-            if (open && (rc = buf_append(&bytes, it.raw, r.len)))
+            if ((rc = scan_commit_rec(L, sc, &ct, &r, at, it.raw)))
                 break;
         } else if (sc->npend) {
             /* A segment is sealed only after its last group's rewrite. */
             rc = damaged_after(at, "a sealed segment ends in a pending chain record's group");
             break;
+        } else if (ct.unclaimed && sc->found) {
+            rc = damaged_after(ct.at, "a commit without its chain record after the chain began");
+            break;
+        } else {
+            ct.unclaimed = ct.lead_wait = 0;
         }
     }
-    if (rc == 0)
-        rc = pend_close(L, sc, &bytes, &open);
+    /* A commit at the end whose trailing record a crash tore away (the
+     * group's write never completed, so it was never acknowledged; recovery
+     * kept it whole): its record is written at the end. Before the chain
+     * began, such a commit is one of the unchained ones. */
+    if (rc == 0 && ct.unclaimed && sc->found) {
+        chain_pend *p = pend_add(sc);
+        if (!p) {
+            rc = err_set(STELE_ENOMEM, "out of memory");
+        } else {
+            *p = (chain_pend){.loc = end, .seq = sc->seq + 1, .position = ct.next_pos,
+                              .created = ct.created, .trailing = 1, .append = 1};
+            rc = pend_digest(L, p, &ct.bytes);
+        }
+    }
     log_iter_free(&it);
-    buf_free(&bytes);
+    buf_free(&ct.bytes);
     return rc;
 }
 
@@ -598,7 +729,7 @@ static int fill_pending(local *L, chain_scan *sc)
     for (size_t i = 0; i < sc->npend; i++) {
         chain_pend *p = &sc->pend[i];
         if (p->empty)
-            return damaged_after(p->loc, "a pending chain record is not followed by its commit");
+            return damaged_after(p->loc, "a pending chain record has no commit of its own");
         memcpy(data, h, 32);
         memcpy(data + 32, p->digest, 32);
         if (p->complete && memcmp(data, p->data, sizeof data) != 0) {
@@ -614,12 +745,28 @@ static int fill_pending(local *L, chain_scan *sc)
     for (size_t i = 0; i < sc->npend; i++) {
         chain_pend *p = &sc->pend[i];
         if (!p->complete) {
-            rec_encode_body(rec_bytes, REC_CHAIN, 0, "", 0, p->data, sizeof p->data, NULL, 0,
-                            p->position, p->seq, p->created);
+            rec_encode_body(rec_bytes, REC_CHAIN, p->trailing ? REC_CHAIN_TRAILING : 0, "", 0,
+                            p->data, sizeof p->data, NULL, 0, p->position, p->seq, p->created);
             log_seg *s = L->lg->segs[loc_seg(p->loc)];
+            /* An appended record takes the room its group's write had
+             * planned for it; in a segment file cut short (by hand, or a
+             * file system that lost its end) the write extends the file,
+             * as the seal after it will (local.c, seal). */
             int w = os_write_full(s->fd, rec_bytes, sizeof rec_bytes, loc_off(p->loc));
             if (w)
                 return err_set(STELE_EIO, "write a pending chain record: %s", strerror(-w));
+            if (p->append && loc_off(p->loc) + CHAIN_REC_SIZE > s->size)
+                s->size = loc_off(p->loc) + CHAIN_REC_SIZE; /* no reader yet: open */
+            if (p->append) {
+                STELE_ASSERT(p->loc == L->ck.loc);
+                L->ck.loc = p->loc + CHAIN_REC_SIZE;
+                L->ck.log_bytes += CHAIN_REC_SIZE;
+                sc->found = sc->trailing = 1;
+                sc->followed = 0;
+                sc->loc = p->loc;
+                sc->seq = p->seq;
+                sc->position = p->position;
+            }
         }
         memcpy(sc->data, p->data, sizeof p->data);
         sc->complete = 1;
@@ -660,6 +807,7 @@ int chain_open(local *L)
 {
     pthread_mutex_init(&L->chain.mu, NULL);
     L->chain.rewrite_max = rewrite_max_setting(&L->chain.rewrite_timed);
+    L->chain.trailing = layout_setting();
     pthread_cond_init(&L->chain.pubcv, NULL);
     L->chain.md = EVP_MD_fetch(NULL, "SHA256", NULL);
     L->chain.ctx = EVP_MD_CTX_new();
@@ -692,7 +840,7 @@ int chain_open(local *L)
          * commit but not the record before it. Cut it too, and look again
          * (from the start if the range began with it: the head is an
          * earlier record). */
-        if (!sc.found || sc.followed || sc.loc + CHAIN_REC_SIZE != L->ck.loc)
+        if (!sc.found || sc.followed || sc.trailing || sc.loc + CHAIN_REC_SIZE != L->ck.loc)
             break;
         log_seg *s = L->lg->segs[loc_seg(sc.loc)];
         static const uint8_t zeros[CHAIN_REC_SIZE];
@@ -775,28 +923,31 @@ static int broken(uint64_t seq, uint64_t at, const char *why)
 }
 
 typedef struct chain_walk {
-    int have, open;       /* the chain has begun; a chain record awaits its commit */
-    uint64_t seq, at;     /* that record's number and location */
+    int have, open;       /* the chain has begun; a leading record awaits its commit */
+    uint64_t seq, at;     /* the newest record's number and location */
     uint8_t data[CHAIN_DATA_SIZE];
     uint8_t prev[32];     /* the hash the next record must name */
     int prev_known;       /* 0 after a pending record whose commit is gone */
-    uint32_t left, nrec;  /* records of its commit still to come, seen */
-    buf bytes;            /* the commit's records so far */
+    uint32_t left;        /* records of the current commit still to come */
+    int unclaimed;        /* `bytes` is a whole commit no record owns yet */
+    uint64_t commit_at;   /* the current commit's first record */
+    buf bytes;            /* the current commit's records */
     uint64_t commits, unchained, removed;
-    int pending;          /* the open record is pending or torn */
-    uint64_t npending;    /* pending or torn records so far */
+    int pending;          /* the newest record is pending or torn */
+    uint64_t npending;    /* pending or torn records so far (and commits
+                           * awaiting a trailing record torn away) */
     int64_t pend_created; /* the last one's group time */
 } chain_walk;
 
-/* The commit of the open chain record is complete (or absent). */
-static int close_commit(chain_walk *w, logf *lg)
+/* The newest chain record's commit is `bytes` (have 1) or absent. */
+static int close_commit(chain_walk *w, logf *lg, int have, int trailing)
 {
-    if (!w->open)
-        return 0;
     w->open = 0;
-    if (w->nrec == 0) {
+    if (!have) {
         if (!log_seg_scavenged(lg, loc_seg(w->at)))
-            return broken(w->seq, w->at, "its chain record is not followed by its commit");
+            return broken(w->seq, w->at, trailing ? "its chain record does not follow its commit"
+                                                  : "its chain record is not followed by its "
+                                                    "commit");
         w->removed++;
         return 0;
     }
@@ -812,18 +963,40 @@ static int close_commit(chain_walk *w, logf *lg)
         return 0;
     }
     if (memcmp(d, w->data + 32, 32) != 0)
-        return broken(w->seq, w->at + CHAIN_REC_SIZE,
+        return broken(w->seq, w->commit_at,
                       "the commit's records do not match the digest in its chain record");
     return 0;
 }
 
-/* The chain record r at `at` (pending or torn: flags REC_CHAIN_PENDING). */
+/* A commit no record owned, now that something else comes: before the
+ * chain began it is one of the unchained commits; after, damage. */
+static int drop_unclaimed(chain_walk *w)
+{
+    if (!w->unclaimed)
+        return 0;
+    w->unclaimed = 0;
+    if (w->have)
+        return broken(w->seq + 1, w->commit_at,
+                      "a commit without a chain record after the chain began");
+    w->unchained++;
+    return 0;
+}
+
+/* The chain record r at `at` (pending or torn: flags REC_CHAIN_PENDING;
+ * before or after its commit: REC_CHAIN_TRAILING). */
 static int walk_chain_rec(chain_walk *w, logf *lg, const rec *r, uint64_t at)
 {
     int rc;
-    if (w->open && w->left)
+    int trailing = (r->flags & REC_CHAIN_TRAILING) != 0;
+    if (w->left)
         return broken(w->seq, at, "a chain record inside a commit");
-    if ((rc = close_commit(w, lg)))
+    /* A leading record before this one that never got its commit. */
+    if (w->open && (rc = close_commit(w, lg, 0, 0)))
+        return rc;
+    int own = trailing && w->unclaimed;
+    if (own)
+        w->unclaimed = 0;
+    else if ((rc = drop_unclaimed(w)))
         return rc;
     int pending = (r->flags & REC_CHAIN_PENDING) != 0;
     if (!w->have && (r->revision != 0 || (!pending && memcmp(r->data, zero32, 32) != 0)))
@@ -855,12 +1028,33 @@ static int walk_chain_rec(chain_walk *w, logf *lg, const rec *r, uint64_t at)
         w->commits++;
     }
     w->pending = pending;
-    w->have = w->open = 1;
+    w->have = 1;
     w->seq = r->revision;
     w->at = at;
-    w->left = 0;
-    w->nrec = 0;
-    w->bytes.len = 0;
+    if (trailing)
+        return close_commit(w, lg, own, 1);
+    w->open = 1;
+    return 0;
+}
+
+/* A record of a commit (not a chain record or a seal). */
+static int walk_commit_rec(chain_walk *w, logf *lg, const rec *r, uint64_t at, const uint8_t *raw)
+{
+    int rc;
+    if (w->left == 0) {
+        if ((rc = drop_unclaimed(w)))
+            return rc;
+        w->left = r->commit_count;
+        w->bytes.len = 0;
+        w->commit_at = at;
+    }
+    if ((rc = buf_append(&w->bytes, raw, r->len)))
+        return rc;
+    if (--w->left)
+        return 0;
+    if (w->open)
+        return close_commit(w, lg, 1, 0);
+    w->unclaimed = 1; /* a trailing record's, or before the chain */
     return 0;
 }
 
@@ -900,6 +1094,10 @@ int chain_check(logf *lg, char *note, size_t note_len)
                 rc = broken(w.seq, at, "a sealed segment ends in a pending chain record's group");
                 break;
             }
+            if (w.open && (rc = close_commit(&w, lg, 0, 0)))
+                break;
+            if ((rc = drop_unclaimed(&w)))
+                break;
             continue;
         }
         if (r.kind == REC_CHAIN) {
@@ -907,30 +1105,25 @@ int chain_check(logf *lg, char *note, size_t note_len)
                 break;
             continue;
         }
-        if (!w.have) {
-            w.unchained += r.commit_index == 0;
-            continue;
-        }
-        if (!w.open) {
-            rc = broken(w.seq + 1, at, "a commit without a chain record after the chain began");
-            break;
-        }
-        if (w.nrec == 0)
-            w.left = r.commit_count;
-        if ((rc = buf_append(&w.bytes, it.raw, r.len)))
-            break;
-        w.nrec++;
-        if (--w.left == 0 && (rc = close_commit(&w, lg)))
+        if ((rc = walk_commit_rec(&w, lg, &r, at, it.raw)))
             break;
     }
     log_iter_free(&it);
-    /* An open record at the end lost its commit to a torn write (cut at
-     * the next open): not damage. */
-    if (rc == 0 && w.open && w.nrec == 0 && !torn && !log_seg_scavenged(lg, loc_seg(w.at))) {
+    /* An open leading record at the end lost its commit to a torn write
+     * (cut at the next open): not damage. A commit at the end without its
+     * trailing record lost that record to a torn write: the next open
+     * writes it. */
+    if (rc == 0 && w.open && !w.left && !torn && !log_seg_scavenged(lg, loc_seg(w.at))) {
         if (w.pending)
             w.npending--;
         else
             w.commits--;
+    }
+    if (rc == 0 && w.unclaimed) {
+        if (w.have)
+            w.npending++;
+        else
+            w.unchained++;
     }
     buf_free(&w.bytes);
     if (rc == 0 && note_len) {
@@ -1038,6 +1231,37 @@ static int event_loc(local *L, MDB_txn *txn, uint64_t pos, uint64_t end, rec *r,
     return rc;
 }
 
+/* One commit of an export, in chain order: its records while the export
+ * has not passed `to` (NULL when removed by scavenging or past it), its
+ * digest, and for the first the hash before it. */
+static int export_one(int (*fn)(void *ctx, uint64_t seq, const uint8_t *bytes, size_t n,
+                                const uint8_t digest[32]),
+                      void *ctx, uint64_t seq, const uint8_t *bytes, size_t n,
+                      const uint8_t digest[32], const uint8_t rprev[32], uint64_t cpos,
+                      uint64_t to, int *past, int *any, uint64_t *first_seq, uint8_t prev[32],
+                      uint64_t *next_seq, uint64_t *total)
+{
+    if (!*any) {
+        *first_seq = seq;
+        memcpy(prev, rprev, 32);
+        *any = 1;
+    } else if (seq != *next_seq) {
+        return err_set(STELE_ECORRUPT, "hash chain: commit %llu follows commit %llu",
+                       (unsigned long long)seq, (unsigned long long)(*next_seq - 1));
+    }
+    int with = !*past && n;
+    *total += with ? n * 4 / 3 + 16 : 80;
+    if (*total > CHAIN_EXPORT_MAX)
+        return err_set(STELE_ETOOBIG, "the export would pass %llu MiB: export a smaller range, "
+                       "or later events", (unsigned long long)(CHAIN_EXPORT_MAX >> 20));
+    int rc = fn(ctx, seq, with ? bytes : NULL, with ? n : 0, digest);
+    if (rc)
+        return rc;
+    *past |= cpos > to;
+    *next_seq = seq + 1;
+    return 0;
+}
+
 int local_chain_export(backend *b, uint64_t from, uint64_t to,
                        int (*fn)(void *ctx, uint64_t seq, const uint8_t *bytes, size_t n,
                                  const uint8_t digest[32]),
@@ -1067,19 +1291,25 @@ int local_chain_export(backend *b, uint64_t from, uint64_t to,
     if (rc)
         return rc;
     uint8_t hdr[REC_HEADER_SIZE];
-    if (loc_off(loc) < SEG_HEADER_SIZE + CHAIN_REC_SIZE ||
-        log_read(L->lg, loc - CHAIN_REC_SIZE, hdr, sizeof hdr) || hdr[8] != REC_CHAIN) {
-        err_clear();
-        return err_set(STELE_ENOTFOUND, "the event at position %llu was written before the hash "
-                       "chain began", (unsigned long long)from);
-    }
+    /* Where the walk starts: the commit's leading chain record, or the
+     * commit itself when a trailing record follows it ("Trailing records"). */
+    uint64_t start = loc;
+    if (loc_off(loc) >= SEG_HEADER_SIZE + CHAIN_REC_SIZE &&
+        log_read(L->lg, loc - CHAIN_REC_SIZE, hdr, sizeof hdr) == 0 && hdr[8] == REC_CHAIN &&
+        !(hdr[9] & REC_CHAIN_TRAILING))
+        start = loc - CHAIN_REC_SIZE;
+    err_clear();
     log_iter it;
-    log_iter_init(&it, L->lg, loc - CHAIN_REC_SIZE, end);
+    log_iter_init(&it, L->lg, start, end);
     it.chain = 1;
     buf bytes = {0};
-    int open = 0, past = 0;
-    uint64_t seq = 0, cpos = 0, total = 0, next_seq = 0;
-    uint8_t digest[32];
+    /* lead: a leading record awaiting its commit; have: `bytes` is a whole
+     * commit no record owns yet (a trailing record's); left: records of the
+     * current commit still to come. */
+    int lead = 0, have = 0, any = 0, past = 0;
+    uint32_t left = 0;
+    uint64_t lseq = 0, lpos = 0, total = 0, next_seq = 0;
+    uint8_t ldigest[32], lprev[32];
     for (;;) {
         uint64_t at;
         int short_tail;
@@ -1088,49 +1318,81 @@ int local_chain_export(backend *b, uint64_t from, uint64_t to,
             rc = st;
             break;
         }
-        if (st != LOG_ITER_END && r.kind == REC_CHAIN && (r.flags & REC_CHAIN_PENDING)) {
+        if (st == LOG_ITER_END) {
+            if (lead)
+                rc = export_one(fn, ctx, lseq, NULL, 0, ldigest, lprev, lpos, to, &past, &any,
+                                first_seq, prev, &next_seq, &total);
+            lead = 0;
+            break;
+        }
+        if (r.kind == REC_CHAIN && (r.flags & REC_CHAIN_PENDING)) {
             /* Cannot be: the head is published after the records it covers
              * are written (chain_group_done). */
             rc = err_set(STELE_ECORRUPT, "hash chain: commit %llu's chain record is pending "
                          "below the head", (unsigned long long)r.revision);
             break;
         }
-        if (st == LOG_ITER_END || r.kind == REC_CHAIN) {
-            if (open) {
-                int with = !past && bytes.len;
-                total += with ? bytes.len * 4 / 3 + 16 : 80;
-                if (total > CHAIN_EXPORT_MAX) {
-                    rc = err_set(STELE_ETOOBIG, "the export would pass %llu MiB: export a "
-                                 "smaller range, or later events",
-                                 (unsigned long long)(CHAIN_EXPORT_MAX >> 20));
-                    break;
-                }
-                if ((rc = fn(ctx, seq, with ? bytes.p : NULL, with ? bytes.len : 0, digest)))
-                    break;
-                past |= cpos > to;
-                next_seq = seq + 1;
-            }
-            if (st == LOG_ITER_END)
-                break;
-            if (!open) {
-                *first_seq = r.revision;
-                memcpy(prev, r.data, 32);
-            } else if (r.revision != next_seq) {
-                rc = err_set(STELE_ECORRUPT, "hash chain: commit %llu follows commit %llu",
-                             (unsigned long long)r.revision, (unsigned long long)seq);
+        if (r.kind == REC_CHAIN) {
+            if (left) {
+                rc = err_set(STELE_ECORRUPT, "hash chain: commit %llu's chain record is inside "
+                             "a commit", (unsigned long long)r.revision);
                 break;
             }
-            open = 1;
-            seq = r.revision;
-            cpos = r.position;
-            memcpy(digest, r.data + 32, 32);
-            bytes.len = 0;
-        } else if (r.kind != REC_SEAL && (rc = buf_append(&bytes, it.raw, r.len))) {
+            /* A leading record before this one whose commit was removed. */
+            if (lead && (rc = export_one(fn, ctx, lseq, NULL, 0, ldigest, lprev, lpos, to, &past,
+                                         &any, first_seq, prev, &next_seq, &total)))
+                break;
+            lead = 0;
+            if (r.flags & REC_CHAIN_TRAILING) {
+                int with = have;
+                have = 0;
+                if (!any && !with) /* the walk starts at its commit */
+                    continue;
+                if ((rc = export_one(fn, ctx, r.revision, with ? bytes.p : NULL,
+                                     with ? bytes.len : 0, r.data + 32, r.data, r.position, to,
+                                     &past, &any, first_seq, prev, &next_seq, &total)))
+                    break;
+                continue;
+            }
+            if (!any && have) /* the commit before the chain began */
+                break;
+            have = 0;
+            lead = 1;
+            lseq = r.revision;
+            lpos = r.position;
+            memcpy(lprev, r.data, 32);
+            memcpy(ldigest, r.data + 32, 32);
+            continue;
+        }
+        if (!any && have) /* the commit of `from` has no chain record */
             break;
+        if (r.kind == REC_SEAL) {
+            have = 0;
+            continue;
+        }
+        if (left == 0) {
+            left = r.commit_count;
+            bytes.len = 0;
+            have = 0;
+        }
+        if ((rc = buf_append(&bytes, it.raw, r.len)))
+            break;
+        if (--left)
+            continue;
+        if (lead) {
+            lead = 0;
+            if ((rc = export_one(fn, ctx, lseq, bytes.p, bytes.len, ldigest, lprev, lpos, to,
+                                 &past, &any, first_seq, prev, &next_seq, &total)))
+                break;
+        } else {
+            have = 1;
         }
     }
     log_iter_free(&it);
     buf_free(&bytes);
+    if (rc == 0 && !any)
+        rc = err_set(STELE_ENOTFOUND, "the event at position %llu was written before the hash "
+                     "chain began", (unsigned long long)from);
     if (rc == 0 && next_seq != head->commits)
         rc = err_set(STELE_ECORRUPT, "hash chain: the log holds %llu commits up to the head, "
                      "which names %llu", (unsigned long long)next_seq,

@@ -21,7 +21,8 @@ struct logf;
  * chain_group_done: where its chain record and records are in L->gbuf,
  * what its chain record will say, and its digest once hashed. */
 typedef struct chain_job {
-    size_t cr_off, end_off;   /* chain record at cr_off, records up to end_off */
+    size_t cr_off;            /* its chain record, before or after the commit */
+    size_t from_off, to_off;  /* the commit's records */
     uint64_t loc;             /* the chain record's location in the log */
     uint64_t seq, next_pos;
     uint8_t digest[32];
@@ -31,6 +32,8 @@ typedef struct chain_job {
 typedef struct chain_state {
     /* writer-owned */
     int on;                /* writing chain records (not STELE_OPEN_NO_CHAIN) */
+    int trailing;          /* each record after its commit (REC_CHAIN_TRAILING,
+                            * local_chain.c "Trailing records"), else before */
     uint64_t seq;          /* the next commit's number */
     uint8_t hash[32];      /* the last chained commit's hash (zeros: none) */
     uint64_t next_pos;     /* the log's next position after that commit */
@@ -73,15 +76,18 @@ typedef struct chain_state {
 
 /* Bytes of chain record each commit adds (0 when the chain is off). */
 uint64_t chain_rec_bytes(struct local *L);
-/* Reserve the chain record of the commit about to be encoded at the end of
- * L->gbuf; NULL when the chain is off. */
+/* Mark the start of the commit about to be encoded at the end of L->gbuf:
+ * with leading records, reserve its chain record there (the commit follows
+ * it); with trailing ones, only note where the commit starts (its record
+ * goes after it, in chain_seal_commit; the caller has planned room for
+ * both). NULL when the chain is off. */
 uint8_t *chain_reserve(struct local *L);
-/* The commit's records are encoded after `cr` up to the end of L->gbuf:
- * give it the chain's next number, write its chain record pending (its
- * prev and digest come in chain_group_done) and, at a group's first commit,
- * record where the chain stands in the index (meta "chain"). No-op for cr
- * NULL. */
-int chain_seal_commit(struct local *L, MDB_txn *txn, uint8_t *cr, int64_t now);
+/* The commit's records are encoded from `mark` (after its leading record)
+ * up to the end of L->gbuf: give it the chain's next number, write its
+ * chain record pending (a trailing one appended to L->gbuf; prev and digest
+ * come in chain_group_done) and, at a group's first commit, record where
+ * the chain stands in the index (meta "chain"). No-op for mark NULL. */
+int chain_seal_commit(struct local *L, MDB_txn *txn, uint8_t *mark, int64_t now);
 /* The group's commits are all encoded and go to segment file fd at
  * write_off: a large group's are handed to the hasher thread (hasher 1),
  * to be digested while the writer writes and fsyncs the group. hasher 0:

@@ -38,9 +38,7 @@ enum { OP_APPEND, OP_DELETE, OP_TOMBSTONE, OP_METADATA, OP_SNAPSHOT, OP_MULTI };
 struct mstream;
 
 /* How a finished group's waiters are woken (local_wake.c). */
-enum { WAKE_BULK, WAKE_RELAY, WAKE_TREE };
-/* At most how many waiters each woken appender wakes (local_wake.c). */
-#define WAKE_FANOUT_MAX 8
+enum { WAKE_BULK, WAKE_RELAY };
 
 typedef struct wreq {
     int op;
@@ -74,10 +72,7 @@ typedef struct wreq {
     size_t rm_data_len, rm_meta_len;
     uint64_t rm_sid, rm_rev, rm_pos;
 
-    _Atomic uint32_t done;  /* a waiter's futex word (local_wake.c) */
-    struct wreq *kids[WAKE_FANOUT_MAX]; /* the waiters it releases (local_wake.c) */
-    struct wreq *wnext;     /* the group's next waiter (writer scratch) */
-    _Atomic uint32_t *wake_left; /* the group's waiters still releasing */
+    _Atomic uint32_t done;  /* a waiter's flag: 1 once its result is final */
     append_done_fn done_fn; /* async: called instead of the futex wake */
     void *done_ctx;
     struct wreq *next;
@@ -119,15 +114,10 @@ typedef struct local {
     int64_t nospace_tried_ms;
     pool *pl;              /* read buffers, shared with live pages */
     _Atomic uint64_t n_appends, n_groups;
-    /* The last group's waiters that have not yet released their kids
-     * (local_wake.c, "Gathering"); a futex word the writer may wait on. */
-    _Atomic uint32_t wake_left;
-    int wake_mode;         /* WAKE_BULK, WAKE_RELAY, WAKE_TREE (wake_config) */
+    int wake_mode;         /* WAKE_BULK, WAKE_RELAY (wake_config) */
     _Atomic uint32_t done_gen;   /* bulk, relay: the waiters' futex word */
     _Atomic uint32_t wake_relay; /* relay: 1 while the bulk wake is owed */
     uint32_t wake_relay_n;       /* relay: sleepers the writer wakes */
-    uint32_t wake_roots, wake_fanout; /* the tree's shape (wake_config) */
-    int wake_gather;
 
     /* Commit notification (subscriptions): commit_gen is bumped after each
      * group that committed something, then sleepers are woken (futex) and
@@ -286,19 +276,15 @@ int local_submit(local *L, wreq *r);
 int local_enqueue(local *L, wreq *r);
 
 /* local_wake.c: waking a finished group's waiting appenders (bulk by
- * default; relay and tree: STELE_WAKE) */
-/* The caller: sleep until the writer (or another appender) released `r`,
- * then release the waiters below it in its group's tree. */
+ * default; relay: STELE_WAKE) */
+/* The caller: sleep until the writer has marked `r` done (in relay mode,
+ * wake the group's other sleepers if this thread takes the relay). */
 void wake_wait(local *L, wreq *r);
 /* The writer, once the group is published (or failed) and every request's
- * result is final: complete the asynchronous requests and release the
- * waiters' tree. No request of `group` may be touched after this. */
+ * result is final: complete the asynchronous requests and wake the
+ * waiters. No request of `group` may be touched after this. */
 void wake_group(local *L, wreq *group);
-/* The writer, before it takes its next group: if the last group was large,
- * wait until its waiters have all been released (local_wake.c,
- * "Gathering"). */
-void wake_gather(local *L);
-/* Open: the tree's shape from the environment (local_wake.c). */
+/* Open: the way of waking from the environment (local_wake.c). */
 void wake_config(local *L);
 
 /* local_scavenge.c */

@@ -151,7 +151,36 @@ static int cut_tail(local *L, uint64_t from)
     return rc ? err_set(STELE_EIO, "cut torn tail: %s", strerror(-rc)) : 0;
 }
 
-/* Does the newest indexed commit still end exactly at the checkpoint? */
+/* Is the record at `at` a trailing chain record (local_chain.c, "Trailing
+ * records": the commit's before it own, which the log's end covers with
+ * it)? Complete, pending or torn in its rewrite: the header's first bytes
+ * are the same (the chain's own walks judge the rest). */
+static int trailing_chain_rec_at(local *L, uint64_t at)
+{
+    uint8_t h[REC_HEADER_SIZE];
+    if (loc_off(at) + CHAIN_REC_SIZE > L->lg->segs[loc_seg(at)]->size)
+        return 0;
+    if (log_read(L->lg, at, h, sizeof h)) {
+        err_clear(); /* (callers have no error of their own) */
+        return 0;
+    }
+    return ld32(h) == CHAIN_REC_SIZE && h[8] == REC_CHAIN && (h[9] & REC_CHAIN_TRAILING);
+}
+
+static int trailing_chain_rec_ends(local *L, uint64_t at)
+{
+    return at + CHAIN_REC_SIZE == L->ck.loc && trailing_chain_rec_at(L, at);
+}
+
+/* Where the log goes on after a commit ending at `end`: past its trailing
+ * chain record, if it has one (else the next group would write over it). */
+static uint64_t past_trailing(local *L, uint64_t end)
+{
+    return trailing_chain_rec_at(L, end) ? end + CHAIN_REC_SIZE : end;
+}
+
+/* Does the newest indexed commit still end exactly at the checkpoint (or
+ * its trailing chain record does)? */
 static int last_commit_intact(local *L)
 {
     if (L->ck.last_commit == UINT64_MAX)
@@ -172,7 +201,7 @@ static int last_commit_intact(local *L)
             break;
         count = r.commit_count;
         if (i + 1 == count) {
-            ok = it.loc == L->ck.loc;
+            ok = it.loc == L->ck.loc || trailing_chain_rec_ends(L, it.loc);
             /* ... or a seal follows and the checkpoint is in the next
              * segment, just past its header. */
             if (!ok && log_iter_next(&it, &r, &at, &short_tail) == LOG_ITER_REC &&
@@ -432,7 +461,7 @@ static int scan_single(rscan *sc, const rec *r, uint64_t at)
                                                                 : apply_marker(L, sc->txn, r);
     L->ck.last_commit = at;
     L->ck.log_bytes += r->len;
-    sc->after = sc->it.loc;
+    sc->after = rc ? sc->it.loc : past_trailing(L, sc->it.loc);
     return rc;
 }
 
@@ -530,7 +559,7 @@ static int commit_apply(rscan *sc, const rec *r)
     L->ck.last_commit = c->start;
     L->ck.next_pos = c->first_pos + c->nevents;
     L->last_created = r->created_us;
-    sc->after = sc->it.loc;
+    sc->after = rc ? sc->it.loc : past_trailing(L, sc->it.loc);
     sc->in_txn += c->count;
     return rc;
 }

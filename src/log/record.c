@@ -539,7 +539,7 @@ static rec_status decode_part(const uint8_t *p, uint64_t avail, rec *r, const ch
     }
     if (r->kind == REC_CHAIN &&
         (r->commit_count != 1 || r->type_len || r->ntags || r->stream_len ||
-         (r->flags & ~REC_CHAIN_PENDING) ||
+         (r->flags & ~(REC_CHAIN_PENDING | REC_CHAIN_TRAILING)) ||
          r->data_len != CHAIN_DATA_SIZE || r->meta_len || len != CHAIN_REC_SIZE)) {
         *why = "malformed chain record";
         return REC_BAD;
@@ -781,15 +781,15 @@ rec_status rec_decode_trusted_in(const uint8_t *base, uint64_t off, uint64_t ava
 int rec_chain_torn(const uint8_t *p, uint64_t avail)
 {
     if (avail < CHAIN_REC_SIZE || ld32(p) != CHAIN_REC_SIZE || p[8] != REC_CHAIN ||
-        (p[9] & ~REC_CHAIN_PENDING) ||
+        (p[9] & ~(REC_CHAIN_PENDING | REC_CHAIN_TRAILING)) ||
         crc32c(0, p + 8, CHAIN_REC_SIZE - 8) == ld32(p + 4))
         return 0;
     /* The shared bytes as a pending record of this number, position and
      * time has them. */
     static const uint8_t zeros[CHAIN_DATA_SIZE];
     uint8_t t[CHAIN_REC_SIZE];
-    rec_encode_body(t, REC_CHAIN, REC_CHAIN_PENDING, "", 0, zeros, sizeof zeros, NULL, 0,
-                    ld64(p + 24), ld64(p + 32), (int64_t)ld64(p + 40));
+    rec_encode_body(t, REC_CHAIN, REC_CHAIN_PENDING | (p[9] & REC_CHAIN_TRAILING), "", 0, zeros,
+                    sizeof zeros, NULL, 0, ld64(p + 24), ld64(p + 32), (int64_t)ld64(p + 40));
     return memcmp(p, t, 4) == 0 && memcmp(p + 10, t + 10, REC_CHAIN_DATA_OFF - 10) == 0 &&
            memcmp(p + REC_CHAIN_DATA_OFF + CHAIN_DATA_SIZE,
                   t + REC_CHAIN_DATA_OFF + CHAIN_DATA_SIZE,

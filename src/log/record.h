@@ -225,6 +225,13 @@ enum rec_kind {
  * this flag refuse a chain record with flags set as malformed.)
  */
 #define REC_CHAIN_PENDING 0x01u
+/* Flags bit (since 2026-12-08, branch chain21d): the record *follows* its
+ * commit instead of preceding it (local_chain.c, "Trailing records"): the
+ * commit's records end where it starts. A store's writer uses one layout
+ * per open; the chain's walks take each record as its flag says, so one
+ * store can hold both. Builds before this bit refuse such a record as a
+ * malformed chain record (never misread it). */
+#define REC_CHAIN_TRAILING 0x02u
 #define CHAIN_DATA_SIZE 64u
 #define CHAIN_REC_SIZE 144u /* REC_HEADER_SIZE + 2 NULs + 64, padded */
 
@@ -417,7 +424,7 @@ int rec_share_apply(rec *r, unsigned which, const rec *holder, const char **why)
 /* A chain record torn while rewritten in place (local_chain.c, "Torn
  * rewrites"): 1 when `p` holds CHAIN_REC_SIZE bytes whose checksum fails
  * but which carry every byte a pending chain record and its complete form
- * share (all but the CRC, the flags, 0 or REC_CHAIN_PENDING, and the 64
+ * share (all but the CRC, the pending flag, and the 64
  * data bytes at REC_CHAIN_DATA_OFF). Event readers skip such a record (it
  * holds no event); only the chain's own walks judge it. */
 int rec_chain_torn(const uint8_t *p, uint64_t avail);
