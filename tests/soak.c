@@ -39,7 +39,7 @@
  * and printing the seed (replay with --seed; the kill timing varies).
  *
  * --lose-tail tests the checker itself: after each kill it zeroes the last
- * 64 bytes of the log's data (what a writer that acknowledged before its
+ * 64 bytes of the log's last event record (what a writer that acknowledged before its
  * data was durable could lose in a machine crash), so recovery cuts the
  * last commit off and the run must fail (CTest soak_detects_loss).
  *
@@ -550,8 +550,29 @@ static int run_check(const char *stele_bin, const char *dir)
     return 1;
 }
 
-/* --lose-tail: zero the last 64 bytes of data in the newest segment that
- * holds records after its header. */
+/* Where the last event-carrying record of a segment's bytes p[0..n) ends:
+ * records from the 64-byte segment header on, each `len` bytes (its first
+ * four, little-endian, a multiple of 8 and at least the 72-byte header),
+ * stepping over chain records (kind 7: since 2026-12-08 a commit's chain
+ * record follows it, and zeroing one only makes it look torn, which open
+ * repairs) and seals (kind 4); docs/file-format.md. 0: none. */
+static size_t last_data_end(const uint8_t *p, size_t n)
+{
+    size_t off = 64, end = 0;
+    while (off + 72 <= n) {
+        uint32_t len = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 |
+                       (uint32_t)p[off + 2] << 16 | (uint32_t)p[off + 3] << 24;
+        if (len < 72 || len % 8 || off + len > n)
+            break;
+        if (p[off + 8] != 7 && p[off + 8] != 4)
+            end = off + len;
+        off += len;
+    }
+    return end;
+}
+
+/* --lose-tail: zero the last 64 bytes of the last event-carrying record in
+ * the newest segment that holds one. */
 static void lose_tail(const char *store)
 {
     char dir[8300];
@@ -583,9 +604,7 @@ static void lose_tail(const char *store)
         if (!p)
             abort();
         ssize_t n = pread(fd, p, (size_t)sb.st_size, 0);
-        size_t end = n > 0 ? (size_t)n : 0;
-        while (end > 64 && p[end - 1] == 0)
-            end--;
+        size_t end = last_data_end(p, n > 0 ? (size_t)n : 0);
         int done = 0;
         if (end >= 64 + 64) {
             static const uint8_t zeros[64];
